@@ -1,0 +1,148 @@
+"""Pure functions for p-bit sampling, quantisation and straight-through gradients.
+
+A p-bit is a binary stochastic neuron whose *mean* is a deterministic activation:
+
+* bipolar:  ``b = sign(tanh(beta*x) - u)``,  ``u ~ U(-1, 1)``,  ``b in {-1, +1}``,
+  ``P(b = +1) = (1 + tanh(beta*x)) / 2`` so ``E[b] = tanh(beta*x)``;
+* unipolar: ``b = 1[sigmoid(beta*x) > u]``, ``u ~ U(0, 1)``, ``b in {0, 1}``,
+  ``E[b] = sigmoid(beta*x)``.
+
+Gradients flow through the random bit by a straight-through estimator (STE). The forward value
+is always exactly the bit; the backward pass uses the derivative of a *surrogate*:
+
+* ``"mean"``: the mean function (``tanh(beta*x)`` or ``sigmoid(beta*x)``) -- the default;
+* ``"identity"``: ``x`` itself (gradient 1);
+* ``"clipped"``: ``clamp(x, -1, 1)`` (gradient ``1[|x| <= 1]``).
+
+The estimator is written as ``bit + (s - s.detach())``: the bracket is exactly zero in the
+forward pass (so outputs stay in {-1, +1} bit for bit) and carries ``ds/dx`` backwards. No input
+is modified in place.
+
+NaN handling: a NaN pre-activation propagates as NaN to the output instead of silently becoming a
+bit, without any host-device synchronisation.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+MODES = ("bipolar", "unipolar")
+STES = ("mean", "identity", "clipped")
+
+
+def check_beta(beta: float) -> float:
+    """Return ``beta`` as a float, or raise if it is not a finite positive number."""
+    try:
+        value = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta must be a positive number, got {beta!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    return value
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -> torch.Tensor:
+    """The expectation of a p-bit: ``tanh(beta*x)`` (bipolar) or ``sigmoid(beta*x)`` (unipolar)."""
+    check_choice("mode", mode, MODES)
+    return torch.tanh(beta * x) if mode == "bipolar" else torch.sigmoid(beta * x)
+
+
+def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """Forward ``value`` exactly, backward the gradient of ``surrogate``.
+
+    ``surrogate - surrogate.detach()`` is exactly 0 for finite numbers and NaN for NaN, so NaN
+    inputs propagate to the output as well.
+    """
+    return value + (surrogate - surrogate.detach())
+
+
+def _surrogate(x: torch.Tensor, mean: torch.Tensor, ste: str) -> torch.Tensor:
+    if ste == "mean":
+        return mean
+    if ste == "identity":
+        return x
+    return torch.clamp(x, -1.0, 1.0)
+
+
+def pbit(
+    x: torch.Tensor,
+    mode: str = "bipolar",
+    beta: float = 1.0,
+    generator: torch.Generator | None = None,
+    ste: str = "mean",
+) -> torch.Tensor:
+    """Draw one p-bit per element of ``x``.
+
+    Args:
+        x: pre-activations, any shape, floating point.
+        mode: ``"bipolar"`` (bits in {-1, +1}) or ``"unipolar"`` (bits in {0, 1}).
+        beta: inverse temperature, > 0.
+        generator: source of the uniform draws; must live on ``x.device``. ``None`` uses torch's
+            default generator for that device.
+        ste: surrogate for the backward pass: ``"mean"``, ``"identity"`` or ``"clipped"``.
+
+    Returns:
+        A tensor of the shape and dtype of ``x`` holding the bits (NaN where ``x`` is NaN).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> pbit(torch.zeros(4), generator=g).abs().tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    check_choice("mode", mode, MODES)
+    check_choice("ste", ste, STES)
+    beta = check_beta(beta)
+    if not x.is_floating_point():
+        raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
+    mean = mean_activation(x, mode, beta)
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if mode == "bipolar":
+        bits = torch.where(mean > 2.0 * u - 1.0, 1.0, -1.0).to(x.dtype)
+    else:
+        bits = (mean > u).to(x.dtype)
+    bits = torch.where(torch.isnan(x), x, bits)
+    return straight_through(bits, _surrogate(x, mean, ste))
+
+
+def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """Round values in [-1, 1] to the nearest of ``2**bits`` equally spaced levels in [-1, 1].
+
+    Values outside [-1, 1] are clipped first. For ``bits=1`` the levels are {-1, +1}.
+    """
+    steps = 2**bits - 1
+    t = torch.clamp(t, -1.0, 1.0)
+    return torch.round((t + 1.0) * (steps / 2.0)) * (2.0 / steps) - 1.0
+
+
+def quantized_activation(
+    x: torch.Tensor, bits: int, beta: float = 1.0, mode: str = "bipolar"
+) -> torch.Tensor:
+    """Deterministic k-bit activation: ``tanh(beta*x)`` (or sigmoid) rounded to ``2**bits`` levels.
+
+    Bipolar levels span [-1, 1]; unipolar levels span [0, 1]. The backward pass is the derivative
+    of the unrounded activation (STE), so a k-bit network trains like its float counterpart.
+    """
+    mean = mean_activation(x, mode, beta)
+    if mode == "bipolar":
+        q = quantize_levels(mean, bits)
+    else:
+        q = (quantize_levels(2.0 * mean - 1.0, bits) + 1.0) / 2.0
+    return straight_through(q, mean)
+
+
+def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric uniform k-bit weights with ``2**bits`` levels in [-s, s], ``s = max|w|``.
+
+    The scale is detached (a per-layer constant); the STE passes the gradient to ``w`` unchanged,
+    so the float weights keep learning while the forward pass sees only the quantised ones.
+    """
+    scale = w.detach().abs().max().clamp_min(torch.finfo(w.dtype).tiny)
+    q = quantize_levels(w.detach() / scale, bits) * scale
+    return straight_through(q, w)

@@ -1,0 +1,95 @@
+"""The reference MLP and CNN, parameterised by neuron type and weight bits.
+
+Design notes:
+* Every hidden layer is ``weights -> batch norm -> neuron``; normalisation puts the
+  pre-activations where a p-bit's probability is not saturated.
+* After a p-bit, pooling averages (a max over +-1 bits is almost always +1).
+* The first layer reads the input directly, so its weights and normalisation form the
+  deterministic prefix that a ``SampledModel`` computes once for all samples.
+* Weights use Glorot (Xavier) uniform initialisation, as in the paper; biases start at zero.
+"""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from ..nn import QuantConv2d, QuantLinear, check_bits, make_neuron
+from .registry import register
+
+
+def glorot_init(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def _check_shape(input_shape) -> tuple[int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+@register("mlp")
+def mlp(
+    neuron: str = "pbit",
+    weight_bits: int = 32,
+    beta: float = 1.0,
+    input_shape=(1, 28, 28),
+    num_classes: int = 10,
+    width: int = 256,
+    depth: int = 2,
+) -> nn.Module:
+    """``depth`` hidden layers of ``width`` units: Linear -> BatchNorm1d -> neuron."""
+    check_bits(weight_bits, "weight bits", allow_float=True)
+    features = math.prod(_check_shape(input_shape))
+    layers: list[nn.Module] = [nn.Flatten()]
+    for _ in range(depth):
+        layers += [
+            QuantLinear(features, width, weight_bits=weight_bits),
+            nn.BatchNorm1d(width),
+            make_neuron(neuron, beta),
+        ]
+        features = width
+    layers.append(QuantLinear(features, num_classes, weight_bits=weight_bits))
+    return glorot_init(nn.Sequential(*layers))
+
+
+@register("cnn")
+def cnn(
+    neuron: str = "pbit",
+    weight_bits: int = 32,
+    beta: float = 1.0,
+    input_shape=(3, 32, 32),
+    num_classes: int = 10,
+    width: int = 32,
+) -> nn.Module:
+    """A VGG-style CNN: [conv-conv-pool] x 2, conv-pool, linear; widths w, 2w, 4w.
+
+    Each conv is 3x3 with padding 1, followed by BatchNorm2d and the neuron; pooling is 2x2
+    average pooling. For 32x32 inputs the classifier sees 4w x 4 x 4 features, for 28x28
+    4w x 3 x 3.
+    """
+    check_bits(weight_bits, "weight bits", allow_float=True)
+    channels, height, width_px = _check_shape(input_shape)
+    plan = [width, width, "pool", 2 * width, 2 * width, "pool", 4 * width, "pool"]
+    layers: list[nn.Module] = []
+    for item in plan:
+        if item == "pool":
+            layers.append(nn.AvgPool2d(2))
+            height, width_px = height // 2, width_px // 2
+            continue
+        layers += [
+            QuantConv2d(channels, item, 3, padding=1, bias=False, weight_bits=weight_bits),
+            nn.BatchNorm2d(item),
+            make_neuron(neuron, beta),
+        ]
+        channels = item
+    if height < 1 or width_px < 1:
+        raise ValueError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
+    layers += [nn.Flatten(), QuantLinear(channels * height * width_px, num_classes, weight_bits=weight_bits)]
+    return glorot_init(nn.Sequential(*layers))

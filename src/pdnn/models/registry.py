@@ -1,0 +1,66 @@
+"""Reference models created by name (``pdnn.models.create``), as in timm's registry."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from torch import nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    """Decorator: make a model builder available to :func:`create` under ``name``."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a reference model; stored in a run's ``config.json``."""
+
+    name: str = "cnn"
+    neuron: str = "pbit"
+    weight_bits: int = 32
+    beta: float = 1.0
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    num_classes: int = 10
+    width: int = 32
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+    def build(self) -> nn.Module:
+        return create(
+            self.name,
+            neuron=self.neuron,
+            weight_bits=self.weight_bits,
+            beta=self.beta,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            width=self.width,
+            **self.extra,
+        )
+
+
+def create(name: str, **kwargs) -> nn.Module:
+    """Build the reference model ``name`` (see :func:`available`), e.g.
+    ``create("cnn", neuron="pbit", weight_bits=32, input_shape=(3, 32, 32))``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(available())}")
+    return _REGISTRY[name](**kwargs)

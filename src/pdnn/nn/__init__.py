@@ -1,0 +1,12 @@
+"""Drop-in ``nn.Module``s: p-bit neurons, k-bit quantisers and k-bit weight layers."""
+from .neurons import NEURONS, make_neuron, neuron_bits
+from .pbit import PBit
+from .quant import QuantConv2d, QuantLinear, Quantize, check_bits
+
+__all__ = ["PBit", "Quantize", "QuantLinear", "QuantConv2d", "check_bits", "is_stochastic",
+           "NEURONS", "make_neuron", "neuron_bits"]
+
+
+def is_stochastic(module) -> bool:
+    """True for modules that draw random numbers on every call (p-bits, noise injectors)."""
+    return bool(getattr(module, "stochastic", False))

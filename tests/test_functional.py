@@ -1,0 +1,125 @@
+"""Statistical and exact properties of p-bit sampling, quantisation and the STE."""
+import math
+
+import pytest
+import torch
+
+from pdnn import functional as F
+
+Z = 5.0  # bounds are Z standard deviations: a correct implementation fails with p < 1e-6 per check
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
+def test_frequency_of_one_matches_mean(mode, beta):
+    n = 20_000
+    xs = torch.linspace(-3, 3, 13)
+    bits = F.pbit(xs.repeat(n, 1), mode, beta, gen(1))
+    p_one = (1 + torch.tanh(beta * xs)) / 2 if mode == "bipolar" else torch.sigmoid(beta * xs)
+    freq = (bits == 1).double().mean(0)
+    bound = Z * torch.sqrt(p_one * (1 - p_one) / n).double() + 1e-12
+    assert torch.all((freq - p_one.double()).abs() <= bound), (freq, p_one)
+
+
+def test_values_are_exactly_the_bits_never_zero():
+    x = torch.cat([torch.linspace(-50, 50, 1001), torch.zeros(1000), torch.tensor([1e30, -1e30])])
+    assert set(F.pbit(x, generator=gen()).unique().tolist()) == {-1.0, 1.0}
+    assert set(F.pbit(x, "unipolar", generator=gen()).unique().tolist()) == {0.0, 1.0}
+
+
+def test_two_samples_are_independent():
+    n = 50_000
+    x = torch.full((2, n), 0.4)
+    b = F.pbit(x, generator=gen(2))
+    corr = torch.corrcoef(b)[0, 1].item()
+    assert abs(corr) <= Z / math.sqrt(n)
+
+
+def test_mean_over_t_converges_at_inverse_sqrt_rate():
+    reps, beta = 4000, 1.0
+    x = torch.tensor([-1.0, 0.0, 0.7])
+    m = torch.tanh(beta * x)
+    g = gen(3)
+    for t in [1, 4, 16, 64]:
+        bits = F.pbit(x.expand(reps, t, 3).contiguous(), beta=beta, generator=g)
+        rms = (bits.mean(1) - m).pow(2).mean(0).sqrt()
+        predicted = torch.sqrt((1 - m**2) / t)
+        # relative std of an RMS estimated from `reps` repetitions is about sqrt(1 / (2 reps))
+        assert torch.all((rms / predicted - 1).abs() <= Z * math.sqrt(1 / (2 * reps)) * 2)
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_ste_gradients_equal_analytical_derivatives(beta):
+    x = torch.linspace(-2, 2, 41, requires_grad=True)
+    cases = {
+        ("bipolar", "mean"): beta * (1 - torch.tanh(beta * x) ** 2),
+        ("unipolar", "mean"): beta * torch.sigmoid(beta * x) * (1 - torch.sigmoid(beta * x)),
+        ("bipolar", "identity"): torch.ones_like(x),
+        ("bipolar", "clipped"): (x.abs() <= 1).float(),
+    }
+    for (mode, ste), expected in cases.items():
+        (grad,) = torch.autograd.grad(F.pbit(x, mode, beta, gen(), ste).sum(), x)
+        torch.testing.assert_close(grad, expected.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_input_is_not_modified_in_place():
+    x = torch.randn(100, requires_grad=True)
+    before = x.detach().clone()
+    F.pbit(x, generator=gen()).sum().backward()
+    F.quantized_activation(x, 3).sum().backward()
+    assert torch.equal(x.detach(), before)
+
+
+def test_nan_propagates_instead_of_becoming_a_bit():
+    out = F.pbit(torch.tensor([float("nan"), 0.0, 3.0]), generator=gen())
+    assert math.isnan(out[0]) and out[1:].abs().tolist() == [1.0, 1.0]
+    out = F.pbit(torch.tensor([float("nan"), 0.0]), "unipolar", generator=gen())
+    assert math.isnan(out[0])
+
+
+def test_same_seed_same_samples():
+    x = torch.randn(1000)
+    assert torch.equal(F.pbit(x, generator=gen(7)), F.pbit(x, generator=gen(7)))
+    assert not torch.equal(F.pbit(x, generator=gen(7)), F.pbit(x, generator=gen(8)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beta": 0.0}, "beta"),
+        ({"beta": -1.0}, "beta"),
+        ({"beta": float("nan")}, "beta"),
+        ({"mode": "tripolar"}, "mode"),
+        ({"ste": "magic"}, "ste"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        F.pbit(torch.zeros(3), **kwargs)
+
+
+def test_integer_input_rejected():
+    with pytest.raises(TypeError, match="floating-point"):
+        F.pbit(torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_quantizers_have_exactly_2_to_the_k_levels(bits):
+    x = torch.linspace(-20, 20, 400_001)  # reaches every level, also of the sigmoid
+    levels = F.quantized_activation(x, bits).unique()
+    assert len(levels) == 2**bits
+    assert levels.min() == -1 and levels.max() == 1
+    unipolar = F.quantized_activation(x, bits, mode="unipolar").unique()
+    assert len(unipolar) == 2**bits and unipolar.min() == 0 and unipolar.max() == 1
+    w = F.quantize_weight(torch.linspace(-0.3, 0.3, 100_001), bits).unique()
+    assert len(w) == 2**bits
+
+
+def test_quantizer_ste_is_the_derivative_of_tanh():
+    x = torch.linspace(-2, 2, 21, requires_grad=True)
+    (grad,) = torch.autograd.grad(F.quantized_activation(x, 2).sum(), x)
+    torch.testing.assert_close(grad, (1 - torch.tanh(x) ** 2).detach())

@@ -1,0 +1,63 @@
+"""Reference models from the registry."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pdnn import SampledModel
+from pdnn.models import ModelConfig, available, create
+from pdnn.nn import PBit, QuantConv2d, QuantLinear, Quantize
+
+NEURONS = ["pbit", "pbit-unipolar", "tanh", "sigmoid", "sign", "quant:2"]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("neuron", NEURONS)
+def test_models_build_and_run(name, shape, neuron):
+    model = create(name, neuron=neuron, weight_bits=4, input_shape=shape, num_classes=7, width=8)
+    assert model(torch.randn(2, *shape)).shape == (2, 7)
+    assert SampledModel(model.eval(), samples=3)(torch.randn(2, *shape)).shape == (2, 7)
+
+
+def test_neuron_and_weight_bits_reach_the_layers():
+    model = create("cnn", neuron="quant:3", weight_bits=2, input_shape=(3, 32, 32), width=8)
+    assert all(m.bits == 3 for m in model.modules() if isinstance(m, Quantize))
+    layers = [m for m in model.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    assert layers and all(m.weight_bits == 2 for m in layers)
+
+
+def test_pooling_after_pbits_averages():
+    model = create("cnn", neuron="pbit", width=8)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    assert any(isinstance(m, nn.AvgPool2d) for m in model.modules())
+    assert sum(isinstance(m, PBit) for m in model.modules()) == 5
+
+
+def test_glorot_initialisation():
+    model = create("mlp", neuron="tanh", width=64)
+    lin = model[1]
+    bound = math.sqrt(6 / (lin.in_features + lin.out_features))
+    assert lin.weight.abs().max() <= bound and lin.weight.abs().max() > 0.9 * bound
+    assert torch.all(lin.bias == 0)
+
+
+def test_config_round_trip_rebuilds_the_same_architecture():
+    cfg = ModelConfig(name="cnn", neuron="pbit-unipolar", weight_bits=4, input_shape=(3, 32, 32), width=8)
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg and repr(again.build()) == repr(cfg.build())
+
+
+def test_errors_name_the_value():
+    assert {"mlp", "cnn"} <= set(available())
+    with pytest.raises(ValueError, match="unknown model 'resnet9000'"):
+        create("resnet9000")
+    with pytest.raises(ValueError, match="unknown neuron 'relu'"):
+        create("mlp", neuron="relu")
+    with pytest.raises(ValueError, match="weight bits must be"):
+        create("cnn", weight_bits=12)
+    with pytest.raises(ValueError, match="input_shape"):
+        create("cnn", input_shape=(32, 32))
+    with pytest.raises(ValueError, match="too small"):
+        create("cnn", input_shape=(3, 4, 4))

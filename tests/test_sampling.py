@@ -1,0 +1,225 @@
+"""SampledModel (network and layer aggregation) and the sample-aware loss."""
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from pdnn import SampledModel, sample_aware_loss
+from pdnn.nn import PBit
+
+Z = 5.0
+
+
+def toy(w: float, beta: float = 1.0) -> nn.Module:
+    """x -> p-bit -> w * b -> p-bit: closed-form expectations exist for both aggregations."""
+    lin = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(w)
+    return nn.Sequential(PBit(beta=beta), lin, PBit(beta=beta))
+
+
+def test_network_aggregation_expectation_on_two_layer_toy():
+    beta, w, n = 1.0, 1.5, 40_000
+    x = torch.tensor([[-0.8], [0.3], [1.2]])
+    sampled = SampledModel(toy(w, beta), samples=n, seed=0)
+    # E[b2] = E[tanh(beta*w*b1)] = tanh(beta*w) * E[b1] because tanh is odd and b1 = +-1
+    expected = math.tanh(beta * w) * torch.tanh(beta * x)
+    assert torch.all((sampled(x) - expected).abs() <= Z / math.sqrt(n))
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 4])
+def test_layer_aggregation_expectation_on_two_layer_toy(t):
+    beta, w, n, x0 = 1.0, 3.0, 40_000, 0.3
+    sampled = SampledModel(toy(w, beta), samples=t, aggregate="layer", seed=1)
+    out = sampled(torch.full((n, 1), x0))
+    # the second layer sees m = mean of t first-layer bits, k of which are +1 ~ Binomial(t, p)
+    p = (1 + math.tanh(beta * x0)) / 2
+    expected = sum(
+        math.comb(t, k) * p**k * (1 - p) ** (t - k) * math.tanh(beta * w * (2 * k / t - 1))
+        for k in range(t + 1)
+    )
+    assert abs(out.mean().item() - expected) <= Z * out.std().item() / math.sqrt(n)
+    if t > 2:  # (for t <= 2 they coincide) the two aggregations have different expectations; the test can tell them apart
+        network = math.tanh(beta * w) * math.tanh(beta * x0)
+        assert abs(expected - network) > 10 * out.std().item() / math.sqrt(n)
+
+
+def test_t1_equals_plain_forward_under_same_generator_state():
+    net = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 16), PBit("unipolar"), nn.Linear(16, 3))
+    x = torch.randn(8, 6)
+    g = torch.Generator().manual_seed(11)
+    for m in net:
+        if isinstance(m, PBit):
+            m.generator = g
+    plain = net(x)
+    for m in net:
+        if isinstance(m, PBit):
+            m.generator = None
+    assert torch.equal(SampledModel(net, samples=1, seed=11)(x), plain)
+
+
+class CountingConv(nn.Conv2d):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.batches = []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return super().forward(x)
+
+
+def test_deterministic_prefix_runs_once_and_the_rest_t_times():
+    first, second = CountingConv(3, 4, 3, padding=1), CountingConv(4, 4, 3, padding=1)
+    net = nn.Sequential(first, nn.BatchNorm2d(4), PBit(), second, nn.Flatten()).eval()
+    sampled = SampledModel(net, samples=7, reduce="none")
+    out = sampled(torch.randn(5, 3, 4, 4))
+    assert first.batches == [5] and second.batches == [35]
+    assert out.shape == (7, 5, 64)
+
+
+class Residual(nn.Module):
+    """The prefix's output is used after the p-bit: the skip input must be repeated too."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.body, self.pbit = nn.Linear(4, 8), nn.Linear(8, 8), PBit()
+
+    def forward(self, x):
+        h = torch.tanh(self.stem(x))
+        return self.body(self.pbit(h)) + h
+
+
+def test_residual_addition_across_the_prefix_boundary():
+    net = Residual()
+    x = torch.randn(3, 4)
+    out = SampledModel(net, samples=5, reduce="none", seed=0)(x)
+    assert out.shape == (5, 3, 8)
+    h = torch.tanh(net.stem(x))
+    # the mean over many samples approaches body(tanh(h)) + h
+    mean = SampledModel(net, samples=20_000, seed=1)(x)
+    torch.testing.assert_close(mean, net.body(torch.tanh(h)) + h, atol=0.1, rtol=0)
+
+
+def test_samples_are_independent_within_one_pass_and_across_layers():
+    n = 20_000
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = PBit(), PBit()
+
+        def forward(self, x):
+            return torch.stack([self.a(x), self.b(x)], -1)
+
+    bits = SampledModel(Twin(), samples=2, reduce="none", seed=3)(torch.full((n,), 0.3))
+    samples_corr = torch.corrcoef(torch.stack([bits[0, :, 0], bits[1, :, 0]]))[0, 1]
+    layers_corr = torch.corrcoef(torch.stack([bits[0, :, 0], bits[0, :, 1]]))[0, 1]
+    assert abs(samples_corr) <= Z / math.sqrt(n) and abs(layers_corr) <= Z / math.sqrt(n)
+
+
+def test_mean_over_t_converges_like_inverse_sqrt_t():
+    net = toy(1.0)
+    x = torch.full((4000, 1), 0.5)
+    target = math.tanh(1.0) * math.tanh(0.5)
+    errors = {t: (SampledModel(net, t, seed=t)(x) - target).pow(2).mean().sqrt().item() for t in (1, 16)}
+    ratio = errors[1] / errors[16]
+    assert 4 * 0.85 < ratio < 4 * 1.15  # sqrt(16) = 4
+
+
+def test_reductions_and_live_sample_count():
+    net = nn.Sequential(nn.Linear(3, 8), PBit(), nn.Linear(8, 4))
+    sampled = SampledModel(net, samples=3, reduce="none")
+    x = torch.randn(2, 3)
+    assert sampled(x).shape == (3, 2, 4)
+    sampled.samples = 6
+    assert sampled(x).shape == (6, 2, 4)
+    votes = SampledModel(net, samples=9, reduce="vote")(x)
+    torch.testing.assert_close(votes.sum(-1), torch.ones(2))
+    assert torch.all((votes * 9 - (votes * 9).round()).abs() < 1e-5)
+    assert SampledModel(net, 4, reduce="none", aggregate="layer")(x).shape == (1, 2, 4)
+
+
+def test_deterministic_model_gives_identical_samples():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    out = SampledModel(net, samples=4, reduce="none")(torch.randn(2, 3))
+    assert out.shape == (4, 2, 4) and torch.equal(out[0], out[3])
+
+
+def test_same_seed_same_output_different_seed_different():
+    net = nn.Sequential(nn.Linear(3, 32), PBit(), nn.Linear(32, 2))
+    x = torch.randn(4, 3)
+    assert torch.equal(SampledModel(net, 5, seed=1)(x), SampledModel(net, 5, seed=1)(x))
+    assert not torch.equal(SampledModel(net, 5, seed=1)(x), SampledModel(net, 5, seed=2)(x))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4", None])
+def test_bad_sample_counts_are_named(bad):
+    net = nn.Sequential(PBit())
+    with pytest.raises(ValueError, match=r"samples \(T\) must be an integer >= 1, got"):
+        SampledModel(net, samples=bad)
+    sampled = SampledModel(net, samples=2)
+    with pytest.raises(ValueError, match="samples"):
+        sampled.samples = bad
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="unknown reduce 'median'"):
+        SampledModel(nn.Identity(), reduce="median")
+    with pytest.raises(ValueError, match="unknown aggregate 'chip'"):
+        SampledModel(nn.Identity(), aggregate="chip")
+
+
+def test_shape_mismatch_raises():
+    sampled = SampledModel(nn.Sequential(nn.Linear(3, 4), PBit()), samples=2)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        sampled(torch.randn(2, 5))
+
+
+def test_nan_input_propagates_to_output():
+    net = nn.Sequential(nn.Linear(2, 4), PBit(), nn.Linear(4, 2))
+    out = SampledModel(net, samples=3)(torch.tensor([[float("nan"), 0.0], [0.1, 0.2]]))
+    assert torch.isnan(out[0]).all() and not torch.isnan(out[1]).any()
+
+
+class Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.pbit = nn.Linear(3, 3), PBit()
+
+    def forward(self, x):
+        if x.sum() > 1e9:  # data-dependent control flow defeats torch.fx
+            return x
+        return self.pbit(self.lin(x))
+
+
+def test_untraceable_model_falls_back_with_a_warning():
+    with pytest.warns(UserWarning, match="could not be traced"):
+        out = SampledModel(Untraceable(), samples=4, reduce="none")(torch.randn(2, 3))
+    assert out.shape == (4, 2, 3)
+    with pytest.raises(TypeError, match="aggregate='layer' needs"):
+        SampledModel(Untraceable(), samples=4, aggregate="layer")(torch.randn(2, 3))
+
+
+def test_sample_aware_loss_rules_and_gradients():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 16), PBit(), nn.Linear(16, 3))
+    x, y = torch.randn(10, 5), torch.randint(0, 3, (10,))
+    sampled = SampledModel(net, seed=4)
+    loss, mean = sample_aware_loss(sampled, x, y, samples=4)
+    outs = SampledModel(net, 4, reduce="none", seed=4)(x)
+    torch.testing.assert_close(mean, outs.mean(0))
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(outs.mean(0), y))
+    per_sample, _ = sample_aware_loss(SampledModel(net, seed=4), x, y, samples=4, rule="mean-loss")
+    torch.testing.assert_close(
+        per_sample, torch.stack([nn.functional.cross_entropy(o, y) for o in outs]).mean()
+    )
+    assert per_sample > loss  # Jensen: the loss of the mean is below the mean of the losses
+    loss.backward()
+    assert net[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown rule"):
+        sample_aware_loss(net, x, y, rule="median")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample_aware_loss(net, x, y, samples=2)  # a plain model works too
