@@ -1,0 +1,20 @@
+"""Datasets as uint8 tensors, decoded once and cached on disk, with on-device augmentation.
+
+    >>> from pdnn.data import load, augment
+    >>> ds = load("demo").to(device)                 # or "fashion-mnist", "mnist", "cifar10"
+    >>> x = augment(ds.train_x[idx], ds.augmentation, generator)   # generator on `device`
+    >>> logits = model(ds.normalize(x))
+
+Modules: :mod:`.catalog` (which datasets exist, :func:`load`), :mod:`.locate` (data roots),
+:mod:`.idx`, :mod:`.cifar`, :mod:`.images` (decoders), :mod:`.cache` (the on-disk cache),
+:mod:`.dataset` (:class:`Dataset`), :mod:`.augment`.
+"""
+from .augment import augment
+from .cache import cache_dir
+from .catalog import DATASETS, INPUT_SHAPES, describe, load
+from .dataset import Dataset
+from .idx import DataError
+from .locate import DatasetNotFound, data_roots
+
+__all__ = ["load", "describe", "DATASETS", "INPUT_SHAPES", "Dataset", "augment", "data_roots",
+           "DatasetNotFound", "DataError", "cache_dir"]

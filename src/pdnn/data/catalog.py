@@ -1,0 +1,197 @@
+"""The datasets pdnn knows, how each is found, and :func:`load`.
+
+Loading is: find a complete copy under the data roots (:mod:`.locate`), decode it once into
+uint8 tensors cached on disk (:mod:`.cache`, with :mod:`.idx`, :mod:`.cifar` or :mod:`.images`
+doing the decoding), then keep the first ``subset`` examples of each split. ``demo`` is a slice
+of Fashion-MNIST shipped inside the package (``embedded/``), so every machine can run something
+without a download.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import cache, cifar, idx, images
+from .dataset import Dataset
+from .locate import DatasetNotFound, data_roots, find_idx_files
+
+EMBEDDED = Path(__file__).parent / "embedded"
+IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DIGITS = [str(i) for i in range(10)]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What is known about a dataset without reading it."""
+
+    input_shape: tuple[int, int, int]
+    classes: tuple[str, ...]
+    augmentation: str
+    how_to_get: str
+
+
+_IDX_HINT = ("Pass its parent folder as --data-dir ROOT (repeatable) or PDNN_DATA=ROOT1:ROOT2. "
+             "Files may be raw or gzipped.")
+SPECS: dict[str, Spec] = {
+    "demo": Spec((1, 28, 28), tuple(FASHION_CLASSES), "none",
+                 "It ships inside the package (pdnn/data/embedded/); reinstall pdnn."),
+    "fashion-mnist": Spec(
+        (1, 28, 28), tuple(FASHION_CLASSES), "none",
+        "To get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs "
+        "/usr/share/datasets/fashion-mnist, found with no option), or download the four IDX files "
+        "from https://github.com/zalandoresearch/fashion-mnist (data/fashion) into "
+        "ROOT/fashion-mnist/. " + _IDX_HINT),
+    "mnist": Spec(
+        (1, 28, 28), tuple(DIGITS), "none",
+        "To get it: download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (e.g. from "
+        "https://ossci-datasets.s3.amazonaws.com/mnist/) into ROOT/mnist/. " + _IDX_HINT),
+    "cifar10": Spec(
+        (3, 32, 32), tuple(cifar.CLASSES), "cifar",
+        "To get it: download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract "
+        "it in ROOT (giving ROOT/cifar-10-batches-py/), or put a class-folder copy in "
+        "ROOT/cifar10-jpeg/ as train.zip and test.zip (or train/ and test/ folders) with entries "
+        "<class>/<image>. Then pass --data-dir ROOT (repeatable) or set PDNN_DATA=ROOT1:ROOT2."),
+}
+DATASETS = tuple(SPECS)
+INPUT_SHAPES = {name: spec.input_shape for name, spec in SPECS.items()}
+
+
+def describe(name: str) -> dict:
+    """``{"input_shape": (C, H, W), "num_classes": K}`` of dataset ``name``, without reading data
+    (enough to build a model for it)."""
+    spec = _spec(name)
+    return {"input_shape": spec.input_shape, "num_classes": len(spec.classes)}
+
+
+def _spec(name: str) -> Spec:
+    if name not in SPECS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return SPECS[name]
+
+
+@dataclass
+class Source:
+    """A complete copy of a dataset: the files decoding reads (they key the cache), a
+    description for run records, and the decoder."""
+
+    files: list[Path]
+    description: str
+    decode: Callable[[bool], dict]  # progress -> cache dict (tensors and classes)
+
+
+def _idx_source(folder: Path, files: list[Path], num_classes: int) -> Source:
+    def decode(progress: bool) -> dict:
+        train_x, train_y = idx.load_idx_split(files[0], files[1], num_classes)
+        test_x, test_y = idx.load_idx_split(files[2], files[3], num_classes)
+        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+    return Source(files, f"{folder} (IDX)", decode)
+
+
+def _find_idx(name: str, roots: list[Path], looked: list) -> Source | None:
+    folder_name = "fashion-mnist" if name in ("demo", "fashion-mnist") else name
+    folders = [EMBEDDED] if name == "demo" else [root / folder_name for root in roots]
+    for folder in folders:
+        files, why = find_idx_files(folder, IDX_FILES)
+        if files is not None:
+            return _idx_source(folder, files, len(SPECS[name].classes))
+        looked.append((folder, why))
+    return None
+
+
+def _find_cifar(roots: list[Path], looked: list) -> Source | None:
+    shape = SPECS["cifar10"].input_shape
+    for root in roots:
+        batches = root / "cifar-10-batches-py"
+        names = [*cifar.TRAIN_BATCHES, cifar.TEST_BATCH]
+        if batches.is_dir():
+            missing = [n for n in names if not (batches / n).is_file()]
+            if not missing:
+                files = [batches / n for n in names]
+                if (batches / cifar.META).is_file():
+                    files.append(batches / cifar.META)
+                return Source(files, f"{batches} (canonical python batches)",
+                              lambda progress, folder=batches: cifar.load_batches(folder))
+            looked.append((batches, "missing " + ", ".join(missing)))
+        else:
+            looked.append((batches, "no such folder"))
+
+        folder = root / "cifar10-jpeg"
+        if not folder.is_dir():
+            looked.append((folder, "no such folder"))
+            continue
+        for kind, train, test in (("zip", folder / "train.zip", folder / "test.zip"),
+                                  ("folders", folder / "train", folder / "test")):
+            if train.exists() and test.exists():
+                files = [train, test] if kind == "zip" else sorted(
+                    p for split in (train, test) for p in split.rglob("*") if p.is_file())
+
+                def decode(progress, train=train, test=test):
+                    return images.load_folders(train, test, shape, progress)
+
+                return Source(files, f"{folder} (class-folder {kind}; JPEG copies differ slightly "
+                              "from the canonical pixels)", decode)
+        looked.append((folder, "neither train.zip and test.zip nor train/ and test/"))
+    return None
+
+
+def find(name: str, roots: list[Path]) -> Source:
+    """A complete copy of dataset ``name`` under exactly ``roots`` (in order), or
+    :class:`DatasetNotFound` listing every place looked at."""
+    spec = _spec(name)
+    looked: list[tuple[Path, str]] = []
+    source = _find_cifar(roots, looked) if name == "cifar10" else _find_idx(name, roots, looked)
+    if source is None:
+        raise DatasetNotFound(name, looked, spec.how_to_get)
+    return source
+
+
+def load(name: str, roots: list[str | Path] | None = None, subset: int | None = None,
+         cache_dir: str | Path | None = None, progress: bool = True) -> Dataset:
+    """Load dataset ``name`` (one of :data:`DATASETS`) as a :class:`Dataset` on the CPU.
+
+    Args:
+        roots: the ``--data-dir`` values (or ``None``): searched first, then ``$PDNN_DATA``,
+            then the default roots -- see :func:`data_roots`.
+        subset: keep only the first ``subset`` examples of each split (``None``: all).
+        cache_dir: where decoded tensors are cached (default ``$PDNN_CACHE`` or ``~/.cache/pdnn``).
+        progress: show a progress bar while decoding image files.
+
+    Raises:
+        DatasetNotFound: no complete copy under any root (the message says where it looked).
+        DataError: a source file is corrupt or truncated (the message names it).
+
+    Example:
+        >>> ds = load("demo", subset=256)
+        >>> ds.train_x.shape, ds.num_classes
+        (torch.Size([256, 1, 28, 28]), 10)
+    """
+    spec = _spec(name)
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
+    source = find(name, data_roots(roots))
+    data = cache.cached(name, source.files, lambda: _decode(name, spec, source, progress), cache_dir)
+    tensors = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+    if subset is not None:
+        tensors = {k: v[:subset].clone() for k, v in tensors.items()}
+    return Dataset(name=name, classes=list(data["classes"]), mean=data["mean"], std=data["std"],
+                   augmentation=spec.augmentation, source=source.description, **tensors)
+
+
+def _decode(name: str, spec: Spec, source: Source, progress: bool) -> dict:
+    data = source.decode(progress)
+    data.setdefault("classes", list(spec.classes))
+    for split in ("train_x", "test_x"):
+        shape = tuple(data[split].shape[1:])
+        if shape != spec.input_shape:
+            raise idx.DataError(f"{source.description}: {split} images have shape {shape}; "
+                                f"{name} expects {spec.input_shape}")
+    if len(data["classes"]) != len(spec.classes):
+        raise idx.DataError(f"{source.description}: {len(data['classes'])} classes "
+                            f"({', '.join(data['classes'])}); {name} has {len(spec.classes)}")
+    return data

@@ -1,0 +1,103 @@
+"""Decoding a split stored as class folders of image files, in a directory or a zip.
+
+Layout: ``<class>/<file>`` (e.g. ``airplane/0000.jpg``), relative to the directory or the zip's
+root. Classes are the sorted folder names. Images are decoded with Pillow exactly once, when the
+cache is built (see :mod:`pdnn.data.cache`); training never touches Pillow.
+
+Order. Such copies are sorted by class, so "the first N examples" would be N airplanes. Examples
+are therefore interleaved: the first file of every class, then the second of every class, and
+so on (files in sorted order within a class). The order is deterministic, and any prefix --
+what ``subset`` keeps -- is class-balanced.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .idx import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
+_MODES = {1: "L", 3: "RGB"}
+
+
+def _is_image(parts: tuple[str, ...]) -> bool:
+    return (
+        PurePosixPath(parts[-1]).suffix.lower() in IMAGE_SUFFIXES
+        and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    )
+
+
+def list_images(source: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Classes and ``(entry, label)`` pairs of a class-folder directory or zip, interleaved by
+    class (see the module docstring)."""
+    if source.is_dir():
+        paths = [p.relative_to(source).parts for p in source.rglob("*") if p.is_file()]
+    else:
+        try:
+            with zipfile.ZipFile(source) as zf:
+                paths = [PurePosixPath(n).parts for n in zf.namelist() if not n.endswith("/")]
+        except (zipfile.BadZipFile, OSError) as err:
+            raise DataError(f"{source}: not a readable zip file ({err})") from err
+    paths = [p for p in paths if _is_image(p)]
+    deep = [p for p in paths if len(p) != 2]
+    if deep:
+        raise DataError(f"{source}: entry {'/'.join(deep[0])!r} is not <class>/<file>; "
+                        "expected every image directly inside one class folder")
+    by_class: dict[str, list[str]] = {}
+    for cls, name in sorted(paths):
+        by_class.setdefault(cls, []).append(f"{cls}/{name}")
+    if not by_class:
+        raise DataError(f"{source}: no images found; expected <class>/<file> entries "
+                        f"with a suffix in {', '.join(IMAGE_SUFFIXES)}")
+    classes = sorted(by_class)
+    longest = max(len(v) for v in by_class.values())
+    entries = [(by_class[c][i], label) for i in range(longest)
+               for label, c in enumerate(classes) if i < len(by_class[c])]
+    return classes, entries
+
+
+def decode_split(source: Path, shape: tuple[int, int, int], desc: str = "decoding",
+                 progress: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Decode every image of ``source`` into uint8 ``[N, C, H, W]`` (``shape`` = ``(C, H, W)``,
+    C = 1 for greyscale or 3 for RGB; images are converted to that mode, and must already have
+    that size). Returns ``(classes, images, labels)``."""
+    from PIL import Image  # imported here: only cache building needs Pillow
+
+    channels, height, width = shape
+    classes, entries = list_images(source)
+    out = np.empty((len(entries), height, width, channels), dtype=np.uint8)
+    zf = None if source.is_dir() else zipfile.ZipFile(source)
+    try:
+        for k, (entry, _) in enumerate(tqdm(entries, desc=desc, unit="img", disable=not progress,
+                                            mininterval=0.5)):
+            data = (source / entry).read_bytes() if zf is None else zf.read(entry)
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    pixels = np.asarray(im.convert(_MODES[channels]))
+            except Exception as err:  # Pillow raises many types for bad files
+                raise DataError(f"{source}: cannot decode {entry!r} ({err})") from err
+            if pixels.shape[:2] != (height, width):
+                raise DataError(f"{source}: {entry!r} is {pixels.shape[1]}x{pixels.shape[0]} pixels; "
+                                f"expected {width}x{height}")
+            out[k] = pixels.reshape(height, width, channels)
+    finally:
+        if zf is not None:
+            zf.close()
+    images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([label for _, label in entries], dtype=torch.int64)
+    return classes, images, labels
+
+
+def load_folders(train: Path, test: Path, shape: tuple[int, int, int], progress: bool = True) -> dict:
+    """Both splits, as the cache stores them; the two splits must have the same class folders."""
+    classes, train_x, train_y = decode_split(train, shape, f"decoding {train.name}", progress)
+    test_classes, test_x, test_y = decode_split(test, shape, f"decoding {test.name}", progress)
+    if test_classes != classes:
+        raise DataError(f"class folders differ: {train} has {classes}, {test} has {test_classes}")
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y,
+            "classes": classes}

@@ -1,0 +1,60 @@
+"""Where datasets are looked for, and the error that says where they were not found.
+
+Roots, in order: the ``--data-dir`` values, then the ``:``-separated ``$PDNN_DATA``, then the
+default roots (``/usr/share/datasets`` is where Debian's ``dataset-*`` packages install). All are
+searched, so a ``--data-dir`` takes precedence over ``$PDNN_DATA`` without hiding a dataset that
+only ``$PDNN_DATA`` (or the system) has. Under a root every
+dataset lives in its conventional folder (``fashion-mnist/``, ``mnist/``,
+``cifar-10-batches-py/``, ``cifar10-jpeg/``); the first root holding a complete copy wins.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_ROOTS = ("~/.local/share/datasets", "/usr/local/share/datasets", "/usr/share/datasets")
+
+
+class DatasetNotFound(FileNotFoundError):
+    """No complete copy of a dataset under any data root. The message lists every place looked
+    at (and what was missing there) and how to get the data."""
+
+    def __init__(self, name: str, looked: list[tuple[Path, str]], how_to_get: str):
+        self.name, self.looked = name, looked
+        places = "\n".join(f"  {path}: {why}" for path, why in looked) or "  (no data roots)"
+        super().__init__(f"dataset {name!r} not found. Looked in:\n{places}\n{how_to_get}")
+
+    def __str__(self) -> str:  # FileNotFoundError would otherwise print "[Errno None] None"
+        return self.args[0]
+
+
+def data_roots(cli_dirs: list[str | Path] | str | Path | None = None) -> list[Path]:
+    """The data roots to search, in order (see the module docstring); duplicates removed."""
+    if isinstance(cli_dirs, (str, os.PathLike)):  # one directory, not a list of characters
+        cli_dirs = [cli_dirs]
+    env = [p for p in os.environ.get("PDNN_DATA", "").split(os.pathsep) if p.strip()]
+    roots: list[Path] = []
+    for entry in [*(cli_dirs or []), *env, *DEFAULT_ROOTS]:
+        path = Path(entry).expanduser()
+        if path not in roots:
+            roots.append(path)
+    return roots
+
+
+def find_variant(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or ``folder/name.gz``, whichever exists (raw preferred: no gunzip)."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_idx_files(folder: Path, names: list[str]) -> tuple[list[Path] | None, str]:
+    """The IDX files ``names`` (each raw or gzipped) in ``folder``, or ``None`` and why not."""
+    if not folder.is_dir():
+        return None, "no such folder"
+    found = [find_variant(folder, n) for n in names]
+    missing = [f"{n}[.gz]" for n, f in zip(names, found) if f is None]
+    if missing:
+        return None, "missing " + ", ".join(missing)
+    return found, "ok"

@@ -1,0 +1,402 @@
+"""pdnn.data: IDX / CIFAR pickle / class-folder decoding, the disk cache, data roots, subset,
+augmentation, normalisation and the embedded demo. Every fixture is built here in tmp_path."""
+import gzip
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import pdnn.data.idx as idx_module
+import pdnn.data.images as images_module
+from pdnn.data import (DATASETS, INPUT_SHAPES, DataError, Dataset, DatasetNotFound, augment,
+                       data_roots, describe, load)
+from pdnn.data.idx import idx_bytes, parse_idx, read_idx
+
+IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test gets its own cache and no inherited $PDNN_DATA."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PDNN_DATA", raising=False)
+
+
+def make_idx(folder: Path, gz: bool, n_train=20, n_test=8, seed=0) -> dict:
+    """A tiny MNIST-like dataset of random 28x28 images written as IDX files in ``folder``."""
+    g = torch.Generator().manual_seed(seed)
+    data = {
+        "train_x": torch.randint(0, 256, (n_train, 28, 28), generator=g, dtype=torch.uint8),
+        "train_y": torch.arange(n_train, dtype=torch.uint8) % 10,
+        "test_x": torch.randint(0, 256, (n_test, 28, 28), generator=g, dtype=torch.uint8),
+        "test_y": (torch.arange(n_test, dtype=torch.uint8) * 3) % 10,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, key in zip(IDX_NAMES, ["train_x", "train_y", "test_x", "test_y"]):
+        raw = idx_bytes(data[key])
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+    return data
+
+
+def assert_idx_equal(ds: Dataset, data: dict) -> None:
+    assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
+    assert ds.train_x.shape == (len(data["train_x"]), 1, 28, 28)
+    assert torch.equal(ds.train_x[:, 0], data["train_x"])
+    assert torch.equal(ds.test_x[:, 0], data["test_x"])
+    assert torch.equal(ds.train_y, data["train_y"].long())
+    assert torch.equal(ds.test_y, data["test_y"].long())
+
+
+# ---------------------------------------------------------------- IDX
+
+
+def test_idx_raw_and_gz_round_trip_and_agree(tmp_path):
+    raw = make_idx(tmp_path / "raw" / "fashion-mnist", gz=False)
+    zipped = make_idx(tmp_path / "gz" / "fashion-mnist", gz=True)
+    a = load("fashion-mnist", roots=[tmp_path / "raw"], progress=False)
+    b = load("fashion-mnist", roots=[tmp_path / "gz"], progress=False)
+    assert_idx_equal(a, raw)
+    assert_idx_equal(b, zipped)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert a.classes[0] == "T-shirt/top" and a.num_classes == 10 and a.input_shape == (1, 28, 28)
+    assert a.augmentation == "none"
+
+
+def test_idx_bad_magic_names_the_file(tmp_path):
+    folder = tmp_path / "mnist"
+    make_idx(folder, gz=False)
+    bad = folder / "train-labels-idx1-ubyte"
+    bad.write_bytes(b"\x12\x34" + bad.read_bytes()[2:])
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.*magic"):
+        load("mnist", roots=[tmp_path], progress=False)
+
+
+def test_idx_truncated_files_are_errors(tmp_path):
+    data = idx_bytes(torch.zeros(5, 28, 28, dtype=torch.uint8))
+    with pytest.raises(DataError, match=r"x\.idx: truncated.*3920 bytes of data, found 3919"):
+        parse_idx(data[:-1], "x.idx")
+    with pytest.raises(DataError, match="longer than its header"):
+        parse_idx(data + b"\0", "x.idx")
+    with pytest.raises(DataError, match="IDX type 0x0d"):
+        parse_idx(b"\0\0\x0d\x01\0\0\0\0", "x.idx")
+    path = tmp_path / "cut.gz"
+    path.write_bytes(gzip.compress(data)[:-20])
+    with pytest.raises(DataError, match="cut.gz.*gzip"):
+        read_idx(path)
+    assert read_idx(_write(tmp_path / "ok", data)).shape == (5, 28, 28)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_idx_images_and_labels_must_match(tmp_path):
+    folder = tmp_path / "mnist"
+    make_idx(folder, gz=False)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(torch.zeros(7, dtype=torch.uint8)))
+    with pytest.raises(DataError, match="8 images but .* 7 labels"):
+        load("mnist", roots=[tmp_path], progress=False)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkeypatch):
+    folder = tmp_path / "data" / "mnist"
+    original = make_idx(folder, gz=True)
+    first = load("mnist", roots=[tmp_path / "data"], progress=False)
+    assert_idx_equal(first, original)
+
+    def refuse(path):
+        raise AssertionError(f"decoded {path} although the cache is current")
+
+    monkeypatch.setattr(idx_module, "read_idx", refuse)
+    second = load("mnist", roots=[tmp_path / "data"], progress=False)  # from the cache
+    assert torch.equal(second.train_x, first.train_x)
+
+    changed = make_idx(folder, gz=True, n_train=30, seed=1)  # new size and mtime
+    with pytest.raises(AssertionError, match="decoded"):
+        load("mnist", roots=[tmp_path / "data"], progress=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    assert_idx_equal(load("mnist", roots=[tmp_path / "data"], progress=False), changed)
+    assert len(list((tmp_path / "cache").glob("mnist-*.pt"))) == 1  # the stale file is gone
+
+    # same size, only the mtime moves: still a miss
+    labels = folder / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes((changed["train_y"] + 1) % 10)))
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    assert torch.equal(load("mnist", roots=[tmp_path / "data"], progress=False).train_y,
+                       ((changed["train_y"] + 1) % 10).long())
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path):
+    original = make_idx(tmp_path / "mnist", gz=False)
+    load("mnist", roots=[tmp_path], progress=False)
+    (cache_file,) = (tmp_path / "cache").glob("mnist-*.pt")
+    cache_file.write_bytes(cache_file.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable"):
+        ds = load("mnist", roots=[tmp_path], progress=False)
+    assert_idx_equal(ds, original)
+    assert not list((tmp_path / "cache").glob(".*.tmp"))  # atomic write left no temp file
+
+
+# ---------------------------------------------------------------- CIFAR
+
+
+def make_cifar_batches(root: Path, per_batch=3) -> tuple[torch.Tensor, torch.Tensor]:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, per_batch).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels}, f, protocol=2)
+        xs.append(torch.from_numpy(data).reshape(-1, 3, 32, 32))
+        ys.append(torch.tensor(labels))
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR_CLASSES]}, f, protocol=2)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_cifar_pickles_round_trip(tmp_path):
+    x, y = make_cifar_batches(tmp_path)
+    ds = load("cifar10", roots=[tmp_path], progress=False)
+    assert ds.classes == CIFAR_CLASSES and ds.input_shape == (3, 32, 32)
+    assert torch.equal(ds.train_x, x[:15]) and torch.equal(ds.test_x, x[15:])
+    assert torch.equal(ds.train_y, y[:15]) and torch.equal(ds.test_y, y[15:])
+    assert ds.augmentation == "cifar" and "batches" in ds.source
+
+
+def test_cifar_pickle_cannot_run_code(tmp_path):
+    make_cifar_batches(tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(DataError, match="test_batch.*refusing"):
+        load("cifar10", roots=[tmp_path], progress=False)
+
+
+def make_class_folders(split_dir: Path, per_class: int, suffix: str, seed: int) -> dict:
+    """Images keyed by ``(class, index)``; PNG noise, or smooth JPEG-friendly colour fields."""
+    rng = np.random.default_rng(seed)
+    made = {}
+    for cls in CIFAR_CLASSES:
+        (split_dir / cls).mkdir(parents=True)
+        for i in range(per_class):
+            if suffix == ".png":
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            else:
+                pixels = np.broadcast_to(rng.integers(30, 220, 3, dtype=np.uint8), (32, 32, 3)).copy()
+            Image.fromarray(pixels).save(split_dir / cls / f"{i:04d}{suffix}")
+            made[cls, i] = torch.from_numpy(pixels).permute(2, 0, 1)
+    return made
+
+
+def zip_folder(folder: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*")):
+            zf.write(path, path.relative_to(folder).as_posix())
+
+
+def test_class_folders_png_pixel_exact_in_dir_and_zip(tmp_path):
+    as_dirs = tmp_path / "dirs" / "cifar10-jpeg"
+    train = make_class_folders(as_dirs / "train", 3, ".png", seed=1)
+    test = make_class_folders(as_dirs / "test", 2, ".png", seed=2)
+    as_zips = tmp_path / "zips" / "cifar10-jpeg"
+    as_zips.mkdir(parents=True)
+    zip_folder(as_dirs / "train", as_zips / "train.zip")
+    zip_folder(as_dirs / "test", as_zips / "test.zip")
+
+    from_dirs = load("cifar10", roots=[tmp_path / "dirs"], progress=False)
+    from_zips = load("cifar10", roots=[tmp_path / "zips"], progress=False)
+    for ds in (from_dirs, from_zips):
+        assert ds.classes == CIFAR_CLASSES
+        assert ds.train_x.shape == (30, 3, 32, 32) and ds.test_x.shape == (20, 3, 32, 32)
+        # interleaved by class: example k is file k // 10 of class k % 10
+        assert ds.train_y.tolist() == [k % 10 for k in range(30)]
+        for k in range(30):
+            assert torch.equal(ds.train_x[k], train[CIFAR_CLASSES[k % 10], k // 10])
+        for k in range(20):
+            assert torch.equal(ds.test_x[k], test[CIFAR_CLASSES[k % 10], k // 10])
+    assert torch.equal(from_dirs.train_x, from_zips.train_x)
+
+
+def test_class_folders_jpeg_zip_decodes_close(tmp_path):
+    staging, root = tmp_path / "staging", tmp_path / "root" / "cifar10-jpeg"
+    root.mkdir(parents=True)
+    train = make_class_folders(staging / "train", 1, ".jpg", seed=3)
+    make_class_folders(staging / "test", 1, ".jpg", seed=4)
+    zip_folder(staging / "train", root / "train.zip")
+    zip_folder(staging / "test", root / "test.zip")
+    ds = load("cifar10", roots=[tmp_path / "root"], progress=False)
+    assert ds.train_x.dtype == torch.uint8 and ds.train_x.shape == (10, 3, 32, 32)
+    expected = torch.stack([train[c, 0] for c in CIFAR_CLASSES])
+    assert (ds.train_x.int() - expected.int()).abs().max() <= 8  # JPEG is lossy
+    assert "JPEG" in ds.source
+
+
+def test_class_folders_with_wrong_image_size_name_the_entry(tmp_path):
+    folder = tmp_path / "cifar10-jpeg"
+    make_class_folders(folder / "train", 1, ".png", seed=0)
+    make_class_folders(folder / "test", 1, ".png", seed=0)
+    Image.new("RGB", (31, 32)).save(folder / "test" / "dog" / "0000.png")
+    with pytest.raises(DataError, match=r"dog/0000\.png.*31x32.*expected 32x32"):
+        load("cifar10", roots=[tmp_path], progress=False)
+
+
+# ---------------------------------------------------------------- where data is found
+
+
+def test_missing_dataset_lists_every_place_and_how_to_get_it(tmp_path):
+    partial = tmp_path / "b" / "mnist"
+    make_idx(partial, gz=True)
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetNotFound) as err:
+        load("mnist", roots=[tmp_path / "a", tmp_path / "b"], progress=False)
+    message = str(err.value)
+    assert isinstance(err.value, FileNotFoundError)
+    assert f"{tmp_path / 'a' / 'mnist'}: no such folder" in message
+    assert f"{partial}: missing t10k-labels-idx1-ubyte[.gz]" in message
+    assert "/usr/share/datasets/mnist" in message and "--data-dir" in message
+
+    with pytest.raises(DatasetNotFound) as err:
+        load("cifar10", roots=[tmp_path / "a"], progress=False)
+    assert "cifar-10-batches-py" in str(err.value) and "cifar10-jpeg" in str(err.value)
+    assert "cifar-10-python.tar.gz" in str(err.value)
+    with pytest.raises(DatasetNotFound, match="apt-get install dataset-fashion-mnist"):
+        from pdnn.data.catalog import find
+        find("fashion-mnist", [tmp_path / "a"])
+
+
+def test_data_roots_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("PDNN_DATA", "/e1::/e2:")
+    roots = data_roots(None)
+    assert roots[:2] == [Path("/e1"), Path("/e2")] and Path("/usr/share/datasets") in roots
+    roots = data_roots(["/c1", "/c2"])
+    assert roots[:4] == [Path("/c1"), Path("/c2"), Path("/e1"), Path("/e2")]
+    assert data_roots("/c1")[0] == Path("/c1")
+    assert len(data_roots(["/usr/share/datasets"])) == len(set(data_roots(["/usr/share/datasets"])))
+
+
+def test_pdnn_data_is_searched_and_data_dir_comes_first(tmp_path, monkeypatch):
+    from_env = make_idx(tmp_path / "env" / "mnist", gz=True, seed=1)
+    from_cli = make_idx(tmp_path / "cli" / "mnist", gz=False, seed=2)
+    monkeypatch.setenv("PDNN_DATA", f"{tmp_path / 'nothing'}:{tmp_path / 'env'}")
+    assert_idx_equal(load("mnist", progress=False), from_env)
+    assert_idx_equal(load("mnist", roots=[str(tmp_path / "cli")], progress=False), from_cli)
+
+
+# ---------------------------------------------------------------- subset, normalisation, demo
+
+
+def test_subset_keeps_the_first_examples(tmp_path):
+    data = make_idx(tmp_path / "mnist", gz=False)
+    full = load("mnist", roots=[tmp_path], progress=False)
+    ds = load("mnist", roots=[tmp_path], subset=5, progress=False)
+    assert len(ds.train_x) == len(ds.train_y) == len(ds.test_x) == len(ds.test_y) == 5
+    assert torch.equal(ds.train_x[:, 0], data["train_x"][:5])
+    assert torch.equal(ds.mean, full.mean)  # statistics of the full training split
+    assert len(load("mnist", roots=[tmp_path], subset=10**6, progress=False).train_x) == 20
+    with pytest.raises(ValueError, match="subset"):
+        load("mnist", roots=[tmp_path], subset=0)
+
+
+def test_normalize_gives_zero_mean_unit_std_on_train(tmp_path):
+    make_cifar_batches(tmp_path)
+    for ds in (load("cifar10", roots=[tmp_path], progress=False), load("demo", progress=False)):
+        x = ds.normalize(ds.train_x)
+        assert x.dtype == torch.float32 and x.shape == ds.train_x.shape
+        assert ds.mean.shape == ds.std.shape == (ds.input_shape[0],)
+        assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(ds.input_shape[0]), atol=1e-4)
+        assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(ds.input_shape[0]), atol=1e-3)
+    with pytest.raises(TypeError, match="uint8"):
+        ds.normalize(ds.train_x.float())
+
+
+def test_embedded_demo(tmp_path):
+    ds = load("demo", progress=False)
+    assert (len(ds.train_y), len(ds.test_y), ds.num_classes) == (3000, 1000, 10)
+    assert ds.input_shape == INPUT_SHAPES["demo"] == describe("demo")["input_shape"]
+    assert set(ds.train_y.tolist()) == set(range(10))
+    moved = ds.to("cpu")
+    assert isinstance(moved, Dataset) and moved.train_x.device.type == "cpu"
+    embedded = Path(images_module.__file__).parent / "embedded"
+    assert sum(f.stat().st_size for f in embedded.glob("*.gz")) < 2.5e6
+    assert (embedded / "README.md").read_text().count("MIT") >= 1
+
+
+def test_describe_reads_no_data():
+    assert DATASETS == ("demo", "fashion-mnist", "mnist", "cifar10")
+    for name in DATASETS:
+        assert describe(name) == {"input_shape": INPUT_SHAPES[name], "num_classes": 10}
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        describe("imagenet")
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def _batch(dtype=torch.uint8, n=64):
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_augment_keeps_shape_dtype_and_is_reproducible(dtype):
+    x = _batch(dtype)
+    a = augment(x, "cifar", torch.Generator().manual_seed(1))
+    b = augment(x, "cifar", torch.Generator().manual_seed(1))
+    c = augment(x, "cifar", torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and a.dtype == dtype
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(x, _batch(dtype))  # input untouched
+    assert augment(x, "none", None) is x
+
+
+def test_augment_flip_is_exact():
+    x = _batch()
+    out = augment(x, "cifar", torch.Generator().manual_seed(0), pad=0)
+    flipped = torch.tensor([torch.equal(o, torch.flip(i, [-1])) for o, i in zip(out, x)])
+    same = torch.tensor([torch.equal(o, i) for o, i in zip(out, x)])
+    assert bool((flipped | same).all()) and 10 < int(flipped.sum()) < 54
+
+
+@pytest.mark.parametrize("padding, mode", [("reflect", "reflect"), ("zero", "constant")])
+def test_augment_crop_is_a_window_of_the_padded_image(padding, mode):
+    x = _batch(torch.float32, n=16)
+    out = augment(x, "cifar", torch.Generator().manual_seed(3), padding=padding)
+    padded = F.pad(x, (4, 4, 4, 4), mode=mode)
+    for o, p in zip(out, padded):
+        windows = [p[:, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(o, w) or torch.equal(o, torch.flip(w, [-1])) for w in windows)
+
+
+def test_augment_rejects_bad_arguments():
+    x = _batch()
+    with pytest.raises(ValueError, match="unknown augmentation 'rotate'"):
+        augment(x, "rotate", torch.Generator())
+    with pytest.raises(ValueError, match="explicit torch.Generator"):
+        augment(x, "cifar", None)
+    with pytest.raises(ValueError, match="unknown padding"):
+        augment(x, "cifar", torch.Generator(), padding="edge")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="generator is on cpu"):
+            augment(x.cuda(), "cifar", torch.Generator())
