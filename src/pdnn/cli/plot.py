@@ -1,0 +1,19 @@
+"""``pdnn plot``: accuracy versus samples for one or more runs."""
+from __future__ import annotations
+
+from ..plots import plot_accuracy_vs_samples
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plot", help="plot accuracy vs T for evaluated runs",
+                       description="p-DNN runs as curves (log T axis), deterministic runs as horizontal lines.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="FIG.png")
+    p.add_argument("--aggregate", choices=("network", "layer"), default="network")
+    p.add_argument("--title")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    print(plot_accuracy_vs_samples(args.run_dirs, args.out, args.aggregate, args.title))
+    return 0

@@ -1,0 +1,43 @@
+"""``pdnn study``: the accuracy-versus-samples study (baselines, k-bit, p-DNNs, s x T matrix)."""
+from __future__ import annotations
+
+from ..evaluate import parse_samples
+from ..experiments.study import StudySpec, run_study
+from ..train import SCHEDULES, default_device
+from .common import add_device_option
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("study", help="train and evaluate the whole accuracy-vs-T study for one dataset",
+                       description="Float tanh/sigmoid, k-bit quantised and p-DNNs trained with s samples, "
+                                   "each p-DNN evaluated at every T; resumable; writes OUT/README.md.")
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--model", default="cnn")
+    p.add_argument("--width", type=int)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--subset", type=int, metavar="N", help="first N examples of each split")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", default="1,2,5,10,20,50", help="test T values")
+    p.add_argument("--train-samples", default="1,2,4,8", help="training s values")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data-dir", action="append", metavar="ROOT")
+    p.add_argument("--out", required=True, metavar="DIR")
+    add_device_option(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    spec = StudySpec(dataset=args.dataset, model=args.model, width=args.width, epochs=args.epochs,
+                     subset=args.subset, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                     seed=args.seed, test_samples=parse_samples(args.samples),
+                     train_samples=parse_samples(args.train_samples), repeats=args.repeats)
+    summary = run_study(args.out, spec, roots=args.data_dir, device=args.device or default_device(),
+                        progress=not args.quiet)
+    for c in summary["claims"]:
+        print(f"{'holds' if c['holds'] else 'does not hold':>14}: {c['claim']} ({c['ours']})")
+    print(f"{args.out}/README.md")
+    return 0

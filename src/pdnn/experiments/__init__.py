@@ -1,0 +1,1 @@
+"""End-to-end experiments built from the library: the quick demo and the accuracy-vs-T studies."""

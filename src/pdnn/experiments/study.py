@@ -1,0 +1,219 @@
+"""The accuracy-versus-samples study of the paper's Section 2, for one dataset.
+
+Same architecture for every run: float tanh and sigmoid (the 32-bit baselines), k-bit
+quantised activations, and p-DNNs (bipolar and unipolar) trained with s samples, every p-DNN
+evaluated at every test T -- which also gives the s x T train-test matching matrix. Every step
+is skipped when its result already exists, so an interrupted study is resumed by rerunning it.
+The paper's claims are assessed from the numbers, with a stated tolerance, never tuned.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from ..data import describe  # noqa: E402
+from ..models import ModelConfig  # noqa: E402
+from ..plots import plot_accuracy_vs_samples  # noqa: E402
+from ..runs import read_json, write_json  # noqa: E402
+from ..train import TrainConfig  # noqa: E402
+from .runs import ensure_evaluated, ensure_trained  # noqa: E402
+
+TOLERANCE = 0.01  # "matches" = within one percentage point
+
+
+@dataclass
+class StudySpec:
+    dataset: str = "cifar10"
+    model: str = "cnn"
+    width: int | None = None
+    epochs: int = 10
+    subset: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    schedule: str = "constant"
+    seed: int = 0
+    test_samples: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50])
+    train_samples: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    quant_bits: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    repeats: int = 3
+
+    def runs(self) -> dict[str, tuple[str, int]]:
+        """Run name -> (neuron, training samples)."""
+        runs = {"tanh": ("tanh", 1), "sigmoid": ("sigmoid", 1)}
+        runs.update({f"quant{k}": (f"quant:{k}", 1) for k in self.quant_bits})
+        for neuron in ("pbit", "pbit-unipolar"):
+            runs.update({f"{neuron}-s{s}": (neuron, s) for s in self.train_samples})
+        return runs
+
+
+def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu", progress: bool = True) -> dict:
+    """Train and evaluate every run of ``spec`` under ``out/runs``; write the summary, figures and
+    README under ``out``. Returns the summary."""
+    out = Path(out)
+    info = describe(spec.dataset)
+    write_json(out / "spec.json", asdict(spec))
+    for name, (neuron, samples) in spec.runs().items():
+        run_dir = out / "runs" / name
+        model = ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
+                            num_classes=info["num_classes"], width=spec.width)
+        config = TrainConfig(samples=samples, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                             schedule=spec.schedule, seed=spec.seed)
+        if progress:
+            print(f"== {name}: neuron {neuron}, s = {samples}")
+        ensure_trained(run_dir, model, spec.dataset, config, roots=roots, subset=spec.subset,
+                       device=device, progress=progress, label=name)
+        ensure_evaluated(run_dir, spec.test_samples, spec.repeats, roots=roots, device=device, progress=progress)
+    summary = summarise(out, spec)
+    write_json(out / "summary.json", summary)
+    draw_figures(out, spec, summary)
+    (out / "README.md").write_text(render_readme(out, spec, summary))
+    return summary
+
+
+def summarise(out: Path, spec: StudySpec) -> dict:
+    runs = {}
+    for name in spec.runs():
+        run_dir = out / "runs" / name
+        metrics, evaluation = read_json(run_dir / "metrics.json"), read_json(run_dir / "eval-network.json")
+        runs[name] = {
+            "final_train_loss": metrics[-1]["train_loss"],
+            "train_time_s": sum(m["epoch_time_s"] for m in metrics),
+            "eval_time_s": evaluation["time_s"],
+            "test_examples": evaluation["examples"],
+            "accuracy": {str(r["samples"]): {"mean": r["accuracy_mean"], "std": r["accuracy_std"]}
+                         for r in evaluation["results"]},
+        }
+    summary = {"runs": runs}
+    summary["claims"] = assess_claims(spec, runs)
+    return summary
+
+
+def _acc(runs: dict, name: str, t: int) -> float:
+    return runs[name]["accuracy"][str(t)]["mean"]
+
+
+def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
+    """The paper's Section-2 claims, each marked holds / does not hold by a stated rule."""
+    base = _acc(runs, "tanh", 1)
+    ts, ss = spec.test_samples, spec.train_samples
+    nearest = lambda t: min(ss, key=lambda s: (abs(s - t), -s))  # noqa: E731
+    claims = []
+
+    def claim(text: str, rule: str, holds: bool, ours: str) -> None:
+        claims.append({"claim": text, "rule": rule, "holds": bool(holds), "ours": ours})
+
+    if 1 in ts and 1 in ss:
+        a = _acc(runs, "pbit-s1", 1)
+        claim("T = 1 matches the 32-bit baseline", "|p-DNN(s=1, T=1) - tanh| <= 1 point",
+              abs(a - base) <= TOLERANCE, f"{100 * a:.2f}% vs {100 * base:.2f}%")
+    if 2 in ts:
+        s = nearest(2)
+        a = _acc(runs, f"pbit-s{s}", 2)
+        claim("T = 2 surpasses the 32-bit baseline", f"p-DNN(s={s}, T=2) > tanh", a > base,
+              f"{100 * a:.2f}% vs {100 * base:.2f}%")
+    if 10 in ts and 3 in spec.quant_bits:
+        s = nearest(10)
+        a, q3 = _acc(runs, f"pbit-s{s}", 10), _acc(runs, "quant3", 1)
+        claim("T = 10 matches the 3-bit model", f"p-DNN(s={s}, T=10) >= 3-bit - 1 point", a >= q3 - TOLERANCE,
+              f"{100 * a:.2f}% vs {100 * q3:.2f}%")
+    wins, details = 0, []
+    for t in ts:
+        best = max(ss, key=lambda s: _acc(runs, f"pbit-s{s}", t))
+        match = nearest(t)
+        spread = runs[f"pbit-s{match}"]["accuracy"][str(t)]["std"]
+        ok = _acc(runs, f"pbit-s{match}", t) >= _acc(runs, f"pbit-s{best}", t) - max(spread, 0.002)
+        wins += ok
+        details.append(f"T={t}: best s={best}, matched s={match}{'' if ok else ' (worse)'}")
+    claim("training with s matching test T is best",
+          "for every T, the s nearest T is within one std (or 0.2 point) of the best s", wins == len(ts),
+          f"{wins}/{len(ts)} T values; " + "; ".join(details))
+    gaps = [abs(_acc(runs, f"pbit-s{s}", t) - _acc(runs, f"pbit-unipolar-s{s}", t)) for s in ss for t in ts]
+    claim("sigmoid (unipolar) and tanh (bipolar) p-bits perform alike",
+          "|bipolar - unipolar| <= 1 point for every (s, T)", max(gaps) <= TOLERANCE,
+          f"largest gap {100 * max(gaps):.2f} points, mean {100 * sum(gaps) / len(gaps):.2f}")
+    return claims
+
+
+def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
+    baselines = ["tanh", "sigmoid", *[f"quant{k}" for k in spec.quant_bits]]
+    for neuron in ("pbit", "pbit-unipolar"):
+        runs = [out / "runs" / f"{neuron}-s{s}" for s in spec.train_samples]
+        plot_accuracy_vs_samples(runs + [out / "runs" / b for b in baselines], out / f"accuracy_vs_samples_{neuron}.png",
+                                 title=f"{spec.dataset}: {neuron} p-DNNs (s = training samples) vs baselines")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, neuron in zip(axes, ("pbit", "pbit-unipolar")):
+        matrix = [[100 * _acc(summary["runs"], f"{neuron}-s{s}", t) for t in spec.test_samples] for s in spec.train_samples]
+        image = ax.imshow(matrix, cmap="viridis", aspect="auto")
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8, color="w")
+        ax.set_xticks(range(len(spec.test_samples)), [str(t) for t in spec.test_samples])
+        ax.set_yticks(range(len(spec.train_samples)), [str(s) for s in spec.train_samples])
+        ax.set_xlabel("test samples T")
+        ax.set_ylabel("training samples s")
+        ax.set_title(f"{neuron}: accuracy (%)")
+        fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / "train_test_matrix.png", dpi=120)
+    plt.close(fig)
+
+
+def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
+    runs = summary["runs"]
+    ts = spec.test_samples
+    train_h = sum(r["train_time_s"] for r in runs.values()) / 3600
+    eval_h = sum(r["eval_time_s"] for r in runs.values()) / 3600
+    examples = next(iter(runs.values()))["test_examples"]
+    command = (f"pdnn study --dataset {spec.dataset} --model {spec.model} --epochs {spec.epochs}"
+               + (f" --width {spec.width}" if spec.width else "")
+               + (f" --subset {spec.subset}" if spec.subset else "")
+               + f" --schedule {spec.schedule} --out {out}")
+    lines = [
+        f"# Accuracy versus samples on {spec.dataset}",
+        "",
+        "Generated by the study command; rerunning it reuses finished runs and rewrites this file.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"- Hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'CPU only'}).",
+        f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "") +
+        f", {spec.epochs} epochs, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
+        f"- Data: `{spec.dataset}`" + (f", first {spec.subset} examples of each split" if spec.subset else ", full splits")
+        + f"; accuracy on {examples} test examples, mean ± std over {spec.repeats} independent sampling repeats.",
+        f"- Wall time: {train_h:.2f} h training, {eval_h:.2f} h evaluation.",
+        "",
+        "![accuracy vs samples](accuracy_vs_samples_pbit.png)",
+        "",
+        "## Accuracy (%) by test samples T",
+        "",
+        "| run | s | " + " | ".join(f"T={t}" for t in ts) + " |",
+        "|---|---|" + "---|" * len(ts),
+    ]
+    for name, (neuron, s) in spec.runs().items():
+        acc = runs[name]["accuracy"]
+        if neuron.startswith("pbit"):
+            cells = [f"{100 * acc[str(t)]['mean']:.2f} ± {100 * acc[str(t)]['std']:.2f}" for t in ts]
+        else:
+            cells = [f"{100 * acc['1']['mean']:.2f}"] + ["" for _ in ts[1:]]
+        lines.append(f"| {name} | {s if neuron.startswith('pbit') else '–'} | " + " | ".join(cells) + " |")
+    lines += ["", "Deterministic baselines are measured once (T = 1).", "",
+              "## The paper's claims beside our numbers", "",
+              "| claim | rule | ours | verdict |", "|---|---|---|---|"]
+    for c in summary["claims"]:
+        lines.append(f"| {c['claim']} | {c['rule']} | {c['ours']} | {'holds' if c['holds'] else 'does not hold'} |")
+    lines += ["", "![train-test matrix](train_test_matrix.png)", "",
+              "![unipolar](accuracy_vs_samples_pbit-unipolar.png)", ""]
+    notes = out / "NOTES.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    return "\n".join(lines) + "\n"

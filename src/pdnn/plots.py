@@ -1,0 +1,58 @@
+"""Figures people would rather look at than read: accuracy versus the number of samples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .runs import read_config, read_json  # noqa: E402
+
+
+def run_label(run_dir: Path, config: dict) -> str:
+    """``config["label"]`` if set, else the directory name."""
+    return config.get("label") or Path(run_dir).name
+
+
+def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "network", title: str | None = None) -> Path:
+    """Accuracy (%) versus T on a log axis; deterministic runs as labelled horizontal lines.
+
+    Reads ``eval-<aggregate>.json`` from every run directory; a run without one is an error that
+    names it.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    horizontals = []
+    max_t = 1
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / f"eval-{aggregate}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; run `pdnn eval {run_dir}` first")
+        document, label = read_json(path), run_label(run_dir, read_config(run_dir))
+        rows = document["results"]
+        if document.get("deterministic") or len(rows) == 1 and rows[0]["samples"] == 1 and rows[0]["accuracy_std"] == 0:
+            horizontals.append((label, 100 * rows[0]["accuracy_mean"]))
+            continue
+        ts = [r["samples"] for r in rows]
+        max_t = max(max_t, *ts)
+        ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows], yerr=[100 * r["accuracy_std"] for r in rows],
+                    marker="o", capsize=3, label=label)
+    for i, (label, acc) in enumerate(horizontals):
+        line = ax.axhline(acc, linestyle="--", linewidth=1, color=f"C{(i + 5) % 10}")
+        ax.annotate(f"{label} {acc:.1f}%", xy=(1, acc), xytext=(2, 2), textcoords="offset points",
+                    fontsize=8, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlim(0.9, max_t * 1.1)
+    ax.set_xlabel("samples T (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or f"accuracy vs samples ({aggregate} aggregation)")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,112 @@
+"""Training end to end on the embedded data: checkpoints, bit-for-bit resume, DDP, CLI runs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pdnn.cli import main
+from pdnn.runs import load_checkpoint, load_model
+
+TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
+
+
+def train(out, *extra):
+    return main(["train", *TINY, "--out", str(out), *extra])
+
+
+def test_train_writes_a_complete_run_directory(tmp_path):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "2", "--train-samples", "2") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["neuron"] == "pbit" and config["train"]["samples"] == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert all(0 <= m["test_accuracy"] <= 1 and m["train_loss"] > 0 for m in metrics)
+    model, _ = load_model(run)
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(straight, "--epochs", "2", "--train-samples", "2", "--seed", "3") == 0
+    assert train(resumed, "--epochs", "1", "--train-samples", "2", "--seed", "3") == 0
+    assert main(["train", "--out", str(resumed), "--resume", "--epochs", "2", "--quiet"]) == 0
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = lambda ms: [{k: v for k, v in m.items() if "time" not in k and "per_s" not in k} for m in ms]
+    assert strip(a["metrics"]) == strip(b["metrics"])
+
+
+def test_existing_run_is_never_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    assert train(run, "--epochs", "1") == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
+
+
+def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
+    assert train(tmp_path / "a", "--neuron", "relu") == 2
+    assert "unknown neuron 'relu'" in capsys.readouterr().err
+    assert train(tmp_path / "b", "--train-samples", "0") == 2
+    assert "samples (T) must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "c"), "--resume"]) == 2
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_eval_and_plot_cli(tmp_path, capsys):
+    pdnn_run, det_run = tmp_path / "p", tmp_path / "d"
+    assert train(pdnn_run, "--epochs", "1") == 0
+    assert train(det_run, "--epochs", "1", "--neuron", "tanh") == 0
+    copy = tmp_path / "copy.json"
+    assert main(["eval", str(pdnn_run), "--samples", "1,4", "--repeats", "2", "--json", str(copy), "--quiet"]) == 0
+    document = json.loads(copy.read_text())
+    assert [r["samples"] for r in document["results"]] == [1, 4]
+    assert all(r["repeats"] == 2 and 0 <= r["accuracy_mean"] <= 1 for r in document["results"])
+    assert main(["eval", str(det_run), "--quiet"]) == 0
+    assert [r["samples"] for r in json.loads((det_run / "eval-network.json").read_text())["results"]] == [1]
+    assert main(["eval", str(pdnn_run), "--samples", "1,2", "--aggregate", "layer", "--quiet"]) == 0
+    assert (pdnn_run / "eval-layer.json").exists()
+    figure = tmp_path / "fig.png"
+    assert main(["plot", str(pdnn_run), str(det_run), "--out", str(figure)]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["eval", str(pdnn_run), "--samples", "0,2", "--quiet"]) == 2
+    assert "got 0" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_named_and_kept(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["eval", str(run), "--quiet"]) == 2
+    assert "checkpoint.pt is not a readable checkpoint" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+    assert main(["eval", str(tmp_path / "nowhere"), "--quiet"]) == 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo) against one process: same data order and global
+    batch; only batch-norm statistics (per-process halves) and summation order differ."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    args = [*TINY, "--neuron", "tanh", "--epochs", "2", "--seed", "1"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert main(["train", *args, "--out", str(single)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "pdnn", "train", *args, "--out", str(ddp)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = json.loads((single / "metrics.json").read_text())
+    b = json.loads((ddp / "metrics.json").read_text())
+    for x, y in zip(a, b):
+        assert abs(x["train_loss"] - y["train_loss"]) <= 0.1 * x["train_loss"]
+        assert abs(x["test_accuracy"] - y["test_accuracy"]) <= 0.08
