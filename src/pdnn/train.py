@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     loss_rule: str = "mean-output"
     augment: bool = True
+    monitor_examples: int | None = None  # test examples for the per-epoch accuracy (None: all)
 
     def validate(self) -> "TrainConfig":
         check_samples(self.samples)
@@ -194,14 +195,16 @@ def train(
         bar.close()
         elapsed = time.perf_counter() - began
         if rank == 0:
-            test = accuracy_vs_samples(model, data.test_x, data.test_y, [train_config.samples], repeats=1,
-                                       seed=train_config.seed + 7, prepare=data.normalize)[0]
+            n_test = train_config.monitor_examples or len(data.test_y)
+            test = accuracy_vs_samples(model, data.test_x[:n_test], data.test_y[:n_test], [train_config.samples],
+                                       repeats=1, seed=train_config.seed + 7, prepare=data.normalize)[0]
             metrics.append({
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / seen,
                 "train_accuracy": correct / seen,
                 "test_accuracy": test["accuracy_mean"],
                 "test_samples": test["samples"],
+                "test_examples": n_test,
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": elapsed,
                 "examples_per_s": seen * world / elapsed,

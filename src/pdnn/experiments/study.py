@@ -35,6 +35,7 @@ class StudySpec:
     width: int | None = None
     epochs: int = 10
     subset: int | None = None
+    eval_subset: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
     schedule: str = "constant"
@@ -64,12 +65,13 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
         model = ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
                             num_classes=info["num_classes"], width=spec.width)
         config = TrainConfig(samples=samples, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                             schedule=spec.schedule, seed=spec.seed)
+                             schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
         if progress:
             print(f"== {name}: neuron {neuron}, s = {samples}")
         ensure_trained(run_dir, model, spec.dataset, config, roots=roots, subset=spec.subset,
                        device=device, progress=progress, label=name)
-        ensure_evaluated(run_dir, spec.test_samples, spec.repeats, roots=roots, device=device, progress=progress)
+        ensure_evaluated(run_dir, spec.test_samples, spec.repeats, roots=roots, subset=spec.eval_subset,
+                         device=device, progress=progress)
     summary = summarise(out, spec)
     write_json(out / "summary.json", summary)
     draw_figures(out, spec, summary)
@@ -111,7 +113,7 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
 
     if 1 in ts and 1 in ss:
         a = _acc(runs, "pbit-s1", 1)
-        claim("T = 1 matches the 32-bit baseline", "|p-DNN(s=1, T=1) - tanh| <= 1 point",
+        claim("T = 1 matches the 32-bit baseline", "abs(p-DNN(s=1, T=1) − tanh) ≤ 1 point",
               abs(a - base) <= TOLERANCE, f"{100 * a:.2f}% vs {100 * base:.2f}%")
     if 2 in ts:
         s = nearest(2)
@@ -136,7 +138,7 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
           f"{wins}/{len(ts)} T values; " + "; ".join(details))
     gaps = [abs(_acc(runs, f"pbit-s{s}", t) - _acc(runs, f"pbit-unipolar-s{s}", t)) for s in ss for t in ts]
     claim("sigmoid (unipolar) and tanh (bipolar) p-bits perform alike",
-          "|bipolar - unipolar| <= 1 point for every (s, T)", max(gaps) <= TOLERANCE,
+          "abs(bipolar − unipolar) ≤ 1 point for every (s, T)", max(gaps) <= TOLERANCE,
           f"largest gap {100 * max(gaps):.2f} points, mean {100 * sum(gaps) / len(gaps):.2f}")
     return claims
 
@@ -174,6 +176,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
     command = (f"pdnn study --dataset {spec.dataset} --model {spec.model} --epochs {spec.epochs}"
                + (f" --width {spec.width}" if spec.width else "")
                + (f" --subset {spec.subset}" if spec.subset else "")
+               + (f" --eval-subset {spec.eval_subset}" if spec.eval_subset else "")
                + f" --schedule {spec.schedule} --out {out}")
     lines = [
         f"# Accuracy versus samples on {spec.dataset}",
@@ -188,7 +191,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'CPU only'}).",
         f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "") +
         f", {spec.epochs} epochs, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
-        f"- Data: `{spec.dataset}`" + (f", first {spec.subset} examples of each split" if spec.subset else ", full splits")
+        f"- Data: `{spec.dataset}`" + (f", first {spec.subset} training examples" if spec.subset else ", full splits")
         + f"; accuracy on {examples} test examples, mean ± std over {spec.repeats} independent sampling repeats.",
         f"- Wall time: {train_h:.2f} h training, {eval_h:.2f} h evaluation.",
         "",
