@@ -1,0 +1,113 @@
+"""``pdnn convert``: make a trained deterministic run stochastic without retraining."""
+from __future__ import annotations
+
+from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
+                       find_activations, format_calibration)
+from ..evaluate import parse_samples
+from ..runs import load_model
+from ..train import default_device
+from .common import add_data_options, add_device_option
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="make a trained deterministic run stochastic (noise injection, no retraining)",
+        description="Write a new run directory whose model is the source run's, weights unchanged, with "
+                    "stochastic activations. `pdnn eval` and `pdnn energy` read it like any other run. "
+                    "See docs/convert.md.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a trained (deterministic) run directory")
+    p.add_argument("--method", choices=METHODS,
+                   help="pbit: tanh/sigmoid/hardtanh/quantiser -> p-bits of equal mean; dither: k-bit quantiser + "
+                        "uniform noise before rounding; gaussian/logistic: noise added to pre-activations")
+    p.add_argument("--scale", metavar="S",
+                   help="noise scale: gaussian std, logistic scale, dither width in steps (defaults: "
+                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_SCALE.items())
+                        + "); per layer as NAME=S,NAME=S,*=S")
+    p.add_argument("--beta", metavar="B",
+                   help="pbit inverse temperature (default 1: equal mean); per layer as NAME=B,...")
+    p.add_argument("--layers", default="hidden",
+                   help="hidden (default: activations followed by another weight layer), all, or comma-separated "
+                        "names from --list-layers")
+    p.add_argument("--list-layers", action="store_true", help="print the activations found in RUN_DIR and exit")
+    p.add_argument("--calibrate", action="store_true",
+                   help=f"choose the scale (beta for pbit) by a sweep on held-out training data; writes {CALIBRATION}")
+    p.add_argument("--values", metavar="V,V,...",
+                   help="values tried by --calibrate (defaults: "
+                        + "; ".join(f"{k} {','.join(f'{v:g}' for v in vs)}" for k, vs in DEFAULT_VALUES.items()) + ")")
+    p.add_argument("--samples", default="1,2,5,10,20", help="T values measured by --calibrate (default: 1,2,5,10,20)")
+    p.add_argument("--target-samples", type=int, metavar="T",
+                   help="T at which --calibrate compares accuracies (default: the largest of --samples)")
+    p.add_argument("--repeats", type=int, default=1, help="sampling repeats per T in --calibrate (default: 1)")
+    p.add_argument("--holdout", default="0.1", metavar="N|FRACTION",
+                   help="held-out end of the TRAINING split used by --calibrate/--recalibrate-bn: a count or a "
+                        "fraction (default: 0.1); the test split is never read")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="re-estimate the running statistics of BatchNorm layers behind the noise under sampling, "
+                        "on the held-out training examples (weights and affine parameters do not change)")
+    p.add_argument("--bn-samples", type=int, default=4, help="samples per example for --recalibrate-bn (default: 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", help="name used in plots and tables (default: '<source label> (<method>)')")
+    p.add_argument("--out", metavar="NEW_RUN_DIR", help="run directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing NEW_RUN_DIR's model and results")
+    add_data_options(p)
+    add_device_option(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run)
+
+
+def parse_value(text: str | None, what: str):
+    """``"0.5"`` -> 0.5; ``"3=0.2,*=0.5"`` -> ``{"3": 0.2, "*": 0.5}``; ``None`` -> ``None``."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [part.split("=", 1) for part in text.split(",") if part]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise ValueError(f"{what} must be a number or NAME=NUMBER,... pairs, got {text!r}") from None
+
+
+def parse_holdout(text: str) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--holdout must be a count or a fraction, got {text!r}") from None
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def parse_layers(text: str):
+    return text if text in LAYER_SETS else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def run(args) -> int:
+    if args.list_layers:
+        model, _ = load_model(args.run_dir)
+        print(f"{'name':<24} {'op':<20} {'hidden':<6} methods")
+        for site in find_activations(model):
+            print(f"{site['name']:<24} {site['op']:<20} {str(site['hidden']):<6} {', '.join(site['methods']) or '-'}")
+        return 0
+    if args.method is None or args.out is None:
+        raise ValueError("--method and --out are required (or pass --list-layers)")
+    values = None
+    if args.values:
+        try:
+            values = [float(v) for v in args.values.split(",")]
+        except ValueError:
+            raise ValueError(f"--values must be numbers separated by commas, got {args.values!r}") from None
+    if args.values and not args.calibrate:
+        raise ValueError("--values is only used with --calibrate")
+    result = convert_run(
+        args.run_dir, args.out, args.method,
+        scale=parse_value(args.scale, "--scale"), beta=parse_value(args.beta, "--beta"),
+        layers=parse_layers(args.layers), calibrate=args.calibrate, values=values,
+        samples=parse_samples(args.samples), target=args.target_samples, holdout=parse_holdout(args.holdout),
+        repeats=args.repeats, recalibrate_bn=args.recalibrate_bn, bn_samples=args.bn_samples, seed=args.seed,
+        roots=args.data_dir, subset=args.subset, device=args.device or default_device(), force=args.force,
+        label=args.label, progress=not args.quiet,
+    )
+    if result["calibration"] is not None:
+        print(format_calibration(result["calibration"]))
+    print(f"{result['out']}: {args.method} on {', '.join(result['converted'])}")
+    print(f"convert: {result['spec']}")
+    return 0

@@ -1,0 +1,366 @@
+"""pdnn.convert: noise injection into trained deterministic models, and `pdnn convert`."""
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import pdnn.cli
+import pdnn.data
+from pdnn import SampledModel
+from pdnn.convert import (ConversionError, calibrate, conversion_spec, find_activations, recalibrate_batchnorm,
+                          to_sampled)
+from pdnn.models import ModelConfig
+from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit, Quantize
+from pdnn.runs import load_model, read_json, save_checkpoint, write_json
+
+Z = 5.0
+SHAPE = (1, 4, 4)
+
+
+def mlp(neuron="tanh", seed=0, width=16):
+    torch.manual_seed(seed)
+    model = ModelConfig(name="mlp", neuron=neuron, input_shape=SHAPE, num_classes=3, width=width).build()
+    with torch.no_grad():  # non-trivial normalisation statistics, as after training
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+class Functional(nn.Module):
+    """Activations called as functions inside forward, in all the usual spellings."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 8), nn.Linear(8, 8), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        g = F.sigmoid(self.b(h))
+        k = self.b(h).tanh()
+        j = F.hardtanh(self.b(g), -0.5, 0.5)
+        return self.c(torch.cat([torch.sigmoid(k), j], 1))
+
+
+def test_conversion_leaves_the_original_untouched():
+    for method, neuron in [("pbit", "tanh"), ("gaussian", "tanh"), ("logistic", "sigmoid"), ("dither", "quant:2")]:
+        model = mlp(neuron)
+        x = torch.randn(20, *SHAPE)
+        before_out, before_state = model(x), {k: v.clone() for k, v in model.state_dict().items()}
+        before_types = [type(m) for m in model.modules()]
+        converted = to_sampled(model, method)
+        converted(x)
+        assert torch.equal(model(x), before_out)
+        assert [type(m) for m in model.modules()] == before_types
+        assert all(torch.equal(v, before_state[k]) for k, v in model.state_dict().items())
+        assert converted is not model and any(getattr(m, "stochastic", False) for m in converted.modules())
+        # the weights are the source's
+        params = dict(converted.named_parameters())
+        for name, p in model.named_parameters():
+            assert torch.equal(params[name], p)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "logistic"])
+def test_zero_noise_matches_the_deterministic_model_exactly(method):
+    model = mlp("tanh")
+    x = torch.randn(32, *SHAPE)
+    converted = to_sampled(model, method, scale=0.0)
+    assert isinstance(converted[3][0], GaussianNoise if method == "gaussian" else LogisticNoise)
+    assert torch.equal(converted(x), model(x))
+    assert torch.equal(SampledModel(converted, samples=1, seed=0)(x), model(x))
+    # T samples are T identical copies (up to the last bit of a batched matmul)
+    assert torch.allclose(SampledModel(converted, samples=5, reduce="none")(x), model(x).expand(5, -1, -1), atol=1e-6)
+
+
+def test_zero_width_dither_matches_the_quantised_model_exactly():
+    model = mlp("quant:2")
+    x = torch.randn(32, *SHAPE)
+    converted = to_sampled(model, "dither", scale=0.0)
+    assert isinstance(converted[3], DitheredQuantize) and converted[3].bits == 2
+    assert torch.equal(converted(x), model(x))
+
+
+@pytest.mark.parametrize("activation,beta", [(nn.Tanh(), 1.0), (nn.Tanh(), 0.6), (nn.Sigmoid(), 1.0),
+                                             (nn.Hardtanh(-1.0, 2.0), 0.8), (Quantize(1, 1.5), 1.0)])
+def test_pbit_conversion_has_the_activation_mean(activation, beta):
+    net = nn.Sequential(nn.Linear(1, 1), activation, nn.Linear(1, 1))
+    converted = to_sampled(net, "pbit", beta=beta)
+    bit = converted[1]
+    assert isinstance(bit, HardPBit if isinstance(activation, nn.Hardtanh) else PBit)
+    bit.generator = torch.Generator().manual_seed(0)
+    x0, n = torch.tensor([-1.7, -0.4, 0.0, 0.3, 1.1, 2.6]), 40_000
+    out = bit(x0.repeat(n, 1))
+    if isinstance(activation, nn.Hardtanh):
+        expected, lo, hi = torch.clamp(beta * x0, -1.0, 2.0), -1.0, 2.0
+    elif isinstance(activation, Quantize):
+        expected, lo, hi = torch.tanh(1.5 * x0), -1.0, 1.0  # the quantiser's unrounded activation
+    else:
+        expected, lo, hi = activation(beta * x0), (0.0 if isinstance(activation, nn.Sigmoid) else -1.0), 1.0
+    # a two-valued variable with mean m has std sqrt((hi - m)(m - lo)) (binomial)
+    std = torch.sqrt((hi - expected) * (expected - lo))
+    assert torch.all((out.mean(0) - expected).abs() <= Z * std / math.sqrt(n) + 1e-6)
+    assert set(out.unique().tolist()) <= {lo, hi}
+
+
+def test_functional_activations_are_found_and_rewritten():
+    model = Functional().eval()
+    found = {s["name"]: s for s in find_activations(model)}
+    assert [s["op"] for s in found.values()] == ["torch.tanh", "Tensor.sigmoid", "Tensor.tanh", "F.hardtanh",
+                                                   "torch.sigmoid"]
+    assert all(s["hidden"] for s in found.values())
+    converted = to_sampled(model, "pbit")
+    kinds = sorted(type(m).__name__ for m in converted.modules() if getattr(m, "stochastic", False))
+    assert kinds == ["HardPBit", "PBit", "PBit", "PBit", "PBit"]
+    left = [n.target for n in converted.graph.nodes if n.op in ("call_function", "call_method")]
+    assert not {torch.tanh, torch.sigmoid, F.hardtanh, "tanh", "sigmoid"} & set(left)
+    gaussian = to_sampled(model, "gaussian", scale=0.0)
+    x = torch.randn(6, 3)
+    assert torch.equal(gaussian(x), model(x))
+    assert sum(isinstance(m, GaussianNoise) for m in gaussian.modules()) == 5
+
+
+def test_rewritten_functional_model_under_sampling_approaches_its_mean():
+    class TanhNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)))
+
+    torch.manual_seed(1)
+    model = TanhNet().eval()
+    converted = to_sampled(model, "pbit")
+    x, t = torch.randn(4, 3), 20_000
+    # the last layer is linear in the bits, so E[output] is the deterministic output exactly
+    with torch.no_grad():
+        out = SampledModel(converted, samples=t, seed=0)(x)
+        bound = Z * model.b.weight.abs().sum(1) / math.sqrt(t)
+        assert torch.all((out - model(x)).abs() <= bound)
+
+
+def test_unsupported_and_unconvertible_models_name_the_operations():
+    relu = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ConversionError, match=r"1 \(nn\.ReLU\).*not supported by 'pbit'"):
+        to_sampled(relu, "pbit")
+    to_sampled(relu, "gaussian")  # noise on pre-activations works for any activation
+
+    class FunctionalRelu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(F.relu(self.a(x)) + torch.tanh(self.a(x)))
+
+    with pytest.raises(ConversionError, match=r"relu \(F\.relu\).*Convertible: tanh"):
+        to_sampled(FunctionalRelu(), "pbit")
+    assert isinstance(to_sampled(FunctionalRelu(), "pbit", layers=["tanh"]).tanh, PBit)
+    with pytest.raises(ConversionError, match="no activation; operations seen: nn.Linear"):
+        to_sampled(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), "gaussian")
+    with pytest.raises(ConversionError, match="not supported by 'dither'"):
+        to_sampled(mlp("tanh"), "dither")
+    with pytest.raises(ConversionError, match="already stochastic"):
+        to_sampled(mlp("pbit"), "pbit", layers=["3"])
+
+
+def test_untraceable_models():
+    class Untraceable(nn.Module):
+        def __init__(self, act):
+            super().__init__()
+            self.a, self.act, self.b = nn.Linear(3, 4), act, nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            if h.sum() > 0:  # data-dependent control flow defeats torch.fx
+                h = -h
+            return self.b(torch.tanh(h) if self.act is None else self.act(h))
+
+    with pytest.raises(ConversionError, match="could not trace"):
+        to_sampled(Untraceable(None), "pbit")
+    with pytest.warns(UserWarning, match="only activation modules were converted"):
+        converted = to_sampled(Untraceable(nn.Sigmoid()), "pbit")
+    assert isinstance(converted.act, PBit) and converted.act.mode == "unipolar"
+
+
+def test_layer_selection_hidden_all_names_and_per_layer_scales():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2), nn.Sigmoid())
+    hidden = {s["name"]: s["hidden"] for s in find_activations(net)}
+    assert hidden == {"1": True, "3": True, "5": False}
+    assert isinstance(to_sampled(net, "pbit")[5], nn.Sigmoid)
+    assert isinstance(to_sampled(net, "pbit", layers="all")[5], PBit)
+    only = to_sampled(net, "pbit", layers=["3"])
+    assert isinstance(only[1], nn.Tanh) and isinstance(only[3], PBit)
+    with pytest.raises(ConversionError, match="unknown layer name.*'7'.*1 \\(nn.Tanh\\)"):
+        to_sampled(net, "pbit", layers=["7"])
+    per_layer = to_sampled(net, "gaussian", scale={"1": 0.2, "*": 0.7})
+    assert per_layer[1][0].scale == 0.2 and per_layer[3][0].scale == 0.7
+    with pytest.raises(ValueError, match="no scale for 3"):
+        to_sampled(net, "gaussian", scale={"1": 0.2})
+    betas = to_sampled(net, "pbit", beta={"1": 0.5, "3": 2.0})
+    assert (betas[1].beta, betas[3].beta) == (0.5, 2.0)
+
+
+def test_spec_is_json_and_rejects_options_that_do_not_apply():
+    spec = conversion_spec("gaussian", scale={"3": 1}, layers=("3",))
+    assert json.loads(json.dumps(spec)) == spec == {"method": "gaussian", "scale": {"3": 1.0}, "layers": ["3"]}
+    assert conversion_spec("pbit") == {"method": "pbit", "beta": 1.0, "layers": "hidden"}
+    with pytest.raises(ValueError, match="beta"):
+        conversion_spec("pbit", scale=0.3)
+    with pytest.raises(ValueError, match="pbit"):
+        conversion_spec("gaussian", beta=2.0)
+    with pytest.raises(ValueError, match="unknown conversion method"):
+        conversion_spec("dropout")
+
+
+def test_batchnorm_recalibration_matches_sampled_input_statistics_and_replays():
+    model = mlp("tanh")
+    x = torch.randn(200, *SHAPE)
+    converted = to_sampled(model, "pbit")
+    weights = {k: v.clone() for k, v in converted.named_parameters()}
+    stats = recalibrate_batchnorm(converted, x, samples=3, batch_size=500, seed=7)  # one batch: the same draws as below
+    assert list(stats) == ["5"]  # the first BatchNorm runs before any noise: its input is unchanged
+    assert all(torch.equal(v, weights[k]) for k, v in converted.named_parameters())
+    # the statistics are those of the BatchNorm's input under sampling
+    seen = []
+    handle = converted[5].register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
+    SampledModel(converted, samples=3, seed=7)(x)
+    handle.remove()
+    z = torch.cat(seen)
+    assert torch.allclose(converted[5].running_mean, z.mean(0), atol=1e-5)
+    assert torch.allclose(converted[5].running_var, z.var(0, unbiased=False), atol=1e-5)
+    # bits carry more variance than tanh values: the float statistics underestimate the sampled ones
+    float_inputs = []
+    handle = model[5].register_forward_pre_hook(lambda m, inp: float_inputs.append(inp[0]))
+    model(x)
+    handle.remove()
+    assert converted[5].running_var.mean() > 1.2 * float_inputs[0].var(0).mean()
+    replay = to_sampled(model, **conversion_spec("pbit", bn_stats=json.loads(json.dumps(stats))))
+    assert torch.equal(replay[5].running_var, converted[5].running_var)
+    assert torch.equal(replay[2].running_var, model[2].running_var)
+    assert torch.equal(model[5].running_var, mlp("tanh")[5].running_var)  # the source keeps its own
+
+
+def test_calibrate_sweeps_and_chooses_by_target_accuracy():
+    model = mlp("tanh")
+    x = torch.randn(60, *SHAPE)
+    y = model(x).argmax(1)  # the deterministic model is right on every example
+    doc = calibrate(model, x, y, "gaussian", values=[0.01, 3.0], samples=[1, 4], repeats=1)
+    assert doc["deterministic_accuracy"] == 1.0
+    assert [row["scale"] for row in doc["sweep"]] == [0.01, 3.0] and doc["target_samples"] == 4
+    assert doc["chosen"] == 0.01 and doc["spec"] == {"method": "gaussian", "scale": 0.01, "layers": "hidden"}
+    assert [r["samples"] for r in doc["sweep"][0]["results"]] == [1, 4]
+    json.dumps(doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories and the command line
+# ---------------------------------------------------------------------------------------------
+
+def make_run(path, neuron="tanh"):
+    model = mlp(neuron)
+    config = ModelConfig(name="mlp", neuron=neuron, input_shape=SHAPE, num_classes=3, width=16).to_dict()
+    config["input_shape"] = list(config["input_shape"])
+    write_json(path / "config.json", {"model": config, "data": {"dataset": "tiny", "subset": None},
+                                      "train": {"seed": 0}, "label": "tiny-tanh"})
+    save_checkpoint(path / "checkpoint.pt", {"model": model.state_dict(), "optimizer": {}})
+    return model
+
+
+def test_cli_convert_round_trip_through_a_run_directory(tmp_path, capsys):
+    source, new = tmp_path / "run", tmp_path / "converted"
+    model = make_run(source)
+    assert pdnn.cli.main(["convert", str(source), "--method", "gaussian", "--scale", "0.5", "--out", str(new),
+                          "--quiet"]) == 0
+    config = read_json(new / "config.json")
+    assert config["convert"] == {"method": "gaussian", "scale": 0.5, "layers": "hidden"}
+    assert config["source_run"] == str(source) and config["model"]["neuron"] == "tanh"
+    assert config["label"] == "tiny-tanh (gaussian)"
+    loaded, _ = load_model(new)
+    noise = [m for m in loaded.modules() if isinstance(m, GaussianNoise)]
+    assert len(noise) == 2 and all(m.scale == 0.5 for m in noise)
+    for (name, p), (name0, p0) in zip(loaded.state_dict().items(), model.state_dict().items()):
+        assert name == name0 and torch.equal(p, p0)
+    assert "3 (nn.Tanh), 6 (nn.Tanh)" in capsys.readouterr().out
+    # a converted run is not converted again
+    assert pdnn.cli.main(["convert", str(new), "--method", "pbit", "--out", str(tmp_path / "again")]) == 2
+
+
+def test_cli_refuses_to_overwrite_unless_forced(tmp_path, capsys):
+    source, new = tmp_path / "run", tmp_path / "converted"
+    make_run(source)
+    new.mkdir()
+    (new / "eval-network.json").write_text("{}")
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in new.iterdir()) == ["eval-network.json"]
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--beta", "0.5", "--out", str(new),
+                          "--force", "--quiet"]) == 0
+    assert sorted(p.name for p in new.iterdir()) == ["checkpoint.pt", "config.json"]  # the stale eval is gone
+    assert read_json(new / "config.json")["convert"]["beta"] == 0.5
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(source), "--force"]) == 2
+    assert pdnn.cli.main(["convert", str(source), "--method", "dither", "--out", str(tmp_path / "x")]) == 2
+    assert "not supported by 'dither'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+class TrainOnly:
+    """A dataset whose test split may not be read; records what reached the model."""
+
+    def __init__(self, n=120):
+        self.train_x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, *SHAPE).contiguous()
+        self.train_y = torch.arange(n) % 3
+        self.normalized: list[int] = []
+
+    @property
+    def test_x(self):
+        raise AssertionError("calibration read the test split")
+
+    test_y = test_x
+
+    def normalize(self, x):
+        self.normalized += x[:, 0, 0, 0].tolist()  # example i holds the value i
+        return x.float() / 60 - 1
+
+    def to(self, device):
+        raise AssertionError("calibration moved the whole dataset (test split included)")
+
+
+def test_cli_calibration_uses_only_held_out_training_examples(tmp_path, monkeypatch, capsys):
+    source, new = tmp_path / "run", tmp_path / "calibrated"
+    make_run(source)
+    data = TrainOnly()
+    calls = []
+
+    def fake_load(name, roots=None, subset=None, cache_dir=None, progress=True):
+        calls.append((name, subset))
+        return data
+
+    monkeypatch.setattr(pdnn.data, "load", fake_load)
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--calibrate", "--values", "0.5,1,2",
+                          "--samples", "1,3", "--holdout", "30", "--recalibrate-bn", "--bn-samples", "2",
+                          "--out", str(new), "--quiet"]) == 0
+    assert calls == [("tiny", None)]
+    assert data.normalized and set(data.normalized) <= set(range(90, 120))  # the last 30 training examples
+    doc = read_json(new / "calibration.json")
+    assert doc["data"] == {"dataset": "tiny", "split": "train", "subset": None, "start": 90, "stop": 120,
+                           "examples": 30, "train_examples": 120}
+    assert doc["parameter"] == "beta" and [row["beta"] for row in doc["sweep"]] == [0.5, 1.0, 2.0]
+    assert doc["chosen"] in (0.5, 1.0, 2.0) and doc["recalibrate_bn"] is True
+    config = read_json(new / "config.json")
+    assert config["convert"]["beta"] == doc["chosen"] and set(config["convert"]["bn_stats"]) == {"5"}
+    loaded, _ = load_model(new)
+    assert torch.equal(loaded[5].running_var, torch.tensor(config["convert"]["bn_stats"]["5"]["running_var"]))
+    assert "<- chosen" in capsys.readouterr().out
+
+
+def test_cli_list_layers(tmp_path, capsys):
+    make_run(tmp_path / "run")
+    assert pdnn.cli.main(["convert", str(tmp_path / "run"), "--list-layers"]) == 0
+    out = capsys.readouterr().out
+    assert "nn.Tanh" in out and "pbit, gaussian, logistic" in out

@@ -1,0 +1,142 @@
+"""Noise injectors (pdnn.nn.noise): statistics, exact limits, gradients, generators."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pdnn import SampledModel
+from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, Quantize, is_stochastic
+
+Z = 5.0  # bounds are Z standard errors wide
+N = 200_000
+
+
+def test_gaussian_noise_mean_and_std():
+    noise = GaussianNoise(0.7)
+    noise.generator = torch.Generator().manual_seed(0)
+    x = torch.full((N,), 1.5)
+    n = noise(x) - x
+    sigma = 0.7
+    assert abs(n.mean().item()) <= Z * sigma / math.sqrt(N)
+    # the sample std of a normal sample has standard error sigma / sqrt(2N)
+    assert abs(n.std().item() - sigma) <= Z * sigma / math.sqrt(2 * N)
+
+
+def test_logistic_noise_mean_std_and_cdf():
+    s = 0.4
+    noise = LogisticNoise(s)
+    noise.generator = torch.Generator().manual_seed(1)
+    n = noise(torch.zeros(N))
+    sigma = s * math.pi / math.sqrt(3)
+    assert torch.isfinite(n).all()
+    assert abs(n.mean().item()) <= Z * sigma / math.sqrt(N)
+    # Var(sample variance) = sigma^4 (2 + excess kurtosis 1.2) / N; delta method for the std
+    assert abs(n.std().item() - sigma) <= Z * sigma * math.sqrt(3.2 / N) / 2
+    # its CDF is the sigmoid: P(n < t) = sigmoid(t / s)
+    for t in (-0.5, 0.0, 0.3):
+        p = 1 / (1 + math.exp(-t / s))
+        assert abs((n < t).double().mean().item() - p) <= Z * math.sqrt(p * (1 - p) / N)
+
+
+@pytest.mark.parametrize("cls", [GaussianNoise, LogisticNoise])
+def test_zero_scale_is_exact_identity_and_modules_are_stochastic(cls):
+    x = torch.randn(64, 5)
+    module = cls(0.0)
+    assert torch.equal(module(x), x)
+    assert is_stochastic(module) and module.generator is None
+    assert "scale=0" in repr(module)
+
+
+@pytest.mark.parametrize("cls", [GaussianNoise, LogisticNoise])
+def test_invalid_scale_is_rejected(cls):
+    for bad in (-1.0, float("nan"), float("inf"), "big", True):
+        with pytest.raises(ValueError):
+            cls(bad)
+
+
+def test_seeded_generator_reproduces_and_sampled_model_seeds_noise():
+    x = torch.randn(10, 3)
+    a, b = GaussianNoise(1.0), GaussianNoise(1.0)
+    a.generator = torch.Generator().manual_seed(5)
+    b.generator = torch.Generator().manual_seed(5)
+    assert torch.equal(a(x), b(x))
+    net = nn.Sequential(nn.Linear(3, 4), LogisticNoise(0.3), nn.Tanh(), nn.Linear(4, 2))
+    first = SampledModel(net, samples=7, seed=3)(x)
+    assert torch.equal(first, SampledModel(net, samples=7, seed=3)(x))
+    assert not torch.equal(first, SampledModel(net, samples=7, seed=4)(x))
+    assert net[1].generator is None  # restored after the call
+
+
+@pytest.mark.parametrize("bits,mode",
+                         [(1, "bipolar"), (2, "bipolar"), (3, "bipolar"), (2, "unipolar"), (4, "unipolar")])
+def test_dither_width_zero_is_the_quantiser_bit_for_bit(bits, mode):
+    x = torch.linspace(-4, 4, 2001)
+    assert torch.equal(DitheredQuantize(bits, 1.3, mode, width=0.0)(x), Quantize(bits, 1.3, mode)(x))
+
+
+@pytest.mark.parametrize("bits,mode", [(1, "bipolar"), (2, "bipolar"), (3, "unipolar")])
+def test_one_step_dither_has_the_unrounded_mean_and_only_quantiser_levels(bits, mode):
+    beta, n = 0.8, 40_000
+    q = DitheredQuantize(bits, beta, mode, width=1.0)
+    q.generator = torch.Generator().manual_seed(2)
+    x0 = torch.tensor([-2.0, -0.6, -0.1, 0.0, 0.35, 0.9, 3.0])
+    out = q(x0.repeat(n, 1))
+    levels = Quantize(bits, beta, mode)(torch.linspace(-20, 20, 4001)).unique()
+    assert torch.isin(out.unique(), levels).all()
+    expected = q.mean(x0)
+    # each output is one of two levels one step apart: its std is at most step / 2
+    assert torch.all((out.mean(0) - expected).abs() <= Z * (q.step / 2) / math.sqrt(n))
+    if bits > 1:  # the deterministic quantiser is biased at these points; dithering removes the bias
+        bias = (Quantize(bits, beta, mode)(x0) - expected).abs().max()
+        assert bias > 10 * (q.step / 2) / math.sqrt(n)
+
+
+def test_one_bit_dither_is_a_pbit_of_mean_tanh():
+    q = DitheredQuantize(1, 1.0, width=1.0)
+    q.generator = torch.Generator().manual_seed(9)
+    x0, n = torch.tensor([0.5, -1.0]), 50_000
+    out = q(x0.repeat(n, 1))
+    assert set(out.unique().tolist()) <= {-1.0, 1.0}
+    m = torch.tanh(x0)
+    assert torch.all((out.mean(0) - m).abs() <= Z * torch.sqrt(1 - m**2) / math.sqrt(n))
+
+
+def test_dither_gradient_is_the_unrounded_activation_derivative_and_input_untouched():
+    x = torch.randn(50, requires_grad=True)
+    before = x.detach().clone()
+    DitheredQuantize(2, 1.5, width=1.0)(x).sum().backward()
+    assert torch.equal(x.detach(), before)
+    assert torch.allclose(x.grad, 1.5 * (1 - torch.tanh(1.5 * before) ** 2), atol=1e-6)
+
+
+def test_dither_repr_precision_and_validation():
+    q = DitheredQuantize(3, 2.0, "unipolar", width=0.5)
+    assert q.precision == 3 and is_stochastic(q)
+    assert "bits=3" in repr(q) and "width=0.5" in repr(q) and "unipolar" in repr(q)
+    assert q.step == pytest.approx(1 / 7)
+    with pytest.raises(ValueError):
+        DitheredQuantize(0)
+    with pytest.raises(ValueError):
+        DitheredQuantize(2, width=-1)
+
+
+def test_hard_pbit_mean_is_clipped_linear_with_two_values():
+    a, c, beta, n = -2.0, 6.0, 1.5, 40_000
+    p = HardPBit(a, c, beta)
+    p.generator = torch.Generator().manual_seed(4)
+    x0 = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.5, 7.0])
+    out = p(x0.repeat(n, 1))
+    assert set(out.unique().tolist()) <= {a, c}
+    expected = torch.clamp(beta * x0, a, c)
+    assert torch.all((out.mean(0) - expected).abs() <= Z * ((c - a) / 2) / math.sqrt(n))
+    assert p.precision == 1 and "min_val=-2" in repr(p)
+    with pytest.raises(ValueError):
+        HardPBit(1.0, 1.0)
+
+
+def test_hard_pbit_gradient_and_nan():
+    x = torch.tensor([-2.0, -0.5, 0.2, 3.0], requires_grad=True)
+    HardPBit()(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert torch.isnan(HardPBit()(torch.tensor([float("nan"), 0.0])))[0]
