@@ -1,0 +1,48 @@
+"""The demo and the study, end to end on tiny slices of the embedded data."""
+import json
+
+from pdnn.cli import main
+from pdnn.experiments.study import StudySpec, assess_claims
+
+
+def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "p-DNN (p-bit, s=4)" in out and "32-bit tanh" in out
+    assert (tmp_path / "accuracy_vs_samples.png").stat().st_size > 1000
+    assert [r["samples"] for r in json.loads((tmp_path / "pbit" / "eval-network.json").read_text())["results"]] == [
+        1, 2, 5, 10, 20, 50]
+
+
+def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
+    args = ["study", "--dataset", "demo", "--model", "mlp", "--width", "16", "--epochs", "1", "--subset", "200",
+            "--eval-subset", "100", "--train-samples", "1,2", "--samples", "1,2,10", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    readme = (tmp_path / "README.md").read_text()
+    assert "| pbit-s2 | 2 |" in readme and "## The paper's claims beside our numbers" in readme
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["runs"]) >= {"tanh", "sigmoid", "quant3", "pbit-s1", "pbit-unipolar-s2"}
+    for name in ("accuracy_vs_samples_pbit.png", "train_test_matrix.png"):
+        assert (tmp_path / name).exists()
+    stamp = (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(args) == 0  # a rerun reuses every finished run
+    assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def acc(mean):
+    return {"mean": mean, "std": 0.0}
+
+
+def test_claims_are_judged_by_their_stated_rules():
+    spec = StudySpec(test_samples=[1, 2, 10], train_samples=[1, 2, 8], quant_bits=[3])
+    runs = {"tanh": {"accuracy": {"1": acc(0.80)}}, "quant3": {"accuracy": {"1": acc(0.78)}}}
+    table = {1: [0.795, 0.83, 0.79], 2: [0.78, 0.84, 0.80], 8: [0.70, 0.80, 0.83]}  # s -> acc at T=1,2,10
+    for s, row in table.items():
+        for neuron, shift in (("pbit", 0.0), ("pbit-unipolar", -0.02)):
+            runs[f"{neuron}-s{s}"] = {"accuracy": {str(t): acc(a + shift) for t, a in zip([1, 2, 10], row)}}
+    verdicts = {c["claim"]: c["holds"] for c in assess_claims(spec, runs)}
+    assert verdicts["T = 1 matches the 32-bit baseline"]          # 79.5 vs 80.0
+    assert verdicts["T = 2 surpasses the 32-bit baseline"]        # s=2 at T=2: 84 > 80
+    assert verdicts["T = 10 matches the 3-bit model"]             # s=8 at T=10: 83 >= 77
+    assert verdicts["training with s matching test T is best"]    # diagonal is best
+    assert not verdicts["sigmoid (unipolar) and tanh (bipolar) p-bits perform alike"]  # 2-point gap
