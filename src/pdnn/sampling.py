@@ -155,7 +155,8 @@ class SampledModel(nn.Module):
 
     Args:
         model: any ``nn.Module`` built from standard layers and pdnn layers. It is shared, not
-            copied: training the model trains the wrapper.
+            copied: training the model trains the wrapper. Its structure is traced on first use
+            for each T; replacing its submodules afterwards needs a new ``SampledModel``.
         samples: T, the number of samples (integer >= 1); may be changed on a live object.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).

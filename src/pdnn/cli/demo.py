@@ -7,7 +7,7 @@ from ..experiments.demo import run_demo
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train -> eval -> plot a small p-DNN on embedded data (a few minutes)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="where the runs and figure go (default: runs/demo)")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 

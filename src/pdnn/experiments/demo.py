@@ -14,7 +14,7 @@ from .runs import ensure_evaluated, ensure_trained
 SAMPLES = [1, 2, 5, 10, 20, 50]
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int = 5, progress: bool = True) -> Path:
+def run_demo(out: str | Path = "runs/demo", epochs: int = 10, progress: bool = True) -> Path:
     """Train ``pdnn`` (p-bit MLP, s = 4) and ``tanh`` (float MLP) on the ``demo`` dataset into
     ``out``; evaluate and plot. Rerunning reuses finished work. Returns the figure's path."""
     out = Path(out)
