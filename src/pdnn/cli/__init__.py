@@ -13,7 +13,7 @@ import sys
 from ..runs import RunError
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = ("demo", "train", "evaluate", "plot", "study", "convert")
+_COMMANDS = ("demo", "train", "evaluate", "plot", "study", "convert", "energy")
 
 
 def build_parser() -> argparse.ArgumentParser:

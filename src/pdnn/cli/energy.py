@@ -1,0 +1,186 @@
+"""``pdnn energy`` (J per inference vs samples and bits) and ``pdnn tradeoff`` (accuracy vs energy)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
+                      load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..evaluate import parse_samples
+from ..runs import write_json
+
+
+def _add_settings_options(p, aggregate: bool = True) -> None:
+    g = p.add_argument_group("technology and architecture")
+    g.add_argument("--tech", metavar="FILE", help="technology table (TOML); default: the shipped 45 nm table "
+                                                  "(Horowitz, ISSCC 2014)")
+    g.add_argument("--memory", default="dram", metavar="LEVEL",
+                   help="memory level for weights and activations: dram, dram_high, sram (= sram_8kb), sram_32kb, "
+                        "sram_1mb, or a level of --tech (default: dram)")
+    g.add_argument("--weight-memory", metavar="LEVEL", help="memory level for weights (overrides --memory)")
+    g.add_argument("--activation-memory", metavar="LEVEL", help="memory level for activations (overrides --memory)")
+    g.add_argument("--reuse", default="per-eo", metavar="MODE",
+                   help="weight fetches: per-eo (the paper's formula), per-inference, or per-batch:B (default: per-eo)")
+    g.add_argument("--input-bits", type=int, default=8, metavar="B",
+                   help="precision of the network input (default: 8, for 8-bit pixels; 32 = float)")
+    g.add_argument("--no-shared-prefix", action="store_true",
+                   help="recompute the deterministic prefix for every sample (the paper's formula literally)")
+    if aggregate:
+        g.add_argument("--aggregate", choices=("network", "layer"), default="network",
+                       help="network: p-DNN sampling; layer: random bit-stream baseline (default: network)")
+
+
+def _settings(args, aggregate: str = "network") -> Settings:
+    tech = load_table(args.tech)
+    return Settings(tech, weight_memory=args.weight_memory or args.memory,
+                    activation_memory=args.activation_memory or args.memory, reuse=Reuse.parse(args.reuse),
+                    aggregate=aggregate, shared_prefix=not args.no_shared_prefix)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "energy", help="energy per inference (J) vs samples T and bit widths",
+        description="Energy per inference from the paper's elementary-operation energy, per layer and per term "
+                    "(weight memory, activation memory, synapse, neuron), for a run directory or an untrained "
+                    "reference model, with the ratio to a 32-bit float deterministic reference and the cost of "
+                    "one more sample. Deterministic networks are priced at T=1 only. See docs/energy.md.")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory (its config.json gives the network)")
+    g = p.add_argument_group("an untrained network instead of RUN_DIR")
+    g.add_argument("--model", metavar="NAME", help="reference model, e.g. cnn or mlp")
+    g.add_argument("--dataset", metavar="NAME", help="dataset giving the input shape and classes (no data is read)")
+    g.add_argument("--input-shape", metavar="C,H,W", help="input shape instead of --dataset")
+    g.add_argument("--num-classes", type=int, metavar="K", help="classes (with --input-shape; default 10)")
+    g.add_argument("--neuron", metavar="N[,N...]",
+                   help="neuron type(s): pbit, tanh, sign, quant:k, ... (default: pbit)")
+    g.add_argument("--weight-bits", metavar="B[,B...]", help="weight bits (1..8, or 32 for float; default: 32)")
+    g.add_argument("--width", type=int, help="model width (default: the model's own)")
+    p.add_argument("--samples", default="1,2,5,10", help="comma-separated T values (default: 1,2,5,10)")
+    _add_settings_options(p)
+    r = p.add_argument_group("reference configuration (default: the same network, 32-bit float, deterministic)")
+    r.add_argument("--reference-neuron", metavar="N", help="neuron of the reference network (e.g. tanh, quant:8)")
+    r.add_argument("--reference-weight-bits", type=int, metavar="B", help="weight bits of the reference network")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="FILE", help="write the report as JSON (default for RUN_DIR: RUN_DIR/energy.json)")
+    o.add_argument("--png", metavar="FILE", help="write stacked bars (default for RUN_DIR: RUN_DIR/energy.png)")
+    o.add_argument("--markdown", action="store_true", help="print the configuration table as Markdown")
+    o.add_argument("--layers", action=argparse.BooleanOptionalAction, default=None,
+                   help="print the per-layer table (default: when there is one network)")
+    p.set_defaults(run=run_energy)
+
+    t = sub.add_parser(
+        "tradeoff", help="accuracy vs energy with the Pareto front",
+        description="Joins each run's measured accuracies (eval-*.json) with computed energies; draws accuracy "
+                    "against energy with the Pareto front and names the lowest-energy configuration within "
+                    "--tolerance of the best 32-bit float deterministic accuracy, with its energy gain.")
+    t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    t.add_argument("--tolerance", default="1%", help="accuracy tolerance, in percentage points (default: 1%%)")
+    _add_settings_options(t, aggregate=False)
+    t.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    t.add_argument("--png", metavar="FILE", help="write the accuracy-vs-energy figure")
+    t.set_defaults(run=run_tradeoff)
+
+
+def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
+    values = []
+    for part in (text or default).split(","):
+        part = part.strip()
+        try:
+            values.append(convert(part))
+        except ValueError:
+            raise ValueError(f"{what} must be a comma-separated list, got {text!r}") from None
+    return list(dict.fromkeys(values))
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}")
+    return shape
+
+
+def _model_entries(args):
+    """(meta, model config kwargs) for every --neuron x --weight-bits of an untrained model."""
+    from ..models import ModelConfig, available
+
+    if args.model not in available():
+        raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
+    if args.dataset and args.input_shape:
+        raise ValueError("give --dataset or --input-shape, not both")
+    if args.dataset:
+        from ..data import describe  # lazily: the data package is not needed otherwise
+
+        described = describe(args.dataset)
+        shape, classes = tuple(described["input_shape"]), described["num_classes"]
+    elif args.input_shape:
+        shape, classes = _parse_shape(args.input_shape), args.num_classes or 10
+    else:
+        raise ValueError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
+    neurons = _parse_list(args.neuron, "pbit", "--neuron")
+    bits = _parse_list(args.weight_bits, "32", "--weight-bits", int)
+    entries = []
+    for neuron in neurons:
+        for b in bits:
+            config = ModelConfig(args.model, neuron, b, input_shape=shape, num_classes=classes, width=args.width)
+            meta = {"model": args.model, "neuron": neuron, "weight_bits": b}
+            entries.append((meta, config))
+    return entries
+
+
+def run_energy(args) -> int:
+    from dataclasses import replace
+
+    from ..models import ModelConfig
+
+    samples = parse_samples(args.samples)
+    settings = _settings(args, args.aggregate)
+    if args.run_dir and args.model:
+        raise ValueError("give RUN_DIR or --model, not both")
+    json_out, png_out = args.json, args.png
+    if args.run_dir:
+        for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
+        net, config = run_network(args.run_dir, args.input_bits)
+        model_config = ModelConfig.from_dict(config["model"])
+        meta = {"run": str(args.run_dir), "model": model_config.name, "neuron": model_config.neuron,
+                "weight_bits": model_config.weight_bits}
+        entries = [(meta, net)]
+        base = model_config
+        json_out = json_out or str(Path(args.run_dir) / "energy.json")
+        png_out = png_out or str(Path(args.run_dir) / "energy.png")
+    elif args.model:
+        configs = _model_entries(args)
+        entries = [(meta, analyze(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]
+        base = configs[0][1]
+    else:
+        raise ValueError("give a RUN_DIR or --model NAME (with --dataset NAME)")
+    reference, label = None, None
+    if args.reference_neuron or args.reference_weight_bits:
+        ref_config = replace(base, neuron=args.reference_neuron or base.neuron,
+                             weight_bits=args.reference_weight_bits or base.weight_bits, extra=dict(base.extra))
+        reference = analyze(ref_config.build(), ref_config.input_shape, args.input_bits)
+        label = f"{ref_config.name} with neuron {ref_config.neuron}, {ref_config.weight_bits}-bit weights, T=1"
+    report = energy_sweep(entries, samples, settings, reference, **({"reference_label": label} if label else {}))
+    report["input_bits"] = args.input_bits
+    print(format_markdown(report) if args.markdown else format_report(report, args.layers))
+    if json_out:
+        write_json(json_out, report)
+        print(f"wrote {json_out}")
+    if png_out:
+        print(f"wrote {plot_energy(report, png_out)}")
+    return 0
+
+
+def run_tradeoff(args) -> int:
+    result = tradeoff_runs(args.run_dirs, _settings(args), parse_tolerance(args.tolerance), args.input_bits)
+    print(format_tradeoff(result))
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    if args.png:
+        print(f"wrote {plot_tradeoff(result, args.png)}")
+    return 0
+

@@ -1,0 +1,259 @@
+"""Energy per inference of a whole network: ε_EO summed over every layer's EOs, term by term.
+
+For a layer with fan-in n, N EOs, W weights, weight and activation bits ``b_w``, ``b_a`` and T
+samples, the four terms of :mod:`pdnn.energy.eo` become (in pJ, then joules)::
+
+    weight memory      = F * b_w * ε_wM            F = N*n (per-eo), W (per-inference), W/B (per-batch B)
+    activation memory  = S * N * (n+1) * b_a * ε_aM
+    synapse            = S * N * ε_S(n, b_a, b_w)
+    neuron             = Σ_parts  S_part * N * ε_part
+
+``S`` is how many times the layer's sums are computed per inference: T for a layer whose input
+depends on a random draw, 1 for a layer of the deterministic prefix (it is computed once and
+shared by the T samples, as :class:`pdnn.SampledModel` does; ``shared_prefix=False`` multiplies
+every layer by T, which is the paper's formula literally). A neuron part that draws (a p-bit) or
+depends on a draw runs T times. With ``per-eo`` reuse, ``shared_prefix=False`` and
+``aggregate="network"``, the total is exactly Σ_layers N·ε_EO of the paper.
+
+``aggregate="layer"`` prices the random bit-stream baseline of :mod:`pdnn.sampling`: every
+stochastic module draws T times and its T outputs are summed by a counter into one
+``ceil(log2(T·(2^p−1)+1))``-bit value (p: its precision), which the next layer reads once; every
+layer is computed once.
+
+Memory levels for weights and activations are chosen independently (e.g. weights in DRAM,
+activations in SRAM).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..sampling import check_samples
+from .eo import accumulator_bits, activation_memory_pj, synapse_pj, weight_memory_pj
+from .graph import Layer, Network
+from .tech import FLOAT_BITS, Technology, load_table
+
+PJ = 1e-12  # joules per picojoule
+REUSE_MODES = ("per-eo", "per-inference", "per-batch")
+AGGREGATES = ("network", "layer")
+TERMS = ("weight_memory_j", "activation_memory_j", "synapse_j", "neuron_j")
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """How often weights are fetched from the weight memory.
+
+    * ``per-eo``: for every elementary operation (the paper's formula: N·n fetches per layer,
+      shared only by the T samples of that EO);
+    * ``per-inference``: each layer's W weights once per inference into an on-chip buffer;
+    * ``per-batch`` with ``batch = B``: once per B inferences.
+
+    The buffer's own read energy is not counted (as the paper does not count register-level
+    operand traffic): reuse moves the weight term from N·n to W (or W/B) fetches.
+    """
+
+    mode: str = "per-eo"
+    batch: int = 1
+
+    def __post_init__(self):
+        if self.mode not in REUSE_MODES:
+            raise ValueError(f"unknown reuse {self.mode!r}; expected per-eo, per-inference or per-batch:B")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"reuse batch size must be an integer >= 1, got {self.batch!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Reuse":
+        """``"per-eo"``, ``"per-inference"`` or ``"per-batch:B"`` (also ``per-batch=B``)."""
+        text = str(text).strip()
+        if text in ("per-eo", "per-inference"):
+            return cls(text)
+        match = re.fullmatch(r"per-batch[:=](\d+)", text)
+        if match:
+            return cls("per-batch", int(match.group(1)))
+        raise ValueError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
+
+    def fetches(self, layer: Layer) -> float:
+        """Weight reads per inference for ``layer``."""
+        if self.mode == "per-eo":
+            return float(layer.eos * layer.fan_in)
+        return layer.weights / (self.batch if self.mode == "per-batch" else 1)
+
+    def __str__(self) -> str:
+        return f"per-batch:{self.batch}" if self.mode == "per-batch" else self.mode
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything besides the network and T that the energy depends on."""
+
+    tech: Technology = field(default_factory=load_table)
+    weight_memory: str = "dram"
+    activation_memory: str = "dram"
+    reuse: Reuse = Reuse()
+    aggregate: str = "network"
+    shared_prefix: bool = True
+
+    def __post_init__(self):
+        self.tech.memory(self.weight_memory)  # raises, naming the level, if unknown
+        self.tech.memory(self.activation_memory)
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"unknown aggregate {self.aggregate!r}; expected network or layer")
+        if not isinstance(self.reuse, Reuse):
+            raise ValueError(f"reuse must be a Reuse, got {self.reuse!r}")
+
+    def to_dict(self) -> dict:
+        wm, am = self.tech.memory(self.weight_memory), self.tech.memory(self.activation_memory)
+        return {
+            "technology": self.tech.name,
+            "technology_file": self.tech.path,
+            "technology_source": self.tech.source,
+            "weight_memory": self.weight_memory,
+            "weight_memory_pj_per_bit": wm.pj_per_bit,
+            "weight_memory_source": wm.source,
+            "activation_memory": self.activation_memory,
+            "activation_memory_pj_per_bit": am.pj_per_bit,
+            "activation_memory_source": am.source,
+            "reuse": str(self.reuse),
+            "aggregate": self.aggregate,
+            "shared_prefix": self.shared_prefix,
+            "pbit_random_bits": self.tech.pbit_random_bits,
+            "noise_random_bits": self.tech.noise_random_bits,
+        }
+
+
+def averaged_bits(bits: int, samples: int) -> int:
+    """Width of the sum of T values of ``bits`` bits: ``ceil(log2(T·(2^bits − 1) + 1))``."""
+    return max(bits, math.ceil(math.log2(samples * (2**bits - 1) + 1)))
+
+
+def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
+    """One layer's energy per inference at T = ``samples``: JSON-ready, energies in joules."""
+    t = check_samples(samples)
+    tech = settings.tech
+    n, b_w, b_a = layer.fan_in, layer.weight_bits, layer.activation_bits
+    neuron_pj = 0.0
+    if settings.aggregate == "layer":
+        repeats = 1
+        if layer.averaged_input and b_a < FLOAT_BITS:
+            b_a = averaged_bits(b_a, t)
+        acc = accumulator_bits(n, b_a, b_w)
+        for part in layer.neuron:
+            draws = part.kind in ("pbit", "noise")
+            neuron_pj += (t if draws else 1) * part.energy_pj(tech, acc)
+            if draws and part.bits < FLOAT_BITS and t > 1:  # the counter that averages the draws
+                neuron_pj += t * tech.int_add_pj(averaged_bits(part.bits, t))
+    else:
+        repeats = t if (layer.stochastic_input or not settings.shared_prefix) else 1
+        acc = accumulator_bits(n, b_a, b_w)
+        for part in layer.neuron:
+            part_repeats = t if (part.stochastic or not settings.shared_prefix) else 1
+            neuron_pj += part_repeats * part.energy_pj(tech, acc)
+    w_bit = tech.memory(settings.weight_memory).pj_per_bit
+    a_bit = tech.memory(settings.activation_memory).pj_per_bit
+    terms_pj = {
+        "weight_memory_j": settings.reuse.fetches(layer) * weight_memory_pj(1, b_w, w_bit),
+        "activation_memory_j": repeats * layer.eos * activation_memory_pj(n, b_a, a_bit),
+        "synapse_j": repeats * layer.eos * synapse_pj(n, b_a, b_w, tech),
+        "neuron_j": layer.eos * neuron_pj,
+    }
+    terms = {k: v * PJ for k, v in terms_pj.items()}
+    return {
+        "name": layer.name,
+        "kind": layer.kind,
+        "module_type": layer.module_type,
+        "fan_in": n,
+        "eos": layer.eos,
+        "weights": layer.weights,
+        "weight_bits": b_w,
+        "activation_bits": b_a,
+        "activation_bits_known": layer.activation_bits_known,
+        "stochastic_input": layer.stochastic_input,
+        "sums_per_inference": repeats,
+        "total_j": sum(terms.values()),
+        "terms": terms,
+    }
+
+
+def network_energy(net: Network, samples: int, settings: Settings | None = None) -> dict:
+    """Energy per inference of ``net`` at T = ``samples``:
+    ``{"samples", "total_j", "terms": {TERMS...}, "layers": [layer_energy...]}``."""
+    settings = settings or Settings()
+    layers = [layer_energy(layer, samples, settings) for layer in net.layers]
+    terms = {k: sum(layer["terms"][k] for layer in layers) for k in TERMS}
+    return {"samples": samples, "total_j": sum(terms.values()), "terms": terms, "layers": layers}
+
+
+FLOAT_REFERENCE = "the same network with 32-bit float weights and activations, deterministic, T=1"
+
+
+def _label(meta: dict) -> str:
+    if meta.get("label"):
+        return str(meta["label"])
+    parts = [str(meta[k]) for k in ("model", "neuron") if meta.get(k)]
+    if meta.get("weight_bits") is not None:
+        parts.append(f"w{meta['weight_bits']}")
+    return " ".join(parts)
+
+
+def energy_sweep(
+    entries: Sequence[tuple[dict, Network]],
+    samples: Sequence[int] = (1, 2, 5, 10),
+    settings: Settings | None = None,
+    reference: Network | None = None,
+    reference_label: str = FLOAT_REFERENCE,
+    deterministic_once: bool = True,
+) -> dict:
+    """Energies of several networks (e.g. one per neuron type and weight width) at every T.
+
+    ``entries`` are ``(meta, network)`` pairs; ``meta`` (e.g. ``{"neuron": "pbit",
+    "weight_bits": 4}``) is copied into each of the network's configurations, with a
+    ``label``. A deterministic network is priced at T = 1 only when ``deterministic_once``
+    (sampling it again gives the same output). Every configuration has its ratio to the
+    reference (default: the first network's :meth:`Network.float_reference` at T = 1) and the
+    marginal cost of one more sample, ``ΔE(T→T+1)/E(T)`` in percent. Everything is
+    JSON-serialisable; energies in joules per inference.
+    """
+    settings = settings or Settings()
+    samples = sorted({check_samples(t) for t in samples})
+    if not samples:
+        raise ValueError("samples must name at least one T >= 1")
+    if not entries:
+        raise ValueError("energy_sweep needs at least one network")
+    ref_net = reference if reference is not None else entries[0][1].float_reference()
+    ref = network_energy(ref_net, 1, settings)
+    configs, networks, unresolved, notes = [], [], [], []
+    for meta, net in entries:
+        label = _label(meta)
+        for t in (samples if net.stochastic or not deterministic_once else [1]):
+            config = {**meta, "label": f"{label} T={t}".strip(), "network": label,
+                      **network_energy(net, t, settings)}
+            following = network_energy(net, t + 1, settings)["total_j"]
+            config["ratio_to_reference"] = config["total_j"] / ref["total_j"] if ref["total_j"] else None
+            config["next_sample_increase_pct"] = 100.0 * (following - config["total_j"]) / config["total_j"]
+            configs.append(config)
+        networks.append({**meta, "label": label, "stochastic": net.stochastic, **net.to_dict()})
+        unresolved += [f"{label}: {name}".lstrip(": ") for name in net.unresolved]
+        notes += [n for n in net.notes if n not in notes]
+    return {
+        "units": "J per inference (totals and terms); percentages in %",
+        "settings": settings.to_dict(),
+        "reference": {"description": reference_label, "samples": 1, "total_j": ref["total_j"], "terms": ref["terms"],
+                      "layers": ref["layers"]},
+        "configs": configs,
+        "networks": networks,
+        "unresolved": unresolved,
+        "notes": notes,
+    }
+
+
+def energy_report(
+    net: Network,
+    samples: Sequence[int] = (1, 2, 5, 10),
+    settings: Settings | None = None,
+    reference: Network | None = None,
+    reference_label: str = FLOAT_REFERENCE,
+) -> dict:
+    """:func:`energy_sweep` for one network, at every T in ``samples`` (deterministic or not)."""
+    return energy_sweep([({}, net)], samples, settings, reference, reference_label, deterministic_once=False)

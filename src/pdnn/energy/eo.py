@@ -1,0 +1,203 @@
+r"""The energy of one elementary operation (EO): one output neuron computed from its n inputs.
+
+The paper (arXiv 2507.07763, eq. for :math:`\varepsilon_{EO}`) writes it as
+
+.. math::
+    \varepsilon_{EO} = \underbrace{n\,b_w\,\varepsilon_{wM}}_{\text{weight memory}}
+      + T\,\Big[\underbrace{(n+1)\,b_a\,\varepsilon_{aM}}_{\text{activation memory}}
+      + \underbrace{\varepsilon_S(n, b_a, b_w)}_{\text{synapse}}
+      + \underbrace{\varepsilon_N}_{\text{neuron}}\Big]
+
+* the n weights (``b_w`` bits each) are read once and shared by all T samples;
+* every sample reads the n input activations and writes one output (``b_a`` bits each);
+* the synapse combines the n inputs with the weights: n multiply-accumulates when ``b_a > 1``,
+  n accumulates (add or subtract the ``b_w``-bit weight) when the input is one bit;
+* the neuron turns the sum into the output: a p-bit's random bits, lookup table and comparator,
+  or a deterministic activation.
+
+This module prices each term from a :class:`~pdnn.energy.tech.Technology`; a bit width of 32
+(:data:`~pdnn.energy.tech.FLOAT_BITS`) or more means 32-bit floating point. The per-layer,
+per-network accounting that multiplies these by the number of EOs is in
+:mod:`pdnn.energy.account`. Every function returns picojoules.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..sampling import check_samples
+from .tech import FLOAT_BITS, Technology, load_table
+
+NEURON_PART_KINDS = ("pbit", "noise", "threshold", "nonlinearity", "compare")
+
+
+def check_bits(bits, what: str) -> int:
+    """A bit width: an integer >= 1 (32 and above mean float)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
+        raise ValueError(f"{what} must be an integer >= 1 (32 = float), got {bits!r}")
+    return bits
+
+
+def check_fan_in(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"fan-in n must be an integer >= 1, got {n!r}")
+    return n
+
+
+def is_float(bits: int) -> bool:
+    return bits >= FLOAT_BITS
+
+
+def accumulator_bits(n: int, activation_bits: int, weight_bits: int) -> int | None:
+    """Width of the integer sum of n products, or ``None`` when the arithmetic is float.
+
+    A ``b_a``-bit by ``b_w``-bit product has ``b_a + b_w`` bits (``b_w`` when the input is one
+    bit: the product is ±w); adding n of them needs ``ceil(log2 n)`` more bits.
+    """
+    if is_float(activation_bits) or is_float(weight_bits):
+        return None
+    product = weight_bits if activation_bits == 1 else activation_bits + weight_bits
+    return product + math.ceil(math.log2(n))
+
+
+def compare_pj(tech: Technology, acc_bits: int | None) -> float:
+    """One comparison of an accumulator against a threshold (a comparator is a subtractor)."""
+    return tech.float_add_pj() if acc_bits is None else tech.int_add_pj(acc_bits)
+
+
+def weight_memory_pj(n: int, weight_bits: int, pj_per_bit: float) -> float:
+    """n·b_w·ε_wM: reading the EO's n weights."""
+    return n * weight_bits * pj_per_bit
+
+
+def activation_memory_pj(n: int, activation_bits: int, pj_per_bit: float) -> float:
+    """(n+1)·b_a·ε_aM: reading n inputs and writing one output, for one sample.
+
+    As in the paper, the output is counted at the input width ``b_a`` (a simplification: it
+    differs from the true output width only in the one word out of n+1 that is written).
+    """
+    return (n + 1) * activation_bits * pj_per_bit
+
+
+def synapse_pj(n: int, activation_bits: int, weight_bits: int, tech: Technology) -> float:
+    """ε_S(n, b_a, b_w): combining n inputs with their weights, for one sample.
+
+    * ``b_a == 1``: accumulate only; each input selects +w or -w, one addition of the
+      accumulator width (float addition for float weights);
+    * ``b_a > 1``: n multiply-accumulates; integer multiply of ``b_a`` by ``b_w`` bits plus an
+      accumulator-width addition, or a 32-bit float multiply and add if either side is float.
+    """
+    acc = accumulator_bits(n, activation_bits, weight_bits)
+    if activation_bits == 1:
+        return n * compare_pj(tech, acc)  # one add per input, integer or float
+    if acc is None:
+        return n * (tech.float_mult_pj() + tech.float_add_pj())
+    return n * (tech.int_mult_pj(activation_bits, weight_bits) + tech.int_add_pj(acc))
+
+
+@dataclass(frozen=True)
+class NeuronPart:
+    """One piece of what follows a weight layer's sum, priced per output value.
+
+    ``kind``:
+        * ``pbit``: ``pbit_random_bits`` random bits index a lookup table holding the inverse of
+          the sigmoid/tanh (the threshold at which the p-bit flips; batch norm folds into it),
+          and one comparator of the accumulator's width compares the sum with it. So a p-bit
+          costs a sign neuron plus the random bits and the lookup;
+        * ``noise``: any other module that draws random numbers (noise injectors): its random
+          bits plus one addition, plus ``bits`` threshold comparisons if its output has
+          ``bits < 32`` levels (dithered quantiser, hard p-bit);
+        * ``threshold``: a deterministic ``bits``-bit quantiser (sign: 1 bit); batch norm folds
+          into its thresholds, so it costs ``bits`` comparisons at the accumulator width
+          (a binary search over the 2**bits - 1 thresholds);
+        * ``nonlinearity``: a float activation (tanh, sigmoid, ...);
+        * ``compare``: a clipping activation (ReLU, hardtanh): one comparison.
+
+    ``stochastic``: it runs once per sample (it draws, or depends on a draw); otherwise once per
+    inference when the deterministic prefix is shared.
+    """
+
+    kind: str
+    bits: int = FLOAT_BITS
+    stochastic: bool = False
+    module: str = ""
+
+    def __post_init__(self):
+        if self.kind not in NEURON_PART_KINDS:
+            raise ValueError(f"unknown neuron part {self.kind!r}; expected one of {', '.join(NEURON_PART_KINDS)}")
+
+    def energy_pj(self, tech: Technology, acc_bits: int | None) -> float:
+        """Energy per output value; ``acc_bits`` is the layer's accumulator width (None: float)."""
+        if self.kind == "pbit":
+            r = tech.pbit_random_bits
+            return tech.rng_pj(r) + tech.op("pbit_lut").energy_pj(r) + compare_pj(tech, acc_bits)
+        if self.kind == "noise":
+            r = tech.noise_random_bits
+            if is_float(self.bits):
+                return tech.rng_pj(r) + tech.float_add_pj()
+            return tech.rng_pj(r) + tech.int_add_pj(r) + self.bits * tech.int_add_pj(r)
+        if self.kind == "threshold":
+            return self.bits * compare_pj(tech, acc_bits)
+        if self.kind == "nonlinearity":
+            return tech.op("float_nonlinearity").energy_pj(FLOAT_BITS)
+        return compare_pj(tech, acc_bits)
+
+
+def neuron_parts(neuron: str) -> tuple[NeuronPart, ...]:
+    """The parts of a neuron named as in :data:`pdnn.nn.NEURONS`, or ``"none"`` (an output layer)."""
+    if neuron == "none":
+        return ()
+    if neuron in ("pbit", "pbit-unipolar"):
+        return (NeuronPart("pbit", 1, stochastic=True, module=neuron),)
+    if neuron in ("tanh", "sigmoid"):
+        return (NeuronPart("nonlinearity", module=neuron),)
+    if neuron == "sign":
+        return (NeuronPart("threshold", 1, module=neuron),)
+    match = re.fullmatch(r"quant:(\d+)", str(neuron))
+    if match and int(match.group(1)) >= 1:
+        return (NeuronPart("threshold", int(match.group(1)), module=neuron),)
+    raise ValueError(f"unknown neuron {neuron!r}; expected pbit, pbit-unipolar, tanh, sigmoid, sign, quant:k or none")
+
+
+def eo_energy_pj(
+    n: int,
+    weight_bits: int,
+    activation_bits: int,
+    samples: int = 1,
+    tech: Technology | None = None,
+    weight_memory: str = "dram",
+    activation_memory: str = "dram",
+    neuron: str = "pbit",
+) -> dict:
+    """The paper's ε_EO in pJ, with its four terms (the last three already multiplied by T).
+
+    Args:
+        n: fan-in (inputs per output neuron).
+        weight_bits, activation_bits: ``b_w`` and ``b_a`` (32 = float).
+        samples: T.
+        tech: technology table (default: the shipped 45 nm table).
+        weight_memory, activation_memory: memory levels of ``tech`` (e.g. ``"dram"``, ``"sram"``).
+        neuron: what follows the sum (``"pbit"``, ``"tanh"``, ``"sign"``, ``"quant:k"``, ``"none"``).
+
+    Returns:
+        ``{"weight_memory_pj", "activation_memory_pj", "synapse_pj", "neuron_pj", "total_pj"}``.
+
+    Example (the worked example of docs/energy.md):
+        >>> e = eo_energy_pj(4, 2, 1, samples=3, weight_memory="sram_8kb", activation_memory="sram_8kb")
+        >>> round(e["total_pj"], 6)
+        4.70375
+    """
+    tech = tech or load_table()
+    n = check_fan_in(n)
+    b_w, b_a = check_bits(weight_bits, "weight bits"), check_bits(activation_bits, "activation bits")
+    t = check_samples(samples)
+    acc = accumulator_bits(n, b_a, b_w)
+    terms = {
+        "weight_memory_pj": weight_memory_pj(n, b_w, tech.memory(weight_memory).pj_per_bit),
+        "activation_memory_pj": t * activation_memory_pj(n, b_a, tech.memory(activation_memory).pj_per_bit),
+        "synapse_pj": t * synapse_pj(n, b_a, b_w, tech),
+        "neuron_pj": t * sum(p.energy_pj(tech, acc) for p in neuron_parts(neuron)),
+    }
+    terms["total_pj"] = sum(terms.values())
+    return terms

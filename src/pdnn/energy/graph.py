@@ -1,0 +1,432 @@
+"""Reading a torch model for energy accounting: the layers that compute EOs, and what feeds them.
+
+:func:`analyze` runs the model once on a zero input of the given shape and returns a
+:class:`Network`: one :class:`Layer` per call of a weight layer (``nn.Linear``, ``nn.Conv1d/2d/3d``
+and their pdnn k-bit subclasses) with
+
+* its fan-in n (``in_features``; ``C_in/groups * prod(kernel)`` for a convolution) and its number
+  of EOs (output neurons x output positions, read from the output shape);
+* ``b_w``: the layer's ``weight_bits`` (32, float, if it has none);
+* ``b_a``: the precision of the tensor that feeds it, propagated through the graph: the network
+  input has ``input_bits``; a module with a ``precision`` attribute (p-bit, k-bit quantiser,
+  dithered quantiser) sets it; a float activation or a weight layer's raw sum gives 32; batch
+  norm, pooling, flatten, dropout and reshapes keep it (batch norm and the 1/k of average pooling
+  fold into the next layer's weights and accumulation: averaging four 1-bit values is summing
+  them, which the next layer's adder does anyway); a residual sum of two k-bit tensors has
+  k + 1 bits;
+* the *neuron parts* that follow it up to the next weight layer (p-bit, noise injector,
+  threshold quantiser, float nonlinearity, clipping), each marked stochastic if it runs once per
+  sample;
+* whether its input depends on a random draw (``stochastic_input``): only such layers must be
+  recomputed for every sample; the others form the deterministic prefix that
+  :class:`pdnn.SampledModel` computes once.
+
+Modules are matched with ``isinstance`` and the ``stochastic`` / ``precision`` attributes, never by
+class name. The graph comes from ``torch.fx`` (tracing into containers, with pdnn modules and
+torch layers as leaves); a model fx cannot trace is walked with forward hooks instead, following
+each tensor from the module that produced it to the module that reads it. Whatever cannot be
+determined is *listed*, not guessed silently: a layer whose input precision is unknown is priced
+at 32 bits and named in ``Network.unresolved``; modules and functions the model does not know how
+to price are named in ``Network.notes``.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import fx, nn
+from torch.nn import functional as torch_F
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+from torch.nn.modules.dropout import _DropoutNd
+from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
+
+from ..nn import PBit, is_stochastic
+from .eo import NeuronPart
+from .tech import FLOAT_BITS
+
+# pooling, reshaping and batch norm keep the precision of what they carry (see the module docstring)
+TRANSPARENT_MODULES = (_BatchNorm, _AvgPoolNd, _MaxPoolNd, _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd,
+                       nn.Flatten, nn.Unflatten, _DropoutNd, nn.Identity)
+NONLINEAR_MODULES = (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus,
+                     nn.Mish, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.Hardswish)
+CLIPPING_MODULES = (nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.Hardsigmoid, nn.Threshold)
+FLOAT_UNPRICED_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+                          nn.Softmax, nn.LogSoftmax)
+
+_SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.squeeze,
+                    torch.unsqueeze, torch.permute, torch.transpose, operator.getitem, torch_F.avg_pool1d,
+                    torch_F.avg_pool2d, torch_F.avg_pool3d, torch_F.max_pool1d, torch_F.max_pool2d,
+                    torch_F.max_pool3d, torch_F.adaptive_avg_pool1d, torch_F.adaptive_avg_pool2d,
+                    torch_F.adaptive_max_pool2d, torch_F.dropout, torch_F.batch_norm}
+_SHAPE_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze",
+                  "contiguous", "chunk", "split", "expand", "clone", "detach", "float", "to"}
+_NONLINEAR_FUNCTIONS = {torch.tanh, torch.sigmoid, torch_F.tanh, torch_F.sigmoid, torch_F.gelu,
+                        torch_F.silu, torch_F.elu, torch_F.softplus, torch_F.mish}
+_NONLINEAR_METHODS = {"tanh", "sigmoid"}
+_CLIPPING_FUNCTIONS = {torch.relu, torch_F.relu, torch_F.relu6, torch_F.hardtanh, torch_F.leaky_relu,
+                       torch.clamp, torch.clip}
+_CLIPPING_METHODS = {"relu", "clamp", "clip"}
+_SUM_FUNCTIONS = {operator.add, operator.sub, torch.add, torch.sub}
+_SUM_METHODS = {"add", "sub"}
+_SCALE_FUNCTIONS = {operator.mul, operator.truediv, operator.neg, torch.mul, torch.div}
+_SCALE_METHODS = {"mul", "div", "neg"}
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """Layers whose outputs are sums of weighted inputs: Linear and (non-transposed) ConvNd."""
+    return isinstance(module, nn.Linear) or (isinstance(module, _ConvNd) and not isinstance(module, _ConvTransposeNd))
+
+
+def layer_weight_bits(module: nn.Module) -> int:
+    """``b_w``: a pdnn layer's ``weight_bits``, a Larq-style ``weight_quantizer.precision``, else 32."""
+    bits = getattr(module, "weight_bits", None)
+    if bits is None:
+        bits = getattr(getattr(module, "weight_quantizer", None), "precision", None)
+    if bits is None:
+        return FLOAT_BITS
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
+        raise AnalysisError(f"{type(module).__name__}.weight_bits must be an integer >= 1, got {bits!r}")
+    return bits
+
+
+def fan_in(module: nn.Module) -> int:
+    """n: inputs per output neuron. Linear: ``in_features``; ConvNd: ``C_in/groups * prod(kernel)``."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    return module.in_channels // module.groups * math.prod(module.kernel_size)
+
+
+class AnalysisError(ValueError):
+    """The model cannot be accounted for (no weight layer, several inputs, a bad bit width)."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One call of a weight layer, as the energy model sees it.
+
+    ``eos``: elementary operations (output values per inference); ``weights``: weight count
+    (``eos`` / output positions x n); ``activation_bits``: ``b_a`` (32 when not known, with
+    ``activation_bits_known`` False); ``stochastic_input``: recomputed for every sample;
+    ``averaged_input``: its input is the direct (k-bit) output of a stochastic module, which
+    layer aggregation averages over T samples before this layer reads it.
+    """
+
+    name: str
+    kind: str
+    module_type: str
+    fan_in: int
+    eos: int
+    weights: int
+    weight_bits: int
+    activation_bits: int
+    activation_bits_known: bool = True
+    activation_source: str = "input"
+    stochastic_input: bool = False
+    averaged_input: bool = False
+    neuron: tuple[NeuronPart, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["neuron"] = [asdict(p) for p in self.neuron]
+        return d
+
+
+@dataclass
+class Network:
+    """The energy-relevant structure of a model on one input shape (see :func:`analyze`)."""
+
+    layers: list[Layer]
+    input_shape: tuple[int, ...]
+    input_bits: int
+    method: str = "torch.fx"
+    unresolved: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def stochastic(self) -> bool:
+        return any(layer.stochastic_input or any(p.stochastic for p in layer.neuron) for layer in self.layers)
+
+    def float_reference(self) -> "Network":
+        """The same network with 32-bit float weights and deterministic float activations: every
+        quantiser, p-bit or k-bit noise module becomes a float nonlinearity, float noise is
+        dropped, and only the network input keeps its own precision."""
+        layers = []
+        for layer in self.layers:
+            parts = []
+            for p in layer.neuron:
+                if p.kind == "noise" and p.bits >= FLOAT_BITS:
+                    continue
+                kind = "nonlinearity" if p.kind in ("pbit", "noise", "threshold") else p.kind
+                parts.append(NeuronPart(kind, FLOAT_BITS, False, p.module))
+            b_a = layer.activation_bits if layer.activation_source == "input" else FLOAT_BITS
+            layers.append(replace(layer, weight_bits=FLOAT_BITS, activation_bits=b_a, activation_bits_known=True,
+                                  stochastic_input=False, averaged_input=False, neuron=tuple(parts)))
+        return Network(layers, self.input_shape, self.input_bits, self.method, [], list(self.notes))
+
+    def to_dict(self) -> dict:
+        return {"input_shape": list(self.input_shape), "input_bits": self.input_bits, "method": self.method,
+                "layers": [layer.to_dict() for layer in self.layers], "unresolved": list(self.unresolved),
+                "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class _Info:
+    """What is known about one tensor: its precision (None: unknown), whether it depends on a
+    random draw, the weight layer whose neuron it belongs to, and whether a stochastic module set
+    its precision."""
+
+    prec: int | None
+    stoch: bool = False
+    owner: int | None = None
+    averaged: bool = False
+    source: str = "input"
+
+
+def _merge(infos: list[_Info]) -> _Info:
+    if not infos:
+        return _Info(FLOAT_BITS, source="constant")
+    precs = [i.prec for i in infos]
+    owners = [i.owner for i in infos if i.owner is not None]
+    return _Info(None if None in precs else max(precs), any(i.stoch for i in infos), max(owners) if owners else None,
+                 any(i.averaged for i in infos), "+".join(dict.fromkeys(i.source for i in infos)))
+
+
+class _Walker:
+    """Applies the precision / stochasticity / neuron rules one module or function at a time."""
+
+    def __init__(self, input_bits: int):
+        self.input_bits = input_bits
+        self.layers: list[Layer] = []
+        self.parts: list[list[NeuronPart]] = []
+        self.unresolved: list[str] = []
+        self.notes: list[str] = []
+        self.calls: dict[str, int] = {}
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def _add_part(self, info: _Info, part: NeuronPart, where: str) -> None:
+        if info.owner is None:
+            self.note(f"{where} acts before any weight layer; its cost is not counted")
+        else:
+            self.parts[info.owner].append(part)
+
+    def call_name(self, name: str) -> str:
+        count = self.calls.get(name, 0)
+        self.calls[name] = count + 1
+        return name if count == 0 else f"{name}[{count}]"
+
+    def module(self, name: str, m: nn.Module, inputs: list[_Info], out_shape) -> _Info:
+        name = self.call_name(name)
+        if is_weight_layer(m):
+            return self._weight_layer(name, m, inputs[0] if inputs else _Info(None, source="unknown"), out_shape)
+        inp = _merge(inputs)
+        if is_stochastic(m):
+            prec = int(getattr(m, "precision", FLOAT_BITS))
+            kind = "pbit" if isinstance(m, PBit) else "noise"
+            self._add_part(inp, NeuronPart(kind, 1 if kind == "pbit" else prec, True, name), name)
+            return _Info(prec, True, inp.owner, prec < FLOAT_BITS, name)
+        if getattr(m, "precision", None) is not None:
+            prec = int(m.precision)
+            self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
+            return _Info(prec, inp.stoch, inp.owner, False, name)
+        if isinstance(m, TRANSPARENT_MODULES):
+            return inp
+        if isinstance(m, NONLINEAR_MODULES):
+            self._add_part(inp, NeuronPart("nonlinearity", FLOAT_BITS, inp.stoch, name), name)
+            return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
+        if isinstance(m, CLIPPING_MODULES):
+            self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, name), name)
+            keeps = inp.prec is not None and inp.prec < FLOAT_BITS  # clipping k-bit values keeps k bits
+            return replace(inp, averaged=False, source=inp.source if keeps else name)
+        if isinstance(m, FLOAT_UNPRICED_MODULES):
+            self.note(f"{name} ({type(m).__name__}): float output, its own cost is not counted")
+            return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
+        if any(True for _ in m.parameters(recurse=False)):
+            self.note(f"{name} ({type(m).__name__}): layer type not supported, its EOs are not counted")
+            return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
+        self.note(f"{name} ({type(m).__name__}): unknown module, output precision unknown, not priced")
+        return _Info(None, inp.stoch, inp.owner, False, name)
+
+    def _weight_layer(self, name: str, m: nn.Module, inp: _Info, out_shape) -> _Info:
+        known = inp.prec is not None
+        if not known:
+            self.unresolved.append(name)
+        b_a = inp.prec if known else FLOAT_BITS
+        n = fan_in(m)
+        eos = math.prod(out_shape[1:])
+        kind = "linear" if isinstance(m, nn.Linear) else f"conv{len(m.kernel_size)}d"
+        self.layers.append(Layer(
+            name=name, kind=kind, module_type=type(m).__name__, fan_in=n, eos=int(eos), weights=int(m.weight.numel()),
+            weight_bits=layer_weight_bits(m), activation_bits=int(b_a), activation_bits_known=known,
+            activation_source=inp.source, stochastic_input=inp.stoch,
+            averaged_input=known and inp.averaged and b_a < FLOAT_BITS,
+        ))
+        self.parts.append([])
+        return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
+
+    def function(self, label: str, target, is_method: bool, inputs: list[_Info]) -> _Info:
+        inp = _merge(inputs)
+        shape_ops, nonlin, clip, sums, scales = ((_SHAPE_METHODS, _NONLINEAR_METHODS, _CLIPPING_METHODS,
+                                                  _SUM_METHODS, _SCALE_METHODS) if is_method else
+                                                 (_SHAPE_FUNCTIONS, _NONLINEAR_FUNCTIONS, _CLIPPING_FUNCTIONS,
+                                                  _SUM_FUNCTIONS, _SCALE_FUNCTIONS))
+        if target in shape_ops:
+            return inp
+        if target in nonlin:
+            self._add_part(inp, NeuronPart("nonlinearity", FLOAT_BITS, inp.stoch, label), label)
+            return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, label)
+        if target in clip:
+            self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, label), label)
+            return replace(inp, averaged=False)
+        if target in sums:
+            if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
+                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, False, label)
+            return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
+        if target in scales and len(inputs) == 1:
+            return inp  # scaling by a constant folds into the next layer's weights
+        self.note(f"{label}: unknown operation, output precision unknown")
+        return _Info(None, inp.stoch, inp.owner, False, label)
+
+    def network(self, input_shape, method: str) -> Network:
+        layers = [replace(layer, neuron=tuple(parts)) for layer, parts in zip(self.layers, self.parts)]
+        return Network(layers, tuple(input_shape), self.input_bits, method, self.unresolved, self.notes)
+
+
+def _is_unit(m: nn.Module) -> bool:
+    """Modules priced as a whole, whatever they contain (e.g. a weight quantiser inside a layer)."""
+    return is_weight_layer(m) or is_stochastic(m) or getattr(m, "precision", None) is not None
+
+
+class _Tracer(fx.Tracer):
+    """Traces into containers; weight layers, pdnn modules and torch's own layers stay leaves."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _is_unit(m) or next(m.children(), None) is None or super().is_leaf_module(m, qualname)
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """The modules the hook walk follows: units and childless modules, not what is inside a unit."""
+    if _is_unit(module) or next(module.children(), None) is None:
+        return [module]
+    return [leaf for child in module.children() for leaf in _leaves(child)]
+
+
+def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
+    from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+    gm = fx.GraphModule(model, _Tracer().trace(model))
+    ShapeProp(gm).propagate(x)
+    modules = dict(gm.named_modules())
+    infos: dict[fx.Node, _Info] = {}
+    placeholders = 0
+    for node in gm.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        tensor_inputs = [a for a in node.all_input_nodes if a in infos]
+        ins = [infos[a] for a in tensor_inputs]
+        if node.op == "placeholder":
+            placeholders += 1
+            if placeholders > 1:
+                raise AnalysisError("energy accounting supports models with one input tensor")
+            infos[node] = _Info(walker.input_bits, source="input")
+        elif node.op == "call_module":
+            shape = meta.shape if isinstance(meta, TensorMetadata) else None
+            infos[node] = walker.module(str(node.target), modules[node.target], ins, shape)
+        elif node.op in ("call_function", "call_method"):
+            if meta is None:  # not a tensor (x.size(0), ...): no precision to carry
+                continue
+            label = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
+            infos[node] = walker.function(f"{label} ({node.name})", node.target, node.op == "call_method", ins)
+        elif node.op == "get_attr":
+            infos[node] = _Info(FLOAT_BITS, source=str(node.target))
+
+
+def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
+    """Follow tensors by identity from the module that produced them to the module reading them."""
+    names = {m: name for name, m in model.named_modules()}
+    leaves = list(dict.fromkeys(_leaves(model)))
+    produced: dict[int, _Info] = {id(x): _Info(walker.input_bits, source="input")}
+    keep: list[torch.Tensor] = [x]  # holds produced tensors alive so their ids stay unique
+    state = {"stochastic_ran": False, "last_layer": None}
+
+    def hook(module, inputs, output):
+        ins = []
+        for t in inputs:
+            if not isinstance(t, torch.Tensor):
+                continue
+            if id(t) in produced:
+                ins.append(produced[id(t)])
+            else:
+                walker.note(f"{names[module]}: its input was computed outside a module (forward hooks cannot "
+                            "follow it); precision unknown, samples assumed repeated")
+                ins.append(_Info(None, state["stochastic_ran"], state["last_layer"], False, "unknown"))
+        out = output if isinstance(output, torch.Tensor) else None
+        shape = tuple(out.shape) if out is not None else None
+        info = walker.module(names[module], module, ins, shape)
+        if is_stochastic(module):
+            state["stochastic_ran"] = True
+        if is_weight_layer(module):
+            state["last_layer"] = len(walker.layers) - 1
+        if out is not None:
+            produced[id(out)] = info
+            keep.append(out)
+
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
+    """Read the energy-relevant structure of ``model`` for inputs of shape ``input_shape``
+    (without the batch dimension, e.g. ``(3, 32, 32)``).
+
+    ``input_bits`` is the precision of the network input (8 for 8-bit pixels). The model runs
+    once, in eval mode, on one zero input; its training flags are restored afterwards.
+
+    Example:
+        >>> from pdnn.models import create
+        >>> net = analyze(create("mlp", neuron="pbit", weight_bits=4), (1, 28, 28))
+        >>> [(l.fan_in, l.eos, l.weight_bits, l.activation_bits) for l in net.layers]
+        [(784, 256, 4, 8), (256, 256, 4, 1), (256, 10, 4, 1)]
+    """
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"input_shape must be positive integers without the batch dimension, got {input_shape!r}")
+    if isinstance(input_bits, bool) or not isinstance(input_bits, int) or input_bits < 1:
+        raise ValueError(f"input bits must be an integer >= 1 (32 = float), got {input_bits!r}")
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu",
+                    dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
+    training = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            walker = _Walker(input_bits)
+            try:
+                _analyze_fx(model, x, walker)
+                method = "torch.fx"
+            except AnalysisError:
+                raise
+            except Exception as err:  # fx raises many types for untraceable code
+                walker = _Walker(input_bits)
+                walker.note(f"torch.fx could not trace the model ({type(err).__name__}: {err}); "
+                            "walked with forward hooks instead")
+                try:
+                    _analyze_hooks(model, x, walker)
+                except RuntimeError as run_err:
+                    raise ValueError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
+                                     f"{run_err}") from run_err
+                method = "forward hooks"
+    finally:
+        for m, flag in training:
+            m.train(flag)
+    if not walker.layers:
+        raise AnalysisError(f"{type(model).__name__} has no Linear or Conv layer to account for")
+    return walker.network(shape, method)

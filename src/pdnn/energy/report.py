@@ -1,0 +1,164 @@
+"""Energy reports for people: plain-text tables and figures (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .account import TERMS
+
+_TERM_LABELS = {"weight_memory_j": "weight mem", "activation_memory_j": "act. mem",
+                "synapse_j": "synapse", "neuron_j": "neuron"}
+
+
+def _uj(joules: float) -> str:
+    return f"{joules * 1e6:.4g}"
+
+
+def _settings_line(report: dict) -> str:
+    s = report["settings"]
+    return (f"technology {s['technology']}; "
+            f"weights in {s['weight_memory']} ({s['weight_memory_pj_per_bit']:.4g} pJ/bit), "
+            f"activations in {s['activation_memory']} ({s['activation_memory_pj_per_bit']:.4g} pJ/bit); "
+            f"reuse {s['reuse']}; {s['aggregate']} aggregation; "
+            f"prefix {'shared' if s['shared_prefix'] else 'repeated per sample'}")
+
+
+def format_report(report: dict, layers: bool | None = None) -> str:
+    """Energy per inference of every configuration (µJ, share of each term, ratio to the
+    reference, marginal cost of one more sample) and, if ``layers`` (default: when the report
+    holds one network), a per-layer table in µJ with one column per T."""
+    ref = report["reference"]
+    lines = [_settings_line(report), f"reference: {ref['description']}: {_uj(ref['total_j'])} µJ", ""]
+    width = max([len(c.get("network", "")) for c in report["configs"]] + [7])
+    lines.append(f"{'network':<{width}}  {'T':>4}  {'total µJ':>10}  "
+                 + "  ".join(f"{_TERM_LABELS[k]:>10}" for k in TERMS) + f"  {'x ref':>7}  {'ΔE(T→T+1)/E':>12}")
+    for c in report["configs"]:
+        shares = "  ".join(f"{100 * c['terms'][k] / c['total_j']:>9.1f}%" for k in TERMS)
+        ratio = c["ratio_to_reference"]
+        lines.append(f"{c.get('network', ''):<{width}}  {c['samples']:>4}  {_uj(c['total_j']):>10}  {shares}  "
+                     f"{(f'{ratio:.4f}' if ratio is not None else '-'):>7}  {c['next_sample_increase_pct']:>11.3f}%")
+    networks = list(dict.fromkeys(c.get("network", "") for c in report["configs"]))
+    if layers if layers is not None else len(networks) == 1:
+        for name in networks:
+            group = [c for c in report["configs"] if c.get("network", "") == name]
+            lines += ["", f"per layer{' of ' + name if name else ''} (µJ per inference):",
+                      f"{'layer':<12} {'type':<12} {'n':>6} {'EOs':>8} {'b_w':>4} {'b_a':>4}  "
+                      + "  ".join(f"{'T=' + str(c['samples']):>9}" for c in group)]
+            for i, layer in enumerate(group[0]["layers"]):
+                b_a = f"{layer['activation_bits']}" + ("" if layer["activation_bits_known"] else "?")
+                cells = "  ".join(f"{_uj(c['layers'][i]['total_j']):>9}" for c in group)
+                lines.append(f"{layer['name'][:12]:<12} {layer['module_type'][:12]:<12} {layer['fan_in']:>6} "
+                             f"{layer['eos']:>8} {layer['weight_bits']:>4} {b_a:>4}  {cells}")
+    if report.get("unresolved"):
+        lines.append(f"input precision not determined (priced at 32 bits): {', '.join(report['unresolved'])}")
+    for note in report.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """The configuration table of :func:`format_report` as Markdown (for docs)."""
+    lines = [f"*{_settings_line(report)}; reference ({report['reference']['description']}): "
+             f"{_uj(report['reference']['total_j'])} µJ*", "",
+             "| network | T | µJ / inference | weight mem % | act. mem % | synapse % | neuron % | × ref "
+             "| ΔE(T→T+1)/E % |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for c in report["configs"]:
+        shares = " | ".join(f"{100 * c['terms'][k] / c['total_j']:.1f}" for k in TERMS)
+        ratio = c["ratio_to_reference"]
+        lines.append(f"| {c.get('network', '')} | {c['samples']} | {_uj(c['total_j'])} | {shares} | "
+                     f"{'-' if ratio is None else f'{ratio:.3f}'} | {c['next_sample_increase_pct']:.3f} |")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path:
+    """Stacked bars of the energy per inference of every configuration: by term (top) and, when
+    all configurations share their layers, by layer (bottom); the reference as a dashed line."""
+    plt = _pyplot()
+    configs = report["configs"]
+    labels = [c.get("label") or f"T={c['samples']}" for c in configs]
+    names = [layer["name"] for layer in configs[0]["layers"]]
+    same_layers = all([layer["name"] for layer in c["layers"]] == names for c in configs)
+    panels = [([(_TERM_LABELS[k], k) for k in TERMS], lambda c, key: c["terms"][key], "by term")]
+    if same_layers:
+        layer_names = [f"{layer['name']} ({layer['module_type']})" for layer in configs[0]["layers"]]
+        panels.append(([(name, i) for i, name in enumerate(layer_names)],
+                       lambda c, i: c["layers"][i]["total_j"], "by layer"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(7.0, 0.6 * len(configs) + 4), 3.8 * len(panels)),
+                             squeeze=False)
+    ref = report["reference"]["total_j"] * 1e6
+    for ax, (groups, getter, panel_title) in zip(axes[:, 0], panels):
+        bottom = [0.0] * len(configs)
+        for name, key in groups:
+            values = [getter(c, key) * 1e6 for c in configs]
+            ax.bar(range(len(configs)), values, bottom=bottom, label=name)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.axhline(ref, color="k", linestyle="--", linewidth=1, label="reference")
+        ax.set_xticks(range(len(configs)), labels, rotation=45 if len(configs) > 6 else 0, ha="right"
+                      if len(configs) > 6 else "center", fontsize=7)
+        ax.set_ylabel("energy per inference (µJ)")
+        ax.set_title(panel_title)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.grid(True, axis="y", alpha=0.3)
+    s = report["settings"]
+    fig.suptitle(title or f"{s['technology']}: weights {s['weight_memory']}, activations "
+                 f"{s['activation_memory']}, reuse {s['reuse']}", fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Path:
+    """Accuracy versus energy per inference (log axis), the Pareto front as a step line, the
+    reference and the chosen minimum-energy configuration highlighted."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    series: dict[str, list[dict]] = {}
+    for p in result["points"]:
+        series.setdefault(p["series"], []).append(p)
+    colors = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
+    for k, (name, points) in enumerate(series.items()):
+        ax.plot([p["energy_j"] * 1e6 for p in points], [100 * p["accuracy"] for p in points],
+                "o-" if len(points) > 1 else "s", ms=4 if len(points) > 1 else 6, linewidth=0.8, label=name,
+                alpha=0.85, color=colors(k % colors.N))
+        for p in points:
+            ax.annotate(f"T={p['samples']}", (p["energy_j"] * 1e6, 100 * p["accuracy"]), fontsize=6,
+                        xytext=(2, 2), textcoords="offset points")
+    front = [result["points"][i] for i in result["pareto_front"]]
+    ax.step([p["energy_j"] * 1e6 for p in front], [100 * p["accuracy"] for p in front], where="post",
+            color="k", linewidth=1.5, label="Pareto front")
+    if result.get("reference"):
+        r = result["reference"]
+        ax.axhline(100 * (r["accuracy"] - result["tolerance"]), color="gray", linestyle=":", linewidth=1,
+                   label=f"reference − {100 * result['tolerance']:g} %")
+    if result.get("best"):
+        b = result["best"]
+        ax.plot([b["energy_j"] * 1e6], [100 * b["accuracy"]], "*", ms=14, color="gold", markeredgecolor="k",
+                label="min energy within tolerance")
+    ax.set_xscale("log")
+    plain = plt.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("energy per inference (µJ, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "accuracy vs energy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,358 @@
+"""The energy model: the formula, per-layer accounting, technology tables, trade-offs, the CLI."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, accumulator_bits, analyze, eo_energy_pj,
+                         load_table, network_energy, pareto_front, parse_tolerance, tradeoff, tradeoff_runs)
+from pdnn.energy.account import averaged_bits
+from pdnn.models import ModelConfig, create
+from pdnn.nn import DitheredQuantize, GaussianNoise, PBit, QuantConv2d, QuantLinear, Quantize
+from pdnn.runs import save_checkpoint, write_json
+
+TABLE = Path(__file__).parents[1] / "src" / "pdnn" / "energy" / "tables" / "horowitz-45nm.toml"
+BITS = [1, 2, 3, 4, 5, 6, 7, 8, 16, FLOAT_BITS]
+LEVELS = ["dram", "sram", "sram_32kb", "sram_1mb"]
+NEURONS = ["pbit", "tanh", "sign", "quant:2", "quant:4", "none"]
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def tech():
+    return load_table()
+
+
+# --- the formula --------------------------------------------------------------------------------
+
+def test_worked_example_equals_hand_computation(tech):
+    """docs/energy.md: n=4, b_w=2, b_a=1, T=3, p-bit neuron, everything in the 8 KB SRAM."""
+    bit = 10.0 / 64                      # SRAM 8 KB: 10 pJ per 64-bit word
+    weight = 4 * 2 * bit                 # n * b_w * eps_wM = 1.25 pJ
+    activation = (4 + 1) * 1 * bit       # (n+1) * b_a * eps_aM = 0.78125 pJ
+    add_4bit = 0.03 * 4 / 8              # accumulator b_w + log2(n) = 4 bits; 8-bit add 0.03 pJ, linear
+    synapse = 4 * add_4bit               # 1-bit inputs: accumulate only = 0.06 pJ
+    neuron = 8 * 0.3 / 32 + 0.22 + add_4bit  # 8 random bits + threshold lookup + 4-bit comparator = 0.31 pJ
+    hand = weight + 3 * (activation + synapse + neuron)
+    e = eo_energy_pj(4, 2, 1, samples=3, tech=tech, weight_memory="sram_8kb", activation_memory="sram_8kb")
+    assert e["total_pj"] == pytest.approx(4.70375, rel=1e-12)
+    assert e["total_pj"] == pytest.approx(hand, rel=1e-12)
+    assert e["weight_memory_pj"] == pytest.approx(1.25) and e["synapse_pj"] == pytest.approx(3 * 0.06)
+
+    # the same EO as a one-neuron network, with the paper's accounting (prefix not shared)
+    net = analyze(nn.Sequential(QuantLinear(4, 1, bias=False, weight_bits=2), PBit()), (4,), input_bits=1)
+    s = Settings(tech, "sram_8kb", "sram_8kb", Reuse("per-eo"), shared_prefix=False)
+    assert network_energy(net, 3, s)["total_j"] == pytest.approx(hand * 1e-12, rel=1e-12)
+
+
+@FAST
+@given(n=st.integers(1, 5000), bw=st.sampled_from(BITS), ba=st.sampled_from(BITS), t=st.integers(1, 64),
+       neuron=st.sampled_from(NEURONS), wm=st.sampled_from(LEVELS), am=st.sampled_from(LEVELS))
+def test_energy_is_linear_in_samples_and_weights_do_not_depend_on_them(n, bw, ba, t, neuron, wm, am):
+    tech = load_table()
+    one = eo_energy_pj(n, bw, ba, 1, tech, wm, am, neuron)
+    many = eo_energy_pj(n, bw, ba, t, tech, wm, am, neuron)
+    per_sample = one["activation_memory_pj"] + one["synapse_pj"] + one["neuron_pj"]
+    assert many["weight_memory_pj"] == one["weight_memory_pj"]
+    assert many["total_pj"] == pytest.approx(one["weight_memory_pj"] + t * per_sample, rel=1e-12)
+
+
+@FAST
+@given(n=st.integers(1, 5000), i=st.integers(0, len(BITS) - 1), j=st.integers(0, len(BITS) - 1),
+       other=st.sampled_from(BITS), t=st.integers(1, 20), neuron=st.sampled_from(NEURONS),
+       wm=st.sampled_from(LEVELS), am=st.sampled_from(LEVELS))
+def test_energy_never_decreases_when_a_bit_width_grows(n, i, j, other, t, neuron, wm, am):
+    tech = load_table()
+    lo, hi = BITS[min(i, j)], BITS[max(i, j)]
+    e = lambda bw, ba: eo_energy_pj(n, bw, ba, t, tech, wm, am, neuron)["total_pj"]  # noqa: E731
+    assert e(hi, other) >= e(lo, other)
+    assert e(other, hi) >= e(other, lo)
+
+
+@st.composite
+def conv_nets(draw):
+    channels, size = draw(st.sampled_from([2, 4])), draw(st.integers(5, 9))
+    layers, c = [], channels
+    for _ in range(draw(st.integers(1, 3))):
+        groups = draw(st.sampled_from([1, 2]))
+        out = 2 * draw(st.integers(1, 3))
+        kernel = draw(st.sampled_from([1, 3]))
+        layers += [QuantConv2d(c, out, kernel, stride=draw(st.sampled_from([1, 2])), padding=kernel // 2, groups=groups,
+                               weight_bits=draw(st.sampled_from([1, 4, 32]))),
+                   nn.BatchNorm2d(out), draw(st.sampled_from([PBit(), Quantize(2), nn.Tanh()]))]
+        c = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 3)]
+    return analyze(nn.Sequential(*layers), (channels, size, size))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=conv_nets(), t=st.integers(1, 30), batch=st.integers(1, 64), wm=st.sampled_from(LEVELS),
+       am=st.sampled_from(LEVELS), shared=st.booleans())
+def test_network_energy_linear_in_t_and_reuse_never_costs_more(net, t, batch, wm, am, shared):
+    tech = load_table()
+    base = dict(tech=tech, weight_memory=wm, activation_memory=am, shared_prefix=shared)
+    per_eo = Settings(reuse=Reuse("per-eo"), **base)
+    e1, e2, et = (network_energy(net, k, per_eo) for k in (1, 2, t))
+    slope = e2["total_j"] - e1["total_j"]
+    assert et["total_j"] == pytest.approx(e1["total_j"] + (t - 1) * slope, rel=1e-9, abs=1e-24)
+    assert et["terms"]["weight_memory_j"] == e1["terms"]["weight_memory_j"]
+    # the slope is exactly the per-sample terms: everything that repeats, priced once
+    repeated = sum(layer["terms"]["activation_memory_j"] + layer["terms"]["synapse_j"]
+                   for layer in e1["layers"] if layer["stochastic_input"] or not shared)
+    for layer in net.layers:
+        acc = accumulator_bits(layer.fan_in, layer.activation_bits, layer.weight_bits)
+        repeated += sum(p.energy_pj(tech, acc) * layer.eos * 1e-12 for p in layer.neuron if p.stochastic or not shared)
+    assert slope == pytest.approx(repeated, rel=1e-9, abs=1e-24)
+    for reuse in (Reuse("per-inference"), Reuse("per-batch", batch)):
+        cheaper = network_energy(net, t, Settings(reuse=reuse, **base))
+        assert cheaper["total_j"] <= et["total_j"] * (1 + 1e-12)
+    inference = network_energy(net, t, Settings(reuse=Reuse("per-inference"), **base))
+    batched = network_energy(net, t, Settings(reuse=Reuse("per-batch", batch), **base))
+    assert batched["terms"]["weight_memory_j"] == pytest.approx(inference["terms"]["weight_memory_j"] / batch)
+
+
+# --- reading a model ----------------------------------------------------------------------------
+
+def test_fan_in_and_eo_counts_linear_and_conv():
+    net = analyze(nn.Sequential(nn.Linear(7, 5)), (3, 7))  # a Linear over 3 positions
+    (layer,) = net.layers
+    assert (layer.fan_in, layer.eos, layer.weights) == (7, 15, 35)
+
+    conv = nn.Conv2d(6, 4, (3, 5), stride=2, padding=(1, 2), groups=2)
+    (layer,) = analyze(nn.Sequential(conv), (6, 11, 9)).layers
+    # n = C_in/groups * kh * kw; output 6 x 5 positions: floor((11+2-3)/2)+1, floor((9+4-5)/2)+1
+    assert (layer.fan_in, layer.eos, layer.weights, layer.kind) == (3 * 15, 4 * 6 * 5, 4 * 3 * 15, "conv2d")
+
+    (layer,) = analyze(nn.Sequential(nn.Conv1d(4, 8, 3, stride=1, padding=0)), (4, 10)).layers
+    assert (layer.fan_in, layer.eos) == (12, 8 * 8)
+
+    net = analyze(create("cnn", neuron="pbit", weight_bits=4, input_shape=(3, 32, 32)), (3, 32, 32))
+    assert [(l.fan_in, l.eos) for l in net.layers] == [
+        (27, 32 * 32 * 32), (288, 32 * 32 * 32), (288, 64 * 16 * 16), (576, 64 * 16 * 16),
+        (576, 128 * 8 * 8), (2048, 10)]
+    assert all(l.weight_bits == 4 for l in net.layers)
+
+
+def test_activation_bits_after_each_neuron_and_the_input():
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), PBit(),           # input: 8 bits
+        nn.Linear(8, 8), Quantize(1),                                       # after p-bit: 1
+        nn.Linear(8, 8), nn.Dropout(), Quantize(3),                         # after sign: 1
+        nn.Linear(8, 8), nn.Tanh(),                                         # after quant:3: 3
+        nn.Linear(8, 2))                                                    # after tanh: 32
+    net = analyze(model, (1, 4, 4), input_bits=8)
+    assert [l.activation_bits for l in net.layers] == [8, 1, 1, 3, 32]
+    assert [l.stochastic_input for l in net.layers] == [False, True, True, True, True]
+    assert net.unresolved == [] and net.method == "torch.fx"
+    # pooling and batch norm between a p-bit and the next layer keep its precision
+    cnn = analyze(create("cnn", neuron="quant:3", input_shape=(1, 28, 28)), (1, 28, 28), input_bits=4)
+    assert [l.activation_bits for l in cnn.layers] == [4, 3, 3, 3, 3, 3]
+    assert [l.weight_bits for l in analyze(create("mlp", weight_bits=32), (1, 28, 28)).layers] == [32, 32, 32]
+
+
+def test_unknown_precision_is_listed_not_guessed():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.q, self.b = nn.Linear(4, 4), Quantize(2), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.sin(self.q(self.a(x))))
+
+    net = analyze(Odd(), (4,))
+    assert net.unresolved == ["b"]
+    assert not net.layers[1].activation_bits_known and net.layers[1].activation_bits == 32
+    assert any("sin" in note for note in net.notes)
+
+
+def test_untraceable_model_is_walked_with_hooks():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.p, self.b = nn.Linear(4, 4), PBit(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.p(self.a(x))
+            if h.sum() > 1e9:  # data-dependent control flow defeats torch.fx
+                h = h * 2
+            return self.b(h)
+
+    net = analyze(Branchy(), (4,))
+    assert net.method == "forward hooks"
+    assert [l.activation_bits for l in net.layers] == [8, 1] and net.layers[1].stochastic_input
+
+
+def test_noise_injectors_pay_for_random_numbers(tech):
+    plain = analyze(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)), (8,))
+    noisy = analyze(nn.Sequential(nn.Linear(8, 8), GaussianNoise(0.3), nn.Tanh(), nn.Linear(8, 2)), (8,))
+    dither = analyze(nn.Sequential(nn.Linear(8, 8), DitheredQuantize(2), nn.Linear(8, 2)), (8,))
+    assert [p.kind for p in noisy.layers[0].neuron] == ["noise", "nonlinearity"]
+    assert noisy.stochastic and not plain.stochastic
+    assert dither.layers[1].activation_bits == 2 and dither.layers[0].neuron[0] == NeuronPart("noise", 2, True, "1")
+    s = Settings(tech)
+    extra = network_energy(noisy, 1, s)["terms"]["neuron_j"] - network_energy(plain, 1, s)["terms"]["neuron_j"]
+    assert extra == pytest.approx(8 * (tech.rng_pj(tech.noise_random_bits) + tech.float_add_pj()) * 1e-12)
+
+
+def test_layer_aggregation_counts_averaged_bits(tech):
+    assert [averaged_bits(1, t) for t in (1, 2, 3, 4, 7, 8)] == [1, 2, 2, 3, 3, 4]
+    net = analyze(create("mlp", neuron="pbit"), (1, 28, 28))
+    s = Settings(tech, aggregate="layer")
+    e = network_energy(net, 8, s)
+    assert [l["activation_bits"] for l in e["layers"]] == [8, 4, 4]
+    assert all(l["sums_per_inference"] == 1 for l in e["layers"])
+
+
+# --- technology tables --------------------------------------------------------------------------
+
+def test_default_table_numbers_and_sources(tech):
+    assert tech.op("int_add").energy_pj(8) == 0.03 and tech.op("int_add").energy_pj(32) == 0.1
+    assert tech.op("int_mult").energy_pj(8, 8) == 0.2 and tech.op("int_mult").energy_pj(32, 32) == 3.1
+    assert tech.float_add_pj() == 0.9 and tech.float_mult_pj() == 3.7
+    assert tech.op("int_mult").energy_pj(4, 4) == pytest.approx(0.2 * 16 / 64)  # quadratic below 8 bits
+    assert tech.memory("sram").pj_per_bit == 10 / 64 and tech.memory("dram").pj_per_bit == 1300 / 64
+    assert all(op.source for op in tech.ops.values()) and all(m.source for m in tech.memories.values())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("[ops.int_mult]", "[ops.int_multiply]"), "ops.int_mult"),
+    (lambda t: t.replace("energy_pj = 20.0", "energy_pj = -20.0"), "memory.sram_32kb.energy_pj"),
+    (lambda t: t.replace("{ 16 = 0.4, 32 = 0.9 }", '{ 16 = "cheap", 32 = 0.9 }'), "ops.float_add.points_pj"),
+    (lambda t: t.replace('sram = "sram_8kb"', 'sram = "sram_2kb"'), "sram_2kb"),
+    (lambda t: t.replace('word_bits = 64\nsource = "Horowitz 2014: cache (SRAM) read, 64-bit word, 1 MB',
+                         'source = "Horowitz 2014: cache (SRAM) read, 64-bit word, 1 MB'), "memory.sram_1mb.word_bits"),
+    (lambda t: t + "\n[oops\n", "not valid TOML"),
+])
+def test_bad_tables_name_the_problem(tmp_path, edit, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(TABLE.read_text()))
+    with pytest.raises(TechError, match=message):
+        load_table(path)
+
+
+def test_unknown_memory_level_and_missing_file(tech, tmp_path):
+    with pytest.raises(ValueError, match="unknown memory level 'hbm'"):
+        Settings(tech, weight_memory="hbm")
+    with pytest.raises(TechError, match="does not exist"):
+        load_table(tmp_path / "none.toml")
+    with pytest.raises(ValueError, match="per-batch:B"):
+        Reuse.parse("per-batch:0x")
+    assert Reuse.parse("per-batch:16") == Reuse("per-batch", 16)
+
+
+# --- trade-offs ---------------------------------------------------------------------------------
+
+@FAST
+@given(st.lists(st.tuples(st.floats(0, 10), st.floats(0, 1)), min_size=1, max_size=30))
+def test_pareto_front_is_exactly_the_non_dominated_points(points):
+    front = pareto_front(points)
+    dominates = lambda a, b: a[0] <= b[0] and a[1] >= b[1] and a != b  # noqa: E731
+    for i in front:
+        assert not any(dominates(q, points[i]) for q in points)
+    for i in set(range(len(points))) - set(front):
+        assert any(dominates(points[f], points[i]) or points[f] == points[i] for f in front)
+
+
+def test_parse_tolerance():
+    assert parse_tolerance("1%") == 0.01 and parse_tolerance("0.02") == 0.02
+    for bad in ("x", "150%", "-1%"):
+        with pytest.raises(ValueError, match="tolerance"):
+            parse_tolerance(bad)
+
+
+def _fake_run(root: Path, name: str, neuron: str, rows: list[tuple[int, float]]) -> Path:
+    run = root / name
+    config = ModelConfig("mlp", neuron, 32, input_shape=(1, 28, 28), width=16)
+    write_json(run / "config.json", {"model": config.to_dict(), "data": {"dataset": "demo"}, "label": name})
+    save_checkpoint(run / "checkpoint.pt", {"model": config.build().state_dict()})
+    write_json(run / "eval-network.json", {
+        "run": str(run), "aggregate": "network",
+        "results": [{"samples": t, "accuracy_mean": a, "accuracy_std": 0.0, "repeats": 1, "accuracies": [a]}
+                    for t, a in rows]})
+    return run
+
+
+def test_tradeoff_finds_front_and_min_energy_config(tmp_path):
+    pbit = _fake_run(tmp_path, "pbit", "pbit", [(1, 0.80), (2, 0.85), (5, 0.88), (10, 0.87)])
+    tanh = _fake_run(tmp_path, "tanh", "tanh", [(1, 0.885)])
+    s = Settings()
+    result = tradeoff_runs([pbit, tanh], s, tolerance=0.01)
+    labels = [p["label"] for p in result["points"]]
+    front = {labels[i] for i in result["pareto_front"]}
+    assert front == {"pbit T=1", "pbit T=2", "pbit T=5", "tanh T=1"}  # T=10 costs more, buys less
+    assert result["reference"]["label"] == "tanh T=1"
+    assert result["best"]["label"] == "pbit T=5"
+    e_pbit = network_energy(analyze(create("mlp", neuron="pbit", width=16), (1, 28, 28)), 5, s)["total_j"]
+    e_tanh = network_energy(analyze(create("mlp", neuron="tanh", width=16), (1, 28, 28)), 1, s)["total_j"]
+    assert result["best"]["energy_gain"] == pytest.approx(e_tanh / e_pbit)
+    step = next(m for m in result["marginal"] if m["from_samples"] == 1)
+    assert step["accuracy_gain_pct"] == pytest.approx(5.0) and step["energy_increase_pct"] > 0
+    json.dumps(result, allow_nan=False)
+    # a tighter tolerance leaves only the reference itself
+    assert tradeoff(result["points"], 0.0)["best"]["label"] == "tanh T=1"
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def _dataset_args(name: str, shape: str) -> list[str]:
+    try:
+        from pdnn.data import describe  # noqa: F401
+        return ["--dataset", name]
+    except ImportError:
+        return ["--input-shape", shape]
+
+
+def _check_energy_json(path: Path, samples: list[int]) -> dict:
+    report = json.loads(path.read_text())
+    assert [c["samples"] for c in report["configs"]] == samples
+    for c in report["configs"]:
+        assert set(c["terms"]) == {"weight_memory_j", "activation_memory_j", "synapse_j", "neuron_j"}
+        assert c["total_j"] == pytest.approx(sum(c["terms"].values()))
+        for layer in c["layers"]:
+            assert {"name", "fan_in", "eos", "weight_bits", "activation_bits", "total_j"} <= set(layer)
+        assert c["total_j"] == pytest.approx(sum(layer["total_j"] for layer in c["layers"]))
+    return report
+
+
+def test_cli_energy_for_a_model_and_a_run(tmp_path, capsys):
+    from pdnn.cli import main
+
+    out, png = tmp_path / "cnn.json", tmp_path / "cnn.png"
+    args = ["energy", "--model", "cnn", *_dataset_args("cifar10", "3,32,32"), "--samples", "1,2,5",
+            "--json", str(out), "--png", str(png)]
+    assert main(args) == 0
+    report = _check_energy_json(out, [1, 2, 5])
+    assert report["reference"]["total_j"] > report["configs"][0]["total_j"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ΔE(T→T+1)/E" in capsys.readouterr().out
+
+    run = _fake_run(tmp_path, "run", "pbit", [(1, 0.5)])
+    assert main(["energy", str(run), "--samples", "1,10", "--memory", "sram", "--reuse", "per-inference"]) == 0
+    report = _check_energy_json(run / "energy.json", [1, 10])
+    assert report["settings"]["weight_memory"] == "sram" and report["settings"]["reuse"] == "per-inference"
+    assert (run / "energy.png").read_bytes()[:4] == b"\x89PNG"
+
+    table = tmp_path / "t.toml"
+    table.write_text(TABLE.read_text().replace("energy_pj = 1300.0", "energy_pj = 'lots'"))
+    for bad in (["--samples", "0"], ["--memory", "hbm"], ["--tech", str(table)], ["--reuse", "sometimes"]):
+        assert main(["energy", str(run), *bad]) == 2
+    err = capsys.readouterr().err
+    assert "hbm" in err and "memory.dram.energy_pj" in err and "samples" in err
+
+
+def test_cli_tradeoff(tmp_path, capsys):
+    from pdnn.cli import main
+
+    a = _fake_run(tmp_path, "a", "pbit", [(1, 0.80), (5, 0.88)])
+    b = _fake_run(tmp_path, "b", "tanh", [(1, 0.885)])
+    out, png = tmp_path / "t.json", tmp_path / "t.png"
+    assert main(["tradeoff", str(a), str(b), "--tolerance", "1%", "--json", str(out), "--png", str(png)]) == 0
+    result = json.loads(out.read_text())
+    assert result["best"]["label"] == "a T=5" and result["best"]["energy_gain"] > 1
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "a T=5" in capsys.readouterr().out
+    assert main(["tradeoff", str(tmp_path / "missing")]) == 2
