@@ -79,6 +79,11 @@ def test_nan_propagates_instead_of_becoming_a_bit():
     assert math.isnan(out[0]) and out[1:].abs().tolist() == [1.0, 1.0]
     out = F.pbit(torch.tensor([float("nan"), 0.0]), "unipolar", generator=gen())
     assert math.isnan(out[0])
+    x = torch.tensor([0.5, float("nan"), -0.5], requires_grad=True)  # the training path
+    out = F.pbit(x, generator=gen())
+    assert math.isnan(out[1].item()) and out.detach()[[0, 2]].abs().tolist() == [1.0, 1.0]
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert math.isnan(grad[1]) and torch.isfinite(grad[[0, 2]]).all()
 
 
 def test_same_seed_same_samples():

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .nn import is_stochastic
 from .sampling import SampledModel, check_samples
 
-MAX_ROWS = 4096  # samples x batch rows per forward pass: bounds memory and stays cache-friendly
+MAX_ROWS = 1024  # samples x batch rows per forward pass: bounds memory; on a CPU 512-1024 rows ran
+# the reference CNN ~20 % faster than 4096 (activations stay closer to the cache)
 
 
 def is_deterministic(model: nn.Module) -> bool:

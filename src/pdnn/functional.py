@@ -14,9 +14,9 @@ is always exactly the bit; the backward pass uses the derivative of a *surrogate
 * ``"identity"``: ``x`` itself (gradient 1);
 * ``"clipped"``: ``clamp(x, -1, 1)`` (gradient ``1[|x| <= 1]``).
 
-The estimator is written as ``bit + (s - s.detach())``: the bracket is exactly zero in the
-forward pass (so outputs stay in {-1, +1} bit for bit) and carries ``ds/dx`` backwards. No input
-is modified in place.
+For p-bits the estimator is one autograd function (the forward returns the bit, the backward
+multiplies by ``ds/dx``); for the deterministic quantisers it is ``q + (s - s.detach())``, whose
+bracket is exactly zero in the forward pass. No input is modified in place.
 
 NaN handling: a NaN pre-activation propagates as NaN to the output instead of silently becoming a
 bit, without any host-device synchronisation.
@@ -63,12 +63,45 @@ def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tens
     return value + (surrogate - surrogate.detach())
 
 
-def _surrogate(x: torch.Tensor, mean: torch.Tensor, ste: str) -> torch.Tensor:
-    if ste == "mean":
-        return mean
-    if ste == "identity":
-        return x
-    return torch.clamp(x, -1.0, 1.0)
+class _PBitFunction(torch.autograd.Function):
+    """Forward: the bits; backward: the STE, from one saved tensor.
+
+    One autograd function rather than ``bits + (s - s.detach())``: sampling is memory-bound, and
+    this saves five full-size elementwise passes per p-bit layer and keeps a single tensor (the
+    probability) for the backward pass instead of four. Nothing is modified in place but the
+    fresh output.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mode, beta, generator, ste):
+        gain = 2.0 * beta if mode == "bipolar" else beta
+        # P(b = +1) = (1 + tanh(beta*x)) / 2 = sigmoid(2*beta*x): one activation, one draw and
+        # one comparison per bit, the last two in place on the fresh uniform draws
+        p_one = (x * gain).sigmoid_()
+        bits = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype).lt_(p_one)
+        if mode == "bipolar":
+            bits = bits.mul_(2.0).sub_(1.0)
+        # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
+        # (the full masking pass is paid only then); elsewhere mask unconditionally, which
+        # needs no host-device synchronisation
+        if x.device.type != "cpu" or torch.isnan(p_one.sum()):
+            bits = bits.masked_fill_(torch.isnan(x), float("nan"))
+        # d/dx sigmoid(g*x) = g*p*(1 - p); the bipolar mean 2*sigmoid(2*beta*x) - 1 doubles it
+        ctx.ste, ctx.slope = ste, (2.0 * gain if mode == "bipolar" else gain)
+        if ste == "mean":
+            ctx.save_for_backward(p_one)
+        elif ste == "clipped":
+            ctx.save_for_backward(x)
+        return bits
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.ste == "identity":
+            return grad, None, None, None, None
+        (saved,) = ctx.saved_tensors
+        if ctx.ste == "clipped":
+            return grad * (saved.abs() <= 1), None, None, None, None
+        return torch.ops.aten.sigmoid_backward(grad * ctx.slope, saved), None, None, None, None
 
 
 def pbit(
@@ -101,19 +134,7 @@ def pbit(
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
-    # P(b = +1) = (1 + tanh(beta*x)) / 2 = sigmoid(2*beta*x): one activation, one draw and one
-    # comparison per bit (the sampling cost on a CPU is dominated by such elementwise passes).
-    p_one = torch.sigmoid((2.0 * beta if mode == "bipolar" else beta) * x)
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    hit = p_one > u
-    bits = hit.to(x.dtype)
-    if mode == "bipolar":
-        bits = bits.mul_(2.0).sub_(1.0)  # in place on a fresh tensor: twice as fast as where()
-    if torch.is_grad_enabled() and x.requires_grad:
-        # the surrogate difference is NaN where x is NaN, so NaN propagates here for free
-        mean = 2.0 * p_one - 1.0 if mode == "bipolar" else p_one  # = tanh(beta*x) / sigmoid
-        return straight_through(bits, _surrogate(x, mean, ste))
-    return bits.masked_fill_(torch.isnan(x), float("nan"))
+    return _PBitFunction.apply(x, mode, beta, generator, ste)
 
 
 def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:

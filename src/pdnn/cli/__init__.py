@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..malloc import keep_large_buffers
 from ..runs import RunError
 
 # command modules, in the order ``pdnn --help`` lists them
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_large_buffers()
     try:
         return int(args.run(args) or 0)
     except (ValueError, TypeError, RunError, FileNotFoundError, OSError) as err:
