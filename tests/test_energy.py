@@ -1,5 +1,7 @@
 """The energy model: the formula, per-layer accounting, technology tables, trade-offs, the CLI."""
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,12 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, accumulator_bits, analyze, eo_energy_pj,
-                         load_table, network_energy, pareto_front, parse_tolerance, tradeoff, tradeoff_runs)
-from pdnn.energy.account import averaged_bits
+from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, accumulator_bits, analyze, energy_report,
+                         eo_energy_pj, format_report, format_tradeoff, load_table, network_energy, pareto_front,
+                         parse_tolerance, run_network, tradeoff, tradeoff_runs)
+from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
+from pdnn.energy.graph import Network
 from pdnn.models import ModelConfig, create
 from pdnn.nn import DitheredQuantize, GaussianNoise, PBit, QuantConv2d, QuantLinear, Quantize
-from pdnn.runs import save_checkpoint, write_json
+from pdnn.runs import RunError, write_json
 
 TABLE = Path(__file__).parents[1] / "src" / "pdnn" / "energy" / "tables" / "horowitz-45nm.toml"
 BITS = [1, 2, 3, 4, 5, 6, 7, 8, 16, FLOAT_BITS]
@@ -25,6 +29,13 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 @pytest.fixture(scope="module")
 def tech():
     return load_table()
+
+
+@pytest.fixture(scope="module")
+def small_nets():
+    return {"mlp-pbit": analyze(create("mlp", neuron="pbit", width=16), (1, 28, 28)),
+            "mlp-tanh": analyze(create("mlp", neuron="tanh", width=16), (1, 28, 28)),
+            "cnn-pbit": analyze(create("cnn", neuron="pbit", width=4, input_shape=(3, 16, 16)), (3, 16, 16))}
 
 
 # --- the formula --------------------------------------------------------------------------------
@@ -61,14 +72,42 @@ def test_energy_is_linear_in_samples_and_weights_do_not_depend_on_them(n, bw, ba
     assert many["total_pj"] == pytest.approx(one["weight_memory_pj"] + t * per_sample, rel=1e-12)
 
 
-@FAST
-@given(n=st.integers(1, 5000), i=st.integers(0, len(BITS) - 1), j=st.integers(0, len(BITS) - 1),
-       other=st.sampled_from(BITS), t=st.integers(1, 20), neuron=st.sampled_from(NEURONS),
-       wm=st.sampled_from(LEVELS), am=st.sampled_from(LEVELS))
-def test_energy_never_decreases_when_a_bit_width_grows(n, i, j, other, t, neuron, wm, am):
+WIDTHS = st.integers(1, FLOAT_BITS)  # every integer width and float
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 5000), a=WIDTHS, b=WIDTHS, other=WIDTHS, t=st.integers(1, 20),
+       neuron=st.sampled_from(NEURONS), wm=st.sampled_from(LEVELS), am=st.sampled_from(LEVELS))
+def test_energy_never_decreases_when_a_bit_width_grows(n, a, b, other, t, neuron, wm, am):
     tech = load_table()
-    lo, hi = BITS[min(i, j)], BITS[max(i, j)]
+    lo, hi = min(a, b), max(a, b)
     e = lambda bw, ba: eo_energy_pj(n, bw, ba, t, tech, wm, am, neuron)["total_pj"]  # noqa: E731
+    assert e(hi, other) >= e(lo, other)
+    assert e(other, hi) >= e(other, lo)
+
+
+def test_energy_grows_with_every_width_step_from_1_to_32(tech):
+    """Each +1 bit, 1 → 32 (31 → 32 crosses from integer to float), never lowers ε_EO."""
+    for neuron in NEURONS:
+        for other in (1, 8, FLOAT_BITS):
+            by_w = [eo_energy_pj(784, b, other, 4, tech, neuron=neuron)["total_pj"] for b in range(1, 33)]
+            by_a = [eo_energy_pj(784, other, b, 4, tech, neuron=neuron)["total_pj"] for b in range(1, 33)]
+            assert by_w == sorted(by_w) and by_a == sorted(by_a)
+
+
+def _with_bits(net: Network, weight_bits: int, activation_bits: int) -> Network:
+    layers = [replace(layer, weight_bits=weight_bits, activation_bits=activation_bits) for layer in net.layers]
+    return replace(net, layers=layers)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.sampled_from(["mlp-pbit", "mlp-tanh", "cnn-pbit"]), a=WIDTHS, b=WIDTHS, other=WIDTHS,
+       t=st.integers(1, 12), aggregate=st.sampled_from(["network", "layer"]), shared=st.booleans())
+def test_network_energy_never_decreases_when_a_bit_width_grows(small_nets, model, a, b, other, t, aggregate, shared):
+    net = small_nets[model]
+    s = Settings(load_table(), aggregate=aggregate, shared_prefix=shared)
+    e = lambda bw, ba: network_energy(_with_bits(net, bw, ba), t, s)["total_j"]  # noqa: E731
+    lo, hi = min(a, b), max(a, b)
     assert e(hi, other) >= e(lo, other)
     assert e(other, hi) >= e(other, lo)
 
@@ -154,6 +193,20 @@ def test_activation_bits_after_each_neuron_and_the_input():
     assert [l.weight_bits for l in analyze(create("mlp", weight_bits=32), (1, 28, 28)).layers] == [32, 32, 32]
 
 
+def test_bit_widths_any_integer_from_one_but_nothing_else(tech):
+    """The energy model prices widths pdnn's layers do not offer (16 bits), unlike pdnn.nn.check_bits."""
+    assert eo_energy_pj(8, 16, 12, tech=tech)["total_pj"] > eo_energy_pj(8, 8, 12, tech=tech)["total_pj"]
+    for bad in (0, -1, True, 8.0, "8"):
+        with pytest.raises(ValueError, match="weight bits must be an integer >= 1"):
+            eo_energy_pj(8, bad, 1, tech=tech)
+    with pytest.raises(ValueError, match="input bits must be an integer >= 1"):
+        analyze(nn.Sequential(nn.Linear(4, 2)), (4,), input_bits=0)
+    layer = nn.Linear(4, 2)
+    layer.weight_bits = 0  # a user layer declaring its own width
+    with pytest.raises(ValueError, match="Linear.weight_bits must be an integer >= 1"):
+        analyze(nn.Sequential(layer), (4,))
+
+
 def test_unknown_precision_is_listed_not_guessed():
     class Odd(nn.Module):
         def __init__(self):
@@ -226,17 +279,35 @@ def test_default_table_numbers_and_sources(tech):
     (lambda t: t.replace('word_bits = 64\nsource = "Horowitz 2014: cache (SRAM) read, 64-bit word, 1 MB',
                          'source = "Horowitz 2014: cache (SRAM) read, 64-bit word, 1 MB'), "memory.sram_1mb.word_bits"),
     (lambda t: t + "\n[oops\n", "not valid TOML"),
+    # a typo beside the real key is not ignored; the message lists what is allowed
+    (lambda t: t.replace("energy_pj = 10.0", "energy_pJ = 10.0\nenergy_pj = 10.0"),
+     r"unknown key 'energy_pJ' in \[memory.sram_8kb\]; allowed: energy_pj, word_bits, source"),
+    (lambda t: t.replace('[ops.int_mult]\n', '[ops.int_mult]\nsorce = "x"\n'), r"'sorce' in \[ops.int_mult\]"),
+    (lambda t: t.replace("noise_random_bits = 16", "noise_random_bits = 16\nlut_bits = 8"),
+     r"'lut_bits' in \[neuron\]"),
+    (lambda t: t.replace('description = "', 'descripton = "'), "'descripton' in the top level"),
+    # bit widths are TOML integers, not strings, floats or booleans
+    (lambda t: t.replace("pbit_random_bits = 8", 'pbit_random_bits = "8"'), "neuron.pbit_random_bits"),
+    (lambda t: t.replace("pbit_random_bits = 8", "pbit_random_bits = true"), "neuron.pbit_random_bits"),
+    (lambda t: t.replace("word_bits = 64", "word_bits = 64.0", 1), "memory.sram_8kb.word_bits"),
+    (lambda t: t.replace("{ 8 = 0.03, 32 = 0.1 }", "{ 8 = 0.03, x32 = 0.1 }"), "ops.int_add.points_pj keys"),
+    # a constant operation has one value; a second point would be silently ignored
+    (lambda t: t.replace("points_pj = { 32 = 4.8 }", "points_pj = { 16 = 2.4, 32 = 4.8 }"),
+     'ops.float_nonlinearity has scaling = "constant" but 2 points'),
 ])
 def test_bad_tables_name_the_problem(tmp_path, edit, message):
     path = tmp_path / "bad.toml"
-    path.write_text(edit(TABLE.read_text()))
+    text = edit(TABLE.read_text())
+    assert text != TABLE.read_text()
+    path.write_text(text)
     with pytest.raises(TechError, match=message):
         load_table(path)
 
 
 def test_unknown_memory_level_and_missing_file(tech, tmp_path):
-    with pytest.raises(ValueError, match="unknown memory level 'hbm'"):
-        Settings(tech, weight_memory="hbm")
+    for role in ("weight", "activation"):
+        with pytest.raises(ValueError, match=f"{role} memory: unknown memory level 'hbm'.*dram, dram_high"):
+            Settings(tech, **{f"{role}_memory": "hbm"})
     with pytest.raises(TechError, match="does not exist"):
         load_table(tmp_path / "none.toml")
     with pytest.raises(ValueError, match="per-batch:B"):
@@ -257,22 +328,27 @@ def test_pareto_front_is_exactly_the_non_dominated_points(points):
         assert any(dominates(points[f], points[i]) or points[f] == points[i] for f in front)
 
 
-def test_parse_tolerance():
-    assert parse_tolerance("1%") == 0.01 and parse_tolerance("0.02") == 0.02
-    for bad in ("x", "150%", "-1%"):
+def test_parse_tolerance_reads_percentage_points():
+    for same in ("1", "1%", "1.0", " 1 % "):
+        assert parse_tolerance(same) == pytest.approx(0.01)
+    assert parse_tolerance("0.5") == pytest.approx(0.005) and parse_tolerance("0") == 0
+    for bad in ("x", "", "-1", "-1%", "nan", "inf", "100", "150%"):
         with pytest.raises(ValueError, match="tolerance"):
             parse_tolerance(bad)
 
 
-def _fake_run(root: Path, name: str, neuron: str, rows: list[tuple[int, float]]) -> Path:
+def _fake_run(root: Path, name: str, neuron: str, rows: list[tuple[int, float]] | None,
+              dataset: str = "demo", aggregate: str = "network", convert: dict | None = None) -> Path:
+    """A run directory without a checkpoint: energy needs only config.json (and eval files)."""
     run = root / name
     config = ModelConfig("mlp", neuron, 32, input_shape=(1, 28, 28), width=16)
-    write_json(run / "config.json", {"model": config.to_dict(), "data": {"dataset": "demo"}, "label": name})
-    save_checkpoint(run / "checkpoint.pt", {"model": config.build().state_dict()})
-    write_json(run / "eval-network.json", {
-        "run": str(run), "aggregate": "network",
-        "results": [{"samples": t, "accuracy_mean": a, "accuracy_std": 0.0, "repeats": 1, "accuracies": [a]}
-                    for t, a in rows]})
+    write_json(run / "config.json", {"model": config.to_dict(), "data": {"dataset": dataset}, "label": name,
+                                     **({"convert": convert} if convert else {})})
+    if rows is not None:
+        write_json(run / f"eval-{aggregate}.json", {
+            "run": str(run), "aggregate": aggregate,
+            "results": [{"samples": t, "accuracy_mean": a, "accuracy_std": 0.0, "repeats": 1, "accuracies": [a]}
+                        for t, a in rows]})
     return run
 
 
@@ -292,8 +368,96 @@ def test_tradeoff_finds_front_and_min_energy_config(tmp_path):
     step = next(m for m in result["marginal"] if m["from_samples"] == 1)
     assert step["accuracy_gain_pct"] == pytest.approx(5.0) and step["energy_increase_pct"] > 0
     json.dumps(result, allow_nan=False)
-    # a tighter tolerance leaves only the reference itself
-    assert tradeoff(result["points"], 0.0)["best"]["label"] == "tanh T=1"
+    assert result["reference"]["basis"] == "most accurate 32-bit float deterministic run"
+    # a tighter tolerance leaves only the reference itself, which is not a gain over itself
+    tight = tradeoff(result["points"], 0.0)
+    assert tight["best"]["label"] == "tanh T=1" and tight["best"]["is_reference"]
+    assert "the reference itself" in format_tradeoff(tight) and "x less energy" not in format_tradeoff(tight)
+
+
+def test_tradeoff_without_a_float_run_says_what_the_reference_is(tmp_path):
+    pbit = _fake_run(tmp_path, "pbit", "pbit", [(1, 0.80), (5, 0.88)])
+    exact = tradeoff_runs([pbit], tolerance=0.0)
+    assert exact["reference"]["basis"] == "most accurate point: no 32-bit float deterministic run was given"
+    assert exact["best"]["label"] == "pbit T=5" and exact["best"]["is_reference"]
+    text = format_tradeoff(exact)
+    assert "reference (most accurate point: no 32-bit float deterministic run was given): pbit T=5" in text
+    assert "the reference itself" in text and "x less energy" not in text
+    loose = tradeoff_runs([pbit], tolerance=0.1)
+    assert loose["best"]["label"] == "pbit T=1" and not loose["best"]["is_reference"]
+    assert f"{loose['best']['energy_gain']:.2f}x less energy than the reference" in format_tradeoff(loose)
+
+
+def test_converted_run_is_priced_without_any_checkpoint(tmp_path):
+    """Energy depends on structure, not weights: a converted run (its weights live with its source)
+    is rebuilt from config.json and its conversion spec."""
+    conv = _fake_run(tmp_path, "conv", "tanh", [(1, 0.80), (4, 0.85)],
+                     convert={"method": "pbit", "beta": 1.0, "layers": "hidden"})
+    assert not list(tmp_path.rglob("*.pt"))
+    net, config = run_network(conv)
+    native = analyze(create("mlp", neuron="pbit", width=16), (1, 28, 28))
+    assert [[p.kind for p in layer.neuron] for layer in net.layers] == [["pbit"], ["pbit"], []]
+    assert network_energy(net, 4, Settings())["total_j"] == network_energy(native, 4, Settings())["total_j"]
+    result = tradeoff_runs([conv, _fake_run(tmp_path, "tanh", "tanh", [(1, 0.86)])])
+    assert result["best"]["label"] == "conv T=4" and not result["points"][0]["float32"]
+
+
+def test_tradeoff_skips_unevaluated_runs_and_refuses_mixed_datasets(tmp_path):
+    a = _fake_run(tmp_path, "a", "pbit", [(1, 0.80)])
+    fresh = _fake_run(tmp_path, "fresh", "tanh", None)
+    result = tradeoff_runs([a, fresh])
+    assert [s["run"] for s in result["skipped"]] == [str(fresh)] and "no eval-" in result["skipped"][0]["reason"]
+    assert {p["run"] for p in result["points"]} == {str(a)} and result["dataset"] == "demo"
+    with pytest.raises(RunError, match="none of the runs has been evaluated"):
+        tradeoff_runs([fresh])
+    with pytest.raises(RunError, match="does not exist"):  # a missing run is an error, not a skip
+        tradeoff_runs([a, tmp_path / "missing"])
+    cifar = _fake_run(tmp_path, "c10", "tanh", [(1, 0.90)], dataset="cifar10")
+    with pytest.raises(ValueError, match=r"different datasets.*/a: demo, input 1x28x28; .*/c10: cifar10"):
+        tradeoff_runs([a, cifar])
+
+
+def test_tradeoff_text_never_cuts_labels():
+    long = "fashion-mnist-tanh-pbit-calibrated-bn (layer)"
+    points = [{"label": f"{long}{tag} T={t}", "series": f"{long}{tag}", "samples": t, "energy_j": e * 1e-6,
+               "accuracy": a, "aggregate": "network"}
+              for tag, e0 in (("-a", 1.0), ("-b", 1.5)) for t, e, a in ((1, e0, 0.5), (2, 2 * e0, 0.6))]
+    lines = format_tradeoff(tradeoff(points, 0.01)).splitlines()
+    for tag in ("-a", "-b"):
+        assert any(line.startswith(f"{long}{tag} T=1 ") for line in lines)
+        assert any(line.startswith(f"{long}{tag} ") and "1→2" in line for line in lines)
+    header = lines[0]
+    assert len(header) == len(lines[1])  # columns line up under the longest label
+
+
+def test_layer_aggregation_flags_its_next_sample_column(small_nets):
+    net = small_nets["mlp-pbit"]
+    network = energy_report(net, [1, 2, 3], Settings())
+    layer = energy_report(net, [1, 2, 3], Settings(aggregate="layer"))
+    assert LAYER_STEP_NOTE in layer["notes"] and LAYER_STEP_NOTE not in network["notes"]
+    assert "ΔE(T→T+1)/E†" in format_report(layer) and f"† {LAYER_STEP_NOTE}" in format_report(layer)
+    assert "†" not in format_report(network)
+    # why: 2 → 3 samples keeps the 2-bit counters, 1 → 2 widens them
+    steps = [c["next_sample_increase_pct"] for c in layer["configs"]]
+    assert steps[1] < steps[0] / 10 and steps[2] > steps[1]
+    # computed once, as ΔE(T→T+1)/E(T)
+    e1, e2 = (network_energy(net, t, Settings())["total_j"] for t in (1, 2))
+    assert network["configs"][0]["next_sample_increase_pct"] == pytest.approx(100 * (e2 - e1) / e1)
+
+
+def test_energy_code_imports_no_training_code():
+    """The layering rule: energy reads a model, never trains one (pdnn.convert, models, runs are fine)."""
+    import ast
+
+    import pdnn.energy
+
+    forbidden = {"train", "evaluate", "experiments", "cli", "data", "plots"}
+    for file in Path(pdnn.energy.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                top = parts[0] if node.level == 2 else parts[1] if parts[0] == "pdnn" and len(parts) > 1 else None
+                assert top not in forbidden, f"{file.name} imports {node.module}"
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -318,11 +482,16 @@ def _check_energy_json(path: Path, samples: list[int]) -> dict:
     return report
 
 
-def test_cli_energy_for_a_model_and_a_run(tmp_path, capsys):
+def test_cli_energy_for_a_model_and_a_run(tmp_path, capsys, monkeypatch):
     from pdnn.cli import main
 
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)  # --model prints only: nothing is written unless asked
+    assert main(["energy", "--model", "mlp", "--input-shape", "1,28,28", "--width", "8", "--samples", "1"]) == 0
+    assert not list(empty.iterdir())
     out, png = tmp_path / "cnn.json", tmp_path / "cnn.png"
-    args = ["energy", "--model", "cnn", *_dataset_args("cifar10", "3,32,32"), "--samples", "1,2,5",
+    args = ["energy", "--model", "cnn", *_dataset_args("cifar10", "3,32,32"), "--width", "8", "--samples", "1,2,5",
             "--json", str(out), "--png", str(png)]
     assert main(args) == 0
     report = _check_energy_json(out, [1, 2, 5])
@@ -331,28 +500,73 @@ def test_cli_energy_for_a_model_and_a_run(tmp_path, capsys):
     assert "ΔE(T→T+1)/E" in capsys.readouterr().out
 
     run = _fake_run(tmp_path, "run", "pbit", [(1, 0.5)])
+    before = {f.name for f in run.iterdir()}
     assert main(["energy", str(run), "--samples", "1,10", "--memory", "sram", "--reuse", "per-inference"]) == 0
+    assert {f.name for f in run.iterdir()} == before | {"energy.json", "energy.png"}  # those two and nothing else
     report = _check_energy_json(run / "energy.json", [1, 10])
     assert report["settings"]["weight_memory"] == "sram" and report["settings"]["reuse"] == "per-inference"
+    assert report["settings"]["table"]["ops_pj"]["int_add"]["points_pj"] == {"8": 0.03, "32": 0.1}
     assert (run / "energy.png").read_bytes()[:4] == b"\x89PNG"
 
     table = tmp_path / "t.toml"
     table.write_text(TABLE.read_text().replace("energy_pj = 1300.0", "energy_pj = 'lots'"))
-    for bad in (["--samples", "0"], ["--memory", "hbm"], ["--tech", str(table)], ["--reuse", "sometimes"]):
+    capsys.readouterr()
+    for bad in (["--samples", "0"], ["--memory", "hbm"], ["--activation-memory", "hbm"], ["--tech", str(table)],
+                ["--reuse", "sometimes"]):
         assert main(["energy", str(run), *bad]) == 2
     err = capsys.readouterr().err
-    assert "hbm" in err and "memory.dram.energy_pj" in err and "samples" in err
+    assert "--memory (weight memory): unknown memory level 'hbm'" in err
+    assert "--activation-memory (activation memory): unknown memory level 'hbm'" in err
+    assert "memory.dram.energy_pj" in err and "samples" in err
+    with pytest.raises(SystemExit):
+        main(["energy", "--help"])
+    assert ("--no-shared-prefix gives the paper's formula applied literally to every layer"
+            in " ".join(capsys.readouterr().out.split()))
 
 
-def test_cli_tradeoff(tmp_path, capsys):
+def test_cli_tradeoff(tmp_path, capsys, monkeypatch):
     from pdnn.cli import main
 
     a = _fake_run(tmp_path, "a", "pbit", [(1, 0.80), (5, 0.88)])
     b = _fake_run(tmp_path, "b", "tanh", [(1, 0.885)])
-    out, png = tmp_path / "t.json", tmp_path / "t.png"
-    assert main(["tradeoff", str(a), str(b), "--tolerance", "1%", "--json", str(out), "--png", str(png)]) == 0
-    result = json.loads(out.read_text())
+    fresh = _fake_run(tmp_path, "fresh", "tanh", None)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # by default the result goes to ./tradeoff.json and ./tradeoff.png
+    assert main(["tradeoff", str(a), str(b), str(fresh), "--tolerance", "1"]) == 0
+    assert {f.name for f in cwd.iterdir()} == {"tradeoff.json", "tradeoff.png"}
+    result = json.loads((cwd / "tradeoff.json").read_text())
     assert result["best"]["label"] == "a T=5" and result["best"]["energy_gain"] > 1
-    assert png.read_bytes()[:4] == b"\x89PNG"
-    assert "a T=5" in capsys.readouterr().out
-    assert main(["tradeoff", str(tmp_path / "missing")]) == 2
+    assert result["tolerance"] == pytest.approx(0.01) and result["skipped"][0]["run"] == str(fresh)
+    assert (cwd / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    captured = capsys.readouterr()
+    assert "a T=5" in captured.out and f"warning: skipped {fresh}" in captured.err
+
+    cifar = _fake_run(tmp_path, "c10", "tanh", [(1, 0.90)], dataset="cifar10")
+    for bad in ([str(tmp_path / "missing")], [str(fresh)], [str(a), str(cifar)], [str(a), "--tolerance", "-1"]):
+        assert main(["tradeoff", *bad]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10" in err and "none of the runs" in err and "tolerance" in err
+
+
+def test_all_zero_table_reports_na_instead_of_dividing(tmp_path, capsys):
+    """Zero energies are legal (a free memory, say); a ratio over a zero total is n/a, not a crash."""
+    from pdnn.cli import main
+
+    table = tmp_path / "zero.toml"
+    text = re.sub(r"(\d+ = )[0-9.]+", r"\g<1>0.0", TABLE.read_text())
+    table.write_text(re.sub(r"energy_pj = [0-9.]+", "energy_pj = 0.0", text))
+    run = _fake_run(tmp_path, "run", "pbit", [(1, 0.5), (2, 0.6)])
+    assert main(["energy", str(run), "--samples", "1,2", "--tech", str(table)]) == 0
+    report = json.loads((run / "energy.json").read_text())
+    c = report["configs"][0]
+    assert c["total_j"] == 0 and c["ratio_to_reference"] is None and c["next_sample_increase_pct"] is None
+    assert report["settings"]["table"]["path"] == str(table)  # the result says what it was priced with
+    assert report["settings"]["table"]["memory"]["dram"]["energy_pj"] == 0
+    assert "n/a" in capsys.readouterr().out
+    out = tmp_path / "zero-tradeoff"
+    assert main(["tradeoff", str(run), "--tech", str(table), "--tolerance", "20",
+                 "--json", f"{out}.json", "--png", f"{out}.png"]) == 0
+    result = json.loads(Path(f"{out}.json").read_text())
+    assert result["best"]["energy_gain"] is None and result["marginal"][0]["energy_increase_pct"] is None
+    assert "n/a" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
@@ -24,7 +25,8 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
     g.add_argument("--input-bits", type=int, default=8, metavar="B",
                    help="precision of the network input (default: 8, for 8-bit pixels; 32 = float)")
     g.add_argument("--no-shared-prefix", action="store_true",
-                   help="recompute the deterministic prefix for every sample (the paper's formula literally)")
+                   help="the paper's formula applied literally to every layer: the deterministic prefix (by "
+                        "default computed once and shared by the T samples) is priced T times")
     if aggregate:
         g.add_argument("--aggregate", choices=("network", "layer"), default="network",
                        help="network: p-DNN sampling; layer: random bit-stream baseline (default: network)")
@@ -32,9 +34,14 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
 
 def _settings(args, aggregate: str = "network") -> Settings:
     tech = load_table(args.tech)
-    return Settings(tech, weight_memory=args.weight_memory or args.memory,
-                    activation_memory=args.activation_memory or args.memory, reuse=Reuse.parse(args.reuse),
-                    aggregate=aggregate, shared_prefix=not args.no_shared_prefix)
+    levels = {}
+    for role in ("weight", "activation"):
+        own = getattr(args, f"{role}_memory")
+        option = f"--{role}-memory" if own else "--memory"
+        levels[role] = own or args.memory
+        tech.memory(levels[role], f"{option} ({role} memory)")  # names the option in the error
+    return Settings(tech, weight_memory=levels["weight"], activation_memory=levels["activation"],
+                    reuse=Reuse.parse(args.reuse), aggregate=aggregate, shared_prefix=not args.no_shared_prefix)
 
 
 def add_parser(sub) -> None:
@@ -43,7 +50,12 @@ def add_parser(sub) -> None:
         description="Energy per inference from the paper's elementary-operation energy, per layer and per term "
                     "(weight memory, activation memory, synapse, neuron), for a run directory or an untrained "
                     "reference model, with the ratio to a 32-bit float deterministic reference and the cost of "
-                    "one more sample. Deterministic networks are priced at T=1 only. See docs/energy.md.")
+                    "one more sample. Deterministic networks are priced at T=1 only. By default the deterministic "
+                    "prefix (the layers before the first random draw) is computed once and shared by the T "
+                    "samples; --no-shared-prefix gives the paper's formula applied literally to every layer. "
+                    "RUN_DIR: prints the tables and writes RUN_DIR/energy.json and RUN_DIR/energy.png (only those "
+                    "two files; weights are not read). --model: prints the tables and writes JSON/PNG only where "
+                    "--json/--png say. See docs/energy.md.")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory (its config.json gives the network)")
     g = p.add_argument_group("an untrained network instead of RUN_DIR")
     g.add_argument("--model", metavar="NAME", help="reference model, e.g. cnn or mlp")
@@ -60,8 +72,11 @@ def add_parser(sub) -> None:
     r.add_argument("--reference-neuron", metavar="N", help="neuron of the reference network (e.g. tanh, quant:8)")
     r.add_argument("--reference-weight-bits", type=int, metavar="B", help="weight bits of the reference network")
     o = p.add_argument_group("output")
-    o.add_argument("--json", metavar="FILE", help="write the report as JSON (default for RUN_DIR: RUN_DIR/energy.json)")
-    o.add_argument("--png", metavar="FILE", help="write stacked bars (default for RUN_DIR: RUN_DIR/energy.png)")
+    o.add_argument("--json", metavar="FILE",
+                   help="write the report as JSON (default for RUN_DIR: RUN_DIR/energy.json; for --model: none)")
+    o.add_argument("--png", metavar="FILE",
+                   help="write stacked bars by term and by layer (default for RUN_DIR: RUN_DIR/energy.png; "
+                        "for --model: none)")
     o.add_argument("--markdown", action="store_true", help="print the configuration table as Markdown")
     o.add_argument("--layers", action=argparse.BooleanOptionalAction, default=None,
                    help="print the per-layer table (default: when there is one network)")
@@ -71,12 +86,19 @@ def add_parser(sub) -> None:
         "tradeoff", help="accuracy vs energy with the Pareto front",
         description="Joins each run's measured accuracies (eval-*.json) with computed energies; draws accuracy "
                     "against energy with the Pareto front and names the lowest-energy configuration within "
-                    "--tolerance of the best 32-bit float deterministic accuracy, with its energy gain.")
+                    "--tolerance of the best 32-bit float deterministic accuracy (of the most accurate point, "
+                    "said so, when no such run is given), with its energy gain. The runs must share one dataset; "
+                    "runs without eval-*.json are skipped with a warning. Writes tradeoff.json and tradeoff.png "
+                    "in the current directory unless --json/--png say otherwise.")
     t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    t.add_argument("--tolerance", default="1%", help="accuracy tolerance, in percentage points (default: 1%%)")
+    t.add_argument("--tolerance", default="1", metavar="POINTS",
+                   help="accuracy tolerance in percentage points, absolute: 1, 1%% and 1.0 all mean one point "
+                        "(default: 1)")
     _add_settings_options(t, aggregate=False)
-    t.add_argument("--json", metavar="FILE", help="write the result as JSON")
-    t.add_argument("--png", metavar="FILE", help="write the accuracy-vs-energy figure")
+    t.add_argument("--json", metavar="FILE", default="tradeoff.json",
+                   help="write the result as JSON (default: tradeoff.json)")
+    t.add_argument("--png", metavar="FILE", default="tradeoff.png",
+                   help="write the accuracy-vs-energy figure (default: tradeoff.png)")
     t.set_defaults(run=run_tradeoff)
 
 
@@ -145,8 +167,9 @@ def run_energy(args) -> int:
                 raise ValueError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
         net, config = run_network(args.run_dir, args.input_bits)
         model_config = ModelConfig.from_dict(config["model"])
-        meta = {"run": str(args.run_dir), "model": model_config.name, "neuron": model_config.neuron,
-                "weight_bits": model_config.weight_bits}
+        meta = {"run": str(args.run_dir), "label": config.get("label") or Path(args.run_dir).name,
+                "model": model_config.name, "neuron": model_config.neuron, "weight_bits": model_config.weight_bits,
+                **({"convert": config["convert"].get("method")} if "convert" in config else {})}
         entries = [(meta, net)]
         base = model_config
         json_out = json_out or str(Path(args.run_dir) / "energy.json")
@@ -176,11 +199,11 @@ def run_energy(args) -> int:
 
 def run_tradeoff(args) -> int:
     result = tradeoff_runs(args.run_dirs, _settings(args), parse_tolerance(args.tolerance), args.input_bits)
+    for skipped in result["skipped"]:
+        print(f"pdnn tradeoff: warning: skipped {skipped['run']}: {skipped['reason']}", file=sys.stderr)
     print(format_tradeoff(result))
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    if args.png:
-        print(f"wrote {plot_tradeoff(result, args.png)}")
+    write_json(args.json, result)
+    print(f"wrote {args.json}")
+    print(f"wrote {plot_tradeoff(result, args.png)}")
     return 0
 

@@ -18,22 +18,23 @@ model), :mod:`.account` (per-layer and per-network energy), :mod:`.tradeoff` (ac
 Pareto front), :mod:`.report` (tables and figures). See ``docs/energy.md``.
 """
 from .account import (AGGREGATES, REUSE_MODES, TERMS, Reuse, Settings, energy_report, energy_sweep, layer_energy,
-                      network_energy)
-from .eo import NeuronPart, accumulator_bits, eo_energy_pj, neuron_parts, synapse_pj
+                      network_energy, next_sample_increase_pct)
+from .eo import NeuronPart, accumulator_bits, check_bit_width, eo_energy_pj, neuron_parts, synapse_pj
 from .graph import Layer, Network, analyze
 from .report import format_markdown, format_report, plot_energy, plot_tradeoff
 from .tech import (DEFAULT_TABLE, FLOAT_BITS, MemoryLevel, Op, Technology, TechError, available_tables, load_table,
                    parse_table)
-from .tradeoff import (format_tradeoff, marginal_costs, pareto_front, parse_tolerance, run_network, run_points,
-                       tradeoff, tradeoff_runs)
+from .tradeoff import (check_one_dataset, format_tradeoff, marginal_costs, pareto_front, parse_tolerance, run_network,
+                       run_points, tradeoff, tradeoff_runs)
 
 __all__ = [
     "analyze", "Network", "Layer", "NeuronPart",
-    "eo_energy_pj", "synapse_pj", "accumulator_bits", "neuron_parts",
+    "eo_energy_pj", "synapse_pj", "accumulator_bits", "neuron_parts", "check_bit_width",
     "Settings", "Reuse", "REUSE_MODES", "AGGREGATES", "TERMS", "layer_energy", "network_energy", "energy_report",
-    "energy_sweep",
+    "energy_sweep", "next_sample_increase_pct",
     "Technology", "Op", "MemoryLevel", "TechError", "load_table", "parse_table", "available_tables",
     "DEFAULT_TABLE", "FLOAT_BITS",
     "pareto_front", "tradeoff", "tradeoff_runs", "run_points", "run_network", "marginal_costs", "parse_tolerance",
+    "check_one_dataset",
     "format_report", "format_markdown", "format_tradeoff", "plot_energy", "plot_tradeoff",
 ]

@@ -31,14 +31,19 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..sampling import check_samples
-from .eo import accumulator_bits, activation_memory_pj, synapse_pj, weight_memory_pj
+from .eo import TERM_NAMES, accumulator_bits, eo_terms_pj
 from .graph import Layer, Network
 from .tech import FLOAT_BITS, Technology, load_table
 
 PJ = 1e-12  # joules per picojoule
 REUSE_MODES = ("per-eo", "per-inference", "per-batch")
 AGGREGATES = ("network", "layer")
-TERMS = ("weight_memory_j", "activation_memory_j", "synapse_j", "neuron_j")
+TERMS = tuple(f"{name}_j" for name in TERM_NAMES)
+# Why ΔE(T→T+1)/E misleads under layer aggregation; reports print it beside that column.
+LAYER_STEP_NOTE = ("layer aggregation: ΔE(T→T+1)/E is not a per-sample average: the counters' width "
+                   "ceil(log2(T·(2^p−1)+1)) grows only when T+1 reaches a power of two, so one more sample costs "
+                   "almost nothing between those steps and a whole bit per input at them; compare the energies "
+                   "at the measured T instead")
 
 
 @dataclass(frozen=True)
@@ -96,30 +101,26 @@ class Settings:
     shared_prefix: bool = True
 
     def __post_init__(self):
-        self.tech.memory(self.weight_memory)  # raises, naming the level, if unknown
-        self.tech.memory(self.activation_memory)
+        self.tech.memory(self.weight_memory, "weight memory")  # raises, naming the level, if unknown
+        self.tech.memory(self.activation_memory, "activation memory")
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"unknown aggregate {self.aggregate!r}; expected network or layer")
         if not isinstance(self.reuse, Reuse):
             raise ValueError(f"reuse must be a Reuse, got {self.reuse!r}")
 
     def to_dict(self) -> dict:
+        """The settings and, under ``table``, every number of the technology table with its source."""
         wm, am = self.tech.memory(self.weight_memory), self.tech.memory(self.activation_memory)
         return {
             "technology": self.tech.name,
-            "technology_file": self.tech.path,
-            "technology_source": self.tech.source,
             "weight_memory": self.weight_memory,
             "weight_memory_pj_per_bit": wm.pj_per_bit,
-            "weight_memory_source": wm.source,
             "activation_memory": self.activation_memory,
             "activation_memory_pj_per_bit": am.pj_per_bit,
-            "activation_memory_source": am.source,
             "reuse": str(self.reuse),
             "aggregate": self.aggregate,
             "shared_prefix": self.shared_prefix,
-            "pbit_random_bits": self.tech.pbit_random_bits,
-            "noise_random_bits": self.tech.noise_random_bits,
+            "table": self.tech.to_dict(),
         }
 
 
@@ -150,15 +151,11 @@ def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
         for part in layer.neuron:
             part_repeats = t if (part.stochastic or not settings.shared_prefix) else 1
             neuron_pj += part_repeats * part.energy_pj(tech, acc)
-    w_bit = tech.memory(settings.weight_memory).pj_per_bit
-    a_bit = tech.memory(settings.activation_memory).pj_per_bit
-    terms_pj = {
-        "weight_memory_j": settings.reuse.fetches(layer) * weight_memory_pj(1, b_w, w_bit),
-        "activation_memory_j": repeats * layer.eos * activation_memory_pj(n, b_a, a_bit),
-        "synapse_j": repeats * layer.eos * synapse_pj(n, b_a, b_w, tech),
-        "neuron_j": layer.eos * neuron_pj,
-    }
-    terms = {k: v * PJ for k, v in terms_pj.items()}
+    terms_pj = eo_terms_pj(n, b_w, b_a, tech, tech.memory(settings.weight_memory).pj_per_bit,
+                           tech.memory(settings.activation_memory).pj_per_bit,
+                           weight_reads=settings.reuse.fetches(layer), sums=repeats * layer.eos,
+                           neuron_pj=layer.eos * neuron_pj)
+    terms = {f"{name}_j": value * PJ for name, value in terms_pj.items()}
     return {
         "name": layer.name,
         "kind": layer.kind,
@@ -183,6 +180,17 @@ def network_energy(net: Network, samples: int, settings: Settings | None = None)
     layers = [layer_energy(layer, samples, settings) for layer in net.layers]
     terms = {k: sum(layer["terms"][k] for layer in layers) for k in TERMS}
     return {"samples": samples, "total_j": sum(terms.values()), "terms": terms, "layers": layers}
+
+
+def next_sample_increase_pct(net: Network, samples: int, settings: Settings,
+                             total_j: float | None = None) -> float | None:
+    """``ΔE(T→T+1)/E(T)`` in percent: what one more sample costs. ``None`` when E(T) is 0 (a table
+    whose energies are all zero for this network). ``total_j``: E(T) if already computed."""
+    if total_j is None:
+        total_j = network_energy(net, samples, settings)["total_j"]
+    if not total_j:
+        return None
+    return 100.0 * (network_energy(net, samples + 1, settings)["total_j"] - total_j) / total_j
 
 
 FLOAT_REFERENCE = "the same network with 32-bit float weights and activations, deterministic, T=1"
@@ -212,8 +220,9 @@ def energy_sweep(
     ``label``. A deterministic network is priced at T = 1 only when ``deterministic_once``
     (sampling it again gives the same output). Every configuration has its ratio to the
     reference (default: the first network's :meth:`Network.float_reference` at T = 1) and the
-    marginal cost of one more sample, ``ΔE(T→T+1)/E(T)`` in percent. Everything is
-    JSON-serialisable; energies in joules per inference.
+    marginal cost of one more sample, ``ΔE(T→T+1)/E(T)`` in percent (both ``None`` where they
+    would divide by a zero energy). Everything is JSON-serialisable; energies in joules per
+    inference.
     """
     settings = settings or Settings()
     samples = sorted({check_samples(t) for t in samples})
@@ -229,13 +238,14 @@ def energy_sweep(
         for t in (samples if net.stochastic or not deterministic_once else [1]):
             config = {**meta, "label": f"{label} T={t}".strip(), "network": label,
                       **network_energy(net, t, settings)}
-            following = network_energy(net, t + 1, settings)["total_j"]
             config["ratio_to_reference"] = config["total_j"] / ref["total_j"] if ref["total_j"] else None
-            config["next_sample_increase_pct"] = 100.0 * (following - config["total_j"]) / config["total_j"]
+            config["next_sample_increase_pct"] = next_sample_increase_pct(net, t, settings, config["total_j"])
             configs.append(config)
         networks.append({**meta, "label": label, "stochastic": net.stochastic, **net.to_dict()})
         unresolved += [f"{label}: {name}".lstrip(": ") for name in net.unresolved]
         notes += [n for n in net.notes if n not in notes]
+    if settings.aggregate == "layer":
+        notes.append(LAYER_STEP_NOTE)
     return {
         "units": "J per inference (totals and terms); percentages in %",
         "settings": settings.to_dict(),

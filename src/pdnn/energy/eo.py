@@ -30,10 +30,15 @@ from ..sampling import check_samples
 from .tech import FLOAT_BITS, Technology, load_table
 
 NEURON_PART_KINDS = ("pbit", "noise", "threshold", "nonlinearity", "compare")
+TERM_NAMES = ("weight_memory", "activation_memory", "synapse", "neuron")
 
 
-def check_bits(bits, what: str) -> int:
-    """A bit width: an integer >= 1 (32 and above mean float)."""
+def check_bit_width(bits, what: str) -> int:
+    """A bit width the energy model can price: any integer >= 1 (32 and above mean float).
+
+    Wider than :func:`pdnn.nn.check_bits` (1..8 or 32) on purpose: pricing asks "what if" about
+    widths pdnn's layers do not offer (a 16-bit input, 12-bit weights of another accelerator).
+    """
     if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
         raise ValueError(f"{what} must be an integer >= 1 (32 = float), got {bits!r}")
     return bits
@@ -66,9 +71,9 @@ def compare_pj(tech: Technology, acc_bits: int | None) -> float:
     return tech.float_add_pj() if acc_bits is None else tech.int_add_pj(acc_bits)
 
 
-def weight_memory_pj(n: int, weight_bits: int, pj_per_bit: float) -> float:
-    """n·b_w·ε_wM: reading the EO's n weights."""
-    return n * weight_bits * pj_per_bit
+def weight_memory_pj(reads: float, weight_bits: int, pj_per_bit: float) -> float:
+    """n·b_w·ε_wM for one EO's n weights; in general ``reads`` weights of ``b_w`` bits."""
+    return reads * weight_bits * pj_per_bit
 
 
 def activation_memory_pj(n: int, activation_bits: int, pj_per_bit: float) -> float:
@@ -94,6 +99,25 @@ def synapse_pj(n: int, activation_bits: int, weight_bits: int, tech: Technology)
     if acc is None:
         return n * (tech.float_mult_pj() + tech.float_add_pj())
     return n * (tech.int_mult_pj(activation_bits, weight_bits) + tech.int_add_pj(acc))
+
+
+def eo_terms_pj(n: int, weight_bits: int, activation_bits: int, tech: Technology, weight_pj_per_bit: float,
+                activation_pj_per_bit: float, weight_reads: float, sums: float, neuron_pj: float) -> dict:
+    """The four terms of ε_EO in pJ, keyed by :data:`TERM_NAMES`: the one place they are assembled,
+    for one EO (:func:`eo_energy_pj`) and for a whole layer (:mod:`pdnn.energy.account`).
+
+    * weight memory = ``weight_reads`` · b_w · ε_wM (n for one EO; fewer with reuse);
+    * activation memory = ``sums`` · (n+1) · b_a · ε_aM and synapse = ``sums`` · ε_S(n, b_a, b_w),
+      ``sums`` being how many times an n-input sum is computed (T for one EO);
+    * neuron = ``neuron_pj``, already summed by the caller, because the parts of one neuron may
+      run a different number of times (a p-bit after a shared prefix runs T times, the prefix once).
+    """
+    return {
+        "weight_memory": weight_memory_pj(weight_reads, weight_bits, weight_pj_per_bit),
+        "activation_memory": sums * activation_memory_pj(n, activation_bits, activation_pj_per_bit),
+        "synapse": sums * synapse_pj(n, activation_bits, weight_bits, tech),
+        "neuron": neuron_pj,
+    }
 
 
 @dataclass(frozen=True)
@@ -190,14 +214,12 @@ def eo_energy_pj(
     """
     tech = tech or load_table()
     n = check_fan_in(n)
-    b_w, b_a = check_bits(weight_bits, "weight bits"), check_bits(activation_bits, "activation bits")
+    b_w, b_a = check_bit_width(weight_bits, "weight bits"), check_bit_width(activation_bits, "activation bits")
     t = check_samples(samples)
     acc = accumulator_bits(n, b_a, b_w)
-    terms = {
-        "weight_memory_pj": weight_memory_pj(n, b_w, tech.memory(weight_memory).pj_per_bit),
-        "activation_memory_pj": t * activation_memory_pj(n, b_a, tech.memory(activation_memory).pj_per_bit),
-        "synapse_pj": t * synapse_pj(n, b_a, b_w, tech),
-        "neuron_pj": t * sum(p.energy_pj(tech, acc) for p in neuron_parts(neuron)),
-    }
+    terms = eo_terms_pj(n, b_w, b_a, tech, tech.memory(weight_memory, "weight memory").pj_per_bit,
+                        tech.memory(activation_memory, "activation memory").pj_per_bit, weight_reads=n, sums=t,
+                        neuron_pj=t * sum(p.energy_pj(tech, acc) for p in neuron_parts(neuron)))
+    terms = {f"{name}_pj": value for name, value in terms.items()}
     terms["total_pj"] = sum(terms.values())
     return terms

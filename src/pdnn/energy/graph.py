@@ -44,7 +44,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
 
 from ..nn import PBit, is_stochastic
-from .eo import NeuronPart
+from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
 # pooling, reshaping and batch norm keep the precision of what they carry (see the module docstring)
@@ -87,9 +87,10 @@ def layer_weight_bits(module: nn.Module) -> int:
         bits = getattr(getattr(module, "weight_quantizer", None), "precision", None)
     if bits is None:
         return FLOAT_BITS
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        raise AnalysisError(f"{type(module).__name__}.weight_bits must be an integer >= 1, got {bits!r}")
-    return bits
+    try:
+        return check_bit_width(bits, f"{type(module).__name__}.weight_bits")
+    except ValueError as err:  # an AnalysisError, so that analyze() does not take it for a tracing failure
+        raise AnalysisError(str(err)) from None
 
 
 def fan_in(module: nn.Module) -> int:
@@ -399,8 +400,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     shape = tuple(input_shape)
     if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"input_shape must be positive integers without the batch dimension, got {input_shape!r}")
-    if isinstance(input_bits, bool) or not isinstance(input_bits, int) or input_bits < 1:
-        raise ValueError(f"input bits must be an integer >= 1 (32 = float), got {input_bits!r}")
+    check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
     x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu",
                     dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)

@@ -1,9 +1,15 @@
-"""Energy reports for people: plain-text tables and figures (matplotlib, Agg backend)."""
+"""Energy reports for people: plain-text tables and figures (matplotlib, Agg backend).
+
+A ratio whose denominator is zero (a technology table whose energies are all zero for a network)
+is shown as ``n/a``, never divided.
+"""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-from .account import TERMS
+from .account import LAYER_STEP_NOTE, TERMS
 
 _TERM_LABELS = {"weight_memory_j": "weight mem", "activation_memory_j": "act. mem",
                 "synapse_j": "synapse", "neuron_j": "neuron"}
@@ -11,6 +17,15 @@ _TERM_LABELS = {"weight_memory_j": "weight mem", "activation_memory_j": "act. me
 
 def _uj(joules: float) -> str:
     return f"{joules * 1e6:.4g}"
+
+
+def _share(config: dict, term: str) -> float | None:
+    """Percent of the configuration's energy spent in ``term``."""
+    return 100 * config["terms"][term] / config["total_j"] if config["total_j"] else None
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
 def _settings_line(report: dict) -> str:
@@ -29,13 +44,14 @@ def format_report(report: dict, layers: bool | None = None) -> str:
     ref = report["reference"]
     lines = [_settings_line(report), f"reference: {ref['description']}: {_uj(ref['total_j'])} µJ", ""]
     width = max([len(c.get("network", "")) for c in report["configs"]] + [7])
+    step = "ΔE(T→T+1)/E" + ("†" if LAYER_STEP_NOTE in report.get("notes", []) else "")
     lines.append(f"{'network':<{width}}  {'T':>4}  {'total µJ':>10}  "
-                 + "  ".join(f"{_TERM_LABELS[k]:>10}" for k in TERMS) + f"  {'x ref':>7}  {'ΔE(T→T+1)/E':>12}")
+                 + "  ".join(f"{_TERM_LABELS[k]:>10}" for k in TERMS) + f"  {'x ref':>7}  {step:>12}")
     for c in report["configs"]:
-        shares = "  ".join(f"{100 * c['terms'][k] / c['total_j']:>9.1f}%" for k in TERMS)
-        ratio = c["ratio_to_reference"]
+        shares = "  ".join(f"{_fmt(_share(c, k), '.1f', '%'):>10}" for k in TERMS)
         lines.append(f"{c.get('network', ''):<{width}}  {c['samples']:>4}  {_uj(c['total_j']):>10}  {shares}  "
-                     f"{(f'{ratio:.4f}' if ratio is not None else '-'):>7}  {c['next_sample_increase_pct']:>11.3f}%")
+                     f"{_fmt(c['ratio_to_reference'], '.4f'):>7}  "
+                     f"{_fmt(c['next_sample_increase_pct'], '.3f', '%'):>12}")
     networks = list(dict.fromkeys(c.get("network", "") for c in report["configs"]))
     if layers if layers is not None else len(networks) == 1:
         for name in networks:
@@ -51,7 +67,7 @@ def format_report(report: dict, layers: bool | None = None) -> str:
     if report.get("unresolved"):
         lines.append(f"input precision not determined (priced at 32 bits): {', '.join(report['unresolved'])}")
     for note in report.get("notes", []):
-        lines.append(f"note: {note}")
+        lines.append(f"{'†' if note == LAYER_STEP_NOTE else 'note:'} {note}")
     return "\n".join(lines)
 
 
@@ -63,10 +79,11 @@ def format_markdown(report: dict) -> str:
              "| ΔE(T→T+1)/E % |",
              "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for c in report["configs"]:
-        shares = " | ".join(f"{100 * c['terms'][k] / c['total_j']:.1f}" for k in TERMS)
-        ratio = c["ratio_to_reference"]
+        shares = " | ".join(_fmt(_share(c, k), ".1f") for k in TERMS)
         lines.append(f"| {c.get('network', '')} | {c['samples']} | {_uj(c['total_j'])} | {shares} | "
-                     f"{'-' if ratio is None else f'{ratio:.3f}'} | {c['next_sample_increase_pct']:.3f} |")
+                     f"{_fmt(c['ratio_to_reference'], '.3f')} | {_fmt(c['next_sample_increase_pct'], '.3f')} |")
+    if LAYER_STEP_NOTE in report.get("notes", []):
+        lines += ["", f"*ΔE(T→T+1)/E under {LAYER_STEP_NOTE}.*"]
     return "\n".join(lines)
 
 
@@ -77,6 +94,28 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, out: str | Path) -> Path:
+    """Write ``fig`` to ``out`` atomically (a temporary file beside it, then a rename, as
+    :func:`pdnn.runs.write_json` does), so an interrupted command never leaves half a figure in
+    place of a good one. The format follows the suffix (PNG when matplotlib does not know it)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lstrip(".").lower()
+    fmt = suffix if suffix in fig.canvas.get_supported_filetypes() else "png"
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=120)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return out
 
 
 def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path:
@@ -112,11 +151,7 @@ def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path
     fig.suptitle(title or f"{s['technology']}: weights {s['weight_memory']}, activations "
                  f"{s['activation_memory']}, reuse {s['reuse']}", fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Path:
@@ -141,24 +176,22 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
     if result.get("reference"):
         r = result["reference"]
         ax.axhline(100 * (r["accuracy"] - result["tolerance"]), color="gray", linestyle=":", linewidth=1,
-                   label=f"reference − {100 * result['tolerance']:g} %")
+                   label=f"reference − {100 * result['tolerance']:g} points ({r['basis']})")
     if result.get("best"):
         b = result["best"]
         ax.plot([b["energy_j"] * 1e6], [100 * b["accuracy"]], "*", ms=14, color="gold", markeredgecolor="k",
                 label="min energy within tolerance")
-    ax.set_xscale("log")
-    plain = plt.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("energy per inference (µJ, log scale)")
+    log = all(p["energy_j"] > 0 for p in result["points"])  # a zero energy has no place on a log axis
+    if log:
+        ax.set_xscale("log")
+        plain = plt.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel(f"energy per inference (µJ{', log scale' if log else ''})")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or "accuracy vs energy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)

@@ -30,8 +30,9 @@ bit) and ``b_a * b_w`` for ``quadratic`` (an array multiplier has one partial-pr
 pair of bits); ``constant`` ignores width. Because every rule is monotone, a wider operand never
 costs less, which the tests check.
 
-Every number is validated on loading; a bad table raises :class:`TechError` (a ``ValueError``)
-naming the file and the key.
+Every number is validated on loading, and a key the format does not have is an error (a typo
+such as ``energy_pJ`` would otherwise leave the real key missing or silently unused); a bad table
+raises :class:`TechError` (a ``ValueError``) naming the file and the key.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ else:  # pragma: no cover - exercised on 3.10 only
 DEFAULT_TABLE = "horowitz-45nm"
 REQUIRED_OPS = ("int_add", "int_mult", "float_add", "float_mult", "rng_bit", "pbit_lut", "float_nonlinearity")
 SCALINGS = ("linear", "quadratic", "constant")
+# the keys a table may hold, per section ([ops.*] names are free: extra operations are kept)
+TABLE_KEYS = ("name", "description", "source", "ops", "memory", "aliases", "neuron")
+OP_KEYS = ("scaling", "points_pj", "source")
+MEMORY_KEYS = ("energy_pj", "word_bits", "source")
+NEURON_KEYS = ("pbit_random_bits", "noise_random_bits", "source")
 FLOAT_BITS = 32  # a bit width of 32 means 32-bit floating point throughout pdnn
 
 
@@ -133,12 +139,14 @@ class Technology:
         """Memory level names, aliases included."""
         return sorted(self.memories) + sorted(self.aliases)
 
-    def memory(self, level: str) -> MemoryLevel:
+    def memory(self, level: str, role: str | None = None) -> MemoryLevel:
+        """The level named ``level`` (or an alias of it). ``role`` starts an error with what the
+        level was asked for (``"weight memory"``, an option name): a run sets two levels."""
         name = self.aliases.get(level, level)
         if name not in self.memories:
             raise TechError(
-                f"unknown memory level {level!r} in technology table {self.path}; "
-                f"expected one of {', '.join(self.levels)}"
+                f"{role + ': ' if role else ''}unknown memory level {level!r}; technology table {self.path} "
+                f"has the levels {', '.join(self.levels)}"
             )
         return self.memories[name]
 
@@ -160,14 +168,16 @@ class Technology:
         return self.op("rng_bit").energy_pj(bits)
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable summary (energies in pJ) for result files."""
+        """Every number of the table and its source, JSON-serialisable (energies in pJ): result
+        files carry it, so a result priced with ``--tech FILE`` says what it was priced with."""
         return {
             "name": self.name,
             "path": self.path,
             "source": self.source,
             "ops_pj": {n: {"scaling": o.scaling, "points_pj": {str(b): e for b, e in o.points}, "source": o.source}
                        for n, o in self.ops.items()},
-            "memory_pj_per_bit": {n: m.pj_per_bit for n, m in self.memories.items()},
+            "memory": {n: {"energy_pj": m.energy_pj, "word_bits": m.word_bits, "pj_per_bit": m.pj_per_bit,
+                           "source": m.source} for n, m in self.memories.items()},
             "aliases": dict(self.aliases),
             "pbit_random_bits": self.pbit_random_bits,
             "noise_random_bits": self.noise_random_bits,
@@ -184,13 +194,26 @@ def _number(value, where: str, path: str, positive: bool = False) -> float:
 
 
 def _bits(value, where: str, path: str) -> int:
-    try:
-        bits = int(value)
-    except (TypeError, ValueError):
-        bits = None
-    if bits is None or isinstance(value, bool) or str(bits) != str(value).strip() or bits < 1:
-        raise TechError(f"technology table {path}: {where} must be a bit width (integer >= 1), got {value!r}")
-    return bits
+    """A bit width written as a TOML integer (``8``, not ``"8"``, ``8.0`` or ``true``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TechError(f"technology table {path}: {where} must be a bit width (an integer >= 1, not quoted), "
+                        f"got {value!r}")
+    return value
+
+
+def _bits_key(key: str, where: str, path: str) -> int:
+    """A bit width written as a TOML key: keys are always strings, so ``8 = 0.03`` gives ``"8"``."""
+    if not (isinstance(key, str) and key.isdigit() and int(key) >= 1):
+        raise TechError(f"technology table {path}: {where} keys must be bit widths (integers >= 1), got {key!r}")
+    return int(key)
+
+
+def _known_keys(entry: dict, allowed: tuple[str, ...], where: str, path: str) -> None:
+    """Reject keys the table format does not have: a typo (``energy_pJ``) must not be ignored."""
+    unknown = [k for k in entry if k not in allowed]
+    if unknown:
+        raise TechError(f"technology table {path}: unknown key{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(map(repr, unknown))} in {where}; allowed: {', '.join(allowed)}")
 
 
 def _section(data: dict, key: str, path: str, what: str) -> dict:
@@ -210,6 +233,7 @@ def _source(entry: dict, where: str, path: str) -> str:
 
 def _parse_op(name: str, entry: dict, path: str) -> Op:
     where = f"ops.{name}"
+    _known_keys(entry, OP_KEYS, f"[{where}]", path)
     scaling = entry.get("scaling", "linear")
     if scaling not in SCALINGS:
         raise TechError(f"technology table {path}: {where}.scaling must be one of {', '.join(SCALINGS)}, "
@@ -217,8 +241,11 @@ def _parse_op(name: str, entry: dict, path: str) -> Op:
     raw = _section(entry, "points_pj", path, f"{where}.points_pj")
     if not raw:
         raise TechError(f"technology table {path}: {where}.points_pj is empty")
-    points = sorted((_bits(b, f"{where}.points_pj key {b!r}", path),
-                     _number(e, f"{where}.points_pj[{b}]", path)) for b, e in raw.items())
+    points = sorted((_bits_key(b, f"{where}.points_pj", path), _number(e, f"{where}.points_pj[{b}]", path))
+                    for b, e in raw.items())
+    if scaling == "constant" and len(points) > 1:
+        raise TechError(f"technology table {path}: {where} has scaling = \"constant\" but {len(points)} points "
+                        f"({', '.join(str(b) for b, _ in points)} bits); give one point, or a linear/quadratic scaling")
     for (b0, e0), (b1, e1) in zip(points, points[1:]):
         if e1 < e0:
             raise TechError(f"technology table {path}: {where}.points_pj must not decrease as bits grow "
@@ -230,6 +257,7 @@ def _parse_memory(name: str, entry, path: str) -> MemoryLevel:
     where = f"memory.{name}"
     if not isinstance(entry, dict):
         raise TechError(f"technology table {path}: [{where}] must be a table, got {entry!r}")
+    _known_keys(entry, MEMORY_KEYS, f"[{where}]", path)
     for key in ("energy_pj", "word_bits"):
         if key not in entry:
             raise TechError(f"technology table {path}: missing {where}.{key}")
@@ -240,6 +268,7 @@ def _parse_memory(name: str, entry, path: str) -> MemoryLevel:
 
 def parse_table(data: dict, path: str = "<table>") -> Technology:
     """Validate a table already read from TOML (a dict) and build a :class:`Technology`."""
+    _known_keys(data, TABLE_KEYS, "the top level", path)
     ops_section = _section(data, "ops", path, "[ops]")
     ops = {}
     for name in REQUIRED_OPS:
@@ -261,6 +290,7 @@ def parse_table(data: dict, path: str = "<table>") -> Technology:
             raise TechError(f"technology table {path}: aliases.{alias} names unknown memory level {target!r}; "
                             f"expected one of {', '.join(sorted(memories))}")
     neuron = _section(data, "neuron", path, "[neuron]")
+    _known_keys(neuron, NEURON_KEYS, "[neuron]", path)
     for key in ("pbit_random_bits", "noise_random_bits"):
         if key not in neuron:
             raise TechError(f"technology table {path}: missing neuron.{key}")

@@ -5,7 +5,8 @@ sample costs beside what it buys.
 A *point* is one measured configuration: a run, an aggregation, a T. :func:`run_points` makes
 them from run directories (``config.json`` gives the network, each ``eval-*.json`` the accuracy at
 each T, :func:`pdnn.energy.network_energy` the energy); :func:`tradeoff` needs only dicts with
-``energy_j`` and ``accuracy``, so it works on points from anywhere.
+``energy_j`` and ``accuracy``, so it works on points from anywhere. :func:`tradeoff_runs` refuses
+runs of different datasets (their accuracies are not comparable) and skips runs not yet evaluated.
 """
 from __future__ import annotations
 
@@ -14,23 +15,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from ..convert import to_sampled
 from ..models import ModelConfig
 from ..nn import neuron_bits
-from ..runs import RunError, eval_files, load_model, read_config, read_json
-from .account import AGGREGATES, Settings, network_energy
+from ..runs import CONFIG, RunError, eval_files, read_config, read_json
+from .account import AGGREGATES, LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
+
+FLOAT_BASIS = "most accurate 32-bit float deterministic run"
+FALLBACK_BASIS = "most accurate point: no 32-bit float deterministic run was given"
 
 
 def parse_tolerance(text) -> float:
-    """``"1%"`` -> 0.01; a bare number is a fraction (``"0.01"`` -> 0.01). Must be in [0, 1)."""
+    """An accuracy tolerance in percentage points, as a fraction: ``"1"``, ``"1%"`` and ``"1.0"``
+    all give 0.01 (one point). Must be a number >= 0 and < 100."""
     raw = str(text).strip()
     try:
-        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        value = float(raw[:-1] if raw.endswith("%") else raw)
     except ValueError:
-        raise ValueError(f"tolerance must be a percentage like 1% or a fraction like 0.01, got {text!r}") from None
-    if not math.isfinite(value) or not 0 <= value < 1:
-        raise ValueError(f"tolerance must be between 0% and 100%, got {text!r}")
-    return value
+        raise ValueError(f"tolerance must be a number of percentage points like 1 or 1%, got {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value < 100:
+        raise ValueError(f"tolerance must be at least 0 and below 100 percentage points, got {text!r}")
+    return value / 100
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -71,6 +77,7 @@ def marginal_costs(points: Sequence[dict]) -> list[dict]:
                 continue
             rows.append({
                 "series": name,
+                "aggregate": a.get("aggregate"),
                 "from_samples": a.get("samples"),
                 "to_samples": b.get("samples"),
                 "energy_increase_pct": (100.0 * (b["energy_j"] - a["energy_j"]) / a["energy_j"]
@@ -86,9 +93,11 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
 
     Each point needs ``energy_j`` and ``accuracy`` (a fraction); ``float32: True`` marks a 32-bit
     float deterministic configuration. The reference is the most accurate float32 point (the
-    most accurate point of all if there is none, which the result says). ``best`` is the
-    lowest-energy point whose accuracy is at least the reference's minus ``tolerance`` (an
-    absolute fraction: 0.01 = one percentage point), with ``energy_gain`` = E_ref / E_best.
+    most accurate point of all if there is none; ``reference["basis"]`` says which). ``best`` is
+    the lowest-energy point whose accuracy is at least the reference's minus ``tolerance`` (an
+    absolute fraction: 0.01 = one percentage point), with ``energy_gain`` = E_ref / E_best
+    (``None`` if E_best is 0) and ``is_reference`` when no point within tolerance costs less than
+    the reference itself.
     """
     if not points:
         raise ValueError("tradeoff needs at least one point")
@@ -101,18 +110,17 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     for i, p in enumerate(points):
         p["pareto"] = i in front
     floats = [p for p in points if p.get("float32")]
-    pool, basis = (floats, "most accurate 32-bit float deterministic configuration") if floats else \
-        (points, "most accurate configuration (no 32-bit float deterministic run was given)")
+    pool, basis = (floats, FLOAT_BASIS) if floats else (points, FALLBACK_BASIS)
     ref = max(pool, key=lambda p: (p["accuracy"], -p["energy_j"]))
     floor = ref["accuracy"] - tolerance
     eligible = [p for p in points if p["accuracy"] >= floor - 1e-12]
-    best = min(eligible, key=lambda p: (p["energy_j"], -p["accuracy"]))
+    best = min(eligible, key=lambda p: (p["energy_j"], -p["accuracy"], p is not ref))
     gain = ref["energy_j"] / best["energy_j"] if best["energy_j"] else None
     return {
         "tolerance": tolerance,
         "tolerance_pct": 100.0 * tolerance,
         "reference": {**ref, "basis": basis},
-        "best": {**best, "energy_gain": gain,
+        "best": {**best, "energy_gain": gain, "is_reference": best is ref,
                  "energy_ratio_to_reference": best["energy_j"] / ref["energy_j"] if ref["energy_j"] else None,
                  "accuracy_drop_pct": 100.0 * (ref["accuracy"] - best["accuracy"])},
         "pareto_front": front,
@@ -121,15 +129,30 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     }
 
 
-def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
-    """The energy structure of a run's model, from its ``config.json`` (weights are not needed
-    unless the run was converted, whose noise modules are rebuilt by loading it)."""
-    config = read_config(run_dir)
+def _model_config(run_dir, config: dict) -> ModelConfig:
     try:
-        model_config = ModelConfig.from_dict(config["model"])
-    except (TypeError, KeyError) as err:
-        raise RunError(f"{Path(run_dir) / 'config.json'}: bad 'model' section ({err})") from err
-    model = load_model(run_dir)[0] if "convert" in config else model_config.build()
+        return ModelConfig.from_dict(config["model"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise RunError(f"{Path(run_dir) / CONFIG}: bad 'model' section ({err})") from err
+
+
+def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
+    """The energy structure of a run's model, from its ``config.json`` alone.
+
+    Energy depends on layers, bit widths and neurons, never on weight values, so no checkpoint
+    is read: a run whose ``checkpoint.pt`` is elsewhere (a converted run) or not yet written is
+    priced all the same. A converted run's noise modules are rebuilt by replaying its
+    ``convert`` spec on the freshly built model (its ``bn_stats`` land in BatchNorm buffers,
+    which no energy depends on).
+    """
+    config = read_config(run_dir)
+    model_config = _model_config(run_dir, config)
+    model = model_config.build()
+    if "convert" in config:
+        try:
+            model = to_sampled(model, **config["convert"])
+        except (TypeError, ValueError) as err:
+            raise RunError(f"{Path(run_dir) / CONFIG}: bad 'convert' section ({err})") from err
     return analyze(model, model_config.input_shape, input_bits), config
 
 
@@ -170,25 +193,63 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8) -
             except (KeyError, TypeError):
                 raise RunError(f"{path}: each result needs 'samples' and 'accuracy_mean', got {row!r}") from None
             energy = network_energy(net, t, s)["total_j"]
-            following = network_energy(net, t + 1, s)["total_j"]
             points.append({
                 "run": str(run_dir), "series": series, "label": f"{series} T={t}", "aggregate": aggregate,
                 "samples": t, "accuracy": accuracy, "accuracy_std": row.get("accuracy_std", 0.0),
-                "energy_j": energy, "next_sample_increase_pct": 100.0 * (following - energy) / energy,
+                "energy_j": energy, "next_sample_increase_pct": next_sample_increase_pct(net, t, s, energy),
                 "float32": float32, "neuron": config["model"].get("neuron"),
                 "weight_bits": config["model"].get("weight_bits"),
             })
     return points
 
 
+def _dataset(config: dict) -> str | None:
+    data = config.get("data")
+    return data.get("dataset") if isinstance(data, dict) else None
+
+
+def check_one_dataset(runs: Sequence[tuple[str, dict]]) -> str | None:
+    """The dataset shared by ``runs`` (``(run_dir, config)`` pairs), ``None`` if none records one.
+
+    Accuracies on different datasets (or input shapes) cannot be judged against one reference,
+    so a mix raises a ``ValueError`` listing every run with its dataset and input shape.
+    """
+    described = [(run, _dataset(config), _model_config(run, config).input_shape) for run, config in runs]
+    datasets = {d for _, d, _ in described if d is not None}
+    if len(datasets) > 1 or len({shape for _, _, shape in described}) > 1:
+        listing = "; ".join(f"{run}: {d or 'dataset not recorded'}, input {'x'.join(map(str, shape))}"
+                            for run, d, shape in described)
+        raise ValueError(f"the runs are on different datasets or input shapes ({listing}); "
+                         "a trade-off compares runs of one dataset")
+    return datasets.pop() if datasets else None
+
+
 def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tolerance: float = 0.01,
                   input_bits: int = 8) -> dict:
-    """:func:`tradeoff` over every measured configuration of ``run_dirs``."""
+    """:func:`tradeoff` over every measured configuration of ``run_dirs``, all of one dataset.
+
+    A run without any ``eval-*.json`` is skipped and listed under ``skipped`` (a study in progress
+    has some); it is an error only when no run is left. A missing or broken run is an error.
+    """
     settings = settings or Settings()
     if not run_dirs:
         raise ValueError("tradeoff needs at least one run directory")
-    points = [p for run_dir in run_dirs for p in run_points(run_dir, settings, input_bits)]
+    runs, skipped = [], []
+    for run_dir in run_dirs:
+        config = read_config(run_dir)
+        if eval_files(run_dir):
+            runs.append((str(run_dir), config))
+        else:
+            skipped.append({"run": str(run_dir), "reason": f"no eval-*.json (run `pdnn eval {run_dir}`)"})
+    if not runs:
+        raise RunError(f"none of the runs has been evaluated (no eval-*.json in {', '.join(map(str, run_dirs))}); "
+                       "run `pdnn eval RUN_DIR` first")
+    dataset = check_one_dataset(runs)
+    points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits)]
     result = tradeoff(points, tolerance)
+    result["dataset"] = dataset
+    result["skipped"] = skipped
+    result["notes"] = [LAYER_STEP_NOTE] if any(p["aggregate"] == "layer" for p in points) else []
     result["settings"] = {k: v for k, v in settings.to_dict().items() if k != "aggregate"}
     result["settings"]["aggregate"] = "per eval file"
     result["input_bits"] = input_bits
@@ -196,25 +257,40 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     return result
 
 
+def _pct(value: float | None, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:.3f}{suffix}"
+
+
 def format_tradeoff(result: dict) -> str:
-    """The points (µJ, %, on the front or not), the choice, and the marginal costs as text."""
-    lines = [f"{'configuration':<34} {'energy µJ':>10} {'acc %':>7} {'front':>5} {'ΔE(T→T+1)/E':>12}"]
-    for p in sorted(result["points"], key=lambda p: p["energy_j"]):
-        lines.append(f"{p.get('label', '?')[:34]:<34} {p['energy_j'] * 1e6:>10.4g} {100 * p['accuracy']:>7.2f} "
-                     f"{'*' if p['pareto'] else '':>5} {p.get('next_sample_increase_pct', float('nan')):>11.3f}%")
+    """The points (µJ, %, on the front or not), the reference and the choice, and the marginal
+    costs as text. Labels are never cut, so every row stays distinguishable."""
+    points = sorted(result["points"], key=lambda p: p["energy_j"])
+    mark = lambda p: "†" if p.get("aggregate") == "layer" else ""  # noqa: E731  (see LAYER_STEP_NOTE)
+    width = max([len(str(p.get("label", "?"))) for p in points] + [len("configuration")])
+    lines = [f"{'configuration':<{width}}  {'energy µJ':>10}  {'acc %':>7}  {'front':>5}  {'ΔE(T→T+1)/E':>13}"]
+    for p in points:
+        lines.append(f"{str(p.get('label', '?')):<{width}}  {p['energy_j'] * 1e6:>10.4g}  {100 * p['accuracy']:>7.2f}  "
+                     f"{'*' if p['pareto'] else '':>5}  {_pct(p.get('next_sample_increase_pct'), '%') + mark(p):>13}")
     r, b = result["reference"], result["best"]
     lines += ["", f"reference ({r['basis']}): {r.get('label', '?')}, {100 * r['accuracy']:.2f} %, "
-                  f"{r['energy_j'] * 1e6:.4g} µJ",
-              f"minimum energy within {result['tolerance_pct']:g} % of it: {b.get('label', '?')}, "
-              f"{100 * b['accuracy']:.2f} %, {b['energy_j'] * 1e6:.4g} µJ"
-              + (f" ({b['energy_gain']:.2f}x less energy)" if b["energy_gain"] else "")]
+                  f"{r['energy_j'] * 1e6:.4g} µJ"]
+    pct = result["tolerance_pct"]
+    within = f"within {pct:g} percentage point{'' if pct == 1 else 's'} of it"
+    if b.get("is_reference"):
+        lines.append(f"minimum energy {within}: the reference itself (no point within tolerance costs less)")
+    else:
+        gain = "n/a" if b["energy_gain"] is None else f"{b['energy_gain']:.2f}x"
+        lines.append(f"minimum energy {within}: {b.get('label', '?')}, {100 * b['accuracy']:.2f} %, "
+                     f"{b['energy_j'] * 1e6:.4g} µJ: {gain} less energy than the reference")
     if result["marginal"]:
+        series_width = max([len(str(m["series"])) for m in result["marginal"]] + [len("series")])
         lines += ["", "marginal cost of samples:",
-                  f"{'series':<28} {'T':>9} {'energy +%':>10} {'accuracy +pts':>14} {'ΔE(T→T+1)/E':>12}"]
+                  f"{'series':<{series_width}}  {'T':>9}  {'energy +%':>10}  {'accuracy +pts':>14}  "
+                  f"{'ΔE(T→T+1)/E':>13}"]
         for m in result["marginal"]:
-            energy = "-" if m["energy_increase_pct"] is None else f"{m['energy_increase_pct']:.3f}"
-            nxt = m["next_sample_increase_pct"]
-            lines.append(f"{m['series'][:28]:<28} {str(m['from_samples']) + '→' + str(m['to_samples']):>9} "
-                         f"{energy:>10} {m['accuracy_gain_pct']:>14.2f} "
-                         f"{('-' if nxt is None else f'{nxt:.3f}%'):>12}")
+            steps = f"{m['from_samples']}→{m['to_samples']}"
+            lines.append(f"{str(m['series']):<{series_width}}  {steps:>9}  "
+                         f"{_pct(m['energy_increase_pct']):>10}  {m['accuracy_gain_pct']:>14.2f}  "
+                         f"{_pct(m['next_sample_increase_pct'], '%') + mark(m):>13}")
+    lines += [f"† {note}" for note in result.get("notes", [])]
     return "\n".join(lines)
