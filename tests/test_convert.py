@@ -1,6 +1,8 @@
 """pdnn.convert: noise injection into trained deterministic models, and `pdnn convert`."""
+import hashlib
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -10,11 +12,12 @@ from torch.nn import functional as F
 import pdnn.cli
 import pdnn.data
 from pdnn import SampledModel
-from pdnn.convert import (ConversionError, calibrate, conversion_spec, find_activations, recalibrate_batchnorm,
-                          to_sampled)
+from pdnn.convert import (ConversionError, calibrate, conversion_spec, find_activations, holdout_indices,
+                          recalibrate_batchnorm, restore_checkpoint, to_sampled)
+from pdnn.evaluate import accuracy_vs_samples
 from pdnn.models import ModelConfig
 from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit, Quantize
-from pdnn.runs import load_model, read_json, save_checkpoint, write_json
+from pdnn.runs import RunError, load_model, read_json, save_checkpoint, write_json
 
 Z = 5.0
 SHAPE = (1, 4, 4)
@@ -218,6 +221,57 @@ def test_spec_is_json_and_rejects_options_that_do_not_apply():
         conversion_spec("dropout")
 
 
+@pytest.mark.parametrize("method,options,message", [
+    ("gaussian", {"scale": float("nan")}, "scale must be a finite number >= 0, got nan"),
+    ("logistic", {"scale": -0.1}, "scale must be a finite number >= 0, got -0.1"),
+    ("dither", {"scale": True}, "scale must be a number, got True"),
+    ("gaussian", {"scale": {"3": 0.2, "*": float("inf")}}, r"scale of \* must be a finite number >= 0, got inf"),
+    ("pbit", {"beta": float("nan")}, "beta must be a finite number > 0, got nan"),
+    ("pbit", {"beta": 0}, "beta must be a finite number > 0, got 0"),
+    ("pbit", {"beta": {"3": float("-inf")}}, "beta of 3 must be a finite number > 0, got -inf"),
+])
+def test_non_finite_or_out_of_range_values_are_named_not_json_errors(method, options, message):
+    for convert in (conversion_spec, lambda m, **o: to_sampled(mlp("quant:2" if m == "dither" else "tanh"), m, **o)):
+        with pytest.raises(ValueError, match=message):
+            convert(method, **options)
+
+
+def test_only_layers_with_weight_matrices_make_an_activation_hidden():
+    # normalisation layers and PReLU have parameters but mix no features: the tanh still produces the output
+    for after in (nn.BatchNorm1d(4), nn.LayerNorm(4), nn.GroupNorm(2, 4), nn.PReLU()):
+        net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), after).eval()
+        assert find_activations(net)[0] == {"name": "1", "op": "nn.Tanh", "kind": "tanh", "hidden": False,
+                                            "methods": ["pbit", "gaussian", "logistic"]}
+        with pytest.raises(ConversionError, match="nothing to convert"):
+            to_sampled(net, "pbit")
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Sigmoid())
+    assert {s["name"]: s["hidden"] for s in find_activations(net)} == {"1": True, "4": False}
+
+    class Untraceable(nn.Module):  # the fallback without a trace uses the same rule
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.norm = nn.Linear(3, 4), nn.Tanh(), nn.LayerNorm(4)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.norm(self.act(-h if h.sum() > 0 else h))
+
+    assert [s["hidden"] for s in find_activations(Untraceable())] == [False]
+
+
+def test_holdout_prefers_examples_the_run_never_saw():
+    assert holdout_indices(80, 30, 120) == (80, 110)  # unseen: right after the trained-on ones
+    assert holdout_indices(80, 0.25, 120) == (80, 100)  # a fraction of the trained-on count
+    assert holdout_indices(80, 100, 120) == (80, 120)  # capped at what exists
+    assert holdout_indices(120, 30, 120) == (90, 120) == holdout_indices(120, 30)  # none unseen: the last seen
+    assert holdout_indices(80, 0.5, 60) == (20, 60)  # fewer readable than trained on: all seen
+    for bad in (0, -1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="count >= 1 or a fraction"):
+            holdout_indices(80, bad, 120)
+    with pytest.raises(ValueError, match="more than the 60 training examples"):
+        holdout_indices(80, 61, 60)
+
+
 def test_batchnorm_recalibration_matches_sampled_input_statistics_and_replays():
     model = mlp("tanh")
     x = torch.randn(200, *SHAPE)
@@ -255,18 +309,65 @@ def test_calibrate_sweeps_and_chooses_by_target_accuracy():
     assert [row["scale"] for row in doc["sweep"]] == [0.01, 3.0] and doc["target_samples"] == 4
     assert doc["chosen"] == 0.01 and doc["spec"] == {"method": "gaussian", "scale": 0.01, "layers": "hidden"}
     assert [r["samples"] for r in doc["sweep"][0]["results"]] == [1, 4]
+    assert doc["at_edge"] is False and doc["per_layer"] is None  # two values: no edge to speak of
     json.dumps(doc)
+
+
+def test_calibrate_warns_when_the_choice_is_at_the_edge_of_the_sweep():
+    model = mlp("tanh")
+    x = torch.randn(60, *SHAPE)
+    y = model(x).argmax(1)
+    with pytest.warns(UserWarning, match="scale = 0.001: at the edge of the sweep.*widen --values"):
+        doc = calibrate(model, x, y, "gaussian", values=[1.5, 0.001, 3.0], samples=[1, 4])
+    assert doc["chosen"] == 0.001 and doc["at_edge"] is True  # the smallest, though not the first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        doc = calibrate(model, x, y, "gaussian", values=[0.001, 0.0, 3.0], samples=[1, 4])
+    assert doc["chosen"] == 0.001 and doc["at_edge"] is False  # a tie with 0, which comes later
+
+
+@pytest.mark.parametrize("recalibrate_bn", [False, True])
+def test_per_layer_calibration_is_never_worse_and_its_spec_replays(recalibrate_bn):
+    torch.manual_seed(2)
+    model = mlp("tanh", width=12, seed=2)
+    x = torch.randn(300, *SHAPE)
+    y = torch.randint(0, 3, (300,), generator=torch.Generator().manual_seed(3))
+    y[:200] = model(x[:200]).argmax(1)  # learnable in part, so the values differ
+    options = dict(values=[0.5, 1.0, 2.0, 4.0, 8.0], samples=[1, 3], seed=5, recalibrate_bn=recalibrate_bn,
+                   bn_samples=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the choices may sit at an edge of this short sweep
+        plain = calibrate(model, x, y, "pbit", **options)
+        doc = calibrate(model, x, y, "pbit", per_layer=True, **options)
+    assert doc["sweep"] == plain["sweep"] and doc["chosen"] == plain["chosen"]
+    refined = doc["per_layer"]
+    assert [layer["name"] for layer in refined["layers"]] == ["3", "6"]  # in execution order
+    assert all([row["beta"] for row in layer["sweep"]] == options["values"] for layer in refined["layers"])
+    assert refined["chosen"] != {"3": plain["chosen"], "6": plain["chosen"]}  # on these data the pass moves
+    # each layer starts from the global choice, so its sweep meets the global chosen row again
+    global_row = next(row for row in plain["sweep"] if row["beta"] == plain["chosen"])
+    first = next(row for row in refined["layers"][0]["sweep"] if row["beta"] == plain["chosen"])
+    assert first["results"] == global_row["results"]
+    assert refined["accuracy_at_target"] >= global_row["accuracy_at_target"]
+    assert refined["chosen"] == {layer["name"]: layer["chosen"] for layer in refined["layers"]}
+    assert doc["spec"]["beta"] == refined["chosen"] and doc["spec"]["layers"] == "hidden"
+    assert ("bn_stats" in doc["spec"]) == recalibrate_bn == ("bn_stats" in plain["spec"])
+    # the spec (with its BatchNorm statistics) rebuilds exactly the measured conversions
+    for document, results in ((doc, refined["results"]), (plain, global_row["results"])):
+        replay = to_sampled(model, **json.loads(json.dumps(document["spec"])))
+        assert accuracy_vs_samples(replay, x, y, [1, 3], 1, seed=5) == results
+    json.dumps(doc, allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
 # Run directories and the command line
 # ---------------------------------------------------------------------------------------------
 
-def make_run(path, neuron="tanh"):
-    model = mlp(neuron)
+def make_run(path, neuron="tanh", subset=None, seed=0):
+    model = mlp(neuron, seed=seed)
     config = ModelConfig(name="mlp", neuron=neuron, input_shape=SHAPE, num_classes=3, width=16).to_dict()
     config["input_shape"] = list(config["input_shape"])
-    write_json(path / "config.json", {"model": config, "data": {"dataset": "tiny", "subset": None},
+    write_json(path / "config.json", {"model": config, "data": {"dataset": "tiny", "subset": subset},
                                       "train": {"seed": 0}, "label": "tiny-tanh"})
     save_checkpoint(path / "checkpoint.pt", {"model": model.state_dict(), "optimizer": {}})
     return model
@@ -279,7 +380,9 @@ def test_cli_convert_round_trip_through_a_run_directory(tmp_path, capsys):
                           "--quiet"]) == 0
     config = read_json(new / "config.json")
     assert config["convert"] == {"method": "gaussian", "scale": 0.5, "layers": "hidden"}
-    assert config["source_run"] == str(source) and config["model"]["neuron"] == "tanh"
+    # the source is found from the converted run wherever the command ran, and is pinned by its bytes
+    assert config["source_run"] == "../run" and config["model"]["neuron"] == "tanh"
+    assert config["source_checkpoint_sha256"] == hashlib.sha256((source / "checkpoint.pt").read_bytes()).hexdigest()
     assert config["label"] == "tiny-tanh (gaussian)"
     loaded, _ = load_model(new)
     noise = [m for m in loaded.modules() if isinstance(m, GaussianNoise)]
@@ -342,14 +445,17 @@ def test_cli_calibration_uses_only_held_out_training_examples(tmp_path, monkeypa
         return data
 
     monkeypatch.setattr(pdnn.data, "load", fake_load)
-    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--calibrate", "--values", "0.5,1,2",
-                          "--samples", "1,3", "--holdout", "30", "--recalibrate-bn", "--bn-samples", "2",
-                          "--out", str(new), "--quiet"]) == 0
+    # trained on the whole split: no unseen examples, so the last trained-on ones, with a warning
+    with pytest.warns(UserWarning, match="trained on all 120 readable training examples.*seen_in_training"):
+        assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--calibrate", "--values", "0.5,1,2",
+                              "--samples", "1,3", "--holdout", "30", "--recalibrate-bn", "--bn-samples", "2",
+                              "--out", str(new), "--quiet"]) == 0
     assert calls == [("tiny", None)]
     assert data.normalized and set(data.normalized) <= set(range(90, 120))  # the last 30 training examples
     doc = read_json(new / "calibration.json")
     assert doc["data"] == {"dataset": "tiny", "split": "train", "subset": None, "start": 90, "stop": 120,
-                           "examples": 30, "train_examples": 120}
+                           "examples": 30, "train_examples": 120, "trained_examples": 120,
+                           "seen_in_training": True}
     assert doc["parameter"] == "beta" and [row["beta"] for row in doc["sweep"]] == [0.5, 1.0, 2.0]
     assert doc["chosen"] in (0.5, 1.0, 2.0) and doc["recalibrate_bn"] is True
     config = read_json(new / "config.json")
@@ -357,6 +463,12 @@ def test_cli_calibration_uses_only_held_out_training_examples(tmp_path, monkeypa
     loaded, _ = load_model(new)
     assert torch.equal(loaded[5].running_var, torch.tensor(config["convert"]["bn_stats"]["5"]["running_var"]))
     assert "<- chosen" in capsys.readouterr().out
+    # the chosen value's statistics from the sweep are kept: those of a fresh re-estimation on the same data
+    source_model, _ = load_model(source)
+    fresh = recalibrate_batchnorm(to_sampled(source_model, "pbit", beta=doc["chosen"]), data.train_x[90:120], 2,
+                                  prepare=data.normalize, seed=0)
+    assert config["convert"]["bn_stats"] == fresh
+    assert doc["spec"] == {"method": "pbit", "beta": doc["chosen"], "layers": "hidden", "bn_stats": ["5"]}
 
 
 def test_cli_list_layers(tmp_path, capsys):
@@ -364,3 +476,139 @@ def test_cli_list_layers(tmp_path, capsys):
     assert pdnn.cli.main(["convert", str(tmp_path / "run"), "--list-layers"]) == 0
     out = capsys.readouterr().out
     assert "nn.Tanh" in out and "pbit, gaussian, logistic" in out
+
+
+def test_cli_rejects_bad_values_before_writing_anything(tmp_path, capsys):
+    source, new = tmp_path / "run", tmp_path / "converted"
+    make_run(source)
+    for options, message in [
+        (["--method", "gaussian", "--scale", "nan"], "scale must be a finite number >= 0, got nan"),
+        (["--method", "pbit", "--beta", "3=inf"], "beta of 3 must be a finite number > 0, got inf"),
+        (["--method", "pbit", "--calibrate", "--values", "1,nan"],
+         "beta in the calibration sweep must be a finite number > 0, got nan"),
+        (["--method", "pbit", "--per-layer"], "--per-layer refines the value --calibrate"),
+    ]:
+        assert pdnn.cli.main(["convert", str(source), *options, "--out", str(new), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "JSON" not in err
+        assert not new.exists()
+    with pytest.raises(SystemExit) as exit_:
+        pdnn.cli.main(["convert", str(source), "--method", "dropout", "--out", str(new)])
+    assert exit_.value.code == 2 and "invalid choice: 'dropout'" in capsys.readouterr().err
+    assert not new.exists()
+
+
+def test_force_never_replaces_a_trained_run(tmp_path, capsys):
+    source, trained = tmp_path / "run", tmp_path / "trained"
+    make_run(source)
+    make_run(trained, seed=1)
+    before = {p.name: p.read_bytes() for p in trained.iterdir()}
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(trained), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "is a trained run, not a converted one" in err and "Nothing was changed" in err
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
+    # an interrupted conversion (no config.json) is replaced
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    (interrupted / "checkpoint.pt").write_bytes(b"half a checkpoint")
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(interrupted), "--force",
+                          "--quiet"]) == 0
+    assert load_model(interrupted)[1]["convert"]["method"] == "pbit"
+
+
+def test_restore_checkpoint_from_the_source_run(tmp_path, monkeypatch, capsys):
+    source, new = tmp_path / "runs" / "run", tmp_path / "results" / "converted"
+    model = make_run(source)
+    monkeypatch.chdir(tmp_path)
+    assert pdnn.cli.main(["convert", "runs/run", "--method", "pbit", "--out", "results/converted", "--quiet"]) == 0
+    assert read_json(new / "config.json")["source_run"] == "../../runs/run"
+    (new / "checkpoint.pt").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the source is found relative to the converted run
+    assert restore_checkpoint(new) == new / "checkpoint.pt"
+    loaded, _ = load_model(new)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert restore_checkpoint(new) == new / "checkpoint.pt"  # one that exists is left alone
+
+    (new / "checkpoint.pt").unlink()
+    assert pdnn.cli.main(["convert", str(new), "--restore"]) == 0
+    assert "restored" in capsys.readouterr().out and (new / "checkpoint.pt").is_file()
+
+    (new / "checkpoint.pt").unlink()
+    make_run(source, seed=1)  # retrained: other weights, other bytes
+    with pytest.raises(RunError, match="has sha256 .* was converted from one with"):
+        restore_checkpoint(new)
+    (source / "checkpoint.pt").unlink()
+    with pytest.raises(RunError, match="does not exist; train it with `pdnn train --dataset tiny --model mlp "
+                                       "--neuron tanh --weight-bits 32 --width 16 --seed 0 --out "):
+        restore_checkpoint(new)
+    assert not (new / "checkpoint.pt").exists()
+    with pytest.raises(RunError, match="not a converted run"):
+        restore_checkpoint(source)
+
+
+def test_restore_checkpoint_of_a_run_converted_before_paths_were_relative(tmp_path, monkeypatch):
+    source, new = tmp_path / "run", tmp_path / "converted"
+    model = make_run(source)
+    monkeypatch.chdir(tmp_path)
+    assert pdnn.cli.main(["convert", "run", "--method", "gaussian", "--out", "converted", "--quiet"]) == 0
+    config = read_json(new / "config.json")
+    config["source_run"] = "run"  # as typed, relative to the working directory; no checksum
+    del config["source_checkpoint_sha256"]
+    write_json(new / "config.json", config)
+    (new / "checkpoint.pt").unlink()
+    restore_checkpoint(new)
+    assert torch.equal(load_model(new)[0].state_dict()["1.weight"], model.state_dict()["1.weight"])
+
+
+@pytest.mark.parametrize("options,trained,expected", [
+    (["--holdout", "30"], 80, (80, 110)),  # unseen examples right after the run's subset
+    (["--holdout", "0.25"], 80, (80, 100)),  # a fraction of the 80 trained-on examples
+    (["--holdout", "100"], 80, (80, 120)),  # as many as exist
+    (["--holdout", "30", "--subset", "100"], 80, (80, 100)),  # --subset: only the first 100 are read
+])
+def test_cli_calibration_holds_out_examples_the_run_never_saw(tmp_path, monkeypatch, options, trained, expected):
+    source, new = tmp_path / "run", tmp_path / "calibrated"
+    make_run(source, subset=trained)
+    data = TrainOnly()
+    monkeypatch.setattr(pdnn.data, "load", lambda name, roots=None, subset=None, cache_dir=None, progress=True: data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: none of these examples was seen in training
+        assert pdnn.cli.main(["convert", str(source), "--method", "gaussian", "--calibrate", "--values", "0.1,0.5",
+                              "--samples", "1,2", *options, "--recalibrate-bn", "--out", str(new), "--quiet"]) == 0
+    start, stop = expected
+    assert set(data.normalized) == set(range(start, stop))
+    split = read_json(new / "calibration.json")["data"]
+    assert (split["start"], split["stop"], split["examples"]) == (start, stop, stop - start)
+    assert split["trained_examples"] == trained and split["seen_in_training"] is False
+
+
+def test_cli_calibration_falls_back_to_seen_examples_with_a_warning(tmp_path, monkeypatch):
+    source, new = tmp_path / "run", tmp_path / "calibrated"
+    make_run(source, subset=80)
+    data = TrainOnly()
+    monkeypatch.setattr(pdnn.data, "load", lambda name, roots=None, subset=None, cache_dir=None, progress=True: data)
+    with pytest.warns(UserWarning, match="trained on all 60 readable training examples"):
+        assert pdnn.cli.main(["convert", str(source), "--method", "gaussian", "--calibrate", "--values", "0.1,0.5",
+                              "--samples", "1", "--holdout", "20", "--subset", "60", "--out", str(new), "--quiet"]) == 0
+    assert set(data.normalized) == set(range(40, 60))
+    split = read_json(new / "calibration.json")["data"]
+    assert (split["start"], split["stop"], split["seen_in_training"]) == (40, 60, True)
+
+
+def test_cli_per_layer_calibration(tmp_path, monkeypatch, capsys):
+    source, new = tmp_path / "run", tmp_path / "calibrated"
+    make_run(source, subset=60)
+    monkeypatch.setattr(pdnn.data, "load", lambda name, roots=None, subset=None, cache_dir=None, progress=True:
+                        TrainOnly())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a choice may sit at the edge of this short sweep
+        assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--calibrate", "--per-layer", "--values",
+                              "0.5,1,2", "--samples", "1,2", "--holdout", "60", "--recalibrate-bn",
+                              "--out", str(new), "--quiet"]) == 0
+    config, doc = read_json(new / "config.json"), read_json(new / "calibration.json")
+    assert config["convert"]["beta"] == doc["per_layer"]["chosen"] and set(config["convert"]["beta"]) == {"3", "6"}
+    assert set(config["convert"]["bn_stats"]) == {"5"}
+    assert isinstance(load_model(new)[0][3], PBit)
+    assert "per layer" in capsys.readouterr().out

@@ -28,24 +28,29 @@ The conversion is described by a JSON-serialisable *spec* -- exactly the keyword
 BatchNorm running statistics re-estimated under sampling by :func:`recalibrate_batchnorm`: the
 only numbers of the network a conversion may change (no weight ever changes).
 
-:func:`calibrate` chooses the scale (or β) by a sweep on held-out *training* examples and
-:func:`convert_run` writes a converted run directory. See ``docs/convert.md``.
+:func:`calibrate` chooses the scale (or β) by a sweep on held-out *training* examples (globally,
+then optionally layer by layer), :func:`convert_run` writes a converted run directory and
+:func:`restore_checkpoint` recreates its weights from the source run. Only pdnn ``Quantize``
+modules are quantisers here: a ``torch.sign`` or ``torch.clamp`` inside ``forward`` is not
+recognised. See ``docs/convert.md``.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import operator
+import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import fx, nn
 from torch.nn import functional as TF
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from .nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit, Quantize, is_stochastic
 from .nn.noise import check_scale
@@ -54,12 +59,13 @@ from .functional import check_beta
 METHODS = ("pbit", "dither", "gaussian", "logistic")
 LAYER_SETS = ("hidden", "all")
 DEFAULT_SCALE = {"gaussian": 0.5, "logistic": 0.25, "dither": 1.0}
-# the sweep of calibrate(): beta for pbit, the noise scale for the others
+# the sweep of calibrate(): beta for pbit, the noise scale for the others. Wide enough that the
+# choices seen on real runs (cold p-bits, narrow dither, almost no noise) lie inside, not at an edge.
 DEFAULT_VALUES = {
-    "pbit": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
-    "dither": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0),
-    "gaussian": (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
-    "logistic": (0.03, 0.05, 0.1, 0.2, 0.3, 0.5),
+    "pbit": (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0),
+    "dither": (0.05, 0.1, 0.25, 0.5, 0.75, 1.0),
+    "gaussian": (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+    "logistic": (0.005, 0.01, 0.03, 0.05, 0.1, 0.2, 0.3),
 }
 CALIBRATION = "calibration.json"
 
@@ -185,9 +191,21 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
+# Normalisation layers have parameters (a per-channel scale and shift; LayerNorm's may even be 2-d)
+# but mix no features: an activation followed only by one of them still produces the output.
+_NORMALISATION = (_NormBase, nn.LayerNorm, nn.GroupNorm)  # _NormBase: BatchNorm and InstanceNorm
+
+
+def _has_weights(m: nn.Module) -> bool:
+    """A layer that mixes features through a weight matrix or kernel (a parameter of dim >= 2):
+    ``nn.Linear``, ``nn.Conv2d``, ``QuantLinear``, ...; not normalisation layers, nor ``nn.PReLU``
+    (whose parameters are element-wise)."""
+    return not isinstance(m, _NORMALISATION) and any(p.dim() >= 2 for p in m.parameters())
+
+
 def _is_weighted(node: fx.Node, modules: dict) -> bool:
     if node.op == "call_module":
-        return any(True for _ in modules[node.target].parameters())
+        return _has_weights(modules[node.target])
     if node.op == "call_function":
         return node.target in _WEIGHT_FUNCTIONS
     if node.op == "call_method":
@@ -273,13 +291,21 @@ def _module_site(name: str, m: nn.Module, hidden: bool) -> _Site:
     return site
 
 
-def _discover(model: nn.Module) -> tuple[list[_Site], fx.Graph | None, Exception | None, list[str]]:
-    """Activation sites of ``model``, its fx graph (``None`` if it cannot be traced), the trace
-    error, and the distinct operations seen (for error messages)."""
+class _Discovery(NamedTuple):
+    """What :func:`_discover` found in a model."""
+
+    sites: list[_Site]  # activations, in execution order (registration order without a trace)
+    graph: fx.Graph | None  # None: torch.fx could not trace the model
+    trace_error: Exception | None
+    ops: list[str]  # the distinct operations seen, for error messages
+
+
+def _discover(model: nn.Module) -> _Discovery:
+    """The activation sites of ``model`` and its fx graph (tracing reads, never modifies)."""
     try:
         graph = _Tracer().trace(model)
     except Exception as err:  # fx raises many types for untraceable code
-        return _discover_modules(model), None, err, []
+        return _Discovery(_discover_modules(model), None, err, [])
     modules = dict(model.named_modules())
     output_side = _reaches_output_unweighted(graph, modules)
     taken = {name.split(".")[0] for name in modules if name} | set(dir(model)) | set(dir(fx.GraphModule))
@@ -302,15 +328,15 @@ def _discover(model: nn.Module) -> tuple[list[_Site], fx.Graph | None, Exception
             site = _function_site(node, taken, node not in output_side)
             if site is not None:
                 sites[site.name] = site
-    return list(sites.values()), graph, None, list(dict.fromkeys(ops))
+    return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)))
 
 
 def _discover_modules(model: nn.Module) -> list[_Site]:
     """Without a trace: activation modules in registration order; those registered after the last
     module with weights count as output activations."""
     named = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
-    last_weighted = max((i for i, (_, m) in enumerate(named) if any(True for _ in m.parameters(recurse=False))
-                         and _module_kind(m) is None), default=-1)
+    last_weighted = max((i for i, (_, m) in enumerate(named) if _has_weights(m) and _module_kind(m) is None),
+                        default=-1)
     return [_module_site(n, m, i < last_weighted) for i, (n, m) in enumerate(named) if _module_kind(m) is not None]
 
 
@@ -325,7 +351,7 @@ def find_activations(model: nn.Module) -> list[dict]:
     convert it). Activations called as functions are only found if ``torch.fx`` can trace the
     model.
     """
-    return [s.describe() for s in _discover(model)[0]]
+    return [s.describe() for s in _discover(model).sites]
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,39 +404,55 @@ def _select(sites: list[_Site], layers) -> list[_Site]:
     return [by_name[n] for n in dict.fromkeys(layers)]
 
 
-def _values_for(selected: list[_Site], value, what: str, check) -> dict[str, float]:
+def _values_for(selected: list[_Site], value: float | dict, key: str) -> dict[str, float]:
+    """The (already checked) ``scale``/``beta`` of every selected activation, by name."""
     if not isinstance(value, dict):
-        v = check(value, what)
-        return {s.name: v for s in selected}
+        return {s.name: value for s in selected}
     names = {s.name for s in selected}
     unknown = [k for k in value if k != "*" and k not in names]
     if unknown:
-        raise ValueError(f"per-layer {what} for {', '.join(map(repr, unknown))}, which are not among the "
+        raise ValueError(f"per-layer {key} for {', '.join(map(repr, unknown))}, which are not among the "
                          f"converted activations ({', '.join(sorted(names))})")
     missing = [n for n in names if n not in value and "*" not in value]
     if missing:
-        raise ValueError(f"no {what} for {', '.join(sorted(missing))}; give one per layer or a default under '*'")
-    return {s.name: check(value.get(s.name, value.get("*")), f"{what} of {s.name}") for s in selected}
+        raise ValueError(f"no {key} for {', '.join(sorted(missing))}; give one per layer or a default under '*'")
+    return {s.name: value.get(s.name, value.get("*")) for s in selected}
+
+
+def _check_value(key: str, value, what: str) -> float:
+    """``value`` as a float if it is a valid ``key`` -- ``"scale"``: finite and >= 0 (0: no noise);
+    ``"beta"``: finite and > 0 -- else a ``ValueError`` naming ``what`` and the value."""
+    if isinstance(value, bool):  # float(True) == 1.0 would pass silently
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if key == "scale":
+        return check_scale(value, what)
+    try:
+        return check_beta(value)
+    except ValueError:
+        raise ValueError(f"{what} must be a finite number > 0, got {value!r}") from None
+
+
+def _check_setting(key: str, value) -> float | dict[str, float]:
+    """A ``scale``/``beta`` setting checked and canonical: a float, or ``{name: float}`` per layer."""
+    if isinstance(value, dict):
+        return {str(name): _check_value(key, v, f"{key} of {name}") for name, v in value.items()}
+    return _check_value(key, value, key)
 
 
 def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden", bn_stats=None) -> dict:
     """The canonical, JSON-serialisable spec of a conversion (the keyword arguments of
-    :func:`to_sampled`), with defaults filled in and options that do not apply rejected."""
+    :func:`to_sampled`), with defaults filled in, values checked (so that ``scale=nan`` is named as
+    such rather than failing as JSON) and options that do not apply rejected."""
     _check_method(method)
-    if method == "pbit":
-        if scale is not None:
-            raise ValueError("method 'pbit' is tuned by beta (its inverse temperature), not by scale")
-        spec = {"method": method, "beta": 1.0 if beta is None else beta}
-    else:
-        if beta is not None:
-            raise ValueError(f"beta applies to method 'pbit' only; {method!r} is tuned by scale")
-        spec = {"method": method, "scale": DEFAULT_SCALE[method] if scale is None else scale}
+    if method == "pbit" and scale is not None:
+        raise ValueError("method 'pbit' is tuned by beta (its inverse temperature), not by scale")
+    if method != "pbit" and beta is not None:
+        raise ValueError(f"beta applies to method 'pbit' only; {method!r} is tuned by scale")
     key = parameter_of(method)
-    if isinstance(spec[key], dict):
-        spec[key] = {str(k): float(v) for k, v in spec[key].items()}
-    else:
-        spec[key] = float(spec[key]) if isinstance(spec[key], (int, float)) and not isinstance(spec[key], bool) \
-            else spec[key]
+    value = beta if key == "beta" else scale
+    if value is None:
+        value = 1.0 if key == "beta" else DEFAULT_SCALE[method]
+    spec = {"method": method, key: _check_setting(key, value)}
     if isinstance(layers, str) and layers not in LAYER_SETS:
         layers = [layers]
     spec["layers"] = list(layers) if isinstance(layers, (list, tuple)) else layers
@@ -418,13 +460,6 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
         spec["bn_stats"] = bn_stats
     json.dumps(spec, allow_nan=False)  # must survive config.json
     return spec
-
-
-def _check_beta_named(value, what: str) -> float:
-    try:
-        return check_beta(value)
-    except ValueError:
-        raise ValueError(f"{what} must be a finite number > 0, got {value!r}") from None
 
 
 def to_sampled(
@@ -462,45 +497,24 @@ def to_sampled(
     Raises:
         ConversionError: nothing to convert, or a selected activation the method cannot handle
             (the message lists each by name and operation).
+        ValueError: a scale or β that is not a finite number in range (the message names it).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
         >>> to_sampled(net, "pbit")[1]
         PBit(mode='bipolar', beta=1, ste='mean')
     """
-    spec = conversion_spec(method, scale, beta, layers, bn_stats)
-    converted = copy.deepcopy(model)
-    sites, graph, trace_error, ops = _discover(converted)
-    selected = _select(sites, spec["layers"])
-    name = type(model).__name__
-    if not selected:
-        if trace_error is not None and not sites:
-            raise ConversionError(
-                f"nothing to convert in {name}: it has no activation modules, and torch.fx could not trace its "
-                f"forward ({type(trace_error).__name__}: {trace_error}), so activations called as functions could "
-                "not be found or rewritten"
-            )
-        found = ", ".join(f"{s.name} ({s.op}, {'already stochastic' if s.kind == 'stochastic' else 'output'})"
-                          for s in sites)
-        raise ConversionError(
-            f"nothing to convert in {name} with layers={spec['layers']!r}: "
-            + (f"the activations are {found}; pass layers='all' or names to include output activations"
-               if sites else f"it has no activation; operations seen: {', '.join(map(str, ops)) or 'none'}")
-        )
-    problems = [(s, _why_not(method, s)) for s in selected]
-    problems = [(s, why) for s, why in problems if why]
-    if problems:
-        bad = {id(p) for p, _ in problems}
-        ok = [s.name for s in selected if id(s) not in bad]
-        raise ConversionError(
-            f"cannot convert {name} with method {method!r}: "
-            + "; ".join(f"{s.name} ({s.op}): {why}" for s, why in problems)
-            + (f". Convertible: {', '.join(ok)} (pass layers=[...] to convert only those)" if ok else "")
-        )
-    key = parameter_of(method)
-    check = _check_beta_named if key == "beta" else (lambda v, what: check_scale(v, what))
-    values = _values_for(selected, spec[key], key, check)
+    return _convert(model, conversion_spec(method, scale, beta, layers, bn_stats))[0]
 
+
+def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
+    """:func:`to_sampled` of a canonical ``spec``; also returns the converted sites (execution order)."""
+    method, key = spec["method"], parameter_of(spec["method"])
+    converted = copy.deepcopy(model)
+    found = _discover(converted)
+    selected = _select(found.sites, spec["layers"])
+    _check_convertible(type(model).__name__, method, spec["layers"], found, selected)
+    values = _values_for(selected, spec[key], key)
     aliases = _module_aliases(converted)
     for site in selected:
         if site.module is None:
@@ -509,21 +523,47 @@ def to_sampled(
         for path in aliases.get(id(site.module), [site.name]):
             parent, _, attr = path.rpartition(".")
             setattr(converted.get_submodule(parent) if parent else converted, attr, new)
-    functional = [s for s in selected if s.module is None]
+    functional = [s for s in selected if s.module is None]  # found by the trace, so there is a graph
     if functional:
-        if trace_error is not None:  # cannot happen: functional sites come from the trace
-            raise ConversionError(f"cannot rewrite functional activations of {name}: {trace_error}")
-        converted = _rewrite_functions(converted, graph, functional, method, values, name)
-    elif trace_error is not None:
+        converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__)
+    elif found.trace_error is not None:
         warnings.warn(
-            f"{name} could not be traced by torch.fx ({trace_error}); only activation modules were converted -- "
-            "activations called as functions inside forward (torch.tanh, F.sigmoid, ...) stay deterministic, and "
-            "layers='hidden' took the activation modules registered after the last weight layer as output ones",
-            stacklevel=2,
+            f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); only activation modules "
+            "were converted -- activations called as functions inside forward (torch.tanh, F.sigmoid, ...) stay "
+            "deterministic, and layers='hidden' took the activation modules registered after the last weight layer "
+            "as output ones",
+            stacklevel=3,
         )
     if spec.get("bn_stats"):
         load_bn_stats(converted, spec["bn_stats"])
-    return converted
+    return converted, selected
+
+
+def _check_convertible(name: str, method: str, layers, found: _Discovery, selected: list[_Site]) -> None:
+    """Raise a :class:`ConversionError` naming every operation that stops the conversion."""
+    if not selected:
+        if found.trace_error is not None and not found.sites:
+            raise ConversionError(
+                f"nothing to convert in {name}: it has no activation modules, and torch.fx could not trace its "
+                f"forward ({type(found.trace_error).__name__}: {found.trace_error}), so activations called as "
+                "functions could not be found or rewritten"
+            )
+        described = ", ".join(f"{s.name} ({s.op}, {'already stochastic' if s.kind == 'stochastic' else 'output'})"
+                              for s in found.sites)
+        raise ConversionError(
+            f"nothing to convert in {name} with layers={layers!r}: "
+            + (f"the activations are {described}; pass layers='all' or names to include output activations"
+               if found.sites else f"it has no activation; operations seen: {', '.join(map(str, found.ops)) or 'none'}")
+        )
+    problems = [(s, why) for s in selected if (why := _why_not(method, s))]
+    if problems:
+        bad = {id(s) for s, _ in problems}
+        ok = [s.name for s in selected if id(s) not in bad]
+        raise ConversionError(
+            f"cannot convert {name} with method {method!r}: "
+            + "; ".join(f"{s.name} ({s.op}): {why}" for s, why in problems)
+            + (f". Convertible: {', '.join(ok)} (pass layers=[...] to convert only those)" if ok else "")
+        )
 
 
 def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], method: str,
@@ -686,6 +726,124 @@ CRITERION = (
     "at the target T, the one with the highest accuracy averaged over all swept T (which favours "
     "values that already help at small T); ties go to the earlier value in the sweep"
 )
+PER_LAYER_RULE = (
+    "after the global sweep, one coordinate-wise pass over the converted activations in execution order: each "
+    "one's value is swept over the same values with the others held at their current ones and chosen by the "
+    "same criterion among the values no worse at the target T than its current one, so that every step can only "
+    "raise the held-out accuracy at the target T"
+)
+
+
+@dataclass
+class _Trials:
+    """Measures conversions of one model on one set of held-out examples, always the same way.
+
+    A trial converts ``model`` with a spec, re-estimates the BatchNorm statistics behind the noise
+    (if ``bn_samples``) and measures the accuracy for every T in ``samples``. The seed and the
+    examples are fixed, so a conversion always gives the same numbers: each is measured once
+    (the per-layer pass meets the global choice again in every layer's sweep).
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    names: list[str]  # the converted activations, in execution order
+    samples: list[int]
+    target: int
+    repeats: int
+    seed: int
+    batch_size: int
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    bn_samples: int | None  # None: keep the trained BatchNorm statistics
+    progress: bool
+    measured: dict = field(default_factory=dict)
+
+    def measure(self, spec: dict, label: str) -> tuple[dict, dict | None]:
+        """``(row, bn_stats)`` of the conversion ``spec``: the accuracies (``results`` as in
+        ``eval-*.json``, ``accuracy_at_target``, ``mean_accuracy``) and its re-estimated
+        BatchNorm statistics (``None`` without ``bn_samples``)."""
+        from .evaluate import accuracy_vs_samples
+
+        value = spec[parameter_of(spec["method"])]
+        # the value of every converted activation: a per-layer dict equal everywhere is the number
+        per_layer = tuple(value[n] if isinstance(value, dict) else value for n in self.names)
+        if per_layer not in self.measured:
+            converted = to_sampled(self.model, **spec)
+            bn_stats = None
+            if self.bn_samples:
+                bn_stats = recalibrate_batchnorm(converted, self.x, self.bn_samples, self.batch_size, self.prepare,
+                                                 self.seed)
+            results = accuracy_vs_samples(converted, self.x, self.y, self.samples, self.repeats, seed=self.seed,
+                                          batch_size=self.batch_size, prepare=self.prepare)
+            by_t = {r["samples"]: r["accuracy_mean"] for r in results}
+            row = {"results": results, "accuracy_at_target": by_t[self.target],
+                   "mean_accuracy": sum(by_t.values()) / len(by_t)}
+            self.measured[per_layer] = row, bn_stats
+            if self.progress:
+                print(f"  {label}: " + "  ".join(f"T={t}: {100 * a:.2f}%" for t, a in by_t.items()), flush=True)
+        row, bn_stats = self.measured[per_layer]
+        return dict(row), bn_stats
+
+
+def _sweep_values(method: str, values: Sequence[float] | None) -> list[float]:
+    """The values a calibration tries (default :data:`DEFAULT_VALUES`), each checked."""
+    key = parameter_of(method)
+    values = [_check_value(key, v, f"{key} in the calibration sweep")
+              for v in (DEFAULT_VALUES[method] if values is None else values)]
+    if not values:
+        raise ValueError("calibration needs at least one value to try")
+    return values
+
+
+def _sweep(trials: _Trials, method: str, layers, values: list[float], current: dict | None = None,
+           name: str | None = None) -> tuple[list[dict], list[dict | None]]:
+    """Measure every value of the sweep: on all layers at once, or (``name``) on one layer with the
+    others at their ``current`` values. Returns the rows (``{key: value, ...}``) and BatchNorm stats."""
+    key = parameter_of(method)
+    rows, stats = [], []
+    for v in values:
+        setting = v if name is None else {**current, name: v}
+        label = f"{key} = {v:g}" if name is None else f"{name}: {key} = {v:g}"
+        row, bn_stats = trials.measure(conversion_spec(method, **{key: setting}, layers=layers), label)
+        rows.append({key: v, **row})
+        stats.append(bn_stats)
+    return rows, stats
+
+
+def _choose(rows: list[dict], n: int, floor: float = -math.inf) -> tuple[int, float]:
+    """The index of the row :data:`CRITERION` picks among those with at least ``floor`` accuracy at
+    the target T, and the tolerance (one binomial standard error of the best accuracy at the
+    target T, on ``n`` examples). Marks every row's ``within_tolerance``."""
+    from .evaluate import binomial_stderr
+
+    best = max(row["accuracy_at_target"] for row in rows)
+    tolerance = binomial_stderr(best, n)
+    for row in rows:
+        row["within_tolerance"] = row["accuracy_at_target"] >= best - tolerance
+    # the best row always qualifies (floor is one of the rows' accuracies); max() keeps the first of ties
+    candidates = [i for i, row in enumerate(rows) if row["within_tolerance"] and row["accuracy_at_target"] >= floor]
+    return max(candidates, key=lambda i: rows[i]["mean_accuracy"]), tolerance
+
+
+def _at_edge(values: list[float], chosen: float) -> bool:
+    """Whether ``chosen`` is the smallest or largest of at least three values: the optimum may lie outside."""
+    return len(set(values)) >= 3 and chosen in (min(values), max(values))
+
+
+def _per_layer_pass(trials: _Trials, method: str, layers, values: list[float], start: float, row: dict) -> dict:
+    """The coordinate-wise pass of :data:`PER_LAYER_RULE`, from ``start`` on every layer (measured as
+    ``row``). Returns its record: every layer's sweep and choice, the chosen ``{name: value}`` and
+    its accuracies."""
+    current = {name: start for name in trials.names}
+    record = []
+    for name in trials.names:
+        sweep, _ = _sweep(trials, method, layers, values, current, name)
+        i, tolerance = _choose(sweep, len(trials.y), floor=row["accuracy_at_target"])
+        current[name], row = values[i], sweep[i]
+        record.append({"name": name, "sweep": sweep, "chosen": values[i], "tolerance": tolerance,
+                       "at_edge": _at_edge(values, values[i])})
+    return {"rule": PER_LAYER_RULE, "layers": record, "chosen": current, "results": row["results"],
+            "accuracy_at_target": row["accuracy_at_target"], "mean_accuracy": row["mean_accuracy"]}
 
 
 def calibrate(
@@ -704,6 +862,7 @@ def calibrate(
     recalibrate_bn: bool = False,
     bn_samples: int = 4,
     progress: bool = False,
+    per_layer: bool = False,
 ) -> dict:
     """Choose the noise scale (β for pbit) of a conversion by a sweep on held-out examples.
 
@@ -711,57 +870,53 @@ def calibrate(
     statistics are re-estimated on the same examples (``recalibrate_bn``; images only, no
     labels), and its accuracy is measured for every T in ``samples`` (network aggregation,
     ``repeats`` independent repeats, seed ``seed``). The choice follows :data:`CRITERION`:
-    accuracy at ``target`` (default: the largest T), then the mean over the swept T.
+    accuracy at ``target`` (default: the largest T), then the mean over the swept T. A choice at
+    the edge of a sweep of three or more values is warned about (the optimum may lie outside).
 
-    ``x, y`` must be held-out *training* examples (the caller's split; :func:`convert_run` uses
-    the last examples of the training split); test data must never reach this function.
+    ``per_layer`` then refines the choice one activation at a time (:data:`PER_LAYER_RULE`), so
+    that each may end with its own value; the result is never worse at ``target`` on these
+    examples than the global choice (it costs up to ``len(layers) × (len(values) − 1)`` more trials).
+
+    ``x, y`` must be held-out *training* examples (the caller's split; :func:`convert_run` prefers
+    training examples the run never saw); test data must never reach this function.
 
     Returns a JSON-serialisable document: the sweep (accuracy vs T per value), the accuracy of
-    the deterministic model on the same examples, the chosen value and the resulting ``spec``
-    (the keyword arguments of :func:`to_sampled`, without ``bn_stats``).
+    the deterministic model on the same examples, the chosen value (``at_edge`` if it is the
+    smallest or largest), the per-layer pass (``per_layer``, or ``None``) and the resulting
+    ``spec``: the keyword arguments of :func:`to_sampled` (a per-layer ``{name: value}`` after
+    ``per_layer``), with ``bn_stats`` when ``recalibrate_bn`` -- it replays the measured conversion.
     """
-    from .evaluate import accuracy_vs_samples, binomial_stderr
+    from .evaluate import accuracy_vs_samples
     from .sampling import check_samples
 
-    _check_method(method)
     key = parameter_of(method)
-    values = list(DEFAULT_VALUES[method] if values is None else values)
-    if not values:
-        raise ValueError("calibration needs at least one value to try")
+    values = _sweep_values(method, values)
+    layers = conversion_spec(method, layers=layers)["layers"]
     samples = sorted({check_samples(t) for t in samples})
     target = max(samples) if target is None else check_samples(target)
-    if target not in samples:
-        samples = sorted({*samples, target})
+    samples = sorted({*samples, target})
+    names = [s.name for s in _select(_discover(model).sites, layers)]
+    trials = _Trials(model, x, y, names, samples, target, repeats, seed, batch_size, prepare,
+                     bn_samples if recalibrate_bn else None, progress)
     was_training = model.training
     try:
-        deterministic = accuracy_vs_samples(model, x, y, [1], 1, seed=seed, batch_size=batch_size, prepare=prepare)
-        sweep = []
-        for value in values:
-            spec = conversion_spec(method, **{key: value}, layers=layers)
-            converted = to_sampled(model, **spec)
-            if recalibrate_bn:
-                recalibrate_batchnorm(converted, x, bn_samples, batch_size, prepare, seed)
-            rows = accuracy_vs_samples(converted, x, y, samples, repeats, seed=seed, batch_size=batch_size,
-                                       prepare=prepare)
-            by_t = {r["samples"]: r["accuracy_mean"] for r in rows}
-            sweep.append({key: spec[key], "results": rows, "accuracy_at_target": by_t[target],
-                          "mean_accuracy": sum(by_t.values()) / len(by_t)})
-            if progress:
-                print(f"  {key} = {spec[key]:g}: " + "  ".join(f"T={t}: {100 * a:.2f}%" for t, a in by_t.items()),
-                      flush=True)
+        deterministic = accuracy_vs_samples(model, x, y, [1], 1, seed=seed, batch_size=batch_size,
+                                            prepare=prepare)[0]["accuracy_mean"]
+        sweep, stats = _sweep(trials, method, layers, values)
+        i, tolerance = _choose(sweep, len(y))
+        refined, setting, final, bn_stats = None, values[i], sweep[i], stats[i]
+        if per_layer:
+            refined = _per_layer_pass(trials, method, layers, values, values[i], sweep[i])
+            setting = dict(refined["chosen"])
+            final, bn_stats = trials.measure(conversion_spec(method, **{key: setting}, layers=layers),
+                                             "per layer")  # measured during the pass: looked up, not redone
     finally:
         model.train(was_training)
-    best = max(row["accuracy_at_target"] for row in sweep)
-    tolerance = binomial_stderr(best, len(y))
-    candidates = [row for row in sweep if row["accuracy_at_target"] >= best - tolerance]
-    chosen = max(candidates, key=lambda row: row["mean_accuracy"])  # max() keeps the first of ties
-    for row in sweep:
-        row["within_tolerance"] = any(row is c for c in candidates)
-    return {
+    document = {
         "method": method,
         "parameter": key,
-        "layers": layers if isinstance(layers, str) else list(layers),
-        "values": [row[key] for row in sweep],
+        "layers": layers,
+        "values": values,
         "samples": samples,
         "target_samples": target,
         "repeats": repeats,
@@ -771,53 +926,180 @@ def calibrate(
         "bn_samples": bn_samples if recalibrate_bn else None,
         "criterion": CRITERION,
         "tolerance": tolerance,
-        "deterministic_accuracy": deterministic[0]["accuracy_mean"],
+        "deterministic_accuracy": deterministic,
         "sweep": sweep,
-        "chosen": chosen[key],
-        "chosen_beats_deterministic": chosen["accuracy_at_target"] > deterministic[0]["accuracy_mean"],
-        "spec": conversion_spec(method, **{key: chosen[key]}, layers=layers),
+        "chosen": values[i],
+        "at_edge": _at_edge(values, values[i]),
+        "per_layer": refined,
+        "chosen_beats_deterministic": final["accuracy_at_target"] > deterministic,
+        "spec": conversion_spec(method, **{key: setting}, layers=layers, bn_stats=bn_stats),
     }
+    _warn_at_edge(document)
+    return document
 
 
-_calibrate = calibrate  # convert_run's argument ``calibrate`` shadows the function
+def _warn_at_edge(document: dict) -> None:
+    key, values = document["parameter"], document["values"]
+    edges = [f"{key} = {document['chosen']:g}"] if document["at_edge"] else []
+    if document["per_layer"]:
+        edges += [f"{key} of {r['name']} = {r['chosen']:g}" for r in document["per_layer"]["layers"] if r["at_edge"]]
+    if edges:
+        warnings.warn(f"calibration chose {', '.join(edges)}: at the edge of the sweep ({min(values):g} to "
+                      f"{max(values):g}); the best value may lie outside it, widen --values", stacklevel=3)
+
+
+def format_calibration(document: dict) -> str:
+    """A plain-text table of a calibration sweep (and its per-layer pass), accuracies in percent."""
+    key, samples = document["parameter"], document["samples"]
+    lines = [f"{key:>8}  " + "  ".join(f"{'T=' + str(t):>7}" for t in samples) + "   mean"]
+    for row in document["sweep"]:
+        by_t = {r["samples"]: r["accuracy_mean"] for r in row["results"]}
+        mark = " <- chosen" if row[key] == document["chosen"] else ""
+        lines.append(f"{row[key]:>8g}  " + "  ".join(f"{100 * by_t[t]:>7.2f}" for t in samples)
+                     + f"  {100 * row['mean_accuracy']:>5.2f}{mark}")
+    refined = document.get("per_layer")
+    if refined:
+        lines.append(f"per layer, accuracy (%) at T={document['target_samples']} for each {key} (* kept):")
+        for layer in refined["layers"]:
+            lines.append(f"{layer['name']:>8}  " + "  ".join(
+                f"{row[key]:g}: {100 * row['accuracy_at_target']:.2f}{'*' if row[key] == layer['chosen'] else ''}"
+                for row in layer["sweep"]))
+        by_t = {r["samples"]: r["accuracy_mean"] for r in refined["results"]}
+        lines.append(f"{'result':>8}  " + "  ".join(f"{100 * by_t[t]:>7.2f}" for t in samples)
+                     + f"  {100 * refined['mean_accuracy']:>5.2f}")
+    lines.append(f"deterministic: {100 * document['deterministic_accuracy']:.2f}% "
+                 f"({document['examples']} held-out training examples)")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
 # Run directories
 # --------------------------------------------------------------------------------------------
 
-def holdout_indices(n_train: int, holdout: float | int) -> tuple[int, int]:
-    """``(start, stop)`` of the held-out part of a training split of ``n_train`` examples: the
-    last ``holdout`` examples (an integer >= 1) or the last fraction (0 < holdout < 1)."""
+def _holdout_count(n_trained: int, holdout: float | int) -> int:
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not math.isfinite(holdout) \
-            or holdout <= 0:
+            or holdout <= 0 or (holdout >= 1 and not float(holdout).is_integer()):
         raise ValueError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {holdout!r}")
-    if isinstance(holdout, float) and holdout < 1:
-        count = max(1, round(n_train * holdout))
-    elif float(holdout).is_integer():
-        count = int(holdout)
-    else:
-        raise ValueError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {holdout!r}")
-    if n_train < 1 or count > n_train:
-        raise ValueError(f"holdout of {count} examples is more than the {n_train} training examples")
-    return n_train - count, n_train
+    return max(1, round(n_trained * holdout)) if holdout < 1 else int(holdout)
 
 
-def _held_out_training_data(config: dict, holdout, roots, subset, device, progress):
-    """The last examples of the run's *training* split (the test split is never read)."""
+def holdout_indices(n_trained: int, holdout: float | int, n_available: int | None = None) -> tuple[int, int]:
+    """``(start, stop)`` of the held-out examples of a training split, for a run trained on its
+    first ``n_trained`` examples, of which the first ``n_available`` can be read (default:
+    ``n_trained``, i.e. none beyond).
+
+    ``holdout`` is a count (an integer >= 1) or a fraction of ``n_trained`` (0 < holdout < 1).
+    Examples the run never saw are taken when there are any: ``[n_trained, n_trained + count)``,
+    capped at ``n_available``. Otherwise it is the last ``count`` readable examples, which the
+    run was trained on -- ``start < n_trained`` tells the caller so.
+    """
+    if n_trained < 1:
+        raise ValueError(f"a run trained on {n_trained} examples has nothing to hold out")
+    count = _holdout_count(n_trained, holdout)
+    n_available = n_trained if n_available is None else n_available
+    if n_available > n_trained:
+        return n_trained, min(n_trained + count, n_available)
+    if count > n_available:
+        raise ValueError(f"holdout of {count} examples is more than the {n_available} training examples")
+    return n_available - count, n_available
+
+
+class _HeldOut(NamedTuple):
+    x: torch.Tensor
+    y: torch.Tensor
+    prepare: Callable[[torch.Tensor], torch.Tensor]  # the dataset's normalisation
+    split: dict  # where the examples come from, as calibration.json records it
+
+
+def _held_out_training_data(config: dict, holdout, roots, subset, device, progress) -> _HeldOut:
+    """Held-out examples of the run's *training* split (the test split is never read): preferably
+    ones beyond the run's own ``subset``, which it never saw (see :func:`holdout_indices`).
+    ``subset`` limits what is read to the first N training examples, as everywhere else."""
     from . import data as data_package
 
     dataset = config.get("data", {}).get("dataset")
     if not dataset:
         raise ValueError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
-    subset = subset if subset is not None else config["data"].get("subset")
-    ds = data_package.load(dataset, roots=roots, subset=subset, progress=progress)
-    start, stop = holdout_indices(len(ds.train_y), holdout)
-    x = ds.train_x[start:stop].to(device)
-    y = ds.train_y[start:stop].to(device)
-    split = {"dataset": dataset, "split": "train", "subset": subset, "start": start, "stop": stop,
-             "examples": stop - start, "train_examples": len(ds.train_y)}
-    return x, y, ds.normalize, split
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
+    ds = data_package.load(dataset, roots=roots, progress=progress)  # whole: what lies beyond the run's subset
+    n_split = len(ds.train_y)
+    n_trained = min(config["data"].get("subset") or n_split, n_split)
+    n_available = n_split if subset is None else min(subset, n_split)
+    start, stop = holdout_indices(n_trained, holdout, n_available)
+    seen = start < n_trained
+    if seen:
+        warnings.warn(
+            f"the run was trained on all {min(n_trained, n_available)} readable training examples of {dataset}, so "
+            f"calibration uses the last {stop - start} of them, which the model has seen: its accuracies are "
+            "optimistic (calibration.json records seen_in_training: true)", stacklevel=3)
+    if progress:
+        print(f"held-out data: {dataset} training examples {start}..{stop - 1}"
+              + (" (seen in training)" if seen else f" (the run was trained on the first {n_trained})"), flush=True)
+    split = {"dataset": dataset, "split": "train", "subset": subset, "trained_examples": n_trained,
+             "start": start, "stop": stop, "examples": stop - start, "train_examples": n_available,
+             "seen_in_training": seen}
+    return _HeldOut(ds.train_x[start:stop].to(device), ds.train_y[start:stop].to(device), ds.normalize, split)
+
+
+def _check_destination(source: Path, out: Path, force: bool) -> None:
+    """Refuse an ``out`` whose replacement could destroy something: the source itself, any existing
+    path without ``force``, and even with ``force`` a trained run (its checkpoint is the only copy
+    of its weights). A directory without config.json is an interrupted conversion."""
+    from .runs import CONFIG, RunError, read_json
+
+    if out.resolve() == source.resolve():
+        raise RunError("the converted run must go to a new directory, not over its source")
+    if not out.exists():
+        return
+    if not force:
+        raise RunError(f"{out} already exists; choose a new directory or pass --force to replace its results")
+    if (out / CONFIG).is_file() and "convert" not in read_json(out / CONFIG):
+        raise RunError(f"{out} is a trained run, not a converted one (its {CONFIG} has no 'convert'); --force only "
+                       "replaces converted runs, so choose another directory. Nothing was changed")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_weights(source: Path, run_dir: Path) -> None:
+    """Write ``run_dir/checkpoint.pt`` as ``{"model": <source's state_dict>}`` (no training state)."""
+    from .runs import CHECKPOINT, load_checkpoint, save_checkpoint
+
+    save_checkpoint(run_dir / CHECKPOINT, {"model": load_checkpoint(source / CHECKPOINT)["model"]})
+
+
+def _write_run(out: Path, source: Path, config: dict, calibration: dict | None) -> None:
+    """Write a converted run directory. config.json goes first out and last in, so that a directory
+    without one is always an interrupted conversion (which ``force`` may replace)."""
+    from .runs import CONFIG, write_json
+
+    out.mkdir(parents=True, exist_ok=True)  # an existing one passed _check_destination
+    for stale in [out / CONFIG, *out.glob("eval-*.json"), out / CALIBRATION]:
+        stale.unlink(missing_ok=True)
+    _copy_weights(source, out)
+    if calibration is not None:
+        write_json(out / CALIBRATION, calibration)
+    write_json(out / CONFIG, config)
+
+
+def _calibrate_run(model: nn.Module, data: _HeldOut, spec: dict, source_run: str, **options) -> dict:
+    """:func:`calibrate` on the held-out examples, with where they came from (for calibration.json)."""
+    document = calibrate(model, data.x, data.y, spec["method"], layers=spec["layers"], prepare=data.prepare, **options)
+    return {"source_run": source_run, "data": data.split, **document}
+
+
+def _summary(spec: dict) -> dict:
+    """``spec`` with its bulky ``bn_stats`` replaced by the names of the re-estimated layers."""
+    summary = {k: v for k, v in spec.items() if k != "bn_stats"}
+    if "bn_stats" in spec:
+        summary["bn_stats"] = sorted(spec["bn_stats"])
+    return summary
 
 
 def convert_run(
@@ -842,82 +1124,116 @@ def convert_run(
     force: bool = False,
     label: str | None = None,
     progress: bool = True,
+    per_layer: bool = False,
 ) -> dict:
     """Write a converted run directory ``out`` from the trained run ``source``.
 
     ``out/config.json`` is the source's config plus ``"convert"`` (the :func:`to_sampled`
-    keyword arguments, replayed by :func:`pdnn.runs.load_model`) and ``"source_run"``;
-    ``out/checkpoint.pt`` holds the source's weights unchanged (``{"model": state_dict}``).
-    With ``calibrate`` the scale/β is chosen by :func:`calibrate` on the held-out end of the
-    training split (``holdout``: a count or a fraction) and the sweep is written to
-    ``out/calibration.json``. With ``recalibrate_bn`` the BatchNorm statistics behind the noise
-    are re-estimated on the same held-out examples (stored in ``convert["bn_stats"]``).
+    keyword arguments, replayed by :func:`pdnn.runs.load_model`), ``"source_run"`` (the source
+    directory relative to ``out``) and ``"source_checkpoint_sha256"``; ``out/checkpoint.pt``
+    holds the source's weights unchanged (``{"model": state_dict}``; :func:`restore_checkpoint`
+    recreates it). With ``calibrate`` the scale/β is chosen by :func:`calibrate` (``per_layer``:
+    then refined layer by layer) on held-out training examples -- beyond the run's own
+    ``subset`` if the split has any, else its last trained-on ones, with a warning (``holdout``:
+    a count, or a fraction of the examples it was trained on; ``subset``: read only the first N
+    training examples) -- and the sweep is written to ``out/calibration.json``. With
+    ``recalibrate_bn`` the BatchNorm statistics behind the noise are re-estimated on the same
+    examples (stored in ``convert["bn_stats"]``).
 
-    An existing ``out`` is refused unless ``force`` (then its stale ``eval-*.json`` and
-    ``calibration.json`` are removed). Returns ``{"out", "spec", "converted", "calibration"}``
-    (``spec`` without the bulky ``bn_stats``).
+    An existing ``out`` is refused unless ``force``, and even then if it is a trained run
+    rather than a converted one; a replaced run loses its stale ``eval-*.json`` and
+    ``calibration.json``. Returns ``{"out", "spec", "converted", "calibration"}`` (``spec``
+    without the bulky ``bn_stats``).
     """
-    from .runs import CHECKPOINT, CONFIG, RunError, load_checkpoint, load_model, read_config, save_checkpoint, \
-        write_json
+    from .runs import CHECKPOINT, RunError, load_model, read_config
 
     source, out = Path(source), Path(out)
-    if out.resolve() == source.resolve():
-        raise RunError("the converted run must go to a new directory, not over its source")
-    if out.exists() and not force:
-        raise RunError(f"{out} already exists; choose a new directory or pass --force to replace its results")
+    _check_destination(source, out, force)
     config = read_config(source)
     if "convert" in config:
         raise RunError(f"{source} is itself a converted run (of {config.get('source_run')}); convert its source")
     if calibrate and (scale is not None or beta is not None):
         raise ValueError("--calibrate chooses the scale (beta for pbit) itself; give the values to try instead")
-    model, _ = load_model(source, map_location=device)
-    state = load_checkpoint(source / CHECKPOINT)["model"]
+    if per_layer and not calibrate:
+        raise ValueError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
     spec = conversion_spec(method, scale, beta, layers)
-    converted_sites = _select(_discover(model)[0], spec["layers"])  # tracing reads, never modifies
-    to_sampled(model, **spec)  # fail on an unconvertible model before any data is read
+    values = _sweep_values(method, values) if calibrate else None
+    model, _ = load_model(source, map_location=device)
+    converted, sites = _convert(model, spec)  # fails on an unconvertible model before any data is read
+    source_run = os.path.relpath(source.resolve(), out.resolve())
 
     calibration = None
     if calibrate or recalibrate_bn:
-        x, y, prepare, split = _held_out_training_data(config, holdout, roots, subset, device, progress)
+        data = _held_out_training_data(config, holdout, roots, subset, device, progress)
         if calibrate:
-            calibration = _calibrate(model, x, y, method, values, samples, target, spec["layers"],
-                                                 repeats, seed, prepare=prepare, recalibrate_bn=recalibrate_bn,
-                                                 bn_samples=bn_samples, progress=progress)
-            calibration = {"source_run": str(source), "data": split, **calibration}
-            spec = dict(calibration["spec"])
-        if recalibrate_bn:
-            converted = to_sampled(model, **spec)
-            spec["bn_stats"] = recalibrate_batchnorm(converted, x, bn_samples, prepare=prepare, seed=seed)
+            calibration = _calibrate_run(model, data, spec, source_run, values=values, samples=samples,
+                                         target=target, repeats=repeats, seed=seed, recalibrate_bn=recalibrate_bn,
+                                         bn_samples=bn_samples, progress=progress, per_layer=per_layer)
+            spec = calibration["spec"]  # with the chosen value's BatchNorm statistics, if re-estimated
+            calibration["spec"] = _summary(spec)  # they are stored once, in config.json
+        else:
+            spec["bn_stats"] = recalibrate_batchnorm(converted, data.x, bn_samples, prepare=data.prepare, seed=seed)
 
     new_config = copy.deepcopy(config)
     new_config["convert"] = spec
-    new_config["source_run"] = str(source)
-    base = config.get("label") or source.name
-    new_config["label"] = label or f"{base} ({method})"
-    out.mkdir(parents=True, exist_ok=force)
-    if force:
-        for stale in [*out.glob("eval-*.json"), out / CALIBRATION]:
-            stale.unlink(missing_ok=True)
-    save_checkpoint(out / CHECKPOINT, {"model": state})
-    if calibration is not None:
-        write_json(out / CALIBRATION, calibration)
-    write_json(out / CONFIG, new_config)
-    summary = {k: v for k, v in spec.items() if k != "bn_stats"}
-    if "bn_stats" in spec:
-        summary["bn_stats"] = sorted(spec["bn_stats"])
-    return {"out": str(out), "spec": summary, "converted": [f"{s.name} ({s.op})" for s in converted_sites],
+    new_config["source_run"] = source_run
+    new_config["source_checkpoint_sha256"] = _sha256(source / CHECKPOINT)
+    new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
+    _write_run(out, source, new_config, calibration)
+    return {"out": str(out), "spec": _summary(spec), "converted": [f"{s.name} ({s.op})" for s in sites],
             "calibration": calibration}
 
 
-def format_calibration(document: dict) -> str:
-    """A plain-text table of a calibration sweep, accuracies in percent."""
-    key, samples = document["parameter"], document["samples"]
-    lines = [f"{key:>8}  " + "  ".join(f"{'T=' + str(t):>7}" for t in samples) + "   mean"]
-    for row in document["sweep"]:
-        by_t = {r["samples"]: r["accuracy_mean"] for r in row["results"]}
-        mark = " <- chosen" if row[key] == document["chosen"] else ""
-        lines.append(f"{row[key]:>8g}  " + "  ".join(f"{100 * by_t[t]:>7.2f}" for t in samples)
-                     + f"  {100 * row['mean_accuracy']:>5.2f}{mark}")
-    lines.append(f"deterministic: {100 * document['deterministic_accuracy']:.2f}% "
-                 f"({document['examples']} held-out training examples)")
-    return "\n".join(lines)
+def _source_dir(run_dir: Path, source_run: str) -> Path:
+    """A converted run's source directory: ``source_run`` relative to ``run_dir`` (as
+    :func:`convert_run` writes it), or, for runs converted before it did, relative to the
+    current directory if only that exists."""
+    relative = (run_dir / source_run).resolve()
+    return Path(source_run) if not relative.is_dir() and Path(source_run).is_dir() else relative
+
+
+def _train_command(config: dict, out: Path) -> str:
+    """The ``pdnn train`` command line of the run ``config`` describes (its main options)."""
+    model, data, train = config.get("model", {}), config.get("data", {}), config.get("train", {})
+    options = {"--dataset": data.get("dataset"), "--model": model.get("name"), "--neuron": model.get("neuron"),
+               "--weight-bits": model.get("weight_bits"), "--width": model.get("width"),
+               "--subset": data.get("subset"), "--epochs": train.get("epochs"), "--seed": train.get("seed")}
+    return " ".join(["pdnn train", *(f"{k} {v}" for k, v in options.items() if v is not None), f"--out {out}"])
+
+
+def restore_checkpoint(run_dir: str | Path) -> Path:
+    """Recreate a converted run's missing ``checkpoint.pt`` (a copy of its source's weights).
+
+    Converted runs are often kept without their checkpoint (it duplicates the source's); the
+    conversion itself is all in ``config.json``. The source is ``config["source_run"]`` relative
+    to ``run_dir`` (or, for older runs, to the current directory), and its checkpoint must have
+    the recorded ``source_checkpoint_sha256`` if there is one. An existing checkpoint is left
+    as it is. Returns the checkpoint's path.
+
+    Raises:
+        RunError: ``run_dir`` is not a converted run, or the source checkpoint is missing (the
+            message says how to train it) or is not the one the run was converted from.
+    """
+    from .runs import CHECKPOINT, CONFIG, RunError, read_config
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if "convert" not in config or not config.get("source_run"):
+        raise RunError(f"{run_dir} is not a converted run (its {CONFIG} has no 'convert' and 'source_run'); "
+                       "only a converted run's checkpoint is a copy that can be recreated")
+    target = run_dir / CHECKPOINT
+    if target.is_file():
+        return target
+    source = _source_dir(run_dir, config["source_run"])
+    checkpoint = source / CHECKPOINT
+    if not checkpoint.is_file():
+        raise RunError(f"cannot restore {target}: the source run's checkpoint {checkpoint} does not exist; train it "
+                       f"with `{_train_command(config, source)}` (the other training options are under 'train' in "
+                       f"{run_dir / CONFIG}) and run this again")
+    expected = config.get("source_checkpoint_sha256")
+    if expected is not None and (actual := _sha256(checkpoint)) != expected:
+        raise RunError(f"cannot restore {target}: {checkpoint} has sha256 {actual}, but {run_dir} was converted from "
+                       f"one with {expected} (was the source retrained?); convert the source again into a new "
+                       "directory instead")
+    _copy_weights(source, run_dir)
+    return target

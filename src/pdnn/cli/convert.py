@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
-                       find_activations, format_calibration)
+                       find_activations, format_calibration, restore_checkpoint)
 from ..evaluate import parse_samples
 from ..runs import load_model
 from ..train import default_device
@@ -14,8 +14,10 @@ def add_parser(sub) -> None:
         "convert", help="make a trained deterministic run stochastic (noise injection, no retraining)",
         description="Write a new run directory whose model is the source run's, weights unchanged, with "
                     "stochastic activations. `pdnn eval` and `pdnn energy` read it like any other run. "
-                    "See docs/convert.md.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a trained (deterministic) run directory")
+                    "See docs/convert.md.",
+        conflict_handler="resolve")  # --subset below replaces the shared one's help
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a trained (deterministic) run directory; with --restore, a converted one")
     p.add_argument("--method", choices=METHODS,
                    help="pbit: tanh/sigmoid/hardtanh/quantiser -> p-bits of equal mean; dither: k-bit quantiser + "
                         "uniform noise before rounding; gaussian/logistic: noise added to pre-activations")
@@ -29,6 +31,9 @@ def add_parser(sub) -> None:
                    help="hidden (default: activations followed by another weight layer), all, or comma-separated "
                         "names from --list-layers")
     p.add_argument("--list-layers", action="store_true", help="print the activations found in RUN_DIR and exit")
+    p.add_argument("--restore", action="store_true",
+                   help="RUN_DIR is a converted run without its checkpoint.pt: recreate it from the source run "
+                        "(checked against the recorded sha256) and exit")
     p.add_argument("--calibrate", action="store_true",
                    help=f"choose the scale (beta for pbit) by a sweep on held-out training data; writes {CALIBRATION}")
     p.add_argument("--values", metavar="V,V,...",
@@ -38,9 +43,14 @@ def add_parser(sub) -> None:
     p.add_argument("--target-samples", type=int, metavar="T",
                    help="T at which --calibrate compares accuracies (default: the largest of --samples)")
     p.add_argument("--repeats", type=int, default=1, help="sampling repeats per T in --calibrate (default: 1)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="after --calibrate's sweep, refine the value one activation at a time (coordinate-wise, "
+                        "in execution order; up to layers x (values - 1) more trials); the spec gets a value per layer")
     p.add_argument("--holdout", default="0.1", metavar="N|FRACTION",
-                   help="held-out end of the TRAINING split used by --calibrate/--recalibrate-bn: a count or a "
-                        "fraction (default: 0.1); the test split is never read")
+                   help="how many TRAINING examples --calibrate/--recalibrate-bn use: a count, or a fraction of the "
+                        "examples the run was trained on (default: 0.1). They are those after the run's own "
+                        "training subset, which it never saw (as many as exist, up to the count); only if there are "
+                        "none, the last ones it was trained on (with a warning). The test split is never read")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="re-estimate the running statistics of BatchNorm layers behind the noise under sampling, "
                         "on the held-out training examples (weights and affine parameters do not change)")
@@ -48,8 +58,13 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", help="name used in plots and tables (default: '<source label> (<method>)')")
     p.add_argument("--out", metavar="NEW_RUN_DIR", help="run directory to create")
-    p.add_argument("--force", action="store_true", help="replace an existing NEW_RUN_DIR's model and results")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing NEW_RUN_DIR that is a converted run (or an interrupted conversion "
+                        "without config.json); a trained run is never replaced")
     add_data_options(p)
+    p.add_argument("--subset", type=int, metavar="N",
+                   help="read only the first N examples of the training split (default: all of it), as --subset "
+                        "does elsewhere; the held-out examples come from those after the run's own training subset")
     add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
@@ -81,6 +96,9 @@ def parse_layers(text: str):
 
 
 def run(args) -> int:
+    if args.restore:
+        print(f"restored {restore_checkpoint(args.run_dir)}")
+        return 0
     if args.list_layers:
         model, _ = load_model(args.run_dir)
         print(f"{'name':<24} {'op':<20} {'hidden':<6} methods")
@@ -104,7 +122,7 @@ def run(args) -> int:
         samples=parse_samples(args.samples), target=args.target_samples, holdout=parse_holdout(args.holdout),
         repeats=args.repeats, recalibrate_bn=args.recalibrate_bn, bn_samples=args.bn_samples, seed=args.seed,
         roots=args.data_dir, subset=args.subset, device=args.device or default_device(), force=args.force,
-        label=args.label, progress=not args.quiet,
+        label=args.label, progress=not args.quiet, per_layer=args.per_layer,
     )
     if result["calibration"] is not None:
         print(format_calibration(result["calibration"]))
