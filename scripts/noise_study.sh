@@ -1,43 +1,42 @@
 #!/usr/bin/env bash
-# Regenerate everything under results/noise/ (issue 5: sampling a deterministically trained
-# network without retraining) from the study's trained runs:
+# Regenerate everything under results/noise/ (sampling a deterministically trained network
+# without retraining) from the study's trained runs:
 #
 #   scripts/noise_study.sh [cifar10] [fashion-mnist] [layer] [energy] [summary]   (default: all)
 #
 # Needs the study runs results/cifar10/runs/{tanh,quant1,quant2,pbit-s4} and
-# results/fashion-mnist/runs/{tanh,quant1,quant2,pbit-s4} (run directories with checkpoint.pt),
-# and the data ($PDNN_DATA, default /work/shared/data, for CIFAR-10; Fashion-MNIST is found in
-# the default roots). It only ever reads those run directories; everything it writes is under
-# results/noise/.
+# results/fashion-mnist/runs/{tanh,quant1,quant2,pbit-s4} with their checkpoint.pt (the CIFAR-10
+# checkpoints are committed; the Fashion-MNIST ones are made by the study command in
+# results/fashion-mnist/README.md, about 15 minutes on 2 cores), and the data ($PDNN_DATA,
+# default ../shared/data, for CIFAR-10; Fashion-MNIST is found in the default roots). It only
+# reads the study's run directories; everything it writes is under results/noise/.
 #
 # Resumable: a converted run whose config.json exists is not converted again (its checkpoint.pt,
-# a copy of the source weights that is not committed, is restored from the source if missing);
+# a copy of the source weights that is not committed, is restored with `pdnn convert --restore`);
 # an eval-<aggregate>.json that exists is not recomputed. Delete a file to redo that step.
 #
 # Cost knobs (defaults are what results/noise/README.md reports):
-#   CIFAR_TEST=500    first N CIFAR-10 test images used for every CIFAR evaluation
+#   CIFAR_TEST=2000   first N CIFAR-10 test images used for every CIFAR evaluation
 #   REPEATS=3         independent sampling repeats per T
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export PDNN_DATA=${PDNN_DATA:-/work/shared/data}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one core: the machine is shared
+export PDNN_DATA=${PDNN_DATA:-../shared/data}
 PDNN=(python -m pdnn)
 OUT=results/noise
 RUNS=$OUT/runs
 C=results/cifar10/runs
 F=results/fashion-mnist/runs
 T=1,2,5,10,20,50
-T_LAYER=${T_LAYER:-1,2,5,10,20}
 REPEATS=${REPEATS:-3}
-CIFAR_TEST=${CIFAR_TEST:-500}
-# CIFAR runs were trained on the first 8000 training images (data.subset=8000): calibrate and
-# re-estimate BatchNorm on training images 8000..8999 (= the last 1000 of the first 9000), which
-# the models never saw. Fashion-MNIST runs saw all 60000: the default held-out part, the last
-# 10 % (54000..59999), was seen in training.
-CIFAR_HOLD=(--subset 9000 --holdout 1000)
-FM_HOLD=(--holdout 0.1)
-CAL=(--calibrate --samples 1,2,5 --target-samples 5)
+CIFAR_TEST=${CIFAR_TEST:-2000}
+# The study trained on the first 45000 CIFAR-10 / 54000 Fashion-MNIST training images, so
+# calibration and BatchNorm re-estimation use training images the models never saw (pdnn convert
+# takes them after the run's training subset): 2000 of 45000..49999 for CIFAR-10 (CPU budget),
+# the default 10 % (5400 of 54000..59999) for Fashion-MNIST.
+CIFAR_HOLD=(--holdout 2000)
+FM_HOLD=()
+CAL=(--calibrate --samples 1,2,5,10 --target-samples 10)
 
 mkdir -p "$RUNS" "$OUT/deterministic" "$OUT/energy"
 say() { printf '\n== %s\n' "$*" >&2; }
@@ -47,10 +46,10 @@ conv() {
     local name=$1 src=$2; shift 2
     local d=$RUNS/$name
     if [[ -f $d/config.json ]]; then
-        [[ -f $d/checkpoint.pt ]] || python scripts/noise_summary.py restore "$d"
+        [[ -f $d/checkpoint.pt ]] || "${PDNN[@]}" convert "$d" --restore
         return 0
     fi
-    [[ -f $src/checkpoint.pt ]] || { echo "missing $src/checkpoint.pt (study run not trained yet?)" >&2; return 1; }
+    [[ -f $src/checkpoint.pt ]] || { echo "missing $src/checkpoint.pt: run the study command of $(dirname "$(dirname "$src")")/README.md" >&2; return 1; }
     say "convert $name"
     local force=(); [[ -e $d ]] && force=(--force)  # an interrupted conversion left no config.json
     "${PDNN[@]}" convert "$src" --out "$d" --label "$name" "${force[@]}" "$@" --quiet | tee "$d.convert.log"
@@ -92,46 +91,47 @@ det() {
     python scripts/noise_summary.py deterministic "$src" --out "$OUT/deterministic/$name.json" "$@"
 }
 
+# the conversions of one dataset: SOURCE_DIR PREFIX HOLD-ARGS... (layer ids: the reference models'
+# hidden activations, CNN 2,5,9,12,16 and MLP 3,6)
+conversions() {
+    local src=$1 p=$2 last=$3 last2=$4; shift 4
+    local H=("$@")
+    # the trap: tanh -> p-bits of equal mean, nothing else; then the same with BatchNorm re-estimated
+    conv "$p-tanh-pbit"              "$src/tanh"   --method pbit
+    conv "$p-tanh-pbit-bn"           "$src/tanh"   --method pbit --recalibrate-bn "${H[@]}"
+    # beta calibrated on held-out training images (sweeps in calibration.json): one beta for all
+    # layers, with and without BN re-estimation, and one beta per layer (coordinate-wise)
+    conv "$p-tanh-pbit-cal"          "$src/tanh"   --method pbit     "${CAL[@]}" "${H[@]}"
+    conv "$p-tanh-pbit-cal-bn"       "$src/tanh"   --method pbit     "${CAL[@]}" --recalibrate-bn "${H[@]}"
+    conv "$p-tanh-pbit-perlayer"     "$src/tanh"   --method pbit     "${CAL[@]}" --per-layer "${H[@]}"
+    # which layers: only the last hidden activation, or the last two
+    conv "$p-tanh-pbit-last-cal"     "$src/tanh"   --method pbit --layers "$last"  "${CAL[@]}" "${H[@]}"
+    [[ -z $last2 ]] || conv "$p-tanh-pbit-last2-cal" "$src/tanh" --method pbit --layers "$last2" "${CAL[@]}" "${H[@]}"
+    # noise on the pre-activations, the activation unchanged
+    conv "$p-tanh-gaussian-cal"      "$src/tanh"   --method gaussian "${CAL[@]}" "${H[@]}"
+    conv "$p-tanh-gaussian-cal-bn"   "$src/tanh"   --method gaussian "${CAL[@]}" --recalibrate-bn "${H[@]}"
+    conv "$p-tanh-logistic-cal"      "$src/tanh"   --method logistic "${CAL[@]}" "${H[@]}"
+    conv "$p-tanh-logistic-cal-bn"   "$src/tanh"   --method logistic "${CAL[@]}" --recalibrate-bn "${H[@]}"
+    # quantised sources: dither keeps the trained levels (w = 1 on quant1 is the p-bit of mean tanh)
+    conv "$p-quant1-dither"          "$src/quant1" --method dither
+    conv "$p-quant1-dither-cal"      "$src/quant1" --method dither   "${CAL[@]}" "${H[@]}"
+    conv "$p-quant1-dither-cal-bn"   "$src/quant1" --method dither   "${CAL[@]}" --recalibrate-bn "${H[@]}"
+    conv "$p-quant2-dither-cal"      "$src/quant2" --method dither   "${CAL[@]}" "${H[@]}"
+}
+
 cifar10() {
     local S=(--subset "$CIFAR_TEST")
     for src in tanh quant1 quant2; do det "cifar10-$src" "$C/$src" "${S[@]}"; done
-    # the trap: tanh -> p-bits of equal mean, nothing else
-    conv cifar10-tanh-pbit            "$C/tanh"   --method pbit
-    # calibrated on held-out training images (sweeps in calibration.json)
-    conv cifar10-tanh-pbit-cal        "$C/tanh"   --method pbit     "${CAL[@]}" --values 0.5,1,2,3,4,6 "${CIFAR_HOLD[@]}"
-    conv cifar10-tanh-pbit-cal-bn     "$C/tanh"   --method pbit     "${CAL[@]}" --values 0.5,1,1.5,2,3 --recalibrate-bn "${CIFAR_HOLD[@]}"
-    conv cifar10-tanh-gaussian-cal    "$C/tanh"   --method gaussian "${CAL[@]}" --values 0.1,0.2,0.3,0.5,0.75 "${CIFAR_HOLD[@]}"
-    conv cifar10-tanh-gaussian-cal-bn "$C/tanh"   --method gaussian "${CAL[@]}" --values 0.1,0.2,0.3,0.5,0.75 --recalibrate-bn "${CIFAR_HOLD[@]}"
-    conv cifar10-tanh-logistic-cal-bn "$C/tanh"   --method logistic "${CAL[@]}" --values 0.05,0.1,0.2,0.3 --recalibrate-bn "${CIFAR_HOLD[@]}"
-    # which layers: only the last hidden layer (16), or the last two (12, 16); nothing after them is a BatchNorm
-    conv cifar10-tanh-pbit-last-cal   "$C/tanh"   --method pbit --layers 16    "${CAL[@]}" --values 0.5,1,2,3 "${CIFAR_HOLD[@]}"
-    conv cifar10-tanh-pbit-last2-cal  "$C/tanh"   --method pbit --layers 12,16 "${CAL[@]}" --values 0.5,1,2,3,4 "${CIFAR_HOLD[@]}"
-    # quantised sources: dither keeps the trained levels (w = 1 on quant1 is the p-bit of mean tanh)
-    conv cifar10-quant1-dither-cal    "$C/quant1" --method dither   "${CAL[@]}" --values 0.25,0.5,0.75,1 "${CIFAR_HOLD[@]}"
-    conv cifar10-quant2-dither-cal    "$C/quant2" --method dither   "${CAL[@]}" --values 0.25,0.5,1 "${CIFAR_HOLD[@]}"
-    # evaluated on the test images (the others are reported from their held-out sweeps: CPU budget)
-    for name in cifar10-tanh-pbit cifar10-tanh-pbit-cal cifar10-tanh-gaussian-cal-bn cifar10-quant1-dither-cal \
-                cifar10-tanh-pbit-last-cal cifar10-tanh-pbit-last2-cal; do
-        ev "$name" network "$T" "${S[@]}"
-    done
+    conversions "$C" cifar10 16 12,16 "${CIFAR_HOLD[@]}"
+    local d
+    for d in "$RUNS"/cifar10-*/; do [[ -f $d/config.json ]] && ev "$(basename "$d")" network "$T" "${S[@]}"; done
 }
 
 fashion_mnist() {
     for src in tanh quant1 quant2; do det "fashion-mnist-$src" "$F/$src"; done
-    conv fashion-mnist-tanh-pbit               "$F/tanh"   --method pbit
-    conv fashion-mnist-tanh-pbit-bn            "$F/tanh"   --method pbit --recalibrate-bn "${FM_HOLD[@]}"
-    conv fashion-mnist-tanh-pbit-cal           "$F/tanh"   --method pbit     "${CAL[@]}" --values 0.5,1,2,3,4,6 "${FM_HOLD[@]}"
-    conv fashion-mnist-tanh-pbit-cal-bn        "$F/tanh"   --method pbit     "${CAL[@]}" --values 0.5,1,2,3,4,6 --recalibrate-bn "${FM_HOLD[@]}"
-    conv fashion-mnist-tanh-gaussian-cal       "$F/tanh"   --method gaussian "${CAL[@]}" "${FM_HOLD[@]}"
-    conv fashion-mnist-tanh-gaussian-cal-bn    "$F/tanh"   --method gaussian "${CAL[@]}" --recalibrate-bn "${FM_HOLD[@]}"
-    conv fashion-mnist-tanh-logistic-cal       "$F/tanh"   --method logistic "${CAL[@]}" "${FM_HOLD[@]}"
-    conv fashion-mnist-tanh-logistic-cal-bn    "$F/tanh"   --method logistic "${CAL[@]}" --recalibrate-bn "${FM_HOLD[@]}"
-    conv fashion-mnist-tanh-pbit-last-cal      "$F/tanh"   --method pbit --layers 6 "${CAL[@]}" --values 0.5,1,2,3,4,6 "${FM_HOLD[@]}"
-    conv fashion-mnist-quant1-dither           "$F/quant1" --method dither
-    conv fashion-mnist-quant1-dither-cal-bn    "$F/quant1" --method dither   "${CAL[@]}" --recalibrate-bn "${FM_HOLD[@]}"
-    conv fashion-mnist-quant2-dither-cal-bn    "$F/quant2" --method dither   "${CAL[@]}" --recalibrate-bn "${FM_HOLD[@]}"
+    conversions "$F" fashion-mnist 6 "" "${FM_HOLD[@]}"
     local d
-    for d in "$RUNS"/fashion-mnist-*/; do ev "$(basename "$d")" network "$T"; done
+    for d in "$RUNS"/fashion-mnist-*/; do [[ -f $d/config.json ]] && ev "$(basename "$d")" network "$T"; done
 }
 
 # network (p-DNN) vs layer (random bit-stream) aggregation at equal T: a conversion and a trained p-DNN
@@ -139,13 +139,13 @@ layer() {
     # the two all-layer p-bit conversions (tanh -> p-bits, sign -> dithered sign); a conversion of
     # the last layer only is not compared: a linear classifier follows it, so both aggregations
     # give the same output mean
-    ev cifar10-tanh-pbit-cal layer "$T_LAYER" --subset "$CIFAR_TEST"
-    ev cifar10-quant1-dither-cal layer "$T_LAYER" --subset "$CIFAR_TEST"
+    ev cifar10-tanh-pbit-cal layer "$T" --subset "$CIFAR_TEST"
+    ev cifar10-quant1-dither-cal layer "$T" --subset "$CIFAR_TEST"
     ev fashion-mnist-tanh-pbit-cal layer "$T"
-    ev fashion-mnist-quant1-dither-cal-bn layer "$T"
+    ev fashion-mnist-quant1-dither-cal layer "$T"
     if copy cifar10-pbit-s4 "$C/pbit-s4"; then
-        ev cifar10-pbit-s4 network "$T_LAYER" --subset "$CIFAR_TEST"
-        ev cifar10-pbit-s4 layer "$T_LAYER" --subset "$CIFAR_TEST"
+        ev cifar10-pbit-s4 network "$T" --subset "$CIFAR_TEST"
+        ev cifar10-pbit-s4 layer "$T" --subset "$CIFAR_TEST"
     fi
     if copy fashion-mnist-pbit-s4 "$F/pbit-s4"; then
         ev fashion-mnist-pbit-s4 network "$T"
@@ -161,7 +161,7 @@ energy() {
     fi
     local name agg reuse
     for name in cifar10-tanh-pbit-cal cifar10-quant1-dither-cal cifar10-pbit-s4 \
-                fashion-mnist-tanh-pbit-cal fashion-mnist-quant1-dither-cal-bn fashion-mnist-pbit-s4; do
+                fashion-mnist-tanh-pbit-cal fashion-mnist-quant1-dither-cal fashion-mnist-pbit-s4; do
         [[ -f $RUNS/$name/config.json ]] || continue
         for agg in network layer; do
             for reuse in per-eo per-inference; do

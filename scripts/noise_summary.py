@@ -3,9 +3,6 @@
     python scripts/noise_summary.py deterministic RUN --out FILE [--subset N]
         accuracy of a deterministic source run on the first N test images, written to FILE in the
         format of eval-network.json (the study's run directory is never written to)
-    python scripts/noise_summary.py restore CONVERTED_RUN
-        recreate CONVERTED_RUN/checkpoint.pt (not committed: a copy of the source weights) from
-        config.json["source_run"], exactly as `pdnn convert` writes it
     python scripts/noise_summary.py summary [--root results/noise]
         read every eval JSON / calibration.json / energy JSON under ROOT and write ROOT/summary.json,
         the generated tables of ROOT/README.md (between <!-- BEGIN name --> / <!-- END name -->
@@ -24,7 +21,7 @@ T_ALL = [1, 2, 5, 10, 20, 50]
 
 
 # ------------------------------------------------------------------------------------------------
-# deterministic / restore
+# deterministic
 # ------------------------------------------------------------------------------------------------
 
 def deterministic(args) -> None:
@@ -48,18 +45,6 @@ def deterministic(args) -> None:
     print(f"{args.run}: {100 * results[0]['accuracy_mean']:.2f}% on {len(data.test_y)} test images")
 
 
-def restore(args) -> None:
-    from pdnn.runs import CHECKPOINT, load_checkpoint, read_config, save_checkpoint
-
-    run = Path(args.run)
-    config = read_config(run)
-    source = config.get("source_run")
-    if not source or "convert" not in config:
-        sys.exit(f"{run} is not a converted run (no source_run / convert in config.json)")
-    save_checkpoint(run / CHECKPOINT, {"model": load_checkpoint(Path(source) / CHECKPOINT)["model"]})
-    print(f"restored {run / CHECKPOINT} from {source}")
-
-
 # ------------------------------------------------------------------------------------------------
 # summary
 # ------------------------------------------------------------------------------------------------
@@ -78,7 +63,7 @@ def _se(row) -> float:
 
 
 def verdicts(rows: dict[int, dict], det: float | None, examples: int) -> dict:
-    """The claims of the issue, by the stated rules (see RULES)."""
+    """The claims of the issue, by the stated rules (see rules())."""
     ts = sorted(rows)
     floor = max(0.001, 1 / examples)  # 0.1 points, and at least one test example
 
@@ -116,19 +101,27 @@ def verdicts(rows: dict[int, dict], det: float | None, examples: int) -> dict:
     return out
 
 
-RULES = (
-    "Rules (accuracies are means over the 3 repeats; SE = std over repeats / √3, the sampling noise on these test "
-    "images; every bound is at least 0.1 points and one test image, so that a difference of a few hundredths "
-    "of a point with a tiny repeat spread does not count): **gain at T=2** when acc(2) − acc(1) > "
-    "2·√(SE(1)² + SE(2)²); **monotonic** when no step between consecutive measured T decreases by more than "
-    "2·√(SE² + SE²) of its two ends and acc(Tmax) − acc(1) exceeds the same bound (a flat curve is not "
-    "monotonic); *strictly* when every step goes up; **vs det.** compares acc(Tmax) (T = 50, or 20 where that "
-    "is the largest measured) with the deterministic source on the same images: *above* / *below* when the "
-    "difference exceeds 2·SE(Tmax), else *tie*. These rules only account for the sampling noise: the finite test "
-    "set adds a binomial standard error of about ±2.2 points (CIFAR-10, 500 images) or ±0.3 points "
-    "(Fashion-MNIST, 10000 images) to any comparison with another network or another test set (comparisons on "
-    "the same images, as here, are paired and tighter, but the table does not quantify that)."
-)
+def rules(examples: dict[str, int]) -> str:
+    """The stated rules of the verdicts, with the test-set error of each dataset."""
+    test_error = "; ".join(f"about ±{100 * binomial_stderr(0.5, n):.1f} points at most ({dataset}, {n} images)"
+                           for dataset, n in examples.items())
+    return (
+        "Rules (accuracies are means over the 3 repeats; the ± in the tables is the standard deviation over repeats; "
+        "SE = std / √3, the sampling noise on these test images; every bound is at least 0.1 points and one test "
+        "image, so that a difference of a few hundredths of a point with a tiny repeat spread does not count): "
+        "**gain at T=2** when acc(2) − acc(1) > 2·√(SE(1)² + SE(2)²); **monotonic** when no step between "
+        "consecutive measured T decreases by more than 2·√(SE² + SE²) of its two ends and acc(Tmax) − acc(1) "
+        "exceeds the same bound (a flat curve is not monotonic); *strictly* when every step goes up; **vs det.** "
+        "compares acc(Tmax) (T = 50) with the deterministic source on the same images: *above* / *below* when the "
+        "difference exceeds 2·SE(Tmax), else *tie*. These rules only account for the sampling noise. The finite test "
+        f"set adds a binomial standard error ({test_error}) to any comparison with another network or another test "
+        "set; comparisons of a conversion with its own source on the same images are paired and tighter, but the "
+        "table does not quantify that."
+    )
+
+
+def binomial_stderr(accuracy: float, n: int) -> float:
+    return math.sqrt(accuracy * (1 - accuracy) / n)
 
 
 def _pct(x, digits=1, sign=False):
@@ -157,9 +150,11 @@ def _spec_text(config: dict) -> str:
     value = spec.get(key)
     layers = spec.get("layers")
     parts = [spec.get("method", "trained p-DNN" if "copied_from" in config else "?")]
-    if value is not None:
-        parts.append(f"{'β' if key == 'beta' else ('w' if spec.get('method') == 'dither' else 'σ' if spec.get('method') == 'gaussian' else 's')} = {value:g}"
-                     if isinstance(value, (int, float)) else f"{key} = {value}")
+    symbol = {"beta": "β", "dither": "w", "gaussian": "σ"}.get(key if key == "beta" else spec.get("method"), "s")
+    if isinstance(value, dict):
+        parts.append(f"{symbol} per layer (" + ", ".join(f"{k}: {v:g}" for k, v in value.items()) + ")")
+    elif value is not None:
+        parts.append(f"{symbol} = {value:g}")
     if layers not in (None, "hidden"):
         parts.append(f"layers {','.join(layers) if isinstance(layers, list) else layers}")
     if spec.get("bn_stats"):
@@ -168,8 +163,9 @@ def _spec_text(config: dict) -> str:
 
 
 _SOURCES = ("tanh", "quant1", "quant2", "pbit-s4")
-_VARIANTS = ("pbit", "pbit-bn", "pbit-cal", "pbit-cal-bn", "pbit-last2-cal", "pbit-last-cal", "gaussian-cal",
-             "gaussian-cal-bn", "logistic-cal", "logistic-cal-bn", "dither", "dither-cal", "dither-cal-bn", "")
+_VARIANTS = ("pbit", "pbit-bn", "pbit-cal", "pbit-cal-bn", "pbit-perlayer", "pbit-last2-cal", "pbit-last-cal",
+             "gaussian-cal", "gaussian-cal-bn", "logistic-cal", "logistic-cal-bn", "dither", "dither-cal",
+             "dither-cal-bn", "")
 
 
 def _order(d: Path):
@@ -208,7 +204,8 @@ def collect(root: Path) -> dict:
         if cal:
             entry["calibration"] = {
                 "parameter": cal["parameter"], "chosen": cal["chosen"], "recalibrate_bn": cal["recalibrate_bn"],
-                "data": cal["data"], "target_samples": cal["target_samples"],
+                "data": cal["data"], "target_samples": cal["target_samples"], "at_edge": cal.get("at_edge"),
+                "per_layer": {r["name"]: r["chosen"] for r in cal["per_layer"]["layers"]} if cal.get("per_layer") else None,
                 "deterministic_accuracy": cal["deterministic_accuracy"],
                 "sweep": [{cal["parameter"]: r[cal["parameter"]],
                            "accuracy": {str(x["samples"]): x["accuracy_mean"] for x in x_rows}}
@@ -220,7 +217,7 @@ def collect(root: Path) -> dict:
         energy[p.stem] = _read(p)
     return {"deterministic": {k: {"examples": v["examples"], "accuracy": v["results"][0]["accuracy_mean"],
                                   "run": v["run"]} for k, v in dets.items()},
-            "runs": runs, "energy_files": sorted(energy), "rules": RULES}, energy
+            "runs": runs, "energy_files": sorted(energy)}, energy
 
 
 def table_accuracy(summary: dict, dataset: str) -> str:
@@ -261,6 +258,11 @@ def table_calibration(summary: dict, dataset: str) -> str:
         for r in cal["sweep"]:
             mark = " ←" if r[key] == cal["chosen"] else ""
             lines.append(f"| {r[key]:g}{mark} | " + " | ".join(_pct(r["accuracy"].get(str(t)), k) for t in ts) + " |")
+        if cal["at_edge"]:
+            lines.append(f"\nThe chosen {key} is at the edge of the sweep.")
+        if cal["per_layer"]:
+            lines.append(f"\nThen one {key} per layer (coordinate-wise, same criterion): "
+                         + ", ".join(f"layer {n}: {v:g}" for n, v in cal["per_layer"].items()) + ".")
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -339,8 +341,13 @@ def summary_cmd(args) -> None:
     root = Path(args.root)
     summary, energy = collect(root)
     summary["energy"] = energy_table_data(summary, energy)
+    examples = {}
+    for e in summary["runs"].values():
+        if "network" in e:
+            examples.setdefault(e["dataset"], e["network"]["examples"])
+    summary["rules"] = rules(examples)
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    blocks = {}
+    blocks = {"rules": summary["rules"]}
     for dataset, pretty in (("cifar10", "CIFAR-10"), ("fashion-mnist", "Fashion-MNIST")):
         blocks[f"{dataset}-accuracy"] = table_accuracy(summary, dataset)
         blocks[f"{dataset}-calibration"] = table_calibration(summary, dataset)
@@ -350,7 +357,6 @@ def summary_cmd(args) -> None:
     blocks["layer"] = table_layer(summary)
     figure_layer(summary, root / "network-vs-layer.png")
     blocks["energy"] = energy_table(summary)
-    blocks["rules"] = RULES
     readme = root / "README.md"
     if readme.is_file():
         text = readme.read_text()
@@ -488,9 +494,6 @@ def main(argv=None) -> None:
     d.add_argument("--out", required=True)
     d.add_argument("--subset", type=int)
     d.set_defaults(fn=deterministic)
-    r = sub.add_parser("restore")
-    r.add_argument("run")
-    r.set_defaults(fn=restore)
     s = sub.add_parser("summary")
     s.add_argument("--root", default="results/noise")
     s.set_defaults(fn=summary_cmd)

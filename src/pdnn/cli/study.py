@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--model", default="cnn")
     p.add_argument("--width", type=int)
+    p.add_argument("--beta", type=float, default=1.0, help="inverse temperature of the p-bit runs (default: 1)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--subset", type=int, metavar="N", help="train on the first N training examples")
     p.add_argument("--eval-subset", type=int, metavar="N", help="evaluate on the first N test examples")
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    spec = StudySpec(dataset=args.dataset, model=args.model, width=args.width, epochs=args.epochs,
+    spec = StudySpec(dataset=args.dataset, model=args.model, width=args.width, beta=args.beta, epochs=args.epochs,
                      subset=args.subset, eval_subset=args.eval_subset, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                      seed=args.seed, test_samples=parse_samples(args.samples),
                      train_samples=parse_samples(args.train_samples), repeats=args.repeats)

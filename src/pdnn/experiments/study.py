@@ -33,6 +33,7 @@ class StudySpec:
     dataset: str = "cifar10"
     model: str = "cnn"
     width: int | None = None
+    beta: float = 1.0  # inverse temperature of the p-bit runs (the deterministic ones keep 1)
     epochs: int = 10
     subset: int | None = None
     eval_subset: int | None = None
@@ -63,7 +64,8 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     for name, (neuron, samples) in spec.runs().items():
         run_dir = out / "runs" / name
         model = ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
-                            num_classes=info["num_classes"], width=spec.width)
+                            num_classes=info["num_classes"], width=spec.width,
+                            beta=spec.beta if neuron.startswith("pbit") else 1.0)
         config = TrainConfig(samples=samples, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                              schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
         if progress:
@@ -175,6 +177,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
     examples = next(iter(runs.values()))["test_examples"]
     command = (f"pdnn study --dataset {spec.dataset} --model {spec.model} --epochs {spec.epochs}"
                + (f" --width {spec.width}" if spec.width else "")
+               + (f" --beta {spec.beta:g}" if spec.beta != 1.0 else "")
                + (f" --subset {spec.subset}" if spec.subset else "")
                + (f" --eval-subset {spec.eval_subset}" if spec.eval_subset else "")
                + f" --schedule {spec.schedule} --out {out}")
@@ -189,7 +192,8 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         "",
         f"- Hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'CPU only'}).",
-        f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "") +
+        f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "")
+        + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
         f", {spec.epochs} epochs, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
         f"- Data: `{spec.dataset}`" + (f", first {spec.subset} training examples" if spec.subset else ", full splits")
         + f"; accuracy on {examples} test examples, mean ± std over {spec.repeats} independent sampling repeats.",

@@ -1,0 +1,53 @@
+"""Table of an ablation directory: every run's settings that differ from the base, and accuracy.
+
+Usage: python scripts/ablation_summary.py DIR   (reads DIR/runs/*/, writes DIR/summary.json and
+the table between the markers of DIR/README.md, creating the file if needed)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BEGIN, END = "<!-- BEGIN table -->", "<!-- END table -->"
+
+
+def settings(config: dict) -> dict:
+    model, train = config["model"], config["train"]
+    return {"neuron": model["neuron"], "width": model["width"], "beta": model["beta"],
+            "s": train["samples"], "epochs": train["epochs"], "lr": train["lr"],
+            "schedule": train["schedule"], "loss": train["loss_rule"], "augment": train["augment"]}
+
+
+def main(out: Path) -> None:
+    rows = []
+    for run in sorted((out / "runs").iterdir()):
+        if not (run / "eval-network.json").exists():
+            continue
+        config = json.loads((run / "config.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+        evaluation = json.loads((run / "eval-network.json").read_text())
+        rows.append({"run": run.name, **settings(config),
+                     "train_time_s": round(sum(m["epoch_time_s"] for m in metrics)),
+                     "test_examples": evaluation["examples"],
+                     "accuracy": {r["samples"]: (r["accuracy_mean"], r["accuracy_std"]) for r in evaluation["results"]}})
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    ts = sorted({t for r in rows for t in r["accuracy"]})
+    keys = ["neuron", "width", "beta", "s", "epochs", "lr", "schedule", "loss", "augment"]
+    lines = ["| run | " + " | ".join(keys) + " | " + " | ".join(f"T={t}" for t in ts) + " | train s |",
+             "|---" * (len(keys) + len(ts) + 2) + "|"]
+    for r in rows:
+        cells = [f"{100 * r['accuracy'][t][0]:.1f} ± {100 * r['accuracy'][t][1]:.1f}" if t in r["accuracy"] else ""
+                 for t in ts]
+        lines.append(f"| {r['run']} | " + " | ".join(str(r[k]) for k in keys) + " | " + " | ".join(cells)
+                     + f" | {r['train_time_s']} |")
+    table = "\n".join(lines)
+    readme = out / "README.md"
+    text = readme.read_text() if readme.exists() else f"# Ablation\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN)
+    readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    print(table)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
