@@ -24,7 +24,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     horizontals = []
-    max_t = 1
+    measured: set[int] = {1}
     for run_dir in map(Path, run_dirs):
         path = run_dir / f"eval-{aggregate}.json"
         if not path.is_file():
@@ -35,7 +35,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
             horizontals.append((label, 100 * rows[0]["accuracy_mean"]))
             continue
         ts = [r["samples"] for r in rows]
-        max_t = max(max_t, *ts)
+        measured.update(ts)
         ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows], yerr=[100 * r["accuracy_std"] for r in rows],
                     marker="o", capsize=3, label=label)
     for i, (label, acc) in enumerate(horizontals):
@@ -43,7 +43,9 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         ax.annotate(f"{label} {acc:.1f}%", xy=(1, acc), xytext=(2, 2), textcoords="offset points",
                     fontsize=8, color=line.get_color())
     ax.set_xscale("log")
-    ax.set_xlim(0.9, max_t * 1.1)
+    ax.set_xlim(0.9, max(measured) * 1.1)
+    ax.set_xticks(sorted(measured), [str(t) for t in sorted(measured)])
+    ax.minorticks_off()
     ax.set_xlabel("samples T (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or f"accuracy vs samples ({aggregate} aggregation)")
