@@ -373,6 +373,22 @@ def make_run(path, neuron="tanh", subset=None, seed=0):
     return model
 
 
+def test_convert_modules_depend_one_way():
+    """pdnn.convert is one module per idea, each importing only the ones before it (no cycles)."""
+    import ast
+    from pathlib import Path
+
+    import pdnn.convert
+
+    order = ["methods", "sites", "rewrite", "batchnorm", "calibration", "rundir"]
+    folder = Path(pdnn.convert.__file__).parent
+    assert sorted(f.stem for f in folder.glob("*.py")) == sorted([*order, "__init__"])
+    for i, name in enumerate(order):
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module in order[:i], f"{name}.py imports .{node.module}"
+
+
 def test_cli_convert_round_trip_through_a_run_directory(tmp_path, capsys):
     source, new = tmp_path / "run", tmp_path / "converted"
     model = make_run(source)

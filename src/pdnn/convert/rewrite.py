@@ -1,0 +1,283 @@
+"""The conversion itself: a checked spec, and a copy of the model with its activations replaced.
+
+Activation modules are swapped in the copy; activations called as functions are rewritten in
+its ``torch.fx`` graph (the copy is then a ``GraphModule``). BatchNorm statistics re-estimated
+under sampling (``bn_stats``) are loaded into the copy; no weight ever changes.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from typing import Sequence
+
+import torch
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..functional import check_beta
+from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
+from ..nn.noise import check_scale
+from .methods import DEFAULT_SCALE, LAYER_SETS, ConversionError, _check_method, parameter_of
+from .sites import _Discovery, _discover, _input_node, _Site, _supports
+
+
+def _module_aliases(model: nn.Module) -> dict[int, list[str]]:
+    aliases: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        if name:
+            aliases.setdefault(id(m), []).append(name)
+    return aliases
+
+
+def _replacement(method: str, site: _Site, value: float) -> nn.Module:
+    """The module that takes the place of ``site`` (module sites) or is inserted at it."""
+    if method == "pbit":
+        if site.kind == "tanh":
+            return PBit("bipolar", value)
+        if site.kind == "sigmoid":
+            return PBit("unipolar", value)
+        if site.kind == "hardtanh":
+            return HardPBit(*site.bounds, beta=value)
+        return PBit(site.module.mode, site.module.beta * value)  # quantize
+    if method == "dither":
+        q = site.module
+        return DitheredQuantize(q.bits, q.beta, q.mode, width=value)
+    noise = GaussianNoise(value) if method == "gaussian" else LogisticNoise(value)
+    return noise if site.module is None else nn.Sequential(noise, site.module)
+
+
+def _why_not(method: str, site: _Site) -> str | None:
+    if site.problem:
+        return site.problem
+    if site.kind == "stochastic":
+        return "already stochastic"
+    if not _supports(method, site.kind):
+        return f"not supported by {method!r}"
+    if method == "pbit" and site.kind == "hardtanh" and site.bounds is None:
+        return "hardtanh bounds are not constants"
+    return None
+
+
+def _select(sites: list[_Site], layers) -> list[_Site]:
+    if isinstance(layers, str):
+        if layers in LAYER_SETS:  # already stochastic activations are left as they are
+            return [s for s in sites if s.kind != "stochastic" and (s.hidden or layers == "all")]
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+        raise ValueError(f"layers must be 'hidden', 'all' or a list of activation names, got {layers!r}")
+    by_name = {s.name: s for s in sites}
+    unknown = [n for n in layers if n not in by_name]
+    if unknown:
+        raise ConversionError(
+            f"unknown layer name(s) {', '.join(map(repr, unknown))}; the model's activations are: "
+            + (", ".join(f"{s.name} ({s.op})" for s in sites) or "none")
+        )
+    return [by_name[n] for n in dict.fromkeys(layers)]
+
+
+def _values_for(selected: list[_Site], value: float | dict, key: str) -> dict[str, float]:
+    """The (already checked) ``scale``/``beta`` of every selected activation, by name."""
+    if not isinstance(value, dict):
+        return {s.name: value for s in selected}
+    names = {s.name for s in selected}
+    unknown = [k for k in value if k != "*" and k not in names]
+    if unknown:
+        raise ValueError(f"per-layer {key} for {', '.join(map(repr, unknown))}, which are not among the "
+                         f"converted activations ({', '.join(sorted(names))})")
+    missing = [n for n in names if n not in value and "*" not in value]
+    if missing:
+        raise ValueError(f"no {key} for {', '.join(sorted(missing))}; give one per layer or a default under '*'")
+    return {s.name: value.get(s.name, value.get("*")) for s in selected}
+
+
+def _check_value(key: str, value, what: str) -> float:
+    """``value`` as a float if it is a valid ``key`` -- ``"scale"``: finite and >= 0 (0: no noise);
+    ``"beta"``: finite and > 0 -- else a ``ValueError`` naming ``what`` and the value."""
+    if isinstance(value, bool):  # float(True) == 1.0 would pass silently
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if key == "scale":
+        return check_scale(value, what)
+    try:
+        return check_beta(value)
+    except ValueError:
+        raise ValueError(f"{what} must be a finite number > 0, got {value!r}") from None
+
+
+def _check_setting(key: str, value) -> float | dict[str, float]:
+    """A ``scale``/``beta`` setting checked and canonical: a float, or ``{name: float}`` per layer."""
+    if isinstance(value, dict):
+        return {str(name): _check_value(key, v, f"{key} of {name}") for name, v in value.items()}
+    return _check_value(key, value, key)
+
+
+def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden", bn_stats=None) -> dict:
+    """The canonical, JSON-serialisable spec of a conversion (the keyword arguments of
+    :func:`to_sampled`), with defaults filled in, values checked (so that ``scale=nan`` is named as
+    such rather than failing as JSON) and options that do not apply rejected."""
+    _check_method(method)
+    if method == "pbit" and scale is not None:
+        raise ValueError("method 'pbit' is tuned by beta (its inverse temperature), not by scale")
+    if method != "pbit" and beta is not None:
+        raise ValueError(f"beta applies to method 'pbit' only; {method!r} is tuned by scale")
+    key = parameter_of(method)
+    value = beta if key == "beta" else scale
+    if value is None:
+        value = 1.0 if key == "beta" else DEFAULT_SCALE[method]
+    spec = {"method": method, key: _check_setting(key, value)}
+    if isinstance(layers, str) and layers not in LAYER_SETS:
+        layers = [layers]
+    spec["layers"] = list(layers) if isinstance(layers, (list, tuple)) else layers
+    if bn_stats:
+        spec["bn_stats"] = bn_stats
+    json.dumps(spec, allow_nan=False)  # must survive config.json
+    return spec
+
+
+def to_sampled(
+    model: nn.Module,
+    method: str = "pbit",
+    scale: float | dict[str, float] | None = None,
+    beta: float | dict[str, float] | None = None,
+    layers: str | Sequence[str] = "hidden",
+    bn_stats: dict[str, dict[str, list[float]]] | None = None,
+) -> nn.Module:
+    """A stochastic copy of a trained deterministic ``model`` (``model`` itself is untouched).
+
+    Args:
+        model: any ``nn.Module``. Activation modules are swapped; activations called as
+            functions inside ``forward`` are rewritten with ``torch.fx``.
+        method: ``"pbit"`` (tanh/sigmoid/hardtanh/Quantize -> p-bits of equal mean),
+            ``"dither"`` (Quantize -> uniform dither of ``scale`` steps before rounding),
+            ``"gaussian"`` / ``"logistic"`` (noise of scale ``scale`` added to every selected
+            activation's input; the activation is unchanged).
+        scale: noise scale (gaussian: standard deviation σ; logistic: scale s, std sπ/√3;
+            dither: width in quantisation steps), one number or ``{name: value}`` with an
+            optional default under ``"*"``. ``None``: ``DEFAULT_SCALE[method]``. Not for pbit.
+        beta: pbit only: the p-bits' inverse temperature, multiplying the activation's own
+            (1 keeps the mean equal to the trained activation); a number or ``{name: value}``.
+        layers: ``"hidden"`` (default: every activation whose output passes through another
+            layer with weights before the output), ``"all"``, or a list of names from
+            :func:`find_activations`.
+        bn_stats: ``{batchnorm_name: {"running_mean": [...], "running_var": [...]}}`` to load
+            into the converted copy (from :func:`recalibrate_batchnorm`); weights never change.
+
+    Returns:
+        The converted copy, in the input's train/eval mode: the same class with modules
+        swapped, or a ``torch.fx.GraphModule`` when functional activations were rewritten.
+
+    Raises:
+        ConversionError: nothing to convert, or a selected activation the method cannot handle
+            (the message lists each by name and operation).
+        ValueError: a scale or β that is not a finite number in range (the message names it).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+        >>> to_sampled(net, "pbit")[1]
+        PBit(mode='bipolar', beta=1, ste='mean')
+    """
+    return _convert(model, conversion_spec(method, scale, beta, layers, bn_stats))[0]
+
+
+def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
+    """:func:`to_sampled` of a canonical ``spec``; also returns the converted sites (execution order)."""
+    method, key = spec["method"], parameter_of(spec["method"])
+    converted = copy.deepcopy(model)
+    found = _discover(converted)
+    selected = _select(found.sites, spec["layers"])
+    _check_convertible(type(model).__name__, method, spec["layers"], found, selected)
+    values = _values_for(selected, spec[key], key)
+    aliases = _module_aliases(converted)
+    for site in selected:
+        if site.module is None:
+            continue
+        new = _replacement(method, site, values[site.name])
+        for path in aliases.get(id(site.module), [site.name]):
+            parent, _, attr = path.rpartition(".")
+            setattr(converted.get_submodule(parent) if parent else converted, attr, new)
+    functional = [s for s in selected if s.module is None]  # found by the trace, so there is a graph
+    if functional:
+        converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__)
+    elif found.trace_error is not None:
+        warnings.warn(
+            f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); only activation modules "
+            "were converted -- activations called as functions inside forward (torch.tanh, F.sigmoid, ...) stay "
+            "deterministic, and layers='hidden' took the activation modules registered after the last weight layer "
+            "as output ones",
+            stacklevel=3,
+        )
+    if spec.get("bn_stats"):
+        load_bn_stats(converted, spec["bn_stats"])
+    return converted, selected
+
+
+def _check_convertible(name: str, method: str, layers, found: _Discovery, selected: list[_Site]) -> None:
+    """Raise a :class:`ConversionError` naming every operation that stops the conversion."""
+    if not selected:
+        if found.trace_error is not None and not found.sites:
+            raise ConversionError(
+                f"nothing to convert in {name}: it has no activation modules, and torch.fx could not trace its "
+                f"forward ({type(found.trace_error).__name__}: {found.trace_error}), so activations called as "
+                "functions could not be found or rewritten"
+            )
+        described = ", ".join(f"{s.name} ({s.op}, {'already stochastic' if s.kind == 'stochastic' else 'output'})"
+                              for s in found.sites)
+        raise ConversionError(
+            f"nothing to convert in {name} with layers={layers!r}: "
+            + (f"the activations are {described}; pass layers='all' or names to include output activations"
+               if found.sites else f"it has no activation; operations seen: {', '.join(map(str, found.ops)) or 'none'}")
+        )
+    problems = [(s, why) for s in selected if (why := _why_not(method, s))]
+    if problems:
+        bad = {id(s) for s, _ in problems}
+        ok = [s.name for s in selected if id(s) not in bad]
+        raise ConversionError(
+            f"cannot convert {name} with method {method!r}: "
+            + "; ".join(f"{s.name} ({s.op}): {why}" for s, why in problems)
+            + (f". Convertible: {', '.join(ok)} (pass layers=[...] to convert only those)" if ok else "")
+        )
+
+
+def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], method: str,
+                       values: dict[str, float], class_name: str) -> fx.GraphModule:
+    gm = fx.GraphModule(model, graph, class_name=class_name)
+    for site in sites:
+        node = site.node
+        target = site.name  # a p-bit takes the activation's place; noise is inserted before it
+        while method != "pbit" and (target == site.name or hasattr(gm, target)):
+            target = f"{target}_noise"
+        gm.add_submodule(target, _replacement(method, site, values[site.name]))
+        source = _input_node(node)
+        if method == "pbit":
+            with gm.graph.inserting_before(node):
+                new = gm.graph.call_module(target, (source,))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+        else:
+            with gm.graph.inserting_before(node):
+                noisy = gm.graph.call_module(target, (source,))
+            if node.args:
+                node.args = (noisy, *node.args[1:])
+            else:
+                node.kwargs = {k: (noisy if v is source else v) for k, v in node.kwargs.items()}
+    gm.graph.lint()
+    gm.recompile()
+    gm.train(model.training)
+    return gm
+
+
+def load_bn_stats(model: nn.Module, bn_stats: dict) -> None:
+    """Load ``{name: {"running_mean": [...], "running_var": [...]}}`` into ``model``'s BatchNorms."""
+    modules = dict(model.named_modules())
+    for name, stats in bn_stats.items():
+        bn = modules.get(name)
+        if not isinstance(bn, _BatchNorm) or bn.running_mean is None:
+            raise ValueError(f"bn_stats names {name!r}, which is not a BatchNorm with running statistics")
+        for key in ("running_mean", "running_var"):
+            buffer = getattr(bn, key)
+            value = torch.as_tensor(stats[key], dtype=buffer.dtype, device=buffer.device)
+            if value.shape != buffer.shape:
+                raise ValueError(f"bn_stats[{name!r}][{key!r}] has shape {tuple(value.shape)}, "
+                                 f"expected {tuple(buffer.shape)}")
+            with torch.no_grad():
+                buffer.copy_(value)

@@ -1,0 +1,287 @@
+"""Converted run directories: held-out training data, :func:`convert_run` and :func:`restore_checkpoint`.
+
+A converted run's ``config.json`` is its source's plus the conversion spec; its ``checkpoint.pt``
+is a copy of the source's weights (recreated from the source by :func:`restore_checkpoint`), and
+a calibrated one has a ``calibration.json``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from .batchnorm import recalibrate_batchnorm
+from .calibration import _sweep_values, calibrate
+from .rewrite import _convert, conversion_spec
+
+CALIBRATION = "calibration.json"
+
+
+def _holdout_count(n_trained: int, holdout: float | int) -> int:
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not math.isfinite(holdout) \
+            or holdout <= 0 or (holdout >= 1 and not float(holdout).is_integer()):
+        raise ValueError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {holdout!r}")
+    return max(1, round(n_trained * holdout)) if holdout < 1 else int(holdout)
+
+
+def holdout_indices(n_trained: int, holdout: float | int, n_available: int | None = None) -> tuple[int, int]:
+    """``(start, stop)`` of the held-out examples of a training split, for a run trained on its
+    first ``n_trained`` examples, of which the first ``n_available`` can be read (default:
+    ``n_trained``, i.e. none beyond).
+
+    ``holdout`` is a count (an integer >= 1) or a fraction of ``n_trained`` (0 < holdout < 1).
+    Examples the run never saw are taken when there are any: ``[n_trained, n_trained + count)``,
+    capped at ``n_available``. Otherwise it is the last ``count`` readable examples, which the
+    run was trained on -- ``start < n_trained`` tells the caller so.
+    """
+    if n_trained < 1:
+        raise ValueError(f"a run trained on {n_trained} examples has nothing to hold out")
+    count = _holdout_count(n_trained, holdout)
+    n_available = n_trained if n_available is None else n_available
+    if n_available > n_trained:
+        return n_trained, min(n_trained + count, n_available)
+    if count > n_available:
+        raise ValueError(f"holdout of {count} examples is more than the {n_available} training examples")
+    return n_available - count, n_available
+
+
+class _HeldOut(NamedTuple):
+    x: torch.Tensor
+    y: torch.Tensor
+    prepare: Callable[[torch.Tensor], torch.Tensor]  # the dataset's normalisation
+    split: dict  # where the examples come from, as calibration.json records it
+
+
+def _held_out_training_data(config: dict, holdout, roots, subset, device, progress) -> _HeldOut:
+    """Held-out examples of the run's *training* split (the test split is never read): preferably
+    ones beyond the run's own ``subset``, which it never saw (see :func:`holdout_indices`).
+    ``subset`` limits what is read to the first N training examples, as everywhere else."""
+    from .. import data as data_package
+
+    dataset = config.get("data", {}).get("dataset")
+    if not dataset:
+        raise ValueError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
+    ds = data_package.load(dataset, roots=roots, progress=progress)  # whole: what lies beyond the run's subset
+    n_split = len(ds.train_y)
+    n_trained = min(config["data"].get("subset") or n_split, n_split)
+    n_available = n_split if subset is None else min(subset, n_split)
+    start, stop = holdout_indices(n_trained, holdout, n_available)
+    seen = start < n_trained
+    if seen:
+        warnings.warn(
+            f"the run was trained on all {min(n_trained, n_available)} readable training examples of {dataset}, so "
+            f"calibration uses the last {stop - start} of them, which the model has seen: its accuracies are "
+            "optimistic (calibration.json records seen_in_training: true)", stacklevel=3)
+    if progress:
+        print(f"held-out data: {dataset} training examples {start}..{stop - 1}"
+              + (" (seen in training)" if seen else f" (the run was trained on the first {n_trained})"), flush=True)
+    split = {"dataset": dataset, "split": "train", "subset": subset, "trained_examples": n_trained,
+             "start": start, "stop": stop, "examples": stop - start, "train_examples": n_available,
+             "seen_in_training": seen}
+    return _HeldOut(ds.train_x[start:stop].to(device), ds.train_y[start:stop].to(device), ds.normalize, split)
+
+
+def _check_destination(source: Path, out: Path, force: bool) -> None:
+    """Refuse an ``out`` whose replacement could destroy something: the source itself, any existing
+    path without ``force``, and even with ``force`` a trained run (its checkpoint is the only copy
+    of its weights). A directory without config.json is an interrupted conversion."""
+    from ..runs import CONFIG, RunError, read_json
+
+    if out.resolve() == source.resolve():
+        raise RunError("the converted run must go to a new directory, not over its source")
+    if not out.exists():
+        return
+    if not force:
+        raise RunError(f"{out} already exists; choose a new directory or pass --force to replace its results")
+    if (out / CONFIG).is_file() and "convert" not in read_json(out / CONFIG):
+        raise RunError(f"{out} is a trained run, not a converted one (its {CONFIG} has no 'convert'); --force only "
+                       "replaces converted runs, so choose another directory. Nothing was changed")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_weights(source: Path, run_dir: Path) -> None:
+    """Write ``run_dir/checkpoint.pt`` as ``{"model": <source's state_dict>}`` (no training state)."""
+    from ..runs import CHECKPOINT, load_checkpoint, save_checkpoint
+
+    save_checkpoint(run_dir / CHECKPOINT, {"model": load_checkpoint(source / CHECKPOINT)["model"]})
+
+
+def _write_run(out: Path, source: Path, config: dict, calibration: dict | None) -> None:
+    """Write a converted run directory. config.json goes first out and last in, so that a directory
+    without one is always an interrupted conversion (which ``force`` may replace)."""
+    from ..runs import CONFIG, write_json
+
+    out.mkdir(parents=True, exist_ok=True)  # an existing one passed _check_destination
+    for stale in [out / CONFIG, *out.glob("eval-*.json"), out / CALIBRATION]:
+        stale.unlink(missing_ok=True)
+    _copy_weights(source, out)
+    if calibration is not None:
+        write_json(out / CALIBRATION, calibration)
+    write_json(out / CONFIG, config)
+
+
+def _calibrate_run(model: nn.Module, data: _HeldOut, spec: dict, source_run: str, **options) -> dict:
+    """:func:`calibrate` on the held-out examples, with where they came from (for calibration.json)."""
+    document = calibrate(model, data.x, data.y, spec["method"], layers=spec["layers"], prepare=data.prepare, **options)
+    return {"source_run": source_run, "data": data.split, **document}
+
+
+def _summary(spec: dict) -> dict:
+    """``spec`` with its bulky ``bn_stats`` replaced by the names of the re-estimated layers."""
+    summary = {k: v for k, v in spec.items() if k != "bn_stats"}
+    if "bn_stats" in spec:
+        summary["bn_stats"] = sorted(spec["bn_stats"])
+    return summary
+
+
+def convert_run(
+    source: str | Path,
+    out: str | Path,
+    method: str = "pbit",
+    scale: float | dict | None = None,
+    beta: float | dict | None = None,
+    layers: str | Sequence[str] = "hidden",
+    calibrate: bool = False,
+    values: Sequence[float] | None = None,
+    samples: Sequence[int] = (1, 2, 5, 10, 20),
+    target: int | None = None,
+    holdout: float | int = 0.1,
+    repeats: int = 1,
+    recalibrate_bn: bool = False,
+    bn_samples: int = 4,
+    seed: int = 0,
+    roots: list[str] | None = None,
+    subset: int | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    label: str | None = None,
+    progress: bool = True,
+    per_layer: bool = False,
+) -> dict:
+    """Write a converted run directory ``out`` from the trained run ``source``.
+
+    ``out/config.json`` is the source's config plus ``"convert"`` (the :func:`to_sampled`
+    keyword arguments, replayed by :func:`pdnn.runs.load_model`), ``"source_run"`` (the source
+    directory relative to ``out``) and ``"source_checkpoint_sha256"``; ``out/checkpoint.pt``
+    holds the source's weights unchanged (``{"model": state_dict}``; :func:`restore_checkpoint`
+    recreates it). With ``calibrate`` the scale/β is chosen by :func:`calibrate` (``per_layer``:
+    then refined layer by layer) on held-out training examples -- beyond the run's own
+    ``subset`` if the split has any, else its last trained-on ones, with a warning (``holdout``:
+    a count, or a fraction of the examples it was trained on; ``subset``: read only the first N
+    training examples) -- and the sweep is written to ``out/calibration.json``. With
+    ``recalibrate_bn`` the BatchNorm statistics behind the noise are re-estimated on the same
+    examples (stored in ``convert["bn_stats"]``).
+
+    An existing ``out`` is refused unless ``force``, and even then if it is a trained run
+    rather than a converted one; a replaced run loses its stale ``eval-*.json`` and
+    ``calibration.json``. Returns ``{"out", "spec", "converted", "calibration"}`` (``spec``
+    without the bulky ``bn_stats``).
+    """
+    from ..runs import CHECKPOINT, RunError, load_model, read_config
+
+    source, out = Path(source), Path(out)
+    _check_destination(source, out, force)
+    config = read_config(source)
+    if "convert" in config:
+        raise RunError(f"{source} is itself a converted run (of {config.get('source_run')}); convert its source")
+    if calibrate and (scale is not None or beta is not None):
+        raise ValueError("--calibrate chooses the scale (beta for pbit) itself; give the values to try instead")
+    if per_layer and not calibrate:
+        raise ValueError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
+    spec = conversion_spec(method, scale, beta, layers)
+    values = _sweep_values(method, values) if calibrate else None
+    model, _ = load_model(source, map_location=device)
+    converted, sites = _convert(model, spec)  # fails on an unconvertible model before any data is read
+    source_run = os.path.relpath(source.resolve(), out.resolve())
+
+    calibration = None
+    if calibrate or recalibrate_bn:
+        data = _held_out_training_data(config, holdout, roots, subset, device, progress)
+        if calibrate:
+            calibration = _calibrate_run(model, data, spec, source_run, values=values, samples=samples,
+                                         target=target, repeats=repeats, seed=seed, recalibrate_bn=recalibrate_bn,
+                                         bn_samples=bn_samples, progress=progress, per_layer=per_layer)
+            spec = calibration["spec"]  # with the chosen value's BatchNorm statistics, if re-estimated
+            calibration["spec"] = _summary(spec)  # they are stored once, in config.json
+        else:
+            spec["bn_stats"] = recalibrate_batchnorm(converted, data.x, bn_samples, prepare=data.prepare, seed=seed)
+
+    new_config = copy.deepcopy(config)
+    new_config["convert"] = spec
+    new_config["source_run"] = source_run
+    new_config["source_checkpoint_sha256"] = _sha256(source / CHECKPOINT)
+    new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
+    _write_run(out, source, new_config, calibration)
+    return {"out": str(out), "spec": _summary(spec), "converted": [f"{s.name} ({s.op})" for s in sites],
+            "calibration": calibration}
+
+
+def _source_dir(run_dir: Path, source_run: str) -> Path:
+    """A converted run's source directory: ``source_run`` relative to ``run_dir`` (as
+    :func:`convert_run` writes it), or, for runs converted before it did, relative to the
+    current directory if only that exists."""
+    relative = (run_dir / source_run).resolve()
+    return Path(source_run) if not relative.is_dir() and Path(source_run).is_dir() else relative
+
+
+def _train_command(config: dict, out: Path) -> str:
+    """The ``pdnn train`` command line of the run ``config`` describes (its main options)."""
+    model, data, train = config.get("model", {}), config.get("data", {}), config.get("train", {})
+    options = {"--dataset": data.get("dataset"), "--model": model.get("name"), "--neuron": model.get("neuron"),
+               "--weight-bits": model.get("weight_bits"), "--width": model.get("width"),
+               "--subset": data.get("subset"), "--epochs": train.get("epochs"), "--seed": train.get("seed")}
+    return " ".join(["pdnn train", *(f"{k} {v}" for k, v in options.items() if v is not None), f"--out {out}"])
+
+
+def restore_checkpoint(run_dir: str | Path) -> Path:
+    """Recreate a converted run's missing ``checkpoint.pt`` (a copy of its source's weights).
+
+    Converted runs are often kept without their checkpoint (it duplicates the source's); the
+    conversion itself is all in ``config.json``. The source is ``config["source_run"]`` relative
+    to ``run_dir`` (or, for older runs, to the current directory), and its checkpoint must have
+    the recorded ``source_checkpoint_sha256`` if there is one. An existing checkpoint is left
+    as it is. Returns the checkpoint's path.
+
+    Raises:
+        RunError: ``run_dir`` is not a converted run, or the source checkpoint is missing (the
+            message says how to train it) or is not the one the run was converted from.
+    """
+    from ..runs import CHECKPOINT, CONFIG, RunError, read_config
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if "convert" not in config or not config.get("source_run"):
+        raise RunError(f"{run_dir} is not a converted run (its {CONFIG} has no 'convert' and 'source_run'); "
+                       "only a converted run's checkpoint is a copy that can be recreated")
+    target = run_dir / CHECKPOINT
+    if target.is_file():
+        return target
+    source = _source_dir(run_dir, config["source_run"])
+    checkpoint = source / CHECKPOINT
+    if not checkpoint.is_file():
+        raise RunError(f"cannot restore {target}: the source run's checkpoint {checkpoint} does not exist; train it "
+                       f"with `{_train_command(config, source)}` (the other training options are under 'train' in "
+                       f"{run_dir / CONFIG}) and run this again")
+    expected = config.get("source_checkpoint_sha256")
+    if expected is not None and (actual := _sha256(checkpoint)) != expected:
+        raise RunError(f"cannot restore {target}: {checkpoint} has sha256 {actual}, but {run_dir} was converted from "
+                       f"one with {expected} (was the source retrained?); convert the source again into a new "
+                       "directory instead")
+    _copy_weights(source, run_dir)
+    return target

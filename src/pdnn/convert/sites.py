@@ -1,0 +1,276 @@
+"""What is an activation: the places of a model :func:`pdnn.convert.to_sampled` can convert.
+
+Activation modules are found by type, activations called as functions inside ``forward``
+(``torch.tanh``, ``F.sigmoid``, ``x.tanh()``, ...) by tracing the model with ``torch.fx``; an
+activation is *hidden* unless its output reaches the network's output without passing through a
+layer with weights. Tracing reads a model, never modifies it.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import fx, nn
+from torch.nn import functional as TF
+from torch.nn.modules.batchnorm import _NormBase
+
+from ..nn import Quantize, is_stochastic
+from .methods import METHODS
+
+
+# float activations that only the noise methods (gaussian, logistic) can handle
+_OTHER_MODULES = tuple(
+    getattr(nn, name) for name in (
+        "ReLU", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Softplus", "Softsign",
+        "Hardsigmoid", "Hardswish", "Tanhshrink", "PReLU", "LogSigmoid", "Threshold", "RReLU",
+        "Hardshrink", "Softshrink",
+    ) if hasattr(nn, name)
+)
+
+
+def _module_kind(m: nn.Module) -> str | None:
+    """Canonical activation kind of a module, or ``None`` if it is not an activation."""
+    if is_stochastic(m):
+        return "stochastic"
+    if isinstance(m, Quantize):
+        return "quantize"
+    if isinstance(m, nn.Tanh):
+        return "tanh"
+    if isinstance(m, nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(m, nn.Hardtanh):  # nn.ReLU6 included: a p-bit with values {0, 6}
+        return "hardtanh"
+    if isinstance(m, _OTHER_MODULES):
+        return type(m).__name__.lower()
+    return None
+
+
+def _function_table() -> dict:
+    table = {}
+
+    def add(owner, owner_name: str, names: Sequence[str], kind: str) -> None:
+        for name in names:
+            fn = getattr(owner, name, None)
+            if fn is not None:
+                table.setdefault(fn, (f"{owner_name}.{name}", kind))
+
+    add(torch, "torch", ("tanh", "tanh_"), "tanh")
+    add(TF, "F", ("tanh",), "tanh")
+    add(torch, "torch", ("sigmoid", "sigmoid_"), "sigmoid")
+    add(TF, "F", ("sigmoid",), "sigmoid")
+    add(torch.special, "torch.special", ("expit",), "sigmoid")
+    add(TF, "F", ("hardtanh", "hardtanh_", "relu6"), "hardtanh")
+    add(torch, "torch", ("relu", "relu_"), "relu")
+    add(TF, "F", ("relu", "relu_"), "relu")
+    for name in ("leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "celu_", "gelu", "silu",
+                 "mish", "softplus", "softsign", "hardsigmoid", "hardswish", "logsigmoid", "prelu", "tanhshrink",
+                 "rrelu", "rrelu_", "hardshrink", "softshrink", "threshold", "threshold_"):
+        add(TF, "F", (name,), name.rstrip("_"))
+    for name in ("selu", "selu_", "celu", "celu_", "rrelu", "rrelu_", "prelu", "threshold", "threshold_"):
+        add(torch, "torch", (name,), name.rstrip("_"))
+    return table
+
+
+_FUNCTIONS = _function_table()
+_METHOD_CALLS = {"tanh": "tanh", "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
+                 "relu": "relu", "relu_": "relu"}
+_INPLACE_FUNCTIONS = {fn for fn, (label, _) in _FUNCTIONS.items() if label.endswith("_")}
+_WEIGHT_FUNCTIONS = {TF.linear, TF.bilinear, TF.conv1d, TF.conv2d, TF.conv3d, TF.conv_transpose1d,
+                     TF.conv_transpose2d, TF.conv_transpose3d, torch.matmul, torch.mm, torch.bmm,
+                     torch.einsum, torch.addmm, operator.matmul}
+_WEIGHT_METHODS = {"matmul", "mm", "bmm", "__matmul__"}
+
+
+def _supports(method: str, kind: str) -> bool:
+    if kind == "stochastic":
+        return False
+    if method == "pbit":
+        return kind in ("tanh", "sigmoid", "hardtanh", "quantize")
+    if method == "dither":
+        return kind == "quantize"
+    return True  # gaussian / logistic: noise on any activation's pre-activation
+
+
+@dataclass
+class _Site:
+    """One convertible place: an activation module (all its calls) or one functional call."""
+
+    name: str  # module path, or for a function call its fx node's name (the p-bit's module name)
+    op: str  # "nn.Tanh", "torch.tanh", "Tensor.tanh", ...
+    kind: str  # "tanh", "sigmoid", "hardtanh", "quantize", "relu", ..., "stochastic"
+    hidden: bool
+    module: nn.Module | None = None
+    node: fx.Node | None = None
+    bounds: tuple[float, float] | None = None  # hardtanh's (min_val, max_val) when constant
+    problem: str | None = None  # why it cannot be rewritten at all (e.g. in place on a shared tensor)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "op": self.op, "kind": self.kind, "hidden": self.hidden,
+                "methods": [m for m in METHODS if self.problem is None and _supports(m, self.kind)]}
+
+
+class _Tracer(fx.Tracer):
+    """Traces into user modules (to see functional activations); keeps standard torch layers,
+    activation modules and pdnn layers (``Quantize`` computes a tanh inside) as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if _module_kind(m) is not None or type(m).__module__.startswith("pdnn.nn"):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+# Normalisation layers have parameters (a per-channel scale and shift; LayerNorm's may even be 2-d)
+# but mix no features: an activation followed only by one of them still produces the output.
+_NORMALISATION = (_NormBase, nn.LayerNorm, nn.GroupNorm)  # _NormBase: BatchNorm and InstanceNorm
+
+
+def _has_weights(m: nn.Module) -> bool:
+    """A layer that mixes features through a weight matrix or kernel (a parameter of dim >= 2):
+    ``nn.Linear``, ``nn.Conv2d``, ``QuantLinear``, ...; not normalisation layers, nor ``nn.PReLU``
+    (whose parameters are element-wise)."""
+    return not isinstance(m, _NORMALISATION) and any(p.dim() >= 2 for p in m.parameters())
+
+
+def _is_weighted(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return _has_weights(modules[node.target])
+    if node.op == "call_function":
+        return node.target in _WEIGHT_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _WEIGHT_METHODS
+    return False
+
+
+def _reaches_output_unweighted(graph: fx.Graph, modules: dict) -> set[fx.Node]:
+    """Nodes whose value reaches the output without passing through a layer with weights."""
+    out = [n for n in graph.nodes if n.op == "output"]
+    seen: set[fx.Node] = set()
+    stack = list(out)
+    while stack:
+        node = stack.pop()
+        for arg in node.all_input_nodes:
+            if arg not in seen:
+                seen.add(arg)
+                if not _is_weighted(arg, modules):
+                    stack.append(arg)
+    return seen
+
+
+def _input_node(node: fx.Node):
+    return node.args[0] if node.args else node.kwargs.get("input", node.kwargs.get("self"))
+
+
+def _hardtanh_bounds(node: fx.Node, label: str) -> tuple[float, float] | None:
+    if label == "F.relu6":
+        return 0.0, 6.0
+    args, kwargs = node.args, node.kwargs
+    lo = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
+    hi = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi:
+        return float(lo), float(hi)
+    return None
+
+
+def _function_site(node: fx.Node, taken: set[str], hidden: bool) -> _Site | None:
+    if node.op == "call_function" and node.target in _FUNCTIONS:
+        label, kind = _FUNCTIONS[node.target]
+        inplace = node.target in _INPLACE_FUNCTIONS or node.kwargs.get("inplace") is True
+    elif node.op == "call_method" and node.target in _METHOD_CALLS:
+        label, kind = f"Tensor.{node.target}", _METHOD_CALLS[node.target]
+        inplace = node.target.endswith("_")
+    else:
+        return None
+    name = node.name
+    while name in taken:
+        name = f"{name}_act"
+    taken.add(name)
+    site = _Site(name, label, kind, hidden, node=node)
+    source = _input_node(node)
+    if not isinstance(source, fx.Node):
+        site.problem = "its input is not a traced tensor"
+    elif inplace and len(source.users) > 1:
+        site.problem = "in place on a tensor that is used elsewhere"
+    if kind == "hardtanh":
+        site.bounds = _hardtanh_bounds(node, label)
+    return site
+
+
+def _module_label(m: nn.Module) -> str:
+    cls = type(m)
+    for package, short in (("torch.nn", "nn"), ("pdnn.nn", "pdnn.nn")):
+        if cls.__module__.startswith(package):
+            return f"{short}.{cls.__name__}"
+    return cls.__name__
+
+
+def _module_site(name: str, m: nn.Module, hidden: bool) -> _Site:
+    kind = _module_kind(m)
+    site = _Site(name, _module_label(m), kind, hidden, module=m)
+    if kind == "hardtanh":
+        site.bounds = (float(m.min_val), float(m.max_val))
+    return site
+
+
+class _Discovery(NamedTuple):
+    """What :func:`_discover` found in a model."""
+
+    sites: list[_Site]  # activations, in execution order (registration order without a trace)
+    graph: fx.Graph | None  # None: torch.fx could not trace the model
+    trace_error: Exception | None
+    ops: list[str]  # the distinct operations seen, for error messages
+
+
+def _discover(model: nn.Module) -> _Discovery:
+    """The activation sites of ``model`` and its fx graph (tracing reads, never modifies)."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as err:  # fx raises many types for untraceable code
+        return _Discovery(_discover_modules(model), None, err, [])
+    modules = dict(model.named_modules())
+    output_side = _reaches_output_unweighted(graph, modules)
+    taken = {name.split(".")[0] for name in modules if name} | set(dir(model)) | set(dir(fx.GraphModule))
+    sites: dict[str, _Site] = {}
+    ops: list[str] = []
+    for node in graph.nodes:
+        if node.op == "call_module":
+            m = modules[node.target]
+            ops.append(_module_label(m))
+            if _module_kind(m) is None:
+                continue
+            site = sites.get(node.target)
+            if site is None:
+                sites[node.target] = _module_site(node.target, m, node not in output_side)
+            elif node in output_side:
+                site.hidden = False
+        elif node.op in ("call_function", "call_method"):
+            ops.append(node.target if isinstance(node.target, str) else
+                       getattr(node.target, "__name__", str(node.target)))
+            site = _function_site(node, taken, node not in output_side)
+            if site is not None:
+                sites[site.name] = site
+    return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)))
+
+
+def _discover_modules(model: nn.Module) -> list[_Site]:
+    """Without a trace: activation modules in registration order; those registered after the last
+    module with weights count as output activations."""
+    named = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    last_weighted = max((i for i, (_, m) in enumerate(named) if _has_weights(m) and _module_kind(m) is None),
+                        default=-1)
+    return [_module_site(n, m, i < last_weighted) for i, (n, m) in enumerate(named) if _module_kind(m) is not None]
+
+
+def find_activations(model: nn.Module) -> list[dict]:
+    """The activations :func:`to_sampled` can see in ``model``, in execution order.
+
+    Returns one dict per activation: ``name`` (module path, or for a function call inside
+    ``forward`` its ``torch.fx`` node name, e.g. ``"tanh_1"``: the name of the p-bit module that
+    replaces it, or ``"<name>_noise"`` for the noise module inserted before it), ``op`` (``"nn.Tanh"``,
+    ``"torch.tanh"``, ...), ``kind``, ``hidden`` (False when its output reaches the network's
+    output without passing through a layer with weights) and ``methods`` (those that can
+    convert it). Activations called as functions are only found if ``torch.fx`` can trace the
+    model.
+    """
+    return [s.describe() for s in _discover(model).sites]
