@@ -234,6 +234,11 @@ class SampledModel(nn.Module):
                 out = self.model(*(repeat_samples(a, samples) for a in (x, *args)))
             else:
                 out = graph(x, *args)
+        except RuntimeError as err:  # e.g. a shape mismatch, whose sizes count samples x batch rows
+            rows = (f"after the deterministic prefix the network runs {samples} samples x batch {batch} = "
+                    f"{samples * batch} rows" if self.aggregate == "network" else
+                    f"each stochastic module runs {samples} samples x batch {batch} rows, the rest batch {batch}")
+            raise RuntimeError(f"{err} [input of shape {tuple(x.shape)}; {rows}]") from err
         finally:
             for m, g in zip(stochastic, saved):
                 m.generator = g
