@@ -16,7 +16,8 @@ def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
 
 def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     args = ["study", "--dataset", "demo", "--model", "mlp", "--width", "16", "--epochs", "1", "--subset", "200",
-            "--eval-subset", "100", "--train-samples", "1,2", "--samples", "1,2,10", "--out", str(tmp_path), "--quiet"]
+            "--eval-subset", "100", "--train-samples", "1,2", "--samples", "1,2,10", "--beta", "2", "--out", str(tmp_path),
+            "--quiet"]
     assert main(args) == 0
     readme = (tmp_path / "README.md").read_text()
     assert "| pbit-s2 | 2 |" in readme and "## The paper's claims beside our numbers" in readme
@@ -24,6 +25,10 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert set(summary["runs"]) >= {"tanh", "sigmoid", "quant3", "pbit-s1", "pbit-unipolar-s2"}
     for name in ("accuracy_vs_samples_pbit.png", "train_test_matrix.png"):
         assert (tmp_path / name).exists()
+    beta = {name: json.loads((tmp_path / "runs" / name / "config.json").read_text())["model"]["beta"]
+            for name in ("tanh", "quant3", "pbit-s1", "pbit-unipolar-s2")}
+    assert beta == {"tanh": 1.0, "quant3": 1.0, "pbit-s1": 2.0, "pbit-unipolar-s2": 2.0}  # p-bit runs only
+    assert "--beta 2" in readme
     stamp = (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns
     assert main(args) == 0  # a rerun reuses every finished run
     assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
