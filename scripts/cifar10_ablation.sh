@@ -42,6 +42,8 @@ variant pbit-beta2      --neuron pbit -s 2 --beta 2
 variant pbit-beta4      --neuron pbit -s 2 --beta 4
 variant pbit-constant   --neuron pbit -s 2 --schedule constant
 variant pbit-lr3e-3     --neuron pbit -s 2 --lr 3e-3
+variant tanh-lr3e-3     --neuron tanh --lr 3e-3
+variant pbit-beta2-lr3e-3 --neuron pbit -s 2 --beta 2 --lr 3e-3
 variant pbit-mean-loss  --neuron pbit -s 2 --loss-rule mean-loss
 variant pbit-no-augment --neuron pbit -s 2 --no-augment
 variant tanh-no-augment --neuron tanh --no-augment

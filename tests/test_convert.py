@@ -450,6 +450,7 @@ class TrainOnly:
         raise AssertionError("calibration moved the whole dataset (test split included)")
 
 
+@pytest.mark.filterwarnings("ignore:calibration chose")  # the edge of this tiny sweep is not the point here
 def test_cli_calibration_uses_only_held_out_training_examples(tmp_path, monkeypatch, capsys):
     source, new = tmp_path / "run", tmp_path / "calibrated"
     make_run(source)
