@@ -175,6 +175,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
     train_h = sum(r["train_time_s"] for r in runs.values()) / 3600
     eval_h = sum(r["eval_time_s"] for r in runs.values()) / 3600
     examples = next(iter(runs.values()))["test_examples"]
+    threads = torch.get_num_threads()
     command = (f"pdnn study --dataset {spec.dataset} --model {spec.model} --epochs {spec.epochs}"
                + (f" --width {spec.width}" if spec.width else "")
                + (f" --beta {spec.beta:g}" if spec.beta != 1.0 else "")
@@ -190,7 +191,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         command,
         "```",
         "",
-        f"- Hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"- Hardware: {platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)}, "
         f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'CPU only'}).",
         f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "")
         + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
