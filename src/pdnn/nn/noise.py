@@ -51,7 +51,31 @@ def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
     return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-class GaussianNoise(nn.Module):
+class _AdditiveNoise(nn.Module):
+    """``y = x + scale * n`` with fresh zero-mean noise ``n`` from :meth:`draw` on every call;
+    ``scale = 0`` returns the input itself. Gradient 1 (the noise does not depend on ``x``)."""
+
+    stochastic = True
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = check_scale(scale)
+        self.generator: torch.Generator | None = None
+
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = _check_generator(self, x)
+        if self.scale == 0:
+            return x
+        return x + self.scale * self.draw(x, g)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:g}"
+
+
+class GaussianNoise(_AdditiveNoise):
     r"""Add zero-mean Gaussian noise: :math:`y = x + \sigma\,\varepsilon,\ \varepsilon \sim \mathcal N(0, 1)`.
 
     Placed before an activation ``f`` it makes the neuron ``f(x + σε)``, whose mean is the
@@ -72,24 +96,11 @@ class GaussianNoise(nn.Module):
         0.500...
     """
 
-    stochastic = True
-
-    def __init__(self, scale: float = 1.0):
-        super().__init__()
-        self.scale = check_scale(scale)
-        self.generator: torch.Generator | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = _check_generator(self, x)
-        if self.scale == 0:
-            return x
-        return x + self.scale * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale:g}"
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-class LogisticNoise(nn.Module):
+class LogisticNoise(_AdditiveNoise):
     r"""Add zero-mean logistic noise: :math:`y = x + s \log\frac{u}{1-u},\ u \sim U(0, 1)`.
 
     The noise has the density :math:`\frac{e^{-n/s}}{s(1+e^{-n/s})^2}`, mean 0 and standard
@@ -106,23 +117,9 @@ class LogisticNoise(nn.Module):
     Shape: input ``(*)``, output ``(*)``.
     """
 
-    stochastic = True
-
-    def __init__(self, scale: float = 1.0):
-        super().__init__()
-        self.scale = check_scale(scale)
-        self.generator: torch.Generator | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = _check_generator(self, x)
-        if self.scale == 0:
-            return x
-        # u in [tiny, 1): log(u) is finite, 1 - u > 0
-        u = _uniform(x, g).clamp_min_(torch.finfo(x.dtype).tiny)
-        return x + self.scale * (torch.log(u) - torch.log1p(-u))
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale:g}"
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        u = _uniform(x, generator).clamp_min_(torch.finfo(x.dtype).tiny)  # log(u) finite, 1 - u > 0
+        return torch.log(u) - torch.log1p(-u)
 
 
 class DitheredQuantize(nn.Module):
