@@ -300,7 +300,7 @@ def figure(summary: dict, dataset: str, out: Path, title: str, zoom: bool = Fals
         if e["deterministic_source"] is not None:
             dets[Path(e["source"]).name] = e["deterministic_source"]
     panels = 2 if zoom else 1
-    fig, axes = plt.subplots(1, panels, figsize=(8 * panels if panels == 1 else 14, 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(8 * panels if panels == 1 else 14, 7.0), squeeze=False)
     cmap = plt.get_cmap("tab20")
     for ax in axes[0]:
         for i, (name, e) in enumerate(entries):
@@ -319,12 +319,12 @@ def figure(summary: dict, dataset: str, out: Path, title: str, zoom: bool = Fals
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_title(title)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7)
     if zoom and dets:
         lo, hi = 100 * min(dets.values()), 100 * max(dets.values())
-        axes[0][1].set_ylim(lo - 1.2, hi + 0.4)
+        axes[0][1].set_ylim(lo - 1.2, hi + 1.0)
         axes[0][1].set_title("zoom near the deterministic accuracies")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
@@ -353,7 +353,7 @@ def summary_cmd(args) -> None:
         blocks[f"{dataset}-calibration"] = table_calibration(summary, dataset)
         if any(e["dataset"] == dataset and "network" in e for e in summary["runs"].values()):
             figure(summary, dataset, root / f"{dataset}-accuracy-vs-T.png",
-                   f"{pretty}: deterministic networks sampled without retraining", zoom=dataset == "fashion-mnist")
+                   f"{pretty}: deterministic networks sampled without retraining", zoom=True)
     blocks["layer"] = table_layer(summary)
     figure_layer(summary, root / "network-vs-layer.png")
     blocks["energy"] = energy_table(summary)
