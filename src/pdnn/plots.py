@@ -38,12 +38,19 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         measured.update(ts)
         ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows], yerr=[100 * r["accuracy_std"] for r in rows],
                     marker="o", capsize=3, label=label)
-    for i, (label, acc) in enumerate(horizontals):
-        line = ax.axhline(acc, linestyle="--", linewidth=1, color=f"C{(i + 5) % 10}")
-        ax.annotate(f"{label} {acc:.1f}%", xy=(1, acc), xytext=(2, 2), textcoords="offset points",
-                    fontsize=8, color=line.get_color())
     ax.set_xscale("log")
     ax.set_xlim(0.9, max(measured) * 1.1)
+    lines = [(label, acc, ax.axhline(acc, linestyle="--", linewidth=1, color=f"C{(i + 5) % 10}"))
+             for i, (label, acc) in enumerate(horizontals)]
+    # Labels of lines closer than 3 % of the axis height would print over each other: move each
+    # such label a third of the (log) axis further right than the one below it.
+    low, high = ax.get_ylim()
+    slot, previous = 0, None
+    for label, acc, line in sorted(lines, key=lambda item: item[1]):
+        slot = slot + 1 if previous is not None and acc - previous < 0.03 * (high - low) else 0
+        previous = acc
+        ax.annotate(f"{label} {acc:.1f}%", xy=(max(measured) ** (slot / 3 % 1), acc), xytext=(2, 2),
+                    textcoords="offset points", fontsize=8, color=line.get_color())
     ax.set_xticks(sorted(measured), [str(t) for t in sorted(measured)])
     ax.minorticks_off()
     ax.set_xlabel("samples T (log scale)")
