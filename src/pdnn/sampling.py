@@ -20,16 +20,21 @@ See ``docs/sampling.md`` for the precise definitions.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Callable
 
 import torch
 from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._pytree import tree_flatten, tree_map
 
+from .foldcheck import first_rows, fold_mismatch, stack, unfold
 from .nn import is_stochastic
 
 REDUCTIONS = ("mean", "vote", "none")
 AGGREGATIONS = ("network", "layer")
+CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
 
 
 def check_samples(samples) -> int:
@@ -53,13 +58,52 @@ def average_samples(x: torch.Tensor, samples: int) -> torch.Tensor:
     return x.reshape(samples, -1, *x.shape[1:]).mean(0)
 
 
+# random functions and tensor methods other than pdnn modules: a call is a fresh draw per sample
+_RANDOM_FUNCTIONS = {torch.rand, torch.randn, torch.rand_like, torch.randn_like, torch.randint,
+                     torch.randint_like, torch.randperm, torch.bernoulli, torch.normal, torch.poisson,
+                     torch.multinomial}
+_DROPOUT_FUNCTIONS = {nn.functional.dropout, nn.functional.dropout1d, nn.functional.dropout2d,
+                      nn.functional.dropout3d, nn.functional.alpha_dropout,
+                      nn.functional.feature_alpha_dropout}
+_RANDOM_METHODS = {"bernoulli", "bernoulli_", "uniform_", "normal_", "random_", "exponential_",
+                   "geometric_", "cauchy_", "log_normal_", "multinomial"}
+# reads of a tensor's shape: their values must be recomputed on the folded tensor, not repeated
+_SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "nelement"}
+_SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
+
+
+def draws(m: nn.Module) -> bool:
+    """Modules that draw random numbers on this call: pdnn's stochastic modules, and dropout
+    in training mode (its mask must be fresh for every sample, as in a loop of forwards)."""
+    return is_stochastic(m) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
+
+
+def _couples_rows(m: nn.Module) -> bool:
+    """Modules whose output row depends on other rows of the batch (batch statistics)."""
+    return isinstance(m, _BatchNorm)
+
+
 class _Tracer(fx.Tracer):
-    """Traces only into modules that contain randomness: any module without a stochastic
-    descendant is deterministic as a whole and stays one opaque call (so user layers with
-    Python control flow inside do not defeat tracing)."""
+    """Traces only into modules that contain randomness or batch statistics: any other module
+    stays one opaque call (so user layers with Python control flow inside do not defeat
+    tracing); random and batch-norm modules are leaves."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not any(is_stochastic(sub) for sub in m.modules()) or is_stochastic(m)
+        special = lambda sub: draws(sub) or _couples_rows(sub)  # noqa: E731
+        return special(m) or not any(special(sub) for sub in m.modules())
+
+
+def _draws_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return draws(modules[node.target])
+    if node.op == "call_method":
+        return node.target in _RANDOM_METHODS
+    if node.op != "call_function":
+        return False
+    if node.target in _DROPOUT_FUNCTIONS:  # F.dropout(x, p, training): training defaults to True
+        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+        return training is not False
+    return node.target in _RANDOM_FUNCTIONS
 
 
 def _stochastic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
@@ -67,36 +111,114 @@ def _stochastic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     modules = dict(gm.named_modules())
     region: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        draws = node.op == "call_module" and is_stochastic(modules[node.target])
-        if draws or any(a in region for a in node.all_input_nodes):
+        if _draws_node(node, modules) or any(a in region for a in node.all_input_nodes):
             region.add(node)
     return region
 
 
-def _batched_nodes(gm: fx.GraphModule) -> set[fx.Node]:
-    """Nodes derived from the inputs (which carry the batch dimension)."""
-    batched: set[fx.Node] = set()
+def _reads_shape(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _SHAPE_METHODS
+    return node.op == "call_function" and node.target is getattr and node.args[1] in _SHAPE_ATTRIBUTES
+
+
+def _batched_nodes(gm: fx.GraphModule, batched_inputs: set[int] | None) -> tuple[set[fx.Node], set[fx.Node]]:
+    """Nodes derived from the batched inputs: those whose *data* carries the batch dimension
+    (repeated T times where they enter the stochastic region), and those derived only from the
+    inputs' *shapes* (``x.size(0)``, ``torch.zeros(x.shape[0], 8)``, ``torch.arange(x.size(1))``),
+    which the region recomputes from the folded tensors so that a batch size read from the input
+    counts T x B rows there. ``batched_inputs``: positions of the batched arguments (all if None)."""
+    data: set[fx.Node] = set()
+    shape: set[fx.Node] = set()
+    placeholders = 0
     for node in gm.graph.nodes:
-        if node.op == "placeholder" or any(a in batched for a in node.all_input_nodes):
-            batched.add(node)
-    return batched
+        ins = node.all_input_nodes
+        if node.op == "placeholder":
+            if batched_inputs is None or placeholders in batched_inputs:
+                data.add(node)
+            placeholders += 1
+        elif _reads_shape(node) and any(a in data or a in shape for a in ins):
+            shape.add(node)
+        elif any(a in data for a in ins):
+            data.add(node)
+        elif any(a in shape for a in ins):
+            shape.add(node)
+    return data, shape
 
 
-def _fold_network(gm: fx.GraphModule, samples: int) -> None:
-    """Repeat prefix tensors T times where they enter the stochastic region (or the output)."""
+class PerSampleBatchNorm(nn.Module):
+    """A batch norm over folded samples ``[T*B, C, ...]`` that, where it uses batch statistics
+    (training), normalises every sample with its own B rows' statistics and updates the running
+    statistics once per sample in order -- what T separate forwards would do. Elsewhere it is
+    the wrapped module itself."""
+
+    def __init__(self, norm: _BatchNorm, samples: int):
+        super().__init__()
+        self.norm, self.samples = norm, samples
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn, samples = self.norm, self.samples
+        if not (bn.training or bn.running_mean is None):
+            return bn(x)
+        bn._check_input_dim(x)
+        xs = x.reshape(samples, -1, *x.shape[1:])  # [T, B, C, ...]
+        dims = [1, *range(3, xs.dim())]
+        count = xs.numel() // (samples * xs.shape[2])
+        if count <= 1:
+            raise ValueError("Expected more than 1 value per channel when training, got input size "
+                             f"{[x.shape[0] // samples, *x.shape[1:]]}")
+        var, mean = torch.var_mean(xs, dim=dims, correction=0, keepdim=True)
+        shape = [1, 1, -1] + [1] * (xs.dim() - 3)
+        y = (xs - mean) * torch.rsqrt(var + bn.eps)
+        if bn.affine:
+            y = y * bn.weight.reshape(shape) + bn.bias.reshape(shape)
+        if bn.training and bn.track_running_stats:
+            with torch.no_grad():
+                for t in range(samples):
+                    bn.num_batches_tracked.add_(1)
+                    factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                    bn.running_mean.lerp_(mean[t].flatten().to(bn.running_mean.dtype), factor)
+                    unbiased = var[t].flatten() * (count / (count - 1))
+                    bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), factor)
+        return y.reshape(x.shape)
+
+
+def _fold_network(gm: fx.GraphModule, samples: int, batched_inputs: set[int] | None = None) -> None:
+    """Repeat prefix tensors T times where they enter the stochastic region (or the output),
+    recompute shape-derived prefix values there, and give batch norms in the region per-sample
+    statistics."""
     graph = gm.graph
-    region, batched = _stochastic_nodes(gm), _batched_nodes(gm)
-    repeated: dict[fx.Node, fx.Node] = {}
+    region = _stochastic_nodes(gm)
+    data, shape = _batched_nodes(gm, batched_inputs)
+    folded: dict[fx.Node, fx.Node] = {}
+
+    def fold(arg: fx.Node, before: fx.Node) -> fx.Node:
+        if arg in region or (arg not in data and arg not in shape):
+            return arg
+        if arg not in folded:
+            if arg in data:
+                with graph.inserting_after(arg):
+                    folded[arg] = graph.call_function(repeat_samples, (arg, samples))
+            else:  # recompute from the folded inputs, just before the first use in the region
+                inputs = {a: fold(a, before) for a in arg.all_input_nodes}
+                with graph.inserting_before(before):
+                    folded[arg] = graph.node_copy(arg, lambda a: inputs[a])
+        return folded[arg]
+
     for node in list(graph.nodes):
         if node not in region and node.op != "output":
             continue
         for arg in node.all_input_nodes:
-            if arg in region or arg not in batched:
-                continue
-            if arg not in repeated:
-                with graph.inserting_after(arg):
-                    repeated[arg] = graph.call_function(repeat_samples, (arg, samples))
-            node.replace_input_with(arg, repeated[arg])
+            new = fold(arg, node)
+            if new is not arg:
+                node.replace_input_with(arg, new)
+    if samples > 1:
+        modules = dict(gm.named_modules())
+        for i, node in enumerate(n for n in graph.nodes if n in region and n.op == "call_module"):
+            if isinstance(modules[node.target], _BatchNorm):
+                name = f"per_sample_norm_{i}"
+                gm.add_submodule(name, PerSampleBatchNorm(modules[node.target], samples))
+                node.target = name
 
 
 def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
@@ -114,34 +236,31 @@ def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
         node.replace_all_uses_with(mean, delete_user_cb=lambda user: user is not mean)
 
 
-def build_sampled_graph(model: nn.Module, samples: int, aggregate: str) -> nn.Module | None:
-    """Trace ``model`` and rewrite it for ``samples`` samples; ``None`` if it cannot be traced."""
-    try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
-    except Exception as err:  # fx raises many types for untraceable code
-        if aggregate == "layer":
-            raise TypeError(
-                f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {err}"
-            ) from err
-        warnings.warn(
-            f"{type(model).__name__} could not be traced ({err}); sampling by repeating the "
-            "input, so the deterministic prefix is recomputed for every sample",
-            stacklevel=3,
-        )
-        return None
-    (_fold_network if aggregate == "network" else _fold_layer)(gm, samples)
+def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete_args: dict | None = None,
+                        batched_inputs: set[int] | None = None) -> nn.Module:
+    """Trace ``model`` and rewrite it for ``samples`` samples (fx's errors propagate).
+
+    ``concrete_args``: non-tensor arguments the trace is specialised to; ``batched_inputs``: the
+    positions of the arguments that carry the batch dimension (all, if None)."""
+    gm = fx.GraphModule(model, _Tracer().trace(model, concrete_args=concrete_args))
+    if aggregate == "network":
+        _fold_network(gm, samples, batched_inputs)
+    else:
+        _fold_layer(gm, samples)
     gm.graph.lint()
     gm.recompile()
     return gm
 
 
-def reduce_samples(out: torch.Tensor, reduce: str) -> torch.Tensor:
-    """Reduce per-sample outputs ``[T, B, ...]``.
+def reduce_samples(out, reduce: str):
+    """Reduce per-sample outputs ``[T, B, ...]`` (every tensor of a tuple, list or dict alike).
 
     ``mean``: the average output (the paper's rule). ``vote``: for class scores ``[T, B, C]``,
     the fraction of samples whose argmax is each class (``argmax`` of it is the majority vote).
     ``none``: the samples themselves.
     """
+    if not isinstance(out, torch.Tensor):
+        return tree_map(lambda o: reduce_samples(o, reduce) if isinstance(o, torch.Tensor) else o, out)
     if reduce == "mean":
         return out.mean(0)
     if reduce == "vote":
@@ -193,7 +312,9 @@ class SampledModel(nn.Module):
         self.samples = samples
         self.seed = seed
         self._generators: dict[str, torch.Generator] = {}
-        self._graphs: dict[int, nn.Module | None] = {}
+        self._graphs: dict[int, nn.Module] = {}  # layer aggregation, by T
+        self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
+        self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
 
     @property
     def samples(self) -> int:
@@ -212,16 +333,11 @@ class SampledModel(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
-    def _graph(self) -> nn.Module | None:
-        if self.samples not in self._graphs:
-            self._graphs[self.samples] = build_sampled_graph(self.model, self.samples, self.aggregate)
-        return self._graphs[self.samples]
-
-    def sample(self, x: torch.Tensor, *args) -> torch.Tensor:
-        """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation)."""
+    def sample(self, x: torch.Tensor, *args, **kwargs):
+        """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); every tensor
+        of a tuple, list or dict output alike. ``args`` / ``kwargs`` go to the model's forward."""
         if not isinstance(x, torch.Tensor) or x.dim() == 0:
             raise ValueError("SampledModel expects a batched tensor input [B, ...]")
-        batch, samples = x.shape[0], self.samples
         stochastic = [m for m in self.model.modules() if is_stochastic(m)]
         generator = self.generator(x.device)
         saved = [m.generator for m in stochastic]
@@ -229,33 +345,154 @@ class SampledModel(nn.Module):
             for m in stochastic:
                 m.generator = generator
         try:
-            graph = self._graph()
-            if graph is None:
-                out = self.model(*(repeat_samples(a, samples) for a in (x, *args)))
-            else:
-                out = graph(x, *args)
-        except RuntimeError as err:  # e.g. a shape mismatch, whose sizes count samples x batch rows
-            rows = (f"after the deterministic prefix the network runs {samples} samples x batch {batch} = "
-                    f"{samples * batch} rows" if self.aggregate == "network" else
-                    f"each stochastic module runs {samples} samples x batch {batch} rows, the rest batch {batch}")
-            raise RuntimeError(f"{err} [input of shape {tuple(x.shape)}; {rows}]") from err
+            if self.aggregate == "layer":
+                return self._layer(x, args, kwargs)
+            return self._network(x, args, kwargs)
         finally:
             for m, g in zip(stochastic, saved):
                 m.generator = g
-        per_sample = 1 if self.aggregate == "layer" else samples
-        if out.shape[0] != per_sample * batch:
-            raise RuntimeError(
-                f"the model's output has batch size {out.shape[0]}, expected {per_sample * batch} "
-                f"({per_sample} samples x batch {batch}); does the model use a batch size it "
-                "computed before its first stochastic layer?"
-            )
-        return out.reshape(per_sample, batch, *out.shape[1:])
 
-    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
-        return reduce_samples(self.sample(x, *args), self.reduce)
+    def forward(self, x: torch.Tensor, *args, **kwargs):
+        return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
+
+    def _network(self, x: torch.Tensor, args: tuple, kwargs: dict):
+        samples, model = self.samples, self.model
+        if samples == 1:
+            return stack([model(x, *args, **kwargs)])
+        key = self._key(x, args, kwargs)
+        if key not in self._plans:
+            self._plans[key] = self._plan(x, args, kwargs)
+        kind = self._plans[key]
+        if kind == "loop":
+            return stack([model(x, *args, **kwargs) for _ in range(samples)])
+        if (key, samples) not in self._runs:
+            self._runs[key, samples] = _folding(kind, model, samples, x, args, kwargs)
+        out = self._folded(self._runs[key, samples], x, args, kwargs, samples)
+        unfolded = unfold(out, samples, x.shape[0])
+        if unfolded is None:
+            raise RuntimeError(
+                f"an output of the model does not have {samples} samples x batch {x.shape[0]} rows; does the model "
+                "use a batch size it computed before its first stochastic layer?")
+        return unfolded
+
+    def _layer(self, x: torch.Tensor, args: tuple, kwargs: dict):
+        if self.samples not in self._graphs:
+            try:
+                self._graphs[self.samples] = build_sampled_graph(self.model, self.samples, "layer")
+            except Exception as err:  # fx raises many types for untraceable code
+                raise TypeError(
+                    f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {err}") from err
+        out = self._folded(self._graphs[self.samples], x, args, kwargs, 1)
+        return unfold(out, 1, x.shape[0])
+
+    def _folded(self, run: Callable, x: torch.Tensor, args: tuple, kwargs: dict, per_sample: int):
+        """``run(x, *args, **kwargs)``, its errors told in terms of the folded rows."""
+        try:
+            return run(x, *args, **kwargs)
+        except RuntimeError as err:  # e.g. a shape mismatch, whose sizes count samples x batch rows
+            samples, batch = self.samples, x.shape[0]
+            rows = (f"after the deterministic prefix the network runs {samples} samples x batch {batch} = "
+                    f"{samples * batch} rows" if per_sample > 1 else
+                    f"each stochastic module runs {samples} samples x batch {batch} rows, the rest batch {batch}")
+            raise RuntimeError(f"{err} [input of shape {tuple(x.shape)}; {rows}]") from err
+
+    def _key(self, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple:
+        """What the choice of a plan depends on: the modules and their modes, whether B is 1, the
+        arguments' structure, non-batch shapes and non-tensor values (not T: a fold is the same
+        rewrite for every T)."""
+        batch = x.shape[0]
+
+        def describe(v):
+            if isinstance(v, torch.Tensor):
+                return ("tensor", v.dim() > 0 and v.shape[0] == batch, tuple(v.shape[1:]), v.dtype, v.device)
+            try:
+                hash(v)
+                return v
+            except TypeError:
+                return ("object", id(v))
+
+        leaves, spec = tree_flatten((args, kwargs))
+        modules = tuple((id(m), m.training) for m in self.model.modules())
+        return (batch == 1, modules, describe(x), str(spec), tuple(map(describe, leaves)))
+
+    def _plan(self, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
+        """The fastest way of running T samples that computes what a loop of T forwards does:
+        ``"graph"`` (traced, the prefix shared), else ``"repeat"`` (the input repeated), else
+        ``"loop"``; each fold is checked once against a loop by :func:`pdnn.foldcheck.fold_mismatch`,
+        at ``min(T, CHECK_SAMPLES)`` samples on the first ``CHECK_ROWS`` rows."""
+        model, name = self.model, type(self.model).__name__
+        samples = min(self.samples, CHECK_SAMPLES)
+        reasons = []
+        for kind in ("graph", "repeat"):
+            try:
+                run = _folding(kind, model, samples, x, args, kwargs)
+            except Exception as err:  # fx raises many types for untraceable code
+                reasons.append(f"it could not be traced ({err})")
+                continue
+            reason = self._check(run, samples, x, args, kwargs)
+            if reason is None:
+                if kind == "repeat":
+                    warnings.warn(f"{name}: {reasons[0]}; sampling by repeating the input, so the deterministic "
+                                  "prefix is recomputed for every sample", stacklevel=5)
+                return kind
+            reasons.append(f"folded at its first stochastic layer, {reason}" if kind == "graph" else
+                           f"with the input repeated, {reason}")
+        warnings.warn(
+            f"{name}: folding samples into the batch does not compute what separate forwards do "
+            f"({'; '.join(reasons)}); running a loop of {self.samples} forwards instead", stacklevel=5)
+        return "loop"
+
+    def _check(self, run: Callable, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
+        """:func:`fold_mismatch` on the first rows of the input (all of them if the model does
+        not run on fewer)."""
+        batch = x.shape[0]
+        for rows in dict.fromkeys((min(batch, CHECK_ROWS), batch)):
+            xs, a, k = first_rows((x, args, kwargs), batch, rows)
+            try:
+                return fold_mismatch(self.model, lambda: run(xs, *a, **k), lambda: self.model(xs, *a, **k),
+                                     samples, rows, x.device)
+            except Exception:
+                if rows == batch:
+                    raise
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
+
+
+def _folding(kind: str, model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> Callable:
+    """A callable running ``samples`` samples of ``model`` folded into the batch, by ``kind``."""
+    return _traced(model, samples, x, args, kwargs) if kind == "graph" else _repeated(model, samples)
+
+
+def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> Callable:
+    """The folded graph of ``model`` for calls like ``model(x, *args, **kwargs)``: traced with the
+    non-tensor arguments fixed, the arguments whose first dimension is the batch as batched."""
+    signature = inspect.signature(model.forward)
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
+        raise TypeError("a forward with *args or **kwargs")
+    bound = signature.bind(x, *args, **kwargs)
+    bound.apply_defaults()
+    values = list(bound.arguments.items())
+    concrete = {n: v for n, v in values if not isinstance(v, torch.Tensor)}
+    batched = {i for i, (_, v) in enumerate(values)
+               if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0]}
+    graph = build_sampled_graph(model, samples, "network", concrete, batched)
+
+    def run(x, *args, **kwargs):
+        bound = signature.bind(x, *args, **kwargs)
+        bound.apply_defaults()
+        return graph(*bound.arguments.values())
+
+    return run
+
+
+def _repeated(model: nn.Module, samples: int) -> Callable:
+    """The whole model run once on its batched arguments repeated T times."""
+    def run(x, *args, **kwargs):
+        fold = lambda v: repeat_samples(v, samples) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0] else v  # noqa: E731
+        return model(fold(x), *tree_map(fold, args), **tree_map(fold, kwargs))
+
+    return run
 
 
 LOSS_RULES = ("mean-output", "mean-loss")
@@ -295,7 +532,9 @@ def loss_of_samples(
     """The sample-aware loss of per-sample outputs ``[s, B, ...]``; see :func:`sample_aware_loss`."""
     if rule not in LOSS_RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
-    mean = outs.mean(0)
+    mean = reduce_samples(outs, "mean")
     if rule == "mean-output":
         return criterion(mean, y), mean
-    return torch.stack([criterion(o, y) for o in outs]).mean(), mean
+    count = next(o for o in tree_flatten(outs)[0] if isinstance(o, torch.Tensor)).shape[0]
+    per_sample = [tree_map(lambda o: o[s] if isinstance(o, torch.Tensor) else o, outs) for s in range(count)]
+    return torch.stack([criterion(o, y) for o in per_sample]).mean(), mean

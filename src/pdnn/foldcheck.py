@@ -1,0 +1,165 @@
+"""Is folding T samples into the batch what a loop of T forwards computes? Checked once, exactly.
+
+:class:`pdnn.SampledModel` runs T samples as one pass over T x B rows. That is only right if
+every row of the folded pass is computed as in a plain forward of its own sample: user code
+may read a batch size, build tensors from shapes, reduce over the batch, keep the batch on
+another dimension or draw random numbers pdnn does not know about. Instead of guessing from
+the code, :func:`fold_mismatch` runs the folded pass and a loop of T plain forwards once on
+the real input, with every random draw replaced by a deterministic *probe*: the draw's input
+plus an offset that depends on the row's index in the batch of its sample and on the sample
+(row ``r`` of sample ``t`` gets offset ``f(t*n + r)``, ``n`` rows per sample). A folded pass
+whose draws see the T samples stacked sample-major along dimension 0 receives exactly the
+offsets of the loop; sharing one draw among samples, mixing rows of different samples, or
+using the wrong batch size gives different outputs (or shapes, or an error), and the caller
+falls back. The check leaves the model as it found it: buffers (batch-norm running
+statistics), the random number generators and forward hooks are untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from .nn import is_stochastic
+
+# where the check compares outputs: the folded and the looped pass differ only by the order of
+# floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
+RTOL, ATOL = 1e-4, 1e-4
+_DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
+
+
+class _Probe:
+    """Deterministic stand-in for every random draw: input + offset of the row's index."""
+
+    def __init__(self):
+        self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0] if x.dim() else 1
+        start = 0 if self.sample is None else self.sample * n
+        rows = torch.arange(start, start + n, device=x.device, dtype=torch.float64)
+        offsets = 0.5 * torch.frac(rows * 0.6180339887498949 + 0.1)  # distinct, in [0, 0.5)
+        return x + offsets.to(x.dtype).reshape(n, *([1] * (x.dim() - 1)))
+
+    def dropout(self, input, p=0.5, training=True, inplace=False):
+        return self(input) if training and p > 0 else input
+
+
+@contextlib.contextmanager
+def _probed(model: nn.Module):
+    """Replace pdnn's stochastic modules and torch's dropout functions by one :class:`_Probe`."""
+    probe = _Probe()
+    modules = [m for m in model.modules() if is_stochastic(m)]
+    own = [m.__dict__.get("forward") for m in modules]
+    functions = {name: getattr(nn.functional, name) for name in _DROPOUTS}
+    try:
+        for m in modules:
+            m.forward = probe
+        for name in _DROPOUTS:
+            setattr(nn.functional, name, probe.dropout)
+        yield probe
+    finally:
+        for m, forward in zip(modules, own):
+            if forward is None:
+                del m.forward
+            else:
+                m.forward = forward
+        for name, fn in functions.items():
+            setattr(nn.functional, name, fn)
+
+
+@contextlib.contextmanager
+def _untouched(model: nn.Module, device: torch.device):
+    """Restore the model's buffers, hooks and the random state after the check: the user's own
+    hooks must not see the probes, nor batch-norm statistics count the check's passes."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    hooks = [(m, m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in model.modules()]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        for m, _, _ in hooks:
+            m._forward_hooks.clear()
+            m._forward_pre_hooks.clear()
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            yield
+    finally:
+        for m, post, pre in hooks:
+            m._forward_hooks.update(post)
+            m._forward_pre_hooks.update(pre)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+
+def unfold(out, samples: int, batch: int):
+    """Folded outputs (tensors ``[T*B, ...]``, possibly in tuples, lists, dicts) as ``[T, B, ...]``;
+    ``None`` if a tensor does not have T x B rows."""
+    leaves, spec = tree_flatten(out)
+    unfolded = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            if leaf.dim() == 0 or leaf.shape[0] != samples * batch:
+                return None
+            leaf = leaf.reshape(samples, batch, *leaf.shape[1:])
+        unfolded.append(leaf)
+    return tree_unflatten(unfolded, spec)
+
+
+def stack(outs: list):
+    """The outputs of T forwards, each tensor stacked into ``[T, ...]`` (other values: the first's)."""
+    spec = tree_flatten(outs[0])[1]
+    columns = zip(*(tree_flatten(o)[0] for o in outs))
+    return tree_unflatten([torch.stack(c) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+
+
+def _difference(folded, looped) -> str | None:
+    """Why ``folded`` is not ``looped`` (None if they agree)."""
+    if folded is None:
+        return "an output does not have T x B rows"
+    a, spec_a = tree_flatten(folded)
+    b, spec_b = tree_flatten(looped)
+    if spec_a != spec_b:
+        return "the output's structure differs"
+    for i, (x, y) in enumerate(zip(a, b)):
+        if not isinstance(y, torch.Tensor):
+            if x != y:
+                return f"output {i} is {x!r} folded but {y!r} in a loop"
+            continue
+        if x.shape != y.shape:
+            return f"output {i} has per-sample shape {tuple(x.shape[1:])} folded but {tuple(y.shape[1:])} in a loop"
+        if x.is_floating_point() or x.is_complex():
+            scale = y.detach().abs().nan_to_num(0, 0, 0).max().item() if y.numel() else 0.0
+            if not torch.allclose(x, y, rtol=RTOL, atol=ATOL * max(1.0, scale), equal_nan=True):
+                return f"output {i} differs from a loop of forwards"
+        elif not torch.equal(x, y):
+            return f"output {i} differs from a loop of forwards"
+    return None
+
+
+def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: Callable[[], object],
+                  samples: int, batch: int, device: torch.device) -> str | None:
+    """Run ``folded_pass`` (T samples folded into one pass) and T x ``plain_pass`` under probes;
+    return why they differ, or None if the fold computes what the loop does.
+
+    An error of the folded pass is a difference; an error of the plain pass is the model's own
+    and propagates."""
+    with _untouched(model, device), _probed(model) as probe:
+        try:
+            folded = unfold(folded_pass(), samples, batch)
+        except Exception as err:  # any error of the rewritten graph means: do not fold
+            folded, error = None, f"the folded pass raised {type(err).__name__}: {err}"
+        else:
+            error = None
+        looped = []
+        for t in range(samples):
+            probe.sample = t
+            looped.append(plain_pass())
+    return error or _difference(folded, stack(looped))
+
+
+def first_rows(value, batch: int, rows: int):
+    """``value`` with its tensors that have ``batch`` rows cut to their first ``rows``."""
+    return tree_map(lambda v: v[:rows] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch else v,
+                    value)
