@@ -355,14 +355,25 @@ class SampledModel(nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs):
         return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
 
+    def plan(self, x: torch.Tensor, *args, **kwargs) -> str:
+        """How calls like ``self(x, *args, **kwargs)`` run T > 1 samples with network aggregation:
+        ``"graph"`` (samples folded into the batch after the deterministic prefix, which runs once),
+        ``"repeat"`` (the input repeated T times: the model could not be traced) or ``"loop"`` (T
+        forwards: folding would change what the model computes). Chosen, and checked against a
+        loop of forwards, on the first such call; see ``docs/sampling.md``."""
+        return self._kind(self._key(x, args, kwargs), x, args, kwargs)
+
+    def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
+        if key not in self._plans:
+            self._plans[key] = self._plan(x, args, kwargs)
+        return self._plans[key]
+
     def _network(self, x: torch.Tensor, args: tuple, kwargs: dict):
         samples, model = self.samples, self.model
         if samples == 1:
             return stack([model(x, *args, **kwargs)])
         key = self._key(x, args, kwargs)
-        if key not in self._plans:
-            self._plans[key] = self._plan(x, args, kwargs)
-        kind = self._plans[key]
+        kind = self._kind(key, x, args, kwargs)
         if kind == "loop":
             return stack([model(x, *args, **kwargs) for _ in range(samples)])
         if (key, samples) not in self._runs:
@@ -505,6 +516,7 @@ def sample_aware_loss(
     samples: int = 1,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
     rule: str = "mean-output",
+    forward_kwargs: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of a network trained with ``samples`` (s) samples per example.
 
@@ -516,11 +528,15 @@ def sample_aware_loss(
     ``model`` may be a plain network or a :class:`SampledModel` (pass one in a training loop so
     the traced graph is reused; its ``samples`` is set to ``samples``).
 
+    A model whose output is a tuple or dict gets a ``criterion`` that reads it (e.g.
+    ``lambda out, y: F.cross_entropy(out["logits"], y)``); ``forward_kwargs`` are passed to its
+    forward.
+
     Returns ``(loss, averaged_output)``; the output is useful for training accuracy.
     """
     sampled = model if isinstance(model, SampledModel) else SampledModel(model)
     sampled.samples = samples
-    return loss_of_samples(sampled.sample(x), y, criterion, rule)
+    return loss_of_samples(sampled.sample(x, **(forward_kwargs or {})), y, criterion, rule)
 
 
 def loss_of_samples(

@@ -1,0 +1,160 @@
+"""Users' own models (tests/zoo.py) under SampledModel, sample_aware_loss and the energy model.
+
+The central check: T samples from one ``SampledModel`` call are what a Python loop of T plain
+forwards gives when fed the same random draws. The draws are matched exactly by recording every
+random module's calls (p-bits, dropout in training) in the sampled pass and replaying sample t's
+rows in the t-th forward of the loop; the loop's inputs to those modules must equal the recorded
+ones, and the loop's outputs the sampled outputs. A second test compares the two with their own,
+independent randomness, within a bound derived from the number of samples.
+"""
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pdnn import SampledModel, sample_aware_loss
+from pdnn.energy import analyze
+from pdnn.energy.graph import AnalysisError
+from pdnn.sampling import draws
+
+from zoo import ZOO, call_kwargs
+
+T, B = 4, 6
+# the folded and the looped pass add in different orders (batched convolutions, per-sample batch
+# statistics); a wrong fold moves values by whole p-bit flips
+RTOL, ATOL = 1e-4, 1e-4
+
+
+def build(name: str, mode: str = "train"):
+    torch.manual_seed(0)
+    entry = ZOO[name]
+    model = entry.build().train(mode == "train")
+    x = entry.input(B)
+    return entry, model, x, call_kwargs(entry, x)
+
+
+def test_the_zoo_has_at_least_ten_models():
+    assert len(ZOO) >= 10
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_plan_is_the_fastest_correct_one(name):
+    entry, model, x, kw = build(name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = SampledModel(model, samples=T).plan(x, **kw)
+    assert plan == entry.plan
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if plan == "graph":
+        assert not messages
+    else:  # the slower way is announced, with the reason
+        assert any(("could not be traced" if plan == "repeat" else f"running a loop of {T} forwards") in m
+                   for m in messages), messages
+
+
+def _record(sampled, model, x, kw):
+    """Run ``sampled`` once, recording (input, output) of every call of a random module."""
+    records = {m: [] for m in model.modules() if draws(m)}
+    hooks = [m.register_forward_hook(lambda mod, inp, out: records[mod].append((inp[0].clone(), out.clone())))
+             for m in records]
+    try:
+        out = sampled(x, **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, records
+
+
+def _loop_replaying(model, x, kw, records, folded: bool):
+    """T plain forwards; the t-th gets sample t's recorded draws and must see sample t's inputs."""
+    calls = {m: 0 for m in records}
+
+    def replay(mod, inp, out):
+        j = calls[mod]
+        calls[mod] += 1
+        if folded:  # one call per forward over T x B rows, sample-major
+            t, k = divmod(j, len(records[mod]))
+            seen, drawn = (r[t * B:(t + 1) * B] for r in records[mod][k])
+        else:
+            seen, drawn = records[mod][j]
+        torch.testing.assert_close(inp[0], seen, rtol=RTOL, atol=ATOL)
+        return drawn
+
+    hooks = [m.register_forward_hook(replay) for m in records]
+    try:
+        outs = [model(x, **kw) for _ in range(T)]
+    finally:
+        for h in hooks:
+            h.remove()
+    assert all(c == len(records[m]) * (T if folded else 1) for m, c in calls.items())
+    return outs
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_samples_equal_a_loop_of_forwards_fed_the_same_draws(name, mode):
+    entry, model, x, kw = build(name, mode)
+    sampled = SampledModel(model, samples=T, reduce="none", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the plan's warning is tested above
+        plan = sampled.plan(x, **kw)
+    with torch.no_grad():
+        out, records = _record(sampled, model, x, kw)
+        assert records and all(records.values()), "every zoo model draws"
+        loop = _loop_replaying(model, x, kw, records, folded=plan != "loop")
+    expected = torch.utils._pytree.tree_map(lambda *o: torch.stack(o) if isinstance(o[0], torch.Tensor) else o[0],
+                                            *loop)
+    torch.testing.assert_close(out, expected, rtol=RTOL, atol=ATOL)
+    assert entry.logits(out).shape == (T, B, entry.classes)
+
+
+@pytest.mark.parametrize("name", ["resnet", "transformer", "control-flow", "sequence-first"])
+def test_sampled_mean_agrees_with_a_loop_of_independent_forwards(name):
+    """Own randomness on both sides: the means of n samples per output differ by less than
+    5 standard errors of their difference (sqrt(var_a/n + var_b/n))."""
+    entry, model, x, kw = build(name, "eval")
+    n = 200
+    x, kw = x[:2], {k: (v[:2] if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folded = entry.logits(SampledModel(model, samples=n, reduce="none", seed=3)(x, **kw))
+        loop = torch.stack([entry.logits(model(x, **kw)) for _ in range(n)])
+    bound = 5 * torch.sqrt((folded.var(0) + loop.var(0)) / n)
+    assert torch.all((folded.mean(0) - loop.mean(0)).abs() <= bound + 1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_sample_aware_loss_trains_a_step(name):
+    entry, model, x, kw = build(name)
+    y = torch.randint(0, entry.classes, (B,))
+    sampled = SampledModel(model, seed=2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss, _ = sample_aware_loss(sampled, x, y, samples=T, forward_kwargs=kw,
+                                    criterion=lambda out, y: F.cross_entropy(entry.logits(out), y))
+    assert math.isfinite(loss.item())
+    loss.backward()
+    weights = [(n, p) for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith(("embed", "pos"))]
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for _, p in model.named_parameters())
+    first, p = weights[0]
+    assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {first}"
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert not torch.equal(before[first], p.detach())
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_energy_costs_the_model_or_names_what_it_cannot(name):
+    entry, model, _, _ = build(name, "eval")
+    if entry.input_shape is None:  # token inputs: the energy model reads float tensor inputs only
+        with pytest.raises((ValueError, AnalysisError), match=r"Embedding|\(6,\)|inputs of shape"):
+            analyze(model, (6,))
+        return
+    net = analyze(model, entry.input_shape)
+    assert net.layers and net.stochastic
+    assert all(layer.eos > 0 and layer.fan_in > 0 for layer in net.layers)
+    weight_layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert len({layer.name.split("[")[0] for layer in net.layers}) <= len(weight_layers)
