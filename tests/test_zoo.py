@@ -14,10 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, jacrev, vmap
 
 from pdnn import SampledModel, sample_aware_loss
 from pdnn.energy import analyze
 from pdnn.energy.graph import AnalysisError
+from pdnn.nn import PBit
 from pdnn.sampling import draws
 
 from zoo import ZOO, call_kwargs
@@ -158,3 +160,75 @@ def test_energy_costs_the_model_or_names_what_it_cannot(name):
     assert all(layer.eos > 0 and layer.fan_in > 0 for layer in net.layers)
     weight_layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     assert len({layer.name.split("[")[0] for layer in net.layers}) <= len(weight_layers)
+
+
+# --- p-bits under torch.func transforms and torch.compile, as users apply them ---------------
+
+def _ste_slope(x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """d/dx of the bipolar p-bit's mean tanh(beta*x): its straight-through gradient."""
+    return beta * (1 - torch.tanh(beta * x) ** 2)
+
+
+def test_vmap_with_different_randomness_draws_fresh_bits_per_sample():
+    pbit, n = PBit(), 4000
+    x = torch.tensor([[-0.5, 0.0, 0.4], [1.0, -1.5, 0.2]])
+    samples = vmap(pbit, randomness="different")(x.expand(n, 2, 3))
+    assert samples.shape == (n, 2, 3) and set(samples.unique().tolist()) == {-1.0, 1.0}
+    # mean tanh(x) within 5 standard errors sqrt((1 - tanh^2) / n); consecutive samples uncorrelated
+    assert torch.all((samples.mean(0) - torch.tanh(x)).abs() <= 5 * torch.sqrt((1 - torch.tanh(x) ** 2) / n))
+    centred = samples - samples.mean(0)
+    correlation = (centred[1:] * centred[:-1]).mean(0) / centred.var(0)
+    assert torch.all(correlation.abs() <= 5 / math.sqrt(n))
+    same = vmap(pbit, randomness="same")(x.expand(8, 2, 3))
+    assert torch.equal(same, same[:1].expand_as(same))
+    with pytest.raises(RuntimeError, match="randomness"):
+        vmap(pbit)(x.expand(8, 2, 3))  # torch's default, randomness="error"
+
+
+def test_vmap_over_samples_hides_the_sample_dimension_from_shape_code():
+    entry, model, x, _ = build("resnet", "eval")
+    with torch.no_grad():
+        out = vmap(model, randomness="different")(x.expand(T, *x.shape))  # view(x.size(0), -1) sees B
+    assert out.shape == (T, B, entry.classes) and torch.isfinite(out).all()
+    assert not torch.equal(out[0], out[1])
+
+
+def test_grad_of_a_pbit_network_is_the_straight_through_gradient():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 16), PBit(), nn.Linear(16, 2))
+    x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+    generator = torch.Generator()
+    net[1].generator = generator
+    params = dict(net.named_parameters())
+
+    def loss(p):
+        return F.cross_entropy(functional_call(net, p, (x,)), y)
+
+    generator.manual_seed(5)
+    grads = grad(loss)(params)
+    generator.manual_seed(5)
+    loss(params).backward()  # the same draws, by autograd
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad)
+    assert grads["0.weight"].abs().sum() > 0
+
+
+def test_jacrev_of_a_pbit_is_the_diagonal_of_its_mean_slope():
+    x = torch.tensor([-1.0, 0.0, 0.3, 2.0])
+    torch.testing.assert_close(jacrev(PBit(beta=1.5))(x), torch.diag(_ste_slope(x, 1.5)))
+
+
+@pytest.mark.slow
+def test_pbits_under_torch_compile():
+    """Compiled (torch.compile, aot_eager backend: the graph capture and autograd tracing
+    without the C++ build, which takes minutes on a small machine) p-bits: bits of the right
+    mean, the straight-through gradient."""
+    pbit, n = PBit(), 4000
+    compiled = torch.compile(pbit, backend="aot_eager")
+    x = torch.tensor([-0.5, 0.0, 0.4, 1.0]).repeat(n, 1).requires_grad_()
+    bits = compiled(x)
+    assert set(bits.detach().unique().tolist()) == {-1.0, 1.0}
+    mean = torch.tanh(x[0].detach())
+    assert torch.all((bits.detach().mean(0) - mean).abs() <= 5 * torch.sqrt((1 - mean**2) / n))
+    bits.sum().backward()
+    torch.testing.assert_close(x.grad, _ste_slope(x.detach()))

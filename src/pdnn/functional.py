@@ -69,33 +69,46 @@ class _PBitFunction(torch.autograd.Function):
     One autograd function rather than ``bits + (s - s.detach())``: sampling is memory-bound, and
     this saves five full-size elementwise passes per p-bit layer and keeps a single tensor (the
     probability) for the backward pass instead of four. Nothing is modified in place but the
-    fresh output.
+    fresh output. The forward returns the probability as a second, non-differentiable output so
+    that ``setup_context`` can save it: with ``setup_context`` and a generated vmap rule the
+    function works under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, mode, beta, generator, ste):
+    def forward(x, mode, beta, generator, ste):
         gain = 2.0 * beta if mode == "bipolar" else beta
         # P(b = +1) = (1 + tanh(beta*x)) / 2 = sigmoid(2*beta*x): one activation, one draw and
         # one comparison per bit, the last two in place on the fresh uniform draws
         p_one = (x * gain).sigmoid_()
-        bits = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype).lt_(p_one)
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        # under torch.func transforms and torch.compile: out of place, no data-dependent branch
+        transformed = torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x)
+        bits = (u < p_one).to(x.dtype) if transformed else u.lt_(p_one)
         if mode == "bipolar":
             bits = bits.mul_(2.0).sub_(1.0)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
-        # (the full masking pass is paid only then); elsewhere mask unconditionally, which
-        # needs no host-device synchronisation
-        if x.device.type != "cpu" or torch.isnan(p_one.sum()):
+        # (the full masking pass is paid only then); elsewhere, and under torch.func transforms
+        # (no data-dependent branch), mask unconditionally, which needs no synchronisation
+        if x.device.type != "cpu" or transformed or torch.isnan(p_one.sum()):
             bits = bits.masked_fill_(torch.isnan(x), float("nan"))
-        # d/dx sigmoid(g*x) = g*p*(1 - p); the bipolar mean 2*sigmoid(2*beta*x) - 1 doubles it
-        ctx.ste, ctx.slope = ste, (2.0 * gain if mode == "bipolar" else gain)
-        if ste == "mean":
-            ctx.save_for_backward(p_one)
-        elif ste == "clipped":
-            ctx.save_for_backward(x)
-        return bits
+        return bits, p_one
 
     @staticmethod
-    def backward(ctx, grad):
+    def setup_context(ctx, inputs, output):
+        x, mode, beta, _, ste = inputs
+        gain = 2.0 * beta if mode == "bipolar" else beta
+        # d/dx sigmoid(g*x) = g*p*(1 - p); the bipolar mean 2*sigmoid(2*beta*x) - 1 doubles it
+        ctx.ste, ctx.slope = ste, (2.0 * gain if mode == "bipolar" else gain)
+        ctx.mark_non_differentiable(output[1])
+        if ste == "mean":
+            ctx.save_for_backward(output[1])
+        elif ste == "clipped":
+            ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad, _):
         if ctx.ste == "identity":
             return grad, None, None, None, None
         (saved,) = ctx.saved_tensors
@@ -134,7 +147,7 @@ def pbit(
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
-    return _PBitFunction.apply(x, mode, beta, generator, ste)
+    return _PBitFunction.apply(x, mode, beta, generator, ste)[0]
 
 
 def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
