@@ -149,38 +149,18 @@ def _batched_nodes(gm: fx.GraphModule, batched_inputs: set[int] | None) -> tuple
 class PerSampleBatchNorm(nn.Module):
     """A batch norm over folded samples ``[T*B, C, ...]`` that, where it uses batch statistics
     (training), normalises every sample with its own B rows' statistics and updates the running
-    statistics once per sample in order -- what T separate forwards would do. Elsewhere it is
-    the wrapped module itself."""
+    statistics once per sample in order -- what T separate forwards do. (Calling the module on
+    each sample's rows, which are contiguous, and concatenating was measured faster than one
+    pass computing per-sample statistics by hand.) Elsewhere it is the wrapped module itself."""
 
     def __init__(self, norm: _BatchNorm, samples: int):
         super().__init__()
         self.norm, self.samples = norm, samples
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bn, samples = self.norm, self.samples
-        if not (bn.training or bn.running_mean is None):
-            return bn(x)
-        bn._check_input_dim(x)
-        xs = x.reshape(samples, -1, *x.shape[1:])  # [T, B, C, ...]
-        dims = [1, *range(3, xs.dim())]
-        count = xs.numel() // (samples * xs.shape[2])
-        if count <= 1:
-            raise ValueError("Expected more than 1 value per channel when training, got input size "
-                             f"{[x.shape[0] // samples, *x.shape[1:]]}")
-        var, mean = torch.var_mean(xs, dim=dims, correction=0, keepdim=True)
-        shape = [1, 1, -1] + [1] * (xs.dim() - 3)
-        y = (xs - mean) * torch.rsqrt(var + bn.eps)
-        if bn.affine:
-            y = y * bn.weight.reshape(shape) + bn.bias.reshape(shape)
-        if bn.training and bn.track_running_stats:
-            with torch.no_grad():
-                for t in range(samples):
-                    bn.num_batches_tracked.add_(1)
-                    factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                    bn.running_mean.lerp_(mean[t].flatten().to(bn.running_mean.dtype), factor)
-                    unbiased = var[t].flatten() * (count / (count - 1))
-                    bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), factor)
-        return y.reshape(x.shape)
+        if not self.norm.training and self.norm.running_mean is not None:
+            return self.norm(x)
+        return torch.cat([self.norm(rows) for rows in x.chunk(self.samples)])
 
 
 def _fold_network(gm: fx.GraphModule, samples: int, batched_inputs: set[int] | None = None) -> None:

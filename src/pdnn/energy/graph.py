@@ -235,8 +235,8 @@ class _Walker:
             prec = int(m.precision)
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
             return _Info(prec, inp.stoch, inp.owner, False, name)
-        if isinstance(m, TRANSPARENT_MODULES):
-            return inp
+        if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Sequential) and len(m) == 0):
+            return inp  # (an empty Sequential is the identity: a residual block's plain shortcut)
         if isinstance(m, NONLINEAR_MODULES):
             self._add_part(inp, NeuronPart("nonlinearity", FLOAT_BITS, inp.stoch, name), name)
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
