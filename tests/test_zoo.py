@@ -232,3 +232,48 @@ def test_pbits_under_torch_compile():
     assert torch.all((bits.detach().mean(0) - mean).abs() <= 5 * torch.sqrt((1 - mean**2) / n))
     bits.sum().backward()
     torch.testing.assert_close(x.grad, _ste_slope(x.detach()))
+
+
+# --- the once-per-call-kind check ---------------------------------------------------------------
+
+def test_the_check_leaves_model_hooks_and_random_state_as_they_were():
+    _, model, x, _ = build("resnet", "train")
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    seen = []
+    model.layer2.conv1.register_forward_hook(lambda *a: seen.append(1))
+    state = torch.get_rng_state()
+    sampled = SampledModel(model, samples=T)
+    assert sampled.plan(x) == "graph"
+    assert not seen  # the user's hooks do not see the check's passes
+    assert torch.equal(torch.get_rng_state(), state)
+    for name, b in model.named_buffers():
+        assert torch.equal(b, buffers[name]), name  # batch-norm statistics do not count the check
+    sampled(x)
+    assert seen == [1]  # but do see the sampled pass
+
+
+def test_hooks_the_traced_graph_would_skip_make_the_input_repeated():
+    _, model, x, _ = build("resnet", "eval")
+    seen = []
+    model.layer2.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[0]))  # traced into
+    with pytest.warns(UserWarning, match="forward hooks on layer2"):
+        SampledModel(model, samples=T)(x)
+    assert seen == [T * B]
+
+
+def test_a_plan_is_chosen_once_per_kind_of_call():
+    _, model, x, kw = build("keywords", "train")
+    calls = []
+    model.l1.register_forward_pre_hook(lambda mod, inp: calls.append(inp[0].shape[0]))
+    sampled = SampledModel(model, samples=T)
+    sampled(x, **kw)
+    assert calls == [B]  # folded: l1 is in the prefix, and the check's passes are not seen
+    calls.clear()
+    sampled(x[:3], mask=kw["mask"][:3], temperature=2.0, return_hidden=True)  # another batch size: same plan
+    sampled.samples = 9  # another T: same plan, a new graph
+    sampled(x, **kw)
+    assert calls == [3, B] and len(sampled._plans) == 1
+    sampled(x, **{**kw, "return_hidden": False})  # another non-tensor argument: traced again
+    model.eval()  # another mode: dropout and batch norms change meaning
+    sampled(x, **kw)
+    assert len(sampled._plans) == 3

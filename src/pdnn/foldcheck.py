@@ -72,22 +72,31 @@ def _probed(model: nn.Module):
 
 
 @contextlib.contextmanager
-def _untouched(model: nn.Module, device: torch.device):
-    """Restore the model's buffers, hooks and the random state after the check: the user's own
-    hooks must not see the probes, nor batch-norm statistics count the check's passes."""
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+def suspended_hooks(model: nn.Module):
+    """The model's forward hooks switched off (the check's passes and a trace are not calls the
+    user's hooks should see)."""
     hooks = [(m, m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in model.modules()]
-    devices = [device] if device.type == "cuda" else []
     try:
         for m, _, _ in hooks:
             m._forward_hooks.clear()
             m._forward_pre_hooks.clear()
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            yield
+        yield
     finally:
         for m, post, pre in hooks:
             m._forward_hooks.update(post)
             m._forward_pre_hooks.update(pre)
+
+
+@contextlib.contextmanager
+def _untouched(model: nn.Module, device: torch.device):
+    """Restore the model's buffers, hooks and the random state after the check: the user's own
+    hooks must not see the probes, nor batch-norm statistics count the check's passes."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with suspended_hooks(model), torch.random.fork_rng(devices=devices), torch.no_grad():
+            yield
+    finally:
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)

@@ -29,7 +29,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .foldcheck import first_rows, fold_mismatch, stack, unfold
+from .foldcheck import first_rows, fold_mismatch, stack, suspended_hooks, unfold
 from .nn import is_stochastic
 
 REDUCTIONS = ("mean", "vote", "none")
@@ -467,7 +467,14 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     concrete = {n: v for n, v in values if not isinstance(v, torch.Tensor)}
     batched = {i for i, (_, v) in enumerate(values)
                if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0]}
-    graph = build_sampled_graph(model, samples, "network", concrete, batched)
+    with suspended_hooks(model):
+        graph = build_sampled_graph(model, samples, "network", concrete, batched)
+    called = {id(graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"}
+    called |= {id(m.norm) for m in graph.modules() if isinstance(m, PerSampleBatchNorm)}
+    hooked = [name or type(model).__name__ for name, m in model.named_modules()
+              if (m._forward_hooks or m._forward_pre_hooks) and id(m) not in called]
+    if hooked:  # the graph calls only its leaves as modules: hooks on others would be skipped
+        raise TypeError(f"forward hooks on {', '.join(hooked)}, which the traced graph does not call")
 
     def run(x, *args, **kwargs):
         bound = signature.bind(x, *args, **kwargs)
