@@ -14,9 +14,13 @@ that
   input repeated T times, and its T outputs are averaged into one multi-bit estimate of its mean
   before the next layer sees them; the rest of the network runs at batch size B.
 
-If a model cannot be traced (data-dependent control flow), network aggregation falls back to
-repeating the inputs: still correct, but the prefix is no longer shared (a warning says so).
-See ``docs/sampling.md`` for the precise definitions.
+Folding is only right if every folded row is computed as in a forward of its own sample; user
+code that reads a batch size, keeps batch statistics or mixes rows can break that. Batch sizes
+read from the inputs are recomputed after folding, batch norms in the stochastic region keep
+per-sample statistics, and each fold is checked once, exactly, against a loop of forwards
+(:mod:`pdnn.foldcheck`). A model that cannot be traced, or whose traced fold fails the check, is
+sampled by repeating its inputs; if that fails the check too, by a loop of T forwards (a warning
+says which and why). See ``docs/sampling.md`` for the precise definitions.
 """
 from __future__ import annotations
 
@@ -253,9 +257,11 @@ class SampledModel(nn.Module):
     """Wrap a network so that one call runs T samples of it and reduces them.
 
     Args:
-        model: any ``nn.Module`` built from standard layers and pdnn layers. It is shared, not
-            copied: training the model trains the wrapper. Its structure is traced on first use
-            for each T; replacing its submodules afterwards needs a new ``SampledModel``.
+        model: any ``nn.Module`` with pdnn's stochastic layers (and anything else). It is
+            shared, not copied: training the model trains the wrapper. How T samples are run
+            (see :meth:`plan`) is chosen and checked on the first call of each kind (modules,
+            train/eval modes, argument shapes and values), so replacing submodules is seen.
+            Outputs may be tensors or tuples, lists and dicts of them.
         samples: T, the number of samples (integer >= 1); may be changed on a live object.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
