@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from pdnn import SampledModel, sample_aware_loss
+from pdnn.convert import ConversionError, to_sampled
 from pdnn.energy import analyze
 from pdnn.energy.graph import AnalysisError
 from pdnn.nn import PBit
@@ -277,3 +278,40 @@ def test_a_plan_is_chosen_once_per_kind_of_call():
     model.eval()  # another mode: dropout and batch norms change meaning
     sampled(x, **kw)
     assert len(sampled._plans) == 3
+
+
+# --- to_sampled on the zoo's deterministic twins ------------------------------------------------
+
+def _deterministic_twin(model: nn.Module) -> nn.Module:
+    """The model a user trained before converting: its p-bits are tanh activations."""
+    for module in list(model.modules()):
+        for child, sub in list(module.named_children()):
+            if isinstance(sub, PBit):
+                setattr(module, child, nn.Tanh())
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(set(ZOO) - {"transformer", "converted-cnn"}))
+def test_to_sampled_converts_the_deterministic_twin(name):
+    """Noise of scale 0 must give the deterministic network back, through every plan; p-bit
+    conversion converts or names the activations it cannot convert."""
+    entry, model, x, kw = build(name, "eval")
+    twin = _deterministic_twin(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # untraceable models: modules converted, a warning says so
+        converted = to_sampled(twin, "gaussian", scale=0.0, layers="all")
+        sampled = SampledModel(converted, samples=T, reduce="none")
+        out = sampled(x, **kw)
+        assert sampled.plan(x, **kw) == entry.plan
+    with torch.no_grad():
+        expected = twin(x, **kw)
+    torch.testing.assert_close(entry.logits(out), entry.logits(expected).expand(T, *entry.logits(expected).shape),
+                               rtol=RTOL, atol=ATOL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pbits = to_sampled(twin, "pbit", layers="all")
+    except ConversionError as err:  # e.g. a ReLU: named, with the activations that can be converted
+        assert "not supported by 'pbit'" in str(err) and "Convertible:" in str(err)
+    else:
+        assert any(isinstance(m, PBit) for m in pbits.modules())
