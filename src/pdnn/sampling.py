@@ -364,13 +364,7 @@ class SampledModel(nn.Module):
             return stack([model(x, *args, **kwargs) for _ in range(samples)])
         if (key, samples) not in self._runs:
             self._runs[key, samples] = _folding(kind, model, samples, x, args, kwargs)
-        out = self._folded(self._runs[key, samples], x, args, kwargs, samples)
-        unfolded = unfold(out, samples, x.shape[0])
-        if unfolded is None:
-            raise RuntimeError(
-                f"an output of the model does not have {samples} samples x batch {x.shape[0]} rows; does the model "
-                "use a batch size it computed before its first stochastic layer?")
-        return unfolded
+        return _unfolded(self._folded(self._runs[key, samples], x, args, kwargs, samples), samples, x.shape[0])
 
     def _layer(self, x: torch.Tensor, args: tuple, kwargs: dict):
         if self.samples not in self._graphs:
@@ -379,8 +373,7 @@ class SampledModel(nn.Module):
             except Exception as err:  # fx raises many types for untraceable code
                 raise TypeError(
                     f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {err}") from err
-        out = self._folded(self._graphs[self.samples], x, args, kwargs, 1)
-        return unfold(out, 1, x.shape[0])
+        return _unfolded(self._folded(self._graphs[self.samples], x, args, kwargs, 1), 1, x.shape[0])
 
     def _folded(self, run: Callable, x: torch.Tensor, args: tuple, kwargs: dict, per_sample: int):
         """``run(x, *args, **kwargs)``, its errors told in terms of the folded rows."""
@@ -454,6 +447,15 @@ class SampledModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
+
+
+def _unfolded(out, samples: int, batch: int):
+    """:func:`unfold`, or an error if an output does not have T x B rows."""
+    unfolded = unfold(out, samples, batch)
+    if unfolded is None:
+        raise RuntimeError(f"an output of the model does not have {samples} samples x batch {batch} rows; does the "
+                           "model use a batch size it computed before its first stochastic layer?")
+    return unfolded
 
 
 def _folding(kind: str, model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> Callable:
