@@ -319,11 +319,13 @@ class SampledModel(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
-    def sample(self, x: torch.Tensor, *args, **kwargs):
+    def sample(self, x: torch.Tensor, *args, samples: int | None = None, **kwargs):
         """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); every tensor
-        of a tuple, list or dict output alike. ``args`` / ``kwargs`` go to the model's forward."""
+        of a tuple, list or dict output alike. ``samples`` overrides T for this call; ``args`` /
+        ``kwargs`` go to the model's forward."""
         if not isinstance(x, torch.Tensor) or x.dim() == 0:
             raise ValueError("SampledModel expects a batched tensor input [B, ...]")
+        samples = self.samples if samples is None else check_samples(samples)
         stochastic = [m for m in self.model.modules() if is_stochastic(m)]
         generator = self.generator(x.device)
         saved = [m.generator for m in stochastic]
@@ -332,8 +334,8 @@ class SampledModel(nn.Module):
                 m.generator = generator
         try:
             if self.aggregate == "layer":
-                return self._layer(x, args, kwargs)
-            return self._network(x, args, kwargs)
+                return self._layer(x, args, kwargs, samples)
+            return self._network(x, args, kwargs, samples)
         finally:
             for m, g in zip(stochastic, saved):
                 m.generator = g
@@ -354,8 +356,8 @@ class SampledModel(nn.Module):
             self._plans[key] = self._plan(x, args, kwargs)
         return self._plans[key]
 
-    def _network(self, x: torch.Tensor, args: tuple, kwargs: dict):
-        samples, model = self.samples, self.model
+    def _network(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int):
+        model = self.model
         if samples == 1:
             return stack([model(x, *args, **kwargs)])
         key = self._key(x, args, kwargs)
@@ -364,23 +366,24 @@ class SampledModel(nn.Module):
             return stack([model(x, *args, **kwargs) for _ in range(samples)])
         if (key, samples) not in self._runs:
             self._runs[key, samples] = _folding(kind, model, samples, x, args, kwargs)
-        return _unfolded(self._folded(self._runs[key, samples], x, args, kwargs, samples), samples, x.shape[0])
+        out = self._folded(self._runs[key, samples], x, args, kwargs, samples, samples)
+        return _unfolded(out, samples, x.shape[0])
 
-    def _layer(self, x: torch.Tensor, args: tuple, kwargs: dict):
-        if self.samples not in self._graphs:
+    def _layer(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int):
+        if samples not in self._graphs:
             try:
-                self._graphs[self.samples] = build_sampled_graph(self.model, self.samples, "layer")
+                self._graphs[samples] = build_sampled_graph(self.model, samples, "layer")
             except Exception as err:  # fx raises many types for untraceable code
                 raise TypeError(
                     f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {err}") from err
-        return _unfolded(self._folded(self._graphs[self.samples], x, args, kwargs, 1), 1, x.shape[0])
+        return _unfolded(self._folded(self._graphs[samples], x, args, kwargs, samples, 1), 1, x.shape[0])
 
-    def _folded(self, run: Callable, x: torch.Tensor, args: tuple, kwargs: dict, per_sample: int):
+    def _folded(self, run: Callable, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, per_sample: int):
         """``run(x, *args, **kwargs)``, its errors told in terms of the folded rows."""
         try:
             return run(x, *args, **kwargs)
         except RuntimeError as err:  # e.g. a shape mismatch, whose sizes count samples x batch rows
-            samples, batch = self.samples, x.shape[0]
+            batch = x.shape[0]
             rows = (f"after the deterministic prefix the network runs {samples} samples x batch {batch} = "
                     f"{samples * batch} rows" if per_sample > 1 else
                     f"each stochastic module runs {samples} samples x batch {batch} rows, the rest batch {batch}")
@@ -411,7 +414,7 @@ class SampledModel(nn.Module):
         ``"loop"``; each fold is checked once against a loop by :func:`pdnn.foldcheck.fold_mismatch`,
         at ``min(T, CHECK_SAMPLES)`` samples on the first ``CHECK_ROWS`` rows."""
         model, name = self.model, type(self.model).__name__
-        samples = min(self.samples, CHECK_SAMPLES)
+        samples = CHECK_SAMPLES
         reasons = []
         for kind in ("graph", "repeat"):
             try:
@@ -429,7 +432,7 @@ class SampledModel(nn.Module):
                            f"with the input repeated, {reason}")
         warnings.warn(
             f"{name}: folding samples into the batch does not compute what separate forwards do "
-            f"({'; '.join(reasons)}); running a loop of {self.samples} forwards instead", stacklevel=5)
+            f"({'; '.join(reasons)}); running a loop of forwards instead", stacklevel=5)
         return "loop"
 
     def _check(self, run: Callable, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
