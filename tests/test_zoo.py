@@ -18,7 +18,7 @@ from torch.func import functional_call, grad, jacrev, vmap
 
 from pdnn import SampledModel, sample_aware_loss
 from pdnn.convert import ConversionError, to_sampled
-from pdnn.energy import analyze
+from pdnn.energy import analyze, energy_report
 from pdnn.energy.graph import AnalysisError
 from pdnn.nn import PBit
 from pdnn.sampling import draws
@@ -161,6 +161,11 @@ def test_energy_costs_the_model_or_names_what_it_cannot(name):
     assert all(layer.eos > 0 and layer.fan_in > 0 for layer in net.layers)
     weight_layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     assert len({layer.name.split("[")[0] for layer in net.layers}) <= len(weight_layers)
+    report = energy_report(net, samples=[1, T])
+    one, more = (c["total_j"] for c in report["configs"])
+    assert 0 < one < more < T * one  # a sample costs something, and the weights are read once per EO
+    for name in net.unresolved:  # what it could not resolve is named, as a layer of the model
+        assert name.split("[")[0] in dict(model.named_modules())
 
 
 # --- p-bits under torch.func transforms and torch.compile, as users apply them ---------------
@@ -322,3 +327,21 @@ def test_samples_can_be_overridden_per_call():
     assert sampled.samples == T and len(sampled._plans) == 1
     with pytest.raises(ValueError, match=r"samples \(T\) must be an integer >= 1"):
         sampled.sample(x, samples=0)
+
+
+def test_a_model_that_modifies_its_input_in_place_is_checked_on_copies():
+    class Scales(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act, self.out = nn.Linear(12, 16), PBit(), nn.Linear(16, 3)
+
+        def forward(self, x):
+            x.mul_(2.0)  # written as some people write it
+            return self.out(self.act(self.fc(x)))
+
+    x = torch.randn(B, 12)
+    kept = x.clone()
+    sampled = SampledModel(Scales(), samples=T)
+    assert sampled.plan(x) == "graph" and torch.equal(x, kept)  # the check did not touch x
+    sampled(x)
+    torch.testing.assert_close(x, 2 * kept)  # the sampled call does what one forward does

@@ -437,19 +437,24 @@ class SampledModel(nn.Module):
 
     def _check(self, run: Callable, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
         """:func:`fold_mismatch` on the first rows of the input (all of them if the model does
-        not run on fewer)."""
+        not run on fewer), copied for every pass (a model may modify its input in place)."""
         batch = x.shape[0]
         for rows in dict.fromkeys((min(batch, CHECK_ROWS), batch)):
-            xs, a, k = first_rows((x, args, kwargs), batch, rows)
+            cut = first_rows((x, args, kwargs), batch, rows)
+            fresh = lambda: tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, cut)  # noqa: E731
+            folded, plain = lambda: _call(run, *fresh()), lambda: _call(self.model, *fresh())  # noqa: E731
             try:
-                return fold_mismatch(self.model, lambda: run(xs, *a, **k), lambda: self.model(xs, *a, **k),
-                                     samples, rows, x.device)
+                return fold_mismatch(self.model, folded, plain, samples, rows, x.device)
             except Exception:
                 if rows == batch:
                     raise
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
+
+
+def _call(fn: Callable, x: torch.Tensor, args: tuple, kwargs: dict):
+    return fn(x, *args, **kwargs)
 
 
 def _unfolded(out, samples: int, batch: int):
