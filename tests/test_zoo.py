@@ -23,7 +23,7 @@ from pdnn.energy.graph import AnalysisError
 from pdnn.nn import PBit
 from pdnn.sampling import draws
 
-from zoo import ZOO, call_kwargs
+from zoo import ZOO, WithKeywords, call_kwargs
 
 T, B = 4, 6
 # the folded and the looped pass add in different orders (batched convolutions, per-sample batch
@@ -345,3 +345,12 @@ def test_a_model_that_modifies_its_input_in_place_is_checked_on_copies():
     assert sampled.plan(x) == "graph" and torch.equal(x, kept)  # the check did not touch x
     sampled(x)
     torch.testing.assert_close(x, 2 * kept)  # the sampled call does what one forward does
+
+
+def test_to_sampled_finds_hidden_activations_of_a_model_traceable_at_its_defaults():
+    """``if mask is not None`` defeats a plain trace; traced with the default ``mask=None`` the
+    shared activation module, registered after every layer, is seen to be hidden."""
+    twin = _deterministic_twin(WithKeywords())
+    with pytest.warns(UserWarning, match="only activation modules were converted"):
+        converted = to_sampled(twin, "pbit")
+    assert isinstance(converted.act, PBit)

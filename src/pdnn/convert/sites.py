@@ -7,6 +7,7 @@ layer with weights. Tracing reads a model, never modifies it.
 """
 from __future__ import annotations
 
+import inspect
 import operator
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -227,7 +228,39 @@ def _discover(model: nn.Module) -> _Discovery:
     try:
         graph = _Tracer().trace(model)
     except Exception as err:  # fx raises many types for untraceable code
-        return _Discovery(_discover_modules(model), None, err, [])
+        specialised = _trace_at_defaults(model)
+        if specialised is None:
+            return _Discovery(_discover_modules(model), None, err, [])
+        # a trace with the non-tensor arguments at their defaults (``if mask is not None``) tells
+        # which activation modules are hidden on that path; it must not replace ``forward``, so
+        # functions are not rewritten, and modules it does not reach keep the registration guess
+        found = _discover_in(model, specialised)
+        sites = [s for s in found.sites if s.module is not None]
+        seen = {id(s.module) for s in sites}
+        sites += [s for s in _discover_modules(model) if id(s.module) not in seen]
+        return _Discovery(sites, None, err, found.ops)
+    return _discover_in(model, graph)
+
+
+def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
+    """``model`` traced with its non-tensor keyword defaults fixed; None if there are none or it
+    still cannot be traced."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    concrete = {p.name: p.default for p in parameters
+                if p.default is not p.empty and isinstance(p.default, (type(None), bool, int, float, str))}
+    if not concrete:
+        return None
+    try:
+        return _Tracer().trace(model, concrete_args=concrete)
+    except Exception:  # fx raises many types for untraceable code
+        return None
+
+
+def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
+    """The activation sites found in a trace ``graph`` of ``model``."""
     modules = dict(model.named_modules())
     output_side = _reaches_output_unweighted(graph, modules)
     taken = {name.split(".")[0] for name in modules if name} | set(dir(model)) | set(dir(fx.GraphModule))
