@@ -354,3 +354,42 @@ def test_to_sampled_finds_hidden_activations_of_a_model_traceable_at_its_default
     with pytest.warns(UserWarning, match="only activation modules were converted"):
         converted = to_sampled(twin, "pbit")
     assert isinstance(converted.act, PBit)
+
+
+class Reparameterised(nn.Module):
+    """Noise written by hand, as in a VAE: ``mu + torch.randn_like(mu) * std`` before p-bits."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec, self.act, self.out = nn.Linear(12, 16), nn.Linear(8, 16), PBit(), nn.Linear(16, 3)
+
+    def forward(self, x):
+        mu, log_var = self.enc(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+        return self.out(self.act(self.dec(z)))
+
+
+def test_random_functions_in_the_model_are_folded_as_fresh_draws_per_sample():
+    torch.manual_seed(0)
+    model, x, n = Reparameterised(), torch.randn(2, 12), 400
+    sampled = SampledModel(model, samples=n, reduce="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sampled.plan(x) == "graph"
+    with torch.no_grad():
+        folded = sampled(x)
+        loop = torch.stack([model(x) for _ in range(n)])
+    bound = 5 * torch.sqrt((folded.var(0) + loop.var(0)) / n)
+    assert torch.all((folded.mean(0) - loop.mean(0)).abs() <= bound)
+    # a draw hidden in a user module without pdnn layers (kept opaque, so in the prefix) would be
+    # shared by the samples: the check sees it and the input is repeated instead, so that
+    # h + randn_like(h) has standard deviation 1 over the samples (5 standard errors 1/sqrt(2n))
+    noisy = nn.Sequential(nn.Linear(12, 5), _AddNoise())
+    with pytest.warns(UserWarning, match="differs from a loop of forwards; sampling by repeating the input"):
+        spread = SampledModel(noisy, samples=n, reduce="none")(x).detach().std(0)
+    assert torch.all((spread - 1).abs() <= 5 / math.sqrt(2 * n))
+
+
+class _AddNoise(nn.Module):
+    def forward(self, h):
+        return h + torch.randn_like(h)

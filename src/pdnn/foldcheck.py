@@ -47,19 +47,35 @@ class _Probe:
     def dropout(self, input, p=0.5, training=True, inplace=False):
         return self(input) if training and p > 0 else input
 
+    # torch's random functions, as a model calls them: ``torch.randn_like(x)``, ``torch.rand(n, h)``
+    def like(self, input, *, generator=None, **kwargs):
+        return self(torch.zeros_like(input, **kwargs))
+
+    def sized(self, *size, generator=None, out=None, **kwargs):
+        return self(torch.zeros(*size, **kwargs))
+
+    def bernoulli(self, input, *args, generator=None, **kwargs):
+        return self(input.float() if not input.is_floating_point() else input)
+
 
 @contextlib.contextmanager
 def _probed(model: nn.Module):
-    """Replace pdnn's stochastic modules and torch's dropout functions by one :class:`_Probe`."""
+    """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
+    ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by one :class:`_Probe`
+    (other random calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold
+    that depends on them fails the check: slower, never wrong)."""
     probe = _Probe()
     modules = [m for m in model.modules() if is_stochastic(m)]
     own = [m.__dict__.get("forward") for m in modules]
-    functions = {name: getattr(nn.functional, name) for name in _DROPOUTS}
+    replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
+    replaced += [(torch, "rand_like", probe.like), (torch, "randn_like", probe.like), (torch, "rand", probe.sized),
+                 (torch, "randn", probe.sized), (torch, "bernoulli", probe.bernoulli)]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     try:
         for m in modules:
             m.forward = probe
-        for name in _DROPOUTS:
-            setattr(nn.functional, name, probe.dropout)
+        for owner, name, fn in replaced:
+            setattr(owner, name, fn)
         yield probe
     finally:
         for m, forward in zip(modules, own):
@@ -67,8 +83,8 @@ def _probed(model: nn.Module):
                 del m.forward
             else:
                 m.forward = forward
-        for name, fn in functions.items():
-            setattr(nn.functional, name, fn)
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
 
 
 @contextlib.contextmanager
