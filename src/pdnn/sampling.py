@@ -503,7 +503,10 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
 def _repeated(model: nn.Module, samples: int) -> Callable:
     """The whole model run once on its batched arguments repeated T times."""
     def run(x, *args, **kwargs):
-        fold = lambda v: repeat_samples(v, samples) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0] else v  # noqa: E731
+        def fold(v):
+            batched = isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0]
+            return repeat_samples(v, samples) if batched else v
+
         return model(fold(x), *tree_map(fold, args), **tree_map(fold, kwargs))
 
     return run
