@@ -7,6 +7,7 @@ rows in the t-th forward of the loop; the loop's inputs to those modules must eq
 ones, and the loop's outputs the sampled outputs. A second test compares the two with their own,
 independent randomness, within a bound derived from the number of samples.
 """
+import copy
 import math
 import warnings
 
@@ -393,3 +394,15 @@ def test_random_functions_in_the_model_are_folded_as_fresh_draws_per_sample():
 class _AddNoise(nn.Module):
     def forward(self, h):
         return h + torch.randn_like(h)
+
+
+def test_a_copy_of_a_sampled_model_runs_its_own_modules():
+    _, model, x, _ = build("vgg", "eval")
+    sampled = SampledModel(model, samples=T, seed=0)
+    before = sampled(x)
+    twin = copy.deepcopy(sampled)
+    with torch.no_grad():
+        for p in twin.model.parameters():
+            p.zero_()
+    assert torch.equal(SampledModel(model, samples=T, seed=0)(x), before)  # the original model is untouched
+    assert torch.equal(twin(x), twin.model.classifier[-1].bias.expand(B, 10))  # all weights zero

@@ -449,6 +449,10 @@ class SampledModel(nn.Module):
                 if rows == batch:
                     raise
 
+    def __getstate__(self):
+        """Copies and pickles leave the traced passes behind: they call this model's modules."""
+        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_runs": {}}
+
     def extra_repr(self) -> str:
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
 
