@@ -9,6 +9,7 @@ independent randomness, within a bound derived from the number of samples.
 """
 import copy
 import math
+import pickle
 import warnings
 
 import pytest
@@ -396,10 +397,11 @@ class _AddNoise(nn.Module):
         return h + torch.randn_like(h)
 
 
-def test_a_copy_of_a_sampled_model_runs_its_own_modules():
+def test_a_sampled_model_pickles_and_its_copy_runs_its_own_modules():
     _, model, x, _ = build("vgg", "eval")
     sampled = SampledModel(model, samples=T, seed=0)
     before = sampled(x)
+    assert pickle.loads(pickle.dumps(sampled))(x).shape == (B, 10)  # the traced passes are not pickled
     twin = copy.deepcopy(sampled)
     with torch.no_grad():
         for p in twin.model.parameters():
