@@ -161,14 +161,3 @@ def quantized_activation(
     else:
         q = (quantize_levels(2.0 * mean - 1.0, bits) + 1.0) / 2.0
     return straight_through(q, mean)
-
-
-def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric uniform k-bit weights with ``2**bits`` levels in [-s, s], ``s = max|w|``.
-
-    The scale is detached (a per-layer constant); the STE passes the gradient to ``w`` unchanged,
-    so the float weights keep learning while the forward pass sees only the quantised ones.
-    """
-    scale = w.detach().abs().max().clamp_min(torch.finfo(w.dtype).tiny)
-    q = quantize_levels(w.detach() / scale, bits) * scale
-    return straight_through(q, w)
