@@ -4,6 +4,7 @@
 #
 #   scripts/lowbit_study.sh fashion-mnist     # results/lowbit/fashion-mnist/runs/...
 #   scripts/lowbit_study.sh cifar10 [NAMES]   # CIFAR-10 (optionally only the named runs)
+#   scripts/lowbit_study.sh matched           # unipolar p-bits at beta 4 (= bipolar at beta 2)
 #   scripts/lowbit_study.sh tradeoff          # Pareto fronts and the cheapest run within 1 point
 #
 # Per b_w: float tanh, sign (quant1), quant2, quant4, and p-DNNs trained with s = 1, 4, 8. The
@@ -62,6 +63,16 @@ cifar10)
     TEST=(--subset 5000 --samples 1,2,5,10,20,50 --repeats 3 --quiet)
     study cifar10 --dataset cifar10 --model cnn --width 16 --epochs 4 --subset 45000 \
         --schedule cosine --lr 1e-3 --batch-size 64 --seed 0 --quiet ;;
+matched)
+    # sigma(4x) = (1 + tanh(2x)) / 2: a unipolar p-bit at beta 4 has the temperature of the bipolar
+    # p-bits at beta 2 of results/fashion-mnist (whose unipolar runs also used beta 2).
+    TEST=(--samples 1,2,5,10,20,50 --repeats 3 --quiet)
+    for s in 1 2 4 8; do
+        echo "== fashion-mnist matched pbit-unipolar-beta4-s$s" >&2
+        run "$OUT/matched/runs/pbit-unipolar-beta4-s$s" "${TEST[@]}" -- --dataset fashion-mnist --model mlp \
+            --width 256 --epochs 5 --subset 54000 --schedule cosine --lr 1e-3 --batch-size 64 --seed 0 --quiet \
+            --neuron pbit-unipolar --beta 4 -s "$s"
+    done ;;
 tradeoff)
     for dataset in fashion-mnist cifar10; do
         [[ -d $OUT/$dataset/runs ]] || continue
@@ -70,5 +81,5 @@ tradeoff)
                 --json $OUT/$dataset/tradeoff-$memory.json --png $OUT/$dataset/tradeoff-$memory.png
         done
     done ;;
-*) echo "usage: $0 fashion-mnist | cifar10 [NAMES] | tradeoff" >&2; exit 2 ;;
+*) echo "usage: $0 fashion-mnist | cifar10 [NAMES] | matched | tradeoff" >&2; exit 2 ;;
 esac
