@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..data import describe
 from ..evaluate import parse_samples
-from ..runs import write_json
+from ..io import write_json
+from ..models import ModelConfig, available
 
 
 def _add_settings_options(p, aggregate: bool = True) -> None:
@@ -125,15 +128,11 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 def _model_entries(args):
     """(meta, model config kwargs) for every --neuron x --weight-bits of an untrained model."""
-    from ..models import ModelConfig, available
-
     if args.model not in available():
         raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
     if args.dataset and args.input_shape:
         raise ValueError("give --dataset or --input-shape, not both")
     if args.dataset:
-        from ..data import describe  # lazily: the data package is not needed otherwise
-
         described = describe(args.dataset)
         shape, classes = tuple(described["input_shape"]), described["num_classes"]
     elif args.input_shape:
@@ -152,10 +151,6 @@ def _model_entries(args):
 
 
 def run_energy(args) -> int:
-    from dataclasses import replace
-
-    from ..models import ModelConfig
-
     samples = parse_samples(args.samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import shutil
 
-from ..evaluate import evaluate_run, format_table, parse_samples
+from ..evaluate import format_table, parse_samples
+from ..runs import evaluate_run
 from ..train import default_device
 from .common import add_data_options, add_device_option
 

@@ -1,6 +1,7 @@
 """``pdnn train``: sample-aware training into a run directory."""
 from __future__ import annotations
 
+from ..data import describe
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
@@ -37,8 +38,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data import describe
-
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")
         model_config = ModelConfig.from_dict(saved["model"])

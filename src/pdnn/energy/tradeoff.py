@@ -15,10 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..convert import to_sampled
-from ..models import ModelConfig
+from ..convert import model_config, replay
 from ..nn import neuron_bits
-from ..runs import CONFIG, RunError, eval_files, read_config, read_json
+from ..io import RunError, eval_files, read_config, read_json
 from .account import AGGREGATES, LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
 
@@ -129,13 +128,6 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     }
 
 
-def _model_config(run_dir, config: dict) -> ModelConfig:
-    try:
-        return ModelConfig.from_dict(config["model"])
-    except (TypeError, KeyError, ValueError) as err:
-        raise RunError(f"{Path(run_dir) / CONFIG}: bad 'model' section ({err})") from err
-
-
 def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
     """The energy structure of a run's model, from its ``config.json`` alone.
 
@@ -146,14 +138,8 @@ def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
     which no energy depends on).
     """
     config = read_config(run_dir)
-    model_config = _model_config(run_dir, config)
-    model = model_config.build()
-    if "convert" in config:
-        try:
-            model = to_sampled(model, **config["convert"])
-        except (TypeError, ValueError) as err:
-            raise RunError(f"{Path(run_dir) / CONFIG}: bad 'convert' section ({err})") from err
-    return analyze(model, model_config.input_shape, input_bits), config
+    spec = model_config(run_dir, config)
+    return analyze(replay(spec.build(), config, run_dir), spec.input_shape, input_bits), config
 
 
 def is_float32_config(config: dict) -> bool:
