@@ -200,7 +200,7 @@ def check_one_dataset(runs: Sequence[tuple[str, dict]]) -> str | None:
     Accuracies on different datasets (or input shapes) cannot be judged against one reference,
     so a mix raises a ``ValueError`` listing every run with its dataset and input shape.
     """
-    described = [(run, _dataset(config), _model_config(run, config).input_shape) for run, config in runs]
+    described = [(run, _dataset(config), model_config(run, config).input_shape) for run, config in runs]
     datasets = {d for _, d, _ in described if d is not None}
     if len(datasets) > 1 or len({shape for _, _, shape in described}) > 1:
         listing = "; ".join(f"{run}: {d or 'dataset not recorded'}, input {'x'.join(map(str, shape))}"
