@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import positive_int
 from .nn import is_stochastic
 from .sampling import SampledModel, check_samples
 
@@ -106,8 +107,7 @@ def accuracy_vs_samples(
     as fractions in [0, 1] and the standard deviation across repeats (0 for one repeat).
     """
     samples = sorted({check_samples(t) for t in samples})
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    positive_int("repeats", repeats)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
     model = model.eval()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .checks import AGGREGATIONS, one_of
 from .convert import load_model
 from .data import load
 from .evaluate import accuracy_vs_samples, is_deterministic
@@ -36,8 +37,7 @@ def evaluate_run(
     ``subset`` overrides the run's own subset (the first N test examples); by default the run is
     evaluated on what it was trained with. Returns the JSON document.
     """
-    if aggregate not in ("network", "layer"):
-        raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
+    one_of("aggregate", aggregate, AGGREGATIONS)
     model, config = load_model(run_dir, map_location=device)
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)

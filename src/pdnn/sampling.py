@@ -26,17 +26,13 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
+from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .nn import is_stochastic
-
-REDUCTIONS = ("mean", "vote", "none")
-AGGREGATIONS = ("network", "layer")
 
 
 def check_samples(samples) -> int:
     """Return ``samples`` if it is an integer >= 1, else raise naming the value."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples (T) must be an integer >= 1, got {samples!r}")
-    return samples
+    return positive_int("samples (T)", samples)
 
 
 def repeat_samples(x, samples: int):
@@ -181,12 +177,8 @@ class SampledModel(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
-        if aggregate not in AGGREGATIONS:
-            raise ValueError(
-                f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATIONS)}"
-            )
+        one_of("reduce", reduce, REDUCTIONS)
+        one_of("aggregate", aggregate, AGGREGATIONS)
         self.model = model
         self.reduce = reduce
         self.aggregate = aggregate
@@ -258,7 +250,6 @@ class SampledModel(nn.Module):
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
 
 
-LOSS_RULES = ("mean-output", "mean-loss")
 
 
 def sample_aware_loss(
@@ -293,8 +284,7 @@ def loss_of_samples(
     rule: str = "mean-output",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sample-aware loss of per-sample outputs ``[s, B, ...]``; see :func:`sample_aware_loss`."""
-    if rule not in LOSS_RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
+    one_of("rule", rule, LOSS_RULES)
     mean = outs.mean(0)
     if rule == "mean-output":
         return criterion(mean, y), mean

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..checks import AGGREGATIONS
 from ..data import describe
 from ..evaluate import parse_samples
 from ..io import write_json
@@ -31,7 +32,7 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
                    help="the paper's formula applied literally to every layer: the deterministic prefix (by "
                         "default computed once and shared by the T samples) is priced T times")
     if aggregate:
-        g.add_argument("--aggregate", choices=("network", "layer"), default="network",
+        g.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                        help="network: p-DNN sampling; layer: random bit-stream baseline (default: network)")
 
 

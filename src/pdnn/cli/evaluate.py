@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 
+from ..checks import AGGREGATIONS
 from ..evaluate import format_table, parse_samples
 from ..runs import evaluate_run
 from ..train import default_device
@@ -16,7 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--samples", default="1,2,5,10,20,50", help="comma-separated T values (default: 1,2,5,10,20,50)")
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
-    p.add_argument("--aggregate", choices=("network", "layer"), default="network",
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import data as data_package
+from ..checks import positive_int
 from ..io import CHECKPOINT, CONFIG, RunError, load_checkpoint, read_config, read_json, save_checkpoint, write_json
 from ..models import ModelConfig
 from .batchnorm import recalibrate_batchnorm
@@ -105,8 +106,8 @@ def _held_out_training_data(config: dict, holdout, roots, subset, device, progre
     dataset = config.get("data", {}).get("dataset")
     if not dataset:
         raise ValueError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
+    if subset is not None:
+        positive_int("subset", subset, "an integer >= 1 or None")
     ds = data_package.load(dataset, roots=roots, progress=progress)  # whole: what lies beyond the run's subset
     n_split = len(ds.train_y)
     n_trained = min(config["data"].get("subset") or n_split, n_split)

@@ -26,6 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from ..checks import positive_int
 from ..sampling import check_samples
 from .tech import FLOAT_BITS, Technology, load_table
 
@@ -39,14 +40,12 @@ def check_bit_width(bits, what: str) -> int:
     Wider than :func:`pdnn.nn.check_bits` (1..8 or 32) on purpose: pricing asks "what if" about
     widths pdnn's layers do not offer (a 16-bit input, 12-bit weights of another accelerator).
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        raise ValueError(f"{what} must be an integer >= 1 (32 = float), got {bits!r}")
+    positive_int(what, bits, "an integer >= 1 (32 = float)")
     return bits
 
 
 def check_fan_in(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"fan-in n must be an integer >= 1, got {n!r}")
+    positive_int("fan-in n", n)
     return n
 
 

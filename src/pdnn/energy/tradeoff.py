@@ -15,10 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from ..checks import AGGREGATIONS, one_of
 from ..convert import model_config, replay
 from ..nn import neuron_bits
 from ..io import RunError, eval_files, read_config, read_json
-from .account import AGGREGATES, LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
+from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
 
 FLOAT_BASIS = "most accurate 32-bit float deterministic run"
@@ -169,8 +170,10 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8) -
         if not isinstance(rows, list) or not rows:
             raise RunError(f"{path} has no 'results' list")
         aggregate = document.get("aggregate", "network")
-        if aggregate not in AGGREGATES:
-            raise RunError(f"{path}: unknown aggregate {aggregate!r}; expected network or layer")
+        try:
+            one_of("aggregate", aggregate, AGGREGATIONS)
+        except ValueError as err:
+            raise RunError(f"{path}: {err}") from None
         s = replace(settings, aggregate=aggregate)
         series = label if aggregate == "network" else f"{label} (layer)"
         for row in rows:

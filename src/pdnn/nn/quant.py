@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn import functional as torch_F
 
 from .. import functional as F
+from ..checks import one_of
 
 MAX_BITS = 8
 
@@ -39,7 +40,7 @@ class Quantize(nn.Module):
         super().__init__()
         self.bits = check_bits(bits, "activation bits")
         self.beta = F.check_beta(beta)
-        self.mode = F.check_choice("mode", mode, F.MODES)
+        self.mode = one_of("mode", mode, F.MODES)
 
     @property
     def precision(self) -> int:
