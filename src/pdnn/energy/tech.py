@@ -43,6 +43,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..checks import positive_int
+from ..nn.neurons import FLOAT_BITS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +58,6 @@ TABLE_KEYS = ("name", "description", "source", "ops", "memory", "aliases", "neur
 OP_KEYS = ("scaling", "points_pj", "source")
 MEMORY_KEYS = ("energy_pj", "word_bits", "source")
 NEURON_KEYS = ("pbit_random_bits", "noise_random_bits", "source")
-FLOAT_BITS = 32  # a bit width of 32 means 32-bit floating point throughout pdnn
 
 
 class TechError(ValueError):

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from ..checks import AGGREGATIONS, one_of
 from ..convert import model_config, replay
-from ..nn import neuron_bits
+from ..nn import NeuronSpec
 from ..io import RunError, eval_files, read_config, read_json
 from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
@@ -147,7 +147,7 @@ def is_float32_config(config: dict) -> bool:
     """A run whose network is the 32-bit float deterministic baseline."""
     model = config.get("model", {})
     try:
-        float_neuron = neuron_bits(model.get("neuron", "")) == 32
+        float_neuron = NeuronSpec.parse(model.get("neuron", "")).kind == "float"
     except ValueError:
         return False
     return model.get("weight_bits") == 32 and float_neuron and "convert" not in config
