@@ -28,6 +28,7 @@ from torch import fx, nn
 
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .nn import is_stochastic
+from .tracing import Tracer
 
 
 def check_samples(samples) -> int:
@@ -49,13 +50,10 @@ def average_samples(x: torch.Tensor, samples: int) -> torch.Tensor:
     return x.reshape(samples, -1, *x.shape[1:]).mean(0)
 
 
-class _Tracer(fx.Tracer):
-    """Traces only into modules that contain randomness: any module without a stochastic
-    descendant is deterministic as a whole and stays one opaque call (so user layers with
-    Python control flow inside do not defeat tracing)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not any(is_stochastic(sub) for sub in m.modules()) or is_stochastic(m)
+def _deterministic(m: nn.Module) -> bool:
+    """Traced only into modules that contain randomness: a module without a stochastic
+    descendant is deterministic as a whole and stays one opaque call (see :mod:`pdnn.tracing`)."""
+    return not any(is_stochastic(sub) for sub in m.modules())
 
 
 def _stochastic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
@@ -113,7 +111,7 @@ def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
 def build_sampled_graph(model: nn.Module, samples: int, aggregate: str) -> nn.Module | None:
     """Trace ``model`` and rewrite it for ``samples`` samples; ``None`` if it cannot be traced."""
     try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
+        gm = fx.GraphModule(model, Tracer(_deterministic).trace(model))
     except Exception as err:  # fx raises many types for untraceable code
         if aggregate == "layer":
             raise TypeError(

@@ -44,6 +44,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
 
 from ..nn import PBit, is_stochastic
+from ..tracing import Tracer
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
@@ -303,11 +304,10 @@ def _is_unit(m: nn.Module) -> bool:
     return is_weight_layer(m) or is_stochastic(m) or getattr(m, "precision", None) is not None
 
 
-class _Tracer(fx.Tracer):
-    """Traces into containers; weight layers, pdnn modules and torch's own layers stay leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return _is_unit(m) or next(m.children(), None) is None or super().is_leaf_module(m, qualname)
+def _priced_whole(m: nn.Module) -> bool:
+    """Traced into containers; units and childless modules stay opaque, as torch layers and pdnn
+    modules do (see :mod:`pdnn.tracing`)."""
+    return _is_unit(m) or next(m.children(), None) is None
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:
@@ -320,7 +320,7 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-    gm = fx.GraphModule(model, _Tracer().trace(model))
+    gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model))
     ShapeProp(gm).propagate(x)
     modules = dict(gm.named_modules())
     infos: dict[fx.Node, _Info] = {}
