@@ -160,6 +160,7 @@ class SampledModel(nn.Module):
             global generator.
 
     Example:
+        >>> from pdnn.nn import PBit
         >>> net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
         >>> sampled = SampledModel(net, samples=10)
         >>> sampled(torch.randn(5, 4)).shape
