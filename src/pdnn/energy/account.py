@@ -37,7 +37,6 @@ from .graph import Layer, Network
 from .tech import FLOAT_BITS, Technology, load_table
 
 PJ = 1e-12  # joules per picojoule
-AGGREGATES = AGGREGATIONS  # the name the energy package has always exported
 TERMS = tuple(f"{name}_j" for name in TERM_NAMES)
 # Why ΔE(T→T+1)/E misleads under layer aggregation; reports print it beside that column.
 LAYER_STEP_NOTE = ("layer aggregation: ΔE(T→T+1)/E is not a per-sample average: the counters' width "

@@ -82,10 +82,8 @@ def is_weight_layer(module: nn.Module) -> bool:
 
 
 def layer_weight_bits(module: nn.Module) -> int:
-    """``b_w``: a pdnn layer's ``weight_bits``, a Larq-style ``weight_quantizer.precision``, else 32."""
+    """``b_w``: a pdnn layer's ``weight_bits``, else 32 (float)."""
     bits = getattr(module, "weight_bits", None)
-    if bits is None:
-        bits = getattr(getattr(module, "weight_quantizer", None), "precision", None)
     if bits is None:
         return FLOAT_BITS
     try:
