@@ -36,6 +36,16 @@ def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
     return value
 
 
+def positive_ints(name: str, values, expected: str = "positive integers", length: int | None = None) -> tuple:
+    """``values`` as a tuple if it holds at least one (or exactly ``length``) ``int`` >= 1, e.g. a
+    shape, else a ``ValueError`` naming ``name``, ``values`` and ``expected``."""
+    shape = tuple(values)
+    if not shape or (length is not None and len(shape) != length) \
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"{name} must be {expected}, got {values!r}")
+    return shape
+
+
 def one_of(name: str, value, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else a ``ValueError`` that lists them."""
     if value not in choices:

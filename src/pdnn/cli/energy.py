@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
-from ..checks import AGGREGATIONS
+from ..checks import AGGREGATIONS, positive_ints
 from ..data import describe
 from ..evaluate import parse_samples
 from ..io import write_json
@@ -119,12 +119,9 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
 
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in text.split(","))
+        return positive_ints("--input-shape", tuple(int(s) for s in text.split(",")))
     except ValueError:
-        shape = ()
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}")
-    return shape
+        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}") from None
 
 
 def _model_entries(args):

@@ -43,6 +43,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
 
+from ..checks import positive_ints
 from ..nn import PBit, is_stochastic
 from ..tracing import Tracer
 from .eo import NeuronPart, check_bit_width
@@ -395,9 +396,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
         >>> [(l.fan_in, l.eos, l.weight_bits, l.activation_bits) for l in net.layers]
         [(784, 256, 4, 8), (256, 256, 4, 1), (256, 10, 4, 1)]
     """
-    shape = tuple(input_shape)
-    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape must be positive integers without the batch dimension, got {input_shape!r}")
+    shape = positive_ints("input_shape", input_shape, "positive integers without the batch dimension")
     check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
     x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu",

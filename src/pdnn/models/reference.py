@@ -14,6 +14,7 @@ import math
 
 from torch import nn
 
+from ..checks import positive_ints
 from ..nn import NeuronSpec, QuantConv2d, QuantLinear, check_bits
 from .registry import register
 
@@ -28,10 +29,7 @@ def glorot_init(model: nn.Module) -> nn.Module:
 
 
 def _check_shape(input_shape) -> tuple[int, int, int]:
-    shape = tuple(input_shape)
-    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-    return shape  # type: ignore[return-value]
+    return positive_ints("input_shape", input_shape, "(channels, height, width)", length=3)
 
 
 @register("mlp")
