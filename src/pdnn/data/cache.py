@@ -4,9 +4,9 @@ A cache file holds the decoded uint8 tensors (and the training split's channel s
 dataset read from one place. Its name is ``<dataset>-<where>-<stamp>.pt``: ``where`` hashes the
 source files' paths, ``stamp`` their sizes and modification times. A changed source therefore
 misses the cache and is decoded again (the stale file for the same place is then deleted), while
-copies of a dataset in two places coexist. Files are written to a temporary name in the cache
-directory and moved into place with ``os.replace``, so a reader (another DDP rank, a second job)
-sees either no file or a whole one. A cache file that cannot be read is rebuilt with a warning:
+copies of a dataset in two places coexist. Files are written by :func:`pdnn.io.atomic_write` (a
+temporary name in the cache directory, moved into place with ``os.replace``), so a reader (another
+DDP rank, a second job) sees either no file or a whole one. A cache file that cannot be read is rebuilt with a warning:
 the cache is an optimisation and must never be the reason a run fails.
 """
 from __future__ import annotations
