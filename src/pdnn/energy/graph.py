@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn import functional as torch_F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
@@ -317,8 +318,6 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 
 
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
-    from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
-
     gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model))
     ShapeProp(gm).propagate(x)
     modules = dict(gm.named_modules())
