@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pdnn.data import cache
-from pdnn.io import RunError, atomic_write, load_checkpoint, read_json, save_checkpoint, save_figure, write_json
+from pdnn.io import (RunError, atomic_write, load_checkpoint, read_json, save_checkpoint, save_figure, write_json,
+                     write_text)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,7 +33,8 @@ def test_written_files_get_the_permissions_of_the_users_umask(tmp_path, umask):
     fig, _ = plt.subplots()
     save_figure(fig, tmp_path / "figure.png")
     cache.write(tmp_path / "cache" / "mnist-abc-def.pt", {"format": cache.FORMAT})
-    for path in ["run/config.json", "run/checkpoint.pt", "figure.png", "cache/mnist-abc-def.pt"]:
+    write_text(tmp_path / "study" / "README.md", "# results\n")
+    for path in ["run/config.json", "run/checkpoint.pt", "figure.png", "cache/mnist-abc-def.pt", "study/README.md"]:
         assert _mode(tmp_path / path) == expected, path
     # replacing an existing file gives the new one the umask's permissions too
     write_json(tmp_path / "run" / "config.json", {"a": 2})

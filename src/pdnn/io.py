@@ -38,7 +38,7 @@ from typing import IO, Any, Callable
 import torch
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "atomic_write", "eval_files", "file_mode",
-           "load_checkpoint", "read_config", "read_json", "save_checkpoint", "save_figure", "write_json"]
+           "load_checkpoint", "read_config", "read_json", "save_checkpoint", "save_figure", "write_json", "write_text"]
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -79,6 +79,12 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
 def write_json(path: Path | str, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically (NaN and infinity are refused, as JSON has none)."""
     data = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` (UTF-8), atomically."""
+    data = text.encode()
     atomic_write(path, lambda f: f.write(data))
 
 

@@ -1,10 +1,9 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-import shutil
-
 from ..checks import AGGREGATIONS
 from ..evaluate import format_table, parse_samples
+from ..io import write_json
 from ..runs import evaluate_run
 from ..train import default_device
 from .common import add_data_options, add_device_option
@@ -35,5 +34,5 @@ def run(args) -> int:
           f"{document['aggregate']} aggregation)")
     print(format_table(document))
     if args.json:
-        shutil.copyfile(f"{args.run_dir}/eval-{args.aggregate}.json", args.json)
+        write_json(args.json, document)
     return 0

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..data import describe  # noqa: E402
-from ..io import save_figure  # noqa: E402
+from ..io import save_figure, write_text  # noqa: E402
 from ..models import ModelConfig  # noqa: E402
 from ..plots import plot_accuracy_vs_samples  # noqa: E402
 from ..runs import read_json, write_json  # noqa: E402
@@ -78,7 +78,7 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     summary = summarise(out, spec)
     write_json(out / "summary.json", summary)
     draw_figures(out, spec, summary)
-    (out / "README.md").write_text(render_readme(out, spec, summary))
+    write_text(out / "README.md", render_readme(out, spec, summary))
     return summary
 
 
