@@ -79,6 +79,18 @@ def test_every_pdnn_import_is_at_module_top_level():
     assert not late, "imports of pdnn modules inside functions or blocks:\n" + "\n".join(late)
 
 
+def test_no_module_is_imported_by_name_at_run_time():
+    """``importlib.import_module`` and ``__import__`` would hide edges from the graph above."""
+    found = []
+    for file in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+                if name in ("import_module", "__import__"):
+                    found.append(f"{file.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found, found
+
+
 def test_the_import_graph_has_no_cycle():
     assert find_cycle(PACKAGE) is None, " -> ".join(find_cycle(PACKAGE))
 
