@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 import pdnn
 
@@ -131,12 +130,21 @@ def test_the_checker_reads_absolute_and_from_package_imports(tmp_path):
     assert find_cycle(root) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
 
 
-@pytest.mark.parametrize("module", ["pdnn.energy"])
-def test_energy_code_imports_no_training_code(module):
+def test_convert_modules_depend_one_way():
+    """pdnn.convert is one module per idea, each importing only the ones before it."""
+    order = ["methods", "sites", "rewrite", "batchnorm", "calibration", "rundir"]
+    imports = _imports(PACKAGE)
+    assert sorted(m for m in imports if m.startswith("pdnn.convert.")) == sorted(f"pdnn.convert.{m}" for m in order)
+    for i, name in enumerate(order):
+        for target, node, _ in imports[f"pdnn.convert.{name}"]:
+            if target.startswith("pdnn.convert."):
+                assert target.split(".")[2] in order[:i], f"{name}.py imports {target} (line {node.lineno})"
+
+
+def test_energy_code_imports_no_training_code():
     """The layering rule: energy reads a model, never trains one (convert, models, io are fine)."""
     forbidden = {"train", "evaluate", "experiments", "cli", "data", "plots", "runs"}
-    imports = _imports(PACKAGE)
-    for name, edges in imports.items():
-        if name == module or name.startswith(module + "."):
+    for name, edges in _imports(PACKAGE).items():
+        if name.startswith("pdnn.energy"):
             for target, node, _ in edges:
                 assert target.split(".")[1] not in forbidden, f"{name} imports {target} (line {node.lineno})"
