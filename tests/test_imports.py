@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-
 import pdnn
 
 PACKAGE = Path(pdnn.__file__).parent
