@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from pdnn.nn import NEURONS, PBit, QuantConv2d, QuantLinear, Quantize, WeightQuantizer, make_neuron, neuron_bits
+from pdnn.energy import neuron_parts
+from pdnn.nn import (NEURONS, NeuronSpec, PBit, QuantConv2d, QuantLinear, Quantize, WeightQuantizer, is_stochastic,
+                     make_neuron, neuron_bits)
 
 
 def test_pbit_module_repr_and_values():
@@ -132,3 +134,20 @@ def test_neuron_vocabulary():
     with pytest.raises(ValueError, match="quant:9"):
         make_neuron("quant:9")
     assert "quant:k" in NEURONS
+
+
+@pytest.mark.parametrize("name", ["pbit", "pbit-unipolar", "tanh", "sigmoid", "sign", "quant:1", "quant:3", "quant:8"])
+def test_a_neuron_spec_says_what_its_module_is_and_the_energy_model_reads_the_same(name):
+    spec = NeuronSpec.parse(name)
+    assert NeuronSpec.parse(spec) is spec
+    module = spec.build(beta=2.0)
+    assert spec.stochastic == is_stochastic(module)
+    if spec.kind == "pbit":
+        assert (module.mode, module.beta) == (spec.mode, 2.0)
+    elif spec.kind == "quant":
+        assert (module.bits, module.beta) == (spec.bits, 2.0)
+    else:
+        assert spec.bits == 32 and isinstance(module, torch.nn.Sigmoid if name == "sigmoid" else torch.nn.Tanh)
+    (part,) = neuron_parts(name)
+    assert (part.stochastic, part.module) == (spec.stochastic, name)
+    assert part.bits == spec.bits or part.kind == "nonlinearity"
