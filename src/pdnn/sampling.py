@@ -33,19 +33,17 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .foldcheck import first_rows, fold_mismatch, stack, suspended_hooks, unfold
 from .nn import is_stochastic
+from .tracing import Tracer
 
-REDUCTIONS = ("mean", "vote", "none")
-AGGREGATIONS = ("network", "layer")
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
 
 
 def check_samples(samples) -> int:
     """Return ``samples`` if it is an integer >= 1, else raise naming the value."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples (T) must be an integer >= 1, got {samples!r}")
-    return samples
+    return positive_int("samples (T)", samples)
 
 
 def repeat_samples(x, samples: int):
@@ -87,14 +85,11 @@ def _couples_rows(m: nn.Module) -> bool:
     return isinstance(m, _BatchNorm)
 
 
-class _Tracer(fx.Tracer):
-    """Traces only into modules that contain randomness or batch statistics: any other module
+def _opaque(m: nn.Module) -> bool:
+    """Traced only into modules that contain randomness or batch statistics: any other module
     stays one opaque call (so user layers with Python control flow inside do not defeat
-    tracing); random and batch-norm modules are leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        special = lambda sub: draws(sub) or _couples_rows(sub)  # noqa: E731
-        return special(m) or not any(special(sub) for sub in m.modules())
+    tracing; see :mod:`pdnn.tracing`)."""
+    return not any(draws(sub) or _couples_rows(sub) for sub in m.modules())
 
 
 def _draws_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -226,7 +221,7 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
 
     ``concrete_args``: non-tensor arguments the trace is specialised to; ``batched_inputs``: the
     positions of the arguments that carry the batch dimension (all, if None)."""
-    gm = fx.GraphModule(model, _Tracer().trace(model, concrete_args=concrete_args))
+    gm = fx.GraphModule(model, Tracer(_opaque).trace(model, concrete_args=concrete_args))
     if aggregate == "network":
         _fold_network(gm, samples, batched_inputs)
     else:
@@ -271,6 +266,7 @@ class SampledModel(nn.Module):
             global generator.
 
     Example:
+        >>> from pdnn.nn import PBit
         >>> net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
         >>> sampled = SampledModel(net, samples=10)
         >>> sampled(torch.randn(5, 4)).shape
@@ -286,12 +282,8 @@ class SampledModel(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
-        if aggregate not in AGGREGATIONS:
-            raise ValueError(
-                f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATIONS)}"
-            )
+        one_of("reduce", reduce, REDUCTIONS)
+        one_of("aggregate", aggregate, AGGREGATIONS)
         self.model = model
         self.reduce = reduce
         self.aggregate = aggregate
@@ -516,8 +508,6 @@ def _repeated(model: nn.Module, samples: int) -> Callable:
     return run
 
 
-LOSS_RULES = ("mean-output", "mean-loss")
-
 
 def sample_aware_loss(
     model: nn.Module,
@@ -556,8 +546,7 @@ def loss_of_samples(
     rule: str = "mean-output",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sample-aware loss of per-sample outputs ``[s, B, ...]``; see :func:`sample_aware_loss`."""
-    if rule not in LOSS_RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
+    one_of("rule", rule, LOSS_RULES)
     mean = reduce_samples(outs, "mean")
     if rule == "mean-output":
         return criterion(mean, y), mean

@@ -18,6 +18,7 @@ from torch.nn import functional as TF
 from torch.nn.modules.batchnorm import _NormBase
 
 from ..nn import Quantize, is_stochastic
+from ..tracing import Tracer
 from .methods import METHODS
 
 
@@ -112,14 +113,10 @@ class _Site:
                 "methods": [m for m in METHODS if self.problem is None and _supports(m, self.kind)]}
 
 
-class _Tracer(fx.Tracer):
-    """Traces into user modules (to see functional activations); keeps standard torch layers,
-    activation modules and pdnn layers (``Quantize`` computes a tanh inside) as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if _module_kind(m) is not None or type(m).__module__.startswith("pdnn.nn"):
-            return True
-        return super().is_leaf_module(m, qualname)
+def _is_activation(m: nn.Module) -> bool:
+    """Traced into user modules (to see functional activations); activation modules, which are
+    swapped whole, stay opaque, as torch layers and pdnn modules do (see :mod:`pdnn.tracing`)."""
+    return _module_kind(m) is not None
 
 
 # Normalisation layers have parameters (a per-channel scale and shift; LayerNorm's may even be 2-d)
@@ -226,7 +223,7 @@ class _Discovery(NamedTuple):
 def _discover(model: nn.Module) -> _Discovery:
     """The activation sites of ``model`` and its fx graph (tracing reads, never modifies)."""
     try:
-        graph = _Tracer().trace(model)
+        graph = Tracer(_is_activation).trace(model)
     except Exception as err:  # fx raises many types for untraceable code
         specialised = _trace_at_defaults(model)
         if specialised is None:
@@ -254,7 +251,7 @@ def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
     if not concrete:
         return None
     try:
-        return _Tracer().trace(model, concrete_args=concrete)
+        return Tracer(_is_activation).trace(model, concrete_args=concrete)
     except Exception:  # fx raises many types for untraceable code
         return None
 
