@@ -408,3 +408,33 @@ def test_a_sampled_model_pickles_and_its_copy_runs_its_own_modules():
             p.zero_()
     assert torch.equal(SampledModel(model, samples=T, seed=0)(x), before)  # the original model is untouched
     assert torch.equal(twin(x), twin.model.classifier[-1].bias.expand(B, 10))  # all weights zero
+
+
+def test_other_threads_draw_real_numbers_during_the_check():
+    import threading
+
+    drawn, started, release = [], threading.Event(), threading.Event()
+
+    class Waits(nn.Module):  # holds the check open until another thread has drawn
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(4, 4), PBit()
+
+        def forward(self, x):
+            if x.sum() > 1e9:  # untraceable: the first forward is the check's folded pass
+                return x
+            started.set()
+            release.wait(5)
+            return self.act(self.fc(x))
+
+    def other():
+        started.wait(5)
+        drawn.append(torch.randn(1000))
+        release.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with pytest.warns(UserWarning, match="could not be traced"):
+        SampledModel(Waits(), samples=T).plan(torch.randn(B, 4))
+    thread.join()
+    assert 0.9 < drawn[0].std().item() < 1.1  # a probe would give zeros plus offsets in [0, 0.5)

@@ -17,6 +17,7 @@ statistics), the random number generators and forward hooks are untouched.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Callable
 
 import torch
@@ -58,6 +59,12 @@ class _Probe:
         return self(input.float() if not input.is_floating_point() else input)
 
 
+def _in_this_thread(probe: Callable, original: Callable) -> Callable:
+    """``probe`` when called from the thread that installed it, ``original`` from any other."""
+    owner = threading.get_ident()
+    return lambda *args, **kwargs: (probe if threading.get_ident() == owner else original)(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def _probed(model: nn.Module):
     """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
@@ -74,8 +81,8 @@ def _probed(model: nn.Module):
     try:
         for m in modules:
             m.forward = probe
-        for owner, name, fn in replaced:
-            setattr(owner, name, fn)
+        for (owner, name, fn), (_, _, original) in zip(replaced, originals):
+            setattr(owner, name, _in_this_thread(fn, original))
         yield probe
     finally:
         for m, forward in zip(modules, own):
