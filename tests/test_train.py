@@ -8,8 +8,10 @@ import sys
 import pytest
 import torch
 
-from pdnn.cli import main
+from pdnn.cli import build_parser, main
 from pdnn.runs import load_checkpoint, load_model
+from pdnn.tasks import TASKS
+from pdnn.train import TrainConfig
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
 
@@ -40,6 +42,27 @@ def test_resume_continues_bit_for_bit(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     strip = lambda ms: [{k: v for k, v in m.items() if "time" not in k and "per_s" not in k} for m in ms]
     assert strip(a["metrics"]) == strip(b["metrics"])
+
+
+def test_task_is_recorded_and_runs_from_before_tasks_resume_as_classification(tmp_path):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1", "--task", "classify") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["task"] == "classify"
+    del config["train"]["task"]  # as written before tasks existed
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["task"] == "classify"
+    assert [m["epoch"] for m in json.loads((run / "metrics.json").read_text())] == [1, 2]
+
+
+def test_the_task_registry_drives_the_loop_and_the_cli():
+    assert set(TASKS) >= {"classify"} and all(TASKS[name].name == name for name in TASKS)
+    choices = next(a.choices for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                   if a.dest == "task")
+    assert tuple(choices) == tuple(TASKS)
+    with pytest.raises(ValueError, match="unknown task 'paint'; expected one of classify"):
+        TrainConfig(task="paint").validate()
 
 
 def test_existing_run_is_never_overwritten(tmp_path, capsys):
