@@ -10,11 +10,12 @@ The dataset lives on the training device as uint8 tensors; batches are augmented
 ops and normalised on the fly.
 
 Randomness comes from three explicit generators seeded from the run's seed -- example order,
-augmentation and sampling -- and their states are saved in every checkpoint, so ``resume``
-continues the exact random streams an uninterrupted run would have used.
+augmentation and sampling (the last two differ between processes) -- and every process's states
+are saved in every checkpoint, so ``resume`` continues the exact random streams an uninterrupted
+run would have used.
 
-Multi-process training: started by ``torchrun`` (``WORLD_SIZE`` > 1), every process takes a
-strided share of each global batch, gradients are averaged by ``DistributedDataParallel``
+Multi-process training: started by ``torchrun`` (``WORLD_SIZE`` > 1), every process runs on its
+own device (``cuda:<LOCAL_RANK>``, or the CPU) and takes a strided share of each global batch, gradients are averaged by ``DistributedDataParallel``
 (gloo on the CPU, nccl on CUDA), and process 0 evaluates and writes the run directory.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -85,12 +87,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when started by torchrun."""
+def _distributed(device: str) -> tuple[str, int, int]:
+    """(this process's device, rank, world size). Started by torchrun (``WORLD_SIZE`` > 1), each
+    process trains on its own GPU, ``cuda:<LOCAL_RANK>``, when ``device`` is CUDA without an
+    index, and the process group is initialised (nccl for CUDA, gloo for the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    if world == 1:
+        return device, 0, 1
+    if torch.device(device).type == "cuda" and torch.device(device).index is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+    return device, dist.get_rank(), world
 
 
 def _lr_factor(schedule: str, step: int, total: int) -> float:
@@ -149,13 +159,33 @@ def _build(model_config: ModelConfig, train_config: TrainConfig, device: str, ra
     return _Run(task, model, optimizer, net, generators, rank, world)
 
 
+def _generator_states(run: _Run) -> list[dict]:
+    """The random streams of every process, indexed by rank (a collective: all processes call it)."""
+    mine = {name: generator.get_state() for name, generator in run.generators.items()}
+    if run.world == 1:
+        return [mine]
+    every: list = [None] * run.world
+    dist.all_gather_object(every, mine)
+    return every
+
+
 def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
-    """Continue from a checkpoint: weights, optimiser, history and the random streams."""
+    """Continue from a checkpoint: weights, optimiser, history and this process's random streams
+    (the example order is shared by all processes; augmentation and sampling are per process)."""
     state = load_checkpoint(checkpoint_path, map_location=device)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    for name, generator in run.generators.items():
-        generator.set_state(state["generators"][name].to("cpu"))
+    saved = state["generators"]
+    if isinstance(saved, dict):  # written before every process's streams were saved: process 0's
+        saved = [saved]
+    if len(saved) != run.world and run.rank == 0:
+        warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} process(es) and this run "
+                      f"has {run.world}: augmentation and sampling of processes {len(saved)}.. restart from "
+                      "their seeds, so the run does not continue bit for bit")
+    run.generators["order"].set_state(saved[0]["order"].to("cpu"))
+    if run.rank < len(saved):
+        for name in ("augment", "sample"):
+            run.generators[name].set_state(saved[run.rank][name].to("cpu"))
     run.metrics, run.start_epoch = state["metrics"], state["epoch"]
 
 
@@ -195,7 +225,8 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
             {"epoch_time_s": elapsed, "examples_per_s": seen * run.world / elapsed})
 
 
-def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, run_dir: Path, progress: bool) -> None:
+def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generators: list[dict], run_dir: Path,
+               progress: bool) -> None:
     """Measure the held-out metric, then write the checkpoint and the history (process 0)."""
     run.metrics.append({"epoch": epoch + 1, **trained, **run.task.held_out(run.model, data),
                         "lr": run.optimizer.param_groups[0]["lr"], **speed})
@@ -204,7 +235,7 @@ def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, run_dir:
         "optimizer": run.optimizer.state_dict(),
         "epoch": epoch + 1,
         "metrics": run.metrics,
-        "generators": {name: generator.get_state() for name, generator in run.generators.items()},
+        "generators": generators,  # one dict of streams per process
     })
     write_json(run_dir / METRICS, run.metrics)
     if progress:
@@ -232,8 +263,7 @@ def train(
 
     train_config.validate()
     run_dir = Path(run_dir)
-    device = device or default_device()
-    rank, world = _distributed()
+    device, rank, world = _distributed(device or default_device())
     config = {
         "model": model_config.to_dict(),
         "data": {"dataset": dataset, "subset": subset},
@@ -259,8 +289,9 @@ def train(
         write_json(run_dir / CONFIG, config)
     for epoch in range(run.start_epoch, train_config.epochs):
         trained, speed = _train_epoch(run, data, train_config, epoch, progress)
+        generators = _generator_states(run)
         if rank == 0:
-            _end_epoch(run, data, epoch, trained, speed, run_dir, progress)
+            _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
         if world > 1:
             dist.barrier()
     return run.metrics
