@@ -89,6 +89,21 @@ def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_programming_mistake_shows_its_traceback(tmp_path, monkeypatch, capsys):
+    """Only errors of the user's input become one-line messages; a TypeError from a bug propagates."""
+    import pdnn.cli.train
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(pdnn.cli.train, "train", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        train(tmp_path / "run", "--epochs", "1")
+    assert train(tmp_path / "run", "--epochs", "1", "--neuron", "relu") == 2  # checked before the loop runs
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("pdnn train: error: unknown neuron 'relu'; expected one of pbit")
+
+
 def test_eval_and_plot_cli(tmp_path, capsys):
     pdnn_run, det_run = tmp_path / "p", tmp_path / "d"
     assert train(pdnn_run, "--epochs", "1") == 0

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import UsageError
 from .nn import is_stochastic
 from .sampling import SampledModel, check_samples
 
@@ -35,7 +36,7 @@ def parse_samples(text: str) -> list[int]:
         try:
             value = int(part)
         except ValueError:
-            raise ValueError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
+            raise UsageError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
         values.append(check_samples(value))
     return sorted(set(values))
 
@@ -107,7 +108,7 @@ def accuracy_vs_samples(
     """
     samples = sorted({check_samples(t) for t in samples})
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+        raise UsageError(f"repeats must be an integer >= 1, got {repeats!r}")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
     model = model.eval()
@@ -158,7 +159,7 @@ def evaluate_run(
     from .runs import load_model, write_json
 
     if aggregate not in ("network", "layer"):
-        raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
+        raise UsageError(f"unknown aggregate {aggregate!r}; expected network or layer")
     model, config = load_model(run_dir, map_location=device)
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)

@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from .errors import UsageError
+
 MODES = ("bipolar", "unipolar")
 STES = ("mean", "identity", "clipped")
 
@@ -36,15 +38,15 @@ def check_beta(beta: float) -> float:
     try:
         value = float(beta)
     except (TypeError, ValueError):
-        raise ValueError(f"beta must be a positive number, got {beta!r}") from None
+        raise UsageError(f"beta must be a positive number, got {beta!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        raise UsageError(f"beta must be a finite number > 0, got {beta!r}")
     return value
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        raise UsageError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
     return value
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
+from .errors import UsageError
 from .nn import is_stochastic
 
 REDUCTIONS = ("mean", "vote", "none")
@@ -35,7 +36,7 @@ AGGREGATIONS = ("network", "layer")
 def check_samples(samples) -> int:
     """Return ``samples`` if it is an integer >= 1, else raise naming the value."""
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples (T) must be an integer >= 1, got {samples!r}")
+        raise UsageError(f"samples (T) must be an integer >= 1, got {samples!r}")
     return samples
 
 
@@ -182,9 +183,9 @@ class SampledModel(nn.Module):
     ):
         super().__init__()
         if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
+            raise UsageError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
         if aggregate not in AGGREGATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATIONS)}"
             )
         self.model = model
@@ -294,7 +295,7 @@ def loss_of_samples(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sample-aware loss of per-sample outputs ``[s, B, ...]``; see :func:`sample_aware_loss`."""
     if rule not in LOSS_RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
+        raise UsageError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
     mean = outs.mean(0)
     if rule == "mean-output":
         return criterion(mean, y), mean

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .data import augment, load
+from .errors import UsageError
 from .models import ModelConfig
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .sampling import LOSS_RULES, check_samples
@@ -69,17 +70,17 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         check_samples(self.samples)
         if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+            raise UsageError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+            raise UsageError(f"lr must be a finite number > 0, got {self.lr!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+            raise UsageError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
         if self.loss_rule not in LOSS_RULES:
-            raise ValueError(f"unknown loss rule {self.loss_rule!r}; expected one of {', '.join(LOSS_RULES)}")
+            raise UsageError(f"unknown loss rule {self.loss_rule!r}; expected one of {', '.join(LOSS_RULES)}")
         return self
 
 

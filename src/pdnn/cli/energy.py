@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..runs import write_json
 
@@ -109,7 +110,7 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
         try:
             values.append(convert(part))
         except ValueError:
-            raise ValueError(f"{what} must be a comma-separated list, got {text!r}") from None
+            raise UsageError(f"{what} must be a comma-separated list, got {text!r}") from None
     return list(dict.fromkeys(values))
 
 
@@ -119,7 +120,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}")
+        raise UsageError(f"--input-shape must be positive integers like 3,32,32, got {text!r}")
     return shape
 
 
@@ -128,9 +129,9 @@ def _model_entries(args):
     from ..models import ModelConfig, available
 
     if args.model not in available():
-        raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
+        raise UsageError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
     if args.dataset and args.input_shape:
-        raise ValueError("give --dataset or --input-shape, not both")
+        raise UsageError("give --dataset or --input-shape, not both")
     if args.dataset:
         from ..data import describe  # lazily: the data package is not needed otherwise
 
@@ -139,7 +140,7 @@ def _model_entries(args):
     elif args.input_shape:
         shape, classes = _parse_shape(args.input_shape), args.num_classes or 10
     else:
-        raise ValueError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
+        raise UsageError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
     neurons = _parse_list(args.neuron, "pbit", "--neuron")
     bits = _parse_list(args.weight_bits, "32", "--weight-bits", int)
     entries = []
@@ -159,12 +160,12 @@ def run_energy(args) -> int:
     samples = parse_samples(args.samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:
-        raise ValueError("give RUN_DIR or --model, not both")
+        raise UsageError("give RUN_DIR or --model, not both")
     json_out, png_out = args.json, args.png
     if args.run_dir:
         for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width"):
             if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
         net, config = run_network(args.run_dir, args.input_bits)
         model_config = ModelConfig.from_dict(config["model"])
         meta = {"run": str(args.run_dir), "label": config.get("label") or Path(args.run_dir).name,
@@ -179,7 +180,7 @@ def run_energy(args) -> int:
         entries = [(meta, analyze(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]
         base = configs[0][1]
     else:
-        raise ValueError("give a RUN_DIR or --model NAME (with --dataset NAME)")
+        raise UsageError("give a RUN_DIR or --model NAME (with --dataset NAME)")
     reference, label = None, None
     if args.reference_neuron or args.reference_weight_bits:
         ref_config = replace(base, neuron=args.reference_neuron or base.neuron,

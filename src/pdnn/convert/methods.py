@@ -5,6 +5,8 @@ model that cannot be converted.
 """
 from __future__ import annotations
 
+from ..errors import UsageError
+
 METHODS = ("pbit", "dither", "gaussian", "logistic")
 LAYER_SETS = ("hidden", "all")
 DEFAULT_SCALE = {"gaussian": 0.5, "logistic": 0.25, "dither": 1.0}
@@ -18,7 +20,7 @@ DEFAULT_VALUES = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UsageError):
     """A model cannot be converted; the message names the operations it could not handle."""
 
 
@@ -30,6 +32,6 @@ def parameter_of(method: str) -> str:
 
 def _check_method(method: str) -> str:
     if method not in METHODS:
-        raise ValueError(f"unknown conversion method {method!r}; expected one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown conversion method {method!r}; expected one of {', '.join(METHODS)}")
     return method
 

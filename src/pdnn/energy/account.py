@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..errors import UsageError
 from ..sampling import check_samples
 from .eo import TERM_NAMES, accumulator_bits, eo_terms_pj
 from .graph import Layer, Network
@@ -64,9 +65,9 @@ class Reuse:
 
     def __post_init__(self):
         if self.mode not in REUSE_MODES:
-            raise ValueError(f"unknown reuse {self.mode!r}; expected per-eo, per-inference or per-batch:B")
+            raise UsageError(f"unknown reuse {self.mode!r}; expected per-eo, per-inference or per-batch:B")
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise ValueError(f"reuse batch size must be an integer >= 1, got {self.batch!r}")
+            raise UsageError(f"reuse batch size must be an integer >= 1, got {self.batch!r}")
 
     @classmethod
     def parse(cls, text: str) -> "Reuse":
@@ -77,7 +78,7 @@ class Reuse:
         match = re.fullmatch(r"per-batch[:=](\d+)", text)
         if match:
             return cls("per-batch", int(match.group(1)))
-        raise ValueError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
+        raise UsageError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
 
     def fetches(self, layer: Layer) -> float:
         """Weight reads per inference for ``layer``."""
@@ -104,9 +105,9 @@ class Settings:
         self.tech.memory(self.weight_memory, "weight memory")  # raises, naming the level, if unknown
         self.tech.memory(self.activation_memory, "activation memory")
         if self.aggregate not in AGGREGATES:
-            raise ValueError(f"unknown aggregate {self.aggregate!r}; expected network or layer")
+            raise UsageError(f"unknown aggregate {self.aggregate!r}; expected network or layer")
         if not isinstance(self.reuse, Reuse):
-            raise ValueError(f"reuse must be a Reuse, got {self.reuse!r}")
+            raise UsageError(f"reuse must be a Reuse, got {self.reuse!r}")
 
     def to_dict(self) -> dict:
         """The settings and, under ``table``, every number of the technology table with its source."""
@@ -227,9 +228,9 @@ def energy_sweep(
     settings = settings or Settings()
     samples = sorted({check_samples(t) for t in samples})
     if not samples:
-        raise ValueError("samples must name at least one T >= 1")
+        raise UsageError("samples must name at least one T >= 1")
     if not entries:
-        raise ValueError("energy_sweep needs at least one network")
+        raise UsageError("energy_sweep needs at least one network")
     ref_net = reference if reference is not None else entries[0][1].float_reference()
     ref = network_energy(ref_net, 1, settings)
     configs, networks, unresolved, notes = [], [], [], []

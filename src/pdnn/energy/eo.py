@@ -26,6 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from ..errors import UsageError
 from ..sampling import check_samples
 from .tech import FLOAT_BITS, Technology, load_table
 
@@ -40,13 +41,13 @@ def check_bit_width(bits, what: str) -> int:
     widths pdnn's layers do not offer (a 16-bit input, 12-bit weights of another accelerator).
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        raise ValueError(f"{what} must be an integer >= 1 (32 = float), got {bits!r}")
+        raise UsageError(f"{what} must be an integer >= 1 (32 = float), got {bits!r}")
     return bits
 
 
 def check_fan_in(n) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"fan-in n must be an integer >= 1, got {n!r}")
+        raise UsageError(f"fan-in n must be an integer >= 1, got {n!r}")
     return n
 
 
@@ -149,7 +150,7 @@ class NeuronPart:
 
     def __post_init__(self):
         if self.kind not in NEURON_PART_KINDS:
-            raise ValueError(f"unknown neuron part {self.kind!r}; expected one of {', '.join(NEURON_PART_KINDS)}")
+            raise UsageError(f"unknown neuron part {self.kind!r}; expected one of {', '.join(NEURON_PART_KINDS)}")
 
     def energy_pj(self, tech: Technology, acc_bits: int | None) -> float:
         """Energy per output value; ``acc_bits`` is the layer's accumulator width (None: float)."""
@@ -181,7 +182,7 @@ def neuron_parts(neuron: str) -> tuple[NeuronPart, ...]:
     match = re.fullmatch(r"quant:(\d+)", str(neuron))
     if match and int(match.group(1)) >= 1:
         return (NeuronPart("threshold", int(match.group(1)), module=neuron),)
-    raise ValueError(f"unknown neuron {neuron!r}; expected pbit, pbit-unipolar, tanh, sigmoid, sign, quant:k or none")
+    raise UsageError(f"unknown neuron {neuron!r}; expected pbit, pbit-unipolar, tanh, sigmoid, sign, quant:k or none")
 
 
 def eo_energy_pj(

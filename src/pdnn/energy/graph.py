@@ -43,6 +43,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
 
+from ..errors import UsageError
 from ..nn import PBit, is_stochastic
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
@@ -100,7 +101,7 @@ def fan_in(module: nn.Module) -> int:
     return module.in_channels // module.groups * math.prod(module.kernel_size)
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UsageError):
     """The model cannot be accounted for (no weight layer, several inputs, a bad bit width)."""
 
 
@@ -399,7 +400,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     """
     shape = tuple(input_shape)
     if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape must be positive integers without the batch dimension, got {input_shape!r}")
+        raise UsageError(f"input_shape must be positive integers without the batch dimension, got {input_shape!r}")
     check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
     x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu",
@@ -421,7 +422,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
                 try:
                     _analyze_hooks(model, x, walker)
                 except RuntimeError as run_err:
-                    raise ValueError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
+                    raise UsageError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
                                      f"{run_err}") from run_err
                 method = "forward hooks"
     finally:

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ..errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -58,7 +60,7 @@ NEURON_KEYS = ("pbit_random_bits", "noise_random_bits", "source")
 FLOAT_BITS = 32  # a bit width of 32 means 32-bit floating point throughout pdnn
 
 
-class TechError(ValueError):
+class TechError(UsageError):
     """A technology table is missing a key, holds a bad number, or names an unknown level."""
 
 

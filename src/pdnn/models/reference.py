@@ -14,6 +14,7 @@ import math
 
 from torch import nn
 
+from ..errors import UsageError
 from ..nn import QuantConv2d, QuantLinear, check_bits, make_neuron
 from .registry import register
 
@@ -30,7 +31,7 @@ def glorot_init(model: nn.Module) -> nn.Module:
 def _check_shape(input_shape) -> tuple[int, int, int]:
     shape = tuple(input_shape)
     if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+        raise UsageError(f"input_shape must be (channels, height, width), got {input_shape!r}")
     return shape  # type: ignore[return-value]
 
 
@@ -90,6 +91,6 @@ def cnn(
         ]
         channels = item
     if height < 1 or width_px < 1:
-        raise ValueError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
+        raise UsageError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
     layers += [nn.Flatten(), QuantLinear(channels * height * width_px, num_classes, weight_bits=weight_bits)]
     return glorot_init(nn.Sequential(*layers))

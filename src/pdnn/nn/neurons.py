@@ -5,6 +5,7 @@ import re
 
 from torch import nn
 
+from ..errors import UsageError
 from .pbit import PBit
 from .quant import Quantize, check_bits
 
@@ -32,7 +33,7 @@ def make_neuron(name: str, beta: float = 1.0) -> nn.Module:
     match = re.fullmatch(r"quant:(\d+)", name)
     if match:
         return Quantize(check_bits(int(match.group(1)), f"bits in neuron {name!r}"), beta)
-    raise ValueError(f"unknown neuron {name!r}; expected one of {', '.join(NEURONS)}")
+    raise UsageError(f"unknown neuron {name!r}; expected one of {', '.join(NEURONS)}")
 
 
 def neuron_bits(name: str) -> int:
