@@ -1,4 +1,5 @@
 """Training end to end on the embedded data: checkpoints, bit-for-bit resume, DDP, CLI runs."""
+import io
 import json
 import os
 import pickle
@@ -102,6 +103,53 @@ def test_a_programming_mistake_shows_its_traceback(tmp_path, monkeypatch, capsys
     assert train(tmp_path / "run", "--epochs", "1", "--neuron", "relu") == 2  # checked before the loop runs
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("pdnn train: error: unknown neuron 'relu'; expected one of pbit")
+
+
+def test_zero_or_fewer_epochs_are_rejected(tmp_path, capsys):
+    assert train(tmp_path / "a", "--epochs", "0") == 2
+    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "2") == 0
+    config, checkpoint = (run / "config.json").read_bytes(), (run / "checkpoint.pt").read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "0", "--quiet"]) == 2
+    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 2
+    assert "has trained 2 epochs; epochs 1 would end before that" in capsys.readouterr().err
+    assert (run / "config.json").read_bytes() == config and (run / "checkpoint.pt").read_bytes() == checkpoint
+
+
+def test_options_a_resume_ignores_are_named_with_the_value_kept(tmp_path, recwarn):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--model", "mlp", "--lr", "0.001",
+                 "--quiet"]) == 0  # the run's own values: nothing is ignored
+    assert not [w for w in recwarn if "ignored" in str(w.message)]
+    with pytest.warns(UserWarning) as caught:
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--model", "cnn", "--lr", "0.1",
+                     "--no-augment", "--quiet"]) == 0
+    [message] = [str(w.message) for w in caught if "ignored" in str(w.message)]
+    assert message.endswith("ignored: --model cnn (it keeps mlp), --lr 0.1 (it keeps 0.001), --no-augment True "
+                            "(it keeps False)")
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["name"] == "mlp" and config["train"]["lr"] == 0.001 and config["train"]["epochs"] == 3
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_only_on_a_terminal_else_one_line_per_epoch(tmp_path, capsys, monkeypatch):
+    args = [a for a in TINY if a != "--quiet"]
+    assert main(["train", *args, "--epochs", "2", "--out", str(tmp_path / "log")]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1", "epoch 2"]
+    assert "\r" not in err and "it/s" not in err  # stderr is not a terminal here: no bar
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "tty")]) == 0
+    assert "epoch 1/1" in terminal.getvalue() and "\r" in terminal.getvalue()
 
 
 def test_eval_and_plot_cli(tmp_path, capsys):

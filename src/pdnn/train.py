@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -201,7 +202,7 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
     sums: dict[str, float] = {}
     began = time.perf_counter()
     bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=not progress or run.rank != 0, leave=False)
+               disable=not (progress and run.rank == 0 and sys.stderr.isatty()), leave=False)
     for i in bar:
         for group in run.optimizer.param_groups:
             group["lr"] = config.lr * _lr_factor(config.schedule, epoch * steps_per_epoch + i, total_steps)
@@ -286,6 +287,9 @@ def train(
     run = _build(model_config, train_config, device, rank, world)
     if resume:
         _restore(run, checkpoint_path, device)
+        if run.start_epoch > train_config.epochs:
+            raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
+                             f"would end before that (give at least {run.start_epoch})")
     if rank == 0:
         write_json(run_dir / CONFIG, config)
     for epoch in range(run.start_epoch, train_config.epochs):

@@ -1,12 +1,17 @@
 """``pdnn train``: sample-aware training into a run directory."""
 from __future__ import annotations
 
+import warnings
+
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
 from ..tasks import TASKS
 from ..train import SCHEDULES, TrainConfig, train
 from .common import add_data_options, add_device_option
+
+NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "neuron", "weight_bits", "beta", "width", "train_samples",
+                   "batch_size", "lr", "schedule", "weight_decay", "loss_rule", "no_augment", "seed", "label")
 
 
 def add_parser(sub) -> None:
@@ -36,7 +41,24 @@ def add_parser(sub) -> None:
     add_data_options(p)
     add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=run)
+    # a new run's options, which --resume takes from config.json: None marks one as not given
+    p.set_defaults(run=run, new_run_defaults={name: p.get_default(name) for name in NEW_RUN_OPTIONS},
+                   **dict.fromkeys(NEW_RUN_OPTIONS))
+
+
+def _kept_by_resume(args, saved: dict) -> None:
+    """Warn about the given options that a resumed run ignores, naming the value it keeps."""
+    model, train = saved["model"], TrainConfig.from_dict(saved["train"])
+    kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"]["subset"], "task": train.task,
+            "model": model.get("name"), "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
+            "beta": model.get("beta"), "width": model.get("width"), "train_samples": train.samples,
+            "batch_size": train.batch_size, "lr": train.lr, "schedule": train.schedule,
+            "weight_decay": train.weight_decay, "loss_rule": train.loss_rule, "no_augment": not train.augment,
+            "seed": train.seed, "label": saved.get("label")}
+    ignored = [f"--{name.replace('_', '-')} {getattr(args, name)} (it keeps {kept[name]})"
+               for name in NEW_RUN_OPTIONS if getattr(args, name) is not None and getattr(args, name) != kept[name]]
+    if ignored:
+        warnings.warn(f"{args.out} is resumed with its own configuration; ignored: {', '.join(ignored)}", stacklevel=2)
 
 
 def run(args) -> int:
@@ -44,19 +66,23 @@ def run(args) -> int:
 
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")
+        _kept_by_resume(args, saved)
         model_config = ModelConfig.from_dict(saved["model"])
         dataset, subset = saved["data"]["dataset"], saved["data"]["subset"]
         train_config = TrainConfig.from_dict(saved["train"])
-        train_config.epochs = args.epochs or train_config.epochs
+        train_config.epochs = train_config.epochs if args.epochs is None else args.epochs
         label = saved.get("label")
     else:
+        for name, default in args.new_run_defaults.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
         info = describe(args.dataset)
         model_config = ModelConfig(name=args.model, neuron=args.neuron, weight_bits=args.weight_bits,
                                    beta=args.beta, input_shape=tuple(info["input_shape"]),
                                    num_classes=info["num_classes"], width=args.width)
         dataset, subset = args.dataset, args.subset
         label = args.label
-        train_config = TrainConfig(samples=args.train_samples, epochs=args.epochs or 10, batch_size=args.batch_size,
+        train_config = TrainConfig(samples=args.train_samples, epochs=10 if args.epochs is None else args.epochs, batch_size=args.batch_size,
                                    lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
                                    seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
                                    task=args.task)
