@@ -78,7 +78,8 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys):
     assert train(run, "--epochs", "1") == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert (run / "checkpoint.pt").read_bytes() == before
-    assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
+    with pytest.warns(UserWarning, match=r"ignored: --neuron tanh \(it keeps pbit\)"):
+        assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
 
 
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
