@@ -26,6 +26,28 @@ def train(out, *extra):
     return main(["train", *TINY, "--out", str(out), *extra])
 
 
+def make_cifar(root, per_batch=24):
+    """A tiny CIFAR-10 (random 32x32 colour images) in the python-pickle layout under ``root``; its
+    augmentation is crop and flip."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
+    return ["--dataset", "cifar10", "--data-dir", str(root), "--model", "mlp", "--width", "32", "--quiet"]
+
+
+def assert_same_run(a_dir, b_dir):
+    a, b = load_checkpoint(a_dir / "checkpoint.pt"), load_checkpoint(b_dir / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = lambda ms: [{k: v for k, v in m.items() if "time" not in k and "per_s" not in k} for m in ms]
+    assert strip(a["metrics"]) == strip(b["metrics"])
+
+
 def test_train_writes_a_complete_run_directory(tmp_path):
     run = tmp_path / "run"
     assert train(run, "--epochs", "2", "--train-samples", "2") == 0
@@ -50,16 +72,36 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert strip(a["metrics"]) == strip(b["metrics"])
 
 
-def test_task_is_recorded_and_runs_from_before_tasks_resume_as_classification(tmp_path):
-    run = tmp_path / "run"
+def test_task_is_recorded_and_runs_from_before_tasks_resume_bit_for_bit(tmp_path):
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert train(straight, "--epochs", "2") == 0
     assert train(run, "--epochs", "1", "--task", "classify") == 0
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["task"] == "classify"
-    del config["train"]["task"]  # as written before tasks existed
+    del config["train"]["task"]  # as written before tasks existed, with the streams of process 0 only
     (run / "config.json").write_text(json.dumps(config))
+    state = load_checkpoint(run / "checkpoint.pt")
+    [state["generators"]] = state["generators"]
+    torch.save(state, run / "checkpoint.pt")
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     assert json.loads((run / "config.json").read_text())["train"]["task"] == "classify"
-    assert [m["epoch"] for m in json.loads((run / "metrics.json").read_text())] == [1, 2]
+    assert_same_run(straight, run)
+
+
+def test_each_process_trains_on_its_own_device(monkeypatch):
+    """Under torchrun, ``cuda`` means ``cuda:<LOCAL_RANK>`` (nccl); the CPU stays the CPU (gloo)."""
+    import pdnn.train as training
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(device))
+    monkeypatch.setattr(training.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(training.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(training.dist, "get_rank", lambda: 1)
+    assert training._distributed("cuda") == ("cuda:1", 1, 2) and calls == ["cuda:1", "nccl"]
+    calls.clear()
+    assert training._distributed("cpu") == ("cpu", 1, 2) and calls == ["gloo"]
 
 
 def test_the_task_registry_drives_the_loop_and_the_cli():
@@ -182,28 +224,6 @@ def test_corrupt_checkpoint_is_named_and_kept(tmp_path, capsys):
     assert "checkpoint.pt is not a readable checkpoint" in capsys.readouterr().err
     assert (run / "checkpoint.pt").read_bytes() == b"not a checkpoint"
     assert main(["eval", str(tmp_path / "nowhere"), "--quiet"]) == 2
-
-
-def make_cifar(root, per_batch=24):
-    """A tiny CIFAR-10 (random 32x32 colour images) in the python-pickle layout under ``root``; its
-    augmentation is crop and flip."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
-    return ["--dataset", "cifar10", "--data-dir", str(root), "--model", "mlp", "--width", "32", "--quiet"]
-
-
-def assert_same_run(a_dir, b_dir):
-    a, b = load_checkpoint(a_dir / "checkpoint.pt"), load_checkpoint(b_dir / "checkpoint.pt")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    strip = lambda ms: [{k: v for k, v in m.items() if "time" not in k and "per_s" not in k} for m in ms]
-    assert strip(a["metrics"]) == strip(b["metrics"])
 
 
 def test_resume_with_crop_and_flip_continues_bit_for_bit(tmp_path, monkeypatch):
