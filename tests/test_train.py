@@ -172,8 +172,8 @@ def test_options_a_resume_ignores_are_named_with_the_value_kept(tmp_path, recwar
         assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--model", "cnn", "--lr", "0.1",
                      "--no-augment", "--quiet"]) == 0
     [message] = [str(w.message) for w in caught if "ignored" in str(w.message)]
-    assert message.endswith("ignored: --model cnn (it keeps mlp), --lr 0.1 (it keeps 0.001), --no-augment True "
-                            "(it keeps False)")
+    assert message.endswith("ignored: --model cnn (it keeps mlp), --lr 0.1 (it keeps 0.001), --no-augment "
+                            "(it keeps augmentation)")
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["name"] == "mlp" and config["train"]["lr"] == 0.001 and config["train"]["epochs"] == 3
 

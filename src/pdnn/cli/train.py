@@ -48,15 +48,20 @@ def add_parser(sub) -> None:
 
 def _kept_by_resume(args, saved: dict) -> None:
     """Warn about the given options that a resumed run ignores, naming the value it keeps."""
-    model, train = saved["model"], TrainConfig.from_dict(saved["train"])
-    kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"]["subset"], "task": train.task,
+    model, options = saved["model"], TrainConfig.from_dict(saved["train"])
+    kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"]["subset"], "task": options.task,
             "model": model.get("name"), "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
-            "beta": model.get("beta"), "width": model.get("width"), "train_samples": train.samples,
-            "batch_size": train.batch_size, "lr": train.lr, "schedule": train.schedule,
-            "weight_decay": train.weight_decay, "loss_rule": train.loss_rule, "no_augment": not train.augment,
-            "seed": train.seed, "label": saved.get("label")}
-    ignored = [f"--{name.replace('_', '-')} {getattr(args, name)} (it keeps {kept[name]})"
-               for name in NEW_RUN_OPTIONS if getattr(args, name) is not None and getattr(args, name) != kept[name]]
+            "beta": model.get("beta"), "width": model.get("width"), "train_samples": options.samples,
+            "batch_size": options.batch_size, "lr": options.lr, "schedule": options.schedule,
+            "weight_decay": options.weight_decay, "loss_rule": options.loss_rule, "no_augment": not options.augment,
+            "seed": options.seed, "label": saved.get("label")}
+    ignored = []
+    for name in NEW_RUN_OPTIONS:
+        given = getattr(args, name)
+        if given is not None and given != kept[name]:
+            option = f"--{name.replace('_', '-')}" + ("" if given is True else f" {given}")  # a flag has no value
+            keeps = "augmentation" if name == "no_augment" else kept[name]
+            ignored.append(f"{option} (it keeps {keeps})")
     if ignored:
         warnings.warn(f"{args.out} is resumed with its own configuration; ignored: {', '.join(ignored)}", stacklevel=2)
 
@@ -82,8 +87,8 @@ def run(args) -> int:
                                    num_classes=info["num_classes"], width=args.width)
         dataset, subset = args.dataset, args.subset
         label = args.label
-        train_config = TrainConfig(samples=args.train_samples, epochs=10 if args.epochs is None else args.epochs, batch_size=args.batch_size,
-                                   lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
+        train_config = TrainConfig(samples=args.train_samples, epochs=10 if args.epochs is None else args.epochs,
+                                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
                                    seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
                                    task=args.task)
         TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
