@@ -13,11 +13,9 @@ import pytest
 import torch
 
 import pdnn
-
 from pdnn.cli import build_parser, main
 from pdnn.data import load
-from pdnn.evaluate import evaluate_run
-from pdnn.runs import load_checkpoint, load_model
+from pdnn.runs import evaluate_run, load_checkpoint, load_model
 from pdnn.tasks import TASKS
 from pdnn.train import TrainConfig
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import warnings
 
+from ..checks import LOSS_RULES, SCHEDULES
+from ..data import describe
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
 from ..tasks import TASKS
-from ..train import SCHEDULES, TrainConfig, train
+from ..train import TrainConfig, train
 from .common import add_data_options, add_device_option
 
 NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "neuron", "weight_bits", "beta", "width", "train_samples",
@@ -31,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--loss-rule", choices=("mean-output", "mean-loss"), default="mean-output")
+    p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output")
     p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
@@ -67,8 +69,6 @@ def _kept_by_resume(args, saved: dict) -> None:
 
 
 def run(args) -> int:
-    from ..data import describe
-
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")
         _kept_by_resume(args, saved)

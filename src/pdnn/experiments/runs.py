@@ -4,9 +4,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..evaluate import evaluate_run
 from ..models import ModelConfig
-from ..runs import CHECKPOINT, METRICS, read_json
+from ..runs import CHECKPOINT, METRICS, evaluate_run, read_json
 from ..train import TrainConfig, train
 
 
