@@ -12,8 +12,9 @@ one call node, not traced into -- when
 
 The readers add to the rule, never take from it, because they need different detail:
 
-* sampling keeps every module without randomness inside opaque: it only needs where the draws
-  flow, and user code with Python control flow then cannot defeat tracing;
+* sampling keeps every module without randomness or batch norm inside opaque: it only needs where
+  the draws flow and which batch norms see folded samples, and user code with Python control flow
+  then cannot defeat tracing;
 * convert keeps activation modules opaque (user subclasses of ``nn.Tanh`` too): it swaps them whole;
 * energy keeps weight layers (user subclasses too), modules with a ``precision`` and modules
   without children opaque: each is priced whole.
