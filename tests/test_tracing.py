@@ -7,10 +7,10 @@ from torch import nn
 from pdnn.convert.sites import _is_activation
 from pdnn.energy.graph import _priced_whole
 from pdnn.nn import GaussianNoise, PBit, QuantLinear, Quantize
-from pdnn.sampling import _deterministic
+from pdnn.sampling import _opaque
 from pdnn.tracing import Tracer
 
-READERS = {"sampling": _deterministic, "convert": _is_activation, "energy": _priced_whole}
+READERS = {"sampling": _opaque, "convert": _is_activation, "energy": _priced_whole}
 
 
 class Drawing(nn.Module):
