@@ -136,7 +136,8 @@ def study_run(dataset: str, run_dir: Path, args) -> dict:
     adaptive = []
     for error in args.errors:
         rule = StoppingRule(n, error, "predictive")
-        mean, taken = simulate(outputs, rule)
+        replayed = [simulate(part, rule) for part in outputs.split(args.batch, 1)]  # batches as in `pdnn eval`
+        mean, taken = torch.cat([m for m, _ in replayed]), torch.cat([t for _, t in replayed])
         decision = mean.argmax(-1)
         adaptive.append({
             "error": error, "accuracy": (decision == labels).double().mean().item(),
