@@ -139,11 +139,14 @@ def study_run(dataset: str, run_dir: Path, args) -> dict:
         replayed = [simulate(part, rule) for part in outputs.split(args.batch, 1)]  # batches as in `pdnn eval`
         mean, taken = torch.cat([m for m, _ in replayed]), torch.cat([t for _, t in replayed])
         decision = mean.argmax(-1)
+        gain = (decision == labels).double() - (final == labels).double()  # paired with T = N, per input
         adaptive.append({
             "error": error, "accuracy": (decision == labels).double().mean().item(),
             "mean_samples": taken.double().mean().item(), "samples_quantiles": quantiles(taken),
             "samples_histogram": histogram(taken),
             "differs_from_T_max": (decision != final).double().mean().item(),
+            "accuracy_minus_T_max": gain.mean().item(),
+            "accuracy_minus_T_max_stderr": (gain.std() / len(gain) ** 0.5).item(),
             "mean_rounds": rounds_taken(taken, rule).double().mean().item(),
             "energy_j": energies(taken, rounds_taken(taken, rule), energy, args.batch),
         })
@@ -217,22 +220,24 @@ def write_tables(document: dict) -> str:
         fixed = {f["samples"]: f for f in run["fixed"]}
         batch = next(k for k in run["fixed"][0]["energy_j"] if k.startswith("per-batch"))
         lines += [f"### {run['dataset']}: `{name}` ({run['examples']} test inputs, N = {n})", "",
-                  f"| method | accuracy % | mean T | T p50 / p90 / p99 / max | differs from T={n} % | mean rounds "
+                  f"| method | accuracy % | − T={n} (± paired SE) | mean T | T p50 / p90 / p99 / max | differs from T={n} % | mean rounds "
                   f"| energy mJ: per-eo held | per-eo per round | {batch} |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for t in sorted({1, 2, 3, 5, 10, 20, n}):
             if t in fixed:
                 e = fixed[t]["energy_j"]
-                lines.append(f"| fixed T={t} | {100 * fixed[t]['accuracy']:.2f} | {t} | | | 1 | {mj(e['per-eo held'])} "
+                lines.append(f"| fixed T={t} | {100 * fixed[t]['accuracy']:.2f} | | {t} | | | 1 | {mj(e['per-eo held'])} "
                              f"| {mj(e['per-eo per round'])} | {mj(e[batch])} |")
         for a in run["adaptive"]:
             q, e = a["samples_quantiles"], a["energy_j"]
-            lines.append(f"| adaptive, error {a['error']:g} | {100 * a['accuracy']:.2f} | {a['mean_samples']:.2f} "
+            lines.append(f"| adaptive, error {a['error']:g} | {100 * a['accuracy']:.2f} "
+                         f"| {100 * a['accuracy_minus_T_max']:+.2f} ± {100 * a['accuracy_minus_T_max_stderr']:.2f} "
+                         f"| {a['mean_samples']:.2f} "
                          f"| {q['p50']:g} / {q['p90']:g} / {q['p99']:g} / {q['max']} | {100 * a['differs_from_T_max']:.2f} "
                          f"| {a['mean_rounds']:.2f} | {mj(e['per-eo held'])} | {mj(e['per-eo per round'])} | {mj(e[batch])} |")
         o = run["oracle"]
         q = o["samples_quantiles"]
-        lines.append(f"| oracle | {100 * o['accuracy']:.2f} | {o['mean_samples']:.2f} | {q['p50']:g} / {q['p90']:g} / "
+        lines.append(f"| oracle | {100 * o['accuracy']:.2f} | 0 | {o['mean_samples']:.2f} | {q['p50']:g} / {q['p90']:g} / "
                      f"{q['p99']:g} / {q['max']} | 0.00 | | {mj(o['energy_j']['per-eo held'])} | | |")
         best = best_within_goal(run)
         if best is None:
@@ -298,6 +303,8 @@ figure. The rule and its derivation: `docs/adaptive.md`. Findings: `NOTES.md`.
   {", ".join(f"{a['error']:g}" for a in first["adaptive"])}; checkpoints (rounds end at)
   T = {", ".join(map(str, first["checkpoints"]))}; prior one pseudo-sample of the batch's spread;
   batches of {next(k for k in first["fixed"][0]["energy_j"] if k.startswith("per-batch")).split(":")[1]} inputs.
+- **− T=N**: accuracy minus that of T = N on the same draws, with the standard error of this
+  paired difference (only inputs whose decision differs contribute to it).
 - **Differs from T=N**: the fraction of inputs whose adaptive decision is not the decision at N on
   the same draws — what the error level bounds (in the posterior sense of docs/adaptive.md).
 - **Oracle**: per input, the T after which the running decision never changes again (so its
