@@ -7,12 +7,14 @@ in rounds at the checkpoints of a :class:`StoppingRule` (T = 2, 3, 4, 5, 6, 8, .
 settled, so no further work is spent on it.
 
 The ``"predictive"`` rule (derived in ``docs/adaptive.md``): after t samples, let k be the
-leading class and, for each rival j, ``D = f_k − f_j`` the per-sample lead, with mean ``m`` and
-standard deviation ``s`` over the t samples. Under a normal model of D with the reference prior
-``p(μ, σ) ∝ 1/σ``, the lead summed over all N = ``max_samples`` samples is negative (the decision
-at N differs) with predictive probability ``F_{t−1}(−m·sqrt(t·N/(N−t))/s)``, F the Student-t
-CDF. The input stops once the sum of this over the rivals is at most ``error``. A posterior
-probability needs no correction for looking after every round.
+leading class and, for each rival j, ``D = f_k − f_j`` the per-sample lead, with mean ``m`` over
+the t samples. Under a normal model of D (flat prior on its mean; for its variance, one
+pseudo-sample of the batch's typical spread, so that a few identical samples do not look
+certain), the lead summed over all N = ``max_samples`` samples is negative (the decision at N
+differs) with predictive probability ``F_ν(−m·sqrt(t·N/(N−t))/S)``: F the Student-t CDF with
+ν = t degrees of freedom, S the posterior spread. The input stops once the sum of this over the
+rivals is at most ``error``. A posterior probability needs no correction for looking after every
+round.
 
 ``"never"`` runs every input to ``max_samples`` in the same rounds (a reference, and a check).
 """
