@@ -186,7 +186,7 @@ def write_figure(document: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in document["runs"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 6.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for i, run in enumerate(r for r in document["runs"] if r["dataset"] == dataset):
             color, label = f"C{i}", Path(run["run"]).name
@@ -203,8 +203,13 @@ def write_figure(document: dict, path: Path) -> None:
         examples = next(r["examples"] for r in document["runs"] if r["dataset"] == dataset)
         ax.set_title(f"{dataset} ({examples} test inputs)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right", ncol=1)
-    fig.tight_layout()
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    rows = -(-len(legend) // 3)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05 * rows, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
