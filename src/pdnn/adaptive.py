@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import nn
+
+from .errors import UsageError
 
 RULES = ("predictive", "never")
 CHECKPOINTS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
@@ -35,7 +36,7 @@ def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
     """``P(X <= x)`` for Student's t with an integer ``dof`` >= 1 (the closed form by series in
     ``cos²θ``, ``θ = atan(x/sqrt(dof))``; exact up to rounding, ``±inf`` allowed)."""
     if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
-        raise ValueError(f"degrees of freedom must be an integer >= 1, got {dof!r}")
+        raise UsageError(f"degrees of freedom must be an integer >= 1, got {dof!r}")
     x = x.double()
     theta = torch.atan(x / math.sqrt(dof))
     c2 = torch.cos(theta) ** 2
@@ -77,17 +78,17 @@ class StoppingRule:
 
     def __post_init__(self):
         if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) or self.max_samples < 1:
-            raise ValueError(f"max_samples must be an integer >= 1, got {self.max_samples!r}")
+            raise UsageError(f"max_samples must be an integer >= 1, got {self.max_samples!r}")
         if self.rule not in RULES:
-            raise ValueError(f"unknown stopping rule {self.rule!r}; expected one of {', '.join(RULES)}")
+            raise UsageError(f"unknown stopping rule {self.rule!r}; expected one of {', '.join(RULES)}")
         if isinstance(self.error, bool) or not isinstance(self.error, (int, float)) or not 0 <= self.error < 1:
-            raise ValueError(f"error level must be a number in [0, 1), got {self.error!r}")
+            raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
         if isinstance(self.prior_samples, bool) or not isinstance(self.prior_samples, int) or self.prior_samples < 0:
-            raise ValueError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
+            raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
         points = tuple(self.checkpoints)
         if not points or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in points) \
                 or list(points) != sorted(set(points)):
-            raise ValueError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
+            raise UsageError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
 
     def schedule(self) -> list[int]:
         """The T values at which the rule looks, ending at ``max_samples``."""
@@ -120,7 +121,7 @@ class SampleStats:
     def add(self, outputs: torch.Tensor) -> None:
         """Add per-sample outputs ``[k, B, C]``."""
         if torch.isnan(outputs).any():
-            raise ValueError("the model's output contains NaN; the stopping rule needs finite class scores")
+            raise UsageError("the model's output contains NaN; the stopping rule needs finite class scores")
         f = outputs.double()
         self.count += f.shape[0]
         self.total += f.sum(0)
@@ -139,7 +140,7 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md."""
     t, n = stats.count, max_samples
     if not 2 <= t < n:
-        raise ValueError(f"the predictive rule needs 2 <= t < max_samples, got t={t}, max_samples={n}")
+        raise RuntimeError(f"the predictive rule needs 2 <= t < max_samples, got t={t}, max_samples={n}")
     leader = stats.total.argmax(1)
     rows = torch.arange(stats.rows, device=stats.total.device)
     lead = (stats.total[rows, leader][:, None] - stats.total) / t  # mean lead over each class [B, C]
@@ -175,9 +176,9 @@ def adaptive_sample(
     not yet settled; tensor arguments with the batch as first dimension are cut alike.
     """
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        raise ValueError("adaptive sampling expects a batched tensor input [B, ...]")
+        raise UsageError("adaptive sampling expects a batched tensor input [B, ...]")
     if x.is_floating_point() and torch.isnan(x).any():
-        raise ValueError(f"the input of shape {tuple(x.shape)} contains NaN")
+        raise UsageError(f"the input of shape {tuple(x.shape)} contains NaN")
     batch = x.shape[0]
     active = torch.arange(batch, device=x.device)
     taken = torch.zeros(batch, dtype=torch.long, device=x.device)
@@ -188,7 +189,7 @@ def adaptive_sample(
         count = stats.count if stats else 0
         out = sample(x[active], *(_rows(a, active, batch) for a in args), samples=target - count)
         if out.dim() != 3:
-            raise ValueError(f"adaptive sampling needs class scores [B, C] per sample, got shape {tuple(out.shape[1:])}")
+            raise UsageError(f"adaptive sampling needs class scores [B, C] per sample, got shape {tuple(out.shape[1:])}")
         if stats is None:
             stats = SampleStats(batch, out.shape[-1], out.device)
             result = torch.zeros(batch, out.shape[-1], dtype=out.dtype, device=out.device)
@@ -206,7 +207,7 @@ def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, t
     the same decisions and sample counts :func:`adaptive_sample` gives when the network draws
     these samples. Returns ``(mean scores at stopping [B, C], samples taken [B])``."""
     if outputs.dim() != 3 or outputs.shape[0] < rule.max_samples:
-        raise ValueError(f"need recorded outputs [N >= {rule.max_samples}, B, C], got {tuple(outputs.shape)}")
+        raise UsageError(f"need recorded outputs [N >= {rule.max_samples}, B, C], got {tuple(outputs.shape)}")
     drawn = 0  # all rows still running have seen the same samples, so one position serves
 
     def replay(rows: torch.Tensor, samples: int) -> torch.Tensor:
@@ -225,50 +226,3 @@ def oracle_samples(outputs: torch.Tensor) -> torch.Tensor:
     n = outputs.shape[0]
     last_wrong = torch.where(differs, torch.arange(1, n + 1, device=outputs.device)[:, None], 0).amax(0)
     return last_wrong + 1
-
-
-def adaptive_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, rule: StoppingRule, seed: int = 0,
-    batch_size: int = 500, prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-) -> dict:
-    """Accuracy of ``model`` on ``(x, y)`` with T chosen per input: ``{"accuracy",
-    "mean_samples", "samples_histogram": {T: inputs}, "rows_run"}``."""
-    from .sampling import SampledModel
-
-    sampler = SampledModel(model.eval(), reduce="none", seed=seed)
-    correct, taken = 0, []
-    for start in range(0, len(x), batch_size):
-        mean, t = adaptive_sample(sampler.sample, prepare(x[start : start + batch_size]), rule=rule)
-        correct += int((mean.argmax(-1) == y[start : start + batch_size]).sum())
-        taken.append(t)
-    taken = torch.cat(taken)
-    values, counts = taken.unique(return_counts=True)
-    return {
-        "accuracy": correct / len(x),
-        "mean_samples": taken.double().mean().item(),
-        "samples_histogram": {int(v): int(c) for v, c in zip(values, counts)},
-        "rule": {"rule": rule.rule, "error": rule.error, "max_samples": rule.max_samples,
-                 "checkpoints": rule.schedule()},
-    }
-
-
-def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: list[str] | None = None,
-                          subset: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
-    """:func:`adaptive_accuracy` of a run directory on its test split; writes ``adaptive.json``
-    there (not an ``eval-*.json``: it is no accuracy-per-T table). Returns the document."""
-    import time
-    from pathlib import Path
-
-    from .data import load
-    from .runs import load_model, write_json
-
-    model, config = load_model(run_dir, map_location=device)
-    subset = subset if subset is not None else config["data"].get("subset")
-    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
-    began = time.perf_counter()
-    result = adaptive_accuracy(model.to(device), data.test_x, data.test_y, rule, seed, prepare=data.normalize)
-    document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "split": "test",
-                "examples": len(data.test_y), "seed": seed, "device": str(device),
-                "time_s": time.perf_counter() - began, **result}
-    write_json(Path(run_dir) / "adaptive.json", document)
-    return document

@@ -1,10 +1,11 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-import shutil
-
-from ..adaptive import StoppingRule, evaluate_run_adaptive
-from ..evaluate import evaluate_run, format_table, parse_samples
+from ..adaptive import StoppingRule
+from ..checks import AGGREGATIONS
+from ..evaluate import format_table, parse_samples
+from ..io import write_json
+from ..runs import evaluate_run, evaluate_run_adaptive
 from ..train import default_device
 from .common import add_data_options, add_device_option
 
@@ -16,7 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--samples", default="1,2,5,10,20,50", help="comma-separated T values (default: 1,2,5,10,20,50)")
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
-    p.add_argument("--aggregate", choices=("network", "layer"), default="network",
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--adaptive", action="store_true",
@@ -43,7 +44,7 @@ def run(args) -> int:
           f"{document['aggregate']} aggregation)")
     print(format_table(document))
     if args.json:
-        shutil.copyfile(f"{args.run_dir}/eval-{args.aggregate}.json", args.json)
+        write_json(args.json, document)
     return 0
 
 
@@ -56,5 +57,5 @@ def run_adaptive(args) -> int:
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
     print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))
     if args.json:
-        shutil.copyfile(f"{args.run_dir}/adaptive.json", args.json)
+        write_json(args.json, document)
     return 0
