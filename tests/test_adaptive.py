@@ -206,3 +206,5 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "max_samples must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--rule", "sprt", "--quiet"]) == 2
     assert "unknown stopping rule 'sprt'" in capsys.readouterr().err
+    assert main(["eval", str(run), "--adaptive", "--aggregate", "layer", "--quiet"]) == 2
+    assert "got --aggregate layer" in capsys.readouterr().err

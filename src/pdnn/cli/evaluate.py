@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..adaptive import StoppingRule
 from ..checks import AGGREGATIONS
+from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
@@ -49,6 +50,8 @@ def run(args) -> int:
 
 
 def run_adaptive(args) -> int:
+    if args.aggregate != "network":
+        raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
     rule = StoppingRule(args.max_samples, args.error, args.rule)
     document = evaluate_run_adaptive(args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
                                      device=args.device or default_device(), progress=not args.quiet)
