@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .data import augment, load
 from .evaluate import accuracy_vs_samples
-from .generation import SampledVAE, vae_test_loss
-from .models import ModelConfig, is_generator
+from .models import ModelConfig
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .sampling import LOSS_RULES, SampledModel, check_samples, loss_of_samples
 
@@ -145,9 +144,7 @@ def train(
     torch.manual_seed(train_config.seed)  # the initial weights (the only draw from the global generator)
     model = model_config.build().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    generative = is_generator(model)  # a VAE: loss and metric are the negative ELBO (pdnn.generation)
-    sampler = (SampledVAE(model, train_config.samples, seed=train_config.seed + 1 + rank) if generative else
-               SampledModel(model, train_config.samples, reduce="none", seed=train_config.seed + 1 + rank))
+    sampler = SampledModel(model, train_config.samples, reduce="none", seed=train_config.seed + 1 + rank)
     order_gen = torch.Generator().manual_seed(train_config.seed)
     augment_gen = torch.Generator(device=device).manual_seed(train_config.seed + 10_007 * (rank + 1))
     sample_gen = sampler.generator(device)
@@ -186,35 +183,27 @@ def train(
             if train_config.augment:
                 x = augment(x, data.augmentation, augment_gen)
             y = data.train_y[idx]
-            if generative:
-                reconstruction, kl = net(data.normalize(x), x.float() / 255)
-                loss = (reconstruction + kl).mean()
-            else:
-                loss, mean = loss_of_samples(net(data.normalize(x)), y, rule=train_config.loss_rule)
+            loss, mean = loss_of_samples(net(data.normalize(x)), y, rule=train_config.loss_rule)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * len(y)
-            correct += 0 if generative else int((mean.argmax(-1) == y).sum())
+            correct += int((mean.argmax(-1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", **({} if generative else {"acc": f"{correct / seen:.3f}"}),
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen * world / (time.perf_counter() - began):.0f}")
         bar.close()
         elapsed = time.perf_counter() - began
         if rank == 0:
             n_test = train_config.monitor_examples or len(data.test_y)
-            if generative:
-                test = {"test_loss": vae_test_loss(model, data.test_x[:n_test], data.normalize,
-                                                   train_config.samples, seed=train_config.seed + 7)}
-            else:
-                result = accuracy_vs_samples(model, data.test_x[:n_test], data.test_y[:n_test], [train_config.samples],
-                                             repeats=1, seed=train_config.seed + 7, prepare=data.normalize)[0]
-                test = {"train_accuracy": correct / seen, "test_accuracy": result["accuracy_mean"]}
+            test = accuracy_vs_samples(model, data.test_x[:n_test], data.test_y[:n_test], [train_config.samples],
+                                       repeats=1, seed=train_config.seed + 7, prepare=data.normalize)[0]
             metrics.append({
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / seen,
-                **test,
-                "test_samples": train_config.samples,
+                "train_accuracy": correct / seen,
+                "test_accuracy": test["accuracy_mean"],
+                "test_samples": test["samples"],
                 "test_examples": n_test,
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": elapsed,
@@ -231,10 +220,8 @@ def train(
             write_json(run_dir / METRICS, metrics)
             if progress:
                 last = metrics[-1]
-                score = (f"test loss (T={last['test_samples']}) {last['test_loss']:.2f} nats/image" if generative else
-                         f"train acc {last['train_accuracy']:.4f}  test acc (T={last['test_samples']}) "
-                         f"{last['test_accuracy']:.4f}")
-                tqdm.write(f"epoch {epoch + 1}: loss {last['train_loss']:.4f}  {score}  "
+                tqdm.write(f"epoch {epoch + 1}: loss {last['train_loss']:.4f}  train acc {last['train_accuracy']:.4f}  "
+                           f"test acc (T={last['test_samples']}) {last['test_accuracy']:.4f}  "
                            f"{last['examples_per_s']:.0f} img/s")
         if world > 1:
             dist.barrier()
