@@ -1,15 +1,22 @@
 """Training end to end on the embedded data: checkpoints, bit-for-bit resume, DDP, CLI runs."""
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from pdnn.cli import main
+import pdnn
+
+from pdnn.cli import build_parser, main
 from pdnn.runs import load_checkpoint, load_model
+from pdnn.tasks import TASKS
+from pdnn.train import TrainConfig
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
 
@@ -40,6 +47,27 @@ def test_resume_continues_bit_for_bit(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     strip = lambda ms: [{k: v for k, v in m.items() if "time" not in k and "per_s" not in k} for m in ms]
     assert strip(a["metrics"]) == strip(b["metrics"])
+
+
+def test_task_is_recorded_and_runs_from_before_tasks_resume_as_classification(tmp_path):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1", "--task", "classify") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["task"] == "classify"
+    del config["train"]["task"]  # as written before tasks existed
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["task"] == "classify"
+    assert [m["epoch"] for m in json.loads((run / "metrics.json").read_text())] == [1, 2]
+
+
+def test_the_task_registry_drives_the_loop_and_the_cli():
+    assert set(TASKS) >= {"classify"} and all(TASKS[name].name == name for name in TASKS)
+    choices = next(a.choices for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                   if a.dest == "task")
+    assert tuple(choices) == tuple(TASKS)
+    with pytest.raises(ValueError, match="unknown task 'paint'; expected one of classify"):
+        TrainConfig(task="paint").validate()
 
 
 def test_existing_run_is_never_overwritten(tmp_path, capsys):
@@ -92,6 +120,68 @@ def test_corrupt_checkpoint_is_named_and_kept(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nowhere"), "--quiet"]) == 2
 
 
+def make_cifar(root, per_batch=24):
+    """A tiny CIFAR-10 (random 32x32 colour images) in the python-pickle layout under ``root``; its
+    augmentation is crop and flip."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
+    return ["--dataset", "cifar10", "--data-dir", str(root), "--model", "mlp", "--width", "32", "--quiet"]
+
+
+def assert_same_run(a_dir, b_dir):
+    a, b = load_checkpoint(a_dir / "checkpoint.pt"), load_checkpoint(b_dir / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = lambda ms: [{k: v for k, v in m.items() if "time" not in k and "per_s" not in k} for m in ms]
+    assert strip(a["metrics"]) == strip(b["metrics"])
+
+
+def test_resume_with_crop_and_flip_continues_bit_for_bit(tmp_path, monkeypatch):
+    """Augmentation draws from its own stream, which the checkpoint must carry across a resume."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    data = make_cifar(tmp_path / "data")
+    options = [*data, "--train-samples", "2", "--batch-size", "16", "--seed", "2"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", *options, "--epochs", "2", "--out", str(straight)]) == 0
+    assert main(["train", *options, "--epochs", "1", "--out", str(resumed)]) == 0
+    assert main(["train", "--out", str(resumed), "--resume", "--epochs", "2", "--data-dir", data[3], "--quiet"]) == 0
+    assert json.loads((straight / "config.json").read_text())["train"]["augment"]
+    assert_same_run(straight, resumed)
+
+
+def torchrun(*args):
+    """``torchrun`` with 2 CPU processes running this checkout's pdnn (whatever is installed)."""
+    source = str(Path(pdnn.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "pdnn", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_resume_continues_bit_for_bit(tmp_path, monkeypatch):
+    """Every process's augmentation and sampling streams are saved and restored: a 2-process run
+    stopped after epoch 1 and resumed ends where an uninterrupted one does."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    data = make_cifar(tmp_path / "data")
+    options = [*data, "--train-samples", "2", "--batch-size", "16", "--seed", "4"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    torchrun("train", *options, "--epochs", "2", "--out", str(straight))
+    torchrun("train", *options, "--epochs", "1", "--out", str(resumed))
+    assert len(load_checkpoint(resumed / "checkpoint.pt")["generators"]) == 2
+    torchrun("train", "--out", str(resumed), "--resume", "--epochs", "2", "--data-dir", data[3], "--quiet")
+    assert_same_run(straight, resumed)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) against one process: same data order and global
@@ -101,10 +191,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     args = [*TINY, "--neuron", "tanh", "--epochs", "2", "--seed", "1"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *args, "--out", str(single)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "pdnn", "train", *args, "--out", str(ddp)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun("train", *args, "--out", str(ddp))
     a = json.loads((single / "metrics.json").read_text())
     b = json.loads((ddp / "metrics.json").read_text())
     for x, y in zip(a, b):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
+from ..tasks import TASKS
 from ..train import SCHEDULES, TrainConfig, train
 from .common import add_data_options, add_device_option
 
@@ -12,6 +13,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a p-DNN (or a baseline) into a run directory",
                        description="Sample-aware training: the loss is computed on the average of s samples.")
     p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 (default: demo)")
+    p.add_argument("--task", choices=tuple(TASKS), default="classify",
+                   help="what the model is trained to do (default: classify)")
     p.add_argument("--model", default="cnn", help=f"reference model: {', '.join(available())} (default: cnn)")
     p.add_argument("--neuron", default="pbit", help=f"{', '.join(NEURONS)} (default: pbit)")
     p.add_argument("--weight-bits", type=int, default=32, help="1..8, or 32 for float (default: 32)")
@@ -43,7 +46,7 @@ def run(args) -> int:
         saved = read_json(f"{args.out}/{CONFIG}")
         model_config = ModelConfig.from_dict(saved["model"])
         dataset, subset = saved["data"]["dataset"], saved["data"]["subset"]
-        train_config = TrainConfig(**saved["train"])
+        train_config = TrainConfig.from_dict(saved["train"])
         train_config.epochs = args.epochs or train_config.epochs
         label = saved.get("label")
     else:
@@ -51,12 +54,13 @@ def run(args) -> int:
         model_config = ModelConfig(name=args.model, neuron=args.neuron, weight_bits=args.weight_bits,
                                    beta=args.beta, input_shape=tuple(info["input_shape"]),
                                    num_classes=info["num_classes"], width=args.width)
-        model_config.build()  # validate names and sizes before touching the disk
         dataset, subset = args.dataset, args.subset
         label = args.label
         train_config = TrainConfig(samples=args.train_samples, epochs=args.epochs or 10, batch_size=args.batch_size,
                                    lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
-                                   seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment)
+                                   seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
+                                   task=args.task)
+        TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
                     resume=args.resume, device=args.device, progress=not args.quiet, label=label)
     if metrics:
