@@ -87,13 +87,21 @@ def test_train_vae_writes_a_run_and_resumes_bit_for_bit(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     metrics = json.loads((straight / "metrics.json").read_text())
     assert [m["epoch"] for m in metrics] == [1, 2] and all(m["test_loss"] > 0 for m in metrics)
-    assert json.loads((straight / "config.json").read_text())["model"]["name"] == "vae"
+    config = json.loads((straight / "config.json").read_text())
+    assert config["model"]["name"] == "vae" and config["train"]["task"] == "vae"
+    assert all(m["train_reconstruction"] > 0 and m["train_kl"] >= 0 for m in metrics)
 
 
 def test_task_and_model_must_agree(tmp_path, capsys):
-    assert main(["train", *VAE_TINY, "--model", "cnn", "--out", str(tmp_path / "a")]) == 2
-    assert "--model cnn does not fit --task vae" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists()
+    i = VAE_TINY.index("--latent")
+    no_latent = VAE_TINY[:i] + VAE_TINY[i + 2 :]
+    assert main(["train", *no_latent, "--model", "cnn", "--out", str(tmp_path / "a")]) == 2
+    assert "task 'vae' trains the model 'vae', got model 'cnn'" in capsys.readouterr().err
+    assert main(["train", *CLF_TINY, "--model", "vae", "--out", str(tmp_path / "b")]) == 2
+    assert "is a generator; train it with --task vae" in capsys.readouterr().err
+    assert main(["train", *CLF_TINY, "--latent", "3", "--out", str(tmp_path / "c")]) == 2
+    assert "--latent applies to the model 'vae', not 'cnn'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.fixture(scope="module")

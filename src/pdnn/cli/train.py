@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 (default: demo)")
     p.add_argument("--task", choices=tuple(TASKS), default="classify",
                    help="what the model is trained to do (default: classify)")
-    p.add_argument("--model", default="cnn", help=f"reference model: {', '.join(available())} (default: cnn)")
+    p.add_argument("--model", help=f"reference model: {', '.join(available())} (default: cnn; vae for --task vae)")
+    p.add_argument("--latent", type=int, help="latent dimensions of a VAE (default: 16)")
     p.add_argument("--neuron", default="pbit", help=f"{', '.join(NEURONS)} (default: pbit)")
     p.add_argument("--weight-bits", type=int, default=32, help="1..8, or 32 for float (default: 32)")
     p.add_argument("--beta", type=float, default=1.0, help="p-bit inverse temperature (default: 1)")
@@ -29,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--loss-rule", choices=("mean-output", "mean-loss"), default="mean-output")
     p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--monitor-examples", type=int, metavar="N",
+                   help="test examples for the per-epoch held-out metric (default: all)")
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
     p.add_argument("--resume", action="store_true",
@@ -51,20 +54,25 @@ def run(args) -> int:
         label = saved.get("label")
     else:
         info = describe(args.dataset)
-        model_config = ModelConfig(name=args.model, neuron=args.neuron, weight_bits=args.weight_bits,
+        name = args.model or ("vae" if args.task == "vae" else "cnn")
+        if args.latent is not None and name != "vae":
+            raise ValueError(f"--latent applies to the model 'vae', not {name!r}")
+        model_config = ModelConfig(name=name, neuron=args.neuron, weight_bits=args.weight_bits,
                                    beta=args.beta, input_shape=tuple(info["input_shape"]),
-                                   num_classes=info["num_classes"], width=args.width)
+                                   num_classes=info["num_classes"], width=args.width,
+                                   extra={} if args.latent is None else {"latent": args.latent})
         dataset, subset = args.dataset, args.subset
         label = args.label
         train_config = TrainConfig(samples=args.train_samples, epochs=args.epochs or 10, batch_size=args.batch_size,
                                    lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
                                    seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
-                                   task=args.task)
+                                   task=args.task, monitor_examples=args.monitor_examples)
         TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
                     resume=args.resume, device=args.device, progress=not args.quiet, label=label)
     if metrics:
         last = metrics[-1]
-        print(f"{args.out}: epoch {last['epoch']}  test accuracy (T={last['test_samples']}) "
-              f"{100 * last['test_accuracy']:.2f}%")
+        score = (f"test loss {last['test_loss']:.2f} nats/image" if "test_loss" in last
+                 else f"test accuracy {100 * last['test_accuracy']:.2f}%")
+        print(f"{args.out}: epoch {last['epoch']}  {score} (T={last['test_samples']})")
     return 0
