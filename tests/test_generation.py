@@ -195,3 +195,59 @@ def test_image_grid_places_every_image():
     grid = image_grid(images, nrow=2, pad=1)
     assert grid.shape == (1, 3 * 3 + 1, 2 * 3 + 1)
     assert grid[0, 1, 1] == 1 and grid[0, 1, 4] == 2 and grid[0, 7, 1] == 5 and grid[0, 7, 4] == 0
+
+
+def test_energy_counts_transposed_convolutions_and_upsampling():
+    from torch import nn
+
+    from pdnn.energy import analyze
+
+    model = nn.Sequential(nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1), PBit(),
+                          nn.Upsample(scale_factor=2), nn.Conv2d(4, 2, 3, padding=1),
+                          nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(2, 1, 1))
+    net = analyze(model, (6, 5, 5))
+    first, second, third = net.layers
+    # 4x4 kernel at stride 2: every output sums 6 channels x 2 x 2 taps; output 4 x 10 x 10
+    assert (first.kind, first.fan_in, first.eos) == ("conv-transpose2d", 6 * 2 * 2, 4 * 10 * 10)
+    # nearest upsampling copies the 1-bit p-bit outputs: the conv after it reads 1-bit values
+    assert (second.fan_in, second.eos, second.activation_bits) == (4 * 9, 2 * 20 * 20, 1)
+    assert third.activation_bits == 32 and any("bilinear" in note for note in net.notes)
+
+
+def test_energy_of_a_generator_run_is_its_decoder(tmp_path):
+    from pdnn.energy import analyze, run_network
+
+    assert main(["train", *VAE_TINY, "--epochs", "1", "--out", str(tmp_path / "vae")]) == 0
+    net, _ = run_network(tmp_path / "vae")
+    vae = create("vae", width=4, latent=4)
+    assert net.to_dict() == analyze(vae.decoder, (4,), 32).to_dict()
+    assert net.layers[0].fan_in == 4 and not net.layers[0].stochastic_input  # the prefix, once per latent
+    assert all(layer.stochastic_input for layer in net.layers[1:])
+
+
+def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(runs, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert main(["train", *VAE_TINY, "--epochs", "1", "--neuron", "tanh" if name == "a" else "pbit",
+                     "--out", str(tmp_path / name)]) == 0
+        assert main(["fid", str(tmp_path / name), "--classifier", str(runs / "clf"), "--n", "80",
+                     "--samples", "1,4", "--repeats", "1", "--quiet"]) == 0
+    out = tmp_path / "t.json"
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--tolerance", "1000",
+                 "--json", str(out), "--png", str(tmp_path / "t.png")]) == 0
+    result = json.loads(out.read_text())
+    assert result["metric"] == "fid-clf" and result["lower_is_better"]
+    assert result["reference"]["label"] == "a T=1"  # the only 32-bit float deterministic decoder
+    labels = {p["label"] for p in result["points"]}
+    assert labels == {"a T=1", "b T=1", "b T=4"}
+    cheapest = min(result["points"], key=lambda p: p["energy_j"])
+    assert result["best"]["label"] == cheapest["label"]  # every point is within a tolerance of 1000
+    front = [result["points"][i] for i in result["pareto_front"]]
+    assert all(not (q["energy_j"] <= p["energy_j"] and q["fid"] < p["fid"]) for p in front for q in result["points"])
+    assert main(["fid", str(tmp_path / "b"), "--classifier", str(runs / "clf"), "--n", "90",
+                 "--samples", "1", "--repeats", "1", "--quiet"]) == 0
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 2
+    assert "measured differently" in capsys.readouterr().err
+    assert main(["tradeoff", str(tmp_path / "a"), str(runs / "clf"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 2
+    assert "mix generators and classifiers" in capsys.readouterr().err

@@ -132,7 +132,8 @@ class VAETask(Task):
 
     def batch_loss(self, net, data, x, y):
         reconstruction, kl = net(data.normalize(x), x.float() / 255)
-        return (reconstruction + kl).mean(), {"reconstruction": float(reconstruction.sum()), "kl": float(kl.sum())}
+        return (reconstruction + kl).mean(), {"reconstruction": float(reconstruction.detach().sum()),
+                                                "kl": float(kl.detach().sum())}
 
     def held_out(self, model, data):
         n_test = self.config.monitor_examples or len(data.test_y)

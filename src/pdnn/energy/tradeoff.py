@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ..convert import to_sampled
-from ..models import ModelConfig
+from ..models import ModelConfig, is_generator
 from ..nn import neuron_bits
 from ..runs import CONFIG, RunError, eval_files, read_config, read_json
 from .account import AGGREGATES, LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
+from .tech import FLOAT_BITS
 
 FLOAT_BASIS = "most accurate 32-bit float deterministic run"
 FALLBACK_BASIS = "most accurate point: no 32-bit float deterministic run was given"
@@ -153,6 +154,8 @@ def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
             model = to_sampled(model, **config["convert"])
         except (TypeError, ValueError) as err:
             raise RunError(f"{Path(run_dir) / CONFIG}: bad 'convert' section ({err})") from err
+    if is_generator(model):  # a generated image costs the decoder alone, fed a float latent
+        return analyze(model.decoder, (model.latent,), FLOAT_BITS), config
     return analyze(model, model_config.input_shape, input_bits), config
 
 
