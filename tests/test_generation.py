@@ -251,3 +251,66 @@ def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(ru
     assert main(["tradeoff", str(tmp_path / "a"), str(runs / "clf"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 2
     assert "mix generators and classifiers" in capsys.readouterr().err
+
+
+def _write_celeba(root, numbers, as_zip=False, partition=None):
+    """Aligned-CelebA look-alikes: 178x218 JPEGs whose central 140x140 square is one colour
+    per image and whose border is black (so a wrong crop shows in the pixels)."""
+    import zipfile
+
+    folder = root / "celeba"
+    folder.mkdir(parents=True)
+    files = {}
+    for i, number in enumerate(numbers):
+        image = Image.new("RGB", (178, 218))
+        image.paste((40 * i % 256, 200, 100), (19, 39, 159, 179))
+        name = f"{number:06d}.jpg"
+        buffer = __import__("io").BytesIO()
+        image.save(buffer, format="JPEG", quality=95)
+        files[name] = buffer.getvalue()
+    if as_zip:
+        with zipfile.ZipFile(folder / "img_align_celeba.zip", "w") as zf:
+            for name, data in files.items():
+                zf.writestr(f"img_align_celeba/{name}", data)
+    else:
+        (folder / "img_align_celeba").mkdir()
+        for name, data in files.items():
+            (folder / "img_align_celeba" / name).write_bytes(data)
+    if partition:
+        (folder / "list_eval_partition.txt").write_text("".join(f"{n:06d}.jpg {p}\n" for n, p in partition.items()))
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_celeba_loader_crops_resizes_and_splits_officially(tmp_path, as_zip):
+    from pdnn.data import load
+
+    _write_celeba(tmp_path / "root", [1, 2, 162770, 162771, 182638], as_zip=as_zip)
+    ds = load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+    assert ds.train_x.shape == (3, 3, 64, 64) and ds.test_x.shape == (1, 3, 64, 64)  # 162771 is validation
+    assert ds.train_x.dtype == torch.uint8 and ds.num_classes == 1
+    # the 140x140 crop is exactly the coloured square: a crop one pixel off would bring a black
+    # column in, pulling the resized edge pixels down to ~200 * (1 - 64/140) ~ 110 (JPEG ringing
+    # alone keeps them above 170)
+    assert ds.train_x[:, 1].min() > 150 and abs(int(ds.test_x[0, 2].float().mean()) - 100) < 8
+
+
+def test_celeba_partition_file_overrides_file_numbers(tmp_path):
+    from pdnn.data import load
+
+    _write_celeba(tmp_path / "root", [1, 2, 3], partition={1: 0, 2: 2, 3: 2})
+    ds = load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+    assert len(ds.train_x) == 1 and len(ds.test_x) == 2
+
+
+def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
+    from pdnn.data import DatasetNotFound, load
+
+    monkeypatch.setenv("PDNN_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFound) as info:
+        load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache")
+    message = str(info.value)
+    assert f"{tmp_path / 'root' / 'celeba'}: neither img_align_celeba/ nor img_align_celeba.zip" in message
+    assert "img_align_celeba.zip" in message and "--data-dir ROOT" in message
+    assert main(["train", "--task", "vae", "--dataset", "celeba", "--data-dir", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert not (tmp_path / "run").exists()

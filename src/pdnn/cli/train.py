@@ -12,7 +12,7 @@ from .common import add_data_options, add_device_option
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a p-DNN (or a baseline) into a run directory",
                        description="Sample-aware training: the loss is computed on the average of s samples.")
-    p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 (default: demo)")
+    p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 | celeba (default: demo)")
     p.add_argument("--task", choices=tuple(TASKS), default="classify",
                    help="what the model is trained to do (default: classify)")
     p.add_argument("--model", help=f"reference model: {', '.join(available())} (default: cnn; vae for --task vae)")
