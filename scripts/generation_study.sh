@@ -5,18 +5,19 @@
 # Reduced schedule for a shared 2-core CPU (stated in results/generation/README.md):
 #   VAEs: the first SUBSET training images, EPOCHS epochs, width 8, latent 16, batch 64, Adam, LR;
 #   fid-clf: N generated against the first N test images, REPEATS generations, T = 1..50.
-# Usage: scripts/generation_study.sh [a|b|all]  -- two halves that can run side by side.
+# Usage: scripts/generation_study.sh [RUN...]  -- the named runs (default: all, in order); several
+# invocations with disjoint names can run side by side. Runs: tanh, pbit-s1/2/4/8, quant1..4,
+# tanh-pbit (the tanh decoder converted to p-bits by pdnn convert, no retraining).
 # Resumable: re-running skips finished steps and continues interrupted runs.
 set -euo pipefail
 OUT=${OUT:-results/generation}
-SUBSET=${SUBSET:-3000}
+SUBSET=${SUBSET:-2000}
 EPOCHS=${EPOCHS:-3}
 LR=${LR:-1e-3}
-N=${N:-1000}
+N=${N:-500}
 REPEATS=${REPEATS:-2}
 RUNS=$OUT/runs
 PDNN=${PDNN:-"python -m pdnn"}
-PART=${1:-all}
 mkdir -p "$RUNS"
 
 train() {  # train NAME ARGS...: resumes runs/NAME if it holds a checkpoint
@@ -31,14 +32,19 @@ score() {  # score NAME: fid-clf against T, once
 
 common=(--dataset fashion-mnist --batch-size 64 --seed 0 --monitor-examples 500)
 # the fid-clf feature network: a deterministic CNN classifier (first 6000 training images, 4 epochs)
-train classifier --model cnn --neuron tanh --width 8 --lr 1e-3 --subset 6000 --epochs 4 "${common[@]}"
+[ -f "$RUNS/classifier/checkpoint.pt" ] || train classifier --model cnn --neuron tanh --width 8 --lr 1e-3 --subset 6000 --epochs 4 "${common[@]}"
 vae=(--task vae --width 8 --latent 16 --subset "$SUBSET" --epochs "$EPOCHS" --lr "$LR" "${common[@]}")
-if [ "$PART" != b ]; then
-  for s in 8; do train "pbit-s$s" --neuron pbit -s "$s" "${vae[@]}"; score "pbit-s$s"; done
-  for k in 1 2; do train "quant$k" --neuron "quant:$k" "${vae[@]}"; score "quant$k"; done
-fi
-if [ "$PART" != a ]; then
-  train tanh --neuron tanh "${vae[@]}"; score tanh
-  for s in 1 2 4; do train "pbit-s$s" --neuron pbit -s "$s" "${vae[@]}"; score "pbit-s$s"; done
-  for k in 3 4; do train "quant$k" --neuron "quant:$k" "${vae[@]}"; score "quant$k"; done
-fi
+one() {  # one NAME: train (or convert) and score the run NAME
+  case $1 in
+    tanh) train tanh --neuron tanh "${vae[@]}" ;;
+    pbit-s*) train "$1" --neuron pbit -s "${1#pbit-s}" "${vae[@]}" ;;
+    quant*) train "$1" --neuron "quant:${1#quant}" "${vae[@]}" ;;
+    tanh-pbit) [ -f "$RUNS/tanh-pbit/config.json" ] || $PDNN convert "$RUNS/tanh" --method pbit \
+                 --layers decoder.2,decoder.7 --out "$RUNS/tanh-pbit" --quiet ;;
+    *) echo "unknown run $1" >&2; return 2 ;;
+  esac
+  score "$1"
+}
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(tanh pbit-s1 pbit-s2 pbit-s4 pbit-s8 quant1 quant2 quant3 quant4 tanh-pbit)
+for name in "${names[@]}"; do one "$name"; done
