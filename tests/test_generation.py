@@ -150,6 +150,11 @@ def test_fid_cli_names_its_features_and_reports_spread(runs, tmp_path, capsys):
     assert "FID" not in capsys.readouterr().out
 
 
+def test_eval_refuses_a_generator(runs, capsys):
+    assert main(["eval", str(runs / "vae"), "--quiet"]) == 2
+    assert "is a generator, which has no accuracy; measure it with `pdnn fid" in capsys.readouterr().err
+
+
 def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     before = sorted(p.name for p in (runs / "vae").iterdir())
     assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--n", "72", "--quiet"]) == 2

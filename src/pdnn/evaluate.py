@@ -155,11 +155,14 @@ def evaluate_run(
     from pathlib import Path
 
     from .data import load
+    from .models import is_generator
     from .runs import load_model, write_json
 
     if aggregate not in ("network", "layer"):
         raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
     model, config = load_model(run_dir, map_location=device)
+    if is_generator(model):
+        raise ValueError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
