@@ -150,6 +150,20 @@ def test_fid_cli_names_its_features_and_reports_spread(runs, tmp_path, capsys):
     assert "FID" not in capsys.readouterr().out
 
 
+def test_convert_turns_a_tanh_decoder_into_p_bits(tmp_path, runs, capsys):
+    assert main(["train", *VAE_TINY, "--epochs", "1", "--neuron", "tanh", "--out", str(tmp_path / "tanh")]) == 0
+    out = tmp_path / "converted"
+    assert main(["convert", str(tmp_path / "tanh"), "--method", "pbit", "--calibrate",
+                 "--layers", "decoder.2,decoder.7", "--out", str(out), "--quiet"]) == 2
+    assert "is a generator: --calibrate and --recalibrate-bn measure classification" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["convert", str(tmp_path / "tanh"), "--method", "pbit", "--layers", "decoder.2,decoder.7",
+                 "--out", str(out), "--quiet"]) == 0
+    assert main(["fid", str(out), "--classifier", str(runs / "clf"), "--n", "73", "--samples", "1,2",
+                 "--repeats", "1", "--quiet"]) == 0
+    assert [r["samples"] for r in json.loads((out / "fid-clf.json").read_text())["results"]] == [1, 2]
+
+
 def test_eval_refuses_a_generator(runs, capsys):
     assert main(["eval", str(runs / "vae"), "--quiet"]) == 2
     assert "is a generator, which has no accuracy; measure it with `pdnn fid" in capsys.readouterr().err
