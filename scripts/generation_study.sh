@@ -7,7 +7,8 @@
 #   fid-clf: N generated against the first N test images, REPEATS generations, T = 1..50.
 # Usage: scripts/generation_study.sh [RUN...]  -- the named runs (default: all, in order); several
 # invocations with disjoint names can run side by side. Runs: tanh, pbit-s1/2/4/8, quant1..4,
-# tanh-pbit (the tanh decoder converted to p-bits by pdnn convert, no retraining).
+# tanh-pbit (the tanh decoder converted to p-bits by pdnn convert, no retraining), tanh-lr1e-4
+# (the paper's generation lr on the same reduced schedule, for comparison).
 # Resumable: re-running skips finished steps and continues interrupted runs.
 set -euo pipefail
 OUT=${OUT:-results/generation}
@@ -37,6 +38,7 @@ vae=(--task vae --width 8 --latent 16 --subset "$SUBSET" --epochs "$EPOCHS" --lr
 one() {  # one NAME: train (or convert) and score the run NAME
   case $1 in
     tanh) train tanh --neuron tanh "${vae[@]}" ;;
+    tanh-lr1e-4) train tanh-lr1e-4 --neuron tanh "${vae[@]}" --lr 1e-4 ;;  # the paper's lr, same schedule
     pbit-s*) train "$1" --neuron pbit -s "${1#pbit-s}" "${vae[@]}" ;;
     quant*) train "$1" --neuron "quant:${1#quant}" "${vae[@]}" ;;
     tanh-pbit) [ -f "$RUNS/tanh-pbit/config.json" ] || $PDNN convert "$RUNS/tanh" --method pbit \
@@ -46,5 +48,5 @@ one() {  # one NAME: train (or convert) and score the run NAME
   score "$1"
 }
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(tanh pbit-s1 pbit-s2 pbit-s4 pbit-s8 quant1 quant2 quant3 quant4 tanh-pbit)
+[ ${#names[@]} -gt 0 ] || names=(tanh pbit-s1 pbit-s2 pbit-s4 pbit-s8 quant1 quant2 quant3 quant4 tanh-pbit tanh-lr1e-4)
 for name in "${names[@]}"; do one "$name"; done
