@@ -167,10 +167,14 @@ def plot_grids(runs: Path, names: list[str], out_dir: Path, stats: dict) -> list
             ax.axis("off")
         fig.tight_layout()
         path = out_dir / f"grids-{name}.png"
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=80)
         plt.close(fig)
         written.append(path.name)
     return written
+
+
+def num(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def mark(holds) -> str:
@@ -199,8 +203,9 @@ def report(scored: dict, claims: list[dict], trade: dict | None, missing: list[s
                       for p in c1["comparisons"])
     lines.append(f"1. Sample-aware training improves quality, approaching the 32-bit baseline: {mark(c1['holds'])}. "
                  f"At T = s (T = 5 for s = 4 and T = 10 for s = 8, the measured T closest to s): {text1 or 'n/a'}. "
-                 f"Best sample-aware {c1['best_sample_aware']}, s = 1 at T = 1 {c1['s1_at_T1']}, 32-bit "
-                 f"{c1['float32']}; closes half the gap: {c1['closes_half_the_gap']}.")
+                 f"(a) {'met' if all(p['better'] for p in c1['comparisons']) else 'not met'}. (b): best sample-aware "
+                 f"at T = s {num(c1['best_sample_aware'])}, s = 1 at T = 1 {num(c1['s1_at_T1'])}, 32-bit "
+                 f"{num(c1['float32'])}; closes half the gap: {c1['closes_half_the_gap']}.")
     text2 = "; ".join(f"T={r['T']}: best s={r['best_s']} (matching {r['matching_s']})" for r in c2["rows"])
     lines.append(f"2. Best when training s matches test T: {mark(c2['holds'])}. {text2 or 'n/a'}.")
     text3 = "; ".join(f"s={r['s']}: T=1 {r['T1']:.2f} → T=50 {r['T50']:.2f}, rises beyond the spread at "
