@@ -18,7 +18,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .convert import load_model
 from .evaluate import is_deterministic
+from .inception import load_fid_inception
+from .models import is_generator
 
 
 class ClassifierFeatures:
@@ -31,9 +34,6 @@ class ClassifierFeatures:
     metric = "fid-clf"
 
     def __init__(self, run_dir: str | Path, normalize: Callable[[torch.Tensor], torch.Tensor], device="cpu"):
-        from .models import is_generator
-        from .runs import load_model
-
         model, config = load_model(run_dir, map_location=device)
         if is_generator(model):
             raise ValueError(f"feature classifier {run_dir} is a generator; expected a classifier run")
@@ -68,8 +68,6 @@ class InceptionFeatures:
     dim = 2048
 
     def __init__(self, weights: str | Path, device="cpu"):
-        from .inception import load_fid_inception
-
         self.model = load_fid_inception(weights).to(device)
         self.device = device
         self.name = f"fid: Inception-v3 pool3 features (2048) from {Path(weights).name}"

@@ -15,6 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import statistics
+
+from .evaluate import is_deterministic
+from .fid import feature_statistics, frechet_distance, min_images
 from .models import VAE
 from .sampling import SampledModel, check_samples
 
@@ -116,11 +120,6 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
     every T, so it is measured at T = 1 only. Returns one row per T: ``{"samples", "metric",
     "mean", "std", "values", "repeats", "n"}``.
     """
-    import statistics
-
-    from .evaluate import is_deterministic
-    from .fid import feature_statistics, frechet_distance, min_images
-
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < min_images(extractor.dim):

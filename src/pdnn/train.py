@@ -32,13 +32,12 @@ from torch import distributed as dist
 from tqdm.auto import tqdm
 
 from . import __version__
+from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int
 from .data import augment, load
 from .models import ModelConfig
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
-from .sampling import LOSS_RULES, check_samples
+from .sampling import check_samples
 from .tasks import TASKS, Task
-
-SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -71,15 +70,11 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.loss_rule not in LOSS_RULES:
-            raise ValueError(f"unknown loss rule {self.loss_rule!r}; expected one of {', '.join(LOSS_RULES)}")
+        one_of("schedule", self.schedule, SCHEDULES)
+        one_of("loss rule", self.loss_rule, LOSS_RULES)
         return self
 
 

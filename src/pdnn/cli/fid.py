@@ -5,7 +5,12 @@ import shutil
 import time
 from pathlib import Path
 
+from ..data import load
 from ..evaluate import parse_samples
+from ..features import ClassifierFeatures, InceptionFeatures
+from ..generation import check_generator, fid_vs_samples
+from ..io import read_config, write_json
+from ..runs import load_model
 from ..train import default_device
 from .common import add_data_options, add_device_option
 
@@ -33,11 +38,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data import load
-    from ..features import ClassifierFeatures, InceptionFeatures
-    from ..generation import check_generator, fid_vs_samples
-    from ..runs import load_model, read_config, write_json
-
     samples = parse_samples(args.samples)
     device = args.device or default_device()
     model, config = load_model(args.run_dir, map_location=device)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..runs import _atomic_write
+from ..generation import check_generator, generate, image_grid, to_uint8
+from ..io import atomic_write
+from ..runs import load_model
 from ..train import default_device
 from .common import add_device_option
 
@@ -31,13 +33,10 @@ def write_png(path: Path, image) -> None:
     picture = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def run(args) -> int:
-    from ..generation import check_generator, generate, image_grid, to_uint8
-    from ..runs import load_model
-
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder; choose a new one")

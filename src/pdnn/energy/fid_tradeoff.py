@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from ..runs import RunError, read_config, read_json
+from ..io import RunError, read_config, read_json, save_figure
 from .account import Settings, network_energy
 from .tradeoff import check_one_dataset, is_float32_config, pareto_front, run_network
 
@@ -146,8 +146,4 @@ def plot_fid_tradeoff(result: dict, out, title: str | None = None) -> Path:
     ax.set_title(title or f"{result['metric']} vs energy")
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=150)
