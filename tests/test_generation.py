@@ -89,6 +89,7 @@ def test_train_vae_writes_a_run_and_resumes_bit_for_bit(tmp_path):
     assert [m["epoch"] for m in metrics] == [1, 2] and all(m["test_loss"] > 0 for m in metrics)
     config = json.loads((straight / "config.json").read_text())
     assert config["model"]["name"] == "vae" and config["train"]["task"] == "vae"
+    assert config["train"]["lr"] == 1e-4 and config["train"]["batch_size"] == 64  # the paper's generation runs
     assert all(m["train_reconstruction"] > 0 and m["train_kl"] >= 0 for m in metrics)
 
 
