@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .convert import load_model
 from .evaluate import is_deterministic
 from .inception import load_fid_inception
@@ -36,13 +37,13 @@ class ClassifierFeatures:
     def __init__(self, run_dir: str | Path, normalize: Callable[[torch.Tensor], torch.Tensor], device="cpu"):
         model, config = load_model(run_dir, map_location=device)
         if is_generator(model):
-            raise ValueError(f"feature classifier {run_dir} is a generator; expected a classifier run")
+            raise UsageError(f"feature classifier {run_dir} is a generator; expected a classifier run")
         if not is_deterministic(model):
-            raise ValueError(f"feature classifier {run_dir} has stochastic neurons "
+            raise UsageError(f"feature classifier {run_dir} has stochastic neurons "
                              f"({config['model']['neuron']}); expected a deterministic classifier")
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
-            raise ValueError(f"feature classifier {run_dir} has no linear output layer")
+            raise UsageError(f"feature classifier {run_dir} has no linear output layer")
         self.model, self.head, self.normalize, self.device = model.to(device), linears[-1], normalize, device
         self.dim = self.head.in_features
         self.dataset = config["data"]["dataset"]

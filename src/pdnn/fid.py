@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import UsageError
+
 
 def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(cov)
@@ -38,11 +40,11 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     cov1, cov2 = np.asarray(cov1, dtype=np.float64), np.asarray(cov2, dtype=np.float64)
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
-        raise ValueError(f"expected means of shape ({d},) and covariances ({d}, {d}); got "
+        raise UsageError(f"expected means of shape ({d},) and covariances ({d}, {d}); got "
                          f"{mu1.shape}, {cov1.shape}, {mu2.shape}, {cov2.shape}")
     for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
         if not np.isfinite(a).all():
-            raise ValueError(f"{name} holds NaN or infinite values")
+            raise UsageError(f"{name} holds NaN or infinite values")
     diff = mu1 - mu2
     distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt_product(cov1, cov2)
     return max(float(distance), 0.0)
@@ -58,13 +60,13 @@ def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray,
     f = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features,
                    dtype=np.float64)
     if f.ndim != 2:
-        raise ValueError(f"features must be [N, d], got shape {f.shape}")
+        raise UsageError(f"features must be [N, d], got shape {f.shape}")
     n, d = f.shape
     if n < min_images(d):
-        raise ValueError(f"{n} images are too few for the covariance of {d} features; "
+        raise UsageError(f"{n} images are too few for the covariance of {d} features; "
                          f"--n must be at least {min_images(d)}")
     if not np.isfinite(f).all():
-        raise ValueError("features hold NaN or infinite values")
+        raise UsageError("features hold NaN or infinite values")
     return f.mean(0), np.cov(f, rowvar=False)
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 import statistics
 
+from .errors import UsageError
 from .evaluate import is_deterministic
 from .fid import feature_statistics, frechet_distance, min_images
 from .models import VAE
@@ -69,7 +70,7 @@ def vae_test_loss(vae: VAE, images: torch.Tensor, prepare, samples: int, seed: i
 def check_generator(model: nn.Module, what: str) -> VAE:
     """``model`` if it is a generator, else a one-line error naming what it is."""
     if not isinstance(model, VAE):
-        raise ValueError(f"{what} holds a {type(model).__name__} (a classifier); expected a generator "
+        raise UsageError(f"{what} holds a {type(model).__name__} (a classifier); expected a generator "
                          "trained with --task vae")
     return model
 
@@ -87,7 +88,7 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     """
     samples = sorted({check_samples(t) for t in samples})
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n (number of images) must be an integer >= 1, got {n!r}")
+        raise UsageError(f"n (number of images) must be an integer >= 1, got {n!r}")
     vae = vae.to(device).eval()
     pool = max(samples)
     latents = torch.randn(n, vae.latent, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -121,12 +122,12 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
     "mean", "std", "values", "repeats", "n"}``.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+        raise UsageError(f"repeats must be an integer >= 1, got {repeats!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < min_images(extractor.dim):
-        raise ValueError(f"--n {n!r} is below {min_images(extractor.dim)}: the covariance of "
+        raise UsageError(f"--n {n!r} is below {min_images(extractor.dim)}: the covariance of "
                          f"{extractor.dim} features ({extractor.metric}) needs at least that many images")
     if len(real) < n:
-        raise ValueError(f"--n {n} exceeds the {len(real)} held-out real images available")
+        raise UsageError(f"--n {n} exceeds the {len(real)} held-out real images available")
     samples = [1] if is_deterministic(vae.decoder) else sorted({check_samples(t) for t in samples})
     real_stats = feature_statistics(extractor(real[:n]))
     values: dict[int, list[float]] = {t: [] for t in samples}

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import UsageError
+
 
 class BasicConv2d(nn.Module):
     def __init__(self, cin: int, cout: int, **kwargs):
@@ -142,7 +144,7 @@ class FIDInceptionV3(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected uint8 images [B, 1 or 3, H, W], got {images.dtype} {tuple(images.shape)}")
+            raise UsageError(f"expected uint8 images [B, 1 or 3, H, W], got {images.dtype} {tuple(images.shape)}")
         x = images.float() / 255
         x = F.interpolate(x.expand(-1, 3, -1, -1), size=(299, 299), mode="bilinear", align_corners=False)
         x = 2 * x - 1
@@ -164,13 +166,13 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        raise ValueError(f"--inception-weights {path} is not a readable torch file ({type(err).__name__})") from err
+        raise UsageError(f"--inception-weights {path} is not a readable torch file ({type(err).__name__})") from err
     if not isinstance(state, dict):
-        raise ValueError(f"--inception-weights {path} holds a {type(state).__name__}; expected a state_dict")
+        raise UsageError(f"--inception-weights {path} holds a {type(state).__name__}; expected a state_dict")
     model = FIDInceptionV3()
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise ValueError(f"--inception-weights {path} does not hold the FID Inception-v3 weights ({first})") from err
+        raise UsageError(f"--inception-weights {path} does not hold the FID Inception-v3 weights ({first})") from err
     return model.eval()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .errors import UsageError
 from .checks import AGGREGATIONS, one_of
 from .convert import load_model
 from .data import load
@@ -41,7 +42,7 @@ def evaluate_run(
     one_of("aggregate", aggregate, AGGREGATIONS)
     model, config = load_model(run_dir, map_location=device)
     if is_generator(model):
-        raise ValueError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
+        raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()

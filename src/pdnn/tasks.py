@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .evaluate import accuracy_vs_samples
 from .generation import SampledVAE, vae_test_loss
 from .models import ModelConfig, is_generator
@@ -86,7 +87,7 @@ class ClassificationTask(Task):
     def build(self, model_config):
         model = model_config.build()
         if is_generator(model):
-            raise ValueError(f"the model {model_config.name!r} is a generator; train it with --task vae")
+            raise UsageError(f"the model {model_config.name!r} is a generator; train it with --task vae")
         return model
 
     def sampled(self, model: nn.Module, seed: int) -> nn.Module:
@@ -124,7 +125,7 @@ class VAETask(Task):
     def build(self, model_config):
         model = model_config.build()
         if not is_generator(model):
-            raise ValueError(f"task 'vae' trains the model 'vae', got model {model_config.name!r}")
+            raise UsageError(f"task 'vae' trains the model 'vae', got model {model_config.name!r}")
         return model
 
     def sampled(self, model, seed):
@@ -141,7 +142,7 @@ class VAETask(Task):
         return {"test_loss": loss, "test_samples": self.config.samples, "test_examples": n_test}
 
     def evaluate(self, model, data, samples, repeats, aggregate, seed, progress=False):
-        raise ValueError("a generator has no accuracy; measure it with `pdnn fid RUN_DIR`")
+        raise UsageError("a generator has no accuracy; measure it with `pdnn fid RUN_DIR`")
 
     def summary(self, record):
         return (f"epoch {record['epoch']}: loss {record['train_loss']:.2f}  (reconstruction "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int
 from .data import augment, load
+from .errors import UsageError
 from .models import ModelConfig
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .sampling import check_samples
@@ -67,12 +69,11 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         check_samples(self.samples)
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+        one_of("task", self.task, tuple(TASKS))
         for name in ("epochs", "batch_size"):
             positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+            raise UsageError(f"lr must be a finite number > 0, got {self.lr!r}")
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
         return self
@@ -195,7 +196,7 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
     sums: dict[str, float] = {}
     began = time.perf_counter()
     bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=not progress or run.rank != 0, leave=False)
+               disable=not (progress and run.rank == 0 and sys.stderr.isatty()), leave=False)
     for i in bar:
         for group in run.optimizer.param_groups:
             group["lr"] = config.lr * _lr_factor(config.schedule, epoch * steps_per_epoch + i, total_steps)
@@ -280,6 +281,9 @@ def train(
     run = _build(model_config, train_config, device, rank, world)
     if resume:
         _restore(run, checkpoint_path, device)
+        if run.start_epoch > train_config.epochs:
+            raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
+                             f"would end before that (give at least {run.start_epoch})")
     if rank == 0:
         write_json(run_dir / CONFIG, config)
     for epoch in range(run.start_epoch, train_config.epochs):

@@ -2,14 +2,17 @@
 
 Each sub-command lives in its own module with ``add_parser(subparsers)``, which registers the
 command and sets ``run`` (a function of the parsed arguments returning an exit code).
-Expected failures (bad values, missing files or data) print one line naming the problem and
-exit with status 2; nothing is written over an existing result in that case.
+Expected failures -- a :class:`~pdnn.errors.UsageError` (bad values, names or data), a
+:class:`~pdnn.runs.RunError` (a missing or damaged run) or an ``OSError`` from the file system --
+print one line naming the problem and exit with status 2; nothing is written over an existing
+result in that case. Any other exception is a mistake in the program and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..errors import UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
 from . import convert, demo, energy, evaluate, fid, generate, plot, study, train
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_large_buffers()
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, RunError, FileNotFoundError, OSError) as err:
+    except (UsageError, RunError, OSError) as err:
         print(f"pdnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

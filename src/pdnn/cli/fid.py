@@ -5,6 +5,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..errors import UsageError
 from ..data import load
 from ..evaluate import parse_samples
 from ..features import ClassifierFeatures, InceptionFeatures
@@ -47,7 +48,7 @@ def run(args) -> int:
     if args.classifier:
         clf_dataset = read_config(args.classifier)["data"]["dataset"]
         if clf_dataset != dataset:
-            raise ValueError(f"classifier {args.classifier} was trained on {clf_dataset}; the generator on {dataset}")
+            raise UsageError(f"classifier {args.classifier} was trained on {clf_dataset}; the generator on {dataset}")
         extractor = ClassifierFeatures(args.classifier, data.normalize, device)
     else:
         extractor = InceptionFeatures(args.inception_weights, device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
 from ..io import atomic_write
 from ..runs import load_model
@@ -39,9 +40,9 @@ def write_png(path: Path, image) -> None:
 def run(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out} exists and is not an empty folder; choose a new one")
+        raise UsageError(f"--out {out} exists and is not an empty folder; choose a new one")
     if args.nrow < 1:
-        raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
+        raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
     device = args.device or default_device()
     model, _ = load_model(args.run_dir, map_location=device)
     vae = check_generator(model, f"run {args.run_dir}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..checks import positive_int
+from ..errors import UsageError
 from . import cache, celeba, cifar, idx, images
 from .dataset import Dataset
 from .locate import DatasetNotFound, data_roots, find_idx_files
@@ -76,7 +77,7 @@ def describe(name: str) -> dict:
 
 def _spec(name: str) -> Spec:
     if name not in SPECS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     return SPECS[name]
 
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import UsageError
 from ..io import RunError, read_config, read_json, save_figure
 from .account import Settings, network_energy
 from .tradeoff import check_one_dataset, is_float32_config, pareto_front, run_network
@@ -61,9 +62,9 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
     distance is at most the reference's plus ``tolerance``."""
     settings = settings or Settings()
     if not run_dirs:
-        raise ValueError("tradeoff needs at least one run directory")
+        raise UsageError("tradeoff needs at least one run directory")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
-        raise ValueError(f"tolerance must be a distance >= 0, got {tolerance!r}")
+        raise UsageError(f"tolerance must be a distance >= 0, got {tolerance!r}")
     runs, skipped = [], []
     for run_dir in run_dirs:
         config = read_config(run_dir)
@@ -81,7 +82,7 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
         measurements[run_dir] = measured
     if len({tuple(sorted(m.items())) for m in measurements.values()}) > 1:
         listing = "; ".join(f"{run}: {m['metric']} of {m['feature_source']}, n={m['n']}" for run, m in measurements.items())
-        raise ValueError(f"the runs' distances were measured differently ({listing}); compare runs measured alike")
+        raise UsageError(f"the runs' distances were measured differently ({listing}); compare runs measured alike")
     front = pareto_front([(p["energy_j"], -p["fid"]) for p in points])
     for i, p in enumerate(points):
         p["pareto"] = i in front

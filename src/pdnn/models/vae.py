@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..nn import QuantConv2d, QuantLinear, check_bits, make_neuron
 from .reference import _check_shape, glorot_init
 from .registry import register
@@ -48,7 +49,7 @@ class VAE(nn.Module):
 def _upsamplings(height: int, width: int) -> int:
     ups = 2 if max(height, width) <= 32 else 3
     if height % 2**ups or width % 2**ups:
-        raise ValueError(f"the VAE needs image sides divisible by {2**ups}, got {height}x{width}")
+        raise UsageError(f"the VAE needs image sides divisible by {2**ups}, got {height}x{width}")
     return ups
 
 
@@ -65,7 +66,7 @@ def vae(
     """Convolutional VAE; ``neuron`` and ``weight_bits`` apply to the decoder's hidden layers."""
     check_bits(weight_bits, "weight bits", allow_float=True)
     if isinstance(latent, bool) or not isinstance(latent, int) or latent < 1:
-        raise ValueError(f"latent must be an integer >= 1, got {latent!r}")
+        raise UsageError(f"latent must be an integer >= 1, got {latent!r}")
     channels, height, width_px = _check_shape(input_shape)
     ups = _upsamplings(height, width_px)
     widths = [width * 2 ** i for i in range(ups)]  # encoder widths, fine to coarse
