@@ -344,9 +344,10 @@ def test_embedded_demo(tmp_path):
 
 
 def test_describe_reads_no_data():
-    assert DATASETS == ("demo", "fashion-mnist", "mnist", "cifar10")
+    assert DATASETS == ("demo", "fashion-mnist", "mnist", "cifar10", "celeba")
     for name in DATASETS:
-        assert describe(name) == {"input_shape": INPUT_SHAPES[name], "num_classes": 10}
+        classes = 1 if name == "celeba" else 10  # CelebA images carry no class here
+        assert describe(name) == {"input_shape": INPUT_SHAPES[name], "num_classes": classes}
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         describe("imagenet")
 

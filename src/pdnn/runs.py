@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Sequence
 
 from .adaptive import StoppingRule
+from .errors import UsageError
 from .checks import AGGREGATIONS, one_of
 from .convert import load_model
 from .data import load
 from .evaluate import accuracy_vs_samples, adaptive_accuracy, is_deterministic
+from .models import is_generator
 from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
                  save_checkpoint, write_json)
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
-           "load_checkpoint",
-           "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
+           "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
 
 
 def evaluate_run(
@@ -41,6 +42,8 @@ def evaluate_run(
     """
     one_of("aggregate", aggregate, AGGREGATIONS)
     model, config = load_model(run_dir, map_location=device)
+    if is_generator(model):
+        raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()

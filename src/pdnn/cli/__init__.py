@@ -15,10 +15,10 @@ import sys
 from ..errors import UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
-from . import convert, demo, energy, evaluate, plot, study, train
+from . import convert, demo, energy, evaluate, fid, generate, plot, study, train
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = (demo, train, evaluate, plot, study, convert, energy)
+_COMMANDS = (demo, train, evaluate, plot, study, convert, energy, generate, fid)
 
 
 def build_parser() -> argparse.ArgumentParser:

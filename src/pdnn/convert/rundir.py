@@ -238,6 +238,9 @@ def convert_run(
     spec = conversion_spec(method, scale, beta, layers)
     values = _sweep_values(method, values) if calibrate else None
     model, _ = load_model(source, map_location=device)
+    if (calibrate or recalibrate_bn) and config["model"].get("name") == "vae":
+        raise UsageError(f"{source} is a generator: --calibrate and --recalibrate-bn measure classification "
+                         "accuracy; convert it with a given --beta/--scale and measure it with `pdnn fid`")
     converted, sites = _convert(model, spec)  # fails on an unconvertible model before any data is read
     source_run = os.path.relpath(source.resolve(), out.resolve())
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..checks import positive_int
 from ..errors import UsageError
-from . import cache, cifar, idx, images
+from . import cache, celeba, cifar, idx, images
 from .dataset import Dataset
 from .locate import DatasetNotFound, data_roots, find_idx_files
 
@@ -58,6 +58,11 @@ SPECS: dict[str, Spec] = {
         "it in ROOT (giving ROOT/cifar-10-batches-py/), or put a class-folder copy in "
         "ROOT/cifar10-jpeg/ as train.zip and test.zip (or train/ and test/ folders) with entries "
         "<class>/<image>. Then pass --data-dir ROOT (repeatable) or set PDNN_DATA=ROOT1:ROOT2."),
+    "celeba": Spec(
+        (3, 64, 64), ("face",), "none",
+        "To get it: download img_align_celeba.zip (and optionally list_eval_partition.txt) from "
+        "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html into ROOT/celeba/ (the zip, or it extracted as "
+        "ROOT/celeba/img_align_celeba/). Then pass --data-dir ROOT (repeatable) or set PDNN_DATA=ROOT1:ROOT2."),
 }
 DATASETS = tuple(SPECS)
 INPUT_SHAPES = {name: spec.input_shape for name, spec in SPECS.items()}
@@ -142,12 +147,32 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
     return None
 
 
+def _find_celeba(roots: list[Path], looked: list) -> Source | None:
+    for root in roots:
+        folder = root / "celeba"
+        partition = folder / celeba.PARTITION
+        partition = partition if partition.is_file() else None
+        extra = [partition] if partition else []
+        if (folder / celeba.FOLDER).is_dir():
+            images_dir = folder / celeba.FOLDER
+            files = sorted(p for p in images_dir.iterdir() if p.is_file()) + extra
+            return Source(files, f"{images_dir} (aligned images, {celeba.CROP}px centre crop to 64x64)",
+                          lambda progress: celeba.load_celeba(images_dir, partition, progress))
+        if (folder / celeba.ZIP).is_file():
+            archive = folder / celeba.ZIP
+            return Source([archive, *extra], f"{archive} (aligned images, {celeba.CROP}px centre crop to 64x64)",
+                          lambda progress: celeba.load_celeba(archive, partition, progress))
+        looked.append((folder, f"neither {celeba.FOLDER}/ nor {celeba.ZIP}"))
+    return None
+
+
 def find(name: str, roots: list[Path]) -> Source:
     """A complete copy of dataset ``name`` under exactly ``roots`` (in order), or
     :class:`DatasetNotFound` listing every place looked at."""
     spec = _spec(name)
     looked: list[tuple[Path, str]] = []
-    source = _find_cifar(roots, looked) if name == "cifar10" else _find_idx(name, roots, looked)
+    finders = {"cifar10": _find_cifar, "celeba": _find_celeba}
+    source = finders[name](roots, looked) if name in finders else _find_idx(name, roots, looked)
     if source is None:
         raise DatasetNotFound(name, looked, spec.how_to_get)
     return source

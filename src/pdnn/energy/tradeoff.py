@@ -18,10 +18,12 @@ from typing import Sequence
 from ..checks import AGGREGATIONS, one_of
 from ..convert import model_config, replay
 from ..errors import UsageError
-from ..nn import NeuronSpec
 from ..io import RunError, eval_files, read_config, read_json
+from ..models import is_generator
+from ..nn import NeuronSpec
 from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
+from .tech import FLOAT_BITS
 
 FLOAT_BASIS = "most accurate 32-bit float deterministic run"
 FALLBACK_BASIS = "most accurate point: no 32-bit float deterministic run was given"
@@ -141,7 +143,10 @@ def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
     """
     config = read_config(run_dir)
     spec = model_config(run_dir, config)
-    return analyze(replay(spec.build(), config, run_dir), spec.input_shape, input_bits), config
+    model = replay(spec.build(), config, run_dir)
+    if is_generator(model):  # a generated image costs the decoder alone, fed a float latent
+        return analyze(model.decoder, (model.latent,), FLOAT_BITS), config
+    return analyze(model, spec.input_shape, input_bits), config
 
 
 def is_float32_config(config: dict) -> bool:
