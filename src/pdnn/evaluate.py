@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .devices import resolve_device
 from .nn import is_stochastic
 from .sampling import SampledModel, check_samples
 
@@ -157,6 +158,7 @@ def evaluate_run(
     from .data import load
     from .runs import load_model, write_json
 
+    device = resolve_device(device)  # before the checkpoint is read: a missing GPU is not a bad file
     if aggregate not in ("network", "layer"):
         raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
     model, config = load_model(run_dir, map_location=device)

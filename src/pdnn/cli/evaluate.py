@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import shutil
 
+from ..devices import resolve_device
 from ..evaluate import evaluate_run, format_table, parse_samples
-from ..train import default_device
 from .common import add_data_options, add_device_option
 
 
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     document = evaluate_run(args.run_dir, parse_samples(args.samples), args.repeats, args.aggregate, args.seed,
-                            roots=args.data_dir, subset=args.subset, device=args.device or default_device(),
+                            roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
                             progress=not args.quiet)
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, "
           f"{document['aggregate']} aggregation)")

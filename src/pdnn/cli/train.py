@@ -1,6 +1,7 @@
 """``pdnn train``: sample-aware training into a run directory."""
 from __future__ import annotations
 
+from ..devices import resolve_device
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..data import describe
 
+    device = resolve_device(args.device)
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")
         model_config = ModelConfig.from_dict(saved["model"])
@@ -58,7 +60,7 @@ def run(args) -> int:
                                    lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
                                    seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment)
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
-                    resume=args.resume, device=args.device, progress=not args.quiet, label=label)
+                    resume=args.resume, device=device, progress=not args.quiet, label=label)
     if metrics:
         last = metrics[-1]
         print(f"{args.out}: epoch {last['epoch']}  test accuracy (T={last['test_samples']}) "

@@ -36,6 +36,13 @@ class ModelConfig:
     width: int | None = None  # None: the model's own default
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # checked here rather than in each builder: a width of 0 or -5 otherwise surfaces as a
+        # torch error about tensor sizes, far from the option that caused it
+        if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int)
+                                       or self.width < 1):
+            raise ValueError(f"width must be an integer >= 1 (or None for the model's own), got {self.width!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
