@@ -147,7 +147,8 @@ def evaluate_run(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict:
-    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``.
+    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``,
+    which records the weights measured (checkpoint epoch and sha256, see :mod:`pdnn.provenance`).
 
     ``subset`` overrides the run's own subset (the first N test examples); by default the run is
     evaluated on what it was trained with. Returns the JSON document.
@@ -156,11 +157,13 @@ def evaluate_run(
     from pathlib import Path
 
     from .data import load
+    from .provenance import WEIGHTS, weights_record
     from .runs import load_model, write_json
 
     device = resolve_device(device)  # before the checkpoint is read: a missing GPU is not a bad file
     if aggregate not in ("network", "layer"):
         raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
+    weights = weights_record(run_dir)  # which weights are measured, for readers to check later
     model, config = load_model(run_dir, map_location=device)
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
@@ -177,6 +180,7 @@ def evaluate_run(
         "seed": seed,
         "device": str(device),
         "time_s": time.perf_counter() - began,
+        WEIGHTS: weights,
         "results": results,
     }
     write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
