@@ -181,7 +181,8 @@ def test_cache_is_written_in_bounded_chunks_and_subset_copies_only_its_part(tmp_
 
     sizes = []
     add = cache.CacheWriter.add
-    monkeypatch.setattr(cache.CacheWriter, "add", lambda self, split, x, y: sizes.append(len(x)) or add(self, split, x, y))
+    monkeypatch.setattr(cache.CacheWriter, "add",
+                        lambda self, split, x, y: sizes.append(len(x)) or add(self, split, x, y))
     full = load("cifar10", roots=[tmp_path], progress=False)
     assert sizes == [7, 7, 7, 7, 2, 7, 3]
     for k in range(30):

@@ -87,7 +87,8 @@ def test_committed_results_stay_readable(tmp_path):
     committed = [run for run in committed if (run / "eval-network.json").is_file()]
     assert committed, "results/cifar10 has no evaluated runs"
     for argv in (["plot", *map(str, committed), "--out", str(tmp_path / "fig.png")],
-                 ["tradeoff", *map(str, committed), "--json", str(tmp_path / "t.json"), "--png", str(tmp_path / "t.png")]):
+                 ["tradeoff", *map(str, committed), "--json", str(tmp_path / "t.json"),
+                  "--png", str(tmp_path / "t.png")]):
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
             assert main(argv) == 0
