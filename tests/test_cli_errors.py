@@ -67,7 +67,7 @@ def test_every_command_with_device_rejects_a_bad_one_before_writing(device, trai
 
 
 def test_eval_without_a_gpu_names_the_device_not_the_checkpoint(trained_run, capsys, no_gpu):
-    from pdnn.evaluate import evaluate_run
+    from pdnn.runs import evaluate_run
 
     assert main(["eval", str(trained_run), "--device", "cuda", "--quiet"]) == 2
     assert one_line_error(capsys, "eval") == (

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .devices import resolve_device
+from .checks import positive_int
 from .nn import is_stochastic
 from .sampling import SampledModel, check_samples
 
@@ -110,8 +110,7 @@ def accuracy_vs_samples(
     as fractions in [0, 1] and the standard deviation across repeats (0 for one repeat).
     """
     samples = sorted({check_samples(t) for t in samples})
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    positive_int("repeats", repeats)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
     model = model.eval()
@@ -137,57 +136,6 @@ def accuracy_vs_samples(
 def binomial_stderr(accuracy: float, n: int) -> float:
     """Standard error of an accuracy measured on ``n`` examples (for error bars in reports)."""
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
-
-
-def evaluate_run(
-    run_dir,
-    samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
-    repeats: int = 3,
-    aggregate: str = "network",
-    seed: int = 0,
-    roots: list[str] | None = None,
-    subset: int | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-) -> dict:
-    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``,
-    which records the weights measured (checkpoint epoch and sha256, see :mod:`pdnn.provenance`).
-
-    ``subset`` overrides the run's own subset (the first N test examples); by default the run is
-    evaluated on what it was trained with. Returns the JSON document.
-    """
-    import time
-    from pathlib import Path
-
-    from .data import load
-    from .provenance import WEIGHTS, weights_record
-    from .runs import load_model, write_json
-
-    device = resolve_device(device)  # before the checkpoint is read: a missing GPU is not a bad file
-    if aggregate not in ("network", "layer"):
-        raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
-    weights = weights_record(run_dir)  # which weights are measured, for readers to check later
-    model, config = load_model(run_dir, map_location=device)
-    subset = subset if subset is not None else config["data"].get("subset")
-    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
-    began = time.perf_counter()
-    results = accuracy_vs_samples(model.to(device), data.test_x, data.test_y, samples, repeats, aggregate,
-                                  seed, prepare=data.normalize, progress=progress)
-    document = {
-        "run": str(run_dir),
-        "dataset": config["data"]["dataset"],
-        "split": "test",
-        "examples": len(data.test_y),
-        "aggregate": aggregate,
-        "deterministic": is_deterministic(model),
-        "seed": seed,
-        "device": str(device),
-        "time_s": time.perf_counter() - began,
-        WEIGHTS: weights,
-        "results": results,
-    }
-    write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
-    return document
 
 
 def format_table(document: dict) -> str:

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
-from .runs import CHECKPOINT, load_checkpoint
+from .io import CHECKPOINT, load_checkpoint
 
 WEIGHTS = "weights"  # the key of the record in an eval-*.json document
 

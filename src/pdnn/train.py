@@ -26,13 +26,13 @@ from torch import distributed as dist
 from tqdm.auto import tqdm
 
 from . import __version__
+from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int
 from .data import augment, load
+from .devices import default_device
 from .evaluate import accuracy_vs_samples
 from .models import ModelConfig
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
-from .sampling import LOSS_RULES, SampledModel, check_samples, loss_of_samples
-
-SCHEDULES = ("constant", "cosine")
+from .sampling import SampledModel, check_samples, loss_of_samples
 
 
 @dataclass
@@ -53,20 +53,12 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         check_samples(self.samples)
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.loss_rule not in LOSS_RULES:
-            raise ValueError(f"unknown loss rule {self.loss_rule!r}; expected one of {', '.join(LOSS_RULES)}")
+        one_of("schedule", self.schedule, SCHEDULES)
+        one_of("loss rule", self.loss_rule, LOSS_RULES)
         return self
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _distributed() -> tuple[int, int]:

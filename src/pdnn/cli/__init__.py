@@ -11,23 +11,22 @@ import argparse
 import sys
 import warnings
 
+from ..io import RunError
 from ..malloc import keep_large_buffers
-from ..runs import RunError
+from . import convert, demo, energy, evaluate, plot, study, train
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = ("demo", "train", "evaluate", "plot", "study", "convert", "energy")
+_COMMANDS = (demo, train, evaluate, plot, study, convert, energy)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
     parser = argparse.ArgumentParser(
         prog="pdnn",
         description="Probabilistic deep neural networks: train, sample, evaluate, account energy.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    for command in _COMMANDS:
+        command.add_parser(sub)
     return parser
 
 

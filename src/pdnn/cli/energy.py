@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..checks import AGGREGATIONS, positive_ints
+from ..data import describe
 from ..evaluate import parse_samples
-from ..runs import write_json
+from ..io import write_json
+from ..models import ModelConfig, available
 
 
 def _add_settings_options(p, aggregate: bool = True) -> None:
@@ -28,7 +32,7 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
                    help="the paper's formula applied literally to every layer: the deterministic prefix (by "
                         "default computed once and shared by the T samples) is priced T times")
     if aggregate:
-        g.add_argument("--aggregate", choices=("network", "layer"), default="network",
+        g.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                        help="network: p-DNN sampling; layer: random bit-stream baseline (default: network)")
 
 
@@ -115,25 +119,18 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
 
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in text.split(","))
+        return positive_ints("--input-shape", tuple(int(s) for s in text.split(",")))
     except ValueError:
-        shape = ()
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}")
-    return shape
+        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}") from None
 
 
 def _model_entries(args):
     """(meta, model config kwargs) for every --neuron x --weight-bits of an untrained model."""
-    from ..models import ModelConfig, available
-
     if args.model not in available():
         raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
     if args.dataset and args.input_shape:
         raise ValueError("give --dataset or --input-shape, not both")
     if args.dataset:
-        from ..data import describe  # lazily: the data package is not needed otherwise
-
         described = describe(args.dataset)
         shape, classes = tuple(described["input_shape"]), described["num_classes"]
     elif args.input_shape:
@@ -152,10 +149,6 @@ def _model_entries(args):
 
 
 def run_energy(args) -> int:
-    from dataclasses import replace
-
-    from ..models import ModelConfig
-
     samples = parse_samples(args.samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:

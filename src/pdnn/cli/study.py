@@ -1,10 +1,10 @@
 """``pdnn study``: the accuracy-versus-samples study (baselines, k-bit, p-DNNs, s x T matrix)."""
 from __future__ import annotations
 
+from ..checks import SCHEDULES
 from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
-from ..train import SCHEDULES
 from .common import add_device_option
 
 

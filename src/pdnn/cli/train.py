@@ -1,11 +1,13 @@
 """``pdnn train``: sample-aware training into a run directory."""
 from __future__ import annotations
 
+from ..checks import LOSS_RULES, SCHEDULES
+from ..data import describe
 from ..devices import resolve_device
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
-from ..train import SCHEDULES, TrainConfig, train
+from ..train import TrainConfig, train
 from .common import add_data_options, add_device_option
 
 
@@ -24,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--loss-rule", choices=("mean-output", "mean-loss"), default="mean-output")
+    p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output")
     p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
@@ -38,8 +40,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data import describe
-
     device = resolve_device(args.device)
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")

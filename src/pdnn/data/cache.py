@@ -33,6 +33,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..io import file_mode, write_json
+
 FORMAT = 2  # bump when what an entry holds changes; entries of another format are rebuilt
 META = "meta.json"
 SPLITS = ("train", "test")
@@ -125,7 +127,7 @@ class CacheWriter:
         mean, std = stats_from_sums(self._sums, self._squares, count)
         meta = {"format": FORMAT, "classes": list(classes), "shapes": shapes,
                 "mean": mean.tolist(), "std": std.tolist()}
-        (self.directory / META).write_text(json.dumps(meta, indent=1) + "\n")
+        write_json(self.directory / META, meta)
         return meta
 
 
@@ -205,7 +207,8 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
             writer.close()
         if not shared:
             return read(staging)  # mapped files stay readable after the directory is removed
-        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        mode = file_mode()  # mkdtemp's 0700 would hide a shared cache from the user's group
+        os.chmod(staging, mode | (mode & 0o444) >> 2)  # searchable where readable
         _publish(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..checks import positive_int
 from . import cache, cifar, idx, images
 from .dataset import Dataset
 from .locate import DatasetNotFound, data_roots, find_idx_files
@@ -174,8 +175,8 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
         (torch.Size([256, 1, 28, 28]), 10)
     """
     spec = _spec(name)
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
+    if subset is not None:
+        positive_int("subset", subset, "an integer >= 1 or None")
     source = find(name, data_roots(roots))
     data = cache.cached(name, source.files, lambda writer: _decode(name, spec, source, writer, progress),
                         cache_dir)

@@ -30,14 +30,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int
 from ..sampling import check_samples
 from .eo import TERM_NAMES, accumulator_bits, eo_terms_pj
 from .graph import Layer, Network
 from .tech import FLOAT_BITS, Technology, load_table
 
 PJ = 1e-12  # joules per picojoule
-REUSE_MODES = ("per-eo", "per-inference", "per-batch")
-AGGREGATES = ("network", "layer")
 TERMS = tuple(f"{name}_j" for name in TERM_NAMES)
 # Why ΔE(T→T+1)/E misleads under layer aggregation; reports print it beside that column.
 LAYER_STEP_NOTE = ("layer aggregation: ΔE(T→T+1)/E is not a per-sample average: the counters' width "
@@ -63,10 +62,8 @@ class Reuse:
     batch: int = 1
 
     def __post_init__(self):
-        if self.mode not in REUSE_MODES:
-            raise ValueError(f"unknown reuse {self.mode!r}; expected per-eo, per-inference or per-batch:B")
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise ValueError(f"reuse batch size must be an integer >= 1, got {self.batch!r}")
+        one_of("reuse", self.mode, REUSE_MODES)
+        positive_int("reuse batch size", self.batch)
 
     @classmethod
     def parse(cls, text: str) -> "Reuse":
@@ -103,8 +100,7 @@ class Settings:
     def __post_init__(self):
         self.tech.memory(self.weight_memory, "weight memory")  # raises, naming the level, if unknown
         self.tech.memory(self.activation_memory, "activation memory")
-        if self.aggregate not in AGGREGATES:
-            raise ValueError(f"unknown aggregate {self.aggregate!r}; expected network or layer")
+        one_of("aggregate", self.aggregate, AGGREGATIONS)
         if not isinstance(self.reuse, Reuse):
             raise ValueError(f"reuse must be a Reuse, got {self.reuse!r}")
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluate import evaluate_run
 from ..models import ModelConfig
 from ..provenance import stale_reason
-from ..runs import CHECKPOINT, METRICS, read_json
+from ..runs import CHECKPOINT, METRICS, evaluate_run, read_json
 from ..train import TrainConfig, train
 
 

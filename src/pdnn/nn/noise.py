@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from ..checks import one_of
 from .quant import check_bits
 
 
@@ -158,7 +159,7 @@ class DitheredQuantize(nn.Module):
         super().__init__()
         self.bits = check_bits(bits, "activation bits")
         self.beta = F.check_beta(beta)
-        self.mode = F.check_choice("mode", mode, F.MODES)
+        self.mode = one_of("mode", mode, F.MODES)
         self.width = check_scale(width, "dither width")
         self.generator: torch.Generator | None = None
 
