@@ -9,7 +9,6 @@ error, and still read as before.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import warnings
 from pathlib import Path
@@ -20,8 +19,8 @@ from .io import CHECKPOINT, load_checkpoint
 WEIGHTS = "weights"  # the key of the record in an eval-*.json document
 
 
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:  # keyed on the file's stat: one hash per version
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of the file at ``path``, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -32,10 +31,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:  # keyed on the file's 
 def checkpoint_sha256(run_dir: str | Path) -> str | None:
     """The sha256 of ``run_dir``'s checkpoint file, ``None`` if it has none."""
     path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        return None
-    stat = path.stat()
-    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return file_sha256(path) if path.is_file() else None
 
 
 def weights_record(run_dir: str | Path) -> dict | None:
@@ -48,11 +44,12 @@ def weights_record(run_dir: str | Path) -> dict | None:
     return {"checkpoint": CHECKPOINT, "epoch": epoch, "sha256": sha256}
 
 
-def stale_reason(run_dir: str | Path, name: str, document: dict) -> str | None:
+def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None = None) -> str | None:
     """Why the evaluation ``document`` (file ``name``) no longer describes ``run_dir``'s weights,
-    or ``None`` when it matches them or cannot be checked (no record, or no checkpoint)."""
+    or ``None`` when it matches them or cannot be checked (no record, or no checkpoint).
+    ``now``: the checkpoint's sha256, if already known."""
     record = document.get(WEIGHTS) if isinstance(document, dict) else None
-    now = checkpoint_sha256(run_dir)
+    now = now or checkpoint_sha256(run_dir)
     if not isinstance(record, dict) or now is None or record.get("sha256") == now:
         return None
     measured = f"epoch {record['epoch']}" if record.get("epoch") is not None else "earlier weights"
@@ -65,12 +62,14 @@ def stale_reason(run_dir: str | Path, name: str, document: dict) -> str | None:
 def warn_if_stale(evaluations: Iterable[tuple[str | Path, str, dict]]) -> None:
     """Warn for each ``(run_dir, file name, document)`` whose run has changed since it was
     evaluated, and once for all whose record is missing while the run has a checkpoint."""
-    unknown = []
+    unknown, hashes = [], {}  # one hash per run, however many evaluations it has
     for run_dir, name, document in evaluations:
-        reason = stale_reason(run_dir, name, document)
+        if str(run_dir) not in hashes:
+            hashes[str(run_dir)] = checkpoint_sha256(run_dir)
+        reason = stale_reason(run_dir, name, document, hashes[str(run_dir)])
         if reason:
             warnings.warn(reason, stacklevel=2)
-        elif WEIGHTS not in document and checkpoint_sha256(run_dir) is not None:
+        elif WEIGHTS not in document and hashes[str(run_dir)] is not None:
             unknown.append(str(run_dir))
     if unknown:
         runs = ", ".join(dict.fromkeys(unknown))
