@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UsageError
+
 SUPPORTED = ("cpu", "cuda", "mps")  # device types pdnn runs on (with an index: cuda:1)
 
 
@@ -20,8 +22,8 @@ def default_device() -> str:
 def resolve_device(name: str | torch.device | None) -> str:
     """The device ``name`` stands for, checked to exist here (``None``: :func:`default_device`).
 
-    Raises ``ValueError`` naming the value for an unknown device type, a type pdnn does not run
-    on, or a device this machine (or this build of torch) does not have.
+    Raises :class:`~pdnn.errors.UsageError` naming the value for an unknown device type, a type
+    pdnn does not run on, or a device this machine (or this build of torch) does not have.
     """
     if name is None:
         return default_device()
@@ -29,17 +31,17 @@ def resolve_device(name: str | torch.device | None) -> str:
     try:
         device = torch.device(text)
     except RuntimeError:
-        raise ValueError(f"unknown device {text!r}; expected one of {', '.join(SUPPORTED)} "
+        raise UsageError(f"unknown device {text!r}; expected one of {', '.join(SUPPORTED)} "
                          "(with an index where there are several, e.g. cuda:1)") from None
     if device.type not in SUPPORTED:
-        raise ValueError(f"device {text!r} is not supported; expected one of {', '.join(SUPPORTED)}")
+        raise UsageError(f"device {text!r} is not supported; expected one of {', '.join(SUPPORTED)}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
-            raise ValueError(f"device {text!r} is not available: {build}; use --device cpu")
+            raise UsageError(f"device {text!r} is not available: {build}; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {text!r} is not available: this machine has "
+            raise UsageError(f"device {text!r} is not available: this machine has "
                              f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {text!r} is not available on this machine; use --device cpu")
+        raise UsageError(f"device {text!r} is not available on this machine; use --device cpu")
     return str(device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checks import positive_int
+from .errors import UsageError
 from .nn import is_stochastic
 from .sampling import SampledModel, check_samples
 
@@ -39,7 +41,7 @@ def parse_samples(text: str) -> list[int]:
         try:
             value = int(part)
         except ValueError:
-            raise ValueError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
+            raise UsageError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
         values.append(check_samples(value))
     return sorted(set(values))
 
@@ -52,7 +54,7 @@ def _pooled_correct(
     pool = repeats * max(samples)
     correct = {t: [0] * repeats for t in samples}
     sampler = SampledModel(model, reduce="none", seed=seed)
-    bar = tqdm(total=len(x), desc="eval", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=len(x), desc="eval", unit="img", disable=not (progress and sys.stderr.isatty()), leave=False)
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
         chunk = max(1, MAX_ROWS // len(xb))
@@ -77,7 +79,8 @@ def _layer_correct(
     seed: int, batch_size: int, prepare: Callable, progress: bool,
 ) -> dict[int, list[int]]:
     correct = {t: [0] * repeats for t in samples}
-    bar = tqdm(total=len(samples) * repeats, desc="eval (layer)", disable=not progress, leave=False)
+    bar = tqdm(total=len(samples) * repeats, desc="eval (layer)", disable=not (progress and sys.stderr.isatty()),
+               leave=False)
     for t in samples:
         for r in range(repeats):
             sampler = SampledModel(model, t, aggregate="layer", seed=seed + 1000 * r + t)

@@ -28,6 +28,7 @@ import math
 import torch
 
 from .checks import one_of
+from .errors import UsageError
 
 MODES = ("bipolar", "unipolar")
 STES = ("mean", "identity", "clipped")
@@ -38,9 +39,9 @@ def check_beta(beta: float) -> float:
     try:
         value = float(beta)
     except (TypeError, ValueError):
-        raise ValueError(f"beta must be a positive number, got {beta!r}") from None
+        raise UsageError(f"beta must be a positive number, got {beta!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        raise UsageError(f"beta must be a finite number > 0, got {beta!r}")
     return value
 
 

@@ -2,8 +2,10 @@
 
 Each sub-command lives in its own module with ``add_parser(subparsers)``, which registers the
 command and sets ``run`` (a function of the parsed arguments returning an exit code).
-Expected failures (bad values, missing files or data) print one line naming the problem and
-exit with status 2; nothing is written over an existing result in that case.
+Expected failures -- a :class:`~pdnn.errors.UsageError` (bad values, names or data), a
+:class:`~pdnn.runs.RunError` (a missing or damaged run) or an ``OSError`` from the file system --
+print one line naming the problem and exit with status 2; nothing is written over an existing
+result in that case. Any other exception is a mistake in the program and shows its traceback.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import argparse
 import sys
 import warnings
 
+from ..errors import UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
 from . import convert, demo, energy, evaluate, plot, study, train
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, RunError, FileNotFoundError, OSError) as err:
+    except (UsageError, RunError, OSError) as err:
         print(f"pdnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import UsageError
 from ..evaluate import MAX_ROWS
 from ..nn import is_stochastic
 from ..sampling import SampledModel
@@ -81,7 +82,7 @@ def recalibrate_batchnorm(
         ``to_sampled(..., bn_stats=...)`` to rebuild the same model.
     """
     if len(x) == 0:
-        raise ValueError("recalibrate_batchnorm needs at least one example")
+        raise UsageError("recalibrate_batchnorm needs at least one example")
     model.eval()
     layers = batchnorms_after_noise(model, prepare(x[:2]))
     step = max(1, min(batch_size, MAX_ROWS // samples))

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..evaluate import accuracy_vs_samples, binomial_stderr
 from ..sampling import check_samples
 from .batchnorm import _identity, recalibrate_batchnorm
@@ -89,7 +90,7 @@ def _sweep_values(method: str, values: Sequence[float] | None) -> list[float]:
     values = [_check_value(key, v, f"{key} in the calibration sweep")
               for v in (DEFAULT_VALUES[method] if values is None else values)]
     if not values:
-        raise ValueError("calibration needs at least one value to try")
+        raise UsageError("calibration needs at least one value to try")
     return values
 
 

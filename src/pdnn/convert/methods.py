@@ -6,6 +6,7 @@ model that cannot be converted.
 from __future__ import annotations
 
 from ..checks import LAYER_SETS, METHODS, one_of  # noqa: F401  (the names, shared by the package)
+from ..errors import UsageError
 
 DEFAULT_SCALE = {"gaussian": 0.5, "logistic": 0.25, "dither": 1.0}
 # the sweep of calibrate(): beta for pbit, the noise scale for the others. Wide enough that the
@@ -18,7 +19,7 @@ DEFAULT_VALUES = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UsageError):
     """A model cannot be converted; the message names the operations it could not handle."""
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import data as data_package
 from ..checks import positive_int
+from ..errors import UsageError
 from ..io import CHECKPOINT, CONFIG, RunError, load_checkpoint, read_config, read_json, save_checkpoint, write_json
 from ..models import ModelConfig
 from ..provenance import file_sha256
@@ -67,7 +68,7 @@ def load_model(run_dir: str | Path, map_location="cpu") -> tuple[nn.Module, dict
 def _holdout_count(n_trained: int, holdout: float | int) -> int:
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not math.isfinite(holdout) \
             or holdout <= 0 or (holdout >= 1 and not float(holdout).is_integer()):
-        raise ValueError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {holdout!r}")
+        raise UsageError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {holdout!r}")
     return max(1, round(n_trained * holdout)) if holdout < 1 else int(holdout)
 
 
@@ -82,13 +83,13 @@ def holdout_indices(n_trained: int, holdout: float | int, n_available: int | Non
     run was trained on -- ``start < n_trained`` tells the caller so.
     """
     if n_trained < 1:
-        raise ValueError(f"a run trained on {n_trained} examples has nothing to hold out")
+        raise UsageError(f"a run trained on {n_trained} examples has nothing to hold out")
     count = _holdout_count(n_trained, holdout)
     n_available = n_trained if n_available is None else n_available
     if n_available > n_trained:
         return n_trained, min(n_trained + count, n_available)
     if count > n_available:
-        raise ValueError(f"holdout of {count} examples is more than the {n_available} training examples")
+        raise UsageError(f"holdout of {count} examples is more than the {n_available} training examples")
     return n_available - count, n_available
 
 
@@ -105,7 +106,7 @@ def _held_out_training_data(config: dict, holdout, roots, subset, device, progre
     ``subset`` limits what is read to the first N training examples, as everywhere else."""
     dataset = config.get("data", {}).get("dataset")
     if not dataset:
-        raise ValueError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
+        raise UsageError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
     if subset is not None:
         positive_int("subset", subset, "an integer >= 1 or None")
     ds = data_package.load(dataset, roots=roots, progress=progress)  # whole: what lies beyond the run's subset
@@ -223,9 +224,9 @@ def convert_run(
     if "convert" in config:
         raise RunError(f"{source} is itself a converted run (of {config.get('source_run')}); convert its source")
     if calibrate and (scale is not None or beta is not None):
-        raise ValueError("--calibrate chooses the scale (beta for pbit) itself; give the values to try instead")
+        raise UsageError("--calibrate chooses the scale (beta for pbit) itself; give the values to try instead")
     if per_layer and not calibrate:
-        raise ValueError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
+        raise UsageError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
     spec = conversion_spec(method, scale, beta, layers)
     values = _sweep_values(method, values) if calibrate else None
     model, _ = load_model(source, map_location=device)

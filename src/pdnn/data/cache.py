@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..io import file_mode, write_json
+from .idx import DataError
 
 FORMAT = 2  # bump when what an entry holds changes; entries of another format are rebuilt
 META = "meta.json"
@@ -115,7 +116,7 @@ class CacheWriter:
         """Close the files and write ``meta.json``, which makes the entry complete."""
         self.close()
         if not self._counts["train"]:
-            raise ValueError("cannot cache a dataset with an empty training split")
+            raise DataError("the training split is empty: there is nothing to learn from or to normalise by")
         shapes = {}
         for split in SPLITS:
             image = self._shapes[split] or self._shapes["train"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..checks import positive_int
+from ..errors import UsageError
 from . import cache, cifar, idx, images
 from .dataset import Dataset
 from .locate import DatasetNotFound, data_roots, find_idx_files
@@ -74,7 +75,7 @@ def describe(name: str) -> dict:
 
 def _spec(name: str) -> Spec:
     if name not in SPECS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     return SPECS[name]
 
 

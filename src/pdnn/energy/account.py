@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int
+from ..errors import UsageError
 from ..sampling import check_samples
 from .eo import TERM_NAMES, accumulator_bits, eo_terms_pj
 from .graph import Layer, Network
@@ -74,7 +75,7 @@ class Reuse:
         match = re.fullmatch(r"per-batch[:=](\d+)", text)
         if match:
             return cls("per-batch", int(match.group(1)))
-        raise ValueError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
+        raise UsageError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
 
     def fetches(self, layer: Layer) -> float:
         """Weight reads per inference for ``layer``."""
@@ -223,7 +224,7 @@ def energy_sweep(
     settings = settings or Settings()
     samples = sorted({check_samples(t) for t in samples})
     if not samples:
-        raise ValueError("samples must name at least one T >= 1")
+        raise UsageError("samples must name at least one T >= 1")
     if not entries:
         raise ValueError("energy_sweep needs at least one network")
     ref_net = reference if reference is not None else entries[0][1].float_reference()

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from ..checks import positive_int
+from ..errors import UsageError
 from ..nn import NeuronSpec
 from ..sampling import check_samples
 from .tech import FLOAT_BITS, Technology, load_table
@@ -148,7 +149,7 @@ class NeuronPart:
 
     def __post_init__(self):
         if self.kind not in NEURON_PART_KINDS:
-            raise ValueError(f"unknown neuron part {self.kind!r}; expected one of {', '.join(NEURON_PART_KINDS)}")
+            raise UsageError(f"unknown neuron part {self.kind!r}; expected one of {', '.join(NEURON_PART_KINDS)}")
 
     def energy_pj(self, tech: Technology, acc_bits: int | None) -> float:
         """Energy per output value; ``acc_bits`` is the layer's accumulator width (None: float)."""

@@ -45,6 +45,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
 
 from ..checks import positive_ints
+from ..errors import UsageError
 from ..nn import PBit, is_stochastic
 from ..tracing import Tracer
 from .eo import NeuronPart, check_bit_width
@@ -101,7 +102,7 @@ def fan_in(module: nn.Module) -> int:
     return module.in_channels // module.groups * math.prod(module.kernel_size)
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UsageError):
     """The model cannot be accounted for (no weight layer, several inputs, a bad bit width)."""
 
 
@@ -417,7 +418,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
                 try:
                     _analyze_hooks(model, x, walker)
                 except RuntimeError as run_err:
-                    raise ValueError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
+                    raise UsageError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
                                      f"{run_err}") from run_err
                 method = "forward hooks"
     finally:

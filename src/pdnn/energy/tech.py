@@ -43,6 +43,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..checks import positive_int
+from ..errors import UsageError
 from ..nn.neurons import FLOAT_BITS
 
 if sys.version_info >= (3, 11):
@@ -60,7 +61,7 @@ MEMORY_KEYS = ("energy_pj", "word_bits", "source")
 NEURON_KEYS = ("pbit_random_bits", "noise_random_bits", "source")
 
 
-class TechError(ValueError):
+class TechError(UsageError):
     """A technology table is missing a key, holds a bad number, or names an unknown level."""
 
 

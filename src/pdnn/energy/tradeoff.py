@@ -17,6 +17,7 @@ from typing import Sequence
 
 from ..checks import AGGREGATIONS, one_of
 from ..convert import model_config, replay
+from ..errors import UsageError
 from ..nn import NeuronSpec
 from ..io import RunError, eval_files, read_config, read_json
 from ..provenance import warn_if_stale
@@ -34,9 +35,9 @@ def parse_tolerance(text) -> float:
     try:
         value = float(raw[:-1] if raw.endswith("%") else raw)
     except ValueError:
-        raise ValueError(f"tolerance must be a number of percentage points like 1 or 1%, got {text!r}") from None
+        raise UsageError(f"tolerance must be a number of percentage points like 1 or 1%, got {text!r}") from None
     if not math.isfinite(value) or not 0 <= value < 100:
-        raise ValueError(f"tolerance must be at least 0 and below 100 percentage points, got {text!r}")
+        raise UsageError(f"tolerance must be at least 0 and below 100 percentage points, got {text!r}")
     return value / 100
 
 
@@ -56,12 +57,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def _check_point(p: dict, i: int) -> None:
     for key in ("energy_j", "accuracy"):
         if key not in p:
-            raise ValueError(f"point {i} has no {key!r}")
+            raise UsageError(f"point {i} has no {key!r}")
         value = p[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"point {i}: {key} must be a finite number >= 0, got {value!r}")
+            raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {value!r}")
     if p["accuracy"] > 1:
-        raise ValueError(f"point {i}: accuracy must be a fraction in [0, 1], got {p['accuracy']!r}")
+        raise UsageError(f"point {i}: accuracy must be a fraction in [0, 1], got {p['accuracy']!r}")
 
 
 def marginal_costs(points: Sequence[dict]) -> list[dict]:
@@ -101,9 +102,9 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     the reference itself.
     """
     if not points:
-        raise ValueError("tradeoff needs at least one point")
+        raise UsageError("tradeoff needs at least one point")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}")
+        raise UsageError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}")
     for i, p in enumerate(points):
         _check_point(p, i)
     points = [dict(p) for p in points]
@@ -209,7 +210,7 @@ def check_one_dataset(runs: Sequence[tuple[str, dict]]) -> str | None:
     if len(datasets) > 1 or len({shape for _, _, shape in described}) > 1:
         listing = "; ".join(f"{run}: {d or 'dataset not recorded'}, input {'x'.join(map(str, shape))}"
                             for run, d, shape in described)
-        raise ValueError(f"the runs are on different datasets or input shapes ({listing}); "
+        raise UsageError(f"the runs are on different datasets or input shapes ({listing}); "
                          "a trade-off compares runs of one dataset")
     return datasets.pop() if datasets else None
 
@@ -223,7 +224,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     """
     settings = settings or Settings()
     if not run_dirs:
-        raise ValueError("tradeoff needs at least one run directory")
+        raise UsageError("tradeoff needs at least one run directory")
     runs, skipped = [], []
     for run_dir in run_dirs:
         config = read_config(run_dir)

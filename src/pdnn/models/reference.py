@@ -15,6 +15,7 @@ import math
 from torch import nn
 
 from ..checks import positive_ints
+from ..errors import UsageError
 from ..nn import NeuronSpec, QuantConv2d, QuantLinear, check_bits
 from .registry import register
 
@@ -90,6 +91,6 @@ def cnn(
         ]
         channels = item
     if height < 1 or width_px < 1:
-        raise ValueError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
+        raise UsageError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
     layers += [nn.Flatten(), QuantLinear(channels * height * width_px, num_classes, weight_bits=weight_bits)]
     return glorot_init(nn.Sequential(*layers))

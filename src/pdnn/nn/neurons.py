@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import UsageError
 from .pbit import PBit
 from .quant import Quantize, check_bits
 
@@ -56,7 +57,7 @@ class NeuronSpec:
         match = re.fullmatch(r"quant:(\d+)", str(name))
         if match:
             return cls(name, "quant", check_bits(int(match.group(1)), f"bits in neuron {name!r}"))
-        raise ValueError(f"unknown neuron {name!r}; expected one of {', '.join(NEURONS)}")
+        raise UsageError(f"unknown neuron {name!r}; expected one of {', '.join(NEURONS)}")
 
     def build(self, beta: float = 1.0) -> nn.Module:
         """The activation module. A float activation ignores ``beta`` (the preceding

@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import functional as F
 from ..checks import one_of
+from ..errors import UsageError
 from .quant import check_bits
 
 
@@ -30,9 +31,9 @@ def check_scale(scale, what: str = "scale") -> float:
     try:
         value = float(scale)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number >= 0, got {scale!r}") from None
+        raise UsageError(f"{what} must be a number >= 0, got {scale!r}") from None
     if isinstance(scale, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {scale!r}")
+        raise UsageError(f"{what} must be a finite number >= 0, got {scale!r}")
     return value
 
 

@@ -9,6 +9,7 @@ from torch.nn import functional as torch_F
 
 from .. import functional as F
 from ..checks import one_of
+from ..errors import UsageError
 
 MAX_BITS = 8
 
@@ -19,7 +20,7 @@ def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
     if ok and (1 <= bits <= MAX_BITS or (allow_float and bits == 32)):
         return bits
     expected = f"an integer 1..{MAX_BITS}" + (" or 32 (float)" if allow_float else "")
-    raise ValueError(f"{what} must be {expected}, got {bits!r}")
+    raise UsageError(f"{what} must be {expected}, got {bits!r}")
 
 
 class Quantize(nn.Module):
