@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from ..adaptive import StoppingRule
 from ..checks import AGGREGATIONS
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
-from ..train import default_device
 from .common import add_data_options, add_device_option
 
 
@@ -39,7 +39,7 @@ def run(args) -> int:
     if args.adaptive:
         return run_adaptive(args)
     document = evaluate_run(args.run_dir, parse_samples(args.samples), args.repeats, args.aggregate, args.seed,
-                            roots=args.data_dir, subset=args.subset, device=args.device or default_device(),
+                            roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
                             progress=not args.quiet)
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, "
           f"{document['aggregate']} aggregation)")
@@ -54,7 +54,7 @@ def run_adaptive(args) -> int:
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
     rule = StoppingRule(args.max_samples, args.error, args.rule)
     document = evaluate_run_adaptive(args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
-                                     device=args.device or default_device(), progress=not args.quiet)
+                                     device=resolve_device(args.device), progress=not args.quiet)
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
           f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples})")
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")

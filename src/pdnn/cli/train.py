@@ -6,6 +6,7 @@ import warnings
 from ..errors import UsageError
 from ..checks import LOSS_RULES, SCHEDULES
 from ..data import describe
+from ..devices import resolve_device
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
@@ -75,6 +76,7 @@ def _kept_by_resume(args, saved: dict) -> None:
 
 
 def run(args) -> int:
+    device = resolve_device(args.device)
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")
         _kept_by_resume(args, saved)
@@ -105,7 +107,7 @@ def run(args) -> int:
                                    task=args.task, monitor_examples=args.monitor_examples)
         TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
-                    resume=args.resume, device=args.device, progress=not args.quiet, label=label)
+                    resume=args.resume, device=device, progress=not args.quiet, label=label)
     if metrics:
         last = metrics[-1]
         score = (f"test loss {last['test_loss']:.2f} nats/image" if "test_loss" in last

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
+
 from ..checks import positive_int
 from ..errors import UsageError
 from . import cache, celeba, cifar, idx, images
@@ -88,14 +91,13 @@ class Source:
 
     files: list[Path]
     description: str
-    decode: Callable[[bool], dict]  # progress -> cache dict (tensors and classes)
+    decode: Callable[[cache.CacheWriter, bool], list[str] | None]  # (writer, progress) -> classes, if named
 
 
 def _idx_source(folder: Path, files: list[Path], num_classes: int) -> Source:
-    def decode(progress: bool) -> dict:
-        train_x, train_y = idx.load_idx_split(files[0], files[1], num_classes)
-        test_x, test_y = idx.load_idx_split(files[2], files[3], num_classes)
-        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    def decode(writer: cache.CacheWriter, progress: bool) -> None:
+        writer.add("train", *idx.load_idx_split(files[0], files[1], num_classes))
+        writer.add("test", *idx.load_idx_split(files[2], files[3], num_classes))
 
     return Source(files, f"{folder} (IDX)", decode)
 
@@ -123,7 +125,7 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
                 if (batches / cifar.META).is_file():
                     files.append(batches / cifar.META)
                 return Source(files, f"{batches} (canonical python batches)",
-                              lambda progress, folder=batches: cifar.load_batches(folder))
+                              lambda writer, progress, folder=batches: cifar.write_batches(folder, writer))
             looked.append((batches, "missing " + ", ".join(missing)))
         else:
             looked.append((batches, "no such folder"))
@@ -138,8 +140,8 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
                 files = [train, test] if kind == "zip" else sorted(
                     p for split in (train, test) for p in split.rglob("*") if p.is_file())
 
-                def decode(progress, train=train, test=test):
-                    return images.load_folders(train, test, shape, progress)
+                def decode(writer, progress, train=train, test=test):
+                    return images.write_folders(train, test, shape, writer, progress)
 
                 return Source(files, f"{folder} (class-folder {kind}; JPEG copies differ slightly "
                               "from the canonical pixels)", decode)
@@ -202,23 +204,22 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
     if subset is not None:
         positive_int("subset", subset, "an integer >= 1 or None")
     source = find(name, data_roots(roots))
-    data = cache.cached(name, source.files, lambda: _decode(name, spec, source, progress), cache_dir)
-    tensors = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}
-    if subset is not None:
-        tensors = {k: v[:subset].clone() for k, v in tensors.items()}
+    data = cache.cached(name, source.files, lambda writer: _decode(name, spec, source, writer, progress),
+                        cache_dir)
+    # copies only the kept examples out of the mapped cache: a subset never reads the whole split
+    tensors = {k: torch.from_numpy(np.array(data[k][:subset])) for k in cache.ARRAYS}
     return Dataset(name=name, classes=list(data["classes"]), mean=data["mean"], std=data["std"],
                    augmentation=spec.augmentation, source=source.description, **tensors)
 
 
-def _decode(name: str, spec: Spec, source: Source, progress: bool) -> dict:
-    data = source.decode(progress)
-    data.setdefault("classes", list(spec.classes))
-    for split in ("train_x", "test_x"):
-        shape = tuple(data[split].shape[1:])
-        if shape != spec.input_shape:
-            raise idx.DataError(f"{source.description}: {split} images have shape {shape}; "
+def _decode(name: str, spec: Spec, source: Source, writer: cache.CacheWriter, progress: bool) -> list[str]:
+    classes = source.decode(writer, progress) or list(spec.classes)
+    for split in cache.SPLITS:
+        shape = writer.image_shape(split)
+        if shape is not None and shape != spec.input_shape:
+            raise idx.DataError(f"{source.description}: {split}_x images have shape {shape}; "
                                 f"{name} expects {spec.input_shape}")
-    if len(data["classes"]) != len(spec.classes):
-        raise idx.DataError(f"{source.description}: {len(data['classes'])} classes "
-                            f"({', '.join(data['classes'])}); {name} has {len(spec.classes)}")
-    return data
+    if len(classes) != len(spec.classes):
+        raise idx.DataError(f"{source.description}: {len(classes)} classes "
+                            f"({', '.join(classes)}); {name} has {len(spec.classes)}")
+    return classes

@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..io import RunError, eval_files, read_config, read_json
 from ..models import is_generator
 from ..nn import NeuronSpec
+from ..provenance import warn_if_stale
 from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
 from .tech import FLOAT_BITS
@@ -240,6 +241,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
         raise RunError(f"none of the runs has been evaluated (no eval-*.json in {', '.join(map(str, run_dirs))}); "
                        "run `pdnn eval RUN_DIR` first")
     dataset = check_one_dataset(runs)
+    warn_if_stale((run, path.name, read_json(path)) for run, _ in runs for path in eval_files(run))
     points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits)]
     result = tradeoff(points, tolerance)
     result["dataset"] = dataset
