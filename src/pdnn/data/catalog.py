@@ -159,11 +159,11 @@ def _find_celeba(roots: list[Path], looked: list) -> Source | None:
             images_dir = folder / celeba.FOLDER
             files = sorted(p for p in images_dir.iterdir() if p.is_file()) + extra
             return Source(files, f"{images_dir} (aligned images, {celeba.CROP}px centre crop to 64x64)",
-                          lambda progress: celeba.load_celeba(images_dir, partition, progress))
+                          lambda writer, progress: celeba.write_celeba(images_dir, partition, writer, progress))
         if (folder / celeba.ZIP).is_file():
             archive = folder / celeba.ZIP
             return Source([archive, *extra], f"{archive} (aligned images, {celeba.CROP}px centre crop to 64x64)",
-                          lambda progress: celeba.load_celeba(archive, partition, progress))
+                          lambda writer, progress: celeba.write_celeba(archive, partition, writer, progress))
         looked.append((folder, f"neither {celeba.FOLDER}/ nor {celeba.ZIP}"))
     return None
 

@@ -19,10 +19,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .idx import DataError
+from .images import CHUNK
 
 SIZE = 64
 CROP = 140
@@ -73,8 +73,9 @@ def preprocess(image) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BILINEAR))
 
 
-def load_celeba(source: Path, partition: Path | None, progress: bool = True) -> dict:
-    """Both splits as the cache stores them (see the module docstring)."""
+def write_celeba(source: Path, partition: Path | None, writer, progress: bool = True) -> None:
+    """Decode both splits into the cache ``writer`` (see the module docstring), :data:`CHUNK`
+    images at a time so that memory stays bounded whatever the number of images."""
     from PIL import Image
 
     names = _entries(source)
@@ -86,21 +87,25 @@ def load_celeba(source: Path, partition: Path | None, progress: bool = True) -> 
         if not chosen[part]:
             raise DataError(f"{source}: no {what} images (official partition) among its {len(names)} images")
     zf = None if source.is_dir() else zipfile.ZipFile(source)
-    out = {}
     try:
         for part, key in ((0, "train"), (2, "test")):
-            pixels = np.empty((len(chosen[part]), SIZE, SIZE, 3), dtype=np.uint8)
-            for k, name in enumerate(tqdm(chosen[part], desc=f"decoding CelebA {key}", unit="img",
-                                          disable=not progress, mininterval=0.5)):
-                data = (source / name).read_bytes() if zf is None else zf.read(f"{FOLDER}/{name}")
-                try:
-                    with Image.open(io.BytesIO(data)) as im:
-                        pixels[k] = preprocess(im)
-                except Exception as err:  # Pillow raises many types for bad files
-                    raise DataError(f"{source}: cannot decode {name!r} ({err})") from err
-            out[f"{key}_x"] = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-            out[f"{key}_y"] = torch.zeros(len(pixels), dtype=torch.int64)
+            entries = chosen[part]
+            chunk = np.empty((min(CHUNK, len(entries)), SIZE, SIZE, 3), dtype=np.uint8)
+            bar = tqdm(total=len(entries), desc=f"decoding CelebA {key}", unit="img", disable=not progress,
+                       mininterval=0.5)
+            for start in range(0, len(entries), CHUNK):
+                part_names = entries[start:start + CHUNK]
+                for k, name in enumerate(part_names):
+                    data = (source / name).read_bytes() if zf is None else zf.read(f"{FOLDER}/{name}")
+                    try:
+                        with Image.open(io.BytesIO(data)) as im:
+                            chunk[k] = preprocess(im)
+                    except Exception as err:  # Pillow raises many types for bad files
+                        raise DataError(f"{source}: cannot decode {name!r} ({err})") from err
+                writer.add(key, chunk[:len(part_names)].transpose(0, 3, 1, 2),
+                           np.zeros(len(part_names), dtype=np.int64))
+                bar.update(len(part_names))
+            bar.close()
     finally:
         if zf is not None:
             zf.close()
-    return out
