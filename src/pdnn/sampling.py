@@ -33,7 +33,9 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .adaptive import StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
+from .errors import UsageError
 from .foldcheck import first_rows, fold_mismatch, stack, suspended_hooks, unfold
 from .nn import is_stochastic
 from .tracing import Tracer
@@ -258,6 +260,9 @@ class SampledModel(nn.Module):
             train/eval modes, argument shapes and values), so replacing submodules is seen.
             Outputs may be tensors or tuples, lists and dicts of them.
         samples: T, the number of samples (integer >= 1); may be changed on a live object.
+            ``"auto"``: T chosen per input by a stopping rule (:mod:`pdnn.adaptive`), up to
+            ``max_samples``, at predictive error level ``error``; ``last_samples`` then holds
+            each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
@@ -280,6 +285,9 @@ class SampledModel(nn.Module):
         reduce: str = "mean",
         aggregate: str = "network",
         seed: int | None = None,
+        max_samples: int = 50,
+        error: float = 0.01,
+        rule: str = "predictive",
     ):
         super().__init__()
         one_of("reduce", reduce, REDUCTIONS)
@@ -289,18 +297,22 @@ class SampledModel(nn.Module):
         self.aggregate = aggregate
         self.samples = samples
         self.seed = seed
+        self.stopping = StoppingRule(max_samples, error, rule)
+        if samples == "auto" and (reduce, aggregate) != ("mean", "network"):
+            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
+        self.last_samples: torch.Tensor | None = None
         self._generators: dict[str, torch.Generator] = {}
         self._graphs: dict[int, nn.Module] = {}  # layer aggregation, by T
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
 
     @property
-    def samples(self) -> int:
+    def samples(self) -> int | str:
         return self._samples
 
     @samples.setter
-    def samples(self, value: int) -> None:
-        self._samples = check_samples(value)
+    def samples(self, value: int | str) -> None:
+        self._samples = value if value == "auto" else check_samples(value)
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
         """The seeded generator for ``device`` (created on first use), or ``None`` if unseeded."""
@@ -317,7 +329,7 @@ class SampledModel(nn.Module):
         ``kwargs`` go to the model's forward."""
         if not isinstance(x, torch.Tensor) or x.dim() == 0:
             raise ValueError("SampledModel expects a batched tensor input [B, ...]")
-        samples = self.samples if samples is None else check_samples(samples)
+        samples = check_samples(self.samples if samples is None else samples)
         stochastic = [m for m in self.model.modules() if is_stochastic(m)]
         generator = self.generator(x.device)
         saved = [m.generator for m in stochastic]
@@ -333,6 +345,11 @@ class SampledModel(nn.Module):
                 m.generator = g
 
     def forward(self, x: torch.Tensor, *args, **kwargs):
+        if self.samples == "auto":
+            if kwargs:  # the rounds pick rows of the positional arguments only
+                raise UsageError(f'samples="auto" passes positional arguments only, got keywords {sorted(kwargs)}')
+            mean, self.last_samples = adaptive_sample(self.sample, x, *args, rule=self.stopping)
+            return mean
         return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
 
     def plan(self, x: torch.Tensor, *args, **kwargs) -> str:
