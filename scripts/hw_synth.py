@@ -1,7 +1,8 @@
 """Synthesis measurements of the p-bit datapath (results/hardware/synth.json).
 
-Usage: python scripts/hw_synth.py [OUT_DIR]   (default results/hardware; resumes: entries already
-in synth.json are kept)
+Usage: python scripts/hw_synth.py PART [OUT_DIR]   PART: xilinx | ice40 (the unit sweep for that
+family, OUT_DIR/synth-units-PART.json) or core (OUT_DIR/synth-core.json); OUT_DIR defaults to
+results/hardware; entries already in the file are kept (the parts can run in parallel)
 
 * MAC against AC units over b_w in {4, 8, 16} and n in {16, 64, 256}, b_a = 8, for Yosys's
   synth_xilinx (-nodsp) and synth_ice40;
@@ -22,8 +23,10 @@ from pdnn.hw import fixed, rtl, synth
 ACT_BITS = 8
 
 
-def main(out: Path) -> None:
-    path = out / "synth.json"
+def main(part: str, out: Path) -> None:
+    if part not in (*synth.FAMILIES, "core"):
+        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core; got {part!r}")
+    path = out / ("synth-core.json" if part == "core" else f"synth-units-{part}.json")
     results = json.loads(path.read_text()) if path.exists() else {"units": {}, "core": {}}
 
     def save():
@@ -31,10 +34,11 @@ def main(out: Path) -> None:
         tmp.write_text(json.dumps(results, indent=1) + "\n")
         tmp.replace(path)
 
-    for family in synth.FAMILIES:
+    for family in [part] if part != "core" else []:
         for bw in (4, 8, 16):
             for n in (16, 64, 256):
-                for unit_name, unit in synth.units(ACT_BITS, bw, n).items():
+                for unit_name in synth.UNITS:
+                    unit = synth.unit(unit_name, ACT_BITS, bw, n)
                     key = f"{family}/{unit_name}/bw{bw}/n{n}"
                     if key in results["units"]:
                         continue
@@ -46,6 +50,8 @@ def main(out: Path) -> None:
                     results["units"][key] = r
                     save()
                     print(key, r["lut"], r["ff"], r["carry"], flush=True)
+    if part != "core":
+        return
     net = fixed.load(out / "export")
     for arrangement in ("per-neuron", "shared"):
         variant = replace(net, rng=arrangement)
@@ -63,4 +69,6 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/hardware"))
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    main(sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "results/hardware"))

@@ -14,7 +14,7 @@ from ..malloc import keep_large_buffers
 from ..runs import RunError
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = ("demo", "train", "evaluate", "plot", "study", "convert", "energy")
+_COMMANDS = ("demo", "train", "evaluate", "plot", "study", "convert", "energy", "hw")
 
 
 def build_parser() -> argparse.ArgumentParser:

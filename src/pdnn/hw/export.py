@@ -95,34 +95,37 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
     return fixed.FixedNet(layers, input_bits, weight_bits, random_bits, max_samples, arrangement, net.meta)
 
 
-def from_run(run_dir: Path | str, **kwargs) -> tuple[fixed.FixedNet, dict]:
+def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet, dict]:
     """Load a run (weights and config) and its dataset's statistics; return ``(net, config)``."""
     from ..runs import load_model
 
     model, config = load_model(run_dir)
-    stats = dataset_stats(config["data"]["dataset"])
-    return to_fixed(model, config, *stats, **kwargs), config
+    dataset = config["data"]["dataset"]
+    net = to_fixed(model, config, *dataset_stats(dataset, roots), **kwargs)
+    net.meta["dataset"] = dataset
+    return net, config
 
 
-def dataset_stats(name: str) -> tuple[float, float]:
+def dataset_stats(name: str, roots=None) -> tuple[float, float]:
     from ..data import catalog
 
-    ds = catalog.load(name, progress=False)
+    ds = catalog.load(name, roots, progress=False)
     if ds.mean.numel() != 1:
         raise ValueError(f"dataset {name!r} has {ds.mean.numel()} channels; the core reads one-channel images")
     return float(ds.mean[0]), float(ds.std[0])
 
 
-def test_images(name: str, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def test_images(name: str, count: int | None = None, roots=None) -> tuple[np.ndarray, np.ndarray]:
     """The first ``count`` test images (uint8, flattened) and labels of dataset ``name``."""
     from ..data import catalog
 
-    ds = catalog.load(name, progress=False)
+    ds = catalog.load(name, roots, progress=False)
     x, y = ds.test_x[:count], ds.test_y[:count]
     return x.reshape(len(x), -1).numpy().astype(np.uint8), y.numpy().astype(np.int64)
 
 
-def float_accuracy(run_dir: Path | str, images: np.ndarray, labels: np.ndarray, samples: int, seed: int = 0) -> float:
+def float_accuracy(run_dir: Path | str, images: np.ndarray, labels: np.ndarray, samples: int, seed: int = 0,
+                   roots=None) -> float:
     """Accuracy of the run's float p-DNN (mean of ``samples`` sampled logits) on ``images``."""
     import torch
 
@@ -131,7 +134,7 @@ def float_accuracy(run_dir: Path | str, images: np.ndarray, labels: np.ndarray, 
     from ..sampling import SampledModel
 
     model, config = load_model(run_dir)
-    ds = catalog.load(config["data"]["dataset"], progress=False)
+    ds = catalog.load(config["data"]["dataset"], roots, progress=False)
     x = ds.normalize(torch.from_numpy(images).reshape(-1, *ds.input_shape))
     sampled = SampledModel(model, samples=samples, seed=seed).eval()
     with torch.no_grad():

@@ -81,8 +81,15 @@ def synthesize(component, family: str, workdir, top: str = "top") -> dict:
     return {"family": family, "cells": dict(sorted(cells.items())), **counts}
 
 
-def units(act_bits: int, weight_bits: int, n: int) -> dict:
-    """The two synapse units compared: ``{"mac": MACUnit, "ac": ACUnit}`` for fan-in ``n``."""
+UNITS = ("mac", "ac")
+
+
+def unit(name: str, act_bits: int, weight_bits: int, n: int):
+    """One of the synapse units compared (``mac`` or ``ac``) for fan-in ``n``."""
     from .rtl import ACUnit, MACUnit
 
-    return {"mac": MACUnit(act_bits, weight_bits, n), "ac": ACUnit(weight_bits, n)}
+    if name == "mac":
+        return MACUnit(act_bits, weight_bits, n)
+    if name == "ac":
+        return ACUnit(weight_bits, n)
+    raise ValueError(f"unknown unit {name!r}; expected one of {', '.join(UNITS)}")
