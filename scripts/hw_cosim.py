@@ -1,11 +1,11 @@
 """Bit-exact co-simulation of the RTL against the fixed-point reference, and accuracy against T.
 
-Usage: python scripts/hw_cosim.py [OUT_DIR]   (default results/hardware; reads OUT_DIR/export and
-OUT_DIR/run, writes OUT_DIR/cosim.json and OUT_DIR/accuracy.json; each part is skipped when its
-entry is already there)
+Usage: python scripts/hw_cosim.py PART [OUT_DIR]   PART: layer, core or accuracy (they can run in
+parallel); OUT_DIR defaults to results/hardware; reads OUT_DIR/export and OUT_DIR/run, writes
+OUT_DIR/cosim-PART.json (accuracy: OUT_DIR/accuracy.json); entries already there are kept
 
-* layer: hidden layer 1 (64 -> 64, AC) under Amaranth's simulator on 1000 random +-1 vectors,
-  for both generator arrangements; every output bit compared;
+* layer: hidden layer 1 (64 -> 64, AC) under Amaranth's simulator on 1000 random +-1 vectors
+  with one generator per neuron, and 300 with the shared generator; every output bit compared;
 * core: the whole core as Verilog (Amaranth -> Yosys) under Icarus Verilog on the first 200
   test images at T = 1 and T = 10; decisions and class totals compared; the first 5 images
   also under Amaranth's own simulator;
@@ -26,8 +26,10 @@ import numpy as np
 from pdnn.hw import export, fixed, sim
 
 
-def main(out: Path) -> None:
-    path = out / "cosim.json"
+def main(part: str, out: Path) -> None:
+    if part not in ("layer", "core", "accuracy"):
+        raise SystemExit(f"part must be layer, core or accuracy; got {part!r}")
+    path = out / f"cosim-{part}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
 
     def save(name, obj, target=path):
@@ -37,7 +39,7 @@ def main(out: Path) -> None:
 
     net = fixed.load(out / "export")
     images, labels = export.test_images("fashion-mnist")
-    for arrangement, count in (("per-neuron", 1000), ("shared", 1000)):
+    for arrangement, count in (("per-neuron", 1000), ("shared", 300)) if part == "layer" else ():
         key = f"layer1/{arrangement}"
         if key in results:
             continue
@@ -52,7 +54,7 @@ def main(out: Path) -> None:
         save(key, results)
         print(key, results[key], flush=True)
     key = "core/amaranth/T2"
-    if key not in results:
+    if part == "core" and key not in results:
         start = time.time()
         totals, decisions, cycles = sim.simulate_core(net, images[:5], 2)
         ref_totals, ref_decisions = fixed.reference(net, images[:5], 2)
@@ -62,7 +64,7 @@ def main(out: Path) -> None:
                         "seconds": round(time.time() - start, 1)}
         save(key, results)
         print(key, results[key], flush=True)
-    for samples in (1, 10):
+    for samples in (1, 10) if part == "core" else ():
         key = f"core/iverilog/T{samples}"
         if key in results:
             continue
@@ -78,7 +80,7 @@ def main(out: Path) -> None:
         save(key, results)
         print(key, results[key], flush=True)
     acc_path = out / "accuracy.json"
-    if not acc_path.exists():
+    if part == "accuracy" and not acc_path.exists():
         rows = []
         for samples in (1, 2, 4, 10, 32):
             _, decisions = fixed.reference(net, images, samples)
@@ -89,4 +91,6 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/hardware"))
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    main(sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "results/hardware"))

