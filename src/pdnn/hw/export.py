@@ -52,19 +52,18 @@ def split_layers(model) -> tuple[list[tuple], object]:
 
 
 def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8, random_bits: int = 8,
-             input_bits: int = 8, max_samples: int = 64, arrangement: str = "per-neuron") -> fixed.FixedNet:
-    """Fold and quantise ``model`` (a reference MLP in eval mode) for the core."""
+             max_samples: int = 64, arrangement: str = "per-neuron") -> fixed.FixedNet:
+    """Fold and quantise ``model`` (a reference MLP in eval mode) for the core, which reads 8-bit pixels."""
     if config["model"].get("name") != "mlp":
         raise ValueError(f"run model {config['model'].get('name')!r} is not supported; the datapath supports {SUPPORTED}")
     for what, v, lo, hi in (("weight bits", weight_bits, 2, 16), ("random bits", random_bits, 1, 12),
-                            ("input bits", input_bits, 1, 16), ("max samples", max_samples, 1, 4096)):
+                            ("max samples", max_samples, 1, 4096)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ValueError(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
     hidden, out = split_layers(model)
-    pixel_scale = 1.0 / ((2**input_bits - 1) * std)
+    pixel_scale = 1.0 / (255 * std)
     pixel_shift = -mean / std
-    layers: list[fixed.Layer] = []
-    net = fixed.FixedNet([], input_bits, weight_bits, random_bits, max_samples, arrangement)
+    net = fixed.FixedNet([], 8, weight_bits, random_bits, max_samples, arrangement)
     scales = []
     for k, (lin, bn, neuron) in enumerate(hidden):
         w = _np(lin.weight)
@@ -78,21 +77,20 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
         a = neuron.beta * gamma / sd
         c = neuron.beta * (gamma * (b - _np(bn.running_mean)) / sd + shift)
         wq, s = fixed.quantise_rows(w * a[:, None], weight_bits)
-        layers.append(fixed.Layer(wq, None, "mac" if k == 0 else "ac"))
-        net.layers = layers
-        layers[-1].thresholds = fixed.thresholds_for(s, c, random_bits, net.threshold_bits(k))
+        net.layers.append(fixed.Layer(wq, None, "mac" if k == 0 else "ac"))
+        net.layers[k].thresholds = fixed.thresholds_for(s, c, random_bits, net.threshold_bits(k))  # width needs the layer
         scales.append(s)
     w3, b3 = _np(out.weight), _np(out.bias) if out.bias is not None else np.zeros(out.weight.shape[0])
     wq, s = fixed.quantise_rows(w3, weight_bits)
     limit = 2 ** (weight_bits - 1) - 1
     bq = np.round(b3 / s)
     clipped = int(np.sum(np.abs(bq) > limit))
-    layers.append(fixed.Layer(np.concatenate([wq, np.clip(bq, -limit, limit).astype(np.int64)[:, None]], 1), None, "ac"))
+    net.layers.append(fixed.Layer(np.concatenate([wq, np.clip(bq, -limit, limit).astype(np.int64)[:, None]], 1),
+                                  None, "ac"))
     scales.append(s)
-    net.layers = layers
     net.meta = {"weight_scales": scales, "output_bias_clipped": clipped,
                 "beta": [float(n.beta) for _, _, n in hidden], "model": config["model"]}
-    return fixed.FixedNet(layers, input_bits, weight_bits, random_bits, max_samples, arrangement, net.meta)
+    return net
 
 
 def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet, dict]:
