@@ -81,8 +81,10 @@ def random_indices(arrangement: str, layer: int, neurons: int, bits: int, start:
     if arrangement == "per-neuron":
         s = states(seeds(layer, neurons), start, count)
         return (s & np.uint32(2**bits - 1)).astype(np.int64)
-    s = states(seeds(layer, 1), start, count)[:, 0].astype(np.int64)  # [count]
+    s = states(seeds(layer, 1), start, count)[:, 0].astype(np.int64)[:, None]  # [count, 1]
     taps = tap_triples(layer, neurons, bits)  # [neurons, bits, 3]
-    picked = (s[:, None, None, None] >> taps[None]) & 1  # [count, neurons, bits, 3]
-    parity = np.bitwise_xor.reduce(picked, axis=-1)  # [count, neurons, bits]
-    return (parity << np.arange(bits)).sum(-1)
+    out = np.zeros((count, neurons), dtype=np.int64)
+    for m in range(bits):
+        a, b, c = taps[:, m, 0], taps[:, m, 1], taps[:, m, 2]
+        out |= (((s >> a) ^ (s >> b) ^ (s >> c)) & 1) << m
+    return out
