@@ -48,16 +48,19 @@ def units_table(out: Path) -> list[str]:
 
 
 def core_table(out: Path) -> list[str]:
-    data = _load(out / "synth-core.json")
-    if not data or not data.get("core"):
+    core = {**((_load(out / "synth-generators.json") or {}).get("core", {})),
+            **((_load(out / "synth-core.json") or {}).get("core", {}))}
+    if not core:
         return ["No core synthesis yet.", ""]
-    core = data["core"]
     lines = ["| generators | core LUT / FF / CARRY / RAM | generators LUT / FF | generators' share of LUTs / FFs |",
              "|---|---|---|---:|"]
     for arrangement in ("per-neuron", "shared"):
         c, g = core.get(f"xilinx/core/{arrangement}"), core.get(f"xilinx/generators/{arrangement}")
-        if not c or not g:
+        if not g:
             lines.append(f"| {arrangement} | not measured | | |")
+            continue
+        if not c:
+            lines.append(f"| {arrangement} | not measured | {g['lut']} / {g['ff']} | |")
             continue
         lines.append(f"| {arrangement} | {c['lut']} / {c['ff']} / {c['carry']} / {c['ram']} | {g['lut']} / {g['ff']} | "
                      f"{100 * g['lut'] / c['lut']:.1f}% / {100 * g['ff'] / c['ff']:.1f}% |")

@@ -1,8 +1,8 @@
 """Synthesis measurements of the p-bit datapath (results/hardware/synth.json).
 
 Usage: python scripts/hw_synth.py PART [OUT_DIR]   PART: xilinx | ice40 (the unit sweep for that
-family, OUT_DIR/synth-units-PART.json) or core (OUT_DIR/synth-core.json); OUT_DIR defaults to
-results/hardware; entries already in the file are kept (the parts can run in parallel)
+family, OUT_DIR/synth-units-PART.json), core or generators (OUT_DIR/synth-PART.json); OUT_DIR
+defaults to results/hardware; entries already in the file are kept (the parts can run in parallel)
 
 * MAC against AC units over b_w in {4, 8, 16} and n in {16, 64, 256}, b_a = 8, for Yosys's
   synth_xilinx (-nodsp) and synth_ice40;
@@ -24,9 +24,9 @@ ACT_BITS = 8
 
 
 def main(part: str, out: Path) -> None:
-    if part not in (*synth.FAMILIES, "core"):
-        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core; got {part!r}")
-    path = out / ("synth-core.json" if part == "core" else f"synth-units-{part}.json")
+    if part not in (*synth.FAMILIES, "core", "generators"):
+        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core, generators; got {part!r}")
+    path = out / (f"synth-units-{part}.json" if part in synth.FAMILIES else f"synth-{part}.json")
     results = json.loads(path.read_text()) if path.exists() else {"units": {}, "core": {}}
 
     def save():
@@ -34,7 +34,7 @@ def main(part: str, out: Path) -> None:
         tmp.write_text(json.dumps(results, indent=1) + "\n")
         tmp.replace(path)
 
-    for family in [part] if part != "core" else []:
+    for family in [part] if part in synth.FAMILIES else []:
         for bw in (4, 8, 16):
             for n in (16, 64, 256):
                 for unit_name in synth.UNITS:
@@ -50,15 +50,14 @@ def main(part: str, out: Path) -> None:
                     results["units"][key] = r
                     save()
                     print(key, r["lut"], r["ff"], r["carry"], flush=True)
-    if part != "core":
+    if part in synth.FAMILIES:
         return
     net = fixed.load(out / "export")
     for arrangement in ("per-neuron", "shared"):
         variant = replace(net, rng=arrangement)
-        for part, component in (("core", rtl.Core(variant)), ("generators", rtl.Generators(variant))):
-            key = f"xilinx/{part}/{arrangement}"
-            if key in results["core"]:
-                continue
+        key = f"xilinx/{part}/{arrangement}"
+        if key not in results["core"]:
+            component = rtl.Core(variant) if part == "core" else rtl.Generators(variant)
             start = time.time()
             with tempfile.TemporaryDirectory() as work:
                 r = synth.synthesize(component, "xilinx", work)
