@@ -74,8 +74,9 @@ def cosim_table(out: Path) -> list[str]:
     lines = ["| what | simulator | compared | different |", "|---|---|---|---:|"]
     for key, r in data.items():
         if key.startswith("layer"):
-            lines.append(f"| {key}: {r['vectors']} random input vectors | {r['simulator']} | {r['bits_compared']} output bits | "
-                         f"{r['bits_different']} |")
+            arrangement = key.split("/")[1]
+            lines.append(f"| hidden layer 1 (64 -> 64, AC), {arrangement} generators, {r['vectors']} random +-1 "
+                         f"input vectors | {r['simulator']} | {r['bits_compared']} output bits | {r['bits_different']} |")
         else:
             sim = key.split("/")[1]
             lines.append(f"| core, {r['images']} test images, T = {r['samples']} | {sim} | decisions and "

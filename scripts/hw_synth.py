@@ -1,13 +1,16 @@
 """Synthesis measurements of the p-bit datapath (results/hardware/synth.json).
 
 Usage: python scripts/hw_synth.py PART [OUT_DIR]   PART: xilinx | ice40 (the unit sweep for that
-family, OUT_DIR/synth-units-PART.json), core or generators (OUT_DIR/synth-PART.json); OUT_DIR
+family, OUT_DIR/synth-units-PART.json), core, generators or parts (OUT_DIR/synth-PART.json); OUT_DIR
 defaults to results/hardware; entries already in the file are kept (the parts can run in parallel)
 
 * MAC against AC units over b_w in {4, 8, 16} and n in {16, 64, 256}, b_a = 8, for Yosys's
   synth_xilinx (-nodsp) and synth_ice40;
 * the whole core of the exported network (OUT_DIR/export) and its generators alone, for one
-  generator per neuron and one shared generator with taps (synth_xilinx).
+  generator per neuron and one shared generator with taps (synth_xilinx);
+* parts: the core's per-neuron parts one at a time (a lane of each layer, a p-bit neuron of each
+  hidden layer with its real threshold table), so that the core's datapath can be counted as
+  lanes x count + neurons x count when the whole core is too slow to synthesise.
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ ACT_BITS = 8
 
 
 def main(part: str, out: Path) -> None:
-    if part not in (*synth.FAMILIES, "core", "generators"):
-        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core, generators; got {part!r}")
+    if part not in (*synth.FAMILIES, "core", "generators", "parts"):
+        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core, generators, parts; got {part!r}")
     path = out / (f"synth-units-{part}.json" if part in synth.FAMILIES else f"synth-{part}.json")
     results = json.loads(path.read_text()) if path.exists() else {"units": {}, "core": {}}
 
@@ -53,6 +56,23 @@ def main(part: str, out: Path) -> None:
     if part in synth.FAMILIES:
         return
     net = fixed.load(out / "export")
+    if part == "parts":
+        for k, layer in enumerate(net.layers):
+            pieces = {"lane": (rtl.MACUnit(net.input_bits, net.weight_bits, layer.n_in, net.acc_bits(k))
+                               if layer.kind == "mac" else rtl.ACUnit(net.weight_bits, layer.n_in, net.acc_bits(k)))}
+            if layer.thresholds is not None:
+                pieces["neuron"] = rtl.PBitNeuron(layer.thresholds[0], net.acc_bits(k), net.random_bits)
+            for name, component in pieces.items():
+                key = f"xilinx/layer{k}/{name}"
+                if key in results["core"]:
+                    continue
+                with tempfile.TemporaryDirectory() as work:
+                    r = synth.synthesize(component, "xilinx", work)
+                r.update(count=layer.n_out)
+                results["core"][key] = r
+                save()
+                print(key, r["lut"], r["ff"], r["carry"], flush=True)
+        return
     for arrangement in ("per-neuron", "shared"):
         variant = replace(net, rng=arrangement)
         key = f"xilinx/{part}/{arrangement}"
