@@ -64,6 +64,23 @@ def core_table(out: Path) -> list[str]:
             continue
         lines.append(f"| {arrangement} | {c['lut']} / {c['ff']} / {c['carry']} / {c['ram']} | {g['lut']} / {g['ff']} | "
                      f"{100 * g['lut'] / c['lut']:.1f}% / {100 * g['ff'] / c['ff']:.1f}% |")
+    parts = (_load(out / "synth-parts.json") or {}).get("core", {})
+    if parts:
+        lines += ["", "Sum of parts (each part synthesised alone with `synth_xilinx -nodsp`, times its count in "
+                  "the core; the control, shift registers, arg-max and weight/image memories are left out):", "",
+                  "| part | LUT / FF / CARRY each | count |", "|---|---|---:|"]
+        lut = ff = 0
+        for key, r in parts.items():
+            lines.append(f"| {key.split('/', 1)[1]} | {r['lut']} / {r['ff']} / {r['carry']} | {r['count']} |")
+            lut += r["lut"] * r["count"]
+            ff += r["ff"] * r["count"]
+        lines += ["", f"Datapath without generators: {lut} LUTs, {ff} FFs.", "",
+                  "| generators | generators LUT / FF | share of datapath + generators, LUTs / FFs |", "|---|---|---:|"]
+        for arrangement in ("per-neuron", "shared"):
+            g = core.get(f"xilinx/generators/{arrangement}")
+            if g:
+                lines.append(f"| {arrangement} | {g['lut']} / {g['ff']} | {100 * g['lut'] / (lut + g['lut']):.1f}% / "
+                             f"{100 * g['ff'] / (ff + g['ff']):.1f}% |")
     return lines + [""]
 
 
