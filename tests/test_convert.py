@@ -373,20 +373,16 @@ def make_run(path, neuron="tanh", subset=None, seed=0):
     return model
 
 
-def test_convert_modules_depend_one_way():
-    """pdnn.convert is one module per idea, each importing only the ones before it (no cycles)."""
-    import ast
-    from pathlib import Path
+def test_loading_a_run_with_a_bad_conversion_names_its_config(tmp_path):
+    """The replay of a converted run is convert's (pdnn.convert.load_model, also pdnn.runs.load_model)."""
+    from pdnn.convert import load_model as convert_load_model
 
-    import pdnn.convert
-
-    order = ["methods", "sites", "rewrite", "batchnorm", "calibration", "rundir"]
-    folder = Path(pdnn.convert.__file__).parent
-    assert sorted(f.stem for f in folder.glob("*.py")) == sorted([*order, "__init__"])
-    for i, name in enumerate(order):
-        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                assert node.module in order[:i], f"{name}.py imports .{node.module}"
+    assert convert_load_model is load_model
+    make_run(tmp_path)
+    config = read_json(tmp_path / "config.json")
+    write_json(tmp_path / "config.json", {**config, "convert": {"method": "cosmic-rays"}})
+    with pytest.raises(RunError, match=r"config\.json: bad 'convert' section \(unknown conversion method 'cosmic-rays'"):
+        load_model(tmp_path)
 
 
 def test_cli_convert_round_trip_through_a_run_directory(tmp_path, capsys):

@@ -445,21 +445,6 @@ def test_layer_aggregation_flags_its_next_sample_column(small_nets):
     assert network["configs"][0]["next_sample_increase_pct"] == pytest.approx(100 * (e2 - e1) / e1)
 
 
-def test_energy_code_imports_no_training_code():
-    """The layering rule: energy reads a model, never trains one (pdnn.convert, models, runs are fine)."""
-    import ast
-
-    import pdnn.energy
-
-    forbidden = {"train", "evaluate", "experiments", "cli", "data", "plots"}
-    for file in Path(pdnn.energy.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(file.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                parts = node.module.split(".")
-                top = parts[0] if node.level == 2 else parts[1] if parts[0] == "pdnn" and len(parts) > 1 else None
-                assert top not in forbidden, f"{file.name} imports {node.module}"
-
-
 # --- the command line ---------------------------------------------------------------------------
 
 def _dataset_args(name: str, shape: str) -> list[str]:

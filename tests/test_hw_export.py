@@ -1,7 +1,6 @@
 """Export of a trained run to the fixed-point datapath, and the ``pdnn hw`` command end to end."""
 from __future__ import annotations
 
-import builtins
 import json
 import re
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pdnn.cli import hw as hw_cli
 from pdnn.cli import main
 from pdnn.hw import export, fixed
 from pdnn.models.reference import mlp
@@ -85,14 +85,8 @@ def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys):
 
 
 def test_cli_without_the_hw_extra_says_how_to_install(monkeypatch, capsys):
-    real_import = builtins.__import__
-
-    def no_amaranth(name, *args, **kwargs):
-        if name.startswith("amaranth"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_amaranth)
+    real = hw_cli.find_spec
+    monkeypatch.setattr(hw_cli, "find_spec", lambda name: None if name == "amaranth" else real(name))
     assert main(["hw", "synth", "--part", "ac"]) == 2
     assert "pip install -e '.[hw]'" in capsys.readouterr().err
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import positive_int
+from .errors import UsageError
 from .nn import is_stochastic
 from .sampling import SampledModel, check_samples
 
@@ -35,7 +38,7 @@ def parse_samples(text: str) -> list[int]:
         try:
             value = int(part)
         except ValueError:
-            raise ValueError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
+            raise UsageError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
         values.append(check_samples(value))
     return sorted(set(values))
 
@@ -48,7 +51,7 @@ def _pooled_correct(
     pool = repeats * max(samples)
     correct = {t: [0] * repeats for t in samples}
     sampler = SampledModel(model, reduce="none", seed=seed)
-    bar = tqdm(total=len(x), desc="eval", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=len(x), desc="eval", unit="img", disable=not (progress and sys.stderr.isatty()), leave=False)
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
         chunk = max(1, MAX_ROWS // len(xb))
@@ -73,7 +76,8 @@ def _layer_correct(
     seed: int, batch_size: int, prepare: Callable, progress: bool,
 ) -> dict[int, list[int]]:
     correct = {t: [0] * repeats for t in samples}
-    bar = tqdm(total=len(samples) * repeats, desc="eval (layer)", disable=not progress, leave=False)
+    bar = tqdm(total=len(samples) * repeats, desc="eval (layer)", disable=not (progress and sys.stderr.isatty()),
+               leave=False)
     for t in samples:
         for r in range(repeats):
             sampler = SampledModel(model, t, aggregate="layer", seed=seed + 1000 * r + t)
@@ -106,8 +110,7 @@ def accuracy_vs_samples(
     as fractions in [0, 1] and the standard deviation across repeats (0 for one repeat).
     """
     samples = sorted({check_samples(t) for t in samples})
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    positive_int("repeats", repeats)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
     model = model.eval()
@@ -133,52 +136,6 @@ def accuracy_vs_samples(
 def binomial_stderr(accuracy: float, n: int) -> float:
     """Standard error of an accuracy measured on ``n`` examples (for error bars in reports)."""
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
-
-
-def evaluate_run(
-    run_dir,
-    samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
-    repeats: int = 3,
-    aggregate: str = "network",
-    seed: int = 0,
-    roots: list[str] | None = None,
-    subset: int | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-) -> dict:
-    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``.
-
-    ``subset`` overrides the run's own subset (the first N test examples); by default the run is
-    evaluated on what it was trained with. Returns the JSON document.
-    """
-    import time
-    from pathlib import Path
-
-    from .data import load
-    from .runs import load_model, write_json
-
-    if aggregate not in ("network", "layer"):
-        raise ValueError(f"unknown aggregate {aggregate!r}; expected network or layer")
-    model, config = load_model(run_dir, map_location=device)
-    subset = subset if subset is not None else config["data"].get("subset")
-    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
-    began = time.perf_counter()
-    results = accuracy_vs_samples(model.to(device), data.test_x, data.test_y, samples, repeats, aggregate,
-                                  seed, prepare=data.normalize, progress=progress)
-    document = {
-        "run": str(run_dir),
-        "dataset": config["data"]["dataset"],
-        "split": "test",
-        "examples": len(data.test_y),
-        "aggregate": aggregate,
-        "deterministic": is_deterministic(model),
-        "seed": seed,
-        "device": str(device),
-        "time_s": time.perf_counter() - began,
-        "results": results,
-    }
-    write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
-    return document
 
 
 def format_table(document: dict) -> str:

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .runs import read_config, read_json  # noqa: E402
+from .io import read_config, read_json, save_figure  # noqa: E402
 
 
 def run_label(run_dir: Path, config: dict) -> str:
@@ -60,8 +60,4 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -26,17 +26,14 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
+from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .nn import is_stochastic
-
-REDUCTIONS = ("mean", "vote", "none")
-AGGREGATIONS = ("network", "layer")
+from .tracing import Tracer
 
 
 def check_samples(samples) -> int:
     """Return ``samples`` if it is an integer >= 1, else raise naming the value."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples (T) must be an integer >= 1, got {samples!r}")
-    return samples
+    return positive_int("samples (T)", samples)
 
 
 def repeat_samples(x, samples: int):
@@ -53,13 +50,10 @@ def average_samples(x: torch.Tensor, samples: int) -> torch.Tensor:
     return x.reshape(samples, -1, *x.shape[1:]).mean(0)
 
 
-class _Tracer(fx.Tracer):
-    """Traces only into modules that contain randomness: any module without a stochastic
-    descendant is deterministic as a whole and stays one opaque call (so user layers with
-    Python control flow inside do not defeat tracing)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not any(is_stochastic(sub) for sub in m.modules()) or is_stochastic(m)
+def _deterministic(m: nn.Module) -> bool:
+    """Traced only into modules that contain randomness: a module without a stochastic
+    descendant is deterministic as a whole and stays one opaque call (see :mod:`pdnn.tracing`)."""
+    return not any(is_stochastic(sub) for sub in m.modules())
 
 
 def _stochastic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
@@ -117,7 +111,7 @@ def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
 def build_sampled_graph(model: nn.Module, samples: int, aggregate: str) -> nn.Module | None:
     """Trace ``model`` and rewrite it for ``samples`` samples; ``None`` if it cannot be traced."""
     try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
+        gm = fx.GraphModule(model, Tracer(_deterministic).trace(model))
     except Exception as err:  # fx raises many types for untraceable code
         if aggregate == "layer":
             raise TypeError(
@@ -166,6 +160,7 @@ class SampledModel(nn.Module):
             global generator.
 
     Example:
+        >>> from pdnn.nn import PBit
         >>> net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
         >>> sampled = SampledModel(net, samples=10)
         >>> sampled(torch.randn(5, 4)).shape
@@ -181,12 +176,8 @@ class SampledModel(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
-        if aggregate not in AGGREGATIONS:
-            raise ValueError(
-                f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATIONS)}"
-            )
+        one_of("reduce", reduce, REDUCTIONS)
+        one_of("aggregate", aggregate, AGGREGATIONS)
         self.model = model
         self.reduce = reduce
         self.aggregate = aggregate
@@ -258,7 +249,6 @@ class SampledModel(nn.Module):
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
 
 
-LOSS_RULES = ("mean-output", "mean-loss")
 
 
 def sample_aware_loss(
@@ -293,8 +283,7 @@ def loss_of_samples(
     rule: str = "mean-output",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sample-aware loss of per-sample outputs ``[s, B, ...]``; see :func:`sample_aware_loss`."""
-    if rule not in LOSS_RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
+    one_of("rule", rule, LOSS_RULES)
     mean = outs.mean(0)
     if rule == "mean-output":
         return criterion(mean, y), mean

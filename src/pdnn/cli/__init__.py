@@ -2,31 +2,33 @@
 
 Each sub-command lives in its own module with ``add_parser(subparsers)``, which registers the
 command and sets ``run`` (a function of the parsed arguments returning an exit code).
-Expected failures (bad values, missing files or data) print one line naming the problem and
-exit with status 2; nothing is written over an existing result in that case.
+Expected failures -- a :class:`~pdnn.errors.UsageError` (bad values, names or data), a
+:class:`~pdnn.runs.RunError` (a missing or damaged run) or an ``OSError`` from the file system --
+print one line naming the problem and exit with status 2; nothing is written over an existing
+result in that case. Any other exception is a mistake in the program and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..errors import UsageError
+from ..io import RunError
 from ..malloc import keep_large_buffers
-from ..runs import RunError
+from . import convert, demo, energy, evaluate, hw, plot, study, train
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = ("demo", "train", "evaluate", "plot", "study", "convert", "energy", "hw")
+_COMMANDS = (demo, train, evaluate, plot, study, convert, energy, hw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
     parser = argparse.ArgumentParser(
         prog="pdnn",
         description="Probabilistic deep neural networks: train, sample, evaluate, account energy.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    for command in _COMMANDS:
+        command.add_parser(sub)
     return parser
 
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_large_buffers()
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, RunError, FileNotFoundError, OSError) as err:
+    except (UsageError, RunError, OSError) as err:
         print(f"pdnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

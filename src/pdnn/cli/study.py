@@ -1,9 +1,10 @@
 """``pdnn study``: the accuracy-versus-samples study (baselines, k-bit, p-DNNs, s x T matrix)."""
 from __future__ import annotations
 
+from ..checks import SCHEDULES
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
-from ..train import SCHEDULES, default_device
+from ..train import default_device
 from .common import add_device_option
 
 

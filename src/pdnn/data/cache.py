@@ -4,9 +4,9 @@ A cache file holds the decoded uint8 tensors (and the training split's channel s
 dataset read from one place. Its name is ``<dataset>-<where>-<stamp>.pt``: ``where`` hashes the
 source files' paths, ``stamp`` their sizes and modification times. A changed source therefore
 misses the cache and is decoded again (the stale file for the same place is then deleted), while
-copies of a dataset in two places coexist. Files are written to a temporary name in the cache
-directory and moved into place with ``os.replace``, so a reader (another DDP rank, a second job)
-sees either no file or a whole one. A cache file that cannot be read is rebuilt with a warning:
+copies of a dataset in two places coexist. Files are written by :func:`pdnn.io.atomic_write` (a
+temporary name in the cache directory, moved into place with ``os.replace``), so a reader (another
+DDP rank, a second job) sees either no file or a whole one. A cache file that cannot be read is rebuilt with a warning:
 the cache is an optimisation and must never be the reason a run fails.
 """
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from ..io import atomic_write
 
 FORMAT = 1  # bump when what a cache file holds changes; old files then miss
 _TENSORS = {"train_x": torch.uint8, "train_y": torch.int64, "test_x": torch.uint8,
@@ -75,24 +76,12 @@ def read(path: Path) -> dict | None:
 def write(path: Path, obj: dict) -> None:
     """Write ``obj`` to ``path`` atomically, and delete stale caches of the same source place.
     A cache directory that cannot be written is warned about, not fatal."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write(path, lambda f: torch.save(obj, f))
     except OSError as err:
         warnings.warn(f"could not write the data cache {path} ({err}); the dataset will be decoded "
                       "again next time (set PDNN_CACHE to a writable directory)", stacklevel=3)
         return
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     prefix = path.name.rsplit("-", 1)[0] + "-"
     for stale in path.parent.glob(f"{prefix}*.pt"):
         if stale != path:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..checks import positive_int
+from ..errors import UsageError
 from . import cache, cifar, idx, images
 from .dataset import Dataset
 from .locate import DatasetNotFound, data_roots, find_idx_files
@@ -70,7 +72,7 @@ def describe(name: str) -> dict:
 
 def _spec(name: str) -> Spec:
     if name not in SPECS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     return SPECS[name]
 
 
@@ -172,8 +174,8 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
         (torch.Size([256, 1, 28, 28]), 10)
     """
     spec = _spec(name)
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
+    if subset is not None:
+        positive_int("subset", subset, "an integer >= 1 or None")
     source = find(name, data_roots(roots))
     data = cache.cached(name, source.files, lambda: _decode(name, spec, source, progress), cache_dir)
     tensors = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}

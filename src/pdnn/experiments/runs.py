@@ -1,19 +1,24 @@
 """Train-if-needed and evaluate-if-needed, so an experiment can be interrupted and rerun."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from ..evaluate import evaluate_run
 from ..models import ModelConfig
-from ..runs import CHECKPOINT, METRICS, read_json
+from ..runs import CHECKPOINT, METRICS, evaluate_run, read_json
 from ..train import TrainConfig, train
 
 
 def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: TrainConfig, **kwargs) -> list[dict]:
-    """Train ``run_dir`` to ``config.epochs`` epochs, resuming a partial run, skipping a finished one."""
+    """Train ``run_dir`` to ``config.epochs`` epochs, resuming a partial run, skipping a finished one
+    (a run with more epochs is kept as it is, with a warning)."""
+    config.validate()
     if (run_dir / METRICS).exists():
         metrics = read_json(run_dir / METRICS)
         if metrics and metrics[-1]["epoch"] >= config.epochs:
+            if metrics[-1]["epoch"] > config.epochs:
+                warnings.warn(f"{run_dir} has trained {metrics[-1]['epoch']} epochs and is kept as it is; --epochs "
+                              f"{config.epochs} is ignored (delete the folder to train {config.epochs})", stacklevel=2)
             return metrics
     return train(run_dir, model, dataset, config, resume=(run_dir / CHECKPOINT).exists(), **kwargs)
 

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..data import describe  # noqa: E402
+from ..io import save_figure, write_text  # noqa: E402
 from ..models import ModelConfig  # noqa: E402
 from ..plots import plot_accuracy_vs_samples  # noqa: E402
 from ..runs import read_json, write_json  # noqa: E402
@@ -77,7 +78,7 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     summary = summarise(out, spec)
     write_json(out / "summary.json", summary)
     draw_figures(out, spec, summary)
-    (out / "README.md").write_text(render_readme(out, spec, summary))
+    write_text(out / "README.md", render_readme(out, spec, summary))
     return summary
 
 
@@ -165,8 +166,7 @@ def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
         ax.set_title(f"{neuron}: accuracy (%)")
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(out / "train_test_matrix.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "train_test_matrix.png")
 
 
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:

@@ -16,7 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
+from ..data import catalog
+from ..errors import UsageError
+from ..nn import PBit
+from ..runs import load_model
+from ..sampling import SampledModel
 from . import fixed
 
 SUPPORTED = "pbit (bipolar p-bits) MLPs: `pdnn train --model mlp --neuron pbit`"
@@ -27,26 +34,22 @@ def _np(t) -> np.ndarray:
 
 
 def split_layers(model) -> tuple[list[tuple], object]:
-    """``([(linear, batchnorm, pbit), ...], output_linear)`` of a reference MLP, or a ValueError
+    """``([(linear, batchnorm, pbit), ...], output_linear)`` of a reference MLP, or a UsageError
     naming what the datapath supports."""
-    from torch import nn
-
-    from ..nn import PBit
-
     mods = [m for m in model.children() if not isinstance(m, nn.Flatten)]
     hidden, i = [], 0
     while i + 2 < len(mods):
         lin, bn, neuron = mods[i:i + 3]
         if not isinstance(neuron, PBit) or neuron.mode != "bipolar":
             kind = f"{type(neuron).__name__}" + (f"({neuron.mode})" if isinstance(neuron, PBit) else "")
-            raise ValueError(f"the datapath has no {kind} neuron; it supports {SUPPORTED}")
+            raise UsageError(f"the datapath has no {kind} neuron; it supports {SUPPORTED}")
         if not isinstance(lin, nn.Linear) or not isinstance(bn, nn.BatchNorm1d):
-            raise ValueError(f"layer {len(hidden)} is {type(lin).__name__} -> {type(bn).__name__}; "
+            raise UsageError(f"layer {len(hidden)} is {type(lin).__name__} -> {type(bn).__name__}; "
                              f"the datapath supports {SUPPORTED}")
         hidden.append((lin, bn, neuron))
         i += 3
     if i != len(mods) - 1 or not isinstance(mods[-1], nn.Linear) or not hidden:
-        raise ValueError(f"the model is not Linear -> BatchNorm1d -> PBit blocks and a Linear output; "
+        raise UsageError(f"the model is not Linear -> BatchNorm1d -> PBit blocks and a Linear output; "
                          f"the datapath supports {SUPPORTED}")
     return hidden, mods[-1]
 
@@ -55,11 +58,11 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
              max_samples: int = 64, arrangement: str = "per-neuron") -> fixed.FixedNet:
     """Fold and quantise ``model`` (a reference MLP in eval mode) for the core, which reads 8-bit pixels."""
     if config["model"].get("name") != "mlp":
-        raise ValueError(f"run model {config['model'].get('name')!r} is not supported; the datapath supports {SUPPORTED}")
+        raise UsageError(f"run model {config['model'].get('name')!r} is not supported; the datapath supports {SUPPORTED}")
     for what, v, lo, hi in (("weight bits", weight_bits, 2, 16), ("random bits", random_bits, 1, 12),
                             ("max samples", max_samples, 1, 4096)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
+            raise UsageError(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
     hidden, out = split_layers(model)
     pixel_scale = 1.0 / (255 * std)
     pixel_shift = -mean / std
@@ -95,8 +98,6 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
 
 def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet, dict]:
     """Load a run (weights and config) and its dataset's statistics; return ``(net, config)``."""
-    from ..runs import load_model
-
     model, config = load_model(run_dir)
     dataset = config["data"]["dataset"]
     net = to_fixed(model, config, *dataset_stats(dataset, roots), **kwargs)
@@ -105,18 +106,14 @@ def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet,
 
 
 def dataset_stats(name: str, roots=None) -> tuple[float, float]:
-    from ..data import catalog
-
     ds = catalog.load(name, roots, progress=False)
     if ds.mean.numel() != 1:
-        raise ValueError(f"dataset {name!r} has {ds.mean.numel()} channels; the core reads one-channel images")
+        raise UsageError(f"dataset {name!r} has {ds.mean.numel()} channels; the core reads one-channel images")
     return float(ds.mean[0]), float(ds.std[0])
 
 
 def test_images(name: str, count: int | None = None, roots=None) -> tuple[np.ndarray, np.ndarray]:
     """The first ``count`` test images (uint8, flattened) and labels of dataset ``name``."""
-    from ..data import catalog
-
     ds = catalog.load(name, roots, progress=False)
     x, y = ds.test_x[:count], ds.test_y[:count]
     return x.reshape(len(x), -1).numpy().astype(np.uint8), y.numpy().astype(np.int64)
@@ -125,12 +122,6 @@ def test_images(name: str, count: int | None = None, roots=None) -> tuple[np.nda
 def float_accuracy(run_dir: Path | str, images: np.ndarray, labels: np.ndarray, samples: int, seed: int = 0,
                    roots=None) -> float:
     """Accuracy of the run's float p-DNN (mean of ``samples`` sampled logits) on ``images``."""
-    import torch
-
-    from ..data import catalog
-    from ..runs import load_model
-    from ..sampling import SampledModel
-
     model, config = load_model(run_dir)
     ds = catalog.load(config["data"]["dataset"], roots, progress=False)
     x = ds.normalize(torch.from_numpy(images).reshape(-1, *ds.input_shape))

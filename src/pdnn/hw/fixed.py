@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from . import rng
 
 SPEC = "spec.json"
@@ -70,7 +71,7 @@ class FixedNet:
         for k, layer in enumerate(self.layers):
             wmax = 2 ** (self.weight_bits - 1) - 1
             if layer.weights.size and np.abs(layer.weights).max() > wmax:
-                raise ValueError(f"layer {k} has a weight outside +-{wmax} ({self.weight_bits}-bit)")
+                raise UsageError(f"layer {k} has a weight outside +-{wmax} ({self.weight_bits}-bit)")
 
     @property
     def hidden(self) -> list[Layer]:
@@ -128,9 +129,9 @@ def _parse_hex(text: str, bits: int, path: Path) -> np.ndarray:
         try:
             v = int(line, 16)
         except ValueError:
-            raise ValueError(f"{path}:{number}: {line!r} is not a hexadecimal word") from None
+            raise UsageError(f"{path}:{number}: {line!r} is not a hexadecimal word") from None
         if v >> bits:
-            raise ValueError(f"{path}:{number}: {line!r} is wider than {bits} bits")
+            raise UsageError(f"{path}:{number}: {line!r} is wider than {bits} bits")
         out.append(v - (1 << bits) if v >> (bits - 1) else v)
     return np.array(out, dtype=np.int64)
 
@@ -162,18 +163,18 @@ def load(folder: Path | str) -> FixedNet:
         raise FileNotFoundError(f"{path} not found; create it with `pdnn hw export RUN --out {folder}`")
     spec = json.loads(path.read_text())
     if spec.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {spec.get('format')!r}; expected {FORMAT!r}")
+        raise UsageError(f"{path} has format {spec.get('format')!r}; expected {FORMAT!r}")
     layers = []
     for k, desc in enumerate(spec["layers"]):
         w = _parse_hex((folder / desc["weights"]).read_text(), spec["weight_bits"], folder / desc["weights"])
         if w.size != desc["n_in"] * desc["n_out"]:
-            raise ValueError(f"{folder / desc['weights']} has {w.size} words; expected {desc['n_out']} x {desc['n_in']}")
+            raise UsageError(f"{folder / desc['weights']} has {w.size} words; expected {desc['n_out']} x {desc['n_in']}")
         t = None
         if desc["thresholds"] is not None:
             tp = folder / desc["thresholds"]
             t = _parse_hex(tp.read_text(), desc["threshold_bits"], tp)
             if t.size != desc["n_out"] * 2 ** spec["random_bits"]:
-                raise ValueError(f"{tp} has {t.size} words; expected {desc['n_out']} x {2 ** spec['random_bits']}")
+                raise UsageError(f"{tp} has {t.size} words; expected {desc['n_out']} x {2 ** spec['random_bits']}")
             t = t.reshape(desc["n_out"], -1)
         layers.append(Layer(w.reshape(desc["n_out"], desc["n_in"]), t, desc["kind"]))
     return FixedNet(layers, spec["input_bits"], spec["weight_bits"], spec["random_bits"],
@@ -200,13 +201,13 @@ def reference(net: FixedNet, images: np.ndarray, samples: int, start: int = 0) -
     """Class totals ``[N, classes]`` (output sums added over the samples) and decisions ``[N]`` for
     ``images`` (uint8, ``[N, n_in]``), sample ``g = start + n * samples + t`` for image n's sample t."""
     if not 1 <= samples <= net.max_samples:
-        raise ValueError(f"samples T must be in 1..{net.max_samples} (the core's totals are sized for it), got {samples}")
+        raise UsageError(f"samples T must be in 1..{net.max_samples} (the core's totals are sized for it), got {samples}")
     x = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
     first = net.layers[0]
     if x.shape[1] != first.n_in:
-        raise ValueError(f"images have {x.shape[1]} values each; the network expects {first.n_in}")
+        raise UsageError(f"images have {x.shape[1]} values each; the network expects {first.n_in}")
     if x.min(initial=0) < 0 or x.max(initial=0) >= 2**net.input_bits:
-        raise ValueError(f"pixels must be {net.input_bits}-bit unsigned integers")
+        raise UsageError(f"pixels must be {net.input_bits}-bit unsigned integers")
     n, g = len(x), len(x) * samples
     acc = np.repeat(x @ first.weights.T, samples, axis=0)  # [G, H]: computed once, used T times
     u = rng.random_indices(net.rng, 0, first.n_out, net.random_bits, start, g)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
+
 ARRANGEMENTS = ("per-neuron", "shared")
 TAPS = 3
 _MASK32 = np.uint32(0xFFFFFFFF)
@@ -24,7 +26,7 @@ _MASK32 = np.uint32(0xFFFFFFFF)
 
 def check_arrangement(name: str) -> str:
     if name not in ARRANGEMENTS:
-        raise ValueError(f"unknown RNG arrangement {name!r}; expected one of {', '.join(ARRANGEMENTS)}")
+        raise UsageError(f"unknown RNG arrangement {name!r}; expected one of {', '.join(ARRANGEMENTS)}")
     return name
 
 

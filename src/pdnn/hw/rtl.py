@@ -19,12 +19,15 @@ them (``tests/test_hw_rtl.py``) simulate each against :mod:`pdnn.hw.fixed` / :mo
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Const, Module, Signal, signed, unsigned
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from . import fixed, rng
+
+try:
+    from amaranth import Cat, Const, Module, Signal, signed, unsigned
+    from amaranth.lib.memory import Memory
+    from amaranth.lib.wiring import Component, In, Out
+except ImportError:  # without the hw extra this module still imports; `pdnn hw` says how to install it
+    Component = object
 
 
 def mac_acc_bits(act_bits: int, weight_bits: int, n: int) -> int:
@@ -35,7 +38,7 @@ def ac_acc_bits(weight_bits: int, n: int) -> int:
     return weight_bits + fixed.ceil_log2(n)
 
 
-class MACUnit(wiring.Component):
+class MACUnit(Component):
     """``acc <- 0`` on ``clear``, else ``acc <- acc + x * w`` on ``en``."""
 
     def __init__(self, act_bits: int, weight_bits: int, n: int, acc_bits: int | None = None):
@@ -52,7 +55,7 @@ class MACUnit(wiring.Component):
         return m
 
 
-class ACUnit(wiring.Component):
+class ACUnit(Component):
     """``acc <- 0`` on ``clear``, else ``acc <- acc + (w if x else -w)`` on ``en``."""
 
     def __init__(self, weight_bits: int, n: int, acc_bits: int | None = None):
@@ -71,7 +74,7 @@ class ACUnit(wiring.Component):
         return m
 
 
-class Xorshift32(wiring.Component):
+class Xorshift32(Component):
     """``state <- xorshift32(state)`` on ``en``; resets to ``seed``."""
 
     def __init__(self, seed: int):
@@ -90,7 +93,7 @@ class Xorshift32(wiring.Component):
         return m
 
 
-class PBitNeuron(wiring.Component):
+class PBitNeuron(Component):
     """``out = acc > thresholds[u]``: the p-bit's comparator and its threshold ROM."""
 
     def __init__(self, thresholds, acc_bits: int, random_bits: int):
@@ -127,7 +130,7 @@ def random_numbers(m: Module, name: str, arrangement: str, layer: int, neurons: 
             for i in range(neurons)]
 
 
-class Dense(wiring.Component):
+class Dense(Component):
     """A weight memory and one lane per output, streaming the rows 0..n_in-1 after ``start``.
 
     The row read at ``addr`` arrives one cycle later, when ``step`` is high; ``x`` must then hold
@@ -187,7 +190,7 @@ def neurons(m: Module, name: str, net: fixed.FixedNet, k: int, dense: Dense, ste
     return bits
 
 
-class PBitLayer(wiring.Component):
+class PBitLayer(Component):
     """Hidden AC layer ``k`` of ``net``: on ``start`` it reads the bit vector ``x`` (bit j = input j,
     1 = +1), and when ``done`` pulses ``bits`` holds its p-bit outputs; its generators then step."""
 
@@ -217,7 +220,7 @@ class PBitLayer(wiring.Component):
         return m
 
 
-class Core(wiring.Component):
+class Core(Component):
     """The p-DNN core. Load an image through (``image_addr``, ``image_data``, ``image_we``), set
     ``samples`` (T) and pulse ``start``; when ``done`` pulses, ``decision`` is the class and
     ``totals`` the class totals side by side (two's complement, class 0 in the low bits).
@@ -309,7 +312,7 @@ class Core(wiring.Component):
         return m
 
 
-class Generators(wiring.Component):
+class Generators(Component):
     """All hidden layers' random-number generators of ``net`` on their own (``u`` side by side),
     so that synthesis can count what they cost against the whole :class:`Core`."""
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from amaranth.sim import Simulator
 
+from ..errors import UsageError
 from . import fixed
 from .rtl import Core, PBitLayer
+from .synth import yosys
+
+try:
+    from amaranth.sim import Simulator
+except ImportError:  # without the hw extra; `pdnn hw` says how to install it
+    Simulator = None
 
 
 def _run(dut, bench) -> None:
@@ -52,7 +58,7 @@ def simulate_core(net: fixed.FixedNet, images: np.ndarray, samples: int, progres
     """The core on ``images`` (uint8 ``[N, n_in]``), one after another from reset, T = ``samples``.
     Returns ``(totals [N, classes], decisions [N], cycles)``; ``progress(i)`` is called per image."""
     if not 1 <= samples <= net.max_samples:
-        raise ValueError(f"samples T must be in 1..{net.max_samples}, got {samples}")
+        raise UsageError(f"samples T must be in 1..{net.max_samples}, got {samples}")
     images = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
     dut = Core(net)
     totals, decisions = [], []
@@ -119,8 +125,6 @@ def core_verilog(net: fixed.FixedNet, workdir) -> None:
     """Write the core as ``core.v`` in ``workdir`` (Amaranth's RTLIL, turned into Verilog by Yosys)."""
     from amaranth.back import rtlil
 
-    from .synth import yosys
-
     (Path(workdir) / "core.il").write_text(rtlil.convert(Core(net), name="pdnn_core"))
     yosys("read_rtlil core.il; proc; opt_clean; write_verilog -noattr core.v", workdir)
 
@@ -136,7 +140,7 @@ def simulate_core_verilog(net: fixed.FixedNet, images: np.ndarray, samples: int,
             raise FileNotFoundError(f"{tool} not found; install Icarus Verilog (e.g. `apt-get install iverilog`) "
                                     "or use the Python simulator")
     if not 1 <= samples <= net.max_samples:
-        raise ValueError(f"samples T must be in 1..{net.max_samples}, got {samples}")
+        raise UsageError(f"samples T must be in 1..{net.max_samples}, got {samples}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     images = np.asarray(images, dtype=np.int64).reshape(len(images), -1)

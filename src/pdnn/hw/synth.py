@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..errors import UsageError
+from .rtl import ACUnit, MACUnit
+
 FAMILIES = {
     "xilinx": "synth_xilinx -nodsp -flatten -top {top}",
     "ice40": "synth_ice40 -flatten -top {top}",
@@ -63,7 +66,7 @@ def synthesize(component, family: str, workdir, top: str = "top") -> dict:
     from amaranth.back import rtlil
 
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
+        raise UsageError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{top}.il").write_text(rtlil.convert(component, name=top))
@@ -86,10 +89,8 @@ UNITS = ("mac", "ac")
 
 def unit(name: str, act_bits: int, weight_bits: int, n: int):
     """One of the synapse units compared (``mac`` or ``ac``) for fan-in ``n``."""
-    from .rtl import ACUnit, MACUnit
-
     if name == "mac":
         return MACUnit(act_bits, weight_bits, n)
     if name == "ac":
         return ACUnit(weight_bits, n)
-    raise ValueError(f"unknown unit {name!r}; expected one of {', '.join(UNITS)}")
+    raise UsageError(f"unknown unit {name!r}; expected one of {', '.join(UNITS)}")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .synth import yosys
+
 GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
 _OPS = {
     "$_NOT_": lambda a: 1 - a["A"],
@@ -32,8 +34,6 @@ _OPS = {
 def gate_netlist(component, workdir) -> dict:
     """Synthesise an Amaranth component to generic gates; return Yosys's JSON netlist."""
     from amaranth.back import rtlil
-
-    from .synth import yosys
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)

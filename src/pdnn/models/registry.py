@@ -6,6 +6,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import UsageError
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -62,5 +64,5 @@ def create(name: str, **kwargs) -> nn.Module:
     """Build the reference model ``name`` (see :func:`available`), e.g.
     ``create("cnn", neuron="pbit", weight_bits=32, input_shape=(3, 32, 32))``."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(available())}")
+        raise UsageError(f"unknown model {name!r}; expected one of {', '.join(available())}")
     return _REGISTRY[name](**kwargs)
