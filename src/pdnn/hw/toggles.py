@@ -9,6 +9,7 @@ toggles per operation are a proxy of energy per operation (glitches and wire loa
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,6 @@ class GateSim:
                     visit(driver[b], (*stack, i))
             done.add(i)
             order.append(i)
-
-        import sys
 
         sys.setrecursionlimit(max(10000, sys.getrecursionlimit()))
         for i in range(len(self.comb)):
