@@ -1,7 +1,7 @@
 """Synthesis measurements of the p-bit datapath (results/hardware/synth.json).
 
 Usage: python scripts/hw_synth.py PART [OUT_DIR]   PART: xilinx | ice40 (the unit sweep for that
-family, OUT_DIR/synth-units-PART.json), core, generators or parts (OUT_DIR/synth-PART.json); OUT_DIR
+family, OUT_DIR/synth-units-PART.json), core, core16, generators or parts (OUT_DIR/synth-PART.json); OUT_DIR
 defaults to results/hardware; entries already in the file are kept (the parts can run in parallel)
 
 * MAC against AC units over b_w in {4, 8, 16} and n in {16, 64, 256}, b_a = 8, for Yosys's
@@ -10,7 +10,10 @@ defaults to results/hardware; entries already in the file are kept (the parts ca
   generator per neuron and one shared generator with taps (synth_xilinx);
 * parts: the core's per-neuron parts one at a time (a lane of each layer, a p-bit neuron of each
   hidden layer with its real threshold table), so that the core's datapath can be counted as
-  lanes x count + neurons x count when the whole core is too slow to synthesise.
+  lanes x count + neurons x count when the whole core is too slow to synthesise;
+* core16: the core and its generators for the network cut to its first 16 neurons per hidden
+  layer (784-16-16-10, the trained weights and tables of those neurons): a whole core small
+  enough to synthesise in one piece.
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ ACT_BITS = 8
 
 
 def main(part: str, out: Path) -> None:
-    if part not in (*synth.FAMILIES, "core", "generators", "parts"):
-        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core, generators, parts; got {part!r}")
+    if part not in (*synth.FAMILIES, "core", "core16", "generators", "parts"):
+        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core, core16, generators, parts; "
+                         f"got {part!r}")
     path = out / (f"synth-units-{part}.json" if part in synth.FAMILIES else f"synth-{part}.json")
     results = json.loads(path.read_text()) if path.exists() else {"units": {}, "core": {}}
 
@@ -73,11 +77,16 @@ def main(part: str, out: Path) -> None:
                 save()
                 print(key, r["lut"], r["ff"], r["carry"], flush=True)
         return
+    if part == "core16":
+        net = cut(net, 16)
     for arrangement in ("per-neuron", "shared"):
         variant = replace(net, rng=arrangement)
-        key = f"xilinx/{part}/{arrangement}"
-        if key not in results["core"]:
-            component = rtl.Core(variant) if part == "core" else rtl.Generators(variant)
+        pieces = {"core": rtl.Core, "generators": rtl.Generators} if part == "core16" else {part: None}
+        for name in pieces:
+            key = f"xilinx/{name}/{arrangement}"
+            if key in results["core"]:
+                continue
+            component = (rtl.Core if name == "core" else rtl.Generators)(variant)
             start = time.time()
             with tempfile.TemporaryDirectory() as work:
                 r = synth.synthesize(component, "xilinx", work)
@@ -85,6 +94,21 @@ def main(part: str, out: Path) -> None:
             results["core"][key] = r
             save()
             print(key, r["lut"], r["ff"], r["carry"], r["ram"], flush=True)
+
+
+def cut(net: fixed.FixedNet, width: int) -> fixed.FixedNet:
+    """``net`` with only the first ``width`` neurons of each hidden layer (and their weights)."""
+    layers = []
+    for k, layer in enumerate(net.layers):
+        w = layer.weights
+        if k > 0:  # inputs: the kept neurons of the layer before (and the output layer's bias row)
+            keep = list(range(width)) + ([w.shape[1] - 1] if k == len(net.layers) - 1 else [])
+            w = w[:, keep]
+        if layer.thresholds is not None:
+            layers.append(fixed.Layer(w[:width], layer.thresholds[:width], layer.kind))
+        else:
+            layers.append(fixed.Layer(w, None, layer.kind))
+    return replace(net, layers=layers)
 
 
 if __name__ == "__main__":
