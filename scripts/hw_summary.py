@@ -48,22 +48,25 @@ def units_table(out: Path) -> list[str]:
 
 
 def core_table(out: Path) -> list[str]:
-    core = {**((_load(out / "synth-generators.json") or {}).get("core", {})),
-            **((_load(out / "synth-core.json") or {}).get("core", {}))}
-    if not core:
-        return ["No core synthesis yet.", ""]
-    lines = ["| generators | core LUT / FF / CARRY / RAM | generators LUT / FF | generators' share of LUTs / FFs |",
-             "|---|---|---|---:|"]
-    for arrangement in ("per-neuron", "shared"):
-        c, g = core.get(f"xilinx/core/{arrangement}"), core.get(f"xilinx/generators/{arrangement}")
-        if not g:
-            lines.append(f"| {arrangement} | not measured | | |")
-            continue
-        if not c:
-            lines.append(f"| {arrangement} | not measured | {g['lut']} / {g['ff']} | |")
-            continue
-        lines.append(f"| {arrangement} | {c['lut']} / {c['ff']} / {c['carry']} / {c['ram']} | {g['lut']} / {g['ff']} | "
-                     f"{100 * g['lut'] / c['lut']:.1f}% / {100 * g['ff'] / c['ff']:.1f}% |")
+    lines = ["Whole cores synthesised in one piece (`synth_xilinx -nodsp`; RAM = block RAMs of the weight and "
+             "image memories):", "",
+             "| core | generators | core LUT / FF / CARRY / RAM | generators LUT / FF | generators' share of LUTs / FFs |",
+             "|---|---|---|---|---:|"]
+    generators = (_load(out / "synth-generators.json") or {}).get("core", {})
+    for name, label in (("synth-core.json", "784-64-64-10"),
+                        ("synth-core16.json", "784-16-16-10 (first 16 neurons of each hidden layer)")):
+        core = (_load(out / name) or {}).get("core", {})
+        if name == "synth-core.json":
+            core = {**generators, **core}
+        for arrangement in ("per-neuron", "shared"):
+            c, g = core.get(f"xilinx/core/{arrangement}"), core.get(f"xilinx/generators/{arrangement}")
+            if not c or not g:
+                counts = f"{g['lut']} / {g['ff']}" if g else ""
+                lines.append(f"| {label} | {arrangement} | not measured | {counts} | |")
+                continue
+            lines.append(f"| {label} | {arrangement} | {c['lut']} / {c['ff']} / {c['carry']} / {c['ram']} | "
+                         f"{g['lut']} / {g['ff']} | {100 * g['lut'] / c['lut']:.1f}% / {100 * g['ff'] / c['ff']:.1f}% |")
+    core = generators
     parts = (_load(out / "synth-parts.json") or {}).get("core", {})
     if parts:
         lines += ["", "Sum of parts (each part synthesised alone with `synth_xilinx -nodsp`, times its count in "
