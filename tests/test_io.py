@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -32,9 +33,14 @@ def test_written_files_get_the_permissions_of_the_users_umask(tmp_path, umask):
     save_checkpoint(tmp_path / "run" / "checkpoint.pt", {"model": {}})
     fig, _ = plt.subplots()
     save_figure(fig, tmp_path / "figure.png")
-    cache.write(tmp_path / "cache" / "mnist-abc-def.pt", {"format": cache.FORMAT})
+    (tmp_path / "source").write_bytes(b"")
+    cache.cached("mnist", [tmp_path / "source"], lambda writer: writer.add(
+        "train", np.zeros((2, 1, 2, 2), np.uint8), np.zeros(2, np.int64)) or ["a", "b"], tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert _mode(entry) == 0o777 & ~umask  # a directory the user's group can enter where it can read
     write_text(tmp_path / "study" / "README.md", "# results\n")
-    for path in ["run/config.json", "run/checkpoint.pt", "figure.png", "cache/mnist-abc-def.pt", "study/README.md"]:
+    cached = [f"cache/{entry.name}/{name}" for name in ("meta.json", "train_x.bin", "train_y.bin", "test_x.bin")]
+    for path in ["run/config.json", "run/checkpoint.pt", "figure.png", *cached, "study/README.md"]:
         assert _mode(tmp_path / path) == expected, path
     # replacing an existing file gives the new one the umask's permissions too
     write_json(tmp_path / "run" / "config.json", {"a": 2})

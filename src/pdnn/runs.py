@@ -10,15 +10,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .adaptive import StoppingRule
+from .errors import UsageError
 from .checks import AGGREGATIONS, one_of
 from .convert import load_model
 from .data import load
-from .evaluate import accuracy_vs_samples, is_deterministic
+from .devices import resolve_device
+from .evaluate import accuracy_vs_samples, adaptive_accuracy, is_deterministic
+from .models import is_generator
 from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
                  save_checkpoint, write_json)
+from .provenance import WEIGHTS, weights_record
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "load_checkpoint",
-           "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
+           "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
 
 
 def evaluate_run(
@@ -32,13 +37,18 @@ def evaluate_run(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict:
-    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``.
+    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``,
+    which records the weights measured (checkpoint epoch and sha256, see :mod:`pdnn.provenance`).
 
     ``subset`` overrides the run's own subset (the first N test examples); by default the run is
     evaluated on what it was trained with. Returns the JSON document.
     """
+    device = resolve_device(device)  # before the checkpoint is read: a missing GPU is not a bad file
     one_of("aggregate", aggregate, AGGREGATIONS)
+    weights = weights_record(run_dir)  # which weights are measured, for readers to check later
     model, config = load_model(run_dir, map_location=device)
+    if is_generator(model):
+        raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
@@ -54,7 +64,26 @@ def evaluate_run(
         "seed": seed,
         "device": str(device),
         "time_s": time.perf_counter() - began,
+        WEIGHTS: weights,
         "results": results,
     }
     write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
+    return document
+
+
+def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: list[str] | None = None,
+                          subset: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
+    """Accuracy of a run with T chosen per input on its test split; writes ``adaptive.json``
+    (not an ``eval-*.json``: it is no accuracy-per-T table). Returns the JSON document."""
+    device = resolve_device(device)
+    weights = weights_record(run_dir)
+    model, config = load_model(run_dir, map_location=device)
+    subset = subset if subset is not None else config["data"].get("subset")
+    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    began = time.perf_counter()
+    result = adaptive_accuracy(model.to(device), data.test_x, data.test_y, rule, seed, prepare=data.normalize)
+    document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "split": "test",
+                "examples": len(data.test_y), "seed": seed, "device": str(device),
+                "time_s": time.perf_counter() - began, WEIGHTS: weights, **result}
+    write_json(Path(run_dir) / "adaptive.json", document)
     return document

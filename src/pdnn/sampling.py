@@ -26,7 +26,9 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
+from .adaptive import StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
+from .errors import UsageError
 from .nn import is_stochastic
 from .tracing import Tracer
 
@@ -152,6 +154,9 @@ class SampledModel(nn.Module):
             copied: training the model trains the wrapper. Its structure is traced on first use
             for each T; replacing its submodules afterwards needs a new ``SampledModel``.
         samples: T, the number of samples (integer >= 1); may be changed on a live object.
+            ``"auto"``: T chosen per input by a stopping rule (:mod:`pdnn.adaptive`), up to
+            ``max_samples``, at predictive error level ``error``; ``last_samples`` then holds
+            each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
@@ -174,6 +179,9 @@ class SampledModel(nn.Module):
         reduce: str = "mean",
         aggregate: str = "network",
         seed: int | None = None,
+        max_samples: int = 50,
+        error: float = 0.01,
+        rule: str = "predictive",
     ):
         super().__init__()
         one_of("reduce", reduce, REDUCTIONS)
@@ -183,16 +191,20 @@ class SampledModel(nn.Module):
         self.aggregate = aggregate
         self.samples = samples
         self.seed = seed
+        self.stopping = StoppingRule(max_samples, error, rule)
+        if samples == "auto" and (reduce, aggregate) != ("mean", "network"):
+            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
+        self.last_samples: torch.Tensor | None = None
         self._generators: dict[str, torch.Generator] = {}
         self._graphs: dict[int, nn.Module | None] = {}
 
     @property
-    def samples(self) -> int:
+    def samples(self) -> int | str:
         return self._samples
 
     @samples.setter
-    def samples(self, value: int) -> None:
-        self._samples = check_samples(value)
+    def samples(self, value: int | str) -> None:
+        self._samples = value if value == "auto" else check_samples(value)
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
         """The seeded generator for ``device`` (created on first use), or ``None`` if unseeded."""
@@ -203,16 +215,17 @@ class SampledModel(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
-    def _graph(self) -> nn.Module | None:
-        if self.samples not in self._graphs:
-            self._graphs[self.samples] = build_sampled_graph(self.model, self.samples, self.aggregate)
-        return self._graphs[self.samples]
+    def _graph(self, samples: int) -> nn.Module | None:
+        if samples not in self._graphs:
+            self._graphs[samples] = build_sampled_graph(self.model, samples, self.aggregate)
+        return self._graphs[samples]
 
-    def sample(self, x: torch.Tensor, *args) -> torch.Tensor:
-        """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation)."""
+    def sample(self, x: torch.Tensor, *args, samples: int | None = None) -> torch.Tensor:
+        """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); ``samples``
+        overrides T for this call."""
         if not isinstance(x, torch.Tensor) or x.dim() == 0:
             raise ValueError("SampledModel expects a batched tensor input [B, ...]")
-        batch, samples = x.shape[0], self.samples
+        batch, samples = x.shape[0], check_samples(self.samples if samples is None else samples)
         stochastic = [m for m in self.model.modules() if is_stochastic(m)]
         generator = self.generator(x.device)
         saved = [m.generator for m in stochastic]
@@ -220,7 +233,7 @@ class SampledModel(nn.Module):
             for m in stochastic:
                 m.generator = generator
         try:
-            graph = self._graph()
+            graph = self._graph(samples)
             if graph is None:
                 out = self.model(*(repeat_samples(a, samples) for a in (x, *args)))
             else:
@@ -243,12 +256,13 @@ class SampledModel(nn.Module):
         return out.reshape(per_sample, batch, *out.shape[1:])
 
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+        if self.samples == "auto":
+            mean, self.last_samples = adaptive_sample(self.sample, x, *args, rule=self.stopping)
+            return mean
         return reduce_samples(self.sample(x, *args), self.reduce)
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
-
-
 
 
 def sample_aware_loss(

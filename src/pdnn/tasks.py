@@ -14,8 +14,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .evaluate import accuracy_vs_samples
-from .models import ModelConfig
+from .generation import SampledVAE, vae_test_loss
+from .models import ModelConfig, is_generator
 from .sampling import SampledModel, loss_of_samples
 
 
@@ -82,6 +84,12 @@ class ClassificationTask(Task):
     metric = "test_accuracy"
     higher_is_better = True
 
+    def build(self, model_config):
+        model = model_config.build()
+        if is_generator(model):
+            raise UsageError(f"the model {model_config.name!r} is a generator; train it with --task vae")
+        return model
+
     def sampled(self, model: nn.Module, seed: int) -> nn.Module:
         return SampledModel(model, self.config.samples, reduce="none", seed=seed)
 
@@ -105,5 +113,42 @@ class ClassificationTask(Task):
                 f"{record['examples_per_s']:.0f} img/s")
 
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassificationTask,)}
+class VAETask(Task):
+    """A VAE (model ``vae``) trained on the negative ELBO of the mean of ``s`` decoder samples
+    (:class:`pdnn.generation.SampledVAE`); the held-out metric is that loss at T = ``s``, in nats
+    per image (lower is better). Image quality against T is measured by ``pdnn fid``."""
+
+    name = "vae"
+    metric = "test_loss"
+    higher_is_better = False
+
+    def build(self, model_config):
+        model = model_config.build()
+        if not is_generator(model):
+            raise UsageError(f"task 'vae' trains the model 'vae', got model {model_config.name!r}")
+        return model
+
+    def sampled(self, model, seed):
+        return SampledVAE(model, self.config.samples, seed=seed)
+
+    def batch_loss(self, net, data, x, y):
+        reconstruction, kl = net(data.normalize(x), x.float() / 255)
+        return (reconstruction + kl).mean(), {"reconstruction": float(reconstruction.detach().sum()),
+                                                "kl": float(kl.detach().sum())}
+
+    def held_out(self, model, data):
+        n_test = self.config.monitor_examples or len(data.test_y)
+        loss = vae_test_loss(model, data.test_x[:n_test], data.normalize, self.config.samples, seed=self.config.seed + 7)
+        return {"test_loss": loss, "test_samples": self.config.samples, "test_examples": n_test}
+
+    def evaluate(self, model, data, samples, repeats, aggregate, seed, progress=False):
+        raise UsageError("a generator has no accuracy; measure it with `pdnn fid RUN_DIR`")
+
+    def summary(self, record):
+        return (f"epoch {record['epoch']}: loss {record['train_loss']:.2f}  (reconstruction "
+                f"{record['train_reconstruction']:.2f}, KL {record['train_kl']:.2f})  test loss "
+                f"(T={record['test_samples']}) {record['test_loss']:.2f} nats/image  {record['examples_per_s']:.0f} img/s")
+
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassificationTask, VAETask)}
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int
 from .data import augment, load
+from .devices import default_device
 from .errors import UsageError
 from .models import ModelConfig
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
@@ -77,10 +78,6 @@ class TrainConfig:
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
         return self
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _distributed(device: str) -> tuple[str, int, int]:

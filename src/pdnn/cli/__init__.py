@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..errors import UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
-from . import convert, demo, energy, evaluate, hw, plot, study, train
+from . import convert, demo, energy, evaluate, fid, generate, hw, plot, study, train
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = (demo, train, evaluate, plot, study, convert, energy, hw)
+_COMMANDS = (demo, train, evaluate, plot, study, convert, energy, generate, fid, hw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str):
+    """A ``warnings.formatwarning`` that prints ``pdnn <command>: warning: <message>``: the file,
+    line and source line Python adds point into pdnn, which a user of the command cannot act on."""
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"pdnn {command}: warning: {message}\n"
+
+    return format_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_large_buffers()
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     try:
         return int(args.run(args) or 0)
     except (UsageError, RunError, OSError) as err:
@@ -44,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pdnn {args.command}: interrupted; finished work is saved", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous  # the library's own callers keep Python's format
 
 
 if __name__ == "__main__":

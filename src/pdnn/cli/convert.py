@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
                        find_activations, format_calibration, restore_checkpoint)
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..runs import load_model
-from ..train import default_device
 from .common import add_data_options, add_device_option
 
 
@@ -106,6 +106,7 @@ def run(args) -> int:
         for site in find_activations(model):
             print(f"{site['name']:<24} {site['op']:<20} {str(site['hidden']):<6} {', '.join(site['methods']) or '-'}")
         return 0
+    device = resolve_device(args.device)
     if args.method is None or args.out is None:
         raise UsageError("--method and --out are required (or pass --list-layers)")
     values = None
@@ -122,7 +123,7 @@ def run(args) -> int:
         layers=parse_layers(args.layers), calibrate=args.calibrate, values=values,
         samples=parse_samples(args.samples), target=args.target_samples, holdout=parse_holdout(args.holdout),
         repeats=args.repeats, recalibrate_bn=args.recalibrate_bn, bn_samples=args.bn_samples, seed=args.seed,
-        roots=args.data_dir, subset=args.subset, device=args.device or default_device(), force=args.force,
+        roots=args.data_dir, subset=args.subset, device=device, force=args.force,
         label=args.label, progress=not args.quiet, per_layer=args.per_layer,
     )
     if result["calibration"] is not None:

@@ -12,7 +12,8 @@ from ..checks import AGGREGATIONS, positive_ints
 from ..data import describe
 from ..errors import UsageError
 from ..evaluate import parse_samples
-from ..io import write_json
+from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
+from ..io import read_config, write_json
 from ..models import ModelConfig, available
 
 
@@ -98,7 +99,8 @@ def add_parser(sub) -> None:
     t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     t.add_argument("--tolerance", default="1", metavar="POINTS",
                    help="accuracy tolerance in percentage points, absolute: 1, 1%% and 1.0 all mean one point "
-                        "(default: 1)")
+                        "(default: 1); for generator runs (ranked by their fid-clf.json or fid.json, lower is "
+                        "better) a distance in the metric's units")
     _add_settings_options(t, aggregate=False)
     t.add_argument("--json", metavar="FILE", default="tradeoff.json",
                    help="write the result as JSON (default: tradeoff.json)")
@@ -191,13 +193,31 @@ def run_energy(args) -> int:
     return 0
 
 
+def _generators(run_dirs) -> bool:
+    """True if every run is a generator (ranked by distance), False if none is; a mix is an error."""
+    kinds = {run: read_config(run)["model"].get("name") == "vae" for run in run_dirs}
+    if len(set(kinds.values())) > 1:
+        raise UsageError("the runs mix generators and classifiers: "
+                         + ", ".join(f"{run} ({'generator' if g else 'classifier'})" for run, g in kinds.items()))
+    return next(iter(kinds.values()))
+
+
 def run_tradeoff(args) -> int:
-    result = tradeoff_runs(args.run_dirs, _settings(args), parse_tolerance(args.tolerance), args.input_bits)
+    if _generators(args.run_dirs):
+        try:
+            tolerance = float(args.tolerance)
+        except ValueError:
+            raise UsageError(f"--tolerance must be a distance like 1.5 for generator runs, got {args.tolerance!r}") from None
+        result = fid_tradeoff_runs(args.run_dirs, _settings(args), tolerance, args.input_bits)
+        text, plot = format_fid_tradeoff(result), plot_fid_tradeoff
+    else:
+        result = tradeoff_runs(args.run_dirs, _settings(args), parse_tolerance(args.tolerance), args.input_bits)
+        text, plot = format_tradeoff(result), plot_tradeoff
     for skipped in result["skipped"]:
         print(f"pdnn tradeoff: warning: skipped {skipped['run']}: {skipped['reason']}", file=sys.stderr)
-    print(format_tradeoff(result))
+    print(text)
     write_json(args.json, result)
     print(f"wrote {args.json}")
-    print(f"wrote {plot_tradeoff(result, args.png)}")
+    print(f"wrote {plot(result, args.png)}")
     return 0
 

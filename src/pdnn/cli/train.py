@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import warnings
 
+from ..errors import UsageError
 from ..checks import LOSS_RULES, SCHEDULES
 from ..data import describe
+from ..devices import resolve_device
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
@@ -12,17 +14,19 @@ from ..tasks import TASKS
 from ..train import TrainConfig, train
 from .common import add_data_options, add_device_option
 
-NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "neuron", "weight_bits", "beta", "width", "train_samples",
-                   "batch_size", "lr", "schedule", "weight_decay", "loss_rule", "no_augment", "seed", "label")
+NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "latent", "neuron", "weight_bits", "beta", "width",
+                   "train_samples", "batch_size", "lr", "schedule", "weight_decay", "loss_rule", "no_augment", "seed",
+                   "monitor_examples", "label")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a p-DNN (or a baseline) into a run directory",
                        description="Sample-aware training: the loss is computed on the average of s samples.")
-    p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 (default: demo)")
+    p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 | celeba (default: demo)")
     p.add_argument("--task", choices=tuple(TASKS), default="classify",
                    help="what the model is trained to do (default: classify)")
-    p.add_argument("--model", default="cnn", help=f"reference model: {', '.join(available())} (default: cnn)")
+    p.add_argument("--model", help=f"reference model: {', '.join(available())} (default: cnn; vae for --task vae)")
+    p.add_argument("--latent", type=int, help="latent dimensions of a VAE (default: 16)")
     p.add_argument("--neuron", default="pbit", help=f"{', '.join(NEURONS)} (default: pbit)")
     p.add_argument("--weight-bits", type=int, default=32, help="1..8, or 32 for float (default: 32)")
     p.add_argument("--beta", type=float, default=1.0, help="p-bit inverse temperature (default: 1)")
@@ -30,12 +34,15 @@ def add_parser(sub) -> None:
     p.add_argument("--train-samples", "-s", type=int, default=1, help="samples averaged in the loss (default: 1)")
     p.add_argument("--epochs", type=int, help="epochs in total (default: 10; on --resume: the stored number)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float,
+                   help="Adam learning rate (default: 1e-3; 1e-4 for --task vae, the paper's generation runs)")
     p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output")
     p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--monitor-examples", type=int, metavar="N",
+                   help="test examples for the per-epoch held-out metric (default: all)")
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
     p.add_argument("--resume", action="store_true",
@@ -52,11 +59,11 @@ def _kept_by_resume(args, saved: dict) -> None:
     """Warn about the given options that a resumed run ignores, naming the value it keeps."""
     model, options = saved["model"], TrainConfig.from_dict(saved["train"])
     kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"]["subset"], "task": options.task,
-            "model": model.get("name"), "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
+            "model": model.get("name"), "latent": model.get("extra", {}).get("latent"), "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
             "beta": model.get("beta"), "width": model.get("width"), "train_samples": options.samples,
             "batch_size": options.batch_size, "lr": options.lr, "schedule": options.schedule,
             "weight_decay": options.weight_decay, "loss_rule": options.loss_rule, "no_augment": not options.augment,
-            "seed": options.seed, "label": saved.get("label")}
+            "seed": options.seed, "monitor_examples": options.monitor_examples, "label": saved.get("label")}
     ignored = []
     for name in NEW_RUN_OPTIONS:
         given = getattr(args, name)
@@ -69,6 +76,7 @@ def _kept_by_resume(args, saved: dict) -> None:
 
 
 def run(args) -> int:
+    device = resolve_device(args.device)
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")
         _kept_by_resume(args, saved)
@@ -82,20 +90,27 @@ def run(args) -> int:
             if getattr(args, name) is None:
                 setattr(args, name, default)
         info = describe(args.dataset)
-        model_config = ModelConfig(name=args.model, neuron=args.neuron, weight_bits=args.weight_bits,
+        name = args.model or ("vae" if args.task == "vae" else "cnn")
+        if args.latent is not None and name != "vae":
+            raise UsageError(f"--latent applies to the model 'vae', not {name!r}")
+        model_config = ModelConfig(name=name, neuron=args.neuron, weight_bits=args.weight_bits,
                                    beta=args.beta, input_shape=tuple(info["input_shape"]),
-                                   num_classes=info["num_classes"], width=args.width)
+                                   num_classes=info["num_classes"], width=args.width,
+                                   extra={} if args.latent is None else {"latent": args.latent})
         dataset, subset = args.dataset, args.subset
         label = args.label
         train_config = TrainConfig(samples=args.train_samples, epochs=10 if args.epochs is None else args.epochs,
-                                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
+                                   batch_size=args.batch_size,
+                                   lr=(1e-4 if args.task == "vae" else 1e-3) if args.lr is None else args.lr,
+                                   schedule=args.schedule, weight_decay=args.weight_decay,
                                    seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
-                                   task=args.task)
+                                   task=args.task, monitor_examples=args.monitor_examples)
         TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
-                    resume=args.resume, device=args.device, progress=not args.quiet, label=label)
+                    resume=args.resume, device=device, progress=not args.quiet, label=label)
     if metrics:
         last = metrics[-1]
-        print(f"{args.out}: epoch {last['epoch']}  test accuracy (T={last['test_samples']}) "
-              f"{100 * last['test_accuracy']:.2f}%")
+        score = (f"test loss {last['test_loss']:.2f} nats/image" if "test_loss" in last
+                 else f"test accuracy {100 * last['test_accuracy']:.2f}%")
+        print(f"{args.out}: epoch {last['epoch']}  {score} (T={last['test_samples']})")
     return 0

@@ -8,7 +8,6 @@ a calibrated one has a ``calibration.json``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import warnings
@@ -23,6 +22,7 @@ from ..checks import positive_int
 from ..errors import UsageError
 from ..io import CHECKPOINT, CONFIG, RunError, load_checkpoint, read_config, read_json, save_checkpoint, write_json
 from ..models import ModelConfig
+from ..provenance import file_sha256
 from .batchnorm import recalibrate_batchnorm
 from .calibration import _sweep_values, calibrate
 from .rewrite import _convert, conversion_spec, to_sampled
@@ -144,14 +144,6 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
                        "replaces converted runs, so choose another directory. Nothing was changed")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _copy_weights(source: Path, run_dir: Path) -> None:
     """Write ``run_dir/checkpoint.pt`` as ``{"model": <source's state_dict>}`` (no training state)."""
     save_checkpoint(run_dir / CHECKPOINT, {"model": load_checkpoint(source / CHECKPOINT)["model"]})
@@ -238,6 +230,9 @@ def convert_run(
     spec = conversion_spec(method, scale, beta, layers)
     values = _sweep_values(method, values) if calibrate else None
     model, _ = load_model(source, map_location=device)
+    if (calibrate or recalibrate_bn) and config["model"].get("name") == "vae":
+        raise UsageError(f"{source} is a generator: --calibrate and --recalibrate-bn measure classification "
+                         "accuracy; convert it with a given --beta/--scale and measure it with `pdnn fid`")
     converted, sites = _convert(model, spec)  # fails on an unconvertible model before any data is read
     source_run = os.path.relpath(source.resolve(), out.resolve())
 
@@ -256,7 +251,7 @@ def convert_run(
     new_config = copy.deepcopy(config)
     new_config["convert"] = spec
     new_config["source_run"] = source_run
-    new_config["source_checkpoint_sha256"] = _sha256(source / CHECKPOINT)
+    new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
     new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
     _write_run(out, source, new_config, calibration)
     return {"out": str(out), "spec": _summary(spec), "converted": [f"{s.name} ({s.op})" for s in sites],
@@ -308,7 +303,7 @@ def restore_checkpoint(run_dir: str | Path) -> Path:
                        f"with `{_train_command(config, source)}` (the other training options are under 'train' in "
                        f"{run_dir / CONFIG}) and run this again")
     expected = config.get("source_checkpoint_sha256")
-    if expected is not None and (actual := _sha256(checkpoint)) != expected:
+    if expected is not None and (actual := file_sha256(checkpoint)) != expected:
         raise RunError(f"cannot restore {target}: {checkpoint} has sha256 {actual}, but {run_dir} was converted from "
                        f"one with {expected} (was the source retrained?); convert the source again into a new "
                        "directory instead")

@@ -80,8 +80,8 @@ _SCALE_METHODS = {"mul", "div", "neg"}
 
 
 def is_weight_layer(module: nn.Module) -> bool:
-    """Layers whose outputs are sums of weighted inputs: Linear and (non-transposed) ConvNd."""
-    return isinstance(module, nn.Linear) or (isinstance(module, _ConvNd) and not isinstance(module, _ConvTransposeNd))
+    """Layers whose outputs are sums of weighted inputs: Linear, ConvNd and ConvTransposeNd."""
+    return isinstance(module, (nn.Linear, _ConvNd))
 
 
 def layer_weight_bits(module: nn.Module) -> int:
@@ -96,9 +96,15 @@ def layer_weight_bits(module: nn.Module) -> int:
 
 
 def fan_in(module: nn.Module) -> int:
-    """n: inputs per output neuron. Linear: ``in_features``; ConvNd: ``C_in/groups * prod(kernel)``."""
+    """n: inputs per output neuron. Linear: ``in_features``; ConvNd: ``C_in/groups * prod(kernel)``;
+    ConvTransposeNd: ``C_in/groups * prod(kernel / stride)`` (rounded up) -- a transposed convolution
+    scatters each input over ``kernel`` outputs spaced ``stride`` apart, so an interior output sums
+    that many inputs on average (exactly, when the stride divides the kernel)."""
     if isinstance(module, nn.Linear):
         return module.in_features
+    if isinstance(module, _ConvTransposeNd):
+        per_position = math.prod(k / s for k, s in zip(module.kernel_size, module.stride))
+        return math.ceil(module.in_channels // module.groups * per_position - 1e-9)
     return module.in_channels // module.groups * math.prod(module.kernel_size)
 
 
@@ -237,8 +243,11 @@ class _Walker:
             prec = int(m.precision)
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
             return _Info(prec, inp.stoch, inp.owner, False, name)
-        if isinstance(m, TRANSPARENT_MODULES):
-            return inp
+        if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):
+            return inp  # nearest upsampling copies values: no operation, same precision
+        if isinstance(m, nn.Upsample):
+            self.note(f"{name} (Upsample, {m.mode}): interpolated float output, its own cost is not counted")
+            return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
         if isinstance(m, NONLINEAR_MODULES):
             self._add_part(inp, NeuronPart("nonlinearity", FLOAT_BITS, inp.stoch, name), name)
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
@@ -262,7 +271,8 @@ class _Walker:
         b_a = inp.prec if known else FLOAT_BITS
         n = fan_in(m)
         eos = math.prod(out_shape[1:])
-        kind = "linear" if isinstance(m, nn.Linear) else f"conv{len(m.kernel_size)}d"
+        kind = "linear" if isinstance(m, nn.Linear) else \
+            f"conv{'-transpose' if isinstance(m, _ConvTransposeNd) else ''}{len(m.kernel_size)}d"
         self.layers.append(Layer(
             name=name, kind=kind, module_type=type(m).__name__, fan_in=n, eos=int(eos), weights=int(m.weight.numel()),
             weight_bits=layer_weight_bits(m), activation_bits=int(b_a), activation_bits_known=known,

@@ -18,10 +18,13 @@ from typing import Sequence
 from ..checks import AGGREGATIONS, one_of
 from ..convert import model_config, replay
 from ..errors import UsageError
-from ..nn import NeuronSpec
 from ..io import RunError, eval_files, read_config, read_json
+from ..models import is_generator
+from ..nn import NeuronSpec
+from ..provenance import warn_if_stale
 from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
+from .tech import FLOAT_BITS
 
 FLOAT_BASIS = "most accurate 32-bit float deterministic run"
 FALLBACK_BASIS = "most accurate point: no 32-bit float deterministic run was given"
@@ -141,7 +144,10 @@ def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
     """
     config = read_config(run_dir)
     spec = model_config(run_dir, config)
-    return analyze(replay(spec.build(), config, run_dir), spec.input_shape, input_bits), config
+    model = replay(spec.build(), config, run_dir)
+    if is_generator(model):  # a generated image costs the decoder alone, fed a float latent
+        return analyze(model.decoder, (model.latent,), FLOAT_BITS), config
+    return analyze(model, spec.input_shape, input_bits), config
 
 
 def is_float32_config(config: dict) -> bool:
@@ -235,6 +241,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
         raise RunError(f"none of the runs has been evaluated (no eval-*.json in {', '.join(map(str, run_dirs))}); "
                        "run `pdnn eval RUN_DIR` first")
     dataset = check_one_dataset(runs)
+    warn_if_stale((run, path.name, read_json(path)) for run, _ in runs for path in eval_files(run))
     points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits)]
     result = tradeoff(points, tolerance)
     result["dataset"] = dataset

@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 from ..models import ModelConfig
+from ..provenance import stale_reason
 from ..runs import CHECKPOINT, METRICS, evaluate_run, read_json
 from ..train import TrainConfig, train
 
@@ -24,10 +25,13 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
 
 
 def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate: str = "network", **kwargs) -> dict:
-    """Evaluate unless ``eval-<aggregate>.json`` already holds these T values and repeats."""
+    """Evaluate unless ``eval-<aggregate>.json`` already holds these T values and repeats, of the
+    weights now in the checkpoint (an evaluation without that record is kept)."""
     path = run_dir / f"eval-{aggregate}.json"
     if path.exists():
         document = read_json(path)
+        if stale_reason(run_dir, path.name, document):
+            return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)
         have = {r["samples"] for r in document["results"]}
         if (document.get("deterministic") or set(samples) <= have) and all(
             r["repeats"] >= repeats or document.get("deterministic") for r in document["results"]

@@ -61,12 +61,14 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     README under ``out``. Returns the summary."""
     out = Path(out)
     info = describe(spec.dataset)
+    models = {name: ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
+                                num_classes=info["num_classes"], width=spec.width,
+                                beta=spec.beta if neuron.startswith("pbit") else 1.0)
+              for name, (neuron, _) in spec.runs().items()}  # bad sizes fail before anything is written
     write_json(out / "spec.json", asdict(spec))
     for name, (neuron, samples) in spec.runs().items():
         run_dir = out / "runs" / name
-        model = ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
-                            num_classes=info["num_classes"], width=spec.width,
-                            beta=spec.beta if neuron.startswith("pbit") else 1.0)
+        model = models[name]
         config = TrainConfig(samples=samples, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                              schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
         if progress:

@@ -6,6 +6,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..checks import positive_int
 from ..errors import UsageError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -37,6 +38,12 @@ class ModelConfig:
     num_classes: int = 10
     width: int | None = None  # None: the model's own default
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # checked here rather than in each builder: a width of 0 or -5 otherwise surfaces as a
+        # torch error about tensor sizes, far from the option that caused it
+        if self.width is not None:
+            positive_int("width", self.width, "an integer >= 1 (or None for the model's own)")
 
     def to_dict(self) -> dict:
         return asdict(self)
