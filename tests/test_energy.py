@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -103,6 +103,7 @@ def _with_bits(net: Network, weight_bits: int, activation_bits: int) -> Network:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=st.sampled_from(["mlp-pbit", "mlp-tanh", "cnn-pbit"]), a=WIDTHS, b=WIDTHS, other=WIDTHS,
        t=st.integers(1, 12), aggregate=st.sampled_from(["network", "layer"]), shared=st.booleans())
+@example(model="cnn-pbit", a=31, b=32, other=1, t=3, aggregate="layer", shared=False)  # a 33-bit sum vs float
 def test_network_energy_never_decreases_when_a_bit_width_grows(small_nets, model, a, b, other, t, aggregate, shared):
     net = small_nets[model]
     s = Settings(load_table(), aggregate=aggregate, shared_prefix=shared)

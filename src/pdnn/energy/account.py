@@ -18,7 +18,8 @@ depends on a draw runs T times. With ``per-eo`` reuse, ``shared_prefix=False`` a
 ``aggregate="layer"`` prices the random bit-stream baseline of :mod:`pdnn.sampling`: every
 stochastic module draws T times and its T outputs are summed by a counter into one
 ``ceil(log2(T·(2^p−1)+1))``-bit value (p: its precision), which the next layer reads once; every
-layer is computed once.
+layer is computed once. A sum wider than 32 bits is held as a 32-bit float, as the float
+baseline's activations are, so an averaged activation never costs more than a float one.
 
 Memory levels for weights and activations are chosen independently (e.g. weights in DRAM,
 activations in SRAM).
@@ -135,7 +136,7 @@ def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
     if settings.aggregate == "layer":
         repeats = 1
         if layer.averaged_input and b_a < FLOAT_BITS:
-            b_a = averaged_bits(b_a, t)
+            b_a = min(averaged_bits(b_a, t), FLOAT_BITS)
         acc = accumulator_bits(n, b_a, b_w)
         for part in layer.neuron:
             draws = part.kind in ("pbit", "noise")

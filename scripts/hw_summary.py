@@ -1,0 +1,150 @@
+"""Tables of the hardware measurements: results/hardware/README.md from the JSON files there.
+
+Usage: python scripts/hw_summary.py [OUT_DIR]   (default results/hardware; rewrites the text
+between the markers of OUT_DIR/README.md, creating the file if needed)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BEGIN, END = "<!-- BEGIN tables -->", "<!-- END tables -->"
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def units_table(out: Path) -> list[str]:
+    lines = []
+    for family in ("xilinx", "ice40"):
+        data = _load(out / f"synth-units-{family}.json")
+        if not data:
+            lines += [f"No {family} unit counts yet.", ""]
+            continue
+        units = data["units"]
+        flow = "synth_xilinx -nodsp" if family == "xilinx" else "synth_ice40"
+        lines += [f"**{family}** (`{flow}`; LUT = {'LUT1..LUT6 and INV' if family == 'xilinx' else 'SB_LUT4'}):", "",
+                  "| b_w | n | MAC acc bits | MAC LUT / FF / CARRY | AC acc bits | AC LUT / FF / CARRY | LUT ratio MAC/AC | LUT+FF ratio |",
+                  "|---:|---:|---:|---|---:|---|---:|---:|"]
+        for bw in (4, 8, 16):
+            for n in (16, 64, 256):
+                mac, ac = units.get(f"{family}/mac/bw{bw}/n{n}"), units.get(f"{family}/ac/bw{bw}/n{n}")
+                if not mac or not ac:
+                    lines.append(f"| {bw} | {n} | not measured | | | | | |")
+                    continue
+                lines.append(
+                    f"| {bw} | {n} | {mac['acc_bits']} | {mac['lut']} / {mac['ff']} / {mac['carry']} | {ac['acc_bits']} | "
+                    f"{ac['lut']} / {ac['ff']} / {ac['carry']} | {mac['lut'] / ac['lut']:.2f} | "
+                    f"{(mac['lut'] + mac['ff']) / (ac['lut'] + ac['ff']):.2f} |")
+        pairs = [(units[f"{family}/mac/bw{bw}/n{n}"], units[f"{family}/ac/bw{bw}/n{n}"]) for bw in (4, 8, 16)
+                 for n in (16, 64, 256) if f"{family}/mac/bw{bw}/n{n}" in units and f"{family}/ac/bw{bw}/n{n}" in units]
+        if pairs:
+            ratios = sorted(m["lut"] / a["lut"] for m, a in pairs)
+            lines += ["", f"LUT ratio MAC/AC over the {len(pairs)} settings: {ratios[0]:.2f} to {ratios[-1]:.2f} "
+                          f"(the paper: 2.9x fewer MAC-related CLB LUTs).", ""]
+    return lines
+
+
+def core_table(out: Path) -> list[str]:
+    lines = ["Whole cores synthesised in one piece (`synth_xilinx -nodsp`; RAM = block RAMs of the weight and "
+             "image memories):", "",
+             "| core | generators | core LUT / FF / CARRY / RAM | generators LUT / FF | generators' share of LUTs / FFs |",
+             "|---|---|---|---|---:|"]
+    generators = (_load(out / "synth-generators.json") or {}).get("core", {})
+    for name, label in (("synth-core.json", "784-64-64-10"),
+                        ("synth-core16.json", "784-16-16-10 (first 16 neurons of each hidden layer)")):
+        core = (_load(out / name) or {}).get("core", {})
+        if name == "synth-core.json":
+            core = {**generators, **core}
+        for arrangement in ("per-neuron", "shared"):
+            c, g = core.get(f"xilinx/core/{arrangement}"), core.get(f"xilinx/generators/{arrangement}")
+            if not c or not g:
+                counts = f"{g['lut']} / {g['ff']}" if g else ""
+                lines.append(f"| {label} | {arrangement} | not measured | {counts} | |")
+                continue
+            lines.append(f"| {label} | {arrangement} | {c['lut']} / {c['ff']} / {c['carry']} / {c['ram']} | "
+                         f"{g['lut']} / {g['ff']} | {100 * g['lut'] / c['lut']:.1f}% / {100 * g['ff'] / c['ff']:.1f}% |")
+    core = generators
+    parts = (_load(out / "synth-parts.json") or {}).get("core", {})
+    if parts:
+        lines += ["", "Sum of parts (each part synthesised alone with `synth_xilinx -nodsp`, times its count in "
+                  "the core; the control, shift registers, arg-max and weight/image memories are left out):", "",
+                  "| part | LUT / FF / CARRY each | count |", "|---|---|---:|"]
+        lut = ff = 0
+        for key, r in parts.items():
+            lines.append(f"| {key.split('/', 1)[1]} | {r['lut']} / {r['ff']} / {r['carry']} | {r['count']} |")
+            lut += r["lut"] * r["count"]
+            ff += r["ff"] * r["count"]
+        lines += ["", f"Datapath without generators: {lut} LUTs, {ff} FFs.", "",
+                  "| generators | generators LUT / FF | share of datapath + generators, LUTs / FFs |", "|---|---|---:|"]
+        for arrangement in ("per-neuron", "shared"):
+            g = core.get(f"xilinx/generators/{arrangement}")
+            if g:
+                lines.append(f"| {arrangement} | {g['lut']} / {g['ff']} | {100 * g['lut'] / (lut + g['lut']):.1f}% / "
+                             f"{100 * g['ff'] / (ff + g['ff']):.1f}% |")
+    return lines + [""]
+
+
+def cosim_table(out: Path) -> list[str]:
+    data = {**(_load(out / "cosim-layer.json") or {}), **(_load(out / "cosim-core.json") or {})}
+    if not data:
+        return ["No co-simulation yet.", ""]
+    lines = ["| what | simulator | compared | different |", "|---|---|---|---:|"]
+    for key, r in data.items():
+        if key.startswith("layer"):
+            arrangement = key.split("/")[1]
+            lines.append(f"| hidden layer 1 (64 -> 64, AC), {arrangement} generators, {r['vectors']} random +-1 "
+                         f"input vectors | {r['simulator']} | {r['bits_compared']} output bits | {r['bits_different']} |")
+        else:
+            sim = key.split("/")[1]
+            lines.append(f"| core, {r['images']} test images, T = {r['samples']} | {sim} | decisions and "
+                         f"{r['images']} x 10 class totals | {r['decisions_different']} decisions, "
+                         f"{r['totals_different']} totals |")
+    return lines + [""]
+
+
+def accuracy_table(out: Path) -> list[str]:
+    data = _load(out / "accuracy.json")
+    if not data:
+        return ["No accuracy sweep yet.", ""]
+    lines = [f"Test accuracy on the {data['test_images']} Fashion-MNIST test images:", "",
+             "| T | fixed point (core) | float p-DNN |", "|---:|---:|---:|"]
+    for row in data["rows"]:
+        lines.append(f"| {row['samples']} | {100 * row['fixed_point']:.2f}% | {100 * row['float']:.2f}% |")
+    return lines + [""]
+
+
+def toggles_table(out: Path) -> list[str]:
+    data = _load(out / "toggles.json")
+    if not data:
+        return ["No toggle counts yet.", ""]
+    net, rnd, em = data["network"], data["uniform_random"], data["energy_model"]
+    return [
+        "| inputs | MAC toggles/op | AC toggles/op | MAC/AC |", "|---|---:|---:|---:|",
+        f"| trained network, layer {data['layer']} (n = {data['n']}, b_w = {data['weight_bits']}) | "
+        f"{net['mac']['toggles_per_op']:.1f} | {net['ac']['toggles_per_op']:.1f} | {net['ratio_mac_over_ac']:.2f} |",
+        f"| uniform random | {rnd['mac']['toggles_per_op']:.1f} | {rnd['ac']['toggles_per_op']:.1f} | "
+        f"{rnd['ratio_mac_over_ac']:.2f} |",
+        "",
+        f"pdnn's energy model ({em['table']}) prices one synaptic operation at {em['synapse_pj_mac']:.3f} pJ (MAC, "
+        f"8-bit x {data['weight_bits']}-bit multiply and add) against {em['synapse_pj_ac']:.4f} pJ (AC): "
+        f"{em['ratio_mac_over_ac']:.2f}x; the paper: 2.5x measured against 2.3x predicted.", ""]
+
+
+def main(out: Path) -> None:
+    body = ["## Synapse units: MAC against AC", "", *units_table(out),
+            "## Generators' share of the core", "", *core_table(out),
+            "## Bit-exact co-simulation", "", *cosim_table(out),
+            "## Accuracy against T", "", *accuracy_table(out),
+            "## Switching activity (gate level)", "", *toggles_table(out)]
+    readme = out / "README.md"
+    text = readme.read_text() if readme.exists() else f"# Hardware measurements\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/hardware"))

@@ -1,0 +1,92 @@
+"""The p-bit neurons' random number generators, as the hardware computes them (numpy, bit exact).
+
+Two arrangements are modelled, both built on Marsaglia's xorshift32 (``x ^= x << 13;
+x ^= x >> 17; x ^= x << 5``), which produces 32 new bits per clock from 32 flip-flops and a
+few XOR gates per bit:
+
+* ``per-neuron``: every neuron owns a generator with its own seed and reads the low ``b_u``
+  bits of its state;
+* ``shared``: one generator per layer; bit ``m`` of neuron ``i``'s random number is the XOR of
+  three taps of the shared state (a fixed, distinct triple per ``(i, m)``), so a neuron costs
+  ``b_u`` three-input XORs instead of a generator.
+
+A generator's state advances once per sample; sample ``g`` (counted from reset over all the
+images a core has processed) uses the state after ``g`` steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UsageError
+
+ARRANGEMENTS = ("per-neuron", "shared")
+TAPS = 3
+_MASK32 = np.uint32(0xFFFFFFFF)
+
+
+def check_arrangement(name: str) -> str:
+    if name not in ARRANGEMENTS:
+        raise UsageError(f"unknown RNG arrangement {name!r}; expected one of {', '.join(ARRANGEMENTS)}")
+    return name
+
+
+def xorshift32(x: np.ndarray) -> np.ndarray:
+    """One step of xorshift32 on a uint32 array (element-wise)."""
+    x = x.astype(np.uint32)
+    x = x ^ ((x << np.uint32(13)) & _MASK32)
+    x = x ^ (x >> np.uint32(17))
+    return x ^ ((x << np.uint32(5)) & _MASK32)
+
+
+def seeds(layer: int, count: int, base: int = 0x2545F491) -> np.ndarray:
+    """Distinct nonzero 32-bit seeds for ``count`` generators of p-bit layer ``layer``."""
+    rng = np.random.default_rng(base + 7919 * layer)
+    values: list[int] = []
+    while len(values) < count:
+        v = int(rng.integers(1, 2**32))
+        if v not in values:
+            values.append(v)
+    return np.array(values, dtype=np.uint32)
+
+
+def tap_triples(layer: int, neurons: int, bits: int) -> np.ndarray:
+    """``[neurons, bits, 3]`` distinct triples of state-bit positions (0..31) for the shared RNG."""
+    rng = np.random.default_rng(0x5EED + 104729 * layer)
+    chosen: set[tuple[int, ...]] = set()
+    out = np.zeros((neurons, bits, TAPS), dtype=np.int64)
+    for i in range(neurons):
+        for m in range(bits):
+            while True:
+                triple = tuple(sorted(rng.choice(32, size=TAPS, replace=False).tolist()))
+                if triple not in chosen or len(chosen) >= 4960:  # C(32, 3) triples exist
+                    break
+            chosen.add(triple)
+            out[i, m] = triple
+    return out
+
+
+def states(seed: np.ndarray, start: int, count: int) -> np.ndarray:
+    """``[count, len(seed)]`` generator states for samples ``start .. start + count - 1``."""
+    x = np.asarray(seed, dtype=np.uint32).copy()
+    for _ in range(start):
+        x = xorshift32(x)
+    out = np.empty((count, x.size), dtype=np.uint32)
+    for g in range(count):
+        out[g] = x
+        x = xorshift32(x)
+    return out
+
+
+def random_indices(arrangement: str, layer: int, neurons: int, bits: int, start: int, count: int) -> np.ndarray:
+    """``[count, neurons]`` the ``bits``-bit random numbers each neuron reads, samples ``start..``."""
+    check_arrangement(arrangement)
+    if arrangement == "per-neuron":
+        s = states(seeds(layer, neurons), start, count)
+        return (s & np.uint32(2**bits - 1)).astype(np.int64)
+    s = states(seeds(layer, 1), start, count)[:, 0].astype(np.int64)[:, None]  # [count, 1]
+    taps = tap_triples(layer, neurons, bits)  # [neurons, bits, 3]
+    out = np.zeros((count, neurons), dtype=np.int64)
+    for m in range(bits):
+        a, b, c = taps[:, m, 0], taps[:, m, 1], taps[:, m, 2]
+        out |= (((s >> a) ^ (s >> b) ^ (s >> c)) & 1) << m
+    return out

@@ -1,0 +1,144 @@
+"""The fixed-point p-DNN, its generators and its RTL (Amaranth simulator), on small layers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from pdnn.hw import fixed, rng, rtl, sim
+
+
+def small_net(seed=0, sizes=(12, 6, 5, 3), random_bits=4, arrangement="per-neuron", max_samples=8) -> fixed.FixedNet:
+    """A random network the core can run: a MAC layer, AC layers, an output layer with bias row."""
+    r = np.random.default_rng(seed)
+    wb = 5
+    net = fixed.FixedNet([], input_bits=8, weight_bits=wb, random_bits=random_bits, max_samples=max_samples,
+                         rng=arrangement)
+    lim = 2 ** (wb - 1) - 1
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = k == len(sizes) - 2
+        w = r.integers(-lim, lim + 1, size=(n_out, n_in + (1 if last else 0)))
+        net.layers.append(fixed.Layer(w, None, "mac" if k == 0 else "ac"))
+        if not last:
+            scale = 3.0 / (math.sqrt(n_in) * lim * (255 if k == 0 else 1))
+            net.layers[-1].thresholds = fixed.thresholds_for(scale, r.normal(0, 0.5, n_out), random_bits,
+                                                             net.threshold_bits(k))
+    return net
+
+
+def run(dut, bench):
+    s = Simulator(dut)
+    s.add_clock(1e-8)
+    s.add_testbench(bench)
+    s.run()
+
+
+def test_xorshift32_known_value_and_rtl_agree():
+    # Marsaglia's xorshift32 from 1: 270369, 67634689, ...
+    assert rng.states(np.array([1], dtype=np.uint32), 0, 3)[:, 0].tolist() == [1, 270369, 67634689]
+    gen = rtl.Xorshift32(2463534242)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(gen.en, 1)
+        for _ in range(50):
+            got.append(ctx.get(gen.state))
+            await ctx.tick()
+
+    run(gen, bench)
+    assert got == rng.states(np.array([2463534242], dtype=np.uint32), 0, 50)[:, 0].tolist()
+
+
+@pytest.mark.parametrize("kind", ["mac", "ac"])
+def test_units_accumulate_exactly(kind):
+    r = np.random.default_rng(1)
+    n, bw = 16, 6
+    unit = rtl.MACUnit(8, bw, n) if kind == "mac" else rtl.ACUnit(bw, n)
+    assert unit.acc_bits == (8 + bw + 4 if kind == "mac" else bw + 4)
+    x = r.integers(0, 256 if kind == "mac" else 2, size=(3, n))
+    w = r.integers(-(2 ** (bw - 1)) + 1, 2 ** (bw - 1), size=(3, n))
+    got = []
+
+    async def bench(ctx):
+        for xs, ws in zip(x, w):
+            ctx.set(unit.clear, 1)
+            await ctx.tick()
+            ctx.set(unit.clear, 0)
+            ctx.set(unit.en, 1)
+            for a, b in zip(xs.tolist(), ws.tolist()):
+                ctx.set(unit.x, a)
+                ctx.set(unit.w, b)
+                await ctx.tick()
+            ctx.set(unit.en, 0)
+            got.append(ctx.get(unit.acc))
+
+    run(unit, bench)
+    signed = x if kind == "mac" else 2 * x - 1
+    assert got == (signed * w).sum(1).tolist()
+    # the extremes fit the stated accumulator width
+    most = n * (2 ** (bw - 1) - 1) * (255 if kind == "mac" else 1)
+    assert fixed.signed_bits(-most, most) <= unit.acc_bits
+
+
+def test_threshold_table_gives_tanh_probability_to_random_bits():
+    # P(+1) = #{k: acc > t_k} / 2**b_u must equal (1 + tanh(s*acc + c)) / 2 within one level (2**-b_u)
+    bits, scale, offset = 6, 0.01, np.array([0.3])
+    t = fixed.thresholds_for(scale, offset, bits, 20)
+    acc = np.arange(-600, 601)
+    p = (acc[:, None] > t[0][None, :]).mean(1)
+    exact = (1 + np.tanh(scale * acc + offset[0])) / 2
+    assert np.abs(p - exact).max() <= 2.0**-bits
+
+
+def test_shared_taps_are_distinct_and_uniform_enough():
+    taps = rng.tap_triples(0, 20, 8)
+    assert len({tuple(t) for t in taps.reshape(-1, 3)}) == 160
+    u = rng.random_indices("shared", 0, 20, 8, 0, 4000)
+    # each neuron's number is uniform on 0..255: its mean is 127.5 with std 73.9/sqrt(4000) = 1.17
+    assert np.abs(u.mean(0) - 127.5).max() < 5 * 73.9 / math.sqrt(4000)
+
+
+@pytest.mark.parametrize("arrangement", ["per-neuron", "shared"])
+def test_pbit_layer_rtl_matches_reference_bit_for_bit(arrangement):
+    net = small_net(arrangement=arrangement, sizes=(12, 10, 8, 3))
+    vectors = np.random.default_rng(2).choice([-1, 1], size=(40, 10))
+    got = sim.simulate_layer(net, 1, vectors)
+    want = fixed.layer_sample(net, 1, vectors, 0)
+    assert (got == want).all()
+    assert 0 < (want > 0).mean() < 1  # the layer actually samples
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_core_rtl_matches_reference_totals(samples):
+    net = small_net(seed=3)
+    images = np.random.default_rng(4).integers(0, 256, size=(4, 12))
+    totals, decisions, cycles = sim.simulate_core(net, images, samples)
+    ref_totals, ref_decisions = fixed.reference(net, images, samples)
+    assert (totals == ref_totals).all() and (decisions == ref_decisions).all()
+    assert cycles > 4 * (12 + samples * (6 + 5))
+
+
+def test_memory_files_round_trip_and_reject_corruption(tmp_path):
+    net = small_net()
+    fixed.save(net, tmp_path)
+    again = fixed.load(tmp_path)
+    images = np.random.default_rng(5).integers(0, 256, size=(6, 12))
+    assert (fixed.reference(net, images, 4)[0] == fixed.reference(again, images, 4)[0]).all()
+    path = tmp_path / "layer1_weights.mem"
+    path.write_text(path.read_text().replace("\n", "\nzz\n", 1))
+    with pytest.raises(ValueError, match="layer1_weights.mem:2: 'zz' is not a hexadecimal word"):
+        fixed.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="pdnn hw export"):
+        fixed.load(tmp_path / "missing")
+
+
+def test_reference_rejects_bad_input():
+    net = small_net()
+    with pytest.raises(ValueError, match=r"samples T must be in 1..8"):
+        fixed.reference(net, np.zeros((1, 12)), 0)
+    with pytest.raises(ValueError, match="expects 12"):
+        fixed.reference(net, np.zeros((1, 13)), 1)
+    with pytest.raises(ValueError, match="8-bit unsigned"):
+        fixed.reference(net, np.full((1, 12), 256), 1)

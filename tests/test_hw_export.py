@@ -1,0 +1,99 @@
+"""Export of a trained run to the fixed-point datapath, and the ``pdnn hw`` command end to end."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from pdnn.cli import hw as hw_cli
+from pdnn.cli import main
+from pdnn.hw import export, fixed
+from pdnn.models.reference import mlp
+
+CONFIG = {"model": {"name": "mlp"}}
+
+
+def random_mlp(neuron="pbit", seed=0):
+    torch.manual_seed(seed)
+    model = mlp(neuron=neuron, input_shape=(1, 4, 4), width=8, beta=1.5).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.normal_(0, 1)  # some negative scales: their sign goes into the weights
+            m.bias.data.normal_(0, 0.3)
+    return model
+
+
+def test_folded_layer_fires_with_the_float_probability():
+    model = random_mlp()
+    mean, std = 0.3, 0.25
+    net = export.to_fixed(model, CONFIG, mean, std, weight_bits=14, random_bits=10)
+    images = np.random.default_rng(0).integers(0, 256, size=(50, 16))
+    x = (torch.tensor(images, dtype=torch.float64) / 255 - mean) / std
+    lin, bn, pbit = model[1], model[2], model[3]
+    with torch.no_grad():
+        y = bn.double()(lin.double()(x))
+    p_float = ((1 + torch.tanh(pbit.beta * y)) / 2).numpy()
+    acc = images @ net.layers[0].weights.T
+    p_fixed = (acc[:, :, None] > net.layers[0].thresholds[None]).mean(-1)
+    # 14-bit weights and 10 random bits: the probabilities agree to about 2**-10 plus rounding
+    assert np.abs(p_fixed - p_float).max() < 0.01
+    assert 0.05 < p_float.mean() < 0.95
+
+
+@pytest.mark.parametrize("neuron, named", [("tanh", "Tanh"), ("pbit-unipolar", "PBit(unipolar)")])
+def test_unsupported_neurons_are_named_with_what_is_supported(neuron, named):
+    pattern = re.escape(f"the datapath has no {named} neuron; it supports pbit (bipolar p-bits)")
+    with pytest.raises(ValueError, match=pattern):
+        export.to_fixed(random_mlp(neuron), CONFIG, 0.0, 1.0)
+
+
+def test_bad_bit_widths_are_rejected():
+    with pytest.raises(ValueError, match="weight bits must be an integer in 2..16, got 1"):
+        export.to_fixed(random_mlp(), CONFIG, 0.0, 1.0, weight_bits=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hw") / "run"
+    assert main(["train", "--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "8",
+                 "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    args = ["hw", "export", str(tiny_run), "--out", str(out), "--weight-bits", "3", "--random-bits", "3",
+            "--check", "200", "--tolerance", "-100"]
+    assert main(args) == 0
+    text = capsys.readouterr()
+    assert "layer 0: MAC 784 -> 8, accumulator" in text.out and "warning: 3-bit weights" in text.err
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["weight_bits"] == 3 and spec["layers"][2]["n_in"] == 9  # 8 inputs + the bias row
+    before = (out / "layer0_weights.mem").read_text()
+    assert main(args) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert (out / "layer0_weights.mem").read_text() == before
+    assert main(["hw", "sim", str(out), "--images", "2", "--samples", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["decisions_equal"] == 2 and result["totals_equal"] == 2
+    assert main(["hw", "sim", str(out), "--samples", "0"]) == 2
+
+
+def test_cli_without_the_hw_extra_says_how_to_install(monkeypatch, capsys):
+    real = hw_cli.find_spec
+    monkeypatch.setattr(hw_cli, "find_spec", lambda name: None if name == "amaranth" else real(name))
+    assert main(["hw", "synth", "--part", "ac"]) == 2
+    assert "pip install -e '.[hw]'" in capsys.readouterr().err
+
+
+def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path):
+    net, _ = export.from_run(tiny_run)
+    fixed.save(net, tmp_path)
+    again = fixed.load(tmp_path)
+    assert again.meta["dataset"] == "demo"
+    assert [layer.kind for layer in again.layers] == ["mac", "ac", "ac"]
