@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .adaptive import StoppingRule, adaptive_sample
 from .checks import positive_int
 from .errors import UsageError
 from .nn import is_stochastic
+from .progress import progress_bar
 from .sampling import SampledModel, check_samples
 
 MAX_ROWS = 1024  # samples x batch rows per forward pass: bounds memory; on a CPU 512-1024 rows ran
@@ -55,7 +54,7 @@ def _pooled_correct(
     pool = repeats * max(samples)
     correct = {t: [0] * repeats for t in samples}
     sampler = SampledModel(model, reduce="none", seed=seed)
-    bar = tqdm(total=len(x), desc="eval", unit="img", disable=not (progress and sys.stderr.isatty()), leave=False)
+    bar = progress_bar(total=len(x), desc="eval", unit="img", enabled=progress, leave=False)
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
         chunk = max(1, MAX_ROWS // len(xb))
@@ -80,7 +79,7 @@ def _layer_correct(
     seed: int, batch_size: int, prepare: Callable, progress: bool,
 ) -> dict[int, list[int]]:
     correct = {t: [0] * repeats for t in samples}
-    bar = tqdm(total=len(samples) * repeats, desc="eval (layer)", disable=not (progress and sys.stderr.isatty()),
+    bar = progress_bar(total=len(samples) * repeats, desc="eval (layer)", enabled=progress,
                leave=False)
     for t in samples:
         for r in range(repeats):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -38,6 +37,7 @@ from .data import augment, load
 from .devices import default_device
 from .errors import UsageError
 from .models import ModelConfig
+from .progress import progress_bar
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .sampling import check_samples
 from .tasks import TASKS, Task
@@ -192,8 +192,8 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
     loss_sum = seen = 0
     sums: dict[str, float] = {}
     began = time.perf_counter()
-    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=not (progress and run.rank == 0 and sys.stderr.isatty()), leave=False)
+    bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                       enabled=progress and run.rank == 0, leave=False)
     for i in bar:
         for group in run.optimizer.param_groups:
             group["lr"] = config.lr * _lr_factor(config.schedule, epoch * steps_per_epoch + i, total_steps)

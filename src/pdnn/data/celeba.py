@@ -19,8 +19,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .idx import DataError
 from .images import CHUNK
 
@@ -91,7 +91,7 @@ def write_celeba(source: Path, partition: Path | None, writer, progress: bool = 
         for part, key in ((0, "train"), (2, "test")):
             entries = chosen[part]
             chunk = np.empty((min(CHUNK, len(entries)), SIZE, SIZE, 3), dtype=np.uint8)
-            bar = tqdm(total=len(entries), desc=f"decoding CelebA {key}", unit="img", disable=not progress,
+            bar = progress_bar(total=len(entries), desc=f"decoding CelebA {key}", unit="img", enabled=progress,
                        mininterval=0.5)
             for start in range(0, len(entries), CHUNK):
                 part_names = entries[start:start + CHUNK]

@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .idx import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
@@ -76,7 +76,7 @@ def decode_split(source: Path, shape: tuple[int, int, int], writer, split: str, 
     chunk = np.empty((min(CHUNK, len(entries)), height, width, channels), dtype=np.uint8)
     zf = None if source.is_dir() else zipfile.ZipFile(source)
     try:
-        bar = tqdm(total=len(entries), desc=desc, unit="img", disable=not progress, mininterval=0.5)
+        bar = progress_bar(total=len(entries), desc=desc, unit="img", enabled=progress, mininterval=0.5)
         for start in range(0, len(entries), CHUNK):
             part = entries[start:start + CHUNK]
             for k, (entry, _) in enumerate(part):
