@@ -1,7 +1,7 @@
 """The cost of sampling on the CPU: every ratio of the speed table measured in one run.
 
 Usage: python benchmarks/bench_speed.py [--threads 2] [--repeats 5] [--json benchmarks/results/speed.json]
-       [--skip-wide] (leaves out the width-64 CNN, the slowest row)
+       [--skip-wide] (leaves out the width-64 CNN, the slowest row) [--clock wall|cpu]
 
 Rows (inference in eval mode without autograd unless stated; times are medians over repeats,
 and the configurations of a row are interleaved within each repeat so that load from other
@@ -37,10 +37,13 @@ from pdnn.models import create
 from pdnn.sampling import loss_of_samples
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, blind to time spent waiting for a core
+
+
 def timed(fn) -> float:
-    began = time.perf_counter()
+    began = CLOCK()
     fn()
-    return time.perf_counter() - began
+    return CLOCK() - began
 
 
 def compare(name: str, goal: str, configs: dict, repeats: int, inner: int = 1, pairs=()) -> dict:
@@ -64,6 +67,7 @@ def compare(name: str, goal: str, configs: dict, repeats: int, inner: int = 1, p
     return row
 
 
+@torch.no_grad()
 def activation_rows(repeats: int) -> list[dict]:
     x = torch.randn(256, 2048)
     pbit, tanh = PBit(), nn.Tanh()
@@ -81,6 +85,7 @@ def loop(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
     return torch.stack([model(x) for _ in range(samples)]).mean(0)
 
 
+@torch.no_grad()
 def cnn_rows(width: int, repeats: int, batches: tuple[int, ...]) -> list[dict]:
     torch.manual_seed(0)
     model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=width).eval()
@@ -95,6 +100,7 @@ def cnn_rows(width: int, repeats: int, batches: tuple[int, ...]) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
 def mlp_rows(repeats: int) -> list[dict]:
     torch.manual_seed(0)
     model = create("mlp", neuron="pbit", input_shape=(1, 28, 28), width=2048, depth=3).eval()
@@ -129,26 +135,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-wide", action="store_true", help="leave out the width-64 CNN")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: CPU time of the process (all threads), robust on a loaded machine")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    with torch.no_grad():
-        rows = activation_rows(args.repeats) + mlp_rows(args.repeats)
-        rows += cnn_rows(16, args.repeats, (1, 16, 256))
-        if not args.skip_wide:
-            rows += cnn_rows(64, max(2, args.repeats // 2), (256,))
-    rows += train_rows(args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, {args.repeats} repeats")
-    print(f"{'row':22} {'ratio':24} {'value':>7}  {'spread':>13}  goal")
-    for row in rows:
-        for label, ratio in row["ratio"].items():
-            low, high = row["spread"][label]
-            print(f"{row['row']:22} {label:24} {ratio:>7.2f}  {low:>5.2f}-{high:<6.2f}  {row['goal']}")
+          f"load average {os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock")
+    print(f"{'row':22} {'ratio':24} {'value':>7}  {'spread':>13}  goal", flush=True)
+    rows = []
+    for measure in (lambda: activation_rows(args.repeats), lambda: mlp_rows(args.repeats),
+                    lambda: train_rows(args.repeats), lambda: cnn_rows(16, args.repeats, (1, 16, 256)),
+                    lambda: [] if args.skip_wide else cnn_rows(64, max(2, args.repeats // 2), (256,))):
+        for row in measure():
+            rows.append(row)
+            for label, ratio in row["ratio"].items():
+                low, high = row["spread"][label]
+                print(f"{row['row']:22} {label:24} {ratio:>7.2f}  {low:>5.2f}-{high:<6.2f}  {row['goal']}",
+                      flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads,
+        path.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
                                     "repeats": args.repeats, "rows": rows}, indent=2))
 
 

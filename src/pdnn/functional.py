@@ -88,7 +88,8 @@ class _PBitFunction(torch.autograd.Function):
     backward: the STE.
 
     One autograd function rather than ``bits + (s - s.detach())``: sampling is memory-bound,
-    and this keeps it at three elementwise passes (the mean, one add, one comparison) besides
+    and this keeps it at four elementwise passes (the mean, the thresholds' conversion to
+    float, one add, one comparison; a mixed int16-float add is far slower than the two) besides
     the draw, and one saved tensor (the mean). The bit is decided exactly: with ``r`` uniform
     on [-2**15, 2**15), ``b = +1`` iff ``r + 2**15 * tanh(beta*x) >= 0`` (bipolar) and ``b = 1``
     iff ``r + 2**16 * sigmoid(beta*x) >= 2**15`` (unipolar). Both sums are exact up to their
@@ -110,12 +111,12 @@ class _PBitFunction(torch.autograd.Function):
         scaled = wide if beta == 1.0 else wide * beta
         if mode == "bipolar":
             mean = torch.tanh(scaled)
-            total = torch.add(thresholds, mean, alpha=2**15)
+            total = thresholds.to(mean.dtype).add_(mean, alpha=2**15)
             one = torch.ones((), dtype=total.dtype, device=total.device)
             bits = torch.copysign(one, total) if transformed else torch.copysign(one, total, out=total)
         else:
             mean = torch.sigmoid(scaled)
-            bits = torch.add(thresholds, mean, alpha=2**16).ge_(2**15)
+            bits = thresholds.to(mean.dtype).add_(mean, alpha=2**16).ge_(2**15)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
         # (the full masking pass is paid only then); elsewhere, and under transforms that
         # forbid data-dependent branches, mask unconditionally (no host-device synchronisation)
