@@ -106,17 +106,20 @@ class _PBitFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, thresholds, mode, beta, ste):
-        transformed = torch._C._are_functorch_transforms_active()  # vmap has no out= rules
+        transformed = torch._C._are_functorch_transforms_active()
         wide = x if x.dtype in (torch.float32, torch.float64) else x.float()  # 16-bit ints exact
         scaled = wide if beta == 1.0 else wide * beta
+        mean = torch.tanh(scaled) if mode == "bipolar" else torch.sigmoid(scaled)
+        scale = 2**15 if mode == "bipolar" else 2**16
+        if transformed:  # out of place: under vmap the draw may be batched where x is not
+            total = thresholds.to(mean.dtype) + mean * scale
+        else:
+            total = torch.empty_like(mean).copy_(thresholds).add_(mean, alpha=scale)
         if mode == "bipolar":
-            mean = torch.tanh(scaled)
-            total = thresholds.to(mean.dtype).add_(mean, alpha=2**15)
             one = torch.ones((), dtype=total.dtype, device=total.device)
             bits = torch.copysign(one, total) if transformed else torch.copysign(one, total, out=total)
         else:
-            mean = torch.sigmoid(scaled)
-            bits = thresholds.to(mean.dtype).add_(mean, alpha=2**16).ge_(2**15)
+            bits = total.ge_(2**15)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
         # (the full masking pass is paid only then); elsewhere, and under transforms that
         # forbid data-dependent branches, mask unconditionally (no host-device synchronisation)
