@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--skip-wide", action="store_true", help="leave out the width-64 CNN")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: CPU time of the process (all threads), robust on a loaded machine")
+    parser.add_argument("--only", nargs="+", choices=("act", "mlp", "train", "cnn16", "cnn64"),
+                        help="measure only these groups of rows")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     global CLOCK
@@ -146,9 +148,13 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock")
     print(f"{'row':22} {'ratio':24} {'value':>7}  {'spread':>13}  goal", flush=True)
     rows = []
-    for measure in (lambda: activation_rows(args.repeats), lambda: mlp_rows(args.repeats),
-                    lambda: train_rows(args.repeats), lambda: cnn_rows(16, args.repeats, (1, 16, 256)),
-                    lambda: [] if args.skip_wide else cnn_rows(64, max(2, args.repeats // 2), (256,))):
+    groups = {"act": lambda: activation_rows(args.repeats), "mlp": lambda: mlp_rows(args.repeats),
+              "train": lambda: train_rows(args.repeats),
+              "cnn16": lambda: cnn_rows(16, args.repeats, (1, 16, 256)),
+              "cnn64": lambda: [] if args.skip_wide else cnn_rows(64, max(2, args.repeats // 2), (256,))}
+    for name, measure in groups.items():
+        if args.only and name not in args.only:
+            continue
         for row in measure():
             rows.append(row)
             for label, ratio in row["ratio"].items():

@@ -30,7 +30,7 @@ from .nn import is_stochastic
 
 REDUCTIONS = ("mean", "vote", "none")
 AGGREGATIONS = ("network", "layer")
-MAX_ROWS = 1024  # samples x batch rows per folded pass, see SampledModel(max_rows=...)
+MAX_ROWS = 256  # samples x batch rows per folded pass, see SampledModel(max_rows=...)
 
 
 def check_samples(samples) -> int:
@@ -167,9 +167,10 @@ class SampledModel(nn.Module):
             global generator.
         max_rows: the most samples x batch rows one folded pass may hold. A larger batch is
             split into sub-batches of ``max_rows // T`` inputs (each still shares its prefix), so
-            the activations stay near the cache and memory stays bounded: on a 2-core CPU the
-            reference CNN at T = 10, batch 256 ran fastest at 256-1024 rows and slower in one
-            pass of 2560 (``benchmarks/bench_speed.py``). ``None`` never splits. The split
+            the activations stay small and memory stays bounded: on a 2-core CPU the reference
+            CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower than a loop
+            of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
+            above 32 MiB afresh, and page faults then dominate). ``None`` never splits. The split
             changes the order of the draws, so a seed's samples depend on it. Only inputs
             without extra positional arguments are split.
 
