@@ -10,7 +10,7 @@ processes falls on all of them alike):
 * ``pbit_vs_tanh``: a ``PBit`` (seeded generator) against ``nn.Tanh`` on a 256 x 2048 input;
 * ``linear_pbit_vs_tanh``: ``Linear(2048, 2048)`` followed by each, batch 256;
 * ``cnn{w}_t10_vs_t1``: the reference CNN (3x32x32, width w), batch 256, ``SampledModel`` at
-  T = 10 against T = 1, and a Python loop of 10 plain forwards against T = 1;
+  T = 10 against T = 1 (with ``max_rows=MAX_ROWS``, as evaluation uses it), and a Python loop of 10 plain forwards against T = 1;
 * ``cnn16_loop_vs_batched_b{B}``: the loop of 10 forwards against the batched T = 10, batch B;
 * ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1;
 * ``train_s8_vs_s1``: one Adam step on the sample-aware loss of the reference CNN (width 16,
@@ -34,7 +34,7 @@ from torch import nn
 from pdnn import SampledModel
 from pdnn.nn import PBit
 from pdnn.models import create
-from pdnn.sampling import loss_of_samples
+from pdnn.sampling import MAX_ROWS, loss_of_samples
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, blind to time spent waiting for a core
@@ -92,7 +92,7 @@ def cnn_rows(width: int, repeats: int, batches: tuple[int, ...]) -> list[dict]:
     rows = []
     for batch in batches:
         x = torch.randn(batch, 3, 32, 32)
-        one, ten = SampledModel(model, 1, seed=0), SampledModel(model, 10, seed=0)
+        one, ten = (SampledModel(model, t, seed=0, max_rows=MAX_ROWS) for t in (1, 10))
         configs = {"T=1": lambda: one(x), "T=10": lambda: ten(x), "loop10": lambda: loop(model, x, 10)}
         inner = max(1, 64 // (batch * width // 16))
         rows.append(compare(f"cnn{width}_b{batch}", "T=10/T=1 <= 9 at batch 256; loop10/T=10 >= 1",

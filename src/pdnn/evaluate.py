@@ -18,7 +18,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .nn import is_stochastic
-from .sampling import MAX_ROWS, SampledModel, check_samples
+from .sampling import MAX_ROWS as SPLIT_ROWS
+from .sampling import SampledModel, check_samples
+
+MAX_ROWS = 1024  # samples per sampler call (x batch rows, for layer aggregation): bounds the output
 
 
 def is_deterministic(model: nn.Module) -> bool:
@@ -44,9 +47,9 @@ def _pooled_correct(
 ) -> dict[int, list[int]]:
     pool = repeats * max(samples)
     correct = {t: [0] * repeats for t in samples}
-    sampler = SampledModel(model, reduce="none", seed=seed, max_rows=MAX_ROWS)
+    sampler = SampledModel(model, reduce="none", seed=seed, max_rows=SPLIT_ROWS)
     bar = tqdm(total=len(x), desc="eval", unit="img", disable=not progress, leave=False)
-    chunk = min(pool, MAX_ROWS)  # samples per call; the sampler splits the batch to MAX_ROWS rows
+    chunk = min(pool, MAX_ROWS)  # samples per call; the sampler splits the batch to SPLIT_ROWS rows
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
         parts = []

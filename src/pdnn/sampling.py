@@ -30,7 +30,7 @@ from .nn import is_stochastic
 
 REDUCTIONS = ("mean", "vote", "none")
 AGGREGATIONS = ("network", "layer")
-MAX_ROWS = 256  # samples x batch rows per folded pass, see SampledModel(max_rows=...)
+MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
 
 
 def check_samples(samples) -> int:
@@ -170,7 +170,8 @@ class SampledModel(nn.Module):
             the activations stay small and memory stays bounded: on a 2-core CPU the reference
             CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower than a loop
             of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
-            above 32 MiB afresh, and page faults then dominate). ``None`` never splits. The split
+            above 32 MiB afresh, and page faults then dominate); ``MAX_ROWS`` (256) is the
+            measured choice, which evaluation uses. ``None`` (the default) never splits. The split
             changes the order of the draws, so a seed's samples depend on it. Only inputs
             without extra positional arguments are split.
 
@@ -188,7 +189,7 @@ class SampledModel(nn.Module):
         reduce: str = "mean",
         aggregate: str = "network",
         seed: int | None = None,
-        max_rows: int | None = MAX_ROWS,
+        max_rows: int | None = None,
     ):
         super().__init__()
         if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int)
