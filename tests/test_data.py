@@ -1,6 +1,7 @@
 """pdnn.data: IDX / CIFAR pickle / class-folder decoding, the disk cache, data roots, subset,
 augmentation, normalisation and the embedded demo. Every fixture is built here in tmp_path."""
 import gzip
+import json
 import os
 import pickle
 import zipfile
@@ -132,7 +133,7 @@ def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkey
     monkeypatch.undo()
     monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
     assert_idx_equal(load("mnist", roots=[tmp_path / "data"], progress=False), changed)
-    assert len(list((tmp_path / "cache").glob("mnist-*.pt"))) == 1  # the stale file is gone
+    assert len(list((tmp_path / "cache").glob("mnist-*"))) == 1  # the stale entry is gone
 
     # same size, only the mtime moves: still a miss
     labels = folder / "train-labels-idx1-ubyte.gz"
@@ -142,15 +143,66 @@ def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkey
                        ((changed["train_y"] + 1) % 10).long())
 
 
-def test_corrupt_cache_is_rebuilt(tmp_path):
+def _damage_truncate(entry: Path) -> str:
+    images = entry / "train_x.bin"
+    images.write_bytes(images.read_bytes()[:100])
+    return "damaged.*train_x.bin holds 100 bytes"
+
+
+def _damage_meta(entry: Path) -> str:
+    (entry / "meta.json").write_text('{"format": 2, "shapes"')
+    return "unreadable"
+
+
+def _old_format(entry: Path) -> str:
+    meta = json.loads((entry / "meta.json").read_text())
+    (entry / "meta.json").write_text(json.dumps({**meta, "format": 1}))
+    return "of format 1, not 2"
+
+
+@pytest.mark.parametrize("damage", [_damage_truncate, _damage_meta, _old_format])
+def test_damaged_or_old_cache_is_rebuilt(tmp_path, damage):
     original = make_idx(tmp_path / "mnist", gz=False)
     load("mnist", roots=[tmp_path], progress=False)
-    (cache_file,) = (tmp_path / "cache").glob("mnist-*.pt")
-    cache_file.write_bytes(cache_file.read_bytes()[:100])
-    with pytest.warns(UserWarning, match="unreadable"):
+    (entry,) = (tmp_path / "cache").glob("mnist-*")
+    with pytest.warns(UserWarning, match=damage(entry)):
         ds = load("mnist", roots=[tmp_path], progress=False)
     assert_idx_equal(ds, original)
-    assert not list((tmp_path / "cache").glob(".*.tmp"))  # atomic write left no temp file
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # replaced, no temp left
+    assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)  # and readable again
+
+
+def test_cache_is_written_in_bounded_chunks_and_subset_copies_only_its_part(tmp_path, monkeypatch):
+    as_dirs = tmp_path / "cifar10-jpeg"
+    train = make_class_folders(as_dirs / "train", 3, ".png", seed=5)
+    make_class_folders(as_dirs / "test", 1, ".png", seed=6)
+    monkeypatch.setattr(images_module, "CHUNK", 7)  # 30 images: chunks of 7, 7, 7, 7, 2
+    from pdnn.data import cache
+
+    sizes = []
+    add = cache.CacheWriter.add
+    monkeypatch.setattr(cache.CacheWriter, "add",
+                        lambda self, split, x, y: sizes.append(len(x)) or add(self, split, x, y))
+    full = load("cifar10", roots=[tmp_path], progress=False)
+    assert sizes == [7, 7, 7, 7, 2, 7, 3]
+    for k in range(30):
+        assert torch.equal(full.train_x[k], train[CIFAR_CLASSES[k % 10], k // 10])
+    # statistics summed over chunks equal those of the whole split
+    x = full.train_x.double() / 255
+    assert torch.allclose(full.mean.double(), x.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert torch.allclose(full.std.double(), x.std(dim=(0, 2, 3), unbiased=False), atol=1e-6)
+    small = load("cifar10", roots=[tmp_path], subset=4, progress=False)
+    assert torch.equal(small.train_x, full.train_x[:4]) and torch.equal(small.test_y, full.test_y[:4])
+    assert small.train_x.untyped_storage().nbytes() == 4 * 3 * 32 * 32  # a copy of the kept part only
+
+
+def test_unwritable_cache_directory_warns_and_still_loads(tmp_path, monkeypatch):
+    original = make_idx(tmp_path / "mnist", gz=False)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("PDNN_CACHE", str(blocker / "cache"))
+    with pytest.warns(UserWarning, match="could not write the data cache"):
+        assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
 
 
 # ---------------------------------------------------------------- CIFAR
@@ -344,9 +396,10 @@ def test_embedded_demo(tmp_path):
 
 
 def test_describe_reads_no_data():
-    assert DATASETS == ("demo", "fashion-mnist", "mnist", "cifar10")
+    assert DATASETS == ("demo", "fashion-mnist", "mnist", "cifar10", "celeba")
     for name in DATASETS:
-        assert describe(name) == {"input_shape": INPUT_SHAPES[name], "num_classes": 10}
+        classes = 1 if name == "celeba" else 10  # CelebA images carry no class here
+        assert describe(name) == {"input_shape": INPUT_SHAPES[name], "num_classes": classes}
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         describe("imagenet")
 

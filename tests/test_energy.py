@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -103,6 +103,7 @@ def _with_bits(net: Network, weight_bits: int, activation_bits: int) -> Network:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=st.sampled_from(["mlp-pbit", "mlp-tanh", "cnn-pbit"]), a=WIDTHS, b=WIDTHS, other=WIDTHS,
        t=st.integers(1, 12), aggregate=st.sampled_from(["network", "layer"]), shared=st.booleans())
+@example(model="cnn-pbit", a=31, b=32, other=1, t=3, aggregate="layer", shared=False)  # a 33-bit sum vs float
 def test_network_energy_never_decreases_when_a_bit_width_grows(small_nets, model, a, b, other, t, aggregate, shared):
     net = small_nets[model]
     s = Settings(load_table(), aggregate=aggregate, shared_prefix=shared)
@@ -443,21 +444,6 @@ def test_layer_aggregation_flags_its_next_sample_column(small_nets):
     # computed once, as ΔE(T→T+1)/E(T)
     e1, e2 = (network_energy(net, t, Settings())["total_j"] for t in (1, 2))
     assert network["configs"][0]["next_sample_increase_pct"] == pytest.approx(100 * (e2 - e1) / e1)
-
-
-def test_energy_code_imports_no_training_code():
-    """The layering rule: energy reads a model, never trains one (pdnn.convert, models, runs are fine)."""
-    import ast
-
-    import pdnn.energy
-
-    forbidden = {"train", "evaluate", "experiments", "cli", "data", "plots"}
-    for file in Path(pdnn.energy.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(file.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                parts = node.module.split(".")
-                top = parts[0] if node.level == 2 else parts[1] if parts[0] == "pdnn" and len(parts) > 1 else None
-                assert top not in forbidden, f"{file.name} imports {node.module}"
 
 
 # --- the command line ---------------------------------------------------------------------------

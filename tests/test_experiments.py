@@ -1,7 +1,12 @@
 """The demo and the study, end to end on tiny slices of the embedded data."""
 import json
 
+import pytest
+
 from pdnn.cli import main
+from pdnn.experiments.runs import ensure_trained
+from pdnn.models import ModelConfig
+from pdnn.train import TrainConfig
 from pdnn.experiments.study import StudySpec, assess_claims
 
 
@@ -51,3 +56,15 @@ def test_claims_are_judged_by_their_stated_rules():
     assert verdicts["T = 10 matches the 3-bit model"]             # s=8 at T=10: 83 >= 77
     assert verdicts["training with s matching test T is best"]    # diagonal is best
     assert not verdicts["sigmoid (unipolar) and tanh (bipolar) p-bits perform alike"]  # 2-point gap
+
+
+def test_a_longer_finished_run_is_kept_with_a_warning(tmp_path):
+    """What ``demo --epochs 3`` over a 10-epoch demo does: the run is reused and the option named."""
+    run = tmp_path / "run"
+    model = ModelConfig(name="mlp", input_shape=(1, 28, 28), num_classes=10, width=16)
+    ensure_trained(run, model, "demo", TrainConfig(epochs=2), subset=128, progress=False)
+    stamp = (run / "checkpoint.pt").stat().st_mtime_ns
+    with pytest.warns(UserWarning, match=r"has trained 2 epochs and is kept as it is; --epochs 1 is ignored"):
+        metrics = ensure_trained(run, model, "demo", TrainConfig(epochs=1), subset=128, progress=False)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp

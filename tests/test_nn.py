@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from pdnn.nn import NEURONS, PBit, QuantConv2d, QuantLinear, Quantize, make_neuron, neuron_bits
+from pdnn.energy import neuron_parts
+from pdnn.nn import (NEURONS, NeuronSpec, PBit, QuantConv2d, QuantLinear, Quantize, WeightQuantizer, is_stochastic,
+                     make_neuron, neuron_bits)
 
 
 def test_pbit_module_repr_and_values():
@@ -37,8 +39,8 @@ def test_bad_bit_widths_rejected(bits):
 def test_quantized_weight_layers_use_2_to_the_k_levels(bits):
     lin = QuantLinear(64, 32, weight_bits=bits)
     conv = QuantConv2d(8, 16, 3, weight_bits=bits)
-    assert len(lin.quantized_weight().unique()) <= 2**bits
-    assert len(conv.quantized_weight().unique()) <= 2**bits
+    assert all(len(row.unique()) <= 2**bits for row in lin.quantized_weight())  # per output channel
+    assert all(len(kernel.unique()) <= 2**bits for kernel in conv.quantized_weight())
     assert conv(torch.randn(2, 8, 6, 6)).shape == (2, 16, 4, 4)
     x = torch.randn(5, 64)
     torch.testing.assert_close(lin(x), x @ lin.quantized_weight().T + lin.bias)
@@ -52,10 +54,74 @@ def test_float_weight_layers_equal_torch_layers():
     assert torch.equal(lin(x), ref(x))
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_each_output_channel_has_its_own_2_to_the_k_levels(bits):
+    w = torch.randn(6, 200) * torch.linspace(0.1, 3, 6)[:, None]  # channels of different size
+    q = WeightQuantizer(bits, channels=6)(w)
+    scale = q.abs().amax(1)
+    for row, s in zip(q, scale):
+        levels = (row / s).unique()
+        assert len(levels) <= 2**bits
+        grid = torch.linspace(-1, 1, 2**bits)  # the levels lie on the k-bit grid of this channel
+        assert torch.isclose(levels[:, None], grid, atol=1e-5).any(1).all()
+    assert scale[-1] > 5 * scale[0]  # per channel, not one scale for the layer
+
+
+def test_one_bit_scale_is_the_mean_magnitude():
+    w = torch.randn(4, 300)
+    wq = WeightQuantizer(1, channels=4)
+    torch.testing.assert_close(wq(w), w.abs().mean(1, keepdim=True) * w.sign())
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_initial_scale_beats_the_max_abs_scale(bits):
+    w = torch.randn(8, 500)
+    q = WeightQuantizer(bits, channels=8)(w)
+    top = w.abs().amax(1, keepdim=True)
+    max_abs = WeightQuantizer(bits, channels=8)
+    max_abs.reset_scale(w)
+    with torch.no_grad():
+        max_abs.scale.copy_(top[:, 0])
+    assert ((q - w) ** 2).sum() < ((max_abs(w) - w) ** 2).sum()
+
+
+def test_weight_quantizer_gradients_are_lsq():
+    """Inside the range the weight gets the identity, outside zero; the scale gets q - w/s
+    inside and sign(w) outside, times 1/sqrt(K * 2**(bits-1))."""
+    bits, k = 2, 4
+    wq = WeightQuantizer(bits, channels=1)
+    w = torch.tensor([[-3.0, -0.4, 0.2, 2.5]], requires_grad=True)
+    wq.reset_scale(w)
+    with torch.no_grad():
+        wq.scale.fill_(1.0)
+    out = wq(w)
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, torch.tensor([[0.0, 1.0, 1.0, 0.0]]))
+    v = torch.tensor([-1.0, -0.4, 0.2, 1.0])
+    q = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])
+    expected = (q - v * torch.tensor([0.0, 1.0, 1.0, 0.0])).sum() / (k * 2 ** (bits - 1)) ** 0.5
+    torch.testing.assert_close(wq.scale.grad, expected.reshape(1))
+
+
+def test_weight_scale_is_set_once_and_survives_a_checkpoint():
+    lin = QuantLinear(16, 4, weight_bits=4)
+    lin(torch.randn(2, 16))
+    first = lin.weight_quant.scale.detach().clone()
+    with torch.no_grad():
+        lin.weight.mul_(10)  # a later forward does not reset the (learned) scale
+    lin(torch.randn(2, 16))
+    assert torch.equal(lin.weight_quant.scale.detach(), first)
+    fresh = QuantLinear(16, 4, weight_bits=4)
+    fresh.load_state_dict(lin.state_dict())
+    x = torch.randn(3, 16)
+    assert torch.equal(fresh(x), lin(x))
+
+
 def test_quantized_weights_still_get_gradients():
     lin = QuantLinear(8, 2, weight_bits=2)
     lin(torch.randn(3, 8)).sum().backward()
     assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    assert lin.weight_quant.scale.grad is not None
 
 
 def test_neuron_vocabulary():
@@ -68,3 +134,20 @@ def test_neuron_vocabulary():
     with pytest.raises(ValueError, match="quant:9"):
         make_neuron("quant:9")
     assert "quant:k" in NEURONS
+
+
+@pytest.mark.parametrize("name", ["pbit", "pbit-unipolar", "tanh", "sigmoid", "sign", "quant:1", "quant:3", "quant:8"])
+def test_a_neuron_spec_says_what_its_module_is_and_the_energy_model_reads_the_same(name):
+    spec = NeuronSpec.parse(name)
+    assert NeuronSpec.parse(spec) is spec
+    module = spec.build(beta=2.0)
+    assert spec.stochastic == is_stochastic(module)
+    if spec.kind == "pbit":
+        assert (module.mode, module.beta) == (spec.mode, 2.0)
+    elif spec.kind == "quant":
+        assert (module.bits, module.beta) == (spec.bits, 2.0)
+    else:
+        assert spec.bits == 32 and isinstance(module, torch.nn.Sigmoid if name == "sigmoid" else torch.nn.Tanh)
+    (part,) = neuron_parts(name)
+    assert (part.stochastic, part.module) == (spec.stochastic, name)
+    assert part.bits == spec.bits or part.kind == "nonlinearity"

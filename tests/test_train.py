@@ -1,21 +1,51 @@
 """Training end to end on the embedded data: checkpoints, bit-for-bit resume, DDP, CLI runs."""
+import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from pdnn.cli import main
-from pdnn.runs import load_checkpoint, load_model
+import pdnn
+from pdnn.cli import build_parser, main
+from pdnn.data import load
+from pdnn.runs import evaluate_run, load_checkpoint, load_model
+from pdnn.tasks import TASKS
+from pdnn.train import TrainConfig
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
 
 
 def train(out, *extra):
     return main(["train", *TINY, "--out", str(out), *extra])
+
+
+def make_cifar(root, per_batch=24):
+    """A tiny CIFAR-10 (random 32x32 colour images) in the python-pickle layout under ``root``; its
+    augmentation is crop and flip."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
+    return ["--dataset", "cifar10", "--data-dir", str(root), "--model", "mlp", "--width", "32", "--quiet"]
+
+
+def assert_same_run(a_dir, b_dir):
+    a, b = load_checkpoint(a_dir / "checkpoint.pt"), load_checkpoint(b_dir / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = lambda ms: [{k: v for k, v in m.items() if "time" not in k and "per_s" not in k} for m in ms]
+    assert strip(a["metrics"]) == strip(b["metrics"])
 
 
 def test_train_writes_a_complete_run_directory(tmp_path):
@@ -42,6 +72,57 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert strip(a["metrics"]) == strip(b["metrics"])
 
 
+def test_task_is_recorded_and_runs_from_before_tasks_resume_bit_for_bit(tmp_path):
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert train(straight, "--epochs", "2") == 0
+    assert train(run, "--epochs", "1", "--task", "classify") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["task"] == "classify"
+    del config["train"]["task"]  # as written before tasks existed, with the streams of process 0 only
+    (run / "config.json").write_text(json.dumps(config))
+    state = load_checkpoint(run / "checkpoint.pt")
+    [state["generators"]] = state["generators"]
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["task"] == "classify"
+    assert_same_run(straight, run)
+
+
+def test_the_classification_task_measures_what_eval_reports(tmp_path):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    document = evaluate_run(run, [1, 3], repeats=2, progress=False)
+    model, config = load_model(run)
+    task = TASKS[config["train"]["task"]](TrainConfig.from_dict(config["train"]))
+    data = load(config["data"]["dataset"], subset=config["data"]["subset"], progress=False)
+    assert task.evaluate(model, data, [1, 3], 2, "network", seed=0) == document["results"]
+
+
+def test_each_process_trains_on_its_own_device(monkeypatch):
+    """Under torchrun, ``cuda`` means ``cuda:<LOCAL_RANK>`` (nccl); the CPU stays the CPU (gloo)."""
+    import pdnn.train as training
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(device))
+    monkeypatch.setattr(training.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(training.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(training.dist, "get_rank", lambda: 1)
+    assert training._distributed("cuda") == ("cuda:1", 1, 2) and calls == ["cuda:1", "nccl"]
+    calls.clear()
+    assert training._distributed("cpu") == ("cpu", 1, 2) and calls == ["gloo"]
+
+
+def test_the_task_registry_drives_the_loop_and_the_cli():
+    assert set(TASKS) >= {"classify"} and all(TASKS[name].name == name for name in TASKS)
+    choices = next(a.choices for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                   if a.dest == "task")
+    assert tuple(choices) == tuple(TASKS)
+    with pytest.raises(ValueError, match="unknown task 'paint'; expected one of classify"):
+        TrainConfig(task="paint").validate()
+
+
 def test_existing_run_is_never_overwritten(tmp_path, capsys):
     run = tmp_path / "run"
     assert train(run, "--epochs", "1") == 0
@@ -49,7 +130,8 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys):
     assert train(run, "--epochs", "1") == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert (run / "checkpoint.pt").read_bytes() == before
-    assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
+    with pytest.warns(UserWarning, match=r"ignored: --neuron tanh \(it keeps pbit\)"):
+        assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
 
 
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
@@ -59,6 +141,68 @@ def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
     assert "samples (T) must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "c"), "--resume"]) == 2
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_programming_mistake_shows_its_traceback(tmp_path, monkeypatch, capsys):
+    """Only errors of the user's input become one-line messages; a TypeError from a bug propagates."""
+    import pdnn.cli.train
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(pdnn.cli.train, "train", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        train(tmp_path / "run", "--epochs", "1")
+    assert train(tmp_path / "run", "--epochs", "1", "--neuron", "relu") == 2  # checked before the loop runs
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("pdnn train: error: unknown neuron 'relu'; expected one of pbit")
+
+
+def test_zero_or_fewer_epochs_are_rejected(tmp_path, capsys):
+    assert train(tmp_path / "a", "--epochs", "0") == 2
+    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "2") == 0
+    config, checkpoint = (run / "config.json").read_bytes(), (run / "checkpoint.pt").read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "0", "--quiet"]) == 2
+    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 2
+    assert "has trained 2 epochs; epochs 1 would end before that" in capsys.readouterr().err
+    assert (run / "config.json").read_bytes() == config and (run / "checkpoint.pt").read_bytes() == checkpoint
+
+
+def test_options_a_resume_ignores_are_named_with_the_value_kept(tmp_path, recwarn):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--model", "mlp", "--lr", "0.001",
+                 "--quiet"]) == 0  # the run's own values: nothing is ignored
+    assert not [w for w in recwarn if "ignored" in str(w.message)]
+    with pytest.warns(UserWarning) as caught:
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--model", "cnn", "--lr", "0.1",
+                     "--no-augment", "--quiet"]) == 0
+    [message] = [str(w.message) for w in caught if "ignored" in str(w.message)]
+    assert message.endswith("ignored: --model cnn (it keeps mlp), --lr 0.1 (it keeps 0.001), --no-augment "
+                            "(it keeps augmentation)")
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["name"] == "mlp" and config["train"]["lr"] == 0.001 and config["train"]["epochs"] == 3
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_only_on_a_terminal_else_one_line_per_epoch(tmp_path, capsys, monkeypatch):
+    args = [a for a in TINY if a != "--quiet"]
+    assert main(["train", *args, "--epochs", "2", "--out", str(tmp_path / "log")]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1", "epoch 2"]
+    assert "\r" not in err and "it/s" not in err  # stderr is not a terminal here: no bar
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "tty")]) == 0
+    assert "epoch 1/1" in terminal.getvalue() and "\r" in terminal.getvalue()
 
 
 def test_eval_and_plot_cli(tmp_path, capsys):
@@ -92,6 +236,46 @@ def test_corrupt_checkpoint_is_named_and_kept(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nowhere"), "--quiet"]) == 2
 
 
+def test_resume_with_crop_and_flip_continues_bit_for_bit(tmp_path, monkeypatch):
+    """Augmentation draws from its own stream, which the checkpoint must carry across a resume."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    data = make_cifar(tmp_path / "data")
+    options = [*data, "--train-samples", "2", "--batch-size", "16", "--seed", "2"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", *options, "--epochs", "2", "--out", str(straight)]) == 0
+    assert main(["train", *options, "--epochs", "1", "--out", str(resumed)]) == 0
+    assert main(["train", "--out", str(resumed), "--resume", "--epochs", "2", "--data-dir", data[3], "--quiet"]) == 0
+    assert json.loads((straight / "config.json").read_text())["train"]["augment"]
+    assert_same_run(straight, resumed)
+
+
+def torchrun(*args):
+    """``torchrun`` with 2 CPU processes running this checkout's pdnn (whatever is installed)."""
+    source = str(Path(pdnn.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "pdnn", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_resume_continues_bit_for_bit(tmp_path, monkeypatch):
+    """Every process's augmentation and sampling streams are saved and restored: a 2-process run
+    stopped after epoch 1 and resumed ends where an uninterrupted one does."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    data = make_cifar(tmp_path / "data")
+    options = [*data, "--train-samples", "2", "--batch-size", "16", "--seed", "4"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    torchrun("train", *options, "--epochs", "2", "--out", str(straight))
+    torchrun("train", *options, "--epochs", "1", "--out", str(resumed))
+    assert len(load_checkpoint(resumed / "checkpoint.pt")["generators"]) == 2
+    torchrun("train", "--out", str(resumed), "--resume", "--epochs", "2", "--data-dir", data[3], "--quiet")
+    assert_same_run(straight, resumed)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) against one process: same data order and global
@@ -101,10 +285,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     args = [*TINY, "--neuron", "tanh", "--epochs", "2", "--seed", "1"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *args, "--out", str(single)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "pdnn", "train", *args, "--out", str(ddp)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun("train", *args, "--out", str(ddp))
     a = json.loads((single / "metrics.json").read_text())
     b = json.loads((ddp / "metrics.json").read_text())
     for x, y in zip(a, b):

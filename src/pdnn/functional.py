@@ -27,6 +27,9 @@ import math
 
 import torch
 
+from .checks import one_of
+from .errors import UsageError
+
 MODES = ("bipolar", "unipolar")
 STES = ("mean", "identity", "clipped")
 
@@ -36,21 +39,15 @@ def check_beta(beta: float) -> float:
     try:
         value = float(beta)
     except (TypeError, ValueError):
-        raise ValueError(f"beta must be a positive number, got {beta!r}") from None
+        raise UsageError(f"beta must be a positive number, got {beta!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-    return value
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        raise UsageError(f"beta must be a finite number > 0, got {beta!r}")
     return value
 
 
 def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -> torch.Tensor:
     """The expectation of a p-bit: ``tanh(beta*x)`` (bipolar) or ``sigmoid(beta*x)`` (unipolar)."""
-    check_choice("mode", mode, MODES)
+    one_of("mode", mode, MODES)
     return torch.tanh(beta * x) if mode == "bipolar" else torch.sigmoid(beta * x)
 
 
@@ -178,8 +175,8 @@ def pbit(
         >>> pbit(torch.zeros(4), generator=g).abs().tolist()
         [1.0, 1.0, 1.0, 1.0]
     """
-    check_choice("mode", mode, MODES)
-    check_choice("ste", ste, STES)
+    one_of("mode", mode, MODES)
+    one_of("ste", ste, STES)
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
@@ -210,14 +207,3 @@ def quantized_activation(
     else:
         q = (quantize_levels(2.0 * mean - 1.0, bits) + 1.0) / 2.0
     return straight_through(q, mean)
-
-
-def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric uniform k-bit weights with ``2**bits`` levels in [-s, s], ``s = max|w|``.
-
-    The scale is detached (a per-layer constant); the STE passes the gradient to ``w`` unchanged,
-    so the float weights keep learning while the forward pass sees only the quantised ones.
-    """
-    scale = w.detach().abs().max().clamp_min(torch.finfo(w.dtype).tiny)
-    q = quantize_levels(w.detach() / scale, bits) * scale
-    return straight_through(q, w)

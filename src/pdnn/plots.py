@@ -8,7 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .runs import read_config, read_json  # noqa: E402
+from .io import read_config, read_json, save_figure  # noqa: E402
+from .provenance import warn_if_stale  # noqa: E402
 
 
 def run_label(run_dir: Path, config: dict) -> str:
@@ -20,16 +21,20 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     """Accuracy (%) versus T on a log axis; deterministic runs as labelled horizontal lines.
 
     Reads ``eval-<aggregate>.json`` from every run directory; a run without one is an error that
-    names it.
+    names it, a run whose checkpoint changed since its evaluation is warned about.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     horizontals = []
     measured: set[int] = {1}
+    evaluations = []
     for run_dir in map(Path, run_dirs):
         path = run_dir / f"eval-{aggregate}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist; run `pdnn eval {run_dir}` first")
-        document, label = read_json(path), run_label(run_dir, read_config(run_dir))
+        evaluations.append((run_dir, path.name, read_json(path)))
+    warn_if_stale(evaluations)
+    for run_dir, _, document in evaluations:
+        label = run_label(run_dir, read_config(run_dir))
         rows = document["results"]
         if document.get("deterministic") or len(rows) == 1 and rows[0]["samples"] == 1 and rows[0]["accuracy_std"] == 0:
             horizontals.append((label, 100 * rows[0]["accuracy_mean"]))
@@ -60,8 +65,4 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

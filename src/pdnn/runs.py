@@ -1,118 +1,89 @@
-"""The run directory: one folder per trained (or converted) model, readable by every command.
+"""A run directory as the commands use it: its model and its evaluation.
 
-A run directory holds
-
-* ``config.json``  -- everything needed to rebuild the model (``model``: a ``ModelConfig``),
-  plus how it was trained (``train``), on what (``data``) and, for converted runs, how it was
-  made stochastic (``convert``);
-* ``checkpoint.pt`` -- ``{"model": state_dict, ...training state}``, written atomically;
-* ``metrics.json`` -- per-epoch training history;
-* ``eval-*.json``  -- accuracy versus samples, one file per evaluation setting.
-
-Every write goes to a temporary file in the same directory followed by ``os.replace``, so an
-interrupted run never leaves a half-written file in place of a good one.
+One folder per trained (or converted) model; :mod:`pdnn.io` names its files and reads and writes
+them (atomically), :func:`load_model` rebuilds its model (a converted run's conversion replayed by
+:mod:`pdnn.convert`) and :func:`evaluate_run` measures it on its dataset's test split.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Sequence
 
-import torch
-from torch import nn
+from .adaptive import StoppingRule
+from .errors import UsageError
+from .checks import AGGREGATIONS, one_of
+from .convert import load_model
+from .data import load
+from .devices import resolve_device
+from .evaluate import accuracy_vs_samples, adaptive_accuracy, is_deterministic
+from .models import is_generator
+from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
+                 save_checkpoint, write_json)
+from .provenance import WEIGHTS, weights_record
 
-from .models import ModelConfig
-
-CONFIG = "config.json"
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
-
-
-class RunError(Exception):
-    """A run directory is missing, incomplete or corrupt."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
+           "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
 
 
-def write_json(path: Path | str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    data = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
-    _atomic_write(Path(path), lambda f: f.write(data))
+def evaluate_run(
+    run_dir,
+    samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
+    repeats: int = 3,
+    aggregate: str = "network",
+    seed: int = 0,
+    roots: list[str] | None = None,
+    subset: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``,
+    which records the weights measured (checkpoint epoch and sha256, see :mod:`pdnn.provenance`).
 
-
-def read_json(path: Path | str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"{path} is not valid JSON ({err})") from err
-
-
-def save_checkpoint(path: Path | str, state: dict) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``."""
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise RunError(f"{path} is not a readable checkpoint ({err})") from err
-    if not isinstance(state, dict) or "model" not in state:
-        raise RunError(f"{path} holds no model state")
-    return state
-
-
-def read_config(run_dir: Path | str) -> dict:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist")
-    config = read_json(run_dir / CONFIG)
-    if "model" not in config:
-        raise RunError(f"{run_dir / CONFIG} has no 'model' section")
-    return config
-
-
-def load_model(run_dir: Path | str, map_location="cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a run's model with its trained weights, in eval mode. Returns ``(model, config)``.
-
-    A converted run (``config["convert"]``) stores the source weights and the conversion spec;
-    the conversion is applied after loading, so its randomness is rebuilt, not pickled.
+    ``subset`` overrides the run's own subset (the first N test examples); by default the run is
+    evaluated on what it was trained with. Returns the JSON document.
     """
-    config = read_config(run_dir)
-    model = ModelConfig.from_dict(config["model"]).build()
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT, map_location)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise RunError(f"{Path(run_dir) / CHECKPOINT} does not match {CONFIG}: {err}") from err
-    if "convert" in config:
-        from .convert import to_sampled  # converted runs only; keeps the import graph one-way
+    device = resolve_device(device)  # before the checkpoint is read: a missing GPU is not a bad file
+    one_of("aggregate", aggregate, AGGREGATIONS)
+    weights = weights_record(run_dir)  # which weights are measured, for readers to check later
+    model, config = load_model(run_dir, map_location=device)
+    if is_generator(model):
+        raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
+    subset = subset if subset is not None else config["data"].get("subset")
+    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    began = time.perf_counter()
+    results = accuracy_vs_samples(model.to(device), data.test_x, data.test_y, samples, repeats, aggregate,
+                                  seed, prepare=data.normalize, progress=progress)
+    document = {
+        "run": str(run_dir),
+        "dataset": config["data"]["dataset"],
+        "split": "test",
+        "examples": len(data.test_y),
+        "aggregate": aggregate,
+        "deterministic": is_deterministic(model),
+        "seed": seed,
+        "device": str(device),
+        "time_s": time.perf_counter() - began,
+        WEIGHTS: weights,
+        "results": results,
+    }
+    write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
+    return document
 
-        model = to_sampled(model, **config["convert"])
-    return model.eval(), config
 
-
-def eval_files(run_dir: Path | str) -> list[Path]:
-    return sorted(Path(run_dir).glob("eval-*.json"))
+def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: list[str] | None = None,
+                          subset: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
+    """Accuracy of a run with T chosen per input on its test split; writes ``adaptive.json``
+    (not an ``eval-*.json``: it is no accuracy-per-T table). Returns the JSON document."""
+    device = resolve_device(device)
+    weights = weights_record(run_dir)
+    model, config = load_model(run_dir, map_location=device)
+    subset = subset if subset is not None else config["data"].get("subset")
+    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    began = time.perf_counter()
+    result = adaptive_accuracy(model.to(device), data.test_x, data.test_y, rule, seed, prepare=data.normalize)
+    document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "split": "test",
+                "examples": len(data.test_y), "seed": seed, "device": str(device),
+                "time_s": time.perf_counter() - began, WEIGHTS: weights, **result}
+    write_json(Path(run_dir) / "adaptive.json", document)
+    return document

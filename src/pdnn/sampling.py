@@ -26,18 +26,18 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
+from .adaptive import StoppingRule, adaptive_sample
+from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
+from .errors import UsageError
 from .nn import is_stochastic
+from .tracing import Tracer
 
-REDUCTIONS = ("mean", "vote", "none")
-AGGREGATIONS = ("network", "layer")
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
 
 
 def check_samples(samples) -> int:
     """Return ``samples`` if it is an integer >= 1, else raise naming the value."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples (T) must be an integer >= 1, got {samples!r}")
-    return samples
+    return positive_int("samples (T)", samples)
 
 
 def repeat_samples(x, samples: int):
@@ -54,13 +54,10 @@ def average_samples(x: torch.Tensor, samples: int) -> torch.Tensor:
     return x.reshape(samples, -1, *x.shape[1:]).mean(0)
 
 
-class _Tracer(fx.Tracer):
-    """Traces only into modules that contain randomness: any module without a stochastic
-    descendant is deterministic as a whole and stays one opaque call (so user layers with
-    Python control flow inside do not defeat tracing)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not any(is_stochastic(sub) for sub in m.modules()) or is_stochastic(m)
+def _deterministic(m: nn.Module) -> bool:
+    """Traced only into modules that contain randomness: a module without a stochastic
+    descendant is deterministic as a whole and stays one opaque call (see :mod:`pdnn.tracing`)."""
+    return not any(is_stochastic(sub) for sub in m.modules())
 
 
 def _stochastic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
@@ -118,7 +115,7 @@ def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
 def build_sampled_graph(model: nn.Module, samples: int, aggregate: str) -> nn.Module | None:
     """Trace ``model`` and rewrite it for ``samples`` samples; ``None`` if it cannot be traced."""
     try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
+        gm = fx.GraphModule(model, Tracer(_deterministic).trace(model))
     except Exception as err:  # fx raises many types for untraceable code
         if aggregate == "layer":
             raise TypeError(
@@ -159,6 +156,9 @@ class SampledModel(nn.Module):
             copied: training the model trains the wrapper. Its structure is traced on first use
             for each T; replacing its submodules afterwards needs a new ``SampledModel``.
         samples: T, the number of samples (integer >= 1); may be changed on a live object.
+            ``"auto"``: T chosen per input by a stopping rule (:mod:`pdnn.adaptive`), up to
+            ``max_samples``, at predictive error level ``error``; ``last_samples`` then holds
+            each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
@@ -176,6 +176,7 @@ class SampledModel(nn.Module):
             without extra positional arguments are split.
 
     Example:
+        >>> from pdnn.nn import PBit
         >>> net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
         >>> sampled = SampledModel(net, samples=10)
         >>> sampled(torch.randn(5, 4)).shape
@@ -189,34 +190,34 @@ class SampledModel(nn.Module):
         reduce: str = "mean",
         aggregate: str = "network",
         seed: int | None = None,
+        max_samples: int = 50,
+        error: float = 0.01,
+        rule: str = "predictive",
         max_rows: int | None = None,
     ):
         super().__init__()
-        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int)
-                                     or max_rows < 1):
-            raise ValueError(f"max_rows must be an integer >= 1 or None, got {max_rows!r}")
-        self.max_rows = max_rows
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
-        if aggregate not in AGGREGATIONS:
-            raise ValueError(
-                f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATIONS)}"
-            )
+        self.max_rows = None if max_rows is None else positive_int("max_rows", max_rows, "an integer >= 1 or None")
+        one_of("reduce", reduce, REDUCTIONS)
+        one_of("aggregate", aggregate, AGGREGATIONS)
         self.model = model
         self.reduce = reduce
         self.aggregate = aggregate
         self.samples = samples
         self.seed = seed
+        self.stopping = StoppingRule(max_samples, error, rule)
+        if samples == "auto" and (reduce, aggregate) != ("mean", "network"):
+            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
+        self.last_samples: torch.Tensor | None = None
         self._generators: dict[str, torch.Generator] = {}
         self._graphs: dict[int, nn.Module | None] = {}
 
     @property
-    def samples(self) -> int:
+    def samples(self) -> int | str:
         return self._samples
 
     @samples.setter
-    def samples(self, value: int) -> None:
-        self._samples = check_samples(value)
+    def samples(self, value: int | str) -> None:
+        self._samples = value if value == "auto" else check_samples(value)
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
         """The seeded generator for ``device`` (created on first use), or ``None`` if unseeded."""
@@ -227,16 +228,17 @@ class SampledModel(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
-    def _graph(self) -> nn.Module | None:
-        if self.samples not in self._graphs:
-            self._graphs[self.samples] = build_sampled_graph(self.model, self.samples, self.aggregate)
-        return self._graphs[self.samples]
+    def _graph(self, samples: int) -> nn.Module | None:
+        if samples not in self._graphs:
+            self._graphs[samples] = build_sampled_graph(self.model, samples, self.aggregate)
+        return self._graphs[samples]
 
-    def sample(self, x: torch.Tensor, *args) -> torch.Tensor:
-        """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation)."""
+    def sample(self, x: torch.Tensor, *args, samples: int | None = None) -> torch.Tensor:
+        """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); ``samples``
+        overrides T for this call."""
         if not isinstance(x, torch.Tensor) or x.dim() == 0:
             raise ValueError("SampledModel expects a batched tensor input [B, ...]")
-        batch, samples = x.shape[0], self.samples
+        batch, samples = x.shape[0], check_samples(self.samples if samples is None else samples)
         stochastic = [m for m in self.model.modules() if is_stochastic(m)]
         generator = self.generator(x.device)
         saved = [m.generator for m in stochastic]
@@ -244,7 +246,7 @@ class SampledModel(nn.Module):
             for m in stochastic:
                 m.generator = generator
         try:
-            graph = self._graph()
+            graph = self._graph(samples)
             if graph is None:
                 out = self.model(*(repeat_samples(a, samples) for a in (x, *args)))
             else:
@@ -267,6 +269,9 @@ class SampledModel(nn.Module):
         return out.reshape(per_sample, batch, *out.shape[1:])
 
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+        if self.samples == "auto":
+            mean, self.last_samples = adaptive_sample(self.sample, x, *args, rule=self.stopping)
+            return mean
         step = self.max_rows and max(1, self.max_rows // self.samples)
         if args or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
             return reduce_samples(self.sample(x, *args), self.reduce)
@@ -275,9 +280,6 @@ class SampledModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}"
-
-
-LOSS_RULES = ("mean-output", "mean-loss")
 
 
 def sample_aware_loss(
@@ -312,8 +314,7 @@ def loss_of_samples(
     rule: str = "mean-output",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sample-aware loss of per-sample outputs ``[s, B, ...]``; see :func:`sample_aware_loss`."""
-    if rule not in LOSS_RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(LOSS_RULES)}")
+    one_of("rule", rule, LOSS_RULES)
     mean = outs.mean(0)
     if rule == "mean-output":
         return criterion(mean, y), mean

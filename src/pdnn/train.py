@@ -1,24 +1,31 @@
 """Sample-aware training: one loop, checkpointed every epoch, resumable bit for bit on the CPU.
 
-The loss is computed on the average of ``s`` samples of the network (``TrainConfig.samples``),
-the paper's rule; gradients reach the weights through the p-bits' straight-through estimator.
+The loop is the same for every kind of model; a :class:`pdnn.tasks.Task` (``TrainConfig.task``)
+supplies the loss and the held-out metric. For classification the loss is computed on the
+average of ``s`` samples of the network (``TrainConfig.samples``), the paper's rule; gradients
+reach the weights through the p-bits' straight-through estimator. A run is four steps:
+:func:`_build` (model, optimiser, generators), :func:`_restore` (from a checkpoint),
+:func:`_train_epoch` and :func:`_end_epoch` (held-out metric, checkpoint, history).
 The dataset lives on the training device as uint8 tensors; batches are augmented with tensor
 ops and normalised on the fly.
 
 Randomness comes from three explicit generators seeded from the run's seed -- example order,
-augmentation and sampling -- and their states are saved in every checkpoint, so ``resume``
-continues the exact random streams an uninterrupted run would have used.
+augmentation and sampling (the last two differ between processes) -- and every process's states
+are saved in every checkpoint, so ``resume`` continues the exact random streams an uninterrupted
+run would have used.
 
-Multi-process training: started by ``torchrun`` (``WORLD_SIZE`` > 1), every process takes a
-strided share of each global batch, gradients are averaged by ``DistributedDataParallel``
+Multi-process training: started by ``torchrun`` (``WORLD_SIZE`` > 1), every process runs on its
+own device (``cuda:<LOCAL_RANK>``, or the CPU) and takes a strided share of each global batch, gradients are averaged by ``DistributedDataParallel``
 (gloo on the CPU, nccl on CUDA), and process 0 evaluates and writes the run directory.
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -26,13 +33,14 @@ from torch import distributed as dist
 from tqdm.auto import tqdm
 
 from . import __version__
+from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int
 from .data import augment, load
-from .evaluate import accuracy_vs_samples
+from .devices import default_device
+from .errors import UsageError
 from .models import ModelConfig
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
-from .sampling import LOSS_RULES, SampledModel, check_samples, loss_of_samples
-
-SCHEDULES = ("constant", "cosine")
+from .sampling import check_samples
+from .tasks import TASKS, Task
 
 
 @dataclass
@@ -49,32 +57,43 @@ class TrainConfig:
     loss_rule: str = "mean-output"
     augment: bool = True
     monitor_examples: int | None = None  # test examples for the per-epoch accuracy (None: all)
+    task: str = "classify"  # a name in pdnn.tasks.TASKS: what the model is trained to do
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "TrainConfig":
+        """The ``train`` section of a run's ``config.json``; fields it lacks (a run written by an
+        older version) take their defaults."""
+        unknown = sorted(set(saved) - {f.name for f in fields(cls)})
+        if unknown:
+            raise RunError(f"unknown training options {unknown} in the run's configuration")
+        return cls(**saved)
 
     def validate(self) -> "TrainConfig":
         check_samples(self.samples)
+        one_of("task", self.task, tuple(TASKS))
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.loss_rule not in LOSS_RULES:
-            raise ValueError(f"unknown loss rule {self.loss_rule!r}; expected one of {', '.join(LOSS_RULES)}")
+            raise UsageError(f"lr must be a finite number > 0, got {self.lr!r}")
+        one_of("schedule", self.schedule, SCHEDULES)
+        one_of("loss rule", self.loss_rule, LOSS_RULES)
         return self
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when started by torchrun."""
+def _distributed(device: str) -> tuple[str, int, int]:
+    """(this process's device, rank, world size). Started by torchrun (``WORLD_SIZE`` > 1), each
+    process trains on its own GPU, ``cuda:<LOCAL_RANK>``, when ``device`` is CUDA without an
+    index, and the process group is initialised (nccl for CUDA, gloo for the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    if world == 1:
+        return device, 0, 1
+    if torch.device(device).type == "cuda" and torch.device(device).index is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+    return device, dist.get_rank(), world
 
 
 def _lr_factor(schedule: str, step: int, total: int) -> float:
@@ -91,13 +110,129 @@ def _check_resumable(run_dir: Path, config: dict) -> None:
                 f"cannot resume {run_dir}: its {section} configuration {saved.get(section)} differs "
                 f"from the requested {config[section]}"
             )
-    fixed = {k: v for k, v in saved["train"].items() if k != "epochs"}
+    fixed = {k: v for k, v in asdict(TrainConfig.from_dict(saved["train"])).items() if k != "epochs"}
     requested = {k: v for k, v in config["train"].items() if k != "epochs"}
     if fixed != requested:
         raise RunError(
             f"cannot resume {run_dir}: training options {fixed} differ from the requested {requested} "
             "(only --epochs may change on resume)"
         )
+
+
+@dataclass
+class _Run:
+    """The state of a training run, shared by its steps."""
+
+    task: Task
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    net: torch.nn.Module  # the task's sampled model, wrapped for multiple processes
+    generators: dict[str, torch.Generator]  # order, augment, sample: this process's random streams
+    rank: int
+    world: int
+    metrics: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def _build(model_config: ModelConfig, train_config: TrainConfig, device: str, rank: int, world: int) -> _Run:
+    """The model, its optimiser and this process's seeded generators."""
+    task = TASKS[train_config.task](train_config)
+    torch.manual_seed(train_config.seed)  # the initial weights (the only draw from the global generator)
+    model = task.build(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    sampler = task.sampled(model, seed=train_config.seed + 1 + rank)
+    generators = {
+        "order": torch.Generator().manual_seed(train_config.seed),
+        "augment": torch.Generator(device=device).manual_seed(train_config.seed + 10_007 * (rank + 1)),
+        "sample": sampler.generator(device),
+    }
+    net = sampler
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(sampler, device_ids=[device] if device != "cpu" else None)
+    return _Run(task, model, optimizer, net, generators, rank, world)
+
+
+def _generator_states(run: _Run) -> list[dict]:
+    """The random streams of every process, indexed by rank (a collective: all processes call it)."""
+    mine = {name: generator.get_state() for name, generator in run.generators.items()}
+    if run.world == 1:
+        return [mine]
+    every: list = [None] * run.world
+    dist.all_gather_object(every, mine)
+    return every
+
+
+def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
+    """Continue from a checkpoint: weights, optimiser, history and this process's random streams
+    (the example order is shared by all processes; augmentation and sampling are per process)."""
+    state = load_checkpoint(checkpoint_path, map_location=device)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    saved = state["generators"]
+    if isinstance(saved, dict):  # written before every process's streams were saved: process 0's
+        saved = [saved]
+    if len(saved) != run.world and run.rank == 0:
+        warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} process(es) and this run "
+                      f"has {run.world}: augmentation and sampling of processes {len(saved)}.. restart from "
+                      "their seeds, so the run does not continue bit for bit")
+    run.generators["order"].set_state(saved[0]["order"].to("cpu"))
+    if run.rank < len(saved):
+        for name in ("augment", "sample"):
+            run.generators[name].set_state(saved[run.rank][name].to("cpu"))
+    run.metrics, run.start_epoch = state["metrics"], state["epoch"]
+
+
+def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: bool) -> tuple[dict, dict]:
+    """One pass over the training split; returns its training statistics and its speed."""
+    run.model.train()
+    n_train = len(data.train_y)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    perm = torch.randperm(n_train, generator=run.generators["order"]).to(data.device)
+    loss_sum = seen = 0
+    sums: dict[str, float] = {}
+    began = time.perf_counter()
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not (progress and run.rank == 0 and sys.stderr.isatty()), leave=False)
+    for i in bar:
+        for group in run.optimizer.param_groups:
+            group["lr"] = config.lr * _lr_factor(config.schedule, epoch * steps_per_epoch + i, total_steps)
+        idx = perm[i * config.batch_size : (i + 1) * config.batch_size][run.rank :: run.world]
+        x = data.train_x[idx]
+        if config.augment:
+            x = augment(x, data.augmentation, run.generators["augment"])
+        y = data.train_y[idx]
+        loss, batch_sums = run.task.batch_loss(run.net, data, x, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += loss.item() * len(y)
+        for key, value in batch_sums.items():
+            sums[key] = sums.get(key, 0) + value
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", **{k: f"{v / seen:.3f}" for k, v in sums.items()},
+                        img_s=f"{seen * run.world / (time.perf_counter() - began):.0f}")
+    bar.close()
+    elapsed = time.perf_counter() - began
+    return ({"train_loss": loss_sum / seen, **{f"train_{k}": v / seen for k, v in sums.items()}},
+            {"epoch_time_s": elapsed, "examples_per_s": seen * run.world / elapsed})
+
+
+def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generators: list[dict], run_dir: Path,
+               progress: bool) -> None:
+    """Measure the held-out metric, then write the checkpoint and the history (process 0)."""
+    run.metrics.append({"epoch": epoch + 1, **trained, **run.task.held_out(run.model, data),
+                        "lr": run.optimizer.param_groups[0]["lr"], **speed})
+    save_checkpoint(run_dir / CHECKPOINT, {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "epoch": epoch + 1,
+        "metrics": run.metrics,
+        "generators": generators,  # one dict of streams per process
+    })
+    write_json(run_dir / METRICS, run.metrics)
+    if progress:
+        tqdm.write(run.task.summary(run.metrics[-1]))
 
 
 def train(
@@ -121,8 +256,7 @@ def train(
 
     train_config.validate()
     run_dir = Path(run_dir)
-    device = device or default_device()
-    rank, world = _distributed()
+    device, rank, world = _distributed(device or default_device())
     config = {
         "model": model_config.to_dict(),
         "data": {"dataset": dataset, "subset": subset},
@@ -141,88 +275,19 @@ def train(
         _check_resumable(run_dir, config)
 
     data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
-    torch.manual_seed(train_config.seed)  # the initial weights (the only draw from the global generator)
-    model = model_config.build().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    sampler = SampledModel(model, train_config.samples, reduce="none", seed=train_config.seed + 1 + rank)
-    order_gen = torch.Generator().manual_seed(train_config.seed)
-    augment_gen = torch.Generator(device=device).manual_seed(train_config.seed + 10_007 * (rank + 1))
-    sample_gen = sampler.generator(device)
-    net = sampler
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(sampler, device_ids=[device] if device != "cpu" else None)
-
-    metrics: list[dict] = []
-    start_epoch = 0
+    run = _build(model_config, train_config, device, rank, world)
     if resume:
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        order_gen.set_state(state["generators"]["order"])
-        augment_gen.set_state(state["generators"]["augment"].to("cpu"))
-        sample_gen.set_state(state["generators"]["sample"].to("cpu"))
-        metrics, start_epoch = state["metrics"], state["epoch"]
+        _restore(run, checkpoint_path, device)
+        if run.start_epoch > train_config.epochs:
+            raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
+                             f"would end before that (give at least {run.start_epoch})")
     if rank == 0:
         write_json(run_dir / CONFIG, config)
-
-    n_train = len(data.train_y)
-    steps_per_epoch = math.ceil(n_train / train_config.batch_size)
-    total_steps = steps_per_epoch * train_config.epochs
-    for epoch in range(start_epoch, train_config.epochs):
-        model.train()
-        perm = torch.randperm(n_train, generator=order_gen).to(device)
-        loss_sum = correct = seen = 0
-        began = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{train_config.epochs}",
-                   disable=not progress or rank != 0, leave=False)
-        for i in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = train_config.lr * _lr_factor(train_config.schedule, epoch * steps_per_epoch + i, total_steps)
-            idx = perm[i * train_config.batch_size : (i + 1) * train_config.batch_size][rank::world]
-            x = data.train_x[idx]
-            if train_config.augment:
-                x = augment(x, data.augmentation, augment_gen)
-            y = data.train_y[idx]
-            loss, mean = loss_of_samples(net(data.normalize(x)), y, rule=train_config.loss_rule)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((mean.argmax(-1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            img_s=f"{seen * world / (time.perf_counter() - began):.0f}")
-        bar.close()
-        elapsed = time.perf_counter() - began
+    for epoch in range(run.start_epoch, train_config.epochs):
+        trained, speed = _train_epoch(run, data, train_config, epoch, progress)
+        generators = _generator_states(run)
         if rank == 0:
-            n_test = train_config.monitor_examples or len(data.test_y)
-            test = accuracy_vs_samples(model, data.test_x[:n_test], data.test_y[:n_test], [train_config.samples],
-                                       repeats=1, seed=train_config.seed + 7, prepare=data.normalize)[0]
-            metrics.append({
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                "test_accuracy": test["accuracy_mean"],
-                "test_samples": test["samples"],
-                "test_examples": n_test,
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_time_s": elapsed,
-                "examples_per_s": seen * world / elapsed,
-            })
-            save_checkpoint(checkpoint_path, {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "metrics": metrics,
-                "generators": {"order": order_gen.get_state(), "augment": augment_gen.get_state(),
-                               "sample": sample_gen.get_state()},
-            })
-            write_json(run_dir / METRICS, metrics)
-            if progress:
-                last = metrics[-1]
-                tqdm.write(f"epoch {epoch + 1}: loss {last['train_loss']:.4f}  train acc {last['train_accuracy']:.4f}  "
-                           f"test acc (T={last['test_samples']}) {last['test_accuracy']:.4f}  "
-                           f"{last['examples_per_s']:.0f} img/s")
+            _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
         if world > 1:
             dist.barrier()
-    return metrics
+    return run.metrics

@@ -2,46 +2,62 @@
 
 Each sub-command lives in its own module with ``add_parser(subparsers)``, which registers the
 command and sets ``run`` (a function of the parsed arguments returning an exit code).
-Expected failures (bad values, missing files or data) print one line naming the problem and
-exit with status 2; nothing is written over an existing result in that case.
+Expected failures -- a :class:`~pdnn.errors.UsageError` (bad values, names or data), a
+:class:`~pdnn.runs.RunError` (a missing or damaged run) or an ``OSError`` from the file system --
+print one line naming the problem and exit with status 2; nothing is written over an existing
+result in that case. Any other exception is a mistake in the program and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
+from ..errors import UsageError
+from ..io import RunError
 from ..malloc import keep_large_buffers
-from ..runs import RunError
+from . import convert, demo, energy, evaluate, fid, generate, plot, study, train
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = ("demo", "train", "evaluate", "plot", "study", "convert", "energy")
+_COMMANDS = (demo, train, evaluate, plot, study, convert, energy, generate, fid)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
     parser = argparse.ArgumentParser(
         prog="pdnn",
         description="Probabilistic deep neural networks: train, sample, evaluate, account energy.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    for command in _COMMANDS:
+        command.add_parser(sub)
     return parser
+
+
+def _one_line_warnings(command: str):
+    """A ``warnings.formatwarning`` that prints ``pdnn <command>: warning: <message>``: the file,
+    line and source line Python adds point into pdnn, which a user of the command cannot act on."""
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"pdnn {command}: warning: {message}\n"
+
+    return format_warning
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_large_buffers()
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, RunError, FileNotFoundError, OSError) as err:
+    except (UsageError, RunError, OSError) as err:
         print(f"pdnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pdnn {args.command}: interrupted; finished work is saved", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous  # the library's own callers keep Python's format
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
                        find_activations, format_calibration, restore_checkpoint)
+from ..devices import resolve_device
+from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..runs import load_model
-from ..train import default_device
 from .common import add_data_options, add_device_option
 
 
@@ -80,14 +81,14 @@ def parse_value(text: str | None, what: str):
         pairs = [part.split("=", 1) for part in text.split(",") if part]
         return {name.strip(): float(value) for name, value in pairs}
     except ValueError:
-        raise ValueError(f"{what} must be a number or NAME=NUMBER,... pairs, got {text!r}") from None
+        raise UsageError(f"{what} must be a number or NAME=NUMBER,... pairs, got {text!r}") from None
 
 
 def parse_holdout(text: str) -> float | int:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--holdout must be a count or a fraction, got {text!r}") from None
+        raise UsageError(f"--holdout must be a count or a fraction, got {text!r}") from None
     return int(value) if value >= 1 and value.is_integer() else value
 
 
@@ -105,23 +106,24 @@ def run(args) -> int:
         for site in find_activations(model):
             print(f"{site['name']:<24} {site['op']:<20} {str(site['hidden']):<6} {', '.join(site['methods']) or '-'}")
         return 0
+    device = resolve_device(args.device)
     if args.method is None or args.out is None:
-        raise ValueError("--method and --out are required (or pass --list-layers)")
+        raise UsageError("--method and --out are required (or pass --list-layers)")
     values = None
     if args.values:
         try:
             values = [float(v) for v in args.values.split(",")]
         except ValueError:
-            raise ValueError(f"--values must be numbers separated by commas, got {args.values!r}") from None
+            raise UsageError(f"--values must be numbers separated by commas, got {args.values!r}") from None
     if args.values and not args.calibrate:
-        raise ValueError("--values is only used with --calibrate")
+        raise UsageError("--values is only used with --calibrate")
     result = convert_run(
         args.run_dir, args.out, args.method,
         scale=parse_value(args.scale, "--scale"), beta=parse_value(args.beta, "--beta"),
         layers=parse_layers(args.layers), calibrate=args.calibrate, values=values,
         samples=parse_samples(args.samples), target=args.target_samples, holdout=parse_holdout(args.holdout),
         repeats=args.repeats, recalibrate_bn=args.recalibrate_bn, bn_samples=args.bn_samples, seed=args.seed,
-        roots=args.data_dir, subset=args.subset, device=args.device or default_device(), force=args.force,
+        roots=args.data_dir, subset=args.subset, device=device, force=args.force,
         label=args.label, progress=not args.quiet, per_layer=args.per_layer,
     )
     if result["calibration"] is not None:

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..checks import AGGREGATIONS, positive_ints
+from ..data import describe
+from ..errors import UsageError
 from ..evaluate import parse_samples
-from ..runs import write_json
+from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
+from ..io import read_config, write_json
+from ..models import ModelConfig, available
 
 
 def _add_settings_options(p, aggregate: bool = True) -> None:
@@ -28,7 +34,7 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
                    help="the paper's formula applied literally to every layer: the deterministic prefix (by "
                         "default computed once and shared by the T samples) is priced T times")
     if aggregate:
-        g.add_argument("--aggregate", choices=("network", "layer"), default="network",
+        g.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                        help="network: p-DNN sampling; layer: random bit-stream baseline (default: network)")
 
 
@@ -93,7 +99,8 @@ def add_parser(sub) -> None:
     t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     t.add_argument("--tolerance", default="1", metavar="POINTS",
                    help="accuracy tolerance in percentage points, absolute: 1, 1%% and 1.0 all mean one point "
-                        "(default: 1)")
+                        "(default: 1); for generator runs (ranked by their fid-clf.json or fid.json, lower is "
+                        "better) a distance in the metric's units")
     _add_settings_options(t, aggregate=False)
     t.add_argument("--json", metavar="FILE", default="tradeoff.json",
                    help="write the result as JSON (default: tradeoff.json)")
@@ -109,37 +116,30 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
         try:
             values.append(convert(part))
         except ValueError:
-            raise ValueError(f"{what} must be a comma-separated list, got {text!r}") from None
+            raise UsageError(f"{what} must be a comma-separated list, got {text!r}") from None
     return list(dict.fromkeys(values))
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in text.split(","))
+        return positive_ints("--input-shape", tuple(int(s) for s in text.split(",")))
     except ValueError:
-        shape = ()
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"--input-shape must be positive integers like 3,32,32, got {text!r}")
-    return shape
+        raise UsageError(f"--input-shape must be positive integers like 3,32,32, got {text!r}") from None
 
 
 def _model_entries(args):
     """(meta, model config kwargs) for every --neuron x --weight-bits of an untrained model."""
-    from ..models import ModelConfig, available
-
     if args.model not in available():
-        raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
+        raise UsageError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
     if args.dataset and args.input_shape:
-        raise ValueError("give --dataset or --input-shape, not both")
+        raise UsageError("give --dataset or --input-shape, not both")
     if args.dataset:
-        from ..data import describe  # lazily: the data package is not needed otherwise
-
         described = describe(args.dataset)
         shape, classes = tuple(described["input_shape"]), described["num_classes"]
     elif args.input_shape:
         shape, classes = _parse_shape(args.input_shape), args.num_classes or 10
     else:
-        raise ValueError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
+        raise UsageError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
     neurons = _parse_list(args.neuron, "pbit", "--neuron")
     bits = _parse_list(args.weight_bits, "32", "--weight-bits", int)
     entries = []
@@ -152,19 +152,15 @@ def _model_entries(args):
 
 
 def run_energy(args) -> int:
-    from dataclasses import replace
-
-    from ..models import ModelConfig
-
     samples = parse_samples(args.samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:
-        raise ValueError("give RUN_DIR or --model, not both")
+        raise UsageError("give RUN_DIR or --model, not both")
     json_out, png_out = args.json, args.png
     if args.run_dir:
         for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width"):
             if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
         net, config = run_network(args.run_dir, args.input_bits)
         model_config = ModelConfig.from_dict(config["model"])
         meta = {"run": str(args.run_dir), "label": config.get("label") or Path(args.run_dir).name,
@@ -179,7 +175,7 @@ def run_energy(args) -> int:
         entries = [(meta, analyze(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]
         base = configs[0][1]
     else:
-        raise ValueError("give a RUN_DIR or --model NAME (with --dataset NAME)")
+        raise UsageError("give a RUN_DIR or --model NAME (with --dataset NAME)")
     reference, label = None, None
     if args.reference_neuron or args.reference_weight_bits:
         ref_config = replace(base, neuron=args.reference_neuron or base.neuron,
@@ -197,13 +193,31 @@ def run_energy(args) -> int:
     return 0
 
 
+def _generators(run_dirs) -> bool:
+    """True if every run is a generator (ranked by distance), False if none is; a mix is an error."""
+    kinds = {run: read_config(run)["model"].get("name") == "vae" for run in run_dirs}
+    if len(set(kinds.values())) > 1:
+        raise UsageError("the runs mix generators and classifiers: "
+                         + ", ".join(f"{run} ({'generator' if g else 'classifier'})" for run, g in kinds.items()))
+    return next(iter(kinds.values()))
+
+
 def run_tradeoff(args) -> int:
-    result = tradeoff_runs(args.run_dirs, _settings(args), parse_tolerance(args.tolerance), args.input_bits)
+    if _generators(args.run_dirs):
+        try:
+            tolerance = float(args.tolerance)
+        except ValueError:
+            raise UsageError(f"--tolerance must be a distance like 1.5 for generator runs, got {args.tolerance!r}") from None
+        result = fid_tradeoff_runs(args.run_dirs, _settings(args), tolerance, args.input_bits)
+        text, plot = format_fid_tradeoff(result), plot_fid_tradeoff
+    else:
+        result = tradeoff_runs(args.run_dirs, _settings(args), parse_tolerance(args.tolerance), args.input_bits)
+        text, plot = format_tradeoff(result), plot_tradeoff
     for skipped in result["skipped"]:
         print(f"pdnn tradeoff: warning: skipped {skipped['run']}: {skipped['reason']}", file=sys.stderr)
-    print(format_tradeoff(result))
+    print(text)
     write_json(args.json, result)
     print(f"wrote {args.json}")
-    print(f"wrote {plot_tradeoff(result, args.png)}")
+    print(f"wrote {plot(result, args.png)}")
     return 0
 

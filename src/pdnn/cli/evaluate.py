@@ -1,10 +1,13 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-import shutil
-
-from ..evaluate import evaluate_run, format_table, parse_samples
-from ..train import default_device
+from ..adaptive import StoppingRule
+from ..checks import AGGREGATIONS
+from ..devices import resolve_device
+from ..errors import UsageError
+from ..evaluate import format_table, parse_samples
+from ..io import write_json
+from ..runs import evaluate_run, evaluate_run_adaptive
 from .common import add_data_options, add_device_option
 
 
@@ -15,9 +18,16 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--samples", default="1,2,5,10,20,50", help="comma-separated T values (default: 1,2,5,10,20,50)")
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
-    p.add_argument("--aggregate", choices=("network", "layer"), default="network",
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--adaptive", action="store_true",
+                   help="choose T per input with a stopping rule (see docs/adaptive.md) instead of --samples; "
+                        "writes RUN_DIR/adaptive.json")
+    p.add_argument("--max-samples", type=int, default=50, help="--adaptive: the most samples an input gets (default: 50)")
+    p.add_argument("--error", type=float, default=0.01,
+                   help="--adaptive: predictive probability that the decision at --max-samples differs (default: 0.01)")
+    p.add_argument("--rule", default="predictive", help="--adaptive: predictive (default) or never")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
     add_data_options(p)
     add_device_option(p)
@@ -26,12 +36,29 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.adaptive:
+        return run_adaptive(args)
     document = evaluate_run(args.run_dir, parse_samples(args.samples), args.repeats, args.aggregate, args.seed,
-                            roots=args.data_dir, subset=args.subset, device=args.device or default_device(),
+                            roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
                             progress=not args.quiet)
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, "
           f"{document['aggregate']} aggregation)")
     print(format_table(document))
     if args.json:
-        shutil.copyfile(f"{args.run_dir}/eval-{args.aggregate}.json", args.json)
+        write_json(args.json, document)
+    return 0
+
+
+def run_adaptive(args) -> int:
+    if args.aggregate != "network":
+        raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
+    rule = StoppingRule(args.max_samples, args.error, args.rule)
+    document = evaluate_run_adaptive(args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
+                                     device=resolve_device(args.device), progress=not args.quiet)
+    print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
+          f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples})")
+    print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
+    print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))
+    if args.json:
+        write_json(args.json, document)
     return 0

@@ -1,6 +1,7 @@
 """``pdnn plot``: accuracy versus samples for one or more runs."""
 from __future__ import annotations
 
+from ..checks import AGGREGATIONS
 from ..plots import plot_accuracy_vs_samples
 
 
@@ -9,7 +10,7 @@ def add_parser(sub) -> None:
                        description="p-DNN runs as curves (log T axis), deterministic runs as horizontal lines.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="FIG.png")
-    p.add_argument("--aggregate", choices=("network", "layer"), default="network")
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="network")
     p.add_argument("--title")
     p.set_defaults(run=run)
 

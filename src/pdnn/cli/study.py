@@ -1,9 +1,10 @@
 """``pdnn study``: the accuracy-versus-samples study (baselines, k-bit, p-DNNs, s x T matrix)."""
 from __future__ import annotations
 
+from ..checks import SCHEDULES
+from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
-from ..train import SCHEDULES, default_device
 from .common import add_device_option
 
 
@@ -37,7 +38,7 @@ def run(args) -> int:
                      subset=args.subset, eval_subset=args.eval_subset, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                      seed=args.seed, test_samples=parse_samples(args.samples),
                      train_samples=parse_samples(args.train_samples), repeats=args.repeats)
-    summary = run_study(args.out, spec, roots=args.data_dir, device=args.device or default_device(),
+    summary = run_study(args.out, spec, roots=args.data_dir, device=resolve_device(args.device),
                         progress=not args.quiet)
     for c in summary["claims"]:
         print(f"{'holds' if c['holds'] else 'does not hold':>14}: {c['claim']} ({c['ours']})")

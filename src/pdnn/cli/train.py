@@ -1,18 +1,32 @@
 """``pdnn train``: sample-aware training into a run directory."""
 from __future__ import annotations
 
+import warnings
+
+from ..errors import UsageError
+from ..checks import LOSS_RULES, SCHEDULES
+from ..data import describe
+from ..devices import resolve_device
 from ..models import ModelConfig, available
 from ..nn import NEURONS
 from ..runs import CONFIG, read_json
-from ..train import SCHEDULES, TrainConfig, train
+from ..tasks import TASKS
+from ..train import TrainConfig, train
 from .common import add_data_options, add_device_option
+
+NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "latent", "neuron", "weight_bits", "beta", "width",
+                   "train_samples", "batch_size", "lr", "schedule", "weight_decay", "loss_rule", "no_augment", "seed",
+                   "monitor_examples", "label")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a p-DNN (or a baseline) into a run directory",
                        description="Sample-aware training: the loss is computed on the average of s samples.")
-    p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 (default: demo)")
-    p.add_argument("--model", default="cnn", help=f"reference model: {', '.join(available())} (default: cnn)")
+    p.add_argument("--dataset", default="demo", help="demo | fashion-mnist | mnist | cifar10 | celeba (default: demo)")
+    p.add_argument("--task", choices=tuple(TASKS), default="classify",
+                   help="what the model is trained to do (default: classify)")
+    p.add_argument("--model", help=f"reference model: {', '.join(available())} (default: cnn; vae for --task vae)")
+    p.add_argument("--latent", type=int, help="latent dimensions of a VAE (default: 16)")
     p.add_argument("--neuron", default="pbit", help=f"{', '.join(NEURONS)} (default: pbit)")
     p.add_argument("--weight-bits", type=int, default=32, help="1..8, or 32 for float (default: 32)")
     p.add_argument("--beta", type=float, default=1.0, help="p-bit inverse temperature (default: 1)")
@@ -20,12 +34,15 @@ def add_parser(sub) -> None:
     p.add_argument("--train-samples", "-s", type=int, default=1, help="samples averaged in the loss (default: 1)")
     p.add_argument("--epochs", type=int, help="epochs in total (default: 10; on --resume: the stored number)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float,
+                   help="Adam learning rate (default: 1e-3; 1e-4 for --task vae, the paper's generation runs)")
     p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--loss-rule", choices=("mean-output", "mean-loss"), default="mean-output")
+    p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output")
     p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--monitor-examples", type=int, metavar="N",
+                   help="test examples for the per-epoch held-out metric (default: all)")
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
     p.add_argument("--resume", action="store_true",
@@ -33,34 +50,67 @@ def add_parser(sub) -> None:
     add_data_options(p)
     add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=run)
+    # a new run's options, which --resume takes from config.json: None marks one as not given
+    p.set_defaults(run=run, new_run_defaults={name: p.get_default(name) for name in NEW_RUN_OPTIONS},
+                   **dict.fromkeys(NEW_RUN_OPTIONS))
+
+
+def _kept_by_resume(args, saved: dict) -> None:
+    """Warn about the given options that a resumed run ignores, naming the value it keeps."""
+    model, options = saved["model"], TrainConfig.from_dict(saved["train"])
+    kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"]["subset"], "task": options.task,
+            "model": model.get("name"), "latent": model.get("extra", {}).get("latent"), "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
+            "beta": model.get("beta"), "width": model.get("width"), "train_samples": options.samples,
+            "batch_size": options.batch_size, "lr": options.lr, "schedule": options.schedule,
+            "weight_decay": options.weight_decay, "loss_rule": options.loss_rule, "no_augment": not options.augment,
+            "seed": options.seed, "monitor_examples": options.monitor_examples, "label": saved.get("label")}
+    ignored = []
+    for name in NEW_RUN_OPTIONS:
+        given = getattr(args, name)
+        if given is not None and given != kept[name]:
+            option = f"--{name.replace('_', '-')}" + ("" if given is True else f" {given}")  # a flag has no value
+            keeps = "augmentation" if name == "no_augment" else kept[name]
+            ignored.append(f"{option} (it keeps {keeps})")
+    if ignored:
+        warnings.warn(f"{args.out} is resumed with its own configuration; ignored: {', '.join(ignored)}", stacklevel=2)
 
 
 def run(args) -> int:
-    from ..data import describe
-
+    device = resolve_device(args.device)
     if args.resume:
         saved = read_json(f"{args.out}/{CONFIG}")
+        _kept_by_resume(args, saved)
         model_config = ModelConfig.from_dict(saved["model"])
         dataset, subset = saved["data"]["dataset"], saved["data"]["subset"]
-        train_config = TrainConfig(**saved["train"])
-        train_config.epochs = args.epochs or train_config.epochs
+        train_config = TrainConfig.from_dict(saved["train"])
+        train_config.epochs = train_config.epochs if args.epochs is None else args.epochs
         label = saved.get("label")
     else:
+        for name, default in args.new_run_defaults.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
         info = describe(args.dataset)
-        model_config = ModelConfig(name=args.model, neuron=args.neuron, weight_bits=args.weight_bits,
+        name = args.model or ("vae" if args.task == "vae" else "cnn")
+        if args.latent is not None and name != "vae":
+            raise UsageError(f"--latent applies to the model 'vae', not {name!r}")
+        model_config = ModelConfig(name=name, neuron=args.neuron, weight_bits=args.weight_bits,
                                    beta=args.beta, input_shape=tuple(info["input_shape"]),
-                                   num_classes=info["num_classes"], width=args.width)
-        model_config.build()  # validate names and sizes before touching the disk
+                                   num_classes=info["num_classes"], width=args.width,
+                                   extra={} if args.latent is None else {"latent": args.latent})
         dataset, subset = args.dataset, args.subset
         label = args.label
-        train_config = TrainConfig(samples=args.train_samples, epochs=args.epochs or 10, batch_size=args.batch_size,
-                                   lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
-                                   seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment)
+        train_config = TrainConfig(samples=args.train_samples, epochs=10 if args.epochs is None else args.epochs,
+                                   batch_size=args.batch_size,
+                                   lr=(1e-4 if args.task == "vae" else 1e-3) if args.lr is None else args.lr,
+                                   schedule=args.schedule, weight_decay=args.weight_decay,
+                                   seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
+                                   task=args.task, monitor_examples=args.monitor_examples)
+        TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
-                    resume=args.resume, device=args.device, progress=not args.quiet, label=label)
+                    resume=args.resume, device=device, progress=not args.quiet, label=label)
     if metrics:
         last = metrics[-1]
-        print(f"{args.out}: epoch {last['epoch']}  test accuracy (T={last['test_samples']}) "
-              f"{100 * last['test_accuracy']:.2f}%")
+        score = (f"test loss {last['test_loss']:.2f} nats/image" if "test_loss" in last
+                 else f"test accuracy {100 * last['test_accuracy']:.2f}%")
+        print(f"{args.out}: epoch {last['epoch']}  {score} (T={last['test_samples']})")
     return 0

@@ -24,7 +24,7 @@ in a :class:`ConversionError`.
 
 The conversion is described by a JSON-serialisable *spec* -- exactly the keyword arguments of
 :func:`to_sampled` -- which a converted run directory stores in ``config.json["convert"]`` and
-:func:`pdnn.runs.load_model` replays on the source weights. ``bn_stats`` (optional) carries
+:func:`load_model` replays on the source weights. ``bn_stats`` (optional) carries
 BatchNorm running statistics re-estimated under sampling by :func:`recalibrate_batchnorm`: the
 only numbers of the network a conversion may change (no weight ever changes).
 
@@ -38,12 +38,12 @@ from .batchnorm import batchnorms_after_noise, recalibrate_batchnorm
 from .calibration import CRITERION, PER_LAYER_RULE, calibrate, format_calibration
 from .methods import DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, ConversionError, parameter_of
 from .rewrite import conversion_spec, load_bn_stats, to_sampled
-from .rundir import CALIBRATION, convert_run, holdout_indices, restore_checkpoint
+from .rundir import CALIBRATION, convert_run, holdout_indices, load_model, model_config, replay, restore_checkpoint
 from .sites import find_activations
 
 __all__ = [
     "CALIBRATION", "CRITERION", "DEFAULT_SCALE", "DEFAULT_VALUES", "LAYER_SETS", "METHODS", "PER_LAYER_RULE",
     "ConversionError", "batchnorms_after_noise", "calibrate", "conversion_spec", "convert_run", "find_activations",
-    "format_calibration", "holdout_indices", "load_bn_stats", "parameter_of", "recalibrate_batchnorm",
-    "restore_checkpoint", "to_sampled",
+    "format_calibration", "holdout_indices", "load_bn_stats", "load_model", "model_config", "parameter_of",
+    "recalibrate_batchnorm", "replay", "restore_checkpoint", "to_sampled",
 ]

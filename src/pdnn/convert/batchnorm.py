@@ -13,7 +13,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import UsageError
+from ..evaluate import MAX_ROWS
 from ..nn import is_stochastic
+from ..sampling import SampledModel
 
 
 class _Stop(Exception):
@@ -27,7 +30,6 @@ def _identity(x):
 def batchnorms_after_noise(model: nn.Module, x: torch.Tensor) -> list[tuple[str, _BatchNorm]]:
     """BatchNorm layers that run after the first stochastic module on input ``x`` (in order):
     those whose input statistics a conversion changes."""
-    from ..sampling import SampledModel
 
     order: list[tuple[str, nn.Module]] = []
     handles = [m.register_forward_pre_hook(lambda mod, inp, name=n: order.append((name, mod)))
@@ -79,11 +81,8 @@ def recalibrate_batchnorm(
         ``{name: {"running_mean": [...], "running_var": [...]}}``, JSON-serialisable; pass it as
         ``to_sampled(..., bn_stats=...)`` to rebuild the same model.
     """
-    from ..evaluate import MAX_ROWS
-    from ..sampling import SampledModel
-
     if len(x) == 0:
-        raise ValueError("recalibrate_batchnorm needs at least one example")
+        raise UsageError("recalibrate_batchnorm needs at least one example")
     model.eval()
     layers = batchnorms_after_noise(model, prepare(x[:2]))
     step = max(1, min(batch_size, MAX_ROWS // samples))

@@ -13,6 +13,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UsageError
+from ..evaluate import accuracy_vs_samples, binomial_stderr
+from ..sampling import check_samples
 from .batchnorm import _identity, recalibrate_batchnorm
 from .methods import DEFAULT_VALUES, parameter_of
 from .rewrite import _check_value, _select, conversion_spec, to_sampled
@@ -60,8 +63,6 @@ class _Trials:
         """``(row, bn_stats)`` of the conversion ``spec``: the accuracies (``results`` as in
         ``eval-*.json``, ``accuracy_at_target``, ``mean_accuracy``) and its re-estimated
         BatchNorm statistics (``None`` without ``bn_samples``)."""
-        from ..evaluate import accuracy_vs_samples
-
         value = spec[parameter_of(spec["method"])]
         # the value of every converted activation: a per-layer dict equal everywhere is the number
         per_layer = tuple(value[n] if isinstance(value, dict) else value for n in self.names)
@@ -89,7 +90,7 @@ def _sweep_values(method: str, values: Sequence[float] | None) -> list[float]:
     values = [_check_value(key, v, f"{key} in the calibration sweep")
               for v in (DEFAULT_VALUES[method] if values is None else values)]
     if not values:
-        raise ValueError("calibration needs at least one value to try")
+        raise UsageError("calibration needs at least one value to try")
     return values
 
 
@@ -112,8 +113,6 @@ def _choose(rows: list[dict], n: int, floor: float = -math.inf) -> tuple[int, fl
     """The index of the row :data:`CRITERION` picks among those with at least ``floor`` accuracy at
     the target T, and the tolerance (one binomial standard error of the best accuracy at the
     target T, on ``n`` examples). Marks every row's ``within_tolerance``."""
-    from ..evaluate import binomial_stderr
-
     best = max(row["accuracy_at_target"] for row in rows)
     tolerance = binomial_stderr(best, n)
     for row in rows:
@@ -184,9 +183,6 @@ def calibrate(
     ``spec``: the keyword arguments of :func:`to_sampled` (a per-layer ``{name: value}`` after
     ``per_layer``), with ``bn_stats`` when ``recalibrate_bn`` -- it replays the measured conversion.
     """
-    from ..evaluate import accuracy_vs_samples
-    from ..sampling import check_samples
-
     key = parameter_of(method)
     values = _sweep_values(method, values)
     layers = conversion_spec(method, layers=layers)["layers"]

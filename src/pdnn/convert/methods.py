@@ -5,8 +5,9 @@ model that cannot be converted.
 """
 from __future__ import annotations
 
-METHODS = ("pbit", "dither", "gaussian", "logistic")
-LAYER_SETS = ("hidden", "all")
+from ..checks import LAYER_SETS, METHODS, one_of  # noqa: F401  (the names, shared by the package)
+from ..errors import UsageError
+
 DEFAULT_SCALE = {"gaussian": 0.5, "logistic": 0.25, "dither": 1.0}
 # the sweep of calibrate(): beta for pbit, the noise scale for the others. Wide enough that the
 # choices seen on real runs (cold p-bits, narrow dither, almost no noise) lie inside, not at an edge.
@@ -18,7 +19,7 @@ DEFAULT_VALUES = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UsageError):
     """A model cannot be converted; the message names the operations it could not handle."""
 
 
@@ -29,7 +30,5 @@ def parameter_of(method: str) -> str:
 
 
 def _check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown conversion method {method!r}; expected one of {', '.join(METHODS)}")
-    return method
+    return one_of("conversion method", method, METHODS)
 

@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import UsageError
 from ..functional import check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
@@ -65,7 +66,7 @@ def _select(sites: list[_Site], layers) -> list[_Site]:
             return [s for s in sites if s.kind != "stochastic" and (s.hidden or layers == "all")]
         layers = [layers]
     if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
-        raise ValueError(f"layers must be 'hidden', 'all' or a list of activation names, got {layers!r}")
+        raise UsageError(f"layers must be 'hidden', 'all' or a list of activation names, got {layers!r}")
     by_name = {s.name: s for s in sites}
     unknown = [n for n in layers if n not in by_name]
     if unknown:
@@ -83,11 +84,11 @@ def _values_for(selected: list[_Site], value: float | dict, key: str) -> dict[st
     names = {s.name for s in selected}
     unknown = [k for k in value if k != "*" and k not in names]
     if unknown:
-        raise ValueError(f"per-layer {key} for {', '.join(map(repr, unknown))}, which are not among the "
+        raise UsageError(f"per-layer {key} for {', '.join(map(repr, unknown))}, which are not among the "
                          f"converted activations ({', '.join(sorted(names))})")
     missing = [n for n in names if n not in value and "*" not in value]
     if missing:
-        raise ValueError(f"no {key} for {', '.join(sorted(missing))}; give one per layer or a default under '*'")
+        raise UsageError(f"no {key} for {', '.join(sorted(missing))}; give one per layer or a default under '*'")
     return {s.name: value.get(s.name, value.get("*")) for s in selected}
 
 
@@ -95,13 +96,13 @@ def _check_value(key: str, value, what: str) -> float:
     """``value`` as a float if it is a valid ``key`` -- ``"scale"``: finite and >= 0 (0: no noise);
     ``"beta"``: finite and > 0 -- else a ``ValueError`` naming ``what`` and the value."""
     if isinstance(value, bool):  # float(True) == 1.0 would pass silently
-        raise ValueError(f"{what} must be a number, got {value!r}")
+        raise UsageError(f"{what} must be a number, got {value!r}")
     if key == "scale":
         return check_scale(value, what)
     try:
         return check_beta(value)
     except ValueError:
-        raise ValueError(f"{what} must be a finite number > 0, got {value!r}") from None
+        raise UsageError(f"{what} must be a finite number > 0, got {value!r}") from None
 
 
 def _check_setting(key: str, value) -> float | dict[str, float]:
@@ -117,9 +118,9 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
     such rather than failing as JSON) and options that do not apply rejected."""
     _check_method(method)
     if method == "pbit" and scale is not None:
-        raise ValueError("method 'pbit' is tuned by beta (its inverse temperature), not by scale")
+        raise UsageError("method 'pbit' is tuned by beta (its inverse temperature), not by scale")
     if method != "pbit" and beta is not None:
-        raise ValueError(f"beta applies to method 'pbit' only; {method!r} is tuned by scale")
+        raise UsageError(f"beta applies to method 'pbit' only; {method!r} is tuned by scale")
     key = parameter_of(method)
     value = beta if key == "beta" else scale
     if value is None:

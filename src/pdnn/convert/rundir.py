@@ -1,4 +1,5 @@
-"""Converted run directories: held-out training data, :func:`convert_run` and :func:`restore_checkpoint`.
+"""Converted run directories: :func:`load_model` (which replays a run's conversion), held-out
+training data, :func:`convert_run` and :func:`restore_checkpoint`.
 
 A converted run's ``config.json`` is its source's plus the conversion spec; its ``checkpoint.pt``
 is a copy of the source's weights (recreated from the source by :func:`restore_checkpoint`), and
@@ -7,7 +8,6 @@ a calibrated one has a ``calibration.json``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import warnings
@@ -17,17 +17,58 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from .. import data as data_package
+from ..checks import positive_int
+from ..errors import UsageError
+from ..io import CHECKPOINT, CONFIG, RunError, load_checkpoint, read_config, read_json, save_checkpoint, write_json
+from ..models import ModelConfig
+from ..provenance import file_sha256
 from .batchnorm import recalibrate_batchnorm
 from .calibration import _sweep_values, calibrate
-from .rewrite import _convert, conversion_spec
+from .rewrite import _convert, conversion_spec, to_sampled
 
 CALIBRATION = "calibration.json"
+
+
+def replay(model: nn.Module, config: dict, run_dir: str | Path) -> nn.Module:
+    """``model`` as the run ``config`` describes it: converted by its ``convert`` spec if it has
+    one (the randomness of a converted run is rebuilt, never pickled), else unchanged."""
+    if "convert" not in config:
+        return model
+    try:
+        return to_sampled(model, **config["convert"])
+    except (TypeError, ValueError) as err:
+        raise RunError(f"{Path(run_dir) / CONFIG}: bad 'convert' section ({err})") from err
+
+
+def model_config(run_dir: str | Path, config: dict) -> ModelConfig:
+    """The ``ModelConfig`` of a run's ``config.json``; :class:`RunError` names a bad section."""
+    try:
+        return ModelConfig.from_dict(config["model"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise RunError(f"{Path(run_dir) / CONFIG}: bad 'model' section ({err})") from err
+
+
+def load_model(run_dir: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a run's model with its trained weights, in eval mode. Returns ``(model, config)``.
+
+    A converted run (``config["convert"]``) stores the source weights and the conversion spec;
+    the conversion is replayed (:func:`replay`) after the weights are loaded.
+    """
+    config = read_config(run_dir)
+    model = model_config(run_dir, config).build()
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT, map_location)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise RunError(f"{Path(run_dir) / CHECKPOINT} does not match {CONFIG}: {err}") from err
+    return replay(model, config, run_dir).eval(), config
 
 
 def _holdout_count(n_trained: int, holdout: float | int) -> int:
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not math.isfinite(holdout) \
             or holdout <= 0 or (holdout >= 1 and not float(holdout).is_integer()):
-        raise ValueError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {holdout!r}")
+        raise UsageError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {holdout!r}")
     return max(1, round(n_trained * holdout)) if holdout < 1 else int(holdout)
 
 
@@ -42,13 +83,13 @@ def holdout_indices(n_trained: int, holdout: float | int, n_available: int | Non
     run was trained on -- ``start < n_trained`` tells the caller so.
     """
     if n_trained < 1:
-        raise ValueError(f"a run trained on {n_trained} examples has nothing to hold out")
+        raise UsageError(f"a run trained on {n_trained} examples has nothing to hold out")
     count = _holdout_count(n_trained, holdout)
     n_available = n_trained if n_available is None else n_available
     if n_available > n_trained:
         return n_trained, min(n_trained + count, n_available)
     if count > n_available:
-        raise ValueError(f"holdout of {count} examples is more than the {n_available} training examples")
+        raise UsageError(f"holdout of {count} examples is more than the {n_available} training examples")
     return n_available - count, n_available
 
 
@@ -63,13 +104,11 @@ def _held_out_training_data(config: dict, holdout, roots, subset, device, progre
     """Held-out examples of the run's *training* split (the test split is never read): preferably
     ones beyond the run's own ``subset``, which it never saw (see :func:`holdout_indices`).
     ``subset`` limits what is read to the first N training examples, as everywhere else."""
-    from .. import data as data_package
-
     dataset = config.get("data", {}).get("dataset")
     if not dataset:
-        raise ValueError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
+        raise UsageError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
+    if subset is not None:
+        positive_int("subset", subset, "an integer >= 1 or None")
     ds = data_package.load(dataset, roots=roots, progress=progress)  # whole: what lies beyond the run's subset
     n_split = len(ds.train_y)
     n_trained = min(config["data"].get("subset") or n_split, n_split)
@@ -94,8 +133,6 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     """Refuse an ``out`` whose replacement could destroy something: the source itself, any existing
     path without ``force``, and even with ``force`` a trained run (its checkpoint is the only copy
     of its weights). A directory without config.json is an interrupted conversion."""
-    from ..runs import CONFIG, RunError, read_json
-
     if out.resolve() == source.resolve():
         raise RunError("the converted run must go to a new directory, not over its source")
     if not out.exists():
@@ -107,26 +144,14 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
                        "replaces converted runs, so choose another directory. Nothing was changed")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _copy_weights(source: Path, run_dir: Path) -> None:
     """Write ``run_dir/checkpoint.pt`` as ``{"model": <source's state_dict>}`` (no training state)."""
-    from ..runs import CHECKPOINT, load_checkpoint, save_checkpoint
-
     save_checkpoint(run_dir / CHECKPOINT, {"model": load_checkpoint(source / CHECKPOINT)["model"]})
 
 
 def _write_run(out: Path, source: Path, config: dict, calibration: dict | None) -> None:
     """Write a converted run directory. config.json goes first out and last in, so that a directory
     without one is always an interrupted conversion (which ``force`` may replace)."""
-    from ..runs import CONFIG, write_json
-
     out.mkdir(parents=True, exist_ok=True)  # an existing one passed _check_destination
     for stale in [out / CONFIG, *out.glob("eval-*.json"), out / CALIBRATION]:
         stale.unlink(missing_ok=True)
@@ -177,7 +202,7 @@ def convert_run(
     """Write a converted run directory ``out`` from the trained run ``source``.
 
     ``out/config.json`` is the source's config plus ``"convert"`` (the :func:`to_sampled`
-    keyword arguments, replayed by :func:`pdnn.runs.load_model`), ``"source_run"`` (the source
+    keyword arguments, replayed by :func:`load_model`), ``"source_run"`` (the source
     directory relative to ``out``) and ``"source_checkpoint_sha256"``; ``out/checkpoint.pt``
     holds the source's weights unchanged (``{"model": state_dict}``; :func:`restore_checkpoint`
     recreates it). With ``calibrate`` the scale/β is chosen by :func:`calibrate` (``per_layer``:
@@ -193,20 +218,21 @@ def convert_run(
     ``calibration.json``. Returns ``{"out", "spec", "converted", "calibration"}`` (``spec``
     without the bulky ``bn_stats``).
     """
-    from ..runs import CHECKPOINT, RunError, load_model, read_config
-
     source, out = Path(source), Path(out)
     _check_destination(source, out, force)
     config = read_config(source)
     if "convert" in config:
         raise RunError(f"{source} is itself a converted run (of {config.get('source_run')}); convert its source")
     if calibrate and (scale is not None or beta is not None):
-        raise ValueError("--calibrate chooses the scale (beta for pbit) itself; give the values to try instead")
+        raise UsageError("--calibrate chooses the scale (beta for pbit) itself; give the values to try instead")
     if per_layer and not calibrate:
-        raise ValueError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
+        raise UsageError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
     spec = conversion_spec(method, scale, beta, layers)
     values = _sweep_values(method, values) if calibrate else None
     model, _ = load_model(source, map_location=device)
+    if (calibrate or recalibrate_bn) and config["model"].get("name") == "vae":
+        raise UsageError(f"{source} is a generator: --calibrate and --recalibrate-bn measure classification "
+                         "accuracy; convert it with a given --beta/--scale and measure it with `pdnn fid`")
     converted, sites = _convert(model, spec)  # fails on an unconvertible model before any data is read
     source_run = os.path.relpath(source.resolve(), out.resolve())
 
@@ -225,7 +251,7 @@ def convert_run(
     new_config = copy.deepcopy(config)
     new_config["convert"] = spec
     new_config["source_run"] = source_run
-    new_config["source_checkpoint_sha256"] = _sha256(source / CHECKPOINT)
+    new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
     new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
     _write_run(out, source, new_config, calibration)
     return {"out": str(out), "spec": _summary(spec), "converted": [f"{s.name} ({s.op})" for s in sites],
@@ -262,8 +288,6 @@ def restore_checkpoint(run_dir: str | Path) -> Path:
         RunError: ``run_dir`` is not a converted run, or the source checkpoint is missing (the
             message says how to train it) or is not the one the run was converted from.
     """
-    from ..runs import CHECKPOINT, CONFIG, RunError, read_config
-
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     if "convert" not in config or not config.get("source_run"):
@@ -279,7 +303,7 @@ def restore_checkpoint(run_dir: str | Path) -> Path:
                        f"with `{_train_command(config, source)}` (the other training options are under 'train' in "
                        f"{run_dir / CONFIG}) and run this again")
     expected = config.get("source_checkpoint_sha256")
-    if expected is not None and (actual := _sha256(checkpoint)) != expected:
+    if expected is not None and (actual := file_sha256(checkpoint)) != expected:
         raise RunError(f"cannot restore {target}: {checkpoint} has sha256 {actual}, but {run_dir} was converted from "
                        f"one with {expected} (was the source retrained?); convert the source again into a new "
                        "directory instead")

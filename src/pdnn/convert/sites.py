@@ -17,6 +17,7 @@ from torch.nn import functional as TF
 from torch.nn.modules.batchnorm import _NormBase
 
 from ..nn import Quantize, is_stochastic
+from ..tracing import Tracer
 from .methods import METHODS
 
 
@@ -111,14 +112,10 @@ class _Site:
                 "methods": [m for m in METHODS if self.problem is None and _supports(m, self.kind)]}
 
 
-class _Tracer(fx.Tracer):
-    """Traces into user modules (to see functional activations); keeps standard torch layers,
-    activation modules and pdnn layers (``Quantize`` computes a tanh inside) as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if _module_kind(m) is not None or type(m).__module__.startswith("pdnn.nn"):
-            return True
-        return super().is_leaf_module(m, qualname)
+def _is_activation(m: nn.Module) -> bool:
+    """Traced into user modules (to see functional activations); activation modules, which are
+    swapped whole, stay opaque, as torch layers and pdnn modules do (see :mod:`pdnn.tracing`)."""
+    return _module_kind(m) is not None
 
 
 # Normalisation layers have parameters (a per-channel scale and shift; LayerNorm's may even be 2-d)
@@ -225,7 +222,7 @@ class _Discovery(NamedTuple):
 def _discover(model: nn.Module) -> _Discovery:
     """The activation sites of ``model`` and its fx graph (tracing reads, never modifies)."""
     try:
-        graph = _Tracer().trace(model)
+        graph = Tracer(_is_activation).trace(model)
     except Exception as err:  # fx raises many types for untraceable code
         return _Discovery(_discover_modules(model), None, err, [])
     modules = dict(model.named_modules())

@@ -1,9 +1,11 @@
 """Datasets as uint8 tensors, decoded once and cached on disk, with on-device augmentation.
 
+    >>> import torch
     >>> from pdnn.data import load, augment
-    >>> ds = load("demo").to(device)                 # or "fashion-mnist", "mnist", "cifar10"
-    >>> x = augment(ds.train_x[idx], ds.augmentation, generator)   # generator on `device`
-    >>> logits = model(ds.normalize(x))
+    >>> ds = load("demo").to("cpu")      # or "fashion-mnist", "mnist", "cifar10"; any device
+    >>> x = augment(ds.train_x[:64], ds.augmentation, torch.Generator())  # a generator on that device
+    >>> ds.normalize(x).shape            # what a model reads
+    torch.Size([64, 1, 28, 28])
 
 Modules: :mod:`.catalog` (which datasets exist, :func:`load`), :mod:`.locate` (data roots),
 :mod:`.idx`, :mod:`.cifar`, :mod:`.images` (decoders), :mod:`.cache` (the on-disk cache),

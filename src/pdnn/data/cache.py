@@ -1,29 +1,46 @@
 """Decoded datasets cached on disk, so each source is decoded once per machine.
 
-A cache file holds the decoded uint8 tensors (and the training split's channel statistics) of one
-dataset read from one place. Its name is ``<dataset>-<where>-<stamp>.pt``: ``where`` hashes the
-source files' paths, ``stamp`` their sizes and modification times. A changed source therefore
-misses the cache and is decoded again (the stale file for the same place is then deleted), while
-copies of a dataset in two places coexist. Files are written to a temporary name in the cache
-directory and moved into place with ``os.replace``, so a reader (another DDP rank, a second job)
-sees either no file or a whole one. A cache file that cannot be read is rebuilt with a warning:
-the cache is an optimisation and must never be the reason a run fails.
+A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes the source files'
+paths, ``stamp`` their sizes and modification times. A changed source therefore misses the cache
+and is decoded again (the stale entry for the same place is then deleted), while copies of a
+dataset in two places coexist. The entry holds each array as a raw file (``train_x.bin``,
+``train_y.bin``, ``test_x.bin``, ``test_y.bin``) and ``meta.json`` (format, shapes, classes and
+the training split's channel statistics).
+
+Memory. Decoders stream chunks into a :class:`CacheWriter`, which appends them to the raw files
+and sums the channel statistics as they pass, so building the cache holds one chunk at a time,
+not the dataset. Readers map the raw files (``np.memmap``) and copy only the examples a run
+keeps: ``--subset 500`` of CIFAR-10 reads 1.5 MB of images, not 184 MB.
+
+Entries are built in a temporary directory next to their final place and renamed into it, so a
+reader (another DDP rank, a second job) sees either no entry or a whole one. An entry that cannot
+be read -- damaged, or written in another format (``FORMAT``) -- is rebuilt with a warning: the
+cache is an optimisation and must never be the reason a run fails. (Format 1 caches were single
+``<dataset>-*.pt`` files; they are no longer read and may be deleted.)
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-FORMAT = 1  # bump when what a cache file holds changes; old files then miss
-_TENSORS = {"train_x": torch.uint8, "train_y": torch.int64, "test_x": torch.uint8,
-            "test_y": torch.int64, "mean": torch.float32, "std": torch.float32}
+from ..io import file_mode, write_json
+from .idx import DataError
+
+FORMAT = 2  # bump when what an entry holds changes; entries of another format are rebuilt
+META = "meta.json"
+SPLITS = ("train", "test")
+ARRAYS = {"train_x": np.uint8, "train_y": np.int64, "test_x": np.uint8, "test_y": np.int64}
+_STATS_CHUNK = 1024  # images per step of the channel sums (bounds their int64 temporaries)
 
 
 def cache_dir(path: str | Path | None = None) -> Path:
@@ -42,90 +59,182 @@ def cache_path(directory: Path, name: str, files: list[Path]) -> Path:
     """Where the cache of dataset ``name`` decoded from ``files`` lives (see the module docstring)."""
     paths = [str(Path(f).resolve()) for f in files]
     stats = [Path(f).stat() for f in files]
-    where = _digest([FORMAT, name, paths])
+    where = _digest([name, paths])
     stamp = _digest([[s.st_size, s.st_mtime_ns] for s in stats])
-    return directory / f"{name}-{where}-{stamp}.pt"
+    return directory / f"{name}-{where}-{stamp}"
 
 
-def _valid(obj) -> bool:
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        return False
-    if not isinstance(obj.get("classes"), list):
-        return False
-    return all(isinstance(obj.get(k), torch.Tensor) and obj[k].dtype == d for k, d in _TENSORS.items())
+class CacheWriter:
+    """Where a decoder puts a dataset: chunks of uint8 images ``[n, C, H, W]`` and int64 labels
+    ``[n]`` per split, appended to the entry's raw files in the order given."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._files = {}
+        self._shapes = {split: None for split in SPLITS}  # one image's (C, H, W)
+        self._counts = dict.fromkeys(SPLITS, 0)
+        self._sums = self._squares = None
+
+    def add(self, split: str, images, labels) -> None:
+        images = np.ascontiguousarray(images.numpy() if isinstance(images, torch.Tensor) else images)
+        labels = np.ascontiguousarray(labels.numpy() if isinstance(labels, torch.Tensor) else labels,
+                                      dtype=np.int64)
+        if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (len(images),):
+            raise ValueError(f"a {split} chunk must be uint8 images [n, C, H, W] with n labels, got "
+                             f"{images.dtype} {list(images.shape)} and labels {list(labels.shape)}")
+        shape = images.shape[1:]
+        if self._shapes[split] not in (None, shape):
+            raise ValueError(f"{split} images of shape {shape} after images of shape {self._shapes[split]}")
+        self._shapes[split] = shape
+        for key, array in ((f"{split}_x", images), (f"{split}_y", labels)):
+            if key not in self._files:
+                self._files[key] = open(self.directory / f"{key}.bin", "wb")
+            self._files[key].write(array.data)
+        self._counts[split] += len(images)
+        if split == "train":
+            self._add_to_sums(images)
+
+    def image_shape(self, split: str) -> tuple[int, ...] | None:
+        """``(C, H, W)`` of the images added to ``split`` so far (``None``: none yet)."""
+        return self._shapes[split]
+
+    def _add_to_sums(self, images: np.ndarray) -> None:
+        # exact: int64 sums do not depend on the order or size of the chunks
+        if self._sums is None:
+            self._sums = np.zeros(images.shape[1], dtype=np.int64)
+            self._squares = np.zeros(images.shape[1], dtype=np.int64)
+        for start in range(0, len(images), _STATS_CHUNK):
+            part = images[start:start + _STATS_CHUNK].astype(np.int64)
+            self._sums += part.sum(axis=(0, 2, 3))
+            self._squares += (part * part).sum(axis=(0, 2, 3))
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def finish(self, classes: list[str]) -> dict:
+        """Close the files and write ``meta.json``, which makes the entry complete."""
+        self.close()
+        if not self._counts["train"]:
+            raise DataError("the training split is empty: there is nothing to learn from or to normalise by")
+        shapes = {}
+        for split in SPLITS:
+            image = self._shapes[split] or self._shapes["train"]
+            shapes[f"{split}_x"] = [self._counts[split], *image]
+            shapes[f"{split}_y"] = [self._counts[split]]
+            for key in (f"{split}_x", f"{split}_y"):
+                (self.directory / f"{key}.bin").touch()  # an empty split still has its files
+        count = self._counts["train"] * math.prod(self._shapes["train"][1:])
+        mean, std = stats_from_sums(self._sums, self._squares, count)
+        meta = {"format": FORMAT, "classes": list(classes), "shapes": shapes,
+                "mean": mean.tolist(), "std": std.tolist()}
+        write_json(self.directory / META, meta)
+        return meta
+
+
+def stats_from_sums(sums, squares, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std on the 0..1 scale, as float32, from exact integer sums of the
+    uint8 values and of their squares over ``count`` values per channel."""
+    mean = torch.as_tensor(sums, dtype=torch.float64) / count
+    var = (torch.as_tensor(squares, dtype=torch.float64) / count - mean * mean).clamp_min(0)
+    return (mean / 255).float(), (var.sqrt() / 255).float()
 
 
 def read(path: Path) -> dict | None:
-    """The cached dict at ``path``, or ``None`` if it is absent or unreadable (warns if unreadable)."""
-    if not path.is_file():
+    """The entry at ``path`` as ``{"classes", "mean", "std", "train_x", ...}`` with the arrays as
+    read-only ``np.memmap`` (copy what you keep), or ``None`` if there is no entry; an entry that
+    is damaged or of another format is warned about and ``None`` returned, so it is rebuilt."""
+    if not path.exists():
         return None
+    why = _why_unreadable(path)
+    if why:
+        warnings.warn(f"cache entry {path} {why}; rebuilding it", stacklevel=3)
+        return None
+    meta = json.loads((path / META).read_text())
+    entry = {"classes": meta["classes"], "mean": torch.tensor(meta["mean"], dtype=torch.float32),
+             "std": torch.tensor(meta["std"], dtype=torch.float32)}
+    for key, dtype in ARRAYS.items():
+        shape = tuple(meta["shapes"][key])
+        entry[key] = (np.memmap(path / f"{key}.bin", dtype=dtype, mode="r", shape=shape) if math.prod(shape)
+                      else np.empty(shape, dtype=dtype))  # an empty file cannot be mapped
+    return entry
+
+
+def _why_unreadable(path: Path) -> str | None:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, bad pickle, ...: all mean "rebuild"
-        warnings.warn(f"cache file {path} is unreadable ({type(err).__name__}: {err}); rebuilding it",
-                      stacklevel=3)
-        return None
-    if not _valid(obj):
-        warnings.warn(f"cache file {path} does not hold a pdnn dataset of format {FORMAT}; rebuilding it",
-                      stacklevel=3)
-        return None
-    return obj
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as err:
+        return f"is unreadable ({type(err).__name__}: {err})"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        return f"is of format {found!r}, not {FORMAT}"
+    try:
+        for key, dtype in ARRAYS.items():
+            expected = math.prod(meta["shapes"][key]) * np.dtype(dtype).itemsize
+            size = (path / f"{key}.bin").stat().st_size
+            if size != expected:
+                return f"is damaged ({key}.bin holds {size} bytes, expected {expected})"
+        if not isinstance(meta["classes"], list) or len(meta["mean"]) != len(meta["std"]):
+            return "is damaged (classes or statistics malformed)"
+    except (OSError, KeyError, TypeError) as err:
+        return f"is unreadable ({type(err).__name__}: {err})"
+    return None
 
 
-def write(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` atomically, and delete stale caches of the same source place.
-    A cache directory that cannot be written is warned about, not fatal."""
-    tmp = None
+def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str]],
+           directory: str | Path | None = None) -> dict:
+    """The decoded dataset (as :func:`read` returns it): from the cache if it is current, else
+    built by ``build(writer)`` -- which streams the splits into ``writer`` and returns the class
+    names -- and kept for next time. ``files`` are every source file ``build`` reads.
+
+    A cache directory that cannot be written is warned about, not fatal: the entry is then built
+    in a temporary directory and deleted once mapped."""
+    path = cache_path(cache_dir(directory), name, files)
+    entry = read(path)
+    if entry is not None:
+        return entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        staging, shared = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")), True
     except OSError as err:
-        warnings.warn(f"could not write the data cache {path} ({err}); the dataset will be decoded "
-                      "again next time (set PDNN_CACHE to a writable directory)", stacklevel=3)
-        return
+        warnings.warn(f"could not write the data cache in {path.parent} ({err}); the dataset will be decoded "
+                      "again next time (set PDNN_CACHE to a writable directory)", stacklevel=2)
+        staging, shared = Path(tempfile.mkdtemp(prefix=f"pdnn-{name}-")), False
+    try:
+        writer = CacheWriter(staging)
+        try:
+            writer.finish(build(writer))
+        finally:
+            writer.close()
+        if not shared:
+            return read(staging)  # mapped files stay readable after the directory is removed
+        mode = file_mode()  # mkdtemp's 0700 would hide a shared cache from the user's group
+        os.chmod(staging, mode | (mode & 0o444) >> 2)  # searchable where readable
+        _publish(staging, path)
     finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale(path)
+    return read(path)
+
+
+def _publish(staging: Path, path: Path) -> None:
+    """Rename the complete entry ``staging`` to ``path``. If an entry is already there, another
+    process finished first (keep it) or it was unreadable (replace it)."""
+    try:
+        os.rename(staging, path)
+        return
+    except OSError:
+        if _why_unreadable(path) is None:
+            return
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    os.rename(path, old)
+    os.rename(staging, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete entries of the same dataset place whose sources have since changed."""
     prefix = path.name.rsplit("-", 1)[0] + "-"
-    for stale in path.parent.glob(f"{prefix}*.pt"):
-        if stale != path:
-            stale.unlink(missing_ok=True)
-
-
-def cached(name: str, files: list[Path], build: Callable[[], dict],
-           directory: str | Path | None = None) -> dict:
-    """The decoded dataset: from the cache if it is current, else ``build()`` (which returns the
-    tensors and ``classes``), stored for next time. ``files`` are every source file ``build`` reads."""
-    path = cache_path(cache_dir(directory), name, files)
-    obj = read(path)
-    if obj is None:
-        obj = {"format": FORMAT, **build()}
-        obj["mean"], obj["std"] = channel_stats(obj["train_x"])
-        write(path, obj)
-    return obj
-
-
-def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 images ``[N, C, H, W]`` on the 0..1 scale, as float32.
-
-    Summed exactly in int64 over chunks, so 50,000 CIFAR images need no float64 copy of the
-    split and the result does not depend on summation order."""
-    if len(x) == 0:
-        raise ValueError("cannot compute channel statistics of an empty training split")
-    total = torch.zeros(x.shape[1], dtype=torch.int64)
-    squares = torch.zeros(x.shape[1], dtype=torch.int64)
-    for start in range(0, len(x), chunk):
-        part = x[start:start + chunk].to(torch.int64)
-        total += part.sum(dim=(0, 2, 3))
-        squares += (part * part).sum(dim=(0, 2, 3))
-    count = x.numel() // x.shape[1]
-    mean = total.double() / count
-    var = (squares.double() / count - mean * mean).clamp_min(0)
-    return (mean / 255).float(), (var.sqrt() / 255).float()
+    for stale in path.parent.glob(f"{prefix}*"):
+        if stale != path and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)

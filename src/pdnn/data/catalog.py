@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cache, cifar, idx, images
+import numpy as np
+import torch
+
+from ..checks import positive_int
+from ..errors import UsageError
+from . import cache, celeba, cifar, idx, images
 from .dataset import Dataset
 from .locate import DatasetNotFound, data_roots, find_idx_files
 
@@ -56,6 +61,11 @@ SPECS: dict[str, Spec] = {
         "it in ROOT (giving ROOT/cifar-10-batches-py/), or put a class-folder copy in "
         "ROOT/cifar10-jpeg/ as train.zip and test.zip (or train/ and test/ folders) with entries "
         "<class>/<image>. Then pass --data-dir ROOT (repeatable) or set PDNN_DATA=ROOT1:ROOT2."),
+    "celeba": Spec(
+        (3, 64, 64), ("face",), "none",
+        "To get it: download img_align_celeba.zip (and optionally list_eval_partition.txt) from "
+        "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html into ROOT/celeba/ (the zip, or it extracted as "
+        "ROOT/celeba/img_align_celeba/). Then pass --data-dir ROOT (repeatable) or set PDNN_DATA=ROOT1:ROOT2."),
 }
 DATASETS = tuple(SPECS)
 INPUT_SHAPES = {name: spec.input_shape for name, spec in SPECS.items()}
@@ -70,7 +80,7 @@ def describe(name: str) -> dict:
 
 def _spec(name: str) -> Spec:
     if name not in SPECS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     return SPECS[name]
 
 
@@ -81,14 +91,13 @@ class Source:
 
     files: list[Path]
     description: str
-    decode: Callable[[bool], dict]  # progress -> cache dict (tensors and classes)
+    decode: Callable[[cache.CacheWriter, bool], list[str] | None]  # (writer, progress) -> classes, if named
 
 
 def _idx_source(folder: Path, files: list[Path], num_classes: int) -> Source:
-    def decode(progress: bool) -> dict:
-        train_x, train_y = idx.load_idx_split(files[0], files[1], num_classes)
-        test_x, test_y = idx.load_idx_split(files[2], files[3], num_classes)
-        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    def decode(writer: cache.CacheWriter, progress: bool) -> None:
+        writer.add("train", *idx.load_idx_split(files[0], files[1], num_classes))
+        writer.add("test", *idx.load_idx_split(files[2], files[3], num_classes))
 
     return Source(files, f"{folder} (IDX)", decode)
 
@@ -116,7 +125,7 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
                 if (batches / cifar.META).is_file():
                     files.append(batches / cifar.META)
                 return Source(files, f"{batches} (canonical python batches)",
-                              lambda progress, folder=batches: cifar.load_batches(folder))
+                              lambda writer, progress, folder=batches: cifar.write_batches(folder, writer))
             looked.append((batches, "missing " + ", ".join(missing)))
         else:
             looked.append((batches, "no such folder"))
@@ -131,12 +140,31 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
                 files = [train, test] if kind == "zip" else sorted(
                     p for split in (train, test) for p in split.rglob("*") if p.is_file())
 
-                def decode(progress, train=train, test=test):
-                    return images.load_folders(train, test, shape, progress)
+                def decode(writer, progress, train=train, test=test):
+                    return images.write_folders(train, test, shape, writer, progress)
 
                 return Source(files, f"{folder} (class-folder {kind}; JPEG copies differ slightly "
                               "from the canonical pixels)", decode)
         looked.append((folder, "neither train.zip and test.zip nor train/ and test/"))
+    return None
+
+
+def _find_celeba(roots: list[Path], looked: list) -> Source | None:
+    for root in roots:
+        folder = root / "celeba"
+        partition = folder / celeba.PARTITION
+        partition = partition if partition.is_file() else None
+        extra = [partition] if partition else []
+        if (folder / celeba.FOLDER).is_dir():
+            images_dir = folder / celeba.FOLDER
+            files = sorted(p for p in images_dir.iterdir() if p.is_file()) + extra
+            return Source(files, f"{images_dir} (aligned images, {celeba.CROP}px centre crop to 64x64)",
+                          lambda writer, progress: celeba.write_celeba(images_dir, partition, writer, progress))
+        if (folder / celeba.ZIP).is_file():
+            archive = folder / celeba.ZIP
+            return Source([archive, *extra], f"{archive} (aligned images, {celeba.CROP}px centre crop to 64x64)",
+                          lambda writer, progress: celeba.write_celeba(archive, partition, writer, progress))
+        looked.append((folder, f"neither {celeba.FOLDER}/ nor {celeba.ZIP}"))
     return None
 
 
@@ -145,7 +173,8 @@ def find(name: str, roots: list[Path]) -> Source:
     :class:`DatasetNotFound` listing every place looked at."""
     spec = _spec(name)
     looked: list[tuple[Path, str]] = []
-    source = _find_cifar(roots, looked) if name == "cifar10" else _find_idx(name, roots, looked)
+    finders = {"cifar10": _find_cifar, "celeba": _find_celeba}
+    source = finders[name](roots, looked) if name in finders else _find_idx(name, roots, looked)
     if source is None:
         raise DatasetNotFound(name, looked, spec.how_to_get)
     return source
@@ -172,26 +201,25 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
         (torch.Size([256, 1, 28, 28]), 10)
     """
     spec = _spec(name)
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-        raise ValueError(f"subset must be an integer >= 1 or None, got {subset!r}")
-    source = find(name, data_roots(roots))
-    data = cache.cached(name, source.files, lambda: _decode(name, spec, source, progress), cache_dir)
-    tensors = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}
     if subset is not None:
-        tensors = {k: v[:subset].clone() for k, v in tensors.items()}
+        positive_int("subset", subset, "an integer >= 1 or None")
+    source = find(name, data_roots(roots))
+    data = cache.cached(name, source.files, lambda writer: _decode(name, spec, source, writer, progress),
+                        cache_dir)
+    # copies only the kept examples out of the mapped cache: a subset never reads the whole split
+    tensors = {k: torch.from_numpy(np.array(data[k][:subset])) for k in cache.ARRAYS}
     return Dataset(name=name, classes=list(data["classes"]), mean=data["mean"], std=data["std"],
                    augmentation=spec.augmentation, source=source.description, **tensors)
 
 
-def _decode(name: str, spec: Spec, source: Source, progress: bool) -> dict:
-    data = source.decode(progress)
-    data.setdefault("classes", list(spec.classes))
-    for split in ("train_x", "test_x"):
-        shape = tuple(data[split].shape[1:])
-        if shape != spec.input_shape:
-            raise idx.DataError(f"{source.description}: {split} images have shape {shape}; "
+def _decode(name: str, spec: Spec, source: Source, writer: cache.CacheWriter, progress: bool) -> list[str]:
+    classes = source.decode(writer, progress) or list(spec.classes)
+    for split in cache.SPLITS:
+        shape = writer.image_shape(split)
+        if shape is not None and shape != spec.input_shape:
+            raise idx.DataError(f"{source.description}: {split}_x images have shape {shape}; "
                                 f"{name} expects {spec.input_shape}")
-    if len(data["classes"]) != len(spec.classes):
-        raise idx.DataError(f"{source.description}: {len(data['classes'])} classes "
-                            f"({', '.join(data['classes'])}); {name} has {len(spec.classes)}")
-    return data
+    if len(classes) != len(spec.classes):
+        raise idx.DataError(f"{source.description}: {len(classes)} classes "
+                            f"({', '.join(classes)}); {name} has {len(spec.classes)}")
+    return classes

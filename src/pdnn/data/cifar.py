@@ -87,15 +87,11 @@ def read_classes(folder: Path) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-def load_batches(folder: Path) -> dict:
-    """The whole dataset from a ``cifar-10-batches-py`` folder, as the cache stores it."""
+def write_batches(folder: Path, writer) -> list[str]:
+    """The whole dataset from a ``cifar-10-batches-py`` folder into ``writer`` (a
+    :class:`~pdnn.data.cache.CacheWriter`), one batch file at a time. Returns the classes."""
     classes = read_classes(folder)
-    train = [read_batch(folder / name, len(classes)) for name in TRAIN_BATCHES]
-    test_x, test_y = read_batch(folder / TEST_BATCH, len(classes))
-    return {
-        "train_x": torch.cat([x for x, _ in train]),
-        "train_y": torch.cat([y for _, y in train]),
-        "test_x": test_x,
-        "test_y": test_y,
-        "classes": classes,
-    }
+    for name in TRAIN_BATCHES:
+        writer.add("train", *read_batch(folder / name, len(classes)))
+    writer.add("test", *read_batch(folder / TEST_BATCH, len(classes)))
+    return classes

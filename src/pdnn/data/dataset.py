@@ -27,8 +27,11 @@ class Dataset:
             slightly different accuracies from the canonical batches, so it should be stated).
 
     Example:
+        >>> from pdnn.data import load
         >>> ds = load("demo").to("cpu")
-        >>> x = ds.normalize(ds.train_x[:64])      # float32 [64, 1, 28, 28]
+        >>> x = ds.normalize(ds.train_x[:64])
+        >>> x.dtype, tuple(x.shape)
+        (torch.float32, (64, 1, 28, 28))
     """
 
     name: str

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
+
 UBYTE = 0x08
 _TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
                0x0D: "float32", 0x0E: "float64"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """A source data file exists but its contents are not what the format requires."""
 
 

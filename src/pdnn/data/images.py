@@ -2,7 +2,7 @@
 
 Layout: ``<class>/<file>`` (e.g. ``airplane/0000.jpg``), relative to the directory or the zip's
 root. Classes are the sorted folder names. Images are decoded with Pillow exactly once, when the
-cache is built (see :mod:`pdnn.data.cache`); training never touches Pillow.
+cache is built (see :mod:`pdnn.data.cache`), a chunk at a time; training never touches Pillow.
 
 Order. Such copies are sorted by class, so "the first N examples" would be N airplanes. Examples
 are therefore interleaved: the first file of every class, then the second of every class, and
@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .idx import DataError
@@ -61,43 +60,50 @@ def list_images(source: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, entries
 
 
-def decode_split(source: Path, shape: tuple[int, int, int], desc: str = "decoding",
-                 progress: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Decode every image of ``source`` into uint8 ``[N, C, H, W]`` (``shape`` = ``(C, H, W)``,
+CHUNK = 1024  # images decoded before they are handed to the cache writer (bounds memory)
+
+
+def decode_split(source: Path, shape: tuple[int, int, int], writer, split: str, desc: str = "decoding",
+                 progress: bool = True) -> list[str]:
+    """Decode every image of ``source`` into ``writer`` (a :class:`~pdnn.data.cache.CacheWriter`)
+    as ``split``, uint8 ``[N, C, H, W]`` in chunks of :data:`CHUNK` (``shape`` = ``(C, H, W)``,
     C = 1 for greyscale or 3 for RGB; images are converted to that mode, and must already have
-    that size). Returns ``(classes, images, labels)``."""
+    that size). Returns the classes."""
     from PIL import Image  # imported here: only cache building needs Pillow
 
     channels, height, width = shape
     classes, entries = list_images(source)
-    out = np.empty((len(entries), height, width, channels), dtype=np.uint8)
+    chunk = np.empty((min(CHUNK, len(entries)), height, width, channels), dtype=np.uint8)
     zf = None if source.is_dir() else zipfile.ZipFile(source)
     try:
-        for k, (entry, _) in enumerate(tqdm(entries, desc=desc, unit="img", disable=not progress,
-                                            mininterval=0.5)):
-            data = (source / entry).read_bytes() if zf is None else zf.read(entry)
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    pixels = np.asarray(im.convert(_MODES[channels]))
-            except Exception as err:  # Pillow raises many types for bad files
-                raise DataError(f"{source}: cannot decode {entry!r} ({err})") from err
-            if pixels.shape[:2] != (height, width):
-                raise DataError(f"{source}: {entry!r} is {pixels.shape[1]}x{pixels.shape[0]} pixels; "
-                                f"expected {width}x{height}")
-            out[k] = pixels.reshape(height, width, channels)
+        bar = tqdm(total=len(entries), desc=desc, unit="img", disable=not progress, mininterval=0.5)
+        for start in range(0, len(entries), CHUNK):
+            part = entries[start:start + CHUNK]
+            for k, (entry, _) in enumerate(part):
+                data = (source / entry).read_bytes() if zf is None else zf.read(entry)
+                try:
+                    with Image.open(io.BytesIO(data)) as im:
+                        pixels = np.asarray(im.convert(_MODES[channels]))
+                except Exception as err:  # Pillow raises many types for bad files
+                    raise DataError(f"{source}: cannot decode {entry!r} ({err})") from err
+                if pixels.shape[:2] != (height, width):
+                    raise DataError(f"{source}: {entry!r} is {pixels.shape[1]}x{pixels.shape[0]} pixels; "
+                                    f"expected {width}x{height}")
+                chunk[k] = pixels.reshape(height, width, channels)
+            writer.add(split, chunk[:len(part)].transpose(0, 3, 1, 2),
+                       np.array([label for _, label in part], dtype=np.int64))
+            bar.update(len(part))
+        bar.close()
     finally:
         if zf is not None:
             zf.close()
-    images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([label for _, label in entries], dtype=torch.int64)
-    return classes, images, labels
+    return classes
 
 
-def load_folders(train: Path, test: Path, shape: tuple[int, int, int], progress: bool = True) -> dict:
-    """Both splits, as the cache stores them; the two splits must have the same class folders."""
-    classes, train_x, train_y = decode_split(train, shape, f"decoding {train.name}", progress)
-    test_classes, test_x, test_y = decode_split(test, shape, f"decoding {test.name}", progress)
+def write_folders(train: Path, test: Path, shape: tuple[int, int, int], writer, progress: bool = True) -> list[str]:
+    """Both splits into ``writer``; the two splits must have the same class folders. Returns the classes."""
+    classes = decode_split(train, shape, writer, "train", f"decoding {train.name}", progress)
+    test_classes = decode_split(test, shape, writer, "test", f"decoding {test.name}", progress)
     if test_classes != classes:
         raise DataError(f"class folders differ: {train} has {classes}, {test} has {test_classes}")
-    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y,
-            "classes": classes}
+    return classes

@@ -18,7 +18,8 @@ depends on a draw runs T times. With ``per-eo`` reuse, ``shared_prefix=False`` a
 ``aggregate="layer"`` prices the random bit-stream baseline of :mod:`pdnn.sampling`: every
 stochastic module draws T times and its T outputs are summed by a counter into one
 ``ceil(log2(T·(2^p−1)+1))``-bit value (p: its precision), which the next layer reads once; every
-layer is computed once.
+layer is computed once. A sum wider than 32 bits is held as a 32-bit float, as the float
+baseline's activations are, so an averaged activation never costs more than a float one.
 
 Memory levels for weights and activations are chosen independently (e.g. weights in DRAM,
 activations in SRAM).
@@ -30,14 +31,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int
+from ..errors import UsageError
 from ..sampling import check_samples
 from .eo import TERM_NAMES, accumulator_bits, eo_terms_pj
 from .graph import Layer, Network
 from .tech import FLOAT_BITS, Technology, load_table
 
 PJ = 1e-12  # joules per picojoule
-REUSE_MODES = ("per-eo", "per-inference", "per-batch")
-AGGREGATES = ("network", "layer")
 TERMS = tuple(f"{name}_j" for name in TERM_NAMES)
 # Why ΔE(T→T+1)/E misleads under layer aggregation; reports print it beside that column.
 LAYER_STEP_NOTE = ("layer aggregation: ΔE(T→T+1)/E is not a per-sample average: the counters' width "
@@ -63,10 +64,8 @@ class Reuse:
     batch: int = 1
 
     def __post_init__(self):
-        if self.mode not in REUSE_MODES:
-            raise ValueError(f"unknown reuse {self.mode!r}; expected per-eo, per-inference or per-batch:B")
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise ValueError(f"reuse batch size must be an integer >= 1, got {self.batch!r}")
+        one_of("reuse", self.mode, REUSE_MODES)
+        positive_int("reuse batch size", self.batch)
 
     @classmethod
     def parse(cls, text: str) -> "Reuse":
@@ -77,7 +76,7 @@ class Reuse:
         match = re.fullmatch(r"per-batch[:=](\d+)", text)
         if match:
             return cls("per-batch", int(match.group(1)))
-        raise ValueError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
+        raise UsageError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
 
     def fetches(self, layer: Layer) -> float:
         """Weight reads per inference for ``layer``."""
@@ -103,8 +102,7 @@ class Settings:
     def __post_init__(self):
         self.tech.memory(self.weight_memory, "weight memory")  # raises, naming the level, if unknown
         self.tech.memory(self.activation_memory, "activation memory")
-        if self.aggregate not in AGGREGATES:
-            raise ValueError(f"unknown aggregate {self.aggregate!r}; expected network or layer")
+        one_of("aggregate", self.aggregate, AGGREGATIONS)
         if not isinstance(self.reuse, Reuse):
             raise ValueError(f"reuse must be a Reuse, got {self.reuse!r}")
 
@@ -138,7 +136,7 @@ def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
     if settings.aggregate == "layer":
         repeats = 1
         if layer.averaged_input and b_a < FLOAT_BITS:
-            b_a = averaged_bits(b_a, t)
+            b_a = min(averaged_bits(b_a, t), FLOAT_BITS)
         acc = accumulator_bits(n, b_a, b_w)
         for part in layer.neuron:
             draws = part.kind in ("pbit", "noise")
@@ -227,7 +225,7 @@ def energy_sweep(
     settings = settings or Settings()
     samples = sorted({check_samples(t) for t in samples})
     if not samples:
-        raise ValueError("samples must name at least one T >= 1")
+        raise UsageError("samples must name at least one T >= 1")
     if not entries:
         raise ValueError("energy_sweep needs at least one network")
     ref_net = reference if reference is not None else entries[0][1].float_reference()

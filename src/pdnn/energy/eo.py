@@ -23,9 +23,11 @@ per-network accounting that multiplies these by the number of EOs is in
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from ..checks import positive_int
+from ..errors import UsageError
+from ..nn import NeuronSpec
 from ..sampling import check_samples
 from .tech import FLOAT_BITS, Technology, load_table
 
@@ -39,14 +41,12 @@ def check_bit_width(bits, what: str) -> int:
     Wider than :func:`pdnn.nn.check_bits` (1..8 or 32) on purpose: pricing asks "what if" about
     widths pdnn's layers do not offer (a 16-bit input, 12-bit weights of another accelerator).
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        raise ValueError(f"{what} must be an integer >= 1 (32 = float), got {bits!r}")
+    positive_int(what, bits, "an integer >= 1 (32 = float)")
     return bits
 
 
 def check_fan_in(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"fan-in n must be an integer >= 1, got {n!r}")
+    positive_int("fan-in n", n)
     return n
 
 
@@ -149,7 +149,7 @@ class NeuronPart:
 
     def __post_init__(self):
         if self.kind not in NEURON_PART_KINDS:
-            raise ValueError(f"unknown neuron part {self.kind!r}; expected one of {', '.join(NEURON_PART_KINDS)}")
+            raise UsageError(f"unknown neuron part {self.kind!r}; expected one of {', '.join(NEURON_PART_KINDS)}")
 
     def energy_pj(self, tech: Technology, acc_bits: int | None) -> float:
         """Energy per output value; ``acc_bits`` is the layer's accumulator width (None: float)."""
@@ -168,20 +168,17 @@ class NeuronPart:
         return compare_pj(tech, acc_bits)
 
 
-def neuron_parts(neuron: str) -> tuple[NeuronPart, ...]:
-    """The parts of a neuron named as in :data:`pdnn.nn.NEURONS`, or ``"none"`` (an output layer)."""
+def neuron_parts(neuron) -> tuple[NeuronPart, ...]:
+    """The parts of a neuron named as in :data:`pdnn.nn.NEURONS` (or its :class:`~pdnn.nn.NeuronSpec`),
+    or ``"none"`` (an output layer)."""
     if neuron == "none":
         return ()
-    if neuron in ("pbit", "pbit-unipolar"):
-        return (NeuronPart("pbit", 1, stochastic=True, module=neuron),)
-    if neuron in ("tanh", "sigmoid"):
-        return (NeuronPart("nonlinearity", module=neuron),)
-    if neuron == "sign":
-        return (NeuronPart("threshold", 1, module=neuron),)
-    match = re.fullmatch(r"quant:(\d+)", str(neuron))
-    if match and int(match.group(1)) >= 1:
-        return (NeuronPart("threshold", int(match.group(1)), module=neuron),)
-    raise ValueError(f"unknown neuron {neuron!r}; expected pbit, pbit-unipolar, tanh, sigmoid, sign, quant:k or none")
+    spec = NeuronSpec.parse(neuron)
+    if spec.kind == "pbit":
+        return (NeuronPart("pbit", 1, stochastic=True, module=spec.name),)
+    if spec.kind == "float":
+        return (NeuronPart("nonlinearity", module=spec.name),)
+    return (NeuronPart("threshold", spec.bits, module=spec.name),)
 
 
 def eo_energy_pj(

@@ -37,13 +37,17 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn import functional as torch_F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
 
+from ..checks import positive_ints
+from ..errors import UsageError
 from ..nn import PBit, is_stochastic
+from ..tracing import Tracer
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
@@ -76,15 +80,13 @@ _SCALE_METHODS = {"mul", "div", "neg"}
 
 
 def is_weight_layer(module: nn.Module) -> bool:
-    """Layers whose outputs are sums of weighted inputs: Linear and (non-transposed) ConvNd."""
-    return isinstance(module, nn.Linear) or (isinstance(module, _ConvNd) and not isinstance(module, _ConvTransposeNd))
+    """Layers whose outputs are sums of weighted inputs: Linear, ConvNd and ConvTransposeNd."""
+    return isinstance(module, (nn.Linear, _ConvNd))
 
 
 def layer_weight_bits(module: nn.Module) -> int:
-    """``b_w``: a pdnn layer's ``weight_bits``, a Larq-style ``weight_quantizer.precision``, else 32."""
+    """``b_w``: a pdnn layer's ``weight_bits``, else 32 (float)."""
     bits = getattr(module, "weight_bits", None)
-    if bits is None:
-        bits = getattr(getattr(module, "weight_quantizer", None), "precision", None)
     if bits is None:
         return FLOAT_BITS
     try:
@@ -94,13 +96,19 @@ def layer_weight_bits(module: nn.Module) -> int:
 
 
 def fan_in(module: nn.Module) -> int:
-    """n: inputs per output neuron. Linear: ``in_features``; ConvNd: ``C_in/groups * prod(kernel)``."""
+    """n: inputs per output neuron. Linear: ``in_features``; ConvNd: ``C_in/groups * prod(kernel)``;
+    ConvTransposeNd: ``C_in/groups * prod(kernel / stride)`` (rounded up) -- a transposed convolution
+    scatters each input over ``kernel`` outputs spaced ``stride`` apart, so an interior output sums
+    that many inputs on average (exactly, when the stride divides the kernel)."""
     if isinstance(module, nn.Linear):
         return module.in_features
+    if isinstance(module, _ConvTransposeNd):
+        per_position = math.prod(k / s for k, s in zip(module.kernel_size, module.stride))
+        return math.ceil(module.in_channels // module.groups * per_position - 1e-9)
     return module.in_channels // module.groups * math.prod(module.kernel_size)
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UsageError):
     """The model cannot be accounted for (no weight layer, several inputs, a bad bit width)."""
 
 
@@ -235,8 +243,11 @@ class _Walker:
             prec = int(m.precision)
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
             return _Info(prec, inp.stoch, inp.owner, False, name)
-        if isinstance(m, TRANSPARENT_MODULES):
-            return inp
+        if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):
+            return inp  # nearest upsampling copies values: no operation, same precision
+        if isinstance(m, nn.Upsample):
+            self.note(f"{name} (Upsample, {m.mode}): interpolated float output, its own cost is not counted")
+            return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
         if isinstance(m, NONLINEAR_MODULES):
             self._add_part(inp, NeuronPart("nonlinearity", FLOAT_BITS, inp.stoch, name), name)
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
@@ -260,7 +271,8 @@ class _Walker:
         b_a = inp.prec if known else FLOAT_BITS
         n = fan_in(m)
         eos = math.prod(out_shape[1:])
-        kind = "linear" if isinstance(m, nn.Linear) else f"conv{len(m.kernel_size)}d"
+        kind = "linear" if isinstance(m, nn.Linear) else \
+            f"conv{'-transpose' if isinstance(m, _ConvTransposeNd) else ''}{len(m.kernel_size)}d"
         self.layers.append(Layer(
             name=name, kind=kind, module_type=type(m).__name__, fan_in=n, eos=int(eos), weights=int(m.weight.numel()),
             weight_bits=layer_weight_bits(m), activation_bits=int(b_a), activation_bits_known=known,
@@ -303,11 +315,10 @@ def _is_unit(m: nn.Module) -> bool:
     return is_weight_layer(m) or is_stochastic(m) or getattr(m, "precision", None) is not None
 
 
-class _Tracer(fx.Tracer):
-    """Traces into containers; weight layers, pdnn modules and torch's own layers stay leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return _is_unit(m) or next(m.children(), None) is None or super().is_leaf_module(m, qualname)
+def _priced_whole(m: nn.Module) -> bool:
+    """Traced into containers; units and childless modules stay opaque, as torch layers and pdnn
+    modules do (see :mod:`pdnn.tracing`)."""
+    return _is_unit(m) or next(m.children(), None) is None
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:
@@ -318,9 +329,7 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 
 
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
-    from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
-
-    gm = fx.GraphModule(model, _Tracer().trace(model))
+    gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model))
     ShapeProp(gm).propagate(x)
     modules = dict(gm.named_modules())
     infos: dict[fx.Node, _Info] = {}
@@ -397,9 +406,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
         >>> [(l.fan_in, l.eos, l.weight_bits, l.activation_bits) for l in net.layers]
         [(784, 256, 4, 8), (256, 256, 4, 1), (256, 10, 4, 1)]
     """
-    shape = tuple(input_shape)
-    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape must be positive integers without the batch dimension, got {input_shape!r}")
+    shape = positive_ints("input_shape", input_shape, "positive integers without the batch dimension")
     check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
     x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu",
@@ -421,7 +428,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
                 try:
                     _analyze_hooks(model, x, walker)
                 except RuntimeError as run_err:
-                    raise ValueError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
+                    raise UsageError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
                                      f"{run_err}") from run_err
                 method = "forward hooks"
     finally:

@@ -5,10 +5,9 @@ is shown as ``n/a``, never divided.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from ..io import save_figure
 from .account import LAYER_STEP_NOTE, TERMS
 
 _TERM_LABELS = {"weight_memory_j": "weight mem", "activation_memory_j": "act. mem",
@@ -96,28 +95,6 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, out: str | Path) -> Path:
-    """Write ``fig`` to ``out`` atomically (a temporary file beside it, then a rename, as
-    :func:`pdnn.runs.write_json` does), so an interrupted command never leaves half a figure in
-    place of a good one. The format follows the suffix (PNG when matplotlib does not know it)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lstrip(".").lower()
-    fmt = suffix if suffix in fig.canvas.get_supported_filetypes() else "png"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=120)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
-    return out
-
-
 def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path:
     """Stacked bars of the energy per inference of every configuration: by term (top) and, when
     all configurations share their layers, by layer (bottom); the reference as a dashed line."""
@@ -151,7 +128,7 @@ def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path
     fig.suptitle(title or f"{s['technology']}: weights {s['weight_memory']}, activations "
                  f"{s['activation_memory']}, reuse {s['reuse']}", fontsize=10)
     fig.tight_layout()
-    return _save(plt, fig, out)
+    return save_figure(fig, out)
 
 
 def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Path:
@@ -194,4 +171,4 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _save(plt, fig, out)
+    return save_figure(fig, out)

@@ -42,6 +42,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ..checks import positive_int
+from ..errors import UsageError
+from ..nn.neurons import FLOAT_BITS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -55,10 +59,9 @@ TABLE_KEYS = ("name", "description", "source", "ops", "memory", "aliases", "neur
 OP_KEYS = ("scaling", "points_pj", "source")
 MEMORY_KEYS = ("energy_pj", "word_bits", "source")
 NEURON_KEYS = ("pbit_random_bits", "noise_random_bits", "source")
-FLOAT_BITS = 32  # a bit width of 32 means 32-bit floating point throughout pdnn
 
 
-class TechError(ValueError):
+class TechError(UsageError):
     """A technology table is missing a key, holds a bad number, or names an unknown level."""
 
 
@@ -195,10 +198,10 @@ def _number(value, where: str, path: str, positive: bool = False) -> float:
 
 def _bits(value, where: str, path: str) -> int:
     """A bit width written as a TOML integer (``8``, not ``"8"``, ``8.0`` or ``true``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TechError(f"technology table {path}: {where} must be a bit width (an integer >= 1, not quoted), "
-                        f"got {value!r}")
-    return value
+    try:
+        return positive_int(f"technology table {path}: {where}", value, "a bit width (an integer >= 1, not quoted)")
+    except ValueError as err:
+        raise TechError(str(err)) from None
 
 
 def _bits_key(key: str, where: str, path: str) -> int:

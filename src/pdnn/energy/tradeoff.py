@@ -15,12 +15,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..convert import to_sampled
-from ..models import ModelConfig
-from ..nn import neuron_bits
-from ..runs import CONFIG, RunError, eval_files, read_config, read_json
-from .account import AGGREGATES, LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
+from ..checks import AGGREGATIONS, one_of
+from ..convert import model_config, replay
+from ..errors import UsageError
+from ..io import RunError, eval_files, read_config, read_json
+from ..models import is_generator
+from ..nn import NeuronSpec
+from ..provenance import warn_if_stale
+from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
+from .tech import FLOAT_BITS
 
 FLOAT_BASIS = "most accurate 32-bit float deterministic run"
 FALLBACK_BASIS = "most accurate point: no 32-bit float deterministic run was given"
@@ -33,9 +37,9 @@ def parse_tolerance(text) -> float:
     try:
         value = float(raw[:-1] if raw.endswith("%") else raw)
     except ValueError:
-        raise ValueError(f"tolerance must be a number of percentage points like 1 or 1%, got {text!r}") from None
+        raise UsageError(f"tolerance must be a number of percentage points like 1 or 1%, got {text!r}") from None
     if not math.isfinite(value) or not 0 <= value < 100:
-        raise ValueError(f"tolerance must be at least 0 and below 100 percentage points, got {text!r}")
+        raise UsageError(f"tolerance must be at least 0 and below 100 percentage points, got {text!r}")
     return value / 100
 
 
@@ -55,12 +59,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def _check_point(p: dict, i: int) -> None:
     for key in ("energy_j", "accuracy"):
         if key not in p:
-            raise ValueError(f"point {i} has no {key!r}")
+            raise UsageError(f"point {i} has no {key!r}")
         value = p[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"point {i}: {key} must be a finite number >= 0, got {value!r}")
+            raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {value!r}")
     if p["accuracy"] > 1:
-        raise ValueError(f"point {i}: accuracy must be a fraction in [0, 1], got {p['accuracy']!r}")
+        raise UsageError(f"point {i}: accuracy must be a fraction in [0, 1], got {p['accuracy']!r}")
 
 
 def marginal_costs(points: Sequence[dict]) -> list[dict]:
@@ -100,9 +104,9 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     the reference itself.
     """
     if not points:
-        raise ValueError("tradeoff needs at least one point")
+        raise UsageError("tradeoff needs at least one point")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}")
+        raise UsageError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}")
     for i, p in enumerate(points):
         _check_point(p, i)
     points = [dict(p) for p in points]
@@ -129,13 +133,6 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     }
 
 
-def _model_config(run_dir, config: dict) -> ModelConfig:
-    try:
-        return ModelConfig.from_dict(config["model"])
-    except (TypeError, KeyError, ValueError) as err:
-        raise RunError(f"{Path(run_dir) / CONFIG}: bad 'model' section ({err})") from err
-
-
 def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
     """The energy structure of a run's model, from its ``config.json`` alone.
 
@@ -146,21 +143,18 @@ def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
     which no energy depends on).
     """
     config = read_config(run_dir)
-    model_config = _model_config(run_dir, config)
-    model = model_config.build()
-    if "convert" in config:
-        try:
-            model = to_sampled(model, **config["convert"])
-        except (TypeError, ValueError) as err:
-            raise RunError(f"{Path(run_dir) / CONFIG}: bad 'convert' section ({err})") from err
-    return analyze(model, model_config.input_shape, input_bits), config
+    spec = model_config(run_dir, config)
+    model = replay(spec.build(), config, run_dir)
+    if is_generator(model):  # a generated image costs the decoder alone, fed a float latent
+        return analyze(model.decoder, (model.latent,), FLOAT_BITS), config
+    return analyze(model, spec.input_shape, input_bits), config
 
 
 def is_float32_config(config: dict) -> bool:
     """A run whose network is the 32-bit float deterministic baseline."""
     model = config.get("model", {})
     try:
-        float_neuron = neuron_bits(model.get("neuron", "")) == 32
+        float_neuron = NeuronSpec.parse(model.get("neuron", "")).kind == "float"
     except ValueError:
         return False
     return model.get("weight_bits") == 32 and float_neuron and "convert" not in config
@@ -183,8 +177,10 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8) -
         if not isinstance(rows, list) or not rows:
             raise RunError(f"{path} has no 'results' list")
         aggregate = document.get("aggregate", "network")
-        if aggregate not in AGGREGATES:
-            raise RunError(f"{path}: unknown aggregate {aggregate!r}; expected network or layer")
+        try:
+            one_of("aggregate", aggregate, AGGREGATIONS)
+        except ValueError as err:
+            raise RunError(f"{path}: {err}") from None
         s = replace(settings, aggregate=aggregate)
         series = label if aggregate == "network" else f"{label} (layer)"
         for row in rows:
@@ -214,12 +210,12 @@ def check_one_dataset(runs: Sequence[tuple[str, dict]]) -> str | None:
     Accuracies on different datasets (or input shapes) cannot be judged against one reference,
     so a mix raises a ``ValueError`` listing every run with its dataset and input shape.
     """
-    described = [(run, _dataset(config), _model_config(run, config).input_shape) for run, config in runs]
+    described = [(run, _dataset(config), model_config(run, config).input_shape) for run, config in runs]
     datasets = {d for _, d, _ in described if d is not None}
     if len(datasets) > 1 or len({shape for _, _, shape in described}) > 1:
         listing = "; ".join(f"{run}: {d or 'dataset not recorded'}, input {'x'.join(map(str, shape))}"
                             for run, d, shape in described)
-        raise ValueError(f"the runs are on different datasets or input shapes ({listing}); "
+        raise UsageError(f"the runs are on different datasets or input shapes ({listing}); "
                          "a trade-off compares runs of one dataset")
     return datasets.pop() if datasets else None
 
@@ -233,7 +229,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     """
     settings = settings or Settings()
     if not run_dirs:
-        raise ValueError("tradeoff needs at least one run directory")
+        raise UsageError("tradeoff needs at least one run directory")
     runs, skipped = [], []
     for run_dir in run_dirs:
         config = read_config(run_dir)
@@ -245,6 +241,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
         raise RunError(f"none of the runs has been evaluated (no eval-*.json in {', '.join(map(str, run_dirs))}); "
                        "run `pdnn eval RUN_DIR` first")
     dataset = check_one_dataset(runs)
+    warn_if_stale((run, path.name, read_json(path)) for run, _ in runs for path in eval_files(run))
     points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits)]
     result = tradeoff(points, tolerance)
     result["dataset"] = dataset

@@ -1,28 +1,37 @@
 """Train-if-needed and evaluate-if-needed, so an experiment can be interrupted and rerun."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from ..evaluate import evaluate_run
 from ..models import ModelConfig
-from ..runs import CHECKPOINT, METRICS, read_json
+from ..provenance import stale_reason
+from ..runs import CHECKPOINT, METRICS, evaluate_run, read_json
 from ..train import TrainConfig, train
 
 
 def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: TrainConfig, **kwargs) -> list[dict]:
-    """Train ``run_dir`` to ``config.epochs`` epochs, resuming a partial run, skipping a finished one."""
+    """Train ``run_dir`` to ``config.epochs`` epochs, resuming a partial run, skipping a finished one
+    (a run with more epochs is kept as it is, with a warning)."""
+    config.validate()
     if (run_dir / METRICS).exists():
         metrics = read_json(run_dir / METRICS)
         if metrics and metrics[-1]["epoch"] >= config.epochs:
+            if metrics[-1]["epoch"] > config.epochs:
+                warnings.warn(f"{run_dir} has trained {metrics[-1]['epoch']} epochs and is kept as it is; --epochs "
+                              f"{config.epochs} is ignored (delete the folder to train {config.epochs})", stacklevel=2)
             return metrics
     return train(run_dir, model, dataset, config, resume=(run_dir / CHECKPOINT).exists(), **kwargs)
 
 
 def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate: str = "network", **kwargs) -> dict:
-    """Evaluate unless ``eval-<aggregate>.json`` already holds these T values and repeats."""
+    """Evaluate unless ``eval-<aggregate>.json`` already holds these T values and repeats, of the
+    weights now in the checkpoint (an evaluation without that record is kept)."""
     path = run_dir / f"eval-{aggregate}.json"
     if path.exists():
         document = read_json(path)
+        if stale_reason(run_dir, path.name, document):
+            return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)
         have = {r["samples"] for r in document["results"]}
         if (document.get("deterministic") or set(samples) <= have) and all(
             r["repeats"] >= repeats or document.get("deterministic") for r in document["results"]

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..data import describe  # noqa: E402
+from ..io import save_figure, write_text  # noqa: E402
 from ..models import ModelConfig  # noqa: E402
 from ..plots import plot_accuracy_vs_samples  # noqa: E402
 from ..runs import read_json, write_json  # noqa: E402
@@ -60,12 +61,14 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     README under ``out``. Returns the summary."""
     out = Path(out)
     info = describe(spec.dataset)
+    models = {name: ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
+                                num_classes=info["num_classes"], width=spec.width,
+                                beta=spec.beta if neuron.startswith("pbit") else 1.0)
+              for name, (neuron, _) in spec.runs().items()}  # bad sizes fail before anything is written
     write_json(out / "spec.json", asdict(spec))
     for name, (neuron, samples) in spec.runs().items():
         run_dir = out / "runs" / name
-        model = ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
-                            num_classes=info["num_classes"], width=spec.width,
-                            beta=spec.beta if neuron.startswith("pbit") else 1.0)
+        model = models[name]
         config = TrainConfig(samples=samples, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                              schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
         if progress:
@@ -77,7 +80,7 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     summary = summarise(out, spec)
     write_json(out / "summary.json", summary)
     draw_figures(out, spec, summary)
-    (out / "README.md").write_text(render_readme(out, spec, summary))
+    write_text(out / "README.md", render_readme(out, spec, summary))
     return summary
 
 
@@ -165,8 +168,7 @@ def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
         ax.set_title(f"{neuron}: accuracy (%)")
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(out / "train_test_matrix.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "train_test_matrix.png")
 
 
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:

@@ -14,7 +14,9 @@ import math
 
 from torch import nn
 
-from ..nn import QuantConv2d, QuantLinear, check_bits, make_neuron
+from ..checks import positive_ints
+from ..errors import UsageError
+from ..nn import NeuronSpec, QuantConv2d, QuantLinear, check_bits
 from .registry import register
 
 
@@ -28,10 +30,7 @@ def glorot_init(model: nn.Module) -> nn.Module:
 
 
 def _check_shape(input_shape) -> tuple[int, int, int]:
-    shape = tuple(input_shape)
-    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-    return shape  # type: ignore[return-value]
+    return positive_ints("input_shape", input_shape, "(channels, height, width)", length=3)
 
 
 @register("mlp")
@@ -47,12 +46,13 @@ def mlp(
     """``depth`` hidden layers of ``width`` units: Linear -> BatchNorm1d -> neuron."""
     check_bits(weight_bits, "weight bits", allow_float=True)
     features = math.prod(_check_shape(input_shape))
+    spec = NeuronSpec.parse(neuron)
     layers: list[nn.Module] = [nn.Flatten()]
     for _ in range(depth):
         layers += [
             QuantLinear(features, width, weight_bits=weight_bits),
             nn.BatchNorm1d(width),
-            make_neuron(neuron, beta),
+            spec.build(beta),
         ]
         features = width
     layers.append(QuantLinear(features, num_classes, weight_bits=weight_bits))
@@ -76,6 +76,7 @@ def cnn(
     """
     check_bits(weight_bits, "weight bits", allow_float=True)
     channels, height, width_px = _check_shape(input_shape)
+    spec = NeuronSpec.parse(neuron)
     plan = [width, width, "pool", 2 * width, 2 * width, "pool", 4 * width, "pool"]
     layers: list[nn.Module] = []
     for item in plan:
@@ -86,10 +87,10 @@ def cnn(
         layers += [
             QuantConv2d(channels, item, 3, padding=1, bias=False, weight_bits=weight_bits),
             nn.BatchNorm2d(item),
-            make_neuron(neuron, beta),
+            spec.build(beta),
         ]
         channels = item
     if height < 1 or width_px < 1:
-        raise ValueError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
+        raise UsageError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
     layers += [nn.Flatten(), QuantLinear(channels * height * width_px, num_classes, weight_bits=weight_bits)]
     return glorot_init(nn.Sequential(*layers))

@@ -6,6 +6,9 @@ from typing import Callable
 
 from torch import nn
 
+from ..checks import positive_int
+from ..errors import UsageError
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -36,6 +39,12 @@ class ModelConfig:
     width: int | None = None  # None: the model's own default
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # checked here rather than in each builder: a width of 0 or -5 otherwise surfaces as a
+        # torch error about tensor sizes, far from the option that caused it
+        if self.width is not None:
+            positive_int("width", self.width, "an integer >= 1 (or None for the model's own)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -62,5 +71,5 @@ def create(name: str, **kwargs) -> nn.Module:
     """Build the reference model ``name`` (see :func:`available`), e.g.
     ``create("cnn", neuron="pbit", weight_bits=32, input_shape=(3, 32, 32))``."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(available())}")
+        raise UsageError(f"unknown model {name!r}; expected one of {', '.join(available())}")
     return _REGISTRY[name](**kwargs)

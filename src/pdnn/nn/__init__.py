@@ -1,11 +1,11 @@
 """Drop-in ``nn.Module``s: p-bit neurons, k-bit quantisers and k-bit weight layers."""
-from .neurons import NEURONS, make_neuron, neuron_bits
+from .neurons import NEURONS, NeuronSpec, make_neuron, neuron_bits
 from .noise import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise
 from .pbit import PBit
-from .quant import QuantConv2d, QuantLinear, Quantize, check_bits
+from .quant import QuantConv2d, QuantLinear, Quantize, WeightQuantizer, check_bits
 
-__all__ = ["PBit", "Quantize", "QuantLinear", "QuantConv2d", "check_bits", "is_stochastic",
-           "NEURONS", "make_neuron", "neuron_bits",
+__all__ = ["PBit", "Quantize", "QuantLinear", "QuantConv2d", "WeightQuantizer", "check_bits", "is_stochastic",
+           "NEURONS", "NeuronSpec", "make_neuron", "neuron_bits",
            "GaussianNoise", "LogisticNoise", "DitheredQuantize", "HardPBit"]
 
 

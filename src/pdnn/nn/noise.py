@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from ..checks import one_of
+from ..errors import UsageError
 from .quant import check_bits
 
 
@@ -29,9 +31,9 @@ def check_scale(scale, what: str = "scale") -> float:
     try:
         value = float(scale)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number >= 0, got {scale!r}") from None
+        raise UsageError(f"{what} must be a number >= 0, got {scale!r}") from None
     if isinstance(scale, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {scale!r}")
+        raise UsageError(f"{what} must be a finite number >= 0, got {scale!r}")
     return value
 
 
@@ -158,7 +160,7 @@ class DitheredQuantize(nn.Module):
         super().__init__()
         self.bits = check_bits(bits, "activation bits")
         self.beta = F.check_beta(beta)
-        self.mode = F.check_choice("mode", mode, F.MODES)
+        self.mode = one_of("mode", mode, F.MODES)
         self.width = check_scale(width, "dither width")
         self.generator: torch.Generator | None = None
 

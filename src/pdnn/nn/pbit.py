@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from ..checks import one_of
 
 
 class PBit(nn.Module):
@@ -40,9 +41,9 @@ class PBit(nn.Module):
 
     def __init__(self, mode: str = "bipolar", beta: float = 1.0, ste: str = "mean"):
         super().__init__()
-        self.mode = F.check_choice("mode", mode, F.MODES)
+        self.mode = one_of("mode", mode, F.MODES)
         self.beta = F.check_beta(beta)
-        self.ste = F.check_choice("ste", ste, F.STES)
+        self.ste = one_of("ste", ste, F.STES)
         self.generator: torch.Generator | None = None
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,228 @@
+"""T chosen per input: draw samples in rounds and stop each input once its prediction is settled.
+
+The p-DNN's prediction at T samples is the argmax of the mean of T per-sample outputs. Most
+inputs are decided after a few samples; a few need many. :func:`adaptive_sample` draws samples
+in rounds at the checkpoints of a :class:`StoppingRule` (T = 2, 3, 4, 5, 6, 8, ... up to
+``max_samples``) and, after each round, removes from the batch every input whose decision is
+settled, so no further work is spent on it.
+
+The ``"predictive"`` rule (derived in ``docs/adaptive.md``): after t samples, let k be the
+leading class and, for each rival j, ``D = f_k − f_j`` the per-sample lead, with mean ``m`` over
+the t samples. Under a normal model of D (flat prior on its mean; for its variance, one
+pseudo-sample of the batch's typical spread, so that a few identical samples do not look
+certain), the lead summed over all N = ``max_samples`` samples is negative (the decision at N
+differs) with predictive probability ``F_ν(−m·sqrt(t·N/(N−t))/S)``: F the Student-t CDF with
+ν = t degrees of freedom, S the posterior spread. The input stops once the sum of this over the
+rivals is at most ``error``. A posterior probability needs no correction for looking after every
+round.
+
+``"never"`` runs every input to ``max_samples`` in the same rounds (a reference, and a check).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .errors import UsageError
+
+RULES = ("predictive", "never")
+CHECKPOINTS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
+
+
+def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
+    """``P(X <= x)`` for Student's t with an integer ``dof`` >= 1 (the closed form by series in
+    ``cos²θ``, ``θ = atan(x/sqrt(dof))``; exact up to rounding, ``±inf`` allowed)."""
+    if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
+        raise UsageError(f"degrees of freedom must be an integer >= 1, got {dof!r}")
+    x = x.double()
+    theta = torch.atan(x / math.sqrt(dof))
+    c2 = torch.cos(theta) ** 2
+    if dof % 2:  # odd: (2/π)[θ + sinθ cosθ (1 + 2/3 c² + 2·4/(3·5) c⁴ + ...)]
+        series, term = torch.zeros_like(x), torch.ones_like(x)
+        for i in range(1, (dof - 1) // 2 + 1):
+            series = series + term
+            term = term * c2 * (2 * i) / (2 * i + 1)
+        a = 2 / math.pi * (theta + torch.sin(theta) * torch.cos(theta) * series)
+    else:  # even: sinθ (1 + 1/2 c² + 1·3/(2·4) c⁴ + ...)
+        series, term = torch.zeros_like(x), torch.ones_like(x)
+        for i in range(1, dof // 2 + 1):
+            series = series + term
+            term = term * c2 * (2 * i - 1) / (2 * i)
+        a = torch.sin(theta) * series
+    return (1 + a) / 2
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """When to stop sampling an input.
+
+    Args:
+        max_samples: N, the most samples any input gets (its decision at N is what the rule
+            protects).
+        error: the largest predictive probability, summed over rival classes, that the decision
+            at N differs from the decision at stopping (``"predictive"`` only).
+        rule: ``"predictive"`` or ``"never"`` (always N samples).
+        checkpoints: the T values after which the rule looks (rounds draw the samples between
+            them); those >= N are dropped and N is always last. The predictive rule needs two
+            samples for a spread, so it never stops before T = 2.
+    """
+
+    max_samples: int = 50
+    error: float = 0.01
+    rule: str = "predictive"
+    checkpoints: tuple[int, ...] = CHECKPOINTS
+    prior_samples: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) or self.max_samples < 1:
+            raise UsageError(f"max_samples must be an integer >= 1, got {self.max_samples!r}")
+        if self.rule not in RULES:
+            raise UsageError(f"unknown stopping rule {self.rule!r}; expected one of {', '.join(RULES)}")
+        if isinstance(self.error, bool) or not isinstance(self.error, (int, float)) or not 0 <= self.error < 1:
+            raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
+        if isinstance(self.prior_samples, bool) or not isinstance(self.prior_samples, int) or self.prior_samples < 0:
+            raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
+        points = tuple(self.checkpoints)
+        if not points or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in points) \
+                or list(points) != sorted(set(points)):
+            raise UsageError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
+
+    def schedule(self) -> list[int]:
+        """The T values at which the rule looks, ending at ``max_samples``."""
+        return [t for t in self.checkpoints if t < self.max_samples] + [self.max_samples]
+
+    def settled(self, stats: "SampleStats") -> torch.Tensor:
+        """Which rows may stop now (bool ``[B]``); every row stops at ``max_samples``."""
+        if stats.count >= self.max_samples:
+            return torch.ones(stats.rows, dtype=torch.bool, device=stats.total.device)
+        if self.rule == "never" or stats.count < 2:
+            return torch.zeros(stats.rows, dtype=torch.bool, device=stats.total.device)
+        return disagreement_probability(stats, self.max_samples, self.prior_samples) <= self.error
+
+
+class SampleStats:
+    """Running sums of per-sample class scores for B rows: ``Σ f`` ``[B, C]`` and ``Σ f fᵀ``
+    ``[B, C, C]`` (float64), enough for the mean and spread of the lead of any class over any
+    other. All rows have seen the same number of samples, ``count``."""
+
+    def __init__(self, rows: int, classes: int, device=None):
+        self.count = 0
+        self.total = torch.zeros(rows, classes, dtype=torch.float64, device=device)
+        self.outer = torch.zeros(rows, classes, classes, dtype=torch.float64, device=device)
+        self.prior_variance: float | None = None  # set at the first look, from all rows
+
+    @property
+    def rows(self) -> int:
+        return self.total.shape[0]
+
+    def add(self, outputs: torch.Tensor) -> None:
+        """Add per-sample outputs ``[k, B, C]``."""
+        if torch.isnan(outputs).any():
+            raise UsageError("the model's output contains NaN; the stopping rule needs finite class scores")
+        f = outputs.double()
+        self.count += f.shape[0]
+        self.total += f.sum(0)
+        self.outer += torch.einsum("kbi,kbj->bij", f, f)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a bool mask or an index)."""
+        self.total, self.outer = self.total[rows], self.outer[rows]
+
+    def mean(self) -> torch.Tensor:
+        return self.total / self.count
+
+
+def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples: int = 1) -> torch.Tensor:
+    """Predictive probability (summed over rivals) that the decision at ``max_samples`` differs
+    from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md."""
+    t, n = stats.count, max_samples
+    if not 2 <= t < n:
+        raise RuntimeError(f"the predictive rule needs 2 <= t < max_samples, got t={t}, max_samples={n}")
+    leader = stats.total.argmax(1)
+    rows = torch.arange(stats.rows, device=stats.total.device)
+    lead = (stats.total[rows, leader][:, None] - stats.total) / t  # mean lead over each class [B, C]
+    diag = stats.outer.diagonal(dim1=1, dim2=2)
+    squares = diag[rows, leader][:, None] + diag - 2 * stats.outer[rows, leader]  # Σ D² [B, C]
+    variance = (squares - t * lead**2).clamp(min=0) / (t - 1)  # of the per-sample lead [B, C]
+    if stats.prior_variance is None:  # the batch's mean variance of the lead over the runner-up
+        runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
+        stats.prior_variance = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
+    dof = prior_samples + t - 1
+    spread = ((prior_samples * stats.prior_variance + (t - 1) * variance) / dof).sqrt()
+    z = lead * math.sqrt(t * n / (n - t)) / spread  # spread 0: certain (inf), or a tie (nan -> 1/2)
+    p = torch.where(torch.isnan(z), torch.full_like(z, 0.5), student_t_cdf(-z, dof))
+    p[rows, leader] = 0.0
+    return p.sum(1)
+
+
+def _rows(value, index: torch.Tensor, batch: int):
+    """``value`` restricted to ``index`` if it is a tensor with the batch as first dimension."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+        return value[index]
+    return value
+
+
+@torch.no_grad()
+def adaptive_sample(
+    sample: Callable[..., torch.Tensor], x: torch.Tensor, *args, rule: StoppingRule = StoppingRule(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean class scores ``[B, C]`` and the number of samples each row took (``[B]``, int64).
+
+    ``sample(x, *args, samples=k)`` must return ``k`` per-sample outputs ``[k, B', C]`` for the
+    ``B'`` rows it is given (:meth:`pdnn.SampledModel.sample`). Each round runs only the rows
+    not yet settled; tensor arguments with the batch as first dimension are cut alike.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise UsageError("adaptive sampling expects a batched tensor input [B, ...]")
+    if x.is_floating_point() and torch.isnan(x).any():
+        raise UsageError(f"the input of shape {tuple(x.shape)} contains NaN")
+    batch = x.shape[0]
+    active = torch.arange(batch, device=x.device)
+    taken = torch.zeros(batch, dtype=torch.long, device=x.device)
+    result, stats = None, None
+    for target in rule.schedule():
+        if len(active) == 0:
+            break
+        count = stats.count if stats else 0
+        out = sample(x[active], *(_rows(a, active, batch) for a in args), samples=target - count)
+        if out.dim() != 3:
+            raise UsageError(f"adaptive sampling needs class scores [B, C] per sample, got shape {tuple(out.shape[1:])}")
+        if stats is None:
+            stats = SampleStats(batch, out.shape[-1], out.device)
+            result = torch.zeros(batch, out.shape[-1], dtype=out.dtype, device=out.device)
+        stats.add(out)
+        done = rule.settled(stats)
+        result[active[done]] = stats.mean()[done].to(out.dtype)
+        taken[active[done]] = stats.count
+        active = active[~done]
+        stats.keep(~done)
+    return result, taken
+
+
+def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rule applied to recorded per-sample outputs ``[N, B, C]`` (N >= ``max_samples``):
+    the same decisions and sample counts :func:`adaptive_sample` gives when the network draws
+    these samples. Returns ``(mean scores at stopping [B, C], samples taken [B])``."""
+    if outputs.dim() != 3 or outputs.shape[0] < rule.max_samples:
+        raise UsageError(f"need recorded outputs [N >= {rule.max_samples}, B, C], got {tuple(outputs.shape)}")
+    drawn = 0  # all rows still running have seen the same samples, so one position serves
+
+    def replay(rows: torch.Tensor, samples: int) -> torch.Tensor:
+        nonlocal drawn
+        drawn += samples
+        return outputs[drawn - samples : drawn, rows]
+
+    return adaptive_sample(replay, torch.arange(outputs.shape[1], device=outputs.device), rule=rule)
+
+
+def oracle_samples(outputs: torch.Tensor) -> torch.Tensor:
+    """For each row of ``[N, B, C]`` outputs: the smallest T after which the argmax of the
+    running mean never changes again up to N (what a rule that knew the future would take)."""
+    running = outputs.double().cumsum(0).argmax(-1)  # [N, B] (mean and sum share the argmax)
+    differs = running != running[-1]
+    n = outputs.shape[0]
+    last_wrong = torch.where(differs, torch.arange(1, n + 1, device=outputs.device)[:, None], 0).amax(0)
+    return last_wrong + 1

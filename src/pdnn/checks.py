@@ -1,0 +1,55 @@
+"""What an argument may be: the names that options accept, and the two checks every module uses.
+
+The names live here once, so the library's checks and the command line's ``choices=`` cannot
+drift apart; the checks raise a :class:`~pdnn.errors.UsageError` (a ``ValueError``) naming the
+argument, the value and what was expected, which the ``pdnn`` command prints as one line.
+
+    >>> positive_int("repeats", 3)
+    3
+    >>> positive_int("repeats", 0)
+    Traceback (most recent call last):
+    ...
+    pdnn.errors.UsageError: repeats must be an integer >= 1, got 0
+    >>> one_of("aggregate", "chip", AGGREGATIONS)
+    Traceback (most recent call last):
+    ...
+    pdnn.errors.UsageError: unknown aggregate 'chip'; expected one of network, layer
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .errors import UsageError
+
+AGGREGATIONS = ("network", "layer")  # where T samples are averaged: at the output, or after every layer
+REDUCTIONS = ("mean", "vote", "none")  # how a SampledModel combines its samples' outputs
+LOSS_RULES = ("mean-output", "mean-loss")  # sample-aware training: the loss of the mean, or the mean loss
+SCHEDULES = ("constant", "cosine")  # learning-rate schedules
+METHODS = ("pbit", "dither", "gaussian", "logistic")  # ways to convert a deterministic network
+LAYER_SETS = ("hidden", "all")  # which activations a conversion makes stochastic
+REUSE_MODES = ("per-eo", "per-inference", "per-batch")  # how often a weight is read from memory
+
+
+def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
+    """``value`` if it is an ``int`` >= 1 (``True`` is not a count), else a ``UsageError`` naming
+    ``name``, ``value`` and ``expected`` (which may add what the number means)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def positive_ints(name: str, values, expected: str = "positive integers", length: int | None = None) -> tuple:
+    """``values`` as a tuple if it holds at least one (or exactly ``length``) ``int`` >= 1, e.g. a
+    shape, else a ``UsageError`` naming ``name``, ``values`` and ``expected``."""
+    shape = tuple(values)
+    if not shape or (length is not None and len(shape) != length) \
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise UsageError(f"{name} must be {expected}, got {values!r}")
+    return shape
+
+
+def one_of(name: str, value, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a ``UsageError`` that lists them."""
+    if value not in choices:
+        raise UsageError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+    return value

@@ -1,0 +1,79 @@
+"""``pdnn fid``: Fréchet distance of a generator run's images against held-out real images."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+from ..data import load
+from ..evaluate import parse_samples
+from ..features import ClassifierFeatures, InceptionFeatures
+from ..generation import check_generator, fid_vs_samples
+from ..io import read_config, write_json
+from ..runs import load_model
+from ..train import default_device
+from .common import add_data_options, add_device_option
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("fid", help="Fréchet distance of generated against real images, per T",
+                       description="Generated images (each the mean of T decoder samples) against the first N "
+                                   "test images, in the features of a classifier run (reported as fid-clf) or of "
+                                   "Inception-v3 (fid). Writes RUN_DIR/<metric>.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--samples", default="1,2,5,10,20,50", help="comma-separated T values (default: 1,2,5,10,20,50)")
+    p.add_argument("--n", type=int, default=2000, help="generated and real images per distance (default: 2000)")
+    p.add_argument("--repeats", type=int, default=3, help="independent generations per T (default: 3)")
+    features = p.add_mutually_exclusive_group(required=True)
+    features.add_argument("--classifier", metavar="CLF_RUN",
+                          help="deterministic classifier run on the same dataset: its penultimate features (fid-clf)")
+    features.add_argument("--inception-weights", metavar="FILE",
+                          help="the FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth): fid")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
+    add_data_options(p)
+    add_device_option(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    samples = parse_samples(args.samples)
+    device = args.device or default_device()
+    model, config = load_model(args.run_dir, map_location=device)
+    vae = check_generator(model, f"run {args.run_dir}")
+    dataset = config["data"]["dataset"]
+    data = load(dataset, roots=args.data_dir, subset=args.subset, progress=not args.quiet)
+    if args.classifier:
+        clf_dataset = read_config(args.classifier)["data"]["dataset"]
+        if clf_dataset != dataset:
+            raise UsageError(f"classifier {args.classifier} was trained on {clf_dataset}; the generator on {dataset}")
+        extractor = ClassifierFeatures(args.classifier, data.normalize, device)
+    else:
+        extractor = InceptionFeatures(args.inception_weights, device)
+    began = time.perf_counter()
+    results = fid_vs_samples(vae, data.test_x, extractor, samples, args.n, args.repeats, args.seed, device)
+    document = {
+        "run": str(args.run_dir),
+        "dataset": dataset,
+        "metric": extractor.metric,
+        "features": extractor.name,
+        "feature_source": extractor.source,
+        "feature_dim": extractor.dim,
+        "real": f"the first {args.n} images of the {dataset} test split",
+        "n": args.n,
+        "repeats": args.repeats,
+        "seed": args.seed,
+        "time_s": time.perf_counter() - began,
+        "results": results,
+    }
+    path = Path(args.run_dir) / f"{extractor.metric}.json"
+    write_json(path, document)
+    if args.json:
+        shutil.copyfile(path, args.json)
+    print(f"{args.run_dir}  {extractor.metric} ({extractor.name}; n={args.n}, {args.repeats} repeats)")
+    print(f"{'T':>5}  {extractor.metric:>10}  {'std':>8}")
+    for row in results:
+        print(f"{row['samples']:>5}  {row['mean']:>10.3f}  {row['std']:>8.3f}")
+    return 0

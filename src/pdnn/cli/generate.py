@@ -1,0 +1,54 @@
+"""``pdnn generate``: images from a generator run, each the mean of T decoder samples."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ..errors import UsageError
+from ..generation import check_generator, generate, image_grid, to_uint8
+from ..io import atomic_write
+from ..runs import load_model
+from ..train import default_device
+from .common import add_device_option
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate images from a generator (VAE) run",
+                       description="Draws N latents and writes N images (each the mean of T decoder samples) "
+                                   "as DIR/0000.png ... and a grid DIR/grid.png.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--samples", "-T", type=int, default=1, help="decoder samples averaged per image (default: 1)")
+    p.add_argument("--n", type=int, default=100, help="number of images (default: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents (p-bits use seed + 1)")
+    p.add_argument("--nrow", type=int, default=10, help="images per row of the grid (default: 10)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the images")
+    add_device_option(p)
+    p.set_defaults(run=run)
+
+
+def write_png(path: Path, image) -> None:
+    """uint8 ``[C, H, W]`` -> PNG at ``path``, atomically."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out} exists and is not an empty folder; choose a new one")
+    if args.nrow < 1:
+        raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
+    device = args.device or default_device()
+    model, _ = load_model(args.run_dir, map_location=device)
+    vae = check_generator(model, f"run {args.run_dir}")
+    images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))
+    for i, image in enumerate(images):
+        write_png(out / f"{i:04d}.png", image)
+    write_png(out / "grid.png", image_grid(images, args.nrow))
+    print(f"{out}: {len(images)} images (T={args.samples}, seed {args.seed}) and grid.png")
+    return 0

@@ -1,0 +1,111 @@
+"""CelebA, aligned and cropped images (``img_align_celeba``), centre-cropped and resized to 64x64.
+
+Layout under a data root: ``celeba/img_align_celeba/`` (a folder of ``000001.jpg`` ...) or
+``celeba/img_align_celeba.zip`` (the official archive, whose entries are
+``img_align_celeba/<file>``), optionally with ``celeba/list_eval_partition.txt``.
+
+Splits: the official partition (0 train, 1 validation, 2 test) from ``list_eval_partition.txt``
+when present, else from the file numbers, which is the same partition: 1-162770 train,
+162771-182637 validation, 182638-202599 test. Validation images are not used.
+
+Preprocessing, as is customary for 64x64 CelebA generation (DCGAN and most VAE papers): the
+central 140x140 square of the 178x218 image (which holds the face), resized to 64x64 with a
+bilinear filter (Pillow, antialiased). CelebA has no classes here: every label is 0.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .idx import DataError
+from .images import CHUNK
+
+SIZE = 64
+CROP = 140
+TRAIN_LAST, TEST_FIRST = 162770, 182638  # official partition by file number
+PARTITION = "list_eval_partition.txt"
+FOLDER, ZIP = "img_align_celeba", "img_align_celeba.zip"
+
+
+def _entries(source: Path) -> list[str]:
+    """Image names (``000001.jpg``...) of a folder or of the zip's ``img_align_celeba/``."""
+    if source.is_dir():
+        return sorted(p.name for p in source.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    try:
+        with zipfile.ZipFile(source) as zf:
+            names = [PurePosixPath(n) for n in zf.namelist()]
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DataError(f"{source}: not a readable zip file ({err})") from err
+    return sorted(n.name for n in names if n.parent.name == FOLDER and n.suffix.lower() in (".jpg", ".png"))
+
+
+def _split_of(names: list[str], partition: Path | None) -> dict[str, int]:
+    if partition is not None:
+        split = {}
+        for line in partition.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise DataError(f"{partition}: expected '<file> <0|1|2>' lines, got {line!r}")
+            split[parts[0]] = int(parts[1])
+        return split
+    split = {}
+    for name in names:
+        try:
+            number = int(PurePosixPath(name).stem)
+        except ValueError:
+            raise DataError(f"{name!r} is not a numbered CelebA image and there is no {PARTITION}") from None
+        split[name] = 0 if number <= TRAIN_LAST else (1 if number < TEST_FIRST else 2)
+    return split
+
+
+def preprocess(image) -> np.ndarray:
+    """A PIL image -> uint8 ``[64, 64, 3]``: central 140x140 crop, resized to 64x64."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    w, h = image.size
+    side = min(CROP, w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return np.asarray(image.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BILINEAR))
+
+
+def write_celeba(source: Path, partition: Path | None, writer, progress: bool = True) -> None:
+    """Decode both splits into the cache ``writer`` (see the module docstring), :data:`CHUNK`
+    images at a time so that memory stays bounded whatever the number of images."""
+    from PIL import Image
+
+    names = _entries(source)
+    if not names:
+        raise DataError(f"{source}: no .jpg images found")
+    split = _split_of(names, partition)
+    chosen = {0: [n for n in names if split.get(n) == 0], 2: [n for n in names if split.get(n) == 2]}
+    for part, what in ((0, "training"), (2, "test")):
+        if not chosen[part]:
+            raise DataError(f"{source}: no {what} images (official partition) among its {len(names)} images")
+    zf = None if source.is_dir() else zipfile.ZipFile(source)
+    try:
+        for part, key in ((0, "train"), (2, "test")):
+            entries = chosen[part]
+            chunk = np.empty((min(CHUNK, len(entries)), SIZE, SIZE, 3), dtype=np.uint8)
+            bar = tqdm(total=len(entries), desc=f"decoding CelebA {key}", unit="img", disable=not progress,
+                       mininterval=0.5)
+            for start in range(0, len(entries), CHUNK):
+                part_names = entries[start:start + CHUNK]
+                for k, name in enumerate(part_names):
+                    data = (source / name).read_bytes() if zf is None else zf.read(f"{FOLDER}/{name}")
+                    try:
+                        with Image.open(io.BytesIO(data)) as im:
+                            chunk[k] = preprocess(im)
+                    except Exception as err:  # Pillow raises many types for bad files
+                        raise DataError(f"{source}: cannot decode {name!r} ({err})") from err
+                writer.add(key, chunk[:len(part_names)].transpose(0, 3, 1, 2),
+                           np.zeros(len(part_names), dtype=np.int64))
+                bar.update(len(part_names))
+            bar.close()
+    finally:
+        if zf is not None:
+            zf.close()

@@ -1,0 +1,47 @@
+"""Which torch device a command runs on: the one place a ``--device`` value is checked.
+
+``torch.device("tpu9")`` raises a ``RuntimeError`` and ``torch.device("cuda")`` is accepted even
+by a CPU-only build, which then fails deep inside ``torch.load`` or ``.to()`` with a message about
+a checkpoint or a tensor. Checking the name and its availability before anything is read or
+written turns both into one line that names the value.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import UsageError
+
+SUPPORTED = ("cpu", "cuda", "mps")  # device types pdnn runs on (with an index: cuda:1)
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(name: str | torch.device | None) -> str:
+    """The device ``name`` stands for, checked to exist here (``None``: :func:`default_device`).
+
+    Raises :class:`~pdnn.errors.UsageError` naming the value for an unknown device type, a type
+    pdnn does not run on, or a device this machine (or this build of torch) does not have.
+    """
+    if name is None:
+        return default_device()
+    text = str(name)
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"unknown device {text!r}; expected one of {', '.join(SUPPORTED)} "
+                         "(with an index where there are several, e.g. cuda:1)") from None
+    if device.type not in SUPPORTED:
+        raise UsageError(f"device {text!r} is not supported; expected one of {', '.join(SUPPORTED)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise UsageError(f"device {text!r} is not available: {build}; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {text!r} is not available: this machine has "
+                             f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {text!r} is not available on this machine; use --device cpu")
+    return str(device)

@@ -1,0 +1,150 @@
+"""Image quality against energy for generator runs: the trade-off ranked by a Fréchet distance.
+
+The same analysis as :mod:`.tradeoff`, with the score a distance (lower is better) read from each
+run's ``fid-clf.json`` or ``fid.json`` (written by ``pdnn fid``) instead of an accuracy. The
+energy is that of one generated image: the decoder at T samples (:func:`.tradeoff.run_network`).
+Distances are comparable only when measured with one feature extractor on the same real images,
+so runs measured differently are refused. The tolerance is in the distance's own units.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import UsageError
+from ..io import RunError, read_config, read_json, save_figure
+from .account import Settings, network_energy
+from .tradeoff import check_one_dataset, is_float32_config, pareto_front, run_network
+
+METRIC_FILES = ("fid-clf.json", "fid.json")
+
+
+def fid_file(run_dir) -> Path | None:
+    """The run's distance file (``fid-clf.json`` first), or ``None``."""
+    for name in METRIC_FILES:
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def fid_points(run_dir, settings: Settings, input_bits: int = 8) -> tuple[list[dict], dict]:
+    """One point per T of the run's distance file; returns ``(points, measurement)`` where the
+    measurement (metric, features, real images, n) must match across compared runs."""
+    net, config = run_network(run_dir, input_bits)
+    path = fid_file(run_dir)
+    document = read_json(path)
+    rows = document.get("results") if isinstance(document, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise RunError(f"{path} has no 'results' list")
+    label = config.get("label") or Path(run_dir).name
+    float32 = is_float32_config(config) and not net.stochastic
+    points = []
+    for row in rows:
+        try:
+            t, mean = row["samples"], float(row["mean"])
+        except (KeyError, TypeError, ValueError):
+            raise RunError(f"{path}: each result needs 'samples' and 'mean', got {row!r}") from None
+        if not math.isfinite(mean) or mean < 0:
+            raise RunError(f"{path}: distance must be a finite number >= 0, got {mean!r}")
+        points.append({"run": str(run_dir), "series": label, "label": f"{label} T={t}", "samples": t,
+                       "fid": mean, "fid_std": row.get("std", 0.0), "repeats": row.get("repeats"),
+                       "energy_j": network_energy(net, t, settings)["total_j"], "float32": float32,
+                       "neuron": config["model"].get("neuron"), "weight_bits": config["model"].get("weight_bits")})
+    measured = {k: document.get(k) for k in ("metric", "feature_source", "real", "n")}
+    return points, measured
+
+
+def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tolerance: float = 1.0,
+                      input_bits: int = 8) -> dict:
+    """Pareto front of (energy, distance) over the runs' measured T, the reference (the best
+    32-bit float deterministic decoder, else the best point), and the cheapest point whose
+    distance is at most the reference's plus ``tolerance``."""
+    settings = settings or Settings()
+    if not run_dirs:
+        raise UsageError("tradeoff needs at least one run directory")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
+        raise UsageError(f"tolerance must be a distance >= 0, got {tolerance!r}")
+    runs, skipped = [], []
+    for run_dir in run_dirs:
+        config = read_config(run_dir)
+        if fid_file(run_dir):
+            runs.append((str(run_dir), config))
+        else:
+            skipped.append({"run": str(run_dir), "reason": f"no fid-clf.json or fid.json (run `pdnn fid {run_dir}`)"})
+    if not runs:
+        raise RunError(f"none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
+    dataset = check_one_dataset(runs)
+    points, measurements = [], {}
+    for run_dir, _ in runs:
+        run_points, measured = fid_points(run_dir, settings, input_bits)
+        points += run_points
+        measurements[run_dir] = measured
+    if len({tuple(sorted(m.items())) for m in measurements.values()}) > 1:
+        listing = "; ".join(f"{run}: {m['metric']} of {m['feature_source']}, n={m['n']}" for run, m in measurements.items())
+        raise UsageError(f"the runs' distances were measured differently ({listing}); compare runs measured alike")
+    front = pareto_front([(p["energy_j"], -p["fid"]) for p in points])
+    for i, p in enumerate(points):
+        p["pareto"] = i in front
+    floats = [p for p in points if p["float32"]]
+    ref = min(floats or points, key=lambda p: (p["fid"], p["energy_j"]))
+    eligible = [p for p in points if p["fid"] <= ref["fid"] + tolerance + 1e-12]
+    best = min(eligible, key=lambda p: (p["energy_j"], p["fid"], p is not ref))
+    measured = next(iter(measurements.values()))
+    return {
+        "metric": measured["metric"], "lower_is_better": True, "measurement": measured, "dataset": dataset,
+        "tolerance": tolerance,
+        "reference": {**ref, "basis": "best 32-bit float deterministic decoder" if floats else
+                      "best point: no 32-bit float deterministic decoder was given"},
+        "best": {**best, "is_reference": best is ref,
+                 "energy_gain": ref["energy_j"] / best["energy_j"] if best["energy_j"] else None,
+                 "fid_increase": best["fid"] - ref["fid"]},
+        "pareto_front": front, "points": points, "skipped": skipped,
+        "settings": settings.to_dict(), "input_bits": input_bits,
+        "units": "energy_j: J per generated image; fid: the measurement's distance (lower is better)",
+    }
+
+
+def format_fid_tradeoff(result: dict) -> str:
+    metric = result["metric"]
+    points = sorted(result["points"], key=lambda p: p["energy_j"])
+    width = max([len(p["label"]) for p in points] + [len("configuration")])
+    lines = [f"{'configuration':<{width}}  {'energy µJ':>10}  {metric:>9}  {'std':>7}  {'front':>5}"]
+    for p in points:
+        lines.append(f"{p['label']:<{width}}  {p['energy_j'] * 1e6:>10.4g}  {p['fid']:>9.3f}  {p['fid_std']:>7.3f}  "
+                     f"{'*' if p['pareto'] else '':>5}")
+    r, b = result["reference"], result["best"]
+    lines += ["", f"reference ({r['basis']}): {r['label']}, {metric} {r['fid']:.3f}, {r['energy_j'] * 1e6:.4g} µJ"]
+    if b["is_reference"]:
+        lines.append(f"minimum energy within {result['tolerance']:g} of it: the reference itself")
+    else:
+        gain = "n/a" if b["energy_gain"] is None else f"{b['energy_gain']:.2f}x"
+        lines.append(f"minimum energy within {result['tolerance']:g} of it: {b['label']}, {metric} {b['fid']:.3f}, "
+                     f"{b['energy_j'] * 1e6:.4g} µJ: {gain} less energy than the reference")
+    return "\n".join(lines)
+
+
+def plot_fid_tradeoff(result: dict, out, title: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list[dict]] = {}
+    for p in result["points"]:
+        series.setdefault(p["series"], []).append(p)
+    for name, ps in sorted(series.items()):
+        ps = sorted(ps, key=lambda p: p["samples"])
+        ax.errorbar([p["energy_j"] * 1e6 for p in ps], [p["fid"] for p in ps], yerr=[p["fid_std"] for p in ps],
+                    marker="o", ms=3, label=name, capsize=2)
+    front = sorted((result["points"][i] for i in result["pareto_front"]), key=lambda p: p["energy_j"])
+    ax.step([p["energy_j"] * 1e6 for p in front], [p["fid"] for p in front], where="post", color="k",
+            linewidth=0.8, linestyle="--", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per generated image (µJ)")
+    ax.set_ylabel(f"{result['metric']} (lower is better)")
+    ax.set_title(title or f"{result['metric']} vs energy")
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4)
+    fig.tight_layout()
+    return save_figure(fig, out, dpi=150)

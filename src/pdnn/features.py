@@ -1,0 +1,79 @@
+"""Feature extractors for Fréchet distances, each with the name the result must carry.
+
+* :class:`ClassifierFeatures` -- ``fid-clf``: the penultimate features (the input of the last
+  linear layer) of a deterministic pdnn classifier trained on the same dataset. Cheap and
+  available offline, but its numbers are comparable only with other ``fid-clf`` numbers computed
+  with the same classifier run, never with published FIDs.
+* :class:`InceptionFeatures` -- ``fid``: Inception-v3 pool3 features (2048) from the standard FID
+  weights (:mod:`pdnn.inception`), the extractor behind published FIDs.
+
+As in torch-fidelity, the metric (:mod:`pdnn.fid`) knows nothing about the extractor; an
+extractor maps uint8 images ``[N, C, H, W]`` to float features ``[N, d]``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import UsageError
+from .convert import load_model
+from .evaluate import is_deterministic
+from .inception import load_fid_inception
+from .models import is_generator
+
+
+class ClassifierFeatures:
+    """Penultimate features of the classifier in run directory ``run_dir``.
+
+    ``normalize`` maps uint8 images to the classifier's input (the dataset's
+    :meth:`~pdnn.data.Dataset.normalize`).
+    """
+
+    metric = "fid-clf"
+
+    def __init__(self, run_dir: str | Path, normalize: Callable[[torch.Tensor], torch.Tensor], device="cpu"):
+        model, config = load_model(run_dir, map_location=device)
+        if is_generator(model):
+            raise UsageError(f"feature classifier {run_dir} is a generator; expected a classifier run")
+        if not is_deterministic(model):
+            raise UsageError(f"feature classifier {run_dir} has stochastic neurons "
+                             f"({config['model']['neuron']}); expected a deterministic classifier")
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise UsageError(f"feature classifier {run_dir} has no linear output layer")
+        self.model, self.head, self.normalize, self.device = model.to(device), linears[-1], normalize, device
+        self.dim = self.head.in_features
+        self.dataset = config["data"]["dataset"]
+        self.name = f"fid-clf: penultimate features ({self.dim}) of classifier {run_dir}"
+        self.source = str(run_dir)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        hook = self.head.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1)))
+        try:
+            for x in images.split(batch_size):
+                self.model(self.normalize(x.to(self.device)))
+        finally:
+            hook.remove()
+        return torch.cat(captured).double().cpu()
+
+
+class InceptionFeatures:
+    """Inception-v3 pool3 features of the FID weights file ``weights`` (see :mod:`pdnn.inception`)."""
+
+    metric = "fid"
+    dim = 2048
+
+    def __init__(self, weights: str | Path, device="cpu"):
+        self.model = load_fid_inception(weights).to(device)
+        self.device = device
+        self.name = f"fid: Inception-v3 pool3 features (2048) from {Path(weights).name}"
+        self.source = str(weights)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, batch_size: int = 50) -> torch.Tensor:
+        return torch.cat([self.model(x.to(self.device)).cpu() for x in images.split(batch_size)]).double()

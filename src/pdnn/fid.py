@@ -1,0 +1,75 @@
+"""The Fréchet distance between two sets of image features, computed exactly.
+
+For Gaussians N(mu1, C1) and N(mu2, C2) the squared Fréchet (2-Wasserstein) distance is
+
+    d^2 = |mu1 - mu2|^2 + tr(C1) + tr(C2) - 2 tr((C1 C2)^(1/2)).
+
+``tr((C1 C2)^(1/2))`` is computed without a general matrix square root: with S = C1^(1/2) (a
+symmetric eigendecomposition, negative round-off eigenvalues clipped to 0), C1 C2 is similar to
+the symmetric positive semi-definite S C2 S, so the trace is the sum of the square roots of S C2 S's
+eigenvalues. This is exact for any covariances, also singular ones, where ``scipy.linalg.sqrtm``
+of the non-symmetric product returns complex round-off that implementations have to discard.
+
+What the features are is the business of a feature extractor (:mod:`pdnn.features`); the FID of
+the literature is this distance on Inception-v3 pool3 features.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(cov)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
+    """``tr((C1 C2)^(1/2))`` for symmetric positive semi-definite ``C1``, ``C2``."""
+    root = _psd_sqrt(np.asarray(cov1, dtype=np.float64))
+    inner = root @ np.asarray(cov2, dtype=np.float64) @ root
+    values = np.linalg.eigvalsh((inner + inner.T) / 2)
+    return float(np.sqrt(np.clip(values, 0, None)).sum())
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Squared Fréchet distance between N(mu1, cov1) and N(mu2, cov2) (see the module docstring)."""
+    mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
+    cov1, cov2 = np.asarray(cov1, dtype=np.float64), np.asarray(cov2, dtype=np.float64)
+    d = mu1.shape[0]
+    if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise UsageError(f"expected means of shape ({d},) and covariances ({d}, {d}); got "
+                         f"{mu1.shape}, {cov1.shape}, {mu2.shape}, {cov2.shape}")
+    for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
+        if not np.isfinite(a).all():
+            raise UsageError(f"{name} holds NaN or infinite values")
+    diff = mu1 - mu2
+    distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt_product(cov1, cov2)
+    return max(float(distance), 0.0)
+
+
+def min_images(dim: int) -> int:
+    """Fewest images whose covariance of ``dim`` features can have full rank: ``dim + 1``."""
+    return dim + 1
+
+
+def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of features ``[N, d]``; N must be at least ``d + 1``."""
+    f = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features,
+                   dtype=np.float64)
+    if f.ndim != 2:
+        raise UsageError(f"features must be [N, d], got shape {f.shape}")
+    n, d = f.shape
+    if n < min_images(d):
+        raise UsageError(f"{n} images are too few for the covariance of {d} features; "
+                         f"--n must be at least {min_images(d)}")
+    if not np.isfinite(f).all():
+        raise UsageError("features hold NaN or infinite values")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def fid_from_features(a, b) -> float:
+    """Fréchet distance between the Gaussians fitted to feature sets ``a`` and ``b``."""
+    return frechet_distance(*feature_statistics(a), *feature_statistics(b))

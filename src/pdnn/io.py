@@ -1,0 +1,151 @@
+"""Run-directory I/O: the files the tool writes and reads back, atomic writes of JSON,
+checkpoints and figures, and :class:`RunError`, the error of a missing or damaged file.
+
+A run directory holds
+
+* ``config.json``  -- everything needed to rebuild the model (``model``: a ``ModelConfig``),
+  plus how it was trained (``train``), on what (``data``) and, for converted runs, how it was
+  made stochastic (``convert``);
+* ``checkpoint.pt`` -- ``{"model": state_dict, ...training state}``;
+* ``metrics.json`` -- per-epoch training history;
+* ``eval-*.json``  -- accuracy versus samples, one file per evaluation setting.
+
+:func:`pdnn.runs.load_model` rebuilds a run's model from them.
+
+Every write goes to a temporary file in the destination's directory, is flushed to disk and then
+moved over the destination with ``os.replace``, so an interrupted command (or a reader in another
+process) sees either the old file or the whole new one, never half of one. The new file gets the
+permissions the user's umask gives any new file (``0o666 & ~umask``, usually 0644), not the
+0600 of the temporary file, so runs, caches and figures can be shared like the user's other files.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_json(Path(folder) / "result.json", {"accuracy": 0.9})
+    ...     read_json(Path(folder) / "result.json")
+    {'accuracy': 0.9}
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import torch
+
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "atomic_write", "eval_files", "file_mode",
+           "load_checkpoint", "read_config", "read_json", "save_checkpoint", "save_figure", "write_json", "write_text"]
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+class RunError(Exception):
+    """A run directory or one of its files is missing, incomplete or corrupt."""
+
+
+def file_mode() -> int:
+    """The permissions a new file gets under the current umask (``0o666 & ~umask``)."""
+    try:  # Linux says it without changing it
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0)  # elsewhere the only way to read it is to set it, briefly
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write(f)`` on a temporary binary file beside ``path``, then move it over ``path``.
+
+    Creates the parent directory. On any error the temporary file is removed and ``path`` is
+    left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (NaN and infinity are refused, as JSON has none)."""
+    data = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` (UTF-8), atomically."""
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def read_json(path: Path | str) -> Any:
+    """The JSON document at ``path``; :class:`RunError` names the file if it is missing or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path} is not valid JSON ({err})") from err
+
+
+def save_checkpoint(path: Path | str, state: dict) -> None:
+    """``torch.save(state)`` to ``path``, atomically."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
+    """A checkpoint written by :func:`save_checkpoint`: a dict with at least ``"model"``."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise RunError(f"{path} is not a readable checkpoint ({err})") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise RunError(f"{path} holds no model state")
+    return state
+
+
+def save_figure(fig, out: Path | str, dpi: int = 120) -> Path:
+    """Write the matplotlib figure ``fig`` to ``out`` atomically and close it. The format follows
+    the suffix (PNG when matplotlib does not know it). Returns ``out`` as a ``Path``."""
+    import matplotlib.pyplot as plt  # loaded only by commands that draw
+
+    out = Path(out)
+    suffix = out.suffix.lstrip(".").lower()
+    fmt = suffix if suffix in fig.canvas.get_supported_filetypes() else "png"
+    try:
+        atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
+    finally:
+        plt.close(fig)
+    return out
+
+
+def read_config(run_dir: Path | str) -> dict:
+    """A run's ``config.json``, which must have a ``model`` section."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    config = read_json(run_dir / CONFIG)
+    if "model" not in config:
+        raise RunError(f"{run_dir / CONFIG} has no 'model' section")
+    return config
+
+
+def eval_files(run_dir: Path | str) -> list[Path]:
+    """A run's evaluation documents (``eval-*.json``), sorted by name."""
+    return sorted(Path(run_dir).glob("eval-*.json"))

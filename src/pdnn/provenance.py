@@ -1,0 +1,78 @@
+"""Which weights an evaluation measured, so that a figure is never silently older than its run.
+
+An evaluation records its run's checkpoint as ``"weights": {"checkpoint", "epoch", "sha256"}`` in
+``eval-*.json``. Commands that read evaluations (``plot``, ``tradeoff``, ``study``) compare the
+record with the checkpoint now on disk and warn, naming the run, when the checkpoint has changed
+since -- after ``train --resume``, say, the old curve would otherwise be plotted as the new one.
+Evaluations written before the record existed are *unknown*: said once per command, never an
+error, and still read as before.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+from .io import CHECKPOINT, load_checkpoint
+
+WEIGHTS = "weights"  # the key of the record in an eval-*.json document
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of the file at ``path``, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(run_dir: str | Path) -> str | None:
+    """The sha256 of ``run_dir``'s checkpoint file, ``None`` if it has none."""
+    path = Path(run_dir) / CHECKPOINT
+    return file_sha256(path) if path.is_file() else None
+
+
+def weights_record(run_dir: str | Path) -> dict | None:
+    """What an evaluation of ``run_dir`` stores about the weights it measures (``None``: no
+    checkpoint). ``epoch`` is ``None`` for a checkpoint that keeps none (a converted run)."""
+    sha256 = checkpoint_sha256(run_dir)
+    if sha256 is None:
+        return None
+    epoch = load_checkpoint(Path(run_dir) / CHECKPOINT).get("epoch")
+    return {"checkpoint": CHECKPOINT, "epoch": epoch, "sha256": sha256}
+
+
+def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None = None) -> str | None:
+    """Why the evaluation ``document`` (file ``name``) no longer describes ``run_dir``'s weights,
+    or ``None`` when it matches them or cannot be checked (no record, or no checkpoint).
+    ``now``: the checkpoint's sha256, if already known."""
+    record = document.get(WEIGHTS) if isinstance(document, dict) else None
+    now = now or checkpoint_sha256(run_dir)
+    if not isinstance(record, dict) or now is None or record.get("sha256") == now:
+        return None
+    measured = f"epoch {record['epoch']}" if record.get("epoch") is not None else "earlier weights"
+    current = load_checkpoint(Path(run_dir) / CHECKPOINT).get("epoch")
+    return (f"{run_dir}: {name} measured {measured}, but {CHECKPOINT} has changed since"
+            + (f" (it now holds epoch {current})" if current is not None else "")
+            + f"; rerun `pdnn eval {run_dir}`")
+
+
+def warn_if_stale(evaluations: Iterable[tuple[str | Path, str, dict]]) -> None:
+    """Warn for each ``(run_dir, file name, document)`` whose run has changed since it was
+    evaluated, and once for all whose record is missing while the run has a checkpoint."""
+    unknown, hashes = [], {}  # one hash per run, however many evaluations it has
+    for run_dir, name, document in evaluations:
+        if str(run_dir) not in hashes:
+            hashes[str(run_dir)] = checkpoint_sha256(run_dir)
+        reason = stale_reason(run_dir, name, document, hashes[str(run_dir)])
+        if reason:
+            warnings.warn(reason, stacklevel=2)
+        elif WEIGHTS not in document and hashes[str(run_dir)] is not None:
+            unknown.append(str(run_dir))
+    if unknown:
+        runs = ", ".join(dict.fromkeys(unknown))
+        warnings.warn(f"{runs}: the evaluation does not record which weights it measured (written by an earlier "
+                      "pdnn), so whether it matches the checkpoint is unknown; `pdnn eval` records it",
+                      stacklevel=2)

@@ -1,0 +1,210 @@
+"""T chosen per input: the stopping rule's error level, rows leaving the batch, equality with fixed T."""
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pdnn import SampledModel
+from pdnn.adaptive import StoppingRule, adaptive_sample, oracle_samples, simulate, student_t_cdf
+from pdnn.cli import main
+from pdnn.nn import PBit
+
+
+def binomial_bound(p: float, n: int, z: float = 4.0) -> float:
+    """The most a rate with true value <= p measured on n trials exceeds it, z standard errors."""
+    return p + z * math.sqrt(p * (1 - p) / n)
+
+
+def test_student_t_cdf_matches_closed_forms():
+    x = torch.linspace(-40, 40, 161, dtype=torch.float64)
+    cauchy = 0.5 + torch.atan(x) / math.pi
+    two = 0.5 + x / (2 * torch.sqrt(2 + x**2))
+    assert torch.allclose(student_t_cdf(x, 1), cauchy, atol=1e-14)
+    assert torch.allclose(student_t_cdf(x, 2), two, atol=1e-14)
+    # many degrees of freedom: close to the normal CDF
+    normal = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    assert torch.allclose(student_t_cdf(x, 200), normal, atol=2e-3)
+    assert student_t_cdf(torch.tensor([-math.inf, math.inf]), 3).tolist() == [0.0, 1.0]
+
+
+def test_student_t_cdf_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    x = torch.linspace(-30, 30, 121, dtype=torch.float64)
+    for dof in (3, 4, 7, 10, 49):
+        assert torch.allclose(student_t_cdf(x, dof), torch.from_numpy(stats.t.cdf(x.numpy(), dof)), atol=1e-13)
+
+
+def normal_leads(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Two-class outputs whose per-sample lead D = f_0 - f_1 follows the rule's own model: mean
+    spread widely (a near-flat prior), variance from a scaled inverse chi-square with one degree of
+    freedom around 1 (the prior the rule pools from the batch)."""
+    mu = (torch.rand(rows, generator=generator, dtype=torch.float64) - 0.5) * 2.0
+    sigma2 = 1.0 / torch.distributions.Chi2(torch.tensor(1.0, dtype=torch.float64)).sample((rows,)).clamp(min=1e-3)
+    d = mu + sigma2.sqrt() * torch.randn(n, rows, generator=generator, dtype=torch.float64)
+    return torch.stack([d / 2, -d / 2], -1)
+
+
+@pytest.mark.parametrize("error", [0.05, 0.01])
+def test_error_level_holds_on_inputs_drawn_from_the_rules_model(error):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    rows, n = 20_000, 50
+    outputs = normal_leads(rows, n, g)
+    mean, taken = simulate(outputs, StoppingRule(n, error))
+    differs = (mean.argmax(-1) != outputs.sum(0).argmax(-1)).double().mean().item()
+    assert differs <= binomial_bound(error, rows)
+    assert (taken < n).double().mean() > 0.5  # and it does stop early
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_error_level_holds_for_votes_with_known_class_probabilities(classes):
+    """Each sample votes for one class with known probabilities p (drawn from a uniform Dirichlet),
+    the discrete worst case for a rule built on a normal model."""
+    g = torch.Generator().manual_seed(1)
+    rows, n, error = 20_000, 50, 0.05
+    p = torch.distributions.Dirichlet(torch.ones(classes)).sample((rows,))
+    votes = nn.functional.one_hot(torch.multinomial(p, n, replacement=True, generator=g).T, classes).double()
+    mean, taken = simulate(votes, StoppingRule(n, error))
+    differs = (mean.argmax(-1) != votes.sum(0).argmax(-1)).double().mean().item()
+    assert differs <= binomial_bound(error, rows)
+    assert taken.double().mean() < n
+
+
+def test_oracle_is_the_last_change_of_the_running_decision():
+    # running argmax per row: row 0: 0,1,0,0 -> settles at 3; row 1: always 1 -> 1; row 2: 1,1,1,0 -> 4
+    scores = torch.tensor([
+        [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]],
+        [[0.0, 2.0], [0.0, 1.0], [0.0, 1.0]],
+        [[2.0, 0.0], [0.0, 1.0], [0.0, 1.0]],
+        [[0.0, 0.0], [0.0, 1.0], [5.0, 0.0]],
+    ])
+    assert oracle_samples(scores).tolist() == [3, 1, 4]
+
+
+class RowCounter(nn.Module):
+    """Counts the rows that reach it (after the first p-bit: samples x inputs per pass)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return x
+
+
+def mixed_net(counter: nn.Module) -> nn.Module:
+    """Input 0 gives a decided input (p-bits saturated towards class 0), input 1 a coin flip."""
+    lin = nn.Linear(1, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        lin.bias.zero_()
+    return nn.Sequential(nn.Linear(1, 1), PBit(beta=1.0), counter, lin)
+
+
+def test_stopped_rows_leave_the_batch():
+    counter = RowCounter()
+    net = mixed_net(counter)
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+    x = torch.tensor([[20.0]] * 50 + [[0.0]] * 50)  # 50 settled inputs, 50 coin flips
+    sampled = SampledModel(net, samples="auto", max_samples=40, error=0.01, seed=3)
+    out = sampled(x)
+    taken = sampled.last_samples
+    assert out.shape == (100, 2) and taken.shape == (100,)
+    assert counter.rows == int(taken.sum())  # no work on a stopped row
+    # all samples agree: the spread is the prior's alone (pooled over the batch), so they stop at
+    # the first looks
+    assert (taken[:50] <= 3).all()
+    assert (taken[50:] > 2).float().mean() > 0.5
+    assert counter.rows < 100 * 40
+
+
+@pytest.mark.parametrize("max_samples", [1, 2, 7, 50])
+def test_samples_per_input_lie_in_the_schedule_between_min_and_max(max_samples):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), PBit(), nn.Linear(16, 5))
+    sampled = SampledModel(net, samples="auto", max_samples=max_samples, error=0.05, seed=0)
+    sampled(torch.randn(64, 4) * 3)
+    taken = sampled.last_samples
+    assert taken.min() >= min(2, max_samples) and taken.max() <= max_samples
+    assert set(taken.tolist()) <= set(StoppingRule(max_samples).schedule())
+
+
+def test_never_stopping_equals_fixed_t_on_the_same_draws():
+    """With no early stop every round runs the whole batch, so the draws are those of fixed-T calls
+    of the same sizes on the same generator; integer-valued outputs make the means exact."""
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randint(-3, 4, (3, 8)).float())
+    net = nn.Sequential(nn.Linear(5, 8), PBit(), lin)
+    x = torch.randn(32, 5)
+    n = 20
+    auto = SampledModel(net, samples="auto", max_samples=n, rule="never", seed=7)
+    adaptive = auto(x)
+    assert (auto.last_samples == n).all()
+    fixed = SampledModel(net, reduce="none", seed=7)
+    schedule, parts, done = StoppingRule(n).schedule(), [], 0
+    for target in schedule:
+        parts.append(fixed.sample(x, samples=target - done))
+        done = target
+    reference = torch.cat(parts)
+    assert reference.shape[0] == n
+    assert torch.equal(adaptive, reference.mean(0))
+
+
+def test_a_rule_that_never_settles_matches_fixed_t():
+    """Inputs at an exact tie never settle at a small error level: the predictive rule then runs
+    them to max_samples and returns the fixed-T mean of the same draws."""
+    votes = torch.zeros(30, 4, 2)
+    votes[0::2, :, 0] = 1.0  # classes alternate: the lead is 1, -1, 1, ... -> sums 1, 0, 1, 0
+    votes[1::2, :, 1] = 1.0
+    mean, taken = simulate(votes, StoppingRule(30, 1e-6))
+    assert (taken == 30).all()
+    assert torch.equal(mean, votes.mean(0))
+
+
+def test_bad_arguments_are_named():
+    net = nn.Sequential(nn.Linear(2, 4), PBit(), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="max_samples must be an integer >= 1, got 0"):
+        SampledModel(net, samples="auto", max_samples=0)
+    with pytest.raises(ValueError, match="unknown stopping rule 'sprt'"):
+        SampledModel(net, samples="auto", rule="sprt")
+    with pytest.raises(ValueError, match=r"error level must be a number in \[0, 1\), got nan"):
+        SampledModel(net, samples="auto", error=float("nan"))
+    with pytest.raises(ValueError, match="needs reduce=\"mean\""):
+        SampledModel(net, samples="auto", reduce="vote")
+    with pytest.raises(ValueError, match="samples \\(T\\) must be an integer >= 1, got 'many'"):
+        SampledModel(net, samples="many")
+    with pytest.raises(ValueError, match="checkpoints must be increasing"):
+        StoppingRule(checkpoints=(3, 2))
+    sampled = SampledModel(net, samples="auto")
+    with pytest.raises(ValueError, match=r"input of shape \(2, 2\) contains NaN"):
+        sampled(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="output contains NaN"):
+        simulate(torch.full((50, 2, 3), float("nan")), StoppingRule(50))
+    with pytest.raises(ValueError, match="class scores"):
+        adaptive_sample(lambda x, samples: torch.zeros(samples, len(x)), torch.zeros(3, 2))
+
+
+def test_eval_cli_adaptive(tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
+    assert main(["train", *tiny, "--out", str(run), "--epochs", "1"]) == 0
+    copy = tmp_path / "copy.json"
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--error", "0.05", "--json", str(copy),
+                 "--quiet"]) == 0
+    document = json.loads(copy.read_text())
+    assert 0 <= document["accuracy"] <= 1 and 2 <= document["mean_samples"] <= 20
+    assert sum(document["samples_histogram"].values()) == document["examples"]
+    assert "mean T" in capsys.readouterr().out
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "0", "--quiet"]) == 2
+    assert "max_samples must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["eval", str(run), "--adaptive", "--rule", "sprt", "--quiet"]) == 2
+    assert "unknown stopping rule 'sprt'" in capsys.readouterr().err
+    assert main(["eval", str(run), "--adaptive", "--aggregate", "layer", "--quiet"]) == 2
+    assert "got --aggregate layer" in capsys.readouterr().err

@@ -1,0 +1,44 @@
+"""pdnn.checks: the one home of argument checks and of the names options accept."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pdnn import checks
+from pdnn.checks import one_of, positive_int, positive_ints
+from pdnn.cli import build_parser
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.0, "2", True, None])
+def test_positive_int_names_the_argument_and_the_value(value):
+    with pytest.raises(ValueError, match="^" + re.escape(f"repeats must be an integer >= 1, got {value!r}") + "$"):
+        positive_int("repeats", value)
+
+
+def test_positive_ints_checks_every_entry_and_the_length():
+    assert positive_ints("input_shape", [3, 32, 32], length=3) == (3, 32, 32)
+    for bad in [(), (3, 0, 32), (3, 32), (3, 32, True)]:
+        with pytest.raises(ValueError, match=r"input_shape must be \(C, H, W\), got"):
+            positive_ints("input_shape", bad, "(C, H, W)", length=3)
+
+
+def test_one_of_lists_the_choices():
+    assert one_of("aggregate", "layer", checks.AGGREGATIONS) == "layer"
+    with pytest.raises(ValueError, match="unknown aggregate 'chip'; expected one of network, layer"):
+        one_of("aggregate", "chip", checks.AGGREGATIONS)
+
+
+def _choices(command: str, option: str) -> tuple:
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    return tuple(next(a for a in sub._actions if option in a.option_strings).choices)
+
+
+@pytest.mark.parametrize("command, option, names", [
+    ("eval", "--aggregate", checks.AGGREGATIONS), ("plot", "--aggregate", checks.AGGREGATIONS),
+    ("energy", "--aggregate", checks.AGGREGATIONS), ("train", "--loss-rule", checks.LOSS_RULES),
+    ("train", "--schedule", checks.SCHEDULES), ("study", "--schedule", checks.SCHEDULES),
+    ("convert", "--method", checks.METHODS),
+])
+def test_the_command_line_offers_the_names_the_library_accepts(command, option, names):
+    assert _choices(command, option) == names

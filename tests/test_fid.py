@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import scipy.linalg
+
+from pdnn.fid import feature_statistics, fid_from_features, frechet_distance, trace_sqrt_product
+
+
+def random_rotation(d, rng):
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def random_cov(d, rank, rng, eps=0.0):
+    a = rng.standard_normal((d, rank))
+    return a @ a.T + eps * np.eye(d)
+
+
+def scipy_distance(mu1, c1, mu2, c2):
+    root = scipy.linalg.sqrtm(c1 @ c2)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(root).real)
+
+
+@pytest.mark.parametrize("d", [1, 3, 16])
+def test_closed_form_for_commuting_gaussians(d):
+    # C1 = Q diag(a) Q^T, C2 = Q diag(b) Q^T commute, so d^2 = |mu1-mu2|^2 + sum (sqrt a - sqrt b)^2
+    rng = np.random.default_rng(d)
+    q = random_rotation(d, rng)
+    a, b = rng.uniform(0.1, 4, d), rng.uniform(0.1, 4, d)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    got = frechet_distance(mu1, (q * a) @ q.T, mu2, (q * b) @ q.T)
+    assert got == pytest.approx(expected, rel=1e-10, abs=1e-10)
+
+
+def test_identical_gaussians_are_at_distance_zero_and_distance_is_symmetric():
+    rng = np.random.default_rng(1)
+    c1, c2 = random_cov(8, 8, rng), random_cov(8, 3, rng)
+    mu = rng.standard_normal(8)
+    assert frechet_distance(mu, c1, mu, c1) == pytest.approx(0, abs=1e-9)
+    # c2 has rank 3: its zero eigenvalues carry round-off ~1e-15 whose square roots (~3e-8) enter
+    # the trace, so the two orders agree to ~1e-7, not to machine precision
+    assert frechet_distance(mu, c1, 0 * mu, c2) == pytest.approx(frechet_distance(0 * mu, c2, mu, c1), abs=1e-6)
+
+
+def test_one_dimension_is_the_wasserstein_distance():
+    # for 1-D Gaussians: (m1-m2)^2 + (s1-s2)^2
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4 + 1)
+
+
+@pytest.mark.parametrize("d,rank,eps", [(10, 10, 0.0), (32, 32, 0.0), (20, 5, 1e-9), (20, 19, 1e-12),
+                                        (40, 40, 1e-6)])
+def test_agrees_with_scipy_sqrtm_on_random_covariances(d, rank, eps):
+    rng = np.random.default_rng(d * 100 + rank)
+    c1, c2 = random_cov(d, rank, rng, eps), random_cov(d, d, rng)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    expected = scipy_distance(mu1, c1, mu2, c2)
+    scale = np.trace(c1) + np.trace(c2)
+    assert frechet_distance(mu1, c1, mu2, c2) == pytest.approx(expected, abs=1e-7 * scale)
+    assert trace_sqrt_product(c1, c2) == pytest.approx(np.trace(scipy.linalg.sqrtm(c1 @ c2)).real,
+                                                       abs=1e-7 * scale)
+
+
+def test_exactly_singular_covariances():
+    # both of rank 1 along the same axis: the distance is that of the 1-D Gaussians
+    e = np.zeros((5, 5))
+    e[2, 2] = 1
+    assert frechet_distance(np.zeros(5), 4 * e, np.zeros(5), 9 * e) == pytest.approx(1, abs=1e-12)
+
+
+def test_sample_estimate_converges_to_the_closed_form():
+    # n = 20000 draws of 4 features: each covariance entry has standard error ~ sqrt(2/n) ~ 0.01,
+    # so the estimated distance (0 in truth for equal laws) stays well below 0.05
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((20000, 4)), rng.standard_normal((20000, 4))
+    assert fid_from_features(a, b) < 0.05
+    shifted = fid_from_features(a, b + 1.0)  # truth: |(1,1,1,1)|^2 = 4
+    assert shifted == pytest.approx(4, abs=0.1)
+
+
+def test_too_few_images_for_the_covariance_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"--n must be at least 65"):
+        feature_statistics(np.zeros((64, 64)))
+
+
+def test_mismatched_or_nan_statistics_are_refused():
+    with pytest.raises(ValueError, match="covariances"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="NaN"):
+        frechet_distance(np.zeros(2), np.eye(2) * np.nan, np.zeros(2), np.eye(2))

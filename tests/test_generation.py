@@ -1,0 +1,336 @@
+"""Generative p-DNNs: the VAE, its training task, pdnn generate / fid, the Inception loader."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from pdnn import SampledModel
+from pdnn.cli import main
+from pdnn.generation import SampledVAE, generate, generate_at, image_grid
+from pdnn.models import VAE, create
+from pdnn.nn import PBit, QuantConv2d, QuantLinear, Quantize
+from pdnn.runs import load_checkpoint
+
+VAE_TINY = ["--task", "vae", "--dataset", "demo", "--subset", "128", "--width", "4", "--latent", "4", "--quiet"]
+CLF_TINY = ["--dataset", "demo", "--subset", "128", "--model", "cnn", "--neuron", "tanh", "--width", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64)])
+@pytest.mark.parametrize("neuron", ["pbit", "pbit-unipolar", "tanh", "sigmoid", "sign", "quant:2"])
+def test_vae_builds_for_every_neuron_and_image_size(shape, neuron):
+    vae = create("vae", neuron=neuron, weight_bits=3, input_shape=shape, width=4, latent=5).eval()
+    mu, logvar = vae.encode(torch.randn(2, *shape))
+    assert mu.shape == logvar.shape == (2, 5)
+    images = SampledModel(vae.decoder, samples=3)(mu)
+    assert images.shape == (2, *shape) and images.min() >= 0 and images.max() <= 1
+    assert all(m.weight_bits == 3 for m in vae.decoder.modules() if isinstance(m, (QuantLinear, QuantConv2d)))
+
+
+def test_neuron_reaches_the_decoders_hidden_layers_only():
+    vae = create("vae", neuron="quant:3", width=4)
+    assert sum(isinstance(m, Quantize) for m in vae.decoder.modules()) == 2
+    assert not any(isinstance(m, Quantize) for m in vae.encoder.modules())
+    assert sum(isinstance(m, PBit) for m in create("vae", neuron="pbit", width=4).decoder.modules()) == 2
+
+
+def test_bad_vae_sizes_are_refused():
+    with pytest.raises(ValueError, match="divisible by 4, got 30x30"):
+        create("vae", input_shape=(1, 30, 30))
+    with pytest.raises(ValueError, match="latent must be an integer >= 1, got 0"):
+        create("vae", latent=0)
+
+
+def test_generated_image_is_the_mean_of_t_decoder_samples():
+    torch.manual_seed(0)
+    vae = create("vae", neuron="pbit", width=4, latent=3).eval()
+    images = generate_at(vae, [1, 4], n=6, seed=5)
+    z = torch.randn(6, 3, generator=torch.Generator().manual_seed(5))
+    samples = SampledModel(vae.decoder, 4, reduce="none", seed=6)(z)  # the same draws as generate_at
+    assert torch.allclose(images[4], samples.mean(0), atol=1e-6)
+    assert torch.allclose(images[1], samples[0], atol=1e-6)
+    assert torch.equal(generate(vae, 4, 6, seed=5), images[4])
+    assert not torch.equal(generate(vae, 4, 6, seed=7), images[4])
+
+
+def test_averaging_more_samples_reduces_the_pixel_variance():
+    # pixels of a T-sample mean have variance Var/T around the decoder's mean image: with 4000
+    # pixels the T=16 variance is below half the T=1 variance by a wide margin (ratio ~ 1/16)
+    torch.manual_seed(0)
+    vae = create("vae", neuron="pbit", width=4, latent=3).eval()
+    mean_image = generate(vae, 2000, 5, seed=1)
+    v1 = (generate(vae, 1, 5, seed=1) - mean_image).pow(2).mean()
+    v16 = (generate(vae, 16, 5, seed=1) - mean_image).pow(2).mean()
+    assert v16 < 0.5 * v1
+
+
+def test_sample_aware_loss_is_the_elbo_of_the_averaged_image():
+    torch.manual_seed(0)
+    vae = create("vae", neuron="tanh", width=4, latent=2).eval()
+    x = torch.rand(3, 1, 28, 28)
+    reconstruction, kl = SampledVAE(vae, samples=2, seed=0)(x, x)
+    mu, logvar = vae.encode(x)
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+    image = vae.decoder(mu + eps * (0.5 * logvar).exp())  # deterministic decoder: mean of 2 = one
+    expected = torch.nn.functional.binary_cross_entropy(image, x, reduction="none").flatten(1).sum(1)
+    assert torch.allclose(reconstruction, expected, rtol=1e-5)
+    assert torch.allclose(kl, 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1), rtol=1e-5)
+
+
+def test_train_vae_writes_a_run_and_resumes_bit_for_bit(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", *VAE_TINY, "-s", "2", "--epochs", "2", "--out", str(straight)]) == 0
+    assert main(["train", *VAE_TINY, "-s", "2", "--epochs", "1", "--out", str(resumed)]) == 0
+    assert main(["train", "--out", str(resumed), "--resume", "--epochs", "2", "--quiet"]) == 0
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    metrics = json.loads((straight / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == [1, 2] and all(m["test_loss"] > 0 for m in metrics)
+    config = json.loads((straight / "config.json").read_text())
+    assert config["model"]["name"] == "vae" and config["train"]["task"] == "vae"
+    assert config["train"]["lr"] == 1e-4 and config["train"]["batch_size"] == 64  # the paper's generation runs
+    assert all(m["train_reconstruction"] > 0 and m["train_kl"] >= 0 for m in metrics)
+
+
+def test_task_and_model_must_agree(tmp_path, capsys):
+    i = VAE_TINY.index("--latent")
+    no_latent = VAE_TINY[:i] + VAE_TINY[i + 2 :]
+    assert main(["train", *no_latent, "--model", "cnn", "--out", str(tmp_path / "a")]) == 2
+    assert "task 'vae' trains the model 'vae', got model 'cnn'" in capsys.readouterr().err
+    assert main(["train", *CLF_TINY, "--model", "vae", "--out", str(tmp_path / "b")]) == 2
+    assert "is a generator; train it with --task vae" in capsys.readouterr().err
+    assert main(["train", *CLF_TINY, "--latent", "3", "--out", str(tmp_path / "c")]) == 2
+    assert "--latent applies to the model 'vae', not 'cnn'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["train", *VAE_TINY, "--epochs", "1", "--out", str(root / "vae")]) == 0
+    assert main(["train", *CLF_TINY, "--epochs", "1", "--out", str(root / "clf")]) == 0
+    return root
+
+
+def test_generate_writes_images_and_a_grid(runs, tmp_path):
+    out = tmp_path / "images"
+    assert main(["generate", str(runs / "vae"), "--samples", "3", "--n", "7", "--nrow", "4", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}.png" for i in range(7)] + ["grid.png"]
+    assert Image.open(out / "0000.png").size == (28, 28)
+    assert Image.open(out / "grid.png").size == (4 * 30 + 2, 2 * 30 + 2)
+
+
+def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
+    out = tmp_path / "images"
+    assert main(["generate", str(runs / "clf"), "--out", str(out)]) == 2
+    assert "a classifier); expected a generator" in capsys.readouterr().err
+    assert main(["generate", str(runs / "vae"), "--samples", "0", "--out", str(out)]) == 2
+    assert "samples (T) must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["generate", str(runs / "vae"), "--n", "0", "--out", str(out)]) == 2
+    assert "n (number of images) must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["generate", str(runs / "vae"), "--out", str(out)]) == 2
+    assert "is not an empty folder" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_fid_cli_names_its_features_and_reports_spread(runs, tmp_path, capsys):
+    copy = tmp_path / "fid.json"
+    # the classifier's penultimate layer has 4*2*3*3 = 72 features: n = 73 is the least allowed
+    assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--n", "73", "--samples", "1,3",
+                 "--repeats", "2", "--json", str(copy), "--quiet"]) == 0
+    document = json.loads(copy.read_text())
+    assert document == json.loads((runs / "vae" / "fid-clf.json").read_text())
+    assert document["metric"] == "fid-clf" and document["features"].startswith("fid-clf: penultimate features (72)")
+    assert [r["samples"] for r in document["results"]] == [1, 3]
+    for row in document["results"]:
+        assert row["metric"] == "fid-clf" and row["n"] == 73 and len(row["values"]) == 2 and row["mean"] > 0
+    assert "FID" not in capsys.readouterr().out
+
+
+def test_convert_turns_a_tanh_decoder_into_p_bits(tmp_path, runs, capsys):
+    assert main(["train", *VAE_TINY, "--epochs", "1", "--neuron", "tanh", "--out", str(tmp_path / "tanh")]) == 0
+    out = tmp_path / "converted"
+    assert main(["convert", str(tmp_path / "tanh"), "--method", "pbit", "--calibrate",
+                 "--layers", "decoder.2,decoder.7", "--out", str(out), "--quiet"]) == 2
+    assert "is a generator: --calibrate and --recalibrate-bn measure classification" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["convert", str(tmp_path / "tanh"), "--method", "pbit", "--layers", "decoder.2,decoder.7",
+                 "--out", str(out), "--quiet"]) == 0
+    assert main(["fid", str(out), "--classifier", str(runs / "clf"), "--n", "73", "--samples", "1,2",
+                 "--repeats", "1", "--quiet"]) == 0
+    assert [r["samples"] for r in json.loads((out / "fid-clf.json").read_text())["results"]] == [1, 2]
+
+
+def test_eval_refuses_a_generator(runs, capsys):
+    assert main(["eval", str(runs / "vae"), "--quiet"]) == 2
+    assert "is a generator, which has no accuracy; measure it with `pdnn fid" in capsys.readouterr().err
+
+
+def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
+    before = sorted(p.name for p in (runs / "vae").iterdir())
+    assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--n", "72", "--quiet"]) == 2
+    assert "--n 72 is below 73: the covariance of 72 features (fid-clf)" in capsys.readouterr().err
+    assert main(["fid", str(runs / "clf"), "--classifier", str(runs / "clf"), "--quiet"]) == 2
+    assert "expected a generator" in capsys.readouterr().err
+    assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "vae"), "--quiet"]) == 2
+    assert "is a generator; expected a classifier run" in capsys.readouterr().err
+    assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "none.pth"), "--quiet"]) == 2
+    assert "none.pth does not exist; expected the FID weights file" in capsys.readouterr().err
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "bad.pth"), "--quiet"]) == 2
+    assert "bad.pth is not a readable torch file" in capsys.readouterr().err
+    torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "other.pth"), "--quiet"]) == 2
+    assert "other.pth does not hold the FID Inception-v3 weights" in capsys.readouterr().err
+    assert sorted(p.name for p in (runs / "vae").iterdir()) == before
+
+
+def test_inception_loads_a_state_dict_in_the_fid_format(tmp_path):
+    from pdnn.features import InceptionFeatures
+    from pdnn.inception import FIDInceptionV3
+
+    torch.manual_seed(0)
+    reference = FIDInceptionV3().eval()
+    for m in reference.modules():  # non-trivial running statistics, so loading them matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "pt_inception.pth")
+    extractor = InceptionFeatures(tmp_path / "pt_inception.pth")
+    assert extractor.metric == "fid" and "Inception-v3 pool3" in extractor.name
+    images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    features = extractor(images)
+    assert features.shape == (2, 2048)
+    with torch.no_grad():
+        assert torch.allclose(features.float(), reference(images), atol=1e-5)
+
+
+def test_image_grid_places_every_image():
+    images = torch.arange(1, 6, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 1, 2, 2)
+    grid = image_grid(images, nrow=2, pad=1)
+    assert grid.shape == (1, 3 * 3 + 1, 2 * 3 + 1)
+    assert grid[0, 1, 1] == 1 and grid[0, 1, 4] == 2 and grid[0, 7, 1] == 5 and grid[0, 7, 4] == 0
+
+
+def test_energy_counts_transposed_convolutions_and_upsampling():
+    from torch import nn
+
+    from pdnn.energy import analyze
+
+    model = nn.Sequential(nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1), PBit(),
+                          nn.Upsample(scale_factor=2), nn.Conv2d(4, 2, 3, padding=1),
+                          nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(2, 1, 1))
+    net = analyze(model, (6, 5, 5))
+    first, second, third = net.layers
+    # 4x4 kernel at stride 2: every output sums 6 channels x 2 x 2 taps; output 4 x 10 x 10
+    assert (first.kind, first.fan_in, first.eos) == ("conv-transpose2d", 6 * 2 * 2, 4 * 10 * 10)
+    # nearest upsampling copies the 1-bit p-bit outputs: the conv after it reads 1-bit values
+    assert (second.fan_in, second.eos, second.activation_bits) == (4 * 9, 2 * 20 * 20, 1)
+    assert third.activation_bits == 32 and any("bilinear" in note for note in net.notes)
+
+
+def test_energy_of_a_generator_run_is_its_decoder(tmp_path):
+    from pdnn.energy import analyze, run_network
+
+    assert main(["train", *VAE_TINY, "--epochs", "1", "--out", str(tmp_path / "vae")]) == 0
+    net, _ = run_network(tmp_path / "vae")
+    vae = create("vae", width=4, latent=4)
+    assert net.to_dict() == analyze(vae.decoder, (4,), 32).to_dict()
+    assert net.layers[0].fan_in == 4 and not net.layers[0].stochastic_input  # the prefix, once per latent
+    assert all(layer.stochastic_input for layer in net.layers[1:])
+
+
+def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(runs, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert main(["train", *VAE_TINY, "--epochs", "1", "--neuron", "tanh" if name == "a" else "pbit",
+                     "--out", str(tmp_path / name)]) == 0
+        assert main(["fid", str(tmp_path / name), "--classifier", str(runs / "clf"), "--n", "80",
+                     "--samples", "1,4", "--repeats", "1", "--quiet"]) == 0
+    out = tmp_path / "t.json"
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--tolerance", "1000",
+                 "--json", str(out), "--png", str(tmp_path / "t.png")]) == 0
+    result = json.loads(out.read_text())
+    assert result["metric"] == "fid-clf" and result["lower_is_better"]
+    assert result["reference"]["label"] == "a T=1"  # the only 32-bit float deterministic decoder
+    labels = {p["label"] for p in result["points"]}
+    assert labels == {"a T=1", "b T=1", "b T=4"}
+    cheapest = min(result["points"], key=lambda p: p["energy_j"])
+    assert result["best"]["label"] == cheapest["label"]  # every point is within a tolerance of 1000
+    front = [result["points"][i] for i in result["pareto_front"]]
+    assert all(not (q["energy_j"] <= p["energy_j"] and q["fid"] < p["fid"]) for p in front for q in result["points"])
+    assert main(["fid", str(tmp_path / "b"), "--classifier", str(runs / "clf"), "--n", "90",
+                 "--samples", "1", "--repeats", "1", "--quiet"]) == 0
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 2
+    assert "measured differently" in capsys.readouterr().err
+    assert main(["tradeoff", str(tmp_path / "a"), str(runs / "clf"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 2
+    assert "mix generators and classifiers" in capsys.readouterr().err
+
+
+def _write_celeba(root, numbers, as_zip=False, partition=None):
+    """Aligned-CelebA look-alikes: 178x218 JPEGs whose central 140x140 square is one colour
+    per image and whose border is black (so a wrong crop shows in the pixels)."""
+    import zipfile
+
+    folder = root / "celeba"
+    folder.mkdir(parents=True)
+    files = {}
+    for i, number in enumerate(numbers):
+        image = Image.new("RGB", (178, 218))
+        image.paste((40 * i % 256, 200, 100), (19, 39, 159, 179))
+        name = f"{number:06d}.jpg"
+        buffer = __import__("io").BytesIO()
+        image.save(buffer, format="JPEG", quality=95)
+        files[name] = buffer.getvalue()
+    if as_zip:
+        with zipfile.ZipFile(folder / "img_align_celeba.zip", "w") as zf:
+            for name, data in files.items():
+                zf.writestr(f"img_align_celeba/{name}", data)
+    else:
+        (folder / "img_align_celeba").mkdir()
+        for name, data in files.items():
+            (folder / "img_align_celeba" / name).write_bytes(data)
+    if partition:
+        (folder / "list_eval_partition.txt").write_text("".join(f"{n:06d}.jpg {p}\n" for n, p in partition.items()))
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_celeba_loader_crops_resizes_and_splits_officially(tmp_path, as_zip):
+    from pdnn.data import load
+
+    _write_celeba(tmp_path / "root", [1, 2, 162770, 162771, 182638], as_zip=as_zip)
+    ds = load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+    assert ds.train_x.shape == (3, 3, 64, 64) and ds.test_x.shape == (1, 3, 64, 64)  # 162771 is validation
+    assert ds.train_x.dtype == torch.uint8 and ds.num_classes == 1
+    # the 140x140 crop is exactly the coloured square: a crop one pixel off would bring a black
+    # column in, pulling the resized edge pixels down to ~200 * (1 - 64/140) ~ 110 (JPEG ringing
+    # alone keeps them above 170)
+    assert ds.train_x[:, 1].min() > 150 and abs(int(ds.test_x[0, 2].float().mean()) - 100) < 8
+
+
+def test_celeba_partition_file_overrides_file_numbers(tmp_path):
+    from pdnn.data import load
+
+    _write_celeba(tmp_path / "root", [1, 2, 3], partition={1: 0, 2: 2, 3: 2})
+    ds = load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+    assert len(ds.train_x) == 1 and len(ds.test_x) == 2
+
+
+def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
+    from pdnn.data import DatasetNotFound, load
+
+    monkeypatch.setenv("PDNN_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFound) as info:
+        load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache")
+    message = str(info.value)
+    assert f"{tmp_path / 'root' / 'celeba'}: neither img_align_celeba/ nor img_align_celeba.zip" in message
+    assert "img_align_celeba.zip" in message and "--data-dir ROOT" in message
+    assert main(["train", "--task", "vae", "--dataset", "celeba", "--data-dir", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert not (tmp_path / "run").exists()

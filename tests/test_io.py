@@ -1,0 +1,85 @@
+"""pdnn.io: atomic writes keep the old file on failure, and new files get the umask's permissions."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from pdnn.data import cache
+from pdnn.io import (RunError, atomic_write, load_checkpoint, read_json, save_checkpoint, save_figure, write_json,
+                     write_text)
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@pytest.fixture(params=[0o022, 0o027, 0o077])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_written_files_get_the_permissions_of_the_users_umask(tmp_path, umask):
+    expected = 0o666 & ~umask  # what `touch` would create: 0644, 0640, 0600
+    write_json(tmp_path / "run" / "config.json", {"a": 1})
+    save_checkpoint(tmp_path / "run" / "checkpoint.pt", {"model": {}})
+    fig, _ = plt.subplots()
+    save_figure(fig, tmp_path / "figure.png")
+    (tmp_path / "source").write_bytes(b"")
+    cache.cached("mnist", [tmp_path / "source"], lambda writer: writer.add(
+        "train", np.zeros((2, 1, 2, 2), np.uint8), np.zeros(2, np.int64)) or ["a", "b"], tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert _mode(entry) == 0o777 & ~umask  # a directory the user's group can enter where it can read
+    write_text(tmp_path / "study" / "README.md", "# results\n")
+    cached = [f"cache/{entry.name}/{name}" for name in ("meta.json", "train_x.bin", "train_y.bin", "test_x.bin")]
+    for path in ["run/config.json", "run/checkpoint.pt", "figure.png", *cached, "study/README.md"]:
+        assert _mode(tmp_path / path) == expected, path
+    # replacing an existing file gives the new one the umask's permissions too
+    write_json(tmp_path / "run" / "config.json", {"a": 2})
+    assert _mode(tmp_path / "run" / "config.json") == expected
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"epoch": 1})
+
+    def fail(f):
+        f.write(b'{"epoch": ')
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, fail)
+    with pytest.raises(ValueError):
+        write_json(path, {"loss": float("nan")})
+    assert read_json(path) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_figure_is_written_in_the_format_of_its_suffix_and_closed(tmp_path):
+    fig, _ = plt.subplots()
+    assert save_figure(fig, tmp_path / "a.svg").read_text().lstrip().startswith("<?xml")
+    assert not plt.fignum_exists(fig.number)
+    fig, _ = plt.subplots()
+    assert save_figure(fig, tmp_path / "a.unknown").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
+    with pytest.raises(RunError, match="does not exist"):
+        read_json(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(RunError, match=r"bad\.json is not valid JSON"):
+        read_json(tmp_path / "bad.json")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match=r"bad\.pt is not a readable checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"epoch": 3}, tmp_path / "empty.pt")
+    with pytest.raises(RunError, match="holds no model state"):
+        load_checkpoint(tmp_path / "empty.pt")

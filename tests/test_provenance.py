@@ -1,0 +1,124 @@
+"""Evaluations record the weights they measured; readers warn when a run changed since, and
+warnings print as one line."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from pdnn.cli import main
+from pdnn.experiments.runs import ensure_evaluated
+
+TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
+EVAL = ["--samples", "1,2", "--repeats", "1", "--quiet"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``current``: evaluated at epoch 1 and unchanged; ``resumed``: the same evaluation, then
+    trained on to epoch 2 (as after ``train --resume``)."""
+    root = tmp_path_factory.mktemp("runs")
+    current, resumed = root / "current", root / "resumed"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(current)]) == 0
+    assert main(["eval", str(current), *EVAL]) == 0
+    shutil.copytree(current, resumed)
+    assert main(["train", "--out", str(resumed), "--resume", "--epochs", "2", "--quiet"]) == 0
+    return current, resumed
+
+
+def without_record(run: Path, to: Path) -> Path:
+    """A copy of ``run`` whose evaluation was written before the weights were recorded."""
+    shutil.copytree(run, to)
+    document = json.loads((to / "eval-network.json").read_text())
+    del document["weights"]
+    (to / "eval-network.json").write_text(json.dumps(document))
+    return to
+
+
+def messages(record) -> list[str]:
+    return [str(w.message) for w in record]
+
+
+def test_eval_records_epoch_and_sha256_of_the_checkpoint(runs):
+    current, _ = runs
+    weights = json.loads((current / "eval-network.json").read_text())["weights"]
+    assert weights == {"checkpoint": "checkpoint.pt", "epoch": 1,
+                       "sha256": hashlib.sha256((current / "checkpoint.pt").read_bytes()).hexdigest()}
+
+
+def test_plot_and_tradeoff_warn_naming_the_run_evaluated_before_a_resume(runs, tmp_path):
+    current, resumed = runs
+    for argv in (["plot", str(current), str(resumed), "--out", str(tmp_path / "fig.png")],
+                 ["tradeoff", str(current), str(resumed), "--json", str(tmp_path / "t.json"),
+                  "--png", str(tmp_path / "t.png")]):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert main(argv) == 0
+        assert messages(record) == [f"{resumed}: eval-network.json measured epoch 1, but checkpoint.pt has changed "
+                                    f"since (it now holds epoch 2); rerun `pdnn eval {resumed}`"], argv[0]
+    again = tmp_path / "again"
+    shutil.copytree(resumed, again)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert main(["eval", str(again), *EVAL]) == 0  # evaluated again: current
+        assert main(["plot", str(current), str(again), "--out", str(tmp_path / "fig.png")]) == 0
+    assert messages(record) == []
+
+
+def test_evaluations_without_a_record_are_unknown_said_once(runs, tmp_path):
+    old_a, old_b = without_record(runs[0], tmp_path / "a"), without_record(runs[1], tmp_path / "b")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert main(["plot", str(old_a), str(old_b), str(runs[0]), "--out", str(tmp_path / "fig.png")]) == 0
+    (message,) = messages(record)
+    assert message.startswith(f"{old_a}, {old_b}: the evaluation does not record which weights it measured")
+    assert "unknown" in message
+
+
+def test_committed_results_stay_readable(tmp_path):
+    """The study's evaluations predate the record: they plot and trade off, with one 'unknown' line."""
+    committed = [REPO / "results" / "cifar10" / "runs" / name for name in ("pbit-s1", "pbit-s2", "tanh")]
+    committed = [run for run in committed if (run / "eval-network.json").is_file()]
+    assert committed, "results/cifar10 has no evaluated runs"
+    for argv in (["plot", *map(str, committed), "--out", str(tmp_path / "fig.png")],
+                 ["tradeoff", *map(str, committed), "--json", str(tmp_path / "t.json"),
+                  "--png", str(tmp_path / "t.png")]):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert main(argv) == 0
+        with_checkpoint = [str(run) for run in committed if (run / "checkpoint.pt").is_file()]
+        assert len(record) == (1 if with_checkpoint else 0)
+        if with_checkpoint:
+            assert messages(record)[0].startswith(", ".join(with_checkpoint) + ": the evaluation does not record")
+
+
+def test_ensure_evaluated_reevaluates_a_changed_run_only(runs, tmp_path):
+    current, resumed = runs
+    stale = tmp_path / "stale"
+    shutil.copytree(resumed, stale)
+    document = json.loads((current / "eval-network.json").read_text())
+    assert ensure_evaluated(current, [1, 2], 1, progress=False) == document  # kept
+    assert json.loads((stale / "eval-network.json").read_text())["weights"]["epoch"] == 1
+    assert ensure_evaluated(stale, [1, 2], 1, progress=False)["weights"]["epoch"] == 2  # redone
+    old = without_record(current, tmp_path / "old")
+    assert "weights" not in ensure_evaluated(old, [1, 2], 1, progress=False)  # unknown: kept, not redone
+
+
+def test_warnings_print_as_one_line_from_the_command(runs, tmp_path):
+    old = without_record(runs[0], tmp_path / "old")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "pdnn", "plot", str(old), "--out", str(tmp_path / "fig.png")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [f"pdnn plot: warning: {old}: the evaluation does not record which weights "
+                                        "it measured (written by an earlier pdnn), so whether it matches the "
+                                        "checkpoint is unknown; `pdnn eval` records it"]
+    # after the command, the library's callers get Python's own format back
+    assert main(["plot", str(runs[0]), "--out", str(tmp_path / "fig.png")]) == 0
+    assert warnings.formatwarning("m", UserWarning, "file.py", 7) == "file.py:7: UserWarning: m\n"
