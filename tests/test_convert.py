@@ -333,7 +333,8 @@ def test_per_layer_calibration_is_never_worse_and_its_spec_replays(recalibrate_b
     x = torch.randn(300, *SHAPE)
     y = torch.randint(0, 3, (300,), generator=torch.Generator().manual_seed(3))
     y[:200] = model(x[:200]).argmax(1)  # learnable in part, so the values differ
-    options = dict(values=[0.5, 1.0, 2.0, 4.0, 8.0], samples=[1, 3], seed=5, recalibrate_bn=recalibrate_bn,
+    # seed 6: sampling streams under which the per-layer pass moves away from the global choice
+    options = dict(values=[0.5, 1.0, 2.0, 4.0, 8.0], samples=[1, 3], seed=6, recalibrate_bn=recalibrate_bn,
                    bn_samples=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the choices may sit at an edge of this short sweep
@@ -356,7 +357,7 @@ def test_per_layer_calibration_is_never_worse_and_its_spec_replays(recalibrate_b
     # in calibrate's batches of 500: the draws, and so the accuracies, depend on the batching)
     for document, results in ((doc, refined["results"]), (plain, global_row["results"])):
         replay = to_sampled(model, **json.loads(json.dumps(document["spec"])))
-        assert accuracy_vs_samples(replay, x, y, [1, 3], 1, seed=5, batch_size=500) == results
+        assert accuracy_vs_samples(replay, x, y, [1, 3], 1, seed=6, batch_size=500) == results
     json.dumps(doc, allow_nan=False)
 
 

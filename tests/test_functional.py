@@ -126,3 +126,69 @@ def test_quantizer_ste_is_the_derivative_of_tanh():
     x = torch.linspace(-2, 2, 21, requires_grad=True)
     (grad,) = torch.autograd.grad(F.quantized_activation(x, 2).sum(), x)
     torch.testing.assert_close(grad, (1 - torch.tanh(x) ** 2).detach())
+
+
+@pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
+def test_probability_is_the_mean_rounded_down_to_16_bits(mode):
+    # every one of the 2**16 thresholds, against each mean: the count of ones is exact
+    r = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    x = torch.tensor([-9.0, -3.0, -0.3, -(2.0**-16), 0.0, 2.0**-16, 1e-3, 0.7, 3.0, 9.0])
+    bits, mean = F._PBitFunction.apply(x[:, None].expand(-1, len(r)), r, mode, 1.0, "mean")
+    p_one = (1 + mean[:, 0].double()) / 2 if mode == "bipolar" else mean[:, 0].double()
+    ones = (bits == 1).sum(1)
+    assert torch.equal(ones, torch.floor(p_one * 2**16).long())
+    assert set(bits.unique().tolist()) == ({-1.0, 1.0} if mode == "bipolar" else {0.0, 1.0})
+
+
+def test_thresholds_are_uniform_16_bit_integers():
+    n = 1 << 18
+    r = F.draw_thresholds((n,), gen(4), "cpu")
+    assert r.dtype == torch.int16 and r.shape == (n,)
+    bits = (r.to(torch.int32)[:, None] >> torch.arange(16)) & 1  # each bit, incl. the sign bit
+    assert torch.all((bits.double().mean(0) - 0.5).abs() <= Z * math.sqrt(0.25 / n))
+    assert torch.equal(r, F.draw_thresholds((n,), gen(4), "cpu"))
+
+
+def test_saturation_within_the_resolution_is_deterministic():
+    # tanh(beta*x) within 2**-16 of +-1: the p-bit is exactly the sign
+    x = torch.tensor([-20.0, 20.0]).repeat(50_000)
+    assert torch.equal(F.pbit(x, generator=gen()), torch.sign(x))
+
+
+def test_vmap_draws_independent_bits_per_element():
+    from torch.func import vmap
+
+    n, g = 4000, gen(5)
+    x = torch.full((2, n), 0.4)
+    b = vmap(lambda row: F.pbit(row, generator=g), randomness="different")(x)
+    assert abs(torch.corrcoef(b)[0, 1].item()) <= Z / math.sqrt(n)
+    p_one = (1 + math.tanh(0.4)) / 2
+    assert abs((b == 1).double().mean().item() - p_one) <= Z * math.sqrt(p_one * (1 - p_one) / (2 * n))
+    # an input that is not batched still gets different bits per element
+    b = vmap(lambda y: F.pbit(x[0], generator=g) + 0 * y, randomness="different")(torch.zeros(2, 1))
+    assert not torch.equal(b[0], b[1])
+    same = vmap(lambda row: F.pbit(row, generator=g), randomness="same")(torch.zeros(3, n))
+    assert torch.equal(same[0], same[1]) and torch.equal(same[0], same[2])
+    with pytest.raises(RuntimeError, match="randomness"):
+        vmap(lambda row: F.pbit(row, generator=g))(x)
+
+
+def test_grad_and_jacrev_give_the_ste():
+    from torch.func import grad, jacrev, vmap
+
+    x, beta = torch.linspace(-2, 2, 9), 2.0
+    expected = beta * (1 - torch.tanh(beta * x) ** 2)
+    torch.testing.assert_close(grad(lambda v: F.pbit(v, beta=beta, generator=gen()).sum())(x), expected)
+    jac = jacrev(lambda v: F.pbit(v, "unipolar", beta, gen()))(x)
+    s = torch.sigmoid(beta * x)
+    torch.testing.assert_close(jac, torch.diag(beta * s * (1 - s)))
+    per_row = vmap(grad(lambda v: F.pbit(v, generator=gen()).sum()), randomness="different")(x.repeat(3, 1))
+    torch.testing.assert_close(per_row, (1 - torch.tanh(x) ** 2).repeat(3, 1))
+
+
+def test_half_precision_keeps_its_dtype():
+    x = torch.randn(1000, dtype=torch.bfloat16, requires_grad=True)
+    out = F.pbit(x, generator=gen())
+    out.sum().backward()
+    assert out.dtype == x.grad.dtype == torch.bfloat16
+    assert set(out.unique().tolist()) == {-1.0, 1.0}

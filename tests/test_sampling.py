@@ -226,3 +226,23 @@ def test_sample_aware_loss_rules_and_gradients():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sample_aware_loss(net, x, y, samples=2)  # a plain model works too
+
+
+def test_a_large_batch_is_split_into_sub_batches_of_at_most_max_rows():
+    net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
+    with torch.no_grad():  # every p-bit saturated: each sample is the same, split or not
+        net[0].weight.zero_()
+        net[0].weight[:, 0] = 1.0
+        net[0].bias.zero_()
+    x = torch.zeros(25, 4)
+    x[:, 0] = 10.0 * torch.randn(25).sign()
+    rows = []
+    net[2].register_forward_hook(lambda module, inputs, out: rows.append(len(out)))
+    split = SampledModel(net, 4, reduce="none", max_rows=40)(x)
+    assert max(rows) <= 40 and sum(rows) == 4 * 25
+    rows.clear()
+    whole = SampledModel(net, 4, reduce="none", max_rows=None)(x)
+    assert rows == [100] and torch.equal(split, whole)
+    assert torch.equal(SampledModel(net, 4, max_rows=40)(x), whole.mean(0))
+    with pytest.raises(ValueError, match="max_rows"):
+        SampledModel(net, max_rows=0)

@@ -21,6 +21,7 @@ from .checks import positive_int
 from .errors import UsageError
 from .nn import is_stochastic
 from .progress import progress_bar
+from .sampling import MAX_ROWS as SPLIT_ROWS
 from .sampling import SampledModel, check_samples
 
 MAX_ROWS = 1024  # samples x batch rows per forward pass: bounds memory; on a CPU 512-1024 rows ran
@@ -53,11 +54,11 @@ def _pooled_correct(
 ) -> dict[int, list[int]]:
     pool = repeats * max(samples)
     correct = {t: [0] * repeats for t in samples}
-    sampler = SampledModel(model, reduce="none", seed=seed)
+    sampler = SampledModel(model, reduce="none", seed=seed, max_rows=SPLIT_ROWS)
     bar = progress_bar(total=len(x), desc="eval", unit="img", enabled=progress, leave=False)
+    chunk = min(pool, MAX_ROWS)  # samples per call; the sampler splits the batch to SPLIT_ROWS rows
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
-        chunk = max(1, MAX_ROWS // len(xb))
         parts = []
         for done in range(0, pool, chunk):
             sampler.samples = min(chunk, pool - done)

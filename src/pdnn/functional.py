@@ -60,45 +60,75 @@ def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tens
     return value + (surrogate - surrogate.detach())
 
 
-class _PBitFunction(torch.autograd.Function):
-    """Forward: the bits; backward: the STE, from one saved tensor.
+THRESHOLD_BITS = 16  # resolution of a p-bit's random threshold: P(b = 1) is exact to 2**-16
 
-    One autograd function rather than ``bits + (s - s.detach())``: sampling is memory-bound, and
-    this saves five full-size elementwise passes per p-bit layer and keeps a single tensor (the
-    probability) for the backward pass instead of four. Nothing is modified in place but the
-    fresh output. The forward returns the probability as a second, non-differentiable output so
-    that ``setup_context`` can save it: with ``setup_context`` and a generated vmap rule the
-    function works under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``).
+
+def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Uniform random 16-bit integers in [-2**15, 2**15) of ``shape``, as ``int16``.
+
+    A p-bit needs only a threshold of a few bits, as a hardware p-bit compares against an LFSR
+    word: one 64-bit draw of the Mersenne Twister serves four p-bits, about ten times cheaper
+    than a float per p-bit, with no conversion pass. Inside a ``torch.func`` transform the
+    draw is one ``torch.randint``, which ``vmap`` knows how to batch (``randomness=...``).
+    """
+    if torch._C._are_functorch_transforms_active():
+        return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, generator=generator,
+                             device=device)
+    count = math.prod(shape)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)  # the full 64-bit range, every bit random
+    return words.view(torch.int16)[:count].view(shape)
+
+
+class _PBitFunction(torch.autograd.Function):
+    """Forward: the bits for given thresholds (and the mean, kept for the backward pass);
+    backward: the STE.
+
+    One autograd function rather than ``bits + (s - s.detach())``: sampling is memory-bound,
+    and this keeps it at four elementwise passes (the mean, the thresholds' conversion to
+    float, one add, one comparison; a mixed int16-float add is far slower than the two) besides
+    the draw, and one saved tensor (the mean). The bit is decided exactly: with ``r`` uniform
+    on [-2**15, 2**15), ``b = +1`` iff ``r + 2**15 * tanh(beta*x) >= 0`` (bipolar) and ``b = 1``
+    iff ``r + 2**16 * sigmoid(beta*x) >= 2**15`` (unipolar). Both sums are exact up to their
+    one rounding, which keeps the sign of the exact sum, so a tie is decided consistently and
+    a bit is never 0. Hence ``P(b = 1)`` is the ideal probability rounded down to a multiple of
+    ``2**-16``: within ``2**-16`` of it, and exactly 0 or 1 within ``2**-16`` of saturation.
+
+    The draw is an input, not part of the function, and the function is written in the
+    ``setup_context`` form: ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``) then
+    apply, and ``vmap`` batches the draw by its ``randomness`` argument like any torch draw.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, mode, beta, generator, ste):
-        gain = 2.0 * beta if mode == "bipolar" else beta
-        # P(b = +1) = (1 + tanh(beta*x)) / 2 = sigmoid(2*beta*x): one activation, one draw and
-        # one comparison per bit, the last two in place on the fresh uniform draws
-        p_one = (x * gain).sigmoid_()
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        # under torch.func transforms and torch.compile: out of place, no data-dependent branch
-        transformed = torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x)
-        bits = (u < p_one).to(x.dtype) if transformed else u.lt_(p_one)
+    def forward(x, thresholds, mode, beta, ste):
+        transformed = torch._C._are_functorch_transforms_active()
+        wide = x if x.dtype in (torch.float32, torch.float64) else x.float()  # 16-bit ints exact
+        scaled = wide if beta == 1.0 else wide * beta
+        mean = torch.tanh(scaled) if mode == "bipolar" else torch.sigmoid(scaled)
+        scale = 2**15 if mode == "bipolar" else 2**16
+        if transformed:  # out of place: under vmap the draw may be batched where x is not
+            total = thresholds.to(mean.dtype) + mean * scale
+        else:
+            total = torch.empty_like(mean).copy_(thresholds).add_(mean, alpha=scale)
         if mode == "bipolar":
-            bits = bits.mul_(2.0).sub_(1.0)
+            one = torch.ones((), dtype=total.dtype, device=total.device)
+            bits = torch.copysign(one, total) if transformed else torch.copysign(one, total, out=total)
+        else:
+            bits = total.ge_(2**15)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
-        # (the full masking pass is paid only then); elsewhere, and under torch.func transforms
-        # (no data-dependent branch), mask unconditionally, which needs no synchronisation
-        if x.device.type != "cpu" or transformed or torch.isnan(p_one.sum()):
-            bits = bits.masked_fill_(torch.isnan(x), float("nan"))
-        return bits, p_one
+        # (the full masking pass is paid only then); elsewhere, and under transforms that
+        # forbid data-dependent branches, mask unconditionally (no host-device synchronisation)
+        if x.device.type != "cpu" or transformed or torch.isnan(mean.sum()):
+            bits = bits.masked_fill(torch.isnan(x), float("nan"))
+        return bits.to(x.dtype), mean
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, mode, beta, _, ste = inputs
-        gain = 2.0 * beta if mode == "bipolar" else beta
-        # d/dx sigmoid(g*x) = g*p*(1 - p); the bipolar mean 2*sigmoid(2*beta*x) - 1 doubles it
-        ctx.ste, ctx.slope = ste, (2.0 * gain if mode == "bipolar" else gain)
+        x, _, mode, beta, ste = inputs
         ctx.mark_non_differentiable(output[1])
+        ctx.mode, ctx.beta, ctx.ste, ctx.dtype = mode, beta, ste, x.dtype
         if ste == "mean":
             ctx.save_for_backward(output[1])
         elif ste == "clipped":
@@ -111,7 +141,13 @@ class _PBitFunction(torch.autograd.Function):
         (saved,) = ctx.saved_tensors
         if ctx.ste == "clipped":
             return grad * (saved.abs() <= 1), None, None, None, None
-        return torch.ops.aten.sigmoid_backward(grad * ctx.slope, saved), None, None, None, None
+        # d/dx tanh(beta*x) = beta*t*(1 - t); d/dx sigmoid(beta*x) = beta*s*(1 - s)
+        slope = (grad if ctx.beta == 1.0 else grad * ctx.beta).to(saved.dtype)
+        if ctx.mode == "bipolar":
+            derivative = torch.ops.aten.tanh_backward(slope, saved)
+        else:
+            derivative = torch.ops.aten.sigmoid_backward(slope, saved)
+        return derivative.to(ctx.dtype), None, None, None, None
 
 
 def pbit(
@@ -144,7 +180,7 @@ def pbit(
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
-    return _PBitFunction.apply(x, mode, beta, generator, ste)[0]
+    return _PBitFunction.apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste)[0]
 
 
 def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:

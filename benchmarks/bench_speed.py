@@ -1,0 +1,173 @@
+"""The cost of sampling on the CPU: every ratio of the speed table measured in one run.
+
+Usage: python benchmarks/bench_speed.py [--threads 2] [--repeats 5] [--json benchmarks/results/speed.json]
+       [--skip-wide] (leaves out the width-64 CNN, the slowest row) [--clock wall|cpu]
+
+Rows (inference in eval mode without autograd unless stated; times are medians over repeats,
+and the configurations of a row are interleaved within each repeat so that load from other
+processes falls on all of them alike):
+
+* ``pbit_vs_tanh``: a ``PBit`` (seeded generator) against ``nn.Tanh`` on a 256 x 2048 input;
+* ``linear_pbit_vs_tanh``: ``Linear(2048, 2048)`` followed by each, batch 256;
+* ``cnn{w}_t10_vs_t1``: the reference CNN (3x32x32, width w), batch 256, ``SampledModel`` at
+  T = 10 against T = 1 (with ``max_rows=MAX_ROWS``, as evaluation uses it), and a Python loop of 10 plain forwards against T = 1;
+* ``cnn16_loop_vs_batched_b{B}``: the loop of 10 forwards against the batched T = 10, batch B;
+* ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1;
+* ``train_s8_vs_s1``: one Adam step on the sample-aware loss of the reference CNN (width 16,
+  batch 64), s = 8 against s = 1.
+
+Each row prints the ratio of medians and the spread: the smallest and largest ratio of one
+repeat's two times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pdnn import SampledModel
+from pdnn.nn import PBit
+from pdnn.models import create
+from pdnn.sampling import MAX_ROWS, loss_of_samples
+
+
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, blind to time spent waiting for a core
+
+
+def timed(fn) -> float:
+    began = CLOCK()
+    fn()
+    return CLOCK() - began
+
+
+def compare(name: str, goal: str, configs: dict, repeats: int, inner: int = 1, pairs=()) -> dict:
+    """Time every configuration ``repeats`` times, interleaved; ratios are to the first one and,
+    for each ``(numerator, denominator)`` in ``pairs``, between those two."""
+    for fn in configs.values():  # warm-up (also traces graphs and sizes the buffers)
+        fn()
+    times = {key: [] for key in configs}
+    for _ in range(repeats):
+        for key, fn in configs.items():
+            times[key].append(timed(lambda: [fn() for _ in range(inner)]) / inner)
+    base = next(iter(configs))
+    row = {"row": name, "goal": goal, "base": base, "median_s": {}, "ratio": {}, "spread": {}}
+    for key, ts in times.items():
+        row["median_s"][key] = statistics.median(ts)
+    for top, bottom in [(key, base) for key in configs if key != base] + list(pairs):
+        label = f"{top}/{bottom}"
+        row["ratio"][label] = row["median_s"][top] / row["median_s"][bottom]
+        per_repeat = [t / b for t, b in zip(times[top], times[bottom])]
+        row["spread"][label] = [min(per_repeat), max(per_repeat)]
+    return row
+
+
+@torch.no_grad()
+def activation_rows(repeats: int) -> list[dict]:
+    x = torch.randn(256, 2048)
+    pbit, tanh = PBit(), nn.Tanh()
+    pbit.generator = torch.Generator().manual_seed(0)
+    rows = [compare("pbit_vs_tanh", "<= 2", {"tanh": lambda: tanh(x), "pbit": lambda: pbit(x)},
+                    repeats, inner=20)]
+    linear = nn.Linear(2048, 2048)
+    rows.append(compare("linear_pbit_vs_tanh", "<= 1.1",
+                        {"tanh": lambda: tanh(linear(x)), "pbit": lambda: pbit(linear(x))},
+                        repeats, inner=5))
+    return rows
+
+
+def loop(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
+    return torch.stack([model(x) for _ in range(samples)]).mean(0)
+
+
+@torch.no_grad()
+def cnn_rows(width: int, repeats: int, batches: tuple[int, ...]) -> list[dict]:
+    torch.manual_seed(0)
+    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=width).eval()
+    rows = []
+    for batch in batches:
+        x = torch.randn(batch, 3, 32, 32)
+        one, ten = (SampledModel(model, t, seed=0, max_rows=MAX_ROWS) for t in (1, 10))
+        configs = {"T=1": lambda: one(x), "T=10": lambda: ten(x), "loop10": lambda: loop(model, x, 10)}
+        inner = max(1, 64 // (batch * width // 16))
+        rows.append(compare(f"cnn{width}_b{batch}", "T=10/T=1 <= 9 at batch 256; loop10/T=10 >= 1",
+                            configs, repeats, inner, pairs=[("loop10", "T=10")]))
+    return rows
+
+
+@torch.no_grad()
+def mlp_rows(repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    model = create("mlp", neuron="pbit", input_shape=(1, 28, 28), width=2048, depth=3).eval()
+    x = torch.randn(1, 1, 28, 28)
+    one, many = SampledModel(model, 1, seed=0), SampledModel(model, 16, seed=0)
+    row = compare("mlp_b1", "T=16/T=1 <= 2; loop16/T=16 >= 8",
+                  {"T=1": lambda: one(x), "T=16": lambda: many(x), "loop16": lambda: loop(model, x, 16)},
+                  repeats, inner=10, pairs=[("loop16", "T=16")])
+    return [row]
+
+
+def train_rows(repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def step(sampler):
+        loss, _ = loss_of_samples(sampler(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    one = SampledModel(model, 1, reduce="none", seed=0)
+    eight = SampledModel(model, 8, reduce="none", seed=0)
+    return [compare("train_cnn16_b64", "s=8/s=1 <= 6",
+                    {"s=1": lambda: step(one), "s=8": lambda: step(eight)}, repeats, inner=2)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-wide", action="store_true", help="leave out the width-64 CNN")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: CPU time of the process (all threads), robust on a loaded machine")
+    parser.add_argument("--only", nargs="+", choices=("act", "mlp", "train", "cnn16", "cnn64"),
+                        help="measure only these groups of rows")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock")
+    print(f"{'row':22} {'ratio':24} {'value':>7}  {'spread':>13}  goal", flush=True)
+    rows = []
+    groups = {"act": lambda: activation_rows(args.repeats), "mlp": lambda: mlp_rows(args.repeats),
+              "train": lambda: train_rows(args.repeats),
+              "cnn16": lambda: cnn_rows(16, args.repeats, (1, 16, 256)),
+              "cnn64": lambda: [] if args.skip_wide else cnn_rows(64, max(2, args.repeats // 2), (256,))}
+    for name, measure in groups.items():
+        if args.only and name not in args.only:
+            continue
+        for row in measure():
+            rows.append(row)
+            for label, ratio in row["ratio"].items():
+                low, high = row["spread"][label]
+                print(f"{row['row']:22} {label:24} {ratio:>7.2f}  {low:>5.2f}-{high:<6.2f}  {row['goal']}",
+                      flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
+                                    "repeats": args.repeats, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
