@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UsageError
-from ..io import RunError, read_config, read_json, save_figure
+from ..io import RunError, read_json, save_figure
 from .account import Settings, network_energy
-from .tradeoff import check_one_dataset, is_float32_config, pareto_front, run_network
+from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
 
 METRIC_FILES = ("fid-clf.json", "fid.json")
 
@@ -65,13 +65,7 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
         raise UsageError("tradeoff needs at least one run directory")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
         raise UsageError(f"tolerance must be a distance >= 0, got {tolerance!r}")
-    runs, skipped = [], []
-    for run_dir in run_dirs:
-        config = read_config(run_dir)
-        if fid_file(run_dir):
-            runs.append((str(run_dir), config))
-        else:
-            skipped.append({"run": str(run_dir), "reason": f"no fid-clf.json or fid.json (run `pdnn fid {run_dir}`)"})
+    runs, skipped = measured_runs(run_dirs, fid_file, "no fid-clf.json or fid.json (run `pdnn fid {}`)")
     if not runs:
         raise RunError(f"none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
     dataset = check_one_dataset(runs)

@@ -92,6 +92,19 @@ def marginal_costs(points: Sequence[dict]) -> list[dict]:
     return rows
 
 
+def measured_runs(run_dirs, measured, missing: str) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """``(run, config)`` of the runs for which ``measured(run)`` holds, and the others as
+    ``{"run", "reason"}`` (``missing`` formatted with the run) to list as skipped."""
+    runs, skipped = [], []
+    for run_dir in run_dirs:
+        config = read_config(run_dir)
+        if measured(run_dir):
+            runs.append((str(run_dir), config))
+        else:
+            skipped.append({"run": str(run_dir), "reason": missing.format(run_dir)})
+    return runs, skipped
+
+
 def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     """Pareto front and minimum-energy choice over ``points``.
 
@@ -230,13 +243,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     settings = settings or Settings()
     if not run_dirs:
         raise UsageError("tradeoff needs at least one run directory")
-    runs, skipped = [], []
-    for run_dir in run_dirs:
-        config = read_config(run_dir)
-        if eval_files(run_dir):
-            runs.append((str(run_dir), config))
-        else:
-            skipped.append({"run": str(run_dir), "reason": f"no eval-*.json (run `pdnn eval {run_dir}`)"})
+    runs, skipped = measured_runs(run_dirs, lambda d: bool(eval_files(d)), "no eval-*.json (run `pdnn eval {}`)")
     if not runs:
         raise RunError(f"none of the runs has been evaluated (no eval-*.json in {', '.join(map(str, run_dirs))}); "
                        "run `pdnn eval RUN_DIR` first")
