@@ -21,11 +21,11 @@ from .checks import positive_int
 from .errors import UsageError
 from .nn import is_stochastic
 from .progress import progress_bar
-from .sampling import MAX_ROWS as SPLIT_ROWS
-from .sampling import SampledModel, check_samples
+from .sampling import MAX_ROWS as SPLIT_ROWS, SampledModel, check_samples
 
-MAX_ROWS = 1024  # samples x batch rows per forward pass: bounds memory; on a CPU 512-1024 rows ran
-# the reference CNN ~20 % faster than 4096 (activations stay closer to the cache)
+MAX_ROWS = 1024  # rows per forward pass where samples are folded here (layer aggregation, batch-norm
+# re-estimation); network evaluation draws at most this many samples per call, which the sampler
+# runs SPLIT_ROWS rows at a time
 BATCH = 64  # test examples per batch: at T = 1 a pass is this many rows; at 500 the reference CNN's
 # first-layer activations on CIFAR-10 were 64 MB apiece and the per-epoch check in `train` peaked
 # 270 MB above training itself (64 rows: 8 MB apiece, within what training already uses)
@@ -80,8 +80,7 @@ def _layer_correct(
     seed: int, batch_size: int, prepare: Callable, progress: bool,
 ) -> dict[int, list[int]]:
     correct = {t: [0] * repeats for t in samples}
-    bar = progress_bar(total=len(samples) * repeats, desc="eval (layer)", enabled=progress,
-               leave=False)
+    bar = progress_bar(total=len(samples) * repeats, desc="eval (layer)", enabled=progress, leave=False)
     for t in samples:
         for r in range(repeats):
             sampler = SampledModel(model, t, aggregate="layer", seed=seed + 1000 * r + t)
