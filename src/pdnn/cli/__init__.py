@@ -16,10 +16,10 @@ import warnings
 from ..errors import UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
-from . import convert, demo, energy, evaluate, fid, generate, hw, plot, study, train
+from . import convert, demo, energy, evaluate, fid, generate, hw, plot, reproduce, study, train
 
 # command modules, in the order ``pdnn --help`` lists them
-_COMMANDS = (demo, train, evaluate, plot, study, convert, energy, generate, fid, hw)
+_COMMANDS = (demo, reproduce, train, evaluate, plot, study, convert, energy, generate, fid, hw)
 
 
 def build_parser() -> argparse.ArgumentParser:

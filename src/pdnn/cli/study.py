@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", default="1,2,5,10,20,50", help="test T values")
     p.add_argument("--train-samples", default="1,2,4,8", help="training s values")
+    p.add_argument("--quant-bits", default="1,2,3,4", help="k of the k-bit baselines")
+    p.add_argument("--pbit-neurons", default="pbit,pbit-unipolar",
+                   help="p-bit families trained at every s: pbit, optionally pbit-unipolar")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data-dir", action="append", metavar="ROOT")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -37,7 +40,8 @@ def run(args) -> int:
     spec = StudySpec(dataset=args.dataset, model=args.model, width=args.width, beta=args.beta, epochs=args.epochs,
                      subset=args.subset, eval_subset=args.eval_subset, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                      seed=args.seed, test_samples=parse_samples(args.samples),
-                     train_samples=parse_samples(args.train_samples), repeats=args.repeats)
+                     train_samples=parse_samples(args.train_samples), quant_bits=parse_samples(args.quant_bits),
+                     pbit_neurons=args.pbit_neurons.split(","), repeats=args.repeats)
     summary = run_study(args.out, spec, roots=args.data_dir, device=resolve_device(args.device),
                         progress=not args.quiet)
     for c in summary["claims"]:

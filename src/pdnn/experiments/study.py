@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..data import describe  # noqa: E402
+from ..errors import UsageError  # noqa: E402
 from ..io import save_figure, write_text  # noqa: E402
 from ..models import ModelConfig  # noqa: E402
 from ..plots import plot_accuracy_vs_samples  # noqa: E402
@@ -45,13 +46,14 @@ class StudySpec:
     test_samples: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50])
     train_samples: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     quant_bits: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    pbit_neurons: list[str] = field(default_factory=lambda: ["pbit", "pbit-unipolar"])
     repeats: int = 3
 
     def runs(self) -> dict[str, tuple[str, int]]:
         """Run name -> (neuron, training samples)."""
         runs = {"tanh": ("tanh", 1), "sigmoid": ("sigmoid", 1)}
         runs.update({f"quant{k}": (f"quant:{k}", 1) for k in self.quant_bits})
-        for neuron in ("pbit", "pbit-unipolar"):
+        for neuron in self.pbit_neurons:
             runs.update({f"{neuron}-s{s}": (neuron, s) for s in self.train_samples})
         return runs
 
@@ -60,23 +62,44 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     """Train and evaluate every run of ``spec`` under ``out/runs``; write the summary, figures and
     README under ``out``. Returns the summary."""
     out = Path(out)
-    info = describe(spec.dataset)
-    models = {name: ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
-                                num_classes=info["num_classes"], width=spec.width,
-                                beta=spec.beta if neuron.startswith("pbit") else 1.0)
-              for name, (neuron, _) in spec.runs().items()}  # bad sizes fail before anything is written
+    models = study_models(spec)  # bad sizes fail before anything is written
     write_json(out / "spec.json", asdict(spec))
-    for name, (neuron, samples) in spec.runs().items():
-        run_dir = out / "runs" / name
-        model = models[name]
-        config = TrainConfig(samples=samples, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                             schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
+    for name in spec.runs():
         if progress:
+            neuron, samples = spec.runs()[name]
             print(f"== {name}: neuron {neuron}, s = {samples}")
-        ensure_trained(run_dir, model, spec.dataset, config, roots=roots, subset=spec.subset,
-                       device=device, progress=progress, label=name)
-        ensure_evaluated(run_dir, spec.test_samples, spec.repeats, roots=roots, subset=spec.eval_subset,
-                         device=device, progress=progress)
+        train_one(out, spec, name, models[name], roots=roots, device=device, progress=progress)
+        evaluate_one(out, spec, name, roots=roots, device=device, progress=progress)
+    return finish_study(out, spec)
+
+
+def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
+    """The model of every run of ``spec`` (validating the spec)."""
+    if "pbit" not in spec.pbit_neurons or not set(spec.pbit_neurons) <= {"pbit", "pbit-unipolar"}:
+        raise UsageError(f"p-bit neurons {spec.pbit_neurons}: expected 'pbit', optionally with 'pbit-unipolar'")
+    info = describe(spec.dataset)
+    return {name: ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
+                              num_classes=info["num_classes"], width=spec.width,
+                              beta=spec.beta if neuron.startswith("pbit") else 1.0)
+            for name, (neuron, _) in spec.runs().items()}
+
+
+def train_one(out: Path, spec: StudySpec, name: str, model: ModelConfig, **kwargs) -> None:
+    """Train run ``name`` of the study (resuming or skipping it as far as it got)."""
+    config = TrainConfig(samples=spec.runs()[name][1], epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                         schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
+    ensure_trained(Path(out) / "runs" / name, model, spec.dataset, config, subset=spec.subset, label=name, **kwargs)
+
+
+def evaluate_one(out: Path, spec: StudySpec, name: str, **kwargs) -> None:
+    """Evaluate run ``name`` at every test T, unless that evaluation exists."""
+    ensure_evaluated(Path(out) / "runs" / name, spec.test_samples, spec.repeats, subset=spec.eval_subset, **kwargs)
+
+
+def finish_study(out: Path, spec: StudySpec) -> dict:
+    """Write ``spec.json``, ``summary.json``, the figures and ``README.md`` from the runs."""
+    out = Path(out)
+    write_json(out / "spec.json", asdict(spec))
     summary = summarise(out, spec)
     write_json(out / "summary.json", summary)
     draw_figures(out, spec, summary)
@@ -141,6 +164,8 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
     claim("training with s matching test T is best",
           "for every T, the s nearest T is within one std (or 0.2 point) of the best s", wins == len(ts),
           f"{wins}/{len(ts)} T values; " + "; ".join(details))
+    if "pbit-unipolar" not in spec.pbit_neurons:
+        return claims
     gaps = [abs(_acc(runs, f"pbit-s{s}", t) - _acc(runs, f"pbit-unipolar-s{s}", t)) for s in ss for t in ts]
     claim("sigmoid (unipolar) and tanh (bipolar) p-bits perform alike",
           "abs(bipolar − unipolar) ≤ 1 point for every (s, T)", max(gaps) <= TOLERANCE,
@@ -150,12 +175,12 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
 
 def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
     baselines = ["tanh", "sigmoid", *[f"quant{k}" for k in spec.quant_bits]]
-    for neuron in ("pbit", "pbit-unipolar"):
+    for neuron in spec.pbit_neurons:
         runs = [out / "runs" / f"{neuron}-s{s}" for s in spec.train_samples]
         plot_accuracy_vs_samples(runs + [out / "runs" / b for b in baselines], out / f"accuracy_vs_samples_{neuron}.png",
                                  title=f"{spec.dataset}: {neuron} p-DNNs (s = training samples) vs baselines")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, neuron in zip(axes, ("pbit", "pbit-unipolar")):
+    fig, axes = plt.subplots(1, len(spec.pbit_neurons), figsize=(5.5 * len(spec.pbit_neurons), 4), squeeze=False)
+    for ax, neuron in zip(axes[0], spec.pbit_neurons):
         matrix = [[100 * _acc(summary["runs"], f"{neuron}-s{s}", t) for t in spec.test_samples] for s in spec.train_samples]
         image = ax.imshow(matrix, cmap="viridis", aspect="auto")
         for i, row in enumerate(matrix):
@@ -183,7 +208,11 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
                + (f" --beta {spec.beta:g}" if spec.beta != 1.0 else "")
                + (f" --subset {spec.subset}" if spec.subset else "")
                + (f" --eval-subset {spec.eval_subset}" if spec.eval_subset else "")
-               + f" --schedule {spec.schedule} --out {out}")
+               + f" --schedule {spec.schedule}"
+               + (f" --train-samples {','.join(map(str, spec.train_samples))}" if spec.train_samples != [1, 2, 4, 8] else "")
+               + (f" --quant-bits {','.join(map(str, spec.quant_bits))}" if spec.quant_bits != [1, 2, 3, 4] else "")
+               + (f" --pbit-neurons {','.join(spec.pbit_neurons)}" if spec.pbit_neurons != ["pbit", "pbit-unipolar"] else "")
+               + f" --out {out}")
     lines = [
         f"# Accuracy versus samples on {spec.dataset}",
         "",
@@ -221,8 +250,9 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
               "| claim | rule | ours | verdict |", "|---|---|---|---|"]
     for c in summary["claims"]:
         lines.append(f"| {c['claim']} | {c['rule']} | {c['ours']} | {'holds' if c['holds'] else 'does not hold'} |")
-    lines += ["", "![train-test matrix](train_test_matrix.png)", "",
-              "![unipolar](accuracy_vs_samples_pbit-unipolar.png)", ""]
+    lines += ["", "![train-test matrix](train_test_matrix.png)", ""]
+    if "pbit-unipolar" in spec.pbit_neurons:
+        lines += ["![unipolar](accuracy_vs_samples_pbit-unipolar.png)", ""]
     notes = out / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text()]

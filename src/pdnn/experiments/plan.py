@@ -1,0 +1,130 @@
+"""The pieces of ``pdnn reproduce``: a plan of steps, claims with verdicts, report sections.
+
+Every study of pdnn is a module of :mod:`pdnn.experiments.studies` with a ``NAME``, a ``TITLE``,
+``steps(ctx)`` (the work, as :class:`Step` s) and ``section(ctx)`` (what the finished work shows,
+as a :class:`Section` holding :class:`Claim` s). A step is small -- one training run, one
+evaluation, one synthesis -- so that an interrupted plan loses at most one step's work, and it is
+idempotent: it finishes what an interrupted attempt started (training resumes from its checkpoint)
+and does nothing when its result is already there. ``section`` only reads files: a result that is
+missing gives a claim that is *not measured*, with the reason, never a guess.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..data import DatasetNotFound, data_roots
+from ..data.catalog import find
+from ..errors import UsageError
+
+SCALES = ("tiny", "small", "full")
+VERDICTS = ("holds", "does not hold", "not measured")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of work: ``run()`` does it (and must be safe to call again after an interruption).
+
+    ``estimate_s`` is its expected wall time on the reference machine (2 CPU cores) at the plan's
+    scale; ``needs`` names the datasets (``data:NAME``) or programs (``tool:NAME``) it cannot run
+    without -- a step whose need is missing is skipped with the reason, not failed.
+    """
+
+    key: str
+    estimate_s: float
+    run: Callable[[], object]
+    needs: tuple[str, ...] = ()
+
+
+@dataclass
+class Claim:
+    """One claim, the paper's figure for it, ours, the rule that decides, and the verdict."""
+
+    claim: str
+    paper: str
+    ours: str = "–"
+    rule: str = ""
+    verdict: str = "not measured"
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r}: expected one of {VERDICTS}")
+
+    @classmethod
+    def decide(cls, claim: str, paper: str, ours: str, rule: str, holds: bool, reason: str = "") -> "Claim":
+        return cls(claim, paper, ours, rule, "holds" if holds else "does not hold", reason)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG and its caption, which states the schedule and data it shows (the report adds the
+    machine and the study's wall time)."""
+
+    path: Path
+    caption: str
+
+
+@dataclass
+class Section:
+    """A study's part of the report: its claims, its figures and its text (Markdown whose links
+    are relative to the report's folder)."""
+
+    title: str
+    claims: list[Claim] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
+class Context:
+    """Where a plan writes, at which scale, and how it finds data and runs models."""
+
+    out: Path  # the report's folder; the work goes under out/<scale>/
+    scale: str
+    roots: list[str] | None = None
+    device: str = "cpu"
+    skipped: dict[str, str] = field(default_factory=dict)  # step key -> why it did not run
+    failed: dict[str, str] = field(default_factory=dict)  # step key -> the error it raised
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise UsageError(f"scale {self.scale!r}: expected one of {', '.join(SCALES)}")
+        self.out = Path(self.out)
+
+    @property
+    def work(self) -> Path:
+        return self.out / self.scale
+
+    def dir(self, *parts: str) -> Path:
+        return self.work.joinpath(*parts)
+
+    def missing(self, need: str) -> str | None:
+        """Why ``need`` (``data:NAME`` or ``tool:NAME``) is not available here, or None."""
+        kind, _, name = need.partition(":")
+        if kind == "data":
+            try:
+                find(name, data_roots(self.roots))
+            except DatasetNotFound as err:
+                return str(err).splitlines()[0]
+            return None
+        if kind == "tool":
+            return None if shutil.which(name) else f"{name} is not installed"
+        raise ValueError(f"need {need!r}: expected data:NAME or tool:NAME")
+
+    def why_missing(self, prefix: str) -> str:
+        """The reason recorded for the first skipped step under ``prefix`` (for 'not measured')."""
+        for key, reason in self.skipped.items():
+            if key.startswith(prefix):
+                return reason
+        return "not run yet"
+
+
+def not_measured(claim: str, paper: str, reason: str, rule: str = "") -> Claim:
+    return Claim(claim, paper, rule=rule, reason=reason)
+
+
+def pct(fraction: float, digits: int = 2) -> str:
+    return f"{100 * fraction:.{digits}f}%"

@@ -1,0 +1,115 @@
+"""The report of ``pdnn reproduce``: ``REPORT.md`` and a self-contained ``REPORT.html``.
+
+The Markdown is written first, from the studies' sections; the HTML is the same text converted
+by the ``markdown`` library with every figure inlined as a data URI, so the page can be mailed
+or archived as one file. Both are rewritten whole (atomically) on every run of the plan.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import markdown
+
+from ..io import write_text
+from .plan import Claim, Context, Section
+
+PAPER = ('"Improving deep neural network performance through sampling" '
+         "([arXiv 2507.07763](https://arxiv.org/abs/2507.07763))")
+SCALE_TEXT = {
+    "tiny": "**tiny**: a few hundred examples and one epoch per run. It checks that the plan runs end "
+            "to end; its numbers say nothing about the paper.",
+    "small": "**small**: reduced schedules chosen to fit in 2 hours on 2 CPU cores (each study states "
+             "its own). Their numbers are evidence at that budget, not the paper's schedule.",
+    "full": "**full**: the paper's schedules (long training on full datasets), meant for a GPU.",
+}
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def claims_table(rows: list[tuple[str, Claim]]) -> list[str]:
+    lines = ["| # | study | claim | paper | ours | rule | verdict |", "|---:|---|---|---|---|---|---|"]
+    for i, (study, c) in enumerate(rows, 1):
+        verdict = {"holds": "**holds**", "does not hold": "**does not hold**"}.get(c.verdict, "not measured")
+        if c.reason:
+            verdict += f" ({c.reason})"
+        lines.append(f"| {i} | {_cell(study)} | {_cell(c.claim)} | {_cell(c.paper)} | {_cell(c.ours)} | "
+                     f"{_cell(c.rule)} | {_cell(verdict)} |")
+    return lines
+
+
+def render(ctx: Context, studies, sections: list[Section], state: dict) -> str:
+    done = state.get("done", {})
+    wall = sum(v["wall_s"] for v in done.values())
+    m = state.get("machine", {})
+    rows = [(s.title, c) for s in sections for c in s.claims]
+    counts = {v: sum(c.verdict == v for _, c in rows) for v in ("holds", "does not hold", "not measured")}
+    lines = [
+        "# pdnn reproduces the paper",
+        "",
+        f"Every claim of {PAPER} that pdnn can test, measured by one command:",
+        "",
+        "```",
+        f"pdnn reproduce --scale {ctx.scale} --out {ctx.out}",
+        "```",
+        "",
+        f"- Scale {SCALE_TEXT[ctx.scale]}",
+        f"- Machine: {m.get('processor', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}"
+        f" ({'CUDA' if m.get('cuda') else 'CPU only'}). Wall time of all steps: {wall / 3600:.2f} h"
+        f" ({len(done)} steps; per study below).",
+        f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
+        f"{counts['not measured']} not measured. A verdict follows the stated rule, decided before the "
+        "numbers; the study sections give the evidence.",
+        "",
+        "## The paper's claims",
+        "",
+        *claims_table(rows),
+        "",
+    ]
+    machine_line = (f"{m.get('processor', '?')}, {m.get('threads', '?')} threads"
+                    f"{', CUDA' if m.get('cuda') else ', CPU only'}.")
+    for study, section in zip(studies, sections):
+        keys = [k for k in done if k.startswith(study.NAME + "/")]
+        study_wall = sum(done[k]["wall_s"] for k in keys)
+        lines += [f"## {section.title}", "",
+                  f"Folder: [`{ctx.scale}/{study.NAME}/`]({ctx.scale}/{study.NAME}/) · {len(keys)} steps, "
+                  f"{study_wall / 60:.1f} min wall.", ""]
+        if section.text:
+            lines += [section.text.strip(), ""]
+        for figure in section.figures:
+            rel = Path(figure.path).relative_to(ctx.out)
+            lines += [f"![{rel.stem}]({rel.as_posix()})", "",
+                      f"*{figure.caption.rstrip('.')}. {machine_line} Study wall time {study_wall / 60:.1f} min.*", ""]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(text: str, base: Path) -> str:
+    """REPORT.md as one HTML page, figures inlined (a missing figure is named, not dropped)."""
+    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+
+    def inline(match: re.Match) -> str:
+        path = base / html.unescape(match.group(2))
+        if not path.is_file():
+            return f'<strong>[missing figure {html.escape(match.group(2))}]</strong>'
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<img{match.group(1)}src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'<img([^>]*?)src="([^"]+)"', inline, body)
+    style = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:.25em .5em;"
+             "vertical-align:top}img{max-width:100%}code,pre{background:#f4f4f4}")
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>pdnn reproduce</title>"
+            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def write_report(ctx: Context, studies, state: dict) -> Path:
+    sections = [study.section(ctx) for study in studies]
+    text = render(ctx, studies, sections, state)
+    path = ctx.out / "REPORT.md"
+    write_text(path, text)
+    write_text(ctx.out / "REPORT.html", to_html(text, ctx.out))
+    return path

@@ -1,0 +1,153 @@
+"""``pdnn reproduce``: every study of pdnn run as one resumable plan, then one report.
+
+The plan is the steps of every study in :data:`pdnn.experiments.studies.STUDIES`, in order. A
+finished step is written to ``OUT/<scale>/plan-state.json`` with its measured wall time and is
+never run again; a step that was interrupted is run again and finishes what it had started (a
+training run continues from its checkpoint). A step whose data or program is missing is skipped,
+with the reason, and its claims are reported as not measured. The report is rewritten from the
+result files after every run of the plan, so it always describes what is on disk.
+
+One progress line covers the whole plan. Its time left is the estimate of the remaining steps
+scaled by this machine's pace so far (measured wall time over estimated time of the finished
+steps), so it corrects itself as the plan runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..io import read_json, write_json
+from ..progress import progress_bar
+from .plan import Context, Step
+from .report import write_report
+from .studies import STUDIES
+
+STATE = "plan-state.json"
+
+
+def plan(ctx: Context) -> list[tuple[str, Step]]:
+    """(study name, step) for every step of every study, in the order they run."""
+    steps = []
+    for study in STUDIES:
+        for step in study.steps(ctx):
+            steps.append((study.NAME, step))
+    keys = [step.key for _, step in steps]
+    duplicated = {k for k in keys if keys.count(k) > 1}
+    if duplicated:
+        raise ValueError(f"step keys must be unique; repeated: {sorted(duplicated)}")
+    return steps
+
+
+def read_state(ctx: Context) -> dict:
+    path = ctx.dir(STATE)
+    return read_json(path) if path.exists() else {"scale": ctx.scale, "done": {}}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def pace(steps: list[tuple[str, Step]], done: dict) -> float:
+    """Measured over estimated wall time of the finished steps (1 before any has finished)."""
+    estimated = sum(step.estimate_s for _, step in steps if step.key in done)
+    measured = sum(done[step.key]["wall_s"] for _, step in steps if step.key in done)
+    return measured / estimated if estimated > 0 and measured > 0 else 1.0
+
+
+def describe_plan(ctx: Context) -> str:
+    """The plan as text: every step, its estimate and whether it is done (``--dry-run``)."""
+    steps = plan(ctx)
+    done = read_state(ctx)["done"]
+    lines, study = [], None
+    for name, step in steps:
+        if name != study:
+            study = name
+            lines.append(f"{name}:")
+        status = f"done in {_duration(done[step.key]['wall_s'])}" if step.key in done else f"~{_duration(step.estimate_s)}"
+        missing = [m for m in (ctx.missing(n) for n in step.needs) if m]
+        lines.append(f"  {step.key:<52} {status:>14}" + ("  skipped: " + "; ".join(missing) if missing else ""))
+    todo = [step for _, step in steps if step.key not in done]
+    total = sum(step.estimate_s for step in todo)
+    p = pace(steps, done)
+    lines.append("")
+    lines.append(f"{len(steps)} steps, {len(todo)} to run: about {_duration(total)} on the reference machine "
+                 f"(2 CPU cores)" + (f"; at this machine's pace so far (x{p:.2f}) about {_duration(total * p)}"
+                                     if p != 1.0 else "") + ".")
+    return "\n".join(lines)
+
+
+def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
+    """Run every step not yet done, then write ``OUT/REPORT.md`` and ``OUT/REPORT.html``.
+    Returns the path of ``REPORT.md``."""
+    steps = plan(ctx)
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    state = read_state(ctx)
+    if state.get("scale", ctx.scale) != ctx.scale:
+        raise ValueError(f"{ctx.dir(STATE)} belongs to scale {state['scale']!r}, not {ctx.scale!r}")
+    done = state["done"]
+    todo = [(name, step) for name, step in steps if step.key not in done]
+    total = sum(step.estimate_s for _, step in todo)
+    bar = progress_bar(total=round(total), unit="s", enabled=progress, dynamic_ncols=True,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+    bar.set_description(f"reproduce {ctx.scale}")
+    started = time.monotonic()
+    for i, (name, step) in enumerate(todo, 1):
+        missing = [m for m in (ctx.missing(n) for n in step.needs) if m]
+        bar.set_postfix_str(step.key)
+        if missing:
+            ctx.skipped[step.key] = "; ".join(missing)
+            print(f"[{i}/{len(todo)}] {step.key}: skipped ({ctx.skipped[step.key]})", file=log)
+            bar.update(round(step.estimate_s))
+            continue
+        t0 = time.monotonic()
+        try:
+            with _quiet(bar.disable):
+                step.run()
+        except Exception as err:  # one broken step must not cost the rest of a long plan
+            ctx.failed[step.key] = ctx.skipped[step.key] = f"failed: {type(err).__name__}: {err}"
+            print(f"[{i}/{len(todo)}] {step.key}: {ctx.failed[step.key]}", file=log)
+            traceback.print_exc(file=log)
+            bar.update(round(step.estimate_s))
+            continue
+        wall = time.monotonic() - t0
+        done[step.key] = {"wall_s": round(wall, 2), "estimate_s": step.estimate_s,
+                          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_json(ctx.dir(STATE), state)
+        bar.update(round(step.estimate_s))
+        left = sum(s.estimate_s for _, s in todo[i:]) * pace(steps, done)
+        if bar.disable and progress:
+            print(f"[{i}/{len(todo)}] {step.key}: {_duration(wall)}; about {_duration(left)} left", file=log)
+    bar.close()
+    state["machine"] = machine()
+    state["last_run_wall_s"] = round(time.monotonic() - started, 1)
+    write_json(ctx.dir(STATE), state)
+    return write_report(ctx, STUDIES, state)
+
+
+@contextlib.contextmanager
+def _quiet(keep_output: bool):
+    """Silence the steps' own printed lines under the plan's progress bar (on a terminal); in a
+    log (no bar) they stay, since they tell a reader where the plan is. Warnings always show."""
+    if keep_output:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def machine() -> dict:
+    return {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "python": platform.python_version()}
