@@ -11,83 +11,31 @@ OUT_DIR/cosim-PART.json (accuracy: OUT_DIR/accuracy.json); entries already there
   also under Amaranth's own simulator;
 * accuracy: the fixed-point reference on the 10000 test images for several T, beside the float
   p-DNN (SampledModel) it came from.
+(the measurements live in pdnn.experiments.hardware_study)
 """
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from pdnn.hw import export, fixed, sim
+from pdnn.experiments import hardware_study as hs
+from pdnn.hw import export, fixed
 
 
 def main(part: str, out: Path) -> None:
     if part not in ("layer", "core", "accuracy"):
         raise SystemExit(f"part must be layer, core or accuracy; got {part!r}")
     path = out / f"cosim-{part}.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-
-    def save(name, obj, target=path):
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
-        tmp.replace(target)
-
     net = fixed.load(out / "export")
     images, labels = export.test_images("fashion-mnist")
-    for arrangement, count in (("per-neuron", 1000), ("shared", 300)) if part == "layer" else ():
-        key = f"layer1/{arrangement}"
-        if key in results:
-            continue
-        variant = replace(net, rng=arrangement)
-        vectors = np.random.default_rng(1).choice([-1, 1], size=(count, variant.layers[1].n_in))
-        start = time.time()
-        rtl_bits = sim.simulate_layer(variant, 1, vectors)
-        ref_bits = fixed.layer_sample(variant, 1, vectors, 0)
-        results[key] = {"vectors": count, "bits_compared": int(ref_bits.size),
-                        "bits_different": int((rtl_bits != ref_bits).sum()),
-                        "simulator": "amaranth", "seconds": round(time.time() - start, 1)}
-        save(key, results)
-        print(key, results[key], flush=True)
-    key = "core/amaranth/T2"
-    if part == "core" and key not in results:
-        start = time.time()
-        totals, decisions, cycles = sim.simulate_core(net, images[:5], 2)
-        ref_totals, ref_decisions = fixed.reference(net, images[:5], 2)
-        results[key] = {"images": 5, "samples": 2, "cycles": cycles,
-                        "totals_different": int((totals != ref_totals).sum()),
-                        "decisions_different": int((decisions != ref_decisions).sum()),
-                        "seconds": round(time.time() - start, 1)}
-        save(key, results)
-        print(key, results[key], flush=True)
-    for samples in (1, 10) if part == "core" else ():
-        key = f"core/iverilog/T{samples}"
-        if key in results:
-            continue
-        start = time.time()
-        with tempfile.TemporaryDirectory() as work:
-            totals, decisions = sim.simulate_core_verilog(net, images[:200], samples, work)
-        ref_totals, ref_decisions = fixed.reference(net, images[:200], samples)
-        results[key] = {"images": 200, "samples": samples,
-                        "totals_different": int((totals != ref_totals).sum()),
-                        "decisions_different": int((decisions != ref_decisions).sum()),
-                        "accuracy_rtl": float((decisions == labels[:200]).mean()),
-                        "seconds": round(time.time() - start, 1)}
-        save(key, results)
-        print(key, results[key], flush=True)
-    acc_path = out / "accuracy.json"
-    if part == "accuracy" and not acc_path.exists():
-        rows = []
-        for samples in (1, 2, 4, 10, 32):
-            _, decisions = fixed.reference(net, images, samples)
-            rows.append({"samples": samples, "fixed_point": float((decisions == labels).mean()),
-                         "float": export.float_accuracy(out / "run", images, labels, samples)})
-            print(rows[-1], flush=True)
-        save("accuracy", {"test_images": len(images), "spec": net.describe() | {"meta": None}, "rows": rows}, acc_path)
+    if part == "layer":
+        hs.cosim_layer(path, net, {"per-neuron": 1000, "shared": 300}, log=print)
+    elif part == "core":
+        hs.cosim_core(path, net, images[:5], labels[:5], "amaranth", 2, log=print)
+        for samples in (1, 10):
+            hs.cosim_core(path, net, images[:200], labels[:200], "iverilog", samples, log=print)
+    else:
+        hs.accuracy_sweep(out / "accuracy.json", net, out / "run", images, labels, log=print)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,15 @@ defaults to results/hardware; entries already in the file are kept (the parts ca
 * core16: the core and its generators for the network cut to its first 16 neurons per hidden
   layer (784-16-16-10, the trained weights and tables of those neurons): a whole core small
   enough to synthesise in one piece.
+(the measurements live in pdnn.experiments.hardware_study)
 """
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from pdnn.hw import fixed, rtl, synth
-
-ACT_BITS = 8
+from pdnn.experiments import hardware_study as hs
+from pdnn.hw import fixed, synth
 
 
 def main(part: str, out: Path) -> None:
@@ -34,81 +30,16 @@ def main(part: str, out: Path) -> None:
         raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core, core16, generators, parts; "
                          f"got {part!r}")
     path = out / (f"synth-units-{part}.json" if part in synth.FAMILIES else f"synth-{part}.json")
-    results = json.loads(path.read_text()) if path.exists() else {"units": {}, "core": {}}
-
-    def save():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        tmp.replace(path)
-
-    for family in [part] if part in synth.FAMILIES else []:
-        for bw in (4, 8, 16):
-            for n in (16, 64, 256):
-                for unit_name in synth.UNITS:
-                    unit = synth.unit(unit_name, ACT_BITS, bw, n)
-                    key = f"{family}/{unit_name}/bw{bw}/n{n}"
-                    if key in results["units"]:
-                        continue
-                    start = time.time()
-                    with tempfile.TemporaryDirectory() as work:
-                        r = synth.synthesize(unit, family, work)
-                    r.update(unit=unit_name, weight_bits=bw, n=n, act_bits=ACT_BITS if unit_name == "mac" else 1,
-                             acc_bits=unit.acc_bits, seconds=round(time.time() - start, 1))
-                    results["units"][key] = r
-                    save()
-                    print(key, r["lut"], r["ff"], r["carry"], flush=True)
     if part in synth.FAMILIES:
+        hs.synth_units(path, part, log=print)
         return
     net = fixed.load(out / "export")
     if part == "parts":
-        for k, layer in enumerate(net.layers):
-            pieces = {"lane": (rtl.MACUnit(net.input_bits, net.weight_bits, layer.n_in, net.acc_bits(k))
-                               if layer.kind == "mac" else rtl.ACUnit(net.weight_bits, layer.n_in, net.acc_bits(k)))}
-            if layer.thresholds is not None:
-                pieces["neuron"] = rtl.PBitNeuron(layer.thresholds[0], net.acc_bits(k), net.random_bits)
-            for name, component in pieces.items():
-                key = f"xilinx/layer{k}/{name}"
-                if key in results["core"]:
-                    continue
-                with tempfile.TemporaryDirectory() as work:
-                    r = synth.synthesize(component, "xilinx", work)
-                r.update(count=layer.n_out)
-                results["core"][key] = r
-                save()
-                print(key, r["lut"], r["ff"], r["carry"], flush=True)
-        return
-    if part == "core16":
-        net = cut(net, 16)
-    for arrangement in ("per-neuron", "shared"):
-        variant = replace(net, rng=arrangement)
-        pieces = {"core": rtl.Core, "generators": rtl.Generators} if part == "core16" else {part: None}
-        for name in pieces:
-            key = f"xilinx/{name}/{arrangement}"
-            if key in results["core"]:
-                continue
-            component = (rtl.Core if name == "core" else rtl.Generators)(variant)
-            start = time.time()
-            with tempfile.TemporaryDirectory() as work:
-                r = synth.synthesize(component, "xilinx", work)
-            r.update(seconds=round(time.time() - start, 1))
-            results["core"][key] = r
-            save()
-            print(key, r["lut"], r["ff"], r["carry"], r["ram"], flush=True)
-
-
-def cut(net: fixed.FixedNet, width: int) -> fixed.FixedNet:
-    """``net`` with only the first ``width`` neurons of each hidden layer (and their weights)."""
-    layers = []
-    for k, layer in enumerate(net.layers):
-        w = layer.weights
-        if k > 0:  # inputs: the kept neurons of the layer before (and the output layer's bias row)
-            keep = list(range(width)) + ([w.shape[1] - 1] if k == len(net.layers) - 1 else [])
-            w = w[:, keep]
-        if layer.thresholds is not None:
-            layers.append(fixed.Layer(w[:width], layer.thresholds[:width], layer.kind))
-        else:
-            layers.append(fixed.Layer(w, None, layer.kind))
-    return replace(net, layers=layers)
+        hs.synth_parts(path, net, log=print)
+    elif part == "core16":
+        hs.synth_core(path, hs.cut(net, 16), log=print)
+    else:
+        hs.synth_core(path, net, pieces=(part,), log=print)
 
 
 if __name__ == "__main__":

