@@ -16,6 +16,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..energy.eo import synapse_pj
+from ..energy.tech import DEFAULT_TABLE, load_table
+from ..hw import export, fixed, rng, rtl, sim, synth, toggles
 from ..io import read_json, write_json
 
 ACT_BITS = 8  # the MAC unit's activation width (the core reads 8-bit pixels)
@@ -37,8 +40,6 @@ def _quiet(_: str) -> None:
 
 def synth_units(path: Path, family: str, weight_bits=(4, 8, 16), fan_ins=(16, 64, 256), log: Log = _quiet) -> dict:
     """MAC against AC units, every ``(b_w, n)`` of the grid, for ``family``; into ``path``."""
-    from ..hw import synth
-
     document, units, save = _keyed(path, "units")
     for bw in weight_bits:
         for n in fan_ins:
@@ -72,8 +73,6 @@ def unit_ratios(units: dict, family: str) -> list[dict]:
 
 def cut(net, width: int):
     """``net`` with only the first ``width`` neurons of each hidden layer (and their weights)."""
-    from ..hw import fixed
-
     layers = []
     for k, layer in enumerate(net.layers):
         w = layer.weights
@@ -91,8 +90,6 @@ def synth_core(path: Path, net, pieces=("core", "generators"), arrangements=("pe
                log: Log = _quiet) -> dict:
     """The whole core of ``net`` and/or its generators alone (``synth_xilinx -nodsp``), for each
     generator arrangement; into ``path`` under ``xilinx/<piece>/<arrangement>``."""
-    from ..hw import rtl, synth
-
     document, core, save = _keyed(path, "core")
     for arrangement in arrangements:
         variant = replace(net, rng=arrangement)
@@ -114,8 +111,6 @@ def synth_core(path: Path, net, pieces=("core", "generators"), arrangements=("pe
 def synth_parts(path: Path, net, log: Log = _quiet) -> dict:
     """The core's per-neuron parts one at a time (a lane of each layer, a p-bit neuron of each
     hidden layer with its real threshold table), with their counts in the core."""
-    from ..hw import rtl, synth
-
     document, core, save = _keyed(path, "core")
     for k, layer in enumerate(net.layers):
         pieces = {"lane": (rtl.MACUnit(net.input_bits, net.weight_bits, layer.n_in, net.acc_bits(k))
@@ -149,8 +144,6 @@ def generator_shares(core: dict) -> dict:
 def cosim_layer(path: Path, net, counts: dict, layer: int = 1, seed: int = 1, log: Log = _quiet) -> dict:
     """Hidden AC layer ``layer`` under Amaranth's simulator against :func:`pdnn.hw.fixed.layer_sample`,
     ``counts[arrangement]`` random +-1 vectors per generator arrangement; every output bit compared."""
-    from ..hw import fixed, sim
-
     results, _, save = _keyed(path)
     for arrangement, count in counts.items():
         key = f"layer{layer}/{arrangement}"
@@ -174,8 +167,6 @@ def cosim_core(path: Path, net, images: np.ndarray, labels: np.ndarray, simulato
     """The whole core on ``images`` at T = ``samples`` under ``simulator`` (``amaranth``, or
     ``iverilog``: the same RTL as Verilog under Icarus) against :func:`pdnn.hw.fixed.reference`;
     decisions and class totals compared."""
-    from ..hw import fixed, sim
-
     results, _, save = _keyed(path)
     key = f"core/{simulator}/T{samples}"
     if key in results:
@@ -200,8 +191,6 @@ def cosim_core(path: Path, net, images: np.ndarray, labels: np.ndarray, simulato
 def accuracy_sweep(path: Path, net, run_dir: Path, images: np.ndarray, labels: np.ndarray,
                    samples=(1, 2, 4, 10, 32), roots=None, log: Log = _quiet) -> dict:
     """Accuracy of the fixed-point reference for several T, beside the float p-DNN it came from."""
-    from ..hw import export, fixed
-
     if Path(path).exists():
         return read_json(path)
     rows = []
@@ -218,8 +207,6 @@ def accuracy_sweep(path: Path, net, run_dir: Path, images: np.ndarray, labels: n
 def toggles_per_op(unit, netlist: dict, inputs: np.ndarray, weights: np.ndarray) -> dict:
     """Toggles per operation of ``unit`` (its gate ``netlist``) over sums of ``inputs [copies, n]``
     with the per-copy weight rows ``weights [copies, n]``; checks the sums against numpy."""
-    from ..hw import rtl, toggles
-
     sim = toggles.GateSim(netlist, len(inputs))
     sim.set("clear", 1)
     sim.set("en", 0)
@@ -255,10 +242,6 @@ def switching_activity(path: Path, net, images: np.ndarray, sampled_images: int 
     it: the fraction of its thresholds below the sum, in 0..255) for all ``images``. Each unit is
     synthesised to generic gates and simulated at gate level; uniform random inputs for contrast.
     """
-    from ..energy.eo import synapse_pj
-    from ..energy.tech import DEFAULT_TABLE, load_table
-    from ..hw import fixed, rng, rtl, toggles
-
     if Path(path).exists():
         return read_json(path)
     start = time.time()

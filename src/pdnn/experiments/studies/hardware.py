@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ...io import read_json
+from ...hw import export, fixed
+from ...io import atomic_write, read_json
 from ...models import ModelConfig
 from ...train import TrainConfig
 from .. import hardware_study as hs
@@ -98,9 +99,7 @@ def train(ctx: Context) -> None:
                    device=ctx.device, progress=False, label=NAME)
 
 
-def export(ctx: Context) -> None:
-    from ...hw import export, fixed
-
+def export_run(ctx: Context) -> None:
     folder = paths(ctx)["export"]
     if (folder / fixed.SPEC).exists():  # written last by fixed.save
         return
@@ -109,14 +108,10 @@ def export(ctx: Context) -> None:
 
 
 def _net(ctx: Context):
-    from ...hw import fixed
-
     return fixed.load(paths(ctx)["export"])
 
 
 def _images(ctx: Context, count: int):
-    from ...hw import export
-
     return export.test_images("fashion-mnist", count, ctx.roots)
 
 
@@ -124,7 +119,7 @@ def steps(ctx: Context) -> list[Step]:
     s, p = settings(ctx), paths(ctx)
     train_estimate = s["epochs"] * (s["subset"] or 60000) * TRAIN_S * (1 + 0.1 * (s["train_samples"] - 1))
     out = [Step(f"{NAME}/train", 5 + train_estimate, lambda: train(ctx), DATA),
-           Step(f"{NAME}/export", 5, lambda: export(ctx), DATA)]
+           Step(f"{NAME}/export", 5, lambda: export_run(ctx), DATA)]
     for family in s["families"]:
         count = 2 * len(s["weight_bits"]) * len(s["fan_ins"])
         out.append(Step(f"{NAME}/units/{family}", count * UNIT_S,
@@ -156,8 +151,6 @@ def draw_units(ctx: Context) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ...io import atomic_write
 
     p = paths(ctx)
     if not any(p[f"units-{family}"].exists() for family in ("xilinx", "ice40")):
@@ -248,7 +241,7 @@ def section(ctx: Context) -> Section:
         + (f"the core cut to {s['core_width']} neurons per hidden layer, {', '.join(s['arrangements'])} "
            "generators, synthesised whole and the generators alone. " if s["core_width"] else
            "not synthesised at this scale. ")
-        + f"Co-simulation: hidden layer 1 under Amaranth on "
+        + "Co-simulation: hidden layer 1 under Amaranth on "
         + ", ".join(f"{n} random ±1 vectors with {a} generators" for a, n in s["cosim"].items())
         + "".join(f"; the whole core under {sim} on {n} test images at T = {t}" for sim, n, t in s["core_sims"])
         + f". Toggles: gate-level simulation of both units over layer 1's inputs ({s['toggle_images']} test "
