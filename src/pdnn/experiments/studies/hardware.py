@@ -8,13 +8,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ...hw import export, fixed
-from ...io import atomic_write, read_json
-from ...models import ModelConfig
-from ...train import TrainConfig
-from .. import hardware_study as hs
-from ..plan import Claim, Context, Figure, Section, Step, not_measured, pct
-from ..runs import ensure_trained
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ...hw import export, fixed  # noqa: E402
+from ...io import read_json, save_figure  # noqa: E402
+from ...models import ModelConfig  # noqa: E402
+from ...train import TrainConfig  # noqa: E402
+from .. import hardware_study as hs  # noqa: E402
+from ..plan import Claim, Context, Figure, Section, Step, not_measured, pct  # noqa: E402
+from ..runs import ensure_trained  # noqa: E402
 
 NAME = "hardware"
 TITLE = "FPGA datapath: AC against MAC units, generators, co-simulation, switching activity"
@@ -31,7 +36,7 @@ SETTINGS = {
                  toggle_images=10, toggle_sampled=5, toggle_samples=2),
     "small": dict(width=64, epochs=3, subset=None, train_samples=4, weight_bits=(4, 8), fan_ins=(16, 64),
                   families=("xilinx",), core_width=8, arrangements=("per-neuron",), cosim={"per-neuron": 100},
-                  core_sims=(("iverilog", 5, 2),), toggle_images=100, toggle_sampled=25, toggle_samples=10),
+                  core_sims=(("iverilog", 20, 2),), toggle_images=100, toggle_sampled=25, toggle_samples=10),
     "full": dict(width=64, epochs=100, subset=None, train_samples=4, weight_bits=(4, 8, 16), fan_ins=(16, 64, 256),
                  families=("xilinx", "ice40"), core_width=64, arrangements=("per-neuron", "shared"),
                  cosim={"per-neuron": 1000, "shared": 300},
@@ -43,8 +48,9 @@ SETTINGS = {
 # ("seconds") and single steps timed under nice: a unit synthesis 13-18 s (xilinx, b_w = 4, n = 16;
 # 94 s for the pair at a load of 11); a whole core ~300 s whether cut to 8 or 16 neurons per hidden
 # layer (layer 0's 784 inputs dominate: 307 s and 265 s; the 64-neuron core about 40 min) and its
-# generators 30-40 s; Amaranth's layer simulation ~1.05 s per 64x64 vector; Icarus 1025 s for 200
-# images of the 64-neuron core (T = 1 or 10 alike), Amaranth 235 s for 5; the toggle measurement
+# generators 30-40 s; Amaranth's layer simulation ~1.05 s per 64x64 vector; Icarus 18 s for 5 images
+# of the 64-neuron core at T = 2, 12 s of it turning the core into Verilog (1025 s for 200 images,
+# T = 1 or 10 alike, at a heavier load), Amaranth 235 s for 5 images; the toggle measurement
 # 69 s for 200 images (its Yosys runs ~1.5 s each).
 UNIT_S = 15.0
 CORE_S = {8: 300.0, 16: 300.0, 64: 2400.0}
@@ -134,7 +140,7 @@ def steps(ctx: Context) -> list[Step]:
     out.append(Step(f"{NAME}/cosim/layer", 5 + sum(s["cosim"].values()) * s["width"] ** 2 * LAYER_VECTOR_S,
                     lambda: hs.cosim_layer(p["cosim-layer"], _net(ctx), s["cosim"]), DATA))
     for simulator, images, samples in s["core_sims"]:
-        estimate = 30 + images * (5.0 if simulator == "iverilog" else 47.0)  # the fixed cost is a guess
+        estimate = 15 + images * (2.0 if simulator == "iverilog" else 47.0)
         out.append(Step(f"{NAME}/cosim/core-{simulator}-T{samples}", estimate,
                         lambda simulator=simulator, images=images, samples=samples: hs.cosim_core(
                             p["cosim-core"], _net(ctx), *_images(ctx, images), simulator, samples),
@@ -146,34 +152,29 @@ def steps(ctx: Context) -> list[Step]:
 
 
 def draw_units(ctx: Context) -> None:
-    """LUTs of the MAC and AC units against n, one line per b_w and unit (xilinx; ice40 dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """LUTs of the MAC and AC units against n: a colour per b_w, MAC solid and AC dashed, a marker
+    per FPGA family."""
     p = paths(ctx)
     if not any(p[f"units-{family}"].exists() for family in ("xilinx", "ice40")):
         raise FileNotFoundError(f"no unit counts to draw: {p['units-xilinx']} is missing")
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for family, style in (("xilinx", "-"), ("ice40", "--")):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for family, marker in (("xilinx", "o"), ("ice40", "^")):
         if not p[f"units-{family}"].exists():
             continue
         rows = hs.unit_ratios(read_json(p[f"units-{family}"])["units"], family)
-        for bw in sorted({r["weight_bits"] for r in rows}):
+        for i, bw in enumerate(sorted({r["weight_bits"] for r in rows})):
             line = [r for r in rows if r["weight_bits"] == bw]
             n = [r["n"] for r in line]
-            for unit, marker in (("mac", "o"), ("ac", "s")):
-                ax.plot(n, [r[unit] for r in line], style, marker=marker,
+            for unit, style in (("mac", "-"), ("ac", "--")):
+                ax.plot(n, [r[unit] for r in line], style, marker=marker, color=f"C{i}",
                         label=f"{unit.upper()} b_w={bw} ({family})")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("fan-in n")
     ax.set_ylabel("LUTs per unit")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
-    atomic_write(p["figure"], lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, p["figure"])
 
 
 # -- the rules, on the result files' contents ---------------------------------------------------------
