@@ -27,7 +27,9 @@ from . import accuracy
 NAME = "lowbit"
 TITLE = "Low-bit weights: energy within one point of the 32-bit network; sigmoid against tanh at matched temperature"
 
-QUANTISER = 1.2  # training time with k-bit weights over float weights: the b_w = 8 runs of results/lowbit
+# training time with k-bit weights over float weights, from the b_w = 8 runs of results/lowbit (s per
+# example: w8-tanh 1.25e-4 against tanh 1.08e-4, w8-pbit-s4 1.93e-4 against pbit-s4 1.53e-4)
+QUANTISER = 1.2
 TRADEOFF_S = 20  # two trade-offs over about 30 runs: building each model and pricing every T
 MEMORIES = ("dram", "sram")
 TOLERANCE = 0.01  # "within 1 % accuracy" = within one percentage point
@@ -44,9 +46,9 @@ class Grid:
     train_samples: tuple[int, ...]
 
 
-# small: b_w in {1, 2, 4} x {tanh, quant1, quant2, p-bit s = 4} on Fashion-MNIST is about 7 minutes
-# (estimates below); CIFAR-10's w4-tanh and w4-pbit-s4 (about 5 more) do not fit the study's
-# 12-minute share of the small plan.
+# small, by the estimates below: b_w in {1, 2, 4} x {tanh, quant1, quant2, p-bit s = 4} on Fashion-MNIST
+# 7.5 minutes, the matched runs 1.7, trade-off and tables 0.5: 9.6 of the study's 12-minute share of
+# the small plan. CIFAR-10's w4-tanh and w4-pbit-s4 would add 5 (60 s and 240 s), so they are left out.
 GRIDS = {
     "tiny": {"fashion-mnist": Grid((2,), (1,), (2,)), "cifar10": Grid((4,), (), (2,))},
     "small": {"fashion-mnist": Grid((1, 2, 4), (1, 2), (4,))},
@@ -177,7 +179,8 @@ def judge_gain(claim: str, h: dict) -> Claim:
                 f"{best['gain']:.2f}×")
     if low is None:
         m = h["most_accurate_lowbit_pbit"]
-        closest = "" if m is None else f" (most accurate: {m['label']}, {100 * m['accuracy']:.2f}% vs {100 * ref['accuracy']:.2f}%)"
+        closest = ("" if m is None else
+                   f" (most accurate: {m['label']}, {100 * m['accuracy']:.2f}% vs {100 * ref['accuracy']:.2f}%)")
         return Claim.decide(claim, PAPER_GAIN, f"no p-DNN with low-bit weights within 1 point{closest}; {cheapest}",
                             RULE_GAIN, False)
     limits = low["limits"]
@@ -215,7 +218,8 @@ def section(ctx: Context) -> Section:
         spec = next(s for s in accuracy.specs(ctx) if s.dataset == dataset)
         path = ctx.dir(NAME, dataset, "headline.json")
         for memory in MEMORIES:
-            claim = f"{dataset}, {memory.upper()}: > 2× less energy than the 32-bit network within 1 %, with low-bit weights"
+            claim = (f"{dataset}, {memory.upper()}: > 2× less energy than the 32-bit network within 1 %, "
+                     "with low-bit weights")
             if dataset not in GRIDS[ctx.scale]:
                 section.claims.append(not_measured(claim, PAPER_GAIN, NOT_PLANNED.format(scale=ctx.scale), RULE_GAIN))
             elif not path.exists():
