@@ -181,8 +181,8 @@ def judge_gain(claim: str, h: dict) -> Claim:
         m = h["most_accurate_lowbit_pbit"]
         closest = ("" if m is None else
                    f" (most accurate: {m['label']}, {100 * m['accuracy']:.2f}% vs {100 * ref['accuracy']:.2f}%)")
-        return Claim.decide(claim, PAPER_GAIN, f"no p-DNN with low-bit weights within 1 point{closest}; {cheapest}",
-                            RULE_GAIN, False)
+        return Claim.decide(claim, PAPER_GAIN, f"no p-DNN with low-bit weights within 1 point{closest}: accuracy "
+                            f"limits it, not energy; {cheapest}", RULE_GAIN, False)
     limits = low["limits"]
     term = limits["limiting_term"]
     ours = (f"{low['label']} ({low['weight_bits']}-bit weights, {100 * low['accuracy']:.2f}% vs "
