@@ -94,20 +94,21 @@ def section(ctx: Context) -> Section:
             section.claims.append(Claim.decide(f"{spec.dataset}: {c['claim']}", PAPER.get(c["claim"], "–"),
                                                c["ours"], c["rule"], c["holds"]))
         section.figures += [Figure(folder / "accuracy_vs_samples_pbit.png",
-                                   f"{spec.dataset}: accuracy against T, p-DNNs and baselines; {_schedule(spec)}"),
+                                   f"{spec.dataset}: accuracy against T, p-DNNs and baselines; {describe(spec)}"),
                             Figure(folder / "train_test_matrix.png",
-                                   f"{spec.dataset}: accuracy by training s and test T; {_schedule(spec)}")]
+                                   f"{spec.dataset}: accuracy by training s and test T; {describe(spec)}")]
         tanh = summary["runs"]["tanh"]["accuracy"]["1"]["mean"]
         best = max(((name, t, v["mean"]) for name, r in summary["runs"].items() if name.startswith("pbit")
                     for t, v in r["accuracy"].items()), key=lambda x: x[2])
-        lines.append(f"- **{spec.dataset}** ({_schedule(spec)}): tanh {100 * tanh:.2f}%; best p-DNN "
+        lines.append(f"- **{spec.dataset}** ({describe(spec)}): tanh {100 * tanh:.2f}%; best p-DNN "
                      f"{best[0]} at T = {best[1]}: {100 * best[2]:.2f}%. "
                      f"[README]({ctx.scale}/{NAME}/{spec.dataset}/README.md)")
     section.text += "\n\n" + "\n".join(lines)
     return section
 
 
-def _schedule(spec: StudySpec) -> str:
+def describe(spec: StudySpec) -> str:
+    """The schedule and data of ``spec`` in words, for captions."""
     return (f"{spec.model}{f' width {spec.width}' if spec.width else ''}, {spec.epochs} epochs on "
             f"{f'the first {spec.subset}' if spec.subset else 'all'} training images, accuracy on "
             f"{f'the first {spec.eval_subset}' if spec.eval_subset else 'all'} test images, "
