@@ -10,7 +10,7 @@ from test_data import make_cifar_batches, make_idx
 
 from pdnn.cli import main
 from pdnn.experiments import reproduce
-from pdnn.experiments.plan import VERDICTS, Claim, Context
+from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context
 from pdnn.experiments.report import claims_table
 from pdnn.experiments.studies import STUDIES
 from pdnn.io import read_json
@@ -47,7 +47,7 @@ def tiny_run(data, tmp_path_factory):
 def test_tiny_plan_runs_every_step_and_reports_every_claim(tiny_run):
     ctx, log = tiny_run
     assert not ctx.failed and not ctx.skipped, log
-    state = read_json(ctx.dir(reproduce.STATE))
+    state = read_json(ctx.dir(STATE))
     assert set(state["done"]) == {step.key for _, step in reproduce.plan(ctx)}
     text = (ctx.out / "REPORT.md").read_text()
     rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
@@ -66,11 +66,11 @@ def test_tiny_plan_runs_every_step_and_reports_every_claim(tiny_run):
 
 def test_rerun_repeats_no_finished_step(tiny_run):
     ctx, _ = tiny_run
-    before = read_json(ctx.dir(reproduce.STATE))["done"]
+    before = read_json(ctx.dir(STATE))["done"]
     log = io.StringIO()
     reproduce.run_plan(Context(ctx.out, "tiny", roots=ctx.roots), progress=True, log=log)
     assert log.getvalue() == ""  # one line per step run; none ran
-    assert read_json(ctx.dir(reproduce.STATE))["done"] == before
+    assert read_json(ctx.dir(STATE))["done"] == before
 
 
 def test_accuracy_claims_in_the_report_come_from_the_study_summary(tiny_run):
@@ -99,7 +99,7 @@ def test_missing_dataset_skips_its_steps_and_says_why(data, tmp_path, monkeypatc
     ctx = Context(tmp_path / "out", "tiny", roots=[str(only_fashion)])
     reproduce.run_plan(ctx, progress=False, log=io.StringIO())
     assert ctx.skipped and all("dataset 'cifar10' not found" in reason for reason in ctx.skipped.values())
-    assert not (ctx.dir(reproduce.STATE).exists() and read_json(ctx.dir(reproduce.STATE))["done"])
+    assert not (ctx.dir(STATE).exists() and read_json(ctx.dir(STATE))["done"])
     text = (ctx.out / "REPORT.md").read_text()
     cifar_rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line) and "cifar10" in line]
     assert cifar_rows and all("not measured (dataset 'cifar10' not found" in line for line in cifar_rows)
@@ -115,7 +115,7 @@ def test_a_failing_step_is_reported_and_the_rest_still_runs(data, tmp_path, monk
     log = io.StringIO()
     reproduce.run_plan(ctx, progress=False, log=log)
     assert list(ctx.failed) == [broken] and "ZeroDivisionError" in log.getvalue()
-    assert list(read_json(ctx.dir(reproduce.STATE))["done"]) == [other]
+    assert list(read_json(ctx.dir(STATE))["done"]) == [other]
     row = next(line for line in (tmp_path / "REPORT.md").read_text().splitlines()
                if "fashion-mnist: T = 1 matches" in line)
     assert "not measured (failed: ZeroDivisionError" in row
