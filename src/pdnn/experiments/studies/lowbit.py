@@ -47,7 +47,7 @@ class Grid:
 
 
 # small, by the estimates below: b_w in {1, 2, 4} x {tanh, quant1, quant2, p-bit s = 4} on Fashion-MNIST
-# 7.5 minutes, the matched runs 1.7, trade-off and tables 0.5: 9.6 of the study's 12-minute share of
+# 7.8 minutes, the matched runs 1.6, trade-off and tables 0.5: 9.9 of the study's 12-minute share of
 # the small plan. CIFAR-10's w4-tanh and w4-pbit-s4 would add 5 (60 s and 240 s), so they are left out.
 GRIDS = {
     "tiny": {"fashion-mnist": Grid((2,), (1,), (2,)), "cifar10": Grid((4,), (), (2,))},
@@ -92,17 +92,18 @@ def matched_dir(ctx: Context, spec: StudySpec, s: int) -> Path:
 
 
 def _run_steps(ctx: Context, key: str, spec: StudySpec, run_dir: Path, model, s: int, quantised: bool) -> list[Step]:
+    """Training and evaluation of one run, timed as the accuracy study's runs of the same model and
+    s; training with k-bit weights has a rate of its own, QUANTISER times the float one until a
+    k-bit run has been measured."""
     kw = dict(roots=ctx.roots, device=ctx.device, progress=False)
-    need = (f"data:{spec.dataset}",)
-    width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
-    train_s = accuracy._train_estimate(spec, s, spec.subset or 50000) * (QUANTISER if quantised else 1)
-    evals = sum(spec.test_samples) * spec.repeats if model.neuron.startswith("pbit") else 1
-    eval_s = 5 + (spec.eval_subset or 10000) * evals * accuracy.EVAL_S[spec.model] * width
-    return [Step(f"{key}/train", train_s,
-                 lambda: ensure_trained(run_dir, model, spec.dataset, train_config(spec, s), subset=spec.subset,
-                                        label=run_dir.name, **kw), need),
-            Step(f"{key}/eval", eval_s,
-                 lambda: ensure_evaluated(run_dir, spec.test_samples, spec.repeats, subset=spec.eval_subset, **kw), need)]
+    train = accuracy._train_step(ctx, spec, run_dir.name, s, lambda: ensure_trained(
+        run_dir, model, spec.dataset, train_config(spec, s), subset=spec.subset, label=run_dir.name, **kw))
+    if quantised:
+        rate = f"{train.rate}/kbit"
+        train = replace(train, rate=rate, estimate_s=ctx.estimate(rate, train.work, QUANTISER * train.estimate_s / train.work))
+    evaluate = accuracy._eval_step(ctx, spec, run_dir.name, model.neuron.startswith("pbit"), lambda: ensure_evaluated(
+        run_dir, spec.test_samples, spec.repeats, subset=spec.eval_subset, **kw))
+    return [replace(train, key=f"{key}/train"), replace(evaluate, key=f"{key}/eval")]
 
 
 def steps(ctx: Context) -> list[Step]:
@@ -163,7 +164,7 @@ def write_summary(ctx: Context) -> None:
                  for h in read_json(ctx.dir(NAME, dataset, "headline.json")).values()]
     lines += (headline_rows(headlines) if headlines else ["Not measured."]) + [""]
     for dataset, spec in specs(ctx).items():
-        lines += [f"## {dataset}: accuracy (%) against T ({accuracy._schedule(spec)})", ""]
+        lines += [f"## {dataset}: accuracy (%) against T ({accuracy.describe(spec)})", ""]
         lines += run_table([run for run, _, _ in lowbit_runs(ctx, spec)], spec.test_samples) + [""]
     lines += [f"## Sigmoid against tanh p-bits at matched temperature ({fashion.dataset}; accuracy % at T = "
               f"{' / '.join(map(str, fashion.test_samples))})", ""]
@@ -229,12 +230,12 @@ def section(ctx: Context) -> Section:
                 section.figures.append(Figure(ctx.dir(NAME, dataset, f"tradeoff-{memory}.png"), (
                     f"{dataset}, {memory.upper()}: accuracy against energy per inference of every float- and low-bit-"
                     f"weight run at every T, Pareto front in black, the cheapest configuration within one point "
-                    f"starred; {accuracy._schedule(spec)}")))
+                    f"starred; {accuracy.describe(spec)}")))
     section.claims.append(_alike_claim(ctx, fashion))
     figure = ctx.dir(NAME, "matched", "accuracy_vs_samples.png")
     if figure.exists():
         section.figures.append(Figure(figure, f"{fashion.dataset}: bipolar p-DNNs against unipolar ones at the same "
-                                              f"and at the matched temperature, by T; {accuracy._schedule(fashion)}"))
+                                              f"and at the matched temperature, by T; {accuracy.describe(fashion)}"))
     return section
 
 
