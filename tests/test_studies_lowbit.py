@@ -76,17 +76,17 @@ def test_matched_gaps_pair_every_common_t(tmp_path):
     assert [round(g["gap"], 6) for g in gaps] == [-0.01, 0.005]
 
 
-def test_small_plan_leaves_cifar_out_and_says_why(tmp_path):
+def test_small_plan_covers_both_datasets_within_its_budget(tmp_path):
     ctx = Context(tmp_path, "small")
     keys = [step.key for step in lowbit.steps(ctx)]
-    assert all(k.startswith("lowbit/") for k in keys) and not any("cifar10" in k for k in keys)
+    assert all(k.startswith("lowbit/") for k in keys)
     grid = {f"lowbit/fashion-mnist/w{b}-{n}/train" for b in (1, 2, 4) for n in ("tanh", "quant1", "quant2", "pbit-s4")}
+    grid |= {f"lowbit/cifar10/w4-{n}/train" for n in ("tanh", "pbit-s4")}
     assert grid <= set(keys)
-    assert sum(step.estimate_s for step in lowbit.steps(ctx)) < 12 * 60
+    assert sum(step.estimate_s for step in lowbit.steps(ctx)) < 16 * 60
     claims = lowbit.section(ctx).claims
-    cifar = [c for c in claims if c.claim.startswith("cifar10")]
-    assert len(cifar) == 2 and all(c.verdict == "not measured" and "not in the small plan" in c.reason for c in cifar)
-    assert all(c.verdict == "not measured" for c in claims)  # nothing has run
+    assert len([c for c in claims if c.claim.startswith("cifar10")]) == 2
+    assert all(c.verdict == "not measured" for c in claims), claims  # nothing has run
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def _model_name(spec: StudySpec) -> str:
     return f"{spec.model}-{spec.width}" if spec.width else spec.model
 
 
-def _train_step(ctx: Context, spec: StudySpec, name: str, samples: int, run) -> Step:
+def train_step(ctx: Context, spec: StudySpec, name: str, samples: int, run) -> Step:
     """One run's training; its time is proportional to epochs x examples at a per-example rate
     of its model and s (the reference rates scale the 5-epoch Fashion-MNIST MLP-256 and 4-epoch
     CIFAR-10 CNN-16 studies in results/ by width and s)."""
@@ -63,7 +63,7 @@ def _train_step(ctx: Context, spec: StudySpec, name: str, samples: int, run) -> 
                 run, (f"data:{spec.dataset}",), rate, work)
 
 
-def _eval_step(ctx: Context, spec: StudySpec, name: str, stochastic: bool, run) -> Step:
+def eval_step(ctx: Context, spec: StudySpec, name: str, stochastic: bool, run) -> Step:
     """One run's evaluation: examples x (sum of T x repeats) forward passes of one sample."""
     width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
     passes = sum(spec.test_samples) * spec.repeats if stochastic else 1
@@ -79,9 +79,9 @@ def steps(ctx: Context) -> list[Step]:
         models = study_models(spec)
         kw = dict(roots=ctx.roots, device=ctx.device, progress=False)
         for name, (neuron, s) in spec.runs().items():
-            out.append(_train_step(ctx, spec, name, s, lambda spec=spec, name=name, folder=folder, models=models:
+            out.append(train_step(ctx, spec, name, s, lambda spec=spec, name=name, folder=folder, models=models:
                                    train_one(folder, spec, name, models[name], **kw)))
-            out.append(_eval_step(ctx, spec, name, neuron.startswith("pbit"), lambda spec=spec, name=name, folder=folder:
+            out.append(eval_step(ctx, spec, name, neuron.startswith("pbit"), lambda spec=spec, name=name, folder=folder:
                                   evaluate_one(folder, spec, name, **kw)))
         out.append(Step(f"{NAME}/{spec.dataset}/summary", 10, lambda spec=spec, folder=folder: finish_study(folder, spec),
                         (f"data:{spec.dataset}",)))

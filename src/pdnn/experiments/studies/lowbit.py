@@ -51,7 +51,7 @@ class Grid:
 # the small plan. CIFAR-10's w4-tanh and w4-pbit-s4 would add 5 (60 s and 240 s), so they are left out.
 GRIDS = {
     "tiny": {"fashion-mnist": Grid((2,), (1,), (2,)), "cifar10": Grid((4,), (), (2,))},
-    "small": {"fashion-mnist": Grid((1, 2, 4), (1, 2), (4,))},
+    "small": {"fashion-mnist": Grid((1, 2, 4), (1, 2), (4,)), "cifar10": Grid((4,), (), (4,))},
     "full": {"fashion-mnist": Grid((1, 2, 4, 8), (1, 2, 4), (1, 4, 8)),
              "cifar10": Grid((1, 2, 4, 8), (1, 2, 4), (1, 4, 8))},
 }
@@ -96,12 +96,12 @@ def _run_steps(ctx: Context, key: str, spec: StudySpec, run_dir: Path, model, s:
     s; training with k-bit weights has a rate of its own, QUANTISER times the float one until a
     k-bit run has been measured."""
     kw = dict(roots=ctx.roots, device=ctx.device, progress=False)
-    train = accuracy._train_step(ctx, spec, run_dir.name, s, lambda: ensure_trained(
+    train = accuracy.train_step(ctx, spec, run_dir.name, s, lambda: ensure_trained(
         run_dir, model, spec.dataset, train_config(spec, s), subset=spec.subset, label=run_dir.name, **kw))
     if quantised:
         rate = f"{train.rate}/kbit"
         train = replace(train, rate=rate, estimate_s=ctx.estimate(rate, train.work, QUANTISER * train.estimate_s / train.work))
-    evaluate = accuracy._eval_step(ctx, spec, run_dir.name, model.neuron.startswith("pbit"), lambda: ensure_evaluated(
+    evaluate = accuracy.eval_step(ctx, spec, run_dir.name, model.neuron.startswith("pbit"), lambda: ensure_evaluated(
         run_dir, spec.test_samples, spec.repeats, subset=spec.eval_subset, **kw))
     return [replace(train, key=f"{key}/train"), replace(evaluate, key=f"{key}/eval")]
 
