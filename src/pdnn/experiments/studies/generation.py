@@ -6,6 +6,7 @@ scored decoder; the rules are those of results/generation/README.md
 (:mod:`pdnn.experiments.generation_summary`)."""
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -141,8 +142,8 @@ def summarise(folder: Path, spec: GenerationSpec) -> dict:
     names = list(spec.decoders())
     scored = load_scored(runs, names)
     claims = verdicts(scored, spec.train_samples, spec.test_samples)
-    plot_fid_vs_t(scored, folder / "fid-vs-T.png", f"fid-clf against T; {_schedule(spec)}", spec.train_samples,
-                  spec.test_samples)
+    title = "\n".join(textwrap.wrap(f"fid-clf against T; {_schedule(spec)}", 100))
+    plot_fid_vs_t(scored, folder / "fid-vs-T.png", title, spec.train_samples, spec.test_samples)
     stats: dict = {}
     grids = plot_grids(runs, [n for n in names if n.startswith("pbit") and n in scored], folder, stats,
                        spec.grid_samples)
