@@ -51,6 +51,7 @@ class GenerationSpec:
     classifier_width: int = 8
     classifier_subset: int | None = 6000
     classifier_epochs: int = 4
+    classifier_monitor: int | None = 1000  # test examples of its per-epoch accuracy (results/generation: 1000)
     train_samples: tuple[int, ...] = (1, 4)
     quant_bits: tuple[int, ...] = ()
     test_samples: tuple[int, ...] = (1, 2, 5, 10, 20, 50)
@@ -72,12 +73,12 @@ class GenerationSpec:
 _SMALL = GenerationSpec()
 SPECS = {
     "tiny": replace(_SMALL, subset=256, epochs=1, width=4, latent=4, monitor_examples=64, classifier="mlp",
-                    classifier_subset=256, classifier_epochs=1, train_samples=(1, 2), test_samples=(1, 2, 5, 10),
-                    n=32, grid_samples=(1, 10)),
+                    classifier_subset=256, classifier_epochs=1, classifier_monitor=64, train_samples=(1, 2),
+                    test_samples=(1, 2, 5, 10), n=32, grid_samples=(1, 10)),
     "small": _SMALL,
     "full": replace(_SMALL, subset=None, epochs=50, width=32, lr=1e-4, monitor_examples=None, classifier_subset=None,
-                    classifier_width=16, classifier_epochs=20, train_samples=(1, 2, 4, 8), quant_bits=(1, 2, 3, 4),
-                    n=5000, repeats=3),
+                    classifier_monitor=None, classifier_width=16, classifier_epochs=20, train_samples=(1, 2, 4, 8),
+                    quant_bits=(1, 2, 3, 4), n=5000, repeats=3),
 }
 
 CLAIMS = {
@@ -112,16 +113,19 @@ def _schedule(spec: GenerationSpec) -> str:
 def _train(folder: Path, spec: GenerationSpec, name: str, ctx: Context) -> None:
     info = describe(spec.dataset)
     shape, classes = tuple(info["input_shape"]), info["num_classes"]
-    common = dict(batch_size=spec.batch_size, seed=spec.seed, monitor_examples=spec.monitor_examples)
+    common = dict(batch_size=spec.batch_size, seed=spec.seed)
     if name == "classifier":
         model = ModelConfig(name=spec.classifier, neuron="tanh", input_shape=shape, num_classes=classes,
                             width=spec.classifier_width)
-        config, subset = TrainConfig(epochs=spec.classifier_epochs, lr=1e-3, **common), spec.classifier_subset
+        config = TrainConfig(epochs=spec.classifier_epochs, lr=1e-3, monitor_examples=spec.classifier_monitor, **common)
+        subset = spec.classifier_subset
     else:
         neuron, s = spec.decoders()[name]
         model = ModelConfig(name="vae", neuron=neuron, input_shape=shape, num_classes=classes, width=spec.width,
                             extra={"latent": spec.latent})
-        config, subset = TrainConfig(samples=s, epochs=spec.epochs, lr=spec.lr, task="vae", **common), spec.subset
+        config = TrainConfig(samples=s, epochs=spec.epochs, lr=spec.lr, task="vae", monitor_examples=spec.monitor_examples,
+                             **common)
+        subset = spec.subset
     ensure_trained(folder / "runs" / name, model, spec.dataset, config, subset=subset, label=name, roots=ctx.roots,
                    device=ctx.device, progress=False)
 
