@@ -112,6 +112,9 @@ def test_tiny_steps_end_to_end_on_fake_data(tmp_path, monkeypatch):
         (converted / CHECKPOINT).unlink()
         noise.convert(ctx, spec)  # done already: the checkpoint is restored, nothing converted again
         assert (converted / CHECKPOINT).is_file() and (converted / CONFIG).stat().st_mtime_ns == stamp
+        (converted / CONFIG).unlink()  # an interrupted conversion: converted again over it
+        noise.convert(ctx, spec)
+        assert (converted / CONFIG).is_file() and (converted / "calibration.json").is_file()
     section = noise.section(ctx)
     assert [c.verdict != "not measured" for c in section.claims] == [True] * 6
     assert len(section.figures) == 2 and all(f.path.is_file() for f in section.figures)
