@@ -115,6 +115,8 @@ def test_tiny_steps_end_to_end_on_fake_data(tmp_path, monkeypatch):
         (converted / CONFIG).unlink()  # an interrupted conversion: converted again over it
         noise.convert(ctx, spec)
         assert (converted / CONFIG).is_file() and (converted / "calibration.json").is_file()
+        assert not (converted / "eval-network.json").exists()  # the replaced conversion's evaluation is stale
+        noise.evaluate_converted(ctx, spec)
     section = noise.section(ctx)
     assert [c.verdict != "not measured" for c in section.claims] == [True] * 6
     assert len(section.figures) == 2 and all(f.path.is_file() for f in section.figures)
