@@ -178,25 +178,26 @@ def draw_figure(ctx: Context, spec: StudySpec) -> None:
 
 
 def steps(ctx: Context) -> list[Step]:
+    """Per dataset: convert, evaluate the conversion, evaluate the p-DNN with layer aggregation, draw.
+
+    Their time is proportional to evaluated examples x samples: a value of the calibration costs its
+    largest T (the T are nested) and the BatchNorm passes; an evaluation is counted as the accuracy
+    study counts its own (examples x sum of T x repeats), so that both share the measured rate, and
+    layer aggregation draws every T anew. The reference rate is the accuracy study's (``EVAL_S``)."""
     out = []
     settings = SETTINGS[ctx.scale]
     for spec in accuracy.specs(ctx):
-        key, need = f"{NAME}/{spec.dataset}", (f"data:{spec.dataset}",)
-        rate = accuracy.EVAL_S[spec.model] * (spec.width or 256) / (256 if spec.model == "mlp" else 16)
-        eval_n = spec.eval_subset or 10000
-        # evaluated examples x samples at the measured rate: a value of the calibration costs its largest
-        # T (the T are nested) and the BatchNorm passes; network aggregation costs the largest T per
-        # repeat, layer aggregation every T (each is drawn anew)
-        per_value = max(settings.samples) + BN_COST
-        out += [
-            Step(f"{key}/convert", 5 + len(settings.values) * per_value * _holdout_count(ctx, spec) * rate,
-                 lambda spec=spec: convert(ctx, spec), need),
-            Step(f"{key}/eval-converted", 5 + eval_n * spec.repeats * max(spec.test_samples) * rate,
-                 lambda spec=spec: evaluate_converted(ctx, spec), need),
-            Step(f"{key}/eval-layer", 5 + eval_n * spec.repeats * sum(spec.test_samples) * rate,
-                 lambda spec=spec: evaluate_layer(ctx, spec), need),
-            Step(f"{key}/figure", 3, lambda spec=spec: draw_figure(ctx, spec), need),
-        ]
+        key, need, model = f"{NAME}/{spec.dataset}", (f"data:{spec.dataset}",), accuracy._model_name(spec)
+        reference = accuracy.EVAL_S[spec.model] * (spec.width or 256) / (256 if spec.model == "mlp" else 16)
+        evaluations = (spec.eval_subset or 10000) * sum(spec.test_samples) * spec.repeats
+        calibration = len(settings.values) * (max(settings.samples) + BN_COST) * _holdout_count(ctx, spec)
+        work = {"convert": (f"convert/{model}", calibration), "eval-converted": (f"eval/{model}", evaluations),
+                "eval-layer": (f"eval-layer/{model}", evaluations)}
+        run = {"convert": convert, "eval-converted": evaluate_converted, "eval-layer": evaluate_layer}
+        for name, (rate, units) in work.items():
+            out.append(Step(f"{key}/{name}", ctx.estimate(rate, units, reference),
+                            lambda spec=spec, fn=run[name]: fn(ctx, spec), need, rate, units))
+        out.append(Step(f"{key}/figure", 3, lambda spec=spec: draw_figure(ctx, spec), need))
     return out
 
 
@@ -288,5 +289,5 @@ def section(ctx: Context) -> Section:
             section.figures.append(Figure(figure_path(ctx, spec), (
                 f"{spec.dataset}: accuracy against T of the deterministic tanh network, its p-bit conversion "
                 f"without retraining ({_conversion_text(ctx, spec)}), and the trained p-DNN {pdnn_name(spec)} with "
-                f"network and layer aggregation; {accuracy._schedule(spec)}")))
+                f"network and layer aggregation; {accuracy.describe(spec)}")))
     return section
