@@ -187,7 +187,7 @@ def steps(ctx: Context) -> list[Step]:
     out = []
     settings = SETTINGS[ctx.scale]
     for spec in accuracy.specs(ctx):
-        key, need, model = f"{NAME}/{spec.dataset}", (f"data:{spec.dataset}",), accuracy._model_name(spec)
+        key, need, model = f"{NAME}/{spec.dataset}", (f"data:{spec.dataset}",), accuracy.model_name(spec)
         reference = accuracy.EVAL_S[spec.model] * (spec.width or 256) / (256 if spec.model == "mlp" else 16)
         evaluations = (spec.eval_subset or 10000) * sum(spec.test_samples) * spec.repeats
         calibration = len(settings.values) * (max(settings.samples) + BN_COST) * _holdout_count(ctx, spec)
