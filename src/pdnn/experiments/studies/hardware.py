@@ -56,6 +56,8 @@ UNIT_S = 15.0
 CORE_S = {8: 300.0, 16: 300.0, 64: 2400.0}
 GENERATORS_S = 40.0
 LAYER_VECTOR_S = 1.05 / (64 * 64)
+IVERILOG_IMAGE_S, AMARANTH_IMAGE_S = 2.0, 47.0
+TOGGLE_S = 60 / (200 * 64)  # per image and hidden neuron
 TRAIN_S = 1.3e-4  # the accuracy study's per-example-and-sample MLP rate (at width 64 overheads dominate)
 
 PAPER_RATIO = 2.9
@@ -122,32 +124,37 @@ def _images(ctx: Context, count: int):
 
 
 def steps(ctx: Context) -> list[Step]:
+    """The plan; each timed step names its rate and work (see :meth:`Context.estimate`), so a
+    finished step corrects the estimates of the others of its kind."""
     s, p = settings(ctx), paths(ctx)
-    train_estimate = s["epochs"] * (s["subset"] or 60000) * TRAIN_S * (1 + 0.1 * (s["train_samples"] - 1))
-    out = [Step(f"{NAME}/train", 5 + train_estimate, lambda: train(ctx), DATA),
+
+    def step(key, rate, work, reference, run, needs=DATA, overhead=5.0):
+        return Step(f"{NAME}/{key}", ctx.estimate(rate, work, reference, overhead), run, needs, rate, work)
+
+    train_rate = TRAIN_S * s["width"] / 256 * (1 + 0.1 * (s["train_samples"] - 1))  # as the accuracy study's
+    out = [step("train", f"train/mlp-{s['width']}/s{s['train_samples']}", s["epochs"] * (s["subset"] or 60000),
+                train_rate, lambda: train(ctx)),
            Step(f"{NAME}/export", 5, lambda: export_run(ctx), DATA)]
     for family in s["families"]:
-        count = 2 * len(s["weight_bits"]) * len(s["fan_ins"])
-        out.append(Step(f"{NAME}/units/{family}", count * UNIT_S,
-                        lambda family=family: hs.synth_units(p[f"units-{family}"], family, s["weight_bits"],
-                                                             s["fan_ins"])))
+        out.append(step(f"units/{family}", f"hw/synth-unit/{family}", 2 * len(s["weight_bits"]) * len(s["fan_ins"]),
+                        UNIT_S, lambda family=family: hs.synth_units(p[f"units-{family}"], family, s["weight_bits"],
+                                                                     s["fan_ins"]), needs=(), overhead=0.0))
     out.append(Step(f"{NAME}/figure", 3, lambda: draw_units(ctx)))
     if s["core_width"]:
-        core_s = CORE_S[s["core_width"]] + GENERATORS_S
-        out.append(Step(f"{NAME}/generators", core_s * len(s["arrangements"]),
+        out.append(Step(f"{NAME}/generators", (CORE_S[s["core_width"]] + GENERATORS_S) * len(s["arrangements"]),
                         lambda: hs.synth_core(p["core"], hs.cut(_net(ctx), s["core_width"]),
                                               arrangements=s["arrangements"]), DATA))
-    out.append(Step(f"{NAME}/cosim/layer", 5 + sum(s["cosim"].values()) * s["width"] ** 2 * LAYER_VECTOR_S,
-                    lambda: hs.cosim_layer(p["cosim-layer"], _net(ctx), s["cosim"]), DATA))
+    out.append(step("cosim/layer", "hw/sim-layer", sum(s["cosim"].values()) * s["width"] ** 2, LAYER_VECTOR_S,
+                    lambda: hs.cosim_layer(p["cosim-layer"], _net(ctx), s["cosim"])))
     for simulator, images, samples in s["core_sims"]:
-        estimate = 15 + images * (2.0 if simulator == "iverilog" else 47.0)
-        out.append(Step(f"{NAME}/cosim/core-{simulator}-T{samples}", estimate,
+        out.append(step(f"cosim/core-{simulator}-T{samples}", f"hw/sim-core/{simulator}", images,
+                        IVERILOG_IMAGE_S if simulator == "iverilog" else AMARANTH_IMAGE_S,
                         lambda simulator=simulator, images=images, samples=samples: hs.cosim_core(
                             p["cosim-core"], _net(ctx), *_images(ctx, images), simulator, samples),
-                        DATA + (("tool:iverilog",) if simulator == "iverilog" else ())))
-    out.append(Step(f"{NAME}/toggles", 8 + 60 * s["toggle_images"] / 200 * (s["width"] / 64),
+                        DATA + (("tool:iverilog",) if simulator == "iverilog" else ()), overhead=15.0))
+    out.append(step("toggles", "hw/toggles", s["toggle_images"] * s["width"], TOGGLE_S,
                     lambda: hs.switching_activity(p["toggles"], _net(ctx), _images(ctx, s["toggle_images"])[0],
-                                                  s["toggle_sampled"], s["toggle_samples"]), DATA))
+                                                  s["toggle_sampled"], s["toggle_samples"]), overhead=8.0))
     return out
 
 
