@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from pdnn.experiments import hardware_study as hs
 from pdnn.experiments.plan import Context
 from pdnn.experiments.studies import hardware
 from test_data import make_idx
@@ -36,14 +37,20 @@ def test_units_rule_needs_fewer_luts_everywhere_and_the_papers_order_of_magnitud
 
 def test_generators_rule_is_under_five_percent_of_luts_and_ffs_per_neuron():
     def core(lut, ff):
-        return {"xilinx/core/per-neuron": {"lut": 1000, "ff": 100},
-                "xilinx/generators/per-neuron": {"lut": lut, "ff": ff}}
+        return hs.generator_shares({"xilinx/core/per-neuron": {"lut": 1000, "ff": 100},
+                                    "xilinx/generators/per-neuron": {"lut": lut, "ff": ff}})
 
     assert hardware.generators_claim(core(49, 4), "x").verdict == "holds"
     assert hardware.generators_claim(core(50, 4), "x").verdict == "does not hold"
     assert hardware.generators_claim(core(10, 50), "x").verdict == "does not hold"  # FFs count too
     shared_only = {"xilinx/core/shared": {"lut": 1000, "ff": 100}, "xilinx/generators/shared": {"lut": 1, "ff": 1}}
-    assert hardware.generators_claim(shared_only, "x").verdict == "not measured"
+    assert hardware.generators_claim(hs.generator_shares(shared_only), "x").verdict == "not measured"
+    # the tiny plan's stand-in: a neuron's slice in generic gates; the generator is 32 of 40 + 32 FFs
+    parts = {"generic/layer1/lane": {"gates": 60, "ff": 10}, "generic/layer1/neuron": {"gates": 300, "ff": 0},
+             "generic/layer1/generator": {"gates": 100, "ff": 32}}
+    assert hs.gate_share(parts) == {"per-neuron": {"logic": 100 / 460, "ff": 32 / 42}}
+    assert hardware.generators_claim(hs.gate_share(parts), "x", "gates").verdict == "does not hold"
+    assert hs.gate_share({}) == {}
 
 
 def test_cosim_rule_is_zero_differences_in_every_run():
@@ -85,7 +92,7 @@ def test_tiny_steps_and_section_on_fake_data(tmp_path, monkeypatch):
     section = hardware.section(ctx)
     verdicts = {c.claim: c.verdict for c in section.claims}
     assert verdicts[hardware.CLAIMS["units"][0]] == "not measured"
-    assert verdicts[hardware.CLAIMS["generators"][0]] == "not measured"
+    assert verdicts[hardware.CLAIMS["generators"][0]] in ("holds", "does not hold")
     assert verdicts[hardware.CLAIMS["cosim"][0]] == "holds"  # the RTL is bit-exact on any network
     assert verdicts[hardware.CLAIMS["toggles"][0]] in ("holds", "does not hold")
     assert not section.figures

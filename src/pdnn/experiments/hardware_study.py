@@ -131,14 +131,48 @@ def synth_parts(path: Path, net, log: Log = _quiet) -> dict:
 
 
 def generator_shares(core: dict) -> dict:
-    """``{arrangement: {"lut": share, "ff": share}}`` of the generators in the whole core, for each
-    arrangement whose core and generators were both synthesised."""
+    """``{arrangement: {"logic": share, "ff": share}}`` of the generators in the whole core (logic:
+    LUTs), for each arrangement whose core and generators were both synthesised."""
     shares = {}
     for arrangement in ("per-neuron", "shared"):
         c, g = core.get(f"xilinx/core/{arrangement}"), core.get(f"xilinx/generators/{arrangement}")
         if c and g:
-            shares[arrangement] = {"lut": g["lut"] / c["lut"], "ff": g["ff"] / c["ff"] if c["ff"] else 0.0}
+            shares[arrangement] = {"logic": g["lut"] / c["lut"], "ff": g["ff"] / c["ff"] if c["ff"] else 0.0}
     return shares
+
+
+def gate_parts(path: Path, net, layer: int = 1, log: Log = _quiet) -> dict:
+    """One AC lane, one p-bit neuron (its real threshold table) and one xorshift32 generator of
+    hidden layer ``layer``, each synthesised to generic gates (:func:`pdnn.hw.toggles.gate_netlist`,
+    seconds where ``synth_xilinx`` takes minutes): ``{piece: {"gates": n, "ff": n}}`` in ``path``.
+    A per-neuron core has one of each per neuron, so their sum prices a neuron's slice of it."""
+    results, _, save = _keyed(path)
+    k, spec = layer, net.layers[layer]
+    pieces = {"lane": lambda: rtl.ACUnit(net.weight_bits, spec.n_in, net.acc_bits(k)),
+              "neuron": lambda: rtl.PBitNeuron(spec.thresholds[0], net.acc_bits(k), net.random_bits),
+              "generator": lambda: rtl.Xorshift32(int(rng.seeds(k, 1)[0]))}
+    for name, build in pieces.items():
+        key = f"generic/layer{k}/{name}"
+        if key in results:
+            continue
+        with tempfile.TemporaryDirectory() as work:
+            cells = toggles.gate_netlist(build(), work)["modules"]["top"]["cells"].values()
+        flops = sum(c["type"] == "$_DFF_P_" for c in cells)
+        results[key] = {"gates": len(cells) - flops, "ff": flops}
+        save()
+        log(f"{key} {results[key]}")
+    return results
+
+
+def gate_share(parts: dict, layer: int = 1) -> dict:
+    """``{"per-neuron": {"logic": share, "ff": share}}`` of the generator in a neuron's slice
+    (lane + neuron + generator) of :func:`gate_parts`, or ``{}`` when a piece is missing."""
+    pieces = [parts.get(f"generic/layer{layer}/{name}") for name in ("lane", "neuron", "generator")]
+    if not all(pieces):
+        return {}
+    total = {kind: sum(piece[kind] for piece in pieces) for kind in ("gates", "ff")}
+    share = {kind: pieces[2][kind] / total[kind] if total[kind] else 0.0 for kind in total}
+    return {"per-neuron": {"logic": share["gates"], "ff": share["ff"]}}
 
 
 def cosim_layer(path: Path, net, counts: dict, layer: int = 1, seed: int = 1, log: Log = _quiet) -> dict:
