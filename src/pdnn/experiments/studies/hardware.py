@@ -27,7 +27,7 @@ DATA = ("data:fashion-mnist",)
 
 # The network: as results/hardware/run (784-64-64-10 p-bit MLP, s = 4, 3 epochs, constant lr 1e-3,
 # batch 64), exported with 8-bit weights and 8 random bits. ``core_width``: the hidden width the
-# core is cut to for the generators' share (None: not measured at that scale; a whole 64-neuron
+# core is cut to for the generators' share (None: a neuron's slice in generic gates instead; a whole 64-neuron
 # core took about 40 minutes to synthesise). ``cosim``: random vectors per generator arrangement
 # for hidden layer 1 under Amaranth; ``core_sims``: (simulator, images, T) of whole-core runs.
 SETTINGS = {
