@@ -1,0 +1,173 @@
+"""T chosen per input at run time (beyond the paper): accuracy against mean T for the stopping rule
+of :mod:`pdnn.adaptive`, beside fixed T and the oracle, with energy per inference at each input's
+own T -- :mod:`pdnn.experiments.adaptive_study`, on the accuracy study's p-DNN trained with the
+most samples, per dataset.
+
+Two steps per dataset: draw the pool of N samples of every test input once (kept in the study
+folder, named by the checkpoint's digest, so a retrained run gets a new pool), then replay every
+method on it and write ``<dataset>/adaptive.json``; the second step also redraws the study's one
+figure and README from every dataset done so far.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...io import read_json, write_json, write_text
+from .. import adaptive_study as study
+from ..plan import Claim, Context, Figure, Section, Step, not_measured
+from . import accuracy
+
+NAME = "adaptive"
+TITLE = "T chosen per input (adaptive sampling, beyond the paper)"
+FIGURE = "accuracy-vs-mean-T.png"
+PAPER = "— (beyond the paper)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_samples: int  # N: the samples drawn per input, the fixed T the rule protects
+    seed: int = 0
+    batch: int = 500  # inputs per batch, as `pdnn eval` folds them (rounds and per-batch weight reuse)
+    memory: str = "dram"  # where weights and activations are read from, for the energy
+
+
+SETTINGS = {"tiny": Settings(max_samples=10), "small": Settings(max_samples=50), "full": Settings(max_samples=50)}
+
+# Seconds per test input and sample to draw the pool on the reference machine (2 CPU cores),
+# accuracy.EVAL_S scaled by the width; measured here for cifar10 pbit-s4 (cnn width 16, 1000 inputs x 50):
+# see POOL_OVERHEAD_S. Replaying seven levels and the energy model: about 7 s per 10000 inputs x 50
+# samples (the time_s of results/adaptive/adaptive.json), plus loading.
+REPLAY_S = 7 / (10000 * 50)
+POOL_OVERHEAD_S = 5
+REPLAY_OVERHEAD_S = 5
+
+
+def rule_text() -> str:
+    return (f"the smallest mean T of an error level whose accuracy is within {study.GOAL_POINTS} points of fixed "
+            f"T = N is ≤ {study.GOAL_MEAN_T:g} (same draws)")
+
+
+def claim_text(dataset: str, n: int) -> str:
+    return (f"{dataset}: adaptive T reaches the accuracy of fixed T = {n} within {study.GOAL_POINTS} points "
+            f"at mean T ≤ {study.GOAL_MEAN_T:g}")
+
+
+def run_dir(ctx: Context, spec: accuracy.StudySpec):
+    """The accuracy study's bipolar p-DNN trained with the most samples."""
+    return ctx.dir(accuracy.NAME, spec.dataset, "runs", f"pbit-s{max(spec.train_samples)}")
+
+
+def result_path(ctx: Context, dataset: str):
+    return ctx.dir(NAME, dataset, "adaptive.json")
+
+
+def _width(spec: accuracy.StudySpec) -> float:
+    return (spec.width or 256) / (256 if spec.model == "mlp" else 16)
+
+
+def steps(ctx: Context) -> list[Step]:
+    settings, out = SETTINGS[ctx.scale], []
+    for spec in accuracy.specs(ctx):
+        inputs = spec.eval_subset or 10000
+        draws = inputs * settings.max_samples
+        pool_s = POOL_OVERHEAD_S + draws * accuracy.EVAL_S[spec.model] * _width(spec)
+        need = (f"data:{spec.dataset}",)
+        out.append(Step(f"{NAME}/{spec.dataset}/pool", pool_s, lambda spec=spec: draw_pool(ctx, spec), need))
+        out.append(Step(f"{NAME}/{spec.dataset}/replay", REPLAY_OVERHEAD_S + draws * REPLAY_S,
+                        lambda spec=spec: replay(ctx, spec), need))
+    return out
+
+
+def _pool_args(ctx: Context, spec: accuracy.StudySpec) -> dict:
+    s = SETTINGS[ctx.scale]
+    return dict(run_dir=run_dir(ctx, spec), subset=spec.eval_subset, samples=s.max_samples, seed=s.seed,
+                cache=ctx.dir(NAME, spec.dataset, "pool"))
+
+
+def draw_pool(ctx: Context, spec: accuracy.StudySpec) -> None:
+    """Draw (or find) the pool of N samples per test input."""
+    study.cached_pool(**_pool_args(ctx, spec), batch_size=SETTINGS[ctx.scale].batch, roots=ctx.roots,
+                      device=ctx.device)
+
+
+def replay(ctx: Context, spec: accuracy.StudySpec) -> None:
+    """Every method on the pool -> ``<dataset>/adaptive.json``; then the figure and README."""
+    s, path = SETTINGS[ctx.scale], result_path(ctx, spec.dataset)
+    if not path.exists():
+        pool = _pool_args(ctx, spec)
+        result = study.study_run(spec.dataset, pool["run_dir"], pool["cache"], spec.eval_subset, s.max_samples,
+                                 study.ERRORS, s.seed, s.memory, s.batch, roots=ctx.roots, device=ctx.device)
+        result["run"] = str(pool["run_dir"].relative_to(ctx.work))
+        result["schedule"] = schedule(spec)
+        write_json(path, result)
+    write_summary(ctx)
+
+
+def document(ctx: Context) -> dict:
+    """The results of every dataset done so far, in the accuracy study's order."""
+    paths = [result_path(ctx, spec.dataset) for spec in accuracy.specs(ctx)]
+    return {"runs": [read_json(p) for p in paths if p.exists()]}
+
+
+def write_summary(ctx: Context) -> None:
+    doc = document(ctx)
+    if not doc["runs"]:
+        return
+    study.write_figure(doc, ctx.dir(NAME, FIGURE))
+    header = (f"Generated by `pdnn reproduce --scale {ctx.scale}` (study `{NAME}`) from the runs "
+              f"of the accuracy study; the rule and its derivation: `docs/adaptive.md`.\n\n"
+              + "\n".join(f"- {r['dataset']}: `{r['run']}` — {r['schedule']}" for r in doc["runs"]))
+    write_text(ctx.dir(NAME, "README.md"), study.render_readme(doc, header))
+
+
+def schedule(spec: accuracy.StudySpec) -> str:
+    return (f"{spec.model}{f' width {spec.width}' if spec.width else ''} p-bit network trained on the mean of "
+            f"{max(spec.train_samples)} samples, {spec.epochs} epoch{'s' if spec.epochs != 1 else ''} on "
+            f"{f'the first {spec.subset}' if spec.subset else 'all'} training images; "
+            f"{f'the first {spec.eval_subset}' if spec.eval_subset else 'all'} test images")
+
+
+def claim_for(run: dict) -> Claim:
+    """The claim of one dataset, decided by :func:`pdnn.experiments.adaptive_study.goal_met`."""
+    n, best, oracle = run["max_samples"], study.best_within_goal(run), run["oracle"]
+    full = run["fixed"][-1]["accuracy"]
+    if best is None:
+        closest = max(run["adaptive"], key=lambda a: a["accuracy"])
+        ours = (f"no error level within {study.GOAL_POINTS} points of T = {n} ({100 * full:.2f}%); closest "
+                f"{100 * closest['accuracy']:.2f}% at mean T {closest['mean_samples']:.2f}")
+    else:
+        within = study.fixed_t_for(run, full - study.GOAL_POINTS / 100)
+        ours = (f"mean T {best['mean_samples']:.2f} at error {best['error']:g}: {100 * best['accuracy']:.2f}% vs "
+                f"{100 * full:.2f}% (paired {100 * best['accuracy_minus_T_max']:+.2f} ± "
+                f"{100 * best['accuracy_minus_T_max_stderr']:.2f} points); fixed T needs {within}")
+    ours += f"; oracle mean T {oracle['mean_samples']:.2f} ({run['examples']} test images)"
+    return Claim.decide(claim_text(run["dataset"], n), PAPER, ours, rule_text(), study.goal_met(run))
+
+
+def section(ctx: Context) -> Section:
+    settings = SETTINGS[ctx.scale]
+    n = settings.max_samples
+    section = Section(TITLE, text=(
+        f"Per dataset, the accuracy study's p-DNN trained with the most samples: N = {n} samples of every "
+        f"test input drawn once (seed {settings.seed}); fixed T uses the first T of them, the stopping rule of "
+        f"`pdnn.adaptive` (predictive, docs/adaptive.md) is replayed on them at error levels "
+        f"{', '.join(f'{e:g}' for e in study.ERRORS)}, and the oracle stops each input once its decision never "
+        f"changes again. Energy per inference at each input's own T, weights and activations in "
+        f"{settings.memory.upper()}, in the study folder's README (three accountings of the weight read). "
+        f"This goes beyond the paper, which samples every input T times."))
+    for spec in accuracy.specs(ctx):
+        path = result_path(ctx, spec.dataset)
+        if not path.exists():
+            section.claims.append(not_measured(claim_text(spec.dataset, n), PAPER,
+                                               ctx.why_missing(f"{NAME}/{spec.dataset}/"), rule_text()))
+            continue
+        section.claims.append(claim_for(read_json(path)))
+    doc = document(ctx)
+    if doc["runs"]:
+        section.figures.append(Figure(ctx.dir(NAME, FIGURE), (
+            "Accuracy against mean samples per input: fixed T (line), the stopping rule at each error level "
+            "(dashed), the oracle (star); " + "; ".join(f"{r['dataset']}: {r['schedule']}" for r in doc["runs"])
+            + f"; N = {n} draws per input, seed {settings.seed}, every method on the same draws.")))
+        section.text += (f"\n\n{study.summary_table(doc)}\n\n"
+                         f"[README with every level, T distribution and energy]({ctx.scale}/{NAME}/README.md)")
+    return section
