@@ -18,9 +18,10 @@ def synthetic_run(fixed, levels, oracle_t=2.0, n=None):
     n = n or len(fixed)
     return {
         "dataset": "fake", "run": "accuracy/fake/runs/pbit-s2", "examples": 1000, "max_samples": n,
-        "fixed": [{"samples": t, "accuracy": a} for t, a in enumerate(fixed, 1)],
+        "fixed": [{"samples": t, "accuracy": a, "energy_j": {"per-eo held": 1e-3 * t}} for t, a in enumerate(fixed, 1)],
         "adaptive": [{"error": e, "accuracy": a, "mean_samples": m, "accuracy_minus_T_max": a - fixed[-1],
-                      "accuracy_minus_T_max_stderr": 0.001} for e, a, m in levels],
+                      "accuracy_minus_T_max_stderr": 0.001, "energy_j": {"per-eo held": 1e-3 * m}}
+                     for e, a, m in levels],
         "oracle": {"accuracy": fixed[-1], "mean_samples": oracle_t},
     }
 
@@ -57,6 +58,12 @@ def test_the_smallest_mean_t_within_the_points_decides():
     run = synthetic_run(FIXED, [(0.3, 0.8785, 5.5), (0.2, 0.8790, 4.9), (0.1, 0.881, 8.0)])
     assert adaptive_study.best_within_goal(run)["error"] == 0.2
     assert adaptive_study.fixed_t_for(run, 0.879) == 7
+
+
+def test_summary_says_when_no_fixed_t_reaches_the_adaptive_accuracy():
+    run = synthetic_run(FIXED, [(0.1, 0.885, 4.0)])
+    row = adaptive_study.summary_table({"runs": [run]}).splitlines()[-1]
+    assert "| 0.1, 88.50 %, 4.00 | 6 / none ≤ 10 |" in row and "| met | 4 / 10 |" in row
 
 
 def test_energy_accounting_is_exact():

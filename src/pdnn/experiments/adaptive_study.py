@@ -265,7 +265,7 @@ def write_tables(document: dict) -> str:
             verdict = (f"within {GOAL_POINTS} points of T={n} at mean T {best['mean_samples']:.2f} (error "
                        f"{best['error']:g}, {100 * best['accuracy']:.2f} % vs {100 * run['fixed'][-1]['accuracy']:.2f} %): "
                        f"goal (mean T <= {GOAL_MEAN_T:g}) {met}; fixed T needs T = "
-                       f"{fixed_t_for(run, best['accuracy'])} for that accuracy and T = "
+                       f"{fixed_t_for(run, best['accuracy']) or f'more than {n}'} for that accuracy and T = "
                        f"{fixed_t_for(run, run['fixed'][-1]['accuracy'] - GOAL_POINTS / 100)} to be within "
                        f"{GOAL_POINTS} points; the oracle needs mean T "
                        f"{o['mean_samples']:.2f}")
@@ -293,8 +293,9 @@ def summary_table(document: dict) -> str:
             energy = f"{mj(best['energy_j']['per-eo held'])} / {mj(fixed['energy_j']['per-eo held'])}"
         goal = "met" if goal_met(run) else "not met"
         within = fixed_t_for(run, fixed["accuracy"] - GOAL_POINTS / 100)
+        reaching = (fixed_t_for(run, best["accuracy"]) or f"none ≤ {n}") if best else "–"
         lines.append(f"| {run['dataset']} | {Path(run['run']).name} | {run['examples']} | {100 * fixed['accuracy']:.2f} % "
-                     f"(N={n}) | {cells} | {within} / {fixed_t_for(run, best['accuracy']) if best else '–'} "
+                     f"(N={n}) | {cells} | {within} / {reaching} "
                      f"| {o['mean_samples']:.2f} | {goal} | {energy} |")
     return "\n".join(lines)
 
