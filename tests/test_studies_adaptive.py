@@ -9,6 +9,7 @@ from pdnn.adaptive import StoppingRule
 from pdnn.experiments import adaptive_study
 from pdnn.experiments.plan import Context
 from pdnn.experiments.studies import STUDIES, accuracy, adaptive
+from pdnn.io import RunError
 from test_data import make_cifar_batches, make_idx
 
 
@@ -35,7 +36,7 @@ def test_goal_holds_when_a_level_is_within_the_points_at_mean_t_at_most_five():
     assert claim.verdict == "holds"
     assert claim.paper == "— (beyond the paper)"
     assert "mean T 4.20 at error 0.1" in claim.ours and "oracle mean T 1.93" in claim.ours
-    assert "fixed T needs 6" in claim.ours  # 87.8 % is the first fixed T within 0.2 points of 88 %
+    assert "smallest fixed T within 0.2 points: 6" in claim.ours  # 87.8 % is the first fixed T within 0.2 points of 88 %
     assert "fixed T = 10" in claim.claim
 
 
@@ -129,3 +130,9 @@ def test_tiny_steps_and_section_on_fake_data(tmp_path, monkeypatch):
     assert "the first 128 test images" in caption and "1 epoch on" in caption and f"N = {n}" in caption
     readme = ctx.dir("adaptive", "README.md").read_text()
     assert "### cifar10: `accuracy/cifar10/runs/pbit-s2`" in readme and "oracle" in readme
+
+
+def test_a_run_not_trained_is_named(tmp_path):
+    with pytest.raises(RunError, match=r"pbit-s2/checkpoint.pt does not exist: the run must be trained"):
+        adaptive_study.cached_pool(tmp_path / "pbit-s2", None, 10, 0, tmp_path / "pool")
+    assert not (tmp_path / "pool").exists()

@@ -30,7 +30,7 @@ from ..data import load
 from ..energy.account import Reuse, Settings, network_energy
 from ..energy.tradeoff import run_network
 from ..evaluate import MAX_ROWS
-from ..io import CHECKPOINT, atomic_write, save_figure
+from ..io import CHECKPOINT, RunError, atomic_write, save_figure
 from ..runs import load_model
 from ..sampling import SampledModel
 
@@ -62,7 +62,10 @@ def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batc
 
 def pool_path(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path) -> Path:
     """Where the pool of these weights (named by a digest of the checkpoint), inputs, N and seed is kept."""
-    digest = hashlib.sha256((Path(run_dir) / CHECKPOINT).read_bytes()).hexdigest()[:12]
+    checkpoint = Path(run_dir) / CHECKPOINT
+    if not checkpoint.is_file():
+        raise RunError(f"{checkpoint} does not exist: the run must be trained before its samples are drawn")
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
     return Path(cache) / f"{Path(run_dir).name}-{digest}-n{subset}-T{samples}-seed{seed}.pt"
 
 
