@@ -121,6 +121,11 @@ def test_tiny_steps_and_section_on_fake_data(tmp_path, monkeypatch):
     ctx.dir("adaptive", adaptive.FIGURE).unlink()  # a summary lost after its results is drawn again
     steps[-1].run()
     assert ctx.dir("adaptive", adaptive.FIGURE).exists()
+    stale = json.loads(adaptive.result_path(ctx, "cifar10").read_text())
+    assert stale["pool"].startswith("pbit-s2-") and stale["pool"].endswith("-n128-T10-seed0.pt")
+    adaptive.result_path(ctx, "cifar10").write_text(json.dumps(stale | {"pool": "of-other-weights.pt"}))
+    steps[-1].run()  # a result of other weights (a retrained run) is computed again
+    assert json.loads(adaptive.result_path(ctx, "cifar10").read_text())["pool"] == stale["pool"]
 
     section = adaptive.section(ctx)
     assert [c.verdict in ("holds", "does not hold") for c in section.claims] == [True, True]

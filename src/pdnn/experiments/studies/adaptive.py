@@ -95,13 +95,14 @@ def draw_pool(ctx: Context, spec: accuracy.StudySpec) -> None:
 
 def replay(ctx: Context, spec: accuracy.StudySpec) -> None:
     """Every method on the pool -> ``<dataset>/adaptive.json``; then the figure and README."""
-    s, path = SETTINGS[ctx.scale], result_path(ctx, spec.dataset)
-    if not path.exists():
-        pool = _pool_args(ctx, spec)
+    s, path, pool = SETTINGS[ctx.scale], result_path(ctx, spec.dataset), _pool_args(ctx, spec)
+    drawn = study.pool_path(**pool).name  # names the checkpoint's digest: a retrained run is studied again
+    if not path.exists() or read_json(path).get("pool") != drawn:
         result = study.study_run(spec.dataset, pool["run_dir"], pool["cache"], spec.eval_subset, s.max_samples,
                                  study.ERRORS, s.seed, s.memory, s.batch, roots=ctx.roots, device=ctx.device)
         result["run"] = str(pool["run_dir"].relative_to(ctx.work))
         result["schedule"] = schedule(spec)
+        result["pool"] = drawn
         write_json(path, result)
     write_summary(ctx)
 
