@@ -18,8 +18,10 @@ from typing import Callable
 from ..data import DatasetNotFound, data_roots
 from ..data.catalog import find
 from ..errors import UsageError
+from ..io import read_json
 
 SCALES = ("tiny", "small", "full")
+STATE = "plan-state.json"  # under OUT/<scale>/: the finished steps, their wall time and work
 VERDICTS = ("holds", "does not hold", "not measured")
 
 
@@ -27,15 +29,19 @@ VERDICTS = ("holds", "does not hold", "not measured")
 class Step:
     """One unit of work: ``run()`` does it (and must be safe to call again after an interruption).
 
-    ``estimate_s`` is its expected wall time on the reference machine (2 CPU cores) at the plan's
-    scale; ``needs`` names the datasets (``data:NAME``) or programs (``tool:NAME``) it cannot run
-    without -- a step whose need is missing is skipped with the reason, not failed.
+    ``estimate_s`` is its expected wall time (see :meth:`Context.estimate`); ``needs`` names the
+    datasets (``data:NAME``) or programs (``tool:NAME``) it cannot run without -- a step whose
+    need is missing is skipped with the reason, not failed. ``rate`` and ``work`` (optional) say
+    what its time is proportional to -- e.g. ``"train/cnn-16/s4"`` and epochs x examples -- so the
+    time it takes teaches the plan the rate of every other step of that kind, at any scale.
     """
 
     key: str
     estimate_s: float
     run: Callable[[], object]
     needs: tuple[str, ...] = ()
+    rate: str = ""
+    work: float = 0.0
 
 
 @dataclass
@@ -88,6 +94,7 @@ class Context:
     device: str = "cpu"
     skipped: dict[str, str] = field(default_factory=dict)  # step key -> why it did not run
     failed: dict[str, str] = field(default_factory=dict)  # step key -> the error it raised
+    _rates: dict[str, float] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -113,6 +120,31 @@ class Context:
         if kind == "tool":
             return None if shutil.which(name) else f"{name} is not installed"
         raise ValueError(f"need {need!r}: expected data:NAME or tool:NAME")
+
+    def measured_rates(self) -> dict[str, float]:
+        """Seconds per unit of work of every rate measured by a finished step in this report's
+        folder, at any scale (the scale with the most work of that kind wins: small runs say more
+        about a full run than tiny ones, whose time is mostly start-up)."""
+        best: dict[str, tuple[float, float]] = {}
+        for state in self.out.glob(f"*/{STATE}"):
+            totals: dict[str, list[float]] = {}
+            for entry in read_json(state).get("done", {}).values():
+                if entry.get("rate") and entry.get("work", 0) > 0:
+                    total = totals.setdefault(entry["rate"], [0.0, 0.0])
+                    total[0] += entry["wall_s"]
+                    total[1] += entry["work"]
+            for rate, (wall, work) in totals.items():
+                if work > best.get(rate, (0.0, 0.0))[1]:
+                    best[rate] = (wall / work, work)
+        return {rate: value for rate, (value, _) in best.items()}
+
+    def estimate(self, rate: str, work: float, reference: float, overhead: float = 2.0) -> float:
+        """Expected seconds of ``work`` units: at the rate measured here if any step of that kind
+        has finished (see :meth:`measured_rates`), else at ``reference`` seconds per unit, the
+        rate measured on the reference machine (2 CPU cores)."""
+        if self._rates is None:
+            self._rates = self.measured_rates()
+        return overhead + work * self._rates.get(rate, reference)
 
     def why_missing(self, prefix: str) -> str:
         """The reason recorded for the first skipped step under ``prefix`` (for 'not measured')."""

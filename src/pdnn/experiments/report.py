@@ -42,7 +42,7 @@ def claims_table(rows: list[tuple[str, Claim]]) -> list[str]:
     return lines
 
 
-def render(ctx: Context, studies, sections: list[Section], state: dict) -> str:
+def render(ctx: Context, studies, sections: list[Section], state: dict, full_outlook: str = "") -> str:
     done = state.get("done", {})
     wall = sum(v["wall_s"] for v in done.values())
     m = state.get("machine", {})
@@ -64,7 +64,9 @@ def render(ctx: Context, studies, sections: list[Section], state: dict) -> str:
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
         f"{counts['not measured']} not measured. A verdict follows the stated rule, decided before the "
         "numbers; the study sections give the evidence.",
-        "",
+        *([f"- The paper's schedules (`--scale full`, for a GPU): {full_outlook} "
+            "(`pdnn reproduce --scale full --out DIR --dry-run` prints the plan).", ""]
+          if full_outlook and ctx.scale != "full" else [""]),
         "## The paper's claims",
         "",
         *claims_table(rows),
@@ -106,9 +108,9 @@ def to_html(text: str, base: Path) -> str:
             f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def write_report(ctx: Context, studies, state: dict) -> Path:
+def write_report(ctx: Context, studies, state: dict, full_outlook: str = "") -> Path:
     sections = [study.section(ctx) for study in studies]
-    text = render(ctx, studies, sections, state)
+    text = render(ctx, studies, sections, state, full_outlook)
     path = ctx.out / "REPORT.md"
     write_text(path, text)
     write_text(ctx.out / "REPORT.html", to_html(text, ctx.out))

@@ -26,11 +26,9 @@ import torch
 
 from ..io import read_json, write_json
 from ..progress import progress_bar
-from .plan import Context, Step
+from .plan import STATE, Context, Step
 from .report import write_report
 from .studies import STUDIES
-
-STATE = "plan-state.json"
 
 
 def plan(ctx: Context) -> list[tuple[str, Step]]:
@@ -80,13 +78,19 @@ def describe_plan(ctx: Context) -> str:
         missing = [m for m in (ctx.missing(n) for n in step.needs) if m]
         lines.append(f"  {step.key:<52} {status:>14}" + ("  skipped: " + "; ".join(missing) if missing else ""))
     todo = [step for _, step in steps if step.key not in done]
-    total = sum(step.estimate_s for step in todo)
-    p = pace(steps, done)
-    lines.append("")
-    lines.append(f"{len(steps)} steps, {len(todo)} to run: about {_duration(total)} on the reference machine "
-                 f"(2 CPU cores)" + (f"; at this machine's pace so far (x{p:.2f}) about {_duration(total * p)}"
-                                     if p != 1.0 else "") + ".")
+    lines += ["", f"{len(steps)} steps, {len(todo)} to run: {outlook(ctx, todo)}."]
     return "\n".join(lines)
+
+
+def outlook(ctx: Context, steps: list[Step]) -> str:
+    """The expected time of ``steps`` in words, saying where its rates come from."""
+    total = sum(step.estimate_s for step in steps)
+    measured = ctx.measured_rates()
+    known = sum(1 for step in steps if step.rate in measured)
+    if known == 0:
+        return f"about {_duration(total)} at the rates of the reference machine (2 CPU cores)"
+    return (f"about {_duration(total)}; {known} of these {len(steps)} steps are timed from steps of the same kind "
+            f"measured on this machine under {ctx.out}, the others at the rates of the reference machine (2 CPU cores)")
 
 
 def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
@@ -123,8 +127,10 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
             bar.update(round(step.estimate_s))
             continue
         wall = time.monotonic() - t0
-        done[step.key] = {"wall_s": round(wall, 2), "estimate_s": step.estimate_s,
+        done[step.key] = {"wall_s": round(wall, 2), "estimate_s": round(step.estimate_s, 2),
                           "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if step.rate:
+            done[step.key].update(rate=step.rate, work=step.work)
         write_json(ctx.dir(STATE), state)
         bar.update(round(step.estimate_s))
         left = sum(s.estimate_s for _, s in todo[i:]) * pace(steps, done)
@@ -134,7 +140,8 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
     state["machine"] = machine()
     state["last_run_wall_s"] = round(time.monotonic() - started, 1)
     write_json(ctx.dir(STATE), state)
-    return write_report(ctx, STUDIES, state)
+    full = Context(ctx.out, "full", roots=ctx.roots, device=ctx.device)
+    return write_report(ctx, STUDIES, state, full_outlook=outlook(full, [step for _, step in plan(full)]))
 
 
 @contextlib.contextmanager

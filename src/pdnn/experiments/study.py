@@ -84,10 +84,15 @@ def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
             for name, (neuron, _) in spec.runs().items()}
 
 
+def train_config(spec: StudySpec, samples: int) -> TrainConfig:
+    """The schedule every run of ``spec`` trains with, for a run trained on ``samples`` samples."""
+    return TrainConfig(samples=samples, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                       schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
+
+
 def train_one(out: Path, spec: StudySpec, name: str, model: ModelConfig, **kwargs) -> None:
     """Train run ``name`` of the study (resuming or skipping it as far as it got)."""
-    config = TrainConfig(samples=spec.runs()[name][1], epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                         schedule=spec.schedule, seed=spec.seed, monitor_examples=spec.eval_subset)
+    config = train_config(spec, spec.runs()[name][1])
     ensure_trained(Path(out) / "runs" / name, model, spec.dataset, config, subset=spec.subset, label=name, **kwargs)
 
 

@@ -48,30 +48,43 @@ def study_dir(ctx: Context, spec: StudySpec):
     return ctx.dir(NAME, spec.dataset)
 
 
-def _train_estimate(spec: StudySpec, samples: int, examples: int) -> float:
+def _model_name(spec: StudySpec) -> str:
+    return f"{spec.model}-{spec.width}" if spec.width else spec.model
+
+
+def train_step(ctx: Context, spec: StudySpec, name: str, samples: int, run) -> Step:
+    """One run's training; its time is proportional to epochs x examples at a per-example rate
+    of its model and s (the reference rates scale the 5-epoch Fashion-MNIST MLP-256 and 4-epoch
+    CIFAR-10 CNN-16 studies in results/ by width and s)."""
     width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
     per_sample = 1 + 0.1 * (samples - 1) if spec.model == "mlp" else max(1.0, 0.75 * samples)
-    return spec.epochs * examples * TRAIN_S[spec.model] * width * per_sample
+    rate, work = f"train/{_model_name(spec)}/s{samples}", spec.epochs * (spec.subset or 50000)
+    return Step(f"{NAME}/{spec.dataset}/{name}/train", ctx.estimate(rate, work, TRAIN_S[spec.model] * width * per_sample),
+                run, (f"data:{spec.dataset}",), rate, work)
+
+
+def eval_step(ctx: Context, spec: StudySpec, name: str, stochastic: bool, run) -> Step:
+    """One run's evaluation: examples x (sum of T x repeats) forward passes of one sample."""
+    width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
+    passes = sum(spec.test_samples) * spec.repeats if stochastic else 1
+    rate, work = f"eval/{_model_name(spec)}", (spec.eval_subset or 10000) * passes
+    return Step(f"{NAME}/{spec.dataset}/{name}/eval", ctx.estimate(rate, work, EVAL_S[spec.model] * width),
+                run, (f"data:{spec.dataset}",), rate, work)
 
 
 def steps(ctx: Context) -> list[Step]:
     out = []
     for spec in specs(ctx):
-        folder, need = study_dir(ctx, spec), (f"data:{spec.dataset}",)
+        folder = study_dir(ctx, spec)
         models = study_models(spec)
-        train_n = spec.subset or 50000
-        eval_n = spec.eval_subset or 10000
         kw = dict(roots=ctx.roots, device=ctx.device, progress=False)
         for name, (neuron, s) in spec.runs().items():
-            key = f"{NAME}/{spec.dataset}/{name}"
-            out.append(Step(f"{key}/train", _train_estimate(spec, s, train_n),
-                            lambda spec=spec, name=name, folder=folder, models=models: train_one(folder, spec, name, models[name], **kw), need))
-            evals = sum(spec.test_samples) * spec.repeats if neuron.startswith("pbit") else 1
-            width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
-            out.append(Step(f"{key}/eval", 5 + eval_n * evals * EVAL_S[spec.model] * width,
-                            lambda spec=spec, name=name, folder=folder: evaluate_one(folder, spec, name, **kw), need))
+            out.append(train_step(ctx, spec, name, s, lambda spec=spec, name=name, folder=folder, models=models:
+                                   train_one(folder, spec, name, models[name], **kw)))
+            out.append(eval_step(ctx, spec, name, neuron.startswith("pbit"), lambda spec=spec, name=name, folder=folder:
+                                  evaluate_one(folder, spec, name, **kw)))
         out.append(Step(f"{NAME}/{spec.dataset}/summary", 10, lambda spec=spec, folder=folder: finish_study(folder, spec),
-                        need))
+                        (f"data:{spec.dataset}",)))
     return out
 
 
@@ -94,20 +107,21 @@ def section(ctx: Context) -> Section:
             section.claims.append(Claim.decide(f"{spec.dataset}: {c['claim']}", PAPER.get(c["claim"], "–"),
                                                c["ours"], c["rule"], c["holds"]))
         section.figures += [Figure(folder / "accuracy_vs_samples_pbit.png",
-                                   f"{spec.dataset}: accuracy against T, p-DNNs and baselines; {_schedule(spec)}"),
+                                   f"{spec.dataset}: accuracy against T, p-DNNs and baselines; {describe(spec)}"),
                             Figure(folder / "train_test_matrix.png",
-                                   f"{spec.dataset}: accuracy by training s and test T; {_schedule(spec)}")]
+                                   f"{spec.dataset}: accuracy by training s and test T; {describe(spec)}")]
         tanh = summary["runs"]["tanh"]["accuracy"]["1"]["mean"]
         best = max(((name, t, v["mean"]) for name, r in summary["runs"].items() if name.startswith("pbit")
                     for t, v in r["accuracy"].items()), key=lambda x: x[2])
-        lines.append(f"- **{spec.dataset}** ({_schedule(spec)}): tanh {100 * tanh:.2f}%; best p-DNN "
+        lines.append(f"- **{spec.dataset}** ({describe(spec)}): tanh {100 * tanh:.2f}%; best p-DNN "
                      f"{best[0]} at T = {best[1]}: {100 * best[2]:.2f}%. "
                      f"[README]({ctx.scale}/{NAME}/{spec.dataset}/README.md)")
     section.text += "\n\n" + "\n".join(lines)
     return section
 
 
-def _schedule(spec: StudySpec) -> str:
+def describe(spec: StudySpec) -> str:
+    """The schedule and data of ``spec`` in words, for captions."""
     return (f"{spec.model}{f' width {spec.width}' if spec.width else ''}, {spec.epochs} epochs on "
             f"{f'the first {spec.subset}' if spec.subset else 'all'} training images, accuracy on "
             f"{f'the first {spec.eval_subset}' if spec.eval_subset else 'all'} test images, "

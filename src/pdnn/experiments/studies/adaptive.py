@@ -64,18 +64,19 @@ def result_path(ctx: Context, dataset: str):
     return ctx.dir(NAME, dataset, "adaptive.json")
 
 
-def _width(spec: accuracy.StudySpec) -> float:
-    return (spec.width or 256) / (256 if spec.model == "mlp" else 16)
-
-
 def steps(ctx: Context) -> list[Step]:
+    """Per dataset: the pool (time proportional to the draws, at a rate of the model and width) and
+    the replay."""
     settings, out = SETTINGS[ctx.scale], []
     for spec in accuracy.specs(ctx):
-        inputs = spec.eval_subset or 10000
-        draws = inputs * settings.max_samples
-        pool_s = POOL_OVERHEAD_S + draws * POOL_S[spec.model] * _width(spec)
+        draws = (spec.eval_subset or 10000) * settings.max_samples
+        width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
         need = (f"data:{spec.dataset}",)
-        out.append(Step(f"{NAME}/{spec.dataset}/pool", pool_s, lambda spec=spec: draw_pool(ctx, spec), need))
+        rate = f"{NAME}-pool/{spec.model}-{spec.width}" if spec.width else f"{NAME}-pool/{spec.model}"
+        out.append(Step(f"{NAME}/{spec.dataset}/pool",
+                        ctx.estimate(rate, draws, POOL_S[spec.model] * width, POOL_OVERHEAD_S),
+                        lambda spec=spec: draw_pool(ctx, spec), need, rate, draws))
+        # the replay has no rate to learn: at tiny scale its time is all start-up and drawing the figure
         out.append(Step(f"{NAME}/{spec.dataset}/replay", REPLAY_OVERHEAD_S + draws * REPLAY_S,
                         lambda spec=spec: replay(ctx, spec), need))
     return out

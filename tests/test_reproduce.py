@@ -1,0 +1,153 @@
+"""``pdnn reproduce``: the whole plan at tiny scale, end to end, on fake data; resuming; missing
+data; a failing step; the report's claims table re-derived from the studies' own JSON."""
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from test_data import make_cifar_batches, make_idx
+
+from pdnn.cli import main
+from pdnn.experiments import reproduce
+from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context
+from pdnn.experiments.report import claims_table
+from pdnn.experiments.studies import STUDIES
+from pdnn.io import read_json
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Fake Fashion-MNIST and CIFAR-10 (random pixels), and one data cache for the module."""
+    root = tmp_path_factory.mktemp("data")
+    make_idx(root / "fashion-mnist", gz=True, n_train=300, n_test=150)
+    make_cifar_batches(root, per_batch=60)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated(data, monkeypatch):
+    monkeypatch.setenv("PDNN_CACHE", str(data / "cache"))
+    monkeypatch.delenv("PDNN_DATA", raising=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(data, tmp_path_factory):
+    """The whole tiny plan, run once for the module; returns (context, log text)."""
+    out = tmp_path_factory.mktemp("reproduce")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PDNN_CACHE", str(data / "cache"))
+        mp.delenv("PDNN_DATA", raising=False)
+        ctx = Context(out, "tiny", roots=[str(data)])
+        log = io.StringIO()
+        reproduce.run_plan(ctx, progress=True, log=log)
+    return ctx, log.getvalue()
+
+
+def test_tiny_plan_runs_every_step_and_reports_every_claim(tiny_run):
+    ctx, log = tiny_run
+    assert not ctx.failed and not ctx.skipped, log
+    state = read_json(ctx.dir(STATE))
+    assert set(state["done"]) == {step.key for _, step in reproduce.plan(ctx)}
+    text = (ctx.out / "REPORT.md").read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
+    sections = [study.section(ctx) for study in STUDIES]
+    claims = [c for s in sections for c in s.claims]
+    assert len(rows) == len(claims) > 0
+    assert all(c.verdict in ("holds", "does not hold") for c in claims)  # every study measured something
+    for study, section in zip(STUDIES, sections):
+        assert f"## {section.title}" in text
+        for figure in section.figures:
+            assert figure.path.is_file(), figure.path
+    html = (ctx.out / "REPORT.html").read_text()
+    assert html.count("data:image/png;base64,") == sum(len(s.figures) for s in sections)
+    assert "missing figure" not in html
+
+
+def test_rerun_repeats_no_finished_step(tiny_run):
+    ctx, _ = tiny_run
+    before = read_json(ctx.dir(STATE))["done"]
+    log = io.StringIO()
+    reproduce.run_plan(Context(ctx.out, "tiny", roots=ctx.roots), progress=True, log=log)
+    assert log.getvalue() == ""  # one line per step run; none ran
+    assert read_json(ctx.dir(STATE))["done"] == before
+
+
+def test_accuracy_claims_in_the_report_come_from_the_study_summary(tiny_run):
+    ctx, _ = tiny_run
+    text = (ctx.out / "REPORT.md").read_text()
+    summary = read_json(ctx.dir("accuracy", "fashion-mnist", "summary.json"))
+    for c in summary["claims"]:
+        verdict = "**holds**" if c["holds"] else "**does not hold**"
+        row = next(line for line in text.splitlines() if f"fashion-mnist: {c['claim']}" in line)
+        assert c["ours"] in row and row.rstrip(" |").endswith(verdict)
+
+
+def _only(monkeypatch, keep):
+    """Restrict the plan to the steps for which ``keep(step)`` is true (the report still covers
+    every study), so a test exercises the runner without training the whole tiny plan again."""
+    full = reproduce.plan
+    monkeypatch.setattr(reproduce, "plan", lambda ctx: [(n, s) for n, s in full(ctx) if keep(s)])
+
+
+def test_missing_dataset_skips_its_steps_and_says_why(data, tmp_path, monkeypatch):
+    only_fashion = tmp_path / "roots"
+    (only_fashion / "fashion-mnist").mkdir(parents=True)
+    for f in (data / "fashion-mnist").iterdir():
+        (only_fashion / "fashion-mnist" / f.name).symlink_to(f)
+    _only(monkeypatch, lambda step: "data:cifar10" in step.needs)
+    ctx = Context(tmp_path / "out", "tiny", roots=[str(only_fashion)])
+    reproduce.run_plan(ctx, progress=False, log=io.StringIO())
+    assert ctx.skipped and all("dataset 'cifar10' not found" in reason for reason in ctx.skipped.values())
+    assert not (ctx.dir(STATE).exists() and read_json(ctx.dir(STATE))["done"])
+    text = (ctx.out / "REPORT.md").read_text()
+    cifar_rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line) and "cifar10" in line]
+    assert cifar_rows and all("not measured (dataset 'cifar10' not found" in line for line in cifar_rows)
+
+
+def test_a_failing_step_is_reported_and_the_rest_still_runs(data, tmp_path, monkeypatch):
+    broken, other = "accuracy/fashion-mnist/tanh/train", "accuracy/cifar10/tanh/train"
+    full = reproduce.plan
+    monkeypatch.setattr(reproduce, "plan", lambda ctx: [
+        (n, reproduce.Step(s.key, s.estimate_s, lambda: 1 / 0) if s.key == broken else s)
+        for n, s in full(ctx) if s.key in (broken, other)])
+    ctx = Context(tmp_path, "tiny", roots=[str(data)])
+    log = io.StringIO()
+    reproduce.run_plan(ctx, progress=False, log=log)
+    assert list(ctx.failed) == [broken] and "ZeroDivisionError" in log.getvalue()
+    assert list(read_json(ctx.dir(STATE))["done"]) == [other]
+    row = next(line for line in (tmp_path / "REPORT.md").read_text().splitlines()
+               if "fashion-mnist: T = 1 matches" in line)
+    assert "not measured (failed: ZeroDivisionError" in row
+
+
+def test_dry_run_lists_every_step_with_an_estimate(data, tmp_path, capsys):
+    assert main(["reproduce", "--scale", "small", "--out", str(tmp_path), "--data-dir", str(data), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    ctx = Context(tmp_path, "small", roots=[str(data)])
+    for _, step in reproduce.plan(ctx):
+        assert step.key in out
+    total = sum(step.estimate_s for _, step in reproduce.plan(ctx))
+    assert f"{len(reproduce.plan(ctx))} steps" in out and reproduce._duration(total) in out
+    assert not (tmp_path / "small").exists()  # a dry run writes nothing
+
+
+def test_every_scale_has_a_plan_and_small_fits_two_hours(data, tmp_path):
+    for scale in ("tiny", "small", "full"):
+        assert reproduce.plan(Context(tmp_path, scale, roots=[str(data)]))
+    small = sum(step.estimate_s for _, step in reproduce.plan(Context(tmp_path, "small")))
+    assert small <= 2 * 3600
+
+
+def test_bad_scale_and_verdict_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--scale", "huge", "--out", str(tmp_path)])
+    assert "huge" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="verdict"):
+        Claim("c", "p", verdict="maybe")
+    assert set(VERDICTS) == {"holds", "does not hold", "not measured"}
+
+
+def test_claims_table_escapes_pipes_and_states_reasons():
+    rows = claims_table([("study", Claim("a | b", "paper", reason="no data"))])
+    assert "a \\| b" in rows[2] and "not measured (no data)" in rows[2]
