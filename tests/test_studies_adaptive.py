@@ -86,7 +86,10 @@ def test_energy_accounting_is_exact():
 def test_the_study_runs_after_the_accuracy_study_and_claims_beyond_the_paper():
     assert STUDIES.index(adaptive) > STUDIES.index(accuracy)
     ctx = Context("/nowhere", "tiny")
-    assert all(s.key.startswith("adaptive/") and s.estimate_s > 0 for s in adaptive.steps(ctx))
+    steps = adaptive.steps(ctx)
+    assert all(s.key.startswith("adaptive/") and s.estimate_s > 0 for s in steps)
+    pools = [s for s in steps if s.key.endswith("/pool")]
+    assert [(s.rate, s.work) for s in pools] == [("adaptive-pool/mlp-16", 128 * 10), ("adaptive-pool/cnn-4", 128 * 10)]
     section = adaptive.section(ctx)
     assert [c.verdict for c in section.claims] == ["not measured", "not measured"]
     assert all(c.paper == adaptive.PAPER and c.reason == "not run yet" for c in section.claims)
