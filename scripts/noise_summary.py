@@ -17,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from pdnn.experiments.noise_rules import rows_by_samples, verdicts
+
 T_ALL = [1, 2, 5, 10, 20, 50]
 
 
@@ -54,51 +56,7 @@ def _read(path: Path):
 
 
 def _rows(doc) -> dict[int, dict]:
-    return {r["samples"]: r for r in doc["results"]} if doc else {}
-
-
-def _se(row) -> float:
-    """standard error of a mean over repeats (the sampling noise on these test images)"""
-    return row["accuracy_std"] / math.sqrt(row["repeats"]) if row["repeats"] > 1 else 0.0
-
-
-def verdicts(rows: dict[int, dict], det: float | None, examples: int) -> dict:
-    """The claims of the issue, by the stated rules (see rules())."""
-    ts = sorted(rows)
-    floor = max(0.001, 1 / examples)  # 0.1 points, and at least one test example
-
-    def bound(*rs) -> float:
-        return max(floor, 2 * math.sqrt(sum(_se(r) ** 2 for r in rs)))
-
-    out: dict = {"floor": floor}
-    if 1 in rows and 2 in rows:
-        a, b = rows[1], rows[2]
-        d = b["accuracy_mean"] - a["accuracy_mean"]
-        out["gain_T2_vs_T1"] = d
-        out["gain_T2_vs_T1_bound"] = bound(a, b)
-        out["gain_at_T2"] = d > bound(a, b)
-    drops = []
-    for s, t in zip(ts, ts[1:]):
-        d = rows[t]["accuracy_mean"] - rows[s]["accuracy_mean"]
-        if d < -bound(rows[s], rows[t]):
-            drops.append([s, t, d])
-    first, last = rows[ts[0]], rows[ts[-1]]
-    overall = last["accuracy_mean"] - first["accuracy_mean"]
-    out["significant_drops"] = drops
-    out["strictly_increasing"] = all(rows[t]["accuracy_mean"] > rows[s]["accuracy_mean"] for s, t in zip(ts, ts[1:]))
-    out["gain_Tmax_vs_T1"] = overall
-    out["monotonic"] = not drops and overall > bound(first, last)
-    if det is not None:
-        best_t = max(ts, key=lambda t: rows[t]["accuracy_mean"])
-        out["deterministic"] = det
-        out["T2_minus_deterministic"] = rows[2]["accuracy_mean"] - det if 2 in rows else None
-        out["Tmax"] = ts[-1]
-        out["Tmax_minus_deterministic"] = last["accuracy_mean"] - det
-        out["beats_deterministic"] = last["accuracy_mean"] - det > bound(last)
-        out["below_deterministic"] = last["accuracy_mean"] - det < -bound(last)
-        out["best_T"] = best_t
-        out["best_minus_deterministic"] = rows[best_t]["accuracy_mean"] - det
-    return out
+    return rows_by_samples(doc) if doc else {}
 
 
 def rules(examples: dict[str, int]) -> str:

@@ -17,13 +17,15 @@ from .convert import load_model
 from .data import load
 from .devices import resolve_device
 from .evaluate import accuracy_vs_samples, adaptive_accuracy, is_deterministic
+from .features import ClassifierFeatures, InceptionFeatures
+from .generation import check_generator, fid_vs_samples
 from .models import is_generator
 from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
                  save_checkpoint, write_json)
 from .provenance import WEIGHTS, weights_record
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
-           "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
+           "fid_run", "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
 
 
 def evaluate_run(
@@ -68,6 +70,45 @@ def evaluate_run(
         "results": results,
     }
     write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
+    return document
+
+
+def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
+            n: int = 2000, repeats: int = 3, seed: int = 0, roots: list[str] | None = None,
+            subset: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
+    """Fréchet distance of a generator run's images against its dataset's first ``n`` test images,
+    for every T in ``samples``, in the features of the classifier run ``classifier`` (fid-clf) or
+    of Inception-v3 from ``inception_weights`` (fid); writes ``RUN/<metric>.json`` and returns it."""
+    if (classifier is None) == (inception_weights is None):
+        raise UsageError("give exactly one feature source: a classifier run or the Inception weights")
+    model, config = load_model(run_dir, map_location=device)
+    vae = check_generator(model, f"run {run_dir}")
+    dataset = config["data"]["dataset"]
+    data = load(dataset, roots=roots, subset=subset, progress=progress)
+    if classifier is not None:
+        clf_dataset = read_config(classifier)["data"]["dataset"]
+        if clf_dataset != dataset:
+            raise UsageError(f"classifier {classifier} was trained on {clf_dataset}; the generator on {dataset}")
+        extractor = ClassifierFeatures(classifier, data.normalize, device)
+    else:
+        extractor = InceptionFeatures(inception_weights, device)
+    began = time.perf_counter()
+    results = fid_vs_samples(vae, data.test_x, extractor, list(samples), n, repeats, seed, device)
+    document = {
+        "run": str(run_dir),
+        "dataset": dataset,
+        "metric": extractor.metric,
+        "features": extractor.name,
+        "feature_source": extractor.source,
+        "feature_dim": extractor.dim,
+        "real": f"the first {n} images of the {dataset} test split",
+        "n": n,
+        "repeats": repeats,
+        "seed": seed,
+        "time_s": time.perf_counter() - began,
+        "results": results,
+    }
+    write_json(Path(run_dir) / f"{extractor.metric}.json", document)
     return document
 
 

@@ -2,16 +2,10 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
-from ..errors import UsageError
-from ..data import load
 from ..evaluate import parse_samples
-from ..features import ClassifierFeatures, InceptionFeatures
-from ..generation import check_generator, fid_vs_samples
-from ..io import read_config, write_json
-from ..runs import load_model
+from ..runs import fid_run
 from ..train import default_device
 from .common import add_data_options, add_device_option
 
@@ -41,39 +35,14 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     samples = parse_samples(args.samples)
     device = args.device or default_device()
-    model, config = load_model(args.run_dir, map_location=device)
-    vae = check_generator(model, f"run {args.run_dir}")
-    dataset = config["data"]["dataset"]
-    data = load(dataset, roots=args.data_dir, subset=args.subset, progress=not args.quiet)
-    if args.classifier:
-        clf_dataset = read_config(args.classifier)["data"]["dataset"]
-        if clf_dataset != dataset:
-            raise UsageError(f"classifier {args.classifier} was trained on {clf_dataset}; the generator on {dataset}")
-        extractor = ClassifierFeatures(args.classifier, data.normalize, device)
-    else:
-        extractor = InceptionFeatures(args.inception_weights, device)
-    began = time.perf_counter()
-    results = fid_vs_samples(vae, data.test_x, extractor, samples, args.n, args.repeats, args.seed, device)
-    document = {
-        "run": str(args.run_dir),
-        "dataset": dataset,
-        "metric": extractor.metric,
-        "features": extractor.name,
-        "feature_source": extractor.source,
-        "feature_dim": extractor.dim,
-        "real": f"the first {args.n} images of the {dataset} test split",
-        "n": args.n,
-        "repeats": args.repeats,
-        "seed": args.seed,
-        "time_s": time.perf_counter() - began,
-        "results": results,
-    }
-    path = Path(args.run_dir) / f"{extractor.metric}.json"
-    write_json(path, document)
+    document = fid_run(args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats,
+                       args.seed, args.data_dir, args.subset, device, progress=not args.quiet)
+    results = document["results"]
+    path = Path(args.run_dir) / f"{document['metric']}.json"
     if args.json:
         shutil.copyfile(path, args.json)
-    print(f"{args.run_dir}  {extractor.metric} ({extractor.name}; n={args.n}, {args.repeats} repeats)")
-    print(f"{'T':>5}  {extractor.metric:>10}  {'std':>8}")
+    print(f"{args.run_dir}  {document['metric']} ({document['features']}; n={args.n}, {args.repeats} repeats)")
+    print(f"{'T':>5}  {document['metric']:>10}  {'std':>8}")
     for row in results:
         print(f"{row['samples']:>5}  {row['mean']:>10.3f}  {row['std']:>8.3f}")
     return 0

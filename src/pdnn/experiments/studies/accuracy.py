@@ -48,7 +48,7 @@ def study_dir(ctx: Context, spec: StudySpec):
     return ctx.dir(NAME, spec.dataset)
 
 
-def _model_name(spec: StudySpec) -> str:
+def model_name(spec: StudySpec) -> str:
     return f"{spec.model}-{spec.width}" if spec.width else spec.model
 
 
@@ -58,7 +58,7 @@ def train_step(ctx: Context, spec: StudySpec, name: str, samples: int, run) -> S
     CIFAR-10 CNN-16 studies in results/ by width and s)."""
     width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
     per_sample = 1 + 0.1 * (samples - 1) if spec.model == "mlp" else max(1.0, 0.75 * samples)
-    rate, work = f"train/{_model_name(spec)}/s{samples}", spec.epochs * (spec.subset or 50000)
+    rate, work = f"train/{model_name(spec)}/s{samples}", spec.epochs * (spec.subset or 50000)
     return Step(f"{NAME}/{spec.dataset}/{name}/train", ctx.estimate(rate, work, TRAIN_S[spec.model] * width * per_sample),
                 run, (f"data:{spec.dataset}",), rate, work)
 
@@ -67,7 +67,7 @@ def eval_step(ctx: Context, spec: StudySpec, name: str, stochastic: bool, run) -
     """One run's evaluation: examples x (sum of T x repeats) forward passes of one sample."""
     width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
     passes = sum(spec.test_samples) * spec.repeats if stochastic else 1
-    rate, work = f"eval/{_model_name(spec)}", (spec.eval_subset or 10000) * passes
+    rate, work = f"eval/{model_name(spec)}", (spec.eval_subset or 10000) * passes
     return Step(f"{NAME}/{spec.dataset}/{name}/eval", ctx.estimate(rate, work, EVAL_S[spec.model] * width),
                 run, (f"data:{spec.dataset}",), rate, work)
 
