@@ -72,7 +72,7 @@ def steps(ctx: Context) -> list[Step]:
         draws = (spec.eval_subset or 10000) * settings.max_samples
         width = (spec.width or 256) / (256 if spec.model == "mlp" else 16)
         need = (f"data:{spec.dataset}",)
-        rate = f"{NAME}-pool/{spec.model}-{spec.width}" if spec.width else f"{NAME}-pool/{spec.model}"
+        rate = f"{NAME}-pool/{accuracy.model_name(spec)}"
         out.append(Step(f"{NAME}/{spec.dataset}/pool",
                         ctx.estimate(rate, draws, POOL_S[spec.model] * width, POOL_OVERHEAD_S),
                         lambda spec=spec: draw_pool(ctx, spec), need, rate, draws))
