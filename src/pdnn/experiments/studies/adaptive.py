@@ -35,8 +35,9 @@ SETTINGS = {"tiny": Settings(max_samples=10), "small": Settings(max_samples=50),
 
 # Seconds per test input and sample (one draw) on the reference machine (2 CPU cores), at width 256
 # (mlp) and 16 (cnn), scaled by the width as in the accuracy study. Pool: the CPU time of
-# record_pool, measured with 2 threads on the shared machine (Fashion-MNIST mlp 2000 x 50: 9.5 s;
-# CIFAR-10 cnn pbit-s4 200 x 50: 16.8 s). Replay of the seven levels plus the energy model: 4.0 s
+# record_pool with 2 threads, measured while the 2 cores were shared (load about 10, so wall time
+# there meant nothing; CPU time is the upper bound used): Fashion-MNIST mlp 2000 x 50: 9.5 s;
+# CIFAR-10 cnn pbit-s4 200 x 50: 16.8 s. Replay of the seven levels plus the energy model: 4.0 s
 # CPU for CIFAR-10 1000 x 50, 6.3-8.7 s for Fashion-MNIST 10000 x 50 (time_s in
 # results/adaptive/adaptive.json).
 POOL_S = {"mlp": 1.0e-4, "cnn": 1.7e-3}
