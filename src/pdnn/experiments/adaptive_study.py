@@ -1,0 +1,348 @@
+"""Accuracy against mean T when T is chosen per input, beside fixed T and the oracle.
+
+For a trained p-DNN, N = ``max_samples`` samples of every test input are drawn once (seeded, in
+chunks, as ``pdnn eval`` draws its pool) and stored in a cache folder (a stored pool is reused).
+Everything else is computed from these recorded samples in seconds, so every method sees the
+same draws:
+
+* fixed T: the accuracy of the mean of the first T samples, T = 1..N;
+* adaptive: the stopping rule replayed on the samples (:func:`pdnn.adaptive.simulate`: the
+  decisions and T that ``SampledModel(samples="auto")`` gives when the network draws these
+  samples), at each error level, with the fraction of inputs whose decision differs from the one
+  at N;
+* oracle: for each input, the T after which the running decision never changes again.
+
+Energy per inference at each input's own T comes from the energy model (:mod:`pdnn.energy`) in
+three accountings of how the weight read is shared (:func:`energies`). ``scripts/adaptive_study.py``
+(results/adaptive/) and the ``adaptive`` study of ``pdnn reproduce`` both run :func:`study_run`.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..adaptive import StoppingRule, oracle_samples, simulate
+from ..data import load
+from ..energy.account import Reuse, Settings, network_energy
+from ..energy.tradeoff import run_network
+from ..evaluate import MAX_ROWS
+from ..io import CHECKPOINT, RunError, atomic_write, save_figure
+from ..runs import load_model
+from ..sampling import SampledModel
+
+ERRORS = (0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001)
+GOAL_POINTS, GOAL_MEAN_T = 0.2, 5.0  # the goal: the accuracy of T = N within 0.2 points at mean T <= 5
+
+
+@torch.no_grad()
+def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batch_size: int = 500,
+                roots=None, device: str = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample outputs ``[samples, examples, classes]`` of a run on its test split, and the labels."""
+    model, config = load_model(run_dir, map_location=device)
+    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=False)
+    x, y = data.test_x, data.test_y
+    sampler = SampledModel(model.eval(), reduce="none", seed=seed)
+    parts = []
+    for start in range(0, len(x), batch_size):
+        xb = data.normalize(x[start : start + batch_size]).to(device)
+        chunk = max(1, MAX_ROWS // len(xb))
+        rows = []
+        for done in range(0, samples, chunk):
+            sampler.samples = min(chunk, samples - done)
+            rows.append(sampler(xb).cpu())
+        parts.append(torch.cat(rows))
+        if progress:
+            print(f"  {run_dir}: {start + len(xb)}/{len(x)} inputs", file=sys.stderr, flush=True)
+    return torch.cat(parts, 1), y
+
+
+def pool_path(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path) -> Path:
+    """Where the pool of these weights (named by a digest of the checkpoint), inputs, N and seed is kept."""
+    checkpoint = Path(run_dir) / CHECKPOINT
+    if not checkpoint.is_file():
+        raise RunError(f"{checkpoint} does not exist: the run must be trained before its samples are drawn")
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    return Path(cache) / f"{Path(run_dir).name}-{digest}-n{subset}-T{samples}-seed{seed}.pt"
+
+
+def cached_pool(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path, **kwargs):
+    """:func:`record_pool`, drawn once and then read back from ``cache`` (written atomically)."""
+    path = pool_path(run_dir, subset, samples, seed, cache)
+    if path.is_file():
+        stored = torch.load(path)
+        return stored["outputs"], stored["labels"]
+    outputs, labels = record_pool(run_dir, subset, samples, seed, **kwargs)
+    atomic_write(path, lambda f: torch.save({"outputs": outputs, "labels": labels}, f))
+    return outputs, labels
+
+
+def histogram(taken: torch.Tensor) -> dict[str, int]:
+    values, counts = taken.unique(return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(values, counts)}
+
+
+def quantiles(taken: torch.Tensor) -> dict[str, float]:
+    t = taken.double()
+    return {f"p{q}": float(t.quantile(q / 100)) for q in (50, 90, 99)} | {"max": int(taken.max())}
+
+
+def energy_model(run_dir: Path, memory: str, max_samples: int, batch: int) -> dict:
+    """Energy per inference at T = 1..N (list index T - 1) under per-eo and per-batch reuse, split
+    into the weight-memory term and the rest (the rest is what every sample adds)."""
+    net, _ = run_network(run_dir)
+    out = {}
+    for reuse in (Reuse("per-eo"), Reuse("per-batch", batch)):
+        settings = Settings(weight_memory=memory, activation_memory=memory, reuse=reuse)
+        rows = [network_energy(net, t, settings) for t in range(1, max_samples + 1)]
+        weight = torch.tensor([r["terms"]["weight_memory_j"] for r in rows], dtype=torch.float64)
+        total = torch.tensor([r["total_j"] for r in rows], dtype=torch.float64)
+        out[str(reuse)] = {"total": total, "weight": weight, "settings": settings.to_dict()}
+    return out
+
+
+def rounds_taken(taken: torch.Tensor, rule: StoppingRule) -> torch.Tensor:
+    """How many rounds (passes) each input took part in: the checkpoints up to its T."""
+    schedule = torch.tensor(rule.schedule())
+    return (schedule[None, :] <= taken[:, None]).sum(1)
+
+
+def energies(taken: torch.Tensor, rounds: torch.Tensor, energy: dict, batch: int) -> dict:
+    """Mean energy per inference (J) of inputs that took ``taken`` samples in ``rounds`` rounds.
+
+    * ``per-eo held``: each EO's weights are read once per inference and held while its samples
+      stream until the input stops (a p-bit array sampling in time): E(T_i).
+    * ``per-eo per round``: the weights are read again in every round the input takes part in:
+      E(T_i) + (rounds_i - 1) x the weight term.
+    * ``per-batch``: the weights are read once per round for the whole batch of ``batch`` inputs
+      (every input still running shares them), so a batch pays one weight read per round it runs,
+      i.e. until its slowest input stops.
+    """
+    eo, per_batch = energy["per-eo"], energy[f"per-batch:{batch}"]
+    held = eo["total"][taken - 1]
+    per_round = held + eo["weight"][0] * (rounds - 1)
+    rest = per_batch["total"][taken - 1] - per_batch["weight"][taken - 1]
+    batch_rounds = torch.cat([r.max().expand(len(r)) for r in rounds.split(batch)])
+    shared = rest + per_batch["weight"][0] * batch_rounds
+    return {"per-eo held": held.mean().item(), "per-eo per round": per_round.mean().item(),
+            f"per-batch:{batch}": shared.mean().item()}
+
+
+def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = None, max_samples: int = 50,
+              errors=ERRORS, seed: int = 0, memory: str = "dram", batch: int = 500, **pool_kwargs) -> dict:
+    """Fixed T, the adaptive rule at each error level and the oracle for one run, from one pool of
+    ``max_samples`` draws per test input (the first ``subset`` inputs; all when None)."""
+    began = time.perf_counter()
+    n = max_samples
+    outputs, labels = cached_pool(run_dir, subset, n, seed, cache, batch_size=batch, **pool_kwargs)
+    correct = outputs.double().cumsum(0).argmax(-1) == labels  # [N, B]: decision after T samples
+    fixed = correct.double().mean(1)
+    final = outputs.double().sum(0).argmax(-1)
+    oracle = oracle_samples(outputs)
+    energy = energy_model(run_dir, memory, n, batch)
+    one_round = torch.ones_like(labels)
+
+    adaptive = []
+    for error in errors:
+        rule = StoppingRule(n, error, "predictive")
+        replayed = [simulate(part, rule) for part in outputs.split(batch, 1)]  # batches as in `pdnn eval`
+        mean, taken = torch.cat([m for m, _ in replayed]), torch.cat([t for _, t in replayed])
+        decision = mean.argmax(-1)
+        gain = (decision == labels).double() - (final == labels).double()  # paired with T = N, per input
+        adaptive.append({
+            "error": error, "accuracy": (decision == labels).double().mean().item(),
+            "mean_samples": taken.double().mean().item(), "samples_quantiles": quantiles(taken),
+            "samples_histogram": histogram(taken),
+            "differs_from_T_max": (decision != final).double().mean().item(),
+            "accuracy_minus_T_max": gain.mean().item(),
+            "accuracy_minus_T_max_stderr": (gain.std() / len(gain) ** 0.5).item(),
+            "mean_rounds": rounds_taken(taken, rule).double().mean().item(),
+            "energy_j": energies(taken, rounds_taken(taken, rule), energy, batch),
+        })
+    return {
+        "dataset": dataset, "run": str(run_dir), "examples": len(labels), "max_samples": n, "seed": seed,
+        "checkpoints": StoppingRule(n).schedule(),
+        "fixed": [{"samples": t, "accuracy": fixed[t - 1].item(),
+                   "energy_j": energies(torch.full_like(labels, t), one_round, energy, batch)}
+                  for t in range(1, n + 1)],
+        "oracle": {"accuracy": fixed[-1].item(), "mean_samples": oracle.double().mean().item(),
+                   "samples_quantiles": quantiles(oracle), "samples_histogram": histogram(oracle),
+                   "energy_j": energies(oracle, one_round, energy, batch)},
+        "adaptive": adaptive,
+        "energy_settings": {k: {n: v for n, v in e["settings"].items() if n != "table"} for k, e in energy.items()},
+        "time_s": time.perf_counter() - began,
+    }
+
+
+def best_within_goal(run: dict) -> dict | None:
+    """The adaptive level with the smallest mean T whose accuracy is within GOAL_POINTS of T = N."""
+    target = run["fixed"][-1]["accuracy"] - GOAL_POINTS / 100
+    fits = [a for a in run["adaptive"] if a["accuracy"] >= target - 1e-12]
+    return min(fits, key=lambda a: a["mean_samples"]) if fits else None
+
+
+def goal_met(run: dict) -> bool:
+    """The goal: some error level is within GOAL_POINTS of T = N at a mean T of at most GOAL_MEAN_T."""
+    best = best_within_goal(run)
+    return best is not None and best["mean_samples"] <= GOAL_MEAN_T
+
+
+def fixed_t_for(run: dict, accuracy: float) -> int | None:
+    """The smallest fixed T whose accuracy reaches ``accuracy``."""
+    return next((f["samples"] for f in run["fixed"] if f["accuracy"] >= accuracy - 1e-12), None)
+
+
+def write_figure(document: dict, path: Path) -> None:
+    """Accuracy against mean T per dataset: fixed T, the adaptive rule at each level, the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in document["runs"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 6.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for i, run in enumerate(r for r in document["runs"] if r["dataset"] == dataset):
+            color, label = f"C{i}", Path(run["run"]).name
+            ts = [f["samples"] for f in run["fixed"]]
+            ax.plot(ts, [100 * f["accuracy"] for f in run["fixed"]], color=color, lw=1, label=f"{label} fixed T")
+            ax.plot([a["mean_samples"] for a in run["adaptive"]], [100 * a["accuracy"] for a in run["adaptive"]],
+                    color=color, ls="--", marker="o", ms=4, label=f"{label} adaptive (error levels)")
+            ax.plot(run["oracle"]["mean_samples"], 100 * run["oracle"]["accuracy"], color=color, marker="*",
+                    ms=12, ls="none", label=f"{label} oracle")
+        ax.axvline(GOAL_MEAN_T, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("mean samples per input T")
+        ax.set_ylabel("test accuracy (%)")
+        examples = next(r["examples"] for r in document["runs"] if r["dataset"] == dataset)
+        ax.set_title(f"{dataset} ({examples} test inputs)")
+        ax.grid(alpha=0.3)
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    rows = -(-len(legend) // 3)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05 * rows, 1, 1))
+    save_figure(fig, path)
+
+
+def mj(joules: float) -> str:
+    return f"{1e3 * joules:.4g}"
+
+
+def write_tables(document: dict) -> str:
+    lines = []
+    for run in document["runs"]:
+        name, n = run["run"], run["max_samples"]
+        fixed = {f["samples"]: f for f in run["fixed"]}
+        batch = next(k for k in run["fixed"][0]["energy_j"] if k.startswith("per-batch"))
+        lines += [f"### {run['dataset']}: `{name}` ({run['examples']} test inputs, N = {n})", "",
+                  f"| method | accuracy % | − T={n} (± paired SE) | mean T | T p50 / p90 / p99 / max | differs from T={n} % | mean rounds "
+                  f"| energy mJ: per-eo held | per-eo per round | {batch} |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for t in sorted({1, 2, 3, 5, 10, 20, n}):
+            if t in fixed:
+                e = fixed[t]["energy_j"]
+                lines.append(f"| fixed T={t} | {100 * fixed[t]['accuracy']:.2f} | | {t} | | | 1 | {mj(e['per-eo held'])} "
+                             f"| {mj(e['per-eo per round'])} | {mj(e[batch])} |")
+        for a in run["adaptive"]:
+            q, e = a["samples_quantiles"], a["energy_j"]
+            lines.append(f"| adaptive, error {a['error']:g} | {100 * a['accuracy']:.2f} "
+                         f"| {100 * a['accuracy_minus_T_max']:+.2f} ± {100 * a['accuracy_minus_T_max_stderr']:.2f} "
+                         f"| {a['mean_samples']:.2f} "
+                         f"| {q['p50']:g} / {q['p90']:g} / {q['p99']:g} / {q['max']} | {100 * a['differs_from_T_max']:.2f} "
+                         f"| {a['mean_rounds']:.2f} | {mj(e['per-eo held'])} | {mj(e['per-eo per round'])} | {mj(e[batch])} |")
+        o = run["oracle"]
+        q = o["samples_quantiles"]
+        lines.append(f"| oracle | {100 * o['accuracy']:.2f} | 0 | {o['mean_samples']:.2f} | {q['p50']:g} / {q['p90']:g} / "
+                     f"{q['p99']:g} / {q['max']} | 0.00 | | {mj(o['energy_j']['per-eo held'])} | | |")
+        best = best_within_goal(run)
+        if best is None:
+            verdict = f"no error level reaches the accuracy of T={n} within {GOAL_POINTS} points"
+        else:
+            met = "met" if best["mean_samples"] <= GOAL_MEAN_T else "not met"
+            verdict = (f"within {GOAL_POINTS} points of T={n} at mean T {best['mean_samples']:.2f} (error "
+                       f"{best['error']:g}, {100 * best['accuracy']:.2f} % vs {100 * run['fixed'][-1]['accuracy']:.2f} %): "
+                       f"goal (mean T <= {GOAL_MEAN_T:g}) {met}; fixed T needs T = "
+                       f"{fixed_t_for(run, best['accuracy']) or f'more than {n}'} for that accuracy and T = "
+                       f"{fixed_t_for(run, run['fixed'][-1]['accuracy'] - GOAL_POINTS / 100)} to be within "
+                       f"{GOAL_POINTS} points; the oracle needs mean T "
+                       f"{o['mean_samples']:.2f}")
+        hist = run["adaptive"][len(run["adaptive"]) // 2]
+        lines += ["", f"Goal: {verdict}.", "",
+                  f"T distribution, adaptive at error {hist['error']:g} (T: inputs): "
+                  + ", ".join(f"{t}: {c}" for t, c in hist["samples_histogram"].items()) + ".",
+                  "", "Oracle T distribution (T: inputs): "
+                  + ", ".join(f"{t}: {c}" for t, c in o["samples_histogram"].items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def summary_table(document: dict) -> str:
+    lines = [f"| dataset | run | test inputs | fixed T=N | adaptive within {GOAL_POINTS} points: error, accuracy, mean T "
+             f"| fixed T: smallest within {GOAL_POINTS} points / reaching the adaptive accuracy | oracle mean T | goal (mean T <= {GOAL_MEAN_T:g}) "
+             "| energy mJ (per-eo, weights held): adaptive / T=N |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in document["runs"]:
+        n, best, o = run["max_samples"], best_within_goal(run), run["oracle"]
+        fixed = run["fixed"][-1]
+        if best is None:
+            cells, energy = "none", f"– / {mj(fixed['energy_j']['per-eo held'])}"
+        else:
+            cells = f"{best['error']:g}, {100 * best['accuracy']:.2f} %, {best['mean_samples']:.2f}"
+            energy = f"{mj(best['energy_j']['per-eo held'])} / {mj(fixed['energy_j']['per-eo held'])}"
+        goal = "met" if goal_met(run) else "not met"
+        within = fixed_t_for(run, fixed["accuracy"] - GOAL_POINTS / 100)
+        reaching = (fixed_t_for(run, best["accuracy"]) or f"none ≤ {n}") if best else "–"
+        lines.append(f"| {run['dataset']} | {Path(run['run']).name} | {run['examples']} | {100 * fixed['accuracy']:.2f} % "
+                     f"(N={n}) | {cells} | {within} / {reaching} "
+                     f"| {o['mean_samples']:.2f} | {goal} | {energy} |")
+    return "\n".join(lines)
+
+
+def render_readme(document: dict, header: str) -> str:
+    """The study's README: ``header`` (how it was made), what every column means, the summary,
+    the figure and the per-run tables."""
+    first = document["runs"][0]
+    energy = first["energy_settings"]["per-eo"]
+    return f"""# T chosen per input (adaptive sampling)
+
+{header}
+
+- **Samples.** N = {first["max_samples"]} samples of every test input are drawn once per run (seed
+  {first["seed"]}, folded into batches as `pdnn eval` does) and every method below is computed from
+  these same draws: fixed T uses the first T; the adaptive rule is replayed on them
+  (`pdnn.adaptive.simulate`, the decisions `SampledModel(samples="auto")` makes when the network
+  draws these samples); the oracle knows all N. Accuracy differences between methods are
+  therefore not sampling noise between separate evaluations.
+- **Rule.** `predictive` (docs/adaptive.md) at error levels
+  {", ".join(f"{a['error']:g}" for a in first["adaptive"])}; checkpoints (rounds end at)
+  T = {", ".join(map(str, first["checkpoints"]))}; prior one pseudo-sample of the batch's spread;
+  batches of {next(k for k in first["fixed"][0]["energy_j"] if k.startswith("per-batch")).split(":")[1]} inputs.
+- **− T=N**: accuracy minus that of T = N on the same draws, with the standard error of this
+  paired difference (only inputs whose decision differs contribute to it).
+- **Differs from T=N**: the fraction of inputs whose adaptive decision is not the decision at N on
+  the same draws — what the error level bounds (in the posterior sense of docs/adaptive.md).
+- **Oracle**: per input, the T after which the running decision never changes again (so its
+  accuracy is that of T = N); the least any rule could spend without differing from T = N.
+- **Energy** per inference from `pdnn.energy` ({energy["technology"]}, weights and activations in
+  {energy["weight_memory"].upper()}, network aggregation), at each input's own T, averaged over the
+  inputs, in three accountings of the weight read: *per-eo held* — each EO's weights read once per
+  inference and kept while its samples stream until the input stops, E(T_i); *per-eo per round* —
+  read again in every round the input takes part in; *per-batch:B* — read once per round for the
+  whole batch, so a batch pays a weight read per round until its slowest input stops. Fixed T is
+  one round.
+
+## Summary
+
+{summary_table(document)}
+
+![accuracy vs mean T](accuracy-vs-mean-T.png)
+
+## Per run
+
+{write_tables(document)}
+"""

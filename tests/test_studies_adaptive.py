@@ -1,0 +1,146 @@
+"""The adaptive-T study of ``pdnn reproduce``: its claim rule on synthetic results, the energy
+accounting exactly, and its steps and section end to end at tiny scale on fake data."""
+import json
+
+import pytest
+import torch
+
+from pdnn.adaptive import StoppingRule
+from pdnn.experiments import adaptive_study
+from pdnn.experiments.plan import Context
+from pdnn.experiments.studies import STUDIES, accuracy, adaptive
+from pdnn.io import RunError
+from test_data import make_cifar_batches, make_idx
+
+
+def synthetic_run(fixed, levels, oracle_t=2.0, n=None):
+    """A result of adaptive_study.study_run with fixed-T accuracies ``fixed`` (T = 1..N) and
+    adaptive levels ``(error, accuracy, mean T)``."""
+    n = n or len(fixed)
+    return {
+        "dataset": "fake", "run": "accuracy/fake/runs/pbit-s2", "examples": 1000, "max_samples": n,
+        "fixed": [{"samples": t, "accuracy": a, "energy_j": {"per-eo held": 1e-3 * t}} for t, a in enumerate(fixed, 1)],
+        "adaptive": [{"error": e, "accuracy": a, "mean_samples": m, "accuracy_minus_T_max": a - fixed[-1],
+                      "accuracy_minus_T_max_stderr": 0.001, "energy_j": {"per-eo held": 1e-3 * m}}
+                     for e, a, m in levels],
+        "oracle": {"accuracy": fixed[-1], "mean_samples": oracle_t},
+    }
+
+
+FIXED = [0.80, 0.84, 0.86, 0.87, 0.875, 0.878, 0.879, 0.88, 0.88, 0.88]  # T = 1..10, 88 % at T = N
+
+
+def test_goal_holds_when_a_level_is_within_the_points_at_mean_t_at_most_five():
+    run = synthetic_run(FIXED, [(0.3, 0.870, 2.5), (0.1, 0.879, 4.2), (0.01, 0.880, 7.0)], oracle_t=1.93)
+    claim = adaptive.claim_for(run)
+    assert claim.verdict == "holds"
+    assert claim.paper == "— (beyond the paper)"
+    assert "mean T 4.20 at error 0.1" in claim.ours and "oracle mean T 1.93" in claim.ours
+    assert "smallest fixed T within 0.2 points: 6" in claim.ours  # 87.8 % is the first fixed T within 0.2 points of 88 %
+    assert "fixed T = 10" in claim.claim
+
+
+def test_goal_boundaries_are_inclusive():
+    exactly = synthetic_run(FIXED, [(0.1, 0.878, 5.0)])  # 0.2 points below, at mean T 5
+    assert adaptive.claim_for(exactly).verdict == "holds"
+
+
+@pytest.mark.parametrize("levels", [
+    [(0.1, 0.8779, 3.0), (0.01, 0.880, 7.0)],  # within 0.2 points only above mean T 5
+    [(0.3, 0.86, 2.0), (0.1, 0.875, 4.0)],  # never within 0.2 points
+])
+def test_goal_does_not_hold_otherwise(levels):
+    claim = adaptive.claim_for(synthetic_run(FIXED, levels))
+    assert claim.verdict == "does not hold"
+    assert "oracle mean T" in claim.ours
+
+
+def test_the_smallest_mean_t_within_the_points_decides():
+    run = synthetic_run(FIXED, [(0.3, 0.8785, 5.5), (0.2, 0.8790, 4.9), (0.1, 0.881, 8.0)])
+    assert adaptive_study.best_within_goal(run)["error"] == 0.2
+    assert adaptive_study.fixed_t_for(run, 0.879) == 7
+
+
+def test_summary_says_when_no_fixed_t_reaches_the_adaptive_accuracy():
+    run = synthetic_run(FIXED, [(0.1, 0.885, 4.0)])
+    row = adaptive_study.summary_table({"runs": [run]}).splitlines()[-1]
+    assert "| 0.1, 88.50 %, 4.00 | 6 / none ≤ 10 |" in row and "| met | 4 / 10 |" in row
+
+
+def test_energy_accounting_is_exact():
+    """E(T) = 10 + T and a weight term of 8 (per-eo); per batch the weight term is 2 whatever T."""
+    n, batch = 8, 2
+    t = torch.arange(1, n + 1, dtype=torch.float64)
+    energy = {"per-eo": {"total": 10 + t, "weight": torch.full((n,), 8.0, dtype=torch.float64)},
+              f"per-batch:{batch}": {"total": 4 + t, "weight": torch.full((n,), 2.0, dtype=torch.float64)}}
+    taken = torch.tensor([2, 8, 3, 3])
+    rounds = adaptive_study.rounds_taken(taken, StoppingRule(n))
+    assert rounds.tolist() == [1, 6, 2, 2]  # looks at 2, 3, 4, 5, 6, 8
+    e = adaptive_study.energies(taken, rounds, energy, batch)
+    assert e["per-eo held"] == pytest.approx((12 + 18 + 13 + 13) / 4)
+    assert e["per-eo per round"] == pytest.approx((12 + 18 + 40 + 13 + 8 + 13 + 8) / 4)
+    # the rest (2 + T) per input, plus 2 per round of the batch's slowest input: batches (2, 8), (3, 3)
+    assert e[f"per-batch:{batch}"] == pytest.approx((4 + 10 + 5 + 5 + 2 * (6 + 6 + 2 + 2)) / 4)
+
+
+def test_the_study_runs_after_the_accuracy_study_and_claims_beyond_the_paper():
+    assert STUDIES.index(adaptive) > STUDIES.index(accuracy)
+    ctx = Context("/nowhere", "tiny")
+    steps = adaptive.steps(ctx)
+    assert all(s.key.startswith("adaptive/") and s.estimate_s > 0 for s in steps)
+    pools = [s for s in steps if s.key.endswith("/pool")]
+    assert [(s.rate, s.work) for s in pools] == [("adaptive-pool/mlp-16", 128 * 10), ("adaptive-pool/cnn-4", 128 * 10)]
+    section = adaptive.section(ctx)
+    assert [c.verdict for c in section.claims] == ["not measured", "not measured"]
+    assert all(c.paper == adaptive.PAPER and c.reason == "not run yet" for c in section.claims)
+
+
+def test_tiny_steps_and_section_on_fake_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PDNN_DATA", raising=False)
+    make_idx(tmp_path / "data" / "fashion-mnist", gz=False, n_train=64, n_test=24)
+    make_cifar_batches(tmp_path / "data", per_batch=6)
+    ctx = Context(tmp_path / "out", "tiny", roots=[str(tmp_path / "data")])
+    for step in accuracy.steps(ctx):  # only the runs this study reads
+        if step.key.endswith(("pbit-s2/train",)):
+            step.run()
+    steps = adaptive.steps(ctx)
+    for step in steps:
+        step.run()
+    n = adaptive.SETTINGS["tiny"].max_samples
+    for dataset, examples in (("fashion-mnist", 24), ("cifar10", 6)):
+        result = json.loads(adaptive.result_path(ctx, dataset).read_text())
+        assert result["examples"] == examples and result["max_samples"] == n
+        assert [f["samples"] for f in result["fixed"]] == list(range(1, n + 1))
+        assert [a["error"] for a in result["adaptive"]] == list(adaptive_study.ERRORS)
+        assert all(2 <= a["mean_samples"] <= n for a in result["adaptive"])
+        assert 1 <= result["oracle"]["mean_samples"] <= n
+        assert result["oracle"]["accuracy"] == result["fixed"][-1]["accuracy"]
+        assert len(list(ctx.dir("adaptive", dataset, "pool").glob("pbit-s2-*.pt"))) == 1
+    written = {p: p.stat().st_mtime_ns for p in ctx.dir("adaptive").rglob("*") if p.is_file()}
+    for step in steps:  # a rerun draws nothing, recomputes nothing and redraws nothing
+        step.run()
+    assert {p: p.stat().st_mtime_ns for p in ctx.dir("adaptive").rglob("*") if p.is_file()} == written
+    ctx.dir("adaptive", adaptive.FIGURE).unlink()  # a summary lost after its results is drawn again
+    steps[-1].run()
+    assert ctx.dir("adaptive", adaptive.FIGURE).exists()
+    stale = json.loads(adaptive.result_path(ctx, "cifar10").read_text())
+    assert stale["pool"].startswith("pbit-s2-") and stale["pool"].endswith("-n128-T10-seed0.pt")
+    adaptive.result_path(ctx, "cifar10").write_text(json.dumps(stale | {"pool": "of-other-weights.pt"}))
+    steps[-1].run()  # a result of other weights (a retrained run) is computed again
+    assert json.loads(adaptive.result_path(ctx, "cifar10").read_text())["pool"] == stale["pool"]
+
+    section = adaptive.section(ctx)
+    assert [c.verdict in ("holds", "does not hold") for c in section.claims] == [True, True]
+    assert section.claims[0].claim.startswith("fashion-mnist: adaptive T reaches the accuracy of fixed T = 10")
+    assert len(section.figures) == 1 and section.figures[0].path.stat().st_size > 1000
+    caption = section.figures[0].caption
+    assert "the first 128 test images" in caption and "1 epoch on" in caption and f"N = {n}" in caption
+    readme = ctx.dir("adaptive", "README.md").read_text()
+    assert "### cifar10: `accuracy/cifar10/runs/pbit-s2`" in readme and "oracle" in readme
+
+
+def test_a_run_not_trained_is_named(tmp_path):
+    with pytest.raises(RunError, match=r"pbit-s2/checkpoint.pt does not exist: the run must be trained"):
+        adaptive_study.cached_pool(tmp_path / "pbit-s2", None, 10, 0, tmp_path / "pool")
+    assert not (tmp_path / "pool").exists()
