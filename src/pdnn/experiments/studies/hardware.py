@@ -31,8 +31,8 @@ DATA = ("data:fashion-mnist",)
 # core took about 40 minutes to synthesise). ``cosim``: random vectors per generator arrangement
 # for hidden layer 1 under Amaranth; ``core_sims``: (simulator, images, T) of whole-core runs.
 SETTINGS = {
-    "tiny": dict(width=8, epochs=1, subset=256, train_samples=2, weight_bits=(4,), fan_ins=(16,),
-                 families=("xilinx",), core_width=None, arrangements=(), cosim={"per-neuron": 20}, core_sims=(),
+    "tiny": dict(width=8, epochs=1, subset=256, train_samples=2, weight_bits=(2,), fan_ins=(4,),
+                 families=("ice40",), core_width=None, arrangements=(), cosim={"per-neuron": 20}, core_sims=(),
                  toggle_images=10, toggle_sampled=5, toggle_samples=2),
     "small": dict(width=64, epochs=3, subset=None, train_samples=4, weight_bits=(4, 8), fan_ins=(16, 64),
                   families=("xilinx",), core_width=8, arrangements=("per-neuron",), cosim={"per-neuron": 100},
@@ -46,7 +46,7 @@ SETTINGS = {
 
 # Rates on the reference machine (2 cores shared with other jobs), from results/hardware/*.json
 # ("seconds") and single steps timed under nice: a unit synthesis 13-18 s (xilinx, b_w = 4, n = 16;
-# 94 s for the pair at a load of 11); a whole core ~300 s whether cut to 8 or 16 neurons per hidden
+# 94 s for the pair at a load of 11; ice40 with b_w = 2, n = 4, the tiny pair: 2.5-3 s each); a whole core ~300 s whether cut to 8 or 16 neurons per hidden
 # layer (layer 0's 784 inputs dominate: 307 s and 265 s; the 64-neuron core about 40 min) and its
 # generators 30-40 s; Amaranth's layer simulation ~1.05 s per 64x64 vector; Icarus 18 s for 5 images
 # of the 64-neuron core at T = 2, 12 s of it turning the core into Verilog (1025 s for 200 images,
@@ -65,7 +65,8 @@ GENERATOR_LIMIT = 0.05
 TOGGLE_TOLERANCE = 0.25
 
 RULES = {
-    "units": (f"AC needs fewer LUTs than MAC at every (b_w, n) of the grid (synth_xilinx -nodsp) and the "
+    "units": (f"AC needs fewer LUTs than MAC at every (b_w, n) of the grid (Yosys, the scale's first FPGA family; "
+              "small and full: synth_xilinx -nodsp) and the "
               f"geometric mean of the MAC/AC ratios is within a factor 2 of the paper's {PAPER_RATIO}x "
               f"({PAPER_RATIO / 2:.2f}x to {PAPER_RATIO * 2:.1f}x): our units are single lanes, the paper's a "
               "whole design's MAC-related LUTs, so only the order of magnitude is comparable"),
@@ -260,8 +261,9 @@ def section(ctx: Context) -> Section:
         + f". Toggles: gate-level simulation of both units over layer 1's inputs ({s['toggle_images']} test "
           f"images for MAC, {s['toggle_sampled']} images x T = {s['toggle_samples']} for AC). "
           "The full-scale measurements of results/hardware/README.md were made the same way."))
-    units = read_json(p["units-xilinx"])["units"] if p["units-xilinx"].exists() else None
-    section.claims.append(units_claim(units) if units else
+    family = s["families"][0]
+    units = read_json(p[f"units-{family}"])["units"] if p[f"units-{family}"].exists() else None
+    section.claims.append(units_claim(units, family) if units else
                           not_measured(*CLAIMS["units"], ctx.why_missing(f"{NAME}/units"), RULES["units"]))
     if not s["core_width"] and p["gate-parts"].exists():
         section.claims.append(generators_claim(
