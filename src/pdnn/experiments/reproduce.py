@@ -55,7 +55,9 @@ def _duration(seconds: float) -> str:
         return f"{seconds} s"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def pace(steps: list[tuple[str, Step]], done: dict) -> float:
