@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
 from ..io import read_json, write_json
 from ..progress import progress_bar
 from .plan import STATE, Context, Step
@@ -102,7 +103,7 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
     ctx.work.mkdir(parents=True, exist_ok=True)
     state = read_state(ctx)
     if state.get("scale", ctx.scale) != ctx.scale:
-        raise ValueError(f"{ctx.dir(STATE)} belongs to scale {state['scale']!r}, not {ctx.scale!r}")
+        raise UsageError(f"{ctx.dir(STATE)} belongs to scale {state['scale']!r}, not {ctx.scale!r}")
     done = state["done"]
     todo = [(name, step) for name, step in steps if step.key not in done]
     total = sum(step.estimate_s for _, step in todo)
