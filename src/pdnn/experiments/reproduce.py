@@ -87,6 +87,8 @@ def describe_plan(ctx: Context) -> str:
 
 def outlook(ctx: Context, steps: list[Step]) -> str:
     """The expected time of ``steps`` in words, saying where its rates come from."""
+    if not steps:
+        return "nothing left to run"
     total = sum(step.estimate_s for step in steps)
     measured = ctx.measured_rates()
     known = sum(1 for step in steps if step.rate in measured)
