@@ -78,18 +78,24 @@ def main() -> None:
     width = {w: margins(p) for w, p in WIDTH.items()}
     write_json(OUT / "gap.json", {"length": length, "width": width,
                                   "units": "margins in percentage points; matching: fraction of test T"})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, (label, rows) in zip(axes, (("epochs (width 256)", length), ("hidden width (5 epochs)", width))):
         done = {k: m for k, m in rows.items() if m is not None}
         for claim in CLAIMS:
             ax.plot(list(done), [m[claim] for m in done.values()], "o-", label=claim)
         ax.axhline(0, color="k", lw=0.8)
+        share = ax.twinx()  # train-test matching is a count of T values, not points: its own axis
+        share.plot(list(done), [m["matching"] for m in done.values()], "s--", color="tab:purple",
+                   label="s matching T is best (right axis)")
+        share.set_ylim(0, 1.05)
+        share.set_ylabel("fraction of test T where matched s is best", fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(rows), [str(k) for k in rows])
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("margin by which the claim holds (points; < 0: fails)")
-    axes[0].legend(fontsize=8)
+    handles = [h for ax in fig.axes[:1] + fig.axes[2:3] for h in ax.get_legend_handles_labels()[0]]
+    axes[0].legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower right")
     fig.suptitle("Fashion-MNIST MLP, p-bit β = 2, first 54000 training images, cosine Adam lr 1e-3; "
                  "10000 test images, 3 repeats", fontsize=9)
     fig.tight_layout()
