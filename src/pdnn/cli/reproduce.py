@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                                    "self-contained OUT/REPORT.html: one row per claim of the paper with its "
                                    "verdict, then one section per study. The work goes under OUT/SCALE/.")
     p.add_argument("--scale", choices=SCALES, default="small",
-                   help="tiny: seconds, a check of the plan; small: reduced schedules, about 2 h on 2 CPU "
+                   help="tiny: seconds, a check of the plan; small: reduced schedules, within 2 h on 2 CPU "
                         "cores; full: the paper's schedules, for a GPU (default: small)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; run nothing")
