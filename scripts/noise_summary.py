@@ -1,4 +1,4 @@
-"""Helpers of scripts/noise_study.sh and the summary of results/noise/.
+"""The steps of scripts/noise_study.sh that need Python, and the summary of results/noise/.
 
     python scripts/noise_summary.py deterministic RUN --out FILE [--subset N]
         accuracy of a deterministic source run on the first N test images, written to FILE in the

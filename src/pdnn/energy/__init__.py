@@ -26,7 +26,7 @@ from .report import format_markdown, format_report, plot_energy, plot_tradeoff
 from .tech import Technology, TechError, load_table
 from .tradeoff import format_tradeoff, pareto_front, parse_tolerance, run_network, tradeoff, tradeoff_runs
 
-# what the commands and docs/energy.md use; the helpers behind them stay in their modules
+# what the commands and docs/energy.md use; the functions behind them stay in their modules
 __all__ = [
     "analyze", "Network", "Layer", "NeuronPart", "FLOAT_BITS",
     "eo_energy_pj", "accumulator_bits", "neuron_parts",
