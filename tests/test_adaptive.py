@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pdnn import SampledModel
-from pdnn.adaptive import StoppingRule, adaptive_sample, oracle_samples, simulate, student_t_cdf
+from pdnn.adaptive import (SampleStats, StoppingRule, adaptive_sample, disagreement_probability, oracle_samples,
+                           simulate, student_t_cdf)
 from pdnn.cli import main
 from pdnn.nn import PBit
 
@@ -113,14 +114,27 @@ def test_stopped_rows_leave_the_batch():
     x = torch.tensor([[20.0]] * 50 + [[0.0]] * 50)  # 50 settled inputs, 50 coin flips
     sampled = SampledModel(net, samples="auto", max_samples=40, error=0.01, seed=3)
     sampled.plan(x), sampled.plan(x[:1])  # the one-time checks of the fold (a few rows), not counted
-    counter.rows = 0
+    counter.rows, first_look = 0, []
+    hook = counter.register_forward_hook(lambda m, i, o: first_look.append(o.view(2, 100)) if not first_look else None)
     out = sampled(x)
+    hook.remove()
     taken = sampled.last_samples
     assert out.shape == (100, 2) and taken.shape == (100,)
     assert counter.rows == int(taken.sum())  # no work on a stopped row
-    # all samples agree: the spread is the prior's alone (pooled over the batch), so they stop at
-    # the first looks
-    assert (taken[:50] <= 3).all()
+    # the decided rows' samples all agree (lead 2), so their spread is the prior's alone: the
+    # batch's mean variance of the lead at the first look (T = 2), 8 for each coin flip whose two
+    # bits differ. They stop at the first look where that spread allows it.
+    bits = first_look[0]
+    assert torch.all(bits[:, :50] == 1)
+    stats = SampleStats(1, 2)
+    stats.prior_variance = 8 * (bits[0, 50:] != bits[1, 50:]).sum().item() / 100
+    rule = StoppingRule(40, 0.01)
+    for t in rule.schedule():
+        stats.count, stats.total = t, torch.tensor([[t, -t]], dtype=torch.float64)
+        stats.outer = t * torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
+        if t == 40 or disagreement_probability(stats, 40) <= 0.01:
+            break
+    assert torch.all(taken[:50] == t) and t <= 4
     assert (taken[50:] > 2).float().mean() > 0.5
     assert counter.rows < 100 * 40
 

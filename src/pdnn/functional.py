@@ -14,6 +14,11 @@ is always exactly the bit; the backward pass uses the derivative of a *surrogate
 * ``"identity"``: ``x`` itself (gradient 1);
 * ``"clipped"``: ``clamp(x, -1, 1)`` (gradient ``1[|x| <= 1]``).
 
+On the CPU the bits come from :mod:`pdnn.pbit_kernel`, one fused pass with a counter-based
+stream keyed by the generator; elsewhere (other devices, other dtypes, ``torch.func`` transforms,
+``torch.compile``) from torch ops on 16-bit thresholds (:func:`draw_thresholds`). Both decide
+``P(b = 1)`` exactly to the 16-bit grid.
+
 For p-bits the estimator is one autograd function (the forward returns the bit, the backward
 multiplies by ``ds/dx``); for the deterministic quantisers it is ``q + (s - s.detach())``, whose
 bracket is exactly zero in the forward pass. No input is modified in place.
@@ -27,6 +32,7 @@ import math
 
 import torch
 
+from . import pbit_kernel
 from .checks import one_of
 from .errors import UsageError
 
@@ -94,7 +100,8 @@ class _PBitFunction(torch.autograd.Function):
     a bit is never 0. Hence ``P(b = 1)`` is the ideal probability rounded down to a multiple of
     ``2**-16``: within ``2**-16`` of it, and exactly 0 or 1 within ``2**-16`` of saturation.
 
-    The draw is an input, not part of the function, and the function is written in the
+    On the fused path the draw input is the kernel's key (an ``int``) and only the bits come from
+    the kernel. The draw is an input, not part of the function, and the function is written in the
     ``setup_context`` form: ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``) then
     apply, and ``vmap`` batches the draw by its ``randomness`` argument like any torch draw.
     """
@@ -107,6 +114,8 @@ class _PBitFunction(torch.autograd.Function):
         wide = x if x.dtype in (torch.float32, torch.float64) else x.float()  # 16-bit ints exact
         scaled = wide if beta == 1.0 else wide * beta
         mean = torch.tanh(scaled) if mode == "bipolar" else torch.sigmoid(scaled)
+        if isinstance(thresholds, int):  # the key of the fused kernel's stream
+            return pbit_kernel.bits(x, mode, beta, thresholds), mean
         scale = 2**15 if mode == "bipolar" else 2**16
         if transformed:  # out of place: under vmap the draw may be batched where x is not
             total = thresholds.to(mean.dtype) + mean * scale
@@ -180,6 +189,11 @@ def pbit(
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
+    if pbit_kernel.available(x):
+        key = pbit_kernel.draw_key(generator)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _PBitFunction.apply(x, key, mode, beta, ste)[0]
+        return pbit_kernel.bits(x, mode, beta, key)  # no autograd: no mean to keep
     return _PBitFunction.apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste)[0]
 
 

@@ -1,0 +1,140 @@
+"""The p-bit on the CPU in one pass: a counter-based random threshold and the comparison, fused.
+
+Drawing p-bits with torch ops costs about seven times an ``nn.Tanh``: the Mersenne Twister
+behind ``torch.Generator`` is serial and several elementwise passes follow it. A hardware p-bit
+compares its input against a random word from a generator it owns. This kernel does the same,
+per element and in parallel, with no intermediate tensor:
+
+* the random word is a keyed hash of the element's index (two rounds of Wellons' ``lowbias32``
+  mixer, each a bijection of 32-bit words): ``r = mix(mix(i + k0) ^ k1) >> 16``, 16 bits,
+  uniform on ``[0, 2**16)``. The key ``(k0, k1)`` is one 64-bit draw from the caller's
+  ``torch.Generator``, so seeding and checkpointing that generator still fixes every bit;
+* the threshold is looked up rather than computed: with ``u_r = (2r + 1) / 2**16 - 1`` (the
+  midpoints of a 16-bit grid on (-1, 1)), ``tanh(beta*x) > u_r`` iff ``x > atanh(u_r) / beta``,
+  a table of 2**16 numbers per temperature. The unipolar p-bit uses ``u_r = (r + 1/2) / 2**16``
+  on (0, 1) and ``logit(u_r) / beta``. No transcendental function is evaluated per element.
+
+Hence ``P(b = 1 | x)`` is the fraction of table entries below ``x``: the ideal probability
+rounded to the 16-bit grid: within ``2**-17`` of it (half a step), and exactly 0 or 1 only
+where the ideal probability is that close to 0 or 1 (both tested). A NaN input gives NaN. Bits differ from those of the torch path
+(:func:`pdnn.functional.draw_thresholds`) for the same generator: both are exact to ``2**-16``
+but read different random words.
+
+The kernel is compiled by numba on first use (about a second; cached on disk). It serves
+contiguous float32/float64 CPU tensors outside ``torch.func`` transforms and ``torch.compile``;
+everything else takes the torch path.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+try:
+    import numba
+except ImportError:  # the torch path serves every call
+    numba = None
+
+MAX_ELEMENTS = 2**32  # the counter is a 32-bit word
+PARALLEL_FROM = 2**14  # below this many elements one thread is faster than waking the others
+_forked = False  # GNU OpenMP (numba's threads) cannot run in a child process after fork
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def available(x: torch.Tensor) -> bool:
+    """Whether this call of a p-bit can take the fused kernel."""
+    return (
+        numba is not None
+        and not _forked
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.numel() < MAX_ELEMENTS
+        and not x.is_sparse
+        and not torch._C._are_functorch_transforms_active()
+        and not torch.compiler.is_compiling()
+    )
+
+
+def draw_key(generator: torch.Generator | None) -> int:
+    """One 64-bit word from ``generator`` (torch's default CPU generator if ``None``)."""
+    word = torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=generator)
+    return int(word) & (2**64 - 1)
+
+
+@lru_cache(maxsize=None)
+def thresholds(mode: str, beta: float, dtype: torch.dtype) -> np.ndarray:
+    """The 2**16 thresholds in x: entry ``r`` is ``atanh(u_r) / beta`` (bipolar) or
+    ``logit(u_r) / beta`` (unipolar), increasing in ``r``."""
+    r = np.arange(2**16, dtype=np.float64)
+    if mode == "bipolar":
+        table = np.arctanh((2 * r + 1) / 2**16 - 1)
+    else:
+        u = (r + 0.5) / 2**16
+        table = np.log(u) - np.log1p(-u)
+    table = (table / beta).astype(np.float64 if dtype == torch.float64 else np.float32)
+    table.setflags(write=False)
+    return table
+
+
+def random_words(key: int, count: int) -> np.ndarray:
+    """The 16-bit random words ``r`` the kernel compares elements ``0 .. count-1`` against, as
+    ``int64`` (for tests, and for anyone checking the stream)."""
+    return _words(count, np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32))
+
+
+def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
+    """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring)."""
+    x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    out = torch.empty_like(x)
+    n = x.numel()
+    if n:
+        threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1
+        if numba.get_num_threads() != threads:
+            numba.set_num_threads(threads)
+        scalar = np.float64 if x.dtype == torch.float64 else np.float32
+        _kernel(x.view(-1).numpy(), thresholds(mode, beta, x.dtype), np.uint32(key & 0xFFFFFFFF),
+                np.uint32(key >> 32), scalar(1.0), scalar(-1.0 if mode == "bipolar" else 0.0), out.view(-1).numpy())
+    return out
+
+
+if numba is not None:
+    _U = np.uint32
+
+    @numba.njit(inline="always")
+    def _mix(h):  # lowbias32 (C. Wellons, "Hash function prospector"): a bijection of 32-bit words
+        h = _U(h ^ (h >> _U(16)))
+        h = _U(h * _U(0x7FEB352D))
+        h = _U(h ^ (h >> _U(15)))
+        h = _U(h * _U(0x846CA68B))
+        return _U(h ^ (h >> _U(16)))
+
+    @numba.njit(inline="always")
+    def _word(i, k0, k1):
+        return _mix(_U(_mix(_U(_U(i) + k0)) ^ k1)) >> _U(16)
+
+    # numba vectorises a prange loop about three times better than a plain one, also on one thread
+    @numba.njit(parallel=True, cache=True)
+    def _kernel(x, table, k0, k1, high, low, out):
+        for i in numba.prange(x.size):
+            v = x[i]
+            bit = high if v > table[_word(i, k0, k1)] else low
+            out[i] = v if v != v else bit
+
+    @numba.njit(cache=True)
+    def _words(count, k0, k1):
+        out = np.empty(count, np.int64)
+        for i in range(count):
+            out[i] = _word(i, k0, k1)
+        return out

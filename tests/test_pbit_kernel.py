@@ -1,0 +1,118 @@
+"""The fused CPU p-bit (pdnn.pbit_kernel): its stream, its exact probabilities, its paths."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pdnn import functional as F
+from pdnn import pbit_kernel as K
+
+Z = 5.0  # bounds are Z standard deviations
+
+pytestmark = pytest.mark.skipif(K.numba is None, reason="numba is not installed")
+
+
+def reference_words(key: int, count: int) -> np.ndarray:
+    """The stream as the module's docstring defines it, in plain Python integers."""
+    def mix(h):
+        h ^= h >> 16
+        h = (h * 0x7FEB352D) & 0xFFFFFFFF
+        h ^= h >> 15
+        h = (h * 0x846CA68B) & 0xFFFFFFFF
+        return h ^ (h >> 16)
+
+    k0, k1 = key & 0xFFFFFFFF, key >> 32
+    return np.array([mix(mix((i + k0) & 0xFFFFFFFF) ^ k1) >> 16 for i in range(count)])
+
+
+def test_the_stream_is_the_documented_hash():
+    key = 0xDEADBEEF12345678
+    assert np.array_equal(K.random_words(key, 1000), reference_words(key, 1000))
+
+
+@pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bits_are_the_comparison_with_the_looked_up_threshold(mode, dtype):
+    n, key, beta = 100_003, 2**63 + 12345, 1.5  # odd size; a key with the top bit set
+    x = torch.randn(n, dtype=dtype) * 3
+    x[:3] = torch.tensor([0.0, float("inf"), -float("inf")], dtype=dtype)
+    table = torch.tensor(K.thresholds(mode, beta, dtype))
+    above = x > table[torch.from_numpy(K.random_words(key, n))]
+    low = -1.0 if mode == "bipolar" else 0.0
+    assert torch.equal(K.bits(x, mode, beta, key), torch.where(above, 1.0, low).to(dtype))
+
+
+def test_the_bits_do_not_depend_on_the_number_of_threads(monkeypatch):
+    x, key = torch.randn(3, 70_001), 987654321
+    parallel = K.bits(x, "bipolar", 2.0, key)
+    monkeypatch.setattr(K, "PARALLEL_FROM", 2**40)  # one thread
+    assert torch.equal(K.bits(x, "bipolar", 2.0, key), parallel)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
+def test_probability_is_within_half_a_16_bit_step_of_the_ideal(mode, beta):
+    # P(b = 1 | x) = (number of thresholds below x) / 2**16 exactly, for every x
+    table = torch.tensor(K.thresholds(mode, beta, torch.float64))
+    assert torch.all(table[1:] > table[:-1])
+    x = torch.cat([torch.linspace(-12, 12, 20_001, dtype=torch.float64), table[::97], table[::97].nextafter(
+        torch.tensor(math.inf, dtype=torch.float64))])
+    p = torch.searchsorted(table, x, right=False).double() / 2**16  # table[r] < x
+    ideal = (1 + torch.tanh(beta * x)) / 2 if mode == "bipolar" else torch.sigmoid(beta * x)
+    half_step = 2.0**-17 * (1 + 1e-9)  # the bound is reached at x = table[r], up to rounding
+    assert (p - ideal).abs().max() <= half_step
+    # a bit is certain only where the ideal probability is within half a step of 0 or 1
+    certain = (p == 0) | (p == 1)
+    assert certain.any() and torch.all(torch.minimum(ideal, 1 - ideal)[certain] <= half_step)
+
+
+def test_words_are_uniform_and_independent():
+    n = 1 << 18
+    r = torch.from_numpy(K.random_words(42, 2 * n))
+    bits = (r[:, None] >> torch.arange(16)) & 1
+    assert torch.all((bits.double().mean(0) - 0.5).abs() <= Z * math.sqrt(0.25 / (2 * n)))
+    # 256 cells of the top byte: chi-square with 255 degrees of freedom, mean 255, sd sqrt(510)
+    counts = torch.bincount(r >> 8, minlength=256).double()
+    chi2 = ((counts - 2 * n / 256) ** 2 / (2 * n / 256)).sum().item()
+    assert abs(chi2 - 255) <= Z * math.sqrt(2 * 255)
+    u = r.double() / 2**16 - 0.5  # neighbours, and the same index under another key
+    other = torch.from_numpy(K.random_words(43, 2 * n)).double() / 2**16 - 0.5
+    for a, b in [(u[:-1], u[1:]), (u, other), (u[0::2], u[1::2])]:
+        assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) <= Z / math.sqrt(len(a))
+
+
+def test_pbit_takes_the_kernel_on_the_cpu_and_the_generator_fixes_its_bits():
+    x = torch.randn(5000)
+    key = K.draw_key(torch.Generator().manual_seed(11))
+    assert torch.equal(F.pbit(x, "bipolar", 2.0, torch.Generator().manual_seed(11)), K.bits(x, "bipolar", 2.0, key))
+    y = x.clone().requires_grad_()  # the training path draws the same bits
+    assert torch.equal(F.pbit(y, "bipolar", 2.0, torch.Generator().manual_seed(11)).detach(),
+                       K.bits(x, "bipolar", 2.0, key))
+
+
+def test_a_strided_input_gives_the_bits_of_its_contiguous_copy():
+    x = torch.randn(64, 300).t()
+    assert not x.is_contiguous()
+    assert torch.equal(K.bits(x, "unipolar", 1.0, 5), K.bits(x.contiguous(), "unipolar", 1.0, 5))
+
+
+def test_a_forked_child_takes_the_torch_path():
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    K.bits(torch.zeros(1 << 16), "bipolar", 1.0, 1)  # the parent's threads are running
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_available_and_bits) == (False, 1 << 16)
+
+
+def _available_and_bits():
+    torch.set_num_threads(1)  # as DataLoader workers do: torch's own threads do not survive fork either
+    return K.available(torch.zeros(1)), int(F.pbit(torch.zeros(1 << 16)).abs().sum())
+
+
+def test_inputs_the_kernel_does_not_serve_take_the_torch_path():
+    assert K.available(torch.zeros(3))
+    assert not K.available(torch.zeros(3, dtype=torch.bfloat16))
+    assert not K.available(torch.zeros(3, device="meta"))
