@@ -1,6 +1,6 @@
 """The p-bit on the CPU in one pass: a counter-based random threshold and the comparison, fused.
 
-Drawing p-bits with torch ops costs about seven times an ``nn.Tanh``: the Mersenne Twister
+Drawing p-bits with torch ops costs 7-14 times an ``nn.Tanh``: the Mersenne Twister
 behind ``torch.Generator`` is serial and several elementwise passes follow it. A hardware p-bit
 compares its input against a random word from a generator it owns. This kernel does the same,
 per element and in parallel, with no intermediate tensor:
@@ -14,11 +14,11 @@ per element and in parallel, with no intermediate tensor:
   a table of 2**16 numbers per temperature. The unipolar p-bit uses ``u_r = (r + 1/2) / 2**16``
   on (0, 1) and ``logit(u_r) / beta``. No transcendental function is evaluated per element.
 
-Hence ``P(b = 1 | x)`` is the fraction of table entries below ``x``: the ideal probability
-rounded to the 16-bit grid: within ``2**-17`` of it (half a step), and exactly 0 or 1 only
-where the ideal probability is that close to 0 or 1 (both tested). A NaN input gives NaN. Bits differ from those of the torch path
-(:func:`pdnn.functional.draw_thresholds`) for the same generator: both are exact to ``2**-16``
-but read different random words.
+Hence ``P(b = 1 | x)`` is the fraction of table entries below ``x``, the ideal probability
+rounded to the 16-bit grid: within ``2**-17`` of it (half a step), and exactly 0 or 1 only where
+the ideal probability is that close to 0 or 1 (both tested). A NaN input gives NaN. The bits
+differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
+generator: both are exact to their 16-bit grid but read different random words.
 
 The kernel is compiled by numba on first use (about a second; cached on disk). It serves
 contiguous float32/float64 CPU tensors outside ``torch.func`` transforms and ``torch.compile``;
@@ -71,7 +71,7 @@ def draw_key(generator: torch.Generator | None) -> int:
     return int(word) & (2**64 - 1)
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=64)  # 256 KiB each; a sweep over beta must not grow it without bound
 def thresholds(mode: str, beta: float, dtype: torch.dtype) -> np.ndarray:
     """The 2**16 thresholds in x: entry ``r`` is ``atanh(u_r) / beta`` (bipolar) or
     ``logit(u_r) / beta`` (unipolar), increasing in ``r``."""
