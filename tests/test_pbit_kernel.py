@@ -97,6 +97,17 @@ def test_a_strided_input_gives_the_bits_of_its_contiguous_copy():
     assert torch.equal(K.bits(x, "unipolar", 1.0, 5), K.bits(x.contiguous(), "unipolar", 1.0, 5))
 
 
+def test_the_kernel_leaves_torchs_thread_count_alone():
+    import subprocess
+    import sys
+
+    # a fresh process, so that numba's thread pool starts inside the kernel's first call
+    code = ("import torch; from pdnn import functional as F; torch.set_num_threads(1); "
+            "F.pbit(torch.zeros(1 << 16)); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
 def test_a_forked_child_takes_the_torch_path():
     import multiprocessing
 

@@ -100,6 +100,7 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
     out = torch.empty_like(x)
     n = x.numel()
     if n:
+        _launch_threads()
         threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
@@ -107,6 +108,17 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
         _kernel(x.view(-1).numpy(), thresholds(mode, beta, x.dtype), np.uint32(key & 0xFFFFFFFF),
                 np.uint32(key >> 32), scalar(1.0), scalar(-1.0 if mode == "bipolar" else 0.0), out.view(-1).numpy())
     return out
+
+
+@lru_cache(maxsize=None)
+def _launch_threads() -> None:
+    """Start numba's thread pool once, keeping torch's thread count: the pool's start calls
+    ``omp_set_num_threads``, which binds to the OpenMP runtime torch loaded and would silently
+    raise torch's count from, say, ``OMP_NUM_THREADS=1`` to every core (and so change the
+    summation order of torch's own parallel reductions)."""
+    threads = torch.get_num_threads()
+    numba.np.ufunc.parallel._launch_threads()
+    torch.set_num_threads(threads)
 
 
 if numba is not None:
