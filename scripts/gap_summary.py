@@ -112,7 +112,8 @@ def main() -> None:
     cifar = {key: cifar_gap(p) for key, p in CIFAR.items()}
     write_json(OUT / "gap.json", {"length": length, "width": width, "cifar10": cifar,
                                   "units": "margins in percentage points; matching: fraction of test T"})
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.8]})
+    axes[1].sharey(axes[0])
     for ax, (label, rows) in zip(axes, (("epochs (width 256)", length), ("hidden width (5 epochs)", width))):
         done = {k: m for k, m in rows.items() if m is not None}
         for claim in CLAIMS:
@@ -130,7 +131,19 @@ def main() -> None:
     axes[0].set_ylabel("margin by which the claim holds (points; < 0: fails)")
     handles = [h for ax in fig.axes[:1] + fig.axes[2:3] for h in ax.get_legend_handles_labels()[0]]
     axes[0].legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower right")
-    fig.suptitle("Fashion-MNIST MLP, p-bit β = 2, first 54000 training images, cosine Adam lr 1e-3; "
+    ax = axes[2]
+    for key, m in cifar.items():
+        if m is not None:
+            ax.plot(CIFAR_T, [m["gap"][t] for t in CIFAR_T], "o-", label=key)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(CIFAR_T, [str(t) for t in CIFAR_T])
+    ax.set_xlabel("test T")
+    ax.set_ylabel("p-DNN (s = 4) − tanh (points)")
+    ax.set_title("CIFAR-10 CNN (45000 images; 5000 test)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle("Left, middle: Fashion-MNIST MLP, p-bit β = 2, first 54000 training images, cosine Adam lr 1e-3; "
                  "10000 test images, 3 repeats", fontsize=9)
     fig.tight_layout()
     save_figure(fig, OUT / "gap.png")
