@@ -123,6 +123,15 @@ def _available_and_bits():
     return K.available(torch.zeros(1)), int(F.pbit(torch.zeros(1 << 16)).abs().sum())
 
 
+def test_a_channels_last_input_keeps_its_memory_format():
+    x = torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last)
+    out = K.bits(x, "bipolar", 1.0, 9)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    # the kernel runs in storage order: the bits of the same storage laid out as NHWC
+    nhwc = K.bits(x.permute(0, 2, 3, 1).contiguous(), "bipolar", 1.0, 9)
+    assert torch.equal(out, nhwc.permute(0, 3, 1, 2))
+
+
 def test_inputs_the_kernel_does_not_serve_take_the_torch_path():
     assert K.available(torch.zeros(3))
     assert not K.available(torch.zeros(3, dtype=torch.bfloat16))

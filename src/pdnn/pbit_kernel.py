@@ -95,9 +95,11 @@ def random_words(key: int, count: int) -> np.ndarray:
 def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
     """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring)."""
     x = x.detach()
-    if not x.is_contiguous():
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    if not (x.is_contiguous() or channels_last):
         x = x.contiguous()
-    out = torch.empty_like(x)
+    out = torch.empty_like(x)  # the input's memory format; the kernel runs in storage order
+    flat = (lambda t: t.permute(0, 2, 3, 1).reshape(-1)) if channels_last else (lambda t: t.view(-1))
     n = x.numel()
     if n:
         _launch_threads()
@@ -105,8 +107,8 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
         scalar = np.float64 if x.dtype == torch.float64 else np.float32
-        _kernel(x.view(-1).numpy(), thresholds(mode, beta, x.dtype), np.uint32(key & 0xFFFFFFFF),
-                np.uint32(key >> 32), scalar(1.0), scalar(-1.0 if mode == "bipolar" else 0.0), out.view(-1).numpy())
+        _kernel(flat(x).numpy(), thresholds(mode, beta, x.dtype), np.uint32(key & 0xFFFFFFFF),
+                np.uint32(key >> 32), scalar(1.0), scalar(-1.0 if mode == "bipolar" else 0.0), flat(out).numpy())
     return out
 
 
