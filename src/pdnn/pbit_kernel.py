@@ -21,8 +21,8 @@ differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) fo
 generator: both are exact to their 16-bit grid but read different random words.
 
 The kernel is compiled by numba on first use (about a second; cached on disk). It serves
-contiguous float32/float64 CPU tensors outside ``torch.func`` transforms and ``torch.compile``;
-everything else takes the torch path.
+float32/float64 CPU tensors (contiguous or channels-last; others are copied first) outside
+``torch.func`` transforms and ``torch.compile``; everything else takes the torch path.
 """
 from __future__ import annotations
 
