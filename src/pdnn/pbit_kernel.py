@@ -89,14 +89,20 @@ def thresholds(mode: str, beta: float, dtype: torch.dtype) -> np.ndarray:
 def random_words(key: int, count: int) -> np.ndarray:
     """The 16-bit random words ``r`` the kernel compares elements ``0 .. count-1`` against, as
     ``int64`` (for tests, and for anyone checking the stream)."""
-    return _words(count, np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32))
+    return _words(count, *_halves(key))
+
+
+def _halves(key: int) -> tuple[np.uint32, np.uint32]:
+    """``(k0, k1)``: the low and high 32 bits of the 64-bit key."""
+    return np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
 
 
 def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
     """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring)."""
     x = x.detach()
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    if not (x.is_contiguous() or channels_last):
+    contiguous = x.is_contiguous()
+    channels_last = not contiguous and x.is_contiguous(memory_format=torch.channels_last)
+    if not (contiguous or channels_last):
         x = x.contiguous()
     out = torch.empty_like(x)  # the input's memory format; the kernel runs in storage order
     flat = (lambda t: t.permute(0, 2, 3, 1).reshape(-1)) if channels_last else (lambda t: t.view(-1))
@@ -107,8 +113,8 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
         scalar = np.float64 if x.dtype == torch.float64 else np.float32
-        _kernel(flat(x).numpy(), thresholds(mode, beta, x.dtype), np.uint32(key & 0xFFFFFFFF),
-                np.uint32(key >> 32), scalar(1.0), scalar(-1.0 if mode == "bipolar" else 0.0), flat(out).numpy())
+        _kernel(flat(x).numpy(), thresholds(mode, beta, x.dtype), *_halves(key), scalar(1.0),
+                scalar(-1.0 if mode == "bipolar" else 0.0), flat(out).numpy())
     return out
 
 
