@@ -31,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pdnn.experiments.lowbit import accuracy_by_t  # noqa: E402
 from pdnn.experiments.study import StudySpec, assess_claims  # noqa: E402
 from pdnn.io import save_figure, write_json, write_text  # noqa: E402
 
@@ -71,10 +72,9 @@ def margins(study: Path) -> dict | None:
 
 def cifar_gap(runs: Path) -> dict | None:
     """tanh (T = 1) and p-DNN(s = 4) − tanh at each test T, in points; None if unfinished."""
-    evals = [runs / name / "eval-network.json" for name in ("tanh", "pbit-s4")]
-    if not all(e.exists() for e in evals):
+    if not all((runs / name / "eval-network.json").exists() for name in ("tanh", "pbit-s4")):
         return None
-    tanh, pbit = ({r["samples"]: 100 * r["accuracy_mean"] for r in json.loads(e.read_text())["results"]} for e in evals)
+    tanh, pbit = ({t: 100 * a for t, a in accuracy_by_t(runs / name).items()} for name in ("tanh", "pbit-s4"))
     metrics = [json.loads((runs / name / "metrics.json").read_text()) for name in ("tanh", "pbit-s4")]
     return {"tanh": tanh[1], "pbit-s4": {t: pbit[t] for t in CIFAR_T},
             "gap": {t: pbit[t] - tanh[1] for t in CIFAR_T},
