@@ -35,6 +35,19 @@ def test_pooling_after_pbits_averages():
     assert sum(isinstance(m, PBit) for m in model.modules()) == 5
 
 
+def test_cnn_runs_channels_last_and_computes_what_nchw_does():
+    torch.manual_seed(0)
+    model = create("cnn", neuron="tanh", weight_bits=4, width=8).eval()
+    convs = [m for m in model.modules() if isinstance(m, QuantConv2d)]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert model[:3](x).is_contiguous(memory_format=torch.channels_last)
+        nchw = model(x)
+        model.to(memory_format=torch.contiguous_format)
+        assert torch.allclose(model(x), nchw, atol=1e-5)
+
+
 def test_glorot_initialisation():
     model = create("mlp", neuron="tanh", width=64)
     lin = model[1]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from torch import nn
 
 from ..checks import positive_ints
@@ -73,6 +75,11 @@ def cnn(
     Each conv is 3x3 with padding 1, followed by BatchNorm2d and the neuron; pooling is 2x2
     average pooling. For 32x32 inputs the classifier sees 4w x 4 x 4 features, for 28x28
     4w x 3 x 3.
+
+    The convolution weights are channels-last, so every convolution, batch norm, p-bit and
+    pooling runs in channels-last order whatever the input's layout (the activations are
+    the same numbers): on the CPU this made evaluation 1.2-1.5x and a training step 1.2-1.3x
+    faster (``benchmarks/bench_layout.py``).
     """
     check_bits(weight_bits, "weight bits", allow_float=True)
     channels, height, width_px = _check_shape(input_shape)
@@ -93,4 +100,4 @@ def cnn(
     if height < 1 or width_px < 1:
         raise UsageError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
     layers += [nn.Flatten(), QuantLinear(channels * height * width_px, num_classes, weight_bits=weight_bits)]
-    return glorot_init(nn.Sequential(*layers))
+    return glorot_init(nn.Sequential(*layers)).to(memory_format=torch.channels_last)
