@@ -91,6 +91,19 @@ def test_pbit_takes_the_kernel_on_the_cpu_and_the_generator_fixes_its_bits():
                        K.bits(x, "bipolar", 2.0, key))
 
 
+def test_a_signed_key_gives_the_bits_of_its_unsigned_twin():
+    x = torch.randn(1000)
+    assert torch.equal(K.bits(x, "bipolar", 1.0, -5), K.bits(x, "bipolar", 1.0, 2**64 - 5))
+
+
+def test_training_under_the_profiler_recording_shapes():
+    # the profiler records an autograd function's arguments as int64: the key must fit
+    x = torch.randn(64, 32, requires_grad=True)
+    with torch.profiler.profile(record_shapes=True):
+        F.pbit(x, "bipolar", 1.0, torch.Generator().manual_seed(3)).sum().backward()
+    assert x.grad is not None
+
+
 def test_a_strided_input_gives_the_bits_of_its_contiguous_copy():
     x = torch.randn(64, 300).t()
     assert not x.is_contiguous()

@@ -66,9 +66,10 @@ def available(x: torch.Tensor) -> bool:
 
 
 def draw_key(generator: torch.Generator | None) -> int:
-    """One 64-bit word from ``generator`` (torch's default CPU generator if ``None``)."""
-    word = torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=generator)
-    return int(word) & (2**64 - 1)
+    """One 64-bit word from ``generator`` (torch's default CPU generator if ``None``), as a
+    signed integer: it passes through autograd functions, whose recorded arguments (the
+    profiler's ``record_shapes``) must fit an ``int64``."""
+    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=generator))
 
 
 @lru_cache(maxsize=64)  # 256 KiB each; a sweep over beta must not grow it without bound
@@ -93,8 +94,8 @@ def random_words(key: int, count: int) -> np.ndarray:
 
 
 def _halves(key: int) -> tuple[np.uint32, np.uint32]:
-    """``(k0, k1)``: the low and high 32 bits of the 64-bit key."""
-    return np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
+    """``(k0, k1)``: the low and high 32 bits of the 64-bit key (signed or not: the same bits)."""
+    return np.uint32(key & 0xFFFFFFFF), np.uint32((key >> 32) & 0xFFFFFFFF)
 
 
 def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
