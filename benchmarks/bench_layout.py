@@ -13,7 +13,8 @@ load from other processes falls on both layouts alike:
 * ``train_s1`` / ``train_s8``: one Adam step on the sample-aware loss, batch 64.
 
 Each row prints the median time of both layouts and nchw/channels_last (> 1: channels-last is
-faster), with the spread of one repeat's ratio.
+faster), with the spread of one repeat's ratio. Large freed buffers are kept for reuse, as the
+``pdnn`` command keeps them (:func:`pdnn.malloc.keep_large_buffers`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 from pdnn import SampledModel
+from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS, loss_of_samples
 
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_large_buffers()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock")

@@ -1,7 +1,12 @@
 """The cost of sampling on the CPU: every ratio of the speed table measured in one run.
 
 Usage: python benchmarks/bench_speed.py [--threads 2] [--repeats 5] [--json benchmarks/results/speed.json]
-       [--skip-wide] (leaves out the width-64 CNN, the slowest row) [--clock wall|cpu]
+       [--skip-wide] (leaves out the width-64 CNN, the slowest row) [--clock wall|cpu] [--system-malloc]
+
+Like the ``pdnn`` command, the script keeps large freed buffers for reuse
+(:func:`pdnn.malloc.keep_large_buffers`); ``--system-malloc`` measures with glibc's defaults
+instead, where every buffer above 32 MiB is page-faulted in afresh (the training row's s = 8
+tensors are).
 
 Rows (inference in eval mode without autograd unless stated; times are medians over repeats,
 and the configurations of a row are interleaved within each repeat so that load from other
@@ -32,6 +37,7 @@ import torch
 from torch import nn
 
 from pdnn import SampledModel
+from pdnn.malloc import keep_large_buffers
 from pdnn.nn import PBit
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS, loss_of_samples
@@ -139,13 +145,17 @@ def main() -> None:
                         help="cpu: CPU time of the process (all threads), robust on a loaded machine")
     parser.add_argument("--only", nargs="+", choices=("act", "mlp", "train", "cnn16", "cnn64"),
                         help="measure only these groups of rows")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's allocator at its defaults (the pdnn command does not)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    kept = not args.system_malloc and keep_large_buffers()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock")
+          f"load average {os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock, "
+          f"{'large buffers kept' if kept else 'system malloc'}")
     print(f"{'row':22} {'ratio':24} {'value':>7}  {'spread':>13}  goal", flush=True)
     rows = []
     groups = {"act": lambda: activation_rows(args.repeats), "mlp": lambda: mlp_rows(args.repeats),
@@ -166,7 +176,7 @@ def main() -> None:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
-                                    "repeats": args.repeats, "rows": rows}, indent=2))
+                                    "repeats": args.repeats, "large_buffers_kept": kept, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

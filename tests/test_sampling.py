@@ -8,6 +8,7 @@ from torch import nn
 
 from pdnn import SampledModel, sample_aware_loss
 from pdnn.nn import PBit
+from pdnn.sampling import repeat_samples
 
 Z = 5.0
 
@@ -246,3 +247,11 @@ def test_a_large_batch_is_split_into_sub_batches_of_at_most_max_rows():
     assert torch.equal(SampledModel(net, 4, max_rows=40)(x), whole.mean(0))
     with pytest.raises(ValueError, match="max_rows"):
         SampledModel(net, max_rows=0)
+
+
+def test_repeated_samples_keep_a_channels_last_layout():
+    x = torch.randn(3, 4, 5, 6).contiguous(memory_format=torch.channels_last)
+    folded = repeat_samples(x, 4)
+    assert torch.equal(folded, x.repeat(4, 1, 1, 1))
+    assert folded.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(repeat_samples(torch.tensor(2.0), 3), torch.full((3,), 2.0))
