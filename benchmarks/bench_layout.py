@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/bench_layout.py [--threads 2] [--repeats 7] [--clock wall|cpu] [--json FILE]
 
-The reference CNN (width 16) is built twice from one seed: once as torch lays it out (NCHW
-convolution weights) and once with ``.to(memory_format=torch.channels_last)``; with
+The reference CNN (width 16) is built twice from one seed: with NCHW convolution weights
+(torch's default layout) and with channels-last ones (the reference CNN's own). With
 channels-last weights oneDNN runs every convolution, and everything after it (batch norm, the
 p-bit, average pooling) in channels-last order. Rows, interleaved within each repeat so that
 load from other processes falls on both layouts alike:
@@ -38,7 +38,8 @@ LAYOUTS = ("nchw", "channels_last")
 def build(layout: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
-    return model.to(memory_format=torch.channels_last) if layout == "channels_last" else model
+    layout = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return model.to(memory_format=layout)
 
 
 def eval_pass(layout: str, samples: int):
