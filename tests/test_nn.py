@@ -117,6 +117,26 @@ def test_weight_scale_is_set_once_and_survives_a_checkpoint():
     assert torch.equal(fresh(x), lin(x))
 
 
+def test_a_scale_first_set_inside_the_fold_check_is_saved_as_set():
+    # the fold check restores the buffers it found (``initialised`` among them) after its passes
+    # have initialised the scales; the checkpoint must still say the learned scales are set
+    from pdnn import SampledModel
+    from pdnn.models import create
+
+    torch.manual_seed(0)
+    model = create("cnn", neuron="pbit", weight_bits=2, width=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    SampledModel(model, 4, seed=0)(torch.randn(3, 3, 32, 32)).sum().backward()
+    optimizer.step()  # the scales move away from their initial values
+    quantizers = [m for m in model.modules() if isinstance(m, WeightQuantizer)]
+    assert quantizers and all(bool(q.initialised) for q in quantizers)
+    fresh = create("cnn", neuron="pbit", weight_bits=2, width=4)
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()(torch.randn(2, 3, 32, 32))  # a forward must not re-initialise the loaded scales
+    for a, b in zip(quantizers, (m for m in fresh.modules() if isinstance(m, WeightQuantizer))):
+        assert torch.equal(a.scale, b.scale)
+
+
 def test_quantized_weights_still_get_gradients():
     lin = QuantLinear(8, 2, weight_bits=2)
     lin(torch.randn(3, 8)).sum().backward()

@@ -90,11 +90,18 @@ class WeightQuantizer(nn.Module):
         self.bits = check_bits(bits, "weight bits")
         self.scale = nn.Parameter(torch.ones(channels))
         self.register_buffer("initialised", torch.tensor(False))
-        self._ready = False  # Python copy of ``initialised``: no device sync per forward
+        self._seen: tuple | None = None  # (buffer, version) that ``_ready`` was read from
+        self._ready = False
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._ready = bool(self.initialised)
+    @property
+    def ready(self) -> bool:
+        """Whether the scales are initialised: the ``initialised`` buffer, read again (one device
+        sync) only after something wrote it -- loading a checkpoint, or the fold check restoring
+        the buffers it found -- so that a Python copy can never disagree with what is saved."""
+        seen = (id(self.initialised), self.initialised._version)
+        if seen != self._seen:
+            self._ready, self._seen = bool(self.initialised), seen
+        return self._ready
 
     @torch.no_grad()
     def reset_scale(self, w: torch.Tensor) -> None:
@@ -113,10 +120,9 @@ class WeightQuantizer(nn.Module):
                 best_err = torch.where(better, err, best_err)
         self.scale.copy_(best.clamp_min(torch.finfo(w.dtype).tiny))
         self.initialised.fill_(True)
-        self._ready = True
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if not self._ready:
+        if not self.ready:
             self.reset_scale(w)
         per_channel = w[0].numel()
         grad_scale = 1.0 / math.sqrt(per_channel * 2 ** (self.bits - 1))
