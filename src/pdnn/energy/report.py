@@ -5,6 +5,7 @@ is shown as ``n/a``, never divided.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..io import save_figure
@@ -135,10 +136,11 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
     """Accuracy versus energy per inference (log axis), the Pareto front as a step line, the
     reference and the chosen minimum-energy configuration highlighted."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     series: dict[str, list[dict]] = {}
     for p in result["points"]:
         series.setdefault(p["series"], []).append(p)
+    many = len(series) > 12  # a grid of runs: the legend goes beside the axes, never over the points
+    fig, ax = plt.subplots(figsize=(11, 6) if many else (7.5, 4.8), layout="constrained")
     colors = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
     for k, (name, points) in enumerate(series.items()):
         ax.plot([p["energy_j"] * 1e6 for p in points], [100 * p["accuracy"] for p in points],
@@ -161,14 +163,22 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
     log = all(p["energy_j"] > 0 for p in result["points"])  # a zero energy has no place on a log axis
     if log:
         ax.set_xscale("log")
-        plain = plt.FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        energies = [p["energy_j"] for p in result["points"]]
+        wide = max(energies) >= 10 * min(energies)  # over a decade, label only the minor ticks 2 and 5
+
+        def label(v, _):
+            digit = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+            return f"{v:g}" if not wide or digit in (1, 2, 5) else ""
+
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(plt.FuncFormatter(label))
         ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"energy per inference (µJ{', log scale' if log else ''})")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or "accuracy vs energy")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    if many:
+        fig.legend(fontsize=7, loc="outside right upper", ncol=2 if len(series) > 24 else 1)
+    else:
+        ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, out)
