@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
+import bench_speed  # the interleaved timing of the speed benchmark (same folder)
 from pdnn import SampledModel
 from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
@@ -63,21 +63,6 @@ def train_step(layout: str, samples: int):
     return step
 
 
-def measure(fns: dict, repeats: int, clock) -> dict:
-    for fn in fns.values():  # warm-up: traces the folded graph, compiles the p-bit kernel
-        fn()
-    times = {key: [] for key in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            began = clock()
-            fn()
-            times[key].append(clock() - began)
-    ratios = [a / b for a, b in zip(*times.values())]
-    return {"median_s": {k: statistics.median(v) for k, v in times.items()},
-            "ratio": statistics.median(times[LAYOUTS[0]]) / statistics.median(times[LAYOUTS[1]]),
-            "spread": [min(ratios), max(ratios)]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -87,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_large_buffers()
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    bench_speed.CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock")
     print(f"{'row':10} {'nchw ms':>9} {'cl ms':>9} {'nchw/cl':>8}  spread", flush=True)
@@ -95,11 +80,13 @@ def main() -> None:
     plans = {"eval_T1": (eval_pass, 1), "eval_T10": (eval_pass, 10), "train_s1": (train_step, 1),
              "train_s8": (train_step, 8)}
     for name, (make, samples) in plans.items():
-        row = measure({layout: make(layout, samples) for layout in LAYOUTS}, args.repeats, clock)
+        row = bench_speed.compare(name, "nchw/channels_last > 1", {layout: make(layout, samples) for layout in LAYOUTS},
+                                  args.repeats, pairs=[LAYOUTS])
         rows[name] = row
         nchw, cl = (row["median_s"][k] * 1e3 for k in LAYOUTS)
-        print(f"{name:10} {nchw:9.1f} {cl:9.1f} {row['ratio']:8.2f}  {row['spread'][0]:.2f}-{row['spread'][1]:.2f}",
-              flush=True)
+        label = "/".join(LAYOUTS)
+        low, high = row["spread"][label]
+        print(f"{name:10} {nchw:9.1f} {cl:9.1f} {row['ratio'][label]:8.2f}  {low:.2f}-{high:.2f}", flush=True)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

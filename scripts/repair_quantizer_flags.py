@@ -2,7 +2,7 @@
 
     python scripts/repair_quantizer_flags.py CHECKPOINT...
 
-Before commit "Fix: a weight quantiser whose scales were first set inside the fold check ...",
+Before commit 498357d,
 sample-aware training with s > 1 saved every ``WeightQuantizer.initialised`` buffer as False:
 the scales were initialised by the first forward pass, inside :class:`pdnn.SampledModel`'s fold
 check, which then restored the buffers it had found. The scales themselves were trained and saved

@@ -167,8 +167,7 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
         wide = max(energies) >= 10 * min(energies)  # over a decade, label only the minor ticks 2 and 5
 
         def label(v, _):
-            digit = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
-            return f"{v:g}" if not wide or digit in (1, 2, 5) else ""
+            return f"{v:g}" if not wide or round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""
 
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(plt.FuncFormatter(label))

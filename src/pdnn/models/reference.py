@@ -77,7 +77,7 @@ def cnn(
 
     The convolution weights are channels-last, so every convolution, batch norm, p-bit and
     pooling runs in channels-last order whatever the input's layout (the activations are
-    the same numbers): on the CPU this made evaluation 1.5-1.7x and a training step 1.3x
+    the same numbers): on the CPU this made evaluation 1.45-1.7x and a training step 1.3x
     faster (``benchmarks/bench_layout.py``).
     """
     check_bits(weight_bits, "weight bits", allow_float=True)
