@@ -80,8 +80,8 @@ def main() -> None:
     plans = {"eval_T1": (eval_pass, 1), "eval_T10": (eval_pass, 10), "train_s1": (train_step, 1),
              "train_s8": (train_step, 8)}
     for name, (make, samples) in plans.items():
-        row = bench_speed.compare(name, "nchw/channels_last > 1", {layout: make(layout, samples) for layout in LAYOUTS},
-                                  args.repeats, pairs=[LAYOUTS])
+        configs = {layout: make(layout, samples) for layout in LAYOUTS}
+        row = bench_speed.compare(name, "nchw/channels_last > 1", configs, args.repeats, pairs=[LAYOUTS])
         rows[name] = row
         nchw, cl = (row["median_s"][k] * 1e3 for k in LAYOUTS)
         label = "/".join(LAYOUTS)
