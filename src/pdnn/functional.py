@@ -137,6 +137,7 @@ class _PBitFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, _, mode, beta, ste = inputs
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for the mean
         ctx.mode, ctx.beta, ctx.ste, ctx.dtype = mode, beta, ste, x.dtype
         if ste == "mean":
             ctx.save_for_backward(output[1])
@@ -145,7 +146,7 @@ class _PBitFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, _):
-        if ctx.ste == "identity":
+        if grad is None or ctx.ste == "identity":
             return grad, None, None, None, None
         (saved,) = ctx.saved_tensors
         if ctx.ste == "clipped":

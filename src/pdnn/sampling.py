@@ -38,6 +38,7 @@ from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .errors import UsageError
 from .foldcheck import first_rows, fold_mismatch, stack, suspended_hooks, unfold
 from .nn import is_stochastic
+from .per_sample_norm import PerSampleBatchNorm
 from .tracing import Tracer
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
@@ -150,23 +151,6 @@ def _batched_nodes(gm: fx.GraphModule, batched_inputs: set[int] | None) -> tuple
         elif any(a in shape for a in ins):
             shape.add(node)
     return data, shape
-
-
-class PerSampleBatchNorm(nn.Module):
-    """A batch norm over folded samples ``[T*B, C, ...]`` that, where it uses batch statistics
-    (training), normalises every sample with its own B rows' statistics and updates the running
-    statistics once per sample in order -- what T separate forwards do. (Calling the module on
-    each sample's rows, which are contiguous, and concatenating was measured faster than one
-    pass computing per-sample statistics by hand.) Elsewhere it is the wrapped module itself."""
-
-    def __init__(self, norm: _BatchNorm, samples: int):
-        super().__init__()
-        self.norm, self.samples = norm, samples
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.norm.training and self.norm.running_mean is not None:
-            return self.norm(x)
-        return torch.cat([self.norm(rows) for rows in x.chunk(self.samples)])
 
 
 def _fold_network(gm: fx.GraphModule, samples: int, batched_inputs: set[int] | None = None) -> None:
