@@ -1,0 +1,89 @@
+"""What the training step saves by not copying: the same step with and without two changes, in one run.
+
+Usage: python benchmarks/bench_train_copies.py [--threads 2] [--rounds 5] [--repeats 15] [--json PATH]
+
+The changes (both in the library): the p-bit's autograd function no longer has autograd fill a
+zero gradient for its second output, the mean it keeps for the backward pass
+(``ctx.set_materialize_grads(False)``); and the per-sample batch norm of a folded training pass
+writes each sample's rows into one output instead of concatenating them
+(:mod:`pdnn.per_sample_norm`). "before" switches both off inside this process (the zero fill
+back on, the concatenating path forced), so the two versions are timed interleaved on the same
+model, input and load. One Adam step on the sample-aware loss of the reference CNN (width 16,
+batch 64), s = 1 and s = 8, large buffers kept as the ``pdnn`` command keeps them. Each round
+prints the medians and the ratios; the JSON holds every round.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import pdnn.per_sample_norm as per_sample_norm
+from bench_speed import compare
+from pdnn import SampledModel
+from pdnn.functional import _PBitFunction
+from pdnn.malloc import keep_large_buffers
+from pdnn.models import create
+from pdnn.sampling import loss_of_samples
+
+FAST = per_sample_norm._fast
+SETUP = _PBitFunction.setup_context
+
+
+def _setup_filling_zeros(ctx, inputs, output):
+    SETUP(ctx, inputs, output)
+    ctx.set_materialize_grads(True)
+
+
+def use(changes: bool) -> None:
+    per_sample_norm._fast = FAST if changes else (lambda *args: False)
+    _PBitFunction.setup_context = staticmethod(SETUP if changes else _setup_filling_zeros)
+
+
+def one_round(repeats: int) -> dict:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
+    optimizer = torch.optim.Adam(model.parameters())
+    samplers = {s: SampledModel(model, s, reduce="none", seed=0) for s in (1, 8)}
+
+    def step(s: int, changes: bool) -> None:
+        use(changes)
+        loss, _ = loss_of_samples(samplers[s](x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    configs = {f"s={s} {version}": (lambda s=s, c=(version == "after"): step(s, c))
+               for s in (1, 8) for version in ("before", "after")}
+    pairs = [("s=8 before", "s=1 before"), ("s=8 after", "s=1 after"), ("s=8 after", "s=8 before")]
+    row = compare("train_copies", "s=8/s=1 <= 6", configs, repeats, inner=2, pairs=pairs)
+    use(True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_large_buffers()
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        row = one_round(args.repeats)
+        rounds.append(row)
+        medians = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in row["median_s"].items())
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in row["ratio"].items() if k.startswith("s=8"))
+        print(f"round {number}: {medians}; {ratios}", flush=True)
+    if args.json:
+        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rounds": rounds}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
