@@ -84,6 +84,10 @@ def _factors(norm: _BatchNorm, samples: int) -> list[float]:
 
 
 class _PerSampleNorm(torch.autograd.Function):
+    """Forward: one batch-norm kernel per sample's rows, writing into its block of the output
+    (and updating the running statistics, when given, with that sample's factor); backward: one
+    backward kernel per sample, the weight and bias gradients summed over samples."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, factors, eps):
         samples, layout = len(factors), _layout(x)
