@@ -17,7 +17,8 @@ processes falls on all of them alike):
 * ``cnn{w}_t10_vs_t1``: the reference CNN (3x32x32, width w), batch 256, ``SampledModel`` at
   T = 10 against T = 1 (with ``max_rows=MAX_ROWS``, as evaluation uses it), and a Python loop of 10 plain forwards against T = 1;
 * ``cnn16_loop_vs_batched_b{B}``: the loop of 10 forwards against the batched T = 10, batch B;
-* ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1;
+* ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1; T = 16 also
+  with ``pack_weights=True`` (oneDNN with packed weights, :mod:`pdnn.packed_linear`);
 * ``train_s8_vs_s1``: one Adam step on the sample-aware loss of the reference CNN (width 16,
   batch 64), s = 8 against s = 1.
 
@@ -112,9 +113,11 @@ def mlp_rows(repeats: int) -> list[dict]:
     model = create("mlp", neuron="pbit", input_shape=(1, 28, 28), width=2048, depth=3).eval()
     x = torch.randn(1, 1, 28, 28)
     one, many = SampledModel(model, 1, seed=0), SampledModel(model, 16, seed=0)
+    packed = SampledModel(model, 16, seed=0, pack_weights=True)
     row = compare("mlp_b1", "T=16/T=1 <= 2; loop16/T=16 >= 8",
-                  {"T=1": lambda: one(x), "T=16": lambda: many(x), "loop16": lambda: loop(model, x, 16)},
-                  repeats, inner=10, pairs=[("loop16", "T=16")])
+                  {"T=1": lambda: one(x), "T=16": lambda: many(x), "T=16 packed": lambda: packed(x),
+                   "loop16": lambda: loop(model, x, 16)},
+                  repeats, inner=10, pairs=[("loop16", "T=16"), ("loop16", "T=16 packed")])
     return [row]
 
 
