@@ -1,14 +1,14 @@
 """Linear layers whose weight is packed once for oneDNN: a faster GEMM for a few folded rows.
 
 At batch 1, T samples make every layer after the prefix a GEMM of T rows against the whole
-weight. On the 2-core x86 CPU this project measures on, ``F.linear`` (MKL) ran the 16-row
-GEMM of a 2048 x 2048 layer at about half the speed it reaches at 256 rows, so T = 16 cost 2.2-2.6
+weight. On the 2-core x86 CPU this project measures on, ``F.linear`` (MKL) ran the 16-row GEMM
+of a 2048 x 2048 layer at about half the speed it reaches at 256 rows, so T = 16 cost 2.2-2.6
 times T = 1 for the benchmark MLP. oneDNN with the weight reordered once into its blocked layout
 (what ``torch.compile``'s weight freezing does on the CPU) ran the same GEMM 1.7 times faster:
-packed/plain time 0.52-0.65 at 4-16 rows and 0.73-0.79 at 64 rows for layers of 0.5-4 M
-weights, but 1.15-1.96 at 1-2 rows and 1.3-5 for layers of 65 k weights or fewer, where the call's
-fixed cost dominates. Hence a layer is packed only with at least ``MIN_WEIGHTS`` weights, and
-the packed GEMM serves only inputs of ``ROWS`` rows; everything else takes ``F.linear``.
+packed/plain time 0.52-0.65 at 4-16 rows and 0.73-0.79 at 64 rows for layers of 0.5-4 M weights,
+but 1.15-1.96 at 1-2 rows and 1.3-5 for layers of 65 k weights or fewer, where the call's fixed
+cost dominates. Hence a layer is packed only with at least ``MIN_WEIGHTS`` weights, and the
+packed GEMM serves only inputs of ``ROWS`` rows; everything else takes ``F.linear``.
 
 The packed copy is redone when the weight's storage or version counter changes (assignment,
 ``load_state_dict``, an optimiser step, any in-place op), but torch does not count changes made
