@@ -269,8 +269,8 @@ class SampledModel(nn.Module):
             changes the order of the draws, so a seed's samples depend on it. Only inputs
             without extra positional arguments are split.
         pack_weights: in folded passes without autograd, run large float linear layers through
-            oneDNN with their weights packed once (:mod:`pdnn.packed_linear`): 1.3-1.9x faster
-            GEMMs for 4-64 rows on x86 CPUs. Opt-in, for fixed weights: a weight changed through
+            oneDNN with their weights packed once (:mod:`pdnn.packed_linear`): GEMMs of 4-64 rows
+            measured 1.3-1.9x faster on a 2-core x86 CPU. Opt-in, for fixed weights: a weight changed through
             ``.data`` is not seen (every other change is).
 
     Example:
