@@ -149,3 +149,22 @@ def test_inputs_the_kernel_does_not_serve_take_the_torch_path():
     assert K.available(torch.zeros(3))
     assert not K.available(torch.zeros(3, dtype=torch.bfloat16))
     assert not K.available(torch.zeros(3, device="meta"))
+
+
+def test_the_key_is_drawn_in_and_out_of_inference_mode():
+    # the scalar a key is drawn into is made once per thread; made in inference mode, it must still
+    # take draws outside it. A fresh thread makes its own (an error there leaves ``keys`` short)
+    import threading
+
+    keys = []
+
+    def draw():
+        with torch.inference_mode():
+            keys.append(K.draw_key(torch.Generator().manual_seed(1)))
+        keys.append(K.draw_key(torch.Generator().manual_seed(1)))
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    thread.join()
+    word = torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=torch.Generator().manual_seed(1))
+    assert keys == [word.item()] * 2

@@ -128,6 +128,8 @@ def _untouched(model: nn.Module, device: torch.device):
 def unfold(out, samples: int, batch: int):
     """Folded outputs (tensors ``[T*B, ...]``, possibly in tuples, lists, dicts) as ``[T, B, ...]``;
     ``None`` if a tensor does not have T x B rows."""
+    if isinstance(out, torch.Tensor):  # the usual output, without the tree's cost
+        return out.reshape(samples, batch, *out.shape[1:]) if out.dim() and out.shape[0] == samples * batch else None
     leaves, spec = tree_flatten(out)
     unfolded = []
     for leaf in leaves:
@@ -141,6 +143,8 @@ def unfold(out, samples: int, batch: int):
 
 def stack(outs: list):
     """The outputs of T forwards, each tensor stacked into ``[T, ...]`` (other values: the first's)."""
+    if isinstance(outs[0], torch.Tensor):
+        return torch.stack(outs)
     spec = tree_flatten(outs[0])[1]
     columns = zip(*(tree_flatten(o)[0] for o in outs))
     return tree_unflatten([torch.stack(c) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)

@@ -27,6 +27,7 @@ float32/float64 CPU tensors (contiguous or channels-last; others are copied firs
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +40,10 @@ except ImportError:  # the torch path serves every call
 
 MAX_ELEMENTS = 2**32  # the counter is a 32-bit word
 PARALLEL_FROM = 2**14  # below this many elements one thread is faster than waking the others
+_DTYPES = (torch.float32, torch.float64)
+_LEVELS = {(mode, dtype): tuple(map(scalar, levels)) for mode, levels in (("bipolar", (1, -1)), ("unipolar", (1, 0)))
+           for dtype, scalar in zip(_DTYPES, (np.float32, np.float64))}  # (high, low): the bit's values
+_per_thread = threading.local()
 _forked = False  # GNU OpenMP (numba's threads) cannot run in a child process after fork
 
 
@@ -56,10 +61,10 @@ def available(x: torch.Tensor) -> bool:
     return (
         numba is not None
         and not _forked
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and x.numel() < MAX_ELEMENTS
+        and x.is_cpu
+        and x.dtype in _DTYPES
         and not x.is_sparse
+        and x.numel() < MAX_ELEMENTS
         and not torch._C._are_functorch_transforms_active()
         and not torch.compiler.is_compiling()
     )
@@ -68,8 +73,14 @@ def available(x: torch.Tensor) -> bool:
 def draw_key(generator: torch.Generator | None) -> int:
     """One 64-bit word from ``generator`` (torch's default CPU generator if ``None``), as a
     signed integer: it passes through autograd functions, whose recorded arguments (the
-    profiler's ``record_shapes``) must fit an ``int64``."""
-    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=generator))
+    profiler's ``record_shapes``) must fit an ``int64``. The word is drawn into a scalar kept
+    per thread, which halves the cost of a small p-bit layer's call; it is a normal tensor even
+    when made in inference mode, so that it can be drawn into outside it as well."""
+    word = getattr(_per_thread, "word", None)
+    if word is None:
+        with torch.inference_mode(False):
+            word = _per_thread.word = torch.empty((), dtype=torch.int64)
+    return word.random_(-(2**63), None, generator=generator).item()
 
 
 @lru_cache(maxsize=64)  # 256 KiB each; a sweep over beta must not grow it without bound
@@ -93,30 +104,44 @@ def random_words(key: int, count: int) -> np.ndarray:
     return _words(count, *_halves(key))
 
 
-def _halves(key: int) -> tuple[np.uint32, np.uint32]:
+def _halves(key: int) -> tuple[int, int]:
     """``(k0, k1)``: the low and high 32 bits of the 64-bit key (signed or not: the same bits)."""
-    return np.uint32(key & 0xFFFFFFFF), np.uint32((key >> 32) & 0xFFFFFFFF)
+    return key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF
 
 
 def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
     """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring)."""
-    x = x.detach()
-    contiguous = x.is_contiguous()
-    channels_last = not contiguous and x.is_contiguous(memory_format=torch.channels_last)
-    if not (contiguous or channels_last):
-        x = x.contiguous()
+    if x.requires_grad:
+        x = x.detach()
+    channels_last = False
+    if not x.is_contiguous():
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        if not channels_last:
+            x = x.contiguous()
     out = torch.empty_like(x)  # the input's memory format; the kernel runs in storage order
-    flat = (lambda t: t.permute(0, 2, 3, 1).reshape(-1)) if channels_last else (lambda t: t.view(-1))
     n = x.numel()
     if n:
-        _launch_threads()
-        threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1
-        if numba.get_num_threads() != threads:
-            numba.set_num_threads(threads)
-        scalar = np.float64 if x.dtype == torch.float64 else np.float32
-        _kernel(flat(x).numpy(), thresholds(mode, beta, x.dtype), *_halves(key), scalar(1.0),
-                scalar(-1.0 if mode == "bipolar" else 0.0), flat(out).numpy())
+        _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
+        high, low = _LEVELS[mode, x.dtype]
+        _kernel(_storage(x, channels_last), thresholds(mode, beta, x.dtype), *_halves(key), high, low,
+                _storage(out, channels_last))
     return out
+
+
+def _use_threads(count: int) -> None:
+    """Run the kernel's next calls on ``count`` threads. numba keeps the count per calling
+    thread, and so does this cache of it: reading and setting it through numba each time cost
+    more than the kernel itself on a layer of a few thousand p-bits (a count set by other numba
+    code in between is kept until the next change here; it changes speed, never the bits)."""
+    if getattr(_per_thread, "threads", None) != count:
+        _launch_threads()
+        numba.set_num_threads(count)
+        _per_thread.threads = count
+
+
+def _storage(t: torch.Tensor, channels_last: bool) -> np.ndarray:
+    """``t``'s elements in storage order, as a flat array sharing its memory."""
+    return t.permute(0, 2, 3, 1).reshape(-1).numpy() if channels_last else t.numpy().reshape(-1)
 
 
 @lru_cache(maxsize=None)
@@ -147,14 +172,16 @@ if numba is not None:
 
     # numba vectorises a prange loop about three times better than a plain one, also on one thread
     @numba.njit(parallel=True, cache=True)
-    def _kernel(x, table, k0, k1, high, low, out):
+    def _kernel(x, table, low_key, high_key, high, low, out):
+        k0, k1 = _U(low_key), _U(high_key)
         for i in numba.prange(x.size):
             v = x[i]
             bit = high if v > table[_word(i, k0, k1)] else low
             out[i] = v if v != v else bit
 
     @numba.njit(cache=True)
-    def _words(count, k0, k1):
+    def _words(count, low_key, high_key):
+        k0, k1 = _U(low_key), _U(high_key)
         out = np.empty(count, np.int64)
         for i in range(count):
             out[i] = _word(i, k0, k1)

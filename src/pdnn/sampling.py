@@ -337,19 +337,26 @@ class SampledModel(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() == 0:
             raise ValueError("SampledModel expects a batched tensor input [B, ...]")
         samples = check_samples(self.samples if samples is None else samples)
-        stochastic = [m for m in self.model.modules() if is_stochastic(m)]
+        modules = list(self.model.modules())
         generator = self.generator(x.device)
+        if generator is None:  # every module draws from its own generator, or torch's
+            return self._dispatch(x, args, kwargs, samples, modules)
+        stochastic = [m for m in modules if is_stochastic(m)]
         saved = [m.generator for m in stochastic]
-        if generator is not None:
-            for m in stochastic:
-                m.generator = generator
+        # object.__setattr__: a generator is a plain attribute, which nn.Module's checks for
+        # parameters, buffers and submodules would only slow down
+        for m in stochastic:
+            object.__setattr__(m, "generator", generator)
         try:
-            if self.aggregate == "layer":
-                return self._layer(x, args, kwargs, samples)
-            return self._network(x, args, kwargs, samples)
+            return self._dispatch(x, args, kwargs, samples, modules)
         finally:
             for m, g in zip(stochastic, saved):
-                m.generator = g
+                object.__setattr__(m, "generator", g)
+
+    def _dispatch(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
+        if self.aggregate == "layer":
+            return self._layer(x, args, kwargs, samples)
+        return self._network(x, args, kwargs, samples, modules)
 
     def forward(self, x: torch.Tensor, *args, **kwargs):
         if self.samples == "auto":
@@ -372,18 +379,18 @@ class SampledModel(nn.Module):
         ``"repeat"`` (the input repeated T times: the model could not be traced) or ``"loop"`` (T
         forwards: folding would change what the model computes). Chosen, and checked against a
         loop of forwards, on the first such call; see ``docs/sampling.md``."""
-        return self._kind(self._key(x, args, kwargs), x, args, kwargs)
+        return self._kind(self._key(x, args, kwargs, list(self.model.modules())), x, args, kwargs)
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
             self._plans[key] = self._plan(x, args, kwargs)
         return self._plans[key]
 
-    def _network(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int):
+    def _network(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
         model = self.model
         if samples == 1:
             return stack([model(x, *args, **kwargs)])
-        key = self._key(x, args, kwargs)
+        key = self._key(x, args, kwargs, modules)
         kind = self._kind(key, x, args, kwargs)
         if kind == "loop":
             return stack([model(x, *args, **kwargs) for _ in range(samples)])
@@ -412,11 +419,12 @@ class SampledModel(nn.Module):
                     f"each stochastic module runs {samples} samples x batch {batch} rows, the rest batch {batch}")
             raise RuntimeError(f"{err} [input of shape {tuple(x.shape)}; {rows}]") from err
 
-    def _key(self, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple:
+    def _key(self, x: torch.Tensor, args: tuple, kwargs: dict, modules: list[nn.Module]) -> tuple:
         """What the choice of a plan depends on: the modules and their modes, whether B is 1, the
         arguments' structure, non-batch shapes and non-tensor values (not T: a fold is the same
         rewrite for every T)."""
         batch = x.shape[0]
+        layout = tuple((id(m), m.training) for m in modules)
 
         def describe(v):
             if isinstance(v, torch.Tensor):
@@ -427,9 +435,10 @@ class SampledModel(nn.Module):
             except TypeError:
                 return ("object", id(v))
 
+        if not args and not kwargs:  # the usual call, and the cheapest key
+            return batch == 1, layout, describe(x)
         leaves, spec = tree_flatten((args, kwargs))
-        modules = tuple((id(m), m.training) for m in self.model.modules())
-        return (batch == 1, modules, describe(x), str(spec), tuple(map(describe, leaves)))
+        return batch == 1, layout, describe(x), str(spec), tuple(map(describe, leaves))
 
     def _plan(self, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         """The fastest way of running T samples that computes what a loop of T forwards does:
@@ -525,7 +534,11 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     if hooked:  # the graph calls only its leaves as modules: hooks on others would be skipped
         raise TypeError(f"forward hooks on {', '.join(hooked)}, which the traced graph does not call")
 
+    alone = len(signature.parameters) == 1  # a forward of the input alone: no arguments to bind
+
     def run(x, *args, **kwargs):
+        if alone and not args and not kwargs:
+            return graph(x)
         bound = signature.bind(x, *args, **kwargs)
         bound.apply_defaults()
         return graph(*bound.arguments.values())
