@@ -192,3 +192,22 @@ def test_half_precision_keeps_its_dtype():
     out.sum().backward()
     assert out.dtype == x.grad.dtype == torch.bfloat16
     assert set(out.unique().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_pbit_of_repeats_is_pbit_of_the_repeated_input(grad):
+    x = torch.randn(2, 40_000, requires_grad=grad)
+    repeated = F.pbit(x, "unipolar", 2.0, torch.Generator().manual_seed(4), repeats=5)
+    copied = F.pbit(torch.cat([x] * 5), "unipolar", 2.0, torch.Generator().manual_seed(4))
+    assert torch.equal(repeated, copied)
+    if grad:  # the gradient reaches x summed over its copies
+        (g,) = torch.autograd.grad(repeated.sum(), x)
+        (h,) = torch.autograd.grad(copied.sum(), x)
+        assert torch.equal(g, h)
+
+
+def test_bad_repeats_are_named():
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1, got 0"):
+        F.pbit(torch.zeros(3), repeats=0)
+    with pytest.raises(ValueError, match="repeats=2 needs a tensor with a first dimension"):
+        F.pbit(torch.tensor(0.5), repeats=2)

@@ -168,3 +168,15 @@ def test_the_key_is_drawn_in_and_out_of_inference_mode():
     thread.join()
     word = torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=torch.Generator().manual_seed(1))
     assert keys == [word.item()] * 2
+
+
+# a call per copy, one call on the copy (small), and a channels-last input
+@pytest.mark.parametrize("shape, channels_last", [((3, 70_001), False), ((2, 5), False), ((4, 3, 40, 40), True)])
+def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_last):
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    key = (2**32 - 1000) | (77 << 32)  # the low half wraps within the second copy
+    out = K.bits(x, "bipolar", 1.5, key, repeats=3)
+    assert torch.equal(out, K.bits(torch.cat([x] * 3), "bipolar", 1.5, key))
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last

@@ -8,7 +8,8 @@ from torch import nn
 
 from pdnn import SampledModel, sample_aware_loss
 from pdnn.nn import PBit
-from pdnn.sampling import repeat_samples
+from pdnn import sampling
+from pdnn.sampling import SharedInputPBit, build_sampled_graph, repeat_samples
 
 Z = 5.0
 
@@ -255,3 +256,31 @@ def test_repeated_samples_keep_a_channels_last_layout():
     assert torch.equal(folded, x.repeat(4, 1, 1, 1))
     assert folded.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(repeat_samples(torch.tensor(2.0), 3), torch.full((3,), 2.0))
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+def test_pbits_draw_for_a_repeated_input_from_the_input_itself(aggregate, monkeypatch):
+    # the folded graph gives a p-bit reading a repeated tensor the tensor and repeats=T instead:
+    # the bits are those of the copy
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), PBit(), nn.Conv2d(8, 4, 3), PBit(),
+                        nn.Flatten()).eval()
+    graph = build_sampled_graph(net, 5, aggregate)
+    shared = [m for m in graph.modules() if isinstance(m, SharedInputPBit)]
+    assert len(shared) == (1 if aggregate == "network" else 2)
+    assert not any(n.target is repeat_samples for n in graph.graph.nodes)  # no copy is left to make
+    x = torch.randn(6, 3, 40, 40).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = SampledModel(net, 5, reduce="none", aggregate=aggregate, seed=2)(x)
+        monkeypatch.setattr(sampling, "_share_repeated_inputs", lambda gm, samples: None)
+        assert torch.equal(out, SampledModel(net, 5, reduce="none", aggregate=aggregate, seed=2)(x))
+
+
+def test_hooks_on_a_pbit_see_the_repeated_input():
+    net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
+    rows = []
+    net[1].register_forward_pre_hook(lambda module, inputs: rows.append(len(inputs[0])))
+    sampled = SampledModel(net, 6, seed=0)
+    sampled(torch.randn(5, 4))
+    rows.clear()
+    sampled(torch.randn(5, 4))
+    assert rows == [30]

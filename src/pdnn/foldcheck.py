@@ -38,7 +38,9 @@ class _Probe:
     def __init__(self):
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        if repeats > 1:  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
+            x = torch.cat([x] * repeats)
         n = x.shape[0] if x.dim() else 1
         start = 0 if self.sample is None else self.sample * n
         rows = torch.arange(start, start + n, device=x.device, dtype=torch.float64)

@@ -33,7 +33,7 @@ import math
 import torch
 
 from . import pbit_kernel
-from .checks import one_of
+from .checks import one_of, positive_int
 from .errors import UsageError
 
 MODES = ("bipolar", "unipolar")
@@ -166,8 +166,9 @@ def pbit(
     beta: float = 1.0,
     generator: torch.Generator | None = None,
     ste: str = "mean",
+    repeats: int = 1,
 ) -> torch.Tensor:
-    """Draw one p-bit per element of ``x``.
+    """Draw one p-bit per element of ``x`` (of ``x`` repeated ``repeats`` times).
 
     Args:
         x: pre-activations, any shape, floating point.
@@ -176,9 +177,14 @@ def pbit(
         generator: source of the uniform draws; must live on ``x.device``. ``None`` uses torch's
             default generator for that device.
         ste: surrogate for the backward pass: ``"mean"``, ``"identity"`` or ``"clipped"``.
+        repeats: draw for ``x`` repeated this many times along its first dimension,
+            ``torch.cat([x] * repeats)``, as :class:`pdnn.SampledModel` folds T samples of a
+            shared tensor into the batch: the bits are those of ``pbit(torch.cat([x] * repeats))``
+            for the same generator, and on the CPU without autograd the copy is never made.
 
     Returns:
-        A tensor of the shape and dtype of ``x`` holding the bits (NaN where ``x`` is NaN).
+        A tensor of the shape and dtype of ``x`` (its first dimension times ``repeats``) holding
+        the bits (NaN where ``x`` is NaN).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -190,12 +196,21 @@ def pbit(
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
-    if pbit_kernel.available(x):
+    if repeats != 1:
+        positive_int("repeats", repeats)
+        if x.dim() == 0:
+            raise UsageError(f"repeats={repeats} needs a tensor with a first dimension, got a scalar")
+    if pbit_kernel.available(x, repeats):
         key = pbit_kernel.draw_key(generator)
         if torch.is_grad_enabled() and x.requires_grad:
-            return _PBitFunction.apply(x, key, mode, beta, ste)[0]
-        return pbit_kernel.bits(x, mode, beta, key)  # no autograd: no mean to keep
+            return _PBitFunction.apply(_repeated(x, repeats), key, mode, beta, ste)[0]
+        return pbit_kernel.bits(x, mode, beta, key, repeats)  # no autograd: no mean to keep
+    x = _repeated(x, repeats)
     return _PBitFunction.apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste)[0]
+
+
+def _repeated(x: torch.Tensor, repeats: int) -> torch.Tensor:
+    return torch.cat([x] * repeats) if repeats > 1 else x
 
 
 def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:

@@ -56,15 +56,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def available(x: torch.Tensor) -> bool:
-    """Whether this call of a p-bit can take the fused kernel."""
+def available(x: torch.Tensor, repeats: int = 1) -> bool:
+    """Whether this call of a p-bit (on ``x`` repeated ``repeats`` times) can take the fused kernel."""
     return (
         numba is not None
         and not _forked
         and x.is_cpu
         and x.dtype in _DTYPES
         and not x.is_sparse
-        and x.numel() < MAX_ELEMENTS
+        and x.numel() * repeats < MAX_ELEMENTS
         and not torch._C._are_functorch_transforms_active()
         and not torch.compiler.is_compiling()
     )
@@ -109,22 +109,35 @@ def _halves(key: int) -> tuple[int, int]:
     return key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF
 
 
-def bits(x: torch.Tensor, mode: str, beta: float, key: int) -> torch.Tensor:
-    """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring)."""
+def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) -> torch.Tensor:
+    """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring).
+
+    ``repeats > 1``: the bits of ``x`` repeated that many times along its first dimension
+    (``torch.cat([x] * repeats)``), drawn without making that copy: copy ``s`` reads the words at
+    indices ``s*n .. s*n + n - 1`` of the stream (``n = x.numel()``), as the repeated tensor's
+    elements do, through the key ``(k0 + s*n, k1)`` (the counter wraps at 2**32 alike)."""
     if x.requires_grad:
         x = x.detach()
+    if 1 < repeats and x.numel() < PARALLEL_FROM:  # one call on the copy costs less than a call per copy
+        x, repeats = torch.cat([x] * repeats), 1
     channels_last = False
     if not x.is_contiguous():
         channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
         if not channels_last:
             x = x.contiguous()
-    out = torch.empty_like(x)  # the input's memory format; the kernel runs in storage order
+    if repeats == 1:
+        out = torch.empty_like(x)  # the input's memory format; the kernel runs in storage order
+    else:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        out = torch.empty((repeats * x.shape[0], *x.shape[1:]), dtype=x.dtype, memory_format=layout)
     n = x.numel()
     if n:
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
         high, low = _LEVELS[mode, x.dtype]
-        _kernel(_storage(x, channels_last), thresholds(mode, beta, x.dtype), *_halves(key), high, low,
-                _storage(out, channels_last))
+        source, target, table = _storage(x, channels_last), _storage(out, channels_last), thresholds(mode, beta, x.dtype)
+        k0, k1 = _halves(key)
+        for s in range(repeats):
+            _kernel(source, table, (k0 + s * n) & 0xFFFFFFFF, k1, high, low, target[s * n:(s + 1) * n])
     return out
 
 

@@ -37,7 +37,7 @@ from .adaptive import StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .errors import UsageError
 from .foldcheck import first_rows, fold_mismatch, stack, suspended_hooks, unfold
-from .nn import is_stochastic
+from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
 from .per_sample_norm import PerSampleBatchNorm
 from .tracing import Tracer
@@ -207,6 +207,40 @@ def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
         node.replace_all_uses_with(mean, delete_user_cb=lambda user: user is not mean)
 
 
+class SharedInputPBit(nn.Module):
+    """``pbit`` on its input repeated T times, drawn for the T copies from the input itself
+    (``PBit(x, repeats=T)``: the same bits, and on the CPU without making the copy), or on the
+    copy where hooks on ``pbit`` must see the input it would otherwise get."""
+
+    def __init__(self, pbit: PBit, samples: int):
+        super().__init__()
+        self.pbit = pbit
+        self.samples = samples
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pbit._forward_hooks or self.pbit._forward_pre_hooks or not isinstance(x, torch.Tensor) or x.dim() == 0:
+            return self.pbit(repeat_samples(x, self.samples))
+        return self.pbit(x, repeats=self.samples)
+
+
+def _share_repeated_inputs(gm: fx.GraphModule, samples: int) -> None:
+    """Let every p-bit that reads a tensor repeated T times draw from the tensor itself
+    (:class:`SharedInputPBit`); a repeat that nothing else reads is dropped."""
+    graph = gm.graph
+    wrappers: dict[str, str] = {}
+    for node in [n for n in graph.nodes if n.op == "call_function" and n.target is repeat_samples]:
+        for user in list(node.users):
+            if user.op != "call_module" or type(gm.get_submodule(user.target)) is not PBit \
+                    or user.args != (node,) or user.kwargs:
+                continue
+            if user.target not in wrappers:
+                wrappers[user.target] = f"shared_input_{len(wrappers)}"
+                gm.add_submodule(wrappers[user.target], SharedInputPBit(gm.get_submodule(user.target), samples))
+            user.target, user.args = wrappers[user.target], (node.args[0],)
+        if not node.users:
+            graph.erase_node(node)
+
+
 def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete_args: dict | None = None,
                         batched_inputs: set[int] | None = None) -> nn.Module:
     """Trace ``model`` and rewrite it for ``samples`` samples (fx's errors propagate).
@@ -218,6 +252,8 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
         _fold_network(gm, samples, batched_inputs)
     else:
         _fold_layer(gm, samples)
+    if samples > 1:
+        _share_repeated_inputs(gm, samples)
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -529,6 +565,7 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     called = {id(graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"}
     called |= {id(m.norm) for m in graph.modules() if isinstance(m, PerSampleBatchNorm)}
     called |= {id(m.linear) for m in graph.modules() if isinstance(m, PackedLinear)}
+    called |= {id(m.pbit) for m in graph.modules() if isinstance(m, SharedInputPBit)}
     hooked = [name or type(model).__name__ for name, m in model.named_modules()
               if (m._forward_hooks or m._forward_pre_hooks) and id(m) not in called]
     if hooked:  # the graph calls only its leaves as modules: hooks on others would be skipped

@@ -50,14 +50,16 @@ class PBit(nn.Module):
         """The deterministic activation this neuron samples around."""
         return F.mean_activation(x, self.mode, self.beta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        """The bits of ``x``; ``repeats``: of ``x`` repeated along its first dimension, see
+        :func:`pdnn.functional.pbit`."""
         g = self.generator
         if g is not None and g.device.type != x.device.type:
             raise RuntimeError(
                 f"PBit generator is on {g.device} but the input is on {x.device}; "
                 "create the generator on the input's device"
             )
-        return F.pbit(x, self.mode, self.beta, g, self.ste)
+        return F.pbit(x, self.mode, self.beta, g, self.ste, repeats)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, beta={self.beta:g}, ste={self.ste!r}"
