@@ -1,0 +1,68 @@
+"""The fused p-bit kernel compiled with 8-lane (LLVM's choice on AVX-512 CPUs) and 16-lane vectors, in one run.
+
+Usage: python benchmarks/bench_kernel_width.py [--threads 2] [--rounds 3] [--repeats 200] [--json PATH]
+
+The library compiles :func:`pdnn.pbit_kernel._kernel` with 16 lanes where the CPU has AVX-512
+(:func:`pdnn.pbit_kernel.vector_width`). This script compiles the same Python function twice more,
+without the setting and with it, checks that both give the library's bits, and times them
+interleaved on a 256 x 2048 float32 input with ``torch.tanh`` beside them (the best and the
+median of ``--repeats`` calls each).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+
+from pdnn import pbit_kernel as K
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    x = torch.randn(256 * 2048)
+    expected = K.bits(x, "bipolar", 1.0, 12345)  # also starts numba's threads at --threads
+    table, (high, low) = K.thresholds("bipolar", 1.0, torch.float32), K._LEVELS["bipolar", torch.float32]
+    kernels = {}
+    for lanes in (0, 16):
+        with K.vector_width(lanes):
+            kernel = numba.njit(parallel=True)(K._kernel.py_func)
+            out = np.empty_like(x.numpy())
+            kernel(x.numpy(), table, *K._halves(12345), high, low, out)  # compiles here
+        assert np.array_equal(out, expected.numpy())
+        kernels[f"{lanes or 'default'} lanes"] = lambda kernel=kernel, out=out: kernel(
+            x.numpy(), table, *K._halves(12345), high, low, out)
+    result = torch.empty_like(x)
+    kernels["torch.tanh"] = lambda: torch.tanh(x, out=result)
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        times = {name: [] for name in kernels}
+        for _ in range(args.repeats):
+            for name, run in kernels.items():
+                began = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - began)
+        row = {name: {"best_us": min(t) * 1e6, "median_us": statistics.median(t) * 1e6} for name, t in times.items()}
+        rounds.append(row)
+        wide, narrow = row["16 lanes"], row["default lanes"]
+        print(f"round {number}: " + ", ".join(f"{n} {r['best_us']:.0f}/{r['median_us']:.0f} us" for n, r in row.items())
+              + f"; 16/default lanes {wide['best_us'] / narrow['best_us']:.3f} (best), "
+              f"{wide['median_us'] / narrow['median_us']:.3f} (median)", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"torch": torch.__version__, "numba": numba.__version__,
+                                         "threads": args.threads, "rounds": rounds}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
