@@ -16,6 +16,8 @@ processes falls on all of them alike):
 * ``linear_pbit_vs_tanh``: ``Linear(2048, 2048)`` followed by each, batch 256;
 * ``cnn{w}_t10_vs_t1``: the reference CNN (3x32x32, width w), batch 256, ``SampledModel`` at
   T = 10 against T = 1 (with ``max_rows=MAX_ROWS``, as evaluation uses it), and a Python loop of 10 plain forwards against T = 1;
+  ``prefix/T=1`` is the share of T = 1 spent in the deterministic prefix (the first convolution and batch norm), which
+  T = 10 runs once: were everything else ten times T = 1, T=10/T=1 would be ``10 - 9 * prefix/T=1``;
 * ``cnn16_loop_vs_batched_b{B}``: the loop of 10 forwards against the batched T = 10, batch B;
 * ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1; T = 16 also
   with ``pack_weights=True`` (oneDNN with packed weights, :mod:`pdnn.packed_linear`);
@@ -100,7 +102,8 @@ def cnn_rows(width: int, repeats: int, batches: tuple[int, ...]) -> list[dict]:
     for batch in batches:
         x = torch.randn(batch, 3, 32, 32)
         one, ten = (SampledModel(model, t, seed=0, max_rows=MAX_ROWS) for t in (1, 10))
-        configs = {"T=1": lambda: one(x), "T=10": lambda: ten(x), "loop10": lambda: loop(model, x, 10)}
+        configs = {"T=1": lambda: one(x), "T=10": lambda: ten(x), "loop10": lambda: loop(model, x, 10),
+                   "prefix": lambda: model[1](model[0](x))}  # what T = 10 runs once: T=10/T=1 >= 10 - 9 * this
         inner = max(1, 64 // (batch * width // 16))
         rows.append(compare(f"cnn{width}_b{batch}", "T=10/T=1 <= 9 at batch 256; loop10/T=10 >= 1",
                             configs, repeats, inner, pairs=[("loop10", "T=10")]))

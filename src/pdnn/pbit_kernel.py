@@ -20,9 +20,10 @@ the ideal probability is that close to 0 or 1 (both tested). A NaN input gives N
 differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
 generator: both are exact to their 16-bit grid but read different random words.
 
-The kernel is compiled by numba on first use (about a second; cached on disk). It serves
-float32/float64 CPU tensors (contiguous or channels-last; others are copied first) outside
-``torch.func`` transforms and ``torch.compile``; everything else takes the torch path.
+The kernel is compiled by numba on first use (about a second; cached on disk), with 16-lane
+vectors where the CPU has AVX-512 (:func:`vector_width`). It serves float32/float64 CPU tensors
+(contiguous or channels-last; others are copied first) outside ``torch.func`` transforms and
+``torch.compile``; everything else takes the torch path.
 """
 from __future__ import annotations
 
@@ -137,9 +138,10 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) ->
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
         _compile(x.dtype)
         high, low = _LEVELS[mode, x.dtype]
-        source, target, table = _storage(x, channels_last), _storage(out, channels_last), thresholds(mode, beta, x.dtype)
+        table = thresholds(mode, beta, x.dtype)
+        source, target = _storage(x, channels_last), _storage(out, channels_last)
         k0, k1 = _halves(key)
-        for s in range(repeats):
+        for s in range(repeats):  # copy s: the stream from index s*n on
             _kernel(source, table, (k0 + s * n) & 0xFFFFFFFF, k1, high, low, target[s * n:(s + 1) * n])
     return out
 
@@ -158,8 +160,8 @@ def _use_threads(count: int) -> None:
 @lru_cache(maxsize=None)
 def _compile(dtype: torch.dtype) -> None:
     """Compile the kernel for ``dtype`` (or load it from numba's cache) with 16-lane vectors
-    where the CPU has AVX-512: LLVM prefers 256-bit vectors on such CPUs, and 512-bit ones ran
-    the kernel 8-12 % faster on this project's machine (``benchmarks/bench_kernel_width.py``)."""
+    where the CPU has AVX-512: LLVM prefers 256-bit vectors on such CPUs, and 512-bit ones took
+    11-15 % less time on this project's machine (``benchmarks/bench_kernel_width.py``)."""
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
     array = numba.types.Array(scalar, 1, "C")
     with vector_width(16 if _has_avx512() else 0):

@@ -218,9 +218,10 @@ class SharedInputPBit(nn.Module):
         self.samples = samples
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pbit._forward_hooks or self.pbit._forward_pre_hooks or not isinstance(x, torch.Tensor) or x.dim() == 0:
-            return self.pbit(repeat_samples(x, self.samples))
-        return self.pbit(x, repeats=self.samples)
+        pbit = self.pbit
+        if pbit._forward_hooks or pbit._forward_pre_hooks or not isinstance(x, torch.Tensor) or x.dim() == 0:
+            return pbit(repeat_samples(x, self.samples))
+        return pbit(x, repeats=self.samples)
 
 
 def _share_repeated_inputs(gm: fx.GraphModule, samples: int) -> None:

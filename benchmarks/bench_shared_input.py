@@ -1,0 +1,77 @@
+"""What a p-bit saves by drawing for a repeated tensor from the tensor itself, in one run.
+
+Usage: python benchmarks/bench_shared_input.py [--threads 2] [--rounds 3] [--repeats 9] [--json PATH]
+
+The change (in the library): where the folded graph repeats a tensor T times and a ``PBit``
+reads the copy, the p-bit is called on the tensor with ``repeats=T`` and draws the same bits
+without the copy (:class:`pdnn.sampling.SharedInputPBit`). "before" builds the graphs with that
+rewrite switched off, so both versions are timed interleaved on the same model, input and load:
+the reference CNN (width 16, batch 256, eval mode, no autograd), T = 10, ``max_rows=MAX_ROWS`` as
+evaluation uses it, network aggregation (only the first p-bit reads a copy) and layer
+aggregation (every p-bit does). Each round prints the medians and the after/before ratios; the
+JSON holds every round.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import pdnn.sampling as sampling
+from bench_speed import compare
+from pdnn import SampledModel
+from pdnn.malloc import keep_large_buffers
+from pdnn.models import create
+from pdnn.sampling import MAX_ROWS
+
+SHARE = sampling._share_repeated_inputs
+PAIRS = [("network after", "network before"), ("layer after", "layer before")]
+
+
+def built(model, aggregate: str, x: torch.Tensor, shared: bool) -> SampledModel:
+    """A ``SampledModel`` whose graphs were built with the rewrite on or off (its first call)."""
+    sampling._share_repeated_inputs = SHARE if shared else (lambda gm, samples: None)
+    try:
+        sampled = SampledModel(model, 10, aggregate=aggregate, seed=0, max_rows=MAX_ROWS)
+        sampled(x)
+    finally:
+        sampling._share_repeated_inputs = SHARE
+    return sampled
+
+
+@torch.no_grad()
+def one_round(repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16).eval()
+    x = torch.randn(256, 3, 32, 32)
+    runs = {f"{aggregate} {version}": built(model, aggregate, x, version == "after")
+            for aggregate in ("network", "layer") for version in ("before", "after")}
+    configs = {key: (lambda run=run: run(x)) for key, run in runs.items()}
+    return compare("shared_input", "after/before < 1", configs, repeats, pairs=PAIRS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_large_buffers()
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        row = one_round(args.repeats)
+        rounds.append(row)
+        medians = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in row["median_s"].items())
+        ratios = ", ".join(f"{a}/{b} {row['ratio'][f'{a}/{b}']:.3f}" for a, b in PAIRS)
+        print(f"round {number}: {medians}; {ratios}", flush=True)
+    if args.json:
+        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rounds": rounds}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
