@@ -13,16 +13,11 @@ JSON holds every round.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import torch
 
 import pdnn.sampling as sampling
-from bench_speed import compare
+from bench_speed import before_after_rounds, compare
 from pdnn import SampledModel
-from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS
 
@@ -52,26 +47,5 @@ def one_round(repeats: int) -> dict:
     return compare("shared_input", "after/before < 1", configs, repeats, pairs=PAIRS)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    keep_large_buffers()
-    rounds = []
-    for number in range(1, args.rounds + 1):
-        row = one_round(args.repeats)
-        rounds.append(row)
-        medians = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in row["median_s"].items())
-        ratios = ", ".join(f"{a}/{b} {row['ratio'][f'{a}/{b}']:.3f}" for a, b in PAIRS)
-        print(f"round {number}: {medians}; {ratios}", flush=True)
-    if args.json:
-        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rounds": rounds}
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    before_after_rounds(__doc__, one_round, PAIRS, rounds=3, repeats=9)

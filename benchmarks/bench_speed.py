@@ -76,6 +76,30 @@ def compare(name: str, goal: str, configs: dict, repeats: int, inner: int = 1, p
     return row
 
 
+def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats: int) -> None:
+    """The command line of the benchmarks that time a change against what it replaced in one
+    process: ``--rounds`` rounds of ``one_round(repeats)`` (a :func:`compare` row), each printed as
+    its medians and the ratios of ``pairs``, and all of them written to ``--json``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_large_buffers()
+    results = []
+    for number in range(1, args.rounds + 1):
+        row = one_round(args.repeats)
+        results.append(row)
+        medians = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in row["median_s"].items())
+        ratios = ", ".join(f"{a}/{b} {row['ratio'][f'{a}/{b}']:.3f}" for a, b in pairs)
+        print(f"round {number}: {medians}; {ratios}", flush=True)
+    if args.json:
+        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rounds": results}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
 @torch.no_grad()
 def activation_rows(repeats: int) -> list[dict]:
     x = torch.randn(256, 2048)

@@ -14,22 +14,18 @@ prints the medians and the ratios; the JSON holds every round.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import torch
 
 import pdnn.per_sample_norm as per_sample_norm
-from bench_speed import compare
+from bench_speed import before_after_rounds, compare
 from pdnn import SampledModel
 from pdnn.functional import _PBitFunction
-from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
 from pdnn.sampling import loss_of_samples
 
 FAST = per_sample_norm._fast
 SETUP = _PBitFunction.setup_context
+PAIRS = [("s=8 before", "s=1 before"), ("s=8 after", "s=1 after"), ("s=8 after", "s=8 before")]
 
 
 def _setup_filling_zeros(ctx, inputs, output):
@@ -58,32 +54,10 @@ def one_round(repeats: int) -> dict:
 
     configs = {f"s={s} {version}": (lambda s=s, c=(version == "after"): step(s, c))
                for s in (1, 8) for version in ("before", "after")}
-    pairs = [("s=8 before", "s=1 before"), ("s=8 after", "s=1 after"), ("s=8 after", "s=8 before")]
-    row = compare("train_copies", "s=8/s=1 <= 6", configs, repeats, inner=2, pairs=pairs)
+    row = compare("train_copies", "s=8/s=1 <= 6", configs, repeats, inner=2, pairs=PAIRS)
     use(True)
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    keep_large_buffers()
-    rounds = []
-    for number in range(1, args.rounds + 1):
-        row = one_round(args.repeats)
-        rounds.append(row)
-        medians = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in row["median_s"].items())
-        ratios = ", ".join(f"{k} {v:.2f}" for k, v in row["ratio"].items() if k.startswith("s=8"))
-        print(f"round {number}: {medians}; {ratios}", flush=True)
-    if args.json:
-        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rounds": rounds}
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    before_after_rounds(__doc__, one_round, PAIRS, rounds=5, repeats=15)
