@@ -275,12 +275,17 @@ def test_pbits_draw_for_a_repeated_input_from_the_input_itself(aggregate, monkey
         assert torch.equal(out, SampledModel(net, 5, reduce="none", aggregate=aggregate, seed=2)(x))
 
 
-def test_hooks_on_a_pbit_see_the_repeated_input():
+@pytest.mark.parametrize("everywhere", [False, True])
+def test_hooks_on_a_pbit_see_the_repeated_input(everywhere):
     net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
     rows = []
-    net[1].register_forward_pre_hook(lambda module, inputs: rows.append(len(inputs[0])))
+    hook = lambda module, inputs: rows.append(len(inputs[0])) if isinstance(module, PBit) else None  # noqa: E731
     sampled = SampledModel(net, 6, seed=0)
-    sampled(torch.randn(5, 4))
-    rows.clear()
-    sampled(torch.randn(5, 4))
+    sampled(torch.randn(5, 4))  # plans and traces before the hook exists
+    handle = nn.modules.module.register_module_forward_pre_hook(hook) if everywhere else \
+        net[1].register_forward_pre_hook(hook)
+    try:
+        sampled(torch.randn(5, 4))
+    finally:
+        handle.remove()
     assert rows == [30]

@@ -210,7 +210,8 @@ def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
 class SharedInputPBit(nn.Module):
     """``pbit`` on its input repeated T times, drawn for the T copies from the input itself
     (``PBit(x, repeats=T)``: the same bits, and on the CPU without making the copy), or on the
-    copy where hooks on ``pbit`` must see the input it would otherwise get."""
+    copy where forward hooks (on ``pbit``, or on every module) must see the input it would
+    otherwise get."""
 
     def __init__(self, pbit: PBit, samples: int):
         super().__init__()
@@ -219,9 +220,16 @@ class SharedInputPBit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pbit = self.pbit
-        if pbit._forward_hooks or pbit._forward_pre_hooks or not isinstance(x, torch.Tensor) or x.dim() == 0:
+        hooked = pbit._forward_hooks or pbit._forward_pre_hooks or _global_forward_hooks()
+        if hooked or not isinstance(x, torch.Tensor) or x.dim() == 0:
             return pbit(repeat_samples(x, self.samples))
         return pbit(x, repeats=self.samples)
+
+
+def _global_forward_hooks() -> bool:
+    """Whether forward hooks for every module are registered (``register_module_forward_hook``)."""
+    registry = torch.nn.modules.module
+    return any(getattr(registry, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
 
 
 def _share_repeated_inputs(gm: fx.GraphModule, samples: int) -> None:
