@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from .functional import repeat_samples
 from .nn import is_stochastic
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
@@ -39,8 +40,7 @@ class _Probe:
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
 
     def __call__(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
-        if repeats > 1:  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
-            x = torch.cat([x] * repeats)
+        x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         n = x.shape[0] if x.dim() else 1
         start = 0 if self.sample is None else self.sample * n
         rows = torch.arange(start, start + n, device=x.device, dtype=torch.float64)
