@@ -84,8 +84,12 @@ def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: CPU time of the process (all threads), robust on a loaded machine")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     keep_large_buffers()
     results = []
@@ -96,7 +100,8 @@ def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats
         ratios = ", ".join(f"{a}/{b} {row['ratio'][f'{a}/{b}']:.3f}" for a, b in pairs)
         print(f"round {number}: {medians}; {ratios}", flush=True)
     if args.json:
-        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rounds": results}
+        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "clock": args.clock,
+                  "rounds": results}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -133,7 +133,7 @@ def test_probability_is_the_mean_rounded_down_to_16_bits(mode):
     # every one of the 2**16 thresholds, against each mean: the count of ones is exact
     r = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
     x = torch.tensor([-9.0, -3.0, -0.3, -(2.0**-16), 0.0, 2.0**-16, 1e-3, 0.7, 3.0, 9.0])
-    bits, mean = F._PBitFunction.apply(x[:, None].expand(-1, len(r)), r, mode, 1.0, "mean")
+    bits, mean = F._PBitFunction.apply(x[:, None].expand(-1, len(r)), r, mode, 1.0, "mean", 1)
     p_one = (1 + mean[:, 0].double()) / 2 if mode == "bipolar" else mean[:, 0].double()
     ones = (bits == 1).sum(1)
     assert torch.equal(ones, torch.floor(p_one * 2**16).long())
@@ -195,15 +195,22 @@ def test_half_precision_keeps_its_dtype():
 
 
 @pytest.mark.parametrize("grad", [False, True])
-def test_pbit_of_repeats_is_pbit_of_the_repeated_input(grad):
+@pytest.mark.parametrize("mode, beta, ste", [("unipolar", 2.0, "mean"), ("bipolar", 1.0, "mean"),
+                                             ("bipolar", 0.5, "clipped"), ("unipolar", 1.0, "identity")])
+def test_pbit_of_repeats_is_pbit_of_the_repeated_input(grad, mode, beta, ste):
     x = torch.randn(2, 40_000, requires_grad=grad)
-    repeated = F.pbit(x, "unipolar", 2.0, torch.Generator().manual_seed(4), repeats=5)
-    copied = F.pbit(torch.cat([x] * 5), "unipolar", 2.0, torch.Generator().manual_seed(4))
+    repeated = F.pbit(x, mode, beta, torch.Generator().manual_seed(4), ste, repeats=5)
+    copied = F.pbit(torch.cat([x] * 5), mode, beta, torch.Generator().manual_seed(4), ste)
     assert torch.equal(repeated, copied)
-    if grad:  # the gradient reaches x summed over its copies
-        (g,) = torch.autograd.grad(repeated.sum(), x)
-        (h,) = torch.autograd.grad(copied.sum(), x)
+    if grad:  # the gradient reaches x summed over its copies, bit for bit in the same order
+        upstream = torch.randn_like(repeated)
+        (g,) = torch.autograd.grad(repeated, x, upstream)
+        (h,) = torch.autograd.grad(copied, x, upstream)
         assert torch.equal(g, h)
+        if ste == "identity":  # the order of the sum shows in the last bits, so the test can see it
+            copies = upstream.chunk(5)
+            assert torch.equal(g, copies[0] + copies[1] + copies[2] + copies[3] + copies[4])
+            assert not torch.equal(g, copies[4] + copies[3] + copies[2] + copies[1] + copies[0])
 
 
 def test_bad_repeats_are_named():

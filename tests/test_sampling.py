@@ -275,6 +275,24 @@ def test_pbits_draw_for_a_repeated_input_from_the_input_itself(aggregate, monkey
         assert torch.equal(out, SampledModel(net, 5, reduce="none", aggregate=aggregate, seed=2)(x))
 
 
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+def test_training_through_a_shared_input_pbit_gives_the_gradients_of_the_copy(aggregate, monkeypatch):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), PBit(beta=1.5), nn.Conv2d(8, 4, 3), PBit(),
+                        nn.Flatten()).train()
+    x = torch.randn(6, 3, 12, 12).contiguous(memory_format=torch.channels_last)
+    runs = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(sampling, "_share_repeated_inputs", lambda gm, samples: None)
+        out = SampledModel(net, 5, reduce="none", aggregate=aggregate, seed=2)(x)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        runs.append((out, torch.autograd.grad(out, list(net.parameters()), upstream)))
+    (out, grads), (copy_out, copy_grads) = runs
+    assert torch.equal(out, copy_out)
+    assert all(torch.equal(g, h) for g, h in zip(grads, copy_grads))
+
+
 @pytest.mark.parametrize("everywhere", [False, True])
 def test_hooks_on_a_pbit_see_the_repeated_input(everywhere):
     net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))

@@ -96,6 +96,14 @@ def _probed(model: nn.Module):
             setattr(owner, name, fn)
 
 
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether a call of ``module`` runs forward hooks: its own, or those registered for every
+    module (``register_module_forward_hook``). A wrapper that would bypass the module then calls it."""
+    registry = torch.nn.modules.module
+    return bool(module._forward_hooks or module._forward_pre_hooks) or any(
+        getattr(registry, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
+
+
 @contextlib.contextmanager
 def suspended_hooks(model: nn.Module):
     """The model's forward hooks switched off (the check's passes and a trace are not calls the

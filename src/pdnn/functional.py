@@ -101,21 +101,25 @@ class _PBitFunction(torch.autograd.Function):
     ``2**-16``: within ``2**-16`` of it, and exactly 0 or 1 within ``2**-16`` of saturation.
 
     On the fused path the draw input is the kernel's key (an ``int``) and only the bits come from
-    the kernel. The draw is an input, not part of the function, and the function is written in the
-    ``setup_context`` form: ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``) then
-    apply, and ``vmap`` batches the draw by its ``randomness`` argument like any torch draw.
+    the kernel. There ``repeats > 1`` stands for ``x`` repeated along its first dimension: the
+    kernel draws the copies' bits from ``x`` itself, the mean is computed and kept once, and the
+    backward pass sums the copies' gradients in order, as autograd sums them for a repeated
+    input (so they are bit for bit those of the copy). The draw is an input, not part of the
+    function, and the function is written in the ``setup_context`` form: ``torch.func``
+    transforms (``grad``, ``jacrev``, ``vmap``) then apply, and ``vmap`` batches the draw by its
+    ``randomness`` argument like any torch draw.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, thresholds, mode, beta, ste):
+    def forward(x, thresholds, mode, beta, ste, repeats):
         transformed = torch._C._are_functorch_transforms_active()
         wide = x if x.dtype in (torch.float32, torch.float64) else x.float()  # 16-bit ints exact
         scaled = wide if beta == 1.0 else wide * beta
         mean = torch.tanh(scaled) if mode == "bipolar" else torch.sigmoid(scaled)
         if isinstance(thresholds, int):  # the key of the fused kernel's stream
-            return pbit_kernel.bits(x, mode, beta, thresholds), mean
+            return pbit_kernel.bits(x, mode, beta, thresholds, repeats), mean
         scale = 2**15 if mode == "bipolar" else 2**16
         if transformed:  # out of place: under vmap the draw may be batched where x is not
             total = thresholds.to(mean.dtype) + mean * scale
@@ -135,10 +139,10 @@ class _PBitFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, _, mode, beta, ste = inputs
+        x, _, mode, beta, ste, repeats = inputs
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for the mean
-        ctx.mode, ctx.beta, ctx.ste, ctx.dtype = mode, beta, ste, x.dtype
+        ctx.mode, ctx.beta, ctx.ste, ctx.dtype, ctx.repeats = mode, beta, ste, x.dtype, repeats
         if ste == "mean":
             ctx.save_for_backward(output[1])
         elif ste == "clipped":
@@ -146,18 +150,30 @@ class _PBitFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, _):
-        if grad is None or ctx.ste == "identity":
-            return grad, None, None, None, None
-        (saved,) = ctx.saved_tensors
-        if ctx.ste == "clipped":
-            return grad * (saved.abs() <= 1), None, None, None, None
-        # d/dx tanh(beta*x) = beta*t*(1 - t); d/dx sigmoid(beta*x) = beta*s*(1 - s)
-        slope = (grad if ctx.beta == 1.0 else grad * ctx.beta).to(saved.dtype)
-        if ctx.mode == "bipolar":
-            derivative = torch.ops.aten.tanh_backward(slope, saved)
-        else:
-            derivative = torch.ops.aten.sigmoid_backward(slope, saved)
-        return derivative.to(ctx.dtype), None, None, None, None
+        if grad is None:
+            return None, None, None, None, None, None
+        saved = ctx.saved_tensors[0] if ctx.saved_tensors else None
+        copies = grad.chunk(ctx.repeats) if ctx.repeats > 1 else (grad,)
+        total = _surrogate_gradient(ctx, copies[0], saved)
+        for k, copy in enumerate(copies[1:]):  # in order, as autograd sums the copies of a repeated input
+            part = _surrogate_gradient(ctx, copy, saved)
+            total = total + part if k == 0 else total.add_(part)  # the first sum is a new tensor
+        return total, None, None, None, None, None
+
+
+def _surrogate_gradient(ctx, grad: torch.Tensor, saved: torch.Tensor | None) -> torch.Tensor:
+    """The STE's gradient for one copy of the input: ``grad`` times the surrogate's derivative."""
+    if ctx.ste == "identity":
+        return grad
+    if ctx.ste == "clipped":
+        return grad * (saved.abs() <= 1)
+    # d/dx tanh(beta*x) = beta*t*(1 - t); d/dx sigmoid(beta*x) = beta*s*(1 - s)
+    slope = (grad if ctx.beta == 1.0 else grad * ctx.beta).to(saved.dtype)
+    if ctx.mode == "bipolar":
+        derivative = torch.ops.aten.tanh_backward(slope, saved)
+    else:
+        derivative = torch.ops.aten.sigmoid_backward(slope, saved)
+    return derivative.to(ctx.dtype)
 
 
 def pbit(
@@ -179,8 +195,9 @@ def pbit(
         ste: surrogate for the backward pass: ``"mean"``, ``"identity"`` or ``"clipped"``.
         repeats: draw for ``x`` repeated this many times along its first dimension,
             ``torch.cat([x] * repeats)``, as :class:`pdnn.SampledModel` folds T samples of a
-            shared tensor into the batch: the bits are those of ``pbit(torch.cat([x] * repeats))``
-            for the same generator, and on the CPU without autograd the copy is never made.
+            shared tensor into the batch: the bits (and the gradients) are those of
+            ``pbit(torch.cat([x] * repeats))`` for the same generator, and on the CPU the copy is
+            never made.
 
     Returns:
         A tensor of the shape and dtype of ``x`` (its first dimension times ``repeats``) holding
@@ -203,10 +220,10 @@ def pbit(
     if pbit_kernel.available(x, repeats):
         key = pbit_kernel.draw_key(generator)
         if torch.is_grad_enabled() and x.requires_grad:
-            return _PBitFunction.apply(repeat_samples(x, repeats), key, mode, beta, ste)[0]
+            return _PBitFunction.apply(x, key, mode, beta, ste, repeats)[0]
         return pbit_kernel.bits(x, mode, beta, key, repeats)  # no autograd: no mean to keep
     x = repeat_samples(x, repeats)
-    return _PBitFunction.apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste)[0]
+    return _PBitFunction.apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste, 1)[0]
 
 
 def repeat_samples(x, samples: int):

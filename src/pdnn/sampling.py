@@ -36,11 +36,12 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from .adaptive import StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .errors import UsageError
-from .foldcheck import first_rows, fold_mismatch, stack, suspended_hooks, unfold
+from .foldcheck import first_rows, fold_mismatch, has_forward_hooks, stack, suspended_hooks, unfold
 from .functional import repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
 from .per_sample_norm import PerSampleBatchNorm
+from .pooling import DisjointAvgPool2d, use_disjoint_pools
 from .tracing import Tracer
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
@@ -210,16 +211,9 @@ class SharedInputPBit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pbit = self.pbit
-        hooked = pbit._forward_hooks or pbit._forward_pre_hooks or _global_forward_hooks()
-        if hooked or not isinstance(x, torch.Tensor) or x.dim() == 0:
+        if has_forward_hooks(pbit) or not isinstance(x, torch.Tensor) or x.dim() == 0:
             return pbit(repeat_samples(x, self.samples))
         return pbit(x, repeats=self.samples)
-
-
-def _global_forward_hooks() -> bool:
-    """Whether forward hooks for every module are registered (``register_module_forward_hook``)."""
-    registry = torch.nn.modules.module
-    return any(getattr(registry, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
 
 
 def _share_repeated_inputs(gm: fx.GraphModule, samples: int) -> None:
@@ -253,6 +247,7 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
         _fold_layer(gm, samples)
     if samples > 1:
         _share_repeated_inputs(gm, samples)
+    use_disjoint_pools(gm)
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -565,6 +560,7 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     called |= {id(m.norm) for m in graph.modules() if isinstance(m, PerSampleBatchNorm)}
     called |= {id(m.linear) for m in graph.modules() if isinstance(m, PackedLinear)}
     called |= {id(m.pbit) for m in graph.modules() if isinstance(m, SharedInputPBit)}
+    called |= {id(m.pool) for m in graph.modules() if isinstance(m, DisjointAvgPool2d)}
     hooked = [name or type(model).__name__ for name, m in model.named_modules()
               if (m._forward_hooks or m._forward_pre_hooks) and id(m) not in called]
     if hooked:  # the graph calls only its leaves as modules: hooks on others would be skipped
