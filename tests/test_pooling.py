@@ -51,6 +51,14 @@ def test_only_plain_disjoint_average_pools_qualify(pool, expected):
     assert disjoint(pool) is expected
 
 
+def test_under_torch_func_transforms_the_pool_itself_runs():
+    from torch.func import grad, vmap
+
+    x, lean, pool = torch.randn(2, 3, 6, 6), DisjointAvgPool2d(nn.AvgPool2d(2)), nn.AvgPool2d(2)
+    assert torch.equal(grad(lambda v: lean(v).square().sum())(x), grad(lambda v: pool(v).square().sum())(x))
+    assert torch.equal(vmap(lean)(x[:, None]), vmap(pool)(x[:, None]))
+
+
 def test_hooks_on_the_pool_still_run():
     pool, calls = nn.AvgPool2d(2), []
     pool.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))

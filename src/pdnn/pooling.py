@@ -61,8 +61,8 @@ class _DisjointAvgPool(torch.autograd.Function):
 
 class DisjointAvgPool2d(nn.Module):
     """Calls ``pool`` (an ``nn.AvgPool2d`` with disjoint windows, see :func:`disjoint`) with the
-    lean backward pass where it applies: CPU float tensors under autograd, and no forward hooks
-    that expect the module itself to run."""
+    lean backward pass where it applies: CPU float tensors under autograd, outside ``torch.func``
+    transforms and ``torch.compile``, and no forward hooks that expect the module itself to run."""
 
     def __init__(self, pool: nn.AvgPool2d):
         super().__init__()
@@ -71,7 +71,8 @@ class DisjointAvgPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = self.pool
         lean = (isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled() and x.is_cpu
-                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_forward_hooks(pool))
+                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_forward_hooks(pool)
+                and not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling())
         return _DisjointAvgPool.apply(x, _pair(pool.kernel_size)) if lean else pool(x)
 
 
