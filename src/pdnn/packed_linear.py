@@ -23,6 +23,7 @@ import torch
 from torch import fx, nn
 
 from .nn import QuantLinear
+from .tracing import wrap_module_calls
 
 MIN_WEIGHTS = 2**19
 ROWS = range(4, 65)
@@ -67,14 +68,5 @@ class PackedLinear(nn.Module):
 
 def pack_linears(gm: fx.GraphModule) -> None:
     """Route ``gm``'s calls of eligible linear layers through :class:`PackedLinear`."""
-    if not available():
-        return
-    wrappers: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and eligible(gm.get_submodule(node.target)):
-            if node.target not in wrappers:
-                wrappers[node.target] = f"packed_{len(wrappers)}"
-                gm.add_submodule(wrappers[node.target], PackedLinear(gm.get_submodule(node.target)))
-            node.target = wrappers[node.target]
-    if wrappers:
+    if available() and wrap_module_calls(gm, eligible, PackedLinear, "packed"):
         gm.recompile()

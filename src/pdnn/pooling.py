@@ -16,6 +16,7 @@ import torch
 from torch import fx, nn
 
 from .foldcheck import has_forward_hooks
+from .tracing import wrap_module_calls
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -78,10 +79,4 @@ class DisjointAvgPool2d(nn.Module):
 
 def use_disjoint_pools(gm: fx.GraphModule) -> None:
     """Route ``gm``'s calls of average pools with disjoint windows through :class:`DisjointAvgPool2d`."""
-    wrappers: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and disjoint(gm.get_submodule(node.target)):
-            if node.target not in wrappers:
-                wrappers[node.target] = f"disjoint_pool_{len(wrappers)}"
-                gm.add_submodule(wrappers[node.target], DisjointAvgPool2d(gm.get_submodule(node.target)))
-            node.target = wrappers[node.target]
+    wrap_module_calls(gm, disjoint, DisjointAvgPool2d, "disjoint_pool")

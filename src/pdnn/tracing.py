@@ -42,3 +42,18 @@ class Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return is_pdnn_unit(m) or self.opaque(m) or super().is_leaf_module(m, qualname)
+
+
+def wrap_module_calls(gm: fx.GraphModule, selected: Callable[[nn.Module], bool],
+                      wrapper: Callable[[nn.Module], nn.Module], prefix: str) -> bool:
+    """Route ``gm``'s calls of the modules ``selected`` accepts through ``wrapper(module)``, one
+    wrapper per module (added to ``gm`` as ``prefix_0``, ``prefix_1``, ...); the user's modules
+    are not modified. Returns whether any call was rerouted."""
+    wrappers: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and selected(gm.get_submodule(node.target)):
+            if node.target not in wrappers:
+                wrappers[node.target] = f"{prefix}_{len(wrappers)}"
+                gm.add_submodule(wrappers[node.target], wrapper(gm.get_submodule(node.target)))
+            node.target = wrappers[node.target]
+    return bool(wrappers)
