@@ -265,6 +265,32 @@ def test_hooks_the_traced_graph_would_skip_make_the_input_repeated():
     assert seen == [T * B]
 
 
+def test_hooks_on_a_submodule_of_an_opaque_layer_keep_the_graph():
+    class Block(nn.Module):  # no draws and no batch norm inside: one opaque call in the graph
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.lin(x).relu()
+
+    net = nn.Sequential(nn.Linear(4, 8), PBit(), Block())
+    seen = []
+    net[2].lin.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[0]))
+    sampled = SampledModel(net, samples=T)
+    sampled(torch.randn(B, 4))
+    assert sampled.plan(torch.randn(B, 4)) == "graph" and seen == [T * B]
+
+
+def test_hooks_on_a_batch_norm_with_per_sample_statistics_run_once_per_sample():
+    net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 8), nn.BatchNorm1d(8), PBit()).train()
+    seen = []
+    net[3].register_forward_hook(lambda mod, inp, out: seen.append(out.shape[0]))
+    sampled = SampledModel(net, samples=T)
+    sampled(torch.randn(B, 4))
+    assert sampled.plan(torch.randn(B, 4)) == "graph" and seen == [B] * T  # as T forwards see it
+
+
 def test_a_plan_is_chosen_once_per_kind_of_call():
     _, model, x, kw = build("keywords", "train")
     calls = []

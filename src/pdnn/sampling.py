@@ -39,9 +39,9 @@ from .errors import UsageError
 from .foldcheck import first_rows, fold_mismatch, has_forward_hooks, stack, suspended_hooks, unfold
 from .functional import repeat_samples
 from .nn import PBit, is_stochastic
-from .packed_linear import PackedLinear, pack_linears
+from .packed_linear import pack_linears
 from .per_sample_norm import PerSampleBatchNorm
-from .pooling import DisjointAvgPool2d, use_disjoint_pools
+from .pooling import use_disjoint_pools
 from .tracing import Tracer
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
@@ -556,14 +556,12 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
         graph = build_sampled_graph(model, samples, "network", concrete, batched)
     if pack:
         pack_linears(graph)
-    called = {id(graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"}
-    called |= {id(m.norm) for m in graph.modules() if isinstance(m, PerSampleBatchNorm)}
-    called |= {id(m.linear) for m in graph.modules() if isinstance(m, PackedLinear)}
-    called |= {id(m.pbit) for m in graph.modules() if isinstance(m, SharedInputPBit)}
-    called |= {id(m.pool) for m in graph.modules() if isinstance(m, DisjointAvgPool2d)}
+    # the graph calls its leaves as modules, and they call their submodules (a wrapper calls the
+    # module it wraps wherever that module has hooks); hooks on any other module would be skipped
+    called = {id(m) for n in graph.graph.nodes if n.op == "call_module" for m in graph.get_submodule(n.target).modules()}
     hooked = [name or type(model).__name__ for name, m in model.named_modules()
               if (m._forward_hooks or m._forward_pre_hooks) and id(m) not in called]
-    if hooked:  # the graph calls only its leaves as modules: hooks on others would be skipped
+    if hooked:
         raise TypeError(f"forward hooks on {', '.join(hooked)}, which the traced graph does not call")
 
     alone = len(signature.parameters) == 1  # a forward of the input alone: no arguments to bind
