@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .nn import QuantLinear
 from .tracing import wrap_module_calls
+from .transposed_linear import plain_linear
 
 MIN_WEIGHTS = 2**19
 ROWS = range(4, 65)
@@ -38,8 +38,7 @@ def available() -> bool:
 
 def eligible(module: nn.Module) -> bool:
     """A float linear layer large enough to gain from packing."""
-    plain = type(module) is nn.Linear or (type(module) is QuantLinear and module.weight_quant is None)
-    return plain and module.weight.numel() >= MIN_WEIGHTS
+    return plain_linear(module) and module.weight.numel() >= MIN_WEIGHTS
 
 
 class PackedLinear(nn.Module):

@@ -43,6 +43,7 @@ from .packed_linear import pack_linears
 from .per_sample_norm import PerSampleBatchNorm
 from .pooling import use_disjoint_pools
 from .tracing import Tracer
+from .transposed_linear import use_transposed_linears
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
@@ -299,9 +300,9 @@ class SampledModel(nn.Module):
             changes the order of the draws, so a seed's samples depend on it. Only inputs
             without extra positional arguments are split.
         pack_weights: in folded passes without autograd, run large float linear layers through
-            oneDNN with their weights packed once (:mod:`pdnn.packed_linear`): GEMMs of 4-64 rows
-            measured 1.3-1.9x faster on a 2-core x86 CPU. Opt-in, for fixed weights: a weight changed through
-            ``.data`` is not seen (every other change is).
+            oneDNN with their weights packed once (:mod:`pdnn.packed_linear`), instead of the
+            default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a
+            weight changed through ``.data`` is not seen (every other change is).
 
     Example:
         >>> from pdnn.nn import PBit
@@ -542,7 +543,8 @@ def _folding(kind: str, model: nn.Module, samples: int, x: torch.Tensor, args: t
 def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict, pack: bool = False) -> Callable:
     """The folded graph of ``model`` for calls like ``model(x, *args, **kwargs)``: traced with the
     non-tensor arguments fixed, the arguments whose first dimension is the batch as batched;
-    ``pack``: large linear layers packed for oneDNN (:func:`pdnn.packed_linear.pack_linears`)."""
+    ``pack``: large linear layers packed for oneDNN (:func:`pdnn.packed_linear.pack_linears`),
+    else computed as transposed GEMMs where that is faster (:mod:`pdnn.transposed_linear`)."""
     signature = inspect.signature(model.forward)
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
         raise TypeError("a forward with *args or **kwargs")
@@ -556,6 +558,8 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
         graph = build_sampled_graph(model, samples, "network", concrete, batched)
     if pack:
         pack_linears(graph)
+    else:
+        use_transposed_linears(graph)
     # the graph calls its leaves as modules, and they call their submodules (a wrapper calls the
     # module it wraps wherever that module has hooks); hooks on any other module would be skipped
     called = {id(m) for n in graph.graph.nodes if n.op == "call_module" for m in graph.get_submodule(n.target).modules()}

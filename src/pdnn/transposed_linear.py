@@ -1,0 +1,70 @@
+"""Linear layers on a few folded rows, computed as ``(W @ x.T).T``: the faster GEMM there.
+
+At batch 1, T samples make every layer after the prefix a GEMM of T rows against the whole
+weight. ``F.linear`` asks MKL for ``x @ W.T``. For 12-48 rows against a weight of at least
+``MIN_WEIGHTS`` entries, MKL computes the same product as ``W @ x.T`` in 0.56-0.97 of the time on
+the 2-core x86 CPU this project measures on, with one or two threads
+(``benchmarks/bench_gemm_orientation.py``: 2048 x 2048 and 4096 x 1024 weights). Outside that
+range it is not reliably faster: 0.73-1.02 of the time at 8 rows, 1.05-2.7 times slower at 1-4
+rows, 0.95-1.21 at 64 rows and more, and 0.43-1.75 for smaller weights at 12-48 rows. Hence
+those bounds.
+
+The result is copied to a contiguous tensor, as ``F.linear``'s is (a 16 x 2048 copy costs
+microseconds). The sums run in another order, so outputs differ from ``F.linear``'s by float
+rounding, as a GEMM of 16 rows already differs from 16 GEMVs. A p-bit after the layer can then
+flip only where its pre-activation lies within rounding of its threshold.
+
+This path runs only without autograd (``torch.no_grad``/``inference_mode``, or nothing requiring
+a gradient), on float32 CPU tensors, and never where the layer has forward hooks (they would be
+skipped). The weight is read on every call, so nothing can go stale.
+"""
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from .foldcheck import has_forward_hooks
+from .nn import QuantLinear
+from .tracing import wrap_module_calls
+
+MIN_WEIGHTS = 2**21
+ROWS = range(12, 49)
+
+
+def plain_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear`` (or a float ``QuantLinear``) whose forward is ``F.linear`` of its weight."""
+    return type(module) is nn.Linear or (type(module) is QuantLinear and module.weight_quant is None)
+
+
+def eligible(module: nn.Module) -> bool:
+    """A float linear layer large enough to gain from the transposed GEMM."""
+    return plain_linear(module) and module.weight.numel() >= MIN_WEIGHTS
+
+
+class TransposedLinear(nn.Module):
+    """Calls ``linear``, or, for inputs it serves, computes it as ``(W @ x.T).T``."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def serves(self, x: torch.Tensor) -> bool:
+        """Whether this call takes the transposed GEMM (see the module's docstring)."""
+        w = self.linear.weight
+        return (x.dim() == 2 and x.shape[0] in ROWS and x.dtype == w.dtype == torch.float32
+                and x.device.type == w.device.type == "cpu"
+                and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+                and not has_forward_hooks(self.linear))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.serves(x):
+            return self.linear(x)
+        w, b = self.linear.weight, self.linear.bias
+        out = torch.mm(w, x.t()) if b is None else torch.addmm(b[:, None], w, x.t())
+        return out.t().contiguous()
+
+
+def use_transposed_linears(gm: fx.GraphModule) -> None:
+    """Route ``gm``'s calls of eligible linear layers through :class:`TransposedLinear`."""
+    if wrap_module_calls(gm, eligible, TransposedLinear, "transposed"):
+        gm.recompile()
