@@ -4,8 +4,8 @@ Usage: python benchmarks/bench_gemm_orientation.py [--threads 2] [--repeats 15] 
 
 At batch 1, T samples make each layer after the prefix a GEMM of T rows against the whole
 weight. ``F.linear`` hands MKL ``x @ W.T`` (the weight as the transposed right operand); the
-same product computed as ``W @ x.T`` (the weight as the left operand, then one small transpose
-copy so that the output is contiguous, as ``F.linear``'s is) is the rule
+same product computed as ``W @ x.T`` (the weight as the left operand; the bias added into a
+contiguous output, as ``F.linear``'s is) is the rule
 :mod:`pdnn.transposed_linear` applies. For every weight shape and row count, both are timed
 interleaved (``repeats`` times, ``rounds`` times over the grid); prints the median time of
 ``F.linear`` and the ratio of medians transposed/plain per round (below 1: the transposed GEMM
@@ -26,7 +26,8 @@ ROWS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
 
 
 def transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return torch.addmm(bias[:, None], weight, x.t()).t().contiguous()
+    product = torch.mm(weight, x.t()).t()
+    return torch.add(product, bias, out=torch.empty(product.shape))
 
 
 def main() -> None:

@@ -1,18 +1,19 @@
 """Linear layers on a few folded rows, computed as ``(W @ x.T).T``: the faster GEMM there.
 
 At batch 1, T samples make every layer after the prefix a GEMM of T rows against the whole
-weight. ``F.linear`` asks MKL for ``x @ W.T``. For 12-48 rows against a weight of at least
-``MIN_WEIGHTS`` entries, MKL computes the same product as ``W @ x.T`` in 0.56-0.97 of the time on
+weight. ``F.linear`` asks MKL for ``x @ W.T``. For 8-48 rows against a weight of at least
+``MIN_WEIGHTS`` entries, MKL computes the same product as ``W @ x.T`` in 0.53-0.92 of the time on
 the 2-core x86 CPU this project measures on, with one or two threads
-(``benchmarks/bench_gemm_orientation.py``: 2048 x 2048 and 4096 x 1024 weights). Outside that
-range it is not reliably faster: 0.73-1.02 of the time at 8 rows, 1.05-2.7 times slower at 1-4
-rows, 0.95-1.21 at 64 rows and more, and 0.43-1.75 for smaller weights at 12-48 rows. Hence
+(``benchmarks/bench_gemm_orientation.py``: 2048 x 2048 and 4096 x 1024 weights, 72
+measurements). Outside that range it is not reliably faster: 1.03-2.6 times slower at 1-4 rows,
+0.92-1.26 of the time at 64 rows and more, and 0.35-1.84 for smaller weights at 8-48 rows. Hence
 those bounds.
 
-The result is copied to a contiguous tensor, as ``F.linear``'s is (a 16 x 2048 copy costs
-microseconds). The sums run in another order, so outputs differ from ``F.linear``'s by float
-rounding, as a GEMM of 16 rows already differs from 16 GEMVs. A p-bit after the layer can then
-flip only where its pre-activation lies within rounding of its threshold.
+The product comes out laid out transposed; adding the bias writes it to a contiguous tensor,
+as ``F.linear``'s output is, in one pass (tens of microseconds for 16 x 2048). The sums run in
+another order, so outputs differ from ``F.linear``'s by float rounding, as a GEMM of 16 rows
+already differs from 16 GEMVs. A p-bit after the layer can then flip only where its
+pre-activation lies within rounding of its threshold.
 
 This path runs only without autograd (``torch.no_grad``/``inference_mode``, or nothing requiring
 a gradient), on float32 CPU tensors, and never where the layer has forward hooks (they would be
@@ -28,7 +29,7 @@ from .nn import QuantLinear
 from .tracing import wrap_module_calls
 
 MIN_WEIGHTS = 2**21
-ROWS = range(12, 49)
+ROWS = range(8, 49)
 
 
 def plain_linear(module: nn.Module) -> bool:
@@ -59,9 +60,10 @@ class TransposedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.serves(x):
             return self.linear(x)
-        w, b = self.linear.weight, self.linear.bias
-        out = torch.mm(w, x.t()) if b is None else torch.addmm(b[:, None], w, x.t())
-        return out.t().contiguous()
+        product = torch.mm(self.linear.weight, x.t()).t()  # laid out transposed
+        out = torch.empty(product.shape, dtype=product.dtype)  # contiguous, as F.linear's output
+        bias = self.linear.bias
+        return out.copy_(product) if bias is None else torch.add(product, bias, out=out)
 
 
 def use_transposed_linears(gm: fx.GraphModule) -> None:
