@@ -59,6 +59,16 @@ def test_with_autograd_or_hooks_it_is_the_layer_itself():
     assert seen == [(8, FEATURES), (8, FEATURES)] and not used_packed(packed)
 
 
+def test_under_cpu_autocast_it_is_the_layer_itself():
+    linear = big_linear()
+    packed = PackedLinear(linear)
+    x = torch.randn(8, FEATURES)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = packed(x)
+        assert out.dtype == torch.bfloat16 and torch.equal(out, linear(x))
+    assert not used_packed(packed)
+
+
 def test_repacks_when_the_weight_changes():
     linear = big_linear()
     packed = PackedLinear(linear)

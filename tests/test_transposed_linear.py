@@ -93,3 +93,13 @@ def test_sampled_model_uses_it_by_default_and_matches_f_linear(monkeypatch):
     # the same bits, unless a pre-activation within float rounding of a threshold flips one
     # (a flip moves an output by 2 |w| / 16 < 0.01)
     torch.testing.assert_close(fast, plain, rtol=0, atol=0.05)
+
+
+def test_under_cpu_autocast_it_is_the_layer_itself():
+    linear = big_linear()
+    layer = TransposedLinear(linear)
+    x = torch.randn(16, IN)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not layer.serves(x)
+        out = layer(x)
+        assert out.dtype == torch.bfloat16 and torch.equal(out, linear(x))

@@ -15,7 +15,8 @@ The packed copy is redone when the weight's storage or version counter changes (
 through ``.data``, and those would leave a stale copy. Packing is therefore opt-in,
 ``SampledModel(..., pack_weights=True)``, for evaluating fixed weights. It runs only without
 autograd (``torch.no_grad``/``inference_mode``, or nothing requiring a gradient), on float32
-CPU tensors, and never where the layer has forward hooks (they would be skipped).
+CPU tensors outside CPU autocast, and never where the layer has forward hooks (they would be
+skipped).
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class PackedLinear(nn.Module):
         if not (x.dim() == 2 and x.shape[0] in ROWS and x.dtype == w.dtype == torch.float32
                 and x.device.type == w.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+                and not torch.is_autocast_enabled("cpu")  # F.linear would compute in lower precision
                 and not (linear._forward_hooks or linear._forward_pre_hooks)):
             return linear(x)
         stamp = (w.data_ptr(), w._version)

@@ -16,8 +16,8 @@ already differs from 16 GEMVs. A p-bit after the layer can then flip only where 
 pre-activation lies within rounding of its threshold.
 
 This path runs only without autograd (``torch.no_grad``/``inference_mode``, or nothing requiring
-a gradient), on float32 CPU tensors, and never where the layer has forward hooks (they would be
-skipped). The weight is read on every call, so nothing can go stale.
+a gradient), on float32 CPU tensors outside CPU autocast, and never where the layer has forward
+hooks (they would be skipped). The weight is read on every call, so nothing can go stale.
 """
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ class TransposedLinear(nn.Module):
         return (x.dim() == 2 and x.shape[0] in ROWS and x.dtype == w.dtype == torch.float32
                 and x.device.type == w.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+                and not torch.is_autocast_enabled("cpu")  # F.linear would compute in lower precision
                 and not has_forward_hooks(self.linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
