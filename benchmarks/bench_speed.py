@@ -19,8 +19,9 @@ processes falls on all of them alike):
   ``prefix/T=1`` is the share of T = 1 spent in the deterministic prefix (the first convolution and batch norm), which
   T = 10 runs once: were everything else ten times T = 1, T=10/T=1 would be ``10 - 9 * prefix/T=1``;
 * ``cnn16_loop_vs_batched_b{B}``: the loop of 10 forwards against the batched T = 10, batch B;
-* ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1; T = 16 also
-  with ``pack_weights=True`` (oneDNN with packed weights, :mod:`pdnn.packed_linear`);
+* ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1 (T = 16 runs
+  its 16-row GEMMs transposed, :mod:`pdnn.transposed_linear`); T = 16 also with
+  ``pack_weights=True`` (oneDNN with packed weights, :mod:`pdnn.packed_linear`);
 * ``train_s8_vs_s1``: one Adam step on the sample-aware loss of the reference CNN (width 16,
   batch 64), s = 8 against s = 1.
 
