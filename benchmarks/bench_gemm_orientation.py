@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -66,9 +67,8 @@ def main() -> None:
                       for r in mine]
             print(f"{shape[0]:>5}x{shape[1]:<5} {rows:>5} {plain * 1e3:9.3f}  " + " ".join(f"{q:.2f}" for q in ratios))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, f, indent=1)
-            f.write("\n")
+        record = {"torch": torch.__version__, "threads": args.threads, "records": records}
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from torch import nn
 
 from pdnn import SampledModel, transposed_linear
 from pdnn.nn import PBit, QuantLinear
-from pdnn.transposed_linear import MIN_WEIGHTS, ROWS, TransposedLinear, eligible
+from pdnn.transposed_linear import MIN_WEIGHTS, ROWS, TransposedLinear, eligible, plain_linear
 
 OUT, IN = 2048, 1024  # 2**21 weights = MIN_WEIGHTS
 
@@ -66,15 +66,20 @@ def test_a_changed_weight_is_seen():
         torch.testing.assert_close(layer(x), linear(x), rtol=1e-5, atol=1e-5)
 
 
-def test_only_large_float_layers_are_eligible():
-    assert eligible(nn.Linear(IN, OUT)) and eligible(QuantLinear(IN, OUT))
-    assert not eligible(QuantLinear(IN, OUT, weight_bits=4))
-    assert not eligible(nn.Linear(IN, MIN_WEIGHTS // IN - 1))
+def test_plain_linear_layers_are_those_whose_forward_is_f_linear_of_their_weight():
+    assert plain_linear(nn.Linear(4, 3)) and plain_linear(QuantLinear(4, 3))
+    assert not plain_linear(QuantLinear(4, 3, weight_bits=4))
 
-    class Custom(nn.Linear):
+    class Custom(nn.Linear):  # may redefine forward
         pass
 
-    assert not eligible(Custom(IN, OUT))
+    assert not plain_linear(Custom(4, 3))
+
+
+def test_only_large_plain_layers_are_eligible():
+    assert eligible(nn.Linear(IN, OUT)) and eligible(QuantLinear(IN, OUT))
+    assert not eligible(nn.Linear(IN, MIN_WEIGHTS // IN - 1))
+    assert not eligible(QuantLinear(IN, OUT, weight_bits=4))
 
 
 def test_sampled_model_uses_it_by_default_and_matches_f_linear(monkeypatch):

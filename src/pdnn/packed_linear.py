@@ -24,7 +24,7 @@ import torch
 from torch import fx, nn
 
 from .tracing import wrap_module_calls
-from .transposed_linear import plain_linear
+from .transposed_linear import plain_linear, takes_a_faster_gemm
 
 MIN_WEIGHTS = 2**19
 ROWS = range(4, 65)
@@ -53,13 +53,9 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         linear = self.linear
-        w = linear.weight
-        if not (x.dim() == 2 and x.shape[0] in ROWS and x.dtype == w.dtype == torch.float32
-                and x.device.type == w.device.type == "cpu"
-                and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
-                and not torch.is_autocast_enabled("cpu")  # F.linear would compute in lower precision
-                and not (linear._forward_hooks or linear._forward_pre_hooks)):
+        if not takes_a_faster_gemm(linear, x, ROWS):
             return linear(x)
+        w = linear.weight
         stamp = (w.data_ptr(), w._version)
         if stamp != self._stamp:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), x.shape[0])

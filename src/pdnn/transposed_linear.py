@@ -37,6 +37,19 @@ def plain_linear(module: nn.Module) -> bool:
     return type(module) is nn.Linear or (type(module) is QuantLinear and module.weight_quant is None)
 
 
+def takes_a_faster_gemm(linear: nn.Linear, x: torch.Tensor, rows: range) -> bool:
+    """Whether ``linear(x)`` may be computed by another GEMM than ``F.linear``'s: a 2-D float32
+    CPU input of a number of rows in ``rows``, no autograd, no CPU autocast (``F.linear`` would
+    compute in lower precision) and no forward hooks (a wrapper that bypasses the layer would
+    skip them)."""
+    w = linear.weight
+    return (x.dim() == 2 and x.shape[0] in rows and x.dtype == w.dtype == torch.float32
+            and x.device.type == w.device.type == "cpu"
+            and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            and not torch.is_autocast_enabled("cpu")
+            and not has_forward_hooks(linear))
+
+
 def eligible(module: nn.Module) -> bool:
     """A float linear layer large enough to gain from the transposed GEMM."""
     return plain_linear(module) and module.weight.numel() >= MIN_WEIGHTS
@@ -51,12 +64,7 @@ class TransposedLinear(nn.Module):
 
     def serves(self, x: torch.Tensor) -> bool:
         """Whether this call takes the transposed GEMM (see the module's docstring)."""
-        w = self.linear.weight
-        return (x.dim() == 2 and x.shape[0] in ROWS and x.dtype == w.dtype == torch.float32
-                and x.device.type == w.device.type == "cpu"
-                and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
-                and not torch.is_autocast_enabled("cpu")  # F.linear would compute in lower precision
-                and not has_forward_hooks(self.linear))
+        return takes_a_faster_gemm(self.linear, x, ROWS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.serves(x):
