@@ -108,3 +108,20 @@ def test_under_cpu_autocast_it_is_the_layer_itself():
         assert not layer.serves(x)
         out = layer(x)
         assert out.dtype == torch.bfloat16 and torch.equal(out, linear(x))
+
+
+def test_hooks_registered_for_every_module_make_both_faster_gemms_step_aside():
+    from pdnn.packed_linear import PackedLinear
+
+    linear = big_linear()
+    x = torch.randn(16, IN)
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m)))
+    try:
+        with torch.no_grad():
+            for wrapper in (TransposedLinear(linear), PackedLinear(linear)):
+                seen.clear()
+                assert torch.equal(wrapper(x), linear(x))
+                assert seen.count(nn.Linear) == 2  # the wrapper called the layer, as did the reference
+    finally:
+        handle.remove()
