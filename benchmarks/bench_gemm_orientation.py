@@ -3,13 +3,12 @@
 Usage: python benchmarks/bench_gemm_orientation.py [--threads 2] [--repeats 15] [--rounds 2] [--json PATH]
 
 At batch 1, T samples make each layer after the prefix a GEMM of T rows against the whole
-weight. ``F.linear`` hands MKL ``x @ W.T`` (the weight as the transposed right operand); the
-same product computed as ``W @ x.T`` (the weight as the left operand; the bias added into a
-contiguous output, as ``F.linear``'s is) is the rule
-:mod:`pdnn.transposed_linear` applies. For every weight shape and row count, both are timed
-interleaved (``repeats`` times, ``rounds`` times over the grid); prints the median time of
-``F.linear`` and the ratio of medians transposed/plain per round (below 1: the transposed GEMM
-is faster), and writes every time to the JSON.
+weight. ``F.linear`` hands MKL ``x @ W.T`` (the weight as the transposed right operand).
+:mod:`pdnn.transposed_linear` computes the same product as ``W @ x.T`` (the weight as the left
+operand), adding the bias into a contiguous output as ``F.linear``'s is. For every weight shape
+and row count both are timed, interleaved (``repeats`` times, ``rounds`` times over the grid).
+Prints the median time of ``F.linear`` and, per round, the ratio of medians transposed/plain
+(below 1: the transposed GEMM is faster); the JSON keeps every time.
 """
 from __future__ import annotations
 
