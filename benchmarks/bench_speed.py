@@ -23,7 +23,8 @@ processes falls on all of them alike):
   its 16-row GEMMs transposed, :mod:`pdnn.transposed_linear`); T = 16 also with
   ``pack_weights=True`` (oneDNN with packed weights, :mod:`pdnn.packed_linear`);
 * ``train_s8_vs_s1``: one Adam step on the sample-aware loss of the reference CNN (width 16,
-  batch 64), s = 8 against s = 1.
+  batch 64), s = 8 against s = 1 (at s = 8 the gradient to the prefix passes the first sampled
+  convolution once, summed over the samples: :mod:`pdnn.shared_bits_layer`).
 
 Each row prints the ratio of medians and the spread: the smallest and largest ratio of one
 repeat's two times. The JSON also keeps every repeat's time (``times_s``).

@@ -115,9 +115,7 @@ class _PBitFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, thresholds, mode, beta, ste, repeats):
         transformed = torch._C._are_functorch_transforms_active()
-        wide = x if x.dtype in (torch.float32, torch.float64) else x.float()  # 16-bit ints exact
-        scaled = wide if beta == 1.0 else wide * beta
-        mean = torch.tanh(scaled) if mode == "bipolar" else torch.sigmoid(scaled)
+        mean = _wide_mean(x, mode, beta)
         if isinstance(thresholds, int):  # the key of the fused kernel's stream
             return pbit_kernel.bits(x, mode, beta, thresholds, repeats), mean
         scale = 2**15 if mode == "bipolar" else 2**16
@@ -154,26 +152,43 @@ class _PBitFunction(torch.autograd.Function):
             return None, None, None, None, None, None
         saved = ctx.saved_tensors[0] if ctx.saved_tensors else None
         copies = grad.chunk(ctx.repeats) if ctx.repeats > 1 else (grad,)
-        total = _surrogate_gradient(ctx, copies[0], saved)
+        rule = (ctx.mode, ctx.beta, ctx.ste, ctx.dtype)
+        total = _surrogate_gradient(copies[0], saved, *rule)
         for k, copy in enumerate(copies[1:]):  # in order, as autograd sums the copies of a repeated input
-            part = _surrogate_gradient(ctx, copy, saved)
+            part = _surrogate_gradient(copy, saved, *rule)
             total = total + part if k == 0 else total.add_(part)  # the first sum is a new tensor
         return total, None, None, None, None, None
 
 
-def _surrogate_gradient(ctx, grad: torch.Tensor, saved: torch.Tensor | None) -> torch.Tensor:
-    """The STE's gradient for one copy of the input: ``grad`` times the surrogate's derivative."""
-    if ctx.ste == "identity":
+def _wide_mean(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
+    """The p-bit's mean in at least single precision (16-bit floats are exact in it)."""
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    scaled = wide if beta == 1.0 else wide * beta
+    return torch.tanh(scaled) if mode == "bipolar" else torch.sigmoid(scaled)
+
+
+def _surrogate_gradient(grad: torch.Tensor, saved: torch.Tensor | None, mode: str, beta: float, ste: str,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """The STE's gradient for one copy of the input: ``grad`` times the surrogate's derivative
+    (``saved``: the mean for ``ste="mean"``, the input for ``"clipped"``)."""
+    if ste == "identity":
         return grad
-    if ctx.ste == "clipped":
+    if ste == "clipped":
         return grad * (saved.abs() <= 1)
     # d/dx tanh(beta*x) = beta*t*(1 - t); d/dx sigmoid(beta*x) = beta*s*(1 - s)
-    slope = (grad if ctx.beta == 1.0 else grad * ctx.beta).to(saved.dtype)
-    if ctx.mode == "bipolar":
+    slope = (grad if beta == 1.0 else grad * beta).to(saved.dtype)
+    if mode == "bipolar":
         derivative = torch.ops.aten.tanh_backward(slope, saved)
     else:
         derivative = torch.ops.aten.sigmoid_backward(slope, saved)
-    return derivative.to(ctx.dtype)
+    return derivative.to(dtype)
+
+
+def straight_through_gradient(grad: torch.Tensor, x: torch.Tensor, mode: str, beta: float, ste: str) -> torch.Tensor:
+    """What a p-bit's backward pass returns for the gradient ``grad`` of its bits at the
+    pre-activation ``x``: ``grad`` times the derivative of the surrogate ``ste`` at ``x``."""
+    saved = _wide_mean(x, mode, beta) if ste == "mean" else x
+    return _surrogate_gradient(grad, saved, mode, beta, ste, x.dtype)
 
 
 def pbit(

@@ -48,7 +48,7 @@ class PerSampleBatchNorm(nn.Module):
         return _PerSampleNorm.apply(x, norm.weight, norm.bias, *running, factors, norm.eps)
 
 
-def _layout(x: torch.Tensor) -> torch.memory_format | None:
+def batch_major_layout(x: torch.Tensor) -> torch.memory_format | None:
     """The memory format in which ``x`` is dense and batch-major, if any."""
     formats = {4: torch.channels_last, 5: torch.channels_last_3d}
     if x.is_contiguous():
@@ -68,7 +68,7 @@ def _fast(norm: _BatchNorm, x: torch.Tensor, samples: int) -> bool:
         return False
     norm._check_input_dim(x)  # the module's own error for an input of the wrong rank
     return (
-        _layout(x) is not None
+        batch_major_layout(x) is not None
         and x.shape[0] % samples == 0
         and x.numel() > samples * x.shape[1]  # more than one value per channel in each sample
         and not torch._C._are_functorch_transforms_active()
@@ -110,7 +110,7 @@ class _PerSampleNorm(torch.autograd.Function):
         x, weight, stats = ctx.saved_tensors
         samples = stats.shape[1]
         mask = list(ctx.needs_input_grad[:3])
-        grad = grad.contiguous(memory_format=_layout(x))
+        grad = grad.contiguous(memory_format=batch_major_layout(x))
         parts = [aten.native_batch_norm_backward(g, rows, weight, None, None, stats[0, k], stats[1, k], True,
                                                  ctx.eps, mask)
                  for k, (g, rows) in enumerate(zip(grad.chunk(samples), x.chunk(samples)))]

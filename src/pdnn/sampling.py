@@ -39,11 +39,12 @@ from .errors import UsageError
 from .foldcheck import first_rows, fold_mismatch, has_forward_hooks, stack, suspended_hooks, unfold
 from .functional import repeat_samples
 from .nn import PBit, is_stochastic
-from .packed_linear import pack_linears
+from .packed_linear import PackedLinear, pack_linears
 from .per_sample_norm import PerSampleBatchNorm
 from .pooling import use_disjoint_pools
+from .shared_bits_layer import SharedBitsLayer, summable
 from .tracing import Tracer
-from .transposed_linear import use_transposed_linears
+from .transposed_linear import TransposedLinear, use_transposed_linears
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
@@ -233,6 +234,32 @@ def _share_repeated_inputs(gm: fx.GraphModule, samples: int) -> None:
             user.target, user.args = wrappers[user.target], (node.args[0],)
         if not node.users:
             graph.erase_node(node)
+
+
+def _pass_summed_gradients(gm: fx.GraphModule) -> None:
+    """Fuse every shared-input p-bit whose bits only a linear layer or a convolution reads with
+    that layer, which then passes the p-bit's input gradient once for the summed samples
+    (:class:`pdnn.shared_bits_layer.SharedBitsLayer`)."""
+    graph = gm.graph
+    fused = 0
+    for node in [n for n in graph.nodes if n.op == "call_module"]:
+        shared = gm.get_submodule(node.target)
+        if not isinstance(shared, SharedInputPBit) or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if user.op != "call_module" or user.args != (node,) or user.kwargs:
+            continue
+        layer = gm.get_submodule(user.target)
+        plain = layer.linear if isinstance(layer, (TransposedLinear, PackedLinear)) else layer
+        if summable(plain):  # one module per call: a layer may follow two p-bits
+            name = f"shared_bits_{fused}"
+            gm.add_submodule(name, SharedBitsLayer(shared, layer, plain))
+            user.target, user.args = name, node.args
+            graph.erase_node(node)
+            fused += 1
+    if fused:
+        graph.lint()
+        gm.recompile()
 
 
 def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete_args: dict | None = None,
@@ -560,6 +587,8 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
         pack_linears(graph)
     else:
         use_transposed_linears(graph)
+    if samples > 1:
+        _pass_summed_gradients(graph)
     # the graph calls its leaves as modules, and they call their submodules (a wrapper calls the
     # module it wraps wherever that module has hooks); hooks on any other module would be skipped
     called = {id(m) for n in graph.graph.nodes if n.op == "call_module" for m in graph.get_submodule(n.target).modules()}

@@ -1,0 +1,57 @@
+"""What a training step saves when the layer after the first p-bit passes its input gradient once
+for the summed samples, in one run.
+
+Usage: python benchmarks/bench_summed_gradient.py [--threads 2] [--rounds 3] [--repeats 9] [--json PATH]
+
+The change (in the library): in a folded graph, a linear layer or convolution that reads a
+shared-input p-bit's T samples computes the gradient that flows back to the prefix for the sum
+of the samples' output gradients (:class:`pdnn.shared_bits_layer.SharedBitsLayer`). "before"
+builds the graph with that rewrite switched off, so both versions are timed interleaved on the
+same model, batch and load: one Adam step on the sample-aware loss of the reference CNN (width
+16, batch 64) at s = 8, the row ``train_s8_vs_s1`` of ``bench_speed.py`` measures, and s = 1
+(which the rewrite does not touch: there is nothing to sum) for the ratios. Each round prints
+the medians and the ratios; the JSON holds every round.
+"""
+from __future__ import annotations
+
+import torch
+
+import pdnn.sampling as sampling
+from bench_speed import before_after_rounds, compare
+from pdnn import SampledModel
+from pdnn.models import create
+from pdnn.sampling import loss_of_samples
+
+FUSE = sampling._pass_summed_gradients
+PAIRS = [("s=8 after", "s=8 before"), ("s=8 before", "s=1"), ("s=8 after", "s=1")]
+
+
+def one_round(repeats: int) -> dict:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def sampler(samples: int, fused: bool) -> SampledModel:
+        """A ``SampledModel`` whose graph was built with the rewrite on or off (its first call)."""
+        sampling._pass_summed_gradients = FUSE if fused else (lambda gm: None)
+        try:
+            sampled = SampledModel(model, samples, reduce="none", seed=0)
+            sampled(x)
+        finally:
+            sampling._pass_summed_gradients = FUSE
+        return sampled
+
+    def step(sampled: SampledModel) -> None:
+        loss, _ = loss_of_samples(sampled(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    runs = {"s=1": sampler(1, True), "s=8 before": sampler(8, False), "s=8 after": sampler(8, True)}
+    configs = {key: (lambda run=run: step(run)) for key, run in runs.items()}
+    return compare("summed_gradient", "s=8 after/before < 1", configs, repeats, inner=2, pairs=PAIRS)
+
+
+if __name__ == "__main__":
+    before_after_rounds(__doc__, one_round, PAIRS, rounds=3, repeats=9)
