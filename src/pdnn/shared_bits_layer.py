@@ -92,7 +92,7 @@ class _SummedInputGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bits, weight, bias, plain, rule, samples):
-        ctx.plain, ctx.rule, ctx.samples, ctx.bias = plain, rule, samples, bias is not None
+        ctx.plain, ctx.rule, ctx.samples, ctx.has_bias = plain, rule, samples, bias is not None
         ctx.save_for_backward(x, bits, weight)
         if type(plain) in LINEARS:
             return torch_F.linear(bits, weight, bias)
@@ -107,16 +107,16 @@ class _SummedInputGradient(torch.autograd.Function):
         if type(plain) in LINEARS:
             rows, bit_rows = grad.reshape(-1, grad.shape[-1]), bits.reshape(-1, bits.shape[-1])
             grad_w = rows.t().mm(bit_rows) if need_w else None
-            grad_b = rows.sum(0) if need_b and ctx.bias else None
+            grad_b = rows.sum(0) if need_b and ctx.has_bias else None
             grad_x = summed.matmul(weight) if need_x else None
         else:
             dims = weight.dim() - 2
             params = (list(plain.stride), list(plain.padding), list(plain.dilation), False, [0] * dims, plain.groups)
-            bias_size = [weight.shape[0]] if ctx.bias else None
+            bias_size = [weight.shape[0]] if ctx.has_bias else None
             grad_w = grad_b = grad_x = None
             if need_w or need_b:
                 _, grad_w, grad_b = aten.convolution_backward(grad, bits, weight, bias_size, *params,
-                                                              [False, need_w, need_b and ctx.bias])
+                                                              [False, need_w, need_b and ctx.has_bias])
             if need_x:  # x has the shape of one sample's bits; only its shape is read
                 grad_x = aten.convolution_backward(summed, x, weight, None, *params, [True, False, False])[0]
         if need_x:
