@@ -12,8 +12,9 @@ needs ``L``'s input gradient for one summed gradient of B rows, not for T*B rows
 surrogate derivative instead of T. The weight gradient still reads every sample's bits.
 
 For the reference CNN (width 16, batch 64) at s = 8 that is the 16-channel 32 x 32 convolution's
-input gradient for 64 rows instead of 512, and an Adam step took 0.92-0.99 of its time before on
-the 2-core CPU this project measures on (``benchmarks/bench_summed_gradient.py``).
+input gradient for 64 rows instead of 512, and an Adam step took about 0.95 of its time before
+on the 2-core CPU this project measures on (median of six rounds; the fastest repeats 0.89-0.94
+in every round: ``benchmarks/bench_summed_gradient.py``).
 
 :class:`SharedBitsLayer` replaces the pair in the graph. Outputs, and the layer's weight and bias
 gradients, are those of the pair; the gradient of ``x`` sums in another order, so it differs from
