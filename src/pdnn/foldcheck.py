@@ -104,6 +104,12 @@ def has_forward_hooks(module: nn.Module) -> bool:
         getattr(registry, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
 
 
+def runs_eagerly() -> bool:
+    """Whether ops run one by one on real tensors: not under a ``torch.func`` transform and not
+    while ``torch.compile`` traces. The wrappers of a folded graph take their own kernels only then."""
+    return not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling()
+
+
 @contextlib.contextmanager
 def suspended_hooks(model: nn.Module):
     """The model's forward hooks switched off (the check's passes and a trace are not calls the

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .foldcheck import has_forward_hooks
+from .foldcheck import has_forward_hooks, runs_eagerly
 
 aten = torch.ops.aten
 STANDARD_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -71,8 +71,7 @@ def _fast(norm: _BatchNorm, x: torch.Tensor, samples: int) -> bool:
         batch_major_layout(x) is not None
         and x.shape[0] % samples == 0
         and x.numel() > samples * x.shape[1]  # more than one value per channel in each sample
-        and not torch._C._are_functorch_transforms_active()
-        and not torch.compiler.is_compiling()
+        and runs_eagerly()
     )
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .foldcheck import has_forward_hooks
+from .foldcheck import has_forward_hooks, runs_eagerly
+from .per_sample_norm import batch_major_layout
 from .tracing import wrap_module_calls
 
 _DTYPES = (torch.float32, torch.float64)
@@ -38,8 +39,7 @@ class _DisjointAvgPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel):
         ctx.shape, ctx.kernel = x.shape, kernel
-        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        ctx.layout = torch.channels_last if channels_last else torch.contiguous_format
+        ctx.layout = batch_major_layout(x) or torch.contiguous_format
         return nn.functional.avg_pool2d(x, kernel)
 
     @staticmethod
@@ -72,8 +72,7 @@ class DisjointAvgPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = self.pool
         lean = (isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled() and x.is_cpu
-                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_forward_hooks(pool)
-                and not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling())
+                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_forward_hooks(pool) and runs_eagerly())
         return _DisjointAvgPool.apply(x, _pair(pool.kernel_size)) if lean else pool(x)
 
 

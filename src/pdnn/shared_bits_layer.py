@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as torch_F
 
-from .foldcheck import has_forward_hooks
+from .foldcheck import has_forward_hooks, runs_eagerly
 from .functional import straight_through_gradient
 from .nn import QuantConv2d, QuantLinear
 from .per_sample_norm import batch_major_layout
@@ -72,8 +72,7 @@ class SharedBitsLayer(nn.Module):
         return (isinstance(x, torch.Tensor) and x.dim() > 0 and torch.is_grad_enabled() and x.requires_grad
                 and x.dtype == self.plain.weight.dtype
                 and not torch.is_autocast_enabled(x.device.type)
-                and not torch._C._are_functorch_transforms_active()
-                and not torch.compiler.is_compiling()
+                and runs_eagerly()
                 and not any(has_forward_hooks(m) for m in (self.shared.pbit, self.layer, self.plain)))
 
 
