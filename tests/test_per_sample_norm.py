@@ -55,6 +55,22 @@ def test_equals_one_call_per_sample(norm, shape, layout):
         assert torch.equal(buffer, dict(norm.named_buffers())[name]), name
 
 
+@pytest.mark.parametrize("norm, shape, layout", CASES[2:4])
+def test_second_derivatives_equal_one_call_per_sample(norm, shape, layout):
+    """A gradient penalty differentiates the backward pass (``create_graph=True``)."""
+    torch.manual_seed(0)
+    x = (3 * torch.randn(shape) + 1).to(memory_format=layout or torch.contiguous_format)
+    params = list(norm.parameters())
+    found = []
+    for run in (PerSampleBatchNorm(norm, SAMPLES), lambda rows: per_sample_by_calls(norm, rows)):
+        xi = x.clone().requires_grad_()
+        out = run(xi)
+        first = torch.autograd.grad((out**3).sum(), [xi, *params], create_graph=True)
+        found.append(torch.autograd.grad(sum((g**2).sum() for g in first), [xi, *params]))
+    for ours, theirs in zip(*found):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5 * theirs.abs().max().item())
+
+
 def test_eval_mode_uses_the_running_statistics():
     norm = nn.BatchNorm2d(3)
     with torch.no_grad():

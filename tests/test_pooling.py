@@ -31,6 +31,18 @@ def test_the_lean_backward_is_torchs_exactly(kernel, shape, channels_last, dtype
     assert lean_grad.stride() == grad.stride()
 
 
+@pytest.mark.parametrize("kernel, shape", [(2, (2, 3, 12, 12)), (3, (2, 3, 13, 11)), ((2, 3), (3, 12, 12))])
+def test_second_derivatives_are_torchs(kernel, shape):
+    """A gradient penalty differentiates the backward pass (``create_graph=True``)."""
+    x = torch.randn(shape, dtype=torch.float64)
+    found = []
+    for pool in (nn.AvgPool2d(kernel), DisjointAvgPool2d(nn.AvgPool2d(kernel))):
+        xi = x.clone().requires_grad_()
+        (grad,) = torch.autograd.grad((pool(xi) ** 3).sum(), xi, create_graph=True)
+        found.append(torch.autograd.grad((grad**2).sum(), xi))
+    torch.testing.assert_close(found[1], found[0], rtol=1e-12, atol=1e-12)
+
+
 def test_the_lean_pool_keeps_nothing_for_the_backward_pass():
     saved = []
     x = torch.randn(4, 3, 8, 8, requires_grad=True) * 1.0  # an intermediate, as a p-bit's output is

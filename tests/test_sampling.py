@@ -310,3 +310,31 @@ def test_hooks_on_a_pbit_see_the_repeated_input(everywhere):
     finally:
         handle.remove()
     assert rows == [30]
+
+
+def test_second_derivatives_through_the_folded_graph_are_the_unrewritten_graphs(monkeypatch):
+    """A gradient penalty on sample-aware training (``create_graph=True``) differentiates the
+    backward passes of the graph's faster nodes (the per-sample norm, the disjoint pool with a
+    remainder, the summed input gradient): they must give what the plain modules give."""
+    from pdnn import per_sample_norm
+    from pdnn.models import create
+
+    torch.manual_seed(0)
+    net = create("cnn", neuron="pbit", input_shape=(3, 18, 18), width=4)  # pools 18 -> 9 -> 4 -> 2
+    x = torch.randn(3, 3, 18, 18, requires_grad=True)
+    params = list(net.parameters())
+    found = []
+    for rewritten in (True, False):
+        if not rewritten:
+            monkeypatch.setattr(sampling, "use_disjoint_pools", lambda gm: None)
+            monkeypatch.setattr(sampling, "_pass_summed_gradients", lambda gm: None)
+            monkeypatch.setattr(per_sample_norm, "_fast", lambda *args: False)
+        out = SampledModel(net, 3, reduce="none", seed=5)(x)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        first = torch.autograd.grad(out, params + [x], upstream, create_graph=True)
+        found.append(torch.autograd.grad(sum((g**2).sum() for g in first), params + [x], allow_unused=True))
+    scale = max(h.abs().max().item() for h in found[1] if h is not None)
+    for g, h in zip(*found):
+        assert (g is None) == (h is None)
+        if h is not None:
+            torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6 * scale)

@@ -160,6 +160,20 @@ class _PBitFunction(torch.autograd.Function):
         return total, None, None, None, None, None
 
 
+class _KnownBits(_PBitFunction):
+    """:class:`_PBitFunction` for bits already drawn: the same saved tensors and backward pass."""
+
+    @staticmethod
+    def forward(x, bits, mode, beta, ste, repeats):
+        return bits, _wide_mean(x, mode, beta)
+
+
+def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste: str, repeats: int = 1) -> torch.Tensor:
+    """``bits``, drawn earlier from ``x`` (repeated ``repeats`` times), as :func:`pbit` would have
+    returned them: with the p-bit's gradient to ``x``, its derivatives included."""
+    return _KnownBits.apply(x, bits, mode, beta, ste, repeats)[0]
+
+
 def _wide_mean(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
     """The p-bit's mean in at least single precision (16-bit floats are exact in it)."""
     wide = x if x.dtype in (torch.float32, torch.float64) else x.float()

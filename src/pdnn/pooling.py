@@ -6,9 +6,14 @@ to it. Where the windows are disjoint (stride = kernel, no padding, floor mode) 
 element lies in at most one window, so its gradient is that one share, ``grad / (kh * kw)``,
 which can be written directly; elements past the last window get zero. That is exactly the
 number torch's kernel computes (``0 + g / n`` is ``g / n``; for ``g = -0.0`` torch gives
-``+0.0``, which compares equal). In sample-aware training the pooled tensors are the folded
-p-bits, tens of megabytes at s = 8: the reference CNN's training step then keeps three fewer
-of them and skips three zero-filling passes (``benchmarks/bench_lean_training.py``).
+``+0.0``, which compares equal).
+
+In sample-aware training the pooled tensors are the folded p-bits, tens of megabytes at s = 8:
+the reference CNN's training step then keeps three fewer of them and skips three zero-filling
+passes (``benchmarks/bench_lean_training.py``).
+
+A backward pass that is itself differentiated (``create_graph=True``) writes no ``out=`` tensor,
+which autograd cannot record: it repeats and pads the shares instead.
 """
 from __future__ import annotations
 
@@ -45,6 +50,10 @@ class _DisjointAvgPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (kh, kw), (h, w) = ctx.kernel, grad.shape[-2:]
+        if torch.is_grad_enabled():  # create_graph=True: differentiable ops, no out= writes
+            rows, columns = ctx.shape[-2] - h * kh, ctx.shape[-1] - w * kw
+            share = (grad / (kh * kw)).repeat_interleave(kh, -2).repeat_interleave(kw, -1)
+            return nn.functional.pad(share, (0, columns, 0, rows)), None
         if (kh, kw) == (2, 2) and ctx.shape[-2:] == (2 * h, 2 * w):
             # nearest upsampling by exactly two maps index i to i >> 1 (torch's special case): the
             # fastest way to copy each share into its window, twice the speed of the strided write

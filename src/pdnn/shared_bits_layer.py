@@ -23,6 +23,11 @@ with ``x`` requiring a gradient, outside ``torch.func`` transforms, ``torch.comp
 autocast, for torch's linear layers and zero-padded convolutions with numeric padding (and
 pdnn's k-bit ones, whose quantised weight it uses), and never where the p-bit or the layer has
 forward hooks (they see the pair's calls). Everywhere else it calls the pair.
+
+A backward pass that is itself differentiated (``create_graph=True``, as a gradient penalty asks)
+takes no shortcut: it rebuilds the pair's graph on the bits already drawn
+(:func:`pdnn.functional.attach_bits`) and differentiates that, so second derivatives are the
+pair's too (tested, within float rounding).
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from torch import nn
 from torch.nn import functional as torch_F
 
 from .foldcheck import has_forward_hooks, runs_eagerly
-from .functional import straight_through_gradient
+from .functional import attach_bits, straight_through_gradient
 from .nn import QuantConv2d, QuantLinear
 from .per_sample_norm import batch_major_layout
 
@@ -86,37 +91,56 @@ def _sum_of_samples(grad: torch.Tensor, samples: int) -> torch.Tensor:
     return total.as_strided((grad.shape[0] // samples, *grad.shape[1:]), grad.stride())
 
 
+def _layer(plain: nn.Module, bits: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``plain``'s output for ``bits`` with the given weight and bias: its own functional."""
+    if type(plain) in LINEARS:
+        return torch_F.linear(bits, weight, bias)
+    return CONVOLUTIONS[type(plain)](bits, weight, bias, plain.stride, plain.padding, plain.dilation, plain.groups)
+
+
+def _pair_gradients(ctx, grad, x, bits, weight, bias) -> tuple:
+    """The gradients as the pair computes them, recorded for a further derivative: the bits
+    attached to ``x`` by the p-bit's own backward pass, then the layer, differentiated."""
+    need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+    attached = attach_bits(x, bits, *ctx.rule, repeats=ctx.samples)
+    needed = [(x, need_x), (weight, need_w), (bias, need_b)]
+    found = iter(torch.autograd.grad(_layer(ctx.plain, attached, weight, bias), [t for t, need in needed if need],
+                                     grad, create_graph=True))
+    x_grad, weight_grad, bias_grad = (next(found) if need else None for _, need in needed)
+    return x_grad, None, weight_grad, bias_grad, None, None, None
+
+
 class _SummedInputGradient(torch.autograd.Function):
     """Forward: ``plain``'s output for the bits; backward: the weight and bias gradients from
     every sample's bits, ``x``'s from the samples' summed output gradient."""
 
     @staticmethod
     def forward(ctx, x, bits, weight, bias, plain, rule, samples):
-        ctx.plain, ctx.rule, ctx.samples, ctx.has_bias = plain, rule, samples, bias is not None
-        ctx.save_for_backward(x, bits, weight)
-        if type(plain) in LINEARS:
-            return torch_F.linear(bits, weight, bias)
-        return CONVOLUTIONS[type(plain)](bits, weight, bias, plain.stride, plain.padding, plain.dilation, plain.groups)
+        ctx.plain, ctx.rule, ctx.samples = plain, rule, samples
+        ctx.save_for_backward(x, bits, weight, bias)
+        return _layer(plain, bits, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
-        x, bits, weight = ctx.saved_tensors
+        x, bits, weight, bias = ctx.saved_tensors
         need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        if torch.is_grad_enabled():  # create_graph=True: the gradients must be the pair's as functions too
+            return _pair_gradients(ctx, grad, x, bits, weight, bias)
         summed = _sum_of_samples(grad, ctx.samples) if need_x else None
         plain = ctx.plain
         if type(plain) in LINEARS:
             rows, bit_rows = grad.reshape(-1, grad.shape[-1]), bits.reshape(-1, bits.shape[-1])
             grad_w = rows.t().mm(bit_rows) if need_w else None
-            grad_b = rows.sum(0) if need_b and ctx.has_bias else None
+            grad_b = rows.sum(0) if need_b and bias is not None else None
             grad_x = summed.matmul(weight) if need_x else None
         else:
             dims = weight.dim() - 2
             params = (list(plain.stride), list(plain.padding), list(plain.dilation), False, [0] * dims, plain.groups)
-            bias_size = [weight.shape[0]] if ctx.has_bias else None
+            bias_size = [weight.shape[0]] if bias is not None else None
             grad_w = grad_b = grad_x = None
             if need_w or need_b:
                 _, grad_w, grad_b = aten.convolution_backward(grad, bits, weight, bias_size, *params,
-                                                              [False, need_w, need_b and ctx.has_bias])
+                                                              [False, need_w, need_b and bias is not None])
             if need_x:  # x has the shape of one sample's bits; only its shape is read
                 grad_x = aten.convolution_backward(summed, x, weight, None, *params, [True, False, False])[0]
         if need_x:
