@@ -227,15 +227,33 @@ def test_pbits_under_torch_compile():
     """Compiled (torch.compile, aot_eager backend: the graph capture and autograd tracing
     without the C++ build, which takes minutes on a small machine) p-bits: bits of the right
     mean, the straight-through gradient."""
-    pbit, n = PBit(), 4000
-    compiled = torch.compile(pbit, backend="aot_eager")
-    x = torch.tensor([-0.5, 0.0, 0.4, 1.0]).repeat(n, 1).requires_grad_()
-    bits = compiled(x)
-    assert set(bits.detach().unique().tolist()) == {-1.0, 1.0}
-    mean = torch.tanh(x[0].detach())
-    assert torch.all((bits.detach().mean(0) - mean).abs() <= 5 * torch.sqrt((1 - mean**2) / n))
-    bits.sum().backward()
-    torch.testing.assert_close(x.grad, _ste_slope(x.detach()))
+    compiled = torch.compile(PBit(), backend="aot_eager")
+    for n in (4000, 5000):  # a second batch size recompiles with a dynamic shape
+        x = torch.tensor([-0.5, 0.0, 0.4, 1.0]).repeat(n, 1).requires_grad_()
+        bits = compiled(x)
+        assert set(bits.detach().unique().tolist()) == {-1.0, 1.0}
+        mean = torch.tanh(x[0].detach())
+        assert torch.all((bits.detach().mean(0) - mean).abs() <= 5 * torch.sqrt((1 - mean**2) / n))
+        bits.sum().backward()
+        torch.testing.assert_close(x.grad, _ste_slope(x.detach()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_sampled_models_with_torch_compile(mode):
+    """Compiling the wrapper runs it eagerly; a compiled model inside it is sampled by
+    repeating the input (or a loop, in training with batch norm): either way T samples of the
+    right shape, and a gradient, for two batch sizes."""
+    entry, net, _, _ = build("resnet", mode)
+    for sampled in (torch.compile(SampledModel(net, T, seed=0), backend="aot_eager"),
+                    SampledModel(torch.compile(net, backend="aot_eager"), T, seed=0)):
+        for batch in (2, 3):
+            net.zero_grad()
+            out = sampled(entry.input(batch))
+            assert out.shape == (batch, entry.classes) and torch.isfinite(out).all()
+            if mode == "train":
+                out.sum().backward()
+                assert all(p.grad is not None for p in net.parameters())
 
 
 # --- the once-per-call-kind check ---------------------------------------------------------------

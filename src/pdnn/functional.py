@@ -75,8 +75,13 @@ def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.T
     A p-bit needs only a threshold of a few bits, as a hardware p-bit compares against an LFSR
     word: one 64-bit draw of the Mersenne Twister serves four p-bits, about ten times cheaper
     than a float per p-bit, with no conversion pass. Inside a ``torch.func`` transform the
-    draw is one ``torch.randint``, which ``vmap`` knows how to batch (``randomness=...``).
+    draw is one ``torch.randint``, which ``vmap`` knows how to batch (``randomness=...``). While
+    ``torch.compile`` traces it is one ``random_`` on an int16 tensor: the view of 64-bit words as
+    16-bit ones, traced for one shape, failed on the next (a storage-size error once the batch
+    size changed), and ``torch.randint`` takes no symbolic shape.
     """
+    if torch.compiler.is_compiling():  # torch.randint cannot take a symbolic (dynamic) shape
+        return torch.empty(tuple(shape), dtype=torch.int16, device=device).random_(-(2**15), 2**15, generator=generator)
     if torch._C._are_functorch_transforms_active():
         return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, generator=generator,
                              device=device)

@@ -331,6 +331,11 @@ class SampledModel(nn.Module):
             default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a
             weight changed through ``.data`` is not seen (every other change is).
 
+    Under ``torch.compile`` the wrapper itself runs eagerly (``torch.compiler.disable``): its
+    plans, caches and generators are Python state a compiled graph cannot hold. Compile the
+    model inside instead, ``SampledModel(torch.compile(net), T)``; fx cannot trace a compiled
+    module, so its samples are folded by repeating the input (the ``"repeat"`` plan).
+
     Example:
         >>> from pdnn.nn import PBit
         >>> net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
@@ -388,6 +393,7 @@ class SampledModel(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
+    @torch.compiler.disable  # see the class's docstring
     def sample(self, x: torch.Tensor, *args, samples: int | None = None, **kwargs):
         """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); every tensor
         of a tuple, list or dict output alike. ``samples`` overrides T for this call; ``args`` /
@@ -416,6 +422,7 @@ class SampledModel(nn.Module):
             return self._layer(x, args, kwargs, samples)
         return self._network(x, args, kwargs, samples, modules)
 
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor, *args, **kwargs):
         if self.samples == "auto":
             if kwargs:  # the rounds pick rows of the positional arguments only
