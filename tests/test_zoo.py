@@ -245,15 +245,19 @@ def test_sampled_models_with_torch_compile(mode):
     repeating the input (or a loop, in training with batch norm): either way T samples of the
     right shape, and a gradient, for two batch sizes."""
     entry, net, _, _ = build("resnet", mode)
-    for sampled in (torch.compile(SampledModel(net, T, seed=0), backend="aot_eager"),
-                    SampledModel(torch.compile(net, backend="aot_eager"), T, seed=0)):
-        for batch in (2, 3):
-            net.zero_grad()
-            out = sampled(entry.input(batch))
-            assert out.shape == (batch, entry.classes) and torch.isfinite(out).all()
-            if mode == "train":
-                out.sum().backward()
-                assert all(p.grad is not None for p in net.parameters())
+    for sampled, inner in ((torch.compile(SampledModel(net, T, seed=0), backend="aot_eager"), False),
+                           (SampledModel(torch.compile(net, backend="aot_eager"), T, seed=0), True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for batch in (2, 3):
+                net.zero_grad()
+                out = sampled(entry.input(batch))
+                assert out.shape == (batch, entry.classes) and torch.isfinite(out).all()
+                if mode == "train":
+                    out.sum().backward()
+                    assert all(p.grad is not None for p in net.parameters())
+        # the compiled model inside is sampled by repeat or loop, and that is announced
+        assert any("OptimizedModule" in str(w.message) for w in caught) == inner
 
 
 # --- the once-per-call-kind check ---------------------------------------------------------------
