@@ -80,6 +80,15 @@ def test_eval_mode_uses_the_running_statistics():
     assert torch.equal(PerSampleBatchNorm(norm, SAMPLES)(x), norm(x))
 
 
+def test_a_backward_hook_runs_once_per_sample():
+    norm, seen = nn.BatchNorm2d(3), []
+    norm.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(len(grad_out[0])))
+    x = torch.randn(SAMPLES * 2, 3, 4, 4, requires_grad=True)
+    assert not _fast(norm, x, SAMPLES)
+    PerSampleBatchNorm(norm, SAMPLES)(x).sum().backward()
+    assert seen == [2] * SAMPLES  # as T forwards of the module
+
+
 def test_other_cases_take_the_calls_and_keep_their_errors():
     class Scaled(nn.BatchNorm1d):
         def forward(self, x):

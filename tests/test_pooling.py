@@ -71,9 +71,13 @@ def test_under_torch_func_transforms_the_pool_itself_runs():
     assert torch.equal(vmap(lean)(x[:, None]), vmap(pool)(x[:, None]))
 
 
-def test_hooks_on_the_pool_still_run():
+@pytest.mark.parametrize("kind", ["forward", "backward"])
+def test_hooks_on_the_pool_still_run(kind):
     pool, calls = nn.AvgPool2d(2), []
-    pool.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    if kind == "forward":
+        pool.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    else:
+        pool.register_full_backward_hook(lambda module, grad_in, grad_out: calls.append(grad_out[0].shape))
     pooled_and_gradient(DisjointAvgPool2d(pool), torch.randn(1, 2, 4, 4))
     assert calls == [torch.Size([1, 2, 2, 2])]
 

@@ -116,12 +116,15 @@ def test_without_autograd_or_with_hooks_it_is_the_pair(monkeypatch):
     with torch.no_grad():
         SampledModel(net, SAMPLES, seed=2)(x)
     assert not calls
-    seen = []
-    net[3].register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
-    out, grads = outputs_and_gradients(net, x, True, monkeypatch)
-    assert not calls and seen == [SAMPLES * len(x)]  # the hook saw the folded bits
-    pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch)
-    assert torch.equal(out, pair_out) and all(torch.equal(g, h) for g, h in zip(grads, pair_grads))
+    for module, register in ((net[3], "register_forward_hook"), (net[3], "register_full_backward_hook"),
+                             (net[2], "register_full_backward_hook")):
+        seen = []
+        handle = getattr(module, register)(lambda m, i, o: seen.append(len(i[0] if "forward" in register else o[0])))
+        out, grads = outputs_and_gradients(net, x, True, monkeypatch)
+        assert not calls and seen == [SAMPLES * len(x)], register  # the hook saw the folded bits
+        pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch)
+        assert torch.equal(out, pair_out) and all(torch.equal(g, h) for g, h in zip(grads, pair_grads))
+        handle.remove()
 
 
 def test_a_prefix_without_gradient_leaves_the_layer_its_own_gradient(monkeypatch):

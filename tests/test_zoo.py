@@ -278,12 +278,16 @@ def test_the_check_leaves_model_hooks_and_random_state_as_they_were():
     assert seen == [1]  # but do see the sampled pass
 
 
-def test_hooks_the_traced_graph_would_skip_make_the_input_repeated():
+@pytest.mark.parametrize("kind", ["forward", "backward"])
+def test_hooks_the_traced_graph_would_skip_make_the_input_repeated(kind):
     _, model, x, _ = build("resnet", "eval")
     seen = []
-    model.layer2.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[0]))  # traced into
-    with pytest.warns(UserWarning, match="forward hooks on layer2"):
-        SampledModel(model, samples=T)(x)
+    if kind == "forward":  # layer2 is traced into: the graph calls its layers, not layer2 itself
+        model.layer2.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[0]))
+    else:
+        model.layer2.register_full_backward_hook(lambda mod, grad_in, grad_out: seen.append(grad_out[0].shape[0]))
+    with pytest.warns(UserWarning, match="hooks on layer2"):
+        SampledModel(model, samples=T)(x).sum().backward()
     assert seen == [T * B]
 
 

@@ -12,7 +12,7 @@ whose draws see the T samples stacked sample-major along dimension 0 receives ex
 offsets of the loop; sharing one draw among samples, mixing rows of different samples, or
 using the wrong batch size gives different outputs (or shapes, or an error), and the caller
 falls back. The check leaves the model as it found it: buffers (batch-norm running
-statistics), the random number generators and forward hooks are untouched.
+statistics), the random number generators and hooks are untouched.
 """
 from __future__ import annotations
 
@@ -96,12 +96,21 @@ def _probed(model: nn.Module):
             setattr(owner, name, fn)
 
 
-def has_forward_hooks(module: nn.Module) -> bool:
-    """Whether a call of ``module`` runs forward hooks: its own, or those registered for every
-    module (``register_module_forward_hook``). A wrapper that would bypass the module then calls it."""
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def own_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has hooks of its own, forward or backward."""
+    return any(getattr(module, name, None) for name in _HOOKS)
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether a call of ``module`` runs hooks, forward or backward: its own, or those registered
+    for every module (``register_module_forward_hook``, ``register_module_full_backward_hook``,
+    ...). A wrapper that would bypass the module then calls it: a backward hook, too, fires only
+    where the module itself is called."""
     registry = torch.nn.modules.module
-    return bool(module._forward_hooks or module._forward_pre_hooks) or any(
-        getattr(registry, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
+    return own_hooks(module) or any(getattr(registry, "_global" + name, None) for name in _HOOKS)
 
 
 def runs_eagerly() -> bool:
@@ -112,18 +121,16 @@ def runs_eagerly() -> bool:
 
 @contextlib.contextmanager
 def suspended_hooks(model: nn.Module):
-    """The model's forward hooks switched off (the check's passes and a trace are not calls the
-    user's hooks should see)."""
-    hooks = [(m, m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in model.modules()]
+    """The model's hooks, forward and backward, switched off (the check's passes and a trace are
+    not calls the user's hooks should see)."""
+    hooks = [(getattr(m, name), getattr(m, name).copy()) for m in model.modules() for name in _HOOKS]
     try:
-        for m, _, _ in hooks:
-            m._forward_hooks.clear()
-            m._forward_pre_hooks.clear()
+        for registered, _ in hooks:
+            registered.clear()
         yield
     finally:
-        for m, post, pre in hooks:
-            m._forward_hooks.update(post)
-            m._forward_pre_hooks.update(pre)
+        for registered, saved in hooks:
+            registered.update(saved)
 
 
 @contextlib.contextmanager

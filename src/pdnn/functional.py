@@ -173,7 +173,8 @@ class _KnownBits(_PBitFunction):
         return bits, _wide_mean(x, mode, beta)
 
 
-def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste: str, repeats: int = 1) -> torch.Tensor:
+def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste: str,
+                repeats: int = 1) -> torch.Tensor:
     """``bits``, drawn earlier from ``x`` (repeated ``repeats`` times), as :func:`pbit` would have
     returned them: with the p-bit's gradient to ``x``, its derivatives included."""
     return _KnownBits.apply(x, bits, mode, beta, ste, repeats)[0]

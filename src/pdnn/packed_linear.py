@@ -15,8 +15,8 @@ The packed copy is redone when the weight's storage or version counter changes (
 through ``.data``, and those would leave a stale copy. Packing is therefore opt-in,
 ``SampledModel(..., pack_weights=True)``, for evaluating fixed weights. It runs only without
 autograd (``torch.no_grad``/``inference_mode``, or nothing requiring a gradient), on float32
-CPU tensors outside CPU autocast, and never where the layer has forward hooks (they would be
-skipped).
+CPU tensors outside CPU autocast, and never where the layer has hooks, forward or backward
+(they would be skipped).
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .foldcheck import has_forward_hooks, runs_eagerly
+from .foldcheck import has_hooks, runs_eagerly
 
 aten = torch.ops.aten
 STANDARD_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -61,10 +61,10 @@ def batch_major_layout(x: torch.Tensor) -> torch.memory_format | None:
 def _fast(norm: _BatchNorm, x: torch.Tensor, samples: int) -> bool:
     """Whether the writing-in-place kernels apply; otherwise the module runs per sample (which
     also raises the module's own errors, such as one value per channel in training, and runs its
-    forward hooks once per sample, as T forwards do)."""
+    hooks, forward and backward, once per sample, as T forwards do)."""
     if type(norm) not in STANDARD_NORMS or norm.weight is None or x.dtype != norm.weight.dtype:
         return False  # a subclass may redefine forward; mixed precision is the module's business
-    if has_forward_hooks(norm):
+    if has_hooks(norm):
         return False
     norm._check_input_dim(x)  # the module's own error for an input of the wrong rank
     return (

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .foldcheck import has_forward_hooks, runs_eagerly
+from .foldcheck import has_hooks, runs_eagerly
 from .per_sample_norm import batch_major_layout
 from .tracing import wrap_module_calls
 
@@ -72,7 +72,8 @@ class _DisjointAvgPool(torch.autograd.Function):
 class DisjointAvgPool2d(nn.Module):
     """Calls ``pool`` (an ``nn.AvgPool2d`` with disjoint windows, see :func:`disjoint`) with the
     lean backward pass where it applies: CPU float tensors under autograd, outside ``torch.func``
-    transforms and ``torch.compile``, and no forward hooks that expect the module itself to run."""
+    transforms and ``torch.compile``, and no hooks (forward or backward) that expect the module
+    itself to run."""
 
     def __init__(self, pool: nn.AvgPool2d):
         super().__init__()
@@ -81,7 +82,7 @@ class DisjointAvgPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = self.pool
         lean = (isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled() and x.is_cpu
-                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_forward_hooks(pool) and runs_eagerly())
+                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_hooks(pool) and runs_eagerly())
         return _DisjointAvgPool.apply(x, _pair(pool.kernel_size)) if lean else pool(x)
 
 

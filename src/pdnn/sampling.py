@@ -36,7 +36,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from .adaptive import StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .errors import UsageError
-from .foldcheck import first_rows, fold_mismatch, has_forward_hooks, stack, suspended_hooks, unfold
+from .foldcheck import first_rows, fold_mismatch, has_hooks, own_hooks, stack, suspended_hooks, unfold
 from .functional import repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -203,8 +203,8 @@ def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
 class SharedInputPBit(nn.Module):
     """``pbit`` on its input repeated T times, drawn for the T copies from the input itself
     (``PBit(x, repeats=T)``: the same bits, and on the CPU without making the copy), or on the
-    copy where forward hooks (on ``pbit``, or on every module) must see the input it would
-    otherwise get."""
+    copy where hooks, forward or backward (on ``pbit``, or on every module), must see the input
+    it would otherwise get."""
 
     def __init__(self, pbit: PBit, samples: int):
         super().__init__()
@@ -213,7 +213,7 @@ class SharedInputPBit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pbit = self.pbit
-        if has_forward_hooks(pbit) or not isinstance(x, torch.Tensor) or x.dim() == 0:
+        if has_hooks(pbit) or not isinstance(x, torch.Tensor) or x.dim() == 0:
             return pbit(repeat_samples(x, self.samples))
         return pbit(x, repeats=self.samples)
 
@@ -599,10 +599,9 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     # the graph calls its leaves as modules, and they call their submodules (a wrapper calls the
     # module it wraps wherever that module has hooks); hooks on any other module would be skipped
     called = {id(m) for n in graph.graph.nodes if n.op == "call_module" for m in graph.get_submodule(n.target).modules()}
-    hooked = [name or type(model).__name__ for name, m in model.named_modules()
-              if (m._forward_hooks or m._forward_pre_hooks) and id(m) not in called]
+    hooked = [name or type(model).__name__ for name, m in model.named_modules() if own_hooks(m) and id(m) not in called]
     if hooked:
-        raise TypeError(f"forward hooks on {', '.join(hooked)}, which the traced graph does not call")
+        raise TypeError(f"hooks on {', '.join(hooked)}, which the traced graph does not call")
 
     alone = len(signature.parameters) == 1  # a forward of the input alone: no arguments to bind
 

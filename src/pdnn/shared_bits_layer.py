@@ -22,7 +22,7 @@ the pair's by float rounding. It takes this path only where it applies exactly: 
 with ``x`` requiring a gradient, outside ``torch.func`` transforms, ``torch.compile`` and
 autocast, for torch's linear layers and zero-padded convolutions with numeric padding (and
 pdnn's k-bit ones, whose quantised weight it uses), and never where the p-bit or the layer has
-forward hooks (they see the pair's calls). Everywhere else it calls the pair.
+hooks, forward or backward (they see the pair's calls). Everywhere else it calls the pair.
 
 A backward pass that is itself differentiated (``create_graph=True``, as a gradient penalty asks)
 takes no shortcut: it rebuilds the pair's graph on the bits already drawn
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as torch_F
 
-from .foldcheck import has_forward_hooks, runs_eagerly
+from .foldcheck import has_hooks, runs_eagerly
 from .functional import attach_bits, straight_through_gradient
 from .nn import QuantConv2d, QuantLinear
 from .per_sample_norm import batch_major_layout
@@ -78,7 +78,7 @@ class SharedBitsLayer(nn.Module):
                 and x.dtype == self.plain.weight.dtype
                 and not torch.is_autocast_enabled(x.device.type)
                 and runs_eagerly()
-                and not any(has_forward_hooks(m) for m in (self.shared.pbit, self.layer, self.plain)))
+                and not any(has_hooks(m) for m in (self.shared.pbit, self.layer, self.plain)))
 
 
 def _sum_of_samples(grad: torch.Tensor, samples: int) -> torch.Tensor:

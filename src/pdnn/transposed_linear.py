@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .foldcheck import has_forward_hooks
+from .foldcheck import has_hooks
 from .nn import QuantLinear
 from .tracing import wrap_module_calls
 
@@ -40,14 +40,14 @@ def plain_linear(module: nn.Module) -> bool:
 def takes_a_faster_gemm(linear: nn.Linear, x: torch.Tensor, rows: range) -> bool:
     """Whether ``linear(x)`` may be computed by another GEMM than ``F.linear``'s: a 2-D float32
     CPU input of a number of rows in ``rows``, no autograd, no CPU autocast (``F.linear`` would
-    compute in lower precision) and no forward hooks (a wrapper that bypasses the layer would
-    skip them)."""
+    compute in lower precision) and no hooks, forward or backward (a wrapper that bypasses the
+    layer would skip them)."""
     w = linear.weight
     return (x.dim() == 2 and x.shape[0] in rows and x.dtype == w.dtype == torch.float32
             and x.device.type == w.device.type == "cpu"
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
             and not torch.is_autocast_enabled("cpu")
-            and not has_forward_hooks(linear))
+            and not has_hooks(linear))
 
 
 def eligible(module: nn.Module) -> bool:
