@@ -338,3 +338,60 @@ def test_second_derivatives_through_the_folded_graph_are_the_unrewritten_graphs(
         assert (g is None) == (h is None)
         if h is not None:
             torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6 * scale)
+
+
+class Checkpointed(nn.Module):
+    """Two p-bit layers inside ``torch.utils.checkpoint`` (recomputed in the backward pass)."""
+
+    def __init__(self, reentrant: bool | None):
+        super().__init__()
+        self.reentrant = reentrant
+        self.a, self.b, self.c = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.p1, self.p2 = PBit(), PBit()
+
+    def block(self, h):
+        return self.p2(self.b(self.p1(h)))
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.reentrant is not None:
+            from torch.utils.checkpoint import checkpoint
+
+            h = checkpoint(self.block, h, use_reentrant=self.reentrant)
+        else:
+            h = self.block(h)
+        return self.c(h)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("samples", [1, 4])
+@pytest.mark.parametrize("seed", [None, 3])
+def test_checkpointed_pbits_replay_their_draws(reentrant, samples, seed):
+    """The recomputed forward pass draws the same bits, so the gradients are those of the model
+    without checkpointing, with or without a seed (torch restores only its default generators)."""
+    torch.manual_seed(0)
+    plain, checkpointed = Checkpointed(None), Checkpointed(reentrant)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 6)
+    found = []
+    for net in (plain, checkpointed):
+        torch.manual_seed(1)
+        out = SampledModel(net, samples, seed=seed)(x)
+        out.sum().backward()
+        found.append((out, [p.grad for p in net.parameters()]))
+    (out, grads), (checkpointed_out, checkpointed_grads) = found
+    assert torch.equal(out, checkpointed_out)
+    assert all(torch.equal(g, h) for g, h in zip(grads, checkpointed_grads))
+
+
+def test_a_seeded_call_leaves_torchs_generator_alone_and_seeds_dropout():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), PBit(), nn.Linear(8, 2)).train()
+    x = torch.randn(3, 4)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = SampledModel(net, 3, seed=9)(x)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is where it was
+    torch.manual_seed(6)  # another global state: the seeded call does not read it
+    sampled = SampledModel(net, 3, seed=9)
+    assert torch.equal(sampled(x), first)  # the dropout masks come from the seed too
+    assert not torch.equal(sampled(x), first)  # and the next call continues the stream

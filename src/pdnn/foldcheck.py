@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from typing import Callable
 
 import torch
@@ -136,11 +137,14 @@ def suspended_hooks(model: nn.Module):
 @contextlib.contextmanager
 def _untouched(model: nn.Module, device: torch.device):
     """Restore the model's buffers, hooks and the random state after the check: the user's own
-    hooks must not see the probes, nor batch-norm statistics count the check's passes."""
+    hooks must not see the probes, nor batch-norm statistics count the check's passes. The
+    probes' warnings are not shown either: the sampled pass itself shows the model's own."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = [device] if device.type == "cuda" else []
     try:
-        with suspended_hooks(model), torch.random.fork_rng(devices=devices), torch.no_grad():
+        with suspended_hooks(model), torch.random.fork_rng(devices=devices), torch.no_grad(), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             yield
     finally:
         with torch.no_grad():

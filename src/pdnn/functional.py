@@ -155,7 +155,8 @@ class _PBitFunction(torch.autograd.Function):
     def backward(ctx, grad, _):
         if grad is None:
             return None, None, None, None, None, None
-        saved = ctx.saved_tensors[0] if ctx.saved_tensors else None
+        saved_tensors = ctx.saved_tensors  # read once: non-reentrant checkpointing allows one unpack
+        saved = saved_tensors[0] if saved_tensors else None
         copies = grad.chunk(ctx.repeats) if ctx.repeats > 1 else (grad,)
         rule = (ctx.mode, ctx.beta, ctx.ste, ctx.dtype)
         total = _surrogate_gradient(copies[0], saved, *rule)

@@ -24,6 +24,8 @@ says which and why). See ``docs/sampling.md`` for the precise definitions.
 """
 from __future__ import annotations
 
+import contextlib
+
 import inspect
 import warnings
 from typing import Callable
@@ -314,9 +316,12 @@ class SampledModel(nn.Module):
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
-        seed: if given, every stochastic module draws from a ``torch.Generator`` seeded with it
-            (one per device), so the same seed gives the same samples. ``None`` uses torch's
-            global generator.
+        seed: if given, the call's draws come from a ``torch.Generator`` seeded with it (one per
+            device), so the same seed gives the same samples, and torch's own draws in the model
+            (dropout) come from it too; on the CPU and CUDA it is drawn through torch's default
+            generator, whose own state is set aside for the call, so that
+            ``torch.utils.checkpoint`` replays the draws (see ``docs/sampling.md``). ``None``
+            uses torch's global generator.
         max_rows: the most samples x batch rows one folded pass may hold. A larger batch is
             split into sub-batches of ``max_rows // T`` inputs (each still shares its prefix), so
             the activations stay small and memory stays bounded: on a 2-core CPU the reference
@@ -405,14 +410,18 @@ class SampledModel(nn.Module):
         generator = self.generator(x.device)
         if generator is None:  # every module draws from its own generator, or torch's
             return self._dispatch(x, args, kwargs, samples, modules)
+        default = _default_generator(x.device)
         stochastic = [m for m in modules if is_stochastic(m)]
         saved = [m.generator for m in stochastic]
         # object.__setattr__: a generator is a plain attribute, which nn.Module's checks for
         # parameters, buffers and submodules would only slow down
-        for m in stochastic:
-            object.__setattr__(m, "generator", generator)
+        for m in stochastic:  # torch's default generator holds the seeded stream, or lent to each
+            object.__setattr__(m, "generator", None if default is not None else generator)
         try:
-            return self._dispatch(x, args, kwargs, samples, modules)
+            if default is None:
+                return self._dispatch(x, args, kwargs, samples, modules)
+            with _holding(default, generator):
+                return self._dispatch(x, args, kwargs, samples, modules)
         finally:
             for m, g in zip(stochastic, saved):
                 object.__setattr__(m, "generator", g)
@@ -555,6 +564,35 @@ class SampledModel(nn.Module):
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}{packed}"
 
 
+def _default_generator(device: torch.device) -> torch.Generator | None:
+    """Torch's default generator for ``device`` (CPU and CUDA; ``None`` for other devices)."""
+    if device.type == "cpu":
+        return torch.default_generator
+    if device.type == "cuda":
+        return torch.cuda.default_generators[torch.cuda.current_device() if device.index is None else device.index]
+    return None
+
+
+@contextlib.contextmanager
+def _holding(default: torch.Generator, stream: torch.Generator):
+    """``default`` drawing ``stream``'s numbers for the duration: its own state is set aside and
+    restored afterwards, and ``stream`` continues from where the draws left it.
+
+    A seeded call draws through torch's default generator rather than from ``stream`` itself
+    because ``torch.utils.checkpoint`` restores the default generators, and only those, when it
+    recomputes a forward pass in the backward pass: draws from ``stream`` would give other bits
+    then, and silently wrong gradients. Torch's own draws inside the model (dropout) then come
+    from the seeded stream too. The swap is not thread-safe: other threads drawing from torch's
+    default generator during the call would draw from, and advance, the seeded stream."""
+    saved = default.get_state()
+    default.set_state(stream.get_state())
+    try:
+        yield
+    finally:
+        stream.set_state(default.get_state())
+        default.set_state(saved)
+
+
 def _call(fn: Callable, x: torch.Tensor, args: tuple, kwargs: dict):
     return fn(x, *args, **kwargs)
 
@@ -588,7 +626,8 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     concrete = {n: v for n, v in values if not isinstance(v, torch.Tensor)}
     batched = {i for i, (_, v) in enumerate(values)
                if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0]}
-    with suspended_hooks(model):
+    with suspended_hooks(model), warnings.catch_warnings():  # the trace's calls are not the model's
+        warnings.simplefilter("ignore")  # (a checkpoint warns that nothing requires a gradient)
         graph = build_sampled_graph(model, samples, "network", concrete, batched)
     if pack:
         pack_linears(graph)
