@@ -81,7 +81,8 @@ def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.T
     size changed), and ``torch.randint`` takes no symbolic shape.
     """
     if torch.compiler.is_compiling():  # torch.randint cannot take a symbolic (dynamic) shape
-        return torch.empty(tuple(shape), dtype=torch.int16, device=device).random_(-(2**15), 2**15, generator=generator)
+        words = torch.empty(tuple(shape), dtype=torch.int16, device=device)
+        return words.random_(-(2**15), 2**15, generator=generator)
     if torch._C._are_functorch_transforms_active():
         return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, generator=generator,
                              device=device)

@@ -25,7 +25,6 @@ says which and why). See ``docs/sampling.md`` for the precise definitions.
 from __future__ import annotations
 
 import contextlib
-
 import inspect
 import warnings
 from typing import Callable
@@ -569,7 +568,8 @@ def _default_generator(device: torch.device) -> torch.Generator | None:
     if device.type == "cpu":
         return torch.default_generator
     if device.type == "cuda":
-        return torch.cuda.default_generators[torch.cuda.current_device() if device.index is None else device.index]
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return torch.cuda.default_generators[index]
     return None
 
 
