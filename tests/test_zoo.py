@@ -260,6 +260,43 @@ def test_sampled_models_with_torch_compile(mode):
         assert any("OptimizedModule" in str(w.message) for w in caught) == inner
 
 
+
+def _traced_pbits_behave(run, n=4000):
+    """A traced p-bit network: fresh bits on every call, a NaN input row gives NaN, and the
+    bits' mean within five standard errors of tanh."""
+    x = torch.tensor([-0.5, 0.0, 0.4, 1.0]).repeat(n, 1)
+    bits = run(x)
+    assert set(bits.unique().tolist()) == {-1.0, 1.0} and not torch.equal(bits, run(x))
+    mean = torch.tanh(x[0])
+    assert torch.all((bits.mean(0) - mean).abs() <= 5 * torch.sqrt((1 - mean**2) / n))
+    x[1, 2] = float("nan")
+    assert run(x).isnan().any(1).nonzero().flatten().tolist() == [1]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # deprecated in favour of export, still used
+def test_pbits_under_torch_jit_trace_and_torch_export():
+    """Traced graphs record the draw, not its result: the fused kernel steps aside (a jit trace
+    would keep one call's bits as constants) and the torch path avoids what tracers reject."""
+    net = nn.Sequential(nn.Identity(), PBit())
+    example = torch.zeros(8, 4)
+    with torch.no_grad():
+        _traced_pbits_behave(torch.jit.trace(net, example, check_trace=False))
+    _traced_pbits_behave(torch.export.export(net, (torch.zeros(4000, 4),)).module())
+
+
+def test_thresholds_drawn_while_tracing_are_uniform_on_16_bits():
+    from pdnn.functional import draw_thresholds
+
+    n = 2**20
+    draw = torch.compile(lambda x: draw_thresholds(x.shape, None, x.device), backend="eager", fullgraph=True)
+    words = draw(torch.zeros(n)).long()
+    assert words.min() >= -(2**15) and words.max() < 2**15
+    for shift in (12, 0):  # the top four bits and the lowest one: each value equally often
+        counts = torch.bincount(((words + 2**15) >> shift) & (15 if shift else 1)).double()
+        expected = n / len(counts)
+        assert torch.all((counts - expected).abs() <= 5 * math.sqrt(expected))
+
 # --- the once-per-call-kind check ---------------------------------------------------------------
 
 def test_the_check_leaves_model_hooks_and_random_state_as_they_were():

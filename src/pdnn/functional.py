@@ -76,13 +76,16 @@ def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.T
     word: one 64-bit draw of the Mersenne Twister serves four p-bits, about ten times cheaper
     than a float per p-bit, with no conversion pass. Inside a ``torch.func`` transform the
     draw is one ``torch.randint``, which ``vmap`` knows how to batch (``randomness=...``). While
-    ``torch.compile`` traces it is one ``random_`` on an int16 tensor: the view of 64-bit words as
-    16-bit ones, traced for one shape, failed on the next (a storage-size error once the batch
-    size changed), and ``torch.randint`` takes no symbolic shape.
+    ``torch.compile``, ``torch.export`` or ``torch.jit.trace`` traces, it is the top 16 of the 24
+    random bits of a float32 ``torch.rand``: the view of 64-bit words as 16-bit ones, traced by
+    ``torch.compile`` for one shape, failed on the next (a storage-size error once the batch size
+    changed), ``torch.jit.trace`` cannot record a view that changes the dtype, ``torch.randint``
+    takes no symbolic shape, and an exported ``random_(from, to)`` is a Python syntax error.
     """
-    if torch.compiler.is_compiling():  # torch.randint cannot take a symbolic (dynamic) shape
-        words = torch.empty(tuple(shape), dtype=torch.int16, device=device)
-        return words.random_(-(2**15), 2**15, generator=generator)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        # (no generator argument unless one is given: rand's overload with one takes no symbolic shape)
+        uniform = torch.rand(tuple(shape), device=device, **({} if generator is None else {"generator": generator}))
+        return uniform.mul_(2**16).floor_().sub_(2**15).to(torch.int16)  # k * 2**-24 -> k >> 8
     if torch._C._are_functorch_transforms_active():
         return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, generator=generator,
                              device=device)
@@ -120,24 +123,28 @@ class _PBitFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, thresholds, mode, beta, ste, repeats):
-        transformed = torch._C._are_functorch_transforms_active()
+        # eager: in place, and a NaN check that branches on data. Under torch.func transforms
+        # (vmap may batch the draw where x is not) and in traced graphs (torch.compile, export,
+        # jit.trace: an out= op cannot be recorded for autograd, a branch would be fixed): neither
+        eager = not (torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling()
+                     or torch.jit.is_tracing())
         mean = _wide_mean(x, mode, beta)
         if isinstance(thresholds, int):  # the key of the fused kernel's stream
             return pbit_kernel.bits(x, mode, beta, thresholds, repeats), mean
         scale = 2**15 if mode == "bipolar" else 2**16
-        if transformed:  # out of place: under vmap the draw may be batched where x is not
-            total = thresholds.to(mean.dtype) + mean * scale
-        else:
+        if eager:
             total = torch.empty_like(mean).copy_(thresholds).add_(mean, alpha=scale)
+        else:
+            total = thresholds.to(mean.dtype) + mean * scale
         if mode == "bipolar":
             one = torch.ones((), dtype=total.dtype, device=total.device)
-            bits = torch.copysign(one, total) if transformed else torch.copysign(one, total, out=total)
+            bits = torch.copysign(one, total, out=total) if eager else torch.copysign(one, total)
         else:
             bits = total.ge_(2**15)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
-        # (the full masking pass is paid only then); elsewhere, and under transforms that
-        # forbid data-dependent branches, mask unconditionally (no host-device synchronisation)
-        if x.device.type != "cpu" or transformed or torch.isnan(mean.sum()):
+        # (the full masking pass is paid only then); elsewhere, and where the branch cannot be
+        # taken on data, mask unconditionally (no host-device synchronisation)
+        if x.device.type != "cpu" or not eager or torch.isnan(mean.sum()):
             bits = bits.masked_fill(torch.isnan(x), float("nan"))
         return bits.to(x.dtype), mean
 

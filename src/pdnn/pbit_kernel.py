@@ -22,8 +22,8 @@ generator: both are exact to their 16-bit grid but read different random words.
 
 The kernel is compiled by numba on first use (about a second; cached on disk), with 16-lane
 vectors where the CPU has AVX-512 (:func:`vector_width`). It serves float32/float64 CPU tensors
-(contiguous or channels-last; others are copied first) outside ``torch.func`` transforms and
-``torch.compile``; everything else takes the torch path.
+(contiguous or channels-last; others are copied first) outside ``torch.func`` transforms,
+``torch.compile`` and ``torch.jit.trace``; everything else takes the torch path.
 """
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ def available(x: torch.Tensor, repeats: int = 1) -> bool:
         and x.is_cpu
         and x.dtype in _DTYPES
         and not x.is_sparse
+        and not torch.jit.is_tracing()  # a traced graph would hold this call's bits as constants
         and x.numel() * repeats < MAX_ELEMENTS
         and not torch._C._are_functorch_transforms_active()
         and not torch.compiler.is_compiling()
