@@ -140,3 +140,16 @@ def test_hard_pbit_gradient_and_nan():
     HardPBit()(x).sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
     assert torch.isnan(HardPBit()(torch.tensor([float("nan"), 0.0])))[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [lambda: GaussianNoise(0.5), lambda: LogisticNoise(0.5),
+                                  lambda: DitheredQuantize(2), lambda: HardPBit()])
+def test_noise_under_torch_compile_for_several_batch_sizes(make):
+    """A recompile for a new batch size (a symbolic shape) must not fail in the draw; the noise
+    is fresh on every call."""
+    net = torch.compile(nn.Sequential(nn.Identity(), make()), backend="aot_eager")
+    for batch in (3, 5, 7):
+        x = torch.zeros(batch, 64)
+        first, second = net(x), net(x)
+        assert first.shape == x.shape and not torch.equal(first, second)

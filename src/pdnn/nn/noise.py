@@ -49,8 +49,18 @@ def _check_generator(module: nn.Module, x: torch.Tensor) -> torch.Generator | No
     return g
 
 
+def _drawn(x: torch.Tensor, generator: torch.Generator | None) -> dict:
+    """The keywords of a draw shaped like ``x``. The generator is passed only when there is one:
+    torch's overloads that take one accept no symbolic shape, so ``torch.compile`` failed on the
+    second batch size."""
+    keywords = {"device": x.device, "dtype": x.dtype}
+    if generator is not None:
+        keywords["generator"] = generator
+    return keywords
+
+
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.rand(x.shape, **_drawn(x, generator))
 
 
 class _AdditiveNoise(nn.Module):
@@ -99,7 +109,7 @@ class GaussianNoise(_AdditiveNoise):
     """
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return torch.randn(x.shape, **_drawn(x, generator))
 
 
 class LogisticNoise(_AdditiveNoise):
