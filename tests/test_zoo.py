@@ -260,7 +260,6 @@ def test_sampled_models_with_torch_compile(mode):
         assert any("OptimizedModule" in str(w.message) for w in caught) == inner
 
 
-
 def _traced_pbits_behave(run, n=4000):
     """A traced p-bit network: fresh bits on every call, a NaN input row gives NaN, and the
     bits' mean within five standard errors of tanh."""
