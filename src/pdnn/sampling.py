@@ -666,7 +666,6 @@ def _repeated(model: nn.Module, samples: int) -> Callable:
     return run
 
 
-
 def sample_aware_loss(
     model: nn.Module,
     x: torch.Tensor,
