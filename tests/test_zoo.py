@@ -193,6 +193,18 @@ def test_vmap_with_different_randomness_draws_fresh_bits_per_sample():
         vmap(pbit)(x.expand(8, 2, 3))  # torch's default, randomness="error"
 
 
+@pytest.mark.parametrize("name", ["resnet", "tuple"])
+def test_vmap_over_a_sampled_model_runs_its_samples_as_a_loop(name):
+    """Under vmap the plan's check cannot run (it reads numbers off tensors), so T samples are T
+    forwards: vmapped copies of one input differ with randomness="different", agree with "same"."""
+    entry, model, x, _ = build(name, "eval")
+    copies = x[:2].expand(3, *x[:2].shape)
+    sampled = SampledModel(model, samples=T, seed=0)
+    logits = [entry.logits(out) for out in (vmap(sampled, randomness=r)(copies) for r in ("different", "same"))]
+    assert logits[0].shape == (3, 2, entry.classes) and not torch.equal(logits[0][0], logits[0][1])
+    assert torch.equal(logits[1][0], logits[1][1])
+
+
 def test_vmap_over_samples_hides_the_sample_dimension_from_shape_code():
     entry, model, x, _ = build("resnet", "eval")
     with torch.no_grad():

@@ -463,6 +463,8 @@ class SampledModel(nn.Module):
         model = self.model
         if samples == 1:
             return stack([model(x, *args, **kwargs)])
+        if torch._C._are_functorch_transforms_active():  # the check cannot run under vmap (.item()):
+            return stack([model(x, *args, **kwargs) for _ in range(samples)])  # the loop is right by definition
         key = self._key(x, args, kwargs, modules)
         kind = self._kind(key, x, args, kwargs)
         if kind == "loop":
