@@ -10,6 +10,7 @@ from pdnn.nn import PBit, QuantConv2d, QuantLinear
 from pdnn.shared_bits_layer import _SummedInputGradient, _sum_of_samples, summable
 
 SAMPLES = 5
+REWRITE = sampling._pass_summed_gradients  # the rewrite itself, whatever a test patches in
 
 
 def conv_net():
@@ -48,8 +49,7 @@ def fused_calls(monkeypatch) -> list:
 
 
 def outputs_and_gradients(net, x, fused: bool, monkeypatch):
-    rewrite = sampling._pass_summed_gradients
-    monkeypatch.setattr(sampling, "_pass_summed_gradients", rewrite if fused else (lambda gm: None))
+    monkeypatch.setattr(sampling, "_pass_summed_gradients", REWRITE if fused else (lambda gm: None))
     out = SampledModel(net, SAMPLES, reduce="none", seed=2)(x)
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     return out, torch.autograd.grad(out, list(net.parameters()), upstream)
@@ -80,8 +80,7 @@ def test_summed_input_gradient_matches_the_pair(name, monkeypatch):
 def penalty_gradients(net, x, fused: bool, monkeypatch):
     """The parameters' gradients of a gradient penalty: the squared gradients of the sampled
     output, with respect to the parameters and the input, summed (a second derivative)."""
-    rewrite = sampling._pass_summed_gradients
-    monkeypatch.setattr(sampling, "_pass_summed_gradients", rewrite if fused else (lambda gm: None))
+    monkeypatch.setattr(sampling, "_pass_summed_gradients", REWRITE if fused else (lambda gm: None))
     params = list(net.parameters())
     out = SampledModel(net, SAMPLES, reduce="none", seed=2)(x)
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
