@@ -83,8 +83,8 @@ def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.T
     takes no symbolic shape, and an exported ``random_(from, to)`` is a Python syntax error.
     """
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        # (no generator argument unless one is given: rand's overload with one takes no symbolic shape)
-        uniform = torch.rand(tuple(shape), device=device, **({} if generator is None else {"generator": generator}))
+        chosen = {} if generator is None else {"generator": generator}  # that overload takes no symbolic shape
+        uniform = torch.rand(tuple(shape), device=device, **chosen)
         return uniform.mul_(2**16).floor_().sub_(2**15).to(torch.int16)  # k * 2**-24 -> k >> 8
     if torch._C._are_functorch_transforms_active():
         return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, generator=generator,
