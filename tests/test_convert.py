@@ -627,3 +627,15 @@ def test_cli_per_layer_calibration(tmp_path, monkeypatch, capsys):
     assert set(config["convert"]["bn_stats"]) == {"5"}
     assert isinstance(load_model(new)[0][3], PBit)
     assert "per layer" in capsys.readouterr().out
+
+
+def test_hooks_on_a_replaced_activation_are_named_in_a_warning():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    net[1].register_forward_hook(lambda module, inputs, output: None)
+    with pytest.warns(UserWarning, match=r"hooks on 1 \(Tanh\) stay behind"):
+        converted = to_sampled(net, "pbit")
+    assert not converted[1]._forward_hooks and net[1]._forward_hooks  # the original keeps its hook
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wrapped = to_sampled(net, "gaussian")  # the activation itself stays, hooks and all
+    assert wrapped[1][1]._forward_hooks

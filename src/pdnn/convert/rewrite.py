@@ -16,6 +16,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import UsageError
+from ..foldcheck import own_hooks
 from ..functional import check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
@@ -189,13 +190,19 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     _check_convertible(type(model).__name__, method, spec["layers"], found, selected)
     values = _values_for(selected, spec[key], key)
     aliases = _module_aliases(converted)
+    unhooked = []  # replaced modules whose hooks the replacement does not have
     for site in selected:
         if site.module is None:
             continue
         new = _replacement(method, site, values[site.name])
+        if own_hooks(site.module) and not any(m is site.module for m in new.modules()):
+            unhooked.append(f"{site.name} ({type(site.module).__name__})")
         for path in aliases.get(id(site.module), [site.name]):
             parent, _, attr = path.rpartition(".")
             setattr(converted.get_submodule(parent) if parent else converted, attr, new)
+    if unhooked:
+        warnings.warn(f"hooks on {', '.join(unhooked)} stay behind: the {method} module that replaces each in the "
+                      "converted copy has none; register them on the copy", stacklevel=3)
     functional = [s for s in selected if s.module is None]  # found by the trace, so there is a graph
     if functional:
         converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__)
