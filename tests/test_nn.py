@@ -171,3 +171,14 @@ def test_a_neuron_spec_says_what_its_module_is_and_the_energy_model_reads_the_sa
     (part,) = neuron_parts(name)
     assert (part.stochastic, part.module) == (spec.stochastic, name)
     assert part.bits == spec.bits or part.kind == "nonlinearity"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (0.0, "finite number > 0, got 0.0"),
+    (float("nan"), "finite number > 0, got nan"),
+    ("hot", "positive number, got 'hot'"),
+    (torch.nn.Parameter(torch.tensor(2.0)), "learnable temperature is not supported"),
+])
+def test_a_pbit_refuses_a_bad_beta_by_name(bad, message):
+    with pytest.raises(ValueError, match=message):
+        PBit(beta=bad)

@@ -41,7 +41,11 @@ STES = ("mean", "identity", "clipped")
 
 
 def check_beta(beta: float) -> float:
-    """Return ``beta`` as a float, or raise if it is not a finite positive number."""
+    """Return ``beta`` as a float, or raise if it is not a finite positive number. A tensor that
+    requires a gradient is refused: it would be read once as a number and never learn."""
+    if isinstance(beta, torch.Tensor) and beta.requires_grad:
+        raise UsageError(f"beta must be a fixed number; a learnable temperature is not supported, got a tensor "
+                         f"that requires grad ({beta.detach().tolist()!r})")
     try:
         value = float(beta)
     except (TypeError, ValueError):

@@ -20,7 +20,7 @@ class PBit(nn.Module):
 
     Args:
         mode: ``"bipolar"`` or ``"unipolar"``.
-        beta: inverse temperature (> 0).
+        beta: inverse temperature, a fixed number > 0 (a tensor that requires a gradient is refused).
         ste: backward surrogate: ``"mean"`` (derivative of the mean), ``"identity"``, ``"clipped"``.
 
     Attributes:
