@@ -73,6 +73,13 @@ def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tens
 THRESHOLD_BITS = 16  # resolution of a p-bit's random threshold: P(b = 1) is exact to 2**-16
 
 
+def generator_keyword(generator: torch.Generator | None) -> dict:
+    """``{"generator": generator}``, or nothing for ``None``: torch's draw overloads that take a
+    generator accept no symbolic shape, so under ``torch.compile`` a draw that named
+    ``generator=None`` failed once the batch size changed."""
+    return {} if generator is None else {"generator": generator}
+
+
 def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     """Uniform random 16-bit integers in [-2**15, 2**15) of ``shape``, as ``int16``.
 
@@ -87,8 +94,7 @@ def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.T
     takes no symbolic shape, and an exported ``random_(from, to)`` is a Python syntax error.
     """
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        chosen = {} if generator is None else {"generator": generator}  # that overload takes no symbolic shape
-        uniform = torch.rand(tuple(shape), device=device, **chosen)
+        uniform = torch.rand(tuple(shape), device=device, **generator_keyword(generator))
         return uniform.mul_(2**16).floor_().sub_(2**15).to(torch.int16)  # k * 2**-24 -> k >> 8
     if torch._C._are_functorch_transforms_active():
         return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, generator=generator,

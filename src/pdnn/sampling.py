@@ -37,7 +37,8 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from .adaptive import StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .errors import UsageError
-from .foldcheck import first_rows, fold_mismatch, has_hooks, own_hooks, stack, suspended_hooks, unfold
+from .foldcheck import (first_rows, fold_mismatch, has_hooks, own_hooks, runs_eagerly, stack, suspended_hooks,
+                        unfold)
 from .functional import repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -416,10 +417,9 @@ class SampledModel(nn.Module):
         # parameters, buffers and submodules would only slow down
         for m in stochastic:  # torch's default generator holds the seeded stream, or lent to each
             object.__setattr__(m, "generator", None if default is not None else generator)
+        holding = _holding(default, generator) if default is not None else contextlib.nullcontext()
         try:
-            if default is None:
-                return self._dispatch(x, args, kwargs, samples, modules)
-            with _holding(default, generator):
+            with holding:
                 return self._dispatch(x, args, kwargs, samples, modules)
         finally:
             for m, g in zip(stochastic, saved):
@@ -463,8 +463,8 @@ class SampledModel(nn.Module):
         model = self.model
         if samples == 1:
             return stack([model(x, *args, **kwargs)])
-        if torch._C._are_functorch_transforms_active():  # the check cannot run under vmap (.item()):
-            return stack([model(x, *args, **kwargs) for _ in range(samples)])  # the loop is right by definition
+        if not runs_eagerly():  # the check cannot run under vmap (.item()): the loop is right by definition
+            return stack([model(x, *args, **kwargs) for _ in range(samples)])
         key = self._key(x, args, kwargs, modules)
         kind = self._kind(key, x, args, kwargs)
         if kind == "loop":

@@ -50,13 +50,8 @@ def _check_generator(module: nn.Module, x: torch.Tensor) -> torch.Generator | No
 
 
 def _drawn(x: torch.Tensor, generator: torch.Generator | None) -> dict:
-    """The keywords of a draw shaped like ``x``. The generator is passed only when there is one:
-    torch's overloads that take one accept no symbolic shape, so ``torch.compile`` failed on the
-    second batch size."""
-    keywords = {"device": x.device, "dtype": x.dtype}
-    if generator is not None:
-        keywords["generator"] = generator
-    return keywords
+    """The keywords of a draw shaped like ``x`` (see :func:`pdnn.functional.generator_keyword`)."""
+    return {"device": x.device, "dtype": x.dtype, **F.generator_keyword(generator)}
 
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
