@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -49,6 +50,20 @@ from pdnn.sampling import MAX_ROWS, loss_of_samples
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, blind to time spent waiting for a core
+
+
+def cpu_model() -> str:
+    """The processor's name and its vector extensions, which the ratios depend on (MKL's GEMV,
+    tanh and the p-bit kernel scale differently on different processors); ``platform.processor()``
+    is often empty on Linux."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    notable = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags]
+    return f"{name} ({' '.join(notable)})"
 
 
 def timed(fn) -> float:
@@ -195,7 +210,7 @@ def main() -> None:
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+    print(f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, {args.repeats} repeats, {args.clock} clock, "
           f"{'large buffers kept' if kept else 'system malloc'}")
     print(f"{'row':22} {'ratio':24} {'value':>7}  {'spread':>13}  goal", flush=True)
@@ -217,7 +232,7 @@ def main() -> None:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
+        path.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "threads": args.threads, "clock": args.clock,
                                     "repeats": args.repeats, "large_buffers_kept": kept, "rows": rows}, indent=2))
 
 
