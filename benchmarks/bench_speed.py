@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_speed.py [--threads 2] [--repeats 5] [--json benchmarks/results/speed.json]
        [--skip-wide] (leaves out the width-64 CNN, the slowest row) [--clock wall|cpu] [--system-malloc]
+       [--only GROUP ...] [--cnn-batches B ...] (the width-16 CNN's batch sizes; default 1 16 256)
 
 Like the ``pdnn`` command, the script keeps large freed buffers for reuse
 (:func:`pdnn.malloc.keep_large_buffers`); ``--system-malloc`` measures with glibc's defaults
@@ -202,6 +203,8 @@ def main() -> None:
                         help="cpu: CPU time of the process (all threads), robust on a loaded machine")
     parser.add_argument("--only", nargs="+", choices=("act", "mlp", "train", "cnn16", "cnn64"),
                         help="measure only these groups of rows")
+    parser.add_argument("--cnn-batches", type=int, nargs="+", default=[1, 16, 256], metavar="B",
+                        help="batch sizes of the width-16 CNN rows (default: 1 16 256)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's allocator at its defaults (the pdnn command does not)")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -217,7 +220,7 @@ def main() -> None:
     rows = []
     groups = {"act": lambda: activation_rows(args.repeats), "mlp": lambda: mlp_rows(args.repeats),
               "train": lambda: train_rows(args.repeats),
-              "cnn16": lambda: cnn_rows(16, args.repeats, (1, 16, 256)),
+              "cnn16": lambda: cnn_rows(16, args.repeats, tuple(args.cnn_batches)),
               "cnn64": lambda: [] if args.skip_wide else cnn_rows(64, max(2, args.repeats // 2), (256,))}
     for name, measure in groups.items():
         if args.only and name not in args.only:
