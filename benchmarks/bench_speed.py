@@ -235,8 +235,9 @@ def main() -> None:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "threads": args.threads, "clock": args.clock,
-                                    "repeats": args.repeats, "large_buffers_kept": kept, "rows": rows}, indent=2))
+        path.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "threads": args.threads,
+                                    "clock": args.clock, "repeats": args.repeats, "large_buffers_kept": kept,
+                                    "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
