@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pdnn.adaptive import CHECKPOINTS
 from pdnn.experiments.adaptive_study import ERRORS, render_readme, study_run, write_figure
 from pdnn.io import write_json, write_text
 
@@ -33,6 +34,8 @@ def parse_args(argv=None):
                    help="use the first N test inputs of DATASET (default: all)")
     p.add_argument("--max-samples", type=int, default=50)
     p.add_argument("--errors", default=",".join(f"{e:g}" for e in ERRORS))
+    p.add_argument("--checkpoints", default=",".join(map(str, CHECKPOINTS)),
+                   help="the T values after which the rule looks (default: pdnn.adaptive.CHECKPOINTS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory", default="dram", help="memory level of weights and activations (default: dram)")
     p.add_argument("--batch", type=int, default=500, help="inputs per batch (rounds and per-batch weight reuse)")
@@ -40,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=Path("results/adaptive"))
     args = p.parse_args(argv)
     args.errors = [float(e) for e in args.errors.split(",")]
+    args.checkpoints = tuple(int(t) for t in args.checkpoints.split(","))
     args.subset = {k: int(v) for k, v in (s.split("=", 1) for s in args.subset)}
     args.run = [(d, Path(r)) for d, r in (s.split(":", 1) for s in args.run)]
     return args
@@ -50,7 +54,8 @@ def main(argv=None) -> int:
     document = {"runs": []}
     for dataset, run_dir in args.run:
         document["runs"].append(study_run(dataset, run_dir, args.cache, args.subset.get(dataset), args.max_samples,
-                                          args.errors, args.seed, args.memory, args.batch, progress=True))
+                                          args.errors, args.seed, args.memory, args.batch, args.checkpoints,
+                                          progress=True))
         print(f"{run_dir}: done in {document['runs'][-1]['time_s']:.0f} s", file=sys.stderr)
     document["command"] = "python scripts/adaptive_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_json(args.out / "adaptive.json", document)

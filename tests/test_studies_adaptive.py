@@ -83,6 +83,33 @@ def test_energy_accounting_is_exact():
     assert e[f"per-batch:{batch}"] == pytest.approx((4 + 10 + 5 + 5 + 2 * (6 + 6 + 2 + 2)) / 4)
 
 
+def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
+    """Every input stops at a given checkpoint or at N, and the rounds counted are those looks."""
+    n, batch = 12, 50
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (200,), generator=generator)
+    outputs = torch.nn.functional.one_hot(labels, 3).double() + 2 * torch.randn(n, 200, 3, generator=generator)
+    monkeypatch.setattr(adaptive_study, "cached_pool", lambda *args, **kwargs: (outputs.float(), labels))
+    t = torch.arange(1, n + 1, dtype=torch.float64)
+    energy = {"per-eo": {"total": 10 + t, "weight": torch.full((n,), 8.0, dtype=torch.float64), "settings": {}},
+              f"per-batch:{batch}": {"total": 4 + t, "weight": torch.full((n,), 2.0, dtype=torch.float64),
+                                     "settings": {}}}
+    monkeypatch.setattr(adaptive_study, "energy_model", lambda *args: energy)
+    every = tuple(range(3, n))  # the same first look as (3, 7), so the same prior spread
+    for checkpoints in ((3, 7), every):
+        result = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3, 0.01),
+                                          batch=batch, checkpoints=checkpoints)
+        assert result["checkpoints"] == [*checkpoints, n]
+        for level in result["adaptive"]:
+            assert set(map(int, level["samples_histogram"])) <= {*checkpoints, n}
+    # looking after every sample from 3 on can only stop an input earlier than looking at 3 and 7
+    sparse = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3,), batch=batch,
+                                      checkpoints=(3, 7))
+    dense = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3,), batch=batch,
+                                     checkpoints=every)
+    assert dense["adaptive"][0]["mean_samples"] <= sparse["adaptive"][0]["mean_samples"]
+
+
 def test_the_study_runs_after_the_accuracy_study_and_claims_beyond_the_paper():
     assert STUDIES.index(adaptive) > STUDIES.index(accuracy)
     ctx = Context("/nowhere", "tiny")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..adaptive import StoppingRule, oracle_samples, simulate
+from ..adaptive import CHECKPOINTS, StoppingRule, oracle_samples, simulate
 from ..data import load
 from ..energy.account import Reuse, Settings, network_energy
 from ..energy.tradeoff import run_network
@@ -132,9 +132,11 @@ def energies(taken: torch.Tensor, rounds: torch.Tensor, energy: dict, batch: int
 
 
 def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = None, max_samples: int = 50,
-              errors=ERRORS, seed: int = 0, memory: str = "dram", batch: int = 500, **pool_kwargs) -> dict:
+              errors=ERRORS, seed: int = 0, memory: str = "dram", batch: int = 500,
+              checkpoints: tuple[int, ...] = CHECKPOINTS, **pool_kwargs) -> dict:
     """Fixed T, the adaptive rule at each error level and the oracle for one run, from one pool of
-    ``max_samples`` draws per test input (the first ``subset`` inputs; all when None)."""
+    ``max_samples`` draws per test input (the first ``subset`` inputs; all when None); the rule
+    looks at ``checkpoints`` (the T values where its rounds end)."""
     began = time.perf_counter()
     n = max_samples
     outputs, labels = cached_pool(run_dir, subset, n, seed, cache, batch_size=batch, **pool_kwargs)
@@ -147,7 +149,7 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
 
     adaptive = []
     for error in errors:
-        rule = StoppingRule(n, error, "predictive")
+        rule = StoppingRule(n, error, "predictive", checkpoints)
         replayed = [simulate(part, rule) for part in outputs.split(batch, 1)]  # batches as in `pdnn eval`
         mean, taken = torch.cat([m for m, _ in replayed]), torch.cat([t for _, t in replayed])
         decision = mean.argmax(-1)
@@ -164,7 +166,7 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
         })
     return {
         "dataset": dataset, "run": str(run_dir), "examples": len(labels), "max_samples": n, "seed": seed,
-        "checkpoints": StoppingRule(n).schedule(),
+        "checkpoints": StoppingRule(n, checkpoints=checkpoints).schedule(),
         "fixed": [{"samples": t, "accuracy": fixed[t - 1].item(),
                    "energy_j": energies(torch.full_like(labels, t), one_round, energy, batch)}
                   for t in range(1, n + 1)],
