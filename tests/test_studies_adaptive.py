@@ -67,12 +67,18 @@ def test_summary_says_when_no_fixed_t_reaches_the_adaptive_accuracy():
     assert "| 0.1, 88.50 %, 4.00 | 6 / none ≤ 10 |" in row and "| met | 4 / 10 |" in row
 
 
-def test_energy_accounting_is_exact():
-    """E(T) = 10 + T and a weight term of 8 (per-eo); per batch the weight term is 2 whatever T."""
-    n, batch = 8, 2
+def linear_energy(n: int, batch: int) -> dict:
+    """An energy model with E(T) = 10 + T and a weight term of 8 (per-eo); per batch E(T) = 4 + T
+    with a weight term of 2 whatever T."""
     t = torch.arange(1, n + 1, dtype=torch.float64)
-    energy = {"per-eo": {"total": 10 + t, "weight": torch.full((n,), 8.0, dtype=torch.float64)},
-              f"per-batch:{batch}": {"total": 4 + t, "weight": torch.full((n,), 2.0, dtype=torch.float64)}}
+    return {"per-eo": {"total": 10 + t, "weight": torch.full((n,), 8.0, dtype=torch.float64), "settings": {}},
+            f"per-batch:{batch}": {"total": 4 + t, "weight": torch.full((n,), 2.0, dtype=torch.float64),
+                                   "settings": {}}}
+
+
+def test_energy_accounting_is_exact():
+    n, batch = 8, 2
+    energy = linear_energy(n, batch)
     taken = torch.tensor([2, 8, 3, 3])
     rounds = adaptive_study.rounds_taken(taken, StoppingRule(n))
     assert rounds.tolist() == [1, 6, 2, 2]  # looks at 2, 3, 4, 5, 6, 8
@@ -90,18 +96,17 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
     labels = torch.randint(0, 3, (200,), generator=generator)
     outputs = torch.nn.functional.one_hot(labels, 3).double() + 2 * torch.randn(n, 200, 3, generator=generator)
     monkeypatch.setattr(adaptive_study, "cached_pool", lambda *args, **kwargs: (outputs.float(), labels))
-    t = torch.arange(1, n + 1, dtype=torch.float64)
-    energy = {"per-eo": {"total": 10 + t, "weight": torch.full((n,), 8.0, dtype=torch.float64), "settings": {}},
-              f"per-batch:{batch}": {"total": 4 + t, "weight": torch.full((n,), 2.0, dtype=torch.float64),
-                                     "settings": {}}}
-    monkeypatch.setattr(adaptive_study, "energy_model", lambda *args: energy)
+    monkeypatch.setattr(adaptive_study, "energy_model", lambda *args: linear_energy(n, batch))
     every = tuple(range(3, n))  # the same first look as (3, 7), so the same prior spread
     for checkpoints in ((3, 7), every):
         result = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3, 0.01),
                                           batch=batch, checkpoints=checkpoints)
         assert result["checkpoints"] == [*checkpoints, n]
         for level in result["adaptive"]:
-            assert set(map(int, level["samples_histogram"])) <= {*checkpoints, n}
+            histogram = {int(t): count for t, count in level["samples_histogram"].items()}
+            assert set(histogram) <= {*checkpoints, n}
+            looks = sum(count * sum(c <= t for c in result["checkpoints"]) for t, count in histogram.items())
+            assert level["mean_rounds"] == pytest.approx(looks / len(labels))
     # looking after every sample from 3 on can only stop an input earlier than looking at 3 and 7
     sparse = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3,), batch=batch,
                                       checkpoints=(3, 7))
