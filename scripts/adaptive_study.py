@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pdnn.adaptive import CHECKPOINTS
+from pdnn.adaptive import CHECKPOINTS, parse_checkpoints
+from pdnn.errors import UsageError
 from pdnn.experiments.adaptive_study import ERRORS, render_readme, study_run, write_figure
 from pdnn.io import write_json, write_text
 
@@ -35,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--max-samples", type=int, default=50)
     p.add_argument("--errors", default=",".join(f"{e:g}" for e in ERRORS))
     p.add_argument("--checkpoints", default=",".join(map(str, CHECKPOINTS)),
-                   help="the T values after which the rule looks (default: pdnn.adaptive.CHECKPOINTS)")
+                   help="the T values after which the rule looks, or 'every' (default: pdnn.adaptive.CHECKPOINTS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory", default="dram", help="memory level of weights and activations (default: dram)")
     p.add_argument("--batch", type=int, default=500, help="inputs per batch (rounds and per-batch weight reuse)")
@@ -43,7 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=Path("results/adaptive"))
     args = p.parse_args(argv)
     args.errors = [float(e) for e in args.errors.split(",")]
-    args.checkpoints = tuple(int(t) for t in args.checkpoints.split(","))
+    try:
+        args.checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
+    except UsageError as err:
+        p.error(str(err))
     args.subset = {k: int(v) for k, v in (s.split("=", 1) for s in args.subset)}
     args.run = [(d, Path(r)) for d, r in (s.split(":", 1) for s in args.run)]
     return args

@@ -8,7 +8,7 @@ from torch import nn
 
 from pdnn import SampledModel
 from pdnn.adaptive import (SampleStats, StoppingRule, adaptive_sample, disagreement_probability, oracle_samples,
-                           simulate, student_t_cdf)
+                           parse_checkpoints, simulate, student_t_cdf)
 from pdnn.cli import main
 from pdnn.nn import PBit
 
@@ -150,6 +150,30 @@ def test_samples_per_input_lie_in_the_schedule_between_min_and_max(max_samples):
     assert set(taken.tolist()) <= set(StoppingRule(max_samples).schedule())
 
 
+@pytest.mark.parametrize("checkpoints", [(10,), range(2, 21)])
+def test_inputs_stop_only_at_the_checkpoints_given(checkpoints):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), PBit(), nn.Linear(16, 5))
+    sampled = SampledModel(net, samples="auto", max_samples=20, error=0.05, seed=0, checkpoints=checkpoints)
+    sampled(torch.randn(64, 4) * 3)
+    schedule = [t for t in checkpoints if t < 20] + [20]
+    assert sampled.stopping.schedule() == schedule
+    assert set(sampled.last_samples.tolist()) <= set(schedule)
+    if len(schedule) > 2:  # looking after every sample, some input stops where the default never looks
+        assert set(sampled.last_samples.tolist()) - set(StoppingRule(20).schedule())
+
+
+def test_checkpoints_from_the_command_line():
+    assert parse_checkpoints("every", 5) == (2, 3, 4, 5)
+    assert parse_checkpoints("every", 1) == (2,) and StoppingRule(1, checkpoints=(2,)).schedule() == [1]
+    assert parse_checkpoints("2,4,8", 50) == (2, 4, 8)
+    with pytest.raises(ValueError, match="checkpoints must be 'every' or comma-separated integers, got '2,x'"):
+        parse_checkpoints("2,x", 50)
+    with pytest.raises(ValueError, match="checkpoints must be increasing integers >= 1, got 5"):
+        StoppingRule(checkpoints=5)
+    assert StoppingRule(checkpoints=[2, 4]).checkpoints == (2, 4)
+
+
 def test_never_stopping_equals_fixed_t_on_the_same_draws():
     """With no early stop every round runs the whole batch, so the draws are those of fixed-T calls
     of the same sizes on the same generator; integer-valued outputs make the means exact."""
@@ -218,6 +242,12 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert 0 <= document["accuracy"] <= 1 and 2 <= document["mean_samples"] <= 20
     assert sum(document["samples_histogram"].values()) == document["examples"]
     assert "mean T" in capsys.readouterr().out
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--checkpoints", "every", "--json", str(copy),
+                 "--quiet"]) == 0
+    assert json.loads(copy.read_text())["rule"]["checkpoints"] == list(range(2, 21))
+    assert "looks at T = 2, 3, 4, 5, 6, 7," in capsys.readouterr().out
+    assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2
+    assert "checkpoints must be 'every' or comma-separated integers, got '2,x'" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--max-samples", "0", "--quiet"]) == 2
     assert "max_samples must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--rule", "sprt", "--quiet"]) == 2

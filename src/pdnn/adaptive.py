@@ -32,6 +32,19 @@ RULES = ("predictive", "never")
 CHECKPOINTS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
 
 
+def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
+    """The checkpoints the command lines take: comma-separated T values, or ``"every"`` for a
+    look after every sample from T = 2 (the first T the predictive rule can stop at) to
+    ``max_samples``. A look is a round, so looking more often stops inputs sooner at the cost of
+    more, smaller passes."""
+    if text.strip() == "every":
+        return tuple(range(2, max(2, max_samples) + 1))
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise UsageError(f"checkpoints must be 'every' or comma-separated integers, got {text!r}") from None
+
+
 def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
     """``P(X <= x)`` for Student's t with an integer ``dof`` >= 1 (the closed form by series in
     ``cos²θ``, ``θ = atan(x/sqrt(dof))``; exact up to rounding, ``±inf`` allowed)."""
@@ -85,10 +98,14 @@ class StoppingRule:
             raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
         if isinstance(self.prior_samples, bool) or not isinstance(self.prior_samples, int) or self.prior_samples < 0:
             raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
-        points = tuple(self.checkpoints)
+        try:
+            points = tuple(self.checkpoints)
+        except TypeError:
+            points = ()
         if not points or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in points) \
                 or list(points) != sorted(set(points)):
             raise UsageError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
+        object.__setattr__(self, "checkpoints", points)  # a list given is kept as the tuple it reads as
 
     def schedule(self) -> list[int]:
         """The T values at which the rule looks, ending at ``max_samples``."""

@@ -27,14 +27,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .adaptive import StoppingRule, adaptive_sample
+from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
 from .errors import UsageError
 from .foldcheck import (first_rows, fold_mismatch, has_hooks, own_hooks, runs_eagerly, stack, suspended_hooks,
@@ -312,7 +312,9 @@ class SampledModel(nn.Module):
         samples: T, the number of samples (integer >= 1); may be changed on a live object.
             ``"auto"``: T chosen per input by a stopping rule (:mod:`pdnn.adaptive`), up to
             ``max_samples``, at predictive error level ``error``; ``last_samples`` then holds
-            each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``.
+            each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``. ``checkpoints``:
+            the T values after which the rule looks (default ``pdnn.adaptive.CHECKPOINTS``;
+            every T from 2 on stops inputs sooner, in more rounds).
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
@@ -361,6 +363,7 @@ class SampledModel(nn.Module):
         rule: str = "predictive",
         max_rows: int | None = None,
         pack_weights: bool = False,
+        checkpoints: Sequence[int] = CHECKPOINTS,
     ):
         super().__init__()
         self.pack_weights = bool(pack_weights)
@@ -372,7 +375,7 @@ class SampledModel(nn.Module):
         self.aggregate = aggregate
         self.samples = samples
         self.seed = seed
-        self.stopping = StoppingRule(max_samples, error, rule)
+        self.stopping = StoppingRule(max_samples, error, rule, checkpoints)
         if samples == "auto" and (reduce, aggregate) != ("mean", "network"):
             raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
         self.last_samples: torch.Tensor | None = None

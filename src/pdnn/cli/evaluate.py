@@ -1,7 +1,7 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-from ..adaptive import StoppingRule
+from ..adaptive import CHECKPOINTS, StoppingRule, parse_checkpoints
 from ..checks import AGGREGATIONS
 from ..devices import resolve_device
 from ..errors import UsageError
@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--error", type=float, default=0.01,
                    help="--adaptive: predictive probability that the decision at --max-samples differs (default: 0.01)")
     p.add_argument("--rule", default="predictive", help="--adaptive: predictive (default) or never")
+    p.add_argument("--checkpoints", default=",".join(map(str, CHECKPOINTS)), metavar="T,T,...|every",
+                   help="--adaptive: the T values after which the rule looks, or 'every' for a look after every "
+                        "sample from T = 2 (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
     add_data_options(p)
     add_device_option(p)
@@ -52,11 +55,12 @@ def run(args) -> int:
 def run_adaptive(args) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
-    rule = StoppingRule(args.max_samples, args.error, args.rule)
+    rule = StoppingRule(args.max_samples, args.error, args.rule, parse_checkpoints(args.checkpoints, args.max_samples))
     document = evaluate_run_adaptive(args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
                                      device=resolve_device(args.device), progress=not args.quiet)
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
-          f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples})")
+          f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples}; looks at T = "
+          f"{', '.join(map(str, rule.schedule()))})")
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
     print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))
     if args.json:
