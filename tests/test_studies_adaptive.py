@@ -98,9 +98,10 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
     monkeypatch.setattr(adaptive_study, "cached_pool", lambda *args, **kwargs: (outputs.float(), labels))
     monkeypatch.setattr(adaptive_study, "energy_model", lambda *args: linear_energy(n, batch))
     every = tuple(range(3, n))  # the same first look as (3, 7), so the same prior spread
+    results = {}
     for checkpoints in ((3, 7), every):
-        result = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3, 0.01),
-                                          batch=batch, checkpoints=checkpoints)
+        result = results[checkpoints] = adaptive_study.study_run(
+            "synthetic", None, None, max_samples=n, errors=(0.3, 0.01), batch=batch, checkpoints=checkpoints)
         assert result["checkpoints"] == [*checkpoints, n]
         for level in result["adaptive"]:
             histogram = {int(t): count for t, count in level["samples_histogram"].items()}
@@ -108,11 +109,8 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
             looks = sum(count * sum(c <= t for c in result["checkpoints"]) for t, count in histogram.items())
             assert level["mean_rounds"] == pytest.approx(looks / len(labels))
     # looking after every sample from 3 on can only stop an input earlier than looking at 3 and 7
-    sparse = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3,), batch=batch,
-                                      checkpoints=(3, 7))
-    dense = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0.3,), batch=batch,
-                                     checkpoints=every)
-    assert dense["adaptive"][0]["mean_samples"] <= sparse["adaptive"][0]["mean_samples"]
+    for dense, sparse in zip(results[every]["adaptive"], results[3, 7]["adaptive"]):
+        assert dense["mean_samples"] <= sparse["mean_samples"]
 
 
 def test_the_study_runs_after_the_accuracy_study_and_claims_beyond_the_paper():
