@@ -133,8 +133,8 @@ def test_probability_is_the_mean_rounded_down_to_16_bits(mode):
     # every one of the 2**16 thresholds, against each mean: the count of ones is exact
     r = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
     x = torch.tensor([-9.0, -3.0, -0.3, -(2.0**-16), 0.0, 2.0**-16, 1e-3, 0.7, 3.0, 9.0])
-    bits, mean = F._PBitFunction.apply(x[:, None].expand(-1, len(r)), r, mode, 1.0, "mean", 1)
-    p_one = (1 + mean[:, 0].double()) / 2 if mode == "bipolar" else mean[:, 0].double()
+    bits, p = F._PBitFunction.apply(x[:, None].expand(-1, len(r)), r, mode, 1.0, "mean", 1)
+    p_one = p[:, 0].double()
     ones = (bits == 1).sum(1)
     assert torch.equal(ones, torch.floor(p_one * 2**16).long())
     assert set(bits.unique().tolist()) == ({-1.0, 1.0} if mode == "bipolar" else {0.0, 1.0})

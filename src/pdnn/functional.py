@@ -106,22 +106,26 @@ def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.T
 
 
 class _PBitFunction(torch.autograd.Function):
-    """Forward: the bits for given thresholds (and the mean, kept for the backward pass);
+    """Forward: the bits for given thresholds (and ``P(b = 1)``, kept for the backward pass);
     backward: the STE.
 
     One autograd function rather than ``bits + (s - s.detach())``: sampling is memory-bound,
-    and this keeps it at four elementwise passes (the mean, the thresholds' conversion to
-    float, one add, one comparison; a mixed int16-float add is far slower than the two) besides
-    the draw, and one saved tensor (the mean). The bit is decided exactly: with ``r`` uniform
-    on [-2**15, 2**15), ``b = +1`` iff ``r + 2**15 * tanh(beta*x) >= 0`` (bipolar) and ``b = 1``
-    iff ``r + 2**16 * sigmoid(beta*x) >= 2**15`` (unipolar). Both sums are exact up to their
-    one rounding, which keeps the sign of the exact sum, so a tie is decided consistently and
-    a bit is never 0. Hence ``P(b = 1)`` is the ideal probability rounded down to a multiple of
-    ``2**-16``: within ``2**-16`` of it, and exactly 0 or 1 within ``2**-16`` of saturation.
+    and this keeps it at a few elementwise passes (the probability, the thresholds' conversion
+    to float, one add, one comparison; a mixed int16-float add is far slower than the two) besides
+    the draw, and one saved tensor. Both modes keep ``p = P(b = 1)``: ``sigmoid(2*beta*x)`` for the
+    bipolar p-bit (``(1 + tanh(y)) / 2 = sigmoid(2y)``), ``sigmoid(beta*x)`` for the unipolar one.
+    A sigmoid costs an eighth of a tanh on the CPU (torch's tanh is the accurate, slow one), and
+    the derivative of either mean is a multiple of ``p * (1 - p)``.
+
+    The bit is decided exactly: with ``r`` uniform on [-2**15, 2**15), ``b = 1`` (or ``+1``) iff
+    ``r + 2**16 * p >= 2**15``. The sum is exact up to its one rounding, which keeps its order
+    against ``2**15``, so a tie is decided consistently and a bipolar bit is never 0. Hence
+    ``P(b = 1)`` is ``p`` rounded down to a multiple of ``2**-16``: within ``2**-16`` of it, and
+    exactly 0 or 1 within ``2**-16`` of saturation.
 
     On the fused path the draw input is the kernel's key (an ``int``) and only the bits come from
     the kernel. There ``repeats > 1`` stands for ``x`` repeated along its first dimension: the
-    kernel draws the copies' bits from ``x`` itself, the mean is computed and kept once, and the
+    kernel draws the copies' bits from ``x`` itself, ``p`` is computed and kept once, and the
     backward pass sums the copies' gradients in order, as autograd sums them for a repeated
     input (so they are bit for bit those of the copy). The draw is an input, not part of the
     function, and the function is written in the ``setup_context`` form: ``torch.func``
@@ -138,31 +142,30 @@ class _PBitFunction(torch.autograd.Function):
         # jit.trace: an out= op cannot be recorded for autograd, a branch would be fixed): neither
         eager = not (torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling()
                      or torch.jit.is_tracing())
-        mean = _wide_mean(x, mode, beta)
+        p = _probability(x, mode, beta)
         if isinstance(thresholds, int):  # the key of the fused kernel's stream
-            return pbit_kernel.bits(x, mode, beta, thresholds, repeats), mean
-        scale = 2**15 if mode == "bipolar" else 2**16
+            return pbit_kernel.bits(x, mode, beta, thresholds, repeats), p
         if eager:
-            total = torch.empty_like(mean).copy_(thresholds).add_(mean, alpha=scale)
+            total = torch.empty_like(p).copy_(thresholds).add_(p, alpha=2**16)
         else:
-            total = thresholds.to(mean.dtype) + mean * scale
-        if mode == "bipolar":
+            total = thresholds.to(p.dtype) + p * 2**16
+        if mode == "bipolar":  # total - 2**15 keeps the sign of the comparison (and is +0 at a tie)
             one = torch.ones((), dtype=total.dtype, device=total.device)
-            bits = torch.copysign(one, total, out=total) if eager else torch.copysign(one, total)
+            bits = torch.copysign(one, total.sub_(2**15), out=total) if eager else torch.copysign(one, total - 2**15)
         else:
             bits = total.ge_(2**15)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
         # (the full masking pass is paid only then); elsewhere, and where the branch cannot be
         # taken on data, mask unconditionally (no host-device synchronisation)
-        if x.device.type != "cpu" or not eager or torch.isnan(mean.sum()):
+        if x.device.type != "cpu" or not eager or torch.isnan(p.sum()):
             bits = bits.masked_fill(torch.isnan(x), float("nan"))
-        return bits.to(x.dtype), mean
+        return bits.to(x.dtype), p
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, _, mode, beta, ste, repeats = inputs
         ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for the mean
+        ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for p
         ctx.mode, ctx.beta, ctx.ste, ctx.dtype, ctx.repeats = mode, beta, ste, x.dtype, repeats
         if ste == "mean":
             ctx.save_for_backward(output[1])
@@ -189,7 +192,7 @@ class _KnownBits(_PBitFunction):
 
     @staticmethod
     def forward(x, bits, mode, beta, ste, repeats):
-        return bits, _wide_mean(x, mode, beta)
+        return bits, _probability(x, mode, beta)
 
 
 def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste: str,
@@ -199,34 +202,32 @@ def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste
     return _KnownBits.apply(x, bits, mode, beta, ste, repeats)[0]
 
 
-def _wide_mean(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
-    """The p-bit's mean in at least single precision (16-bit floats are exact in it)."""
+def _probability(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
+    """``P(b = 1 | x)`` in at least single precision (16-bit floats are exact in it):
+    ``sigmoid(2*beta*x)`` for the bipolar p-bit, ``sigmoid(beta*x)`` for the unipolar one."""
     wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    scaled = wide if beta == 1.0 else wide * beta
-    return torch.tanh(scaled) if mode == "bipolar" else torch.sigmoid(scaled)
+    gain = 2 * beta if mode == "bipolar" else beta
+    return torch.sigmoid(wide) if gain == 1.0 else torch.mul(wide, gain).sigmoid_()
 
 
 def _surrogate_gradient(grad: torch.Tensor, saved: torch.Tensor | None, mode: str, beta: float, ste: str,
                         dtype: torch.dtype) -> torch.Tensor:
     """The STE's gradient for one copy of the input: ``grad`` times the surrogate's derivative
-    (``saved``: the mean for ``ste="mean"``, the input for ``"clipped"``)."""
+    (``saved``: ``p = P(b = 1)`` for ``ste="mean"``, the input for ``"clipped"``)."""
     if ste == "identity":
         return grad
     if ste == "clipped":
         return grad * (saved.abs() <= 1)
-    # d/dx tanh(beta*x) = beta*t*(1 - t); d/dx sigmoid(beta*x) = beta*s*(1 - s)
-    slope = (grad if beta == 1.0 else grad * beta).to(saved.dtype)
-    if mode == "bipolar":
-        derivative = torch.ops.aten.tanh_backward(slope, saved)
-    else:
-        derivative = torch.ops.aten.sigmoid_backward(slope, saved)
-    return derivative.to(dtype)
+    # d/dx tanh(beta*x) = d/dx (2p - 1) = 4*beta*p*(1 - p); d/dx sigmoid(beta*x) = beta*p*(1 - p)
+    gain = 4 * beta if mode == "bipolar" else beta
+    derivative = torch.ops.aten.sigmoid_backward(grad.to(saved.dtype), saved)
+    return (derivative if gain == 1.0 else derivative.mul_(gain)).to(dtype)
 
 
 def straight_through_gradient(grad: torch.Tensor, x: torch.Tensor, mode: str, beta: float, ste: str) -> torch.Tensor:
     """What a p-bit's backward pass returns for the gradient ``grad`` of its bits at the
     pre-activation ``x``: ``grad`` times the derivative of the surrogate ``ste`` at ``x``."""
-    saved = _wide_mean(x, mode, beta) if ste == "mean" else x
+    saved = _probability(x, mode, beta) if ste == "mean" else x
     return _surrogate_gradient(grad, saved, mode, beta, ste, x.dtype)
 
 
