@@ -174,3 +174,57 @@ def test_a_run_not_trained_is_named(tmp_path):
     with pytest.raises(RunError, match=r"pbit-s2/checkpoint.pt does not exist: the run must be trained"):
         adaptive_study.cached_pool(tmp_path / "pbit-s2", None, 10, 0, tmp_path / "pool")
     assert not (tmp_path / "pool").exists()
+
+
+def draw(seed, levels, accuracy_n=0.88):
+    """One study's document (seed ``seed``) whose run has adaptive levels ``(error, loss, mean T)``."""
+    run = synthetic_run([accuracy_n], [(e, accuracy_n + loss, t) for e, loss, t in levels], n=1)
+    return {"runs": [run | {"seed": seed, "checkpoints": [1]}]}
+
+
+def test_over_draws_gives_each_draw_the_means_and_their_standard_errors():
+    summary = adaptive_study.over_draws([draw(0, [(0.1, -0.001, 4.9), (0.2, -0.004, 3.0)]),
+                                         draw(3, [(0.1, -0.003, 5.1), (0.2, -0.002, 3.0)])])
+    (run,) = summary
+    assert run["seeds"] == [0, 3] and run["accuracy_T_max"] == [0.88, 0.88]
+    level, cheaper = run["levels"]
+    assert level["error"] == 0.1 and level["loss_points"] == pytest.approx([-0.1, -0.3])
+    # mean -0.2; standard deviation sqrt((0.1² + 0.1²) / 1), over sqrt(2) draws: 0.1
+    assert level["loss_points_mean"] == pytest.approx(-0.2) and level["loss_points_se"] == pytest.approx(0.1)
+    assert level["mean_samples_mean"] == pytest.approx(5.0) and level["mean_samples_se"] == pytest.approx(0.1)
+    assert level["goal"]  # both bounds are inclusive
+    assert cheaper["loss_points_mean"] == pytest.approx(-0.3) and cheaper["mean_samples_se"] == 0 and not cheaper["goal"]
+    table = adaptive_study.over_draws_table(summary)
+    assert "| 0.1 | -0.10 -0.30 | -0.200 ± 0.100 | 4.900 5.100 | 5.000 ± 0.100 | met |" in table
+
+
+@pytest.mark.parametrize("documents, message", [
+    ([draw(0, [(0.1, 0, 5)])], "at least two"),
+    ([draw(0, [(0.1, 0, 5)]), draw(0, [(0.1, 0, 5)])], "repeat a sampling seed"),
+    ([draw(0, [(0.1, 0, 5)]), draw(1, [(0.2, 0, 5)])], "differ in"),
+])
+def test_over_draws_refuses_what_is_not_draws_of_one_study(documents, message):
+    with pytest.raises(RunError, match=message):
+        adaptive_study.over_draws(documents)
+
+
+def test_draws_script_writes_its_table_and_json(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_draws", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_draws.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folders = []
+    for seed, loss in ((0, -0.001), (1, -0.002)):
+        folders.append(tmp_path / f"seed{seed}")
+        folders[-1].mkdir()
+        (folders[-1] / "adaptive.json").write_text(json.dumps(draw(seed, [(0.1, loss, 4.0)])))
+    assert script.main([*map(str, folders), "--out", str(tmp_path / "draws")]) == 0
+    written = json.loads((tmp_path / "draws" / "draws.json").read_text())
+    assert written["runs"][0]["levels"][0]["loss_points_mean"] == pytest.approx(-0.15)
+    assert "-0.150 ± 0.050" in (tmp_path / "draws" / "README.md").read_text()
+    with pytest.raises(SystemExit):
+        script.main([str(folders[0]), str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+    assert "missing/adaptive.json does not exist" in capsys.readouterr().err

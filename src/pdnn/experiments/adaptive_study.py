@@ -19,6 +19,7 @@ three accountings of how the weight read is shared (:func:`energies`). ``scripts
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -348,3 +349,67 @@ def render_readme(document: dict, header: str) -> str:
 
 {write_tables(document)}
 """
+
+
+def over_draws(documents: list[dict]) -> list[dict]:
+    """The studies ``documents`` (each one ``adaptive.json``) of the same runs, inputs, levels and
+    looks with different sampling seeds, per run and level: each draw's loss against T = N (in
+    points) and mean T, their means over the draws, and the standard error of each mean over the
+    draws (standard deviation / sqrt(draws)). One draw's paired standard error mixes the test
+    inputs with the draw; the spread over draws is that of the draw alone, for these inputs.
+    The goal is judged on the means."""
+    if len(documents) < 2:
+        raise RunError(f"a summary over draws needs at least two studies, got {len(documents)}")
+    same = ("dataset", "run", "examples", "max_samples", "checkpoints")
+    shape = [[tuple(map(str, (r[k] for k in same))) + tuple(a["error"] for a in r["adaptive"]) for r in d["runs"]]
+             for d in documents]
+    if any(s != shape[0] for s in shape):
+        raise RunError("the studies differ in their runs, test inputs, N, looks or error levels; a summary over "
+                       "draws compares draws of one study")
+    seeds = [d["runs"][0]["seed"] for d in documents]
+    if len(set(seeds)) != len(seeds):
+        raise RunError(f"the studies repeat a sampling seed ({seeds}); each draw must be new")
+    k = len(documents)
+
+    def mean_se(values: list[float]) -> tuple[float, float]:
+        mean = sum(values) / k
+        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1) / k)
+
+    summary = []
+    for i, first in enumerate(documents[0]["runs"]):
+        runs = [d["runs"][i] for d in documents]
+        levels = []
+        for j, level in enumerate(first["adaptive"]):
+            loss = [100 * r["adaptive"][j]["accuracy_minus_T_max"] for r in runs]
+            taken = [r["adaptive"][j]["mean_samples"] for r in runs]
+            (loss_mean, loss_se), (t_mean, t_se) = mean_se(loss), mean_se(taken)
+            levels.append({"error": level["error"], "loss_points": loss, "mean_samples": taken,
+                           "loss_points_mean": loss_mean, "loss_points_se": loss_se,
+                           "mean_samples_mean": t_mean, "mean_samples_se": t_se,
+                           "goal": loss_mean >= -GOAL_POINTS - 1e-12 and t_mean <= GOAL_MEAN_T})
+        summary.append({key: first[key] for key in same} | {
+            "seeds": seeds, "accuracy_T_max": [r["fixed"][-1]["accuracy"] for r in runs],
+            "oracle_mean_samples": [r["oracle"]["mean_samples"] for r in runs], "levels": levels})
+    return summary
+
+
+def over_draws_table(summary: list[dict]) -> str:
+    """Markdown: per run, one row per level with every draw and the mean ± its standard error."""
+    lines = []
+    for run in summary:
+        n, seeds = run["max_samples"], ", ".join(map(str, run["seeds"]))
+        accuracy = ", ".join(f"{100 * a:.2f}" for a in run["accuracy_T_max"])
+        oracle = ", ".join(f"{t:.2f}" for t in run["oracle_mean_samples"])
+        lines += [f"### {run['dataset']}: `{Path(run['run']).name}` ({run['examples']} test inputs, N = {n}, "
+                  f"seeds {seeds})", "", f"T = {n}: {accuracy} %; oracle mean T: {oracle}.", "",
+                  f"| error | − T={n}, points, per draw | mean ± SE | mean T per draw | mean ± SE "
+                  f"| goal on the means (within {GOAL_POINTS} at mean T ≤ {GOAL_MEAN_T:g}) |",
+                  "|---|---|---|---|---|---|"]
+        for level in run["levels"]:
+            lines.append(f"| {level['error']:g} | {' '.join(f'{v:+.2f}' for v in level['loss_points'])} "
+                         f"| {level['loss_points_mean']:+.3f} ± {level['loss_points_se']:.3f} "
+                         f"| {' '.join(f'{t:.3f}' for t in level['mean_samples'])} "
+                         f"| {level['mean_samples_mean']:.3f} ± {level['mean_samples_se']:.3f} "
+                         f"| {'met' if level['goal'] else 'not met'} |")
+        lines.append("")
+    return "\n".join(lines)
