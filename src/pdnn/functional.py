@@ -117,10 +117,11 @@ class _PBitFunction(torch.autograd.Function):
     A sigmoid costs an eighth of a tanh on the CPU (torch's tanh is the accurate, slow one), and
     the derivative of either mean is a multiple of ``p * (1 - p)``.
 
-    The bit is decided exactly: with ``r`` uniform on [-2**15, 2**15), ``b = 1`` (or ``+1``) iff
-    ``r + 2**16 * p >= 2**15``. The sum is exact up to its one rounding, which keeps its order
-    against ``2**15``, so a tie is decided consistently and a bipolar bit is never 0. Hence
-    ``P(b = 1)`` is ``p`` rounded down to a multiple of ``2**-16``: within ``2**-16`` of it, and
+    The bit: with ``r`` uniform on [-2**15, 2**15), ``b = 1`` (or ``+1``) iff
+    ``r + 2**16 * p >= 2**15``. The sum is rounded once, which can move the decision only where
+    ``2**16 * p`` lies within a rounding below an integer; ``sum - 2**15`` keeps the sign of the
+    comparison (a tie gives +0, hence +1), so a bipolar bit is never 0. Hence ``P(b = 1)`` is ``p``
+    rounded down to a multiple of ``2**-16`` (up to that rounding): within ``2**-16`` of it, and
     exactly 0 or 1 within ``2**-16`` of saturation.
 
     On the fused path the draw input is the kernel's key (an ``int``) and only the bits come from
@@ -149,7 +150,7 @@ class _PBitFunction(torch.autograd.Function):
             total = torch.empty_like(p).copy_(thresholds).add_(p, alpha=2**16)
         else:
             total = thresholds.to(p.dtype) + p * 2**16
-        if mode == "bipolar":  # total - 2**15 keeps the sign of the comparison (and is +0 at a tie)
+        if mode == "bipolar":
             one = torch.ones((), dtype=total.dtype, device=total.device)
             bits = torch.copysign(one, total.sub_(2**15), out=total) if eager else torch.copysign(one, total - 2**15)
         else:
