@@ -13,7 +13,9 @@ Rows (inference in eval mode without autograd unless stated; times are medians o
 and the configurations of a row are interleaved within each repeat so that load from other
 processes falls on all of them alike):
 
-* ``pbit_vs_tanh``: a ``PBit`` (seeded generator) against ``nn.Tanh`` on a 256 x 2048 input;
+* ``pbit_vs_tanh``: a ``PBit`` (seeded generator) against ``nn.Tanh`` on a 256 x 2048 input, and
+  against ``nn.Sigmoid``: torch's CPU tanh is the accurate, slow one (several sigmoids), so the
+  ratio to a sigmoid says what the p-bit costs beside a cheap elementwise activation;
 * ``linear_pbit_vs_tanh``: ``Linear(2048, 2048)`` followed by each, batch 256;
 * ``cnn{w}_t10_vs_t1``: the reference CNN (3x32x32, width w), batch 256, ``SampledModel`` at
   T = 10 against T = 1 (with ``max_rows=MAX_ROWS``, as evaluation uses it), and a Python loop of 10 plain forwards against T = 1;
@@ -131,10 +133,11 @@ def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats
 @torch.no_grad()
 def activation_rows(repeats: int) -> list[dict]:
     x = torch.randn(256, 2048)
-    pbit, tanh = PBit(), nn.Tanh()
+    pbit, tanh, sigmoid = PBit(), nn.Tanh(), nn.Sigmoid()
     pbit.generator = torch.Generator().manual_seed(0)
-    rows = [compare("pbit_vs_tanh", "<= 2", {"tanh": lambda: tanh(x), "pbit": lambda: pbit(x)},
-                    repeats, inner=20)]
+    rows = [compare("pbit_vs_tanh", "<= 2",
+                    {"tanh": lambda: tanh(x), "pbit": lambda: pbit(x), "sigmoid": lambda: sigmoid(x)},
+                    repeats, inner=20, pairs=[("pbit", "sigmoid")])]
     linear = nn.Linear(2048, 2048)
     rows.append(compare("linear_pbit_vs_tanh", "<= 1.1",
                         {"tanh": lambda: tanh(linear(x)), "pbit": lambda: pbit(linear(x))},
