@@ -129,12 +129,14 @@ def test_quantizer_ste_is_the_derivative_of_tanh():
 
 
 @pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
-def test_probability_is_the_mean_rounded_down_to_16_bits(mode):
-    # every one of the 2**16 thresholds, against each mean: the count of ones is exact
+def test_probability_is_the_ideal_one_rounded_down_to_16_bits(mode):
+    # every one of the 2**16 thresholds, against each input: the count of ones is exact
     r = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
     x = torch.tensor([-9.0, -3.0, -0.3, -(2.0**-16), 0.0, 2.0**-16, 1e-3, 0.7, 3.0, 9.0])
     bits, p = F._PBitFunction.apply(x[:, None].expand(-1, len(r)), r, mode, 1.0, "mean", 1)
-    p_one = p[:, 0].double()
+    p_one = p[:, 0].double()  # the P(b = 1) the function keeps: the ideal one, in float32
+    ideal = (1 + torch.tanh(x.double())) / 2 if mode == "bipolar" else torch.sigmoid(x.double())
+    torch.testing.assert_close(p_one, ideal, rtol=2**-22, atol=0)
     ones = (bits == 1).sum(1)
     assert torch.equal(ones, torch.floor(p_one * 2**16).long())
     assert set(bits.unique().tolist()) == ({-1.0, 1.0} if mode == "bipolar" else {0.0, 1.0})
