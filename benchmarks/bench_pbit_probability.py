@@ -18,10 +18,8 @@ from __future__ import annotations
 import torch
 
 import pdnn.functional as functional
-from bench_speed import before_after_rounds, compare
+from bench_speed import adam_step, before_after_rounds, compare, training_problem
 from pdnn import SampledModel
-from pdnn.models import create
-from pdnn.sampling import loss_of_samples
 
 PAIRS = [("s=1 after", "s=1 before"), ("s=8 after", "s=8 before"), ("s=8 before", "s=1 before"),
          ("s=8 after", "s=1 after")]
@@ -43,18 +41,12 @@ def tanh_gradient(grad, saved, mode, beta, ste, dtype):
 
 
 def one_round(repeats: int) -> dict:
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
-    optimizer = torch.optim.Adam(model.parameters())
+    x, y, model, optimizer = training_problem()
 
     def step(sampled: SampledModel, before: bool) -> None:
         functional._probability, functional._surrogate_gradient = (tanh_mean, tanh_gradient) if before else AFTER
         try:
-            loss, _ = loss_of_samples(sampled(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            adam_step(sampled, x, y, optimizer)
         finally:
             functional._probability, functional._surrogate_gradient = AFTER
 

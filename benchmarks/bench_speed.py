@@ -179,22 +179,30 @@ def mlp_rows(repeats: int) -> list[dict]:
     return [row]
 
 
-def train_rows(repeats: int) -> list[dict]:
+def training_problem() -> tuple:
+    """The training rows' problem, seeded: a batch of 64 CIFAR-sized inputs and labels, the
+    reference CNN (width 16) and its Adam optimizer."""
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
-    optimizer = torch.optim.Adam(model.parameters())
+    return x, y, model, torch.optim.Adam(model.parameters())
 
-    def step(sampler):
-        loss, _ = loss_of_samples(sampler(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
 
+def adam_step(sampled: SampledModel, x: torch.Tensor, y: torch.Tensor, optimizer) -> None:
+    """One Adam step on the sample-aware loss of ``sampled`` (``reduce="none"``)."""
+    loss, _ = loss_of_samples(sampled(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def train_rows(repeats: int) -> list[dict]:
+    x, y, model, optimizer = training_problem()
     one = SampledModel(model, 1, reduce="none", seed=0)
     eight = SampledModel(model, 8, reduce="none", seed=0)
     return [compare("train_cnn16_b64", "s=8/s=1 <= 6",
-                    {"s=1": lambda: step(one), "s=8": lambda: step(eight)}, repeats, inner=2)]
+                    {"s=1": lambda: adam_step(one, x, y, optimizer), "s=8": lambda: adam_step(eight, x, y, optimizer)},
+                    repeats, inner=2)]
 
 
 def main() -> None:

@@ -14,23 +14,16 @@ the medians and the ratios; the JSON holds every round.
 """
 from __future__ import annotations
 
-import torch
-
 import pdnn.sampling as sampling
-from bench_speed import before_after_rounds, compare
+from bench_speed import adam_step, before_after_rounds, compare, training_problem
 from pdnn import SampledModel
-from pdnn.models import create
-from pdnn.sampling import loss_of_samples
 
 FUSE = sampling._pass_summed_gradients
 PAIRS = [("s=8 after", "s=8 before"), ("s=8 before", "s=1"), ("s=8 after", "s=1")]
 
 
 def one_round(repeats: int) -> dict:
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
-    optimizer = torch.optim.Adam(model.parameters())
+    x, y, model, optimizer = training_problem()
 
     def sampler(samples: int, fused: bool) -> SampledModel:
         """A ``SampledModel`` whose graph was built with the rewrite on or off (its first call)."""
@@ -42,14 +35,8 @@ def one_round(repeats: int) -> dict:
             sampling._pass_summed_gradients = FUSE
         return sampled
 
-    def step(sampled: SampledModel) -> None:
-        loss, _ = loss_of_samples(sampled(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
     runs = {"s=1": sampler(1, True), "s=8 before": sampler(8, False), "s=8 after": sampler(8, True)}
-    configs = {key: (lambda run=run: step(run)) for key, run in runs.items()}
+    configs = {key: (lambda run=run: adam_step(run, x, y, optimizer)) for key, run in runs.items()}
     return compare("summed_gradient", "s=8 after/before < 1", configs, repeats, inner=2, pairs=PAIRS)
 
 

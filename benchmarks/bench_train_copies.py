@@ -14,14 +14,10 @@ prints the medians and the ratios; the JSON holds every round.
 """
 from __future__ import annotations
 
-import torch
-
 import pdnn.per_sample_norm as per_sample_norm
-from bench_speed import before_after_rounds, compare
+from bench_speed import adam_step, before_after_rounds, compare, training_problem
 from pdnn import SampledModel
 from pdnn.functional import _PBitFunction
-from pdnn.models import create
-from pdnn.sampling import loss_of_samples
 
 FAST = per_sample_norm._fast
 SETUP = _PBitFunction.setup_context
@@ -39,18 +35,12 @@ def use(changes: bool) -> None:
 
 
 def one_round(repeats: int) -> dict:
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
-    optimizer = torch.optim.Adam(model.parameters())
+    x, y, model, optimizer = training_problem()
     samplers = {s: SampledModel(model, s, reduce="none", seed=0) for s in (1, 8)}
 
     def step(s: int, changes: bool) -> None:
         use(changes)
-        loss, _ = loss_of_samples(samplers[s](x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        adam_step(samplers[s], x, y, optimizer)
 
     configs = {f"s={s} {version}": (lambda s=s, c=(version == "after"): step(s, c))
                for s in (1, 8) for version in ("before", "after")}
