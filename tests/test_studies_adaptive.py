@@ -176,17 +176,22 @@ def test_a_run_not_trained_is_named(tmp_path):
     assert not (tmp_path / "pool").exists()
 
 
-def draw(seed, levels, accuracy_n=0.88):
-    """One study's document (seed ``seed``) whose run has adaptive levels ``(error, loss, mean T)``."""
-    run = synthetic_run([accuracy_n], [(e, accuracy_n + loss, t) for e, loss, t in levels], n=1)
-    return {"runs": [run | {"seed": seed, "checkpoints": [1]}]}
+def draw(seed, levels, fixed=(0.88,)):
+    """One study's document (seed ``seed``) whose run has fixed-T accuracies ``fixed`` (T = 1..N)
+    and adaptive levels ``(error, loss against T = N, mean T)``."""
+    run = synthetic_run(list(fixed), [(e, fixed[-1] + loss, t) for e, loss, t in levels])
+    return {"runs": [run | {"seed": seed, "checkpoints": list(range(1, len(fixed) + 1))}]}
 
 
 def test_over_draws_gives_each_draw_the_means_and_their_standard_errors():
-    summary = adaptive_study.over_draws([draw(0, [(0.1, -0.001, 4.9), (0.2, -0.004, 3.0)]),
-                                         draw(3, [(0.1, -0.003, 5.1), (0.2, -0.002, 3.0)])])
+    summary = adaptive_study.over_draws([draw(0, [(0.1, -0.001, 4.9), (0.2, -0.004, 3.0)], fixed=(0.870, 0.880)),
+                                         draw(3, [(0.1, -0.003, 5.1), (0.2, -0.002, 3.0)], fixed=(0.881, 0.885))])
     (run,) = summary
-    assert run["seeds"] == [0, 3] and run["accuracy_T_max"] == [0.88, 0.88]
+    assert run["seeds"] == [0, 3] and run["accuracy_T_max"] == [0.880, 0.885]
+    one, last = run["fixed"]  # fixed T = 1: -1.0 and -0.4 points against T = N; T = N: 0
+    assert one["samples"] == 1 and one["loss_points"] == pytest.approx([-1.0, -0.4])
+    assert one["loss_points_mean"] == pytest.approx(-0.7) and one["loss_points_se"] == pytest.approx(0.3)
+    assert last["loss_points"] == [0, 0] and last["loss_points_se"] == 0
     level, cheaper = run["levels"]
     assert level["error"] == 0.1 and level["loss_points"] == pytest.approx([-0.1, -0.3])
     # mean -0.2; standard deviation sqrt((0.1² + 0.1²) / 1), over sqrt(2) draws: 0.1
@@ -196,12 +201,15 @@ def test_over_draws_gives_each_draw_the_means_and_their_standard_errors():
     assert cheaper["loss_points_mean"] == pytest.approx(-0.3) and cheaper["mean_samples_se"] == 0 and not cheaper["goal"]
     table = adaptive_study.over_draws_table(summary)
     assert "| 0.1 | -0.10 -0.30 | -0.200 ± 0.100 | 4.900 5.100 | 5.000 ± 0.100 | met |" in table
+    assert "the smallest within 0.2 points on the means: T = 2" in table
+    assert "| 1 | -1.00 -0.40 | -0.700 ± 0.300 |" in table
 
 
 @pytest.mark.parametrize("documents, message", [
     ([draw(0, [(0.1, 0, 5)])], "at least two"),
     ([draw(0, [(0.1, 0, 5)]), draw(0, [(0.1, 0, 5)])], "repeat a sampling seed"),
     ([draw(0, [(0.1, 0, 5)]), draw(1, [(0.2, 0, 5)])], "differ in"),
+    ([draw(0, [(0.1, 0, 5)]), draw(1, [(0.1, 0, 5)], fixed=(0.8, 0.9))], "differ in"),
 ])
 def test_over_draws_refuses_what_is_not_draws_of_one_study(documents, message):
     with pytest.raises(RunError, match=message):

@@ -357,7 +357,8 @@ def over_draws(documents: list[dict]) -> list[dict]:
     points) and mean T, their means over the draws, and the standard error of each mean over the
     draws (standard deviation / sqrt(draws)). One draw's paired standard error mixes the test
     inputs with the draw; the spread over draws is that of the draw alone, for these inputs.
-    The goal is judged on the means."""
+    The goal is judged on the means; fixed T is summarised alike, as the baseline on the same
+    draws."""
     if len(documents) < 2:
         raise RunError(f"a summary over draws needs at least two studies, got {len(documents)}")
     same = ("dataset", "run", "examples", "max_samples", "checkpoints")
@@ -387,9 +388,16 @@ def over_draws(documents: list[dict]) -> list[dict]:
                            "loss_points_mean": loss_mean, "loss_points_se": loss_se,
                            "mean_samples_mean": t_mean, "mean_samples_se": t_se,
                            "goal": loss_mean >= -GOAL_POINTS - 1e-12 and t_mean <= GOAL_MEAN_T})
+        fixed = []
+        for j, point in enumerate(first["fixed"]):
+            loss = [100 * (r["fixed"][j]["accuracy"] - r["fixed"][-1]["accuracy"]) for r in runs]
+            loss_mean, loss_se = mean_se(loss)
+            fixed.append({"samples": point["samples"], "loss_points": loss, "loss_points_mean": loss_mean,
+                          "loss_points_se": loss_se})
         summary.append({key: first[key] for key in same} | {
             "seeds": seeds, "accuracy_T_max": [r["fixed"][-1]["accuracy"] for r in runs],
-            "oracle_mean_samples": [r["oracle"]["mean_samples"] for r in runs], "levels": levels})
+            "oracle_mean_samples": [r["oracle"]["mean_samples"] for r in runs], "levels": levels,
+            "fixed": fixed})
     return summary
 
 
@@ -411,5 +419,12 @@ def over_draws_table(summary: list[dict]) -> str:
                          f"| {' '.join(f'{t:.3f}' for t in level['mean_samples'])} "
                          f"| {level['mean_samples_mean']:.3f} ± {level['mean_samples_se']:.3f} "
                          f"| {'met' if level['goal'] else 'not met'} |")
+        within = next((f["samples"] for f in run["fixed"] if f["loss_points_mean"] >= -GOAL_POINTS - 1e-12), None)
+        lines += ["", f"Fixed T on the same draws (the smallest within {GOAL_POINTS} points on the means: T = {within}):",
+                  "", f"| fixed T | − T={n}, points, per draw | mean ± SE |", "|---|---|---|"]
+        for f in run["fixed"]:
+            if f["samples"] in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20) or f["samples"] == within:
+                lines.append(f"| {f['samples']} | {' '.join(f'{v:+.2f}' for v in f['loss_points'])} "
+                             f"| {f['loss_points_mean']:+.3f} ± {f['loss_points_se']:.3f} |")
         lines.append("")
     return "\n".join(lines)
