@@ -37,12 +37,12 @@ def main() -> None:
     kernels = {}
     for lanes in (0, 16):
         with K.vector_width(lanes):
-            kernel = numba.njit(parallel=True)(K._kernel.py_func)
+            kernel = numba.njit(parallel=True, fastmath={"contract"})(K._kernel.py_func)
             out = np.empty_like(x.numpy())
-            kernel(x.numpy(), table, *K._halves(12345), high, low, out)  # compiles here
+            kernel(x.numpy(), table, 2.0, *K._halves(12345), high, low, out)  # compiles here
         assert np.array_equal(out, expected.numpy())
         kernels[f"{lanes or 'default'} lanes"] = lambda kernel=kernel, out=out: kernel(
-            x.numpy(), table, *K._halves(12345), high, low, out)
+            x.numpy(), table, 2.0, *K._halves(12345), high, low, out)
     result = torch.empty_like(x)
     kernels["torch.tanh"] = lambda: torch.tanh(x, out=result)
     rounds = []

@@ -43,6 +43,33 @@ def test_bits_are_the_comparison_with_the_looked_up_threshold(mode, dtype):
     assert torch.equal(K.bits(x, mode, beta, key), torch.where(above, 1.0, low).to(dtype))
 
 
+def test_the_estimate_is_within_a_small_part_of_a_step_for_every_float32():
+    # the kernel decides a bit from its estimate only more than one step away from the drawn word;
+    # with the float32 roundings of the comparison (< 2**-7 step) it needs an error below ~0.98
+    assert K.estimate_error() < 0.5  # every float32 in [-16, 16]: 0.059 measured
+
+
+@pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
+@pytest.mark.parametrize("dtype, beta", [(torch.float32, 0.5), (torch.float32, 1.5), (torch.float64, 1.5),
+                                         (torch.float32, 1e30), (torch.float32, 1e-30),  # ESTIMATED_BETAS's ends
+                                         (torch.float32, 1e33), (torch.float32, 1e-35)])  # beyond them
+def test_inputs_at_and_near_their_drawn_threshold_get_the_tables_bit(mode, dtype, beta):
+    # inputs on the drawn threshold, a float either side of it and a few steps of the grid away:
+    # the estimate cannot decide the first ones (the table does) and must decide the others right
+    n, key = 60_000, 2**40 + 7
+    table = torch.tensor(K.thresholds(mode, beta, dtype))
+    r = torch.from_numpy(K.random_words(key, n))
+    up, down = torch.tensor(math.inf, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)
+    offset = torch.tensor([0, 0, 0, 1, -1, 2, -2, 3, -3, 0])[torch.arange(n) % 10]
+    x = table[(r + offset).clamp(0, 2**16 - 1)]
+    x = torch.where(torch.arange(n) % 10 == 1, x.nextafter(up), x)
+    x = torch.where(torch.arange(n) % 10 == 2, x.nextafter(down), x)
+    x = torch.where(torch.arange(n) % 10 == 9, torch.zeros((), dtype=dtype), x)
+    above = x > table[r]
+    low = -1.0 if mode == "bipolar" else 0.0
+    assert torch.equal(K.bits(x, mode, beta, key), torch.where(above, 1.0, low).to(dtype))
+
+
 def test_the_bits_do_not_depend_on_the_number_of_threads(monkeypatch):
     x, key = torch.randn(3, 70_001), 987654321
     parallel = K.bits(x, "bipolar", 2.0, key)
