@@ -270,8 +270,8 @@ if numba is not None:
             for i in range(start, stop):  # decide from the estimate, or mark NaN: unsure
                 z = -g * _F(x[i])  # NaN for a NaN input (and for 0 * inf at a beta beyond float32)
                 # g(x) = 2**16 / d - 1/2 to within 0.06 of a step (estimate_error); beyond |z| = 16
-                # P(x) is within 2**-23 of 0 or 1. The float32 roundings of the sums below move
-                # them by less than 2**-7 of a step.
+                # P(x) is within 2**-23 of 0 or 1. Rounding z (< 0.003 step), the table (< 0.001)
+                # and the sums below (< 2**-7) add under 0.02: a decided bit is the table's.
                 d = one_plus_exp(min(max(z, _F(-16)), _F(16)))
                 dr = d * _F(np.int32(_word(i, k0, k1)))
                 out[i] = (np.nan if z != z else high if dr + d * _F(1.5) < _F(2**16)  # g(x) > r + 1
