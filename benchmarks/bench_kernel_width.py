@@ -1,8 +1,8 @@
-"""The fused p-bit kernel compiled with 8-lane (LLVM's choice on AVX-512 CPUs) and 16-lane vectors, in one run.
+"""The fused p-bit kernel compiled with LLVM's choice of vector width (8 lanes on AVX2 and AVX-512 CPUs) and with 16 lanes, in one run.
 
 Usage: python benchmarks/bench_kernel_width.py [--threads 2] [--rounds 3] [--repeats 200] [--json PATH]
 
-The library compiles :func:`pdnn.pbit_kernel._kernel` with 16 lanes where the CPU has AVX-512
+The library compiles :func:`pdnn.pbit_kernel._kernel` with 16 lanes where the CPU has AVX2
 (:func:`pdnn.pbit_kernel.vector_width`). This script compiles the same Python function twice more,
 without the setting and with it, checks that both give the library's bits, and times them
 interleaved on a 256 x 2048 float32 input with ``torch.tanh`` beside them (the best and the
