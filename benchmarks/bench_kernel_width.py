@@ -2,11 +2,11 @@
 
 Usage: python benchmarks/bench_kernel_width.py [--threads 2] [--rounds 3] [--repeats 200] [--json PATH]
 
-The library compiles :func:`pdnn.pbit_kernel._kernel` with 16 lanes where the CPU has AVX2
-(:func:`pdnn.pbit_kernel.vector_width`). This script compiles the same Python function twice more,
-without the setting and with it, checks that both give the library's bits, and times them
-interleaved on a 256 x 2048 float32 input with ``torch.tanh`` beside them (the best and the
-median of ``--repeats`` calls each).
+The library leaves the width of :func:`pdnn.pbit_kernel._kernel` to LLVM. This script compiles
+the same Python function twice more, without a setting and with LLVM's ``-force-vector-width=16``
+(:func:`vector_width`), checks that both give the library's bits, and times them interleaved on
+a 256 x 2048 float32 input with ``torch.tanh`` beside them (the best and the median of
+``--repeats`` calls each).
 """
 from __future__ import annotations
 
@@ -14,13 +14,30 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import llvmlite.binding as llvm
 
 import numba
 import numpy as np
 import torch
 
 from pdnn import pbit_kernel as K
+
+
+@contextmanager
+def vector_width(lanes: int):
+    """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its
+    cost model decides, the default). The setting is process-wide, so it is held only while a
+    kernel compiles."""
+    if lanes:
+        llvm.set_option("", f"-force-vector-width={lanes}")
+    try:
+        yield
+    finally:
+        if lanes:
+            llvm.set_option("", "-force-vector-width=0")
 
 
 def main() -> None:
@@ -36,7 +53,7 @@ def main() -> None:
     table, (high, low) = K.thresholds("bipolar", 1.0, torch.float32), K._LEVELS["bipolar", torch.float32]
     kernels = {}
     for lanes in (0, 16):
-        with K.vector_width(lanes):
+        with vector_width(lanes):
             kernel = numba.njit(parallel=True, fastmath={"contract"})(K._kernel.py_func)
             out = np.empty_like(x.numpy())
             kernel(x.numpy(), table, 2.0, *K._halves(12345), high, low, out)  # compiles here

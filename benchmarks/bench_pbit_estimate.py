@@ -17,10 +17,12 @@ reference CNN (width 16, batch 256) evaluated at T = 1 and T = 10 (as ``bench_sp
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
 
+from bench_kernel_width import vector_width
 from bench_speed import before_after_rounds, compare
 from pdnn import SampledModel
 from pdnn import pbit_kernel as K
@@ -66,8 +68,8 @@ def one_round(repeats: int) -> dict:
             "T=10": lambda: ten(images)}
     check = {**work, "T=1": lambda: SampledModel(model, 1, seed=0)(images),  # fresh streams
              "T=10": lambda: SampledModel(model, 10, seed=0, max_rows=MAX_ROWS)(images)}
-    features = (numba.config.CPU_FEATURES or K.llvm.get_host_cpu_features().flatten()).split(",")
-    with K.vector_width(16 if "+avx512f" in features else 0):  # as the library compiled the table kernel
+    features = (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(",")
+    with vector_width(16 if "+avx512f" in features else 0):  # as the library compiled the table kernel
         for name, fn in check.items():  # also compiles the table kernel; the bits must agree
             torch.manual_seed(1)
             before = run(fn, True)

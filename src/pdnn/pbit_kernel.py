@@ -31,8 +31,7 @@ than one step from ``r``. The other draws, about 2 in 2**16, take the table; so 
 bit is still the table's comparison. (For a ``beta`` outside ``ESTIMATED_BETAS``, where the
 error bound does not hold, every draw takes the table.)
 
-The kernel is compiled by numba on first use (about a second; cached on disk), with 16-lane
-vectors where the CPU has AVX2 (:func:`vector_width`). It serves float32/float64 CPU tensors
+The kernel is compiled by numba on first use (about two seconds; cached on disk). It serves float32/float64 CPU tensors
 (contiguous or channels-last; others are copied first) outside ``torch.func`` transforms,
 ``torch.compile`` and ``torch.jit.trace``; everything else takes the torch path.
 """
@@ -41,14 +40,12 @@ from __future__ import annotations
 import math
 import os
 import threading
-from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
 import torch
 
 try:
-    import llvmlite.binding as llvm
     import numba
 except ImportError:  # the torch path serves every call
     numba = None
@@ -185,33 +182,13 @@ def _use_threads(count: int) -> None:
 
 @lru_cache(maxsize=None)
 def _compile(dtype: torch.dtype) -> None:
-    """Compile the kernel for ``dtype`` (or load it from numba's cache) with 16-lane vectors
-    where the CPU has AVX2 (as every AVX-512 CPU does): LLVM's own choice is 8 lanes there, and
-    16 took less time (``benchmarks/bench_kernel_width.py``): 11-15 % for the table kernel on an
-    AVX-512 Zen 4, 6-13 % in median for the estimate on an AVX2 Zen 3 (as two 256-bit halves)."""
+    """Compile the kernel for ``dtype`` (or load it from numba's cache). LLVM chooses the vector
+    width (8 lanes on AVX2 and AVX-512 CPUs). Forcing 16 took 6-13 % less time in median on a
+    Zen 3 (``benchmarks/bench_kernel_width.py``), but LLVM then prints a "loop not vectorized"
+    remark to stderr at the first compile for loops of the module it cannot widen."""
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
     array = numba.types.Array(scalar, 1, "C")
-    with vector_width(16 if _has_avx2() else 0):
-        _kernel.compile((array, array.copy(readonly=True), numba.float64, numba.int64, numba.int64, scalar, scalar, array))
-
-
-def _has_avx2() -> bool:
-    features = numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()
-    return "+avx2" in features.split(",")
-
-
-@contextmanager
-def vector_width(lanes: int):
-    """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its
-    cost model decides, the default). The setting is process-wide, so it is held only while a
-    kernel compiles: other numba code in the process keeps LLVM's choice."""
-    if lanes:
-        llvm.set_option("", f"-force-vector-width={lanes}")
-    try:
-        yield
-    finally:
-        if lanes:
-            llvm.set_option("", "-force-vector-width=0")
+    _kernel.compile((array, array.copy(readonly=True), numba.float64, numba.int64, numba.int64, scalar, scalar, array))
 
 
 def _storage(t: torch.Tensor, channels_last: bool) -> np.ndarray:
