@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import llvmlite.binding as llvm
-
 import numba
 import numpy as np
 import torch

@@ -20,20 +20,21 @@ the ideal probability is that close to 0 or 1 (both tested). A NaN input gives N
 differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
 generator: both are exact to their 16-bit grid but read different random words.
 
-Looking ``t_r`` up element by element is a gather, which CPUs without AVX-512 do not vectorise
-(on an AMD Zen 3 the table kernel ran scalar, at 4 times a ``torch.sigmoid``). So the kernel
-first decides from an estimate: ``x > t_r`` iff ``g(x) > r`` with ``g(x) = 2**16 * P(x) - 1/2``
-and ``P`` the ideal probability ``sigmoid(gain * x)`` (gain ``2 beta`` bipolar, ``beta``
-unipolar); ``g`` is estimated in float32 (``exp`` by a polynomial and squarings, which
-vectorise) to within 0.06 of a step for every float32 argument (:func:`estimate_error`, run
-over all of them by the tests), and a bit is decided from the estimate only where it lies more
-than one step from ``r``. The other draws, about 2 in 2**16, take the table; so every
-bit is still the table's comparison. (For a ``beta`` outside ``ESTIMATED_BETAS``, where the
-error bound does not hold, every draw takes the table.)
+Looking ``t_r`` up element by element is a gather, which LLVM does not vectorise for CPUs
+without AVX-512 (on an AMD Zen 3 the table kernel ran scalar, at 3 to 5 times a
+``torch.sigmoid``). So the kernel first decides from an estimate: ``x > t_r`` iff ``g(x) > r``
+with ``g(x) = 2**16 * P(x) - 1/2`` and ``P`` the ideal probability ``sigmoid(gain * x)`` (gain
+``2 beta`` bipolar, ``beta`` unipolar); ``g`` is estimated in float32 (``exp`` by a polynomial
+and squarings, which vectorise) to within 0.06 of a step for every float32 argument
+(:func:`estimate_error`, run over all of them by the tests), and a bit is decided from the
+estimate only where it lies more than one step from ``r``. The other draws, about 2 in 2**16,
+take the table; so every bit is still the table's comparison. (For a ``beta`` outside
+``ESTIMATED_BETAS``, where the error bound does not hold, every draw takes the table.)
 
-The kernel is compiled by numba on first use (about two seconds; cached on disk). It serves float32/float64 CPU tensors
-(contiguous or channels-last; others are copied first) outside ``torch.func`` transforms,
-``torch.compile`` and ``torch.jit.trace``; everything else takes the torch path.
+The kernel is compiled by numba on first use (about two seconds; cached on disk). It serves
+float32/float64 CPU tensors (contiguous or channels-last; others are copied first) outside
+``torch.func`` transforms, ``torch.compile`` and ``torch.jit.trace``; everything else takes the
+torch path.
 """
 from __future__ import annotations
 
@@ -246,7 +247,7 @@ if numba is not None:
         for chunk in numba.prange((n + CHUNK - 1) // CHUNK):
             start, stop = chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)
             for i in range(start, stop):  # decide from the estimate, or mark NaN: unsure
-                z = -g * _F(x[i])  # NaN for a NaN input (and for 0 * inf at a beta beyond float32)
+                z = -g * _F(x[i])  # NaN for a NaN input, and for all if beta is beyond ESTIMATED_BETAS
                 # g(x) = 2**16 / d - 1/2 to within 0.06 of a step (estimate_error); beyond |z| = 16
                 # P(x) is within 2**-23 of 0 or 1. Rounding z (< 0.003 step), the table (< 0.001)
                 # and the sums below (< 2**-7) add under 0.02: a decided bit is the table's.
