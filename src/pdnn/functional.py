@@ -207,7 +207,7 @@ def _probability(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
     """``P(b = 1 | x)`` in at least single precision (16-bit floats are exact in it):
     ``sigmoid(2*beta*x)`` for the bipolar p-bit, ``sigmoid(beta*x)`` for the unipolar one."""
     wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    gain = 2 * beta if mode == "bipolar" else beta
+    gain = pbit_kernel.GAIN[mode] * beta
     return torch.sigmoid(wide) if gain == 1.0 else torch.mul(wide, gain).sigmoid_()
 
 

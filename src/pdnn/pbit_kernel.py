@@ -55,7 +55,7 @@ MAX_ELEMENTS = 2**32  # the counter is a 32-bit word
 PARALLEL_FROM = 2**14  # below this many elements one thread is faster than waking the others
 _DTYPES = (torch.float32, torch.float64)
 ESTIMATED_BETAS = (1e-30, 1e30)  # beyond, thresholds reach subnormal or infinite floats: the table decides
-_GAIN = {"bipolar": 2.0, "unipolar": 1.0}  # P(b = 1 | x) = sigmoid(gain * beta * x)
+GAIN = {"bipolar": 2.0, "unipolar": 1.0}  # P(b = 1 | x) = sigmoid(GAIN[mode] * beta * x)
 _LEVELS = {(mode, dtype): tuple(map(scalar, levels)) for mode, levels in (("bipolar", (1, -1)), ("unipolar", (1, 0)))
            for dtype, scalar in zip(_DTYPES, (np.float32, np.float64))}  # (high, low): the bit's values
 _per_thread = threading.local()
@@ -163,7 +163,7 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) ->
         table = thresholds(mode, beta, x.dtype)
         source, target = _storage(x, channels_last), _storage(out, channels_last)
         k0, k1 = _halves(key)
-        gain = _GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
+        gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
         for s in range(repeats):  # copy s: the stream from index s*n on
             _kernel(source, table, gain, (k0 + s * n) & 0xFFFFFFFF, k1, high, low, target[s * n:(s + 1) * n])
     return out
