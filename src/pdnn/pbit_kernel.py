@@ -30,6 +30,9 @@ and squarings, which vectorise) to within 0.06 of a step for every float32 argum
 estimate only where it lies more than one step from ``r``. The other draws, about 2 in 2**16,
 take the table; so every bit is still the table's comparison. (For a ``beta`` outside
 ``ESTIMATED_BETAS``, where the error bound does not hold, every draw takes the table.)
+The loops index each chunk's slices from 0: with an index of unknown sign numba wraps negative
+indices, and on AVX-512 LLVM then made every load a gather and every store a scatter (three
+times slower on an AMD Zen 4).
 
 The kernel is compiled by numba on first use (about two seconds; cached on disk). It serves
 float32/float64 CPU tensors (contiguous or channels-last; others are copied first) outside
@@ -183,7 +186,7 @@ def _use_threads(count: int) -> None:
 @lru_cache(maxsize=None)
 def _compile(dtype: torch.dtype) -> None:
     """Compile the kernel for ``dtype`` (or load it from numba's cache). LLVM chooses the vector
-    width (8 lanes on AVX2 and AVX-512 CPUs). Forcing 16 took 6-13 % less time in median on a
+    width (8 float32 lanes on AVX2, 16 on AVX-512). Forcing 16 took 6-13 % less time in median on a
     Zen 3 (``benchmarks/bench_kernel_width.py``), but LLVM then prints a "loop not vectorized"
     remark to stderr at the first compile for loops of the module it cannot widen."""
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
@@ -244,24 +247,25 @@ if numba is not None:
         k0, k1 = _U(low_key), _U(high_key)
         g, n = _F(gain), x.size
         for chunk in numba.prange((n + CHUNK - 1) // CHUNK):
-            start, stop = chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)
-            for i in range(start, stop):  # decide from the estimate, or mark NaN: unsure
-                z = -g * _F(x[i])  # NaN for a NaN input, and for all if beta is beyond ESTIMATED_BETAS
+            start = chunk * CHUNK
+            xs, outs = x[start:start + CHUNK], out[start:start + CHUNK]  # indices from 0: see above
+            for j in range(xs.size):  # decide from the estimate, or mark NaN: unsure
+                z = -g * _F(xs[j])  # NaN for a NaN input, and for all if beta is beyond ESTIMATED_BETAS
                 # g(x) = 2**16 / d - 1/2 to within 0.06 of a step (estimate_error); beyond |z| = 16
                 # P(x) is within 2**-23 of 0 or 1. Rounding z (< 0.003 step), the table (< 0.001)
                 # and the sums below (< 2**-7) add under 0.02: a decided bit is the table's.
                 d = one_plus_exp(min(max(z, _F(-16)), _F(16)))
-                dr = d * _F(np.int32(_word(i, k0, k1)))
-                out[i] = (np.nan if z != z else high if dr + d * _F(1.5) < _F(2**16)  # g(x) > r + 1
-                          else low if dr - d * _F(0.5) > _F(2**16) else np.nan)  # g(x) < r - 1
+                dr = d * _F(np.int32(_word(start + j, k0, k1)))
+                outs[j] = (np.nan if z != z else high if dr + d * _F(1.5) < _F(2**16)  # g(x) > r + 1
+                           else low if dr - d * _F(0.5) > _F(2**16) else np.nan)  # g(x) < r - 1
             unsure = 0
-            for i in range(start, stop):
-                unsure += np.int32(out[i] != out[i])
+            for j in range(outs.size):
+                unsure += np.int32(outs[j] != outs[j])
             if unsure:
-                for i in range(start, stop):
-                    if out[i] != out[i]:
-                        v = x[i]
-                        out[i] = v if v != v else high if v > table[_word(i, k0, k1)] else low
+                for j in range(outs.size):
+                    if outs[j] != outs[j]:
+                        v = xs[j]
+                        outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
 
     @numba.njit(cache=True)
     def _words(count, low_key, high_key):
