@@ -197,13 +197,17 @@ def test_the_key_is_drawn_in_and_out_of_inference_mode():
     assert keys == [word.item()] * 2
 
 
-# a call per copy, one call on the copy (small), and a channels-last input
+# copies of a large input in one call (sharing the estimate), one call on the copy (small), and a
+# channels-last input; NaN inputs, and a beta whose every draw takes the table
 @pytest.mark.parametrize("shape, channels_last", [((3, 70_001), False), ((2, 5), False), ((4, 3, 40, 40), True)])
-def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_last):
-    x = torch.randn(shape)
+@pytest.mark.parametrize("beta", [1.5, 1e33])
+def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_last, beta):
+    x = torch.randn(shape) / beta
+    x.view(-1)[::7] = math.nan
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     key = (2**32 - 1000) | (77 << 32)  # the low half wraps within the second copy
-    out = K.bits(x, "bipolar", 1.5, key, repeats=3)
-    assert torch.equal(out, K.bits(torch.cat([x] * 3), "bipolar", 1.5, key))
+    out = K.bits(x, "bipolar", beta, key, repeats=3)
+    torch.testing.assert_close(out, K.bits(torch.cat([x] * 3), "bipolar", beta, key), rtol=0, atol=0, equal_nan=True)
+    assert 0 < (out == 1).float().mean() < 1
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last

@@ -143,7 +143,8 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) ->
     ``repeats > 1``: the bits of ``x`` repeated that many times along its first dimension
     (``torch.cat([x] * repeats)``), drawn without making that copy: copy ``s`` reads the words at
     indices ``s*n .. s*n + n - 1`` of the stream (``n = x.numel()``), as the repeated tensor's
-    elements do, through the key ``(k0 + s*n, k1)`` (the counter wraps at 2**32 alike)."""
+    elements do, through the key ``(k0 + s*n, k1)`` (the counter wraps at 2**32 alike). The
+    estimate of ``P(b = 1 | x)`` is computed once per element for all the copies."""
     if x.requires_grad:
         x = x.detach()
     if 1 < repeats and x.numel() < PARALLEL_FROM:  # one call on the copy costs less than a call per copy
@@ -167,8 +168,7 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) ->
         source, target = _storage(x, channels_last), _storage(out, channels_last)
         k0, k1 = _halves(key)
         gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
-        for s in range(repeats):  # copy s: the stream from index s*n on
-            _kernel(source, table, gain, (k0 + s * n) & 0xFFFFFFFF, k1, high, low, target[s * n:(s + 1) * n])
+        _kernel(source, table, gain, k0, k1, repeats, high, low, target)
     return out
 
 
@@ -191,7 +191,8 @@ def _compile(dtype: torch.dtype) -> None:
     remark to stderr at the first compile for loops of the module it cannot widen."""
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
     array = numba.types.Array(scalar, 1, "C")
-    _kernel.compile((array, array.copy(readonly=True), numba.float64, numba.int64, numba.int64, scalar, scalar, array))
+    _kernel.compile((array, array.copy(readonly=True), numba.float64, numba.int64, numba.int64, numba.int64, scalar, scalar,
+                     array))
 
 
 def _storage(t: torch.Tensor, channels_last: bool) -> np.ndarray:
@@ -243,29 +244,34 @@ if numba is not None:
 
     # numba vectorises a prange loop better than a plain one, also on one thread
     @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-    def _kernel(x, table, gain, low_key, high_key, high, low, out):
-        k0, k1 = _U(low_key), _U(high_key)
-        g, n = _F(gain), x.size
+    def _kernel(x, table, gain, low_key, high_key, repeats, high, low, out):
+        k1, n = _U(high_key), x.size
+        g = _F(gain)
         for chunk in numba.prange((n + CHUNK - 1) // CHUNK):
             start = chunk * CHUNK
-            xs, outs = x[start:start + CHUNK], out[start:start + CHUNK]  # indices from 0: see above
-            for j in range(xs.size):  # decide from the estimate, or mark NaN: unsure
+            xs = x[start:start + CHUNK]  # indices from 0: see the module's docstring
+            d = np.empty(xs.size, np.float32)
+            for j in range(xs.size):  # 1 + exp(-gain x), once for every copy; NaN: decide from the table
                 z = -g * _F(xs[j])  # NaN for a NaN input, and for all if beta is beyond ESTIMATED_BETAS
-                # g(x) = 2**16 / d - 1/2 to within 0.06 of a step (estimate_error); beyond |z| = 16
-                # P(x) is within 2**-23 of 0 or 1. Rounding z (< 0.003 step), the table (< 0.001)
-                # and the sums below (< 2**-7) add under 0.02: a decided bit is the table's.
-                d = one_plus_exp(min(max(z, _F(-16)), _F(16)))
-                dr = d * _F(np.int32(_word(start + j, k0, k1)))
-                outs[j] = (np.nan if z != z else high if dr + d * _F(1.5) < _F(2**16)  # g(x) > r + 1
-                           else low if dr - d * _F(0.5) > _F(2**16) else np.nan)  # g(x) < r - 1
-            unsure = 0
-            for j in range(outs.size):
-                unsure += np.int32(outs[j] != outs[j])
-            if unsure:
+                d[j] = np.nan if z != z else one_plus_exp(min(max(z, _F(-16)), _F(16)))
+            for s in range(repeats):  # copy s reads the words from index s*n on
+                k0 = _U(low_key + s * n)
+                outs = out[s * n + start:s * n + start + xs.size]
+                for j in range(xs.size):  # decide from the estimate, or mark NaN: unsure
+                    # g(x) = 2**16 / d - 1/2 to within 0.06 of a step (estimate_error); beyond |z| = 16
+                    # P(x) is within 2**-23 of 0 or 1. Rounding z (< 0.003 step), the table (< 0.001)
+                    # and the sums below (< 2**-7) add under 0.02: a decided bit is the table's.
+                    dr = d[j] * _F(np.int32(_word(start + j, k0, k1)))
+                    outs[j] = (high if dr + d[j] * _F(1.5) < _F(2**16)  # g(x) > r + 1
+                               else low if dr - d[j] * _F(0.5) > _F(2**16) else np.nan)  # g(x) < r - 1
+                unsure = 0
                 for j in range(outs.size):
-                    if outs[j] != outs[j]:
-                        v = xs[j]
-                        outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
+                    unsure += np.int32(outs[j] != outs[j])
+                if unsure:
+                    for j in range(outs.size):
+                        if outs[j] != outs[j]:
+                            v = xs[j]
+                            outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
 
     @numba.njit(cache=True)
     def _words(count, low_key, high_key):
