@@ -242,6 +242,35 @@ if numba is not None:
         e = e * e
         return _F(1) + e * e
 
+    @numba.njit(inline="always", fastmath={"contract"})
+    def _estimate(v, g):
+        """``1 + exp(-g v)`` (:func:`one_plus_exp`, clamped to ``|g v| <= 16``); NaN for a NaN input,
+        and for every input if ``beta`` is beyond ``ESTIMATED_BETAS`` (``g`` NaN): the table decides."""
+        z = -g * _F(v)
+        return _F(np.nan) if z != z else one_plus_exp(min(max(z, _F(-16)), _F(16)))
+
+    @numba.njit(inline="always", fastmath={"contract"})
+    def _decide(d, r, high, low):
+        """The bit for the word ``r`` from the estimate ``d = 1 + exp(-gain x)``, or NaN: unsure.
+        ``g(x) = 2**16 / d - 1/2`` to within 0.06 of a step (estimate_error); beyond ``|z| = 16``
+        P(x) is within 2**-23 of 0 or 1. Rounding z (< 0.003 step), the table (< 0.001) and the
+        sums below (< 2**-7) add under 0.02: a decided bit is the table's."""
+        dr = d * _F(np.int32(r))
+        return (high if dr + d * _F(1.5) < _F(2**16)  # g(x) > r + 1
+                else low if dr - d * _F(0.5) > _F(2**16) else np.nan)  # g(x) < r - 1
+
+    @numba.njit(inline="always")
+    def _settle(xs, outs, table, start, k0, k1, high, low):
+        """The unsure (NaN) bits of a chunk from the table; NaN inputs stay NaN."""
+        unsure = 0
+        for j in range(outs.size):
+            unsure += np.int32(outs[j] != outs[j])
+        if unsure:
+            for j in range(outs.size):
+                if outs[j] != outs[j]:
+                    v = xs[j]
+                    outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
+
     # numba vectorises a prange loop better than a plain one, also on one thread
     @numba.njit(parallel=True, cache=True, fastmath={"contract"})
     def _kernel(x, table, gain, low_key, high_key, repeats, high, low, out):
@@ -250,28 +279,20 @@ if numba is not None:
         for chunk in numba.prange((n + CHUNK - 1) // CHUNK):
             start = chunk * CHUNK
             xs = x[start:start + CHUNK]  # indices from 0: see the module's docstring
-            d = np.empty(xs.size, np.float32)
-            for j in range(xs.size):  # 1 + exp(-gain x), once for every copy; NaN: decide from the table
-                z = -g * _F(xs[j])  # NaN for a NaN input, and for all if beta is beyond ESTIMATED_BETAS
-                d[j] = np.nan if z != z else one_plus_exp(min(max(z, _F(-16)), _F(16)))
+            if repeats == 1:  # one pass: estimate and decide
+                k0, outs = _U(low_key), out[start:start + xs.size]
+                for j in range(xs.size):
+                    outs[j] = _decide(_estimate(xs[j], g), _word(start + j, k0, k1), high, low)
+                _settle(xs, outs, table, start, k0, k1, high, low)
+                continue
+            d = np.empty(xs.size, np.float32)  # the estimates, once for every copy
+            for j in range(xs.size):
+                d[j] = _estimate(xs[j], g)
             for s in range(repeats):  # copy s reads the words from index s*n on
-                k0 = _U(low_key + s * n)
-                outs = out[s * n + start:s * n + start + xs.size]
-                for j in range(xs.size):  # decide from the estimate, or mark NaN: unsure
-                    # g(x) = 2**16 / d - 1/2 to within 0.06 of a step (estimate_error); beyond |z| = 16
-                    # P(x) is within 2**-23 of 0 or 1. Rounding z (< 0.003 step), the table (< 0.001)
-                    # and the sums below (< 2**-7) add under 0.02: a decided bit is the table's.
-                    dr = d[j] * _F(np.int32(_word(start + j, k0, k1)))
-                    outs[j] = (high if dr + d[j] * _F(1.5) < _F(2**16)  # g(x) > r + 1
-                               else low if dr - d[j] * _F(0.5) > _F(2**16) else np.nan)  # g(x) < r - 1
-                unsure = 0
-                for j in range(outs.size):
-                    unsure += np.int32(outs[j] != outs[j])
-                if unsure:
-                    for j in range(outs.size):
-                        if outs[j] != outs[j]:
-                            v = xs[j]
-                            outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
+                k0, outs = _U(low_key + s * n), out[s * n + start:s * n + start + xs.size]
+                for j in range(xs.size):
+                    outs[j] = _decide(d[j], _word(start + j, k0, k1), high, low)
+                _settle(xs, outs, table, start, k0, k1, high, low)
 
     @numba.njit(cache=True)
     def _words(count, low_key, high_key):
