@@ -108,9 +108,31 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
             assert set(histogram) <= {*checkpoints, n}
             looks = sum(count * sum(c <= t for c in result["checkpoints"]) for t, count in histogram.items())
             assert level["mean_rounds"] == pytest.approx(looks / len(labels))
+        held = result["held_out"]  # each half at the level chosen on the other: one of the two
+        assert held["folds"] == 2 and set(held["errors"]) <= {0.3, 0.01}
+        assert "| adaptive, error chosen on the other half (" in adaptive_study.write_tables({"runs": [result]})
     # looking after every sample from 3 on can only stop an input earlier than looking at 3 and 7
     for dense, sparse in zip(results[every]["adaptive"], results[3, 7]["adaptive"]):
         assert dense["mean_samples"] <= sparse["mean_samples"]
+
+
+def test_each_half_takes_the_level_chosen_on_the_other_half():
+    labels = torch.zeros(8, dtype=torch.long)
+    final = labels.clone()  # T = N decides every input right
+    loose = (torch.tensor([1, 0, 1, 0, 0, 0, 0, 0]), torch.full((8,), 2))  # wrong on inputs 0 and 2 (even)
+    careful = (labels.clone(), torch.full((8,), 4))
+    levels, decision, taken = adaptive_study.level_chosen_elsewhere([loose, careful], [0.3, 0.1], final, labels)
+    # the even half is judged at the level the odd half picks (0.3: right on every odd input, at T = 2);
+    # the odd half at the one the even half picks (0.3 loses 50 points there, so 0.1)
+    assert levels == [0.3, 0.1]
+    assert decision.tolist() == [1, 0, 1, 0, 0, 0, 0, 0] and taken.tolist() == [2, 4] * 4
+    # where no level is within the points, the smallest error level, in whatever order the levels come
+    wrong = (torch.ones(8, dtype=torch.long), torch.full((8,), 3))
+    levels, _, taken = adaptive_study.level_chosen_elsewhere([wrong, loose], [0.05, 0.2], final, labels)
+    assert levels == [0.2, 0.05] and taken.tolist() == [2, 3] * 4
+    # four folds: the other folds' inputs include input 0 or 2 for every fold, where the loose level is wrong
+    levels, _, _ = adaptive_study.level_chosen_elsewhere([loose, careful], [0.3, 0.1], final, labels, folds=4)
+    assert levels == [0.1, 0.1, 0.1, 0.1]
 
 
 def test_the_study_runs_after_the_accuracy_study_and_claims_beyond_the_paper():
@@ -203,6 +225,21 @@ def test_over_draws_gives_each_draw_the_means_and_their_standard_errors():
     assert "| 0.1 | -0.10 -0.30 | -0.200 ± 0.100 | 4.900 5.100 | 5.000 ± 0.100 | met |" in table
     assert "the smallest within 0.2 points on the means: T = 2" in table
     assert "| 1 | -1.00 -0.40 | -0.700 ± 0.300 |" in table
+
+
+def test_over_draws_summarises_the_level_chosen_on_the_other_half_where_every_draw_has_it():
+    documents = [draw(0, [(0.1, -0.001, 4.9)]), draw(1, [(0.1, -0.003, 5.1)])]
+    for document, loss, taken in zip(documents, (-0.001, -0.002), (4.0, 4.2)):
+        document["runs"][0]["held_out"] = {"folds": 2, "errors": [0.1, 0.2], "accuracy_minus_T_max": loss,
+                                           "mean_samples": taken}
+    (run,) = adaptive_study.over_draws(documents)
+    held = run["held_out"]
+    assert held["loss_points_mean"] == pytest.approx(-0.15) and held["loss_points_se"] == pytest.approx(0.05)
+    assert held["mean_samples_mean"] == pytest.approx(4.1) and held["goal"]
+    assert ("| chosen on the other half (0.1/0.2, 0.1/0.2) | -0.10 -0.20 | -0.150 ± 0.050 | 4.000 4.200 "
+            "| 4.100 ± 0.100 | met |") in adaptive_study.over_draws_table([run])
+    del documents[1]["runs"][0]["held_out"]  # a study written before the level was chosen this way
+    assert adaptive_study.over_draws(documents)[0]["held_out"] is None
 
 
 @pytest.mark.parametrize("documents, message", [

@@ -72,6 +72,20 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert strip(a["metrics"]) == strip(b["metrics"])
 
 
+def test_a_checkpoint_of_the_weights_alone_is_not_resumed_and_stays(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    path = run / "checkpoint.pt"
+    state = load_checkpoint(path)
+    torch.save({key: state[key] for key in ("model", "epoch", "metrics")}, path)  # as committed for evaluation
+    kept = path.read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) != 0
+    assert "holds no optimizer, generators (a copy of the weights for evaluation)" in capsys.readouterr().err
+    assert path.read_bytes() == kept
+    model, _ = load_model(run)  # evaluation reads it
+    assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
 def test_task_is_recorded_and_runs_from_before_tasks_resume_bit_for_bit(tmp_path):
     straight, run = tmp_path / "straight", tmp_path / "run"
     assert train(straight, "--epochs", "2") == 0

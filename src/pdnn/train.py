@@ -166,6 +166,10 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     """Continue from a checkpoint: weights, optimiser, history and this process's random streams
     (the example order is shared by all processes; augmentation and sampling are per process)."""
     state = load_checkpoint(checkpoint_path, map_location=device)
+    missing = [key for key in ("optimizer", "generators", "metrics", "epoch") if key not in state]
+    if missing:
+        raise RunError(f"{checkpoint_path} holds no {', '.join(missing)} (a copy of the weights for evaluation), "
+                       "so the run cannot be resumed; train it again without --resume")
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     saved = state["generators"]

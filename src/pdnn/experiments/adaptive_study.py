@@ -37,6 +37,7 @@ from ..sampling import SampledModel
 
 ERRORS = (0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001)
 GOAL_POINTS, GOAL_MEAN_T = 0.2, 5.0  # the goal: the accuracy of T = N within 0.2 points at mean T <= 5
+HELD_OUT_FOLDS = 2  # the level judged on each half of the inputs is chosen on the other half
 
 
 @torch.no_grad()
@@ -148,23 +149,26 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
     energy = energy_model(run_dir, memory, n, batch)
     one_round = torch.ones_like(labels)
 
-    adaptive = []
+    def outcome(decision: torch.Tensor, taken: torch.Tensor) -> dict:
+        rounds = rounds_taken(taken, StoppingRule(n, checkpoints=checkpoints))
+        gain = (decision == labels).double() - (final == labels).double()  # paired with T = N, per input
+        return {"accuracy": (decision == labels).double().mean().item(),
+                "mean_samples": taken.double().mean().item(), "samples_quantiles": quantiles(taken),
+                "samples_histogram": histogram(taken),
+                "differs_from_T_max": (decision != final).double().mean().item(),
+                "accuracy_minus_T_max": gain.mean().item(),
+                "accuracy_minus_T_max_stderr": (gain.std() / len(gain) ** 0.5).item(),
+                "mean_rounds": rounds.double().mean().item(), "energy_j": energies(taken, rounds, energy, batch)}
+
+    adaptive, replays = [], []
     for error in errors:
         rule = StoppingRule(n, error, "predictive", checkpoints)
         replayed = [simulate(part, rule) for part in outputs.split(batch, 1)]  # batches as in `pdnn eval`
         mean, taken = torch.cat([m for m, _ in replayed]), torch.cat([t for _, t in replayed])
-        decision = mean.argmax(-1)
-        gain = (decision == labels).double() - (final == labels).double()  # paired with T = N, per input
-        adaptive.append({
-            "error": error, "accuracy": (decision == labels).double().mean().item(),
-            "mean_samples": taken.double().mean().item(), "samples_quantiles": quantiles(taken),
-            "samples_histogram": histogram(taken),
-            "differs_from_T_max": (decision != final).double().mean().item(),
-            "accuracy_minus_T_max": gain.mean().item(),
-            "accuracy_minus_T_max_stderr": (gain.std() / len(gain) ** 0.5).item(),
-            "mean_rounds": rounds_taken(taken, rule).double().mean().item(),
-            "energy_j": energies(taken, rounds_taken(taken, rule), energy, batch),
-        })
+        replays.append((mean.argmax(-1), taken))
+        adaptive.append({"error": error} | outcome(*replays[-1]))
+    levels, decision, taken = level_chosen_elsewhere(replays, errors, final, labels)
+    held_out = {"folds": HELD_OUT_FOLDS, "errors": levels} | outcome(decision, taken)
     return {
         "dataset": dataset, "run": str(run_dir), "examples": len(labels), "max_samples": n, "seed": seed,
         "checkpoints": StoppingRule(n, checkpoints=checkpoints).schedule(),
@@ -175,9 +179,33 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
                    "samples_quantiles": quantiles(oracle), "samples_histogram": histogram(oracle),
                    "energy_j": energies(oracle, one_round, energy, batch)},
         "adaptive": adaptive,
+        "held_out": held_out,
         "energy_settings": {k: {n: v for n, v in e["settings"].items() if n != "table"} for k, e in energy.items()},
         "time_s": time.perf_counter() - began,
     }
+
+
+def level_chosen_elsewhere(replays: list[tuple[torch.Tensor, torch.Tensor]], errors, final: torch.Tensor,
+                           labels: torch.Tensor, folds: int = HELD_OUT_FOLDS) -> tuple[list, torch.Tensor, torch.Tensor]:
+    """The rule at an error level chosen without the inputs it is judged on.
+
+    The study's tables pick, after the fact, the level with the smallest mean T within
+    ``GOAL_POINTS`` of T = N (:func:`best_within_goal`). Here the inputs are split into ``folds``
+    folds by index (input ``i`` in fold ``i % folds``) and each fold takes the level that rule picks
+    on the other folds' inputs (the smallest error level where none is within the points).
+    ``replays``: per level of ``errors``, each input's decision and T. Returns each fold's level
+    and each input's decision and T under its fold's level."""
+    fold = torch.arange(len(labels)) % folds
+    decision, taken, chosen = torch.empty_like(labels), torch.empty_like(labels), []
+    for f in range(folds):
+        seen, judged = fold != f, fold == f
+        target = (final[seen] == labels[seen]).double().mean().item() - GOAL_POINTS / 100
+        fits = [j for j, (d, _) in enumerate(replays) if (d[seen] == labels[seen]).double().mean().item() >= target - 1e-12]
+        j = (min(fits, key=lambda j: replays[j][1][seen].double().mean().item()) if fits
+             else min(range(len(errors)), key=lambda j: errors[j]))
+        chosen.append(errors[j])
+        decision[judged], taken[judged] = replays[j][0][judged], replays[j][1][judged]
+    return chosen, decision, taken
 
 
 def best_within_goal(run: dict) -> dict | None:
@@ -185,6 +213,15 @@ def best_within_goal(run: dict) -> dict | None:
     target = run["fixed"][-1]["accuracy"] - GOAL_POINTS / 100
     fits = [a for a in run["adaptive"] if a["accuracy"] >= target - 1e-12]
     return min(fits, key=lambda a: a["mean_samples"]) if fits else None
+
+
+def held_out_met(held: dict) -> bool:
+    """The goal for the level chosen on the other folds: within GOAL_POINTS of T = N at mean T <= GOAL_MEAN_T."""
+    return held["accuracy_minus_T_max"] >= -GOAL_POINTS / 100 - 1e-12 and held["mean_samples"] <= GOAL_MEAN_T
+
+
+def held_out_name(held: dict) -> str:
+    return "half" if held["folds"] == 2 else f"{held['folds'] - 1} of {held['folds']} folds"
 
 
 def goal_met(run: dict) -> bool:
@@ -252,9 +289,14 @@ def write_tables(document: dict) -> str:
                 e = fixed[t]["energy_j"]
                 lines.append(f"| fixed T={t} | {100 * fixed[t]['accuracy']:.2f} | | {t} | | | 1 | {mj(e['per-eo held'])} "
                              f"| {mj(e['per-eo per round'])} | {mj(e[batch])} |")
-        for a in run["adaptive"]:
+        rows = [(f"adaptive, error {a['error']:g}", a) for a in run["adaptive"]]
+        held = run.get("held_out")  # absent from studies written before it was added
+        if held:
+            rows.append((f"adaptive, error chosen on the other {held_out_name(held)} "
+                         f"({' / '.join(f'{e:g}' for e in held['errors'])})", held))
+        for label, a in rows:
             q, e = a["samples_quantiles"], a["energy_j"]
-            lines.append(f"| adaptive, error {a['error']:g} | {100 * a['accuracy']:.2f} "
+            lines.append(f"| {label} | {100 * a['accuracy']:.2f} "
                          f"| {100 * a['accuracy_minus_T_max']:+.2f} ± {100 * a['accuracy_minus_T_max_stderr']:.2f} "
                          f"| {a['mean_samples']:.2f} "
                          f"| {q['p50']:g} / {q['p90']:g} / {q['p99']:g} / {q['max']} | {100 * a['differs_from_T_max']:.2f} "
@@ -275,6 +317,12 @@ def write_tables(document: dict) -> str:
                        f"{fixed_t_for(run, run['fixed'][-1]['accuracy'] - GOAL_POINTS / 100)} to be within "
                        f"{GOAL_POINTS} points; the oracle needs mean T "
                        f"{o['mean_samples']:.2f}")
+        if held:
+            met = "met" if held_out_met(held) else "not met"
+            verdict += (f". With the error level chosen on the other {held_out_name(held)} of the inputs for each "
+                        f"(so not after the fact): {100 * held['accuracy_minus_T_max']:+.2f} ± "
+                        f"{100 * held['accuracy_minus_T_max_stderr']:.2f} points at mean T {held['mean_samples']:.2f}, "
+                        f"goal {met}")
         hist = run["adaptive"][len(run["adaptive"]) // 2]
         lines += ["", f"Goal: {verdict}.", "",
                   f"T distribution, adaptive at error {hist['error']:g} (T: inputs): "
@@ -394,10 +442,19 @@ def over_draws(documents: list[dict]) -> list[dict]:
             loss_mean, loss_se = mean_se(loss)
             fixed.append({"samples": point["samples"], "loss_points": loss, "loss_points_mean": loss_mean,
                           "loss_points_se": loss_se})
+        held_out = None
+        if all("held_out" in r for r in runs):  # studies written before it was added lack it
+            loss = [100 * r["held_out"]["accuracy_minus_T_max"] for r in runs]
+            taken = [r["held_out"]["mean_samples"] for r in runs]
+            (loss_mean, loss_se), (t_mean, t_se) = mean_se(loss), mean_se(taken)
+            held_out = {"folds": runs[0]["held_out"]["folds"], "errors": [r["held_out"]["errors"] for r in runs],
+                        "loss_points": loss, "mean_samples": taken, "loss_points_mean": loss_mean,
+                        "loss_points_se": loss_se, "mean_samples_mean": t_mean, "mean_samples_se": t_se,
+                        "goal": loss_mean >= -GOAL_POINTS - 1e-12 and t_mean <= GOAL_MEAN_T}
         summary.append({key: first[key] for key in same} | {
             "seeds": seeds, "accuracy_T_max": [r["fixed"][-1]["accuracy"] for r in runs],
             "oracle_mean_samples": [r["oracle"]["mean_samples"] for r in runs], "levels": levels,
-            "fixed": fixed})
+            "held_out": held_out, "fixed": fixed})
     return summary
 
 
@@ -413,8 +470,13 @@ def over_draws_table(summary: list[dict]) -> str:
                   f"| error | − T={n}, points, per draw | mean ± SE | mean T per draw | mean ± SE "
                   f"| goal on the means (within {GOAL_POINTS} at mean T ≤ {GOAL_MEAN_T:g}) |",
                   "|---|---|---|---|---|---|"]
-        for level in run["levels"]:
-            lines.append(f"| {level['error']:g} | {' '.join(f'{v:+.2f}' for v in level['loss_points'])} "
+        rows = [(f"{level['error']:g}", level) for level in run["levels"]]
+        held = run.get("held_out")
+        if held:
+            chosen = ", ".join("/".join(f"{e:g}" for e in errors) for errors in held["errors"])
+            rows.append((f"chosen on the other {held_out_name(held)} ({chosen})", held))
+        for name, level in rows:
+            lines.append(f"| {name} | {' '.join(f'{v:+.2f}' for v in level['loss_points'])} "
                          f"| {level['loss_points_mean']:+.3f} ± {level['loss_points_se']:.3f} "
                          f"| {' '.join(f'{t:.3f}' for t in level['mean_samples'])} "
                          f"| {level['mean_samples_mean']:.3f} ± {level['mean_samples_se']:.3f} "

@@ -151,6 +151,11 @@ def claim_for(run: dict) -> Claim:
                 f"{100 * full:.2f}% (paired {100 * best['accuracy_minus_T_max']:+.2f} ± "
                 f"{100 * best['accuracy_minus_T_max_stderr']:.2f} points); smallest fixed T within {study.GOAL_POINTS} "
                 f"points: {within}")
+    held = run.get("held_out")
+    if held:
+        ours += (f"; with the level chosen on the other {study.held_out_name(held)} of the images, "
+                 f"{100 * held['accuracy_minus_T_max']:+.2f} ± {100 * held['accuracy_minus_T_max_stderr']:.2f} points "
+                 f"at mean T {held['mean_samples']:.2f}")
     ours += f"; oracle mean T {oracle['mean_samples']:.2f} ({run['examples']} test images)"
     return Claim.decide(claim_text(run["dataset"], n), PAPER, ours, rule_text(), study.goal_met(run))
 
