@@ -191,8 +191,8 @@ def _compile(dtype: torch.dtype) -> None:
     remark to stderr at the first compile for loops of the module it cannot widen."""
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
     array = numba.types.Array(scalar, 1, "C")
-    _kernel.compile((array, array.copy(readonly=True), numba.float64, numba.int64, numba.int64, numba.int64, scalar, scalar,
-                     array))
+    key, count = numba.int64, numba.int64
+    _kernel.compile((array, array.copy(readonly=True), numba.float64, key, key, count, scalar, scalar, array))
 
 
 def _storage(t: torch.Tensor, channels_last: bool) -> np.ndarray:

@@ -186,7 +186,8 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
 
 
 def level_chosen_elsewhere(replays: list[tuple[torch.Tensor, torch.Tensor]], errors, final: torch.Tensor,
-                           labels: torch.Tensor, folds: int = HELD_OUT_FOLDS) -> tuple[list, torch.Tensor, torch.Tensor]:
+                           labels: torch.Tensor, folds: int = HELD_OUT_FOLDS
+                           ) -> tuple[list, torch.Tensor, torch.Tensor]:
     """The rule at an error level chosen without the inputs it is judged on.
 
     The study's tables pick, after the fact, the level with the smallest mean T within
@@ -200,7 +201,8 @@ def level_chosen_elsewhere(replays: list[tuple[torch.Tensor, torch.Tensor]], err
     for f in range(folds):
         seen, judged = fold != f, fold == f
         target = (final[seen] == labels[seen]).double().mean().item() - GOAL_POINTS / 100
-        fits = [j for j, (d, _) in enumerate(replays) if (d[seen] == labels[seen]).double().mean().item() >= target - 1e-12]
+        fits = [j for j, (d, _) in enumerate(replays)
+                if (d[seen] == labels[seen]).double().mean().item() >= target - 1e-12]
         j = (min(fits, key=lambda j: replays[j][1][seen].double().mean().item()) if fits
              else min(range(len(errors)), key=lambda j: errors[j]))
         chosen.append(errors[j])
