@@ -53,6 +53,29 @@ def table_kernel(x, table, gain, low_key, high_key, repeats, high, low, out):
         table_copy(x, table, (low_key + s * n) & 0xFFFFFFFF, high_key, high, low, out[s * n:(s + 1) * n])
 
 
+def with_kernel(kernel, fn):
+    """``fn()`` in inference mode with ``kernel`` in the library kernel's place."""
+    K._kernel = kernel
+    try:
+        with torch.inference_mode():
+            return fn()
+    finally:
+        K._kernel = AFTER
+
+
+def before_after(work: dict, check: dict, before) -> dict:
+    """The timed configurations ``"<name> before"`` (the kernel ``before``) and ``"<name> after"``
+    (the library's) of every function in ``work``, once the functions in ``check`` (``work``'s,
+    or a fresh-stream version of them) have given the same bits both ways."""
+    for name, fn in check.items():
+        torch.manual_seed(1)
+        expected = with_kernel(before, fn)
+        torch.manual_seed(1)
+        assert torch.equal(with_kernel(AFTER, fn), expected), f"{name}: the change altered the bits"
+    return {f"{name} {version}": (lambda fn=fn, kernel=before if version == "before" else AFTER: with_kernel(kernel, fn))
+            for name, fn in work.items() for version in ("before", "after")}
+
+
 def one_round(repeats: int) -> dict:
     K._compile(torch.float32)  # the library's kernel, before _kernel is swapped for the calls below
     torch.manual_seed(0)
@@ -63,28 +86,13 @@ def one_round(repeats: int) -> dict:
     images = torch.randn(256, 3, 32, 32)
     one, ten = (SampledModel(model, t, seed=0, max_rows=MAX_ROWS) for t in (1, 10))
     result = torch.empty_like(act)
-
-    def run(fn, before: bool):
-        K._kernel = table_kernel if before else AFTER
-        try:
-            with torch.inference_mode():
-                return fn()
-        finally:
-            K._kernel = AFTER
-
     work = {"act": lambda: pbit(act), "cnn-layer": lambda: pbit(layer), "T=1": lambda: one(images),
             "T=10": lambda: ten(images)}
     check = {**work, "T=1": lambda: SampledModel(model, 1, seed=0)(images),  # fresh streams
              "T=10": lambda: SampledModel(model, 10, seed=0, max_rows=MAX_ROWS)(images)}
     features = (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(",")
     with vector_width(16 if "+avx512f" in features else 0):  # as the library compiled the table kernel
-        for name, fn in check.items():  # also compiles the table kernel; the bits must agree
-            torch.manual_seed(1)
-            before = run(fn, True)
-            torch.manual_seed(1)
-            assert torch.equal(run(fn, False), before), f"{name}: the estimate changed the bits"
-    configs = {f"{name} {version}": (lambda fn=fn, before=version == "before": run(fn, before))
-               for name, fn in work.items() for version in ("before", "after")}
+        configs = before_after(work, check, table_kernel)  # also compiles the table kernel
     configs["tanh"] = lambda: torch.tanh(act, out=result)
     configs["sigmoid"] = lambda: torch.sigmoid(act, out=result)
     return compare("pbit_estimate", "after/before < 1", configs, repeats, pairs=PAIRS)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from bench_pbit_estimate import AFTER, before_after, with_kernel
 from bench_speed import before_after_rounds, compare
 from pdnn import SampledModel
 from pdnn import pbit_kernel as K
@@ -25,7 +26,6 @@ from pdnn.sampling import MAX_ROWS
 
 PAIRS = [("copies after", "copies before"), ("T=10 after", "T=10 before"), ("T=10 before", "T=1"),
          ("T=10 after", "T=1")]
-AFTER = K._kernel
 
 
 def per_copy(x, table, gain, low_key, high_key, repeats, high, low, out):
@@ -43,25 +43,10 @@ def one_round(repeats: int) -> dict:
     model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16).eval()
     images = torch.randn(256, 3, 32, 32)
     one, ten = (SampledModel(model, t, seed=0, max_rows=MAX_ROWS) for t in (1, 10))
-
-    def run(fn, before: bool):
-        K._kernel = per_copy if before else AFTER
-        try:
-            with torch.inference_mode():
-                return fn()
-        finally:
-            K._kernel = AFTER
-
     work = {"copies": lambda: pbit(layer, repeats=10), "T=10": lambda: ten(images)}
     check = {**work, "T=10": lambda: SampledModel(model, 10, seed=0, max_rows=MAX_ROWS)(images)}  # fresh streams
-    for name, fn in check.items():
-        torch.manual_seed(1)
-        before = run(fn, True)
-        torch.manual_seed(1)
-        assert torch.equal(run(fn, False), before), f"{name}: sharing the estimate changed the bits"
-    configs = {f"{name} {version}": (lambda fn=fn, before=version == "before": run(fn, before))
-               for name, fn in work.items() for version in ("before", "after")}
-    configs["T=1"] = lambda: run(lambda: one(images), False)
+    configs = before_after(work, check, per_copy)
+    configs["T=1"] = lambda: with_kernel(AFTER, lambda: one(images))
     return compare("shared_estimate", "after/before < 1", configs, repeats, pairs=PAIRS)
 
 
