@@ -101,11 +101,16 @@ def best(row: dict, top: str, bottom: str) -> float:
     return min(row["times_s"][top]) / min(row["times_s"][bottom])
 
 
-def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats: int) -> None:
+def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats: int, add_options=None) -> None:
     """The command line of the benchmarks that time a change against what it replaced in one
     process: ``--rounds`` rounds of ``one_round(repeats)`` (a :func:`compare` row), each printed as
-    its medians and the ratios of ``pairs``, and all of them written to ``--json``."""
+    its medians and the ratios of ``pairs``, and all of them written to ``--json``.
+
+    ``add_options(parser)``, if given, adds a benchmark's own options; ``one_round`` is then called
+    as ``one_round(repeats, args)`` and ``pairs`` as ``pairs(args)``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if add_options:
+        add_options(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--repeats", type=int, default=repeats)
@@ -117,6 +122,8 @@ def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     keep_large_buffers()
+    if add_options:
+        pairs, one_round = pairs(args), (lambda repeats, run=one_round: run(repeats, args))
     results = []
     for number in range(1, args.rounds + 1):
         row = one_round(args.repeats)
@@ -125,8 +132,8 @@ def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats
         ratios = ", ".join(f"{a}/{b} {row['ratio'][f'{a}/{b}']:.3f} (best {best(row, a, b):.3f})" for a, b in pairs)
         print(f"round {number}: {medians}; median {ratios}", flush=True)
     if args.json:
-        record = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "clock": args.clock,
-                  "rounds": results}
+        options = {k: v for k, v in vars(args).items() if k not in ("json", "rounds")}
+        record = {"torch": torch.__version__, "cpu": cpu_model(), **options, "rounds": results}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 
