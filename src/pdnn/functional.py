@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from . import pbit_kernel
+from . import pbit_kernel, stacked_passes
 from .checks import one_of, positive_int
 from .errors import UsageError
 
@@ -273,6 +273,9 @@ def pbit(
         positive_int("repeats", repeats)
         if x.dim() == 0:
             raise UsageError(f"repeats={repeats} needs a tensor with a first dimension, got a scalar")
+    stack = stacked_passes.active()
+    if stack is not None:  # several passes' rows, each block drawn with its pass's key
+        return stack.bits(x, mode, beta, repeats, generator)
     if pbit_kernel.available(x, repeats):
         key = pbit_kernel.draw_key(generator)
         if torch.is_grad_enabled() and x.requires_grad:
@@ -290,6 +293,9 @@ def repeat_samples(x, samples: int):
     back) and copies 5x faster on a CPU."""
     if not isinstance(x, torch.Tensor) or samples == 1:
         return x
+    stack = stacked_passes.active()
+    if stack is not None:
+        return stack.repeat(x, samples)
     return torch.cat([x] * samples) if x.dim() else x.repeat(samples)
 
 

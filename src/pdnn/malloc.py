@@ -16,6 +16,7 @@ import ctypes.util
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's <malloc.h>
 _M_MMAP_THRESHOLD = -3
 LIMIT = 1 << 30  # buffers up to 1 GiB are kept for reuse
+_kept = False
 
 
 def keep_large_buffers() -> bool:
@@ -26,4 +27,11 @@ def keep_large_buffers() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl without mallopt)
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, LIMIT))
+    global _kept
+    _kept = bool(mallopt(_M_MMAP_THRESHOLD, LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, LIMIT))
+    return _kept
+
+
+def large_buffers_kept() -> bool:
+    """Whether :func:`keep_large_buffers` has told the allocator to keep them in this process."""
+    return _kept

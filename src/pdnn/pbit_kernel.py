@@ -99,7 +99,14 @@ def draw_key(generator: torch.Generator | None) -> int:
     if word is None:
         with torch.inference_mode(False):
             word = _per_thread.word = torch.empty((), dtype=torch.int64)
+    _per_thread.keys = keys_drawn() + 1
     return word.random_(-(2**63), None, generator=generator).item()
+
+
+def keys_drawn() -> int:
+    """How many keys :func:`draw_key` has drawn in this thread: :mod:`pdnn.stacked_passes` counts
+    a pass's draws with it."""
+    return getattr(_per_thread, "keys", 0)
 
 
 @lru_cache(maxsize=64)  # 256 KiB each; a sweep over beta must not grow it without bound
@@ -137,8 +144,10 @@ def _halves(key: int) -> tuple[int, int]:
     return key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF
 
 
-def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) -> torch.Tensor:
-    """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring).
+def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """The p-bits of ``x`` for the random stream ``key`` (see the module's docstring), written to
+    ``out`` if given (a tensor of the result's shape, dtype and memory format, dense in it).
 
     ``repeats > 1``: the bits of ``x`` repeated that many times along its first dimension
     (``torch.cat([x] * repeats)``), drawn without making that copy: copy ``s`` reads the words at
@@ -154,11 +163,8 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) ->
         channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
         if not channels_last:
             x = x.contiguous()
-    if repeats == 1:
-        out = torch.empty_like(x)  # the input's memory format; the kernel runs in storage order
-    else:
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        out = torch.empty((repeats * x.shape[0], *x.shape[1:]), dtype=x.dtype, memory_format=layout)
+    if out is None:
+        out = empty_bits(x, repeats)
     n = x.numel()
     if n:
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
@@ -170,6 +176,13 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1) ->
         gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
         _kernel(source, table, gain, k0, k1, repeats, high, low, target)
     return out
+
+
+def empty_bits(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+    """An uninitialised tensor for the bits of ``x`` repeated ``repeats`` times, in the memory
+    format of ``x`` (channels-last stays channels-last): the kernel writes in storage order."""
+    layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() else torch.contiguous_format
+    return torch.empty((repeats * x.shape[0], *x.shape[1:]), dtype=x.dtype, memory_format=layout)
 
 
 def _use_threads(count: int) -> None:

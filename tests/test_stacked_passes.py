@@ -1,0 +1,146 @@
+"""Passes of a split batch stacked into one pass compute bit for bit what the passes do in turn."""
+import pytest
+import torch
+from torch import nn
+
+from pdnn import SampledModel, pbit_kernel, stacked_passes
+from pdnn.models import create
+from pdnn.nn import PBit
+
+pytestmark = pytest.mark.skipif(pbit_kernel.numba is None, reason="stacking needs the fused p-bit kernel")
+
+
+def cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return create("cnn", neuron="pbit", input_shape=(3, 16, 16), width=4).eval()
+
+
+def in_turn(monkeypatch, sampled: SampledModel, x: torch.Tensor, calls: int = 1) -> list[torch.Tensor]:
+    """``calls`` outputs of ``sampled`` on ``x`` with stacking off: passes of at most one pass."""
+    with monkeypatch.context() as patch:
+        patch.setattr(stacked_passes, "STACK_BYTES", 0)
+        patch.setattr(stacked_passes, "STACK_BYTES_SYSTEM_MALLOC", 0)
+        return [sampled(x) for _ in range(calls)]
+
+
+@pytest.mark.parametrize("reduce", ["none", "mean", "vote"])
+@torch.no_grad()
+def test_stacked_passes_give_the_split_bit_for_bit(monkeypatch, reduce):
+    """37 inputs at T = 10 in passes of 4 (the last of 1); three calls, so the stream continues
+    alike; the reduction of each pass as the split reduces it."""
+    model, x = cnn(), torch.randn(37, 3, 16, 16)
+    stacked = SampledModel(model, 10, seed=5, max_rows=40, reduce=reduce)
+    outs = [stacked(x) for _ in range(3)]
+    (calls, per_stack), = stacked._stacks.values()
+    assert calls == 5 and per_stack > 8  # five p-bits; every pass after the two learnt on fits one stack
+    expected = in_turn(monkeypatch, SampledModel(model, 10, seed=5, max_rows=40, reduce=reduce), x, 3)
+    for out, split in zip(outs, expected):
+        assert torch.equal(out, split)
+    assert not torch.equal(outs[0], outs[1])  # fresh draws on every call
+
+
+@torch.no_grad()
+def test_stacks_are_sized_by_the_bytes_of_a_p_bit_row(monkeypatch):
+    model, x = cnn(), torch.randn(40, 3, 16, 16)
+    row = 4 * 16 * 16 * 4  # the widest p-bit output: 4 channels of 16 x 16 float32
+    monkeypatch.setattr(stacked_passes, "STACK_BYTES_SYSTEM_MALLOC", 3 * 40 * row)  # three passes of 40 rows
+    monkeypatch.setattr(stacked_passes.malloc, "large_buffers_kept", lambda: False)
+    sampled = SampledModel(model, 10, seed=1, max_rows=40)
+    rows = []
+    original = stacked_passes.Stack.unstacked
+    monkeypatch.setattr(stacked_passes.Stack, "unstacked",
+                        lambda self, out, samples: rows.append(len(out)) or original(self, out, samples))
+    out = sampled(x)
+    assert list(sampled._stacks.values()) == [(5, 3)]
+    assert rows == [80, 120, 120, 80]  # the two passes learnt on, then stacks of 3, 3 and 2 passes
+    assert torch.equal(out, in_turn(monkeypatch, SampledModel(model, 10, seed=1, max_rows=40), x)[0])
+
+
+def noisy_model() -> nn.Module:
+    """A p-bit network with a draw of torch's own between its p-bits."""
+    class Noise(nn.Module):
+        def forward(self, x):
+            return x + 0.1 * torch.randn_like(x)
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), PBit(), Noise(), nn.Linear(8, 8), PBit(), nn.Linear(8, 3)).eval()
+
+
+def batch_statistics_model() -> nn.Module:
+    """A batch norm without running statistics after the first p-bit: each sample's rows are
+    normalised together, so the rows of a pass must stay together."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), PBit(), nn.Linear(8, 8), nn.BatchNorm1d(8, track_running_stats=False),
+                         PBit(), nn.Linear(8, 3)).eval()
+
+
+@pytest.mark.parametrize("build, learnt", [(noisy_model, []), (batch_statistics_model, [(2, 1)])])
+@torch.no_grad()
+def test_passes_that_do_not_stack_run_in_turn(monkeypatch, build, learnt):
+    """The noisy model draws more than keys (nothing learnt, asked again next call); the batch
+    norm's stacked pass differs from the passes (learnt: one pass per stack)."""
+    model, x = build(), torch.randn(30, 6)
+    sampled = SampledModel(model, 4, seed=2, max_rows=20)
+    outs = [sampled(x) for _ in range(2)]
+    assert list(sampled._stacks.values()) == learnt
+    for out, split in zip(outs, in_turn(monkeypatch, SampledModel(model, 4, seed=2, max_rows=20), x, 2)):
+        assert torch.equal(out, split)
+
+
+@torch.no_grad()
+def test_a_p_bit_with_its_own_generator_is_not_stacked(monkeypatch):
+    """Unseeded, the p-bits draw from their own generators; the stack's keys would come from
+    torch's default generator instead."""
+    model, x = cnn(), torch.randn(20, 3, 16, 16)
+    outs = []
+    for stacking in (True, False):
+        for i, pbit in enumerate(m for m in model.modules() if isinstance(m, PBit)):
+            pbit.generator = torch.Generator().manual_seed(i)
+        sampled = SampledModel(model, 10, max_rows=20)
+        outs.append(sampled(x) if stacking else in_turn(monkeypatch, sampled, x)[0])
+        assert not sampled._stacks
+    assert torch.equal(*outs)
+
+
+@torch.no_grad()
+def test_a_stacked_pass_that_fails_is_run_in_turn_from_the_same_state(monkeypatch):
+    model, x = cnn(), torch.randn(24, 3, 16, 16)
+    sampled = SampledModel(model, 10, seed=4, max_rows=20)
+    first = sampled(x)
+    assert list(sampled._stacks.values())[0][1] > 1
+
+    def refuse(*args):
+        raise stacked_passes.NotStackable("refused")
+
+    monkeypatch.setattr(stacked_passes.Stack, "bits", refuse)
+    second = sampled(x)
+    monkeypatch.undo()
+    assert torch.equal(torch.stack([first, second]),
+                       torch.stack(in_turn(monkeypatch, SampledModel(model, 10, seed=4, max_rows=20), x, 2)))
+
+
+def test_under_autograd_the_passes_run_in_turn():
+    model, x = cnn(), torch.randn(20, 3, 16, 16)
+    sampled = SampledModel(model, 10, seed=0, max_rows=20)
+    sampled(x).sum().backward()
+    assert not sampled._stacks and model[0].weight.grad is not None
+
+
+def test_only_keys_drawn_tells_a_generator_that_drew_anything_else():
+    generator = torch.Generator().manual_seed(3)
+    start = generator.get_state()
+    for _ in range(4):
+        pbit_kernel.draw_key(generator)
+    end = generator.get_state()
+    assert stacked_passes.only_keys_drawn(start, end, 4)
+    assert not stacked_passes.only_keys_drawn(start, end, 3)
+    torch.rand(1, generator=generator)
+    assert not stacked_passes.only_keys_drawn(start, generator.get_state(), 4)
+
+
+def test_the_kernel_writes_bits_into_a_given_block():
+    x = torch.randn(6, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+    out = pbit_kernel.empty_bits(x, repeats=2)
+    assert out.shape == (12, 3, 5, 5) and out.is_contiguous(memory_format=torch.channels_last)
+    pbit_kernel.bits(x[:2], "bipolar", 1.0, 11, 2, out=out[:4])
+    assert torch.equal(out[:4], pbit_kernel.bits(x[:2], "bipolar", 1.0, 11, 2))
