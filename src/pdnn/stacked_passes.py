@@ -8,8 +8,10 @@ stacked pass that draws every pass's block of rows with the key that pass would 
 keys are drawn up front in the split's order (pass by pass, call by call), a tensor repeated for
 the T samples is repeated pass by pass (each block laid out as its pass was), and every p-bit call
 draws block by block. The stacked pass computes bit for bit what the passes did, in fewer and
-larger calls: on the 2-core CPU the reference CNN (width 16) at T = 10, batch 256, ran its 256-row
-passes about 11 % faster stacked to 1280 rows (``benchmarks/bench_pass_rows.py``).
+larger calls: on the 2-core CPU the reference CNN (width 16) at T = 10, batch 256, took 0.87-0.92
+of the time of its 256-row passes in turn, stacked four at a time
+(``benchmarks/bench_stacked_passes.py``), and ``pdnn eval`` of a CIFAR-10 run (T up to 50) 0.84,
+peaking at 955 MB resident instead of 559 MB (``benchmarks/results/README.md``).
 
 Larger is not always faster: the width-64 CNN ran twice as slowly in one pass of 2560 rows
 (671 MB per activation) as in passes of 256. A stack is therefore sized by the bytes of the
