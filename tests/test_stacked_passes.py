@@ -144,3 +144,24 @@ def test_the_kernel_writes_bits_into_a_given_block():
     assert out.shape == (12, 3, 5, 5) and out.is_contiguous(memory_format=torch.channels_last)
     pbit_kernel.bits(x[:2], "bipolar", 1.0, 11, 2, out=out[:4])
     assert torch.equal(out[:4], pbit_kernel.bits(x[:2], "bipolar", 1.0, 11, 2))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+def test_a_stack_draws_each_block_as_its_pass_would(layout):
+    """Two passes of 2 and 3 inputs at T = 4: the first p-bit's copies (``repeats``) and a later
+    layer's rows, each block with its pass's keys, whatever the input's memory layout."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 4, 6)
+    x = {"contiguous": x, "channels_last": x.contiguous(memory_format=torch.channels_last),
+         "transposed": x.transpose(2, 3).contiguous().transpose(2, 3)}[layout]
+    stack = stacked_passes.Stack([2, 3], [[101, 102], [201, 202]])
+    shared = stack.bits(x, "bipolar", 1.0, repeats=4)
+    later = stack.bits(stack.repeat(x, 4), "bipolar", 1.0, repeats=1)
+    parts = x.split([2, 3])
+    # the kernel draws in storage order: each pass's bits for its own rows, as it lays them out
+    assert torch.equal(shared, torch.cat([pbit_kernel.bits(p, "bipolar", 1.0, k, 4)
+                                          for p, k in zip(parts, (101, 201))]))
+    assert torch.equal(later, torch.cat([pbit_kernel.bits(torch.cat([p] * 4), "bipolar", 1.0, k)
+                                         for p, k in zip(parts, (102, 202))]))
+    with pytest.raises(stacked_passes.NotStackable, match="more p-bit calls"):
+        stack.bits(x, "bipolar", 1.0, repeats=1)

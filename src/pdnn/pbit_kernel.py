@@ -181,7 +181,8 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
 def empty_bits(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
     """An uninitialised tensor for the bits of ``x`` repeated ``repeats`` times, in the memory
     format of ``x`` (channels-last stays channels-last): the kernel writes in storage order."""
-    layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() else torch.contiguous_format
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty((repeats * x.shape[0], *x.shape[1:]), dtype=x.dtype, memory_format=layout)
 
 

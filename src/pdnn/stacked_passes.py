@@ -76,6 +76,8 @@ class Stack:
             raise NotStackable("a p-bit under autograd")
         if self.calls == len(self.keys[0]):
             raise NotStackable("more p-bit calls than the passes drew keys for")
+        if not (x.is_contiguous() or x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()  # dense, so that every block and its output block are laid out alike
         blocks = x.split(self.blocks(x))
         if not all(pbit_kernel.available(block, repeats) for block in blocks):
             raise NotStackable("a p-bit the fused kernel does not draw")
