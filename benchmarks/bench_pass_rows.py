@@ -10,6 +10,7 @@ Evaluation splits a folded batch into passes of at most ``MAX_ROWS`` (256) sampl
 larger pass may be faster: fewer calls, and larger GEMMs for the convolutions. This measures it for
 the reference CNN (batch 256, eval mode, no autograd): ``T=10 rows R`` is T = 10 split at
 ``max_rows=R``, divided by T = 1 (one pass of 256 rows). 2560 rows is the whole folded batch.
+Stacked passes (:mod:`pdnn.stacked_passes`) are turned off here: this measures the passes alone.
 
 A different split draws the samples in another order (each pass is drawn in turn), so the seeded
 samples, and every committed evaluation's numbers, depend on ``max_rows``: this is a measure of
@@ -21,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from bench_speed import before_after_rounds, compare
-from pdnn import SampledModel
+from pdnn import SampledModel, stacked_passes
 from pdnn.models import create
 
 ROWS = (256, 512, 1280, 2560)
@@ -38,6 +39,7 @@ def pairs(args) -> list[tuple[str, str]]:
 
 @torch.no_grad()
 def one_round(repeats: int, args) -> dict:
+    stacked_passes.STACK_BYTES = stacked_passes.STACK_BYTES_SYSTEM_MALLOC = 0  # every pass alone
     torch.manual_seed(0)
     model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=args.width).eval()
     images = torch.randn(256, 3, 32, 32)
