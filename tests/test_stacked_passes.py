@@ -140,7 +140,7 @@ def test_only_keys_drawn_tells_a_generator_that_drew_anything_else():
 
 def test_the_kernel_writes_bits_into_a_given_block():
     x = torch.randn(6, 3, 5, 5).contiguous(memory_format=torch.channels_last)
-    out = pbit_kernel.empty_bits(x, repeats=2)
+    out = pbit_kernel.empty_bits(x, 2, channels_last=True)
     assert out.shape == (12, 3, 5, 5) and out.is_contiguous(memory_format=torch.channels_last)
     pbit_kernel.bits(x[:2], "bipolar", 1.0, 11, 2, out=out[:4])
     assert torch.equal(out[:4], pbit_kernel.bits(x[:2], "bipolar", 1.0, 11, 2))

@@ -158,13 +158,9 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
         x = x.detach()
     if 1 < repeats and x.numel() < PARALLEL_FROM:  # one call on the copy costs less than a call per copy
         x, repeats = torch.cat([x] * repeats), 1
-    channels_last = False
-    if not x.is_contiguous():
-        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-        if not channels_last:
-            x = x.contiguous()
+    x, channels_last = dense(x)
     if out is None:
-        out = empty_bits(x, repeats)
+        out = empty_bits(x, repeats, channels_last)
     n = x.numel()
     if n:
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
@@ -178,10 +174,19 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
     return out
 
 
-def empty_bits(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
-    """An uninitialised tensor for the bits of ``x`` repeated ``repeats`` times, in the memory
-    format of ``x`` (channels-last stays channels-last): the kernel writes in storage order."""
-    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+def dense(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``x`` laid out densely for the kernel, which runs in storage order: as it is if contiguous
+    or channels-last (4-D), else a contiguous copy; and whether it is channels-last."""
+    if x.is_contiguous():
+        return x, False
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x, True
+    return x.contiguous(), False
+
+
+def empty_bits(x: torch.Tensor, repeats: int, channels_last: bool) -> torch.Tensor:
+    """An uninitialised tensor for the bits of the dense ``x`` repeated ``repeats`` times, laid
+    out as ``x`` is (:func:`dense`)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty((repeats * x.shape[0], *x.shape[1:]), dtype=x.dtype, memory_format=layout)
 

@@ -470,7 +470,7 @@ class SampledModel(nn.Module):
         """The outputs of two passes run in turn, and whether such passes stack: ``(p-bit calls
         per pass, passes per stack)`` (1: they do not), or ``None`` where it cannot be told yet
         (the first passes of a plan may check it, and draw for that)."""
-        stream = self.generator(passes[0].device) or _default_generator(passes[0].device)
+        stream = self._stream(passes[0].device)
         start = stream.get_state()
         outs, calls = [], []
         for part in passes:
@@ -483,7 +483,7 @@ class SampledModel(nn.Module):
             return outs, None
         stream.set_state(start)
         try:
-            stacked, widest_row = self._stacked(torch.cat(passes), [len(part) for part in passes], calls[0])
+            stacked, widest_row = self._stacked(passes, calls[0])
             same = torch.equal(stacked, torch.cat(outs, 1)) and torch.equal(stream.get_state(), end)
         except Exception:  # noqa: BLE001 -- any failure of the stacked pass means: run the passes in turn
             same = False
@@ -494,18 +494,23 @@ class SampledModel(nn.Module):
     def _stacked_or_split(self, passes: list[torch.Tensor], calls: int) -> torch.Tensor:
         """The per-sample outputs of ``passes`` joined, from one stacked pass, or from the passes
         in turn if the stacked one cannot run (the draws then start afresh from the same state)."""
-        stream = self.generator(passes[0].device) or _default_generator(passes[0].device)
+        stream = self._stream(passes[0].device)
         start = stream.get_state()
         try:
-            return self._stacked(torch.cat(passes), [len(part) for part in passes], calls)[0]
+            return self._stacked(passes, calls)[0]
         except Exception:  # noqa: BLE001 -- the passes in turn raise the model's own errors
             stream.set_state(start)
             return torch.cat([self.sample(part) for part in passes], 1)
 
-    def _stacked(self, x: torch.Tensor, inputs: list[int], calls: int) -> tuple[torch.Tensor, int]:
-        """Passes of ``inputs`` inputs each, ``x`` their rows in order, run as one stacked pass:
-        their joined per-sample outputs, and the bytes of the widest p-bit output row."""
+    def _stream(self, device: torch.device) -> torch.Generator:
+        """The generator a CPU pass draws from: the seeded stream, else torch's default."""
+        return self.generator(device) or _default_generator(device)
+
+    def _stacked(self, passes: list[torch.Tensor], calls: int) -> tuple[torch.Tensor, int]:
+        """``passes`` run as one stacked pass: their joined per-sample outputs, and the bytes of
+        the widest p-bit output row."""
         samples, modules = self.samples, list(self.model.modules())
+        x, inputs = torch.cat(passes), [len(part) for part in passes]
         with self._drawing(x.device, modules):
             key = self._key(x, (), {}, modules)
             if self._kind(key, x, (), {}) != "graph":  # (a first plan checks under torch.random.fork_rng)

@@ -76,12 +76,11 @@ class Stack:
             raise NotStackable("a p-bit under autograd")
         if self.calls == len(self.keys[0]):
             raise NotStackable("more p-bit calls than the passes drew keys for")
-        if not (x.is_contiguous() or x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-            x = x.contiguous()  # dense, so that every block and its output block are laid out alike
+        x, channels_last = pbit_kernel.dense(x)  # so that every block and its output block are laid out alike
         blocks = x.split(self.blocks(x))
         if not all(pbit_kernel.available(block, repeats) for block in blocks):
             raise NotStackable("a p-bit the fused kernel does not draw")
-        out = pbit_kernel.empty_bits(x, repeats)
+        out = pbit_kernel.empty_bits(x, repeats, channels_last)
         for block, target, keys in zip(blocks, out.split([len(b) * repeats for b in blocks]), self.keys):
             pbit_kernel.bits(block, mode, beta, keys[self.calls], repeats, out=target)
         self.calls += 1
@@ -123,7 +122,6 @@ def only_keys_drawn(start: torch.Tensor, end: torch.Tensor, keys: int) -> bool:
     """Whether a CPU generator in state ``start`` reaches state ``end`` by drawing ``keys`` keys
     (:func:`pdnn.pbit_kernel.draw_key`) and nothing else."""
     replay = torch.Generator().set_state(start)
-    word = torch.empty((), dtype=torch.int64)
     for _ in range(keys):
-        word.random_(-(2**63), None, generator=replay)
+        pbit_kernel.draw_key(replay)
     return torch.equal(replay.get_state(), end)
