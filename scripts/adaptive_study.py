@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--errors", default=",".join(f"{e:g}" for e in ERRORS))
     p.add_argument("--checkpoints", default=",".join(map(str, CHECKPOINTS)),
                    help="the T values after which the rule looks, or 'every' (default: pdnn.adaptive.CHECKPOINTS)")
+    p.add_argument("--prior-samples", type=int, default=2, metavar="NU0",
+                   help="pseudo-samples of the typical spread in the rule's prior (default: 2; docs/adaptive.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory", default="dram", help="memory level of weights and activations (default: dram)")
     p.add_argument("--batch", type=int, default=500, help="inputs per batch (rounds and per-batch weight reuse)")
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
     for dataset, run_dir in args.run:
         document["runs"].append(study_run(dataset, run_dir, args.cache, args.subset.get(dataset), args.max_samples,
                                           args.errors, args.seed, args.memory, args.batch, args.checkpoints,
-                                          progress=True))
+                                          args.prior_samples, progress=True))
         print(f"{run_dir}: done in {document['runs'][-1]['time_s']:.0f} s", file=sys.stderr)
     document["command"] = "python scripts/adaptive_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_json(args.out / "adaptive.json", document)

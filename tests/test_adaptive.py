@@ -37,26 +37,37 @@ def test_student_t_cdf_matches_scipy():
         assert torch.allclose(student_t_cdf(x, dof), torch.from_numpy(stats.t.cdf(x.numpy(), dof)), atol=1e-13)
 
 
-def normal_leads(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Two-class outputs whose per-sample lead D = f_0 - f_1 follows the rule's own model: mean
-    spread widely (a near-flat prior), variance from a scaled inverse chi-square with one degree of
-    freedom around 1 (the prior the rule pools from the batch)."""
-    mu = (torch.rand(rows, generator=generator, dtype=torch.float64) - 0.5) * 2.0
-    sigma2 = 1.0 / torch.distributions.Chi2(torch.tensor(1.0, dtype=torch.float64)).sample((rows,)).clamp(min=1e-3)
-    d = mu + sigma2.sqrt() * torch.randn(n, rows, generator=generator, dtype=torch.float64)
+def normal_leads(rows: int, n: int, generator: torch.Generator, prior_samples: int = 2) -> torch.Tensor:
+    """Two-class outputs whose per-sample lead D = f_0 - f_1 follows the rule's own model:
+    variance from a scaled inverse chi-square with ``prior_samples`` degrees of freedom around 1
+    (the rule's prior, with σ₀² = 1), mean spread widely against the input's own spread (μ/σ
+    uniform on [-2, 2], a near-flat prior even for one sample; docs/adaptive.md says what a
+    narrower one does to a stop at T = 1)."""
+    chi2 = torch.distributions.Chi2(torch.tensor(float(prior_samples), dtype=torch.float64)).sample((rows,))
+    sigma = (prior_samples / chi2.clamp(min=1e-3)).sqrt()
+    mu = (torch.rand(rows, generator=generator, dtype=torch.float64) - 0.5) * 4.0 * sigma
+    d = mu + sigma * torch.randn(n, rows, generator=generator, dtype=torch.float64)
     return torch.stack([d / 2, -d / 2], -1)
 
 
 @pytest.mark.parametrize("error", [0.05, 0.01])
-def test_error_level_holds_on_inputs_drawn_from_the_rules_model(error):
+@pytest.mark.parametrize("prior_variance", [None, 1.0])
+def test_error_level_holds_on_inputs_drawn_from_the_rules_model(error, prior_variance):
+    """With the prior variance given (its true value) the rule may stop at T = 1; learnt, it
+    looks from T = 2 and learns it there from the batch."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     rows, n = 20_000, 50
     outputs = normal_leads(rows, n, g)
-    mean, taken = simulate(outputs, StoppingRule(n, error))
+    rule = StoppingRule(n, error, prior_variance=prior_variance)
+    mean, taken, learnt = simulate(outputs, rule)
     differs = (mean.argmax(-1) != outputs.sum(0).argmax(-1)).double().mean().item()
     assert differs <= binomial_bound(error, rows)
     assert (taken < n).double().mean() > 0.5  # and it does stop early
+    if prior_variance is None:
+        assert taken.min() == 2 and learnt.prior_variance > 0 and learnt.first_look() == 1
+    else:
+        assert (taken == 1).any() and learnt == rule
 
 
 @pytest.mark.parametrize("classes", [2, 10])
@@ -67,7 +78,7 @@ def test_error_level_holds_for_votes_with_known_class_probabilities(classes):
     rows, n, error = 20_000, 50, 0.05
     p = torch.distributions.Dirichlet(torch.ones(classes)).sample((rows,))
     votes = nn.functional.one_hot(torch.multinomial(p, n, replacement=True, generator=g).T, classes).double()
-    mean, taken = simulate(votes, StoppingRule(n, error))
+    mean, taken, _ = simulate(votes, StoppingRule(n, error))
     differs = (mean.argmax(-1) != votes.sum(0).argmax(-1)).double().mean().item()
     assert differs <= binomial_bound(error, rows)
     assert taken.double().mean() < n
@@ -139,6 +150,29 @@ def test_stopped_rows_leave_the_batch():
     assert counter.rows < 100 * 40
 
 
+def test_the_first_call_learns_the_prior_that_lets_later_calls_stop_at_one_sample():
+    """The first call cannot look at T = 1 (no spread yet); it learns the prior variance, and the
+    next call stops the decided inputs after one sample where the rule, given that prior, says so."""
+    net = mixed_net(nn.Identity())
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+    x = torch.tensor([[20.0]] * 95 + [[0.0]] * 5)  # 95 decided inputs (lead 2 every sample), 5 coin flips
+    sampled = SampledModel(net, samples="auto", max_samples=40, error=0.05, seed=0)
+    assert sampled.stopping.prior_variance is None
+    sampled(x)
+    assert sampled.last_samples.min() == 2
+    learnt = sampled.stopping.prior_variance
+    assert learnt is not None and sampled.stopping.schedule()[0] == 1
+    stats = SampleStats(1, 2)
+    stats.count, stats.total = 1, torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    stats.outer = torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
+    settles = disagreement_probability(stats, 40, 2, learnt).item() <= 0.05
+    sampled(x)
+    assert settles and torch.all(sampled.last_samples[:95] == 1)
+    assert sampled.stopping.prior_variance == learnt  # kept, not learnt again
+
+
 @pytest.mark.parametrize("max_samples", [1, 2, 7, 50])
 def test_samples_per_input_lie_in_the_schedule_between_min_and_max(max_samples):
     torch.manual_seed(0)
@@ -164,8 +198,16 @@ def test_inputs_stop_only_at_the_checkpoints_given(checkpoints):
 
 
 def test_checkpoints_from_the_command_line():
-    assert parse_checkpoints("every", 5) == (2, 3, 4, 5)
-    assert parse_checkpoints("every", 1) == (2,) and StoppingRule(1, checkpoints=(2,)).schedule() == [1]
+    assert parse_checkpoints("every", 5) == (1, 2, 3, 4, 5)
+    assert parse_checkpoints("every", 1) == (1,) and StoppingRule(1, checkpoints=(1,)).schedule() == [1]
+    # T = 1 is looked at only with a prior variance, and one pseudo-sample of it at least
+    assert StoppingRule(5, checkpoints=(1, 2, 4)).schedule() == [2, 4, 5]
+    assert StoppingRule(5, checkpoints=(1, 2, 4), prior_variance=1.0).schedule() == [1, 2, 4, 5]
+    assert StoppingRule(5, checkpoints=(1, 2, 4), prior_variance=1.0, prior_samples=0).schedule() == [2, 4, 5]
+    assert StoppingRule(5, rule="never", checkpoints=(1, 2, 4), prior_variance=1.0).schedule() == [2, 4, 5]
+    for bad in (-1.0, math.inf, math.nan, "1", True):
+        with pytest.raises(ValueError, match="prior_variance must be a finite number >= 0 or None, got"):
+            StoppingRule(prior_variance=bad)
     assert parse_checkpoints("2,4,8", 50) == (2, 4, 8)
     with pytest.raises(ValueError, match="checkpoints must be 'every' or comma-separated integers, got '2,x'"):
         parse_checkpoints("2,x", 50)
@@ -203,7 +245,7 @@ def test_a_rule_that_never_settles_matches_fixed_t():
     votes = torch.zeros(30, 4, 2)
     votes[0::2, :, 0] = 1.0  # classes alternate: the lead is 1, -1, 1, ... -> sums 1, 0, 1, 0
     votes[1::2, :, 1] = 1.0
-    mean, taken = simulate(votes, StoppingRule(30, 1e-6))
+    mean, taken, _ = simulate(votes, StoppingRule(30, 1e-6))
     assert (taken == 30).all()
     assert torch.equal(mean, votes.mean(0))
 
@@ -244,8 +286,13 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "mean T" in capsys.readouterr().out
     assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--checkpoints", "every", "--json", str(copy),
                  "--quiet"]) == 0
-    assert json.loads(copy.read_text())["rule"]["checkpoints"] == list(range(2, 21))
-    assert "looks at T = 2, 3, 4, 5, 6, 7," in capsys.readouterr().out
+    rule = json.loads(copy.read_text())["rule"]
+    assert rule["checkpoints"] == list(range(1, 21)) and rule["prior_samples"] == 2
+    assert rule["prior_variance_learnt"] and rule["prior_variance"] > 0  # on the first (here: only) batch
+    out = capsys.readouterr().out
+    assert "looks at T = 1, 2, 3, 4, 5, 6, 7," in out and "the first batch from T = 2" in out
+    assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2
+    assert "prior_samples must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2
     assert "checkpoints must be 'every' or comma-separated integers, got '2,x'" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--max-samples", "0", "--quiet"]) == 2

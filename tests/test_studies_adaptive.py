@@ -119,19 +119,22 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
 def test_each_half_takes_the_level_chosen_on_the_other_half():
     labels = torch.zeros(8, dtype=torch.long)
     final = labels.clone()  # T = N decides every input right
-    loose = (torch.tensor([1, 0, 1, 0, 0, 0, 0, 0]), torch.full((8,), 2))  # wrong on inputs 0 and 2 (even)
-    careful = (labels.clone(), torch.full((8,), 4))
-    levels, decision, taken = adaptive_study.level_chosen_elsewhere([loose, careful], [0.3, 0.1], final, labels)
+    # (decision, T, rounds) per input
+    loose = (torch.tensor([1, 0, 1, 0, 0, 0, 0, 0]), torch.full((8,), 2), torch.full((8,), 1))  # wrong on 0 and 2
+    careful = (labels.clone(), torch.full((8,), 4), torch.full((8,), 3))
+    levels, decision, taken, rounds = adaptive_study.level_chosen_elsewhere([loose, careful], [0.3, 0.1], final,
+                                                                            labels)
     # the even half is judged at the level the odd half picks (0.3: right on every odd input, at T = 2);
     # the odd half at the one the even half picks (0.3 loses 50 points there, so 0.1)
     assert levels == [0.3, 0.1]
     assert decision.tolist() == [1, 0, 1, 0, 0, 0, 0, 0] and taken.tolist() == [2, 4] * 4
+    assert rounds.tolist() == [1, 3] * 4
     # where no level is within the points, the smallest error level, in whatever order the levels come
-    wrong = (torch.ones(8, dtype=torch.long), torch.full((8,), 3))
-    levels, _, taken = adaptive_study.level_chosen_elsewhere([wrong, loose], [0.05, 0.2], final, labels)
+    wrong = (torch.ones(8, dtype=torch.long), torch.full((8,), 3), torch.full((8,), 2))
+    levels, _, taken, _ = adaptive_study.level_chosen_elsewhere([wrong, loose], [0.05, 0.2], final, labels)
     assert levels == [0.2, 0.05] and taken.tolist() == [2, 3] * 4
     # four folds: the other folds' inputs include input 0 or 2 for every fold, where the loose level is wrong
-    levels, _, _ = adaptive_study.level_chosen_elsewhere([loose, careful], [0.3, 0.1], final, labels, folds=4)
+    levels, *_ = adaptive_study.level_chosen_elsewhere([loose, careful], [0.3, 0.1], final, labels, folds=4)
     assert levels == [0.1, 0.1, 0.1, 0.1]
 
 

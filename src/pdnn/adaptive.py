@@ -2,26 +2,31 @@
 
 The p-DNN's prediction at T samples is the argmax of the mean of T per-sample outputs. Most
 inputs are decided after a few samples; a few need many. :func:`adaptive_sample` draws samples
-in rounds at the checkpoints of a :class:`StoppingRule` (T = 2, 3, 4, 5, 6, 8, ... up to
+in rounds at the checkpoints of a :class:`StoppingRule` (T = 1, 2, 3, 4, 5, 6, 8, ... up to
 ``max_samples``) and, after each round, removes from the batch every input whose decision is
 settled, so no further work is spent on it.
 
 The ``"predictive"`` rule (derived in ``docs/adaptive.md``): after t samples, let k be the
 leading class and, for each rival j, ``D = f_k − f_j`` the per-sample lead, with mean ``m`` over
-the t samples. Under a normal model of D (flat prior on its mean; for its variance, one
-pseudo-sample of the batch's typical spread, so that a few identical samples do not look
-certain), the lead summed over all N = ``max_samples`` samples is negative (the decision at N
-differs) with predictive probability ``F_ν(−m·sqrt(t·N/(N−t))/S)``: F the Student-t CDF with
-ν = t degrees of freedom, S the posterior spread. The input stops once the sum of this over the
-rivals is at most ``error``. A posterior probability needs no correction for looking after every
-round.
+the t samples. Under a normal model of D (flat prior on its mean; for its variance, ν₀ =
+``prior_samples`` pseudo-samples of the network's typical spread σ₀², so that a few identical
+samples do not look certain), the lead summed over all N = ``max_samples`` samples is negative
+(the decision at N differs) with predictive probability ``F_ν(−m·sqrt(t·N/(N−t))/S)``: F the
+Student-t CDF with ν = ν₀ + t − 1 degrees of freedom, S the posterior spread. The input stops
+once the sum of this over the rivals is at most ``error``. A posterior probability needs no
+correction for looking after every round.
+
+σ₀² is learnt at the first batch's first look (at T >= 2, where each input has a spread: the
+mean variance of the lead over the runner-up among its inputs) and kept for the batches after it,
+which can then stop an input after one sample (:attr:`StoppingRule.prior_variance`; it may also
+be given).
 
 ``"never"`` runs every input to ``max_samples`` in the same rounds (a reference, and a check).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -29,16 +34,16 @@ import torch
 from .errors import UsageError
 
 RULES = ("predictive", "never")
-CHECKPOINTS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
+CHECKPOINTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
 
 
 def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
     """The checkpoints the command lines take: comma-separated T values, or ``"every"`` for a
-    look after every sample from T = 2 (the first T the predictive rule can stop at) to
-    ``max_samples``. A look is a round, so looking more often stops inputs sooner at the cost of
-    more, smaller passes."""
+    look after every sample from T = 1 to ``max_samples`` (T = 1 is looked at only once the prior
+    variance is known, :meth:`StoppingRule.first_look`). A look is a round, so looking more often
+    stops inputs sooner at the cost of more, smaller passes."""
     if text.strip() == "every":
-        return tuple(range(2, max(2, max_samples) + 1))
+        return tuple(range(1, max(1, max_samples) + 1))
     try:
         return tuple(int(t) for t in text.split(","))
     except ValueError:
@@ -79,15 +84,23 @@ class StoppingRule:
             at N differs from the decision at stopping (``"predictive"`` only).
         rule: ``"predictive"`` or ``"never"`` (always N samples).
         checkpoints: the T values after which the rule looks (rounds draw the samples between
-            them); those >= N are dropped and N is always last. The predictive rule needs two
-            samples for a spread, so it never stops before T = 2.
+            them); those >= N are dropped and N is always last, and T = 1 is dropped until the
+            prior variance is known (:meth:`first_look`).
+        prior_samples: ν₀, the pseudo-samples of spread σ₀² in the prior of an input's variance
+            (docs/adaptive.md). At least 1 for a look at T = 1: one sample has no spread of its
+            own. With 1, the predictive distribution after one sample is a Cauchy, whose tails
+            settle next to no input; 2 is the least that does.
+        prior_variance: σ₀², the typical variance of the per-sample lead over the runner-up;
+            ``None`` until learnt at the first look at T >= 2 (:func:`adaptive_sample` returns
+            the rule with it filled in, for the next batch).
     """
 
     max_samples: int = 50
     error: float = 0.01
     rule: str = "predictive"
     checkpoints: tuple[int, ...] = CHECKPOINTS
-    prior_samples: int = 1
+    prior_samples: int = 2
+    prior_variance: float | None = None
 
     def __post_init__(self):
         if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) or self.max_samples < 1:
@@ -98,6 +111,10 @@ class StoppingRule:
             raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
         if isinstance(self.prior_samples, bool) or not isinstance(self.prior_samples, int) or self.prior_samples < 0:
             raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
+        if self.prior_variance is not None and (isinstance(self.prior_variance, bool)
+                                                or not isinstance(self.prior_variance, (int, float))
+                                                or not 0 <= self.prior_variance < math.inf):
+            raise UsageError(f"prior_variance must be a finite number >= 0 or None, got {self.prior_variance!r}")
         try:
             points = tuple(self.checkpoints)
         except TypeError:
@@ -107,17 +124,24 @@ class StoppingRule:
             raise UsageError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
         object.__setattr__(self, "checkpoints", points)  # a list given is kept as the tuple it reads as
 
+    def first_look(self) -> int:
+        """1 where one sample can settle an input (the predictive rule with a prior variance
+        known and ``prior_samples`` >= 1), else 2, the first T with a spread of its own."""
+        known = self.rule == "predictive" and self.prior_variance is not None and self.prior_samples >= 1
+        return 1 if known else 2
+
     def schedule(self) -> list[int]:
         """The T values at which the rule looks, ending at ``max_samples``."""
-        return [t for t in self.checkpoints if t < self.max_samples] + [self.max_samples]
+        return [t for t in self.checkpoints if self.first_look() <= t < self.max_samples] + [self.max_samples]
 
     def settled(self, stats: "SampleStats") -> torch.Tensor:
         """Which rows may stop now (bool ``[B]``); every row stops at ``max_samples``."""
         if stats.count >= self.max_samples:
             return torch.ones(stats.rows, dtype=torch.bool, device=stats.total.device)
-        if self.rule == "never" or stats.count < 2:
+        if self.rule == "never" or stats.count < self.first_look():
             return torch.zeros(stats.rows, dtype=torch.bool, device=stats.total.device)
-        return disagreement_probability(stats, self.max_samples, self.prior_samples) <= self.error
+        probability = disagreement_probability(stats, self.max_samples, self.prior_samples, self.prior_variance)
+        return probability <= self.error
 
 
 class SampleStats:
@@ -129,7 +153,7 @@ class SampleStats:
         self.count = 0
         self.total = torch.zeros(rows, classes, dtype=torch.float64, device=device)
         self.outer = torch.zeros(rows, classes, classes, dtype=torch.float64, device=device)
-        self.prior_variance: float | None = None  # set at the first look, from all rows
+        self.prior_variance: float | None = None  # learnt at the first look at t >= 2, from all rows
 
     @property
     def rows(self) -> int:
@@ -152,23 +176,28 @@ class SampleStats:
         return self.total / self.count
 
 
-def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples: int = 1) -> torch.Tensor:
+def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples: int = 2,
+                             prior_variance: float | None = None) -> torch.Tensor:
     """Predictive probability (summed over rivals) that the decision at ``max_samples`` differs
-    from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md."""
+    from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md.
+    ``prior_variance`` None: learnt from these rows at this look (stored in ``stats``)."""
     t, n = stats.count, max_samples
-    if not 2 <= t < n:
-        raise RuntimeError(f"the predictive rule needs 2 <= t < max_samples, got t={t}, max_samples={n}")
+    first = 1 if prior_variance is not None and prior_samples >= 1 else 2
+    if not first <= t < n:
+        raise RuntimeError(f"the predictive rule needs {first} <= t < max_samples here, got t={t}, max_samples={n}")
     leader = stats.total.argmax(1)
     rows = torch.arange(stats.rows, device=stats.total.device)
     lead = (stats.total[rows, leader][:, None] - stats.total) / t  # mean lead over each class [B, C]
     diag = stats.outer.diagonal(dim1=1, dim2=2)
     squares = diag[rows, leader][:, None] + diag - 2 * stats.outer[rows, leader]  # Σ D² [B, C]
-    variance = (squares - t * lead**2).clamp(min=0) / (t - 1)  # of the per-sample lead [B, C]
-    if stats.prior_variance is None:  # the batch's mean variance of the lead over the runner-up
-        runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
-        stats.prior_variance = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
+    variance = (squares - t * lead**2).clamp(min=0) / max(t - 1, 1)  # of the per-sample lead [B, C]
+    if prior_variance is None:
+        if stats.prior_variance is None:  # the batch's mean variance of the lead over the runner-up
+            runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
+            stats.prior_variance = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
+        prior_variance = stats.prior_variance
     dof = prior_samples + t - 1
-    spread = ((prior_samples * stats.prior_variance + (t - 1) * variance) / dof).sqrt()
+    spread = ((prior_samples * prior_variance + (t - 1) * variance) / dof).sqrt()
     z = lead * math.sqrt(t * n / (n - t)) / spread  # spread 0: certain (inf), or a tie (nan -> 1/2)
     p = torch.where(torch.isnan(z), torch.full_like(z, 0.5), student_t_cdf(-z, dof))
     p[rows, leader] = 0.0
@@ -185,8 +214,9 @@ def _rows(value, index: torch.Tensor, batch: int):
 @torch.no_grad()
 def adaptive_sample(
     sample: Callable[..., torch.Tensor], x: torch.Tensor, *args, rule: StoppingRule = StoppingRule(),
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean class scores ``[B, C]`` and the number of samples each row took (``[B]``, int64).
+) -> tuple[torch.Tensor, torch.Tensor, StoppingRule]:
+    """Mean class scores ``[B, C]``, the number of samples each row took (``[B]``, int64), and
+    the rule for the next batch: ``rule`` with the prior variance it learnt here, if it had none.
 
     ``sample(x, *args, samples=k)`` must return ``k`` per-sample outputs ``[k, B', C]`` for the
     ``B'`` rows it is given (:meth:`pdnn.SampledModel.sample`). Each round runs only the rows
@@ -216,13 +246,16 @@ def adaptive_sample(
         taken[active[done]] = stats.count
         active = active[~done]
         stats.keep(~done)
-    return result, taken
+    if rule.prior_variance is None and stats is not None and stats.prior_variance is not None:
+        rule = replace(rule, prior_variance=stats.prior_variance)
+    return result, taken, rule
 
 
-def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, torch.Tensor]:
+def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, torch.Tensor, StoppingRule]:
     """The rule applied to recorded per-sample outputs ``[N, B, C]`` (N >= ``max_samples``):
     the same decisions and sample counts :func:`adaptive_sample` gives when the network draws
-    these samples. Returns ``(mean scores at stopping [B, C], samples taken [B])``."""
+    these samples. Returns ``(mean scores at stopping [B, C], samples taken [B], rule for the
+    next batch)``."""
     if outputs.dim() != 3 or outputs.shape[0] < rule.max_samples:
         raise UsageError(f"need recorded outputs [N >= {rule.max_samples}, B, C], got {tuple(outputs.shape)}")
     drawn = 0  # all rows still running have seen the same samples, so one position serves

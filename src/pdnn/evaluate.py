@@ -156,11 +156,12 @@ def adaptive_accuracy(
     batch_size: int = 500, prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
 ) -> dict:
     """Accuracy of ``model`` on ``(x, y)`` with T chosen per input (:mod:`pdnn.adaptive`):
-    ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "rule"}``."""
+    ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "rule"}``. A prior variance the
+    rule lacks is learnt on the first batch and kept for the others (:func:`adaptive_sample`)."""
     sampler = SampledModel(model.eval(), reduce="none", seed=seed)
-    correct, taken = 0, []
+    correct, taken, given = 0, [], rule.prior_variance is not None
     for start in range(0, len(x), batch_size):
-        mean, t = adaptive_sample(sampler.sample, prepare(x[start : start + batch_size]), rule=rule)
+        mean, t, rule = adaptive_sample(sampler.sample, prepare(x[start : start + batch_size]), rule=rule)
         correct += int((mean.argmax(-1) == y[start : start + batch_size]).sum())
         taken.append(t)
     taken = torch.cat(taken)
@@ -170,5 +171,7 @@ def adaptive_accuracy(
         "mean_samples": taken.double().mean().item(),
         "samples_histogram": {int(v): int(c) for v, c in zip(values, counts)},
         "rule": {"rule": rule.rule, "error": rule.error, "max_samples": rule.max_samples,
-                 "checkpoints": rule.schedule()},
+                 "checkpoints": rule.schedule(), "prior_samples": rule.prior_samples,
+                 "prior_variance": rule.prior_variance,
+                 "prior_variance_learnt": not given and rule.prior_variance is not None},
     }

@@ -316,7 +316,9 @@ class SampledModel(nn.Module):
             ``max_samples``, at predictive error level ``error``; ``last_samples`` then holds
             each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``. ``checkpoints``:
             the T values after which the rule looks (default ``pdnn.adaptive.CHECKPOINTS``;
-            every T from 2 on stops inputs sooner, in more rounds).
+            every T stops inputs sooner, in more rounds); ``prior_samples``: ν₀, the weight in
+            the rule's prior of the typical spread, which the first call learns and keeps in
+            ``stopping``, so that later calls may stop an input at T = 1.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
@@ -368,6 +370,7 @@ class SampledModel(nn.Module):
         max_rows: int | None = None,
         pack_weights: bool = False,
         checkpoints: Sequence[int] = CHECKPOINTS,
+        prior_samples: int = 2,
     ):
         super().__init__()
         self.pack_weights = bool(pack_weights)
@@ -379,7 +382,7 @@ class SampledModel(nn.Module):
         self.aggregate = aggregate
         self.samples = samples
         self.seed = seed
-        self.stopping = StoppingRule(max_samples, error, rule, checkpoints)
+        self.stopping = StoppingRule(max_samples, error, rule, checkpoints, prior_samples)
         if samples == "auto" and (reduce, aggregate) != ("mean", "network"):
             raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
         self.last_samples: torch.Tensor | None = None
@@ -534,7 +537,7 @@ class SampledModel(nn.Module):
         if self.samples == "auto":
             if kwargs:  # the rounds pick rows of the positional arguments only
                 raise UsageError(f'samples="auto" passes positional arguments only, got keywords {sorted(kwargs)}')
-            mean, self.last_samples = adaptive_sample(self.sample, x, *args, rule=self.stopping)
+            mean, self.last_samples, self.stopping = adaptive_sample(self.sample, x, *args, rule=self.stopping)
             return mean
         step = self.max_rows and max(1, self.max_rows // self.samples)
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:

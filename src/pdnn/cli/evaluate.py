@@ -30,7 +30,10 @@ def add_parser(sub) -> None:
     p.add_argument("--rule", default="predictive", help="--adaptive: predictive (default) or never")
     p.add_argument("--checkpoints", default=",".join(map(str, CHECKPOINTS)), metavar="T,T,...|every",
                    help="--adaptive: the T values after which the rule looks, or 'every' for a look after every "
-                        "sample from T = 2 (default: %(default)s)")
+                        "sample (default: %(default)s; T = 1 from the second batch on, once the prior is learnt)")
+    p.add_argument("--prior-samples", type=int, default=2, metavar="NU0",
+                   help="--adaptive: pseudo-samples of the typical spread in the rule's prior (default: 2; "
+                        "0: never at T = 1)")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
     add_data_options(p)
     add_device_option(p)
@@ -52,15 +55,22 @@ def run(args) -> int:
     return 0
 
 
+def first_batch_note(rule: dict) -> str:
+    """The first batch cannot look at T = 1: it learns the prior variance that such a look needs."""
+    return ", the first batch from T = 2" if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1 else ""
+
+
 def run_adaptive(args) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
-    rule = StoppingRule(args.max_samples, args.error, args.rule, parse_checkpoints(args.checkpoints, args.max_samples))
+    rule = StoppingRule(args.max_samples, args.error, args.rule, parse_checkpoints(args.checkpoints, args.max_samples),
+                        args.prior_samples)
     document = evaluate_run_adaptive(args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
                                      device=resolve_device(args.device), progress=not args.quiet)
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
           f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples}; looks at T = "
-          f"{', '.join(map(str, rule.schedule()))})")
+          f"{', '.join(map(str, document['rule']['checkpoints']))}"
+          f"{first_batch_note(document['rule'])})")
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
     print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))
     if args.json:

@@ -135,10 +135,11 @@ def energies(taken: torch.Tensor, rounds: torch.Tensor, energy: dict, batch: int
 
 def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = None, max_samples: int = 50,
               errors=ERRORS, seed: int = 0, memory: str = "dram", batch: int = 500,
-              checkpoints: tuple[int, ...] = CHECKPOINTS, **pool_kwargs) -> dict:
+              checkpoints: tuple[int, ...] = CHECKPOINTS, prior_samples: int = 2, **pool_kwargs) -> dict:
     """Fixed T, the adaptive rule at each error level and the oracle for one run, from one pool of
     ``max_samples`` draws per test input (the first ``subset`` inputs; all when None); the rule
-    looks at ``checkpoints`` (the T values where its rounds end)."""
+    looks at ``checkpoints`` (the T values where its rounds end) with ``prior_samples``
+    pseudo-samples in its prior, whose variance the first batch learns for the batches after it."""
     began = time.perf_counter()
     n = max_samples
     outputs, labels = cached_pool(run_dir, subset, n, seed, cache, batch_size=batch, **pool_kwargs)
@@ -149,8 +150,7 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
     energy = energy_model(run_dir, memory, n, batch)
     one_round = torch.ones_like(labels)
 
-    def outcome(decision: torch.Tensor, taken: torch.Tensor) -> dict:
-        rounds = rounds_taken(taken, StoppingRule(n, checkpoints=checkpoints))
+    def outcome(decision: torch.Tensor, taken: torch.Tensor, rounds: torch.Tensor) -> dict:
         gain = (decision == labels).double() - (final == labels).double()  # paired with T = N, per input
         return {"accuracy": (decision == labels).double().mean().item(),
                 "mean_samples": taken.double().mean().item(), "samples_quantiles": quantiles(taken),
@@ -162,16 +162,15 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
 
     adaptive, replays = [], []
     for error in errors:
-        rule = StoppingRule(n, error, "predictive", checkpoints)
-        replayed = [simulate(part, rule) for part in outputs.split(batch, 1)]  # batches as in `pdnn eval`
-        mean, taken = torch.cat([m for m, _ in replayed]), torch.cat([t for _, t in replayed])
-        replays.append((mean.argmax(-1), taken))
-        adaptive.append({"error": error} | outcome(*replays[-1]))
-    levels, decision, taken = level_chosen_elsewhere(replays, errors, final, labels)
-    held_out = {"folds": HELD_OUT_FOLDS, "errors": levels} | outcome(decision, taken)
+        rule = StoppingRule(n, error, "predictive", checkpoints, prior_samples)
+        replays.append(replay(outputs, rule, batch))
+        adaptive.append({"error": error} | outcome(*replays[-1][:3]))
+    rule = replays[-1][3] if replays else StoppingRule(n, checkpoints=checkpoints, prior_samples=prior_samples)
+    levels, decision, taken, rounds = level_chosen_elsewhere(replays, errors, final, labels)
+    held_out = {"folds": HELD_OUT_FOLDS, "errors": levels} | outcome(decision, taken, rounds)
     return {
         "dataset": dataset, "run": str(run_dir), "examples": len(labels), "max_samples": n, "seed": seed,
-        "checkpoints": StoppingRule(n, checkpoints=checkpoints).schedule(),
+        "checkpoints": rule.schedule(), "prior_samples": prior_samples, "prior_variance": rule.prior_variance,
         "fixed": [{"samples": t, "accuracy": fixed[t - 1].item(),
                    "energy_j": energies(torch.full_like(labels, t), one_round, energy, batch)}
                   for t in range(1, n + 1)],
@@ -185,29 +184,45 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
     }
 
 
-def level_chosen_elsewhere(replays: list[tuple[torch.Tensor, torch.Tensor]], errors, final: torch.Tensor,
+def replay(outputs: torch.Tensor, rule: StoppingRule, batch: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, StoppingRule]:
+    """The rule on recorded outputs ``[N, inputs, C]`` in batches of ``batch`` inputs, as ``pdnn
+    eval`` runs it: the first batch learns the prior variance the later ones use. Returns each
+    input's decision, T and rounds, and the rule as the last batch had it."""
+    decisions, taken, rounds = [], [], []
+    for part in outputs.split(batch, 1):
+        mean, t, learnt = simulate(part, rule)
+        decisions.append(mean.argmax(-1))
+        taken.append(t)
+        rounds.append(rounds_taken(t, rule))
+        rule = learnt
+    return torch.cat(decisions), torch.cat(taken), torch.cat(rounds), rule
+
+
+def level_chosen_elsewhere(replays: list[tuple[torch.Tensor, ...]], errors, final: torch.Tensor,
                            labels: torch.Tensor, folds: int = HELD_OUT_FOLDS
-                           ) -> tuple[list, torch.Tensor, torch.Tensor]:
+                           ) -> tuple[list, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The rule at an error level chosen without the inputs it is judged on.
 
     The study's tables pick, after the fact, the level with the smallest mean T within
     ``GOAL_POINTS`` of T = N (:func:`best_within_goal`). Here the inputs are split into ``folds``
     folds by index (input ``i`` in fold ``i % folds``) and each fold takes the level that rule picks
     on the other folds' inputs (the smallest error level where none is within the points).
-    ``replays``: per level of ``errors``, each input's decision and T. Returns each fold's level
-    and each input's decision and T under its fold's level."""
+    ``replays``: per level of ``errors``, each input's decision, T and rounds (:func:`replay`).
+    Returns each fold's level and each input's decision, T and rounds under its fold's level."""
     fold = torch.arange(len(labels)) % folds
-    decision, taken, chosen = torch.empty_like(labels), torch.empty_like(labels), []
+    decision, taken, rounds, chosen = (torch.empty_like(labels), torch.empty_like(labels),
+                                       torch.empty_like(labels), [])
     for f in range(folds):
         seen, judged = fold != f, fold == f
         target = (final[seen] == labels[seen]).double().mean().item() - GOAL_POINTS / 100
-        fits = [j for j, (d, _) in enumerate(replays)
+        fits = [j for j, (d, *_) in enumerate(replays)
                 if (d[seen] == labels[seen]).double().mean().item() >= target - 1e-12]
         j = (min(fits, key=lambda j: replays[j][1][seen].double().mean().item()) if fits
              else min(range(len(errors)), key=lambda j: errors[j]))
         chosen.append(errors[j])
-        decision[judged], taken[judged] = replays[j][0][judged], replays[j][1][judged]
-    return chosen, decision, taken
+        decision[judged], taken[judged], rounds[judged] = (replays[j][i][judged] for i in range(3))
+    return chosen, decision, taken, rounds
 
 
 def best_within_goal(run: dict) -> dict | None:
@@ -215,6 +230,17 @@ def best_within_goal(run: dict) -> dict | None:
     target = run["fixed"][-1]["accuracy"] - GOAL_POINTS / 100
     fits = [a for a in run["adaptive"] if a["accuracy"] >= target - 1e-12]
     return min(fits, key=lambda a: a["mean_samples"]) if fits else None
+
+
+def prior_text(run: dict) -> str:
+    """The rule's prior on the spread, as the study ran it (studies written before ``prior_samples``
+    was recorded ran one pseudo-sample of each batch's spread, with no look at T = 1)."""
+    if "prior_samples" not in run:
+        return "prior one pseudo-sample of the batch's spread"
+    first = "T = 1 from the second batch on" if run["checkpoints"][0] == 1 else "no look at T = 1"
+    spread = "σ₀²" if run["prior_variance"] is None else f"σ₀² = {run['prior_variance']:.4g}"
+    return (f"prior {run['prior_samples']} pseudo-samples of the spread {spread} learnt at the first batch's first "
+            f"look ({first})")
 
 
 def held_out_met(held: dict) -> bool:
@@ -373,7 +399,7 @@ def render_readme(document: dict, header: str) -> str:
   therefore not sampling noise between separate evaluations.
 - **Rule.** `predictive` (docs/adaptive.md) at error levels
   {", ".join(f"{a['error']:g}" for a in first["adaptive"])}; checkpoints (rounds end at)
-  T = {", ".join(map(str, first["checkpoints"]))}; prior one pseudo-sample of the batch's spread;
+  T = {", ".join(map(str, first["checkpoints"]))}; {prior_text(first)};
   batches of {next(k for k in first["fixed"][0]["energy_j"] if k.startswith("per-batch")).split(":")[1]} inputs.
 - **− T=N**: accuracy minus that of T = N on the same draws, with the standard error of this
   paired difference (only inputs whose decision differs contribute to it).
@@ -411,8 +437,8 @@ def over_draws(documents: list[dict]) -> list[dict]:
     draws."""
     if len(documents) < 2:
         raise RunError(f"a summary over draws needs at least two studies, got {len(documents)}")
-    same = ("dataset", "run", "examples", "max_samples", "checkpoints")
-    shape = [[tuple(map(str, (r[k] for k in same))) + tuple(a["error"] for a in r["adaptive"]) for r in d["runs"]]
+    same = ("dataset", "run", "examples", "max_samples", "checkpoints", "prior_samples")
+    shape = [[tuple(map(str, (r.get(k) for k in same))) + tuple(a["error"] for a in r["adaptive"]) for r in d["runs"]]
              for d in documents]
     if any(s != shape[0] for s in shape):
         raise RunError("the studies differ in their runs, test inputs, N, looks or error levels; a summary over "
@@ -453,7 +479,7 @@ def over_draws(documents: list[dict]) -> list[dict]:
                         "loss_points": loss, "mean_samples": taken, "loss_points_mean": loss_mean,
                         "loss_points_se": loss_se, "mean_samples_mean": t_mean, "mean_samples_se": t_se,
                         "goal": loss_mean >= -GOAL_POINTS - 1e-12 and t_mean <= GOAL_MEAN_T}
-        summary.append({key: first[key] for key in same} | {
+        summary.append({key: first.get(key) for key in same} | {
             "seeds": seeds, "accuracy_T_max": [r["fixed"][-1]["accuracy"] for r in runs],
             "oracle_mean_samples": [r["oracle"]["mean_samples"] for r in runs], "levels": levels,
             "held_out": held_out, "fixed": fixed})
