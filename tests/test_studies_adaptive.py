@@ -1,11 +1,12 @@
 """The adaptive-T study of ``pdnn reproduce``: its claim rule on synthetic results, the energy
 accounting exactly, and its steps and section end to end at tiny scale on fake data."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
-from pdnn.adaptive import StoppingRule
+from pdnn.adaptive import StoppingRule, simulate
 from pdnn.experiments import adaptive_study
 from pdnn.experiments.plan import Context
 from pdnn.experiments.studies import STUDIES, accuracy, adaptive
@@ -114,6 +115,26 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
     # looking after every sample from 3 on can only stop an input earlier than looking at 3 and 7
     for dense, sparse in zip(results[every]["adaptive"], results[3, 7]["adaptive"]):
         assert dense["mean_samples"] <= sparse["mean_samples"]
+
+
+def test_replay_learns_the_prior_on_the_first_batch_and_looks_at_one_sample_after_it():
+    """Batches run as in ``pdnn eval``: the first from T = 2 (it learns the prior variance), the
+    others from T = 1; each input's rounds are the looks of its own batch up to its T."""
+    n, batch = 10, 100
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (300,), generator=generator)
+    outputs = 4 * torch.nn.functional.one_hot(labels, 3).double() + torch.randn(n, 300, 3, generator=generator)
+    rule = StoppingRule(n, 0.1, checkpoints=(1, 2, 3, 5))
+    decision, taken, rounds, learnt = adaptive_study.replay(outputs, rule, batch)
+    first, simulated, _ = simulate(outputs[:, :batch], rule)
+    assert torch.equal(taken[:batch], simulated) and taken[:batch].min() >= 2
+    assert learnt.prior_variance is not None and learnt.schedule() == [1, 2, 3, 5, n]
+    rest, simulated_rest, _ = simulate(outputs[:, batch:], replace(rule, prior_variance=learnt.prior_variance))
+    assert torch.equal(taken[batch:], simulated_rest) and (taken[batch:] == 1).any()
+    assert torch.equal(decision, torch.cat([first.argmax(-1), rest.argmax(-1)]))
+    looks = {t: sum(c <= t for c in (2, 3, 5, n)) for t in (2, 3, 5, n)}
+    assert rounds[:batch].tolist() == [looks[t] for t in taken[:batch].tolist()]
+    assert rounds[batch:].tolist() == [1 + looks.get(t, 0) for t in taken[batch:].tolist()]
 
 
 def test_each_half_takes_the_level_chosen_on_the_other_half():
