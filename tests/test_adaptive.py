@@ -37,28 +37,28 @@ def test_student_t_cdf_matches_scipy():
         assert torch.allclose(student_t_cdf(x, dof), torch.from_numpy(stats.t.cdf(x.numpy(), dof)), atol=1e-13)
 
 
-def normal_leads(rows: int, n: int, generator: torch.Generator, prior_samples: int = 2) -> torch.Tensor:
+def normal_leads(rows: int, n: int, generator: torch.Generator, relative: bool, prior_samples: int = 2) -> torch.Tensor:
     """Two-class outputs whose per-sample lead D = f_0 - f_1 follows the rule's own model:
     variance from a scaled inverse chi-square with ``prior_samples`` degrees of freedom around 1
-    (the rule's prior, with σ₀² = 1), mean spread widely against the input's own spread (μ/σ
-    uniform on [-2, 2], a near-flat prior even for one sample; docs/adaptive.md says what a
-    narrower one does to a stop at T = 1)."""
+    (the rule's prior, with σ₀² = 1), mean uniform on [-1, 1] or, ``relative``, on ±2σ: spread
+    widely against each input's own spread, a near-flat prior even for one sample (docs/adaptive.md
+    says what the narrower one does to a stop at T = 1)."""
     chi2 = torch.distributions.Chi2(torch.tensor(float(prior_samples), dtype=torch.float64)).sample((rows,))
     sigma = (prior_samples / chi2.clamp(min=1e-3)).sqrt()
-    mu = (torch.rand(rows, generator=generator, dtype=torch.float64) - 0.5) * 4.0 * sigma
+    mu = (torch.rand(rows, generator=generator, dtype=torch.float64) - 0.5) * (4.0 * sigma if relative else 2.0)
     d = mu + sigma * torch.randn(n, rows, generator=generator, dtype=torch.float64)
     return torch.stack([d / 2, -d / 2], -1)
 
 
 @pytest.mark.parametrize("error", [0.05, 0.01])
-@pytest.mark.parametrize("prior_variance", [None, 1.0])
-def test_error_level_holds_on_inputs_drawn_from_the_rules_model(error, prior_variance):
+@pytest.mark.parametrize("prior_variance, relative", [(None, False), (None, True), (1.0, True)])
+def test_error_level_holds_on_inputs_drawn_from_the_rules_model(error, prior_variance, relative):
     """With the prior variance given (its true value) the rule may stop at T = 1; learnt, it
     looks from T = 2 and learns it there from the batch."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     rows, n = 20_000, 50
-    outputs = normal_leads(rows, n, g)
+    outputs = normal_leads(rows, n, g, relative)
     rule = StoppingRule(n, error, prior_variance=prior_variance)
     mean, taken, learnt = simulate(outputs, rule)
     differs = (mean.argmax(-1) != outputs.sum(0).argmax(-1)).double().mean().item()
