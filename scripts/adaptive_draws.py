@@ -5,8 +5,10 @@ per draw and as means with their standard error over the draws.
         results/adaptive/cifar10-wider-every-look-seed{1,2,3} --out results/adaptive/cifar10-wider-every-look-draws
 
 Each folder holds the ``adaptive.json`` of one ``scripts/adaptive_study.py`` run; they must differ
-only in ``--seed`` (:func:`pdnn.experiments.adaptive_study.over_draws` checks it). Writes
-``OUT/draws.json`` and ``OUT/README.md``.
+only in ``--seed`` (:func:`pdnn.experiments.adaptive_study.over_draws` checks it). ``--run NAME``
+summarises only the network whose run folder is named NAME, so that draws of it made by studies of
+several networks and by studies of it alone can be summarised together. Writes ``OUT/draws.json``
+and ``OUT/README.md``.
 """
 from __future__ import annotations
 
@@ -31,13 +33,26 @@ spread the sampling alone causes, for these test inputs.
 """
 
 
+def only_run(document: dict, name: str, folder: Path) -> dict:
+    """``document`` (one ``adaptive.json``) with only its run whose folder is named ``name``."""
+    runs = [run for run in document["runs"] if Path(run["run"]).name == name]
+    if not runs:
+        found = ", ".join(Path(run["run"]).name for run in document["runs"])
+        raise RunError(f"{folder / 'adaptive.json'} has no run named {name!r} (it has: {found})")
+    return document | {"runs": runs}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("studies", nargs="+", type=Path, help="folders holding an adaptive.json each")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--run", metavar="NAME", help="summarise only the run whose folder is named NAME")
     args = p.parse_args(argv)
     try:
-        summary = over_draws([read_json(folder / "adaptive.json") for folder in args.studies])
+        documents = [read_json(folder / "adaptive.json") for folder in args.studies]
+        if args.run:
+            documents = [only_run(document, args.run, folder) for document, folder in zip(documents, args.studies)]
+        summary = over_draws(documents)
     except RunError as err:
         p.error(str(err))
     command = "python scripts/adaptive_draws.py " + " ".join(sys.argv[1:] if argv is None else argv)

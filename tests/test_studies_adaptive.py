@@ -297,3 +297,30 @@ def test_draws_script_writes_its_table_and_json(tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main([str(folders[0]), str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert "missing/adaptive.json does not exist" in capsys.readouterr().err
+
+
+def test_draws_script_summarises_one_run_of_studies_that_hold_several(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_draws", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_draws.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    both, alone = draw(0, [(0.1, -0.001, 4.0)]), draw(1, [(0.1, -0.002, 4.0)])
+    other = draw(0, [(0.1, -0.009, 9.0)])["runs"][0] | {"run": "accuracy/fake/runs/wider"}
+    both["runs"].append(other)  # a study of two networks beside a study of the first alone
+    folders = []
+    for name, document in (("both", both), ("alone", alone)):
+        folders.append(tmp_path / name)
+        folders[-1].mkdir()
+        (folders[-1] / "adaptive.json").write_text(json.dumps(document))
+    with pytest.raises(SystemExit):
+        script.main([*map(str, folders), "--out", str(tmp_path / "x")])
+    assert "differ in their runs" in capsys.readouterr().err
+    assert script.main([*map(str, folders), "--run", "pbit-s2", "--out", str(tmp_path / "draws")]) == 0
+    (run,) = json.loads((tmp_path / "draws" / "draws.json").read_text())["runs"]
+    assert run["run"] == "accuracy/fake/runs/pbit-s2" and run["levels"][0]["loss_points_mean"] == pytest.approx(-0.15)
+    with pytest.raises(SystemExit):
+        script.main([*map(str, folders), "--run", "missing", "--out", str(tmp_path / "y")])
+    assert "has no run named 'missing' (it has: pbit-s2, wider)" in capsys.readouterr().err
