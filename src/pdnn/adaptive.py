@@ -127,8 +127,7 @@ class StoppingRule:
     def first_look(self) -> int:
         """1 where one sample can settle an input (the predictive rule with a prior variance
         known and ``prior_samples`` >= 1), else 2, the first T with a spread of its own."""
-        known = self.rule == "predictive" and self.prior_variance is not None and self.prior_samples >= 1
-        return 1 if known else 2
+        return first_decidable(self.prior_samples, self.prior_variance) if self.rule == "predictive" else 2
 
     def schedule(self) -> list[int]:
         """The T values at which the rule looks, ending at ``max_samples``."""
@@ -176,13 +175,19 @@ class SampleStats:
         return self.total / self.count
 
 
+def first_decidable(prior_samples: int, prior_variance: float | None) -> int:
+    """The fewest samples the predictive rule can judge: 1 with a known prior variance of weight
+    ``prior_samples`` >= 1, else 2 (one sample has no spread of its own)."""
+    return 1 if prior_variance is not None and prior_samples >= 1 else 2
+
+
 def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples: int = 2,
                              prior_variance: float | None = None) -> torch.Tensor:
     """Predictive probability (summed over rivals) that the decision at ``max_samples`` differs
     from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md.
     ``prior_variance`` None: learnt from these rows at this look (stored in ``stats``)."""
     t, n = stats.count, max_samples
-    first = 1 if prior_variance is not None and prior_samples >= 1 else 2
+    first = first_decidable(prior_samples, prior_variance)
     if not first <= t < n:
         raise RuntimeError(f"the predictive rule needs {first} <= t < max_samples here, got t={t}, max_samples={n}")
     leader = stats.total.argmax(1)
