@@ -1,5 +1,5 @@
-"""Evaluations record the weights they measured; readers warn when a run changed since, and
-warnings print as one line."""
+"""Evaluations record the weights they measured and the code that measured them; readers warn
+when a run changed since, and warnings print as one line."""
 import hashlib
 import json
 import os
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import pdnn
 from pdnn.cli import main
 from pdnn.experiments.runs import ensure_evaluated
+from pdnn.provenance import code_record, describe_code
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
 EVAL = ["--samples", "1,2", "--repeats", "1", "--quiet"]
@@ -50,6 +52,44 @@ def test_eval_records_epoch_and_sha256_of_the_checkpoint(runs):
     weights = json.loads((current / "eval-network.json").read_text())["weights"]
     assert weights == {"checkpoint": "checkpoint.pt", "epoch": 1,
                        "sha256": hashlib.sha256((current / "checkpoint.pt").read_bytes()).hexdigest()}
+
+
+def test_evaluation_and_every_epoch_record_the_code_that_ran(runs):
+    current, resumed = runs
+    code = code_record()
+    assert code["pdnn"] == pdnn.__version__ and set(code) == {"pdnn", "commit", "modified"}
+    assert json.loads((current / "eval-network.json").read_text())["code"] == code
+    assert [epoch["code"] for epoch in json.loads((resumed / "metrics.json").read_text())] == [code, code]
+
+
+def git(directory: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(directory), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_code_record_names_the_commit_and_says_when_the_source_differs(tmp_path):
+    repo, package = tmp_path / "repo", tmp_path / "repo" / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    (repo / "README").write_text("a\n")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    head = git(repo, "rev-parse", "HEAD")
+    assert describe_code(package) == {"commit": head, "modified": False}
+    (repo / "README").write_text("b\n")  # outside the package: not the code that ran
+    assert describe_code(package) == {"commit": head, "modified": False}
+    (package / "__init__.py").write_text("x = 2\n")
+    assert describe_code(package) == {"commit": head, "modified": True}
+    git(repo, "checkout", "-q", "--", ".")
+    (package / "new.py").write_text("")
+    assert describe_code(package) == {"commit": head, "modified": True}
+    installed = repo / "venv" / "pkg"  # a copy inside the repository that git does not track
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("x = 1\n")
+    assert describe_code(installed) == {"commit": None, "modified": None}
+    assert describe_code(tmp_path / "elsewhere") == {"commit": None, "modified": None}
 
 
 def test_plot_and_tradeoff_warn_naming_the_run_evaluated_before_a_resume(runs, tmp_path):

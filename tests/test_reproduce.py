@@ -11,9 +11,10 @@ from test_data import make_cifar_batches, make_idx
 from pdnn.cli import main
 from pdnn.experiments import reproduce
 from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context
-from pdnn.experiments.report import claims_table
+from pdnn.experiments.report import claims_table, code_lines
 from pdnn.experiments.studies import STUDIES
 from pdnn.io import read_json
+from pdnn.provenance import code_record
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,9 @@ def test_tiny_plan_runs_every_step_and_reports_every_claim(tiny_run):
     assert not ctx.failed and not ctx.skipped, log
     state = read_json(ctx.dir(STATE))
     assert set(state["done"]) == {step.key for _, step in reproduce.plan(ctx)}
+    assert all(done["code"] == code_record() for done in state["done"].values())
     text = (ctx.out / "REPORT.md").read_text()
+    assert code_lines(state["done"])[0] in text.splitlines()
     rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
     sections = [study.section(ctx) for study in STUDIES]
     claims = [c for s in sections for c in s.claims]
@@ -146,6 +149,16 @@ def test_bad_scale_and_verdict_are_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="verdict"):
         Claim("c", "p", verdict="maybe")
     assert set(VERDICTS) == {"holds", "does not hold", "not measured"}
+
+
+def test_the_report_says_which_code_ran_its_steps():
+    at = {"pdnn": "0.1.0", "commit": "0123456789abcdef" * 2 + "01234567", "modified": False}
+    changed, installed = {**at, "modified": True}, {"pdnn": "0.1.0", "commit": None, "modified": None}
+    done = {"a": {"code": at}, "b": {"code": at}, "c": {"code": changed}, "d": {"code": installed}, "e": {}}
+    assert code_lines(done) == ["- Code: pdnn 0.1.0 at commit 0123456789ab (2 steps); pdnn 0.1.0 at commit "
+                                "0123456789ab with uncommitted changes (1 step); pdnn 0.1.0 (not from a git "
+                                "checkout) (1 step); not recorded (1 step run by an earlier pdnn)."]
+    assert code_lines({"e": {}}) == []  # a report of steps that predate the record stays as it was
 
 
 def test_claims_table_escapes_pipes_and_states_reasons():

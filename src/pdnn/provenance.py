@@ -6,17 +6,52 @@ record with the checkpoint now on disk and warn, naming the run, when the checkp
 since -- after ``train --resume``, say, the old curve would otherwise be plotted as the new one.
 Evaluations written before the record existed are *unknown*: said once per command, never an
 error, and still read as before.
+
+What the weights do not say is which code measured them: a number can change when the code
+does (a new random stream draws other bits from the same seed). So evaluations and every epoch
+of a training history also record ``"code": {"pdnn", "commit", "modified"}`` (:func:`code_record`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Iterable
 
+from . import __version__
 from .io import CHECKPOINT, load_checkpoint
 
 WEIGHTS = "weights"  # the key of the record in an eval-*.json document
+CODE = "code"  # the key of the code record in an evaluation and in each epoch of metrics.json
+PACKAGE = Path(__file__).resolve().parent
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    """``git -C directory args``'s output, ``None`` where git is missing or fails."""
+    try:
+        done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def describe_code(package: Path) -> dict:
+    """The commit that holds the source in ``package`` and whether that source differs from it
+    (uncommitted or untracked files), or ``None`` for both when it is not a file git tracks
+    there: an installed copy, even one that lies inside some other repository."""
+    if _git(package, "ls-files", "--error-unmatch", "__init__.py") is None:
+        return {"commit": None, "modified": None}
+    status = _git(package, "status", "--porcelain", "--", ".")
+    return {"commit": _git(package, "rev-parse", "HEAD"), "modified": None if status is None else status != ""}
+
+
+@functools.cache
+def code_record() -> dict:
+    """Which pdnn is running: its version and, from a git checkout, the commit and whether the
+    package's source differs from it. Asked of git once per process."""
+    return {"pdnn": __version__, **describe_code(PACKAGE)}
 
 
 def file_sha256(path: str | Path) -> str:

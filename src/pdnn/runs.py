@@ -22,7 +22,7 @@ from .generation import check_generator, fid_vs_samples
 from .models import is_generator
 from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
                  save_checkpoint, write_json)
-from .provenance import WEIGHTS, weights_record
+from .provenance import CODE, WEIGHTS, code_record, weights_record
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
            "fid_run", "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
@@ -40,7 +40,8 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict:
     """Evaluate a run directory on its dataset's test split; writes ``eval-<aggregate>.json``,
-    which records the weights measured (checkpoint epoch and sha256, see :mod:`pdnn.provenance`).
+    which records the weights measured (checkpoint epoch and sha256) and the code that measured
+    them (see :mod:`pdnn.provenance`).
 
     ``subset`` overrides the run's own subset (the first N test examples); by default the run is
     evaluated on what it was trained with. Returns the JSON document.
@@ -67,6 +68,7 @@ def evaluate_run(
         "device": str(device),
         "time_s": time.perf_counter() - began,
         WEIGHTS: weights,
+        CODE: code_record(),
         "results": results,
     }
     write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
@@ -81,6 +83,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
     of Inception-v3 from ``inception_weights`` (fid); writes ``RUN/<metric>.json`` and returns it."""
     if (classifier is None) == (inception_weights is None):
         raise UsageError("give exactly one feature source: a classifier run or the Inception weights")
+    weights = weights_record(run_dir)
     model, config = load_model(run_dir, map_location=device)
     vae = check_generator(model, f"run {run_dir}")
     dataset = config["data"]["dataset"]
@@ -106,6 +109,8 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
         "repeats": repeats,
         "seed": seed,
         "time_s": time.perf_counter() - began,
+        WEIGHTS: weights,
+        CODE: code_record(),
         "results": results,
     }
     write_json(Path(run_dir) / f"{extractor.metric}.json", document)
@@ -125,6 +130,6 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     result = adaptive_accuracy(model.to(device), data.test_x, data.test_y, rule, seed, prepare=data.normalize)
     document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "split": "test",
                 "examples": len(data.test_y), "seed": seed, "device": str(device),
-                "time_s": time.perf_counter() - began, WEIGHTS: weights, **result}
+                "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(), **result}
     write_json(Path(run_dir) / "adaptive.json", document)
     return document

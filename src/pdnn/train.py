@@ -38,6 +38,7 @@ from .devices import default_device
 from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
+from .provenance import CODE, code_record
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .sampling import check_samples
 from .tasks import TASKS, Task
@@ -226,7 +227,7 @@ def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generato
                progress: bool) -> None:
     """Measure the held-out metric, then write the checkpoint and the history (process 0)."""
     run.metrics.append({"epoch": epoch + 1, **trained, **run.task.held_out(run.model, data),
-                        "lr": run.optimizer.param_groups[0]["lr"], **speed})
+                        "lr": run.optimizer.param_groups[0]["lr"], **speed, CODE: code_record()})
     save_checkpoint(run_dir / CHECKPOINT, {
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),

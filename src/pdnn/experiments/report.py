@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections import Counter
 from pathlib import Path
 
 import markdown
 
 from ..io import write_text
+from ..provenance import CODE
 from .plan import Claim, Context, Section
 
 PAPER = ('"Improving deep neural network performance through sampling" '
@@ -42,6 +44,24 @@ def claims_table(rows: list[tuple[str, Claim]]) -> list[str]:
     return lines
 
 
+def code_lines(done: dict) -> list[str]:
+    """The report's line on which code ran its steps (none before steps recorded it)."""
+    counts = Counter(_code_text(v[CODE]) for v in done.values() if CODE in v)
+    if not counts:
+        return []
+    parts = [f"{text} ({n} step{'s' * (n != 1)})" for text, n in counts.most_common()]
+    if (unrecorded := len(done) - sum(counts.values())):
+        parts.append(f"not recorded ({unrecorded} step{'s' * (unrecorded != 1)} run by an earlier pdnn)")
+    return [f"- Code: {'; '.join(parts)}."]
+
+
+def _code_text(code: dict) -> str:
+    commit = code.get("commit")
+    where = (f" at commit {commit[:12]}" + (" with uncommitted changes" if code.get("modified") else "")
+             if commit else " (not from a git checkout)")
+    return f"pdnn {code.get('pdnn', '?')}{where}"
+
+
 def render(ctx: Context, studies, sections: list[Section], state: dict, full_outlook: str = "") -> str:
     done = state.get("done", {})
     wall = sum(v["wall_s"] for v in done.values())
@@ -61,6 +81,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         f"- Machine: {m.get('processor', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}"
         f" ({'CUDA' if m.get('cuda') else 'CPU only'}). Wall time of all steps: {wall / 3600:.2f} h"
         f" ({len(done)} steps; per study below).",
+        *code_lines(done),
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
         f"{counts['not measured']} not measured. A verdict follows the stated rule, decided before the "
         "numbers; the study sections give the evidence.",

@@ -27,6 +27,7 @@ import torch
 from ..errors import UsageError
 from ..io import read_json, write_json
 from ..progress import progress_bar
+from ..provenance import CODE, code_record
 from .plan import STATE, Context, Step
 from .report import write_report
 from .studies import STUDIES
@@ -133,7 +134,7 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
             continue
         wall = time.monotonic() - t0
         done[step.key] = {"wall_s": round(wall, 2), "estimate_s": round(step.estimate_s, 2),
-                          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), CODE: code_record()}
         if step.rate:
             done[step.key].update(rate=step.rate, work=step.work)
         write_json(ctx.dir(STATE), state)
