@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_speed.py [--threads 2] [--repeats 5] [--json benchmarks/results/speed.json]
        [--skip-wide] (leaves out the width-64 CNN, the slowest row) [--clock wall|cpu] [--system-malloc]
-       [--only GROUP ...] [--cnn-batches B ...] (the width-16 CNN's batch sizes; default 1 16 256)
+       [--only GROUP ...] [--cnn-batches B ...] (the CNNs' batch sizes; default 1 16 256)
 
 Like the ``pdnn`` command, the script keeps large freed buffers for reuse
 (:func:`pdnn.malloc.keep_large_buffers`); ``--system-malloc`` measures with glibc's defaults
@@ -17,15 +17,16 @@ processes falls on all of them alike):
   against ``nn.Sigmoid``: torch's CPU tanh is the accurate, slow one (several sigmoids), so the
   ratio to a sigmoid says what the p-bit costs beside a cheap elementwise activation;
 * ``linear_pbit_vs_tanh``: ``Linear(2048, 2048)`` followed by each, batch 256;
-* ``cnn{w}_t10_vs_t1``: the reference CNN (3x32x32, width w), batch 256, ``SampledModel`` at
-  T = 10 against T = 1 (with ``max_rows=MAX_ROWS``, as evaluation uses it), and a Python loop of 10 plain forwards against T = 1;
-  ``prefix/T=1`` is the share of T = 1 spent in the deterministic prefix (the first convolution and batch norm), which
-  T = 10 runs once: were everything else ten times T = 1, T=10/T=1 would be ``10 - 9 * prefix/T=1``;
-* ``cnn16_loop_vs_batched_b{B}``: the loop of 10 forwards against the batched T = 10, batch B;
-* ``mlp_t16_vs_t1`` / ``mlp_loop_vs_batched``: MLP 784-2048-2048-2048-10, batch 1 (T = 16 runs
-  its 16-row GEMMs transposed, :mod:`pdnn.transposed_linear`); T = 16 also with
-  ``pack_weights=True`` (oneDNN with packed weights, :mod:`pdnn.packed_linear`);
-* ``train_s8_vs_s1``: one Adam step on the sample-aware loss of the reference CNN (width 16,
+* ``cnn{w}_b{B}``: the reference CNN (3x32x32, width w = 16 and 64) at batch B (1, 16, 256),
+  ``SampledModel`` at T = 10 against T = 1 (with ``max_rows=MAX_ROWS``, as evaluation uses it), and
+  a Python loop of 10 plain forwards against both (``loop10/T=10``: the batched T = 10 is never
+  to be slower); ``prefix/T=1`` is the share of T = 1 spent in the deterministic prefix (the
+  first convolution and batch norm), which T = 10 runs once: were everything else ten times
+  T = 1, T=10/T=1 would be ``10 - 9 * prefix/T=1``;
+* ``mlp_b1``: MLP 784-2048-2048-2048-10, batch 1, T = 16 against T = 1 and a loop of 16 against
+  T = 16 (T = 16 runs its 16-row GEMMs transposed, :mod:`pdnn.transposed_linear`); T = 16 also
+  with ``pack_weights=True`` (oneDNN with packed weights, :mod:`pdnn.packed_linear`);
+* ``train_cnn16_b64``: one Adam step on the sample-aware loss of the reference CNN (width 16,
   batch 64), s = 8 against s = 1 (at s = 8 the gradient to the prefix passes the first sampled
   convolution once, summed over the samples: :mod:`pdnn.shared_bits_layer`).
 
@@ -222,7 +223,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=("act", "mlp", "train", "cnn16", "cnn64"),
                         help="measure only these groups of rows")
     parser.add_argument("--cnn-batches", type=int, nargs="+", default=[1, 16, 256], metavar="B",
-                        help="batch sizes of the width-16 CNN rows (default: 1 16 256)")
+                        help="batch sizes of the CNN rows, both widths (default: 1 16 256)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's allocator at its defaults (the pdnn command does not)")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -239,7 +240,7 @@ def main() -> None:
     groups = {"act": lambda: activation_rows(args.repeats), "mlp": lambda: mlp_rows(args.repeats),
               "train": lambda: train_rows(args.repeats),
               "cnn16": lambda: cnn_rows(16, args.repeats, tuple(args.cnn_batches)),
-              "cnn64": lambda: [] if args.skip_wide else cnn_rows(64, max(2, args.repeats // 2), (256,))}
+              "cnn64": lambda: [] if args.skip_wide else cnn_rows(64, max(2, args.repeats // 2), tuple(args.cnn_batches))}
     for name, measure in groups.items():
         if args.only and name not in args.only:
             continue
