@@ -131,7 +131,8 @@ class StoppingRule:
 
     def schedule(self) -> list[int]:
         """The T values at which the rule looks, ending at ``max_samples``."""
-        return [t for t in self.checkpoints if self.first_look() <= t < self.max_samples] + [self.max_samples]
+        first = self.first_look()
+        return [t for t in self.checkpoints if first <= t < self.max_samples] + [self.max_samples]
 
     def settled(self, stats: "SampleStats") -> torch.Tensor:
         """Which rows may stop now (bool ``[B]``); every row stops at ``max_samples``."""

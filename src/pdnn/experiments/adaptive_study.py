@@ -441,8 +441,8 @@ def over_draws(documents: list[dict]) -> list[dict]:
     shape = [[tuple(map(str, (r.get(k) for k in same))) + tuple(a["error"] for a in r["adaptive"]) for r in d["runs"]]
              for d in documents]
     if any(s != shape[0] for s in shape):
-        raise RunError("the studies differ in their runs, test inputs, N, looks or error levels; a summary over "
-                       "draws compares draws of one study")
+        raise RunError("the studies differ in their runs, test inputs, N, looks, prior weight or error levels; "
+                       "a summary over draws compares draws of one study")
     seeds = [d["runs"][0]["seed"] for d in documents]
     if len(set(seeds)) != len(seeds):
         raise RunError(f"the studies repeat a sampling seed ({seeds}); each draw must be new")
