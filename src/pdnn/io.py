@@ -120,10 +120,21 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     return state
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, imported when a figure is first drawn:
+    the import takes about half a second, which commands that draw nothing should not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, out: Path | str, dpi: int = 120) -> Path:
     """Write the matplotlib figure ``fig`` to ``out`` atomically and close it. The format follows
     the suffix (PNG when matplotlib does not know it). Returns ``out`` as a ``Path``."""
-    import matplotlib.pyplot as plt  # loaded only by commands that draw
+    plt = pyplot()
 
     out = Path(out)
     suffix = out.suffix.lstrip(".").lower()

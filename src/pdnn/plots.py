@@ -3,13 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .io import read_config, read_json, save_figure  # noqa: E402
-from .provenance import warn_if_stale  # noqa: E402
+from .io import pyplot, read_config, read_json, save_figure
+from .provenance import warn_if_stale
 
 
 def run_label(run_dir: Path, config: dict) -> str:
@@ -23,6 +18,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     Reads ``eval-<aggregate>.json`` from every run directory; a run without one is an error that
     names it, a run whose checkpoint changed since its evaluation is warned about.
     """
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     horizontals = []
     measured: set[int] = {1}

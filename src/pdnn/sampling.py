@@ -25,6 +25,7 @@ says which and why). See ``docs/sampling.md`` for the precise definitions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 from typing import Callable, Sequence
@@ -302,6 +303,22 @@ def reduce_samples(out, reduce: str):
     return out
 
 
+def _eager_under_compile(method: Callable) -> Callable:
+    """``torch.compiler.disable(method)`` that costs nothing until something compiles: the
+    decorator imports the compiler, 1.3 s that ``import pdnn`` and every eager run would pay.
+    While dynamo traces, ``is_compiling()`` is true and the call goes through torch's lazy form
+    of the decorator (``torch._disable_dynamo``), which dynamo does not trace into."""
+    disabled = torch._disable_dynamo(method)
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return disabled(*args, **kwargs)
+        return method(*args, **kwargs)
+
+    return call
+
+
 class SampledModel(nn.Module):
     """Wrap a network so that one call runs T samples of it and reduces them.
 
@@ -344,9 +361,9 @@ class SampledModel(nn.Module):
             default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a
             weight changed through ``.data`` is not seen (every other change is).
 
-    Under ``torch.compile`` the wrapper itself runs eagerly (``torch.compiler.disable``): its
-    plans, caches and generators are Python state a compiled graph cannot hold. Compile the
-    model inside instead, ``SampledModel(torch.compile(net), T)``; fx cannot trace a compiled
+    Under ``torch.compile`` the wrapper itself runs eagerly (:func:`_eager_under_compile`): its
+    plans, caches and generators are Python state a compiled graph cannot hold. Compile the model
+    inside instead, ``SampledModel(torch.compile(net), T)``; fx cannot trace a compiled
     module, so its samples are folded by repeating the input (the ``"repeat"`` plan).
 
     Example:
@@ -409,7 +426,7 @@ class SampledModel(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
-    @torch.compiler.disable  # see the class's docstring
+    @_eager_under_compile
     def sample(self, x: torch.Tensor, *args, samples: int | None = None, **kwargs):
         """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); every tensor
         of a tuple, list or dict output alike. ``samples`` overrides T for this call; ``args`` /
@@ -532,7 +549,7 @@ class SampledModel(nn.Module):
             return self._layer(x, args, kwargs, samples)
         return self._network(x, args, kwargs, samples, modules)
 
-    @torch.compiler.disable
+    @_eager_under_compile
     def forward(self, x: torch.Tensor, *args, **kwargs):
         if self.samples == "auto":
             if kwargs:  # the rounds pick rows of the positional arguments only

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UsageError
-from ..io import RunError, read_json, save_figure
+from ..io import RunError, pyplot, read_json, save_figure
 from .account import Settings, network_energy
 from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
 
@@ -119,10 +119,7 @@ def format_fid_tradeoff(result: dict) -> str:
 
 
 def plot_fid_tradeoff(result: dict, out, title: str | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[dict]] = {}

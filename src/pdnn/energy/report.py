@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..io import save_figure
+from ..io import pyplot, save_figure
 from .account import LAYER_STEP_NOTE, TERMS
 
 _TERM_LABELS = {"weight_memory_j": "weight mem", "activation_memory_j": "act. mem",
@@ -87,19 +87,10 @@ def format_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path:
     """Stacked bars of the energy per inference of every configuration: by term (top) and, when
     all configurations share their layers, by layer (bottom); the reference as a dashed line."""
-    plt = _pyplot()
+    plt = pyplot()
     configs = report["configs"]
     labels = [c.get("label") or f"T={c['samples']}" for c in configs]
     names = [layer["name"] for layer in configs[0]["layers"]]
@@ -135,7 +126,7 @@ def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path
 def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Path:
     """Accuracy versus energy per inference (log axis), the Pareto front as a step line, the
     reference and the chosen minimum-energy configuration highlighted."""
-    plt = _pyplot()
+    plt = pyplot()
     series: dict[str, list[dict]] = {}
     for p in result["points"]:
         series.setdefault(p["series"], []).append(p)

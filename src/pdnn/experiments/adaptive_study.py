@@ -31,7 +31,7 @@ from ..data import load
 from ..energy.account import Reuse, Settings, network_energy
 from ..energy.tradeoff import run_network
 from ..evaluate import MAX_ROWS
-from ..io import CHECKPOINT, RunError, atomic_write, save_figure
+from ..io import CHECKPOINT, RunError, atomic_write, pyplot, save_figure
 from ..runs import load_model
 from ..sampling import SampledModel
 
@@ -265,10 +265,7 @@ def fixed_t_for(run: dict, accuracy: float) -> int | None:
 
 def write_figure(document: dict, path: Path) -> None:
     """Accuracy against mean T per dataset: fixed T, the adaptive rule at each level, the oracle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     datasets = list(dict.fromkeys(r["dataset"] for r in document["runs"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 6.5), squeeze=False)

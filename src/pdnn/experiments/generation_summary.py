@@ -12,16 +12,13 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from ..data import load as load_data  # noqa: E402
-from ..energy.fid_tradeoff import fid_tradeoff_runs, plot_fid_tradeoff  # noqa: E402
-from ..generation import check_generator, generate_at, image_grid, to_uint8  # noqa: E402
-from ..runs import load_model, write_json  # noqa: E402
+from ..data import load as load_data
+from ..energy.fid_tradeoff import fid_tradeoff_runs, plot_fid_tradeoff
+from ..generation import check_generator, generate_at, image_grid, to_uint8
+from ..io import pyplot, save_figure
+from ..runs import load_model, write_json
 
 BEGIN, END = "<!-- BEGIN results -->", "<!-- END results -->"
 S_VALUES = (1, 2, 4, 8)
@@ -115,6 +112,7 @@ def verdicts(scored: dict, s_values=S_VALUES, t_values=T_VALUES) -> list[dict]:
 
 
 def plot_fid_vs_t(scored: dict, out: Path, title: str, s_values=S_VALUES, t_values=T_VALUES) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in [*(f"pbit-s{s}" for s in s_values), "tanh-pbit"]:
         if name in scored:
@@ -135,11 +133,11 @@ def plot_fid_vs_t(scored: dict, out: Path, title: str, s_values=S_VALUES, t_valu
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4)
     fig.tight_layout()
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out, dpi=150)
 
 
 def plot_matrix(scored: dict, out: Path) -> list[list]:
+    plt = pyplot()
     matrix = [[scored.get(f"pbit-s{s}", {}).get("by_t", {}).get(t, {}).get("mean", math.nan) for t in T_VALUES]
               for s in S_VALUES]
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -154,8 +152,7 @@ def plot_matrix(scored: dict, out: Path) -> list[list]:
     ax.set_ylabel("training samples s")
     fig.colorbar(image, label="fid-clf")
     fig.tight_layout()
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out, dpi=150)
     return [[None if math.isnan(v) else v for v in row] for row in matrix]
 
 
@@ -168,6 +165,7 @@ def pixel_statistics(images: torch.Tensor) -> dict:
 
 def plot_grids(runs: Path, names: list[str], out_dir: Path, stats: dict, grid_t=GRID_T) -> list[str]:
     """One figure per run: the same 36 latents at each T of ``grid_t``; fills ``stats``."""
+    plt = pyplot()
     written = []
     for name in names:
         vae = check_generator(load_model(runs / name)[0], name)
@@ -181,8 +179,7 @@ def plot_grids(runs: Path, names: list[str], out_dir: Path, stats: dict, grid_t=
             ax.axis("off")
         fig.tight_layout()
         path = out_dir / f"grids-{name}.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        save_figure(fig, path, dpi=80)
         written.append(path.name)
     return written
 

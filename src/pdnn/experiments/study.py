@@ -12,20 +12,16 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from ..data import describe  # noqa: E402
-from ..errors import UsageError  # noqa: E402
-from ..io import save_figure, write_text  # noqa: E402
-from ..models import ModelConfig  # noqa: E402
-from ..plots import plot_accuracy_vs_samples  # noqa: E402
-from ..runs import read_json, write_json  # noqa: E402
-from ..train import TrainConfig  # noqa: E402
-from .runs import ensure_evaluated, ensure_trained  # noqa: E402
+from ..data import describe
+from ..errors import UsageError
+from ..io import pyplot, save_figure, write_text
+from ..models import ModelConfig
+from ..plots import plot_accuracy_vs_samples
+from ..runs import read_json, write_json
+from ..train import TrainConfig
+from .runs import ensure_evaluated, ensure_trained
 
 TOLERANCE = 0.01  # "matches" = within one percentage point
 
@@ -179,6 +175,7 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
 
 
 def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
+    plt = pyplot()
     baselines = ["tanh", "sigmoid", *[f"quant{k}" for k in spec.quant_bits]]
     for neuron in spec.pbit_neurons:
         runs = [out / "runs" / f"{neuron}-s{s}" for s in spec.train_samples]

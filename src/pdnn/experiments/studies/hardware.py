@@ -8,18 +8,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ...hw import export, fixed  # noqa: E402
-from ...io import read_json, save_figure  # noqa: E402
-from ...models import ModelConfig  # noqa: E402
-from ...train import TrainConfig  # noqa: E402
-from .. import hardware_study as hs  # noqa: E402
-from ..plan import Claim, Context, Figure, Section, Step, not_measured, pct  # noqa: E402
-from ..runs import ensure_trained  # noqa: E402
+from ...hw import export, fixed
+from ...io import pyplot, read_json, save_figure
+from ...models import ModelConfig
+from ...train import TrainConfig
+from .. import hardware_study as hs
+from ..plan import Claim, Context, Figure, Section, Step, not_measured, pct
+from ..runs import ensure_trained
 
 NAME = "hardware"
 TITLE = "FPGA datapath: AC against MAC units, generators, co-simulation, switching activity"
@@ -165,6 +160,7 @@ def steps(ctx: Context) -> list[Step]:
 def draw_units(ctx: Context) -> None:
     """LUTs of the MAC and AC units against n: a colour per b_w, MAC solid and AC dashed, a marker
     per FPGA family."""
+    plt = pyplot()
     p = paths(ctx)
     if not any(p[f"units-{family}"].exists() for family in ("xilinx", "ice40")):
         raise FileNotFoundError(f"no unit counts to draw: {p['units-xilinx']} is missing")

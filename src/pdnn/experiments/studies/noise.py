@@ -14,19 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ...convert import DEFAULT_VALUES, convert_run, restore_checkpoint  # noqa: E402
-from ...io import CHECKPOINT, CONFIG, atomic_write, read_json, save_figure, write_json  # noqa: E402
-from ..noise_rules import (ABOVE_RULE, AGGREGATION_RULE, GAIN_RULE, aggregation_verdict, bound,  # noqa: E402
+from ...convert import DEFAULT_VALUES, convert_run, restore_checkpoint
+from ...io import CHECKPOINT, CONFIG, atomic_write, pyplot, read_json, save_figure, write_json
+from ..noise_rules import (ABOVE_RULE, AGGREGATION_RULE, GAIN_RULE, aggregation_verdict, bound,
                            rows_by_samples, verdicts)
-from ..plan import Claim, Context, Figure, Section, Step, not_measured  # noqa: E402
-from ..runs import ensure_evaluated  # noqa: E402
-from ..study import StudySpec  # noqa: E402
-from . import accuracy  # noqa: E402
+from ..plan import Claim, Context, Figure, Section, Step, not_measured
+from ..runs import ensure_evaluated
+from ..study import StudySpec
+from . import accuracy
 
 NAME = "noise"
 TITLE = "Sampling without retraining; network against layer aggregation"
@@ -151,6 +146,7 @@ def _conversion_text(ctx: Context, spec: StudySpec) -> str:
 
 
 def draw_figure(ctx: Context, spec: StudySpec) -> None:
+    plt = pyplot()
     curves = _curves(ctx, spec)
     missing = {"deterministic", "converted", "network", "layer"} - set(curves)
     if missing:
