@@ -2,6 +2,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from pdnn import SampledModel, sample_aware_loss
 from pdnn.nn import PBit
 from pdnn import sampling
 from pdnn.sampling import SharedInputPBit, build_sampled_graph, repeat_samples
+from pdnn.train import TrainConfig
 
 Z = 5.0
 
@@ -174,6 +176,21 @@ def test_bad_options_are_named():
         SampledModel(nn.Identity(), reduce="median")
     with pytest.raises(ValueError, match="unknown aggregate 'chip'"):
         SampledModel(nn.Identity(), aggregate="chip")
+
+
+@pytest.mark.parametrize("bad", ["1", 1.0, True, 2**64, -(2**63) - 1])
+def test_a_seed_torch_cannot_take_is_named_where_it_is_given(bad):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[-2\*\*63, 2\*\*64\), got"):
+        SampledModel(nn.Identity(), seed=bad)
+    with pytest.raises(ValueError, match="seed must be"):
+        TrainConfig(seed=bad).validate()
+
+
+def test_seeds_torch_takes_are_kept():
+    x = torch.zeros(4, 3)
+    for seed in (np.int64(7), 2**64 - 1, -(2**63)):
+        sampled = SampledModel(nn.Sequential(PBit()), 5, seed=seed)
+        assert type(sampled.seed) is int and torch.equal(sampled(x), SampledModel(nn.Sequential(PBit()), 5, seed=int(seed))(x))
 
 
 def test_shape_mismatch_raises():

@@ -10,8 +10,6 @@ independent randomness, within a bound derived from the number of samples.
 import copy
 import math
 import pickle
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -282,24 +280,6 @@ def test_a_compiled_wrapper_captures_no_graph_and_gives_the_eager_samples():
     compiled = torch.compile(SampledModel(net, 10, seed=0), backend=lambda gm, _: graphs.append(gm) or gm.forward)
     assert torch.equal(compiled(x), SampledModel(net, 10, seed=0)(x)) and not graphs
 
-
-def test_eager_work_loads_neither_the_compiler_nor_matplotlib():
-    """``import pdnn``, the command's parser, and sampling, training and evaluating eagerly load
-    neither torch's compiler (1.3 s) nor matplotlib (0.5 s): only what compiles or draws pays."""
-    code = """if True:
-        import sys, torch
-        from torch import nn
-        from pdnn import SampledModel, sample_aware_loss
-        from pdnn.cli import build_parser
-        from pdnn.nn import PBit
-        build_parser()
-        net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
-        sample_aware_loss(net, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), samples=4)[0].backward()
-        SampledModel(net.eval(), 10).sample(torch.randn(5, 4))
-        print(sorted({"torch._dynamo", "matplotlib"} & set(sys.modules)))
-    """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 def _traced_pbits_behave(run, n=4000):
     """A traced p-bit network: fresh bits on every call, a NaN input row gives NaN, and the

@@ -1,4 +1,4 @@
-"""What an argument may be: the names that options accept, and the two checks every module uses.
+"""What an argument may be: the names that options accept, and the checks every module uses.
 
 The names live here once, so the library's checks and the command line's ``choices=`` cannot
 drift apart; the checks raise a :class:`~pdnn.errors.UsageError` (a ``ValueError``) naming the
@@ -17,6 +17,7 @@ argument, the value and what was expected, which the ``pdnn`` command prints as 
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 from .errors import UsageError
@@ -53,3 +54,16 @@ def one_of(name: str, value, choices: Sequence[str]) -> str:
     if value not in choices:
         raise UsageError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
     return value
+
+
+def torch_seed(name: str, value) -> int:
+    """``value`` as an ``int`` if a ``torch.Generator`` can be seeded with it (an integer, numpy's
+    too, in [-2**63, 2**64); not ``True``), else a ``UsageError``: torch would only refuse it at
+    the first draw, far from where it was given."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or number is None or not -(2**63) <= number < 2**64:
+        raise UsageError(f"{name} must be an integer in [-2**63, 2**64), got {value!r}")
+    return number

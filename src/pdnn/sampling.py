@@ -36,7 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
-from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int
+from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, torch_seed
 from .errors import UsageError
 from .foldcheck import (first_rows, fold_mismatch, has_hooks, own_hooks, runs_eagerly, stack, suspended_hooks,
                         unfold)
@@ -398,7 +398,7 @@ class SampledModel(nn.Module):
         self.reduce = reduce
         self.aggregate = aggregate
         self.samples = samples
-        self.seed = seed
+        self.seed = None if seed is None else torch_seed("seed", seed)
         self.stopping = StoppingRule(max_samples, error, rule, checkpoints, prior_samples)
         if samples == "auto" and (reduce, aggregate) != ("mean", "network"):
             raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')

@@ -32,7 +32,7 @@ from torch import distributed as dist
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int
+from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int, torch_seed
 from .data import augment, load
 from .devices import default_device
 from .errors import UsageError
@@ -78,6 +78,7 @@ class TrainConfig:
             raise UsageError(f"lr must be a finite number > 0, got {self.lr!r}")
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
+        torch_seed("seed", self.seed)
         return self
 
 
