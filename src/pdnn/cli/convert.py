@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
                    help="re-estimate the running statistics of BatchNorm layers behind the noise under sampling, "
                         "on the held-out training examples (weights and affine parameters do not change)")
     p.add_argument("--bn-samples", type=int, default=4, help="samples per example for --recalibrate-bn (default: 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="fixes the draws of calibration and --recalibrate-bn (default: 0)")
     p.add_argument("--label", help="name used in plots and tables (default: '<source label> (<method>)')")
     p.add_argument("--out", metavar="NEW_RUN_DIR", help="run directory to create")
     p.add_argument("--force", action="store_true",

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="fixes the p-bits' draws (default: 0)")
     p.add_argument("--adaptive", action="store_true",
                    help="choose T per input with a stopping rule (see docs/adaptive.md) instead of --samples; "
                         "writes RUN_DIR/adaptive.json")

@@ -9,9 +9,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("plot", help="plot accuracy vs T for evaluated runs",
                        description="p-DNN runs as curves (log T axis), deterministic runs as horizontal lines.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", required=True, metavar="FIG.png")
-    p.add_argument("--aggregate", choices=AGGREGATIONS, default="network")
-    p.add_argument("--title")
+    p.add_argument("--out", required=True, metavar="FIG.png", help="the figure to write (its suffix names the format)")
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
+                   help="which evaluation to plot, eval-<aggregate>.json (default: network)")
+    p.add_argument("--title", help="the figure's title (default: none)")
     p.set_defaults(run=run)
 
 

@@ -16,9 +16,11 @@ def add_parser(sub) -> None:
     p.add_argument("--scale", choices=SCALES, default="small",
                    help="tiny: seconds, a check of the plan; small: reduced schedules, within 2 h on 2 CPU "
                         "cores; full: the paper's schedules, for a GPU (default: small)")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="where REPORT.md, REPORT.html and SCALE/ go; rerun to resume")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; run nothing")
-    p.add_argument("--data-dir", action="append", metavar="ROOT")
+    p.add_argument("--data-dir", action="append", metavar="ROOT",
+                   help="a root holding datasets in their conventional folders (repeatable; searched before "
+                        "$PDNN_DATA and the default roots)")
     add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(run=run)

@@ -33,14 +33,17 @@ def add_parser(sub) -> None:
     p.add_argument("--width", type=int, help="base width (default: the model's own)")
     p.add_argument("--train-samples", "-s", type=int, default=1, help="samples averaged in the loss (default: 1)")
     p.add_argument("--epochs", type=int, help="epochs in total (default: 10; on --resume: the stored number)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="examples per step (default: 64)")
     p.add_argument("--lr", type=float,
                    help="Adam learning rate (default: 1e-3; 1e-4 for --task vae, the paper's generation runs)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning rate over epochs (default: constant)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam's L2 penalty (default: 0)")
+    p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output",
+                   help="mean-output: the loss of the mean of the s outputs (the paper's); mean-loss: the mean "
+                        "of the s losses (default: mean-output)")
     p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="fixes the initial weights, the example order, augmentation and the p-bits' draws (default: 0)")
     p.add_argument("--monitor-examples", type=int, metavar="N",
                    help="test examples for the per-epoch held-out metric (default: all)")
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
