@@ -45,7 +45,11 @@ def test_the_command_line_offers_the_names_the_library_accepts(command, option, 
 
 
 def test_every_option_of_every_command_says_what_it_does():
-    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
-    silent = [f"{name} {action.option_strings[0]}" for name, parser in commands.items()
-              for action in parser._actions if action.option_strings and not action.help]
-    assert not silent
+    def silent(parser, command):
+        for action in parser._actions:
+            if action.option_strings and not action.help:
+                yield f"{command} {action.option_strings[0]}"
+            for name, sub in action.choices.items() if isinstance(action.choices, dict) else ():  # sub-commands
+                yield from silent(sub, f"{command} {name}")
+
+    assert not list(silent(build_parser(), "pdnn"))
