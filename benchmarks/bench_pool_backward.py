@@ -24,7 +24,7 @@ SHAPES = [(512, 16, 16), (512, 32, 8), (512, 64, 4), (64, 16, 16)]  # (rows, cha
 
 
 def ways(grad: torch.Tensor, shape: torch.Size) -> dict:
-    rows, channels, side = grad.shape[0], grad.shape[1], grad.shape[2]
+    side = grad.shape[2]
     x = torch.empty(shape, memory_format=torch.channels_last)
 
     def torch_backward():

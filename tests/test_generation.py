@@ -8,7 +8,7 @@ from PIL import Image
 from pdnn import SampledModel
 from pdnn.cli import main
 from pdnn.generation import SampledVAE, generate, generate_at, image_grid
-from pdnn.models import VAE, create
+from pdnn.models import create
 from pdnn.nn import PBit, QuantConv2d, QuantLinear, Quantize
 from pdnn.runs import load_checkpoint
 

@@ -67,7 +67,7 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
         raise UsageError(f"tolerance must be a distance >= 0, got {tolerance!r}")
     runs, skipped = measured_runs(run_dirs, fid_file, "no fid-clf.json or fid.json (run `pdnn fid {}`)")
     if not runs:
-        raise RunError(f"none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
+        raise RunError("none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
     dataset = check_one_dataset(runs)
     points, measurements = [], {}
     for run_dir, _ in runs:
