@@ -305,7 +305,7 @@ def reduce_samples(out, reduce: str):
 
 def _eager_under_compile(method: Callable) -> Callable:
     """``torch.compiler.disable(method)`` that costs nothing until something compiles: the
-    decorator imports the compiler, 1.3 s that ``import pdnn`` and every eager run would pay.
+    decorator imports the compiler, 1.3 s that ``import pdnn`` and every evaluation would pay.
     While dynamo traces, ``is_compiling()`` is true and the call goes through torch's lazy form
     of the decorator (``torch._disable_dynamo``), which dynamo does not trace into."""
     disabled = torch._disable_dynamo(method)

@@ -1,5 +1,5 @@
 """The quick demo: train a small p-DNN and its float baseline on the embedded data, then show
-accuracy versus the number of samples T as a table and a figure: 11 s on 2 idle CPU cores."""
+accuracy versus the number of samples T as a table and a figure: 13 s on 2 idle CPU cores."""
 from __future__ import annotations
 
 from pathlib import Path
