@@ -272,7 +272,6 @@ def test_sampled_models_with_torch_compile(mode):
         assert any("OptimizedModule" in str(w.message) for w in caught) == inner
 
 
-
 def test_a_compiled_wrapper_captures_no_graph_and_gives_the_eager_samples():
     net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
     x = torch.randn(5, 4)

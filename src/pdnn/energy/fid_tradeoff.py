@@ -120,7 +120,6 @@ def format_fid_tradeoff(result: dict) -> str:
 
 def plot_fid_tradeoff(result: dict, out, title: str | None = None) -> Path:
     plt = pyplot()
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[dict]] = {}
     for p in result["points"]:

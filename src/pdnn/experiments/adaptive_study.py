@@ -266,7 +266,6 @@ def fixed_t_for(run: dict, accuracy: float) -> int | None:
 def write_figure(document: dict, path: Path) -> None:
     """Accuracy against mean T per dataset: fixed T, the adaptive rule at each level, the oracle."""
     plt = pyplot()
-
     datasets = list(dict.fromkeys(r["dataset"] for r in document["runs"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 6.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
