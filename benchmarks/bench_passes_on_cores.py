@@ -11,8 +11,9 @@ the sampler could run its passes that way.
 
 The network is the reference CNN with tanh neurons, so that only torch's operators run: the
 p-bit kernels hold the interpreter lock while they run, which would make the threaded passes
-slower for a reason unrelated to the question. Every thread turns autograd off and sets its own
-thread count (both are per thread in torch). Rows, batch 256, 10 passes each:
+slower for a reason unrelated to the question. Every thread turns autograd off (grad mode is per
+thread in torch) and sets the intra-op thread count it needs (a process-wide setting, restored
+after each round). Rows, batch 256, 10 passes each:
 ``loop, N threads`` (the passes in turn on N intra-op threads), ``loop, 1 thread``, and
 ``passes on cores`` (N Python threads, one intra-op thread each). ``passes on cores`` against
 half of ``loop, 1 thread`` is what running side by side costs (memory bandwidth, caches).
