@@ -5,7 +5,7 @@ layer could take T = 10/T = 1 under 9.
 Usage: python benchmarks/bench_delta_sampling.py [--weights trained|random] [--run RUN] [--data-dir ROOT]
        [--rounds 3] [--repeats 3] [--json PATH]
 
-The idea. The samples share only the first layer exactly (``bench_speed.py``, row ``cnn64_b256``:
+The idea. Of the work that matters, the samples share only the first layer exactly (``bench_speed.py``, row ``cnn64_b256``:
 T = 10 sits at the floor 10 - 9 x 0.035 that this gives). Deeper down the samples differ, but in
 a trained network most bits agree with a reference: the bit the pre-activation's sign gives
 along a reference pass, computed once for the batch. A convolution ``K`` whose input is bits
