@@ -5,10 +5,11 @@ layer could take T = 10/T = 1 under 9.
 Usage: python benchmarks/bench_delta_sampling.py [--weights trained|random] [--run RUN] [--data-dir ROOT]
        [--rounds 3] [--repeats 3] [--json PATH]
 
-The idea. Of the work that matters, the samples share only the first layer exactly (``bench_speed.py``, row ``cnn64_b256``:
-T = 10 sits at the floor 10 - 9 x 0.035 that this gives). Deeper down the samples differ, but in
-a trained network most bits agree with a reference: the bit the pre-activation's sign gives
-along a reference pass, computed once for the batch. A convolution ``K`` whose input is bits
+The idea. Of the work that matters, the samples share only the first layer exactly
+(``bench_speed.py``, row ``cnn64_b256``: T = 10 sits at the floor 10 - 9 x 0.035 that this
+gives). Deeper down the samples differ, but in a trained network most bits agree with a
+reference: the bit the pre-activation's sign gives along a reference pass, computed once for the
+batch. A convolution ``K`` whose input is bits
 ``b`` (not pooled) can then be computed as
 
     K(b) = K(r) + K(b - r),
@@ -182,8 +183,8 @@ def one_round(repeats: int, args) -> dict:
     model, x = problem(args)
     one, ten = (SampledModel(model, t, seed=0, max_rows=MAX_ROWS) for t in (1, 10))
     torch.manual_seed(0)
-    configs = {"T=1": lambda: one(x), "T=10": lambda: ten(x),
-               "delta 10": lambda: DeltaSampler(model, x)(10), "dense 10": lambda: DeltaSampler(model, x, delta=False)(10)}
+    configs = {"T=1": lambda: one(x), "T=10": lambda: ten(x), "delta 10": lambda: DeltaSampler(model, x)(10),
+               "dense 10": lambda: DeltaSampler(model, x, delta=False)(10)}
     with torch.no_grad():
         row = compare(f"cnn64_b256_delta_{args.weights}", "delta 10 < dense 10; delta 10/T=1 <= 9", configs, repeats,
                       pairs=pairs(args))
