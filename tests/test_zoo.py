@@ -391,6 +391,104 @@ def test_a_plan_is_chosen_once_per_kind_of_call():
     assert len(sampled._plans) == 3
 
 
+# --- what a traced graph or a fold would leave out ----------------------------------------------
+
+def test_a_frozen_branch_stays_frozen():
+    """``with torch.no_grad()`` in the forward: no gradient reaches the frozen layer at T > 1,
+    as in a plain forward (a traced graph does not record the block, so it is not used)."""
+    entry, model, x, _ = build("frozen-teacher")
+    y = torch.randint(0, entry.classes, (B,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss, _ = sample_aware_loss(SampledModel(model, seed=0), x, y, samples=T)
+    loss.backward()
+    assert model.teacher.weight.grad is None and model.student.weight.grad is not None
+
+
+def test_state_kept_by_the_model_ends_as_after_a_loop_of_forwards_fed_the_same_draws():
+    """A call counter, an average of the hidden bits and an instance norm's running statistics,
+    after one call of T samples, are those of T plain forwards with the same draws."""
+    _, model, x, kw = build("running-stats")
+    initial = copy.deepcopy(model.state_dict())
+    sampled = SampledModel(model, samples=T, reduce="none", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = sampled.plan(x)
+    assert model.calls == 0 and not model.average.any()  # planning (trace, check) changed nothing
+    with torch.no_grad():
+        _, records = _record(sampled, model, x, kw)
+        sampled_state, sampled_calls = copy.deepcopy(model.state_dict()), model.calls
+        model.load_state_dict(initial)
+        model.calls = 0
+        _loop_replaying(model, x, kw, records, folded=plan != "loop")
+    assert sampled_calls == model.calls == T
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(sampled_state[name], value, rtol=RTOL, atol=ATOL, msg=name)
+
+
+def test_autocast_inside_the_forward_is_kept():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(12, 32), nn.Linear(32, 3)
+            self.act = PBit()
+
+        def forward(self, x):
+            h = self.act(self.fc1(x))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.fc2(h)
+
+    x = torch.randn(B, 12)
+    with pytest.warns(UserWarning, match="fc2 runs under torch.autocast"):
+        sampled = SampledModel(Mixed(), samples=T, reduce="none")
+        assert sampled.plan(x) == "repeat"
+    assert sampled(x).dtype == torch.bfloat16
+
+
+class _Out:
+    def __init__(self, logits):
+        self.logits = logits
+
+
+@pytest.mark.parametrize("output, message", [
+    (lambda h: _Out(h), r"output 0 of the model is of type _Out: SampledModel combines tensors"),
+    (lambda h: (h, float(h.sum())), r"output 1 of the model is a Python float that differs between samples"),
+])
+def test_outputs_it_cannot_combine_are_an_error_not_one_samples_value(output, message):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(12, 8), PBit()
+
+        def forward(self, x):
+            return output(self.act(self.fc(x)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(TypeError, match=message):
+            SampledModel(Net(), samples=T)(torch.randn(B, 12))
+
+
+def test_convert_refuses_a_graph_that_would_drop_a_no_grad_block():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.frozen = nn.Linear(12, 8), nn.Linear(8, 3), nn.Linear(8, 3)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            h = torch.tanh(self.fc1(x))
+            with torch.no_grad():
+                hint = self.frozen(h)
+            return self.fc2(h) + hint
+
+    net = Net()
+    with pytest.raises(ConversionError, match=r"frozen runs without gradients.*updates calls"):
+        to_sampled(net, "pbit")
+    assert net.calls == 0
+
+
 # --- to_sampled on the zoo's deterministic twins ------------------------------------------------
 
 def _deterministic_twin(model: nn.Module) -> nn.Module:

@@ -347,6 +347,90 @@ class PlainCNN(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x)))
 
 
+class SignGate(nn.Module):
+    """Picks one of two heads by the sign of the hidden bits' sum over the whole batch, without a
+    Python branch (``torch.where``): folded, one sum would pick the head of every sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.up, self.down = nn.Linear(12, 32), nn.Linear(32, 3), nn.Linear(32, 3)
+        self.act = PBit()
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return torch.where(h.sum() > 0, self.up(h), self.down(h))
+
+
+class SignBranch(SignGate):
+    """The same decision as a Python ``if`` (untraceable): repeated, one branch for every sample."""
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        if h.sum() > 0:
+            return self.up(h)
+        return self.down(h)
+
+
+class FrozenTeacher(nn.Module):
+    """A frozen branch inside ``torch.no_grad()``, which a traced graph would not keep."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.student, self.teacher = nn.Linear(12, 32), nn.Linear(32, 3), nn.Linear(32, 3)
+        self.act = PBit()
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        with torch.no_grad():
+            hint = self.teacher(h)
+        return self.student(h) + hint
+
+
+class _SignSTE(torch.autograd.Function):
+    """A straight-through sign as users write one: sign forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class CustomSTE(nn.Module):
+    """A custom ``autograd.Function`` after a p-bit layer: a traced graph keeps its forward (sign,
+    no gradient), not its backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(12, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+        self.act = PBit()
+
+    def forward(self, x):
+        return self.fc3(_SignSTE.apply(self.fc2(self.act(self.fc1(x)))))
+
+
+class RunningStats(nn.Module):
+    """Keeps state as it runs: a call counter, an average of its hidden bits, and an instance
+    norm's running statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 32), nn.Linear(32, 3)
+        self.norm = nn.InstanceNorm1d(4, track_running_stats=True)
+        self.act = PBit()
+        self.register_buffer("average", torch.zeros(32))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.act(self.fc1(x))
+        self.average.mul_(0.9).add_(0.1 * h.detach().mean(0))
+        h = self.norm(h.view(len(h), 4, 8)).flatten(1)
+        return self.fc2(h)
+
+
 @dataclass
 class Entry:
     """A zoo model: how to build it, an input, keyword arguments for its forward, the logits in
@@ -387,6 +471,11 @@ ZOO: dict[str, Entry] = {
     "batch-centred": Entry(BatchCentred, _vectors, "loop", input_shape=(12,), classes=3),
     "sequence-first": Entry(SequenceFirst, lambda b: torch.randn(b, 5, 4), "loop", input_shape=(5, 4), classes=3),
     "converted-cnn": Entry(lambda: to_sampled(PlainCNN(), "pbit"), _images, "graph", input_shape=(3, 16, 16)),
+    "sign-gate": Entry(SignGate, _vectors, "loop", input_shape=(12,), classes=3),
+    "sign-branch": Entry(SignBranch, _vectors, "loop", input_shape=(12,), classes=3),
+    "frozen-teacher": Entry(FrozenTeacher, _vectors, "repeat", input_shape=(12,), classes=3),
+    "running-stats": Entry(RunningStats, _vectors, "loop", input_shape=(12,), classes=3),
+    "custom-ste": Entry(CustomSTE, _vectors, "repeat", input_shape=(12,), classes=3),
 }
 
 

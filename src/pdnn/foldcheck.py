@@ -17,6 +17,7 @@ statistics), the random number generators and hooks are untouched.
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
 import warnings
 from typing import Callable
@@ -27,6 +28,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .functional import repeat_samples
 from .nn import is_stochastic
+from .tracing import ModelState
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
@@ -35,18 +37,32 @@ _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", 
 
 
 class _Probe:
-    """Deterministic stand-in for every random draw: input + offset of the row's index."""
+    """Deterministic stand-in for every random draw: input + offset of the row's index.
 
-    def __init__(self):
+    A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
+    ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
+    sum over the batch (``if h.sum() > 0``), which a fold takes once for all samples and a loop
+    once per sample, comes out differently. (The torch functions' probes stay in [0, 0.5), where
+    uniform draws live.)"""
+
+    def __init__(self, samples: int):
+        self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
 
-    def __call__(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False) -> torch.Tensor:
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         n = x.shape[0] if x.dim() else 1
         start = 0 if self.sample is None else self.sample * n
         rows = torch.arange(start, start + n, device=x.device, dtype=torch.float64)
         offsets = 0.5 * torch.frac(rows * 0.6180339887498949 + 0.1)  # distinct, in [0, 0.5)
+        if shifted:
+            per_sample = n // self.samples if self.sample is None and n % self.samples == 0 else n
+            sample = torch.div(rows, per_sample, rounding_mode="floor")
+            offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
         return x + offsets.to(x.dtype).reshape(n, *([1] * (x.dim() - 1)))
+
+    def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        return self(x, repeats, shifted=True)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
         return self(input) if training and p > 0 else input
@@ -69,12 +85,12 @@ def _in_this_thread(probe: Callable, original: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def _probed(model: nn.Module):
+def _probed(model: nn.Module, samples: int):
     """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
     ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by one :class:`_Probe`
     (other random calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold
     that depends on them fails the check: slower, never wrong)."""
-    probe = _Probe()
+    probe = _Probe(samples)
     modules = [m for m in model.modules() if is_stochastic(m)]
     own = [m.__dict__.get("forward") for m in modules]
     replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
@@ -83,7 +99,7 @@ def _probed(model: nn.Module):
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     try:
         for m in modules:
-            m.forward = probe
+            m.forward = probe.module
         for (owner, name, fn), (_, _, original) in zip(replaced, originals):
             setattr(owner, name, _in_this_thread(fn, original))
         yield probe
@@ -136,20 +152,19 @@ def suspended_hooks(model: nn.Module):
 
 @contextlib.contextmanager
 def _untouched(model: nn.Module, device: torch.device):
-    """Restore the model's buffers, hooks and the random state after the check: the user's own
-    hooks must not see the probes, nor batch-norm statistics count the check's passes. The
-    probes' warnings are not shown either: the sampled pass itself shows the model's own."""
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    """Restore the model's state (buffers, numbers kept as attributes), hooks and the random state
+    after the check: the user's own hooks must not see the probes, nor batch-norm statistics count
+    the check's passes. The probes' warnings are not shown either: the sampled pass itself shows
+    the model's own. Yields the saved state."""
+    state = ModelState(model)
     devices = [device] if device.type == "cuda" else []
     try:
         with suspended_hooks(model), torch.random.fork_rng(devices=devices), torch.no_grad(), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            yield
+            yield state
     finally:
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
+        state.restore()
 
 
 def unfold(out, samples: int, batch: int):
@@ -169,12 +184,36 @@ def unfold(out, samples: int, batch: int):
 
 
 def stack(outs: list):
-    """The outputs of T forwards, each tensor stacked into ``[T, ...]`` (other values: the first's)."""
+    """The outputs of T forwards, each tensor stacked into ``[T, ...]``. Other values must be plain
+    (None, numbers, strings) and equal in every sample; anything else is a ``TypeError`` rather
+    than one sample's value standing for all of them."""
     if isinstance(outs[0], torch.Tensor):
         return torch.stack(outs)
-    spec = tree_flatten(outs[0])[1]
-    columns = zip(*(tree_flatten(o)[0] for o in outs))
-    return tree_unflatten([torch.stack(c) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+    flat = [tree_flatten(o) for o in outs]
+    spec = flat[0][1]
+    if any(other != spec for _, other in flat[1:]):
+        raise TypeError(f"the model's outputs differ in structure between samples: {spec} and then "
+                        f"{next(other for _, other in flat[1:] if other != spec)}")
+    return tree_unflatten([_stacked(i, column) for i, column in enumerate(zip(*(leaves for leaves, _ in flat)))],
+                          spec)
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _stacked(i: int, column: tuple):
+    first = column[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(column)
+    if not isinstance(first, _PLAIN):
+        kind = type(first).__name__
+        raise TypeError(f"output {i} of the model is of type {kind}: SampledModel combines tensors, alone or in "
+                        f"tuples, lists, dicts and namedtuples (other values may be None, numbers or "
+                        f"strings); return the {kind}'s tensors in one of those")
+    if any(v != first for v in column[1:]):
+        raise TypeError(f"output {i} of the model is a Python {type(first).__name__} that differs between "
+                        f"samples ({first!r}, then {next(v for v in column if v != first)!r}); return it as a tensor")
+    return first
 
 
 def _difference(folded, looped) -> str | None:
@@ -186,10 +225,12 @@ def _difference(folded, looped) -> str | None:
     if spec_a != spec_b:
         return "the output's structure differs"
     for i, (x, y) in enumerate(zip(a, b)):
-        if not isinstance(y, torch.Tensor):
-            if x != y:
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            if type(x) is not type(y) or x != y:
                 return f"output {i} is {x!r} folded but {y!r} in a loop"
             continue
+        if x.dtype != y.dtype:
+            return f"output {i} is {x.dtype} folded but {y.dtype} in a loop"
         if x.shape != y.shape:
             return f"output {i} has per-sample shape {tuple(x.shape[1:])} folded but {tuple(y.shape[1:])} in a loop"
         if x.is_floating_point() or x.is_complex():
@@ -206,20 +247,32 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     """Run ``folded_pass`` (T samples folded into one pass) and T x ``plain_pass`` under probes;
     return why they differ, or None if the fold computes what the loop does.
 
+    The model's state (buffers, numbers kept as attributes) must end as T forwards leave it (a
+    batch norm among the samples keeps per-sample statistics) or as one forward does (what runs
+    once for all samples, such as a batch norm in the deterministic prefix, updates it once).
     An error of the folded pass is a difference; an error of the plain pass is the model's own
     and propagates."""
-    with _untouched(model, device), _probed(model) as probe:
+    with _untouched(model, device) as state, _probed(model, samples) as probe:
         try:
-            folded = unfold(folded_pass(), samples, batch)
+            with contextlib.redirect_stderr(io.StringIO()):  # fx prints the graph's line of an error
+                folded = unfold(folded_pass(), samples, batch)
         except Exception as err:  # any error of the rewritten graph means: do not fold
             folded, error = None, f"the folded pass raised {type(err).__name__}: {err}"
         else:
             error = None
+        after_fold = ModelState(model)
+        state.restore()
         looped = []
         for t in range(samples):
             probe.sample = t
             looped.append(plain_pass())
-    return error or _difference(folded, stack(looped))
+            if t == 0:
+                unlike_one = after_fold.changed(RTOL, ATOL)
+        moved = [name for name in after_fold.changed(RTOL, ATOL) if name in unlike_one]
+    difference = error or _difference(folded, stack(looped))
+    if difference is None and moved:
+        difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"
+    return difference
 
 
 def first_rows(value, batch: int, rows: int):

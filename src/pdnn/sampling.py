@@ -48,7 +48,7 @@ from .per_sample_norm import PerSampleBatchNorm
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import Tracer
+from .tracing import faithful_trace
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
@@ -273,7 +273,7 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
 
     ``concrete_args``: non-tensor arguments the trace is specialised to; ``batched_inputs``: the
     positions of the arguments that carry the batch dimension (all, if None)."""
-    gm = fx.GraphModule(model, Tracer(_opaque).trace(model, concrete_args=concrete_args))
+    gm = fx.GraphModule(model, faithful_trace(model, _opaque, concrete_args))
     if aggregate == "network":
         _fold_network(gm, samples, batched_inputs)
     else:

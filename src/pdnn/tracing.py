@@ -18,12 +18,24 @@ The readers add to the rule, never take from it, because they need different det
 * convert keeps activation modules opaque (user subclasses of ``nn.Tanh`` too): it swaps them whole;
 * energy keeps weight layers (user subclasses too), modules with a ``precision`` and modules
   without children opaque: each is priced whole.
+
+A trace runs the forward's Python once, and some of what it does there never reaches the graph:
+``with torch.no_grad()`` (and the forward of a custom ``autograd.Function``, which runs without
+gradients: the graph keeps its forward, not its backward) and ``torch.autocast`` are not recorded,
+and updates of the model's state that involve no traced value (``self.calls += 1``,
+``self.ema.mul_(0.9)``) happen once, at trace time, on the real model. The tracer undoes those
+updates (a trace never changes the model) and lists all of them in ``unrecorded``; sampling and
+convert, which run the graph in place of the forward, refuse a graph that would leave them out
+(:func:`faithful_trace`); energy, which only counts operations, reads it anyway.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
+import torch
 from torch import fx, nn
+from torch.utils import checkpoint
 
 from .nn import is_stochastic
 
@@ -43,6 +55,88 @@ class Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return is_pdnn_unit(m) or self.opaque(m) or super().is_leaf_module(m, qualname)
 
+    def trace(self, root, concrete_args=None) -> fx.Graph:
+        """fx's trace, with gradients on (so that a ``no_grad`` inside shows), the model's state as
+        it was before, and ``unrecorded`` listing what the graph leaves out of the forward."""
+        self.unrecorded: list[str] = []
+        state = ModelState(root) if isinstance(root, nn.Module) else None
+        try:
+            with torch.enable_grad():
+                self._modes = _modes()
+                return super().trace(root, concrete_args)
+        finally:
+            if state is not None:
+                self.unrecorded += [f"it updates {name} as it runs" for name in state.changed()]
+                state.restore()
+
+    def create_node(self, *args, **kwargs) -> fx.Node:
+        """fx's node, noted in ``unrecorded`` if it is recorded under other modes than the trace's."""
+        node = super().create_node(*args, **kwargs)
+        modes = _modes()
+        if modes != self._modes and not _in_checkpoint():
+            what = [text for (text, _), now, then in zip(_MODES, modes, self._modes) if now != then]
+            self.unrecorded.append(f"{node.name} runs {' and '.join(dict.fromkeys(what))}")
+        return node
+
+
+_MODES = [("without gradients (torch.no_grad, or inside a custom autograd.Function)", torch.is_grad_enabled),
+          ("in inference mode", torch.is_inference_mode_enabled),
+          *[("under torch.autocast", lambda d=d: (torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)))
+            for d in ("cpu", "cuda")]]
+
+
+def _in_checkpoint() -> bool:
+    """Whether the trace is inside reentrant ``torch.utils.checkpoint``, which runs its function
+    without gradients and again, with them, in the backward pass: the graph runs it once with
+    gradients, which gives the same values and gradients (only the memory saving is lost)."""
+    frame, code = sys._getframe(1), checkpoint.CheckpointFunction.forward.__code__
+    while frame is not None and frame.f_code is not code:
+        frame = frame.f_back
+    return frame is not None
+
+
+def _modes() -> tuple:
+    """The modes a trace does not record, in the order of ``_MODES``."""
+    return tuple(mode() for _, mode in _MODES)
+
+
+def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
+                   concrete_args: dict | None = None) -> fx.Graph:
+    """``model``'s graph, or a ``TypeError`` if running it would not do what the forward does."""
+    tracer = Tracer(opaque)
+    graph = tracer.trace(model, concrete_args=concrete_args)
+    if tracer.unrecorded:
+        raise TypeError(f"a traced graph would leave out part of its forward: {'; '.join(tracer.unrecorded[:3])}")
+    return graph
+
+
+class ModelState:
+    """A model's buffers and the numbers its modules keep as attributes (``self.calls``), saved
+    so that passes which are not the user's calls (a trace, the fold check) can be undone."""
+
+    def __init__(self, model: nn.Module):
+        self.buffers = [(f"{name}.{key}".lstrip("."), m, key, b, b.detach().clone())
+                        for name, m in model.named_modules() for key, b in m._buffers.items() if b is not None]
+        self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m in model.named_modules()
+                        for key, value in vars(m).items() if type(value) in (int, float, complex)]
+
+    def changed(self, rtol: float = 0.0, atol: float = 0.0) -> list[str]:
+        """The buffers and attributes that differ from the saved ones (within the tolerances); a
+        buffer replaced by another tensor has changed."""
+        moved = [name for name, m, key, b, saved in self.buffers
+                 if m._buffers.get(key) is not b or not _close(b, saved, rtol, atol)]
+        return moved + [name for name, m, key, value in self.numbers
+                        if type(vars(m).get(key)) is not type(value) or vars(m)[key] != value]
+
+    def restore(self) -> None:
+        """Put the saved buffers (the same tensors, with their saved values) and numbers back."""
+        with torch.no_grad():
+            for _, m, key, b, saved in self.buffers:
+                m._buffers[key] = b
+                b.copy_(saved)
+        for _, m, key, value in self.numbers:
+            setattr(m, key, value)
+
 
 def wrap_module_calls(gm: fx.GraphModule, selected: Callable[[nn.Module], bool],
                       wrapper: Callable[[nn.Module], nn.Module], prefix: str) -> bool:
@@ -57,3 +151,11 @@ def wrap_module_calls(gm: fx.GraphModule, selected: Callable[[nn.Module], bool],
                 gm.add_submodule(wrappers[node.target], wrapper(gm.get_submodule(node.target)))
             node.target = wrappers[node.target]
     return bool(wrappers)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        return torch.allclose(a, b, rtol, atol, equal_nan=True)
+    return torch.equal(a, b)

@@ -18,7 +18,7 @@ from torch.nn import functional as TF
 from torch.nn.modules.batchnorm import _NormBase
 
 from ..nn import Quantize, is_stochastic
-from ..tracing import Tracer
+from ..tracing import faithful_trace
 from .methods import METHODS
 
 
@@ -221,9 +221,10 @@ class _Discovery(NamedTuple):
 
 
 def _discover(model: nn.Module) -> _Discovery:
-    """The activation sites of ``model`` and its fx graph (tracing reads, never modifies)."""
+    """The activation sites of ``model`` and its fx graph (tracing reads, never modifies; a graph
+    that would leave part of the forward out counts as no graph)."""
     try:
-        graph = Tracer(_is_activation).trace(model)
+        graph = faithful_trace(model, _is_activation)
     except Exception as err:  # fx raises many types for untraceable code
         specialised = _trace_at_defaults(model)
         if specialised is None:
@@ -251,7 +252,7 @@ def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
     if not concrete:
         return None
     try:
-        return Tracer(_is_activation).trace(model, concrete_args=concrete)
+        return faithful_trace(model, _is_activation, concrete)
     except Exception:  # fx raises many types for untraceable code
         return None
 

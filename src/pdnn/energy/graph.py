@@ -220,7 +220,7 @@ class _Walker:
 
     def _add_part(self, info: _Info, part: NeuronPart, where: str) -> None:
         if info.owner is None:
-            self.note(f"{where} acts before any weight layer; its cost is not counted")
+            self.note(f"{where} acts before any layer the energy model prices (Linear, Conv); its cost is not counted")
         else:
             self.parts[info.owner].append(part)
 
@@ -304,7 +304,7 @@ class _Walker:
             return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
         if target in scales and len(inputs) == 1:
             return inp  # scaling by a constant folds into the next layer's weights
-        self.note(f"{label}: unknown operation, output precision unknown")
+        self.note(f"{label}: unknown operation, not priced; output precision unknown")
         return _Info(None, inp.stoch, inp.owner, False, label)
 
     def network(self, input_shape, method: str) -> Network:
