@@ -98,3 +98,116 @@ def test_model_config_checks_width():
             ModelConfig(width=bad)
     with pytest.raises(ValueError, match="got 0"):
         ModelConfig.from_dict({**ModelConfig().to_dict(), "width": 0})
+
+
+@pytest.mark.parametrize("command", ["generate", "fid"])
+def test_generators_name_a_bad_device_not_the_checkpoint(command, trained_run, tmp_path, capsys, no_gpu):
+    argv = {"generate": ["generate", str(trained_run), "--out", str(tmp_path / "images")],
+            "fid": ["fid", str(trained_run), "--classifier", str(trained_run), "--quiet"]}[command]
+    assert main([*argv, "--device", "tpu9"]) == 2
+    line = one_line_error(capsys, command)
+    assert "'tpu9'" in line and "checkpoint" not in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_extra_outputs_never_replace_a_runs_own_files(trained_run, tmp_path, capsys):
+    """``--json``/``--png``/``plot --out`` name a copy of a result: never the run's checkpoint,
+    configuration or history, and only a file of their format."""
+    records = {name: (trained_run / name).read_bytes() for name in ("checkpoint.pt", "config.json", "metrics.json")}
+    attempts = [
+        ("eval", ["eval", str(trained_run), "--quiet", "--json", str(trained_run / "checkpoint.pt")], ".json"),
+        ("eval", ["eval", str(trained_run), "--quiet", "--json", str(trained_run / "config.json")], "record config.json"),
+        ("energy", ["energy", str(trained_run), "--png", str(trained_run / "metrics.json")], ".png"),
+        ("tradeoff", ["tradeoff", str(trained_run), "--json", str(trained_run / "checkpoint.pt")], ".json"),
+        ("plot", ["plot", str(trained_run), "--out", str(trained_run / "checkpoint.pt")], ".png"),
+        ("plot", ["plot", str(trained_run), "--out", str(tmp_path / "figure.xyz")], "expected a file ending in"),
+        ("fid", ["fid", str(trained_run), "--classifier", str(trained_run), "--json", str(trained_run / "metrics.json")],
+         "record metrics.json"),
+    ]
+    for command, argv, expected in attempts:
+        assert main(argv) == 2, argv
+        assert expected in one_line_error(capsys, command), argv
+    assert {name: (trained_run / name).read_bytes() for name in records} == records
+    assert not list(tmp_path.iterdir()) and not list(trained_run.glob("eval-*.json"))
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--weight-decay", "-1", "weight_decay must be a finite number >= 0, got -1.0"),
+    ("--weight-decay", "nan", "weight_decay must be a finite number >= 0, got nan"),
+    ("--lr", "1e300", "lr must be a finite number > 0 (at most 3.4e+38, a float32), got 1e+300"),
+    ("--monitor-examples", "-1", "monitor_examples must be an integer >= 1 (or none: every test example), got -1"),
+])
+def test_training_options_torch_would_refuse_late_are_refused_first(option, value, expected, tmp_path, capsys):
+    assert main(["train", *TINY, option, value, "--out", str(tmp_path / "run")]) == 2
+    assert one_line_error(capsys, "train").endswith(expected)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_diverging_run_stops_without_saving_nan_weights(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--lr", "1e36", "--epochs", "2", "--out", str(run)]) == 2
+    line = one_line_error(capsys, "train")
+    assert "training diverged in epoch 1" in line and "the loss is nan" in line and "nothing is saved" in line
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_resuming_from_another_models_checkpoint_names_the_mismatch(trained_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["train", *TINY[:-3], "--width", "16", "--quiet", "--epochs", "1", "--out", str(other)]) == 0
+    (other / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
+    assert main(["train", "--out", str(other), "--resume", "--epochs", "2", "--quiet"]) == 2
+    line = one_line_error(capsys, "train")
+    assert "checkpoint.pt does not match config.json: " in line and "size mismatch" in line
+
+
+def test_study_checks_every_run_before_writing(tmp_path, capsys):
+    base = ["study", "--dataset", "demo", "--out", str(tmp_path / "study")]
+    for extra, expected in ((["--beta", "nan"], "beta must be a finite number > 0, got nan"),
+                            (["--lr", "nan"], "lr must be a finite number > 0"),
+                            (["--quant-bits", "a"], "--quant-bits must be integers >= 1 separated by commas, got 'a'")):
+        assert main([*base, *extra]) == 2
+        assert expected in one_line_error(capsys, "study")
+    assert not list(tmp_path.iterdir())
+
+
+def test_values_that_were_ignored_or_crashed(trained_run, tmp_path, capsys):
+    assert main(["energy", str(trained_run), "--reference-weight-bits", "0", "--json", str(tmp_path / "e.json")]) == 2
+    assert "got 0" in one_line_error(capsys, "energy")
+    assert main(["train", *TINY, "--neuron", "tanh", "--epochs", "1", "--out", str(tmp_path / "tanh")]) == 0
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "tanh"), "--method", "pbit", "--recalibrate-bn", "--bn-samples", "0",
+                 "--out", str(tmp_path / "converted")]) == 2
+    assert "bn_samples" in one_line_error(capsys, "convert") and not (tmp_path / "converted").exists()
+    assert main(["eval", str(trained_run / "config.json"), "--quiet"]) == 2
+    assert one_line_error(capsys, "eval").endswith("config.json is a file; expected a run directory "
+                                                   "(one holding config.json)")
+
+
+def test_a_damaged_evaluation_is_named_by_plot(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for results in ("null", '[{"samples": 1, "accuracy_mean": NaN, "accuracy_std": 0}]',
+                    '[{"samples": -3, "accuracy_mean": 0.5}]', '[{"samples": 1, "accuracy_mean": 7.5}]'):
+        (run / "eval-network.json").write_text(f'{{"results": {results}}}')
+        assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 2
+        assert str(run / "eval-network.json") in one_line_error(capsys, "plot")
+    assert not (tmp_path / "fig.png").exists()
+
+
+def test_a_damaged_hardware_export_is_named(tmp_path):
+    from pdnn.errors import UsageError
+    from pdnn.hw import fixed
+    from pdnn.io import RunError
+
+    (tmp_path / "spec.json").write_text('{"format": "pdnn-hw-1", "layers": [')
+    with pytest.raises(RunError, match="spec.json is not valid JSON"):
+        fixed.load(tmp_path)
+    (tmp_path / "spec.json").write_text('{"format": "pdnn-hw-1", "input_bits": NaN, "weight_bits": 4, '
+                                        '"random_bits": 8, "max_samples": 10, "rng": "lfsr", "layers": []}')
+    with pytest.raises(UsageError, match="input_bits in .*spec.json must be an integer >= 1, got nan"):
+        fixed.load(tmp_path)
+    (tmp_path / "spec.json").write_text('{"format": "pdnn-hw-1", "input_bits": 8}')
+    with pytest.raises(UsageError, match=r"spec.json is not a complete export \(KeyError: 'weight_bits'\)"):
+        fixed.load(tmp_path)

@@ -35,15 +35,16 @@ def is_deterministic(model: nn.Module) -> bool:
     return not any(is_stochastic(m) for m in model.modules())
 
 
-def parse_samples(text: str) -> list[int]:
-    """``"1,2,5"`` -> ``[1, 2, 5]``, with a clear error for anything that is not T >= 1."""
+def parse_samples(text: str, name: str = "samples") -> list[int]:
+    """``"1,2,5"`` -> ``[1, 2, 5]``, with a clear error for anything that is not T >= 1 (``name``
+    says what the numbers are when they are not samples, e.g. ``"--quant-bits"``)."""
     values = []
     for part in str(text).split(","):
         try:
             value = int(part)
         except ValueError:
-            raise UsageError(f"samples must be integers >= 1 separated by commas, got {text!r}") from None
-        values.append(check_samples(value))
+            raise UsageError(f"{name} must be integers >= 1 separated by commas, got {text!r}") from None
+        values.append(check_samples(value) if name == "samples" else positive_int(name, value))
     return sorted(set(values))
 
 

@@ -28,6 +28,7 @@ permissions the user's umask gives any new file (``0o666 & ~umask``, usually 064
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,8 +36,9 @@ from typing import IO, Any, Callable
 
 import torch
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "atomic_write", "eval_files", "file_mode",
-           "load_checkpoint", "read_config", "read_json", "save_checkpoint", "save_figure", "write_json", "write_text"]
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "atomic_write", "eval_files", "file_mode", "is_run_record",
+           "load_checkpoint", "read_config", "read_eval", "read_json", "save_checkpoint", "save_figure", "write_json",
+           "write_text"]
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -149,12 +151,49 @@ def save_figure(fig, out: Path | str, dpi: int = 120) -> Path:
 def read_config(run_dir: Path | str) -> dict:
     """A run's ``config.json``, which must have a ``model`` section."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file; expected a run directory (one holding {CONFIG})")
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist")
     config = read_json(run_dir / CONFIG)
     if "model" not in config:
         raise RunError(f"{run_dir / CONFIG} has no 'model' section")
     return config
+
+
+def is_run_record(path: Path | str) -> bool:
+    """Whether ``path`` is one of the files above in a run directory (one that holds a
+    ``config.json``): what a command's extra output (``--json``, ``--png``) must never replace."""
+    path = Path(path)
+    own = path.name in (CONFIG, CHECKPOINT, METRICS) or (path.name.startswith("eval-") and path.suffix == ".json")
+    return own and (path.parent / CONFIG).is_file()
+
+
+def read_eval(path: Path | str) -> dict:
+    """An ``eval-*.json`` document, checked as far as readers use it: a non-empty ``results``
+    list of rows with an integer ``samples`` >= 1, an ``accuracy_mean`` in [0, 1] and, if given,
+    a finite ``accuracy_std`` >= 0; anything else is a :class:`RunError` naming the file."""
+    document = read_json(path)
+    rows = document.get("results") if isinstance(document, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise RunError(f"{path} has no 'results' list")
+    for row in rows:
+        samples = row.get("samples") if isinstance(row, dict) else None
+        mean = row.get("accuracy_mean") if isinstance(row, dict) else None
+        std = row.get("accuracy_std", 0.0) if isinstance(row, dict) else None
+        if not (_is_int(samples) and samples >= 1 and _is_real(mean) and 0 <= mean <= 1
+                and _is_real(std) and std >= 0):
+            raise RunError(f"{path}: each result needs an integer 'samples' >= 1, an 'accuracy_mean' in [0, 1] "
+                           f"and a finite 'accuracy_std' >= 0, got {row!r}")
+    return document
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def eval_files(run_dir: Path | str) -> list[Path]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import pyplot, read_config, read_json, save_figure
+from .io import pyplot, read_config, read_eval, save_figure
 from .provenance import warn_if_stale
 
 
@@ -27,7 +27,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         path = run_dir / f"eval-{aggregate}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist; run `pdnn eval {run_dir}` first")
-        evaluations.append((run_dir, path.name, read_json(path)))
+        evaluations.append((run_dir, path.name, read_eval(path)))
     warn_if_stale(evaluations)
     for run_dir, _, document in evaluations:
         label = run_label(run_dir, read_config(run_dir))

@@ -43,6 +43,8 @@ from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_j
 from .sampling import check_samples
 from .tasks import TASKS, Task
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
 
 @dataclass
 class TrainConfig:
@@ -74,8 +76,12 @@ class TrainConfig:
         one_of("task", self.task, tuple(TASKS))
         for name in ("epochs", "batch_size"):
             positive_int(name, getattr(self, name))
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise UsageError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= FLOAT32_MAX):
+            raise UsageError(f"lr must be a finite number > 0 (at most {FLOAT32_MAX:.3g}, a float32), got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay <= FLOAT32_MAX):
+            raise UsageError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.monitor_examples is not None:
+            positive_int("monitor_examples", self.monitor_examples, "an integer >= 1 (or none: every test example)")
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
         torch_seed("seed", self.seed)
@@ -172,8 +178,13 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     if missing:
         raise RunError(f"{checkpoint_path} holds no {', '.join(missing)} (a copy of the weights for evaluation), "
                        "so the run cannot be resumed; train it again without --resume")
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as err:  # another model's weights, or another width
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+        raise RunError(f"{checkpoint_path} does not match {CONFIG}: {' '.join(lines[:2])}{more}") from err
     saved = state["generators"]
     if isinstance(saved, dict):  # written before every process's streams were saved: process 0's
         saved = [saved]
@@ -210,9 +221,13 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
         y = data.train_y[idx]
         loss, batch_sums = run.task.batch_loss(run.net, data, x, y)
         run.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(value := loss.item()):  # nothing of this epoch is saved: the last checkpoint stays
+            kept = f"the checkpoint of epoch {epoch} stays" if epoch else "no epoch had finished, so nothing is saved"
+            raise UsageError(f"training diverged in epoch {epoch + 1}, step {i + 1}: the loss is {value}; {kept}; "
+                             f"try a smaller learning rate than {config.lr}")
         loss.backward()
         run.optimizer.step()
-        loss_sum += loss.item() * len(y)
+        loss_sum += value * len(y)
         for key, value in batch_sums.items():
             sums[key] = sums.get(key, 0) + value
         seen += len(y)
@@ -274,11 +289,13 @@ def train(
     config["model"]["input_shape"] = list(config["model"]["input_shape"])
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists() and not resume:
-        raise RunError(f"{run_dir} already holds a checkpoint; pass resume to continue it or choose a new directory")
+        raise RunError(f"{run_dir} already holds a checkpoint; pass --resume (resume=True) to continue it "
+                       "or choose a new directory")
     if resume and not checkpoint_path.exists():
-        raise RunError(f"nothing to resume: {checkpoint_path} does not exist")
+        raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start the run")
     if resume:
         _check_resumable(run_dir, config)
+        planned = read_json(run_dir / CONFIG)["train"]["epochs"]
 
     data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
     run = _build(model_config, train_config, device, rank, world)
@@ -287,6 +304,12 @@ def train(
         if run.start_epoch > train_config.epochs:
             raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
                              f"would end before that (give at least {run.start_epoch})")
+        if train_config.schedule == "cosine" and planned != train_config.epochs and rank == 0:
+            factor = _lr_factor("cosine", run.start_epoch, train_config.epochs)
+            warnings.warn(f"{run_dir}: the cosine schedule now spans {train_config.epochs} epochs, not {planned}: "
+                          f"epoch {run.start_epoch + 1} starts at {factor:.2f} x the learning rate, not where the "
+                          f"{planned}-epoch schedule left it, so the run differs from one of {train_config.epochs} "
+                          "epochs from the start")
     if rank == 0:
         write_json(run_dir / CONFIG, config)
     for epoch in range(run.start_epoch, train_config.epochs):

@@ -43,6 +43,13 @@ def _one_line_warnings(command: str):
     return format_warning
 
 
+# what an interrupted command keeps: the commands that save their finished steps as they go
+_CONTINUE = {"train": "the last finished epoch is saved; --resume continues from it",
+             "study": "its finished runs are saved; the same command continues",
+             "reproduce": "its finished steps are saved; the same command continues",
+             "demo": "its finished runs are saved; the same command continues"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pdnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pdnn {args.command}: interrupted; finished work is saved", file=sys.stderr)
+        hint = _CONTINUE.get(args.command)
+        print(f"pdnn {args.command}: interrupted; no file was left half-written{'; ' + hint if hint else ''}",
+              file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = previous  # the library's own callers keep Python's format

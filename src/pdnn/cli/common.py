@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..errors import UsageError
+from ..io import is_run_record
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -13,3 +17,26 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+def output_file(option: str, path: str | None, kind: str) -> Path | None:
+    """``path`` given to ``option`` as a file to write of ``kind`` (``"json"`` or ``"figure"``),
+    checked before any work: its suffix names the format, and it is not a directory nor a run's
+    own record (``checkpoint.pt``, ``config.json``, ...), which a copy of a result must not replace."""
+    if path is None:
+        return None
+    out = Path(path)
+    suffixes = [".json"] if kind == "json" else _figure_suffixes()
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} {path}: expected a file ending in {', '.join(suffixes)}")
+    if out.is_dir():
+        raise UsageError(f"{option} {path} is a directory; expected a file")
+    if is_run_record(out):
+        raise UsageError(f"{option} {path} is the record {out.name} of the run in {out.parent}; choose another file")
+    return out
+
+
+def _figure_suffixes() -> list[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return [f".{suffix}" for suffix in FigureCanvasBase.get_supported_filetypes()]

@@ -14,6 +14,7 @@ from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
 from ..io import read_config, write_json
+from .common import output_file
 from ..models import ModelConfig, available
 
 
@@ -156,7 +157,7 @@ def run_energy(args) -> int:
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:
         raise UsageError("give RUN_DIR or --model, not both")
-    json_out, png_out = args.json, args.png
+    json_out, png_out = output_file("--json", args.json, "json"), output_file("--png", args.png, "figure")
     if args.run_dir:
         for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width"):
             if getattr(args, flag) is not None:
@@ -177,9 +178,10 @@ def run_energy(args) -> int:
     else:
         raise UsageError("give a RUN_DIR or --model NAME (with --dataset NAME)")
     reference, label = None, None
-    if args.reference_neuron or args.reference_weight_bits:
+    if args.reference_neuron or args.reference_weight_bits is not None:
         ref_config = replace(base, neuron=args.reference_neuron or base.neuron,
-                             weight_bits=args.reference_weight_bits or base.weight_bits, extra=dict(base.extra))
+                             weight_bits=base.weight_bits if args.reference_weight_bits is None
+                             else args.reference_weight_bits, extra=dict(base.extra))
         reference = analyze(ref_config.build(), ref_config.input_shape, args.input_bits)
         label = f"{ref_config.name} with neuron {ref_config.neuron}, {ref_config.weight_bits}-bit weights, T=1"
     report = energy_sweep(entries, samples, settings, reference, **({"reference_label": label} if label else {}))
@@ -203,6 +205,8 @@ def _generators(run_dirs) -> bool:
 
 
 def run_tradeoff(args) -> int:
+    output_file("--json", args.json, "json")
+    output_file("--png", args.png, "figure")
     if _generators(args.run_dirs):
         try:
             tolerance = float(args.tolerance)

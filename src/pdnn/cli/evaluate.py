@@ -8,7 +8,7 @@ from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
-from .common import add_data_options, add_device_option
+from .common import add_data_options, add_device_option, output_file
 
 
 def add_parser(sub) -> None:
@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    output_file("--json", args.json, "json")
     if args.adaptive:
         return run_adaptive(args)
     document = evaluate_run(args.run_dir, parse_samples(args.samples), args.repeats, args.aggregate, args.seed,

@@ -1,13 +1,13 @@
 """``pdnn fid``: Fréchet distance of a generator run's images against held-out real images."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+from ..devices import resolve_device
 from ..evaluate import parse_samples
+from ..io import atomic_write
 from ..runs import fid_run
-from ..train import default_device
-from .common import add_data_options, add_device_option
+from .common import add_data_options, add_device_option, output_file
 
 
 def add_parser(sub) -> None:
@@ -34,13 +34,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     samples = parse_samples(args.samples)
-    device = args.device or default_device()
+    output_file("--json", args.json, "json")
+    device = resolve_device(args.device)
     document = fid_run(args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats,
                        args.seed, args.data_dir, args.subset, device, progress=not args.quiet)
     results = document["results"]
     path = Path(args.run_dir) / f"{document['metric']}.json"
     if args.json:
-        shutil.copyfile(path, args.json)
+        atomic_write(args.json, lambda f: f.write(path.read_bytes()))
     print(f"{args.run_dir}  {document['metric']} ({document['features']}; n={args.n}, {args.repeats} repeats)")
     print(f"{'T':>5}  {document['metric']:>10}  {'std':>8}")
     for row in results:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
 from ..io import atomic_write
 from ..runs import load_model
-from ..train import default_device
 from .common import add_device_option
 
 
@@ -43,7 +43,7 @@ def run(args) -> int:
         raise UsageError(f"--out {out} exists and is not an empty folder; choose a new one")
     if args.nrow < 1:
         raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
-    device = args.device or default_device()
+    device = resolve_device(args.device)
     model, _ = load_model(args.run_dir, map_location=device)
     vae = check_generator(model, f"run {args.run_dir}")
     images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..checks import AGGREGATIONS
 from ..plots import plot_accuracy_vs_samples
+from .common import output_file
 
 
 def add_parser(sub) -> None:
@@ -17,5 +18,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    output_file("--out", args.out, "figure")
     print(plot_accuracy_vs_samples(args.run_dirs, args.out, args.aggregate, args.title))
     return 0

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..checks import positive_int
 from ..errors import UsageError
 from ..evaluate import MAX_ROWS
 from ..nn import is_stochastic
@@ -83,6 +84,7 @@ def recalibrate_batchnorm(
     """
     if len(x) == 0:
         raise UsageError("recalibrate_batchnorm needs at least one example")
+    positive_int("bn_samples (samples per example for recalibrating batch norms)", samples)
     model.eval()
     layers = batchnorms_after_noise(model, prepare(x[:2]))
     step = max(1, min(batch_size, MAX_ROWS // samples))

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..checks import positive_int
 from ..errors import UsageError
 from ..evaluate import accuracy_vs_samples, binomial_stderr
 from ..sampling import check_samples
@@ -189,6 +190,8 @@ def calibrate(
     samples = sorted({check_samples(t) for t in samples})
     target = max(samples) if target is None else check_samples(target)
     samples = sorted({*samples, target})
+    if recalibrate_bn:
+        positive_int("bn_samples (samples per example for recalibrating batch norms)", bn_samples)
     names = [s.name for s in _select(_discover(model).sites, layers)]
     trials = _Trials(model, x, y, names, samples, target, repeats, seed, batch_size, prepare,
                      bn_samples if recalibrate_bn else None, progress)

@@ -11,6 +11,7 @@ runs of different datasets (their accuracies are not comparable) and skips runs 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,7 @@ from typing import Sequence
 from ..checks import AGGREGATIONS, one_of
 from ..convert import model_config, replay
 from ..errors import UsageError
-from ..io import RunError, eval_files, read_config, read_json
+from ..io import RunError, eval_files, read_config, read_eval, read_json
 from ..models import is_generator
 from ..nn import NeuronSpec
 from ..provenance import warn_if_stale
@@ -185,10 +186,8 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8) -
     float32 = is_float32_config(config) and not net.stochastic
     points = []
     for path in files:
-        document = read_json(path)
-        rows = document.get("results") if isinstance(document, dict) else None
-        if not isinstance(rows, list) or not rows:
-            raise RunError(f"{path} has no 'results' list")
+        document = read_eval(path)
+        rows = document["results"]
         aggregate = document.get("aggregate", "network")
         try:
             one_of("aggregate", aggregate, AGGREGATIONS)
@@ -197,13 +196,11 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8) -
         s = replace(settings, aggregate=aggregate)
         series = label if aggregate == "network" else f"{label} (layer)"
         for row in rows:
-            try:
-                t, accuracy = row["samples"], row["accuracy_mean"]
-            except (KeyError, TypeError):
-                raise RunError(f"{path}: each result needs 'samples' and 'accuracy_mean', got {row!r}") from None
+            t, accuracy = row["samples"], row["accuracy_mean"]
             energy = network_energy(net, t, s)["total_j"]
             points.append({
                 "run": str(run_dir), "series": series, "label": f"{series} T={t}", "aggregate": aggregate,
+                "examples": document.get("examples"),
                 "samples": t, "accuracy": accuracy, "accuracy_std": row.get("accuracy_std", 0.0),
                 "energy_j": energy, "next_sample_increase_pct": next_sample_increase_pct(net, t, s, energy),
                 "float32": float32, "neuron": config["model"].get("neuron"),
@@ -250,6 +247,11 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     dataset = check_one_dataset(runs)
     warn_if_stale((run, path.name, read_json(path)) for run, _ in runs for path in eval_files(run))
     points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits)]
+    examples = {p["run"]: p["examples"] for p in points}
+    if len(set(examples.values())) > 1:
+        warnings.warn("the runs were evaluated on different numbers of test examples ("
+                      + ", ".join(f"{run}: {n}" for run, n in examples.items())
+                      + "), so their accuracies are not measured alike")
     result = tradeoff(points, tolerance)
     result["dataset"] = dataset
     result["skipped"] = skipped

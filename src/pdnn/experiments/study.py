@@ -74,10 +74,14 @@ def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
     if "pbit" not in spec.pbit_neurons or not set(spec.pbit_neurons) <= {"pbit", "pbit-unipolar"}:
         raise UsageError(f"p-bit neurons {spec.pbit_neurons}: expected 'pbit', optionally with 'pbit-unipolar'")
     info = describe(spec.dataset)
-    return {name: ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
-                              num_classes=info["num_classes"], width=spec.width,
-                              beta=spec.beta if neuron.startswith("pbit") else 1.0)
-            for name, (neuron, _) in spec.runs().items()}
+    models = {name: ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
+                                num_classes=info["num_classes"], width=spec.width,
+                                beta=spec.beta if neuron.startswith("pbit") else 1.0)
+              for name, (neuron, _) in spec.runs().items()}
+    for name, (_, samples) in spec.runs().items():  # a bad beta, bit width or schedule fails here, not hours in
+        models[name].build()
+        train_config(spec, samples).validate()
+    return models
 
 
 def train_config(spec: StudySpec, samples: int) -> TrainConfig:

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import positive_int
 from ..errors import UsageError
+from ..io import read_json
 from . import rng
 
 SPEC = "spec.json"
@@ -161,9 +163,21 @@ def load(folder: Path | str) -> FixedNet:
     path = folder / SPEC
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; create it with `pdnn hw export RUN --out {folder}`")
-    spec = json.loads(path.read_text())
+    spec = read_json(path)
+    try:
+        return _from_spec(folder, path, spec)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"{path} is not a complete export ({type(err).__name__}: {err}); "
+                         f"export it again with `pdnn hw export RUN --out {folder} --force`") from None
+
+
+def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
     if spec.get("format") != FORMAT:
         raise UsageError(f"{path} has format {spec.get('format')!r}; expected {FORMAT!r}")
+    for key in ("input_bits", "weight_bits", "random_bits", "max_samples"):
+        positive_int(f"{key} in {path}", spec[key])
     layers = []
     for k, desc in enumerate(spec["layers"]):
         w = _parse_hex((folder / desc["weights"]).read_text(), spec["weight_bits"], folder / desc["weights"])
