@@ -11,8 +11,9 @@ plus an offset that depends on the row's index in the batch of its sample and on
 whose draws see the T samples stacked sample-major along dimension 0 receives exactly the
 offsets of the loop; sharing one draw among samples, mixing rows of different samples, or
 using the wrong batch size gives different outputs (or shapes, or an error), and the caller
-falls back. The check leaves the model as it found it: buffers (batch-norm running
-statistics), the random number generators and hooks are untouched.
+falls back. The state the model keeps (buffers, numbers held as attributes) must come out as
+the loop leaves it, or as one forward does. The check leaves the model as it found it: that
+state (batch-norm running statistics), the random number generators and hooks are untouched.
 """
 from __future__ import annotations
 
