@@ -556,3 +556,12 @@ def test_all_zero_table_reports_na_instead_of_dividing(tmp_path, capsys):
     result = json.loads(Path(f"{out}.json").read_text())
     assert result["best"]["energy_gain"] is None and result["marginal"][0]["energy_increase_pct"] is None
     assert "n/a" in capsys.readouterr().out
+
+
+def test_samples_must_be_a_sequence_and_a_bad_shape_prints_nothing(capfd):
+    net = analyze(torch.nn.Sequential(torch.nn.Linear(4, 3), PBit(), torch.nn.Linear(3, 2)), (4,))
+    with pytest.raises(ValueError, match=r"samples must be a sequence of T values such as \[1, 10\], got 3"):
+        energy_report(net, samples=3)
+    with pytest.raises(ValueError, match=r"does not run on inputs of shape \(5,\)"):
+        analyze(torch.nn.Sequential(torch.nn.Linear(4, 3), PBit(), torch.nn.Linear(3, 2)), (5,))
+    assert capfd.readouterr().err == ""

@@ -412,3 +412,23 @@ def test_a_seeded_call_leaves_torchs_generator_alone_and_seeds_dropout():
     sampled = SampledModel(net, 3, seed=9)
     assert torch.equal(sampled(x), first)  # the dropout masks come from the seed too
     assert not torch.equal(sampled(x), first)  # and the next call continues the stream
+
+
+def test_the_edges_of_the_api():
+    """A scalar p-bit, numpy's integers, a vote over a NaN row, an empty batch under "auto", and
+    samples="auto" set on a live object that cannot run it."""
+    for dtype in (torch.float32, torch.float64):
+        bit = PBit()(torch.tensor(0.3, dtype=dtype))
+        assert bit.shape == () and bit.item() in (-1.0, 1.0) and bit.dtype == dtype
+    net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
+    assert SampledModel(net, samples=np.int64(3)).samples == 3
+    with pytest.raises(ValueError, match="beta must be a positive number, got '2'"):
+        PBit(beta="2")
+    x = torch.randn(3, 4)
+    x[1, 0] = float("nan")
+    votes = SampledModel(net, 5, reduce="vote")(x)
+    assert torch.isnan(votes[1]).all() and not torch.isnan(votes[[0, 2]]).any()
+    assert SampledModel(net, samples="auto")(torch.zeros(0, 4)).shape == (0, 3)
+    live = SampledModel(net, 3, reduce="vote")
+    with pytest.raises(ValueError, match='samples="auto" needs reduce="mean"'):
+        live.samples = "auto"

@@ -48,9 +48,19 @@ def fused_calls(monkeypatch) -> list:
     return calls
 
 
-def outputs_and_gradients(net, x, fused: bool, monkeypatch):
+def planned(net, x, calls: list | None) -> SampledModel:
+    """A sampler whose plan is made, and the fused calls of the plan's check (run in the caller's
+    gradient mode) forgotten: ``calls`` then counts the sampled pass's own."""
+    sampled = SampledModel(net, SAMPLES, reduce="none", seed=2)
+    sampled.plan(x)
+    if calls is not None:
+        calls.clear()
+    return sampled
+
+
+def outputs_and_gradients(net, x, fused: bool, monkeypatch, calls: list | None = None):
     monkeypatch.setattr(sampling, "_pass_summed_gradients", REWRITE if fused else (lambda gm: None))
-    out = SampledModel(net, SAMPLES, reduce="none", seed=2)(x)
+    out = planned(net, x, calls)(x)
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     return out, torch.autograd.grad(out, list(net.parameters()), upstream)
 
@@ -61,9 +71,9 @@ def test_summed_input_gradient_matches_the_pair(name, monkeypatch):
     build, data = NETS[name]
     net, x = build().train(), data()
     calls = fused_calls(monkeypatch)
-    out, grads = outputs_and_gradients(net, x, True, monkeypatch)
+    out, grads = outputs_and_gradients(net, x, True, monkeypatch, calls)
     assert calls  # the sum was taken
-    pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch)
+    pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch, calls)
     assert torch.equal(out, pair_out)  # the same bits, the same layer
     first = next(i for i, m in enumerate(net) if isinstance(m, PBit))
     prefix = len(list(net[:first].parameters()))
@@ -77,12 +87,12 @@ def test_summed_input_gradient_matches_the_pair(name, monkeypatch):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-5 * scale)
 
 
-def penalty_gradients(net, x, fused: bool, monkeypatch):
+def penalty_gradients(net, x, fused: bool, monkeypatch, calls: list | None = None):
     """The parameters' gradients of a gradient penalty: the squared gradients of the sampled
     output, with respect to the parameters and the input, summed (a second derivative)."""
     monkeypatch.setattr(sampling, "_pass_summed_gradients", REWRITE if fused else (lambda gm: None))
     params = list(net.parameters())
-    out = SampledModel(net, SAMPLES, reduce="none", seed=2)(x)
+    out = planned(net, x, calls)(x)
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     first = torch.autograd.grad(out, params + [x], upstream, create_graph=True, allow_unused=True)
     penalty = sum((g**2).sum() for g in first if g is not None and g.requires_grad)
@@ -95,9 +105,9 @@ def test_second_derivatives_are_the_pairs(name, monkeypatch):
     build, data = NETS[name]
     net, x = build().train(), data().requires_grad_(True)
     calls = fused_calls(monkeypatch)
-    grads = penalty_gradients(net, x, True, monkeypatch)
+    grads = penalty_gradients(net, x, True, monkeypatch, calls)
     assert calls
-    pair_grads = penalty_gradients(net, x, False, monkeypatch)
+    pair_grads = penalty_gradients(net, x, False, monkeypatch, calls)
     # the same graph rebuilt, summed in another order where the engine walks it differently:
     # within float rounding of the largest gradient (a bias before a batch norm has 0 up to rounding)
     scale = max(h.abs().max().item() for h in pair_grads if h is not None)
@@ -119,9 +129,9 @@ def test_without_autograd_or_with_hooks_it_is_the_pair(monkeypatch):
                              (net[2], "register_full_backward_hook")):
         seen = []
         handle = getattr(module, register)(lambda m, i, o: seen.append(len(i[0] if "forward" in register else o[0])))
-        out, grads = outputs_and_gradients(net, x, True, monkeypatch)
+        out, grads = outputs_and_gradients(net, x, True, monkeypatch, calls)
         assert not calls and seen == [SAMPLES * len(x)], register  # the hook saw the folded bits
-        pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch)
+        pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch, calls)
         assert torch.equal(out, pair_out) and all(torch.equal(g, h) for g, h in zip(grads, pair_grads))
         handle.remove()
 
@@ -189,9 +199,9 @@ def test_a_layer_after_two_different_pbits_is_fused_for_each(monkeypatch):
     torch.manual_seed(0)
     net, x = SharedLayer(), torch.randn(3, 4)
     calls = fused_calls(monkeypatch)
-    out, grads = outputs_and_gradients(net, x, True, monkeypatch)
+    out, grads = outputs_and_gradients(net, x, True, monkeypatch, calls)
     assert len(calls) == 2
-    pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch)
+    pair_out, pair_grads = outputs_and_gradients(net, x, False, monkeypatch, calls)
     assert torch.equal(out, pair_out)
     for g, h in zip(grads, pair_grads):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6)

@@ -236,6 +236,8 @@ def adaptive_sample(
     active = torch.arange(batch, device=x.device)
     taken = torch.zeros(batch, dtype=torch.long, device=x.device)
     result, stats = None, None
+    if batch == 0:  # nothing to settle; one sample tells the number of classes
+        return sample(x, *args, samples=1)[0], taken, rule
     for target in rule.schedule():
         if len(active) == 0:
             break

@@ -32,11 +32,16 @@ REUSE_MODES = ("per-eo", "per-inference", "per-batch")  # how often a weight is 
 
 
 def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
-    """``value`` if it is an ``int`` >= 1 (``True`` is not a count), else a ``UsageError`` naming
-    ``name``, ``value`` and ``expected`` (which may add what the number means)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as an ``int`` if it is an integer >= 1 (numpy's too; ``True`` is not a count),
+    else a ``UsageError`` naming ``name``, ``value`` and ``expected`` (which may add what the
+    number means)."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
         raise UsageError(f"{name} must be {expected}, got {value!r}")
-    return value
+    return number
 
 
 def positive_ints(name: str, values, expected: str = "positive integers", length: int | None = None) -> tuple:

@@ -156,12 +156,12 @@ def _untouched(model: nn.Module, device: torch.device):
     """Restore the model's state (buffers, numbers kept as attributes), hooks and the random state
     after the check: the user's own hooks must not see the probes, nor batch-norm statistics count
     the check's passes. The probes' warnings are not shown either: the sampled pass itself shows
-    the model's own. Yields the saved state."""
+    the model's own. The passes run in the caller's gradient mode, as the sampled pass will (a
+    forward may register a gradient hook). Yields the saved state."""
     state = ModelState(model)
     devices = [device] if device.type == "cuda" else []
     try:
-        with suspended_hooks(model), torch.random.fork_rng(devices=devices), torch.no_grad(), \
-                warnings.catch_warnings():
+        with suspended_hooks(model), torch.random.fork_rng(devices=devices), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield state
     finally:

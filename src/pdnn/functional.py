@@ -47,9 +47,11 @@ def check_beta(beta: float) -> float:
         raise UsageError(f"beta must be a fixed number; a learnable temperature is not supported, got a tensor "
                          f"that requires grad ({beta.detach().tolist()!r})")
     try:
-        value = float(beta)
+        value = float(beta) if not isinstance(beta, (str, bytes)) else None  # "2" is a typo, not a number
     except (TypeError, ValueError):
-        raise UsageError(f"beta must be a positive number, got {beta!r}") from None
+        value = None
+    if value is None:
+        raise UsageError(f"beta must be a positive number, got {beta!r}")
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"beta must be a finite number > 0, got {beta!r}")
     return value

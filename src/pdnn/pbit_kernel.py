@@ -188,7 +188,8 @@ def empty_bits(x: torch.Tensor, repeats: int, channels_last: bool) -> torch.Tens
     """An uninitialised tensor for the bits of the dense ``x`` repeated ``repeats`` times, laid
     out as ``x`` is (:func:`dense`)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty((repeats * x.shape[0], *x.shape[1:]), dtype=x.dtype, memory_format=layout)
+    shape = (repeats * x.shape[0], *x.shape[1:]) if x.dim() else ()  # a scalar has no copies (repeats is 1)
+    return torch.empty(shape, dtype=x.dtype, memory_format=layout)
 
 
 def _use_threads(count: int) -> None:

@@ -48,7 +48,7 @@ from .per_sample_norm import PerSampleBatchNorm
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import faithful_trace
+from .tracing import UnfaithfulTrace, faithful_trace, is_pdnn_unit
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
@@ -286,11 +286,22 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
     return gm
 
 
+def fixed_by_trace(modules: list[nn.Module]) -> tuple:
+    """The values a traced graph keeps as they were when it was traced: the numbers, strings and
+    tensors (by identity) that the user's own modules hold as plain attributes. torch's layers and
+    pdnn's modules are called by the graph, so their attributes (a p-bit's ``beta``) are read live."""
+    return tuple((key, id(value) if isinstance(value, torch.Tensor) else value)
+                 for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))
+                 for key, value in vars(m).items()
+                 if key != "training" and isinstance(value, (int, float, complex, str, torch.Tensor)))
+
+
 def reduce_samples(out, reduce: str):
     """Reduce per-sample outputs ``[T, B, ...]`` (every tensor of a tuple, list or dict alike).
 
     ``mean``: the average output (the paper's rule). ``vote``: for class scores ``[T, B, C]``,
-    the fraction of samples whose argmax is each class (``argmax`` of it is the majority vote).
+    the fraction of samples whose argmax is each class (``argmax`` of it is the majority vote;
+    a sample with a NaN score makes its row NaN, as the mean does, not a vote for any class).
     ``none``: the samples themselves.
     """
     if not isinstance(out, torch.Tensor):
@@ -299,7 +310,7 @@ def reduce_samples(out, reduce: str):
         return out.mean(0)
     if reduce == "vote":
         votes = nn.functional.one_hot(out.argmax(-1), out.shape[-1]).to(out.dtype)
-        return votes.mean(0)
+        return votes.mean(0).masked_fill(out.isnan().any(-1).any(0).unsqueeze(-1), torch.nan)
     return out
 
 
@@ -400,14 +411,13 @@ class SampledModel(nn.Module):
         self.samples = samples
         self.seed = None if seed is None else torch_seed("seed", seed)
         self.stopping = StoppingRule(max_samples, error, rule, checkpoints, prior_samples)
-        if samples == "auto" and (reduce, aggregate) != ("mean", "network"):
-            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
         self.last_samples: torch.Tensor | None = None
         self._generators: dict[str, torch.Generator] = {}
         self._graphs: dict[int, nn.Module] = {}  # layer aggregation, by T
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
+        self._fixed: tuple | None = None  # what the traced graphs fixed (fixed_by_trace) when they were made
 
     @property
     def samples(self) -> int | str:
@@ -415,7 +425,10 @@ class SampledModel(nn.Module):
 
     @samples.setter
     def samples(self, value: int | str) -> None:
-        self._samples = value if value == "auto" else check_samples(value)
+        if isinstance(value, str) and value == "auto" and (self.reduce, self.aggregate) != ("mean", "network"):
+            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", '
+                             f'got {self.reduce!r}, {self.aggregate!r}')
+        self._samples = value if isinstance(value, str) and value == "auto" else check_samples(value)
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
         """The seeded generator for ``device`` (created on first use), or ``None`` if unseeded."""
@@ -532,6 +545,7 @@ class SampledModel(nn.Module):
         samples, modules = self.samples, list(self.model.modules())
         x, inputs = torch.cat(passes), [len(part) for part in passes]
         with self._drawing(x.device, modules):
+            self._forget_if_changed(modules)
             key = self._key(x, (), {}, modules)
             if self._kind(key, x, (), {}) != "graph":  # (a first plan checks under torch.random.fork_rng)
                 raise NotStackable("no traced plan for these inputs")
@@ -545,6 +559,7 @@ class SampledModel(nn.Module):
             return stack.unstacked(out, samples), stack.widest_row
 
     def _dispatch(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
+        self._forget_if_changed(modules)
         if self.aggregate == "layer":
             return self._layer(x, args, kwargs, samples)
         return self._network(x, args, kwargs, samples, modules)
@@ -565,13 +580,24 @@ class SampledModel(nn.Module):
         columns = zip(*(tree_flatten(part)[0] for part in parts))
         return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
 
+    def _forget_if_changed(self, modules: list[nn.Module]) -> None:
+        """Drop the plans and passes made before a value a traced graph fixed has changed (a
+        temperature kept as ``self.t``): the next call traces and checks the model anew."""
+        fixed = fixed_by_trace(modules)
+        if fixed != self._fixed:  # (a model that changes them itself as it runs is never run by a graph)
+            if self._graphs or "graph" in self._plans.values():
+                self._graphs.clear(), self._plans.clear(), self._runs.clear(), self._stacks.clear()
+            self._fixed = fixed
+
     def plan(self, x: torch.Tensor, *args, **kwargs) -> str:
         """How calls like ``self(x, *args, **kwargs)`` run T > 1 samples with network aggregation:
         ``"graph"`` (samples folded into the batch after the deterministic prefix, which runs once),
         ``"repeat"`` (the input repeated T times: the model could not be traced) or ``"loop"`` (T
         forwards: folding would change what the model computes). Chosen, and checked against a
         loop of forwards, on the first such call; see ``docs/sampling.md``."""
-        return self._kind(self._key(x, args, kwargs, list(self.model.modules())), x, args, kwargs)
+        modules = list(self.model.modules())
+        self._forget_if_changed(modules)
+        return self._kind(self._key(x, args, kwargs, modules), x, args, kwargs)
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
@@ -645,6 +671,9 @@ class SampledModel(nn.Module):
         for kind in ("graph", "repeat"):
             try:
                 run = _folding(kind, model, samples, x, args, kwargs, self.pack_weights)
+            except UnfaithfulTrace as err:
+                reasons.append(f"it traced, but {err}")
+                continue
             except Exception as err:  # fx raises many types for untraceable code
                 reasons.append(f"it could not be traced ({err})")
                 continue

@@ -100,42 +100,69 @@ def _modes() -> tuple:
     return tuple(mode() for _, mode in _MODES)
 
 
+class UnfaithfulTrace(TypeError):
+    """A model traced, but running its graph would not do what its forward does."""
+
+
 def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
                    concrete_args: dict | None = None) -> fx.Graph:
-    """``model``'s graph, or a ``TypeError`` if running it would not do what the forward does."""
+    """``model``'s graph, or :class:`UnfaithfulTrace` if running it would not do what the forward does."""
     tracer = Tracer(opaque)
     graph = tracer.trace(model, concrete_args=concrete_args)
     if tracer.unrecorded:
-        raise TypeError(f"a traced graph would leave out part of its forward: {'; '.join(tracer.unrecorded[:3])}")
+        raise UnfaithfulTrace(f"a traced graph would leave out part of its forward: "
+                              f"{'; '.join(tracer.unrecorded[:3])}")
     return graph
 
 
 class ModelState:
-    """A model's buffers and the numbers its modules keep as attributes (``self.calls``), saved
-    so that passes which are not the user's calls (a trace, the fold check) can be undone."""
+    """What a model keeps besides its parameters: its buffers and the numbers and tensors its
+    modules hold as plain attributes (``self.calls``, ``self.ema``), saved so that passes which
+    are not the user's calls (a trace, the fold check) can be undone."""
 
     def __init__(self, model: nn.Module):
         self.buffers = [(f"{name}.{key}".lstrip("."), m, key, b, b.detach().clone())
                         for name, m in model.named_modules() for key, b in m._buffers.items() if b is not None]
-        self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m in model.named_modules()
-                        for key, value in vars(m).items() if type(value) in (int, float, complex)]
+        self.attributes = [(name, m, dict(vars(m))) for name, m in model.named_modules()]
+        self.tensors = [(f"{name}.{key}".lstrip("."), m, key, value, value.detach().clone())
+                        for name, m, saved in self.attributes for key, value in saved.items()
+                        if isinstance(value, torch.Tensor)]
+        self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m, saved in self.attributes
+                        for key, value in saved.items() if type(value) in (int, float, complex)]
 
     def changed(self, rtol: float = 0.0, atol: float = 0.0) -> list[str]:
-        """The buffers and attributes that differ from the saved ones (within the tolerances); a
-        buffer replaced by another tensor has changed."""
-        moved = [name for name, m, key, b, saved in self.buffers
-                 if m._buffers.get(key) is not b or not _close(b, saved, rtol, atol)]
-        return moved + [name for name, m, key, value in self.numbers
-                        if type(vars(m).get(key)) is not type(value) or vars(m)[key] != value]
+        """The buffers and attributes that differ from the saved ones (within the tolerances): a
+        tensor replaced by another has changed, and so has an attribute set to a traced value."""
+        moved = [name for name, m, key, t, saved in [*self.buffers, *self.tensors]
+                 if (m._buffers.get(key) if key in m._buffers else vars(m).get(key)) is not t
+                 or not _close(t, saved, rtol, atol)]
+        moved += [name for name, m, key, value in self.numbers
+                  if type(vars(m).get(key)) is not type(value) or vars(m)[key] != value]
+        moved += [f"{name}.{key}".lstrip(".") for name, m, key in self._traced_values()]
+        return list(dict.fromkeys(moved))
 
     def restore(self) -> None:
-        """Put the saved buffers (the same tensors, with their saved values) and numbers back."""
+        """Put the saved buffers and tensors (the same tensors, with their saved values) and
+        numbers back, and remove traced values a trace left in attributes."""
         with torch.no_grad():
             for _, m, key, b, saved in self.buffers:
                 m._buffers[key] = b
                 b.copy_(saved)
+            for _, m, key, t, saved in self.tensors:
+                object.__setattr__(m, key, t)
+                t.copy_(saved)
         for _, m, key, value in self.numbers:
-            setattr(m, key, value)
+            object.__setattr__(m, key, value)
+        for _, m, key in self._traced_values():
+            saved = next(s for n, module, s in self.attributes if module is m)
+            if key in saved:
+                object.__setattr__(m, key, saved[key])
+            else:
+                delattr(m, key)
+
+    def _traced_values(self) -> list[tuple[str, nn.Module, str]]:
+        return [(name, m, key) for name, m, _ in self.attributes for key, value in list(vars(m).items())
+                if isinstance(value, fx.Proxy)]
 
 
 def wrap_module_calls(gm: fx.GraphModule, selected: Callable[[nn.Module], bool],

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int
 from ..errors import UsageError
@@ -223,6 +223,8 @@ def energy_sweep(
     inference.
     """
     settings = settings or Settings()
+    if not isinstance(samples, Iterable) or isinstance(samples, str):
+        raise UsageError(f"samples must be a sequence of T values such as [1, 10], got {samples!r}")
     samples = sorted({check_samples(t) for t in samples})
     if not samples:
         raise UsageError("samples must name at least one T >= 1")

@@ -31,6 +31,8 @@ to price are named in ``Network.notes``.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import operator
 from dataclasses import asdict, dataclass, field, replace
@@ -332,7 +334,8 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model))
-    ShapeProp(gm).propagate(x)
+    with contextlib.redirect_stderr(io.StringIO()):  # fx prints its own report of a shape error, raised below
+        ShapeProp(gm).propagate(x)
     modules = dict(gm.named_modules())
     infos: dict[fx.Node, _Info] = {}
     placeholders = 0
