@@ -220,3 +220,23 @@ def test_bad_repeats_are_named():
         F.pbit(torch.zeros(3), repeats=0)
     with pytest.raises(ValueError, match="repeats=2 needs a tensor with a first dimension"):
         F.pbit(torch.tensor(0.5), repeats=2)
+
+
+@pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+def test_second_derivatives_are_those_of_the_mean(mode, beta):
+    """A differentiated backward pass (a gradient penalty, ``jacrev(grad(...))``) sees the
+    surrogate's own derivative: the second derivative of tanh(beta x) resp. sigmoid(beta x)."""
+    from torch.func import grad, jacrev
+
+    mean = (lambda z: torch.tanh(beta * z)) if mode == "bipolar" else (lambda z: torch.sigmoid(beta * z))
+    x = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    found = jacrev(grad(lambda z: F.pbit(z, mode, beta).sum()))(x).diag()
+    torch.testing.assert_close(found, jacrev(grad(lambda z: mean(z).sum()))(x).diag())
+    torch.manual_seed(0)
+    layer, inputs = torch.nn.Linear(3, 4).double(), torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    penalties = []
+    for activation in (lambda z: F.pbit(z, mode, beta), mean):
+        (g,) = torch.autograd.grad(activation(layer(inputs)).sum(), inputs, create_graph=True)
+        penalties.append(torch.autograd.grad((g**2).sum(), layer.weight)[0])
+    torch.testing.assert_close(*penalties)

@@ -167,7 +167,8 @@ class _PBitFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, _, mode, beta, ste, repeats = inputs
-        ctx.mark_non_differentiable(output[1])
+        if ste != "mean":
+            ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for p
         ctx.mode, ctx.beta, ctx.ste, ctx.dtype, ctx.repeats = mode, beta, ste, x.dtype, repeats
         if ste == "mean":
@@ -176,17 +177,26 @@ class _PBitFunction(torch.autograd.Function):
             ctx.save_for_backward(x)
 
     @staticmethod
-    def backward(ctx, grad, _):
-        if grad is None:
+    def backward(ctx, grad, grad_p):
+        """The STE's gradient; and, where a backward pass is itself differentiated, the gradient
+        of ``p`` (which the first one read): ``dp/dx = g p (1 - p)``, so the surrogate's second
+        derivative reaches ``x`` (with ``ste="mean"``: ``p`` is saved, and is differentiable)."""
+        if grad is None and grad_p is None:
             return None, None, None, None, None, None
         saved_tensors = ctx.saved_tensors  # read once: non-reentrant checkpointing allows one unpack
         saved = saved_tensors[0] if saved_tensors else None
-        copies = grad.chunk(ctx.repeats) if ctx.repeats > 1 else (grad,)
-        rule = (ctx.mode, ctx.beta, ctx.ste, ctx.dtype)
-        total = _surrogate_gradient(copies[0], saved, *rule)
-        for k, copy in enumerate(copies[1:]):  # in order, as autograd sums the copies of a repeated input
-            part = _surrogate_gradient(copy, saved, *rule)
-            total = total + part if k == 0 else total.add_(part)  # the first sum is a new tensor
+        total = None
+        if grad is not None:
+            copies = grad.chunk(ctx.repeats) if ctx.repeats > 1 else (grad,)
+            rule = (ctx.mode, ctx.beta, ctx.ste, ctx.dtype)
+            total = _surrogate_gradient(copies[0], saved, *rule)
+            for k, copy in enumerate(copies[1:]):  # in order, as autograd sums the copies of a repeated input
+                part = _surrogate_gradient(copy, saved, *rule)
+                total = total + part if k == 0 else total.add_(part)  # the first sum is a new tensor
+        if grad_p is not None:
+            gain = pbit_kernel.GAIN[ctx.mode] * ctx.beta
+            part = (torch.ops.aten.sigmoid_backward(grad_p, saved) * gain).to(ctx.dtype)
+            total = part if total is None else total + part
         return total, None, None, None, None, None
 
 
