@@ -411,6 +411,18 @@ class CustomSTE(nn.Module):
         return self.fc3(_SignSTE.apply(self.fc2(self.act(self.fc1(x)))))
 
 
+class TensorDefault(nn.Module):
+    """A forward whose keyword argument defaults to a tensor (fx cannot write it into its code)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 32), nn.Linear(32, 3)
+        self.act = PBit()
+
+    def forward(self, x, scale=torch.tensor(2.0)):
+        return self.fc2(self.act(self.fc1(x) * scale))
+
+
 class RunningStats(nn.Module):
     """Keeps state as it runs: a call counter, an average of its hidden bits, and an instance
     norm's running statistics."""
@@ -476,6 +488,7 @@ ZOO: dict[str, Entry] = {
     "frozen-teacher": Entry(FrozenTeacher, _vectors, "repeat", input_shape=(12,), classes=3),
     "running-stats": Entry(RunningStats, _vectors, "loop", input_shape=(12,), classes=3),
     "custom-ste": Entry(CustomSTE, _vectors, "repeat", input_shape=(12,), classes=3),
+    "tensor-default": Entry(TensorDefault, _vectors, "graph", input_shape=(12,), classes=3),
 }
 
 

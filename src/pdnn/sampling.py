@@ -273,7 +273,11 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
 
     ``concrete_args``: non-tensor arguments the trace is specialised to; ``batched_inputs``: the
     positions of the arguments that carry the batch dimension (all, if None)."""
-    gm = fx.GraphModule(model, faithful_trace(model, _opaque, concrete_args))
+    graph = faithful_trace(model, _opaque, concrete_args)
+    for node in graph.find_nodes(op="placeholder"):  # fx cannot write a tensor default (a constant it
+        if node.args and isinstance(node.args[0], (torch.Tensor, fx.Node)):  # made) into the graph's code;
+            node.args = ()  # a folded pass is given every argument
+    gm = fx.GraphModule(model, graph)
     if aggregate == "network":
         _fold_network(gm, samples, batched_inputs)
     else:
