@@ -206,7 +206,7 @@ def test_checkpoints_from_the_command_line():
     assert StoppingRule(5, checkpoints=(1, 2, 4), prior_variance=1.0, prior_samples=0).schedule() == [2, 4, 5]
     assert StoppingRule(5, rule="never", checkpoints=(1, 2, 4), prior_variance=1.0).schedule() == [2, 4, 5]
     for bad in (-1.0, math.inf, math.nan, "1", True):
-        with pytest.raises(ValueError, match="prior_variance must be a finite number >= 0 or None, got"):
+        with pytest.raises(ValueError, match="prior_variance must be a finite number > 0 or None"):
             StoppingRule(prior_variance=bad)
     assert parse_checkpoints("2,4,8", 50) == (2, 4, 8)
     with pytest.raises(ValueError, match="checkpoints must be 'every' or comma-separated integers, got '2,x'"):
@@ -301,3 +301,13 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "unknown stopping rule 'sprt'" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--aggregate", "layer", "--quiet"]) == 2
     assert "got --aggregate layer" in capsys.readouterr().err
+
+
+def test_a_batch_that_shows_no_spread_teaches_no_prior():
+    """A first batch whose samples all agree learns sigma_0^2 = 0, which is not kept: with it every
+    later input whose first sample leads would stop at T = 1, coin flips included."""
+    agreeing = lambda x, samples: torch.tensor([5.0, 0.0]).expand(samples, len(x), 2)  # noqa: E731
+    _, taken, rule = adaptive_sample(agreeing, torch.zeros(3, 1), rule=StoppingRule(50, 0.01))
+    assert rule.prior_variance is None and (taken == 2).all()
+    with pytest.raises(ValueError, match="prior_variance must be a finite number > 0"):
+        StoppingRule(50, 0.01, prior_variance=0.0)

@@ -113,8 +113,9 @@ class StoppingRule:
             raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
         if self.prior_variance is not None and (isinstance(self.prior_variance, bool)
                                                 or not isinstance(self.prior_variance, (int, float))
-                                                or not 0 <= self.prior_variance < math.inf):
-            raise UsageError(f"prior_variance must be a finite number >= 0 or None, got {self.prior_variance!r}")
+                                                or not 0 < self.prior_variance < math.inf):
+            raise UsageError(f"prior_variance must be a finite number > 0 or None (a spread of 0 would stop "
+                             f"every input whose first samples agree), got {self.prior_variance!r}")
         try:
             points = tuple(self.checkpoints)
         except TypeError:
@@ -254,7 +255,8 @@ def adaptive_sample(
         taken[active[done]] = stats.count
         active = active[~done]
         stats.keep(~done)
-    if rule.prior_variance is None and stats is not None and stats.prior_variance is not None:
+    # a batch whose samples all agreed at its first look taught no spread: the next batch learns it
+    if rule.prior_variance is None and stats is not None and stats.prior_variance:
         rule = replace(rule, prior_variance=stats.prior_variance)
     return result, taken, rule
 
