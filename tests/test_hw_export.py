@@ -45,6 +45,15 @@ def test_folded_layer_fires_with_the_float_probability():
     assert 0.05 < p_float.mean() < 0.95
 
 
+def test_a_k_bit_run_is_exported_from_the_weights_it_computes_with():
+    """A run trained with 1-bit weights computes with two values per row (times the row's
+    scale): the export folds those, not the float weights the quantiser reads."""
+    torch.manual_seed(0)
+    model = mlp(neuron="pbit", weight_bits=1, input_shape=(1, 4, 4), width=8, beta=1.5).eval()
+    net = export.to_fixed(model, CONFIG, 0.3, 0.25, weight_bits=8, random_bits=8)
+    assert all(np.unique(row).size <= 2 for layer in net.layers[:-1] for row in layer.weights)
+
+
 @pytest.mark.parametrize("neuron, named", [("tanh", "Tanh"), ("pbit-unipolar", "PBit(unipolar)")])
 def test_unsupported_neurons_are_named_with_what_is_supported(neuron, named):
     pattern = re.escape(f"the datapath has no {named} neuron; it supports pbit (bipolar p-bits)")
@@ -97,3 +106,8 @@ def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path
     again = fixed.load(tmp_path)
     assert again.meta["dataset"] == "demo"
     assert [layer.kind for layer in again.layers] == ["mac", "ac", "ac"]
+
+
+def test_synth_refuses_a_unit_too_wide_to_build(capsys):
+    assert main(["hw", "synth", "--part", "ac", "--weight-bits", "100000", "--n", "4"]) == 2
+    assert capsys.readouterr().err.strip() == "pdnn hw: error: --weight-bits must be >= 1 and <= 32, got 100000"

@@ -82,9 +82,9 @@ def run(args) -> int:
     return {"export": _export, "sim": _sim, "synth": _synth}[args.hw_command](args)
 
 
-def _positive(value, what: str) -> int:
-    if value < 1:
-        raise UsageError(f"{what} must be >= 1, got {value}")
+def _positive(value, what: str, most: int | None = None) -> int:
+    if value < 1 or most is not None and value > most:
+        raise UsageError(f"{what} must be >= 1{'' if most is None else f' and <= {most}'}, got {value}")
     return value
 
 
@@ -162,8 +162,9 @@ def _sim(args) -> int:
 
 def _synth(args) -> int:
     if args.part in ("mac", "ac"):
-        for what, v in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits), ("--n", args.n)):
-            _positive(v, what)
+        for what, v, most in (("--weight-bits", args.weight_bits, 32), ("--act-bits", args.act_bits, 32),
+                              ("--n", args.n, 4096)):  # a wider unit is not a synthesis anyone waits for
+            _positive(v, what, most)
         component = synth.unit(args.part, args.act_bits, args.weight_bits, args.n)
         what = {"part": args.part, "weight_bits": args.weight_bits, "n": args.n,
                 "act_bits": args.act_bits if args.part == "mac" else 1, "acc_bits": component.acc_bits}
