@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                                    "test images, in the features of a classifier run (reported as fid-clf) or of "
                                    "Inception-v3 (fid). Writes RUN_DIR/<metric>.json.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--samples", default="1,2,5,10,20,50", help="comma-separated T values (default: 1,2,5,10,20,50)")
+    p.add_argument("--samples", default="1,2,5,10,20,50",
+                   help="comma-separated T values (default: 1,2,5,10,20,50; a deterministic decoder: T=1 only)")
     p.add_argument("--n", type=int, default=2000, help="generated and real images per distance (default: 2000)")
     p.add_argument("--repeats", type=int, default=3, help="independent generations per T (default: 3)")
     features = p.add_mutually_exclusive_group(required=True)
