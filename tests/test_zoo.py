@@ -25,7 +25,7 @@ from pdnn.energy.graph import AnalysisError
 from pdnn.nn import PBit
 from pdnn.sampling import draws
 
-from zoo import ZOO, WithKeywords, call_kwargs
+from zoo import ZOO, TwoLayers, WithKeywords, call_kwargs
 
 T, B = 4, 6
 # the folded and the looped pass add in different orders (batched convolutions, per-sample batch
@@ -428,12 +428,7 @@ def test_state_kept_by_the_model_ends_as_after_a_loop_of_forwards_fed_the_same_d
 
 
 def test_autocast_inside_the_forward_is_kept():
-    class Mixed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2 = nn.Linear(12, 32), nn.Linear(32, 3)
-            self.act = PBit()
-
+    class Mixed(TwoLayers):
         def forward(self, x):
             h = self.act(self.fc1(x))
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -674,11 +669,7 @@ def test_a_changed_attribute_reaches_the_next_call():
 
 
 def test_attributes_a_forward_sets_are_left_as_a_forward_leaves_them():
-    class Keeps(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2, self.act = nn.Linear(12, 32), nn.Linear(32, 3), PBit()
-
+    class Keeps(TwoLayers):
         def forward(self, x):
             h = self.act(self.fc1(x))
             self.last_hidden = h.detach()  # for logging
@@ -692,11 +683,7 @@ def test_attributes_a_forward_sets_are_left_as_a_forward_leaves_them():
 
 
 def test_a_forward_that_registers_a_gradient_hook_samples():
-    class Hooked(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2, self.act = nn.Linear(12, 32), nn.Linear(32, 3), PBit()
-
+    class Hooked(TwoLayers):
         def forward(self, x):
             h = self.fc1(x)
             h.register_hook(lambda g: g.clamp(-1, 1))

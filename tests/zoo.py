@@ -301,14 +301,18 @@ class Nested(nn.Module):
         return logits
 
 
-class BatchCentred(nn.Module):
-    """Centres its hidden bits over the batch (``h - h.mean(0)``): samples folded into the batch
-    would be centred together, which is not what a loop of forwards computes."""
+class TwoLayers(nn.Module):
+    """``fc1`` (12 -> 32), a p-bit, ``fc2`` (32 -> 3): the body whose forward the small models vary."""
 
     def __init__(self):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(12, 32), nn.Linear(32, 3)
         self.act = PBit()
+
+
+class BatchCentred(TwoLayers):
+    """Centres its hidden bits over the batch (``h - h.mean(0)``): samples folded into the batch
+    would be centred together, which is not what a loop of forwards computes."""
 
     def forward(self, x):
         h = self.act(self.fc1(x))
@@ -411,13 +415,8 @@ class CustomSTE(nn.Module):
         return self.fc3(_SignSTE.apply(self.fc2(self.act(self.fc1(x)))))
 
 
-class TensorDefault(nn.Module):
+class TensorDefault(TwoLayers):
     """A forward whose keyword argument defaults to a tensor (fx cannot write it into its code)."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(12, 32), nn.Linear(32, 3)
-        self.act = PBit()
 
     def forward(self, x, scale=torch.tensor(2.0)):
         return self.fc2(self.act(self.fc1(x) * scale))
