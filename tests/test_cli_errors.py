@@ -114,15 +114,15 @@ def test_extra_outputs_never_replace_a_runs_own_files(trained_run, tmp_path, cap
     """``--json``/``--png``/``plot --out`` name a copy of a result: never the run's checkpoint,
     configuration or history, and only a file of their format."""
     records = {name: (trained_run / name).read_bytes() for name in ("checkpoint.pt", "config.json", "metrics.json")}
+    run = str(trained_run)
     attempts = [
-        ("eval", ["eval", str(trained_run), "--quiet", "--json", str(trained_run / "checkpoint.pt")], ".json"),
-        ("eval", ["eval", str(trained_run), "--quiet", "--json", str(trained_run / "config.json")], "record config.json"),
+        ("eval", ["eval", run, "--quiet", "--json", str(trained_run / "checkpoint.pt")], ".json"),
+        ("eval", ["eval", run, "--quiet", "--json", str(trained_run / "config.json")], "record config.json"),
         ("energy", ["energy", str(trained_run), "--png", str(trained_run / "metrics.json")], ".png"),
         ("tradeoff", ["tradeoff", str(trained_run), "--json", str(trained_run / "checkpoint.pt")], ".json"),
         ("plot", ["plot", str(trained_run), "--out", str(trained_run / "checkpoint.pt")], ".png"),
         ("plot", ["plot", str(trained_run), "--out", str(tmp_path / "figure.xyz")], "expected a file ending in"),
-        ("fid", ["fid", str(trained_run), "--classifier", str(trained_run), "--json", str(trained_run / "metrics.json")],
-         "record metrics.json"),
+        ("fid", ["fid", run, "--classifier", run, "--json", str(trained_run / "metrics.json")], "record metrics.json"),
     ]
     for command, argv, expected in attempts:
         assert main(argv) == 2, argv

@@ -41,8 +41,8 @@ def add_parser(sub) -> None:
     e.add_argument("--max-samples", type=int, default=64, help="largest T the class totals are sized for (default: 64)")
     e.add_argument("--rng", default="per-neuron", help="per-neuron (default) or shared (one generator per layer, taps)")
     e.add_argument("--check", type=int, default=1000, metavar="N",
-                   help="test images on which the fixed-point accuracy is compared with the float run at T=min(10, --max-samples) "
-                        "(default: 1000; 0 skips)")
+                   help="test images on which the fixed-point accuracy is compared with the float run at "
+                        "T=min(10, --max-samples) (default: 1000; 0 skips)")
     e.add_argument("--tolerance", type=float, default=1.0, metavar="POINTS",
                    help="warn when the fixed-point model loses more accuracy than this (default: 1 point)")
     e.add_argument("--force", action="store_true", help="replace an existing export in DIR")
