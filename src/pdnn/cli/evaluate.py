@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline")
-    p.add_argument("--seed", type=int, default=0, help="fixes the p-bits' draws (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="fixes the p-bits' draws (default: 0; layer aggregation seeds repeat r at T with "
+                        "seed + 1000 r + T, so seeds 1000 apart share draws)")
     p.add_argument("--adaptive", action="store_true",
                    help="choose T per input with a stopping rule (see docs/adaptive.md) instead of --samples; "
                         "writes RUN_DIR/adaptive.json")
