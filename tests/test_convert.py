@@ -639,3 +639,10 @@ def test_hooks_on_a_replaced_activation_are_named_in_a_warning():
         warnings.simplefilter("error")
         wrapped = to_sampled(net, "gaussian")  # the activation itself stays, hooks and all
     assert wrapped[1][1]._forward_hooks
+
+
+def test_naming_no_layer_describes_the_activations_as_they_are():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    with pytest.raises(ConversionError, match=r"1 \(nn.Tanh, hidden\), 3 \(nn.Tanh, hidden\); pass layers='hidden'"):
+        to_sampled(model, "pbit", layers=[])
+    assert conversion_spec("pbit", layers=["3", "1", "3"])["layers"] == ["3", "1"]

@@ -1,11 +1,14 @@
 """``pdnn convert``: make a trained deterministic run stochastic without retraining."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
                        find_activations, format_calibration, restore_checkpoint)
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..evaluate import parse_samples
+from ..io import CHECKPOINT
 from ..runs import load_model
 from .common import add_data_options, add_device_option
 
@@ -98,7 +101,9 @@ def parse_layers(text: str):
 
 def run(args) -> int:
     if args.restore:
-        print(f"restored {restore_checkpoint(args.run_dir)}")
+        present = (Path(args.run_dir) / CHECKPOINT).is_file()
+        path = restore_checkpoint(args.run_dir)
+        print(f"{path} is there already; left as it is" if present else f"restored {path}")
         return 0
     if args.list_layers:
         model, _ = load_model(args.run_dir)

@@ -129,7 +129,7 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
     spec = {"method": method, key: _check_setting(key, value)}
     if isinstance(layers, str) and layers not in LAYER_SETS:
         layers = [layers]
-    spec["layers"] = list(layers) if isinstance(layers, (list, tuple)) else layers
+    spec["layers"] = list(dict.fromkeys(layers)) if isinstance(layers, (list, tuple)) else layers  # canonical: once each
     if bn_stats:
         spec["bn_stats"] = bn_stats
     json.dumps(spec, allow_nan=False)  # must survive config.json
@@ -228,11 +228,17 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
                 f"forward ({type(found.trace_error).__name__}: {found.trace_error}), so activations called as "
                 "functions could not be found or rewritten"
             )
-        described = ", ".join(f"{s.name} ({s.op}, {'already stochastic' if s.kind == 'stochastic' else 'output'})"
-                              for s in found.sites)
+        def role(s: _Site) -> str:
+            return "already stochastic" if s.kind == "stochastic" else "hidden" if s.hidden else "output"
+
+        described = ", ".join(f"{s.name} ({s.op}, {role(s)})" for s in found.sites)
+        advice = ("pass layers='all' or names to include output activations"
+                  if any(role(s) == "output" for s in found.sites) else
+                  "pass layers='hidden' or names" if any(role(s) == "hidden" for s in found.sites) else
+                  "every activation is already stochastic")
         raise ConversionError(
             f"nothing to convert in {name} with layers={layers!r}: "
-            + (f"the activations are {described}; pass layers='all' or names to include output activations"
+            + (f"the activations are {described}; {advice}"
                if found.sites else f"it has no activation; operations seen: {', '.join(map(str, found.ops)) or 'none'}")
         )
     problems = [(s, why) for s in selected if (why := _why_not(method, s))]
