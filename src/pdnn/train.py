@@ -268,7 +268,8 @@ def train(
     progress: bool = True,
     label: str | None = None,
 ) -> list[dict]:
-    """Train ``model_config`` on ``dataset`` into ``run_dir``; returns the per-epoch metrics.
+    """Train ``model_config`` on ``dataset`` into ``run_dir``; returns the per-epoch metrics (in
+    process 0; the other processes of a distributed run return an empty list).
 
     A run directory that already holds a checkpoint is only continued with ``resume=True``
     (never overwritten); resuming needs the same model, data and training options, except
@@ -319,4 +320,4 @@ def train(
             _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
         if world > 1:
             dist.barrier()
-    return run.metrics
+    return run.metrics if rank == 0 else []  # the other processes hold only what they resumed from
