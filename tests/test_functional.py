@@ -240,3 +240,11 @@ def test_second_derivatives_are_those_of_the_mean(mode, beta):
         (g,) = torch.autograd.grad(activation(layer(inputs)).sum(), inputs, create_graph=True)
         penalties.append(torch.autograd.grad((g**2).sum(), layer.weight)[0])
     torch.testing.assert_close(*penalties)
+
+
+@pytest.mark.parametrize("ste", ["identity", "clipped", "mean"])
+def test_every_surrogate_trains_under_torch_compile(ste):
+    layer = torch.nn.Linear(4, 3)
+    step = torch.compile(lambda x: F.pbit(layer(x), ste=ste).sum(), backend="aot_eager")
+    step(torch.randn(5, 4)).backward()
+    assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0

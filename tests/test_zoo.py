@@ -465,24 +465,54 @@ def test_outputs_it_cannot_combine_are_an_error_not_one_samples_value(output, me
             SampledModel(Net(), samples=T)(torch.randn(B, 12))
 
 
-def test_convert_refuses_a_graph_that_would_drop_a_no_grad_block():
+def test_convert_keeps_values_and_refuses_a_graph_that_would_change_them():
+    """A ``no_grad`` block the rewritten graph drops changes gradients, not values: converted, with
+    a warning. A counter the graph would not update changes what the model keeps: refused."""
     class Net(nn.Module):
-        def __init__(self):
+        def __init__(self, counts: bool):
             super().__init__()
             self.fc1, self.fc2, self.frozen = nn.Linear(12, 8), nn.Linear(8, 3), nn.Linear(8, 3)
-            self.calls = 0
+            self.counts, self.calls = counts, 0
 
         def forward(self, x):
-            self.calls += 1
+            if self.counts:
+                self.calls += 1
             h = torch.tanh(self.fc1(x))
             with torch.no_grad():
                 hint = self.frozen(h)
             return self.fc2(h) + hint
 
-    net = Net()
-    with pytest.raises(ConversionError, match=r"frozen runs without gradients.*updates calls"):
-        to_sampled(net, "pbit")
-    assert net.calls == 0
+    with pytest.warns(UserWarning, match="frozen runs without gradients"):
+        converted = to_sampled(Net(counts=False), "pbit")
+    assert any(isinstance(m, PBit) for m in converted.modules())
+    counting = Net(counts=True)
+    with pytest.raises(ConversionError, match=r"it updates calls as it runs"):
+        to_sampled(counting, "pbit")
+    assert counting.calls == 0
+
+
+def test_attributes_that_cannot_be_written_in_place_and_a_pending_backward():
+    """The state a trace or a check restores is left alone where it did not change: an
+    inference-mode tensor, an expanded one, and a tensor a pending backward pass saved."""
+    class Keeps(TwoLayers):
+        def __init__(self):
+            super().__init__()
+            with torch.inference_mode():
+                self.scale = torch.ones(3)
+            self.shift = torch.zeros(1).expand(3)
+
+        def forward(self, x):
+            h = self.act(self.fc1(x))
+            self.last = torch.softmax(h, -1)
+            return self.fc2(self.last) + self.scale + self.shift
+
+    model, x = Keeps(), torch.randn(B, 12)
+    pending = model(x).sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert SampledModel(model, T, reduce="none")(x).shape == (T, B, 3)
+    pending.backward()
+    assert model.fc1.weight.grad is not None
 
 
 # --- to_sampled on the zoo's deterministic twins ------------------------------------------------

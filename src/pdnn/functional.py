@@ -193,7 +193,7 @@ class _PBitFunction(torch.autograd.Function):
             for k, copy in enumerate(copies[1:]):  # in order, as autograd sums the copies of a repeated input
                 part = _surrogate_gradient(copy, saved, *rule)
                 total = total + part if k == 0 else total.add_(part)  # the first sum is a new tensor
-        if grad_p is not None:
+        if grad_p is not None and ctx.ste == "mean":  # (compiled graphs pass zeros for the others' p)
             gain = pbit_kernel.GAIN[ctx.mode] * ctx.beta
             part = (torch.ops.aten.sigmoid_backward(grad_p, saved) * gain).to(ctx.dtype)
             total = part if total is None else total + part

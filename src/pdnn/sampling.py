@@ -290,14 +290,19 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
     return gm
 
 
-def fixed_by_trace(modules: list[nn.Module]) -> tuple:
-    """The values a traced graph keeps as they were when it was traced: the numbers, strings and
-    tensors (by identity) that the user's own modules hold as plain attributes. torch's layers and
-    pdnn's modules are called by the graph, so their attributes (a p-bit's ``beta``) are read live."""
-    return tuple((key, id(value) if isinstance(value, torch.Tensor) else value)
-                 for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))
-                 for key, value in vars(m).items()
-                 if key != "training" and isinstance(value, (int, float, complex, str, torch.Tensor)))
+def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[dict, str]]:
+    """Where a traced graph keeps values as they were when it was traced: the numbers, strings and
+    tensors that the user's own modules hold as plain attributes, as ``(module.__dict__, name)``.
+    torch's layers and pdnn's modules are called by the graph, so their attributes (a p-bit's
+    ``beta``) are read live."""
+    return [(vars(m), key) for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))
+            for key, value in vars(m).items()
+            if key != "training" and isinstance(value, (int, float, complex, str, torch.Tensor))]
+
+
+def _current(watched: list[tuple[dict, str]]) -> tuple:
+    """The values at ``watched`` now (tensors by identity: a graph reads their contents live)."""
+    return tuple(id(v) if isinstance(v, torch.Tensor) else v for v in (d.get(key) for d, key in watched))
 
 
 def reduce_samples(out, reduce: str):
@@ -421,7 +426,8 @@ class SampledModel(nn.Module):
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
-        self._fixed: tuple | None = None  # what the traced graphs fixed (fixed_by_trace) when they were made
+        self._watched: list[tuple[dict, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
+        self._fixed: tuple = ()  # those values when the graphs were made
 
     @property
     def samples(self) -> int | str:
@@ -549,7 +555,7 @@ class SampledModel(nn.Module):
         samples, modules = self.samples, list(self.model.modules())
         x, inputs = torch.cat(passes), [len(part) for part in passes]
         with self._drawing(x.device, modules):
-            self._forget_if_changed(modules)
+            self._forget_if_changed()
             key = self._key(x, (), {}, modules)
             if self._kind(key, x, (), {}) != "graph":  # (a first plan checks under torch.random.fork_rng)
                 raise NotStackable("no traced plan for these inputs")
@@ -563,7 +569,7 @@ class SampledModel(nn.Module):
             return stack.unstacked(out, samples), stack.widest_row
 
     def _dispatch(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
-        self._forget_if_changed(modules)
+        self._forget_if_changed()
         if self.aggregate == "layer":
             return self._layer(x, args, kwargs, samples)
         return self._network(x, args, kwargs, samples, modules)
@@ -584,14 +590,19 @@ class SampledModel(nn.Module):
         columns = zip(*(tree_flatten(part)[0] for part in parts))
         return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
 
-    def _forget_if_changed(self, modules: list[nn.Module]) -> None:
+    def _forget_if_changed(self) -> None:
         """Drop the plans and passes made before a value a traced graph fixed has changed (a
-        temperature kept as ``self.t``): the next call traces and checks the model anew."""
-        fixed = fixed_by_trace(modules)
-        if fixed != self._fixed:  # (a model that changes them itself as it runs is never run by a graph)
-            if self._graphs or "graph" in self._plans.values():
-                self._graphs.clear(), self._plans.clear(), self._runs.clear(), self._stacks.clear()
-            self._fixed = fixed
+        temperature kept as ``self.t``): the next call traces and checks the model anew. (A model
+        that changes such values itself as it runs is never run by a graph.)"""
+        if self._watched and _current(self._watched) != self._fixed:
+            self._graphs.clear(), self._plans.clear(), self._runs.clear(), self._stacks.clear()
+            self._watched, self._fixed = [], ()
+
+    def _watch(self) -> None:
+        """Note, as a graph is made, where it fixes values and what they are."""
+        if not self._watched:
+            self._watched = fixed_by_trace(list(self.model.modules()))
+            self._fixed = _current(self._watched)
 
     def plan(self, x: torch.Tensor, *args, **kwargs) -> str:
         """How calls like ``self(x, *args, **kwargs)`` run T > 1 samples with network aggregation:
@@ -600,12 +611,14 @@ class SampledModel(nn.Module):
         forwards: folding would change what the model computes). Chosen, and checked against a
         loop of forwards, on the first such call; see ``docs/sampling.md``."""
         modules = list(self.model.modules())
-        self._forget_if_changed(modules)
+        self._forget_if_changed()
         return self._kind(self._key(x, args, kwargs, modules), x, args, kwargs)
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
             self._plans[key] = self._plan(x, args, kwargs)
+            if self._plans[key] == "graph":
+                self._watch()
         return self._plans[key]
 
     def _network(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
@@ -627,6 +640,7 @@ class SampledModel(nn.Module):
         if samples not in self._graphs:
             try:
                 self._graphs[samples] = build_sampled_graph(self.model, samples, "layer")
+                self._watch()
             except Exception as err:  # fx raises many types for untraceable code
                 raise TypeError(
                     f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {err}") from err

@@ -31,6 +31,7 @@ convert, which run the graph in place of the forward, refuse a graph that would 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Callable
 
 import torch
@@ -59,6 +60,7 @@ class Tracer(fx.Tracer):
         """fx's trace, with gradients on (so that a ``no_grad`` inside shows), the model's state as
         it was before, and ``unrecorded`` listing what the graph leaves out of the forward."""
         self.unrecorded: list[str] = []
+        self.gradients_only: list[str] = []  # those of ``unrecorded`` that change gradients, not values
         state = ModelState(root) if isinstance(root, nn.Module) else None
         try:
             with torch.enable_grad():
@@ -76,6 +78,8 @@ class Tracer(fx.Tracer):
         if modes != self._modes and not _in_checkpoint():
             what = [text for (text, _), now, then in zip(_MODES, modes, self._modes) if now != then]
             self.unrecorded.append(f"{node.name} runs {' and '.join(dict.fromkeys(what))}")
+            if modes[2:] == self._modes[2:]:  # gradient or inference mode only: the same values
+                self.gradients_only.append(self.unrecorded[-1])
         return node
 
 
@@ -105,13 +109,19 @@ class UnfaithfulTrace(TypeError):
 
 
 def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
-                   concrete_args: dict | None = None) -> fx.Graph:
-    """``model``'s graph, or :class:`UnfaithfulTrace` if running it would not do what the forward does."""
+                   concrete_args: dict | None = None, values_only: bool = False) -> fx.Graph:
+    """``model``'s graph, or :class:`UnfaithfulTrace` if running it would not do what the forward
+    does. ``values_only``: a graph that computes the same values but other gradients (it drops a
+    ``no_grad`` block or a custom backward) is returned, with a warning that says so."""
     tracer = Tracer(opaque)
     graph = tracer.trace(model, concrete_args=concrete_args)
-    if tracer.unrecorded:
-        raise UnfaithfulTrace(f"a traced graph would leave out part of its forward: "
-                              f"{'; '.join(tracer.unrecorded[:3])}")
+    problems = [u for u in tracer.unrecorded if not (values_only and u in tracer.gradients_only)]
+    if problems:
+        raise UnfaithfulTrace(f"a traced graph would leave out part of its forward: {'; '.join(problems[:3])}")
+    if tracer.gradients_only:
+        warnings.warn(f"{type(model).__name__}: the rewritten graph computes the same values, but gradients "
+                      f"where the forward had none or its own ({'; '.join(tracer.gradients_only[:3])}); "
+                      "train it only with that in mind")
     return graph
 
 
@@ -122,11 +132,10 @@ class ModelState:
 
     def __init__(self, model: nn.Module):
         self.buffers = [(f"{name}.{key}".lstrip("."), m, key, b, b.detach().clone())
-                        for name, m in model.named_modules() for key, b in m._buffers.items() if b is not None]
+                        for name, m in model.named_modules() for key, b in m._buffers.items() if _saved(b)]
         self.attributes = [(name, m, dict(vars(m))) for name, m in model.named_modules()]
         self.tensors = [(f"{name}.{key}".lstrip("."), m, key, value, value.detach().clone())
-                        for name, m, saved in self.attributes for key, value in saved.items()
-                        if isinstance(value, torch.Tensor)]
+                        for name, m, saved in self.attributes for key, value in saved.items() if _saved(value)]
         self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m, saved in self.attributes
                         for key, value in saved.items() if type(value) in (int, float, complex)]
 
@@ -144,13 +153,10 @@ class ModelState:
     def restore(self) -> None:
         """Put the saved buffers and tensors (the same tensors, with their saved values) and
         numbers back, and remove traced values a trace left in attributes."""
-        with torch.no_grad():
-            for _, m, key, b, saved in self.buffers:
-                m._buffers[key] = b
-                b.copy_(saved)
-            for _, m, key, t, saved in self.tensors:
-                object.__setattr__(m, key, t)
-                t.copy_(saved)
+        for _, m, key, b, saved in self.buffers:
+            m._buffers[key] = _restored(b, saved)
+        for _, m, key, t, saved in self.tensors:
+            object.__setattr__(m, key, _restored(t, saved))
         for _, m, key, value in self.numbers:
             object.__setattr__(m, key, value)
         for _, m, key in self._traced_values():
@@ -178,6 +184,25 @@ def wrap_module_calls(gm: fx.GraphModule, selected: Callable[[nn.Module], bool],
                 gm.add_submodule(wrappers[node.target], wrapper(gm.get_submodule(node.target)))
             node.target = wrappers[node.target]
     return bool(wrappers)
+
+
+def _saved(value) -> bool:
+    """Whether ``value`` is a tensor whose values a :class:`ModelState` keeps (a lazy module's
+    uninitialised parameter or buffer has none)."""
+    return isinstance(value, torch.Tensor) and not isinstance(value, nn.parameter.UninitializedTensorMixin)
+
+
+def _restored(tensor: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with the ``saved`` values: untouched if it has them (no version bump, which would
+    fail a pending backward pass that saved it), written in place if it can be, else ``saved``."""
+    if _close(tensor, saved, 0.0, 0.0):
+        return tensor
+    try:
+        with torch.no_grad():
+            tensor.copy_(saved)
+        return tensor
+    except RuntimeError:  # an inference-mode tensor, or an expanded one: keep the saved copy instead
+        return saved
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:

@@ -224,7 +224,7 @@ def _discover(model: nn.Module) -> _Discovery:
     """The activation sites of ``model`` and its fx graph (tracing reads, never modifies; a graph
     that would leave part of the forward out counts as no graph)."""
     try:
-        graph = faithful_trace(model, _is_activation)
+        graph = faithful_trace(model, _is_activation, values_only=True)
     except Exception as err:  # fx raises many types for untraceable code
         specialised = _trace_at_defaults(model)
         if specialised is None:
@@ -252,7 +252,7 @@ def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
     if not concrete:
         return None
     try:
-        return faithful_trace(model, _is_activation, concrete)
+        return faithful_trace(model, _is_activation, concrete, values_only=True)
     except Exception:  # fx raises many types for untraceable code
         return None
 
