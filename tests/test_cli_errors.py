@@ -211,3 +211,17 @@ def test_a_damaged_hardware_export_is_named(tmp_path):
     (tmp_path / "spec.json").write_text('{"format": "pdnn-hw-1", "input_bits": 8}')
     with pytest.raises(UsageError, match=r"spec.json is not a complete export \(KeyError: 'weight_bits'\)"):
         fixed.load(tmp_path)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_named(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point() and v.dim() == 2)
+    state["model"][name][0, 0] = float("nan")
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["eval", str(run), "--quiet"]) == 2
+    assert one_line_error(capsys, "eval").endswith(f"holds non-finite weights ({name}): the run diverged; "
+                                                   "train it again with a smaller learning rate")

@@ -62,6 +62,10 @@ def load_model(run_dir: str | Path, map_location="cpu") -> tuple[nn.Module, dict
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise RunError(f"{Path(run_dir) / CHECKPOINT} does not match {CONFIG}: {err}") from err
+    broken = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
+    if broken is not None:  # a run that diverged before training stopped at a non-finite loss
+        raise RunError(f"{Path(run_dir) / CHECKPOINT} holds non-finite weights ({broken}): the run diverged; "
+                       "train it again with a smaller learning rate")
     return replay(model, config, run_dir).eval(), config
 
 
