@@ -37,7 +37,7 @@ from torch.nn import functional as torch_F
 
 from .foldcheck import has_hooks, runs_eagerly
 from .functional import attach_bits, straight_through_gradient
-from .nn import QuantConv2d, QuantLinear
+from .nn import QuantConv2d, QuantLinear, computed_weight
 from .per_sample_norm import batch_major_layout
 
 aten = torch.ops.aten
@@ -69,7 +69,7 @@ class SharedBitsLayer(nn.Module):
             return self.layer(self.shared(x))
         plain, pbit = self.plain, self.shared.pbit
         bits = self.shared(x.detach())
-        weight = plain.quantized_weight() if type(plain) in (QuantLinear, QuantConv2d) else plain.weight
+        weight = computed_weight(plain)
         rule = (pbit.mode, pbit.beta, pbit.ste)
         return _SummedInputGradient.apply(x, bits, weight, plain.bias, plain, rule, self.shared.samples)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import catalog
 from ..errors import UsageError
-from ..nn import PBit
+from ..nn import PBit, computed_weight
 from ..runs import load_model
 from ..sampling import SampledModel
 from . import fixed
@@ -54,11 +54,6 @@ def split_layers(model) -> tuple[list[tuple], object]:
     return hidden, mods[-1]
 
 
-def _weights(layer) -> torch.Tensor:
-    """The weights ``layer`` computes with: a k-bit layer's quantised ones, not the float ones it trains."""
-    return layer.quantized_weight() if hasattr(layer, "quantized_weight") else layer.weight
-
-
 def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8, random_bits: int = 8,
              max_samples: int = 64, arrangement: str = "per-neuron") -> fixed.FixedNet:
     """Fold and quantise ``model`` (a reference MLP in eval mode) for the core, which reads 8-bit pixels."""
@@ -74,7 +69,7 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
     net = fixed.FixedNet([], 8, weight_bits, random_bits, max_samples, arrangement)
     scales = []
     for k, (lin, bn, neuron) in enumerate(hidden):
-        w = _np(_weights(lin))
+        w = _np(computed_weight(lin))
         b = _np(lin.bias) if lin.bias is not None else np.zeros(w.shape[0])
         if k == 0:
             b = b + pixel_shift * w.sum(1)
@@ -88,7 +83,7 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
         net.layers.append(fixed.Layer(wq, None, "mac" if k == 0 else "ac"))
         net.layers[k].thresholds = fixed.thresholds_for(s, c, random_bits, net.threshold_bits(k))  # width needs the layer
         scales.append(s)
-    w3, b3 = _np(_weights(out)), _np(out.bias) if out.bias is not None else np.zeros(out.weight.shape[0])
+    w3, b3 = _np(computed_weight(out)), _np(out.bias) if out.bias is not None else np.zeros(out.weight.shape[0])
     wq, s = fixed.quantise_rows(w3, weight_bits)
     limit = 2 ** (weight_bits - 1) - 1
     bq = np.round(b3 / s)

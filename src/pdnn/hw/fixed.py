@@ -166,9 +166,9 @@ def load(folder: Path | str) -> FixedNet:
     spec = read_json(path)
     try:
         return _from_spec(folder, path, spec)
+    except UsageError:
+        raise
     except (KeyError, TypeError, AttributeError, ValueError) as err:
-        if isinstance(err, UsageError):
-            raise
         raise UsageError(f"{path} is not a complete export ({type(err).__name__}: {err}); "
                          f"export it again with `pdnn hw export RUN --out {folder} --force`") from None
 

@@ -2,10 +2,10 @@
 from .neurons import NEURONS, NeuronSpec, make_neuron, neuron_bits
 from .noise import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise
 from .pbit import PBit
-from .quant import QuantConv2d, QuantLinear, Quantize, WeightQuantizer, check_bits
+from .quant import QuantConv2d, QuantLinear, Quantize, WeightQuantizer, check_bits, computed_weight
 
-__all__ = ["PBit", "Quantize", "QuantLinear", "QuantConv2d", "WeightQuantizer", "check_bits", "is_stochastic",
-           "NEURONS", "NeuronSpec", "make_neuron", "neuron_bits",
+__all__ = ["PBit", "Quantize", "QuantLinear", "QuantConv2d", "WeightQuantizer", "check_bits", "computed_weight",
+           "is_stochastic", "NEURONS", "NeuronSpec", "make_neuron", "neuron_bits",
            "GaussianNoise", "LogisticNoise", "DitheredQuantize", "HardPBit"]
 
 

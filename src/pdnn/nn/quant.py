@@ -153,6 +153,11 @@ class _WeightQuantMixin:
         return w if self.weight_quant is None else self.weight_quant(w)
 
 
+def computed_weight(layer: nn.Module) -> torch.Tensor:
+    """The weights ``layer`` computes with: a k-bit layer's quantised ones, else its ``weight``."""
+    return layer.quantized_weight() if isinstance(layer, _WeightQuantMixin) else layer.weight
+
+
 class QuantLinear(_WeightQuantMixin, nn.Linear):
     """``nn.Linear`` whose forward pass uses k-bit weights (``weight_bits=32``: float)."""
 
