@@ -74,6 +74,18 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+def test_a_cnn_is_refused_before_its_dataset_is_read(tmp_path):
+    """A CIFAR-10 CNN gets the datapath's answer, not "cifar10 has 3 channels" or "not found"."""
+    run = tmp_path / "cnn"
+    assert main(["train", "--dataset", "demo", "--subset", "64", "--model", "cnn", "--width", "2",
+                 "--epochs", "1", "--quiet", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["dataset"] = "cifar10"
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="run model 'cnn' is not supported; the datapath supports pbit"):
+        export.from_run(run, roots=[tmp_path / "no-data"])
+
+
 def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys):
     out = tmp_path / "export"
     args = ["hw", "export", str(tiny_run), "--out", str(out), "--weight-bits", "3", "--random-bits", "3",

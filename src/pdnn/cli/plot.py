@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="FIG.png", help="the figure to write (its suffix names the format)")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="which evaluation to plot, eval-<aggregate>.json (default: network)")
-    p.add_argument("--title", help="the figure's title (default: none)")
+    p.add_argument("--title", help="the figure's title (default: \"accuracy vs samples (AGGREGATE aggregation)\")")
     p.set_defaults(run=run)
 
 

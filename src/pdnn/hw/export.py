@@ -54,16 +54,21 @@ def split_layers(model) -> tuple[list[tuple], object]:
     return hidden, mods[-1]
 
 
+def supported_layers(model, config: dict) -> tuple[list[tuple], object]:
+    """:func:`split_layers` of a run's model, refusing first a run that is not a reference MLP."""
+    if config["model"].get("name") != "mlp":
+        raise UsageError(f"run model {config['model'].get('name')!r} is not supported; the datapath supports {SUPPORTED}")
+    return split_layers(model)
+
+
 def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8, random_bits: int = 8,
              max_samples: int = 64, arrangement: str = "per-neuron") -> fixed.FixedNet:
     """Fold and quantise ``model`` (a reference MLP in eval mode) for the core, which reads 8-bit pixels."""
-    if config["model"].get("name") != "mlp":
-        raise UsageError(f"run model {config['model'].get('name')!r} is not supported; the datapath supports {SUPPORTED}")
+    hidden, out = supported_layers(model, config)
     for what, v, lo, hi in (("weight bits", weight_bits, 2, 16), ("random bits", random_bits, 1, 12),
                             ("max samples", max_samples, 1, 4096)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise UsageError(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
-    hidden, out = split_layers(model)
     pixel_scale = 1.0 / (255 * std)
     pixel_shift = -mean / std
     net = fixed.FixedNet([], 8, weight_bits, random_bits, max_samples, arrangement)
@@ -99,6 +104,7 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
 def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet, dict]:
     """Load a run (weights and config) and its dataset's statistics; return ``(net, config)``."""
     model, config = load_model(run_dir)
+    supported_layers(model, config)  # before the dataset is read, so that a CNN is refused as what it is
     dataset = config["data"]["dataset"]
     net = to_fixed(model, config, *dataset_stats(dataset, roots), **kwargs)
     net.meta["dataset"] = dataset
