@@ -33,7 +33,7 @@ def deterministic(args) -> None:
     from pdnn.evaluate import accuracy_vs_samples, is_deterministic
     from pdnn.runs import load_model, write_json
 
-    model, config = load_model(args.run, map_location="cpu")
+    model, config = load_model(args.run)
     if not is_deterministic(model):
         sys.exit(f"{args.run} is not deterministic")
     subset = args.subset if args.subset is not None else config["data"].get("subset")

@@ -15,6 +15,7 @@ import torch
 import pdnn
 from pdnn.cli import build_parser, main
 from pdnn.data import load
+from pdnn.errors import UsageError
 from pdnn.runs import evaluate_run, load_checkpoint, load_model
 from pdnn.tasks import TASKS
 from pdnn.train import TrainConfig
@@ -126,6 +127,8 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
     assert training._distributed("cuda") == ("cuda:1", 1, 2) and calls == ["cuda:1", "nccl"]
     calls.clear()
     assert training._distributed("cpu") == ("cpu", 1, 2) and calls == ["gloo"]
+    with pytest.raises(UsageError, match="--device cuda:0 under torchrun would train all 2 processes on one GPU"):
+        training._distributed("cuda:0")
 
 
 def test_the_task_registry_drives_the_loop_and_the_cli():
@@ -305,3 +308,38 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for x, y in zip(a, b):
         assert abs(x["train_loss"] - y["train_loss"]) <= 0.1 * x["train_loss"]
         assert abs(x["test_accuracy"] - y["test_accuracy"]) <= 0.08
+
+
+def test_a_run_is_loaded_onto_the_device_asked(tmp_path):
+    """``load_model(run, device)`` moves the model, not only the weights it reads: callers feed it
+    data on that device (on a CPU-only machine the meta device stands in for a GPU)."""
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    model, _ = load_model(run, "meta")
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+
+
+def test_cuda_and_its_index_name_one_stream(monkeypatch):
+    """Training sets up the stream of ``cuda``, and the draws ask for the device of their tensors,
+    ``cuda:<current>``: both must be the same key, or a resumed run restarts its sampling stream."""
+    from pdnn.devices import indexed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert indexed("cuda") == indexed("cuda:1") == torch.device("cuda:1")
+    assert indexed("cuda:0") == torch.device("cuda:0") and indexed("cpu") == torch.device("cpu")
+    assert indexed("mps") == torch.device("mps:0")
+
+
+def test_streams_saved_on_another_device_type_restart_with_a_warning(tmp_path):
+    """A GPU's generator state (16 bytes of Philox) cannot be loaded into a CPU generator: a run
+    resumed on the CPU warns and reseeds those streams instead of crashing."""
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1", "--train-samples", "2") == 0
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["generators"][0]["devices"] == {"order": "cpu", "augment": "cpu", "sample": "cpu"}
+    state["generators"][0]["sample"] = torch.zeros(16, dtype=torch.uint8)
+    state["generators"][0]["devices"]["sample"] = "cuda"
+    torch.save(state, run / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="written on cuda and this run is on cpu: the sample streams restart"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert [m["epoch"] for m in json.loads((run / "metrics.json").read_text())] == [1, 2]

@@ -14,6 +14,15 @@ from .errors import UsageError
 SUPPORTED = ("cpu", "cuda", "mps")  # device types pdnn runs on (with an index: cuda:1)
 
 
+def indexed(device: str | torch.device) -> torch.device:
+    """``device`` with its index: ``cuda`` is the current GPU, which its tensors report as
+    ``cuda:<i>``. Streams kept per device are keyed by this, so ``cuda`` and ``cuda:0`` are one."""
+    device = torch.device(device)
+    if device.index is None and device.type != "cpu":
+        device = torch.device(device.type, torch.cuda.current_device() if device.type == "cuda" else 0)
+    return device
+
+
 def default_device() -> str:
     """``cuda`` when a GPU is visible, else ``cpu``."""
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -35,7 +35,7 @@ class ClassifierFeatures:
     metric = "fid-clf"
 
     def __init__(self, run_dir: str | Path, normalize: Callable[[torch.Tensor], torch.Tensor], device="cpu"):
-        model, config = load_model(run_dir, map_location=device)
+        model, config = load_model(run_dir, device)
         if is_generator(model):
             raise UsageError(f"feature classifier {run_dir} is a generator; expected a classifier run")
         if not is_deterministic(model):
@@ -44,7 +44,7 @@ class ClassifierFeatures:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
             raise UsageError(f"feature classifier {run_dir} has no linear output layer")
-        self.model, self.head, self.normalize, self.device = model.to(device), linears[-1], normalize, device
+        self.model, self.head, self.normalize, self.device = model, linears[-1], normalize, device
         self.dim = self.head.in_features
         self.dataset = config["data"]["dataset"]
         self.name = f"fid-clf: penultimate features ({self.dim}) of classifier {run_dir}"

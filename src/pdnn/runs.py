@@ -49,13 +49,13 @@ def evaluate_run(
     device = resolve_device(device)  # before the checkpoint is read: a missing GPU is not a bad file
     one_of("aggregate", aggregate, AGGREGATIONS)
     weights = weights_record(run_dir)  # which weights are measured, for readers to check later
-    model, config = load_model(run_dir, map_location=device)
+    model, config = load_model(run_dir, device)
     if is_generator(model):
         raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
-    results = accuracy_vs_samples(model.to(device), data.test_x, data.test_y, samples, repeats, aggregate,
+    results = accuracy_vs_samples(model, data.test_x, data.test_y, samples, repeats, aggregate,
                                   seed, prepare=data.normalize, progress=progress)
     document = {
         "run": str(run_dir),
@@ -84,7 +84,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
     if (classifier is None) == (inception_weights is None):
         raise UsageError("give exactly one feature source: a classifier run or the Inception weights")
     weights = weights_record(run_dir)
-    model, config = load_model(run_dir, map_location=device)
+    model, config = load_model(run_dir, device)
     vae = check_generator(model, f"run {run_dir}")
     dataset = config["data"]["dataset"]
     data = load(dataset, roots=roots, subset=subset, progress=progress)
@@ -123,11 +123,11 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     (not an ``eval-*.json``: it is no accuracy-per-T table). Returns the JSON document."""
     device = resolve_device(device)
     weights = weights_record(run_dir)
-    model, config = load_model(run_dir, map_location=device)
+    model, config = load_model(run_dir, device)
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
-    result = adaptive_accuracy(model.to(device), data.test_x, data.test_y, rule, seed, prepare=data.normalize)
+    result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)
     document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "split": "test",
                 "examples": len(data.test_y), "seed": seed, "device": str(device),
                 "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(), **result}

@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, torch_seed
+from .devices import indexed
 from .errors import UsageError
 from .foldcheck import (first_rows, fold_mismatch, has_hooks, own_hooks, runs_eagerly, stack, suspended_hooks,
                         unfold)
@@ -444,7 +445,7 @@ class SampledModel(nn.Module):
         """The seeded generator for ``device`` (created on first use), or ``None`` if unseeded."""
         if self.seed is None:
             return None
-        key = str(torch.device(device))
+        key = str(indexed(device))  # `cuda` at set-up and `cuda:0` at the draws: one stream
         if key not in self._generators:
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]

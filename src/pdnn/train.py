@@ -91,11 +91,15 @@ class TrainConfig:
 def _distributed(device: str) -> tuple[str, int, int]:
     """(this process's device, rank, world size). Started by torchrun (``WORLD_SIZE`` > 1), each
     process trains on its own GPU, ``cuda:<LOCAL_RANK>``, when ``device`` is CUDA without an
-    index, and the process group is initialised (nccl for CUDA, gloo for the CPU)."""
+    index (one with an index would put every process on that GPU, so it is refused), and the
+    process group is initialised (nccl for CUDA, gloo for the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return device, 0, 1
-    if torch.device(device).type == "cuda" and torch.device(device).index is None:
+    if torch.device(device).type == "cuda":
+        if torch.device(device).index is not None:
+            raise UsageError(f"--device {device} under torchrun would train all {world} processes on one GPU; "
+                             "pass --device cuda, and each process takes cuda:<LOCAL_RANK>")
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(device)
@@ -163,6 +167,7 @@ def _build(model_config: ModelConfig, train_config: TrainConfig, device: str, ra
 def _generator_states(run: _Run) -> list[dict]:
     """The random streams of every process, indexed by rank (a collective: all processes call it)."""
     mine = {name: generator.get_state() for name, generator in run.generators.items()}
+    mine["devices"] = {name: generator.device.type for name, generator in run.generators.items()}
     if run.world == 1:
         return [mine]
     every: list = [None] * run.world
@@ -173,7 +178,7 @@ def _generator_states(run: _Run) -> list[dict]:
 def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     """Continue from a checkpoint: weights, optimiser, history and this process's random streams
     (the example order is shared by all processes; augmentation and sampling are per process)."""
-    state = load_checkpoint(checkpoint_path, map_location=device)
+    state = load_checkpoint(checkpoint_path)  # on the CPU: loading the states below moves them to the device
     missing = [key for key in ("optimizer", "generators", "metrics", "epoch") if key not in state]
     if missing:
         raise RunError(f"{checkpoint_path} holds no {', '.join(missing)} (a copy of the weights for evaluation), "
@@ -192,10 +197,19 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
         warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} process(es) and this run "
                       f"has {run.world}: augmentation and sampling of processes {len(saved)}.. restart from "
                       "their seeds, so the run does not continue bit for bit")
-    run.generators["order"].set_state(saved[0]["order"].to("cpu"))
+    run.generators["order"].set_state(saved[0]["order"])
     if run.rank < len(saved):
-        for name in ("augment", "sample"):
-            run.generators[name].set_state(saved[run.rank][name].to("cpu"))
+        # a stream saved on another type of device has another form (CUDA's is 16 bytes of Philox)
+        here = {name: run.generators[name].device.type for name in ("augment", "sample")}
+        kept = saved[run.rank].get("devices", here)  # written before the device types were saved: as here
+        moved = [name for name in here if kept[name] != here[name]]
+        for name in here:
+            if name not in moved:
+                run.generators[name].set_state(saved[run.rank][name])
+        if moved and run.rank == 0:
+            warnings.warn(f"{checkpoint_path} was written on {kept[moved[0]]} and this run is on {device}: the "
+                          f"{' and '.join(moved)} streams restart from their seeds, so the run does not continue "
+                          "bit for bit")
     run.metrics, run.start_epoch = state["metrics"], state["epoch"]
 
 

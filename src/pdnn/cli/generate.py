@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.nrow < 1:
         raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
     device = resolve_device(args.device)
-    model, _ = load_model(args.run_dir, map_location=device)
+    model, _ = load_model(args.run_dir, device)
     vae = check_generator(model, f"run {args.run_dir}")
     images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))
     for i, image in enumerate(images):

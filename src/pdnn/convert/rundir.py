@@ -49,15 +49,18 @@ def model_config(run_dir: str | Path, config: dict) -> ModelConfig:
         raise RunError(f"{Path(run_dir) / CONFIG}: bad 'model' section ({err})") from err
 
 
-def load_model(run_dir: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a run's model with its trained weights, in eval mode. Returns ``(model, config)``.
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a run's model with its trained weights, in eval mode, on ``device``. Returns
+    ``(model, config)``.
 
+    The weights are read onto the CPU whatever device wrote them, and the model is moved to
+    ``device`` last, so callers that feed it data on ``device`` need not move it themselves.
     A converted run (``config["convert"]``) stores the source weights and the conversion spec;
     the conversion is replayed (:func:`replay`) after the weights are loaded.
     """
     config = read_config(run_dir)
     model = model_config(run_dir, config).build()
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT, map_location)
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
@@ -66,7 +69,7 @@ def load_model(run_dir: str | Path, map_location="cpu") -> tuple[nn.Module, dict
     if broken is not None:  # a run that diverged before training stopped at a non-finite loss
         raise RunError(f"{Path(run_dir) / CHECKPOINT} holds non-finite weights ({broken}): the run diverged; "
                        "train it again with a smaller learning rate")
-    return replay(model, config, run_dir).eval(), config
+    return replay(model, config, run_dir).eval().to(device), config
 
 
 def _holdout_count(n_trained: int, holdout: float | int) -> int:
@@ -233,7 +236,7 @@ def convert_run(
         raise UsageError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
     spec = conversion_spec(method, scale, beta, layers)
     values = _sweep_values(method, values) if calibrate else None
-    model, _ = load_model(source, map_location=device)
+    model, _ = load_model(source, device)
     if (calibrate or recalibrate_bn) and config["model"].get("name") == "vae":
         raise UsageError(f"{source} is a generator: --calibrate and --recalibrate-bn measure classification "
                          "accuracy; convert it with a given --beta/--scale and measure it with `pdnn fid`")

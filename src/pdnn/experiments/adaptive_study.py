@@ -44,7 +44,7 @@ HELD_OUT_FOLDS = 2  # the level judged on each half of the inputs is chosen on t
 def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batch_size: int = 500,
                 roots=None, device: str = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample outputs ``[samples, examples, classes]`` of a run on its test split, and the labels."""
-    model, config = load_model(run_dir, map_location=device)
+    model, config = load_model(run_dir, device)
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=False)
     x, y = data.test_x, data.test_y
     sampler = SampledModel(model.eval(), reduce="none", seed=seed)
