@@ -39,7 +39,7 @@ SETTINGS = {"tiny": Settings(max_samples=10), "small": Settings(max_samples=50),
 # there meant nothing; CPU time is the upper bound used): Fashion-MNIST mlp 2000 x 50: 9.5 s;
 # CIFAR-10 cnn pbit-s4 200 x 50: 16.8 s. Replay of the seven levels plus the energy model: 4.0 s
 # CPU for CIFAR-10 1000 x 50, 6.3-8.7 s for Fashion-MNIST 10000 x 50 (time_s in
-# results/adaptive/adaptive.json).
+# results/adaptive/first-rule/adaptive.json).
 POOL_S = {"mlp": 1.0e-4, "cnn": 1.7e-3}
 REPLAY_S = 1.7e-5
 POOL_OVERHEAD_S = 5  # loading the model and the test split
