@@ -57,6 +57,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert all(0 <= m["test_accuracy"] <= 1 and m["train_loss"] > 0 for m in metrics)
+    assert all(m["device"] == "cpu" and m["processes"] == 1 for m in metrics)  # where the speed was measured
     model, _ = load_model(run)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
