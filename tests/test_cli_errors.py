@@ -1,4 +1,7 @@
 """Values a new user mistypes end in one line naming the value, never a traceback or a write."""
+import json
+import warnings
+
 import pytest
 import torch
 
@@ -194,6 +197,25 @@ def test_a_damaged_evaluation_is_named_by_plot(trained_run, tmp_path, capsys):
         assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 2
         assert str(run / "eval-network.json") in one_line_error(capsys, "plot")
     assert not (tmp_path / "fig.png").exists()
+
+
+def test_plot_warns_about_runs_of_different_datasets(trained_run, tmp_path):
+    import shutil
+
+    evaluation = {"results": [{"samples": t, "accuracy_mean": 0.5, "accuracy_std": 0.01} for t in (1, 2)]}
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        shutil.copytree(trained_run, run)
+        (run / "eval-network.json").write_text(json.dumps(evaluation))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["plot", *map(str, runs), "--out", str(tmp_path / "same.png")]) == 0
+    assert not any("different datasets" in str(w.message) for w in caught)
+    config = json.loads((runs[1] / "config.json").read_text())
+    config["data"]["dataset"] = "cifar10"
+    (runs[1] / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match=r"different datasets \(.*a: demo, .*b: cifar10\)"):
+        assert main(["plot", *map(str, runs), "--out", str(tmp_path / "mixed.png")]) == 0
 
 
 def test_a_damaged_hardware_export_is_named(tmp_path):

@@ -1,6 +1,7 @@
 """Figures people would rather look at than read: accuracy versus the number of samples."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from .io import pyplot, read_config, read_eval, save_figure
@@ -16,7 +17,8 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     """Accuracy (%) versus T on a log axis; deterministic runs as labelled horizontal lines.
 
     Reads ``eval-<aggregate>.json`` from every run directory; a run without one is an error that
-    names it, a run whose checkpoint changed since its evaluation is warned about.
+    names it, a run whose checkpoint changed since its evaluation is warned about, and so are runs
+    of different datasets (their curves share an axis, but not a scale of difficulty).
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -29,8 +31,14 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
             raise FileNotFoundError(f"{path} does not exist; run `pdnn eval {run_dir}` first")
         evaluations.append((run_dir, path.name, read_eval(path)))
     warn_if_stale(evaluations)
+    configs = {run_dir: read_config(run_dir) for run_dir, _, _ in evaluations}
+    datasets = {run_dir: (config.get("data") or {}).get("dataset") for run_dir, config in configs.items()}
+    if len(set(datasets.values()) - {None}) > 1:
+        warnings.warn("the runs are on different datasets ("
+                      + ", ".join(f"{run}: {dataset}" for run, dataset in datasets.items())
+                      + "): their accuracies share one axis but are not comparable", stacklevel=2)
     for run_dir, _, document in evaluations:
-        label = run_label(run_dir, read_config(run_dir))
+        label = run_label(run_dir, configs[run_dir])
         rows = document["results"]
         if document.get("deterministic") or len(rows) == 1 and rows[0]["samples"] == 1 and rows[0]["accuracy_std"] == 0:
             horizontals.append((label, 100 * rows[0]["accuracy_mean"]))
