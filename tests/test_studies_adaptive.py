@@ -222,6 +222,17 @@ def test_a_run_not_trained_is_named(tmp_path):
     assert not (tmp_path / "pool").exists()
 
 
+def test_a_pool_drawn_on_another_device_is_kept_apart(tmp_path):
+    """A GPU draws other numbers than the CPU: its pool must not be read back by a CPU study (the
+    CPU's name stays what the committed results record)."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"weights")
+    names = {device: adaptive_study.pool_path(tmp_path / "run", None, 10, 0, tmp_path, device).name
+             for device in ("cpu", "cuda", "cuda:1")}
+    assert names["cpu"].endswith("-n None-T10-seed0.pt".replace(" ", ""))
+    assert names["cuda"] == names["cuda:1"] == names["cpu"].replace(".pt", "-cuda.pt")
+
+
 def draw(seed, levels, fixed=(0.88,)):
     """One study's document (seed ``seed``) whose run has fixed-T accuracies ``fixed`` (T = 1..N)
     and adaptive levels ``(error, loss against T = N, mean T)``."""

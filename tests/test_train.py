@@ -128,8 +128,11 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
     assert training._distributed("cuda") == ("cuda:1", 1, 2) and calls == ["cuda:1", "nccl"]
     calls.clear()
     assert training._distributed("cpu") == ("cpu", 1, 2) and calls == ["gloo"]
-    with pytest.raises(UsageError, match="--device cuda:0 under torchrun would train all 2 processes on one GPU"):
+    with pytest.raises(UsageError, match="--device cuda:0 under torchrun would train the 2 processes of this machine"):
         training._distributed("cuda:0")
+    calls.clear()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process per machine: its GPU may be named
+    assert training._distributed("cuda:0") == ("cuda:0", 1, 2) and calls == ["cuda:0", "nccl"]
 
 
 def test_the_task_registry_drives_the_loop_and_the_cli():
@@ -322,13 +325,25 @@ def test_a_run_is_loaded_onto_the_device_asked(tmp_path):
 
 def test_cuda_and_its_index_name_one_stream(monkeypatch):
     """Training sets up the stream of ``cuda``, and the draws ask for the device of their tensors,
-    ``cuda:<current>``: both must be the same key, or a resumed run restarts its sampling stream."""
+    ``cuda:<current>``: both must be the same stream, or a resumed run restarts its sampling."""
+    from pdnn import SampledModel
     from pdnn.devices import indexed
 
+    class Generator:  # a stand-in: this machine has no CUDA generator to make
+        def __init__(self, device):
+            self.device = device
+
+        def manual_seed(self, seed):
+            return self
+
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch, "Generator", Generator)
     assert indexed("cuda") == indexed("cuda:1") == torch.device("cuda:1")
     assert indexed("cuda:0") == torch.device("cuda:0") and indexed("cpu") == torch.device("cpu")
     assert indexed("mps") == torch.device("mps:0")
+    sampler = SampledModel(torch.nn.Identity(), 2, seed=0)
+    assert sampler.generator("cuda") is sampler.generator(torch.device("cuda", 1))
+    assert sampler.generator("cuda:0") is not sampler.generator("cuda")
 
 
 def test_streams_saved_on_another_device_type_restart_with_a_warning(tmp_path):
@@ -341,6 +356,12 @@ def test_streams_saved_on_another_device_type_restart_with_a_warning(tmp_path):
     state["generators"][0]["sample"] = torch.zeros(16, dtype=torch.uint8)
     state["generators"][0]["devices"]["sample"] = "cuda"
     torch.save(state, run / "checkpoint.pt")
-    with pytest.warns(UserWarning, match="written on cuda and this run is on cpu: the sample streams restart"):
+    shutil.copytree(run, tmp_path / "older")
+    with pytest.warns(UserWarning, match="the sample streams were saved on another type of device than this run's cpu"):
         assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     assert [m["epoch"] for m in json.loads((run / "metrics.json").read_text())] == [1, 2]
+    older = load_checkpoint(tmp_path / "older" / "checkpoint.pt")  # as written before the types were recorded
+    del older["generators"][0]["devices"]
+    torch.save(older, tmp_path / "older" / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="the sample streams were saved on another type of device"):
+        assert main(["train", "--out", str(tmp_path / "older"), "--resume", "--epochs", "2", "--quiet"]) == 0

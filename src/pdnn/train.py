@@ -91,17 +91,20 @@ class TrainConfig:
 def _distributed(device: str) -> tuple[str, int, int]:
     """(this process's device, rank, world size). Started by torchrun (``WORLD_SIZE`` > 1), each
     process trains on its own GPU, ``cuda:<LOCAL_RANK>``, when ``device`` is CUDA without an
-    index (one with an index would put every process on that GPU, so it is refused), and the
-    process group is initialised (nccl for CUDA, gloo for the CPU)."""
+    index (one with an index would put every process of a machine on that GPU, so it is refused
+    where a machine runs several), and the process group is initialised (nccl for CUDA, gloo for
+    the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return device, 0, 1
-    if torch.device(device).type == "cuda":
-        if torch.device(device).index is not None:
-            raise UsageError(f"--device {device} under torchrun would train all {world} processes on one GPU; "
-                             "pass --device cuda, and each process takes cuda:<LOCAL_RANK>")
+    cuda = torch.device(device).type == "cuda"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))  # the processes on this machine
+    if cuda and torch.device(device).index is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    if torch.device(device).type == "cuda":
+    elif cuda and local > 1:
+        raise UsageError(f"--device {device} under torchrun would train the {local} processes of this machine "
+                         "on one GPU; pass --device cuda, and each process takes cuda:<LOCAL_RANK>")
+    if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
@@ -199,17 +202,19 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
                       "their seeds, so the run does not continue bit for bit")
     run.generators["order"].set_state(saved[0]["order"])
     if run.rank < len(saved):
-        # a stream saved on another type of device has another form (CUDA's is 16 bytes of Philox)
-        here = {name: run.generators[name].device.type for name in ("augment", "sample")}
-        kept = saved[run.rank].get("devices", here)  # written before the device types were saved: as here
-        moved = [name for name in here if kept[name] != here[name]]
-        for name in here:
+        # a stream saved on another type of device has another form (CUDA's is 16 bytes of Philox,
+        # the CPU's 5056); checkpoints written before the types were recorded show it by the size
+        types = saved[run.rank].get("devices", {})
+        moved = [name for name in ("augment", "sample")
+                 if types.get(name, run.generators[name].device.type) != run.generators[name].device.type
+                 or saved[run.rank][name].numel() != run.generators[name].get_state().numel()]
+        for name in ("augment", "sample"):
             if name not in moved:
                 run.generators[name].set_state(saved[run.rank][name])
         if moved and run.rank == 0:
-            warnings.warn(f"{checkpoint_path} was written on {kept[moved[0]]} and this run is on {device}: the "
-                          f"{' and '.join(moved)} streams restart from their seeds, so the run does not continue "
-                          "bit for bit")
+            warnings.warn(f"{checkpoint_path}: the {' and '.join(moved)} streams were saved on another type of "
+                          f"device than this run's {device}, so they restart from their seeds and the run does "
+                          "not continue bit for bit")
     run.metrics, run.start_epoch = state["metrics"], state["epoch"]
 
 

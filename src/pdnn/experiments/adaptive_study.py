@@ -62,18 +62,21 @@ def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batc
     return torch.cat(parts, 1), y
 
 
-def pool_path(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path) -> Path:
-    """Where the pool of these weights (named by a digest of the checkpoint), inputs, N and seed is kept."""
+def pool_path(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path, device: str = "cpu") -> Path:
+    """Where the pool of these weights (named by a digest of the checkpoint), inputs, N and seed is
+    kept; a device other than the CPU draws other numbers, so it is named too."""
     checkpoint = Path(run_dir) / CHECKPOINT
     if not checkpoint.is_file():
         raise RunError(f"{checkpoint} does not exist: the run must be trained before its samples are drawn")
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
-    return Path(cache) / f"{Path(run_dir).name}-{digest}-n{subset}-T{samples}-seed{seed}.pt"
+    kind = torch.device(device).type
+    drawn_on = "" if kind == "cpu" else f"-{kind}"
+    return Path(cache) / f"{Path(run_dir).name}-{digest}-n{subset}-T{samples}-seed{seed}{drawn_on}.pt"
 
 
 def cached_pool(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path, **kwargs):
     """:func:`record_pool`, drawn once and then read back from ``cache`` (written atomically)."""
-    path = pool_path(run_dir, subset, samples, seed, cache)
+    path = pool_path(run_dir, subset, samples, seed, cache, kwargs.get("device", "cpu"))
     if path.is_file():
         stored = torch.load(path)
         return stored["outputs"], stored["labels"]
