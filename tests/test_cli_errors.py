@@ -199,6 +199,7 @@ def test_a_damaged_evaluation_is_named_by_plot(trained_run, tmp_path, capsys):
     assert not (tmp_path / "fig.png").exists()
 
 
+@pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here
 def test_plot_warns_about_runs_of_different_datasets(trained_run, tmp_path):
     import shutil
 
