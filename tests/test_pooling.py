@@ -96,6 +96,8 @@ def backward_names(out: torch.Tensor) -> list[str]:
 
 
 def test_sample_aware_training_of_the_reference_cnn_is_unchanged(monkeypatch):
+    # its pools follow p-bits, which pdnn.pooled_pbit fuses with them (tested there): off here
+    monkeypatch.setattr(sampling, "use_pooled_pbits", lambda gm: None)
     torch.manual_seed(0)
     net = create("cnn", neuron="pbit", input_shape=(3, 16, 16), width=4)
     x = torch.randn(3, 3, 16, 16)

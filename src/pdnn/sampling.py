@@ -46,6 +46,7 @@ from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
 from .pbit_kernel import draw_key, keys_drawn
 from .per_sample_norm import PerSampleBatchNorm
+from .pooled_pbit import use_pooled_pbits
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
@@ -285,6 +286,7 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
         _fold_layer(gm, samples)
     if samples > 1:
         _share_repeated_inputs(gm, samples)
+    use_pooled_pbits(gm)  # before the pools are wrapped: it takes the pools that follow a p-bit
     use_disjoint_pools(gm)
     gm.graph.lint()
     gm.recompile()
