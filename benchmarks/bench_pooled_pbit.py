@@ -16,41 +16,15 @@ from __future__ import annotations
 
 import torch
 
-import pdnn.sampling as sampling
-from bench_speed import before_after_rounds, compare
-from pdnn import SampledModel
-from pdnn.models import create
-from pdnn.sampling import loss_of_samples
+from bench_speed import before_after_rounds, compare, rewrite_ab_step
 
-REWRITE = sampling.use_pooled_pbits
 PAIRS = [("s=8 before", "s=1 before"), ("s=8 after", "s=1 after"), ("s=8 after", "s=8 before")]
-
-
-def training_step(samples: int, fused: bool, x: torch.Tensor, y: torch.Tensor):
-    """A step function on its own copy of the model, its graphs built with the rewrite on or off."""
-    torch.manual_seed(0)
-    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
-    optimizer = torch.optim.Adam(model.parameters())
-    sampled = SampledModel(model, samples, reduce="none", seed=0)
-
-    def step():
-        loss, _ = loss_of_samples(sampled(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    sampling.use_pooled_pbits = REWRITE if fused else (lambda gm: None)
-    try:
-        step()  # builds the graphs
-    finally:
-        sampling.use_pooled_pbits = REWRITE
-    return step
 
 
 def one_round(repeats: int) -> dict:
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    configs = {f"s={s} {version}": training_step(s, version == "after", x, y)
+    configs = {f"s={s} {version}": rewrite_ab_step(s, x, y, () if version == "after" else ("use_pooled_pbits",))
                for s in (1, 8) for version in ("before", "after")}
     return compare("pooled_pbit", "s=8/s=1 <= 6", configs, repeats, inner=2, pairs=PAIRS)
 

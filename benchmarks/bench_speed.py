@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import pdnn.sampling as sampling
 from pdnn import SampledModel
 from pdnn.malloc import keep_large_buffers
 from pdnn.nn import PBit
@@ -202,6 +203,29 @@ def adam_step(sampled: SampledModel, x: torch.Tensor, y: torch.Tensor, optimizer
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+
+
+def rewrite_ab_step(samples: int, x: torch.Tensor, y: torch.Tensor, switched_off=()):
+    """A step function (one Adam step on the sample-aware loss of its own reference CNN, width 16)
+    whose graphs are built with the :mod:`pdnn.sampling` rewrites named in ``switched_off`` made
+    no-ops: for the benchmarks that time a rewrite against its absence in one process."""
+    torch.manual_seed(0)
+    model = create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=16)
+    optimizer = torch.optim.Adam(model.parameters())
+    sampled = SampledModel(model, samples, reduce="none", seed=0)
+
+    def step():
+        adam_step(sampled, x, y, optimizer)
+
+    rewrites = {name: getattr(sampling, name) for name in switched_off}
+    for name in rewrites:
+        setattr(sampling, name, lambda gm, *args: None)
+    try:
+        step()  # builds the graphs
+    finally:
+        for name, rewrite in rewrites.items():
+            setattr(sampling, name, rewrite)
+    return step
 
 
 def train_rows(repeats: int) -> list[dict]:
