@@ -86,6 +86,7 @@ def test_other_layouts_and_hooks_run_the_two_modules():
     assert not fused._fused(x) and fused._fused(x.contiguous(memory_format=torch.channels_last))
     pbit.generator = torch.Generator().manual_seed(3)
     a = fused(x)
+    assert type(a.grad_fn).__name__ == "_DisjointAvgPoolBackward"  # unfused, the pool's lean backward pass
     pbit.generator = torch.Generator().manual_seed(3)
     assert torch.equal(a, pool(pbit(x)))
     handle = pool.register_forward_hook(lambda *args: None)

@@ -23,7 +23,7 @@ from . import functional as F
 from . import pbit_kernel, stacked_passes
 from .foldcheck import has_hooks, runs_eagerly
 from .nn import PBit
-from .pooling import _pair, disjoint
+from .pooling import DisjointAvgPool2d, _pair, disjoint
 
 try:
     import numba
@@ -42,7 +42,7 @@ class PooledPBit(nn.Module):
 
     def __init__(self, pbit: PBit, pool: nn.AvgPool2d):
         super().__init__()
-        self.pbit, self.pool = pbit, pool
+        self.pbit, self.pool = pbit, DisjointAvgPool2d(pool)  # unfused, the pool's lean backward pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pbit, pool = self.pbit, self.pool
@@ -56,7 +56,7 @@ class PooledPBit(nn.Module):
         return (
             isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled()
             and pbit.ste == "mean" and "forward" not in vars(pbit)  # the fold check's probes replace it
-            and not has_hooks(pbit) and not has_hooks(self.pool)
+            and not has_hooks(pbit) and not has_hooks(self.pool.pool)
             and (generator is None or generator.device.type == "cpu")
             and x.dim() == 4 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
