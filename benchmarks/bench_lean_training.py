@@ -11,7 +11,8 @@ The changes (in the library), both exact (the same outputs and gradients, tested
 * average pools with disjoint windows keep no input and do not zero-fill their input gradient
   (:mod:`pdnn.pooling`).
 
-"before" builds the graphs with both rewrites switched off, so the versions are timed
+"before" builds the graphs with both rewrites switched off (and the later fusion of a p-bit with
+its pool, :mod:`pdnn.pooled_pbit`, which would otherwise take the pools), so the versions are timed
 interleaved on the same model, batch and load: one Adam step on the sample-aware loss of the
 reference CNN (width 16, batch 64, as ``bench_speed.py``'s training row), s = 1 and s = 8. Each
 round prints the medians, s=8/s=1 before and after, and s=8 after/before; the JSON holds every round.
@@ -22,7 +23,7 @@ import torch
 
 from bench_speed import before_after_rounds, compare, rewrite_ab_step
 
-REWRITES = ("_share_repeated_inputs", "use_disjoint_pools")
+REWRITES = ("_share_repeated_inputs", "use_disjoint_pools", "use_pooled_pbits")  # the last takes pools after p-bits
 PAIRS = [("s=8 before", "s=1 before"), ("s=8 after", "s=1 after"), ("s=8 after", "s=8 before")]
 
 

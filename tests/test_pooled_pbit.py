@@ -94,3 +94,17 @@ def test_other_layouts_and_hooks_run_the_two_modules():
     handle.remove()
     assert not fused._fused(x.detach().contiguous(memory_format=torch.channels_last))  # no autograd: no gain
     assert not pooled.fusable(PBit(), nn.AvgPool2d(3)) and not pooled.fusable(nn.Tanh(), nn.AvgPool2d(2))
+
+
+def test_a_pool_changed_after_the_graph_was_built_is_read_live():
+    """Torch layers' attributes are read at every call (docs/sampling.md): a pool made 4 x 4 after
+    the first call is not fused as 2 x 2, with or without autograd."""
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), PBit(), nn.Conv2d(6, 6, 3, padding=1), PBit(),
+                          nn.AvgPool2d(2), nn.Flatten()).to(memory_format=torch.channels_last)
+    sampled = SampledModel(model, 3, reduce="none", seed=0)
+    assert sampled(x).shape == (3, 2, 6 * 4 * 4)
+    model[4].kernel_size = model[4].stride = 4
+    assert sampled(x).shape == (3, 2, 6 * 2 * 2)
+    with torch.no_grad():
+        assert sampled(x).shape == (3, 2, 6 * 2 * 2)

@@ -332,7 +332,8 @@ def test_hooks_on_a_pbit_see_the_repeated_input(everywhere):
 def test_second_derivatives_through_the_folded_graph_are_the_unrewritten_graphs(monkeypatch):
     """A gradient penalty on sample-aware training (``create_graph=True``) differentiates the
     backward passes of the graph's faster nodes (the per-sample norm, the disjoint pool with a
-    remainder, the summed input gradient): they must give what the plain modules give."""
+    remainder, a p-bit fused with its pool, the summed input gradient): they must give what the
+    plain modules give."""
     from pdnn import per_sample_norm
     from pdnn.models import create
 
@@ -344,6 +345,7 @@ def test_second_derivatives_through_the_folded_graph_are_the_unrewritten_graphs(
     for rewritten in (True, False):
         if not rewritten:
             monkeypatch.setattr(sampling, "use_disjoint_pools", lambda gm: None)
+            monkeypatch.setattr(sampling, "use_pooled_pbits", lambda gm: None)
             monkeypatch.setattr(sampling, "_pass_summed_gradients", lambda gm: None)
             monkeypatch.setattr(per_sample_norm, "_fast", lambda *args: False)
         out = SampledModel(net, 3, reduce="none", seed=5)(x)

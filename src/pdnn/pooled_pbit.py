@@ -16,6 +16,7 @@ backward pass that is itself differentiated takes the modules' own differentiabl
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import fx, nn
 
@@ -55,6 +56,7 @@ class PooledPBit(nn.Module):
         pbit, generator = self.pbit, self.pbit.generator
         return (
             isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled()
+            and fusable(pbit, self.pool.pool)  # as they are now: a pool's size may have changed since
             and pbit.ste == "mean" and "forward" not in vars(pbit)  # the fold check's probes replace it
             and not has_hooks(pbit) and not has_hooks(self.pool.pool)
             and (generator is None or generator.device.type == "cpu")
@@ -102,9 +104,11 @@ def _input_gradient(grad: torch.Tensor, p: torch.Tensor, gain: float) -> torch.T
     out = torch.empty_like(p, memory_format=torch.channels_last)
     grad = grad.contiguous(memory_format=torch.channels_last)
     scalar = p.numpy().dtype.type
+    with np.errstate(over="ignore"):  # a gain beyond float32 is inf, as torch's multiply makes it
+        gain = scalar(gain)
     pbit_kernel._use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731 (the storage order, as a C array)
-    _kernel(nhwc(grad), nhwc(p), scalar(gain), scalar(4), scalar(1), nhwc(out))
+    _kernel(nhwc(grad), nhwc(p), gain, scalar(4), scalar(1), nhwc(out))
     return out
 
 
