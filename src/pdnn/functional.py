@@ -194,8 +194,7 @@ class _PBitFunction(torch.autograd.Function):
                 part = _surrogate_gradient(copy, saved, *rule)
                 total = total + part if k == 0 else total.add_(part)  # the first sum is a new tensor
         if grad_p is not None and ctx.ste == "mean":  # (compiled graphs pass zeros for the others' p)
-            gain = pbit_kernel.GAIN[ctx.mode] * ctx.beta
-            part = (torch.ops.aten.sigmoid_backward(grad_p, saved) * gain).to(ctx.dtype)
+            part = probability_gradient(grad_p, saved, ctx.mode, ctx.beta, ctx.dtype)
             total = part if total is None else total + part
         return total, None, None, None, None, None
 
@@ -223,6 +222,19 @@ def _probability(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
     return torch.sigmoid(wide) if gain == 1.0 else torch.mul(wide, gain).sigmoid_()
 
 
+def probability_gradient(grad_p: torch.Tensor, p: torch.Tensor, mode: str, beta: float,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """The gradient to ``x`` of ``p = P(b = 1 | x)`` (kept for the backward pass) for the gradient
+    ``grad_p`` of ``p``: ``dp/dx = gain * p * (1 - p)``, what a differentiated backward pass needs."""
+    return (torch.ops.aten.sigmoid_backward(grad_p, p) * (pbit_kernel.GAIN[mode] * beta)).to(dtype)
+
+
+def surrogate_gain(mode: str, beta: float) -> float:
+    """``d/dx`` of the mean over ``p * (1 - p)``: ``d/dx tanh(beta*x) = d/dx (2p - 1) = 4*beta*p*(1 - p)``,
+    ``d/dx sigmoid(beta*x) = beta*p*(1 - p)``."""
+    return 4 * beta if mode == "bipolar" else beta
+
+
 def _surrogate_gradient(grad: torch.Tensor, saved: torch.Tensor | None, mode: str, beta: float, ste: str,
                         dtype: torch.dtype) -> torch.Tensor:
     """The STE's gradient for one copy of the input: ``grad`` times the surrogate's derivative
@@ -231,8 +243,7 @@ def _surrogate_gradient(grad: torch.Tensor, saved: torch.Tensor | None, mode: st
         return grad
     if ste == "clipped":
         return grad * (saved.abs() <= 1)
-    # d/dx tanh(beta*x) = d/dx (2p - 1) = 4*beta*p*(1 - p); d/dx sigmoid(beta*x) = beta*p*(1 - p)
-    gain = 4 * beta if mode == "bipolar" else beta
+    gain = surrogate_gain(mode, beta)
     derivative = torch.ops.aten.sigmoid_backward(grad.to(saved.dtype), saved)
     return (derivative if gain == 1.0 else derivative.mul_(gain)).to(dtype)
 

@@ -24,7 +24,7 @@ from . import functional as F
 from . import pbit_kernel, stacked_passes
 from .foldcheck import has_hooks, runs_eagerly
 from .nn import PBit
-from .pooling import DisjointAvgPool2d, _pair, disjoint
+from .pooling import DisjointAvgPool2d, _pair, differentiable_shares, disjoint
 
 try:
     import numba
@@ -88,13 +88,12 @@ class _PooledPBit(torch.autograd.Function):
         total = None
         if grad is not None:
             if torch.is_grad_enabled():  # differentiated again: the pool's and the p-bit's own operations
-                share = (grad / 4).repeat_interleave(2, -2).repeat_interleave(2, -1)
+                share = differentiable_shares(grad, (2, 2), p.shape)
                 total = F._surrogate_gradient(share, p, ctx.mode, ctx.beta, "mean", ctx.dtype)
             else:
-                total = _input_gradient(grad, p, 4 * ctx.beta if ctx.mode == "bipolar" else ctx.beta)
+                total = _input_gradient(grad, p, F.surrogate_gain(ctx.mode, ctx.beta))
         if grad_p is not None:  # as the p-bit's backward pass adds it
-            gain = pbit_kernel.GAIN[ctx.mode] * ctx.beta
-            part = (torch.ops.aten.sigmoid_backward(grad_p, p) * gain).to(ctx.dtype)
+            part = F.probability_gradient(grad_p, p, ctx.mode, ctx.beta, ctx.dtype)
             total = part if total is None else total + part
         return total, None, None, None
 

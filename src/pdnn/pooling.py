@@ -40,6 +40,14 @@ def disjoint(pool: nn.Module) -> bool:
             and pool.divisor_override is None)
 
 
+def differentiable_shares(grad: torch.Tensor, kernel: tuple[int, int], shape: torch.Size) -> torch.Tensor:
+    """The input gradient of a disjoint average pool of input ``shape``, each window's share
+    ``grad / (kh * kw)``, by operations autograd can differentiate (for ``create_graph=True``)."""
+    (kh, kw), (h, w) = kernel, grad.shape[-2:]
+    share = (grad / (kh * kw)).repeat_interleave(kh, -2).repeat_interleave(kw, -1)
+    return nn.functional.pad(share, (0, shape[-1] - w * kw, 0, shape[-2] - h * kh))
+
+
 class _DisjointAvgPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel):
@@ -51,9 +59,7 @@ class _DisjointAvgPool(torch.autograd.Function):
     def backward(ctx, grad):
         (kh, kw), (h, w) = ctx.kernel, grad.shape[-2:]
         if torch.is_grad_enabled():  # create_graph=True: differentiable ops, no out= writes
-            rows, columns = ctx.shape[-2] - h * kh, ctx.shape[-1] - w * kw
-            share = (grad / (kh * kw)).repeat_interleave(kh, -2).repeat_interleave(kw, -1)
-            return nn.functional.pad(share, (0, columns, 0, rows)), None
+            return differentiable_shares(grad, ctx.kernel, ctx.shape), None
         if (kh, kw) == (2, 2) and ctx.shape[-2:] == (2 * h, 2 * w):
             # nearest upsampling by exactly two maps index i to i >> 1 (torch's special case): the
             # fastest way to copy each share into its window, twice the speed of the strided write
