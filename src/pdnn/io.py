@@ -161,6 +161,12 @@ def read_config(run_dir: Path | str) -> dict:
     return config
 
 
+def config_dataset(config: dict) -> str | None:
+    """The dataset a run's config records, ``None`` if it records none."""
+    data = config.get("data")
+    return data.get("dataset") if isinstance(data, dict) else None
+
+
 def is_run_record(path: Path | str) -> bool:
     """Whether ``path`` is one of the files above in a run directory (one that holds a
     ``config.json``): what a command's extra output (``--json``, ``--png``) must never replace."""

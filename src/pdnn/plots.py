@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .io import pyplot, read_config, read_eval, save_figure
+from .io import config_dataset, pyplot, read_config, read_eval, save_figure
 from .provenance import warn_if_stale
 
 
@@ -32,7 +32,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         evaluations.append((run_dir, path.name, read_eval(path)))
     warn_if_stale(evaluations)
     configs = {run_dir: read_config(run_dir) for run_dir, _, _ in evaluations}
-    datasets = {run_dir: (config.get("data") or {}).get("dataset") for run_dir, config in configs.items()}
+    datasets = {run_dir: config_dataset(config) for run_dir, config in configs.items()}
     if len(set(datasets.values()) - {None}) > 1:
         warnings.warn("the runs are on different datasets ("
                       + ", ".join(f"{run}: {dataset}" for run, dataset in datasets.items())

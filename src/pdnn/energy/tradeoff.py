@@ -19,7 +19,7 @@ from typing import Sequence
 from ..checks import AGGREGATIONS, one_of
 from ..convert import model_config, replay
 from ..errors import UsageError
-from ..io import RunError, eval_files, read_config, read_eval, read_json
+from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
 from ..models import is_generator
 from ..nn import NeuronSpec
 from ..provenance import warn_if_stale
@@ -209,18 +209,13 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8) -
     return points
 
 
-def _dataset(config: dict) -> str | None:
-    data = config.get("data")
-    return data.get("dataset") if isinstance(data, dict) else None
-
-
 def check_one_dataset(runs: Sequence[tuple[str, dict]]) -> str | None:
     """The dataset shared by ``runs`` (``(run_dir, config)`` pairs), ``None`` if none records one.
 
     Accuracies on different datasets (or input shapes) cannot be judged against one reference,
     so a mix raises a ``ValueError`` listing every run with its dataset and input shape.
     """
-    described = [(run, _dataset(config), model_config(run, config).input_shape) for run, config in runs]
+    described = [(run, config_dataset(config), model_config(run, config).input_shape) for run, config in runs]
     datasets = {d for _, d, _ in described if d is not None}
     if len(datasets) > 1 or len({shape for _, _, shape in described}) > 1:
         listing = "; ".join(f"{run}: {d or 'dataset not recorded'}, input {'x'.join(map(str, shape))}"
