@@ -11,6 +11,7 @@ from pdnn import SampledModel, sample_aware_loss
 from pdnn.nn import PBit
 from pdnn import sampling
 from pdnn.sampling import SharedInputPBit, build_sampled_graph, repeat_samples
+from pdnn.errors import UsageError
 from pdnn.train import TrainConfig
 
 Z = 5.0
@@ -267,6 +268,49 @@ def test_a_large_batch_is_split_into_sub_batches_of_at_most_max_rows():
         SampledModel(net, max_rows=0)
 
 
+def _bn_net(**norm) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8, **norm), PBit(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("mode, norm", [("train", {}), ("eval", {"track_running_stats": False})])
+def test_a_batch_norm_using_batch_statistics_is_never_split(mode, norm):
+    x = torch.randn(10, 4)
+    whole = SampledModel(getattr(_bn_net(**norm), mode)(), 4, seed=3)(x)
+    with pytest.warns(UserWarning, match=r"max_rows=12 is not applied to this batch of 10 inputs: '1' normalises"):
+        kept = SampledModel(getattr(_bn_net(**norm), mode)(), 4, seed=3, max_rows=12)(x)
+    assert torch.equal(kept, whole)  # the statistics of all 10 rows, not of sub-batches of 3
+    with pytest.raises(UsageError, match=r"samples=\"auto\" lets settled inputs leave the batch, but '1'"):
+        SampledModel(getattr(_bn_net(**norm), mode)(), "auto")(x)
+
+
+def test_a_batch_norm_with_running_statistics_is_split_in_evaluation():
+    x = torch.randn(10, 4)
+    net = _bn_net().eval()
+    rows = []
+    net[3].register_forward_hook(lambda module, inputs, out: rows.append(len(out)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # running statistics: the split changes nothing, so it happens
+        SampledModel(net, 4, max_rows=12)(x)
+    assert max(rows) <= 12 and sum(rows) == 4 * 10
+
+
+def test_a_new_plan_between_a_forward_and_its_backward_keeps_the_pending_pass_intact():
+    """The fold check of a new batch size restores the batch norm's running statistics, which
+    the earlier pass saved for its backward; the restore must not fail that backward."""
+    x = torch.randn(10, 1, 5, 5)
+    grads = []
+    for plan_first in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), PBit(), nn.Flatten(), nn.Linear(36, 3))
+        sampled = SampledModel(net, 4, seed=5)
+        if plan_first:  # both plans made before either pass
+            sampled.plan(x[:9]), sampled.plan(x[9:])
+        (sampled(x[:9]).sum() + sampled(x[9:]).sum()).backward()
+        grads.append([p.grad for p in net.parameters()] + [b.clone() for b in net.buffers()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
 def test_repeated_samples_keep_a_channels_last_layout():
     x = torch.randn(3, 4, 5, 6).contiguous(memory_format=torch.channels_last)
     folded = repeat_samples(x, 4)
@@ -434,3 +478,22 @@ def test_the_edges_of_the_api():
     live = SampledModel(net, 3, reduce="vote")
     with pytest.raises(ValueError, match='samples="auto" needs reduce="mean"'):
         live.samples = "auto"
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_batched_gradients_of_the_reference_cnn_equal_one_by_one(mode):
+    """``autograd.grad(..., is_grads_batched=True)`` (``jacobian(vectorize=True)``) runs the
+    backward passes of the folded graph's own functions (the fused p-bit and pool, the per-sample
+    norm, the summed gradient of the first layer after the prefix) under a vmap whose tensors have
+    no layout to ask for; they take torch's plain operations there, and agree with one backward
+    pass per vector to float rounding."""
+    from pdnn.models import create
+
+    torch.manual_seed(0)
+    net = getattr(create("cnn", width=4), mode)()
+    x = torch.randn(3, 3, 32, 32, requires_grad=True)
+    out = SampledModel(net, 2, seed=0)(x)
+    vectors = torch.randn(4, *out.shape)
+    (batched,) = torch.autograd.grad(out, x, vectors, is_grads_batched=True, retain_graph=True)
+    one_by_one = torch.stack([torch.autograd.grad(out, x, v, retain_graph=True)[0] for v in vectors])
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6 * one_by_one.abs().max().item())

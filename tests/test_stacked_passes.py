@@ -66,23 +66,34 @@ def noisy_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), PBit(), Noise(), nn.Linear(8, 8), PBit(), nn.Linear(8, 3)).eval()
 
 
-def batch_statistics_model() -> nn.Module:
-    """A batch norm without running statistics after the first p-bit: each sample's rows are
-    normalised together, so the rows of a pass must stay together."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 8), PBit(), nn.Linear(8, 8), nn.BatchNorm1d(8, track_running_stats=False),
-                         PBit(), nn.Linear(8, 3)).eval()
-
-
-@pytest.mark.parametrize("build, learnt", [(noisy_model, []), (batch_statistics_model, [(2, 1)])])
 @torch.no_grad()
-def test_passes_that_do_not_stack_run_in_turn(monkeypatch, build, learnt):
-    """The noisy model draws more than keys (nothing learnt, asked again next call); the batch
-    norm's stacked pass differs from the passes (learnt: one pass per stack)."""
-    model, x = build(), torch.randn(30, 6)
+def test_passes_that_draw_more_than_keys_run_in_turn(monkeypatch):
+    """The noisy model draws more than keys: nothing learnt, asked again next call."""
+    model, x = noisy_model(), torch.randn(30, 6)
     sampled = SampledModel(model, 4, seed=2, max_rows=20)
     outs = [sampled(x) for _ in range(2)]
-    assert list(sampled._stacks.values()) == learnt
+    assert not sampled._stacks
+    for out, split in zip(outs, in_turn(monkeypatch, SampledModel(model, 4, seed=2, max_rows=20), x, 2)):
+        assert torch.equal(out, split)
+
+
+@torch.no_grad()
+def test_passes_whose_stacked_pass_differs_run_in_turn(monkeypatch):
+    """A stacked pass that computes other numbers than the passes in turn (here made to) is
+    learnt as one pass per stack, and the passes run in turn."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), PBit(), nn.Linear(8, 8), PBit(), nn.Linear(8, 3)).eval()
+    x = torch.randn(30, 6)
+    original = SampledModel._stacked
+
+    def differing(self, passes, calls):
+        stacked, widest_row = original(self, passes, calls)
+        return stacked + 1, widest_row
+
+    monkeypatch.setattr(SampledModel, "_stacked", differing)
+    sampled = SampledModel(model, 4, seed=2, max_rows=20)
+    outs = [sampled(x) for _ in range(2)]
+    assert list(sampled._stacks.values()) == [(2, 1)]
     for out, split in zip(outs, in_turn(monkeypatch, SampledModel(model, 4, seed=2, max_rows=20), x, 2)):
         assert torch.equal(out, split)
 

@@ -515,6 +515,38 @@ def test_attributes_that_cannot_be_written_in_place_and_a_pending_backward():
     assert model.fc1.weight.grad is not None
 
 
+class _NamedLikeTheWrappers(nn.Module):
+    """A user's net whose layers bear the names pdnn gives the wrappers it adds to a folded graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.pbit, self.pool = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), PBit(), nn.AvgPool2d(2)
+        self.pooled_pbit_0 = nn.Conv2d(4, 4, 1)
+        self.per_sample_norm_0 = nn.BatchNorm2d(4)
+        self.shared_input_0 = PBit()
+        self.shared_bits_0 = nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = self.pool(self.pbit(self.bn(self.conv(x))))
+        h = self.pool(self.shared_input_0(self.per_sample_norm_0(self.pooled_pbit_0(h))))
+        return self.shared_bits_0(h.flatten(1))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_layers_named_as_the_wrappers_keep_the_folded_graph(mode):
+    """The wrappers take names the model does not use: before, they replaced the user's layers of
+    those names, the check saw other numbers, and the samples fell back to a repeated input."""
+    torch.manual_seed(0)
+    model = getattr(_NamedLikeTheWrappers().to(memory_format=torch.channels_last), mode)()
+    x = torch.randn(5, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampled = SampledModel(model, T, seed=0)
+        assert sampled.plan(x) == "graph"
+        sampled(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 # --- to_sampled on the zoo's deterministic twins ------------------------------------------------
 
 def _deterministic_twin(model: nn.Module) -> nn.Module:

@@ -137,6 +137,14 @@ def runs_eagerly() -> bool:
     return not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling()
 
 
+def batched_by_autograd(grad: torch.Tensor) -> bool:
+    """Whether a backward pass runs under the vmap of ``torch.autograd.grad(...,
+    is_grads_batched=True)`` (and so of ``torch.autograd.functional.jacobian(...,
+    vectorize=True)``): its gradients are batched tensors that cannot be asked for a memory
+    layout nor be read by numba, so the backward passes take torch's plain operations."""
+    return torch._C._functorch.is_legacy_batchedtensor(grad)
+
+
 @contextlib.contextmanager
 def suspended_hooks(model: nn.Module):
     """The model's hooks, forward and backward, switched off (the check's passes and a trace are

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .foldcheck import has_hooks, runs_eagerly
+from .foldcheck import batched_by_autograd, has_hooks, runs_eagerly
 
 aten = torch.ops.aten
 STANDARD_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -109,7 +109,8 @@ class _PerSampleNorm(torch.autograd.Function):
         x, weight, stats = ctx.saved_tensors
         samples = stats.shape[1]
         mask = list(ctx.needs_input_grad[:3])
-        grad = grad.contiguous(memory_format=batch_major_layout(x))
+        if not batched_by_autograd(grad):
+            grad = grad.contiguous(memory_format=batch_major_layout(x))
         parts = [aten.native_batch_norm_backward(g, rows, weight, None, None, stats[0, k], stats[1, k], True,
                                                  ctx.eps, mask)
                  for k, (g, rows) in enumerate(zip(grad.chunk(samples), x.chunk(samples)))]

@@ -22,9 +22,10 @@ from torch import fx, nn
 
 from . import functional as F
 from . import pbit_kernel, stacked_passes
-from .foldcheck import has_hooks, runs_eagerly
+from .foldcheck import batched_by_autograd, has_hooks, runs_eagerly
 from .nn import PBit
 from .pooling import DisjointAvgPool2d, _pair, differentiable_shares, disjoint
+from .tracing import add_module
 
 try:
     import numba
@@ -87,7 +88,7 @@ class _PooledPBit(torch.autograd.Function):
         (p,) = ctx.saved_tensors
         total = None
         if grad is not None:
-            if torch.is_grad_enabled():  # differentiated again: the pool's and the p-bit's own operations
+            if torch.is_grad_enabled() or batched_by_autograd(grad):  # the modules' own operations
                 share = differentiable_shares(grad, (2, 2), p.shape)
                 total = F._surrogate_gradient(share, p, ctx.mode, ctx.beta, "mean", ctx.dtype)
             else:
@@ -138,8 +139,8 @@ def use_pooled_pbits(gm: fx.GraphModule) -> None:
             continue
         pair = (node.target, user.target)
         if pair not in fused:
-            fused[pair] = f"pooled_pbit_{len(fused)}"
-            gm.add_submodule(fused[pair], PooledPBit(gm.get_submodule(node.target), gm.get_submodule(user.target)))
+            pooled = PooledPBit(gm.get_submodule(node.target), gm.get_submodule(user.target))
+            fused[pair] = add_module(gm, "pooled_pbit", pooled)
         with gm.graph.inserting_before(user):
             call = gm.graph.call_module(fused[pair], node.args)
         user.replace_all_uses_with(call)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .foldcheck import has_hooks, runs_eagerly
+from .foldcheck import batched_by_autograd, has_hooks, runs_eagerly
 from .per_sample_norm import batch_major_layout
 from .tracing import wrap_module_calls
 
@@ -58,7 +58,7 @@ class _DisjointAvgPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (kh, kw), (h, w) = ctx.kernel, grad.shape[-2:]
-        if torch.is_grad_enabled():  # create_graph=True: differentiable ops, no out= writes
+        if torch.is_grad_enabled() or batched_by_autograd(grad):  # create_graph=True: differentiable ops
             return differentiable_shares(grad, ctx.kernel, ctx.shape), None
         if (kh, kw) == (2, 2) and ctx.shape[-2:] == (2 * h, 2 * w):
             # nearest upsampling by exactly two maps index i to i >> 1 (torch's special case): the

@@ -50,7 +50,7 @@ from .pooled_pbit import use_pooled_pbits
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import UnfaithfulTrace, faithful_trace, is_pdnn_unit
+from .tracing import UnfaithfulTrace, add_module, faithful_trace, is_pdnn_unit
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
 CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
@@ -92,6 +92,14 @@ def draws(m: nn.Module) -> bool:
 def _couples_rows(m: nn.Module) -> bool:
     """Modules whose output row depends on other rows of the batch (batch statistics)."""
     return isinstance(m, _BatchNorm)
+
+
+def batch_statistics_user(model: nn.Module) -> str | None:
+    """The first module (by name) that normalises with the statistics of the batch it is given, as
+    a batch norm does in training or without running statistics: splitting a batch, or letting
+    rows leave it, would change what such a model computes."""
+    return next((name or type(m).__name__ for name, m in model.named_modules()
+                 if isinstance(m, _BatchNorm) and (m.training or m.running_mean is None)), None)
 
 
 def _opaque(m: nn.Module) -> bool:
@@ -185,11 +193,9 @@ def _fold_network(gm: fx.GraphModule, samples: int, batched_inputs: set[int] | N
                 node.replace_input_with(arg, new)
     if samples > 1:
         modules = dict(gm.named_modules())
-        for i, node in enumerate(n for n in graph.nodes if n in region and n.op == "call_module"):
+        for node in [n for n in graph.nodes if n in region and n.op == "call_module"]:
             if isinstance(modules[node.target], _BatchNorm):
-                name = f"per_sample_norm_{i}"
-                gm.add_submodule(name, PerSampleBatchNorm(modules[node.target], samples))
-                node.target = name
+                node.target = add_module(gm, "per_sample_norm", PerSampleBatchNorm(modules[node.target], samples))
 
 
 def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
@@ -236,8 +242,8 @@ def _share_repeated_inputs(gm: fx.GraphModule, samples: int) -> None:
                     or user.args != (node,) or user.kwargs:
                 continue
             if user.target not in wrappers:
-                wrappers[user.target] = f"shared_input_{len(wrappers)}"
-                gm.add_submodule(wrappers[user.target], SharedInputPBit(gm.get_submodule(user.target), samples))
+                shared = SharedInputPBit(gm.get_submodule(user.target), samples)
+                wrappers[user.target] = add_module(gm, "shared_input", shared)
             user.target, user.args = wrappers[user.target], (node.args[0],)
         if not node.users:
             graph.erase_node(node)
@@ -259,9 +265,7 @@ def _pass_summed_gradients(gm: fx.GraphModule) -> None:
         layer = gm.get_submodule(user.target)
         plain = layer.linear if isinstance(layer, (TransposedLinear, PackedLinear)) else layer
         if summable(plain):  # one module per call: a layer may follow two p-bits
-            name = f"shared_bits_{fused}"
-            gm.add_submodule(name, SharedBitsLayer(shared, layer, plain))
-            user.target, user.args = name, node.args
+            user.target, user.args = add_module(gm, "shared_bits", SharedBitsLayer(shared, layer, plain)), node.args
             graph.erase_node(node)
             fused += 1
     if fused:
@@ -376,9 +380,11 @@ class SampledModel(nn.Module):
             above 32 MiB afresh, and page faults then dominate); ``MAX_ROWS`` (256) is the
             measured choice, which evaluation uses. ``None`` (the default) never splits. The split
             changes the order of the draws, so a seed's samples depend on it. Only inputs
-            without extra positional arguments are split. Without autograd on the CPU,
-            consecutive passes run stacked into one larger pass that draws what they draw
-            (:mod:`pdnn.stacked_passes`: the same numbers, faster; up to 64 MiB per p-bit output).
+            without extra positional arguments are split, and never while a batch norm uses batch
+            statistics (training mode): a split would change them, so such a batch runs in one
+            pass, with a warning. Without autograd on the CPU, consecutive passes run stacked into
+            one larger pass that draws what they draw (:mod:`pdnn.stacked_passes`: the same
+            numbers, faster; up to 64 MiB per p-bit output).
         pack_weights: in folded passes without autograd, run large float linear layers through
             oneDNN with their weights packed once (:mod:`pdnn.packed_linear`), instead of the
             default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a
@@ -582,11 +588,19 @@ class SampledModel(nn.Module):
         if self.samples == "auto":
             if kwargs:  # the rounds pick rows of the positional arguments only
                 raise UsageError(f'samples="auto" passes positional arguments only, got keywords {sorted(kwargs)}')
+            if (user := batch_statistics_user(self.model)) is not None:
+                raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
+                                 "the statistics of the batch (training mode): call .eval() first")
             mean, self.last_samples, self.stopping = adaptive_sample(self.sample, x, *args, rule=self.stopping)
             return mean
         step = self.max_rows and max(1, self.max_rows // self.samples)
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
+        if (user := batch_statistics_user(self.model)) is not None:
+            warnings.warn(f"max_rows={self.max_rows} is not applied to this batch of {len(x)} inputs: {user!r} "
+                          "normalises with the statistics of the whole batch, which a split would change; "
+                          "it runs in one pass")
+            return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
         dim = 1 if self.reduce == "none" else 0
         spec = tree_flatten(parts[0])[1]

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as torch_F
 
-from .foldcheck import has_hooks, runs_eagerly
+from .foldcheck import batched_by_autograd, has_hooks, runs_eagerly
 from .functional import attach_bits, straight_through_gradient
 from .nn import QuantConv2d, QuantLinear, computed_weight
 from .per_sample_norm import batch_major_layout
@@ -84,6 +84,8 @@ class SharedBitsLayer(nn.Module):
 def _sum_of_samples(grad: torch.Tensor, samples: int) -> torch.Tensor:
     """The sum of the T blocks of rows of ``grad`` ``[T*B, ...]``, read in memory order and laid
     out as ``grad`` is (a channels-last gradient stays channels-last: its convolution is faster)."""
+    if batched_by_autograd(grad):  # (no layout to ask for)
+        return grad.reshape(samples, -1, *grad.shape[1:]).sum(0)
     if batch_major_layout(grad) is None:
         grad = grad.contiguous()
     block = grad.numel() // samples

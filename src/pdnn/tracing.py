@@ -30,6 +30,7 @@ convert, which run the graph in place of the forward, refuse a graph that would 
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
 from typing import Callable
@@ -171,17 +172,24 @@ class ModelState:
                 if isinstance(value, fx.Proxy)]
 
 
+def add_module(gm: fx.GraphModule, prefix: str, module: nn.Module) -> str:
+    """Add ``module`` to ``gm`` under the first free name ``prefix_0``, ``prefix_1``, ... and
+    return it: a user's own attribute of that name (a ``pooled_pbit_0`` of their model) is kept."""
+    name = next(f"{prefix}_{k}" for k in itertools.count() if not hasattr(gm, f"{prefix}_{k}"))
+    gm.add_submodule(name, module)
+    return name
+
+
 def wrap_module_calls(gm: fx.GraphModule, selected: Callable[[nn.Module], bool],
                       wrapper: Callable[[nn.Module], nn.Module], prefix: str) -> bool:
     """Route ``gm``'s calls of the modules ``selected`` accepts through ``wrapper(module)``, one
-    wrapper per module (added to ``gm`` as ``prefix_0``, ``prefix_1``, ...); the user's modules
+    wrapper per module (added to ``gm`` as ``prefix_0``, ``prefix_1``, ..., :func:`add_module`); the user's modules
     are not modified. Returns whether any call was rerouted."""
     wrappers: dict[str, str] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module" and selected(gm.get_submodule(node.target)):
             if node.target not in wrappers:
-                wrappers[node.target] = f"{prefix}_{len(wrappers)}"
-                gm.add_submodule(wrappers[node.target], wrapper(gm.get_submodule(node.target)))
+                wrappers[node.target] = add_module(gm, prefix, wrapper(gm.get_submodule(node.target)))
             node.target = wrappers[node.target]
     return bool(wrappers)
 
@@ -193,13 +201,23 @@ def _saved(value) -> bool:
 
 
 def _restored(tensor: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
-    """``tensor`` with the ``saved`` values: untouched if it has them (no version bump, which would
-    fail a pending backward pass that saved it), written in place if it can be, else ``saved``."""
+    """``tensor`` with the ``saved`` values: untouched if it has them, written in place if it can
+    be, else ``saved``.
+
+    A floating-point tensor is written through ``.data``, which does not bump its version: a
+    backward pass still pending from an earlier call may have saved it (a batch norm saves its
+    running statistics), and a bump would fail that pass although the values it saved are exactly
+    the ones put back (a change made since would have bumped the version already). Flags and
+    counters are written in place, so that a reader who caches one until its version moves (the
+    ``initialised`` flag of :class:`pdnn.nn.quant.WeightQuantizer`) sees the write."""
     if _close(tensor, saved, 0.0, 0.0):
         return tensor
     try:
-        with torch.no_grad():
-            tensor.copy_(saved)
+        if tensor.is_floating_point():
+            tensor.data.copy_(saved)
+        else:
+            with torch.no_grad():
+                tensor.copy_(saved)
         return tensor
     except RuntimeError:  # an inference-mode tensor, or an expanded one: keep the saved copy instead
         return saved
