@@ -11,7 +11,7 @@ from test_data import make_cifar_batches, make_idx
 from pdnn.cli import main
 from pdnn.experiments import reproduce
 from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context
-from pdnn.experiments.report import claims_table, code_lines
+from pdnn.experiments.report import claims_table, code_lines, device_text
 from pdnn.experiments.studies import STUDIES
 from pdnn.io import read_json
 from pdnn.provenance import code_record
@@ -159,6 +159,16 @@ def test_the_report_says_which_code_ran_its_steps():
                                 "0123456789ab with uncommitted changes (1 step); pdnn 0.1.0 (not from a git "
                                 "checkout) (1 step); not recorded (1 step run by an earlier pdnn)."]
     assert code_lines({"e": {}}) == []  # a report of steps that predate the record stays as it was
+
+
+def test_the_report_says_which_device_ran_its_steps(tiny_run):
+    ctx, _ = tiny_run
+    machine = read_json(ctx.dir(STATE))["machine"]
+    assert machine["device"] == "cpu" and "ran on cpu" in (ctx.out / "REPORT.md").read_text()
+    assert device_text({"device": "cpu", "cuda": True}) == "ran on cpu; a GPU was visible, unused"
+    assert device_text({"device": "cuda", "cuda": True, "device_name": "NVIDIA H200"}) == "ran on cuda, NVIDIA H200"
+    # a state written before the device was recorded keeps its report's words
+    assert device_text({"cuda": True}) == "CUDA" and device_text({"cuda": False}) == "CPU only"
 
 
 def test_claims_table_escapes_pipes_and_states_reasons():

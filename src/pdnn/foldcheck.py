@@ -54,13 +54,13 @@ class _Probe:
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         n = x.shape[0] if x.dim() else 1
         start = 0 if self.sample is None else self.sample * n
-        rows = torch.arange(start, start + n, device=x.device, dtype=torch.float64)
+        rows = torch.arange(start, start + n, dtype=torch.float64)  # on the CPU: MPS has no float64
         offsets = 0.5 * torch.frac(rows * 0.6180339887498949 + 0.1)  # distinct, in [0, 0.5)
         if shifted:
             per_sample = n // self.samples if self.sample is None and n % self.samples == 0 else n
             sample = torch.div(rows, per_sample, rounding_mode="floor")
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
-        return x + offsets.to(x.dtype).reshape(n, *([1] * (x.dim() - 1)))
+        return x + offsets.to(x.dtype).to(x.device).reshape(n, *([1] * (x.dim() - 1)))
 
     def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         return self(x, repeats, shifted=True)

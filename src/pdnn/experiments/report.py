@@ -62,6 +62,17 @@ def _code_text(code: dict) -> str:
     return f"pdnn {code.get('pdnn', '?')}{where}"
 
 
+def device_text(machine: dict) -> str:
+    """Where the steps ran: the device, and the GPU's name. A state written before the device was
+    recorded says only whether a GPU was visible, as its report did."""
+    if "device" not in machine:
+        return "CUDA" if machine.get("cuda") else "CPU only"
+    device, name = machine["device"], machine.get("device_name")
+    if name:
+        return f"ran on {device}, {name}"
+    return f"ran on {device}" + ("; a GPU was visible, unused" if machine.get("cuda") else "")
+
+
 def render(ctx: Context, studies, sections: list[Section], state: dict, full_outlook: str = "") -> str:
     done = state.get("done", {})
     wall = sum(v["wall_s"] for v in done.values())
@@ -79,7 +90,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         "",
         f"- Scale {SCALE_TEXT[ctx.scale]}",
         f"- Machine: {m.get('processor', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}"
-        f" ({'CUDA' if m.get('cuda') else 'CPU only'}). Wall time of all steps: {wall / 3600:.2f} h"
+        f" ({device_text(m)}). Wall time of all steps: {wall / 3600:.2f} h"
         f" ({len(done)} steps; per study below).",
         *code_lines(done),
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
@@ -94,8 +105,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         *claims_table(rows),
         "",
     ]
-    machine_line = (f"{m.get('processor', '?')}, {m.get('threads', '?')} threads"
-                    f"{', CUDA' if m.get('cuda') else ', CPU only'}.")
+    machine_line = f"{m.get('processor', '?')}, {m.get('threads', '?')} threads, {device_text(m)}."
     for study, section in zip(studies, sections):
         keys = [k for k in done if k.startswith(study.NAME + "/")]
         study_wall = sum(done[k]["wall_s"] for k in keys)

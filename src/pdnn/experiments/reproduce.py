@@ -143,7 +143,7 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
         if bar.disable and progress:
             print(f"[{i}/{len(todo)}] {step.key}: {_duration(wall)}; about {_duration(left)} left", file=log)
     bar.close()
-    state["machine"] = machine()
+    state["machine"] = machine(ctx.device)
     state["last_run_wall_s"] = round(time.monotonic() - started, 1)
     write_json(ctx.dir(STATE), state)
     full = Context(ctx.out, "full", roots=ctx.roots, device=ctx.device)
@@ -161,6 +161,12 @@ def _quiet(keep_output: bool):
         yield
 
 
-def machine() -> dict:
-    return {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "python": platform.python_version()}
+def machine(device: str) -> dict:
+    """The machine and the device the plan's steps ran on (``cuda`` says whether a GPU was
+    visible, not whether it was used)."""
+    info = {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "python": platform.python_version(),
+            "device": str(device)}
+    if torch.device(device).type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
