@@ -599,7 +599,7 @@ class SampledModel(nn.Module):
         if (user := batch_statistics_user(self.model)) is not None:
             warnings.warn(f"max_rows={self.max_rows} is not applied to this batch of {len(x)} inputs: {user!r} "
                           "normalises with the statistics of the whole batch, which a split would change; "
-                          "it runs in one pass")
+                          "it runs in one pass", stacklevel=5)
             return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
         dim = 1 if self.reduce == "none" else 0
