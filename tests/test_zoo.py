@@ -335,38 +335,6 @@ def test_the_check_leaves_model_hooks_and_random_state_as_they_were():
     assert seen == [1]  # but do see the sampled pass
 
 
-def test_the_check_runs_in_full_float32_and_restores_the_precision_settings(monkeypatch):
-    """TF32 (cuDNN's default for convolutions) would move a folded pass from a looped one by more
-    than the check's tolerance; the check's passes run with every float32 backend at "ieee"."""
-    backends = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn,
-                torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv]
-    monkeypatch.setattr(torch.backends.cudnn.conv, "fp32_precision", "tf32")
-    monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32")
-    before = [b.fp32_precision for b in backends]
-    seen = []
-
-    class Records(nn.Module):
-        def forward(self, x):
-            seen.append([b.fp32_precision for b in backends])
-            return x
-
-    class Recorded(TwoLayers):
-        def __init__(self):
-            super().__init__()
-            self.records = Records()
-
-        def forward(self, x):
-            return self.fc2(self.records(self.act(self.fc1(x))))
-
-    sampled = SampledModel(Recorded(), T)
-    x = torch.randn(B, 12)
-    assert sampled.plan(x) == "graph" and seen and all(s == ["ieee"] * len(backends) for s in seen)
-    assert [b.fp32_precision for b in backends] == before
-    seen.clear()
-    sampled(x)  # the sampled pass itself keeps the user's settings
-    assert seen == [before]
-
-
 @pytest.mark.parametrize("kind", ["forward", "backward"])
 def test_hooks_the_traced_graph_would_skip_make_the_input_repeated(kind):
     _, model, x, _ = build("resnet", "eval")

@@ -159,43 +159,17 @@ def suspended_hooks(model: nn.Module):
             registered.update(saved)
 
 
-def _float32_backends() -> list:
-    """The backends whose float32 arithmetic may be set to round below float32: TF32 on CUDA
-    (cuDNN's convolutions use it by default) and the oneDNN settings on the CPU."""
-    backends = torch.backends
-    return [backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn, backends.mkldnn.matmul,
-            backends.mkldnn.conv]
-
-
-@contextlib.contextmanager
-def _full_float32():
-    """The check's passes in full float32. With TF32 (10-bit products, cuDNN's default for
-    convolutions) a folded and a looped pass, which may run different algorithms for their
-    different batch sizes, differ by more than the check's tolerance though the fold is right,
-    and every convolutional network would fall back to a loop on a GPU."""
-    saved = [(backend, backend.fp32_precision) for backend in _float32_backends()]
-    try:
-        for backend, _ in saved:
-            backend.fp32_precision = "ieee"
-        yield
-    finally:
-        for backend, precision in saved:
-            backend.fp32_precision = precision
-
-
 @contextlib.contextmanager
 def _untouched(model: nn.Module, device: torch.device):
     """Restore the model's state (buffers, numbers kept as attributes), hooks and the random state
     after the check: the user's own hooks must not see the probes, nor batch-norm statistics count
     the check's passes. The probes' warnings are not shown either: the sampled pass itself shows
     the model's own. The passes run in the caller's gradient mode, as the sampled pass will (a
-    forward may register a gradient hook), in full float32 (:func:`_full_float32`). Yields the
-    saved state."""
+    forward may register a gradient hook). Yields the saved state."""
     state = ModelState(model)
     devices = [device] if device.type == "cuda" else []
     try:
-        with suspended_hooks(model), torch.random.fork_rng(devices=devices), warnings.catch_warnings(), \
-                _full_float32():
+        with suspended_hooks(model), torch.random.fork_rng(devices=devices), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield state
     finally:
