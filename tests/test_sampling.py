@@ -480,20 +480,35 @@ def test_the_edges_of_the_api():
         live.samples = "auto"
 
 
+def _pool_not_after_a_pbit() -> nn.Module:
+    """A pool the p-bit fusion does not take (a convolution between them), of windows 2 and 3."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), PBit(), nn.Conv2d(4, 4, 3, padding=1), nn.AvgPool2d(2),
+                         nn.AvgPool2d(3), nn.Flatten(), nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("build", ["cnn", "pools"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_batched_gradients_of_the_reference_cnn_equal_one_by_one(mode):
-    """``autograd.grad(..., is_grads_batched=True)`` (``jacobian(vectorize=True)``) runs the
-    backward passes of the folded graph's own functions (the fused p-bit and pool, the per-sample
-    norm, the summed gradient of the first layer after the prefix) under a vmap whose tensors have
-    no layout to ask for; they take torch's plain operations there, and agree with one backward
-    pass per vector to float rounding."""
+@pytest.mark.parametrize("batching", ["is_grads_batched", "torch.func.vmap"])
+def test_batched_gradients_of_the_reference_cnn_equal_one_by_one(build, mode, batching):
+    """``autograd.grad(..., is_grads_batched=True)`` (``jacobian(vectorize=True)``), or a
+    ``torch.func.vmap`` around ``autograd.grad``, runs the backward passes of the folded graph's
+    own functions (the fused p-bit and pool, the lean pool, the per-sample norm, the summed
+    gradient of the first layer after the prefix) under a vmap whose tensors have no layout to
+    ask for; they take torch's plain operations there, and agree with one backward pass per
+    vector to float rounding. Channels-last, as the reference CNN is."""
     from pdnn.models import create
 
     torch.manual_seed(0)
-    net = getattr(create("cnn", width=4), mode)()
-    x = torch.randn(3, 3, 32, 32, requires_grad=True)
+    net = create("cnn", width=4) if build == "cnn" else _pool_not_after_a_pbit().to(memory_format=torch.channels_last)
+    net = getattr(net, mode)()
+    x = torch.randn(3, 3, *((32, 32) if build == "cnn" else (12, 12))).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     out = SampledModel(net, 2, seed=0)(x)
     vectors = torch.randn(4, *out.shape)
-    (batched,) = torch.autograd.grad(out, x, vectors, is_grads_batched=True, retain_graph=True)
-    one_by_one = torch.stack([torch.autograd.grad(out, x, v, retain_graph=True)[0] for v in vectors])
+    one = lambda v: torch.autograd.grad(out, x, v, retain_graph=True)[0]  # noqa: E731
+    if batching == "is_grads_batched":
+        (batched,) = torch.autograd.grad(out, x, vectors, is_grads_batched=True, retain_graph=True)
+    else:
+        batched = torch.func.vmap(one)(vectors)
+    one_by_one = torch.stack([one(v) for v in vectors])
     torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6 * one_by_one.abs().max().item())

@@ -138,11 +138,12 @@ def runs_eagerly() -> bool:
 
 
 def batched_by_autograd(grad: torch.Tensor) -> bool:
-    """Whether a backward pass runs under the vmap of ``torch.autograd.grad(...,
+    """Whether a backward pass runs under a vmap: that of ``torch.autograd.grad(...,
     is_grads_batched=True)`` (and so of ``torch.autograd.functional.jacobian(...,
-    vectorize=True)``): its gradients are batched tensors that cannot be asked for a memory
-    layout nor be read by numba, so the backward passes take torch's plain operations."""
-    return torch._C._functorch.is_legacy_batchedtensor(grad)
+    vectorize=True)``), or a ``torch.func`` transform around ``autograd.grad``. Its gradients are
+    batched tensors that cannot be asked for a memory layout nor be read by numba, so the
+    backward passes take torch's plain operations."""
+    return torch._C._functorch.is_legacy_batchedtensor(grad) or torch._C._are_functorch_transforms_active()
 
 
 @contextlib.contextmanager
