@@ -277,7 +277,7 @@ def _bn_net(**norm) -> nn.Module:
 def test_a_batch_norm_using_batch_statistics_is_never_split(mode, norm):
     x = torch.randn(10, 4)
     whole = SampledModel(getattr(_bn_net(**norm), mode)(), 4, seed=3)(x)
-    with pytest.warns(UserWarning, match=r"max_rows=12 is not applied to this batch of 10 inputs: '1' normalises"):
+    with pytest.warns(UserWarning, match=r"max_rows=12 is not applied: '1' normalises"):
         kept = SampledModel(getattr(_bn_net(**norm), mode)(), 4, seed=3, max_rows=12)(x)
     assert torch.equal(kept, whole)  # the statistics of all 10 rows, not of sub-batches of 3
     with pytest.raises(UsageError, match=r"samples=\"auto\" lets settled inputs leave the batch, but '1'"):

@@ -380,9 +380,10 @@ class SampledModel(nn.Module):
             above 32 MiB afresh, and page faults then dominate); ``MAX_ROWS`` (256) is the
             measured choice, which evaluation uses. ``None`` (the default) never splits. The split
             changes the order of the draws, so a seed's samples depend on it. Only inputs
-            without extra positional arguments are split, and never while a batch norm uses batch
-            statistics (training mode): a split would change them, so such a batch runs in one
-            pass, with a warning. Without autograd on the CPU, consecutive passes run stacked into
+            without extra positional arguments are split, and never while a batch norm of the
+            model uses batch statistics (training mode): a split would change them, so such a
+            batch runs in one pass, with a warning. Statistics a model takes otherwise
+            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows``. Without autograd on the CPU, consecutive passes run stacked into
             one larger pass that draws what they draw (:mod:`pdnn.stacked_passes`: the same
             numbers, faster; up to 64 MiB per p-bit output).
         pack_weights: in folded passes without autograd, run large float linear layers through
@@ -597,9 +598,8 @@ class SampledModel(nn.Module):
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
         if (user := batch_statistics_user(self.model)) is not None:
-            warnings.warn(f"max_rows={self.max_rows} is not applied to this batch of {len(x)} inputs: {user!r} "
-                          "normalises with the statistics of the whole batch, which a split would change; "
-                          "it runs in one pass", stacklevel=5)
+            warnings.warn(f"max_rows={self.max_rows} is not applied: {user!r} normalises with the statistics of the "
+                          "whole batch, which a split would change; the batch runs in one pass", stacklevel=5)
             return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
         dim = 1 if self.reduce == "none" else 0

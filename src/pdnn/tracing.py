@@ -132,10 +132,10 @@ class ModelState:
     are not the user's calls (a trace, the fold check) can be undone."""
 
     def __init__(self, model: nn.Module):
-        self.buffers = [(f"{name}.{key}".lstrip("."), m, key, b, b.detach().clone())
+        self.buffers = [(f"{name}.{key}".lstrip("."), m, key, b, _Saved(b))
                         for name, m in model.named_modules() for key, b in m._buffers.items() if _saved(b)]
         self.attributes = [(name, m, dict(vars(m))) for name, m in model.named_modules()]
-        self.tensors = [(f"{name}.{key}".lstrip("."), m, key, value, value.detach().clone())
+        self.tensors = [(f"{name}.{key}".lstrip("."), m, key, value, _Saved(value))
                         for name, m, saved in self.attributes for key, value in saved.items() if _saved(value)]
         self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m, saved in self.attributes
                         for key, value in saved.items() if type(value) in (int, float, complex)]
@@ -145,7 +145,7 @@ class ModelState:
         tensor replaced by another has changed, and so has an attribute set to a traced value."""
         moved = [name for name, m, key, t, saved in [*self.buffers, *self.tensors]
                  if (m._buffers.get(key) if key in m._buffers else vars(m).get(key)) is not t
-                 or not _close(t, saved, rtol, atol)]
+                 or not _close(t, saved.values, rtol, atol)]
         moved += [name for name, m, key, value in self.numbers
                   if type(vars(m).get(key)) is not type(value) or vars(m)[key] != value]
         moved += [f"{name}.{key}".lstrip(".") for name, m, key in self._traced_values()]
@@ -200,27 +200,38 @@ def _saved(value) -> bool:
     return isinstance(value, torch.Tensor) and not isinstance(value, nn.parameter.UninitializedTensorMixin)
 
 
-def _restored(tensor: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
-    """``tensor`` with the ``saved`` values: untouched if it has them, written in place if it can
-    be, else ``saved``.
+class _Saved:
+    """A tensor's values and version when a :class:`ModelState` was taken."""
 
-    A floating-point tensor is written through ``.data``, which does not bump its version: a
-    backward pass still pending from an earlier call may have saved it (a batch norm saves its
-    running statistics), and a bump would fail that pass although the values it saved are exactly
-    the ones put back (a change made since would have bumped the version already). Flags and
-    counters are written in place, so that a reader who caches one until its version moves (the
-    ``initialised`` flag of :class:`pdnn.nn.quant.WeightQuantizer`) sees the write."""
-    if _close(tensor, saved, 0.0, 0.0):
+    def __init__(self, tensor: torch.Tensor):
+        self.values, self.version = tensor.detach().clone(), _version(tensor)
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    return None if tensor.is_inference() else tensor._version  # inference tensors have no version
+
+
+def _restored(tensor: torch.Tensor, saved: _Saved) -> torch.Tensor:
+    """``tensor`` with the ``saved`` values: untouched if it has them, written in place if it can
+    be, else the saved copy.
+
+    Where the passes since did not bump its version (a batch norm updates its running statistics
+    inside its kernel), the write goes through ``.data`` and leaves the version alone: a backward
+    pass still pending from an earlier call may have saved the tensor (the batch norm does, though
+    in training it never reads them), and a bump would fail it. Where they did bump it (``fill_``,
+    ``+=``), the write bumps it too, so that a reader who caches a value until its version moves
+    (the ``initialised`` flag of :class:`pdnn.nn.quant.WeightQuantizer`) sees the restore."""
+    if _close(tensor, saved.values, 0.0, 0.0):
         return tensor
     try:
-        if tensor.is_floating_point():
-            tensor.data.copy_(saved)
+        if _version(tensor) == saved.version:
+            tensor.data.copy_(saved.values)
         else:
             with torch.no_grad():
-                tensor.copy_(saved)
+                tensor.copy_(saved.values)
         return tensor
     except RuntimeError:  # an inference-mode tensor, or an expanded one: keep the saved copy instead
-        return saved
+        return saved.values
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
