@@ -163,12 +163,15 @@ def test_the_report_says_which_code_ran_its_steps():
 
 def test_the_report_says_which_device_ran_its_steps(tiny_run):
     ctx, _ = tiny_run
-    machine = read_json(ctx.dir(STATE))["machine"]
-    assert machine["device"] == "cpu" and "ran on cpu" in (ctx.out / "REPORT.md").read_text()
-    assert device_text({"device": "cpu", "cuda": True}) == "ran on cpu; a GPU was visible, unused"
-    assert device_text({"device": "cuda", "cuda": True, "device_name": "NVIDIA H200"}) == "ran on cuda, NVIDIA H200"
-    # a state written before the device was recorded keeps its report's words
-    assert device_text({"cuda": True}) == "CUDA" and device_text({"cuda": False}) == "CPU only"
+    done = read_json(ctx.dir(STATE))["done"]
+    assert {step["device"] for step in done.values()} == {"cpu"} and "ran on cpu" in (ctx.out / "REPORT.md").read_text()
+    gpu = {"device": "cuda, NVIDIA H200"}
+    assert device_text({"cuda": True}, {"a": {"device": "cpu"}}) == "ran on cpu; a GPU was visible, unused"
+    assert device_text({"cuda": False}, {"a": gpu, "b": gpu}) == "ran on cuda, NVIDIA H200"  # as resumed on a CPU
+    assert device_text({}, {"a": gpu, "b": {"device": "cpu"}, "c": {}}) == \
+        "ran on cuda, NVIDIA H200 (1 step); cpu (1 step); a device not recorded (1 step)"
+    # steps that predate the record keep their report's words
+    assert device_text({"cuda": True}, {"a": {}}) == "CUDA" and device_text({"cuda": False}, {}) == "CPU only"
 
 
 def test_claims_table_escapes_pipes_and_states_reasons():

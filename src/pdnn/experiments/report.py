@@ -62,15 +62,17 @@ def _code_text(code: dict) -> str:
     return f"pdnn {code.get('pdnn', '?')}{where}"
 
 
-def device_text(machine: dict) -> str:
-    """Where the steps ran: the device, and the GPU's name. A state written before the device was
-    recorded says only whether a GPU was visible, as its report did."""
-    if "device" not in machine:
+def device_text(machine: dict, done: dict) -> str:
+    """Where the steps ran, from each step's record; a GPU visible but unused is said. A report of
+    steps that predate the record says only whether a GPU was visible, as it did."""
+    devices = Counter(step.get("device", "a device not recorded") for step in done.values())
+    if not devices or set(devices) == {"a device not recorded"}:
         return "CUDA" if machine.get("cuda") else "CPU only"
-    device, name = machine["device"], machine.get("device_name")
-    if name:
-        return f"ran on {device}, {name}"
-    return f"ran on {device}" + ("; a GPU was visible, unused" if machine.get("cuda") else "")
+    text = "ran on " + "; ".join(device + (f" ({count} step{'s' * (count != 1)})" if len(devices) > 1 else "")
+                                 for device, count in devices.items())
+    if machine.get("cuda") and not any(device.startswith("cuda") for device in devices):
+        text += "; a GPU was visible, unused"
+    return text
 
 
 def render(ctx: Context, studies, sections: list[Section], state: dict, full_outlook: str = "") -> str:
@@ -90,7 +92,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         "",
         f"- Scale {SCALE_TEXT[ctx.scale]}",
         f"- Machine: {m.get('processor', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}"
-        f" ({device_text(m)}). Wall time of all steps: {wall / 3600:.2f} h"
+        f" ({device_text(m, done)}). Wall time of all steps: {wall / 3600:.2f} h"
         f" ({len(done)} steps; per study below).",
         *code_lines(done),
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
@@ -105,9 +107,10 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         *claims_table(rows),
         "",
     ]
-    machine_line = f"{m.get('processor', '?')}, {m.get('threads', '?')} threads, {device_text(m)}."
     for study, section in zip(studies, sections):
         keys = [k for k in done if k.startswith(study.NAME + "/")]
+        machine_line = (f"{m.get('processor', '?')}, {m.get('threads', '?')} threads, "
+                        f"{device_text(m, {k: done[k] for k in keys})}.")
         study_wall = sum(done[k]["wall_s"] for k in keys)
         lines += [f"## {section.title}", "",
                   f"Folder: [`{ctx.scale}/{study.NAME}/`]({ctx.scale}/{study.NAME}/) · {len(keys)} steps, "

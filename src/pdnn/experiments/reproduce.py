@@ -134,7 +134,8 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
             continue
         wall = time.monotonic() - t0
         done[step.key] = {"wall_s": round(wall, 2), "estimate_s": round(step.estimate_s, 2),
-                          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), CODE: code_record()}
+                          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), CODE: code_record(),
+                          "device": device_record(ctx.device)}
         if step.rate:
             done[step.key].update(rate=step.rate, work=step.work)
         write_json(ctx.dir(STATE), state)
@@ -143,7 +144,7 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
         if bar.disable and progress:
             print(f"[{i}/{len(todo)}] {step.key}: {_duration(wall)}; about {_duration(left)} left", file=log)
     bar.close()
-    state["machine"] = machine(ctx.device)
+    state["machine"] = machine()
     state["last_run_wall_s"] = round(time.monotonic() - started, 1)
     write_json(ctx.dir(STATE), state)
     full = Context(ctx.out, "full", roots=ctx.roots, device=ctx.device)
@@ -161,12 +162,15 @@ def _quiet(keep_output: bool):
         yield
 
 
-def machine(device: str) -> dict:
-    """The machine and the device the plan's steps ran on (``cuda`` says whether a GPU was
-    visible, not whether it was used)."""
-    info = {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "python": platform.python_version(),
-            "device": str(device)}
+def machine() -> dict:
+    """The machine of the last run (``cuda``: whether a GPU was visible; each step records the
+    device it ran on, :func:`device_record`)."""
+    return {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "python": platform.python_version()}
+
+
+def device_record(device: str) -> str:
+    """The device a step runs on, with the GPU's name: ``cpu``, ``cuda, NVIDIA H200``."""
     if torch.device(device).type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    return info
+        return f"{device}, {torch.cuda.get_device_name(device)}"
+    return str(device)
