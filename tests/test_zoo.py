@@ -520,7 +520,8 @@ class _NamedLikeTheWrappers(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv, self.bn, self.pbit, self.pool = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), PBit(), nn.AvgPool2d(2)
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.pbit, self.pool = PBit(), nn.AvgPool2d(2)
         self.pooled_pbit_0 = nn.Conv2d(4, 4, 1)
         self.per_sample_norm_0 = nn.BatchNorm2d(4)
         self.shared_input_0 = PBit()

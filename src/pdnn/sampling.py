@@ -383,9 +383,10 @@ class SampledModel(nn.Module):
             without extra positional arguments are split, and never while a batch norm of the
             model uses batch statistics (training mode): a split would change them, so such a
             batch runs in one pass, with a warning. Statistics a model takes otherwise
-            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows``. Without autograd on the CPU, consecutive passes run stacked into
-            one larger pass that draws what they draw (:mod:`pdnn.stacked_passes`: the same
-            numbers, faster; up to 64 MiB per p-bit output).
+            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows``.
+            Without autograd on the CPU, consecutive passes run stacked into one larger pass that
+            draws what they draw (:mod:`pdnn.stacked_passes`: the same numbers, faster; up to 64
+            MiB per p-bit output).
         pack_weights: in folded passes without autograd, run large float linear layers through
             oneDNN with their weights packed once (:mod:`pdnn.packed_linear`), instead of the
             default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a

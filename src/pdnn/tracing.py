@@ -183,8 +183,8 @@ def add_module(gm: fx.GraphModule, prefix: str, module: nn.Module) -> str:
 def wrap_module_calls(gm: fx.GraphModule, selected: Callable[[nn.Module], bool],
                       wrapper: Callable[[nn.Module], nn.Module], prefix: str) -> bool:
     """Route ``gm``'s calls of the modules ``selected`` accepts through ``wrapper(module)``, one
-    wrapper per module (added to ``gm`` as ``prefix_0``, ``prefix_1``, ..., :func:`add_module`); the user's modules
-    are not modified. Returns whether any call was rerouted."""
+    wrapper per module (added to ``gm`` as ``prefix_0``, ``prefix_1``, ..., by :func:`add_module`);
+    the user's modules are not modified. Returns whether any call was rerouted."""
     wrappers: dict[str, str] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module" and selected(gm.get_submodule(node.target)):
