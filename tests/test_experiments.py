@@ -2,12 +2,13 @@
 import json
 
 import pytest
+import torch
 
 from pdnn.cli import main
 from pdnn.experiments.runs import ensure_trained
 from pdnn.models import ModelConfig
 from pdnn.train import TrainConfig
-from pdnn.experiments.study import StudySpec, assess_claims
+from pdnn.experiments.study import StudySpec, _hardware_text, assess_claims
 
 
 def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
@@ -34,9 +35,24 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
             for name in ("tanh", "quant3", "pbit-s1", "pbit-unipolar-s2")}
     assert beta == {"tanh": 1.0, "quant3": 1.0, "pbit-s1": 2.0, "pbit-unipolar-s2": 2.0}  # p-bit runs only
     assert "--beta 2" in readme
+    assert f"{torch.get_num_threads()} thread" in readme and "(ran on cpu)." in readme  # what the runs recorded
     stamp = (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns
     assert main(args) == 0  # a rerun reuses every finished run
     assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_the_study_readme_names_the_threads_and_devices_its_runs_recorded(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 7)
+    version = torch.__version__
+    one = {"trained_on": ["cpu"], "evaluated_on": "cpu", "threads": [1]}
+    assert _hardware_text({"a": one}) == f"1 thread, torch {version} (ran on cpu)"
+    assert (_hardware_text({"a": {"trained_on": ["cuda:0"], "evaluated_on": "cpu", "threads": [2]},
+                            "b": {"trained_on": ["cpu", "cuda:0"], "evaluated_on": "cpu", "threads": [4]}})
+            == f"2/4 threads, torch {version} (trained on cpu, cuda:0; evaluated on cpu)")
+    # a run that predates the records: this machine's threads and whether it sees a GPU, the old words
+    old = {"trained_on": None, "evaluated_on": "cpu", "threads": None}
+    assert _hardware_text({"a": one, "b": old}) == f"7 threads, torch {version} (CUDA)"
 
 
 def acc(mean):

@@ -121,6 +121,9 @@ def summarise(out: Path, spec: StudySpec) -> dict:
             "final_train_loss": metrics[-1]["train_loss"],
             "train_time_s": sum(m["epoch_time_s"] for m in metrics),
             "eval_time_s": evaluation["time_s"],
+            "trained_on": _recorded(metrics, "device"),
+            "threads": _recorded(metrics, "threads"),
+            "evaluated_on": evaluation.get("device"),
             "test_examples": evaluation["examples"],
             "accuracy": {str(r["samples"]): {"mean": r["accuracy_mean"], "std": r["accuracy_std"]}
                          for r in evaluation["results"]},
@@ -202,13 +205,37 @@ def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
     save_figure(fig, out / "train_test_matrix.png")
 
 
+def _recorded(epochs: list[dict], key: str) -> list | None:
+    """The values of ``key`` over a run's epochs; None for a run trained before epochs recorded it."""
+    return sorted({epoch[key] for epoch in epochs}) if all(key in epoch for epoch in epochs) else None
+
+
+def _union(runs: dict, key: str) -> list | None:
+    values = [r.get(key) for r in runs.values()]
+    return None if None in values else sorted({v for value in values for v in value})
+
+
+def _hardware_text(runs: dict) -> str:
+    """The threads and devices the runs recorded. Where a run predates those records, this
+    machine's thread count and whether it sees a GPU stand in, as the README said then."""
+    threads = _union(runs, "threads") or [torch.get_num_threads()]
+    trained = _union(runs, "trained_on")
+    if trained is None:
+        devices = "CUDA" if torch.cuda.is_available() else "CPU only"
+    else:
+        evaluated = sorted({r.get("evaluated_on") or "a device not recorded" for r in runs.values()})
+        devices = (f"ran on {', '.join(trained)}" if trained == evaluated
+                   else f"trained on {', '.join(trained)}; evaluated on {', '.join(evaluated)}")
+    return (f"{'/'.join(map(str, threads))} thread{'s' * (threads != [1])}, "
+            f"torch {torch.__version__} ({devices})")
+
+
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
     runs = summary["runs"]
     ts = spec.test_samples
     train_h = sum(r["train_time_s"] for r in runs.values()) / 3600
     eval_h = sum(r["eval_time_s"] for r in runs.values()) / 3600
     examples = next(iter(runs.values()))["test_examples"]
-    threads = torch.get_num_threads()
     command = (f"pdnn study --dataset {spec.dataset} --model {spec.model} --epochs {spec.epochs}"
                + (f" --width {spec.width}" if spec.width else "")
                + (f" --beta {spec.beta:g}" if spec.beta != 1.0 else "")
@@ -228,8 +255,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         command,
         "```",
         "",
-        f"- Hardware: {platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)}, "
-        f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'CPU only'}).",
+        f"- Hardware: {platform.processor() or platform.machine()}, {_hardware_text(runs)}.",
         f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "")
         + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
         f", {spec.epochs} epochs, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
