@@ -255,7 +255,7 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
     bar.close()
     elapsed = time.perf_counter() - began
     return ({"train_loss": loss_sum / seen, **{f"train_{k}": v / seen for k, v in sums.items()}},
-            {"epoch_time_s": elapsed, "examples_per_s": seen * run.world / elapsed,  # and what it was measured on:
+            {"epoch_time_s": elapsed, "examples_per_s": seen * run.world / elapsed,  # measured on:
              "device": str(data.device), "threads": torch.get_num_threads(), "processes": run.world})
 
 

@@ -211,6 +211,7 @@ def _recorded(epochs: list[dict], key: str) -> list | None:
 
 
 def _union(runs: dict, key: str) -> list | None:
+    """The values of ``key`` over all runs; None where a run lacks the record."""
     values = [r.get(key) for r in runs.values()]
     return None if None in values else sorted({v for value in values for v in value})
 
