@@ -311,3 +311,17 @@ def test_a_batch_that_shows_no_spread_teaches_no_prior():
     assert rule.prior_variance is None and (taken == 2).all()
     with pytest.raises(ValueError, match="prior_variance must be a finite number > 0"):
         StoppingRule(50, 0.01, prior_variance=0.0)
+
+
+def test_auto_refuses_a_model_that_returns_more_than_class_scores():
+    class TwoOutputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.act, self.head = nn.Linear(3, 8), PBit(), nn.Linear(8, 4)
+
+        def forward(self, x):
+            h = self.act(self.body(x))
+            return self.head(h), h
+
+    with pytest.raises(ValueError, match=r"needs the model to return one tensor of class scores \[B, C\], got a tuple"):
+        SampledModel(TwoOutputs(), samples="auto")(torch.randn(2, 3))

@@ -149,6 +149,22 @@ def test_reductions_and_live_sample_count():
     assert SampledModel(net, 4, reduce="none", aggregate="layer")(x).shape == (1, 2, 4)
 
 
+def test_a_vote_on_outputs_without_classes_is_refused():
+    class ScoresAndValue(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.act = nn.Linear(3, 8), PBit()
+            self.scores, self.value = nn.Linear(8, 4), nn.Linear(8, 1)
+
+        def forward(self, x):
+            h = self.act(self.body(x))
+            return {"scores": self.scores(h), "value": self.value(h).squeeze(-1)}
+
+    with pytest.raises(ValueError, match=r'reduce="vote" needs class scores \[B, C\] per sample; an output is \[2\]'):
+        SampledModel(ScoresAndValue(), samples=3, reduce="vote")(torch.randn(2, 3))
+    assert SampledModel(ScoresAndValue(), samples=3)(torch.randn(2, 3))["value"].shape == (2,)
+
+
 def test_deterministic_model_gives_identical_samples():
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
     out = SampledModel(net, samples=4, reduce="none")(torch.randn(2, 3))

@@ -335,6 +335,51 @@ def test_the_check_leaves_model_hooks_and_random_state_as_they_were():
     assert seen == [1]  # but do see the sampled pass
 
 
+class _Recorder(nn.Module):
+    """Keeps what it computed, as models written for inspection do."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(4, 8), PBit(), nn.Linear(8, 3)
+        self.recorded, self.by_name, self.per_layer = [], {}, {"act": []}
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        self.recorded.append(h.detach())
+        self.by_name["hidden"] = h.detach()
+        self.per_layer["act"].append(h.shape[0])
+        return self.fc2(h)
+
+
+def test_a_forward_that_fills_its_containers_is_not_traced_and_the_check_leaves_them_as_they_were():
+    model = _Recorder().eval()
+    sampled = SampledModel(model, samples=T)
+    with pytest.warns(UserWarning, match="it updates recorded as it runs; it updates by_name"):
+        sampled(torch.randn(B, 4))
+    sampled(torch.randn(B, 4))
+    # the real forward on the repeated input, once per call: no fx proxy from the trace, none of the check's
+    assert sampled.plan(torch.randn(B, 4)) == "repeat"
+    assert [type(h) for h in model.recorded] == [torch.Tensor] * 2 and {h.shape[0] for h in model.recorded} == {T * B}
+    assert torch.equal(model.by_name["hidden"], model.recorded[-1]) and model.per_layer == {"act": [T * B] * 2}
+
+
+def test_containers_a_forward_only_reads_keep_the_graph():
+    class Reads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.act, self.fc2 = nn.Linear(4, 8), PBit(), nn.Linear(8, 3)
+            self.order, self.scale = ["fc1", "act", "fc2"], {"out": 2.0}
+
+        def forward(self, x):
+            for name in self.order:
+                x = getattr(self, name)(x)
+            return x * self.scale["out"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SampledModel(Reads(), samples=T).plan(torch.randn(B, 4)) == "graph"
+
+
 @pytest.mark.parametrize("kind", ["forward", "backward"])
 def test_hooks_the_traced_graph_would_skip_make_the_input_repeated(kind):
     _, model, x, _ = build("resnet", "eval")

@@ -244,6 +244,9 @@ def adaptive_sample(
             break
         count = stats.count if stats else 0
         out = sample(x[active], *(_rows(a, active, batch) for a in args), samples=target - count)
+        if not isinstance(out, torch.Tensor):
+            raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
+                             f"got a {type(out).__name__}")
         if out.dim() != 3:
             raise UsageError(f"adaptive sampling needs class scores [B, C] per sample, got shape {tuple(out.shape[1:])}")
         if stats is None:

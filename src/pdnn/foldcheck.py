@@ -277,8 +277,8 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
             probe.sample = t
             looped.append(plain_pass())
             if t == 0:
-                unlike_one = after_fold.changed(RTOL, ATOL)
-        moved = [name for name in after_fold.changed(RTOL, ATOL) if name in unlike_one]
+                unlike_one = after_fold.changed(RTOL, ATOL, containers=False)
+        moved = [name for name in after_fold.changed(RTOL, ATOL, containers=False) if name in unlike_one]
     difference = error or _difference(folded, stack(looped))
     if difference is None and moved:
         difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"

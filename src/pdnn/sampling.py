@@ -325,6 +325,10 @@ def reduce_samples(out, reduce: str):
     if reduce == "mean":
         return out.mean(0)
     if reduce == "vote":
+        if out.dim() < 3:
+            raise UsageError(f'reduce="vote" needs class scores [B, C] per sample; an output is '
+                             f'{list(out.shape[1:])} (every tensor of a tuple or dict output is voted: use "mean" or '
+                             f'"none" for one with other tensors)')
         votes = nn.functional.one_hot(out.argmax(-1), out.shape[-1]).to(out.dtype)
         return votes.mean(0).masked_fill(out.isnan().any(-1).any(0).unsqueeze(-1), torch.nan)
     return out

@@ -30,6 +30,7 @@ convert, which run the graph in place of the forward, refuse a graph that would 
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import sys
 import warnings
@@ -127,9 +128,12 @@ def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
 
 
 class ModelState:
-    """What a model keeps besides its parameters: its buffers and the numbers and tensors its
-    modules hold as plain attributes (``self.calls``, ``self.ema``), saved so that passes which
-    are not the user's calls (a trace, the fold check) can be undone."""
+    """What a model keeps besides its parameters: its buffers, the numbers and tensors its
+    modules hold as plain attributes (``self.calls``, ``self.ema``) and the items of the lists,
+    dicts, sets and deques they hold (``self.recorded.append(h)``, ``self.cache["h"] = h``),
+    saved so that passes which are not the user's calls (a trace, the fold check) can be undone.
+    A trace that fills such a container is not used: it would leave fx proxies there, and the
+    graph would fill nothing later."""
 
     def __init__(self, model: nn.Module):
         self.buffers = [(f"{name}.{key}".lstrip("."), m, key, b, _Saved(b))
@@ -139,16 +143,20 @@ class ModelState:
                         for name, m, saved in self.attributes for key, value in saved.items() if _saved(value)]
         self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m, saved in self.attributes
                         for key, value in saved.items() if type(value) in (int, float, complex)]
+        self.containers = [(f"{name}.{key}".lstrip("."), _Contents(value)) for name, m, saved in self.attributes
+                           for key, value in saved.items() if key not in _MODULE_FIELDS and isinstance(value, _CONTAINERS)]
 
-    def changed(self, rtol: float = 0.0, atol: float = 0.0) -> list[str]:
+    def changed(self, rtol: float = 0.0, atol: float = 0.0, containers: bool = True) -> list[str]:
         """The buffers and attributes that differ from the saved ones (within the tolerances): a
-        tensor replaced by another has changed, and so has an attribute set to a traced value."""
+        tensor replaced by another has changed, and so has an attribute set to a traced value;
+        ``containers``: and a container whose items changed."""
         moved = [name for name, m, key, t, saved in [*self.buffers, *self.tensors]
                  if (m._buffers.get(key) if key in m._buffers else vars(m).get(key)) is not t
                  or not _close(t, saved.values, rtol, atol)]
         moved += [name for name, m, key, value in self.numbers
                   if type(vars(m).get(key)) is not type(value) or vars(m)[key] != value]
         moved += [f"{name}.{key}".lstrip(".") for name, m, key in self._traced_values()]
+        moved += [name for name, contents in self.containers if containers and contents.changed()]
         return list(dict.fromkeys(moved))
 
     def restore(self) -> None:
@@ -160,6 +168,8 @@ class ModelState:
             object.__setattr__(m, key, _restored(t, saved))
         for _, m, key, value in self.numbers:
             object.__setattr__(m, key, value)
+        for _, contents in self.containers:
+            contents.restore()
         for _, m, key in self._traced_values():
             saved = next(s for n, module, s in self.attributes if module is m)
             if key in saved:
@@ -170,6 +180,45 @@ class ModelState:
     def _traced_values(self) -> list[tuple[str, nn.Module, str]]:
         return [(name, m, key) for name, m, _ in self.attributes for key, value in list(vars(m).items())
                 if isinstance(value, fx.Proxy)]
+
+
+_MODULE_FIELDS = frozenset(vars(nn.Module()))  # a module's own registries: parameters, submodules, hooks
+_CONTAINERS = (list, dict, set, collections.deque)
+
+
+class _Contents:
+    """The items of a container when a :class:`ModelState` was taken (by identity), and those of
+    the containers in it, three levels deep (``self.stats["layer1"].append(h)``)."""
+
+    def __init__(self, container, depth: int = 0):
+        self.container, self.items = container, _items(container)
+        values = self.items[1::2] if isinstance(container, dict) else self.items
+        self.inner = [_Contents(v, depth + 1) for v in values if isinstance(v, _CONTAINERS)] if depth < 3 else []
+
+    def changed(self) -> bool:
+        now = _items(self.container)
+        return (len(now) != len(self.items) or any(a is not b for a, b in zip(now, self.items))
+                or any(inner.changed() for inner in self.inner))
+
+    def restore(self) -> None:
+        if self.changed():
+            c = self.container
+            if isinstance(c, dict):
+                c.clear()
+                c.update(zip(self.items[::2], self.items[1::2]))
+            elif isinstance(c, list):
+                c[:] = self.items
+            else:
+                c.clear()
+                c.update(self.items) if isinstance(c, set) else c.extend(self.items)
+        for inner in self.inner:
+            inner.restore()
+
+
+def _items(container) -> list:
+    """A container's items; a dict's keys and values in turn (a dict keeps the key object of an
+    entry written again, so both compare by identity)."""
+    return [item for pair in container.items() for item in pair] if isinstance(container, dict) else list(container)
 
 
 def add_module(gm: fx.GraphModule, prefix: str, module: nn.Module) -> str:
