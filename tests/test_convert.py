@@ -646,3 +646,21 @@ def test_naming_no_layer_describes_the_activations_as_they_are():
     with pytest.raises(ConversionError, match=r"1 \(nn.Tanh, hidden\), 3 \(nn.Tanh, hidden\); pass layers='hidden'"):
         to_sampled(model, "pbit", layers=[])
     assert conversion_spec("pbit", layers=["3", "1", "3"])["layers"] == ["3", "1"]
+
+
+def test_an_activation_module_inside_a_torch_layer_is_found_and_converted():
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Linear(4, 8)
+            self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=nn.Tanh(), batch_first=True)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.out(self.enc(self.emb(x)).mean(1))
+
+    model = Encoder().eval()
+    assert [(a["name"], a["op"], a["hidden"]) for a in find_activations(model)] == [("enc.activation", "nn.Tanh", True)]
+    for layers in ("hidden", ["enc.activation"]):
+        assert isinstance(to_sampled(model, "pbit", layers=layers).enc.activation, PBit)
+    assert isinstance(model.enc.activation, nn.Tanh)  # the copy is converted, not the model

@@ -363,6 +363,27 @@ def test_a_forward_that_fills_its_containers_is_not_traced_and_the_check_leaves_
     assert torch.equal(model.by_name["hidden"], model.recorded[-1]) and model.per_layer == {"act": [T * B] * 2}
 
 
+class _PBitInATorchLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Linear(4, 8)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=PBit(), batch_first=True)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(self.enc(self.emb(x)).mean(1))
+
+
+def test_a_pbit_inside_a_torch_layer_is_sampled_or_refused_never_ignored():
+    model, x = _PBitInATorchLayer().eval(), torch.randn(B, 6, 4)
+    sampled = SampledModel(model, samples=T, reduce="none")
+    with pytest.warns(UserWarning, match="could not be traced"):  # the layer's fast-path checks
+        samples = sampled(x)
+    assert sampled.plan(x) == "repeat" and not torch.equal(samples[0], samples[1])  # the samples differ
+    with pytest.raises(TypeError, match="aggregate='layer' needs a model torch.fx can trace"):
+        SampledModel(model, samples=T, aggregate="layer")(x)  # was: the p-bit kept inside, T ignored
+
+
 def test_containers_a_forward_only_reads_keep_the_graph():
     class Reads(nn.Module):
         def __init__(self):

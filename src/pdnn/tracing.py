@@ -5,7 +5,8 @@ random draw), :mod:`pdnn.convert` (where the activations are) and :mod:`pdnn.ene
 elementary operations are). All three trace with :class:`Tracer`, which keeps a module opaque --
 one call node, not traced into -- when
 
-* it is one of torch's own layers (fx's default: a ``torch.nn`` module other than ``Sequential``),
+* it is one of torch's own layers (fx's default: a ``torch.nn`` module other than ``Sequential``)
+  that holds no pdnn unit (an ``nn.TransformerEncoderLayer(activation=PBit())`` is traced into),
 * it is a pdnn module (``pdnn.nn``: p-bits, quantisers, k-bit layers, noise injectors) or draws
   random numbers (``stochastic``): to every reader it is one unit, whatever it computes inside,
 * or the reader's own ``opaque`` predicate says so.
@@ -56,7 +57,11 @@ class Tracer(fx.Tracer):
         self.opaque = opaque
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_pdnn_unit(m) or self.opaque(m) or super().is_leaf_module(m, qualname)
+        if is_pdnn_unit(m) or self.opaque(m):
+            return True
+        # a torch layer that holds a pdnn unit (nn.TransformerEncoderLayer(activation=PBit())) is
+        # traced into: kept whole, its draws would be invisible to every reader
+        return super().is_leaf_module(m, qualname) and not any(map(is_pdnn_unit, m.modules()))
 
     def trace(self, root, concrete_args=None) -> fx.Graph:
         """fx's trace, with gradients on (so that a ``no_grad`` inside shows), the model's state as

@@ -269,6 +269,11 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
             m = modules[node.target]
             ops.append(_module_label(m))
             if _module_kind(m) is None:
+                # a torch layer kept whole may call an activation module it holds
+                # (nn.TransformerEncoderLayer(activation=nn.Tanh())): swapped by its path like any other
+                for inner_name, inner in m.named_modules(prefix=node.target):
+                    if inner is not m and _module_kind(inner) is not None and inner_name not in sites:
+                        sites[inner_name] = _module_site(inner_name, inner, _has_weights(m) or node not in output_side)
                 continue
             site = sites.get(node.target)
             if site is None:
