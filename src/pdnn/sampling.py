@@ -377,7 +377,8 @@ class SampledModel(nn.Module):
             ``torch.utils.checkpoint`` replays the draws (see ``docs/sampling.md``). ``None``
             uses torch's global generator.
         max_rows: the most samples x batch rows one folded pass may hold. A larger batch is
-            split into sub-batches of ``max_rows // T`` inputs (each still shares its prefix), so
+            split into sub-batches of ``max_rows // T`` inputs, at least one (so below T a pass
+            holds one input's T rows; each sub-batch still shares its prefix), so
             the activations stay small and memory stays bounded: on a 2-core CPU the reference
             CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower than a loop
             of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
