@@ -165,6 +165,18 @@ def test_a_vote_on_outputs_without_classes_is_refused():
     assert SampledModel(ScoresAndValue(), samples=3)(torch.randn(2, 3))["value"].shape == (2,)
 
 
+@pytest.mark.parametrize("reduce", ["mean", "vote"])
+def test_reducing_integer_outputs_is_refused(reduce):
+    class Classes(nn.Sequential):
+        def forward(self, x):
+            return super().forward(x).argmax(-1)
+
+    net = Classes(nn.Linear(3, 8), PBit(), nn.Linear(8, 4))
+    with pytest.raises(ValueError, match=f'reduce="{reduce}" needs floating-point scores, but an output is torch.int64'):
+        SampledModel(net, samples=3, reduce=reduce)(torch.randn(2, 3))
+    assert SampledModel(net, samples=3, reduce="none")(torch.randn(2, 3)).shape == (3, 2)
+
+
 def test_deterministic_model_gives_identical_samples():
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
     out = SampledModel(net, samples=4, reduce="none")(torch.randn(2, 3))

@@ -322,6 +322,9 @@ def reduce_samples(out, reduce: str):
     """
     if not isinstance(out, torch.Tensor):
         return tree_map(lambda o: reduce_samples(o, reduce) if isinstance(o, torch.Tensor) else o, out)
+    if reduce != "none" and not (out.is_floating_point() or out.is_complex()):
+        raise UsageError(f'reduce="{reduce}" needs floating-point scores, but an output is {out.dtype} '
+                         '(class indices, say): return the scores, or take the samples with reduce="none"')
     if reduce == "mean":
         return out.mean(0)
     if reduce == "vote":
