@@ -172,7 +172,8 @@ def test_reducing_integer_outputs_is_refused(reduce):
             return super().forward(x).argmax(-1)
 
     net = Classes(nn.Linear(3, 8), PBit(), nn.Linear(8, 4))
-    with pytest.raises(ValueError, match=f'reduce="{reduce}" needs floating-point scores, but an output is torch.int64'):
+    refused = f'reduce="{reduce}" needs floating-point scores, but an output is torch.int64'
+    with pytest.raises(ValueError, match=refused):
         SampledModel(net, samples=3, reduce=reduce)(torch.randn(2, 3))
     assert SampledModel(net, samples=3, reduce="none")(torch.randn(2, 3)).shape == (3, 2)
 

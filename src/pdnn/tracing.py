@@ -149,7 +149,8 @@ class ModelState:
         self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m, saved in self.attributes
                         for key, value in saved.items() if type(value) in (int, float, complex)]
         self.containers = [(f"{name}.{key}".lstrip("."), _Contents(value)) for name, m, saved in self.attributes
-                           for key, value in saved.items() if key not in _MODULE_FIELDS and isinstance(value, _CONTAINERS)]
+                           for key, value in saved.items()
+                           if key not in _MODULE_FIELDS and isinstance(value, _CONTAINERS)]
 
     def changed(self, rtol: float = 0.0, atol: float = 0.0, containers: bool = True) -> list[str]:
         """The buffers and attributes that differ from the saved ones (within the tolerances): a
