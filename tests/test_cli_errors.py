@@ -126,6 +126,8 @@ def test_extra_outputs_never_replace_a_runs_own_files(trained_run, tmp_path, cap
         ("plot", ["plot", str(trained_run), "--out", str(trained_run / "checkpoint.pt")], ".png"),
         ("plot", ["plot", str(trained_run), "--out", str(tmp_path / "figure.xyz")], "expected a file ending in"),
         ("fid", ["fid", run, "--classifier", run, "--json", str(trained_run / "metrics.json")], "record metrics.json"),
+        *[("energy", ["energy", "--model", "mlp", "--dataset", "demo", "--json", str(trained_run / name)], f"record {name}")
+          for name in ("adaptive.json", "calibration.json", "fid-clf.json", "fid.json")],  # what other commands read
     ]
     for command, argv, expected in attempts:
         assert main(argv) == 2, argv

@@ -39,6 +39,19 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     stamp = (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns
     assert main(args) == 0  # a rerun reuses every finished run
     assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    spec = (tmp_path / "spec.json").read_bytes()
+    for other in (["--lr", "0.01"], ["--seed", "3"], ["--width", "8"], ["--subset", "150"]):
+        changed = list(args)
+        if other[0] in changed:
+            changed[changed.index(other[0]) + 1] = other[1]
+        else:
+            changed += other
+        assert main(changed) == 2  # never the old runs under the new settings
+        assert "cannot reuse" in capsys.readouterr().err
+        assert (tmp_path / "spec.json").read_bytes() == spec
+        assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert main([*args[:-3], "--repeats", "0", "--out", str(tmp_path / "new"), "--quiet"]) == 2
+    assert not (tmp_path / "new").exists()  # refused before anything is written
 
 
 def test_the_study_readme_names_the_threads_and_devices_its_runs_recorded(monkeypatch):

@@ -9,6 +9,8 @@ A run directory holds
 * ``checkpoint.pt`` -- ``{"model": state_dict, ...training state}``;
 * ``metrics.json`` -- per-epoch training history;
 * ``eval-*.json``  -- accuracy versus samples, one file per evaluation setting.
+* ``adaptive.json``, ``calibration.json``, ``fid-clf.json``, ``fid.json`` -- what ``eval --adaptive``,
+  ``convert --calibrate`` and ``fid`` measured, which reports and studies read back.
 
 :func:`pdnn.runs.load_model` rebuilds a run's model from them.
 
@@ -167,11 +169,14 @@ def config_dataset(config: dict) -> str | None:
     return data.get("dataset") if isinstance(data, dict) else None
 
 
+_RECORDS = (CONFIG, CHECKPOINT, METRICS, "adaptive.json", "calibration.json", "fid-clf.json", "fid.json")
+
+
 def is_run_record(path: Path | str) -> bool:
     """Whether ``path`` is one of the files above in a run directory (one that holds a
     ``config.json``): what a command's extra output (``--json``, ``--png``) must never replace."""
     path = Path(path)
-    own = path.name in (CONFIG, CHECKPOINT, METRICS) or (path.name.startswith("eval-") and path.suffix == ".json")
+    own = path.name in _RECORDS or (path.name.startswith("eval-") and path.suffix == ".json")
     return own and (path.parent / CONFIG).is_file()
 
 

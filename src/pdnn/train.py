@@ -117,21 +117,42 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
     return 1.0
 
 
-def _check_resumable(run_dir: Path, config: dict) -> None:
+def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfig, subset: int | None = None,
+               label: str | None = None) -> dict:
+    """What a run's ``config.json`` records: the model, the data and the training options."""
+    config = {
+        "model": model_config.to_dict(),
+        "data": {"dataset": dataset, "subset": subset},
+        "train": asdict(train_config),
+        "pdnn_version": __version__,
+    }
+    if label:
+        config["label"] = label
+    config["model"]["input_shape"] = list(config["model"]["input_shape"])
+    return config
+
+
+def check_same_run(run_dir: Path, config: dict, action: str = "resume") -> None:
+    """A ``RunError`` unless ``run_dir`` was trained with ``config``'s model, data and training
+    options (its epochs aside): what resuming it, or reusing it as finished, needs."""
     saved = read_json(run_dir / CONFIG)
     for section in ("model", "data"):
         if saved.get(section) != config[section]:
             raise RunError(
-                f"cannot resume {run_dir}: its {section} configuration {saved.get(section)} differs "
-                f"from the requested {config[section]}"
+                f"cannot {action} {run_dir}: its {section} configuration {saved.get(section)} differs "
+                f"from the requested {config[section]}" + _ELSEWHERE
             )
     fixed = {k: v for k, v in asdict(TrainConfig.from_dict(saved["train"])).items() if k != "epochs"}
     requested = {k: v for k, v in config["train"].items() if k != "epochs"}
     if fixed != requested:
+        changed = sorted(k for k in requested if fixed.get(k) != requested[k])
         raise RunError(
-            f"cannot resume {run_dir}: training options {fixed} differ from the requested {requested} "
-            "(only --epochs may change on resume)"
+            f"cannot {action} {run_dir}: training options {fixed} differ from the requested {requested} "
+            f"(in {', '.join(changed)}; only the epochs may change)" + _ELSEWHERE
         )
+
+
+_ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
 
 
 @dataclass
@@ -299,15 +320,7 @@ def train(
     train_config.validate()
     run_dir = Path(run_dir)
     device, rank, world = _distributed(device or default_device())
-    config = {
-        "model": model_config.to_dict(),
-        "data": {"dataset": dataset, "subset": subset},
-        "train": asdict(train_config),
-        "pdnn_version": __version__,
-    }
-    if label:
-        config["label"] = label
-    config["model"]["input_shape"] = list(config["model"]["input_shape"])
+    config = run_config(model_config, dataset, train_config, subset, label)
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists() and not resume:
         raise RunError(f"{run_dir} already holds a checkpoint; pass --resume (resume=True) to continue it "
@@ -315,7 +328,7 @@ def train(
     if resume and not checkpoint_path.exists():
         raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start the run")
     if resume:
-        _check_resumable(run_dir, config)
+        check_same_run(run_dir, config)
         planned = read_json(run_dir / CONFIG)["train"]["epochs"]
 
     data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)

@@ -6,14 +6,17 @@ from pathlib import Path
 
 from ..models import ModelConfig
 from ..provenance import stale_reason
-from ..runs import CHECKPOINT, METRICS, evaluate_run, read_json
-from ..train import TrainConfig, train
+from ..runs import CHECKPOINT, CONFIG, METRICS, evaluate_run, read_json
+from ..train import TrainConfig, check_same_run, run_config, train
 
 
 def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: TrainConfig, **kwargs) -> list[dict]:
     """Train ``run_dir`` to ``config.epochs`` epochs, resuming a partial run, skipping a finished one
-    (a run with more epochs is kept as it is, with a warning)."""
+    (a run with more epochs is kept as it is, with a warning). A run trained with another model,
+    data or training options is a ``RunError``, never reused under the new settings."""
     config.validate()
+    if (run_dir / CONFIG).exists():
+        check_same_run(run_dir, run_config(model, dataset, config, kwargs.get("subset")), "reuse")
     if (run_dir / METRICS).exists():
         metrics = read_json(run_dir / METRICS)
         if metrics and metrics[-1]["epoch"] >= config.epochs:

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from ..data import describe
+from ..checks import positive_int
 from ..errors import UsageError
 from ..io import pyplot, save_figure, write_text
 from ..models import ModelConfig
 from ..plots import plot_accuracy_vs_samples
-from ..runs import read_json, write_json
-from ..train import TrainConfig
+from ..runs import CONFIG, read_json, write_json
+from ..train import TrainConfig, check_same_run, run_config
 from .runs import ensure_evaluated, ensure_trained
 
 TOLERANCE = 0.01  # "matches" = within one percentage point
@@ -58,7 +59,11 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     """Train and evaluate every run of ``spec`` under ``out/runs``; write the summary, figures and
     README under ``out``. Returns the summary."""
     out = Path(out)
-    models = study_models(spec)  # bad sizes fail before anything is written
+    models = study_models(spec)  # bad sizes fail before anything is written,
+    for name, model in models.items():  # and so do runs an earlier study left with other settings
+        if (out / "runs" / name / CONFIG).exists():
+            check_same_run(out / "runs" / name, run_config(model, spec.dataset, train_config(spec, spec.runs()[name][1]),
+                                                           spec.subset), "reuse")
     write_json(out / "spec.json", asdict(spec))
     for name in spec.runs():
         if progress:
@@ -78,6 +83,10 @@ def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
                                 num_classes=info["num_classes"], width=spec.width,
                                 beta=spec.beta if neuron.startswith("pbit") else 1.0)
               for name, (neuron, _) in spec.runs().items()}
+    for name, value in (("subset", spec.subset), ("eval_subset", spec.eval_subset)):
+        if value is not None:
+            positive_int(name.replace("_", "-"), value, "an integer >= 1")
+    positive_int("repeats", spec.repeats)
     for name, (_, samples) in spec.runs().items():  # a bad beta, bit width or schedule fails here, not hours in
         models[name].build()
         train_config(spec, samples).validate()
