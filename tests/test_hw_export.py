@@ -99,6 +99,14 @@ def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys):
     assert main(args) == 2
     assert "pass --force" in capsys.readouterr().err
     assert (out / "layer0_weights.mem").read_text() == before
+    other = tmp_path / "study"
+    other.mkdir()
+    (other / "spec.json").write_text('{"dataset": "demo"}')  # a study's spec, not an export's
+    for folder, said in ((other, "is not an export's"), (tiny_run, "is a run directory")):
+        files = {f: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+        assert main([*args[:3], "--out", str(folder), *args[5:], "--force"]) == 2
+        assert said in capsys.readouterr().err
+        assert {f: f.read_bytes() for f in folder.iterdir() if f.is_file()} == files  # nothing added or replaced
     assert main(["hw", "sim", str(out), "--images", "2", "--samples", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["decisions_equal"] == 2 and result["totals_equal"] == 2

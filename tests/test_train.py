@@ -18,7 +18,7 @@ from pdnn.data import load
 from pdnn.errors import UsageError
 from pdnn.runs import evaluate_run, load_checkpoint, load_model
 from pdnn.tasks import TASKS
-from pdnn.train import TrainConfig
+from pdnn.train import TrainConfig, batches_per_epoch
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
 
@@ -153,6 +153,22 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys):
     assert (run / "checkpoint.pt").read_bytes() == before
     with pytest.warns(UserWarning, match=r"ignored: --neuron tanh \(it keeps pbit\)"):
         assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
+
+
+def test_a_last_batch_of_one_joins_the_one_before():
+    assert [batches_per_epoch(n, 64) for n in (1, 2, 64, 65, 66, 129, 130)] == [1, 1, 1, 1, 2, 2, 3]
+    assert batches_per_epoch(5, 1) == 5  # batches of one are the user's choice
+
+
+def test_a_training_set_one_more_than_a_multiple_of_the_batch_trains(tmp_path, capsys):
+    """The MLP's batch norm cannot take statistics of one example: a set of 65 crashed at the end of its
+    first epoch; a batch size of one is refused at the first step, naming the option."""
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--subset", "65", "--out", str(tmp_path / "a"),
+                 "--quiet"]) == 0
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--subset", "8", "--batch-size", "1",
+                 "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    assert "use a --batch-size of at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()
 
 
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys):

@@ -239,11 +239,18 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     run.metrics, run.start_epoch = state["metrics"], state["epoch"]
 
 
+def batches_per_epoch(examples: int, batch_size: int) -> int:
+    """Batches of ``batch_size``; a last batch of one example joins the one before (a batch norm
+    cannot take statistics of one example: a training set of 65 made a crash at the end of its
+    first epoch)."""
+    return max(1, math.ceil(examples / batch_size) - (examples % batch_size == 1 and examples > batch_size))
+
+
 def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: bool) -> tuple[dict, dict]:
     """One pass over the training split; returns its training statistics and its speed."""
     run.model.train()
     n_train = len(data.train_y)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    steps_per_epoch = batches_per_epoch(n_train, config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     perm = torch.randperm(n_train, generator=run.generators["order"]).to(data.device)
     loss_sum = seen = 0
@@ -254,12 +261,20 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
     for i in bar:
         for group in run.optimizer.param_groups:
             group["lr"] = config.lr * _lr_factor(config.schedule, epoch * steps_per_epoch + i, total_steps)
-        idx = perm[i * config.batch_size : (i + 1) * config.batch_size][run.rank :: run.world]
+        end = (i + 1) * config.batch_size if i + 1 < steps_per_epoch else n_train
+        idx = perm[i * config.batch_size : end][run.rank :: run.world]
         x = data.train_x[idx]
         if config.augment:
             x = augment(x, data.augmentation, run.generators["augment"])
         y = data.train_y[idx]
-        loss, batch_sums = run.task.batch_loss(run.net, data, x, y)
+        try:
+            loss, batch_sums = run.task.batch_loss(run.net, data, x, y)
+        except ValueError as err:  # batch norm's own words name neither the option nor the batch
+            if "Expected more than 1 value per channel" not in str(err):
+                raise
+            raise UsageError(f"a training batch of {len(y)} example(s) is too small for the model's batch norm, "
+                             f"which needs at least 2 values per channel: use a --batch-size of at least "
+                             f"{2 * run.world}") from err
         run.optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(value := loss.item()):  # nothing of this epoch is saved: the last checkpoint stays
             kept = f"the checkpoint of epoch {epoch} stays" if epoch else "no epoch had finished, so nothing is saved"

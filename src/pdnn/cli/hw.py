@@ -13,6 +13,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from ..errors import UsageError
+from ..io import CONFIG, RunError, read_json
 from ..hw import export, fixed, rtl, sim, synth
 
 
@@ -88,10 +89,24 @@ def _positive(value, what: str, most: int | None = None) -> int:
     return value
 
 
+def _is_export(spec: Path) -> bool:
+    try:
+        document = read_json(spec)
+    except RunError:
+        return False
+    return isinstance(document, dict) and document.get("format") == fixed.FORMAT
+
+
 def _export(args) -> int:
     out = Path(args.out)
-    if (out / fixed.SPEC).exists() and not args.force:
-        raise UsageError(f"{out} already holds an export; pass --force to replace it")
+    if (out / CONFIG).exists():
+        raise UsageError(f"{out} is a run directory; export into a folder of its own")
+    if (out / fixed.SPEC).exists():
+        if not _is_export(out / fixed.SPEC):
+            raise UsageError(f"{out / fixed.SPEC} is not an export's (no format {fixed.FORMAT!r}); export into "
+                             "another folder: --force replaces only an earlier export")
+        if not args.force:
+            raise UsageError(f"{out} already holds an export; pass --force to replace it")
     if args.check < 0:
         raise UsageError(f"--check must be >= 0, got {args.check}")
     if math.isnan(args.tolerance):
