@@ -81,6 +81,14 @@ def test_eval_without_a_gpu_names_the_device_not_the_checkpoint(trained_run, cap
         evaluate_run(trained_run, device="cuda", progress=False)
 
 
+def test_classes_below_one_or_beside_a_dataset_are_one_line_errors(capsys):
+    for classes in ("0", "-3"):  # 0 became the default 10; -3 was a traceback
+        assert main(["energy", "--model", "mlp", "--input-shape", "1,28,28", "--num-classes", classes]) == 2
+        assert one_line_error(capsys, "energy").endswith(f"--num-classes must be an integer >= 1, got {classes}")
+    assert main(["energy", "--model", "mlp", "--dataset", "demo", "--num-classes", "3"]) == 2  # was ignored
+    assert "--num-classes goes with --input-shape" in one_line_error(capsys, "energy")
+
+
 @pytest.mark.parametrize("width", ["0", "-5"])
 def test_width_below_one_is_a_one_line_error(width, tmp_path, capsys):
     argv = [*TINY[:-3], "--width", width, "--quiet"]

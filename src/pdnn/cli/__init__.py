@@ -44,7 +44,8 @@ def _one_line_warnings(command: str):
 
 
 # what an interrupted command keeps: the commands that save their finished steps as they go
-_CONTINUE = {"train": "the last finished epoch is saved; --resume continues from it",
+_CONTINUE = {"train": "every finished epoch was saved, and --resume continues from the last "
+                      "(if none had finished, train anew)",
              "study": "its finished runs are saved; the same command continues",
              "reproduce": "its finished steps are saved; the same command continues",
              "demo": "its finished runs are saved; the same command continues"}

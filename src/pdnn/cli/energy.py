@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
                       load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
-from ..checks import AGGREGATIONS, positive_ints
+from ..checks import AGGREGATIONS, positive_int, positive_ints
 from ..data import describe
 from ..errors import UsageError
 from ..evaluate import parse_samples
@@ -134,11 +134,15 @@ def _model_entries(args):
         raise UsageError(f"unknown model {args.model!r}; expected one of {', '.join(available())}")
     if args.dataset and args.input_shape:
         raise UsageError("give --dataset or --input-shape, not both")
+    if args.num_classes is not None:
+        if not args.input_shape:
+            raise UsageError("--num-classes goes with --input-shape (a --dataset knows its classes)")
+        positive_int("--num-classes", args.num_classes)
     if args.dataset:
         described = describe(args.dataset)
         shape, classes = tuple(described["input_shape"]), described["num_classes"]
     elif args.input_shape:
-        shape, classes = _parse_shape(args.input_shape), args.num_classes or 10
+        shape, classes = _parse_shape(args.input_shape), args.num_classes or 10  # None: the default
     else:
         raise UsageError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
     neurons = _parse_list(args.neuron, "pbit", "--neuron")
