@@ -565,3 +565,14 @@ def test_samples_must_be_a_sequence_and_a_bad_shape_prints_nothing(capfd):
     with pytest.raises(ValueError, match=r"does not run on inputs of shape \(5,\)"):
         analyze(torch.nn.Sequential(torch.nn.Linear(4, 3), PBit(), torch.nn.Linear(3, 2)), (5,))
     assert capfd.readouterr().err == ""
+
+
+def test_tradeoff_warns_when_one_runs_evaluations_differ_in_test_examples(tmp_path):
+    pbit = _fake_run(tmp_path, "pbit", "pbit", [(1, 0.80), (2, 0.85)])
+    _fake_run(tmp_path, "pbit", "pbit", [(1, 0.70), (2, 0.75)], aggregate="layer")
+    tanh = _fake_run(tmp_path, "tanh", "tanh", [(1, 0.885)])
+    for path, examples in ((pbit / "eval-network.json", 300), (pbit / "eval-layer.json", 20),
+                           (tanh / "eval-network.json", 300)):
+        write_json(path, {**json.loads(path.read_text()), "examples": examples})
+    with pytest.warns(UserWarning, match=r"different numbers of test examples .*pbit \(layer\): 20"):
+        tradeoff_runs([pbit, tanh])  # the run's last file alone (300, 300) hid it

@@ -242,10 +242,10 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     dataset = check_one_dataset(runs)
     warn_if_stale((run, path.name, read_json(path)) for run, _ in runs for path in eval_files(run))
     points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits)]
-    examples = {p["run"]: p["examples"] for p in points}
+    examples = {f"{p['run']} ({p['aggregate']})": p["examples"] for p in points}  # one per eval file
     if len(set(examples.values())) > 1:
         warnings.warn("the runs were evaluated on different numbers of test examples ("
-                      + ", ".join(f"{run}: {n}" for run, n in examples.items())
+                      + ", ".join(f"{evaluation}: {n}" for evaluation, n in examples.items())
                       + "), so their accuracies are not measured alike")
     result = tradeoff(points, tolerance)
     result["dataset"] = dataset
