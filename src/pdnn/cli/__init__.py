@@ -10,8 +10,10 @@ result in that case. Any other exception is a mistake in the program and shows i
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import warnings
+from pathlib import Path
 
 from ..errors import UsageError
 from ..io import RunError
@@ -51,6 +53,20 @@ _CONTINUE = {"train": "every finished epoch was saved, and --resume continues fr
              "demo": "its finished runs are saved; the same command continues"}
 
 
+def _said(err: Exception) -> str:
+    """The error in words: an ``OSError`` with its path first, and what a file standing where a
+    folder should be means (``[Errno 20] Not a directory: 'out/pbit'`` said neither)."""
+    if not isinstance(err, OSError) or err.filename is None or err.strerror is None:
+        return str(err)
+    said = f"{err.filename}: {err.strerror.lower()}"
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):
+        path = Path(err.filename)
+        blocking = next((q for q in (path, *path.parents) if q.is_file()), None)
+        if blocking is not None:
+            said += f"; {blocking} is a file where a folder is expected"
+    return said
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (UsageError, RunError, OSError) as err:
-        print(f"pdnn {args.command}: error: {err}", file=sys.stderr)
+        print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = _CONTINUE.get(args.command)

@@ -31,6 +31,8 @@ def output_file(option: str, path: str | None, kind: str) -> Path | None:
         raise UsageError(f"{option} {path}: expected a file ending in {', '.join(suffixes)}")
     if out.is_dir():
         raise UsageError(f"{option} {path} is a directory; expected a file")
+    if (blocking := next((q for q in out.parents if q.exists()), None)) is not None and not blocking.is_dir():
+        raise UsageError(f"{option} {path}: {blocking} is a file where a folder is expected")  # before any work
     if is_run_record(out):
         raise UsageError(f"{option} {path} is the record {out.name} of the run in {out.parent}; choose another file")
     return out
