@@ -1,5 +1,6 @@
 """Values a new user mistypes end in one line naming the value, never a traceback or a write."""
 import json
+import shutil
 import warnings
 
 import pytest
@@ -269,3 +270,21 @@ def test_a_file_where_a_folder_is_expected_is_said_so(tmp_path, capsys):
     assert f"{tmp_path / 'afile'} is a file where a folder is expected" in one_line_error(capsys, "demo")
     assert main(["energy", "--model", "mlp", "--dataset", "demo", "--json", str(tmp_path / "afile" / "e.json")]) == 2
     assert f"{tmp_path / 'afile'} is a file where a folder is expected" in one_line_error(capsys, "energy")
+
+
+def test_a_hand_edited_config_is_a_one_line_error(trained_run, tmp_path, capsys):
+    config = json.loads((trained_run / "config.json").read_text())
+    edits = {"data": ({**config, "data": 5}, "its 'data' section is 5; expected an object"),
+             "train": ({**config, "train": None}, "its 'train' section is None; expected an object"),
+             "extra": ({**config, "model": {**config["model"], "extra": {"foo": 1}}},
+                       "bad 'model' section (mlp() got an unexpected keyword argument 'foo')")}
+    for name, (edited, said) in edits.items():  # each was a TypeError's traceback
+        run = tmp_path / name
+        shutil.copytree(trained_run, run)
+        (run / "config.json").write_text(json.dumps(edited))
+        checkpoint = (run / "checkpoint.pt").read_bytes()
+        assert main(["eval", str(run), "--quiet"]) == 2
+        assert said in one_line_error(capsys, "eval")
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 2
+        assert said in one_line_error(capsys, "train")
+        assert (run / "checkpoint.pt").read_bytes() == checkpoint

@@ -158,8 +158,11 @@ def read_config(run_dir: Path | str) -> dict:
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist")
     config = read_json(run_dir / CONFIG)
-    if "model" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise RunError(f"{run_dir / CONFIG} has no 'model' section")
+    for section in ("data", "train"):  # optional (a converted or exported run), but sections when given
+        if section in config and not isinstance(config[section], dict):
+            raise RunError(f"{run_dir / CONFIG}: its '{section}' section is {config[section]!r}; expected an object")
     return config
 
 

@@ -9,7 +9,8 @@ from ..data import describe
 from ..devices import resolve_device
 from ..models import ModelConfig, available
 from ..nn import NEURONS
-from ..runs import CONFIG, read_json
+from ..convert.rundir import build_model
+from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
 from ..train import TrainConfig, train
 from .common import add_data_options, add_device_option
@@ -81,8 +82,11 @@ def _kept_by_resume(args, saved: dict) -> None:
 def run(args) -> int:
     device = resolve_device(args.device)
     if args.resume:
-        saved = read_json(f"{args.out}/{CONFIG}")
+        saved = read_config(args.out)
+        if not isinstance(saved.get("data"), dict) or not isinstance(saved.get("train"), dict):
+            raise RunError(f"{args.out}/{CONFIG} has no 'data' and 'train' sections to resume from")
         _kept_by_resume(args, saved)
+        build_model(args.out, saved)  # a bad model section is said before any work
         model_config = ModelConfig.from_dict(saved["model"])
         dataset, subset = saved["data"]["dataset"], saved["data"]["subset"]
         train_config = TrainConfig.from_dict(saved["train"])

@@ -49,6 +49,15 @@ def model_config(run_dir: str | Path, config: dict) -> ModelConfig:
         raise RunError(f"{Path(run_dir) / CONFIG}: bad 'model' section ({err})") from err
 
 
+def build_model(run_dir: str | Path, config: dict) -> nn.Module:
+    """The untrained model of a run's ``config.json``; :class:`RunError` if its 'model' section
+    does not build one (an unknown keyword in ``extra``, say)."""
+    try:
+        return model_config(run_dir, config).build()
+    except (TypeError, ValueError) as err:
+        raise RunError(f"{Path(run_dir) / CONFIG}: bad 'model' section ({err})") from err
+
+
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a run's model with its trained weights, in eval mode, on ``device``. Returns
     ``(model, config)``.
@@ -59,7 +68,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     the conversion is replayed (:func:`replay`) after the weights are loaded.
     """
     config = read_config(run_dir)
-    model = model_config(run_dir, config).build()
+    model = build_model(run_dir, config)
     state = load_checkpoint(Path(run_dir) / CHECKPOINT)
     try:
         model.load_state_dict(state["model"])
