@@ -288,3 +288,14 @@ def test_a_hand_edited_config_is_a_one_line_error(trained_run, tmp_path, capsys)
         assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 2
         assert said in one_line_error(capsys, "train")
         assert (run / "checkpoint.pt").read_bytes() == checkpoint
+
+
+@pytest.mark.parametrize("command", [["train", "--out", "RUN"], ["study", "--out", "RUN"], ["reproduce", "--out", "RUN"],
+                                     ["eval", "RUN"]])
+def test_a_data_dir_that_is_not_a_folder_is_refused(command, tmp_path, capsys):
+    """A mistyped root was passed over for the next root holding the dataset, unsaid."""
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in command]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--data-dir", str(tmp_path / "no-such-root")])
+    assert stop.value.code == 2 and "no-such-root is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -331,6 +331,7 @@ def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeyp
     message = str(info.value)
     assert f"{tmp_path / 'root' / 'celeba'}: neither img_align_celeba/ nor img_align_celeba.zip" in message
     assert "img_align_celeba.zip" in message and "--data-dir ROOT" in message
+    (tmp_path / "root").mkdir()  # a root without the dataset (a --data-dir must exist)
     assert main(["train", "--task", "vae", "--dataset", "celeba", "--data-dir", str(tmp_path / "root"),
                  "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert not (tmp_path / "run").exists()

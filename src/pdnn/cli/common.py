@@ -8,8 +8,16 @@ from ..errors import UsageError
 from ..io import is_run_record
 
 
+def existing_folder(text: str) -> str:
+    """A ``--data-dir`` that exists: a mistyped one would otherwise be passed over silently for
+    the next root that holds the dataset."""
+    if not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder")
+    return text
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", action="append", metavar="ROOT",
+    parser.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                         help="a root holding datasets in their conventional folders (repeatable; "
                              "searched before $PDNN_DATA and the default roots)")
     parser.add_argument("--subset", type=int, metavar="N", help="use only the first N examples of each split")

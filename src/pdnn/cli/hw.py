@@ -15,11 +15,12 @@ from pathlib import Path
 from ..errors import UsageError
 from ..io import CONFIG, RunError, read_json
 from ..hw import export, fixed, rtl, sim, synth
+from .common import existing_folder
 
 
 
 def add_data_dir(parser) -> None:
-    parser.add_argument("--data-dir", action="append", metavar="ROOT",
+    parser.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                         help="a root holding datasets in their conventional folders (repeatable; "
                              "searched before $PDNN_DATA and the default roots)")
 

@@ -5,7 +5,7 @@ from ..checks import SCHEDULES
 from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
-from .common import add_device_option
+from .common import add_device_option, existing_folder
 
 
 def add_parser(sub) -> None:
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pbit-neurons", default="pbit,pbit-unipolar",
                    help="p-bit families trained at every s: pbit, optionally pbit-unipolar")
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
-    p.add_argument("--data-dir", action="append", metavar="ROOT",
+    p.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                    help="a root holding datasets in their conventional folders (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="where the runs and README.md go; rerun to resume")
     add_device_option(p)
