@@ -325,3 +325,16 @@ def test_auto_refuses_a_model_that_returns_more_than_class_scores():
 
     with pytest.raises(ValueError, match=r"needs the model to return one tensor of class scores \[B, C\], got a tuple"):
         SampledModel(TwoOutputs(), samples="auto")(torch.randn(2, 3))
+
+
+def test_eval_cli_adaptive_refuses_deterministic_and_generator_runs(tmp_path, capsys):
+    tiny = ["--dataset", "demo", "--subset", "64", "--epochs", "1", "--quiet"]
+    tanh, vae = tmp_path / "tanh", tmp_path / "vae"
+    assert main(["train", *tiny, "--model", "mlp", "--width", "8", "--neuron", "tanh", "--out", str(tanh)]) == 0
+    assert main(["train", *tiny, "--task", "vae", "--out", str(vae)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tanh), "--adaptive", "--quiet"]) == 2  # it recorded a mean T of 2
+    assert "is deterministic: every sample is the same, so T = 1 is exact" in capsys.readouterr().err
+    assert main(["eval", str(vae), "--adaptive", "--quiet"]) == 2  # it asked for class scores
+    assert "is a generator, which has no class scores to settle" in capsys.readouterr().err
+    assert not (tanh / "adaptive.json").exists() and not (vae / "adaptive.json").exists()

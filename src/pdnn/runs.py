@@ -124,6 +124,12 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     device = resolve_device(device)
     weights = weights_record(run_dir)
     model, config = load_model(run_dir, device)
+    if is_generator(model):
+        raise UsageError(f"{run_dir} is a generator, which has no class scores to settle; measure it with "
+                         f"`pdnn fid {run_dir}`")
+    if is_deterministic(model):
+        raise UsageError(f"{run_dir} is deterministic: every sample is the same, so T = 1 is exact and there is "
+                         f"nothing to settle; evaluate it with `pdnn eval {run_dir}`")
     subset = subset if subset is not None else config["data"].get("subset")
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
