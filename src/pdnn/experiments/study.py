@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..data import describe
 from ..checks import positive_int
+from ..data import describe
 from ..errors import UsageError
 from ..io import pyplot, save_figure, write_text
 from ..models import ModelConfig
@@ -62,8 +62,8 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     models = study_models(spec)  # bad sizes fail before anything is written,
     for name, model in models.items():  # and so do runs an earlier study left with other settings
         if (out / "runs" / name / CONFIG).exists():
-            check_same_run(out / "runs" / name, run_config(model, spec.dataset, train_config(spec, spec.runs()[name][1]),
-                                                           spec.subset), "reuse")
+            wanted = run_config(model, spec.dataset, train_config(spec, spec.runs()[name][1]), spec.subset)
+            check_same_run(out / "runs" / name, wanted, "reuse")
     write_json(out / "spec.json", asdict(spec))
     for name in spec.runs():
         if progress:
