@@ -299,3 +299,16 @@ def test_a_data_dir_that_is_not_a_folder_is_refused(command, tmp_path, capsys):
         main([*argv, "--data-dir", str(tmp_path / "no-such-root")])
     assert stop.value.code == 2 and "no-such-root is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_plot_says_a_folder_is_missing_or_a_generator(tmp_path, capsys):
+    out = str(tmp_path / "p.png")
+    assert main(["plot", str(tmp_path / "nowhere"), "--out", out]) == 2  # was: run `pdnn eval` first
+    assert one_line_error(capsys, "plot").endswith(f"run directory {tmp_path / 'nowhere'} does not exist")
+    vae = tmp_path / "vae"
+    assert main(["train", "--task", "vae", "--dataset", "demo", "--subset", "64", "--epochs", "1", "--quiet",
+                 "--out", str(vae)]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(vae), "--out", out]) == 2  # was: run `pdnn eval`, which refuses a generator
+    assert "is a generator, which has no accuracy versus T" in one_line_error(capsys, "plot")
+    assert not (tmp_path / "p.png").exists()

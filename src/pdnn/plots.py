@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .io import config_dataset, pyplot, read_config, read_eval, save_figure
+from .io import RunError, config_dataset, pyplot, read_config, read_eval, save_figure
 from .provenance import warn_if_stale
 
 
@@ -26,6 +26,10 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     measured: set[int] = {1}
     evaluations = []
     for run_dir in map(Path, run_dirs):
+        config = read_config(run_dir)  # a missing folder is said as such, not as a missing evaluation
+        if (config.get("train") or {}).get("task") == "vae":
+            raise RunError(f"{run_dir} is a generator, which has no accuracy versus T; plot its distance with "
+                           f"`pdnn fid {run_dir}` and `pdnn tradeoff {run_dir}`")
         path = run_dir / f"eval-{aggregate}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist; run `pdnn eval {run_dir}` first")
