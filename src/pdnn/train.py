@@ -132,6 +132,9 @@ def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfi
     return config
 
 
+_ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
+
+
 def check_same_run(run_dir: Path, config: dict, action: str = "resume") -> None:
     """A ``RunError`` unless ``run_dir`` was trained with ``config``'s model, data and training
     options (its epochs aside): what resuming it, or reusing it as finished, needs."""
@@ -150,9 +153,6 @@ def check_same_run(run_dir: Path, config: dict, action: str = "resume") -> None:
             f"cannot {action} {run_dir}: training options {fixed} differ from the requested {requested} "
             f"(in {', '.join(changed)}; only the epochs may change)" + _ELSEWHERE
         )
-
-
-_ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
 from . import convert, demo, energy, evaluate, fid, generate, hw, plot, reproduce, study, train
+from .common import file_in_the_way
 
 # command modules, in the order ``pdnn --help`` lists them
 _COMMANDS = (demo, reproduce, train, evaluate, plot, study, convert, energy, generate, fid, hw)
@@ -59,11 +60,8 @@ def _said(err: Exception) -> str:
     if not isinstance(err, OSError) or err.filename is None or err.strerror is None:
         return str(err)
     said = f"{err.filename}: {err.strerror.lower()}"
-    if err.errno in (errno.EEXIST, errno.ENOTDIR):
-        path = Path(err.filename)
-        blocking = next((q for q in (path, *path.parents) if q.is_file()), None)
-        if blocking is not None:
-            said += f"; {blocking} is a file where a folder is expected"
+    if err.errno in (errno.EEXIST, errno.ENOTDIR) and (blocking := file_in_the_way(Path(err.filename))):
+        said += f"; {blocking} is a file where a folder is expected"
     return said
 
 

@@ -8,6 +8,11 @@ from ..errors import UsageError
 from ..io import is_run_record
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file standing where ``folder`` or one of its parents should be a folder, if any."""
+    return next((q for q in (folder, *folder.parents) if q.is_file()), None)
+
+
 def existing_folder(text: str) -> str:
     """A ``--data-dir`` that exists: a mistyped one would otherwise be passed over silently for
     the next root that holds the dataset."""
@@ -39,8 +44,8 @@ def output_file(option: str, path: str | None, kind: str) -> Path | None:
         raise UsageError(f"{option} {path}: expected a file ending in {', '.join(suffixes)}")
     if out.is_dir():
         raise UsageError(f"{option} {path} is a directory; expected a file")
-    if (blocking := next((q for q in out.parents if q.exists()), None)) is not None and not blocking.is_dir():
-        raise UsageError(f"{option} {path}: {blocking} is a file where a folder is expected")  # before any work
+    if (blocking := file_in_the_way(out.parent)) is not None:  # said before any work, not after it
+        raise UsageError(f"{option} {path}: {blocking} is a file where a folder is expected")
     if is_run_record(out):
         raise UsageError(f"{option} {path} is the record {out.name} of the run in {out.parent}; choose another file")
     return out
