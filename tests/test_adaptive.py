@@ -301,6 +301,20 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "unknown stopping rule 'sprt'" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--aggregate", "layer", "--quiet"]) == 2
     assert "got --aggregate layer" in capsys.readouterr().err
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "10", "--checkpoints", "2,5,20", "--quiet"]) == 2
+    assert ("--checkpoints 2,5,20 looks at T = 20, beyond --max-samples 10; expected checkpoints up to it"
+            in capsys.readouterr().err)
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "10", "--json", str(copy), "--quiet"]) == 0
+    assert json.loads(copy.read_text())["rule"]["checkpoints"] == [1, 2, 3, 4, 5, 6, 8, 10]  # the default's, to 10
+    capsys.readouterr()
+    evaluations = sorted(p.name for p in run.iterdir() if p.suffix == ".json")
+    assert main(["eval", str(run), "--max-samples", "20", "--error", "0.05", "--quiet"]) == 2
+    assert "--max-samples, --error are only used with --adaptive" in capsys.readouterr().err
+    assert main(["eval", str(run), "--checkpoints", "every", "--quiet"]) == 2
+    assert "--checkpoints is only used with --adaptive" in capsys.readouterr().err
+    assert main(["eval", str(run), "--adaptive", "--samples", "1,5", "--quiet"]) == 2
+    assert "--samples is only used without --adaptive" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".json") == evaluations  # nothing written
 
 
 def test_a_batch_that_shows_no_spread_teaches_no_prior():

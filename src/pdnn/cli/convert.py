@@ -115,13 +115,13 @@ def run(args) -> int:
     if args.method is None or args.out is None:
         raise UsageError("--method and --out are required (or pass --list-layers)")
     values = None
-    if args.values:
+    if args.values is not None:
+        if not args.calibrate:
+            raise UsageError("--values is only used with --calibrate")
         try:
             values = [float(v) for v in args.values.split(",")]
         except ValueError:
             raise UsageError(f"--values must be numbers separated by commas, got {args.values!r}") from None
-    if args.values and not args.calibrate:
-        raise UsageError("--values is only used with --calibrate")
     result = convert_run(
         args.run_dir, args.out, args.method,
         scale=parse_value(args.scale, "--scale"), beta=parse_value(args.beta, "--beta"),

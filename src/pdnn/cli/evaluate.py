@@ -10,14 +10,18 @@ from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
 from .common import add_data_options, add_device_option, output_file
 
+FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
+ADAPTIVE = {"max_samples": 50, "error": 0.01, "rule": "predictive", "checkpoints": ",".join(map(str, CHECKPOINTS)),
+            "prior_samples": 2}
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="accuracy vs number of samples T for a run",
                        description="Accuracy mean and std over independent sampling repeats for each T; "
                                    "writes RUN_DIR/eval-<aggregate>.json.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--samples", default="1,2,5,10,20,50", help="comma-separated T values (default: 1,2,5,10,20,50)")
-    p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
+    p.add_argument("--samples", help=f"comma-separated T values (default: {FIXED['samples']})")
+    p.add_argument("--repeats", type=int, help=f"independent sampling repeats per T (default: {FIXED['repeats']})")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline")
     p.add_argument("--seed", type=int, default=0,
@@ -26,16 +30,19 @@ def add_parser(sub) -> None:
     p.add_argument("--adaptive", action="store_true",
                    help="choose T per input with a stopping rule (see docs/adaptive.md) instead of --samples; "
                         "writes RUN_DIR/adaptive.json")
-    p.add_argument("--max-samples", type=int, default=50, help="--adaptive: the most samples an input gets (default: 50)")
-    p.add_argument("--error", type=float, default=0.01,
-                   help="--adaptive: predictive probability that the decision at --max-samples differs (default: 0.01)")
-    p.add_argument("--rule", default="predictive", help="--adaptive: predictive (default) or never")
-    p.add_argument("--checkpoints", default=",".join(map(str, CHECKPOINTS)), metavar="T,T,...|every",
+    p.add_argument("--max-samples", type=int,
+                   help=f"--adaptive: the most samples an input gets (default: {ADAPTIVE['max_samples']})")
+    p.add_argument("--error", type=float,
+                   help="--adaptive: predictive probability that the decision at --max-samples differs "
+                        f"(default: {ADAPTIVE['error']})")
+    p.add_argument("--rule", help="--adaptive: predictive (default) or never")
+    p.add_argument("--checkpoints", metavar="T,T,...|every",
                    help="--adaptive: the T values after which the rule looks, or 'every' for a look after every "
-                        "sample (default: %(default)s; T = 1 from the second batch on, once the prior is learnt)")
-    p.add_argument("--prior-samples", type=int, default=2, metavar="NU0",
-                   help="--adaptive: pseudo-samples of the typical spread in the rule's prior (default: 2; "
-                        "0: never at T = 1)")
+                        f"sample (default: {ADAPTIVE['checkpoints']}; T = 1 from the second batch on, once the "
+                        "prior is learnt)")
+    p.add_argument("--prior-samples", type=int, metavar="NU0",
+                   help="--adaptive: pseudo-samples of the typical spread in the rule's prior (default: "
+                        f"{ADAPTIVE['prior_samples']}; 0: never at T = 1)")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
     add_data_options(p)
     add_device_option(p)
@@ -43,10 +50,26 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def with_defaults(args) -> None:
+    """Fill in the options of the chosen mode; an option of the other mode, given, would be ignored,
+    so it is refused instead."""
+    chosen, other = (ADAPTIVE, FIXED) if args.adaptive else (FIXED, ADAPTIVE)
+    given = [name for name in other if getattr(args, name) is not None]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{options} {'is' if len(given) == 1 else 'are'} only used "
+                         f"{'without' if args.adaptive else 'with'} --adaptive")
+    for name, default in chosen.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def run(args) -> int:
     output_file("--json", args.json, "json")
+    given_checkpoints = args.checkpoints is not None
+    with_defaults(args)
     if args.adaptive:
-        return run_adaptive(args)
+        return run_adaptive(args, given_checkpoints)
     document = evaluate_run(args.run_dir, parse_samples(args.samples), args.repeats, args.aggregate, args.seed,
                             roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
                             progress=not args.quiet)
@@ -63,11 +86,15 @@ def first_batch_note(rule: dict) -> str:
     return ", the first batch from T = 2" if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1 else ""
 
 
-def run_adaptive(args) -> int:
+def run_adaptive(args, given_checkpoints: bool) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
-    rule = StoppingRule(args.max_samples, args.error, args.rule, parse_checkpoints(args.checkpoints, args.max_samples),
-                        args.prior_samples)
+    checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
+    beyond = [t for t in checkpoints if t > args.max_samples]
+    if given_checkpoints and beyond:  # the default's looks beyond a smaller --max-samples are simply not reached
+        raise UsageError(f"--checkpoints {args.checkpoints} looks at T = {', '.join(map(str, beyond))}, beyond "
+                         f"--max-samples {args.max_samples}; expected checkpoints up to it")
+    rule = StoppingRule(args.max_samples, args.error, args.rule, checkpoints, args.prior_samples)
     document = evaluate_run_adaptive(args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
                                      device=resolve_device(args.device), progress=not args.quiet)
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
