@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import pdnn.data.cache as cache_module
 import pdnn.data.idx as idx_module
 import pdnn.data.images as images_module
 from pdnn.data import (DATASETS, INPUT_SHAPES, DataError, Dataset, DatasetNotFound, augment,
@@ -154,13 +155,20 @@ def _damage_meta(entry: Path) -> str:
     return "unreadable"
 
 
+def _damage_label(entry: Path) -> str:
+    labels = np.fromfile(entry / "test_y.bin", dtype=np.int64)
+    labels[3] = (labels[3] + 1) % 10  # a valid class, so nothing else would notice
+    labels.tofile(entry / "test_y.bin")
+    return "damaged.*test_y.bin does not match its sha256"
+
+
 def _old_format(entry: Path) -> str:
     meta = json.loads((entry / "meta.json").read_text())
     (entry / "meta.json").write_text(json.dumps({**meta, "format": 1}))
-    return "of format 1, not 2"
+    return f"of format 1, not {cache_module.FORMAT}"
 
 
-@pytest.mark.parametrize("damage", [_damage_truncate, _damage_meta, _old_format])
+@pytest.mark.parametrize("damage", [_damage_truncate, _damage_meta, _damage_label, _old_format])
 def test_damaged_or_old_cache_is_rebuilt(tmp_path, damage):
     original = make_idx(tmp_path / "mnist", gz=False)
     load("mnist", roots=[tmp_path], progress=False)

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -9,8 +14,8 @@ import pytest
 import torch
 
 from pdnn.data import cache
-from pdnn.io import (RunError, atomic_write, load_checkpoint, read_json, save_checkpoint, save_figure, write_json,
-                     write_text)
+from pdnn.io import (RunError, atomic_write, load_checkpoint, read_json, save_checkpoint, save_figure,
+                     temporary_prefix, write_json, write_text)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -61,6 +66,56 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
         write_json(path, {"loss": float("nan")})
     assert read_json(path) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def _killed_while_writing(path, folder: bool = False) -> None:
+    """A process that dies by SIGKILL in the middle of writing ``path`` (a checkpoint, or a data
+    cache entry when ``folder``), so it cannot remove its temporary file."""
+    if folder:
+        body = f"""
+            from pdnn.data import cache
+            def build(writer):
+                writer.add("train", np.zeros((2, 1, 2, 2), np.uint8), np.zeros(2, np.int64))
+                os.kill(os.getpid(), signal.SIGKILL)
+            cache.cached("mnist", [Path({str(path)!r})], build, Path({str(path.parent / "cache")!r}))
+        """
+    else:
+        body = f"""
+            from pdnn.io import atomic_write
+            def write(f):
+                f.write(b"half a checkpoint")
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            atomic_write(Path({str(path)!r}), write)
+        """
+    script = "import os, signal\nfrom pathlib import Path\nimport numpy as np\n" + textwrap.dedent(body)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
+
+
+@pytest.mark.skipif(os.name != "posix", reason="only POSIX can ask whether a process runs")
+def test_the_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint(path, {"model": {}, "epoch": 1})
+    _killed_while_writing(path)
+    (orphan,) = [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert orphan.read_bytes() == b"half a checkpoint" and load_checkpoint(path)["epoch"] == 1
+    # a running writer's temporary and another machine's are not judged
+    running = path.parent / f"{temporary_prefix(path)}abc.tmp"
+    running.write_bytes(b"")
+    elsewhere = path.parent / f".checkpoint.pt.not-{socket.gethostname()}.1.abc.tmp"
+    elsewhere.write_bytes(b"")
+    save_checkpoint(path, {"model": {}, "epoch": 2})
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(["checkpoint.pt", running.name, elsewhere.name])
+    assert load_checkpoint(path)["epoch"] == 2
+    # so with a data cache entry killed while it was being built: its staging folder goes
+    source = tmp_path / "source"
+    source.write_bytes(b"")
+    _killed_while_writing(source, folder=True)
+    (staging,) = (tmp_path / "cache").iterdir()
+    assert staging.name.startswith(".mnist-") and staging.name.endswith(".tmp") and staging.is_dir()
+    cache.cached("mnist", [source], lambda writer: writer.add(
+        "train", np.zeros((2, 1, 2, 2), np.uint8), np.zeros(2, np.int64)) or ["a", "b"], tmp_path / "cache")
+    assert [p.name.startswith("mnist-") for p in (tmp_path / "cache").iterdir()] == [True]
 
 
 def test_a_figure_is_written_in_the_format_of_its_suffix_and_closed(tmp_path):

@@ -19,6 +19,9 @@ moved over the destination with ``os.replace``, so an interrupted command (or a 
 process) sees either the old file or the whole new one, never half of one. The new file gets the
 permissions the user's umask gives any new file (``0o666 & ~umask``, usually 0644), not the
 0600 of the temporary file, so runs, caches and figures can be shared like the user's other files.
+A temporary file is named after its writer (machine and process); one whose writer died without
+removing it (``kill -9``, a lost node) is removed by the next write to the same destination from
+that machine, and never one whose writer still runs.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -29,9 +32,12 @@ permissions the user's umask gives any new file (``0o666 & ~umask``, usually 064
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -62,6 +68,38 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
+def temporary_prefix(path: Path) -> str:
+    """The name a temporary file (or folder) for ``path`` starts with: hidden, beside ``path``, and
+    naming its writer, so that :func:`remove_orphans` can tell whether the writer is gone."""
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def remove_orphans(path: Path) -> None:
+    """Remove the temporaries (:func:`temporary_prefix`) of writes to ``path`` whose process has
+    ended. Only this machine's are judged (another machine's process number means nothing here),
+    and only where a process can be asked whether it runs without harming it (POSIX)."""
+    if os.name != "posix":
+        return
+    head = f".{path.name}.{socket.gethostname()}."
+    for tmp in path.parent.glob(f"{glob.escape(head)}*.tmp"):
+        pid = tmp.name[len(head):].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, for one
+        return True
+    return True
+
+
 def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(f)`` on a temporary binary file beside ``path``, then move it over ``path``.
 
@@ -69,7 +107,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
     left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
     try:
         os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
         with os.fdopen(fd, "wb") as f:
@@ -80,6 +118,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_orphans(path)
 
 
 def write_json(path: Path | str, obj: Any) -> None:

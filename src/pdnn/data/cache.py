@@ -4,8 +4,8 @@ A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes th
 paths, ``stamp`` their sizes and modification times. A changed source therefore misses the cache
 and is decoded again (the stale entry for the same place is then deleted), while copies of a
 dataset in two places coexist. The entry holds each array as a raw file (``train_x.bin``,
-``train_y.bin``, ``test_x.bin``, ``test_y.bin``) and ``meta.json`` (format, shapes, classes and
-the training split's channel statistics).
+``train_y.bin``, ``test_x.bin``, ``test_y.bin``) and ``meta.json`` (format, shapes, classes,
+the training split's channel statistics and the labels' sha256).
 
 Memory. Decoders stream chunks into a :class:`CacheWriter`, which appends them to the raw files
 and sums the channel statistics as they pass, so building the cache holds one chunk at a time,
@@ -15,8 +15,12 @@ keeps: ``--subset 500`` of CIFAR-10 reads 1.5 MB of images, not 184 MB.
 Entries are built in a temporary directory next to their final place and renamed into it, so a
 reader (another DDP rank, a second job) sees either no entry or a whole one. An entry that cannot
 be read -- damaged, or written in another format (``FORMAT``) -- is rebuilt with a warning: the
-cache is an optimisation and must never be the reason a run fails. (Format 1 caches were single
-``<dataset>-*.pt`` files; they are no longer read and may be deleted.)
+cache is an optimisation and must never be the reason a run fails. Damage is found by the files'
+sizes and by the labels' checksums (a label changed in place would make training fail with an
+index error, or evaluation score against the wrong classes). The images are not checksummed: any
+byte is a valid pixel, and checking them would read the whole split, which a subset never does.
+(Format 1 caches were single ``<dataset>-*.pt`` files; they are no longer read and may be
+deleted.)
 """
 from __future__ import annotations
 
@@ -33,10 +37,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..io import file_mode, write_json
+from ..io import file_mode, remove_orphans, temporary_prefix, write_json
 from .idx import DataError
 
-FORMAT = 2  # bump when what an entry holds changes; entries of another format are rebuilt
+FORMAT = 3  # bump when what an entry holds changes; entries of another format are rebuilt
 META = "meta.json"
 SPLITS = ("train", "test")
 ARRAYS = {"train_x": np.uint8, "train_y": np.int64, "test_x": np.uint8, "test_y": np.int64}
@@ -74,6 +78,7 @@ class CacheWriter:
         self._shapes = {split: None for split in SPLITS}  # one image's (C, H, W)
         self._counts = dict.fromkeys(SPLITS, 0)
         self._sums = self._squares = None
+        self._label_hashes = {f"{split}_y": hashlib.sha256() for split in SPLITS}
 
     def add(self, split: str, images, labels) -> None:
         images = np.ascontiguousarray(images.numpy() if isinstance(images, torch.Tensor) else images)
@@ -90,6 +95,7 @@ class CacheWriter:
             if key not in self._files:
                 self._files[key] = open(self.directory / f"{key}.bin", "wb")
             self._files[key].write(array.data)
+        self._label_hashes[f"{split}_y"].update(labels.data)
         self._counts[split] += len(images)
         if split == "train":
             self._add_to_sums(images)
@@ -127,7 +133,8 @@ class CacheWriter:
         count = self._counts["train"] * math.prod(self._shapes["train"][1:])
         mean, std = stats_from_sums(self._sums, self._squares, count)
         meta = {"format": FORMAT, "classes": list(classes), "shapes": shapes,
-                "mean": mean.tolist(), "std": std.tolist()}
+                "mean": mean.tolist(), "std": std.tolist(),
+                "labels_sha256": {key: h.hexdigest() for key, h in self._label_hashes.items()}}
         write_json(self.directory / META, meta)
         return meta
 
@@ -176,6 +183,9 @@ def _why_unreadable(path: Path) -> str | None:
                 return f"is damaged ({key}.bin holds {size} bytes, expected {expected})"
         if not isinstance(meta["classes"], list) or len(meta["mean"]) != len(meta["std"]):
             return "is damaged (classes or statistics malformed)"
+        for key, expected in meta["labels_sha256"].items():
+            if hashlib.sha256((path / f"{key}.bin").read_bytes()).hexdigest() != expected:
+                return f"is damaged ({key}.bin does not match its sha256)"
     except (OSError, KeyError, TypeError) as err:
         return f"is unreadable ({type(err).__name__}: {err})"
     return None
@@ -195,7 +205,7 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
         return entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging, shared = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")), True
+        staging, shared = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")), True
     except OSError as err:
         warnings.warn(f"could not write the data cache in {path.parent} ({err}); the dataset will be decoded "
                       "again next time (set PDNN_CACHE to a writable directory)", stacklevel=2)
@@ -214,6 +224,7 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _remove_stale(path)
+    remove_orphans(path)  # the staging folders of builds that were killed
     return read(path)
 
 
