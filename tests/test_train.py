@@ -251,6 +251,9 @@ def test_eval_and_plot_cli(tmp_path, capsys):
     document = json.loads(copy.read_text())
     assert [r["samples"] for r in document["results"]] == [1, 4]
     assert all(r["repeats"] == 2 and 0 <= r["accuracy_mean"] <= 1 for r in document["results"])
+    source = load("demo", progress=False).source  # which copy of the data was read, as the run's epochs say
+    assert document["data_source"] == source and source.endswith("(IDX)")
+    assert [e["data_source"] for e in json.loads((pdnn_run / "metrics.json").read_text())] == [source]
     assert main(["eval", str(det_run), "--quiet"]) == 0
     assert [r["samples"] for r in json.loads((det_run / "eval-network.json").read_text())["results"]] == [1]
     assert main(["eval", str(pdnn_run), "--samples", "1,2", "--aggregate", "layer", "--quiet"]) == 0

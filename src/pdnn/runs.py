@@ -60,6 +60,7 @@ def evaluate_run(
     document = {
         "run": str(run_dir),
         "dataset": config["data"]["dataset"],
+        "data_source": data.source,
         "split": "test",
         "examples": len(data.test_y),
         "aggregate": aggregate,
@@ -105,6 +106,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
         "feature_source": extractor.source,
         "feature_dim": extractor.dim,
         "real": f"the first {n} images of the {dataset} test split",
+        "data_source": data.source,
         "n": n,
         "repeats": repeats,
         "seed": seed,
@@ -134,8 +136,8 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
     result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)
-    document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "split": "test",
-                "examples": len(data.test_y), "seed": seed, "device": str(device),
+    document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "data_source": data.source,
+                "split": "test", "examples": len(data.test_y), "seed": seed, "device": str(device),
                 "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(), **result}
     write_json(Path(run_dir) / "adaptive.json", document)
     return document

@@ -292,7 +292,8 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
     elapsed = time.perf_counter() - began
     return ({"train_loss": loss_sum / seen, **{f"train_{k}": v / seen for k, v in sums.items()}},
             {"epoch_time_s": elapsed, "examples_per_s": seen * run.world / elapsed,  # measured on:
-             "device": str(data.device), "threads": torch.get_num_threads(), "processes": run.world})
+             "device": str(data.device), "threads": torch.get_num_threads(), "processes": run.world,
+             "data_source": data.source})  # which copy was read: a JPEG CIFAR-10 scores differently
 
 
 def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generators: list[dict], run_dir: Path,
