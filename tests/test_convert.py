@@ -502,6 +502,8 @@ def test_cli_rejects_bad_values_before_writing_anything(tmp_path, capsys):
         (["--method", "pbit", "--calibrate", "--values", "1,nan"],
          "beta in the calibration sweep must be a finite number > 0, got nan"),
         (["--method", "pbit", "--per-layer"], "--per-layer refines the value --calibrate"),
+        (["--method", "pbit", "--calibrate", "--values", ""], "--values must be numbers separated by commas, got ''"),
+        (["--method", "pbit", "--values", ""], "--values is only used with --calibrate"),
     ]:
         assert pdnn.cli.main(["convert", str(source), *options, "--out", str(new), "--quiet"]) == 2
         err = capsys.readouterr().err
@@ -648,19 +650,37 @@ def test_naming_no_layer_describes_the_activations_as_they_are():
     assert conversion_spec("pbit", layers=["3", "1", "3"])["layers"] == ["3", "1"]
 
 
-def test_an_activation_module_inside_a_torch_layer_is_found_and_converted():
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Linear(4, 8)
-            self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=nn.Tanh(), batch_first=True)
-            self.out = nn.Linear(8, 3)
+class _Encoder(nn.Module):
+    def __init__(self, activation):
+        super().__init__()
+        self.emb = nn.Linear(4, 8)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=activation, batch_first=True)
+        self.out = nn.Linear(8, 3)
 
-        def forward(self, x):
-            return self.out(self.enc(self.emb(x)).mean(1))
+    def forward(self, x):
+        return self.out(self.enc(self.emb(x)).mean(1))
 
-    model = Encoder().eval()
-    assert [(a["name"], a["op"], a["hidden"]) for a in find_activations(model)] == [("enc.activation", "nn.Tanh", True)]
+
+@pytest.mark.parametrize("activation, op", [(nn.Tanh(), "nn.Tanh"), (torch.tanh, "torch.tanh"), (F.tanh, "F.tanh")])
+def test_an_activation_inside_a_torch_layer_is_found_and_converted(activation, op):
+    model = _Encoder(activation).eval()
+    assert [(a["name"], a["op"], a["hidden"]) for a in find_activations(model)] == [("enc.activation", op, True)]
     for layers in ("hidden", ["enc.activation"]):
         assert isinstance(to_sampled(model, "pbit", layers=layers).enc.activation, PBit)
-    assert isinstance(model.enc.activation, nn.Tanh)  # the copy is converted, not the model
+    assert model.enc.activation is activation  # the copy is converted, not the model
+    x = torch.randn(2, 5, 4)
+    unchanged = to_sampled(model, "gaussian", scale=0.0)  # noise of scale 0 before the same function
+    assert torch.equal(unchanged(x), model(x))
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.GELU(), F.relu, F.gelu, "relu", "gelu"])
+def test_noise_before_a_transformer_layers_relu_or_gelu_is_never_skipped(activation):
+    """Such a layer, in inference, runs a fused kernel applying ReLU/GELU itself unless told its
+    activation is another: without that, noise put before the activation was silently skipped."""
+    model = _Encoder(activation).eval()
+    noisy = to_sampled(model, "gaussian", scale=3.0)
+    x = torch.randn(4, 5, 4)
+    with torch.no_grad():
+        first, second = noisy(x), noisy(x)
+        assert not torch.equal(first, second)
+        assert torch.equal(to_sampled(model, "gaussian", scale=0.0)(x), model(x))

@@ -32,8 +32,24 @@ def _module_aliases(model: nn.Module) -> dict[int, list[str]]:
     return aliases
 
 
+class HeldFunction(nn.Module):
+    """An activation function a torch layer held as an attribute, as a module, so that noise can
+    stand before it where the function stood."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+    def extra_repr(self) -> str:
+        return getattr(self.function, "__name__", repr(self.function))
+
+
 def _replacement(method: str, site: _Site, value: float) -> nn.Module:
-    """The module that takes the place of ``site`` (module sites) or is inserted at it."""
+    """The module that takes the place of ``site`` (module and held-function sites) or is inserted
+    at it (functional calls)."""
     if method == "pbit":
         if site.kind == "tanh":
             return PBit("bipolar", value)
@@ -46,6 +62,8 @@ def _replacement(method: str, site: _Site, value: float) -> nn.Module:
         q = site.module
         return DitheredQuantize(q.bits, q.beta, q.mode, width=value)
     noise = GaussianNoise(value) if method == "gaussian" else LogisticNoise(value)
+    if site.holder is not None:
+        return nn.Sequential(noise, HeldFunction(getattr(site.holder, site.name.rpartition(".")[2])))
     return noise if site.module is None else nn.Sequential(noise, site.module)
 
 
@@ -192,6 +210,9 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     aliases = _module_aliases(converted)
     unhooked = []  # replaced modules whose hooks the replacement does not have
     for site in selected:
+        if site.holder is not None:  # a function a torch layer calls: the layer gets a module instead
+            _put(site.holder, site.name.rpartition(".")[2], _replacement(method, site, values[site.name]))
+            continue
         if site.module is None:
             continue
         new = _replacement(method, site, values[site.name])
@@ -199,11 +220,11 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
             unhooked.append(f"{site.name} ({type(site.module).__name__})")
         for path in aliases.get(id(site.module), [site.name]):
             parent, _, attr = path.rpartition(".")
-            setattr(converted.get_submodule(parent) if parent else converted, attr, new)
+            _put(converted.get_submodule(parent) if parent else converted, attr, new)
     if unhooked:
         warnings.warn(f"hooks on {', '.join(unhooked)} stay behind: the {method} module that replaces each in the "
                       "converted copy has none; register them on the copy", stacklevel=3)
-    functional = [s for s in selected if s.module is None]  # found by the trace, so there is a graph
+    functional = [s for s in selected if s.node is not None]  # found by the trace, so there is a graph
     if functional:
         converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__)
     elif found.trace_error is not None:
@@ -217,6 +238,15 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     if spec.get("bn_stats"):
         load_bn_stats(converted, spec["bn_stats"])
     return converted, selected
+
+
+def _put(owner: nn.Module, attr: str, new: nn.Module) -> None:
+    """``owner.attr = new``. A torch transformer layer notes when it is built whether its
+    activation is ReLU or GELU and then, in inference, runs a fused kernel that applies that
+    activation itself, never calling the module now in its place: the note is cleared."""
+    setattr(owner, attr, new)
+    if attr == "activation" and getattr(owner, "activation_relu_or_gelu", False):
+        owner.activation_relu_or_gelu = 0
 
 
 def _check_convertible(name: str, method: str, layers, found: _Discovery, selected: list[_Site]) -> None:

@@ -107,6 +107,7 @@ class _Site:
     node: fx.Node | None = None
     bounds: tuple[float, float] | None = None  # hardtanh's (min_val, max_val) when constant
     problem: str | None = None  # why it cannot be rewritten at all (e.g. in place on a shared tensor)
+    holder: nn.Module | None = None  # a torch layer holding the activation function as an attribute
 
     def describe(self) -> dict:
         return {"name": self.name, "op": self.op, "kind": self.kind, "hidden": self.hidden,
@@ -195,6 +196,14 @@ def _function_site(node: fx.Node, taken: set[str], hidden: bool) -> _Site | None
     return site
 
 
+def _is_function_activation(value) -> bool:
+    """An activation function held as a value (hashable, as the table's keys must be)."""
+    try:
+        return value in _FUNCTIONS and value not in _INPLACE_FUNCTIONS
+    except TypeError:  # unhashable values (lists, dicts) are no function
+        return False
+
+
 def _module_label(m: nn.Module) -> str:
     cls = type(m)
     for package, short in (("torch.nn", "nn"), ("pdnn.nn", "pdnn.nn")):
@@ -231,9 +240,10 @@ def _discover(model: nn.Module) -> _Discovery:
             return _Discovery(_discover_modules(model), None, err, [])
         # a trace with the non-tensor arguments at their defaults (``if mask is not None``) tells
         # which activation modules are hidden on that path; it must not replace ``forward``, so
-        # functions are not rewritten, and modules it does not reach keep the registration guess
+        # functions called there are not rewritten (those torch layers hold are: no graph needed),
+        # and modules it does not reach keep the registration guess
         found = _discover_in(model, specialised)
-        sites = [s for s in found.sites if s.module is not None]
+        sites = [s for s in found.sites if s.node is None]
         seen = {id(s.module) for s in sites}
         sites += [s for s in _discover_modules(model) if id(s.module) not in seen]
         return _Discovery(sites, None, err, found.ops)
@@ -269,11 +279,18 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
             m = modules[node.target]
             ops.append(_module_label(m))
             if _module_kind(m) is None:
-                # a torch layer kept whole may call an activation module it holds
-                # (nn.TransformerEncoderLayer(activation=nn.Tanh())): swapped by its path like any other
+                # a torch layer kept whole may call an activation it holds, a module or a function
+                # (nn.TransformerEncoderLayer(activation=nn.Tanh() or torch.tanh)): swapped by its path
+                hidden = _has_weights(m) or node not in output_side
                 for inner_name, inner in m.named_modules(prefix=node.target):
                     if inner is not m and _module_kind(inner) is not None and inner_name not in sites:
-                        sites[inner_name] = _module_site(inner_name, inner, _has_weights(m) or node not in output_side)
+                        sites[inner_name] = _module_site(inner_name, inner, hidden)
+                    for attr, value in vars(inner).items():
+                        name = f"{inner_name}.{attr}"
+                        if not attr.startswith("_") and _is_function_activation(value) and name not in sites:
+                            label, kind = _FUNCTIONS[value]
+                            bounds = {"F.hardtanh": (-1.0, 1.0), "F.relu6": (0.0, 6.0)}.get(label)  # as called: f(x)
+                            sites[name] = _Site(name, label, kind, hidden, bounds=bounds, holder=inner)
                 continue
             site = sites.get(node.target)
             if site is None:
