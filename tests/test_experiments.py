@@ -54,18 +54,23 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert not (tmp_path / "new").exists()  # refused before anything is written
 
 
-def test_the_study_readme_names_the_threads_and_devices_its_runs_recorded(monkeypatch):
+def test_the_study_readme_names_the_hardware_its_runs_recorded(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.get_num_threads", lambda: 7)
-    version = torch.__version__
-    one = {"trained_on": ["cpu"], "evaluated_on": "cpu", "threads": [1]}
-    assert _hardware_text({"a": one}) == f"1 thread, torch {version} (ran on cpu)"
-    assert (_hardware_text({"a": {"trained_on": ["cuda:0"], "evaluated_on": "cpu", "threads": [2]},
-                            "b": {"trained_on": ["cpu", "cuda:0"], "evaluated_on": "cpu", "threads": [4]}})
-            == f"2/4 threads, torch {version} (trained on cpu, cuda:0; evaluated on cpu)")
-    # a run that predates the records: this machine's threads and whether it sees a GPU, the old words
-    old = {"trained_on": None, "evaluated_on": "cpu", "threads": None}
-    assert _hardware_text({"a": one, "b": old}) == f"7 threads, torch {version} (CUDA)"
+    monkeypatch.setattr("platform.processor", lambda: "renderer")
+    monkeypatch.setattr("torch.__version__", "9.9")
+    one = {"trained_on": ["cpu"], "evaluated_on": "cpu", "threads": [1], "processors": ["EPYC"], "torch": ["2.13"]}
+    assert _hardware_text({"a": one}) == "EPYC, 1 thread, torch 2.13 (ran on cpu)"
+    two = {"trained_on": ["cpu", "cuda:0"], "evaluated_on": "cpu", "threads": [4], "processors": ["Xeon"],
+           "torch": ["2.13", "2.14"]}
+    assert (_hardware_text({"a": {**one, "trained_on": ["cuda:0"], "threads": [2]}, "b": two})
+            == "EPYC; Xeon, 2/4 threads, torch 2.13/2.14 (trained on cpu, cuda:0; evaluated on cpu)")
+    # a run that predates the records: this machine's stands in, and whether it sees a GPU, the old words
+    old = {"trained_on": None, "evaluated_on": "cpu", "threads": None, "processors": None, "torch": None}
+    assert _hardware_text({"a": one, "b": old}) == "renderer, 7 threads, torch 9.9 (CUDA)"
+    # runs of the code before processors and versions were recorded
+    older = {key: value for key, value in one.items() if key not in ("processors", "torch")}
+    assert _hardware_text({"a": older}) == "renderer, 1 thread, torch 9.9 (ran on cpu)"
 
 
 def acc(mean):

@@ -15,6 +15,7 @@ import torch
 import pdnn
 from pdnn.cli import build_parser, main
 from pdnn.data import load
+from pdnn.devices import where_measured
 from pdnn.errors import UsageError
 from pdnn.runs import evaluate_run, load_checkpoint, load_model
 from pdnn.tasks import TASKS
@@ -58,6 +59,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert all(0 <= m["test_accuracy"] <= 1 and m["train_loss"] > 0 for m in metrics)
     assert all(m["device"] == "cpu" and m["processes"] == 1 for m in metrics)  # where the speed was measured
+    assert all({k: m[k] for k in ("threads", "processor", "torch")} == where_measured() for m in metrics)
     model, _ = load_model(run)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
@@ -254,6 +256,7 @@ def test_eval_and_plot_cli(tmp_path, capsys):
     source = load("demo", progress=False).source  # which copy of the data was read, as the run's epochs say
     assert document["data_source"] == source and source.endswith("(IDX)")
     assert [e["data_source"] for e in json.loads((pdnn_run / "metrics.json").read_text())] == [source]
+    assert {k: document[k] for k in ("threads", "processor", "torch")} == where_measured()
     assert main(["eval", str(det_run), "--quiet"]) == 0
     assert [r["samples"] for r in json.loads((det_run / "eval-network.json").read_text())["results"]] == [1]
     assert main(["eval", str(pdnn_run), "--samples", "1,2", "--aggregate", "layer", "--quiet"]) == 0

@@ -7,6 +7,9 @@ written turns both into one line that names the value.
 """
 from __future__ import annotations
 
+import functools
+import platform
+
 import torch
 
 from .errors import UsageError
@@ -21,6 +24,26 @@ def indexed(device: str | torch.device) -> torch.device:
     if device.index is None and device.type != "cpu":
         device = torch.device(device.type, torch.cuda.current_device() if device.type == "cuda" else 0)
     return device
+
+
+@functools.cache
+def processor_name() -> str:
+    """The CPU's model name, for the records of where a figure was measured: ``/proc/cpuinfo``'s
+    on Linux (``platform.processor()`` there says only ``x86_64``), else what ``platform`` says."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def where_measured() -> dict:
+    """The processor, the threads torch uses and torch's version: what a time or a figure
+    depends on besides the device, recorded beside it."""
+    return {"threads": torch.get_num_threads(), "processor": processor_name(), "torch": torch.__version__}
 
 
 def default_device() -> str:

@@ -15,7 +15,7 @@ from .errors import UsageError
 from .checks import AGGREGATIONS, one_of
 from .convert import load_model
 from .data import load
-from .devices import resolve_device
+from .devices import resolve_device, where_measured
 from .evaluate import accuracy_vs_samples, adaptive_accuracy, is_deterministic
 from .features import ClassifierFeatures, InceptionFeatures
 from .generation import check_generator, fid_vs_samples
@@ -67,6 +67,7 @@ def evaluate_run(
         "deterministic": is_deterministic(model),
         "seed": seed,
         "device": str(device),
+        **where_measured(),
         "time_s": time.perf_counter() - began,
         WEIGHTS: weights,
         CODE: code_record(),
@@ -138,6 +139,6 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)
     document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "data_source": data.source,
                 "split": "test", "examples": len(data.test_y), "seed": seed, "device": str(device),
-                "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(), **result}
+                **where_measured(), "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(), **result}
     write_json(Path(run_dir) / "adaptive.json", document)
     return document

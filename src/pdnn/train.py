@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int, torch_seed
 from .data import augment, load
-from .devices import default_device
+from .devices import default_device, where_measured
 from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
@@ -292,7 +292,7 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
     elapsed = time.perf_counter() - began
     return ({"train_loss": loss_sum / seen, **{f"train_{k}": v / seen for k, v in sums.items()}},
             {"epoch_time_s": elapsed, "examples_per_s": seen * run.world / elapsed,  # measured on:
-             "device": str(data.device), "threads": torch.get_num_threads(), "processes": run.world,
+             "device": str(data.device), **where_measured(), "processes": run.world,
              "data_source": data.source})  # which copy was read: a JPEG CIFAR-10 scores differently
 
 

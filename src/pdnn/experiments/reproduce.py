@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import where_measured
 from ..errors import UsageError
 from ..io import read_json, write_json
 from ..progress import progress_bar
@@ -165,8 +166,7 @@ def _quiet(keep_output: bool):
 def machine() -> dict:
     """The machine of the last run (``cuda``: whether a GPU was visible; each step records the
     device it ran on, :func:`device_record`)."""
-    return {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "python": platform.python_version()}
+    return {**where_measured(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
 
 
 def device_record(device: str) -> str:

@@ -132,6 +132,8 @@ def summarise(out: Path, spec: StudySpec) -> dict:
             "eval_time_s": evaluation["time_s"],
             "trained_on": _recorded(metrics, "device"),
             "threads": _recorded(metrics, "threads"),
+            "processors": _recorded(metrics, "processor"),
+            "torch": _recorded(metrics, "torch"),
             "evaluated_on": evaluation.get("device"),
             "test_examples": evaluation["examples"],
             "accuracy": {str(r["samples"]): {"mean": r["accuracy_mean"], "std": r["accuracy_std"]}
@@ -226,8 +228,10 @@ def _union(runs: dict, key: str) -> list | None:
 
 
 def _hardware_text(runs: dict) -> str:
-    """The threads and devices the runs recorded. Where a run predates those records, this
-    machine's thread count and whether it sees a GPU stand in, as the README said then."""
+    """The processors, threads, torch versions and devices the runs recorded. Where a run
+    predates a record, this machine's stands in, as the README said then."""
+    processors = _union(runs, "processors") or [platform.processor() or platform.machine()]
+    versions = _union(runs, "torch") or [torch.__version__]
     threads = _union(runs, "threads") or [torch.get_num_threads()]
     trained = _union(runs, "trained_on")
     if trained is None:
@@ -236,8 +240,8 @@ def _hardware_text(runs: dict) -> str:
         evaluated = sorted({r.get("evaluated_on") or "a device not recorded" for r in runs.values()})
         devices = (f"ran on {', '.join(trained)}" if trained == evaluated
                    else f"trained on {', '.join(trained)}; evaluated on {', '.join(evaluated)}")
-    return (f"{'/'.join(map(str, threads))} thread{'s' * (threads != [1])}, "
-            f"torch {torch.__version__} ({devices})")
+    return (f"{'; '.join(processors)}, {'/'.join(map(str, threads))} thread{'s' * (threads != [1])}, "
+            f"torch {'/'.join(versions)} ({devices})")
 
 
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
@@ -265,7 +269,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         command,
         "```",
         "",
-        f"- Hardware: {platform.processor() or platform.machine()}, {_hardware_text(runs)}.",
+        f"- Hardware: {_hardware_text(runs)}.",
         f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "")
         + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
         f", {spec.epochs} epochs, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
