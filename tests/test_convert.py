@@ -684,3 +684,30 @@ def test_noise_before_a_transformer_layers_relu_or_gelu_is_never_skipped(activat
         first, second = noisy(x), noisy(x)
         assert not torch.equal(first, second)
         assert torch.equal(to_sampled(model, "gaussian", scale=0.0)(x), model(x))
+
+
+@pytest.mark.parametrize("activation", ["relu", nn.GELU()])
+@pytest.mark.parametrize("layers", ["hidden", ["enc.layers.1.activation"]])
+def test_noise_in_a_transformer_stack_with_a_padding_mask_is_drawn(activation, layers):
+    """Such a stack, in inference, passes its layers nested tensors (which noise cannot be drawn
+    for) while its activations are ReLU or GELU. The converted stack takes torch's plain path,
+    which computes the padded positions too (the nested path leaves zeros there)."""
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=activation, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x, mask):
+            return self.out(self.enc(x, src_key_padding_mask=mask).mean(1))
+
+    model = Stack().eval()
+    x, mask = torch.randn(4, 6, 8), torch.zeros(4, 6, dtype=torch.bool)
+    mask[:, 4:] = True
+    plain = model(x, mask)  # with gradients: torch's plain path
+    noisy, unchanged = to_sampled(model, "gaussian", scale=2.0, layers=layers), to_sampled(model, "gaussian", scale=0.0)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's note on nested tensors
+        assert not torch.equal(noisy(x, mask), noisy(x, mask))
+        assert torch.equal(unchanged(x, mask), plain)

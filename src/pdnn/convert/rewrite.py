@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import UsageError
@@ -211,7 +212,7 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     unhooked = []  # replaced modules whose hooks the replacement does not have
     for site in selected:
         if site.holder is not None:  # a function a torch layer calls: the layer gets a module instead
-            _put(site.holder, site.name.rpartition(".")[2], _replacement(method, site, values[site.name]))
+            setattr(site.holder, site.name.rpartition(".")[2], _replacement(method, site, values[site.name]))
             continue
         if site.module is None:
             continue
@@ -220,7 +221,8 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
             unhooked.append(f"{site.name} ({type(site.module).__name__})")
         for path in aliases.get(id(site.module), [site.name]):
             parent, _, attr = path.rpartition(".")
-            _put(converted.get_submodule(parent) if parent else converted, attr, new)
+            setattr(converted.get_submodule(parent) if parent else converted, attr, new)
+    _decide_fused_paths_again(converted)
     if unhooked:
         warnings.warn(f"hooks on {', '.join(unhooked)} stay behind: the {method} module that replaces each in the "
                       "converted copy has none; register them on the copy", stacklevel=3)
@@ -240,13 +242,26 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     return converted, selected
 
 
-def _put(owner: nn.Module, attr: str, new: nn.Module) -> None:
-    """``owner.attr = new``. A torch transformer layer notes when it is built whether its
-    activation is ReLU or GELU and then, in inference, runs a fused kernel that applies that
-    activation itself, never calling the module now in its place: the note is cleared."""
-    setattr(owner, attr, new)
-    if attr == "activation" and getattr(owner, "activation_relu_or_gelu", False):
-        owner.activation_relu_or_gelu = 0
+def _relu_or_gelu(activation) -> int:
+    """What ``nn.TransformerEncoderLayer`` notes of its activation when built: 1 for ReLU, 2 for GELU."""
+    if activation is F.relu or isinstance(activation, nn.ReLU):
+        return 1
+    return 2 if activation is F.gelu or isinstance(activation, nn.GELU) else 0
+
+
+def _decide_fused_paths_again(model: nn.Module) -> None:
+    """torch's transformer layers decide when built whether their activation is ReLU or GELU; if
+    so, in inference, a layer runs a fused kernel that applies the activation itself (never
+    calling the module now in its place), and an encoder stack with a padding mask passes nested
+    tensors, which noise cannot be drawn for. Where an activation was replaced, both decisions are
+    made again, as torch makes them for the new activation."""
+    for m in model.modules():
+        if hasattr(m, "activation_relu_or_gelu") and hasattr(m, "activation"):
+            m.activation_relu_or_gelu = _relu_or_gelu(m.activation)
+    for m in model.modules():
+        if getattr(m, "use_nested_tensor", False) and not all(
+                getattr(layer, "activation_relu_or_gelu", 0) for layer in getattr(m, "layers", [])):
+            m.use_nested_tensor = False
 
 
 def _check_convertible(name: str, method: str, layers, found: _Discovery, selected: list[_Site]) -> None:
