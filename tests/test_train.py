@@ -3,9 +3,11 @@ import io
 import json
 import os
 import pickle
+import signal
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -387,3 +389,28 @@ def test_streams_saved_on_another_device_type_restart_with_a_warning(tmp_path):
     torch.save(older, tmp_path / "older" / "checkpoint.pt")
     with pytest.warns(UserWarning, match="the sample streams were saved on another type of device"):
         assert main(["train", "--out", str(tmp_path / "older"), "--resume", "--epochs", "2", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("signum, status, said", [(signal.SIGINT, 130, "interrupted"),
+                                                  (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_a_signalled_run_says_what_it_kept_and_resumes(signum, status, said, tmp_path):
+    """Ctrl-C, or a batch system's SIGTERM at its time limit, in the middle of training: one line
+    says what was kept, the saved epochs stay whole, and --resume continues from the last."""
+    run = tmp_path / "run"
+    source = str(Path(pdnn.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "pdnn", "train", *TINY, "--epochs", "200", "--out", str(run)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    assert err.strip().splitlines()[-1] == (f"pdnn train: {said}; no file was left half-written; every finished "
+                                            "epoch was saved, and --resume continues from the last (if none had "
+                                            "finished, train anew)")
+    saved = load_checkpoint(run / "checkpoint.pt")  # metrics.json, written after it, may not be there yet
+    assert 1 <= saved["epoch"] < 200 and len(saved["metrics"]) == saved["epoch"]
+    assert main(["train", "--out", str(run), "--resume", "--epochs", str(saved["epoch"] + 1), "--quiet"]) == 0
+    assert len(json.loads((run / "metrics.json").read_text())) == saved["epoch"] + 1

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -65,23 +67,37 @@ def _said(err: Exception) -> str:
     return said
 
 
+class _Terminated(Exception):
+    """SIGTERM (a batch system's time limit, ``kill``, ``timeout``), raised where Python next runs
+    so that the command ends as Ctrl-C ends it: with a line saying what was kept."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_large_buffers()
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous_handler = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return int(args.run(args) or 0)
     except (UsageError, RunError, OSError) as err:
         print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as err:
         hint = _CONTINUE.get(args.command)
-        print(f"pdnn {args.command}: interrupted; no file was left half-written{'; ' + hint if hint else ''}",
+        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "stopped by SIGTERM"
+        print(f"pdnn {args.command}: {how}; no file was left half-written{'; ' + hint if hint else ''}",
               file=sys.stderr)
-        return 130
+        return 130 if isinstance(err, KeyboardInterrupt) else 128 + signal.SIGTERM
     finally:
         warnings.formatwarning = previous  # the library's own callers keep Python's format
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":
