@@ -67,9 +67,10 @@ def _said(err: Exception) -> str:
     return said
 
 
-class _Terminated(Exception):
+class _Terminated(BaseException):
     """SIGTERM (a batch system's time limit, ``kill``, ``timeout``), raised where Python next runs
-    so that the command ends as Ctrl-C ends it: with a line saying what was kept."""
+    so that the command ends as Ctrl-C ends it: with a line saying what was kept. Not an
+    ``Exception``, as ``KeyboardInterrupt`` is not, so that no ``except Exception`` swallows it."""
 
 
 def _terminate(signum, frame):
