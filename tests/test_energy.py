@@ -240,6 +240,26 @@ def test_untraceable_model_is_walked_with_hooks():
     assert [l.activation_bits for l in net.layers] == [8, 1] and net.layers[1].stochastic_input
 
 
+def test_weights_used_without_a_module_call_are_named_by_the_hook_walk():
+    """nn.MultiheadAttention multiplies by its projection weights as tensors (its out_proj is a
+    Linear it never calls): a walk that prices the modules it sees called must say it left them out."""
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Linear(4, 8)
+            self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=PBit(), batch_first=True)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.out(self.enc(self.emb(x)).mean(1))
+
+    net = analyze(Encoder(), (5, 4))
+    assert net.method == "forward hooks"  # the layer's Python control flow defeats torch.fx
+    assert [l.name for l in net.layers] == ["emb", "enc.linear1", "enc.linear2", "out"]
+    assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == [
+        "enc.self_attn (MultiheadAttention)"]  # once, for its own in_proj_weight and its out_proj
+
+
 def test_noise_injectors_pay_for_random_numbers(tech):
     plain = analyze(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)), (8,))
     noisy = analyze(nn.Sequential(nn.Linear(8, 8), GaussianNoise(0.3), nn.Tanh(), nn.Linear(8, 2)), (8,))

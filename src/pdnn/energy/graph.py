@@ -367,8 +367,10 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     produced: dict[int, _Info] = {id(x): _Info(walker.input_bits, source="input")}
     keep: list[torch.Tensor] = [x]  # holds produced tensors alive so their ids stay unique
     state = {"stochastic_ran": False, "last_layer": None}
+    called: set[nn.Module] = set()
 
     def hook(module, inputs, output):
+        called.add(module)
         ins = []
         for t in inputs:
             if not isinstance(t, torch.Tensor):
@@ -396,6 +398,28 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     finally:
         for h in handles:
             h.remove()
+    for name, m in _weights_not_called(model, called):
+        walker.note(f"{name} ({type(m).__name__}): holds weights that no module call was seen to use (a layer "
+                    "using them as tensors, as nn.MultiheadAttention does, or not used in this forward); "
+                    "their EOs are not counted")
+
+
+def _weights_not_called(model: nn.Module, called: set[nn.Module]) -> list[tuple[str, nn.Module]]:
+    """The outermost modules holding weight tensors (dim >= 2) that the hook walk never saw
+    called, and that no called unit holds: what a count of the called layers leaves out."""
+    missed: list[tuple[str, nn.Module]] = []
+    for name, m in model.named_modules():
+        inside = [prefix for prefix, _ in missed if name.startswith(prefix + ".")]
+        if m in called or inside or any(u in called and _is_unit(u) for u in _ancestors(model, name)):
+            continue
+        if any(p.dim() >= 2 for p in m.parameters(recurse=False)):
+            missed.append((name, m))
+    return missed
+
+
+def _ancestors(model: nn.Module, name: str) -> list[nn.Module]:
+    parts = name.split(".") if name else []
+    return [model.get_submodule(".".join(parts[:i])) for i in range(len(parts))]
 
 
 def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
