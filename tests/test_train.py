@@ -410,7 +410,21 @@ def test_a_signalled_run_says_what_it_kept_and_resumes(signum, status, said, tmp
     assert err.strip().splitlines()[-1] == (f"pdnn train: {said}; no file was left half-written; every finished "
                                             "epoch was saved, and --resume continues from the last (if none had "
                                             "finished, train anew)")
-    saved = load_checkpoint(run / "checkpoint.pt")  # metrics.json, written after it, may not be there yet
+    saved = load_checkpoint(run / "checkpoint.pt")  # metrics.json, written after it, may lag (below)
     assert 1 <= saved["epoch"] < 200 and len(saved["metrics"]) == saved["epoch"]
     assert main(["train", "--out", str(run), "--resume", "--epochs", str(saved["epoch"] + 1), "--quiet"]) == 0
     assert len(json.loads((run / "metrics.json").read_text())) == saved["epoch"] + 1
+
+
+def test_resuming_restores_a_history_the_interruption_left_behind(tmp_path):
+    """An interruption between the checkpoint's write and the history's leaves metrics.json one
+    epoch behind (or absent); resuming, even with nothing left to train, writes it from the checkpoint."""
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "2") == 0
+    history = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(history[:1]))
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == history
+    (run / "metrics.json").unlink()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == history

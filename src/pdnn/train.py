@@ -362,6 +362,8 @@ def train(
                           "epochs from the start")
     if rank == 0:
         write_json(run_dir / CONFIG, config)
+        if resume:  # the history as the checkpoint has it: an interruption can fall between their writes
+            write_json(run_dir / METRICS, run.metrics)
     for epoch in range(run.start_epoch, train_config.epochs):
         trained, speed = _train_epoch(run, data, train_config, epoch, progress)
         generators = _generator_states(run)
