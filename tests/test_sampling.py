@@ -541,3 +541,72 @@ def test_batched_gradients_of_the_reference_cnn_equal_one_by_one(build, mode, ba
         batched = torch.func.vmap(one)(vectors)
     one_by_one = torch.stack([one(v) for v in vectors])
     torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6 * one_by_one.abs().max().item())
+
+
+class _BatchCentred(nn.Module):
+    """Each forward centres its own hidden bits over the batch: folding samples would centre
+    them together, so it must run as a loop of forwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(12, 32), PBit(), nn.Linear(32, 3)
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.fc2(h - h.mean(0, keepdim=True))
+
+
+def test_an_empty_batch_decides_no_plan_for_later_ones():
+    """On no rows every comparison of the check passes; the plan it chose would serve later batches."""
+    torch.manual_seed(0)
+    net, x = _BatchCentred().eval(), torch.randn(8, 12)
+    sampled = SampledModel(net, samples=4, reduce="none", seed=0)
+    assert sampled(x[:0]).shape == (4, 0, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the loop's warning
+        out = sampled(x)
+    assert sampled.plan(x) == "loop"
+    torch.testing.assert_close(out.mean(1), net.fc2.bias.detach().expand(4, 3), rtol=0, atol=1e-6)
+
+
+class _Blocked(nn.Module):
+    """A p-bit inside a user block, which the traced graph does not call."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(6, 16), PBit())
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+def test_a_hook_registered_after_a_plan_gets_a_plan_checked_with_it():
+    torch.manual_seed(0)
+    net, x = _Blocked().eval(), torch.randn(5, 6)
+    sampled = SampledModel(net, samples=4)
+    sampled(x)
+    assert sampled.plan(x) == "graph"
+    calls = []
+    handle = net.block.register_forward_hook(lambda m, i, o: calls.append(1) or o * 0)  # ablates the block
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the repeat plan's warning
+        out = sampled(x)
+    assert calls == [1] and torch.equal(out, net.head.bias.detach().expand(5, 3))
+    assert sampled.plan(x) == "repeat"
+    handle.remove()
+    assert sampled.plan(x) == "graph"  # the first plan serves again
+
+
+def test_hooks_registered_for_every_module_do_not_see_the_check():
+    net, x = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 3)).eval(), torch.randn(5, 6)
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+    try:
+        sampled = SampledModel(net, samples=4)
+        sampled(x)
+        first, seen[:] = list(seen), []
+        sampled(x)
+    finally:
+        handle.remove()
+    assert first == seen and first.count("Sequential") == 0  # no loop of the check's forwards

@@ -122,6 +122,14 @@ def own_hooks(module: nn.Module) -> bool:
     return any(getattr(module, name, None) for name in _HOOKS)
 
 
+def hook_ids(module: nn.Module | None = None) -> tuple:
+    """Which hooks ``module`` has (or, for ``None``, which are registered for every module): the
+    handles' ids, which a removal and a new registration change even where the count stays."""
+    owner = torch.nn.modules.module if module is None else module
+    prefix = "_global" if module is None else ""
+    return tuple(tuple(getattr(owner, prefix + name, ())) for name in _HOOKS)
+
+
 def has_hooks(module: nn.Module) -> bool:
     """Whether a call of ``module`` runs hooks, forward or backward: its own, or those registered
     for every module (``register_module_forward_hook``, ``register_module_full_backward_hook``,
@@ -148,9 +156,12 @@ def batched_by_autograd(grad: torch.Tensor) -> bool:
 
 @contextlib.contextmanager
 def suspended_hooks(model: nn.Module):
-    """The model's hooks, forward and backward, switched off (the check's passes and a trace are
-    not calls the user's hooks should see)."""
-    hooks = [(getattr(m, name), getattr(m, name).copy()) for m in model.modules() for name in _HOOKS]
+    """The model's hooks, forward and backward, and those registered for every module, switched
+    off (the check's passes and a trace are not calls the user's hooks should see)."""
+    registry = torch.nn.modules.module
+    dicts = [getattr(m, name) for m in model.modules() for name in _HOOKS]
+    dicts += [getattr(registry, "_global" + name) for name in _HOOKS if hasattr(registry, "_global" + name)]
+    hooks = [(registered, registered.copy()) for registered in dicts]
     try:
         for registered, _ in hooks:
             registered.clear()
