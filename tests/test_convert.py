@@ -711,3 +711,67 @@ def test_noise_in_a_transformer_stack_with_a_padding_mask_is_drawn(activation, l
         warnings.simplefilter("ignore", UserWarning)  # torch's note on nested tensors
         assert not torch.equal(noisy(x, mask), noisy(x, mask))
         assert torch.equal(unchanged(x, mask), plain)
+
+
+@pytest.mark.parametrize("activation, op", [(nn.Tanh(), "nn.Tanh"), (nn.GELU(), "nn.GELU"), (torch.tanh, "torch.tanh")])
+def test_a_decoder_layer_keeps_its_activation_in_the_copy(activation, op):
+    """torch's TransformerDecoderLayer, when copied, puts F.relu in front of an activation module:
+    the copy converted must still compute the model's own activation."""
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dec = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, activation=activation, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x, memory):
+            return self.head(self.dec(x, memory).mean(1))
+
+    model = Decoder().eval()
+    x, memory = torch.randn(3, 5, 8), torch.randn(3, 4, 8)
+    assert [(a["name"], a["op"]) for a in find_activations(model)] == [("dec.activation", op)]
+    assert torch.equal(to_sampled(model, "gaussian", scale=0.0)(x, memory), model(x, memory))
+    if op != "nn.GELU":
+        assert isinstance(to_sampled(model, "pbit").dec.activation, PBit)
+
+
+@pytest.mark.parametrize("activation, op", [(torch.tanh, "torch.tanh"), ("gelu", "F.gelu")])
+def test_functions_torch_layers_hold_are_found_without_a_trace(activation, op):
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=activation, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            if x.dim() == 2:  # Python control flow on a shape: torch.fx cannot trace this
+                x = x.unsqueeze(0)
+            return self.head(self.enc(x).mean(1))
+
+    model, x = Encoder().eval(), torch.randn(2, 5, 8)
+    assert [(a["name"], a["op"], a["hidden"]) for a in find_activations(model)] == [("enc.activation", op, True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # could not be traced: only what needs no graph is converted
+        noisy, unchanged = to_sampled(model, "gaussian", scale=1.0), to_sampled(model, "gaussian", scale=0.0)
+    assert not torch.equal(noisy(x), noisy(x)) and torch.equal(unchanged(x), model(x))
+    stack = nn.Transformer(8, 2, 1, 1, 16, batch_first=True)
+    assert [a["name"] for a in find_activations(stack)] == ["encoder.layers.0.activation", "decoder.layers.0.activation"]
+
+
+def test_a_tensor_a_forward_kept_does_not_stop_the_copy():
+    class Inspectable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act, self.head = nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)
+            self.last_hidden = None
+
+        def forward(self, x):
+            self.last_hidden = self.act(self.fc(x))  # not a graph leaf, which deepcopy refuses
+            return self.head(self.last_hidden)
+
+    model = Inspectable()
+    model(torch.randn(3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it updates an attribute as it runs: modules only
+        converted = to_sampled(model, "pbit")
+    assert isinstance(converted.act, PBit) and converted.last_hidden.grad_fn is None
+    assert torch.equal(converted.last_hidden, model.last_hidden.detach()) and model.last_hidden.grad_fn is not None

@@ -203,7 +203,7 @@ def to_sampled(
 def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     """:func:`to_sampled` of a canonical ``spec``; also returns the converted sites (execution order)."""
     method, key = spec["method"], parameter_of(spec["method"])
-    converted = copy.deepcopy(model)
+    converted = _copy(model)
     found = _discover(converted)
     selected = _select(found.sites, spec["layers"])
     _check_convertible(type(model).__name__, method, spec["layers"], found, selected)
@@ -240,6 +240,26 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     if spec.get("bn_stats"):
         load_bn_stats(converted, spec["bn_stats"])
     return converted, selected
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, without two changes deepcopy would make to a model:
+
+    * a tensor a forward kept as an attribute (``self.last_hidden = h``) is no graph leaf, which
+      deepcopy refuses: the copy gets it detached;
+    * ``nn.TransformerDecoderLayer`` restores a copy with ``activation = F.relu`` in the
+      instance's own dict when its activation is a module, hiding the module: the copy would
+      compute ReLU. Entries the copy has and the model has not, under a submodule's name, go."""
+    memo = {id(value): value.detach().clone() for m in model.modules() for value in vars(m).values()
+            if isinstance(value, torch.Tensor) and not value.is_leaf}
+    try:
+        converted = copy.deepcopy(model, memo)
+    except RuntimeError as err:
+        raise ConversionError(f"{type(model).__name__} cannot be copied for conversion: {err}") from err
+    for original, copied in zip(model.modules(), converted.modules()):
+        for name in set(copied._modules) & (set(vars(copied)) - set(vars(original))):
+            del copied.__dict__[name]
+    return converted
 
 
 def _relu_or_gelu(activation) -> int:

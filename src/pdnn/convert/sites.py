@@ -204,6 +204,22 @@ def _is_function_activation(value) -> bool:
         return False
 
 
+def _held_function_sites(name: str, m: nn.Module, hidden: bool) -> list[_Site]:
+    """The activation functions a torch layer holds as attributes and calls
+    (``nn.TransformerEncoderLayer(activation=torch.tanh)``): swapped for a module by the
+    attribute's path, no graph needed. A user's module is not read so: its own forward may use a
+    function it holds for something else, and a trace shows its calls."""
+    if not type(m).__module__.startswith("torch.nn"):
+        return []
+    sites = []
+    for attr, value in vars(m).items():
+        if not attr.startswith("_") and _is_function_activation(value):
+            label, kind = _FUNCTIONS[value]
+            bounds = {"F.hardtanh": (-1.0, 1.0), "F.relu6": (0.0, 6.0)}.get(label)  # as called: f(x)
+            sites.append(_Site(f"{name}.{attr}" if name else attr, label, kind, hidden, bounds=bounds, holder=m))
+    return sites
+
+
 def _module_label(m: nn.Module) -> str:
     cls = type(m)
     for package, short in (("torch.nn", "nn"), ("pdnn.nn", "pdnn.nn")):
@@ -244,8 +260,9 @@ def _discover(model: nn.Module) -> _Discovery:
         # and modules it does not reach keep the registration guess
         found = _discover_in(model, specialised)
         sites = [s for s in found.sites if s.node is None]
-        seen = {id(s.module) for s in sites}
-        sites += [s for s in _discover_modules(model) if id(s.module) not in seen]
+        seen = {id(s.module) for s in sites if s.module is not None} | {s.name for s in sites if s.holder is not None}
+        sites += [s for s in _discover_modules(model)
+                  if (id(s.module) if s.holder is None else s.name) not in seen]
         return _Discovery(sites, None, err, found.ops)
     return _discover_in(model, graph)
 
@@ -285,12 +302,8 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
                 for inner_name, inner in m.named_modules(prefix=node.target):
                     if inner is not m and _module_kind(inner) is not None and inner_name not in sites:
                         sites[inner_name] = _module_site(inner_name, inner, hidden)
-                    for attr, value in vars(inner).items():
-                        name = f"{inner_name}.{attr}"
-                        if not attr.startswith("_") and _is_function_activation(value) and name not in sites:
-                            label, kind = _FUNCTIONS[value]
-                            bounds = {"F.hardtanh": (-1.0, 1.0), "F.relu6": (0.0, 6.0)}.get(label)  # as called: f(x)
-                            sites[name] = _Site(name, label, kind, hidden, bounds=bounds, holder=inner)
+                    for site in _held_function_sites(inner_name, inner, hidden):
+                        sites.setdefault(site.name, site)
                 continue
             site = sites.get(node.target)
             if site is None:
@@ -308,11 +321,13 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
 
 def _discover_modules(model: nn.Module) -> list[_Site]:
     """Without a trace: activation modules in registration order; those registered after the last
-    module with weights count as output activations."""
+    module with weights count as output activations. Functions torch layers hold are hidden
+    where the layer has weights of its own to apply after them."""
     named = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     last_weighted = max((i for i, (_, m) in enumerate(named) if _has_weights(m) and _module_kind(m) is None),
                         default=-1)
-    return [_module_site(n, m, i < last_weighted) for i, (n, m) in enumerate(named) if _module_kind(m) is not None]
+    sites = [_module_site(n, m, i < last_weighted) for i, (n, m) in enumerate(named) if _module_kind(m) is not None]
+    return sites + [site for n, m in model.named_modules() for site in _held_function_sites(n, m, _has_weights(m))]
 
 
 def find_activations(model: nn.Module) -> list[dict]:
