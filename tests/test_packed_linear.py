@@ -69,6 +69,20 @@ def test_under_cpu_autocast_it_is_the_layer_itself():
     assert not used_packed(packed)
 
 
+def test_a_weight_made_under_inference_mode_is_not_packed():
+    """Such a weight has no version counter: a change in place could not be told from the stamp."""
+    with torch.inference_mode():
+        linear = big_linear()
+        packed = PackedLinear(linear)
+        x = torch.randn(8, FEATURES)
+        assert torch.equal(packed(x), linear(x))
+    assert not used_packed(packed)
+    with torch.inference_mode():
+        net = nn.Sequential(nn.Linear(64, FEATURES), PBit(), big_linear(), PBit(), nn.Linear(FEATURES, 10)).eval()
+        out = SampledModel(net, samples=16, pack_weights=True, seed=0)(torch.randn(1, 64))
+    assert out.shape == (1, 10)
+
+
 def test_repacks_when_the_weight_changes():
     linear = big_linear()
     packed = PackedLinear(linear)

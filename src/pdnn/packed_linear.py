@@ -16,7 +16,8 @@ through ``.data``, and those would leave a stale copy. Packing is therefore opt-
 ``SampledModel(..., pack_weights=True)``, for evaluating fixed weights. It runs only without
 autograd (``torch.no_grad``/``inference_mode``, or nothing requiring a gradient), on float32
 CPU tensors outside CPU autocast, and never where the layer has hooks, forward or backward
-(they would be skipped).
+(they would be skipped), nor on a weight made under ``torch.inference_mode`` (it has no version
+counter, so a change in place could not be told).
 """
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         linear = self.linear
-        if not takes_a_faster_gemm(linear, x, ROWS):
-            return linear(x)
         w = linear.weight
+        if not takes_a_faster_gemm(linear, x, ROWS) or w.is_inference():  # no version counter to stamp
+            return linear(x)
         stamp = (w.data_ptr(), w._version)
         if stamp != self._stamp:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), x.shape[0])
