@@ -50,8 +50,12 @@ def _check_generator(module: nn.Module, x: torch.Tensor) -> torch.Generator | No
 
 
 def _drawn(x: torch.Tensor, generator: torch.Generator | None) -> dict:
-    """The keywords of a draw shaped like ``x`` (see :func:`pdnn.functional.generator_keyword`)."""
-    return {"device": x.device, "dtype": x.dtype, **F.generator_keyword(generator)}
+    """The keywords of a draw shaped like ``x`` (see :func:`pdnn.functional.generator_keyword`),
+    in float32 for a half-precision ``x``: torch's bfloat16 ``rand`` gives 0 with probability
+    about 2e-3 and values below 0.001 three times too often, which biases every mean built on
+    it (a logistic draw's log(u), a threshold compared with a small probability)."""
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return {"device": x.device, "dtype": dtype, **F.generator_keyword(generator)}
 
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -104,7 +108,7 @@ class GaussianNoise(_AdditiveNoise):
     """
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.randn(x.shape, **_drawn(x, generator))
+        return torch.randn(x.shape, **_drawn(x, generator)).to(x.dtype)
 
 
 class LogisticNoise(_AdditiveNoise):
@@ -125,8 +129,9 @@ class LogisticNoise(_AdditiveNoise):
     """
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        u = _uniform(x, generator).clamp_min_(torch.finfo(x.dtype).tiny)  # log(u) finite, 1 - u > 0
-        return torch.log(u) - torch.log1p(-u)
+        u = _uniform(x, generator)
+        u.clamp_min_(torch.finfo(u.dtype).tiny)  # log(u) finite, 1 - u > 0
+        return (torch.log(u) - torch.log1p(-u)).to(x.dtype)
 
 
 class DitheredQuantize(nn.Module):
@@ -139,7 +144,9 @@ class DitheredQuantize(nn.Module):
     around ``f(x)`` with probabilities that make :math:`\mathbb E[y] = f(x)` *exactly*; for 1 bit
     this is the p-bit of mean ``tanh(βx)``. Other widths give a mean that is a smoothed staircase
     (``width = 0``: the deterministic quantiser, bit for bit). The output takes only the
-    quantiser's levels, so ``precision`` stays ``bits``. Gradients use the STE through ``f``.
+    quantiser's levels, so ``precision`` stays ``bits``; a half-precision output holds them
+    rounded (1/3 is 0.33398 in bfloat16), which shifts the mean by as much. Gradients use the STE
+    through ``f``.
 
     Args:
         bits: activation bits, 1..8.
@@ -190,7 +197,7 @@ class DitheredQuantize(nn.Module):
         # work on the bipolar scale [-1, 1], where one step is 2 / (2**bits - 1)
         t = mean if self.mode == "bipolar" else 2.0 * mean - 1.0
         dither = (_uniform(x, g) - 0.5) * (self.width * 2.0 / (2**self.bits - 1))
-        q = F.quantize_levels(t.detach() + dither, self.bits)
+        q = F.quantize_levels(t.detach() + dither, self.bits).to(x.dtype)  # rounded in the draw's precision
         if self.mode == "unipolar":
             q = (q + 1.0) / 2.0
         return F.straight_through(q, mean)
