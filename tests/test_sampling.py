@@ -596,6 +596,14 @@ def test_a_hook_registered_after_a_plan_gets_a_plan_checked_with_it():
     assert sampled.plan(x) == "repeat"
     handle.remove()
     assert sampled.plan(x) == "graph"  # the first plan serves again
+    plans = len(sampled._plans)
+    for _ in range(3):  # a hook registered and removed around every call: one plan serves them all
+        handle = net.block.register_forward_hook(lambda m, i, o: o)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sampled(x)
+        handle.remove()
+    assert len(sampled._plans) == plans
 
 
 def test_hooks_registered_for_every_module_do_not_see_the_check():

@@ -122,12 +122,13 @@ def own_hooks(module: nn.Module) -> bool:
     return any(getattr(module, name, None) for name in _HOOKS)
 
 
-def hook_ids(module: nn.Module | None = None) -> tuple:
-    """Which hooks ``module`` has (or, for ``None``, which are registered for every module): the
-    handles' ids, which a removal and a new registration change even where the count stays."""
+def hook_kinds(module: nn.Module | None = None) -> tuple[bool, ...]:
+    """Which kinds of hook ``module`` has (or, for ``None``, are registered for every module):
+    what a plan's check depends on. Not which functions: the check runs with them off, and a
+    loop that registers and removes a hook on every call must not make a plan on every call."""
     owner = torch.nn.modules.module if module is None else module
     prefix = "_global" if module is None else ""
-    return tuple(tuple(getattr(owner, prefix + name, ())) for name in _HOOKS)
+    return tuple(bool(getattr(owner, prefix + name, None)) for name in _HOOKS)
 
 
 def has_hooks(module: nn.Module) -> bool:

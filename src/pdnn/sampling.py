@@ -39,7 +39,7 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (first_rows, fold_mismatch, has_hooks, hook_ids, own_hooks, runs_eagerly, stack, suspended_hooks,
+from .foldcheck import (first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly, stack, suspended_hooks,
                         unfold)
 from .functional import repeat_samples
 from .nn import PBit, is_stochastic
@@ -686,12 +686,13 @@ class SampledModel(nn.Module):
             raise RuntimeError(f"{err} [input of shape {tuple(x.shape)}; {rows}]") from err
 
     def _key(self, x: torch.Tensor, args: tuple, kwargs: dict, modules: list[nn.Module]) -> tuple:
-        """What the choice of a plan depends on: the modules, their modes and hooks, whether B is 1,
-        the arguments' structure, non-batch shapes and non-tensor values (not T: a fold is the same
-        rewrite for every T). A hook registered after a plan was made gets a new one, checked with it."""
+        """What the choice of a plan depends on: the modules, their modes and kinds of hook, whether
+        B is 1, the arguments' structure, non-batch shapes and non-tensor values (not T: a fold is
+        the same rewrite for every T). Modules that gain hooks after a plan was made get a plan
+        checked with them."""
         batch = x.shape[0]
-        layout = tuple((id(m), m.training, hook_ids(m)) if own_hooks(m) else (id(m), m.training) for m in modules)
-        layout += hook_ids()  # those registered for every module
+        layout = tuple((id(m), m.training, hook_kinds(m)) if own_hooks(m) else (id(m), m.training) for m in modules)
+        layout += hook_kinds()  # those registered for every module
 
         def describe(v):
             if isinstance(v, torch.Tensor):
