@@ -77,7 +77,9 @@ def temporary_prefix(path: Path) -> str:
 def remove_orphans(path: Path) -> None:
     """Remove the temporaries (:func:`temporary_prefix`) of writes to ``path`` whose process has
     ended. Only this machine's are judged (another machine's process number means nothing here),
-    and only where a process can be asked whether it runs without harming it (POSIX)."""
+    and only where a process can be asked whether it runs without harming it (POSIX). Containers
+    that share a folder and a host name but not their process numbers would misjudge each other:
+    a live writer whose temporary went fails its write, and the destination stays as it was."""
     if os.name != "posix":
         return
     head = f".{path.name}.{socket.gethostname()}."
