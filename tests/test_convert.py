@@ -754,7 +754,8 @@ def test_functions_torch_layers_hold_are_found_without_a_trace(activation, op):
         noisy, unchanged = to_sampled(model, "gaussian", scale=1.0), to_sampled(model, "gaussian", scale=0.0)
     assert not torch.equal(noisy(x), noisy(x)) and torch.equal(unchanged(x), model(x))
     stack = nn.Transformer(8, 2, 1, 1, 16, batch_first=True)
-    assert [a["name"] for a in find_activations(stack)] == ["encoder.layers.0.activation", "decoder.layers.0.activation"]
+    assert [a["name"] for a in find_activations(stack)] == ["encoder.layers.0.activation",
+                                                            "decoder.layers.0.activation"]
 
 
 def test_a_tensor_a_forward_kept_does_not_stop_the_copy():

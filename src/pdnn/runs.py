@@ -139,6 +139,7 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)
     document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "data_source": data.source,
                 "split": "test", "examples": len(data.test_y), "seed": seed, "device": str(device),
-                **where_measured(), "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(), **result}
+                **where_measured(), "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(),
+                **result}
     write_json(Path(run_dir) / "adaptive.json", document)
     return document

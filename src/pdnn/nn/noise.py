@@ -197,7 +197,7 @@ class DitheredQuantize(nn.Module):
         # work on the bipolar scale [-1, 1], where one step is 2 / (2**bits - 1)
         t = mean if self.mode == "bipolar" else 2.0 * mean - 1.0
         dither = (_uniform(x, g) - 0.5) * (self.width * 2.0 / (2**self.bits - 1))
-        q = F.quantize_levels(t.detach() + dither, self.bits).to(x.dtype)  # rounded in the draw's precision
+        q = F.quantize_levels(t.detach() + dither, self.bits).to(x.dtype)  # chosen in the draw's precision
         if self.mode == "unipolar":
             q = (q + 1.0) / 2.0
         return F.straight_through(q, mean)
