@@ -259,6 +259,20 @@ def test_weights_used_without_a_module_call_are_named_by_the_hook_walk():
     assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == [
         "enc.self_attn (MultiheadAttention)"]  # once, for its own in_proj_weight and its out_proj
 
+    class OwnWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.p, self.w = nn.Linear(4, 8), PBit(), nn.Parameter(torch.randn(3, 8))
+
+        def forward(self, x):
+            h = self.p(self.a(x))
+            if h.sum() > 1e9:  # data-dependent control flow defeats torch.fx
+                h = h * 2
+            return h @ self.w.t()
+
+    net = analyze(OwnWeight(), (4,))
+    assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == ["OwnWeight itself"]
+
 
 def test_noise_injectors_pay_for_random_numbers(tech):
     plain = analyze(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)), (8,))

@@ -399,9 +399,9 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
         for h in handles:
             h.remove()
     for name, m in _weights_not_called(model, called):
-        walker.note(f"{name} ({type(m).__name__}): holds weights that no module call was seen to use (a layer "
-                    "using them as tensors, as nn.MultiheadAttention does, or not used in this forward); "
-                    "their EOs are not counted")
+        where = f"{name} ({type(m).__name__})" if name else f"{type(m).__name__} itself"
+        walker.note(f"{where}: holds weights that no module call was seen to use (a layer using them as tensors, "
+                    "as nn.MultiheadAttention does, or not used in this forward); their EOs are not counted")
 
 
 def _weights_not_called(model: nn.Module, called: set[nn.Module]) -> list[tuple[str, nn.Module]]:
