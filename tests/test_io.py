@@ -138,3 +138,19 @@ def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "empty.pt")
     with pytest.raises(RunError, match="holds no model state"):
         load_checkpoint(tmp_path / "empty.pt")
+
+
+def test_a_long_file_name_is_written_and_errors_name_the_users_path(tmp_path, monkeypatch):
+    """The temporary name adds the writer to the destination's; a legal name of 245 characters
+    must still be writable, and a failure is said of the user's path, not the hidden temporary."""
+    path = tmp_path / ("b" * 245 + ".json")
+    write_json(path, {"a": 1})
+    assert read_json(path) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".out.json.host.1.x.tmp"))
+
+    monkeypatch.setattr("tempfile.mkstemp", refused)
+    with pytest.raises(PermissionError) as err:
+        write_json(tmp_path / "out.json", {"a": 1})
+    assert err.value.filename == str(tmp_path / "out.json")

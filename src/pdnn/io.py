@@ -68,10 +68,16 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _writer_head(path: Path) -> str:
+    """``.<name>.<host>.``, both cut short so that a temporary name stays within the 255
+    characters a file name may have, whatever the destination's length."""
+    return f".{path.name[:100]}.{socket.gethostname()[:40]}."
+
+
 def temporary_prefix(path: Path) -> str:
     """The name a temporary file (or folder) for ``path`` starts with: hidden, beside ``path``, and
     naming its writer, so that :func:`remove_orphans` can tell whether the writer is gone."""
-    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+    return f"{_writer_head(path)}{os.getpid()}."
 
 
 def remove_orphans(path: Path) -> None:
@@ -82,7 +88,7 @@ def remove_orphans(path: Path) -> None:
     a live writer whose temporary went fails its write, and the destination stays as it was."""
     if os.name != "posix":
         return
-    head = f".{path.name}.{socket.gethostname()}."
+    head = _writer_head(path)
     for tmp in path.parent.glob(f"{glob.escape(head)}*.tmp"):
         pid = tmp.name[len(head):].split(".", 1)[0]
         if pid.isdigit() and not _running(int(pid)):
@@ -109,14 +115,20 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
     left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
+    except OSError as err:  # named as the user's file, not as the hidden temporary one
+        raise OSError(err.errno, err.strerror, str(path)) from err
     try:
         os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
