@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import shutil
 import subprocess
 import sys
@@ -428,3 +429,55 @@ def test_resuming_restores_a_history_the_interruption_left_behind(tmp_path):
     (run / "metrics.json").unlink()
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     assert json.loads((run / "metrics.json").read_text()) == history
+
+
+def test_a_second_command_into_a_folder_being_trained_is_refused(tmp_path, capsys):
+    """Two trainings into one folder interleaved their files (one's config, the other's
+    checkpoint); the folder's lock refuses the second. A lock whose process has ended is taken over."""
+    run = tmp_path / "run"
+    source = str(Path(pdnn.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "pdnn", "train", *TINY, "--epochs", "200", "--out", str(run)],
+                            env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert train(run, "--epochs", "1", "--width", "16") == 2
+        assert f"another command (process {proc.pid} on " in capsys.readouterr().err
+        assert load_model(run)[0][1].out_features == 32  # still the first command's run, whole
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    assert not (run / ".writing").exists()  # released as the first command stopped
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / ".writing").write_text(f"{socket.gethostname()} {gone.stdout.strip()}")  # a writer killed with -9
+    epochs = load_checkpoint(run / "checkpoint.pt")["epoch"] + 1
+    assert main(["train", "--out", str(run), "--resume", "--epochs", str(epochs), "--quiet"]) == 0
+
+
+def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    assert train(mine, "--epochs", "1") == 2
+    assert "config.json is not a pdnn run's configuration" in capsys.readouterr().err
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
+    other = tmp_path / "other"
+    assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0
+    (other / "checkpoint.pt").unlink()  # another run's start, interrupted before its first epoch
+    assert train(other, "--epochs", "1") == 2
+    assert "cannot train into" in capsys.readouterr().err and load_config_width(other) == 16
+    assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0  # its own start: trained anew
+    converted = tmp_path / "converted"
+    assert main(["convert", str(other), "--method", "pbit", "--out", str(converted), "--quiet"]) == 0
+    for options in (TINY, ["--resume", "--quiet"]):
+        assert main(["train", *options, "--out", str(converted)]) == 2
+        assert "is a converted run (pdnn convert)" in capsys.readouterr().err
+    (converted / "checkpoint.pt").unlink()  # restorable with convert --restore: still not a place to train
+    assert train(converted, "--epochs", "1") == 2 and "converted run" in capsys.readouterr().err
+    assert "convert" in json.loads((converted / "config.json").read_text())
+
+
+def load_config_width(run):
+    return json.loads((run / "config.json").read_text())["model"]["width"]

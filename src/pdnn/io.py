@@ -32,6 +32,7 @@ that machine, and never one whose writer still runs.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
@@ -96,6 +97,39 @@ def remove_orphans(path: Path) -> None:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink(missing_ok=True)
+
+
+LOCK = ".writing"  # in a folder one command is writing (see writer_lock)
+
+
+@contextlib.contextmanager
+def writer_lock(folder: Path | str, action: str = "write"):
+    """Hold ``folder/.writing`` (created exclusively, naming this host and process) while a
+    command writes the folder, so that a second command into the same folder is refused rather
+    than interleaving its files with the first's. A lock whose process has ended on this host
+    (``kill -9``) is taken over; one from another host is named, for the user to judge."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, mine = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:
+                f.write(mine)
+            break
+        except FileExistsError:
+            host, _, pid = lock.read_text().partition(" ")
+            if os.name == "posix" and host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
+                lock.unlink(missing_ok=True)  # its writer is gone
+                continue
+            raise RunError(f"cannot {action} {folder}: another command (process {pid or '?'} on {host or '?'}) is "
+                           f"writing it; wait for it to end, or, if no such process runs, delete {lock}") from None
+    else:
+        raise RunError(f"cannot {action} {folder}: {lock} keeps appearing; another command is starting there")
+    try:
+        yield
+    finally:
+        if lock.exists() and lock.read_text() == mine:
+            lock.unlink()
 
 
 def _running(pid: int) -> bool:

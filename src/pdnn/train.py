@@ -20,6 +20,7 @@ own device (``cuda:<LOCAL_RANK>``, or the CPU) and takes a strided share of each
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -39,6 +40,7 @@ from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
 from .provenance import CODE, code_record
+from .io import writer_lock
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .sampling import check_samples
 from .tasks import TASKS, Task
@@ -313,6 +315,29 @@ def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generato
         tqdm.write(run.task.summary(run.metrics[-1]))
 
 
+def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
+    """Refuse a folder this training would damage: a trained run without ``resume``, nothing to
+    resume with it, another run's settings, a converted run, or a ``config.json`` that is not this
+    run's (a folder holding only this run's ``config.json`` is its own interrupted start).
+    Returns the epochs the resumed run had planned."""
+    checkpoint_path = run_dir / CHECKPOINT
+    saved = read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
+    if isinstance(saved, dict) and "convert" in saved:
+        raise RunError(f"{run_dir} is a converted run (pdnn convert): it was made from a trained run, not trained "
+                       "itself, so it cannot be trained or resumed; train a new run in another folder")
+    if checkpoint_path.exists() and not resume:
+        raise RunError(f"{run_dir} already holds a checkpoint; pass --resume (resume=True) to continue it "
+                       "or choose a new directory")
+    if resume and not checkpoint_path.exists():
+        raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start the run")
+    if saved is not None and not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)):
+        raise RunError(f"{run_dir / CONFIG} is not a pdnn run's configuration; choose another folder, or delete that "
+                       "file to train here")
+    if saved is not None:
+        check_same_run(run_dir, config, "resume" if resume else "train into")
+    return saved["train"]["epochs"] if resume else None
+
+
 def train(
     run_dir: str | Path,
     model_config: ModelConfig,
@@ -337,38 +362,30 @@ def train(
     run_dir = Path(run_dir)
     device, rank, world = _distributed(device or default_device())
     config = run_config(model_config, dataset, train_config, subset, label)
-    checkpoint_path = run_dir / CHECKPOINT
-    if checkpoint_path.exists() and not resume:
-        raise RunError(f"{run_dir} already holds a checkpoint; pass --resume (resume=True) to continue it "
-                       "or choose a new directory")
-    if resume and not checkpoint_path.exists():
-        raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start the run")
-    if resume:
-        check_same_run(run_dir, config)
-        planned = read_json(run_dir / CONFIG)["train"]["epochs"]
-
-    data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
-    run = _build(model_config, train_config, device, rank, world)
-    if resume:
-        _restore(run, checkpoint_path, device)
-        if run.start_epoch > train_config.epochs:
-            raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
-                             f"would end before that (give at least {run.start_epoch})")
-        if train_config.schedule == "cosine" and planned != train_config.epochs and rank == 0:
-            factor = _lr_factor("cosine", run.start_epoch, train_config.epochs)
-            warnings.warn(f"{run_dir}: the cosine schedule now spans {train_config.epochs} epochs, not {planned}: "
-                          f"epoch {run.start_epoch + 1} starts at {factor:.2f} x the learning rate, not where the "
-                          f"{planned}-epoch schedule left it, so the run differs from one of {train_config.epochs} "
-                          "epochs from the start")
-    if rank == 0:
-        write_json(run_dir / CONFIG, config)
-        if resume:  # the history as the checkpoint has it: an interruption can fall between their writes
-            write_json(run_dir / METRICS, run.metrics)
-    for epoch in range(run.start_epoch, train_config.epochs):
-        trained, speed = _train_epoch(run, data, train_config, epoch, progress)
-        generators = _generator_states(run)
+    with writer_lock(run_dir, "train") if rank == 0 else contextlib.nullcontext():
+        planned = _check_destination(run_dir, config, resume)
+        data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
+        run = _build(model_config, train_config, device, rank, world)
+        if resume:
+            _restore(run, run_dir / CHECKPOINT, device)
+            if run.start_epoch > train_config.epochs:
+                raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
+                                 f"would end before that (give at least {run.start_epoch})")
+            if train_config.schedule == "cosine" and planned != train_config.epochs and rank == 0:
+                factor = _lr_factor("cosine", run.start_epoch, train_config.epochs)
+                warnings.warn(f"{run_dir}: the cosine schedule now spans {train_config.epochs} epochs, not "
+                              f"{planned}: epoch {run.start_epoch + 1} starts at {factor:.2f} x the learning rate, "
+                              f"not where the {planned}-epoch schedule left it, so the run differs from one of "
+                              f"{train_config.epochs} epochs from the start")
         if rank == 0:
-            _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
-        if world > 1:
-            dist.barrier()
-    return run.metrics if rank == 0 else []  # the other processes hold only what they resumed from
+            write_json(run_dir / CONFIG, config)
+            if resume:  # the history as the checkpoint has it: an interruption can fall between their writes
+                write_json(run_dir / METRICS, run.metrics)
+        for epoch in range(run.start_epoch, train_config.epochs):
+            trained, speed = _train_epoch(run, data, train_config, epoch, progress)
+            generators = _generator_states(run)
+            if rank == 0:
+                _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
+            if world > 1:
+                dist.barrier()
+        return run.metrics if rank == 0 else []  # the other processes hold only what they resumed from
