@@ -524,6 +524,15 @@ def test_force_never_replaces_a_trained_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a trained run, not a converted one" in err and "Nothing was changed" in err
     assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
+    # a trained run that lost its config.json still holds training state: never replaced
+    lost = tmp_path / "lost"
+    make_run(lost, seed=2)
+    save_checkpoint(lost / "checkpoint.pt", {"model": load_model(lost)[0].state_dict(), "optimizer": {}, "epoch": 1})
+    (lost / "config.json").unlink()
+    kept = (lost / "checkpoint.pt").read_bytes()
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(lost), "--force"]) == 2
+    assert "holds a trained run's checkpoint or history" in capsys.readouterr().err
+    assert (lost / "checkpoint.pt").read_bytes() == kept
     # an interrupted conversion (no config.json) is replaced
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()

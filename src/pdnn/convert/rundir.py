@@ -20,7 +20,7 @@ from torch import nn
 from .. import data as data_package
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import CHECKPOINT, CONFIG, RunError, load_checkpoint, read_config, read_json, save_checkpoint, write_json
+from ..io import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_config, read_json, save_checkpoint, write_json
 from ..models import ModelConfig
 from ..provenance import file_sha256
 from .batchnorm import recalibrate_batchnorm
@@ -158,6 +158,20 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     if (out / CONFIG).is_file() and "convert" not in read_json(out / CONFIG):
         raise RunError(f"{out} is a trained run, not a converted one (its {CONFIG} has no 'convert'); --force only "
                        "replaces converted runs, so choose another directory. Nothing was changed")
+    # without config.json: an interrupted conversion, whose checkpoint holds weights only; one
+    # holding training state (or a metrics.json beside it) is a trained run that lost its config
+    if (out / METRICS).is_file() or (not (out / CONFIG).is_file() and _training_state(out / CHECKPOINT)):
+        raise RunError(f"{out} holds a trained run's checkpoint or history; --force only replaces converted runs "
+                       "and interrupted conversions, so choose another directory. Nothing was changed")
+
+
+def _training_state(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` holds more than a converted run's weights (an unreadable one holds
+    nothing that could be kept)."""
+    try:
+        return checkpoint.is_file() and set(load_checkpoint(checkpoint)) != {"model"}
+    except RunError:
+        return False
 
 
 def _copy_weights(source: Path, run_dir: Path) -> None:
