@@ -150,6 +150,18 @@ def test_ensure_evaluated_reevaluates_a_changed_run_only(runs, tmp_path):
     assert "weights" not in ensure_evaluated(old, [1, 2], 1, progress=False)  # unknown: kept, not redone
 
 
+def test_ensure_evaluated_never_reuses_other_draws(runs, tmp_path):
+    """An evaluation of the same weights with another seed or on other test examples (a user's
+    `pdnn eval --subset 16 --seed 7` in a study's run) is redone, not reported as the study's."""
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    assert main(["eval", str(run), "--samples", "1,2", "--repeats", "1", "--seed", "7", "--subset", "16",
+                 "--quiet"]) == 0
+    document = ensure_evaluated(run, [1, 2], 1, progress=False)
+    assert (document["seed"], document["subset"]) == (0, 256)  # the run's own subset, as evaluate_run takes it
+    assert document["examples"] > 16 and ensure_evaluated(run, [1, 2], 1, progress=False) == document  # then kept
+
+
 def test_warnings_print_as_one_line_from_the_command(runs, tmp_path):
     old = without_record(runs[0], tmp_path / "old")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}

@@ -62,6 +62,7 @@ def evaluate_run(
         "dataset": config["data"]["dataset"],
         "data_source": data.source,
         "split": "test",
+        "subset": subset,  # asked for (None: the whole split); what a later reuse must match
         "examples": len(data.test_y),
         "aggregate": aggregate,
         "deterministic": is_deterministic(model),

@@ -29,11 +29,15 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
 
 def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate: str = "network", **kwargs) -> dict:
     """Evaluate unless ``eval-<aggregate>.json`` already holds these T values and repeats, of the
-    weights now in the checkpoint (an evaluation without that record is kept)."""
+    weights now in the checkpoint (an evaluation without that record is kept), drawn with the
+    same seed on the same test examples (an evaluation that predates the subset's record is kept)."""
     path = run_dir / f"eval-{aggregate}.json"
     if path.exists():
         document = read_json(path)
-        if stale_reason(run_dir, path.name, document):
+        subset = kwargs.get("subset")
+        subset = subset if subset is not None else read_json(run_dir / CONFIG)["data"].get("subset")
+        other_draws = document.get("seed") != kwargs.get("seed", 0) or document.get("subset", subset) != subset
+        if other_draws or stale_reason(run_dir, path.name, document):
             return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)
         have = {r["samples"] for r in document["results"]}
         if (document.get("deterministic") or set(samples) <= have) and all(
