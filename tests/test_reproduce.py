@@ -101,7 +101,9 @@ def test_missing_dataset_skips_its_steps_and_says_why(data, tmp_path, monkeypatc
     _only(monkeypatch, lambda step: "data:cifar10" in step.needs)
     ctx = Context(tmp_path / "out", "tiny", roots=[str(only_fashion)])
     reproduce.run_plan(ctx, progress=False, log=io.StringIO())
-    assert ctx.skipped and all("dataset 'cifar10' not found" in reason for reason in ctx.skipped.values())
+    assert ctx.skipped and all(f"dataset 'cifar10' not found under {only_fashion}" in reason
+                               and "; pass --data-dir ROOT" in reason  # where it looked, not a dangling "Looked in:"
+                               for reason in ctx.skipped.values())
     assert not (ctx.dir(STATE).exists() and read_json(ctx.dir(STATE))["done"])
     text = (ctx.out / "REPORT.md").read_text()
     cifar_rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line) and "cifar10" in line]

@@ -112,10 +112,12 @@ class Context:
         """Why ``need`` (``data:NAME`` or ``tool:NAME``) is not available here, or None."""
         kind, _, name = need.partition(":")
         if kind == "data":
+            roots = data_roots(self.roots)
             try:
-                find(name, data_roots(self.roots))
-            except DatasetNotFound as err:
-                return str(err).splitlines()[0]
+                find(name, roots)
+            except DatasetNotFound:  # its message lists every folder tried: one line says where, for the report
+                return (f"dataset {name!r} not found under {', '.join(map(str, roots)) or 'no data root'}; pass "
+                        f"--data-dir ROOT or set PDNN_DATA (`pdnn train --dataset {name}` says how to get it)")
             return None
         if kind == "tool":
             return None if shutil.which(name) else f"{name} is not installed"
