@@ -172,6 +172,9 @@ def test_resuming_from_another_models_checkpoint_names_the_mismatch(trained_run,
     assert main(["train", "--out", str(other), "--resume", "--epochs", "2", "--quiet"]) == 2
     line = one_line_error(capsys, "train")
     assert "checkpoint.pt does not match config.json: " in line and "size mismatch" in line
+    assert main(["eval", str(other), "--quiet"]) == 2  # one line there too, not torch's fourteen
+    line = one_line_error(capsys, "eval")
+    assert "checkpoint.pt does not match config.json: " in line and "more)" in line
 
 
 def test_study_checks_every_run_before_writing(tmp_path, capsys):

@@ -197,6 +197,14 @@ def save_checkpoint(path: Path | str, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+def checkpoint_mismatch(path: Path | str, err: Exception) -> RunError:
+    """A one-line :class:`RunError` for a checkpoint that ``load_state_dict`` refused: torch lists
+    every missing key and size on a line of its own; the first two say what happened."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+    return RunError(f"{path} does not match {CONFIG}: {' '.join(lines[:2])}{more}")
+
+
 def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     """A checkpoint written by :func:`save_checkpoint`: a dict with at least ``"model"``."""
     path = Path(path)

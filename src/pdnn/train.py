@@ -40,7 +40,7 @@ from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
 from .provenance import CODE, code_record
-from .io import writer_lock
+from .io import checkpoint_mismatch, writer_lock
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .sampling import check_samples
 from .tasks import TASKS, Task
@@ -213,9 +213,7 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError) as err:  # another model's weights, or another width
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
-        raise RunError(f"{checkpoint_path} does not match {CONFIG}: {' '.join(lines[:2])}{more}") from err
+        raise checkpoint_mismatch(checkpoint_path, err) from err
     saved = state["generators"]
     if isinstance(saved, dict):  # written before every process's streams were saved: process 0's
         saved = [saved]

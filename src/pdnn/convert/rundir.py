@@ -20,7 +20,8 @@ from torch import nn
 from .. import data as data_package
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_config, read_json, save_checkpoint, write_json
+from ..io import (CHECKPOINT, CONFIG, METRICS, RunError, checkpoint_mismatch, load_checkpoint, read_config, read_json,
+                  save_checkpoint, write_json)
 from ..models import ModelConfig
 from ..provenance import file_sha256
 from .batchnorm import recalibrate_batchnorm
@@ -73,7 +74,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise RunError(f"{Path(run_dir) / CHECKPOINT} does not match {CONFIG}: {err}") from err
+        raise checkpoint_mismatch(Path(run_dir) / CHECKPOINT, err) from err
     broken = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
     if broken is not None:  # a run that diverged before training stopped at a non-finite loss
         raise RunError(f"{Path(run_dir) / CHECKPOINT} holds non-finite weights ({broken}): the run diverged; "
