@@ -107,8 +107,10 @@ def writer_lock(folder: Path | str, action: str = "write"):
     """Hold ``folder/.writing`` (created exclusively, naming this host and process) while a
     command writes the folder, so that a second command into the same folder is refused rather
     than interleaving its files with the first's. A lock whose process has ended on this host
-    (``kill -9``) is taken over; one from another host is named, for the user to judge."""
+    (``kill -9``) is taken over; one from another host is named, for the user to judge. A folder
+    the lock created and nothing was written into is removed with it."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock, mine = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
     for _ in range(2):
@@ -130,6 +132,8 @@ def writer_lock(folder: Path | str, action: str = "write"):
     finally:
         if lock.exists() and lock.read_text() == mine:
             lock.unlink()
+        if created and not any(folder.iterdir()):  # a command that failed before writing leaves no folder
+            folder.rmdir()
 
 
 def _running(pid: int) -> bool:
