@@ -19,6 +19,8 @@ from pdnn.models import ModelConfig, create
 from pdnn.nn import DitheredQuantize, GaussianNoise, PBit, QuantConv2d, QuantLinear, Quantize
 from pdnn.runs import RunError, write_json
 
+from zoo import PBitInATorchLayer
+
 TABLE = Path(__file__).parents[1] / "src" / "pdnn" / "energy" / "tables" / "horowitz-45nm.toml"
 BITS = [1, 2, 3, 4, 5, 6, 7, 8, 16, FLOAT_BITS]
 LEVELS = ["dram", "sram", "sram_32kb", "sram_1mb"]
@@ -243,17 +245,7 @@ def test_untraceable_model_is_walked_with_hooks():
 def test_weights_used_without_a_module_call_are_named_by_the_hook_walk():
     """nn.MultiheadAttention multiplies by its projection weights as tensors (its out_proj is a
     Linear it never calls): a walk that prices the modules it sees called must say it left them out."""
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Linear(4, 8)
-            self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=PBit(), batch_first=True)
-            self.out = nn.Linear(8, 3)
-
-        def forward(self, x):
-            return self.out(self.enc(self.emb(x)).mean(1))
-
-    net = analyze(Encoder(), (5, 4))
+    net = analyze(PBitInATorchLayer(), (5, 4))
     assert net.method == "forward hooks"  # the layer's Python control flow defeats torch.fx
     assert [l.name for l in net.layers] == ["emb", "enc.linear1", "enc.linear2", "out"]
     assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == [

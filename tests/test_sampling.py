@@ -14,6 +14,8 @@ from pdnn.sampling import SharedInputPBit, build_sampled_graph, repeat_samples
 from pdnn.errors import UsageError
 from pdnn.train import TrainConfig
 
+from zoo import BatchCentred
+
 Z = 5.0
 
 
@@ -543,23 +545,10 @@ def test_batched_gradients_of_the_reference_cnn_equal_one_by_one(build, mode, ba
     torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6 * one_by_one.abs().max().item())
 
 
-class _BatchCentred(nn.Module):
-    """Each forward centres its own hidden bits over the batch: folding samples would centre
-    them together, so it must run as a loop of forwards."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(12, 32), PBit(), nn.Linear(32, 3)
-
-    def forward(self, x):
-        h = self.act(self.fc1(x))
-        return self.fc2(h - h.mean(0, keepdim=True))
-
-
 def test_an_empty_batch_decides_no_plan_for_later_ones():
     """On no rows every comparison of the check passes; the plan it chose would serve later batches."""
     torch.manual_seed(0)
-    net, x = _BatchCentred().eval(), torch.randn(8, 12)
+    net, x = BatchCentred().eval(), torch.randn(8, 12)  # must run as a loop
     sampled = SampledModel(net, samples=4, reduce="none", seed=0)
     assert sampled(x[:0]).shape == (4, 0, 3)
     with warnings.catch_warnings():

@@ -25,7 +25,7 @@ from pdnn.energy.graph import AnalysisError
 from pdnn.nn import PBit
 from pdnn.sampling import draws
 
-from zoo import ZOO, TwoLayers, WithKeywords, call_kwargs
+from zoo import ZOO, PBitInATorchLayer, TwoLayers, WithKeywords, call_kwargs
 
 T, B = 4, 6
 # the folded and the looped pass add in different orders (batched convolutions, per-sample batch
@@ -365,19 +365,8 @@ def test_a_forward_that_fills_its_containers_is_not_traced_and_the_check_leaves_
     assert torch.equal(model.by_name["hidden"], model.recorded[-1]) and model.per_layer == {"act": [T * B] * 2}
 
 
-class _PBitInATorchLayer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Linear(4, 8)
-        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=PBit(), batch_first=True)
-        self.out = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.out(self.enc(self.emb(x)).mean(1))
-
-
 def test_a_pbit_inside_a_torch_layer_is_sampled_or_refused_never_ignored():
-    model, x = _PBitInATorchLayer().eval(), torch.randn(B, 6, 4)
+    model, x = PBitInATorchLayer().eval(), torch.randn(B, 6, 4)
     sampled = SampledModel(model, samples=T, reduce="none")
     with pytest.warns(UserWarning, match="could not be traced"):  # the layer's fast-path checks
         samples = sampled(x)

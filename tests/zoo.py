@@ -301,6 +301,19 @@ class Nested(nn.Module):
         return logits
 
 
+class PBitInATorchLayer(nn.Module):
+    """A p-bit as the activation of ``nn.TransformerEncoderLayer``, a torch layer that calls it."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Linear(4, 8)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=PBit(), batch_first=True)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(self.enc(self.emb(x)).mean(1))
+
+
 class TwoLayers(nn.Module):
     """``fc1`` (12 -> 32), a p-bit, ``fc2`` (32 -> 3): the body whose forward the small models vary."""
 
