@@ -2,6 +2,8 @@
 import hashlib
 import json
 import math
+import os
+import socket
 import warnings
 
 import pytest
@@ -513,6 +515,19 @@ def test_cli_rejects_bad_values_before_writing_anything(tmp_path, capsys):
         pdnn.cli.main(["convert", str(source), "--method", "dropout", "--out", str(new)])
     assert exit_.value.code == 2 and "invalid choice: 'dropout'" in capsys.readouterr().err
     assert not new.exists()
+
+
+def test_a_conversion_into_a_folder_another_command_is_writing_is_refused(tmp_path, capsys):
+    source, out = tmp_path / "run", tmp_path / "converted"
+    make_run(source)
+    out.mkdir()
+    (out / ".writing").write_text(f"{socket.gethostname()} {os.getpid()}")  # a command that runs: this one
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(out), "--quiet"]) == 2
+    assert f"cannot convert into {out}: another command (process {os.getpid()} on " in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [".writing"]
+    (out / ".writing").unlink()
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json"]  # an empty folder is no result
 
 
 def test_force_never_replaces_a_trained_run(tmp_path, capsys):

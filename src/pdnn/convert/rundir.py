@@ -20,8 +20,8 @@ from torch import nn
 from .. import data as data_package
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import (CHECKPOINT, CONFIG, METRICS, RunError, checkpoint_mismatch, load_checkpoint, read_config, read_json,
-                  save_checkpoint, write_json)
+from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, load_checkpoint, read_config,
+                  read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
 from ..provenance import file_sha256
 from .batchnorm import recalibrate_batchnorm
@@ -152,8 +152,8 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     of its weights). A directory without config.json is an interrupted conversion."""
     if out.resolve() == source.resolve():
         raise RunError("the converted run must go to a new directory, not over its source")
-    if not out.exists():
-        return
+    if not out.exists() or (out.is_dir() and all(p.name == LOCK for p in out.iterdir())):
+        return  # nothing there yet (a folder holding only a writer's lock is not a result)
     if not force:
         raise RunError(f"{out} already exists; choose a new directory or pass --force to replace its results")
     if (out / CONFIG).is_file() and "convert" not in read_json(out / CONFIG):
@@ -284,7 +284,9 @@ def convert_run(
     new_config["source_run"] = source_run
     new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
     new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
-    _write_run(out, source, new_config, calibration)
+    with writer_lock(out, "convert into"):
+        _check_destination(source, out, force)  # again: another command may have written it meanwhile
+        _write_run(out, source, new_config, calibration)
     return {"out": str(out), "spec": _summary(spec), "converted": [f"{s.name} ({s.op})" for s in sites],
             "calibration": calibration}
 
