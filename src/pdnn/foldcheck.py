@@ -136,8 +136,7 @@ def has_hooks(module: nn.Module) -> bool:
     for every module (``register_module_forward_hook``, ``register_module_full_backward_hook``,
     ...). A wrapper that would bypass the module then calls it: a backward hook, too, fires only
     where the module itself is called."""
-    registry = torch.nn.modules.module
-    return own_hooks(module) or any(getattr(registry, "_global" + name, None) for name in _HOOKS)
+    return own_hooks(module) or any(hook_kinds())
 
 
 def runs_eagerly() -> bool:
