@@ -25,7 +25,13 @@ from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpo
 from .provenance import CODE, WEIGHTS, code_record, weights_record
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
-           "fid_run", "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
+           "evaluation_subset", "fid_run", "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
+
+
+def evaluation_subset(config: dict, subset: int | None) -> int | None:
+    """How many test examples an evaluation of the run with ``config`` takes: ``subset`` if
+    asked, else the subset the run was trained with (``None``: the whole split)."""
+    return subset if subset is not None else config["data"].get("subset")
 
 
 def evaluate_run(
@@ -52,7 +58,7 @@ def evaluate_run(
     model, config = load_model(run_dir, device)
     if is_generator(model):
         raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
-    subset = subset if subset is not None else config["data"].get("subset")
+    subset = evaluation_subset(config, subset)
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
     results = accuracy_vs_samples(model, data.test_x, data.test_y, samples, repeats, aggregate,
@@ -134,7 +140,7 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     if is_deterministic(model):
         raise UsageError(f"{run_dir} is deterministic: every sample is the same, so T = 1 is exact and there is "
                          f"nothing to settle; evaluate it with `pdnn eval {run_dir}`")
-    subset = subset if subset is not None else config["data"].get("subset")
+    subset = evaluation_subset(config, subset)
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
     began = time.perf_counter()
     result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..models import ModelConfig
 from ..provenance import stale_reason
-from ..runs import CHECKPOINT, CONFIG, METRICS, evaluate_run, read_json
+from ..runs import CHECKPOINT, CONFIG, METRICS, evaluate_run, evaluation_subset, read_json
 from ..train import TrainConfig, check_same_run, run_config, train
 
 
@@ -34,8 +34,7 @@ def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate:
     path = run_dir / f"eval-{aggregate}.json"
     if path.exists():
         document = read_json(path)
-        subset = kwargs.get("subset")
-        subset = subset if subset is not None else read_json(run_dir / CONFIG)["data"].get("subset")
+        subset = evaluation_subset(read_json(run_dir / CONFIG), kwargs.get("subset"))
         other_draws = document.get("seed") != kwargs.get("seed", 0) or document.get("subset", subset) != subset
         if other_draws or stale_reason(run_dir, path.name, document):
             return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)
