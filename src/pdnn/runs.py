@@ -25,7 +25,8 @@ from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpo
 from .provenance import CODE, WEIGHTS, code_record, weights_record
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
-           "evaluation_subset", "fid_run", "load_checkpoint", "load_model", "read_config", "read_json", "save_checkpoint", "write_json"]
+           "evaluation_subset", "fid_run", "load_checkpoint", "load_model", "read_config", "read_json",
+           "save_checkpoint", "write_json"]
 
 
 def evaluation_subset(config: dict, subset: int | None) -> int | None:
