@@ -72,9 +72,6 @@ def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tens
     return value + (surrogate - surrogate.detach())
 
 
-THRESHOLD_BITS = 16  # resolution of a p-bit's random threshold: P(b = 1) is exact to 2**-16
-
-
 def generator_keyword(generator: torch.Generator | None) -> dict:
     """``{"generator": generator}``, or nothing for ``None``: torch's draw overloads that take a
     generator accept no symbolic shape, so under ``torch.compile`` a draw that named
@@ -83,7 +80,8 @@ def generator_keyword(generator: torch.Generator | None) -> dict:
 
 
 def draw_thresholds(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    """Uniform random 16-bit integers in [-2**15, 2**15) of ``shape``, as ``int16``.
+    """Uniform random 16-bit integers in [-2**15, 2**15) of ``shape``, as ``int16``: a p-bit's
+    threshold, so that its P(b = 1) is exact to 2**-16.
 
     A p-bit needs only a threshold of a few bits, as a hardware p-bit compares against an LFSR
     word: one 64-bit draw of the Mersenne Twister serves four p-bits, about ten times cheaper

@@ -369,7 +369,8 @@ class SampledModel(nn.Module):
             the T values after which the rule looks (default ``pdnn.adaptive.CHECKPOINTS``;
             every T stops inputs sooner, in more rounds); ``prior_samples``: ν₀, the weight in
             the rule's prior of the typical spread, which the first call learns and keeps in
-            ``stopping``, so that later calls may stop an input at T = 1.
+            ``stopping``, so that later calls may stop an input at T = 1. It is for inference:
+            the rounds run without autograd, so its output carries no gradient.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).

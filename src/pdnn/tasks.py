@@ -28,8 +28,7 @@ class Task:
     rule, seed, ``monitor_examples``...). A new task subclasses ``Task`` and provides:
 
     * ``name`` -- its key in :data:`TASKS` and in ``config.json``;
-    * ``metric``, ``higher_is_better`` -- the key of the per-epoch held-out metric in
-      ``metrics.json`` and its direction (which way is better);
+    * ``metric`` -- the key of the per-epoch held-out metric in ``metrics.json``;
     * :meth:`build` -- the model from its ``ModelConfig`` (the default builds the registered
       reference model, which is also how :func:`pdnn.runs.load_model` rebuilds it);
     * :meth:`sampled` -- the module the loop calls on a batch: it runs ``s`` samples of the model
@@ -47,7 +46,6 @@ class Task:
 
     name: ClassVar[str]
     metric: ClassVar[str]
-    higher_is_better: ClassVar[bool]
 
     def __init__(self, config) -> None:
         self.config = config
@@ -82,7 +80,6 @@ class ClassificationTask(Task):
 
     name = "classify"
     metric = "test_accuracy"
-    higher_is_better = True
 
     def build(self, model_config):
         model = model_config.build()
@@ -120,7 +117,6 @@ class VAETask(Task):
 
     name = "vae"
     metric = "test_loss"
-    higher_is_better = False
 
     def build(self, model_config):
         model = model_config.build()
