@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from damage import corrupt_zip_member
+
 import pdnn.data.cache as cache_module
 import pdnn.data.idx as idx_module
 import pdnn.data.images as images_module
@@ -320,6 +322,18 @@ def test_class_folders_with_wrong_image_size_name_the_entry(tmp_path):
     Image.new("RGB", (31, 32)).save(folder / "test" / "dog" / "0000.png")
     with pytest.raises(DataError, match=r"dog/0000\.png.*31x32.*expected 32x32"):
         load("cifar10", roots=[tmp_path], progress=False)
+
+
+def test_class_folders_zip_with_a_damaged_entry_names_it(tmp_path):
+    staging, root = tmp_path / "staging", tmp_path / "root" / "cifar10-jpeg"
+    root.mkdir(parents=True)
+    make_class_folders(staging / "train", 1, ".png", seed=0)
+    make_class_folders(staging / "test", 1, ".png", seed=0)
+    zip_folder(staging / "train", root / "train.zip")
+    zip_folder(staging / "test", root / "test.zip")
+    corrupt_zip_member(root / "train.zip", "cat/0000.png")
+    with pytest.raises(DataError, match=r"train\.zip: cannot read or decode 'cat/0000\.png' \(Bad CRC-32"):
+        load("cifar10", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
 
 
 # ---------------------------------------------------------------- where data is found

@@ -1,10 +1,12 @@
 """Generative p-DNNs: the VAE, its training task, pdnn generate / fid, the Inception loader."""
 import json
+import zipfile
 
 import pytest
 import torch
 from PIL import Image
 
+from damage import corrupt_zip_member
 from pdnn import SampledModel
 from pdnn.cli import main
 from pdnn.generation import SampledVAE, generate, generate_at, image_grid
@@ -276,8 +278,6 @@ def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(ru
 def _write_celeba(root, numbers, as_zip=False, partition=None):
     """Aligned-CelebA look-alikes: 178x218 JPEGs whose central 140x140 square is one colour
     per image and whose border is black (so a wrong crop shows in the pixels)."""
-    import zipfile
-
     folder = root / "celeba"
     folder.mkdir(parents=True)
     files = {}
@@ -312,6 +312,37 @@ def test_celeba_loader_crops_resizes_and_splits_officially(tmp_path, as_zip):
     # column in, pulling the resized edge pixels down to ~200 * (1 - 64/140) ~ 110 (JPEG ringing
     # alone keeps them above 170)
     assert ds.train_x[:, 1].min() > 150 and abs(int(ds.test_x[0, 2].float().mean()) - 100) < 8
+
+
+def test_celeba_zip_with_its_folder_deeper_and_a_macos_fork(tmp_path):
+    from pdnn.data import load
+
+    _write_celeba(tmp_path / "flat", [1, 2, 182638], as_zip=True)
+    _write_celeba(tmp_path / "deep", [1, 2, 182638], as_zip=False)
+    archive = tmp_path / "deep" / "celeba" / "img_align_celeba.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((tmp_path / "deep" / "celeba" / "img_align_celeba").iterdir()):
+            zf.write(path, f"CelebA/Img/img_align_celeba/{path.name}")
+        zf.writestr("__MACOSX/CelebA/Img/img_align_celeba/._000001.jpg", b"resource fork")
+    __import__("shutil").rmtree(tmp_path / "deep" / "celeba" / "img_align_celeba")
+    flat = load("celeba", roots=[tmp_path / "flat"], cache_dir=tmp_path / "cache-flat", progress=False)
+    deep = load("celeba", roots=[tmp_path / "deep"], cache_dir=tmp_path / "cache-deep", progress=False)
+    assert torch.equal(flat.train_x, deep.train_x) and torch.equal(flat.test_x, deep.test_x)
+
+
+def test_celeba_damaged_zip_entry_names_it(tmp_path):
+    from pdnn.data import DataError, load
+
+    _write_celeba(tmp_path / "root", [1, 2, 182638], as_zip=True)
+    archive = tmp_path / "root" / "celeba" / "img_align_celeba.zip"
+    with zipfile.ZipFile(archive) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:  # compressed: zlib meets the damage first
+        for name, data in members.items():
+            zf.writestr(name, data)
+    corrupt_zip_member(archive, "img_align_celeba/000002.jpg")
+    with pytest.raises(DataError, match=r"cannot read or decode 'img_align_celeba/000002\.jpg'"):
+        load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
 
 
 def test_celeba_partition_file_overrides_file_numbers(tmp_path):

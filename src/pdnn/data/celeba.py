@@ -2,7 +2,7 @@
 
 Layout under a data root: ``celeba/img_align_celeba/`` (a folder of ``000001.jpg`` ...) or
 ``celeba/img_align_celeba.zip`` (the official archive, whose entries are
-``img_align_celeba/<file>``), optionally with ``celeba/list_eval_partition.txt``.
+``img_align_celeba/<file>``, or that folder at any depth), optionally with ``celeba/list_eval_partition.txt``.
 
 Splits: the official partition (0 train, 1 validation, 2 test) from ``list_eval_partition.txt``
 when present, else from the file numbers, which is the same partition: 1-162770 train,
@@ -22,7 +22,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from .idx import DataError
-from .images import CHUNK
+from .images import CHUNK, is_image
 
 SIZE = 64
 CROP = 140
@@ -31,16 +31,24 @@ PARTITION = "list_eval_partition.txt"
 FOLDER, ZIP = "img_align_celeba", "img_align_celeba.zip"
 
 
-def _entries(source: Path) -> list[str]:
-    """Image names (``000001.jpg``...) of a folder or of the zip's ``img_align_celeba/``."""
+def _entries(source: Path) -> dict[str, str]:
+    """Image names (``000001.jpg``...) of a folder, or of the zip's ``img_align_celeba/`` at any
+    depth, each with the path that reads it. Hidden files (macOS's ``._`` forks) are skipped."""
     if source.is_dir():
-        return sorted(p.name for p in source.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+        return {p.name: p.name for p in sorted(source.iterdir()) if is_image((p.name,))}
     try:
         with zipfile.ZipFile(source) as zf:
             names = [PurePosixPath(n) for n in zf.namelist()]
     except (zipfile.BadZipFile, OSError) as err:
         raise DataError(f"{source}: not a readable zip file ({err})") from err
-    return sorted(n.name for n in names if n.parent.name == FOLDER and n.suffix.lower() in (".jpg", ".png"))
+    members: dict[str, str] = {}
+    for n in names:
+        if n.parent.name == FOLDER and is_image(n.parts):
+            if n.name in members:
+                raise DataError(f"{source}: {n.name} is in two {FOLDER}/ folders ({members[n.name]!r} and "
+                                f"{str(n)!r}); expected one")
+            members[n.name] = str(n)
+    return dict(sorted(members.items()))
 
 
 def _split_of(names: list[str], partition: Path | None) -> dict[str, int]:
@@ -78,9 +86,10 @@ def write_celeba(source: Path, partition: Path | None, writer, progress: bool = 
     images at a time so that memory stays bounded whatever the number of images."""
     from PIL import Image
 
-    names = _entries(source)
+    members = _entries(source)
+    names = list(members)
     if not names:
-        raise DataError(f"{source}: no .jpg images found")
+        raise DataError(f"{source}: no images found; expected {FOLDER}/000001.jpg ...")
     split = _split_of(names, partition)
     chosen = {0: [n for n in names if split.get(n) == 0], 2: [n for n in names if split.get(n) == 2]}
     for part, what in ((0, "training"), (2, "test")):
@@ -96,12 +105,12 @@ def write_celeba(source: Path, partition: Path | None, writer, progress: bool = 
             for start in range(0, len(entries), CHUNK):
                 part_names = entries[start:start + CHUNK]
                 for k, name in enumerate(part_names):
-                    data = (source / name).read_bytes() if zf is None else zf.read(f"{FOLDER}/{name}")
-                    try:
+                    try:  # a damaged zip entry raises BadZipFile, zlib.error or EOFError; Pillow many types
+                        data = (source / name).read_bytes() if zf is None else zf.read(members[name])
                         with Image.open(io.BytesIO(data)) as im:
                             chunk[k] = preprocess(im)
-                    except Exception as err:  # Pillow raises many types for bad files
-                        raise DataError(f"{source}: cannot decode {name!r} ({err})") from err
+                    except Exception as err:
+                        raise DataError(f"{source}: cannot read or decode {members[name]!r} ({err})") from err
                 writer.add(key, chunk[:len(part_names)].transpose(0, 3, 1, 2),
                            np.zeros(len(part_names), dtype=np.int64))
                 bar.update(len(part_names))

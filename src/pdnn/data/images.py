@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".ti
 _MODES = {1: "L", 3: "RGB"}
 
 
-def _is_image(parts: tuple[str, ...]) -> bool:
+def is_image(parts: tuple[str, ...]) -> bool:
     return (
         PurePosixPath(parts[-1]).suffix.lower() in IMAGE_SUFFIXES
         and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
@@ -42,7 +42,7 @@ def list_images(source: Path) -> tuple[list[str], list[tuple[str, int]]]:
                 paths = [PurePosixPath(n).parts for n in zf.namelist() if not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as err:
             raise DataError(f"{source}: not a readable zip file ({err})") from err
-    paths = [p for p in paths if _is_image(p)]
+    paths = [p for p in paths if is_image(p)]
     deep = [p for p in paths if len(p) != 2]
     if deep:
         raise DataError(f"{source}: entry {'/'.join(deep[0])!r} is not <class>/<file>; "
@@ -80,12 +80,12 @@ def decode_split(source: Path, shape: tuple[int, int, int], writer, split: str, 
         for start in range(0, len(entries), CHUNK):
             part = entries[start:start + CHUNK]
             for k, (entry, _) in enumerate(part):
-                data = (source / entry).read_bytes() if zf is None else zf.read(entry)
-                try:
+                try:  # a damaged zip entry raises BadZipFile, zlib.error or EOFError; Pillow many types
+                    data = (source / entry).read_bytes() if zf is None else zf.read(entry)
                     with Image.open(io.BytesIO(data)) as im:
                         pixels = np.asarray(im.convert(_MODES[channels]))
-                except Exception as err:  # Pillow raises many types for bad files
-                    raise DataError(f"{source}: cannot decode {entry!r} ({err})") from err
+                except Exception as err:
+                    raise DataError(f"{source}: cannot read or decode {entry!r} ({err})") from err
                 if pixels.shape[:2] != (height, width):
                     raise DataError(f"{source}: {entry!r} is {pixels.shape[1]}x{pixels.shape[0]} pixels; "
                                     f"expected {width}x{height}")
