@@ -214,6 +214,27 @@ def test_a_damaged_evaluation_is_named_by_plot(trained_run, tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here
+@pytest.mark.parametrize("deterministic, line", [(False, False), (True, True), (None, True)])
+def test_plot_draws_a_line_only_for_a_deterministic_run(trained_run, tmp_path, monkeypatch, deterministic, line):
+    """A p-DNN evaluated at T = 1 once is a point, not a baseline; files without the key fall
+    back to the shape of a deterministic evaluation (one exact row at T = 1)."""
+    import shutil
+
+    from matplotlib.axes import Axes
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    evaluation = {"results": [{"samples": 1, "accuracy_mean": 0.5, "accuracy_std": 0.0}]}
+    if deterministic is not None:
+        evaluation["deterministic"] = deterministic
+    (run / "eval-network.json").write_text(json.dumps(evaluation))
+    lines, axhline = [], Axes.axhline
+    monkeypatch.setattr(Axes, "axhline", lambda self, y, *a, **k: lines.append(y) or axhline(self, y, *a, **k))
+    assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 0
+    assert lines == ([50.0] if line else [])
+
+
+@pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here
 def test_plot_warns_about_runs_of_different_datasets(trained_run, tmp_path):
     import shutil
 

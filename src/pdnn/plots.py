@@ -44,7 +44,10 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     for run_dir, _, document in evaluations:
         label = run_label(run_dir, configs[run_dir])
         rows = document["results"]
-        if document.get("deterministic") or len(rows) == 1 and rows[0]["samples"] == 1 and rows[0]["accuracy_std"] == 0:
+        deterministic = document.get("deterministic")
+        if deterministic is None:  # files written before the key: one exact row at T = 1
+            deterministic = len(rows) == 1 and rows[0]["samples"] == 1 and rows[0]["accuracy_std"] == 0
+        if deterministic:
             horizontals.append((label, 100 * rows[0]["accuracy_mean"]))
             continue
         ts = [r["samples"] for r in rows]
