@@ -6,12 +6,14 @@ import io
 import re
 
 import pytest
+import torch
 from test_data import make_cifar_batches, make_idx
 
 from pdnn.cli import main
+from pdnn.devices import where_measured
 from pdnn.experiments import reproduce
 from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context
-from pdnn.experiments.report import claims_table, code_lines, device_text
+from pdnn.experiments.report import claims_table, code_lines, device_text, machine_text
 from pdnn.experiments.studies import STUDIES
 from pdnn.io import read_json
 from pdnn.provenance import code_record
@@ -67,13 +69,16 @@ def test_tiny_plan_runs_every_step_and_reports_every_claim(tiny_run):
     assert "missing figure" not in html
 
 
-def test_rerun_repeats_no_finished_step(tiny_run):
+def test_rerun_repeats_no_finished_step(tiny_run, monkeypatch):
+    """A rerun only rewrites the report: it runs nothing, and says the machine that ran the
+    steps, not the one that rewrote the report."""
     ctx, _ = tiny_run
-    before = read_json(ctx.dir(STATE))["done"]
+    before, report = read_json(ctx.dir(STATE)), (ctx.out / "REPORT.md").read_text()
+    monkeypatch.setattr(reproduce, "machine", lambda: {"processor": "another machine", "threads": 64})
     log = io.StringIO()
     reproduce.run_plan(Context(ctx.out, "tiny", roots=ctx.roots), progress=True, log=log)
     assert log.getvalue() == ""  # one line per step run; none ran
-    assert read_json(ctx.dir(STATE))["done"] == before
+    assert read_json(ctx.dir(STATE)) == before and (ctx.out / "REPORT.md").read_text() == report
 
 
 def test_accuracy_claims_in_the_report_come_from_the_study_summary(tiny_run):
@@ -174,6 +179,20 @@ def test_the_report_says_which_device_ran_its_steps(tiny_run):
         "ran on cuda, NVIDIA H200 (1 step); cpu (1 step); a device not recorded (1 step)"
     # steps that predate the record keep their report's words
     assert device_text({"cuda": True}, {"a": {}}) == "CUDA" and device_text({"cuda": False}, {}) == "CPU only"
+
+
+def test_the_report_says_which_processor_and_threads_ran_its_steps(tiny_run):
+    ctx, _ = tiny_run
+    done = read_json(ctx.dir(STATE))["done"]
+    assert all(step["machine"] == where_measured() for step in done.values())
+    here = f"{where_measured()['processor']}, {where_measured()['threads']} threads, torch {torch.__version__}"
+    assert f"- Machine: {here} (ran on cpu)." in (ctx.out / "REPORT.md").read_text()
+    plan_record = {"processor": "old", "threads": 2, "torch": "1.0"}
+    other = {"machine": {"processor": "AMD EPYC", "threads": 16, "torch": "2.13.0"}}
+    assert machine_text(plan_record, {"a": other, "b": other, "c": {}}) == \
+        "AMD EPYC, 16 threads, torch 2.13.0 (2 steps); old, 2 threads, torch 1.0 (1 step)"
+    assert machine_text(plan_record, {"c": {}}, torch_version=False) == "old, 2 threads"  # steps that predate it
+    assert machine_text(plan_record, {}) == "old, 2 threads, torch 1.0"
 
 
 def test_claims_table_escapes_pipes_and_states_reasons():

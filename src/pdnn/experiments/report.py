@@ -62,6 +62,19 @@ def _code_text(code: dict) -> str:
     return f"pdnn {code.get('pdnn', '?')}{where}"
 
 
+def machine_text(machine: dict, done: dict, torch_version: bool = True) -> str:
+    """The processor and threads (and torch) the steps ran with, from each step's record; steps
+    that predate the record are said by the plan's machine record, as they were."""
+    def describe(m: dict) -> str:
+        return f"{m.get('processor', '?')}, {m.get('threads', '?')} threads" + \
+            (f", torch {m.get('torch', '?')}" if torch_version else "")
+
+    machines = Counter(describe(step.get("machine", machine)) for step in done.values()) or Counter([describe(machine)])
+    if len(machines) == 1:
+        return next(iter(machines))
+    return "; ".join(f"{text} ({count} step{'s' * (count != 1)})" for text, count in machines.items())
+
+
 def device_text(machine: dict, done: dict) -> str:
     """Where the steps ran, from each step's record; a GPU visible but unused is said. A report of
     steps that predate the record says only whether a GPU was visible, as it did."""
@@ -91,8 +104,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         "```",
         "",
         f"- Scale {SCALE_TEXT[ctx.scale]}",
-        f"- Machine: {m.get('processor', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}"
-        f" ({device_text(m, done)}). Wall time of all steps: {wall / 3600:.2f} h"
+        f"- Machine: {machine_text(m, done)} ({device_text(m, done)}). Wall time of all steps: {wall / 3600:.2f} h"
         f" ({len(done)} steps; per study below).",
         *code_lines(done),
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
@@ -109,7 +121,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
     ]
     for study, section in zip(studies, sections):
         keys = [k for k in done if k.startswith(study.NAME + "/")]
-        machine_line = (f"{m.get('processor', '?')}, {m.get('threads', '?')} threads, "
+        machine_line = (f"{machine_text(m, {k: done[k] for k in keys}, torch_version=False)}, "
                         f"{device_text(m, {k: done[k] for k in keys})}.")
         study_wall = sum(done[k]["wall_s"] for k in keys)
         lines += [f"## {section.title}", "",

@@ -136,7 +136,7 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
         wall = time.monotonic() - t0
         done[step.key] = {"wall_s": round(wall, 2), "estimate_s": round(step.estimate_s, 2),
                           "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), CODE: code_record(),
-                          "device": device_record(ctx.device)}
+                          "device": device_record(ctx.device), "machine": where_measured()}
         if step.rate:
             done[step.key].update(rate=step.rate, work=step.work)
         write_json(ctx.dir(STATE), state)
@@ -145,9 +145,10 @@ def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
         if bar.disable and progress:
             print(f"[{i}/{len(todo)}] {step.key}: {_duration(wall)}; about {_duration(left)} left", file=log)
     bar.close()
-    state["machine"] = machine()
-    state["last_run_wall_s"] = round(time.monotonic() - started, 1)
-    write_json(ctx.dir(STATE), state)
+    if any(step.key in done for _, step in todo):  # a rerun that only rewrites the report keeps the record
+        state["machine"] = machine()
+        state["last_run_wall_s"] = round(time.monotonic() - started, 1)
+        write_json(ctx.dir(STATE), state)
     full = Context(ctx.out, "full", roots=ctx.roots, device=ctx.device)
     return write_report(ctx, STUDIES, state, full_outlook=outlook(full, [step for _, step in plan(full)]))
 
@@ -164,8 +165,9 @@ def _quiet(keep_output: bool):
 
 
 def machine() -> dict:
-    """The machine of the last run (``cuda``: whether a GPU was visible; each step records the
-    device it ran on, :func:`device_record`)."""
+    """The machine of the last run that ran a step (``cuda``: whether a GPU was visible; each
+    step records the device it ran on, :func:`device_record`, and the processor, threads and
+    torch, :func:`pdnn.devices.where_measured`)."""
     return {**where_measured(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
 
 
