@@ -112,10 +112,22 @@ def test_tiny_steps_run_resume_and_report(tmp_path, monkeypatch):
     scored = read_json(folder / "runs" / "pbit-s2" / "fid-clf.json")
     assert scored["n"] == 24 and [r["samples"] for r in scored["results"]] == [1, 2, 5, 10]  # n capped at the test split
     assert read_json(folder / "runs" / "tanh" / "fid-clf.json")["results"][0]["samples"] == 1
-    stamp = (folder / "runs" / "pbit-s2" / "fid-clf.json").stat().st_mtime_ns
+    scores = {name: folder / "runs" / name / "fid-clf.json" for name in ("pbit-s2", "tanh")}
+    stamps = {name: path.stat().st_mtime_ns for name, path in scores.items()}
     for step in steps[:-1]:
         step.run()  # every result exists: nothing is redone
-    assert (folder / "runs" / "pbit-s2" / "fid-clf.json").stat().st_mtime_ns == stamp
+    assert {name: path.stat().st_mtime_ns for name, path in scores.items()} == stamps
+    score = next(step for step in steps if step.key.endswith("/pbit-s2/fid-clf"))
+    for field, other in (("feature_weights", "classifier"), ("weights", "decoder")):  # either run changed since
+        document = read_json(scores["pbit-s2"])
+        document[field]["sha256"] = "0" * 64
+        write_json(scores["pbit-s2"], document)
+        score.run()
+        assert read_json(scores["pbit-s2"])[field]["sha256"] != "0" * 64, other
+    document = read_json(scores["pbit-s2"])
+    write_json(scores["pbit-s2"], {**document, "n": 12})  # scored with other settings
+    score.run()
+    assert read_json(scores["pbit-s2"]) != {**document, "n": 12} and read_json(scores["pbit-s2"])["n"] == 24
     section = generation.section(ctx)
     assert {c.verdict for c in section.claims} <= {"holds", "does not hold"} and len(section.claims) == 2
     assert all(f.path.exists() for f in section.figures) and len(section.figures) == 3

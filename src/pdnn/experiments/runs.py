@@ -5,8 +5,8 @@ import warnings
 from pathlib import Path
 
 from ..models import ModelConfig
-from ..provenance import stale_reason
-from ..runs import CHECKPOINT, CONFIG, METRICS, evaluate_run, evaluation_subset, read_json
+from ..provenance import WEIGHTS, stale_reason
+from ..runs import CHECKPOINT, CONFIG, METRICS, evaluate_run, evaluation_subset, fid_run, read_json
 from ..train import TrainConfig, check_same_run, run_config, train
 
 
@@ -44,3 +44,22 @@ def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate:
         ):
             return document
     return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)
+
+
+def ensure_scored(run_dir: Path, classifier: Path, samples: list[int], n: int, repeats: int, seed: int = 0,
+                  **kwargs) -> dict:
+    """fid-clf of the generator ``run_dir`` in the features of ``classifier``, unless
+    ``fid-clf.json`` already holds these T values with as many repeats, of the same ``n`` images
+    and seed, measured on the weights now in both checkpoints (a file without those records is
+    kept, as :func:`ensure_evaluated` keeps one)."""
+    path = run_dir / "fid-clf.json"
+    if path.exists():
+        document = read_json(path)
+        results = document.get("results") or []
+        if (document.get("n") == n and document.get("seed") == seed
+                and (document.get("deterministic") or set(samples) <= {r["samples"] for r in results})
+                and all(r["repeats"] >= repeats for r in results)
+                and not stale_reason(run_dir, path.name, document)
+                and not stale_reason(classifier, path.name, {WEIGHTS: document.get("feature_weights")})):
+            return document
+    return fid_run(run_dir, classifier=classifier, samples=samples, n=n, repeats=repeats, seed=seed, **kwargs)

@@ -13,11 +13,10 @@ from pathlib import Path
 from ...data import describe, load
 from ...io import read_json, write_json, write_text
 from ...models import ModelConfig
-from ...runs import fid_run
 from ...train import TrainConfig
 from ..generation_summary import cell, claim1_text, claim3_text, load as load_scored, plot_fid_vs_t, plot_grids, verdicts
 from ..plan import Claim, Context, Figure, Section, Step, not_measured
-from ..runs import ensure_trained
+from ..runs import ensure_scored, ensure_trained
 
 NAME = "generation"
 TITLE = "Generated image quality against T (fid-clf, Fashion-MNIST VAEs)"
@@ -131,13 +130,11 @@ def _train(folder: Path, spec: GenerationSpec, name: str, ctx: Context) -> None:
 
 
 def _score(folder: Path, spec: GenerationSpec, name: str, ctx: Context) -> None:
-    """fid-clf of decoder ``name`` at every T, once (at most as many images as the test split has)."""
-    run = folder / "runs" / name
-    if (run / "fid-clf.json").exists():
-        return
+    """fid-clf of decoder ``name`` at every T (at most as many images as the test split has),
+    unless its file already holds these scores of the weights now in both runs."""
     n = min(spec.n, len(load(spec.dataset, roots=ctx.roots, progress=False).test_x))
-    fid_run(run, classifier=folder / "runs" / "classifier", samples=spec.test_samples, n=n, repeats=spec.repeats,
-            seed=spec.seed, roots=ctx.roots, device=ctx.device, progress=False)
+    ensure_scored(folder / "runs" / name, folder / "runs" / "classifier", spec.test_samples, n, spec.repeats,
+                  spec.seed, roots=ctx.roots, device=ctx.device, progress=False)
 
 
 def summarise(folder: Path, spec: GenerationSpec) -> dict:
