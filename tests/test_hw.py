@@ -1,12 +1,14 @@
 """The fixed-point p-DNN, its generators and its RTL (Amaranth simulator), on small layers."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from pdnn.errors import UsageError
 from pdnn.hw import fixed, rng, rtl, sim
 
 
@@ -57,8 +59,12 @@ def test_units_accumulate_exactly(kind):
     n, bw = 16, 6
     unit = rtl.MACUnit(8, bw, n) if kind == "mac" else rtl.ACUnit(bw, n)
     assert unit.acc_bits == (8 + bw + 4 if kind == "mac" else bw + 4)
-    x = r.integers(0, 256 if kind == "mac" else 2, size=(3, n))
-    w = r.integers(-(2 ** (bw - 1)) + 1, 2 ** (bw - 1), size=(3, n))
+    wmax, xmax = 2 ** (bw - 1) - 1, 255 if kind == "mac" else 1
+    x = r.integers(0, xmax + 1, size=(3, n))
+    w = r.integers(-wmax, wmax + 1, size=(3, n))
+    # the extremes of symmetric weights (as exported: the code -2**(bw-1) never occurs), n a power of two
+    x = np.concatenate([x, np.full((3, n), xmax), np.zeros((1, n), dtype=x.dtype)])
+    w = np.concatenate([w, np.full((1, n), wmax), np.full((2, n), -wmax), np.full((1, n), -wmax)])
     got = []
 
     async def bench(ctx):
@@ -77,9 +83,8 @@ def test_units_accumulate_exactly(kind):
     run(unit, bench)
     signed = x if kind == "mac" else 2 * x - 1
     assert got == (signed * w).sum(1).tolist()
-    # the extremes fit the stated accumulator width
-    most = n * (2 ** (bw - 1) - 1) * (255 if kind == "mac" else 1)
-    assert fixed.signed_bits(-most, most) <= unit.acc_bits
+    most = n * wmax * xmax  # the extremes fit the stated accumulator width
+    assert fixed.signed_bits(-most, most) <= unit.acc_bits and max(map(abs, got)) == most
 
 
 def test_threshold_table_gives_tanh_probability_to_random_bits():
@@ -132,6 +137,23 @@ def test_memory_files_round_trip_and_reject_corruption(tmp_path):
         fixed.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="pdnn hw export"):
         fixed.load(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda layers: layers[:1], "at least two layers"),
+    (lambda layers: [{**layers[0], "kind": "ac"}, *layers[1:]], "layer 0 has kind 'ac'; expected a 'mac' first"),
+    (lambda layers: [layers[0], {**layers[1], "kind": "foo"}, *layers[2:]], "layer 1 has kind 'foo'"),
+    (lambda layers: [*layers[:-1], {**layers[-1], "thresholds": "t.mem"}], "has thresholds; expected them on every"),
+    (lambda layers: [{**layers[0], "thresholds": None}, *layers[1:]], "layer 0 lacks thresholds"),
+    (lambda layers: [*layers[:-1], {**layers[-1], "n_in": layers[-2]["n_out"]}], "plus the bias row"),
+    (lambda layers: [layers[0], {**layers[1], "n_in": 0}, *layers[2:]], "layer 1 n_in"),
+])
+def test_an_export_the_core_cannot_be_built_from_is_named(tmp_path, edit, message):
+    fixed.save(small_net(), tmp_path)
+    spec = json.loads((tmp_path / fixed.SPEC).read_text())
+    (tmp_path / fixed.SPEC).write_text(json.dumps({**spec, "layers": edit(spec["layers"])}))
+    with pytest.raises(UsageError, match=message):
+        fixed.load(tmp_path)
 
 
 def test_reference_rejects_bad_input():

@@ -178,6 +178,7 @@ def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
         raise UsageError(f"{path} has format {spec.get('format')!r}; expected {FORMAT!r}")
     for key in ("input_bits", "weight_bits", "random_bits", "max_samples"):
         positive_int(f"{key} in {path}", spec[key])
+    _check_structure(path, spec["layers"])
     layers = []
     for k, desc in enumerate(spec["layers"]):
         w = _parse_hex((folder / desc["weights"]).read_text(), spec["weight_bits"], folder / desc["weights"])
@@ -193,6 +194,27 @@ def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
         layers.append(Layer(w.reshape(desc["n_out"], desc["n_in"]), t, desc["kind"]))
     return FixedNet(layers, spec["input_bits"], spec["weight_bits"], spec["random_bits"],
                     spec["max_samples"], spec["rng"], spec.get("meta", {}))
+
+
+def _check_structure(path: Path, layers) -> None:
+    """What the core is built for: a MAC layer, then AC layers, at least two in all; thresholds
+    on the hidden layers only; each layer fed by the one before (the output layer's bias row
+    one more input)."""
+    if not isinstance(layers, list) or len(layers) < 2:
+        raise UsageError(f"{path}: 'layers' must list at least two layers (a hidden and the output one), "
+                         f"got {layers!r:.80}")
+    for k, desc in enumerate(layers):
+        kind, last = desc["kind"], k == len(layers) - 1
+        if kind != ("mac" if k == 0 else "ac"):
+            raise UsageError(f"{path}: layer {k} has kind {kind!r}; expected a 'mac' first layer and 'ac' ones after")
+        if (desc["thresholds"] is None) != last:
+            raise UsageError(f"{path}: layer {k} {'has' if last else 'lacks'} thresholds; expected them on every "
+                             "hidden layer and not on the output layer")
+        for key in ("n_in", "n_out"):
+            positive_int(f"layer {k} {key} in {path}", desc[key])
+        if k and desc["n_in"] != layers[k - 1]["n_out"] + last:
+            raise UsageError(f"{path}: layer {k} has n_in {desc['n_in']}; expected {layers[k - 1]['n_out'] + last}, "
+                             f"the n_out of layer {k - 1}" + (" plus the bias row" if last else ""))
 
 
 def fire(acc: np.ndarray, thresholds: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -35,6 +35,10 @@ def mac_acc_bits(act_bits: int, weight_bits: int, n: int) -> int:
 
 
 def ac_acc_bits(weight_bits: int, n: int) -> int:
+    """Enough for n symmetric weights, |w| <= 2**(b_w - 1) - 1, as the export quantises them
+    (and as :meth:`pdnn.hw.fixed.FixedNet.acc_bits` sizes the core's lanes): the code
+    -2**(b_w - 1) never occurs. Subtracted n times, it would need one bit more when n is a
+    power of two."""
     return weight_bits + fixed.ceil_log2(n)
 
 
@@ -56,7 +60,8 @@ class MACUnit(Component):
 
 
 class ACUnit(Component):
-    """``acc <- 0`` on ``clear``, else ``acc <- acc + (w if x else -w)`` on ``en``."""
+    """``acc <- 0`` on ``clear``, else ``acc <- acc + (w if x else -w)`` on ``en``; ``w`` is
+    symmetric, never -2**(b_w - 1) (see :func:`ac_acc_bits`)."""
 
     def __init__(self, weight_bits: int, n: int, acc_bits: int | None = None):
         self.acc_bits = acc_bits or ac_acc_bits(weight_bits, n)
