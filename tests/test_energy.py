@@ -303,6 +303,8 @@ def test_default_table_numbers_and_sources(tech):
     (lambda t: t.replace("energy_pj = 20.0", "energy_pj = -20.0"), "memory.sram_32kb.energy_pj"),
     (lambda t: t.replace("{ 16 = 0.4, 32 = 0.9 }", '{ 16 = "cheap", 32 = 0.9 }'), "ops.float_add.points_pj"),
     (lambda t: t.replace('sram = "sram_8kb"', 'sram = "sram_2kb"'), "sram_2kb"),
+    # an alias named like a level would hide it (a lookup tries aliases first)
+    (lambda t: t.replace('sram = "sram_8kb"', 'dram = "sram_8kb"'), "aliases.dram has the name of the memory level"),
     (lambda t: t.replace('word_bits = 64\nsource = "Horowitz 2014: cache (SRAM) read, 64-bit word, 1 MB',
                          'source = "Horowitz 2014: cache (SRAM) read, 64-bit word, 1 MB'), "memory.sram_1mb.word_bits"),
     (lambda t: t + "\n[oops\n", "not valid TOML"),
@@ -337,6 +339,9 @@ def test_unknown_memory_level_and_missing_file(tech, tmp_path):
             Settings(tech, **{f"{role}_memory": "hbm"})
     with pytest.raises(TechError, match="does not exist"):
         load_table(tmp_path / "none.toml")
+    (tmp_path / "latin1.toml").write_bytes(b"\xff\xfe")
+    with pytest.raises(TechError, match="latin1.toml is not a UTF-8 text"):
+        load_table(tmp_path / "latin1.toml")
     with pytest.raises(ValueError, match="per-batch:B"):
         Reuse.parse("per-batch:0x")
     assert Reuse.parse("per-batch:16") == Reuse("per-batch", 16)
@@ -559,6 +564,85 @@ def test_cli_tradeoff(tmp_path, capsys, monkeypatch):
         assert main(["tradeoff", *bad]) == 2
     err = capsys.readouterr().err
     assert "cifar10" in err and "none of the runs" in err and "tolerance" in err
+
+
+def test_runs_of_one_name_stay_two_series(tmp_path):
+    """Two folders named alike are two runs: their series are named by their paths, and the
+    marginal costs pair T within each run, never across them."""
+    a = _fake_run(tmp_path / "x", "pbit", "pbit", [(1, 0.80), (2, 0.82)])
+    b = _fake_run(tmp_path / "y", "pbit", "pbit", [(1, 0.88), (2, 0.86)])
+    result = tradeoff_runs([a, b], tolerance=0.1)
+    assert {p["series"] for p in result["points"]} == {str(a), str(b)}
+    assert sorted((m["series"], round(m["accuracy_gain_pct"], 9)) for m in result["marginal"]) == \
+        sorted([(str(a), 2.0), (str(b), -2.0)])
+    alone = tradeoff_runs([a, _fake_run(tmp_path, "tanh", "tanh", [(1, 0.9)])])
+    assert {p["series"] for p in alone["points"]} == {"pbit", "tanh"}  # names stay short where they differ
+    with pytest.raises(ValueError, match=f"{b} is given twice"):
+        tradeoff_runs([a, b, str(b)])
+
+
+def test_a_generator_is_priced_as_its_decoder_in_every_form(tmp_path, capsys):
+    """A generated image costs the decoder alone, fed a float latent: for a run, for --model and
+    for the reference (which had priced the whole VAE, encoder included)."""
+    from pdnn.cli import main
+
+    config = ModelConfig("vae", "pbit", 32, input_shape=(1, 28, 28), width=16)
+    run = tmp_path / "vae"
+    write_json(run / "config.json", {"model": config.to_dict(), "data": {"dataset": "demo"}, "train": {"task": "vae"}})
+    priced = {}
+    for neuron in ("pbit", "tanh"):
+        vae = replace(config, neuron=neuron).build()
+        priced[neuron] = network_energy(analyze(vae.decoder, (vae.latent,), FLOAT_BITS), 2 if neuron == "pbit" else 1,
+                                        Settings())["total_j"]
+    assert main(["energy", str(run), "--samples", "2", "--reference-neuron", "tanh"]) == 0
+    out = tmp_path / "model.json"
+    assert main(["energy", "--model", "vae", "--input-shape", "1,28,28", "--width", "16", "--neuron", "pbit",
+                 "--samples", "2", "--json", str(out)]) == 0
+    for report in (json.loads((run / "energy.json").read_text()), json.loads(out.read_text())):
+        assert report["configs"][0]["total_j"] == pytest.approx(priced["pbit"], rel=1e-12)
+        assert report["reference"]["total_j"] == pytest.approx(priced["tanh"], rel=1e-12)
+
+
+def test_a_run_directory_refuses_model_options_and_names_a_bad_model_section(tmp_path, capsys):
+    from pdnn.cli import main
+
+    run = _fake_run(tmp_path, "run", "pbit", [(1, 0.5)])
+    assert main(["energy", str(run), "--num-classes", "5"]) == 2
+    assert "--num-classes applies to --model, not to a run directory" in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["extra"] = {"foo": 1}
+    write_json(run / "config.json", config)
+    for command in (["energy", str(run)], ["tradeoff", str(run), "--json", str(tmp_path / "t.json")]):
+        assert main(command) == 2
+        assert f"{run / 'config.json'}: bad 'model' section" in capsys.readouterr().err
+    assert not (run / "energy.json").exists()
+
+
+@pytest.mark.parametrize("row, message", [
+    ('{"samples": 1, "mean": 3.0, "std": NaN}', "finite numbers >= 0, got mean 3.0, std nan"),
+    ('{"samples": 1, "mean": 3.0, "std": "x"}', "numbers 'mean' and 'std'"),
+    ('{"samples": 0, "mean": 3.0, "std": 0.1}', "an integer 'samples' >= 1"),
+    ('{"samples": "2", "mean": 3.0, "std": 0.1}', "an integer 'samples' >= 1"),
+    ('{"samples": 1, "mean": -1.0}', "finite numbers >= 0"),
+])
+def test_a_bad_distance_row_is_named_with_its_file(tmp_path, row, message):
+    from pdnn.energy.fid_tradeoff import fid_points
+
+    config = ModelConfig("vae", "pbit", 32, input_shape=(1, 28, 28), width=8)
+    run = tmp_path / "vae"
+    write_json(run / "config.json", {"model": config.to_dict(), "data": {"dataset": "demo"}, "train": {"task": "vae"}})
+    (run / "fid-clf.json").write_text(f'{{"metric": "fid-clf", "results": [{row}]}}')
+    with pytest.raises(RunError, match=re.escape(f"{run / 'fid-clf.json'}: ") + ".*" + re.escape(message)):
+        fid_points(run, Settings())
+
+
+def test_layer_aggregation_prints_the_activation_bits_of_every_t(capsys):
+    from pdnn.cli import main
+
+    assert main(["energy", "--model", "mlp", "--input-shape", "1,2,2", "--num-classes", "3", "--width", "4",
+                 "--samples", "1,3,10", "--aggregate", "layer"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if "QuantLinear" in line]
+    assert [row[5] for row in rows] == ["8", "1/2/4", "1/2/4"]  # ceil(log2(T + 1)) averaged bits after a p-bit
 
 
 def test_all_zero_table_reports_na_instead_of_dividing(tmp_path, capsys):

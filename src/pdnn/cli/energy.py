@@ -6,8 +6,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..energy import (Reuse, Settings, analyze, energy_sweep, format_markdown, format_report, format_tradeoff,
-                      load_table, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
+from ..energy import (Reuse, Settings, energy_sweep, format_markdown, format_report, format_tradeoff, load_table,
+                      model_network, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
 from ..checks import AGGREGATIONS, positive_int, positive_ints
 from ..data import describe
 from ..errors import UsageError
@@ -163,7 +163,7 @@ def run_energy(args) -> int:
         raise UsageError("give RUN_DIR or --model, not both")
     json_out, png_out = output_file("--json", args.json, "json"), output_file("--png", args.png, "figure")
     if args.run_dir:
-        for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width"):
+        for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width", "num_classes"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
         net, config = run_network(args.run_dir, args.input_bits)
@@ -177,7 +177,7 @@ def run_energy(args) -> int:
         png_out = png_out or str(Path(args.run_dir) / "energy.png")
     elif args.model:
         configs = _model_entries(args)
-        entries = [(meta, analyze(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]
+        entries = [(meta, model_network(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]
         base = configs[0][1]
     else:
         raise UsageError("give a RUN_DIR or --model NAME (with --dataset NAME)")
@@ -186,7 +186,7 @@ def run_energy(args) -> int:
         ref_config = replace(base, neuron=args.reference_neuron or base.neuron,
                              weight_bits=base.weight_bits if args.reference_weight_bits is None
                              else args.reference_weight_bits, extra=dict(base.extra))
-        reference = analyze(ref_config.build(), ref_config.input_shape, args.input_bits)
+        reference = model_network(ref_config.build(), ref_config.input_shape, args.input_bits)
         label = f"{ref_config.name} with neuron {ref_config.neuron}, {ref_config.weight_bits}-bit weights, T=1"
     report = energy_sweep(entries, samples, settings, reference, **({"reference_label": label} if label else {}))
     report["input_bits"] = args.input_bits

@@ -24,7 +24,8 @@ from .eo import FLOAT_BITS, NeuronPart, accumulator_bits, eo_energy_pj, neuron_p
 from .graph import Layer, Network, analyze
 from .report import format_markdown, format_report, plot_energy, plot_tradeoff
 from .tech import Technology, TechError, load_table
-from .tradeoff import format_tradeoff, pareto_front, parse_tolerance, run_network, tradeoff, tradeoff_runs
+from .tradeoff import (format_tradeoff, model_network, pareto_front, parse_tolerance, run_network, tradeoff,
+                       tradeoff_runs)
 
 # what the commands and docs/energy.md use; the functions behind them stay in their modules
 __all__ = [
@@ -32,6 +33,6 @@ __all__ = [
     "eo_energy_pj", "accumulator_bits", "neuron_parts",
     "Settings", "Reuse", "network_energy", "energy_report", "energy_sweep", "next_sample_increase_pct",
     "Technology", "TechError", "load_table",
-    "pareto_front", "tradeoff", "tradeoff_runs", "run_network", "parse_tolerance",
+    "pareto_front", "tradeoff", "tradeoff_runs", "run_network", "model_network", "parse_tolerance",
     "format_report", "format_markdown", "format_tradeoff", "plot_energy", "plot_tradeoff",
 ]

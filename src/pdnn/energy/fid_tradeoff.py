@@ -12,10 +12,11 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from ..checks import positive_int
 from ..errors import UsageError
 from ..io import RunError, pyplot, read_json, save_figure
 from .account import Settings, network_energy
-from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
+from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network, series_labels
 
 METRIC_FILES = ("fid-clf.json", "fid.json")
 
@@ -28,27 +29,30 @@ def fid_file(run_dir) -> Path | None:
     return None
 
 
-def fid_points(run_dir, settings: Settings, input_bits: int = 8) -> tuple[list[dict], dict]:
+def fid_points(run_dir, settings: Settings, input_bits: int = 8, label: str | None = None) -> tuple[list[dict], dict]:
     """One point per T of the run's distance file; returns ``(points, measurement)`` where the
-    measurement (metric, features, real images, n) must match across compared runs."""
+    measurement (metric, features, real images, n) must match across compared runs. ``label``
+    names its series (default: the config's label, else the folder's name)."""
     net, config = run_network(run_dir, input_bits)
     path = fid_file(run_dir)
     document = read_json(path)
     rows = document.get("results") if isinstance(document, dict) else None
     if not isinstance(rows, list) or not rows:
         raise RunError(f"{path} has no 'results' list")
-    label = config.get("label") or Path(run_dir).name
+    label = label or config.get("label") or Path(run_dir).name
     float32 = is_float32_config(config) and not net.stochastic
     points = []
     for row in rows:
         try:
-            t, mean = row["samples"], float(row["mean"])
-        except (KeyError, TypeError, ValueError):
-            raise RunError(f"{path}: each result needs 'samples' and 'mean', got {row!r}") from None
-        if not math.isfinite(mean) or mean < 0:
-            raise RunError(f"{path}: distance must be a finite number >= 0, got {mean!r}")
+            t, mean, std = positive_int("samples (T)", row["samples"]), float(row["mean"]), float(row.get("std", 0.0))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunError(f"{path}: each result needs an integer 'samples' >= 1 and numbers 'mean' and 'std', "
+                           f"got {row!r} ({err})") from None
+        if not all(math.isfinite(v) and v >= 0 for v in (mean, std)):
+            raise RunError(f"{path}: a distance and its std must be finite numbers >= 0, got mean {row['mean']!r}, "
+                           f"std {row.get('std')!r}")
         points.append({"run": str(run_dir), "series": label, "label": f"{label} T={t}", "samples": t,
-                       "fid": mean, "fid_std": row.get("std", 0.0), "repeats": row.get("repeats"),
+                       "fid": mean, "fid_std": std, "repeats": row.get("repeats"),
                        "energy_j": network_energy(net, t, settings)["total_j"], "float32": float32,
                        "neuron": config["model"].get("neuron"), "weight_bits": config["model"].get("weight_bits")})
     measured = {k: document.get(k) for k in ("metric", "feature_source", "real", "n")}
@@ -69,9 +73,9 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
     if not runs:
         raise RunError("none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
     dataset = check_one_dataset(runs)
-    points, measurements = [], {}
+    points, measurements, labels = [], {}, series_labels(runs)
     for run_dir, _ in runs:
-        run_points, measured = fid_points(run_dir, settings, input_bits)
+        run_points, measured = fid_points(run_dir, settings, input_bits, labels[run_dir])
         points += run_points
         measurements[run_dir] = measured
     if len({tuple(sorted(m.items())) for m in measurements.values()}) > 1:

@@ -56,14 +56,17 @@ def format_report(report: dict, layers: bool | None = None) -> str:
     if layers if layers is not None else len(networks) == 1:
         for name in networks:
             group = [c for c in report["configs"] if c.get("network", "") == name]
+            # under layer aggregation b_a grows with T (the averaged bits): one value per T, as 1/2/3
+            b_as = [("/".join(dict.fromkeys(str(c["layers"][i]["activation_bits"]) for c in group))
+                     + ("" if layer["activation_bits_known"] else "?")) for i, layer in enumerate(group[0]["layers"])]
+            width = max([4, *map(len, b_as)])
             lines += ["", f"per layer{' of ' + name if name else ''} (µJ per inference):",
-                      f"{'layer':<12} {'type':<12} {'n':>6} {'EOs':>8} {'b_w':>4} {'b_a':>4}  "
+                      f"{'layer':<12} {'type':<12} {'n':>6} {'EOs':>8} {'b_w':>4} {'b_a':>{width}}  "
                       + "  ".join(f"{'T=' + str(c['samples']):>9}" for c in group)]
             for i, layer in enumerate(group[0]["layers"]):
-                b_a = f"{layer['activation_bits']}" + ("" if layer["activation_bits_known"] else "?")
                 cells = "  ".join(f"{_uj(c['layers'][i]['total_j']):>9}" for c in group)
                 lines.append(f"{layer['name'][:12]:<12} {layer['module_type'][:12]:<12} {layer['fan_in']:>6} "
-                             f"{layer['eos']:>8} {layer['weight_bits']:>4} {b_a:>4}  {cells}")
+                             f"{layer['eos']:>8} {layer['weight_bits']:>4} {b_as[i]:>{width}}  {cells}")
     if report.get("unresolved"):
         lines.append(f"input precision not determined (priced at 32 bits): {', '.join(report['unresolved'])}")
     for note in report.get("notes", []):

@@ -289,6 +289,9 @@ def parse_table(data: dict, path: str = "<table>") -> Technology:
     if not isinstance(aliases, dict):
         raise TechError(f"technology table {path}: [aliases] must be a table, got {aliases!r}")
     for alias, target in aliases.items():
+        if alias in memories:  # a lookup tries aliases first, so the level would be out of reach
+            raise TechError(f"technology table {path}: aliases.{alias} has the name of the memory level {alias!r}, "
+                            f"which it would hide; expected an alias named unlike every level")
         if target not in memories:
             raise TechError(f"technology table {path}: aliases.{alias} names unknown memory level {target!r}; "
                             f"expected one of {', '.join(sorted(memories))}")
@@ -329,7 +332,10 @@ def load_table(table: str | Path | None = None) -> Technology:
         if not file.is_file():
             raise TechError(f"technology table {file} does not exist; pass a TOML file or one of "
                             f"{', '.join(available_tables())}")
-        text, path = file.read_text(), str(file)
+        try:
+            text, path = file.read_text(encoding="utf-8"), str(file)
+        except UnicodeDecodeError as err:
+            raise TechError(f"technology table {file} is not a UTF-8 text (TOML) file ({err})") from err
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from ..checks import AGGREGATIONS, one_of
-from ..convert import model_config, replay
+from ..convert import build_model, model_config, replay
 from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
 from ..models import is_generator
@@ -106,6 +107,21 @@ def measured_runs(run_dirs, measured, missing: str) -> tuple[list[tuple[str, dic
     return runs, skipped
 
 
+def series_labels(runs: Sequence[tuple[str, dict]]) -> dict[str, str]:
+    """Each run's name in tables and legends: its config's ``label``, else its folder's name;
+    runs that would share a name are named by their paths instead, so that no two runs merge
+    into one series (whose marginal costs would pair T across runs). A run given twice is an
+    error."""
+    seen: dict[Path, str] = {}
+    for run, _ in runs:
+        if (where := Path(run).resolve()) in seen:
+            raise UsageError(f"{run} is given twice (as {seen[where]} before); expected each run once")
+        seen[where] = run
+    names = {run: config.get("label") or Path(run).name for run, config in runs}
+    counts = Counter(names.values())
+    return {run: run if counts[name] > 1 else name for run, name in names.items()}
+
+
 def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     """Pareto front and minimum-energy choice over ``points``.
 
@@ -158,10 +174,16 @@ def run_network(run_dir, input_bits: int = 8) -> tuple[Network, dict]:
     """
     config = read_config(run_dir)
     spec = model_config(run_dir, config)
-    model = replay(spec.build(), config, run_dir)
-    if is_generator(model):  # a generated image costs the decoder alone, fed a float latent
-        return analyze(model.decoder, (model.latent,), FLOAT_BITS), config
-    return analyze(model, spec.input_shape, input_bits), config
+    return model_network(replay(build_model(run_dir, config), config, run_dir), spec.input_shape, input_bits), config
+
+
+def model_network(model, input_shape, input_bits: int = 8) -> Network:
+    """The energy structure of ``model`` per inference: a classifier fed ``input_bits``-bit
+    inputs of ``input_shape``; a generator (VAE) per generated image, which costs its decoder
+    alone, fed a float latent (the encoder is not run to generate)."""
+    if is_generator(model):
+        return analyze(model.decoder, (model.latent,), FLOAT_BITS)
+    return analyze(model, input_shape, input_bits)
 
 
 def is_float32_config(config: dict) -> bool:
@@ -174,15 +196,16 @@ def is_float32_config(config: dict) -> bool:
     return model.get("weight_bits") == 32 and float_neuron and "convert" not in config
 
 
-def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8) -> list[dict]:
+def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, label: str | None = None) -> list[dict]:
     """One point per (eval file, T) of a run: accuracy measured, energy computed with the eval
-    file's own aggregation."""
+    file's own aggregation. ``label`` names its series (default: the config's label, else the
+    folder's name)."""
     settings = settings or Settings()
     net, config = run_network(run_dir, input_bits)
     files = eval_files(run_dir)
     if not files:
         raise RunError(f"{run_dir} has no eval-*.json; run `pdnn eval {run_dir}` first")
-    label = config.get("label") or Path(run_dir).name
+    label = label or config.get("label") or Path(run_dir).name
     float32 = is_float32_config(config) and not net.stochastic
     points = []
     for path in files:
@@ -241,7 +264,8 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
                        "run `pdnn eval RUN_DIR` first")
     dataset = check_one_dataset(runs)
     warn_if_stale((run, path.name, read_json(path)) for run, _ in runs for path in eval_files(run))
-    points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits)]
+    labels = series_labels(runs)
+    points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits, labels[run_dir])]
     examples = {f"{p['run']} ({p['aggregate']})": p["examples"] for p in points}  # one per eval file
     if len(set(examples.values())) > 1:
         warnings.warn("the runs were evaluated on different numbers of test examples ("
