@@ -27,6 +27,33 @@ def test_quantize_module_levels_and_repr():
     assert "bits=3" in repr(q) and q.precision == 3
 
 
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_levels_are_exact_antisymmetric_and_keep_the_sign_of_tiny_values(bits, dtype):
+    """The 2**k levels are (2j + 1) / (2**k - 1) exactly; q(-t) = -q(t) off ties; a value far
+    below float precision keeps its sign; a tie goes up, so one bit is sign with sign(0) = +1."""
+    from pdnn.functional import quantize_levels
+
+    steps = 2**bits - 1
+    levels = torch.tensor([(2 * j + 1) / steps for j in range(-(steps + 1) // 2, (steps + 1) // 2)], dtype=dtype)
+    t = torch.rand(100_000, generator=torch.Generator().manual_seed(bits), dtype=dtype) * 2 - 1
+    q = quantize_levels(t, bits)
+    assert set(q.unique().tolist()) <= set(levels.tolist())
+    distance = (t[:, None] - levels).abs()
+    assert torch.equal((q[:, None] == levels).float().argmax(1), distance.argmin(1))  # the nearest level
+    assert torch.equal(quantize_levels(-t, bits), -q)  # no tie among random values
+    tiny = torch.tensor([1e-30, 1e-9, -1e-9, -1e-30, 0.0], dtype=dtype)
+    step = torch.tensor(1 / steps, dtype=dtype)
+    assert torch.equal(quantize_levels(tiny, bits), torch.stack([step, step, -step, -step, step]))
+
+
+def test_one_bit_weights_are_the_scale_times_the_sign_of_each_weight():
+    wq = WeightQuantizer(1, channels=1)
+    w = torch.tensor([[0.5, -0.5, 0.0, 1e-9, -1e-9]])
+    s = w.abs().mean()  # the 1-bit scale; 0 counts as +
+    assert torch.equal(wq(w), torch.stack([s, -s, s, s, -s])[None])
+
+
 @pytest.mark.parametrize("bits", [0, 9, 2.5, True, "4"])
 def test_bad_bit_widths_rejected(bits):
     with pytest.raises(ValueError, match="bits"):
@@ -178,7 +205,22 @@ def test_a_neuron_spec_says_what_its_module_is_and_the_energy_model_reads_the_sa
     (float("nan"), "finite number > 0, got nan"),
     ("hot", "positive number, got 'hot'"),
     (torch.nn.Parameter(torch.tensor(2.0)), "learnable temperature is not supported"),
+    (1e31, r"beta must be in \[1e-30, 1e\+30\].*got 1e\+31"),
+    (1e-31, r"beta must be in \[1e-30, 1e\+30\].*got 1e-31"),
 ])
 def test_a_pbit_refuses_a_bad_beta_by_name(bad, message):
     with pytest.raises(ValueError, match=message):
         PBit(beta=bad)
+
+
+@pytest.mark.parametrize("beta", [1e-30, 1e30])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_extreme_betas_give_finite_gradients_and_the_right_saturated_bits(beta, dtype):
+    x = torch.tensor([-2.0, -1e-3, 0.0, 1e-3, 2.0, float("inf"), -float("inf")], dtype=dtype, requires_grad=True)
+    bits = torch.stack([PBit(beta=beta)(x) for _ in range(64)])
+    bits.sum().backward()  # 4 beta p (1 - p): 1e30 at x = 0, beyond float16 (inf), never NaN
+    assert not x.grad.isnan().any() and (dtype == torch.float16 or torch.isfinite(x.grad).all())
+    if beta == 1e30:  # a step at 0: every x != 0 is certain
+        assert bits[:, [0, 1, 6]].eq(-1).all() and bits[:, [3, 4, 5]].eq(1).all()
+    else:  # flat: only the infinities are certain
+        assert bits[:, 5].eq(1).all() and bits[:, 6].eq(-1).all()

@@ -54,6 +54,10 @@ def check_beta(beta: float) -> float:
         raise UsageError(f"beta must be a positive number, got {beta!r}")
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"beta must be a finite number > 0, got {beta!r}")
+    low, high = pbit_kernel.ESTIMATED_BETAS
+    if not low <= value <= high:  # beyond, float32 thresholds and gradients overflow or vanish
+        raise UsageError(f"beta must be in [{low:g}, {high:g}], where a p-bit's float32 thresholds and gradient "
+                         f"stay finite and exact, got {beta!r}")
     return value
 
 
@@ -323,11 +327,16 @@ def repeat_samples(x, samples: int):
 def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
     """Round values in [-1, 1] to the nearest of ``2**bits`` equally spaced levels in [-1, 1].
 
-    Values outside [-1, 1] are clipped first. For ``bits=1`` the levels are {-1, +1}.
+    Values outside [-1, 1] are clipped first. For ``bits=1`` the levels are {-1, +1}. The levels
+    are ``(2j + 1) / (2**bits - 1)`` for integers j, so the nearest is ``(2 floor(t s / 2) + 1) / s``
+    with ``s = 2**bits - 1``: computed around 0, not from ``t + 1`` (where a t below float
+    precision vanished and rounding half to even sent it, and 0, to the level below), the levels
+    are exactly antisymmetric, a tiny t keeps its sign, and a tie (0 for one bit) goes up, as
+    ``sign`` with ``sign(0) = +1``.
     """
     steps = 2**bits - 1
     t = torch.clamp(t, -1.0, 1.0)
-    return torch.round((t + 1.0) * (steps / 2.0)) * (2.0 / steps) - 1.0
+    return torch.clamp((2.0 * torch.floor(t * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0)
 
 
 def quantized_activation(

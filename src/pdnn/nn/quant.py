@@ -130,8 +130,7 @@ class WeightQuantizer(nn.Module):
         s = (s - s * grad_scale).detach() + s * grad_scale  # value s, gradient scaled
         s = s.view(-1, *([1] * (w.dim() - 1)))
         v = torch.clamp(w / s, -1.0, 1.0)
-        q = v + (F.quantize_levels(v.detach(), self.bits) - v).detach()
-        return q * s
+        return F.straight_through(F.quantize_levels(v.detach(), self.bits), v) * s  # exactly the levels forward
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, channels={self.scale.numel()}"
