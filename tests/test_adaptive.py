@@ -150,6 +150,26 @@ def test_stopped_rows_leave_the_batch():
     assert counter.rows < 100 * 40
 
 
+def test_each_round_is_split_by_max_rows_and_evaluation_bounds_its_passes():
+    """A round of T samples of B inputs runs in passes of at most max_rows rows (one input's T
+    rows where T alone exceeds it), as a fixed T is split; `pdnn eval --adaptive` bounds them."""
+    from pdnn.evaluate import SPLIT_ROWS, adaptive_accuracy
+
+    passes = []
+    counter = RowCounter()
+    counter.register_forward_hook(lambda m, i, o: passes.append(o.shape[0]))
+    net = mixed_net(counter)
+    x = torch.tensor([[0.0]] * 64)  # coin flips: most inputs run many rounds
+    sampled = SampledModel(net, samples="auto", max_samples=50, seed=1, max_rows=32)
+    sampled(x)
+    looks = sampled.stopping.schedule()
+    longest_round = max(t - s for s, t in zip([0, *looks], looks) if (sampled.last_samples >= t).any())
+    assert max(passes) <= max(32, longest_round) and len(passes) > len(looks)
+    passes.clear()
+    adaptive_accuracy(net, torch.zeros(500, 1), torch.zeros(500, dtype=torch.long), StoppingRule(50), seed=1)
+    assert max(passes) <= SPLIT_ROWS
+
+
 def test_the_first_call_learns_the_prior_that_lets_later_calls_stop_at_one_sample():
     """The first call cannot look at T = 1 (no spread yet); it learns the prior variance, and the
     next call stops the decided inputs after one sample where the rule, given that prior, says so."""
@@ -269,6 +289,13 @@ def test_bad_arguments_are_named():
         sampled(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]))
     with pytest.raises(ValueError, match="output contains NaN"):
         simulate(torch.full((50, 2, 3), float("nan")), StoppingRule(50))
+    log_probabilities = torch.zeros(50, 2, 3).log_softmax(-1)
+    log_probabilities[..., 2] = -float("inf")  # a class that can never win: no spread to judge by
+    with pytest.raises(ValueError, match="output contains an infinite score"):
+        simulate(log_probabilities, StoppingRule(50))
+    votes = torch.zeros(50, 2, 3, dtype=torch.long)  # a mean of integer votes would be cut to an integer
+    with pytest.raises(ValueError, match="needs floating-point class scores, but the output is torch.int64"):
+        simulate(votes, StoppingRule(50))
     with pytest.raises(ValueError, match="class scores"):
         adaptive_sample(lambda x, samples: torch.zeros(samples, len(x)), torch.zeros(3, 2))
 

@@ -88,6 +88,12 @@ def test_energy_accounting_is_exact():
     assert e["per-eo per round"] == pytest.approx((12 + 18 + 40 + 13 + 8 + 13 + 8) / 4)
     # the rest (2 + T) per input, plus 2 per round of the batch's slowest input: batches (2, 8), (3, 3)
     assert e[f"per-batch:{batch}"] == pytest.approx((4 + 10 + 5 + 5 + 2 * (6 + 6 + 2 + 2)) / 4)
+    # a last batch of fewer inputs shares its weight read among fewer: batches (2, 8), (3, 3), (5)
+    energy = linear_energy(n, batch)
+    taken = torch.tensor([2, 8, 3, 3, 5])
+    rounds = adaptive_study.rounds_taken(taken, StoppingRule(n))
+    e = adaptive_study.energies(taken, rounds, energy, batch)  # per-batch weight 2 is a read of 4 over 2 inputs
+    assert e[f"per-batch:{batch}"] == pytest.approx((4 + 10 + 5 + 5 + 7 + 2 * (6 + 6 + 2 + 2) + 4 * rounds[4]) / 5)
 
 
 def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
@@ -231,6 +237,10 @@ def test_a_pool_drawn_on_another_device_is_kept_apart(tmp_path):
              for device in ("cpu", "cuda", "cuda:1")}
     assert names["cpu"].endswith("-n None-T10-seed0.pt".replace(" ", ""))
     assert names["cuda"] == names["cuda:1"] == names["cpu"].replace(".pt", "-cuda.pt")
+    # the draws follow the batch size too; the default keeps the name the committed results record
+    assert adaptive_study.pool_path(tmp_path / "run", None, 10, 0, tmp_path, batch_size=500).name == names["cpu"]
+    assert adaptive_study.pool_path(tmp_path / "run", None, 10, 0, tmp_path, batch_size=128).name == \
+        names["cpu"].replace(".pt", "-batch128.pt")
 
 
 def draw(seed, levels, fixed=(0.88,)):

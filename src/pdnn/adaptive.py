@@ -161,9 +161,15 @@ class SampleStats:
         return self.total.shape[0]
 
     def add(self, outputs: torch.Tensor) -> None:
-        """Add per-sample outputs ``[k, B, C]``."""
-        if torch.isnan(outputs).any():
-            raise UsageError("the model's output contains NaN; the stopping rule needs finite class scores")
+        """Add per-sample outputs ``[k, B, C]`` of finite floating-point class scores (a mean of
+        integers would be cut to an integer; an infinite score has no spread)."""
+        if not outputs.is_floating_point():
+            raise UsageError(f"adaptive sampling needs floating-point class scores, but the output is "
+                             f"{outputs.dtype}; return logits or probabilities (as floats)")
+        if not torch.isfinite(outputs).all():
+            bad = "NaN" if torch.isnan(outputs).any() else "an infinite score"
+            raise UsageError(f"the model's output contains {bad}; the stopping rule needs finite class scores "
+                             "(for log-probabilities, return logits or probabilities instead)")
         f = outputs.double()
         self.count += f.shape[0]
         self.total += f.sum(0)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .adaptive import StoppingRule, adaptive_sample
+from .adaptive import StoppingRule
 from .checks import positive_int
 from .errors import UsageError
 from .nn import is_stochastic
@@ -158,13 +158,16 @@ def adaptive_accuracy(
 ) -> dict:
     """Accuracy of ``model`` on ``(x, y)`` with T chosen per input (:mod:`pdnn.adaptive`):
     ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "rule"}``. A prior variance the
-    rule lacks is learnt on the first batch and kept for the others (:func:`adaptive_sample`)."""
-    sampler = SampledModel(model.eval(), reduce="none", seed=seed)
+    rule lacks is learnt on the first batch and kept for the others
+    (:func:`pdnn.adaptive.adaptive_sample`)."""
+    sampler = SampledModel(model.eval(), samples="auto", seed=seed, max_rows=SPLIT_ROWS)
+    sampler.stopping = rule
     correct, taken, given = 0, [], rule.prior_variance is not None
     for start in range(0, len(x), batch_size):
-        mean, t, rule = adaptive_sample(sampler.sample, prepare(x[start : start + batch_size]), rule=rule)
+        mean = sampler(prepare(x[start : start + batch_size]))  # each round in passes of at most SPLIT_ROWS rows
         correct += int((mean.argmax(-1) == y[start : start + batch_size]).sum())
-        taken.append(t)
+        taken.append(sampler.last_samples)
+    rule = sampler.stopping
     taken = torch.cat(taken)
     values, counts = taken.unique(return_counts=True)
     return {

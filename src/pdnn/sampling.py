@@ -370,7 +370,8 @@ class SampledModel(nn.Module):
             every T stops inputs sooner, in more rounds); ``prior_samples``: ν₀, the weight in
             the rule's prior of the typical spread, which the first call learns and keeps in
             ``stopping``, so that later calls may stop an input at T = 1. It is for inference:
-            the rounds run without autograd, so its output carries no gradient.
+            the rounds run without autograd, so its output carries no gradient. Each round is
+            split by ``max_rows`` as a fixed T is.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
@@ -602,7 +603,7 @@ class SampledModel(nn.Module):
             if (user := batch_statistics_user(self.model)) is not None:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
                                  "the statistics of the batch (training mode): call .eval() first")
-            mean, self.last_samples, self.stopping = adaptive_sample(self.sample, x, *args, rule=self.stopping)
+            mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping)
             return mean
         step = self.max_rows and max(1, self.max_rows // self.samples)
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
@@ -616,6 +617,15 @@ class SampledModel(nn.Module):
         spec = tree_flatten(parts[0])[1]
         columns = zip(*(tree_flatten(part)[0] for part in parts))
         return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+
+    def _round(self, x: torch.Tensor, *args, samples: int):
+        """:meth:`sample` for one round of ``samples="auto"``, in passes of at most ``max_rows``
+        samples x inputs, split as a fixed T is (only inputs without extra positional arguments)."""
+        step = self.max_rows and max(1, self.max_rows // samples)
+        if args or not step or len(x) <= step:
+            return self.sample(x, *args, samples=samples)
+        parts = [self.sample(part, samples=samples) for part in x.split(step)]
+        return torch.cat(parts, 1) if all(isinstance(p, torch.Tensor) for p in parts) else parts[0]
 
     def _forget_if_changed(self) -> None:
         """Drop the plans and passes made before a value a traced graph fixed has changed (a

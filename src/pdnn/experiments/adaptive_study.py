@@ -38,10 +38,11 @@ from ..sampling import SampledModel
 ERRORS = (0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001)
 GOAL_POINTS, GOAL_MEAN_T = 0.2, 5.0  # the goal: the accuracy of T = N within 0.2 points at mean T <= 5
 HELD_OUT_FOLDS = 2  # the level judged on each half of the inputs is chosen on the other half
+BATCH = 500  # inputs per batch, as `pdnn eval` folds them
 
 
 @torch.no_grad()
-def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batch_size: int = 500,
+def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batch_size: int = BATCH,
                 roots=None, device: str = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample outputs ``[samples, examples, classes]`` of a run on its test split, and the labels."""
     model, config = load_model(run_dir, device)
@@ -62,21 +63,23 @@ def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batc
     return torch.cat(parts, 1), y
 
 
-def pool_path(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path, device: str = "cpu") -> Path:
+def pool_path(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path, device: str = "cpu",
+              batch_size: int = BATCH) -> Path:
     """Where the pool of these weights (named by a digest of the checkpoint), inputs, N and seed is
-    kept; a device other than the CPU draws other numbers, so it is named too."""
+    kept; a device other than the CPU, or a batch size other than :data:`BATCH`, draws other
+    numbers, so it is named too (the defaults keep the names the committed results record)."""
     checkpoint = Path(run_dir) / CHECKPOINT
     if not checkpoint.is_file():
         raise RunError(f"{checkpoint} does not exist: the run must be trained before its samples are drawn")
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
     kind = torch.device(device).type
-    drawn_on = "" if kind == "cpu" else f"-{kind}"
+    drawn_on = ("" if kind == "cpu" else f"-{kind}") + ("" if batch_size == BATCH else f"-batch{batch_size}")
     return Path(cache) / f"{Path(run_dir).name}-{digest}-n{subset}-T{samples}-seed{seed}{drawn_on}.pt"
 
 
 def cached_pool(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path, **kwargs):
     """:func:`record_pool`, drawn once and then read back from ``cache`` (written atomically)."""
-    path = pool_path(run_dir, subset, samples, seed, cache, kwargs.get("device", "cpu"))
+    path = pool_path(run_dir, subset, samples, seed, cache, kwargs.get("device", "cpu"), kwargs.get("batch_size", BATCH))
     if path.is_file():
         stored = torch.load(path)
         return stored["outputs"], stored["labels"]
@@ -124,20 +127,21 @@ def energies(taken: torch.Tensor, rounds: torch.Tensor, energy: dict, batch: int
       E(T_i) + (rounds_i - 1) x the weight term.
     * ``per-batch``: the weights are read once per round for the whole batch of ``batch`` inputs
       (every input still running shares them), so a batch pays one weight read per round it runs,
-      i.e. until its slowest input stops.
+      i.e. until its slowest input stops; a last batch of fewer inputs shares it among fewer.
     """
     eo, per_batch = energy["per-eo"], energy[f"per-batch:{batch}"]
     held = eo["total"][taken - 1]
     per_round = held + eo["weight"][0] * (rounds - 1)
     rest = per_batch["total"][taken - 1] - per_batch["weight"][taken - 1]
-    batch_rounds = torch.cat([r.max().expand(len(r)) for r in rounds.split(batch)])
+    # per_batch["weight"] is one read over `batch` inputs; a batch of len(r) inputs shares it among len(r)
+    batch_rounds = torch.cat([r.max().expand(len(r)) * (batch / len(r)) for r in rounds.split(batch)])
     shared = rest + per_batch["weight"][0] * batch_rounds
     return {"per-eo held": held.mean().item(), "per-eo per round": per_round.mean().item(),
             f"per-batch:{batch}": shared.mean().item()}
 
 
 def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = None, max_samples: int = 50,
-              errors=ERRORS, seed: int = 0, memory: str = "dram", batch: int = 500,
+              errors=ERRORS, seed: int = 0, memory: str = "dram", batch: int = BATCH,
               checkpoints: tuple[int, ...] = CHECKPOINTS, prior_samples: int = 2, **pool_kwargs) -> dict:
     """Fixed T, the adaptive rule at each error level and the oracle for one run, from one pool of
     ``max_samples`` draws per test input (the first ``subset`` inputs; all when None); the rule

@@ -99,7 +99,7 @@ def replay(ctx: Context, spec: accuracy.StudySpec) -> None:
     """Every method on the pool -> ``<dataset>/adaptive.json``; then the figure and README."""
     s, path, pool = SETTINGS[ctx.scale], result_path(ctx, spec.dataset), _pool_args(ctx, spec)
     # names the checkpoint's digest (a retrained run is studied again) and a device other than the CPU
-    drawn = study.pool_path(**pool, device=ctx.device).name
+    drawn = study.pool_path(**pool, device=ctx.device, batch_size=s.batch).name
     if not path.exists() or read_json(path).get("pool") != drawn:
         result = study.study_run(spec.dataset, pool["run_dir"], pool["cache"], spec.eval_subset, s.max_samples,
                                  study.ERRORS, s.seed, s.memory, s.batch, roots=ctx.roots, device=ctx.device)
