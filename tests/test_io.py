@@ -15,7 +15,7 @@ import torch
 
 from pdnn.data import cache
 from pdnn.io import (RunError, atomic_write, load_checkpoint, read_json, save_checkpoint, save_figure,
-                     temporary_prefix, write_json, write_text)
+                     temporary_prefix, write_json, write_text, writer_lock)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -154,3 +154,34 @@ def test_a_long_file_name_is_written_and_errors_name_the_users_path(tmp_path, mo
     with pytest.raises(PermissionError) as err:
         write_json(tmp_path / "out.json", {"a": 1})
     assert err.value.filename == str(tmp_path / "out.json")
+
+
+def test_a_lock_is_never_seen_without_its_owner(tmp_path, monkeypatch):
+    """The owner is linked in with the lock: a signal just after the lock appears leaves a lock
+    that names its (then dead) writer, which the next command takes over, never an empty one
+    that would block the folder for good."""
+    link = os.link
+
+    def link_then_signal(source, target):
+        link(source, target)
+        raise KeyboardInterrupt  # Ctrl-C the instant the lock exists
+
+    monkeypatch.setattr(os, "link", link_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        with writer_lock(tmp_path / "run"):
+            pass
+    assert (tmp_path / "run" / ".writing").read_text() == f"{socket.gethostname()} {os.getpid()}"
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".writing"]  # no temporary left
+
+
+def test_a_lock_is_taken_where_hard_links_are_not(tmp_path, monkeypatch):
+    def refuse(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    with writer_lock(tmp_path / "run"):
+        assert (tmp_path / "run" / ".writing").read_text() == f"{socket.gethostname()} {os.getpid()}"
+        with pytest.raises(RunError, match=f"process {os.getpid()} on"):
+            with writer_lock(tmp_path / "run"):
+                pass
+    assert not (tmp_path / "run").exists()  # created by the lock, nothing written: removed with it

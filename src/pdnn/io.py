@@ -114,17 +114,17 @@ def writer_lock(folder: Path | str, action: str = "write"):
     folder.mkdir(parents=True, exist_ok=True)
     lock, mine = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
     for _ in range(2):
-        try:
-            with open(lock, "x") as f:
-                f.write(mine)
+        if _claim(lock, mine):
             break
-        except FileExistsError:
+        try:
             host, _, pid = lock.read_text().partition(" ")
-            if os.name == "posix" and host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
-                lock.unlink(missing_ok=True)  # its writer is gone
-                continue
-            raise RunError(f"cannot {action} {folder}: another command (process {pid or '?'} on {host or '?'}) is "
-                           f"writing it; wait for it to end, or, if no such process runs, delete {lock}") from None
+        except FileNotFoundError:  # its writer has just released it
+            continue
+        if os.name == "posix" and host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
+            lock.unlink(missing_ok=True)  # its writer is gone
+            continue
+        raise RunError(f"cannot {action} {folder}: another command (process {pid or '?'} on {host or '?'}) is "
+                       f"writing it; wait for it to end, or, if no such process runs, delete {lock}")
     else:
         raise RunError(f"cannot {action} {folder}: {lock} keeps appearing; another command is starting there")
     try:
@@ -134,6 +134,31 @@ def writer_lock(folder: Path | str, action: str = "write"):
             lock.unlink()
         if created and not any(folder.iterdir()):  # a command that failed before writing leaves no folder
             folder.rmdir()
+
+
+def _claim(lock: Path, owner: str) -> bool:
+    """Create ``lock`` holding ``owner`` in one step, or return False if it exists. The owner is
+    written to a temporary file that is then linked to the lock's name, so that no lock is ever
+    seen without its owner (one that was would block the folder for good), whatever stops this
+    process in between; a file system without hard links gets the lock created, then written."""
+    remove_orphans(lock)
+    fd, tmp = tempfile.mkstemp(dir=lock.parent, prefix=temporary_prefix(lock), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(owner)
+        try:
+            os.link(tmp, lock)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            try:
+                with open(lock, "x") as f:
+                    f.write(owner)
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        os.unlink(tmp)
 
 
 def _running(pid: int) -> bool:
