@@ -8,7 +8,7 @@ from pdnn.cli import main
 from pdnn.experiments.runs import ensure_trained
 from pdnn.models import ModelConfig
 from pdnn.train import TrainConfig
-from pdnn.experiments.study import StudySpec, _hardware_text, assess_claims
+from pdnn.experiments.study import StudySpec, _epochs_text, _hardware_text, assess_claims
 
 
 def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
@@ -71,6 +71,14 @@ def test_the_study_readme_names_the_hardware_its_runs_recorded(monkeypatch):
     # runs of the code before processors and versions were recorded
     older = {key: value for key, value in one.items() if key not in ("processors", "torch")}
     assert _hardware_text({"a": older}) == "renderer, 1 thread, torch 9.9 (ran on cpu)"
+
+
+def test_the_study_readme_says_the_epochs_its_runs_trained():
+    spec = StudySpec(dataset="demo", model="mlp", epochs=1)
+    assert _epochs_text(spec, {"a": {"epochs": 1}, "b": {}}) == "1 epochs"  # b predates the record
+    assert _epochs_text(spec, {"a": {"epochs": 2}, "b": {"epochs": 1}}) == (
+        "1 / 2 epochs as the runs trained them (--epochs 1; runs trained longer by an earlier command are kept "
+        "as they are)")
 
 
 def acc(mean):

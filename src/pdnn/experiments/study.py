@@ -127,6 +127,7 @@ def summarise(out: Path, spec: StudySpec) -> dict:
         run_dir = out / "runs" / name
         metrics, evaluation = read_json(run_dir / "metrics.json"), read_json(run_dir / "eval-network.json")
         runs[name] = {
+            "epochs": metrics[-1]["epoch"],
             "final_train_loss": metrics[-1]["train_loss"],
             "train_time_s": sum(m["epoch_time_s"] for m in metrics),
             "eval_time_s": evaluation["time_s"],
@@ -244,6 +245,16 @@ def _hardware_text(runs: dict) -> str:
             f"torch {'/'.join(versions)} ({devices})")
 
 
+def _epochs_text(spec: StudySpec, runs: dict) -> str:
+    """The epochs the runs trained: ``--epochs``, unless runs kept from an earlier study trained
+    more (a finished run is never cut back)."""
+    trained = sorted({r.get("epochs", spec.epochs) for r in runs.values()})  # summaries before the record
+    if trained == [spec.epochs]:
+        return f"{spec.epochs} epochs"
+    return (f"{' / '.join(map(str, trained))} epochs as the runs trained them (--epochs {spec.epochs}; "
+            "runs trained longer by an earlier command are kept as they are)")
+
+
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
     runs = summary["runs"]
     ts = spec.test_samples
@@ -272,7 +283,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         f"- Hardware: {_hardware_text(runs)}.",
         f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "")
         + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
-        f", {spec.epochs} epochs, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
+        f", {_epochs_text(spec, runs)}, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
         f"- Data: `{spec.dataset}`" + (f", first {spec.subset} training examples" if spec.subset else ", full splits")
         + f"; accuracy on {examples} test examples, mean ± std over {spec.repeats} independent sampling repeats.",
         f"- Wall time: {train_h:.2f} h training, {eval_h:.2f} h evaluation.",
