@@ -8,11 +8,8 @@ The paper's claims are assessed from the numbers, with a stated tolerance, never
 """
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
 
 from ..checks import positive_int
 from ..data import describe
@@ -229,20 +226,25 @@ def _union(runs: dict, key: str) -> list | None:
 
 
 def _hardware_text(runs: dict) -> str:
-    """The processors, threads, torch versions and devices the runs recorded. Where a run
-    predates a record, this machine's stands in, as the README said then."""
-    processors = _union(runs, "processors") or [platform.processor() or platform.machine()]
-    versions = _union(runs, "torch") or [torch.__version__]
-    threads = _union(runs, "threads") or [torch.get_num_threads()]
+    """The processors, threads, torch versions and devices the runs recorded; what a run made
+    before pdnn recorded it lacks is said to be not recorded (this machine's, which had stood in,
+    need not be the one that ran it)."""
+    def listed(key: str, join: str, unknown: str) -> str:
+        values = _union(runs, key)
+        return unknown if values is None else join.join(map(str, values))
+
+    threads = _union(runs, "threads")
+    threads_text = ("threads not recorded" if threads is None
+                    else f"{'/'.join(map(str, threads))} thread{'s' * (threads != [1])}")
     trained = _union(runs, "trained_on")
     if trained is None:
-        devices = "CUDA" if torch.cuda.is_available() else "CPU only"
+        devices = "devices not recorded"
     else:
         evaluated = sorted({r.get("evaluated_on") or "a device not recorded" for r in runs.values()})
         devices = (f"ran on {', '.join(trained)}" if trained == evaluated
                    else f"trained on {', '.join(trained)}; evaluated on {', '.join(evaluated)}")
-    return (f"{'; '.join(processors)}, {'/'.join(map(str, threads))} thread{'s' * (threads != [1])}, "
-            f"torch {'/'.join(versions)} ({devices})")
+    return (f"{listed('processors', '; ', 'processor not recorded')}, {threads_text}, "
+            f"torch {listed('torch', '/', 'not recorded')} ({devices})")
 
 
 def _epochs_text(spec: StudySpec, runs: dict) -> str:
