@@ -263,9 +263,10 @@ def section(ctx: Context) -> Section:
     settings = SETTINGS[ctx.scale]
     section = Section(TITLE, text=(
         "The accuracy study's float tanh network is made stochastic without retraining: every hidden tanh becomes "
-        f"a p-bit, β chosen from {', '.join(f'{b:g}' for b in settings.values)} by the held-out accuracy at "
-        f"T = {max(settings.samples)} (measured at T = {', '.join(map(str, settings.samples))}) on training images "
-        "the network never saw (those after its training subset), with the BatchNorm statistics re-estimated under "
+        f"a p-bit, β chosen from {', '.join(f'{b:g}' for b in settings.values)} on training images the network "
+        f"never saw (those after its training subset): among the values within one binomial standard error of "
+        f"the best held-out accuracy at T = {max(settings.samples)}, the one with the best mean over "
+        f"T = {', '.join(map(str, settings.samples))}, with the BatchNorm statistics re-estimated under "
         "sampling at each β (`pdnn.convert`; of the all-layer single-β p-bit conversions in `results/noise/`, "
         "the best at T = 50 on both datasets). The accuracy study's "
         "p-DNN trained with the most samples is evaluated with layer aggregation (each layer's T bits averaged "
