@@ -359,7 +359,7 @@ def test_pbits_draw_for_a_repeated_input_from_the_input_itself(aggregate, monkey
     graph = build_sampled_graph(net, 5, aggregate)
     shared = [m for m in graph.modules() if isinstance(m, SharedInputPBit)]
     assert len(shared) == (1 if aggregate == "network" else 2)
-    assert not any(n.target is repeat_samples for n in graph.graph.nodes)  # no copy is left to make
+    assert not any(n.target in (repeat_samples, sampling._repeat_rows) for n in graph.graph.nodes)  # no copy left
     x = torch.randn(6, 3, 40, 40).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         out = SampledModel(net, 5, reduce="none", aggregate=aggregate, seed=2)(x)
@@ -607,3 +607,55 @@ def test_hooks_registered_for_every_module_do_not_see_the_check():
     finally:
         handle.remove()
     assert first == seen and first.count("Sequential") == 0  # no loop of the check's forwards
+
+
+class FirstRowScale(nn.Module):
+    """Scores times a one-element slice of the input: folded at its first p-bit, that slice is
+    repeated T times and broadcasts against the 3 classes only where T = 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(12, 32), PBit(), nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x))) * x[0, :1]
+
+
+def test_a_fold_that_only_a_t_equal_to_a_dimension_lets_through_is_not_used():
+    torch.manual_seed(0)
+    model, x = FirstRowScale().eval(), torch.randn(6, 12)
+    sampled = SampledModel(model, samples=4, reduce="none", seed=0)
+    with pytest.warns(UserWarning, match="sampling by repeating the input"):
+        assert sampled.plan(x) == "repeat"
+    for t in (2, 3, 4, 10):
+        assert sampled.sample(x, samples=t).shape == (t, 6, 3)
+
+
+class OwnParameters(nn.Module):
+    """A position parameter of its own and a block holding a buffer of its own (as a transformer's
+    ``pos`` and a mask), both read by a traced graph as constants."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(4, 8), PBit(), nn.Linear(8, 2)
+        self.pos = nn.Parameter(torch.zeros(8))
+        self.block = nn.Module()
+        self.block.register_buffer("mask", torch.ones(8))
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x) + self.pos) * self.block.mask)
+
+
+def test_parameters_and_buffers_rebound_or_substituted_are_seen():
+    model, x = OwnParameters().eval(), torch.randn(5, 4)
+    sampled = SampledModel(model, samples=4, seed=0)
+    assert sampled.plan(x) == "graph" and torch.isfinite(sampled(x)).all()
+    state = {k: torch.full_like(v, math.nan) if k == "pos" else v for k, v in model.state_dict().items()}
+    substituted = {f"model.{k}": v for k, v in state.items()}
+    assert torch.func.functional_call(sampled, substituted, (x,)).isnan().all()  # for the call only
+    assert torch.isfinite(sampled(x)).all()  # and back
+    model.load_state_dict(state, assign=True)
+    assert sampled(x).isnan().all()
+    model.load_state_dict({**state, "pos": torch.zeros(8)}, assign=True)
+    model.block.mask = torch.zeros(8)  # a registered buffer rebound
+    assert torch.equal(sampled(x), model.fc2(torch.zeros(5, 8)))

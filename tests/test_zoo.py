@@ -237,6 +237,36 @@ def test_jacrev_of_a_pbit_is_the_diagonal_of_its_mean_slope():
     torch.testing.assert_close(jacrev(PBit(beta=1.5))(x), torch.diag(_ste_slope(x, 1.5)))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch's forward AD loads its decompositions
+@pytest.mark.parametrize("ste", ["mean", "identity", "clipped"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_forward_mode_gives_what_reverse_mode_gives(ste, dtype):
+    """A dual input (forward_ad, torch.func.jvp, jacfwd) carries the STE's slope through a p-bit,
+    on the fused CPU path too (its tangent had been dropped there), repeats included."""
+    from torch.autograd import forward_ad
+
+    from pdnn.functional import pbit
+
+    x = torch.tensor([-1.5, -0.2, 0.0, 0.3, 1.0], dtype=dtype)
+    tangent = torch.arange(1.0, 6.0, dtype=dtype)
+    with forward_ad.dual_level():
+        out = pbit(forward_ad.make_dual(x, tangent), beta=1.5, ste=ste, repeats=2)
+        forward = forward_ad.unpack_dual(out).tangent
+    leaf = x.clone().requires_grad_()
+    reverse, = torch.autograd.grad(pbit(leaf, beta=1.5, ste=ste, repeats=2), leaf, torch.cat([tangent, tangent]))
+    torch.testing.assert_close(forward[:5] + forward[5:], reverse)  # J is diagonal: J v on each copy
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch's forward AD loads its decompositions
+def test_jacfwd_of_a_sampled_network_equals_jacrev():
+    """W2 diag(mean slope) W1 averaged over the samples does not depend on the draws."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), PBit(), nn.Linear(8, 2)).eval()
+    sampled, x = SampledModel(net, samples=5, seed=0), torch.randn(4, 3)
+    forward = torch.func.jacfwd(sampled, randomness="different")(x)
+    torch.testing.assert_close(forward, jacrev(sampled)(x))
+
+
 @pytest.mark.slow
 def test_pbits_under_torch_compile():
     """Compiled (torch.compile, aot_eager backend: the graph capture and autograd tracing

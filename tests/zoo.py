@@ -435,6 +435,14 @@ class TensorDefault(TwoLayers):
         return self.fc2(self.act(self.fc1(x) * scale))
 
 
+class ScaledByInput(TwoLayers):
+    """Scores divided by scalars made from the input (0-dim tensors, the same for every sample):
+    with 3 classes a scalar repeated T times broadcast against them only where T = 3."""
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x))) / (x.new_tensor(2.0) + x.std())
+
+
 class RunningStats(nn.Module):
     """Keeps state as it runs: a call counter, an average of its hidden bits, and an instance
     norm's running statistics."""
@@ -501,6 +509,7 @@ ZOO: dict[str, Entry] = {
     "running-stats": Entry(RunningStats, _vectors, "loop", input_shape=(12,), classes=3),
     "custom-ste": Entry(CustomSTE, _vectors, "repeat", input_shape=(12,), classes=3),
     "tensor-default": Entry(TensorDefault, _vectors, "graph", input_shape=(12,), classes=3),
+    "scaled-by-input": Entry(ScaledByInput, _vectors, "graph", input_shape=(12,), classes=3),
 }
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.autograd import forward_ad
 
 from . import pbit_kernel, stacked_passes
 from .checks import one_of, positive_int
@@ -173,10 +174,18 @@ class _PBitFunction(torch.autograd.Function):
             ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for p
         ctx.mode, ctx.beta, ctx.ste, ctx.dtype, ctx.repeats = mode, beta, ste, x.dtype, repeats
-        if ste == "mean":
-            ctx.save_for_backward(output[1])
-        elif ste == "clipped":
-            ctx.save_for_backward(x)
+        saved = {"mean": (output[1],), "clipped": (x,)}.get(ste, ())
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+
+    @staticmethod
+    def jvp(ctx, x_t, thresholds_t, mode_t, beta_t, ste_t, repeats_t):
+        """Forward mode (``torch.func.jvp``, ``jacfwd``, ``forward_ad``): the STE's slope times the
+        tangent of ``x``, repeated as the bits are, and the tangent of ``p`` (``ste="mean"``)."""
+        saved = ctx.saved_tensors[0] if ctx.saved_tensors else None
+        bits_t = _surrogate_gradient(x_t, saved, ctx.mode, ctx.beta, ctx.ste, ctx.dtype)  # the slope is diagonal
+        p_t = probability_gradient(x_t, saved, ctx.mode, ctx.beta, saved.dtype) if ctx.ste == "mean" else None
+        return repeat_samples(bits_t, ctx.repeats), p_t
 
     @staticmethod
     def backward(ctx, grad, grad_p):
@@ -303,11 +312,17 @@ def pbit(
         return stack.bits(x, mode, beta, repeats, generator)
     if pbit_kernel.available(x, repeats):
         key = pbit_kernel.draw_key(generator)
-        if torch.is_grad_enabled() and x.requires_grad:
+        if torch.is_grad_enabled() and x.requires_grad or has_tangent(x):
             return _PBitFunction.apply(x, key, mode, beta, ste, repeats)[0]
         return pbit_kernel.bits(x, mode, beta, key, repeats)  # no autograd: no mean to keep
     x = repeat_samples(x, repeats)
     return _PBitFunction.apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste, 1)[0]
+
+
+def has_tangent(x: torch.Tensor) -> bool:
+    """Whether ``x`` carries a forward-mode tangent (a dual tensor of ``torch.autograd.forward_ad``
+    or ``torch.func.jvp``), which only an autograd function passes on."""
+    return forward_ad.unpack_dual(x).tangent is not None
 
 
 def repeat_samples(x, samples: int):

@@ -41,7 +41,7 @@ from .devices import indexed
 from .errors import UsageError
 from .foldcheck import (first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly, stack,
                         suspended_hooks, unfold)
-from .functional import repeat_samples
+from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
 from .pbit_kernel import draw_key, keys_drawn
@@ -53,7 +53,9 @@ from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_sta
 from .tracing import UnfaithfulTrace, add_module, faithful_trace, is_pdnn_unit
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
-CHECK_ROWS, CHECK_SAMPLES = 4, 3  # a fold is checked against a loop of 3 forwards on 4 rows
+# a fold is checked against a loop of forwards on 4 rows, at 2 and at 3 samples: a value of the
+# folded pass that broadcasts against another dimension only where T equals it cannot pass both
+CHECK_ROWS, CHECK_SAMPLES = 4, (2, 3)
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
 
 
@@ -177,7 +179,7 @@ def _fold_network(gm: fx.GraphModule, samples: int, batched_inputs: set[int] | N
         if arg not in folded:
             if arg in data:
                 with graph.inserting_after(arg):
-                    folded[arg] = graph.call_function(repeat_samples, (arg, samples))
+                    folded[arg] = graph.call_function(_repeat_rows, (arg, samples))
             else:  # recompute from the folded inputs, just before the first use in the region
                 inputs = {a: fold(a, before) for a in arg.all_input_nodes}
                 with graph.inserting_before(before):
@@ -196,6 +198,13 @@ def _fold_network(gm: fx.GraphModule, samples: int, batched_inputs: set[int] | N
         for node in [n for n in graph.nodes if n in region and n.op == "call_module"]:
             if isinstance(modules[node.target], _BatchNorm):
                 node.target = add_module(gm, "per_sample_norm", PerSampleBatchNorm(modules[node.target], samples))
+
+
+def _repeat_rows(x, samples: int):
+    """``x`` repeated ``samples`` times along its batch dimension where it enters the sampled
+    region; a 0-dim tensor (``x.std()``, ``x.new_tensor(2.0)``) has no batch dimension and is
+    the same for every sample, so it enters as it is."""
+    return x if isinstance(x, torch.Tensor) and x.dim() == 0 else repeat_samples(x, samples)
 
 
 def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
@@ -236,7 +245,7 @@ def _share_repeated_inputs(gm: fx.GraphModule, samples: int) -> None:
     (:class:`SharedInputPBit`); a repeat that nothing else reads is dropped."""
     graph = gm.graph
     wrappers: dict[str, str] = {}
-    for node in [n for n in graph.nodes if n.op == "call_function" and n.target is repeat_samples]:
+    for node in [n for n in graph.nodes if n.op == "call_function" and n.target in (repeat_samples, _repeat_rows)]:
         for user in list(node.users):
             if user.op != "call_module" or type(gm.get_submodule(user.target)) is not PBit \
                     or user.args != (node,) or user.kwargs:
@@ -299,12 +308,16 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
 
 def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[dict, str]]:
     """Where a traced graph keeps values as they were when it was traced: the numbers, strings and
-    tensors that the user's own modules hold as plain attributes, as ``(module.__dict__, name)``.
-    torch's layers and pdnn's modules are called by the graph, so their attributes (a p-bit's
-    ``beta``) are read live."""
-    return [(vars(m), key) for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))
-            for key, value in vars(m).items()
-            if key != "training" and isinstance(value, (int, float, complex, str, torch.Tensor))]
+    tensors that the user's own modules hold as plain attributes, as ``(module.__dict__, name)``,
+    and the parameters and buffers they hold themselves, as ``(module._parameters, name)`` (the
+    graph holds those tensors, so one rebound, by ``load_state_dict(assign=True)`` or
+    ``torch.func.functional_call``, is a new tensor it would not see). torch's layers and pdnn's
+    modules are called by the graph, so their attributes (a p-bit's ``beta``, a layer's
+    ``weight``) are read live."""
+    own = [m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))]
+    return ([(vars(m), key) for m in own for key, value in vars(m).items()
+             if key != "training" and isinstance(value, (int, float, complex, str, torch.Tensor))]
+            + [(table, key) for m in own for table in (m._parameters, m._buffers) for key in table])
 
 
 def _current(watched: list[tuple[dict, str]]) -> tuple:
@@ -509,7 +522,7 @@ class SampledModel(nn.Module):
         ``step`` inputs, drawn in turn: from the passes one by one, or from several stacked into
         one pass where that computes the same numbers (:mod:`pdnn.stacked_passes`)."""
         passes = list(x.split(step))
-        stackable = (len(passes) > 2 and not torch.is_grad_enabled() and x.device.type == "cpu"
+        stackable = (len(passes) > 2 and not torch.is_grad_enabled() and not has_tangent(x) and x.device.type == "cpu"
                      and self.aggregate == "network" and self.samples > 1)
         if not stackable:
             return [self.sample(part) for part in passes]
@@ -723,20 +736,20 @@ class SampledModel(nn.Module):
         """The fastest way of running T samples that computes what a loop of T forwards does:
         ``"graph"`` (traced, the prefix shared), else ``"repeat"`` (the input repeated), else
         ``"loop"``; each fold is checked once against a loop by :func:`pdnn.foldcheck.fold_mismatch`,
-        at ``min(T, CHECK_SAMPLES)`` samples on the first ``CHECK_ROWS`` rows."""
+        at each of ``CHECK_SAMPLES`` samples on the first ``CHECK_ROWS`` rows."""
         model, name = self.model, type(self.model).__name__
-        samples = CHECK_SAMPLES
         reasons = []
         for kind in ("graph", "repeat"):
             try:
-                run = _folding(kind, model, samples, x, args, kwargs, self.pack_weights)
+                runs = [(samples, _folding(kind, model, samples, x, args, kwargs, self.pack_weights))
+                        for samples in CHECK_SAMPLES]
             except UnfaithfulTrace as err:
                 reasons.append(f"it traced, but {err}")
                 continue
             except Exception as err:  # fx raises many types for untraceable code
                 reasons.append(f"it could not be traced ({err})")
                 continue
-            reason = self._check(run, samples, x, args, kwargs)
+            reason = next(filter(None, (self._check(run, samples, x, args, kwargs) for samples, run in runs)), None)
             if reason is None:
                 if kind == "repeat":
                     warnings.warn(f"{name}: {reasons[0]}; sampling by repeating the input, so the deterministic "
