@@ -160,9 +160,21 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys):
         assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
 
 
+def test_held_out_monitoring_records_the_examples_it_measured(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "demo", "--subset", "100", "--model", "mlp", "--width", "8", "--epochs", "1",
+                 "--monitor-examples", "5000", "--quiet", "--out", str(run)]) == 0
+    epoch, = json.loads((run / "metrics.json").read_text())
+    assert epoch["test_examples"] == 100  # the test split holds 100; 5000 were asked for
+    assert epoch["test_accuracy"] * 100 == pytest.approx(round(epoch["test_accuracy"] * 100))
+
+
 def test_a_last_batch_of_one_joins_the_one_before():
     assert [batches_per_epoch(n, 64) for n in (1, 2, 64, 65, 66, 129, 130)] == [1, 1, 1, 1, 2, 2, 3]
     assert batches_per_epoch(5, 1) == 5  # batches of one are the user's choice
+    # under torchrun every process must get two examples of the last batch, or it joins the one before
+    assert [batches_per_epoch(n, 32, world=2) for n in (65, 66, 67, 68, 69)] == [2, 2, 2, 3, 3]
+    assert [batches_per_epoch(n, 32, world=4) for n in (71, 72)] == [2, 3]
 
 
 def test_a_training_set_one_more_than_a_multiple_of_the_batch_trains(tmp_path, capsys):
@@ -337,6 +349,23 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for x, y in zip(a, b):
         assert abs(x["train_loss"] - y["train_loss"]) <= 0.1 * x["train_loss"]
         assert abs(x["test_accuracy"] - y["test_accuracy"]) <= 0.08
+
+
+@pytest.mark.slow
+def test_two_processes_record_the_whole_epoch_and_take_a_short_last_batch(tmp_path):
+    """The training statistics are the epoch's, over both processes' shares (they had been process
+    0's half), and a last batch of 3 examples (one for process 1) joins the one before (it had
+    crashed in the batch norm, advising a larger --batch-size)."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    run = tmp_path / "ddp"
+    torchrun("train", "--dataset", "demo", "--subset", "67", "--model", "mlp", "--width", "8", "-s", "2",
+             "--epochs", "1", "--batch-size", "32", "--quiet", "--out", str(run))
+    epoch, = json.loads((run / "metrics.json").read_text())
+    assert epoch["processes"] == 2
+    assert epoch["examples_per_s"] * epoch["epoch_time_s"] == pytest.approx(67)  # not 2 x process 0's 34
+    correct = epoch["train_accuracy"] * 67
+    assert correct == pytest.approx(round(correct), abs=1e-9)  # a count over all 67 examples
 
 
 def test_a_run_is_loaded_onto_the_device_asked(tmp_path):

@@ -95,7 +95,7 @@ class ClassificationTask(Task):
         return loss, {"accuracy": int((mean.argmax(-1) == y).sum())}
 
     def held_out(self, model, data):
-        n_test = self.config.monitor_examples or len(data.test_y)
+        n_test = min(self.config.monitor_examples or len(data.test_y), len(data.test_y))  # what is measured
         test = accuracy_vs_samples(model, data.test_x[:n_test], data.test_y[:n_test], [self.config.samples],
                                    repeats=1, seed=self.config.seed + 7, prepare=data.normalize)[0]
         return {"test_accuracy": test["accuracy_mean"], "test_samples": test["samples"], "test_examples": n_test}
@@ -133,7 +133,7 @@ class VAETask(Task):
                                                 "kl": float(kl.detach().sum())}
 
     def held_out(self, model, data):
-        n_test = self.config.monitor_examples or len(data.test_y)
+        n_test = min(self.config.monitor_examples or len(data.test_y), len(data.test_y))  # what is measured
         loss = vae_test_loss(model, data.test_x[:n_test], data.normalize, self.config.samples, seed=self.config.seed + 7)
         return {"test_loss": loss, "test_samples": self.config.samples, "test_examples": n_test}
 

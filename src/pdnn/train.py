@@ -239,18 +239,20 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     run.metrics, run.start_epoch = state["metrics"], state["epoch"]
 
 
-def batches_per_epoch(examples: int, batch_size: int) -> int:
-    """Batches of ``batch_size``; a last batch of one example joins the one before (a batch norm
-    cannot take statistics of one example: a training set of 65 made a crash at the end of its
-    first epoch)."""
-    return max(1, math.ceil(examples / batch_size) - (examples % batch_size == 1 and examples > batch_size))
+def batches_per_epoch(examples: int, batch_size: int, world: int = 1) -> int:
+    """Batches of ``batch_size``; a last batch that would give a process fewer than two examples
+    (one, for one process) joins the one before: a batch norm cannot take statistics of one
+    example (a training set of 65 made a crash at the end of its first epoch, and under torchrun
+    with 2 processes a last batch of 2 or 3 gave one process a single example)."""
+    short = 0 < examples % batch_size < 2 * world and examples > batch_size
+    return max(1, math.ceil(examples / batch_size) - short)
 
 
 def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: bool) -> tuple[dict, dict]:
     """One pass over the training split; returns its training statistics and its speed."""
     run.model.train()
     n_train = len(data.train_y)
-    steps_per_epoch = batches_per_epoch(n_train, config.batch_size)
+    steps_per_epoch = batches_per_epoch(n_train, config.batch_size, run.world)
     total_steps = steps_per_epoch * config.epochs
     perm = torch.randperm(n_train, generator=run.generators["order"]).to(data.device)
     loss_sum = seen = 0
@@ -290,8 +292,13 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
                         img_s=f"{seen * run.world / (time.perf_counter() - began):.0f}")
     bar.close()
     elapsed = time.perf_counter() - began
+    if run.world > 1:  # every process's share of the epoch, not process 0's alone
+        totals = torch.tensor([loss_sum, seen, *sums.values()], dtype=torch.float64, device=data.device)
+        dist.all_reduce(totals)
+        loss_sum, seen, *values = totals.tolist()
+        sums = dict(zip(sums, values))
     return ({"train_loss": loss_sum / seen, **{f"train_{k}": v / seen for k, v in sums.items()}},
-            {"epoch_time_s": elapsed, "examples_per_s": seen * run.world / elapsed,  # measured on:
+            {"epoch_time_s": elapsed, "examples_per_s": seen / elapsed,  # measured on:
              "device": str(data.device), **where_measured(), "processes": run.world,
              "data_source": data.source})  # which copy was read: a JPEG CIFAR-10 scores differently
 

@@ -69,8 +69,10 @@ class WeightQuantizer(nn.Module):
     learned scale, trained the LSQ way (Esser et al., ICLR 2020): the rounding passes gradients
     straight through inside the clipping range and stops them outside it (Larq's clipped
     ``ste_sign``), the scale receives ``q - w/s`` inside and ``±1`` outside, and its gradient is
-    scaled by ``1/sqrt(K * 2**(bits-1))`` (``K`` weights per channel) so that it learns at the
-    pace of the weights.
+    scaled by ``1/sqrt(K * 2**(bits-1))`` (``K`` weights per channel), LSQ's factor for SGD, where
+    it makes the scale learn at the pace of the weights. Under Adam (what ``pdnn train`` uses) a
+    constant factor on a parameter's gradient barely changes its update, which Adam normalises:
+    the scales then learn at Adam's own pace (the factor only weighs Adam's epsilon more).
 
     The scale starts where the quantisation error is smallest, on the first forward pass (after
     the model's own initialisation has set the weights): for one bit ``mean|w_c|`` exactly (the
