@@ -215,6 +215,46 @@ def test_unwritable_cache_directory_warns_and_still_loads(tmp_path, monkeypatch)
         assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
 
 
+def test_a_cache_that_fills_up_warns_and_still_loads(tmp_path, monkeypatch):
+    """A full cache disk is the cache's problem, never the run's: the entry is built privately."""
+    import errno
+
+    original = make_idx(tmp_path / "mnist", gz=False)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    add = cache_module.CacheWriter.add
+    shared = []
+
+    def full_in_the_cache(self, *args):
+        if str(self.directory).startswith(str(tmp_path / "cache")):  # the shared staging folder, not the private one
+            shared.append(self.directory)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return add(self, *args)
+
+    monkeypatch.setattr(cache_module.CacheWriter, "add", full_in_the_cache)
+    with pytest.warns(UserWarning, match="could not write the data cache.*No space left"):
+        assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
+    assert shared and not any((tmp_path / "cache").rglob("*.tmp"))  # its staging folder removed
+
+
+def test_a_user_without_a_home_directory_loads_and_caches(tmp_path, monkeypatch):
+    """A container's user with no home (no HOME, no passwd entry): the ~ root is skipped and the
+    cache goes to the temporary folder."""
+    from pathlib import Path as PathType
+
+    def homeless(*args, **kwargs):
+        raise RuntimeError("Could not determine home directory.")
+
+    original = make_idx(tmp_path / "mnist", gz=False)
+    monkeypatch.delenv("PDNN_CACHE", raising=False)
+    monkeypatch.setattr(PathType, "home", classmethod(homeless))
+    monkeypatch.setattr(PathType, "expanduser", lambda self: homeless() if str(self).startswith("~") else self)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert "~" not in " ".join(map(str, data_roots([tmp_path])))
+    assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
+    assert list((tmp_path / "tmp").glob("pdnn-cache-*/mnist-*"))
+
+
 # ---------------------------------------------------------------- CIFAR
 
 

@@ -185,3 +185,44 @@ def test_a_lock_is_taken_where_hard_links_are_not(tmp_path, monkeypatch):
             with writer_lock(tmp_path / "run"):
                 pass
     assert not (tmp_path / "run").exists()  # created by the lock, nothing written: removed with it
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_the_old_file_stays(tmp_path):
+    """torch's zip writer reports a full disk as a RuntimeError around the OSError: it is raised
+    as an OSError naming the user's file (the command prints it as one line)."""
+    import errno
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"old")
+
+    def fill(f):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+
+    with pytest.raises(OSError) as info:
+        atomic_write(path, fill)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_lock_that_cannot_be_written_names_it_and_leaves_no_folder(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as info:
+        with writer_lock(tmp_path / "new"):
+            pass
+    assert info.value.filename == str(tmp_path / "new" / ".writing")
+    assert not (tmp_path / "new").exists()  # created for the lock, nothing written: removed
+
+
+def test_text_written_from_a_path_read_under_an_ascii_locale_keeps_its_bytes(tmp_path):
+    name = os.fsdecode("ünï".encode())  # what Python makes of UTF-8 bytes under an ASCII locale
+    write_text(tmp_path / "README.md", f"folder {name.encode('utf-8').decode('ascii', 'surrogateescape')}\n")
+    assert (tmp_path / "README.md").read_bytes() == "folder ünï\n".encode()

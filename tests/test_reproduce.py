@@ -198,3 +198,18 @@ def test_the_report_says_which_processor_and_threads_ran_its_steps(tiny_run):
 def test_claims_table_escapes_pipes_and_states_reasons():
     rows = claims_table([("study", Claim("a | b", "paper", reason="no data"))])
     assert "a \\| b" in rows[2] and "not measured (no data)" in rows[2]
+
+
+def test_a_second_command_into_one_plan_or_study_is_refused(data, tmp_path):
+    """Each would rewrite the plan's state (or the study's summary) without the other's steps."""
+    from pdnn.experiments.study import StudySpec, run_study
+    from pdnn.io import RunError, writer_lock
+
+    ctx = Context(tmp_path / "out", "tiny", roots=[str(data)])
+    with writer_lock(ctx.work, "reproduce into"):  # as a first command holds it
+        with pytest.raises(RunError, match=r"cannot reproduce into .*tiny: another command"):
+            reproduce.run_plan(ctx, progress=False, log=io.StringIO())
+    with writer_lock(tmp_path / "study", "run a study in"):
+        with pytest.raises(RunError, match=r"cannot run a study in .*study: another command"):
+            run_study(tmp_path / "study", StudySpec(dataset="demo", model="mlp", width=8), progress=False)
+        assert [p.name for p in (tmp_path / "study").iterdir()] == [".writing"]  # nothing written

@@ -113,9 +113,24 @@ def writer_lock(folder: Path | str, action: str = "write"):
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock, mine = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
+    try:
+        _take(lock, mine, action)
+        try:
+            yield
+        finally:
+            if lock.exists() and lock.read_text() == mine:
+                lock.unlink()
+    finally:
+        if created and not any(folder.iterdir()):  # a command that failed before writing leaves no folder
+            folder.rmdir()
+
+
+def _take(lock: Path, mine: str, action: str) -> None:
+    """Claim ``lock`` for ``mine``, taking over one whose process has ended on this host."""
+    folder = lock.parent
     for _ in range(2):
         if _claim(lock, mine):
-            break
+            return
         try:
             host, _, pid = lock.read_text().partition(" ")
         except FileNotFoundError:  # its writer has just released it
@@ -125,15 +140,7 @@ def writer_lock(folder: Path | str, action: str = "write"):
             continue
         raise RunError(f"cannot {action} {folder}: another command (process {pid or '?'} on {host or '?'}) is "
                        f"writing it; wait for it to end, or, if no such process runs, delete {lock}")
-    else:
-        raise RunError(f"cannot {action} {folder}: {lock} keeps appearing; another command is starting there")
-    try:
-        yield
-    finally:
-        if lock.exists() and lock.read_text() == mine:
-            lock.unlink()
-        if created and not any(folder.iterdir()):  # a command that failed before writing leaves no folder
-            folder.rmdir()
+    raise RunError(f"cannot {action} {folder}: {lock} keeps appearing; another command is starting there")
 
 
 def _claim(lock: Path, owner: str) -> bool:
@@ -142,9 +149,10 @@ def _claim(lock: Path, owner: str) -> bool:
     seen without its owner (one that was would block the folder for good), whatever stops this
     process in between; a file system without hard links gets the lock created, then written."""
     remove_orphans(lock)
-    fd, tmp = tempfile.mkstemp(dir=lock.parent, prefix=temporary_prefix(lock), suffix=".tmp")
+    with _named_os_errors(lock):
+        fd, tmp = tempfile.mkstemp(dir=lock.parent, prefix=temporary_prefix(lock), suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with _named_os_errors(lock), os.fdopen(fd, "w") as f:
             f.write(owner)
         try:
             os.link(tmp, lock)
@@ -184,18 +192,30 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
         raise OSError(err.errno, err.strerror, str(path)) from err
     try:
         os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
-        with os.fdopen(fd, "wb") as f:
+        with _named_os_errors(path), os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        try:
+        with _named_os_errors(path):
             os.replace(tmp, path)
-        except OSError as err:
-            raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     remove_orphans(path)
+
+
+@contextlib.contextmanager
+def _named_os_errors(path: Path):
+    """An ``OSError`` (a full disk, a read-only file system) raised while writing ``path``, or one
+    behind another error (torch's zip writer reports a full disk as a ``RuntimeError``), raised as
+    an ``OSError`` naming ``path``, the user's file, not the hidden temporary one."""
+    try:
+        yield
+    except Exception as err:
+        cause = next((e for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError)), None)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
 
 
 def write_json(path: Path | str, obj: Any) -> None:
@@ -206,7 +226,7 @@ def write_json(path: Path | str, obj: Any) -> None:
 
 def write_text(path: Path | str, text: str) -> None:
     """Write ``text`` (UTF-8), atomically."""
-    data = text.encode()
+    data = text.encode("utf-8", "surrogateescape")  # a path Python read under an ASCII locale keeps its bytes
     atomic_write(path, lambda f: f.write(data))
 
 

@@ -24,6 +24,7 @@ deleted.)
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -48,11 +49,17 @@ _STATS_CHUNK = 1024  # images per step of the channel sums (bounds their int64 t
 
 
 def cache_dir(path: str | Path | None = None) -> Path:
-    """The cache directory: ``path`` if given, else ``$PDNN_CACHE``, else ``~/.cache/pdnn``."""
+    """The cache directory: ``path`` if given, else ``$PDNN_CACHE``, else ``~/.cache/pdnn``, or, for
+    a user without a home directory (a container's), ``pdnn-cache-<uid>`` in the temporary folder."""
     if path is not None:
         return Path(path).expanduser()
     env = os.environ.get("PDNN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pdnn"
+    if env:
+        return Path(env).expanduser()
+    try:
+        return Path.home() / ".cache" / "pdnn"
+    except RuntimeError:
+        return Path(tempfile.gettempdir()) / f"pdnn-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def _digest(obj) -> str:
@@ -197,35 +204,50 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
     built by ``build(writer)`` -- which streams the splits into ``writer`` and returns the class
     names -- and kept for next time. ``files`` are every source file ``build`` reads.
 
-    A cache directory that cannot be written is warned about, not fatal: the entry is then built
-    in a temporary directory and deleted once mapped."""
+    A cache directory that cannot be written, or that fills up as the entry is written, is warned
+    about, not fatal: the entry is then built in a temporary directory and deleted once mapped."""
     path = cache_path(cache_dir(directory), name, files)
     entry = read(path)
     if entry is not None:
         return entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging, shared = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")), True
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp"))
     except OSError as err:
-        warnings.warn(f"could not write the data cache in {path.parent} ({err}); the dataset will be decoded "
-                      "again next time (set PDNN_CACHE to a writable directory)", stacklevel=2)
-        staging, shared = Path(tempfile.mkdtemp(prefix=f"pdnn-{name}-")), False
-    try:
-        writer = CacheWriter(staging)
+        problem = err
+    else:
         try:
-            writer.finish(build(writer))
+            _build(staging, build)
+            mode = file_mode()  # mkdtemp's 0700 would hide a shared cache from the user's group
+            os.chmod(staging, mode | (mode & 0o444) >> 2)  # searchable where readable
+            _publish(staging, path)
+            problem = None
+        except OSError as err:  # the cache's disk filled up as the entry was written; any other error is raised
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            problem = err
         finally:
-            writer.close()
-        if not shared:
-            return read(staging)  # mapped files stay readable after the directory is removed
-        mode = file_mode()  # mkdtemp's 0700 would hide a shared cache from the user's group
-        os.chmod(staging, mode | (mode & 0o444) >> 2)  # searchable where readable
-        _publish(staging, path)
+            shutil.rmtree(staging, ignore_errors=True)
+        if problem is None:
+            _remove_stale(path)
+            remove_orphans(path)  # the staging folders of builds that were killed
+            return read(path)
+    warnings.warn(f"could not write the data cache in {path.parent} ({problem}); the dataset will be decoded "
+                  "again next time (set PDNN_CACHE to a writable directory)", stacklevel=2)
+    staging = Path(tempfile.mkdtemp(prefix=f"pdnn-{name}-"))
+    try:
+        _build(staging, build)
+        return read(staging)  # mapped files stay readable after the directory is removed
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _remove_stale(path)
-    remove_orphans(path)  # the staging folders of builds that were killed
-    return read(path)
+
+
+def _build(staging: Path, build: Callable[[CacheWriter], list[str]]) -> None:
+    writer = CacheWriter(staging)
+    try:
+        writer.finish(build(writer))
+    finally:
+        writer.close()
 
 
 def _publish(staging: Path, path: Path) -> None:
@@ -237,10 +259,15 @@ def _publish(staging: Path, path: Path) -> None:
     except OSError:
         if _why_unreadable(path) is None:
             return
-    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    old = path.with_name(f"{temporary_prefix(path)}old.tmp")  # named so that remove_orphans finds it if killed
     os.rename(path, old)
-    os.rename(staging, path)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(staging, path)
+    except OSError:  # another process published between the two renames: keep its entry
+        if _why_unreadable(path) is not None:
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_stale(path: Path) -> None:

@@ -35,7 +35,10 @@ def data_roots(cli_dirs: list[str | Path] | str | Path | None = None) -> list[Pa
     env = [p for p in os.environ.get("PDNN_DATA", "").split(os.pathsep) if p.strip()]
     roots: list[Path] = []
     for entry in [*(cli_dirs or []), *env, *DEFAULT_ROOTS]:
-        path = Path(entry).expanduser()
+        try:
+            path = Path(entry).expanduser()
+        except RuntimeError:  # no home directory (a container's user without one): no ~ root
+            continue
         if path not in roots:
             roots.append(path)
     return roots

@@ -26,7 +26,7 @@ import torch
 
 from ..devices import where_measured
 from ..errors import UsageError
-from ..io import read_json, write_json
+from ..io import read_json, write_json, writer_lock
 from ..progress import progress_bar
 from ..provenance import CODE, code_record
 from .plan import STATE, Context, Step
@@ -102,7 +102,14 @@ def outlook(ctx: Context, steps: list[Step]) -> str:
 
 def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
     """Run every step not yet done, then write ``OUT/REPORT.md`` and ``OUT/REPORT.html``.
-    Returns the path of ``REPORT.md``."""
+    Returns the path of ``REPORT.md``. A second command on the same ``OUT/<scale>`` is refused
+    while one runs (:func:`pdnn.io.writer_lock`): each would rewrite the plan's state without the
+    other's steps."""
+    with writer_lock(ctx.work, "reproduce into"):
+        return _run_plan(ctx, progress, log)
+
+
+def _run_plan(ctx: Context, progress: bool, log) -> Path:
     steps = plan(ctx)
     ctx.work.mkdir(parents=True, exist_ok=True)
     state = read_state(ctx)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..checks import positive_int
 from ..data import describe
 from ..errors import UsageError
-from ..io import pyplot, save_figure, write_text
+from ..io import pyplot, save_figure, write_text, writer_lock
 from ..models import ModelConfig
 from ..plots import plot_accuracy_vs_samples
 from ..runs import CONFIG, read_json, write_json
@@ -57,6 +57,11 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     README under ``out``. Returns the summary."""
     out = Path(out)
     models = study_models(spec)  # bad sizes fail before anything is written,
+    with writer_lock(out, "run a study in"):  # a second study into the folder is refused while one runs
+        return _run_study(out, spec, models, roots, device, progress)
+
+
+def _run_study(out: Path, spec: StudySpec, models: dict, roots, device: str, progress: bool) -> dict:
     for name, model in models.items():  # and so do runs an earlier study left with other settings
         if (out / "runs" / name / CONFIG).exists():
             wanted = run_config(model, spec.dataset, train_config(spec, spec.runs()[name][1]), spec.subset)
