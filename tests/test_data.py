@@ -236,6 +236,30 @@ def test_a_cache_that_fills_up_warns_and_still_loads(tmp_path, monkeypatch):
     assert shared and not any((tmp_path / "cache").rglob("*.tmp"))  # its staging folder removed
 
 
+def test_two_builds_replacing_a_damaged_entry_at_once_keep_one_and_leave_nothing(tmp_path, monkeypatch):
+    """The other build publishes between this one's two renames: its entry is kept, and the
+    damaged entry set aside is removed."""
+    import shutil
+
+    original = make_idx(tmp_path / "mnist", gz=False)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    load("mnist", roots=[tmp_path], progress=False)
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    shutil.copytree(entry, tmp_path / "theirs")  # what the other build will publish
+    (entry / "train_x.bin").write_bytes(b"damaged")
+    rename = os.rename
+
+    def the_other_build_publishes_in_between(source, target):
+        rename(source, target)
+        if Path(source) == entry:  # this build has just set the damaged entry aside
+            shutil.copytree(tmp_path / "theirs", entry)
+
+    monkeypatch.setattr(cache_module.os, "rename", the_other_build_publishes_in_between)
+    with pytest.warns(UserWarning, match="rebuilding"):
+        assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]
+
+
 def test_a_user_without_a_home_directory_loads_and_caches(tmp_path, monkeypatch):
     """A container's user with no home (no HOME, no passwd entry): the ~ root is skipped and the
     cache goes to the temporary folder."""
