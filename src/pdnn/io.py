@@ -186,10 +186,8 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
     left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with _named_os_errors(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
-    except OSError as err:  # named as the user's file, not as the hidden temporary one
-        raise OSError(err.errno, err.strerror, str(path)) from err
     try:
         os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
         with _named_os_errors(path), os.fdopen(fd, "wb") as f:

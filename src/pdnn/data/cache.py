@@ -243,6 +243,7 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
 
 
 def _build(staging: Path, build: Callable[[CacheWriter], list[str]]) -> None:
+    """An entry written by ``build`` into the folder ``staging``."""
     writer = CacheWriter(staging)
     try:
         writer.finish(build(writer))
