@@ -14,6 +14,7 @@ from torch.nn import functional as F
 import pdnn.cli
 import pdnn.data
 from pdnn import SampledModel
+from pdnn.errors import UsageError
 from pdnn.convert import (ConversionError, calibrate, conversion_spec, find_activations, holdout_indices,
                           recalibrate_batchnorm, restore_checkpoint, to_sampled)
 from pdnn.evaluate import accuracy_vs_samples
@@ -426,6 +427,101 @@ def test_cli_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     assert pdnn.cli.main(["convert", str(source), "--method", "dither", "--out", str(tmp_path / "x")]) == 2
     assert "not supported by 'dither'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_force_removes_every_result_measured_on_the_replaced_conversion(tmp_path):
+    """A converted checkpoint is a copy of the source's weights, so results of the old conversion
+    would pass a checksum test: --force must remove them all, not only the evaluations."""
+    source, new = tmp_path / "run", tmp_path / "converted"
+    make_run(source)
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--quiet"]) == 0
+    measured = ["eval-network.json", "eval-layer.json", "adaptive.json", "fid-clf.json", "fid.json",
+                "energy.json", "energy.png", "calibration.json"]
+    for name in measured + ["convert.log"]:
+        (new / name).write_text("of the pbit conversion")
+    assert pdnn.cli.main(["convert", str(source), "--method", "gaussian", "--scale", "0.3", "--out", str(new),
+                          "--force", "--quiet"]) == 0
+    assert sorted(p.name for p in new.iterdir()) == ["checkpoint.pt", "config.json", "convert.log"]
+    assert read_json(new / "config.json")["convert"]["method"] == "gaussian"
+
+
+class SharesItsPreActivation(nn.Module):
+    """An in-place activation module whose input is used again: the later use sees act(h)."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(4, 4), act, nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        y = self.act(h)  # in place: h holds act(h) from here on
+        return self.b(y) + h
+
+
+class InPlaceUntraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(4, 4), nn.Hardtanh(inplace=True), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        if h.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            h = h * 2
+        return self.b(self.act(h))
+
+
+def test_in_place_activation_modules_on_a_shared_tensor_are_refused():
+    for act, method in ((nn.ReLU(inplace=True), "gaussian"), (nn.Hardtanh(inplace=True), "pbit")):
+        with pytest.raises(ConversionError, match=r"act \(nn\.\w+\): in place on a tensor that is used elsewhere"):
+            to_sampled(SharesItsPreActivation(act).eval(), method, layers="all")
+    # not in place, or in place on a tensor nothing else reads: converted, and equal at zero noise
+    x = torch.randn(8, 4)
+    for act in (nn.ReLU(), nn.ReLU(inplace=True)):
+        model = SharesItsPreActivation(nn.ReLU()).eval() if not act.inplace else nn.Sequential(
+            nn.Linear(4, 4), act, nn.Linear(4, 4)).eval()
+        converted = to_sampled(model, "gaussian", scale=1e-30, layers="all")
+        assert torch.equal(converted(x), model(x))
+    # without a trace it cannot be told whether the input is shared: refused, with the remedy
+    with pytest.raises(ConversionError, match=r"act \(nn\.Hardtanh\): in place \(inplace=True\).*inplace=False"):
+        to_sampled(InPlaceUntraceable().eval(), "pbit", layers="all")
+
+
+def test_damaged_batchnorm_statistics_are_named_not_loaded(tmp_path):
+    source, new = tmp_path / "run", tmp_path / "converted"
+    make_run(source)
+    model, _ = load_model(source)
+    good = {"5": {"running_mean": [0.0] * 16, "running_var": [1.0] * 16}}
+    assert torch.equal(to_sampled(model, "pbit", bn_stats=good)[5].running_var, torch.ones(16))
+    damaged = {"not a dict": [1],
+               "missing variance": {"5": {"running_mean": [0.0] * 16}},
+               "not numbers": {"5": {"running_mean": ["a"] * 16, "running_var": [1.0] * 16}},
+               "negative variance": {"5": {"running_mean": [0.0] * 16, "running_var": [-1.0] * 16}},
+               "non-finite": {"5": {"running_mean": [float("nan")] * 16, "running_var": [1.0] * 16}}}
+    expected = {"not a dict": "must map BatchNorm names", "missing variance": "exactly 'running_mean' and 'running_var'",
+                "not numbers": "is not a list of numbers", "negative variance": "a negative variance",
+                "non-finite": "a non-finite value"}
+    for case, stats in damaged.items():
+        with pytest.raises(UsageError, match=expected[case]):
+            to_sampled(model, "pbit", bn_stats=stats)
+    # in a converted run's config.json: a one-line RunError naming the file, from every reader
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--quiet"]) == 0
+    config = read_json(new / "config.json")
+    write_json(new / "config.json", {**config, "convert": {**config["convert"], **{"bn_stats": damaged["negative variance"]}}})
+    with pytest.raises(RunError, match=r"config\.json: bad 'convert' section \(bn_stats\['5'\]\['running_var'\]"):
+        load_model(new)
+
+
+def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys):
+    source, new = tmp_path / "run", tmp_path / "converted"
+    make_run(source)
+    for option, needs in ((["--repeats", "0"], "--calibrate"), (["--samples", "1,2"], "--calibrate"),
+                          (["--target-samples", "0"], "--calibrate"), (["--values", "1,2"], "--calibrate"),
+                          (["--bn-samples", "0"], "--recalibrate-bn"),
+                          (["--holdout", "nan"], "--calibrate or --recalibrate-bn"),
+                          (["--subset", "-5"], "--calibrate or --recalibrate-bn")):
+        assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), *option]) == 2
+        assert f"{option[0]} is only used with {needs}" in capsys.readouterr().err
+        assert not new.exists()
 
 
 class TrainOnly:

@@ -315,6 +315,16 @@ def config_dataset(config: dict) -> str | None:
 
 
 _RECORDS = (CONFIG, CHECKPOINT, METRICS, "adaptive.json", "calibration.json", "fid-clf.json", "fid.json")
+ENERGY_FILES = ("energy.json", "energy.png")  # what `pdnn energy RUN_DIR` writes into the run by default
+
+
+def measurements(run_dir: Path | str) -> list[Path]:
+    """The files in ``run_dir`` that commands measured on its model: evaluations, adaptive,
+    calibration and FID records, and ``pdnn energy``'s default outputs. Replacing the model
+    (``pdnn convert --force``) must remove them all, or they would be read as the new model's."""
+    names = (set(_RECORDS) - {CONFIG, CHECKPOINT, METRICS}) | set(ENERGY_FILES)
+    return sorted(path for path in Path(run_dir).iterdir() if path.is_file() and
+                  (path.name in names or (path.name.startswith("eval-") and path.suffix == ".json")))
 
 
 def is_run_record(path: Path | str) -> bool:

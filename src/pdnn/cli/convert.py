@@ -43,14 +43,14 @@ def add_parser(sub) -> None:
     p.add_argument("--values", metavar="V,V,...",
                    help="values tried by --calibrate (defaults: "
                         + "; ".join(f"{k} {','.join(f'{v:g}' for v in vs)}" for k, vs in DEFAULT_VALUES.items()) + ")")
-    p.add_argument("--samples", default="1,2,5,10,20", help="T values measured by --calibrate (default: 1,2,5,10,20)")
+    p.add_argument("--samples", help="T values measured by --calibrate (default: 1,2,5,10,20)")
     p.add_argument("--target-samples", type=int, metavar="T",
                    help="T at which --calibrate compares accuracies (default: the largest of --samples)")
-    p.add_argument("--repeats", type=int, default=1, help="sampling repeats per T in --calibrate (default: 1)")
+    p.add_argument("--repeats", type=int, help="sampling repeats per T in --calibrate (default: 1)")
     p.add_argument("--per-layer", action="store_true",
                    help="after --calibrate's sweep, refine the value one activation at a time (coordinate-wise, "
                         "in execution order; up to layers x (values - 1) more trials); the spec gets a value per layer")
-    p.add_argument("--holdout", default="0.1", metavar="N|FRACTION",
+    p.add_argument("--holdout", metavar="N|FRACTION",
                    help="how many TRAINING examples --calibrate/--recalibrate-bn use: a count, or a fraction of the "
                         "examples the run was trained on (default: 0.1). They are those after the run's own "
                         "training subset, which it never saw (as many as exist, up to the count); only if there are "
@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="re-estimate the running statistics of BatchNorm layers behind the noise under sampling, "
                         "on the held-out training examples (weights and affine parameters do not change)")
-    p.add_argument("--bn-samples", type=int, default=4, help="samples per example for --recalibrate-bn (default: 4)")
+    p.add_argument("--bn-samples", type=int, help="samples per example for --recalibrate-bn (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="fixes the draws of calibration and --recalibrate-bn (default: 0)")
     p.add_argument("--label", help="name used in plots and tables (default: '<source label> (<method>)')")
     p.add_argument("--out", metavar="NEW_RUN_DIR", help="run directory to create")
@@ -99,6 +99,19 @@ def parse_layers(text: str):
     return text if text in LAYER_SETS else [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _refuse_unused(args) -> None:
+    """Options of a calibration step that will not run are refused, not silently ignored (their
+    values would go unchecked too)."""
+    uses = {"--values": "--calibrate", "--samples": "--calibrate", "--target-samples": "--calibrate",
+            "--repeats": "--calibrate", "--bn-samples": "--recalibrate-bn",
+            "--holdout": "--calibrate or --recalibrate-bn", "--subset": "--calibrate or --recalibrate-bn"}
+    runs = {"--calibrate": args.calibrate, "--recalibrate-bn": args.recalibrate_bn,
+            "--calibrate or --recalibrate-bn": args.calibrate or args.recalibrate_bn}
+    for flag, needs in uses.items():
+        if getattr(args, flag[2:].replace("-", "_")) is not None and not runs[needs]:
+            raise UsageError(f"{flag} is only used with {needs}")
+
+
 def run(args) -> int:
     if args.restore:
         present = (Path(args.run_dir) / CHECKPOINT).is_file()
@@ -114,22 +127,23 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if args.method is None or args.out is None:
         raise UsageError("--method and --out are required (or pass --list-layers)")
+    _refuse_unused(args)
     values = None
     if args.values is not None:
-        if not args.calibrate:
-            raise UsageError("--values is only used with --calibrate")
         try:
             values = [float(v) for v in args.values.split(",")]
         except ValueError:
             raise UsageError(f"--values must be numbers separated by commas, got {args.values!r}") from None
+    given = {key: value for key, value in (("samples", args.samples and parse_samples(args.samples)),
+                                              ("holdout", args.holdout and parse_holdout(args.holdout)),
+                                              ("repeats", args.repeats), ("bn_samples", args.bn_samples))
+             if value is not None}  # the others keep convert_run's defaults
     result = convert_run(
         args.run_dir, args.out, args.method,
         scale=parse_value(args.scale, "--scale"), beta=parse_value(args.beta, "--beta"),
-        layers=parse_layers(args.layers), calibrate=args.calibrate, values=values,
-        samples=parse_samples(args.samples), target=args.target_samples, holdout=parse_holdout(args.holdout),
-        repeats=args.repeats, recalibrate_bn=args.recalibrate_bn, bn_samples=args.bn_samples, seed=args.seed,
-        roots=args.data_dir, subset=args.subset, device=device, force=args.force,
-        label=args.label, progress=not args.quiet, per_layer=args.per_layer,
+        layers=parse_layers(args.layers), calibrate=args.calibrate, values=values, target=args.target_samples,
+        recalibrate_bn=args.recalibrate_bn, seed=args.seed, roots=args.data_dir, subset=args.subset, device=device,
+        force=args.force, label=args.label, progress=not args.quiet, per_layer=args.per_layer, **given,
     )
     if result["calibration"] is not None:
         print(format_calibration(result["calibration"]))

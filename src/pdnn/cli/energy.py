@@ -13,7 +13,7 @@ from ..data import describe
 from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
-from ..io import read_config, write_json
+from ..io import ENERGY_FILES, read_config, write_json
 from .common import output_file
 from ..models import ModelConfig, available
 
@@ -173,8 +173,8 @@ def run_energy(args) -> int:
                 **({"convert": config["convert"].get("method")} if "convert" in config else {})}
         entries = [(meta, net)]
         base = model_config
-        json_out = json_out or str(Path(args.run_dir) / "energy.json")
-        png_out = png_out or str(Path(args.run_dir) / "energy.png")
+        json_out = json_out or str(Path(args.run_dir) / ENERGY_FILES[0])
+        png_out = png_out or str(Path(args.run_dir) / ENERGY_FILES[1])
     elif args.model:
         configs = _model_entries(args)
         entries = [(meta, model_network(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]

@@ -150,6 +150,7 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
         layers = [layers]
     spec["layers"] = list(dict.fromkeys(layers)) if isinstance(layers, (list, tuple)) else layers  # canonical: once each
     if bn_stats:
+        _check_bn_stats(bn_stats)
         spec["bn_stats"] = bn_stats
     json.dumps(spec, allow_nan=False)  # must survive config.json
     return spec
@@ -345,18 +346,46 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     return gm
 
 
-def load_bn_stats(model: nn.Module, bn_stats: dict) -> None:
-    """Load ``{name: {"running_mean": [...], "running_var": [...]}}`` into ``model``'s BatchNorms."""
-    modules = dict(model.named_modules())
+def _check_bn_stats(bn_stats) -> dict[str, dict[str, torch.Tensor]]:
+    """``bn_stats`` as tensors, checked: a damaged spec (a converted run's config.json edited by
+    hand, say) is a :class:`UsageError` naming the entry, never a failure deep in loading or NaN
+    outputs from a negative variance."""
+    if not isinstance(bn_stats, dict):
+        raise UsageError(f"bn_stats must map BatchNorm names to their statistics, got {bn_stats!r:.80}")
+    checked = {}
     for name, stats in bn_stats.items():
+        if not isinstance(stats, dict) or set(stats) != {"running_mean", "running_var"}:
+            raise UsageError(f"bn_stats[{name!r}] must hold exactly 'running_mean' and 'running_var', "
+                             f"got {sorted(stats) if isinstance(stats, dict) else stats!r:.80}")
+        checked[name] = {}
+        for key, values in stats.items():
+            try:
+                value = torch.as_tensor(values, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise UsageError(f"bn_stats[{name!r}][{key!r}] is not a list of numbers ({err})") from err
+            if not torch.isfinite(value).all():
+                raise UsageError(f"bn_stats[{name!r}][{key!r}] holds a non-finite value; expected finite values")
+            if key == "running_var" and (value < 0).any():
+                raise UsageError(f"bn_stats[{name!r}][{key!r}] holds a negative variance; expected values >= 0")
+            checked[name][key] = value
+    return checked
+
+
+def load_bn_stats(model: nn.Module, bn_stats: dict) -> None:
+    """Load ``{name: {"running_mean": [...], "running_var": [...]}}`` into ``model``'s BatchNorms;
+    every entry is checked (:func:`_check_bn_stats`, names and shapes) before any is loaded."""
+    modules = dict(model.named_modules())
+    loads = []
+    for name, stats in _check_bn_stats(bn_stats).items():
         bn = modules.get(name)
         if not isinstance(bn, _BatchNorm) or bn.running_mean is None:
-            raise ValueError(f"bn_stats names {name!r}, which is not a BatchNorm with running statistics")
-        for key in ("running_mean", "running_var"):
+            raise UsageError(f"bn_stats names {name!r}, which is not a BatchNorm with running statistics")
+        for key, value in stats.items():
             buffer = getattr(bn, key)
-            value = torch.as_tensor(stats[key], dtype=buffer.dtype, device=buffer.device)
             if value.shape != buffer.shape:
-                raise ValueError(f"bn_stats[{name!r}][{key!r}] has shape {tuple(value.shape)}, "
+                raise UsageError(f"bn_stats[{name!r}][{key!r}] has shape {tuple(value.shape)}, "
                                  f"expected {tuple(buffer.shape)}")
-            with torch.no_grad():
-                buffer.copy_(value)
+            loads.append((buffer, value))
+    with torch.no_grad():
+        for buffer, value in loads:
+            buffer.copy_(value)

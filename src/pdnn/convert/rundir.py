@@ -20,8 +20,8 @@ from torch import nn
 from .. import data as data_package
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, load_checkpoint, read_config,
-                  read_json, save_checkpoint, write_json, writer_lock)
+from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, load_checkpoint, measurements,
+                  read_config, read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
 from ..provenance import file_sha256
 from .batchnorm import recalibrate_batchnorm
@@ -184,8 +184,9 @@ def _write_run(out: Path, source: Path, config: dict, calibration: dict | None) 
     """Write a converted run directory. config.json goes first out and last in, so that a directory
     without one is always an interrupted conversion (which ``force`` may replace)."""
     out.mkdir(parents=True, exist_ok=True)  # an existing one passed _check_destination
-    for stale in [out / CONFIG, *out.glob("eval-*.json"), out / CALIBRATION]:
-        stale.unlink(missing_ok=True)
+    (out / CONFIG).unlink(missing_ok=True)
+    for stale in measurements(out):  # made on the replaced conversion (calibration.json among them)
+        stale.unlink()
     _copy_weights(source, out)
     if calibration is not None:
         write_json(out / CALIBRATION, calibration)
@@ -245,8 +246,8 @@ def convert_run(
     examples (stored in ``convert["bn_stats"]``).
 
     An existing ``out`` is refused unless ``force``, and even then if it is a trained run
-    rather than a converted one; a replaced run loses its stale ``eval-*.json`` and
-    ``calibration.json``. Returns ``{"out", "spec", "converted", "calibration"}`` (``spec``
+    rather than a converted one; a replaced run loses every result measured on it
+    (:func:`pdnn.io.measurements`). Returns ``{"out", "spec", "converted", "calibration"}`` (``spec``
     without the bulky ``bn_stats``).
     """
     source, out = Path(source), Path(out)

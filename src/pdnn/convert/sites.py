@@ -78,6 +78,7 @@ def _function_table() -> dict:
 _FUNCTIONS = _function_table()
 _METHOD_CALLS = {"tanh": "tanh", "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
                  "relu": "relu", "relu_": "relu"}
+IN_PLACE_SHARED = "in place on a tensor that is used elsewhere"  # a replacement is not in place
 _INPLACE_FUNCTIONS = {fn for fn, (label, _) in _FUNCTIONS.items() if label.endswith("_")}
 _WEIGHT_FUNCTIONS = {TF.linear, TF.bilinear, TF.conv1d, TF.conv2d, TF.conv3d, TF.conv_transpose1d,
                      TF.conv_transpose2d, TF.conv_transpose3d, torch.matmul, torch.mm, torch.bmm,
@@ -190,7 +191,7 @@ def _function_site(node: fx.Node, taken: set[str], hidden: bool) -> _Site | None
     if not isinstance(source, fx.Node):
         site.problem = "its input is not a traced tensor"
     elif inplace and len(source.users) > 1:
-        site.problem = "in place on a tensor that is used elsewhere"
+        site.problem = IN_PLACE_SHARED
     if kind == "hardtanh":
         site.bounds = _hardtanh_bounds(node, label)
     return site
@@ -307,9 +308,12 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
                 continue
             site = sites.get(node.target)
             if site is None:
-                sites[node.target] = _module_site(node.target, m, node not in output_side)
+                site = sites[node.target] = _module_site(node.target, m, node not in output_side)
             elif node in output_side:
                 site.hidden = False
+            source = _input_node(node)
+            if getattr(m, "inplace", False) and isinstance(source, fx.Node) and len(source.users) > 1:
+                site.problem = IN_PLACE_SHARED  # its replacement is not in place: the other user would change
         elif node.op in ("call_function", "call_method"):
             ops.append(node.target if isinstance(node.target, str) else
                        getattr(node.target, "__name__", str(node.target)))
@@ -327,6 +331,10 @@ def _discover_modules(model: nn.Module) -> list[_Site]:
     last_weighted = max((i for i, (_, m) in enumerate(named) if _has_weights(m) and _module_kind(m) is None),
                         default=-1)
     sites = [_module_site(n, m, i < last_weighted) for i, (n, m) in enumerate(named) if _module_kind(m) is not None]
+    for site in sites:
+        if getattr(site.module, "inplace", False):
+            site.problem = ("in place (inplace=True), and without a trace it cannot be told whether its input is "
+                            "used elsewhere; build it with inplace=False")
     return sites + [site for n, m in model.named_modules() for site in _held_function_sites(n, m, _has_weights(m))]
 
 
