@@ -55,10 +55,10 @@ def main() -> None:
         with vector_width(lanes):
             kernel = numba.njit(parallel=True, fastmath={"contract"})(K._kernel.py_func)
             out = np.empty_like(x.numpy())
-            kernel(x.numpy(), table, 2.0, *K._halves(12345), high, low, out)  # compiles here
+            kernel(x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)  # compiles here
         assert np.array_equal(out, expected.numpy())
         kernels[f"{lanes or 'default'} lanes"] = lambda kernel=kernel, out=out: kernel(
-            x.numpy(), table, 2.0, *K._halves(12345), high, low, out)
+            x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)
     result = torch.empty_like(x)
     kernels["torch.tanh"] = lambda: torch.tanh(x, out=result)
     rounds = []

@@ -4,6 +4,7 @@ candidate numba kernel against the library's per-sample torch kernels, in the tr
 batch 64), in one run.
 
 Usage: python benchmarks/bench_norm_backward.py [--threads 2] [--rounds 3] [--repeats 9] [--clock cpu] [--json PATH]
+       python benchmarks/bench_norm_backward.py --convolutions [--threads 2] [--repeats 9] [--json PATH] (wall clock)
 
 At s = 8 the norms' backward pass (:class:`pdnn.per_sample_norm._PerSampleNorm`) runs torch's
 kernel on each sample's rows and concatenates the results: the gradient and the input are read
@@ -20,13 +21,16 @@ scale from s = 1 to s = 8 on their own.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
 
 import numba
 import numpy as np
 import torch
 
-from bench_speed import adam_step, before_after_rounds, compare, training_problem
+from bench_speed import adam_step, before_after_rounds, compare, cpu_model, training_problem
 from pdnn import SampledModel
 from pdnn.malloc import keep_large_buffers
 from pdnn.per_sample_norm import _PerSampleNorm
@@ -128,13 +132,29 @@ def one_round(repeats: int) -> dict:
     return compare("train_cnn16_b64_norm_backward", "s=8/s=1 <= 6", configs, repeats, inner=2, pairs=PAIRS)
 
 
+def convolutions_main() -> None:
+    """``--convolutions``: the rows of :func:`convolution_rows`, printed and written to ``--json``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--convolutions", action="store_true", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_large_buffers()
+    rows = convolution_rows(args.repeats)
+    for row in rows:
+        print(row["row"], " ".join(f"{k} {v * 1e3:.2f} ms" for k, v in row["median_s"].items()),
+              f"512 rows / 64 rows {row['ratio']['512 rows/64 rows']:.2f}")
+    if args.json:
+        record = {"torch": torch.__version__, "cpu": cpu_model(), "threads": args.threads, "repeats": args.repeats,
+                  "clock": "wall", "rows": rows}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
 if __name__ == "__main__":
     if "--convolutions" in sys.argv:
-        torch.set_num_threads(2)
-        keep_large_buffers()
-        for row in convolution_rows(repeats=9):
-            print(row["row"], " ".join(f"{k} {v * 1e3:.2f} ms" for k, v in row["median_s"].items()),
-                  f"512 rows / 64 rows {row['ratio']['512 rows/64 rows']:.2f}")
+        convolutions_main()
     else:
         check_candidate()
         before_after_rounds(__doc__, one_round, PAIRS, rounds=3, repeats=9)

@@ -20,7 +20,7 @@ from pdnn import functional as F
 
 PAIRS = [("s=8", "s=1"), ("s=8 bound", "s=1 bound"), ("s=1 bound", "s=1"), ("s=8 bound", "s=8")]
 LIBRARY = (F._probability, F._surrogate_gradient)
-BOUND = (lambda x, mode, beta: x, lambda grad, saved, mode, beta, ste, dtype: grad * saved)
+BOUND = (lambda x, mode, beta: x.detach(), lambda grad, saved, mode, beta, ste, dtype: grad * saved)
 
 
 def step_with(passes, sampled, x, y, optimizer) -> None:

@@ -1,7 +1,8 @@
 """The cost of sampling on the CPU: every ratio of the speed table measured in one run.
 
 Usage: python benchmarks/bench_speed.py [--threads 2] [--repeats 5] [--json benchmarks/results/speed.json]
-       [--skip-wide] (leaves out the width-64 CNN, the slowest row) [--clock wall|cpu] [--system-malloc]
+       [--skip-wide] (leaves out the width-64 CNN, the slowest row; its rows take half the repeats, at least 2)
+       [--clock wall|cpu] [--system-malloc]
        [--only GROUP ...] [--cnn-batches B ...] (the CNNs' batch sizes; default 1 16 256)
 
 Like the ``pdnn`` command, the script keeps large freed buffers for reuse
@@ -87,7 +88,8 @@ def compare(name: str, goal: str, configs: dict, repeats: int, inner: int = 1, p
         for key, fn in configs.items():
             times[key].append(timed(lambda: [fn() for _ in range(inner)]) / inner)
     base = next(iter(configs))
-    row = {"row": name, "goal": goal, "base": base, "median_s": {}, "ratio": {}, "spread": {}, "times_s": times}
+    row = {"row": name, "goal": goal, "base": base, "repeats": repeats, "median_s": {}, "ratio": {}, "spread": {},
+           "times_s": times}
     for key, ts in times.items():
         row["median_s"][key] = statistics.median(ts)
     for top, bottom in [(key, base) for key in configs if key != base] + list(pairs):
@@ -240,7 +242,9 @@ def train_rows(repeats: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="repeats per row; the width-64 CNN's rows, the slowest, take half (at least 2). "
+                             "Each row of the JSON records its own")
     parser.add_argument("--skip-wide", action="store_true", help="leave out the width-64 CNN")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: CPU time of the process (all threads), robust on a loaded machine")
@@ -252,6 +256,8 @@ def main() -> None:
                         help="leave glibc's allocator at its defaults (the pdnn command does not)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    if args.skip_wide and args.only == ["cnn64"]:
+        parser.error("--only cnn64 with --skip-wide leaves nothing to measure")
     kept = not args.system_malloc and keep_large_buffers()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
