@@ -68,6 +68,47 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+class Stop(Exception):
+    """What the test's SIGTERM handler raises (the command line's raises its own)."""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_inside_the_writer_waits_until_the_file_is_written(tmp_path, signum):
+    """A signal handled inside torch's zip writer came out as torch's RuntimeError, not as the
+    interrupt, and one right after the temporary was made left it behind: both are held until
+    the file is in place, then raised as usual."""
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {}, "epoch": 1})
+
+    class SignalOnFirstWrite:
+        """A file that is sent ``signum`` in the middle of torch's first write call."""
+
+        def __init__(self, f):
+            self.f, self.sent = f, False
+
+        def write(self, data):
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signum)
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    def stop(*_):
+        raise Stop
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else Stop):
+            atomic_write(path, lambda f: torch.save({"model": {"w": torch.zeros(1000)}, "epoch": 2}, SignalOnFirstWrite(f)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert load_checkpoint(path)["epoch"] == 2  # written whole, then interrupted
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def _killed_while_writing(path, folder: bool = False) -> None:
     """A process that dies by SIGKILL in the middle of writing ``path`` (a checkpoint, or a data
     cache entry when ``folder``), so it cannot remove its temporary file."""
@@ -220,6 +261,13 @@ def test_a_lock_that_cannot_be_written_names_it_and_leaves_no_folder(tmp_path, m
             pass
     assert info.value.filename == str(tmp_path / "new" / ".writing")
     assert not (tmp_path / "new").exists()  # created for the lock, nothing written: removed
+    # so are the parents it created for it, up to the first that was there or holds something else
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "kept").write_text("")
+    with pytest.raises(OSError):
+        with writer_lock(tmp_path / "a" / "b" / "c" / "new"):
+            pass
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["kept"]
 
 
 def test_text_written_from_a_path_read_under_an_ascii_locale_keeps_its_bytes(tmp_path):

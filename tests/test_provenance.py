@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 import pdnn
 from pdnn.cli import main
@@ -52,6 +53,40 @@ def test_eval_records_epoch_and_sha256_of_the_checkpoint(runs):
     weights = json.loads((current / "eval-network.json").read_text())["weights"]
     assert weights == {"checkpoint": "checkpoint.pt", "epoch": 1,
                        "sha256": hashlib.sha256((current / "checkpoint.pt").read_bytes()).hexdigest()}
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_recorded_as_the_one_measured(runs, tmp_path, monkeypatch):
+    """Training replaces checkpoint.pt between any two reads of an evaluation: the record must
+    name the weights that were loaded, never the ones before them."""
+    import pdnn.runs
+
+    current, resumed = runs
+    run = tmp_path / "run"
+    shutil.copytree(current, run)
+    newer = (resumed / "checkpoint.pt").read_bytes()  # epoch 2
+    load = pdnn.runs.load_model
+    calls = []
+
+    def load_then_train_on(run_dir, device="cpu", replace_every_time=False):
+        calls.append(run_dir)
+        model = load(run_dir, device)
+        path = Path(run_dir) / "checkpoint.pt"
+        if len(calls) == 1:  # the epoch-1 weights were read, then training wrote on
+            path.write_bytes(newer)
+        elif replace_every_time:
+            path.write_bytes((current / "checkpoint.pt").read_bytes() if path.read_bytes() == newer else newer)
+        return model
+
+    monkeypatch.setattr(pdnn.runs, "load_model", load_then_train_on)
+    model, _, weights = pdnn.runs.load_measured(run, "cpu")
+    assert len(calls) == 2 and weights["epoch"] == 2
+    assert weights["sha256"] == hashlib.sha256(newer).hexdigest()
+    state = pdnn.runs.load_checkpoint(resumed / "checkpoint.pt")["model"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # a checkpoint that keeps changing is named, not guessed at
+    monkeypatch.setattr(pdnn.runs, "load_model", lambda run_dir, device: load_then_train_on(run_dir, device, True))
+    with pytest.raises(pdnn.runs.RunError, match="changed three times while it was read"):
+        pdnn.runs.load_measured(run, "cpu")
 
 
 def test_evaluation_and_every_epoch_record_the_code_that_ran(runs):

@@ -142,6 +142,23 @@ def test_dry_run_lists_every_step_with_an_estimate(data, tmp_path, capsys):
     assert not (tmp_path / "small").exists()  # a dry run writes nothing
 
 
+def test_dry_run_leaves_steps_without_their_data_out_of_the_time(data, tmp_path, capsys):
+    only_fashion = tmp_path / "roots"
+    (only_fashion / "fashion-mnist").mkdir(parents=True)
+    for f in (data / "fashion-mnist").iterdir():
+        (only_fashion / "fashion-mnist" / f.name).symlink_to(f)
+    assert main(["reproduce", "--scale", "small", "--out", str(tmp_path / "out"), "--data-dir", str(only_fashion),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    ctx = Context(tmp_path / "out", "small", roots=[str(only_fashion)])
+    steps = [step for _, step in reproduce.plan(ctx)]
+    runnable = [step for step in steps if not any(ctx.missing(need) for need in step.needs)]  # tools may lack too
+    assert runnable and all(step in runnable for step in steps if not step.needs)
+    assert not any("data:cifar10" in step.needs for step in runnable)
+    assert (f"{len(steps)} steps, {len(runnable)} to run, {len(steps) - len(runnable)} skipped (what they need is "
+            f"missing): about {reproduce._duration(sum(step.estimate_s for step in runnable))}") in out
+
+
 def test_every_scale_has_a_plan_and_small_fits_two_hours(data, tmp_path):
     for scale in ("tiny", "small", "full"):
         assert reproduce.plan(Context(tmp_path, scale, roots=[str(data)]))

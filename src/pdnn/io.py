@@ -38,8 +38,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -108,9 +110,10 @@ def writer_lock(folder: Path | str, action: str = "write"):
     command writes the folder, so that a second command into the same folder is refused rather
     than interleaving its files with the first's. A lock whose process has ended on this host
     (``kill -9``) is taken over; one from another host is named, for the user to judge. A folder
-    the lock created and nothing was written into is removed with it."""
+    the lock created and nothing was written into is removed with it, and so are the parents
+    created for it."""
     folder = Path(folder)
-    created = not folder.exists()
+    created = [f for f in (folder, *folder.parents) if not f.exists()]  # this folder and any parent it needs
     folder.mkdir(parents=True, exist_ok=True)
     lock, mine = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
     try:
@@ -121,8 +124,11 @@ def writer_lock(folder: Path | str, action: str = "write"):
             if lock.exists() and lock.read_text() == mine:
                 lock.unlink()
     finally:
-        if created and not any(folder.iterdir()):  # a command that failed before writing leaves no folder
-            folder.rmdir()
+        for made in created:  # a command that failed before writing leaves no folder, nor the parents it made
+            try:
+                made.rmdir()  # only an empty folder goes
+            except OSError:
+                break
 
 
 def _take(lock: Path, mine: str, action: str) -> None:
@@ -149,24 +155,24 @@ def _claim(lock: Path, owner: str) -> bool:
     seen without its owner (one that was would block the folder for good), whatever stops this
     process in between; a file system without hard links gets the lock created, then written."""
     remove_orphans(lock)
-    with _named_os_errors(lock):
+    with _signals_held(), _named_os_errors(lock):
         fd, tmp = tempfile.mkstemp(dir=lock.parent, prefix=temporary_prefix(lock), suffix=".tmp")
-    try:
-        with _named_os_errors(lock), os.fdopen(fd, "w") as f:
-            f.write(owner)
         try:
-            os.link(tmp, lock)
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links here
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
             try:
-                with open(lock, "x") as f:
-                    f.write(owner)
+                os.link(tmp, lock)
             except FileExistsError:
                 return False
-        return True
-    finally:
-        os.unlink(tmp)
+            except OSError:  # no hard links here
+                try:
+                    with open(lock, "x") as f:
+                        f.write(owner)
+                except FileExistsError:
+                    return False
+            return True
+        finally:
+            os.unlink(tmp)
 
 
 def _running(pid: int) -> bool:
@@ -186,20 +192,42 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
     left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _named_os_errors(path):
+    with _signals_held(), _named_os_errors(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
-        with _named_os_errors(path), os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        with _named_os_errors(path):
+        try:
+            os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     remove_orphans(path)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C (SIGINT) and SIGTERM wait until the block is done, then take effect as usual.
+
+    A file's temporary is written and moved inside such a block. An interrupt raised inside
+    torch's zip writer comes out as torch's ``RuntimeError`` rather than as the interrupt (or
+    aborts the process), and one between creating the temporary and cleaning it up leaves it
+    behind; either way the message that nothing was left half-written would not hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs signal handlers, and only it may set them
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not None}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)  # to the handler it was meant for
 
 
 @contextlib.contextmanager

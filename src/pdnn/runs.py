@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from torch import nn
+
 from .adaptive import StoppingRule
 from .errors import UsageError
 from .checks import AGGREGATIONS, one_of
@@ -35,6 +37,19 @@ def evaluation_subset(config: dict, subset: int | None) -> int | None:
     return subset if subset is not None else config["data"].get("subset")
 
 
+def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
+    """``load_model(run_dir, device)`` and the record of the weights it loaded (what an evaluation
+    stores, :func:`pdnn.provenance.weights_record`). A run still training replaces its checkpoint
+    between any two reads, so the record is taken before and after loading and must agree."""
+    for _ in range(3):
+        before = weights_record(run_dir)
+        model, config = load_model(run_dir, device)
+        if weights_record(run_dir) == before:
+            return model, config, before
+    raise RunError(f"{Path(run_dir) / CHECKPOINT} changed three times while it was read: the run is being "
+                   "trained; evaluate it when training has stopped")
+
+
 def evaluate_run(
     run_dir,
     samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
@@ -55,8 +70,7 @@ def evaluate_run(
     """
     device = resolve_device(device)  # before the checkpoint is read: a missing GPU is not a bad file
     one_of("aggregate", aggregate, AGGREGATIONS)
-    weights = weights_record(run_dir)  # which weights are measured, for readers to check later
-    model, config = load_model(run_dir, device)
+    model, config, weights = load_measured(run_dir, device)
     if is_generator(model):
         raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
     subset = evaluation_subset(config, subset)
@@ -93,8 +107,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
     of Inception-v3 from ``inception_weights`` (fid); writes ``RUN/<metric>.json`` and returns it."""
     if (classifier is None) == (inception_weights is None):
         raise UsageError("give exactly one feature source: a classifier run or the Inception weights")
-    weights = weights_record(run_dir)
-    model, config = load_model(run_dir, device)
+    model, config, weights = load_measured(run_dir, device)
     vae = check_generator(model, f"run {run_dir}")
     dataset = config["data"]["dataset"]
     data = load(dataset, roots=roots, subset=subset, progress=progress)
@@ -135,8 +148,7 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     """Accuracy of a run with T chosen per input on its test split; writes ``adaptive.json``
     (not an ``eval-*.json``: it is no accuracy-per-T table). Returns the JSON document."""
     device = resolve_device(device)
-    weights = weights_record(run_dir)
-    model, config = load_model(run_dir, device)
+    model, config, weights = load_measured(run_dir, device)
     if is_generator(model):
         raise UsageError(f"{run_dir} is a generator, which has no class scores to settle; measure it with "
                          f"`pdnn fid {run_dir}`")

@@ -74,17 +74,24 @@ def describe_plan(ctx: Context) -> str:
     """The plan as text: every step, its estimate and whether it is done (``--dry-run``)."""
     steps = plan(ctx)
     done = read_state(ctx)["done"]
+    missing = _missing(ctx, [step for _, step in steps if step.key not in done])
     lines, study = [], None
     for name, step in steps:
         if name != study:
             study = name
             lines.append(f"{name}:")
         status = f"done in {_duration(done[step.key]['wall_s'])}" if step.key in done else f"~{_duration(step.estimate_s)}"
-        missing = [m for m in (ctx.missing(n) for n in step.needs) if m]
-        lines.append(f"  {step.key:<52} {status:>14}" + ("  skipped: " + "; ".join(missing) if missing else ""))
-    todo = [step for _, step in steps if step.key not in done]
-    lines += ["", f"{len(steps)} steps, {len(todo)} to run: {outlook(ctx, todo)}."]
+        lines.append(f"  {step.key:<52} {status:>14}" + (f"  skipped: {missing[step.key]}" if step.key in missing else ""))
+    todo = [step for _, step in steps if step.key not in done and step.key not in missing]
+    skipped = f", {len(missing)} skipped (what they need is missing)" if missing else ""
+    lines += ["", f"{len(steps)} steps, {len(todo)} to run{skipped}: {outlook(ctx, todo)}."]
     return "\n".join(lines)
+
+
+def _missing(ctx: Context, steps: list[Step]) -> dict[str, str]:
+    """Why each of ``steps`` that cannot run here would be skipped (its data or tool is missing)."""
+    reasons = {step.key: "; ".join(m for m in (ctx.missing(n) for n in step.needs) if m) for step in steps}
+    return {key: reason for key, reason in reasons.items() if reason}
 
 
 def outlook(ctx: Context, steps: list[Step]) -> str:
@@ -117,18 +124,17 @@ def _run_plan(ctx: Context, progress: bool, log) -> Path:
         raise UsageError(f"{ctx.dir(STATE)} belongs to scale {state['scale']!r}, not {ctx.scale!r}")
     done = state["done"]
     todo = [(name, step) for name, step in steps if step.key not in done]
-    total = sum(step.estimate_s for _, step in todo)
+    missing = _missing(ctx, [step for _, step in todo])
+    total = sum(step.estimate_s for _, step in todo if step.key not in missing)
     bar = progress_bar(total=round(total), unit="s", enabled=progress, dynamic_ncols=True,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
     bar.set_description(f"reproduce {ctx.scale}")
     started = time.monotonic()
     for i, (name, step) in enumerate(todo, 1):
-        missing = [m for m in (ctx.missing(n) for n in step.needs) if m]
         bar.set_postfix_str(step.key)
-        if missing:
-            ctx.skipped[step.key] = "; ".join(missing)
+        if step.key in missing:
+            ctx.skipped[step.key] = missing[step.key]
             print(f"[{i}/{len(todo)}] {step.key}: skipped ({ctx.skipped[step.key]})", file=log)
-            bar.update(round(step.estimate_s))
             continue
         t0 = time.monotonic()
         try:
@@ -148,7 +154,7 @@ def _run_plan(ctx: Context, progress: bool, log) -> Path:
             done[step.key].update(rate=step.rate, work=step.work)
         write_json(ctx.dir(STATE), state)
         bar.update(round(step.estimate_s))
-        left = sum(s.estimate_s for _, s in todo[i:]) * pace(steps, done)
+        left = sum(s.estimate_s for _, s in todo[i:] if s.key not in missing) * pace(steps, done)
         if bar.disable and progress:
             print(f"[{i}/{len(todo)}] {step.key}: {_duration(wall)}; about {_duration(left)} left", file=log)
     bar.close()
