@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+import pdnn
 from pdnn.cli import main
 from pdnn.devices import resolve_device
 from pdnn.models import ModelConfig
@@ -336,3 +337,9 @@ def test_plot_says_a_folder_is_missing_or_a_generator(tmp_path, capsys):
     assert main(["plot", str(vae), "--out", out]) == 2  # was: run `pdnn eval`, which refuses a generator
     assert "is a generator, which has no accuracy versus T" in one_line_error(capsys, "plot")
     assert not (tmp_path / "p.png").exists()
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"pdnn {pdnn.__version__}\n"

@@ -17,6 +17,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from .. import __version__
 from ..errors import UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pdnn",
         description="Probabilistic deep neural networks: train, sample, evaluate, account energy.",
     )
+    parser.add_argument("--version", "-V", action="version", version=f"pdnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(sub)
