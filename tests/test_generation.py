@@ -123,6 +123,26 @@ def test_generate_writes_images_and_a_grid(runs, tmp_path):
     assert Image.open(out / "grid.png").size == (4 * 30 + 2, 2 * 30 + 2)
 
 
+def test_an_interrupted_generate_leaves_no_folder_and_can_be_rerun(runs, tmp_path, monkeypatch):
+    import pdnn.cli.generate as command
+
+    out = tmp_path / "images"
+    write = command.write_png
+
+    def interrupted_at_the_third(path, image, calls=[]):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        write(path, image)
+
+    monkeypatch.setattr(command, "write_png", interrupted_at_the_third)
+    assert main(["generate", str(runs / "vae"), "--n", "5", "--out", str(out)]) == 130  # as after Ctrl-C
+    assert not list(tmp_path.iterdir())  # neither the images written so far nor their staging folder
+    monkeypatch.setattr(command, "write_png", write)
+    assert main(["generate", str(runs / "vae"), "--n", "5", "--out", str(out)]) == 0
+    assert len(list(out.iterdir())) == 6
+
+
 def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     out = tmp_path / "images"
     assert main(["generate", str(runs / "clf"), "--out", str(out)]) == 2

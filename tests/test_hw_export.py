@@ -86,6 +86,30 @@ def test_a_cnn_is_refused_before_its_dataset_is_read(tmp_path):
         export.from_run(run, roots=[tmp_path / "no-data"])
 
 
+def test_an_interrupted_export_leaves_the_earlier_one_whole(tiny_run, tmp_path, monkeypatch):
+    """--force wrote the new memories over the old ones one by one (having deleted them first):
+    stopped midway, the folder held neither export."""
+    out = tmp_path / "export"
+    args = ["hw", "export", str(tiny_run), "--out", str(out), "--check", "0"]
+    assert main([*args, "--weight-bits", "4"]) == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    lines = fixed._hex_lines
+
+    def interrupted_after_the_first_memory(values, bits, calls=[]):
+        calls.append(bits)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return lines(values, bits)
+
+    monkeypatch.setattr(fixed, "_hex_lines", interrupted_after_the_first_memory)
+    assert main([*args, "--weight-bits", "3", "--force"]) == 130  # as after Ctrl-C
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging folder left
+    monkeypatch.setattr(fixed, "_hex_lines", lines)
+    assert main([*args, "--weight-bits", "3", "--force"]) == 0
+    assert fixed.load(out).weight_bits == 3 and set(before) == {f.name for f in out.iterdir()}
+
+
 def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys):
     out = tmp_path / "export"
     args = ["hw", "export", str(tiny_run), "--out", str(out), "--weight-bits", "3", "--random-bits", "3",

@@ -155,7 +155,7 @@ def _claim(lock: Path, owner: str) -> bool:
     seen without its owner (one that was would block the folder for good), whatever stops this
     process in between; a file system without hard links gets the lock created, then written."""
     remove_orphans(lock)
-    with _signals_held(), _named_os_errors(lock):
+    with signals_held(), _named_os_errors(lock):
         fd, tmp = tempfile.mkstemp(dir=lock.parent, prefix=temporary_prefix(lock), suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
@@ -192,7 +192,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
     left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _signals_held(), _named_os_errors(path):
+    with signals_held(), _named_os_errors(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
         try:
             os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the user's group
@@ -208,7 +208,25 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
 
 
 @contextlib.contextmanager
-def _signals_held():
+def staging_folder(path: Path | str):
+    """A new hidden folder beside ``path`` for files that must appear together (an export, a set
+    of images), moved into place by the caller once all are written. It is removed on any error
+    or interruption, and, if this process is killed, by the next write to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(path)
+    with _named_os_errors(path):
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp"))
+    try:
+        mode = file_mode()  # mkdtemp's 0700 would hide a folder moved into place from the user's group
+        os.chmod(staging, mode | (mode & 0o444) >> 2)  # searchable where readable
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def signals_held():
     """Ctrl-C (SIGINT) and SIGTERM wait until the block is done, then take effect as usual.
 
     A file's temporary is written and moved inside such a block. An interrupt raised inside

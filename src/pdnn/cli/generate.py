@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
-from ..io import atomic_write
+from ..io import atomic_write, staging_folder
 from ..runs import load_model
 from .common import add_device_option
 
@@ -47,8 +48,10 @@ def run(args) -> int:
     model, _ = load_model(args.run_dir, device)
     vae = check_generator(model, f"run {args.run_dir}")
     images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))
-    for i, image in enumerate(images):
-        write_png(out / f"{i:04d}.png", image)
-    write_png(out / "grid.png", image_grid(images, args.nrow))
+    with staging_folder(out) as staging:  # all images appear at once: an interrupted run leaves no --out
+        for i, image in enumerate(images):
+            write_png(staging / f"{i:04d}.png", image)
+        write_png(staging / "grid.png", image_grid(images, args.nrow))
+        os.replace(staging, out)  # over an empty folder, if one was given
     print(f"{out}: {len(images)} images (T={args.samples}, seed {args.seed}) and grid.png")
     return 0

@@ -130,10 +130,7 @@ def _export(args) -> int:
     if net.meta["output_bias_clipped"]:
         print(f"pdnn hw export: warning: {net.meta['output_bias_clipped']} output biases were clipped to "
               f"{args.weight_bits} bits", file=sys.stderr)
-    if out.exists() and args.force:
-        for old in out.glob("*.mem"):
-            old.unlink()
-    fixed.save(net, out)
+    fixed.save(net, out)  # replaces an earlier export's files
     spec = net.describe()
     print(f"wrote {out}: weights {net.weight_bits}-bit signed, inputs {net.input_bits}-bit unsigned, "
           f"random numbers {net.random_bits}-bit ({net.rng}), T <= {net.max_samples}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import read_json
+from ..io import read_json, signals_held, staging_folder
 from . import rng
 
 SPEC = "spec.json"
@@ -140,22 +141,28 @@ def _parse_hex(text: str, bits: int, path: Path) -> np.ndarray:
 
 def save(net: FixedNet, folder: Path | str) -> list[Path]:
     """Write ``spec.json`` and one ``$readmemh``-style file per memory (one two's-complement word
-    a line: weights in ``[output][input]`` order, thresholds in ``[neuron][random value]`` order)."""
+    a line: weights in ``[output][input]`` order, thresholds in ``[neuron][random value]`` order).
+
+    The files are written beside ``folder`` first and moved in together, replacing an earlier
+    export's (its ``*.mem`` files go), so that an interruption leaves the earlier export whole."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     spec = net.describe()
-    written = []
-    for k, (layer, desc) in enumerate(zip(net.layers, spec["layers"])):
-        path = folder / desc["weights"]
-        path.write_text(_hex_lines(layer.weights, net.weight_bits))
-        written.append(path)
+    files = {}
+    for layer, desc in zip(net.layers, spec["layers"]):
+        files[desc["weights"]] = _hex_lines(layer.weights, net.weight_bits)
         if layer.thresholds is not None:
-            path = folder / desc["thresholds"]
-            path.write_text(_hex_lines(layer.thresholds, desc["threshold_bits"]))
-            written.append(path)
-    path = folder / SPEC
-    path.write_text(json.dumps(spec, indent=2) + "\n")
-    return [path, *written]
+            files[desc["thresholds"]] = _hex_lines(layer.thresholds, desc["threshold_bits"])
+    files[SPEC] = json.dumps(spec, indent=2) + "\n"
+    with staging_folder(folder) as staging:
+        for name, text in files.items():
+            (staging / name).write_text(text)
+        folder.mkdir(exist_ok=True)
+        with signals_held():
+            for old in folder.glob("*.mem"):
+                old.unlink()
+            for name in files:  # spec.json last: a folder with one is a complete export
+                os.replace(staging / name, folder / name)
+    return [folder / SPEC, *(folder / name for name in files if name != SPEC)]
 
 
 def load(folder: Path | str) -> FixedNet:
