@@ -1,6 +1,7 @@
 """Values a new user mistypes end in one line naming the value, never a traceback or a write."""
 import json
 import shutil
+from pathlib import Path
 import warnings
 
 import pytest
@@ -144,6 +145,27 @@ def test_extra_outputs_never_replace_a_runs_own_files(trained_run, tmp_path, cap
         assert expected in one_line_error(capsys, command), argv
     assert {name: (trained_run / name).read_bytes() for name in records} == records
     assert not list(tmp_path.iterdir()) and not list(trained_run.glob("eval-*.json"))
+
+
+def test_an_extra_output_that_cannot_be_written_is_refused_before_the_results_are(trained_run, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """A read-only --json/--png folder failed after the command had rewritten the run's own
+    result, leaving it out of step with its figure."""
+    import os
+
+    import pdnn.cli.common
+
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    writable = os.access
+    monkeypatch.setattr(pdnn.cli.common.os, "access", lambda path, mode: Path(path) != locked and writable(path, mode))
+    run, before = str(trained_run), {f.name: f.read_bytes() for f in trained_run.iterdir()}
+    for command, argv in (("eval", ["eval", run, "--quiet", "--json", str(locked / "e.json")]),
+                          ("energy", ["energy", run, "--samples", "7", "--png", str(locked / "sub" / "e.png")]),
+                          ("tradeoff", ["tradeoff", run, "--png", str(locked / "t.png")])):
+        assert main(argv) == 2, argv
+        assert f"cannot write into {locked}" in one_line_error(capsys, command)
+    assert {f.name: f.read_bytes() for f in trained_run.iterdir()} == before and not list(locked.iterdir())
 
 
 @pytest.mark.parametrize("option, value, expected", [

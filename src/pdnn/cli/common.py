@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import UsageError
@@ -48,6 +49,9 @@ def output_file(option: str, path: str | None, kind: str) -> Path | None:
         raise UsageError(f"{option} {path}: {blocking} is a file where a folder is expected")
     if is_run_record(out):
         raise UsageError(f"{option} {path} is the record {out.name} of the run in {out.parent}; choose another file")
+    folder = next(f for f in (out.parent.absolute(), *out.parent.absolute().parents) if f.exists())
+    if not os.access(folder, os.W_OK | os.X_OK):  # found now, not after the command's own results are written
+        raise UsageError(f"{option} {path}: cannot write into {folder} (read-only, or not yours)")
     return out
 
 
