@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -123,6 +124,21 @@ def test_core_rtl_matches_reference_totals(samples):
     ref_totals, ref_decisions = fixed.reference(net, images, samples)
     assert (totals == ref_totals).all() and (decisions == ref_decisions).all()
     assert cycles > 4 * (12 + samples * (6 + 5))
+
+
+def test_every_simulator_names_images_that_do_not_fit_the_core(tmp_path):
+    """The Python simulator ran off the end of its image memory (an IndexError) where the
+    reference and Icarus named the mismatch."""
+    net = small_net(seed=3)
+    wide, hot = np.zeros((2, 13), dtype=np.int64), np.full((2, 12), 256)
+    simulators = [sim.simulate_core, fixed.reference]
+    if shutil.which("iverilog") and shutil.which("vvp"):
+        simulators.append(lambda n, images, t: sim.simulate_core_verilog(n, images, t, tmp_path))
+    for simulate in simulators:
+        with pytest.raises(UsageError, match="images have 13 values each; the network expects 12"):
+            simulate(net, wide, 1)
+        with pytest.raises(UsageError, match="pixels must be 8-bit unsigned integers"):
+            simulate(net, hot, 1)
 
 
 def test_memory_files_round_trip_and_reject_corruption(tmp_path):

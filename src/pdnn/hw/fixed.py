@@ -240,17 +240,23 @@ def layer_sample(net: FixedNet, k: int, bits: np.ndarray, start: int) -> np.ndar
     return fire(acc, layer.thresholds, u)
 
 
+def check_images(net: FixedNet, images: np.ndarray) -> np.ndarray:
+    """``images`` as int64 ``[N, n_in]`` if each has the first layer's number of pixels, each an
+    ``input_bits``-bit unsigned integer (every simulator and the reference take them so)."""
+    x = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
+    if x.shape[1] != net.layers[0].n_in:
+        raise UsageError(f"images have {x.shape[1]} values each; the network expects {net.layers[0].n_in}")
+    if x.min(initial=0) < 0 or x.max(initial=0) >= 2**net.input_bits:
+        raise UsageError(f"pixels must be {net.input_bits}-bit unsigned integers")
+    return x
+
+
 def reference(net: FixedNet, images: np.ndarray, samples: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Class totals ``[N, classes]`` (output sums added over the samples) and decisions ``[N]`` for
     ``images`` (uint8, ``[N, n_in]``), sample ``g = start + n * samples + t`` for image n's sample t."""
     if not 1 <= samples <= net.max_samples:
         raise UsageError(f"samples T must be in 1..{net.max_samples} (the core's totals are sized for it), got {samples}")
-    x = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
-    first = net.layers[0]
-    if x.shape[1] != first.n_in:
-        raise UsageError(f"images have {x.shape[1]} values each; the network expects {first.n_in}")
-    if x.min(initial=0) < 0 or x.max(initial=0) >= 2**net.input_bits:
-        raise UsageError(f"pixels must be {net.input_bits}-bit unsigned integers")
+    x, first = check_images(net, images), net.layers[0]
     n, g = len(x), len(x) * samples
     acc = np.repeat(x @ first.weights.T, samples, axis=0)  # [G, H]: computed once, used T times
     u = rng.random_indices(net.rng, 0, first.n_out, net.random_bits, start, g)

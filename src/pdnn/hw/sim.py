@@ -59,7 +59,7 @@ def simulate_core(net: fixed.FixedNet, images: np.ndarray, samples: int, progres
     Returns ``(totals [N, classes], decisions [N], cycles)``; ``progress(i)`` is called per image."""
     if not 1 <= samples <= net.max_samples:
         raise UsageError(f"samples T must be in 1..{net.max_samples}, got {samples}")
-    images = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
+    images = fixed.check_images(net, images)
     dut = Core(net)
     totals, decisions = [], []
     cycles = [0]
@@ -143,7 +143,7 @@ def simulate_core_verilog(net: fixed.FixedNet, images: np.ndarray, samples: int,
         raise UsageError(f"samples T must be in 1..{net.max_samples}, got {samples}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    images = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
+    images = fixed.check_images(net, images)
     first = net.layers[0]
     core_verilog(net, work)
     (work / "images.mem").write_text("".join(f"{int(v):x}\n" for v in images.reshape(-1)))
