@@ -155,3 +155,17 @@ def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path
 def test_synth_refuses_a_unit_too_wide_to_build(capsys):
     assert main(["hw", "synth", "--part", "ac", "--weight-bits", "100000", "--n", "4"]) == 2
     assert capsys.readouterr().err.strip() == "pdnn hw: error: --weight-bits must be >= 1 and <= 32, got 100000"
+
+
+def test_synth_refuses_options_of_the_other_part(tiny_run, tmp_path, capsys):
+    """Each was ignored: a unit synthesised without its export, an export's core with a unit's
+    widths, an AC lane with --act-bits 30 reported as 1-bit."""
+    out = tmp_path / "export"
+    assert main(["hw", "export", str(tiny_run), "--out", str(out), "--check", "0"]) == 0
+    capsys.readouterr()
+    for argv, said in ((["hw", "synth", str(out)], "--part mac synthesises one synapse lane, not an export"),
+                       (["hw", "synth", "--part", "ac", "--act-bits", "30"], "--act-bits applies to --part mac"),
+                       (["hw", "synth", str(out), "--part", "generators", "--weight-bits", "99", "--n", "9"],
+                        "--weight-bits, --n size a --part mac or ac unit; --part generators takes its widths")):
+        assert main(argv) == 2, argv
+        assert said in capsys.readouterr().err

@@ -65,9 +65,9 @@ def add_parser(sub) -> None:
                    help="mac/ac: one synapse lane; core/generators: the exported network's core or its RNGs")
     y.add_argument("--family", choices=("xilinx", "ice40"), default="xilinx",
                    help="xilinx: synth_xilinx -nodsp (7-series); ice40: synth_ice40")
-    y.add_argument("--weight-bits", type=int, default=8, help="b_w of a unit (default: 8)")
-    y.add_argument("--act-bits", type=int, default=8, help="b_a of a MAC unit (default: 8)")
-    y.add_argument("--n", type=int, default=64, help="fan-in n of a unit: sizes the accumulator (default: 64)")
+    y.add_argument("--weight-bits", type=int, help="b_w of a unit (default: 8)")
+    y.add_argument("--act-bits", type=int, help="b_a of a MAC unit (default: 8; an AC unit's is 1)")
+    y.add_argument("--n", type=int, help="fan-in n of a unit: sizes the accumulator (default: 64)")
     y.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 
@@ -174,16 +174,29 @@ def _sim(args) -> int:
 
 
 def _synth(args) -> int:
+    unit_options = {"--weight-bits": args.weight_bits, "--act-bits": args.act_bits, "--n": args.n}
     if args.part in ("mac", "ac"):
-        for what, v, most in (("--weight-bits", args.weight_bits, 32), ("--act-bits", args.act_bits, 32),
-                              ("--n", args.n, 4096)):  # a wider unit is not a synthesis anyone waits for
+        if args.export_dir:
+            raise UsageError(f"--part {args.part} synthesises one synapse lane, not an export; DIR applies to "
+                             "--part core and generators")
+        if args.part == "ac" and args.act_bits is not None:
+            raise UsageError("--act-bits applies to --part mac: an AC lane adds or subtracts 1-bit activations")
+        act_bits = 8 if args.act_bits is None else args.act_bits
+        weight_bits = 8 if args.weight_bits is None else args.weight_bits
+        n = 64 if args.n is None else args.n
+        for what, v, most in (("--weight-bits", weight_bits, 32), ("--act-bits", act_bits, 32),
+                              ("--n", n, 4096)):  # a wider unit is not a synthesis anyone waits for
             _positive(v, what, most)
-        component = synth.unit(args.part, args.act_bits, args.weight_bits, args.n)
-        what = {"part": args.part, "weight_bits": args.weight_bits, "n": args.n,
-                "act_bits": args.act_bits if args.part == "mac" else 1, "acc_bits": component.acc_bits}
+        component = synth.unit(args.part, act_bits, weight_bits, n)
+        what = {"part": args.part, "weight_bits": weight_bits, "n": n,
+                "act_bits": act_bits if args.part == "mac" else 1, "acc_bits": component.acc_bits}
     else:
         if not args.export_dir:
             raise UsageError(f"--part {args.part} needs an export folder DIR")
+        given = [flag for flag, value in unit_options.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} size a --part mac or ac unit; --part {args.part} takes its widths "
+                             "from the export")
         net = fixed.load(args.export_dir)
         component = rtl.Core(net) if args.part == "core" else rtl.Generators(net)
         what = {"part": args.part, "export": str(args.export_dir), "rng": net.rng}
