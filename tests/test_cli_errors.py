@@ -365,3 +365,21 @@ def test_version_is_printed(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out == f"pdnn {pdnn.__version__}\n"
+
+
+def test_a_value_or_run_given_twice_is_refused(trained_run, tmp_path, capsys):
+    """Each was merged silently (or, for plot, drawn as identical curves of one label)."""
+    run, copy = str(trained_run), tmp_path / "runs" / "run"
+    shutil.copytree(trained_run, copy)
+    assert main(["eval", str(copy), "--samples", "1,2", "--repeats", "1", "--quiet"]) == 0
+    figures = tmp_path / "figures"
+    for command, argv, said in (
+            ("eval", ["eval", run, "--samples", "1,2,1", "--quiet"], "samples lists 1 more than once, got '1,2,1'"),
+            ("energy", ["energy", "--model", "mlp", "--dataset", "demo", "--neuron", "pbit,tanh,pbit"],
+             "--neuron lists pbit more than once"),
+            ("energy", ["energy", "--model", "mlp", "--dataset", "demo", "--weight-bits", "4,4"],
+             "--weight-bits lists 4 more than once"),
+            ("plot", ["plot", str(copy), str(copy / ".." / "run"), "--out", str(figures / "a.png")], "is given twice")):
+        assert main(argv) == 2, argv
+        assert said in one_line_error(capsys, command)
+    assert not figures.exists() and not list(trained_run.glob("eval-*.json"))

@@ -45,7 +45,9 @@ def parse_samples(text: str, name: str = "samples") -> list[int]:
         except ValueError:
             raise UsageError(f"{name} must be integers >= 1 separated by commas, got {text!r}") from None
         values.append(check_samples(value) if name == "samples" else positive_int(name, value))
-    return sorted(set(values))
+    if twice := sorted({v for v in values if values.count(v) > 1}):
+        raise UsageError(f"{name} lists {', '.join(map(str, twice))} more than once, got {text!r}; expected each once")
+    return sorted(values)
 
 
 @torch.no_grad()

@@ -118,7 +118,9 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
             values.append(convert(part))
         except ValueError:
             raise UsageError(f"{what} must be a comma-separated list, got {text!r}") from None
-    return list(dict.fromkeys(values))
+    if twice := [v for v in dict.fromkeys(values) if values.count(v) > 1]:
+        raise UsageError(f"{what} lists {', '.join(map(str, twice))} more than once, got {text!r}; expected each once")
+    return values
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +22,7 @@ from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
 from ..models import is_generator
 from ..nn import NeuronSpec
+from ..plots import series_labels
 from ..provenance import warn_if_stale
 from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
@@ -105,21 +105,6 @@ def measured_runs(run_dirs, measured, missing: str) -> tuple[list[tuple[str, dic
         else:
             skipped.append({"run": str(run_dir), "reason": missing.format(run_dir)})
     return runs, skipped
-
-
-def series_labels(runs: Sequence[tuple[str, dict]]) -> dict[str, str]:
-    """Each run's name in tables and legends: its config's ``label``, else its folder's name;
-    runs that would share a name are named by their paths instead, so that no two runs merge
-    into one series (whose marginal costs would pair T across runs). A run given twice is an
-    error."""
-    seen: dict[Path, str] = {}
-    for run, _ in runs:
-        if (where := Path(run).resolve()) in seen:
-            raise UsageError(f"{run} is given twice (as {seen[where]} before); expected each run once")
-        seen[where] = run
-    names = {run: config.get("label") or Path(run).name for run, config in runs}
-    counts = Counter(names.values())
-    return {run: run if counts[name] > 1 else name for run, name in names.items()}
 
 
 def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
