@@ -383,3 +383,23 @@ def test_a_value_or_run_given_twice_is_refused(trained_run, tmp_path, capsys):
         assert main(argv) == 2, argv
         assert said in one_line_error(capsys, command)
     assert not figures.exists() and not list(trained_run.glob("eval-*.json"))
+
+
+def test_a_config_naming_a_dataset_of_other_images_is_a_one_line_error(trained_run, monkeypatch, capsys):
+    """A config.json edited to name a dataset of other shapes failed in the first layer's matmul."""
+    import dataclasses
+
+    import pdnn.runs
+
+    load = pdnn.runs.load
+
+    def colour(*args, **kwargs):  # the run's dataset, as if its images had three channels
+        data = load(*args, **kwargs)
+        return dataclasses.replace(data, test_x=data.test_x.expand(-1, 3, -1, -1))
+
+    monkeypatch.setattr(pdnn.runs, "load", colour)
+    for argv in (["eval", str(trained_run), "--quiet"], ["eval", str(trained_run), "--adaptive", "--quiet"]):
+        assert main(argv) == 2
+        assert one_line_error(capsys, "eval").endswith(
+            "config.json: its model takes inputs of shape (1, 28, 28), but demo has images of shape (3, 28, 28)")
+    assert not list(trained_run.glob("eval-*.json")) and not (trained_run / "adaptive.json").exists()

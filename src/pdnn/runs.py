@@ -50,6 +50,15 @@ def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
                    "trained; evaluate it when training has stopped")
 
 
+def check_fits(run_dir, config: dict, images) -> None:
+    """A :class:`RunError` if the run's model takes inputs of another shape than ``images``
+    (``[N, C, H, W]``): a config.json edited to name another dataset would fail deep in torch."""
+    expected = (config.get("model") or {}).get("input_shape")
+    if expected is not None and tuple(images.shape[1:]) != tuple(expected):
+        raise RunError(f"{Path(run_dir) / CONFIG}: its model takes inputs of shape {tuple(expected)}, but "
+                       f"{config['data']['dataset']} has images of shape {tuple(images.shape[1:])}")
+
+
 def evaluate_run(
     run_dir,
     samples: Sequence[int] = (1, 2, 5, 10, 20, 50),
@@ -75,6 +84,7 @@ def evaluate_run(
         raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
     subset = evaluation_subset(config, subset)
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    check_fits(run_dir, config, data.test_x)
     began = time.perf_counter()
     results = accuracy_vs_samples(model, data.test_x, data.test_y, samples, repeats, aggregate,
                                   seed, prepare=data.normalize, progress=progress)
@@ -111,6 +121,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
     vae = check_generator(model, f"run {run_dir}")
     dataset = config["data"]["dataset"]
     data = load(dataset, roots=roots, subset=subset, progress=progress)
+    check_fits(run_dir, config, data.test_x)
     if classifier is not None:
         clf_dataset = read_config(classifier)["data"]["dataset"]
         if clf_dataset != dataset:
@@ -157,6 +168,7 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
                          f"nothing to settle; evaluate it with `pdnn eval {run_dir}`")
     subset = evaluation_subset(config, subset)
     data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    check_fits(run_dir, config, data.test_x)
     began = time.perf_counter()
     result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)
     document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "data_source": data.source,
