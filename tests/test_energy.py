@@ -339,6 +339,9 @@ def test_unknown_memory_level_and_missing_file(tech, tmp_path):
             Settings(tech, **{f"{role}_memory": "hbm"})
     with pytest.raises(TechError, match="does not exist"):
         load_table(tmp_path / "none.toml")
+    (tmp_path / "tables").mkdir()
+    with pytest.raises(TechError, match="tables is a folder; pass a TOML file"):
+        load_table(tmp_path / "tables")
     (tmp_path / "latin1.toml").write_bytes(b"\xff\xfe")
     with pytest.raises(TechError, match="latin1.toml is not a UTF-8 text"):
         load_table(tmp_path / "latin1.toml")

@@ -213,6 +213,9 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "is a generator; expected a classifier run" in capsys.readouterr().err
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "none.pth"), "--quiet"]) == 2
     assert "none.pth does not exist; expected the FID weights file" in capsys.readouterr().err
+    (tmp_path / "weights").mkdir()
+    assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "weights"), "--quiet"]) == 2
+    assert "weights is a folder; expected the FID weights file" in capsys.readouterr().err
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "bad.pth"), "--quiet"]) == 2
     assert "bad.pth is not a readable torch file" in capsys.readouterr().err

@@ -161,7 +161,8 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     missing, unreadable or mismatched file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--inception-weights {path} does not exist; expected the FID weights file "
+        raise FileNotFoundError(f"--inception-weights {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                                "expected the FID weights file "
                                 "pt_inception-2015-12-05-6726825d.pth (from the pytorch-fid releases)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

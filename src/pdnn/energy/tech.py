@@ -330,7 +330,8 @@ def load_table(table: str | Path | None = None) -> Technology:
     else:
         file = Path(table)
         if not file.is_file():
-            raise TechError(f"technology table {file} does not exist; pass a TOML file or one of "
+            raise TechError(f"technology table {file} {'is a folder' if file.is_dir() else 'does not exist'}; "
+                            "pass a TOML file or one of "
                             f"{', '.join(available_tables())}")
         try:
             text, path = file.read_text(encoding="utf-8"), str(file)
