@@ -2,33 +2,11 @@
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from pathlib import Path
-from typing import Sequence
 
-from .errors import UsageError
 from .io import RunError, config_dataset, pyplot, read_config, read_eval, save_figure
+from .labels import series_labels
 from .provenance import warn_if_stale
-
-
-def run_label(run_dir: Path, config: dict) -> str:
-    """``config["label"]`` if set, else the directory name."""
-    return config.get("label") or Path(run_dir).name
-
-
-def series_labels(runs: Sequence[tuple[str, dict]]) -> dict[str, str]:
-    """Each run's name in tables and legends: its config's ``label``, else its folder's name;
-    runs that would share a name are named by their paths instead, so that no two runs merge
-    into one series (in a legend, or in a trade-off, whose marginal costs would pair T across
-    runs). A run given twice is an error."""
-    seen: dict[Path, str] = {}
-    for run, _ in runs:
-        if (where := Path(run).resolve()) in seen:
-            raise UsageError(f"{run} is given twice (as {seen[where]} before); expected each run once")
-        seen[where] = run
-    names = {run: run_label(run, config) for run, config in runs}
-    counts = Counter(names.values())
-    return {run: run if counts[name] > 1 else name for run, name in names.items()}
 
 
 def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "network", title: str | None = None) -> Path:

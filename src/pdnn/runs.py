@@ -24,7 +24,7 @@ from .generation import check_generator, fid_vs_samples
 from .models import is_generator
 from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
                  save_checkpoint, write_json)
-from .provenance import CODE, WEIGHTS, code_record, weights_record
+from .provenance import CODE, WEIGHTS, checkpoint_sha256, code_record, weights_record
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
            "evaluation_subset", "fid_run", "load_checkpoint", "load_model", "read_config", "read_json",
@@ -40,12 +40,13 @@ def evaluation_subset(config: dict, subset: int | None) -> int | None:
 def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
     """``load_model(run_dir, device)`` and the record of the weights it loaded (what an evaluation
     stores, :func:`pdnn.provenance.weights_record`). A run still training replaces its checkpoint
-    between any two reads, so the record is taken before and after loading and must agree."""
+    between any two reads, so the checkpoint's sha256 is taken again after loading and must not
+    have changed (every later read then saw the same file)."""
     for _ in range(3):
-        before = weights_record(run_dir)
+        record = weights_record(run_dir)
         model, config = load_model(run_dir, device)
-        if weights_record(run_dir) == before:
-            return model, config, before
+        if record is not None and checkpoint_sha256(run_dir) == record["sha256"]:
+            return model, config, record
     raise RunError(f"{Path(run_dir) / CHECKPOINT} changed three times while it was read: the run is being "
                    "trained; evaluate it when training has stopped")
 

@@ -16,7 +16,7 @@ from ..checks import positive_int
 from ..errors import UsageError
 from ..io import RunError, pyplot, read_json, save_figure
 from .account import Settings, network_energy
-from ..plots import series_labels
+from ..labels import series_labels
 from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
 
 METRIC_FILES = ("fid-clf.json", "fid.json")

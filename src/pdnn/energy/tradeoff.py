@@ -22,7 +22,7 @@ from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
 from ..models import is_generator
 from ..nn import NeuronSpec
-from ..plots import series_labels
+from ..labels import series_labels
 from ..provenance import warn_if_stale
 from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
