@@ -103,11 +103,29 @@ def test_an_interrupted_export_leaves_the_earlier_one_whole(tiny_run, tmp_path, 
 
     monkeypatch.setattr(fixed, "_hex_lines", interrupted_after_the_first_memory)
     assert main([*args, "--weight-bits", "3", "--force"]) == 130  # as after Ctrl-C
-    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging folder left
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # (a staging folder left would fail here)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
     monkeypatch.setattr(fixed, "_hex_lines", lines)
     assert main([*args, "--weight-bits", "3", "--force"]) == 0
     assert fixed.load(out).weight_bits == 3 and set(before) == {f.name for f in out.iterdir()}
+
+
+def test_an_export_touches_no_file_but_an_earlier_exports(tiny_run, tmp_path, capsys):
+    """Every *.mem in --out went, the user's own too; and an --out linked to another file system
+    could not take the files staged beside it."""
+    out, linked = tmp_path / "export", tmp_path / "linked"
+    out.mkdir()
+    (out / "my_rom.mem").write_text("ff\n")
+    linked.symlink_to(out)
+    assert main(["hw", "export", str(tiny_run), "--out", str(linked), "--check", "0", "--weight-bits", "4"]) == 0
+    assert (out / "my_rom.mem").read_text() == "ff\n" and fixed.load(out).weight_bits == 4
+    spec = json.loads((out / "spec.json").read_text())
+    spec["layers"][0]["weights"] = "../victim.mem"  # a damaged spec names no file outside its folder
+    (out / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "victim.mem").write_text("kept\n")
+    assert main(["hw", "export", str(tiny_run), "--out", str(out), "--check", "0", "--force"]) == 0
+    assert (tmp_path / "victim.mem").read_text() == "kept\n" and (out / "my_rom.mem").exists()
+    assert fixed.load(out).weight_bits == 8
 
 
 def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys):

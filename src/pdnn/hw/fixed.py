@@ -143,26 +143,41 @@ def save(net: FixedNet, folder: Path | str) -> list[Path]:
     """Write ``spec.json`` and one ``$readmemh``-style file per memory (one two's-complement word
     a line: weights in ``[output][input]`` order, thresholds in ``[neuron][random value]`` order).
 
-    The files are written beside ``folder`` first and moved in together, replacing an earlier
-    export's (its ``*.mem`` files go), so that an interruption leaves the earlier export whole."""
+    The files are written into a hidden folder inside ``folder`` (the same file system, however
+    ``folder`` is linked or mounted) and then moved into place together, replacing an earlier
+    export's files (those its ``spec.json`` names; no other file is touched): an interruption
+    while they are written leaves the earlier export whole."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     spec = net.describe()
-    files = {}
+    memories = {}
     for layer, desc in zip(net.layers, spec["layers"]):
-        files[desc["weights"]] = _hex_lines(layer.weights, net.weight_bits)
+        memories[desc["weights"]] = (layer.weights, net.weight_bits)
         if layer.thresholds is not None:
-            files[desc["thresholds"]] = _hex_lines(layer.thresholds, desc["threshold_bits"])
-    files[SPEC] = json.dumps(spec, indent=2) + "\n"
-    with staging_folder(folder) as staging:
-        for name, text in files.items():
-            (staging / name).write_text(text)
-        folder.mkdir(exist_ok=True)
+            memories[desc["thresholds"]] = (layer.thresholds, desc["threshold_bits"])
+    earlier = _memory_names(folder / SPEC) - set(memories)
+    with staging_folder(folder / SPEC) as staging:
+        for name, (values, bits) in memories.items():
+            (staging / name).write_text(_hex_lines(values, bits))
+        (staging / SPEC).write_text(json.dumps(spec, indent=2) + "\n")
         with signals_held():
-            for old in folder.glob("*.mem"):
-                old.unlink()
-            for name in files:  # spec.json last: a folder with one is a complete export
+            (folder / SPEC).unlink(missing_ok=True)  # first out, last in: a folder with one is a complete export
+            for name in earlier:
+                (folder / name).unlink(missing_ok=True)
+            for name in [*memories, SPEC]:
                 os.replace(staging / name, folder / name)
-    return [folder / SPEC, *(folder / name for name in files if name != SPEC)]
+    return [folder / SPEC, *(folder / name for name in memories)]
+
+
+def _memory_names(spec_path: Path) -> set[str]:
+    """The memory files an earlier export's ``spec.json`` names (none if it is not an export's);
+    only plain ``*.mem`` names in its folder, whatever a damaged spec says."""
+    try:
+        layers = json.loads(spec_path.read_text())["layers"]
+        names = {layer.get(key) for layer in layers for key in ("weights", "thresholds")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name and n.endswith(".mem")}
 
 
 def load(folder: Path | str) -> FixedNet:
