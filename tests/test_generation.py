@@ -154,6 +154,19 @@ def test_seeds_torch_cannot_take_are_named_as_given(runs, tmp_path, capsys):
     assert not (tmp_path / "images").exists()
 
 
+def test_generate_into_the_current_folder_or_a_linked_one(runs, tmp_path, monkeypatch):
+    """Both empty folders were accepted, then refused after the work when a staged folder could
+    not be moved over them."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["generate", str(runs / "vae"), "--n", "2", "--out", "."]) == 0
+    assert main(["generate", str(runs / "vae"), "--n", "2", "--out", str(tmp_path / "link")]) == 0
+    for folder in ("here", "target"):
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == ["0000.png", "0001.png", "grid.png"]
+
+
 def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     out = tmp_path / "images"
     assert main(["generate", str(runs / "clf"), "--out", str(out)]) == 2
