@@ -522,6 +522,11 @@ def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), *option]) == 2
         assert f"{option[0]} is only used with {needs}" in capsys.readouterr().err
         assert not new.exists()
+    for option, said in ((["--samples="], "samples must be integers >= 1 separated by commas, got ''"),
+                         (["--holdout="], "--holdout must be a count or a fraction, got ''")):
+        assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--calibrate",
+                              *option]) == 2
+        assert said in capsys.readouterr().err
 
 
 class TrainOnly:

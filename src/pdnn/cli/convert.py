@@ -134,10 +134,10 @@ def run(args) -> int:
             values = [float(v) for v in args.values.split(",")]
         except ValueError:
             raise UsageError(f"--values must be numbers separated by commas, got {args.values!r}") from None
-    given = {key: value for key, value in (("samples", args.samples and parse_samples(args.samples)),
-                                              ("holdout", args.holdout and parse_holdout(args.holdout)),
-                                              ("repeats", args.repeats), ("bn_samples", args.bn_samples))
-             if value is not None}  # the others keep convert_run's defaults
+    given = {key: value for key, value in (
+        ("samples", None if args.samples is None else parse_samples(args.samples)),
+        ("holdout", None if args.holdout is None else parse_holdout(args.holdout)),
+        ("repeats", args.repeats), ("bn_samples", args.bn_samples)) if value is not None}  # others: the defaults
     result = convert_run(
         args.run_dir, args.out, args.method,
         scale=parse_value(args.scale, "--scale"), beta=parse_value(args.beta, "--beta"),
