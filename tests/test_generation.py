@@ -1,5 +1,7 @@
 """Generative p-DNNs: the VAE, its training task, pdnn generate / fid, the Inception loader."""
+import hashlib
 import json
+import shutil
 import zipfile
 
 import pytest
@@ -195,6 +197,27 @@ def test_fid_cli_names_its_features_and_reports_spread(runs, tmp_path, capsys):
     for row in document["results"]:
         assert row["metric"] == "fid-clf" and row["n"] == 73 and len(row["values"]) == 2 and row["mean"] > 0
     assert "FID" not in capsys.readouterr().out
+
+
+def test_fid_records_the_classifier_weights_it_used(runs, tmp_path, monkeypatch):
+    """The classifier's record was taken after the distances: a classifier still training had
+    its newer checkpoint recorded for features drawn from the older one."""
+    import pdnn.runs
+
+    clf, vae = tmp_path / "clf", tmp_path / "vae"
+    shutil.copytree(runs / "clf", clf)
+    shutil.copytree(runs / "vae", vae)
+    used = hashlib.sha256((clf / "checkpoint.pt").read_bytes()).hexdigest()
+    assert main(["train", *CLF_TINY, "--epochs", "1", "--seed", "1", "--out", str(tmp_path / "newer")]) == 0
+    distances = pdnn.runs.fid_vs_samples
+
+    def trained_on_meanwhile(*args, **kwargs):
+        shutil.copy(tmp_path / "newer" / "checkpoint.pt", clf / "checkpoint.pt")
+        return distances(*args, **kwargs)
+
+    monkeypatch.setattr(pdnn.runs, "fid_vs_samples", trained_on_meanwhile)
+    document = pdnn.runs.fid_run(vae, clf, None, [1], 73, 1, progress=False)
+    assert document["feature_weights"]["sha256"] == used
 
 
 def test_convert_turns_a_tanh_decoder_into_p_bits(tmp_path, runs, capsys):

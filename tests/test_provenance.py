@@ -58,13 +58,14 @@ def test_eval_records_epoch_and_sha256_of_the_checkpoint(runs):
 def test_a_checkpoint_replaced_while_it_is_read_is_recorded_as_the_one_measured(runs, tmp_path, monkeypatch):
     """Training replaces checkpoint.pt between any two reads of an evaluation: the record must
     name the weights that were loaded, never the ones before them."""
+    import pdnn.convert.rundir
     import pdnn.runs
 
     current, resumed = runs
     run = tmp_path / "run"
     shutil.copytree(current, run)
     newer = (resumed / "checkpoint.pt").read_bytes()  # epoch 2
-    load = pdnn.runs.load_model
+    load = pdnn.convert.rundir.load_model
     calls = []
 
     def load_then_train_on(run_dir, device="cpu", replace_every_time=False):
@@ -77,14 +78,14 @@ def test_a_checkpoint_replaced_while_it_is_read_is_recorded_as_the_one_measured(
             path.write_bytes((current / "checkpoint.pt").read_bytes() if path.read_bytes() == newer else newer)
         return model
 
-    monkeypatch.setattr(pdnn.runs, "load_model", load_then_train_on)
+    monkeypatch.setattr(pdnn.convert.rundir, "load_model", load_then_train_on)
     model, _, weights = pdnn.runs.load_measured(run, "cpu")
     assert len(calls) == 2 and weights["epoch"] == 2
     assert weights["sha256"] == hashlib.sha256(newer).hexdigest()
     state = pdnn.runs.load_checkpoint(resumed / "checkpoint.pt")["model"]
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     # a checkpoint that keeps changing is named, not guessed at
-    monkeypatch.setattr(pdnn.runs, "load_model", lambda run_dir, device: load_then_train_on(run_dir, device, True))
+    monkeypatch.setattr(pdnn.convert.rundir, "load_model", lambda run_dir, device: load_then_train_on(run_dir, device, True))
     with pytest.raises(pdnn.runs.RunError, match="changed three times while it was read"):
         pdnn.runs.load_measured(run, "cpu")
 

@@ -345,3 +345,20 @@ def test_draws_script_summarises_one_run_of_studies_that_hold_several(tmp_path, 
     with pytest.raises(SystemExit):
         script.main([*map(str, folders), "--run", "missing", "--out", str(tmp_path / "y")])
     assert "has no run named 'missing' (it has: pbit-s2, wider)" in capsys.readouterr().err
+
+
+def test_a_pool_drawn_while_the_run_trains_on_is_not_kept(tmp_path, monkeypatch):
+    """The pool was named by the checkpoint read before drawing: drawn from weights a training
+    had replaced meanwhile, it was kept under the old weights' name."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"epoch 1")
+
+    def drawn_as_training_writes(*args, **kwargs):
+        (run / "checkpoint.pt").write_bytes(b"epoch 2")
+        return torch.zeros(2, 3, 10), torch.zeros(3, dtype=torch.long)
+
+    monkeypatch.setattr(adaptive_study, "record_pool", drawn_as_training_writes)
+    with pytest.raises(RunError, match="changed while its samples were drawn"):
+        adaptive_study.cached_pool(run, None, 2, 0, tmp_path / "pool")
+    assert not (tmp_path / "pool").exists()

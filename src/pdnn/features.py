@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .convert import load_model
+from .convert import load_measured
 from .evaluate import is_deterministic
 from .inception import load_fid_inception
 from .models import is_generator
@@ -35,7 +35,7 @@ class ClassifierFeatures:
     metric = "fid-clf"
 
     def __init__(self, run_dir: str | Path, normalize: Callable[[torch.Tensor], torch.Tensor], device="cpu"):
-        model, config = load_model(run_dir, device)
+        model, config, self.weights = load_measured(run_dir, device)  # the record of the weights used
         if is_generator(model):
             raise UsageError(f"feature classifier {run_dir} is a generator; expected a classifier run")
         if not is_deterministic(model):

@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from torch import nn
 
 from .adaptive import StoppingRule
 from .errors import UsageError
 from .checks import AGGREGATIONS, one_of
-from .convert import load_model
+from .convert import load_measured, load_model
 from .data import load
 from .devices import resolve_device, where_measured
 from .evaluate import accuracy_vs_samples, adaptive_accuracy, is_deterministic
@@ -24,7 +23,7 @@ from .generation import check_generator, fid_vs_samples
 from .models import is_generator
 from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
                  save_checkpoint, write_json)
-from .provenance import CODE, WEIGHTS, checkpoint_sha256, code_record, weights_record
+from .provenance import CODE, WEIGHTS, code_record
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
            "evaluation_subset", "fid_run", "load_checkpoint", "load_model", "read_config", "read_json",
@@ -35,20 +34,6 @@ def evaluation_subset(config: dict, subset: int | None) -> int | None:
     """How many test examples an evaluation of the run with ``config`` takes: ``subset`` if
     asked, else the subset the run was trained with (``None``: the whole split)."""
     return subset if subset is not None else config["data"].get("subset")
-
-
-def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
-    """``load_model(run_dir, device)`` and the record of the weights it loaded (what an evaluation
-    stores, :func:`pdnn.provenance.weights_record`). A run still training replaces its checkpoint
-    between any two reads, so the checkpoint's sha256 is taken again after loading and must not
-    have changed (every later read then saw the same file)."""
-    for _ in range(3):
-        record = weights_record(run_dir)
-        model, config = load_model(run_dir, device)
-        if record is not None and checkpoint_sha256(run_dir) == record["sha256"]:
-            return model, config, record
-    raise RunError(f"{Path(run_dir) / CHECKPOINT} changed three times while it was read: the run is being "
-                   "trained; evaluate it when training has stopped")
 
 
 def check_fits(run_dir, config: dict, images) -> None:
@@ -147,7 +132,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
         "seed": seed,
         "time_s": time.perf_counter() - began,
         WEIGHTS: weights,
-        "feature_weights": None if classifier is None else weights_record(classifier),
+        "feature_weights": getattr(extractor, "weights", None),  # the classifier's, as loaded
         CODE: code_record(),
         "results": results,
     }

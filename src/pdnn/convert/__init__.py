@@ -38,13 +38,13 @@ from .batchnorm import batchnorms_after_noise, recalibrate_batchnorm
 from .calibration import CRITERION, PER_LAYER_RULE, calibrate, format_calibration
 from .methods import DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, ConversionError, parameter_of
 from .rewrite import conversion_spec, load_bn_stats, to_sampled
-from .rundir import (CALIBRATION, build_model, convert_run, holdout_indices, load_model, model_config, replay,
-                     restore_checkpoint)
+from .rundir import (CALIBRATION, build_model, convert_run, holdout_indices, load_measured, load_model, model_config,
+                     replay, restore_checkpoint)
 from .sites import find_activations
 
 __all__ = [
     "CALIBRATION", "CRITERION", "DEFAULT_SCALE", "DEFAULT_VALUES", "LAYER_SETS", "METHODS", "PER_LAYER_RULE",
     "ConversionError", "batchnorms_after_noise", "build_model", "calibrate", "conversion_spec", "convert_run", "find_activations",
-    "format_calibration", "holdout_indices", "load_bn_stats", "load_model", "model_config", "parameter_of",
+    "format_calibration", "holdout_indices", "load_bn_stats", "load_measured", "load_model", "model_config", "parameter_of",
     "recalibrate_batchnorm", "replay", "restore_checkpoint", "to_sampled",
 ]

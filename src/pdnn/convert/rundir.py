@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, load_checkpoint, measurements,
                   read_config, read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
-from ..provenance import file_sha256
+from ..provenance import checkpoint_sha256, file_sha256, weights_record
 from .batchnorm import recalibrate_batchnorm
 from .calibration import _sweep_values, calibrate
 from .rewrite import _convert, conversion_spec, to_sampled
@@ -80,6 +80,20 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         raise RunError(f"{Path(run_dir) / CHECKPOINT} holds non-finite weights ({broken}): the run diverged; "
                        "train it again with a smaller learning rate")
     return replay(model, config, run_dir).eval().to(device), config
+
+
+def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
+    """``load_model(run_dir, device)`` and the record of the weights it loaded (what an evaluation
+    stores, :func:`pdnn.provenance.weights_record`). A run still training replaces its checkpoint
+    between any two reads, so the checkpoint's sha256 is taken again after loading and must not
+    have changed (every later read then saw the same file)."""
+    for _ in range(3):
+        record = weights_record(run_dir)
+        model, config = load_model(run_dir, device)
+        if record is not None and checkpoint_sha256(run_dir) == record["sha256"]:
+            return model, config, record
+    raise RunError(f"{Path(run_dir) / CHECKPOINT} changed three times while it was read: the run is being "
+                   "trained; evaluate it when training has stopped")
 
 
 def _holdout_count(n_trained: int, holdout: float | int) -> int:

@@ -84,6 +84,10 @@ def cached_pool(run_dir: Path, subset: int | None, samples: int, seed: int, cach
         stored = torch.load(path)
         return stored["outputs"], stored["labels"]
     outputs, labels = record_pool(run_dir, subset, samples, seed, **kwargs)
+    if pool_path(run_dir, subset, samples, seed, cache, kwargs.get("device", "cpu"),
+                 kwargs.get("batch_size", BATCH)) != path:  # named by weights other than those drawn
+        raise RunError(f"{Path(run_dir) / CHECKPOINT} changed while its samples were drawn: the run is being "
+                       "trained; draw them when training has stopped")
     atomic_write(path, lambda f: torch.save({"outputs": outputs, "labels": labels}, f))
     return outputs, labels
 
