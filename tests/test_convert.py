@@ -486,6 +486,39 @@ def test_in_place_activation_modules_on_a_shared_tensor_are_refused():
         to_sampled(InPlaceUntraceable().eval(), "pbit", layers="all")
 
 
+class WritesThroughAView(nn.Module):
+    """The in-place activation writes into h through a view of it; h is read later."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        y = self.act(h.view(-1, 2, 2))
+        return self.b(y.flatten(1)) + h
+
+
+class ReadsOnlyTheShape(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        n = h.size(0)
+        return self.b(self.act(h).reshape(n, -1))
+
+
+def test_in_place_writes_are_followed_through_views_and_shape_reads_are_not_uses():
+    """Counting the direct uses of the input missed a write through a view (a wrong answer) and
+    refused a model whose other use read only the shape (a right one)."""
+    with pytest.raises(ConversionError, match="act \\(nn.ReLU\\): in place on a tensor that is used elsewhere"):
+        to_sampled(WritesThroughAView().eval(), "gaussian", layers="all")
+    model, x = ReadsOnlyTheShape().eval(), torch.randn(8, 4)
+    assert torch.equal(to_sampled(model, "gaussian", scale=1e-30, layers="all")(x), model(x))
+
+
 def test_damaged_batchnorm_statistics_are_named_not_loaded(tmp_path):
     source, new = tmp_path / "run", tmp_path / "converted"
     make_run(source)

@@ -79,6 +79,16 @@ _FUNCTIONS = _function_table()
 _METHOD_CALLS = {"tanh": "tanh", "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
                  "relu": "relu", "relu_": "relu"}
 IN_PLACE_SHARED = "in place on a tensor that is used elsewhere"  # a replacement is not in place
+# operations whose result may share memory with their input: an in-place write through one is a
+# write to the others (reshape and contiguous may copy or not; counted as views, to be safe)
+_VIEW_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "permute", "t",
+                 "unsqueeze", "squeeze", "expand", "expand_as", "narrow", "select", "unfold", "movedim", "contiguous",
+                 "split", "chunk", "unbind", "diagonal", "as_strided", "detach"}
+_VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
+                   torch.unsqueeze, torch.narrow, torch.select, torch.movedim, torch.split, torch.chunk, torch.unbind,
+                   torch.diagonal, torch.detach}
+_SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}  # read no value of the tensor
+_SHAPE_ATTRIBUTES = {"shape", "dtype", "device", "ndim", "is_cuda", "layout"}
 _INPLACE_FUNCTIONS = {fn for fn, (label, _) in _FUNCTIONS.items() if label.endswith("_")}
 _WEIGHT_FUNCTIONS = {TF.linear, TF.bilinear, TF.conv1d, TF.conv2d, TF.conv3d, TF.conv_transpose1d,
                      TF.conv_transpose2d, TF.conv_transpose3d, torch.matmul, torch.mm, torch.bmm,
@@ -190,11 +200,39 @@ def _function_site(node: fx.Node, taken: set[str], hidden: bool) -> _Site | None
     source = _input_node(node)
     if not isinstance(source, fx.Node):
         site.problem = "its input is not a traced tensor"
-    elif inplace and len(source.users) > 1:
+    elif inplace and _read_elsewhere(source, node):
         site.problem = IN_PLACE_SHARED
     if kind == "hardtanh":
         site.bounds = _hardtanh_bounds(node, label)
     return site
+
+
+def _is_view(node: fx.Node) -> bool:
+    return (node.op == "call_method" and node.target in _VIEW_METHODS
+            or node.op == "call_function" and node.target in _VIEW_FUNCTIONS)
+
+
+def _reads_shape_only(node: fx.Node) -> bool:
+    return (node.op == "call_method" and node.target in _SHAPE_METHODS
+            or node.op == "call_function" and node.target is getattr and len(node.args) > 1
+            and node.args[1] in _SHAPE_ATTRIBUTES)
+
+
+def _read_elsewhere(source: fx.Node, writer: fx.Node) -> bool:
+    """Whether any node but ``writer`` (an in-place call on ``source``) reads the values of the
+    memory it writes: ``source``, the tensor it is a view of, or any other view of that tensor
+    (a shape read does not count)."""
+    root = source
+    while _is_view(root) and isinstance(root.args[0] if root.args else None, fx.Node):
+        root = root.args[0]
+    aliases, stack = {root}, [root]
+    while stack:  # every view of the root, however deep
+        for user in stack.pop().users:
+            if user not in aliases and _is_view(user):
+                aliases.add(user)
+                stack.append(user)
+    return any(user is not writer and user not in aliases and not _reads_shape_only(user)
+               for alias in aliases for user in alias.users)
 
 
 def _is_function_activation(value) -> bool:
@@ -312,7 +350,7 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
             elif node in output_side:
                 site.hidden = False
             source = _input_node(node)
-            if getattr(m, "inplace", False) and isinstance(source, fx.Node) and len(source.users) > 1:
+            if getattr(m, "inplace", False) and isinstance(source, fx.Node) and _read_elsewhere(source, node):
                 site.problem = IN_PLACE_SHARED  # its replacement is not in place: the other user would change
         elif node.op in ("call_function", "call_method"):
             ops.append(node.target if isinstance(node.target, str) else
