@@ -13,6 +13,7 @@ from pdnn.devices import resolve_device
 from pdnn.models import ModelConfig
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
+TINY_STUDY = ["--dataset", "demo", "--subset", "100", "--width", "8", "--epochs", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +172,11 @@ def test_an_extra_output_that_cannot_be_written_is_refused_before_the_results_ar
 @pytest.mark.parametrize("option, value, expected", [
     ("--weight-decay", "-1", "weight_decay must be a finite number >= 0, got -1.0"),
     ("--weight-decay", "nan", "weight_decay must be a finite number >= 0, got nan"),
-    ("--lr", "1e300", "lr must be a finite number > 0 (at most 3.4e+38, a float32), got 1e+300"),
+    ("--lr", "1e300", "lr must be a finite number > 0 (at most 3.4e+37: Adam's first step is 10 x lr, a float32), "
+                      "got 1e+300"),
+    ("--lr", "1e38", "a float32), got 1e+38"),  # accepted, then overflowed in Adam's first step
+    ("--seed", "18446744073709541610", "seed must be an integer in [-2**63, 2**64 - 10007) (the seeds up to "
+                                       "seed + 10007 are used), got 18446744073709541610"),
     ("--monitor-examples", "-1", "monitor_examples must be an integer >= 1 (or none: every test example), got -1"),
 ])
 def test_training_options_torch_would_refuse_late_are_refused_first(option, value, expected, tmp_path, capsys):
@@ -185,7 +190,8 @@ def test_a_diverging_run_stops_without_saving_nan_weights(tmp_path, capsys):
     assert main(["train", *TINY, "--lr", "1e36", "--epochs", "2", "--out", str(run)]) == 2
     line = one_line_error(capsys, "train")
     assert "training diverged in epoch 1" in line and "the loss is nan" in line and "nothing is saved" in line
-    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+    assert not run.exists()  # not even the config.json, which refused the corrected rerun as "other settings"
+    assert main(["train", *TINY, "--lr", "1e-3", "--epochs", "1", "--out", str(run)]) == 0
 
 
 def test_resuming_from_another_models_checkpoint_names_the_mismatch(trained_run, tmp_path, capsys):
@@ -403,3 +409,39 @@ def test_a_config_naming_a_dataset_of_other_images_is_a_one_line_error(trained_r
         assert one_line_error(capsys, "eval").endswith(
             "config.json: its model takes inputs of shape (1, 28, 28), but demo has images of shape (3, 28, 28)")
     assert not list(trained_run.glob("eval-*.json")) and not (trained_run / "adaptive.json").exists()
+
+
+def test_train_and_study_refuse_what_cannot_be_classified_or_named(tmp_path, capsys):
+    """A dataset of one class trained to 100 % as a classifier; an empty --out wrote into the
+    current folder; a p-bit neuron given twice trained and plotted twice."""
+    for argv, command, said in (
+            (["train", "--dataset", "celeba", "--out", str(tmp_path / "run")], "train",
+             "celeba has 1 class: there is nothing to classify"),
+            (["study", "--dataset", "celeba", "--out", str(tmp_path / "study")], "study",
+             "celeba has 1 class: the study compares classifiers"),
+            (["study", *TINY_STUDY, "--pbit-neurons", "pbit,pbit", "--out", str(tmp_path / "study")], "study",
+             "expected 'pbit', optionally with 'pbit-unipolar', each once")):
+        assert main(argv) == 2, argv
+        assert said in one_line_error(capsys, command)
+    for command in (["train", *TINY], ["study", *TINY_STUDY], ["demo"], ["reproduce"]):
+        with pytest.raises(SystemExit) as info:
+            main([*command, "--out", ""])
+        assert info.value.code == 2 and "--out: expected a path, got an empty one" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_resuming_from_a_damaged_config_is_a_one_line_error(trained_run, tmp_path, capsys):
+    config = json.loads((trained_run / "config.json").read_text())
+    edits = {"no dataset": ({**config, "data": {}}, "its 'data' section names no dataset to resume on"),
+             "no subset": ({**config, "data": {"dataset": "demo"}}, "its data configuration {'dataset': 'demo'} differs"),
+             "extra": ({**config, "model": {**config["model"], "extra": []}}, "bad 'model' section"),
+             "augment": ({**config, "train": {**config["train"], "augment": "no"}},
+                         "augment must be true or false, got 'no'")}
+    for name, (edited, said) in edits.items():  # each was a traceback, or accepted as augment on
+        run = tmp_path / name
+        shutil.copytree(trained_run, run)
+        (run / "config.json").write_text(json.dumps(edited))
+        checkpoint = (run / "checkpoint.pt").read_bytes()
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 2, name
+        assert said in one_line_error(capsys, "train")
+        assert (run / "checkpoint.pt").read_bytes() == checkpoint

@@ -230,3 +230,14 @@ def test_a_second_command_into_one_plan_or_study_is_refused(data, tmp_path):
         with pytest.raises(RunError, match=r"cannot run a study in .*study: another command"):
             run_study(tmp_path / "study", StudySpec(dataset="demo", model="mlp", width=8), progress=False)
         assert [p.name for p in (tmp_path / "study").iterdir()] == [".writing"]  # nothing written
+
+
+def test_a_damaged_plan_record_is_named_by_every_reader(data, tmp_path, capsys):
+    """Each was an AttributeError, KeyError or TypeError traceback, from --dry-run too."""
+    (tmp_path / "small").mkdir()
+    for text in ("[]", "null", '{"done": []}', '{"done": {"x": 5}}', '{"done": {"x": {}}}',
+                 '{"done": {"x": {"wall_s": "x"}}}', '{"done": {"x": {"wall_s": 1, "rate": "r"}}}'):
+        (tmp_path / "small" / STATE).write_text(text)
+        assert main(["reproduce", "--scale", "small", "--out", str(tmp_path), "--data-dir", str(data), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert f"{STATE} is not a plan's record" in err and "delete it to start the record anew" in err, text

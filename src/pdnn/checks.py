@@ -61,14 +61,17 @@ def one_of(name: str, value, choices: Sequence[str]) -> str:
     return value
 
 
-def torch_seed(name: str, value) -> int:
-    """``value`` as an ``int`` if a ``torch.Generator`` can be seeded with it (an integer, numpy's
-    too, in [-2**63, 2**64); not ``True``), else a ``UsageError``: torch would only refuse it at
-    the first draw, far from where it was given."""
+def torch_seed(name: str, value, span: int = 0) -> int:
+    """``value`` as an ``int`` if a ``torch.Generator`` can be seeded with it, and with every seed
+    up to ``value + span`` (the further seeds derived from it), i.e. an integer (numpy's too; not
+    ``True``) in [-2**63, 2**64 - span); else a ``UsageError`` naming ``value`` as given: torch
+    would only refuse it at the first draw, far from where it was given."""
     try:
         number = operator.index(value)
     except TypeError:
         number = None
-    if isinstance(value, bool) or number is None or not -(2**63) <= number < 2**64:
-        raise UsageError(f"{name} must be an integer in [-2**63, 2**64), got {value!r}")
+    if isinstance(value, bool) or number is None or not -(2**63) <= number < 2**64 - span:
+        derived = f" (the seeds up to {name} + {span} are used)" if span else ""
+        raise UsageError(f"{name} must be an integer in [-2**63, 2**64{f' - {span}' if span else ''}){derived}, "
+                         f"got {value!r}")
     return number

@@ -90,7 +90,7 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     samples = sorted({check_samples(t) for t in samples})
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UsageError(f"n (number of images) must be an integer >= 1, got {n!r}")
-    seed = check_seeds(seed, 1)
+    seed = torch_seed("seed", seed, 1)  # the p-bits' seed is seed + 1
     vae = vae.to(device).eval()
     pool = max(samples)
     latents = torch.randn(n, vae.latent, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -101,15 +101,6 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
         for t in samples:
             out[t].append((cumulative[t - 1] / t).float().cpu())
     return {t: torch.cat(images) for t, images in out.items()}
-
-
-def check_seeds(seed, span: int) -> int:
-    """``seed`` as an ``int`` if it and ``seed + span`` (the p-bits' seed, further repeats') can all
-    seed torch, else a :class:`UsageError` naming ``seed`` itself, as the user gave it."""
-    seed = torch_seed("seed", seed)
-    if seed + span >= 2**64:
-        raise UsageError(f"seed must be below 2**64 - {span} (the seeds up to seed + {span} are used), got {seed}")
-    return seed
 
 
 def generate(vae: VAE, samples: int, n: int, seed: int = 0, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -139,7 +130,7 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
                          f"{extractor.dim} features ({extractor.metric}) needs at least that many images")
     if len(real) < n:
         raise UsageError(f"--n {n} exceeds the {len(real)} held-out real images available")
-    seed = check_seeds(seed, 2 * repeats - 1)
+    seed = torch_seed("seed", seed, 2 * repeats - 1)  # repeat r: seed + 2 r, its p-bits one more
     samples = [1] if is_deterministic(vae.decoder) else sorted({check_samples(t) for t in samples})
     real_stats = feature_statistics(extractor(real[:n]))
     values: dict[int, list[float]] = {t: [] for t in samples}

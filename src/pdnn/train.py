@@ -46,6 +46,8 @@ from .sampling import check_samples
 from .tasks import TASKS, Task
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
+AUGMENT_SEED = 10_007  # process k's augmentation draws from seed + AUGMENT_SEED * (k + 1)
+MAX_LR = FLOAT32_MAX / 10  # Adam divides lr by 1 - 0.9 at its first step, in float32
 
 
 @dataclass
@@ -78,15 +80,18 @@ class TrainConfig:
         one_of("task", self.task, tuple(TASKS))
         for name in ("epochs", "batch_size"):
             positive_int(name, getattr(self, name))
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= FLOAT32_MAX):
-            raise UsageError(f"lr must be a finite number > 0 (at most {FLOAT32_MAX:.3g}, a float32), got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise UsageError(f"lr must be a finite number > 0 (at most {MAX_LR:.3g}: Adam's first step is 10 x lr, "
+                             f"a float32), got {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay <= FLOAT32_MAX):
             raise UsageError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if self.monitor_examples is not None:
             positive_int("monitor_examples", self.monitor_examples, "an integer >= 1 (or none: every test example)")
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
-        torch_seed("seed", self.seed)
+        torch_seed("seed", self.seed, AUGMENT_SEED)
+        if not isinstance(self.augment, bool):
+            raise UsageError(f"augment must be true or false, got {self.augment!r}")
         return self
 
 
@@ -181,7 +186,7 @@ def _build(model_config: ModelConfig, train_config: TrainConfig, device: str, ra
     sampler = task.sampled(model, seed=train_config.seed + 1 + rank)
     generators = {
         "order": torch.Generator().manual_seed(train_config.seed),
-        "augment": torch.Generator(device=device).manual_seed(train_config.seed + 10_007 * (rank + 1)),
+        "augment": torch.Generator(device=device).manual_seed(train_config.seed + AUGMENT_SEED * (rank + 1)),
         "sample": sampler.generator(device),
     }
     net = sampler
@@ -364,8 +369,12 @@ def train(
     """
 
     train_config.validate()
+    if train_config.task == "classify" and model_config.num_classes < 2:  # before any data is read
+        raise UsageError(f"{dataset} has {model_config.num_classes} class: there is nothing to classify (a "
+                         "classifier of one class is always right); train a generator with --task vae")
     run_dir = Path(run_dir)
     device, rank, world = _distributed(device or default_device())
+    torch_seed("seed", train_config.seed, AUGMENT_SEED * world)  # each process's augmentation seed
     config = run_config(model_config, dataset, train_config, subset, label)
     with writer_lock(run_dir, "train") if rank == 0 else contextlib.nullcontext():
         planned = _check_destination(run_dir, config, resume)
@@ -386,11 +395,16 @@ def train(
             write_json(run_dir / CONFIG, config)
             if resume:  # the history as the checkpoint has it: an interruption can fall between their writes
                 write_json(run_dir / METRICS, run.metrics)
-        for epoch in range(run.start_epoch, train_config.epochs):
-            trained, speed = _train_epoch(run, data, train_config, epoch, progress)
-            generators = _generator_states(run)
-            if rank == 0:
-                _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
-            if world > 1:
-                dist.barrier()
+        try:
+            for epoch in range(run.start_epoch, train_config.epochs):
+                trained, speed = _train_epoch(run, data, train_config, epoch, progress)
+                generators = _generator_states(run)
+                if rank == 0:
+                    _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
+                if world > 1:
+                    dist.barrier()
+        except BaseException:
+            if rank == 0 and not resume and not (run_dir / CHECKPOINT).exists():
+                (run_dir / CONFIG).unlink(missing_ok=True)  # nothing trained: a rerun may change the settings
+            raise
         return run.metrics if rank == 0 else []  # the other processes hold only what they resumed from

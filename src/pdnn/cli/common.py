@@ -22,6 +22,14 @@ def existing_folder(text: str) -> str:
     return text
 
 
+def named_path(text: str) -> str:
+    """An ``--out`` that names something: an empty one is the current folder, written into
+    unasked (and a message would name it as nothing)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                         help="a root holding datasets in their conventional folders (repeatable; "

@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..io import CHECKPOINT
 from ..runs import load_model
-from .common import add_data_options, add_device_option
+from .common import add_data_options, add_device_option, named_path
 
 
 def add_parser(sub) -> None:
@@ -61,7 +61,7 @@ def add_parser(sub) -> None:
     p.add_argument("--bn-samples", type=int, help="samples per example for --recalibrate-bn (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="fixes the draws of calibration and --recalibrate-bn (default: 0)")
     p.add_argument("--label", help="name used in plots and tables (default: '<source label> (<method>)')")
-    p.add_argument("--out", metavar="NEW_RUN_DIR", help="run directory to create")
+    p.add_argument("--out", type=named_path, metavar="NEW_RUN_DIR", help="run directory to create")
     p.add_argument("--force", action="store_true",
                    help="replace an existing NEW_RUN_DIR that is a converted run (or an interrupted conversion "
                         "without config.json); a trained run is never replaced")

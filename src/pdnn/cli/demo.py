@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..experiments.demo import run_demo
+from .common import named_path
 
 
 def add_parser(sub) -> None:
@@ -10,7 +11,8 @@ def add_parser(sub) -> None:
                                    "Fashion-MNIST subset, print accuracy versus T and plot it. 13 s on 2 idle "
                                    "CPU cores, a few seconds more the first time (it compiles the p-bit kernel); "
                                    "longer when other jobs share them. Rerunning reuses finished work.")
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="where the runs and figure go (default: runs/demo)")
+    p.add_argument("--out", type=named_path, default="runs/demo", metavar="DIR",
+                   help="where the runs and figure go (default: runs/demo)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs of each network (default: 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)

@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
 from ..io import atomic_write, remove_orphans, signals_held, staging_folder, writer_lock
 from ..runs import load_model
-from .common import add_device_option
+from .common import add_device_option, named_path
 
 
 GRID = "grid.png"
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=100, help="number of images (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents (p-bits use seed + 1)")
     p.add_argument("--nrow", type=int, default=10, help="images per row of the grid (default: 10)")
-    p.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the images")
+    p.add_argument("--out", type=named_path, required=True, metavar="DIR", help="a new or empty folder for the images")
     add_device_option(p)
     p.set_defaults(run=run)
 

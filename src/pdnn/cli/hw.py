@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..io import CONFIG, RunError, read_json
 from ..hw import export, fixed, rtl, sim, synth
-from .common import existing_folder
+from .common import existing_folder, named_path
 
 
 
@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
 
     e = hw.add_parser("export", help="fold and quantise a run into fixed-point memory files")
     e.add_argument("run_dir", metavar="RUN", help="a trained run of `pdnn train --model mlp --neuron pbit`")
-    e.add_argument("--out", required=True, metavar="DIR", help="folder for spec.json and the .mem files")
+    e.add_argument("--out", type=named_path, required=True, metavar="DIR",
+                   help="folder for spec.json and the .mem files")
     e.add_argument("--weight-bits", type=int, default=8, help="signed weight bits b_w (default: 8)")
     e.add_argument("--random-bits", type=int, default=8,
                    help="random bits per p-bit, b_u; the threshold tables have 2**b_u entries (default: 8)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..devices import resolve_device
 from ..experiments.plan import SCALES, Context
 from ..experiments.reproduce import describe_plan, run_plan
-from .common import add_device_option, existing_folder
+from .common import add_device_option, existing_folder, named_path
 
 
 def add_parser(sub) -> None:
@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--scale", choices=SCALES, default="small",
                    help="tiny: seconds, a check of the plan; small: reduced schedules, within 2 h on 2 CPU "
                         "cores; full: the paper's schedules, for a GPU (default: small)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where REPORT.md, REPORT.html and SCALE/ go; rerun to resume")
+    p.add_argument("--out", type=named_path, required=True, metavar="DIR",
+                   help="where REPORT.md, REPORT.html and SCALE/ go; rerun to resume")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; run nothing")
     p.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                    help="a root holding datasets in their conventional folders (repeatable; searched before "

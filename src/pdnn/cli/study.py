@@ -5,7 +5,7 @@ from ..checks import SCHEDULES
 from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
-from .common import add_device_option, existing_folder
+from .common import add_device_option, existing_folder, named_path
 
 
 def add_parser(sub) -> None:
@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
     p.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                    help="a root holding datasets in their conventional folders (repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the runs and README.md go; rerun to resume")
+    p.add_argument("--out", type=named_path, required=True, metavar="DIR",
+                   help="where the runs and README.md go; rerun to resume")
     add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)

@@ -13,7 +13,7 @@ from ..convert.rundir import build_model
 from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
 from ..train import TrainConfig, train
-from .common import add_data_options, add_device_option
+from .common import add_data_options, add_device_option, named_path
 
 NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "latent", "neuron", "weight_bits", "beta", "width",
                    "train_samples", "batch_size", "lr", "schedule", "weight_decay", "loss_rule", "no_augment", "seed",
@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--monitor-examples", type=int, metavar="N",
                    help="test examples for the per-epoch held-out metric (default: all)")
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
+    p.add_argument("--out", type=named_path, required=True, metavar="RUN_DIR", help="run directory to create")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR from its last checkpoint (its config.json is reused; --epochs may grow)")
     add_data_options(p)
@@ -62,8 +62,9 @@ def add_parser(sub) -> None:
 def _kept_by_resume(args, saved: dict) -> None:
     """Warn about the given options that a resumed run ignores, naming the value it keeps."""
     model, options = saved["model"], TrainConfig.from_dict(saved["train"])
-    kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"]["subset"], "task": options.task,
-            "model": model.get("name"), "latent": model.get("extra", {}).get("latent"), "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
+    kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"].get("subset"), "task": options.task,
+            "model": model.get("name"), "latent": (model.get("extra") or {}).get("latent"),
+            "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
             "beta": model.get("beta"), "width": model.get("width"), "train_samples": options.samples,
             "batch_size": options.batch_size, "lr": options.lr, "schedule": options.schedule,
             "weight_decay": options.weight_decay, "loss_rule": options.loss_rule, "no_augment": not options.augment,
@@ -85,11 +86,13 @@ def run(args) -> int:
         saved = read_config(args.out)
         if not isinstance(saved.get("data"), dict) or not isinstance(saved.get("train"), dict):
             raise RunError(f"{args.out}/{CONFIG} has no 'data' and 'train' sections to resume from")
-        _kept_by_resume(args, saved)
+        if not isinstance(saved["data"].get("dataset"), str):
+            raise RunError(f"{args.out}/{CONFIG}: its 'data' section names no dataset to resume on")
         build_model(args.out, saved)  # a bad model section is said before any work
         model_config = ModelConfig.from_dict(saved["model"])
-        dataset, subset = saved["data"]["dataset"], saved["data"]["subset"]
+        dataset, subset = saved["data"]["dataset"], saved["data"].get("subset")
         train_config = TrainConfig.from_dict(saved["train"])
+        _kept_by_resume(args, saved)
         train_config.epochs = train_config.epochs if args.epochs is None else args.epochs
         label = saved.get("label")
     else:

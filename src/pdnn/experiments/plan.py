@@ -18,10 +18,27 @@ from typing import Callable
 from ..data import DatasetNotFound, data_roots
 from ..data.catalog import find
 from ..errors import UsageError
-from ..io import read_json
+from ..io import RunError, read_json
 
 SCALES = ("tiny", "small", "full")
 STATE = "plan-state.json"  # under OUT/<scale>/: the finished steps, their wall time and work
+
+
+def read_plan_state(path: Path) -> dict:
+    """A plan's ``STATE`` file, checked as far as the plan reads it: an object whose ``done`` maps
+    each finished step to its record, with a number ``wall_s`` (and, for a step with a rate, a
+    number ``work``); anything else is a :class:`RunError` that says how to start the record
+    anew (the steps' results stay, and the plan finds and reuses them)."""
+    state = read_json(path)
+    done = state.get("done") if isinstance(state, dict) else None
+    number = (int, float)
+    broken = not isinstance(done, dict) or any(
+        not isinstance(entry, dict) or not isinstance(entry.get("wall_s"), number)
+        or entry.get("rate") and not isinstance(entry.get("work"), number) for entry in done.values())
+    if broken:
+        raise RunError(f"{path} is not a plan's record (expected {{'done': {{step: {{'wall_s': seconds, ...}}}}}}); "
+                       "delete it to start the record anew: the steps' results stay and are reused")
+    return state
 VERDICTS = ("holds", "does not hold", "not measured")
 
 
@@ -130,7 +147,7 @@ class Context:
         best: dict[str, tuple[float, float]] = {}
         for state in self.out.glob(f"*/{STATE}"):
             totals: dict[str, list[float]] = {}
-            for entry in read_json(state).get("done", {}).values():
+            for entry in read_plan_state(state)["done"].values():
                 if entry.get("rate") and entry.get("work", 0) > 0:
                     total = totals.setdefault(entry["rate"], [0.0, 0.0])
                     total[0] += entry["wall_s"]

@@ -26,10 +26,10 @@ import torch
 
 from ..devices import where_measured
 from ..errors import UsageError
-from ..io import read_json, write_json, writer_lock
+from ..io import write_json, writer_lock
 from ..progress import progress_bar
 from ..provenance import CODE, code_record
-from .plan import STATE, Context, Step
+from .plan import STATE, Context, Step, read_plan_state
 from .report import write_report
 from .studies import STUDIES
 
@@ -49,7 +49,7 @@ def plan(ctx: Context) -> list[tuple[str, Step]]:
 
 def read_state(ctx: Context) -> dict:
     path = ctx.dir(STATE)
-    return read_json(path) if path.exists() else {"scale": ctx.scale, "done": {}}
+    return read_plan_state(path) if path.exists() else {"scale": ctx.scale, "done": {}}
 
 
 def _duration(seconds: float) -> str:

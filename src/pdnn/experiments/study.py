@@ -78,9 +78,14 @@ def _run_study(out: Path, spec: StudySpec, models: dict, roots, device: str, pro
 
 def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
     """The model of every run of ``spec`` (validating the spec)."""
-    if "pbit" not in spec.pbit_neurons or not set(spec.pbit_neurons) <= {"pbit", "pbit-unipolar"}:
-        raise UsageError(f"p-bit neurons {spec.pbit_neurons}: expected 'pbit', optionally with 'pbit-unipolar'")
+    if ("pbit" not in spec.pbit_neurons or not set(spec.pbit_neurons) <= {"pbit", "pbit-unipolar"}
+            or len(set(spec.pbit_neurons)) < len(spec.pbit_neurons)):
+        raise UsageError(f"p-bit neurons {spec.pbit_neurons}: expected 'pbit', optionally with 'pbit-unipolar', "
+                         "each once")
     info = describe(spec.dataset)
+    if info["num_classes"] < 2:
+        raise UsageError(f"{spec.dataset} has {info['num_classes']} class: the study compares classifiers, and "
+                         "there is nothing to classify")
     models = {name: ModelConfig(name=spec.model, neuron=neuron, input_shape=tuple(info["input_shape"]),
                                 num_classes=info["num_classes"], width=spec.width,
                                 beta=spec.beta if neuron.startswith("pbit") else 1.0)
