@@ -445,3 +445,17 @@ def test_resuming_from_a_damaged_config_is_a_one_line_error(trained_run, tmp_pat
         assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 2, name
         assert said in one_line_error(capsys, "train")
         assert (run / "checkpoint.pt").read_bytes() == checkpoint
+
+
+def test_options_a_neuron_does_not_use_are_said(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", *TINY, "--epochs", "1", "--neuron", "tanh", "--beta", "3", "-s", "2",
+                     "--out", str(tmp_path / "run")]) == 0
+        said = " ".join(str(w.message) for w in caught)
+        assert "--beta 3.0 does nothing to tanh neurons" in said
+        assert "-s 2 with deterministic tanh neurons: every sample is the same" in said
+        caught.clear()
+        assert main(["train", *TINY, "--epochs", "1", "--neuron", "pbit", "--beta", "3", "-s", "2",
+                     "--out", str(tmp_path / "pbit")]) == 0
+        assert not [w for w in caught if "does nothing" in str(w.message) or "every sample" in str(w.message)]

@@ -8,7 +8,7 @@ from ..checks import LOSS_RULES, SCHEDULES
 from ..data import describe
 from ..devices import resolve_device
 from ..models import ModelConfig, available
-from ..nn import NEURONS
+from ..nn import NEURONS, NeuronSpec
 from ..convert.rundir import build_model
 from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
@@ -80,6 +80,18 @@ def _kept_by_resume(args, saved: dict) -> None:
         warnings.warn(f"{args.out} is resumed with its own configuration; ignored: {', '.join(ignored)}", stacklevel=2)
 
 
+def _warn_idle_options(args, given: set[str]) -> None:
+    """Options a new run records but its neurons do not use: said, since the record reads as if
+    they mattered (and s > 1 costs s times the forward passes for the same loss)."""
+    neuron = NeuronSpec.parse(args.neuron)
+    if "beta" in given and neuron.kind == "float":
+        warnings.warn(f"--beta {args.beta} does nothing to {args.neuron} neurons (the normalisation before a float "
+                      "activation absorbs it); it applies to p-bits and quantised neurons", stacklevel=2)
+    if args.train_samples > 1 and not neuron.stochastic and args.task == "classify":
+        warnings.warn(f"-s {args.train_samples} with deterministic {args.neuron} neurons: every sample is the same, "
+                      f"so the loss is that of s = 1 at {args.train_samples} times the cost", stacklevel=2)
+
+
 def run(args) -> int:
     device = resolve_device(args.device)
     if args.resume:
@@ -96,6 +108,7 @@ def run(args) -> int:
         train_config.epochs = train_config.epochs if args.epochs is None else args.epochs
         label = saved.get("label")
     else:
+        given = {name for name in args.new_run_defaults if getattr(args, name) is not None}
         for name, default in args.new_run_defaults.items():
             if getattr(args, name) is None:
                 setattr(args, name, default)
@@ -116,6 +129,7 @@ def run(args) -> int:
                                    seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
                                    task=args.task, monitor_examples=args.monitor_examples)
         TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
+        _warn_idle_options(args, given)
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
                     resume=args.resume, device=device, progress=not args.quiet, label=label)
     if metrics:
