@@ -22,6 +22,7 @@ from ..io import RunError, read_json
 
 SCALES = ("tiny", "small", "full")
 STATE = "plan-state.json"  # under OUT/<scale>/: the finished steps, their wall time and work
+VERDICTS = ("holds", "does not hold", "not measured")
 
 
 def read_plan_state(path: Path) -> dict:
@@ -39,7 +40,6 @@ def read_plan_state(path: Path) -> dict:
         raise RunError(f"{path} is not a plan's record (expected {{'done': {{step: {{'wall_s': seconds, ...}}}}}}); "
                        "delete it to start the record anew: the steps' results stay and are reused")
     return state
-VERDICTS = ("holds", "does not hold", "not measured")
 
 
 @dataclass(frozen=True)
