@@ -241,3 +241,14 @@ def test_a_damaged_plan_record_is_named_by_every_reader(data, tmp_path, capsys):
         assert main(["reproduce", "--scale", "small", "--out", str(tmp_path), "--data-dir", str(data), "--dry-run"]) == 2
         err = capsys.readouterr().err
         assert f"{STATE} is not a plan's record" in err and "delete it to start the record anew" in err, text
+
+
+def test_dry_run_refuses_what_the_run_would(data, tmp_path, capsys):
+    """It planned, and exited 0, into an --out that is a file or a record of another scale."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "out" / "small").mkdir(parents=True)
+    (tmp_path / "out" / "small" / STATE).write_text('{"scale": "tiny", "done": {}}')
+    for out, said in ((tmp_path / "file", "file is a file where a folder is expected"),
+                      (tmp_path / "out", "belongs to scale 'tiny', not 'small'")):
+        assert main(["reproduce", "--scale", "small", "--out", str(out), "--data-dir", str(data), "--dry-run"]) == 2
+        assert said in capsys.readouterr().err

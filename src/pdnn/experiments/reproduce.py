@@ -48,8 +48,12 @@ def plan(ctx: Context) -> list[tuple[str, Step]]:
 
 
 def read_state(ctx: Context) -> dict:
+    """The plan's record under ``OUT/<scale>/`` (empty if none), refused if it is another scale's."""
     path = ctx.dir(STATE)
-    return read_plan_state(path) if path.exists() else {"scale": ctx.scale, "done": {}}
+    state = read_plan_state(path) if path.exists() else {"scale": ctx.scale, "done": {}}
+    if state.get("scale", ctx.scale) != ctx.scale:
+        raise UsageError(f"{path} belongs to scale {state['scale']!r}, not {ctx.scale!r}")
+    return state
 
 
 def _duration(seconds: float) -> str:
@@ -72,6 +76,8 @@ def pace(steps: list[tuple[str, Step]], done: dict) -> float:
 
 def describe_plan(ctx: Context) -> str:
     """The plan as text: every step, its estimate and whether it is done (``--dry-run``)."""
+    if blocking := next((p for p in (ctx.work, *ctx.work.parents) if p.is_file()), None):
+        raise UsageError(f"{blocking} is a file where a folder is expected")  # as the run itself would say
     steps = plan(ctx)
     done = read_state(ctx)["done"]
     missing = _missing(ctx, [step for _, step in steps if step.key not in done])
@@ -120,8 +126,6 @@ def _run_plan(ctx: Context, progress: bool, log) -> Path:
     steps = plan(ctx)
     ctx.work.mkdir(parents=True, exist_ok=True)
     state = read_state(ctx)
-    if state.get("scale", ctx.scale) != ctx.scale:
-        raise UsageError(f"{ctx.dir(STATE)} belongs to scale {state['scale']!r}, not {ctx.scale!r}")
     done = state["done"]
     todo = [(name, step) for name, step in steps if step.key not in done]
     missing = _missing(ctx, [step for _, step in todo])
