@@ -181,6 +181,13 @@ def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
         load_checkpoint(tmp_path / "empty.pt")
 
 
+def test_a_folder_where_a_file_should_be_is_said_to_be_one(tmp_path):
+    for name, read in (("checkpoint.pt", load_checkpoint), ("plan-state.json", read_json)):
+        (tmp_path / name).mkdir()
+        with pytest.raises(RunError, match=f"{name} is a folder; expected a file"):
+            read(tmp_path / name)
+
+
 def test_a_long_file_name_is_written_and_errors_name_the_users_path(tmp_path, monkeypatch):
     """The temporary name adds the writer to the destination's; a legal name of 245 characters
     must still be writable, and a failure is said of the user's path, not the hidden temporary."""

@@ -274,11 +274,16 @@ def write_text(path: Path | str, text: str) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def _not_a_file(path: Path) -> RunError:
+    """The error for a file that is missing, or is a folder (a folder said to be missing misleads)."""
+    return RunError(f"{path} is a folder; expected a file" if path.is_dir() else f"{path} does not exist")
+
+
 def read_json(path: Path | str) -> Any:
     """The JSON document at ``path``; :class:`RunError` names the file if it is missing or invalid."""
     path = Path(path)
     if not path.is_file():
-        raise RunError(f"{path} does not exist")
+        raise _not_a_file(path)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -302,7 +307,7 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     """A checkpoint written by :func:`save_checkpoint`: a dict with at least ``"model"``."""
     path = Path(path)
     if not path.is_file():
-        raise RunError(f"{path} does not exist")
+        raise _not_a_file(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for a damaged file
