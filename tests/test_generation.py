@@ -2,6 +2,10 @@
 import hashlib
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 import zipfile
 
 import pytest
@@ -168,6 +172,25 @@ def test_generate_into_the_current_folder_or_a_linked_one(runs, tmp_path, monkey
     assert main(["generate", str(runs / "vae"), "--n", "2", "--out", str(tmp_path / "link")]) == 0
     for folder in ("here", "target"):
         assert sorted(p.name for p in (tmp_path / folder).iterdir()) == ["0000.png", "0001.png", "grid.png"]
+
+
+def test_generate_reruns_into_the_folder_a_killed_run_left(runs, tmp_path):
+    """A run killed (SIGKILL) while it wrote left its lock and staging folder inside --out, and
+    every rerun was refused as 'not an empty folder'."""
+    out = tmp_path / "images"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from pdnn.io import staging_folder, writer_lock
+        out = Path({str(out)!r})
+        with writer_lock(out), staging_folder(out / "grid.png") as staging:
+            (staging / "0000.png").write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
+    assert len(list(out.iterdir())) == 2  # the lock and the staging folder
+    assert main(["generate", str(runs / "vae"), "--n", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png"]
 
 
 def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):

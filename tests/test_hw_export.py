@@ -108,6 +108,13 @@ def test_an_interrupted_export_leaves_the_earlier_one_whole(tiny_run, tmp_path, 
     monkeypatch.setattr(fixed, "_hex_lines", lines)
     assert main([*args, "--weight-bits", "3", "--force"]) == 0
     assert fixed.load(out).weight_bits == 3 and set(before) == {f.name for f in out.iterdir()}
+    # an export into a new folder, stopped, leaves no folder
+    def stopped(values, bits):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fixed, "_hex_lines", stopped)
+    assert main(["hw", "export", str(tiny_run), "--out", str(tmp_path / "new" / "export"), "--check", "0"]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 def test_an_export_touches_no_file_but_an_earlier_exports(tiny_run, tmp_path, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
-from ..io import atomic_write, remove_orphans, signals_held, staging_folder, writer_lock
+from ..io import LOCK, atomic_write, remove_orphans, signals_held, staging_folder, writer_lock
 from ..runs import load_model
 from .common import add_device_option, named_path
 
@@ -43,22 +43,24 @@ def write_png(path: Path, image) -> None:
 
 def run(args) -> int:
     out = Path(args.out)
-    if out.is_dir():
-        remove_orphans(out / GRID)  # a killed run's staging folder
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out} exists and is not an empty folder; choose a new one")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; expected a new or empty folder")
     if args.nrow < 1:
         raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
     device = resolve_device(args.device)
-    model, _ = load_model(args.run_dir, device)
-    vae = check_generator(model, f"run {args.run_dir}")
-    images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))
-    with writer_lock(out, "generate into"), staging_folder(out / GRID) as staging:  # inside --out: one file system
-        for i, image in enumerate(images):
-            write_png(staging / f"{i:04d}.png", image)
-        write_png(staging / GRID, image_grid(images, args.nrow))
-        with signals_held():  # all images appear at once: an interrupted run leaves no --out (or an empty one)
-            for image in sorted(staging.iterdir()):
-                os.replace(image, out / image.name)
+    with writer_lock(out, "generate into"):  # takes over a killed run's lock
+        remove_orphans(out / GRID)  # and removes its staging folder
+        if any(p.name != LOCK for p in out.iterdir()):
+            raise UsageError(f"--out {out} is not an empty folder; choose a new one")
+        model, _ = load_model(args.run_dir, device)
+        vae = check_generator(model, f"run {args.run_dir}")
+        images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))
+        with staging_folder(out / GRID) as staging:  # inside --out: one file system, however it is linked
+            for i, image in enumerate(images):
+                write_png(staging / f"{i:04d}.png", image)
+            write_png(staging / GRID, image_grid(images, args.nrow))
+            with signals_held():  # all images appear at once: an interrupted run leaves no --out (or an empty one)
+                for image in sorted(staging.iterdir()):
+                    os.replace(image, out / image.name)
     print(f"{out}: {len(images)} images (T={args.samples}, seed {args.seed}) and {GRID}")
     return 0

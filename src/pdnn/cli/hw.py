@@ -13,7 +13,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import CONFIG, RunError, read_json
+from ..io import CONFIG, RunError, read_json, writer_lock
 from ..hw import export, fixed, rtl, sim, synth
 from .common import existing_folder, named_path
 
@@ -131,7 +131,8 @@ def _export(args) -> int:
     if net.meta["output_bias_clipped"]:
         print(f"pdnn hw export: warning: {net.meta['output_bias_clipped']} output biases were clipped to "
               f"{args.weight_bits} bits", file=sys.stderr)
-    fixed.save(net, out)  # replaces an earlier export's files
+    with writer_lock(out, "export into"):  # a folder it creates goes again if the export fails or is stopped
+        fixed.save(net, out)  # replaces an earlier export's files
     spec = net.describe()
     print(f"wrote {out}: weights {net.weight_bits}-bit signed, inputs {net.input_bits}-bit unsigned, "
           f"random numbers {net.random_bits}-bit ({net.rng}), T <= {net.max_samples}")
