@@ -510,12 +510,44 @@ class ReadsOnlyTheShape(nn.Module):
         return self.b(self.act(h).reshape(n, -1))
 
 
+class ThroughAView(nn.Module):
+    """F.relu in place on ``view(h)``, h read afterwards."""
+
+    def __init__(self, view):
+        super().__init__()
+        self.view, self.fc, self.fc2 = view, nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        F.relu(self.view(h), inplace=True)
+        return self.fc2(h)
+
+
+class LSTMHead(nn.Module):
+    """An in-place activation on one element of an LSTM's output tuple; another is read too."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.fc, self.fc2 = nn.LSTM(4, 4, batch_first=True), nn.Linear(4, 2), nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, (h, c) = self.lstm(x)
+        return self.fc(F.relu(out[:, -1], inplace=True)) + self.fc2(h[-1])
+
+
 def test_in_place_writes_are_followed_through_views_and_shape_reads_are_not_uses():
     """Counting the direct uses of the input missed a write through a view (a wrong answer) and
     refused a model whose other use read only the shape (a right one)."""
     with pytest.raises(ConversionError, match="act \\(nn.ReLU\\): in place on a tensor that is used elsewhere"):
         to_sampled(WritesThroughAView().eval(), "gaussian", layers="all")
+    for view in (lambda h: h.swapaxes(0, 1), lambda h: h.T, lambda h: h.mT, lambda h: torch.t(h), lambda h: h.data,
+                 lambda h: h.tensor_split(2)[0], lambda h: torch.unflatten(h, 1, (2, 2)), lambda h: h[:, :2]):
+        with pytest.raises(ConversionError, match="in place on a tensor that is used elsewhere"):
+            to_sampled(ThroughAView(view).eval(), "gaussian", layers="all")
     model, x = ReadsOnlyTheShape().eval(), torch.randn(8, 4)
+    assert torch.equal(to_sampled(model, "gaussian", scale=1e-30, layers="all")(x), model(x))
+    # an element of a module's output tuple is a tensor of its own, not a view of the others
+    model, x = LSTMHead().eval(), torch.randn(3, 5, 4)
     assert torch.equal(to_sampled(model, "gaussian", scale=1e-30, layers="all")(x), model(x))
 
 

@@ -81,12 +81,19 @@ _METHOD_CALLS = {"tanh": "tanh", "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid
 IN_PLACE_SHARED = "in place on a tensor that is used elsewhere"  # a replacement is not in place
 # operations whose result may share memory with their input: an in-place write through one is a
 # write to the others (reshape and contiguous may copy or not; counted as views, to be safe)
-_VIEW_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "permute", "t",
-                 "unsqueeze", "squeeze", "expand", "expand_as", "narrow", "select", "unfold", "movedim", "contiguous",
-                 "split", "chunk", "unbind", "diagonal", "as_strided", "detach"}
-_VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
-                   torch.unsqueeze, torch.narrow, torch.select, torch.movedim, torch.split, torch.chunk, torch.unbind,
-                   torch.diagonal, torch.detach}
+_VIEW_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "swapaxes",
+                 "swapdims", "permute", "t", "unsqueeze", "squeeze", "expand", "expand_as", "narrow", "select",
+                 "unfold", "movedim", "moveaxis", "contiguous", "split", "tensor_split", "hsplit", "vsplit", "dsplit",
+                 "chunk", "unbind", "diagonal", "as_strided", "detach", "view_as_real", "view_as_complex", "real",
+                 "imag", "__getitem__"}
+_VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.unflatten, torch.reshape, torch.transpose, torch.swapaxes,
+                   torch.swapdims, torch.t, torch.permute, torch.squeeze, torch.unsqueeze, torch.narrow, torch.select,
+                   torch.movedim, torch.moveaxis, torch.split, torch.tensor_split, torch.hsplit, torch.vsplit,
+                   torch.dsplit, torch.chunk, torch.unbind, torch.diagonal, torch.detach, torch.as_strided,
+                   torch.view_as_real, torch.view_as_complex, torch.real, torch.imag}
+_VIEW_ATTRIBUTES = {"T", "mT", "H", "mH", "data", "real", "imag"}  # x.T is traced as getattr(x, "T")
+# modules whose output is a tuple of separate tensors: taking an element of it takes no view
+_TUPLE_MODULES = (nn.RNNBase, nn.MultiheadAttention)
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}  # read no value of the tensor
 _SHAPE_ATTRIBUTES = {"shape", "dtype", "device", "ndim", "is_cuda", "layout"}
 _INPLACE_FUNCTIONS = {fn for fn, (label, _) in _FUNCTIONS.items() if label.endswith("_")}
@@ -183,7 +190,7 @@ def _hardtanh_bounds(node: fx.Node, label: str) -> tuple[float, float] | None:
     return None
 
 
-def _function_site(node: fx.Node, taken: set[str], hidden: bool) -> _Site | None:
+def _function_site(node: fx.Node, taken: set[str], hidden: bool, modules: dict[str, nn.Module]) -> _Site | None:
     if node.op == "call_function" and node.target in _FUNCTIONS:
         label, kind = _FUNCTIONS[node.target]
         inplace = node.target in _INPLACE_FUNCTIONS or node.kwargs.get("inplace") is True
@@ -200,16 +207,26 @@ def _function_site(node: fx.Node, taken: set[str], hidden: bool) -> _Site | None
     source = _input_node(node)
     if not isinstance(source, fx.Node):
         site.problem = "its input is not a traced tensor"
-    elif inplace and _read_elsewhere(source, node):
+    elif inplace and _read_elsewhere(source, node, modules):
         site.problem = IN_PLACE_SHARED
     if kind == "hardtanh":
         site.bounds = _hardtanh_bounds(node, label)
     return site
 
 
-def _is_view(node: fx.Node) -> bool:
-    return (node.op == "call_method" and node.target in _VIEW_METHODS
-            or node.op == "call_function" and node.target in _VIEW_FUNCTIONS)
+def _is_view(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` may return memory shared with its first argument."""
+    if node.op == "call_method":
+        return node.target in _VIEW_METHODS
+    if node.op != "call_function":
+        return False
+    if node.target is getattr:
+        return len(node.args) > 1 and node.args[1] in _VIEW_ATTRIBUTES
+    source = node.args[0] if node.args else None
+    if node.target is operator.getitem and isinstance(source, fx.Node) and source.op == "call_module" \
+            and isinstance(modules.get(source.target), _TUPLE_MODULES):
+        return False  # an element of an LSTM's or an attention's output tuple
+    return node.target in _VIEW_FUNCTIONS
 
 
 def _reads_shape_only(node: fx.Node) -> bool:
@@ -218,17 +235,17 @@ def _reads_shape_only(node: fx.Node) -> bool:
             and node.args[1] in _SHAPE_ATTRIBUTES)
 
 
-def _read_elsewhere(source: fx.Node, writer: fx.Node) -> bool:
+def _read_elsewhere(source: fx.Node, writer: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether any node but ``writer`` (an in-place call on ``source``) reads the values of the
     memory it writes: ``source``, the tensor it is a view of, or any other view of that tensor
     (a shape read does not count)."""
     root = source
-    while _is_view(root) and isinstance(root.args[0] if root.args else None, fx.Node):
+    while _is_view(root, modules) and isinstance(root.args[0] if root.args else None, fx.Node):
         root = root.args[0]
     aliases, stack = {root}, [root]
     while stack:  # every view of the root, however deep
         for user in stack.pop().users:
-            if user not in aliases and _is_view(user):
+            if user not in aliases and _is_view(user, modules):
                 aliases.add(user)
                 stack.append(user)
     return any(user is not writer and user not in aliases and not _reads_shape_only(user)
@@ -350,12 +367,12 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
             elif node in output_side:
                 site.hidden = False
             source = _input_node(node)
-            if getattr(m, "inplace", False) and isinstance(source, fx.Node) and _read_elsewhere(source, node):
+            if getattr(m, "inplace", False) and isinstance(source, fx.Node) and _read_elsewhere(source, node, modules):
                 site.problem = IN_PLACE_SHARED  # its replacement is not in place: the other user would change
         elif node.op in ("call_function", "call_method"):
             ops.append(node.target if isinstance(node.target, str) else
                        getattr(node.target, "__name__", str(node.target)))
-            site = _function_site(node, taken, node not in output_side)
+            site = _function_site(node, taken, node not in output_side, modules)
             if site is not None:
                 sites[site.name] = site
     return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)))
