@@ -420,7 +420,9 @@ def test_train_and_study_refuse_what_cannot_be_classified_or_named(tmp_path, cap
             (["study", "--dataset", "celeba", "--out", str(tmp_path / "study")], "study",
              "celeba has 1 class: the study compares classifiers"),
             (["study", *TINY_STUDY, "--pbit-neurons", "pbit,pbit", "--out", str(tmp_path / "study")], "study",
-             "expected 'pbit', optionally with 'pbit-unipolar', each once")):
+             "expected 'pbit', optionally with 'pbit-unipolar', each once"),
+            (["study", *TINY_STUDY, "--model", "vae", "--out", str(tmp_path / "study")], "study",
+             "the model 'vae' is a generator; the study compares classifiers")):
         assert main(argv) == 2, argv
         assert said in one_line_error(capsys, command)
     for command in (["train", *TINY], ["study", *TINY_STUDY], ["demo"], ["reproduce"]):

@@ -15,7 +15,7 @@ from ..checks import positive_int
 from ..data import describe
 from ..errors import UsageError
 from ..io import pyplot, save_figure, write_text, writer_lock
-from ..models import ModelConfig
+from ..models import ModelConfig, is_generator
 from ..plots import plot_accuracy_vs_samples
 from ..runs import CONFIG, read_json, write_json
 from ..train import TrainConfig, check_same_run, run_config
@@ -95,7 +95,9 @@ def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
             positive_int(name.replace("_", "-"), value, "an integer >= 1")
     positive_int("repeats", spec.repeats)
     for name, (_, samples) in spec.runs().items():  # a bad beta, bit width or schedule fails here, not hours in
-        models[name].build()
+        if is_generator(models[name].build()):
+            raise UsageError(f"the model {spec.model!r} is a generator; the study compares classifiers' accuracy "
+                             "(generators are measured by FID: docs/generation.md)")
         train_config(spec, samples).validate()
     return models
 
