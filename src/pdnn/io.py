@@ -71,6 +71,13 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
+def folder_mode() -> int:
+    """The permissions a new folder gets under the current umask: a file's, searchable where
+    readable (``mkdtemp`` makes its folders 0700, hidden from the user's group)."""
+    mode = file_mode()
+    return mode | (mode & 0o444) >> 2
+
+
 def _writer_head(path: Path) -> str:
     """``.<name>.<host>.``, both cut short so that a temporary name stays within the 255
     characters a file name may have, whatever the destination's length."""
@@ -218,8 +225,7 @@ def staging_folder(path: Path | str):
     with _named_os_errors(path):
         staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp"))
     try:
-        mode = file_mode()  # mkdtemp's 0700 would hide a folder moved into place from the user's group
-        os.chmod(staging, mode | (mode & 0o444) >> 2)  # searchable where readable
+        os.chmod(staging, folder_mode())
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)

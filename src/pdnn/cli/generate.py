@@ -1,14 +1,13 @@
 """``pdnn generate``: images from a generator run, each the mean of T decoder samples."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
-from ..io import LOCK, atomic_write, remove_orphans, signals_held, staging_folder, writer_lock
+from ..io import LOCK, remove_orphans, signals_held, staging_folder, writer_lock
 from ..runs import load_model
 from .common import add_device_option, named_path
 
@@ -31,14 +30,11 @@ def add_parser(sub) -> None:
 
 
 def write_png(path: Path, image) -> None:
-    """uint8 ``[C, H, W]`` -> PNG at ``path``, atomically."""
+    """uint8 ``[C, H, W]`` -> PNG at ``path`` (in the staging folder, which is moved in whole)."""
     from PIL import Image
 
     array = image.permute(1, 2, 0).numpy()
-    picture = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path, format="PNG")
 
 
 def run(args) -> int:

@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..io import file_mode, remove_orphans, temporary_prefix, write_json
+from ..io import folder_mode, remove_orphans, temporary_prefix, write_json
 from .idx import DataError
 
 FORMAT = 3  # bump when what an entry holds changes; entries of another format are rebuilt
@@ -218,8 +218,7 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
     else:
         try:
             _build(staging, build)
-            mode = file_mode()  # mkdtemp's 0700 would hide a shared cache from the user's group
-            os.chmod(staging, mode | (mode & 0o444) >> 2)  # searchable where readable
+            os.chmod(staging, folder_mode())  # a shared cache, readable by the user's group
             _publish(staging, path)
             problem = None
         except OSError as err:  # the cache's disk filled up as the entry was written; any other error is raised
