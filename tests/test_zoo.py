@@ -818,6 +818,48 @@ def test_a_changed_attribute_reaches_the_next_call():
         assert torch.equal(sampled(x), reference(x))
 
 
+class _Scaled(nn.Module):
+    """Divides its p-bits by a temperature it keeps as a plain attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.act, self.temperature = nn.Linear(16, 16), PBit(), 1.0
+
+    def forward(self, h):
+        return self.act(self.fc(h)) / self.temperature
+
+
+class _Holds(nn.Module):
+    """A user's network around :class:`_Scaled`, so that the block can be replaced on a live sampler."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.block, self.fc2 = nn.Linear(12, 16), _Scaled(), nn.Linear(16, 3, bias=False)
+
+    def forward(self, x):
+        return self.fc2(self.block(self.fc1(x)))
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "replaced"])
+def test_a_changed_attribute_reaches_a_copy_and_a_replaced_submodule(how, aggregate):
+    """A copy watches its own modules' attributes, and a graph made for a replaced submodule
+    watches the new one's: a changed temperature is not left fixed in either."""
+    torch.manual_seed(0)
+    x = torch.randn(B, 12)
+    sampled = SampledModel(_Holds().eval(), T, reduce="none", aggregate=aggregate, seed=0)
+    sampled(x)
+    if how == "replaced":
+        sampled.model.block = _Scaled().eval()
+    else:
+        sampled = copy.deepcopy(sampled) if how == "deepcopy" else pickle.loads(pickle.dumps(sampled))
+    sampled(x)
+    sampled.model.block.temperature = 100.0
+    reference = SampledModel(copy.deepcopy(sampled.model), T, reduce="none", aggregate=aggregate, seed=0)
+    reference.generator(x.device).set_state(sampled.generator(x.device).get_state())
+    assert torch.equal(sampled(x), reference(x))
+
+
 def test_attributes_a_forward_sets_are_left_as_a_forward_leaves_them():
     class Keeps(TwoLayers):
         def forward(self, x):

@@ -456,7 +456,7 @@ class SampledModel(nn.Module):
         self.stopping = StoppingRule(max_samples, error, rule, checkpoints, prior_samples)
         self.last_samples: torch.Tensor | None = None
         self._generators: dict[str, torch.Generator] = {}
-        self._graphs: dict[int, nn.Module] = {}  # layer aggregation, by T
+        self._graphs: dict[tuple, nn.Module] = {}  # layer aggregation, by T and the modules it calls
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
@@ -605,7 +605,7 @@ class SampledModel(nn.Module):
     def _dispatch(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
         self._forget_if_changed()
         if self.aggregate == "layer":
-            return self._layer(x, args, kwargs, samples)
+            return self._layer(x, args, kwargs, samples, modules)
         return self._network(x, args, kwargs, samples, modules)
 
     @_eager_under_compile
@@ -649,10 +649,13 @@ class SampledModel(nn.Module):
             self._watched, self._fixed = [], ()
 
     def _watch(self) -> None:
-        """Note, as a graph is made, where it fixes values and what they are."""
-        if not self._watched:
-            self._watched = fixed_by_trace(list(self.model.modules()))
-            self._fixed = _current(self._watched)
+        """Note, as a graph is made, where it fixes values and what they are: the places of
+        modules new since the last graph are added (a replaced submodule). The values already
+        noted are the current ones, as every caller has just run :meth:`_forget_if_changed`."""
+        known = {(id(place), name) for place, name in self._watched}
+        self._watched += [(place, name) for place, name in fixed_by_trace(list(self.model.modules()))
+                          if (id(place), name) not in known]
+        self._fixed = _current(self._watched)
 
     def plan(self, x: torch.Tensor, *args, **kwargs) -> str:
         """How calls like ``self(x, *args, **kwargs)`` run T > 1 samples with network aggregation:
@@ -688,15 +691,16 @@ class SampledModel(nn.Module):
         out = self._folded(self._runs[key, samples], x, args, kwargs, samples, samples)
         return _unfolded(out, samples, x.shape[0])
 
-    def _layer(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int):
-        if samples not in self._graphs:
+    def _layer(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
+        key = samples, tuple(map(id, modules))  # a graph calls the modules it was built with
+        if key not in self._graphs:
             try:
-                self._graphs[samples] = build_sampled_graph(self.model, samples, "layer")
+                self._graphs[key] = build_sampled_graph(self.model, samples, "layer")
                 self._watch()
             except Exception as err:  # fx raises many types for untraceable code
                 raise TypeError(
                     f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {err}") from err
-        return _unfolded(self._folded(self._graphs[samples], x, args, kwargs, samples, 1), 1, x.shape[0])
+        return _unfolded(self._folded(self._graphs[key], x, args, kwargs, samples, 1), 1, x.shape[0])
 
     def _folded(self, run: Callable, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, per_sample: int):
         """``run(x, *args, **kwargs)``, its errors told in terms of the folded rows."""
@@ -777,8 +781,9 @@ class SampledModel(nn.Module):
                     raise
 
     def __getstate__(self):
-        """Copies and pickles leave the traced passes behind: they call this model's modules."""
-        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_runs": {}, "_stacks": {}}
+        """Copies and pickles leave the traced passes behind: they call this model's modules, and
+        the places of the values they fixed are this model's (a copy traces and notes its own)."""
+        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_runs": {}, "_stacks": {}, "_watched": [], "_fixed": ()}
 
     def extra_repr(self) -> str:
         packed = ", pack_weights=True" if self.pack_weights else ""
