@@ -47,6 +47,17 @@ def test_one_dimension_is_the_wasserstein_distance():
     assert frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4 + 1)
 
 
+def test_one_feature_from_samples_is_the_wasserstein_distance():
+    """Features of one dimension (a width-1 penultimate layer): (m1 - m2)^2 + (s1 - s2)^2 with
+    the samples' unbiased standard deviations (np.cov gave a scalar, which the distance refused)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.0, 2.0, (500, 1)), rng.normal(3.0, 0.5, (500, 1))
+    mean, cov = feature_statistics(a)
+    assert mean.shape == (1,) and cov.shape == (1, 1)
+    truth = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
+    assert fid_from_features(a, b) == pytest.approx(truth, rel=1e-9)
+
+
 @pytest.mark.parametrize("d,rank,eps", [(10, 10, 0.0), (32, 32, 0.0), (20, 5, 1e-9), (20, 19, 1e-12),
                                         (40, 40, 1e-6)])
 def test_agrees_with_scipy_sqrtm_on_random_covariances(d, rank, eps):

@@ -67,7 +67,7 @@ def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray,
                          f"--n must be at least {min_images(d)}")
     if not np.isfinite(f).all():
         raise UsageError("features hold NaN or infinite values")
-    return f.mean(0), np.cov(f, rowvar=False)
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))  # [1, 1] for one feature, not a scalar
 
 
 def fid_from_features(a, b) -> float:
