@@ -210,6 +210,23 @@ def test_bad_options_are_named():
         SampledModel(nn.Identity(), aggregate="chip")
 
 
+def test_options_set_on_a_live_sampler_are_checked_as_the_constructor_checks_them():
+    """reduce and aggregate are run-time knobs like T: a misspelt one was returning the raw
+    samples (reduce) or network aggregation (aggregate), and a mean under samples="auto"."""
+    live, auto = SampledModel(nn.Identity(), samples=2), SampledModel(nn.Identity(), samples="auto")
+    with pytest.raises(ValueError, match="unknown reduce 'votes'"):
+        live.reduce = "votes"
+    with pytest.raises(ValueError, match="unknown aggregate 'layers'"):
+        live.aggregate = "layers"
+    with pytest.raises(ValueError, match='samples="auto" needs reduce="mean" and aggregate="network", got .vote.'):
+        auto.reduce = "vote"
+    with pytest.raises(ValueError, match='samples="auto" needs .* got .mean., .layer.'):
+        auto.aggregate = "layer"
+    assert (live.reduce, live.aggregate, auto.reduce, auto.aggregate) == ("mean", "network") * 2
+    live.reduce, live.aggregate = "vote", "layer"
+    assert (live.reduce, live.aggregate) == ("vote", "layer")
+
+
 @pytest.mark.parametrize("bad", ["1", 1.0, True, 2**64, -(2**63) - 1])
 def test_a_seed_torch_cannot_take_is_named_where_it_is_given(bad):
     with pytest.raises(ValueError, match=r"seed must be an integer in \[-2\*\*63, 2\*\*64\), got"):

@@ -446,9 +446,8 @@ class SampledModel(nn.Module):
         super().__init__()
         self.pack_weights = bool(pack_weights)
         self.max_rows = None if max_rows is None else positive_int("max_rows", max_rows, "an integer >= 1 or None")
-        one_of("reduce", reduce, REDUCTIONS)
-        one_of("aggregate", aggregate, AGGREGATIONS)
         self.model = model
+        self._samples, self._reduce, self._aggregate = 1, "mean", "network"  # each setter checks the three
         self.reduce = reduce
         self.aggregate = aggregate
         self.samples = samples
@@ -469,10 +468,34 @@ class SampledModel(nn.Module):
 
     @samples.setter
     def samples(self, value: int | str) -> None:
-        if isinstance(value, str) and value == "auto" and (self.reduce, self.aggregate) != ("mean", "network"):
-            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", '
-                             f'got {self.reduce!r}, {self.aggregate!r}')
-        self._samples = value if isinstance(value, str) and value == "auto" else check_samples(value)
+        auto = isinstance(value, str) and value == "auto"
+        self._check_auto(auto, self.reduce, self.aggregate)
+        self._samples = "auto" if auto else check_samples(value)
+
+    @property
+    def reduce(self) -> str:
+        return self._reduce
+
+    @reduce.setter
+    def reduce(self, value: str) -> None:  # checked when set, as T is: a run-time knob
+        one_of("reduce", value, REDUCTIONS)
+        self._check_auto(self.samples == "auto", value, self.aggregate)
+        self._reduce = value
+
+    @property
+    def aggregate(self) -> str:
+        return self._aggregate
+
+    @aggregate.setter
+    def aggregate(self, value: str) -> None:
+        one_of("aggregate", value, AGGREGATIONS)
+        self._check_auto(self.samples == "auto", self.reduce, value)
+        self._aggregate = value
+
+    @staticmethod
+    def _check_auto(auto: bool, reduce: str, aggregate: str) -> None:
+        if auto and (reduce, aggregate) != ("mean", "network"):
+            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
         """The seeded generator for ``device`` (created on first use), or ``None`` if unseeded."""
