@@ -122,6 +122,24 @@ def test_quantizers_have_exactly_2_to_the_k_levels(bits):
     assert len(unipolar) == 2**bits and unipolar.min() == 0 and unipolar.max() == 1
 
 
+@pytest.mark.parametrize("bits", [0, -1, 9, 2.5, True, "2"])
+def test_a_bit_width_the_quantizers_do_not_have_is_named(bits):
+    """The functions refuse what Quantize refuses: 0 bits had given every value +1, 2.5 bits
+    levels that are not 2**k, True one bit."""
+    x = torch.linspace(-2, 2, 5)
+    for quantize in (lambda: F.quantized_activation(x, bits), lambda: F.quantize_levels(x, bits)):
+        with pytest.raises(ValueError, match=rf"bits must be an integer 1\.\.8, got {bits!r}"):
+            quantize()
+
+
+@pytest.mark.parametrize("beta", [-1.0, 0.0, float("nan")])
+def test_a_temperature_a_pbit_refuses_is_refused_by_its_mean_and_quantiser(beta):
+    x = torch.linspace(-2, 2, 5)
+    for call in (lambda: F.mean_activation(x, "bipolar", beta), lambda: F.quantized_activation(x, 2, beta)):
+        with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+            call()
+
+
 def test_quantizer_ste_is_the_derivative_of_tanh():
     x = torch.linspace(-2, 2, 21, requires_grad=True)
     (grad,) = torch.autograd.grad(F.quantized_activation(x, 2).sum(), x)

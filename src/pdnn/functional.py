@@ -38,6 +38,7 @@ from .checks import one_of, positive_int
 from .errors import UsageError
 
 MODES = ("bipolar", "unipolar")
+MAX_BITS = 8  # the widest k-bit activation or weight
 STES = ("mean", "identity", "clipped")
 
 
@@ -62,9 +63,19 @@ def check_beta(beta: float) -> float:
     return value
 
 
+def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
+    """Validate a bit width: 1..8, or also 32 (float) when ``allow_float``."""
+    ok = isinstance(bits, int) and not isinstance(bits, bool)
+    if ok and (1 <= bits <= MAX_BITS or (allow_float and bits == 32)):
+        return bits
+    expected = f"an integer 1..{MAX_BITS}" + (" or 32 (float)" if allow_float else "")
+    raise UsageError(f"{what} must be {expected}, got {bits!r}")
+
+
 def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -> torch.Tensor:
     """The expectation of a p-bit: ``tanh(beta*x)`` (bipolar) or ``sigmoid(beta*x)`` (unipolar)."""
     one_of("mode", mode, MODES)
+    beta = check_beta(beta)
     return torch.tanh(beta * x) if mode == "bipolar" else torch.sigmoid(beta * x)
 
 
@@ -349,7 +360,7 @@ def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
     are exactly antisymmetric, a tiny t keeps its sign, and a tie (0 for one bit) goes up, as
     ``sign`` with ``sign(0) = +1``.
     """
-    steps = 2**bits - 1
+    steps = 2 ** check_bits(bits, "bits") - 1
     t = torch.clamp(t, -1.0, 1.0)
     return torch.clamp((2.0 * torch.floor(t * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0)
 

@@ -10,17 +10,7 @@ from torch.nn import functional as torch_F
 from .. import functional as F
 from ..checks import one_of
 from ..errors import UsageError
-
-MAX_BITS = 8
-
-
-def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
-    """Validate a bit width: 1..8, or also 32 (float) when ``allow_float``."""
-    ok = isinstance(bits, int) and not isinstance(bits, bool)
-    if ok and (1 <= bits <= MAX_BITS or (allow_float and bits == 32)):
-        return bits
-    expected = f"an integer 1..{MAX_BITS}" + (" or 32 (float)" if allow_float else "")
-    raise UsageError(f"{what} must be {expected}, got {bits!r}")
+from ..functional import check_bits
 
 
 class Quantize(nn.Module):
