@@ -129,6 +129,41 @@ def test_functional_activations_are_found_and_rewritten():
     assert sum(isinstance(m, GaussianNoise) for m in gaussian.modules()) == 5
 
 
+class _WithExtras(nn.Module):
+    """tanh called as a function, a frozen batch norm, and state forward never reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.bn, self.head = nn.Linear(4, 16), nn.BatchNorm1d(16), nn.Linear(16, 3)
+        self.aux = nn.Sequential(nn.Linear(16, 5))  # used only by another method
+        self.register_buffer("prior", torch.ones(3) / 3)
+        self.register_buffer("scratch", torch.zeros(2), persistent=False)
+        self.extra = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.bn(self.body(x))))
+
+
+@pytest.mark.parametrize("method", ["pbit", "gaussian"])
+def test_a_rewritten_model_keeps_every_module_its_state_and_each_module_s_mode(method):
+    """fx copies only what forward reads, under new parents, and train() set every module's
+    mode: a frozen batch norm came back training (and a forward overwrote its statistics), and
+    an unused head and buffers were lost, so the model's state_dict did not load."""
+    model = _WithExtras().train()
+    model.bn.eval()
+    with torch.no_grad():
+        model.bn.running_mean.fill_(0.5)
+    converted = to_sampled(model, method)
+    assert converted.training and not converted.bn.training and converted.aux.training
+    assert {n for n, _ in model.named_modules()} < {n for n, _ in converted.named_modules()}
+    assert set(converted.state_dict()) == set(model.state_dict())
+    assert converted.load_state_dict(model.state_dict()) is not None
+    assert "scratch" in dict(converted.named_buffers()) and "scratch" not in converted.state_dict()
+    converted(torch.randn(8, 4))
+    assert torch.equal(converted.bn.running_mean, torch.full((16,), 0.5))
+    assert all(p is not q for p, q in zip(model.parameters(), converted.parameters()))  # a copy, as ever
+
+
 def test_rewritten_functional_model_under_sampling_approaches_its_mean():
     class TanhNet(nn.Module):
         def __init__(self):

@@ -321,12 +321,13 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
 def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], method: str,
                        values: dict[str, float], class_name: str) -> fx.GraphModule:
     gm = fx.GraphModule(model, graph, class_name=class_name)
+    _keep_everything(gm, model)
     for site in sites:
         node = site.node
         target = site.name  # a p-bit takes the activation's place; noise is inserted before it
         while method != "pbit" and (target == site.name or hasattr(gm, target)):
             target = f"{target}_noise"
-        gm.add_submodule(target, _replacement(method, site, values[site.name]))
+        gm.add_submodule(target, _replacement(method, site, values[site.name]).train(model.training))
         source = _input_node(node)
         if method == "pbit":
             with gm.graph.inserting_before(node):
@@ -342,8 +343,21 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
                 node.kwargs = {k: (noisy if v is source else v) for k, v in node.kwargs.items()}
     gm.graph.lint()
     gm.recompile()
-    gm.train(model.training)
+    gm.training = model.training  # its own flag only: each module keeps its mode (a frozen batch norm stays frozen)
     return gm
+
+
+def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:
+    """Give ``gm`` the modules, parameters and buffers of ``model`` (a copy made for it) itself.
+    fx copies only what the graph reads, under new empty parent modules: an auxiliary head or a
+    buffer forward does not read would be lost, and ``state_dict`` would no longer load. The
+    graph calls the same leaf modules through the original parents."""
+    for name, child in model.named_children():
+        setattr(gm, name, child)
+    for name, parameter in model.named_parameters(recurse=False):
+        gm.register_parameter(name, parameter)
+    for name, buffer in model.named_buffers(recurse=False):
+        gm.register_buffer(name, buffer, persistent=name not in model._non_persistent_buffers_set)
 
 
 def _check_bn_stats(bn_stats) -> dict[str, dict[str, torch.Tensor]]:
