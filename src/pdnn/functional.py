@@ -144,7 +144,9 @@ class _PBitFunction(torch.autograd.Function):
     the kernel. There ``repeats > 1`` stands for ``x`` repeated along its first dimension: the
     kernel draws the copies' bits from ``x`` itself, ``p`` is computed and kept once, and the
     backward pass sums the copies' gradients in order, as autograd sums them for a repeated
-    input (so they are bit for bit those of the copy). The draw is an input, not part of the
+    input (so they are those of the copy, summed alike; the slope, computed on ``x`` and not on
+    the copy, can differ in the last bit where torch's vectorised tanh or sigmoid rounds the tail
+    of a longer tensor differently). The draw is an input, not part of the
     function, and the function is written in the ``setup_context`` form: ``torch.func``
     transforms (``grad``, ``jacrev``, ``vmap``) then apply, and ``vmap`` batches the draw by its
     ``randomness`` argument like any torch draw.
@@ -296,9 +298,9 @@ def pbit(
         ste: surrogate for the backward pass: ``"mean"``, ``"identity"`` or ``"clipped"``.
         repeats: draw for ``x`` repeated this many times along its first dimension,
             ``torch.cat([x] * repeats)``, as :class:`pdnn.SampledModel` folds T samples of a
-            shared tensor into the batch: the bits (and the gradients) are those of
-            ``pbit(torch.cat([x] * repeats))`` for the same generator, and on the CPU the copy is
-            never made.
+            shared tensor into the batch: the bits are those of ``pbit(torch.cat([x] * repeats))``
+            for the same generator, and the gradients too, to the last bit of the slope (see
+            above); on the CPU the copy is never made.
 
     Returns:
         A tensor of the shape and dtype of ``x`` (its first dimension times ``repeats``) holding
