@@ -7,7 +7,8 @@ few XOR gates per bit:
 * ``per-neuron``: every neuron owns a generator with its own seed and reads the low ``b_u``
   bits of its state;
 * ``shared``: one generator per layer; bit ``m`` of neuron ``i``'s random number is the XOR of
-  three taps of the shared state (a fixed, distinct triple per ``(i, m)``), so a neuron costs
+  three taps of the shared state (a fixed, distinct triple per ``(i, m)``, a neuron's triples
+  linearly independent: see :func:`tap_triples`), so a neuron costs
   ``b_u`` three-input XORs instead of a generator.
 
 A generator's state advances once per sample; sample ``g`` (counted from reset over all the
@@ -50,19 +51,38 @@ def seeds(layer: int, count: int, base: int = 0x2545F491) -> np.ndarray:
 
 
 def tap_triples(layer: int, neurons: int, bits: int) -> np.ndarray:
-    """``[neurons, bits, 3]`` distinct triples of state-bit positions (0..31) for the shared RNG."""
+    """``[neurons, bits, 3]`` triples of state-bit positions (0..31) for the shared RNG: distinct
+    across the layer (while untried ones remain), and each neuron's ``bits`` triples linearly
+    independent over GF(2). A dependent triple makes one XOR of the neuron's bits always 0: its
+    random number then takes half of its 2**bits values, and its firing probability misses the
+    2**-bits bound. (Independent ones take every value equally often, up to the one state
+    xorshift32 never visits.) A triple is drawn again only when it would break either rule."""
     rng = np.random.default_rng(0x5EED + 104729 * layer)
     chosen: set[tuple[int, ...]] = set()
     out = np.zeros((neurons, bits, TAPS), dtype=np.int64)
     for i in range(neurons):
+        span: dict[int, int] = {}  # a basis of the neuron's taps so far, by leading bit
         for m in range(bits):
-            while True:
+            for attempt in range(10_000):
                 triple = tuple(sorted(rng.choice(32, size=TAPS, replace=False).tolist()))
-                if triple not in chosen or len(chosen) >= 4960:  # C(32, 3) triples exist
+                fresh = triple not in chosen or len(chosen) >= 4960 or attempt >= 1000  # C(32, 3) = 4960
+                if fresh and _extends(span, sum(1 << t for t in triple)):
                     break
             chosen.add(triple)
             out[i, m] = triple
     return out
+
+
+def _extends(span: dict[int, int], mask: int) -> bool:
+    """Whether ``mask`` lies outside the GF(2) span of ``span`` (a basis keyed by leading bit); if
+    so, it is added. Any ``bits`` <= 31 independent triples exist, so the search ends."""
+    while mask:
+        top = mask.bit_length() - 1
+        if top not in span:
+            span[top] = mask
+            return True
+        mask ^= span[top]
+    return False
 
 
 def states(seed: np.ndarray, start: int, count: int) -> np.ndarray:
