@@ -1,9 +1,11 @@
 """The fixed-point p-DNN, its generators and its RTL (Amaranth simulator), on small layers."""
 from __future__ import annotations
 
+import gc
 import json
 import math
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -185,6 +187,8 @@ def test_memory_files_round_trip_and_reject_corruption(tmp_path):
     (lambda layers: [{**layers[0], "thresholds": None}, *layers[1:]], "layer 0 lacks thresholds"),
     (lambda layers: [*layers[:-1], {**layers[-1], "n_in": layers[-2]["n_out"]}], "plus the bias row"),
     (lambda layers: [layers[0], {**layers[1], "n_in": 0}, *layers[2:]], "layer 1 n_in"),
+    (lambda layers: [{**layers[0], "accumulator_bits": 30}, *layers[1:]],
+     "layer 0 states accumulator_bits 30; the core computes it with"),
 ])
 def test_an_export_the_core_cannot_be_built_from_is_named(tmp_path, edit, message):
     fixed.save(small_net(), tmp_path)
@@ -192,6 +196,34 @@ def test_an_export_the_core_cannot_be_built_from_is_named(tmp_path, edit, messag
     (tmp_path / fixed.SPEC).write_text(json.dumps({**spec, "layers": edit(spec["layers"])}))
     with pytest.raises(UsageError, match=message):
         fixed.load(tmp_path)
+
+
+def test_thresholds_stated_wider_than_the_core_s_are_refused(tmp_path):
+    """The tables are parsed at the width spec.json states; the core's ROMs hold its own width,
+    and truncated every threshold (every image's totals differed)."""
+    net = small_net()
+    fixed.save(net, tmp_path)
+    spec = json.loads((tmp_path / fixed.SPEC).read_text())
+    spec["layers"][0]["threshold_bits"] = net.threshold_bits(0) + 10
+    path = tmp_path / spec["layers"][0]["thresholds"]
+    path.write_text(fixed._hex_lines(net.layers[0].thresholds * 1000, net.threshold_bits(0) + 10))
+    (tmp_path / fixed.SPEC).write_text(json.dumps(spec))
+    with pytest.raises(UsageError, match=rf"layer 0 states threshold_bits {net.threshold_bits(0) + 10}; "
+                                         rf"the core computes it with {net.threshold_bits(0)}"):
+        fixed.load(tmp_path)
+
+
+def test_one_class_is_refused_by_the_export_and_the_core(tmp_path):
+    """The decision port of one class has no bits: Icarus left it undriven ('z', a traceback)."""
+    net = small_net(sizes=(12, 6, 5, 1))
+    with pytest.raises(UsageError, match="the output layer has n_out 1; the core decides among at least two"):
+        fixed.save(net, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+    with warnings.catch_warnings():  # the refused core is an elaboratable never elaborated
+        warnings.simplefilter("ignore")
+        with pytest.raises(UsageError, match="at least two classes; the output layer has 1"):
+            rtl.Core(net)
+        gc.collect()
 
 
 def test_reference_rejects_bad_input():

@@ -54,6 +54,19 @@ def test_a_k_bit_run_is_exported_from_the_weights_it_computes_with():
     assert all(np.unique(row).size <= 2 for layer in net.layers[:-1] for row in layer.weights)
 
 
+def test_an_output_layer_without_weights_keeps_its_biases():
+    """With all output weights zero the biases decide; their scale came from the weights (1.0
+    then), and biases below 0.5 rounded to 0: the core decided class 0, the model class 1."""
+    model = random_mlp()
+    with torch.no_grad():
+        model[-1].weight.zero_()
+        model[-1].bias.copy_(torch.linspace(-0.2, 0.4, model[-1].bias.numel()).flip(0))
+    net = export.to_fixed(model, CONFIG, 0.3, 0.25, weight_bits=8, random_bits=8)
+    biases = net.layers[-1].weights[:, -1]
+    assert not net.layers[-1].weights[:, :-1].any() and np.argmax(biases) == 0 and len(set(biases.tolist())) > 1
+    assert net.meta["output_bias_clipped"] == 0 and biases.max() == 127
+
+
 @pytest.mark.parametrize("neuron, named", [("tanh", "Tanh"), ("pbit-unipolar", "PBit(unipolar)")])
 def test_unsupported_neurons_are_named_with_what_is_supported(neuron, named):
     pattern = re.escape(f"the datapath has no {named} neuron; it supports pbit (bipolar p-bits)")

@@ -90,6 +90,8 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
         scales.append(s)
     w3, b3 = _np(computed_weight(out)), _np(out.bias) if out.bias is not None else np.zeros(out.weight.shape[0])
     wq, s = fixed.quantise_rows(w3, weight_bits)
+    if not np.any(w3):  # no weight to set the scale: the biases set it (at 1.0 they rounded to 0)
+        s = fixed.quantise_rows(b3, weight_bits)[1]
     limit = 2 ** (weight_bits - 1) - 1
     bq = np.round(b3 / s)
     clipped = int(np.sum(np.abs(bq) > limit))

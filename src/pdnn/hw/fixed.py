@@ -148,8 +148,9 @@ def save(net: FixedNet, folder: Path | str) -> list[Path]:
     export's files (those its ``spec.json`` names; no other file is touched): an interruption
     while they are written leaves the earlier export whole."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     spec = net.describe()
+    _check_structure(folder / SPEC, spec["layers"])  # what load would refuse is never written
+    folder.mkdir(parents=True, exist_ok=True)
     memories = {}
     for layer, desc in zip(net.layers, spec["layers"]):
         memories[desc["weights"]] = (layer.weights, net.weight_bits)
@@ -214,8 +215,14 @@ def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
                 raise UsageError(f"{tp} has {t.size} words; expected {desc['n_out']} x {2 ** spec['random_bits']}")
             t = t.reshape(desc["n_out"], -1)
         layers.append(Layer(w.reshape(desc["n_out"], desc["n_in"]), t, desc["kind"]))
-    return FixedNet(layers, spec["input_bits"], spec["weight_bits"], spec["random_bits"],
-                    spec["max_samples"], spec["rng"], spec.get("meta", {}))
+    net = FixedNet(layers, spec["input_bits"], spec["weight_bits"], spec["random_bits"],
+                   spec["max_samples"], spec["rng"], spec.get("meta", {}))
+    for k, (desc, stated) in enumerate(zip(net.describe()["layers"], spec["layers"])):
+        for key in ("accumulator_bits", "threshold_bits"):  # the core is built at its own widths
+            if stated[key] != desc[key]:
+                raise UsageError(f"{path}: layer {k} states {key} {stated[key]!r}; the core computes it with "
+                                 f"{desc[key]} (from the layer's size and the bit widths): the tables would not fit")
+    return net
 
 
 def _check_structure(path: Path, layers) -> None:
@@ -234,6 +241,9 @@ def _check_structure(path: Path, layers) -> None:
                              "hidden layer and not on the output layer")
         for key in ("n_in", "n_out"):
             positive_int(f"layer {k} {key} in {path}", desc[key])
+        if last and desc["n_out"] < 2:
+            raise UsageError(f"{path}: the output layer has n_out {desc['n_out']}; the core decides among at least "
+                             "two classes")
         if k and desc["n_in"] != layers[k - 1]["n_out"] + last:
             raise UsageError(f"{path}: layer {k} has n_in {desc['n_in']}; expected {layers[k - 1]['n_out'] + last}, "
                              f"the n_out of layer {k - 1}" + (" plus the bias row" if last else ""))

@@ -9,7 +9,6 @@ from torch.nn import functional as torch_F
 
 from .. import functional as F
 from ..checks import one_of
-from ..errors import UsageError
 from ..functional import check_bits
 
 
