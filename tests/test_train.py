@@ -20,7 +20,7 @@ from pdnn.cli import build_parser, main
 from pdnn.data import load
 from pdnn.devices import where_measured
 from pdnn.errors import UsageError
-from pdnn.runs import evaluate_run, load_checkpoint, load_model
+from pdnn.runs import load_checkpoint, load_model
 from pdnn.tasks import TASKS
 from pdnn.train import TrainConfig, batches_per_epoch
 
@@ -107,16 +107,6 @@ def test_task_is_recorded_and_runs_from_before_tasks_resume_bit_for_bit(tmp_path
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     assert json.loads((run / "config.json").read_text())["train"]["task"] == "classify"
     assert_same_run(straight, run)
-
-
-def test_the_classification_task_measures_what_eval_reports(tmp_path):
-    run = tmp_path / "run"
-    assert train(run, "--epochs", "1") == 0
-    document = evaluate_run(run, [1, 3], repeats=2, progress=False)
-    model, config = load_model(run)
-    task = TASKS[config["train"]["task"]](TrainConfig.from_dict(config["train"]))
-    data = load(config["data"]["dataset"], subset=config["data"]["subset"], progress=False)
-    assert task.evaluate(model, data, [1, 3], 2, "network", seed=0) == document["results"]
 
 
 def test_each_process_trains_on_its_own_device(monkeypatch):

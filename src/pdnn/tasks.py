@@ -1,4 +1,4 @@
-"""What a kind of model is trained to do: its loss, its held-out metric, what ``eval`` measures.
+"""What a kind of model is trained to do: its loss and its held-out metric.
 
 The training loop (:mod:`pdnn.train`) owns everything that does not depend on the kind of model
 -- data order, augmentation, the optimiser and its schedule, checkpoints, resume, multiple
@@ -37,7 +37,6 @@ class Task:
       examples of any training statistics (reported per epoch as ``train_<name>``);
     * :meth:`held_out` -- the end-of-epoch record of the model on held-out data (must contain
       ``metric``);
-    * :meth:`evaluate` -- what ``eval`` measures for each number of samples T;
     * :meth:`summary` -- one line for an epoch's record.
 
     Randomness must come only from the generators the loop passes in (``sampled``'s seed) or
@@ -65,18 +64,14 @@ class Task:
     def held_out(self, model: nn.Module, data) -> dict:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, data, samples, repeats: int, aggregate: str, seed: int,
-                 progress: bool = False) -> list[dict]:
-        raise NotImplementedError
-
     def summary(self, record: dict) -> str:
         return f"epoch {record['epoch']}: loss {record['train_loss']:.4f}  {self.metric} {record[self.metric]:.4f}"
 
 
 class ClassificationTask(Task):
     """Classification with the sample-aware loss (``pdnn.sampling.loss_of_samples``): training
-    accuracy on the mean of ``s`` samples, test accuracy at T = ``s`` each epoch, and accuracy
-    versus T in ``eval``."""
+    accuracy on the mean of ``s`` samples and test accuracy at T = ``s`` each epoch (accuracy
+    versus T is :func:`pdnn.runs.evaluate_run`'s)."""
 
     name = "classify"
     metric = "test_accuracy"
@@ -99,10 +94,6 @@ class ClassificationTask(Task):
         test = accuracy_vs_samples(model, data.test_x[:n_test], data.test_y[:n_test], [self.config.samples],
                                    repeats=1, seed=self.config.seed + 7, prepare=data.normalize)[0]
         return {"test_accuracy": test["accuracy_mean"], "test_samples": test["samples"], "test_examples": n_test}
-
-    def evaluate(self, model, data, samples, repeats, aggregate, seed, progress=False):
-        return accuracy_vs_samples(model, data.test_x, data.test_y, samples, repeats, aggregate, seed,
-                                   prepare=data.normalize, progress=progress)
 
     def summary(self, record):
         return (f"epoch {record['epoch']}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
@@ -136,9 +127,6 @@ class VAETask(Task):
         n_test = min(self.config.monitor_examples or len(data.test_y), len(data.test_y))  # what is measured
         loss = vae_test_loss(model, data.test_x[:n_test], data.normalize, self.config.samples, seed=self.config.seed + 7)
         return {"test_loss": loss, "test_samples": self.config.samples, "test_examples": n_test}
-
-    def evaluate(self, model, data, samples, repeats, aggregate, seed, progress=False):
-        raise UsageError("a generator has no accuracy; measure it with `pdnn fid RUN_DIR`")
 
     def summary(self, record):
         return (f"epoch {record['epoch']}: loss {record['train_loss']:.2f}  (reconstruction "
