@@ -23,7 +23,7 @@ from .nn import is_stochastic
 from .progress import progress_bar
 from .sampling import MAX_ROWS as SPLIT_ROWS, SampledModel, check_samples
 
-MAX_ROWS = 1024  # rows per forward pass where samples are folded here (layer aggregation, batch-norm
+FOLD_ROWS = 1024  # rows per forward pass where samples are folded here (layer aggregation, batch-norm
 # re-estimation); network evaluation draws at most this many samples per call, which the sampler
 # runs SPLIT_ROWS rows at a time
 BATCH = 64  # test examples per batch: at T = 1 a pass is this many rows; at 500 the reference CNN's
@@ -59,7 +59,7 @@ def _pooled_correct(
     correct = {t: [0] * repeats for t in samples}
     sampler = SampledModel(model, reduce="none", seed=seed, max_rows=SPLIT_ROWS)
     bar = progress_bar(total=len(x), desc="eval", unit="img", enabled=progress, leave=False)
-    chunk = min(pool, MAX_ROWS)  # samples per call; the sampler splits the batch to SPLIT_ROWS rows
+    chunk = min(pool, FOLD_ROWS)  # samples per call; the sampler splits the batch to SPLIT_ROWS rows
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
         parts = []
@@ -87,7 +87,7 @@ def _layer_correct(
     for t in samples:
         for r in range(repeats):
             sampler = SampledModel(model, t, aggregate="layer", seed=seed + 1000 * r + t)
-            step = max(1, min(batch_size, MAX_ROWS // t))
+            step = max(1, min(batch_size, FOLD_ROWS // t))
             for start in range(0, len(x), step):
                 out = sampler(prepare(x[start : start + step]))
                 correct[t][r] += int((out.argmax(-1) == y[start : start + step]).sum())

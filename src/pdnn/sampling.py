@@ -401,7 +401,7 @@ class SampledModel(nn.Module):
             CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower than a loop
             of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
             above 32 MiB afresh, and page faults then dominate); ``MAX_ROWS`` (256) is the
-            measured choice, which evaluation uses. ``None`` (the default) never splits. The split
+            measured choice, which evaluation passes as ``max_rows``. ``None`` (the default) never splits. The split
             changes the order of the draws, so a seed's samples depend on it. Only inputs
             without extra positional arguments are split, and never while a batch norm of the
             model uses batch statistics (training mode): a split would change them, so such a

@@ -30,11 +30,12 @@ def named_path(text: str) -> str:
     return text
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser,
+                     subset_help: str = "use only the first N examples of each split (default: all)") -> None:
     parser.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                         help="a root holding datasets in their conventional folders (repeatable; "
                              "searched before $PDNN_DATA and the default roots)")
-    parser.add_argument("--subset", type=int, metavar="N", help="use only the first N examples of each split")
+    parser.add_argument("--subset", type=int, metavar="N", help=subset_help)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

@@ -75,9 +75,11 @@ def add_parser(sub) -> None:
     g.add_argument("--width", type=int, help="model width (default: the model's own)")
     p.add_argument("--samples", default="1,2,5,10", help="comma-separated T values (default: 1,2,5,10)")
     _add_settings_options(p)
-    r = p.add_argument_group("reference configuration (default: the same network, 32-bit float, deterministic)")
-    r.add_argument("--reference-neuron", metavar="N", help="neuron of the reference network (e.g. tanh, quant:8)")
-    r.add_argument("--reference-weight-bits", type=int, metavar="B", help="weight bits of the reference network")
+    r = p.add_argument_group("reference configuration (default: the same network, 32-bit float, deterministic; "
+                              "either option alone keeps the network's other setting)")
+    r.add_argument("--reference-neuron", metavar="N", help="neuron of the reference network (e.g. tanh, quant:8; given only --reference-weight-bits: "
+                        "the network's own)")
+    r.add_argument("--reference-weight-bits", type=int, metavar="B", help="weight bits of the reference network (given only --reference-neuron: the network's own)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE",
                    help="write the report as JSON (default for RUN_DIR: RUN_DIR/energy.json; for --model: none)")

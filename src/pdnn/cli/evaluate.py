@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", help=f"comma-separated T values (default: {FIXED['samples']})")
     p.add_argument("--repeats", type=int, help=f"independent sampling repeats per T (default: {FIXED['repeats']})")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
-                   help="network: p-DNN (average outputs); layer: random bit-stream baseline")
+                   help="network: p-DNN (average outputs); layer: random bit-stream baseline (default: network)")
     p.add_argument("--seed", type=int, default=0,
                    help="fixes the p-bits' draws (default: 0; layer aggregation seeds repeat r at T with "
                         "seed + 1000 r + T, so seeds 1000 apart share draws)")
@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
                    help="--adaptive: pseudo-samples of the typical spread in the rule's prior (default: "
                         f"{ADAPTIVE['prior_samples']}; 0: never at T = 1)")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
-    add_data_options(p)
+    add_data_options(p, "measure on the first N test examples (default: as many as the run was trained with, "
+                        "its --subset; the whole test split if it had none)")
     add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)

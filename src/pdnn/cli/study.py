@@ -23,11 +23,11 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning rate over epochs (default: constant)")
     p.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
-    p.add_argument("--samples", default="1,2,5,10,20,50", help="test T values")
-    p.add_argument("--train-samples", default="1,2,4,8", help="training s values")
-    p.add_argument("--quant-bits", default="1,2,3,4", help="k of the k-bit baselines")
+    p.add_argument("--samples", default="1,2,5,10,20,50", help="test T values (default: 1,2,5,10,20,50)")
+    p.add_argument("--train-samples", default="1,2,4,8", help="training s values (default: 1,2,4,8)")
+    p.add_argument("--quant-bits", default="1,2,3,4", help="k of the k-bit baselines (default: 1,2,3,4)")
     p.add_argument("--pbit-neurons", default="pbit,pbit-unipolar",
-                   help="p-bit families trained at every s: pbit, optionally pbit-unipolar")
+                   help="p-bit families trained at every s: pbit, optionally pbit-unipolar (default: pbit,pbit-unipolar)")
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
     p.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                    help="a root holding datasets in their conventional folders (repeatable)")

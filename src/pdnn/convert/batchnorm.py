@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checks import positive_int
 from ..errors import UsageError
-from ..evaluate import MAX_ROWS
+from ..evaluate import FOLD_ROWS
 from ..nn import is_stochastic
 from ..sampling import SampledModel
 
@@ -87,7 +87,7 @@ def recalibrate_batchnorm(
     positive_int("bn_samples (samples per example for recalibrating batch norms)", samples)
     model.eval()
     layers = batchnorms_after_noise(model, prepare(x[:2]))
-    step = max(1, min(batch_size, MAX_ROWS // samples))
+    step = max(1, min(batch_size, FOLD_ROWS // samples))
     stats: dict[str, dict[str, list[float]]] = {}
     for name, bn in layers:
         moments = {"n": 0, "sum": 0.0, "sumsq": 0.0}

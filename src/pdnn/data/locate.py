@@ -5,7 +5,7 @@ default roots (``/usr/share/datasets`` is where Debian's ``dataset-*`` packages 
 searched, so a ``--data-dir`` takes precedence over ``$PDNN_DATA`` without hiding a dataset that
 only ``$PDNN_DATA`` (or the system) has. Under a root every
 dataset lives in its conventional folder (``fashion-mnist/``, ``mnist/``,
-``cifar-10-batches-py/``, ``cifar10-jpeg/``); the first root holding a complete copy wins.
+``cifar-10-batches-py/``, ``cifar10-jpeg/``, ``celeba/``); the first root holding a complete copy wins.
 """
 from __future__ import annotations
 

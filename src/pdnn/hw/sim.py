@@ -54,9 +54,9 @@ def split_totals(word: int, net: fixed.FixedNet) -> list[int]:
     return [v - (1 << bits) if v >> (bits - 1) else v for v in values]
 
 
-def simulate_core(net: fixed.FixedNet, images: np.ndarray, samples: int, progress=None) -> tuple[np.ndarray, np.ndarray, int]:
+def simulate_core(net: fixed.FixedNet, images: np.ndarray, samples: int) -> tuple[np.ndarray, np.ndarray, int]:
     """The core on ``images`` (uint8 ``[N, n_in]``), one after another from reset, T = ``samples``.
-    Returns ``(totals [N, classes], decisions [N], cycles)``; ``progress(i)`` is called per image."""
+    Returns ``(totals [N, classes], decisions [N], cycles)``."""
     if not 1 <= samples <= net.max_samples:
         raise UsageError(f"samples T must be in 1..{net.max_samples}, got {samples}")
     images = fixed.check_images(net, images)
@@ -66,7 +66,7 @@ def simulate_core(net: fixed.FixedNet, images: np.ndarray, samples: int, progres
 
     async def bench(ctx):
         ctx.set(dut.samples, samples)
-        for i, image in enumerate(images):
+        for image in images:
             for j, v in enumerate(image.tolist()):
                 ctx.set(dut.image.data[j], v)
             ctx.set(dut.start, 1)
@@ -79,8 +79,6 @@ def simulate_core(net: fixed.FixedNet, images: np.ndarray, samples: int, progres
             cycles[0] += n
             decisions.append(ctx.get(dut.decision))
             totals.append(split_totals(ctx.get(dut.totals), net))
-            if progress:
-                progress(i)
 
     _run(dut, bench)
     return np.array(totals, dtype=np.int64), np.array(decisions, dtype=np.int64), cycles[0]

@@ -241,7 +241,7 @@ def aggregation_claim(ctx: Context, spec: StudySpec, curves: dict) -> Claim:
     return Claim.decide(claim, PAPER["network"], ours, AGGREGATION_RULE, v["beats"])
 
 
-def _table(ctx: Context, spec: StudySpec, curves: dict) -> list[str]:
+def _table(spec: StudySpec, curves: dict) -> list[str]:
     ts = spec.test_samples
     lines = [f"| {spec.dataset} (%) | " + " | ".join(f"T={t}" for t in ts) + " |", "|---|" + "---|" * len(ts)]
     names = {"deterministic": "deterministic tanh (source)", "converted": "tanh → p-bits, no retraining",
@@ -281,7 +281,7 @@ def section(ctx: Context) -> Section:
             section.text += f"\n\n**{spec.dataset}** — conversion: {_conversion_text(ctx, spec)}.\n\n"
         else:
             section.text += f"\n\n**{spec.dataset}**\n\n"
-        section.text += "\n".join(_table(ctx, spec, curves))
+        section.text += "\n".join(_table(spec, curves))
         if figure_path(ctx, spec).is_file():
             section.figures.append(Figure(figure_path(ctx, spec), (
                 f"{spec.dataset}: accuracy against T of the deterministic tanh network, its p-bit conversion "
