@@ -207,7 +207,13 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     if prior_variance is None:
         if stats.prior_variance is None:  # the batch's mean variance of the lead over the runner-up
             runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
-            stats.prior_variance = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
+            learnt = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
+            if learnt == 0 and stats.total.shape[1] > 1:
+                # every row's samples agree so far: no spread to learn, and none to judge by (a spread
+                # of 0 would settle each row, coin flips included); no row settles at this look, and
+                # the next look learns again
+                return torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
+            stats.prior_variance = learnt
         prior_variance = stats.prior_variance
     dof = prior_samples + t - 1
     spread = ((prior_samples * prior_variance + (t - 1) * variance) / dof).sqrt()
@@ -264,7 +270,7 @@ def adaptive_sample(
         taken[active[done]] = stats.count
         active = active[~done]
         stats.keep(~done)
-    # a batch whose samples all agreed at its first look taught no spread: the next batch learns it
+    # a batch whose samples agreed at every look taught no spread: the next batch learns it
     if rule.prior_variance is None and stats is not None and stats.prior_variance:
         rule = replace(rule, prior_variance=stats.prior_variance)
     return result, taken, rule
