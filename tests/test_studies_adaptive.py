@@ -298,6 +298,16 @@ def test_over_draws_refuses_what_is_not_draws_of_one_study(documents, message):
         adaptive_study.over_draws(documents)
 
 
+def test_over_draws_refuses_studies_replayed_in_other_batches():
+    """--batch changes what the rule does (the batch that learns the prior, the looks at T = 1);
+    the settings record it, as per-batch:B (studies of --batch 300 and 100 were averaged)."""
+    documents = [draw(0, [(0.1, 0, 5)]), draw(1, [(0.1, 0, 5)])]
+    for document, batch in zip(documents, (300, 100)):
+        document["runs"][0]["energy_settings"] = {f"per-batch:{batch}": {"reuse": f"per-batch:{batch}"}}
+    with pytest.raises(RunError, match="batch or energy settings"):
+        adaptive_study.over_draws(documents)
+
+
 def test_draws_script_writes_its_table_and_json(tmp_path, capsys):
     import importlib.util
     from pathlib import Path

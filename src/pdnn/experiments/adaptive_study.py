@@ -445,11 +445,12 @@ def over_draws(documents: list[dict]) -> list[dict]:
     if len(documents) < 2:
         raise RunError(f"a summary over draws needs at least two studies, got {len(documents)}")
     same = ("dataset", "run", "examples", "max_samples", "checkpoints", "prior_samples")
-    shape = [[tuple(map(str, (r.get(k) for k in same))) + tuple(a["error"] for a in r["adaptive"]) for r in d["runs"]]
-             for d in documents]
+    compared = (*same, "energy_settings")  # the settings name --batch (per-batch:B) and the memories too
+    shape = [[tuple(map(str, (r.get(k) for k in compared))) + tuple(a["error"] for a in r["adaptive"])
+              for r in d["runs"]] for d in documents]
     if any(s != shape[0] for s in shape):
-        raise RunError("the studies differ in their runs, test inputs, N, looks, prior weight or error levels; "
-                       "a summary over draws compares draws of one study")
+        raise RunError("the studies differ in their runs, test inputs, N, looks, prior weight, error levels, "
+                       "batch or energy settings; a summary over draws compares draws of one study")
     seeds = [d["runs"][0]["seed"] for d in documents]
     if len(set(seeds)) != len(seeds):
         raise RunError(f"the studies repeat a sampling seed ({seeds}); each draw must be new")
