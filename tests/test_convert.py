@@ -139,9 +139,10 @@ class _WithExtras(nn.Module):
         self.register_buffer("prior", torch.ones(3) / 3)
         self.register_buffer("scratch", torch.zeros(2), persistent=False)
         self.extra = nn.Parameter(torch.zeros(1))
+        self.gain = torch.tensor(2.0)  # a plain tensor attribute forward reads: fx makes it a buffer, not state
 
     def forward(self, x):
-        return self.head(torch.tanh(self.bn(self.body(x))))
+        return self.head(torch.tanh(self.bn(self.body(x)))) * self.gain
 
 
 @pytest.mark.parametrize("method", ["pbit", "gaussian"])

@@ -140,6 +140,20 @@ def test_a_temperature_a_pbit_refuses_is_refused_by_its_mean_and_quantiser(beta)
             call()
 
 
+def test_the_mean_takes_tensor_temperatures_and_the_quantiser_integral_scalars():
+    """The checks refuse nonsense numbers, not what the functions always computed: a per-element
+    or learnt beta broadcasts, and a bit width read from an array is an integer."""
+    import numpy as np
+
+    x = torch.linspace(-2, 2, 6)
+    beta = torch.tensor(2.0, requires_grad=True)
+    (grad,) = torch.autograd.grad(F.mean_activation(x, "bipolar", beta).sum(), beta)
+    torch.testing.assert_close(grad, (x * (1 - torch.tanh(2 * x) ** 2)).sum())
+    torch.testing.assert_close(F.mean_activation(x, "unipolar", torch.full((6,), 2.0)), torch.sigmoid(2 * x))
+    for bits in (np.int64(2), torch.tensor(2)):
+        assert torch.equal(F.quantize_levels(x.tanh(), bits), F.quantize_levels(x.tanh(), 2))
+
+
 def test_quantizer_ste_is_the_derivative_of_tanh():
     x = torch.linspace(-2, 2, 21, requires_grad=True)
     (grad,) = torch.autograd.grad(F.quantized_activation(x, 2).sum(), x)

@@ -130,6 +130,16 @@ def test_each_neuron_s_shared_taps_reach_every_random_number(layer, neurons, bit
     assert len(np.unique(u)) > 2 ** bits * 0.99  # a dependent map reaches at most half
 
 
+def test_shared_taps_use_every_triple_once_before_any_twice():
+    """620 neurons of 8 bits need all 4960 triples: the search near exhaustion keeps drawing while
+    an untried independent triple remains (an escape after 1000 draws had reused three early)."""
+    taps = rng.tap_triples(0, 620, 8)
+    assert len({tuple(t) for t in taps.reshape(-1, 3).tolist()}) == 4960
+    assert all(_rank_gf2(row) == 8 for row in (1 << taps).sum(-1))
+    with pytest.raises(UsageError, match="1..31 random bits"):
+        rng.tap_triples(0, 1, 32)
+
+
 @pytest.mark.parametrize("arrangement", ["per-neuron", "shared"])
 def test_pbit_layer_rtl_matches_reference_bit_for_bit(arrangement):
     net = small_net(arrangement=arrangement, sizes=(12, 10, 8, 3))

@@ -29,6 +29,7 @@ bit, without any host-device synchronisation.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from torch.autograd import forward_ad
@@ -72,10 +73,22 @@ def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
     raise UsageError(f"{what} must be {expected}, got {bits!r}")
 
 
+def _integral(value):
+    """An integral numpy or torch scalar as the ``int`` it holds (a bit width read from an array);
+    anything else as given, for :func:`check_bits` to judge."""
+    if isinstance(value, (bool, int)):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
+
+
 def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -> torch.Tensor:
     """The expectation of a p-bit: ``tanh(beta*x)`` (bipolar) or ``sigmoid(beta*x)`` (unipolar)."""
     one_of("mode", mode, MODES)
-    beta = check_beta(beta)
+    if not isinstance(beta, torch.Tensor):  # a tensor temperature (per element, learnt) broadcasts as given
+        beta = check_beta(beta)
     return torch.tanh(beta * x) if mode == "bipolar" else torch.sigmoid(beta * x)
 
 
@@ -362,7 +375,7 @@ def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
     are exactly antisymmetric, a tiny t keeps its sign, and a tie (0 for one bit) goes up, as
     ``sign`` with ``sign(0) = +1``.
     """
-    steps = 2 ** check_bits(bits, "bits") - 1
+    steps = 2 ** check_bits(_integral(bits), "bits") - 1
     t = torch.clamp(t, -1.0, 1.0)
     return torch.clamp((2.0 * torch.floor(t * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0)
 

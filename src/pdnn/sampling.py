@@ -803,6 +803,13 @@ class SampledModel(nn.Module):
                 if rows == batch:
                     raise
 
+    def __setstate__(self, state: dict) -> None:
+        # samplers pickled before reduce and aggregate became checked properties kept them plainly
+        for name in ("reduce", "aggregate"):
+            if name in state:
+                state[f"_{name}"] = state.pop(name)
+        super().__setstate__(state)
+
     def __getstate__(self):
         """Copies and pickles leave the traced passes behind: they call this model's modules, and
         the places of the values they fixed are this model's (a copy traces and notes its own)."""

@@ -356,8 +356,12 @@ def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:
         setattr(gm, name, child)
     for name, parameter in model.named_parameters(recurse=False):
         gm.register_parameter(name, parameter)
-    for name, buffer in model.named_buffers(recurse=False):
+    buffers = dict(model.named_buffers(recurse=False))
+    for name, buffer in buffers.items():
         gm.register_buffer(name, buffer, persistent=name not in model._non_persistent_buffers_set)
+    for name, _ in gm.named_buffers(recurse=False):
+        if name not in buffers:  # a plain tensor attribute forward reads, which fx made a buffer: not state
+            gm._non_persistent_buffers_set.add(name)
 
 
 def _check_bn_stats(bn_stats) -> dict[str, dict[str, torch.Tensor]]:

@@ -16,6 +16,8 @@ images a core has processed) uses the state after ``g`` steps.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..errors import UsageError
@@ -52,37 +54,48 @@ def seeds(layer: int, count: int, base: int = 0x2545F491) -> np.ndarray:
 
 def tap_triples(layer: int, neurons: int, bits: int) -> np.ndarray:
     """``[neurons, bits, 3]`` triples of state-bit positions (0..31) for the shared RNG: distinct
-    across the layer (while untried ones remain), and each neuron's ``bits`` triples linearly
-    independent over GF(2). A dependent triple makes one XOR of the neuron's bits always 0: its
-    random number then takes half of its 2**bits values, and its firing probability misses the
-    2**-bits bound. (Independent ones take every value equally often, up to the one state
-    xorshift32 never visits.) A triple is drawn again only when it would break either rule."""
+    across the layer (while an untried one that fits remains), and each neuron's ``bits`` triples
+    linearly independent over GF(2). A dependent triple makes one XOR of the neuron's bits always
+    0: its random number then takes half of its 2**bits values, and its firing probability misses
+    the 2**-bits bound. (Independent ones take every value equally often, up to the one state
+    xorshift32 never visits.) A triple is drawn again only when it would break either rule, so a
+    layer whose triples were all independent keeps the ones it always had."""
+    if not 1 <= bits <= 31:
+        raise UsageError(f"a shared generator's neuron takes 1..31 random bits from 32 state bits, got {bits}")
     rng = np.random.default_rng(0x5EED + 104729 * layer)
     chosen: set[tuple[int, ...]] = set()
     out = np.zeros((neurons, bits, TAPS), dtype=np.int64)
     for i in range(neurons):
         span: dict[int, int] = {}  # a basis of the neuron's taps so far, by leading bit
         for m in range(bits):
-            for attempt in range(10_000):
+            reuse = len(chosen) >= 4960  # C(32, 3): every triple used
+            for attempt in itertools.count(1):
                 triple = tuple(sorted(rng.choice(32, size=TAPS, replace=False).tolist()))
-                fresh = triple not in chosen or len(chosen) >= 4960 or attempt >= 1000  # C(32, 3) = 4960
-                if fresh and _extends(span, sum(1 << t for t in triple)):
+                if (reuse or triple not in chosen) and _outside(span, _mask(triple)):
                     break
+                if attempt % 1000 == 0 and not reuse:  # perhaps no untried triple is independent
+                    reuse = not any(_outside(span, _mask(t)) for t in itertools.combinations(range(32), TAPS)
+                                    if t not in chosen)
+            reduced = _reduced(span, _mask(triple))
+            span[reduced.bit_length() - 1] = reduced
             chosen.add(triple)
             out[i, m] = triple
     return out
 
 
-def _extends(span: dict[int, int], mask: int) -> bool:
-    """Whether ``mask`` lies outside the GF(2) span of ``span`` (a basis keyed by leading bit); if
-    so, it is added. Any ``bits`` <= 31 independent triples exist, so the search ends."""
-    while mask:
-        top = mask.bit_length() - 1
-        if top not in span:
-            span[top] = mask
-            return True
-        mask ^= span[top]
-    return False
+def _mask(triple) -> int:
+    return sum(1 << t for t in triple)
+
+
+def _reduced(span: dict[int, int], mask: int) -> int:
+    """``mask`` less its part in the GF(2) span of ``span`` (a basis keyed by leading bit)."""
+    while mask and (mask.bit_length() - 1) in span:
+        mask ^= span[mask.bit_length() - 1]
+    return mask
+
+
+def _outside(span: dict[int, int], mask: int) -> bool:
+    return _reduced(span, mask) != 0
 
 
 def states(seed: np.ndarray, start: int, count: int) -> np.ndarray:
