@@ -374,6 +374,26 @@ def test_a_coin_flip_alone_is_not_settled_by_two_agreeing_samples():
     assert differ / inputs <= 0.0135 + 4.5 * math.sqrt(0.0135 * 0.9865 / inputs)
 
 
+def test_the_rule_s_options_set_on_a_live_sampler_reach_its_rule():
+    """max_samples, error, rule, checkpoints and prior_samples are constructor arguments kept in
+    ``stopping``: set on the sampler they were ignored (inputs still ran to the old N)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 3)).eval()
+    sampled = SampledModel(net, samples="auto", max_samples=8, seed=0)
+    sampled(torch.randn(16, 6))
+    learnt = sampled.stopping.prior_variance
+    sampled.max_samples, sampled.error, sampled.checkpoints = 3, 0.5, (1, 2, 3)
+    sampled(torch.randn(16, 6))
+    assert sampled.last_samples.max() <= 3 and sampled.stopping.max_samples == sampled.max_samples == 3
+    assert sampled.stopping.error == 0.5 and sampled.stopping.prior_variance == learnt  # the learnt prior kept
+    with pytest.raises(ValueError, match="error level must be a number in"):
+        sampled.error = 2.0
+    assert sampled.error == 0.5
+    sampled.samples = 4  # a fixed T: no input's T was chosen
+    sampled(torch.randn(2, 6))
+    assert sampled.last_samples is None
+
+
 def test_auto_refuses_a_model_that_returns_more_than_class_scores():
     class TwoOutputs(nn.Module):
         def __init__(self):

@@ -25,6 +25,7 @@ says which and why). See ``docs/sampling.md`` for the precise definitions.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import warnings
@@ -497,6 +498,17 @@ class SampledModel(nn.Module):
         if auto and (reduce, aggregate) != ("mean", "network"):
             raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
 
+    def _rule_option(name: str) -> property:  # called in the class body, below
+        """A stopping-rule option as the sampler's attribute, as the constructor takes it: read
+        from ``stopping`` and written into it, checked, the learnt prior kept (an attribute of
+        the sampler itself would be ignored)."""
+        return property(lambda self: getattr(self.stopping, name),
+                        lambda self, value: setattr(self, "stopping", dataclasses.replace(self.stopping, **{name: value})))
+
+    max_samples, error, rule, checkpoints, prior_samples = map(
+        _rule_option, ("max_samples", "error", "rule", "checkpoints", "prior_samples"))
+    del _rule_option
+
     def generator(self, device: torch.device | str) -> torch.Generator | None:
         """The seeded generator for ``device`` (created on first use), or ``None`` if unseeded."""
         if self.seed is None:
@@ -641,6 +653,7 @@ class SampledModel(nn.Module):
                                  "the statistics of the batch (training mode): call .eval() first")
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping)
             return mean
+        self.last_samples = None  # T was fixed, not chosen per input
         step = self.max_rows and max(1, self.max_rows // self.samples)
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
