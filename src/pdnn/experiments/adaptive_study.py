@@ -243,15 +243,19 @@ def best_within_goal(run: dict) -> dict | None:
     return min(fits, key=lambda a: a["mean_samples"]) if fits else None
 
 
-def prior_text(run: dict) -> str:
-    """The rule's prior on the spread, as the study ran it (studies written before ``prior_samples``
-    was recorded ran one pseudo-sample of each batch's spread, with no look at T = 1)."""
+def prior_text(runs: list[dict]) -> str:
+    """The rule's prior on the spread, as the study ran it: each run learns its own σ₀² (studies
+    written before ``prior_samples`` was recorded ran one pseudo-sample of each batch's spread,
+    with no look at T = 1)."""
+    run = runs[0]
     if "prior_samples" not in run:
         return "prior one pseudo-sample of the batch's spread"
     first = "T = 1 from the second batch on" if run["checkpoints"][0] == 1 else "no look at T = 1"
-    spread = "σ₀²" if run["prior_variance"] is None else f"σ₀² = {run['prior_variance']:.4g}"
-    return (f"prior {run['prior_samples']} pseudo-samples of the spread {spread} learnt at the first batch's first "
-            f"look ({first})")
+    learnt = [r["prior_variance"] for r in runs if r["prior_variance"] is not None]
+    spread = ("σ₀²" if not learnt else f"σ₀² = {learnt[0]:.4g}" if len(runs) == 1 else
+              f"σ₀² ({min(learnt):.4g}–{max(learnt):.4g} over the runs)")
+    where = "the first batch's first look" if len(runs) == 1 else "each run's first batch's first look"
+    return f"prior {run['prior_samples']} pseudo-samples of the spread {spread} learnt at {where} ({first})"
 
 
 def held_out_met(held: dict) -> bool:
@@ -406,7 +410,7 @@ def render_readme(document: dict, header: str) -> str:
   therefore not sampling noise between separate evaluations.
 - **Rule.** `predictive` (docs/adaptive.md) at error levels
   {", ".join(f"{a['error']:g}" for a in first["adaptive"])}; checkpoints (rounds end at)
-  T = {", ".join(map(str, first["checkpoints"]))}; {prior_text(first)};
+  T = {", ".join(map(str, first["checkpoints"]))}; {prior_text(document["runs"])};
   batches of {next(k for k in first["fixed"][0]["energy_j"] if k.startswith("per-batch")).split(":")[1]} inputs.
 - **− T=N**: accuracy minus that of T = N on the same draws, with the standard error of this
   paired difference (only inputs whose decision differs contribute to it).
