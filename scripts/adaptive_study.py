@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pdnn.adaptive import CHECKPOINTS, parse_checkpoints
+from pdnn.adaptive import CHECKPOINTS, StoppingRule, parse_checkpoints
+from pdnn.checks import positive_int
 from pdnn.errors import UsageError
 from pdnn.experiments.adaptive_study import ERRORS, render_readme, study_run, write_figure
 from pdnn.io import write_json, write_text
@@ -45,14 +46,34 @@ def parse_args(argv=None):
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache/pdnn/adaptive")
     p.add_argument("--out", type=Path, default=Path("results/adaptive"))
     args = p.parse_args(argv)
-    args.errors = [float(e) for e in args.errors.split(",")]
-    try:
+    try:  # every value checked before any run is read
+        args.errors = [_number("--errors", e, float) for e in args.errors.split(",")]
         args.checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
+        for error in args.errors:
+            StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)
+        positive_int("--batch", args.batch)
+        args.subset = {key: positive_int("--subset", _number("--subset", n, int))
+                       for key, n in _pairs("--subset", args.subset, "=")}
+        args.run = [(d, Path(r)) for d, r in _pairs("--run", args.run, ":")]
     except UsageError as err:
         p.error(str(err))
-    args.subset = {k: int(v) for k, v in (s.split("=", 1) for s in args.subset)}
-    args.run = [(d, Path(r)) for d, r in (s.split(":", 1) for s in args.run)]
     return args
+
+
+def _number(option: str, text: str, kind: type):
+    try:
+        return kind(text)
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+def _pairs(option: str, values: list[str], separator: str) -> list[tuple[str, str]]:
+    pairs = [value.partition(separator) for value in values]
+    for value, (key, found, rest) in zip(values, pairs):
+        if not (key and found and rest):
+            form = f"DATASET{separator}{'N' if separator == '=' else 'RUN_DIR'}"
+            raise UsageError(f"{option} must be {form}, got {value!r}")
+    return [(key, rest) for key, _, rest in pairs]
 
 
 def main(argv=None) -> int:

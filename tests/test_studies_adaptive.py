@@ -1,6 +1,7 @@
 """The adaptive-T study of ``pdnn reproduce``: its claim rule on synthetic results, the energy
 accounting exactly, and its steps and section end to end at tiny scale on fake data."""
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -380,3 +381,25 @@ def test_the_readme_states_the_prior_each_run_learnt():
     assert "σ₀² (0.4206–2.972 over the runs) learnt at each run's first batch's first look" in \
         adaptive_study.prior_text(runs)
     assert "σ₀² = 1.119 learnt at the first batch's first look" in adaptive_study.prior_text(runs[:1])
+
+
+@pytest.mark.parametrize("option, named", [
+    (["--max-samples", "0"], "max_samples must be an integer >= 1, got 0"),
+    (["--batch", "0"], "--batch must be an integer >= 1, got 0"),
+    (["--errors", "0.2,x"], "--errors: 'x' is not a number"),
+    (["--errors", "1.5"], r"error level must be a number in \[0, 1\), got 1.5"),
+    (["--prior-samples", "-1"], "prior_samples must be an integer >= 0, got -1"),
+    (["--subset", "demo"], "--subset must be DATASET=N, got 'demo'"),
+    (["--run", "demo"], "--run must be DATASET:RUN_DIR, got 'demo'"),
+])
+def test_study_script_names_a_bad_option_before_reading_a_run(option, named, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_study_script", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_study.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--run", "demo:missing", *option])
+    assert re.search(named, capsys.readouterr().err)
