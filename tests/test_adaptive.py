@@ -348,9 +348,10 @@ def test_a_batch_that_shows_no_spread_teaches_no_prior_and_settles_nothing_on_it
     """A first batch whose samples all agree shows no spread: a spread of 0 would settle every
     row (it settled them at T = 2), and kept, every later input whose first sample leads at T = 1,
     coin flips included. Nothing settles on it, and nothing is kept."""
-    agreeing = lambda x, samples: torch.tensor([5.0, 0.0]).expand(samples, len(x), 2)  # noqa: E731
-    _, taken, rule = adaptive_sample(agreeing, torch.zeros(3, 1), rule=StoppingRule(50, 0.01))
-    assert rule.prior_variance is None and (taken == 50).all()
+    for scores in ([5.0, 0.0], [0.9, 0.1]):  # 0.9 and 0.1 leave a spread of 1e-16 at T = 3: rounding
+        agreeing = lambda x, samples: torch.tensor(scores).expand(samples, len(x), 2)  # noqa: E731
+        _, taken, rule = adaptive_sample(agreeing, torch.zeros(3, 1), rule=StoppingRule(50, 0.01))
+        assert rule.prior_variance is None and (taken == 50).all()
     with pytest.raises(ValueError, match="prior_variance must be a finite number > 0"):
         StoppingRule(50, 0.01, prior_variance=0.0)
 

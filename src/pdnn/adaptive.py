@@ -16,8 +16,9 @@ Student-t CDF with ν = ν₀ + t − 1 degrees of freedom, S the posterior spre
 once the sum of this over the rivals is at most ``error``. A posterior probability needs no
 correction for looking after every round.
 
-σ₀² is learnt at the first batch's first look (at T >= 2, where each input has a spread: the
-mean variance of the lead over the runner-up among its inputs) and kept for the batches after it,
+σ₀² is learnt at the first batch's first look that shows a spread (at T >= 2, where each input
+has a spread of its own: the mean variance of the lead over the runner-up among its inputs; a
+look at which every input's samples agree settles none of them) and kept for the batches after it,
 which can then stop an input after one sample (:attr:`StoppingRule.prior_variance`; it may also
 be given).
 
@@ -34,6 +35,7 @@ import torch
 from .errors import UsageError
 
 RULES = ("predictive", "never")
+NO_SPREAD = 1e-9  # a learnt spread below this share of the mean squared lead is rounding, not spread
 CHECKPOINTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
 
 
@@ -91,7 +93,7 @@ class StoppingRule:
             own. With 1, the predictive distribution after one sample is a Cauchy, whose tails
             settle next to no input; 2 is the least that does.
         prior_variance: σ₀², the typical variance of the per-sample lead over the runner-up;
-            ``None`` until learnt at the first look at T >= 2 (:func:`adaptive_sample` returns
+            ``None`` until learnt at the first look at T >= 2 that shows a spread (:func:`adaptive_sample` returns
             the rule with it filled in, for the next batch).
     """
 
@@ -154,7 +156,7 @@ class SampleStats:
         self.count = 0
         self.total = torch.zeros(rows, classes, dtype=torch.float64, device=device)
         self.outer = torch.zeros(rows, classes, classes, dtype=torch.float64, device=device)
-        self.prior_variance: float | None = None  # learnt at the first look at t >= 2, from all rows
+        self.prior_variance: float | None = None  # learnt from all rows at the first look showing a spread
 
     @property
     def rows(self) -> int:
@@ -208,10 +210,11 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
         if stats.prior_variance is None:  # the batch's mean variance of the lead over the runner-up
             runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
             learnt = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
-            if learnt == 0 and stats.total.shape[1] > 1:
-                # every row's samples agree so far: no spread to learn, and none to judge by (a spread
-                # of 0 would settle each row, coin flips included); no row settles at this look, and
-                # the next look learns again
+            typical = (squares[rows, runner_up] / t).mean().item()  # the mean squared lead, E[D²]
+            if stats.total.shape[1] > 1 and learnt <= NO_SPREAD * typical:
+                # every row's samples agree so far (to rounding: equal scores like 0.9 leave a spread
+                # of 1e-16): no spread to learn, and none to judge by (it would settle each row, coin
+                # flips included); no row settles at this look, and the next look learns again
                 return torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
             stats.prior_variance = learnt
         prior_variance = stats.prior_variance

@@ -255,6 +255,7 @@ def prior_text(runs: list[dict]) -> str:
     spread = ("σ₀²" if not learnt else f"σ₀² = {learnt[0]:.4g}" if len(runs) == 1 else
               f"σ₀² ({min(learnt):.4g}–{max(learnt):.4g} over the runs)")
     where = "the first batch's first look" if len(runs) == 1 else "each run's first batch's first look"
+    where += " showing a spread"
     return f"prior {run['prior_samples']} pseudo-samples of the spread {spread} learnt at {where} ({first})"
 
 
