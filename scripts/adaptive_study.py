@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pdnn.adaptive import CHECKPOINTS, StoppingRule, parse_checkpoints
 from pdnn.checks import positive_int
+from pdnn.energy.tech import load_table
 from pdnn.errors import UsageError
 from pdnn.experiments.adaptive_study import ERRORS, render_readme, study_run, write_figure
 from pdnn.io import write_json, write_text
@@ -52,9 +53,12 @@ def parse_args(argv=None):
         for error in args.errors:
             StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)
         positive_int("--batch", args.batch)
+        load_table().memory(args.memory, "--memory")
         args.subset = {key: positive_int("--subset", _number("--subset", n, int))
                        for key, n in _pairs("--subset", args.subset, "=")}
         args.run = [(d, Path(r)) for d, r in _pairs("--run", args.run, ":")]
+        if unused := sorted(set(args.subset) - {dataset for dataset, _ in args.run}):
+            raise UsageError(f"--subset names {', '.join(unused)}, which no --run is of")
     except UsageError as err:
         p.error(str(err))
     return args

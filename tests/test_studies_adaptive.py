@@ -391,6 +391,8 @@ def test_the_readme_states_the_prior_each_run_learnt():
     (["--prior-samples", "-1"], "prior_samples must be an integer >= 0, got -1"),
     (["--subset", "demo"], "--subset must be DATASET=N, got 'demo'"),
     (["--run", "demo"], "--run must be DATASET:RUN_DIR, got 'demo'"),
+    (["--memory", "bogus"], "--memory: unknown memory level 'bogus'"),
+    (["--subset", "cifar10=100"], "--subset names cifar10, which no --run is of"),
 ])
 def test_study_script_names_a_bad_option_before_reading_a_run(option, named, capsys):
     import importlib.util

@@ -76,7 +76,7 @@ def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
 def _integral(value):
     """An integral numpy or torch scalar as the ``int`` it holds (a bit width read from an array);
     anything else as given, for :func:`check_bits` to judge."""
-    if isinstance(value, (bool, int)):
+    if isinstance(value, (bool, int)) or isinstance(value, torch.Tensor) and value.dtype == torch.bool:
         return value
     try:
         return operator.index(value)
@@ -85,7 +85,9 @@ def _integral(value):
 
 
 def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -> torch.Tensor:
-    """The expectation of a p-bit: ``tanh(beta*x)`` (bipolar) or ``sigmoid(beta*x)`` (unipolar)."""
+    """The expectation of a p-bit: ``tanh(beta*x)`` (bipolar) or ``sigmoid(beta*x)`` (unipolar).
+    A number ``beta`` is checked as a p-bit's is; a tensor (per element, learnt, under
+    ``torch.func``) is used as given."""
     one_of("mode", mode, MODES)
     if not isinstance(beta, torch.Tensor):  # a tensor temperature (per element, learnt) broadcasts as given
         beta = check_beta(beta)
