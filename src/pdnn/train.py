@@ -20,6 +20,7 @@ own device (``cuda:<LOCAL_RANK>``, or the CPU) and takes a strided share of each
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -115,7 +116,15 @@ def _distributed(device: str) -> tuple[str, int, int]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+        # ended before the interpreter's own teardown, which destroys the group's threads unjoined and
+        # could abort a process that had finished ("terminate called without an active exception")
+        atexit.register(_end_process_group)
     return device, dist.get_rank(), world
+
+
+def _end_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _lr_factor(schedule: str, step: int, total: int) -> float:
