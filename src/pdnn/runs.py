@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-
 from .adaptive import StoppingRule
 from .errors import UsageError
 from .checks import AGGREGATIONS, one_of

@@ -496,14 +496,17 @@ class SampledModel(nn.Module):
     @staticmethod
     def _check_auto(auto: bool, reduce: str, aggregate: str) -> None:
         if auto and (reduce, aggregate) != ("mean", "network"):
-            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", got {reduce!r}, {aggregate!r}')
+            raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", '
+                             f'got {reduce!r}, {aggregate!r}')
 
     def _rule_option(name: str) -> property:  # called in the class body, below
         """A stopping-rule option as the sampler's attribute, as the constructor takes it: read
         from ``stopping`` and written into it, checked, the learnt prior kept (an attribute of
         the sampler itself would be ignored)."""
-        return property(lambda self: getattr(self.stopping, name),
-                        lambda self, value: setattr(self, "stopping", dataclasses.replace(self.stopping, **{name: value})))
+        def set_option(self, value) -> None:
+            self.stopping = dataclasses.replace(self.stopping, **{name: value})
+
+        return property(lambda self: getattr(self.stopping, name), set_option)
 
     max_samples, error, rule, checkpoints, prior_samples = map(
         _rule_option, ("max_samples", "error", "rule", "checkpoints", "prior_samples"))

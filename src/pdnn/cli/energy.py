@@ -77,9 +77,11 @@ def add_parser(sub) -> None:
     _add_settings_options(p)
     r = p.add_argument_group("reference configuration (default: the same network, 32-bit float, deterministic; "
                               "either option alone keeps the network's other setting)")
-    r.add_argument("--reference-neuron", metavar="N", help="neuron of the reference network (e.g. tanh, quant:8; given only --reference-weight-bits: "
+    r.add_argument("--reference-neuron", metavar="N",
+                   help="neuron of the reference network (e.g. tanh, quant:8; given only --reference-weight-bits: "
                         "the network's own)")
-    r.add_argument("--reference-weight-bits", type=int, metavar="B", help="weight bits of the reference network (given only --reference-neuron: the network's own)")
+    r.add_argument("--reference-weight-bits", type=int, metavar="B",
+                   help="weight bits of the reference network (given only --reference-neuron: the network's own)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE",
                    help="write the report as JSON (default for RUN_DIR: RUN_DIR/energy.json; for --model: none)")

@@ -63,7 +63,8 @@ def add_parser(sub) -> None:
     y = hw.add_parser("synth", help="LUT/FF/CARRY counts of a unit or of an exported core (Yosys)")
     y.add_argument("export_dir", metavar="DIR", nargs="?", help="an export folder (for --part core/generators)")
     y.add_argument("--part", choices=("mac", "ac", "core", "generators"), default="mac",
-                   help="mac/ac: one synapse lane; core/generators: the exported network's core or its RNGs (default: mac)")
+                   help="mac/ac: one synapse lane; core/generators: the exported network's core or its RNGs "
+                        "(default: mac)")
     y.add_argument("--family", choices=("xilinx", "ice40"), default="xilinx",
                    help="xilinx: synth_xilinx -nodsp (7-series); ice40: synth_ice40 (default: xilinx)")
     y.add_argument("--weight-bits", type=int, help="b_w of a unit (default: 8)")

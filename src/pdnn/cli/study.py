@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--train-samples", default="1,2,4,8", help="training s values (default: 1,2,4,8)")
     p.add_argument("--quant-bits", default="1,2,3,4", help="k of the k-bit baselines (default: 1,2,3,4)")
     p.add_argument("--pbit-neurons", default="pbit,pbit-unipolar",
-                   help="p-bit families trained at every s: pbit, optionally pbit-unipolar (default: pbit,pbit-unipolar)")
+                   help="p-bit families trained at every s: pbit, optionally pbit-unipolar "
+                        "(default: pbit,pbit-unipolar)")
     p.add_argument("--repeats", type=int, default=3, help="independent sampling repeats per T (default: 3)")
     p.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                    help="a root holding datasets in their conventional folders (repeatable)")
