@@ -16,6 +16,7 @@ from PIL import Image
 from damage import corrupt_zip_member
 
 import pdnn.data.cache as cache_module
+from pdnn.errors import UsageError
 import pdnn.data.idx as idx_module
 import pdnn.data.images as images_module
 from pdnn.data import (DATASETS, INPUT_SHAPES, DataError, Dataset, DatasetNotFound, augment,
@@ -145,6 +146,25 @@ def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkey
     assert torch.equal(load("mnist", roots=[tmp_path / "data"], progress=False).train_y,
                        ((changed["train_y"] + 1) % 10).long())
 
+    # rewritten with the same size and its mtime set back (as cp -p or rsync -t leave it): still a miss
+    before = labels.stat()
+    labels.write_bytes(gzip.compress(idx_bytes(changed["train_y"])))
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert labels.stat().st_size == before.st_size and labels.stat().st_mtime_ns == before.st_mtime_ns
+    assert torch.equal(load("mnist", roots=[tmp_path / "data"], progress=False).train_y, changed["train_y"].long())
+    assert len(list((tmp_path / "cache").glob("mnist-*"))) == 1
+
+
+def test_a_file_added_to_a_folder_source_replaces_its_cache_entry(tmp_path):
+    folder = tmp_path / "cifar10-jpeg"
+    make_class_folders(folder / "train", 1, ".png", seed=0)
+    make_class_folders(folder / "test", 1, ".png", seed=0)
+    first = load("cifar10", roots=[tmp_path], cache_dir=tmp_path / "cache", progress=False)
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(folder / "train" / "cat" / "0001.png")
+    second = load("cifar10", roots=[tmp_path], cache_dir=tmp_path / "cache", progress=False)
+    assert len(second.train_y) == len(first.train_y) + 1
+    assert len(list((tmp_path / "cache").glob("cifar10-*"))) == 1  # the entry of the old file list is gone
+
 
 def _damage_truncate(entry: Path) -> str:
     images = entry / "train_x.bin"
@@ -255,6 +275,32 @@ def test_two_builds_replacing_a_damaged_entry_at_once_keep_one_and_leave_nothing
             shutil.copytree(tmp_path / "theirs", entry)
 
     monkeypatch.setattr(cache_module.os, "rename", the_other_build_publishes_in_between)
+    with pytest.warns(UserWarning, match="rebuilding"):
+        assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]
+
+
+def test_a_build_whose_damaged_entry_another_build_set_aside_publishes_its_own(tmp_path, monkeypatch):
+    """The other build moves the damaged entry away between this one's failed rename and its
+    own attempt to set the entry aside: this build publishes, and nothing is left behind."""
+    import shutil
+
+    original = make_idx(tmp_path / "mnist", gz=False)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    load("mnist", roots=[tmp_path], progress=False)
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    (entry / "train_x.bin").write_bytes(b"damaged")
+    rename = os.rename
+
+    def the_other_build_sets_it_aside_first(source, target):
+        try:
+            rename(source, target)
+        except OSError:
+            if Path(target) == entry:  # this build's entry is blocked by the damaged one
+                shutil.rmtree(entry)
+            raise
+
+    monkeypatch.setattr(cache_module.os, "rename", the_other_build_sets_it_aside_first)
     with pytest.warns(UserWarning, match="rebuilding"):
         assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]
@@ -388,6 +434,33 @@ def test_class_folders_with_wrong_image_size_name_the_entry(tmp_path):
         load("cifar10", roots=[tmp_path], progress=False)
 
 
+def test_class_folders_or_batch_names_other_than_cifar10s_are_refused(tmp_path):
+    folder = tmp_path / "jpeg" / "cifar10-jpeg"
+    make_class_folders(folder / "train", 1, ".png", seed=0)
+    make_class_folders(folder / "test", 1, ".png", seed=0)
+    for split in ("train", "test"):  # a renamed class would be sorted first and shift every label
+        (folder / split / "truck").rename(folder / split / "Truck")
+    with pytest.raises(DataError, match="classes Truck, airplane, .*; cifar10 expects exactly airplane, "
+                                        "automobile, .*, truck, in this order"):
+        load("cifar10", roots=[tmp_path / "jpeg"], cache_dir=tmp_path / "cache", progress=False)
+    make_cifar_batches(tmp_path / "batches")
+    meta = tmp_path / "batches" / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps({b"label_names": [c.encode() for c in [*CIFAR_CLASSES[1:], CIFAR_CLASSES[0]]]}))
+    with pytest.raises(DataError, match="batches.meta: label_names automobile, .*; expected CIFAR-10's airplane"):
+        load("cifar10", roots=[tmp_path / "batches"], cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_cifar_batch_labels_must_be_integers_in_range(tmp_path):
+    make_cifar_batches(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    content = pickle.loads(batch.read_bytes())
+    for labels, message in (([2.9, 0.5, 7.99], r"labels of type float64 \(first 2\.9\); expected integers"),
+                            ([1, 12, 3], r"label 12 out of range; expected 0\.\.9")):
+        batch.write_bytes(pickle.dumps({**content, b"labels": labels}, protocol=2))
+        with pytest.raises(DataError, match=f"data_batch_2: {message}"):
+            load("cifar10", roots=[tmp_path], cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_class_folders_zip_with_a_damaged_entry_names_it(tmp_path):
     staging, root = tmp_path / "staging", tmp_path / "root" / "cifar10-jpeg"
     root.mkdir(parents=True)
@@ -407,6 +480,7 @@ def test_missing_dataset_lists_every_place_and_how_to_get_it(tmp_path):
     partial = tmp_path / "b" / "mnist"
     make_idx(partial, gz=True)
     (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    (tmp_path / "a").mkdir()
     with pytest.raises(DatasetNotFound) as err:
         load("mnist", roots=[tmp_path / "a", tmp_path / "b"], progress=False)
     message = str(err.value)
@@ -425,13 +499,32 @@ def test_missing_dataset_lists_every_place_and_how_to_get_it(tmp_path):
 
 
 def test_data_roots_order(tmp_path, monkeypatch):
-    monkeypatch.setenv("PDNN_DATA", "/e1::/e2:")
+    c1, c2, e1, e2 = (tmp_path / name for name in ("c1", "c2", "e1", "e2"))
+    for folder in (c1, c2, e1, e2):
+        folder.mkdir()
+    monkeypatch.setenv("PDNN_DATA", f"{e1}::{e2}:")
     roots = data_roots(None)
-    assert roots[:2] == [Path("/e1"), Path("/e2")] and Path("/usr/share/datasets") in roots
-    roots = data_roots(["/c1", "/c2"])
-    assert roots[:4] == [Path("/c1"), Path("/c2"), Path("/e1"), Path("/e2")]
-    assert data_roots("/c1")[0] == Path("/c1")
-    assert len(data_roots(["/usr/share/datasets"])) == len(set(data_roots(["/usr/share/datasets"])))
+    assert roots[:2] == [e1, e2] and Path("/usr/share/datasets") in roots
+    roots = data_roots([str(c1), c2])
+    assert roots[:4] == [c1, c2, e1, e2]
+    assert data_roots(str(c1))[0] == c1
+    assert len(data_roots([e1, e1])) == len(set(data_roots([e1, e1])))
+
+
+def test_a_root_that_is_not_a_folder_is_named_not_passed_over(tmp_path, monkeypatch):
+    make_idx(tmp_path / "data" / "mnist", gz=True)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for root, why in ((afile, "is a file"), (tmp_path / "typo", "does not exist")):
+        with pytest.raises(UsageError, match=f"a data root, '{root}', {why}"):
+            load("mnist", roots=[root, tmp_path / "data"], progress=False)
+    monkeypatch.setenv("PDNN_DATA", f"{afile}:{tmp_path / 'data'}")
+    with pytest.raises(UsageError, match=f"an entry of \\$PDNN_DATA, '{afile}', is a file"):
+        load("mnist", progress=False)
+    # one variable may serve machines that mount different folders: a missing entry is only warned about
+    monkeypatch.setenv("PDNN_DATA", f"{tmp_path / 'typo'}:{tmp_path / 'data'}")
+    with pytest.warns(UserWarning, match=f"'{tmp_path / 'typo'}', does not exist; skipped"):
+        assert load("mnist", progress=False).num_classes == 10
 
 
 def test_pdnn_data_is_searched_and_data_dir_comes_first(tmp_path, monkeypatch):
@@ -536,6 +629,9 @@ def test_augment_rejects_bad_arguments():
         augment(x, "cifar", None)
     with pytest.raises(ValueError, match="unknown padding"):
         augment(x, "cifar", torch.Generator(), padding="edge")
+    for pad in (-1, 1.5):
+        with pytest.raises(ValueError, match=f"pad {pad}: expected a whole number of pixels >= 0"):
+            augment(x, "cifar", torch.Generator(), pad=pad)
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="generator is on cpu"):
             augment(x.cuda(), "cifar", torch.Generator())

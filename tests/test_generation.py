@@ -439,6 +439,15 @@ def test_celeba_damaged_zip_entry_names_it(tmp_path):
         load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
 
 
+def test_celeba_image_of_another_size_is_refused_by_name(tmp_path):
+    from pdnn.data import DataError, load
+
+    _write_celeba(tmp_path / "root", [1, 2, 182638])
+    Image.new("RGB", (1000, 800)).save(tmp_path / "root" / "celeba" / "img_align_celeba" / "000002.jpg")
+    with pytest.raises(DataError, match=r"'000002\.jpg' is 1000x800 pixels; expected the aligned images' 178x218"):
+        load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_celeba_partition_file_overrides_file_numbers(tmp_path):
     from pdnn.data import load
 
@@ -451,12 +460,12 @@ def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeyp
     from pdnn.data import DatasetNotFound, load
 
     monkeypatch.setenv("PDNN_DATA", str(tmp_path))
+    (tmp_path / "root").mkdir()  # a root without the dataset (a given root must exist)
     with pytest.raises(DatasetNotFound) as info:
         load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache")
     message = str(info.value)
     assert f"{tmp_path / 'root' / 'celeba'}: neither img_align_celeba/ nor img_align_celeba.zip" in message
     assert "img_align_celeba.zip" in message and "--data-dir ROOT" in message
-    (tmp_path / "root").mkdir()  # a root without the dataset (a --data-dir must exist)
     assert main(["train", "--task", "vae", "--dataset", "celeba", "--data-dir", str(tmp_path / "root"),
                  "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert not (tmp_path / "run").exists()

@@ -18,6 +18,7 @@ import torch
 import pdnn
 from pdnn.cli import build_parser, main
 from pdnn.data import load
+from pdnn.data.cifar import CLASSES
 from pdnn.devices import where_measured
 from pdnn.errors import UsageError
 from pdnn.runs import load_checkpoint, load_model
@@ -41,7 +42,7 @@ def make_cifar(root, per_batch=24):
         batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
                  b"labels": rng.integers(0, 10, per_batch).tolist()}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}))
     return ["--dataset", "cifar10", "--data-dir", str(root), "--model", "mlp", "--width", "32", "--quiet"]
 
 

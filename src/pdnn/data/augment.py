@@ -14,6 +14,8 @@ stream), so the same seed gives the same augmentation on the same device.
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 KINDS = ("cifar", "none")
@@ -37,6 +39,8 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, padding
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDINGS)}")
     n, _, height, width = x.shape
+    if not isinstance(pad, numbers.Integral) or pad < 0:
+        raise ValueError(f"pad {pad!r}: expected a whole number of pixels >= 0")
     if padding == "reflect" and pad >= min(height, width):
         raise ValueError(f"reflect padding of {pad} needs images larger than {pad} pixels, "
                          f"got {height}x{width}")

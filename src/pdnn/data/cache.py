@@ -1,9 +1,11 @@
 """Decoded datasets cached on disk, so each source is decoded once per machine.
 
-A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes the source files'
-paths, ``stamp`` their sizes and modification times. A changed source therefore misses the cache
-and is decoded again (the stale entry for the same place is then deleted), while copies of a
-dataset in two places coexist. The entry holds each array as a raw file (``train_x.bin``,
+A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes the folder that
+holds the source files, ``stamp`` their paths, sizes, and modification and status-change times
+(the change time moves whenever a file is written, even if its modification time is set back, as
+``cp -p`` or ``rsync -t`` do). A changed source -- a file rewritten, added or removed -- therefore
+misses the cache and is decoded again (the stale entry for the same place is then deleted), while
+copies of a dataset in two places coexist. The entry holds each array as a raw file (``train_x.bin``,
 ``train_y.bin``, ``test_x.bin``, ``test_y.bin``) and ``meta.json`` (format, shapes, classes,
 the training split's channel statistics and the labels' sha256).
 
@@ -70,8 +72,8 @@ def cache_path(directory: Path, name: str, files: list[Path]) -> Path:
     """Where the cache of dataset ``name`` decoded from ``files`` lives (see the module docstring)."""
     paths = [str(Path(f).resolve()) for f in files]
     stats = [Path(f).stat() for f in files]
-    where = _digest([name, paths])
-    stamp = _digest([[s.st_size, s.st_mtime_ns] for s in stats])
+    where = _digest([name, os.path.commonpath(paths) if paths else ""])
+    stamp = _digest([[p, s.st_size, s.st_mtime_ns, s.st_ctime_ns] for p, s in zip(paths, stats)])
     return directory / f"{name}-{where}-{stamp}"
 
 
@@ -260,7 +262,10 @@ def _publish(staging: Path, path: Path) -> None:
         if _why_unreadable(path) is None:
             return
     old = path.with_name(f"{temporary_prefix(path)}old.tmp")  # named so that remove_orphans finds it if killed
-    os.rename(path, old)
+    try:
+        os.rename(path, old)
+    except FileNotFoundError:  # another process moved the unreadable entry away first
+        pass
     try:
         os.rename(staging, path)
     except OSError:  # another process published between the two renames: keep its entry

@@ -219,7 +219,7 @@ def _decode(name: str, spec: Spec, source: Source, writer: cache.CacheWriter, pr
         if shape is not None and shape != spec.input_shape:
             raise idx.DataError(f"{source.description}: {split}_x images have shape {shape}; "
                                 f"{name} expects {spec.input_shape}")
-    if len(classes) != len(spec.classes):
-        raise idx.DataError(f"{source.description}: {len(classes)} classes "
-                            f"({', '.join(classes)}); {name} has {len(spec.classes)}")
+    if list(classes) != list(spec.classes):  # label i must mean the dataset's class i
+        raise idx.DataError(f"{source.description}: classes {', '.join(classes)} (label 0, 1, ...); {name} "
+                            f"expects exactly {', '.join(spec.classes)}, in this order")
     return classes

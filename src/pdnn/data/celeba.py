@@ -26,6 +26,7 @@ from .images import CHUNK, is_image
 
 SIZE = 64
 CROP = 140
+ALIGNED = (178, 218)  # width, height of every img_align_celeba image
 TRAIN_LAST, TEST_FIRST = 162770, 182638  # official partition by file number
 PARTITION = "list_eval_partition.txt"
 FOLDER, ZIP = "img_align_celeba", "img_align_celeba.zip"
@@ -71,12 +72,14 @@ def _split_of(names: list[str], partition: Path | None) -> dict[str, int]:
 
 
 def preprocess(image) -> np.ndarray:
-    """A PIL image -> uint8 ``[64, 64, 3]``: central 140x140 crop, resized to 64x64."""
+    """A PIL image of the aligned set (178x218) -> uint8 ``[64, 64, 3]``: central 140x140 crop,
+    resized to 64x64. Another size is refused: its centre is not where the aligned faces are."""
     from PIL import Image
 
+    if image.size != ALIGNED:
+        raise DataError("is {}x{} pixels; expected the aligned images' {}x{}".format(*image.size, *ALIGNED))
     image = image.convert("RGB")
-    w, h = image.size
-    side = min(CROP, w, h)
+    (w, h), side = image.size, CROP
     left, top = (w - side) // 2, (h - side) // 2
     return np.asarray(image.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BILINEAR))
 
@@ -109,6 +112,8 @@ def write_celeba(source: Path, partition: Path | None, writer, progress: bool = 
                         data = (source / name).read_bytes() if zf is None else zf.read(members[name])
                         with Image.open(io.BytesIO(data)) as im:
                             chunk[k] = preprocess(im)
+                    except DataError as err:
+                        raise DataError(f"{source}: {members[name]!r} {err}") from None
                     except Exception as err:
                         raise DataError(f"{source}: cannot read or decode {members[name]!r} ({err})") from err
                 writer.add(key, chunk[:len(part_names)].transpose(0, 3, 1, 2),

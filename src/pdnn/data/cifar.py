@@ -67,24 +67,33 @@ def read_batch(path: Path, num_classes: int = 10) -> tuple[torch.Tensor, torch.T
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: b'data' is {data.dtype} {list(data.shape)}; expected uint8 [N, 3072]")
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(labels)
     if labels.shape != (len(data),):
         raise DataError(f"{path}: {len(data)} images but labels of shape {list(labels.shape)}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"{path}: labels outside 0..{num_classes - 1}")
+    if len(labels) and labels.dtype.kind not in "iu":  # a cast would truncate 2.9 to class 2
+        raise DataError(f"{path}: labels of type {labels.dtype} (first {labels[0]}); expected integers")
+    labels = labels.astype(np.int64)
+    outside = labels[(labels < 0) | (labels >= num_classes)]
+    if len(outside):
+        raise DataError(f"{path}: label {outside[0]} out of range; expected 0..{num_classes - 1}")
     x = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
     return x, torch.from_numpy(labels)
 
 
 def read_classes(folder: Path) -> list[str]:
-    """Class names from ``batches.meta`` if present, else the canonical CIFAR-10 names."""
+    """Class names from ``batches.meta`` if present (which must be the canonical CIFAR-10 names, in
+    their order), else the canonical names."""
     meta = folder / META
     if not meta.is_file():
         return list(CLASSES)
     names = read_pickle(meta).get(b"label_names")
     if not isinstance(names, list):
         raise DataError(f"{meta}: no b'label_names' list")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    if names != list(CLASSES):  # the batches' label i is CIFAR-10's class i
+        raise DataError(f"{meta}: label_names {', '.join(names)}; expected CIFAR-10's {', '.join(CLASSES)}, "
+                        "in this order")
+    return names
 
 
 def write_batches(folder: Path, writer) -> list[str]:

@@ -10,7 +10,10 @@ dataset lives in its conventional folder (``fashion-mnist/``, ``mnist/``,
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+
+from ..errors import UsageError
 
 DEFAULT_ROOTS = ("~/.local/share/datasets", "/usr/local/share/datasets", "/usr/share/datasets")
 
@@ -29,16 +32,28 @@ class DatasetNotFound(FileNotFoundError):
 
 
 def data_roots(cli_dirs: list[str | Path] | str | Path | None = None) -> list[Path]:
-    """The data roots to search, in order (see the module docstring); duplicates removed."""
+    """The data roots to search, in order (see the module docstring); duplicates removed.
+
+    A root given here must be a folder, and an entry of ``$PDNN_DATA`` must not be a file: a
+    mistyped root would otherwise be passed over silently for the next one that holds the dataset
+    (:class:`UsageError`). An entry of ``$PDNN_DATA`` that does not exist is skipped with a warning
+    (one variable may serve machines that mount different folders); so are default roots, silently."""
     if isinstance(cli_dirs, (str, os.PathLike)):  # one directory, not a list of characters
         cli_dirs = [cli_dirs]
     env = [p for p in os.environ.get("PDNN_DATA", "").split(os.pathsep) if p.strip()]
+    given = [*((entry, "a data root") for entry in cli_dirs or []), *((p, "an entry of $PDNN_DATA") for p in env)]
     roots: list[Path] = []
-    for entry in [*(cli_dirs or []), *env, *DEFAULT_ROOTS]:
+    for entry, what in [*given, *((d, "") for d in DEFAULT_ROOTS)]:
         try:
             path = Path(entry).expanduser()
         except RuntimeError:  # no home directory (a container's user without one): no ~ root
             continue
+        if what and path.exists() and not path.is_dir():
+            raise UsageError(f"{what}, {str(entry)!r}, is a file; expected a folder holding datasets")
+        if what == "a data root" and not path.exists():
+            raise UsageError(f"{what}, {str(entry)!r}, does not exist; expected a folder holding datasets")
+        if what and not path.exists():
+            warnings.warn(f"{what}, {str(entry)!r}, does not exist; skipped", stacklevel=2)
         if path not in roots:
             roots.append(path)
     return roots
