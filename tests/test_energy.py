@@ -1,5 +1,6 @@
 """The energy model: the formula, per-layer accounting, technology tables, trade-offs, the CLI."""
 import json
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +15,10 @@ from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, acc
                          eo_energy_pj, format_report, format_tradeoff, load_table, network_energy, pareto_front,
                          parse_tolerance, run_network, tradeoff, tradeoff_runs)
 from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
-from pdnn.energy.graph import Network
+from pdnn.energy.graph import Network, fan_in
+from pdnn.errors import UsageError
 from pdnn.models import ModelConfig, create
-from pdnn.nn import DitheredQuantize, GaussianNoise, PBit, QuantConv2d, QuantLinear, Quantize
+from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, PBit, QuantConv2d, QuantLinear, Quantize
 from pdnn.runs import RunError, write_json
 
 from zoo import PBitInATorchLayer
@@ -127,6 +129,8 @@ def conv_nets(draw):
                                weight_bits=draw(st.sampled_from([1, 4, 32]))),
                    nn.BatchNorm2d(out), draw(st.sampled_from([PBit(), Quantize(2), nn.Tanh()]))]
         c = out
+    if draw(st.booleans()):  # a transposed convolution, its stride possibly beyond its kernel
+        layers.append(nn.ConvTranspose2d(c, c, draw(st.integers(1, 3)), stride=draw(st.integers(1, 3))))
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 3)]
     return analyze(nn.Sequential(*layers), (channels, size, size))
 
@@ -177,6 +181,56 @@ def test_fan_in_and_eo_counts_linear_and_conv():
         (27, 32 * 32 * 32), (288, 32 * 32 * 32), (288, 64 * 16 * 16), (576, 64 * 16 * 16),
         (576, 128 * 8 * 8), (2048, 10)]
     assert all(l.weight_bits == 4 for l in net.layers)
+
+
+def test_a_transposed_convolution_counts_its_products_per_output():
+    # one input position, stride 2 > kernel 1: the one output sums all 64 inputs
+    (layer,) = analyze(nn.Sequential(nn.ConvTranspose2d(64, 32, 1, stride=2)), (64, 1, 1)).layers
+    assert (layer.fan_in, layer.eos, layer.weights) == (64, 32, 2048)
+    # 4 x 4 inputs scattered over 7 x 7 outputs: 16 of them get 64 products, the rest none
+    (layer,) = analyze(nn.Sequential(nn.ConvTranspose2d(64, 32, 1, stride=2)), (64, 4, 4)).layers
+    assert layer.fan_in == math.ceil(64 * 16 / 49)
+    # the output is the input enlarged by the stride: C_in * (k / s)^2, as without shapes
+    (layer,) = analyze(nn.Sequential(nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)), (8, 5, 5)).layers
+    assert layer.fan_in == 8 * 4 == fan_in(nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1))
+    net = analyze(nn.Sequential(nn.ConvTranspose2d(64, 32, 1, stride=2)), (64, 1, 1))
+    per_eo, per_inference = (network_energy(net, 1, Settings(reuse=Reuse(mode)))["terms"]["weight_memory_j"]
+                             for mode in ("per-eo", "per-inference"))
+    assert per_inference == per_eo  # N·n = W here: reuse never costs more
+
+
+def test_a_module_called_twice_is_fetched_once_when_its_weights_are_reused():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.out = nn.Linear(64, 64), nn.Linear(64, 2)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.fc(torch.tanh(self.fc(x)))))
+
+    net = analyze(Shared(), (64,))
+    assert [(l.name, l.repeat_call) for l in net.layers] == [("fc", False), ("fc[1]", True), ("out", False)]
+    for reuse, reads in (("per-eo", [4096, 4096, 128]), ("per-inference", [4096, 0, 128]),
+                         ("per-batch:4", [1024, 0, 32])):
+        layers = network_energy(net, 1, Settings(reuse=Reuse.parse(reuse)))["layers"]
+        assert [l["terms"]["weight_memory_j"] for l in layers] == pytest.approx(
+            [r * 32 * load_table().memory("dram").pj_per_bit * 1e-12 for r in reads])
+
+
+def test_what_cannot_be_costed_is_named_when_nothing_can_be():
+    class OnlyLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(8, 16, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(x)[0]
+
+    with pytest.raises(UsageError, match=r"OnlyLSTM has no Linear or Conv layer to account for \(found: "
+                                         r"lstm \(LSTM\): layer type not supported"):
+        analyze(OnlyLSTM(), (5, 8))
+    with pytest.raises(UsageError, match="input_shape must be .*, got 784"):
+        analyze(nn.Sequential(nn.Linear(784, 10)), 784)
 
 
 def test_activation_bits_after_each_neuron_and_the_input():
@@ -276,6 +330,45 @@ def test_noise_injectors_pay_for_random_numbers(tech):
     s = Settings(tech)
     extra = network_energy(noisy, 1, s)["terms"]["neuron_j"] - network_energy(plain, 1, s)["terms"]["neuron_j"]
     assert extra == pytest.approx(8 * (tech.rng_pj(tech.noise_random_bits) + tech.float_add_pj()) * 1e-12)
+
+
+def test_noise_on_a_float_sum_is_added_and_compared_in_float(tech):
+    """A dithered quantiser or hard p-bit on a float layer's sum: its random bits, a float add and
+    k float comparisons -- so it never costs less than the same quantiser without noise."""
+    float_add, rng = tech.float_add_pj(), tech.rng_pj(tech.noise_random_bits)
+    for k, noisy, plain in ((1, HardPBit(), Quantize(1)), (2, DitheredQuantize(2), Quantize(2)),
+                            (4, DitheredQuantize(4), Quantize(4))):
+        neuron = {name: network_energy(analyze(nn.Sequential(nn.Linear(16, 1), module), (16,)), 1)["terms"]["neuron_j"]
+                  for name, module in (("noisy", noisy), ("plain", plain))}
+        assert neuron["noisy"] == pytest.approx((rng + float_add + k * float_add) * 1e-12)
+        assert neuron["plain"] == pytest.approx(k * float_add * 1e-12) and neuron["noisy"] > neuron["plain"]
+    # on an integer layer the add and the comparisons are at the accumulator's width
+    layer = analyze(nn.Sequential(QuantLinear(16, 1, weight_bits=4), DitheredQuantize(2)), (16,)).layers[0]
+    acc = accumulator_bits(16, 8, 4)
+    assert layer.neuron[0].energy_pj(tech, acc) == pytest.approx(
+        rng + tech.int_add_pj(max(tech.noise_random_bits, acc)) + 2 * tech.int_add_pj(acc))
+
+
+def test_layer_aggregation_widens_through_clips_and_residual_sums():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.p1 = QuantConv2d(3, 4, 3, padding=1, weight_bits=4), PBit()
+            self.c2, self.p2 = QuantConv2d(4, 4, 3, padding=1, weight_bits=4), PBit()
+            self.fc = QuantLinear(64, 5, weight_bits=4)
+
+        def forward(self, x):
+            h = self.p1(self.c1(x))
+            return self.fc((h + self.p2(self.c2(h))).flatten(1))
+
+    residual = analyze(Residual(), (3, 4, 4))
+    clipped = analyze(nn.Sequential(nn.Linear(8, 8), PBit(), nn.Hardtanh(), nn.Linear(8, 2)), (8,))
+    layer = Settings(aggregate="layer")
+    for t in (1, 15, 63):
+        bits = averaged_bits(1, t)  # T+1 levels of one averaged p-bit
+        assert [l["activation_bits"] for l in network_energy(residual, t, layer)["layers"]] == [8, bits, bits + 1]
+        assert [l["activation_bits"] for l in network_energy(clipped, t, layer)["layers"]] == [8, bits]
+    assert [l["activation_bits"] for l in network_energy(residual, 15)["layers"]] == [8, 1, 2]  # per sample
 
 
 def test_layer_aggregation_counts_averaged_bits(tech):

@@ -53,7 +53,8 @@ class Reuse:
 
     * ``per-eo``: for every elementary operation (the paper's formula: N·n fetches per layer,
       shared only by the T samples of that EO);
-    * ``per-inference``: each layer's W weights once per inference into an on-chip buffer;
+    * ``per-inference``: each layer's W weights once per inference into an on-chip buffer (a
+      module called twice, as weight sharing does, once);
     * ``per-batch`` with ``batch = B``: once per B inferences.
 
     The buffer's own read energy is not counted (as the paper does not count register-level
@@ -79,9 +80,11 @@ class Reuse:
         raise UsageError(f"reuse must be per-eo, per-inference or per-batch:B (B an integer >= 1), got {text!r}")
 
     def fetches(self, layer: Layer) -> float:
-        """Weight reads per inference for ``layer``."""
+        """Weight reads per inference for ``layer`` (one call of a weight layer)."""
         if self.mode == "per-eo":
             return float(layer.eos * layer.fan_in)
+        if layer.repeat_call:  # a shared module: its weights are in the buffer since its first call
+            return 0.0
         return layer.weights / (self.batch if self.mode == "per-batch" else 1)
 
     def __str__(self) -> str:
@@ -135,8 +138,8 @@ def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
     neuron_pj = 0.0
     if settings.aggregate == "layer":
         repeats = 1
-        if layer.averaged_input and b_a < FLOAT_BITS:
-            b_a = min(averaged_bits(b_a, t), FLOAT_BITS)
+        if layer.averaged_input and b_a < FLOAT_BITS:  # the average of T draws, widened by the sums since
+            b_a = min(averaged_bits(b_a - layer.carry_bits, t) + layer.carry_bits, FLOAT_BITS)
         acc = accumulator_bits(n, b_a, b_w)
         for part in layer.neuron:
             draws = part.kind in ("pbit", "noise")

@@ -156,11 +156,12 @@ class NeuronPart:
         if self.kind == "pbit":
             r = tech.pbit_random_bits
             return tech.rng_pj(r) + tech.op("pbit_lut").energy_pj(r) + compare_pj(tech, acc_bits)
-        if self.kind == "noise":
+        if self.kind == "noise":  # the noise is added to the sum: a float add where either is float
             r = tech.noise_random_bits
             if is_float(self.bits):
                 return tech.rng_pj(r) + tech.float_add_pj()
-            return tech.rng_pj(r) + tech.int_add_pj(r) + self.bits * tech.int_add_pj(r)
+            add = tech.float_add_pj() if acc_bits is None else tech.int_add_pj(max(r, acc_bits))
+            return tech.rng_pj(r) + add + self.bits * compare_pj(tech, acc_bits)
         if self.kind == "threshold":
             return self.bits * compare_pj(tech, acc_bits)
         if self.kind == "nonlinearity":

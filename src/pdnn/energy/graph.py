@@ -97,15 +97,19 @@ def layer_weight_bits(module: nn.Module) -> int:
         raise AnalysisError(str(err)) from None
 
 
-def fan_in(module: nn.Module) -> int:
-    """n: inputs per output neuron. Linear: ``in_features``; ConvNd: ``C_in/groups * prod(kernel)``;
-    ConvTransposeNd: ``C_in/groups * prod(kernel / stride)`` (rounded up) -- a transposed convolution
-    scatters each input over ``kernel`` outputs spaced ``stride`` apart, so an interior output sums
-    that many inputs on average (exactly, when the stride divides the kernel)."""
+def fan_in(module: nn.Module, in_shape=None, out_shape=None) -> int:
+    """n: inputs per output neuron. Linear: ``in_features``; ConvNd: ``C_in/groups * prod(kernel)``.
+    ConvTransposeNd scatters each of its input positions over ``kernel`` outputs: n is its
+    products per output value, ``C_in/groups * prod(kernel) * inputs / outputs`` (positions, from
+    the shapes ``[N, C, ...]``; rounded up), which is ``C_in/groups * prod(kernel / stride)`` when
+    the output is the input enlarged by the stride -- the value used without shapes."""
     if isinstance(module, nn.Linear):
         return module.in_features
     if isinstance(module, _ConvTransposeNd):
-        per_position = math.prod(k / s for k, s in zip(module.kernel_size, module.stride))
+        if in_shape is not None and out_shape is not None:
+            per_position = math.prod(module.kernel_size) * math.prod(in_shape[2:]) / math.prod(out_shape[2:])
+        else:
+            per_position = math.prod(k / s for k, s in zip(module.kernel_size, module.stride))
         return math.ceil(module.in_channels // module.groups * per_position - 1e-9)
     return module.in_channels // module.groups * math.prod(module.kernel_size)
 
@@ -121,8 +125,12 @@ class Layer:
     ``eos``: elementary operations (output values per inference); ``weights``: weight count
     (``eos`` / output positions x n); ``activation_bits``: ``b_a`` (32 when not known, with
     ``activation_bits_known`` False); ``stochastic_input``: recomputed for every sample;
-    ``averaged_input``: its input is the direct (k-bit) output of a stochastic module, which
-    layer aggregation averages over T samples before this layer reads it.
+    ``averaged_input``: its input is the (k-bit) output of a stochastic module, which layer
+    aggregation averages over T samples before this layer reads it -- directly, or through clips
+    and through sums, each of which adds one of its ``carry_bits`` (a sum of two averaged 1-bit
+    values has ``activation_bits`` 2 per sample and ``ceil(log2(T + 1)) + 1`` averaged).
+    ``repeat_call``: a later call of a module called before in the same inference (weight
+    sharing), whose weights a buffer that reuses them already holds.
     """
 
     name: str
@@ -137,6 +145,8 @@ class Layer:
     activation_source: str = "input"
     stochastic_input: bool = False
     averaged_input: bool = False
+    carry_bits: int = 0
+    repeat_call: bool = False
     neuron: tuple[NeuronPart, ...] = ()
 
     def to_dict(self) -> dict:
@@ -174,7 +184,8 @@ class Network:
                 parts.append(NeuronPart(kind, FLOAT_BITS, False, p.module))
             b_a = layer.activation_bits if layer.activation_source == "input" else FLOAT_BITS
             layers.append(replace(layer, weight_bits=FLOAT_BITS, activation_bits=b_a, activation_bits_known=True,
-                                  stochastic_input=False, averaged_input=False, neuron=tuple(parts)))
+                                  stochastic_input=False, averaged_input=False, carry_bits=0,
+                                  neuron=tuple(parts)))
         return Network(layers, self.input_shape, self.input_bits, self.method, [], list(self.notes))
 
     def to_dict(self) -> dict:
@@ -186,14 +197,15 @@ class Network:
 @dataclass(frozen=True)
 class _Info:
     """What is known about one tensor: its precision (None: unknown), whether it depends on a
-    random draw, the weight layer whose neuron it belongs to, and whether a stochastic module set
-    its precision."""
+    random draw, the weight layer whose neuron it belongs to, whether a stochastic module set
+    its precision (and how many bits sums added since: ``carry``)."""
 
     prec: int | None
     stoch: bool = False
     owner: int | None = None
     averaged: bool = False
     source: str = "input"
+    carry: int = 0
 
 
 def _merge(infos: list[_Info]) -> _Info:
@@ -202,7 +214,8 @@ def _merge(infos: list[_Info]) -> _Info:
     precs = [i.prec for i in infos]
     owners = [i.owner for i in infos if i.owner is not None]
     return _Info(None if None in precs else max(precs), any(i.stoch for i in infos), max(owners) if owners else None,
-                 any(i.averaged for i in infos), "+".join(dict.fromkeys(i.source for i in infos)))
+                 any(i.averaged for i in infos), "+".join(dict.fromkeys(i.source for i in infos)),
+                 max(i.carry for i in infos))
 
 
 class _Walker:
@@ -231,10 +244,13 @@ class _Walker:
         self.calls[name] = count + 1
         return name if count == 0 else f"{name}[{count}]"
 
-    def module(self, name: str, m: nn.Module, inputs: list[_Info], out_shape) -> _Info:
+    def module(self, name: str, m: nn.Module, inputs: list[_Info], out_shape, in_shape=None) -> _Info:
+        """``out_shape`` and ``in_shape`` (of the first input) are ``[N, C, ...]`` or None."""
+        repeat = name in self.calls
         name = self.call_name(name)
         if is_weight_layer(m):
-            return self._weight_layer(name, m, inputs[0] if inputs else _Info(None, source="unknown"), out_shape)
+            inp = inputs[0] if inputs else _Info(None, source="unknown")
+            return self._weight_layer(name, m, inp, out_shape, in_shape, repeat)
         inp = _merge(inputs)
         if is_stochastic(m):
             prec = int(getattr(m, "precision", FLOAT_BITS))
@@ -258,7 +274,7 @@ class _Walker:
         if isinstance(m, CLIPPING_MODULES):
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, name), name)
             keeps = inp.prec is not None and inp.prec < FLOAT_BITS  # clipping k-bit values keeps k bits
-            return replace(inp, averaged=False, source=inp.source if keeps else name)
+            return replace(inp, source=inp.source if keeps else name)  # and an averaged value its width
         if isinstance(m, FLOAT_UNPRICED_MODULES):
             self.note(f"{name} ({type(m).__name__}): float output, its own cost is not counted")
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
@@ -268,12 +284,12 @@ class _Walker:
         self.note(f"{name} ({type(m).__name__}): unknown module, output precision unknown, not priced")
         return _Info(None, inp.stoch, inp.owner, False, name)
 
-    def _weight_layer(self, name: str, m: nn.Module, inp: _Info, out_shape) -> _Info:
+    def _weight_layer(self, name: str, m: nn.Module, inp: _Info, out_shape, in_shape, repeat: bool) -> _Info:
         known = inp.prec is not None
         if not known:
             self.unresolved.append(name)
         b_a = inp.prec if known else FLOAT_BITS
-        n = fan_in(m)
+        n = fan_in(m, in_shape, out_shape)
         eos = math.prod(out_shape[1:])
         kind = "linear" if isinstance(m, nn.Linear) else \
             f"conv{'-transpose' if isinstance(m, _ConvTransposeNd) else ''}{len(m.kernel_size)}d"
@@ -282,6 +298,7 @@ class _Walker:
             weight_bits=layer_weight_bits(m), activation_bits=int(b_a), activation_bits_known=known,
             activation_source=inp.source, stochastic_input=inp.stoch,
             averaged_input=known and inp.averaged and b_a < FLOAT_BITS,
+            carry_bits=inp.carry if known and inp.averaged and b_a < FLOAT_BITS else 0, repeat_call=repeat,
         ))
         self.parts.append([])
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
@@ -299,10 +316,11 @@ class _Walker:
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, label)
         if target in clip:
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, label), label)
-            return replace(inp, averaged=False)
+            return inp  # clipping keeps k bits, and an averaged value its width
         if target in sums:
             if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
-                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, False, label)
+                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, inp.averaged, label,
+                             inp.carry + 1 if inp.averaged else 0)
             return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
         if target in scales and len(inputs) == 1:
             return inp  # scaling by a constant folds into the next layer's weights
@@ -350,7 +368,9 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             infos[node] = _Info(walker.input_bits, source="input")
         elif node.op == "call_module":
             shape = meta.shape if isinstance(meta, TensorMetadata) else None
-            infos[node] = walker.module(str(node.target), modules[node.target], ins, shape)
+            first = node.args[0].meta.get("tensor_meta") if node.args and isinstance(node.args[0], fx.Node) else None
+            infos[node] = walker.module(str(node.target), modules[node.target], ins, shape,
+                                        first.shape if isinstance(first, TensorMetadata) else None)
         elif node.op in ("call_function", "call_method"):
             if meta is None:  # not a tensor (x.size(0), ...): no precision to carry
                 continue
@@ -383,7 +403,8 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 ins.append(_Info(None, state["stochastic_ran"], state["last_layer"], False, "unknown"))
         out = output if isinstance(output, torch.Tensor) else None
         shape = tuple(out.shape) if out is not None else None
-        info = walker.module(names[module], module, ins, shape)
+        first = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
+        info = walker.module(names[module], module, ins, shape, tuple(first.shape) if first is not None else None)
         if is_stochastic(module):
             state["stochastic_ran"] = True
         if is_weight_layer(module):
@@ -464,5 +485,6 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
         for m, flag in training:
             m.train(flag)
     if not walker.layers:
-        raise AnalysisError(f"{type(model).__name__} has no Linear or Conv layer to account for")
+        found = "; ".join(walker.notes) or "nothing"
+        raise AnalysisError(f"{type(model).__name__} has no Linear or Conv layer to account for (found: {found})")
     return walker.network(shape, method)
