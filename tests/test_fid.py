@@ -98,3 +98,10 @@ def test_mismatched_or_nan_statistics_are_refused():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match="NaN"):
         frechet_distance(np.zeros(2), np.eye(2) * np.nan, np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match=r"means of shape \(d,\)"):
+        frechet_distance(0.0, 1.0, 0.0, 1.0)
+    # eigh would read one triangle of a non-symmetric matrix, and clip a negative one to 0: distance 0
+    with pytest.raises(ValueError, match="cov1 is not symmetric"):
+        frechet_distance(np.zeros(2), [[1.0, 0.5], [0.0, 1.0]], np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match=r"cov2 has a negative eigenvalue \(-1\)"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), -np.eye(2))

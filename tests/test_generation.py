@@ -1,5 +1,6 @@
 """Generative p-DNNs: the VAE, its training task, pdnn generate / fid, the Inception loader."""
 import hashlib
+import io
 import json
 import shutil
 import signal
@@ -15,6 +16,7 @@ from PIL import Image
 from damage import corrupt_zip_member
 from pdnn import SampledModel
 from pdnn.cli import main
+from pdnn.errors import UsageError
 from pdnn.generation import SampledVAE, generate, generate_at, image_grid
 from pdnn.models import create
 from pdnn.nn import PBit, QuantConv2d, QuantLinear, Quantize
@@ -59,6 +61,28 @@ def test_generated_image_is_the_mean_of_t_decoder_samples():
     assert torch.allclose(images[1], samples[0], atol=1e-6)
     assert torch.equal(generate(vae, 4, 6, seed=5), images[4])
     assert not torch.equal(generate(vae, 4, 6, seed=7), images[4])
+
+
+def test_a_large_t_is_drawn_in_parts_of_at_most_max_rows(monkeypatch):
+    torch.manual_seed(0)
+    vae = create("vae", neuron="pbit", width=4, latent=3).eval()
+    rows, forward = [], SampledModel.forward
+
+    def counting(self, z, *args, **kwargs):
+        out = forward(self, z, *args, **kwargs)  # [samples, latents, C, H, W]
+        rows.append(out.shape[0] * out.shape[1])
+        return out
+
+    monkeypatch.setattr(SampledModel, "forward", counting)
+    images = generate_at(vae, [1, 5, 11], n=2, seed=5, max_rows=4)
+    monkeypatch.undo()
+    assert rows and max(rows) <= 4 and sum(rows) == 2 * 11  # every sample of both latents, in parts
+    assert {t: tuple(i.shape) for t, i in images.items()} == {t: (2, 1, 28, 28) for t in (1, 5, 11)}
+    assert all(0 <= i.min() and i.max() <= 1 for i in images.values())
+    # within max_rows the parts are one call: the images of a small T are as before
+    assert torch.equal(generate_at(vae, [1, 4], n=6, seed=5, max_rows=24)[4], generate(vae, 4, 6, seed=5))
+    with pytest.raises(UsageError, match="at least one T"):
+        generate_at(vae, [], 4)
 
 
 def test_averaging_more_samples_reduces_the_pixel_variance():
@@ -244,6 +268,44 @@ def test_fid_records_the_classifier_weights_it_used(runs, tmp_path, monkeypatch)
     assert document["feature_weights"]["sha256"] == used
 
 
+def test_fid_shows_its_progress_on_a_terminal_unless_quiet(runs, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for quiet in ([], ["--quiet"]):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--n", "73", "--samples", "1,2",
+                     "--repeats", "2", *quiet]) == 0
+        assert ("fid: 100%" in sys.stderr.getvalue()) == (not quiet)
+
+
+def test_a_score_is_reused_only_where_it_is_what_a_fresh_one_would_give(runs, tmp_path):
+    from pdnn.experiments.runs import ensure_scored
+
+    vae = tmp_path / "vae"
+    shutil.copytree(runs / "vae", vae)
+    first = ensure_scored(vae, runs / "clf", [1, 2, 5], 73, 2, progress=False)
+    assert ensure_scored(vae, runs / "clf", [1, 5], 73, 2, progress=False) == first  # the same draws
+    fewer = ensure_scored(vae, runs / "clf", [1, 5], 73, 1, progress=False)  # a mean over 1 repeat, not 2
+    assert [r["repeats"] for r in fewer["results"]] == [1, 1]
+    smaller = ensure_scored(vae, runs / "clf", [1, 2], 73, 1, progress=False)  # drawn with max(T) = 2, not 5
+    fresh = json.loads((vae / "fid-clf.json").read_text())
+    assert [r["samples"] for r in smaller["results"]] == [1, 2] == [r["samples"] for r in fresh["results"]]
+
+
+def test_a_decoder_with_non_finite_statistics_is_refused_not_drawn_black(runs, tmp_path, capsys):
+    vae = tmp_path / "vae"
+    shutil.copytree(runs / "vae", vae)
+    state = torch.load(vae / "checkpoint.pt", weights_only=False)
+    (name,) = [k for k in state["model"] if k.startswith("decoder.") and k.endswith("running_var")][:1]
+    state["model"][name].fill_(float("nan"))
+    torch.save(state, vae / "checkpoint.pt")
+    assert main(["generate", str(vae), "-T", "2", "--n", "4", "--out", str(tmp_path / "images")]) == 2
+    assert f"holds non-finite weights or statistics ({name})" in capsys.readouterr().err
+    assert not (tmp_path / "images").exists()
+
+
 def test_convert_turns_a_tanh_decoder_into_p_bits(tmp_path, runs, capsys):
     assert main(["train", *VAE_TINY, "--epochs", "1", "--neuron", "tanh", "--out", str(tmp_path / "tanh")]) == 0
     out = tmp_path / "converted"
@@ -364,6 +426,23 @@ def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(ru
     assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 2
     assert "measured differently" in capsys.readouterr().err
+    # the classifier is known by its weights: the same one written another way is accepted,
+    # another one under the same folder name refused
+    clf = tmp_path / "clf"
+    shutil.copytree(runs / "clf", clf)
+    for name, written in (("a", clf), ("b", f"{clf}/.")):
+        assert main(["fid", str(tmp_path / name), "--classifier", str(written), "--n", "80",
+                     "--samples", "1", "--repeats", "1", "--quiet"]) == 0
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 0
+    shutil.rmtree(clf)
+    assert main(["train", *CLF_TINY, "--epochs", "1", "--seed", "3", "--out", str(clf)]) == 0
+    assert main(["fid", str(tmp_path / "b"), "--classifier", str(clf), "--n", "80",
+                 "--samples", "1", "--repeats", "1", "--quiet"]) == 0
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 2
+    err = capsys.readouterr().err
+    assert "measured differently" in err and "weights sha256" in err
     assert main(["tradeoff", str(tmp_path / "a"), str(runs / "clf"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 2
     assert "mix generators and classifiers" in capsys.readouterr().err

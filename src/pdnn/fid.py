@@ -38,13 +38,20 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     """Squared Fréchet distance between N(mu1, cov1) and N(mu2, cov2) (see the module docstring)."""
     mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
     cov1, cov2 = np.asarray(cov1, dtype=np.float64), np.asarray(cov2, dtype=np.float64)
-    d = mu1.shape[0]
-    if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
-        raise UsageError(f"expected means of shape ({d},) and covariances ({d}, {d}); got "
+    d = mu1.shape[0] if mu1.ndim else 0
+    if not d or mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise UsageError(f"expected means of shape (d,) and covariances (d, d), d >= 1; got "
                          f"{mu1.shape}, {cov1.shape}, {mu2.shape}, {cov2.shape}")
     for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
         if not np.isfinite(a).all():
             raise UsageError(f"{name} holds NaN or infinite values")
+    for name, cov in (("cov1", cov1), ("cov2", cov2)):  # eigh would read one triangle and clip the rest
+        scale = max(float(np.abs(cov).max()), np.finfo(np.float64).tiny)
+        if not np.allclose(cov, cov.T, rtol=0, atol=1e-9 * scale):
+            raise UsageError(f"{name} is not symmetric; expected a covariance")
+        if np.linalg.eigvalsh(cov).min() < -1e-9 * scale * d:
+            raise UsageError(f"{name} has a negative eigenvalue ({np.linalg.eigvalsh(cov).min():.3g}); "
+                             "expected a covariance (positive semi-definite)")
     diff = mu1 - mu2
     distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt_product(cov1, cov2)
     return max(float(distance), 0.0)

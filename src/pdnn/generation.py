@@ -22,6 +22,7 @@ from .errors import UsageError
 from .evaluate import is_deterministic
 from .fid import feature_statistics, frechet_distance, min_images
 from .models import VAE
+from .progress import progress_bar
 from .sampling import SampledModel, check_samples
 
 _EPS = 1e-6  # keeps the BCE finite where an average of sigmoids reaches 0 or 1 in float32
@@ -30,7 +31,7 @@ _EPS = 1e-6  # keeps the BCE finite where an average of sigmoids reaches 0 or 1 
 class SampledVAE(nn.Module):
     """A VAE whose decoder runs ``samples`` samples per latent and averages them.
 
-    ``forward(x, target, generator)`` returns the per-image loss terms ``(reconstruction, kl)``
+    ``forward(x, target)`` returns the per-image loss terms ``(reconstruction, kl)``
     of shape ``[B]``; ``x`` is the encoder's (normalised) input and ``target`` the image on the
     0..1 scale. One module, so ``DistributedDataParallel`` sees encoder and decoder together.
     """
@@ -85,8 +86,13 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     Latents come from a generator seeded with ``seed`` and the decoder's p-bits from one seeded
     with ``seed + 1``. The images at different T are thus of the same latents and nested in their
     samples (T = 10 extends T = 5), so a curve against T shows the effect of T alone, at the cost
-    of max(T) samples per image rather than sum(T).
+    of max(T) samples per image rather than sum(T). A decoder call holds at most ``max_rows``
+    rows (latents x samples; the samples of one latent in parts when max(T) exceeds it), so
+    memory does not grow with T. The same arguments give the same images; the draws of an image
+    are laid out by these calls, so its p-bits change with ``n``, max(T) and ``max_rows``.
     """
+    if not samples:
+        raise UsageError("samples: expected at least one T")
     samples = sorted({check_samples(t) for t in samples})
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UsageError(f"n (number of images) must be an integer >= 1, got {n!r}")
@@ -97,10 +103,25 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     decoder = SampledModel(vae.decoder, pool, reduce="none", seed=seed + 1)
     out: dict[int, list[torch.Tensor]] = {t: [] for t in samples}
     for z in latents.split(max(1, max_rows // pool)):
-        cumulative = decoder(z).double().cumsum(0)  # [pool, B, C, H, W]
-        for t in samples:
-            out[t].append((cumulative[t - 1] / t).float().cpu())
+        for t, image in _means(decoder, z, samples, max_rows).items():
+            out[t].append(image)
     return {t: torch.cat(images) for t, images in out.items()}
+
+
+def _means(decoder: SampledModel, z: torch.Tensor, samples: list[int], max_rows: int) -> dict[int, torch.Tensor]:
+    """The mean of the first T of max(T) decoder samples of the latents ``z``, for every T in
+    ``samples``: in one call, or -- when max(T) alone exceeds ``max_rows`` -- ``max_rows``
+    samples at a time, summed as they come."""
+    pool, means, done, total = max(samples), {}, 0, 0.0
+    for size in [min(max_rows, pool - start) for start in range(0, pool, max_rows)]:
+        decoder.samples = size
+        cumulative = decoder(z).double().cumsum(0) + total  # [size, B, C, H, W]
+        for t in samples:
+            if done < t <= done + size:
+                means[t] = (cumulative[t - done - 1] / t).float().cpu()
+        done, total = done + size, cumulative[-1]
+    decoder.samples = pool
+    return means
 
 
 def generate(vae: VAE, samples: int, n: int, seed: int = 0, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -114,14 +135,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], n: int, repeats: int = 3,
-                   seed: int = 0, device: str | torch.device = "cpu") -> list[dict]:
+                   seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> list[dict]:
     """Fréchet distance between ``n`` generated images and the real uint8 images ``real`` (the
     first ``n`` are used), in the features of ``extractor``, for every T in ``samples``.
 
     Repeat ``r`` generates from seed ``seed + 2 r`` (new latents and p-bit draws); the real
     features are computed once. A decoder without stochastic neurons gives the same image for
     every T, so it is measured at T = 1 only. Returns one row per T: ``{"samples", "metric",
-    "mean", "std", "values", "repeats", "n"}``.
+    "mean", "std", "values", "repeats", "n"}``. ``progress``: a bar over repeats x T values.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise UsageError(f"repeats must be an integer >= 1, got {repeats!r}")
@@ -134,10 +155,12 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
     samples = [1] if is_deterministic(vae.decoder) else sorted({check_samples(t) for t in samples})
     real_stats = feature_statistics(extractor(real[:n]))
     values: dict[int, list[float]] = {t: [] for t in samples}
-    for r in range(repeats):
-        images = generate_at(vae, samples, n, seed=seed + 2 * r, device=device)
-        for t in samples:
-            values[t].append(frechet_distance(*feature_statistics(extractor(to_uint8(images[t]))), *real_stats))
+    with progress_bar(total=repeats * len(samples), desc="fid", unit="T", enabled=progress) as bar:
+        for r in range(repeats):
+            images = generate_at(vae, samples, n, seed=seed + 2 * r, device=device)
+            for t in samples:
+                values[t].append(frechet_distance(*feature_statistics(extractor(to_uint8(images[t]))), *real_stats))
+                bar.update()
     return [{"samples": t, "metric": extractor.metric, "mean": statistics.fmean(v),
              "std": statistics.stdev(v) if len(v) > 1 else 0.0, "values": v, "repeats": repeats, "n": n}
             for t, v in values.items()]

@@ -115,7 +115,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
     else:
         extractor = InceptionFeatures(inception_weights, device)
     began = time.perf_counter()
-    results = fid_vs_samples(vae, data.test_x, extractor, list(samples), n, repeats, seed, device)
+    results = fid_vs_samples(vae, data.test_x, extractor, list(samples), n, repeats, seed, device, progress)
     document = {
         "run": str(run_dir),
         "dataset": dataset,

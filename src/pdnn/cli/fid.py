@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                           help="deterministic classifier run on the same dataset: its penultimate features (fid-clf)")
     features.add_argument("--inception-weights", metavar="FILE",
                           help="the FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth): fid")
-    p.add_argument("--seed", type=int, default=0, help="fixes the latents and the decoder's draws (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="fixes the latents and the decoder's draws, with --n and --samples (default: 0)")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
     add_data_options(p)
     add_device_option(p)

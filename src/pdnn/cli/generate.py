@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--samples", "-T", type=int, default=1, help="decoder samples averaged per image (default: 1)")
     p.add_argument("--n", type=int, default=100, help="number of images (default: 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0; p-bits use seed + 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0; p-bits use seed + 1; "
+                   "an image's draws also depend on --n and -T)")
     p.add_argument("--nrow", type=int, default=10, help="images per row of the grid (default: 10)")
     p.add_argument("--out", type=named_path, required=True, metavar="DIR", help="a new or empty folder for the images")
     add_device_option(p)

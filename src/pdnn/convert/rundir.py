@@ -75,10 +75,11 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise checkpoint_mismatch(Path(run_dir) / CHECKPOINT, err) from err
-    broken = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
+    tensors = [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if b.is_floating_point())]
+    broken = next((name for name, w in tensors if not torch.isfinite(w).all()), None)
     if broken is not None:  # a run that diverged before training stopped at a non-finite loss
-        raise RunError(f"{Path(run_dir) / CHECKPOINT} holds non-finite weights ({broken}): the run diverged; "
-                       "train it again with a smaller learning rate")
+        raise RunError(f"{Path(run_dir) / CHECKPOINT} holds non-finite weights or statistics ({broken}): the run "
+                       "diverged; train it again with a smaller learning rate")
     return replay(model, config, run_dir).eval().to(device), config
 
 

@@ -9,6 +9,7 @@ so runs measured differently are refused. The tolerance is in the distance's own
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -30,10 +31,12 @@ def fid_file(run_dir) -> Path | None:
     return None
 
 
-def fid_points(run_dir, settings: Settings, input_bits: int = 8, label: str | None = None) -> tuple[list[dict], dict]:
-    """One point per T of the run's distance file; returns ``(points, measurement)`` where the
-    measurement (metric, features, real images, n) must match across compared runs. ``label``
-    names its series (default: the config's label, else the folder's name)."""
+def fid_points(run_dir, settings: Settings, input_bits: int = 8,
+               label: str | None = None) -> tuple[list[dict], dict, tuple]:
+    """One point per T of the run's distance file; returns ``(points, measurement, identity)``:
+    the measurement as recorded (metric, feature source, real images, n), and what must match
+    across compared runs (metric, :func:`feature_identity`, feature count, real images, n).
+    ``label`` names its series (default: the config's label, else the folder's name)."""
     net, config = run_network(run_dir, input_bits)
     path = fid_file(run_dir)
     document = read_json(path)
@@ -57,7 +60,18 @@ def fid_points(run_dir, settings: Settings, input_bits: int = 8, label: str | No
                        "energy_j": network_energy(net, t, settings)["total_j"], "float32": float32,
                        "neuron": config["model"].get("neuron"), "weight_bits": config["model"].get("weight_bits")})
     measured = {k: document.get(k) for k in ("metric", "feature_source", "real", "n")}
-    return points, measured
+    return points, measured, (document.get("metric"), feature_identity(document), document.get("feature_dim"),
+                              document.get("real"), document.get("n"))
+
+
+def feature_identity(document: dict) -> str:
+    """What the distances of a measurement were computed in: the feature network's weights
+    (their sha256, recorded since the record exists), else the path of the feature source as
+    written (normalised: ``./clf`` is ``clf``). Two classifiers saved under one folder name differ."""
+    weights = document.get("feature_weights")
+    if isinstance(weights, dict) and weights.get("sha256"):
+        return f"weights sha256 {weights['sha256'][:12]}"
+    return f"source {os.path.normpath(str(document.get('feature_source')))}"
 
 
 def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tolerance: float = 1.0,
@@ -74,13 +88,14 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
     if not runs:
         raise RunError("none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
     dataset = check_one_dataset(runs)
-    points, measurements, labels = [], {}, series_labels(runs)
+    points, measurements, identities, labels = [], {}, {}, series_labels(runs)
     for run_dir, _ in runs:
-        run_points, measured = fid_points(run_dir, settings, input_bits, labels[run_dir])
+        run_points, measurements[run_dir], identities[run_dir] = fid_points(run_dir, settings, input_bits,
+                                                                          labels[run_dir])
         points += run_points
-        measurements[run_dir] = measured
-    if len({tuple(sorted(m.items())) for m in measurements.values()}) > 1:
-        listing = "; ".join(f"{run}: {m['metric']} of {m['feature_source']}, n={m['n']}" for run, m in measurements.items())
+    if len(set(identities.values())) > 1:
+        listing = "; ".join(f"{run}: {metric} in {dim} features, {features}, n={n}"
+                            for run, (metric, features, dim, _, n) in identities.items())
         raise UsageError(f"the runs' distances were measured differently ({listing}); compare runs measured alike")
     front = pareto_front([(p["energy_j"], -p["fid"]) for p in points])
     for i, p in enumerate(points):

@@ -49,16 +49,18 @@ def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate:
 def ensure_scored(run_dir: Path, classifier: Path, samples: list[int], n: int, repeats: int, seed: int = 0,
                   **kwargs) -> dict:
     """fid-clf of the generator ``run_dir`` in the features of ``classifier``, unless
-    ``fid-clf.json`` already holds these T values with as many repeats, of the same ``n`` images
-    and seed, measured on the weights now in both checkpoints (a file without those records is
-    kept, as :func:`ensure_evaluated` keeps one)."""
+    ``fid-clf.json`` already holds these T values, drawn with the same largest T (which lays out
+    the draws: :func:`pdnn.generation.generate_at`), with exactly these repeats (their mean is the
+    number), of the same ``n`` images and seed, measured on the weights now in both checkpoints
+    (a file without those records is kept, as :func:`ensure_evaluated` keeps one)."""
     path = run_dir / "fid-clf.json"
     if path.exists():
         document = read_json(path)
         results = document.get("results") or []
+        have = {r["samples"] for r in results}
         if (document.get("n") == n and document.get("seed") == seed
-                and (document.get("deterministic") or set(samples) <= {r["samples"] for r in results})
-                and all(r["repeats"] >= repeats for r in results)
+                and (document.get("deterministic") or set(samples) <= have and max(samples) == max(have))
+                and all(r["repeats"] == repeats for r in results)
                 and not stale_reason(run_dir, path.name, document)
                 and not stale_reason(classifier, path.name, {WEIGHTS: document.get("feature_weights")})):
             return document
