@@ -52,6 +52,40 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
         assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert main([*args[:-3], "--repeats", "0", "--out", str(tmp_path / "new"), "--quiet"]) == 2
     assert not (tmp_path / "new").exists()  # refused before anything is written
+    assert main([*args[:-3], "--train-samples", "1,0", "--out", str(tmp_path / "new"), "--quiet"]) == 2
+    assert "--train-samples must be" in capsys.readouterr().err
+
+
+def test_the_command_a_study_records_asks_for_the_same_study(tmp_path):
+    from dataclasses import asdict
+
+    from pdnn.cli import build_parser
+    from pdnn.cli.study import spec_of
+    from pdnn.experiments.study import recorded_command
+
+    for spec in (StudySpec(), StudySpec(dataset="demo", model="mlp", width=16, beta=1.2345678901, epochs=3,
+                                        subset=200, eval_subset=100, batch_size=32, lr=0.0005, schedule="cosine",
+                                        seed=7, test_samples=[1, 3], train_samples=[2], quant_bits=[2],
+                                        pbit_neurons=["pbit"], repeats=2)):
+        command = recorded_command(tmp_path, spec).split()
+        assert command[:2] == ["pdnn", "study"]
+        assert asdict(spec_of(build_parser().parse_args(command[1:]))) == asdict(spec)
+
+
+def test_a_study_names_a_damaged_run_record(tmp_path, capsys):
+    args = ["study", "--dataset", "demo", "--model", "mlp", "--width", "8", "--epochs", "1", "--subset", "100",
+            "--train-samples", "1", "--quant-bits", "1", "--pbit-neurons", "pbit", "--samples", "1,2", "--repeats",
+            "1", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    for name, text, message in (("metrics.json", '{"epoch": 1}', "is not a run's metrics"),
+                                ("metrics.json", '[{"epoch": 1}]', "with epoch, train_loss, epoch_time_s"),
+                                ("eval-network.json", "[]", "has no 'results' list")):
+        record = tmp_path / "runs" / "tanh" / name
+        kept = record.read_text()
+        record.write_text(text)
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+        record.write_text(kept)
 
 
 def test_the_study_readme_names_the_hardware_its_runs_recorded(monkeypatch):

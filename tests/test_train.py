@@ -177,13 +177,17 @@ def test_a_training_set_one_more_than_a_multiple_of_the_batch_trains(tmp_path, c
                  "--out", str(tmp_path / "b"), "--quiet"]) == 2
     assert "use a --batch-size of at least 2" in capsys.readouterr().err
     assert not (tmp_path / "b" / "checkpoint.pt").exists()
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--subset", "1", "--out", str(tmp_path / "c"),
+                 "--quiet"]) == 2  # the batch size cannot help a training set of one example
+    assert "train on at least 2 examples (the training set holds 1)" in capsys.readouterr().err
 
 
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
     assert train(tmp_path / "a", "--neuron", "relu") == 2
     assert "unknown neuron 'relu'" in capsys.readouterr().err
     assert train(tmp_path / "b", "--train-samples", "0") == 2
-    assert "samples (T) must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "samples (s, the training samples: -s/--train-samples) must be an integer >= 1, got 0" \
+        in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "c"), "--resume"]) == 2
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -501,3 +505,40 @@ def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, cap
 
 def load_config_width(run):
     return json.loads((run / "config.json").read_text())["model"]["width"]
+
+
+def test_a_metrics_file_this_run_did_not_write_is_refused_not_replaced(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "metrics.json").write_text('{"experiment": "my own measurements"}')
+    assert train(folder, "--epochs", "1") == 2
+    assert "metrics.json is not this run's record (there is no checkpoint beside it)" in capsys.readouterr().err
+    assert (folder / "metrics.json").read_text() == '{"experiment": "my own measurements"}'
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("metrics", {"not": "a list"}, "its metrics are not one record per epoch 1..2"),
+    ("epoch", "x", "its epoch is 'x', not a count of epochs"),
+    ("generators", [{}], "its random streams are not the order, augmentation and sampling states"),
+])
+def test_a_malformed_training_state_is_named_before_anything_is_rewritten(tmp_path, capsys, key, value, message):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "2") == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    state[key] = value
+    torch.save(state, run / "checkpoint.pt")
+    kept = {name: (run / name).read_bytes() for name in ("config.json", "metrics.json", "checkpoint.pt")}
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_a_run_that_stopped_early_is_measured_with_a_warning(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["epochs"] = 3  # as a run interrupted after its first of three epochs records it
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="has trained 1 of its 3 epochs"):
+        assert main(["eval", str(run), "--samples", "1", "--repeats", "1", "--quiet"]) == 0

@@ -411,6 +411,17 @@ def read_eval(path: Path | str) -> dict:
     return document
 
 
+def read_metrics(path: Path | str, keys: tuple[str, ...] = ()) -> list[dict]:
+    """A run's ``metrics.json``, checked as far as readers use it: a list of one record per epoch
+    (``epoch`` 1, 2, ...), each holding ``keys``; anything else is a :class:`RunError` naming the file."""
+    metrics = read_json(path)
+    if not isinstance(metrics, list) or not all(
+            isinstance(m, dict) and m.get("epoch") == i + 1 and all(k in m for k in keys) for i, m in enumerate(metrics)):
+        wanted = ", ".join(("epoch", *keys))
+        raise RunError(f"{path} is not a run's metrics: expected a list of one record per epoch 1, 2, ... with {wanted}")
+    return metrics
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -43,7 +43,6 @@ from .progress import progress_bar
 from .provenance import CODE, code_record
 from .io import checkpoint_mismatch, writer_lock
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
-from .sampling import check_samples
 from .tasks import TASKS, Task
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -77,7 +76,7 @@ class TrainConfig:
         return cls(**saved)
 
     def validate(self) -> "TrainConfig":
-        check_samples(self.samples)
+        positive_int("samples (s, the training samples: -s/--train-samples)", self.samples)
         one_of("task", self.task, tuple(TASKS))
         for name in ("epochs", "batch_size"):
             positive_int(name, getattr(self, name))
@@ -215,6 +214,22 @@ def _generator_states(run: _Run) -> list[dict]:
     return every
 
 
+def _unresumable(state: dict) -> str | None:
+    """What of a checkpoint's training state is malformed (a damaged or hand-edited file), or None."""
+    epoch, metrics, generators = state["epoch"], state["metrics"], state["generators"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"its epoch is {epoch!r}, not a count of epochs"
+    if not isinstance(metrics, list) or len(metrics) != epoch or not all(
+            isinstance(m, dict) and m.get("epoch") == i + 1 for i, m in enumerate(metrics)):
+        return f"its metrics are not one record per epoch 1..{epoch}"
+    streams = [generators] if isinstance(generators, dict) else generators
+    if not isinstance(streams, list) or not streams or not all(
+            isinstance(g, dict) and all(isinstance(g.get(k), torch.Tensor) for k in ("order", "augment", "sample"))
+            for g in streams):
+        return "its random streams are not the order, augmentation and sampling states of each process"
+    return None
+
+
 def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     """Continue from a checkpoint: weights, optimiser, history and this process's random streams
     (the example order is shared by all processes; augmentation and sampling are per process)."""
@@ -223,6 +238,8 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     if missing:
         raise RunError(f"{checkpoint_path} holds no {', '.join(missing)} (a copy of the weights for evaluation), "
                        "so the run cannot be resumed; train it again without --resume")
+    if why := _unresumable(state):  # checked before any file of the run is rewritten
+        raise RunError(f"{checkpoint_path}: {why}, so the run cannot be resumed; train it again without --resume")
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -288,9 +305,10 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
         except ValueError as err:  # batch norm's own words name neither the option nor the batch
             if "Expected more than 1 value per channel" not in str(err):
                 raise
+            fix = (f"use a --batch-size of at least {2 * run.world}" if config.batch_size < 2 * run.world else
+                   f"train on at least {2 * run.world} examples (the training set holds {len(data.train_y)})")
             raise UsageError(f"a training batch of {len(y)} example(s) is too small for the model's batch norm, "
-                             f"which needs at least 2 values per channel: use a --batch-size of at least "
-                             f"{2 * run.world}") from err
+                             f"which needs at least 2 values per channel: {fix}") from err
         run.optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(value := loss.item()):  # nothing of this epoch is saved: the last checkpoint stays
             kept = f"the checkpoint of epoch {epoch} stays" if epoch else "no epoch had finished, so nothing is saved"
@@ -336,8 +354,9 @@ def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generato
 
 def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
     """Refuse a folder this training would damage: a trained run without ``resume``, nothing to
-    resume with it, another run's settings, a converted run, or a ``config.json`` that is not this
-    run's (a folder holding only this run's ``config.json`` is its own interrupted start).
+    resume with it, another run's settings, a converted run, or a ``config.json`` or ``metrics.json``
+    that is not this run's (a folder holding only this run's ``config.json`` is its own interrupted
+    start).
     Returns the epochs the resumed run had planned."""
     checkpoint_path = run_dir / CHECKPOINT
     saved = read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
@@ -349,6 +368,9 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
                        "or choose a new directory")
     if resume and not checkpoint_path.exists():
         raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start the run")
+    if not checkpoint_path.exists() and (run_dir / METRICS).exists():  # a run writes it after its checkpoint
+        raise RunError(f"{run_dir / METRICS} is not this run's record (there is no checkpoint beside it); choose "
+                       "another folder, or delete that file to train here")
     if saved is not None and not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)):
         raise RunError(f"{run_dir / CONFIG} is not a pdnn run's configuration; choose another folder, or delete that "
                        "file to train here")

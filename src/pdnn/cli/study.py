@@ -39,13 +39,18 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    spec = StudySpec(dataset=args.dataset, model=args.model, width=args.width, beta=args.beta, epochs=args.epochs,
-                     subset=args.subset, eval_subset=args.eval_subset, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-                     seed=args.seed, test_samples=parse_samples(args.samples),
-                     train_samples=parse_samples(args.train_samples),
+def spec_of(args) -> StudySpec:
+    """The study the parsed command line asks for."""
+    return StudySpec(dataset=args.dataset, model=args.model, width=args.width, beta=args.beta, epochs=args.epochs,
+                     subset=args.subset, eval_subset=args.eval_subset, batch_size=args.batch_size, lr=args.lr,
+                     schedule=args.schedule, seed=args.seed, test_samples=parse_samples(args.samples),
+                     train_samples=parse_samples(args.train_samples, "--train-samples"),
                      quant_bits=parse_samples(args.quant_bits, "--quant-bits"),
                      pbit_neurons=args.pbit_neurons.split(","), repeats=args.repeats)
+
+
+def run(args) -> int:
+    spec = spec_of(args)
     summary = run_study(args.out, spec, roots=args.data_dir, device=resolve_device(args.device),
                         progress=not args.quiet)
     for c in summary["claims"]:

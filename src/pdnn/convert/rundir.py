@@ -87,11 +87,17 @@ def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
     """``load_model(run_dir, device)`` and the record of the weights it loaded (what an evaluation
     stores, :func:`pdnn.provenance.weights_record`). A run still training replaces its checkpoint
     between any two reads, so the checkpoint's sha256 is taken again after loading and must not
-    have changed (every later read then saw the same file)."""
+    have changed (every later read then saw the same file). A run that has trained fewer epochs
+    than its configuration plans (stopped early, or still training) is measured as it is, with a
+    warning that says so: its numbers are not those of the finished run."""
     for _ in range(3):
         record = weights_record(run_dir)
         model, config = load_model(run_dir, device)
         if record is not None and checkpoint_sha256(run_dir) == record["sha256"]:
+            planned = (config.get("train") or {}).get("epochs")
+            if isinstance(record["epoch"], int) and isinstance(planned, int) and record["epoch"] < planned:
+                warnings.warn(f"{run_dir} has trained {record['epoch']} of its {planned} epochs (its training "
+                              "stopped early, or is still running): measuring that checkpoint", stacklevel=2)
             return model, config, record
     raise RunError(f"{Path(run_dir) / CHECKPOINT} changed three times while it was read: the run is being "
                    "trained; evaluate it when training has stopped")

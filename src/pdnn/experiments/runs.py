@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ..io import read_eval, read_metrics
 from ..models import ModelConfig
 from ..provenance import WEIGHTS, stale_reason
 from ..runs import CHECKPOINT, CONFIG, METRICS, evaluate_run, evaluation_subset, fid_run, read_json
@@ -18,7 +19,7 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
     if (run_dir / CONFIG).exists():
         check_same_run(run_dir, run_config(model, dataset, config, kwargs.get("subset")), "reuse")
     if (run_dir / METRICS).exists():
-        metrics = read_json(run_dir / METRICS)
+        metrics = read_metrics(run_dir / METRICS)
         if metrics and metrics[-1]["epoch"] >= config.epochs:
             if metrics[-1]["epoch"] > config.epochs:
                 warnings.warn(f"{run_dir} has trained {metrics[-1]['epoch']} epochs and is kept as it is; --epochs "
@@ -33,14 +34,14 @@ def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate:
     same seed on the same test examples (an evaluation that predates the subset's record is kept)."""
     path = run_dir / f"eval-{aggregate}.json"
     if path.exists():
-        document = read_json(path)
+        document = read_eval(path)
         subset = evaluation_subset(read_json(run_dir / CONFIG), kwargs.get("subset"))
         other_draws = document.get("seed") != kwargs.get("seed", 0) or document.get("subset", subset) != subset
         if other_draws or stale_reason(run_dir, path.name, document):
             return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)
         have = {r["samples"] for r in document["results"]}
         if (document.get("deterministic") or set(samples) <= have) and all(
-            r["repeats"] >= repeats or document.get("deterministic") for r in document["results"]
+            r.get("repeats", 0) >= repeats or document.get("deterministic") for r in document["results"]
         ):
             return document
     return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)

@@ -14,10 +14,10 @@ from pathlib import Path
 from ..checks import positive_int
 from ..data import describe
 from ..errors import UsageError
-from ..io import pyplot, save_figure, write_text, writer_lock
+from ..io import RunError, pyplot, read_eval, read_metrics, save_figure, write_text, writer_lock
 from ..models import ModelConfig, is_generator
 from ..plots import plot_accuracy_vs_samples
-from ..runs import CONFIG, read_json, write_json
+from ..runs import CONFIG, write_json
 from ..train import TrainConfig, check_same_run, run_config
 from .runs import ensure_evaluated, ensure_trained
 
@@ -50,6 +50,9 @@ class StudySpec:
         for neuron in self.pbit_neurons:
             runs.update({f"{neuron}-s{s}": (neuron, s) for s in self.train_samples})
         return runs
+
+
+DEFAULT = StudySpec()  # the options a study's recorded command leaves out
 
 
 def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu", progress: bool = True) -> dict:
@@ -134,7 +137,10 @@ def summarise(out: Path, spec: StudySpec) -> dict:
     runs = {}
     for name in spec.runs():
         run_dir = out / "runs" / name
-        metrics, evaluation = read_json(run_dir / "metrics.json"), read_json(run_dir / "eval-network.json")
+        metrics = read_metrics(run_dir / "metrics.json", ("train_loss", "epoch_time_s"))
+        evaluation = read_eval(run_dir / "eval-network.json")
+        if not metrics:
+            raise RunError(f"{run_dir / 'metrics.json'} records no epoch: the run has not trained")
         runs[name] = {
             "epochs": metrics[-1]["epoch"],
             "final_train_loss": metrics[-1]["train_loss"],
@@ -269,22 +275,39 @@ def _epochs_text(spec: StudySpec, runs: dict) -> str:
             "runs trained longer by an earlier command are kept as they are)")
 
 
+def recorded_command(out: Path, spec: StudySpec) -> str:
+    """The ``pdnn study`` command that asks for ``spec`` into ``out``: every option that differs
+    from its default (what the README records, so that running it again rebuilds this study)."""
+    ts = spec.test_samples
+    return (f"pdnn study --dataset {spec.dataset} --model {spec.model} --epochs {spec.epochs}"
+            + (f" --width {spec.width}" if spec.width else "")
+            + (f" --beta {_number(spec.beta)}" if spec.beta != DEFAULT.beta else "")
+            + (f" --subset {spec.subset}" if spec.subset else "")
+            + (f" --eval-subset {spec.eval_subset}" if spec.eval_subset else "")
+            + f" --schedule {spec.schedule}"
+            + (f" --batch-size {spec.batch_size}" if spec.batch_size != DEFAULT.batch_size else "")
+            + (f" --lr {_number(spec.lr)}" if spec.lr != DEFAULT.lr else "")
+            + (f" --seed {spec.seed}" if spec.seed != DEFAULT.seed else "")
+            + (f" --samples {','.join(map(str, ts))}" if ts != DEFAULT.test_samples else "")
+            + (f" --repeats {spec.repeats}" if spec.repeats != DEFAULT.repeats else "")
+            + (f" --train-samples {','.join(map(str, spec.train_samples))}" if spec.train_samples != DEFAULT.train_samples else "")
+            + (f" --quant-bits {','.join(map(str, spec.quant_bits))}" if spec.quant_bits != DEFAULT.quant_bits else "")
+            + (f" --pbit-neurons {','.join(spec.pbit_neurons)}" if spec.pbit_neurons != DEFAULT.pbit_neurons else "")
+            + f" --out {out}")
+
+
+def _number(x: float) -> str:
+    """``x`` as short as it reads back exactly (2 for 2.0, 0.0005; all digits where needed)."""
+    return text if float(text := f"{x:g}") == x else repr(x)
+
+
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
     runs = summary["runs"]
     ts = spec.test_samples
     train_h = sum(r["train_time_s"] for r in runs.values()) / 3600
     eval_h = sum(r["eval_time_s"] for r in runs.values()) / 3600
     examples = next(iter(runs.values()))["test_examples"]
-    command = (f"pdnn study --dataset {spec.dataset} --model {spec.model} --epochs {spec.epochs}"
-               + (f" --width {spec.width}" if spec.width else "")
-               + (f" --beta {spec.beta:g}" if spec.beta != 1.0 else "")
-               + (f" --subset {spec.subset}" if spec.subset else "")
-               + (f" --eval-subset {spec.eval_subset}" if spec.eval_subset else "")
-               + f" --schedule {spec.schedule}"
-               + (f" --train-samples {','.join(map(str, spec.train_samples))}" if spec.train_samples != [1, 2, 4, 8] else "")
-               + (f" --quant-bits {','.join(map(str, spec.quant_bits))}" if spec.quant_bits != [1, 2, 3, 4] else "")
-               + (f" --pbit-neurons {','.join(spec.pbit_neurons)}" if spec.pbit_neurons != ["pbit", "pbit-unipolar"] else "")
-               + f" --out {out}")
+    command = recorded_command(out, spec)
     lines = [
         f"# Accuracy versus samples on {spec.dataset}",
         "",
