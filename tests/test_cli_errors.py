@@ -310,8 +310,8 @@ def test_a_checkpoint_with_non_finite_weights_is_named(trained_run, tmp_path, ca
     state["model"][name][0, 0] = float("nan")
     torch.save(state, run / "checkpoint.pt")
     assert main(["eval", str(run), "--quiet"]) == 2
-    assert one_line_error(capsys, "eval").endswith(f"holds non-finite weights ({name}): the run diverged; "
-                                                   "train it again with a smaller learning rate")
+    assert one_line_error(capsys, "eval").endswith(f"holds non-finite weights or statistics ({name}): the run "
+                                                   "diverged; train it again with a smaller learning rate")
 
 
 def test_a_file_where_a_folder_is_expected_is_said_so(tmp_path, capsys):

@@ -146,13 +146,28 @@ def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkey
     assert torch.equal(load("mnist", roots=[tmp_path / "data"], progress=False).train_y,
                        ((changed["train_y"] + 1) % 10).long())
 
-    # rewritten with the same size and its mtime set back (as cp -p or rsync -t leave it): still a miss
-    before = labels.stat()
-    labels.write_bytes(gzip.compress(idx_bytes(changed["train_y"])))
-    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert labels.stat().st_size == before.st_size and labels.stat().st_mtime_ns == before.st_mtime_ns
-    assert torch.equal(load("mnist", roots=[tmp_path / "data"], progress=False).train_y, changed["train_y"].long())
-    assert len(list((tmp_path / "cache").glob("mnist-*"))) == 1
+    # a change of permissions alone (the status-change time moves) is no change: still a hit
+    entries = sorted(p.name for p in (tmp_path / "cache").glob("mnist-*"))
+    labels.chmod(0o444)
+    monkeypatch.setattr(idx_module, "read_idx", refuse)
+    load("mnist", roots=[tmp_path / "data"], progress=False)
+    assert sorted(p.name for p in (tmp_path / "cache").glob("mnist-*")) == entries
+
+
+def test_copies_linked_into_one_store_keep_their_own_entries(tmp_path, monkeypatch):
+    """Copies whose files are links into one content store (git-annex, DVC) are two places."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    big, small = make_idx(tmp_path / "store" / "big", gz=True, n_train=40), \
+        make_idx(tmp_path / "store" / "small", gz=True, n_train=20, seed=1)
+    for copy, source in (("a", "big"), ("b", "small")):
+        (tmp_path / copy / "mnist").mkdir(parents=True)
+        for f in sorted((tmp_path / "store" / source).iterdir()):  # into one flat store, as annex objects
+            stored = f.rename(tmp_path / "store" / f"{source}-{f.name}")
+            (tmp_path / copy / "mnist" / f.name).symlink_to(stored)
+    for _ in range(2):
+        assert_idx_equal(load("mnist", roots=[tmp_path / "a"], progress=False), big)
+        assert_idx_equal(load("mnist", roots=[tmp_path / "b"], progress=False), small)
+    assert len(list((tmp_path / "cache").glob("mnist-*"))) == 2
 
 
 def test_a_file_added_to_a_folder_source_replaces_its_cache_entry(tmp_path):

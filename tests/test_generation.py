@@ -83,6 +83,9 @@ def test_a_large_t_is_drawn_in_parts_of_at_most_max_rows(monkeypatch):
     assert torch.equal(generate_at(vae, [1, 4], n=6, seed=5, max_rows=24)[4], generate(vae, 4, 6, seed=5))
     with pytest.raises(UsageError, match="at least one T"):
         generate_at(vae, [], 4)
+    for rows in (0, -5, 2.5):
+        with pytest.raises(UsageError, match="max_rows"):
+            generate_at(vae, [1, 4], 2, max_rows=rows)
 
 
 def test_averaging_more_samples_reduces_the_pixel_variance():
@@ -289,9 +292,11 @@ def test_a_score_is_reused_only_where_it_is_what_a_fresh_one_would_give(runs, tm
     assert ensure_scored(vae, runs / "clf", [1, 5], 73, 2, progress=False) == first  # the same draws
     fewer = ensure_scored(vae, runs / "clf", [1, 5], 73, 1, progress=False)  # a mean over 1 repeat, not 2
     assert [r["repeats"] for r in fewer["results"]] == [1, 1]
+    wider = ensure_scored(vae, runs / "clf", [1, 2, 5], 73, 1, progress=False)
     smaller = ensure_scored(vae, runs / "clf", [1, 2], 73, 1, progress=False)  # drawn with max(T) = 2, not 5
-    fresh = json.loads((vae / "fid-clf.json").read_text())
-    assert [r["samples"] for r in smaller["results"]] == [1, 2] == [r["samples"] for r in fresh["results"]]
+    assert [r["samples"] for r in wider["results"]] == [1, 2, 5]
+    assert [r["samples"] for r in smaller["results"]] == [1, 2]
+    assert ensure_scored(vae, runs / "clf", [1, 2], 73, 1, progress=False) == smaller
 
 
 def test_a_decoder_with_non_finite_statistics_is_refused_not_drawn_black(runs, tmp_path, capsys):
@@ -443,6 +448,12 @@ def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(ru
                  "--png", str(tmp_path / "t.png")]) == 2
     err = capsys.readouterr().err
     assert "measured differently" in err and "weights sha256" in err
+    # a record made before the classifier's weights were recorded is compared by its path
+    document = json.loads((tmp_path / "a" / "fid-clf.json").read_text())
+    del document["feature_weights"]
+    (tmp_path / "a" / "fid-clf.json").write_text(json.dumps(document))
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 0
     assert main(["tradeoff", str(tmp_path / "a"), str(runs / "clf"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 2
     assert "mix generators and classifiers" in capsys.readouterr().err
@@ -525,6 +536,17 @@ def test_celeba_image_of_another_size_is_refused_by_name(tmp_path):
     Image.new("RGB", (1000, 800)).save(tmp_path / "root" / "celeba" / "img_align_celeba" / "000002.jpg")
     with pytest.raises(DataError, match=r"'000002\.jpg' is 1000x800 pixels; expected the aligned images' 178x218"):
         load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_a_celeba_partition_file_added_replaces_the_cache_entry(tmp_path):
+    from pdnn.data import load
+
+    _write_celeba(tmp_path / "root", [1, 2, 182638])
+    load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+    (tmp_path / "root" / "celeba" / "list_eval_partition.txt").write_text(
+        "000001.jpg 0\n000002.jpg 2\n182638.jpg 2\n")
+    assert len(load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False).test_x) == 2
+    assert len(list((tmp_path / "cache").glob("celeba-*"))) == 1  # the entry without the file is gone
 
 
 def test_celeba_partition_file_overrides_file_numbers(tmp_path):

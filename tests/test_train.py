@@ -512,7 +512,7 @@ def test_a_metrics_file_this_run_did_not_write_is_refused_not_replaced(tmp_path,
     folder.mkdir()
     (folder / "metrics.json").write_text('{"experiment": "my own measurements"}')
     assert train(folder, "--epochs", "1") == 2
-    assert "metrics.json is not this run's record (there is no checkpoint beside it)" in capsys.readouterr().err
+    assert "metrics.json is not a run's record (there is no config.json beside it)" in capsys.readouterr().err
     assert (folder / "metrics.json").read_text() == '{"experiment": "my own measurements"}'
     assert sorted(p.name for p in folder.iterdir()) == ["metrics.json"]
 

@@ -17,7 +17,7 @@ from torch import nn
 
 import statistics
 
-from .checks import torch_seed
+from .checks import positive_int, torch_seed
 from .errors import UsageError
 from .evaluate import is_deterministic
 from .fid import feature_statistics, frechet_distance, min_images
@@ -96,6 +96,7 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     samples = sorted({check_samples(t) for t in samples})
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UsageError(f"n (number of images) must be an integer >= 1, got {n!r}")
+    positive_int("max_rows", max_rows)
     seed = torch_seed("seed", seed, 1)  # the p-bits' seed is seed + 1
     vae = vae.to(device).eval()
     pool = max(samples)

@@ -368,8 +368,8 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
                        "or choose a new directory")
     if resume and not checkpoint_path.exists():
         raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start the run")
-    if not checkpoint_path.exists() and (run_dir / METRICS).exists():  # a run writes it after its checkpoint
-        raise RunError(f"{run_dir / METRICS} is not this run's record (there is no checkpoint beside it); choose "
+    if saved is None and (run_dir / METRICS).exists():  # a run writes it after its config and checkpoint
+        raise RunError(f"{run_dir / METRICS} is not a run's record (there is no config.json beside it); choose "
                        "another folder, or delete that file to train here")
     if saved is not None and not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)):
         raise RunError(f"{run_dir / CONFIG} is not a pdnn run's configuration; choose another folder, or delete that "

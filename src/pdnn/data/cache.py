@@ -1,11 +1,13 @@
 """Decoded datasets cached on disk, so each source is decoded once per machine.
 
-A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes the folder that
-holds the source files, ``stamp`` their paths, sizes, and modification and status-change times
-(the change time moves whenever a file is written, even if its modification time is set back, as
-``cp -p`` or ``rsync -t`` do). A changed source -- a file rewritten, added or removed -- therefore
-misses the cache and is decoded again (the stale entry for the same place is then deleted), while
-copies of a dataset in two places coexist. The entry holds each array as a raw file (``train_x.bin``,
+A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes the dataset's
+folder as found (links not followed, so copies linked into one content store stay apart),
+``stamp`` the source files' paths, sizes and modification times. A changed source -- a file
+rewritten, added or removed -- therefore misses the cache and is decoded again (the stale entry
+for the same place is then deleted), while copies of a dataset in two places coexist. A file
+rewritten with its old size *and* its modification time set back is not seen (delete its entry):
+the status-change time would see it, but it also moves on ``chmod`` and differs between machines
+that install one package, which would make a cache shared between them decode again and again. The entry holds each array as a raw file (``train_x.bin``,
 ``train_y.bin``, ``test_x.bin``, ``test_y.bin``) and ``meta.json`` (format, shapes, classes,
 the training split's channel statistics and the labels' sha256).
 
@@ -68,12 +70,13 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_path(directory: Path, name: str, files: list[Path]) -> Path:
-    """Where the cache of dataset ``name`` decoded from ``files`` lives (see the module docstring)."""
-    paths = [str(Path(f).resolve()) for f in files]
+def cache_path(directory: Path, name: str, files: list[Path], place: Path | None = None) -> Path:
+    """Where the cache of dataset ``name`` decoded from ``files`` lives (see the module docstring);
+    ``place``: the dataset's folder (default: the folder the files share)."""
+    paths = [os.path.abspath(f) for f in files]
     stats = [Path(f).stat() for f in files]
-    where = _digest([name, os.path.commonpath(paths) if paths else ""])
-    stamp = _digest([[p, s.st_size, s.st_mtime_ns, s.st_ctime_ns] for p, s in zip(paths, stats)])
+    where = _digest([name, os.path.abspath(place) if place is not None else os.path.commonpath(paths)])
+    stamp = _digest([[p, s.st_size, s.st_mtime_ns] for p, s in zip(paths, stats)])
     return directory / f"{name}-{where}-{stamp}"
 
 
@@ -201,14 +204,15 @@ def _why_unreadable(path: Path) -> str | None:
 
 
 def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str]],
-           directory: str | Path | None = None) -> dict:
+           directory: str | Path | None = None, place: Path | None = None) -> dict:
     """The decoded dataset (as :func:`read` returns it): from the cache if it is current, else
     built by ``build(writer)`` -- which streams the splits into ``writer`` and returns the class
-    names -- and kept for next time. ``files`` are every source file ``build`` reads.
+    names -- and kept for next time. ``files`` are every source file ``build`` reads, ``place``
+    the dataset's folder (see :func:`cache_path`).
 
     A cache directory that cannot be written, or that fills up as the entry is written, is warned
     about, not fatal: the entry is then built in a temporary directory and deleted once mapped."""
-    path = cache_path(cache_dir(directory), name, files)
+    path = cache_path(cache_dir(directory), name, files, place)
     entry = read(path)
     if entry is not None:
         return entry
@@ -232,7 +236,9 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
         if problem is None:
             _remove_stale(path)
             remove_orphans(path)  # the staging folders of builds that were killed
-            return read(path)
+            if (entry := read(path)) is not None:
+                return entry
+            problem = "another process removed the entry as it was published"
     warnings.warn(f"could not write the data cache in {path.parent} ({problem}); the dataset will be decoded "
                   "again next time (set PDNN_CACHE to a writable directory)", stacklevel=2)
     staging = Path(tempfile.mkdtemp(prefix=f"pdnn-{name}-"))

@@ -92,6 +92,7 @@ class Source:
     files: list[Path]
     description: str
     decode: Callable[[cache.CacheWriter, bool], list[str] | None]  # (writer, progress) -> classes, if named
+    folder: Path  # the dataset's folder under its root: its place in the cache
 
 
 def _idx_source(folder: Path, files: list[Path], num_classes: int) -> Source:
@@ -99,7 +100,7 @@ def _idx_source(folder: Path, files: list[Path], num_classes: int) -> Source:
         writer.add("train", *idx.load_idx_split(files[0], files[1], num_classes))
         writer.add("test", *idx.load_idx_split(files[2], files[3], num_classes))
 
-    return Source(files, f"{folder} (IDX)", decode)
+    return Source(files, f"{folder} (IDX)", decode, folder)
 
 
 def _find_idx(name: str, roots: list[Path], looked: list) -> Source | None:
@@ -125,7 +126,7 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
                 if (batches / cifar.META).is_file():
                     files.append(batches / cifar.META)
                 return Source(files, f"{batches} (canonical python batches)",
-                              lambda writer, progress, folder=batches: cifar.write_batches(folder, writer))
+                              lambda writer, progress, folder=batches: cifar.write_batches(folder, writer), batches)
             looked.append((batches, "missing " + ", ".join(missing)))
         else:
             looked.append((batches, "no such folder"))
@@ -144,7 +145,7 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
                     return images.write_folders(train, test, shape, writer, progress)
 
                 return Source(files, f"{folder} (class-folder {kind}; JPEG copies differ slightly "
-                              "from the canonical pixels)", decode)
+                              "from the canonical pixels)", decode, folder)
         looked.append((folder, "neither train.zip and test.zip nor train/ and test/"))
     return None
 
@@ -159,11 +160,13 @@ def _find_celeba(roots: list[Path], looked: list) -> Source | None:
             images_dir = folder / celeba.FOLDER
             files = sorted(p for p in images_dir.iterdir() if p.is_file()) + extra
             return Source(files, f"{images_dir} (aligned images, {celeba.CROP}px centre crop to 64x64)",
-                          lambda writer, progress: celeba.write_celeba(images_dir, partition, writer, progress))
+                          lambda writer, progress: celeba.write_celeba(images_dir, partition, writer, progress),
+                          folder)
         if (folder / celeba.ZIP).is_file():
             archive = folder / celeba.ZIP
             return Source([archive, *extra], f"{archive} (aligned images, {celeba.CROP}px centre crop to 64x64)",
-                          lambda writer, progress: celeba.write_celeba(archive, partition, writer, progress))
+                          lambda writer, progress: celeba.write_celeba(archive, partition, writer, progress),
+                          folder)
         looked.append((folder, f"neither {celeba.FOLDER}/ nor {celeba.ZIP}"))
     return None
 
@@ -205,7 +208,7 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
         positive_int("subset", subset, "an integer >= 1 or None")
     source = find(name, data_roots(roots))
     data = cache.cached(name, source.files, lambda writer: _decode(name, spec, source, writer, progress),
-                        cache_dir)
+                        cache_dir, source.folder)
     # copies only the kept examples out of the mapped cache: a subset never reads the whole split
     tensors = {k: torch.from_numpy(np.array(data[k][:subset])) for k in cache.ARRAYS}
     return Dataset(name=name, classes=list(data["classes"]), mean=data["mean"], std=data["std"],

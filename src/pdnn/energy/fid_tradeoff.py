@@ -32,10 +32,10 @@ def fid_file(run_dir) -> Path | None:
 
 
 def fid_points(run_dir, settings: Settings, input_bits: int = 8,
-               label: str | None = None) -> tuple[list[dict], dict, tuple]:
-    """One point per T of the run's distance file; returns ``(points, measurement, identity)``:
-    the measurement as recorded (metric, feature source, real images, n), and what must match
-    across compared runs (metric, :func:`feature_identity`, feature count, real images, n).
+               label: str | None = None) -> tuple[list[dict], dict, dict]:
+    """One point per T of the run's distance file; returns ``(points, measurement, features)``:
+    the measurement as recorded (metric, feature source, real images, n: all but the source must
+    match across compared runs) and what identifies its features (see :func:`features_differ`).
     ``label`` names its series (default: the config's label, else the folder's name)."""
     net, config = run_network(run_dir, input_bits)
     path = fid_file(run_dir)
@@ -60,18 +60,18 @@ def fid_points(run_dir, settings: Settings, input_bits: int = 8,
                        "energy_j": network_energy(net, t, settings)["total_j"], "float32": float32,
                        "neuron": config["model"].get("neuron"), "weight_bits": config["model"].get("weight_bits")})
     measured = {k: document.get(k) for k in ("metric", "feature_source", "real", "n")}
-    return points, measured, (document.get("metric"), feature_identity(document), document.get("feature_dim"),
-                              document.get("real"), document.get("n"))
-
-
-def feature_identity(document: dict) -> str:
-    """What the distances of a measurement were computed in: the feature network's weights
-    (their sha256, recorded since the record exists), else the path of the feature source as
-    written (normalised: ``./clf`` is ``clf``). Two classifiers saved under one folder name differ."""
     weights = document.get("feature_weights")
-    if isinstance(weights, dict) and weights.get("sha256"):
-        return f"weights sha256 {weights['sha256'][:12]}"
-    return f"source {os.path.normpath(str(document.get('feature_source')))}"
+    return points, measured, {"sha256": weights.get("sha256") if isinstance(weights, dict) else None,
+                              "source": os.path.normpath(str(document.get("feature_source")))}
+
+
+def features_differ(features: dict) -> bool:
+    """Whether the runs' distances were computed in different features: by the feature network's
+    weights (their sha256) where every run recorded them -- two classifiers saved under one folder
+    name differ -- else by the feature source's path (normalised: ``./clf`` is ``clf``), as
+    records made before the weights were recorded allow."""
+    by = "sha256" if all(f["sha256"] for f in features.values()) else "source"
+    return len({f[by] for f in features.values()}) > 1
 
 
 def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tolerance: float = 1.0,
@@ -88,14 +88,16 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
     if not runs:
         raise RunError("none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
     dataset = check_one_dataset(runs)
-    points, measurements, identities, labels = [], {}, {}, series_labels(runs)
+    points, measurements, features, labels = [], {}, {}, series_labels(runs)
     for run_dir, _ in runs:
-        run_points, measurements[run_dir], identities[run_dir] = fid_points(run_dir, settings, input_bits,
-                                                                          labels[run_dir])
+        run_points, measurements[run_dir], features[run_dir] = fid_points(run_dir, settings, input_bits,
+                                                                        labels[run_dir])
         points += run_points
-    if len(set(identities.values())) > 1:
-        listing = "; ".join(f"{run}: {metric} in {dim} features, {features}, n={n}"
-                            for run, (metric, features, dim, _, n) in identities.items())
+    alike = {tuple((k, v) for k, v in m.items() if k != "feature_source") for m in measurements.values()}
+    if len(alike) > 1 or features_differ(features):
+        listing = "; ".join(f"{run}: {m['metric']} of {m['feature_source']} (weights sha256 "
+                            f"{(features[run]['sha256'] or 'not recorded')[:12]}), n={m['n']}"
+                            for run, m in measurements.items())
         raise UsageError(f"the runs' distances were measured differently ({listing}); compare runs measured alike")
     front = pareto_front([(p["energy_j"], -p["fid"]) for p in points])
     for i, p in enumerate(points):
