@@ -10,10 +10,12 @@ missing gives a claim that is *not measured*, with the reason, never a guess.
 """
 from __future__ import annotations
 
+import functools
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..data import DatasetNotFound, data_roots
 from ..data.catalog import find
@@ -23,6 +25,7 @@ from ..io import RunError, read_json
 SCALES = ("tiny", "small", "full")
 STATE = "plan-state.json"  # under OUT/<scale>/: the finished steps, their wall time and work
 VERDICTS = ("holds", "does not hold", "not measured")
+REFERENCE_RATES = Path(__file__).with_name("reference-rates.json")
 
 
 def read_plan_state(path: Path) -> dict:
@@ -142,28 +145,18 @@ class Context:
 
     def measured_rates(self) -> dict[str, float]:
         """Seconds per unit of work of every rate measured by a finished step in this report's
-        folder, at any scale (the scale with the most work of that kind wins: small runs say more
-        about a full run than tiny ones, whose time is mostly start-up)."""
-        best: dict[str, tuple[float, float]] = {}
-        for state in self.out.glob(f"*/{STATE}"):
-            totals: dict[str, list[float]] = {}
-            for entry in read_plan_state(state)["done"].values():
-                if entry.get("rate") and entry.get("work", 0) > 0:
-                    total = totals.setdefault(entry["rate"], [0.0, 0.0])
-                    total[0] += entry["wall_s"]
-                    total[1] += entry["work"]
-            for rate, (wall, work) in totals.items():
-                if work > best.get(rate, (0.0, 0.0))[1]:
-                    best[rate] = (wall / work, work)
-        return {rate: value for rate, (value, _) in best.items()}
+        folder, at any scale (see :func:`rates_of`)."""
+        return rates_of(self.out.glob(f"*/{STATE}"))
 
     def estimate(self, rate: str, work: float, reference: float, overhead: float = 2.0) -> float:
         """Expected seconds of ``work`` units: at the rate measured here if any step of that kind
-        has finished (see :meth:`measured_rates`), else at ``reference`` seconds per unit, the
-        rate measured on the reference machine (2 CPU cores)."""
+        has finished (see :meth:`measured_rates`), else at the rate the committed small-scale
+        report measured on the reference machine (2 CPU cores; :func:`reference_rates`) -- both
+        include the steps' fixed costs -- else ``overhead`` plus ``reference`` seconds per unit,
+        the study's own figure for a kind that report does not run."""
         if self._rates is None:
-            self._rates = self.measured_rates()
-        return overhead + work * self._rates.get(rate, reference)
+            self._rates = {**reference_rates(), **self.measured_rates()}
+        return work * self._rates[rate] if rate in self._rates else overhead + work * reference
 
     def why_missing(self, prefix: str) -> str:
         """The reason recorded for the first skipped step under ``prefix`` (for 'not measured')."""
@@ -171,6 +164,31 @@ class Context:
             if key.startswith(prefix):
                 return reason
         return "not run yet"
+
+
+def rates_of(states: Iterable[Path]) -> dict[str, float]:
+    """Seconds per unit of work of every rate in the plan records ``states``: the wall time over
+    the work of that kind's finished steps, taken from the record with the most work of the kind
+    (small runs say more about a full run than tiny ones, whose time is mostly start-up)."""
+    best: dict[str, tuple[float, float]] = {}
+    for state in states:
+        totals: dict[str, list[float]] = {}
+        for entry in read_plan_state(state)["done"].values():
+            if entry.get("rate") and entry.get("work", 0) > 0:
+                total = totals.setdefault(entry["rate"], [0.0, 0.0])
+                total[0] += entry["wall_s"]
+                total[1] += entry["work"]
+        for rate, (wall, work) in totals.items():
+            if work > best.get(rate, (0.0, 0.0))[1]:
+                best[rate] = (wall / work, work)
+    return {rate: value for rate, (value, _) in best.items()}
+
+
+@functools.cache
+def reference_rates() -> dict[str, float]:
+    """The rates of the committed small-scale report (``results/small``), as packaged in
+    ``REFERENCE_RATES`` by ``scripts/reference_rates.py``: the estimates of a fresh folder."""
+    return dict(json.loads(REFERENCE_RATES.read_text())["rates"])
 
 
 def not_measured(claim: str, paper: str, reason: str, rule: str = "") -> Claim:

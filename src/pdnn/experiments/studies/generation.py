@@ -173,15 +173,18 @@ def steps(ctx: Context) -> list[Step]:
     clf_n = s.classifier_subset or 60000
     clf_rate = CNN_TRAIN_S * s.classifier_width / 8 if s.classifier == "cnn" else MLP_TRAIN_S * s.classifier_width
     key = f"{NAME}/{s.dataset}"
-    out = [Step(f"{key}/classifier/train", 0.5 + s.classifier_epochs * clf_n * clf_rate,
-                lambda: _train(folder, s, "classifier", ctx), need)]
+    clf = f"{NAME}-train/{s.classifier}-{s.classifier_width}"
+    out = [Step(f"{key}/classifier/train", ctx.estimate(clf, s.classifier_epochs * clf_n, clf_rate, 0.5),
+                lambda: _train(folder, s, "classifier", ctx), need, clf, s.classifier_epochs * clf_n)]
     for name, (neuron, samples) in s.decoders().items():
         per_image = VAE_TRAIN_S * (s.width / 8) ** 2 * (1 + 0.4 * (samples - 1))
-        out.append(Step(f"{key}/{name}/train", 0.5 + s.epochs * train_n * per_image,
-                        lambda name=name: _train(folder, s, name, ctx), need))
+        rate, work = f"{NAME}-train/vae-{s.width}/{neuron}-s{samples}", s.epochs * train_n
+        out.append(Step(f"{key}/{name}/train", ctx.estimate(rate, work, per_image, 0.5),
+                        lambda name=name: _train(folder, s, name, ctx), need, rate, work))
         draws = max(s.test_samples) if neuron == "pbit" else 3  # deterministic: 5-8 s for 2 x 500 images
-        out.append(Step(f"{key}/{name}/fid-clf", 0.5 + s.repeats * s.n * draws * SCORE_S * (s.width / 8) ** 2,
-                        lambda name=name: _score(folder, s, name, ctx), need))
+        rate, work = f"{NAME}-score/vae-{s.width}", s.repeats * s.n * draws
+        out.append(Step(f"{key}/{name}/fid-clf", ctx.estimate(rate, work, SCORE_S * (s.width / 8) ** 2, 0.5),
+                        lambda name=name: _score(folder, s, name, ctx), need, rate, work))
     # the grids: 36 images at max(T) samples per p-bit decoder, and the figures
     out.append(Step(f"{key}/summary", 2 + 36 * max(s.grid_samples) * SCORE_S * len(s.train_samples),
                     lambda: summarise(folder, s), need))

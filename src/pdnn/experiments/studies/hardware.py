@@ -141,9 +141,10 @@ def steps(ctx: Context) -> list[Step]:
     if not s["core_width"]:  # a whole core takes minutes to synthesise: a neuron's slice in generic gates
         out.append(Step(f"{NAME}/generators", 6, lambda: hs.gate_parts(p["gate-parts"], _net(ctx)), DATA))
     else:
-        out.append(Step(f"{NAME}/generators", (CORE_S[s["core_width"]] + GENERATORS_S) * len(s["arrangements"]),
+        out.append(step("generators", f"hw/synth-core/w{s['core_width']}", len(s["arrangements"]),
+                        CORE_S[s["core_width"]] + GENERATORS_S,
                         lambda: hs.synth_core(p["core"], hs.cut(_net(ctx), s["core_width"]),
-                                              arrangements=s["arrangements"]), DATA))
+                                              arrangements=s["arrangements"]), overhead=0.0))
     out.append(step("cosim/layer", "hw/sim-layer", sum(s["cosim"].values()) * s["width"] ** 2, LAYER_VECTOR_S,
                     lambda: hs.cosim_layer(p["cosim-layer"], _net(ctx), s["cosim"])))
     for simulator, images, samples in s["core_sims"]:

@@ -1,0 +1,31 @@
+"""Package the rates of the committed small-scale report as the estimates of a fresh plan.
+
+    python scripts/reference_rates.py [results/small/plan-state.json]
+
+``pdnn reproduce`` estimates a step at the rate measured by finished steps of its kind; in a
+fresh folder there are none, so it falls back to ``src/pdnn/experiments/reference-rates.json``,
+which this script writes from the plan record of the committed report (made on the reference
+machine, 2 CPU cores). Rerun it whenever ``results/small`` is made anew: a test compares the two.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pdnn.experiments.plan import REFERENCE_RATES, rates_of, read_plan_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(state: Path) -> None:
+    machines = {json.dumps(entry.get("machine"), sort_keys=True) for entry in read_plan_state(state)["done"].values()}
+    document = {"from": state.resolve().relative_to(ROOT).as_posix(),
+                "machines": [json.loads(m) for m in sorted(machines)],
+                "rates": dict(sorted(rates_of([state]).items()))}
+    REFERENCE_RATES.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"{REFERENCE_RATES}: {len(document['rates'])} rates from {state}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "results" / "small" / "plan-state.json")
