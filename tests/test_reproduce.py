@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from test_data import make_cifar_batches, make_idx
 from pdnn.cli import main
 from pdnn.devices import where_measured
 from pdnn.experiments import reproduce
-from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context
+from pdnn.experiments import plan as plan_module
+from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context, rates_of, reference_rates
 from pdnn.experiments.report import claims_table, code_lines, device_text, machine_text
 from pdnn.experiments.studies import STUDIES
 from pdnn.io import read_json
@@ -164,6 +166,31 @@ def test_every_scale_has_a_plan_and_small_fits_two_hours(data, tmp_path):
         assert reproduce.plan(Context(tmp_path, scale, roots=[str(data)]))
     small = sum(step.estimate_s for _, step in reproduce.plan(Context(tmp_path, "small")))
     assert small <= 2 * 3600
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "small" / STATE
+
+
+def test_a_fresh_folder_is_estimated_at_the_committed_reports_rates(tmp_path):
+    """The packaged rates are those of the committed small run (``scripts/reference_rates.py``
+    refreshes them), and with them the estimate of a fresh small plan is near that run's time."""
+    assert reference_rates() == rates_of([COMMITTED])
+    done = read_json(COMMITTED)["done"]
+    steps = [step for _, step in reproduce.plan(Context(tmp_path, "small"))]
+    assert {step.key for step in steps} == set(done)
+    unrated = [step.key for step in steps if not step.rate]
+    assert sum(done[key]["wall_s"] for key in unrated) < 0.1 * sum(entry["wall_s"] for entry in done.values())
+    estimated, measured = sum(step.estimate_s for step in steps), sum(entry["wall_s"] for entry in done.values())
+    assert measured <= estimated <= 1.3 * measured
+
+
+def test_an_estimate_takes_this_folders_rate_then_the_reference_then_the_studys(tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_module, "reference_rates", lambda: {"kind": 2.0})
+    assert Context(tmp_path, "small").estimate("kind", 10, 5.0, overhead=1.0) == 20.0  # fixed costs are in the rate
+    assert Context(tmp_path, "small").estimate("other", 10, 5.0, overhead=1.0) == 51.0
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / STATE).write_text('{"done": {"a": {"wall_s": 30, "rate": "kind", "work": 10}}}')
+    assert Context(tmp_path, "small").estimate("kind", 10, 5.0, overhead=1.0) == 30.0
 
 
 def test_bad_scale_and_verdict_are_refused(tmp_path, capsys):
