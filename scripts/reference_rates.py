@@ -10,6 +10,7 @@ machine, 2 CPU cores). Rerun it whenever ``results/small`` is made anew: a test 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(state: Path) -> None:
     machines = {json.dumps(entry.get("machine"), sort_keys=True) for entry in read_plan_state(state)["done"].values()}
-    document = {"from": state.resolve().relative_to(ROOT).as_posix(),
+    document = {"from": os.path.relpath(state.resolve(), ROOT),
                 "machines": [json.loads(m) for m in sorted(machines)],
                 "rates": dict(sorted(rates_of([state]).items()))}
     REFERENCE_RATES.write_text(json.dumps(document, indent=1) + "\n")

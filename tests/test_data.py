@@ -154,6 +154,10 @@ def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkey
     assert sorted(p.name for p in (tmp_path / "cache").glob("mnist-*")) == entries
 
 
+def test_a_cache_path_needs_no_files_to_name_its_place(tmp_path):
+    assert cache_module.cache_path(tmp_path, "demo", []).parent == tmp_path
+
+
 def test_copies_linked_into_one_store_keep_their_own_entries(tmp_path, monkeypatch):
     """Copies whose files are links into one content store (git-annex, DVC) are two places."""
     monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))

@@ -454,6 +454,11 @@ def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(ru
     (tmp_path / "a" / "fid-clf.json").write_text(json.dumps(document))
     assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 0
+    # and by its number of features where recorded
+    (tmp_path / "a" / "fid-clf.json").write_text(json.dumps({**document, "feature_dim": document["feature_dim"] // 2}))
+    assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
+                 "--png", str(tmp_path / "t.png")]) == 2
+    assert "measured differently" in capsys.readouterr().err
     assert main(["tradeoff", str(tmp_path / "a"), str(runs / "clf"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 2
     assert "mix generators and classifiers" in capsys.readouterr().err

@@ -191,6 +191,7 @@ def test_an_estimate_takes_this_folders_rate_then_the_reference_then_the_studys(
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / STATE).write_text('{"done": {"a": {"wall_s": 30, "rate": "kind", "work": 10}}}')
     assert Context(tmp_path, "small").estimate("kind", 10, 5.0, overhead=1.0) == 30.0
+    assert Context(tmp_path, "small").estimate("kind", 0.01, 5.0, overhead=1.0) == plan_module.MIN_STEP_S
 
 
 def test_bad_scale_and_verdict_are_refused(tmp_path, capsys):

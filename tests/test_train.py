@@ -180,6 +180,10 @@ def test_a_training_set_one_more_than_a_multiple_of_the_batch_trains(tmp_path, c
     assert main(["train", "--model", "mlp", "--epochs", "1", "--subset", "1", "--out", str(tmp_path / "c"),
                  "--quiet"]) == 2  # the batch size cannot help a training set of one example
     assert "train on at least 2 examples (the training set holds 1)" in capsys.readouterr().err
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--subset", "1", "--batch-size", "1",
+                 "--out", str(tmp_path / "d"), "--quiet"]) == 2  # both are too small: both named
+    assert ("use a --batch-size of at least 2 and train on at least 2 examples (the training set holds 1)"
+            in capsys.readouterr().err)
 
 
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
@@ -480,7 +484,7 @@ def test_a_second_command_into_a_folder_being_trained_is_refused(tmp_path, capsy
     assert main(["train", "--out", str(run), "--resume", "--epochs", str(epochs), "--quiet"]) == 0
 
 
-def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, capsys):
+def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, capsys, monkeypatch):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "config.json").write_text('{"my": "settings"}')
@@ -493,6 +497,12 @@ def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, cap
     assert train(other, "--epochs", "1") == 2
     assert "cannot train into" in capsys.readouterr().err and load_config_width(other) == 16
     assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0  # its own start: trained anew
+    (other / "checkpoint.pt").unlink()  # trained anew once more, and that start interrupted: a rerun trains
+    with monkeypatch.context() as patch:
+        patch.setattr(pdnn.train, "_train_epoch", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 130
+    assert not (other / "config.json").exists() and not (other / "metrics.json").exists()
+    assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0
     converted = tmp_path / "converted"
     assert main(["convert", str(other), "--method", "pbit", "--out", str(converted), "--quiet"]) == 0
     for options in (TINY, ["--resume", "--quiet"]):

@@ -305,8 +305,10 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
         except ValueError as err:  # batch norm's own words name neither the option nor the batch
             if "Expected more than 1 value per channel" not in str(err):
                 raise
-            fix = (f"use a --batch-size of at least {2 * run.world}" if config.batch_size < 2 * run.world else
-                   f"train on at least {2 * run.world} examples (the training set holds {len(data.train_y)})")
+            need, have = 2 * run.world, len(data.train_y)
+            fixes = ([f"use a --batch-size of at least {need}"] if config.batch_size < need else []) + \
+                    ([f"train on at least {need} examples (the training set holds {have})"] if have < need else [])
+            fix = " and ".join(fixes) or f"use a --batch-size of at least {need}"
             raise UsageError(f"a training batch of {len(y)} example(s) is too small for the model's batch norm, "
                              f"which needs at least 2 values per channel: {fix}") from err
         run.optimizer.zero_grad(set_to_none=True)
@@ -437,5 +439,6 @@ def train(
         except BaseException:
             if rank == 0 and not resume and not (run_dir / CHECKPOINT).exists():
                 (run_dir / CONFIG).unlink(missing_ok=True)  # nothing trained: a rerun may change the settings
+                (run_dir / METRICS).unlink(missing_ok=True)  # and the history of a checkpoint deleted before it
             raise
         return run.metrics if rank == 0 else []  # the other processes hold only what they resumed from

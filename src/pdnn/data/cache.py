@@ -75,7 +75,8 @@ def cache_path(directory: Path, name: str, files: list[Path], place: Path | None
     ``place``: the dataset's folder (default: the folder the files share)."""
     paths = [os.path.abspath(f) for f in files]
     stats = [Path(f).stat() for f in files]
-    where = _digest([name, os.path.abspath(place) if place is not None else os.path.commonpath(paths)])
+    folder = os.path.abspath(place) if place is not None else os.path.commonpath(paths) if paths else ""
+    where = _digest([name, folder])
     stamp = _digest([[p, s.st_size, s.st_mtime_ns] for p, s in zip(paths, stats)])
     return directory / f"{name}-{where}-{stamp}"
 

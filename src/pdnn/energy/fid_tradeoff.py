@@ -62,16 +62,18 @@ def fid_points(run_dir, settings: Settings, input_bits: int = 8,
     measured = {k: document.get(k) for k in ("metric", "feature_source", "real", "n")}
     weights = document.get("feature_weights")
     return points, measured, {"sha256": weights.get("sha256") if isinstance(weights, dict) else None,
-                              "source": os.path.normpath(str(document.get("feature_source")))}
+                              "source": os.path.normpath(str(document.get("feature_source"))),
+                              "dim": document.get("feature_dim")}
 
 
 def features_differ(features: dict) -> bool:
     """Whether the runs' distances were computed in different features: by the feature network's
     weights (their sha256) where every run recorded them -- two classifiers saved under one folder
     name differ -- else by the feature source's path (normalised: ``./clf`` is ``clf``), as
-    records made before the weights were recorded allow."""
+    records made before the weights were recorded allow; and by their number where recorded."""
     by = "sha256" if all(f["sha256"] for f in features.values()) else "source"
-    return len({f[by] for f in features.values()}) > 1
+    dims = {f["dim"] for f in features.values() if f["dim"] is not None}
+    return len({f[by] for f in features.values()}) > 1 or len(dims) > 1
 
 
 def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tolerance: float = 1.0,

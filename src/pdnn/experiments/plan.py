@@ -26,6 +26,7 @@ SCALES = ("tiny", "small", "full")
 STATE = "plan-state.json"  # under OUT/<scale>/: the finished steps, their wall time and work
 VERDICTS = ("holds", "does not hold", "not measured")
 REFERENCE_RATES = Path(__file__).with_name("reference-rates.json")
+MIN_STEP_S = 0.5  # the least a step takes: loading what it reads, writing its record
 
 
 def read_plan_state(path: Path) -> dict:
@@ -152,11 +153,14 @@ class Context:
         """Expected seconds of ``work`` units: at the rate measured here if any step of that kind
         has finished (see :meth:`measured_rates`), else at the rate the committed small-scale
         report measured on the reference machine (2 CPU cores; :func:`reference_rates`) -- both
-        include the steps' fixed costs -- else ``overhead`` plus ``reference`` seconds per unit,
-        the study's own figure for a kind that report does not run."""
+        include the steps' fixed costs, and no step is estimated below ``MIN_STEP_S`` -- else
+        ``overhead`` plus ``reference`` seconds per unit, the study's own figure for a kind that
+        report does not run."""
         if self._rates is None:
             self._rates = {**reference_rates(), **self.measured_rates()}
-        return work * self._rates[rate] if rate in self._rates else overhead + work * reference
+        if rate in self._rates:  # no step takes less than its start-up, whatever its work
+            return max(work * self._rates[rate], MIN_STEP_S)
+        return overhead + work * reference
 
     def why_missing(self, prefix: str) -> str:
         """The reason recorded for the first skipped step under ``prefix`` (for 'not measured')."""
