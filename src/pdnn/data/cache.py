@@ -7,9 +7,10 @@ rewritten, added or removed -- therefore misses the cache and is decoded again (
 for the same place is then deleted), while copies of a dataset in two places coexist. A file
 rewritten with its old size *and* its modification time set back is not seen (delete its entry):
 the status-change time would see it, but it also moves on ``chmod`` and differs between machines
-that install one package, which would make a cache shared between them decode again and again. The entry holds each array as a raw file (``train_x.bin``,
-``train_y.bin``, ``test_x.bin``, ``test_y.bin``) and ``meta.json`` (format, shapes, classes,
-the training split's channel statistics and the labels' sha256).
+that install one package, which would make a cache shared between them decode again and again.
+The entry holds each array as a raw file (``train_x.bin``, ``train_y.bin``, ``test_x.bin``,
+``test_y.bin``) and ``meta.json`` (format, shapes, classes, the training split's channel
+statistics and the labels' sha256).
 
 Memory. Decoders stream chunks into a :class:`CacheWriter`, which appends them to the raw files
 and sums the channel statistics as they pass, so building the cache holds one chunk at a time,

@@ -290,7 +290,8 @@ def recorded_command(out: Path, spec: StudySpec) -> str:
             + (f" --seed {spec.seed}" if spec.seed != DEFAULT.seed else "")
             + (f" --samples {','.join(map(str, ts))}" if ts != DEFAULT.test_samples else "")
             + (f" --repeats {spec.repeats}" if spec.repeats != DEFAULT.repeats else "")
-            + (f" --train-samples {','.join(map(str, spec.train_samples))}" if spec.train_samples != DEFAULT.train_samples else "")
+            + (f" --train-samples {','.join(map(str, spec.train_samples))}"
+               if spec.train_samples != DEFAULT.train_samples else "")
             + (f" --quant-bits {','.join(map(str, spec.quant_bits))}" if spec.quant_bits != DEFAULT.quant_bits else "")
             + (f" --pbit-neurons {','.join(spec.pbit_neurons)}" if spec.pbit_neurons != DEFAULT.pbit_neurons else "")
             + f" --out {out}")
