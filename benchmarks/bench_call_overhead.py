@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pdnn import SampledModel
+from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
 from pdnn.nn import PBit
@@ -37,8 +38,8 @@ def per_call(fn, number: int) -> float:
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--number", type=int, default=2000)
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--number", type=positive_count, default=2000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import numba
 import torch
+from bench_speed import before_after_rounds, compare
 from numba import njit, prange
 from torch import nn
 from torch.nn import functional as TF
 
-from bench_speed import before_after_rounds, compare
 from pdnn import SampledModel
 from pdnn.sampling import MAX_ROWS
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pdnn.cli.common import positive_count
+
 SHAPES = [(2048, 2048), (4096, 1024), (2048, 784), (1024, 1024), (512, 2048), (1024, 512)]  # (out, in)
 ROWS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
 
@@ -32,9 +34,9 @@ def transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--repeats", type=positive_count, default=15)
+    parser.add_argument("--rounds", type=positive_count, default=2)
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

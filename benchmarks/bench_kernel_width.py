@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pdnn import pbit_kernel as K
+from pdnn.cli.common import positive_count
 
 
 @contextmanager
@@ -41,9 +42,9 @@ def vector_width(lanes: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--rounds", type=positive_count, default=3)
+    parser.add_argument("--repeats", type=positive_count, default=200)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

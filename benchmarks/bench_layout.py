@@ -24,10 +24,11 @@ import os
 import time
 from pathlib import Path
 
+import bench_speed  # the interleaved timing of the speed benchmark (same folder)
 import torch
 
-import bench_speed  # the interleaved timing of the speed benchmark (same folder)
 from pdnn import SampledModel
+from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS, loss_of_samples
@@ -65,8 +66,8 @@ def train_step(layout: str, samples: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--repeats", type=positive_count, default=7)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()

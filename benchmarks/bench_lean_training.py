@@ -20,7 +20,6 @@ round prints the medians, s=8/s=1 before and after, and s=8 after/before; the JS
 from __future__ import annotations
 
 import torch
-
 from bench_speed import before_after_rounds, compare, rewrite_ab_step
 
 REWRITES = ("_share_repeated_inputs", "use_disjoint_pools", "use_pooled_pbits")  # the last takes pools after p-bits

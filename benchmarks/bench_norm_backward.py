@@ -29,9 +29,16 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch
+from bench_speed import (
+    adam_step,
+    before_after_rounds,
+    compare,
+    cpu_model,
+    training_problem,
+)
 
-from bench_speed import adam_step, before_after_rounds, compare, cpu_model, training_problem
 from pdnn import SampledModel
+from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 from pdnn.per_sample_norm import _PerSampleNorm
 
@@ -136,8 +143,8 @@ def convolutions_main() -> None:
     """``--convolutions``: the rows of :func:`convolution_rows`, printed and written to ``--json``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--convolutions", action="store_true", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--repeats", type=positive_count, default=9)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

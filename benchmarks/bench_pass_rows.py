@@ -20,17 +20,18 @@ speed only. One activation of the first layers is ``rows x width x 32 x 32`` flo
 from __future__ import annotations
 
 import torch
-
 from bench_speed import before_after_rounds, compare
+
 from pdnn import SampledModel, stacked_passes
+from pdnn.cli.common import positive_count
 from pdnn.models import create
 
 ROWS = (256, 512, 1280, 2560)
 
 
 def add_options(parser) -> None:
-    parser.add_argument("--width", type=int, default=16, help="the CNN's width (16 or 64 in the speed table)")
-    parser.add_argument("--rows", type=int, nargs="+", default=ROWS, help="the max_rows values to time")
+    parser.add_argument("--width", type=positive_count, default=16, help="the CNN's width (16 or 64 in the speed table)")
+    parser.add_argument("--rows", type=positive_count, nargs="+", default=ROWS, help="the max_rows values to time")
 
 
 def pairs(args) -> list[tuple[str, str]]:

@@ -23,15 +23,16 @@ from __future__ import annotations
 import threading
 
 import torch
-
 from bench_speed import before_after_rounds, compare
+
+from pdnn.cli.common import positive_count
 from pdnn.models import create
 
 PASSES = 10
 
 
 def add_options(parser) -> None:
-    parser.add_argument("--width", type=int, default=64, help="the CNN's width (16 or 64 in the speed table)")
+    parser.add_argument("--width", type=positive_count, default=64, help="the CNN's width (16 or 64 in the speed table)")
 
 
 def pairs(args) -> list[tuple[str, str]]:

@@ -21,9 +21,9 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
-
 from bench_kernel_width import vector_width
 from bench_speed import before_after_rounds, compare
+
 from pdnn import SampledModel
 from pdnn import pbit_kernel as K
 from pdnn.models import create

@@ -15,6 +15,7 @@ sample-aware loss of ``bench_speed.py``'s training row (CNN width 16, batch 64).
 from __future__ import annotations
 
 from bench_speed import adam_step, before_after_rounds, compare, training_problem
+
 from pdnn import SampledModel
 from pdnn import functional as F
 

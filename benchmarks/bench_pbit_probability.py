@@ -16,9 +16,9 @@ the JSON holds every round.
 from __future__ import annotations
 
 import torch
+from bench_speed import adam_step, before_after_rounds, compare, training_problem
 
 import pdnn.functional as functional
-from bench_speed import adam_step, before_after_rounds, compare, training_problem
 from pdnn import SampledModel
 
 PAIRS = [("s=1 after", "s=1 before"), ("s=8 after", "s=8 before"), ("s=8 before", "s=1 before"),

@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 
 SHAPES = [(512, 16, 16), (512, 32, 8), (512, 64, 4), (64, 16, 16)]  # (rows, channels, pooled side)
@@ -56,8 +57,8 @@ def best_ms(fn, repeats: int, inner: int = 20) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--repeats", type=positive_count, default=7)
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -15,7 +15,6 @@ medians, s=8/s=1 before and after, and s=8 after/before; the JSON holds every ro
 from __future__ import annotations
 
 import torch
-
 from bench_speed import before_after_rounds, compare, rewrite_ab_step
 
 PAIRS = [("s=8 before", "s=1 before"), ("s=8 after", "s=1 after"), ("s=8 after", "s=8 before")]

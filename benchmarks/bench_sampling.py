@@ -18,6 +18,7 @@ import time
 import torch
 
 from pdnn import SampledModel
+from pdnn.cli.common import positive_count
 from pdnn.models import create
 
 SAMPLES = [1, 2, 4, 8, 16]
@@ -52,7 +53,7 @@ def measure(name: str, shape, batch: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=positive_count, default=5)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     rows = [measure(name, shape, batch, args.repeats)

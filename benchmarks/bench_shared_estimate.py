@@ -15,9 +15,9 @@ runs it at T = 10 (25 inputs x 16 x 32 x 32, channels-last, 10 copies), and the 
 from __future__ import annotations
 
 import torch
-
 from bench_pbit_estimate import AFTER, before_after, with_kernel
 from bench_speed import before_after_rounds, compare
+
 from pdnn import SampledModel
 from pdnn import pbit_kernel as K
 from pdnn.models import create

@@ -14,9 +14,9 @@ JSON holds every round.
 from __future__ import annotations
 
 import torch
+from bench_speed import before_after_rounds, compare
 
 import pdnn.sampling as sampling
-from bench_speed import before_after_rounds, compare
 from pdnn import SampledModel
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS

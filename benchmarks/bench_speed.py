@@ -49,11 +49,11 @@ from torch import nn
 
 import pdnn.sampling as sampling
 from pdnn import SampledModel
+from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
-from pdnn.nn import PBit
 from pdnn.models import create
+from pdnn.nn import PBit
 from pdnn.sampling import MAX_ROWS, loss_of_samples
-
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, blind to time spent waiting for a core
 
@@ -115,9 +115,9 @@ def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     if add_options:
         add_options(parser)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--rounds", type=positive_count, default=rounds)
+    parser.add_argument("--repeats", type=positive_count, default=repeats)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: CPU time of the process (all threads), robust on a loaded machine")
     parser.add_argument("--json", type=Path)
@@ -241,8 +241,8 @@ def train_rows(repeats: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5,
+    parser.add_argument("--threads", type=positive_count, default=2)
+    parser.add_argument("--repeats", type=positive_count, default=5,
                         help="repeats per row; the width-64 CNN's rows, the slowest, take half (at least 2). "
                              "Each row of the JSON records its own")
     parser.add_argument("--skip-wide", action="store_true", help="leave out the width-64 CNN")
@@ -250,7 +250,7 @@ def main() -> None:
                         help="cpu: CPU time of the process (all threads), robust on a loaded machine")
     parser.add_argument("--only", nargs="+", choices=("act", "mlp", "train", "cnn16", "cnn64"),
                         help="measure only these groups of rows")
-    parser.add_argument("--cnn-batches", type=int, nargs="+", default=[1, 16, 256], metavar="B",
+    parser.add_argument("--cnn-batches", type=positive_count, nargs="+", default=[1, 16, 256], metavar="B",
                         help="batch sizes of the CNN rows, both widths (default: 1 16 256)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's allocator at its defaults (the pdnn command does not)")

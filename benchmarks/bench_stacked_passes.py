@@ -16,9 +16,10 @@ of 5 inputs, as ``pdnn eval`` runs a batch of its test set.
 from __future__ import annotations
 
 import torch
-
 from bench_speed import before_after_rounds, compare
+
 from pdnn import SampledModel, stacked_passes
+from pdnn.cli.common import positive_count
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS
 
@@ -27,7 +28,7 @@ PAIRS = [("T=10 stacked", "T=10 in turn"), ("T=10 in turn", "T=1"), ("T=10 stack
 
 
 def add_options(parser) -> None:
-    parser.add_argument("--width", type=int, default=16, help="the CNN's width (16 or 64 in the speed table)")
+    parser.add_argument("--width", type=positive_count, default=16, help="the CNN's width (16 or 64 in the speed table)")
 
 
 def sampler(model, samples: int, stacked: bool, x: torch.Tensor) -> SampledModel:

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from pdnn.cli.common import positive_count
+
 ROWS = {
     "import torch": "import torch",
     "import pdnn": "import pdnn",
@@ -46,7 +48,7 @@ def seconds(code: str, src: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", nargs="+", default=[str(Path(__file__).resolve().parents[1] / "src")])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=positive_count, default=7)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     times: dict[str, dict[str, list[float]]] = {src: {row: [] for row in ROWS} for src in args.src}

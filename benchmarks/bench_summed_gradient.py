@@ -14,8 +14,9 @@ the medians and the ratios; the JSON holds every round.
 """
 from __future__ import annotations
 
-import pdnn.sampling as sampling
 from bench_speed import adam_step, before_after_rounds, compare, training_problem
+
+import pdnn.sampling as sampling
 from pdnn import SampledModel
 
 FUSE = sampling._pass_summed_gradients

@@ -14,8 +14,9 @@ prints the medians and the ratios; the JSON holds every round.
 """
 from __future__ import annotations
 
-import pdnn.per_sample_norm as per_sample_norm
 from bench_speed import adam_step, before_after_rounds, compare, training_problem
+
+import pdnn.per_sample_norm as per_sample_norm
 from pdnn import SampledModel
 from pdnn.functional import _PBitFunction
 

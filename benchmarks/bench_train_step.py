@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from pdnn.cli.common import positive_count
+
 CONFIGS = [("tanh", 1), ("pbit", 1), ("pbit", 2), ("pbit", 4), ("pbit", 8)]
 
 
@@ -51,9 +53,9 @@ def child(width: int, batch: int, steps: int, keep: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--width", type=positive_count, default=16)
+    parser.add_argument("--batch", type=positive_count, default=64)
+    parser.add_argument("--steps", type=positive_count, default=8)
     parser.add_argument("--child", choices=("default", "kept"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -12,6 +12,11 @@
 # scored with a classifier trained on all 60000 training images, to check fid-clf's trend).
 # Resumable: re-running skips finished steps and continues interrupted runs.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+KNOWN="tanh pbit-s1 pbit-s2 pbit-s4 pbit-s8 quant1 quant2 quant3 quant4 tanh-pbit tanh-lr1e-4 pbit-s8-clf60k"
+for name in "$@"; do  # every name checked before anything trains
+  [[ " $KNOWN " == *" $name "* ]] || { echo "unknown run $name (one of: $KNOWN)" >&2; exit 2; }
+done
 OUT=${OUT:-results/generation}
 SUBSET=${SUBSET:-2000}
 EPOCHS=${EPOCHS:-3}
@@ -57,5 +62,5 @@ one() {  # one NAME: train (or convert) and score the run NAME
   score "$1"
 }
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(tanh pbit-s1 pbit-s2 pbit-s4 pbit-s8 quant1 quant2 quant3 quant4 tanh-pbit tanh-lr1e-4 pbit-s8-clf60k)
+[ ${#names[@]} -gt 0 ] || read -r -a names <<< "$KNOWN"
 for name in "${names[@]}"; do one "$name"; done
