@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from pdnn.cli.common import positive_count
+from counts import positive_count
 
 SHAPES = [(2048, 2048), (4096, 1024), (2048, 784), (1024, 1024), (512, 2048), (1024, 512)]  # (out, in)
 ROWS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]

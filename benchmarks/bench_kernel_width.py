@@ -21,9 +21,9 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
+from counts import positive_count
 
 from pdnn import pbit_kernel as K
-from pdnn.cli.common import positive_count
 
 
 @contextmanager

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import bench_speed  # the interleaved timing of the speed benchmark (same folder)
 import torch
+from counts import positive_count
 
 from pdnn import SampledModel
-from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS, loss_of_samples

@@ -36,9 +36,9 @@ from bench_speed import (
     cpu_model,
     training_problem,
 )
+from counts import positive_count
 
 from pdnn import SampledModel
-from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 from pdnn.per_sample_norm import _PerSampleNorm
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 from bench_speed import before_after_rounds, compare
+from counts import positive_count
 
 from pdnn import SampledModel, stacked_passes
-from pdnn.cli.common import positive_count
 from pdnn.models import create
 
 ROWS = (256, 512, 1280, 2560)

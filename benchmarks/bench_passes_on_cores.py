@@ -24,8 +24,8 @@ import threading
 
 import torch
 from bench_speed import before_after_rounds, compare
+from counts import positive_count
 
-from pdnn.cli.common import positive_count
 from pdnn.models import create
 
 PASSES = 10

@@ -17,8 +17,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+from counts import positive_count
 
-from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 
 SHAPES = [(512, 16, 16), (512, 32, 8), (512, 64, 4), (64, 16, 16)]  # (rows, channels, pooled side)

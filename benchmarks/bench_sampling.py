@@ -16,9 +16,9 @@ import statistics
 import time
 
 import torch
+from counts import positive_count
 
 from pdnn import SampledModel
-from pdnn.cli.common import positive_count
 from pdnn.models import create
 
 SAMPLES = [1, 2, 4, 8, 16]

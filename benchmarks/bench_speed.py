@@ -45,11 +45,11 @@ import time
 from pathlib import Path
 
 import torch
+from counts import positive_count
 from torch import nn
 
 import pdnn.sampling as sampling
 from pdnn import SampledModel
-from pdnn.cli.common import positive_count
 from pdnn.malloc import keep_large_buffers
 from pdnn.models import create
 from pdnn.nn import PBit

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from pdnn.cli.common import positive_count
+from counts import positive_count
 
 ROWS = {
     "import torch": "import torch",

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from pdnn.cli.common import positive_count
+from counts import positive_count
 
 CONFIGS = [("tanh", 1), ("pbit", 1), ("pbit", 2), ("pbit", 4), ("pbit", 8)]
 

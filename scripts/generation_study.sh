@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KNOWN="tanh pbit-s1 pbit-s2 pbit-s4 pbit-s8 quant1 quant2 quant3 quant4 tanh-pbit tanh-lr1e-4 pbit-s8-clf60k"
 for name in "$@"; do  # every name checked before anything trains
-  [[ " $KNOWN " == *" $name "* ]] || { echo "unknown run $name (one of: $KNOWN)" >&2; exit 2; }
+  known=0; for k in $KNOWN; do [[ $name == "$k" ]] && known=1; done
+  (( known )) || { echo "unknown run '$name' (one of: $KNOWN)" >&2; exit 2; }
 done
 OUT=${OUT:-results/generation}
 SUBSET=${SUBSET:-2000}

@@ -17,6 +17,7 @@ from pathlib import Path
 from pdnn.experiments.plan import REFERENCE_RATES, rates_of, read_plan_state
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGED = ROOT / "src" / "pdnn" / "experiments" / REFERENCE_RATES.name  # this checkout's, whichever pdnn runs
 
 
 def main(state: Path) -> None:
@@ -24,8 +25,8 @@ def main(state: Path) -> None:
     document = {"from": os.path.relpath(state.resolve(), ROOT),
                 "machines": [json.loads(m) for m in sorted(machines)],
                 "rates": dict(sorted(rates_of([state]).items()))}
-    REFERENCE_RATES.write_text(json.dumps(document, indent=1) + "\n")
-    print(f"{REFERENCE_RATES}: {len(document['rates'])} rates from {state}")
+    PACKAGED.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"{PACKAGED}: {len(document['rates'])} rates from {state}")
 
 
 if __name__ == "__main__":

@@ -26,3 +26,13 @@ def test_the_fusion_bound_runs_a_round():
     row = importlib.import_module("bench_pbit_passes_bound").one_round(1)
     assert set(row["median_s"]) == {"s=1", "s=8", "s=1 bound", "s=8 bound"}
     assert sys.modules["pdnn.functional"]._probability is importlib.import_module("bench_pbit_passes_bound").LIBRARY[0]
+
+
+def test_a_count_option_below_one_is_named():
+    import argparse
+
+    counts = importlib.import_module("counts")
+    assert counts.positive_count("3") == 3
+    for text in ("0", "-2", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected an integer >= 1, got '{text}'"):
+            counts.positive_count(text)

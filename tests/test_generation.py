@@ -455,10 +455,12 @@ def test_tradeoff_ranks_generators_by_distance_and_refuses_mixed_measurements(ru
     assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 0
     # and by its number of features where recorded
-    (tmp_path / "a" / "fid-clf.json").write_text(json.dumps({**document, "feature_dim": document["feature_dim"] // 2}))
+    dim = document["feature_dim"]
+    (tmp_path / "a" / "fid-clf.json").write_text(json.dumps({**document, "feature_dim": dim // 2}))
     assert main(["tradeoff", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 2
-    assert "measured differently" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "measured differently" in err and f"({dim // 2} features" in err and f"({dim} features" in err
     assert main(["tradeoff", str(tmp_path / "a"), str(runs / "clf"), "--json", str(out),
                  "--png", str(tmp_path / "t.png")]) == 2
     assert "mix generators and classifiers" in capsys.readouterr().err

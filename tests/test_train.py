@@ -497,12 +497,13 @@ def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, cap
     assert train(other, "--epochs", "1") == 2
     assert "cannot train into" in capsys.readouterr().err and load_config_width(other) == 16
     assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0  # its own start: trained anew
-    (other / "checkpoint.pt").unlink()  # trained anew once more, and that start interrupted: a rerun trains
+    (other / "checkpoint.pt").unlink()  # trained anew once more, and that start interrupted: what the
+    kept = {name: (other / name).read_bytes() for name in ("config.json", "metrics.json")}  # run had stays
     with monkeypatch.context() as patch:
         patch.setattr(pdnn.train, "_train_epoch", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
         assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 130
-    assert not (other / "config.json").exists() and not (other / "metrics.json").exists()
-    assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0
+    assert {name: (other / name).read_bytes() for name in kept} == kept
+    assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0  # and a rerun trains
     converted = tmp_path / "converted"
     assert main(["convert", str(other), "--method", "pbit", "--out", str(converted), "--quiet"]) == 0
     for options in (TINY, ["--resume", "--quiet"]):

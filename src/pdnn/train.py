@@ -424,6 +424,7 @@ def train(
                               f"{planned}: epoch {run.start_epoch + 1} starts at {factor:.2f} x the learning rate, "
                               f"not where the {planned}-epoch schedule left it, so the run differs from one of "
                               f"{train_config.epochs} epochs from the start")
+        wrote_config = rank == 0 and not (run_dir / CONFIG).exists()
         if rank == 0:
             write_json(run_dir / CONFIG, config)
             if resume:  # the history as the checkpoint has it: an interruption can fall between their writes
@@ -437,8 +438,7 @@ def train(
                 if world > 1:
                     dist.barrier()
         except BaseException:
-            if rank == 0 and not resume and not (run_dir / CHECKPOINT).exists():
+            if wrote_config and not (run_dir / CHECKPOINT).exists():
                 (run_dir / CONFIG).unlink(missing_ok=True)  # nothing trained: a rerun may change the settings
-                (run_dir / METRICS).unlink(missing_ok=True)  # and the history of a checkpoint deleted before it
             raise
         return run.metrics if rank == 0 else []  # the other processes hold only what they resumed from

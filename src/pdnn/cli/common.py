@@ -22,17 +22,6 @@ def existing_folder(text: str) -> str:
     return text
 
 
-def positive_count(text: str) -> int:
-    """An argparse type: an integer >= 1 (a number of repeats, rounds, threads, rows)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def named_path(text: str) -> str:
     """An ``--out`` that names something: an empty one is the current folder, written into
     unasked (and a message would name it as nothing)."""

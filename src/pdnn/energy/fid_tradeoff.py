@@ -97,8 +97,8 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
         points += run_points
     alike = {tuple((k, v) for k, v in m.items() if k != "feature_source") for m in measurements.values()}
     if len(alike) > 1 or features_differ(features):
-        listing = "; ".join(f"{run}: {m['metric']} of {m['feature_source']} (weights sha256 "
-                            f"{(features[run]['sha256'] or 'not recorded')[:12]}), n={m['n']}"
+        listing = "; ".join(f"{run}: {m['metric']} of {m['feature_source']} ({features[run]['dim']} features, "
+                            f"weights sha256 {(features[run]['sha256'] or 'not recorded')[:12]}), n={m['n']}"
                             for run, m in measurements.items())
         raise UsageError(f"the runs' distances were measured differently ({listing}); compare runs measured alike")
     front = pareto_front([(p["energy_j"], -p["fid"]) for p in points])
