@@ -21,17 +21,35 @@ import torch
 from .errors import UsageError
 
 
-def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    values, vectors = np.linalg.eigh(cov)
+def _psd_sqrt(values: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """C^(1/2) from the eigendecomposition of a symmetric C (round-off below 0 clipped to 0)."""
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def _trace_sqrt(root: np.ndarray, cov2: np.ndarray) -> float:
+    inner = root @ cov2 @ root
+    values = np.linalg.eigvalsh((inner + inner.T) / 2)
+    return float(np.sqrt(np.clip(values, 0, None)).sum())
 
 
 def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
     """``tr((C1 C2)^(1/2))`` for symmetric positive semi-definite ``C1``, ``C2``."""
-    root = _psd_sqrt(np.asarray(cov1, dtype=np.float64))
-    inner = root @ np.asarray(cov2, dtype=np.float64) @ root
-    values = np.linalg.eigvalsh((inner + inner.T) / 2)
-    return float(np.sqrt(np.clip(values, 0, None)).sum())
+    root = _psd_sqrt(*np.linalg.eigh(np.asarray(cov1, dtype=np.float64)))
+    return _trace_sqrt(root, np.asarray(cov2, dtype=np.float64))
+
+
+def _checked_eigenvalues(name: str, cov: np.ndarray, vectors: bool = False):
+    """The eigenvalues of ``cov`` (and its eigenvectors, if ``vectors``), once it is known to be a
+    covariance: eigh reads one triangle of a matrix that is not symmetric, and the square root
+    clips negative eigenvalues, so either would give a distance silently."""
+    scale = max(float(np.abs(cov).max()), np.finfo(np.float64).tiny)
+    if not np.allclose(cov, cov.T, rtol=0, atol=1e-9 * scale):
+        raise UsageError(f"{name} is not symmetric; expected a covariance")
+    values, vecs = np.linalg.eigh(cov) if vectors else (np.linalg.eigvalsh(cov), None)
+    if values.min() < -1e-9 * scale * len(cov):
+        raise UsageError(f"{name} has a negative eigenvalue ({values.min():.3g}); expected a covariance "
+                         "(positive semi-definite)")
+    return (values, vecs) if vectors else values
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
@@ -45,16 +63,10 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
         if not np.isfinite(a).all():
             raise UsageError(f"{name} holds NaN or infinite values")
-    for name, cov in (("cov1", cov1), ("cov2", cov2)):  # eigh would read one triangle and clip the rest
-        scale = max(float(np.abs(cov).max()), np.finfo(np.float64).tiny)
-        if not np.allclose(cov, cov.T, rtol=0, atol=1e-9 * scale):
-            raise UsageError(f"{name} is not symmetric; expected a covariance")
-        if np.linalg.eigvalsh(cov).min() < -1e-9 * scale * d:
-            raise UsageError(f"{name} has a negative eigenvalue ({np.linalg.eigvalsh(cov).min():.3g}); "
-                             "expected a covariance (positive semi-definite)")
+    root = _psd_sqrt(*_checked_eigenvalues("cov1", cov1, vectors=True))  # the decomposition the trace needs
+    _checked_eigenvalues("cov2", cov2)
     diff = mu1 - mu2
-    distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt_product(cov1, cov2)
-    return max(float(distance), 0.0)
+    return max(float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(root, cov2)), 0.0)
 
 
 def min_images(dim: int) -> int:

@@ -113,10 +113,12 @@ def _means(decoder: SampledModel, z: torch.Tensor, samples: list[int], max_rows:
     """The mean of the first T of max(T) decoder samples of the latents ``z``, for every T in
     ``samples``: in one call, or -- when max(T) alone exceeds ``max_rows`` -- ``max_rows``
     samples at a time, summed as they come."""
-    pool, means, done, total = max(samples), {}, 0, 0.0
+    pool, means, done, total = max(samples), {}, 0, None
     for size in [min(max_rows, pool - start) for start in range(0, pool, max_rows)]:
         decoder.samples = size
-        cumulative = decoder(z).double().cumsum(0) + total  # [size, B, C, H, W]
+        cumulative = decoder(z).double().cumsum(0)  # [size, B, C, H, W]
+        if done:
+            cumulative += total
         for t in samples:
             if done < t <= done + size:
                 means[t] = (cumulative[t - done - 1] / t).float().cpu()

@@ -411,12 +411,18 @@ def read_eval(path: Path | str) -> dict:
     return document
 
 
+def is_epoch_history(metrics, keys: tuple[str, ...] = ()) -> bool:
+    """Whether ``metrics`` is a run's history: a list of one record per epoch (``epoch`` 1, 2,
+    ...), each holding ``keys`` (what ``metrics.json`` and a checkpoint's ``metrics`` hold)."""
+    return isinstance(metrics, list) and all(isinstance(m, dict) and m.get("epoch") == i + 1
+                                             and all(k in m for k in keys) for i, m in enumerate(metrics))
+
+
 def read_metrics(path: Path | str, keys: tuple[str, ...] = ()) -> list[dict]:
-    """A run's ``metrics.json``, checked as far as readers use it: a list of one record per epoch
-    (``epoch`` 1, 2, ...), each holding ``keys``; anything else is a :class:`RunError` naming the file."""
+    """A run's ``metrics.json``, checked as far as readers use it (:func:`is_epoch_history`);
+    anything else is a :class:`RunError` naming the file."""
     metrics = read_json(path)
-    if not isinstance(metrics, list) or not all(isinstance(m, dict) and m.get("epoch") == i + 1
-                                                and all(k in m for k in keys) for i, m in enumerate(metrics)):
+    if not is_epoch_history(metrics, keys):
         raise RunError(f"{path} is not a run's metrics: expected a list of one record per epoch 1, 2, ... "
                        f"with {', '.join(('epoch', *keys))}")
     return metrics

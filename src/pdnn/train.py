@@ -41,7 +41,7 @@ from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
 from .provenance import CODE, code_record
-from .io import checkpoint_mismatch, writer_lock
+from .io import checkpoint_mismatch, is_epoch_history, writer_lock
 from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
 from .tasks import TASKS, Task
 
@@ -219,8 +219,7 @@ def _unresumable(state: dict) -> str | None:
     epoch, metrics, generators = state["epoch"], state["metrics"], state["generators"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         return f"its epoch is {epoch!r}, not a count of epochs"
-    if not isinstance(metrics, list) or len(metrics) != epoch or not all(
-            isinstance(m, dict) and m.get("epoch") == i + 1 for i, m in enumerate(metrics)):
+    if not is_epoch_history(metrics) or len(metrics) != epoch:
         return f"its metrics are not one record per epoch 1..{epoch}"
     streams = [generators] if isinstance(generators, dict) else generators
     if not isinstance(streams, list) or not streams or not all(

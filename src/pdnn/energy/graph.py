@@ -289,6 +289,7 @@ class _Walker:
         if not known:
             self.unresolved.append(name)
         b_a = inp.prec if known else FLOAT_BITS
+        averaged = known and inp.averaged and b_a < FLOAT_BITS
         n = fan_in(m, in_shape, out_shape)
         eos = math.prod(out_shape[1:])
         kind = "linear" if isinstance(m, nn.Linear) else \
@@ -297,8 +298,7 @@ class _Walker:
             name=name, kind=kind, module_type=type(m).__name__, fan_in=n, eos=int(eos), weights=int(m.weight.numel()),
             weight_bits=layer_weight_bits(m), activation_bits=int(b_a), activation_bits_known=known,
             activation_source=inp.source, stochastic_input=inp.stoch,
-            averaged_input=known and inp.averaged and b_a < FLOAT_BITS,
-            carry_bits=inp.carry if known and inp.averaged and b_a < FLOAT_BITS else 0, repeat_call=repeat,
+            averaged_input=averaged, carry_bits=inp.carry if averaged else 0, repeat_call=repeat,
         ))
         self.parts.append([])
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
