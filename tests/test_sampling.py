@@ -53,6 +53,35 @@ def test_layer_aggregation_expectation_on_two_layer_toy(t):
         assert abs(expected - network) > 10 * out.std().item() / math.sqrt(n)
 
 
+class OptionalArguments(nn.Module):
+    """A forward with an optional tensor left at None and a flag choosing what it returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.pbit = nn.Linear(4, 4), PBit()
+
+    def forward(self, x, bias=None, hidden: bool = False):
+        h = self.pbit(self.lin(x))
+        if bias is not None:
+            h = h + bias
+        return (h, -h) if hidden else h
+
+
+def test_layer_aggregation_fixes_the_calls_non_tensor_arguments():
+    torch.manual_seed(0)
+    net, x, bias = OptionalArguments(), torch.randn(3, 4), torch.randn(4)
+
+    def layer(*args, **kwargs):
+        return SampledModel(net, samples=3, aggregate="layer", seed=5)(x, *args, **kwargs)
+
+    plain = layer()
+    assert torch.equal(layer(bias), plain + bias)
+    h, negated = layer(hidden=True)
+    assert torch.equal(h, plain) and torch.equal(negated, -plain)
+    sampled = SampledModel(net, samples=3, aggregate="layer")  # one graph per choice, each kept
+    assert [type(sampled(x, hidden=hidden)) for hidden in (False, True, False)] == [torch.Tensor, tuple, torch.Tensor]
+
+
 def test_t1_equals_plain_forward_under_same_generator_state():
     net = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 16), PBit("unipolar"), nn.Linear(16, 3))
     x = torch.randn(8, 6)
@@ -162,9 +191,19 @@ def test_a_vote_on_outputs_without_classes_is_refused():
             h = self.act(self.body(x))
             return {"scores": self.scores(h), "value": self.value(h).squeeze(-1)}
 
-    with pytest.raises(ValueError, match=r'reduce="vote" needs class scores \[B, C\] per sample; an output is \[2\]'):
+    with pytest.raises(ValueError, match=r'reduce="vote" needs class scores \[B, C\] per sample; an output is \[B\]'):
         SampledModel(ScoresAndValue(), samples=3, reduce="vote")(torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"an output is \[B\]"):  # not the shape of a part of a split batch
+        SampledModel(ScoresAndValue(), samples=3, reduce="vote", max_rows=6)(torch.randn(10, 3))
     assert SampledModel(ScoresAndValue(), samples=3)(torch.randn(2, 3))["value"].shape == (2,)
+
+
+def test_a_plan_s_warning_points_at_the_call_that_made_it():
+    x = torch.randn(5, 12)
+    for make_plan in (lambda sampled: sampled(x), lambda sampled: sampled.plan(x)):
+        with pytest.warns(UserWarning, match="running a loop of forwards") as caught:
+            make_plan(SampledModel(BatchCentred(), samples=3))
+        assert [w.filename for w in caught if "loop of forwards" in str(w.message)] == [__file__]
 
 
 @pytest.mark.parametrize("reduce", ["mean", "vote"])

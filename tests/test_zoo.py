@@ -514,6 +514,43 @@ def test_state_kept_by_the_model_ends_as_after_a_loop_of_forwards_fed_the_same_d
         torch.testing.assert_close(sampled_state[name], value, rtol=RTOL, atol=ATOL, msg=name)
 
 
+class AliasedInPlaceSum(nn.Module):
+    """``h += 10`` seen through a name bound before it (``skip = h``), as in-place code does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.act = nn.Linear(12, 16), PBit()
+
+    def forward(self, x):
+        h = self.act(self.fc(x))
+        skip = h
+        h += 10.0
+        return skip
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+def test_an_in_place_sum_seen_through_an_alias_is_traced_as_it_runs(aggregate):
+    x = torch.randn(B, 12)
+    for samples in (1, 3):  # every output is 10 plus a mean of `samples` bits
+        out = SampledModel(AliasedInPlaceSum(), samples=samples, aggregate=aggregate)(x)
+        assert torch.allclose((out - 10) * samples % 2, torch.full_like(out, samples % 2), atol=1e-4)
+        assert out.min() >= 9 and out.max() <= 11
+    assert SampledModel(AliasedInPlaceSum(), samples=3).plan(x) == "graph"
+
+
+def test_a_plan_made_without_autocast_is_made_again_under_it():
+    class AutocastAware(TwoLayers):
+        def forward(self, x):
+            out = self.fc2(self.act(self.fc1(x)))
+            return out.float() if torch.is_autocast_enabled("cpu") else out  # a branch a trace fixes
+
+    model, x = AutocastAware(), torch.randn(B, 12)
+    sampled = SampledModel(model, samples=T)
+    assert sampled(x).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sampled(x).dtype == model(x).dtype == torch.float32
+
+
 def test_autocast_inside_the_forward_is_kept():
     class Mixed(TwoLayers):
         def forward(self, x):

@@ -28,6 +28,8 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import os
+import sys
 import warnings
 from typing import Callable, Sequence
 
@@ -326,6 +328,18 @@ def _current(watched: list[tuple[dict, str]]) -> tuple:
     return tuple(id(v) if isinstance(v, torch.Tensor) else v for v in (d.get(key) for d, key in watched))
 
 
+_LIBRARIES = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules["pdnn"], torch))
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` at which a warning of the function calling this one points to the
+    user's code: the first frame outside pdnn and torch (calls reach a plan through varying depths)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def reduce_samples(out, reduce: str):
     """Reduce per-sample outputs ``[T, B, ...]`` (every tensor of a tuple, list or dict alike).
 
@@ -344,7 +358,7 @@ def reduce_samples(out, reduce: str):
     if reduce == "vote":
         if out.dim() < 3:
             raise UsageError(f'reduce="vote" needs class scores [B, C] per sample; an output is '
-                             f'{list(out.shape[1:])} (every tensor of a tuple or dict output is voted: use "mean" or '
+                             f'[{", ".join(["B", *map(str, out.shape[2:])])}] (every tensor of a tuple or dict output is voted: use "mean" or '
                              f'"none" for one with other tensors)')
         votes = nn.functional.one_hot(out.argmax(-1), out.shape[-1]).to(out.dtype)
         return votes.mean(0).masked_fill(out.isnan().any(-1).any(0).unsqueeze(-1), torch.nan)
@@ -662,7 +676,7 @@ class SampledModel(nn.Module):
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
         if (user := batch_statistics_user(self.model)) is not None:
             warnings.warn(f"max_rows={self.max_rows} is not applied: {user!r} normalises with the statistics of the "
-                          "whole batch, which a split would change; the batch runs in one pass", stacklevel=5)
+                          "whole batch, which a split would change; the batch runs in one pass", stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
         dim = 1 if self.reduce == "none" else 0
@@ -731,10 +745,10 @@ class SampledModel(nn.Module):
         return _unfolded(out, samples, x.shape[0])
 
     def _layer(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
-        key = samples, tuple(map(id, modules))  # a graph calls the modules it was built with
+        key = samples, self._key(x, args, kwargs, modules)  # (the modules a graph calls, the values it fixed)
         if key not in self._graphs:
             try:
-                self._graphs[key] = build_sampled_graph(self.model, samples, "layer")
+                self._graphs[key] = _traced_layer(self.model, samples, x, args, kwargs)
                 self._watch()
             except Exception as err:  # fx raises many types for untraceable code
                 raise TypeError(
@@ -753,13 +767,14 @@ class SampledModel(nn.Module):
             raise RuntimeError(f"{err} [input of shape {tuple(x.shape)}; {rows}]") from err
 
     def _key(self, x: torch.Tensor, args: tuple, kwargs: dict, modules: list[nn.Module]) -> tuple:
-        """What the choice of a plan depends on: the modules, their modes and kinds of hook, whether
-        B is 1, the arguments' structure, non-batch shapes and non-tensor values (not T: a fold is
-        the same rewrite for every T). Modules that gain hooks after a plan was made get a plan
-        checked with them."""
+        """What the choice of a plan depends on: the modules, their modes and kinds of hook, autocast
+        (a fold may give another dtype under it), whether B is 1, the arguments' structure,
+        non-batch shapes and non-tensor values (not T: a fold is the same rewrite for every T).
+        Modules that gain hooks after a plan was made get a plan checked with them."""
         batch = x.shape[0]
         layout = tuple((id(m), m.training, hook_kinds(m)) if own_hooks(m) else (id(m), m.training) for m in modules)
         layout += hook_kinds()  # those registered for every module
+        layout += tuple((torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cpu", "cuda"))
 
         def describe(v):
             if isinstance(v, torch.Tensor):
@@ -796,13 +811,13 @@ class SampledModel(nn.Module):
             if reason is None:
                 if kind == "repeat":
                     warnings.warn(f"{name}: {reasons[0]}; sampling by repeating the input, so the deterministic "
-                                  "prefix is recomputed for every sample", stacklevel=5)
+                                  "prefix is recomputed for every sample", stacklevel=_callers_level())
                 return kind
             reasons.append(f"folded at its first stochastic layer, {reason}" if kind == "graph" else
                            f"with the input repeated, {reason}")
         warnings.warn(
             f"{name}: folding samples into the batch does not compute what separate forwards do "
-            f"({'; '.join(reasons)}); running a loop of forwards instead", stacklevel=5)
+            f"({'; '.join(reasons)}); running a loop of forwards instead", stacklevel=_callers_level())
         return "loop"
 
     def _check(self, run: Callable, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
@@ -885,11 +900,10 @@ def _folding(kind: str, model: nn.Module, samples: int, x: torch.Tensor, args: t
     return _traced(model, samples, x, args, kwargs, pack) if kind == "graph" else _repeated(model, samples)
 
 
-def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict, pack: bool = False) -> Callable:
-    """The folded graph of ``model`` for calls like ``model(x, *args, **kwargs)``: traced with the
-    non-tensor arguments fixed, the arguments whose first dimension is the batch as batched;
-    ``pack``: large linear layers packed for oneDNN (:func:`pdnn.packed_linear.pack_linears`),
-    else computed as transposed GEMMs where that is faster (:mod:`pdnn.transposed_linear`)."""
+def _arguments(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[inspect.Signature, dict, set]:
+    """For calls like ``model(x, *args, **kwargs)``: the forward's signature, the non-tensor
+    arguments (defaults included) a trace is specialised to, and the positions of the arguments
+    whose first dimension is the batch."""
     signature = inspect.signature(model.forward)
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
         raise TypeError("a forward with *args or **kwargs")
@@ -899,6 +913,39 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     concrete = {n: v for n, v in values if not isinstance(v, torch.Tensor)}
     batched = {i for i, (_, v) in enumerate(values)
                if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0]}
+    return signature, concrete, batched
+
+
+def _bound_call(graph: nn.Module, signature: inspect.Signature) -> Callable:
+    """``graph`` called as the model's forward is: every argument, defaults included, by position."""
+    alone = len(signature.parameters) == 1  # a forward of the input alone: no arguments to bind
+
+    def run(x, *args, **kwargs):
+        if alone and not args and not kwargs:
+            return graph(x)
+        bound = signature.bind(x, *args, **kwargs)
+        bound.apply_defaults()
+        return graph(*bound.arguments.values())
+
+    return run
+
+
+def _traced_layer(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> Callable:
+    """The layer-aggregated graph of ``model`` for calls like ``model(x, *args, **kwargs)``, traced
+    with the non-tensor arguments fixed (a forward with ``*args``/``**kwargs`` is traced as it is)."""
+    try:
+        signature, concrete, _ = _arguments(model, x, args, kwargs)
+    except TypeError:
+        return build_sampled_graph(model, samples, "layer")
+    return _bound_call(build_sampled_graph(model, samples, "layer", concrete), signature)
+
+
+def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict, pack: bool = False) -> Callable:
+    """The folded graph of ``model`` for calls like ``model(x, *args, **kwargs)``: traced with the
+    non-tensor arguments fixed, the arguments whose first dimension is the batch as batched;
+    ``pack``: large linear layers packed for oneDNN (:func:`pdnn.packed_linear.pack_linears`),
+    else computed as transposed GEMMs where that is faster (:mod:`pdnn.transposed_linear`)."""
+    signature, concrete, batched = _arguments(model, x, args, kwargs)
     with suspended_hooks(model), warnings.catch_warnings():  # the trace's calls are not the model's
         warnings.simplefilter("ignore")  # (a checkpoint warns that nothing requires a gradient)
         graph = build_sampled_graph(model, samples, "network", concrete, batched)
@@ -914,17 +961,7 @@ def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs
     hooked = [name or type(model).__name__ for name, m in model.named_modules() if own_hooks(m) and id(m) not in called]
     if hooked:
         raise TypeError(f"hooks on {', '.join(hooked)}, which the traced graph does not call")
-
-    alone = len(signature.parameters) == 1  # a forward of the input alone: no arguments to bind
-
-    def run(x, *args, **kwargs):
-        if alone and not args and not kwargs:
-            return graph(x)
-        bound = signature.bind(x, *args, **kwargs)
-        bound.apply_defaults()
-        return graph(*bound.arguments.values())
-
-    return run
+    return _bound_call(graph, signature)
 
 
 def _repeated(model: nn.Module, samples: int) -> Callable:

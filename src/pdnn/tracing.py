@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import operator
 import sys
 import warnings
 from typing import Callable
@@ -78,6 +79,9 @@ class Tracer(fx.Tracer):
                 self.unrecorded += [f"it updates {name} as it runs" for name in state.changed()]
                 state.restore()
 
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return InPlaceProxy(node, self)
+
     def create_node(self, *args, **kwargs) -> fx.Node:
         """fx's node, noted in ``unrecorded`` if it is recorded under other modes than the trace's."""
         node = super().create_node(*args, **kwargs)
@@ -88,6 +92,18 @@ class Tracer(fx.Tracer):
             if modes[2:] == self._modes[2:]:  # gradient or inference mode only: the same values
                 self.gradients_only.append(self.unrecorded[-1])
         return node
+
+
+class InPlaceProxy(fx.Proxy):
+    """fx's proxy, which records ``h += x`` as the in-place ``operator.iadd`` it is (fx's own
+    records ``h + x``: a name still bound to the old ``h`` would not see the sum, and under
+    autocast a bfloat16 ``h`` plus a float32 ``x`` would become float32)."""
+
+
+for _name in ("iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul",
+              "iand", "ior", "ixor", "ilshift", "irshift"):
+    setattr(InPlaceProxy, f"__{_name}__", lambda self, other, op=getattr(operator, _name):
+            self.tracer.create_proxy("call_function", op, (self, other), {}))
 
 
 _MODES = [("without gradients (torch.no_grad, or inside a custom autograd.Function)", torch.is_grad_enabled),

@@ -75,10 +75,10 @@ _NONLINEAR_METHODS = {"tanh", "sigmoid"}
 _CLIPPING_FUNCTIONS = {torch.relu, torch_F.relu, torch_F.relu6, torch_F.hardtanh, torch_F.leaky_relu,
                        torch.clamp, torch.clip}
 _CLIPPING_METHODS = {"relu", "clamp", "clip"}
-_SUM_FUNCTIONS = {operator.add, operator.sub, torch.add, torch.sub}
-_SUM_METHODS = {"add", "sub"}
-_SCALE_FUNCTIONS = {operator.mul, operator.truediv, operator.neg, torch.mul, torch.div}
-_SCALE_METHODS = {"mul", "div", "neg"}
+_SUM_FUNCTIONS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub}
+_SUM_METHODS = {"add", "sub", "add_", "sub_"}
+_SCALE_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, operator.neg, torch.mul, torch.div}
+_SCALE_METHODS = {"mul", "div", "neg", "mul_", "div_"}
 
 
 def is_weight_layer(module: nn.Module) -> bool:
