@@ -54,8 +54,9 @@ def parse_args(argv=None):
             StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)
         positive_int("--batch", args.batch)
         load_table().memory(args.memory, "--memory")
-        args.subset = {key: positive_int("--subset", _number("--subset", n, int))
-                       for key, n in _pairs("--subset", args.subset, "=")}
+        args.subset = {key: _number("--subset", n, int) for key, n in _pairs("--subset", args.subset, "=")}
+        if small := {key: n for key, n in args.subset.items() if n < 2}:  # (a standard error, two halves)
+            raise UsageError(f"--subset must be at least 2 inputs per dataset, got {small}")
         args.run = [(d, Path(r)) for d, r in _pairs("--run", args.run, ":")]
         if unused := sorted(set(args.subset) - {dataset for dataset, _ in args.run}):
             raise UsageError(f"--subset names {', '.join(unused)}, which no --run is of")

@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -298,6 +299,21 @@ def test_bad_arguments_are_named():
         simulate(votes, StoppingRule(50))
     with pytest.raises(ValueError, match="class scores"):
         adaptive_sample(lambda x, samples: torch.zeros(samples, len(x)), torch.zeros(3, 2))
+    one_logit = nn.Sequential(nn.Linear(2, 4), PBit(), nn.Linear(4, 1))  # no rival class to settle against
+    with pytest.raises(ValueError, match=r"class scores \[B, C >= 2\] per sample, got shape \(3, 1\)"):
+        SampledModel(one_logit, samples="auto")(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"oracle needs recorded outputs \[N >= 1, B, C\], got shape \(4, 2\)"):
+        oracle_samples(torch.zeros(4, 2))
+
+
+def test_numpy_numbers_set_the_rule_as_python_numbers_do():
+    rule = StoppingRule(max_samples=np.int64(20), error=np.float32(0.25), checkpoints=np.arange(1, 11),
+                        prior_samples=np.int64(2), prior_variance=np.float64(1.5))
+    assert rule == StoppingRule(20, float(np.float32(0.25)), checkpoints=tuple(range(1, 11)), prior_variance=1.5)
+    assert type(rule.max_samples) is type(rule.prior_samples) is int and type(rule.error) is float
+    for bad in (dict(max_samples=20.0), dict(prior_samples=True), dict(checkpoints=[1.0, 2])):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+            StoppingRule(**bad)
 
 
 def test_eval_cli_adaptive(tmp_path, capsys):

@@ -393,6 +393,7 @@ def test_the_readme_states_the_prior_each_run_learnt():
     (["--run", "demo"], "--run must be DATASET:RUN_DIR, got 'demo'"),
     (["--memory", "bogus"], "--memory: unknown memory level 'bogus'"),
     (["--subset", "cifar10=100"], "--subset names cifar10, which no --run is of"),
+    (["--subset", "demo=1"], r"--subset must be at least 2 inputs per dataset, got \{'demo': 1\}"),
 ])
 def test_study_script_names_a_bad_option_before_reading_a_run(option, named, capsys):
     import importlib.util

@@ -27,11 +27,14 @@ be given).
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
+from .checks import positive_int
 from .errors import UsageError
 
 RULES = ("predictive", "never")
@@ -75,6 +78,21 @@ def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
     return (1 + a) / 2
 
 
+def _integer(value) -> int | None:
+    """``value`` as an ``int`` if it is an integer (numpy's too; not ``True``), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _is_real(value) -> bool:
+    """Whether ``value`` is a real number (numpy's too; not ``True``)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class StoppingRule:
     """When to stop sampling an input.
@@ -105,25 +123,27 @@ class StoppingRule:
     prior_variance: float | None = None
 
     def __post_init__(self):
-        if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) or self.max_samples < 1:
-            raise UsageError(f"max_samples must be an integer >= 1, got {self.max_samples!r}")
+        # numpy's numbers are accepted as Python's are, and kept as Python's
+        object.__setattr__(self, "max_samples", positive_int("max_samples", self.max_samples))
         if self.rule not in RULES:
             raise UsageError(f"unknown stopping rule {self.rule!r}; expected one of {', '.join(RULES)}")
-        if isinstance(self.error, bool) or not isinstance(self.error, (int, float)) or not 0 <= self.error < 1:
+        if not _is_real(self.error) or not 0 <= self.error < 1:
             raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
-        if isinstance(self.prior_samples, bool) or not isinstance(self.prior_samples, int) or self.prior_samples < 0:
+        object.__setattr__(self, "error", float(self.error))
+        prior_samples = _integer(self.prior_samples)
+        if prior_samples is None or prior_samples < 0:
             raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
-        if self.prior_variance is not None and (isinstance(self.prior_variance, bool)
-                                                or not isinstance(self.prior_variance, (int, float))
-                                                or not 0 < self.prior_variance < math.inf):
-            raise UsageError(f"prior_variance must be a finite number > 0 or None (a spread of 0 would stop "
-                             f"every input whose first samples agree), got {self.prior_variance!r}")
+        object.__setattr__(self, "prior_samples", prior_samples)
+        if self.prior_variance is not None:
+            if not _is_real(self.prior_variance) or not 0 < self.prior_variance < math.inf:
+                raise UsageError(f"prior_variance must be a finite number > 0 or None (a spread of 0 would stop "
+                                 f"every input whose first samples agree), got {self.prior_variance!r}")
+            object.__setattr__(self, "prior_variance", float(self.prior_variance))
         try:
-            points = tuple(self.checkpoints)
+            points = tuple(map(_integer, self.checkpoints))
         except TypeError:
             points = ()
-        if not points or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in points) \
-                or list(points) != sorted(set(points)):
+        if not points or any(t is None or t < 1 for t in points) or list(points) != sorted(set(points)):
             raise UsageError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
         object.__setattr__(self, "checkpoints", points)  # a list given is kept as the tuple it reads as
 
@@ -262,8 +282,9 @@ def adaptive_sample(
         if not isinstance(out, torch.Tensor):
             raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
                              f"got a {type(out).__name__}")
-        if out.dim() != 3:
-            raise UsageError(f"adaptive sampling needs class scores [B, C] per sample, got shape {tuple(out.shape[1:])}")
+        if out.dim() != 3 or out.shape[-1] < 2:  # one column has no rival class to be settled against
+            raise UsageError(f"adaptive sampling needs class scores [B, C >= 2] per sample, got shape "
+                             f"{tuple(out.shape[1:])}")
         if stats is None:
             stats = SampleStats(batch, out.shape[-1], out.device)
             result = torch.zeros(batch, out.shape[-1], dtype=out.dtype, device=out.device)
@@ -299,6 +320,8 @@ def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, t
 def oracle_samples(outputs: torch.Tensor) -> torch.Tensor:
     """For each row of ``[N, B, C]`` outputs: the smallest T after which the argmax of the
     running mean never changes again up to N (what a rule that knew the future would take)."""
+    if outputs.dim() != 3 or outputs.shape[0] < 1:
+        raise UsageError(f"the oracle needs recorded outputs [N >= 1, B, C], got shape {tuple(outputs.shape)}")
     running = outputs.double().cumsum(0).argmax(-1)  # [N, B] (mean and sum share the argmax)
     differs = running != running[-1]
     n = outputs.shape[0]
