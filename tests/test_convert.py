@@ -455,6 +455,11 @@ def test_cli_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in new.iterdir()) == ["eval-network.json"]
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--force"]) == 2
+    assert "holds eval-network.json but no config.json" in capsys.readouterr().err  # not a conversion
+    (new / "eval-network.json").unlink()
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--quiet"]) == 0
+    (new / "eval-network.json").write_text("{}")
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--beta", "0.5", "--out", str(new),
                           "--force", "--quiet"]) == 0
     assert sorted(p.name for p in new.iterdir()) == ["checkpoint.pt", "config.json"]  # the stale eval is gone
@@ -619,12 +624,16 @@ def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys
                           (["--target-samples", "0"], "--calibrate"), (["--values", "1,2"], "--calibrate"),
                           (["--bn-samples", "0"], "--recalibrate-bn"),
                           (["--holdout", "nan"], "--calibrate or --recalibrate-bn"),
-                          (["--subset", "-5"], "--calibrate or --recalibrate-bn")):
+                          (["--subset", "-5"], "--calibrate or --recalibrate-bn"),
+                          (["--seed", "3"], "--calibrate or --recalibrate-bn")):
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), *option]) == 2
         assert f"{option[0]} is only used with {needs}" in capsys.readouterr().err
         assert not new.exists()
     for option, said in ((["--samples="], "samples must be integers >= 1 separated by commas, got ''"),
-                         (["--holdout="], "--holdout must be a count or a fraction, got ''")):
+                         (["--holdout="], "--holdout must be a count or a fraction, got ''"),
+                         (["--target-samples", "0"], "--target-samples must be an integer >= 1, got 0"),
+                         (["--repeats", "-2"], "--repeats must be an integer >= 1, got -2"),
+                         (["--scale", "3=0.1,3=0.7"], "--scale gives layer '3' more than one value: '3=0.1,3=0.7'")):
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--calibrate",
                               *option]) == 2
         assert said in capsys.readouterr().err
@@ -750,6 +759,14 @@ def test_force_never_replaces_a_trained_run(tmp_path, capsys):
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(lost), "--force"]) == 2
     assert "holds a trained run's checkpoint or history" in capsys.readouterr().err
     assert (lost / "checkpoint.pt").read_bytes() == kept
+    # a folder of measurements without config.json is no conversion: nothing of it is deleted
+    study = tmp_path / "study"
+    (study / "sub").mkdir(parents=True)
+    for name in ("energy.json", "eval-network.json", "README.md", "sub/f"):
+        (study / name).write_text("{}")
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(study), "--force"]) == 2
+    assert "holds energy.json, eval-network.json but no config.json" in capsys.readouterr().err
+    assert sorted(p.name for p in study.rglob("*")) == ["README.md", "energy.json", "eval-network.json", "f", "sub"]
     # an interrupted conversion (no config.json) is replaced
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
@@ -766,6 +783,9 @@ def test_restore_checkpoint_from_the_source_run(tmp_path, monkeypatch, capsys):
     assert pdnn.cli.main(["convert", "runs/run", "--method", "pbit", "--out", "results/converted", "--quiet"]) == 0
     assert read_json(new / "config.json")["source_run"] == "../../runs/run"
     (new / "checkpoint.pt").unlink()
+    with pytest.raises(RunError, match=r"a converted run's checkpoint is a copy of its source's weights: "
+                                       r"`pdnn convert results/converted --restore` recreates it"):
+        load_model("results/converted")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the source is found relative to the converted run
@@ -838,6 +858,20 @@ def test_cli_calibration_falls_back_to_seen_examples_with_a_warning(tmp_path, mo
     assert set(data.normalized) == set(range(40, 60))
     split = read_json(new / "calibration.json")["data"]
     assert (split["start"], split["stop"], split["seen_in_training"]) == (40, 60, True)
+
+
+def test_cli_batch_norm_statistics_alone_record_their_examples_in_the_config(tmp_path, monkeypatch):
+    source, new = tmp_path / "run", tmp_path / "recalibrated"
+    make_run(source, subset=80)
+    monkeypatch.setattr(pdnn.data, "load", lambda name, roots=None, subset=None, cache_dir=None, progress=True:
+                        TrainOnly())
+    with pytest.warns(UserWarning, match=r"BatchNorm re-estimation uses the last 20 of them, which the model has "
+                                         r"seen: its statistics are not held out \(config.json's bn_stats_data"):
+        assert pdnn.cli.main(["convert", str(source), "--method", "gaussian", "--recalibrate-bn", "--holdout", "20",
+                              "--subset", "60", "--out", str(new), "--quiet"]) == 0
+    split = read_json(new / "config.json")["bn_stats_data"]
+    assert (split["start"], split["stop"], split["seen_in_training"]) == (40, 60, True)
+    assert not (new / "calibration.json").exists() and load_model(new)[1]["convert"]["method"] == "gaussian"
 
 
 def test_cli_per_layer_calibration(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
                        find_activations, format_calibration, restore_checkpoint)
+from ..checks import positive_int
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..evaluate import parse_samples
@@ -59,7 +60,7 @@ def add_parser(sub) -> None:
                    help="re-estimate the running statistics of BatchNorm layers behind the noise under sampling, "
                         "on the held-out training examples (weights and affine parameters do not change)")
     p.add_argument("--bn-samples", type=int, help="samples per example for --recalibrate-bn (default: 4)")
-    p.add_argument("--seed", type=int, default=0, help="fixes the draws of calibration and --recalibrate-bn (default: 0)")
+    p.add_argument("--seed", type=int, help="fixes the draws of calibration and --recalibrate-bn (default: 0)")
     p.add_argument("--label", help="name used in plots and tables (default: '<source label> (<method>)')")
     p.add_argument("--out", type=named_path, metavar="NEW_RUN_DIR", help="run directory to create")
     p.add_argument("--force", action="store_true",
@@ -81,10 +82,14 @@ def parse_value(text: str | None, what: str):
     try:
         if "=" not in text:
             return float(text)
-        pairs = [part.split("=", 1) for part in text.split(",") if part]
-        return {name.strip(): float(value) for name, value in pairs}
+        pairs = [(name.strip(), float(value))
+                 for name, value in (part.split("=", 1) for part in text.split(",") if part)]
     except ValueError:
         raise UsageError(f"{what} must be a number or NAME=NUMBER,... pairs, got {text!r}") from None
+    names = [name for name, _ in pairs]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise UsageError(f"{what} gives layer {', '.join(map(repr, twice))} more than one value: {text!r}")
+    return dict(pairs)
 
 
 def parse_holdout(text: str) -> float | int:
@@ -104,7 +109,8 @@ def _refuse_unused(args) -> None:
     values would go unchecked too)."""
     uses = {"--values": "--calibrate", "--samples": "--calibrate", "--target-samples": "--calibrate",
             "--repeats": "--calibrate", "--bn-samples": "--recalibrate-bn",
-            "--holdout": "--calibrate or --recalibrate-bn", "--subset": "--calibrate or --recalibrate-bn"}
+            "--holdout": "--calibrate or --recalibrate-bn", "--subset": "--calibrate or --recalibrate-bn",
+            "--seed": "--calibrate or --recalibrate-bn"}
     runs = {"--calibrate": args.calibrate, "--recalibrate-bn": args.recalibrate_bn,
             "--calibrate or --recalibrate-bn": args.calibrate or args.recalibrate_bn}
     for flag, needs in uses.items():
@@ -134,15 +140,18 @@ def run(args) -> int:
             values = [float(v) for v in args.values.split(",")]
         except ValueError:
             raise UsageError(f"--values must be numbers separated by commas, got {args.values!r}") from None
-    given = {key: value for key, value in (
+    counts = {"target": ("--target-samples", args.target_samples), "repeats": ("--repeats", args.repeats),
+              "bn_samples": ("--bn-samples", args.bn_samples)}
+    given = {key: positive_int(flag, value) for key, (flag, value) in counts.items() if value is not None}
+    given |= {key: value for key, value in (  # options not given keep convert_run's defaults
         ("samples", None if args.samples is None else parse_samples(args.samples)),
-        ("holdout", None if args.holdout is None else parse_holdout(args.holdout)),
-        ("repeats", args.repeats), ("bn_samples", args.bn_samples)) if value is not None}  # others: the defaults
+        ("holdout", None if args.holdout is None else parse_holdout(args.holdout)), ("seed", args.seed))
+        if value is not None}  # (every value is checked here, before any data is read)
     result = convert_run(
         args.run_dir, args.out, args.method,
         scale=parse_value(args.scale, "--scale"), beta=parse_value(args.beta, "--beta"),
-        layers=parse_layers(args.layers), calibrate=args.calibrate, values=values, target=args.target_samples,
-        recalibrate_bn=args.recalibrate_bn, seed=args.seed, roots=args.data_dir, subset=args.subset, device=device,
+        layers=parse_layers(args.layers), calibrate=args.calibrate, values=values,
+        recalibrate_bn=args.recalibrate_bn, roots=args.data_dir, subset=args.subset, device=device,
         force=args.force, label=args.label, progress=not args.quiet, per_layer=args.per_layer, **given,
     )
     if result["calibration"] is not None:

@@ -29,6 +29,7 @@ from .calibration import _sweep_values, calibrate
 from .rewrite import _convert, conversion_spec, to_sampled
 
 CALIBRATION = "calibration.json"
+HELD_OUT_RECORD = "bn_stats_data"  # config.json: the examples --recalibrate-bn alone read
 
 
 def replay(model: nn.Module, config: dict, run_dir: str | Path) -> nn.Module:
@@ -70,6 +71,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     """
     config = read_config(run_dir)
     model = build_model(run_dir, config)
+    if "convert" in config and not (Path(run_dir) / CHECKPOINT).exists():  # often not kept: a copy of the source's
+        raise RunError(f"{Path(run_dir) / CHECKPOINT} does not exist; a converted run's checkpoint is a copy of its "
+                       f"source's weights: `pdnn convert {run_dir} --restore` recreates it")
     state = load_checkpoint(Path(run_dir) / CHECKPOINT)
     try:
         model.load_state_dict(state["model"])
@@ -138,10 +142,13 @@ class _HeldOut(NamedTuple):
     split: dict  # where the examples come from, as calibration.json records it
 
 
-def _held_out_training_data(config: dict, holdout, roots, subset, device, progress) -> _HeldOut:
+def _held_out_training_data(config: dict, holdout, roots, subset, device, progress,
+                            calibrating: bool = True) -> _HeldOut:
     """Held-out examples of the run's *training* split (the test split is never read): preferably
     ones beyond the run's own ``subset``, which it never saw (see :func:`holdout_indices`).
-    ``subset`` limits what is read to the first N training examples, as everywhere else."""
+    ``subset`` limits what is read to the first N training examples, as everywhere else;
+    ``calibrating``: for calibration (recorded in calibration.json), else for the BatchNorm
+    statistics alone (recorded in config.json)."""
     dataset = config.get("data", {}).get("dataset")
     if not dataset:
         raise UsageError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
@@ -154,10 +161,12 @@ def _held_out_training_data(config: dict, holdout, roots, subset, device, progre
     start, stop = holdout_indices(n_trained, holdout, n_available)
     seen = start < n_trained
     if seen:
+        use, record = (("calibration", f"its accuracies are optimistic ({CALIBRATION}") if calibrating else
+                       ("BatchNorm re-estimation", f"its statistics are not held out ({CONFIG}'s {HELD_OUT_RECORD}"))
         warnings.warn(
             f"the run was trained on all {min(n_trained, n_available)} readable training examples of {dataset}, so "
-            f"calibration uses the last {stop - start} of them, which the model has seen: its accuracies are "
-            "optimistic (calibration.json records seen_in_training: true)", stacklevel=3)
+            f"{use} uses the last {stop - start} of them, which the model has seen: {record} records "
+            "seen_in_training: true)", stacklevel=3)
     if progress:
         print(f"held-out data: {dataset} training examples {start}..{stop - 1}"
               + (" (seen in training)" if seen else f" (the run was trained on the first {n_trained})"), flush=True)
@@ -185,6 +194,10 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     if (out / METRICS).is_file() or (not (out / CONFIG).is_file() and _training_state(out / CHECKPOINT)):
         raise RunError(f"{out} holds a trained run's checkpoint or history; --force only replaces converted runs "
                        "and interrupted conversions, so choose another directory. Nothing was changed")
+    # an interrupted conversion has no measurements left (_write_run removes them before config.json)
+    if not (out / CONFIG).is_file() and (found := [p.name for p in measurements(out) if p.name != CALIBRATION]):
+        raise RunError(f"{out} holds {', '.join(found)} but no {CONFIG}: neither a converted run nor an interrupted "
+                       "conversion; --force only replaces those, so choose another directory. Nothing was changed")
 
 
 def _training_state(checkpoint: Path) -> bool:
@@ -203,11 +216,12 @@ def _copy_weights(source: Path, run_dir: Path) -> None:
 
 def _write_run(out: Path, source: Path, config: dict, calibration: dict | None) -> None:
     """Write a converted run directory. config.json goes first out and last in, so that a directory
-    without one is always an interrupted conversion (which ``force`` may replace)."""
+    without one is always an interrupted conversion (which ``force`` may replace), and the
+    measurements of the replaced one go before it."""
     out.mkdir(parents=True, exist_ok=True)  # an existing one passed _check_destination
-    (out / CONFIG).unlink(missing_ok=True)
     for stale in measurements(out):  # made on the replaced conversion (calibration.json among them)
         stale.unlink()
+    (out / CONFIG).unlink(missing_ok=True)
     _copy_weights(source, out)
     if calibration is not None:
         write_json(out / CALIBRATION, calibration)
@@ -291,7 +305,7 @@ def convert_run(
 
     calibration = None
     if calibrate or recalibrate_bn:
-        data = _held_out_training_data(config, holdout, roots, subset, device, progress)
+        data = _held_out_training_data(config, holdout, roots, subset, device, progress, calibrating=calibrate)
         if calibrate:
             calibration = _calibrate_run(model, data, spec, source_run, values=values, samples=samples,
                                          target=target, repeats=repeats, seed=seed, recalibrate_bn=recalibrate_bn,
@@ -306,6 +320,8 @@ def convert_run(
     new_config["source_run"] = source_run
     new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
     new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
+    if recalibrate_bn and not calibrate:  # (calibration.json records the examples otherwise)
+        new_config[HELD_OUT_RECORD] = data.split
     with writer_lock(out, "convert into"):
         _check_destination(source, out, force)  # again: another command may have written it meanwhile
         _write_run(out, source, new_config, calibration)
