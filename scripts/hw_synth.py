@@ -1,4 +1,4 @@
-"""Synthesis measurements of the p-bit datapath (results/hardware/synth.json).
+"""Synthesis measurements of the p-bit datapath (results/hardware/synth-*.json).
 
 Usage: python scripts/hw_synth.py PART [OUT_DIR]   PART: xilinx | ice40 (the unit sweep for that
 family, OUT_DIR/synth-units-PART.json), core, core16, generators or parts (OUT_DIR/synth-PART.json); OUT_DIR

@@ -185,6 +185,26 @@ def test_training_options_torch_would_refuse_late_are_refused_first(option, valu
     assert not list(tmp_path.iterdir())
 
 
+def test_layer_evaluation_names_the_seeds_its_samplers_derive(trained_run, capsys):
+    seed = 2**64 - 1
+    assert main(["eval", str(trained_run), "--seed", str(seed), "--samples", "1,2", "--repeats", "2", "--subset",
+                 "8", "--aggregate", "layer", "--quiet"]) == 2
+    assert one_line_error(capsys, "eval").endswith(f"seed must be an integer in [-2**63, 2**64 - 1002) (the seeds up "
+                                                   f"to seed + 1002 are used), got {seed}")
+
+
+@pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluation written here
+def test_plot_draws_rows_without_a_spread(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for rows in ([{"samples": 1, "accuracy_mean": 0.5}],  # read as one deterministic row
+                 [{"samples": t, "accuracy_mean": 0.5} for t in (1, 2)]):
+        (run / "eval-network.json").write_text(json.dumps({"results": rows}))
+        assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 0
+
+
 def test_a_diverging_run_stops_without_saving_nan_weights(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--lr", "1e36", "--epochs", "2", "--out", str(run)]) == 2
@@ -223,7 +243,8 @@ def test_values_that_were_ignored_or_crashed(trained_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["convert", str(tmp_path / "tanh"), "--method", "pbit", "--recalibrate-bn", "--bn-samples", "0",
                  "--out", str(tmp_path / "converted")]) == 2
-    assert "bn_samples" in one_line_error(capsys, "convert") and not (tmp_path / "converted").exists()
+    assert "--bn-samples must be an integer >= 1, got 0" in one_line_error(capsys, "convert")
+    assert not (tmp_path / "converted").exists()
     assert main(["eval", str(trained_run / "config.json"), "--quiet"]) == 2
     assert one_line_error(capsys, "eval").endswith("config.json is a file; expected a run directory "
                                                    "(one holding config.json)")
@@ -281,6 +302,15 @@ def test_plot_warns_about_runs_of_different_datasets(trained_run, tmp_path):
     (runs[1] / "config.json").write_text(json.dumps(config))
     with pytest.warns(UserWarning, match=r"different datasets \(.*a: demo, .*b: cifar10\)"):
         assert main(["plot", *map(str, runs), "--out", str(tmp_path / "mixed.png")]) == 0
+    for run, examples in zip(runs, (200, 100)):
+        (run / "eval-network.json").write_text(json.dumps({**evaluation, "examples": examples}))
+    with pytest.warns(UserWarning, match=r"different numbers of test examples \(.*a: 200, .*b: 100\)"):
+        assert main(["plot", *map(str, runs), "--out", str(tmp_path / "mixed.png")]) == 0
+
+
+def test_plot_names_the_evaluation_a_missing_layer_curve_needs(trained_run, tmp_path, capsys):
+    assert main(["plot", str(trained_run), "--aggregate", "layer", "--out", str(tmp_path / "fig.png")]) == 2
+    assert f"run `pdnn eval {trained_run} --aggregate layer` first" in capsys.readouterr().err
 
 
 def test_a_damaged_hardware_export_is_named(tmp_path):

@@ -40,14 +40,17 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert main(args) == 0  # a rerun reuses every finished run
     assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
     spec = (tmp_path / "spec.json").read_bytes()
-    for other in (["--lr", "0.01"], ["--seed", "3"], ["--width", "8"], ["--subset", "150"]):
+    for other, named in ((["--lr", "0.01"], "lr: 0.001 -> 0.01"), (["--seed", "3"], "seed: 0 -> 3"),
+                         (["--width", "8"], "model configuration"), (["--subset", "150"], "data configuration"),
+                         (["--eval-subset", "50"], "monitor_examples (set by --eval-subset): 100 -> 50")):
         changed = list(args)
         if other[0] in changed:
             changed[changed.index(other[0]) + 1] = other[1]
         else:
             changed += other
         assert main(changed) == 2  # never the old runs under the new settings
-        assert "cannot reuse" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "cannot reuse" in err and named in err
         assert (tmp_path / "spec.json").read_bytes() == spec
         assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert main([*args[:-3], "--repeats", "0", "--out", str(tmp_path / "new"), "--quiet"]) == 2
@@ -112,6 +115,17 @@ def test_the_study_readme_says_the_epochs_its_runs_trained():
     assert _epochs_text(spec, {"a": {"epochs": 2}, "b": {"epochs": 1}}) == (
         "1 / 2 epochs as the runs trained them (--epochs 1; runs trained longer by an earlier command are kept "
         "as they are)")
+
+
+def test_the_study_readme_says_the_repeats_its_evaluations_have(tmp_path):
+    args = ["study", "--dataset", "demo", "--model", "mlp", "--width", "8", "--epochs", "1", "--subset", "100",
+            "--eval-subset", "50", "--train-samples", "1", "--quant-bits", "1", "--pbit-neurons", "pbit",
+            "--samples", "1,2", "--out", str(tmp_path), "--quiet"]
+    assert main([*args, "--repeats", "2"]) == 0
+    assert "mean ± std over 2 independent sampling repeats." in (tmp_path / "README.md").read_text()
+    assert main([*args, "--repeats", "1"]) == 0  # the evaluations with 2 are kept
+    assert ("mean ± std over 2 independent sampling repeats as the runs were evaluated (--repeats 1; evaluations "
+            "with more, made by an earlier command, are kept: pbit-s1 2)") in (tmp_path / "README.md").read_text()
 
 
 def acc(mean):

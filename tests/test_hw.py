@@ -208,6 +208,16 @@ def test_an_export_the_core_cannot_be_built_from_is_named(tmp_path, edit, messag
         fixed.load(tmp_path)
 
 
+def test_an_export_s_meta_is_an_object_or_null(tmp_path):
+    fixed.save(small_net(), tmp_path)
+    spec = json.loads((tmp_path / fixed.SPEC).read_text())
+    (tmp_path / fixed.SPEC).write_text(json.dumps({**spec, "meta": None}))
+    assert fixed.load(tmp_path).meta == {}
+    (tmp_path / fixed.SPEC).write_text(json.dumps({**spec, "meta": ["cifar10"]}))
+    with pytest.raises(UsageError, match=r"spec.json: meta must be an object .*, got \['cifar10'\]"):
+        fixed.load(tmp_path)
+
+
 def test_thresholds_stated_wider_than_the_core_s_are_refused(tmp_path):
     """The tables are parsed at the width spec.json states; the core's ROMs hold its own width,
     and truncated every threshold (every image's totals differed)."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .adaptive import StoppingRule
-from .checks import positive_int
+from .checks import positive_int, torch_seed
 from .errors import UsageError
 from .nn import is_stochastic
 from .progress import progress_bar
@@ -117,6 +117,8 @@ def accuracy_vs_samples(
     """
     samples = sorted({check_samples(t) for t in samples})
     positive_int("repeats", repeats)
+    if aggregate == "layer":  # each (repeat, T) seeds its own sampler (see _layer_correct)
+        torch_seed("seed", seed, span=1000 * (repeats - 1) + samples[-1])
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
     model = model.eval()

@@ -14,7 +14,8 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
 
     Reads ``eval-<aggregate>.json`` from every run directory; a run without one is an error that
     names it, a run whose checkpoint changed since its evaluation is warned about, and so are runs
-    of different datasets (their curves share an axis, but not a scale of difficulty).
+    of different datasets (their curves share an axis, but not a scale of difficulty) and
+    evaluations on different numbers of test examples.
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -28,7 +29,8 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
                            f"`pdnn fid {run_dir}` and `pdnn tradeoff {run_dir}`")
         path = run_dir / f"eval-{aggregate}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; run `pdnn eval {run_dir}` first")
+            option = "" if aggregate == "network" else f" --aggregate {aggregate}"
+            raise FileNotFoundError(f"{path} does not exist; run `pdnn eval {run_dir}{option}` first")
         evaluations.append((run_dir, path.name, read_eval(path)))
     warn_if_stale(evaluations)
     configs = {run_dir: read_config(run_dir) for run_dir, _, _ in evaluations}
@@ -37,19 +39,24 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         warnings.warn("the runs are on different datasets ("
                       + ", ".join(f"{run}: {dataset}" for run, dataset in datasets.items())
                       + "): their accuracies share one axis but are not comparable", stacklevel=2)
+    examples = {run_dir: document.get("examples") for run_dir, _, document in evaluations}
+    if len(set(examples.values()) - {None}) > 1:  # (evaluations written before the count have none)
+        warnings.warn("the runs were evaluated on different numbers of test examples ("
+                      + ", ".join(f"{run}: {n}" for run, n in examples.items())
+                      + "), so their accuracies are not measured alike", stacklevel=2)
     labels = series_labels([(str(run_dir), configs[run_dir]) for run_dir, _, _ in evaluations])
     for run_dir, _, document in evaluations:
         label = labels[str(run_dir)]
         rows = document["results"]
         deterministic = document.get("deterministic")
         if deterministic is None:  # files written before the key: one exact row at T = 1
-            deterministic = len(rows) == 1 and rows[0]["samples"] == 1 and rows[0]["accuracy_std"] == 0
+            deterministic = len(rows) == 1 and rows[0]["samples"] == 1 and rows[0].get("accuracy_std", 0) == 0
         if deterministic:
             horizontals.append((label, 100 * rows[0]["accuracy_mean"]))
             continue
         ts = [r["samples"] for r in rows]
         measured.update(ts)
-        ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows], yerr=[100 * r["accuracy_std"] for r in rows],
+        ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows], yerr=[100 * r.get("accuracy_std", 0.0) for r in rows],
                     marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xlim(0.9, max(measured) * 1.1)

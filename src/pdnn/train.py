@@ -150,9 +150,10 @@ def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfi
 _ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
 
 
-def check_same_run(run_dir: Path, config: dict, action: str = "resume") -> None:
+def check_same_run(run_dir: Path, config: dict, action: str = "resume", options: dict | None = None) -> None:
     """A ``RunError`` unless ``run_dir`` was trained with ``config``'s model, data and training
-    options (its epochs aside): what resuming it, or reusing it as finished, needs."""
+    options (its epochs aside): what resuming it, or reusing it as finished, needs. ``options``:
+    the command's own names of training options it sets under another name, for the message."""
     saved = read_json(run_dir / CONFIG)
     for section in ("model", "data"):
         if saved.get(section) != config[section]:
@@ -163,10 +164,12 @@ def check_same_run(run_dir: Path, config: dict, action: str = "resume") -> None:
     fixed = {k: v for k, v in asdict(TrainConfig.from_dict(saved["train"])).items() if k != "epochs"}
     requested = {k: v for k, v in config["train"].items() if k != "epochs"}
     if fixed != requested:
-        changed = sorted(k for k in requested if fixed.get(k) != requested[k])
+        options = options or {}
+        changed = [f"{k}{f' (set by {options[k]})' if k in options else ''}: {fixed.get(k)!r} -> {requested[k]!r}"
+                   for k in sorted(requested) if fixed.get(k) != requested[k]]
         raise RunError(
             f"cannot {action} {run_dir}: training options {fixed} differ from the requested {requested} "
-            f"(in {', '.join(changed)}; only the epochs may change)" + _ELSEWHERE
+            f"(in {'; '.join(changed)}; only the epochs may change)" + _ELSEWHERE
         )
 
 

@@ -68,7 +68,7 @@ def _run_study(out: Path, spec: StudySpec, models: dict, roots, device: str, pro
     for name, model in models.items():  # and so do runs an earlier study left with other settings
         if (out / "runs" / name / CONFIG).exists():
             wanted = run_config(model, spec.dataset, train_config(spec, spec.runs()[name][1]), spec.subset)
-            check_same_run(out / "runs" / name, wanted, "reuse")
+            check_same_run(out / "runs" / name, wanted, "reuse", {"monitor_examples": "--eval-subset"})
     write_json(out / "spec.json", asdict(spec))
     for name in spec.runs():
         if progress:
@@ -275,6 +275,21 @@ def _epochs_text(spec: StudySpec, runs: dict) -> str:
             "runs trained longer by an earlier command are kept as they are)")
 
 
+def _repeats_text(out: Path, spec: StudySpec, runs: dict) -> str:
+    """The sampling repeats behind the numbers: ``--repeats``, unless evaluations kept from an
+    earlier command have more (an evaluation with at least the repeats asked for is reused)."""
+    measured = {}
+    for name in runs:
+        document = read_eval(out / "runs" / name / "eval-network.json")
+        if not document.get("deterministic"):
+            measured[name] = min(r.get("repeats", spec.repeats) for r in document["results"])
+    if set(measured.values()) <= {spec.repeats}:
+        return f"{spec.repeats} independent sampling repeats"
+    return (f"{' / '.join(map(str, sorted(set(measured.values()))))} independent sampling repeats as the runs were "
+            f"evaluated (--repeats {spec.repeats}; evaluations with more, made by an earlier command, are kept: "
+            + ", ".join(f"{name} {n}" for name, n in measured.items() if n != spec.repeats) + ")")
+
+
 def recorded_command(out: Path, spec: StudySpec) -> str:
     """The ``pdnn study`` command that asks for ``spec`` into ``out``: every option that differs
     from its default (what the README records, so that running it again rebuilds this study)."""
@@ -323,7 +338,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
         f", {_epochs_text(spec, runs)}, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
         f"- Data: `{spec.dataset}`" + (f", first {spec.subset} training examples" if spec.subset else ", full splits")
-        + f"; accuracy on {examples} test examples, mean ± std over {spec.repeats} independent sampling repeats.",
+        + f"; accuracy on {examples} test examples, mean ± std over {_repeats_text(out, spec, runs)}.",
         f"- Wall time: {train_h:.2f} h training, {eval_h:.2f} h evaluation.",
         "",
         "![accuracy vs samples](accuracy_vs_samples_pbit.png)",

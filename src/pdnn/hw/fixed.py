@@ -215,8 +215,11 @@ def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
                 raise UsageError(f"{tp} has {t.size} words; expected {desc['n_out']} x {2 ** spec['random_bits']}")
             t = t.reshape(desc["n_out"], -1)
         layers.append(Layer(w.reshape(desc["n_out"], desc["n_in"]), t, desc["kind"]))
+    meta = spec.get("meta") or {}  # (null where a network was never exported from a run)
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path}: meta must be an object (what the export was made from), got {meta!r}")
     net = FixedNet(layers, spec["input_bits"], spec["weight_bits"], spec["random_bits"],
-                   spec["max_samples"], spec["rng"], spec.get("meta", {}))
+                   spec["max_samples"], spec["rng"], meta)
     for k, (desc, stated) in enumerate(zip(net.describe()["layers"], spec["layers"])):
         for key in ("accumulator_bits", "threshold_bits"):  # the core is built at its own widths
             if stated[key] != desc[key]:

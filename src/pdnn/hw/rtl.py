@@ -1,7 +1,7 @@
 """Parameterised RTL (Amaranth) for the p-bit datapath: units, neuron, generators, layer and core.
 
 Each class is a small :class:`amaranth.lib.wiring.Component` with typed ports; the tests beside
-them (``tests/test_hw_rtl.py``) simulate each against :mod:`pdnn.hw.fixed` / :mod:`pdnn.hw.rng`.
+them (``tests/test_hw.py``) simulate each against :mod:`pdnn.hw.fixed` / :mod:`pdnn.hw.rng`.
 
 * :class:`MACUnit`: one multiply-accumulate lane, ``b_a``-bit unsigned input times ``b_w``-bit
   signed weight into an accumulator of ``b_a + b_w + ceil(log2 n)`` bits (sync clear, enable);
