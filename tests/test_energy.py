@@ -371,6 +371,39 @@ def test_layer_aggregation_widens_through_clips_and_residual_sums():
     assert [l["activation_bits"] for l in network_energy(residual, 15)["layers"]] == [8, 1, 2]  # per sample
 
 
+class WrittenResidual(nn.Module):
+    """One residual sum of two p-bit outputs, written in the ways people write it."""
+
+    def __init__(self, writing: str):
+        super().__init__()
+        self.writing = writing
+        self.fc1, self.p1, self.fc2, self.p2, self.fc3 = nn.Linear(6, 8), PBit(), nn.Linear(8, 8), PBit(), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.p1(self.fc1(x))
+        out = self.p2(self.fc2(h))
+        if self.writing == "plus":
+            out = out + h
+        elif self.writing == "augmented":
+            out += h
+        elif self.writing == "method":
+            out.add_(h)
+        else:  # "alias": a name bound before the sum reads it
+            kept = out
+            out += h
+            return self.fc3(kept)
+        return self.fc3(out)
+
+
+def test_a_residual_sum_is_priced_however_it_is_written():
+    for t in (1, 4):
+        priced = {writing: network_energy(analyze(WrittenResidual(writing), (6,)), t)
+                  for writing in ("plus", "augmented", "method", "alias")}
+        assert [l["activation_bits"] for l in priced["plus"]["layers"]] == [8, 1, 2]  # the last reads the sum
+        for writing, energy in priced.items():
+            assert (energy["total_j"], energy["terms"]) == (priced["plus"]["total_j"], priced["plus"]["terms"]), writing
+
+
 def test_layer_aggregation_counts_averaged_bits(tech):
     assert [averaged_bits(1, t) for t in (1, 2, 3, 4, 7, 8)] == [1, 2, 2, 3, 3, 4]
     net = analyze(create("mlp", neuron="pbit"), (1, 28, 28))

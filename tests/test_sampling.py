@@ -82,6 +82,26 @@ def test_layer_aggregation_fixes_the_calls_non_tensor_arguments():
     assert [type(sampled(x, hidden=hidden)) for hidden in (False, True, False)] == [torch.Tensor, tuple, torch.Tensor]
 
 
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_tensors_inside_an_argument_are_read_at_every_call(aggregate, batched):
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.pbit = nn.Linear(4, 4), PBit()
+
+        def forward(self, x, shifts):
+            return self.pbit(self.lin(x)) + shifts[0]
+
+    x = torch.randn(3, 4)
+    shape = (3, 4) if batched else (4,)
+    sampled = SampledModel(Shifted(), samples=3, aggregate=aggregate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a batched tensor in a tuple is sampled by repeating the input)
+        assert sampled(x, (torch.zeros(shape),)).abs().max() <= 1
+        assert sampled(x, (torch.full(shape, 100.0),)).min() >= 99  # not the first call's tensor
+
+
 def test_t1_equals_plain_forward_under_same_generator_state():
     net = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 16), PBit("unipolar"), nn.Linear(16, 3))
     x = torch.randn(8, 6)

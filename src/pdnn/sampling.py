@@ -901,16 +901,17 @@ def _folding(kind: str, model: nn.Module, samples: int, x: torch.Tensor, args: t
 
 
 def _arguments(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[inspect.Signature, dict, set]:
-    """For calls like ``model(x, *args, **kwargs)``: the forward's signature, the non-tensor
-    arguments (defaults included) a trace is specialised to, and the positions of the arguments
-    whose first dimension is the batch."""
+    """For calls like ``model(x, *args, **kwargs)``: the forward's signature, the arguments
+    without a tensor in them (defaults included) a trace is specialised to, and the positions of
+    the tensor arguments whose first dimension is the batch."""
     signature = inspect.signature(model.forward)
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
         raise TypeError("a forward with *args or **kwargs")
     bound = signature.bind(x, *args, **kwargs)
     bound.apply_defaults()
     values = list(bound.arguments.items())
-    concrete = {n: v for n, v in values if not isinstance(v, torch.Tensor)}
+    concrete = {n: v for n, v in values  # (a tuple of tensors is an input: fixed, its tensors would be constants)
+                if not any(isinstance(leaf, torch.Tensor) for leaf in tree_flatten(v)[0])}
     batched = {i for i, (_, v) in enumerate(values)
                if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == x.shape[0]}
     return signature, concrete, batched

@@ -194,8 +194,10 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     if (out / METRICS).is_file() or (not (out / CONFIG).is_file() and _training_state(out / CHECKPOINT)):
         raise RunError(f"{out} holds a trained run's checkpoint or history; --force only replaces converted runs "
                        "and interrupted conversions, so choose another directory. Nothing was changed")
-    # an interrupted conversion has no measurements left (_write_run removes them before config.json)
-    if not (out / CONFIG).is_file() and (found := [p.name for p in measurements(out) if p.name != CALIBRATION]):
+    # measurements without config.json: an interrupted conversion only beside what a conversion writes (one
+    # interrupted now has none left: _write_run removes them before config.json; older code removed them after)
+    found = [p.name for p in measurements(out) if p.name != CALIBRATION]
+    if found and not (out / CONFIG).is_file() and not ((out / CALIBRATION).is_file() or _weights_only(out / CHECKPOINT)):
         raise RunError(f"{out} holds {', '.join(found)} but no {CONFIG}: neither a converted run nor an interrupted "
                        "conversion; --force only replaces those, so choose another directory. Nothing was changed")
 
@@ -205,6 +207,14 @@ def _training_state(checkpoint: Path) -> bool:
     nothing that could be kept)."""
     try:
         return checkpoint.is_file() and set(load_checkpoint(checkpoint)) != {"model"}
+    except RunError:
+        return False
+
+
+def _weights_only(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` holds a converted run's weights and nothing else."""
+    try:
+        return checkpoint.is_file() and set(load_checkpoint(checkpoint)) == {"model"}
     except RunError:
         return False
 

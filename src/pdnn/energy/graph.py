@@ -350,6 +350,16 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
     return [leaf for child in module.children() for leaf in _leaves(child)]
 
 
+_IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+
+
+def _in_place(node: fx.Node) -> bool:
+    """Whether ``node`` changes its first argument (``out += h``, ``out.add_(h)``)."""
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    return node.target in _IN_PLACE_FUNCTIONS
+
+
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model))
     with contextlib.redirect_stderr(io.StringIO()):  # fx prints its own report of a shape error, raised below
@@ -376,6 +386,8 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 continue
             label = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
             infos[node] = walker.function(f"{label} ({node.name})", node.target, node.op == "call_method", ins)
+            if _in_place(node) and node.args[0] in infos:  # later readers of the tensor it changed read the change
+                infos[node.args[0]] = infos[node]
         elif node.op == "get_attr":
             infos[node] = _Info(FLOAT_BITS, source=str(node.target))
 
