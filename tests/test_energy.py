@@ -404,6 +404,29 @@ def test_a_residual_sum_is_priced_however_it_is_written():
             assert (energy["total_j"], energy["terms"]) == (priced["plus"]["total_j"], priced["plus"]["terms"]), writing
 
 
+def test_an_in_place_method_is_priced_as_its_out_of_place_form():
+    class Clipped(nn.Module):
+        def __init__(self, writing: str):
+            super().__init__()
+            self.writing = writing
+            self.fc1, self.p1, self.fc2 = nn.Linear(6, 8), PBit(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.p1(self.fc1(x))
+            if self.writing == "relu":
+                h = h.relu()
+            elif self.writing == "relu_":
+                h.relu_()
+            elif self.writing == "requires_grad_":  # in place, but no operation on the values
+                h.requires_grad_()
+            return self.fc2(h)
+
+    energy = {w: network_energy(analyze(Clipped(w), (6,)), 2)
+              for w in ("plain", "relu", "relu_", "requires_grad_")}
+    assert energy["relu_"] == energy["relu"] and energy["requires_grad_"]["total_j"] == energy["plain"]["total_j"]
+    assert [l["activation_bits"] for l in energy["requires_grad_"]["layers"]] == [8, 1]
+
+
 def test_layer_aggregation_counts_averaged_bits(tech):
     assert [averaged_bits(1, t) for t in (1, 2, 3, 4, 7, 8)] == [1, 2, 2, 3, 3, 4]
     net = analyze(create("mlp", neuron="pbit"), (1, 28, 28))

@@ -83,6 +83,21 @@ def test_rerun_repeats_no_finished_step(tiny_run, monkeypatch):
     assert read_json(ctx.dir(STATE)) == before and (ctx.out / "REPORT.md").read_text() == report
 
 
+def test_a_finished_step_s_missing_result_is_named_with_the_way_to_redo_it(tiny_run, tmp_path):
+    import shutil
+
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    (out / "tiny" / "energy" / "fashion-mnist" / "tradeoff-dram.json").unlink()
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    claims = ("fashion-mnist, DRAM: > 2x less energy than the 32-bit network within 1 % (float weights)",
+              "fashion-mnist: one more sample (T 1→2)")  # both read from that trade-off
+    rows = [line for line in (out / "REPORT.md").read_text().splitlines() if any(c in line for c in claims)]
+    assert len(rows) == 2 and all("not measured (a result is missing, though plan-state.json records "
+                                  "energy/fashion-mnist/" in row and "to run again" in row for row in rows)
+
+
 def test_accuracy_claims_in_the_report_come_from_the_study_summary(tiny_run):
     ctx, _ = tiny_run
     text = (ctx.out / "REPORT.md").read_text()
@@ -115,6 +130,7 @@ def test_missing_dataset_skips_its_steps_and_says_why(data, tmp_path, monkeypatc
     text = (ctx.out / "REPORT.md").read_text()
     cifar_rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line) and "cifar10" in line]
     assert cifar_rows and all("not measured (dataset 'cifar10' not found" in line for line in cifar_rows)
+    assert any("cifar10: one more sample (T 1→2)" in line for line in cifar_rows)  # read from a missing trade-off
 
 
 def test_a_failing_step_is_reported_and_the_rest_still_runs(data, tmp_path, monkeypatch):

@@ -102,6 +102,33 @@ def test_tensors_inside_an_argument_are_read_at_every_call(aggregate, batched):
         assert sampled(x, (torch.full(shape, 100.0),)).min() >= 99  # not the first call's tensor
 
 
+class Configured(nn.Module):
+    """A forward that branches on a string beside a tensor in one argument, with a default that
+    holds a tensor-free tuple and another that is a tensor (defaults fx cannot write as code)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.pbit = nn.Linear(4, 4), PBit()
+
+    def forward(self, x, config, scale=(None, 3), bias=torch.zeros(4)):
+        shift, mode = config
+        h = self.pbit(self.lin(x)) + bias
+        return (h + shift if mode == "shift" else h) * scale[1]
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+def test_arguments_mixing_tensors_with_values_a_forward_branches_on(aggregate):
+    x, sampled = torch.randn(3, 4), SampledModel(Configured(), samples=3, aggregate=aggregate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (network aggregation cannot trace the branch: it samples otherwise)
+        assert sampled(x, (torch.zeros(4), "shift")).abs().max() <= 3
+        assert sampled(x, (torch.full((4,), 100.0), "shift")).min() >= 297
+        assert sampled(x, (torch.full((4,), 100.0), "none")).abs().max() <= 3
+        assert sampled(x, (torch.zeros(4), "none"), bias=torch.full((4,), 100.0)).min() >= 297
+    if aggregate == "network":
+        assert SampledModel(Configured(), samples=3).plan(x, (torch.zeros(4), "none")) in ("repeat", "loop")
+
+
 def test_t1_equals_plain_forward_under_same_generator_state():
     net = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 16), PBit("unipolar"), nn.Linear(16, 3))
     x = torch.randn(8, 6)

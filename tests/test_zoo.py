@@ -349,6 +349,35 @@ def test_thresholds_drawn_while_tracing_are_uniform_on_16_bits():
         expected = n / len(counts)
         assert torch.all((counts - expected).abs() <= 5 * math.sqrt(expected))
 
+def test_a_check_whose_fold_raises_leaves_torch_compile_working():
+    """fx imports the compiler when a folded graph raises, and the compiler tabulates torch's
+    functions once: tabulated while the check's probe stood in for torch.rand, it refused every
+    later compiled call of torch.rand (a fresh process: the suite's own compiles came first)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import warnings, torch
+        from torch import nn
+        from pdnn import SampledModel
+        from pdnn.nn import PBit
+        class Fixed(nn.Module):  # a buffer sized by one batch: the folded pass raises
+            def __init__(self):
+                super().__init__()
+                self.lin, self.pbit = nn.Linear(4, 4), PBit()
+                self.register_buffer("offset", torch.zeros(3, 4))
+            def forward(self, x):
+                return self.pbit(self.lin(x)) + self.offset
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert SampledModel(Fixed(), samples=3).plan(torch.randn(3, 4)) == "loop"
+        print(torch.compile(lambda x: torch.rand(x.shape), backend="eager", fullgraph=True)(torch.zeros(2)).shape)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "torch.Size([2])" in done.stdout, done.stderr[-2000:]
+
+
 # --- the once-per-call-kind check ---------------------------------------------------------------
 
 def test_the_check_leaves_model_hooks_and_random_state_as_they_were():

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+from torch.utils._pytree import tree_map
 
 from .checks import positive_int
 from .errors import UsageError
@@ -247,7 +248,8 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
 
 
 def _rows(value, index: torch.Tensor, batch: int):
-    """``value`` restricted to ``index`` if it is a tensor with the batch as first dimension."""
+    """``value`` restricted to ``index`` if it is a tensor with the batch as first dimension
+    (applied to every tensor of the arguments, those inside tuples, lists and dicts too)."""
     if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
         return value[index]
     return value
@@ -278,7 +280,7 @@ def adaptive_sample(
         if len(active) == 0:
             break
         count = stats.count if stats else 0
-        out = sample(x[active], *(_rows(a, active, batch) for a in args), samples=target - count)
+        out = sample(x[active], *tree_map(lambda a: _rows(a, active, batch), args), samples=target - count)
         if not isinstance(out, torch.Tensor):
             raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
                              f"got a {type(out).__name__}")

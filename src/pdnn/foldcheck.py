@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import threading
 import warnings
 from typing import Callable
@@ -98,6 +99,7 @@ def _probed(model: nn.Module, samples: int):
     replaced += [(torch, "rand_like", probe.like), (torch, "randn_like", probe.like), (torch, "rand", probe.sized),
                  (torch, "randn", probe.sized), (torch, "bernoulli", probe.bernoulli)]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
+    rule_map_before = _dynamo_rule_map_size()
     try:
         for m in modules:
             m.forward = probe.module
@@ -112,6 +114,18 @@ def _probed(model: nn.Module, samples: int):
                 m.forward = forward
         for owner, name, fn in originals:
             setattr(owner, name, fn)
+        if _dynamo_rule_map_size() and not rule_map_before:  # made while torch.rand was the probe
+            sys.modules["torch._dynamo.trace_rules"].get_torch_obj_rule_map.cache_clear()
+
+
+def _dynamo_rule_map_size() -> int:
+    """The entries of torch.compile's table of torch's functions (0 until it is made). It is made
+    once, from the functions' identities: made while the check's probes stand in for
+    ``torch.rand`` and the like (fx imports the compiler when a folded graph raises), every later
+    ``torch.compile`` of a call to them would fail, so the check clears a table it saw made."""
+    rules = sys.modules.get("torch._dynamo.trace_rules")
+    cached = getattr(rules, "get_torch_obj_rule_map", None)
+    return cached.cache_info().currsize if hasattr(cached, "cache_info") else 0
 
 
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")

@@ -11,8 +11,9 @@ are contiguous in both the contiguous and the channels-last layout): 7.6 against
 512 x 16 x 32 x 32 layer of a training step at s = 8 on the 2-core CPU. The backward pass still
 concatenates (torch's ``out=`` form of the backward kernel copies as well). The same kernels run
 on the same rows, so outputs, input gradients and running statistics are bit-for-bit those of
-calling the norm per sample (tested); only the weight and bias gradients are summed over samples
-in another order.
+calling the norm per sample (tested), the input gradients where the incoming gradient has the
+input's memory layout (a contiguous gradient of a channels-last input differs by about an ulp);
+only the weight and bias gradients are summed over samples in another order.
 """
 from __future__ import annotations
 

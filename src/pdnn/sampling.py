@@ -292,9 +292,10 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
     ``concrete_args``: non-tensor arguments the trace is specialised to; ``batched_inputs``: the
     positions of the arguments that carry the batch dimension (all, if None)."""
     graph = faithful_trace(model, _opaque, concrete_args)
-    for node in graph.find_nodes(op="placeholder"):  # fx cannot write a tensor default (a constant it
-        if node.args and isinstance(node.args[0], (torch.Tensor, fx.Node)):  # made) into the graph's code;
-            node.args = ()  # a folded pass is given every argument
+    for node in graph.find_nodes(op="placeholder"):  # fx cannot write every default (a tensor, a tuple
+        # holding one) into the graph's code; a folded pass traced with concrete_args is given every argument
+        if node.args and (concrete_args is not None or isinstance(node.args[0], (torch.Tensor, fx.Node))):
+            node.args = ()
     gm = fx.GraphModule(model, graph)
     if aggregate == "network":
         _fold_network(gm, samples, batched_inputs)
@@ -408,7 +409,8 @@ class SampledModel(nn.Module):
             (dropout) come from it too; on the CPU and CUDA it is drawn through torch's default
             generator, whose own state is set aside for the call, so that
             ``torch.utils.checkpoint`` replays the draws (see ``docs/sampling.md``). ``None``
-            uses torch's global generator.
+            uses torch's global generator. torch's CPU generator keeps a seed's low 32 bits:
+            seeds that differ by a multiple of 2**32 give the same samples.
         max_rows: the most samples x batch rows one folded pass may hold. A larger batch is
             split into sub-batches of ``max_rows // T`` inputs, at least one (so below T a pass
             holds one input's T rows; each sub-batch still shares its prefix), so
@@ -423,8 +425,8 @@ class SampledModel(nn.Module):
             batch runs in one pass, with a warning. Statistics a model takes otherwise
             (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows``.
             Without autograd on the CPU, consecutive passes run stacked into one larger pass that
-            draws what they draw (:mod:`pdnn.stacked_passes`: the same numbers, faster; up to 64
-            MiB per p-bit output).
+            draws what they draw (:mod:`pdnn.stacked_passes`: the same random numbers, faster, up to
+            64 MiB per p-bit output; a bit may differ where a GEMM rounds more rows otherwise).
         pack_weights: in folded passes without autograd, run large float linear layers through
             oneDNN with their weights packed once (:mod:`pdnn.packed_linear`), instead of the
             default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a
@@ -572,7 +574,7 @@ class SampledModel(nn.Module):
     def _split(self, x: torch.Tensor, step: int) -> list:
         """The per-sample outputs ``[T, B_i, ...]`` of each pass of ``x`` split into passes of
         ``step`` inputs, drawn in turn: from the passes one by one, or from several stacked into
-        one pass where that computes the same numbers (:mod:`pdnn.stacked_passes`)."""
+        one pass where that draws the same numbers (:mod:`pdnn.stacked_passes`)."""
         passes = list(x.split(step))
         stackable = (len(passes) > 2 and not torch.is_grad_enabled() and not has_tangent(x) and x.device.type == "cpu"
                      and self.aggregate == "network" and self.samples > 1)
@@ -933,11 +935,15 @@ def _bound_call(graph: nn.Module, signature: inspect.Signature) -> Callable:
 
 def _traced_layer(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> Callable:
     """The layer-aggregated graph of ``model`` for calls like ``model(x, *args, **kwargs)``, traced
-    with the non-tensor arguments fixed (a forward with ``*args``/``**kwargs`` is traced as it is)."""
-    try:
-        signature, concrete, _ = _arguments(model, x, args, kwargs)
-    except TypeError:
+    with what is not a tensor in the arguments fixed (the tensors inside a tuple, list or dict stay
+    inputs); a forward with ``*args``/``**kwargs`` is traced as it is."""
+    signature = inspect.signature(model.forward)
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
         return build_sampled_graph(model, samples, "layer")
+    bound = signature.bind(x, *args, **kwargs)
+    bound.apply_defaults()
+    concrete = {n: tree_map(lambda leaf: fx.PH if isinstance(leaf, torch.Tensor) else leaf, v)
+                for n, v in bound.arguments.items() if not isinstance(v, torch.Tensor)}
     return _bound_call(build_sampled_graph(model, samples, "layer", concrete), signature)
 
 

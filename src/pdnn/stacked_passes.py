@@ -7,8 +7,12 @@ the call (:mod:`pdnn.pbit_kernel`). So the rows of several consecutive passes ca
 stacked pass that draws every pass's block of rows with the key that pass would have drawn: the
 keys are drawn up front in the split's order (pass by pass, call by call), a tensor repeated for
 the T samples is repeated pass by pass (each block laid out as its pass was), and every p-bit call
-draws block by block. The stacked pass computes bit for bit what the passes did, in fewer and
-larger calls: on the 2-core CPU the reference CNN (width 16) at T = 10, batch 256, took 0.87-0.92
+draws block by block. The stacked pass draws what the passes drew, in fewer and larger calls.
+Its layers compute on more rows at once, and a BLAS GEMM may round a row's sums differently for
+another number of rows (MKL does for fewer than 8-16 rows), so a pre-activation within that
+rounding of its drawn threshold can take the other bit: for passes of 3 inputs x 16 samples, 1-3
+of 19 200 sample rows differed from the split's; passes of 8 rows and more matched exactly. On the
+2-core CPU the reference CNN (width 16) at T = 10, batch 256, took 0.87-0.92
 of the time of its 256-row passes in turn, stacked four at a time
 (``benchmarks/bench_stacked_passes.py``), and ``pdnn eval`` of a CIFAR-10 run (T up to 50) 0.84,
 peaking at 955 MB resident instead of 559 MB (``benchmarks/results/README.md``).
@@ -24,7 +28,7 @@ without autograd, on the CPU, for a traced ("graph") plan whose single tensor ou
 rows, where every draw of a pass is a fused p-bit key. It learns that once per plan: the first two
 passes run split while their keys are counted, the generator is checked to have advanced by those
 keys and nothing else, and the two passes run again stacked, from the same generator state, and
-must give the same numbers and end in the same state.
+must give the same numbers and end in the same state (which rounding cannot show in two passes).
 """
 from __future__ import annotations
 

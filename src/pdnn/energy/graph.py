@@ -76,9 +76,9 @@ _CLIPPING_FUNCTIONS = {torch.relu, torch_F.relu, torch_F.relu6, torch_F.hardtanh
                        torch.clamp, torch.clip}
 _CLIPPING_METHODS = {"relu", "clamp", "clip"}
 _SUM_FUNCTIONS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub}
-_SUM_METHODS = {"add", "sub", "add_", "sub_"}
+_SUM_METHODS = {"add", "sub"}
 _SCALE_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, operator.neg, torch.mul, torch.div}
-_SCALE_METHODS = {"mul", "div", "neg", "mul_", "div_"}
+_SCALE_METHODS = {"mul", "div", "neg"}
 
 
 def is_weight_layer(module: nn.Module) -> bool:
@@ -353,11 +353,14 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 _IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
-def _in_place(node: fx.Node) -> bool:
-    """Whether ``node`` changes its first argument (``out += h``, ``out.add_(h)``)."""
-    if node.op == "call_method":
-        return node.target.endswith("_") and not node.target.startswith("_")
-    return node.target in _IN_PLACE_FUNCTIONS
+def _priced_in_place(node: fx.Node) -> str | None:
+    """For ``out.relu_()``, ``out.add_(h)``: the method priced (``relu``, ``add``); else None
+    (in-place methods not priced, such as ``copy_``, stay unknown operations)."""
+    name = node.target if node.op == "call_method" else ""
+    if name.endswith("_") and not name.startswith("_") and name[:-1] in (
+            _NONLINEAR_METHODS | _CLIPPING_METHODS | _SUM_METHODS | _SCALE_METHODS):
+        return name[:-1]
+    return None
 
 
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
@@ -385,9 +388,11 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             if meta is None:  # not a tensor (x.size(0), ...): no precision to carry
                 continue
             label = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
-            infos[node] = walker.function(f"{label} ({node.name})", node.target, node.op == "call_method", ins)
-            if _in_place(node) and node.args[0] in infos:  # later readers of the tensor it changed read the change
-                infos[node.args[0]] = infos[node]
+            method = _priced_in_place(node)
+            infos[node] = walker.function(f"{label} ({node.name})", method or node.target, node.op == "call_method",
+                                          ins)
+            if (method or node.target in _IN_PLACE_FUNCTIONS) and node.args[0] in infos:
+                infos[node.args[0]] = infos[node]  # later readers of the tensor it changed read the change
         elif node.op == "get_attr":
             infos[node] = _Info(FLOAT_BITS, source=str(node.target))
 

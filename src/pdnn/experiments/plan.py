@@ -42,7 +42,8 @@ def read_plan_state(path: Path) -> dict:
         or entry.get("rate") and not isinstance(entry.get("work"), number) for entry in done.values())
     if broken:
         raise RunError(f"{path} is not a plan's record (expected {{'done': {{step: {{'wall_s': seconds, ...}}}}}}); "
-                       "delete it to start the record anew: the steps' results stay and are reused")
+                       "delete it to start the record anew: the steps' results stay and are reused (and are "
+                       "recorded with the seconds it took to find them, not to make them)")
     return state
 
 
@@ -114,6 +115,7 @@ class Context:
     roots: list[str] | None = None
     device: str = "cpu"
     skipped: dict[str, str] = field(default_factory=dict)  # step key -> why it did not run
+    done: set[str] = field(default_factory=set)  # the steps the plan's record holds as finished
     failed: dict[str, str] = field(default_factory=dict)  # step key -> the error it raised
     _rates: dict[str, float] | None = field(default=None, repr=False)
 
@@ -163,10 +165,14 @@ class Context:
         return overhead + work * reference
 
     def why_missing(self, prefix: str) -> str:
-        """The reason recorded for the first skipped step under ``prefix`` (for 'not measured')."""
+        """The reason recorded for the first skipped step under ``prefix`` (for 'not measured'),
+        or the finished steps under it whose result has gone missing since."""
         for key, reason in self.skipped.items():
             if key.startswith(prefix):
                 return reason
+        if finished := sorted(key for key in self.done if key.startswith(prefix)):
+            return (f"a result is missing, though {STATE} records {', '.join(finished)} as done: remove "
+                    f"{'that entry' if len(finished) == 1 else 'those entries'} from it to run again")
         return "not run yet"
 
 

@@ -166,6 +166,7 @@ def _run_plan(ctx: Context, progress: bool, log) -> Path:
         state["machine"] = machine()
         state["last_run_wall_s"] = round(time.monotonic() - started, 1)
         write_json(ctx.dir(STATE), state)
+    ctx.done = set(done)
     full = Context(ctx.out, "full", roots=ctx.roots, device=ctx.device)
     return write_report(ctx, STUDIES, state, full_outlook=outlook(full, [step for _, step in plan(full)]))
 

@@ -22,6 +22,7 @@ from ..train import TrainConfig, check_same_run, run_config
 from .runs import ensure_evaluated, ensure_trained
 
 TOLERANCE = 0.01  # "matches" = within one percentage point
+SLACK = 1e-12  # a rule's boundary is met at it: 87.74 % - 86.74 % computes as 0.010000000000000009
 
 
 @dataclass
@@ -177,7 +178,7 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
     if 1 in ts and 1 in ss:
         a = _acc(runs, "pbit-s1", 1)
         claim("T = 1 matches the 32-bit baseline", "abs(p-DNN(s=1, T=1) − tanh) ≤ 1 point",
-              abs(a - base) <= TOLERANCE, f"{100 * a:.2f}% vs {100 * base:.2f}%")
+              abs(a - base) <= TOLERANCE + SLACK, f"{100 * a:.2f}% vs {100 * base:.2f}%")
     if 2 in ts:
         s = nearest(2)
         a = _acc(runs, f"pbit-s{s}", 2)
@@ -186,14 +187,14 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
     if 10 in ts and 3 in spec.quant_bits:
         s = nearest(10)
         a, q3 = _acc(runs, f"pbit-s{s}", 10), _acc(runs, "quant3", 1)
-        claim("T = 10 matches the 3-bit model", f"p-DNN(s={s}, T=10) >= 3-bit - 1 point", a >= q3 - TOLERANCE,
+        claim("T = 10 matches the 3-bit model", f"p-DNN(s={s}, T=10) >= 3-bit - 1 point", a >= q3 - TOLERANCE - SLACK,
               f"{100 * a:.2f}% vs {100 * q3:.2f}%")
     wins, details = 0, []
     for t in ts:
         best = max(ss, key=lambda s: _acc(runs, f"pbit-s{s}", t))
         match = nearest(t)
         spread = runs[f"pbit-s{match}"]["accuracy"][str(t)]["std"]
-        ok = _acc(runs, f"pbit-s{match}", t) >= _acc(runs, f"pbit-s{best}", t) - max(spread, 0.002)
+        ok = _acc(runs, f"pbit-s{match}", t) >= _acc(runs, f"pbit-s{best}", t) - max(spread, 0.002) - SLACK
         wins += ok
         details.append(f"T={t}: best s={best}, matched s={match}{'' if ok else ' (worse)'}")
     claim("training with s matching test T is best",
@@ -203,7 +204,7 @@ def assess_claims(spec: StudySpec, runs: dict) -> list[dict]:
         return claims
     gaps = [abs(_acc(runs, f"pbit-s{s}", t) - _acc(runs, f"pbit-unipolar-s{s}", t)) for s in ss for t in ts]
     claim("sigmoid (unipolar) and tanh (bipolar) p-bits perform alike",
-          "abs(bipolar − unipolar) ≤ 1 point for every (s, T)", max(gaps) <= TOLERANCE,
+          "abs(bipolar − unipolar) ≤ 1 point for every (s, T)", max(gaps) <= TOLERANCE + SLACK,
           f"largest gap {100 * max(gaps):.2f} points, mean {100 * sum(gaps) / len(gaps):.2f}")
     return claims
 
