@@ -151,6 +151,22 @@ def test_stopped_rows_leave_the_batch():
     assert counter.rows < 100 * 40
 
 
+def test_batched_tensors_inside_an_argument_leave_the_batch_with_their_rows():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.act, self.head = nn.Linear(2, 8), PBit(), nn.Linear(8, 3)
+
+        def forward(self, x, extras):
+            return self.head(self.act(self.body(x))) * extras["scale"]
+
+    x = torch.cat([torch.full((4, 2), 20.0), torch.zeros(4, 2)])  # four settle early, four do not
+    scale = torch.arange(1.0, 9.0)[:, None].expand(8, 3)
+    sampled = SampledModel(Scaled().eval(), samples="auto", max_samples=20, seed=0)
+    out = sampled(x, {"scale": scale})
+    assert out.shape == (8, 3) and sampled.last_samples.min() < sampled.last_samples.max()
+
+
 def test_each_round_is_split_by_max_rows_and_evaluation_bounds_its_passes():
     """A round of T samples of B inputs runs in passes of at most max_rows rows (one input's T
     rows where T alone exceeds it), as a fixed T is split; `pdnn eval --adaptive` bounds them."""
