@@ -417,13 +417,18 @@ def test_an_in_place_method_is_priced_as_its_out_of_place_form():
                 h = h.relu()
             elif self.writing == "relu_":
                 h.relu_()
+            elif self.writing == "exp":  # not priced: the next layer reads a value of unknown precision
+                h = h.exp()
+            elif self.writing == "exp_":
+                h.exp_()
             elif self.writing == "requires_grad_":  # in place, but no operation on the values
                 h.requires_grad_()
             return self.fc2(h)
 
     energy = {w: network_energy(analyze(Clipped(w), (6,)), 2)
-              for w in ("plain", "relu", "relu_", "requires_grad_")}
-    assert energy["relu_"] == energy["relu"] and energy["requires_grad_"]["total_j"] == energy["plain"]["total_j"]
+              for w in ("plain", "relu", "relu_", "exp", "exp_", "requires_grad_")}
+    assert energy["relu_"] == energy["relu"] and energy["exp_"] == energy["exp"] != energy["plain"]
+    assert energy["requires_grad_"]["total_j"] == energy["plain"]["total_j"]
     assert [l["activation_bits"] for l in energy["requires_grad_"]["layers"]] == [8, 1]
 
 

@@ -98,6 +98,14 @@ def test_a_finished_step_s_missing_result_is_named_with_the_way_to_redo_it(tiny_
                                   "energy/fashion-mnist/" in row and "to run again" in row for row in rows)
 
 
+def test_a_failed_step_is_the_reason_before_a_finished_one_with_a_missing_result(tmp_path):
+    ctx = Context(tmp_path, "tiny")
+    ctx.done, ctx.skipped = {"noise/ds/convert"}, {"noise/ds/eval-converted": "failed: RuntimeError: boom"}
+    assert ctx.why_missing("noise/ds/convert", finished=False) == "not run yet"  # so a caller looks wider,
+    assert ctx.why_missing("noise/ds/") == "failed: RuntimeError: boom"  # and finds the failure first
+    assert "records noise/ds/convert as done" in ctx.why_missing("noise/ds/convert")
+
+
 def test_accuracy_claims_in_the_report_come_from_the_study_summary(tiny_run):
     ctx, _ = tiny_run
     text = (ctx.out / "REPORT.md").read_text()

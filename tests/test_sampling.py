@@ -1,4 +1,5 @@
 """SampledModel (network and layer aggregation) and the sample-aware loss."""
+import collections
 import math
 import warnings
 
@@ -127,6 +128,30 @@ def test_arguments_mixing_tensors_with_values_a_forward_branches_on(aggregate):
         assert sampled(x, (torch.zeros(4), "none"), bias=torch.full((4,), 100.0)).min() >= 297
     if aggregate == "network":
         assert SampledModel(Configured(), samples=3).plan(x, (torch.zeros(4), "none")) in ("repeat", "loop")
+
+
+Affine = collections.namedtuple("Affine", "scale shift")
+
+
+class NamedDefault(nn.Module):
+    """A namedtuple default named as its argument (fx names the default's node ``affine``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.pbit = nn.Linear(4, 4), PBit()
+
+    def forward(self, x, affine=Affine(2, 1)):
+        return self.pbit(self.lin(x)) * affine.scale + affine.shift
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+def test_a_namedtuple_default_named_as_its_argument(aggregate):
+    x = torch.randn(3, 4)
+    sampled = SampledModel(NamedDefault(), samples=3, aggregate=aggregate)
+    assert sampled(x).sub(1).abs().max() <= 2  # 2 x a mean of bits, plus 1
+    assert sampled(x, Affine(10, 100)).sub(100).abs().max() <= 10
+    if aggregate == "network":
+        assert sampled.plan(x) == "graph"
 
 
 def test_t1_equals_plain_forward_under_same_generator_state():

@@ -295,7 +295,10 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
     for node in graph.find_nodes(op="placeholder"):  # fx cannot write every default (a tensor, a tuple
         # holding one) into the graph's code; a folded pass traced with concrete_args is given every argument
         if node.args and (concrete_args is not None or isinstance(node.args[0], (torch.Tensor, fx.Node))):
-            node.args = ()
+            defaults, node.args = [a for a in node.args if isinstance(a, fx.Node)], ()
+            for default in defaults:  # a namedtuple default is a node, which may take an argument's name
+                if not default.users:
+                    graph.erase_node(default)
     gm = fx.GraphModule(model, graph)
     if aggregate == "network":
         _fold_network(gm, samples, batched_inputs)

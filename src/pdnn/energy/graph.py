@@ -353,12 +353,14 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 _IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
-def _priced_in_place(node: fx.Node) -> str | None:
-    """For ``out.relu_()``, ``out.add_(h)``: the method priced (``relu``, ``add``); else None
-    (in-place methods not priced, such as ``copy_``, stay unknown operations)."""
+_VALUE_KEEPING_METHODS = {"requires_grad_", "detach_", "share_memory_"}
+
+
+def _in_place_method(node: fx.Node) -> str | None:
+    """For an in-place method that changes values (``out.relu_()``, ``out.add_(h)``,
+    ``out.exp_()``): its out-of-place form, which prices it; else None."""
     name = node.target if node.op == "call_method" else ""
-    if name.endswith("_") and not name.startswith("_") and name[:-1] in (
-            _NONLINEAR_METHODS | _CLIPPING_METHODS | _SUM_METHODS | _SCALE_METHODS):
+    if name.endswith("_") and not name.startswith("_") and name not in _VALUE_KEEPING_METHODS:
         return name[:-1]
     return None
 
@@ -388,7 +390,7 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             if meta is None:  # not a tensor (x.size(0), ...): no precision to carry
                 continue
             label = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
-            method = _priced_in_place(node)
+            method = _in_place_method(node)
             infos[node] = walker.function(f"{label} ({node.name})", method or node.target, node.op == "call_method",
                                           ins)
             if (method or node.target in _IN_PLACE_FUNCTIONS) and node.args[0] in infos:

@@ -164,15 +164,17 @@ class Context:
             return max(work * self._rates[rate], MIN_STEP_S)
         return overhead + work * reference
 
-    def why_missing(self, prefix: str) -> str:
+    def why_missing(self, prefix: str, finished: bool = True) -> str:
         """The reason recorded for the first skipped step under ``prefix`` (for 'not measured'),
-        or the finished steps under it whose result has gone missing since."""
+        or, with ``finished``, the finished steps under it whose result has gone missing since
+        (a caller that looks under a wider prefix when told 'not run yet' passes False first)."""
         for key, reason in self.skipped.items():
             if key.startswith(prefix):
                 return reason
-        if finished := sorted(key for key in self.done if key.startswith(prefix)):
-            return (f"a result is missing, though {STATE} records {', '.join(finished)} as done: remove "
-                    f"{'that entry' if len(finished) == 1 else 'those entries'} from it to run again")
+        steps = sorted(key for key in self.done if key.startswith(prefix)) if finished else []
+        if steps:
+            return (f"a result is missing, though {STATE} records {', '.join(steps)} as done: remove "
+                    f"{'that entry' if len(steps) == 1 else 'those entries'} from it to run again")
         return "not run yet"
 
 

@@ -245,7 +245,7 @@ def _alike_claim(ctx: Context, spec: StudySpec) -> Claim:
     pairs = {s: (runs / f"pbit-s{s}", matched_dir(ctx, spec, s)) for s in MATCHED[ctx.scale]}
     missing = [run for pair in pairs.values() for run in pair if not (run / "eval-network.json").exists()]
     if missing:
-        reason = ctx.why_missing(f"{NAME}/matched/")
+        reason = ctx.why_missing(f"{NAME}/matched/", finished=False)
         return not_measured(claim, PAPER_ALIKE, f"{missing[0]} has no evaluation" if reason == "not run yet" else reason,
                             RULE_ALIKE)
     same = {s: (runs / f"pbit-s{s}", runs / f"pbit-unipolar-s{s}") for s in pairs}
