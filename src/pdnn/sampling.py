@@ -361,9 +361,10 @@ def reduce_samples(out, reduce: str):
         return out.mean(0)
     if reduce == "vote":
         if out.dim() < 3:
-            raise UsageError(f'reduce="vote" needs class scores [B, C] per sample; an output is '
-                             f'[{", ".join(["B", *map(str, out.shape[2:])])}] (every tensor of a tuple or dict output is voted: use "mean" or '
-                             f'"none" for one with other tensors)')
+            shape = ", ".join(["B", *map(str, out.shape[2:])])
+            raise UsageError(f'reduce="vote" needs class scores [B, C] per sample; an output is [{shape}] (every '
+                             'tensor of a tuple or dict output is voted: use "mean" or "none" for one with other '
+                             'tensors)')
         votes = nn.functional.one_hot(out.argmax(-1), out.shape[-1]).to(out.dtype)
         return votes.mean(0).masked_fill(out.isnan().any(-1).any(0).unsqueeze(-1), torch.nan)
     return out
@@ -681,7 +682,8 @@ class SampledModel(nn.Module):
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
         if (user := batch_statistics_user(self.model)) is not None:
             warnings.warn(f"max_rows={self.max_rows} is not applied: {user!r} normalises with the statistics of the "
-                          "whole batch, which a split would change; the batch runs in one pass", stacklevel=_callers_level())
+                          "whole batch, which a split would change; the batch runs in one pass",
+                          stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
         dim = 1 if self.reduce == "none" else 0

@@ -197,7 +197,8 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     # measurements without config.json: an interrupted conversion only beside what a conversion writes (one
     # interrupted now has none left: _write_run removes them before config.json; older code removed them after)
     found = [p.name for p in measurements(out) if p.name != CALIBRATION]
-    if found and not (out / CONFIG).is_file() and not ((out / CALIBRATION).is_file() or _weights_only(out / CHECKPOINT)):
+    written = (out / CALIBRATION).is_file() or _weights_only(out / CHECKPOINT)
+    if found and not (out / CONFIG).is_file() and not written:
         raise RunError(f"{out} holds {', '.join(found)} but no {CONFIG}: neither a converted run nor an interrupted "
                        "conversion; --force only replaces those, so choose another directory. Nothing was changed")
 

@@ -77,7 +77,8 @@ _CLIPPING_FUNCTIONS = {torch.relu, torch_F.relu, torch_F.relu6, torch_F.hardtanh
 _CLIPPING_METHODS = {"relu", "clamp", "clip"}
 _SUM_FUNCTIONS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub}
 _SUM_METHODS = {"add", "sub"}
-_SCALE_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, operator.neg, torch.mul, torch.div}
+_SCALE_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, operator.neg, torch.mul,
+                    torch.div}
 _SCALE_METHODS = {"mul", "div", "neg"}
 
 
