@@ -134,14 +134,15 @@ Affine = collections.namedtuple("Affine", "scale shift")
 
 
 class NamedDefault(nn.Module):
-    """A namedtuple default named as its argument (fx names the default's node ``affine``)."""
+    """Defaults fx records as nodes (namedtuples, one named as its argument, one nested) or cannot
+    write (a function)."""
 
     def __init__(self):
         super().__init__()
         self.lin, self.pbit = nn.Linear(4, 4), PBit()
 
-    def forward(self, x, affine=Affine(2, 1)):
-        return self.pbit(self.lin(x)) * affine.scale + affine.shift
+    def forward(self, x, affine=Affine(2, 1), nested=(Affine(1, 0),), act=torch.nn.functional.relu):
+        return act(self.pbit(self.lin(x)) * affine.scale * nested[0].scale + affine.shift + nested[0].shift)
 
 
 @pytest.mark.parametrize("aggregate", ["network", "layer"])
@@ -150,6 +151,8 @@ def test_a_namedtuple_default_named_as_its_argument(aggregate):
     sampled = SampledModel(NamedDefault(), samples=3, aggregate=aggregate)
     assert sampled(x).sub(1).abs().max() <= 2  # 2 x a mean of bits, plus 1
     assert sampled(x, Affine(10, 100)).sub(100).abs().max() <= 10
+    assert sampled(x, Affine(10, 100), (Affine(1, 100),)).sub(200).abs().max() <= 10
+    assert sampled(x).min() >= 0 and sampled(x, act=torch.neg).add(1).abs().max() <= 2  # a default function replaced
     if aggregate == "network":
         assert sampled.plan(x) == "graph"
 

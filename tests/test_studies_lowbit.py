@@ -124,3 +124,22 @@ def test_tiny_steps_and_section_on_fake_data(tiny):
     assert limits["gain_cap_by_term"][term] * limits["terms"][f"{term}_j"] == pytest.approx(h["reference"]["energy_j"])
     again = energy_limits(h["best"], lowbit.memory_settings("dram"), h["reference"]["energy_j"])
     assert again["total_j"] == pytest.approx(h["best"]["energy_j"])  # the trade-off's energy, term by term
+
+
+def test_a_missing_matched_evaluation_is_explained_by_the_steps_that_make_it(tmp_path):
+    from pdnn.experiments.plan import Context
+
+    for case in ("matched run finished, its evaluation deleted", "accuracy evaluation failed"):
+        ctx = Context(tmp_path / case.split()[0], "tiny")
+        fashion = next(s for s in accuracy.specs(ctx) if s.dataset == "fashion-mnist")
+        run = ctx.dir(accuracy.NAME, fashion.dataset, "runs", "pbit-s2")
+        run.mkdir(parents=True)
+        if case.startswith("matched"):
+            (run / "eval-network.json").write_text("{}")
+            ctx.done = {"lowbit/matched/pbit-unipolar-beta4-s2/train", "lowbit/matched/pbit-unipolar-beta4-s2/eval"}
+            expected = "records lowbit/matched/pbit-unipolar-beta4-s2/eval, lowbit/matched/pbit-unipolar-beta4-s2/train"
+        else:
+            ctx.skipped = {"accuracy/fashion-mnist/pbit-s2/eval": "failed: RuntimeError: boom"}
+            expected = "failed: RuntimeError: boom"
+        assert expected in lowbit._alike_claim(ctx, fashion).reason, case
+

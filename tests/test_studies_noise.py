@@ -121,3 +121,16 @@ def test_tiny_steps_end_to_end_on_fake_data(tmp_path, monkeypatch):
     assert [c.verdict != "not measured" for c in section.claims] == [True] * 6
     assert len(section.figures) == 2 and all(f.path.is_file() for f in section.figures)
     assert "BatchNorm re-estimated" in section.text
+
+
+def test_a_missing_curve_is_explained_by_the_steps_that_make_it(tmp_path):
+    from pdnn.experiments.study import StudySpec
+
+    ctx = Context(tmp_path, "tiny")
+    ctx.done = {"accuracy/ds/tanh/train", "accuracy/ds/tanh/eval", "noise/ds/convert", "noise/ds/eval-converted"}
+    missing_source = noise.sampling_claims(ctx, StudySpec(dataset="ds"), {"converted": {}})[0].reason
+    assert "records accuracy/ds/tanh/eval, accuracy/ds/tanh/train as done" in missing_source
+    ctx.skipped = {"noise/ds/eval-converted": "failed: RuntimeError: boom"}
+    assert noise.sampling_claims(ctx, StudySpec(dataset="ds"), {"deterministic": {}})[0].reason == \
+        "failed: RuntimeError: boom"
+

@@ -291,14 +291,15 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
 
     ``concrete_args``: non-tensor arguments the trace is specialised to; ``batched_inputs``: the
     positions of the arguments that carry the batch dimension (all, if None)."""
-    graph = faithful_trace(model, _opaque, concrete_args)
-    for node in graph.find_nodes(op="placeholder"):  # fx cannot write every default (a tensor, a tuple
-        # holding one) into the graph's code; a folded pass traced with concrete_args is given every argument
-        if node.args and (concrete_args is not None or isinstance(node.args[0], (torch.Tensor, fx.Node))):
-            defaults, node.args = [a for a in node.args if isinstance(a, fx.Node)], ()
-            for default in defaults:  # a namedtuple default is a node, which may take an argument's name
-                if not default.users:
-                    graph.erase_node(default)
+    # a pass traced with concrete_args is given every argument: its placeholders need no default;
+    # others drop those fx cannot write into the graph's code (a tensor, a namedtuple: nodes)
+    graph = faithful_trace(model, _opaque, concrete_args, defaults=concrete_args is None)
+    for node in graph.find_nodes(op="placeholder"):
+        if node.args and isinstance(node.args[0], (torch.Tensor, fx.Node)):
+            defaults: list[fx.Node] = []
+            fx.node.map_arg(node.args, defaults.append)
+            node.args = ()
+            _erase_unused(graph, defaults)
     gm = fx.GraphModule(model, graph)
     if aggregate == "network":
         _fold_network(gm, samples, batched_inputs)
@@ -311,6 +312,19 @@ def build_sampled_graph(model: nn.Module, samples: int, aggregate: str, concrete
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+def _erase_unused(graph: fx.Graph, nodes: list[fx.Node]) -> None:
+    """Erase ``nodes`` that nothing uses, and then the nodes only they used: what a dropped default
+    leaves (a namedtuple default is a node, nested ones nodes of nodes, and one may take the name of
+    an argument's field, which the graph's code would then overwrite)."""
+    erased: set[fx.Node] = set()
+    while nodes:
+        node = nodes.pop()
+        if node not in erased and not node.users and node.op != "placeholder":
+            nodes += node.all_input_nodes
+            graph.erase_node(node)
+            erased.add(node)
 
 
 def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[dict, str]]:
@@ -949,7 +963,9 @@ def _traced_layer(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, 
     bound.apply_defaults()
     concrete = {n: tree_map(lambda leaf: fx.PH if isinstance(leaf, torch.Tensor) else leaf, v)
                 for n, v in bound.arguments.items() if not isinstance(v, torch.Tensor)}
-    return _bound_call(build_sampled_graph(model, samples, "layer", concrete), signature)
+    with warnings.catch_warnings():  # (fx warns that it cannot assert a fixed function's identity)
+        warnings.simplefilter("ignore")
+        return _bound_call(build_sampled_graph(model, samples, "layer", concrete), signature)
 
 
 def _traced(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict, pack: bool = False) -> Callable:

@@ -53,9 +53,10 @@ def is_pdnn_unit(m: nn.Module) -> bool:
 class Tracer(fx.Tracer):
     """An ``fx.Tracer`` that keeps torch layers, pdnn units and what ``opaque`` accepts as leaves."""
 
-    def __init__(self, opaque: Callable[[nn.Module], bool] = lambda m: False):
+    def __init__(self, opaque: Callable[[nn.Module], bool] = lambda m: False, defaults: bool = True):
         super().__init__()
         self.opaque = opaque
+        self.defaults = defaults
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if is_pdnn_unit(m) or self.opaque(m):
@@ -78,6 +79,13 @@ class Tracer(fx.Tracer):
             if state is not None:
                 self.unrecorded += [f"it updates {name} as it runs" for name in state.changed()]
                 state.restore()
+
+    def create_proxy(self, kind, target, args, kwargs, *rest, **options):
+        """fx's proxy; without ``defaults``, a placeholder gets none (a default fx records as nodes,
+        a namedtuple's, would take names the code of a pytree argument's fields then reuses)."""
+        if kind == "placeholder" and not self.defaults:
+            args = ()
+        return super().create_proxy(kind, target, args, kwargs, *rest, **options)
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return InPlaceProxy(node, self)
@@ -132,11 +140,13 @@ class UnfaithfulTrace(TypeError):
 
 
 def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
-                   concrete_args: dict | None = None, values_only: bool = False) -> fx.Graph:
+                   concrete_args: dict | None = None, values_only: bool = False, defaults: bool = True) -> fx.Graph:
     """``model``'s graph, or :class:`UnfaithfulTrace` if running it would not do what the forward
     does. ``values_only``: a graph that computes the same values but other gradients (it drops a
-    ``no_grad`` block or a custom backward) is returned, with a warning that says so."""
-    tracer = Tracer(opaque)
+    ``no_grad`` block or a custom backward) is returned, with a warning that says so;
+    ``defaults``: whether the placeholders keep the forward's defaults (a caller passing every
+    argument needs none)."""
+    tracer = Tracer(opaque, defaults)
     graph = tracer.trace(model, concrete_args=concrete_args)
     problems = [u for u in tracer.unrecorded if not (values_only and u in tracer.gradients_only)]
     if problems:

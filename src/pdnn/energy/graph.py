@@ -357,12 +357,19 @@ _IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itr
 _VALUE_KEEPING_METHODS = {"requires_grad_", "detach_", "share_memory_"}
 
 
-def _in_place_method(node: fx.Node) -> str | None:
-    """For an in-place method that changes values (``out.relu_()``, ``out.add_(h)``,
-    ``out.exp_()``): its out-of-place form, which prices it; else None."""
-    name = node.target if node.op == "call_method" else ""
-    if name.endswith("_") and not name.startswith("_") and name not in _VALUE_KEEPING_METHODS:
-        return name[:-1]
+def _out_of_place(node: fx.Node):
+    """For an in-place operation that changes values (``out.relu_()``, ``torch.exp_(out)``,
+    ``out.add_(h)``): its out-of-place form, which prices it (a method's name, or torch's
+    function); else None."""
+    if node.op == "call_method":
+        name = node.target
+        return name[:-1] if name.endswith("_") and not name.startswith("_") and \
+            name not in _VALUE_KEEPING_METHODS else None
+    name = getattr(node.target, "__name__", "")
+    if name.endswith("_") and not name.startswith("_"):
+        for namespace in (torch, torch_F):
+            if getattr(namespace, name, None) is node.target:
+                return getattr(namespace, name[:-1], None)
     return None
 
 
@@ -391,10 +398,13 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             if meta is None:  # not a tensor (x.size(0), ...): no precision to carry
                 continue
             label = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
-            method = _in_place_method(node)
-            infos[node] = walker.function(f"{label} ({node.name})", method or node.target, node.op == "call_method",
-                                          ins)
-            if (method or node.target in _IN_PLACE_FUNCTIONS) and node.args[0] in infos:
+            target = _out_of_place(node)
+            if target in ("copy", "set") and len(node.args) > 1 and node.args[1] in infos:
+                infos[node] = infos[node.args[1]]  # the source's values, computed by nothing
+            else:
+                infos[node] = walker.function(f"{label} ({node.name})", target or node.target,
+                                              node.op == "call_method", ins)
+            if (target or node.target in _IN_PLACE_FUNCTIONS) and node.args[0] in infos:
                 infos[node.args[0]] = infos[node]  # later readers of the tensor it changed read the change
         elif node.op == "get_attr":
             infos[node] = _Info(FLOAT_BITS, source=str(node.target))

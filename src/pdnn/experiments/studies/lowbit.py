@@ -243,9 +243,11 @@ def _alike_claim(ctx: Context, spec: StudySpec) -> Claim:
     claim = f"{spec.dataset}: sigmoid and tanh p-bits perform alike at matched temperature"
     runs = ctx.dir(accuracy.NAME, spec.dataset, "runs")
     pairs = {s: (runs / f"pbit-s{s}", matched_dir(ctx, spec, s)) for s in MATCHED[ctx.scale]}
-    missing = [run for pair in pairs.values() for run in pair if not (run / "eval-network.json").exists()]
+    steps = {run: f"{accuracy.NAME}/{spec.dataset}/{run.name}/" if run.parent == runs else
+             f"{NAME}/matched/{run.name}/" for pair in pairs.values() for run in pair}  # the steps making each run
+    missing = [run for run in steps if not (run / "eval-network.json").exists()]
     if missing:
-        reason = ctx.why_missing(f"{NAME}/matched/", finished=False)
+        reason = ctx.why_missing(steps[missing[0]])
         return not_measured(claim, PAPER_ALIKE, f"{missing[0]} has no evaluation" if reason == "not run yet" else reason,
                             RULE_ALIKE)
     same = {s: (runs / f"pbit-s{s}", runs / f"pbit-unipolar-s{s}") for s in pairs}

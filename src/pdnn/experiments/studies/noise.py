@@ -209,8 +209,12 @@ def sampling_claims(ctx: Context, spec: StudySpec, curves: dict) -> list[Claim]:
                        "deterministic source"}
     rules = {"gains": GAIN_RULE, "beats": ABOVE_RULE}
     if "converted" not in curves or "deterministic" not in curves:
-        reason = ctx.why_missing(f"{NAME}/{ds}/convert", finished=False) if "deterministic" in curves else \
-            ctx.why_missing(f"accuracy/{ds}/tanh", finished=False)
+        if "deterministic" in curves:  # the conversion's steps, or any of the study's that failed
+            reason = ctx.why_missing(f"{NAME}/{ds}/convert", finished=False)
+            if reason == "not run yet":
+                reason = ctx.why_missing(f"{NAME}/{ds}/eval-converted")
+        else:
+            reason = ctx.why_missing(f"accuracy/{ds}/tanh/")
         if reason == "not run yet":
             reason = ctx.why_missing(f"{NAME}/{ds}/")
         return [not_measured(claims[k], PAPER[k], reason, rules[k]) for k in claims]
