@@ -423,6 +423,10 @@ def test_an_in_place_method_is_priced_as_its_out_of_place_form():
                 h.exp_()
             elif self.writing == "torch.exp_":
                 torch.exp_(h)
+            elif self.writing == "exp_(input=)":
+                torch.exp_(input=h)
+            elif self.writing == "torch.detach_":  # in place, but no operation on the values
+                torch.detach_(h)
             elif self.writing == "copy_":  # the input's 8-bit values
                 h.copy_(torch.cat([x, x[:, :2]], 1))
             elif self.writing == "copy":
@@ -432,9 +436,11 @@ def test_an_in_place_method_is_priced_as_its_out_of_place_form():
             return self.fc2(h)
 
     energy = {w: network_energy(analyze(Clipped(w), (6,)), 2)
-              for w in ("plain", "relu", "relu_", "exp", "exp_", "torch.exp_", "copy", "copy_", "requires_grad_")}
+              for w in ("plain", "relu", "relu_", "exp", "exp_", "torch.exp_", "exp_(input=)", "copy", "copy_",
+                        "requires_grad_", "torch.detach_")}
     assert energy["relu_"] == energy["relu"] and energy["exp_"] == energy["exp"] != energy["plain"]
-    assert energy["torch.exp_"]["total_j"] == energy["exp"]["total_j"]
+    assert energy["torch.exp_"]["total_j"] == energy["exp_(input=)"]["total_j"] == energy["exp"]["total_j"]
+    assert energy["torch.detach_"]["total_j"] == energy["plain"]["total_j"]
     assert energy["copy_"]["total_j"] == energy["copy"]["total_j"] and energy["copy_"]["layers"][1]["activation_bits"] == 8
     assert energy["requires_grad_"]["total_j"] == energy["plain"]["total_j"]
     assert [l["activation_bits"] for l in energy["requires_grad_"]["layers"]] == [8, 1]

@@ -354,7 +354,7 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 _IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
-_VALUE_KEEPING_METHODS = {"requires_grad_", "detach_", "share_memory_"}
+_VALUE_KEEPING = {"requires_grad_", "detach_", "share_memory_"}  # in place, values unchanged
 
 
 def _out_of_place(node: fx.Node):
@@ -364,9 +364,9 @@ def _out_of_place(node: fx.Node):
     if node.op == "call_method":
         name = node.target
         return name[:-1] if name.endswith("_") and not name.startswith("_") and \
-            name not in _VALUE_KEEPING_METHODS else None
+            name not in _VALUE_KEEPING else None
     name = getattr(node.target, "__name__", "")
-    if name.endswith("_") and not name.startswith("_"):
+    if name.endswith("_") and not name.startswith("_") and name not in _VALUE_KEEPING:
         for namespace in (torch, torch_F):
             if getattr(namespace, name, None) is node.target:
                 return getattr(namespace, name[:-1], None)
@@ -404,8 +404,9 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             else:
                 infos[node] = walker.function(f"{label} ({node.name})", target or node.target,
                                               node.op == "call_method", ins)
-            if (target or node.target in _IN_PLACE_FUNCTIONS) and node.args[0] in infos:
-                infos[node.args[0]] = infos[node]  # later readers of the tensor it changed read the change
+            changed = node.args[0] if node.args else node.kwargs.get("input")  # (F.relu_(input=out))
+            if (target or node.target in _IN_PLACE_FUNCTIONS) and changed in infos:
+                infos[changed] = infos[node]  # later readers of the tensor it changed read the change
         elif node.op == "get_attr":
             infos[node] = _Info(FLOAT_BITS, source=str(node.target))
 
