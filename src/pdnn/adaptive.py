@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 from torch.utils._pytree import tree_map
 
-from .checks import positive_int
+from .checks import integer, positive_int
 from .errors import UsageError
 
 RULES = ("predictive", "never")
@@ -77,16 +76,6 @@ def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
             term = term * c2 * (2 * i - 1) / (2 * i)
         a = torch.sin(theta) * series
     return (1 + a) / 2
-
-
-def _integer(value) -> int | None:
-    """``value`` as an ``int`` if it is an integer (numpy's too; not ``True``), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
 
 
 def _is_real(value) -> bool:
@@ -131,7 +120,7 @@ class StoppingRule:
         if not _is_real(self.error) or not 0 <= self.error < 1:
             raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
         object.__setattr__(self, "error", float(self.error))
-        prior_samples = _integer(self.prior_samples)
+        prior_samples = integer(self.prior_samples)
         if prior_samples is None or prior_samples < 0:
             raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
         object.__setattr__(self, "prior_samples", prior_samples)
@@ -141,7 +130,7 @@ class StoppingRule:
                                  f"every input whose first samples agree), got {self.prior_variance!r}")
             object.__setattr__(self, "prior_variance", float(self.prior_variance))
         try:
-            points = tuple(map(_integer, self.checkpoints))
+            points = tuple(map(integer, self.checkpoints))
         except TypeError:
             points = ()
         if not points or any(t is None or t < 1 for t in points) or list(points) != sorted(set(points)):

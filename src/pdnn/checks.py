@@ -31,14 +31,21 @@ LAYER_SETS = ("hidden", "all")  # which activations a conversion makes stochasti
 REUSE_MODES = ("per-eo", "per-inference", "per-batch")  # how often a weight is read from memory
 
 
+def integer(value) -> int | None:
+    """``value`` as an ``int`` if it is an integer (numpy's too; ``True`` is not a number), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
     """``value`` as an ``int`` if it is an integer >= 1 (numpy's too; ``True`` is not a count),
     else a ``UsageError`` naming ``name``, ``value`` and ``expected`` (which may add what the
     number means)."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
+    number = integer(value)
     if number is None or number < 1:
         raise UsageError(f"{name} must be {expected}, got {value!r}")
     return number
@@ -69,11 +76,8 @@ def torch_seed(name: str, value, span: int = 0) -> int:
     up to ``value + span`` (the further seeds derived from it), i.e. an integer (numpy's too; not
     ``True``) in [-2**63, 2**64 - span); else a ``UsageError`` naming ``value`` as given: torch
     would only refuse it at the first draw, far from where it was given."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or not -(2**63) <= number < 2**64 - span:
+    number = integer(value)
+    if number is None or not -(2**63) <= number < 2**64 - span:
         derived = f" (the seeds up to {name} + {span} are used)" if span else ""
         raise UsageError(f"{name} must be an integer in [-2**63, 2**64{f' - {span}' if span else ''}){derived}, "
                          f"got {value!r}")

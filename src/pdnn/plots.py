@@ -56,8 +56,8 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
             continue
         ts = [r["samples"] for r in rows]
         measured.update(ts)
-        ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows], yerr=[100 * r.get("accuracy_std", 0.0) for r in rows],
-                    marker="o", capsize=3, label=label)
+        ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows],
+                    yerr=[100 * r.get("accuracy_std", 0.0) for r in rows], marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xlim(0.9, max(measured) * 1.1)
     lines = [(label, acc, ax.axhline(acc, linestyle="--", linewidth=1, color=f"C{(i + 5) % 10}"))

@@ -921,12 +921,17 @@ def _folding(kind: str, model: nn.Module, samples: int, x: torch.Tensor, args: t
     return _traced(model, samples, x, args, kwargs, pack) if kind == "graph" else _repeated(model, samples)
 
 
+def _takes_variable_arguments(signature: inspect.Signature) -> bool:
+    """Whether a forward has ``*args`` or ``**kwargs`` (its calls cannot be bound by position)."""
+    return any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values())
+
+
 def _arguments(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[inspect.Signature, dict, set]:
     """For calls like ``model(x, *args, **kwargs)``: the forward's signature, the arguments
     without a tensor in them (defaults included) a trace is specialised to, and the positions of
     the tensor arguments whose first dimension is the batch."""
     signature = inspect.signature(model.forward)
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
+    if _takes_variable_arguments(signature):
         raise TypeError("a forward with *args or **kwargs")
     bound = signature.bind(x, *args, **kwargs)
     bound.apply_defaults()
@@ -957,7 +962,7 @@ def _traced_layer(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, 
     with what is not a tensor in the arguments fixed (the tensors inside a tuple, list or dict stay
     inputs); a forward with ``*args``/``**kwargs`` is traced as it is."""
     signature = inspect.signature(model.forward)
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
+    if _takes_variable_arguments(signature):
         return build_sampled_graph(model, samples, "layer")
     bound = signature.bind(x, *args, **kwargs)
     bound.apply_defaults()
