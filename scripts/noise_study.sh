@@ -5,15 +5,18 @@
 #   scripts/noise_study.sh [cifar10] [fashion-mnist] [layer] [energy] [summary]   (default: all)
 #
 # Needs the study runs results/cifar10/runs/{tanh,quant1,quant2,pbit-s4} and
-# results/fashion-mnist/runs/{tanh,quant1,quant2,pbit-s4} with their checkpoint.pt (the CIFAR-10
-# checkpoints are committed; the Fashion-MNIST ones are made by the study command in
-# results/fashion-mnist/README.md, about 15 minutes on 2 cores), and the data ($PDNN_DATA,
+# results/fashion-mnist/runs/{tanh,quant1,quant2,pbit-s4}, with their checkpoint.pt for the steps
+# still to run (the CIFAR-10 checkpoints are committed; the Fashion-MNIST ones are not, and are
+# trained again by the command `pdnn convert RUN --restore` names), and the data ($PDNN_DATA,
 # default ../shared/data, for CIFAR-10; Fashion-MNIST is found in the default roots). It only
 # reads the study's run directories; everything it writes is under results/noise/.
 #
 # Resumable: a converted run whose config.json exists is not converted again (its checkpoint.pt,
-# a copy of the source weights that is not committed, is restored with `pdnn convert --restore`);
-# an eval-<aggregate>.json that exists is not recomputed. Delete a file to redo that step.
+# a copy of the source weights that is not committed, is restored with `pdnn convert --restore`
+# when a step measures it); an eval-<aggregate>.json that exists is not recomputed. Delete a file
+# to redo that step. On a fresh checkout every step is done, so the script only rewrites the
+# summary; a Fashion-MNIST conversion cannot be measured again as it is (its source's retrained
+# checkpoint is not the one converted: results/fashion-mnist/README.md, "Checkpoints").
 #
 # Cost knobs (defaults are what results/noise/README.md reports):
 #   CIFAR_TEST=2000   first N CIFAR-10 test images used for every CIFAR evaluation
@@ -45,15 +48,17 @@ say() { printf '\n== %s\n' "$*" >&2; }
 conv() {
     local name=$1 src=$2; shift 2
     local d=$RUNS/$name
-    if [[ -f $d/config.json ]]; then
-        [[ -f $d/checkpoint.pt ]] || "${PDNN[@]}" convert "$d" --restore
-        return 0
-    fi
+    [[ -f $d/config.json ]] && return 0  # its checkpoint is restored when a step measures it
     [[ -f $src/checkpoint.pt ]] || { echo "missing $src/checkpoint.pt: run the study command of $(dirname "$(dirname "$src")")/README.md" >&2; return 1; }
     say "convert $name"
     local force=(); [[ -e $d ]] && force=(--force)  # an interrupted conversion left no config.json
     "${PDNN[@]}" convert "$src" --out "$d" --label "$name" "${force[@]}" "$@" --quiet | tee "$d.convert.log"
     mv "$d.convert.log" "$d/convert.log"
+}
+
+# restore DIR: a converted run's checkpoint.pt (a copy of its source's weights, not committed)
+restore() {
+    [[ -f $1/checkpoint.pt ]] || "${PDNN[@]}" convert "$1" --restore
 }
 
 # copy NAME SOURCE: a trained p-DNN run copied here, so that evaluating it writes under results/noise
@@ -79,6 +84,7 @@ ev() {
     local d=$RUNS/$name
     [[ -f $d/eval-$agg.json ]] && return 0
     say "eval $name ($agg, T=$samples)"
+    restore "$d"
     "${PDNN[@]}" eval "$d" --samples "$samples" --repeats "$REPEATS" --aggregate "$agg" --quiet "$@"
 }
 
@@ -166,6 +172,7 @@ energy() {
         for agg in network layer; do
             for reuse in per-eo per-inference; do
                 [[ -f $OUT/energy/$name-$agg-$reuse.json ]] && continue
+                restore "$RUNS/$name"
                 "${PDNN[@]}" energy "$RUNS/$name" --samples "$T" --aggregate "$agg" --reuse "$reuse" \
                     --json "$OUT/energy/$name-$agg-$reuse.json" --png "$OUT/energy/$name-$agg-$reuse.png" >/dev/null
             done

@@ -491,3 +491,17 @@ def test_options_a_neuron_does_not_use_are_said(tmp_path):
         assert main(["train", *TINY, "--epochs", "1", "--neuron", "pbit", "--beta", "3", "-s", "2",
                      "--out", str(tmp_path / "pbit")]) == 0
         assert not [w for w in caught if "does nothing" in str(w.message) or "every sample" in str(w.message)]
+
+
+def test_only_train_runs_under_torchrun(trained_run, tmp_path, monkeypatch, capsys):
+    """Under torchrun every process ran ``pdnn study`` as if alone: one found the other's lock and
+    the study died after torchrun's timeout, leaving its lock behind."""
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["study", *TINY_STUDY, "--out", str(tmp_path / "study")]) == 2
+    assert "pdnn study runs in one process; under torchrun (WORLD_SIZE=2) only `pdnn train` does" in \
+        one_line_error(capsys, "study")
+    assert main(["eval", str(run), "--samples", "1"]) == 2
+    assert not (tmp_path / "study").exists() and not (run / "eval-network.json").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process
+    assert main(["eval", str(run), "--samples", "1", "--subset", "10"]) == 0

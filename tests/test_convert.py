@@ -3,6 +3,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import shlex
 import socket
 import warnings
 
@@ -20,7 +22,7 @@ from pdnn.convert import (ConversionError, calibrate, conversion_spec, find_acti
 from pdnn.evaluate import accuracy_vs_samples
 from pdnn.models import ModelConfig
 from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit, Quantize
-from pdnn.runs import RunError, load_model, read_json, save_checkpoint, write_json
+from pdnn.runs import RunError, load_checkpoint, load_model, read_json, save_checkpoint, write_json
 
 Z = 5.0
 SHAPE = (1, 4, 4)
@@ -803,12 +805,53 @@ def test_restore_checkpoint_from_the_source_run(tmp_path, monkeypatch, capsys):
     with pytest.raises(RunError, match="has sha256 .* was converted from one with"):
         restore_checkpoint(new)
     (source / "checkpoint.pt").unlink()
-    with pytest.raises(RunError, match="does not exist; train it with `pdnn train --dataset tiny --model mlp "
-                                       "--neuron tanh --weight-bits 32 --width 16 --seed 0 --out "):
+    with pytest.raises(RunError, match="does not exist; train it with `pdnn train --dataset tiny --task classify "
+                                       "--model mlp --neuron tanh --weight-bits 32 --width 16 --train-samples 1 "
+                                       "--batch-size 64 --lr 0.001 --schedule constant --weight-decay 0.0 --loss-rule "
+                                       "mean-output --seed 0 --label tiny-tanh --out "):  # the source's label
         restore_checkpoint(new)
     assert not (new / "checkpoint.pt").exists()
     with pytest.raises(RunError, match="not a converted run"):
         restore_checkpoint(source)
+
+
+def test_restore_checkpoint_from_a_retrained_source(tmp_path, monkeypatch):
+    """A retrained source's file differs (its epochs' timings), its weights do not: the command the
+    refusal prints trains them again, and the restore accepts them."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--dataset", "demo", "--subset", "64", "--model", "mlp", "--width", "8", "--neuron", "tanh",
+            "--schedule", "cosine", "--no-augment", "--epochs", "1", "--label", "a b"]
+    assert pdnn.cli.main(["train", *argv, "--quiet", "--out", "src"]) == 0
+    assert pdnn.cli.main(["convert", "src", "--method", "pbit", "--out", "converted", "--quiet"]) == 0
+    trained = load_checkpoint(tmp_path / "src" / "checkpoint.pt")["model"]
+    for name in ("src/checkpoint.pt", "converted/checkpoint.pt"):
+        (tmp_path / name).unlink()
+    with pytest.raises(RunError, match="does not exist; train it with `([^`]*)`") as refused:
+        restore_checkpoint("converted")
+    command = shlex.split(re.search("`([^`]*)`", str(refused.value)).group(1))
+    assert command[:2] == ["pdnn", "train"] and "--schedule" in command and "--no-augment" in command
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not one option the command does not need
+        assert pdnn.cli.main([*command[1:], "--quiet"]) == 0
+    restore_checkpoint("converted")
+    restored = load_checkpoint(tmp_path / "converted" / "checkpoint.pt")["model"]
+    assert restored.keys() == trained.keys() and all(torch.equal(restored[k], trained[k]) for k in trained)
+
+    (tmp_path / "converted" / "checkpoint.pt").unlink()
+    config = read_json(tmp_path / "converted" / "config.json")
+    config["source_checkpoint_sha256"] = "0" * 64  # as if the source file had been another
+    write_json(tmp_path / "converted" / "config.json", config)
+    restore_checkpoint("converted")  # the weights are what counts
+    (tmp_path / "converted" / "checkpoint.pt").unlink()
+    del config["source_weights_sha256"]  # converted before the weights' sha256 was recorded
+    write_json(tmp_path / "converted" / "config.json", config)
+    with pytest.raises(RunError, match="recorded no sha256 of the weights alone .* or with --force"):
+        restore_checkpoint("converted")
+    (tmp_path / "src" / "checkpoint.pt").unlink()
+    with pytest.raises(RunError, match="converted before the sha256 of its weights was recorded, .* train the source "
+                                       "with `pdnn train .*--label 'a b' .*` and convert it again with --force"):
+        restore_checkpoint("converted")
+    assert not (tmp_path / "converted" / "checkpoint.pt").exists()
 
 
 def test_restore_checkpoint_of_a_run_converted_before_paths_were_relative(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from pdnn.energy.graph import Network, fan_in
 from pdnn.errors import UsageError
 from pdnn.models import ModelConfig, create
 from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, PBit, QuantConv2d, QuantLinear, Quantize
-from pdnn.runs import RunError, write_json
+from pdnn.runs import RunError, read_json, write_json
 
 from zoo import PBitInATorchLayer
 
@@ -253,14 +253,15 @@ def test_activation_bits_after_each_neuron_and_the_input():
 def test_bit_widths_any_integer_from_one_but_nothing_else(tech):
     """The energy model prices widths pdnn's layers do not offer (16 bits), unlike pdnn.nn.check_bits."""
     assert eo_energy_pj(8, 16, 12, tech=tech)["total_pj"] > eo_energy_pj(8, 8, 12, tech=tech)["total_pj"]
-    for bad in (0, -1, True, 8.0, "8"):
-        with pytest.raises(ValueError, match="weight bits must be an integer >= 1"):
+    for bad in (0, -1, True, 8.0, "8", 33, 64):  # above 32 had been priced as float arithmetic on wider words
+        with pytest.raises(ValueError, match=r"weight bits must be an integer from 1 to 32 \(32 = float\)"):
             eo_energy_pj(8, bad, 1, tech=tech)
-    with pytest.raises(ValueError, match="input bits must be an integer >= 1"):
-        analyze(nn.Sequential(nn.Linear(4, 2)), (4,), input_bits=0)
+    for bad in (0, 1000):
+        with pytest.raises(ValueError, match=r"input bits must be an integer from 1 to 32 \(32 = float\)"):
+            analyze(nn.Sequential(nn.Linear(4, 2)), (4,), input_bits=bad)
     layer = nn.Linear(4, 2)
     layer.weight_bits = 0  # a user layer declaring its own width
-    with pytest.raises(ValueError, match="Linear.weight_bits must be an integer >= 1"):
+    with pytest.raises(ValueError, match="Linear.weight_bits must be an integer from 1 to 32"):
         analyze(nn.Sequential(layer), (4,))
 
 
@@ -488,6 +489,9 @@ def test_default_table_numbers_and_sources(tech):
     (lambda t: t.replace("pbit_random_bits = 8", "pbit_random_bits = true"), "neuron.pbit_random_bits"),
     (lambda t: t.replace("word_bits = 64", "word_bits = 64.0", 1), "memory.sram_8kb.word_bits"),
     (lambda t: t.replace("{ 8 = 0.03, 32 = 0.1 }", "{ 8 = 0.03, x32 = 0.1 }"), "ops.int_add.points_pj keys"),
+    # one width twice, with two energies: each had served one side of it
+    (lambda t: t.replace("{ 8 = 0.03, 32 = 0.1 }", "{ 8 = 0.03, 08 = 0.05, 32 = 0.1 }"),
+     r"ops.int_add.points_pj gives 8 bits twice \('8', '08'\)"),
     # a constant operation has one value; a second point would be silently ignored
     (lambda t: t.replace("points_pj = { 32 = 4.8 }", "points_pj = { 16 = 2.4, 32 = 4.8 }"),
      'ops.float_nonlinearity has scaling = "constant" but 2 points'),
@@ -535,6 +539,7 @@ def test_parse_tolerance_reads_percentage_points():
     for same in ("1", "1%", "1.0", " 1 % "):
         assert parse_tolerance(same) == pytest.approx(0.01)
     assert parse_tolerance("0.5") == pytest.approx(0.005) and parse_tolerance("0") == 0
+    assert math.copysign(1, parse_tolerance("-0")) == 1  # "within -0 percentage points" said nothing more
     for bad in ("x", "", "-1", "-1%", "nan", "inf", "100", "150%"):
         with pytest.raises(ValueError, match="tolerance"):
             parse_tolerance(bad)
@@ -576,6 +581,20 @@ def test_tradeoff_finds_front_and_min_energy_config(tmp_path):
     tight = tradeoff(result["points"], 0.0)
     assert tight["best"]["label"] == "tanh T=1" and tight["best"]["is_reference"]
     assert "the reference itself" in format_tradeoff(tight) and "x less energy" not in format_tradeoff(tight)
+
+
+def test_a_config_without_weight_bits_is_priced_and_compared_at_its_default(tmp_path):
+    """A model section may leave out what it builds at the default (32-bit weights, p-bits): the
+    energy model priced such a run as the float network while the trade-off passed it over as the
+    reference, for a worse one."""
+    tanh = _fake_run(tmp_path, "tanh", "tanh", [(1, 0.885)])
+    sigmoid = _fake_run(tmp_path, "sigmoid", "sigmoid", [(1, 0.87)])
+    config = read_json(tanh / "config.json")
+    del config["model"]["weight_bits"]
+    write_json(tanh / "config.json", config)
+    result = tradeoff_runs([tanh, sigmoid], tolerance=0.01)
+    assert result["reference"]["label"] == "tanh T=1"
+    assert {p["weight_bits"] for p in result["points"]} == {32}
 
 
 def test_tradeoff_without_a_float_run_says_what_the_reference_is(tmp_path):

@@ -123,6 +123,17 @@ def test_quantizers_have_exactly_2_to_the_k_levels(bits):
     assert len(unipolar) == 2**bits and unipolar.min() == 0 and unipolar.max() == 1
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_unipolar_levels_are_the_bipolar_ones_of_half_the_beta(bits):
+    """2 sigmoid(2x) - 1 = tanh(x), so sigmoid levels at beta 2 are the tanh levels at beta 1 moved
+    onto [0, 1]: exactly, also where sigmoid(2x) rounds to 1/2 (|x| < 1e-7 had gone to the level
+    above 1/2 whatever its sign)."""
+    x = torch.cat([torch.randn(100_000), torch.linspace(-1e-6, 1e-6, 20_001), torch.tensor([-1e-30, 0.0, 1e-30])])
+    unipolar = F.quantized_activation(x, bits, beta=2.0, mode="unipolar")
+    assert torch.equal(unipolar, (F.quantized_activation(x, bits, beta=1.0) + 1) / 2)
+    assert F.quantized_activation(torch.tensor([-1e-8]), 1, mode="unipolar").item() == 0.0
+
+
 @pytest.mark.parametrize("bits", [0, -1, 9, 2.5, True, "2", torch.tensor(True)])
 def test_a_bit_width_the_quantizers_do_not_have_is_named(bits):
     """The functions refuse what Quantize refuses: 0 bits had given every value +1, 2.5 bits

@@ -1,4 +1,7 @@
 """The drop-in modules: PBit, Quantize, k-bit weight layers and the neuron vocabulary."""
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -110,6 +113,16 @@ def test_initial_scale_beats_the_max_abs_scale(bits):
     with torch.no_grad():
         max_abs.scale.copy_(top[:, 0])
     assert ((q - w) ** 2).sum() < ((max_abs(w) - w) ** 2).sum()
+
+
+def test_weight_quantizer_names_a_channel_count_it_cannot_have():
+    for channels in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"channels must be an integer >= 1, got {re.escape(repr(channels))}"):
+            WeightQuantizer(2, channels)
+    with pytest.raises(ValueError, match=r"bits=2, channels=3 got weights of shape \[5, 4\]: expected 3 output "
+                                         r"channels, the first dimension"):
+        WeightQuantizer(2, 3)(torch.randn(5, 4))
+    assert WeightQuantizer(2, np.int64(3))(torch.randn(3, 4)).shape == (3, 4)
 
 
 def test_weight_quantizer_gradients_are_lsq():

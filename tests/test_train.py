@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from pdnn.devices import where_measured
 from pdnn.errors import UsageError
 from pdnn.runs import load_checkpoint, load_model
 from pdnn.tasks import TASKS
-from pdnn.train import TrainConfig, batches_per_epoch
+from pdnn.train import TrainConfig, batches_per_epoch, check_batch_shares
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
 
@@ -115,8 +116,11 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
     import pdnn.train as training
 
     calls = []
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "localhost",
+                        "MASTER_PORT": "29500"}.items():  # as torchrun sets them
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(device))
     monkeypatch.setattr(training.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(training.dist, "init_process_group", lambda backend: calls.append(backend))
@@ -129,6 +133,27 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
     calls.clear()
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process per machine: its GPU may be named
     assert training._distributed("cuda:0") == ("cuda:0", 1, 2) and calls == ["cuda:0", "nccl"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # process 1 on a machine of one GPU
+    with pytest.raises(UsageError, match="device 'cuda:1' is not available: this machine has 1 GPU"):
+        training._distributed("cuda")
+
+
+@pytest.mark.parametrize("environment,message", [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE is 2, but RANK and MASTER_ADDR and MASTER_PORT are not set: start "
+                          "multi-process training with torchrun"),
+    ({"WORLD_SIZE": "abc"}, "the environment variable WORLD_SIZE='abc' is not a count of processes"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0' is not a count of processes"),
+    ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "a", "MASTER_PORT": "1"},
+     "the environment variable RANK='x' is not a process index"),
+])
+def test_a_partial_or_malformed_torchrun_environment_is_said_in_one_line(monkeypatch, tmp_path, capsys,
+                                                                         environment, message):
+    for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert train(tmp_path / "run", "--epochs", "1") == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_the_task_registry_drives_the_loop_and_the_cli():
@@ -306,14 +331,16 @@ def test_resume_with_crop_and_flip_continues_bit_for_bit(tmp_path, monkeypatch):
     assert_same_run(straight, resumed)
 
 
-def torchrun(*args):
-    """``torchrun`` with 2 CPU processes running this checkout's pdnn (whatever is installed)."""
+def torchrun(*args, succeeds=True) -> str:
+    """``torchrun`` with 2 CPU processes running this checkout's pdnn (whatever is installed);
+    its standard error."""
     source = str(Path(pdnn.__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
     cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "pdnn", *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.returncode == 0) == succeeds, proc.stderr[-3000:]
+    return proc.stderr
 
 
 @pytest.mark.slow
@@ -367,6 +394,45 @@ def test_two_processes_record_the_whole_epoch_and_take_a_short_last_batch(tmp_pa
     assert correct == pytest.approx(round(correct), abs=1e-9)  # a count over all 67 examples
 
 
+@pytest.mark.slow
+def test_two_processes_refuse_a_batch_too_small_alike_and_train_on_cpu_0(tmp_path):
+    """A batch of 3 gave process 1 one example: it named the batch norm while process 0, waiting
+    in the gradient's all-reduce, died with gloo's traceback (and a batch of 1 left process 1
+    none, which it called divergence). And ``--device cpu:0`` reached DDP as a GPU's id."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    tiny = ["train", "--dataset", "demo", "--subset", "40", "--model", "mlp", "--width", "4", "--epochs", "1",
+            "--quiet"]
+    err = torchrun(*tiny, "--batch-size", "3", "--out", str(tmp_path / "a"), succeeds=False)
+    assert err.count("a training batch of 3 example(s) shared by 2 processes is too small for the model's batch "
+                     "norm, which needs at least 2 values per channel in each process: use a --batch-size of at "
+                     "least 4") == 2 and "Connection closed" not in err and "[rank0]: Traceback" not in err
+    assert not (tmp_path / "a").exists()
+    torchrun(*tiny, "--device", "cpu:0", "--out", str(tmp_path / "b"))
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())[0]["processes"] == 2
+
+
+def test_every_process_gets_its_share_of_every_batch():
+    norm, plain = torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2)
+    for examples, batch_size in ((100, 4), (67, 32), (4, 64)):  # the short last batch of 67 joins the one before
+        check_batch_shares(norm, examples, batch_size, world=2)
+    check_batch_shares(plain, 100, 2, world=2)  # one example each: no batch norm to starve
+    check_batch_shares(plain, 100, 1)
+    with pytest.raises(UsageError, match=r"a training batch of 3 example\(s\) shared by 2 processes is too small "
+                                         r"for the model's batch norm, which needs at least 2 values per channel in "
+                                         r"each process: use a --batch-size of at least 4$"):
+        check_batch_shares(norm, 100, 3, world=2)
+    with pytest.raises(UsageError, match=r"a training batch of 1 example\(s\) shared by 2 processes leaves a "
+                                         r"process without an example: use a --batch-size of at least 2$"):
+        check_batch_shares(plain, 100, 1, world=2)
+    with pytest.raises(UsageError, match=r"of 3 example\(s\) shared by 2 processes .*: train on at least 4 "
+                                         r"examples \(the training set holds 3\)$"):
+        check_batch_shares(norm, 3, 64, world=2)
+    with pytest.raises(UsageError, match=r"a training batch of 1 example\(s\) is too small for the model's batch "
+                                         r"norm, which needs at least 2 values per channel: use a --batch-size"):
+        check_batch_shares(norm, 100, 1)
+
+
 def test_a_run_is_loaded_onto_the_device_asked(tmp_path):
     """``load_model(run, device)`` moves the model, not only the weights it reads: callers feed it
     data on that device (on a CPU-only machine the meta device stands in for a GPU)."""
@@ -397,6 +463,21 @@ def test_cuda_and_its_index_name_one_stream(monkeypatch):
     sampler = SampledModel(torch.nn.Identity(), 2, seed=0)
     assert sampler.generator("cuda") is sampler.generator(torch.device("cuda", 1))
     assert sampler.generator("cuda:0") is not sampler.generator("cuda")
+
+
+def test_a_resume_on_another_number_of_processes_says_what_becomes_of_their_streams(tmp_path):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1", "--train-samples", "2") == 0
+    state = load_checkpoint(run / "checkpoint.pt")
+    state["generators"] = state["generators"] * 3  # as if trained by 3 processes
+    torch.save(state, run / "checkpoint.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left to train: nothing to say
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 0
+    with pytest.warns(UserWarning, match=r"holds the random streams of 3 processes and this run has 1: the streams "
+                                         r"of processes 1 to 2 go unused and the batches are split among 1 "
+                                         r"process\(es\), not 3, so the run does not continue bit for bit"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
 
 
 def test_streams_saved_on_another_device_type_restart_with_a_warning(tmp_path):

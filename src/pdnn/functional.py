@@ -387,12 +387,14 @@ def quantized_activation(
 ) -> torch.Tensor:
     """Deterministic k-bit activation: ``tanh(beta*x)`` (or sigmoid) rounded to ``2**bits`` levels.
 
-    Bipolar levels span [-1, 1]; unipolar levels span [0, 1]. The backward pass is the derivative
-    of the unrounded activation (STE), so a k-bit network trains like its float counterpart.
+    Bipolar levels span [-1, 1]; unipolar levels span [0, 1], rounded as ``2 sigmoid(beta*x) - 1``,
+    computed as ``tanh(beta*x / 2)`` (equal, but keeps the sign of an x whose sigmoid rounds to
+    1/2). The backward pass is the derivative of the unrounded activation (STE), so a k-bit
+    network trains like its float counterpart.
     """
     mean = mean_activation(x, mode, beta)
     if mode == "bipolar":
         q = quantize_levels(mean, bits)
     else:
-        q = (quantize_levels(2.0 * mean - 1.0, bits) + 1.0) / 2.0
+        q = (quantize_levels(torch.tanh(beta * x * 0.5), bits) + 1.0) / 2.0
     return straight_through(q, mean)

@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+import torch
+
 from . import __version__
 from .io import CHECKPOINT, load_checkpoint
 
@@ -60,6 +62,21 @@ def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def state_sha256(state: dict) -> str:
+    """The sha256 of a ``state_dict``'s names, dtypes, shapes and values, in hex: what identifies
+    weights, where a checkpoint file's sha256 also covers its training record (the epochs'
+    timings differ between two identical trainings)."""
+    digest = hashlib.sha256()
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):  # a module's extra state
+            digest.update(f"{name}|{value!r}|".encode())
+            continue
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -24,6 +24,7 @@ import atexit
 import contextlib
 import math
 import os
+import shlex
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int, torch_seed
 from .data import augment, load
-from .devices import default_device, where_measured
+from .devices import default_device, resolve_device, where_measured
 from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
@@ -101,13 +102,17 @@ def _distributed(device: str) -> tuple[str, int, int]:
     index (one with an index would put every process of a machine on that GPU, so it is refused
     where a machine runs several), and the process group is initialised (nccl for CUDA, gloo for
     the CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _environment_integer("WORLD_SIZE", "1")
     if world == 1:
         return device, 0, 1
+    if missing := [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]:
+        raise UsageError(f"WORLD_SIZE is {world}, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                         "not set: start multi-process training with torchrun, which sets them all")
+    _environment_integer("RANK")
     cuda = torch.device(device).type == "cuda"
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))  # the processes on this machine
+    local = _environment_integer("LOCAL_WORLD_SIZE", str(world))  # the processes on this machine
     if cuda and torch.device(device).index is None:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        device = resolve_device(f"cuda:{_environment_integer('LOCAL_RANK', '0')}")  # a GPU for each process
     elif cuda and local > 1:
         raise UsageError(f"--device {device} under torchrun would train the {local} processes of this machine "
                          "on one GPU; pass --device cuda, and each process takes cuda:<LOCAL_RANK>")
@@ -119,6 +124,21 @@ def _distributed(device: str) -> tuple[str, int, int]:
         # could abort a process that had finished ("terminate called without an active exception")
         atexit.register(_end_process_group)
     return device, dist.get_rank(), world
+
+
+def _environment_integer(name: str, default: str | None = None) -> int:
+    """The integer torchrun sets as the environment variable ``name`` (``default`` if unset), said
+    in one line if it is not one."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = -1
+    if value < (1 if name.endswith("WORLD_SIZE") else 0):
+        raise UsageError(f"the environment variable {name}={text!r} is not a "
+                         f"{'count of processes' if name.endswith('WORLD_SIZE') else 'process index'} "
+                         "(torchrun sets it)")
+    return value
 
 
 def _end_process_group() -> None:
@@ -145,6 +165,35 @@ def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfi
         config["label"] = label
     config["model"]["input_shape"] = list(config["model"]["input_shape"])
     return config
+
+
+def recorded_options(config: dict) -> dict:
+    """The options of ``pdnn train`` (by their argparse names) that the run ``config`` (its
+    ``config.json``) records: :func:`run_config` read back."""
+    model, options = config["model"], TrainConfig.from_dict(config["train"])
+    return {"dataset": config["data"]["dataset"], "subset": config["data"].get("subset"), "task": options.task,
+            "model": model.get("name"), "latent": (model.get("extra") or {}).get("latent"),
+            "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"), "beta": model.get("beta"),
+            "width": model.get("width"), "train_samples": options.samples, "batch_size": options.batch_size,
+            "lr": options.lr, "schedule": options.schedule, "weight_decay": options.weight_decay,
+            "loss_rule": options.loss_rule, "no_augment": not options.augment, "seed": options.seed,
+            "monitor_examples": options.monitor_examples, "label": config.get("label")}
+
+
+def train_command(config: dict, out: str | Path) -> str:
+    """The ``pdnn train`` command line that trains the run ``config`` describes into ``out``: every
+    option it records, defaults included (a later version's defaults may differ), but β at its
+    default of 1 (given to float neurons, it draws a warning that it does nothing)."""
+    words = ["pdnn", "train"]
+    for name, value in {**recorded_options(config), "epochs": config["train"].get("epochs")}.items():
+        option = "--" + name.replace("_", "-")
+        if name == "beta" and value == 1:
+            continue
+        if value is True:  # a flag
+            words.append(option)
+        elif value is not None and value is not False:
+            words += [option, str(value)]
+    return shlex.join([*words, "--out", str(out)])
 
 
 _ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
@@ -202,7 +251,8 @@ def _build(model_config: ModelConfig, train_config: TrainConfig, device: str, ra
     }
     net = sampler
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(sampler, device_ids=[device] if device != "cpu" else None)
+        on_cpu = torch.device(device).type == "cpu"  # cpu:0 too: DDP takes device ids of GPUs only
+        net = torch.nn.parallel.DistributedDataParallel(sampler, device_ids=None if on_cpu else [device])
     return _Run(task, model, optimizer, net, generators, rank, world)
 
 
@@ -232,9 +282,15 @@ def _unresumable(state: dict) -> str | None:
     return None
 
 
-def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
+def _span(first: int, end: int) -> str:
+    """Processes ``first`` to ``end - 1`` in words."""
+    return f"process {first}" if end - first == 1 else f"processes {first} to {end - 1}"
+
+
+def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None:
     """Continue from a checkpoint: weights, optimiser, history and this process's random streams
-    (the example order is shared by all processes; augmentation and sampling are per process)."""
+    (the example order is shared by all processes; augmentation and sampling are per process),
+    warning where they cannot continue and ``epochs`` leaves epochs to train."""
     state = load_checkpoint(checkpoint_path)  # on the CPU: loading the states below moves them to the device
     missing = [key for key in ("optimizer", "generators", "metrics", "epoch") if key not in state]
     if missing:
@@ -250,10 +306,13 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
     saved = state["generators"]
     if isinstance(saved, dict):  # written before every process's streams were saved: process 0's
         saved = [saved]
-    if len(saved) != run.world and run.rank == 0:
-        warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} process(es) and this run "
-                      f"has {run.world}: augmentation and sampling of processes {len(saved)}.. restart from "
-                      "their seeds, so the run does not continue bit for bit")
+    said = run.rank == 0 and state["epoch"] < epochs  # (nothing left to train: nothing to say)
+    if len(saved) != run.world and said:
+        what = (f"augmentation and sampling of {_span(len(saved), run.world)} restart from their seeds"
+                if len(saved) < run.world else f"the streams of {_span(run.world, len(saved))} go unused and the "
+                f"batches are split among {run.world} process(es), not {len(saved)}")
+        warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} processes and this run has "
+                      f"{run.world}: {what}, so the run does not continue bit for bit")
     run.generators["order"].set_state(saved[0]["order"])
     if run.rank < len(saved):
         # a stream saved on another type of device has another form (CUDA's is 16 bytes of Philox,
@@ -265,7 +324,7 @@ def _restore(run: _Run, checkpoint_path: Path, device: str) -> None:
         for name in ("augment", "sample"):
             if name not in moved:
                 run.generators[name].set_state(saved[run.rank][name])
-        if moved and run.rank == 0:
+        if moved and said:
             warnings.warn(f"{checkpoint_path}: the {' and '.join(moved)} streams were saved on another type of "
                           f"device than this run's {device}, so they restart from their seeds and the run does "
                           "not continue bit for bit")
@@ -279,6 +338,26 @@ def batches_per_epoch(examples: int, batch_size: int, world: int = 1) -> int:
     with 2 processes a last batch of 2 or 3 gave one process a single example)."""
     short = 0 < examples % batch_size < 2 * world and examples > batch_size
     return max(1, math.ceil(examples / batch_size) - short)
+
+
+def check_batch_shares(model: torch.nn.Module, examples: int, batch_size: int, world: int = 1) -> None:
+    """Refuse batches that give a process no example (its loss would be NaN, read as divergence)
+    or, with batch norm, one (which cannot take statistics of one value): before the first step,
+    and alike in every process, so that no process is left waiting for the others' gradients."""
+    steps = batches_per_epoch(examples, batch_size, world)
+    last = examples - (steps - 1) * batch_size
+    smallest = last if steps == 1 else min(batch_size, last)
+    norm = any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules())
+    per_process = 2 if norm else 1
+    if smallest // world >= per_process:
+        return
+    need = per_process * world
+    fixes = ([f"use a --batch-size of at least {need}"] if batch_size < need else []) + \
+            ([f"train on at least {need} examples (the training set holds {examples})"] if examples < need else [])
+    among = f" shared by {world} processes" if world > 1 else ""
+    why = ("is too small for the model's batch norm, which needs at least 2 values per channel"
+           + (" in each process" if world > 1 else "")) if norm else "leaves a process without an example"
+    raise UsageError(f"a training batch of {smallest} example(s){among} {why}: {' and '.join(fixes)}")
 
 
 def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: bool) -> tuple[dict, dict]:
@@ -302,17 +381,7 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
         if config.augment:
             x = augment(x, data.augmentation, run.generators["augment"])
         y = data.train_y[idx]
-        try:
-            loss, batch_sums = run.task.batch_loss(run.net, data, x, y)
-        except ValueError as err:  # batch norm's own words name neither the option nor the batch
-            if "Expected more than 1 value per channel" not in str(err):
-                raise
-            need, have = 2 * run.world, len(data.train_y)
-            fixes = ([f"use a --batch-size of at least {need}"] if config.batch_size < need else []) + \
-                    ([f"train on at least {need} examples (the training set holds {have})"] if have < need else [])
-            fix = " and ".join(fixes) or f"use a --batch-size of at least {need}"
-            raise UsageError(f"a training batch of {len(y)} example(s) is too small for the model's batch norm, "
-                             f"which needs at least 2 values per channel: {fix}") from err
+        loss, batch_sums = run.task.batch_loss(run.net, data, x, y)
         run.optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(value := loss.item()):  # nothing of this epoch is saved: the last checkpoint stays
             kept = f"the checkpoint of epoch {epoch} stays" if epoch else "no epoch had finished, so nothing is saved"
@@ -415,8 +484,9 @@ def train(
         planned = _check_destination(run_dir, config, resume)
         data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
         run = _build(model_config, train_config, device, rank, world)
+        check_batch_shares(run.model, len(data.train_y), train_config.batch_size, world)
         if resume:
-            _restore(run, run_dir / CHECKPOINT, device)
+            _restore(run, run_dir / CHECKPOINT, device, train_config.epochs)
             if run.start_epoch > train_config.epochs:
                 raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
                                  f"would end before that (give at least {run.start_epoch})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 import threading
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
     previous_handler = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        if args.command != "train" and os.environ.get("WORLD_SIZE", "1").strip() != "1":
+            raise UsageError(f"pdnn {args.command} runs in one process; under torchrun (WORLD_SIZE="
+                             f"{os.environ['WORLD_SIZE']}) only `pdnn train` does, each process training its share")
         return int(args.run(args) or 0)
     except (UsageError, RunError, OSError) as err:
         print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)

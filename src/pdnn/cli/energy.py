@@ -219,7 +219,7 @@ def run_tradeoff(args) -> int:
     output_file("--png", args.png, "figure")
     if _generators(args.run_dirs):
         try:
-            tolerance = float(args.tolerance)
+            tolerance = float(args.tolerance) + 0.0  # (-0 is 0)
         except ValueError:
             raise UsageError(f"--tolerance must be a distance like 1.5 for generator runs, got {args.tolerance!r}") from None
         result = fid_tradeoff_runs(args.run_dirs, _settings(args), tolerance, args.input_bits)

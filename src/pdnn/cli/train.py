@@ -12,7 +12,7 @@ from ..nn import NEURONS, NeuronSpec
 from ..convert.rundir import build_model
 from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
-from ..train import TrainConfig, train
+from ..train import TrainConfig, recorded_options, train
 from .common import add_data_options, add_device_option, named_path
 
 NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "latent", "neuron", "weight_bits", "beta", "width",
@@ -61,14 +61,7 @@ def add_parser(sub) -> None:
 
 def _kept_by_resume(args, saved: dict) -> None:
     """Warn about the given options that a resumed run ignores, naming the value it keeps."""
-    model, options = saved["model"], TrainConfig.from_dict(saved["train"])
-    kept = {"dataset": saved["data"]["dataset"], "subset": saved["data"].get("subset"), "task": options.task,
-            "model": model.get("name"), "latent": (model.get("extra") or {}).get("latent"),
-            "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"),
-            "beta": model.get("beta"), "width": model.get("width"), "train_samples": options.samples,
-            "batch_size": options.batch_size, "lr": options.lr, "schedule": options.schedule,
-            "weight_decay": options.weight_decay, "loss_rule": options.loss_rule, "no_augment": not options.augment,
-            "seed": options.seed, "monitor_examples": options.monitor_examples, "label": saved.get("label")}
+    kept = recorded_options(saved)
     ignored = []
     for name in NEW_RUN_OPTIONS:
         given = getattr(args, name)

@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, load_checkpoint, measurements,
                   read_config, read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
-from ..provenance import checkpoint_sha256, file_sha256, weights_record
+from ..provenance import checkpoint_sha256, file_sha256, state_sha256, weights_record
 from .batchnorm import recalibrate_batchnorm
 from .calibration import _sweep_values, calibrate
 from .rewrite import _convert, conversion_spec, to_sampled
@@ -330,6 +330,7 @@ def convert_run(
     new_config["convert"] = spec
     new_config["source_run"] = source_run
     new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
+    new_config["source_weights_sha256"] = state_sha256(load_checkpoint(source / CHECKPOINT)["model"])
     new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
     if recalibrate_bn and not calibrate:  # (calibration.json records the examples otherwise)
         new_config[HELD_OUT_RECORD] = data.split
@@ -348,13 +349,17 @@ def _source_dir(run_dir: Path, source_run: str) -> Path:
     return Path(source_run) if not relative.is_dir() and Path(source_run).is_dir() else relative
 
 
-def _train_command(config: dict, out: Path) -> str:
-    """The ``pdnn train`` command line of the run ``config`` describes (its main options)."""
-    model, data, train = config.get("model", {}), config.get("data", {}), config.get("train", {})
-    options = {"--dataset": data.get("dataset"), "--model": model.get("name"), "--neuron": model.get("neuron"),
-               "--weight-bits": model.get("weight_bits"), "--width": model.get("width"),
-               "--subset": data.get("subset"), "--epochs": train.get("epochs"), "--seed": train.get("seed")}
-    return " ".join(["pdnn train", *(f"{k} {v}" for k, v in options.items() if v is not None), f"--out {out}"])
+def _train_command(config: dict, source: Path) -> str:
+    """How to train the source of the converted run ``config`` describes into ``source`` again:
+    by the source's own ``config.json`` where it is left (its label is not the conversion's)."""
+    from ..train import train_command  # imported here: pdnn.train imports pdnn.runs, which imports this package
+
+    try:
+        own = read_json(source / CONFIG) if (source / CONFIG).is_file() else {
+            key: value for key, value in config.items() if key != "label"}
+        return f"`{train_command(own, source)}`"
+    except (KeyError, TypeError, AttributeError, RunError):  # a configuration edited by hand
+        return f"the options under 'model', 'data' and 'train' in {source / CONFIG}"
 
 
 def restore_checkpoint(run_dir: str | Path) -> Path:
@@ -363,8 +368,10 @@ def restore_checkpoint(run_dir: str | Path) -> Path:
     Converted runs are often kept without their checkpoint (it duplicates the source's); the
     conversion itself is all in ``config.json``. The source is ``config["source_run"]`` relative
     to ``run_dir`` (or, for older runs, to the current directory), and its checkpoint must have
-    the recorded ``source_checkpoint_sha256`` if there is one. An existing checkpoint is left
-    as it is. Returns the checkpoint's path.
+    the recorded ``source_checkpoint_sha256`` if there is one -- or, as a retrained source's
+    file differs in its training record, weights with the recorded ``source_weights_sha256``
+    (:func:`pdnn.provenance.state_sha256`; runs converted before it was recorded have only the
+    file's). An existing checkpoint is left as it is. Returns the checkpoint's path.
 
     Raises:
         RunError: ``run_dir`` is not a converted run, or the source checkpoint is missing (the
@@ -381,13 +388,22 @@ def restore_checkpoint(run_dir: str | Path) -> Path:
     source = _source_dir(run_dir, config["source_run"])
     checkpoint = source / CHECKPOINT
     if not checkpoint.is_file():
-        raise RunError(f"cannot restore {target}: the source run's checkpoint {checkpoint} does not exist; train it "
-                       f"with `{_train_command(config, source)}` (the other training options are under 'train' in "
-                       f"{run_dir / CONFIG}) and run this again")
+        missing = f"cannot restore {target}: the source run's checkpoint {checkpoint} does not exist"
+        if config.get("source_weights_sha256"):
+            raise RunError(f"{missing}; train it with {_train_command(config, source)} and run this again (it must "
+                           "give the converted weights, as the same code does on the same machine)")
+        raise RunError(f"{missing}, and {run_dir} was converted before the sha256 of its weights was recorded, so "
+                       "only the original file is accepted (a retrained one differs at least in its timings); "
+                       f"train the source with {_train_command(config, source)} and convert it again with --force")
     expected = config.get("source_checkpoint_sha256")
     if expected is not None and (actual := file_sha256(checkpoint)) != expected:
-        raise RunError(f"cannot restore {target}: {checkpoint} has sha256 {actual}, but {run_dir} was converted from "
-                       f"one with {expected} (was the source retrained?); convert the source again into a new "
-                       "directory instead")
+        weights = config.get("source_weights_sha256")
+        if weights is None or state_sha256(load_checkpoint(checkpoint)["model"]) != weights:
+            raise RunError(f"cannot restore {target}: {checkpoint} has sha256 {actual}, but {run_dir} was converted "
+                           f"from one with {expected}, and "
+                           + ("its weights differ (was the source retrained?" if weights else
+                              "the conversion recorded no sha256 of the weights alone to compare (a retrained "
+                              "checkpoint's file differs in its timings")
+                           + "); convert the source again into a new directory, or with --force")
     _copy_weights(source, run_dir)
     return target

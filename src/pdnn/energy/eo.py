@@ -36,12 +36,14 @@ TERM_NAMES = ("weight_memory", "activation_memory", "synapse", "neuron")
 
 
 def check_bit_width(bits, what: str) -> int:
-    """A bit width the energy model can price: any integer >= 1 (32 and above mean float).
+    """A bit width the energy model can price: an integer from 1 to 32 (32 means float; a wider
+    one would be priced as float arithmetic on wider words, which no table describes).
 
     Wider than :func:`pdnn.nn.check_bits` (1..8 or 32) on purpose: pricing asks "what if" about
     widths pdnn's layers do not offer (a 16-bit input, 12-bit weights of another accelerator).
     """
-    positive_int(what, bits, "an integer >= 1 (32 = float)")
+    if positive_int(what, bits, "an integer from 1 to 32 (32 = float)") > FLOAT_BITS:
+        raise UsageError(f"{what} must be an integer from 1 to 32 (32 = float), got {bits!r}")
     return bits
 
 

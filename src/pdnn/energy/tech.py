@@ -250,6 +250,9 @@ def _parse_op(name: str, entry: dict, path: str) -> Op:
         raise TechError(f"technology table {path}: {where} has scaling = \"constant\" but {len(points)} points "
                         f"({', '.join(str(b) for b, _ in points)} bits); give one point, or a linear/quadratic scaling")
     for (b0, e0), (b1, e1) in zip(points, points[1:]):
+        if b0 == b1:  # keys "8" and "08": one width given twice
+            raise TechError(f"technology table {path}: {where}.points_pj gives {b0} bits twice "
+                            f"({', '.join(repr(k) for k in raw if int(k) == b0)})")
         if e1 < e0:
             raise TechError(f"technology table {path}: {where}.points_pj must not decrease as bits grow "
                             f"({b0} bits: {e0} pJ, {b1} bits: {e1} pJ)")

@@ -20,7 +20,7 @@ from ..checks import AGGREGATIONS, one_of
 from ..convert import build_model, model_config, replay
 from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
-from ..models import is_generator
+from ..models import ModelConfig, is_generator
 from ..nn import NeuronSpec
 from ..labels import series_labels
 from ..provenance import warn_if_stale
@@ -42,7 +42,7 @@ def parse_tolerance(text) -> float:
         raise UsageError(f"tolerance must be a number of percentage points like 1 or 1%, got {text!r}") from None
     if not math.isfinite(value) or not 0 <= value < 100:
         raise UsageError(f"tolerance must be at least 0 and below 100 percentage points, got {text!r}")
-    return value / 100
+    return value / 100 + 0.0  # (-0 is 0)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -171,14 +171,20 @@ def model_network(model, input_shape, input_bits: int = 8) -> Network:
     return analyze(model, input_shape, input_bits)
 
 
+def _recorded(model: dict, name: str):
+    """A model option as the run's ``config.json`` records it, or as its model was built: with
+    :class:`ModelConfig`'s default where the record leaves the option out."""
+    return model.get(name, getattr(ModelConfig, name))
+
+
 def is_float32_config(config: dict) -> bool:
     """A run whose network is the 32-bit float deterministic baseline."""
     model = config.get("model", {})
     try:
-        float_neuron = NeuronSpec.parse(model.get("neuron", "")).kind == "float"
+        float_neuron = NeuronSpec.parse(_recorded(model, "neuron")).kind == "float"
     except ValueError:
         return False
-    return model.get("weight_bits") == 32 and float_neuron and "convert" not in config
+    return _recorded(model, "weight_bits") == 32 and float_neuron and "convert" not in config
 
 
 def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, label: str | None = None) -> list[dict]:
@@ -211,8 +217,8 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, l
                 "examples": document.get("examples"),
                 "samples": t, "accuracy": accuracy, "accuracy_std": row.get("accuracy_std", 0.0),
                 "energy_j": energy, "next_sample_increase_pct": next_sample_increase_pct(net, t, s, energy),
-                "float32": float32, "neuron": config["model"].get("neuron"),
-                "weight_bits": config["model"].get("weight_bits"),
+                "float32": float32, "neuron": _recorded(config["model"], "neuron"),
+                "weight_bits": _recorded(config["model"], "weight_bits"),
             })
     return points
 

@@ -8,7 +8,8 @@ from torch import nn
 from torch.nn import functional as torch_F
 
 from .. import functional as F
-from ..checks import one_of
+from ..checks import one_of, positive_int
+from ..errors import UsageError
 from ..functional import check_bits
 
 
@@ -52,7 +53,9 @@ class Quantize(nn.Module):
 class WeightQuantizer(nn.Module):
     r"""k-bit weights with one learned scale per output channel.
 
-    The forward pass sees ``s_c * q((w / s_c).clamp(-1, 1))``, where ``q`` rounds to ``2**bits``
+    The forward pass sees ``s_c * q((w / s_c).clamp(-1, 1))`` (``s_c`` as the straight-through form
+    that scales its gradient computes it, which can differ from the saved scale by an ulp: every
+    weight of a channel still sits on one grid), where ``q`` rounds to ``2**bits``
     equally spaced levels in [-1, 1] (for one bit: ``s_c * sign(w)``) and ``s_c > 0`` is the scale
     of output channel ``c``. This follows Brevitas' per-output-channel weight quantisers with a
     learned scale, trained the LSQ way (Esser et al., ICLR 2020): the rounding passes gradients
@@ -79,7 +82,7 @@ class WeightQuantizer(nn.Module):
     def __init__(self, bits: int, channels: int):
         super().__init__()
         self.bits = check_bits(bits, "weight bits")
-        self.scale = nn.Parameter(torch.ones(channels))
+        self.scale = nn.Parameter(torch.ones(positive_int("channels", channels)))
         self.register_buffer("initialised", torch.tensor(False))
         self._seen: tuple | None = None  # (buffer, version) that ``_ready`` was read from
         self._ready = False
@@ -113,12 +116,15 @@ class WeightQuantizer(nn.Module):
         self.initialised.fill_(True)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if isinstance(w, torch.Tensor) and (w.dim() == 0 or len(w) != len(self.scale)):  # (not a tracer's proxy)
+            raise UsageError(f"{self.extra_repr()} got weights of shape {list(w.shape)}: expected "
+                             f"{len(self.scale)} output channels, the first dimension")
         if not self.ready:
             self.reset_scale(w)
         per_channel = w[0].numel()
         grad_scale = 1.0 / math.sqrt(per_channel * 2 ** (self.bits - 1))
         s = self.scale.abs().clamp_min(torch.finfo(w.dtype).tiny)
-        s = (s - s * grad_scale).detach() + s * grad_scale  # value s, gradient scaled
+        s = (s - s * grad_scale).detach() + s * grad_scale  # value s (to an ulp: 1 in 10**7), gradient scaled
         s = s.view(-1, *([1] * (w.dim() - 1)))
         v = torch.clamp(w / s, -1.0, 1.0)
         return F.straight_through(F.quantize_levels(v.detach(), self.bits), v) * s  # exactly the levels forward
