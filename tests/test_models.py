@@ -74,3 +74,26 @@ def test_errors_name_the_value():
         create("cnn", input_shape=(32, 32))
     with pytest.raises(ValueError, match="too small"):
         create("cnn", input_shape=(3, 4, 4))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "vae"])
+@pytest.mark.parametrize("size, value", [("width", 0), ("width", -3), ("width", 2.5), ("num_classes", 0),
+                                         ("num_classes", -2)])
+def test_a_size_that_builds_no_model_is_named(name, size, value):
+    """0 had divided by zero, -3 and 2.5 reached torch's tensor constructors."""
+    with pytest.raises(ValueError, match=f"{size} must be an integer >= 1, got {value}"):
+        create(name, **{size: value}, **({"input_shape": (1, 28, 28)} if name == "vae" else {}))
+
+
+def test_an_mlp_of_no_hidden_layer_is_refused_and_numpy_integers_are_integers():
+    for depth in (0, -1, 1.5):  # 0 and -1 had built a "pbit" MLP without one p-bit
+        with pytest.raises(ValueError, match=f"depth must be an integer >= 1, got {depth}"):
+            create("mlp", depth=depth)
+    import numpy as np
+
+    mlp = create("mlp", width=np.int64(8), depth=np.int64(1), weight_bits=np.int64(4), num_classes=np.int64(3),
+                 input_shape=(np.int64(1), np.int64(4), np.int64(4)))
+    assert mlp(torch.randn(2, 1, 4, 4)).shape == (2, 3) and mlp[1].weight_bits == 4
+    assert create("vae", latent=np.int64(4), input_shape=(1, 28, 28)).latent == 4
+    with pytest.raises(ValueError, match="beta must be a finite number > 0, got nan"):
+        ModelConfig(neuron="tanh", beta=math.nan)  # recorded in config.json, which holds no nan

@@ -3,6 +3,8 @@ import io
 import json
 import os
 import pickle
+import re
+import shlex
 import signal
 import socket
 import shutil
@@ -174,6 +176,23 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys):
     assert (run / "checkpoint.pt").read_bytes() == before
     with pytest.warns(UserWarning, match=r"ignored: --neuron tanh \(it keeps pbit\)"):
         assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json
+
+
+def test_a_finished_run_kept_without_its_checkpoint_names_the_command_that_trains_it_again(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """Studies keep runs without their weights; the command that rebuilds one is the run's own
+    options, which the refusal to resume spells out (and which retrain it bit for bit here)."""
+    monkeypatch.chdir(tmp_path)
+    assert train("run", "--epochs", "1", "--neuron", "pbit-unipolar", "-s", "2", "--schedule", "cosine") == 0
+    before = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    assert main(["train", "--out", "run", "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    command = shlex.split(re.search("`([^`]*)`", err).group(1))
+    assert "nothing to resume" in err and command[:2] == ["pdnn", "train"] and command[-2:] == ["--out", "run"]
+    assert main([*command[1:], "--quiet"]) == 0
+    after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
 
 def test_held_out_monitoring_records_the_examples_it_measured(tmp_path):
@@ -613,17 +632,64 @@ def test_a_metrics_file_this_run_did_not_write_is_refused_not_replaced(tmp_path,
     ("metrics", {"not": "a list"}, "its metrics are not one record per epoch 1..2"),
     ("epoch", "x", "its epoch is 'x', not a count of epochs"),
     ("generators", [{}], "its random streams are not the order, augmentation and sampling states"),
+    # these had ended in torch's tracebacks
+    ("model", None, "its model state is NoneType, not a state_dict"),
+    ("optimizer", {}, "its optimizer state is not an optimizer's state_dict (with 'state' and 'param_groups')"),
+    ("optimizer", None, "its optimizer state is not an optimizer's state_dict"),
+    ("generators", lambda g: [{**g[0], "sample": torch.zeros_like(g[0]["sample"])}],
+     "its random streams are not valid generator states"),
+    ("generators", lambda g: [{**g[0], "order": torch.zeros(16, dtype=torch.uint8)}],
+     "its random streams are not valid generator states"),
 ])
 def test_a_malformed_training_state_is_named_before_anything_is_rewritten(tmp_path, capsys, key, value, message):
     run = tmp_path / "run"
     assert train(run, "--epochs", "2") == 0
     state = torch.load(run / "checkpoint.pt", weights_only=False)
-    state[key] = value
+    state[key] = value(state[key]) if callable(value) else value
     torch.save(state, run / "checkpoint.pt")
     kept = {name: (run / name).read_bytes() for name in ("config.json", "metrics.json", "checkpoint.pt")}
     assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--quiet"]) == 2
     assert message in capsys.readouterr().err
     assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_a_resume_on_a_config_edited_for_another_dataset_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["input_shape"] = [3, 32, 32]  # as CIFAR-10's (it had failed deep in torch)
+    (run / "config.json").write_text(json.dumps(config))
+    kept = {name: (run / name).read_bytes() for name in ("metrics.json", "checkpoint.pt")}
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 2
+    assert "its model takes inputs of shape (3, 32, 32), but demo has images of shape (1, 28, 28)" in \
+        capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_a_resume_says_what_the_model_keeps_and_where_it_was_trained(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "demo", "--subset", "64", "--model", "mlp", "--epochs", "1", "--quiet",
+                 "--out", str(run)]) == 0
+    with pytest.warns(UserWarning, match=r"ignored: --width 16 \(it keeps 256\)") as said:
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--width", "16", "--quiet"]) == 0
+    assert not any("was trained with" in str(w.message) for w in said)  # the same threads, processor, torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the model's own default width is no change
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--width", "256", "--quiet"]) == 0
+    monkeypatch.setattr(pdnn.train, "where_measured", lambda: {"threads": 7, "processor": "elsewhere",
+                                                               "torch": torch.__version__})
+    with pytest.warns(UserWarning, match=r"checkpoint.pt was trained with threads \d+ \(now 7\) and processor "
+                                         r".* \(now 'elsewhere'\): sums may round otherwise"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--quiet"]) == 0
+
+
+def test_beta_is_a_finite_positive_number_for_every_neuron(tmp_path, capsys):
+    """A float neuron ignores beta, but config.json records it: nan had ended in the JSON writer's
+    traceback after the data was read, and -1 was recorded."""
+    for beta in ("nan", "inf", "-1"):
+        assert train(tmp_path / "run", "--neuron", "tanh", "--beta", beta, "--epochs", "1") == 2
+        assert f"beta must be a finite number > 0, got {float(beta)}" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
 
 
 def test_a_run_that_stopped_early_is_measured_with_a_warning(tmp_path, capsys):

@@ -52,16 +52,17 @@ def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
 
 
 def positive_ints(name: str, values, expected: str = "positive integers", length: int | None = None) -> tuple:
-    """``values`` as a tuple if it holds at least one (or exactly ``length``) ``int`` >= 1, e.g. a
-    shape, else a ``UsageError`` naming ``name``, ``values`` and ``expected``."""
+    """``values`` as a tuple of ``int`` if it holds at least one (or exactly ``length``) integer
+    >= 1 (numpy's too), e.g. a shape, else a ``UsageError`` naming ``name``, ``values`` and
+    ``expected``."""
     try:
         shape = tuple(values)
     except TypeError:  # one number where a sequence is expected
         raise UsageError(f"{name} must be {expected}, got {values!r}") from None
-    if not shape or (length is not None and len(shape) != length) \
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+    numbers = tuple(integer(s) for s in shape)
+    if not shape or (length is not None and len(shape) != length) or any(n is None or n < 1 for n in numbers):
         raise UsageError(f"{name} must be {expected}, got {values!r}")
-    return shape
+    return numbers
 
 
 def one_of(name: str, value, choices: Sequence[str]) -> str:

@@ -65,7 +65,9 @@ def check_beta(beta: float) -> float:
 
 
 def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
-    """Validate a bit width: 1..8, or also 32 (float) when ``allow_float``."""
+    """Validate a bit width: 1..8, or also 32 (float) when ``allow_float``; returned as an ``int``
+    (numpy's and torch's integer scalars too)."""
+    bits = _integral(bits)
     ok = isinstance(bits, int) and not isinstance(bits, bool)
     if ok and (1 <= bits <= MAX_BITS or (allow_float and bits == 32)):
         return bits
@@ -377,7 +379,7 @@ def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
     are exactly antisymmetric, a tiny t keeps its sign, and a tie (0 for one bit) goes up, as
     ``sign`` with ``sign(0) = +1``.
     """
-    steps = 2 ** check_bits(_integral(bits), "bits") - 1
+    steps = 2 ** check_bits(bits, "bits") - 1
     t = torch.clamp(t, -1.0, 1.0)
     return torch.clamp((2.0 * torch.floor(t * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0)
 

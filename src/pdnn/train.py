@@ -1,4 +1,5 @@
-"""Sample-aware training: one loop, checkpointed every epoch, resumable bit for bit on the CPU.
+"""Sample-aware training: one loop, checkpointed every epoch, resumable bit for bit on the CPU
+(with the same processor, thread count and torch: a resume warns where they differ).
 
 The loop is the same for every kind of model; a :class:`pdnn.tasks.Task` (``TrainConfig.task``)
 supplies the loss and the held-out metric. For classification the loss is computed on the
@@ -43,7 +44,8 @@ from .models import ModelConfig
 from .progress import progress_bar
 from .provenance import CODE, code_record
 from .io import checkpoint_mismatch, is_epoch_history, writer_lock
-from .runs import CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_json, save_checkpoint, write_json
+from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
+                   write_json)
 from .tasks import TASKS, Task
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -270,6 +272,12 @@ def _generator_states(run: _Run) -> list[dict]:
 def _unresumable(state: dict) -> str | None:
     """What of a checkpoint's training state is malformed (a damaged or hand-edited file), or None."""
     epoch, metrics, generators = state["epoch"], state["metrics"], state["generators"]
+    if not isinstance(state["model"], dict):
+        return f"its model state is {type(state['model']).__name__}, not a state_dict"
+    optimizer = state["optimizer"]
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+            and isinstance(optimizer.get("state"), dict)):
+        return "its optimizer state is not an optimizer's state_dict (with 'state' and 'param_groups')"
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         return f"its epoch is {epoch!r}, not a count of epochs"
     if not is_epoch_history(metrics) or len(metrics) != epoch:
@@ -301,7 +309,7 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError) as err:  # another model's weights, or another width
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:  # another model's weights, or another width
         raise checkpoint_mismatch(checkpoint_path, err) from err
     saved = state["generators"]
     if isinstance(saved, dict):  # written before every process's streams were saved: process 0's
@@ -313,6 +321,30 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
                 f"batches are split among {run.world} process(es), not {len(saved)}")
         warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} processes and this run has "
                       f"{run.world}: {what}, so the run does not continue bit for bit")
+    try:
+        _set_streams(run, saved, device, checkpoint_path, said)
+    except RuntimeError as err:  # a state of another size or an invalid one: torch's words name neither
+        raise RunError(f"{checkpoint_path}: its random streams are not valid generator states "
+                       f"({str(err).splitlines()[0]}), so the run cannot be resumed; train it again without --resume")
+    if said and torch.device(device).type == "cpu" and state["metrics"]:
+        _warn_if_elsewhere(checkpoint_path, state["metrics"][-1])
+    run.metrics, run.start_epoch = state["metrics"], state["epoch"]
+
+
+def _warn_if_elsewhere(checkpoint_path: Path, last: dict) -> None:
+    """Say that a CPU run resumed with another thread count, processor or torch may not continue
+    bit for bit: the kernels may split and round its sums otherwise."""
+    then, now = {key: last.get(key) for key in ("threads", "processor", "torch")}, where_measured()
+    changed = [f"{key} {then[key]!r} (now {now[key]!r})" for key in then
+               if then[key] is not None and then[key] != now[key]]
+    if changed:
+        warnings.warn(f"{checkpoint_path} was trained with {' and '.join(changed)}: sums may round otherwise, "
+                      "so the run may not continue bit for bit")
+
+
+def _set_streams(run: _Run, saved: list[dict], device: str, checkpoint_path: Path, said: bool) -> None:
+    """This process's random streams as ``saved`` holds them; those saved on another type of
+    device restart from their seeds, with a warning when ``said``."""
     run.generators["order"].set_state(saved[0]["order"])
     if run.rank < len(saved):
         # a stream saved on another type of device has another form (CUDA's is 16 bytes of Philox,
@@ -328,7 +360,6 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
             warnings.warn(f"{checkpoint_path}: the {' and '.join(moved)} streams were saved on another type of "
                           f"device than this run's {device}, so they restart from their seeds and the run does "
                           "not continue bit for bit")
-    run.metrics, run.start_epoch = state["metrics"], state["epoch"]
 
 
 def batches_per_epoch(examples: int, batch_size: int, world: int = 1) -> int:
@@ -440,7 +471,12 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
         raise RunError(f"{run_dir} already holds a checkpoint; pass --resume (resume=True) to continue it "
                        "or choose a new directory")
     if resume and not checkpoint_path.exists():
-        raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start the run")
+        again = ""
+        if isinstance(saved, dict) and (run_dir / METRICS).exists():  # a finished run kept without its weights
+            with contextlib.suppress(KeyError, TypeError, AttributeError, RunError):
+                again = f" (this run anew: `{train_command(saved, run_dir)}`)"
+        raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start "
+                       f"the run{again}")
     if saved is None and (run_dir / METRICS).exists():  # a run writes it after its config and checkpoint
         raise RunError(f"{run_dir / METRICS} is not a run's record (there is no config.json beside it); choose "
                        "another folder, or delete that file to train here")
@@ -483,6 +519,7 @@ def train(
     with writer_lock(run_dir, "train") if rank == 0 else contextlib.nullcontext():
         planned = _check_destination(run_dir, config, resume)
         data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
+        check_fits(run_dir, config, data.train_x)  # a config.json edited to name another dataset
         run = _build(model_config, train_config, device, rank, world)
         check_batch_shares(run.model, len(data.train_y), train_config.batch_size, world)
         if resume:

@@ -7,7 +7,7 @@ from ..errors import UsageError
 from ..checks import LOSS_RULES, SCHEDULES
 from ..data import describe
 from ..devices import resolve_device
-from ..models import ModelConfig, available
+from ..models import ModelConfig, available, builder_defaults
 from ..nn import NEURONS, NeuronSpec
 from ..convert.rundir import build_model
 from ..runs import CONFIG, RunError, read_config
@@ -61,9 +61,11 @@ def add_parser(sub) -> None:
 
 def _kept_by_resume(args, saved: dict) -> None:
     """Warn about the given options that a resumed run ignores, naming the value it keeps."""
-    kept = recorded_options(saved)
+    kept, built = recorded_options(saved), builder_defaults(saved["model"]["name"])
     ignored = []
     for name in NEW_RUN_OPTIONS:
+        if kept[name] is None and name in built:  # left to the model: what it built
+            kept[name] = built[name]
         given = getattr(args, name)
         if given is not None and given != kept[name]:
             option = f"--{name.replace('_', '-')}" + ("" if given is True else f" {given}")  # a flag has no value

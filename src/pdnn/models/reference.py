@@ -45,7 +45,7 @@ def mlp(
     depth: int = 2,
 ) -> nn.Module:
     """``depth`` hidden layers of ``width`` units: Linear -> BatchNorm1d -> neuron."""
-    check_bits(weight_bits, "weight bits", allow_float=True)
+    weight_bits = check_bits(weight_bits, "weight bits", allow_float=True)
     features = math.prod(_check_shape(input_shape))
     spec = NeuronSpec.parse(neuron)
     layers: list[nn.Module] = [nn.Flatten()]
@@ -80,7 +80,7 @@ def cnn(
     the same numbers): on the CPU this made evaluation 1.45-1.7x and a training step 1.3x
     faster (``benchmarks/bench_layout.py``).
     """
-    check_bits(weight_bits, "weight bits", allow_float=True)
+    weight_bits = check_bits(weight_bits, "weight bits", allow_float=True)
     channels, height, width_px = _check_shape(input_shape)
     spec = NeuronSpec.parse(neuron)
     plan = [width, width, "pool", 2 * width, 2 * width, "pool", 4 * width, "pool"]

@@ -1,6 +1,7 @@
 """Reference models created by name (``pdnn.models.create``), as in timm's registry."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -8,6 +9,7 @@ from torch import nn
 
 from ..checks import positive_int
 from ..errors import UsageError
+from ..functional import check_beta
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -44,6 +46,7 @@ class ModelConfig:
         # torch error about tensor sizes, far from the option that caused it
         if self.width is not None:
             positive_int("width", self.width, "an integer >= 1 (or None for the model's own)")
+        check_beta(self.beta)  # float neurons ignore it, but config.json records it (and cannot hold nan)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +70,19 @@ class ModelConfig:
         )
 
 
+def builder_defaults(name: str) -> dict:
+    """The keyword defaults of model ``name``'s builder: what a config that leaves an option out
+    (``width`` None) builds."""
+    return {key: parameter.default for key, parameter in inspect.signature(_REGISTRY[name]).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
 def create(name: str, **kwargs) -> nn.Module:
     """Build the reference model ``name`` (see :func:`available`), e.g.
     ``create("cnn", neuron="pbit", weight_bits=32, input_shape=(3, 32, 32))``."""
     if name not in _REGISTRY:
         raise UsageError(f"unknown model {name!r}; expected one of {', '.join(available())}")
+    for size in ("width", "depth", "num_classes"):  # or a division by zero, a model of no layer, a torch error
+        if kwargs.get(size) is not None:
+            kwargs[size] = positive_int(size, kwargs[size])
     return _REGISTRY[name](**kwargs)

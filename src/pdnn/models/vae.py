@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import positive_int
 from ..errors import UsageError
 from ..nn import QuantConv2d, QuantLinear, check_bits, make_neuron
 from .reference import _check_shape, glorot_init
@@ -64,9 +65,8 @@ def vae(
     latent: int = 16,
 ) -> VAE:
     """Convolutional VAE; ``neuron`` and ``weight_bits`` apply to the decoder's hidden layers."""
-    check_bits(weight_bits, "weight bits", allow_float=True)
-    if isinstance(latent, bool) or not isinstance(latent, int) or latent < 1:
-        raise UsageError(f"latent must be an integer >= 1, got {latent!r}")
+    weight_bits = check_bits(weight_bits, "weight bits", allow_float=True)
+    latent = positive_int("latent", latent)
     channels, height, width_px = _check_shape(input_shape)
     ups = _upsamplings(height, width_px)
     widths = [width * 2 ** i for i in range(ups)]  # encoder widths, fine to coarse
