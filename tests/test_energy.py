@@ -5,6 +5,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
@@ -259,6 +260,12 @@ def test_bit_widths_any_integer_from_one_but_nothing_else(tech):
     for bad in (0, 1000):
         with pytest.raises(ValueError, match=r"input bits must be an integer from 1 to 32 \(32 = float\)"):
             analyze(nn.Sequential(nn.Linear(4, 2)), (4,), input_bits=bad)
+    for bad in (0, -3, 2.5, 64, "8", True):  # a module's own width: 2.5 had been priced as 2, 64 above float
+        declared = nn.Identity()
+        declared.precision = bad
+        with pytest.raises(ValueError, match=r"Identity.precision must be an integer from 1 to 32"):
+            analyze(nn.Sequential(nn.Linear(4, 3), declared, nn.Linear(3, 2)), (4,))
+    assert analyze(nn.Sequential(nn.Linear(4, 2)), (4,), input_bits=np.int64(8)).to_dict()["input_bits"] == 8
     layer = nn.Linear(4, 2)
     layer.weight_bits = 0  # a user layer declaring its own width
     with pytest.raises(ValueError, match="Linear.weight_bits must be an integer from 1 to 32"):
@@ -489,6 +496,7 @@ def test_default_table_numbers_and_sources(tech):
     (lambda t: t.replace("pbit_random_bits = 8", "pbit_random_bits = true"), "neuron.pbit_random_bits"),
     (lambda t: t.replace("word_bits = 64", "word_bits = 64.0", 1), "memory.sram_8kb.word_bits"),
     (lambda t: t.replace("{ 8 = 0.03, 32 = 0.1 }", "{ 8 = 0.03, x32 = 0.1 }"), "ops.int_add.points_pj keys"),
+    (lambda t: t.replace("{ 8 = 0.03, 32 = 0.1 }", '{ 8 = 0.03, "²" = 0.1 }'), "ops.int_add.points_pj keys"),
     # one width twice, with two energies: each had served one side of it
     (lambda t: t.replace("{ 8 = 0.03, 32 = 0.1 }", "{ 8 = 0.03, 08 = 0.05, 32 = 0.1 }"),
      r"ops.int_add.points_pj gives 8 bits twice \('8', '08'\)"),

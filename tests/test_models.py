@@ -1,12 +1,14 @@
 """Reference models from the registry."""
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from pdnn import SampledModel
-from pdnn.models import ModelConfig, available, create
+from pdnn.models import ModelConfig, available, builder_defaults, create
 from pdnn.nn import PBit, QuantConv2d, QuantLinear, Quantize
 
 NEURONS = ["pbit", "pbit-unipolar", "tanh", "sigmoid", "sign", "quant:2"]
@@ -89,11 +91,19 @@ def test_an_mlp_of_no_hidden_layer_is_refused_and_numpy_integers_are_integers():
     for depth in (0, -1, 1.5):  # 0 and -1 had built a "pbit" MLP without one p-bit
         with pytest.raises(ValueError, match=f"depth must be an integer >= 1, got {depth}"):
             create("mlp", depth=depth)
-    import numpy as np
-
     mlp = create("mlp", width=np.int64(8), depth=np.int64(1), weight_bits=np.int64(4), num_classes=np.int64(3),
                  input_shape=(np.int64(1), np.int64(4), np.int64(4)))
     assert mlp(torch.randn(2, 1, 4, 4)).shape == (2, 3) and mlp[1].weight_bits == 4
     assert create("vae", latent=np.int64(4), input_shape=(1, 28, 28)).latent == 4
     with pytest.raises(ValueError, match="beta must be a finite number > 0, got nan"):
         ModelConfig(neuron="tanh", beta=math.nan)  # recorded in config.json, which holds no nan
+    with pytest.raises(ValueError, match="beta must be a positive number, got True"):
+        ModelConfig(beta=True)
+    config = ModelConfig(name="mlp", weight_bits=np.int64(2), beta=np.float32(2), input_shape=(np.int64(1), 4, 4),
+                         num_classes=np.int64(3), width=np.int64(8))
+    assert json.loads(json.dumps(config.to_dict())) == {  # what config.json holds: numpy's numbers had crashed it
+        "name": "mlp", "neuron": "pbit", "weight_bits": 2, "beta": 2.0, "input_shape": [1, 4, 4],
+        "num_classes": 3, "width": 8, "extra": {}}
+    assert create("mlp", width=None, depth=None, num_classes=None)[-1].out_features == 10  # the model's own
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        builder_defaults("nope")

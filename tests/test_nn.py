@@ -120,8 +120,11 @@ def test_weight_quantizer_names_a_channel_count_it_cannot_have():
         with pytest.raises(ValueError, match=rf"channels must be an integer >= 1, got {re.escape(repr(channels))}"):
             WeightQuantizer(2, channels)
     with pytest.raises(ValueError, match=r"bits=2, channels=3 got weights of shape \[5, 4\]: expected 3 output "
-                                         r"channels, the first dimension"):
+                                         r"channels, the first of at least two dimensions"):
         WeightQuantizer(2, 3)(torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"got weights of shape \[3\]: expected 3 output channels, the first of at "
+                                         r"least two dimensions"):
+        WeightQuantizer(2, 3)(torch.randn(3))
     assert WeightQuantizer(2, np.int64(3))(torch.randn(3, 4)).shape == (3, 4)
 
 

@@ -46,6 +46,8 @@ STES = ("mean", "identity", "clipped")
 def check_beta(beta: float) -> float:
     """Return ``beta`` as a float, or raise if it is not a finite positive number. A tensor that
     requires a gradient is refused: it would be read once as a number and never learn."""
+    if isinstance(beta, bool):  # a flag where a number was meant
+        raise UsageError(f"beta must be a positive number, got {beta!r}")
     if isinstance(beta, torch.Tensor) and beta.requires_grad:
         raise UsageError(f"beta must be a fixed number; a learnable temperature is not supported, got a tensor "
                          f"that requires grad ({beta.detach().tolist()!r})")
@@ -78,7 +80,8 @@ def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
 def _integral(value):
     """An integral numpy or torch scalar as the ``int`` it holds (a bit width read from an array);
     anything else as given, for :func:`check_bits` to judge."""
-    if isinstance(value, (bool, int)) or isinstance(value, torch.Tensor) and value.dtype == torch.bool:
+    if isinstance(value, (bool, int)) or isinstance(value, torch.Tensor) and (value.dtype == torch.bool
+                                                                               or value.dim() != 0):
         return value
     try:
         return operator.index(value)

@@ -25,18 +25,16 @@ import atexit
 import contextlib
 import math
 import os
-import shlex
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import distributed as dist
 from tqdm.auto import tqdm
 
-from . import __version__
-from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int, torch_seed
+from .checks import torch_seed
 from .data import augment, load
 from .devices import default_device, resolve_device, where_measured
 from .errors import UsageError
@@ -47,55 +45,7 @@ from .io import checkpoint_mismatch, is_epoch_history, writer_lock
 from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
                    write_json)
 from .tasks import TASKS, Task
-
-FLOAT32_MAX = torch.finfo(torch.float32).max
-AUGMENT_SEED = 10_007  # process k's augmentation draws from seed + AUGMENT_SEED * (k + 1)
-MAX_LR = FLOAT32_MAX / 10  # Adam divides lr by 1 - 0.9 at its first step, in float32
-
-
-@dataclass
-class TrainConfig:
-    """How a model is trained. Defaults follow the paper: Adam, lr 1e-3, batch 64."""
-
-    samples: int = 1
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    schedule: str = "constant"
-    weight_decay: float = 0.0
-    seed: int = 0
-    loss_rule: str = "mean-output"
-    augment: bool = True
-    monitor_examples: int | None = None  # test examples for the per-epoch accuracy (None: all)
-    task: str = "classify"  # a name in pdnn.tasks.TASKS: what the model is trained to do
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> "TrainConfig":
-        """The ``train`` section of a run's ``config.json``; fields it lacks (a run written by an
-        older version) take their defaults."""
-        unknown = sorted(set(saved) - {f.name for f in fields(cls)})
-        if unknown:
-            raise RunError(f"unknown training options {unknown} in the run's configuration")
-        return cls(**saved)
-
-    def validate(self) -> "TrainConfig":
-        positive_int("samples (s, the training samples: -s/--train-samples)", self.samples)
-        one_of("task", self.task, tuple(TASKS))
-        for name in ("epochs", "batch_size"):
-            positive_int(name, getattr(self, name))
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
-            raise UsageError(f"lr must be a finite number > 0 (at most {MAX_LR:.3g}: Adam's first step is 10 x lr, "
-                             f"a float32), got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay <= FLOAT32_MAX):
-            raise UsageError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-        if self.monitor_examples is not None:
-            positive_int("monitor_examples", self.monitor_examples, "an integer >= 1 (or none: every test example)")
-        one_of("schedule", self.schedule, SCHEDULES)
-        one_of("loss rule", self.loss_rule, LOSS_RULES)
-        torch_seed("seed", self.seed, AUGMENT_SEED)
-        if not isinstance(self.augment, bool):
-            raise UsageError(f"augment must be true or false, got {self.augment!r}")
-        return self
+from .train_config import AUGMENT_SEED, TrainConfig, run_config, train_command
 
 
 def _distributed(device: str) -> tuple[str, int, int]:
@@ -152,50 +102,6 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     return 1.0
-
-
-def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfig, subset: int | None = None,
-               label: str | None = None) -> dict:
-    """What a run's ``config.json`` records: the model, the data and the training options."""
-    config = {
-        "model": model_config.to_dict(),
-        "data": {"dataset": dataset, "subset": subset},
-        "train": asdict(train_config),
-        "pdnn_version": __version__,
-    }
-    if label:
-        config["label"] = label
-    config["model"]["input_shape"] = list(config["model"]["input_shape"])
-    return config
-
-
-def recorded_options(config: dict) -> dict:
-    """The options of ``pdnn train`` (by their argparse names) that the run ``config`` (its
-    ``config.json``) records: :func:`run_config` read back."""
-    model, options = config["model"], TrainConfig.from_dict(config["train"])
-    return {"dataset": config["data"]["dataset"], "subset": config["data"].get("subset"), "task": options.task,
-            "model": model.get("name"), "latent": (model.get("extra") or {}).get("latent"),
-            "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"), "beta": model.get("beta"),
-            "width": model.get("width"), "train_samples": options.samples, "batch_size": options.batch_size,
-            "lr": options.lr, "schedule": options.schedule, "weight_decay": options.weight_decay,
-            "loss_rule": options.loss_rule, "no_augment": not options.augment, "seed": options.seed,
-            "monitor_examples": options.monitor_examples, "label": config.get("label")}
-
-
-def train_command(config: dict, out: str | Path) -> str:
-    """The ``pdnn train`` command line that trains the run ``config`` describes into ``out``: every
-    option it records, defaults included (a later version's defaults may differ), but β at its
-    default of 1 (given to float neurons, it draws a warning that it does nothing)."""
-    words = ["pdnn", "train"]
-    for name, value in {**recorded_options(config), "epochs": config["train"].get("epochs")}.items():
-        option = "--" + name.replace("_", "-")
-        if name == "beta" and value == 1:
-            continue
-        if value is True:  # a flag
-            words.append(option)
-        elif value is not None and value is not False:
-            words += [option, str(value)]
-    return shlex.join([*words, "--out", str(out)])
 
 
 _ELSEWHERE = "; choose another output folder, or delete this run to train it anew"

@@ -12,7 +12,8 @@ from ..nn import NEURONS, NeuronSpec
 from ..convert.rundir import build_model
 from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
-from ..train import TrainConfig, recorded_options, train
+from ..train import TrainConfig, train
+from ..train_config import recorded_options
 from .common import add_data_options, add_device_option, named_path
 
 NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "latent", "neuron", "weight_bits", "beta", "width",

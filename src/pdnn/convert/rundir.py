@@ -24,6 +24,7 @@ from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismat
                   read_config, read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
 from ..provenance import checkpoint_sha256, file_sha256, state_sha256, weights_record
+from ..train_config import train_command
 from .batchnorm import recalibrate_batchnorm
 from .calibration import _sweep_values, calibrate
 from .rewrite import _convert, conversion_spec, to_sampled
@@ -352,8 +353,6 @@ def _source_dir(run_dir: Path, source_run: str) -> Path:
 def _train_command(config: dict, source: Path) -> str:
     """How to train the source of the converted run ``config`` describes into ``source`` again:
     by the source's own ``config.json`` where it is left (its label is not the conversion's)."""
-    from ..train import train_command  # imported here: pdnn.train imports pdnn.runs, which imports this package
-
     try:
         own = read_json(source / CONFIG) if (source / CONFIG).is_file() else {
             key: value for key, value in config.items() if key != "label"}

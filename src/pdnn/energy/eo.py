@@ -16,7 +16,8 @@ The paper (arXiv 2507.07763, eq. for :math:`\varepsilon_{EO}`) writes it as
   or a deterministic activation.
 
 This module prices each term from a :class:`~pdnn.energy.tech.Technology`; a bit width of 32
-(:data:`~pdnn.energy.tech.FLOAT_BITS`) or more means 32-bit floating point. The per-layer,
+(:data:`~pdnn.energy.tech.FLOAT_BITS`) means 32-bit floating point (and a sum wider than that,
+floating point too). The per-layer,
 per-network accounting that multiplies these by the number of EOs is in
 :mod:`pdnn.energy.account`. Every function returns picojoules.
 """
@@ -42,9 +43,10 @@ def check_bit_width(bits, what: str) -> int:
     Wider than :func:`pdnn.nn.check_bits` (1..8 or 32) on purpose: pricing asks "what if" about
     widths pdnn's layers do not offer (a 16-bit input, 12-bit weights of another accelerator).
     """
-    if positive_int(what, bits, "an integer from 1 to 32 (32 = float)") > FLOAT_BITS:
+    number = positive_int(what, bits, "an integer from 1 to 32 (32 = float)")
+    if number > FLOAT_BITS:
         raise UsageError(f"{what} must be an integer from 1 to 32 (32 = float), got {bits!r}")
-    return bits
+    return number
 
 
 def check_fan_in(n) -> int:

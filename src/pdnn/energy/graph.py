@@ -209,6 +209,13 @@ class _Info:
     carry: int = 0
 
 
+def _precision(module: nn.Module, default: int | None = None) -> int:
+    """The bits per output value a module declares (``precision``; ``default`` if it declares
+    none), checked as the widths given to the model are: 2.5 had been priced as 2, 64 above float."""
+    bits = getattr(module, "precision", None)
+    return default if bits is None else check_bit_width(bits, f"{type(module).__name__}.precision")
+
+
 def _merge(infos: list[_Info]) -> _Info:
     if not infos:
         return _Info(FLOAT_BITS, source="constant")
@@ -254,12 +261,12 @@ class _Walker:
             return self._weight_layer(name, m, inp, out_shape, in_shape, repeat)
         inp = _merge(inputs)
         if is_stochastic(m):
-            prec = int(getattr(m, "precision", FLOAT_BITS))
+            prec = _precision(m, FLOAT_BITS)
             kind = "pbit" if isinstance(m, PBit) else "noise"
             self._add_part(inp, NeuronPart(kind, 1 if kind == "pbit" else prec, True, name), name)
             return _Info(prec, True, inp.owner, prec < FLOAT_BITS, name)
         if getattr(m, "precision", None) is not None:
-            prec = int(m.precision)
+            prec = _precision(m)
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
             return _Info(prec, inp.stoch, inp.owner, False, name)
         if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):

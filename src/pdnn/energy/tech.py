@@ -206,7 +206,7 @@ def _bits(value, where: str, path: str) -> int:
 
 def _bits_key(key: str, where: str, path: str) -> int:
     """A bit width written as a TOML key: keys are always strings, so ``8 = 0.03`` gives ``"8"``."""
-    if not (isinstance(key, str) and key.isdigit() and int(key) >= 1):
+    if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) >= 1):  # not "²"
         raise TechError(f"technology table {path}: {where} keys must be bit widths (integers >= 1), got {key!r}")
     return int(key)
 

@@ -7,9 +7,9 @@ from typing import Callable
 
 from torch import nn
 
-from ..checks import positive_int
+from ..checks import positive_int, positive_ints
 from ..errors import UsageError
-from ..functional import check_beta
+from ..functional import check_beta, check_bits
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -45,8 +45,12 @@ class ModelConfig:
         # checked here rather than in each builder: a width of 0 or -5 otherwise surfaces as a
         # torch error about tensor sizes, far from the option that caused it
         if self.width is not None:
-            positive_int("width", self.width, "an integer >= 1 (or None for the model's own)")
-        check_beta(self.beta)  # float neurons ignore it, but config.json records it (and cannot hold nan)
+            self.width = positive_int("width", self.width, "an integer >= 1 (or None for the model's own)")
+        # kept as Python's numbers, which config.json can hold (numpy's cannot, nor nan)
+        self.weight_bits = check_bits(self.weight_bits, "weight bits", allow_float=True)
+        self.beta = check_beta(self.beta)  # float neurons ignore it, but config.json records it
+        self.num_classes = positive_int("num_classes", self.num_classes)
+        self.input_shape = positive_ints("input_shape", self.input_shape, "(channels, height, width)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +77,8 @@ class ModelConfig:
 def builder_defaults(name: str) -> dict:
     """The keyword defaults of model ``name``'s builder: what a config that leaves an option out
     (``width`` None) builds."""
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown model {name!r}; expected one of {', '.join(available())}")
     return {key: parameter.default for key, parameter in inspect.signature(_REGISTRY[name]).parameters.items()
             if parameter.default is not inspect.Parameter.empty}
 
@@ -83,6 +89,8 @@ def create(name: str, **kwargs) -> nn.Module:
     if name not in _REGISTRY:
         raise UsageError(f"unknown model {name!r}; expected one of {', '.join(available())}")
     for size in ("width", "depth", "num_classes"):  # or a division by zero, a model of no layer, a torch error
-        if kwargs.get(size) is not None:
+        if size in kwargs and kwargs[size] is None:
+            del kwargs[size]  # None: the model's own, as ModelConfig has it
+        elif size in kwargs:
             kwargs[size] = positive_int(size, kwargs[size])
     return _REGISTRY[name](**kwargs)

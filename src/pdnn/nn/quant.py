@@ -116,9 +116,9 @@ class WeightQuantizer(nn.Module):
         self.initialised.fill_(True)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if isinstance(w, torch.Tensor) and (w.dim() == 0 or len(w) != len(self.scale)):  # (not a tracer's proxy)
+        if isinstance(w, torch.Tensor) and (w.dim() < 2 or len(w) != len(self.scale)):  # (not a tracer's proxy)
             raise UsageError(f"{self.extra_repr()} got weights of shape {list(w.shape)}: expected "
-                             f"{len(self.scale)} output channels, the first dimension")
+                             f"{len(self.scale)} output channels, the first of at least two dimensions")
         if not self.ready:
             self.reset_scale(w)
         per_channel = w[0].numel()
