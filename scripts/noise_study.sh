@@ -7,7 +7,7 @@
 # Needs the study runs results/cifar10/runs/{tanh,quant1,quant2,pbit-s4} and
 # results/fashion-mnist/runs/{tanh,quant1,quant2,pbit-s4}, with their checkpoint.pt for the steps
 # still to run (the CIFAR-10 checkpoints are committed; the Fashion-MNIST ones are not, and are
-# trained again by the command `pdnn convert RUN --restore` names), and the data ($PDNN_DATA,
+# trained again by the command `pdnn train --out RUN --resume` names), and the data ($PDNN_DATA,
 # default ../shared/data, for CIFAR-10; Fashion-MNIST is found in the default roots). It only
 # reads the study's run directories; everything it writes is under results/noise/.
 #
@@ -56,12 +56,25 @@ conv() {
     mv "$d.convert.log" "$d/convert.log"
 }
 
-# restore DIR: a converted run's checkpoint.pt (a copy of its source's weights, not committed)
+# restore DIR: the checkpoint.pt of a run here (not committed) before a step measures it: a
+# converted run's with `pdnn convert --restore` (which checks its source), a copied run's copied again
 restore() {
-    [[ -f $1/checkpoint.pt ]] || "${PDNN[@]}" convert "$1" --restore
+    local d=$1 src
+    [[ -f $d/checkpoint.pt ]] && return 0
+    src=$(python -c 'import json, sys; print(json.load(open(sys.argv[1])).get("copied_from", ""))' "$d/config.json")
+    if [[ -z $src ]]; then
+        "${PDNN[@]}" convert "$d" --restore
+    elif [[ -f $src/checkpoint.pt ]]; then
+        cp "$src/checkpoint.pt" "$d/checkpoint.pt"
+    else
+        echo "cannot measure $d: $src/checkpoint.pt, which it copies, does not exist (not committed:" \
+             "\`pdnn train --out $src --resume\` names the command that trains it again)" >&2
+        return 1
+    fi
 }
 
-# copy NAME SOURCE: a trained p-DNN run copied here, so that evaluating it writes under results/noise
+# copy NAME SOURCE: a trained p-DNN run copied here (its config.json; its checkpoint when a step
+# measures it), so that evaluating it writes under results/noise
 copy() {
     local name=$1 src=$2 d=$RUNS/$1
     # the study writes eval-network.json after the last epoch: before it, checkpoint.pt may be mid-training
@@ -75,7 +88,6 @@ config["copied_from"] = src
 config["label"] = d.rstrip("/").split("/")[-1]
 json.dump(config, open(f"{d}/config.json", "w"), indent=2)
 EOF
-    [[ -f $d/checkpoint.pt ]] || cp "$src/checkpoint.pt" "$d/checkpoint.pt"
 }
 
 # ev NAME AGGREGATE SAMPLES [eval args]: pdnn eval, unless eval-AGGREGATE.json exists

@@ -503,5 +503,5 @@ def test_only_train_runs_under_torchrun(trained_run, tmp_path, monkeypatch, caps
         one_line_error(capsys, "study")
     assert main(["eval", str(run), "--samples", "1"]) == 2
     assert not (tmp_path / "study").exists() and not (run / "eval-network.json").exists()
-    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process
+    monkeypatch.setenv("WORLD_SIZE", "01")  # torchrun with one process, as pdnn train reads it
     assert main(["eval", str(run), "--samples", "1", "--subset", "10"]) == 0

@@ -147,6 +147,8 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
     ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0' is not a count of processes"),
     ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "a", "MASTER_PORT": "1"},
      "the environment variable RANK='x' is not a process index"),
+    ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "a", "MASTER_PORT": "1"},  # it had waited half an hour
+     "the environment variable RANK=5 is not a process of WORLD_SIZE=2 (0 to 1; torchrun sets both)"),
 ])
 def test_a_partial_or_malformed_torchrun_environment_is_said_in_one_line(monkeypatch, tmp_path, capsys,
                                                                          environment, message):
@@ -193,6 +195,27 @@ def test_a_finished_run_kept_without_its_checkpoint_names_the_command_that_train
     assert main([*command[1:], "--quiet"]) == 0
     after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_the_command_that_trains_a_run_again_keeps_its_values_and_processes(tmp_path):
+    """A label that starts with "-" was read by argparse as an option; a run trained by 2 processes
+    was named a one-process command, which trains other weights."""
+    from pdnn.cli import build_parser
+    from pdnn.train_config import recorded_processes, train_command
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "demo", "--subset", "64", "--model", "mlp", "--width", "4", "--epochs", "1",
+                 "--seed", "-5", "--label=-v2", "--quiet", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    command = shlex.split(train_command(config, run))
+    parsed = build_parser().parse_args(command[1:])
+    assert (parsed.label, parsed.seed, parsed.subset, parsed.width) == ("-v2", -5, 64, 4)
+    assert recorded_processes(run) == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps([{**m, "processes": 2} for m in metrics]))
+    assert recorded_processes(run) == 2
+    assert shlex.split(train_command(config, run, 2))[:6] == ["torchrun", "--standalone", "--nproc_per_node=2", "-m",
+                                                             "pdnn", "train"]
 
 
 def test_held_out_monitoring_records_the_examples_it_measured(tmp_path):
@@ -450,6 +473,14 @@ def test_every_process_gets_its_share_of_every_batch():
     with pytest.raises(UsageError, match=r"a training batch of 1 example\(s\) is too small for the model's batch "
                                          r"norm, which needs at least 2 values per channel: use a --batch-size"):
         check_batch_shares(norm, 100, 1)
+    check_batch_shares(torch.nn.BatchNorm2d(2), 100, 2, world=2)  # an image gives each channel many values
+
+
+def test_the_cnn_trains_on_batches_of_one(tmp_path):
+    """Its batch norms take a value per pixel: one image is enough (refused for a while by a check
+    that counted examples)."""
+    assert main(["train", "--dataset", "demo", "--subset", "3", "--model", "cnn", "--width", "2", "--batch-size", "1",
+                 "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")]) == 0
 
 
 def test_a_run_is_loaded_onto_the_device_asked(tmp_path):
@@ -493,7 +524,7 @@ def test_a_resume_on_another_number_of_processes_says_what_becomes_of_their_stre
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing left to train: nothing to say
         assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 0
-    with pytest.warns(UserWarning, match=r"holds the random streams of 3 processes and this run has 1: the streams "
+    with pytest.warns(UserWarning, match=r"holds the random streams of 3 process\(es\) and this run has 1: the streams "
                                          r"of processes 1 to 2 go unused and the batches are split among 1 "
                                          r"process\(es\), not 3, so the run does not continue bit for bit"):
         assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
@@ -640,6 +671,8 @@ def test_a_metrics_file_this_run_did_not_write_is_refused_not_replaced(tmp_path,
      "its random streams are not valid generator states"),
     ("generators", lambda g: [{**g[0], "order": torch.zeros(16, dtype=torch.uint8)}],
      "its random streams are not valid generator states"),
+    ("generators", lambda g: [{**g[0], "order": g[0]["order"].float()}], "its random streams are not valid generator"),
+    ("generators", lambda g: [{**g[0], "devices": "cpu"}], "its random streams are not valid generator states"),
 ])
 def test_a_malformed_training_state_is_named_before_anything_is_rewritten(tmp_path, capsys, key, value, message):
     run = tmp_path / "run"

@@ -45,7 +45,7 @@ from .io import checkpoint_mismatch, is_epoch_history, writer_lock
 from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
                    write_json)
 from .tasks import TASKS, Task
-from .train_config import AUGMENT_SEED, TrainConfig, run_config, train_command
+from .train_config import AUGMENT_SEED, TrainConfig, recorded_processes, run_config, train_command
 
 
 def _distributed(device: str) -> tuple[str, int, int]:
@@ -60,7 +60,9 @@ def _distributed(device: str) -> tuple[str, int, int]:
     if missing := [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]:
         raise UsageError(f"WORLD_SIZE is {world}, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                          "not set: start multi-process training with torchrun, which sets them all")
-    _environment_integer("RANK")
+    if (rank := _environment_integer("RANK")) >= world:  # it would wait for processes that never come
+        raise UsageError(f"the environment variable RANK={rank} is not a process of WORLD_SIZE={world} (0 to "
+                         f"{world - 1}; torchrun sets both)")
     cuda = torch.device(device).type == "cuda"
     local = _environment_integer("LOCAL_WORLD_SIZE", str(world))  # the processes on this machine
     if cuda and torch.device(device).index is None:
@@ -225,11 +227,11 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
         what = (f"augmentation and sampling of {_span(len(saved), run.world)} restart from their seeds"
                 if len(saved) < run.world else f"the streams of {_span(run.world, len(saved))} go unused and the "
                 f"batches are split among {run.world} process(es), not {len(saved)}")
-        warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} processes and this run has "
+        warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} process(es) and this run has "
                       f"{run.world}: {what}, so the run does not continue bit for bit")
     try:
         _set_streams(run, saved, device, checkpoint_path, said)
-    except RuntimeError as err:  # a state of another size or an invalid one: torch's words name neither
+    except (RuntimeError, TypeError, AttributeError) as err:  # a state of another size, type or form
         raise RunError(f"{checkpoint_path}: its random streams are not valid generator states "
                        f"({str(err).splitlines()[0]}), so the run cannot be resumed; train it again without --resume")
     if said and torch.device(device).type == "cpu" and state["metrics"]:
@@ -279,12 +281,14 @@ def batches_per_epoch(examples: int, batch_size: int, world: int = 1) -> int:
 
 def check_batch_shares(model: torch.nn.Module, examples: int, batch_size: int, world: int = 1) -> None:
     """Refuse batches that give a process no example (its loss would be NaN, read as divergence)
-    or, with batch norm, one (which cannot take statistics of one value): before the first step,
+    or, with a ``BatchNorm1d``, one (which cannot take statistics of one value): before the first step,
     and alike in every process, so that no process is left waiting for the others' gradients."""
     steps = batches_per_epoch(examples, batch_size, world)
     last = examples - (steps - 1) * batch_size
     smallest = last if steps == 1 else min(batch_size, last)
-    norm = any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules())
+    # a BatchNorm1d takes one value per channel from an example; a BatchNorm2d one per pixel, so an
+    # image is enough (the CNN trains on batches of one)
+    norm = any(isinstance(module, torch.nn.BatchNorm1d) for module in model.modules())
     per_process = 2 if norm else 1
     if smallest // world >= per_process:
         return
@@ -380,7 +384,7 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
         again = ""
         if isinstance(saved, dict) and (run_dir / METRICS).exists():  # a finished run kept without its weights
             with contextlib.suppress(KeyError, TypeError, AttributeError, RunError):
-                again = f" (this run anew: `{train_command(saved, run_dir)}`)"
+                again = f" (this run anew: `{train_command(saved, run_dir, recorded_processes(run_dir))}`)"
         raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start "
                        f"the run{again}")
     if saved is None and (run_dir / METRICS).exists():  # a run writes it after its config and checkpoint

@@ -14,7 +14,7 @@ import torch
 from . import __version__
 from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int, torch_seed
 from .errors import UsageError
-from .io import RunError
+from .io import METRICS, RunError, read_metrics
 from .models import ModelConfig
 from .tasks import TASKS
 
@@ -96,11 +96,16 @@ def recorded_options(config: dict) -> dict:
             "monitor_examples": options.monitor_examples, "label": config.get("label")}
 
 
-def train_command(config: dict, out: str | Path) -> str:
-    """The ``pdnn train`` command line that trains the run ``config`` describes into ``out``: every
-    option it records, defaults included (a later version's defaults may differ), but β at its
-    default of 1 (given to float neurons, it draws a warning that it does nothing)."""
-    words = ["pdnn", "train"]
+def train_command(config: dict, out: str | Path, processes: int = 1) -> str:
+    """The ``pdnn train`` command line that trains the run ``config`` describes into ``out``, in
+    ``processes`` processes (``torchrun``; each takes its share of every batch, so the weights
+    depend on their number): every option it records, defaults included (a later version's
+    defaults may differ), but β at its default of 1 (given to float neurons, it draws a warning
+    that it does nothing). A value that starts with "-" is written ``--option=value``, where
+    argparse cannot take it for an option."""
+    launch = ["pdnn"] if processes == 1 else ["torchrun", "--standalone", f"--nproc_per_node={processes}", "-m",
+                                               "pdnn"]
+    words = [*launch, "train"]
     for name, value in {**recorded_options(config), "epochs": config["train"].get("epochs")}.items():
         option = "--" + name.replace("_", "-")
         if name == "beta" and value == 1:
@@ -108,5 +113,13 @@ def train_command(config: dict, out: str | Path) -> str:
         if value is True:  # a flag
             words.append(option)
         elif value is not None and value is not False:
-            words += [option, str(value)]
+            words += [f"{option}={value}"] if str(value).startswith("-") else [option, str(value)]
     return shlex.join([*words, "--out", str(out)])
+
+
+def recorded_processes(run_dir: str | Path) -> int:
+    """How many processes trained the run in ``run_dir`` (its last epoch's record; 1 if none)."""
+    try:
+        return int(read_metrics(Path(run_dir) / METRICS)[-1].get("processes", 1))
+    except (RunError, IndexError, TypeError, ValueError):
+        return 1

@@ -80,6 +80,14 @@ def _terminate(signum, frame):
     raise _Terminated
 
 
+def _one_process(world_size: str) -> bool:
+    """Whether ``WORLD_SIZE`` says one process, as :mod:`pdnn.train` reads it."""
+    try:
+        return int(world_size) == 1
+    except ValueError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
     previous_handler = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        if args.command != "train" and os.environ.get("WORLD_SIZE", "1").strip() != "1":
+        if args.command != "train" and not _one_process(os.environ.get("WORLD_SIZE", "1")):
             raise UsageError(f"pdnn {args.command} runs in one process; under torchrun (WORLD_SIZE="
                              f"{os.environ['WORLD_SIZE']}) only `pdnn train` does, each process training its share")
         return int(args.run(args) or 0)

@@ -24,7 +24,7 @@ from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismat
                   read_config, read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
 from ..provenance import checkpoint_sha256, file_sha256, state_sha256, weights_record
-from ..train_config import train_command
+from ..train_config import recorded_processes, train_command
 from .batchnorm import recalibrate_batchnorm
 from .calibration import _sweep_values, calibrate
 from .rewrite import _convert, conversion_spec, to_sampled
@@ -356,7 +356,7 @@ def _train_command(config: dict, source: Path) -> str:
     try:
         own = read_json(source / CONFIG) if (source / CONFIG).is_file() else {
             key: value for key, value in config.items() if key != "label"}
-        return f"`{train_command(own, source)}`"
+        return f"`{train_command(own, source, recorded_processes(source))}`"
     except (KeyError, TypeError, AttributeError, RunError):  # a configuration edited by hand
         return f"the options under 'model', 'data' and 'train' in {source / CONFIG}"
 
