@@ -183,8 +183,7 @@ energy() {
         [[ -f $RUNS/$name/config.json ]] || continue
         for agg in network layer; do
             for reuse in per-eo per-inference; do
-                [[ -f $OUT/energy/$name-$agg-$reuse.json ]] && continue
-                restore "$RUNS/$name"
+                [[ -f $OUT/energy/$name-$agg-$reuse.json ]] && continue  # (it reads config.json alone)
                 "${PDNN[@]}" energy "$RUNS/$name" --samples "$T" --aggregate "$agg" --reuse "$reuse" \
                     --json "$OUT/energy/$name-$agg-$reuse.json" --png "$OUT/energy/$name-$agg-$reuse.png" >/dev/null
             done

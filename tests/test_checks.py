@@ -16,6 +16,14 @@ def test_positive_int_names_the_argument_and_the_value(value):
         positive_int("repeats", value)
 
 
+def test_a_flag_is_no_integer_whoever_made_it():
+    import numpy as np
+    import torch
+
+    assert [checks.integer(v) for v in (np.int64(3), torch.tensor(3), 3)] == [3, 3, 3]
+    assert [checks.integer(v) for v in (True, np.True_, torch.tensor(True), 2.0)] == [None] * 4
+
+
 def test_positive_ints_checks_every_entry_and_the_length():
     assert positive_ints("input_shape", [3, 32, 32], length=3) == (3, 32, 32)
     for bad in [(), (3, 0, 32), (3, 32), (3, 32, True)]:

@@ -97,8 +97,9 @@ def test_an_mlp_of_no_hidden_layer_is_refused_and_numpy_integers_are_integers():
     assert create("vae", latent=np.int64(4), input_shape=(1, 28, 28)).latent == 4
     with pytest.raises(ValueError, match="beta must be a finite number > 0, got nan"):
         ModelConfig(neuron="tanh", beta=math.nan)  # recorded in config.json, which holds no nan
-    with pytest.raises(ValueError, match="beta must be a positive number, got True"):
-        ModelConfig(beta=True)
+    for flag in (True, np.True_, torch.tensor(True)):
+        with pytest.raises(ValueError, match="beta must be a positive number, got "):
+            ModelConfig(beta=flag)
     config = ModelConfig(name="mlp", weight_bits=np.int64(2), beta=np.float32(2), input_shape=(np.int64(1), 4, 4),
                          num_classes=np.int64(3), width=np.int64(8))
     assert json.loads(json.dumps(config.to_dict())) == {  # what config.json holds: numpy's numbers had crashed it

@@ -24,6 +24,7 @@ from pdnn.data import load
 from pdnn.data.cifar import CLASSES
 from pdnn.devices import where_measured
 from pdnn.errors import UsageError
+from pdnn.models import ModelConfig
 from pdnn.runs import load_checkpoint, load_model
 from pdnn.tasks import TASKS
 from pdnn.train import TrainConfig, batches_per_epoch, check_batch_shares
@@ -147,6 +148,8 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
     ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0' is not a count of processes"),
     ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "a", "MASTER_PORT": "1"},
      "the environment variable RANK='x' is not a process index"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "a", "MASTER_PORT": "http"},
+     "the environment variable MASTER_PORT='http' is not a port (torchrun sets it)"),
     ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "a", "MASTER_PORT": "1"},  # it had waited half an hour
      "the environment variable RANK=5 is not a process of WORLD_SIZE=2 (0 to 1; torchrun sets both)"),
 ])
@@ -474,6 +477,21 @@ def test_every_process_gets_its_share_of_every_batch():
                                          r"norm, which needs at least 2 values per channel: use a --batch-size"):
         check_batch_shares(norm, 100, 1)
     check_batch_shares(torch.nn.BatchNorm2d(2), 100, 2, world=2)  # an image gives each channel many values
+
+
+def test_numpy_numbers_train_and_are_recorded_as_python_numbers(tmp_path):
+    """numpy's integers passed every check and then failed to seed torch's generator or to go into
+    config.json."""
+    from pdnn.train import train as train_run
+
+    model = ModelConfig(name="vae", neuron="pbit", input_shape=(1, 28, 28), num_classes=10, width=np.int64(4),
+                        extra={"latent": np.int64(3)})
+    options = TrainConfig(samples=np.int64(2), epochs=np.int64(1), batch_size=np.int64(32), seed=np.int64(3),
+                          monitor_examples=np.int64(16), task="vae", lr=1e-4)
+    train_run(tmp_path / "run", model, "demo", options, subset=64, progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["extra"] == {"latent": 3} and config["train"]["seed"] == 3
+    assert all(type(config["train"][k]) is int for k in ("samples", "epochs", "batch_size", "monitor_examples"))
 
 
 def test_the_cnn_trains_on_batches_of_one(tmp_path):

@@ -31,9 +31,15 @@ LAYER_SETS = ("hidden", "all")  # which activations a conversion makes stochasti
 REUSE_MODES = ("per-eo", "per-inference", "per-batch")  # how often a weight is read from memory
 
 
+def is_boolean(value) -> bool:
+    """Python's, numpy's or torch's ``True``/``False``: a flag, where a number is asked for (which
+    Python, numpy and torch would all read as 1 or 0)."""
+    return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
 def integer(value) -> int | None:
     """``value`` as an ``int`` if it is an integer (numpy's too; ``True`` is not a number), else None."""
-    if isinstance(value, bool):
+    if is_boolean(value):
         return None
     try:
         return operator.index(value)

@@ -35,7 +35,7 @@ import torch
 from torch.autograd import forward_ad
 
 from . import pbit_kernel, stacked_passes
-from .checks import one_of, positive_int
+from .checks import is_boolean, one_of, positive_int
 from .errors import UsageError
 
 MODES = ("bipolar", "unipolar")
@@ -46,7 +46,7 @@ STES = ("mean", "identity", "clipped")
 def check_beta(beta: float) -> float:
     """Return ``beta`` as a float, or raise if it is not a finite positive number. A tensor that
     requires a gradient is refused: it would be read once as a number and never learn."""
-    if isinstance(beta, bool):  # a flag where a number was meant
+    if is_boolean(beta):  # a flag where a number was meant
         raise UsageError(f"beta must be a positive number, got {beta!r}")
     if isinstance(beta, torch.Tensor) and beta.requires_grad:
         raise UsageError(f"beta must be a fixed number; a learnable temperature is not supported, got a tensor "

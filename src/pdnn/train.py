@@ -60,6 +60,7 @@ def _distributed(device: str) -> tuple[str, int, int]:
     if missing := [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]:
         raise UsageError(f"WORLD_SIZE is {world}, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                          "not set: start multi-process training with torchrun, which sets them all")
+    _environment_integer("MASTER_PORT", what="port")
     if (rank := _environment_integer("RANK")) >= world:  # it would wait for processes that never come
         raise UsageError(f"the environment variable RANK={rank} is not a process of WORLD_SIZE={world} (0 to "
                          f"{world - 1}; torchrun sets both)")
@@ -80,18 +81,19 @@ def _distributed(device: str) -> tuple[str, int, int]:
     return device, dist.get_rank(), world
 
 
-def _environment_integer(name: str, default: str | None = None) -> int:
+def _environment_integer(name: str, default: str | None = None, what: str | None = None) -> int:
     """The integer torchrun sets as the environment variable ``name`` (``default`` if unset), said
-    in one line if it is not one."""
+    in one line if it is not one: a count of processes (``*WORLD_SIZE``), a process index, or
+    ``what``."""
     text = os.environ.get(name, default)
     try:
         value = int(text)
     except (TypeError, ValueError):
         value = -1
-    if value < (1 if name.endswith("WORLD_SIZE") else 0):
-        raise UsageError(f"the environment variable {name}={text!r} is not a "
-                         f"{'count of processes' if name.endswith('WORLD_SIZE') else 'process index'} "
-                         "(torchrun sets it)")
+    count = name.endswith("WORLD_SIZE")
+    if value < (1 if count else 0):
+        what = what or ("count of processes" if count else "process index")
+        raise UsageError(f"the environment variable {name}={text!r} is not a {what} (torchrun sets it)")
     return value
 
 

@@ -49,20 +49,23 @@ class TrainConfig:
         return cls(**saved)
 
     def validate(self) -> "TrainConfig":
-        positive_int("samples (s, the training samples: -s/--train-samples)", self.samples)
+        """Check every option, keeping Python's numbers (numpy's would not seed torch's generators
+        nor go into config.json)."""
+        self.samples = positive_int("samples (s, the training samples: -s/--train-samples)", self.samples)
         one_of("task", self.task, tuple(TASKS))
         for name in ("epochs", "batch_size"):
-            positive_int(name, getattr(self, name))
+            setattr(self, name, positive_int(name, getattr(self, name)))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
             raise UsageError(f"lr must be a finite number > 0 (at most {MAX_LR:.3g}: Adam's first step is 10 x lr, "
                              f"a float32), got {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay <= FLOAT32_MAX):
             raise UsageError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if self.monitor_examples is not None:
-            positive_int("monitor_examples", self.monitor_examples, "an integer >= 1 (or none: every test example)")
+            self.monitor_examples = positive_int("monitor_examples", self.monitor_examples,
+                                                 "an integer >= 1 (or none: every test example)")
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
-        torch_seed("seed", self.seed, AUGMENT_SEED)
+        self.seed = torch_seed("seed", self.seed, AUGMENT_SEED)
         if not isinstance(self.augment, bool):
             raise UsageError(f"augment must be true or false, got {self.augment!r}")
         return self

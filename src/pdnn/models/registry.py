@@ -7,7 +7,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..checks import positive_int, positive_ints
+from ..checks import integer, positive_int, positive_ints
 from ..errors import UsageError
 from ..functional import check_beta, check_bits
 
@@ -51,6 +51,8 @@ class ModelConfig:
         self.beta = check_beta(self.beta)  # float neurons ignore it, but config.json records it
         self.num_classes = positive_int("num_classes", self.num_classes)
         self.input_shape = positive_ints("input_shape", self.input_shape, "(channels, height, width)")
+        if isinstance(self.extra, dict):  # (a builder's keywords: the builder judges them)
+            self.extra = {key: value if integer(value) is None else integer(value) for key, value in self.extra.items()}
 
     def to_dict(self) -> dict:
         return asdict(self)
