@@ -16,9 +16,8 @@ The paper (arXiv 2507.07763, eq. for :math:`\varepsilon_{EO}`) writes it as
   or a deterministic activation.
 
 This module prices each term from a :class:`~pdnn.energy.tech.Technology`; a bit width of 32
-(:data:`~pdnn.energy.tech.FLOAT_BITS`) means 32-bit floating point (and a sum wider than that,
-floating point too). The per-layer,
-per-network accounting that multiplies these by the number of EOs is in
+(:data:`~pdnn.energy.tech.FLOAT_BITS`) means 32-bit floating point, and so does a sum wider than
+that. The per-layer, per-network accounting that multiplies these by the number of EOs is in
 :mod:`pdnn.energy.account`. Every function returns picojoules.
 """
 from __future__ import annotations
