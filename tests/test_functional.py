@@ -123,6 +123,14 @@ def test_quantizers_have_exactly_2_to_the_k_levels(bits):
     assert len(unipolar) == 2**bits and unipolar.min() == 0 and unipolar.max() == 1
 
 
+def test_a_flag_is_no_temperature():
+    for flag in (True, torch.tensor(True)):  # a tensor beta is used as given, but not a boolean one
+        with pytest.raises(ValueError, match="beta must be a positive number"):
+            F.mean_activation(torch.zeros(2), beta=flag)
+    betas = torch.tensor([1.0, 2.0])
+    assert torch.equal(F.mean_activation(torch.ones(2), beta=betas), torch.tanh(betas))
+
+
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_unipolar_levels_are_the_bipolar_ones_of_half_the_beta(bits):
     """2 sigmoid(2x) - 1 = tanh(x), so sigmoid levels at beta 2 are the tanh levels at beta 1 moved

@@ -150,6 +150,8 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
      "the environment variable RANK='x' is not a process index"),
     ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "a", "MASTER_PORT": "http"},
      "the environment variable MASTER_PORT='http' is not a port (torchrun sets it)"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "a", "MASTER_PORT": "70000"},
+     "the environment variable MASTER_PORT=70000 is not a port (1 to 65535; torchrun sets it)"),
     ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "a", "MASTER_PORT": "1"},  # it had waited half an hour
      "the environment variable RANK=5 is not a process of WORLD_SIZE=2 (0 to 1; torchrun sets both)"),
 ])
@@ -487,11 +489,15 @@ def test_numpy_numbers_train_and_are_recorded_as_python_numbers(tmp_path):
     model = ModelConfig(name="vae", neuron="pbit", input_shape=(1, 28, 28), num_classes=10, width=np.int64(4),
                         extra={"latent": np.int64(3)})
     options = TrainConfig(samples=np.int64(2), epochs=np.int64(1), batch_size=np.int64(32), seed=np.int64(3),
-                          monitor_examples=np.int64(16), task="vae", lr=1e-4)
+                          monitor_examples=np.int64(16), task="vae", lr=np.float32(1e-4), weight_decay=np.float64(0))
     train_run(tmp_path / "run", model, "demo", options, subset=64, progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"]["extra"] == {"latent": 3} and config["train"]["seed"] == 3
     assert all(type(config["train"][k]) is int for k in ("samples", "epochs", "batch_size", "monitor_examples"))
+    assert config["train"]["lr"] == pytest.approx(1e-4) and config["train"]["weight_decay"] == 0
+    for flag in ({"lr": True}, {"weight_decay": True}):  # lr True had trained at 1, weight decay True crashed Adam
+        with pytest.raises(UsageError, match=f"{next(iter(flag))} must be a finite number"):
+            TrainConfig(**flag).validate()
 
 
 def test_the_cnn_trains_on_batches_of_one(tmp_path):

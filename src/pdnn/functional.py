@@ -94,8 +94,8 @@ def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -
     A number ``beta`` is checked as a p-bit's is; a tensor (per element, learnt, under
     ``torch.func``) is used as given."""
     one_of("mode", mode, MODES)
-    if not isinstance(beta, torch.Tensor):  # a tensor temperature (per element, learnt) broadcasts as given
-        beta = check_beta(beta)
+    if not isinstance(beta, torch.Tensor) or is_boolean(beta):  # a tensor temperature broadcasts as given
+        beta = check_beta(beta)  # (a flag is refused)
     return torch.tanh(beta * x) if mode == "bipolar" else torch.sigmoid(beta * x)
 
 

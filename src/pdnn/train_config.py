@@ -5,6 +5,7 @@ reads a run's record (a converted run naming how to rebuild its source) need not
 from __future__ import annotations
 
 import math
+import numbers
 import shlex
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checks import LOSS_RULES, SCHEDULES, one_of, positive_int, torch_seed
+from .checks import LOSS_RULES, SCHEDULES, is_boolean, one_of, positive_int, torch_seed
 from .errors import UsageError
 from .io import METRICS, RunError, read_metrics
 from .models import ModelConfig
@@ -55,11 +56,12 @@ class TrainConfig:
         one_of("task", self.task, tuple(TASKS))
         for name in ("epochs", "batch_size"):
             setattr(self, name, positive_int(name, getattr(self, name)))
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+        if (lr := _real(self.lr)) is None or not (math.isfinite(lr) and 0 < lr <= MAX_LR):
             raise UsageError(f"lr must be a finite number > 0 (at most {MAX_LR:.3g}: Adam's first step is 10 x lr, "
                              f"a float32), got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay <= FLOAT32_MAX):
+        if (weight_decay := _real(self.weight_decay)) is None or not 0 <= weight_decay <= FLOAT32_MAX:
             raise UsageError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        self.lr, self.weight_decay = lr, weight_decay
         if self.monitor_examples is not None:
             self.monitor_examples = positive_int("monitor_examples", self.monitor_examples,
                                                  "an integer >= 1 (or none: every test example)")
@@ -69,6 +71,11 @@ class TrainConfig:
         if not isinstance(self.augment, bool):
             raise UsageError(f"augment must be true or false, got {self.augment!r}")
         return self
+
+
+def _real(value) -> float | None:
+    """``value`` as a Python ``float`` if it is a real number (numpy's too; ``True`` is a flag)."""
+    return float(value) if isinstance(value, numbers.Real) and not is_boolean(value) else None
 
 
 def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfig, subset: int | None = None,
