@@ -495,9 +495,9 @@ def test_numpy_numbers_train_and_are_recorded_as_python_numbers(tmp_path):
     assert config["model"]["extra"] == {"latent": 3} and config["train"]["seed"] == 3
     assert all(type(config["train"][k]) is int for k in ("samples", "epochs", "batch_size", "monitor_examples"))
     assert config["train"]["lr"] == pytest.approx(1e-4) and config["train"]["weight_decay"] == 0
-    for flag in ({"lr": True}, {"weight_decay": True}):  # lr True had trained at 1, weight decay True crashed Adam
-        with pytest.raises(UsageError, match=f"{next(iter(flag))} must be a finite number"):
-            TrainConfig(**flag).validate()
+    for bad in ({"lr": True}, {"weight_decay": True}, {"lr": 10**400}, {"weight_decay": 10**400}):
+        with pytest.raises(UsageError, match=f"{next(iter(bad))} must be a finite number"):  # lr True had trained
+            TrainConfig(**bad).validate()  # at 1, weight decay True crashed Adam, 10**400 overflowed a float
 
 
 def test_the_cnn_trains_on_batches_of_one(tmp_path):

@@ -74,8 +74,14 @@ class TrainConfig:
 
 
 def _real(value) -> float | None:
-    """``value`` as a Python ``float`` if it is a real number (numpy's too; ``True`` is a flag)."""
-    return float(value) if isinstance(value, numbers.Real) and not is_boolean(value) else None
+    """``value`` as a Python ``float`` if it is a real number (numpy's too; ``True`` is a flag; an
+    integer beyond a float's range is infinite), else None."""
+    if not isinstance(value, numbers.Real) or is_boolean(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # 10**400, or a Fraction of it
+        return math.inf
 
 
 def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfig, subset: int | None = None,
