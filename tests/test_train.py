@@ -151,7 +151,7 @@ def test_each_process_trains_on_its_own_device(monkeypatch):
     ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "a", "MASTER_PORT": "http"},
      "the environment variable MASTER_PORT='http' is not a port (torchrun sets it)"),
     ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "a", "MASTER_PORT": "70000"},
-     "the environment variable MASTER_PORT=70000 is not a port (1 to 65535; torchrun sets it)"),
+     "the environment variable MASTER_PORT='70000' is not a port (1 to 65535; torchrun sets it)"),
     ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "a", "MASTER_PORT": "1"},  # it had waited half an hour
      "the environment variable RANK=5 is not a process of WORLD_SIZE=2 (0 to 1; torchrun sets both)"),
 ])

@@ -61,7 +61,8 @@ def _distributed(device: str) -> tuple[str, int, int]:
         raise UsageError(f"WORLD_SIZE is {world}, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                          "not set: start multi-process training with torchrun, which sets them all")
     if not 0 < (port := _environment_integer("MASTER_PORT", what="port")) < 2**16:
-        raise UsageError(f"the environment variable MASTER_PORT={port} is not a port (1 to 65535; torchrun sets it)")
+        raise UsageError(f"the environment variable MASTER_PORT={os.environ['MASTER_PORT']!r} is not a port (1 to "
+                         "65535; torchrun sets it)")
     if (rank := _environment_integer("RANK")) >= world:  # it would wait for processes that never come
         raise UsageError(f"the environment variable RANK={rank} is not a process of WORLD_SIZE={world} (0 to "
                          f"{world - 1}; torchrun sets both)")
