@@ -60,7 +60,7 @@ def _distributed(device: str) -> tuple[str, int, int]:
     if missing := [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]:
         raise UsageError(f"WORLD_SIZE is {world}, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                          "not set: start multi-process training with torchrun, which sets them all")
-    if not 0 < (port := _environment_integer("MASTER_PORT", what="port")) < 2**16:
+    if not 0 < _environment_integer("MASTER_PORT", what="port") < 2**16:
         raise UsageError(f"the environment variable MASTER_PORT={os.environ['MASTER_PORT']!r} is not a port (1 to "
                          "65535; torchrun sets it)")
     if (rank := _environment_integer("RANK")) >= world:  # it would wait for processes that never come
