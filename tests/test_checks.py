@@ -22,6 +22,7 @@ def test_a_flag_is_no_integer_whoever_made_it():
 
     assert [checks.integer(v) for v in (np.int64(3), torch.tensor(3), 3)] == [3, 3, 3]
     assert [checks.integer(v) for v in (True, np.True_, torch.tensor(True), 2.0)] == [None] * 4
+    assert checks.integer(torch.tensor([3])) is None and checks.integer(np.array([3])) is None  # arrays, not numbers
 
 
 def test_positive_ints_checks_every_entry_and_the_length():

@@ -38,8 +38,9 @@ def is_boolean(value) -> bool:
 
 
 def integer(value) -> int | None:
-    """``value`` as an ``int`` if it is an integer (numpy's too; ``True`` is not a number), else None."""
-    if is_boolean(value):
+    """``value`` as an ``int`` if it is an integer (numpy's and torch's scalars too; ``True`` is not a
+    number, nor is a one-element array), else None."""
+    if is_boolean(value) or getattr(value, "ndim", 0) != 0:
         return None
     try:
         return operator.index(value)

@@ -29,13 +29,12 @@ bit, without any host-device synchronisation.
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 from torch.autograd import forward_ad
 
 from . import pbit_kernel, stacked_passes
-from .checks import is_boolean, one_of, positive_int
+from .checks import integer, is_boolean, one_of, positive_int
 from .errors import UsageError
 
 MODES = ("bipolar", "unipolar")
@@ -68,25 +67,12 @@ def check_beta(beta: float) -> float:
 
 def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
     """Validate a bit width: 1..8, or also 32 (float) when ``allow_float``; returned as an ``int``
-    (numpy's and torch's integer scalars too)."""
-    bits = _integral(bits)
-    ok = isinstance(bits, int) and not isinstance(bits, bool)
-    if ok and (1 <= bits <= MAX_BITS or (allow_float and bits == 32)):
-        return bits
+    (numpy's and torch's integer scalars too: a bit width read from an array)."""
+    number = integer(bits)
+    if number is not None and (1 <= number <= MAX_BITS or (allow_float and number == 32)):
+        return number
     expected = f"an integer 1..{MAX_BITS}" + (" or 32 (float)" if allow_float else "")
     raise UsageError(f"{what} must be {expected}, got {bits!r}")
-
-
-def _integral(value):
-    """An integral numpy or torch scalar as the ``int`` it holds (a bit width read from an array);
-    anything else as given, for :func:`check_bits` to judge."""
-    if isinstance(value, (bool, int)) or isinstance(value, torch.Tensor) and (value.dtype == torch.bool
-                                                                               or value.dim() != 0):
-        return value
-    try:
-        return operator.index(value)
-    except TypeError:
-        return value
 
 
 def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -> torch.Tensor:
