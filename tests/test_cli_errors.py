@@ -285,6 +285,23 @@ def test_plot_draws_a_line_only_for_a_deterministic_run(trained_run, tmp_path, m
 
 
 @pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here
+@pytest.mark.parametrize("option, title", [([], "accuracy vs samples (network aggregation)"),
+                                           (["--title", ""], ""), (["--title", "mine"], "mine")])
+def test_plot_title_is_the_default_one_given_or_none(trained_run, tmp_path, monkeypatch, option, title):
+    import shutil
+
+    from matplotlib.axes import Axes
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "eval-network.json").write_text(json.dumps({"results": [{"samples": 1, "accuracy_mean": 0.5}]}))
+    titles, set_title = [], Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, text, *a, **k: titles.append(text) or set_title(self, text))
+    assert main(["plot", str(run), "--out", str(tmp_path / "fig.png"), *option]) == 0
+    assert titles == [title]
+
+
+@pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here
 def test_plot_warns_about_runs_of_different_datasets(trained_run, tmp_path):
     import shutil
 

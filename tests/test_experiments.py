@@ -59,6 +59,20 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert "--train-samples must be" in capsys.readouterr().err
 
 
+def test_a_study_without_its_data_changes_no_file(tmp_path, monkeypatch, capsys):
+    """spec.json is written with the summary it describes, not before the runs it names."""
+    monkeypatch.setattr("pdnn.data.locate.DEFAULT_ROOTS", ())
+    monkeypatch.delenv("PDNN_DATA", raising=False)
+    args = ["study", "--dataset", "cifar10", "--model", "mlp", "--width", "8", "--epochs", "1", "--subset", "20",
+            "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 2
+    assert "dataset 'cifar10' not found" in capsys.readouterr().err
+    assert not (tmp_path / "spec.json").exists()
+    (tmp_path / "spec.json").write_text("an earlier study's")
+    assert main([*args, "--samples", "1,3"]) == 2
+    assert (tmp_path / "spec.json").read_text() == "an earlier study's"
+
+
 def test_the_command_a_study_records_asks_for_the_same_study(tmp_path):
     from dataclasses import asdict
 

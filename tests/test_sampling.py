@@ -410,6 +410,23 @@ def test_sample_aware_loss_rules_and_gradients():
         sample_aware_loss(net, x, y, samples=2)  # a plain model works too
 
 
+def test_sample_aware_loss_trains_on_a_sampled_models_own_samples_unless_told():
+    net = nn.Sequential(nn.Linear(5, 16), PBit(), nn.Linear(16, 3))
+    x, y = torch.randn(10, 5), torch.randint(0, 3, (10,))
+    outs = SampledModel(net, 4, reduce="none", seed=4)(x)
+    sampled = SampledModel(net, samples=4, seed=4)
+    torch.testing.assert_close(sample_aware_loss(sampled, x, y)[1], outs.mean(0))
+    assert sampled.samples == 4
+    sample_aware_loss(sampled, x, y, samples=2)
+    assert sampled.samples == 2
+    with pytest.raises(UsageError, match='samples="auto"'):
+        sample_aware_loss(SampledModel(net, samples="auto"), x, y)
+    torch.manual_seed(1)
+    one = sample_aware_loss(net, x, y)[1]  # a plain network: one sample
+    torch.manual_seed(1)
+    torch.testing.assert_close(one, net(x))
+
+
 def test_a_large_batch_is_split_into_sub_batches_of_at_most_max_rows():
     net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
     with torch.no_grad():  # every p-bit saturated: each sample is the same, split or not

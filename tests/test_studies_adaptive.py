@@ -396,6 +396,26 @@ def test_the_readme_states_the_prior_each_run_learnt():
     (["--subset", "demo=1"], r"--subset must be at least 2 inputs per dataset, got \{'demo': 1\}"),
 ])
 def test_study_script_names_a_bad_option_before_reading_a_run(option, named, capsys):
+    with pytest.raises(SystemExit):
+        _study_script().parse_args(["--run", "demo:missing", *option])
+    assert re.search(named, capsys.readouterr().err)
+
+
+def test_study_script_names_an_untrained_or_damaged_run_in_one_line(tmp_path, capsys):
+    script = _study_script()
+    with pytest.raises(SystemExit):  # before any other run is drawn
+        script.main(["--run", f"demo:{tmp_path / 'untrained'}", "--out", str(tmp_path / "out")])
+    assert f"--run {tmp_path / 'untrained'}: no checkpoint.pt" in capsys.readouterr().err
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--run", f"demo:{tmp_path / 'damaged'}", "--out", str(tmp_path / "out"),
+                     "--cache", str(tmp_path / "cache")])
+    assert str(exit_.value.code).startswith("adaptive_study.py: error: ") and "\n" not in str(exit_.value.code)
+    assert not (tmp_path / "out").exists()
+
+
+def _study_script():
     import importlib.util
     from pathlib import Path
 
@@ -403,6 +423,4 @@ def test_study_script_names_a_bad_option_before_reading_a_run(option, named, cap
         "adaptive_study_script", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_study.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    with pytest.raises(SystemExit):
-        script.parse_args(["--run", "demo:missing", *option])
-    assert re.search(named, capsys.readouterr().err)
+    return script

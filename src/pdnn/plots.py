@@ -75,7 +75,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     ax.minorticks_off()
     ax.set_xlabel("samples T (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or f"accuracy vs samples ({aggregate} aggregation)")
+    ax.set_title(f"accuracy vs samples ({aggregate} aggregation)" if title is None else title)  # "": none
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")

@@ -1013,7 +1013,7 @@ def sample_aware_loss(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    samples: int = 1,
+    samples: int | None = None,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
     rule: str = "mean-output",
     forward_kwargs: dict | None = None,
@@ -1026,7 +1026,8 @@ def sample_aware_loss(
     p-bits' straight-through estimator.
 
     ``model`` may be a plain network or a :class:`SampledModel` (pass one in a training loop so
-    the traced graph is reused; its ``samples`` is set to ``samples``).
+    the traced graph is reused). ``samples`` left out is the SampledModel's own T (1 for a plain
+    network: one sample, the ordinary loss); given, it is set on the SampledModel.
 
     A model whose output is a tuple or dict gets a ``criterion`` that reads it (e.g.
     ``lambda out, y: F.cross_entropy(out["logits"], y)``); ``forward_kwargs`` are passed to its
@@ -1035,7 +1036,11 @@ def sample_aware_loss(
     Returns ``(loss, averaged_output)``; the output is useful for training accuracy.
     """
     sampled = model if isinstance(model, SampledModel) else SampledModel(model)
-    sampled.samples = samples
+    if samples is not None:
+        sampled.samples = samples
+    elif sampled.samples == "auto":
+        raise UsageError('sample_aware_loss: the SampledModel chooses T per input (samples="auto"), which is no '
+                         "number of samples to train on; pass samples=s")
     return loss_of_samples(sampled.sample(x, **(forward_kwargs or {})), y, criterion, rule)
 
 

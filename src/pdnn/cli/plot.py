@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
                    help="the figure to write (its suffix names the format)")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",
                    help="which evaluation to plot, eval-<aggregate>.json (default: network)")
-    p.add_argument("--title", help="the figure's title (default: \"accuracy vs samples (AGGREGATE aggregation)\")")
+    p.add_argument("--title", help="the figure's title, \"\" for none "
+                                   "(default: \"accuracy vs samples (AGGREGATE aggregation)\")")
     p.set_defaults(run=run)
 
 

@@ -70,7 +70,6 @@ def _run_study(out: Path, spec: StudySpec, models: dict, roots, device: str, pro
         if (out / "runs" / name / CONFIG).exists():
             wanted = run_config(model, spec.dataset, train_config(spec, spec.runs()[name][1]), spec.subset)
             check_same_run(out / "runs" / name, wanted, "reuse", {"monitor_examples": "--eval-subset"})
-    write_json(out / "spec.json", asdict(spec))
     for name in spec.runs():
         if progress:
             neuron, samples = spec.runs()[name]
@@ -126,8 +125,8 @@ def evaluate_one(out: Path, spec: StudySpec, name: str, **kwargs) -> None:
 def finish_study(out: Path, spec: StudySpec) -> dict:
     """Write ``spec.json``, ``summary.json``, the figures and ``README.md`` from the runs."""
     out = Path(out)
+    summary = summarise(out, spec)  # (a damaged run fails here, before any file changes)
     write_json(out / "spec.json", asdict(spec))
-    summary = summarise(out, spec)
     write_json(out / "summary.json", summary)
     draw_figures(out, spec, summary)
     write_text(out / "README.md", render_readme(out, spec, summary))
