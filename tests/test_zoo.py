@@ -23,7 +23,7 @@ from pdnn.convert import ConversionError, to_sampled
 from pdnn.energy import analyze, energy_report
 from pdnn.energy.graph import AnalysisError
 from pdnn.nn import PBit
-from pdnn.sampling import draws
+from pdnn.tracing import draws
 
 from zoo import ZOO, PBitInATorchLayer, TwoLayers, WithKeywords, call_kwargs
 
@@ -893,6 +893,45 @@ def test_a_changed_attribute_reaches_the_next_call():
         assert torch.equal(sampled(x), reference(x))
 
 
+class _Optional(nn.Module):
+    """Keeps its settings as users do: an optional temperature (None), a tuple, a class-level
+    default and a dict holding a list."""
+
+    scale = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.act = nn.Linear(12, 32), nn.Linear(32, 3), PBit()
+        self.temperature, self.offsets, self.config = None, (0.0, 0.0, 0.0), {"shift": [0.0]}
+
+    def forward(self, x):
+        out = self.fc2(self.act(self.fc1(x))) + torch.tensor(self.offsets) + self.config["shift"][0]
+        if self.temperature is not None:
+            out = out / self.temperature
+        return out * self.scale
+
+
+_CHANGES = {"None to a number": lambda m: setattr(m, "temperature", 1e-2),
+            "a tuple": lambda m: setattr(m, "offsets", (5.0, 0.0, -5.0)),
+            "a class default overridden": lambda m: setattr(m, "scale", 100.0),
+            "a list in a dict changed in place": lambda m: m.config["shift"].__setitem__(0, 7.0)}
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+@pytest.mark.parametrize("change", list(_CHANGES))
+def test_a_changed_optional_tuple_class_or_container_attribute_reaches_the_next_call(change, aggregate):
+    torch.manual_seed(0)
+    model, x = _Optional().eval(), torch.randn(B, 12)
+    changed = copy.deepcopy(model)
+    _CHANGES[change](changed)
+    sampled = SampledModel(model, T, reduce="none", aggregate=aggregate, seed=0)
+    reference = SampledModel(changed, T, reduce="none", aggregate=aggregate, seed=0)
+    with torch.no_grad():
+        sampled(x), reference(x)
+        _CHANGES[change](model)
+        assert torch.equal(sampled(x), reference(x))
+
+
 class _Scaled(nn.Module):
     """Divides its p-bits by a temperature it keeps as a plain attribute."""
 
@@ -961,3 +1000,127 @@ def test_a_forward_that_registers_a_gradient_hook_samples():
         warnings.simplefilter("ignore")
         SampledModel(model, T)(x).sum().backward()
     assert model.fc1.weight.grad.abs().sum() > 0
+
+
+# --- what a plan depends on besides the model's structure --------------------------------------
+
+class _ByGradMode(TwoLayers):
+    """Returns something else without gradients, as a model that skips work in evaluation may."""
+
+    def forward(self, x):
+        out = self.fc2(self.act(self.fc1(x)))
+        return out if torch.is_grad_enabled() else torch.full_like(out, 7.0)
+
+
+def test_a_plan_made_with_gradients_is_not_used_without_them():
+    model, x = _ByGradMode().eval(), torch.randn(B, 12)
+    sampled = SampledModel(model, T, seed=0)
+    sampled(x)
+    with torch.no_grad(), pytest.warns(UserWarning, match="differs from a loop of forwards"):
+        assert torch.equal(sampled(x), torch.full((B, 3), 7.0))
+    assert not torch.equal(sampled(x), torch.full((B, 3), 7.0))
+
+
+class _DropsFirst(TwoLayers):
+    def __init__(self, p: float):
+        super().__init__()
+        self.drop = nn.Dropout(p)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(self.drop(x))))
+
+
+def _rows_seen(module: nn.Module, run) -> list[int]:
+    rows = []
+    handle = module.register_forward_hook(lambda m, inputs, out: rows.append(inputs[0].shape[0]))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return rows
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+def test_a_dropout_raised_from_zero_draws_a_mask_per_sample(aggregate):
+    """A dropout schedule that starts at p = 0: once it drops, every sample gets its own mask."""
+    model, x = _DropsFirst(0.0).train(), torch.randn(B, 12)
+    sampled = SampledModel(model, T, aggregate=aggregate, seed=0)
+    assert _rows_seen(model.drop, lambda: sampled(x)) == [B]  # p = 0: in the prefix, run once
+    model.drop.p = 0.5
+    assert _rows_seen(model.drop, lambda: sampled(x)) == [T * B]
+
+
+def test_layer_aggregation_averages_a_dropout_module_and_names_a_random_function():
+    """``aggregate="layer"``: a dropout module's T masks are averaged, as a p-bit's T bits are
+    (T = 4000 masks of p = 0.5 scaled by 2 average to 1 within 6 standard errors, 2/(2*sqrt(T)));
+    a random function in the user's code is drawn once per call, which the warning says."""
+    class Drops(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop, self.act = nn.Dropout(0.5), PBit(beta=1e6)  # saturated: the bits are the sign
+
+        def forward(self, x):
+            return self.drop(self.act(x))
+
+    x, samples = torch.ones(2, 3), 4000
+    kept = SampledModel(Drops().train(), samples, aggregate="layer", seed=0)(x)
+    assert (kept - 1).abs().max() < 6 / (2 * samples ** 0.5) * 2
+
+    class AddsNoise(TwoLayers):
+        def forward(self, x):
+            h = self.act(self.fc1(x))
+            return self.fc2(h + 0.1 * torch.randn_like(h))
+
+    with pytest.warns(UserWarning, match=r"randn_like draws once per call"):
+        SampledModel(AddsNoise(), T, aggregate="layer", seed=0)(torch.randn(B, 12))
+
+
+class _FractionOfOnes(TwoLayers):
+    """Returns, beside its scores, a number that is the same for every real sample of bipolar
+    bits (their mean magnitude, 1), but not for the fold check's probes."""
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.fc2(h), float(h.abs().mean())
+
+
+def test_a_number_equal_in_every_real_sample_is_returned():
+    sampled = SampledModel(_FractionOfOnes(), T, seed=0)
+    with pytest.warns(UserWarning, match="differs between the check's samples.*running a loop"):
+        scores, ones = sampled(torch.randn(B, 12))
+    assert ones == 1.0 and scores.shape == (B, 3)
+
+
+@pytest.mark.parametrize("draw", ["randn_like", "dropout", "bernoulli", "normal_"])
+def test_energy_repeats_what_depends_on_a_random_function_per_sample(draw):
+    class Draws(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            if draw == "randn_like":
+                h = h + 0.5 * torch.randn_like(h)
+            elif draw == "dropout":
+                h = F.dropout(h, 0.3, training=True)  # drawn in evaluation too
+            elif draw == "bernoulli":
+                h = torch.bernoulli(torch.sigmoid(h))
+            else:
+                h = h.normal_()
+            return self.fc3(torch.tanh(self.fc2(torch.tanh(h))))
+
+    net = analyze(Draws(), (8,))
+    assert [layer.stochastic_input for layer in net.layers] == [False, True, True]
+    assert any(f"{draw} (" in note and "a random draw" in note for note in net.notes)
+    one, more = (c["total_j"] for c in energy_report(net, samples=[1, T])["configs"])
+    assert more > 2 * one
+
+
+def test_energy_of_a_dropout_that_follows_the_mode_is_that_of_evaluation():
+    class Drops(TwoLayers):
+        def forward(self, x):
+            return self.fc2(F.dropout(torch.tanh(self.fc1(x)), 0.3, training=self.training))
+
+    net = analyze(Drops().train(), (12,))
+    assert not net.stochastic and not net.notes

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
@@ -53,7 +54,7 @@ from .pooled_pbit import use_pooled_pbits
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import UnfaithfulTrace, add_module, faithful_trace, is_pdnn_unit
+from .tracing import UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
 # a fold is checked against a loop of forwards on 4 rows, at 2 and at 3 samples: a value of the
@@ -74,24 +75,14 @@ def average_samples(x: torch.Tensor, samples: int) -> torch.Tensor:
     return x.reshape(samples, -1, *x.shape[1:]).mean(0)
 
 
-# random functions and tensor methods other than pdnn modules: a call is a fresh draw per sample
-_RANDOM_FUNCTIONS = {torch.rand, torch.randn, torch.rand_like, torch.randn_like, torch.randint,
-                     torch.randint_like, torch.randperm, torch.bernoulli, torch.normal, torch.poisson,
-                     torch.multinomial}
-_DROPOUT_FUNCTIONS = {nn.functional.dropout, nn.functional.dropout1d, nn.functional.dropout2d,
-                      nn.functional.dropout3d, nn.functional.alpha_dropout,
-                      nn.functional.feature_alpha_dropout}
-_RANDOM_METHODS = {"bernoulli", "bernoulli_", "uniform_", "normal_", "random_", "exponential_",
-                   "geometric_", "cauchy_", "log_normal_", "multinomial"}
 # reads of a tensor's shape: their values must be recomputed on the folded tensor, not repeated
 _SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "nelement"}
 _SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
 
 
-def draws(m: nn.Module) -> bool:
-    """Modules that draw random numbers on this call: pdnn's stochastic modules, and dropout
-    in training mode (its mask must be fresh for every sample, as in a loop of forwards)."""
-    return is_stochastic(m) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
+def _dropping(m: nn.Module) -> bool:
+    """A dropout that drops (``p > 0``): whether it draws in training mode, what a plan depends on."""
+    return isinstance(m, _DropoutNd) and m.p > 0
 
 
 def _couples_rows(m: nn.Module) -> bool:
@@ -114,25 +105,12 @@ def _opaque(m: nn.Module) -> bool:
     return not any(draws(sub) or _couples_rows(sub) for sub in m.modules())
 
 
-def _draws_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return draws(modules[node.target])
-    if node.op == "call_method":
-        return node.target in _RANDOM_METHODS
-    if node.op != "call_function":
-        return False
-    if node.target in _DROPOUT_FUNCTIONS:  # F.dropout(x, p, training): training defaults to True
-        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
-        return training is not False
-    return node.target in _RANDOM_FUNCTIONS
-
-
 def _stochastic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """Nodes whose value depends on a random draw."""
     modules = dict(gm.named_modules())
     region: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        if _draws_node(node, modules) or any(a in region for a in node.all_input_nodes):
+        if draws_node(node, modules) or any(a in region for a in node.all_input_nodes):
             region.add(node)
     return region
 
@@ -211,11 +189,18 @@ def _repeat_rows(x, samples: int):
 
 
 def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
-    """Around every stochastic module: repeat its input T times, average its T outputs."""
+    """Around every module that draws (pdnn's stochastic modules, dropout in training mode):
+    repeat its input T times, average its T outputs. A random function or method is drawn once
+    per call, as in one forward: the warning names it."""
     graph = gm.graph
     modules = dict(gm.named_modules())
+    once = [node.name for node in graph.nodes if draws_node(node, modules) and node.op != "call_module"]
+    if once and samples > 1:
+        warnings.warn(f"aggregate='layer' averages T draws of every module that draws, but {', '.join(once)} "
+                      "draws once per call, as in one forward, not T times (aggregate='network' samples "
+                      "them too)", stacklevel=_callers_level())
     for node in list(graph.nodes):
-        if node.op != "call_module" or not is_stochastic(modules[node.target]):
+        if node.op != "call_module" or not draws(modules[node.target]):
             continue
         for arg in node.all_input_nodes:
             with graph.inserting_before(node):
@@ -327,23 +312,60 @@ def _erase_unused(graph: fx.Graph, nodes: list[fx.Node]) -> None:
             erased.add(node)
 
 
-def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[dict, str]]:
-    """Where a traced graph keeps values as they were when it was traced: the numbers, strings and
-    tensors that the user's own modules hold as plain attributes, as ``(module.__dict__, name)``,
-    and the parameters and buffers they hold themselves, as ``(module._parameters, name)`` (the
-    graph holds those tensors, so one rebound, by ``load_state_dict(assign=True)`` or
-    ``torch.func.functional_call``, is a new tensor it would not see). torch's layers and pdnn's
-    modules are called by the graph, so their attributes (a p-bit's ``beta``, a layer's
-    ``weight``) are read live."""
+def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
+    """Where a traced graph keeps values as they were when it was traced: the values that the
+    user's own modules hold as plain attributes, their own or their class's (numbers, strings,
+    None, tensors, and tuples, lists and dicts of these: ``self.temperature = None``, a class's
+    ``scale = 1.0``, ``self.offsets = (0., 1.)``), as ``(module, name)``, and the parameters and
+    buffers they hold themselves, as ``(module._parameters, name)`` (the graph holds those
+    tensors, so one rebound, by ``load_state_dict(assign=True)`` or ``torch.func.functional_call``,
+    is a new tensor it would not see). torch's layers and pdnn's modules are called by the graph,
+    so their attributes (a p-bit's ``beta``, a layer's ``weight``) are read live."""
     own = [m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))]
-    return ([(vars(m), key) for m in own for key, value in vars(m).items()
-             if key != "training" and isinstance(value, (int, float, complex, str, torch.Tensor))]
-            + [(table, key) for m in own for table in (m._parameters, m._buffers) for key in table])
+    attributes = [(m, key) for m in own for key, value in _plain_attributes(m).items() if _fixable(value)]
+    return attributes + [(table, key) for m in own for table in (m._parameters, m._buffers) for key in table]
 
 
-def _current(watched: list[tuple[dict, str]]) -> tuple:
-    """The values at ``watched`` now (tensors by identity: a graph reads their contents live)."""
-    return tuple(id(v) if isinstance(v, torch.Tensor) else v for v in (d.get(key) for d, key in watched))
+_MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: hooks, tables, the mode
+
+
+def _plain_attributes(m: nn.Module) -> dict:
+    """``m``'s attributes as they are stored: its own, then those its user-written classes
+    define (a method or property is no value a graph fixes, but it is stored too)."""
+    classes = [cls for cls in type(m).__mro__ if issubclass(cls, nn.Module) and not cls.__module__.startswith("torch.")]
+    stored = {key: value for cls in reversed(classes) for key, value in vars(cls).items()} | vars(m)
+    return {key: value for key, value in stored.items() if key not in _MODULE_STATE and not key.startswith("__")}
+
+
+def _fixable(value) -> bool:
+    """A value a trace copies into its graph as it is (a tensor: its identity)."""
+    if value is None or isinstance(value, (int, float, complex, str, torch.Tensor)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(map(_fixable, value))
+    return isinstance(value, dict) and all(isinstance(k, str) and _fixable(v) for k, v in value.items())
+
+
+def _read(place, name: str):
+    """The value at a watched place: a parameter or buffer table's entry, or a module's attribute."""
+    return place.get(name) if isinstance(place, dict) else getattr(place, name, None)
+
+
+def _snapshot(value):
+    """``value`` as it can be compared later: tensors by identity (a graph reads their contents
+    live), containers copied (one changed in place is then seen)."""
+    if isinstance(value, torch.Tensor):
+        return id(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(map(_snapshot, value))
+    if isinstance(value, dict):
+        return tuple((k, _snapshot(v)) for k, v in value.items())
+    return value
+
+
+def _current(watched: list[tuple[object, str]]) -> tuple:
+    """The values at ``watched`` now."""
+    return tuple(_snapshot(_read(place, name)) for place, name in watched)
 
 
 _LIBRARIES = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules["pdnn"], torch))
@@ -494,7 +516,7 @@ class SampledModel(nn.Module):
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
-        self._watched: list[tuple[dict, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
+        self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
         self._fixed: tuple = ()  # those values when the graphs were made
 
     @property
@@ -788,14 +810,17 @@ class SampledModel(nn.Module):
             raise RuntimeError(f"{err} [input of shape {tuple(x.shape)}; {rows}]") from err
 
     def _key(self, x: torch.Tensor, args: tuple, kwargs: dict, modules: list[nn.Module]) -> tuple:
-        """What the choice of a plan depends on: the modules, their modes and kinds of hook, autocast
-        (a fold may give another dtype under it), whether B is 1, the arguments' structure,
-        non-batch shapes and non-tensor values (not T: a fold is the same rewrite for every T).
-        Modules that gain hooks after a plan was made get a plan checked with them."""
+        """What the choice of a plan depends on: the modules, their modes, whether they draw (a
+        dropout's ``p`` raised from 0) and kinds of hook, autocast (a fold may give another dtype
+        under it), the gradient mode (a forward may branch on it), whether B is 1, the arguments'
+        structure, non-batch shapes and non-tensor values (not T: a fold is the same rewrite for
+        every T). Modules that gain hooks after a plan was made get a plan checked with them."""
         batch = x.shape[0]
-        layout = tuple((id(m), m.training, hook_kinds(m)) if own_hooks(m) else (id(m), m.training) for m in modules)
+        layout = tuple((id(m), m.training, _dropping(m), hook_kinds(m)) if own_hooks(m) else
+                       (id(m), m.training, _dropping(m)) for m in modules)
         layout += hook_kinds()  # those registered for every module
         layout += tuple((torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cpu", "cuda"))
+        layout += torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
         def describe(v):
             if isinstance(v, torch.Tensor):
@@ -968,8 +993,8 @@ def _traced_layer(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, 
     bound.apply_defaults()
     concrete = {n: tree_map(lambda leaf: fx.PH if isinstance(leaf, torch.Tensor) else leaf, v)
                 for n, v in bound.arguments.items() if not isinstance(v, torch.Tensor)}
-    with warnings.catch_warnings():  # (fx warns that it cannot assert a fixed function's identity)
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # fx warns that it cannot assert a fixed argument's value
+        warnings.filterwarnings("ignore", "Was not able to add assertion")
         return _bound_call(build_sampled_graph(model, samples, "layer", concrete), signature)
 
 

@@ -11,6 +11,9 @@ one call node, not traced into -- when
   random numbers (``stochastic``): to every reader it is one unit, whatever it computes inside,
 * or the reader's own ``opaque`` predicate says so.
 
+Which nodes draw random numbers is one rule too (:func:`draws_node`): sampling draws there once
+per sample, and energy prices what depends on them once per sample.
+
 The readers add to the rule, never take from it, because they need different detail:
 
 * sampling keeps every module without randomness or batch norm inside opaque: it only needs where
@@ -43,6 +46,38 @@ from torch import fx, nn
 from torch.utils import checkpoint
 
 from .nn import is_stochastic
+
+
+# random functions and tensor methods other than pdnn modules: a call is a fresh draw per sample
+_RANDOM_FUNCTIONS = {torch.rand, torch.randn, torch.rand_like, torch.randn_like, torch.randint,
+                     torch.randint_like, torch.randperm, torch.bernoulli, torch.normal, torch.poisson,
+                     torch.multinomial}
+_DROPOUT_FUNCTIONS = {nn.functional.dropout, nn.functional.dropout1d, nn.functional.dropout2d,
+                      nn.functional.dropout3d, nn.functional.alpha_dropout,
+                      nn.functional.feature_alpha_dropout}
+_RANDOM_METHODS = {"bernoulli", "bernoulli_", "uniform_", "normal_", "random_", "exponential_",
+                   "geometric_", "cauchy_", "log_normal_", "multinomial"}
+
+
+def draws(m: nn.Module) -> bool:
+    """Modules that draw random numbers on this call: pdnn's stochastic modules, and dropout
+    in training mode (its mask must be fresh for every sample, as in a loop of forwards)."""
+    return is_stochastic(m) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
+
+
+def draws_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Nodes of a graph that draw random numbers: a call of a module that :func:`draws`, of a
+    random function or method, or of a dropout function in training mode (the default)."""
+    if node.op == "call_module":
+        return draws(modules[node.target])
+    if node.op == "call_method":
+        return node.target in _RANDOM_METHODS
+    if node.op != "call_function":
+        return False
+    if node.target in _DROPOUT_FUNCTIONS:  # F.dropout(x, p, training): training defaults to True
+        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+        return training is not False
+    return node.target in _RANDOM_FUNCTIONS
 
 
 def is_pdnn_unit(m: nn.Module) -> bool:
