@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import timeit
-from pathlib import Path
 
 import torch
-from counts import positive_count
+from counts import output_file, positive_count
 from torch import nn
 
 from pdnn import SampledModel
@@ -40,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=positive_count, default=2)
     parser.add_argument("--number", type=positive_count, default=2000)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=output_file)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_large_buffers()

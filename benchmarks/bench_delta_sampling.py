@@ -33,6 +33,8 @@ the largest difference between the delta and dense pre-activations on one sample
 """
 from __future__ import annotations
 
+import sys
+
 import numba
 import torch
 from bench_speed import before_after_rounds, compare
@@ -173,8 +175,15 @@ def problem(args) -> tuple[nn.Module, torch.Tensor]:
         return create("cnn", neuron="pbit", input_shape=(3, 32, 32), width=64).eval(), torch.randn(256, 3, 32, 32)
     from pdnn.convert import load_model
     from pdnn.data import load
-    model, config = load_model(args.run)
-    data = load(config["data"]["dataset"], roots=args.data_dir, subset=256, progress=False)
+    from pdnn.io import RunError
+    try:  # a missing run or dataset in one line, as pdnn's commands say it
+        model, config = load_model(args.run)
+        if (config["model"]["name"], config["model"]["neuron"]) != ("cnn", "pbit"):
+            raise ValueError(f"--run {args.run} is a {config['model']['neuron']} {config['model']['name']}; the "
+                             "delta passes take the reference CNN with bipolar p-bits (neuron pbit)")
+        data = load(config["data"]["dataset"], roots=args.data_dir, subset=256, progress=False)
+    except (ValueError, RunError, OSError) as err:  # (pdnn's UsageError is a ValueError)
+        sys.exit(f"bench_delta_sampling.py: error: {err}")
     return model.eval(), data.normalize(data.test_x[:256])
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from counts import positive_count
+from counts import output_file, positive_count
 
 SHAPES = [(2048, 2048), (4096, 1024), (2048, 784), (1024, 1024), (512, 2048), (1024, 512)]  # (out, in)
 ROWS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_count, default=2)
     parser.add_argument("--repeats", type=positive_count, default=15)
     parser.add_argument("--rounds", type=positive_count, default=2)
-    parser.add_argument("--json")
+    parser.add_argument("--json", type=output_file)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

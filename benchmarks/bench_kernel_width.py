@@ -15,13 +15,12 @@ import json
 import statistics
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
-from counts import positive_count
+from counts import output_file, positive_count
 
 from pdnn import pbit_kernel as K
 
@@ -45,7 +44,7 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_count, default=2)
     parser.add_argument("--rounds", type=positive_count, default=3)
     parser.add_argument("--repeats", type=positive_count, default=200)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=output_file)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     x = torch.randn(256 * 2048)

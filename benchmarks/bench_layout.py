@@ -22,11 +22,10 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import bench_speed  # the interleaved timing of the speed benchmark (same folder)
 import torch
-from counts import positive_count
+from counts import output_file, positive_count
 
 from pdnn import SampledModel
 from pdnn.malloc import keep_large_buffers
@@ -69,7 +68,7 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_count, default=2)
     parser.add_argument("--repeats", type=positive_count, default=7)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--json", type=output_file, help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_large_buffers()
@@ -89,9 +88,7 @@ def main() -> None:
         low, high = row["spread"][label]
         print(f"{name:10} {nchw:9.1f} {cl:9.1f} {row['ratio'][label]:8.2f}  {low:.2f}-{high:.2f}", flush=True)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
+        args.json.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
                                     "repeats": args.repeats, "rows": rows}, indent=2))
 
 

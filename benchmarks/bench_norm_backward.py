@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -36,7 +35,7 @@ from bench_speed import (
     cpu_model,
     training_problem,
 )
-from counts import positive_count
+from counts import output_file, positive_count
 
 from pdnn import SampledModel
 from pdnn.malloc import keep_large_buffers
@@ -145,7 +144,7 @@ def convolutions_main() -> None:
     parser.add_argument("--convolutions", action="store_true", required=True)
     parser.add_argument("--threads", type=positive_count, default=2)
     parser.add_argument("--repeats", type=positive_count, default=9)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=output_file)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_large_buffers()

@@ -17,7 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from counts import positive_count
+from counts import output_file, positive_count
 
 from pdnn.malloc import keep_large_buffers
 
@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=positive_count, default=2)
     parser.add_argument("--repeats", type=positive_count, default=7)
-    parser.add_argument("--json")
+    parser.add_argument("--json", type=output_file)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_large_buffers()

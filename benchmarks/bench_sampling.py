@@ -16,7 +16,7 @@ import statistics
 import time
 
 import torch
-from counts import positive_count
+from counts import output_file, positive_count
 
 from pdnn import SampledModel
 from pdnn.models import create
@@ -54,7 +54,7 @@ def measure(name: str, shape, batch: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=positive_count, default=5)
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--json", type=output_file, help="also write the figures to this file")
     args = parser.parse_args()
     rows = [measure(name, shape, batch, args.repeats)
             for name, shape in (("cnn", (3, 32, 32)), ("mlp", (1, 28, 28))) for batch in (1, 256)]

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 import torch
-from counts import positive_count
+from counts import output_file, positive_count
 from torch import nn
 
 import pdnn.sampling as sampling
@@ -120,7 +120,7 @@ def before_after_rounds(description: str, one_round, pairs, rounds: int, repeats
     parser.add_argument("--repeats", type=positive_count, default=repeats)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: CPU time of the process (all threads), robust on a loaded machine")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=output_file)
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -254,7 +254,7 @@ def main() -> None:
                         help="batch sizes of the CNN rows, both widths (default: 1 16 256)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's allocator at its defaults (the pdnn command does not)")
-    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--json", type=output_file, help="also write the rows to this file")
     args = parser.parse_args()
     if args.skip_wide and args.only == ["cnn64"]:
         parser.error("--only cnn64 with --skip-wide leaves nothing to measure")
@@ -282,9 +282,7 @@ def main() -> None:
                       flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "threads": args.threads,
+        args.json.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "threads": args.threads,
                                     "clock": args.clock, "repeats": args.repeats, "large_buffers_kept": kept,
                                     "rows": rows}, indent=2))
 

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from counts import positive_count
+from counts import output_file, positive_count
 
 ROWS = {
     "import torch": "import torch",
@@ -49,8 +49,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", nargs="+", default=[str(Path(__file__).resolve().parents[1] / "src")])
     parser.add_argument("--repeats", type=positive_count, default=7)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=output_file)
     args = parser.parse_args()
+    if missing := [src for src in args.src if not (Path(src) / "pdnn" / "__init__.py").is_file()]:
+        parser.error(f"--src {' '.join(missing)}: no pdnn package there (expected a checkout's src folder); the "
+                     "installed pdnn would be timed under its name")
     times: dict[str, dict[str, list[float]]] = {src: {row: [] for row in ROWS} for src in args.src}
     for _ in range(args.repeats):
         for row, code in ROWS.items():

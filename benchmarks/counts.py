@@ -1,4 +1,5 @@
-"""The argparse type of the benchmarks' count options (repeats, rounds, threads, rows, batches).
+"""The argparse types of the benchmarks' count options (repeats, rounds, threads, rows, batches)
+and of their ``--json`` files.
 
 Kept free of pdnn: a benchmark may time an older checkout of it, and bench_startup's own process
 must import neither pdnn nor torch.
@@ -6,6 +7,7 @@ must import neither pdnn nor torch.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def positive_count(text: str) -> int:
@@ -17,3 +19,16 @@ def positive_count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
+
+
+def output_file(text: str) -> Path:
+    """A file to write the measurements to: its folder is made now, so that a path that cannot be
+    written is refused before the measurement, not after it (its times would be lost)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot make its folder ({err.strerror})") from None
+    return path

@@ -15,16 +15,16 @@ OUT_DIR/cosim-PART.json (accuracy: OUT_DIR/accuracy.json); entries already there
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
+from pdnn.errors import UsageError
 from pdnn.experiments import hardware_study as hs
 from pdnn.hw import export, fixed
+from pdnn.io import RunError
 
 
 def main(part: str, out: Path) -> None:
-    if part not in ("layer", "core", "accuracy"):
-        raise SystemExit(f"part must be layer, core or accuracy; got {part!r}")
     path = out / f"cosim-{part}.json"
     net = fixed.load(out / "export")
     images, labels = export.test_images("fashion-mnist")
@@ -39,6 +39,12 @@ def main(part: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
-    main(sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "results/hardware"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("part", choices=("layer", "core", "accuracy"))
+    parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
+                        help="the hardware results folder (default: results/hardware)")
+    args = parser.parse_args()
+    try:
+        main(args.part, args.out)
+    except (UsageError, RunError, OSError) as err:  # a missing export or run folder, in one line
+        parser.error(str(err))

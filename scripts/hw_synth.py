@@ -18,17 +18,16 @@ defaults to results/hardware; entries already in the file are kept (the parts ca
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
+from pdnn.errors import UsageError
 from pdnn.experiments import hardware_study as hs
 from pdnn.hw import fixed, synth
+from pdnn.io import RunError
 
 
 def main(part: str, out: Path) -> None:
-    if part not in (*synth.FAMILIES, "core", "core16", "generators", "parts"):
-        raise SystemExit(f"part must be one of {', '.join(synth.FAMILIES)}, core, core16, generators, parts; "
-                         f"got {part!r}")
     path = out / (f"synth-units-{part}.json" if part in synth.FAMILIES else f"synth-{part}.json")
     if part in synth.FAMILIES:
         hs.synth_units(path, part, log=print)
@@ -43,6 +42,12 @@ def main(part: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
-    main(sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "results/hardware"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("part", choices=(*synth.FAMILIES, "core", "core16", "generators", "parts"))
+    parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
+                        help="the hardware results folder (default: results/hardware)")
+    args = parser.parse_args()
+    try:
+        main(args.part, args.out)
+    except (UsageError, RunError, OSError) as err:  # a missing export or run folder, in one line
+        parser.error(str(err))

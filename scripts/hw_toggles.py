@@ -18,11 +18,13 @@ for contrast.
 from __future__ import annotations
 
 import json
-import sys
+import argparse
 from pathlib import Path
 
+from pdnn.errors import UsageError
 from pdnn.experiments import hardware_study as hs
 from pdnn.hw import export, fixed
+from pdnn.io import RunError
 
 
 def main(out: Path) -> None:
@@ -32,4 +34,11 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/hardware"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
+                        help="the hardware results folder (default: results/hardware)")
+    args = parser.parse_args()
+    try:
+        main(args.out)
+    except (UsageError, RunError, OSError) as err:  # a missing export or run folder, in one line
+        parser.error(str(err))

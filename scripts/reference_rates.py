@@ -9,12 +9,14 @@ machine, 2 CPU cores). Rerun it whenever ``results/small`` is made anew: a test 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
+from pdnn.errors import UsageError
 from pdnn.experiments.plan import REFERENCE_RATES, rates_of, read_plan_state
+from pdnn.io import RunError
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "src" / "pdnn" / "experiments" / REFERENCE_RATES.name  # this checkout's, whichever pdnn runs
@@ -30,4 +32,11 @@ def main(state: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "results" / "small" / "plan-state.json")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("state", nargs="?", type=Path, default=ROOT / "results" / "small" / "plan-state.json",
+                        help="the plan record to take the rates from (default: results/small/plan-state.json)")
+    args = parser.parse_args()
+    try:
+        main(args.state)
+    except (UsageError, RunError, OSError) as err:  # a mistyped path, in one line
+        parser.error(str(err))

@@ -36,3 +36,39 @@ def test_a_count_option_below_one_is_named():
     for text in ("0", "-2", "x"):
         with pytest.raises(argparse.ArgumentTypeError, match=f"expected an integer >= 1, got '{text}'"):
             counts.positive_count(text)
+
+
+def test_a_json_file_is_refused_before_the_measurement_or_its_folder_made(tmp_path):
+    import argparse
+
+    counts = importlib.import_module("counts")
+    assert counts.output_file(str(tmp_path / "new" / "deeper" / "x.json")) == tmp_path / "new" / "deeper" / "x.json"
+    assert (tmp_path / "new" / "deeper").is_dir()
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder; expected a file"):
+        counts.output_file(str(tmp_path))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot make its folder"):
+        counts.output_file(str(tmp_path / "file" / "x.json"))
+
+
+def test_startup_refuses_a_source_folder_without_pdnn(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_startup.py", "--src", str(tmp_path), "--repeats", "1"])
+    with pytest.raises(SystemExit):
+        importlib.import_module("bench_startup").main()
+    assert f"--src {tmp_path}: no pdnn package there" in capsys.readouterr().err
+
+
+def test_delta_sampling_refuses_a_run_that_is_no_pbit_cnn(tmp_path):
+    import argparse
+
+    from pdnn.cli import main
+
+    run = tmp_path / "tanh"
+    assert main(["train", "--dataset", "demo", "--subset", "32", "--model", "mlp", "--width", "8", "--neuron", "tanh",
+                 "--epochs", "1", "--out", str(run), "--quiet"]) == 0
+    args = argparse.Namespace(weights="trained", run=str(run), data_dir=None)
+    with pytest.raises(SystemExit, match="is a tanh mlp; the delta passes take the reference CNN"):
+        importlib.import_module("bench_delta_sampling").problem(args)
+    with pytest.raises(SystemExit, match="does not exist"):
+        importlib.import_module("bench_delta_sampling").problem(argparse.Namespace(**{**vars(args), "run": str(
+            tmp_path / "missing")}))

@@ -148,6 +148,18 @@ def test_extra_outputs_never_replace_a_runs_own_files(trained_run, tmp_path, cap
     assert not list(tmp_path.iterdir()) and not list(trained_run.glob("eval-*.json"))
 
 
+@pytest.mark.parametrize("name", ["spec.json", "summary.json", "plan-state.json", "adaptive.json", "draws.json"])
+def test_extra_outputs_never_replace_a_study_export_or_plan_record(trained_run, tmp_path, capsys, name):
+    """A hardware export's spec.json, a study's summary.json, a reproduce plan's state: records
+    that cost hours, outside any run directory."""
+    (tmp_path / name).write_text('{"kept": true}')
+    for command, option in (("energy", "--json"), ("tradeoff", "--json")):
+        assert main([command, str(trained_run), option, str(tmp_path / name)]) == 2
+        assert f"{tmp_path / name} exists, and {name} is the name of a record" in one_line_error(capsys, command)
+    assert (tmp_path / name).read_text() == '{"kept": true}'
+    assert main(["energy", str(trained_run), "--json", str(tmp_path / "new" / name)]) == 0  # a new file is no record
+
+
 def test_an_extra_output_that_cannot_be_written_is_refused_before_the_results_are(trained_run, tmp_path,
                                                                                    monkeypatch, capsys):
     """A read-only --json/--png folder failed after the command had rewritten the run's own

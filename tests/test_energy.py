@@ -17,6 +17,7 @@ from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, acc
                          parse_tolerance, run_network, tradeoff, tradeoff_runs)
 from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
 from pdnn.energy.graph import Network, fan_in
+from pdnn.energy.report import format_markdown
 from pdnn.errors import UsageError
 from pdnn.models import ModelConfig, create
 from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, PBit, QuantConv2d, QuantLinear, Quantize
@@ -667,6 +668,8 @@ def test_layer_aggregation_flags_its_next_sample_column(small_nets):
     assert LAYER_STEP_NOTE in layer["notes"] and LAYER_STEP_NOTE not in network["notes"]
     assert "ΔE(T→T+1)/E†" in format_report(layer) and f"† {LAYER_STEP_NOTE}" in format_report(layer)
     assert "†" not in format_report(network)
+    assert "ΔE(T→T+1)/E %† |" in format_markdown(layer) and f"*† ΔE(T→T+1)/E under {LAYER_STEP_NOTE}.*" in \
+        format_markdown(layer) and "†" not in format_markdown(network)
     # why: 2 → 3 samples keeps the 2-bit counters, 1 → 2 widens them
     steps = [c["next_sample_increase_pct"] for c in layer["configs"]]
     assert steps[1] < steps[0] / 10 and steps[2] > steps[1]

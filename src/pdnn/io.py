@@ -392,6 +392,18 @@ def is_run_record(path: Path | str) -> bool:
     return own and (path.parent / CONFIG).is_file()
 
 
+# what studies (spec, summary), hardware exports (spec), reproduce plans (plan-state) and the
+# adaptive study's scripts (adaptive, draws) keep beside their runs
+FOLDER_RECORDS = ("spec.json", "summary.json", "plan-state.json", "adaptive.json", "draws.json")
+
+
+def is_folder_record(path: Path | str) -> bool:
+    """Whether ``path`` is an existing record of a study, export or plan (by its name): what a
+    command's extra output must not replace either (the record may have cost hours)."""
+    path = Path(path)
+    return path.name in FOLDER_RECORDS and path.is_file()
+
+
 def read_eval(path: Path | str) -> dict:
     """An ``eval-*.json`` document, checked as far as readers use it: a non-empty ``results``
     list of rows with an integer ``samples`` >= 1, an ``accuracy_mean`` in [0, 1] and, if given,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import is_run_record
+from ..io import is_folder_record, is_run_record
 
 
 def file_in_the_way(folder: Path) -> Path | None:
@@ -44,8 +44,9 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def output_file(option: str, path: str | None, kind: str) -> Path | None:
     """``path`` given to ``option`` as a file to write of ``kind`` (``"json"`` or ``"figure"``),
-    checked before any work: its suffix names the format, and it is not a directory nor a run's
-    own record (``checkpoint.pt``, ``config.json``, ...), which a copy of a result must not replace."""
+    checked before any work: its suffix names the format, and it is not a directory, a run's own
+    record (``checkpoint.pt``, ``config.json``, ...) nor an existing record of a study, export or
+    plan (``summary.json``, ``spec.json``, ...), which a copy of a result must not replace."""
     if path is None:
         return None
     out = Path(path)
@@ -58,6 +59,9 @@ def output_file(option: str, path: str | None, kind: str) -> Path | None:
         raise UsageError(f"{option} {path}: {blocking} is a file where a folder is expected")
     if is_run_record(out):
         raise UsageError(f"{option} {path} is the record {out.name} of the run in {out.parent}; choose another file")
+    if is_folder_record(out):
+        raise UsageError(f"{option} {path} exists, and {out.name} is the name of a record that studies, exports and "
+                         "plans keep; choose another file")
     folder = next(f for f in (out.parent.absolute(), *out.parent.absolute().parents) if f.exists())
     if not os.access(folder, os.W_OK | os.X_OK):  # found now, not after the command's own results are written
         raise UsageError(f"{option} {path}: cannot write into {folder} (read-only, or not yours)")

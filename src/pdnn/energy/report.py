@@ -76,17 +76,18 @@ def format_report(report: dict, layers: bool | None = None) -> str:
 
 def format_markdown(report: dict) -> str:
     """The configuration table of :func:`format_report` as Markdown (for docs)."""
+    mark = "†" if LAYER_STEP_NOTE in report.get("notes", []) else ""  # as format_report marks it
     lines = [f"*{_settings_line(report)}; reference ({report['reference']['description']}): "
              f"{_uj(report['reference']['total_j'])} µJ*", "",
              "| network | T | µJ / inference | weight mem % | act. mem % | synapse % | neuron % | × ref "
-             "| ΔE(T→T+1)/E % |",
+             f"| ΔE(T→T+1)/E %{mark} |",
              "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for c in report["configs"]:
         shares = " | ".join(_fmt(_share(c, k), ".1f") for k in TERMS)
         lines.append(f"| {c.get('network', '')} | {c['samples']} | {_uj(c['total_j'])} | {shares} | "
                      f"{_fmt(c['ratio_to_reference'], '.3f')} | {_fmt(c['next_sample_increase_pct'], '.3f')} |")
-    if LAYER_STEP_NOTE in report.get("notes", []):
-        lines += ["", f"*ΔE(T→T+1)/E under {LAYER_STEP_NOTE}.*"]
+    if mark:
+        lines += ["", f"*† ΔE(T→T+1)/E under {LAYER_STEP_NOTE}.*"]
     return "\n".join(lines)
 
 
