@@ -140,6 +140,8 @@ def test_extra_outputs_never_replace_a_runs_own_files(trained_run, tmp_path, cap
         ("fid", ["fid", run, "--classifier", run, "--json", str(trained_run / "metrics.json")], "record metrics.json"),
         *[("energy", ["energy", "--model", "mlp", "--dataset", "demo", "--json", str(trained_run / name)], f"record {name}")
           for name in ("adaptive.json", "calibration.json", "fid-clf.json", "fid.json")],  # what other commands read
+        ("tradeoff", ["tradeoff", str(trained_run), "--png", str(trained_run / "energy.png")], "record energy.png"),
+        ("eval", ["eval", run, "--quiet", "--json", str(trained_run / "energy.json")], "record energy.json"),
     ]
     for command, argv, expected in attempts:
         assert main(argv) == 2, argv
@@ -242,7 +244,8 @@ def test_study_checks_every_run_before_writing(tmp_path, capsys):
     base = ["study", "--dataset", "demo", "--out", str(tmp_path / "study")]
     for extra, expected in ((["--beta", "nan"], "beta must be a finite number > 0, got nan"),
                             (["--lr", "nan"], "lr must be a finite number > 0"),
-                            (["--quant-bits", "a"], "--quant-bits must be integers >= 1 separated by commas, got 'a'")):
+                            (["--quant-bits", "a"], "--quant-bits must be integers >= 1 separated by commas, got 'a'"),
+                            (["--quant-bits", "2,9"], "--quant-bits must be an integer 1..8, got 9")):
         assert main([*base, *extra]) == 2
         assert expected in one_line_error(capsys, "study")
     assert not list(tmp_path.iterdir())
@@ -272,6 +275,13 @@ def test_a_damaged_evaluation_is_named_by_plot(trained_run, tmp_path, capsys):
         (run / "eval-network.json").write_text(f'{{"results": {results}}}')
         assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 2
         assert str(run / "eval-network.json") in one_line_error(capsys, "plot")
+    for examples in ("[1]", '"64"', "0", "1.5"):  # the count the readers compare between runs
+        (run / "eval-network.json").write_text(f'{{"results": [{{"samples": 1, "accuracy_mean": 0.5}}], '
+                                               f'"examples": {examples}}}')
+        for argv in (["plot", str(run), "--out", str(tmp_path / "fig.png")],
+                     ["tradeoff", str(run), "--json", str(tmp_path / "t.json")]):
+            assert main(argv) == 2
+            assert f"{run / 'eval-network.json'}: 'examples' must be" in one_line_error(capsys, argv[0])
     assert not (tmp_path / "fig.png").exists()
 
 
@@ -534,3 +544,31 @@ def test_only_train_runs_under_torchrun(trained_run, tmp_path, monkeypatch, caps
     assert not (tmp_path / "study").exists() and not (run / "eval-network.json").exists()
     monkeypatch.setenv("WORLD_SIZE", "01")  # torchrun with one process, as pdnn train reads it
     assert main(["eval", str(run), "--samples", "1", "--subset", "10"]) == 0
+
+
+@pytest.mark.parametrize("damage", ["no data section", "no dataset"])
+def test_a_config_that_records_no_dataset_is_named_by_the_commands_that_read_the_data(trained_run, tmp_path,
+                                                                                       capsys, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    if damage == "no data section":
+        del config["data"]
+    else:
+        del config["data"]["dataset"]
+    (run / "config.json").write_text(json.dumps(config))
+    for argv in (["eval", str(run), "--samples", "1", "--quiet"],
+                 ["eval", str(run), "--adaptive", "--max-samples", "3", "--quiet"]):
+        assert main(argv) == 2
+        assert f"{run / 'config.json'} records no dataset" in one_line_error(capsys, "eval")
+
+
+def test_hw_sim_of_a_run_directory_gives_an_export_command_that_works(trained_run, tmp_path, capsys):
+    assert main(["hw", "sim", str(trained_run)]) == 2
+    error = one_line_error(capsys, "hw")
+    assert f"{trained_run} is a run directory, not an export" in error
+    command = error.split("`")[1].split()
+    assert command[:4] == ["pdnn", "hw", "export", str(trained_run)] and command[4] == "--out"
+    assert Path(command[5]).parent == trained_run.parent  # beside the run, not inside it

@@ -367,6 +367,13 @@ def test_calibrate_warns_when_the_choice_is_at_the_edge_of_the_sweep():
     assert doc["chosen"] == 0.001 and doc["at_edge"] is False  # a tie with 0, which comes later
 
 
+def test_calibrate_refuses_a_value_listed_twice():
+    model = mlp("tanh")
+    x = torch.randn(20, *SHAPE)
+    with pytest.raises(UsageError, match=r"lists beta = 1 more than once, got \[1.0, 2.0, 1.0\]"):
+        calibrate(model, x, model(x).argmax(1), "pbit", values=[1, 2, 1.0], samples=[1])
+
+
 @pytest.mark.parametrize("recalibrate_bn", [False, True])
 def test_per_layer_calibration_is_never_worse_and_its_spec_replays(recalibrate_bn):
     torch.manual_seed(2)

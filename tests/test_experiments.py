@@ -73,6 +73,22 @@ def test_a_study_without_its_data_changes_no_file(tmp_path, monkeypatch, capsys)
     assert (tmp_path / "spec.json").read_text() == "an earlier study's"
 
 
+@pytest.mark.parametrize("holds, named", [
+    ({"spec.json": '{"format": "pdnn-hw-1", "layers": []}'}, "spec.json is not a study's"),
+    ({"config.json": "{}"}, "is a run directory"),
+    ({"plan-state.json": "{}"}, "holds a reproduce plan"),
+])
+def test_a_study_refuses_a_folder_of_another_commands_results(tmp_path, capsys, holds, named):
+    for name, text in holds.items():
+        (tmp_path / name).write_text(text)
+    args = ["study", "--dataset", "demo", "--model", "mlp", "--width", "8", "--epochs", "1", "--subset", "50",
+            "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 2
+    assert named in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(holds)
+    assert all((tmp_path / name).read_text() == text for name, text in holds.items())
+
+
 def test_the_command_a_study_records_asks_for_the_same_study(tmp_path):
     from dataclasses import asdict
 

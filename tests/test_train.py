@@ -24,6 +24,7 @@ from pdnn.data import load
 from pdnn.data.cifar import CLASSES
 from pdnn.devices import where_measured
 from pdnn.errors import UsageError
+from pdnn.evaluate import running_sums
 from pdnn.models import ModelConfig
 from pdnn.runs import load_checkpoint, load_model
 from pdnn.tasks import TASKS
@@ -757,3 +758,16 @@ def test_a_run_that_stopped_early_is_measured_with_a_warning(tmp_path, capsys):
     (run / "config.json").write_text(json.dumps(config))
     with pytest.warns(UserWarning, match="has trained 1 of its 3 epochs"):
         assert main(["eval", str(run), "--samples", "1", "--repeats", "1", "--quiet"]) == 0
+
+
+def test_running_sums_are_one_cumsum_over_the_pool_bit_for_bit():
+    """pdnn eval sums T samples from calls of at most 1024: kept at the repeats' ends only, its
+    memory is one call's samples, and the sums are those of one cumsum over all (same order)."""
+    torch.manual_seed(0)
+    pool = torch.randn(2500, 3, 4) * torch.logspace(-6, 6, 2500).reshape(-1, 1, 1)  # rounding order matters
+    ends = [1, 7, 1024, 1025, 2048, 2500]
+    whole = torch.cat([torch.zeros(1, 3, 4, dtype=torch.float64), pool.double().cumsum(0)])
+    sums = running_sums(iter(pool.split(1024)), ends)
+    assert sorted(sums) == [0, *ends]
+    for k in [0, *ends]:
+        assert torch.equal(sums[k], whole[k])

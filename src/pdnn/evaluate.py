@@ -50,6 +50,32 @@ def parse_samples(text: str, name: str = "samples") -> list[int]:
     return sorted(values)
 
 
+def running_sums(parts, ends: list[int]) -> dict[int, torch.Tensor]:
+    """The sums (float64) of the first k samples, for k = 0 and every k of the sorted ``ends``,
+    of the samples ``[n, ...]`` that ``parts`` yields in turn: the rows at ``ends`` of one cumsum
+    over all the samples, bit for bit (each part's sums continue from the last), with only one
+    part in memory at a time."""
+    sums, total, done, next_end = {}, None, 0, 0
+    for part in parts:
+        part = part.double()
+        if total is not None:
+            part[0] += total
+        cumulative = part.cumsum(0)
+        while next_end < len(ends) and ends[next_end] <= done + len(part):
+            sums[ends[next_end]] = cumulative[ends[next_end] - done - 1]
+            next_end += 1
+        total, done = cumulative[-1], done + len(part)
+    sums[0] = torch.zeros_like(total)
+    return sums
+
+
+def _drawn(sampler: SampledModel, x: torch.Tensor, samples: int, chunk: int):
+    """``samples`` samples of ``sampler`` on ``x``, ``chunk`` per call, one call's ``[n, B, ...]`` at a time."""
+    for done in range(0, samples, chunk):
+        sampler.samples = min(chunk, samples - done)
+        yield sampler(x)
+
+
 @torch.no_grad()
 def _pooled_correct(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: list[int], repeats: int,
@@ -60,17 +86,13 @@ def _pooled_correct(
     sampler = SampledModel(model, reduce="none", seed=seed, max_rows=SPLIT_ROWS)
     bar = progress_bar(total=len(x), desc="eval", unit="img", enabled=progress, leave=False)
     chunk = min(pool, FOLD_ROWS)  # samples per call; the sampler splits the batch to SPLIT_ROWS rows
+    ends = sorted({r * t for t in samples for r in range(1, repeats + 1)})  # where a repeat's samples end
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
-        parts = []
-        for done in range(0, pool, chunk):
-            sampler.samples = min(chunk, pool - done)
-            parts.append(sampler(xb))
-        cumulative = torch.cat(parts).double().cumsum(0)  # [pool, B, C]
-        cumulative = torch.cat([torch.zeros_like(cumulative[:1]), cumulative])
+        sums = running_sums(_drawn(sampler, xb, pool, chunk), ends)
         for t in samples:
             for r in range(repeats):
-                mean = cumulative[(r + 1) * t] - cumulative[r * t]
+                mean = sums[(r + 1) * t] - sums[r * t]
                 correct[t][r] += int((mean.argmax(-1) == yb).sum())
         bar.update(len(xb))
     bar.close()

@@ -22,6 +22,7 @@ from .errors import UsageError
 from .convert import load_measured
 from .evaluate import is_deterministic
 from .inception import load_fid_inception
+from .io import run_dataset
 from .models import is_generator
 
 
@@ -46,7 +47,7 @@ class ClassifierFeatures:
             raise UsageError(f"feature classifier {run_dir} has no linear output layer")
         self.model, self.head, self.normalize, self.device = model, linears[-1], normalize, device
         self.dim = self.head.in_features
-        self.dataset = config["data"]["dataset"]
+        self.dataset = run_dataset(run_dir, config)
         self.name = f"fid-clf: penultimate features ({self.dim}) of classifier {run_dir}"
         self.source = str(run_dir)
 

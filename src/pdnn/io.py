@@ -371,6 +371,16 @@ def config_dataset(config: dict) -> str | None:
     return data.get("dataset") if isinstance(data, dict) else None
 
 
+def run_dataset(run_dir: Path | str, config: dict) -> str:
+    """The dataset the run ``run_dir`` (its ``config``) was trained on, for a command that reads
+    its data; a :class:`RunError` naming the file if the config records none."""
+    dataset = config_dataset(config)
+    if not isinstance(dataset, str):
+        raise RunError(f"{Path(run_dir) / CONFIG} records no dataset ('data': {{'dataset': ...}}), which this "
+                       "command reads the run's test images from")
+    return dataset
+
+
 _RECORDS = (CONFIG, CHECKPOINT, METRICS, "adaptive.json", "calibration.json", "fid-clf.json", "fid.json")
 ENERGY_FILES = ("energy.json", "energy.png")  # what `pdnn energy RUN_DIR` writes into the run by default
 
@@ -386,9 +396,10 @@ def measurements(run_dir: Path | str) -> list[Path]:
 
 def is_run_record(path: Path | str) -> bool:
     """Whether ``path`` is one of the files above in a run directory (one that holds a
-    ``config.json``): what a command's extra output (``--json``, ``--png``) must never replace."""
+    ``config.json``), ``pdnn energy``'s defaults among them: what a command's extra output
+    (``--json``, ``--png``) must never replace (``pdnn energy RUN_DIR`` writes those by default)."""
     path = Path(path)
-    own = path.name in _RECORDS or (path.name.startswith("eval-") and path.suffix == ".json")
+    own = path.name in (*_RECORDS, *ENERGY_FILES) or (path.name.startswith("eval-") and path.suffix == ".json")
     return own and (path.parent / CONFIG).is_file()
 
 
@@ -407,11 +418,15 @@ def is_folder_record(path: Path | str) -> bool:
 def read_eval(path: Path | str) -> dict:
     """An ``eval-*.json`` document, checked as far as readers use it: a non-empty ``results``
     list of rows with an integer ``samples`` >= 1, an ``accuracy_mean`` in [0, 1] and, if given,
-    a finite ``accuracy_std`` >= 0; anything else is a :class:`RunError` naming the file."""
+    a finite ``accuracy_std`` >= 0, and if given an integer ``examples`` >= 1; anything else is a
+    :class:`RunError` naming the file."""
     document = read_json(path)
     rows = document.get("results") if isinstance(document, dict) else None
     if not isinstance(rows, list) or not rows:
         raise RunError(f"{path} has no 'results' list")
+    examples = document.get("examples", 1)
+    if not (_is_int(examples) and examples >= 1):
+        raise RunError(f"{path}: 'examples' must be the number of test examples, an integer >= 1, got {examples!r}")
     for row in rows:
         samples = row.get("samples") if isinstance(row, dict) else None
         mean = row.get("accuracy_mean") if isinstance(row, dict) else None

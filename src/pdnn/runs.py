@@ -21,7 +21,7 @@ from .features import ClassifierFeatures, InceptionFeatures
 from .generation import check_generator, fid_vs_samples
 from .models import is_generator
 from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpoint, read_config, read_json,
-                 save_checkpoint, write_json)
+                 run_dataset, save_checkpoint, write_json)
 from .provenance import CODE, WEIGHTS, code_record
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
@@ -32,7 +32,7 @@ __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluat
 def evaluation_subset(config: dict, subset: int | None) -> int | None:
     """How many test examples an evaluation of the run with ``config`` takes: ``subset`` if
     asked, else the subset the run was trained with (``None``: the whole split)."""
-    return subset if subset is not None else config["data"].get("subset")
+    return subset if subset is not None else (config.get("data") or {}).get("subset")
 
 
 def check_fits(run_dir, config: dict, images) -> None:
@@ -67,15 +67,15 @@ def evaluate_run(
     model, config, weights = load_measured(run_dir, device)
     if is_generator(model):
         raise UsageError(f"{run_dir} is a generator, which has no accuracy; measure it with `pdnn fid {run_dir}`")
-    subset = evaluation_subset(config, subset)
-    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    subset, dataset = evaluation_subset(config, subset), run_dataset(run_dir, config)
+    data = load(dataset, roots=roots, subset=subset, progress=progress).to(device)
     check_fits(run_dir, config, data.test_x)
     began = time.perf_counter()
     results = accuracy_vs_samples(model, data.test_x, data.test_y, samples, repeats, aggregate,
                                   seed, prepare=data.normalize, progress=progress)
     document = {
         "run": str(run_dir),
-        "dataset": config["data"]["dataset"],
+        "dataset": dataset,
         "data_source": data.source,
         "split": "test",
         "subset": subset,  # asked for (None: the whole split); what a later reuse must match
@@ -104,11 +104,11 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
         raise UsageError("give exactly one feature source: a classifier run or the Inception weights")
     model, config, weights = load_measured(run_dir, device)
     vae = check_generator(model, f"run {run_dir}")
-    dataset = config["data"]["dataset"]
+    dataset = run_dataset(run_dir, config)
     data = load(dataset, roots=roots, subset=subset, progress=progress)
     check_fits(run_dir, config, data.test_x)
     if classifier is not None:
-        clf_dataset = read_config(classifier)["data"]["dataset"]
+        clf_dataset = run_dataset(classifier, read_config(classifier))
         if clf_dataset != dataset:
             raise UsageError(f"classifier {classifier} was trained on {clf_dataset}; the generator on {dataset}")
         extractor = ClassifierFeatures(classifier, data.normalize, device)
@@ -151,12 +151,12 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     if is_deterministic(model):
         raise UsageError(f"{run_dir} is deterministic: every sample is the same, so T = 1 is exact and there is "
                          f"nothing to settle; evaluate it with `pdnn eval {run_dir}`")
-    subset = evaluation_subset(config, subset)
-    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=progress).to(device)
+    subset, dataset = evaluation_subset(config, subset), run_dataset(run_dir, config)
+    data = load(dataset, roots=roots, subset=subset, progress=progress).to(device)
     check_fits(run_dir, config, data.test_x)
     began = time.perf_counter()
     result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)
-    document = {"run": str(run_dir), "dataset": config["data"]["dataset"], "data_source": data.source,
+    document = {"run": str(run_dir), "dataset": dataset, "data_source": data.source,
                 "split": "test", "examples": len(data.test_y), "seed": seed, "device": str(device),
                 **where_measured(), "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(),
                 **result}

@@ -5,6 +5,7 @@ from ..checks import SCHEDULES
 from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
+from ..functional import check_bits
 from .common import add_device_option, existing_folder, named_path
 
 
@@ -45,7 +46,7 @@ def spec_of(args) -> StudySpec:
                      subset=args.subset, eval_subset=args.eval_subset, batch_size=args.batch_size, lr=args.lr,
                      schedule=args.schedule, seed=args.seed, test_samples=parse_samples(args.samples),
                      train_samples=parse_samples(args.train_samples, "--train-samples"),
-                     quant_bits=parse_samples(args.quant_bits, "--quant-bits"),
+                     quant_bits=[check_bits(k, "--quant-bits") for k in parse_samples(args.quant_bits, "--quant-bits")],
                      pbit_neurons=args.pbit_neurons.split(","), repeats=args.repeats)
 
 

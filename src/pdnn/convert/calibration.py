@@ -92,6 +92,9 @@ def _sweep_values(method: str, values: Sequence[float] | None) -> list[float]:
               for v in (DEFAULT_VALUES[method] if values is None else values)]
     if not values:
         raise UsageError("calibration needs at least one value to try")
+    if twice := sorted({v for v in values if values.count(v) > 1}):  # a row measured twice, under one name
+        raise UsageError(f"the calibration sweep lists {key} = {', '.join(f'{v:g}' for v in twice)} more than once, "
+                         f"got {values}; expected each once")
     return values
 
 

@@ -31,7 +31,7 @@ from ..data import load
 from ..energy.account import Reuse, Settings, network_energy
 from ..energy.tradeoff import run_network
 from ..evaluate import FOLD_ROWS
-from ..io import CHECKPOINT, RunError, atomic_write, pyplot, save_figure
+from ..io import CHECKPOINT, RunError, atomic_write, pyplot, run_dataset, save_figure
 from ..runs import load_model
 from ..sampling import SampledModel
 
@@ -46,7 +46,7 @@ def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batc
                 roots=None, device: str = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample outputs ``[samples, examples, classes]`` of a run on its test split, and the labels."""
     model, config = load_model(run_dir, device)
-    data = load(config["data"]["dataset"], roots=roots, subset=subset, progress=False)
+    data = load(run_dataset(run_dir, config), roots=roots, subset=subset, progress=False)
     x, y = data.test_x, data.test_y
     sampler = SampledModel(model.eval(), reduce="none", seed=seed)
     parts = []

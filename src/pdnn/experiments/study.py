@@ -14,11 +14,12 @@ from pathlib import Path
 from ..checks import positive_int
 from ..data import describe
 from ..errors import UsageError
-from ..io import RunError, pyplot, read_eval, read_metrics, save_figure, write_text, writer_lock
+from ..io import RunError, pyplot, read_eval, read_json, read_metrics, save_figure, write_text, writer_lock
 from ..models import ModelConfig, is_generator
 from ..plots import plot_accuracy_vs_samples
 from ..runs import CONFIG, write_json
 from ..train import TrainConfig, check_same_run, run_config
+from .plan import STATE
 from .runs import ensure_evaluated, ensure_trained
 
 TOLERANCE = 0.01  # "matches" = within one percentage point
@@ -61,6 +62,7 @@ def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu",
     README under ``out``. Returns the summary."""
     out = Path(out)
     models = study_models(spec)  # bad sizes fail before anything is written,
+    check_study_folder(out)
     with writer_lock(out, "run a study in"):  # a second study into the folder is refused while one runs
         return _run_study(out, spec, models, roots, device, progress)
 
@@ -77,6 +79,21 @@ def _run_study(out: Path, spec: StudySpec, models: dict, roots, device: str, pro
         train_one(out, spec, name, models[name], roots=roots, device=device, progress=progress)
         evaluate_one(out, spec, name, roots=roots, device=device, progress=progress)
     return finish_study(out, spec)
+
+
+def check_study_folder(out: Path) -> None:
+    """Refuse a folder that holds another command's results: a study writes spec.json,
+    summary.json, README.md and figures into it (a hardware export's spec.json, a run's files or a
+    reproduce plan's record would be replaced)."""
+    if (out / CONFIG).is_file():
+        raise UsageError(f"{out} is a run directory; a study goes into a folder of its own")
+    if (out / STATE).is_file():
+        raise UsageError(f"{out} holds a reproduce plan ({STATE}); a study goes into a folder of its own")
+    if (out / "spec.json").is_file():
+        found = read_json(out / "spec.json")
+        if not (isinstance(found, dict) and {"dataset", "model"} <= set(found) <= set(asdict(DEFAULT))):
+            raise UsageError(f"{out / 'spec.json'} is not a study's (a hardware export's?); a study goes into a "
+                             "folder of its own")
 
 
 def study_models(spec: StudySpec) -> dict[str, ModelConfig]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import catalog
 from ..errors import UsageError
+from ..io import run_dataset
 from ..nn import PBit, computed_weight
 from ..runs import load_model
 from ..sampling import SampledModel
@@ -107,7 +108,7 @@ def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet,
     """Load a run (weights and config) and its dataset's statistics; return ``(net, config)``."""
     model, config = load_model(run_dir)
     supported_layers(model, config)  # before the dataset is read, so that a CNN is refused as what it is
-    dataset = config["data"]["dataset"]
+    dataset = run_dataset(run_dir, config)
     net = to_fixed(model, config, *dataset_stats(dataset, roots), **kwargs)
     net.meta["dataset"] = dataset
     return net, config
@@ -131,7 +132,7 @@ def float_accuracy(run_dir: Path | str, images: np.ndarray, labels: np.ndarray, 
                    roots=None) -> float:
     """Accuracy of the run's float p-DNN (mean of ``samples`` sampled logits) on ``images``."""
     model, config = load_model(run_dir)
-    ds = catalog.load(config["data"]["dataset"], roots, progress=False)
+    ds = catalog.load(run_dataset(run_dir, config), roots, progress=False)
     x = ds.normalize(torch.from_numpy(images).reshape(-1, *ds.input_shape))
     sampled = SampledModel(model, samples=samples, seed=seed).eval()
     with torch.no_grad():

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import read_json, signals_held, staging_folder
+from ..io import CONFIG, read_json, signals_held, staging_folder
 from . import rng
 
 SPEC = "spec.json"
@@ -185,6 +185,9 @@ def load(folder: Path | str) -> FixedNet:
     folder = Path(folder)
     path = folder / SPEC
     if not path.is_file():
+        if (folder / CONFIG).is_file():  # a trained run: an export goes into a folder of its own
+            raise FileNotFoundError(f"{folder} is a run directory, not an export; export it first with "
+                                    f"`pdnn hw export {folder} --out {folder.absolute()}-hw` and give that folder")
         raise FileNotFoundError(f"{path} not found; create it with `pdnn hw export RUN --out {folder}`")
     spec = read_json(path)
     try:
