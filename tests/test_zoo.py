@@ -8,10 +8,12 @@ ones, and the loop's outputs the sampled outputs. A second test compares the two
 independent randomness, within a bound derived from the number of samples.
 """
 import copy
+import enum
 import math
 import pickle
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -893,33 +895,45 @@ def test_a_changed_attribute_reaches_the_next_call():
         assert torch.equal(sampled(x), reference(x))
 
 
-class _Optional(nn.Module):
+class _Mode(enum.Enum):
+    PLAIN, SCALED = 1, 10
+
+
+class _Mixin:
+    shift = 0.0
+
+
+class _Optional(_Mixin, nn.Module):
     """Keeps its settings as users do: an optional temperature (None), a tuple, a class-level
-    default and a dict holding a list."""
+    default, a mixin's default, an enum, a numpy number and a function."""
 
     scale = 1.0
 
     def __init__(self):
         super().__init__()
         self.fc1, self.fc2, self.act = nn.Linear(12, 32), nn.Linear(32, 3), PBit()
-        self.temperature, self.offsets, self.config = None, (0.0, 0.0, 0.0), {"shift": [0.0]}
+        self.temperature, self.offsets, self.mode, self.gain = None, (0.0, 0.0, 0.0), _Mode.PLAIN, np.float32(1)
+        self.post = torch.tanh
 
     def forward(self, x):
-        out = self.fc2(self.act(self.fc1(x))) + torch.tensor(self.offsets) + self.config["shift"][0]
+        out = self.post(self.fc2(self.act(self.fc1(x)))) + torch.tensor(self.offsets) + self.shift
         if self.temperature is not None:
             out = out / self.temperature
-        return out * self.scale
+        return out * self.scale * self.mode.value * float(self.gain)
 
 
 _CHANGES = {"None to a number": lambda m: setattr(m, "temperature", 1e-2),
             "a tuple": lambda m: setattr(m, "offsets", (5.0, 0.0, -5.0)),
             "a class default overridden": lambda m: setattr(m, "scale", 100.0),
-            "a list in a dict changed in place": lambda m: m.config["shift"].__setitem__(0, 7.0)}
+            "a mixin's default overridden": lambda m: setattr(m, "shift", 7.0),
+            "an enum": lambda m: setattr(m, "mode", _Mode.SCALED),
+            "a numpy number": lambda m: setattr(m, "gain", np.float32(3)),
+            "a function": lambda m: setattr(m, "post", torch.sigmoid)}
 
 
 @pytest.mark.parametrize("aggregate", ["network", "layer"])
 @pytest.mark.parametrize("change", list(_CHANGES))
-def test_a_changed_optional_tuple_class_or_container_attribute_reaches_the_next_call(change, aggregate):
+def test_a_changed_optional_tuple_class_enum_or_function_attribute_reaches_the_next_call(change, aggregate):
     torch.manual_seed(0)
     model, x = _Optional().eval(), torch.randn(B, 12)
     changed = copy.deepcopy(model)
@@ -1124,3 +1138,122 @@ def test_energy_of_a_dropout_that_follows_the_mode_is_that_of_evaluation():
 
     net = analyze(Drops().train(), (12,))
     assert not net.stochastic and not net.notes
+
+
+class _SeenSizes(nn.Module):
+    """A layer that records the batch sizes it sees, as docs/sampling.md's example does."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(len(x))
+        return x
+
+
+class _Records(TwoLayers):
+    """Records what it sees in a list (a layer the graph calls) and, through a forward hook, in a
+    dict: state that changes on every call, which no graph reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.recorder, self.store = _SeenSizes(), {}
+        self.fc2.register_forward_hook(lambda m, i, o: self.store.__setitem__(len(self.store), o.shape[0]))
+
+    def forward(self, x):
+        return self.fc2(self.act(self.recorder(self.fc1(x))))
+
+
+def test_a_list_or_dict_the_model_records_into_costs_no_trace_per_call():
+    sampled, x = SampledModel(_Records(), T, seed=0), torch.randn(B, 12)
+    sampled(x)
+    plans, runs = dict(sampled._plans), dict(sampled._runs)
+    assert list(plans.values()) == ["graph"]
+    for _ in range(3):
+        sampled(x)
+    assert sampled._plans == plans and sampled._runs == runs  # the same graph, not a new trace
+    assert sampled.model.recorder.seen[-3:] == [B, B, B]
+
+
+@pytest.mark.parametrize("mode", ["default dtype", "deterministic algorithms", "anomaly detection"])
+def test_a_plan_follows_torchs_global_modes(mode):
+    switch = {"default dtype": (torch.get_default_dtype, torch.set_default_dtype, torch.float64),
+              "deterministic algorithms": (torch.are_deterministic_algorithms_enabled,
+                                           torch.use_deterministic_algorithms, True),
+              "anomaly detection": (torch.is_anomaly_enabled, torch.set_anomaly_enabled, True)}[mode]
+    get, set_, on = switch
+
+    class ByMode(TwoLayers):
+        def forward(self, x):
+            out = self.fc2(self.act(self.fc1(x.float())))
+            return torch.full_like(out, 7.0) if get() == on else out
+
+    sampled, x = SampledModel(ByMode(), T, seed=0), torch.randn(B, 12)
+    sampled(x)
+    before = get()
+    set_(on)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the folded graph lost the branch: sampled otherwise)
+            assert torch.equal(sampled(x), torch.full((B, 3), 7.0))
+    finally:
+        set_(before)
+
+
+def test_an_output_of_an_unknown_type_is_named_without_a_false_warning():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Out:
+        scores: torch.Tensor
+
+    class Returns(TwoLayers):
+        def forward(self, x):
+            return Out(self.fc2(self.act(self.fc1(x))))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="output 0 of the model is of type Out"):
+            SampledModel(Returns(), T, seed=0)(torch.randn(B, 12))
+
+
+def test_layer_aggregation_averages_rrelu_and_names_a_torch_layer_that_draws_inside():
+    class Layered(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(8, 8), PBit()
+            self.encoder = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+            self.slope = nn.RReLU()
+
+        def forward(self, x):
+            return self.slope(self.encoder(self.act(self.fc(x)).unsqueeze(1)).squeeze(1))
+
+    model, x = Layered().train(), torch.randn(B, 8)
+    with pytest.warns(UserWarning, match=r"encoder draws once per call"):
+        sampled = SampledModel(model, T, aggregate="layer", seed=0)
+        assert _rows_seen(model.slope, lambda: sampled(x)) == [T * B]  # averaged over T slopes
+
+
+@pytest.mark.parametrize("draw, priced_per_sample", [("torch.dropout", True), ("gumbel_softmax", True),
+                                                     ("rrelu", True), ("dropout p=0", False)])
+def test_energy_knows_the_other_random_functions(draw, priced_per_sample):
+    class Draws(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            if draw == "torch.dropout":
+                h = torch.dropout(h, 0.3, True)
+            elif draw == "gumbel_softmax":
+                h = F.gumbel_softmax(h)
+            elif draw == "rrelu":
+                h = F.rrelu(h, training=True)
+            else:
+                h = F.dropout(h, 0.0, training=True)
+            return self.fc2(h)
+
+    net = analyze(Draws(), (8,))
+    assert [layer.stochastic_input for layer in net.layers] == [False, priced_per_sample]

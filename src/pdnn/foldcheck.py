@@ -218,17 +218,21 @@ def unfold(out, samples: int, batch: int):
     return tree_unflatten(unfolded, spec)
 
 
+class SamplesDiffer(TypeError):
+    """The T outputs differ where they cannot be stacked: a plain value, or the structure."""
+
+
 def stack(outs: list):
     """The outputs of T forwards, each tensor stacked into ``[T, ...]``. Other values must be plain
-    (None, numbers, strings) and equal in every sample; anything else is a ``TypeError`` rather
-    than one sample's value standing for all of them."""
+    (None, numbers, strings) and equal in every sample (else :class:`SamplesDiffer`); anything else
+    is a ``TypeError`` rather than one sample's value standing for all of them."""
     if isinstance(outs[0], torch.Tensor):
         return torch.stack(outs)
     flat = [tree_flatten(o) for o in outs]
     spec = flat[0][1]
     if any(other != spec for _, other in flat[1:]):
-        raise TypeError(f"the model's outputs differ in structure between samples: {spec} and then "
-                        f"{next(other for _, other in flat[1:] if other != spec)}")
+        raise SamplesDiffer(f"the model's outputs differ in structure between samples: {spec} and then "
+                            f"{next(other for _, other in flat[1:] if other != spec)}")
     return tree_unflatten([_stacked(i, column) for i, column in enumerate(zip(*(leaves for leaves, _ in flat)))],
                           spec)
 
@@ -246,8 +250,9 @@ def _stacked(i: int, column: tuple):
                         f"tuples, lists, dicts and namedtuples (other values may be None, numbers or "
                         f"strings); return the {kind}'s tensors in one of those")
     if any(v != first for v in column[1:]):
-        raise TypeError(f"output {i} of the model is a Python {type(first).__name__} that differs between "
-                        f"samples ({first!r}, then {next(v for v in column if v != first)!r}); return it as a tensor")
+        raise SamplesDiffer(f"output {i} of the model is a Python {type(first).__name__} that differs between "
+                            f"samples ({first!r}, then {next(v for v in column if v != first)!r}); return it as a "
+                            "tensor")
     return first
 
 
@@ -306,7 +311,7 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
         moved = [name for name in after_fold.changed(RTOL, ATOL, containers=False) if name in unlike_one]
     try:
         looped = stack(looped)
-    except TypeError:  # the probes' samples are not real ones: only a loop of real forwards can tell
+    except SamplesDiffer:  # the probes' samples are not real ones: only a loop of real forwards can tell
         return "a value of its output that is no tensor differs between the check's samples"
     difference = error or _difference(folded, looped)
     if difference is None and moved:

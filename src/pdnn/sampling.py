@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import functools
 import inspect
 import os
@@ -33,6 +34,7 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -189,12 +191,15 @@ def _repeat_rows(x, samples: int):
 
 
 def _fold_layer(gm: fx.GraphModule, samples: int) -> None:
-    """Around every module that draws (pdnn's stochastic modules, dropout in training mode):
-    repeat its input T times, average its T outputs. A random function or method is drawn once
-    per call, as in one forward: the warning names it."""
+    """Around every module that draws (pdnn's stochastic modules, dropout and RReLU in training
+    mode): repeat its input T times, average its T outputs. A random function or method, or a
+    torch layer that draws inside (a transformer layer's dropout), is drawn once per call, as in
+    one forward: the warning names it."""
     graph = gm.graph
     modules = dict(gm.named_modules())
-    once = [node.name for node in graph.nodes if draws_node(node, modules) and node.op != "call_module"]
+    once = [node.name for node in graph.nodes if (draws_node(node, modules) and node.op != "call_module") or (
+        node.op == "call_module" and not draws(modules[node.target])
+        and any(map(draws, modules[node.target].modules())))]  # a torch layer with a dropout inside
     if once and samples > 1:
         warnings.warn(f"aggregate='layer' averages T draws of every module that draws, but {', '.join(once)} "
                       "draws once per call, as in one forward, not T times (aggregate='network' samples "
@@ -314,36 +319,41 @@ def _erase_unused(graph: fx.Graph, nodes: list[fx.Node]) -> None:
 
 def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
     """Where a traced graph keeps values as they were when it was traced: the values that the
-    user's own modules hold as plain attributes, their own or their class's (numbers, strings,
-    None, tensors, and tuples, lists and dicts of these: ``self.temperature = None``, a class's
-    ``scale = 1.0``, ``self.offsets = (0., 1.)``), as ``(module, name)``, and the parameters and
-    buffers they hold themselves, as ``(module._parameters, name)`` (the graph holds those
-    tensors, so one rebound, by ``load_state_dict(assign=True)`` or ``torch.func.functional_call``,
-    is a new tensor it would not see). torch's layers and pdnn's modules are called by the graph,
-    so their attributes (a p-bit's ``beta``, a layer's ``weight``) are read live."""
+    user's own modules hold as attributes, their own or their classes' (a class's or a mixin's
+    ``scale = 1.0``), as ``(module, name)`` -- numbers (Python's and numpy's), strings, ``None``,
+    enums, dtypes and devices, tensors and tuples of these, and functions the module holds itself
+    (``self.act = torch.tanh``) -- and the parameters and buffers they hold themselves, as
+    ``(module._parameters, name)`` (the graph holds those tensors, so one rebound, by
+    ``load_state_dict(assign=True)`` or ``torch.func.functional_call``, is a new tensor it would
+    not see). Lists, dicts and sets are not watched: a module that records into one
+    (``self.seen.append(len(x))``, a hook filling a dict) would make every call a new trace.
+    torch's layers and pdnn's modules are called by the graph, so their attributes (a p-bit's
+    ``beta``, a layer's ``weight``) are read live."""
     own = [m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))]
-    attributes = [(m, key) for m in own for key, value in _plain_attributes(m).items() if _fixable(value)]
+    attributes = [(m, key) for m in own for key in _fixed_attributes(m)]
     return attributes + [(table, key) for m in own for table in (m._parameters, m._buffers) for key in table]
 
 
 _MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: hooks, tables, the mode
+_PLAIN = (type(None), int, float, complex, str, enum.Enum, torch.dtype, torch.device, np.generic, torch.Tensor)
 
 
-def _plain_attributes(m: nn.Module) -> dict:
-    """``m``'s attributes as they are stored: its own, then those its user-written classes
-    define (a method or property is no value a graph fixes, but it is stored too)."""
-    classes = [cls for cls in type(m).__mro__ if issubclass(cls, nn.Module) and not cls.__module__.startswith("torch.")]
-    stored = {key: value for cls in reversed(classes) for key, value in vars(cls).items()} | vars(m)
-    return {key: value for key, value in stored.items() if key not in _MODULE_STATE and not key.startswith("__")}
+def _fixed_attributes(m: nn.Module) -> list[str]:
+    """The names of ``m``'s attributes whose values a graph may have fixed (see
+    :func:`fixed_by_trace`): its classes' data first (a method or property is no such value), then
+    its own, which hide them."""
+    classes = [cls for cls in type(m).__mro__ if cls is not object and not cls.__module__.startswith("torch.")]
+    names = {key for cls in classes for key, value in vars(cls).items() if _fixed_value(value)}
+    for key, value in vars(m).items():
+        if _fixed_value(value) or (callable(value) and not isinstance(value, nn.Module)):
+            names.add(key)
+        else:
+            names.discard(key)
+    return sorted(key for key in names if key not in _MODULE_STATE and not key.startswith("__"))
 
 
-def _fixable(value) -> bool:
-    """A value a trace copies into its graph as it is (a tensor: its identity)."""
-    if value is None or isinstance(value, (int, float, complex, str, torch.Tensor)):
-        return True
-    if isinstance(value, (tuple, list)):
-        return all(map(_fixable, value))
-    return isinstance(value, dict) and all(isinstance(k, str) and _fixable(v) for k, v in value.items())
+def _fixed_value(value) -> bool:
+    return isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(map(_fixed_value, value)))
 
 
 def _read(place, name: str):
@@ -352,15 +362,10 @@ def _read(place, name: str):
 
 
 def _snapshot(value):
-    """``value`` as it can be compared later: tensors by identity (a graph reads their contents
-    live), containers copied (one changed in place is then seen)."""
+    """``value`` as it can be compared later: tensors by identity (a graph reads their contents live)."""
     if isinstance(value, torch.Tensor):
         return id(value)
-    if isinstance(value, (tuple, list)):
-        return tuple(map(_snapshot, value))
-    if isinstance(value, dict):
-        return tuple((k, _snapshot(v)) for k, v in value.items())
-    return value
+    return tuple(map(_snapshot, value)) if isinstance(value, tuple) else value
 
 
 def _current(watched: list[tuple[object, str]]) -> tuple:
@@ -812,7 +817,8 @@ class SampledModel(nn.Module):
     def _key(self, x: torch.Tensor, args: tuple, kwargs: dict, modules: list[nn.Module]) -> tuple:
         """What the choice of a plan depends on: the modules, their modes, whether they draw (a
         dropout's ``p`` raised from 0) and kinds of hook, autocast (a fold may give another dtype
-        under it), the gradient mode (a forward may branch on it), whether B is 1, the arguments'
+        under it), torch's global modes a forward may branch on (gradients, inference, default
+        dtype, deterministic algorithms, anomaly detection), whether B is 1, the arguments'
         structure, non-batch shapes and non-tensor values (not T: a fold is the same rewrite for
         every T). Modules that gain hooks after a plan was made get a plan checked with them."""
         batch = x.shape[0]
@@ -820,7 +826,8 @@ class SampledModel(nn.Module):
                        (id(m), m.training, _dropping(m)) for m in modules)
         layout += hook_kinds()  # those registered for every module
         layout += tuple((torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cpu", "cuda"))
-        layout += torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+        layout += (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), torch.get_default_dtype(),
+                   torch.are_deterministic_algorithms_enabled(), torch.is_anomaly_enabled())
 
         def describe(v):
             if isinstance(v, torch.Tensor):

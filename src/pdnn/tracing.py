@@ -51,33 +51,47 @@ from .nn import is_stochastic
 # random functions and tensor methods other than pdnn modules: a call is a fresh draw per sample
 _RANDOM_FUNCTIONS = {torch.rand, torch.randn, torch.rand_like, torch.randn_like, torch.randint,
                      torch.randint_like, torch.randperm, torch.bernoulli, torch.normal, torch.poisson,
-                     torch.multinomial}
-_DROPOUT_FUNCTIONS = {nn.functional.dropout, nn.functional.dropout1d, nn.functional.dropout2d,
-                      nn.functional.dropout3d, nn.functional.alpha_dropout,
-                      nn.functional.feature_alpha_dropout}
+                     torch.multinomial, nn.functional.gumbel_softmax}
+_F = nn.functional
+# dropouts as functions: they draw when training (the flag's name, position and default) and p > 0
+DROPOUT_FUNCTIONS = {**{f: ("training", 2, True) for f in (_F.dropout, _F.dropout1d, _F.dropout2d, _F.dropout3d,
+                                                             _F.alpha_dropout, _F.feature_alpha_dropout)},
+                      **{f: ("train", 2, True) for f in (torch.dropout, torch.alpha_dropout, torch.feature_dropout,
+                                                          torch.feature_alpha_dropout)}}
+_RRELU_FUNCTIONS = {_F.rrelu: ("training", 3, False), torch.rrelu: ("training", 3, False)}  # random slopes
 _RANDOM_METHODS = {"bernoulli", "bernoulli_", "uniform_", "normal_", "random_", "exponential_",
                    "geometric_", "cauchy_", "log_normal_", "multinomial"}
 
 
 def draws(m: nn.Module) -> bool:
     """Modules that draw random numbers on this call: pdnn's stochastic modules, and dropout
-    in training mode (its mask must be fresh for every sample, as in a loop of forwards)."""
-    return is_stochastic(m) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
+    (``p > 0``) and ``nn.RReLU`` in training mode (a mask or slope must be fresh for every sample,
+    as in a loop of forwards)."""
+    return is_stochastic(m) or (m.training and ((isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+                                                or isinstance(m, nn.RReLU)))
 
 
 def draws_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Nodes of a graph that draw random numbers: a call of a module that :func:`draws`, of a
-    random function or method, or of a dropout function in training mode (the default)."""
+    random function or method, or of a dropout or rrelu function in training mode (a dropout's
+    default, rrelu's not) with a rate that is not 0. (A random function called with constants
+    only, ``torch.randn(16)``, is evaluated once as the graph is traced: a constant, no node.)"""
     if node.op == "call_module":
         return draws(modules[node.target])
     if node.op == "call_method":
         return node.target in _RANDOM_METHODS
     if node.op != "call_function":
         return False
-    if node.target in _DROPOUT_FUNCTIONS:  # F.dropout(x, p, training): training defaults to True
-        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
-        return training is not False
-    return node.target in _RANDOM_FUNCTIONS
+    flagged = DROPOUT_FUNCTIONS.get(node.target) or _RRELU_FUNCTIONS.get(node.target)
+    if flagged is None:
+        return node.target in _RANDOM_FUNCTIONS
+    if _argument(node, *flagged) is False:
+        return False
+    return node.target not in DROPOUT_FUNCTIONS or _argument(node, "p", 1, 0.5) != 0
+
+
+def _argument(node: fx.Node, name: str, position: int, default):
+    return node.kwargs.get(name, node.args[position] if len(node.args) > position else default)
 
 
 def is_pdnn_unit(m: nn.Module) -> bool:

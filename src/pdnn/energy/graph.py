@@ -49,7 +49,7 @@ from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _A
 from ..checks import positive_ints
 from ..errors import UsageError
 from ..nn import PBit, is_stochastic
-from ..tracing import Tracer, draws_node
+from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
@@ -409,11 +409,11 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             if target in ("copy", "set") and len(node.args) > 1 and node.args[1] in infos:
                 infos[node] = infos[node.args[1]]  # the source's values, computed by nothing
             elif draws_node(node, modules):  # what depends on it runs once per sample, as SampledModel runs it
+                dropout = node.target in DROPOUT_FUNCTIONS  # keeps its input's precision; another draw has its own
                 walker.note(f"{label} ({node.name}): a random draw, not priced; what depends on it is priced once "
-                            "per sample" + ("" if node.target in _SHAPE_FUNCTIONS else "; output precision unknown"))
-                merged = _merge(ins)  # a dropout keeps its input's precision; another draw's is its own
-                infos[node] = replace(merged, stoch=True) if node.target in _SHAPE_FUNCTIONS else \
-                    _Info(None, True, merged.owner, False, label)
+                            "per sample" + ("" if dropout else "; output precision unknown"))
+                merged = _merge(ins)
+                infos[node] = replace(merged, stoch=True) if dropout else _Info(None, True, merged.owner, False, label)
             else:
                 infos[node] = walker.function(f"{label} ({node.name})", target or node.target,
                                               node.op == "call_method", ins)
