@@ -5,9 +5,11 @@ the table between the markers of DIR/README.md, creating the file if needed)
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
+
+from pdnn.cli.common import existing_folder
 
 BEGIN, END = "<!-- BEGIN table -->", "<!-- END table -->"
 
@@ -50,4 +52,9 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", type=existing_folder, help="the ablation folder (its runs in DIR/runs)")
+    folder = Path(parser.parse_args().dir)
+    if not (folder / "runs").is_dir():
+        parser.error(f"{folder} holds no runs/ folder; expected an ablation folder")
+    main(folder)

@@ -3,13 +3,20 @@
 
 Usage: python scripts/generation_summary.py [DIR]   (default results/generation)
 """
-import sys
+import argparse
 from pathlib import Path
 
 import torch
 
+from pdnn.cli.common import existing_folder
 from pdnn.experiments.generation_summary import main
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", nargs="?", type=existing_folder, default="results/generation",
+                        help="the generation study's folder, its runs in DIR/runs (default: results/generation)")
+    folder = Path(parser.parse_args().dir)
+    if not (folder / "runs").is_dir():
+        parser.error(f"{folder} holds no runs/ folder; expected the generation study's folder")
     torch.set_num_threads(1)
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/generation"))
+    main(folder)

@@ -5,9 +5,11 @@ between the markers of OUT_DIR/README.md, creating the file if needed)
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
+
+from pdnn.cli.common import existing_folder
 
 BEGIN, END = "<!-- BEGIN tables -->", "<!-- END tables -->"
 
@@ -147,4 +149,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/hardware"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", type=existing_folder, default="results/hardware",
+                        help="the hardware results folder (default: results/hardware)")
+    main(Path(parser.parse_args().out))

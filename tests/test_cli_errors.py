@@ -150,7 +150,8 @@ def test_extra_outputs_never_replace_a_runs_own_files(trained_run, tmp_path, cap
     assert not list(tmp_path.iterdir()) and not list(trained_run.glob("eval-*.json"))
 
 
-@pytest.mark.parametrize("name", ["spec.json", "summary.json", "plan-state.json", "adaptive.json", "draws.json"])
+@pytest.mark.parametrize("name", ["spec.json", "summary.json", "plan-state.json", "adaptive.json", "draws.json",
+                                  "synth-core.json", "cosim-layer.json", "toggles.json", "headline.json"])
 def test_extra_outputs_never_replace_a_study_export_or_plan_record(trained_run, tmp_path, capsys, name):
     """A hardware export's spec.json, a study's summary.json, a reproduce plan's state: records
     that cost hours, outside any run directory."""

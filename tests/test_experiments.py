@@ -198,3 +198,19 @@ def test_a_longer_finished_run_is_kept_with_a_warning(tmp_path):
         metrics = ensure_trained(run, model, "demo", TrainConfig(epochs=1), subset=128, progress=False)
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("script", ["hw_summary.py", "ablation_summary.py", "generation_summary.py"])
+def test_the_summary_scripts_name_a_missing_folder_in_one_line_and_write_nothing(script, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    for folder, named in ((tmp_path / "missing", "is not a folder"), (tmp_path, "holds no runs/ folder")):
+        if script == "hw_summary.py" and folder == tmp_path:
+            continue  # (it writes the folder's README.md from what it finds)
+        done = subprocess.run([sys.executable, str(scripts / script), str(folder)], capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and named in done.stderr
+    assert not list(tmp_path.iterdir())

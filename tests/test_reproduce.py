@@ -15,7 +15,7 @@ from pdnn.devices import where_measured
 from pdnn.experiments import reproduce
 from pdnn.experiments import plan as plan_module
 from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context, rates_of, reference_rates
-from pdnn.experiments.report import claims_table, code_lines, device_text, machine_text
+from pdnn.experiments.report import claims_table, code_lines, device_text, machine_text, write_report
 from pdnn.experiments.studies import STUDIES
 from pdnn.io import read_json
 from pdnn.provenance import code_record
@@ -304,3 +304,22 @@ def test_dry_run_refuses_what_the_run_would(data, tmp_path, capsys):
                       (tmp_path / "out", "belongs to scale 'tiny', not 'small'")):
         assert main(["reproduce", "--scale", "small", "--out", str(out), "--data-dir", str(data), "--dry-run"]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(tmp_path):
+    """A study record replaced by another command's JSON (``{"units": "J"}`` where the low-bit
+    headline's memory levels were): the report is still written, and says what it could not read."""
+    ctx = Context(tmp_path, "tiny")
+    studies = [study for study in STUDIES if study.NAME == "lowbit"]
+
+    class Damaged:
+        NAME, TITLE = "damaged", "A study whose record was replaced"
+
+        @staticmethod
+        def section(ctx):
+            return {"units": "J"}["dram"]
+
+    report = write_report(ctx, [*studies, Damaged], {"done": {}})
+    text = report.read_text()
+    assert "**Not built**: its records could not be read (KeyError: 'dram')" in text
+    assert "| every claim of this study | – | – |" in text and "not measured (its records could not be read" in text

@@ -421,6 +421,9 @@ def test_sample_aware_loss_trains_on_a_sampled_models_own_samples_unless_told():
     assert sampled.samples == 2
     with pytest.raises(UsageError, match='samples="auto"'):
         sample_aware_loss(SampledModel(net, samples="auto"), x, y)
+    with pytest.raises(UsageError, match="samples \\(T\\) must be an integer >= 1, got 'auto'"):
+        sample_aware_loss(sampled, x, y, samples="auto")
+    assert sampled.samples == 2  # a refused value is not set
     torch.manual_seed(1)
     one = sample_aware_loss(net, x, y)[1]  # a plain network: one sample
     torch.manual_seed(1)

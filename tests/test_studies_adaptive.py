@@ -408,11 +408,29 @@ def test_study_script_names_an_untrained_or_damaged_run_in_one_line(tmp_path, ca
     assert f"--run {tmp_path / 'untrained'}: no checkpoint.pt" in capsys.readouterr().err
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "damaged" / "config.json").write_text('{"model": {"name": "mlp"}, "data": {"dataset": "demo"}}')
     with pytest.raises(SystemExit) as exit_:
         script.main(["--run", f"demo:{tmp_path / 'damaged'}", "--out", str(tmp_path / "out"),
                      "--cache", str(tmp_path / "cache")])
     assert str(exit_.value.code).startswith("adaptive_study.py: error: ") and "\n" not in str(exit_.value.code)
     assert not (tmp_path / "out").exists()
+
+
+def test_study_script_checks_the_runs_dataset_and_its_folders_before_any_draw(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    (run / "config.json").write_text('{"model": {"name": "mlp"}, "data": {"dataset": "fashion-mnist"}}')
+    (tmp_path / "file").write_text("")
+    script = _study_script()
+    for argv, named in (([], f"--run cifar10:{run}: the run was trained on fashion-mnist; expected --run "
+                              f"fashion-mnist:{run}"),
+                        (["--out", str(tmp_path / "file")], None), (["--cache", str(tmp_path / "file" / "pools")], None)):
+        run_option = ["--run", f"cifar10:{run}"] if not argv else ["--run", f"fashion-mnist:{run}"]
+        with pytest.raises(SystemExit):
+            script.parse_args([*run_option, *argv])
+        error = capsys.readouterr().err
+        assert (named or f"{argv[0]} {argv[1]}: {tmp_path / 'file'} is a file where a folder is expected") in error
 
 
 def _study_script():

@@ -403,16 +403,20 @@ def is_run_record(path: Path | str) -> bool:
     return own and (path.parent / CONFIG).is_file()
 
 
-# what studies (spec, summary), hardware exports (spec), reproduce plans (plan-state) and the
-# adaptive study's scripts (adaptive, draws) keep beside their runs
-FOLDER_RECORDS = ("spec.json", "summary.json", "plan-state.json", "adaptive.json", "draws.json")
+# what studies (spec, summary), hardware exports (spec), reproduce plans (plan-state), the
+# adaptive study (adaptive, draws), the hardware study (toggles, accuracy, gate-parts, synth-*,
+# cosim-*), the low-bit study (headline) and the ablation (gap) keep beside their runs
+FOLDER_RECORDS = ("spec.json", "summary.json", "plan-state.json", "adaptive.json", "draws.json", "toggles.json",
+                  "accuracy.json", "gate-parts.json", "headline.json", "gap.json")
+FOLDER_RECORD_PREFIXES = ("synth-", "cosim-")
 
 
 def is_folder_record(path: Path | str) -> bool:
     """Whether ``path`` is an existing record of a study, export or plan (by its name): what a
     command's extra output must not replace either (the record may have cost hours)."""
     path = Path(path)
-    return path.name in FOLDER_RECORDS and path.is_file()
+    named = path.name in FOLDER_RECORDS or (path.name.startswith(FOLDER_RECORD_PREFIXES) and path.suffix == ".json")
+    return named and path.is_file()
 
 
 def read_eval(path: Path | str) -> dict:

@@ -1069,7 +1069,7 @@ def sample_aware_loss(
     """
     sampled = model if isinstance(model, SampledModel) else SampledModel(model)
     if samples is not None:
-        sampled.samples = samples
+        sampled.samples = check_samples(samples)  # (checked first: "auto" is no number of samples to train on)
     elif sampled.samples == "auto":
         raise UsageError('sample_aware_loss: the SampledModel chooses T per input (samples="auto"), which is no '
                          "number of samples to train on; pass samples=s")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import markdown
 
-from ..io import write_text
+from ..io import RunError, write_text
 from ..provenance import CODE
 from .plan import Claim, Context, Section
 
@@ -156,9 +156,21 @@ def to_html(text: str, base: Path) -> str:
 
 
 def write_report(ctx: Context, studies, state: dict, full_outlook: str = "") -> Path:
-    sections = [study.section(ctx) for study in studies]
+    sections = [_section(study, ctx) for study in studies]
     text = render(ctx, studies, sections, state, full_outlook)
     path = ctx.out / "REPORT.md"
     write_text(path, text)
     write_text(ctx.out / "REPORT.html", to_html(text, ctx.out))
     return path
+
+
+def _section(study, ctx: Context) -> Section:
+    """The study's section, or one that says its records could not be read (a file damaged or
+    replaced by hand): the report is still rewritten, and names the damage instead of a verdict."""
+    try:
+        return study.section(ctx)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RunError, OSError) as err:
+        reason = f"its records could not be read ({type(err).__name__}: {err})"
+        return Section(study.TITLE, claims=[Claim("every claim of this study", "–", reason=reason)],
+                       text=f"**Not built**: {reason}. Restore the damaged file, or delete it and this study's "
+                            f"steps from `{ctx.scale}/plan-state.json` to measure them again.")
