@@ -567,9 +567,25 @@ def test_a_config_that_records_no_dataset_is_named_by_the_commands_that_read_the
 
 
 def test_hw_sim_of_a_run_directory_gives_an_export_command_that_works(trained_run, tmp_path, capsys):
-    assert main(["hw", "sim", str(trained_run)]) == 2
+    import shlex
+
+    run = tmp_path / "a run"  # a space in the path: the command is quoted
+    shutil.copytree(trained_run, run)
+    assert main(["hw", "sim", str(run)]) == 2
     error = one_line_error(capsys, "hw")
-    assert f"{trained_run} is a run directory, not an export" in error
-    command = error.split("`")[1].split()
-    assert command[:4] == ["pdnn", "hw", "export", str(trained_run)] and command[4] == "--out"
-    assert Path(command[5]).parent == trained_run.parent  # beside the run, not inside it
+    assert f"{run} is a run directory, not an export" in error
+    command = shlex.split(error.split("`")[1])
+    assert command[:4] == ["pdnn", "hw", "export", str(run)] and command[4] == "--out"
+    assert Path(command[5]).parent == run.parent  # beside the run, not inside it
+
+
+def test_energy_may_name_its_own_default_files_of_the_run(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["energy", str(run), "--json", str(run / "energy.json"), "--png", str(run / "energy.png")]) == 0
+    assert json.loads((run / "energy.json").read_text())["configs"]
+    capsys.readouterr()
+    assert main(["energy", str(run), "--json", str(run / "energy.png")]) == 2  # the figure's name for the JSON
+    assert "expected a file ending in .json" in one_line_error(capsys, "energy")

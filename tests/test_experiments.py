@@ -77,6 +77,7 @@ def test_a_study_without_its_data_changes_no_file(tmp_path, monkeypatch, capsys)
     ({"spec.json": '{"format": "pdnn-hw-1", "layers": []}'}, "spec.json is not a study's"),
     ({"config.json": "{}"}, "is a run directory"),
     ({"plan-state.json": "{}"}, "holds a reproduce plan"),
+    ({"summary.json": "{}", "README.md": "# low-bit"}, "holds summary.json and README.md but no study's spec.json"),
 ])
 def test_a_study_refuses_a_folder_of_another_commands_results(tmp_path, capsys, holds, named):
     for name, text in holds.items():
@@ -112,12 +113,21 @@ def test_a_study_names_a_damaged_run_record(tmp_path, capsys):
     assert main(args) == 0
     for name, text, message in (("metrics.json", '{"epoch": 1}', "is not a run's metrics"),
                                 ("metrics.json", '[{"epoch": 1}]', "with epoch, train_loss, epoch_time_s"),
-                                ("eval-network.json", "[]", "has no 'results' list")):
+                                ("eval-network.json", "[]", "has no 'results' list"),
+                                ("eval-network.json", '{"seed": 0, "deterministic": true, "results": '
+                                 '[{"samples": 1, "accuracy_mean": 0.5, "repeats": 1}]}',
+                                 "lacks time_s, examples, accuracy_std"),  # reused as it is: a deterministic run
+                                ("eval-network.json", '{"results": [{"samples": 1, "accuracy_mean": 0.5, "repeats": "1"}]}',
+                                 "an integer 'repeats' >= 1"),
+                                ("config.json", None, "has no 'train' section")):
         record = tmp_path / "runs" / "tanh" / name
         kept = record.read_text()
+        if text is None:  # the config without its training section
+            text = json.dumps({k: v for k, v in json.loads(kept).items() if k != "train"})
         record.write_text(text)
         assert main(args) == 2
-        assert message in capsys.readouterr().err
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error
         record.write_text(kept)
 
 

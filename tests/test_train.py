@@ -771,3 +771,10 @@ def test_running_sums_are_one_cumsum_over_the_pool_bit_for_bit():
     assert sorted(sums) == [0, *ends]
     for k in [0, *ends]:
         assert torch.equal(sums[k], whole[k])
+
+
+def test_running_sums_keep_no_part_alive():
+    """The sums kept at the ends are copies: a view would hold its whole part (1024 samples) in memory."""
+    parts = [torch.randn(1024, 4, 3) for _ in range(3)]
+    sums = running_sums(iter(parts), [1, 1025, 2049])
+    assert all(s._base is None and s.untyped_storage().nbytes() == 4 * 3 * 8 for s in sums.values())

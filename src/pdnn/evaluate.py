@@ -62,9 +62,9 @@ def running_sums(parts, ends: list[int]) -> dict[int, torch.Tensor]:
             part[0] += total
         cumulative = part.cumsum(0)
         while next_end < len(ends) and ends[next_end] <= done + len(part):
-            sums[ends[next_end]] = cumulative[ends[next_end] - done - 1]
+            sums[ends[next_end]] = cumulative[ends[next_end] - done - 1].clone()  # (a view would keep the part)
             next_end += 1
-        total, done = cumulative[-1], done + len(part)
+        total, done = cumulative[-1].clone(), done + len(part)
     sums[0] = torch.zeros_like(total)
     return sums
 

@@ -422,8 +422,8 @@ def is_folder_record(path: Path | str) -> bool:
 def read_eval(path: Path | str) -> dict:
     """An ``eval-*.json`` document, checked as far as readers use it: a non-empty ``results``
     list of rows with an integer ``samples`` >= 1, an ``accuracy_mean`` in [0, 1] and, if given,
-    a finite ``accuracy_std`` >= 0, and if given an integer ``examples`` >= 1; anything else is a
-    :class:`RunError` naming the file."""
+    a finite ``accuracy_std`` >= 0 and an integer ``repeats`` >= 1, and if given an integer
+    ``examples`` >= 1; anything else is a :class:`RunError` naming the file."""
     document = read_json(path)
     rows = document.get("results") if isinstance(document, dict) else None
     if not isinstance(rows, list) or not rows:
@@ -435,10 +435,11 @@ def read_eval(path: Path | str) -> dict:
         samples = row.get("samples") if isinstance(row, dict) else None
         mean = row.get("accuracy_mean") if isinstance(row, dict) else None
         std = row.get("accuracy_std", 0.0) if isinstance(row, dict) else None
+        repeats = row.get("repeats", 1) if isinstance(row, dict) else None
         if not (_is_int(samples) and samples >= 1 and _is_real(mean) and 0 <= mean <= 1
-                and _is_real(std) and std >= 0):
-            raise RunError(f"{path}: each result needs an integer 'samples' >= 1, an 'accuracy_mean' in [0, 1] "
-                           f"and a finite 'accuracy_std' >= 0, got {row!r}")
+                and _is_real(std) and std >= 0 and _is_int(repeats) and repeats >= 1):
+            raise RunError(f"{path}: each result needs an integer 'samples' >= 1, an 'accuracy_mean' in [0, 1], "
+                           f"a finite 'accuracy_std' >= 0 and an integer 'repeats' >= 1, got {row!r}")
     return document
 
 

@@ -124,6 +124,8 @@ def check_same_run(run_dir: Path, config: dict, action: str = "resume", options:
                 f"cannot {action} {run_dir}: its {section} configuration {saved.get(section)} differs "
                 f"from the requested {config[section]}" + _ELSEWHERE
             )
+    if not isinstance(saved.get("train"), dict):
+        raise RunError(f"{run_dir / CONFIG} has no 'train' section; expected the configuration `pdnn train` writes")
     fixed = {k: v for k, v in asdict(TrainConfig.from_dict(saved["train"])).items() if k != "epochs"}
     requested = {k: v for k, v in config["train"].items() if k != "epochs"}
     if fixed != requested:

@@ -162,12 +162,20 @@ def _model_entries(args):
     return entries
 
 
+def _run_default(run_dir: str | None, path: str | None, name: str) -> bool:
+    """Whether ``path`` is the run's own ``name`` that ``pdnn energy RUN_DIR`` writes by default
+    (given explicitly: a refresh of the run's record, not a copy that would replace it)."""
+    return bool(run_dir and path) and Path(path).resolve() == (Path(run_dir) / name).resolve()
+
+
 def run_energy(args) -> int:
     samples = parse_samples(args.samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:
         raise UsageError("give RUN_DIR or --model, not both")
-    json_out, png_out = output_file("--json", args.json, "json"), output_file("--png", args.png, "figure")
+    json_out, png_out = (path if _run_default(args.run_dir, path, name) else output_file(option, path, kind)
+                         for option, path, kind, name in (("--json", args.json, "json", ENERGY_FILES[0]),
+                                                          ("--png", args.png, "figure", ENERGY_FILES[1])))
     if args.run_dir:
         for flag in ("dataset", "input_shape", "neuron", "weight_bits", "width", "num_classes"):
             if getattr(args, flag) is not None:

@@ -20,8 +20,8 @@ from torch import nn
 from .. import data as data_package
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, load_checkpoint, measurements,
-                  read_config, read_json, save_checkpoint, write_json, writer_lock)
+from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, is_folder_record, load_checkpoint,
+                  measurements, read_config, read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
 from ..provenance import checkpoint_sha256, file_sha256, state_sha256, weights_record
 from ..train_config import recorded_processes, train_command
@@ -197,6 +197,10 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
                        "and interrupted conversions, so choose another directory. Nothing was changed")
     # measurements without config.json: an interrupted conversion only beside what a conversion writes (one
     # interrupted now has none left: _write_run removes them before config.json; older code removed them after)
+    if not (out / CONFIG).is_file() and (records := sorted(p.name for p in out.iterdir() if is_folder_record(p))):
+        raise RunError(f"{out} holds {', '.join(records)}: another command's results (a study, an export, a plan), "
+                       "not a conversion; --force only replaces those, so choose another directory. Nothing was "
+                       "changed")
     found = [p.name for p in measurements(out) if p.name != CALIBRATION]
     written = (out / CALIBRATION).is_file() or _weights_only(out / CHECKPOINT)
     if found and not (out / CONFIG).is_file() and not written:

@@ -83,8 +83,10 @@ def _run_study(out: Path, spec: StudySpec, models: dict, roots, device: str, pro
 
 def check_study_folder(out: Path) -> None:
     """Refuse a folder that holds another command's results: a study writes spec.json,
-    summary.json, README.md and figures into it (a hardware export's spec.json, a run's files or a
-    reproduce plan's record would be replaced)."""
+    summary.json, README.md and figures into it (a hardware export's spec.json, a run's files, a
+    reproduce plan's record or another study's summary and README would be replaced). A study
+    writes its spec.json before its summary and README, so a folder with those but no spec.json
+    is not one."""
     if (out / CONFIG).is_file():
         raise UsageError(f"{out} is a run directory; a study goes into a folder of its own")
     if (out / STATE).is_file():
@@ -94,6 +96,9 @@ def check_study_folder(out: Path) -> None:
         if not (isinstance(found, dict) and {"dataset", "model"} <= set(found) <= set(asdict(DEFAULT))):
             raise UsageError(f"{out / 'spec.json'} is not a study's (a hardware export's?); a study goes into a "
                              "folder of its own")
+    elif written := [name for name in ("summary.json", "README.md") if (out / name).is_file()]:
+        raise UsageError(f"{out} holds {' and '.join(written)} but no study's spec.json: another command's results "
+                         "(a low-bit, noise or adaptive study?); a study goes into a folder of its own")
 
 
 def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
@@ -158,6 +163,11 @@ def summarise(out: Path, spec: StudySpec) -> dict:
         evaluation = read_eval(run_dir / "eval-network.json")
         if not metrics:
             raise RunError(f"{run_dir / 'metrics.json'} records no epoch: the run has not trained")
+        missing = [key for key in ("time_s", "examples") if key not in evaluation]
+        missing += sorted({"accuracy_std" for r in evaluation["results"] if "accuracy_std" not in r})
+        if missing:  # (written by `pdnn eval`, which records them all)
+            raise RunError(f"{run_dir / 'eval-network.json'} lacks {', '.join(missing)}; evaluate the run again with "
+                           f"`pdnn eval {run_dir}` after deleting it")
         runs[name] = {
             "epochs": metrics[-1]["epoch"],
             "final_train_loss": metrics[-1]["train_loss"],

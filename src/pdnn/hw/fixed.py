@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,7 +188,8 @@ def load(folder: Path | str) -> FixedNet:
     if not path.is_file():
         if (folder / CONFIG).is_file():  # a trained run: an export goes into a folder of its own
             raise FileNotFoundError(f"{folder} is a run directory, not an export; export it first with "
-                                    f"`pdnn hw export {folder} --out {folder.absolute()}-hw` and give that folder")
+                                    f"`pdnn hw export {shlex.quote(str(folder))} --out "
+                                    f"{shlex.quote(str(folder.absolute()) + '-hw')}` and give that folder")
         raise FileNotFoundError(f"{path} not found; create it with `pdnn hw export RUN --out {folder}`")
     spec = read_json(path)
     try:
