@@ -55,6 +55,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=existing_folder, help="the ablation folder (its runs in DIR/runs)")
     folder = Path(parser.parse_args().dir)
-    if not (folder / "runs").is_dir():
-        parser.error(f"{folder} holds no runs/ folder; expected an ablation folder")
+    if not (folder / "runs").is_dir() or (folder / "spec.json").is_file():  # (a study's folder has runs/ too)
+        parser.error(f"{folder} is not an ablation folder (expected runs/ and no study's spec.json)")
+    if (folder / "README.md").is_file() and BEGIN not in (folder / "README.md").read_text():
+        parser.error(f"{folder / 'README.md'} has no {BEGIN} marker; expected an ablation's README")
     main(folder)

@@ -9,14 +9,16 @@ from pathlib import Path
 import torch
 
 from pdnn.cli.common import existing_folder
-from pdnn.experiments.generation_summary import main
+from pdnn.experiments.generation_summary import BEGIN, main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", nargs="?", type=existing_folder, default="results/generation",
                         help="the generation study's folder, its runs in DIR/runs (default: results/generation)")
     folder = Path(parser.parse_args().dir)
-    if not (folder / "runs").is_dir():
-        parser.error(f"{folder} holds no runs/ folder; expected the generation study's folder")
+    if not (folder / "runs").is_dir() or (folder / "spec.json").is_file():  # (a study's folder has runs/ too)
+        parser.error(f"{folder} is not the generation study's folder (expected runs/ and no study's spec.json)")
+    if (folder / "README.md").is_file() and BEGIN not in (folder / "README.md").read_text():
+        parser.error(f"{folder / 'README.md'} has no {BEGIN} marker; expected the generation study's README")
     torch.set_num_threads(1)
     main(folder)

@@ -152,4 +152,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", type=existing_folder, default="results/hardware",
                         help="the hardware results folder (default: results/hardware)")
-    main(Path(parser.parse_args().out))
+    folder = Path(parser.parse_args().out)
+    if not (folder / "export").is_dir():
+        parser.error(f"{folder} holds no export/ folder; expected the hardware study's folder")
+    if (folder / "README.md").is_file() and BEGIN not in (folder / "README.md").read_text():
+        parser.error(f"{folder / 'README.md'} has no {BEGIN} marker; expected the hardware study's README")
+    main(folder)

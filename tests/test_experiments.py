@@ -210,17 +210,24 @@ def test_a_longer_finished_run_is_kept_with_a_warning(tmp_path):
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("script", ["hw_summary.py", "ablation_summary.py", "generation_summary.py"])
-def test_the_summary_scripts_name_a_missing_folder_in_one_line_and_write_nothing(script, tmp_path):
+@pytest.mark.parametrize("script, named", [("hw_summary.py", "holds no export/ folder"),
+                                           ("ablation_summary.py", "is not an ablation folder"),
+                                           ("generation_summary.py", "is not the generation study's folder")])
+def test_the_summary_scripts_refuse_a_missing_or_foreign_folder_and_write_nothing(script, named, tmp_path):
+    """A missing folder, an empty one, and a study's (runs/ and spec.json), whose summary.json the
+    ablation and generation summaries would replace."""
     import subprocess
     import sys
     from pathlib import Path
 
     scripts = Path(__file__).resolve().parents[1] / "scripts"
-    for folder, named in ((tmp_path / "missing", "is not a folder"), (tmp_path, "holds no runs/ folder")):
-        if script == "hw_summary.py" and folder == tmp_path:
-            continue  # (it writes the folder's README.md from what it finds)
+    study = tmp_path / "study"
+    (study / "runs").mkdir(parents=True)
+    (study / "spec.json").write_text("{}")
+    (study / "summary.json").write_text("{}")
+    for folder, message in ((tmp_path / "missing", "is not a folder"), (tmp_path / "study", named)):
         done = subprocess.run([sys.executable, str(scripts / script), str(folder)], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr
-        assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and named in done.stderr
-    assert not list(tmp_path.iterdir())
+        assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and message in done.stderr
+    assert sorted(p.name for p in study.iterdir()) == ["runs", "spec.json", "summary.json"]
+    assert (study / "summary.json").read_text() == "{}" and not (tmp_path / "missing").exists()

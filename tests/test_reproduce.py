@@ -319,7 +319,15 @@ def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(
         def section(ctx):
             return {"units": "J"}["dram"]
 
-    report = write_report(ctx, [*studies, Damaged], {"done": {}})
+    class ZeroLuts(Damaged):
+        TITLE = "A study whose unit has 0 LUTs"
+
+        @staticmethod
+        def section(ctx):
+            return 1 / 0  # (a ratio of LUTs over a count set to 0 by hand)
+
+    report = write_report(ctx, [*studies, Damaged, ZeroLuts], {"done": {}})
     text = report.read_text()
+    assert "(ZeroDivisionError: division by zero)" in text
     assert "**Not built**: its records could not be read (KeyError: 'dram')" in text
     assert "| every claim of this study | – | – |" in text and "not measured (its records could not be read" in text

@@ -913,10 +913,12 @@ class _Optional(_Mixin, nn.Module):
         super().__init__()
         self.fc1, self.fc2, self.act = nn.Linear(12, 32), nn.Linear(32, 3), PBit()
         self.temperature, self.offsets, self.mode, self.gain = None, (0.0, 0.0, 0.0), _Mode.PLAIN, np.float32(1)
-        self.post = torch.tanh
+        self.post, self.keep, self.bias = torch.tanh, slice(None), np.zeros(3, dtype=np.float32)
 
     def forward(self, x):
         out = self.post(self.fc2(self.act(self.fc1(x)))) + torch.tensor(self.offsets) + self.shift
+        out = out + torch.from_numpy(self.bias)
+        out = torch.cat([out[:, self.keep], torch.zeros_like(out[:, :0])], 1)
         if self.temperature is not None:
             out = out / self.temperature
         return out * self.scale * self.mode.value * float(self.gain)
@@ -928,7 +930,9 @@ _CHANGES = {"None to a number": lambda m: setattr(m, "temperature", 1e-2),
             "a mixin's default overridden": lambda m: setattr(m, "shift", 7.0),
             "an enum": lambda m: setattr(m, "mode", _Mode.SCALED),
             "a numpy number": lambda m: setattr(m, "gain", np.float32(3)),
-            "a function": lambda m: setattr(m, "post", torch.sigmoid)}
+            "a function": lambda m: setattr(m, "post", torch.sigmoid),
+            "a slice": lambda m: setattr(m, "keep", slice(0, 2)),
+            "a numpy array rebound": lambda m: setattr(m, "bias", np.full(3, 4.0, dtype=np.float32))}
 
 
 @pytest.mark.parametrize("aggregate", ["network", "layer"])
@@ -1236,7 +1240,8 @@ def test_layer_aggregation_averages_rrelu_and_names_a_torch_layer_that_draws_ins
 
 
 @pytest.mark.parametrize("draw, priced_per_sample", [("torch.dropout", True), ("gumbel_softmax", True),
-                                                     ("rrelu", True), ("dropout p=0", False)])
+                                                     ("rrelu", True), ("dropout p=0", False), ("rrelu_", True),
+                                                     ("torch.dropout_", True)])
 def test_energy_knows_the_other_random_functions(draw, priced_per_sample):
     class Draws(nn.Module):
         def __init__(self):
@@ -1251,6 +1256,10 @@ def test_energy_knows_the_other_random_functions(draw, priced_per_sample):
                 h = F.gumbel_softmax(h)
             elif draw == "rrelu":
                 h = F.rrelu(h, training=True)
+            elif draw == "rrelu_":
+                h = F.rrelu_(h, training=True)
+            elif draw == "torch.dropout_":
+                h = torch.dropout_(h, 0.3, True)
             else:
                 h = F.dropout(h, 0.0, training=True)
             return self.fc2(h)

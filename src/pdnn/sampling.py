@@ -321,7 +321,8 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
     """Where a traced graph keeps values as they were when it was traced: the values that the
     user's own modules hold as attributes, their own or their classes' (a class's or a mixin's
     ``scale = 1.0``), as ``(module, name)`` -- numbers (Python's and numpy's), strings, ``None``,
-    enums, dtypes and devices, tensors and tuples of these, and functions the module holds itself
+    enums, dtypes, devices, slices, ranges, frozensets, tensors and numpy arrays (by identity),
+    tuples of these, and functions the module holds itself
     (``self.act = torch.tanh``) -- and the parameters and buffers they hold themselves, as
     ``(module._parameters, name)`` (the graph holds those tensors, so one rebound, by
     ``load_state_dict(assign=True)`` or ``torch.func.functional_call``, is a new tensor it would
@@ -335,7 +336,8 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
 
 
 _MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: hooks, tables, the mode
-_PLAIN = (type(None), int, float, complex, str, enum.Enum, torch.dtype, torch.device, np.generic, torch.Tensor)
+_PLAIN = (type(None), int, float, complex, str, slice, range, frozenset, enum.Enum, torch.dtype, torch.device,
+          np.generic, torch.Tensor, np.ndarray)
 
 
 def _fixed_attributes(m: nn.Module) -> list[str]:
@@ -362,8 +364,9 @@ def _read(place, name: str):
 
 
 def _snapshot(value):
-    """``value`` as it can be compared later: tensors by identity (a graph reads their contents live)."""
-    if isinstance(value, torch.Tensor):
+    """``value`` as it can be compared later: tensors and arrays by identity (a graph reads a
+    tensor's contents live; an array's, copied into it as a constant, are not compared)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
         return id(value)
     return tuple(map(_snapshot, value)) if isinstance(value, tuple) else value
 

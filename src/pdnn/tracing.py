@@ -57,8 +57,10 @@ _F = nn.functional
 DROPOUT_FUNCTIONS = {**{f: ("training", 2, True) for f in (_F.dropout, _F.dropout1d, _F.dropout2d, _F.dropout3d,
                                                              _F.alpha_dropout, _F.feature_alpha_dropout)},
                       **{f: ("train", 2, True) for f in (torch.dropout, torch.alpha_dropout, torch.feature_dropout,
-                                                          torch.feature_alpha_dropout)}}
-_RRELU_FUNCTIONS = {_F.rrelu: ("training", 3, False), torch.rrelu: ("training", 3, False)}  # random slopes
+                                                          torch.feature_alpha_dropout, torch.dropout_,
+                                                          torch.alpha_dropout_, torch.feature_dropout_,
+                                                          torch.feature_alpha_dropout_)}}
+_RRELU_FUNCTIONS = {f: ("training", 3, False) for f in (_F.rrelu, torch.rrelu, _F.rrelu_, torch.rrelu_)}  # slopes
 _RANDOM_METHODS = {"bernoulli", "bernoulli_", "uniform_", "normal_", "random_", "exponential_",
                    "geometric_", "cauchy_", "log_normal_", "multinomial"}
 

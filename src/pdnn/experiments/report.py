@@ -169,7 +169,7 @@ def _section(study, ctx: Context) -> Section:
     replaced by hand): the report is still rewritten, and names the damage instead of a verdict."""
     try:
         return study.section(ctx)
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RunError, OSError) as err:
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, ArithmeticError, RunError, OSError) as err:
         reason = f"its records could not be read ({type(err).__name__}: {err})"
         return Section(study.TITLE, claims=[Claim("every claim of this study", "–", reason=reason)],
                        text=f"**Not built**: {reason}. Restore the damaged file, or delete it and this study's "
