@@ -15,13 +15,10 @@ OUT_DIR/cosim-PART.json (accuracy: OUT_DIR/accuracy.json); entries already there
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from pdnn.errors import UsageError
 from pdnn.experiments import hardware_study as hs
 from pdnn.hw import export, fixed
-from pdnn.io import RunError
 
 
 def main(part: str, out: Path) -> None:
@@ -39,12 +36,4 @@ def main(part: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=("layer", "core", "accuracy"))
-    parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
-                        help="the hardware results folder (default: results/hardware)")
-    args = parser.parse_args()
-    try:
-        main(args.part, args.out)
-    except (UsageError, RunError, OSError) as err:  # a missing export or run folder, in one line
-        parser.error(str(err))
+    hs.run_script(__doc__, main, ("layer", "core", "accuracy"))

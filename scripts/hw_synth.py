@@ -18,13 +18,10 @@ defaults to results/hardware; entries already in the file are kept (the parts ca
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from pdnn.errors import UsageError
 from pdnn.experiments import hardware_study as hs
 from pdnn.hw import fixed, synth
-from pdnn.io import RunError
 
 
 def main(part: str, out: Path) -> None:
@@ -42,12 +39,4 @@ def main(part: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=(*synth.FAMILIES, "core", "core16", "generators", "parts"))
-    parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
-                        help="the hardware results folder (default: results/hardware)")
-    args = parser.parse_args()
-    try:
-        main(args.part, args.out)
-    except (UsageError, RunError, OSError) as err:  # a missing export or run folder, in one line
-        parser.error(str(err))
+    hs.run_script(__doc__, main, (*synth.FAMILIES, "core", "core16", "generators", "parts"))

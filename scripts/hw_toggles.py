@@ -18,13 +18,10 @@ for contrast.
 from __future__ import annotations
 
 import json
-import argparse
 from pathlib import Path
 
-from pdnn.errors import UsageError
 from pdnn.experiments import hardware_study as hs
 from pdnn.hw import export, fixed
-from pdnn.io import RunError
 
 
 def main(out: Path) -> None:
@@ -34,11 +31,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
-                        help="the hardware results folder (default: results/hardware)")
-    args = parser.parse_args()
-    try:
-        main(args.out)
-    except (UsageError, RunError, OSError) as err:  # a missing export or run folder, in one line
-        parser.error(str(err))
+    hs.run_script(__doc__, main)

@@ -8,6 +8,7 @@ of ``pdnn reproduce`` and by ``scripts/hw_*.py`` (which made ``results/hardware/
 """
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from dataclasses import replace
@@ -19,7 +20,8 @@ import numpy as np
 from ..energy.eo import synapse_pj
 from ..energy.tech import DEFAULT_TABLE, load_table
 from ..hw import export, fixed, rng, rtl, sim, synth, toggles
-from ..io import read_json, write_json
+from ..errors import UsageError
+from ..io import RunError, read_json, write_json
 
 ACT_BITS = 8  # the MAC unit's activation width (the core reads 8-bit pixels)
 Log = Callable[[str], None]
@@ -315,3 +317,19 @@ def switching_activity(path: Path, net, images: np.ndarray, sampled_images: int 
     report["seconds"] = round(time.time() - start, 1)
     write_json(path, report)
     return report
+
+
+def run_script(doc: str, main: Callable, parts: tuple[str, ...] | None = None) -> None:
+    """The command line of the hardware study's scripts: ``[PART] [OUT_DIR]`` (OUT_DIR defaults
+    to results/hardware), ``main(part, out)`` or ``main(out)``; a missing export or run folder is
+    one line, not a traceback."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    if parts:
+        parser.add_argument("part", choices=parts)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
+                        help="the hardware results folder (default: results/hardware)")
+    args = parser.parse_args()
+    try:
+        main(*([args.part] if parts else []), args.out)
+    except (UsageError, RunError, OSError) as err:
+        parser.error(str(err))
