@@ -57,6 +57,6 @@ if __name__ == "__main__":
     folder = Path(parser.parse_args().dir)
     if not (folder / "runs").is_dir() or (folder / "spec.json").is_file():  # (a study's folder has runs/ too)
         parser.error(f"{folder} is not an ablation folder (expected runs/ and no study's spec.json)")
-    if (folder / "README.md").is_file() and BEGIN not in (folder / "README.md").read_text():
-        parser.error(f"{folder / 'README.md'} has no {BEGIN} marker; expected an ablation's README")
+    if (folder / "README.md").is_file() and not all(m in (folder / "README.md").read_text() for m in (BEGIN, END)):
+        parser.error(f"{folder / 'README.md'} lacks the {BEGIN} ... {END} markers; expected an ablation's README")
     main(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from pdnn.cli.common import existing_folder
-from pdnn.experiments.generation_summary import BEGIN, main
+from pdnn.experiments.generation_summary import BEGIN, END, main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -18,7 +18,8 @@ if __name__ == "__main__":
     folder = Path(parser.parse_args().dir)
     if not (folder / "runs").is_dir() or (folder / "spec.json").is_file():  # (a study's folder has runs/ too)
         parser.error(f"{folder} is not the generation study's folder (expected runs/ and no study's spec.json)")
-    if (folder / "README.md").is_file() and BEGIN not in (folder / "README.md").read_text():
-        parser.error(f"{folder / 'README.md'} has no {BEGIN} marker; expected the generation study's README")
+    if not (folder / "README.md").is_file() or not all(m in (folder / "README.md").read_text() for m in (BEGIN, END)):
+        parser.error(f"{folder / 'README.md'} does not exist or lacks the {BEGIN} ... {END} markers; expected the "
+                     "generation study's README")
     torch.set_num_threads(1)
     main(folder)

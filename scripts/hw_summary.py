@@ -155,6 +155,7 @@ if __name__ == "__main__":
     folder = Path(parser.parse_args().out)
     if not (folder / "export").is_dir():
         parser.error(f"{folder} holds no export/ folder; expected the hardware study's folder")
-    if (folder / "README.md").is_file() and BEGIN not in (folder / "README.md").read_text():
-        parser.error(f"{folder / 'README.md'} has no {BEGIN} marker; expected the hardware study's README")
+    if (folder / "README.md").is_file() and not all(m in (folder / "README.md").read_text() for m in (BEGIN, END)):
+        parser.error(f"{folder / 'README.md'} lacks the {BEGIN} ... {END} markers; expected the hardware study's "
+                     "README")
     main(folder)

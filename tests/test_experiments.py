@@ -231,3 +231,18 @@ def test_the_summary_scripts_refuse_a_missing_or_foreign_folder_and_write_nothin
         assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and message in done.stderr
     assert sorted(p.name for p in study.iterdir()) == ["runs", "spec.json", "summary.json"]
     assert (study / "summary.json").read_text() == "{}" and not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("script, begin", [("ablation_summary.py", "<!-- BEGIN table -->"),
+                                           ("generation_summary.py", "<!-- BEGIN results -->")])
+def test_the_summary_scripts_refuse_a_readme_without_both_markers(script, begin, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "README.md").write_text(f"# kept\n{begin}\n")
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / script),
+                           str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "lacks the" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "runs"]

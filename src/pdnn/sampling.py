@@ -321,13 +321,14 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
     """Where a traced graph keeps values as they were when it was traced: the values that the
     user's own modules hold as attributes, their own or their classes' (a class's or a mixin's
     ``scale = 1.0``), as ``(module, name)`` -- numbers (Python's and numpy's), strings, ``None``,
-    enums, dtypes, devices, slices, ranges, frozensets, tensors and numpy arrays (by identity),
-    tuples of these, and functions the module holds itself
+    enums, dtypes, devices, slices, ranges, frozensets, tensors (by identity), tuples of these,
+    and functions the module holds itself
     (``self.act = torch.tanh``) -- and the parameters and buffers they hold themselves, as
     ``(module._parameters, name)`` (the graph holds those tensors, so one rebound, by
     ``load_state_dict(assign=True)`` or ``torch.func.functional_call``, is a new tensor it would
-    not see). Lists, dicts and sets are not watched: a module that records into one
-    (``self.seen.append(len(x))``, a hook filling a dict) would make every call a new trace.
+    not see). Lists, dicts, sets and numpy arrays are not watched: a module that records into
+    one (``self.seen.append(len(x))``, a hook filling a dict, an array it replaces as it runs)
+    would make every call a new trace.
     torch's layers and pdnn's modules are called by the graph, so their attributes (a p-bit's
     ``beta``, a layer's ``weight``) are read live."""
     own = [m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))]
@@ -337,7 +338,7 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
 
 _MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: hooks, tables, the mode
 _PLAIN = (type(None), int, float, complex, str, slice, range, frozenset, enum.Enum, torch.dtype, torch.device,
-          np.generic, torch.Tensor, np.ndarray)
+          np.generic, torch.Tensor)
 
 
 def _fixed_attributes(m: nn.Module) -> list[str]:
@@ -364,9 +365,8 @@ def _read(place, name: str):
 
 
 def _snapshot(value):
-    """``value`` as it can be compared later: tensors and arrays by identity (a graph reads a
-    tensor's contents live; an array's, copied into it as a constant, are not compared)."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
+    """``value`` as it can be compared later: tensors by identity (a graph reads their contents live)."""
+    if isinstance(value, torch.Tensor):
         return id(value)
     return tuple(map(_snapshot, value)) if isinstance(value, tuple) else value
 
