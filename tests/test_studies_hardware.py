@@ -113,3 +113,15 @@ def test_the_scripts_name_a_missing_folder_in_one_line(script, args, tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPTS / script), *args, str(missing)], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"{script}: error: {missing}")
+
+
+@pytest.mark.parametrize("text", ["[]", '{"units": "J"}'])
+def test_a_record_of_another_shape_is_named_before_the_work(text, tmp_path):
+    """A file of another command's JSON where a synthesis record is kept: named before the
+    synthesis, whose results would otherwise be lost when they are merged into it."""
+    from pdnn.io import RunError
+
+    (tmp_path / "synth-units-ice40.json").write_text(text)
+    with pytest.raises(RunError, match="is not this study's record"):
+        hs.synth_units(tmp_path / "synth-units-ice40.json", "ice40")
+    assert (tmp_path / "synth-units-ice40.json").read_text() == text

@@ -32,7 +32,11 @@ def _keyed(path: Path, section: str | None = None) -> tuple[dict, dict, Callable
     the document itself), ``save()`` rewrites the file atomically."""
     path = Path(path)
     document = read_json(path) if path.exists() else ({"units": {}, "core": {}} if section else {})
-    entries = document.setdefault(section, {}) if section else document
+    entries = document.setdefault(section, {}) if isinstance(document, dict) and section else document
+    if not isinstance(entries, dict):  # (read before the work, which would otherwise be lost at the end)
+        where = f" in {section!r}" if section else ""
+        raise RunError(f"{path} is not this study's record (expected an object of entries{where}); move it away to "
+                       "measure anew")
     return document, entries, lambda: write_json(path, document)
 
 
