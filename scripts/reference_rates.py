@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pdnn.errors import UsageError
 from pdnn.experiments.plan import REFERENCE_RATES, rates_of, read_plan_state
-from pdnn.io import RunError
+from pdnn.io import RunError, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "src" / "pdnn" / "experiments" / REFERENCE_RATES.name  # this checkout's, whichever pdnn runs
@@ -37,6 +37,9 @@ if __name__ == "__main__":
                         help="the plan record to take the rates from (default: results/small/plan-state.json)")
     args = parser.parse_args()
     try:
+        record = read_json(args.state)
+        if not (isinstance(record, dict) and isinstance(record.get("done"), dict)):  # another file given by mistake
+            parser.error(f"{args.state} is not a plan's record (the plan-state.json of `pdnn reproduce`)")
         main(args.state)
     except (UsageError, RunError, OSError) as err:  # a mistyped path, in one line
         parser.error(str(err))

@@ -331,3 +331,16 @@ def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(
     assert "(ZeroDivisionError: division by zero)" in text
     assert "**Not built**: its records could not be read (KeyError: 'dram')" in text
     assert "| every claim of this study | – | – |" in text and "not measured (its records could not be read" in text
+
+
+def test_reference_rates_names_a_file_that_is_no_plan_record_without_advising_to_delete_it(tmp_path):
+    import subprocess
+    import sys
+
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"runs": {}}')  # a study's summary, given by mistake
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reference_rates.py"
+    done = subprocess.run([sys.executable, str(script), str(summary)], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{summary} is not a plan's record" in done.stderr and "delete it" not in done.stderr
+    assert summary.read_text() == '{"runs": {}}'
