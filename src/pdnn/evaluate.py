@@ -69,7 +69,7 @@ def running_sums(parts, ends: list[int]) -> dict[int, torch.Tensor]:
     return sums
 
 
-def _drawn(sampler: SampledModel, x: torch.Tensor, samples: int, chunk: int):
+def drawn(sampler: SampledModel, x: torch.Tensor, samples: int, chunk: int):
     """``samples`` samples of ``sampler`` on ``x``, ``chunk`` per call, one call's ``[n, B, ...]`` at a time."""
     for done in range(0, samples, chunk):
         sampler.samples = min(chunk, samples - done)
@@ -89,7 +89,7 @@ def _pooled_correct(
     ends = sorted({r * t for t in samples for r in range(1, repeats + 1)})  # where a repeat's samples end
     for start in range(0, len(x), batch_size):
         xb, yb = prepare(x[start : start + batch_size]), y[start : start + batch_size]
-        sums = running_sums(_drawn(sampler, xb, pool, chunk), ends)
+        sums = running_sums(drawn(sampler, xb, pool, chunk), ends)
         for t in samples:
             for r in range(repeats):
                 mean = sums[(r + 1) * t] - sums[r * t]

@@ -30,7 +30,7 @@ from ..adaptive import CHECKPOINTS, StoppingRule, oracle_samples, simulate
 from ..data import load
 from ..energy.account import Reuse, Settings, network_energy
 from ..energy.tradeoff import run_network
-from ..evaluate import FOLD_ROWS
+from ..evaluate import FOLD_ROWS, drawn
 from ..io import CHECKPOINT, RunError, atomic_write, pyplot, run_dataset, save_figure
 from ..runs import load_model
 from ..sampling import SampledModel
@@ -53,11 +53,7 @@ def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batc
     for start in range(0, len(x), batch_size):
         xb = data.normalize(x[start : start + batch_size]).to(device)
         chunk = max(1, FOLD_ROWS // len(xb))
-        rows = []
-        for done in range(0, samples, chunk):
-            sampler.samples = min(chunk, samples - done)
-            rows.append(sampler(xb).cpu())
-        parts.append(torch.cat(rows))
+        parts.append(torch.cat([out.cpu() for out in drawn(sampler, xb, samples, chunk)]))
         if progress:
             print(f"  {run_dir}: {start + len(xb)}/{len(x)} inputs", file=sys.stderr, flush=True)
     return torch.cat(parts, 1), y
