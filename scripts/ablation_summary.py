@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from pdnn.cli.common import existing_folder
+from pdnn.io import RunError, read_json
 
 BEGIN, END = "<!-- BEGIN table -->", "<!-- END table -->"
 
@@ -26,13 +27,19 @@ def main(out: Path) -> None:
     for run in sorted((out / "runs").iterdir()):
         if not (run / "eval-network.json").exists():
             continue
-        config = json.loads((run / "config.json").read_text())
-        metrics = json.loads((run / "metrics.json").read_text())
-        evaluation = json.loads((run / "eval-network.json").read_text())
-        rows.append({"run": run.name, **settings(config),
-                     "train_time_s": round(sum(m["epoch_time_s"] for m in metrics)),
-                     "test_examples": evaluation["examples"],
-                     "accuracy": {r["samples"]: (r["accuracy_mean"], r["accuracy_std"]) for r in evaluation["results"]}})
+        if not (run / "metrics.json").is_file():
+            raise RunError(f"{run} has no metrics.json: expected a trained run (a converted run, as in a noise "
+                           "study, has no training to tabulate)")
+        config, metrics, evaluation = (read_json(run / name) for name in ("config.json", "metrics.json",
+                                                                          "eval-network.json"))
+        try:
+            rows.append({"run": run.name, **settings(config),
+                         "train_time_s": round(sum(m["epoch_time_s"] for m in metrics)),
+                         "test_examples": evaluation["examples"],
+                         "accuracy": {r["samples"]: (r["accuracy_mean"], r["accuracy_std"])
+                                      for r in evaluation["results"]}})
+        except (KeyError, TypeError) as err:
+            raise RunError(f"{run}: its config.json, metrics.json or eval-network.json lacks {err}") from None
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     ts = sorted({t for r in rows for t in r["accuracy"]})
     keys = ["neuron", "width", "beta", "s", "epochs", "lr", "schedule", "loss", "augment"]
@@ -59,4 +66,7 @@ if __name__ == "__main__":
         parser.error(f"{folder} is not an ablation folder (expected runs/ and no study's spec.json)")
     if (folder / "README.md").is_file() and not all(m in (folder / "README.md").read_text() for m in (BEGIN, END)):
         parser.error(f"{folder / 'README.md'} lacks the {BEGIN} ... {END} markers; expected an ablation's README")
-    main(folder)
+    try:
+        main(folder)
+    except RunError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")

@@ -242,6 +242,8 @@ def test_layer_selection_hidden_all_names_and_per_layer_scales():
     assert isinstance(only[1], nn.Tanh) and isinstance(only[3], PBit)
     with pytest.raises(ConversionError, match="unknown layer name.*'7'.*1 \\(nn.Tanh\\)"):
         to_sampled(net, "pbit", layers=["7"])
+    with pytest.raises(ValueError, match=r"layers names '3' more than once: \['3', '1', '3'\]"):
+        to_sampled(net, "pbit", layers=["3", "1", "3"])  # (as `--layers 3,1,3`: likely a slip for another name)
     per_layer = to_sampled(net, "gaussian", scale={"1": 0.2, "*": 0.7})
     assert per_layer[1][0].scale == 0.2 and per_layer[3][0].scale == 0.7
     with pytest.raises(ValueError, match="no scale for 3"):

@@ -246,3 +246,25 @@ def test_the_summary_scripts_refuse_a_readme_without_both_markers(script, begin,
                            str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "lacks the" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "runs"]
+
+
+def test_the_ablation_summary_names_a_run_it_cannot_tabulate_and_writes_nothing(tmp_path):
+    """A converted run (a noise study's: no metrics.json) or a damaged record: one line naming the run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ablation_summary.py"
+    run = tmp_path / "runs" / "converted"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "eval-network.json").write_text("{}")
+    for damage, named in ((None, "has no metrics.json: expected a trained run"),
+                          ("[]", "lacks 'model'"), ("not json", "metrics.json is not valid JSON")):
+        if damage is not None:
+            (run / "metrics.json").write_text(damage)
+        done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.splitlines()[-1].startswith("ablation_summary.py: error: ") and named in done.stderr
+        assert str(run) in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]

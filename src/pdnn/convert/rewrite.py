@@ -94,7 +94,7 @@ def _select(sites: list[_Site], layers) -> list[_Site]:
             f"unknown layer name(s) {', '.join(map(repr, unknown))}; the model's activations are: "
             + (", ".join(f"{s.name} ({s.op})" for s in sites) or "none")
         )
-    return [by_name[n] for n in dict.fromkeys(layers)]
+    return [by_name[n] for n in layers]
 
 
 def _values_for(selected: list[_Site], value: float | dict, key: str) -> dict[str, float]:
@@ -148,7 +148,12 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
     spec = {"method": method, key: _check_setting(key, value)}
     if isinstance(layers, str) and layers not in LAYER_SETS:
         layers = [layers]
-    spec["layers"] = list(dict.fromkeys(layers)) if isinstance(layers, (list, tuple)) else layers  # canonical: once each
+    if isinstance(layers, (list, tuple)):
+        twice = [name for name in dict.fromkeys(layers) if list(layers).count(name) > 1]
+        if twice:  # "3,3" is more likely a slip for "3,4" than a wish to convert 3 once
+            raise UsageError(f"layers names {', '.join(map(repr, twice))} more than once: {list(layers)!r}")
+        layers = list(layers)
+    spec["layers"] = layers
     if bn_stats:
         _check_bn_stats(bn_stats)
         spec["bn_stats"] = bn_stats
