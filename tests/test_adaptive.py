@@ -71,6 +71,41 @@ def test_error_level_holds_on_inputs_drawn_from_the_rules_model(error, prior_var
         assert (taken == 1).any() and learnt == rule
 
 
+def test_a_first_call_of_one_input_does_not_teach_the_prior_alone():
+    """A first call of one input had taught σ₀² from that input's chance spread at T = 2 (near 0
+    for some), and the next call stopped up to 19 % of its inputs wrongly at error 0.05 (8 of the 20
+    first inputs below gave a rate above the bound). The spreads are pooled until PRIOR_INPUTS inputs
+    have shown theirs; until then no input stops early."""
+    from pdnn.adaptive import PRIOR_INPUTS
+
+    torch.manual_seed(1)  # (normal_leads draws the inputs' spreads from the global stream)
+    g = torch.Generator().manual_seed(1)
+    rows, n, error = 20_000, 50, 0.05
+    later = normal_leads(rows, n, g, relative=True)
+    spread_at_two = lambda first: 2 * (first[0, :, 0] - first[1, :, 0]).pow(2)  # noqa: E731 (of D = 2 f_0 at T = 2)
+    for _ in range(20):
+        first = normal_leads(1, n, g, relative=True)
+        _, taken, rule = simulate(first, StoppingRule(n, error))
+        assert taken.tolist() == [n] and rule.prior_variance is None
+        assert rule.prior_pool == (pytest.approx(spread_at_two(first).item(), rel=1e-12), 1)
+        mean, _, learnt = simulate(later, rule)
+        differs = (mean.argmax(-1) != later.sum(0).argmax(-1)).double().mean().item()
+        assert differs <= binomial_bound(error, rows) and learnt.prior_pool == (0.0, 0)
+        pooled = (rule.prior_pool[0] + spread_at_two(later).sum().item()) / (rows + 1)
+        assert learnt.prior_variance == pytest.approx(pooled, rel=1e-9)
+    # inputs one at a time: none stops early until PRIOR_INPUTS have shown their spread, then σ₀² is their mean
+    rule, spreads = StoppingRule(n, error), []
+    for i in range(PRIOR_INPUTS + 8):
+        one = later[:, i : i + 1]
+        _, taken, rule = simulate(one, rule)
+        if len(spreads) < PRIOR_INPUTS:
+            spreads.append(spread_at_two(one).item())
+            assert taken.item() == n if len(spreads) < PRIOR_INPUTS else taken.item() >= 2
+    assert rule.prior_variance == pytest.approx(sum(spreads) / PRIOR_INPUTS, rel=1e-9)
+    with pytest.raises(ValueError, match="prior_pool must be"):
+        StoppingRule(n, error, prior_pool=(-1.0, 2))
+
+
 @pytest.mark.parametrize("classes", [2, 10])
 def test_error_level_holds_for_votes_with_known_class_probabilities(classes):
     """Each sample votes for one class with known probabilities p (drawn from a uniform Dirichlet),
@@ -160,11 +195,11 @@ def test_batched_tensors_inside_an_argument_leave_the_batch_with_their_rows():
         def forward(self, x, extras):
             return self.head(self.act(self.body(x))) * extras["scale"]
 
-    x = torch.cat([torch.full((4, 2), 20.0), torch.zeros(4, 2)])  # four settle early, four do not
-    scale = torch.arange(1.0, 9.0)[:, None].expand(8, 3)
+    x = torch.cat([torch.full((20, 2), 20.0), torch.zeros(20, 2)])  # 20 settle early, 20 do not
+    scale = torch.arange(1.0, 41.0)[:, None].expand(40, 3)
     sampled = SampledModel(Scaled().eval(), samples="auto", max_samples=20, seed=0)
     out = sampled(x, {"scale": scale})
-    assert out.shape == (8, 3) and sampled.last_samples.min() < sampled.last_samples.max()
+    assert out.shape == (40, 3) and sampled.last_samples.min() < sampled.last_samples.max()
 
 
 def test_each_round_is_split_by_max_rows_and_evaluation_bounds_its_passes():
@@ -185,6 +220,26 @@ def test_each_round_is_split_by_max_rows_and_evaluation_bounds_its_passes():
     passes.clear()
     adaptive_accuracy(net, torch.zeros(500, 1), torch.zeros(500, dtype=torch.long), StoppingRule(50), seed=1)
     assert max(passes) <= SPLIT_ROWS
+
+
+def test_a_long_round_is_drawn_in_pieces_that_bound_memory():
+    """The last round runs from 256 to max_samples: drawn at once, max_samples 10^8 ran out of
+    memory (a traceback); its samples come in pieces of at most ROUND_PIECE, summed as they come."""
+    from pdnn.adaptive import ROUND_PIECE
+
+    calls = []
+    g = torch.Generator().manual_seed(0)
+
+    def sample(x, samples):
+        calls.append(samples)
+        return torch.randn(samples, len(x), 3, generator=g, dtype=torch.float64)
+
+    n = 2 * ROUND_PIECE + 300
+    mean, taken, _ = adaptive_sample(sample, torch.zeros(4, 1), rule=StoppingRule(n, rule="never"))
+    assert max(calls) == ROUND_PIECE and sum(calls) == n and (taken == n).all()
+    replay = torch.Generator().manual_seed(0)
+    drawn = torch.cat([torch.randn(k, 4, 3, generator=replay, dtype=torch.float64) for k in calls])
+    assert torch.allclose(mean, drawn.mean(0), rtol=0, atol=1e-12)
 
 
 def test_the_first_call_learns_the_prior_that_lets_later_calls_stop_at_one_sample():
@@ -297,13 +352,17 @@ def test_bad_arguments_are_named():
         SampledModel(net, samples="auto", error=float("nan"))
     with pytest.raises(ValueError, match="needs reduce=\"mean\""):
         SampledModel(net, samples="auto", reduce="vote")
-    with pytest.raises(ValueError, match="samples \\(T\\) must be an integer >= 1, got 'many'"):
-        SampledModel(net, samples="many")
+    for word in ("many", "Auto", "auto "):  # (a case or a space away from "auto": named with it)
+        with pytest.raises(ValueError, match=f"samples \\(T\\) must be an integer >= 1 or \"auto\" \\(T chosen per "
+                                             f"input\\), got '{word}'"):
+            SampledModel(net, samples=word)
     with pytest.raises(ValueError, match="checkpoints must be increasing"):
         StoppingRule(checkpoints=(3, 2))
     sampled = SampledModel(net, samples="auto")
     with pytest.raises(ValueError, match=r"input of shape \(2, 2\) contains NaN"):
         sampled(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"input of shape \(2, 2\) contains an infinite value, and the model's output"):
+        sampled(torch.full((2, 2), float("inf")))  # (inf - inf in the first layer: it blamed the output)
     with pytest.raises(ValueError, match="output contains NaN"):
         simulate(torch.full((50, 2, 3), float("nan")), StoppingRule(50))
     log_probabilities = torch.zeros(50, 2, 3).log_softmax(-1)
@@ -350,6 +409,10 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert rule["prior_variance_learnt"] and rule["prior_variance"] > 0  # on the first (here: only) batch
     out = capsys.readouterr().out
     assert "looks at T = 1, 2, 3, 4, 5, 6, 7," in out and "the first batch from T = 2" in out
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--subset", "31", "--quiet"]) == 0
+    out = capsys.readouterr().out  # 31 inputs: too few to learn the prior from, so all run to N
+    assert "no input stopped early: the rule learns its prior variance from the spread of 32 inputs" in out
+    assert "mean T 20.00" in out and "T: 20:31" in out
     assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2
     assert "prior_samples must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2
@@ -413,10 +476,10 @@ def test_the_rule_s_options_set_on_a_live_sampler_reach_its_rule():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 3)).eval()
     sampled = SampledModel(net, samples="auto", max_samples=8, seed=0)
-    sampled(torch.randn(16, 6))
+    sampled(torch.randn(32, 6))
     learnt = sampled.stopping.prior_variance
     sampled.max_samples, sampled.error, sampled.checkpoints = 3, 0.5, (1, 2, 3)
-    sampled(torch.randn(16, 6))
+    sampled(torch.randn(32, 6))
     assert sampled.last_samples.max() <= 3 and sampled.stopping.max_samples == sampled.max_samples == 3
     assert sampled.stopping.error == 0.5 and sampled.stopping.prior_variance == learnt  # the learnt prior kept
     with pytest.raises(ValueError, match="error level must be a number in"):

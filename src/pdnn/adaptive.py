@@ -16,11 +16,12 @@ Student-t CDF with ν = ν₀ + t − 1 degrees of freedom, S the posterior spre
 once the sum of this over the rivals is at most ``error``. A posterior probability needs no
 correction for looking after every round.
 
-σ₀² is learnt at the first batch's first look that shows a spread (at T >= 2, where each input
-has a spread of its own: the mean variance of the lead over the runner-up among its inputs; a
-look at which every input's samples agree settles none of them) and kept for the batches after it,
-which can then stop an input after one sample (:attr:`StoppingRule.prior_variance`; it may also
-be given).
+σ₀² is learnt at the first look that shows a spread (at T >= 2, where each input has a spread of
+its own: the mean variance of the lead over the runner-up among the inputs; a look at which every
+input's samples agree settles none of them), once :data:`PRIOR_INPUTS` inputs have shown theirs --
+in the first batch, or pooled over the first batches where they are smaller; until then no input
+stops before ``max_samples``. It is kept for the batches after it, which can then stop an input
+after one sample (:attr:`StoppingRule.prior_variance`; it may also be given).
 
 ``"never"`` runs every input to ``max_samples`` in the same rounds (a reference, and a check).
 """
@@ -39,7 +40,14 @@ from .errors import UsageError
 
 RULES = ("predictive", "never")
 NO_SPREAD = 1e-9  # a learnt spread below this share of the mean squared lead is rounding, not spread
+# σ₀² stands for the network's typical spread only as a mean over many inputs: learnt from one (a
+# first call of one input), its chance spread at T = 2 (a χ² of one degree of freedom) could be
+# near 0, and later calls then stopped up to 7 times more often wrongly than the error level
+PRIOR_INPUTS = 32
 CHECKPOINTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
+# a round draws its samples in pieces of at most this many, added to the running sums as they come,
+# so that memory stays bounded when a round is long (the last runs from 256 to max_samples)
+ROUND_PIECE = 1024
 
 
 def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
@@ -101,8 +109,12 @@ class StoppingRule:
             own. With 1, the predictive distribution after one sample is a Cauchy, whose tails
             settle next to no input; 2 is the least that does.
         prior_variance: σ₀², the typical variance of the per-sample lead over the runner-up;
-            ``None`` until learnt at the first look at T >= 2 that shows a spread (:func:`adaptive_sample` returns
-            the rule with it filled in, for the next batch).
+            ``None`` until learnt at the first look at T >= 2 that shows a spread, over at least
+            :data:`PRIOR_INPUTS` inputs (:func:`adaptive_sample` returns the rule with it filled
+            in, for the next batch).
+        prior_pool: while ``prior_variance`` is None, the sum of the spreads shown by the inputs
+            of earlier batches and their number (fewer than :data:`PRIOR_INPUTS`); kept for the
+            next batch, which learns σ₀² from them and its own.
     """
 
     max_samples: int = 50
@@ -111,6 +123,7 @@ class StoppingRule:
     checkpoints: tuple[int, ...] = CHECKPOINTS
     prior_samples: int = 2
     prior_variance: float | None = None
+    prior_pool: tuple[float, int] = (0.0, 0)
 
     def __post_init__(self):
         # numpy's numbers are accepted as Python's are, and kept as Python's
@@ -129,6 +142,12 @@ class StoppingRule:
                 raise UsageError(f"prior_variance must be a finite number > 0 or None (a spread of 0 would stop "
                                  f"every input whose first samples agree), got {self.prior_variance!r}")
             object.__setattr__(self, "prior_variance", float(self.prior_variance))
+        pool = tuple(self.prior_pool) if isinstance(self.prior_pool, (tuple, list)) else ()
+        if len(pool) != 2 or not _is_real(pool[0]) or not 0 <= pool[0] < math.inf or integer(pool[1]) is None \
+                or pool[1] < 0:
+            raise UsageError(f"prior_pool must be (a sum of spreads >= 0, a number of inputs >= 0), "
+                             f"got {self.prior_pool!r}")
+        object.__setattr__(self, "prior_pool", (float(pool[0]), integer(pool[1])))
         try:
             points = tuple(map(integer, self.checkpoints))
         except TypeError:
@@ -153,7 +172,8 @@ class StoppingRule:
             return torch.ones(stats.rows, dtype=torch.bool, device=stats.total.device)
         if self.rule == "never" or stats.count < self.first_look():
             return torch.zeros(stats.rows, dtype=torch.bool, device=stats.total.device)
-        probability = disagreement_probability(stats, self.max_samples, self.prior_samples, self.prior_variance)
+        probability = disagreement_probability(stats, self.max_samples, self.prior_samples, self.prior_variance,
+                                               self.prior_pool)
         return probability <= self.error
 
 
@@ -166,7 +186,8 @@ class SampleStats:
         self.count = 0
         self.total = torch.zeros(rows, classes, dtype=torch.float64, device=device)
         self.outer = torch.zeros(rows, classes, classes, dtype=torch.float64, device=device)
-        self.prior_variance: float | None = None  # learnt from all rows at the first look showing a spread
+        self.prior_variance: float | None = None  # learnt at the first look showing a spread
+        self.spread: tuple[float, int] | None = None  # that look's mean spread, and its rows
 
     @property
     def rows(self) -> int:
@@ -202,10 +223,13 @@ def first_decidable(prior_samples: int, prior_variance: float | None) -> int:
 
 
 def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples: int = 2,
-                             prior_variance: float | None = None) -> torch.Tensor:
+                             prior_variance: float | None = None, prior_pool: tuple[float, int] = (0.0, 0)
+                             ) -> torch.Tensor:
     """Predictive probability (summed over rivals) that the decision at ``max_samples`` differs
     from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md.
-    ``prior_variance`` None: learnt from these rows at this look (stored in ``stats``)."""
+    ``prior_variance`` None: learnt from these rows at their first look with a spread, pooled
+    with ``prior_pool`` (stored in ``stats``); 1 for every row while fewer than
+    :data:`PRIOR_INPUTS` inputs have shown theirs."""
     t, n = stats.count, max_samples
     first = first_decidable(prior_samples, prior_variance)
     if not first <= t < n:
@@ -217,16 +241,22 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     squares = diag[rows, leader][:, None] + diag - 2 * stats.outer[rows, leader]  # Σ D² [B, C]
     variance = (squares - t * lead**2).clamp(min=0) / max(t - 1, 1)  # of the per-sample lead [B, C]
     if prior_variance is None:
-        if stats.prior_variance is None:  # the batch's mean variance of the lead over the runner-up
-            runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
-            learnt = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
-            typical = (squares[rows, runner_up] / t).mean().item()  # the mean squared lead, E[D²]
-            if stats.total.shape[1] > 1 and learnt <= NO_SPREAD * typical:
-                # every row's samples agree so far (to rounding: equal scores like 0.9 leave a spread
-                # of 1e-16): no spread to learn, and none to judge by (it would settle each row, coin
-                # flips included); no row settles at this look, and the next look learns again
-                return torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
-            stats.prior_variance = learnt
+        if stats.prior_variance is None:  # the mean variance of the lead over the runner-up
+            undecided = torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
+            if stats.spread is None:
+                runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
+                learnt = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
+                typical = (squares[rows, runner_up] / t).mean().item()  # the mean squared lead, E[D²]
+                if stats.total.shape[1] > 1 and learnt <= NO_SPREAD * typical:
+                    # every row's samples agree so far (to rounding: equal scores like 0.9 leave a
+                    # spread of 1e-16): no spread to learn, and none to judge by (it would settle
+                    # each row, coin flips included); no row settles here, the next look learns again
+                    return undecided
+                stats.spread = (learnt, stats.rows)
+            if prior_pool[1] + stats.spread[1] < PRIOR_INPUTS:  # too few to stand for the network's
+                return undecided
+            (total, inputs), (mean, count) = prior_pool, stats.spread
+            stats.prior_variance = mean if not inputs else (total + mean * count) / (inputs + count)
         prior_variance = stats.prior_variance
     dof = prior_samples + t - 1
     spread = ((prior_samples * prior_variance + (t - 1) * variance) / dof).sqrt()
@@ -268,27 +298,42 @@ def adaptive_sample(
     for target in rule.schedule():
         if len(active) == 0:
             break
-        count = stats.count if stats else 0
-        out = sample(x[active], *tree_map(lambda a: _rows(a, active, batch), args), samples=target - count)
-        if not isinstance(out, torch.Tensor):
-            raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
-                             f"got a {type(out).__name__}")
-        if out.dim() != 3 or out.shape[-1] < 2:  # one column has no rival class to be settled against
-            raise UsageError(f"adaptive sampling needs class scores [B, C >= 2] per sample, got shape "
-                             f"{tuple(out.shape[1:])}")
-        if stats is None:
-            stats = SampleStats(batch, out.shape[-1], out.device)
-            result = torch.zeros(batch, out.shape[-1], dtype=out.dtype, device=out.device)
-        stats.add(out)
+        inputs = (x[active], *tree_map(lambda a: _rows(a, active, batch), args))
+        while (stats.count if stats else 0) < target:
+            out = sample(*inputs, samples=min(target - (stats.count if stats else 0), ROUND_PIECE))
+            if not isinstance(out, torch.Tensor):
+                raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
+                                 f"got a {type(out).__name__}")
+            if out.dim() != 3 or out.shape[-1] < 2:  # one column has no rival class to be settled against
+                raise UsageError(f"adaptive sampling needs class scores [B, C >= 2] per sample, got shape "
+                                 f"{tuple(out.shape[1:])}")
+            if stats is None:
+                stats = SampleStats(batch, out.shape[-1], out.device)
+                result = torch.zeros(batch, out.shape[-1], dtype=out.dtype, device=out.device)
+            _add(stats, out, x)
         done = rule.settled(stats)
         result[active[done]] = stats.mean()[done].to(out.dtype)
         taken[active[done]] = stats.count
         active = active[~done]
         stats.keep(~done)
-    # a batch whose samples agreed at every look taught no spread: the next batch learns it
-    if rule.prior_variance is None and stats is not None and stats.prior_variance:
-        rule = replace(rule, prior_variance=stats.prior_variance)
+    # a batch whose samples agreed at every look taught no spread: the next batch learns it; one
+    # of too few inputs passes their spreads on, to be pooled with the next batch's
+    if rule.prior_variance is None and stats is not None and stats.spread is not None:
+        if stats.prior_variance:
+            rule = replace(rule, prior_variance=stats.prior_variance, prior_pool=(0.0, 0))
+        else:
+            (total, inputs), (mean, count) = rule.prior_pool, stats.spread
+            rule = replace(rule, prior_pool=(total + mean * count, inputs + count))
     return result, taken, rule
+
+
+def _add(stats: SampleStats, out: torch.Tensor, x: torch.Tensor) -> None:
+    """``stats.add(out)``, naming an infinite input as the cause of scores that are not finite."""
+    if x.is_floating_point() and out.is_floating_point() and not torch.isfinite(out).all() \
+            and torch.isinf(x).any():
+        raise UsageError(f"the input of shape {tuple(x.shape)} contains an infinite value, and the model's "
+                         "output then holds scores that are not finite; the stopping rule needs finite ones")
+    stats.add(out)
 
 
 def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, torch.Tensor, StoppingRule]:

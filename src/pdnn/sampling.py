@@ -445,8 +445,10 @@ class SampledModel(nn.Module):
             each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``. ``checkpoints``:
             the T values after which the rule looks (default ``pdnn.adaptive.CHECKPOINTS``;
             every T stops inputs sooner, in more rounds); ``prior_samples``: ν₀, the weight in
-            the rule's prior of the typical spread, which the first call learns and keeps in
-            ``stopping``, so that later calls may stop an input at T = 1. It is for inference:
+            the rule's prior of the typical spread, which the first call learns (the first
+            calls, until 32 inputs have shown theirs: until then no input stops before
+            ``max_samples``) and keeps in ``stopping``, so that later calls may stop an input
+            at T = 1. It is for inference:
             the rounds run without autograd, so its output carries no gradient. Each round is
             split by ``max_rows`` as a fixed T is.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
@@ -534,6 +536,8 @@ class SampledModel(nn.Module):
     @samples.setter
     def samples(self, value: int | str) -> None:
         auto = isinstance(value, str) and value == "auto"
+        if isinstance(value, str) and not auto:
+            raise UsageError(f'samples (T) must be an integer >= 1 or "auto" (T chosen per input), got {value!r}')
         self._check_auto(auto, self.reduce, self.aggregate)
         self._samples = "auto" if auto else check_samples(value)
 
@@ -736,8 +740,10 @@ class SampledModel(nn.Module):
         return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
 
     def _round(self, x: torch.Tensor, *args, samples: int):
-        """:meth:`sample` for one round of ``samples="auto"``, in passes of at most ``max_rows``
-        samples x inputs, split as a fixed T is (only inputs without extra positional arguments)."""
+        """:meth:`sample` for one round of ``samples="auto"`` (or a piece of it, of at most
+        ``adaptive.ROUND_PIECE`` samples), in passes of at most ``max_rows`` samples x inputs, split
+        as a fixed T is (one input's samples where they alone are more; only inputs without extra
+        positional arguments)."""
         step = self.max_rows and max(1, self.max_rows // samples)
         if args or not step or len(x) <= step:
             return self.sample(x, *args, samples=samples)

@@ -1,7 +1,7 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-from ..adaptive import CHECKPOINTS, StoppingRule, parse_checkpoints
+from ..adaptive import CHECKPOINTS, PRIOR_INPUTS, StoppingRule, parse_checkpoints
 from ..checks import AGGREGATIONS
 from ..devices import resolve_device
 from ..errors import UsageError
@@ -82,9 +82,15 @@ def run(args) -> int:
     return 0
 
 
-def first_batch_note(rule: dict) -> str:
-    """The first batch cannot look at T = 1: it learns the prior variance that such a look needs."""
-    return ", the first batch from T = 2" if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1 else ""
+def prior_note(rule: dict) -> str:
+    """The first batch cannot look at T = 1: it learns the prior variance that such a look needs;
+    without one (fewer inputs than it is learnt from) no input stops before the last look."""
+    if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1:
+        return ", the first batch from T = 2"
+    if rule["rule"] == "predictive" and rule["prior_variance"] is None:
+        return (f"; no input stopped early: the rule learns its prior variance from the spread of "
+                f"{PRIOR_INPUTS} inputs, and fewer showed one")
+    return ""
 
 
 def run_adaptive(args, given_checkpoints: bool) -> int:
@@ -101,7 +107,7 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
           f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples}; looks at T = "
           f"{', '.join(map(str, document['rule']['checkpoints']))}"
-          f"{first_batch_note(document['rule'])})")
+          f"{prior_note(document['rule'])})")
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
     print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))
     if args.json:
