@@ -310,7 +310,9 @@ def test_second_derivatives_are_those_of_the_mean(mode, beta):
 
 @pytest.mark.parametrize("ste", ["identity", "clipped", "mean"])
 def test_every_surrogate_trains_under_torch_compile(ste):
+    """In one graph (``fullgraph``): the p-bit's forward-mode rule, which dynamo cannot trace, had
+    broken the graph at every p-bit where gradients were on, and ran it outside."""
     layer = torch.nn.Linear(4, 3)
-    step = torch.compile(lambda x: F.pbit(layer(x), ste=ste).sum(), backend="aot_eager")
+    step = torch.compile(lambda x: F.pbit(layer(x), ste=ste).sum(), backend="aot_eager", fullgraph=True)
     step(torch.randn(5, 4)).backward()
     assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0

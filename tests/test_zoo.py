@@ -339,6 +339,19 @@ def test_pbits_under_torch_jit_trace_and_torch_export():
     _traced_pbits_behave(torch.export.export(net, (torch.zeros(4000, 4),)).module())
 
 
+@pytest.mark.slow
+def test_export_with_a_dynamic_batch_and_strict_export_under_autograd():
+    """A named dynamic batch dimension: the fused kernel's size test had added a guard on it that
+    export refused (an AssertionError from torch); strict export traced the forward-mode rule."""
+    net = nn.Sequential(nn.Linear(4, 4), PBit(), nn.Linear(4, 2))
+    batch = torch.export.Dim("batch")
+    for model, name in ((net, "input"), (SampledModel(net, samples=3), "x")):
+        exported = torch.export.export(model, (torch.randn(8, 4),), dynamic_shapes={name: {0: batch}}).module()
+        assert exported(torch.randn(3, 4)).shape == (3, 2) and exported(torch.randn(50, 4)).shape == (50, 2)
+    strict = torch.export.export(nn.Sequential(nn.Identity(), PBit()), (torch.zeros(4000, 4),), strict=True)
+    _traced_pbits_behave(strict.module())
+
+
 def test_thresholds_drawn_while_tracing_are_uniform_on_16_bits():
     from pdnn.functional import draw_thresholds
 

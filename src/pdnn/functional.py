@@ -237,11 +237,30 @@ class _KnownBits(_PBitFunction):
         return bits, _probability(x, mode, beta)
 
 
+class _CompiledPBit(_PBitFunction):
+    """:class:`_PBitFunction` as ``torch.compile`` and ``torch.export`` record it: without the
+    forward-mode rule, which dynamo cannot trace (it broke the graph at every p-bit where
+    gradients were on, and ``fullgraph=True`` and strict export failed)."""
+
+    jvp = torch.autograd.Function.jvp
+
+
+class _CompiledKnownBits(_KnownBits):
+    jvp = torch.autograd.Function.jvp
+
+
+def _function(known: bool) -> type[torch.autograd.Function]:
+    """The p-bit's autograd function for this call: without ``jvp`` while compiling."""
+    if torch.compiler.is_compiling():
+        return _CompiledKnownBits if known else _CompiledPBit
+    return _KnownBits if known else _PBitFunction
+
+
 def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste: str,
                 repeats: int = 1) -> torch.Tensor:
     """``bits``, drawn earlier from ``x`` (repeated ``repeats`` times), as :func:`pbit` would have
     returned them: with the p-bit's gradient to ``x``, its derivatives included."""
-    return _KnownBits.apply(x, bits, mode, beta, ste, repeats)[0]
+    return _function(known=True).apply(x, bits, mode, beta, ste, repeats)[0]
 
 
 def _probability(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
@@ -335,7 +354,7 @@ def pbit(
             return _PBitFunction.apply(x, key, mode, beta, ste, repeats)[0]
         return pbit_kernel.bits(x, mode, beta, key, repeats)  # no autograd: no mean to keep
     x = repeat_samples(x, repeats)
-    return _PBitFunction.apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste, 1)[0]
+    return _function(known=False).apply(x, draw_thresholds(x.shape, generator, x.device), mode, beta, ste, 1)[0]
 
 
 def has_tangent(x: torch.Tensor) -> bool:

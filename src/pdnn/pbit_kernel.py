@@ -79,13 +79,13 @@ def available(x: torch.Tensor, repeats: int = 1) -> bool:
     return (
         numba is not None
         and not _forked
+        and not torch.compiler.is_compiling()  # before any test of the size, which would guard a
+        and not torch._C._are_functorch_transforms_active()  # dynamic one (export refused the guard)
+        and not torch.jit.is_tracing()  # a traced graph would hold this call's bits as constants
         and x.is_cpu
         and x.dtype in _DTYPES
         and not x.is_sparse
-        and not torch.jit.is_tracing()  # a traced graph would hold this call's bits as constants
         and x.numel() * repeats < MAX_ELEMENTS
-        and not torch._C._are_functorch_transforms_active()
-        and not torch.compiler.is_compiling()
     )
 
 
