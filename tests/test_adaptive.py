@@ -342,6 +342,7 @@ def test_a_rule_that_never_settles_matches_fixed_t():
     assert torch.equal(mean, votes.mean(0))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # deprecated in favour of export, still used
 def test_bad_arguments_are_named():
     net = nn.Sequential(nn.Linear(2, 4), PBit(), nn.Linear(4, 3))
     with pytest.raises(ValueError, match="max_samples must be an integer >= 1, got 0"):
@@ -359,6 +360,10 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="checkpoints must be increasing"):
         StoppingRule(checkpoints=(3, 2))
     sampled = SampledModel(net, samples="auto")
+    with pytest.raises(ValueError, match='samples="auto" cannot be traced, exported or transformed'):
+        torch.jit.trace(sampled, torch.randn(4, 2), check_trace=False)  # (it named 3 degrees of freedom as bad)
+    with pytest.raises(ValueError, match='samples="auto" cannot be traced, exported or transformed'):
+        torch.func.vmap(sampled, randomness="different")(torch.randn(3, 4, 2))
     with pytest.raises(ValueError, match=r"input of shape \(2, 2\) contains NaN"):
         sampled(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]))
     with pytest.raises(ValueError, match=r"input of shape \(2, 2\) contains an infinite value, and the model's output"):

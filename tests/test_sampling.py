@@ -310,7 +310,8 @@ def test_same_seed_same_output_different_seed_different():
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4", None])
 def test_bad_sample_counts_are_named(bad):
     net = nn.Sequential(PBit())
-    with pytest.raises(ValueError, match=r"samples \(T\) must be an integer >= 1, got"):
+    also = r' or "auto" \(T chosen per input\)' if isinstance(bad, str) else ""  # (a word: the other one named)
+    with pytest.raises(ValueError, match=rf"samples \(T\) must be an integer >= 1{also}, got {bad!r}"):
         SampledModel(net, samples=bad)
     sampled = SampledModel(net, samples=2)
     with pytest.raises(ValueError, match="samples"):

@@ -260,6 +260,32 @@ def test_forward_mode_gives_what_reverse_mode_gives(ste, dtype):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch's forward AD loads its decompositions
+@pytest.mark.parametrize("name, mode", [("resnet", "eval"), ("resnet", "train"), ("mlp", "eval")])
+def test_forward_ad_after_an_ordinary_call_that_chose_the_graph(name, mode):
+    """A dual input after a plain call had reached the folded graph's own autograd functions
+    (the summed input gradient, the pool, the per-sample norm), which have no forward-mode rule: a
+    RuntimeError. Within a dual level the T samples run as T forwards, and the plan stays."""
+    from torch.autograd import forward_ad
+
+    torch.manual_seed(0)
+    if name == "mlp":
+        net, x = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 3)).eval(), torch.randn(4, 6)
+    else:
+        _, net, x, _ = build(name, mode)
+    sampled = SampledModel(net, samples=3, seed=0)
+    sampled(x)
+    plan = sampled.plan(x)
+    tangent = torch.randn_like(x)
+    with forward_ad.dual_level():
+        out = sampled(forward_ad.make_dual(x, tangent))
+        forward = forward_ad.unpack_dual(out).tangent
+    assert forward is not None and forward.shape == out.shape and sampled.plan(x) == plan
+    if name == "mlp":  # J v = W2 diag(mean slope) W1 v, the same for every draw
+        slope = 1 - torch.tanh(net[0](x)) ** 2
+        torch.testing.assert_close(forward, (slope * (tangent @ net[0].weight.T)) @ net[2].weight.T)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch's forward AD loads its decompositions
 def test_jacfwd_of_a_sampled_network_equals_jacrev():
     """W2 diag(mean slope) W1 averaged over the samples does not depend on the draws."""
     torch.manual_seed(0)

@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .functional import repeat_samples
@@ -154,9 +155,12 @@ def has_hooks(module: nn.Module) -> bool:
 
 
 def runs_eagerly() -> bool:
-    """Whether ops run one by one on real tensors: not under a ``torch.func`` transform and not
-    while ``torch.compile`` traces. The wrappers of a folded graph take their own kernels only then."""
-    return not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling()
+    """Whether ops run one by one on real tensors without tangents: not under a ``torch.func``
+    transform, not within ``torch.autograd.forward_ad.dual_level()`` (the folded graph's own
+    autograd functions have no forward-mode rule) and not while ``torch.compile`` traces. The
+    wrappers of a folded graph take their own kernels only then."""
+    return (not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling()
+            and forward_ad._current_level < 0)  # (the level dual_level() opens; -1 outside)
 
 
 def batched_by_autograd(grad: torch.Tensor) -> bool:

@@ -717,6 +717,10 @@ class SampledModel(nn.Module):
     @_eager_under_compile
     def forward(self, x: torch.Tensor, *args, **kwargs):
         if self.samples == "auto":
+            if torch.jit.is_tracing() or torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+                raise UsageError('samples="auto" cannot be traced, exported or transformed (torch.jit.trace, '
+                                 'torch.export, torch.func): its rounds, and the inputs that leave them, depend on '
+                                 "the data; give a fixed T there")
             if kwargs:  # the rounds pick rows of the positional arguments only
                 raise UsageError(f'samples="auto" passes positional arguments only, got keywords {sorted(kwargs)}')
             if (user := batch_statistics_user(self.model)) is not None:
