@@ -2,11 +2,13 @@
 import hashlib
 import io
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 
 import pytest
@@ -348,7 +350,17 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "bad.pth is not a readable torch file" in capsys.readouterr().err
     torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "other.pth"), "--quiet"]) == 2
-    assert "other.pth does not hold the FID Inception-v3 weights" in capsys.readouterr().err
+    err = capsys.readouterr().err  # (torch's message listed all ~480 keys on one line of 17,565 characters)
+    from pdnn.inception import FIDInceptionV3
+
+    state = FIDInceptionV3().state_dict()
+    assert "other.pth does not hold the FID Inception-v3 weights" in err and len(err) < 400
+    assert f"({len(state) - 1} of its {len(state)} tensors missing ('Conv2d_1a_3x3.conv.weight', " in err
+    state["fc.bias"] = torch.zeros(3)
+    torch.save(state, tmp_path / "reshaped.pth")
+    assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "reshaped.pth"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "does not hold the FID Inception-v3 weights (size mismatch for fc.bias:" in err and len(err) < 400
     assert sorted(p.name for p in (runs / "vae").iterdir()) == before
 
 
@@ -577,3 +589,22 @@ def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeyp
     assert main(["train", "--task", "vae", "--dataset", "celeba", "--data-dir", str(tmp_path / "root"),
                  "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_tradeoff_warns_when_a_generator_changed_after_its_distance_was_measured(runs, tmp_path):
+    """As for a classifier's eval-*.json: fid-clf.json records the weights it scored, and a run
+    trained on after it had been ranked by the old distance in silence."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs / "vae", vae)
+    assert main(["fid", str(vae), "--classifier", str(runs / "clf"), "--n", "80", "--samples", "1",
+                 "--repeats", "1", "--quiet"]) == 0
+    tradeoff = ["tradeoff", str(vae), "--json", str(tmp_path / "t.json"), "--png", str(tmp_path / "t.png")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(tradeoff) == 0
+    assert not [w for w in caught if "changed since" in str(w.message)]
+    assert main(["train", "--out", str(vae), "--resume", "--epochs", "2", "--quiet"]) == 0
+    said = (f"{vae}: fid-clf.json measured epoch 1, but checkpoint.pt has changed since (it now holds epoch 2); "
+            f"rerun `pdnn fid {vae}`")
+    with pytest.warns(UserWarning, match=re.escape(said)):
+        assert main(tradeoff) == 0

@@ -171,9 +171,17 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     if not isinstance(state, dict):
         raise UsageError(f"--inception-weights {path} holds a {type(state).__name__}; expected a state_dict")
     model = FIDInceptionV3()
+    expected = model.state_dict()
+    missing, unexpected = [k for k in expected if k not in state], [k for k in state if k not in expected]
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise UsageError(f"--inception-weights {path} does not hold the FID Inception-v3 weights ({first})") from err
+    except RuntimeError as err:  # torch lists every key, ~480 of them for a file of other weights: counted here
+        first = lambda keys: ", ".join(map(repr, keys[:3])) + (", ..." if len(keys) > 3 else "")  # noqa: E731
+        problems = ([f"{len(missing)} of its {len(expected)} tensors missing ({first(missing)})"] if missing else []) \
+            + ([f"{len(unexpected)} tensors it does not have ({first(unexpected)})"] if unexpected else [])
+        if not problems:
+            lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err)]
+            problems = [lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")]
+        raise UsageError(f"--inception-weights {path} does not hold the FID Inception-v3 weights "
+                         f"({'; '.join(problems)})") from err
     return model.eval()

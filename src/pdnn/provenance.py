@@ -108,7 +108,7 @@ def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None
     current = load_checkpoint(Path(run_dir) / CHECKPOINT).get("epoch")
     return (f"{run_dir}: {name} measured {measured}, but {CHECKPOINT} has changed since"
             + (f" (it now holds epoch {current})" if current is not None else "")
-            + f"; rerun `pdnn eval {run_dir}`")
+            + f"; rerun `pdnn {'fid' if name.startswith('fid') else 'eval'} {run_dir}`")
 
 
 def warn_if_stale(evaluations: Iterable[tuple[str | Path, str, dict]]) -> None:

@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..io import RunError, pyplot, read_json, save_figure
 from .account import Settings, network_energy
 from ..labels import series_labels
+from ..provenance import warn_if_stale
 from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
 
 METRIC_FILES = ("fid-clf.json", "fid.json")
@@ -90,6 +91,7 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
     if not runs:
         raise RunError("none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")
     dataset = check_one_dataset(runs)
+    warn_if_stale((run, fid_file(run).name, read_json(fid_file(run))) for run, _ in runs)
     points, measurements, features, labels = [], {}, {}, series_labels(runs)
     for run_dir, _ in runs:
         run_points, measurements[run_dir], features[run_dir] = fid_points(run_dir, settings, input_bits,
