@@ -353,6 +353,11 @@ def test_bad_arguments_are_named():
         SampledModel(net, samples="auto", error=float("nan"))
     with pytest.raises(ValueError, match="needs reduce=\"mean\""):
         SampledModel(net, samples="auto", reduce="vote")
+    sampled = SampledModel(net, samples="auto")
+    sampled(torch.randn(40, 2))
+    with pytest.raises(ValueError, match="contains NaN"):
+        sampled(torch.full((3, 2), float("nan")))
+    assert sampled.last_samples is None  # (it kept the call before's, of 40 inputs, as if of this one)
     for word in ("many", "Auto", "auto "):  # (a case or a space away from "auto": named with it)
         with pytest.raises(ValueError, match=f"samples \\(T\\) must be an integer >= 1 or \"auto\" \\(T chosen per "
                                              f"input\\), got '{word}'"):

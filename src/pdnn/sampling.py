@@ -716,6 +716,7 @@ class SampledModel(nn.Module):
 
     @_eager_under_compile
     def forward(self, x: torch.Tensor, *args, **kwargs):
+        self.last_samples = None  # set by a call with T chosen per input that returns
         if self.samples == "auto":
             if torch.jit.is_tracing() or torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
                 raise UsageError('samples="auto" cannot be traced, exported or transformed (torch.jit.trace, '
@@ -728,7 +729,6 @@ class SampledModel(nn.Module):
                                  "the statistics of the batch (training mode): call .eval() first")
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping)
             return mean
-        self.last_samples = None  # T was fixed, not chosen per input
         step = self.max_rows and max(1, self.max_rows // self.samples)
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
