@@ -7,42 +7,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from pdnn.cli.common import existing_folder
-from pdnn.io import RunError, read_json
+from pdnn.io import RunError, read_eval, read_json, read_metrics
 
 BEGIN, END = "<!-- BEGIN table -->", "<!-- END table -->"
 
 
-def settings(config: dict) -> dict:
-    model, train = config["model"], config["train"]
-    return {"neuron": model["neuron"], "width": model["width"], "beta": model["beta"],
-            "s": train["samples"], "epochs": train["epochs"], "lr": train["lr"],
-            "schedule": train["schedule"], "loss": train["loss_rule"], "augment": train["augment"]}
+SETTINGS = {"neuron": ("model", "neuron"), "width": ("model", "width"), "beta": ("model", "beta"),
+            "s": ("train", "samples"), "epochs": ("train", "epochs"), "lr": ("train", "lr"),
+            "schedule": ("train", "schedule"), "loss": ("train", "loss_rule"), "augment": ("train", "augment")}
+
+
+def row(run: Path) -> dict:
+    """The table's row of one trained and evaluated run; a :class:`RunError` names the file that
+    cannot give it (a converted run has no training to tabulate)."""
+    if not (run / "metrics.json").is_file():
+        raise RunError(f"{run} has no metrics.json: expected a trained run (a converted run, as in a noise "
+                       "study, has no training to tabulate)")
+    evaluation = read_eval(run / "eval-network.json")
+    metrics = read_metrics(run / "metrics.json", ("epoch_time_s",))
+    if not all(isinstance(m["epoch_time_s"], (int, float)) and math.isfinite(m["epoch_time_s"]) for m in metrics):
+        raise RunError(f"{run / 'metrics.json'}: every epoch's epoch_time_s must be a finite number of seconds")
+    config = read_json(run / "config.json")
+    try:
+        chosen = {key: config[part][name] for key, (part, name) in SETTINGS.items()}
+    except (KeyError, TypeError):
+        raise RunError(f"{run / 'config.json'} is not a run's config: expected "
+                       + ", ".join(f"{part}.{name}" for part, name in SETTINGS.values())) from None
+    return {"run": run.name, **chosen, "train_time_s": round(sum(m["epoch_time_s"] for m in metrics)),
+            "test_examples": evaluation["examples"],
+            "accuracy": {r["samples"]: (r["accuracy_mean"], r.get("accuracy_std", 0.0)) for r in evaluation["results"]}}
 
 
 def main(out: Path) -> None:
-    rows = []
-    for run in sorted((out / "runs").iterdir()):
-        if not (run / "eval-network.json").exists():
-            continue
-        if not (run / "metrics.json").is_file():
-            raise RunError(f"{run} has no metrics.json: expected a trained run (a converted run, as in a noise "
-                           "study, has no training to tabulate)")
-        config, metrics, evaluation = (read_json(run / name) for name in ("config.json", "metrics.json",
-                                                                          "eval-network.json"))
-        try:
-            rows.append({"run": run.name, **settings(config),
-                         "train_time_s": round(sum(m["epoch_time_s"] for m in metrics)),
-                         "test_examples": evaluation["examples"],
-                         "accuracy": {r["samples"]: (r["accuracy_mean"], r["accuracy_std"])
-                                      for r in evaluation["results"]}})
-        except (KeyError, TypeError) as err:
-            raise RunError(f"{run}: its config.json, metrics.json or eval-network.json lacks {err}") from None
-    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    rows = [row(run) for run in sorted((out / "runs").iterdir()) if (run / "eval-network.json").exists()]
     ts = sorted({t for r in rows for t in r["accuracy"]})
-    keys = ["neuron", "width", "beta", "s", "epochs", "lr", "schedule", "loss", "augment"]
+    keys = list(SETTINGS)
     lines = ["| run | " + " | ".join(keys) + " | " + " | ".join(f"T={t}" for t in ts) + " | train s |",
              "|---" * (len(keys) + len(ts) + 2) + "|"]
     for r in rows:
@@ -54,6 +57,7 @@ def main(out: Path) -> None:
     readme = out / "README.md"
     text = readme.read_text() if readme.exists() else f"# Ablation\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN)
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")  # (once every row was read)
     readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
     print(table)
 

@@ -249,22 +249,41 @@ def test_the_summary_scripts_refuse_a_readme_without_both_markers(script, begin,
 
 
 def test_the_ablation_summary_names_a_run_it_cannot_tabulate_and_writes_nothing(tmp_path):
-    """A converted run (a noise study's: no metrics.json) or a damaged record: one line naming the run."""
+    """A converted run (a noise study's: no metrics.json) or a damaged record: one line naming the
+    file, and no summary.json written (it had been, with the damaged value, before a traceback)."""
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "ablation_summary.py"
-    run = tmp_path / "runs" / "converted"
+    run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    (run / "config.json").write_text("{}")
-    (run / "eval-network.json").write_text("{}")
-    for damage, named in ((None, "has no metrics.json: expected a trained run"),
-                          ("[]", "lacks 'model'"), ("not json", "metrics.json is not valid JSON")):
-        if damage is not None:
-            (run / "metrics.json").write_text(damage)
+    config = {"model": {"neuron": "pbit", "width": 8, "beta": 1.0},
+              "train": {"samples": 1, "epochs": 1, "lr": 0.01, "schedule": "cosine", "loss_rule": "mean-output",
+                        "augment": False}}
+    evaluation = {"examples": 10, "results": [{"samples": 1, "accuracy_mean": 0.5, "accuracy_std": 0.1}]}
+    metrics = [{"epoch": 1, "epoch_time_s": 2.0}]
+    files = {"config.json": config, "eval-network.json": evaluation}
+    for name, document in files.items():
+        (run / name).write_text(json.dumps(document))
+    cases = [(None, None, "has no metrics.json: expected a trained run"),
+             ("metrics.json", "not json", "metrics.json is not valid JSON"),
+             ("metrics.json", [{"epoch": 1, "epoch_time_s": float("nan")}], "epoch_time_s must be a finite number"),
+             ("eval-network.json", [], "eval-network.json has no 'results' list"),
+             ("eval-network.json", {**evaluation, "results": [{"samples": 1, "accuracy_mean": "0.5"}]},
+              "each result needs an integer 'samples' >= 1, an 'accuracy_mean' in [0, 1]"),
+             ("eval-network.json", {**evaluation, "results": [{"samples": 1, "accuracy_mean": 0.5,
+                                                                "accuracy_std": None}]}, "a finite 'accuracy_std'"),
+             ("eval-network.json", {**evaluation, "results": [{"samples": "1", "accuracy_mean": 0.5}]},
+              "an integer 'samples' >= 1"),
+             ("config.json", {**config, "train": None}, "config.json is not a run's config: expected model.neuron")]
+    for name, damage, named in cases:
+        for good, document in {**files, "metrics.json": metrics}.items():  # all sound but the damaged one
+            if name is not None:
+                (run / good).write_text(json.dumps(document))
+        if name is not None:
+            (run / name).write_text(damage if isinstance(damage, str) else json.dumps(damage))
         done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.splitlines()[-1].startswith("ablation_summary.py: error: ") and named in done.stderr
-        assert str(run) in done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+        assert str(run) in done.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]

@@ -355,12 +355,16 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
 
     state = FIDInceptionV3().state_dict()
     assert "other.pth does not hold the FID Inception-v3 weights" in err and len(err) < 400
-    assert f"({len(state) - 1} of its {len(state)} tensors missing ('Conv2d_1a_3x3.conv.weight', " in err
+    assert f"({len(state) - 1} tensors of its {len(state)} missing ('Conv2d_1a_3x3.conv.weight', " in err
+    assert err.rstrip().endswith("; 1 tensor of another shape ('fc.weight'))")  # (that one key is there)
     state["fc.bias"] = torch.zeros(3)
     torch.save(state, tmp_path / "reshaped.pth")
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "reshaped.pth"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "does not hold the FID Inception-v3 weights (size mismatch for fc.bias:" in err and len(err) < 400
+    assert "does not hold the FID Inception-v3 weights (1 tensor of another shape ('fc.bias'))" in err
+    torch.save({**state, 1: torch.zeros(1)}, tmp_path / "numbered.pth")  # (torch's AttributeError: a traceback)
+    assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "numbered.pth"), "--quiet"]) == 2
+    assert "numbered.pth holds keys that are not tensor names (1); expected a state_dict" in capsys.readouterr().err
     assert sorted(p.name for p in (runs / "vae").iterdir()) == before
 
 
@@ -591,7 +595,7 @@ def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeyp
     assert not (tmp_path / "run").exists()
 
 
-def test_tradeoff_warns_when_a_generator_changed_after_its_distance_was_measured(runs, tmp_path):
+def test_tradeoff_warns_when_a_generator_changed_after_its_distance_was_measured(runs, tmp_path, capsys):
     """As for a classifier's eval-*.json: fid-clf.json records the weights it scored, and a run
     trained on after it had been ranked by the old distance in silence."""
     vae = tmp_path / "vae"
@@ -605,6 +609,17 @@ def test_tradeoff_warns_when_a_generator_changed_after_its_distance_was_measured
     assert not [w for w in caught if "changed since" in str(w.message)]
     assert main(["train", "--out", str(vae), "--resume", "--epochs", "2", "--quiet"]) == 0
     said = (f"{vae}: fid-clf.json measured epoch 1, but checkpoint.pt has changed since (it now holds epoch 2); "
-            f"rerun `pdnn fid {vae}`")
+            f"rerun `pdnn fid {vae} --classifier {runs / 'clf'}`")  # (the features it was measured in)
     with pytest.warns(UserWarning, match=re.escape(said)):
         assert main(tradeoff) == 0
+    document = json.loads((vae / "fid-clf.json").read_text())
+    del document["weights"]  # as written by an earlier pdnn (the committed generation runs)
+    (vae / "fid-clf.json").write_text(json.dumps(document))
+    with pytest.warns(UserWarning, match=re.escape("the distance does not record which weights it measured (written by "
+                                                   "an earlier pdnn), so whether it matches the checkpoint is unknown; "
+                                                   "`pdnn fid` records it")):
+        assert main(tradeoff) == 0
+    for damaged in ("null", "5"):  # valid JSON of another shape: one line, as before the check of the weights
+        (vae / "fid-clf.json").write_text(damaged)
+        assert main(tradeoff) == 2
+        assert "fid-clf.json has no 'results' list" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from pdnn.experiments import plan as plan_module
 from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context, rates_of, reference_rates
 from pdnn.experiments.report import claims_table, code_lines, device_text, machine_text, write_report
 from pdnn.experiments.studies import STUDIES
-from pdnn.io import read_json, write_json
+from pdnn.io import read_json
 from pdnn.provenance import code_record
 
 
@@ -324,13 +324,11 @@ def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(
 
         @staticmethod
         def section(ctx):
-            write_json(ctx.out / "tiny" / "units.json", {"luts": 0})
-            read_json(ctx.out / "tiny" / "units.json")
             return 1 / 0  # (a ratio of LUTs over a count set to 0 by hand)
 
     report = write_report(ctx, [*studies, Damaged, ZeroLuts], {"done": {}})
     text = report.read_text()
-    assert "(ZeroDivisionError: division by zero; the last file it read: `tiny/units.json`)" in text
+    assert "(ZeroDivisionError: division by zero)" in text
     assert "**Not built**: its records could not be read (KeyError: 'dram')" in text
     assert "| every claim of this study | – | – |" in text and "not measured (its records could not be read" in text
 

@@ -170,18 +170,25 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
         raise UsageError(f"--inception-weights {path} is not a readable torch file ({type(err).__name__})") from err
     if not isinstance(state, dict):
         raise UsageError(f"--inception-weights {path} holds a {type(state).__name__}; expected a state_dict")
+    if not all(isinstance(key, str) for key in state):
+        raise UsageError(f"--inception-weights {path} holds keys that are not tensor names "
+                         f"({', '.join(repr(k) for k in state if not isinstance(k, str))[:80]}); expected a state_dict")
     model = FIDInceptionV3()
     expected = model.state_dict()
-    missing, unexpected = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    # torch lists every key, ~480 of them for a file of other weights, on one line: counted here
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if isinstance(state.get(k), torch.Tensor) and state[k].shape != expected[k].shape]
+    problems = [f"{_count(len(keys), 'tensor')} {what} ({', '.join(map(repr, keys[:3]))}{', ...' * (len(keys) > 3)})"
+                for keys, what in ((missing, f"of its {len(expected)} missing"), (unexpected, "it does not have"),
+                                   (reshaped, "of another shape")) if keys]
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:  # torch lists every key, ~480 of them for a file of other weights: counted here
-        first = lambda keys: ", ".join(map(repr, keys[:3])) + (", ..." if len(keys) > 3 else "")  # noqa: E731
-        problems = ([f"{len(missing)} of its {len(expected)} tensors missing ({first(missing)})"] if missing else []) \
-            + ([f"{len(unexpected)} tensors it does not have ({first(unexpected)})"] if unexpected else [])
-        if not problems:
-            lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err)]
-            problems = [lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")]
-        raise UsageError(f"--inception-weights {path} does not hold the FID Inception-v3 weights "
-                         f"({'; '.join(problems)})") from err
+    except RuntimeError as err:
+        said = "; ".join(problems) or str(err).splitlines()[-1].strip()
+        raise UsageError(f"--inception-weights {path} does not hold the FID Inception-v3 weights ({said})") from err
     return model.eval()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"

@@ -42,7 +42,6 @@ import signal
 import socket
 import tempfile
 import threading
-from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -286,26 +285,9 @@ def _not_a_file(path: Path) -> RunError:
     return RunError(f"{path} is a folder; expected a file" if path.is_dir() else f"{path} does not exist")
 
 
-_files_read: ContextVar[list[Path] | None] = ContextVar("pdnn_files_read", default=None)
-
-
-@contextlib.contextmanager
-def files_read():
-    """The paths :func:`read_json` opens inside the block, in order: code that cannot use what it
-    read (a record edited by hand, valid JSON of the wrong shape) names the file read last."""
-    paths: list[Path] = []
-    token = _files_read.set(paths)
-    try:
-        yield paths
-    finally:
-        _files_read.reset(token)
-
-
 def read_json(path: Path | str) -> Any:
     """The JSON document at ``path``; :class:`RunError` names the file if it is missing or invalid."""
     path = Path(path)
-    if (paths := _files_read.get()) is not None:
-        paths.append(path)
     if not path.is_file():
         raise _not_a_file(path)
     try:

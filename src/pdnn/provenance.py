@@ -106,25 +106,35 @@ def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None
         return None
     measured = f"epoch {record['epoch']}" if record.get("epoch") is not None else "earlier weights"
     current = load_checkpoint(Path(run_dir) / CHECKPOINT).get("epoch")
-    return (f"{run_dir}: {name} measured {measured}, but {CHECKPOINT} has changed since"
-            + (f" (it now holds epoch {current})" if current is not None else "")
-            + f"; rerun `pdnn {'fid' if name.startswith('fid') else 'eval'} {run_dir}`")
+    holds = ("" if current is None else f" (it now holds other weights of epoch {current})"
+             if current == record.get("epoch") else f" (it now holds epoch {current})")
+    return f"{run_dir}: {name} measured {measured}, but {CHECKPOINT} has changed since{holds}; rerun " \
+           f"{remeasure(run_dir, name, document)}"
+
+
+def remeasure(run_dir: str | Path, name: str, document: dict) -> str:
+    """The command that measures ``run_dir`` as its evaluation file ``name`` (``document``) did:
+    ``pdnn eval``, or ``pdnn fid`` with the features the distance was measured in."""
+    if not name.startswith("fid"):
+        return f"`pdnn eval {run_dir}`"
+    source = document.get("feature_source")
+    option = "--inception-weights" if name == "fid.json" else "--classifier"
+    return f"`pdnn fid {run_dir} {option} {source if isinstance(source, str) else option[2:].upper()}`"
 
 
 def warn_if_stale(evaluations: Iterable[tuple[str | Path, str, dict]]) -> None:
     """Warn for each ``(run_dir, file name, document)`` whose run has changed since it was
     evaluated, and once for all whose record is missing while the run has a checkpoint."""
-    unknown, hashes = [], {}  # one hash per run, however many evaluations it has
+    unknown, hashes = {}, {}  # one hash per run, however many evaluations it has
     for run_dir, name, document in evaluations:
         if str(run_dir) not in hashes:
             hashes[str(run_dir)] = checkpoint_sha256(run_dir)
         reason = stale_reason(run_dir, name, document, hashes[str(run_dir)])
         if reason:
             warnings.warn(reason, stacklevel=2)
-        elif WEIGHTS not in document and hashes[str(run_dir)] is not None:
-            unknown.append(str(run_dir))
-    if unknown:
-        runs = ", ".join(dict.fromkeys(unknown))
-        warnings.warn(f"{runs}: the evaluation does not record which weights it measured (written by an earlier "
-                      "pdnn), so whether it matches the checkpoint is unknown; `pdnn eval` records it",
-                      stacklevel=2)
+        elif isinstance(document, dict) and WEIGHTS not in document and hashes[str(run_dir)] is not None:
+            unknown.setdefault("fid" if name.startswith("fid") else "eval", []).append(str(run_dir))
+    for command, runs in unknown.items():
+        warnings.warn(f"{', '.join(dict.fromkeys(runs))}: the {'distance' if command == 'fid' else 'evaluation'} does "
+                      "not record which weights it measured (written by an earlier pdnn), so whether it matches the "
+                      f"checkpoint is unknown; `pdnn {command}` records it", stacklevel=2)

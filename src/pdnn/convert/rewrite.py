@@ -148,6 +148,8 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
     spec = {"method": method, key: _check_setting(key, value)}
     if isinstance(layers, str) and layers not in LAYER_SETS:
         layers = [layers]
+    if not isinstance(layers, str) and not (isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers)):
+        raise UsageError(f"layers must be 'hidden', 'all' or a list of activation names, got {layers!r}")
     if isinstance(layers, (list, tuple)):
         twice = [name for name in dict.fromkeys(layers) if list(layers).count(name) > 1]
         if twice:  # "3,3" is more likely a slip for "3,4" than a wish to convert 3 once

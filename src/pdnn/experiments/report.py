@@ -14,7 +14,7 @@ from pathlib import Path
 
 import markdown
 
-from ..io import RunError, files_read, write_text
+from ..io import RunError, write_text
 from ..provenance import CODE
 from .plan import Claim, Context, Section
 
@@ -167,15 +167,10 @@ def write_report(ctx: Context, studies, state: dict, full_outlook: str = "") -> 
 def _section(study, ctx: Context) -> Section:
     """The study's section, or one that says its records could not be read (a file damaged or
     replaced by hand): the report is still rewritten, and names the damage instead of a verdict."""
-    with files_read() as read:
-        try:
-            return study.section(ctx)
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError, ArithmeticError, RunError, OSError) as err:
-            last = ""
-            if read and not isinstance(err, RunError):  # (a RunError names its file itself)
-                shown = read[-1].relative_to(ctx.out) if read[-1].is_relative_to(ctx.out) else read[-1]
-                last = f"; the last file it read: `{shown.as_posix()}`"
-            reason = f"its records could not be read ({type(err).__name__}: {err}{last})"
-    return Section(study.TITLE, claims=[Claim("every claim of this study", "–", reason=reason)],
-                   text=f"**Not built**: {reason}. Restore the damaged file, or delete it and this study's "
-                        f"steps from `{ctx.scale}/plan-state.json` to measure them again.")
+    try:
+        return study.section(ctx)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, ArithmeticError, RunError, OSError) as err:
+        reason = f"its records could not be read ({type(err).__name__}: {err})"
+        return Section(study.TITLE, claims=[Claim("every claim of this study", "–", reason=reason)],
+                       text=f"**Not built**: {reason}. Restore the damaged file, or delete it and this study's "
+                            f"steps from `{ctx.scale}/plan-state.json` to measure them again.")
