@@ -102,8 +102,21 @@ def test_a_first_call_of_one_input_does_not_teach_the_prior_alone():
             spreads.append(spread_at_two(one).item())
             assert taken.item() == n if len(spreads) < PRIOR_INPUTS else taken.item() >= 2
     assert rule.prior_variance == pytest.approx(sum(spreads) / PRIOR_INPUTS, rel=1e-9)
-    with pytest.raises(ValueError, match="prior_pool must be"):
-        StoppingRule(n, error, prior_pool=(-1.0, 2))
+    # votes one at a time give the σ₀² of the same votes in a batch: an input whose first two votes
+    # agree counts its spread of 0, as in the batch's mean (skipped, the 32 lone inputs had learnt none)
+    votes = nn.functional.one_hot(torch.randint(0, 2, (n, PRIOR_INPUTS), generator=g), 2).double()
+    alone = StoppingRule(n, error)
+    for i in range(PRIOR_INPUTS):
+        _, taken, alone = simulate(votes[:, i : i + 1], alone)
+    _, _, together = simulate(votes, StoppingRule(n, error))
+    assert alone.prior_variance == pytest.approx(together.prior_variance, rel=1e-12) and taken.item() < n
+    assert alone.forget() == StoppingRule(n, error)  # (a forgotten prior keeps no spreads of the old network)
+    for pool in ((-1.0, 2), (1000.0, 0), (1.0, PRIOR_INPUTS)):
+        with pytest.raises(ValueError, match="prior_pool must be"):
+            StoppingRule(n, error, prior_pool=pool)
+    # with ν₀ = 0 the prior has no weight: a first call of a few inputs need not wait for it
+    _, taken, rule = simulate(later[:, :4], StoppingRule(n, error, prior_samples=0))
+    assert taken.min() < n and rule.prior_pool[1] == 4
 
 
 @pytest.mark.parametrize("classes", [2, 10])
@@ -242,6 +255,21 @@ def test_a_long_round_is_drawn_in_pieces_that_bound_memory():
     assert torch.allclose(mean, drawn.mean(0), rtol=0, atol=1e-12)
 
 
+def test_a_sampling_function_that_returns_fewer_samples_is_named():
+    """A replay over a recording shorter than max_samples returned no samples, and the rounds
+    asked again forever."""
+    recorded = torch.randn(30, 4, 3, dtype=torch.float64)
+    drawn = 0
+
+    def replay(x, samples):
+        nonlocal drawn
+        drawn += samples
+        return recorded[drawn - samples : drawn, x]
+
+    with pytest.raises(ValueError, match=r"returned outputs of shape \(\d+, 4, 3\) for \d+ samples of 4 inputs"):
+        adaptive_sample(replay, torch.arange(4), rule=StoppingRule(50, rule="never"))
+
+
 def test_the_first_call_learns_the_prior_that_lets_later_calls_stop_at_one_sample():
     """The first call cannot look at T = 1 (no spread yet); it learns the prior variance, and the
     next call stops the decided inputs after one sample where the rule, given that prior, says so."""
@@ -371,8 +399,12 @@ def test_bad_arguments_are_named():
         torch.func.vmap(sampled, randomness="different")(torch.randn(3, 4, 2))
     with pytest.raises(ValueError, match=r"input of shape \(2, 2\) contains NaN"):
         sampled(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]))
-    with pytest.raises(ValueError, match=r"input of shape \(2, 2\) contains an infinite value, and the model's output"):
+    with pytest.raises(ValueError, match=r"input 0 of the batch of shape \(2, 2\) contains an infinite value, and the "
+                                         r"model's output for it"):
         sampled(torch.full((2, 2), float("inf")))  # (inf - inf in the first layer: it blamed the output)
+    overflowing = lambda x, samples: torch.tensor([[0.0, 1.0], [float("inf"), 0.0]]).expand(samples, 2, 2)  # noqa: E731
+    with pytest.raises(ValueError, match="output contains an infinite score"):  # (input 0 was blamed for row 1's)
+        adaptive_sample(overflowing, torch.tensor([[float("inf")], [1.0]]))
     with pytest.raises(ValueError, match="output contains NaN"):
         simulate(torch.full((50, 2, 3), float("nan")), StoppingRule(50))
     log_probabilities = torch.zeros(50, 2, 3).log_softmax(-1)
@@ -423,6 +455,8 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     out = capsys.readouterr().out  # 31 inputs: too few to learn the prior from, so all run to N
     assert "no input stopped early: the rule learns its prior variance from the spread of 32 inputs" in out
     assert "mean T 20.00" in out and "T: 20:31" in out
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "2", "--subset", "64", "--quiet"]) == 0
+    assert "no input stopped early" not in capsys.readouterr().out  # (the only look is at N: nothing to learn for)
     assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2
     assert "prior_samples must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2

@@ -144,9 +144,9 @@ class StoppingRule:
             object.__setattr__(self, "prior_variance", float(self.prior_variance))
         pool = tuple(self.prior_pool) if isinstance(self.prior_pool, (tuple, list)) else ()
         if len(pool) != 2 or not _is_real(pool[0]) or not 0 <= pool[0] < math.inf or integer(pool[1]) is None \
-                or pool[1] < 0:
-            raise UsageError(f"prior_pool must be (a sum of spreads >= 0, a number of inputs >= 0), "
-                             f"got {self.prior_pool!r}")
+                or not 0 <= pool[1] < PRIOR_INPUTS or (pool[0] and not pool[1]):
+            raise UsageError(f"prior_pool must be (a sum of spreads >= 0, the number of inputs that showed them, "
+                             f"0 to {PRIOR_INPUTS - 1}; 0 for a sum of 0), got {self.prior_pool!r}")
         object.__setattr__(self, "prior_pool", (float(pool[0]), integer(pool[1])))
         try:
             points = tuple(map(integer, self.checkpoints))
@@ -155,6 +155,11 @@ class StoppingRule:
         if not points or any(t is None or t < 1 for t in points) or list(points) != sorted(set(points)):
             raise UsageError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
         object.__setattr__(self, "checkpoints", points)  # a list given is kept as the tuple it reads as
+
+    def forget(self) -> "StoppingRule":
+        """This rule without what it learnt, σ₀² and the spreads pooled towards it: for the
+        network after it has changed (trained further)."""
+        return replace(self, prior_variance=None, prior_pool=(0.0, 0))
 
     def first_look(self) -> int:
         """1 where one sample can settle an input (the predictive rule with a prior variance
@@ -188,6 +193,7 @@ class SampleStats:
         self.outer = torch.zeros(rows, classes, classes, dtype=torch.float64, device=device)
         self.prior_variance: float | None = None  # learnt at the first look showing a spread
         self.spread: tuple[float, int] | None = None  # that look's mean spread, and its rows
+        self.typical = 0.0  # that look's mean squared lead
 
     @property
     def rows(self) -> int:
@@ -243,21 +249,26 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     if prior_variance is None:
         if stats.prior_variance is None:  # the mean variance of the lead over the runner-up
             undecided = torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
-            if stats.spread is None:
+            if stats.spread is None:  # the batch's first look: its rows' mean spread, zeros included
                 runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
                 learnt = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
-                typical = (squares[rows, runner_up] / t).mean().item()  # the mean squared lead, E[D²]
-                if stats.total.shape[1] > 1 and learnt <= NO_SPREAD * typical:
+                stats.spread = (learnt, stats.rows)
+                stats.typical = (squares[rows, runner_up] / t).mean().item()  # the mean squared lead, E[D²]
+            (total, inputs), (mean, count) = prior_pool, stats.spread
+            if inputs + count < PRIOR_INPUTS:  # too few to stand for the network's: pooled with the next batch
+                if prior_samples:
+                    return undecided
+                prior_variance = 0.0  # (of weight ν₀ = 0: no prior to wait for)
+            else:
+                learnt = mean if not inputs else (total + mean * count) / (inputs + count)
+                if stats.total.shape[1] > 1 and learnt <= NO_SPREAD * stats.typical:
                     # every row's samples agree so far (to rounding: equal scores like 0.9 leave a
                     # spread of 1e-16): no spread to learn, and none to judge by (it would settle
                     # each row, coin flips included); no row settles here, the next look learns again
+                    stats.spread = None
                     return undecided
-                stats.spread = (learnt, stats.rows)
-            if prior_pool[1] + stats.spread[1] < PRIOR_INPUTS:  # too few to stand for the network's
-                return undecided
-            (total, inputs), (mean, count) = prior_pool, stats.spread
-            stats.prior_variance = mean if not inputs else (total + mean * count) / (inputs + count)
-        prior_variance = stats.prior_variance
+                stats.prior_variance = learnt
+        prior_variance = stats.prior_variance if stats.prior_variance is not None else prior_variance
     dof = prior_samples + t - 1
     spread = ((prior_samples * prior_variance + (t - 1) * variance) / dof).sqrt()
     z = lead * math.sqrt(t * n / (n - t)) / spread  # spread 0: certain (inf), or a tie (nan -> 1/2)
@@ -300,17 +311,21 @@ def adaptive_sample(
             break
         inputs = (x[active], *tree_map(lambda a: _rows(a, active, batch), args))
         while (stats.count if stats else 0) < target:
-            out = sample(*inputs, samples=min(target - (stats.count if stats else 0), ROUND_PIECE))
+            asked = min(target - (stats.count if stats else 0), ROUND_PIECE)
+            out = sample(*inputs, samples=asked)
             if not isinstance(out, torch.Tensor):
                 raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
                                  f"got a {type(out).__name__}")
             if out.dim() != 3 or out.shape[-1] < 2:  # one column has no rival class to be settled against
                 raise UsageError(f"adaptive sampling needs class scores [B, C >= 2] per sample, got shape "
                                  f"{tuple(out.shape[1:])}")
+            if out.shape[:2] != (asked, len(inputs[0])):  # (fewer, as from a short recording, looped forever)
+                raise UsageError(f"the sampling function returned outputs of shape {tuple(out.shape)} for {asked} "
+                                 f"samples of {len(inputs[0])} inputs; expected [{asked}, {len(inputs[0])}, C]")
             if stats is None:
                 stats = SampleStats(batch, out.shape[-1], out.device)
                 result = torch.zeros(batch, out.shape[-1], dtype=out.dtype, device=out.device)
-            _add(stats, out, x)
+            _add(stats, out, inputs[0], active, tuple(x.shape))
         done = rule.settled(stats)
         result[active[done]] = stats.mean()[done].to(out.dtype)
         taken[active[done]] = stats.count
@@ -327,12 +342,15 @@ def adaptive_sample(
     return result, taken, rule
 
 
-def _add(stats: SampleStats, out: torch.Tensor, x: torch.Tensor) -> None:
-    """``stats.add(out)``, naming an infinite input as the cause of scores that are not finite."""
-    if x.is_floating_point() and out.is_floating_point() and not torch.isfinite(out).all() \
-            and torch.isinf(x).any():
-        raise UsageError(f"the input of shape {tuple(x.shape)} contains an infinite value, and the model's "
-                         "output then holds scores that are not finite; the stopping rule needs finite ones")
+def _add(stats: SampleStats, out: torch.Tensor, x: torch.Tensor, index: torch.Tensor, shape: tuple) -> None:
+    """``stats.add(out)``, naming an infinite input as the cause of the scores that are not finite
+    in its row (``x``: the rows of ``out``, rows ``index`` of the batch of ``shape``)."""
+    if x.is_floating_point() and out.is_floating_point() and not torch.isfinite(out).all():
+        infinite = torch.isinf(x.reshape(len(x), -1)).any(1) & ~torch.isfinite(out).all(2).all(0)
+        if infinite.any():
+            raise UsageError(f"input {int(index[infinite][0])} of the batch of shape {shape} contains an infinite "
+                             "value, and the model's output for it holds scores that are not finite; the stopping "
+                             "rule needs finite ones")
     stats.add(out)
 
 

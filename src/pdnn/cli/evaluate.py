@@ -87,7 +87,7 @@ def prior_note(rule: dict) -> str:
     without one (fewer inputs than it is learnt from) no input stops before the last look."""
     if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1:
         return ", the first batch from T = 2"
-    if rule["rule"] == "predictive" and rule["prior_variance"] is None:
+    if rule["rule"] == "predictive" and rule["prior_variance"] is None and len(rule["checkpoints"]) > 1:
         return (f"; no input stopped early: the rule learns its prior variance from the spread of "
                 f"{PRIOR_INPUTS} inputs, and fewer showed one")
     return ""
