@@ -280,6 +280,10 @@ def test_forward_ad_after_an_ordinary_call_that_chose_the_graph(name, mode):
         out = sampled(forward_ad.make_dual(x, tangent))
         forward = forward_ad.unpack_dual(out).tangent
     assert forward is not None and forward.shape == out.shape and sampled.plan(x) == plan
+    seeded = [SampledModel(net, samples=3, seed=7)(x)]  # a dual level alone changes nothing: the same draws
+    with forward_ad.dual_level():
+        seeded.append(SampledModel(net, samples=3, seed=7)(x))
+    assert torch.equal(*seeded)
     if name == "mlp":  # J v = W2 diag(mean slope) W1 v, the same for every draw
         slope = 1 - torch.tanh(net[0](x)) ** 2
         torch.testing.assert_close(forward, (slope * (tangent @ net[0].weight.T)) @ net[2].weight.T)
@@ -371,7 +375,7 @@ def test_export_with_a_dynamic_batch_and_strict_export_under_autograd():
     export refused (an AssertionError from torch); strict export traced the forward-mode rule."""
     net = nn.Sequential(nn.Linear(4, 4), PBit(), nn.Linear(4, 2))
     batch = torch.export.Dim("batch")
-    for model, name in ((net, "input"), (SampledModel(net, samples=3), "x")):
+    for model, name in ((net, "input"), (SampledModel(net, samples=3), "x"), (SampledModel(net, 3, max_rows=4), "x")):
         exported = torch.export.export(model, (torch.randn(8, 4),), dynamic_shapes={name: {0: batch}}).module()
         assert exported(torch.randn(3, 4)).shape == (3, 2) and exported(torch.randn(50, 4)).shape == (50, 2)
     strict = torch.export.export(nn.Sequential(nn.Identity(), PBit()), (torch.zeros(4000, 4),), strict=True)

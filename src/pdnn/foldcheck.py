@@ -155,12 +155,20 @@ def has_hooks(module: nn.Module) -> bool:
 
 
 def runs_eagerly() -> bool:
-    """Whether ops run one by one on real tensors without tangents: not under a ``torch.func``
-    transform, not within ``torch.autograd.forward_ad.dual_level()`` (the folded graph's own
-    autograd functions have no forward-mode rule) and not while ``torch.compile`` traces. The
-    wrappers of a folded graph take their own kernels only then."""
-    return (not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling()
-            and forward_ad._current_level < 0)  # (the level dual_level() opens; -1 outside)
+    """Whether ops run one by one on real tensors: not under a ``torch.func`` transform and not
+    while ``torch.compile`` traces. The wrappers of a folded graph take their own kernels only then."""
+    return not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling()
+
+
+def carries_tangents(model: nn.Module, *values) -> bool:
+    """Whether a forward-mode tangent (``torch.autograd.forward_ad``) rides on ``values`` (tensors
+    inside containers too) or on the model's parameters and buffers: the folded graph's own
+    autograd functions have no forward-mode rule. Asked of the tensors only within a dual level."""
+    if forward_ad._current_level < 0:  # (the level dual_level() opens; -1 outside: no cost then)
+        return False
+    tensors = [v for v in tree_flatten(values)[0] if isinstance(v, torch.Tensor)]
+    return any(forward_ad.unpack_dual(t).tangent is not None
+               for t in (*tensors, *model.parameters(), *model.buffers()))
 
 
 def batched_by_autograd(grad: torch.Tensor) -> bool:

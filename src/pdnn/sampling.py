@@ -45,8 +45,8 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly, stack,
-                        suspended_hooks, unfold)
+from .foldcheck import (carries_tangents, first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly,
+                        stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -730,6 +730,8 @@ class SampledModel(nn.Module):
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping)
             return mean
         step = self.max_rows and max(1, self.max_rows // self.samples)
+        if torch.compiler.is_compiling():  # a traced program (torch.export) runs its batch in one pass: a split,
+            step = None                    # sized by the batch, would fix a dynamic batch size to the example's
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
         if (user := batch_statistics_user(self.model)) is not None:
@@ -792,9 +794,10 @@ class SampledModel(nn.Module):
         model = self.model
         if samples == 1:
             return stack([model(x, *args, **kwargs)])
-        if not runs_eagerly() or x.shape[0] == 0:
+        if not runs_eagerly() or x.shape[0] == 0 or carries_tangents(model, x, args, kwargs):
             # the check cannot run under vmap (.item()), nor tell anything from no rows (every
-            # comparison passes, and the plan would serve later batches): the loop is right by definition
+            # comparison passes, and the plan would serve later batches), and the folded graph's own
+            # autograd functions have no forward-mode rule: the loop is right by definition
             return stack([model(x, *args, **kwargs) for _ in range(samples)])
         key = self._key(x, args, kwargs, modules)
         kind = self._kind(key, x, args, kwargs)
