@@ -1092,3 +1092,21 @@ def test_a_tensor_a_forward_kept_does_not_stop_the_copy():
         converted = to_sampled(model, "pbit")
     assert isinstance(converted.act, PBit) and converted.last_hidden.grad_fn is None
     assert torch.equal(converted.last_hidden, model.last_hidden.detach()) and model.last_hidden.grad_fn is not None
+
+def test_a_batch_size_below_one_is_named_not_measured_as_zero():
+    """No batch ran: a model right on every input measured 0 % (and calibration chose a scale on it)."""
+    from pdnn.convert import calibrate
+    from pdnn.evaluate import accuracy_vs_samples
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(40, 4)
+    y = net(x).argmax(1)
+    assert accuracy_vs_samples(net, x, y, samples=[1], batch_size=16)[0]["accuracy_mean"] == 1.0
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            accuracy_vs_samples(net, x, y, samples=[1], batch_size=bad)
+        with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=(1, 2), batch_size=bad)
+    with pytest.raises(ValueError, match="samples must name at least one T >= 1, got none"):
+        calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=[])

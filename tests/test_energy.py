@@ -887,3 +887,15 @@ def test_tradeoff_warns_when_one_runs_evaluations_differ_in_test_examples(tmp_pa
         write_json(path, {**json.loads(path.read_text()), "examples": examples})
     with pytest.warns(UserWarning, match=r"different numbers of test examples .*pbit \(layer\): 20"):
         tradeoff_runs([pbit, tanh])  # the run's last file alone (300, 300) hid it
+
+
+def test_an_elementary_operation_of_no_inputs_or_bits_is_named():
+    from pdnn.energy.eo import accumulator_bits, eo_energy_pj
+
+    with pytest.raises(ValueError, match="fan-in n must be an integer >= 1, got 0"):
+        accumulator_bits(0, 1, 4)  # (a math domain error)
+    with pytest.raises(ValueError, match="activation bits must be an integer from 1 to 32"):
+        accumulator_bits(4, 0, 4)  # (it returned 6)
+    shipped = eo_energy_pj(4, 2, 1, samples=3, weight_memory="sram_8kb", activation_memory="sram_8kb")
+    assert eo_energy_pj(4, 2, 1, samples=3, tech="horowitz-45nm", weight_memory="sram_8kb",
+                        activation_memory="sram_8kb") == shipped  # a table's name, as load_table takes

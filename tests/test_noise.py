@@ -174,3 +174,15 @@ def test_half_precision_draws_keep_the_documented_means(dtype):
     bits = DitheredQuantize(1)(torch.full((n,), -2.5, dtype=dtype))  # levels +-1: exact in any precision
     mean = DitheredQuantize(1).mean(torch.tensor(-2.5, dtype=dtype)).double().item()
     assert abs(bits.double().mean().item() - mean) < bound * math.sqrt(1 - mean**2)
+
+
+def test_bounds_and_scales_that_are_not_numbers_are_named():
+    """A string bound gave Python's float() message, naming no argument; a string scale was taken
+    as a number (a string beta is refused: a typo, not a number)."""
+    from pdnn.nn import GaussianNoise, HardPBit
+
+    for bounds in (("a", 1), (None, 1), (torch.tensor([0.0, 1.0]), 1), ("0", "1"), (1, 0)):
+        with pytest.raises(ValueError, match="HardPBit needs numbers min_val < max_val, finite, got"):
+            HardPBit(*bounds)
+    with pytest.raises(ValueError, match="scale must be a number >= 0, got '0.5'"):
+        GaussianNoise("0.5")

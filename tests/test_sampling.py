@@ -318,6 +318,27 @@ def test_bad_sample_counts_are_named(bad):
         sampled.samples = bad
 
 
+def test_a_seed_or_split_set_on_a_live_sampler_is_checked_and_used():
+    """A seed set after a call had changed nothing (the generators of the first seed were kept:
+    a loop over seeds recorded one stream under every seed), a string was taken, and max_rows
+    took -5 (splitting one input per pass)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 3))
+    x = torch.randn(5, 4)
+    sampled, drawn = SampledModel(net, 4, seed=0), []
+    for seed in range(3):
+        sampled.seed = seed
+        drawn.append(sampled(x))
+    assert all(torch.equal(d, SampledModel(net, 4, seed=seed)(x)) for seed, d in enumerate(drawn))
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        sampled.seed = "abc"
+    with pytest.raises(ValueError, match="max_rows must be an integer >= 1 or None, got -5"):
+        sampled.max_rows = -5
+    assert sampled.seed == 2 and sampled.max_rows is None
+    with pytest.raises(ValueError, match="SampledModel samples an nn.Module, got NoneType"):
+        SampledModel(None, 2)
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="unknown reduce 'median'"):
         SampledModel(nn.Identity(), reduce="median")
@@ -811,3 +832,10 @@ def test_parameters_and_buffers_rebound_or_substituted_are_seen():
     model.load_state_dict({**state, "pos": torch.zeros(8)}, assign=True)
     model.block.mask = torch.zeros(8)  # a registered buffer rebound
     assert torch.equal(sampled(x), model.fc2(torch.zeros(5, 8)))
+
+
+def test_a_refused_loss_rule_leaves_the_sampler_as_it_was():
+    sampled = SampledModel(nn.Sequential(nn.Linear(4, 3), PBit()), 4)
+    with pytest.raises(ValueError, match="unknown rule 'mean_loss'"):
+        sample_aware_loss(sampled, torch.randn(2, 4), torch.tensor([0, 1]), samples=8, rule="mean_loss")
+    assert sampled.samples == 4  # (it was set to 8, and the 8 samples drawn, before the rule was read)

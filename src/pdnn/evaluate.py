@@ -138,7 +138,10 @@ def accuracy_vs_samples(
     as fractions in [0, 1] and the standard deviation across repeats (0 for one repeat).
     """
     samples = sorted({check_samples(t) for t in samples})
+    if not samples:
+        raise UsageError("samples must name at least one T >= 1, got none")
     positive_int("repeats", repeats)
+    positive_int("batch_size", batch_size)  # (below 1 no batch ran: an accuracy of 0, silently)
     if aggregate == "layer":  # each (repeat, T) seeds its own sampler (see _layer_correct)
         torch_seed("seed", seed, span=1000 * (repeats - 1) + samples[-1])
     if len(x) != len(y) or len(x) == 0:
@@ -186,6 +189,7 @@ def adaptive_accuracy(
     ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "rule"}``. A prior variance the
     rule lacks is learnt on the first batch and kept for the others
     (:func:`pdnn.adaptive.adaptive_sample`)."""
+    positive_int("batch_size", batch_size)
     sampler = SampledModel(model.eval(), samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
     correct, taken, given = 0, [], rule.prior_variance is not None

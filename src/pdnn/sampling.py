@@ -460,7 +460,9 @@ class SampledModel(nn.Module):
             generator, whose own state is set aside for the call, so that
             ``torch.utils.checkpoint`` replays the draws (see ``docs/sampling.md``). ``None``
             uses torch's global generator. torch's CPU generator keeps a seed's low 32 bits:
-            seeds that differ by a multiple of 2**32 give the same samples.
+            seeds that differ by a multiple of 2**32 give the same samples. Set on a live
+            object, a seed starts its stream afresh: the next call draws what a new sampler
+            with that seed draws.
         max_rows: the most samples x batch rows one folded pass may hold. A larger batch is
             split into sub-batches of ``max_rows // T`` inputs, at least one (so below T a pass
             holds one input's T rows; each sub-batch still shares its prefix), so
@@ -512,16 +514,17 @@ class SampledModel(nn.Module):
     ):
         super().__init__()
         self.pack_weights = bool(pack_weights)
-        self.max_rows = None if max_rows is None else positive_int("max_rows", max_rows, "an integer >= 1 or None")
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"SampledModel samples an nn.Module, got {type(model).__name__}")
+        self.max_rows = max_rows
         self.model = model
         self._samples, self._reduce, self._aggregate = 1, "mean", "network"  # each setter checks the three
         self.reduce = reduce
         self.aggregate = aggregate
         self.samples = samples
-        self.seed = None if seed is None else torch_seed("seed", seed)
+        self.seed = seed
         self.stopping = StoppingRule(max_samples, error, rule, checkpoints, prior_samples)
         self.last_samples: torch.Tensor | None = None
-        self._generators: dict[str, torch.Generator] = {}
         self._graphs: dict[tuple, nn.Module] = {}  # layer aggregation, by T and the modules it calls
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
@@ -532,6 +535,25 @@ class SampledModel(nn.Module):
     @property
     def samples(self) -> int | str:
         return self._samples
+
+    @property
+    def seed(self) -> int | None:
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        """Checked, and its stream started afresh: the generators of the seed before are dropped
+        (kept, a seed set on a live sampler had changed nothing)."""
+        self._seed = None if value is None else torch_seed("seed", value)
+        self._generators: dict[str, torch.Generator] = {}
+
+    @property
+    def max_rows(self) -> int | None:
+        return self._max_rows
+
+    @max_rows.setter
+    def max_rows(self, value: int | None) -> None:
+        self._max_rows = None if value is None else positive_int("max_rows", value, "an integer >= 1 or None")
 
     @samples.setter
     def samples(self, value: int | str) -> None:
@@ -1083,6 +1105,7 @@ def sample_aware_loss(
 
     Returns ``(loss, averaged_output)``; the output is useful for training accuracy.
     """
+    one_of("rule", rule, LOSS_RULES)  # (before the sampler is changed and the samples drawn)
     sampled = model if isinstance(model, SampledModel) else SampledModel(model)
     if samples is not None:
         sampled.samples = check_samples(samples)  # (checked first: "auto" is no number of samples to train on)

@@ -63,6 +63,9 @@ def accumulator_bits(n: int, activation_bits: int, weight_bits: int) -> int | No
     A ``b_a``-bit by ``b_w``-bit product has ``b_a + b_w`` bits (``b_w`` when the input is one
     bit: the product is ±w); adding n of them needs ``ceil(log2 n)`` more bits.
     """
+    n = check_fan_in(n)
+    activation_bits = check_bit_width(activation_bits, "activation bits")
+    weight_bits = check_bit_width(weight_bits, "weight bits")
     if is_float(activation_bits) or is_float(weight_bits):
         return None
     product = weight_bits if activation_bits == 1 else activation_bits + weight_bits
@@ -213,7 +216,7 @@ def eo_energy_pj(
         >>> round(e["total_pj"], 6)
         4.70375
     """
-    tech = tech or load_table()
+    tech = tech if isinstance(tech, Technology) else load_table(tech)  # (a table's name or path too)
     n = check_fan_in(n)
     b_w, b_a = check_bit_width(weight_bits, "weight bits"), check_bit_width(activation_bits, "activation bits")
     t = check_samples(samples)
