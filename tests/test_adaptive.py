@@ -457,6 +457,9 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "mean T 20.00" in out and "T: 20:31" in out
     assert main(["eval", str(run), "--adaptive", "--max-samples", "2", "--subset", "64", "--quiet"]) == 0
     assert "no input stopped early" not in capsys.readouterr().out  # (the only look is at N: nothing to learn for)
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--subset", "20", "--prior-samples", "0",
+                 "--error", "0.3", "--quiet"]) == 0
+    assert "no input stopped early" not in capsys.readouterr().out  # (with no weight, inputs do not wait for it)
     assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2
     assert "prior_samples must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2

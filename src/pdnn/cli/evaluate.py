@@ -84,10 +84,12 @@ def run(args) -> int:
 
 def prior_note(rule: dict) -> str:
     """The first batch cannot look at T = 1: it learns the prior variance that such a look needs;
-    without one (fewer inputs than it is learnt from) no input stops before the last look."""
+    without one (fewer inputs than it is learnt from) no input stops before the last look, unless
+    the prior has no weight (``prior_samples`` 0)."""
     if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1:
         return ", the first batch from T = 2"
-    if rule["rule"] == "predictive" and rule["prior_variance"] is None and len(rule["checkpoints"]) > 1:
+    if rule["rule"] == "predictive" and rule["prior_variance"] is None and rule["prior_samples"] \
+            and len(rule["checkpoints"]) > 1:  # (with prior_samples 0 the prior has no weight to wait for)
         return (f"; no input stopped early: the rule learns its prior variance from the spread of "
                 f"{PRIOR_INPUTS} inputs, and fewer showed one")
     return ""
