@@ -1108,5 +1108,7 @@ def test_a_batch_size_below_one_is_named_not_measured_as_zero():
             accuracy_vs_samples(net, x, y, samples=[1], batch_size=bad)
         with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
             calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=(1, 2), batch_size=bad)
-    with pytest.raises(ValueError, match="samples must name at least one T >= 1, got none"):
+    with pytest.raises(ValueError, match=r"samples must name at least one T >= 1 \(or give target\), got none"):
         calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=[])
+    measured = calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=[], target=2)  # (T = 2 alone)
+    assert measured["chosen"] in (0.01, 0.1)

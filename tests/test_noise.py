@@ -186,3 +186,5 @@ def test_bounds_and_scales_that_are_not_numbers_are_named():
             HardPBit(*bounds)
     with pytest.raises(ValueError, match="scale must be a number >= 0, got '0.5'"):
         GaussianNoise("0.5")
+    with pytest.raises(ValueError, match="scale must be a number >= 0, got 1000"):
+        GaussianNoise(10**400)  # (too large for a float: an OverflowError traceback)

@@ -873,13 +873,16 @@ def test_a_sampled_model_pickles_and_its_copy_runs_its_own_modules():
     assert torch.equal(twin(x), twin.model.classifier[-1].bias.expand(B, 10))  # all weights zero
 
 
-def test_a_sampler_pickled_before_reduce_and_aggregate_were_properties_loads():
+def test_a_sampler_pickled_before_its_options_were_properties_loads():
+    """reduce and aggregate, then seed and max_rows, were plain attributes once."""
     _, model, x, _ = build("vgg", "eval")
-    state = SampledModel(model, samples=T, reduce="vote", seed=0).__getstate__()
-    state["reduce"], state["aggregate"] = state.pop("_reduce"), state.pop("_aggregate")  # as such a pickle holds
+    state = SampledModel(model, samples=T, reduce="vote", seed=0, max_rows=64).__getstate__()
+    for name in ("reduce", "aggregate", "seed", "max_rows"):
+        state[name] = state.pop(f"_{name}")  # as such a pickle holds
     old = SampledModel.__new__(SampledModel)
     old.__setstate__(state)
-    assert (old.reduce, old.aggregate) == ("vote", "network") and old(x).shape == (B, 10)
+    assert (old.reduce, old.aggregate, old.seed, old.max_rows) == ("vote", "network", 0, 64)
+    assert old(x).shape == (B, 10)
 
 
 def test_other_threads_draw_real_numbers_during_the_check():

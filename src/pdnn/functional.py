@@ -52,7 +52,7 @@ def check_beta(beta: float) -> float:
                          f"that requires grad ({beta.detach().tolist()!r})")
     try:
         value = float(beta) if not isinstance(beta, (str, bytes)) else None  # "2" is a typo, not a number
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (10**400: too large for a float)
         value = None
     if value is None:
         raise UsageError(f"beta must be a positive number, got {beta!r}")

@@ -926,8 +926,8 @@ class SampledModel(nn.Module):
                     raise
 
     def __setstate__(self, state: dict) -> None:
-        # samplers pickled before reduce and aggregate became checked properties kept them plainly
-        for name in ("reduce", "aggregate"):
+        # samplers pickled before these became checked properties kept them plainly
+        for name in ("reduce", "aggregate", "seed", "max_rows"):
             if name in state:
                 state[f"_{name}"] = state.pop(name)
         super().__setstate__(state)

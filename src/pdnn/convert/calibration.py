@@ -191,8 +191,8 @@ def calibrate(
     values = _sweep_values(method, values)
     layers = conversion_spec(method, layers=layers)["layers"]
     samples = sorted({check_samples(t) for t in samples})
-    if not samples:
-        raise UsageError("samples must name at least one T >= 1, got none")
+    if not samples and target is None:
+        raise UsageError("samples must name at least one T >= 1 (or give target), got none")
     positive_int("batch_size", batch_size)
     target = max(samples) if target is None else check_samples(target)
     samples = sorted({*samples, target})

@@ -30,7 +30,7 @@ def check_scale(scale, what: str = "scale") -> float:
     """Return ``scale`` as a float, or raise if it is not a finite number >= 0."""
     try:
         value = float(scale) if not isinstance(scale, (str, bytes)) else None  # "0.3" is a typo, as for beta
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (10**400: too large for a float)
         value = None
     if value is None:
         raise UsageError(f"{what} must be a number >= 0, got {scale!r}")
@@ -239,7 +239,7 @@ class HardPBit(nn.Module):
         for bound in (min_val, max_val):
             try:
                 bounds.append(float(bound) if not isinstance(bound, (str, bytes, bool)) else math.nan)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 bounds.append(math.nan)
         self.min_val, self.max_val = bounds
         if not (math.isfinite(self.min_val) and math.isfinite(self.max_val) and self.min_val < self.max_val):
