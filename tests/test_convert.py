@@ -1110,5 +1110,10 @@ def test_a_batch_size_below_one_is_named_not_measured_as_zero():
             calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=(1, 2), batch_size=bad)
     with pytest.raises(ValueError, match=r"samples must name at least one T >= 1 \(or give target\), got none"):
         calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=[])
+    for bad, named in ((2, "samples must be a list of T values >= 1, got 2"), (None, "samples must be a list"),
+                       ({"target": 0}, r"target \(the T the scale is chosen at\) must be an integer >= 1, got 0")):
+        options = bad if isinstance(bad, dict) else {"samples": bad}
+        with pytest.raises(ValueError, match=named):  # (TypeErrors; a target of 0 was named as samples)
+            calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], **options)
     measured = calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=[], target=2)  # (T = 2 alone)
     assert measured["chosen"] in (0.01, 0.1)

@@ -1,6 +1,7 @@
 """Noise injectors (pdnn.nn.noise): statistics, exact limits, gradients, generators."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -188,3 +189,8 @@ def test_bounds_and_scales_that_are_not_numbers_are_named():
         GaussianNoise("0.5")
     with pytest.raises(ValueError, match="scale must be a number >= 0, got 1000"):
         GaussianNoise(10**400)  # (too large for a float: an OverflowError traceback)
+    with pytest.raises(ValueError, match="scale must be a number >= 0, got an integer of 16610 bits"):
+        GaussianNoise(10**5000)  # (no repr: more than 4300 digits)
+    for flag in (np.True_, torch.tensor(True)):  # (taken as a scale of 1, as Python's True is not)
+        with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
+            GaussianNoise(flag)

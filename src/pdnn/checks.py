@@ -37,6 +37,16 @@ def is_boolean(value) -> bool:
     return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
 
 
+def shown(value, width: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to ``width`` characters (10**5000 has no repr at
+    all: Python refuses to write an integer of more than 4300 digits)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def integer(value) -> int | None:
     """``value`` as an ``int`` if it is an integer (numpy's and torch's scalars too; ``True`` is not a
     number, nor is a one-element array), else None."""

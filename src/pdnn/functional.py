@@ -34,7 +34,7 @@ import torch
 from torch.autograd import forward_ad
 
 from . import pbit_kernel, stacked_passes
-from .checks import integer, is_boolean, one_of, positive_int
+from .checks import integer, is_boolean, one_of, positive_int, shown
 from .errors import UsageError
 
 MODES = ("bipolar", "unipolar")
@@ -46,7 +46,7 @@ def check_beta(beta: float) -> float:
     """Return ``beta`` as a float, or raise if it is not a finite positive number. A tensor that
     requires a gradient is refused: it would be read once as a number and never learn."""
     if is_boolean(beta):  # a flag where a number was meant
-        raise UsageError(f"beta must be a positive number, got {beta!r}")
+        raise UsageError(f"beta must be a positive number, got {shown(beta)}")
     if isinstance(beta, torch.Tensor) and beta.requires_grad:
         raise UsageError(f"beta must be a fixed number; a learnable temperature is not supported, got a tensor "
                          f"that requires grad ({beta.detach().tolist()!r})")
@@ -55,13 +55,13 @@ def check_beta(beta: float) -> float:
     except (TypeError, ValueError, OverflowError):  # (10**400: too large for a float)
         value = None
     if value is None:
-        raise UsageError(f"beta must be a positive number, got {beta!r}")
+        raise UsageError(f"beta must be a positive number, got {shown(beta)}")
     if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"beta must be a finite number > 0, got {beta!r}")
+        raise UsageError(f"beta must be a finite number > 0, got {shown(beta)}")
     low, high = pbit_kernel.ESTIMATED_BETAS
     if not low <= value <= high:  # beyond, float32 thresholds and gradients overflow or vanish
         raise UsageError(f"beta must be in [{low:g}, {high:g}], where a p-bit's float32 thresholds and gradient "
-                         f"stay finite and exact, got {beta!r}")
+                         f"stay finite and exact, got {shown(beta)}")
     return value
 
 

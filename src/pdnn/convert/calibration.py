@@ -190,11 +190,13 @@ def calibrate(
     key = parameter_of(method)
     values = _sweep_values(method, values)
     layers = conversion_spec(method, layers=layers)["layers"]
+    if isinstance(samples, (str, bytes)) or not hasattr(samples, "__iter__"):
+        raise UsageError(f"samples must be a list of T values >= 1, got {samples!r}")
     samples = sorted({check_samples(t) for t in samples})
     if not samples and target is None:
         raise UsageError("samples must name at least one T >= 1 (or give target), got none")
     positive_int("batch_size", batch_size)
-    target = max(samples) if target is None else check_samples(target)
+    target = max(samples) if target is None else positive_int("target (the T the scale is chosen at)", target)
     samples = sorted({*samples, target})
     if recalibrate_bn:
         positive_int("bn_samples (samples per example for recalibrating batch norms)", bn_samples)

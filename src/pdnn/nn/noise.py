@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
-from ..checks import one_of
+from ..checks import is_boolean, one_of, shown
 from ..errors import UsageError
 from .quant import check_bits
 
@@ -33,9 +33,9 @@ def check_scale(scale, what: str = "scale") -> float:
     except (TypeError, ValueError, OverflowError):  # (10**400: too large for a float)
         value = None
     if value is None:
-        raise UsageError(f"{what} must be a number >= 0, got {scale!r}")
-    if isinstance(scale, bool) or not math.isfinite(value) or value < 0:
-        raise UsageError(f"{what} must be a finite number >= 0, got {scale!r}")
+        raise UsageError(f"{what} must be a number >= 0, got {shown(scale)}")
+    if is_boolean(scale) or not math.isfinite(value) or value < 0:
+        raise UsageError(f"{what} must be a finite number >= 0, got {shown(scale)}")
     return value
 
 
@@ -238,12 +238,12 @@ class HardPBit(nn.Module):
         bounds = []
         for bound in (min_val, max_val):
             try:
-                bounds.append(float(bound) if not isinstance(bound, (str, bytes, bool)) else math.nan)
+                bounds.append(float(bound) if not isinstance(bound, (str, bytes)) and not is_boolean(bound) else math.nan)
             except (TypeError, ValueError, OverflowError):
                 bounds.append(math.nan)
         self.min_val, self.max_val = bounds
         if not (math.isfinite(self.min_val) and math.isfinite(self.max_val) and self.min_val < self.max_val):
-            raise UsageError(f"HardPBit needs numbers min_val < max_val, finite, got {min_val!r}, {max_val!r}")
+            raise UsageError(f"HardPBit needs numbers min_val < max_val, finite, got {shown(min_val)}, {shown(max_val)}")
         self.beta = F.check_beta(beta)
         self.generator: torch.Generator | None = None
 
