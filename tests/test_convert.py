@@ -1117,3 +1117,13 @@ def test_a_batch_size_below_one_is_named_not_measured_as_zero():
             calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], **options)
     measured = calibrate(net, x, y, method="gaussian", values=[0.01, 0.1], samples=[], target=2)  # (T = 2 alone)
     assert measured["chosen"] in (0.01, 0.1)
+
+
+def test_what_is_not_a_module_is_named():
+    from pdnn.energy import analyze
+
+    for call in (lambda: to_sampled(None), lambda: find_activations(torch.tanh)):
+        with pytest.raises(ValueError, match="expected an nn.Module to convert, got"):  # (an AttributeError)
+            call()
+    with pytest.raises(ValueError, match="analyze expects an nn.Module, got NoneType"):
+        analyze(None, (4,))

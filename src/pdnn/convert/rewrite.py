@@ -22,7 +22,7 @@ from ..functional import check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
 from .methods import DEFAULT_SCALE, LAYER_SETS, ConversionError, _check_method, parameter_of
-from .sites import _Discovery, _discover, _input_node, _Site, _supports
+from .sites import _Discovery, _discover, _input_node, _Site, _supports, check_module
 
 
 def _module_aliases(model: nn.Module) -> dict[int, list[str]]:
@@ -210,6 +210,7 @@ def to_sampled(
 
 def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     """:func:`to_sampled` of a canonical ``spec``; also returns the converted sites (execution order)."""
+    check_module(model)
     method, key = spec["method"], parameter_of(spec["method"])
     converted = _copy(model)
     found = _discover(converted)

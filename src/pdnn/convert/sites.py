@@ -17,6 +17,7 @@ from torch import fx, nn
 from torch.nn import functional as TF
 from torch.nn.modules.batchnorm import _NormBase
 
+from ..errors import UsageError
 from ..nn import Quantize, is_stochastic
 from ..tracing import faithful_trace
 from .methods import METHODS
@@ -301,9 +302,17 @@ class _Discovery(NamedTuple):
     ops: list[str]  # the distinct operations seen, for error messages
 
 
+def check_module(model) -> None:
+    """A model to convert must be a module (to_sampled, find_activations and calibrate of anything
+    else failed with an AttributeError deep inside)."""
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"expected an nn.Module to convert, got {type(model).__name__}")
+
+
 def _discover(model: nn.Module) -> _Discovery:
     """The activation sites of ``model`` and its fx graph (tracing reads, never modifies; a graph
     that would leave part of the forward out counts as no graph)."""
+    check_module(model)
     try:
         graph = faithful_trace(model, _is_activation, values_only=True)
     except Exception as err:  # fx raises many types for untraceable code

@@ -500,6 +500,8 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
         >>> [(l.fan_in, l.eos, l.weight_bits, l.activation_bits) for l in net.layers]
         [(784, 256, 4, 8), (256, 256, 4, 1), (256, 10, 4, 1)]
     """
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"analyze expects an nn.Module, got {type(model).__name__}")
     shape = positive_ints("input_shape", input_shape, "positive integers without the batch dimension")
     check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
