@@ -310,8 +310,8 @@ def adaptive_sample(
         if len(active) == 0:
             break
         inputs = (x[active], *tree_map(lambda a: _rows(a, active, batch), args))
-        while (stats.count if stats else 0) < target:
-            asked = min(target - (stats.count if stats else 0), ROUND_PIECE)
+        while (drawn := stats.count if stats else 0) < target:
+            asked = min(target - drawn, ROUND_PIECE)
             out = sample(*inputs, samples=asked)
             if not isinstance(out, torch.Tensor):
                 raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "

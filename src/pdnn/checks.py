@@ -37,6 +37,18 @@ def is_boolean(value) -> bool:
     return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
 
 
+def as_real(value) -> float | None:
+    """``value`` as a float if it is a real number (numpy's and torch's scalars too), else
+    ``None``: a flag (``True`` is no number), a string (``"2"`` is a typo, not a number), or what
+    ``float`` refuses or cannot hold (``10**400``)."""
+    if is_boolean(value) or isinstance(value, (str, bytes)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def shown(value, width: int = 60) -> str:
     """``repr(value)`` for an error message, cut to ``width`` characters (10**5000 has no repr at
     all: Python refuses to write an integer of more than 4300 digits)."""

@@ -34,7 +34,7 @@ import torch
 from torch.autograd import forward_ad
 
 from . import pbit_kernel, stacked_passes
-from .checks import integer, is_boolean, one_of, positive_int, shown
+from .checks import as_real, integer, is_boolean, one_of, positive_int, shown
 from .errors import UsageError
 
 MODES = ("bipolar", "unipolar")
@@ -45,15 +45,10 @@ STES = ("mean", "identity", "clipped")
 def check_beta(beta: float) -> float:
     """Return ``beta`` as a float, or raise if it is not a finite positive number. A tensor that
     requires a gradient is refused: it would be read once as a number and never learn."""
-    if is_boolean(beta):  # a flag where a number was meant
-        raise UsageError(f"beta must be a positive number, got {shown(beta)}")
     if isinstance(beta, torch.Tensor) and beta.requires_grad:
         raise UsageError(f"beta must be a fixed number; a learnable temperature is not supported, got a tensor "
                          f"that requires grad ({beta.detach().tolist()!r})")
-    try:
-        value = float(beta) if not isinstance(beta, (str, bytes)) else None  # "2" is a typo, not a number
-    except (TypeError, ValueError, OverflowError):  # (10**400: too large for a float)
-        value = None
+    value = as_real(beta)
     if value is None:
         raise UsageError(f"beta must be a positive number, got {shown(beta)}")
     if not math.isfinite(value) or value <= 0:

@@ -740,7 +740,7 @@ class SampledModel(nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs):
         self.last_samples = None  # set by a call with T chosen per input that returns
         if self.samples == "auto":
-            if torch.jit.is_tracing() or torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+            if torch.jit.is_tracing() or not runs_eagerly():
                 raise UsageError('samples="auto" cannot be traced, exported or transformed (torch.jit.trace, '
                                  'torch.export, torch.func): its rounds, and the inputs that leave them, depend on '
                                  "the data; give a fixed T there")

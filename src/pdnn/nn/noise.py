@@ -21,20 +21,17 @@ import torch
 from torch import nn
 
 from .. import functional as F
-from ..checks import is_boolean, one_of, shown
+from ..checks import as_real, is_boolean, one_of, shown
 from ..errors import UsageError
 from .quant import check_bits
 
 
 def check_scale(scale, what: str = "scale") -> float:
     """Return ``scale`` as a float, or raise if it is not a finite number >= 0."""
-    try:
-        value = float(scale) if not isinstance(scale, (str, bytes)) else None  # "0.3" is a typo, as for beta
-    except (TypeError, ValueError, OverflowError):  # (10**400: too large for a float)
-        value = None
-    if value is None:
+    value = as_real(scale)
+    if value is None and not is_boolean(scale):
         raise UsageError(f"{what} must be a number >= 0, got {shown(scale)}")
-    if is_boolean(scale) or not math.isfinite(value) or value < 0:
+    if value is None or not math.isfinite(value) or value < 0:  # (a flag reads as 1 or 0 to Python)
         raise UsageError(f"{what} must be a finite number >= 0, got {shown(scale)}")
     return value
 
@@ -235,13 +232,8 @@ class HardPBit(nn.Module):
 
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, beta: float = 1.0):
         super().__init__()
-        bounds = []
-        for bound in (min_val, max_val):
-            try:
-                bounds.append(float(bound) if not isinstance(bound, (str, bytes)) and not is_boolean(bound) else math.nan)
-            except (TypeError, ValueError, OverflowError):
-                bounds.append(math.nan)
-        self.min_val, self.max_val = bounds
+        self.min_val, self.max_val = (math.nan if (value := as_real(bound)) is None else value
+                                      for bound in (min_val, max_val))
         if not (math.isfinite(self.min_val) and math.isfinite(self.max_val) and self.min_val < self.max_val):
             raise UsageError(f"HardPBit needs numbers min_val < max_val, finite, got {shown(min_val)}, {shown(max_val)}")
         self.beta = F.check_beta(beta)
