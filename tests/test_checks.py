@@ -32,6 +32,22 @@ def test_positive_ints_checks_every_entry_and_the_length():
             positive_ints("input_shape", bad, "(C, H, W)", length=3)
 
 
+def test_numbers_too_long_to_write_are_named_by_their_size():
+    """Python writes no integer of more than 4300 digits: each message raised a ValueError of its own."""
+    import torch
+
+    from pdnn import SampledModel
+
+    huge = 10**5000
+    for call, said in ((lambda: positive_int("n", -huge), "n must be an integer >= 1, got a negative integer of 16610 bits"),
+                       (lambda: positive_ints("shape", [1, -huge]), "got a list holding an integer too long to write"),
+                       (lambda: checks.torch_seed("seed", huge), "got an integer of 16610 bits"),
+                       (lambda: one_of("mode", huge, ["a"]), "unknown mode an integer of 16610 bits"),
+                       (lambda: SampledModel(torch.nn.Linear(2, 2), samples=-huge), "got a negative integer of 16610 bits")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            call()
+
+
 def test_one_of_lists_the_choices():
     assert one_of("aggregate", "layer", checks.AGGREGATIONS) == "layer"
     with pytest.raises(ValueError, match="unknown aggregate 'chip'; expected one of network, layer"):

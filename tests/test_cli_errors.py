@@ -93,6 +93,20 @@ def test_classes_below_one_or_beside_a_dataset_are_one_line_errors(capsys):
     assert "--num-classes goes with --input-shape" in one_line_error(capsys, "energy")
 
 
+def test_bit_widths_that_are_no_integers_or_too_long_are_one_line_errors(tmp_path, capsys):
+    """--weight-bits 2.5 was called no comma-separated list; a quant:k of 5000 digits gave
+    int()'s traceback (Python converts no more than 4300)."""
+    assert main(["energy", "--model", "mlp", "--dataset", "demo", "--weight-bits", "4,2.5"]) == 2
+    assert one_line_error(capsys, "energy").endswith("--weight-bits must be a comma-separated list of integers, "
+                                                     "got '4,2.5' ('2.5' is not one)")
+    neuron = "quant:" + "9" * 5000
+    assert main(["energy", "--model", "mlp", "--dataset", "demo", "--neuron", neuron]) == 2
+    assert "bits in neuron 'quant:999" in one_line_error(capsys, "energy")
+    assert main(["train", *TINY[:-3], "--neuron", neuron, "--quiet", "--out", str(tmp_path / "run")]) == 2
+    assert "must be an integer 1..8" in one_line_error(capsys, "train")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("width", ["0", "-5"])
 def test_width_below_one_is_a_one_line_error(width, tmp_path, capsys):
     argv = [*TINY[:-3], "--width", width, "--quiet"]

@@ -65,6 +65,18 @@ def test_bad_bit_widths_rejected(bits):
         QuantLinear(3, 4, weight_bits=bits)
 
 
+def test_a_bit_width_too_long_to_write_is_named_by_its_size():
+    """Python writes no integer of more than 4300 digits: the message itself raised."""
+    with pytest.raises(ValueError, match="activation bits must be an integer 1..8, got an integer of 16610 bits"):
+        Quantize(10**5000)
+    with pytest.raises(ValueError, match="weight bits must .* got a negative integer of 16610 bits"):
+        QuantLinear(3, 4, weight_bits=-10**5000)
+    with pytest.raises(ValueError, match=r"bits in neuron 'quant:9{50}\.\.\. must be an integer 1..8, got '9{56}\.\.\.$"):
+        NeuronSpec.parse("quant:" + "9" * 5000)
+    with pytest.raises(ValueError, match=r"unknown neuron 'x{56}\.\.\.; expected"):
+        NeuronSpec.parse("x" * 5000)
+
+
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 def test_quantized_weight_layers_use_2_to_the_k_levels(bits):
     lin = QuantLinear(64, 32, weight_bits=bits)
@@ -126,6 +138,16 @@ def test_weight_quantizer_names_a_channel_count_it_cannot_have():
                                          r"least two dimensions"):
         WeightQuantizer(2, 3)(torch.randn(3))
     assert WeightQuantizer(2, np.int64(3))(torch.randn(3, 4)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("bits", [1, 2])
+def test_weights_a_quantiser_cannot_scale_are_named(bits):
+    """An empty fan-in gave amax's IndexError (a division by zero at one bit), integer weights
+    torch.finfo's TypeError."""
+    with pytest.raises(ValueError, match=r"got weights of shape \[3, 0\]: .* each with at least one weight"):
+        QuantLinear(0, 3, weight_bits=bits)(torch.zeros(2, 0))
+    with pytest.raises(ValueError, match="got weights of type torch.int64: expected floating point"):
+        WeightQuantizer(bits, 3)(torch.ones(3, 4, dtype=torch.int64))
 
 
 def test_weight_quantizer_gradients_are_lsq():

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch.utils._pytree import tree_map
 
-from .checks import integer, positive_int
+from .checks import integer, positive_int, shown
 from .errors import UsageError
 
 RULES = ("predictive", "never")
@@ -67,7 +67,7 @@ def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
     """``P(X <= x)`` for Student's t with an integer ``dof`` >= 1 (the closed form by series in
     ``cos²θ``, ``θ = atan(x/sqrt(dof))``; exact up to rounding, ``±inf`` allowed)."""
     if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
-        raise UsageError(f"degrees of freedom must be an integer >= 1, got {dof!r}")
+        raise UsageError(f"degrees of freedom must be an integer >= 1, got {shown(dof)}")
     x = x.double()
     theta = torch.atan(x / math.sqrt(dof))
     c2 = torch.cos(theta) ** 2

@@ -55,7 +55,9 @@ def shown(value, width: int = 60) -> str:
     try:
         text = repr(value)
     except ValueError:
-        return f"an integer of {value.bit_length()} bits"
+        if isinstance(value, int):
+            return f"{'a negative' if value < 0 else 'an'} integer of {value.bit_length()} bits"
+        return f"a {type(value).__name__} holding an integer too long to write"
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -76,7 +78,7 @@ def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
     number means)."""
     number = integer(value)
     if number is None or number < 1:
-        raise UsageError(f"{name} must be {expected}, got {value!r}")
+        raise UsageError(f"{name} must be {expected}, got {shown(value)}")
     return number
 
 
@@ -87,17 +89,17 @@ def positive_ints(name: str, values, expected: str = "positive integers", length
     try:
         shape = tuple(values)
     except TypeError:  # one number where a sequence is expected
-        raise UsageError(f"{name} must be {expected}, got {values!r}") from None
+        raise UsageError(f"{name} must be {expected}, got {shown(values)}") from None
     numbers = tuple(integer(s) for s in shape)
     if not shape or (length is not None and len(shape) != length) or any(n is None or n < 1 for n in numbers):
-        raise UsageError(f"{name} must be {expected}, got {values!r}")
+        raise UsageError(f"{name} must be {expected}, got {shown(values)}")
     return numbers
 
 
 def one_of(name: str, value, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else a ``UsageError`` that lists them."""
     if value not in choices:
-        raise UsageError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        raise UsageError(f"unknown {name} {shown(value)}; expected one of {', '.join(choices)}")
     return value
 
 
@@ -110,5 +112,5 @@ def torch_seed(name: str, value, span: int = 0) -> int:
     if number is None or not -(2**63) <= number < 2**64 - span:
         derived = f" (the seeds up to {name} + {span} are used)" if span else ""
         raise UsageError(f"{name} must be an integer in [-2**63, 2**64{f' - {span}' if span else ''}){derived}, "
-                         f"got {value!r}")
+                         f"got {shown(value)}")
     return number

@@ -67,7 +67,7 @@ def check_bits(bits: int, what: str, allow_float: bool = False) -> int:
     if number is not None and (1 <= number <= MAX_BITS or (allow_float and number == 32)):
         return number
     expected = f"an integer 1..{MAX_BITS}" + (" or 32 (float)" if allow_float else "")
-    raise UsageError(f"{what} must be {expected}, got {bits!r}")
+    raise UsageError(f"{what} must be {expected}, got {shown(bits)}")
 
 
 def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 
 import statistics
 
-from .checks import positive_int, torch_seed
+from .checks import positive_int, shown, torch_seed
 from .errors import UsageError
 from .evaluate import is_deterministic
 from .fid import feature_statistics, frechet_distance, min_images
@@ -95,7 +95,7 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
         raise UsageError("samples: expected at least one T")
     samples = sorted({check_samples(t) for t in samples})
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"n (number of images) must be an integer >= 1, got {n!r}")
+        raise UsageError(f"n (number of images) must be an integer >= 1, got {shown(n)}")
     positive_int("max_rows", max_rows)
     seed = torch_seed("seed", seed, 1)  # the p-bits' seed is seed + 1
     vae = vae.to(device).eval()
@@ -148,7 +148,7 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
     "mean", "std", "values", "repeats", "n"}``. ``progress``: a bar over repeats x T values.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise UsageError(f"repeats must be an integer >= 1, got {repeats!r}")
+        raise UsageError(f"repeats must be an integer >= 1, got {shown(repeats)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < min_images(extractor.dim):
         raise UsageError(f"--n {n!r} is below {min_images(extractor.dim)}: the covariance of "
                          f"{extractor.dim} features ({extractor.metric}) needs at least that many images")

@@ -42,7 +42,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
-from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, torch_seed
+from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
 from .foldcheck import (carries_tangents, first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly,
@@ -559,7 +559,7 @@ class SampledModel(nn.Module):
     def samples(self, value: int | str) -> None:
         auto = isinstance(value, str) and value == "auto"
         if isinstance(value, str) and not auto:
-            raise UsageError(f'samples (T) must be an integer >= 1 or "auto" (T chosen per input), got {value!r}')
+            raise UsageError(f'samples (T) must be an integer >= 1 or "auto" (T chosen per input), got {shown(value)}')
         self._check_auto(auto, self.reduce, self.aggregate)
         self._samples = "auto" if auto else check_samples(value)
 
@@ -587,7 +587,7 @@ class SampledModel(nn.Module):
     def _check_auto(auto: bool, reduce: str, aggregate: str) -> None:
         if auto and (reduce, aggregate) != ("mean", "network"):
             raise UsageError(f'samples="auto" needs reduce="mean" and aggregate="network", '
-                             f'got {reduce!r}, {aggregate!r}')
+                             f'got {shown(reduce)}, {shown(aggregate)}')
 
     def _rule_option(name: str) -> property:  # called in the class body, below
         """A stopping-rule option as the sampler's attribute, as the constructor takes it: read

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..energy import (Reuse, Settings, energy_sweep, format_markdown, format_report, format_tradeoff, load_table,
                       model_network, parse_tolerance, plot_energy, plot_tradeoff, run_network, tradeoff_runs)
-from ..checks import AGGREGATIONS, positive_int, positive_ints
+from ..checks import AGGREGATIONS, positive_int, positive_ints, shown
 from ..data import describe
 from ..errors import UsageError
 from ..evaluate import parse_samples
@@ -115,13 +115,16 @@ def add_parser(sub) -> None:
 
 
 def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
+    """The comma-separated items of ``text`` (else ``default``), each passed through ``convert``
+    (``str``, or ``int``: the only one that can refuse an item), each once."""
     values = []
     for part in (text or default).split(","):
         part = part.strip()
         try:
             values.append(convert(part))
         except ValueError:
-            raise UsageError(f"{what} must be a comma-separated list, got {text!r}") from None
+            raise UsageError(f"{what} must be a comma-separated list of integers, got {shown(text)} "
+                             f"({shown(part)} is not one)") from None
     if twice := [v for v in dict.fromkeys(values) if values.count(v) > 1]:
         raise UsageError(f"{what} lists {', '.join(map(str, twice))} more than once, got {text!r}; expected each once")
     return values

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..checks import positive_int
+from ..checks import positive_int, shown
 from ..errors import UsageError
 from ..evaluate import accuracy_vs_samples, binomial_stderr
 from ..sampling import check_samples
@@ -191,7 +191,7 @@ def calibrate(
     values = _sweep_values(method, values)
     layers = conversion_spec(method, layers=layers)["layers"]
     if isinstance(samples, (str, bytes)) or not hasattr(samples, "__iter__"):
-        raise UsageError(f"samples must be a list of T values >= 1, got {samples!r}")
+        raise UsageError(f"samples must be a list of T values >= 1, got {shown(samples)}")
     samples = sorted({check_samples(t) for t in samples})
     if not samples and target is None:
         raise UsageError("samples must name at least one T >= 1 (or give target), got none")

@@ -16,6 +16,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..checks import shown
 from ..errors import UsageError
 from ..foldcheck import own_hooks
 from ..functional import check_beta
@@ -86,7 +87,7 @@ def _select(sites: list[_Site], layers) -> list[_Site]:
             return [s for s in sites if s.kind != "stochastic" and (s.hidden or layers == "all")]
         layers = [layers]
     if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
-        raise UsageError(f"layers must be 'hidden', 'all' or a list of activation names, got {layers!r}")
+        raise UsageError(f"layers must be 'hidden', 'all' or a list of activation names, got {shown(layers)}")
     by_name = {s.name: s for s in sites}
     unknown = [n for n in layers if n not in by_name]
     if unknown:
@@ -116,13 +117,13 @@ def _check_value(key: str, value, what: str) -> float:
     """``value`` as a float if it is a valid ``key`` -- ``"scale"``: finite and >= 0 (0: no noise);
     ``"beta"``: finite and > 0 -- else a ``ValueError`` naming ``what`` and the value."""
     if isinstance(value, bool):  # float(True) == 1.0 would pass silently
-        raise UsageError(f"{what} must be a number, got {value!r}")
+        raise UsageError(f"{what} must be a number, got {shown(value)}")
     if key == "scale":
         return check_scale(value, what)
     try:
         return check_beta(value)
     except ValueError:
-        raise UsageError(f"{what} must be a finite number > 0, got {value!r}") from None
+        raise UsageError(f"{what} must be a finite number > 0, got {shown(value)}") from None
 
 
 def _check_setting(key: str, value) -> float | dict[str, float]:
@@ -149,7 +150,7 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
     if isinstance(layers, str) and layers not in LAYER_SETS:
         layers = [layers]
     if not isinstance(layers, str) and not (isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers)):
-        raise UsageError(f"layers must be 'hidden', 'all' or a list of activation names, got {layers!r}")
+        raise UsageError(f"layers must be 'hidden', 'all' or a list of activation names, got {shown(layers)}")
     if isinstance(layers, (list, tuple)):
         twice = [name for name in dict.fromkeys(layers) if list(layers).count(name) > 1]
         if twice:  # "3,3" is more likely a slip for "3,4" than a wish to convert 3 once

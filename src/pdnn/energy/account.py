@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int
+from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int, shown
 from ..errors import UsageError
 from ..sampling import check_samples
 from .eo import TERM_NAMES, accumulator_bits, eo_terms_pj
@@ -227,7 +227,7 @@ def energy_sweep(
     """
     settings = settings or Settings()
     if not isinstance(samples, Iterable) or isinstance(samples, str):
-        raise UsageError(f"samples must be a sequence of T values such as [1, 10], got {samples!r}")
+        raise UsageError(f"samples must be a sequence of T values such as [1, 10], got {shown(samples)}")
     samples = sorted({check_samples(t) for t in samples})
     if not samples:
         raise UsageError("samples must name at least one T >= 1")

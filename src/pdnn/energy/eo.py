@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..checks import positive_int
+from ..checks import positive_int, shown
 from ..errors import UsageError
 from ..nn import NeuronSpec
 from ..sampling import check_samples
@@ -44,7 +44,7 @@ def check_bit_width(bits, what: str) -> int:
     """
     number = positive_int(what, bits, "an integer from 1 to 32 (32 = float)")
     if number > FLOAT_BITS:
-        raise UsageError(f"{what} must be an integer from 1 to 32 (32 = float), got {bits!r}")
+        raise UsageError(f"{what} must be an integer from 1 to 32 (32 = float), got {shown(bits)}")
     return number
 
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..checks import positive_int
+from ..checks import positive_int, shown
 from ..errors import UsageError
 from ..io import RunError, pyplot, read_json, save_figure
 from .account import Settings, network_energy
@@ -86,7 +86,7 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
     if not run_dirs:
         raise UsageError("tradeoff needs at least one run directory")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
-        raise UsageError(f"tolerance must be a distance >= 0, got {tolerance!r}")
+        raise UsageError(f"tolerance must be a distance >= 0, got {shown(tolerance)}")
     runs, skipped = measured_runs(run_dirs, fid_file, "no fid-clf.json or fid.json (run `pdnn fid {}`)")
     if not runs:
         raise RunError("none of the generator runs has been measured; run `pdnn fid RUN_DIR` first")

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..checks import AGGREGATIONS, one_of
+from ..checks import AGGREGATIONS, one_of, shown
 from ..convert import build_model, model_config, replay
 from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
@@ -64,7 +64,7 @@ def _check_point(p: dict, i: int) -> None:
             raise UsageError(f"point {i} has no {key!r}")
         value = p[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {value!r}")
+            raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {shown(value)}")
     if p["accuracy"] > 1:
         raise UsageError(f"point {i}: accuracy must be a fraction in [0, 1], got {p['accuracy']!r}")
 
@@ -121,7 +121,7 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     if not points:
         raise UsageError("tradeoff needs at least one point")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise UsageError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}")
+        raise UsageError(f"tolerance must be a fraction in [0, 1), got {shown(tolerance)}")
     for i, p in enumerate(points):
         _check_point(p, i)
     points = [dict(p) for p in points]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import shown
 from ..data import catalog
 from ..errors import UsageError
 from ..io import run_dataset
@@ -69,7 +70,7 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
     for what, v, lo, hi in (("weight bits", weight_bits, 2, 16), ("random bits", random_bits, 1, 12),
                             ("max samples", max_samples, 1, 4096)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise UsageError(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
+            raise UsageError(f"{what} must be an integer in {lo}..{hi}, got {shown(v)}")
     pixel_scale = 1.0 / (255 * std)
     pixel_shift = -mean / std
     net = fixed.FixedNet([], 8, weight_bits, random_bits, max_samples, arrangement)

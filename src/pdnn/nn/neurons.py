@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..checks import shown
 from ..errors import UsageError
 from .pbit import PBit
 from .quant import Quantize, check_bits
@@ -55,9 +56,11 @@ class NeuronSpec:
         if name == "sign":
             return cls(name, "quant", 1)
         match = re.fullmatch(r"quant:(\d+)", str(name))
-        if match:
-            return cls(name, "quant", check_bits(int(match.group(1)), f"bits in neuron {name!r}"))
-        raise UsageError(f"unknown neuron {name!r}; expected one of {', '.join(NEURONS)}")
+        if match:  # (int() refuses more than 4300 digits: such a width is named as written)
+            digits = match.group(1)
+            bits = int(digits) if len(digits) <= 4300 else digits
+            return cls(name, "quant", check_bits(bits, f"bits in neuron {shown(name)}"))
+        raise UsageError(f"unknown neuron {shown(name)}; expected one of {', '.join(NEURONS)}")
 
     def build(self, beta: float = 1.0) -> nn.Module:
         """The activation module. A float activation ignores ``beta`` (the preceding

@@ -116,9 +116,13 @@ class WeightQuantizer(nn.Module):
         self.initialised.fill_(True)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if isinstance(w, torch.Tensor) and (w.dim() < 2 or len(w) != len(self.scale)):  # (not a tracer's proxy)
-            raise UsageError(f"{self.extra_repr()} got weights of shape {list(w.shape)}: expected "
-                             f"{len(self.scale)} output channels, the first of at least two dimensions")
+        if isinstance(w, torch.Tensor):  # (not a tracer's proxy)
+            if w.dim() < 2 or len(w) != len(self.scale) or w[0].numel() == 0:
+                raise UsageError(f"{self.extra_repr()} got weights of shape {list(w.shape)}: expected "
+                                 f"{len(self.scale)} output channels, the first of at least two dimensions, "
+                                 f"each with at least one weight")
+            if not w.is_floating_point():
+                raise UsageError(f"{self.extra_repr()} got weights of type {w.dtype}: expected floating point")
         if not self.ready:
             self.reset_scale(w)
         per_channel = w[0].numel()
