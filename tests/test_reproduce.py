@@ -98,6 +98,47 @@ def test_a_finished_step_s_missing_result_is_named_with_the_way_to_redo_it(tiny_
                                   "energy/fashion-mnist/" in row and "to run again" in row for row in rows)
 
 
+def test_a_deleted_evaluation_unmeasures_every_claim_made_from_it_and_names_its_own_step(tiny_run, tmp_path):
+    """The accuracy claims were read from the summary step's copy (a verdict whose source was
+    gone), the energy ones from the trade-off made from it, and the aggregation claim named the
+    layer evaluation, so that doing what it said changed nothing. Doing what the report says
+    now gives back the report; a step that then fails is each claim's reason."""
+    import json
+    import shutil
+
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    run, step = out / "tiny" / "accuracy" / "cifar10" / "runs" / "pbit-s2", "accuracy/cifar10/pbit-s2/eval"
+    (run / "eval-network.json").unlink()
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    rows = [line for line in (out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+    gone = [row for row in rows if "not measured" in row]
+    studies = {row.split(" | ")[1] for row in gone}
+    assert all(f"records {step} as done: remove that entry" in row for row in gone), gone
+    assert all("cifar10" in row for row in gone) and len(studies) >= 3, studies  # accuracy, energy, noise
+    assert any("network (p-DNN) aggregation beats layer" in row for row in gone)
+
+    record = out / "tiny" / STATE
+    state = read_json(record)
+    del state["done"][step]
+    record.write_text(json.dumps(state))
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    again = [line for line in (out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+    assert again == [line for line in (ctx.out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+
+    (run / "eval-network.json").unlink()
+    (run / "checkpoint.pt").write_bytes(b"damaged")
+    state = read_json(record)
+    del state["done"][step]
+    record.write_text(json.dumps(state))
+    failed = Context(out, "tiny", roots=ctx.roots)
+    reproduce.run_plan(failed, progress=False, log=io.StringIO())
+    assert list(failed.failed) == [step]
+    rows = [line for line in (out / "REPORT.md").read_text().splitlines() if "not measured" in line and "| " in line]
+    assert len(rows) == len(gone) and all("not measured (failed: RunError" in row for row in rows)
+
+
 def test_a_failed_step_is_the_reason_before_a_finished_one_with_a_missing_result(tmp_path):
     ctx = Context(tmp_path, "tiny")
     ctx.done, ctx.skipped = {"noise/ds/convert"}, {"noise/ds/eval-converted": "failed: RuntimeError: boom"}
@@ -106,7 +147,7 @@ def test_a_failed_step_is_the_reason_before_a_finished_one_with_a_missing_result
     assert "records noise/ds/convert as done" in ctx.why_missing("noise/ds/convert")
 
 
-def test_accuracy_claims_in_the_report_come_from_the_study_summary(tiny_run):
+def test_accuracy_claims_in_the_report_agree_with_the_study_summary(tiny_run):
     ctx, _ = tiny_run
     text = (ctx.out / "REPORT.md").read_text()
     summary = read_json(ctx.dir("accuracy", "fashion-mnist", "summary.json"))

@@ -177,6 +177,17 @@ class Context:
                     f"{'that entry' if len(steps) == 1 else 'those entries'} from it to run again")
         return "not run yet"
 
+    def why_run_missing(self, run: Path) -> str | None:
+        """Why the run folder ``run`` (``<study>/<group>/runs/<name>`` under the scale's folder) has
+        no ``eval-network.json``, or None if it has one: the reason its steps
+        (``<study>/<group>/<name>/train`` and ``/eval``) were skipped or failed, else the finished
+        evaluation step whose result is gone -- the step to run again, not a step that reads it."""
+        if (run / "eval-network.json").is_file():
+            return None
+        study, group, _, name = run.relative_to(self.work).parts
+        reason = self.why_missing(f"{study}/{group}/{name}/", finished=False)
+        return reason if reason != "not run yet" else self.why_missing(f"{study}/{group}/{name}/eval")
+
 
 def rates_of(states: Iterable[Path]) -> dict[str, float]:
     """Seconds per unit of work of every rate in the plan records ``states``: the wall time over

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...io import read_json
 from ..plan import Claim, Context, Figure, Section, Step, not_measured
-from ..study import StudySpec, evaluate_one, finish_study, study_models, train_one
+from ..study import StudySpec, evaluate_one, finish_study, study_models, summarise, train_one
 
 NAME = "accuracy"
 TITLE = "Accuracy against T and the train-test matrix"
@@ -96,13 +95,13 @@ def section(ctx: Context) -> Section:
     lines = []
     for spec in specs(ctx):
         folder = study_dir(ctx, spec)
-        summary_path = folder / "summary.json"
-        if not summary_path.exists():
-            reason = ctx.why_missing(f"{NAME}/{spec.dataset}/")
+        reason = runs_missing(ctx, spec) or (None if (folder / "summary.json").exists()
+                                              else ctx.why_missing(f"{NAME}/{spec.dataset}/"))
+        if reason:
             section.claims += [not_measured(f"{spec.dataset}: {c}", p, reason) for c, p in PAPER.items()
                                if "unipolar" not in c or "pbit-unipolar" in spec.pbit_neurons]
             continue
-        summary = read_json(summary_path)
+        summary = summarise(folder, spec)  # from the runs' files, not the summary step's copy of them
         for c in summary["claims"]:
             section.claims.append(Claim.decide(f"{spec.dataset}: {c['claim']}", PAPER.get(c["claim"], "–"),
                                                c["ours"], c["rule"], c["holds"]))
@@ -118,6 +117,13 @@ def section(ctx: Context) -> Section:
                      f"[README]({ctx.scale}/{NAME}/{spec.dataset}/README.md)")
     section.text += "\n\n" + "\n".join(lines)
     return section
+
+
+def runs_missing(ctx: Context, spec: StudySpec) -> str | None:
+    """Why a run of the study of ``spec`` has no evaluation (see :meth:`Context.why_run_missing`),
+    or None when all have one: what every result made from them (this study's summary, the energy
+    and low-bit trade-offs) is to be checked against, since a copy outlives its source."""
+    return next(filter(None, (ctx.why_run_missing(study_dir(ctx, spec) / "runs" / name) for name in spec.runs())), None)
 
 
 def describe(spec: StudySpec) -> str:

@@ -66,8 +66,9 @@ def section(ctx: Context) -> Section:
             sample_claim = f"{dataset}: one more sample (T 1→2) costs +0.7 % energy and buys +2 % accuracy"
             sample_rule = (f"ΔE/E(T 1→2, DRAM) ≤ {SAMPLE_COST_PCT:g} % and the gain ≥ 1 point "
                            "(p-DNN with s nearest 2)")
-            if not path.exists():
-                why = ctx.why_missing(f"{NAME}/{dataset}/")
+            gone = accuracy.runs_missing(ctx, spec)
+            if gone or not path.exists():
+                why = gone or ctx.why_missing(f"{NAME}/{dataset}/")
                 section.claims.append(not_measured(claim, "> 2x", why, rule))
                 if memory == "dram":  # the sample cost is read from the same trade-off
                     section.claims.append(not_measured(sample_claim, "+0.7 % energy, +2 % accuracy", why, sample_rule))

@@ -223,8 +223,10 @@ def section(ctx: Context) -> Section:
                      "with low-bit weights")
             if dataset not in GRIDS[ctx.scale]:
                 section.claims.append(not_measured(claim, PAPER_GAIN, NOT_PLANNED.format(scale=ctx.scale), RULE_GAIN))
-            elif not path.exists():
-                section.claims.append(not_measured(claim, PAPER_GAIN, ctx.why_missing(f"{NAME}/{dataset}/"), RULE_GAIN))
+                continue
+            gone = sources_missing(ctx, spec) or (None if path.exists() else ctx.why_missing(f"{NAME}/{dataset}/"))
+            if gone:
+                section.claims.append(not_measured(claim, PAPER_GAIN, gone, RULE_GAIN))
             else:
                 section.claims.append(judge_gain(claim, read_json(path)[memory]))
                 section.figures.append(Figure(ctx.dir(NAME, dataset, f"tradeoff-{memory}.png"), (
@@ -237,6 +239,13 @@ def section(ctx: Context) -> Section:
         section.figures.append(Figure(figure, f"{fashion.dataset}: bipolar p-DNNs against unipolar ones at the same "
                                               f"and at the matched temperature, by T; {accuracy.describe(fashion)}"))
     return section
+
+
+def sources_missing(ctx: Context, spec: StudySpec) -> str | None:
+    """Why a run that ``headline.json`` of ``spec``'s dataset was made from has no evaluation now
+    (the accuracy study's and this study's), or None when all have one."""
+    runs = [run for run, _, _ in lowbit_runs(ctx, spec)]
+    return accuracy.runs_missing(ctx, spec) or next(filter(None, map(ctx.why_run_missing, runs)), None)
 
 
 def _alike_claim(ctx: Context, spec: StudySpec) -> Claim:

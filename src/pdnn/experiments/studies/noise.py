@@ -214,7 +214,7 @@ def sampling_claims(ctx: Context, spec: StudySpec, curves: dict) -> list[Claim]:
             if reason == "not run yet":
                 reason = ctx.why_missing(f"{NAME}/{ds}/eval-converted")
         else:
-            reason = ctx.why_missing(f"accuracy/{ds}/tanh/")
+            reason = ctx.why_run_missing(accuracy_run(ctx, spec, "tanh"))
         if reason == "not run yet":
             reason = ctx.why_missing(f"{NAME}/{ds}/")
         return [not_measured(claims[k], PAPER[k], reason, rules[k]) for k in claims]
@@ -235,9 +235,10 @@ def sampling_claims(ctx: Context, spec: StudySpec, curves: dict) -> list[Claim]:
 
 def aggregation_claim(ctx: Context, spec: StudySpec, curves: dict) -> Claim:
     claim = f"{spec.dataset}: network (p-DNN) aggregation beats layer (bit-stream) aggregation at equal T"
-    if "network" not in curves or "layer" not in curves:
-        return not_measured(claim, PAPER["network"], ctx.why_missing(f"{NAME}/{spec.dataset}/eval-layer"),
-                            AGGREGATION_RULE)
+    if "network" not in curves or "layer" not in curves:  # (the layer evaluation needs the network's)
+        reason = (ctx.why_run_missing(accuracy_run(ctx, spec, pdnn_name(spec))) if "network" not in curves
+                  else ctx.why_missing(f"{NAME}/{spec.dataset}/eval-layer"))
+        return not_measured(claim, PAPER["network"], reason, AGGREGATION_RULE)
     n = curves["layer"]["examples"]
     v = aggregation_verdict(rows_by_samples(curves["network"]), rows_by_samples(curves["layer"]), n)
     ours = (f"{pdnn_name(spec)}, network − layer: " + ", ".join(
