@@ -869,6 +869,29 @@ def test_all_zero_table_reports_na_instead_of_dividing(tmp_path, capsys):
     assert "n/a" in capsys.readouterr().out
 
 
+def test_a_t_a_float_cannot_count_and_energies_that_overflow_are_named(tmp_path, capsys):
+    """T = 10**400 raised float's OverflowError; a table of finite but huge energies printed inf and
+    nan and failed to write its JSON."""
+    from pdnn.cli import main
+
+    net = analyze(torch.nn.Sequential(torch.nn.Linear(4, 3), PBit(), torch.nn.Linear(3, 2)), (4,))
+    for t in (10**400, 2**53 + 1):
+        with pytest.raises(ValueError, match=r"samples \(T\) must be at most 2\*\*53 to be priced"):
+            network_energy(net, t)
+        with pytest.raises(ValueError, match=r"must be at most 2\*\*53"):
+            eo_energy_pj(4, 1, 1, samples=t)
+    largest = energy_report(net, samples=[2**53])["configs"][0]
+    assert largest["next_sample_increase_pct"] is None and largest["total_j"] > 0  # no T + 1 to price
+    table = tmp_path / "huge.toml"
+    table.write_text(TABLE.read_text().replace("energy_pj = 1300.0", "energy_pj = 1e306"))  # (DRAM)
+    assert main(["energy", "--model", "mlp", "--dataset", "demo", "--samples", "1", "--tech", str(table),
+                 "--json", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"pdnn energy: error: technology table {table}: the energy at T = 1 overflows a float; its energies " \
+                  "are too large"
+    assert not (tmp_path / "e.json").exists()
+
+
 def test_samples_must_be_a_sequence_and_a_bad_shape_prints_nothing(capfd):
     net = analyze(torch.nn.Sequential(torch.nn.Linear(4, 3), PBit(), torch.nn.Linear(3, 2)), (4,))
     with pytest.raises(ValueError, match=r"samples must be a sequence of T values such as \[1, 10\], got 3"):

@@ -148,13 +148,18 @@ def test_an_export_touches_no_file_but_an_earlier_exports(tiny_run, tmp_path, ca
     assert fixed.load(out).weight_bits == 8
 
 
-def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys):
+def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(export, "float_accuracy", lambda *args, **kwargs: 1.0)  # (the tiny run is near chance)
     out = tmp_path / "export"
     args = ["hw", "export", str(tiny_run), "--out", str(out), "--weight-bits", "3", "--random-bits", "3",
-            "--check", "200", "--tolerance", "-100"]
+            "--check", "200", "--tolerance", "0"]
     assert main(args) == 0
     text = capsys.readouterr()
     assert "layer 0: MAC 784 -> 8, accumulator" in text.out and "warning: 3-bit weights" in text.err
+    assert "against float 100.0%" in text.err
+    for tolerance in ("-2", "nan"):  # (a negative one warned of a loss of 0.0 points)
+        assert main([*args[:-1], tolerance, "--force"]) == 2
+        assert f"--tolerance must be a number of points >= 0, got {tolerance}" in capsys.readouterr().err
     spec = json.loads((out / "spec.json").read_text())
     assert spec["weight_bits"] == 3 and spec["layers"][2]["n_in"] == 9  # 8 inputs + the bias row
     before = (out / "layer0_weights.mem").read_text()

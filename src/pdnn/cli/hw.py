@@ -6,7 +6,6 @@ how to install it. See docs/hardware.md.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import tempfile
 from importlib.util import find_spec
@@ -112,8 +111,8 @@ def _export(args) -> int:
             raise UsageError(f"{out} already holds an export; pass --force to replace it")
     if args.check < 0:
         raise UsageError(f"--check must be >= 0, got {args.check}")
-    if math.isnan(args.tolerance):
-        raise UsageError(f"--tolerance must be a number of points, got {args.tolerance}")
+    if not args.tolerance >= 0:  # (NaN too)
+        raise UsageError(f"--tolerance must be a number of points >= 0, got {args.tolerance:g}")
     net, config = export.from_run(args.run_dir, args.data_dir, weight_bits=args.weight_bits,
                                   random_bits=args.random_bits, max_samples=args.max_samples, arrangement=args.rng)
     if args.check:

@@ -33,8 +33,7 @@ from typing import Iterable, Sequence
 
 from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int, shown
 from ..errors import UsageError
-from ..sampling import check_samples
-from .eo import TERM_NAMES, accumulator_bits, eo_terms_pj
+from .eo import MAX_SAMPLES, TERM_NAMES, accumulator_bits, check_energy_samples, eo_terms_pj, finite_energy
 from .graph import Layer, Network
 from .tech import FLOAT_BITS, Technology, load_table
 
@@ -132,7 +131,7 @@ def averaged_bits(bits: int, samples: int) -> int:
 
 def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
     """One layer's energy per inference at T = ``samples``: JSON-ready, energies in joules."""
-    t = check_samples(samples)
+    t = check_energy_samples(samples)
     tech = settings.tech
     n, b_w, b_a = layer.fan_in, layer.weight_bits, layer.activation_bits
     neuron_pj = 0.0
@@ -180,13 +179,17 @@ def network_energy(net: Network, samples: int, settings: Settings | None = None)
     settings = settings or Settings()
     layers = [layer_energy(layer, samples, settings) for layer in net.layers]
     terms = {k: sum(layer["terms"][k] for layer in layers) for k in TERMS}
-    return {"samples": samples, "total_j": sum(terms.values()), "terms": terms, "layers": layers}
+    total = finite_energy(sum(terms.values()), settings.tech, samples)
+    return {"samples": samples, "total_j": total, "terms": terms, "layers": layers}
 
 
 def next_sample_increase_pct(net: Network, samples: int, settings: Settings,
                              total_j: float | None = None) -> float | None:
     """``ΔE(T→T+1)/E(T)`` in percent: what one more sample costs. ``None`` when E(T) is 0 (a table
-    whose energies are all zero for this network). ``total_j``: E(T) if already computed."""
+    whose energies are all zero for this network) or T is the largest priced (:data:`MAX_SAMPLES`).
+    ``total_j``: E(T) if already computed."""
+    if samples >= MAX_SAMPLES:
+        return None
     if total_j is None:
         total_j = network_energy(net, samples, settings)["total_j"]
     if not total_j:
@@ -228,7 +231,7 @@ def energy_sweep(
     settings = settings or Settings()
     if not isinstance(samples, Iterable) or isinstance(samples, str):
         raise UsageError(f"samples must be a sequence of T values such as [1, 10], got {shown(samples)}")
-    samples = sorted({check_samples(t) for t in samples})
+    samples = sorted({check_energy_samples(t) for t in samples})
     if not samples:
         raise UsageError("samples must name at least one T >= 1")
     if not entries:

@@ -16,8 +16,8 @@ The paper (arXiv 2507.07763, eq. for :math:`\varepsilon_{EO}`) writes it as
   or a deterministic activation.
 
 This module prices each term from a :class:`~pdnn.energy.tech.Technology`; a bit width of 32
-(:data:`~pdnn.energy.tech.FLOAT_BITS`) means 32-bit floating point, and so does a sum wider than
-that. The per-layer, per-network accounting that multiplies these by the number of EOs is in
+(:data:`~pdnn.energy.tech.FLOAT_BITS`) means 32-bit floating point; an integer sum of any width
+(wider than 32 bits too) is priced as an integer addition of that width. The per-layer, per-network accounting that multiplies these by the number of EOs is in
 :mod:`pdnn.energy.account`. Every function returns picojoules.
 """
 from __future__ import annotations
@@ -29,9 +29,10 @@ from ..checks import positive_int, shown
 from ..errors import UsageError
 from ..nn import NeuronSpec
 from ..sampling import check_samples
-from .tech import FLOAT_BITS, Technology, load_table
+from .tech import FLOAT_BITS, TechError, Technology, load_table
 
 NEURON_PART_KINDS = ("pbit", "noise", "threshold", "nonlinearity", "compare")
+MAX_SAMPLES = 2**53  # the largest T a float counts one by one (E(T + 1) − E(T) is one sample's cost)
 TERM_NAMES = ("weight_memory", "activation_memory", "synapse", "neuron")
 
 
@@ -55,6 +56,25 @@ def check_fan_in(n) -> int:
 
 def is_float(bits: int) -> bool:
     return bits >= FLOAT_BITS
+
+
+def check_energy_samples(samples) -> int:
+    """``samples`` (T) if it is an integer from 1 to :data:`MAX_SAMPLES`, else a ``UsageError``
+    naming it (a larger T gave float's OverflowError, or energies that no longer grow by a sample)."""
+    t = check_samples(samples)
+    if t > MAX_SAMPLES:
+        raise UsageError(f"samples (T) must be at most 2**53 to be priced (a float counts no further by ones), "
+                         f"got {shown(t)}")
+    return t
+
+
+def finite_energy(total: float, tech: Technology, samples: int) -> float:
+    """``total`` (an energy in any unit) if it is finite, else a ``TechError``: finite table
+    entries whose sums overflow (the tables printed inf and nan, and the JSON could not be written)."""
+    if not math.isfinite(total):
+        raise TechError(f"technology table {tech.path}: the energy at T = {samples} overflows a float; "
+                        f"its energies are too large")
+    return total
 
 
 def accumulator_bits(n: int, activation_bits: int, weight_bits: int) -> int | None:
@@ -219,11 +239,11 @@ def eo_energy_pj(
     tech = tech if isinstance(tech, Technology) else load_table(tech)  # (a table's name or path too)
     n = check_fan_in(n)
     b_w, b_a = check_bit_width(weight_bits, "weight bits"), check_bit_width(activation_bits, "activation bits")
-    t = check_samples(samples)
+    t = check_energy_samples(samples)
     acc = accumulator_bits(n, b_a, b_w)
     terms = eo_terms_pj(n, b_w, b_a, tech, tech.memory(weight_memory, "weight memory").pj_per_bit,
                         tech.memory(activation_memory, "activation memory").pj_per_bit, weight_reads=n, sums=t,
                         neuron_pj=t * sum(p.energy_pj(tech, acc) for p in neuron_parts(neuron)))
     terms = {f"{name}_pj": value for name, value in terms.items()}
-    terms["total_pj"] = sum(terms.values())
+    terms["total_pj"] = finite_energy(sum(terms.values()), tech, t)
     return terms
