@@ -461,7 +461,7 @@ def test_eval_cli_adaptive(tmp_path, capsys):
                  "--error", "0.3", "--quiet"]) == 0
     assert "no input stopped early" not in capsys.readouterr().out  # (with no weight, inputs do not wait for it)
     assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2
-    assert "prior_samples must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert "prior_samples must be an integer from 0 to 2**63 - 1, got -1" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2
     assert "checkpoints must be 'every' or comma-separated integers, got '2,x'" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--max-samples", "0", "--quiet"]) == 2

@@ -32,6 +32,13 @@ def test_positive_ints_checks_every_entry_and_the_length():
             positive_ints("input_shape", bad, "(C, H, W)", length=3)
 
 
+def test_a_count_beyond_torch_s_int64_is_refused():
+    assert positive_int("n", 2**63 - 1) == 2**63 - 1
+    with pytest.raises(ValueError, match=re.escape("n must be an integer >= 1 and at most 2**63 - 1 (the largest "
+                                                   "count torch holds), got 9223372036854775808")):
+        positive_int("n", 2**63)
+
+
 def test_numbers_too_long_to_write_are_named_by_their_size():
     """Python writes no integer of more than 4300 digits: each message raised a ValueError of its own."""
     import torch

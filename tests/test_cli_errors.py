@@ -93,6 +93,52 @@ def test_classes_below_one_or_beside_a_dataset_are_one_line_errors(capsys):
     assert "--num-classes goes with --input-shape" in one_line_error(capsys, "energy")
 
 
+def test_counts_beyond_torch_and_beyond_memory_are_one_line_errors(trained_run, tmp_path, capsys):
+    """10**20 (beyond int64) gave OverflowError or torch's C++ frames, 10**12 MemoryError or its
+    allocator's RuntimeError, each a traceback; now one line, exit 2, nothing written."""
+    big = str(10**20)
+    for argv, said in ((["eval", str(trained_run), "--samples", "1,2", "--repeats", big], "at most 2**63 - 1"),
+                       (["eval", str(trained_run), "--samples", "1,2", "--repeats", str(10**12)], "out of memory"),
+                       (["eval", str(trained_run), "--adaptive", "--prior-samples", big],
+                        "prior_samples must be an integer from 0 to 2**63 - 1"),
+                       (["train", *TINY[:-3], "-s", big, "--out", str(tmp_path / "s")], "at most 2**63 - 1"),
+                       (["train", *TINY[:-3], "--width", big, "--out", str(tmp_path / "w")], "at most 2**63 - 1"),
+                       (["train", *TINY[:-3], "--width", str(10**12), "--out", str(tmp_path / "w")],
+                        "out of memory (tried to allocate 3136000000000000 bytes)")):
+        assert main([*argv, "--quiet"]) == 2, argv
+        assert said in one_line_error(capsys, argv[0])
+    assert not list(tmp_path.iterdir()) and not list(trained_run.glob("eval-*.json"))
+
+
+def test_an_empty_model_name_and_a_weight_decay_beyond_float32_are_named(tmp_path, capsys):
+    """--model '' trained a cnn; 1e300 was called no finite number."""
+    assert main(["train", *TINY[:-3], "--model", "", "--quiet", "--out", str(tmp_path / "run")]) == 2
+    assert one_line_error(capsys, "train").endswith("unknown model ''; expected one of cnn, mlp, vae")
+    assert main(["train", *TINY, "--weight-decay", "1e300", "--out", str(tmp_path / "run")]) == 2
+    assert one_line_error(capsys, "train").endswith("weight_decay must be a number from 0 to 3.4e+38 (a float32), "
+                                                    "got 1e+300")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("section, key, value", [("train", "samples", "2"), ("train", "bogus", 1),
+                                                 ("data", "subset", -5)])
+def test_a_bad_value_in_a_run_s_record_names_the_file_not_the_option(section, key, value, trained_run, tmp_path,
+                                                                     capsys):
+    """It was named as if given on the command line (after a warning that -s 2 was ignored as it
+    kept '2'), and an unknown key as in "the run's configuration"."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config[section][key] = value
+    (run / "config.json").write_text(json.dumps(config))
+    before = {f.name: f.read_bytes() for f in run.iterdir()}
+    assert main(["train", "--out", str(run), "--resume", "-s", "2", "--quiet"]) == 2
+    assert f"{run}/config.json: bad 'train' or 'data' section (" in one_line_error(capsys, "train")
+    assert {f.name: f.read_bytes() for f in run.iterdir()} == before
+
+
 def test_bit_widths_that_are_no_integers_or_too_long_are_one_line_errors(tmp_path, capsys):
     """--weight-bits 2.5 was called no comma-separated list; a quant:k of 5000 digits gave
     int()'s traceback (Python converts no more than 4300)."""
@@ -199,8 +245,8 @@ def test_an_extra_output_that_cannot_be_written_is_refused_before_the_results_ar
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--weight-decay", "-1", "weight_decay must be a finite number >= 0, got -1.0"),
-    ("--weight-decay", "nan", "weight_decay must be a finite number >= 0, got nan"),
+    ("--weight-decay", "-1", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got -1.0"),
+    ("--weight-decay", "nan", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got nan"),
     ("--lr", "1e300", "lr must be a finite number > 0 (at most 3.4e+37: Adam's first step is 10 x lr, a float32), "
                       "got 1e+300"),
     ("--lr", "1e38", "a float32), got 1e+38"),  # accepted, then overflowed in Adam's first step

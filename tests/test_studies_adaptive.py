@@ -389,7 +389,7 @@ def test_the_readme_states_the_prior_each_run_learnt():
     (["--errors", "0.2,x"], "--errors: 'x' is not a number"),
     (["--errors", "1.5"], r"error level must be a number in \[0, 1\), got 1.5"),
     (["--errors", "0.1,0.2,0.1"], "--errors lists 0.1 more than once"),
-    (["--prior-samples", "-1"], "prior_samples must be an integer >= 0, got -1"),
+    (["--prior-samples", "-1"], r"prior_samples must be an integer from 0 to 2\*\*63 - 1, got -1"),
     (["--subset", "demo"], "--subset must be DATASET=N, got 'demo'"),
     (["--run", "demo"], "--run must be DATASET:RUN_DIR, got 'demo'"),
     (["--memory", "bogus"], "--memory: unknown memory level 'bogus'"),

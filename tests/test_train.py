@@ -497,7 +497,7 @@ def test_numpy_numbers_train_and_are_recorded_as_python_numbers(tmp_path):
     assert all(type(config["train"][k]) is int for k in ("samples", "epochs", "batch_size", "monitor_examples"))
     assert config["train"]["lr"] == pytest.approx(1e-4) and config["train"]["weight_decay"] == 0
     for bad in ({"lr": True}, {"weight_decay": True}, {"lr": 10**400}, {"weight_decay": 10**400}):
-        with pytest.raises(UsageError, match=f"{next(iter(bad))} must be a finite number"):  # lr True had trained
+        with pytest.raises(UsageError, match=f"{next(iter(bad))} must be a (finite )?number"):  # lr True had trained
             TrainConfig(**bad).validate()  # at 1, weight decay True crashed Adam, 10**400 overflowed a float
 
 

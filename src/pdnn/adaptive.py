@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch.utils._pytree import tree_map
 
-from .checks import integer, positive_int, shown
+from .checks import MAX_COUNT, integer, positive_int, shown
 from .errors import UsageError
 
 RULES = ("predictive", "never")
@@ -134,8 +134,8 @@ class StoppingRule:
             raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
         object.__setattr__(self, "error", float(self.error))
         prior_samples = integer(self.prior_samples)
-        if prior_samples is None or prior_samples < 0:
-            raise UsageError(f"prior_samples must be an integer >= 0, got {self.prior_samples!r}")
+        if prior_samples is None or not 0 <= prior_samples <= MAX_COUNT:
+            raise UsageError(f"prior_samples must be an integer from 0 to 2**63 - 1, got {shown(self.prior_samples)}")
         object.__setattr__(self, "prior_samples", prior_samples)
         if self.prior_variance is not None:
             if not _is_real(self.prior_variance) or not 0 < self.prior_variance < math.inf:

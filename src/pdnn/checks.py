@@ -72,6 +72,9 @@ def integer(value) -> int | None:
         return None
 
 
+MAX_COUNT = 2**63 - 1  # torch's int64: sizes, indices and seeds beyond it overflow
+
+
 def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
     """``value`` as an ``int`` if it is an integer >= 1 (numpy's too; ``True`` is not a count),
     else a ``UsageError`` naming ``name``, ``value`` and ``expected`` (which may add what the
@@ -79,6 +82,9 @@ def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
     number = integer(value)
     if number is None or number < 1:
         raise UsageError(f"{name} must be {expected}, got {shown(value)}")
+    if number > MAX_COUNT:  # (torch's own error, or a Python OverflowError, deep in the work)
+        raise UsageError(f"{name} must be {expected} and at most 2**63 - 1 (the largest count torch holds), "
+                         f"got {shown(value)}")
     return number
 
 

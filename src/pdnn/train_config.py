@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checks import LOSS_RULES, SCHEDULES, is_boolean, one_of, positive_int, torch_seed
+from .checks import LOSS_RULES, SCHEDULES, is_boolean, one_of, positive_int, shown, torch_seed
 from .errors import UsageError
 from .io import METRICS, RunError, read_metrics
 from .models import ModelConfig
@@ -60,7 +60,8 @@ class TrainConfig:
             raise UsageError(f"lr must be a finite number > 0 (at most {MAX_LR:.3g}: Adam's first step is 10 x lr, "
                              f"a float32), got {self.lr!r}")
         if (weight_decay := _real(self.weight_decay)) is None or not 0 <= weight_decay <= FLOAT32_MAX:
-            raise UsageError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+            raise UsageError(f"weight_decay must be a number from 0 to {FLOAT32_MAX:.3g} (a float32), "
+                             f"got {shown(self.weight_decay)}")
         self.lr, self.weight_decay = lr, weight_decay
         if self.monitor_examples is not None:
             self.monitor_examples = positive_int("monitor_examples", self.monitor_examples,

@@ -3,20 +3,23 @@
 Each sub-command lives in its own module with ``add_parser(subparsers)``, which registers the
 command and sets ``run`` (a function of the parsed arguments returning an exit code).
 Expected failures -- a :class:`~pdnn.errors.UsageError` (bad values, names or data), a
-:class:`~pdnn.runs.RunError` (a missing or damaged run) or an ``OSError`` from the file system --
-print one line naming the problem and exit with status 2; nothing is written over an existing
-result in that case. Any other exception is a mistake in the program and shows its traceback.
+:class:`~pdnn.runs.RunError` (a missing or damaged run), an ``OSError`` from the file system or
+memory running out -- print one line naming the problem and exit with status 2; nothing is
+written over an existing result in that case. Any other exception is a mistake in the program and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
 import threading
 import warnings
 from pathlib import Path
+
+import torch
 
 from .. import __version__
 from ..errors import UsageError
@@ -70,6 +73,14 @@ def _said(err: Exception) -> str:
     return said
 
 
+def _out_of_memory(err: Exception) -> bool:
+    """Whether ``err`` says memory ran out: Python's ``MemoryError``, torch's GPU
+    ``OutOfMemoryError``, or its CPU allocator's ``RuntimeError`` (a width or count of 10**12 asks
+    for terabytes: a limit of the machine, not a mistake of the program)."""
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(err, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(err))
+
+
 class _Terminated(BaseException):
     """SIGTERM (a batch system's time limit, ``kill``, ``timeout``), raised where Python next runs
     so that the command ends as Ctrl-C ends it: with a line saying what was kept. Not an
@@ -102,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except (UsageError, RunError, OSError) as err:
         print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if not _out_of_memory(err):
+            raise
+        asked = re.search(r"tried to allocate [^.]*", str(err))  # (torch's says where in its C++ first)
+        said = asked.group(0) if asked else str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"pdnn {args.command}: error: out of memory ({said}): the sizes or counts asked for need more "
+              f"memory than this machine has", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, _Terminated) as err:
         hint = _CONTINUE.get(args.command)

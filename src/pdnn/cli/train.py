@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import UsageError
-from ..checks import LOSS_RULES, SCHEDULES
+from ..checks import LOSS_RULES, SCHEDULES, positive_int
 from ..data import describe
 from ..devices import resolve_device
 from ..models import ModelConfig, available, builder_defaults
@@ -99,7 +99,12 @@ def run(args) -> int:
         build_model(args.out, saved)  # a bad model section is said before any work
         model_config = ModelConfig.from_dict(saved["model"])
         dataset, subset = saved["data"]["dataset"], saved["data"].get("subset")
-        train_config = TrainConfig.from_dict(saved["train"])
+        try:  # (a value edited by hand was named as if given on the command line)
+            train_config = TrainConfig.from_dict(saved["train"]).validate()
+            if subset is not None:
+                positive_int("subset", subset, "an integer >= 1 or null (all the training data)")
+        except (UsageError, RunError) as err:
+            raise RunError(f"{args.out}/{CONFIG}: bad 'train' or 'data' section ({err})") from None
         _kept_by_resume(args, saved)
         train_config.epochs = train_config.epochs if args.epochs is None else args.epochs
         label = saved.get("label")
@@ -109,7 +114,7 @@ def run(args) -> int:
             if getattr(args, name) is None:
                 setattr(args, name, default)
         info = describe(args.dataset)
-        name = args.model or ("vae" if args.task == "vae" else "cnn")
+        name = args.model if args.model is not None else ("vae" if args.task == "vae" else "cnn")
         if args.latent is not None and name != "vae":
             raise UsageError(f"--latent applies to the model 'vae', not {name!r}")
         model_config = ModelConfig(name=name, neuron=args.neuron, weight_bits=args.weight_bits,
