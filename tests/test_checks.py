@@ -41,16 +41,32 @@ def test_a_count_beyond_torch_s_int64_is_refused():
 
 def test_numbers_too_long_to_write_are_named_by_their_size():
     """Python writes no integer of more than 4300 digits: each message raised a ValueError of its own."""
+    from types import SimpleNamespace
+
     import torch
 
     from pdnn import SampledModel
+    from pdnn.adaptive import StoppingRule
+    from pdnn.convert.rundir import holdout_indices
+    from pdnn.energy import tradeoff
+    from pdnn.generation import fid_vs_samples
 
     huge = 10**5000
     for call, said in ((lambda: positive_int("n", -huge), "n must be an integer >= 1, got a negative integer of 16610 bits"),
                        (lambda: positive_ints("shape", [1, -huge]), "got a list holding an integer too long to write"),
                        (lambda: checks.torch_seed("seed", huge), "got an integer of 16610 bits"),
                        (lambda: one_of("mode", huge, ["a"]), "unknown mode an integer of 16610 bits"),
-                       (lambda: SampledModel(torch.nn.Linear(2, 2), samples=-huge), "got a negative integer of 16610 bits")):
+                       (lambda: SampledModel(torch.nn.Linear(2, 2), samples=-huge), "got a negative integer of 16610 bits"),
+                       (lambda: SampledModel(torch.nn.Linear(2, 2), samples="auto", error=huge),
+                        "error level must be a number in [0, 1), got an integer of 16610 bits"),
+                       (lambda: StoppingRule(checkpoints=(1, huge, 2)), "checkpoints must be increasing integers >= 1, "
+                                                                        "got a tuple holding an integer too long to write"),
+                       (lambda: tradeoff([{"energy_j": 1.0, "accuracy": huge, "label": "a"}]),
+                        "accuracy must be a finite number >= 0, got an integer of 16610 bits"),
+                       (lambda: fid_vs_samples(None, torch.zeros(1), SimpleNamespace(dim=4, metric="m"), [1], -huge),
+                        "--n a negative integer of 16610 bits is below"),
+                       (lambda: holdout_indices(10, huge), "holdout must be a count >= 1 or a fraction in (0, 1), got an "
+                                                           "integer of 16610 bits")):
         with pytest.raises(ValueError, match=re.escape(said)):
             call()
 

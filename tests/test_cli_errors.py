@@ -145,6 +145,8 @@ def test_bit_widths_that_are_no_integers_or_too_long_are_one_line_errors(tmp_pat
     assert main(["energy", "--model", "mlp", "--dataset", "demo", "--weight-bits", "4,2.5"]) == 2
     assert one_line_error(capsys, "energy").endswith("--weight-bits must be a comma-separated list of integers, "
                                                      "got '4,2.5' ('2.5' is not one)")
+    assert main(["energy", "--model", "mlp", "--dataset", "demo", "--weight-bits", "9" * 5000]) == 2
+    assert one_line_error(capsys, "energy").endswith("is out of range, an integer of more digits than can be read)")
     neuron = "quant:" + "9" * 5000
     assert main(["energy", "--model", "mlp", "--dataset", "demo", "--neuron", neuron]) == 2
     assert "bits in neuron 'quant:999" in one_line_error(capsys, "energy")

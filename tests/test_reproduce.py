@@ -139,6 +139,29 @@ def test_a_deleted_evaluation_unmeasures_every_claim_made_from_it_and_names_its_
     assert len(rows) == len(gone) and all("not measured (failed: RunError" in row for row in rows)
 
 
+def test_a_damaged_evaluation_or_a_deleted_summary_names_the_one_step_to_run_again(tiny_run, tmp_path):
+    """A damaged evaluation left the trade-offs made from it standing (and took the noise study's
+    every claim); a deleted summary named all 29 steps of its dataset, training included."""
+    import shutil
+
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    accuracy = out / "tiny" / "accuracy"
+    (accuracy / "fashion-mnist" / "runs" / "tanh" / "eval-network.json").write_text("{")
+    (accuracy / "cifar10" / "summary.json").unlink()
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    rows = [line for line in (out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+    original = [line for line in (ctx.out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == len(original)  # no study lost its claims to one row
+    damaged = [row for row in rows if "tanh/eval-network.json is not valid JSON" in row]
+    assert {row.split(" | ")[1] for row in damaged} >= {"Accuracy against T and the train-test matrix",
+                                                       "Energy: samples against bits (32-bit float weights)"}
+    assert all("remove accuracy/fashion-mnist/tanh/eval from plan-state.json, to run again" in row for row in damaged)
+    summary = [row for row in rows if "cifar10" in row and "not measured" in row]
+    assert summary and all("records accuracy/cifar10/summary as done: remove that entry" in row for row in summary)
+
+
 def test_a_failed_step_is_the_reason_before_a_finished_one_with_a_missing_result(tmp_path):
     ctx = Context(tmp_path, "tiny")
     ctx.done, ctx.skipped = {"noise/ds/convert"}, {"noise/ds/eval-converted": "failed: RuntimeError: boom"}

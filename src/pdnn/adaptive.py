@@ -129,9 +129,9 @@ class StoppingRule:
         # numpy's numbers are accepted as Python's are, and kept as Python's
         object.__setattr__(self, "max_samples", positive_int("max_samples", self.max_samples))
         if self.rule not in RULES:
-            raise UsageError(f"unknown stopping rule {self.rule!r}; expected one of {', '.join(RULES)}")
+            raise UsageError(f"unknown stopping rule {shown(self.rule)}; expected one of {', '.join(RULES)}")
         if not _is_real(self.error) or not 0 <= self.error < 1:
-            raise UsageError(f"error level must be a number in [0, 1), got {self.error!r}")
+            raise UsageError(f"error level must be a number in [0, 1), got {shown(self.error)}")
         object.__setattr__(self, "error", float(self.error))
         prior_samples = integer(self.prior_samples)
         if prior_samples is None or not 0 <= prior_samples <= MAX_COUNT:
@@ -140,20 +140,20 @@ class StoppingRule:
         if self.prior_variance is not None:
             if not _is_real(self.prior_variance) or not 0 < self.prior_variance < math.inf:
                 raise UsageError(f"prior_variance must be a finite number > 0 or None (a spread of 0 would stop "
-                                 f"every input whose first samples agree), got {self.prior_variance!r}")
+                                 f"every input whose first samples agree), got {shown(self.prior_variance)}")
             object.__setattr__(self, "prior_variance", float(self.prior_variance))
         pool = tuple(self.prior_pool) if isinstance(self.prior_pool, (tuple, list)) else ()
         if len(pool) != 2 or not _is_real(pool[0]) or not 0 <= pool[0] < math.inf or integer(pool[1]) is None \
                 or not 0 <= pool[1] < PRIOR_INPUTS or (pool[0] and not pool[1]):
             raise UsageError(f"prior_pool must be (a sum of spreads >= 0, the number of inputs that showed them, "
-                             f"0 to {PRIOR_INPUTS - 1}; 0 for a sum of 0), got {self.prior_pool!r}")
+                             f"0 to {PRIOR_INPUTS - 1}; 0 for a sum of 0), got {shown(self.prior_pool)}")
         object.__setattr__(self, "prior_pool", (float(pool[0]), integer(pool[1])))
         try:
             points = tuple(map(integer, self.checkpoints))
         except TypeError:
             points = ()
         if not points or any(t is None or t < 1 for t in points) or list(points) != sorted(set(points)):
-            raise UsageError(f"checkpoints must be increasing integers >= 1, got {self.checkpoints!r}")
+            raise UsageError(f"checkpoints must be increasing integers >= 1, got {shown(self.checkpoints)}")
         object.__setattr__(self, "checkpoints", points)  # a list given is kept as the tuple it reads as
 
     def forget(self) -> "StoppingRule":

@@ -150,7 +150,7 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise UsageError(f"repeats must be an integer >= 1, got {shown(repeats)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < min_images(extractor.dim):
-        raise UsageError(f"--n {n!r} is below {min_images(extractor.dim)}: the covariance of "
+        raise UsageError(f"--n {shown(n)} is below {min_images(extractor.dim)}: the covariance of "
                          f"{extractor.dim} features ({extractor.metric}) needs at least that many images")
     if len(real) < n:
         raise UsageError(f"--n {n} exceeds the {len(real)} held-out real images available")

@@ -123,8 +123,10 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
         try:
             values.append(convert(part))
         except ValueError:
+            why = ("is out of range, an integer of more digits than can be read" if part.lstrip("+-").isdigit()
+                   else "is not one")  # (int() reads no more than 4300)
             raise UsageError(f"{what} must be a comma-separated list of integers, got {shown(text)} "
-                             f"({shown(part)} is not one)") from None
+                             f"({shown(part)} {why})") from None
     if twice := [v for v in dict.fromkeys(values) if values.count(v) > 1]:
         raise UsageError(f"{what} lists {', '.join(map(str, twice))} more than once, got {text!r}; expected each once")
     return values

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import data as data_package
-from ..checks import positive_int, shown
+from ..checks import as_real, positive_int, shown
 from ..errors import UsageError
 from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, is_folder_record, load_checkpoint,
                   measurements, read_config, read_json, save_checkpoint, write_json, writer_lock)
@@ -109,8 +109,8 @@ def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
 
 
 def _holdout_count(n_trained: int, holdout: float | int) -> int:
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not math.isfinite(holdout) \
-            or holdout <= 0 or (holdout >= 1 and not float(holdout).is_integer()):
+    number = as_real(holdout) if isinstance(holdout, (int, float)) else None  # (None: a flag, or beyond a float)
+    if number is None or not math.isfinite(number) or number <= 0 or (number >= 1 and not number.is_integer()):
         raise UsageError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {shown(holdout)}")
     return max(1, round(n_trained * holdout)) if holdout < 1 else int(holdout)
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..checks import AGGREGATIONS, one_of, shown
+from ..checks import AGGREGATIONS, as_real, one_of, shown
 from ..convert import build_model, model_config, replay
 from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
@@ -63,7 +63,8 @@ def _check_point(p: dict, i: int) -> None:
         if key not in p:
             raise UsageError(f"point {i} has no {key!r}")
         value = p[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        number = as_real(value) if isinstance(value, (int, float)) else None  # (None: a flag, or beyond a float)
+        if number is None or not math.isfinite(number) or number < 0:
             raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {shown(value)}")
     if p["accuracy"] > 1:
         raise UsageError(f"point {i}: accuracy must be a fraction in [0, 1], got {p['accuracy']!r}")

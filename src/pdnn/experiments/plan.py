@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from ..data import DatasetNotFound, data_roots
 from ..data.catalog import find
 from ..errors import UsageError
-from ..io import RunError, read_json
+from ..io import RunError, read_eval, read_json
 
 SCALES = ("tiny", "small", "full")
 STATE = "plan-state.json"  # under OUT/<scale>/: the finished steps, their wall time and work
@@ -179,14 +179,20 @@ class Context:
 
     def why_run_missing(self, run: Path) -> str | None:
         """Why the run folder ``run`` (``<study>/<group>/runs/<name>`` under the scale's folder) has
-        no ``eval-network.json``, or None if it has one: the reason its steps
+        no readable ``eval-network.json``, or None if it has one: the reason its steps
         (``<study>/<group>/<name>/train`` and ``/eval``) were skipped or failed, else the finished
-        evaluation step whose result is gone -- the step to run again, not a step that reads it."""
-        if (run / "eval-network.json").is_file():
-            return None
+        evaluation step whose result is gone or damaged -- the step to run again, not a step that
+        reads it."""
         study, group, _, name = run.relative_to(self.work).parts
+        step, path = f"{study}/{group}/{name}/eval", run / "eval-network.json"
+        if path.is_file():
+            try:
+                read_eval(path)
+                return None
+            except RunError as err:
+                return f"{err}: delete it, and remove {step} from {STATE}, to run again"
         reason = self.why_missing(f"{study}/{group}/{name}/", finished=False)
-        return reason if reason != "not run yet" else self.why_missing(f"{study}/{group}/{name}/eval")
+        return reason if reason != "not run yet" else self.why_missing(step)
 
 
 def rates_of(states: Iterable[Path]) -> dict[str, float]:

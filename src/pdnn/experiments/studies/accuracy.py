@@ -95,8 +95,8 @@ def section(ctx: Context) -> Section:
     lines = []
     for spec in specs(ctx):
         folder = study_dir(ctx, spec)
-        reason = runs_missing(ctx, spec) or (None if (folder / "summary.json").exists()
-                                              else ctx.why_missing(f"{NAME}/{spec.dataset}/"))
+        reason = runs_missing(ctx, spec) or (None if (folder / "summary.json").exists()  # (the figures' step)
+                                              else ctx.why_missing(f"{NAME}/{spec.dataset}/summary"))
         if reason:
             section.claims += [not_measured(f"{spec.dataset}: {c}", p, reason) for c, p in PAPER.items()
                                if "unipolar" not in c or "pbit-unipolar" in spec.pbit_neurons]
@@ -120,9 +120,9 @@ def section(ctx: Context) -> Section:
 
 
 def runs_missing(ctx: Context, spec: StudySpec) -> str | None:
-    """Why a run of the study of ``spec`` has no evaluation (see :meth:`Context.why_run_missing`),
-    or None when all have one: what every result made from them (this study's summary, the energy
-    and low-bit trade-offs) is to be checked against, since a copy outlives its source."""
+    """Why a run of the study of ``spec`` has no readable evaluation (see :meth:`Context.why_run_missing`),
+    or None when all have one: the claims are computed from them, not from the summary step's copy,
+    which would outlive its source."""
     return next(filter(None, (ctx.why_run_missing(study_dir(ctx, spec) / "runs" / name) for name in spec.runs())), None)
 
 

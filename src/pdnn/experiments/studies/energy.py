@@ -4,6 +4,8 @@ one more sample, and the cheapest p-DNN within one point of the 32-bit float net
 and SRAM. Pure computation on the accuracy study's results: seconds."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...energy import Settings, plot_tradeoff, tradeoff_runs
 from ...io import read_json, write_json
 from ..lowbit import cheapest_within
@@ -31,6 +33,16 @@ def _tradeoff(ctx: Context, dataset: str, memory: str) -> None:
     result = tradeoff_runs(runs, Settings(weight_memory=memory, activation_memory=memory), TOLERANCE)
     plot_tradeoff(result, path.with_suffix(".png"), title=f"{dataset}: accuracy against energy ({memory})")
     write_json(path, result)
+
+
+def sources_missing(ctx: Context, result: dict) -> str | None:
+    """Why a run whose evaluation the trade-off ``result`` joined has no readable evaluation now
+    (see :meth:`Context.why_run_missing`), or None: a copy must not outlive its source. The runs
+    are found by their last four parts (``<study>/<group>/runs/<name>``), whatever folder the
+    plan was run from."""
+    runs = dict.fromkeys(ctx.work.joinpath(*Path(point["run"]).parts[-4:]) for point in result["points"]
+                         if point["aggregate"] == "network")
+    return next(filter(None, map(ctx.why_run_missing, runs)), None)
 
 
 def steps(ctx: Context) -> list[Step]:
@@ -66,9 +78,9 @@ def section(ctx: Context) -> Section:
             sample_claim = f"{dataset}: one more sample (T 1→2) costs +0.7 % energy and buys +2 % accuracy"
             sample_rule = (f"ΔE/E(T 1→2, DRAM) ≤ {SAMPLE_COST_PCT:g} % and the gain ≥ 1 point "
                            "(p-DNN with s nearest 2)")
-            gone = accuracy.runs_missing(ctx, spec)
+            gone = sources_missing(ctx, read_json(path)) if path.exists() else None
             if gone or not path.exists():
-                why = gone or ctx.why_missing(f"{NAME}/{dataset}/")
+                why = gone or ctx.why_missing(f"{NAME}/{dataset}/{memory}")
                 section.claims.append(not_measured(claim, "> 2x", why, rule))
                 if memory == "dram":  # the sample cost is read from the same trade-off
                     section.claims.append(not_measured(sample_claim, "+0.7 % energy, +2 % accuracy", why, sample_rule))

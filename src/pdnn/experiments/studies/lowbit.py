@@ -22,7 +22,7 @@ from ..lowbit import alike, headline, headline_rows, matched_gaps, matched_rows,
 from ..plan import Claim, Context, Figure, Section, Step, not_measured
 from ..runs import ensure_evaluated, ensure_trained
 from ..study import StudySpec, study_models, train_config
-from . import accuracy
+from . import accuracy, energy
 
 NAME = "lowbit"
 TITLE = "Low-bit weights: energy within one point of the 32-bit network; sigmoid against tanh at matched temperature"
@@ -224,7 +224,11 @@ def section(ctx: Context) -> Section:
             if dataset not in GRIDS[ctx.scale]:
                 section.claims.append(not_measured(claim, PAPER_GAIN, NOT_PLANNED.format(scale=ctx.scale), RULE_GAIN))
                 continue
-            gone = sources_missing(ctx, spec) or (None if path.exists() else ctx.why_missing(f"{NAME}/{dataset}/"))
+            result = ctx.dir(NAME, dataset, f"tradeoff-{memory}.json")  # the points headline.json was made from
+            if path.exists() and result.exists():
+                gone = energy.sources_missing(ctx, read_json(result))
+            else:
+                gone = ctx.why_missing(f"{NAME}/{dataset}/tradeoff")
             if gone:
                 section.claims.append(not_measured(claim, PAPER_GAIN, gone, RULE_GAIN))
             else:
@@ -241,22 +245,13 @@ def section(ctx: Context) -> Section:
     return section
 
 
-def sources_missing(ctx: Context, spec: StudySpec) -> str | None:
-    """Why a run that ``headline.json`` of ``spec``'s dataset was made from has no evaluation now
-    (the accuracy study's and this study's), or None when all have one."""
-    runs = [run for run, _, _ in lowbit_runs(ctx, spec)]
-    return accuracy.runs_missing(ctx, spec) or next(filter(None, map(ctx.why_run_missing, runs)), None)
-
-
 def _alike_claim(ctx: Context, spec: StudySpec) -> Claim:
     claim = f"{spec.dataset}: sigmoid and tanh p-bits perform alike at matched temperature"
     runs = ctx.dir(accuracy.NAME, spec.dataset, "runs")
     pairs = {s: (runs / f"pbit-s{s}", matched_dir(ctx, spec, s)) for s in MATCHED[ctx.scale]}
-    steps = {run: f"{accuracy.NAME}/{spec.dataset}/{run.name}/" if run.parent == runs else
-             f"{NAME}/matched/{run.name}/" for pair in pairs.values() for run in pair}  # the steps making each run
-    missing = [run for run in steps if not (run / "eval-network.json").exists()]
-    if missing:
-        reason = ctx.why_missing(steps[missing[0]])
+    reasons = {run: ctx.why_run_missing(run) for pair in pairs.values() for run in pair}
+    if missing := [run for run, reason in reasons.items() if reason]:
+        reason = reasons[missing[0]]
         return not_measured(claim, PAPER_ALIKE, f"{missing[0]} has no evaluation" if reason == "not run yet" else reason,
                             RULE_ALIKE)
     same = {s: (runs / f"pbit-s{s}", runs / f"pbit-unipolar-s{s}") for s in pairs}

@@ -130,11 +130,11 @@ def _curves(ctx: Context, spec: StudySpec) -> dict:
     """The evaluations the claims and the figure read, those that exist: ``deterministic`` (the
     tanh source's accuracy), ``converted``, ``network`` and ``layer`` (the p-DNN's), as
     eval-*.json documents."""
-    files = {"deterministic": accuracy_run(ctx, spec, "tanh") / "eval-network.json",
-             "converted": converted_dir(ctx, spec) / "eval-network.json",
-             "network": accuracy_run(ctx, spec, pdnn_name(spec)) / "eval-network.json",
-             "layer": layer_dir(ctx, spec) / "eval-layer.json"}
-    return {k: read_json(p) for k, p in files.items() if p.is_file()}
+    runs = {"deterministic": accuracy_run(ctx, spec, "tanh"), "network": accuracy_run(ctx, spec, pdnn_name(spec))}
+    files = {"converted": converted_dir(ctx, spec) / "eval-network.json", "layer": layer_dir(ctx, spec) / "eval-layer.json"}
+    curves = {k: read_json(p) for k, p in files.items() if p.is_file()}
+    # the accuracy study's evaluations, those readable: the claims name what is wrong with the others
+    return {**curves, **{k: read_json(run / "eval-network.json") for k, run in runs.items() if not ctx.why_run_missing(run)}}
 
 
 def _conversion_text(ctx: Context, spec: StudySpec) -> str:
