@@ -34,15 +34,19 @@ def test_positive_ints_checks_every_entry_and_the_length():
 
 def test_a_count_beyond_torch_s_int64_is_refused():
     assert positive_int("n", 2**63 - 1) == 2**63 - 1
-    with pytest.raises(ValueError, match=re.escape("n must be an integer >= 1 and at most 2**63 - 1 (the largest "
-                                                   "count torch holds), got 9223372036854775808")):
+    with pytest.raises(ValueError, match=re.escape("n must be an integer >= 1, got 9223372036854775808, more than "
+                                                   "2**63 - 1, the largest count torch holds")):
         positive_int("n", 2**63)
+    assert positive_int("subset", 10**20, most=None) == 10**20  # a cap: any larger number means all
+    with pytest.raises(ValueError, match=re.escape("k must be an integer >= 1, got 9, more than 8")):
+        positive_int("k", 9, most=8)
 
 
 def test_numbers_too_long_to_write_are_named_by_their_size():
     """Python writes no integer of more than 4300 digits: each message raised a ValueError of its own."""
     from types import SimpleNamespace
 
+    import numpy as np
     import torch
 
     from pdnn import SampledModel
@@ -65,10 +69,14 @@ def test_numbers_too_long_to_write_are_named_by_their_size():
                         "accuracy must be a finite number >= 0, got an integer of 16610 bits"),
                        (lambda: fid_vs_samples(None, torch.zeros(1), SimpleNamespace(dim=4, metric="m"), [1], -huge),
                         "--n a negative integer of 16610 bits is below"),
+                       (lambda: StoppingRule(prior_variance=10**400), "prior_variance must be a finite number > 0"),
+                       (lambda: StoppingRule(prior_pool=(10**400, 1)), "prior_pool must be (a sum of spreads"),
                        (lambda: holdout_indices(10, huge), "holdout must be a count >= 1 or a fraction in (0, 1), got an "
                                                            "integer of 16610 bits")):
         with pytest.raises(ValueError, match=re.escape(said)):
             call()
+    assert holdout_indices(10, np.int64(3), 20) == holdout_indices(10, 3, 20)  # numpy's numbers, as Python's
+    assert tradeoff([{"energy_j": np.float32(1.0), "accuracy": np.float64(0.5), "label": "a"}])["best"] is not None
 
 
 def test_one_of_lists_the_choices():

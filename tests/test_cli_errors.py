@@ -97,17 +97,42 @@ def test_counts_beyond_torch_and_beyond_memory_are_one_line_errors(trained_run, 
     """10**20 (beyond int64) gave OverflowError or torch's C++ frames, 10**12 MemoryError or its
     allocator's RuntimeError, each a traceback; now one line, exit 2, nothing written."""
     big = str(10**20)
-    for argv, said in ((["eval", str(trained_run), "--samples", "1,2", "--repeats", big], "at most 2**63 - 1"),
+    for argv, said in ((["eval", str(trained_run), "--samples", "1,2", "--repeats", big], "more than 2**63 - 1"),
                        (["eval", str(trained_run), "--samples", "1,2", "--repeats", str(10**12)], "out of memory"),
                        (["eval", str(trained_run), "--adaptive", "--prior-samples", big],
                         "prior_samples must be an integer from 0 to 2**63 - 1"),
-                       (["train", *TINY[:-3], "-s", big, "--out", str(tmp_path / "s")], "at most 2**63 - 1"),
-                       (["train", *TINY[:-3], "--width", big, "--out", str(tmp_path / "w")], "at most 2**63 - 1"),
+                       (["train", *TINY[:-3], "-s", big, "--out", str(tmp_path / "s")], "more than 2**63 - 1"),
+                       (["train", *TINY[:-3], "--width", big, "--out", str(tmp_path / "w")], "more than 2**63 - 1"),
+                       (["energy", "--model", "mlp", "--dataset", "demo", "--samples", f"1,{big}"],
+                        "samples (T) must be at most 2**53 to be priced"),
                        (["train", *TINY[:-3], "--width", str(10**12), "--out", str(tmp_path / "w")],
                         "out of memory (tried to allocate 3136000000000000 bytes)")):
-        assert main([*argv, "--quiet"]) == 2, argv
+        assert main([*argv, *(["--quiet"] if argv[0] != "energy" else [])]) == 2, argv
         assert said in one_line_error(capsys, argv[0])
     assert not list(tmp_path.iterdir()) and not list(trained_run.glob("eval-*.json"))
+
+
+def test_a_gpu_running_out_of_memory_is_one_line(trained_run, monkeypatch, capsys):
+    import pdnn.cli.evaluate
+
+    def short_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
+
+    monkeypatch.setattr(pdnn.cli.evaluate, "evaluate_run", short_of_memory)
+    assert main(["eval", str(trained_run), "--samples", "2", "--repeats", "1", "--quiet"]) == 2
+    assert one_line_error(capsys, "eval").endswith("out of memory (Tried to allocate 2.00 GiB): the sizes or counts "
+                                                   "asked for need more memory than this machine has")
+    assert not list(trained_run.glob("eval-*.json"))
+
+
+def test_caps_beyond_torch_s_counts_still_mean_all_the_data(tmp_path, capsys):
+    """A subset, batch size or monitored count of 10**20 means all, as before the bound on counts:
+    such a run trains, resumes and evaluates."""
+    big, run = str(10**20), str(tmp_path / "run")
+    assert main(["train", *TINY[:2], "--model", "mlp", "--width", "8", "--subset", big, "--batch-size", big,
+                 "--monitor-examples", big, "--epochs", "1", "--quiet", "--out", run]) == 0
+    assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert main(["eval", run, "--samples", "1", "--repeats", "1", "--quiet"]) == 0
 
 
 def test_an_empty_model_name_and_a_weight_decay_beyond_float32_are_named(tmp_path, capsys):

@@ -150,6 +150,8 @@ def test_a_damaged_evaluation_or_a_deleted_summary_names_the_one_step_to_run_aga
     accuracy = out / "tiny" / "accuracy"
     (accuracy / "fashion-mnist" / "runs" / "tanh" / "eval-network.json").write_text("{")
     (accuracy / "cifar10" / "summary.json").unlink()
+    (out / "tiny" / "generation" / "fashion-mnist" / "runs" / "tanh" / "fid-clf.json").unlink()
+    (out / "tiny" / "hardware" / "cosim-layer.json").unlink()
     reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
     rows = [line for line in (out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
     original = [line for line in (ctx.out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
@@ -160,6 +162,26 @@ def test_a_damaged_evaluation_or_a_deleted_summary_names_the_one_step_to_run_aga
     assert all("remove accuracy/fashion-mnist/tanh/eval from plan-state.json, to run again" in row for row in damaged)
     summary = [row for row in rows if "cifar10" in row and "not measured" in row]
     assert summary and all("records accuracy/cifar10/summary as done: remove that entry" in row for row in summary)
+    generation = [row for row in rows if " | Generated image quality against T" in row]  # (kept their verdicts)
+    assert generation and all("records generation/fashion-mnist/tanh/fid-clf as done" in row for row in generation)
+    assert any("records hardware/cosim/layer as done" in row for row in rows)  # (held on the core's record alone)
+
+
+def test_a_trade_off_s_runs_are_found_whatever_separator_or_depth_their_paths_have(tiny_run):
+    """A path of fewer than four parts (`pdnn tradeoff runs/*` in a study folder) raised a
+    ValueError that took every claim of the study; one written on Windows was not found."""
+    from pdnn.experiments.studies import energy
+
+    ctx, _ = tiny_run
+    result = read_json(ctx.dir("energy", "fashion-mnist", "tradeoff-dram.json"))
+    assert energy.sources_missing(ctx, result) is None
+    for point in result["points"]:
+        point["run"] = "C:\\plans\\tiny\\" + "\\".join(Path(point["run"]).parts[-4:])
+    assert energy.sources_missing(ctx, result) is None  # each found under this plan's folder
+    result["points"][0]["run"] = "C:\\plans\\tiny\\accuracy\\fashion-mnist\\runs\\gone"
+    assert energy.sources_missing(ctx, result) == "not run yet"  # and checked
+    result["points"][0]["run"] = "runs/pbit-s1"  # not a plan's run: not checked
+    assert energy.sources_missing(ctx, result) is None
 
 
 def test_a_failed_step_is_the_reason_before_a_finished_one_with_a_missing_result(tmp_path):

@@ -384,6 +384,20 @@ def test_shape_mismatch_raises():
         sampled(torch.randn(2, 5))
 
 
+def test_running_out_of_memory_is_torch_s_own_error_at_any_t():
+    """The folded pass wrapped it in a plain RuntimeError (with the folded rows): a caller catching
+    torch.OutOfMemoryError to retry with fewer rows missed it at T > 1."""
+    class ShortOfMemory(nn.Module):  # memory for fewer than 40 rows (the fold check runs 4 x 2 and 4 x 3)
+        def forward(self, x):
+            if len(x) >= 40:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return x
+
+    for samples, batch in ((1, 40), (2, 20)):
+        with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate 2.00 GiB$"):
+            SampledModel(nn.Sequential(nn.Linear(3, 4), PBit(), ShortOfMemory()), samples)(torch.randn(batch, 3))
+
+
 def test_nan_input_propagates_to_output():
     net = nn.Sequential(nn.Linear(2, 4), PBit(), nn.Linear(4, 2))
     out = SampledModel(net, samples=3)(torch.tensor([[float("nan"), 0.0], [0.1, 0.2]]))

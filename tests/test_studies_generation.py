@@ -92,6 +92,9 @@ def test_section_reads_the_summary_or_says_why_it_is_missing(tmp_path):
     folder = generation.study_dir(ctx, generation.spec(ctx))
     write_json(folder / "summary.json", {"schedule": "synthetic", "missing": [], "grids": [],
                                          "claims": verdicts(scored, (1, 2), (1, 2, 5, 10))})
+    assert all(c.verdict == "not measured" for c in generation.section(ctx).claims)  # not from a copy of no score
+    for name in generation.spec(ctx).decoders():  # the scores the summary is made of
+        write_json(folder / "runs" / name / "fid-clf.json", {"results": []})
     section = generation.section(ctx)
     assert [c.verdict for c in section.claims] == ["holds", "does not hold"]  # s = 1 rises with T
     assert "s=2: 18.00 vs s=1 31.00" in section.claims[0].ours

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch.utils._pytree import tree_map
 
-from .checks import MAX_COUNT, integer, positive_int, shown
+from .checks import MAX_COUNT, as_real, integer, positive_int, shown
 from .errors import UsageError
 
 RULES = ("predictive", "never")
@@ -138,16 +138,18 @@ class StoppingRule:
             raise UsageError(f"prior_samples must be an integer from 0 to 2**63 - 1, got {shown(self.prior_samples)}")
         object.__setattr__(self, "prior_samples", prior_samples)
         if self.prior_variance is not None:
-            if not _is_real(self.prior_variance) or not 0 < self.prior_variance < math.inf:
+            variance = as_real(self.prior_variance) if _is_real(self.prior_variance) else None  # (None: beyond a float)
+            if variance is None or not 0 < variance < math.inf:
                 raise UsageError(f"prior_variance must be a finite number > 0 or None (a spread of 0 would stop "
                                  f"every input whose first samples agree), got {shown(self.prior_variance)}")
-            object.__setattr__(self, "prior_variance", float(self.prior_variance))
+            object.__setattr__(self, "prior_variance", variance)
         pool = tuple(self.prior_pool) if isinstance(self.prior_pool, (tuple, list)) else ()
-        if len(pool) != 2 or not _is_real(pool[0]) or not 0 <= pool[0] < math.inf or integer(pool[1]) is None \
+        spread = as_real(pool[0]) if len(pool) == 2 and _is_real(pool[0]) else None
+        if spread is None or not 0 <= spread < math.inf or integer(pool[1]) is None \
                 or not 0 <= pool[1] < PRIOR_INPUTS or (pool[0] and not pool[1]):
             raise UsageError(f"prior_pool must be (a sum of spreads >= 0, the number of inputs that showed them, "
                              f"0 to {PRIOR_INPUTS - 1}; 0 for a sum of 0), got {shown(self.prior_pool)}")
-        object.__setattr__(self, "prior_pool", (float(pool[0]), integer(pool[1])))
+        object.__setattr__(self, "prior_pool", (spread, integer(pool[1])))
         try:
             points = tuple(map(integer, self.checkpoints))
         except TypeError:

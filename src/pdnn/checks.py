@@ -75,16 +75,17 @@ def integer(value) -> int | None:
 MAX_COUNT = 2**63 - 1  # torch's int64: sizes, indices and seeds beyond it overflow
 
 
-def positive_int(name: str, value, expected: str = "an integer >= 1") -> int:
-    """``value`` as an ``int`` if it is an integer >= 1 (numpy's too; ``True`` is not a count),
-    else a ``UsageError`` naming ``name``, ``value`` and ``expected`` (which may add what the
-    number means)."""
+def positive_int(name: str, value, expected: str = "an integer >= 1", most: int | None = MAX_COUNT) -> int:
+    """``value`` as an ``int`` if it is an integer from 1 to ``most`` (numpy's too; ``True`` is not
+    a count), else a ``UsageError`` naming ``name``, ``value`` and ``expected`` (which may add what
+    the number means). ``most``: torch's largest count by default, beyond which a size or an index
+    overflows deep in the work; ``None`` for a cap, where any larger number means all."""
     number = integer(value)
     if number is None or number < 1:
         raise UsageError(f"{name} must be {expected}, got {shown(value)}")
-    if number > MAX_COUNT:  # (torch's own error, or a Python OverflowError, deep in the work)
-        raise UsageError(f"{name} must be {expected} and at most 2**63 - 1 (the largest count torch holds), "
-                         f"got {shown(value)}")
+    if most is not None and number > most:
+        raise UsageError(f"{name} must be {expected}, got {shown(value)}, more than "
+                         f"{'2**63 - 1, the largest count torch holds' if most == MAX_COUNT else most}")
     return number
 
 
@@ -116,7 +117,7 @@ def torch_seed(name: str, value, span: int = 0) -> int:
     would only refuse it at the first draw, far from where it was given."""
     number = integer(value)
     if number is None or not -(2**63) <= number < 2**64 - span:
-        derived = f" (the seeds up to {name} + {span} are used)" if span else ""
-        raise UsageError(f"{name} must be an integer in [-2**63, 2**64{f' - {span}' if span else ''}){derived}, "
+        derived = f" (the seeds up to {name} + {shown(span)} are used)" if span else ""
+        raise UsageError(f"{name} must be an integer in [-2**63, 2**64{f' - {shown(span)}' if span else ''}){derived}, "
                          f"got {shown(value)}")
     return number

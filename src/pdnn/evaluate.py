@@ -35,16 +35,17 @@ def is_deterministic(model: nn.Module) -> bool:
     return not any(is_stochastic(m) for m in model.modules())
 
 
-def parse_samples(text: str, name: str = "samples") -> list[int]:
+def parse_samples(text: str, name: str = "samples", check: Callable[[int], int] = check_samples) -> list[int]:
     """``"1,2,5"`` -> ``[1, 2, 5]``, with a clear error for anything that is not T >= 1 (``name``
-    says what the numbers are when they are not samples, e.g. ``"--quant-bits"``)."""
+    says what the numbers are when they are not samples, e.g. ``"--quant-bits"``; ``check``, what
+    else a T must be, e.g. priceable by the energy model)."""
     values = []
     for part in str(text).split(","):
         try:
             value = int(part)
         except ValueError:
             raise UsageError(f"{name} must be integers >= 1 separated by commas, got {text!r}") from None
-        values.append(check_samples(value) if name == "samples" else positive_int(name, value))
+        values.append(check(value) if name == "samples" else positive_int(name, value))
     if twice := sorted({v for v in values if values.count(v) > 1}):
         raise UsageError(f"{name} lists {', '.join(map(str, twice))} more than once, got {text!r}; expected each once")
     return sorted(values)

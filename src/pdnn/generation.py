@@ -153,7 +153,7 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
         raise UsageError(f"--n {shown(n)} is below {min_images(extractor.dim)}: the covariance of "
                          f"{extractor.dim} features ({extractor.metric}) needs at least that many images")
     if len(real) < n:
-        raise UsageError(f"--n {n} exceeds the {len(real)} held-out real images available")
+        raise UsageError(f"--n {shown(n)} exceeds the {len(real)} held-out real images available")
     seed = torch_seed("seed", seed, 2 * repeats - 1)  # repeat r: seed + 2 r, its p-bits one more
     samples = [1] if is_deterministic(vae.decoder) else sorted({check_samples(t) for t in samples})
     real_stats = feature_statistics(extractor(real[:n]))

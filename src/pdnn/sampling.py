@@ -845,6 +845,8 @@ class SampledModel(nn.Module):
         """``run(x, *args, **kwargs)``, its errors told in terms of the folded rows."""
         try:
             return run(x, *args, **kwargs)
+        except torch.OutOfMemoryError:  # kept as it is: a caller may catch it to retry with fewer rows
+            raise
         except RuntimeError as err:  # e.g. a shape mismatch, whose sizes count samples x batch rows
             batch = x.shape[0]
             rows = (f"after the deterministic prefix the network runs {samples} samples x batch {batch} = "

@@ -54,8 +54,8 @@ class TrainConfig:
         nor go into config.json)."""
         self.samples = positive_int("samples (s, the training samples: -s/--train-samples)", self.samples)
         one_of("task", self.task, tuple(TASKS))
-        for name in ("epochs", "batch_size"):
-            setattr(self, name, positive_int(name, getattr(self, name)))
+        self.epochs = positive_int("epochs", self.epochs)
+        self.batch_size = positive_int("batch_size", self.batch_size, most=None)  # a cap: beyond the data, one batch
         if (lr := _real(self.lr)) is None or not (math.isfinite(lr) and 0 < lr <= MAX_LR):
             raise UsageError(f"lr must be a finite number > 0 (at most {MAX_LR:.3g}: Adam's first step is 10 x lr, "
                              f"a float32), got {self.lr!r}")
@@ -65,7 +65,7 @@ class TrainConfig:
         self.lr, self.weight_decay = lr, weight_decay
         if self.monitor_examples is not None:
             self.monitor_examples = positive_int("monitor_examples", self.monitor_examples,
-                                                 "an integer >= 1 (or none: every test example)")
+                                                 "an integer >= 1 (or none: every test example)", most=None)
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
         self.seed = torch_seed("seed", self.seed, AUGMENT_SEED)

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not _out_of_memory(err):
             raise
-        asked = re.search(r"tried to allocate [^.]*", str(err))  # (torch's says where in its C++ first)
+        asked = re.search(r"tried to allocate [\d.]+ ?\w+", str(err), re.IGNORECASE)  # (torch's says where in its C++ first)
         said = asked.group(0) if asked else str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"pdnn {args.command}: error: out of memory ({said}): the sizes or counts asked for need more "
               f"memory than this machine has", file=sys.stderr)

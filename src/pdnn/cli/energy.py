@@ -12,6 +12,7 @@ from ..checks import AGGREGATIONS, positive_int, positive_ints, shown
 from ..data import describe
 from ..errors import UsageError
 from ..evaluate import parse_samples
+from ..energy.eo import check_energy_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
 from ..io import ENERGY_FILES, read_config, write_json
 from .common import output_file
@@ -174,7 +175,7 @@ def _run_default(run_dir: str | None, path: str | None, name: str) -> bool:
 
 
 def run_energy(args) -> int:
-    samples = parse_samples(args.samples)
+    samples = parse_samples(args.samples, check=check_energy_samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:
         raise UsageError("give RUN_DIR or --model, not both")

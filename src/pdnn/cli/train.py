@@ -102,7 +102,7 @@ def run(args) -> int:
         try:  # (a value edited by hand was named as if given on the command line)
             train_config = TrainConfig.from_dict(saved["train"]).validate()
             if subset is not None:
-                positive_int("subset", subset, "an integer >= 1 or null (all the training data)")
+                positive_int("subset", subset, "an integer >= 1 or null (all the training data)", most=None)
         except (UsageError, RunError) as err:
             raise RunError(f"{args.out}/{CONFIG}: bad 'train' or 'data' section ({err})") from None
         _kept_by_resume(args, saved)

@@ -109,10 +109,10 @@ def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
 
 
 def _holdout_count(n_trained: int, holdout: float | int) -> int:
-    number = as_real(holdout) if isinstance(holdout, (int, float)) else None  # (None: a flag, or beyond a float)
+    number = as_real(holdout)  # (None: a flag, a string, or beyond a float)
     if number is None or not math.isfinite(number) or number <= 0 or (number >= 1 and not number.is_integer()):
         raise UsageError(f"holdout must be a count >= 1 or a fraction in (0, 1), got {shown(holdout)}")
-    return max(1, round(n_trained * holdout)) if holdout < 1 else int(holdout)
+    return max(1, round(n_trained * number)) if number < 1 else int(number)
 
 
 def holdout_indices(n_trained: int, holdout: float | int, n_available: int | None = None) -> tuple[int, int]:
@@ -154,7 +154,7 @@ def _held_out_training_data(config: dict, holdout, roots, subset, device, progre
     if not dataset:
         raise UsageError("the run's config.json names no dataset ('data': {'dataset': ...}), which calibration needs")
     if subset is not None:
-        positive_int("subset", subset, "an integer >= 1 or None")
+        positive_int("subset", subset, "an integer >= 1 or None", most=None)
     ds = data_package.load(dataset, roots=roots, progress=progress)  # whole: what lies beyond the run's subset
     n_split = len(ds.train_y)
     n_trained = min(config["data"].get("subset") or n_split, n_split)

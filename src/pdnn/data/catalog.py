@@ -205,7 +205,7 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
     """
     spec = _spec(name)
     if subset is not None:
-        positive_int("subset", subset, "an integer >= 1 or None")
+        positive_int("subset", subset, "an integer >= 1 or None", most=None)
     source = find(name, data_roots(roots))
     data = cache.cached(name, source.files, lambda writer: _decode(name, spec, source, writer, progress),
                         cache_dir, source.folder)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..checks import positive_int, shown
+from ..checks import integer, positive_int, shown
 from ..errors import UsageError
 from ..nn import NeuronSpec
 from ..sampling import check_samples
@@ -61,11 +61,10 @@ def is_float(bits: int) -> bool:
 def check_energy_samples(samples) -> int:
     """``samples`` (T) if it is an integer from 1 to :data:`MAX_SAMPLES`, else a ``UsageError``
     naming it (a larger T gave float's OverflowError, or energies that no longer grow by a sample)."""
-    t = check_samples(samples)
-    if t > MAX_SAMPLES:
+    if (number := integer(samples)) is not None and number > MAX_SAMPLES:
         raise UsageError(f"samples (T) must be at most 2**53 to be priced (a float counts no further by ones), "
-                         f"got {shown(t)}")
-    return t
+                         f"got {shown(number)}")
+    return check_samples(samples)
 
 
 def finite_energy(total: float, tech: Technology, samples: int) -> float:

@@ -177,22 +177,26 @@ class Context:
                     f"{'that entry' if len(steps) == 1 else 'those entries'} from it to run again")
         return "not run yet"
 
-    def why_run_missing(self, run: Path) -> str | None:
-        """Why the run folder ``run`` (``<study>/<group>/runs/<name>`` under the scale's folder) has
-        no readable ``eval-network.json``, or None if it has one: the reason its steps
-        (``<study>/<group>/<name>/train`` and ``/eval``) were skipped or failed, else the finished
-        evaluation step whose result is gone or damaged -- the step to run again, not a step that
-        reads it."""
-        study, group, _, name = run.relative_to(self.work).parts
-        step, path = f"{study}/{group}/{name}/eval", run / "eval-network.json"
+    def why_unreadable(self, path: Path, step: str, read: Callable[[Path], object] = read_json) -> str | None:
+        """Why ``path``, the result of ``step``, cannot be ``read`` now, or None if it can: the
+        reason a step of the same run (``step``'s prefix: its training too) was skipped or failed,
+        else the finished ``step`` whose result is gone or damaged -- the step to run again, not a
+        step that reads it."""
         if path.is_file():
             try:
-                read_eval(path)
+                read(path)
                 return None
             except RunError as err:
                 return f"{err}: delete it, and remove {step} from {STATE}, to run again"
-        reason = self.why_missing(f"{study}/{group}/{name}/", finished=False)
+        reason = self.why_missing(step.rsplit("/", 1)[0] + "/", finished=False)
         return reason if reason != "not run yet" else self.why_missing(step)
+
+    def why_run_missing(self, run: Path) -> str | None:
+        """Why the run folder ``run`` (``<study>/<group>/runs/<name>`` under the scale's folder) has
+        no readable ``eval-network.json``, made by the step ``<study>/<group>/<name>/eval``, or None
+        (see :meth:`why_unreadable`)."""
+        study, group, _, name = run.relative_to(self.work).parts
+        return self.why_unreadable(run / "eval-network.json", f"{study}/{group}/{name}/eval", read_eval)
 
 
 def rates_of(states: Iterable[Path]) -> dict[str, float]:

@@ -4,7 +4,7 @@ one more sample, and the cheapest p-DNN within one point of the 32-bit float net
 and SRAM. Pure computation on the accuracy study's results: seconds."""
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PureWindowsPath
 
 from ...energy import Settings, plot_tradeoff, tradeoff_runs
 from ...io import read_json, write_json
@@ -38,10 +38,10 @@ def _tradeoff(ctx: Context, dataset: str, memory: str) -> None:
 def sources_missing(ctx: Context, result: dict) -> str | None:
     """Why a run whose evaluation the trade-off ``result`` joined has no readable evaluation now
     (see :meth:`Context.why_run_missing`), or None: a copy must not outlive its source. The runs
-    are found by their last four parts (``<study>/<group>/runs/<name>``), whatever folder the
-    plan was run from."""
-    runs = dict.fromkeys(ctx.work.joinpath(*Path(point["run"]).parts[-4:]) for point in result["points"]
-                         if point["aggregate"] == "network")
+    are found by their last four parts (``<study>/<group>/runs/<name>``, with either separator),
+    whatever folder the plan was run from; a point of a run outside a plan is not checked."""
+    parts = (PureWindowsPath(point["run"]).parts[-4:] for point in result["points"] if point["aggregate"] == "network")
+    runs = dict.fromkeys(ctx.work.joinpath(*p) for p in parts if len(p) == 4 and p[2] == "runs")  # (others: not a plan's)
     return next(filter(None, map(ctx.why_run_missing, runs)), None)
 
 

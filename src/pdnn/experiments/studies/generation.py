@@ -201,8 +201,12 @@ def section(ctx: Context) -> Section:
         "the study uses Fashion-MNIST and fid-clf, whose numbers compare only with each other. The rules are those "
         "fixed in results/generation/README.md before its runs were measured."))
     path = folder / "summary.json"
-    if not path.exists():
-        reason = ctx.why_missing(f"{NAME}/")
+    scores = (ctx.why_unreadable(folder / "runs" / name / "fid-clf.json", f"{NAME}/{s.dataset}/{name}/fid-clf")
+              for name in s.decoders())  # what summary.json was made from: a copy must not outlive them
+    reason = next(filter(None, scores), None) or (None if path.exists() else ctx.why_missing(f"{NAME}/{s.dataset}/summary"))
+    if reason == "not run yet":  # a step they need, the classifier's, may say why
+        reason = ctx.why_missing(f"{NAME}/{s.dataset}/", finished=False)
+    if reason:
         section.claims += [not_measured(c, p, reason, rule) for c, p, rule in CLAIMS.values()]
         return section
     summary = read_json(path)

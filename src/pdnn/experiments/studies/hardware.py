@@ -273,10 +273,12 @@ def section(ctx: Context) -> Section:
     else:
         section.claims.append(not_measured(*CLAIMS["generators"], ctx.why_missing(f"{NAME}/generators"),
                                            RULES["generators"]))
+    missing = (ctx.why_missing(f"{NAME}/cosim/{kind}") for kind in ("layer", "core") if not p[f"cosim-{kind}"].exists())
+    gone = next((reason for reason in missing if reason != "not run yet"), None)  # a record deleted, or not made
     layer = read_json(p["cosim-layer"]) if p["cosim-layer"].exists() else {}
     core = read_json(p["cosim-core"]) if p["cosim-core"].exists() else {}
-    section.claims.append(cosim_claim(layer, core) if layer or core else
-                          not_measured(*CLAIMS["cosim"], ctx.why_missing(f"{NAME}/cosim"), RULES["cosim"]))
+    section.claims.append(cosim_claim(layer, core) if (layer or core) and not gone else
+                          not_measured(*CLAIMS["cosim"], gone or ctx.why_missing(f"{NAME}/cosim"), RULES["cosim"]))
     section.claims.append(toggles_claim(read_json(p["toggles"])) if p["toggles"].exists() else
                           not_measured(*CLAIMS["toggles"], ctx.why_missing(f"{NAME}/toggles"), RULES["toggles"]))
     if p["figure"].exists():
