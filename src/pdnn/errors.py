@@ -1,8 +1,8 @@
 """The error of a user's input: a value, a name or a file that the tool cannot accept.
 
-``pdnn`` prints a :class:`UsageError` (and :class:`pdnn.runs.RunError`, and an ``OSError`` from
-the file system) as one line naming the problem and exits with status 2. Any other exception is
-a mistake in the program, and its traceback is shown. Validation of anything a user can pass
+``pdnn`` prints a :class:`UsageError` (and :class:`pdnn.runs.RunError`, an ``OSError`` from the
+file system, and memory running out) as one line naming the problem and exits with status 2. Any
+other exception is a mistake in the program, and its traceback is shown. Validation of anything a user can pass
 raises ``UsageError``; it is a ``ValueError``, so library callers may catch either.
 """
 from __future__ import annotations
