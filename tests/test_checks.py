@@ -71,12 +71,16 @@ def test_numbers_too_long_to_write_are_named_by_their_size():
                         "--n a negative integer of 16610 bits is below"),
                        (lambda: StoppingRule(prior_variance=10**400), "prior_variance must be a finite number > 0"),
                        (lambda: StoppingRule(prior_pool=(10**400, 1)), "prior_pool must be (a sum of spreads"),
+                       (lambda: fid_vs_samples(None, torch.zeros(1), SimpleNamespace(dim=4, metric="m"), [1], 8,
+                                               repeats=10**20), "repeats must be an integer >= 1, got 1000"),
                        (lambda: holdout_indices(10, huge), "holdout must be a count >= 1 or a fraction in (0, 1), got an "
                                                            "integer of 16610 bits")):
         with pytest.raises(ValueError, match=re.escape(said)):
             call()
     assert holdout_indices(10, np.int64(3), 20) == holdout_indices(10, 3, 20)  # numpy's numbers, as Python's
-    assert tradeoff([{"energy_j": np.float32(1.0), "accuracy": np.float64(0.5), "label": "a"}])["best"] is not None
+    assert tradeoff([{"energy_j": np.float64(1.0), "accuracy": 0.5, "label": "a"}])["best"] is not None
+    with pytest.raises(ValueError, match="energy_j must be a finite number >= 0, got np.float32"):
+        tradeoff([{"energy_j": np.float32(1.0), "accuracy": 0.5, "label": "a"}])  # (no JSON number: unwritable)
 
 
 def test_one_of_lists_the_choices():

@@ -133,6 +133,8 @@ def test_caps_beyond_torch_s_counts_still_mean_all_the_data(tmp_path, capsys):
                  "--monitor-examples", big, "--epochs", "1", "--quiet", "--out", run]) == 0
     assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 0
     assert main(["eval", run, "--samples", "1", "--repeats", "1", "--quiet"]) == 0
+    from pdnn.experiments.study import StudySpec, study_models
+    assert study_models(StudySpec(dataset="demo", model="mlp", subset=10**20, eval_subset=10**20))  # (was refused)
 
 
 def test_an_empty_model_name_and_a_weight_decay_beyond_float32_are_named(tmp_path, capsys):

@@ -180,8 +180,9 @@ def test_a_trade_off_s_runs_are_found_whatever_separator_or_depth_their_paths_ha
     assert energy.sources_missing(ctx, result) is None  # each found under this plan's folder
     result["points"][0]["run"] = "C:\\plans\\tiny\\accuracy\\fashion-mnist\\runs\\gone"
     assert energy.sources_missing(ctx, result) == "not run yet"  # and checked
-    result["points"][0]["run"] = "runs/pbit-s1"  # not a plan's run: not checked
-    assert energy.sources_missing(ctx, result) is None
+    for elsewhere in ("runs/pbit-s1", "/home/me/exp/mystudy/runs/x"):  # not a plan's run: not checked
+        result["points"][0]["run"] = elsewhere
+        assert energy.sources_missing(ctx, result) is None
 
 
 def test_a_failed_step_is_the_reason_before_a_finished_one_with_a_missing_result(tmp_path):

@@ -147,8 +147,7 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
     every T, so it is measured at T = 1 only. Returns one row per T: ``{"samples", "metric",
     "mean", "std", "values", "repeats", "n"}``. ``progress``: a bar over repeats x T values.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise UsageError(f"repeats must be an integer >= 1, got {shown(repeats)}")
+    repeats = positive_int("repeats", repeats)  # (named before the seeds it spans: 10**20 was blamed on the seed)
     if isinstance(n, bool) or not isinstance(n, int) or n < min_images(extractor.dim):
         raise UsageError(f"--n {shown(n)} is below {min_images(extractor.dim)}: the covariance of "
                          f"{extractor.dim} features ({extractor.metric}) needs at least that many images")

@@ -117,7 +117,7 @@ def study_models(spec: StudySpec) -> dict[str, ModelConfig]:
               for name, (neuron, _) in spec.runs().items()}
     for name, value in (("subset", spec.subset), ("eval_subset", spec.eval_subset)):
         if value is not None:
-            positive_int(name.replace("_", "-"), value, "an integer >= 1")
+            positive_int(name.replace("_", "-"), value, "an integer >= 1", most=None)  # a cap: any larger means all
     positive_int("repeats", spec.repeats)
     for name, (_, samples) in spec.runs().items():  # a bad beta, bit width or schedule fails here, not hours in
         if is_generator(models[name].build()):

@@ -41,7 +41,8 @@ def sources_missing(ctx: Context, result: dict) -> str | None:
     are found by their last four parts (``<study>/<group>/runs/<name>``, with either separator),
     whatever folder the plan was run from; a point of a run outside a plan is not checked."""
     parts = (PureWindowsPath(point["run"]).parts[-4:] for point in result["points"] if point["aggregate"] == "network")
-    runs = dict.fromkeys(ctx.work.joinpath(*p) for p in parts if len(p) == 4 and p[2] == "runs")  # (others: not a plan's)
+    runs = dict.fromkeys(ctx.work.joinpath(*p) for p in parts  # the plan's runs that trade-offs join; others unchecked
+                         if len(p) == 4 and p[0] in (accuracy.NAME, "lowbit") and p[2] == "runs")
     return next(filter(None, map(ctx.why_run_missing, runs)), None)
 
 
