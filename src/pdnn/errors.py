@@ -2,8 +2,8 @@
 
 ``pdnn`` prints a :class:`UsageError` (and :class:`pdnn.runs.RunError`, an ``OSError`` from the
 file system, and memory running out) as one line naming the problem and exits with status 2. Any
-other exception is a mistake in the program, and its traceback is shown. Validation of anything a user can pass
-raises ``UsageError``; it is a ``ValueError``, so library callers may catch either.
+other exception is a mistake in the program, and its traceback is shown. Validation of anything
+a user can pass raises ``UsageError``; it is a ``ValueError``, so library callers may catch either.
 """
 from __future__ import annotations
 

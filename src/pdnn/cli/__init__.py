@@ -5,7 +5,8 @@ command and sets ``run`` (a function of the parsed arguments returning an exit c
 Expected failures -- a :class:`~pdnn.errors.UsageError` (bad values, names or data), a
 :class:`~pdnn.runs.RunError` (a missing or damaged run), an ``OSError`` from the file system or
 memory running out -- print one line naming the problem and exit with status 2; nothing is
-written over an existing result in that case. Any other exception is a mistake in the program and shows its traceback.
+written over an existing result in that case. Any other exception is a mistake in the program
+and shows its traceback.
 """
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not _out_of_memory(err):
             raise
-        asked = re.search(r"tried to allocate [\d.]+ ?\w+", str(err), re.IGNORECASE)  # (torch's says where in its C++ first)
+        # torch's message says where in its C++ it failed before what it asked for
+        asked = re.search(r"tried to allocate [\d.]+ ?\w+", str(err), re.IGNORECASE)
         said = asked.group(0) if asked else str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"pdnn {args.command}: error: out of memory ({said}): the sizes or counts asked for need more "
               f"memory than this machine has", file=sys.stderr)

@@ -17,8 +17,8 @@ The paper (arXiv 2507.07763, eq. for :math:`\varepsilon_{EO}`) writes it as
 
 This module prices each term from a :class:`~pdnn.energy.tech.Technology`; a bit width of 32
 (:data:`~pdnn.energy.tech.FLOAT_BITS`) means 32-bit floating point; an integer sum of any width
-(wider than 32 bits too) is priced as an integer addition of that width. The per-layer, per-network accounting that multiplies these by the number of EOs is in
-:mod:`pdnn.energy.account`. Every function returns picojoules.
+(wider than 32 bits too) is priced as an integer addition of that width. The per-layer,
+per-network accounting that multiplies these by the number of EOs is in :mod:`pdnn.energy.account`. Every function returns picojoules.
 """
 from __future__ import annotations
 

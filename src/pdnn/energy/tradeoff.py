@@ -63,7 +63,7 @@ def _check_point(p: dict, i: int) -> None:
         if key not in p:
             raise UsageError(f"point {i} has no {key!r}")
         value = p[key]
-        number = as_real(value) if isinstance(value, (int, float)) else None  # (a JSON number; None: a flag, beyond a float)
+        number = as_real(value) if isinstance(value, (int, float)) else None  # a JSON number (not a flag, not huge)
         if number is None or not math.isfinite(number) or number < 0:
             raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {shown(value)}")
     if p["accuracy"] > 1:

@@ -203,7 +203,8 @@ def section(ctx: Context) -> Section:
     path = folder / "summary.json"
     scores = (ctx.why_unreadable(folder / "runs" / name / "fid-clf.json", f"{NAME}/{s.dataset}/{name}/fid-clf")
               for name in s.decoders())  # what summary.json was made from: a copy must not outlive them
-    reason = next(filter(None, scores), None) or (None if path.exists() else ctx.why_missing(f"{NAME}/{s.dataset}/summary"))
+    reason = next(filter(None, scores), None) or (
+        None if path.exists() else ctx.why_missing(f"{NAME}/{s.dataset}/summary"))
     if reason == "not run yet":  # a step they need, the classifier's, may say why
         reason = ctx.why_missing(f"{NAME}/{s.dataset}/", finished=False)
     if reason:

@@ -131,10 +131,12 @@ def _curves(ctx: Context, spec: StudySpec) -> dict:
     tanh source's accuracy), ``converted``, ``network`` and ``layer`` (the p-DNN's), as
     eval-*.json documents."""
     runs = {"deterministic": accuracy_run(ctx, spec, "tanh"), "network": accuracy_run(ctx, spec, pdnn_name(spec))}
-    files = {"converted": converted_dir(ctx, spec) / "eval-network.json", "layer": layer_dir(ctx, spec) / "eval-layer.json"}
+    files = {"converted": converted_dir(ctx, spec) / "eval-network.json",
+             "layer": layer_dir(ctx, spec) / "eval-layer.json"}
     curves = {k: read_json(p) for k, p in files.items() if p.is_file()}
     # the accuracy study's evaluations, those readable: the claims name what is wrong with the others
-    return {**curves, **{k: read_json(run / "eval-network.json") for k, run in runs.items() if not ctx.why_run_missing(run)}}
+    readable = {k: run for k, run in runs.items() if not ctx.why_run_missing(run)}
+    return {**curves, **{k: read_json(run / "eval-network.json") for k, run in readable.items()}}
 
 
 def _conversion_text(ctx: Context, spec: StudySpec) -> str:
