@@ -361,7 +361,8 @@ def test_a_damaged_evaluation_is_named_by_plot(trained_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     for results in ("null", '[{"samples": 1, "accuracy_mean": NaN, "accuracy_std": 0}]',
-                    '[{"samples": -3, "accuracy_mean": 0.5}]', '[{"samples": 1, "accuracy_mean": 7.5}]'):
+                    '[{"samples": -3, "accuracy_mean": 0.5}]', '[{"samples": 1, "accuracy_mean": 7.5}]',
+                    '[{"samples": 100000000000000000000, "accuracy_mean": 0.5}]'):  # (a log axis' traceback)
         (run / "eval-network.json").write_text(f'{{"results": {results}}}')
         assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 2
         assert str(run / "eval-network.json") in one_line_error(capsys, "plot")
@@ -411,6 +412,55 @@ def test_plot_title_is_the_default_one_given_or_none(trained_run, tmp_path, monk
     monkeypatch.setattr(Axes, "set_title", lambda self, text, *a, **k: titles.append(text) or set_title(self, text))
     assert main(["plot", str(run), "--out", str(tmp_path / "fig.png"), *option]) == 0
     assert titles == [title]
+
+
+def test_pgf_is_offered_only_where_its_tex_program_is_installed(trained_run, tmp_path, monkeypatch, capsys):
+    """Without xelatex, a .pgf figure failed after the work with 'fig.pgf: no such file or directory'."""
+    monkeypatch.setattr(shutil, "which", lambda program: None)
+    assert main(["plot", str(trained_run), "--out", str(tmp_path / "fig.pgf")]) == 2
+    message = one_line_error(capsys, "plot")
+    assert "--out" in message and "expected a file ending in" in message and ".pgf" not in message.split(":")[-1]
+
+
+def _evaluated_copy(trained_run, run, results):
+    shutil.copytree(trained_run, run)
+    (run / "eval-network.json").write_text(json.dumps({"results": results}))
+    return run
+
+
+@pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here
+def test_plot_draws_names_and_titles_literally(trained_run, tmp_path, monkeypatch):
+    """A name starting with '_' was drawn but left out of the legend; a '$' started TeX math (a
+    parse error's traceback, or '$5 at T=1, $9' drawn as '5atT=1,9')."""
+    figures = []
+    monkeypatch.setattr(pdnn.plots, "save_figure", lambda fig, out, **kw: figures.append(fig) or Path(out))
+    curve = [{"samples": t, "accuracy_mean": 0.5, "accuracy_std": 0.01} for t in (1, 2)]
+    runs = [_evaluated_copy(trained_run, tmp_path / name, curve) for name in ("_baseline", "p$\\x$")]
+    title = "energy: $5 at T=1, $9 at T=10 and $\\badcmd$"
+    assert main(["plot", *map(str, runs), "--out", str(tmp_path / "fig.png"), "--title", title]) == 0
+    (ax,) = figures[0].axes
+    figures[0].canvas.draw()  # parses every text: a '$' read as math would fail or lose characters here
+    assert [text.get_text().strip() for text in ax.get_legend().get_texts()] == ["_baseline", "p\\$\\x\\$"]
+    assert ax.get_title() == title.replace("$", "\\$")
+
+
+@pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here
+def test_labels_of_equal_deterministic_lines_do_not_print_over_each_other(trained_run, tmp_path, monkeypatch):
+    """Four lines of equal accuracy put the fourth label on the first; with no p-DNN every label
+    was at T = 1."""
+    figures = []
+    monkeypatch.setattr(pdnn.plots, "save_figure", lambda fig, out, **kw: figures.append(fig) or Path(out))
+    line = [{"samples": 1, "accuracy_mean": 0.4, "accuracy_std": 0.0}]
+    curve = [{"samples": t, "accuracy_mean": 0.5, "accuracy_std": 0.01} for t in (1, 10)]
+    lines = [_evaluated_copy(trained_run, tmp_path / f"line{i}", line) for i in range(5)]
+    pbit = _evaluated_copy(trained_run, tmp_path / "pbit", curve)
+    for runs in ([pbit, *lines], lines):
+        assert main(["plot", *map(str, runs), "--out", str(tmp_path / "fig.png")]) == 0
+        (ax,) = figures[-1].axes
+        figures[-1].canvas.draw()
+        boxes = [text.get_window_extent() for text in ax.texts]
+        assert len(boxes) == 5
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
 @pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluations written here

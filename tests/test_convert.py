@@ -275,6 +275,9 @@ def test_spec_is_json_and_rejects_options_that_do_not_apply():
     ("pbit", {"beta": float("nan")}, "beta must be a finite number > 0, got nan"),
     ("pbit", {"beta": 0}, "beta must be a finite number > 0, got 0"),
     ("pbit", {"beta": {"3": float("-inf")}}, "beta of 3 must be a finite number > 0, got -inf"),
+    # finite and > 0, but beyond p-bits' range: the range is named, not a false reason
+    ("pbit", {"beta": 1e31}, r"beta must be in \[1e-30, 1e\+30\], .* got 1e\+31"),
+    ("pbit", {"beta": {"3": 1e-31, "*": 1.0}}, r"beta of 3 must be in \[1e-30, 1e\+30\], .* got 1e-31"),
 ])
 def test_non_finite_or_out_of_range_values_are_named_not_json_errors(method, options, message):
     for convert in (conversion_spec, lambda m, **o: to_sampled(mlp("quant:2" if m == "dither" else "tanh"), m, **o)):
@@ -606,6 +609,79 @@ def test_in_place_writes_are_followed_through_views_and_shape_reads_are_not_uses
     assert torch.equal(to_sampled(model, "gaussian", scale=1e-30, layers="all")(x), model(x))
 
 
+class ThroughAnAliasModule(nn.Module):
+    def __init__(self, alias):
+        super().__init__()
+        self.fc, self.alias, self.act, self.fc2 = nn.Linear(4, 4), alias, nn.ReLU(inplace=True), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return self.fc2(self.act(self.alias(h))) + h
+
+
+@pytest.mark.parametrize("alias", [
+    lambda h: h.float(), lambda h: h.to(torch.float32), lambda h: h.type_as(h), lambda h: h.cpu(),
+    lambda h: h.broadcast_to(h.shape), lambda h: h.ravel(), lambda h: torch.atleast_2d(h), lambda h: h.conj(),
+    lambda h: h.requires_grad_(), lambda h: h.mul_(1), lambda h: h.unsqueeze_(0), lambda h: h.add_(0).view(-1),
+    lambda h: F.dropout(h, 0.5, training=False), lambda h: torch.relu_(h), lambda h: F.hardtanh(h, inplace=True)])
+def test_in_place_writes_are_followed_through_calls_that_return_their_input(alias):
+    """``h.float()`` of a float32 h, ``h.to(...)``, an in-place call, a dropout that does not draw:
+    each returns h itself (or a view of it), so an in-place activation on its result writes h, and
+    a replacement that is not in place would leave h as it was (outputs differed by up to 4.7)."""
+    model = ThroughAView(alias).eval()
+    x = torch.randn(8, 4)
+    assert not torch.equal(model(x), model.fc2(model.fc(x)))  # the original does write h
+    with pytest.raises(ConversionError, match="in place on a tensor that is used elsewhere"):
+        to_sampled(model, "gaussian", layers="all")
+
+
+@pytest.mark.parametrize("alias", [nn.Identity(), nn.Flatten(), nn.Dropout(0.5)])
+def test_in_place_writes_are_followed_through_layers_that_return_their_input(alias):
+    model, x = ThroughAnAliasModule(alias).eval(), torch.randn(8, 4)
+    assert not torch.equal(model(x), model.fc2(torch.relu(model.fc(x))) + model.fc(x))  # h was written
+    with pytest.raises(ConversionError, match=r"act \(nn.ReLU\): in place on a tensor that is used elsewhere"):
+        to_sampled(model, "gaussian", layers="all")
+    # the same layers before an in-place activation whose input nothing else reads: converted
+    model = nn.Sequential(nn.Linear(4, 4), alias, nn.ReLU(inplace=True), nn.Linear(4, 4)).eval()
+    assert torch.equal(to_sampled(model, "gaussian", scale=1e-30)(x), model(x))
+
+
+class TransformsItsWeights(nn.Module):
+    """tanh of a parameter (bounded weights) and sigmoid of one (a learned gate): no activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.raw, self.gate = nn.Parameter(torch.randn(8, 4)), nn.Parameter(torch.zeros(8))
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.tanh(F.linear(x, torch.tanh(self.raw)))
+        return self.out(h * torch.sigmoid(self.gate))
+
+
+class SharesATanhWithItsWeights(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.raw, self.act, self.out = nn.Parameter(torch.randn(8, 4)), nn.Tanh(), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.act(F.linear(x, self.act(self.raw))))
+
+
+def test_tanh_and_sigmoid_of_weights_are_not_activations():
+    """Made random, a weight's tanh would change the weights on every call ("without changing any
+    weight", docs/convert.md): only functions of the input are activations."""
+    model = TransformsItsWeights()
+    assert [site["name"] for site in find_activations(model)] == ["tanh_1"]
+    converted = to_sampled(model, "pbit", layers="all")
+    assert [name for name, m in converted.named_modules() if isinstance(m, PBit)] == ["tanh_1"]
+    linear = next(node for node in converted.graph.nodes if node.target is F.linear)
+    assert linear.args[1].target is torch.tanh  # the weight F.linear reads is still tanh(raw)
+    # a module called on both: swapping it would randomise the weights too, so it is named and refused
+    with pytest.raises(ConversionError, match=r"act \(nn.Tanh\): also called on weights or constants"):
+        to_sampled(SharesATanhWithItsWeights(), "pbit")
+
+
 def test_damaged_batchnorm_statistics_are_named_not_loaded(tmp_path):
     source, new = tmp_path / "run", tmp_path / "converted"
     make_run(source)
@@ -651,6 +727,45 @@ def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--calibrate",
                               *option]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_list_layers_and_restore_refuse_the_options_of_a_conversion(tmp_path, capsys):
+    """They read RUN_DIR and exit: a conversion's options would be ignored, with exit status 0 and
+    no converted run."""
+    source, new = tmp_path / "run", tmp_path / "converted"
+    make_run(source)
+    for step, options, named in (("--list-layers", ["--method", "gaussian", "--scale", "0.3", "--out", str(new)],
+                                  "--method, --scale, --out"),
+                                 ("--list-layers", ["--layers", "3"], "--layers"),
+                                 ("--restore", ["--calibrate", "--repeats", "0"], "--calibrate, --repeats"),
+                                 ("--restore", ["--list-layers"], "--list-layers")):
+        assert pdnn.cli.main(["convert", str(source), step, *options]) == 2
+        assert f"{step} only reads RUN_DIR and exits, so {named} would be ignored" in capsys.readouterr().err
+        assert not new.exists()
+    assert pdnn.cli.main(["convert", str(source), "--list-layers"]) == 0
+    assert "nn.Tanh" in capsys.readouterr().out
+
+
+def test_labels_must_be_one_index_per_input():
+    """Labels [N, 1] broadcast against predictions [N] into N x N comparisons: accuracies of up
+    to N (900 %), and a calibration chosen on them."""
+    model = mlp("tanh").eval()
+    x, y = torch.randn(20, *SHAPE), torch.randint(0, 3, (20, 1))
+    for measure in (lambda y: accuracy_vs_samples(model, x, y, [1], 1),
+                    lambda y: calibrate(model, x, y, "gaussian", values=[0.0, 0.1], samples=[1])):
+        with pytest.raises(UsageError, match=r"labels must be a tensor of one class index per input, shape \[N\], "
+                                             r"got \[20, 1\] \(flatten the column\)"):
+            measure(y)
+        with pytest.raises(UsageError, match=r"shape \[N\], got list"):
+            measure(y.flatten().tolist())
+    assert 0 <= accuracy_vs_samples(model, x, y.flatten(), [1], 1)[0]["accuracy_mean"] <= 1
+
+
+def test_recalibrating_batch_norms_checks_its_batch_size():
+    model = to_sampled(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(), "pbit")
+    for bad in (0, -7, 2.5, "8", None):
+        with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
+            recalibrate_batchnorm(model, torch.randn(6, 3), batch_size=bad)
 
 
 class TrainOnly:

@@ -4,6 +4,10 @@ import gzip
 import json
 import os
 import pickle
+import re
+import subprocess
+import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import pdnn.data.images as images_module
 from pdnn.data import (DATASETS, INPUT_SHAPES, DataError, Dataset, DatasetNotFound, augment,
                        data_roots, describe, load)
 from pdnn.data.idx import idx_bytes, parse_idx, read_idx
+from pdnn.io import temporary_prefix
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -152,6 +157,24 @@ def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkey
     monkeypatch.setattr(idx_module, "read_idx", refuse)
     load("mnist", roots=[tmp_path / "data"], progress=False)
     assert sorted(p.name for p in (tmp_path / "cache").glob("mnist-*")) == entries
+
+
+def test_killed_builds_of_an_older_source_are_removed_with_its_entry(tmp_path):
+    """A build killed before the source changed left its staging folder (46 MB for Fashion-MNIST)
+    for good: only the new entry's temporaries were looked for."""
+    folder = tmp_path / "data" / "mnist"
+    make_idx(folder, gz=True)
+    entry = cache_module.cache_path(tmp_path / "cache", "mnist", sorted(folder.iterdir()), folder)
+    entry.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = entry.parent / f"{temporary_prefix(entry).rsplit('.', 2)[0]}.{dead.stdout.strip()}.abc123.tmp"
+    (killed / "train_x.bin").parent.mkdir()
+    (killed / "train_x.bin").write_bytes(b"half an entry")
+    live = entry.parent / f"{temporary_prefix(entry)}def456.tmp"  # this process's: a build under way
+    live.mkdir()
+    make_idx(folder, gz=True, n_train=30, seed=1)  # the source changes
+    load("mnist", roots=[tmp_path / "data"], progress=False)
+    assert not killed.exists() and live.exists()
 
 
 def test_a_cache_path_needs_no_files_to_name_its_place(tmp_path):
@@ -373,6 +396,18 @@ def test_cifar_pickles_round_trip(tmp_path):
     assert ds.augmentation == "cifar" and "batches" in ds.source
 
 
+def test_cifar_pickles_with_empty_bytes_load(tmp_path):
+    """Protocol 2 spells empty bytes (an empty batch label, an empty array's buffer) as a call
+    of bytes(), which the restricted unpickler refused as not part of a CIFAR batch."""
+    x, y = make_cifar_batches(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(pickle.dumps({**pickle.loads(batch.read_bytes()), b"batch_label": b""}, protocol=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)  # every file it opened is closed
+        ds = load("cifar10", roots=[tmp_path], progress=False)
+    assert torch.equal(ds.train_x, x[:15]) and torch.equal(ds.train_y, y[:15])
+
+
 def test_cifar_pickle_cannot_run_code(tmp_path):
     make_cifar_batches(tmp_path)
 
@@ -478,6 +513,29 @@ def test_cifar_batch_labels_must_be_integers_in_range(tmp_path):
         batch.write_bytes(pickle.dumps({**content, b"labels": labels}, protocol=2))
         with pytest.raises(DataError, match=f"data_batch_2: {message}"):
             load("cifar10", roots=[tmp_path], cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_class_folder_zip_entries_spelt_with_a_leading_dot_are_read(tmp_path):
+    """'./cat/0000.png' was listed, then read as 'cat/0000.png', which the zip does not hold."""
+    staging, root = tmp_path / "staging", tmp_path / "root" / "cifar10-jpeg"
+    root.mkdir(parents=True)
+    train = make_class_folders(staging / "train", 1, ".png", seed=0)
+    make_class_folders(staging / "test", 1, ".png", seed=1)
+    for split in ("train", "test"):
+        with zipfile.ZipFile(root / f"{split}.zip", "w") as zf:
+            for path in sorted((staging / split).rglob("*.png")):
+                zf.writestr(f"./{path.relative_to(staging / split).as_posix()}", path.read_bytes())  # as stored
+    ds = load("cifar10", roots=[tmp_path / "root"], progress=False)
+    assert torch.equal(ds.train_x, torch.stack([train[c, 0] for c in CIFAR_CLASSES]))
+
+
+def test_an_empty_split_is_refused_when_the_data_is_read(tmp_path):
+    """An empty test split loaded, and training failed after its first epoch, with a traceback."""
+    for split, n_train, n_test in (("test", 20, 0), ("training", 0, 8)):
+        folder = tmp_path / split / "mnist"
+        make_idx(folder, gz=True, n_train=n_train, n_test=n_test)
+        with pytest.raises(DataError, match=f"{re.escape(str(folder))} \\(IDX\\): the {split} split holds no images"):
+            load("mnist", roots=[tmp_path / split], progress=False)
 
 
 def test_class_folders_zip_with_a_damaged_entry_names_it(tmp_path):

@@ -648,6 +648,15 @@ def test_tradeoff_skips_unevaluated_runs_and_refuses_mixed_datasets(tmp_path):
         tradeoff_runs([a, cifar])
 
 
+def test_the_bare_tradeoff_result_can_be_plotted(tmp_path):
+    """tradeoff() needs only energy_j and accuracy per point; plot_tradeoff asked for the series
+    and samples that pdnn's runs add (KeyError: 'series')."""
+    from pdnn.energy import plot_tradeoff, tradeoff
+
+    result = tradeoff([{"energy_j": 2e-6, "accuracy": 0.90, "float32": True}, {"energy_j": 1e-6, "accuracy": 0.895}])
+    assert plot_tradeoff(result, tmp_path / "t.png").stat().st_size > 0
+
+
 def test_tradeoff_text_never_cuts_labels():
     long = "fashion-mnist-tanh-pbit-calibrated-bn (layer)"
     points = [{"label": f"{long}{tag} T={t}", "series": f"{long}{tag}", "samples": t, "energy_j": e * 1e-6,

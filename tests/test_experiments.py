@@ -271,11 +271,13 @@ def test_the_ablation_summary_names_a_run_it_cannot_tabulate_and_writes_nothing(
              ("metrics.json", [{"epoch": 1, "epoch_time_s": float("nan")}], "epoch_time_s must be a finite number"),
              ("eval-network.json", [], "eval-network.json has no 'results' list"),
              ("eval-network.json", {**evaluation, "results": [{"samples": 1, "accuracy_mean": "0.5"}]},
-              "each result needs an integer 'samples' >= 1, an 'accuracy_mean' in [0, 1]"),
+              "each result needs an integer 'samples' in [1, 2**63 - 1], an 'accuracy_mean' in [0, 1]"),
              ("eval-network.json", {**evaluation, "results": [{"samples": 1, "accuracy_mean": 0.5,
                                                                 "accuracy_std": None}]}, "a finite 'accuracy_std'"),
              ("eval-network.json", {**evaluation, "results": [{"samples": "1", "accuracy_mean": 0.5}]},
-              "an integer 'samples' >= 1"),
+              "an integer 'samples' in"),
+             ("eval-network.json", {**evaluation, "results": [{"samples": 10**20, "accuracy_mean": 0.5}]},
+              "an integer 'samples' in [1, 2**63 - 1]"),
              ("config.json", {**config, "train": None}, "config.json is not a run's config: expected model.neuron")]
     for name, damage, named in cases:
         for good, document in {**files, "metrics.json": metrics}.items():  # all sound but the damaged one

@@ -552,6 +552,38 @@ def test_celeba_damaged_zip_entry_names_it(tmp_path):
         load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
 
 
+def test_celeba_zip_entries_spelt_with_a_leading_dot_are_read(tmp_path):
+    """'./img_align_celeba/000001.jpg' was listed, then read as 'img_align_celeba/000001.jpg',
+    which the archive does not hold by that name."""
+    from pdnn.data import load
+
+    _write_celeba(tmp_path / "plain", [1, 2, 182638], as_zip=True)
+    _write_celeba(tmp_path / "dotted", [1, 2, 182638], as_zip=True)
+    archive = tmp_path / "dotted" / "celeba" / "img_align_celeba.zip"
+    with zipfile.ZipFile(tmp_path / "plain" / "celeba" / "img_align_celeba.zip") as source, \
+            zipfile.ZipFile(archive, "w") as zf:
+        for info in source.infolist():
+            zf.writestr(f"./{info.filename}", source.read(info))
+    plain = load("celeba", roots=[tmp_path / "plain"], cache_dir=tmp_path / "cache", progress=False)
+    dotted = load("celeba", roots=[tmp_path / "dotted"], cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(plain.train_x, dotted.train_x) and torch.equal(plain.test_x, dotted.test_x)
+
+
+def test_a_celeba_partition_file_or_image_name_that_cannot_be_read_is_named(tmp_path):
+    from pdnn.data import DataError, load
+
+    _write_celeba(tmp_path / "binary", [1, 2, 182638])
+    (tmp_path / "binary" / "celeba" / "list_eval_partition.txt").write_bytes(b"\xff\xfe\x00garbage\x80\x81")
+    with pytest.raises(DataError, match=r"list_eval_partition\.txt: not a readable text file \('utf-8' codec"):
+        load("celeba", roots=[tmp_path / "binary"], cache_dir=tmp_path / "cache", progress=False)
+    _write_celeba(tmp_path / "unnumbered", [1, 2, 182638])
+    folder = tmp_path / "unnumbered" / "celeba" / "img_align_celeba"
+    (folder / "000002.jpg").rename(folder / "face.jpg")
+    with pytest.raises(DataError, match=f"{re.escape(str(folder))}: 'face.jpg' is not a numbered CelebA image, "
+                                        "and there is no list_eval_partition.txt beside it"):
+        load("celeba", roots=[tmp_path / "unnumbered"], cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_celeba_image_of_another_size_is_refused_by_name(tmp_path):
     from pdnn.data import DataError, load
 

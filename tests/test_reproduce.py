@@ -15,9 +15,9 @@ from pdnn.devices import where_measured
 from pdnn.experiments import reproduce
 from pdnn.experiments import plan as plan_module
 from pdnn.experiments.plan import STATE, VERDICTS, Claim, Context, rates_of, reference_rates
-from pdnn.experiments.report import claims_table, code_lines, device_text, machine_text, write_report
+from pdnn.experiments.report import claims_table, code_lines, data_lines, device_text, machine_text, write_report
 from pdnn.experiments.studies import STUDIES
-from pdnn.io import read_json
+from pdnn.io import read_json, write_json
 from pdnn.provenance import code_record
 
 
@@ -96,6 +96,28 @@ def test_a_finished_step_s_missing_result_is_named_with_the_way_to_redo_it(tiny_
     rows = [line for line in (out / "REPORT.md").read_text().splitlines() if any(c in line for c in claims)]
     assert len(rows) == 2 and all("not measured (a result is missing, though plan-state.json records "
                                   "energy/fashion-mnist/" in row and "to run again" in row for row in rows)
+
+
+def test_a_deleted_figure_is_named_with_its_step_not_dropped_or_linked(tiny_run, tmp_path):
+    """The noise and hardware sections dropped a deleted figure, caption and all; the others kept a
+    link to nothing, and the HTML page a stray '/>'."""
+    import shutil
+
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    figures = {"noise/fashion-mnist/accuracy-vs-T.png": "noise/fashion-mnist/figure",
+               "hardware/units.png": "hardware/figure", "energy/fashion-mnist/tradeoff-dram.png":
+               "energy/fashion-mnist/dram"}
+    for figure in figures:
+        (out / "tiny" / figure).unlink()
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    report, page = (out / "REPORT.md").read_text(), (out / "REPORT.html").read_text()
+    for figure, step in figures.items():
+        assert (f"*Missing figure `tiny/{figure}`: a result is missing, though plan-state.json records {step} as "
+                "done: remove that entry from it to run again.*") in report
+        assert f"({figure})" not in report.replace("tiny/", "")
+    assert "/>" not in re.sub(r"<img [^>]*/>", "", page)
 
 
 def test_a_deleted_evaluation_unmeasures_every_claim_made_from_it_and_names_its_own_step(tiny_run, tmp_path):
@@ -322,6 +344,19 @@ def test_the_report_says_which_code_ran_its_steps():
                                 "0123456789ab with uncommitted changes (1 step); pdnn 0.1.0 (not from a git "
                                 "checkout) (1 step); not recorded (1 step run by an earlier pdnn)."]
     assert code_lines({"e": {}}) == []  # a report of steps that predate the record stays as it was
+
+
+def test_the_report_says_which_copy_of_each_dataset_its_evaluations_read(tmp_path):
+    """A JPEG copy of CIFAR-10 scores slightly differently from the canonical batches: the data's
+    own README asks for it to be said next to the results."""
+    jpeg = "/data/cifar10-jpeg (class-folder zip; JPEG copies differ slightly from the canonical pixels)"
+    for run, dataset, source in (("a", "cifar10", jpeg), ("b", "fashion-mnist", "/data/fashion-mnist (IDX)"),
+                                 ("c", "cifar10", jpeg)):
+        write_json(tmp_path / "study" / "runs" / run / "eval-network.json", {"dataset": dataset, "data_source": source})
+    (tmp_path / "study" / "runs" / "d").mkdir()
+    (tmp_path / "study" / "runs" / "d" / "eval-network.json").write_text("{damaged")
+    assert data_lines(tmp_path) == [f"- Data: cifar10 from {jpeg}; fashion-mnist from /data/fashion-mnist (IDX)."]
+    assert data_lines(tmp_path / "study" / "runs" / "d") == []
 
 
 def test_the_report_says_which_device_ran_its_steps(tiny_run):

@@ -266,11 +266,22 @@ def test_a_vote_on_outputs_without_classes_is_refused():
             h = self.act(self.body(x))
             return {"scores": self.scores(h), "value": self.value(h).squeeze(-1)}
 
-    with pytest.raises(ValueError, match=r'reduce="vote" needs class scores \[B, C\] per sample; an output is \[B\]'):
+    with pytest.raises(ValueError, match=r'reduce="vote" needs scores of two or more classes \[B, C\] per sample; '
+                                         r'an output is \[B\]'):
         SampledModel(ScoresAndValue(), samples=3, reduce="vote")(torch.randn(2, 3))
     with pytest.raises(ValueError, match=r"an output is \[B\]"):  # not the shape of a part of a split batch
         SampledModel(ScoresAndValue(), samples=3, reduce="vote", max_rows=6)(torch.randn(10, 3))
     assert SampledModel(ScoresAndValue(), samples=3)(torch.randn(2, 3))["value"].shape == (2,)
+
+
+def test_a_vote_on_a_single_score_is_refused():
+    """A value head or a binary classifier's one logit, [B, 1], has no classes to vote for: every
+    sample's argmax is 0, and the vote would be 1 whatever the scores."""
+    one_score = nn.Sequential(nn.Linear(3, 8), PBit(), nn.Linear(8, 1))
+    with pytest.raises(ValueError, match=r"two or more classes .* an output is \[B, 1\]"):
+        SampledModel(one_score, samples=3, reduce="vote")(torch.randn(2, 3))
+    two_scores = nn.Sequential(nn.Linear(3, 8), PBit(), nn.Linear(8, 2))
+    assert torch.equal(SampledModel(two_scores, samples=4, reduce="vote")(torch.randn(2, 3)).sum(-1), torch.ones(2))
 
 
 def test_a_plan_s_warning_points_at_the_call_that_made_it():

@@ -119,6 +119,19 @@ def _layer_correct(
     return correct
 
 
+def check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise unless ``y`` holds one class index per input, shape ``[N]`` with ``N = len(x) > 0``:
+    labels ``[N, 1]`` (a column read from a table) would be compared with every prediction by
+    broadcasting, and count up to N hits each."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 1:
+        shape = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise UsageError(f"labels must be a tensor of one class index per input, shape [N], got {shape}"
+                         + (" (flatten the column)" if isinstance(y, torch.Tensor) and y.dim() == 2
+                            and y.shape[1] == 1 else ""))
+    if len(x) != len(y) or len(x) == 0:
+        raise UsageError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
+
+
 def accuracy_vs_samples(
     model: nn.Module,
     x: torch.Tensor,
@@ -145,8 +158,7 @@ def accuracy_vs_samples(
     positive_int("batch_size", batch_size)  # (below 1 no batch ran: an accuracy of 0, silently)
     if aggregate == "layer":  # each (repeat, T) seeds its own sampler (see _layer_correct)
         torch_seed("seed", seed, span=1000 * (repeats - 1) + samples[-1])
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
+    check_labels(x, y)
     model = model.eval()
     if is_deterministic(model):
         samples, repeats = [1], 1
@@ -191,6 +203,7 @@ def adaptive_accuracy(
     rule lacks is learnt on the first batch and kept for the others
     (:func:`pdnn.adaptive.adaptive_sample`)."""
     positive_int("batch_size", batch_size)
+    check_labels(x, y)
     sampler = SampledModel(model.eval(), samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
     correct, taken, given = 0, [], rule.prior_variance is not None

@@ -47,6 +47,8 @@ from typing import IO, Any, Callable
 
 import torch
 
+from .checks import MAX_COUNT
+
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "atomic_write", "eval_files", "file_mode", "is_run_record",
            "load_checkpoint", "read_config", "read_eval", "read_json", "save_checkpoint", "save_figure", "write_json",
            "write_text"]
@@ -90,17 +92,20 @@ def temporary_prefix(path: Path) -> str:
     return f"{_writer_head(path)}{os.getpid()}."
 
 
-def remove_orphans(path: Path) -> None:
+def remove_orphans(path: Path, any_ending: bool = False) -> None:
     """Remove the temporaries (:func:`temporary_prefix`) of writes to ``path`` whose process has
-    ended. Only this machine's are judged (another machine's process number means nothing here),
-    and only where a process can be asked whether it runs without harming it (POSIX). Containers
-    that share a folder and a host name but not their process numbers would misjudge each other:
-    a live writer whose temporary went fails its write, and the destination stays as it was."""
+    ended; ``any_ending``: of writes to any path of its folder whose name starts with ``path``'s
+    (the entries a changed source left behind). Only this machine's are judged (another machine's
+    process number means nothing here), and only where a process can be asked whether it runs
+    without harming it (POSIX). Containers that share a folder and a host name but not their
+    process numbers would misjudge each other: a live writer whose temporary went fails its write,
+    and the destination stays as it was."""
     if os.name != "posix":
         return
-    head = _writer_head(path)
-    for tmp in path.parent.glob(f"{glob.escape(head)}*.tmp"):
-        pid = tmp.name[len(head):].split(".", 1)[0]
+    host = f".{socket.gethostname()[:40]}."  # as _writer_head spells them
+    pattern = f".{glob.escape(path.name[:100])}{'*' if any_ending else ''}{glob.escape(host)}*.tmp"
+    for tmp in path.parent.glob(pattern):
+        pid = tmp.name.rsplit(host, 1)[-1].split(".", 1)[0]  # (after the host: <pid>.<random>.tmp)
         if pid.isdigit() and not _running(int(pid)):
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -421,7 +426,8 @@ def is_folder_record(path: Path | str) -> bool:
 
 def read_eval(path: Path | str) -> dict:
     """An ``eval-*.json`` document, checked as far as readers use it: a non-empty ``results``
-    list of rows with an integer ``samples`` >= 1, an ``accuracy_mean`` in [0, 1] and, if given,
+    list of rows with an integer ``samples`` in [1, 2**63 - 1] (what an evaluation takes; a plot's
+    log axis fails on larger integers), an ``accuracy_mean`` in [0, 1] and, if given,
     a finite ``accuracy_std`` >= 0 and an integer ``repeats`` >= 1, and if given an integer
     ``examples`` >= 1; anything else is a :class:`RunError` naming the file."""
     document = read_json(path)
@@ -436,10 +442,10 @@ def read_eval(path: Path | str) -> dict:
         mean = row.get("accuracy_mean") if isinstance(row, dict) else None
         std = row.get("accuracy_std", 0.0) if isinstance(row, dict) else None
         repeats = row.get("repeats", 1) if isinstance(row, dict) else None
-        if not (_is_int(samples) and samples >= 1 and _is_real(mean) and 0 <= mean <= 1
+        if not (_is_int(samples) and 1 <= samples <= MAX_COUNT and _is_real(mean) and 0 <= mean <= 1
                 and _is_real(std) and std >= 0 and _is_int(repeats) and repeats >= 1):
-            raise RunError(f"{path}: each result needs an integer 'samples' >= 1, an 'accuracy_mean' in [0, 1], "
-                           f"a finite 'accuracy_std' >= 0 and an integer 'repeats' >= 1, got {row!r}")
+            raise RunError(f"{path}: each result needs an integer 'samples' in [1, 2**63 - 1], an 'accuracy_mean' "
+                           f"in [0, 1], a finite 'accuracy_std' >= 0 and an integer 'repeats' >= 1, got {row!r}")
     return document
 
 

@@ -26,3 +26,12 @@ def series_labels(runs: Sequence[tuple[str, dict]]) -> dict[str, str]:
     names = {run: run_label(run, config) for run, config in runs}
     counts = Counter(names.values())
     return {run: run if counts[name] > 1 else name for run, name in names.items()}
+
+
+def figure_text(text: str) -> str:
+    """``text`` as matplotlib should draw it, literally: a ``$`` would start TeX math (a run named
+    ``p$\\x$`` stopped the plot with a parse error; ``$5 at T=1, $9`` lost its dollars and spaces),
+    and a legend leaves out every label that starts with ``_`` (a run named ``_baseline`` was drawn
+    without a name)."""
+    text = str(text).replace("$", r"\$")
+    return f" {text}" if text.startswith("_") else text

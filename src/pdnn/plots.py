@@ -5,7 +5,7 @@ import warnings
 from pathlib import Path
 
 from .io import RunError, config_dataset, pyplot, read_config, read_eval, save_figure
-from .labels import series_labels
+from .labels import figure_text, series_labels
 from .provenance import warn_if_stale
 
 
@@ -57,25 +57,30 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         ts = [r["samples"] for r in rows]
         measured.update(ts)
         ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows],
-                    yerr=[100 * r.get("accuracy_std", 0.0) for r in rows], marker="o", capsize=3, label=label)
+                    yerr=[100 * r.get("accuracy_std", 0.0) for r in rows], marker="o", capsize=3,
+                    label=figure_text(label))
     ax.set_xscale("log")
     ax.set_xlim(0.9, max(measured) * 1.1)
     lines = [(label, acc, ax.axhline(acc, linestyle="--", linewidth=1, color=f"C{(i + 5) % 10}"))
              for i, (label, acc) in enumerate(horizontals)]
     # Labels of lines closer than 3 % of the axis height would print over each other: move each
-    # such label a third of the (log) axis further right than the one below it.
+    # such label a third of the (log) axis further right than the one below it (from T = 1, or
+    # from the axis' left end when only T = 1 was measured), and every fourth one a line higher.
     low, high = ax.get_ylim()
+    start, end = (1, max(measured)) if max(measured) > 1 else ax.get_xlim()
     slot, previous = 0, None
     for label, acc, line in sorted(lines, key=lambda item: item[1]):
         slot = slot + 1 if previous is not None and acc - previous < 0.03 * (high - low) else 0
         previous = acc
-        ax.annotate(f"{label} {acc:.1f}%", xy=(max(measured) ** (slot / 3 % 1), acc), xytext=(2, 2),
-                    textcoords="offset points", fontsize=8, color=line.get_color())
+        ax.annotate(figure_text(f"{label} {acc:.1f}%"), xy=(start * (end / start) ** (slot % 3 / 3), acc),
+                    xytext=(2, 2 + 10 * (slot // 3)), textcoords="offset points", fontsize=8,
+                    color=line.get_color())
     ax.set_xticks(sorted(measured), [str(t) for t in sorted(measured)])
     ax.minorticks_off()
     ax.set_xlabel("samples T (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"accuracy vs samples ({aggregate} aggregation)" if title is None else title)  # "": none
+    default = f"accuracy vs samples ({aggregate} aggregation)"
+    ax.set_title(default if title is None else figure_text(title))  # "": none
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")

@@ -404,11 +404,11 @@ def reduce_samples(out, reduce: str):
     if reduce == "mean":
         return out.mean(0)
     if reduce == "vote":
-        if out.dim() < 3:
+        if out.dim() < 3 or out.shape[-1] < 2:  # [B, 1]: a regression value or a binary logit, no classes
             shape = ", ".join(["B", *map(str, out.shape[2:])])
-            raise UsageError(f'reduce="vote" needs class scores [B, C] per sample; an output is [{shape}] (every '
-                             'tensor of a tuple or dict output is voted: use "mean" or "none" for one with other '
-                             'tensors)')
+            raise UsageError(f'reduce="vote" needs scores of two or more classes [B, C] per sample; an output is '
+                             f'[{shape}] (every tensor of a tuple or dict output is voted: use "mean" or "none" for '
+                             'one with other tensors, and "mean" for a single score)')
         votes = nn.functional.one_hot(out.argmax(-1), out.shape[-1]).to(out.dtype)
         return votes.mean(0).masked_fill(out.isnan().any(-1).any(0).unsqueeze(-1), torch.nan)
     return out

@@ -69,6 +69,12 @@ def output_file(option: str, path: str | None, kind: str) -> Path | None:
 
 
 def _figure_suffixes() -> list[str]:
+    """matplotlib's formats, but PGF where the TeX program it runs is not installed (its failure
+    named that missing program as if the output file were missing)."""
+    import shutil
+
+    import matplotlib
     from matplotlib.backend_bases import FigureCanvasBase
 
-    return [f".{suffix}" for suffix in FigureCanvasBase.get_supported_filetypes()]
+    latex = shutil.which(matplotlib.rcParams["pgf.texsystem"]) is not None
+    return [f".{suffix}" for suffix in FigureCanvasBase.get_supported_filetypes() if suffix != "pgf" or latex]

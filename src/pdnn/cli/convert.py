@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
                         + "); per layer as NAME=S,NAME=S,*=S")
     p.add_argument("--beta", metavar="B",
                    help="pbit inverse temperature (default 1: equal mean); per layer as NAME=B,...")
-    p.add_argument("--layers", default="hidden",
+    p.add_argument("--layers",
                    help="hidden (default: activations followed by another weight layer), all, or comma-separated "
                         "names from --list-layers")
     p.add_argument("--list-layers", action="store_true", help="print the activations found in RUN_DIR and exit")
@@ -118,7 +118,24 @@ def _refuse_unused(args) -> None:
             raise UsageError(f"{flag} is only used with {needs}")
 
 
+# every option of a conversion, refused with --restore and --list-layers, which only read RUN_DIR
+_CONVERSION_OPTIONS = ("method", "scale", "beta", "layers", "calibrate", "values", "samples", "target_samples",
+                       "repeats", "per_layer", "holdout", "recalibrate_bn", "bn_samples", "seed", "label", "out",
+                       "force", "data_dir", "subset", "device")
+
+
+def _refuse_conversion_options(args) -> None:
+    steps = [flag for flag in ("--restore", "--list-layers") if getattr(args, flag[2:].replace("-", "_"))]
+    given = [f"--{dest.replace('_', '-')}" for dest in _CONVERSION_OPTIONS
+             if getattr(args, dest) is not None and getattr(args, dest) is not False]  # (0 == False: --repeats 0)
+    if len(steps) > 1 or given:
+        raise UsageError(f"{steps[0]} only reads RUN_DIR and exits, so {', '.join(steps[1:] + given)} would be "
+                         "ignored: convert in a command of its own")
+
+
 def run(args) -> int:
+    if args.restore or args.list_layers:
+        _refuse_conversion_options(args)
     if args.restore:
         present = (Path(args.run_dir) / CHECKPOINT).is_file()
         path = restore_checkpoint(args.run_dir)
@@ -150,7 +167,7 @@ def run(args) -> int:
     result = convert_run(
         args.run_dir, args.out, args.method,
         scale=parse_value(args.scale, "--scale"), beta=parse_value(args.beta, "--beta"),
-        layers=parse_layers(args.layers), calibrate=args.calibrate, values=values,
+        layers=parse_layers("hidden" if args.layers is None else args.layers), calibrate=args.calibrate, values=values,
         recalibrate_bn=args.recalibrate_bn, roots=args.data_dir, subset=args.subset, device=device,
         force=args.force, label=args.label, progress=not args.quiet, per_layer=args.per_layer, **given,
     )

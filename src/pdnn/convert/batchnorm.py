@@ -85,6 +85,7 @@ def recalibrate_batchnorm(
     if len(x) == 0:
         raise UsageError("recalibrate_batchnorm needs at least one example")
     positive_int("bn_samples (samples per example for recalibrating batch norms)", samples)
+    positive_int("batch_size", batch_size)
     model.eval()
     layers = batchnorms_after_noise(model, prepare(x[:2]))
     step = max(1, min(batch_size, FOLD_ROWS // samples))

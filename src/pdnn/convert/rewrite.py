@@ -115,15 +115,13 @@ def _values_for(selected: list[_Site], value: float | dict, key: str) -> dict[st
 
 def _check_value(key: str, value, what: str) -> float:
     """``value`` as a float if it is a valid ``key`` -- ``"scale"``: finite and >= 0 (0: no noise);
-    ``"beta"``: finite and > 0 -- else a ``ValueError`` naming ``what`` and the value."""
+    ``"beta"``: in p-bits' range, [1e-30, 1e30] (:func:`pdnn.functional.check_beta`) -- else a
+    ``ValueError`` naming ``what`` and the value."""
     if isinstance(value, bool):  # float(True) == 1.0 would pass silently
         raise UsageError(f"{what} must be a number, got {shown(value)}")
     if key == "scale":
         return check_scale(value, what)
-    try:
-        return check_beta(value)
-    except ValueError:
-        raise UsageError(f"{what} must be a finite number > 0, got {shown(value)}") from None
+    return check_beta(value, what)
 
 
 def _check_setting(key: str, value) -> float | dict[str, float]:

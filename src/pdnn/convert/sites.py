@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from ..errors import UsageError
 from ..nn import Quantize, is_stochastic
-from ..tracing import faithful_trace
+from ..tracing import DROPOUT_FUNCTIONS, faithful_trace
 from .methods import METHODS
 
 
@@ -80,19 +80,33 @@ _FUNCTIONS = _function_table()
 _METHOD_CALLS = {"tanh": "tanh", "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
                  "relu": "relu", "relu_": "relu"}
 IN_PLACE_SHARED = "in place on a tensor that is used elsewhere"  # a replacement is not in place
+TRANSFORMS_CONSTANTS = "also called on weights or constants, which its replacement would make random"
 # operations whose result may share memory with their input: an in-place write through one is a
-# write to the others (reshape and contiguous may copy or not; counted as views, to be safe)
-_VIEW_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "swapaxes",
-                 "swapdims", "permute", "t", "unsqueeze", "squeeze", "expand", "expand_as", "narrow", "select",
-                 "unfold", "movedim", "moveaxis", "contiguous", "split", "tensor_split", "hsplit", "vsplit", "dsplit",
-                 "chunk", "unbind", "diagonal", "as_strided", "detach", "view_as_real", "view_as_complex", "real",
-                 "imag", "__getitem__"}
-_VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.unflatten, torch.reshape, torch.transpose, torch.swapaxes,
-                   torch.swapdims, torch.t, torch.permute, torch.squeeze, torch.unsqueeze, torch.narrow, torch.select,
-                   torch.movedim, torch.moveaxis, torch.split, torch.tensor_split, torch.hsplit, torch.vsplit,
-                   torch.dsplit, torch.chunk, torch.unbind, torch.diagonal, torch.detach, torch.as_strided,
-                   torch.view_as_real, torch.view_as_complex, torch.real, torch.imag}
+# write to the others. Counted to be safe: those that may copy or not (reshape, contiguous), and
+# conversions that return their input itself when it has the type and device asked for already
+# (x.float() of a float32 x, x.to(...), x.cpu()); besides these, every in-place call returns its input
+_VIEW_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "ravel", "transpose",
+                 "swapaxes", "swapdims", "permute", "t", "adjoint", "unsqueeze", "squeeze", "expand", "expand_as",
+                 "broadcast_to", "narrow", "select", "unfold", "movedim", "moveaxis", "contiguous", "split",
+                 "unsafe_split", "split_with_sizes", "tensor_split", "hsplit", "vsplit", "dsplit", "chunk",
+                 "unsafe_chunk", "unbind", "diagonal", "as_strided", "detach", "view_as_real", "view_as_complex",
+                 "real", "imag", "conj", "resolve_conj", "resolve_neg", "align_as", "align_to", "rename",
+                 "refine_names", "as_subclass", "to", "type", "type_as", "float", "double", "half", "bfloat16",
+                 "cfloat", "cdouble", "int", "long", "short", "char", "byte", "bool", "cpu", "cuda", "__getitem__"}
+_VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.unflatten, torch.ravel, torch.reshape, torch.transpose,
+                   torch.swapaxes, torch.swapdims, torch.t, torch.adjoint, torch.permute, torch.squeeze,
+                   torch.unsqueeze, torch.broadcast_to, torch.broadcast_tensors, torch.atleast_1d, torch.atleast_2d,
+                   torch.atleast_3d, torch.narrow, torch.select, torch.movedim, torch.moveaxis, torch.split,
+                   torch.unsafe_split, torch.split_with_sizes, torch.tensor_split, torch.hsplit, torch.vsplit,
+                   torch.dsplit, torch.chunk, torch.unsafe_chunk, torch.unbind, torch.diagonal, torch.detach,
+                   torch.as_strided, torch.view_as_real, torch.view_as_complex, torch.real, torch.imag, torch.conj,
+                   torch.resolve_conj, torch.resolve_neg, *DROPOUT_FUNCTIONS}  # a dropout not drawing returns its input
 _VIEW_ATTRIBUTES = {"T", "mT", "H", "mH", "data", "real", "imag"}  # x.T is traced as getattr(x, "T")
+_IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                       operator.imod, operator.ipow, operator.imatmul, operator.iand, operator.ior, operator.ixor,
+                       operator.ilshift, operator.irshift}
+# torch layers that may return their input or a view of it (a dropout when it does not draw)
+_VIEW_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
 # modules whose output is a tuple of separate tensors: taking an element of it takes no view
 _TUPLE_MODULES = (nn.RNNBase, nn.MultiheadAttention)
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}  # read no value of the tensor
@@ -218,9 +232,15 @@ def _function_site(node: fx.Node, taken: set[str], hidden: bool, modules: dict[s
 def _is_view(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether ``node`` may return memory shared with its first argument."""
     if node.op == "call_method":
-        return node.target in _VIEW_METHODS
+        return node.target in _VIEW_METHODS or _in_place_method(node.target)
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        return isinstance(m, _VIEW_MODULES) or getattr(m, "inplace", False) is True
     if node.op != "call_function":
         return False
+    if node.target in _IN_PLACE_OPERATORS or node.kwargs.get("inplace") is True \
+            or _in_place_method(getattr(node.target, "__name__", "")):
+        return True  # an in-place call returns its input (h += x, torch.relu_(h), F.relu(h, inplace=True))
     if node.target is getattr:
         return len(node.args) > 1 and node.args[1] in _VIEW_ATTRIBUTES
     source = node.args[0] if node.args else None
@@ -228,6 +248,11 @@ def _is_view(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
             and isinstance(modules.get(source.target), _TUPLE_MODULES):
         return False  # an element of an LSTM's or an attention's output tuple
     return node.target in _VIEW_FUNCTIONS
+
+
+def _in_place_method(name: str) -> bool:
+    """``x.add_(y)``, ``x.squeeze_()``, ``x.__iadd__(y)``: in place, returning ``x``."""
+    return name.endswith("_") and not name.startswith("__") or name.startswith("__i") and name.endswith("__")
 
 
 def _reads_shape_only(node: fx.Node) -> bool:
@@ -246,7 +271,7 @@ def _read_elsewhere(source: fx.Node, writer: fx.Node, modules: dict[str, nn.Modu
     aliases, stack = {root}, [root]
     while stack:  # every view of the root, however deep
         for user in stack.pop().users:
-            if user not in aliases and _is_view(user, modules):
+            if user not in aliases and user is not writer and _is_view(user, modules):
                 aliases.add(user)
                 stack.append(user)
     return any(user is not writer and user not in aliases and not _reads_shape_only(user)
@@ -356,6 +381,7 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
     taken = {name.split(".")[0] for name in modules if name} | set(dir(model)) | set(dir(fx.GraphModule))
     sites: dict[str, _Site] = {}
     ops: list[str] = []
+    fed, transforms = _fed_by_input(graph), set()  # activation modules also called on constants
     for node in graph.nodes:
         if node.op == "call_module":
             m = modules[node.target]
@@ -370,6 +396,9 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
                     for site in _held_function_sites(inner_name, inner, hidden):
                         sites.setdefault(site.name, site)
                 continue
+            if node not in fed:
+                transforms.add(node.target)
+                continue
             site = sites.get(node.target)
             if site is None:
                 site = sites[node.target] = _module_site(node.target, m, node not in output_side)
@@ -381,10 +410,23 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
         elif node.op in ("call_function", "call_method"):
             ops.append(node.target if isinstance(node.target, str) else
                        getattr(node.target, "__name__", str(node.target)))
-            site = _function_site(node, taken, node not in output_side, modules)
+            site = _function_site(node, taken, node not in output_side, modules) if node in fed else None
             if site is not None:
                 sites[site.name] = site
+    for name in transforms & sites.keys():
+        sites[name].problem = TRANSFORMS_CONSTANTS
     return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)))
+
+
+def _fed_by_input(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes whose value depends on the forward's arguments. A tanh or sigmoid of anything
+    else -- a weight's reparametrisation ``tanh(self.raw)``, a learned gate ``sigmoid(self.gate)``
+    -- is no activation: made random, it would change the weights on every call."""
+    fed = {node for node in graph.nodes if node.op == "placeholder"}
+    for node in graph.nodes:
+        if node not in fed and any(arg in fed for arg in node.all_input_nodes):
+            fed.add(node)
+    return fed
 
 
 def _discover_modules(model: nn.Module) -> list[_Site]:

@@ -30,6 +30,7 @@ deleted.)
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import math
@@ -113,6 +114,10 @@ class CacheWriter:
         self._counts[split] += len(images)
         if split == "train":
             self._add_to_sums(images)
+
+    def count(self, split: str) -> int:
+        """How many images were added to ``split`` so far."""
+        return self._counts[split]
 
     def image_shape(self, split: str) -> tuple[int, ...] | None:
         """``(C, H, W)`` of the images added to ``split`` so far (``None``: none yet)."""
@@ -284,8 +289,10 @@ def _publish(staging: Path, path: Path) -> None:
 
 
 def _remove_stale(path: Path) -> None:
-    """Delete entries of the same dataset place whose sources have since changed."""
+    """Delete entries of the same dataset place whose sources have since changed, and the staging
+    folders of their builds that were killed."""
     prefix = path.name.rsplit("-", 1)[0] + "-"
-    for stale in path.parent.glob(f"{prefix}*"):
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*"):
         if stale != path and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
+    remove_orphans(path.with_name(prefix), any_ending=True)

@@ -217,6 +217,10 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
 
 def _decode(name: str, spec: Spec, source: Source, writer: cache.CacheWriter, progress: bool) -> list[str]:
     classes = source.decode(writer, progress) or list(spec.classes)
+    for split, what in (("train", "training"), ("test", "test")):
+        if not writer.count(split):  # said now, not after an epoch of training, when it is evaluated
+            raise idx.DataError(f"{source.description}: the {what} split holds no images; {name} needs both "
+                                "(one to learn from, one to evaluate on)")
     for split in cache.SPLITS:
         shape = writer.image_shape(split)
         if shape is not None and shape != spec.input_shape:

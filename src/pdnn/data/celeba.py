@@ -39,23 +39,29 @@ def _entries(source: Path) -> dict[str, str]:
         return {p.name: p.name for p in sorted(source.iterdir()) if is_image((p.name,))}
     try:
         with zipfile.ZipFile(source) as zf:
-            names = [PurePosixPath(n) for n in zf.namelist()]
+            stored = zf.namelist()  # read by the name stored, which may spell the path otherwise ('./...')
     except (zipfile.BadZipFile, OSError) as err:
         raise DataError(f"{source}: not a readable zip file ({err})") from err
     members: dict[str, str] = {}
-    for n in names:
+    for name in stored:
+        n = PurePosixPath(name)
         if n.parent.name == FOLDER and is_image(n.parts):
             if n.name in members:
                 raise DataError(f"{source}: {n.name} is in two {FOLDER}/ folders ({members[n.name]!r} and "
-                                f"{str(n)!r}); expected one")
-            members[n.name] = str(n)
+                                f"{name!r}); expected one")
+            members[n.name] = name
     return dict(sorted(members.items()))
 
 
-def _split_of(names: list[str], partition: Path | None) -> dict[str, int]:
+def _split_of(source: Path, names: list[str], partition: Path | None) -> dict[str, int]:
     if partition is not None:
         split = {}
-        for line in partition.read_text().splitlines():
+        try:
+            lines = partition.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{partition}: not a readable text file ({err}); expected '<file> <0|1|2>' lines") \
+                from None
+        for line in lines:
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise DataError(f"{partition}: expected '<file> <0|1|2>' lines, got {line!r}")
@@ -66,7 +72,8 @@ def _split_of(names: list[str], partition: Path | None) -> dict[str, int]:
         try:
             number = int(PurePosixPath(name).stem)
         except ValueError:
-            raise DataError(f"{name!r} is not a numbered CelebA image and there is no {PARTITION}") from None
+            raise DataError(f"{source}: {name!r} is not a numbered CelebA image, and there is no {PARTITION} "
+                            "beside it to give its split") from None
         split[name] = 0 if number <= TRAIN_LAST else (1 if number < TEST_FIRST else 2)
     return split
 
@@ -93,7 +100,7 @@ def write_celeba(source: Path, partition: Path | None, writer, progress: bool = 
     names = list(members)
     if not names:
         raise DataError(f"{source}: no images found; expected {FOLDER}/000001.jpg ...")
-    split = _split_of(names, partition)
+    split = _split_of(source, names, partition)
     chosen = {0: [n for n in names if split.get(n) == 0], 2: [n for n in names if split.get(n) == 2]}
     for part, what in ((0, "training"), (2, "test")):
         if not chosen[part]:

@@ -35,21 +35,22 @@ def list_images(source: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """Classes and ``(entry, label)`` pairs of a class-folder directory or zip, interleaved by
     class (see the module docstring)."""
     if source.is_dir():
-        paths = [p.relative_to(source).parts for p in source.rglob("*") if p.is_file()]
+        stored = {p.relative_to(source).parts: p.relative_to(source).as_posix()
+                  for p in source.rglob("*") if p.is_file()}
     else:
-        try:
+        try:  # read by the name stored, which may spell the same path otherwise ('./cat/1.jpg')
             with zipfile.ZipFile(source) as zf:
-                paths = [PurePosixPath(n).parts for n in zf.namelist() if not n.endswith("/")]
+                stored = {PurePosixPath(n).parts: n for n in zf.namelist() if not n.endswith("/")}
         except (zipfile.BadZipFile, OSError) as err:
             raise DataError(f"{source}: not a readable zip file ({err})") from err
-    paths = [p for p in paths if is_image(p)]
+    paths = [p for p in stored if is_image(p)]
     deep = [p for p in paths if len(p) != 2]
     if deep:
         raise DataError(f"{source}: entry {'/'.join(deep[0])!r} is not <class>/<file>; "
                         "expected every image directly inside one class folder")
     by_class: dict[str, list[str]] = {}
     for cls, name in sorted(paths):
-        by_class.setdefault(cls, []).append(f"{cls}/{name}")
+        by_class.setdefault(cls, []).append(stored[cls, name])
     if not by_class:
         raise DataError(f"{source}: no images found; expected <class>/<file> entries "
                         f"with a suffix in {', '.join(IMAGE_SUFFIXES)}")

@@ -17,7 +17,7 @@ from ..checks import positive_int, shown
 from ..errors import UsageError
 from ..io import RunError, pyplot, read_json, save_figure
 from .account import Settings, network_energy
-from ..labels import series_labels
+from ..labels import figure_text, series_labels
 from ..provenance import warn_if_stale
 from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
 
@@ -153,14 +153,14 @@ def plot_fid_tradeoff(result: dict, out, title: str | None = None) -> Path:
     for name, ps in sorted(series.items()):
         ps = sorted(ps, key=lambda p: p["samples"])
         ax.errorbar([p["energy_j"] * 1e6 for p in ps], [p["fid"] for p in ps], yerr=[p["fid_std"] for p in ps],
-                    marker="o", ms=3, label=name, capsize=2)
+                    marker="o", ms=3, label=figure_text(name), capsize=2)
     front = sorted((result["points"][i] for i in result["pareto_front"]), key=lambda p: p["energy_j"])
     ax.step([p["energy_j"] * 1e6 for p in front], [p["fid"] for p in front], where="post", color="k",
             linewidth=0.8, linestyle="--", label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("energy per generated image (µJ)")
     ax.set_ylabel(f"{result['metric']} (lower is better)")
-    ax.set_title(title or f"{result['metric']} vs energy")
+    ax.set_title(figure_text(title) if title else f"{result['metric']} vs energy")
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4)
     fig.tight_layout()
     return save_figure(fig, out, dpi=150)

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from ..io import pyplot, save_figure
+from ..labels import figure_text
 from .account import LAYER_STEP_NOTE, TERMS
 
 _TERM_LABELS = {"weight_memory_j": "weight mem", "activation_memory_j": "act. mem",
@@ -96,7 +97,7 @@ def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path
     all configurations share their layers, by layer (bottom); the reference as a dashed line."""
     plt = pyplot()
     configs = report["configs"]
-    labels = [c.get("label") or f"T={c['samples']}" for c in configs]
+    labels = [figure_text(c.get("label") or f"T={c['samples']}") for c in configs]
     names = [layer["name"] for layer in configs[0]["layers"]]
     same_layers = all([layer["name"] for layer in c["layers"]] == names for c in configs)
     panels = [([(_TERM_LABELS[k], k) for k in TERMS], lambda c, key: c["terms"][key], "by term")]
@@ -121,7 +122,7 @@ def plot_energy(report: dict, out: str | Path, title: str | None = None) -> Path
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(True, axis="y", alpha=0.3)
     s = report["settings"]
-    fig.suptitle(title or f"{s['technology']}: weights {s['weight_memory']}, activations "
+    fig.suptitle(figure_text(title) if title else f"{s['technology']}: weights {s['weight_memory']}, activations "
                  f"{s['activation_memory']}, reuse {s['reuse']}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, out)
@@ -132,16 +133,16 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
     reference and the chosen minimum-energy configuration highlighted."""
     plt = pyplot()
     series: dict[str, list[dict]] = {}
-    for p in result["points"]:
-        series.setdefault(p["series"], []).append(p)
+    for p in result["points"]:  # (points of the bare tradeoff() have no series nor samples)
+        series.setdefault(p.get("series", ""), []).append(p)
     many = len(series) > 12  # a grid of runs: the legend goes beside the axes, never over the points
     fig, ax = plt.subplots(figsize=(11, 6) if many else (7.5, 4.8), layout="constrained")
     colors = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
     for k, (name, points) in enumerate(series.items()):
         ax.plot([p["energy_j"] * 1e6 for p in points], [100 * p["accuracy"] for p in points],
-                "o-" if len(points) > 1 else "s", ms=4 if len(points) > 1 else 6, linewidth=0.8, label=name,
-                alpha=0.85, color=colors(k % colors.N))
-        for p in points:
+                "o-" if len(points) > 1 else "s", ms=4 if len(points) > 1 else 6, linewidth=0.8,
+                label=figure_text(name), alpha=0.85, color=colors(k % colors.N))
+        for p in (p for p in points if "samples" in p):
             ax.annotate(f"T={p['samples']}", (p["energy_j"] * 1e6, 100 * p["accuracy"]), fontsize=6,
                         xytext=(2, 2), textcoords="offset points")
     front = [result["points"][i] for i in result["pareto_front"]]
@@ -169,7 +170,7 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
         ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"energy per inference (µJ{', log scale' if log else ''})")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or "accuracy vs energy")
+    ax.set_title(figure_text(title) if title else "accuracy vs energy")
     ax.grid(True, which="both", alpha=0.3)
     if many:
         fig.legend(fontsize=7, loc="outside right upper", ncol=2 if len(series) > 24 else 1)

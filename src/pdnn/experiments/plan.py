@@ -89,10 +89,11 @@ class Claim:
 @dataclass(frozen=True)
 class Figure:
     """A PNG and its caption, which states the schedule and data it shows (the report adds the
-    machine and the study's wall time)."""
+    machine and the study's wall time), and the plan step that draws it (named if it is missing)."""
 
     path: Path
     caption: str
+    step: str = ""
 
 
 @dataclass

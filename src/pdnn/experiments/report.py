@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ import markdown
 
 from ..io import RunError, write_text
 from ..provenance import CODE
-from .plan import Claim, Context, Section
+from .plan import STATE, Claim, Context, Section
 
 PAPER = ('"Improving deep neural network performance through sampling" '
          "([arXiv 2507.07763](https://arxiv.org/abs/2507.07763))")
@@ -53,6 +54,23 @@ def code_lines(done: dict) -> list[str]:
     if (unrecorded := len(done) - sum(counts.values())):
         parts.append(f"not recorded ({unrecorded} step{'s' * (unrecorded != 1)} run by an earlier pdnn)")
     return [f"- Code: {'; '.join(parts)}."]
+
+
+def data_lines(folder: Path) -> list[str]:
+    """The report's line on which copy of each dataset the evaluations under ``folder`` read: a
+    JPEG copy of CIFAR-10 scores slightly differently from the canonical batches, so it is said
+    next to the numbers (an evaluation that cannot be read is the claims' business, not this line's)."""
+    sources: dict[str, set[str]] = {}
+    for path in sorted(folder.rglob("eval-*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(document, dict) and isinstance(document.get("dataset"), str) \
+                and isinstance(document.get("data_source"), str):
+            sources.setdefault(document["dataset"], set()).add(document["data_source"])
+    said = [f"{name} from {' and '.join(sorted(read))}" for name, read in sorted(sources.items())]
+    return [f"- Data: {'; '.join(said)}."] if said else []
 
 
 def _code_text(code: dict) -> str:
@@ -107,6 +125,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         f"- Machine: {machine_text(m, done)} ({device_text(m, done)}). Wall time of all steps: {wall / 3600:.2f} h"
         f" ({len(done)} steps; per study below).",
         *code_lines(done),
+        *data_lines(ctx.out / ctx.scale),
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
         f"{counts['not measured']} not measured. A verdict follows the stated rule, decided before the "
         "numbers; the study sections give the evidence.",
@@ -131,6 +150,11 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
             lines += [section.text.strip(), ""]
         for figure in section.figures:
             rel = Path(figure.path).relative_to(ctx.out)
+            if not Path(figure.path).is_file():  # named with the step to run again, not dropped or linked
+                why = (ctx.why_missing(figure.step) if figure.step else f"if {STATE} records the step that draws it "
+                       "as done, remove that entry from it to draw it again")
+                lines += [f"*Missing figure `{rel.as_posix()}`: {why}.*", ""]
+                continue
             lines += [f"![{rel.stem}]({rel.as_posix()})", "",
                       f"*{figure.caption.rstrip('.')}. {machine_line} Study wall time {study_wall / 60:.1f} min.*", ""]
     return "\n".join(lines) + "\n"
@@ -145,9 +169,9 @@ def to_html(text: str, base: Path) -> str:
         if not path.is_file():
             return f'<strong>[missing figure {html.escape(match.group(2))}]</strong>'
         data = base64.b64encode(path.read_bytes()).decode()
-        return f'<img{match.group(1)}src="data:image/png;base64,{data}"'
+        return f'<img{match.group(1)}src="data:image/png;base64,{data}"{match.group(3)}>'
 
-    body = re.sub(r'<img([^>]*?)src="([^"]+)"', inline, body)
+    body = re.sub(r'<img([^>]*?)src="([^"]+)"([^>]*)>', inline, body)  # the whole tag: no stray "/>"
     style = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;line-height:1.45}"
              "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:.25em .5em;"
              "vertical-align:top}img{max-width:100%}code,pre{background:#f4f4f4}")

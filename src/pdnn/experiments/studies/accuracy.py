@@ -106,9 +106,11 @@ def section(ctx: Context) -> Section:
             section.claims.append(Claim.decide(f"{spec.dataset}: {c['claim']}", PAPER.get(c["claim"], "–"),
                                                c["ours"], c["rule"], c["holds"]))
         section.figures += [Figure(folder / "accuracy_vs_samples_pbit.png",
-                                   f"{spec.dataset}: accuracy against T, p-DNNs and baselines; {describe(spec)}"),
+                                   f"{spec.dataset}: accuracy against T, p-DNNs and baselines; {describe(spec)}",
+                                   f"{NAME}/{spec.dataset}/summary"),
                             Figure(folder / "train_test_matrix.png",
-                                   f"{spec.dataset}: accuracy by training s and test T; {describe(spec)}")]
+                                   f"{spec.dataset}: accuracy by training s and test T; {describe(spec)}",
+                                   f"{NAME}/{spec.dataset}/summary")]
         tanh = summary["runs"]["tanh"]["accuracy"]["1"]["mean"]
         best = max(((name, t, v["mean"]) for name, r in summary["runs"].items() if name.startswith("pbit")
                     for t, v in r["accuracy"].items()), key=lambda x: x[2])

@@ -110,5 +110,6 @@ def section(ctx: Context) -> Section:
                         energy_pct <= SAMPLE_COST_PCT + SLACK and gain_pts >= 1.0 - SLACK))
             section.figures.append(Figure(path.with_suffix(".png"), (
                 f"{dataset}: accuracy against energy per inference, {memory.upper()}, every run of the "
-                f"accuracy study at every measured T (Pareto front marked); {accuracy.describe(spec)}")))
+                f"accuracy study at every measured T (Pareto front marked); {accuracy.describe(spec)}"),
+                f"{NAME}/{dataset}/{memory}"))
     return section

@@ -220,8 +220,10 @@ def section(ctx: Context) -> Section:
             section.claims.append(not_measured(claim, paper, f"not scored: {missing}", rule))
         else:
             section.claims.append(Claim.decide(claim, paper, texts[number](found), rule, found["holds"]))
-    section.figures.append(Figure(folder / "fid-vs-T.png", f"fid-clf against T per decoder; {summary['schedule']}"))
+    step = f"{NAME}/{s.dataset}/summary"
+    section.figures.append(Figure(folder / "fid-vs-T.png", f"fid-clf against T per decoder; {summary['schedule']}",
+                                  step))
     section.figures += [Figure(folder / g, f"the same 36 latents at T = {', '.join(map(str, s.grid_samples))}; "
-                                           f"{summary['schedule']}") for g in summary["grids"]]
+                                           f"{summary['schedule']}", step) for g in summary["grids"]]
     section.text += f"\n\n[README]({ctx.scale}/{NAME}/{s.dataset}/README.md) has every number."
     return section

@@ -236,12 +236,13 @@ def section(ctx: Context) -> Section:
                 section.figures.append(Figure(ctx.dir(NAME, dataset, f"tradeoff-{memory}.png"), (
                     f"{dataset}, {memory.upper()}: accuracy against energy per inference of every float- and low-bit-"
                     f"weight run at every T, Pareto front in black, the cheapest configuration within one point "
-                    f"starred; {accuracy.describe(spec)}")))
+                    f"starred; {accuracy.describe(spec)}"), f"{NAME}/{dataset}/tradeoff"))
     section.claims.append(_alike_claim(ctx, fashion))
     figure = ctx.dir(NAME, "matched", "accuracy_vs_samples.png")
-    if figure.exists():
+    if figure.exists() or f"{NAME}/summary" in ctx.done:  # (a figure deleted since is named, not dropped)
         section.figures.append(Figure(figure, f"{fashion.dataset}: bipolar p-DNNs against unipolar ones at the same "
-                                              f"and at the matched temperature, by T; {accuracy.describe(fashion)}"))
+                                              f"and at the matched temperature, by T; {accuracy.describe(fashion)}",
+                                      f"{NAME}/summary"))
     return section
 
 
