@@ -11,13 +11,14 @@ from pathlib import Path
 
 
 def positive_count(text: str) -> int:
-    """An integer >= 1, else an argparse error that names the value."""
+    """An integer in [1, 2**31 - 1] (torch takes threads and sizes as C ints), else an argparse
+    error that names the value."""
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    if not 1 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, 2**31 - 1], got {text!r}")
     return value
 
 

@@ -23,6 +23,7 @@ A study that has not finished is listed as missing, not guessed.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def table(name: str, rows: dict) -> list[str]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     length = {e: margins(p) for e, p in LENGTH.items()}
     width = {w: margins(p) for w, p in WIDTH.items()}
     cifar = {key: cifar_gap(p) for key, p in CIFAR.items()}

@@ -28,7 +28,7 @@ RUNS=$OUT/runs
 PDNN=${PDNN:-"python -m pdnn"}
 mkdir -p "$RUNS"
 
-train() {  # train NAME ARGS...: resumes runs/NAME if it holds a checkpoint
+train() {  # train NAME ARGS...: resumes runs/NAME if it holds a checkpoint (a finished run stays as it is)
   local dir=$RUNS/$1; shift
   if [ -f "$dir/checkpoint.pt" ]; then $PDNN train --out "$dir" --resume --quiet
   else $PDNN train --out "$dir" --quiet "$@"; fi
@@ -40,14 +40,14 @@ score() {  # score NAME: fid-clf against T, once
 
 common=(--dataset fashion-mnist --batch-size 64 --seed 0 --monitor-examples 500)
 # the fid-clf feature network: a deterministic CNN classifier (first 6000 training images, 4 epochs)
-[ -f "$RUNS/classifier/checkpoint.pt" ] || train classifier --model cnn --neuron tanh --width 8 --lr 1e-3 --subset 6000 --epochs 4 "${common[@]}"
+train classifier --model cnn --neuron tanh --width 8 --lr 1e-3 --subset 6000 --epochs 4 "${common[@]}"
 vae=(--task vae --width 8 --latent 16 --subset "$SUBSET" --epochs "$EPOCHS" --lr "$LR" "${common[@]}")
 one() {  # one NAME: train (or convert) and score the run NAME
   case $1 in
     tanh) train tanh --neuron tanh "${vae[@]}" ;;
     tanh-lr1e-4) train tanh-lr1e-4 --neuron tanh "${vae[@]}" --lr 1e-4 ;;  # the paper's lr, same schedule
     pbit-s8-clf60k)  # robustness of fid-clf: pbit-s8 scored with a classifier trained on all 60000 images
-      [ -f "$RUNS/classifier-60k/checkpoint.pt" ] || train classifier-60k --model cnn --neuron tanh --width 8 \
+      train classifier-60k --model cnn --neuron tanh --width 8 \
         --lr 1e-3 --epochs 2 "${common[@]}" --seed 1 --monitor-examples 1000
       [ -f "$RUNS/pbit-s8-clf60k/checkpoint.pt" ] || { mkdir -p "$RUNS/pbit-s8-clf60k"
         cp "$RUNS/pbit-s8/config.json" "$RUNS/pbit-s8/checkpoint.pt" "$RUNS/pbit-s8/metrics.json" "$RUNS/pbit-s8-clf60k/"; }

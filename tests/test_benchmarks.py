@@ -1,6 +1,7 @@
 """The benchmark scripts still fit the library: each imports (the names it takes from pdnn exist),
 and the one that patches the p-bit's internals runs a round. Their timings are not tested here."""
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -33,9 +34,11 @@ def test_a_count_option_below_one_is_named():
 
     counts = importlib.import_module("counts")
     assert counts.positive_count("3") == 3
-    for text in ("0", "-2", "x"):
-        with pytest.raises(argparse.ArgumentTypeError, match=f"expected an integer >= 1, got '{text}'"):
+    for text in ("0", "-2", "x", str(2**31), str(10**20)):  # (the last two: torch.set_num_threads' overflow)
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"expected an integer in [1, 2**31 - 1], "
+                                                                      f"got '{text}'")):
             counts.positive_count(text)
+    assert counts.positive_count(str(2**31 - 1)) == 2**31 - 1
 
 
 def test_a_json_file_is_refused_before_the_measurement_or_its_folder_made(tmp_path):

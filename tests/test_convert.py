@@ -680,6 +680,23 @@ def test_tanh_and_sigmoid_of_weights_are_not_activations():
     # a module called on both: swapping it would randomise the weights too, so it is named and refused
     with pytest.raises(ConversionError, match=r"act \(nn.Tanh\): also called on weights or constants"):
         to_sampled(SharesATanhWithItsWeights(), "pbit")
+    # a model traced only with a flag's default fixed: the gate is no activation there either
+    model = GatedWithAFlag().eval()
+    assert [site["name"] for site in find_activations(model)] == ["act"]
+    assert isinstance(to_sampled(model, "pbit").gate_act, nn.Sigmoid)
+
+
+class GatedWithAFlag(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.gate_act, self.b = nn.Linear(4, 8), nn.Tanh(), nn.Sigmoid(), nn.Linear(8, 2)
+        self.gate = nn.Parameter(torch.zeros(8))
+
+    def forward(self, x, negate: bool = False):
+        h = self.act(self.a(x)) * self.gate_act(self.gate)
+        if negate:  # a branch on an argument: traced only at its default
+            h = -h
+        return self.b(h)
 
 
 def test_damaged_batchnorm_statistics_are_named_not_loaded(tmp_path):

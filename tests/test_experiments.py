@@ -233,6 +233,21 @@ def test_the_summary_scripts_refuse_a_missing_or_foreign_folder_and_write_nothin
     assert (study / "summary.json").read_text() == "{}" and not (tmp_path / "missing").exists()
 
 
+@pytest.mark.parametrize("script", ["lowbit_summary.py", "gap_summary.py"])
+def test_the_summary_scripts_without_options_refuse_one(script):
+    """They took no options and ignored every argument: --help or a typo rewrote the committed
+    results instead of printing help or an error."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / script
+    done = subprocess.run([sys.executable, str(path), "--bogus"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
+    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and f"python scripts/{script}" in done.stdout
+
+
 @pytest.mark.parametrize("script, begin", [("ablation_summary.py", "<!-- BEGIN table -->"),
                                            ("generation_summary.py", "<!-- BEGIN results -->")])
 def test_the_summary_scripts_refuse_a_readme_without_both_markers(script, begin, tmp_path):

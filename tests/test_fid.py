@@ -32,6 +32,19 @@ def test_closed_form_for_commuting_gaussians(d):
     assert got == pytest.approx(expected, rel=1e-10, abs=1e-10)
 
 
+@pytest.mark.parametrize("scale", [1e-170, 1e-300, 1e160, 1e300])
+def test_the_distance_scales_with_the_covariances_at_any_size(scale):
+    """S C2 S is of the covariances' size squared: at 1e-170 it underflowed (a distance 35x too
+    large), at 1e160 it overflowed (numpy's LinAlgError)."""
+    rng = np.random.default_rng(3)
+    q = random_rotation(4, rng)
+    a, b = rng.uniform(0.1, 4, 4), rng.uniform(0.1, 4, 4)
+    zero = np.zeros(4)
+    expected = np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    got = frechet_distance(zero, (q * a) @ q.T * scale, zero, (q * b) @ q.T * scale)
+    assert got / scale == pytest.approx(expected, rel=1e-9)
+
+
 def test_identical_gaussians_are_at_distance_zero_and_distance_is_symmetric():
     rng = np.random.default_rng(1)
     c1, c2 = random_cov(8, 8, rng), random_cov(8, 3, rng)

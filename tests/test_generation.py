@@ -222,6 +222,29 @@ def test_generate_reruns_into_the_folder_a_killed_run_left(runs, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png"]
 
 
+def test_a_grid_is_never_wider_than_its_images():
+    images = torch.full((3, 1, 2, 2), 255, dtype=torch.uint8)
+    assert torch.equal(image_grid(images, 10**20), image_grid(images, 3))
+    assert image_grid(images, 3).shape == (1, 2 + 2 + 2, 3 * (2 + 2) + 2)
+
+
+def test_fid_with_inception_weights_defaults_to_more_images_than_features(tmp_path, monkeypatch):
+    """The default --n, 2000, is below the 2049 images the covariance of Inception's 2048 features
+    needs: the documented mode always failed."""
+    import pdnn.cli.fid as fid_command
+
+    asked = {}
+
+    def record(run, classifier, inception, samples, n, *rest, **options):
+        asked[inception is None] = n
+        raise UsageError("recorded")
+
+    monkeypatch.setattr(fid_command, "fid_run", record)
+    assert main(["fid", str(tmp_path), "--inception-weights", str(tmp_path / "w.pth")]) == 2
+    assert main(["fid", str(tmp_path), "--classifier", str(tmp_path)]) == 2
+    assert asked == {False: 10000, True: 2000}
+
+
 def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     out = tmp_path / "images"
     assert main(["generate", str(runs / "clf"), "--out", str(out)]) == 2
@@ -230,6 +253,11 @@ def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "samples (T) must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["generate", str(runs / "vae"), "--n", "0", "--out", str(out)]) == 2
     assert "n (number of images) must be an integer >= 1, got 0" in capsys.readouterr().err
+    for option, count, said in (("--n", 10**20, "n (number of images) must be an integer >= 1"),  # (tracebacks)
+                                ("--n", 2**63 - 1, "n (number of images) must be an integer >= 1"),
+                                ("--nrow", 0, "--nrow must be an integer >= 1, got 0")):
+        assert main(["generate", str(runs / "vae"), option, str(count), "--out", str(out)]) == 2
+        assert said in capsys.readouterr().err
     assert not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("x")

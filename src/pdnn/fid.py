@@ -8,7 +8,9 @@ For Gaussians N(mu1, C1) and N(mu2, C2) the squared Fréchet (2-Wasserstein) dis
 symmetric eigendecomposition, negative round-off eigenvalues clipped to 0), C1 C2 is similar to
 the symmetric positive semi-definite S C2 S, so the trace is the sum of the square roots of S C2 S's
 eigenvalues. This is exact for any covariances, also singular ones, where ``scipy.linalg.sqrtm``
-of the non-symmetric product returns complex round-off that implementations have to discard.
+of the non-symmetric product returns complex round-off that implementations have to discard. Both
+covariances are first divided by one power of two near their size, so that S C2 S neither
+underflows nor overflows whatever their scale.
 
 What the features are is the business of a feature extractor (:mod:`pdnn.features`); the FID of
 the literature is this distance on Inception-v3 pool3 features.
@@ -63,10 +65,15 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
         if not np.isfinite(a).all():
             raise UsageError(f"{name} holds NaN or infinite values")
-    root = _psd_sqrt(*_checked_eigenvalues("cov1", cov1, vectors=True))  # the decomposition the trace needs
+    # S C2 S is of the covariances' size squared: beyond ~1e±154 it would under- or overflow, so both
+    # are divided by one power of two near their size (exact: the same bits, only the exponent moves)
+    scale = np.ldexp(1.0, int(np.frexp(max(np.abs(cov1).max(), np.abs(cov2).max()))[1]))
+    values, vectors = _checked_eigenvalues("cov1", cov1, vectors=True)  # the decomposition the trace needs
     _checked_eigenvalues("cov2", cov2)
+    cov1, cov2, root = cov1 / scale, cov2 / scale, _psd_sqrt(values / scale, vectors)
     diff = mu1 - mu2
-    return max(float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(root, cov2)), 0.0)
+    spread = np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(root, cov2)
+    return max(float(diff @ diff + scale * spread), 0.0)
 
 
 def min_images(dim: int) -> int:

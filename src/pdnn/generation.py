@@ -17,7 +17,7 @@ from torch import nn
 
 import statistics
 
-from .checks import positive_int, shown, torch_seed
+from .checks import MAX_COUNT, positive_int, shown, torch_seed
 from .errors import UsageError
 from .evaluate import is_deterministic
 from .fid import feature_statistics, frechet_distance, min_images
@@ -94,8 +94,8 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     if not samples:
         raise UsageError("samples: expected at least one T")
     samples = sorted({check_samples(t) for t in samples})
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"n (number of images) must be an integer >= 1, got {shown(n)}")
+    # (n latents of vae.latent numbers each: a count torch can hold)
+    positive_int("n (number of images)", n, most=MAX_COUNT // vae.latent)
     positive_int("max_rows", max_rows)
     seed = torch_seed("seed", seed, 1)  # the p-bits' seed is seed + 1
     vae = vae.to(device).eval()
@@ -114,8 +114,8 @@ def _means(decoder: SampledModel, z: torch.Tensor, samples: list[int], max_rows:
     ``samples``: in one call, or -- when max(T) alone exceeds ``max_rows`` -- ``max_rows``
     samples at a time, summed as they come."""
     pool, means, done, total = max(samples), {}, 0, None
-    for size in [min(max_rows, pool - start) for start in range(0, pool, max_rows)]:
-        decoder.samples = size
+    for start in range(0, pool, max_rows):  # (a range: a list of the sizes would grow with T)
+        decoder.samples = size = min(max_rows, pool - start)
         cumulative = decoder(z).double().cumsum(0)  # [size, B, C, H, W]
         if done:
             cumulative += total
@@ -172,6 +172,7 @@ def image_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tens
     """uint8 images ``[N, C, H, W]`` tiled ``nrow`` per row with ``pad`` black pixels between:
     uint8 ``[C, rows * (H + pad) + pad, nrow * (W + pad) + pad]``."""
     n, c, h, w = images.shape
+    nrow = min(positive_int("nrow (images per row)", nrow, most=None), n)  # no column stays empty
     rows = -(-n // nrow)
     grid = torch.zeros(c, rows * (h + pad) + pad, nrow * (w + pad) + pad, dtype=torch.uint8)
     for i, image in enumerate(images):

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--samples", default="1,2,5,10,20,50",
                    help="comma-separated T values (default: 1,2,5,10,20,50; a deterministic decoder: T=1 only)")
-    p.add_argument("--n", type=int, default=2000, help="generated and real images per distance (default: 2000)")
+    p.add_argument("--n", type=int, help="generated and real images per distance (default: 2000 with --classifier; "
+                                         "10000 with --inception-weights, whose 2048 features need more than 2048)")
     p.add_argument("--repeats", type=int, default=3, help="independent generations per T (default: 3)")
     features = p.add_mutually_exclusive_group(required=True)
     features.add_argument("--classifier", metavar="CLF_RUN",
@@ -38,6 +39,8 @@ def run(args) -> int:
     samples = parse_samples(args.samples)
     output_file("--json", args.json, "json")
     device = resolve_device(args.device)
+    if args.n is None:
+        args.n = 2000 if args.classifier else 10000
     document = fid_run(args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats,
                        args.seed, args.data_dir, args.subset, device, progress=not args.quiet)
     results = document["results"]

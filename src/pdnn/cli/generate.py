@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..checks import positive_int
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
@@ -42,8 +43,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; expected a new or empty folder")
-    if args.nrow < 1:
-        raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
+    positive_int("--nrow", args.nrow, most=None)  # (before the images are drawn; any width is cut to --n)
     device = resolve_device(args.device)
     with writer_lock(out, "generate into"):  # takes over a killed run's lock
         remove_orphans(out / GRID)  # and removes its staging folder

@@ -325,6 +325,7 @@ class _Discovery(NamedTuple):
     graph: fx.Graph | None  # None: torch.fx could not trace the model
     trace_error: Exception | None
     ops: list[str]  # the distinct operations seen, for error messages
+    transforms: frozenset[str] = frozenset()  # activation modules called only on weights or constants
 
 
 def check_module(model) -> None:
@@ -351,6 +352,7 @@ def _discover(model: nn.Module) -> _Discovery:
         found = _discover_in(model, specialised)
         sites = [s for s in found.sites if s.node is None]
         seen = {id(s.module) for s in sites if s.module is not None} | {s.name for s in sites if s.holder is not None}
+        seen |= {id(model.get_submodule(name)) for name in found.transforms}  # no activations, there as here
         sites += [s for s in _discover_modules(model)
                   if (id(s.module) if s.holder is None else s.name) not in seen]
         return _Discovery(sites, None, err, found.ops)
@@ -415,7 +417,7 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
                 sites[site.name] = site
     for name in transforms & sites.keys():
         sites[name].problem = TRANSFORMS_CONSTANTS
-    return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)))
+    return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)), frozenset(transforms - sites.keys()))
 
 
 def _fed_by_input(graph: fx.Graph) -> set[fx.Node]:

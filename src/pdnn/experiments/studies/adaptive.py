@@ -186,7 +186,8 @@ def section(ctx: Context) -> Section:
         section.figures.append(Figure(ctx.dir(NAME, FIGURE), (
             "Accuracy against mean samples per input: fixed T (line), the stopping rule at each error level "
             "(dashed), the oracle (star); " + "; ".join(f"{r['dataset']}: {r['schedule']}" for r in doc["runs"])
-            + f"; N = {n} draws per input, seed {settings.seed}, every method on the same draws.")))
+            + f"; N = {n} draws per input, seed {settings.seed}, every method on the same draws."),
+            f"{NAME}/{accuracy.specs(ctx)[-1].dataset}/replay"))  # (any replay draws it again; the last one is named)
         section.text += (f"\n\n{study.summary_table(doc)}\n\n"
                          f"[README with every level, T distribution and energy]({ctx.scale}/{NAME}/README.md)")
     return section
