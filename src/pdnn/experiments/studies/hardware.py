@@ -281,8 +281,9 @@ def section(ctx: Context) -> Section:
                           not_measured(*CLAIMS["cosim"], gone or ctx.why_missing(f"{NAME}/cosim"), RULES["cosim"]))
     section.claims.append(toggles_claim(read_json(p["toggles"])) if p["toggles"].exists() else
                           not_measured(*CLAIMS["toggles"], ctx.why_missing(f"{NAME}/toggles"), RULES["toggles"]))
-    section.figures.append(Figure(p["figure"], (
-        f"LUTs of one MAC lane (8-bit activation) and one AC lane against fan-in n, per weight width b_w "
-        f"(Yosys {', '.join(s['families'])}; xilinx: synth_xilinx -nodsp, LUT1..LUT6 and INV). "
-        "n only sizes the accumulators; no training data involved."), f"{NAME}/figure"))
+    if p["figure"].exists() or f"{NAME}/figure" in ctx.done:  # (a figure deleted since is named, not dropped)
+        section.figures.append(Figure(p["figure"], (
+            f"LUTs of one MAC lane (8-bit activation) and one AC lane against fan-in n, per weight width b_w "
+            f"(Yosys {', '.join(s['families'])}; xilinx: synth_xilinx -nodsp, LUT1..LUT6 and INV). "
+            "n only sizes the accumulators; no training data involved."), f"{NAME}/figure"))
     return section
