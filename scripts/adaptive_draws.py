@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--run", metavar="NAME", help="summarise only the run whose folder is named NAME")
     args = p.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file; expected a folder")
     try:
         documents = [read_json(folder / "adaptive.json") for folder in args.studies]
         if args.run:

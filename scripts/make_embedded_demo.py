@@ -28,6 +28,8 @@ def main() -> None:
                         help="folder with the Fashion-MNIST IDX files (raw or .gz)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; expected a folder")
     args.out.mkdir(parents=True, exist_ok=True)
     total = 0
     for name, count in FILES.items():

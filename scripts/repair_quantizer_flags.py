@@ -13,11 +13,11 @@ prints each file it changed. Checkpoints of epoch 0 and those already correct ar
 """
 from __future__ import annotations
 
-import sys
+import argparse
 
 import torch
 
-from pdnn.io import load_checkpoint, save_checkpoint
+from pdnn.io import RunError, load_checkpoint, save_checkpoint
 
 
 def repair(path: str) -> bool:
@@ -31,12 +31,15 @@ def repair(path: str) -> bool:
     return True
 
 
-def main() -> None:
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    for path in sys.argv[1:]:
-        if repair(path):
-            print(f"repaired {path}")
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    for path in parser.parse_args(argv).checkpoints:
+        try:
+            if repair(path):
+                print(f"repaired {path}")
+        except RunError as err:  # missing, or not a checkpoint: nothing was written to it
+            parser.error(str(err))
 
 
 if __name__ == "__main__":

@@ -233,6 +233,36 @@ def test_the_summary_scripts_refuse_a_missing_or_foreign_folder_and_write_nothin
     assert (study / "summary.json").read_text() == "{}" and not (tmp_path / "missing").exists()
 
 
+def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
+    """Each of these ended in a traceback (one of them after its evaluation had run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], "holds no runs/ folder"),
+             (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], "holds no runs/ folder"),
+             (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json")],
+              "does not exist"),
+             (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "empty")],
+              "is a folder; expected the JSON file to write"),
+             (["repair_quantizer_flags.py", str(tmp_path / "missing.pt")], "does not exist"),
+             (["repair_quantizer_flags.py", str(tmp_path / "a-file")], "is not a readable checkpoint"),
+             (["make_embedded_demo.py", "--out", str(tmp_path / "a-file")], "is a file; expected a folder"),
+             (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "a-file")],
+              "is a file; expected a folder")]
+    for (script, *argv), said in cases:
+        done = subprocess.run([sys.executable, str(scripts / script), *argv], capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
+        assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty"] and not any((tmp_path / "empty").iterdir())
+    done = subprocess.run([sys.executable, str(scripts / "repair_quantizer_flags.py"), "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "CHECKPOINT" in done.stdout
+
+
 @pytest.mark.parametrize("script", ["lowbit_summary.py", "gap_summary.py"])
 def test_the_summary_scripts_without_options_refuse_one(script):
     """They took no options and ignored every argument: --help or a typo rewrote the committed
