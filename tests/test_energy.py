@@ -657,6 +657,32 @@ def test_the_bare_tradeoff_result_can_be_plotted(tmp_path):
     assert plot_tradeoff(result, tmp_path / "t.png").stat().st_size > 0
 
 
+def test_tradeoff_figures_tell_every_series_apart_and_hide_no_point(tmp_path, monkeypatch):
+    """Beyond 20 series the colours repeated with the same marker and line (the 32-bit tanh looked
+    like w4-quant4); with 12 or fewer the legend sat inside the axes, over the low-accuracy,
+    high-energy points; and a DRAM figure looked like an SRAM one."""
+    import pdnn.energy.report as report
+    from pdnn.energy import plot_tradeoff, tradeoff
+
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, out, **kw: figures.append(fig) or out)
+    for count in (3, 45):
+        points = [{"series": f"run{k}", "samples": t, "energy_j": (1 + k + t) * 1e-6, "accuracy": 0.5 + 0.001 * k,
+                   "float32": k == 0} for k in range(count) for t in ((1, 2) if k % 2 else (1,))]
+        result = tradeoff(points) | {"settings": {"weight_memory": "sram", "activation_memory": "dram",
+                                                  "technology": "horowitz-45nm"}}
+        plot_tradeoff(result, tmp_path / "t.png")
+        fig = figures[-1]
+        (ax,) = fig.axes
+        assert ax.get_legend() is None and len(fig.legends) == 1  # beside the axes, not in them
+        fig.canvas.draw()
+        legend, axes = fig.legends[0].get_window_extent(), ax.get_window_extent()
+        assert legend.x0 >= axes.x1
+        styles = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in ax.get_lines()[:count]]
+        assert len(set(styles)) == count
+        assert ax.get_title() == "accuracy vs energy\nweights in sram, activations in dram (horowitz-45nm)"
+
+
 def test_tradeoff_text_never_cuts_labels():
     long = "fashion-mnist-tanh-pbit-calibrated-bn (layer)"
     points = [{"label": f"{long}{tag} T={t}", "series": f"{long}{tag}", "samples": t, "energy_j": e * 1e-6,

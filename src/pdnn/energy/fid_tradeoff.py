@@ -150,10 +150,11 @@ def plot_fid_tradeoff(result: dict, out, title: str | None = None) -> Path:
     series: dict[str, list[dict]] = {}
     for p in result["points"]:
         series.setdefault(p["series"], []).append(p)
-    for name, ps in sorted(series.items()):
+    colors = plt.get_cmap("tab20" if len(series) > 10 else "tab10")  # (tab10 gave an 11th decoder the first's)
+    for k, (name, ps) in enumerate(sorted(series.items())):
         ps = sorted(ps, key=lambda p: p["samples"])
         ax.errorbar([p["energy_j"] * 1e6 for p in ps], [p["fid"] for p in ps], yerr=[p["fid_std"] for p in ps],
-                    marker="o", ms=3, label=figure_text(name), capsize=2)
+                    marker="o", ms=3, label=figure_text(name), capsize=2, color=colors(k % colors.N))
     front = sorted((result["points"][i] for i in result["pareto_front"]), key=lambda p: p["energy_j"])
     ax.step([p["energy_j"] * 1e6 for p in front], [p["fid"] for p in front], where="post", color="k",
             linewidth=0.8, linestyle="--", label="Pareto front")

@@ -135,12 +135,13 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
     series: dict[str, list[dict]] = {}
     for p in result["points"]:  # (points of the bare tradeoff() have no series nor samples)
         series.setdefault(p.get("series", ""), []).append(p)
-    many = len(series) > 12  # a grid of runs: the legend goes beside the axes, never over the points
-    fig, ax = plt.subplots(figsize=(11, 6) if many else (7.5, 4.8), layout="constrained")
+    many = len(series) > 12
+    fig, ax = plt.subplots(figsize=(12, 6.5) if many else (9, 4.8), layout="constrained")
     colors = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
     for k, (name, points) in enumerate(series.items()):
         ax.plot([p["energy_j"] * 1e6 for p in points], [100 * p["accuracy"] for p in points],
-                "o-" if len(points) > 1 else "s", ms=4 if len(points) > 1 else 6, linewidth=0.8,
+                marker=_series_marker(k // colors.N, len(points) > 1), ms=4 if len(points) > 1 else 6,
+                linestyle=("-", "--", ":")[k // colors.N % 3] if len(points) > 1 else "none", linewidth=0.8,
                 label=figure_text(name), alpha=0.85, color=colors(k % colors.N))
         for p in (p for p in points if "samples" in p):
             ax.annotate(f"T={p['samples']}", (p["energy_j"] * 1e6, 100 * p["accuracy"]), fontsize=6,
@@ -170,10 +171,23 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
         ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"energy per inference (µJ{', log scale' if log else ''})")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(figure_text(title) if title else "accuracy vs energy")
+    ax.set_title(figure_text(title) if title else _tradeoff_title(result.get("settings")), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    if many:
-        fig.legend(fontsize=7, loc="outside right upper", ncol=2 if len(series) > 24 else 1)
-    else:
-        ax.legend(fontsize=7, loc="lower right")
+    # beside the axes, never over the points (low accuracy at high energy lies where a legend inside would)
+    fig.legend(fontsize=7, loc="outside right upper", ncol=2 if len(series) > 24 else 1)
     return save_figure(fig, out)
+
+
+def _series_marker(block: int, line: bool) -> str:
+    """The marker of a series in the ``block``-th round of the colour map: the colours repeat after
+    10 or 20 series, so each round has its own marker (and line style), and no two entries of the
+    legend look alike."""
+    return ("o" if line else "s", "^", "D", "v", "P", "X")[block % 6]
+
+
+def _tradeoff_title(settings: dict | None) -> str:
+    """What the energies were priced with (DRAM and SRAM figures differ ~100x and look alike)."""
+    if not settings:
+        return "accuracy vs energy"
+    return (f"accuracy vs energy\nweights in {settings.get('weight_memory', '?')}, activations in "
+            f"{settings.get('activation_memory', '?')} ({settings.get('technology', '?')})")
