@@ -680,10 +680,14 @@ def test_tanh_and_sigmoid_of_weights_are_not_activations():
     # a module called on both: swapping it would randomise the weights too, so it is named and refused
     with pytest.raises(ConversionError, match=r"act \(nn.Tanh\): also called on weights or constants"):
         to_sampled(SharesATanhWithItsWeights(), "pbit")
-    # a model traced only with a flag's default fixed: the gate is no activation there either
+    # a model traced only with a flag's default fixed: the gate is on weights there, and the path not
+    # traced may call it on data, so it is listed and refused by name, and no hidden activation
     model = GatedWithAFlag().eval()
-    assert [site["name"] for site in find_activations(model)] == ["act"]
+    assert [(site["name"], site["hidden"], site["methods"]) for site in find_activations(model)] == [
+        ("act", True, ["pbit", "gaussian", "logistic"]), ("gate_act", False, [])]
     assert isinstance(to_sampled(model, "pbit").gate_act, nn.Sigmoid)
+    with pytest.raises(ConversionError, match=r"gate_act \(nn.Sigmoid\): also called on weights or constants"):
+        to_sampled(model, "pbit", layers=["gate_act"])
 
 
 class GatedWithAFlag(nn.Module):

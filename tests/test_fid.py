@@ -32,6 +32,11 @@ def test_closed_form_for_commuting_gaussians(d):
     assert got == pytest.approx(expected, rel=1e-10, abs=1e-10)
 
 
+def test_the_distance_of_the_largest_covariances_is_finite():
+    """A divisor of 2**1024 was infinite: the distance came out NaN."""
+    assert frechet_distance(np.zeros(1), [[2.0**1023]], np.zeros(1), [[0.0]]) == 2.0**1023
+
+
 @pytest.mark.parametrize("scale", [1e-170, 1e-300, 1e160, 1e300])
 def test_the_distance_scales_with_the_covariances_at_any_size(scale):
     """S C2 S is of the covariances' size squared: at 1e-170 it underflowed (a distance 35x too

@@ -226,6 +226,7 @@ def test_a_grid_is_never_wider_than_its_images():
     images = torch.full((3, 1, 2, 2), 255, dtype=torch.uint8)
     assert torch.equal(image_grid(images, 10**20), image_grid(images, 3))
     assert image_grid(images, 3).shape == (1, 2 + 2 + 2, 3 * (2 + 2) + 2)
+    assert image_grid(images[:0], 10).shape == (1, 2, 1 * (2 + 2) + 2)  # no image: an empty grid
 
 
 def test_fid_with_inception_weights_defaults_to_more_images_than_features(tmp_path, monkeypatch):
@@ -255,6 +256,7 @@ def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "n (number of images) must be an integer >= 1, got 0" in capsys.readouterr().err
     for option, count, said in (("--n", 10**20, "n (number of images) must be an integer >= 1"),  # (tracebacks)
                                 ("--n", 2**63 - 1, "n (number of images) must be an integer >= 1"),
+                                ("--n", 2**60, "n (number of images) must be an integer >= 1"),  # bytes overflow
                                 ("--nrow", 0, "--nrow must be an integer >= 1, got 0")):
         assert main(["generate", str(runs / "vae"), option, str(count), "--out", str(out)]) == 2
         assert said in capsys.readouterr().err

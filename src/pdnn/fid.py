@@ -67,7 +67,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
             raise UsageError(f"{name} holds NaN or infinite values")
     # S C2 S is of the covariances' size squared: beyond ~1e±154 it would under- or overflow, so both
     # are divided by one power of two near their size (exact: the same bits, only the exponent moves)
-    scale = np.ldexp(1.0, int(np.frexp(max(np.abs(cov1).max(), np.abs(cov2).max()))[1]))
+    scale = np.ldexp(1.0, int(np.frexp(max(np.abs(cov1).max(), np.abs(cov2).max()))[1]) - 1)  # <= the largest
     values, vectors = _checked_eigenvalues("cov1", cov1, vectors=True)  # the decomposition the trace needs
     _checked_eigenvalues("cov2", cov2)
     cov1, cov2, root = cov1 / scale, cov2 / scale, _psd_sqrt(values / scale, vectors)

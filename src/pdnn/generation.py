@@ -94,8 +94,8 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     if not samples:
         raise UsageError("samples: expected at least one T")
     samples = sorted({check_samples(t) for t in samples})
-    # (n latents of vae.latent numbers each: a count torch can hold)
-    positive_int("n (number of images)", n, most=MAX_COUNT // vae.latent)
+    # (n latents of vae.latent float32 numbers each: a storage whose size in bytes torch can hold)
+    positive_int("n (number of images)", n, most=MAX_COUNT // (4 * vae.latent))
     positive_int("max_rows", max_rows)
     seed = torch_seed("seed", seed, 1)  # the p-bits' seed is seed + 1
     vae = vae.to(device).eval()
@@ -172,7 +172,7 @@ def image_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tens
     """uint8 images ``[N, C, H, W]`` tiled ``nrow`` per row with ``pad`` black pixels between:
     uint8 ``[C, rows * (H + pad) + pad, nrow * (W + pad) + pad]``."""
     n, c, h, w = images.shape
-    nrow = min(positive_int("nrow (images per row)", nrow, most=None), n)  # no column stays empty
+    nrow = min(positive_int("nrow (images per row)", nrow, most=None), max(n, 1))  # no column stays empty
     rows = -(-n // nrow)
     grid = torch.zeros(c, rows * (h + pad) + pad, nrow * (w + pad) + pad, dtype=torch.uint8)
     for i, image in enumerate(images):

@@ -351,8 +351,12 @@ def _discover(model: nn.Module) -> _Discovery:
         # and modules it does not reach keep the registration guess
         found = _discover_in(model, specialised)
         sites = [s for s in found.sites if s.node is None]
+        # one called on weights or constants there may be called on data on a path not traced: listed
+        # and refused by name (a swap would make those weights random), and no hidden activation
+        for name in sorted(found.transforms):
+            sites.append(_module_site(name, model.get_submodule(name), False))
+            sites[-1].problem = TRANSFORMS_CONSTANTS
         seen = {id(s.module) for s in sites if s.module is not None} | {s.name for s in sites if s.holder is not None}
-        seen |= {id(model.get_submodule(name)) for name in found.transforms}  # no activations, there as here
         sites += [s for s in _discover_modules(model)
                   if (id(s.module) if s.holder is None else s.name) not in seen]
         return _Discovery(sites, None, err, found.ops)
