@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pdnn.cli.common import file_in_the_way
 from pdnn.experiments.adaptive_study import over_draws, over_draws_table
 from pdnn.io import RunError, read_json, write_json, write_text
 
@@ -48,8 +49,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--run", metavar="NAME", help="summarise only the run whose folder is named NAME")
     args = p.parse_args(argv)
-    if args.out.exists() and not args.out.is_dir():
-        p.error(f"--out {args.out} is a file; expected a folder")
+    if (blocking := file_in_the_way(args.out)) is not None:
+        p.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
+    if any(args.out.resolve() == study.resolve() for study in args.studies):  # its README would be replaced
+        p.error(f"--out {args.out} is one of the studies it reads; choose another folder")
     try:
         documents = [read_json(folder / "adaptive.json") for folder in args.studies]
         if args.run:

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 from pathlib import Path
 
+from pdnn.cli.common import file_in_the_way
 from pdnn.data.idx import idx_bytes, read_idx
 from pdnn.data.locate import find_variant
 
@@ -28,8 +29,8 @@ def main() -> None:
                         help="folder with the Fashion-MNIST IDX files (raw or .gz)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is a file; expected a folder")
+    if (blocking := file_in_the_way(args.out)) is not None:
+        parser.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
     args.out.mkdir(parents=True, exist_ok=True)
     total = 0
     for name, count in FILES.items():

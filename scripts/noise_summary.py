@@ -17,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from pdnn.cli.common import output_file
 from pdnn.errors import UsageError
 from pdnn.experiments.noise_rules import rows_by_samples, verdicts
 from pdnn.io import RunError
@@ -458,11 +459,11 @@ def main(argv=None) -> None:
     s.add_argument("--root", default="results/noise")
     s.set_defaults(fn=summary_cmd)
     args = p.parse_args(argv)
-    if args.cmd == "deterministic" and Path(args.out).is_dir():  # said before the evaluation, not after it
-        p.error(f"--out {args.out} is a folder; expected the JSON file to write")
     if args.cmd == "summary" and not (Path(args.root) / "runs").is_dir():
         p.error(f"--root {args.root} holds no runs/ folder; expected the noise study's folder")
     try:
+        if args.cmd == "deterministic":  # said before the evaluation, not after it; a run's record is refused
+            output_file("--out", args.out, "json")
         args.fn(args)
     except (UsageError, RunError) as err:  # a missing run, a subset below 1, ...: one line
         p.error(str(err))

@@ -22,6 +22,8 @@ from pdnn.io import RunError, load_checkpoint, save_checkpoint
 
 def repair(path: str) -> bool:
     state = load_checkpoint(path)
+    if not isinstance(state.get("model") if isinstance(state, dict) else None, dict):
+        raise RunError(f"{path} is not a pdnn checkpoint (expected a state dict under 'model')")
     flags = [k for k, v in state["model"].items() if k.endswith("initialised") and not bool(v)]
     if not flags or state.get("epoch", 0) < 1:
         return False

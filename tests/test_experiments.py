@@ -242,22 +242,39 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     scripts = Path(__file__).resolve().parents[1] / "scripts"
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "empty").mkdir()
+    run = tmp_path / "empty" / "run"  # a run's records are never an output
+    run.mkdir()
+    for record in ("checkpoint.pt", "config.json"):
+        (run / record).write_text("kept")
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")  # a whole module, not a state dict
     cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], "holds no runs/ folder"),
              (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], "holds no runs/ folder"),
              (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json")],
               "does not exist"),
              (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "empty")],
-              "is a folder; expected the JSON file to write"),
+              "expected a file ending in .json"),
              (["repair_quantizer_flags.py", str(tmp_path / "missing.pt")], "does not exist"),
              (["repair_quantizer_flags.py", str(tmp_path / "a-file")], "is not a readable checkpoint"),
-             (["make_embedded_demo.py", "--out", str(tmp_path / "a-file")], "is a file; expected a folder"),
+             (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out",
+               str(tmp_path / "a-file" / "d.json")], "is a file where a folder is expected"),
+             (["noise_summary.py", "deterministic", str(run), "--out", str(run / "checkpoint.pt")],
+              "expected a file ending in .json"),
+             (["noise_summary.py", "deterministic", str(run), "--out", str(run / "config.json")],
+              "is the record config.json of the run"),
+             (["repair_quantizer_flags.py", str(tmp_path / "module.pt")], "is not a pdnn checkpoint"),
+             (["make_embedded_demo.py", "--out", str(tmp_path / "a-file")], "is a file where a folder is expected"),
+             (["make_embedded_demo.py", "--out", str(tmp_path / "a-file" / "x")], "is a file where a folder"),
              (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "a-file")],
-              "is a file; expected a folder")]
+              "is a file where a folder is expected"),
+             (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "empty")],
+              "is one of the studies it reads")]
     for (script, *argv), said in cases:
         done = subprocess.run([sys.executable, str(scripts / script), *argv], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
         assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty"] and not any((tmp_path / "empty").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty", "module.pt"]
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == ["run"]
+    assert all((run / record).read_text() == "kept" for record in ("checkpoint.pt", "config.json"))
     done = subprocess.run([sys.executable, str(scripts / "repair_quantizer_flags.py"), "--help"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "CHECKPOINT" in done.stdout
