@@ -27,6 +27,8 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert main(args) == 0
     readme = (tmp_path / "README.md").read_text()
     assert "| pbit-s2 | 2 |" in readme and "## The paper's claims beside our numbers" in readme
+    # which copy of the data: a JPEG CIFAR-10 scores otherwise, and its README asks for it to be said
+    assert "- Data: `demo` from " in readme and "embedded" in readme.split("- Data:")[1].splitlines()[0]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["runs"]) >= {"tanh", "sigmoid", "quant3", "pbit-s1", "pbit-unipolar-s2"}
     for name in ("accuracy_vs_samples_pbit.png", "train_test_matrix.png"):

@@ -179,6 +179,7 @@ def summarise(out: Path, spec: StudySpec) -> dict:
             "torch": _recorded(metrics, "torch"),
             "evaluated_on": evaluation.get("device"),
             "test_examples": evaluation["examples"],
+            "data_source": evaluation.get("data_source"),  # a JPEG CIFAR-10 scores otherwise: said in the README
             "accuracy": {str(r["samples"]): {"mean": r["accuracy_mean"], "std": r["accuracy_std"]}
                          for r in evaluation["results"]},
         }
@@ -344,6 +345,13 @@ def _number(x: float) -> str:
     return text if float(text := f"{x:g}") == x else repr(x)
 
 
+def _data_sources(runs: dict) -> list[str]:
+    """The copy of the dataset the runs' evaluations read, as one text (none for summaries written
+    before evaluations recorded it)."""
+    sources = sorted({r["data_source"] for r in runs.values() if r.get("data_source")})
+    return [" and ".join(sources)] if sources else []
+
+
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
     runs = summary["runs"]
     ts = spec.test_samples
@@ -364,7 +372,8 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "")
         + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
         f", {_epochs_text(spec, runs)}, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
-        f"- Data: `{spec.dataset}`" + (f", first {spec.subset} training examples" if spec.subset else ", full splits")
+        f"- Data: `{spec.dataset}`" + "".join(f" from {source}" for source in _data_sources(runs))
+        + (f", first {spec.subset} training examples" if spec.subset else ", full splits")
         + f"; accuracy on {examples} test examples, mean ± std over {_repeats_text(out, spec, runs)}.",
         f"- Wall time: {train_h:.2f} h training, {eval_h:.2f} h evaluation.",
         "",
