@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (blocking := file_in_the_way(args.out)) is not None:
         p.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
-    if any(args.out.resolve() == study.resolve() for study in args.studies):  # its README would be replaced
-        p.error(f"--out {args.out} is one of the studies it reads; choose another folder")
+    if (args.out / "adaptive.json").exists():  # a study's folder: its README would be replaced
+        p.error(f"--out {args.out} holds a study (adaptive.json); choose a folder of its own")
     try:
         documents = [read_json(folder / "adaptive.json") for folder in args.studies]
         if args.run:

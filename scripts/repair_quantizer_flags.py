@@ -24,7 +24,12 @@ def repair(path: str) -> bool:
     state = load_checkpoint(path)
     if not isinstance(state.get("model") if isinstance(state, dict) else None, dict):
         raise RunError(f"{path} is not a pdnn checkpoint (expected a state dict under 'model')")
-    flags = [k for k, v in state["model"].items() if k.endswith("initialised") and not bool(v)]
+    found = {k: v for k, v in state["model"].items() if k.endswith("initialised")}
+    if not all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in found.values()) \
+            or not isinstance(state.get("epoch", 0), int):
+        raise RunError(f"{path} is not a pdnn checkpoint (expected one value per 'initialised' flag and a "
+                       "whole-number 'epoch')")
+    flags = [k for k, v in found.items() if not bool(v)]
     if not flags or state.get("epoch", 0) < 1:
         return False
     for key in flags:

@@ -686,8 +686,15 @@ def test_tanh_and_sigmoid_of_weights_are_not_activations():
     assert [(site["name"], site["hidden"], site["methods"]) for site in find_activations(model)] == [
         ("act", True, ["pbit", "gaussian", "logistic"]), ("gate_act", False, [])]
     assert isinstance(to_sampled(model, "pbit").gate_act, nn.Sigmoid)
-    with pytest.raises(ConversionError, match=r"gate_act \(nn.Sigmoid\): also called on weights or constants"):
+    converted = to_sampled(model, "pbit", layers="all")  # every activation of the input: the gate is none
+    assert isinstance(converted.act, PBit) and isinstance(converted.gate_act, nn.Sigmoid)
+    with pytest.raises(ConversionError, match=r"gate_act \(nn.Sigmoid\): called on weights or constants where"):
         to_sampled(model, "pbit", layers=["gate_act"])
+    model.act = nn.Identity()  # the gate alone: nothing to convert, and no advice that cannot work
+    for layers in ("hidden", "all"):
+        with pytest.raises(ConversionError, match=r"gate_act \(nn.Sigmoid, on weights\); none of them is an "
+                                                  "activation of the input that can be converted"):
+            to_sampled(model, "pbit", layers=layers)
 
 
 class GatedWithAFlag(nn.Module):

@@ -249,6 +249,10 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     for record in ("checkpoint.pt", "config.json"):
         (run / record).write_text("kept")
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")  # a whole module, not a state dict
+    torch.save({"model": {"q.initialised": torch.zeros(2)}, "epoch": 1}, tmp_path / "flags.pt")
+    torch.save({"model": {"q.initialised": torch.zeros(())}, "epoch": "1"}, tmp_path / "epoch.pt")
+    (tmp_path / "study").mkdir()  # another study's folder, whose README the draws' would replace
+    (tmp_path / "study" / "adaptive.json").write_text("{}")
     cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], "holds no runs/ folder"),
              (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], "holds no runs/ folder"),
              (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json")],
@@ -268,13 +272,17 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
              (["make_embedded_demo.py", "--out", str(tmp_path / "a-file" / "x")], "is a file where a folder"),
              (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "a-file")],
               "is a file where a folder is expected"),
-             (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "empty")],
-              "is one of the studies it reads")]
+             (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "study")],
+              "holds a study (adaptive.json)"),
+             (["repair_quantizer_flags.py", str(tmp_path / "flags.pt")], "one value per 'initialised' flag"),
+             (["repair_quantizer_flags.py", str(tmp_path / "epoch.pt")], "whole-number 'epoch'")]
     for (script, *argv), said in cases:
         done = subprocess.run([sys.executable, str(scripts / script), *argv], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
         assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty", "module.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty", "epoch.pt", "flags.pt", "module.pt",
+                                                          "study"]
+    assert [p.name for p in (tmp_path / "study").iterdir()] == ["adaptive.json"]
     assert [p.name for p in (tmp_path / "empty").iterdir()] == ["run"]
     assert all((run / record).read_text() == "kept" for record in ("checkpoint.pt", "config.json"))
     done = subprocess.run([sys.executable, str(scripts / "repair_quantizer_flags.py"), "--help"],

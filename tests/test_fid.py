@@ -35,6 +35,10 @@ def test_closed_form_for_commuting_gaussians(d):
 def test_the_distance_of_the_largest_covariances_is_finite():
     """A divisor of 2**1024 was infinite: the distance came out NaN."""
     assert frechet_distance(np.zeros(1), [[2.0**1023]], np.zeros(1), [[0.0]]) == 2.0**1023
+    largest = np.finfo(np.float64).max  # eigh of the user's matrices overflowed: NaN, or LinAlgError
+    for d, size in ((1, largest), (2, 1e308), (3, 6e307)):  # identical: 0, up to round-off of the size
+        cov = np.full((d, d), size)
+        assert 0 <= frechet_distance(np.zeros(d), cov, np.zeros(d), cov) <= 1e-12 * size
 
 
 @pytest.mark.parametrize("scale", [1e-170, 1e-300, 1e160, 1e300])

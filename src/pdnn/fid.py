@@ -40,16 +40,17 @@ def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
     return _trace_sqrt(root, np.asarray(cov2, dtype=np.float64))
 
 
-def _checked_eigenvalues(name: str, cov: np.ndarray, vectors: bool = False):
+def _checked_eigenvalues(name: str, cov: np.ndarray, unit: float = 1.0, vectors: bool = False):
     """The eigenvalues of ``cov`` (and its eigenvectors, if ``vectors``), once it is known to be a
     covariance: eigh reads one triangle of a matrix that is not symmetric, and the square root
-    clips negative eigenvalues, so either would give a distance silently."""
+    clips negative eigenvalues, so either would give a distance silently. ``cov`` is the user's
+    divided by ``unit``, which the message multiplies back."""
     scale = max(float(np.abs(cov).max()), np.finfo(np.float64).tiny)
     if not np.allclose(cov, cov.T, rtol=0, atol=1e-9 * scale):
         raise UsageError(f"{name} is not symmetric; expected a covariance")
     values, vecs = np.linalg.eigh(cov) if vectors else (np.linalg.eigvalsh(cov), None)
     if values.min() < -1e-9 * scale * len(cov):
-        raise UsageError(f"{name} has a negative eigenvalue ({values.min():.3g}); expected a covariance "
+        raise UsageError(f"{name} has a negative eigenvalue ({values.min() * unit:.3g}); expected a covariance "
                          "(positive semi-definite)")
     return (values, vecs) if vectors else values
 
@@ -68,9 +69,10 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     # S C2 S is of the covariances' size squared: beyond ~1e±154 it would under- or overflow, so both
     # are divided by one power of two near their size (exact: the same bits, only the exponent moves)
     scale = np.ldexp(1.0, int(np.frexp(max(np.abs(cov1).max(), np.abs(cov2).max()))[1]) - 1)  # <= the largest
-    values, vectors = _checked_eigenvalues("cov1", cov1, vectors=True)  # the decomposition the trace needs
-    _checked_eigenvalues("cov2", cov2)
-    cov1, cov2, root = cov1 / scale, cov2 / scale, _psd_sqrt(values / scale, vectors)
+    cov1, cov2 = cov1 / scale, cov2 / scale  # (eigh too overflows near the largest floats)
+    values, vectors = _checked_eigenvalues("cov1", cov1, scale, vectors=True)  # the decomposition the trace needs
+    _checked_eigenvalues("cov2", cov2, scale)
+    root = _psd_sqrt(values, vectors)
     diff = mu1 - mu2
     spread = np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(root, cov2)
     return max(float(diff @ diff + scale * spread), 0.0)

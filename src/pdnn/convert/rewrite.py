@@ -23,7 +23,7 @@ from ..functional import check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
 from .methods import DEFAULT_SCALE, LAYER_SETS, ConversionError, _check_method, parameter_of
-from .sites import _Discovery, _discover, _input_node, _Site, _supports, check_module
+from .sites import ON_WEIGHTS_WHERE_TRACED, _Discovery, _discover, _input_node, _Site, _supports, check_module
 
 
 def _module_aliases(model: nn.Module) -> dict[int, list[str]]:
@@ -84,7 +84,8 @@ def _why_not(method: str, site: _Site) -> str | None:
 def _select(sites: list[_Site], layers) -> list[_Site]:
     if isinstance(layers, str):
         if layers in LAYER_SETS:  # already stochastic activations are left as they are
-            return [s for s in sites if s.kind != "stochastic" and (s.hidden or layers == "all")]
+            return [s for s in sites if s.kind != "stochastic" and s.problem != ON_WEIGHTS_WHERE_TRACED
+                    and (s.hidden or layers == "all")]
         layers = [layers]
     if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
         raise UsageError(f"layers must be 'hidden', 'all' or a list of activation names, got {shown(layers)}")
@@ -302,13 +303,16 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
                 "functions could not be found or rewritten"
             )
         def role(s: _Site) -> str:
-            return "already stochastic" if s.kind == "stochastic" else "hidden" if s.hidden else "output"
+            if s.kind == "stochastic":
+                return "already stochastic"
+            return "on weights" if s.problem == ON_WEIGHTS_WHERE_TRACED else "hidden" if s.hidden else "output"
 
+        roles = {role(s) for s in found.sites}
         described = ", ".join(f"{s.name} ({s.op}, {role(s)})" for s in found.sites)
-        advice = ("pass layers='all' or names to include output activations"
-                  if any(role(s) == "output" for s in found.sites) else
-                  "pass layers='hidden' or names" if any(role(s) == "hidden" for s in found.sites) else
-                  "every activation is already stochastic")
+        advice = ("pass layers='all' or names to include output activations" if "output" in roles else
+                  "pass layers='hidden' or names" if "hidden" in roles else
+                  "every activation is already stochastic" if roles == {"already stochastic"} else
+                  "none of them is an activation of the input that can be converted")
         raise ConversionError(
             f"nothing to convert in {name} with layers={layers!r}: "
             + (f"the activations are {described}; {advice}"

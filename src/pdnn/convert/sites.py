@@ -81,6 +81,10 @@ _METHOD_CALLS = {"tanh": "tanh", "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid
                  "relu": "relu", "relu_": "relu"}
 IN_PLACE_SHARED = "in place on a tensor that is used elsewhere"  # a replacement is not in place
 TRANSFORMS_CONSTANTS = "also called on weights or constants, which its replacement would make random"
+# a module a model traced only at its defaults calls on weights there: no activation of the input
+# on that path, and another may call it on data; left out of 'hidden' and 'all', refused by name
+ON_WEIGHTS_WHERE_TRACED = ("called on weights or constants where the forward could be traced (at its defaults), "
+                           "which its replacement would make random")
 # operations whose result may share memory with their input: an in-place write through one is a
 # write to the others. Counted to be safe: those that may copy or not (reshape, contiguous), and
 # conversions that return their input itself when it has the type and device asked for already
@@ -355,7 +359,7 @@ def _discover(model: nn.Module) -> _Discovery:
         # and refused by name (a swap would make those weights random), and no hidden activation
         for name in sorted(found.transforms):
             sites.append(_module_site(name, model.get_submodule(name), False))
-            sites[-1].problem = TRANSFORMS_CONSTANTS
+            sites[-1].problem = ON_WEIGHTS_WHERE_TRACED
         seen = {id(s.module) for s in sites if s.module is not None} | {s.name for s in sites if s.holder is not None}
         sites += [s for s in _discover_modules(model)
                   if (id(s.module) if s.holder is None else s.name) not in seen]
