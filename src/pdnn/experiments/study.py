@@ -345,11 +345,11 @@ def _number(x: float) -> str:
     return text if float(text := f"{x:g}") == x else repr(x)
 
 
-def _data_sources(runs: dict) -> list[str]:
-    """The copy of the dataset the runs' evaluations read, as one text (none for summaries written
-    before evaluations recorded it)."""
+def _data_source_text(runs: dict) -> str:
+    """`` from <the copy of the dataset the runs' evaluations read>``; empty for summaries written
+    before evaluations recorded it."""
     sources = sorted({r["data_source"] for r in runs.values() if r.get("data_source")})
-    return [" and ".join(sources)] if sources else []
+    return f" from {' and '.join(sources)}" if sources else ""
 
 
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
@@ -372,7 +372,7 @@ def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
         f"- Model `{spec.model}`" + (f" (width {spec.width})" if spec.width else "")
         + (f", p-bit β = {spec.beta:g}" if spec.beta != 1.0 else "") +
         f", {_epochs_text(spec, runs)}, batch {spec.batch_size}, Adam lr {spec.lr} ({spec.schedule}), seed {spec.seed}.",
-        f"- Data: `{spec.dataset}`" + "".join(f" from {source}" for source in _data_sources(runs))
+        f"- Data: `{spec.dataset}`{_data_source_text(runs)}"
         + (f", first {spec.subset} training examples" if spec.subset else ", full splits")
         + f"; accuracy on {examples} test examples, mean ± std over {_repeats_text(out, spec, runs)}.",
         f"- Wall time: {train_h:.2f} h training, {eval_h:.2f} h evaluation.",
