@@ -7,6 +7,7 @@ must import neither pdnn nor torch.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 
@@ -32,4 +33,8 @@ def output_file(text: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: cannot make its folder ({err.strerror})") from None
+    try:  # a file written and removed: a folder that exists may still take none (read-only, /proc)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write into its folder ({err.strerror})") from None
     return path

@@ -52,6 +52,9 @@ def test_a_json_file_is_refused_before_the_measurement_or_its_folder_made(tmp_pa
     (tmp_path / "file").write_text("")
     with pytest.raises(argparse.ArgumentTypeError, match="cannot make its folder"):
         counts.output_file(str(tmp_path / "file" / "x.json"))
+    if Path("/proc/self").is_dir():  # a folder that exists and takes no file, even for root
+        with pytest.raises(argparse.ArgumentTypeError, match="cannot write into its folder"):
+            counts.output_file("/proc/x.json")
 
 
 def test_startup_refuses_a_source_folder_without_pdnn(tmp_path, monkeypatch, capsys):
