@@ -51,7 +51,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (blocking := file_in_the_way(args.out)) is not None:
         p.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
-    if (args.out / "adaptive.json").exists():  # a study's folder: its README would be replaced
+    readme = args.out / "README.md"  # another command's (a study's) would be replaced
+    if readme.is_file() and not readme.read_text(errors="replace").startswith(HEADER.splitlines()[0]):
+        p.error(f"--out {args.out} holds a README.md that is not a draws summary; choose a folder of its own")
+    if (args.out / "adaptive.json").exists():
         p.error(f"--out {args.out} holds a study (adaptive.json); choose a folder of its own")
     try:
         documents = [read_json(folder / "adaptive.json") for folder in args.studies]

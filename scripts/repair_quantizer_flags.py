@@ -25,10 +25,12 @@ def repair(path: str) -> bool:
     if not isinstance(state.get("model") if isinstance(state, dict) else None, dict):
         raise RunError(f"{path} is not a pdnn checkpoint (expected a state dict under 'model')")
     found = {k: v for k, v in state["model"].items() if k.endswith("initialised")}
-    if not all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in found.values()) \
-            or not isinstance(state.get("epoch", 0), int):
-        raise RunError(f"{path} is not a pdnn checkpoint (expected one value per 'initialised' flag and a "
-                       "whole-number 'epoch')")
+    for key, value in found.items():
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise RunError(f"{path}: flag {key} is {value!r}; expected one value (is it a pdnn checkpoint?)")
+    epoch = state.get("epoch", 0)
+    if type(epoch) is not int:  # (True is an int to isinstance)
+        raise RunError(f"{path}: 'epoch' is {epoch!r}; expected a whole number (is it a pdnn checkpoint?)")
     flags = [k for k, v in found.items() if not bool(v)]
     if not flags or state.get("epoch", 0) < 1:
         return False

@@ -151,6 +151,16 @@ def test_the_study_readme_names_the_hardware_its_runs_recorded(monkeypatch):
     assert _hardware_text({"a": older}) == "processor not recorded, 1 thread, torch not recorded (ran on cpu)"
 
 
+def test_the_study_readme_says_which_copy_of_the_data_its_runs_read():
+    from pdnn.experiments.study import _data_source_text
+
+    jpeg = "/data/cifar10-jpeg (class-folder zip)"
+    assert _data_source_text({"a": {"data_source": jpeg}, "b": {"data_source": jpeg}}) == f" from {jpeg}"
+    assert _data_source_text({"a": {"data_source": jpeg}, "b": {"data_source": None}}) == (
+        f" from {jpeg} (1 of the runs' evaluations do not record theirs)")  # not said as if of every run
+    assert _data_source_text({"a": {}, "b": {"data_source": None}}) == ""  # summaries before the record
+
+
 def test_the_study_readme_says_the_epochs_its_runs_trained():
     spec = StudySpec(dataset="demo", model="mlp", epochs=1)
     assert _epochs_text(spec, {"a": {"epochs": 1}, "b": {}}) == "1 epochs"  # b predates the record
@@ -251,8 +261,11 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")  # a whole module, not a state dict
     torch.save({"model": {"q.initialised": torch.zeros(2)}, "epoch": 1}, tmp_path / "flags.pt")
     torch.save({"model": {"q.initialised": torch.zeros(())}, "epoch": "1"}, tmp_path / "epoch.pt")
+    torch.save({"model": {"q.initialised": torch.zeros(())}, "epoch": True}, tmp_path / "true.pt")
     (tmp_path / "study").mkdir()  # another study's folder, whose README the draws' would replace
     (tmp_path / "study" / "adaptive.json").write_text("{}")
+    (tmp_path / "a-study").mkdir()  # pdnn study's, say
+    (tmp_path / "a-study" / "README.md").write_text("# Accuracy versus samples on demo\n")
     cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], "holds no runs/ folder"),
              (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], "holds no runs/ folder"),
              (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json")],
@@ -274,14 +287,19 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
               "is a file where a folder is expected"),
              (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "study")],
               "holds a study (adaptive.json)"),
-             (["repair_quantizer_flags.py", str(tmp_path / "flags.pt")], "one value per 'initialised' flag"),
-             (["repair_quantizer_flags.py", str(tmp_path / "epoch.pt")], "whole-number 'epoch'")]
+             (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "a-study")],
+              "holds a README.md that is not a draws summary"),
+             (["repair_quantizer_flags.py", str(tmp_path / "flags.pt")],
+              "flag q.initialised is tensor([0., 0.]); expected one value"),
+             (["repair_quantizer_flags.py", str(tmp_path / "epoch.pt")], "'epoch' is '1'; expected a whole number"),
+             (["repair_quantizer_flags.py", str(tmp_path / "true.pt")], "'epoch' is True; expected a whole number")]
     for (script, *argv), said in cases:
         done = subprocess.run([sys.executable, str(scripts / script), *argv], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
         assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty", "epoch.pt", "flags.pt", "module.pt",
-                                                          "study"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-study", "empty", "epoch.pt", "flags.pt",
+                                                          "module.pt", "study", "true.pt"]
+    assert (tmp_path / "a-study" / "README.md").read_text() == "# Accuracy versus samples on demo\n"
     assert [p.name for p in (tmp_path / "study").iterdir()] == ["adaptive.json"]
     assert [p.name for p in (tmp_path / "empty").iterdir()] == ["run"]
     assert all((run / record).read_text() == "kept" for record in ("checkpoint.pt", "config.json"))

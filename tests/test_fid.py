@@ -32,6 +32,15 @@ def test_closed_form_for_commuting_gaussians(d):
     assert got == pytest.approx(expected, rel=1e-10, abs=1e-10)
 
 
+def test_a_tiny_covariance_beside_a_large_one_is_still_checked():
+    """Divided by the larger one's power of two, a covariance 1e-320 times smaller rounded to zero,
+    and a non-symmetric or negative one got a distance back."""
+    with pytest.raises(ValueError, match="cov1 is not symmetric"):
+        frechet_distance(np.zeros(2), [[1e-20, 1e-21], [0.0, 1e-20]], np.zeros(2), np.eye(2) * 1e300)
+    with pytest.raises(ValueError, match=r"cov1 has a negative eigenvalue \(-1e-20\)"):
+        frechet_distance(np.zeros(2), -np.eye(2) * 1e-20, np.zeros(2), np.eye(2) * 1e300)
+
+
 def test_the_distance_of_the_largest_covariances_is_finite():
     """A divisor of 2**1024 was infinite: the distance came out NaN."""
     assert frechet_distance(np.zeros(1), [[2.0**1023]], np.zeros(1), [[0.0]]) == 2.0**1023

@@ -66,16 +66,23 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
         if not np.isfinite(a).all():
             raise UsageError(f"{name} holds NaN or infinite values")
-    # S C2 S is of the covariances' size squared: beyond ~1e±154 it would under- or overflow, so both
-    # are divided by one power of two near their size (exact: the same bits, only the exponent moves)
-    scale = np.ldexp(1.0, int(np.frexp(max(np.abs(cov1).max(), np.abs(cov2).max()))[1]) - 1)  # <= the largest
-    cov1, cov2 = cov1 / scale, cov2 / scale  # (eigh too overflows near the largest floats)
-    values, vectors = _checked_eigenvalues("cov1", cov1, scale, vectors=True)  # the decomposition the trace needs
-    _checked_eigenvalues("cov2", cov2, scale)
-    root = _psd_sqrt(values, vectors)
+    # S C2 S is of the covariances' size squared: beyond ~1e±154 it would under- or overflow, and eigh
+    # overflows near the largest floats. So each is checked divided by a power of two near its own
+    # size (exact: the same bits, only the exponent moves; a tiny one is not lost beside a large one),
+    # and the trace is taken with both divided by the larger of the two.
+    unit1, unit2 = _unit(cov1), _unit(cov2)
+    values, vectors = _checked_eigenvalues("cov1", cov1 / unit1, unit1, vectors=True)  # the trace needs them
+    _checked_eigenvalues("cov2", cov2 / unit2, unit2)
+    scale = max(unit1, unit2)
+    cov1, cov2, root = cov1 / scale, cov2 / scale, _psd_sqrt(values * (unit1 / scale), vectors)
     diff = mu1 - mu2
     spread = np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(root, cov2)
     return max(float(diff @ diff + scale * spread), 0.0)
+
+
+def _unit(cov: np.ndarray) -> float:
+    """A power of two at most the largest entry of ``cov`` and over half of it (1/2 for zeros)."""
+    return float(np.ldexp(1.0, int(np.frexp(np.abs(cov).max())[1]) - 1))
 
 
 def min_images(dim: int) -> int:

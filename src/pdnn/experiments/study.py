@@ -349,7 +349,9 @@ def _data_source_text(runs: dict) -> str:
     """`` from <the copy of the dataset the runs' evaluations read>``; empty for summaries written
     before evaluations recorded it."""
     sources = sorted({r["data_source"] for r in runs.values() if r.get("data_source")})
-    return f" from {' and '.join(sources)}" if sources else ""
+    unrecorded = sum(not r.get("data_source") for r in runs.values())
+    return (f" from {' and '.join(sources)}" + (f" ({unrecorded} of the runs' evaluations do not record theirs)"
+                                                  if unrecorded else "")) if sources else ""
 
 
 def render_readme(out: Path, spec: StudySpec, summary: dict) -> str:
