@@ -27,9 +27,9 @@ def output_file(text: str) -> Path:
     """A file to write the measurements to: its folder is made now, so that a path that cannot be
     written is refused before the measurement, not after it (its times would be lost)."""
     path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
     try:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: cannot make its folder ({err.strerror})") from None

@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (blocking := file_in_the_way(args.out)) is not None:
         p.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
+    for name in ("draws.json", "README.md"):  # (both written: draws.json first, which must not be left alone)
+        if (args.out / name).exists() and not (args.out / name).is_file():
+            p.error(f"--out {args.out}: {args.out / name} is a folder where a file is written")
     readme = args.out / "README.md"  # another command's (a study's) would be replaced
     if readme.is_file() and not readme.read_text(errors="replace").startswith(HEADER.splitlines()[0]):
         p.error(f"--out {args.out} holds a README.md that is not a draws summary; choose a folder of its own")

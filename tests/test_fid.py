@@ -39,6 +39,9 @@ def test_a_tiny_covariance_beside_a_large_one_is_still_checked():
         frechet_distance(np.zeros(2), [[1e-20, 1e-21], [0.0, 1e-20]], np.zeros(2), np.eye(2) * 1e300)
     with pytest.raises(ValueError, match=r"cov1 has a negative eigenvalue \(-1e-20\)"):
         frechet_distance(np.zeros(2), -np.eye(2) * 1e-20, np.zeros(2), np.eye(2) * 1e300)
+    tiny = np.array([[1e-323, 5e-324], [5e-324, 0.0]])  # eigenvalue -0.21 x 1e-323 underflows: two factors, not -0
+    with pytest.raises(ValueError, match=r"cov1 has a negative eigenvalue \(-\d(\.\d+)? x [\d.e-]+\)"):
+        frechet_distance(np.zeros(2), tiny, np.zeros(2), np.eye(2))
 
 
 def test_the_distance_of_the_largest_covariances_is_finite():

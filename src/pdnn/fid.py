@@ -50,7 +50,9 @@ def _checked_eigenvalues(name: str, cov: np.ndarray, unit: float = 1.0, vectors:
         raise UsageError(f"{name} is not symmetric; expected a covariance")
     values, vecs = np.linalg.eigh(cov) if vectors else (np.linalg.eigvalsh(cov), None)
     if values.min() < -1e-9 * scale * len(cov):
-        raise UsageError(f"{name} has a negative eigenvalue ({values.min() * unit:.3g}); expected a covariance "
+        low = values.min() * unit  # (a subnormal one underflows back to 0: said as its two factors)
+        shown = f"{low:.3g}" if low else f"{values.min():.3g} x {unit:.3g}"
+        raise UsageError(f"{name} has a negative eigenvalue ({shown}); expected a covariance "
                          "(positive semi-definite)")
     return (values, vecs) if vectors else values
 
