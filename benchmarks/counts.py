@@ -28,8 +28,12 @@ def output_file(text: str) -> Path:
     written is refused before the measurement, not after it (its times would be lost)."""
     path = Path(text)
     try:
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
+        folder = path.is_dir()
+    except OSError as err:  # a name too long for the file system, say
+        raise argparse.ArgumentTypeError(f"{text!r}: {err.strerror}") from None
+    if folder:
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: cannot make its folder ({err.strerror})") from None

@@ -49,7 +49,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--run", metavar="NAME", help="summarise only the run whose folder is named NAME")
     args = p.parse_args(argv)
-    if (blocking := file_in_the_way(args.out)) is not None:
+    try:
+        blocking = file_in_the_way(args.out)
+    except OSError as err:  # a name too long for the file system, say
+        p.error(f"--out {args.out}: {err.strerror}")
+    if blocking is not None:
         p.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
     for name in ("draws.json", "README.md"):  # (both written: draws.json first, which must not be left alone)
         if (args.out / name).exists() and not (args.out / name).is_file():

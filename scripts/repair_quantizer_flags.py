@@ -27,8 +27,8 @@ def repair(path: str) -> bool:
     found = {k: v for k, v in state["model"].items() if k.endswith("initialised")}
     for key, value in found.items():
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            what = f"a tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-            raise RunError(f"{path}: flag {key} is {what}; expected one value (is it a pdnn checkpoint?)")
+            what = f"a tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)[:60]
+            raise RunError(f"{path}: flag {key} is {what}; expected a tensor of one value (is it a pdnn checkpoint?)")
     epoch = state.get("epoch", 0)
     if type(epoch) is not int:  # (True is an int to isinstance)
         raise RunError(f"{path}: 'epoch' is {epoch!r}; expected a whole number (is it a pdnn checkpoint?)")

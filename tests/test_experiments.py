@@ -263,6 +263,7 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     (tmp_path / "odd" / "README.md").mkdir(parents=True)  # a folder where the draws' README goes
     torch.save({"model": {"q.initialised": torch.zeros(())}, "epoch": "1"}, tmp_path / "epoch.pt")
     torch.save({"model": {"q.initialised": torch.zeros(())}, "epoch": True}, tmp_path / "true.pt")
+    torch.save({"model": {"q.initialised": False}, "epoch": 1}, tmp_path / "bool.pt")
     (tmp_path / "study").mkdir()  # another study's folder, whose README the draws' would replace
     (tmp_path / "study" / "adaptive.json").write_text("{}")
     (tmp_path / "a-study").mkdir()  # pdnn study's, say
@@ -291,17 +292,21 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
              (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "a-study")],
               "holds a README.md that is not a draws summary"),
              (["repair_quantizer_flags.py", str(tmp_path / "flags.pt")],
-              "flag q.initialised is a tensor of shape [2, 2]; expected one value"),
+              "flag q.initialised is a tensor of shape [2, 2]; expected a tensor of one value"),
              (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / "odd")],
               "README.md is a folder where a file is written"),
+             (["adaptive_draws.py", str(tmp_path / "empty"), "--out", str(tmp_path / ("x" * 300))],
+              "File name too long"),
+             (["repair_quantizer_flags.py", str(tmp_path / "bool.pt")],
+              "flag q.initialised is False; expected a tensor of one value"),
              (["repair_quantizer_flags.py", str(tmp_path / "epoch.pt")], "'epoch' is '1'; expected a whole number"),
              (["repair_quantizer_flags.py", str(tmp_path / "true.pt")], "'epoch' is True; expected a whole number")]
     for (script, *argv), said in cases:
         done = subprocess.run([sys.executable, str(scripts / script), *argv], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
         assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-study", "empty", "epoch.pt", "flags.pt",
-                                                          "module.pt", "odd", "study", "true.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-study", "bool.pt", "empty", "epoch.pt",
+                                                          "flags.pt", "module.pt", "odd", "study", "true.pt"]
     assert [p.name for p in (tmp_path / "odd").iterdir()] == ["README.md"]  # no draws.json left alone
     assert (tmp_path / "a-study" / "README.md").read_text() == "# Accuracy versus samples on demo\n"
     assert [p.name for p in (tmp_path / "study").iterdir()] == ["adaptive.json"]
