@@ -93,7 +93,7 @@ class Figure:
 
     path: Path
     caption: str
-    step: str = ""
+    step: str
 
 
 @dataclass

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
 import markdown
 
-from ..io import RunError, write_text
+from ..io import RunError, read_json, write_text
 from ..provenance import CODE
-from .plan import STATE, Claim, Context, Section
+from .plan import Claim, Context, Section
 
 PAPER = ('"Improving deep neural network performance through sampling" '
          "([arXiv 2507.07763](https://arxiv.org/abs/2507.07763))")
@@ -63,8 +62,8 @@ def data_lines(folder: Path) -> list[str]:
     sources: dict[str, set[str]] = {}
     for path in sorted(folder.rglob("eval-*.json")):
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            document = read_json(path)
+        except RunError:
             continue
         if isinstance(document, dict) and isinstance(document.get("dataset"), str) \
                 and isinstance(document.get("data_source"), str):
@@ -151,9 +150,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         for figure in section.figures:
             rel = Path(figure.path).relative_to(ctx.out)
             if not Path(figure.path).is_file():  # named with the step to run again, not dropped or linked
-                why = (ctx.why_missing(figure.step) if figure.step else f"if {STATE} records the step that draws it "
-                       "as done, remove that entry from it to draw it again")
-                lines += [f"*Missing figure `{rel.as_posix()}`: {why}.*", ""]
+                lines += [f"*Missing figure `{rel.as_posix()}`: {ctx.why_missing(figure.step)}.*", ""]
                 continue
             lines += [f"![{rel.stem}]({rel.as_posix()})", "",
                       f"*{figure.caption.rstrip('.')}. {machine_line} Study wall time {study_wall / 60:.1f} min.*", ""]
