@@ -3,6 +3,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import re
 import shlex
 import socket
@@ -1270,3 +1271,51 @@ def test_what_is_not_a_module_is_named():
             call()
     with pytest.raises(ValueError, match="analyze expects an nn.Module, got NoneType"):
         analyze(None, (4,))
+
+
+class _OptionalMask(nn.Module):
+    """Functional activations (so the converted copy is a graph) and ``if mask is not None``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(3, 8), nn.Linear(8, 2)
+
+    def forward(self, x, mask=None, unused=None):
+        h = torch.tanh(self.fc(x))
+        if mask is not None:
+            h = h * mask
+        return self.out(h)
+
+
+class _OptionalTemperature(_OptionalMask):
+    def forward(self, x, temperature=None):
+        out = self.out(torch.tanh(self.fc(x)))
+        return out if temperature is None else out / 2
+
+
+@pytest.mark.parametrize("model, name", [(_OptionalMask(), "mask"), (_OptionalTemperature(), "temperature")])
+def test_a_graph_that_holds_only_the_branch_of_a_given_argument_refuses_none(model, name):
+    """fx decides ``mask is None`` once, as if given: the copy computed that branch for a call
+    without it (half the output, or a TypeError deep in the graph). It now says it needs it."""
+    x, value = torch.randn(4, 3), torch.full((8,), 2.0)
+    with pytest.warns(UserWarning, match=f"the converted {type(model).__name__} needs {name}"):
+        converted = to_sampled(model, "pbit", beta=1e6)  # bits are sign(tanh): the same in every call
+    with pytest.raises(UsageError, match=f"needs {name}: its forward does other things when {name} is None"):
+        converted(x)
+    bits = torch.sign(model.fc(x))
+    given = model.out(bits * value) if name == "mask" else model.out(bits) / 2
+    assert torch.allclose(converted(x, **{name: value}), given, atol=1e-5)
+    with pytest.raises(UsageError, match=f"needs {name}"):  # by keyword too, and in a copy
+        pickle.loads(pickle.dumps(converted))(x, **{name: None})
+
+
+def test_an_optional_argument_the_forward_does_not_test_keeps_the_default_call():
+    class Unused(_OptionalMask):
+        def forward(self, x, unused=None):
+            return self.out(torch.tanh(self.fc(x)))
+
+    model, x = Unused(), torch.randn(4, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        converted = to_sampled(model, "pbit", beta=1e6)
+    assert torch.allclose(converted(x), model.out(torch.sign(model.fc(x))), atol=1e-5)

@@ -864,3 +864,13 @@ def test_a_refused_loss_rule_leaves_the_sampler_as_it_was():
     with pytest.raises(ValueError, match="unknown rule 'mean_loss'"):
         sample_aware_loss(sampled, torch.randn(2, 4), torch.tensor([0, 1]), samples=8, rule="mean_loss")
     assert sampled.samples == 4  # (it was set to 8, and the 8 samples drawn, before the rule was read)
+
+
+def test_a_vote_on_complex_scores_is_refused():
+    class Complex(nn.Module):
+        def forward(self, x):
+            h = PBit()(x)
+            return torch.complex(h, h)
+
+    with pytest.raises(UsageError, match='reduce="vote" needs real scores.*complex64'):
+        SampledModel(Complex(), samples=2, reduce="vote")(torch.randn(3, 4))

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pdnn.convert.sites import _is_activation
 from pdnn.energy.graph import _priced_whole
 from pdnn.nn import GaussianNoise, PBit, QuantLinear, Quantize
-from pdnn.sampling import _opaque
+from pdnn import SampledModel
+from pdnn.sampling import _opaque, average_samples, build_sampled_graph
 from pdnn.tracing import Tracer
 
 READERS = {"sampling": _opaque, "convert": _is_activation, "energy": _priced_whole}
@@ -38,3 +41,25 @@ def test_readers_differ_only_by_what_they_add():
     assert [Tracer(r).is_leaf_module(block, "b") for r in READERS.values()] == [True, False, False]
     noisy = nn.Sequential(nn.Linear(2, 2), PBit())
     assert not any(Tracer(r).is_leaf_module(noisy, "n") for r in READERS.values())
+
+
+def test_draws_the_layer_aggregation_names_or_averages():
+    """Random torch calls beyond the usual ones: each is averaged T times (a fractional max pool
+    module, like a dropout) or named as drawn once per call."""
+    class Drawing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pbit, self.pool = PBit(), nn.FractionalMaxPool2d(2, output_ratio=0.5)
+
+        def forward(self, x):
+            h = self.pool(self.pbit(x))
+            q = h.flatten(2)
+            a = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
+            return a + torch.binomial(torch.full_like(a, 4.0), torch.full_like(a, 0.5))
+
+    with pytest.warns(UserWarning, match="but scaled_dot_product_attention, binomial draws once per call"):
+        out = SampledModel(Drawing(), samples=4, aggregate="layer")(torch.randn(2, 3, 4, 4))
+    assert out.shape == (2, 3, 4)
+    graph = build_sampled_graph(Drawing(), 4, "layer")
+    averaged = [node.args[0].target for node in graph.graph.nodes if node.target is average_samples]
+    assert averaged[1:] == ["pool"]  # (the p-bit first, drawing for its input repeated)

@@ -860,6 +860,61 @@ class _AddNoise(nn.Module):
         return h + torch.randn_like(h)
 
 
+class _CoinMask(nn.Module):  # a user module without pdnn layers: kept opaque, so in the prefix
+    def forward(self, h):
+        return h * (torch.rand_like(h) < 0.5)
+
+
+class _KeepPart(nn.Module):  # masking as in a masked autoencoder: half the features, at random
+    def forward(self, h):
+        keep = torch.argsort(torch.rand(h.shape[0], h.shape[1]), dim=1)[:, :h.shape[1] // 2]
+        return torch.zeros_like(h).scatter(1, keep, h.gather(1, keep))
+
+
+class _DropPath(nn.Module):  # stochastic depth written by hand: a row keeps its branch with p = 0.8
+    def __init__(self):
+        super().__init__()
+        self.branch = nn.Linear(6, 6)
+
+    def forward(self, h):
+        return h + (torch.rand(h.shape[0], 1) < 0.8) * self.branch(h)
+
+
+class _Coin(nn.Module):  # one coin per forward, drawn with constant arguments
+    def forward(self, h):
+        if torch.rand(1) < 0.5:
+            h = h.flip(-1)
+        return h
+
+
+class _ThenPBit(nn.Module):
+    """``draw`` before a p-bit whose bits do not reach the output: every sample's output is its
+    own draw's, so samples may only agree where independent draws would."""
+
+    def __init__(self, draw: nn.Module):
+        super().__init__()
+        self.draw, self.pbit = draw, PBit()
+
+    def forward(self, h):
+        h = self.draw(h)
+        return h + 0 * self.pbit(h)
+
+
+@pytest.mark.parametrize("draw", [_CoinMask, _KeepPart, _DropPath, _Coin])
+def test_a_thresholded_draw_in_the_prefix_is_fresh_in_every_sample(draw):
+    """The check's stand-ins for uniform draws put samples on both sides of a threshold and give
+    each row its own order, so a mask made from a draw the fold would share among the samples (or
+    a coin fixed while tracing) fails it. Independent draws make 64 samples of 2 x 6 values all
+    alike with probability at most 0.8**64 + 0.2**64 < 1e-6 per row (the hand-written stochastic
+    depth, the likeliest)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6) + 3  # no feature is 0: a mask shows in every value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the plan's warning, if any, says which fallback it took
+        out = SampledModel(_ThenPBit(draw()), samples=64, reduce="none")(x).detach()
+    assert (out != out[:1]).any(-1).any(0).all(), "every row differs between some samples"
+
+
 def test_a_sampled_model_pickles_and_its_copy_runs_its_own_modules():
     _, model, x, _ = build("vgg", "eval")
     sampled = SampledModel(model, samples=T, seed=0)

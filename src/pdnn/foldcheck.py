@@ -36,6 +36,10 @@ from .tracing import ModelState
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
 RTOL, ATOL = 1e-4, 1e-4
+_GOLDEN, _SQRT2 = 0.6180339887498949, 1.4142135623730951
+# where the stand-ins for uniform draws of samples 0, 1, 2 lie (each row adds up to 0.05): on both
+# sides of every threshold from 0.05 to 0.93
+_UNIFORM_BANDS = (0.0, 0.93, 0.45)
 _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
 
 
@@ -45,8 +49,11 @@ class _Probe:
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
     sum over the batch (``if h.sum() > 0``), which a fold takes once for all samples and a loop
-    once per sample, comes out differently. (The torch functions' probes stay in [0, 0.5), where
-    uniform draws live.)"""
+    once per sample, comes out differently. The stand-ins for torch's uniform draws stay in
+    [0, 1), where such draws live (a ``log`` of them is finite), but put samples 0, 1 and 2 near
+    0, near 1 and near 1/2 (:data:`_UNIFORM_BANDS`) and vary along each row: a mask thresholded
+    from a draw shared by the samples (``torch.rand_like(h) < 0.8``, a coin ``torch.rand(1) <
+    0.5``, ``argsort(torch.rand(n, L))``) is a different mask for a sample of the loop."""
 
     def __init__(self, samples: int):
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
@@ -54,15 +61,36 @@ class _Probe:
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False) -> torch.Tensor:
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
+        rows, sample = self._rows(x)
+        offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
+        if shifted:
+            offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
+        return x + offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
+
+    def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
+        sample: in a folded pass, the t-th of T equal blocks (one block if the rows do not split)."""
         n = x.shape[0] if x.dim() else 1
         start = 0 if self.sample is None else self.sample * n
         rows = torch.arange(start, start + n, dtype=torch.float64)  # on the CPU: MPS has no float64
-        offsets = 0.5 * torch.frac(rows * 0.6180339887498949 + 0.1)  # distinct, in [0, 0.5)
-        if shifted:
-            per_sample = n // self.samples if self.sample is None and n % self.samples == 0 else n
-            sample = torch.div(rows, per_sample, rounding_mode="floor")
-            offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
-        return x + offsets.to(x.dtype).to(x.device).reshape(n, *([1] * (x.dim() - 1)))
+        per_sample = n // self.samples if self.sample is None and n % self.samples == 0 else n
+        return rows, torch.div(rows, max(per_sample, 1), rounding_mode="floor")
+
+    def uniform(self, like: torch.Tensor) -> torch.Tensor:
+        """Stand-ins for uniform draws shaped like ``like``: sample t's rows near
+        ``_UNIFORM_BANDS[t % 3]``, each row its own offset and, along the row, an order of its own."""
+        rows, sample = self._rows(like)
+        per_row = like.numel() // len(rows) if len(rows) else 0
+        elements = torch.arange(1, per_row + 1, dtype=torch.float64)
+        bands = torch.tensor(_UNIFORM_BANDS, dtype=torch.float64)[(sample % len(_UNIFORM_BANDS)).long()]
+        values = ((bands + 0.04 * torch.frac(rows * _GOLDEN + 0.1)).unsqueeze(1)
+                  + 0.01 * torch.frac(torch.outer(rows + 1, elements) * _SQRT2))
+        return values.reshape(like.shape).to(like.dtype).to(like.device)
+
+    def normal(self, like: torch.Tensor) -> torch.Tensor:
+        """Stand-ins for standard normal draws: the uniform ones spread over [-2, 2), so samples 0
+        and 1 lie on both sides of every threshold between -1.7 and 1.7."""
+        return 4 * (self.uniform(like) - 0.5)
 
     def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         return self(x, repeats, shifted=True)
@@ -71,11 +99,17 @@ class _Probe:
         return self(input) if training and p > 0 else input
 
     # torch's random functions, as a model calls them: ``torch.randn_like(x)``, ``torch.rand(n, h)``
-    def like(self, input, *, generator=None, **kwargs):
-        return self(torch.zeros_like(input, **kwargs))
+    def rand_like(self, input, *, generator=None, **kwargs):
+        return self.uniform(torch.zeros_like(input, **kwargs))
 
-    def sized(self, *size, generator=None, out=None, **kwargs):
-        return self(torch.zeros(*size, **kwargs))
+    def randn_like(self, input, *, generator=None, **kwargs):
+        return self.normal(torch.zeros_like(input, **kwargs))
+
+    def rand(self, *size, generator=None, out=None, **kwargs):
+        return self.uniform(torch.zeros(*size, **kwargs))
+
+    def randn(self, *size, generator=None, out=None, **kwargs):
+        return self.normal(torch.zeros(*size, **kwargs))
 
     def bernoulli(self, input, *args, generator=None, **kwargs):
         return self(input.float() if not input.is_floating_point() else input)
@@ -97,8 +131,7 @@ def _probed(model: nn.Module, samples: int):
     modules = [m for m in model.modules() if is_stochastic(m)]
     own = [m.__dict__.get("forward") for m in modules]
     replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
-    replaced += [(torch, "rand_like", probe.like), (torch, "randn_like", probe.like), (torch, "rand", probe.sized),
-                 (torch, "randn", probe.sized), (torch, "bernoulli", probe.bernoulli)]
+    replaced += [(torch, name, getattr(probe, name)) for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     rule_map_before = _dynamo_rule_map_size()
     try:

@@ -404,6 +404,9 @@ def reduce_samples(out, reduce: str):
     if reduce == "mean":
         return out.mean(0)
     if reduce == "vote":
+        if out.is_complex():
+            raise UsageError(f'reduce="vote" needs real scores to take the largest of, but an output is {out.dtype}: '
+                             'vote on its magnitude or real part, or use reduce="mean"')
         if out.dim() < 3 or out.shape[-1] < 2:  # [B, 1]: a regression value or a binary logit, no classes
             shape = ", ".join(["B", *map(str, out.shape[2:])])
             raise UsageError(f'reduce="vote" needs scores of two or more classes [B, C] per sample; an output is '

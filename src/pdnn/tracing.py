@@ -51,7 +51,7 @@ from .nn import is_stochastic
 # random functions and tensor methods other than pdnn modules: a call is a fresh draw per sample
 _RANDOM_FUNCTIONS = {torch.rand, torch.randn, torch.rand_like, torch.randn_like, torch.randint,
                      torch.randint_like, torch.randperm, torch.bernoulli, torch.normal, torch.poisson,
-                     torch.multinomial, nn.functional.gumbel_softmax}
+                     torch.multinomial, torch.binomial, nn.functional.gumbel_softmax}
 _F = nn.functional
 # dropouts as functions: they draw when training (the flag's name, position and default) and p > 0
 DROPOUT_FUNCTIONS = {**{f: ("training", 2, True) for f in (_F.dropout, _F.dropout1d, _F.dropout2d, _F.dropout3d,
@@ -61,16 +61,22 @@ DROPOUT_FUNCTIONS = {**{f: ("training", 2, True) for f in (_F.dropout, _F.dropou
                                                           torch.alpha_dropout_, torch.feature_dropout_,
                                                           torch.feature_alpha_dropout_)}}
 _RRELU_FUNCTIONS = {f: ("training", 3, False) for f in (_F.rrelu, torch.rrelu, _F.rrelu_, torch.rrelu_)}  # slopes
+# functions that draw unless told their draw: the argument (name, position) that holds it
+_FRACTIONAL_POOLS = {f: ("_random_samples", 5) for f in (_F.fractional_max_pool2d, _F.fractional_max_pool3d,
+                                                          _F.fractional_max_pool2d_with_indices,
+                                                          _F.fractional_max_pool3d_with_indices)}
 _RANDOM_METHODS = {"bernoulli", "bernoulli_", "uniform_", "normal_", "random_", "exponential_",
                    "geometric_", "cauchy_", "log_normal_", "multinomial"}
 
 
 def draws(m: nn.Module) -> bool:
-    """Modules that draw random numbers on this call: pdnn's stochastic modules, and dropout
-    (``p > 0``) and ``nn.RReLU`` in training mode (a mask or slope must be fresh for every sample,
-    as in a loop of forwards)."""
+    """Modules that draw random numbers on this call: pdnn's stochastic modules, dropout
+    (``p > 0``) and ``nn.RReLU`` in training mode, and fractional max pooling (unless given its
+    draw) in either mode (a mask, slope or pooling region must be fresh for every sample, as in a
+    loop of forwards)."""
     return is_stochastic(m) or (m.training and ((isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
-                                                or isinstance(m, nn.RReLU)))
+                                                or isinstance(m, nn.RReLU))) or (
+        isinstance(m, (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)) and m._random_samples is None)
 
 
 def draws_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -84,6 +90,10 @@ def draws_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
         return node.target in _RANDOM_METHODS
     if node.op != "call_function":
         return False
+    if node.target in _FRACTIONAL_POOLS:
+        return _argument(node, *_FRACTIONAL_POOLS[node.target], None) is None
+    if node.target is _F.scaled_dot_product_attention:  # its dropout
+        return _argument(node, "dropout_p", 4, 0.0) != 0
     flagged = DROPOUT_FUNCTIONS.get(node.target) or _RRELU_FUNCTIONS.get(node.target)
     if flagged is None:
         return node.target in _RANDOM_FUNCTIONS

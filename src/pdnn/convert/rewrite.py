@@ -22,8 +22,10 @@ from ..foldcheck import own_hooks
 from ..functional import check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
+from ..tracing import add_module
 from .methods import DEFAULT_SCALE, LAYER_SETS, ConversionError, _check_method, parameter_of
-from .sites import ON_WEIGHTS_WHERE_TRACED, _Discovery, _discover, _input_node, _Site, _supports, check_module
+from .sites import (ON_WEIGHTS_WHERE_TRACED, _Discovery, _discover, _input_node, _Site, _supports,
+                    branches_on_none, check_module)
 
 
 def _module_aliases(model: nn.Module) -> dict[int, list[str]]:
@@ -217,6 +219,12 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     selected = _select(found.sites, spec["layers"])
     _check_convertible(type(model).__name__, method, spec["layers"], found, selected)
     values = _values_for(selected, spec[key], key)
+    # traced before any swap, as the graph was: arguments the graph holds only given
+    given = branches_on_none(converted, found.graph) if any(s.node is not None for s in selected) else []
+    if given:
+        warnings.warn(f"the converted {type(model).__name__} needs {', '.join(given)}: its forward does other things "
+                      f"when {' or '.join(given)} is None, and the graph that rewrites its functional activations "
+                      "(torch.fx) holds only those of a given value; a call without it is refused", stacklevel=3)
     aliases = _module_aliases(converted)
     unhooked = []  # replaced modules whose hooks the replacement does not have
     for site in selected:
@@ -237,7 +245,8 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
                       "converted copy has none; register them on the copy", stacklevel=3)
     functional = [s for s in selected if s.node is not None]  # found by the trace, so there is a graph
     if functional:
-        converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__)
+        converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__,
+                                       given)
     elif found.trace_error is not None:
         warnings.warn(
             f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); only activation modules "
@@ -330,9 +339,16 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
 
 
 def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], method: str,
-                       values: dict[str, float], class_name: str) -> fx.GraphModule:
+                       values: dict[str, float], class_name: str, given: list[str]) -> fx.GraphModule:
+    """The converted copy as a graph; it refuses a call with None for an argument in ``given``,
+    whose None the graph does not follow (:func:`branches_on_none`)."""
     gm = fx.GraphModule(model, graph, class_name=class_name)
     _keep_everything(gm, model)
+    inputs = {node.target: node for node in gm.graph.nodes if node.op == "placeholder"}
+    for name in given:
+        check = add_module(gm, f"needs_{name}", ArgumentNeeded(name, class_name))
+        with gm.graph.inserting_after(list(inputs.values())[-1]):
+            gm.graph.call_module(check, (inputs[name],))
     for site in sites:
         node = site.node
         target = site.name  # a p-bit takes the activation's place; noise is inserted before it
@@ -356,6 +372,27 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     gm.recompile()
     gm.training = model.training  # its own flag only: each module keeps its mode (a frozen batch norm stays frozen)
     return gm
+
+
+class ArgumentNeeded(nn.Module):
+    """A converted graph's check of an argument whose None it does not follow: not None. (A
+    module, so that the graph keeps it when a copy is traced again, as unpickling does.)"""
+
+    def __init__(self, name: str, class_name: str):
+        super().__init__()
+        self.name, self.class_name = name, class_name
+
+    def forward(self, value):
+        if value is None:
+            raise UsageError(
+                f"the converted {self.class_name} needs {self.name}: its forward does other things when {self.name} "
+                f"is None, and the graph that rewrote its functional activations holds only those of a given "
+                f"{self.name} (torch.fx decides `{self.name} is None` once, while tracing); pass {self.name}, or use "
+                "activation modules (nn.Tanh, ...) in the model, which conversion swaps without a graph")
+        return value
+
+    def extra_repr(self) -> str:
+        return repr(self.name)
 
 
 def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -382,6 +383,46 @@ def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
         return faithful_trace(model, _is_activation, concrete, values_only=True)
     except Exception:  # fx raises many types for untraceable code
         return None
+
+
+def branches_on_none(model: nn.Module, graph: fx.Graph) -> list[str]:
+    """The forward's arguments that default to None where ``graph`` (traced with a stand-in for
+    each) is not what the forward does with None. fx cannot follow ``if mask is not None:`` both
+    ways: ``is`` is decided once, while tracing, as if the argument were given. Each argument is
+    traced again at None; where the two graphs compute differently, the trace holds only the
+    branch of a given value."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    given = _computation(graph)
+    branching = []
+    for name in [p.name for p in parameters if p.default is None and p.kind is not p.VAR_KEYWORD]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the first trace said what there is to say
+                at_none = faithful_trace(model, _is_activation, {name: None}, values_only=True)
+        except Exception:  # fx raises many types for untraceable code
+            at_none = None
+        if at_none is None or _computation(at_none) != given:
+            branching.append(name)
+    return branching
+
+
+def _computation(graph: fx.Graph) -> list[tuple]:
+    """What ``graph`` computes, with its nodes named by position: the same list for two traces
+    that differ only in names and in fx's checks that an argument fixed at None is None."""
+    names: dict[fx.Node, str] = {}
+    steps = []
+    inputs = 0
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            names[node], inputs = f"input {inputs}", inputs + 1
+        elif not (node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none"):
+            names[node] = f"step {len(steps)}"
+            arguments = fx.node.map_arg((node.args, node.kwargs), lambda a: names.get(a, a.name))
+            steps.append((node.op, node.target, repr(arguments)))
+    return steps
 
 
 def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
