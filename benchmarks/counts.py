@@ -7,6 +7,7 @@ must import neither pdnn nor torch.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r}: {err.strerror}") from None
     if folder:
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
+    if path.is_symlink() and not path.exists():  # the file would be written where the link points
+        raise argparse.ArgumentTypeError(f"{text!r} is a link to {os.readlink(path)!r}, which cannot be reached; "
+                                         "remove the link or name another file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

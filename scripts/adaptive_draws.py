@@ -43,6 +43,21 @@ def only_run(document: dict, name: str, folder: Path) -> dict:
     return document | {"runs": runs}
 
 
+def check_out(p: argparse.ArgumentParser, out: Path) -> None:
+    """Refuse an ``--out`` where the summary cannot go, or would replace another command's files."""
+    blocking = file_in_the_way(out)
+    if blocking is not None:
+        p.error(f"--out {out}: {blocking} is a file where a folder is expected")
+    for name in ("draws.json", "README.md"):  # (both written: draws.json first, which must not be left alone)
+        if (out / name).exists() and not (out / name).is_file():
+            p.error(f"--out {out}: {out / name} is a folder where a file is written")
+    readme = out / "README.md"  # another command's (a study's) would be replaced
+    if readme.is_file() and not readme.read_text(errors="replace").startswith(HEADER.splitlines()[0]):
+        p.error(f"--out {out} holds a README.md that is not a draws summary; choose a folder of its own")
+    if (out / "adaptive.json").exists():
+        p.error(f"--out {out} holds a study (adaptive.json); choose a folder of its own")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("studies", nargs="+", type=Path, help="folders holding an adaptive.json each")
@@ -50,25 +65,17 @@ def main(argv=None) -> int:
     p.add_argument("--run", metavar="NAME", help="summarise only the run whose folder is named NAME")
     args = p.parse_args(argv)
     try:
-        blocking = file_in_the_way(args.out)
+        check_out(p, args.out)
     except OSError as err:  # a name too long for the file system, say
         p.error(f"--out {args.out}: {err.strerror}")
-    if blocking is not None:
-        p.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
-    for name in ("draws.json", "README.md"):  # (both written: draws.json first, which must not be left alone)
-        if (args.out / name).exists() and not (args.out / name).is_file():
-            p.error(f"--out {args.out}: {args.out / name} is a folder where a file is written")
-    readme = args.out / "README.md"  # another command's (a study's) would be replaced
-    if readme.is_file() and not readme.read_text(errors="replace").startswith(HEADER.splitlines()[0]):
-        p.error(f"--out {args.out} holds a README.md that is not a draws summary; choose a folder of its own")
-    if (args.out / "adaptive.json").exists():
-        p.error(f"--out {args.out} holds a study (adaptive.json); choose a folder of its own")
     try:
         documents = [read_json(folder / "adaptive.json") for folder in args.studies]
         if args.run:
             documents = [only_run(document, args.run, folder) for document, folder in zip(documents, args.studies)]
         summary = over_draws(documents)
     except RunError as err:
+        p.error(str(err))
+    except OSError as err:  # a study's name too long for the file system, say
         p.error(str(err))
     command = "python scripts/adaptive_draws.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_json(args.out / "draws.json", {"command": command, "runs": summary})

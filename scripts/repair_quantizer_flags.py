@@ -24,10 +24,11 @@ def repair(path: str) -> bool:
     state = load_checkpoint(path)
     if not isinstance(state.get("model") if isinstance(state, dict) else None, dict):
         raise RunError(f"{path} is not a pdnn checkpoint (expected a state dict under 'model')")
-    found = {k: v for k, v in state["model"].items() if k.endswith("initialised")}
+    found = {k: v for k, v in state["model"].items() if isinstance(k, str) and k.endswith("initialised")}
     for key, value in found.items():
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            what = f"a tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)[:60]
+            what = (f"a tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor)
+                    else " ".join(repr(value).split())[:60])  # on one line: an array's repr spans several
             raise RunError(f"{path}: flag {key} is {what}; expected a tensor of one value (is it a pdnn checkpoint?)")
     epoch = state.get("epoch", 0)
     if type(epoch) is not int:  # (True is an int to isinstance)

@@ -57,6 +57,11 @@ def test_a_json_file_is_refused_before_the_measurement_or_its_folder_made(tmp_pa
     if Path("/proc/self").is_dir():  # a folder that exists and takes no file, even for root
         with pytest.raises(argparse.ArgumentTypeError, match="cannot write into its folder"):
             counts.output_file("/proc/x.json")
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "missing" / "x.json")
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    for link in ("dangling.json", "loop.json"):  # the write at the end would fail through the link
+        with pytest.raises(argparse.ArgumentTypeError, match=f"{link}' is a link to .*, which cannot be reached"):
+            counts.output_file(str(tmp_path / link))
 
 
 def test_startup_refuses_a_source_folder_without_pdnn(tmp_path, monkeypatch, capsys):

@@ -728,3 +728,16 @@ def test_energy_may_name_its_own_default_files_of_the_run(trained_run, tmp_path,
     capsys.readouterr()
     assert main(["energy", str(run), "--json", str(run / "energy.png")]) == 2  # the figure's name for the JSON
     assert "expected a file ending in .json" in one_line_error(capsys, "energy")
+
+
+def test_energy_refuses_a_folder_where_a_default_file_of_the_run_goes_before_writing_either(trained_run, tmp_path,
+                                                                                             capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "energy.json").write_text('{"old": true}')
+    (run / "energy.png").mkdir()
+    assert main(["energy", str(run), "--samples", "1", "--no-layers"]) == 2
+    assert "energy.png is a folder where the run's PNG goes" in one_line_error(capsys, "energy")
+    assert (run / "energy.json").read_text() == '{"old": true}'

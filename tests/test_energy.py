@@ -16,7 +16,9 @@ from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, acc
                          eo_energy_pj, format_report, format_tradeoff, load_table, network_energy, pareto_front,
                          parse_tolerance, run_network, tradeoff, tradeoff_runs)
 from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
-from pdnn.energy.graph import Network, fan_in
+import pdnn.energy.tech
+from pdnn.cli import main
+from pdnn.energy.graph import AnalysisError, Network, fan_in
 from pdnn.energy.report import format_markdown
 from pdnn.errors import UsageError
 from pdnn.models import ModelConfig, create
@@ -957,3 +959,33 @@ def test_an_elementary_operation_of_no_inputs_or_bits_is_named():
     shipped = eo_energy_pj(4, 2, 1, samples=3, weight_memory="sram_8kb", activation_memory="sram_8kb")
     assert eo_energy_pj(4, 2, 1, samples=3, tech="horowitz-45nm", weight_memory="sram_8kb",
                         activation_memory="sram_8kb") == shipped  # a table's name, as load_table takes
+
+
+def test_a_table_whose_ratios_leave_the_floats_is_named(tmp_path, capsys):
+    """Finite totals from huge and tiny entries: the ratio to the reference overflowed to inf,
+    printed, and the JSON could not be written (a traceback)."""
+    text = (Path(pdnn.energy.tech.__file__).parent / "tables" / "horowitz-45nm.toml").read_text()
+    for old, new in [("{ 16 = 0.4, 32 = 0.9 }", "{ 16 = 1e-300, 32 = 1e-300 }"),
+                     ("{ 16 = 1.1, 32 = 3.7 }", "{ 16 = 1e-300, 32 = 1e-300 }"), ("{ 8 = 0.22 }", "{ 8 = 1e300 }"),
+                     ("{ 32 = 4.8 }", "{ 32 = 1e-300 }")] + [(f"energy_pj = {e}", "energy_pj = 0.0")
+                                                            for e in ("10.0", "20.0", "100.0", "1300.0", "2600.0")]:
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "wide.toml").write_text(text)
+    assert main(["energy", "--model", "mlp", "--dataset", "fashion-mnist", "--weight-bits", "4", "--samples", "1",
+                 "--tech", str(tmp_path / "wide.toml"), "--json", str(tmp_path / "e.json")]) == 2
+    assert "a ratio beyond a float; its energies span too wide a range" in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_a_model_of_two_inputs_is_named_by_analyze():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, a, b):
+            return self.fc(a + b)
+
+    with pytest.raises(AnalysisError, match="Two does not run on inputs of shape"):
+        analyze(Two(), (3,))

@@ -1,6 +1,7 @@
 """The demo and the study, end to end on tiny slices of the embedded data."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -264,6 +265,12 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     torch.save({"model": {"q.initialised": torch.zeros(())}, "epoch": "1"}, tmp_path / "epoch.pt")
     torch.save({"model": {"q.initialised": torch.zeros(())}, "epoch": True}, tmp_path / "true.pt")
     torch.save({"model": {"q.initialised": False}, "epoch": 1}, tmp_path / "bool.pt")
+    torch.save({"model": {"q.initialised": np.eye(2)}, "epoch": 1}, tmp_path / "array.pt")  # (its repr: 2 lines)
+    long_out = str(tmp_path / "o") + "/" + "/".join(["y" * 200] * 21)
+    long_out += "/" + "z" * (4090 - len(long_out) - 1)
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "adaptive.json").write_text("[" * 100_000 + "]" * 100_000)
     (tmp_path / "study").mkdir()  # another study's folder, whose README the draws' would replace
     (tmp_path / "study" / "adaptive.json").write_text("{}")
     (tmp_path / "a-study").mkdir()  # pdnn study's, say
@@ -299,14 +306,20 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
               "File name too long"),
              (["repair_quantizer_flags.py", str(tmp_path / "bool.pt")],
               "flag q.initialised is False; expected a tensor of one value"),
+             (["repair_quantizer_flags.py", str(tmp_path / "array.pt")], "flag q.initialised is array([[1., 0.], [0., 1.]])"),
+             (["adaptive_draws.py", str(deep), "--out", str(tmp_path / "o")], "is nested too deeply to be read as JSON"),
+             (["adaptive_draws.py", str(tmp_path / ("x" * 300)), "--out", str(tmp_path / "o")], "File name too long"),
+             (["adaptive_draws.py", str(tmp_path / "empty"), "--out", long_out],
+              "File name too long"),  # a folder name the system takes, but not with draws.json in it
              (["repair_quantizer_flags.py", str(tmp_path / "epoch.pt")], "'epoch' is '1'; expected a whole number"),
              (["repair_quantizer_flags.py", str(tmp_path / "true.pt")], "'epoch' is True; expected a whole number")]
     for (script, *argv), said in cases:
         done = subprocess.run([sys.executable, str(scripts / script), *argv], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
         assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-study", "bool.pt", "empty", "epoch.pt",
-                                                          "flags.pt", "module.pt", "odd", "study", "true.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-study", "array.pt", "bool.pt", "deep", "empty",
+                                                          "epoch.pt", "flags.pt", "module.pt", "odd", "study",
+                                                          "true.pt"]
     assert [p.name for p in (tmp_path / "odd").iterdir()] == ["README.md"]  # no draws.json left alone
     assert (tmp_path / "a-study" / "README.md").read_text() == "# Accuracy versus samples on demo\n"
     assert [p.name for p in (tmp_path / "study").iterdir()] == ["adaptive.json"]

@@ -1,7 +1,10 @@
+import warnings
+
 import numpy as np
 import pytest
 import scipy.linalg
 
+from pdnn.errors import UsageError
 from pdnn.fid import feature_statistics, fid_from_features, frechet_distance, trace_sqrt_product
 
 
@@ -142,3 +145,10 @@ def test_mismatched_or_nan_statistics_are_refused():
         frechet_distance(np.zeros(2), [[1.0, 0.5], [0.0, 1.0]], np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match=r"cov2 has a negative eigenvalue \(-1\)"):
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), -np.eye(2))
+
+
+def test_a_huge_negative_eigenvalue_is_named_without_an_overflow_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UsageError, match=r"negative eigenvalue \(-3.78 x 2\*\*1023\)"):
+            frechet_distance(np.zeros(2), -np.full((2, 2), 1.7e308), np.zeros(2), np.eye(2))

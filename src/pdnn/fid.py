@@ -50,7 +50,8 @@ def _checked_eigenvalues(name: str, cov: np.ndarray, unit: float = 1.0, vectors:
         raise UsageError(f"{name} is not symmetric; expected a covariance")
     values, vecs = np.linalg.eigh(cov) if vectors else (np.linalg.eigvalsh(cov), None)
     if values.min() < -1e-9 * scale * len(cov):
-        low = values.min() * unit  # (beyond normal floats it would lose digits or overflow: two factors)
+        with np.errstate(over="ignore"):  # (beyond normal floats it would lose digits or overflow: two factors)
+            low = values.min() * unit
         normal = np.finfo(np.float64).tiny <= abs(low) <= np.finfo(np.float64).max
         shown = f"{low:.3g}" if normal else f"{values.min():.3g} x 2**{int(np.log2(unit))}"
         raise UsageError(f"{name} has a negative eigenvalue ({shown}); expected a covariance "

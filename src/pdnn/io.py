@@ -299,6 +299,8 @@ def read_json(path: Path | str) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{path} is not valid JSON ({err})") from err
+    except RecursionError:
+        raise RunError(f"{path} is nested too deeply to be read as JSON") from None
 
 
 def save_checkpoint(path: Path | str, state: dict) -> None:

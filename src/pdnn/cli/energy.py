@@ -195,6 +195,10 @@ def run_energy(args) -> int:
         base = model_config
         json_out = json_out or str(Path(args.run_dir) / ENERGY_FILES[0])
         png_out = png_out or str(Path(args.run_dir) / ENERGY_FILES[1])
+        for path in (json_out, png_out):  # the run's own: refused before either is written
+            if Path(path).is_dir():
+                raise UsageError(f"{path} is a folder where the run's {Path(path).suffix[1:].upper()} goes; "
+                                 "move it away or name another file (--json, --png)")
     elif args.model:
         configs = _model_entries(args)
         entries = [(meta, model_network(c.build(), c.input_shape, args.input_bits)) for meta, c in configs]

@@ -35,7 +35,7 @@ from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int, shown
 from ..errors import UsageError
 from .eo import MAX_SAMPLES, TERM_NAMES, accumulator_bits, check_energy_samples, eo_terms_pj, finite_energy
 from .graph import Layer, Network
-from .tech import FLOAT_BITS, Technology, load_table
+from .tech import FLOAT_BITS, TechError, Technology, load_table
 
 PJ = 1e-12  # joules per picojoule
 TERMS = tuple(f"{name}_j" for name in TERM_NAMES)
@@ -194,7 +194,21 @@ def next_sample_increase_pct(net: Network, samples: int, settings: Settings,
         total_j = network_energy(net, samples, settings)["total_j"]
     if not total_j:
         return None
-    return 100.0 * (network_energy(net, samples + 1, settings)["total_j"] - total_j) / total_j
+    step = network_energy(net, samples + 1, settings)["total_j"] - total_j
+    return 100.0 * _finite_ratio(step, total_j, settings, f"one sample more than T = {samples}")
+
+
+def _finite_ratio(energy: float, reference: float, settings: Settings, what: str) -> float | None:
+    """``energy / reference`` (None if the reference is 0): finite totals of a table with huge and
+    tiny entries can still have a ratio beyond a float (the report printed inf, and its JSON could
+    not be written)."""
+    if not reference:
+        return None
+    ratio = energy / reference
+    if not math.isfinite(ratio):
+        raise TechError(f"technology table {settings.tech.path}: the energy of {what} is {energy:.3g} J against "
+                        f"{reference:.3g} J, a ratio beyond a float; its energies span too wide a range")
+    return ratio
 
 
 FLOAT_REFERENCE = "the same network with 32-bit float weights and activations, deterministic, T=1"
@@ -244,7 +258,7 @@ def energy_sweep(
         for t in (samples if net.stochastic or not deterministic_once else [1]):
             config = {**meta, "label": f"{label} T={t}".strip(), "network": label,
                       **network_energy(net, t, settings)}
-            config["ratio_to_reference"] = config["total_j"] / ref["total_j"] if ref["total_j"] else None
+            config["ratio_to_reference"] = _finite_ratio(config["total_j"], ref["total_j"], settings, config["label"])
             config["next_sample_increase_pct"] = next_sample_increase_pct(net, t, settings, config["total_j"])
             configs.append(config)
         networks.append({**meta, "label": label, "stochastic": net.stochastic, **net.to_dict()})

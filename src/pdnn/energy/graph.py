@@ -523,8 +523,8 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
                             "walked with forward hooks instead")
                 try:
                     _analyze_hooks(model, x, walker)
-                except RuntimeError as run_err:
-                    raise UsageError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
+                except (RuntimeError, TypeError) as run_err:  # TypeError: a forward of several inputs
+                    raise AnalysisError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
                                      f"{run_err}") from run_err
                 method = "forward hooks"
     finally:
