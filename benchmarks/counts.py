@@ -34,9 +34,14 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r}: {err.strerror}") from None
     if folder:
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
-    if path.is_symlink() and not path.exists():  # the file would be written where the link points
-        raise argparse.ArgumentTypeError(f"{text!r} is a link to {os.readlink(path)!r}, which cannot be reached; "
-                                         "remove the link or name another file")
+    if path.is_symlink() and not path.exists():  # the file is written where the link points: is there a folder?
+        try:
+            reachable = path.resolve().parent.is_dir()
+        except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
+            reachable = False
+        if not reachable:
+            raise argparse.ArgumentTypeError(f"{text!r} is a link to {os.readlink(path)!r}, which cannot be "
+                                             "reached; remove the link or name another file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

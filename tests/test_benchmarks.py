@@ -62,6 +62,8 @@ def test_a_json_file_is_refused_before_the_measurement_or_its_folder_made(tmp_pa
     for link in ("dangling.json", "loop.json"):  # the write at the end would fail through the link
         with pytest.raises(argparse.ArgumentTypeError, match=f"{link}' is a link to .*, which cannot be reached"):
             counts.output_file(str(tmp_path / link))
+    (tmp_path / "ahead.json").symlink_to(tmp_path / "new" / "made-by-the-write.json")  # its folder exists
+    assert counts.output_file(str(tmp_path / "ahead.json")) == tmp_path / "ahead.json"
 
 
 def test_startup_refuses_a_source_folder_without_pdnn(tmp_path, monkeypatch, capsys):

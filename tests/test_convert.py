@@ -1309,13 +1309,33 @@ def test_a_graph_that_holds_only_the_branch_of_a_given_argument_refuses_none(mod
         pickle.loads(pickle.dumps(converted))(x, **{name: None})
 
 
-def test_an_optional_argument_the_forward_does_not_test_keeps_the_default_call():
-    class Unused(_OptionalMask):
-        def forward(self, x, unused=None):
-            return self.out(torch.tanh(self.fc(x)))
+class _Unused(_OptionalMask):
+    def forward(self, x, unused=None):
+        return self.out(torch.tanh(self.fc(x)))
 
-    model, x = Unused(), torch.randn(4, 3)
+
+class _PassedOn(nn.Module):
+    """A padding mask handed to attention as it is, None or not; and returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.attend = nn.Linear(3, 8), nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x, key_padding_mask=None):
+        h = torch.tanh(self.fc(x))
+        return self.attend(h, h, h, key_padding_mask=key_padding_mask)[0], key_padding_mask
+
+
+@pytest.mark.parametrize("model", [_Unused(), _PassedOn()])
+def test_an_optional_argument_the_forward_does_not_branch_on_keeps_the_default_call(model):
+    x = torch.randn(4, 5, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        converted = to_sampled(model, "pbit", beta=1e6)
-    assert torch.allclose(converted(x), model.out(torch.sign(model.fc(x))), atol=1e-5)
+        converted = to_sampled(model, "pbit", beta=1e6, layers="all").eval()
+    model.eval()
+    with torch.no_grad():
+        bits, got = torch.sign(model.fc(x)), converted(x)
+        if isinstance(model, _Unused):
+            assert torch.allclose(got, model.out(bits), atol=1e-5)
+        else:
+            assert torch.allclose(got[0], model.attend(bits, bits, bits)[0], atol=1e-5) and got[1] is None

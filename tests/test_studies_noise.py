@@ -128,8 +128,10 @@ def test_a_missing_curve_is_explained_by_the_steps_that_make_it(tmp_path):
 
     ctx = Context(tmp_path, "tiny")
     ctx.done = {"accuracy/ds/tanh/train", "accuracy/ds/tanh/eval", "noise/ds/convert", "noise/ds/eval-converted"}
-    missing_source = noise.sampling_claims(ctx, StudySpec(dataset="ds"), {"converted": {}})[0].reason
-    assert "records accuracy/ds/tanh/eval as done" in missing_source  # the step that made it, not its training
+    converted = evaluation(*(row(t, 0.50 + 0.01 * i, 0.001) for i, t in enumerate((1, 2, 4))))
+    gains, beats = noise.sampling_claims(ctx, StudySpec(dataset="ds"), {"converted": converted})
+    assert gains.verdict == "holds"  # its own evaluation is all it needs
+    assert "records accuracy/ds/tanh/eval as done" in beats.reason  # the step that made it, not its training
     ctx.skipped = {"noise/ds/eval-converted": "failed: RuntimeError: boom"}
     assert noise.sampling_claims(ctx, StudySpec(dataset="ds"), {"deterministic": {}})[0].reason == \
         "failed: RuntimeError: boom"

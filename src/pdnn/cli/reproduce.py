@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                                    "self-contained OUT/REPORT.html: one row per claim of the paper with its "
                                    "verdict, then one section per study. The work goes under OUT/SCALE/.")
     p.add_argument("--scale", choices=SCALES, default="small",
-                   help="tiny: seconds, a check of the plan; small: reduced schedules, within 2 h on 2 CPU "
+                   help="tiny: minutes, a check of the plan; small: reduced schedules, within 2 h on 2 CPU "
                         "cores; full: the paper's schedules, for a GPU (default: small)")
     p.add_argument("--out", type=named_path, required=True, metavar="DIR",
                    help="where REPORT.md, REPORT.html and SCALE/ go; rerun to resume")

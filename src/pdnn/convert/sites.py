@@ -395,7 +395,6 @@ def branches_on_none(model: nn.Module, graph: fx.Graph) -> list[str]:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
         return []
-    given = _computation(graph)
     branching = []
     for name in [p.name for p in parameters if p.default is None and p.kind is not p.VAR_KEYWORD]:
         try:
@@ -404,20 +403,22 @@ def branches_on_none(model: nn.Module, graph: fx.Graph) -> list[str]:
                 at_none = faithful_trace(model, _is_activation, {name: None}, values_only=True)
         except Exception:  # fx raises many types for untraceable code
             at_none = None
-        if at_none is None or _computation(at_none) != given:
+        if at_none is None or _computation(at_none) != _computation(graph, as_none=name):
             branching.append(name)
     return branching
 
 
-def _computation(graph: fx.Graph) -> list[tuple]:
-    """What ``graph`` computes, with its nodes named by position: the same list for two traces
-    that differ only in names and in fx's checks that an argument fixed at None is None."""
-    names: dict[fx.Node, str] = {}
+def _computation(graph: fx.Graph, as_none: str | None = None) -> list[tuple]:
+    """What ``graph`` computes, with its nodes named by position and the argument ``as_none``
+    read as None: the same list for two traces that differ only in names, in fx's checks that an
+    argument fixed at None is None, and in an argument passed on (to a layer, or returned) that
+    one trace holds as the input and the other as None."""
+    names: dict[fx.Node, str | None] = {}
     steps = []
     inputs = 0
     for node in graph.nodes:
         if node.op == "placeholder":
-            names[node], inputs = f"input {inputs}", inputs + 1
+            names[node], inputs = None if node.target == as_none else f"input {inputs}", inputs + 1
         elif not (node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none"):
             names[node] = f"step {len(steps)}"
             arguments = fx.node.map_arg((node.args, node.kwargs), lambda a: names.get(a, a.name))
