@@ -737,6 +737,7 @@ def test_energy_refuses_a_folder_where_a_default_file_of_the_run_goes_before_wri
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     (run / "energy.json").write_text('{"old": true}')
+    (run / "energy.png").unlink(missing_ok=True)  # (the shared run may hold one drawn by another test)
     (run / "energy.png").mkdir()
     assert main(["energy", str(run), "--samples", "1", "--no-layers"]) == 2
     assert "energy.png is a folder where the run's PNG goes" in one_line_error(capsys, "energy")

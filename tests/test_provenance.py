@@ -90,6 +90,24 @@ def test_a_checkpoint_replaced_while_it_is_read_is_recorded_as_the_one_measured(
         pdnn.runs.load_measured(run, "cpu")
 
 
+def test_an_evaluation_of_another_conversion_of_the_same_source_is_stale(tmp_path):
+    """Every conversion of one source keeps the source's checkpoint byte for byte, so the
+    checkpoint's sha256 could not tell an evaluation of the replaced conversion (one that ran
+    while `convert --force` replaced it) from one of the new: the record names the spec too."""
+    source, converted = tmp_path / "tanh", tmp_path / "converted"
+    assert main(["train", *TINY, "--neuron", "tanh", "--epochs", "1", "--out", str(source)]) == 0
+    assert main(["convert", str(source), "--method", "gaussian", "--scale", "2", "--out", str(converted),
+                 "--quiet"]) == 0
+    assert main(["eval", str(converted), *EVAL]) == 0
+    document = json.loads((converted / "eval-network.json").read_text())
+    assert len(document["weights"]["conversion"]) == 64
+    config = json.loads((converted / "config.json").read_text())
+    config["convert"] = {**config["convert"], "scale": 0.5}  # converted again, as --force would leave it
+    (converted / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="eval-network.json measured another conversion than config.json now names"):
+        assert main(["plot", str(converted), "--out", str(tmp_path / "plot.png")]) == 0
+
+
 def test_evaluation_and_every_epoch_record_the_code_that_ran(runs):
     current, resumed = runs
     code = code_record()

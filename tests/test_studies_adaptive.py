@@ -244,6 +244,19 @@ def test_a_pool_drawn_on_another_device_is_kept_apart(tmp_path):
         names["cpu"].replace(".pt", "-batch128.pt")
 
 
+def test_two_conversions_of_one_source_have_pools_of_their_own(tmp_path):
+    """Every conversion of one source keeps its checkpoint byte for byte: a second conversion read
+    the first one's draws back. A run that is not converted keeps its name."""
+    names = []
+    for spec in (None, {"method": "pbit", "beta": 1.0}, {"method": "gaussian", "scale": 2.0}):
+        run = tmp_path / "conv"
+        run.mkdir(exist_ok=True)
+        (run / "checkpoint.pt").write_bytes(b"the source's weights")
+        (run / "config.json").write_text(json.dumps({"model": {}} | ({} if spec is None else {"convert": spec})))
+        names.append(adaptive_study.pool_path(run, None, 10, 0, tmp_path).name)
+    assert "convert" not in names[0] and len(set(names)) == 3
+
+
 def draw(seed, levels, fixed=(0.88,)):
     """One study's document (seed ``seed``) whose run has fixed-T accuracies ``fixed`` (T = 1..N)
     and adaptive levels ``(error, loss against T = N, mean T)``."""

@@ -1,7 +1,8 @@
 """Which weights an evaluation measured, so that a figure is never silently older than its run.
 
 An evaluation records its run's checkpoint as ``"weights": {"checkpoint", "epoch", "sha256"}`` in
-``eval-*.json``. Commands that read evaluations (``plot``, ``tradeoff``, ``study``) compare the
+``eval-*.json`` (and, for a converted run, ``"conversion"``: the sha256 of its conversion spec, as
+every conversion of one source keeps the same checkpoint). Commands that read evaluations (``plot``, ``tradeoff``, ``study``) compare the
 record with the checkpoint now on disk and warn, naming the run, when the checkpoint has changed
 since -- after ``train --resume``, say, the old curve would otherwise be plotted as the new one.
 Evaluations written before the record existed are *unknown*: said once per command, never an
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import subprocess
 import warnings
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Iterable
 import torch
 
 from . import __version__
-from .io import CHECKPOINT, load_checkpoint
+from .io import CHECKPOINT, CONFIG, RunError, load_checkpoint, read_json
 
 WEIGHTS = "weights"  # the key of the record in an eval-*.json document
 CODE = "code"  # the key of the code record in an evaluation and in each epoch of metrics.json
@@ -93,7 +95,21 @@ def weights_record(run_dir: str | Path) -> dict | None:
     if sha256 is None:
         return None
     epoch = load_checkpoint(Path(run_dir) / CHECKPOINT).get("epoch")
-    return {"checkpoint": CHECKPOINT, "epoch": epoch, "sha256": sha256}
+    conversion = conversion_sha256(run_dir)
+    return {"checkpoint": CHECKPOINT, "epoch": epoch, "sha256": sha256,
+            **({} if conversion is None else {"conversion": conversion})}
+
+
+def conversion_sha256(run_dir: str | Path) -> str | None:
+    """The sha256 of a converted run's conversion spec (``"convert"`` in its ``config.json``),
+    ``None`` for a run that is not converted (or has no readable config). Every conversion of one
+    source keeps the source's weights, byte for byte: only the spec tells them apart."""
+    try:
+        config = read_json(Path(run_dir) / CONFIG)
+    except (RunError, OSError):
+        return None
+    spec = config.get("convert") if isinstance(config, dict) else None
+    return None if spec is None else hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None = None) -> str | None:
@@ -101,6 +117,9 @@ def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None
     or ``None`` when it matches them or cannot be checked (no record, or no checkpoint).
     ``now``: the checkpoint's sha256, if already known."""
     record = document.get(WEIGHTS) if isinstance(document, dict) else None
+    if isinstance(record, dict) and record.get("conversion") not in (None, conversion_sha256(run_dir)):
+        return f"{run_dir}: {name} measured another conversion than {CONFIG} now names (the run was converted " \
+               f"again since); rerun {remeasure(run_dir, name, document)}"
     now = now or checkpoint_sha256(run_dir)
     if not isinstance(record, dict) or now is None or record.get("sha256") == now:
         return None

@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, is_folder_record, load_checkpoint,
                   measurements, read_config, read_json, save_checkpoint, write_json, writer_lock)
 from ..models import ModelConfig
-from ..provenance import checkpoint_sha256, file_sha256, state_sha256, weights_record
+from ..provenance import checkpoint_sha256, conversion_sha256, file_sha256, state_sha256, weights_record
 from ..train_config import recorded_processes, train_command
 from .batchnorm import recalibrate_batchnorm
 from .calibration import _sweep_values, calibrate
@@ -98,14 +98,15 @@ def load_measured(run_dir, device) -> tuple[nn.Module, dict, dict | None]:
     for _ in range(3):
         record = weights_record(run_dir)
         model, config = load_model(run_dir, device)
-        if record is not None and checkpoint_sha256(run_dir) == record["sha256"]:
+        if record is not None and checkpoint_sha256(run_dir) == record["sha256"] and (
+                conversion_sha256(run_dir) == record.get("conversion")):  # (converted again meanwhile: read again)
             planned = (config.get("train") or {}).get("epochs")
             if isinstance(record["epoch"], int) and isinstance(planned, int) and record["epoch"] < planned:
                 warnings.warn(f"{run_dir} has trained {record['epoch']} of its {planned} epochs (its training "
                               "stopped early, or is still running): measuring that checkpoint", stacklevel=2)
             return model, config, record
-    raise RunError(f"{Path(run_dir) / CHECKPOINT} changed three times while it was read: the run is being "
-                   "trained; evaluate it when training has stopped")
+    raise RunError(f"{Path(run_dir) / CHECKPOINT} (or the conversion its {CONFIG} names) changed three times while "
+                   "it was read: the run is being trained or converted; evaluate it when that has stopped")
 
 
 def _holdout_count(n_trained: int, holdout: float | int) -> int:

@@ -32,6 +32,7 @@ from ..energy.account import Reuse, Settings, network_energy
 from ..energy.tradeoff import run_network
 from ..evaluate import FOLD_ROWS, drawn
 from ..io import CHECKPOINT, RunError, atomic_write, pyplot, run_dataset, save_figure
+from ..provenance import conversion_sha256
 from ..runs import load_model
 from ..sampling import SampledModel
 
@@ -61,13 +62,16 @@ def record_pool(run_dir: Path, subset: int | None, samples: int, seed: int, batc
 
 def pool_path(run_dir: Path, subset: int | None, samples: int, seed: int, cache: Path, device: str = "cpu",
               batch_size: int = BATCH) -> Path:
-    """Where the pool of these weights (named by a digest of the checkpoint), inputs, N and seed is
-    kept; a device other than the CPU, or a batch size other than :data:`BATCH`, draws other
-    numbers, so it is named too (the defaults keep the names the committed results record)."""
+    """Where the pool of these weights (named by a digest of the checkpoint, and of the conversion
+    of a converted run, whose checkpoint is its source's), inputs, N and seed is kept; a device
+    other than the CPU, or a batch size other than :data:`BATCH`, draws other numbers, so it is
+    named too (the defaults keep the names the committed results record)."""
     checkpoint = Path(run_dir) / CHECKPOINT
     if not checkpoint.is_file():
         raise RunError(f"{checkpoint} does not exist: the run must be trained before its samples are drawn")
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    conversion = conversion_sha256(run_dir)
+    digest += "" if conversion is None else f"-convert{conversion[:12]}"
     kind = torch.device(device).type
     drawn_on = ("" if kind == "cpu" else f"-{kind}") + ("" if batch_size == BATCH else f"-batch{batch_size}")
     return Path(cache) / f"{Path(run_dir).name}-{digest}-n{subset}-T{samples}-seed{seed}{drawn_on}.pt"
