@@ -34,20 +34,21 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r}: {err.strerror}") from None
     if folder:
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
-    if path.is_symlink() and not path.exists():  # the file is written where the link points: is there a folder?
+    written = path  # where the file goes: a link's target
+    if path.is_symlink():
         try:
-            reachable = path.resolve().parent.is_dir()
+            written = path.resolve()
         except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
-            reachable = False
-        if not reachable:
+            written = None
+        if written is None or not written.parent.is_dir():
             raise argparse.ArgumentTypeError(f"{text!r} is a link to {os.readlink(path)!r}, which cannot be "
                                              "reached; remove the link or name another file")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        written.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: cannot make its folder ({err.strerror})") from None
     try:  # a file written and removed: a folder that exists may still take none (read-only, /proc)
-        tempfile.TemporaryFile(dir=path.parent).close()
+        tempfile.TemporaryFile(dir=written.parent).close()
     except OSError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: cannot write into its folder ({err.strerror})") from None
     return path

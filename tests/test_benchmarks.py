@@ -64,6 +64,10 @@ def test_a_json_file_is_refused_before_the_measurement_or_its_folder_made(tmp_pa
             counts.output_file(str(tmp_path / link))
     (tmp_path / "ahead.json").symlink_to(tmp_path / "new" / "made-by-the-write.json")  # its folder exists
     assert counts.output_file(str(tmp_path / "ahead.json")) == tmp_path / "ahead.json"
+    if Path("/proc/self").is_dir():  # a link into a folder that takes no file
+        (tmp_path / "into-proc.json").symlink_to("/proc/x.json")
+        with pytest.raises(argparse.ArgumentTypeError, match="cannot write into its folder"):
+            counts.output_file(str(tmp_path / "into-proc.json"))
 
 
 def test_startup_refuses_a_source_folder_without_pdnn(tmp_path, monkeypatch, capsys):

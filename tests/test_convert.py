@@ -1309,6 +1309,20 @@ def test_a_graph_that_holds_only_the_branch_of_a_given_argument_refuses_none(mod
         pickle.loads(pickle.dumps(converted))(x, **{name: None})
 
 
+def test_arguments_that_branch_only_together_are_needed_together():
+    class Either(_OptionalMask):
+        def forward(self, x, a=None, b=None):
+            h = torch.tanh(self.fc(x))
+            return self.out(h * 2 if a is not None or b is not None else h)
+
+    model, x = Either(), torch.randn(4, 3)
+    with pytest.warns(UserWarning, match="needs a or b: its forward does other things when a and b are None"):
+        converted = to_sampled(model, "pbit", beta=1e6)
+    with pytest.raises(UsageError, match="needs a or b: its forward does other things when a and b are None"):
+        converted(x)
+    assert torch.allclose(converted(x, b=1), model.out(torch.sign(model.fc(x)) * 2), atol=1e-5)
+
+
 class _Unused(_OptionalMask):
     def forward(self, x, unused=None):
         return self.out(torch.tanh(self.fc(x)))

@@ -222,9 +222,10 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     # traced before any swap, as the graph was: arguments the graph holds only given
     given = branches_on_none(converted, found.graph) if any(s.node is not None for s in selected) else []
     if given:
-        warnings.warn(f"the converted {type(model).__name__} needs {', '.join(given)}: its forward does other things "
-                      f"when {' or '.join(given)} is None, and the graph that rewrites its functional activations "
-                      "(torch.fx) holds only those of a given value; a call without it is refused", stacklevel=3)
+        warnings.warn(f"the converted {type(model).__name__} needs {'; '.join(map(' or '.join, given))}: its forward "
+                      f"does other things when {'; or when '.join(map(_all_none, given))}, and the graph that "
+                      "rewrites its functional activations (torch.fx) holds only those of a given value; a call "
+                      "without it is refused", stacklevel=3)
     aliases = _module_aliases(converted)
     unhooked = []  # replaced modules whose hooks the replacement does not have
     for site in selected:
@@ -339,16 +340,16 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
 
 
 def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], method: str,
-                       values: dict[str, float], class_name: str, given: list[str]) -> fx.GraphModule:
-    """The converted copy as a graph; it refuses a call with None for an argument in ``given``,
-    whose None the graph does not follow (:func:`branches_on_none`)."""
+                       values: dict[str, float], class_name: str, given: list[tuple[str, ...]]) -> fx.GraphModule:
+    """The converted copy as a graph; it refuses a call with None for every argument of a group in
+    ``given``, whose None the graph does not follow (:func:`branches_on_none`)."""
     gm = fx.GraphModule(model, graph, class_name=class_name)
     _keep_everything(gm, model)
     inputs = {node.target: node for node in gm.graph.nodes if node.op == "placeholder"}
-    for name in given:
-        check = add_module(gm, f"needs_{name}", ArgumentNeeded(name, class_name))
+    for names in given:
+        check = add_module(gm, f"needs_{'_or_'.join(names)}", ArgumentNeeded(names, class_name))
         with gm.graph.inserting_after(list(inputs.values())[-1]):
-            gm.graph.call_module(check, (inputs[name],))
+            gm.graph.call_module(check, tuple(inputs[name] for name in names))
     for site in sites:
         node = site.node
         target = site.name  # a p-bit takes the activation's place; noise is inserted before it
@@ -375,24 +376,29 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
 
 
 class ArgumentNeeded(nn.Module):
-    """A converted graph's check of an argument whose None it does not follow: not None. (A
-    module, so that the graph keeps it when a copy is traced again, as unpickling does.)"""
+    """A converted graph's check of arguments whose None (all of them None) it does not follow.
+    (A module, so that the graph keeps it when a copy is traced again, as unpickling does.)"""
 
-    def __init__(self, name: str, class_name: str):
+    def __init__(self, names: tuple[str, ...], class_name: str):
         super().__init__()
-        self.name, self.class_name = name, class_name
+        self.names, self.class_name = tuple(names), class_name
 
-    def forward(self, value):
-        if value is None:
+    def forward(self, *values):
+        if all(value is None for value in values):
+            either = " or ".join(self.names)
             raise UsageError(
-                f"the converted {self.class_name} needs {self.name}: its forward does other things when {self.name} "
-                f"is None, and the graph that rewrote its functional activations holds only those of a given "
-                f"{self.name} (torch.fx decides `{self.name} is None` once, while tracing); pass {self.name}, or use "
-                "activation modules (nn.Tanh, ...) in the model, which conversion swaps without a graph")
-        return value
+                f"the converted {self.class_name} needs {either}: its forward does other things when "
+                f"{_all_none(self.names)}, and the graph that rewrote its functional "
+                f"activations holds only those of a given value (torch.fx decides `is None` once, while tracing); "
+                f"pass {either}, or use activation modules (nn.Tanh, ...) in the model, which conversion swaps "
+                "without a graph")
 
     def extra_repr(self) -> str:
-        return repr(self.name)
+        return ", ".join(map(repr, self.names))
+
+
+def _all_none(names: tuple[str, ...]) -> str:
+    return f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} None"
 
 
 def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:

@@ -385,31 +385,40 @@ def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
         return None
 
 
-def branches_on_none(model: nn.Module, graph: fx.Graph) -> list[str]:
+def branches_on_none(model: nn.Module, graph: fx.Graph) -> list[tuple[str, ...]]:
     """The forward's arguments that default to None where ``graph`` (traced with a stand-in for
-    each) is not what the forward does with None. fx cannot follow ``if mask is not None:`` both
+    each) is not what the forward does with None, in groups: a call with every argument of a
+    group None is not what the graph computes. fx cannot follow ``if mask is not None:`` both
     ways: ``is`` is decided once, while tracing, as if the argument were given. Each argument is
-    traced again at None; where the two graphs compute differently, the trace holds only the
-    branch of a given value."""
+    traced again at None, then the others together (``if a is not None or b is not None``
+    differs only when both are None); where the graphs compute differently, the trace holds only
+    the branch of given values."""
     try:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
         return []
-    branching = []
-    for name in [p.name for p in parameters if p.default is None and p.kind is not p.VAR_KEYWORD]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the first trace said what there is to say
-                at_none = faithful_trace(model, _is_activation, {name: None}, values_only=True)
-        except Exception:  # fx raises many types for untraceable code
-            at_none = None
-        if at_none is None or _computation(at_none) != _computation(graph, as_none=name):
-            branching.append(name)
-    return branching
+    names = [p.name for p in parameters if p.default is None and p.kind is not p.VAR_KEYWORD]
+    groups = [(name,) for name in names if _differs_at_none(model, graph, (name,))]
+    rest = tuple(name for name in names if (name,) not in groups)
+    if len(rest) > 1 and _differs_at_none(model, graph, rest):
+        groups.append(rest)
+    return groups
 
 
-def _computation(graph: fx.Graph, as_none: str | None = None) -> list[tuple]:
-    """What ``graph`` computes, with its nodes named by position and the argument ``as_none``
+def _differs_at_none(model: nn.Module, graph: fx.Graph, names: tuple[str, ...]) -> bool:
+    """Whether ``model`` traced with ``names`` at None computes other than ``graph`` does with
+    them None (or does not trace so)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the first trace said what there is to say
+            at_none = faithful_trace(model, _is_activation, dict.fromkeys(names), values_only=True)
+    except Exception:  # fx raises many types for untraceable code
+        return True
+    return _computation(at_none) != _computation(graph, as_none=names)
+
+
+def _computation(graph: fx.Graph, as_none: tuple[str, ...] = ()) -> list[tuple]:
+    """What ``graph`` computes, with its nodes named by position and the arguments ``as_none``
     read as None: the same list for two traces that differ only in names, in fx's checks that an
     argument fixed at None is None, and in an argument passed on (to a layer, or returned) that
     one trace holds as the input and the other as None."""
@@ -418,7 +427,7 @@ def _computation(graph: fx.Graph, as_none: str | None = None) -> list[tuple]:
     inputs = 0
     for node in graph.nodes:
         if node.op == "placeholder":
-            names[node], inputs = None if node.target == as_none else f"input {inputs}", inputs + 1
+            names[node], inputs = None if node.target in as_none else f"input {inputs}", inputs + 1
         elif not (node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none"):
             names[node] = f"step {len(steps)}"
             arguments = fx.node.map_arg((node.args, node.kwargs), lambda a: names.get(a, a.name))
