@@ -50,5 +50,6 @@ def output_file(text: str) -> Path:
     try:  # a file written and removed: a folder that exists may still take none (read-only, /proc)
         tempfile.TemporaryFile(dir=written.parent).close()
     except OSError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: cannot write into its folder ({err.strerror})") from None
+        folder = "its folder" if written is path else f"{written.parent}, where it links"
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write into {folder} ({err.strerror})") from None
     return path

@@ -1298,29 +1298,34 @@ def test_a_graph_that_holds_only_the_branch_of_a_given_argument_refuses_none(mod
     """fx decides ``mask is None`` once, as if given: the copy computed that branch for a call
     without it (half the output, or a TypeError deep in the graph). It now says it needs it."""
     x, value = torch.randn(4, 3), torch.full((8,), 2.0)
-    with pytest.warns(UserWarning, match=f"the converted {type(model).__name__} needs {name}"):
+    with pytest.warns(UserWarning, match=f"the converted {type(model).__name__} refuses a call with None for {name}:"):
         converted = to_sampled(model, "pbit", beta=1e6)  # bits are sign(tanh): the same in every call
-    with pytest.raises(UsageError, match=f"needs {name}: its forward does other things when {name} is None"):
+    with pytest.raises(UsageError, match=f"got None for {name}: its forward does other things then"):
         converted(x)
     bits = torch.sign(model.fc(x))
     given = model.out(bits * value) if name == "mask" else model.out(bits) / 2
     assert torch.allclose(converted(x, **{name: value}), given, atol=1e-5)
-    with pytest.raises(UsageError, match=f"needs {name}"):  # by keyword too, and in a copy
+    with pytest.raises(UsageError, match=f"pass {name},"):  # by keyword too, and in a copy
         pickle.loads(pickle.dumps(converted))(x, **{name: None})
 
 
 def test_arguments_that_branch_only_together_are_needed_together():
+    """``if a is not None or b is not None`` differs only when both are None; an argument passed on
+    beside them (returned here) is needed by no call."""
     class Either(_OptionalMask):
-        def forward(self, x, a=None, b=None):
+        def forward(self, x, a=None, b=None, c=None):
             h = torch.tanh(self.fc(x))
-            return self.out(h * 2 if a is not None or b is not None else h)
+            return self.out(h * 2 if a is not None or b is not None else h), c
 
     model, x = Either(), torch.randn(4, 3)
-    with pytest.warns(UserWarning, match="needs a or b: its forward does other things when a and b are None"):
+    with pytest.warns(UserWarning, match="refuses a call with None for a and b: its forward does other things then"):
         converted = to_sampled(model, "pbit", beta=1e6)
-    with pytest.raises(UsageError, match="needs a or b: its forward does other things when a and b are None"):
-        converted(x)
-    assert torch.allclose(converted(x, b=1), model.out(torch.sign(model.fc(x)) * 2), atol=1e-5)
+    bits = torch.sign(model.fc(x))
+    for call in ({}, {"c": 1}):
+        with pytest.raises(UsageError, match="got None for a and b: .* pass a and b, or"):
+            converted(x, **call)
+    for call in ({"a": 1}, {"b": 1, "c": 1}, {"a": 1, "b": 1}):
+        assert torch.allclose(converted(x, **call)[0], model.out(bits * 2), atol=1e-5)
 
 
 class _Unused(_OptionalMask):

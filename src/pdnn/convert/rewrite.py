@@ -25,7 +25,7 @@ from ..nn.noise import check_scale
 from ..tracing import add_module
 from .methods import DEFAULT_SCALE, LAYER_SETS, ConversionError, _check_method, parameter_of
 from .sites import (ON_WEIGHTS_WHERE_TRACED, _Discovery, _discover, _input_node, _Site, _supports,
-                    branches_on_none, check_module)
+                    MAX_TRACED_OPTIONAL, branches_on_none, check_module)
 
 
 def _module_aliases(model: nn.Module) -> dict[int, list[str]]:
@@ -219,13 +219,13 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     selected = _select(found.sites, spec["layers"])
     _check_convertible(type(model).__name__, method, spec["layers"], found, selected)
     values = _values_for(selected, spec[key], key)
-    # traced before any swap, as the graph was: arguments the graph holds only given
-    given = branches_on_none(converted, found.graph) if any(s.node is not None for s in selected) else []
-    if given:
-        warnings.warn(f"the converted {type(model).__name__} needs {'; '.join(map(' or '.join, given))}: its forward "
-                      f"does other things when {'; or when '.join(map(_all_none, given))}, and the graph that "
-                      "rewrites its functional activations (torch.fx) holds only those of a given value; a call "
-                      "without it is refused", stacklevel=3)
+    # traced before any swap, as the graph was: calls whose None arguments the graph does not follow
+    optional, unfollowed = (branches_on_none(converted, found.graph) if any(s.node is not None for s in selected)
+                            else ((), []))
+    if unfollowed is None or unfollowed:
+        warnings.warn(f"the converted {type(model).__name__} refuses a call with None for {_refused(optional, unfollowed)}: its "
+                      "forward does other things then, and the graph that rewrites its functional activations "
+                      "(torch.fx) holds only what it does with them given", stacklevel=3)
     aliases = _module_aliases(converted)
     unhooked = []  # replaced modules whose hooks the replacement does not have
     for site in selected:
@@ -247,7 +247,8 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     functional = [s for s in selected if s.node is not None]  # found by the trace, so there is a graph
     if functional:
         converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__,
-                                       given)
+                                       ArgumentNeeded(optional, unfollowed, type(model).__name__)
+                                       if unfollowed is None or unfollowed else None)
     elif found.trace_error is not None:
         warnings.warn(
             f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); only activation modules "
@@ -340,16 +341,15 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
 
 
 def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], method: str,
-                       values: dict[str, float], class_name: str, given: list[tuple[str, ...]]) -> fx.GraphModule:
-    """The converted copy as a graph; it refuses a call with None for every argument of a group in
-    ``given``, whose None the graph does not follow (:func:`branches_on_none`)."""
+                       values: dict[str, float], class_name: str, check: ArgumentNeeded | None) -> fx.GraphModule:
+    """The converted copy as a graph; ``check`` (if any) refuses the calls whose None arguments it
+    does not follow (:func:`branches_on_none`)."""
     gm = fx.GraphModule(model, graph, class_name=class_name)
     _keep_everything(gm, model)
     inputs = {node.target: node for node in gm.graph.nodes if node.op == "placeholder"}
-    for names in given:
-        check = add_module(gm, f"needs_{'_or_'.join(names)}", ArgumentNeeded(names, class_name))
+    if check is not None:
         with gm.graph.inserting_after(list(inputs.values())[-1]):
-            gm.graph.call_module(check, tuple(inputs[name] for name in names))
+            gm.graph.call_module(add_module(gm, "none_check", check), tuple(inputs[name] for name in check.names))
     for site in sites:
         node = site.node
         target = site.name  # a p-bit takes the activation's place; noise is inserted before it
@@ -376,29 +376,39 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
 
 
 class ArgumentNeeded(nn.Module):
-    """A converted graph's check of arguments whose None (all of them None) it does not follow.
-    (A module, so that the graph keeps it when a copy is traced again, as unpickling does.)"""
+    """A converted graph's check of the arguments defaulting to None: a call with a set of them
+    None that the graph does not follow (``unfollowed``; None: any) is refused. (A module, so that
+    the graph keeps it when a copy is traced again, as unpickling does.)"""
 
-    def __init__(self, names: tuple[str, ...], class_name: str):
+    def __init__(self, names: tuple[str, ...], unfollowed: list[frozenset[str]] | None, class_name: str):
         super().__init__()
         self.names, self.class_name = tuple(names), class_name
+        self.unfollowed = None if unfollowed is None else [tuple(sorted(none)) for none in unfollowed]
 
     def forward(self, *values):
-        if all(value is None for value in values):
-            either = " or ".join(self.names)
+        none = tuple(sorted(name for name, value in zip(self.names, values) if value is None))
+        if none and (self.unfollowed is None or none in self.unfollowed):
+            # named: the least sets within it the graph does not follow (an unused argument left None is not one)
+            within = [set(u) for u in self.unfollowed or [none] if set(u) <= set(none)]
+            least = set().union(*(u for u in within if not any(other < u for other in within)))
+            shown = [name for name in self.names if name in least]
             raise UsageError(
-                f"the converted {self.class_name} needs {either}: its forward does other things when "
-                f"{_all_none(self.names)}, and the graph that rewrote its functional "
-                f"activations holds only those of a given value (torch.fx decides `is None` once, while tracing); "
-                f"pass {either}, or use activation modules (nn.Tanh, ...) in the model, which conversion swaps "
-                "without a graph")
+                f"the converted {self.class_name} got None for {' and '.join(shown)}: its forward does other things "
+                "then, and the graph that rewrote its functional activations holds only what it does with "
+                f"{'it' if len(shown) == 1 else 'them'} given (torch.fx decides `is None` once, while tracing); "
+                f"pass {' and '.join(shown)}, or use activation modules (nn.Tanh, ...) in the model, which "
+                "conversion swaps without a graph")
 
     def extra_repr(self) -> str:
         return ", ".join(map(repr, self.names))
 
 
-def _all_none(names: tuple[str, ...]) -> str:
-    return f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} None"
+def _refused(names: tuple[str, ...], unfollowed: list[frozenset[str]] | None) -> str:
+    """The calls a converted graph refuses, for a warning: the least sets of None arguments."""
+    if unfollowed is None:
+        return f"any of {', '.join(names)} (more than {MAX_TRACED_OPTIONAL} arguments default to None)"
+    least = [none for none in unfollowed if not any(other < none for other in unfollowed)]
+    return "; or for ".join(" and ".join(name for name in names if name in none) for none in least)
 
 
 def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:

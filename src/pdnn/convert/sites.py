@@ -8,6 +8,7 @@ layer with weights. Tracing reads a model, never modifies it.
 from __future__ import annotations
 
 import inspect
+import itertools
 import operator
 import warnings
 from dataclasses import dataclass
@@ -385,24 +386,28 @@ def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
         return None
 
 
-def branches_on_none(model: nn.Module, graph: fx.Graph) -> list[tuple[str, ...]]:
-    """The forward's arguments that default to None where ``graph`` (traced with a stand-in for
-    each) is not what the forward does with None, in groups: a call with every argument of a
-    group None is not what the graph computes. fx cannot follow ``if mask is not None:`` both
-    ways: ``is`` is decided once, while tracing, as if the argument were given. Each argument is
-    traced again at None, then the others together (``if a is not None or b is not None``
-    differs only when both are None); where the graphs compute differently, the trace holds only
-    the branch of given values."""
+# the most arguments defaulting to None whose combinations are each traced (2**n - 1 traces); with
+# more, a call that leaves any of them None is refused
+MAX_TRACED_OPTIONAL = 8
+
+
+def branches_on_none(model: nn.Module, graph: fx.Graph) -> tuple[tuple[str, ...], list[frozenset[str]] | None]:
+    """The forward's arguments that default to None, and the sets of them whose being None (just
+    those, the others given) ``graph`` does not compute as the forward does (None: any).
+    ``graph`` was traced with a stand-in for each, and fx cannot follow ``if mask is not None:``
+    both ways: ``is`` is decided once, while tracing, as if the argument were given. Each set is
+    traced again with its arguments at None (``if a is not None or b is not None`` differs only
+    when both are); where the two graphs compute differently, the graph holds only the branch of
+    given values."""
     try:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
-        return []
-    names = [p.name for p in parameters if p.default is None and p.kind is not p.VAR_KEYWORD]
-    groups = [(name,) for name in names if _differs_at_none(model, graph, (name,))]
-    rest = tuple(name for name in names if (name,) not in groups)
-    if len(rest) > 1 and _differs_at_none(model, graph, rest):
-        groups.append(rest)
-    return groups
+        return (), []
+    names = tuple(p.name for p in parameters if p.default is None and p.kind is not p.VAR_KEYWORD)
+    if len(names) > MAX_TRACED_OPTIONAL:
+        return names, None
+    sets = (frozenset(c) for k in range(1, len(names) + 1) for c in itertools.combinations(names, k))
+    return names, [none for none in sets if _differs_at_none(model, graph, tuple(none))]
 
 
 def _differs_at_none(model: nn.Module, graph: fx.Graph, names: tuple[str, ...]) -> bool:
