@@ -1358,3 +1358,19 @@ def test_an_optional_argument_the_forward_does_not_branch_on_keeps_the_default_c
             assert torch.allclose(got, model.out(bits), atol=1e-5)
         else:
             assert torch.allclose(got[0], model.attend(bits, bits, bits)[0], atol=1e-5) and got[1] is None
+
+
+def test_more_arguments_defaulting_to_none_than_are_traced_in_combination():
+    """Beyond 8 such arguments each is traced alone and all together: nine only passed on take
+    every call; one branched on among them is needed."""
+    class Nine(_OptionalMask):
+        def forward(self, x, a0=None, a1=None, a2=None, a3=None, a4=None, a5=None, a6=None, a7=None, a8=None):
+            h = torch.tanh(self.fc(x))
+            return self.out(h if a3 is None else h * 2), a8
+
+    model, x = Nine(), torch.randn(4, 3)
+    with pytest.warns(UserWarning, match="refuses a call with None for any of a3 .of more than 8 arguments"):
+        converted = to_sampled(model, "pbit", beta=1e6)
+    assert converted(x, a3=1, a8=5)[1] == 5
+    with pytest.raises(UsageError, match="got None for a3: "):
+        converted(x, a8=5)

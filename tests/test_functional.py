@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pdnn import functional as F
+from pdnn.errors import UsageError
 
 Z = 5.0  # bounds are Z standard deviations: a correct implementation fails with p < 1e-6 per check
 
@@ -316,3 +317,23 @@ def test_every_surrogate_trains_under_torch_compile(ste):
     step = torch.compile(lambda x: F.pbit(layer(x), ste=ste).sum(), backend="aot_eager", fullgraph=True)
     step(torch.randn(5, 4)).backward()
     assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("call, said", [
+    (lambda x: F.straight_through_gradient(torch.ones_like(x), x, "bipolar", 1.0, "Mean"), "unknown ste 'Mean'"),
+    (lambda x: F.straight_through_gradient(torch.ones_like(x), x, "bipolar", -1.0, "mean"), "beta"),
+    (lambda x: F.surrogate_gain("bipolr", 1.0), "unknown mode 'bipolr'"),
+    (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, "foo"), "unknown ste 'foo'"),
+    (lambda x: F.pbit(x, repeats=True), "repeats must be an integer >= 1, got True"),
+    (lambda x: F.pbit(x, repeats=2.0), "repeats must be an integer >= 1, got 2.0")])
+def test_the_public_gradient_functions_and_repeats_check_what_they_are_given(call, said):
+    """An unknown surrogate fell through to the "mean" formula with the wrong saved tensor (a
+    negative gradient), β <= 0 turned it round, and repeats that are no plain int reached the kernel."""
+    with pytest.raises(UsageError, match=re.escape(said)):
+        call(torch.tensor([0.5, 2.0]))
+
+
+def test_repeats_given_as_a_torch_integer_draws_as_the_int_does():
+    x = torch.randn(5000, 5)  # large enough for the fused kernel
+    bits = [F.pbit(x, generator=torch.Generator().manual_seed(0), repeats=r) for r in (2, torch.tensor(2))]
+    assert bits[0].shape == (10000, 5) and torch.equal(*bits)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pdnn import SampledModel
-from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, Quantize, is_stochastic
+from pdnn.errors import UsageError
+from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit, Quantize, is_stochastic
 
 Z = 5.0  # bounds are Z standard errors wide
 N = 200_000
@@ -194,3 +195,24 @@ def test_bounds_and_scales_that_are_not_numbers_are_named():
     for flag in (np.True_, torch.tensor(True)):  # (taken as a scale of 1, as Python's True is not)
         with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
             GaussianNoise(flag)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_hard_pbit_compares_its_probability_in_single_precision(dtype):
+    """P(b = c) = (clamp(x) - a) / (c - a) was computed in the input's half precision: in
+    bfloat16, x = 0.003 gave P = 1/2 exactly (mean 0). The bits are those of the float32
+    probability against the same float32 uniforms."""
+    x = torch.linspace(-0.999, 0.999, 20001).to(dtype)
+    pbit = HardPBit()
+    pbit.generator = torch.Generator().manual_seed(0)
+    bits = pbit(x)
+    uniform = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))  # as the module draws them
+    assert torch.equal(bits, torch.where((x.float() + 1) / 2 > uniform, 1.0, -1.0).to(dtype))
+
+
+@pytest.mark.parametrize("module", [PBit, GaussianNoise, HardPBit])
+def test_a_generator_that_is_no_generator_is_named(module):
+    layer = module(1.0) if module is GaussianNoise else module()
+    layer.generator = 5
+    with pytest.raises(UsageError, match=f"{module.__name__}.generator must be a torch.Generator or None, got 5"):
+        layer(torch.zeros(3))

@@ -90,6 +90,17 @@ def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tens
     return value + (surrogate - surrogate.detach())
 
 
+def check_generator(generator, x: torch.Tensor, owner: str) -> None:
+    """A generator for draws like ``x``: None, or a ``torch.Generator`` on ``x``'s kind of device."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise UsageError(f"{owner}.generator must be a torch.Generator or None, got {shown(generator)}")
+    if generator.device.type != x.device.type:
+        raise RuntimeError(f"{owner} generator is on {generator.device} but the input is on {x.device}; "
+                           "create the generator on the input's device")
+
+
 def generator_keyword(generator: torch.Generator | None) -> dict:
     """``{"generator": generator}``, or nothing for ``None``: torch's draw overloads that take a
     generator accept no symbolic shape, so under ``torch.compile`` a draw that named
@@ -256,7 +267,14 @@ def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste
                 repeats: int = 1) -> torch.Tensor:
     """``bits``, drawn earlier from ``x`` (repeated ``repeats`` times), as :func:`pbit` would have
     returned them: with the p-bit's gradient to ``x``, its derivatives included."""
+    mode, beta, ste = _checked_rule(mode, beta, ste)
     return _function(known=True).apply(x, bits, mode, beta, ste, repeats)[0]
+
+
+def _checked_rule(mode: str, beta: float, ste: str | None = None) -> tuple:
+    """A p-bit's mode, β and (if given) surrogate, checked: an unknown name fell through to the
+    ``"mean"`` formula with the wrong saved tensor, and a β <= 0 turned the gradient round."""
+    return one_of("mode", mode, MODES), check_beta(beta), ste if ste is None else one_of("ste", ste, STES)
 
 
 def _probability(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
@@ -277,6 +295,11 @@ def probability_gradient(grad_p: torch.Tensor, p: torch.Tensor, mode: str, beta:
 def surrogate_gain(mode: str, beta: float) -> float:
     """``d/dx`` of the mean over ``p * (1 - p)``: ``d/dx tanh(beta*x) = d/dx (2p - 1) = 4*beta*p*(1 - p)``,
     ``d/dx sigmoid(beta*x) = beta*p*(1 - p)``."""
+    mode, beta, _ = _checked_rule(mode, beta)
+    return _gain(mode, beta)
+
+
+def _gain(mode: str, beta: float) -> float:
     return 4 * beta if mode == "bipolar" else beta
 
 
@@ -288,7 +311,7 @@ def _surrogate_gradient(grad: torch.Tensor, saved: torch.Tensor | None, mode: st
         return grad
     if ste == "clipped":
         return grad * (saved.abs() <= 1)
-    gain = surrogate_gain(mode, beta)
+    gain = _gain(mode, beta)
     derivative = torch.ops.aten.sigmoid_backward(grad.to(saved.dtype), saved)
     return (derivative if gain == 1.0 else derivative.mul_(gain)).to(dtype)
 
@@ -296,6 +319,7 @@ def _surrogate_gradient(grad: torch.Tensor, saved: torch.Tensor | None, mode: st
 def straight_through_gradient(grad: torch.Tensor, x: torch.Tensor, mode: str, beta: float, ste: str) -> torch.Tensor:
     """What a p-bit's backward pass returns for the gradient ``grad`` of its bits at the
     pre-activation ``x``: ``grad`` times the derivative of the surrogate ``ste`` at ``x``."""
+    mode, beta, ste = _checked_rule(mode, beta, ste)
     saved = _probability(x, mode, beta) if ste == "mean" else x
     return _surrogate_gradient(grad, saved, mode, beta, ste, x.dtype)
 
@@ -337,9 +361,9 @@ def pbit(
     beta = check_beta(beta)
     if not x.is_floating_point():
         raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
-    if repeats != 1:
-        positive_int("repeats", repeats)
-        if x.dim() == 0:
+    if type(repeats) is not int or repeats != 1:  # (1.0, True and tensor(2) reached the kernel as they were)
+        repeats = positive_int("repeats", repeats)
+        if repeats != 1 and x.dim() == 0:
             raise UsageError(f"repeats={repeats} needs a tensor with a first dimension, got a scalar")
     stack = stacked_passes.active()
     if stack is not None:  # several passes' rows, each block drawn with its pass's key

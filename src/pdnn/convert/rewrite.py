@@ -220,10 +220,10 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     _check_convertible(type(model).__name__, method, spec["layers"], found, selected)
     values = _values_for(selected, spec[key], key)
     # traced before any swap, as the graph was: calls whose None arguments the graph does not follow
-    optional, unfollowed = (branches_on_none(converted, found.graph) if any(s.node is not None for s in selected)
-                            else ((), []))
-    if unfollowed is None or unfollowed:
-        warnings.warn(f"the converted {type(model).__name__} refuses a call with None for {_refused(optional, unfollowed)}: its "
+    check = (ArgumentNeeded(*branches_on_none(converted, found.graph), type(model).__name__)
+             if any(s.node is not None for s in selected) else None)
+    if check is not None and check.refuses():
+        warnings.warn(f"the converted {type(model).__name__} refuses a call with None for {check.refused()}: its "
                       "forward does other things then, and the graph that rewrites its functional activations "
                       "(torch.fx) holds only what it does with them given", stacklevel=3)
     aliases = _module_aliases(converted)
@@ -247,8 +247,7 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     functional = [s for s in selected if s.node is not None]  # found by the trace, so there is a graph
     if functional:
         converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__,
-                                       ArgumentNeeded(optional, unfollowed, type(model).__name__)
-                                       if unfollowed is None or unfollowed else None)
+                                       check if check is not None and check.refuses() else None)
     elif found.trace_error is not None:
         warnings.warn(
             f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); only activation modules "
@@ -376,39 +375,50 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
 
 
 class ArgumentNeeded(nn.Module):
-    """A converted graph's check of the arguments defaulting to None: a call with a set of them
-    None that the graph does not follow (``unfollowed``; None: any) is refused. (A module, so that
-    the graph keeps it when a copy is traced again, as unpickling does.)"""
+    """A converted graph's check of the arguments defaulting to None (:func:`branches_on_none`): a
+    call with a set of them None that the graph does not follow (``unfollowed``), or with any of
+    ``untraced`` None, is refused. (A module, so that the graph keeps it when a copy is traced
+    again, as unpickling does.)"""
 
-    def __init__(self, names: tuple[str, ...], unfollowed: list[frozenset[str]] | None, class_name: str):
+    def __init__(self, names: tuple[str, ...], unfollowed: list[frozenset[str]], untraced: tuple[str, ...],
+                 class_name: str):
         super().__init__()
-        self.names, self.class_name = tuple(names), class_name
-        self.unfollowed = None if unfollowed is None else [tuple(sorted(none)) for none in unfollowed]
+        self.names, self.untraced, self.class_name = tuple(names), tuple(untraced), class_name
+        self.unfollowed = [tuple(sorted(none)) for none in unfollowed]
+
+    def refuses(self) -> bool:
+        return bool(self.unfollowed or self.untraced)
+
+    def refused(self) -> str:
+        """The calls refused, for a warning: the least sets of None arguments."""
+        sets = [set(none) for none in self.unfollowed]
+        said = [self._listed(none) for none in sets if not any(other < none for other in sets)]
+        if self.untraced:
+            said.append(f"any of {', '.join(self.untraced)} (of more than {MAX_TRACED_OPTIONAL} arguments defaulting "
+                        "to None, whose combinations are not traced)")
+        return "; or for ".join(said)
+
+    def _listed(self, names) -> str:
+        return " and ".join(name for name in self.names if name in names)
 
     def forward(self, *values):
-        none = tuple(sorted(name for name, value in zip(self.names, values) if value is None))
-        if none and (self.unfollowed is None or none in self.unfollowed):
-            # named: the least sets within it the graph does not follow (an unused argument left None is not one)
-            within = [set(u) for u in self.unfollowed or [none] if set(u) <= set(none)]
-            least = set().union(*(u for u in within if not any(other < u for other in within)))
-            shown = [name for name in self.names if name in least]
-            raise UsageError(
-                f"the converted {self.class_name} got None for {' and '.join(shown)}: its forward does other things "
-                "then, and the graph that rewrote its functional activations holds only what it does with "
-                f"{'it' if len(shown) == 1 else 'them'} given (torch.fx decides `is None` once, while tracing); "
-                f"pass {' and '.join(shown)}, or use activation modules (nn.Tanh, ...) in the model, which "
-                "conversion swaps without a graph")
+        none = {name for name, value in zip(self.names, values) if value is None}
+        if tuple(sorted(none)) in self.unfollowed:  # named: the least sets within it the graph does not follow
+            within = [set(u) for u in self.unfollowed if set(u) <= none]
+            shown = self._listed(set().union(*(u for u in within if not any(o < u for o in within))))
+        elif none & set(self.untraced):
+            shown = self._listed(none & set(self.untraced))
+        else:
+            return
+        raise UsageError(
+            f"the converted {self.class_name} got None for {shown}: its forward does other things then (or, with "
+            f"more than {MAX_TRACED_OPTIONAL} arguments defaulting to None, may), and the graph that rewrote its "
+            "functional activations holds only what it does with them given (torch.fx decides `is None` once, "
+            f"while tracing); pass {shown}, or use activation modules (nn.Tanh, ...) in the model, which "
+            "conversion swaps without a graph")
 
     def extra_repr(self) -> str:
         return ", ".join(map(repr, self.names))
-
-
-def _refused(names: tuple[str, ...], unfollowed: list[frozenset[str]] | None) -> str:
-    """The calls a converted graph refuses, for a warning: the least sets of None arguments."""
-    if unfollowed is None:
-        return f"any of {', '.join(names)} (more than {MAX_TRACED_OPTIONAL} arguments default to None)"
-    least = [none for none in unfollowed if not any(other < none for other in unfollowed)]
-    return "; or for ".join(" and ".join(name for name in names if name in none) for none in least)
 
 
 def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:

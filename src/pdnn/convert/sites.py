@@ -387,13 +387,16 @@ def _trace_at_defaults(model: nn.Module) -> fx.Graph | None:
 
 
 # the most arguments defaulting to None whose combinations are each traced (2**n - 1 traces); with
-# more, a call that leaves any of them None is refused
+# more, each alone and the rest together are (see branches_on_none)
 MAX_TRACED_OPTIONAL = 8
 
 
-def branches_on_none(model: nn.Module, graph: fx.Graph) -> tuple[tuple[str, ...], list[frozenset[str]] | None]:
-    """The forward's arguments that default to None, and the sets of them whose being None (just
-    those, the others given) ``graph`` does not compute as the forward does (None: any).
+def branches_on_none(model: nn.Module, graph: fx.Graph) -> tuple[tuple[str, ...], list[frozenset[str]],
+                                                                  tuple[str, ...]]:
+    """The forward's arguments that default to None; the sets of them whose being None (just
+    those, the others given) ``graph`` does not compute as the forward does; and, beyond
+    :data:`MAX_TRACED_OPTIONAL` such arguments, whose combinations are not traced, those that
+    must not be None (each that differs alone, and the others if all of them together differ).
     ``graph`` was traced with a stand-in for each, and fx cannot follow ``if mask is not None:``
     both ways: ``is`` is decided once, while tracing, as if the argument were given. Each set is
     traced again with its arguments at None (``if a is not None or b is not None`` differs only
@@ -402,12 +405,15 @@ def branches_on_none(model: nn.Module, graph: fx.Graph) -> tuple[tuple[str, ...]
     try:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
-        return (), []
+        return (), [], ()
     names = tuple(p.name for p in parameters if p.default is None and p.kind is not p.VAR_KEYWORD)
-    if len(names) > MAX_TRACED_OPTIONAL:
-        return names, None
-    sets = (frozenset(c) for k in range(1, len(names) + 1) for c in itertools.combinations(names, k))
-    return names, [none for none in sets if _differs_at_none(model, graph, tuple(none))]
+    if len(names) <= MAX_TRACED_OPTIONAL:
+        sets = (frozenset(c) for k in range(1, len(names) + 1) for c in itertools.combinations(names, k))
+        return names, [none for none in sets if _differs_at_none(model, graph, tuple(none))], ()
+    alone = tuple(name for name in names if _differs_at_none(model, graph, (name,)))
+    rest = tuple(name for name in names if name not in alone)
+    # some combination of the rest differs, which one untraced: any of them None is refused too
+    return names, [], alone + (rest if len(rest) > 1 and _differs_at_none(model, graph, rest) else ())
 
 
 def _differs_at_none(model: nn.Module, graph: fx.Graph, names: tuple[str, ...]) -> bool:

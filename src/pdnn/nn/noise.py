@@ -38,11 +38,7 @@ def check_scale(scale, what: str = "scale") -> float:
 
 def _check_generator(module: nn.Module, x: torch.Tensor) -> torch.Generator | None:
     g = module.generator
-    if g is not None and g.device.type != x.device.type:
-        raise RuntimeError(
-            f"{type(module).__name__} generator is on {g.device} but the input is on {x.device}; "
-            "create the generator on the input's device"
-        )
+    F.check_generator(g, x, type(module).__name__)
     if not x.is_floating_point():
         raise TypeError(f"{type(module).__name__} expects a floating-point tensor, got dtype {x.dtype}")
     return g
@@ -246,7 +242,9 @@ class HardPBit(nn.Module):
         g = _check_generator(self, x)
         mean = self.mean(x)
         span = self.max_val - self.min_val
-        p_high = (mean.detach() - self.min_val) / span
+        # in at least single precision: a half one rounded the low bits of small means away
+        wide = x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().float()
+        p_high = (self.mean(wide) - self.min_val) / span
         bits = (p_high > _uniform(x, g)).to(x.dtype) * span + self.min_val
         return F.straight_through(bits, mean)
 

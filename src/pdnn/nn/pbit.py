@@ -53,13 +53,8 @@ class PBit(nn.Module):
     def forward(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         """The bits of ``x``; ``repeats``: of ``x`` repeated along its first dimension, see
         :func:`pdnn.functional.pbit`."""
-        g = self.generator
-        if g is not None and g.device.type != x.device.type:
-            raise RuntimeError(
-                f"PBit generator is on {g.device} but the input is on {x.device}; "
-                "create the generator on the input's device"
-            )
-        return F.pbit(x, self.mode, self.beta, g, self.ste, repeats)
+        F.check_generator(self.generator, x, "PBit")
+        return F.pbit(x, self.mode, self.beta, self.generator, self.ste, repeats)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, beta={self.beta:g}, ste={self.ste!r}"
