@@ -62,7 +62,7 @@ def test_numbers_too_long_to_write_are_named_by_their_size():
                        (lambda: one_of("mode", huge, ["a"]), "unknown mode an integer of 16610 bits"),
                        (lambda: SampledModel(torch.nn.Linear(2, 2), samples=-huge), "got a negative integer of 16610 bits"),
                        (lambda: SampledModel(torch.nn.Linear(2, 2), samples="auto", error=huge),
-                        "error level must be a number in [0, 1), got an integer of 16610 bits"),
+                        "not relative to their size), got an integer of 16610 bits"),
                        (lambda: StoppingRule(checkpoints=(1, huge, 2)), "checkpoints must be increasing integers >= 1, "
                                                                         "got a tuple holding an integer too long to write"),
                        (lambda: tradeoff([{"energy_j": 1.0, "accuracy": huge, "label": "a"}]),

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch.utils._pytree import tree_map
 
-from .checks import MAX_COUNT, as_real, integer, positive_int, shown
+from .checks import as_real, integer, positive_int, shown
 from .errors import UsageError
 
 RULES = ("predictive", "never")
@@ -86,6 +86,12 @@ def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
     return (1 + a) / 2
 
 
+# the least error level above 0: the Student-t tails are exact to rounding in absolute terms
+# (about 1e-16), so a smaller level would compare the rounding
+LEAST_ERROR = 1e-12
+MAX_PRIOR_SAMPLES = 10_000  # ν₀ at most: the closed-form CDF sums about ν/2 terms per look
+
+
 def _is_real(value) -> bool:
     """Whether ``value`` is a real number (numpy's too; not ``True``)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -130,12 +136,16 @@ class StoppingRule:
         object.__setattr__(self, "max_samples", positive_int("max_samples", self.max_samples))
         if self.rule not in RULES:
             raise UsageError(f"unknown stopping rule {shown(self.rule)}; expected one of {', '.join(RULES)}")
-        if not _is_real(self.error) or not 0 <= self.error < 1:
-            raise UsageError(f"error level must be a number in [0, 1), got {shown(self.error)}")
+        if not _is_real(self.error) or not (self.error == 0 or LEAST_ERROR <= self.error < 1):
+            raise UsageError(f"error level must be 0 (every input runs to max_samples) or a number in "
+                             f"[{LEAST_ERROR:g}, 1) (the tail probabilities it is compared with are exact to about "
+                             f"1e-16, not relative to their size), got {shown(self.error)}")
         object.__setattr__(self, "error", float(self.error))
         prior_samples = integer(self.prior_samples)
-        if prior_samples is None or not 0 <= prior_samples <= MAX_COUNT:
-            raise UsageError(f"prior_samples must be an integer from 0 to 2**63 - 1, got {shown(self.prior_samples)}")
+        if prior_samples is None or not 0 <= prior_samples <= MAX_PRIOR_SAMPLES:
+            raise UsageError(f"prior_samples must be an integer from 0 to {MAX_PRIOR_SAMPLES} (each look costs "
+                             f"about ν/2 steps; so many pseudo-samples fix the spread at σ₀² anyway), got "
+                             f"{shown(self.prior_samples)}")
         object.__setattr__(self, "prior_samples", prior_samples)
         if self.prior_variance is not None:
             variance = as_real(self.prior_variance) if _is_real(self.prior_variance) else None  # (None: beyond a float)
@@ -177,7 +187,7 @@ class StoppingRule:
         """Which rows may stop now (bool ``[B]``); every row stops at ``max_samples``."""
         if stats.count >= self.max_samples:
             return torch.ones(stats.rows, dtype=torch.bool, device=stats.total.device)
-        if self.rule == "never" or stats.count < self.first_look():
+        if self.rule == "never" or self.error == 0 or stats.count < self.first_look():
             return torch.zeros(stats.rows, dtype=torch.bool, device=stats.total.device)
         probability = disagreement_probability(stats, self.max_samples, self.prior_samples, self.prior_variance,
                                                self.prior_pool)
@@ -279,10 +289,11 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     return p.sum(1)
 
 
-def _rows(value, index: torch.Tensor, batch: int):
-    """``value`` restricted to ``index`` if it is a tensor with the batch as first dimension
-    (applied to every tensor of the arguments, those inside tuples, lists and dicts too)."""
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+def _rows(value, index: torch.Tensor, batch: int, kept: frozenset[int]):
+    """``value`` restricted to ``index`` if it is a tensor with the batch as first dimension and
+    not in ``kept`` (ids; applied to every tensor of the arguments, those inside tuples, lists and
+    dicts too)."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch and id(value) not in kept:
         return value[index]
     return value
 
@@ -290,13 +301,15 @@ def _rows(value, index: torch.Tensor, batch: int):
 @torch.no_grad()
 def adaptive_sample(
     sample: Callable[..., torch.Tensor], x: torch.Tensor, *args, rule: StoppingRule = StoppingRule(),
+    kept: frozenset[int] = frozenset(),
 ) -> tuple[torch.Tensor, torch.Tensor, StoppingRule]:
     """Mean class scores ``[B, C]``, the number of samples each row took (``[B]``, int64), and
     the rule for the next batch: ``rule`` with the prior variance it learnt here, if it had none.
 
     ``sample(x, *args, samples=k)`` must return ``k`` per-sample outputs ``[k, B', C]`` for the
     ``B'`` rows it is given (:meth:`pdnn.SampledModel.sample`). Each round runs only the rows
-    not yet settled; tensor arguments with the batch as first dimension are cut alike.
+    not yet settled; tensor arguments with the batch as first dimension are cut alike, but for
+    those in ``kept`` (their ids: a per-class tensor as long as the batch, say).
     """
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         raise UsageError("adaptive sampling expects a batched tensor input [B, ...]")
@@ -311,7 +324,7 @@ def adaptive_sample(
     for target in rule.schedule():
         if len(active) == 0:
             break
-        inputs = (x[active], *tree_map(lambda a: _rows(a, active, batch), args))
+        inputs = (x[active], *tree_map(lambda a: _rows(a, active, batch, kept), args))
         while (drawn := stats.count if stats else 0) < target:
             asked = min(target - drawn, ROUND_PIECE)
             out = sample(*inputs, samples=asked)

@@ -364,6 +364,29 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     return difference
 
 
+def first_row_agrees(model: nn.Module, whole: tuple, first: tuple, device: torch.device) -> bool:
+    """Whether ``model(*first)`` -- a call on the first row of the input -- gives the first row of
+    ``model(*whole)``, every random draw replaced by a probe (as a loop's first sample sees it):
+    what tells a tensor argument of the batch's length that is per input (a mask, cut with the
+    rows) from one that is not (per class, say, when there are as many inputs as classes)."""
+    with _untouched(model, device), _probed(model, 1):
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                outputs = tree_flatten(model(*whole))[0], tree_flatten(model(*first))[0]
+        except Exception:  # a call the model cannot take: not the first row's
+            return False
+    if len(outputs[0]) != len(outputs[1]):
+        return False
+    for a, b in zip(*outputs):
+        if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
+            return False
+        if not isinstance(a, torch.Tensor):
+            continue
+        if not a.dim() or b.shape != (1, *a.shape[1:]) or _difference(a[:1], b) is not None:
+            return False
+    return True
+
+
 def first_rows(value, batch: int, rows: int):
     """``value`` with its tensors that have ``batch`` rows cut to their first ``rows``."""
     return tree_map(lambda v: v[:rows] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch else v,

@@ -45,7 +45,7 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (carries_tangents, first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly,
+from .foldcheck import (carries_tangents, first_row_agrees, first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly,
                         stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
@@ -752,7 +752,8 @@ class SampledModel(nn.Module):
             if (user := batch_statistics_user(self.model)) is not None:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
                                  "the statistics of the batch (training mode): call .eval() first")
-            mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping)
+            mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping,
+                                                                     kept=self._not_per_input(x, args))
             return mean
         step = self.max_rows and max(1, self.max_rows // self.samples)
         if torch.compiler.is_compiling():  # a traced program (torch.export) runs its batch in one pass: a split,
@@ -769,6 +770,29 @@ class SampledModel(nn.Module):
         spec = tree_flatten(parts[0])[1]
         columns = zip(*(tree_flatten(part)[0] for part in parts))
         return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+
+    def _not_per_input(self, x: torch.Tensor, args: tuple) -> frozenset[int]:
+        """The ids of the tensor arguments as long as the batch that are not per input, so that
+        ``samples="auto"`` does not cut them when inputs leave: told by the model itself (on the
+        first row alone, does it give the first row of the whole batch, with them cut or not?),
+        once per kind of call."""
+        leaves = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor) and a.dim() and len(a) == len(x)]
+        if not leaves or len(x) < 2:  # (one row: cut or not, the same rows)
+            return frozenset()
+        key = (tuple(x.shape), *((tuple(a.shape), a.dtype) for a in tree_flatten(args)[0]
+                                 if isinstance(a, torch.Tensor)))
+        known = self.__dict__.setdefault("_per_input", {})
+        if key not in known:
+            cut = tree_map(lambda a: a[:1] if any(a is leaf for leaf in leaves) else a, args)
+            if first_row_agrees(self.model, (x, *args), (x[:1], *cut), x.device):
+                known[key] = False
+            elif first_row_agrees(self.model, (x, *args), (x[:1], *args), x.device):
+                known[key] = True
+            else:
+                raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell whether the '
+                                 f"arguments of {len(x)} rows (the batch's length) are per input: the model gives "
+                                 "its first input another output alone, with them cut to it or not; give a fixed T")
+        return frozenset(map(id, leaves)) if known[key] else frozenset()
 
     def _round(self, x: torch.Tensor, *args, samples: int):
         """:meth:`sample` for one round of ``samples="auto"`` (or a piece of it, of at most

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..adaptive import CHECKPOINTS, PRIOR_INPUTS, StoppingRule, parse_checkpoints
-from ..checks import AGGREGATIONS
+from ..checks import AGGREGATIONS, positive_int
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
@@ -98,6 +98,7 @@ def prior_note(rule: dict) -> str:
 def run_adaptive(args, given_checkpoints: bool) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
+    positive_int("max_samples", args.max_samples)  # before the looks are checked against it
     checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
     beyond = [t for t in checkpoints if t > args.max_samples]
     if given_checkpoints and beyond:  # the default's looks beyond a smaller --max-samples are simply not reached
