@@ -460,6 +460,9 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--subset", "20", "--prior-samples", "0",
                  "--error", "0.3", "--quiet"]) == 0
     assert "no input stopped early" not in capsys.readouterr().out  # (with no weight, inputs do not wait for it)
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "4", "--subset", "20", "--error", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "no input stops early at error 0" in out and "learns its prior variance" not in out
     assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2
     assert "prior_samples must be an integer from 0 to 10000 (each look" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2
@@ -591,6 +594,20 @@ def test_an_argument_as_long_as_the_batch_but_not_per_input_is_not_cut_as_inputs
     assert torch.allclose(steps, steps.round(), atol=1e-3)
     masks = torch.ones(4, 4)  # per input: cut with the rows
     assert SampledModel(_Masked(), samples="auto", seed=0, max_samples=20)(torch.randn(4, 4), masks).shape == (4, 4)
+    # a per-class bias of equal values broadcasts alike from one row, cut or not: kept whole
+    sampled(torch.rand(64, 1) * 2, bias)
+    assert sampled(amp, torch.zeros(4)).shape == (4, 4) and len(set(sampled.last_samples.tolist())) > 1
+    both = SampledModel(_MaskedBias(), samples="auto", seed=0, max_samples=20)  # a mask and a bias, B == C
+    assert both(torch.randn(4, 4) * 3, masks, torch.zeros(4)).shape == (4, 4)
+
+
+class _MaskedBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.pbit = nn.Linear(4, 4), PBit()
+
+    def forward(self, x, mask, bias):
+        return self.pbit(self.fc(x)) * mask + bias
 
 
 class _Masked(nn.Module):

@@ -267,14 +267,15 @@ def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste
                 repeats: int = 1) -> torch.Tensor:
     """``bits``, drawn earlier from ``x`` (repeated ``repeats`` times), as :func:`pbit` would have
     returned them: with the p-bit's gradient to ``x``, its derivatives included."""
-    mode, beta, ste = _checked_rule(mode, beta, ste)
-    return _function(known=True).apply(x, bits, mode, beta, ste, repeats)[0]
+    mode, beta = _checked_rule(mode, beta)
+    return _function(known=True).apply(x, bits, mode, beta, one_of("ste", ste, STES),
+                                       positive_int("repeats", repeats))[0]
 
 
-def _checked_rule(mode: str, beta: float, ste: str | None = None) -> tuple:
-    """A p-bit's mode, β and (if given) surrogate, checked: an unknown name fell through to the
+def _checked_rule(mode: str, beta: float) -> tuple[str, float]:
+    """A p-bit's mode and β, checked (as its surrogate is): an unknown name fell through to the
     ``"mean"`` formula with the wrong saved tensor, and a β <= 0 turned the gradient round."""
-    return one_of("mode", mode, MODES), check_beta(beta), ste if ste is None else one_of("ste", ste, STES)
+    return one_of("mode", mode, MODES), check_beta(beta)
 
 
 def _probability(x: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
@@ -295,7 +296,7 @@ def probability_gradient(grad_p: torch.Tensor, p: torch.Tensor, mode: str, beta:
 def surrogate_gain(mode: str, beta: float) -> float:
     """``d/dx`` of the mean over ``p * (1 - p)``: ``d/dx tanh(beta*x) = d/dx (2p - 1) = 4*beta*p*(1 - p)``,
     ``d/dx sigmoid(beta*x) = beta*p*(1 - p)``."""
-    mode, beta, _ = _checked_rule(mode, beta)
+    mode, beta = _checked_rule(mode, beta)
     return _gain(mode, beta)
 
 
@@ -319,7 +320,7 @@ def _surrogate_gradient(grad: torch.Tensor, saved: torch.Tensor | None, mode: st
 def straight_through_gradient(grad: torch.Tensor, x: torch.Tensor, mode: str, beta: float, ste: str) -> torch.Tensor:
     """What a p-bit's backward pass returns for the gradient ``grad`` of its bits at the
     pre-activation ``x``: ``grad`` times the derivative of the surrogate ``ste`` at ``x``."""
-    mode, beta, ste = _checked_rule(mode, beta, ste)
+    (mode, beta), ste = _checked_rule(mode, beta), one_of("ste", ste, STES)
     saved = _probability(x, mode, beta) if ste == "mean" else x
     return _surrogate_gradient(grad, saved, mode, beta, ste, x.dtype)
 

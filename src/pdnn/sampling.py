@@ -773,9 +773,10 @@ class SampledModel(nn.Module):
 
     def _not_per_input(self, x: torch.Tensor, args: tuple) -> frozenset[int]:
         """The ids of the tensor arguments as long as the batch that are not per input, so that
-        ``samples="auto"`` does not cut them when inputs leave: told by the model itself (on the
-        first row alone, does it give the first row of the whole batch, with them cut or not?),
-        once per kind of call."""
+        ``samples="auto"`` does not cut them when inputs leave: told by the model itself, once per
+        kind of call. Each is kept whole where the model, on the first input alone (the others cut
+        or kept as decided), still gives the first row of the whole batch: a per-class tensor
+        kept whole always does (cut, it may too, broadcast from one row); a per-input one does not."""
         leaves = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor) and a.dim() and len(a) == len(x)]
         if not leaves or len(x) < 2:  # (one row: cut or not, the same rows)
             return frozenset()
@@ -783,16 +784,21 @@ class SampledModel(nn.Module):
                                  if isinstance(a, torch.Tensor)))
         known = self.__dict__.setdefault("_per_input", {})
         if key not in known:
-            cut = tree_map(lambda a: a[:1] if any(a is leaf for leaf in leaves) else a, args)
-            if first_row_agrees(self.model, (x, *args), (x[:1], *cut), x.device):
-                known[key] = False
-            elif first_row_agrees(self.model, (x, *args), (x[:1], *args), x.device):
-                known[key] = True
-            else:
-                raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell whether the '
-                                 f"arguments of {len(x)} rows (the batch's length) are per input: the model gives "
-                                 "its first input another output alone, with them cut to it or not; give a fixed T")
-        return frozenset(map(id, leaves)) if known[key] else frozenset()
+            def agrees(whole: set[int]) -> bool:  # with the leaves at these positions kept whole
+                cut = tree_map(lambda a: a[:1] if any(a is leaves[i] for i in set(range(len(leaves))) - whole)
+                               else a, args)
+                return first_row_agrees(self.model, (x, *args), (x[:1], *cut), x.device)
+
+            whole: set[int] = set()
+            for i in range(len(leaves)):
+                if agrees(whole | {i}):
+                    whole.add(i)
+            if not agrees(whole):
+                raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
+                                 f"arguments of {len(x)} rows (the batch's length) are per input: the model gives its "
+                                 "first input another output alone, with them cut to it or not; give a fixed T")
+            known[key] = frozenset(whole)
+        return frozenset(id(leaves[i]) for i in known[key])
 
     def _round(self, x: torch.Tensor, *args, samples: int):
         """:meth:`sample` for one round of ``samples="auto"`` (or a piece of it, of at most

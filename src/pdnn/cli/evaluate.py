@@ -88,6 +88,8 @@ def prior_note(rule: dict) -> str:
     the prior has no weight (``prior_samples`` 0)."""
     if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1:
         return ", the first batch from T = 2"
+    if rule["error"] == 0:
+        return "; no input stops early at error 0"
     if rule["rule"] == "predictive" and rule["prior_variance"] is None and rule["prior_samples"] \
             and len(rule["checkpoints"]) > 1:  # (with prior_samples 0 the prior has no weight to wait for)
         return (f"; no input stopped early: the rule learns its prior variance from the spread of "
