@@ -460,7 +460,8 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--subset", "20", "--prior-samples", "0",
                  "--error", "0.3", "--quiet"]) == 0
     assert "no input stopped early" not in capsys.readouterr().out  # (with no weight, inputs do not wait for it)
-    assert main(["eval", str(run), "--adaptive", "--max-samples", "4", "--subset", "20", "--error", "0", "--quiet"]) == 0
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "4", "--subset", "20", "--error", "0",
+                 "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "no input stops early at error 0" in out and "learns its prior variance" not in out
     assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2

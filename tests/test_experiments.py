@@ -306,8 +306,10 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
               "File name too long"),
              (["repair_quantizer_flags.py", str(tmp_path / "bool.pt")],
               "flag q.initialised is False; expected a tensor of one value"),
-             (["repair_quantizer_flags.py", str(tmp_path / "array.pt")], "flag q.initialised is array([[1., 0.], [0., 1.]])"),
-             (["adaptive_draws.py", str(deep), "--out", str(tmp_path / "o")], "is nested too deeply to be read as JSON"),
+             (["repair_quantizer_flags.py", str(tmp_path / "array.pt")],
+              "flag q.initialised is array([[1., 0.], [0., 1.]])"),
+             (["adaptive_draws.py", str(deep), "--out", str(tmp_path / "o")],
+              "is nested too deeply to be read as JSON"),
              (["adaptive_draws.py", str(tmp_path / ("x" * 300)), "--out", str(tmp_path / "o")], "File name too long"),
              (["adaptive_draws.py", str(tmp_path / "empty"), "--out", long_out],
               "File name too long"),  # a folder name the system takes, but not with draws.json in it

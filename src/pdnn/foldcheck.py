@@ -131,7 +131,8 @@ def _probed(model: nn.Module, samples: int):
     modules = [m for m in model.modules() if is_stochastic(m)]
     own = [m.__dict__.get("forward") for m in modules]
     replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
-    replaced += [(torch, name, getattr(probe, name)) for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
+    replaced += [(torch, name, getattr(probe, name))
+                 for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     rule_map_before = _dynamo_rule_map_size()
     try:

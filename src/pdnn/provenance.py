@@ -2,9 +2,10 @@
 
 An evaluation records its run's checkpoint as ``"weights": {"checkpoint", "epoch", "sha256"}`` in
 ``eval-*.json`` (and, for a converted run, ``"conversion"``: the sha256 of its conversion spec, as
-every conversion of one source keeps the same checkpoint). Commands that read evaluations (``plot``, ``tradeoff``, ``study``) compare the
-record with the checkpoint now on disk and warn, naming the run, when the checkpoint has changed
-since -- after ``train --resume``, say, the old curve would otherwise be plotted as the new one.
+every conversion of one source keeps the same checkpoint). Commands that read evaluations
+(``plot``, ``tradeoff``, ``study``) compare the record with the checkpoint (and conversion) now on
+disk and warn, naming the run, when it has changed since -- after ``train --resume``, say, the old
+curve would otherwise be plotted as the new one.
 Evaluations written before the record existed are *unknown*: said once per command, never an
 error, and still read as before.
 

@@ -45,8 +45,8 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (carries_tangents, first_row_agrees, first_rows, fold_mismatch, has_hooks, hook_kinds, own_hooks, runs_eagerly,
-                        stack, suspended_hooks, unfold)
+from .foldcheck import (carries_tangents, first_row_agrees, first_rows, fold_mismatch, has_hooks, hook_kinds,
+                        own_hooks, runs_eagerly, stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
