@@ -73,9 +73,7 @@ def main(argv=None) -> int:
         if args.run:
             documents = [only_run(document, args.run, folder) for document, folder in zip(documents, args.studies)]
         summary = over_draws(documents)
-    except RunError as err:
-        p.error(str(err))
-    except OSError as err:  # a study's name too long for the file system, say
+    except (RunError, OSError) as err:  # (OSError: a study's name too long for the file system, say)
         p.error(str(err))
     command = "python scripts/adaptive_draws.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_json(args.out / "draws.json", {"command": command, "runs": summary})

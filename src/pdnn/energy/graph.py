@@ -525,7 +525,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
                     _analyze_hooks(model, x, walker)
                 except (RuntimeError, TypeError) as run_err:  # TypeError: a forward of several inputs
                     raise AnalysisError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
-                                     f"{run_err}") from run_err
+                                        f"{run_err}") from run_err
                 method = "forward hooks"
     finally:
         for m, flag in training:
