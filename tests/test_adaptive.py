@@ -633,3 +633,40 @@ def test_error_zero_runs_every_input_to_max_samples_and_smaller_levels_than_the_
         StoppingRule(error=1e-13)
     with pytest.raises(ValueError, match="prior_samples must be an integer from 0 to 10000"):
         StoppingRule(prior_samples=10_001)
+
+
+class _SelfSliced(nn.Module):
+    """A mask per input that the model cuts to its batch itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, mask):
+        return (x + 0.5 * self.pbit(torch.zeros_like(x))) * mask[: x.shape[0]]
+
+
+class _TwoBiases(_ClassBias):
+    def forward(self, amp, first, second):
+        return first + second + amp * self.pbit(torch.zeros(amp.shape[0], self.classes) + 0 * amp)
+
+
+def test_what_is_cut_as_inputs_leave_does_not_depend_on_the_arguments_values():
+    """Told on one input with the others cut or whole: a mask the model slices itself was kept
+    whole (input 1 then had input 0's mask), two per-class biases were refused, and a decision
+    made on a bias of zeros was kept for later calls with other values."""
+    sliced = SampledModel(_SelfSliced(), samples="auto", seed=0, max_samples=50, error=0.01)
+    sliced(torch.randn(64, 4), (torch.rand(64, 4) > 0.3).float())  # learns the prior
+    x = torch.tensor([[10.0, 0, 0, 0], [0.2, 0.1, 0, 0], [0.2, 0.1, 0, 0], [0.2, 0.1, 0, 0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]])
+    mean = sliced(x, mask)
+    assert sliced.last_samples[0] < sliced.last_samples[1:].min()  # input 0 left first
+    assert torch.equal(mean[1:, 0], torch.zeros(3))  # the masked-out class, exactly
+    biases = SampledModel(_TwoBiases(), samples="auto", seed=0, max_samples=50, error=0.01)
+    biases(torch.rand(64, 1) * 2, torch.zeros(4), torch.zeros(4))  # learns the prior, on biases of zeros
+    first, second = torch.tensor([0.5, 0, 0, 0]), torch.tensor([0, 0.2, 0, 0])
+    amp = torch.tensor([[0.01], [0.01], [0.01], [3.0]])
+    mean = biases(amp, first, second)
+    assert len(set(biases.last_samples.tolist())) > 1
+    steps = (mean - first - second) * biases.last_samples[:, None] / amp
+    assert torch.allclose(steps, steps.round(), atol=1e-3)  # every sample had both biases whole

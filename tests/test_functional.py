@@ -328,7 +328,9 @@ def test_every_surrogate_trains_under_torch_compile(ste):
     (lambda x: F.pbit(x, repeats=2.0), "repeats must be an integer >= 1, got 2.0"),
     (lambda x: F.straight_through_gradient(torch.ones_like(x), x, "bipolar", 1.0, None), "unknown ste None"),
     (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, None), "unknown ste None"),
-    (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, "mean", repeats=True), "repeats must be an integer")])
+    (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, "mean", repeats=True), "repeats must be an integer"),
+    (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, "mean", repeats=3), "bits of shape (2,) for x of shape (2,) "
+                                                                               "repeated 3 times; expected (6,)")])
 def test_the_public_gradient_functions_and_repeats_check_what_they_are_given(call, said):
     """An unknown surrogate fell through to the "mean" formula with the wrong saved tensor (a
     negative gradient), β <= 0 turned it round, and repeats that are no plain int reached the kernel."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import sys
 import threading
 import warnings
@@ -58,6 +59,7 @@ class _Probe:
     def __init__(self, samples: int):
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
+        self.row = 0  # the index of the first row given, among a whole batch's (one row of it alone)
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False) -> torch.Tensor:
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
@@ -74,7 +76,7 @@ class _Probe:
         start = 0 if self.sample is None else self.sample * n
         rows = torch.arange(start, start + n, dtype=torch.float64)  # on the CPU: MPS has no float64
         per_sample = n // self.samples if self.sample is None and n % self.samples == 0 else n
-        return rows, torch.div(rows, max(per_sample, 1), rounding_mode="floor")
+        return rows + self.row, torch.div(rows, max(per_sample, 1), rounding_mode="floor")
 
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         """Stand-ins for uniform draws shaped like ``like``: sample t's rows near
@@ -365,25 +367,57 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     return difference
 
 
-def first_row_agrees(model: nn.Module, whole: tuple, first: tuple, device: torch.device) -> bool:
-    """Whether ``model(*first)`` -- a call on the first row of the input -- gives the first row of
-    ``model(*whole)``, every random draw replaced by a probe (as a loop's first sample sees it):
-    what tells a tensor argument of the batch's length that is per input (a mask, cut with the
-    rows) from one that is not (per class, say, when there are as many inputs as classes)."""
-    with _untouched(model, device), _probed(model, 1):
+# the most tensor arguments as long as the batch whose cuts are each tried (2**n combinations)
+MAX_SPLIT_ARGUMENTS = 6
+
+
+def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torch.Tensor]) -> frozenset[int] | None:
+    """Which of ``leaves`` -- tensor arguments in ``args`` as long as the batch ``x`` -- the model
+    reads whole rather than a row per input: the fewest cut for which ``model`` on the last input
+    alone, with the cut ones cut to their last row, gives the last row of the whole batch's output
+    (every random draw replaced by a probe, the lone row numbered as in the batch). Float
+    arguments get a distinct offset per row for it, so that a per-class tensor of equal values
+    (which broadcasts alike from one row) and a mask the model slices itself are told apart.
+    ``None``: no combination agrees (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
+    if len(leaves) > MAX_SPLIT_ARGUMENTS:
+        return None
+    index = {id(leaf): i for i, leaf in enumerate(leaves)}
+    marked = [leaf + (0.5 * torch.frac(torch.arange(len(leaf), dtype=torch.float64) * _GOLDEN + 0.1)).to(
+        leaf.dtype).to(leaf.device).reshape(len(leaf), *([1] * (leaf.dim() - 1))) if leaf.is_floating_point()
+              else leaf for leaf in leaves]
+    last = len(x) - 1
+
+    def given(cut: frozenset[int]):
+        return tree_map(lambda a: a if not isinstance(a, torch.Tensor) or id(a) not in index else
+                        marked[index[id(a)]][last:] if index[id(a)] in cut else marked[index[id(a)]], args)
+
+    with _untouched(model, x.device), _probed(model, 1) as probe:
         try:
             with contextlib.redirect_stderr(io.StringIO()):
-                outputs = tree_flatten(model(*whole))[0], tree_flatten(model(*first))[0]
-        except Exception:  # a call the model cannot take: not the first row's
-            return False
-    if len(outputs[0]) != len(outputs[1]):
+                whole = tree_flatten(model(x, *given(frozenset())))[0]
+        except Exception:  # the model's own error: the call itself will say it
+            return None
+        probe.row = last
+        for size in range(len(leaves) + 1):
+            for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
+                try:
+                    with contextlib.redirect_stderr(io.StringIO()):
+                        alone = tree_flatten(model(x[last:], *given(cut)))[0]
+                except Exception:  # a call the model cannot take: not this combination
+                    continue
+                if _last_row_agrees(whole, alone, last):
+                    return frozenset(range(len(leaves))) - cut
+    return None
+
+
+def _last_row_agrees(whole: list, alone: list, last: int) -> bool:
+    if len(whole) != len(alone):
         return False
-    for a, b in zip(*outputs):
+    for a, b in zip(whole, alone):
         if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
             return False
-        if not isinstance(a, torch.Tensor):
-            continue
-        if not a.dim() or b.shape != (1, *a.shape[1:]) or _difference(a[:1], b) is not None:
+        if isinstance(a, torch.Tensor) and (not a.dim() or b.shape != (1, *a.shape[1:])
+                                            or _difference(a[last:], b) is not None):
             return False
     return True
 

@@ -268,8 +268,12 @@ def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste
     """``bits``, drawn earlier from ``x`` (repeated ``repeats`` times), as :func:`pbit` would have
     returned them: with the p-bit's gradient to ``x``, its derivatives included."""
     mode, beta = _checked_rule(mode, beta)
-    return _function(known=True).apply(x, bits, mode, beta, one_of("ste", ste, STES),
-                                       positive_int("repeats", repeats))[0]
+    repeats = positive_int("repeats", repeats)
+    drawn = (x.shape[0] * repeats, *x.shape[1:]) if x.dim() else ()
+    if tuple(bits.shape) != drawn:  # (bits of other rows gave a gradient `repeats` times too large)
+        raise UsageError(f"bits of shape {tuple(bits.shape)} for x of shape {tuple(x.shape)} repeated {repeats} "
+                         f"times; expected {drawn}")
+    return _function(known=True).apply(x, bits, mode, beta, one_of("ste", ste, STES), repeats)[0]
 
 
 def _checked_rule(mode: str, beta: float) -> tuple[str, float]:
