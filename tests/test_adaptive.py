@@ -646,6 +646,17 @@ class _SelfSliced(nn.Module):
         return (x + 0.5 * self.pbit(torch.zeros_like(x))) * mask[: x.shape[0]]
 
 
+class _RandomWeights(nn.Module):
+    """p-bits on a weight, and a mask per input."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight, self.pbit = nn.Parameter(torch.randn(4, 4)), PBit()
+
+    def forward(self, x, mask):
+        return (x @ self.pbit(self.weight)) * mask
+
+
 class _TwoBiases(_ClassBias):
     def forward(self, amp, first, second):
         return first + second + amp * self.pbit(torch.zeros(amp.shape[0], self.classes) + 0 * amp)
@@ -659,9 +670,12 @@ def test_what_is_cut_as_inputs_leave_does_not_depend_on_the_arguments_values():
     sliced(torch.randn(64, 4), (torch.rand(64, 4) > 0.3).float())  # learns the prior
     x = torch.tensor([[10.0, 0, 0, 0], [0.2, 0.1, 0, 0], [0.2, 0.1, 0, 0], [0.2, 0.1, 0, 0]])
     mask = torch.tensor([[1.0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]])
-    mean = sliced(x, mask)
-    assert sliced.last_samples[0] < sliced.last_samples[1:].min()  # input 0 left first
-    assert torch.equal(mean[1:, 0], torch.zeros(3))  # the masked-out class, exactly
+    for given in (mask, mask.bool()):
+        mean = sliced(x, given)
+        assert sliced.last_samples[0] < sliced.last_samples[1:].min()  # input 0 left first
+        assert torch.equal(mean[1:, 0], torch.zeros(3))  # the masked-out class, exactly
+    weights = SampledModel(_RandomWeights(), samples="auto", seed=0, max_samples=20)  # draws beside the batch
+    assert weights(torch.randn(8, 4), torch.ones(8, 4)).shape == (8, 4)
     biases = SampledModel(_TwoBiases(), samples="auto", seed=0, max_samples=50, error=0.01)
     biases(torch.rand(64, 1) * 2, torch.zeros(4), torch.zeros(4))  # learns the prior, on biases of zeros
     first, second = torch.tensor([0.5, 0, 0, 0]), torch.tensor([0, 0.2, 0, 0])

@@ -59,7 +59,6 @@ class _Probe:
     def __init__(self, samples: int):
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
-        self.row = 0  # the index of the first row given, among a whole batch's (one row of it alone)
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False) -> torch.Tensor:
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
@@ -76,7 +75,7 @@ class _Probe:
         start = 0 if self.sample is None else self.sample * n
         rows = torch.arange(start, start + n, dtype=torch.float64)  # on the CPU: MPS has no float64
         per_sample = n // self.samples if self.sample is None and n % self.samples == 0 else n
-        return rows + self.row, torch.div(rows, max(per_sample, 1), rounding_mode="floor")
+        return rows, torch.div(rows, max(per_sample, 1), rounding_mode="floor")
 
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         """Stand-ins for uniform draws shaped like ``like``: sample t's rows near
@@ -123,13 +122,39 @@ def _in_this_thread(probe: Callable, original: Callable) -> Callable:
     return lambda *args, **kwargs: (probe if threading.get_ident() == owner else original)(*args, **kwargs)
 
 
+class _Still:
+    """Stand-ins for every draw that depend on no row's place in the batch: a stochastic module
+    and a dropout pass their input on, a uniform draw is 1/2, a normal one 0, a Bernoulli one its
+    probability. A call on some rows of a batch then computes what the whole batch does on them."""
+
+    def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        return repeat_samples(x, repeats)
+
+    def dropout(self, input, p=0.5, training=True, inplace=False):
+        return input
+
+    def rand_like(self, input, *, generator=None, **kwargs):
+        return torch.full_like(input, 0.5, **kwargs)
+
+    def randn_like(self, input, *, generator=None, **kwargs):
+        return torch.zeros_like(input, **kwargs)
+
+    def rand(self, *size, generator=None, out=None, **kwargs):
+        return torch.zeros(*size, **kwargs) + 0.5
+
+    def randn(self, *size, generator=None, out=None, **kwargs):
+        return torch.zeros(*size, **kwargs)
+
+    def bernoulli(self, input, *args, generator=None, **kwargs):
+        return input.float() if not input.is_floating_point() else input
+
+
 @contextlib.contextmanager
-def _probed(model: nn.Module, samples: int):
+def _probed(model: nn.Module, probe: _Probe | _Still):
     """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
-    ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by one :class:`_Probe`
-    (other random calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold
-    that depends on them fails the check: slower, never wrong)."""
-    probe = _Probe(samples)
+    ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by ``probe`` (other random
+    calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold that depends on them
+    fails the check: slower, never wrong)."""
     modules = [m for m in model.modules() if is_stochastic(m)]
     own = [m.__dict__.get("forward") for m in modules]
     replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
@@ -340,7 +365,7 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     once for all samples, such as a batch norm in the deterministic prefix, updates it once).
     An error of the folded pass is a difference; an error of the plain pass is the model's own
     and propagates."""
-    with _untouched(model, device) as state, _probed(model, samples) as probe:
+    with _untouched(model, device) as state, _probed(model, _Probe(samples)) as probe:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # fx prints the graph's line of an error
                 folded = unfold(folded_pass(), samples, batch)
@@ -373,51 +398,46 @@ MAX_SPLIT_ARGUMENTS = 6
 
 def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torch.Tensor]) -> frozenset[int] | None:
     """Which of ``leaves`` -- tensor arguments in ``args`` as long as the batch ``x`` -- the model
-    reads whole rather than a row per input: the fewest cut for which ``model`` on the last input
-    alone, with the cut ones cut to their last row, gives the last row of the whole batch's output
-    (every random draw replaced by a probe, the lone row numbered as in the batch). Float
-    arguments get a distinct offset per row for it, so that a per-class tensor of equal values
-    (which broadcasts alike from one row) and a mask the model slices itself are told apart.
-    ``None``: no combination agrees (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
+    reads whole rather than a row per input: the fewest cut for which ``model`` on the batch's
+    rows without the first (as when that input has left), and on its rows in reverse order, gives
+    those rows of the whole batch's output, the cut arguments' rows taken alike. Every draw is a
+    stand-in that depends on no row's place (:class:`_Still`). Dropping a row tells a per-class
+    tensor (whose length must stay) from a per-input one; reversing tells a mask the model slices
+    itself (``mask[:n]``, ``mask[-n:]``) from one it is given cut. ``None``: no combination agrees
+    (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
         return None
     index = {id(leaf): i for i, leaf in enumerate(leaves)}
-    marked = [leaf + (0.5 * torch.frac(torch.arange(len(leaf), dtype=torch.float64) * _GOLDEN + 0.1)).to(
-        leaf.dtype).to(leaf.device).reshape(len(leaf), *([1] * (leaf.dim() - 1))) if leaf.is_floating_point()
-              else leaf for leaf in leaves]
-    last = len(x) - 1
+    subsets = [torch.arange(1, len(x), device=x.device), torch.arange(len(x) - 1, -1, -1, device=x.device)]
 
-    def given(cut: frozenset[int]):
-        return tree_map(lambda a: a if not isinstance(a, torch.Tensor) or id(a) not in index else
-                        marked[index[id(a)]][last:] if index[id(a)] in cut else marked[index[id(a)]], args)
+    def run(rows: torch.Tensor | None, cut: frozenset[int]):
+        given = tree_map(lambda a: a[rows] if isinstance(a, torch.Tensor) and index.get(id(a)) in cut else a, args)
+        with contextlib.redirect_stderr(io.StringIO()):
+            return tree_flatten(model(x if rows is None else x[rows], *given))[0]
 
-    with _untouched(model, x.device), _probed(model, 1) as probe:
+    with _untouched(model, x.device), _probed(model, _Still()):
         try:
-            with contextlib.redirect_stderr(io.StringIO()):
-                whole = tree_flatten(model(x, *given(frozenset())))[0]
+            whole = run(None, frozenset())
         except Exception:  # the model's own error: the call itself will say it
             return None
-        probe.row = last
         for size in range(len(leaves) + 1):
             for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
                 try:
-                    with contextlib.redirect_stderr(io.StringIO()):
-                        alone = tree_flatten(model(x[last:], *given(cut)))[0]
+                    if all(_rows_agree(whole, run(rows, cut), rows) for rows in subsets):
+                        return frozenset(range(len(leaves))) - cut
                 except Exception:  # a call the model cannot take: not this combination
                     continue
-                if _last_row_agrees(whole, alone, last):
-                    return frozenset(range(len(leaves))) - cut
     return None
 
 
-def _last_row_agrees(whole: list, alone: list, last: int) -> bool:
-    if len(whole) != len(alone):
+def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:
+    if len(whole) != len(part):
         return False
-    for a, b in zip(whole, alone):
+    for a, b in zip(whole, part):
         if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
             return False
-        if isinstance(a, torch.Tensor) and (not a.dim() or b.shape != (1, *a.shape[1:])
-                                            or _difference(a[last:], b) is not None):
+        if isinstance(a, torch.Tensor) and (not a.dim() or b.shape != (len(rows), *a.shape[1:])
+                                            or _difference(a[rows], b) is not None):
             return False
     return True
 

@@ -45,8 +45,8 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (carries_tangents, first_rows, fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks,
-                        runs_eagerly, stack, suspended_hooks, unfold)
+from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, first_rows, fold_mismatch, has_hooks, hook_kinds,
+                        kept_whole, own_hooks, runs_eagerly, stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -774,28 +774,27 @@ class SampledModel(nn.Module):
     def _not_per_input(self, x: torch.Tensor, args: tuple) -> frozenset[int]:
         """The ids of the tensor arguments as long as the batch that are not per input, so that
         ``samples="auto"`` does not cut them when inputs leave: told by the model itself
-        (:func:`pdnn.foldcheck.kept_whole`), once per kind of call where they are all floating
-        point (their rows told apart by offsets, the answer does not depend on their values), at
-        every call otherwise."""
+        (:func:`pdnn.foldcheck.kept_whole`), once per kind of call."""
         leaves = list({id(a): a for a in tree_flatten(args)[0]
                        if isinstance(a, torch.Tensor) and a.dim() and len(a) == len(x)}.values())
         if not leaves or len(x) < 2:  # (one row: cut or not, the same rows)
             return frozenset()
-        structural = all(leaf.is_floating_point() for leaf in leaves)
+        if len(leaves) > MAX_SPLIT_ARGUMENTS:
+            raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
+                             f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
+                             f"got {len(leaves)}: give a fixed T, or pass them stacked")
         key = (tuple(x.shape), *((tuple(a.shape), a.dtype) for a in tree_flatten(args)[0]
                                  if isinstance(a, torch.Tensor)))
         known = self.__dict__.setdefault("_per_input", {})
-        whole = known.get(key) if structural else None
-        if whole is None:
+        if key not in known:
             whole = kept_whole(self.model, x, args, leaves)
             if whole is None:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
-                                 f"arguments of {len(x)} rows (the batch's length) are per input: on its last input "
-                                 "alone the model gives another output with any of them cut to its row or kept "
+                                 f"arguments of {len(x)} rows (the batch's length) are per input: on some of its "
+                                 "inputs the model gives other outputs with any of them cut to those rows or kept "
                                  "whole; give a fixed T")
-            if structural:
-                known[key] = whole
-        return frozenset(id(leaves[i]) for i in whole)
+            known[key] = whole
+        return frozenset(id(leaves[i]) for i in known[key])
 
     def _round(self, x: torch.Tensor, *args, samples: int):
         """:meth:`sample` for one round of ``samples="auto"`` (or a piece of it, of at most
