@@ -396,38 +396,49 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
 MAX_SPLIT_ARGUMENTS = 6
 
 
-def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torch.Tensor]) -> frozenset[int] | None:
+def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
+               leaves: list[torch.Tensor]) -> tuple[frozenset[int] | None, bool]:
     """Which of ``leaves`` -- tensor arguments in ``args`` as long as the batch ``x`` -- the model
-    reads whole rather than a row per input: the fewest cut for which ``model`` on the batch's
-    rows without the first (as when that input has left), and on its rows in reverse order, gives
-    those rows of the whole batch's output, the cut arguments' rows taken alike. Every draw is a
-    stand-in that depends on no row's place (:class:`_Still`). Dropping a row tells a per-class
-    tensor (whose length must stay) from a per-input one; reversing tells a mask the model slices
-    itself (``mask[:n]``, ``mask[-n:]``) from one it is given cut. ``None``: no combination agrees
-    (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
+    reads whole rather than a row per input: those not cut in a combination for which ``model``
+    on the batch without its first input, without its last, and in reverse order, gives those
+    rows of the whole batch's output, the cut arguments' rows taken alike. Every draw is a
+    stand-in that depends on no row's place (:class:`_Still`). Dropping an input tells a
+    per-class tensor (whose length must stay) from a per-input one; dropping either end, and
+    reversing, tell a mask the model slices itself (``mask[:n]``, ``mask[-n:]``) from one it is
+    given cut. Also returns whether that is the only combination that fits: where another does
+    too, the argument's values decided it (a mask of equal rows, a per-class tensor of equal
+    values and two inputs), and a call with other values must be asked again; the one with the
+    most cuts is taken then (a mask of equal rows kept whole would meet a later fold longer than
+    it, and a per-class tensor of equal values cut still broadcasts its value).
+    ``None``: no combination fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
-        return None
+        return None, False
     index = {id(leaf): i for i, leaf in enumerate(leaves)}
-    subsets = [torch.arange(1, len(x), device=x.device), torch.arange(len(x) - 1, -1, -1, device=x.device)]
+    n = len(x)
+    subsets = [torch.arange(1, n, device=x.device), torch.arange(n - 1, device=x.device),
+               torch.arange(n - 1, -1, -1, device=x.device)]
 
     def run(rows: torch.Tensor | None, cut: frozenset[int]):
         given = tree_map(lambda a: a[rows] if isinstance(a, torch.Tensor) and index.get(id(a)) in cut else a, args)
         with contextlib.redirect_stderr(io.StringIO()):
             return tree_flatten(model(x if rows is None else x[rows], *given))[0]
 
+    fitting = []
     with _untouched(model, x.device), _probed(model, _Still()):
         try:
             whole = run(None, frozenset())
         except Exception:  # the model's own error: the call itself will say it
-            return None
-        for size in range(len(leaves) + 1):
+            return None, False
+        for size in range(len(leaves), -1, -1):
             for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
                 try:
                     if all(_rows_agree(whole, run(rows, cut), rows) for rows in subsets):
-                        return frozenset(range(len(leaves))) - cut
+                        fitting.append(frozenset(range(len(leaves))) - cut)
                 except Exception:  # a call the model cannot take: not this combination
                     continue
-    return None
+                if len(fitting) == 2:
+                    return fitting[0], False
+    return (fitting[0], True) if fitting else (None, False)
 
 
 def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:

@@ -774,7 +774,8 @@ class SampledModel(nn.Module):
     def _not_per_input(self, x: torch.Tensor, args: tuple) -> frozenset[int]:
         """The ids of the tensor arguments as long as the batch that are not per input, so that
         ``samples="auto"`` does not cut them when inputs leave: told by the model itself
-        (:func:`pdnn.foldcheck.kept_whole`), once per kind of call."""
+        (:func:`pdnn.foldcheck.kept_whole`), once per kind of call where the answer does not
+        depend on the arguments' values, at every call where it does."""
         leaves = list({id(a): a for a in tree_flatten(args)[0]
                        if isinstance(a, torch.Tensor) and a.dim() and len(a) == len(x)}.values())
         if not leaves or len(x) < 2:  # (one row: cut or not, the same rows)
@@ -783,18 +784,22 @@ class SampledModel(nn.Module):
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
-        key = (tuple(x.shape), *((tuple(a.shape), a.dtype) for a in tree_flatten(args)[0]
-                                 if isinstance(a, torch.Tensor)))
+        tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        first = {}  # which tensors are one passed twice: part of the kind of call
+        key = (tuple(x.shape), *((tuple(a.shape), a.dtype, first.setdefault(id(a), i))
+                                 for i, a in enumerate(tensors)))
         known = self.__dict__.setdefault("_per_input", {})
-        if key not in known:
-            whole = kept_whole(self.model, x, args, leaves)
+        whole = known.get(key)
+        if whole is None:
+            whole, alone = kept_whole(self.model, x, args, leaves)
             if whole is None:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
                                  f"arguments of {len(x)} rows (the batch's length) are per input: on some of its "
                                  "inputs the model gives other outputs with any of them cut to those rows or kept "
                                  "whole; give a fixed T")
-            known[key] = whole
-        return frozenset(id(leaves[i]) for i in known[key])
+            if alone:  # told by the model's structure, not by these values: the same for every such call
+                known[key] = whole
+        return frozenset(id(leaves[i]) for i in whole)
 
     def _round(self, x: torch.Tensor, *args, samples: int):
         """:meth:`sample` for one round of ``samples="auto"`` (or a piece of it, of at most
