@@ -686,3 +686,28 @@ def test_what_is_cut_as_inputs_leave_does_not_depend_on_the_arguments_values():
     assert len(set(biases.last_samples.tolist())) > 1
     steps = (mean - first - second) * biases.last_samples[:, None] / amp
     assert torch.allclose(steps, steps.round(), atol=1e-3)  # every sample had both biases whole
+
+
+class _NoisePerClass(nn.Module):
+    """A score per input plus noise of a scale per class, a tensor read only through a draw."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, base, scale):
+        scores = base + 0 * self.pbit(torch.zeros_like(base))
+        return scores + scale * torch.randn_like(scores)
+
+
+def test_an_argument_read_through_a_draw_is_still_told_per_class():
+    """With draws standing in as 0, a per-class noise scale showed nowhere, and at two inputs a
+    scale cut to one value broadcasts: it was cut, and the input left alone got one class's noise
+    on both classes. A noiseless class must come out exactly as its score."""
+    sampled = SampledModel(_NoisePerClass(), samples="auto", seed=0, max_samples=50, error=0.01)
+    scale = torch.tensor([0.0, 3.0])
+    sampled(torch.randn(64, 2), scale)  # learns the prior
+    base = torch.tensor([[10.0, 0.0], [0.5, 0.0]])
+    mean = sampled(base, scale)
+    assert sampled.last_samples[0] < sampled.last_samples[1]
+    assert torch.equal(mean[:, 0], base[:, 0])

@@ -124,8 +124,11 @@ def _in_this_thread(probe: Callable, original: Callable) -> Callable:
 
 class _Still:
     """Stand-ins for every draw that depend on no row's place in the batch: a stochastic module
-    and a dropout pass their input on, a uniform draw is 1/2, a normal one 0, a Bernoulli one its
-    probability. A call on some rows of a batch then computes what the whole batch does on them."""
+    and a dropout pass their input on; a uniform draw is ``u[e]``, spread over (0.05, 0.95) along
+    the elements of a row and the same in every row (a normal one ``4 (u - 1/2)``), so that an
+    argument read through a draw (a noise scale, a drop probability per class) still shows; a
+    Bernoulli one is its probability. A call on some rows of a batch then computes what the whole
+    batch does on them."""
 
     def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         return repeat_samples(x, repeats)
@@ -133,17 +136,24 @@ class _Still:
     def dropout(self, input, p=0.5, training=True, inplace=False):
         return input
 
+    @staticmethod
+    def uniform(like: torch.Tensor) -> torch.Tensor:
+        per_row = like[0].numel() if like.dim() else 1
+        row = 0.05 + 0.9 * torch.frac(torch.arange(per_row, dtype=torch.float64) * _GOLDEN)
+        shape = like.shape[1:] if like.dim() else ()
+        return row.reshape(shape).expand_as(like).to(like.dtype).to(like.device)
+
     def rand_like(self, input, *, generator=None, **kwargs):
-        return torch.full_like(input, 0.5, **kwargs)
+        return self.uniform(torch.zeros_like(input, **kwargs))
 
     def randn_like(self, input, *, generator=None, **kwargs):
-        return torch.zeros_like(input, **kwargs)
+        return 4 * (self.uniform(torch.zeros_like(input, **kwargs)) - 0.5)
 
     def rand(self, *size, generator=None, out=None, **kwargs):
-        return torch.zeros(*size, **kwargs) + 0.5
+        return self.uniform(torch.zeros(*size, **kwargs))
 
     def randn(self, *size, generator=None, out=None, **kwargs):
-        return torch.zeros(*size, **kwargs)
+        return 4 * (self.uniform(torch.zeros(*size, **kwargs)) - 0.5)
 
     def bernoulli(self, input, *args, generator=None, **kwargs):
         return input.float() if not input.is_floating_point() else input
