@@ -125,10 +125,13 @@ def _in_this_thread(probe: Callable, original: Callable) -> Callable:
 class _Still:
     """Stand-ins for every draw that depend on no row's place in the batch: a stochastic module
     and a dropout pass their input on; a uniform draw is ``u[e]``, spread over (0.05, 0.95) along
-    the elements of a row and the same in every row (a normal one ``4 (u - 1/2)``), so that an
-    argument read through a draw (a noise scale, a drop probability per class) still shows; a
-    Bernoulli one is its probability. A call on some rows of a batch then computes what the whole
-    batch does on them."""
+    the elements of a row from ``phase`` on and the same in every row (a normal one
+    ``4 (u - 1/2)``), so that an argument read through a draw (a noise scale, a drop probability
+    per class) still shows; a Bernoulli one is its probability. A call on some rows of a batch
+    then computes what the whole batch does on them."""
+
+    def __init__(self, phase: float = 0.0):
+        self.phase = phase
 
     def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         return repeat_samples(x, repeats)
@@ -136,10 +139,9 @@ class _Still:
     def dropout(self, input, p=0.5, training=True, inplace=False):
         return input
 
-    @staticmethod
-    def uniform(like: torch.Tensor) -> torch.Tensor:
+    def uniform(self, like: torch.Tensor) -> torch.Tensor:
         per_row = like[0].numel() if like.dim() else 1
-        row = 0.05 + 0.9 * torch.frac(torch.arange(per_row, dtype=torch.float64) * _GOLDEN)
+        row = 0.05 + 0.9 * torch.frac(torch.arange(per_row, dtype=torch.float64) * _GOLDEN + self.phase)
         shape = like.shape[1:] if like.dim() else ()
         return row.reshape(shape).expand_as(like).to(like.dtype).to(like.device)
 
@@ -404,6 +406,9 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
 
 # the most tensor arguments as long as the batch whose cuts are each tried (2**n combinations)
 MAX_SPLIT_ARGUMENTS = 6
+# where the stand-ins' spread of uniform draws starts, one run each: a threshold per class that
+# no element's draw of one spread separates is separated by another's
+_STILL_PHASES = (0.0, 1 / 3, 2 / 3)
 
 
 def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
@@ -433,22 +438,35 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
         with contextlib.redirect_stderr(io.StringIO()):
             return tree_flatten(model(x if rows is None else x[rows], *given))[0]
 
+    def fits(cut: frozenset[int]) -> bool:  # for every spread of the draws' stand-ins
+        for phase in _STILL_PHASES:
+            with _untouched(model, x.device), _probed(model, _Still(phase)):
+                try:
+                    whole = run(None, frozenset())
+                except Exception:  # the model's own error: the call itself will say it
+                    raise _ModelsOwn from None
+                try:
+                    if not all(_rows_agree(whole, run(rows, cut), rows) for rows in subsets):
+                        return False
+                except Exception:  # a call the model cannot take: not this combination
+                    return False
+        return True
+
     fitting = []
-    with _untouched(model, x.device), _probed(model, _Still()):
-        try:
-            whole = run(None, frozenset())
-        except Exception:  # the model's own error: the call itself will say it
-            return None, False
+    try:
         for size in range(len(leaves), -1, -1):
             for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
-                try:
-                    if all(_rows_agree(whole, run(rows, cut), rows) for rows in subsets):
-                        fitting.append(frozenset(range(len(leaves))) - cut)
-                except Exception:  # a call the model cannot take: not this combination
-                    continue
+                if fits(cut):
+                    fitting.append(frozenset(range(len(leaves))) - cut)
                 if len(fitting) == 2:
                     return fitting[0], False
+    except _ModelsOwn:
+        return None, False
     return (fitting[0], True) if fitting else (None, False)
+
+
+class _ModelsOwn(Exception):
+    """The model fails on the whole batch itself."""
 
 
 def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:
