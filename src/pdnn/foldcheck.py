@@ -420,11 +420,11 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
     stand-in that depends on no row's place (:class:`_Still`). Dropping an input tells a
     per-class tensor (whose length must stay) from a per-input one; dropping either end, and
     reversing, tell a mask the model slices itself (``mask[:n]``, ``mask[-n:]``) from one it is
-    given cut. Also returns whether that is the only combination that fits: where another does
-    too, the argument's values decided it (a mask of equal rows, a per-class tensor of equal
-    values and two inputs), and a call with other values must be asked again; the one with the
-    most cuts is taken then (a mask of equal rows kept whole would meet a later fold longer than
-    it, and a per-class tensor of equal values cut still broadcasts its value).
+    given cut. The fewest cuts that fit are taken: a per-class tensor kept whole is always right,
+    and no spread of stand-ins parts every pair of thresholds a draw is compared with (cut, such
+    a tensor would give the last input left one class's value for all). Also returns whether
+    that is the only combination that fits: where another does too, the values decided it (a
+    mask of equal rows), and a call with other values must be asked again.
     ``None``: no combination fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
         return None, False
@@ -454,7 +454,7 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
 
     fitting = []
     try:
-        for size in range(len(leaves), -1, -1):
+        for size in range(len(leaves) + 1):
             for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
                 if fits(cut):
                     fitting.append(frozenset(range(len(leaves))) - cut)
