@@ -11,6 +11,7 @@ from pdnn import SampledModel
 from pdnn.adaptive import (SampleStats, StoppingRule, adaptive_sample, disagreement_probability, oracle_samples,
                            parse_checkpoints, simulate, student_t_cdf)
 from pdnn.cli import main
+from pdnn.errors import UsageError
 from pdnn.nn import PBit
 
 
@@ -711,14 +712,18 @@ def test_an_argument_read_through_a_draw_is_still_told_per_class():
     mean = sampled(base, scale)
     assert sampled.last_samples[0] < sampled.last_samples[1]
     assert torch.equal(mean[:, 0], base[:, 0])
-    # a keep probability per class: one spread of the stand-ins does not part 1.0 from 0.7, and no
-    # three part 1.0 from 0.92; cut or whole fit alike then, and whole is taken
-    for second in (0.7, 0.92):
-        kept = SampledModel(_KeptPerClass(), samples="auto", seed=0, max_samples=50, error=0.01)
-        keep = torch.tensor([1.0, second])
-        kept(torch.randn(64, 2), keep)
-        mean = kept(torch.tensor([[10.0, 0.0], [0.25, 0.3]]), keep)
-        assert kept.last_samples[0] < kept.last_samples[1] and mean[1, 0] == 0.25  # class 0 is never dropped
+    # a keep probability per class: one spread of the stand-ins does not part 1.0 from 0.7 (three do)
+    kept = SampledModel(_KeptPerClass(), samples="auto", seed=0, max_samples=50, error=0.01)
+    keep = torch.tensor([1.0, 0.7])
+    kept(torch.randn(64, 2), keep)
+    mean = kept(torch.tensor([[10.0, 0.0], [0.25, 0.3]]), keep)
+    assert kept.last_samples[0] < kept.last_samples[1] and mean[1, 0] == 0.25  # class 0 is never dropped
+    # (told once, it holds for the kind of call:) a new sampler, and no three spreads part 1.0 from
+    # 0.92: per class or per input sliced by the model, it cannot be told
+    kept = SampledModel(_KeptPerClass(), samples="auto", seed=0, max_samples=50, error=0.01)
+    kept(torch.randn(64, 2), keep)
+    with pytest.raises(UsageError, match="cannot tell which arguments of 2 rows .* are per input"):
+        kept(torch.tensor([[10.0, 0.0], [0.25, 0.3]]), torch.tensor([1.0, 0.92]))
 
 
 class _KeptPerClass(_NoisePerClass):

@@ -420,11 +420,12 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
     stand-in that depends on no row's place (:class:`_Still`). Dropping an input tells a
     per-class tensor (whose length must stay) from a per-input one; dropping either end, and
     reversing, tell a mask the model slices itself (``mask[:n]``, ``mask[-n:]``) from one it is
-    given cut. The fewest cuts that fit are taken: a per-class tensor kept whole is always right,
-    and no spread of stand-ins parts every pair of thresholds a draw is compared with (cut, such
-    a tensor would give the last input left one class's value for all). Also returns whether
-    that is the only combination that fits: where another does too, the values decided it (a
-    mask of equal rows), and a call with other values must be asked again.
+    given cut. Also returns whether that is the only combination that fits. Where another does
+    too, and the arguments the two part have rows that differ, nothing can be told (a per-input
+    keep probability the model slices itself and a per-class one, both read only through a draw,
+    look alike at two inputs and two classes: no spread of stand-ins parts every pair of
+    thresholds): ``None``. Where those rows are all equal, cut or whole give the same values:
+    the fewest cuts are taken, and a call with other values must be asked again.
     ``None``: no combination fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
         return None, False
@@ -458,8 +459,9 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
             for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
                 if fits(cut):
                     fitting.append(frozenset(range(len(leaves))) - cut)
-                if len(fitting) == 2:
-                    return fitting[0], False
+                if len(fitting) == 2:  # harmless only where the arguments they part have equal rows
+                    parted = [leaves[i] for i in fitting[0] ^ fitting[1]]
+                    return (fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None), False
     except _ModelsOwn:
         return None, False
     return (fitting[0], True) if fitting else (None, False)

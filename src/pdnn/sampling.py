@@ -794,9 +794,9 @@ class SampledModel(nn.Module):
             whole, alone = kept_whole(self.model, x, args, leaves)
             if whole is None:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
-                                 f"arguments of {len(x)} rows (the batch's length) are per input: on some of its "
-                                 "inputs the model gives other outputs with any of them cut to those rows or kept "
-                                 "whole; give a fixed T")
+                                 f"arguments of {len(x)} rows (the batch's length) are per input, to leave with them, "
+                                 "and which are not: on some of its inputs the model gives other outputs with any "
+                                 "of them cut to those rows or kept whole, or the same with either; give a fixed T")
             if alone:  # told by the model's structure, not by these values: the same for every such call
                 known[key] = whole
         return frozenset(id(leaves[i]) for i in whole)
