@@ -439,13 +439,17 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
         with contextlib.redirect_stderr(io.StringIO()):
             return tree_flatten(model(x if rows is None else x[rows], *given))[0]
 
-    def fits(cut: frozenset[int]) -> bool:  # for every spread of the draws' stand-ins
-        for phase in _STILL_PHASES:
+    wholes = []  # the whole batch's output under each spread of the draws' stand-ins
+    for phase in _STILL_PHASES:
+        with _untouched(model, x.device), _probed(model, _Still(phase)):
+            try:
+                wholes.append(run(None, frozenset()))
+            except Exception:  # the model's own error: the call itself will say it
+                return None, False
+
+    def fits(cut: frozenset[int]) -> bool:  # under every spread
+        for phase, whole in zip(_STILL_PHASES, wholes):
             with _untouched(model, x.device), _probed(model, _Still(phase)):
-                try:
-                    whole = run(None, frozenset())
-                except Exception:  # the model's own error: the call itself will say it
-                    raise _ModelsOwn from None
                 try:
                     if not all(_rows_agree(whole, run(rows, cut), rows) for rows in subsets):
                         return False
@@ -454,21 +458,14 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
         return True
 
     fitting = []
-    try:
-        for size in range(len(leaves) + 1):
-            for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
-                if fits(cut):
-                    fitting.append(frozenset(range(len(leaves))) - cut)
-                if len(fitting) == 2:  # harmless only where the arguments they part have equal rows
-                    parted = [leaves[i] for i in fitting[0] ^ fitting[1]]
-                    return (fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None), False
-    except _ModelsOwn:
-        return None, False
+    for size in range(len(leaves) + 1):
+        for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
+            if fits(cut):
+                fitting.append(frozenset(range(len(leaves))) - cut)
+            if len(fitting) == 2:  # harmless only where the arguments they part have equal rows
+                parted = [leaves[i] for i in fitting[0] ^ fitting[1]]
+                return (fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None), False
     return (fitting[0], True) if fitting else (None, False)
-
-
-class _ModelsOwn(Exception):
-    """The model fails on the whole batch itself."""
 
 
 def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:

@@ -776,15 +776,14 @@ class SampledModel(nn.Module):
         ``samples="auto"`` does not cut them when inputs leave: told by the model itself
         (:func:`pdnn.foldcheck.kept_whole`), once per kind of call where the answer does not
         depend on the arguments' values, at every call where it does."""
-        leaves = list({id(a): a for a in tree_flatten(args)[0]
-                       if isinstance(a, torch.Tensor) and a.dim() and len(a) == len(x)}.values())
+        tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x)}.values())
         if not leaves or len(x) < 2:  # (one row: cut or not, the same rows)
             return frozenset()
         if len(leaves) > MAX_SPLIT_ARGUMENTS:
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
-        tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         first = {}  # which tensors are one passed twice: part of the kind of call
         key = (tuple(x.shape), *((tuple(a.shape), a.dtype, first.setdefault(id(a), i))
                                  for i, a in enumerate(tensors)))
