@@ -456,3 +456,20 @@ def _study_script():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def test_figure_gives_every_run_its_own_colour_and_legend_entry(monkeypatch):
+    """The panels share one legend: a colour restarting in each panel made two datasets' runs look
+    alike there, and one folder name in two panels merged their entries."""
+    figures = []
+    monkeypatch.setattr(adaptive_study, "save_figure", lambda fig, path: figures.append(fig))
+    runs = [synthetic_run(FIXED, [(0.1, 0.87, 3.0)]) for _ in range(3)]
+    runs[0]["run"], runs[1]["run"], runs[2]["run"] = "a/pbit-s2", "b/pbit-s4", "c/pbit-s2"
+    runs[2]["dataset"] = "other"
+    adaptive_study.write_figure({"runs": runs}, None)
+    legend = figures[0].legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert {"a/pbit-s2 fixed T", "pbit-s4 fixed T", "c/pbit-s2 fixed T"} <= set(texts)
+    colours = {t.split(" fixed T")[0]: h.get_color() for t, h in zip(texts, legend.legend_handles)
+               if t.endswith("fixed T")}
+    assert len(set(colours.values())) == 3

@@ -356,6 +356,25 @@ def test_eval_and_plot_cli(tmp_path, capsys):
     assert "got 0" in capsys.readouterr().err
 
 
+def test_plot_gives_baselines_colours_no_curve_has(tmp_path, monkeypatch):
+    """Six baselines beside a curve: the sixth took the first curve's colour."""
+    import pdnn.plots
+    from matplotlib.colors import to_hex
+    pdnn_run, det_run = tmp_path / "p", tmp_path / "d0"
+    assert train(pdnn_run, "--epochs", "1") == 0
+    assert train(det_run, "--epochs", "1", "--neuron", "tanh") == 0
+    assert main(["eval", str(pdnn_run), "--samples", "1,2", "--quiet"]) == 0
+    assert main(["eval", str(det_run), "--quiet"]) == 0
+    baselines = [det_run] + [shutil.copytree(det_run, tmp_path / f"d{i}") for i in range(1, 6)]
+    figures = []
+    monkeypatch.setattr(pdnn.plots, "save_figure", lambda fig, out: figures.append(fig))
+    pdnn.plots.plot_accuracy_vs_samples([pdnn_run, *baselines], tmp_path / "fig.png")
+    ax = figures[0].axes[0]
+    curve = [to_hex(line.get_color()) for line in ax.get_lines() if line.get_linestyle() != "--"]
+    dashed = [to_hex(line.get_color()) for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 6 and len(set(dashed)) == 6 and not set(dashed) & set(curve)
+
+
 def test_corrupt_checkpoint_is_named_and_kept(tmp_path, capsys):
     run = tmp_path / "run"
     assert train(run, "--epochs", "1") == 0

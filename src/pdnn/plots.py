@@ -20,6 +20,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     horizontals = []
+    curves = 0
     measured: set[int] = {1}
     evaluations = []
     for run_dir in map(Path, run_dirs):
@@ -57,11 +58,13 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         ts = [r["samples"] for r in rows]
         measured.update(ts)
         ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows],
-                    yerr=[100 * r.get("accuracy_std", 0.0) for r in rows], marker="o", capsize=3,
-                    label=figure_text(label))
+                    yerr=[100 * r.get("accuracy_std", 0.0) for r in rows], capsize=3, label=figure_text(label),
+                    **_series_style(curves))
+        curves += 1
     ax.set_xscale("log")
     ax.set_xlim(0.9, max(measured) * 1.1)
-    lines = [(label, acc, ax.axhline(acc, linestyle="--", linewidth=1, color=f"C{(i + 5) % 10}"))
+    # the baselines take the colours after the curves', so none shares one with a curve (up to 10 in all)
+    lines = [(label, acc, ax.axhline(acc, linestyle="--", linewidth=1, color=f"C{(curves + i) % 10}"))
              for i, (label, acc) in enumerate(horizontals)]
     # Labels of lines closer than 3 % of the axis height would print over each other: move each
     # such label a third of the (log) axis further right than the one below it (from T = 1, or
@@ -86,3 +89,9 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def _series_style(k: int) -> dict:
+    """The colour and marker of the ``k``-th curve: the ten colours repeat, each round with its own
+    marker, so no two legend entries look alike."""
+    return {"color": f"C{k % 10}", "marker": ("o", "^", "s", "D", "v", "P")[k // 10 % 6]}

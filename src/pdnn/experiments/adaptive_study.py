@@ -283,10 +283,16 @@ def write_figure(document: dict, path: Path) -> None:
     """Accuracy against mean T per dataset: fixed T, the adaptive rule at each level, the oracle."""
     plt = pyplot()
     datasets = list(dict.fromkeys(r["dataset"] for r in document["runs"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 6.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 6.5), squeeze=False,
+                             layout="constrained")
+    # one colour per run across the panels, whose entries share one legend (runs of one folder name
+    # are told apart by their paths)
+    colors = {id(run): f"C{i % 10}" for i, run in enumerate(document["runs"])}
+    names = [Path(run["run"]).name for run in document["runs"]]
     for ax, dataset in zip(axes[0], datasets):
-        for i, run in enumerate(r for r in document["runs"] if r["dataset"] == dataset):
-            color, label = f"C{i}", Path(run["run"]).name
+        for run in (r for r in document["runs"] if r["dataset"] == dataset):
+            name = Path(run["run"]).name
+            color, label = colors[id(run)], name if names.count(name) == 1 else run["run"]
             ts = [f["samples"] for f in run["fixed"]]
             ax.plot(ts, [100 * f["accuracy"] for f in run["fixed"]], color=color, lw=1, label=f"{label} fixed T")
             ax.plot([a["mean_samples"] for a in run["adaptive"]], [100 * a["accuracy"] for a in run["adaptive"]],
@@ -304,9 +310,7 @@ def write_figure(document: dict, path: Path) -> None:
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    rows = -(-len(legend) // 3)
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.05 * rows, 1, 1))
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=3, fontsize=8)
     save_figure(fig, path)
 
 
