@@ -730,3 +730,88 @@ class _KeptPerClass(_NoisePerClass):
     def forward(self, base, keep):
         scores = base + 0 * self.pbit(torch.zeros_like(base))
         return scores * (torch.rand_like(scores) < keep)
+
+
+class _Lead(nn.Module):
+    """Scores ``x`` plus one shared +-1 draw per input and ``w``, per input (a lead w[i] of class 0
+    over class 1) or per class (``per_class``, an attribute or an argument): the lead of class 0 is
+    exact whatever the draws."""
+
+    def __init__(self, per_class: bool = False):
+        super().__init__()
+        self.pbit, self.per_class = PBit(), per_class
+
+    def forward(self, x, w, per_class=None):
+        h = x + self.pbit(x[:, :1] * 0)
+        if self.per_class if per_class is None else per_class:
+            return h + w[None, :]
+        return h + torch.stack([w, torch.zeros_like(w)], 1)
+
+
+def _leads(sampled, *args):
+    out = sampled(*args)
+    return (out[:, 0] - out[:, 1]).tolist(), sampled.last_samples.tolist()
+
+
+def test_what_is_cut_is_asked_again_for_another_model_its_values_or_other_arguments():
+    """Kept per kind of call, the decision was keyed by the tensors' shapes alone: a per-input
+    call first, then a per-class one with a flag, another model or a changed attribute gave the
+    input that ran on alone the other's bias (lead 0.02 for 1)."""
+    x, per_input, per_class = torch.tensor([[10.0, 0.0], [0.0, 0.0]]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
+
+    def sampler(model):
+        sampled = SampledModel(model.eval(), samples="auto", seed=0)
+        sampled.stopping = StoppingRule(max_samples=50, error=0.01, prior_variance=1.0)
+        return sampled
+
+    sampled = sampler(_Lead())
+    assert _leads(sampled, x, per_input, False) == ([10.0, 1.0], [1, 5])
+    assert _leads(sampled, x, per_class, True) == ([11.0, 1.0], [1, 5])  # a flag
+    sampled(x, per_input)
+    sampled.model = _Lead(per_class=True).eval()
+    assert _leads(sampled, x, per_class) == ([11.0, 1.0], [1, 5])  # another model
+    sampled.model.per_class = False
+    assert _leads(sampled, x, per_input) == ([10.0, 1.0], [1, 5])  # an attribute it branches on
+
+
+class _ListShift(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, shifts):
+        h = x + self.pbit(x[:, :1] * 0)
+        return torch.stack([row + torch.tensor([float(s), 0.0]) for row, s in zip(h, shifts)])
+
+
+class _KeepAndMask(nn.Module):
+    """R49's keep probability per input that the model slices itself, and a mask of ones, also sliced."""
+
+    def forward(self, x, mask, keep):
+        n = len(x)
+        return (x + (torch.rand_like(x) < keep[:n, None]).float() * torch.tensor([1.0, 1.0, 0.0])) * mask[:n, None]
+
+
+class _Normal(nn.Module):
+    def forward(self, x, mask):
+        return x + torch.normal(torch.zeros_like(x), 1.0) * mask[:, None]
+
+
+def test_what_cannot_be_told_is_refused_and_the_models_own_error_shown():
+    """A list of a value per input was passed whole unprobed; a third argument of equal rows hid
+    R49's ambiguity (input 1 got input 0's keep probability); the model's own error was reported
+    as one of telling arguments apart; a draw the check cannot hold still was blamed on the model."""
+    x = torch.tensor([[10.0, 0.0], [0.0, 0.0]])
+    listed = SampledModel(_ListShift().eval(), samples="auto", seed=0, max_samples=50, error=0.01)
+    with pytest.raises(UsageError, match="not a list, to be cut"):
+        listed(x, [0.0, 1.0])
+    assert SampledModel(_ListShift().eval(), samples=3)(x, [0.0, 1.0]).shape == (2, 2)
+    keep = SampledModel(_KeepAndMask(), samples="auto", seed=0, max_samples=400, error=0.01)
+    with pytest.raises(UsageError, match="cannot tell which arguments of 2 rows"):
+        keep(torch.tensor([[20.0, 0.0, 0.0], [0.0, 0.0, -5.0]]), torch.ones(2), torch.tensor([0.36, 0.56]))
+    wrong = SampledModel(_Masked(), samples="auto")
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        wrong(torch.randn(2, 5), torch.ones(2, 4))
+    normal = SampledModel(_Normal(), samples="auto")
+    with pytest.raises(UsageError, match=r"draws with a random function .*\(torch.normal"):
+        normal(torch.randn(3, 2), torch.ones(3))

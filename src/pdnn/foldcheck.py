@@ -420,13 +420,14 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
     stand-in that depends on no row's place (:class:`_Still`). Dropping an input tells a
     per-class tensor (whose length must stay) from a per-input one; dropping either end, and
     reversing, tell a mask the model slices itself (``mask[:n]``, ``mask[-n:]``) from one it is
-    given cut. Also returns whether that is the only combination that fits. Where another does
-    too, and the arguments the two part have rows that differ, nothing can be told (a per-input
+    given cut. Also returns whether that is the only combination that fits. Where others do
+    too, and an argument any two of them part has rows that differ, nothing can be told (a per-input
     keep probability the model slices itself and a per-class one, both read only through a draw,
     look alike at two inputs and two classes: no spread of stand-ins parts every pair of
     thresholds): ``None``. Where those rows are all equal, cut or whole give the same values:
     the fewest cuts are taken, and a call with other values must be asked again.
-    ``None``: no combination fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments)."""
+    ``None``: no combination fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments). An error
+    the model raises on the whole batch with its own draws is raised."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
         return None, False
     index = {id(leaf): i for i, leaf in enumerate(leaves)}
@@ -444,8 +445,12 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
         with _untouched(model, x.device), _probed(model, _Still(phase)):
             try:
                 wholes.append(run(None, frozenset()))
-            except Exception:  # the model's own error: the call itself will say it
-                return None, False
+            except Exception:
+                break
+    if len(wholes) < len(_STILL_PHASES):  # the model's own error is raised; one the stand-ins cause tells nothing
+        with _untouched(model, x.device):
+            model(x, *args)
+        return None, False
 
     def fits(cut: frozenset[int]) -> bool:  # under every spread
         for phase, whole in zip(_STILL_PHASES, wholes):
@@ -457,15 +462,27 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
                     return False
         return True
 
-    fitting = []
-    for size in range(len(leaves) + 1):
-        for cut in map(frozenset, itertools.combinations(range(len(leaves)), size)):
-            if fits(cut):
-                fitting.append(frozenset(range(len(leaves))) - cut)
-            if len(fitting) == 2:  # harmless only where the arguments they part have equal rows
-                parted = [leaves[i] for i in fitting[0] ^ fitting[1]]
-                return (fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None), False
-    return (fitting[0], True) if fitting else (None, False)
+    everything = frozenset(range(len(leaves)))
+    fitting = [everything - cut for size in range(len(leaves) + 1)
+               for cut in map(frozenset, itertools.combinations(everything, size)) if fits(cut)]
+    if len(fitting) < 2:
+        return (fitting[0], True) if fitting else (None, False)
+    # harmless only where every argument that any two of them part has equal rows
+    parted = [leaves[i] for i in frozenset().union(*(f ^ fitting[0] for f in fitting))]
+    return (fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None), False
+
+
+def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
+    """Whether two runs of ``model`` under the same stand-ins (:class:`_Still`) give other outputs:
+    it draws with a random function the probes do not replace (``torch.normal``, ``torch.randint``,
+    a tensor's ``uniform_``, ``normal_`` or ``bernoulli``), so that :func:`kept_whole` cannot tell
+    a cut argument from the draws' change."""
+    with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
+        try:  # (in one context: the random state goes on from the first run to the second)
+            first, second = (tree_flatten(model(x, *args))[0] for _ in range(2))
+        except Exception:
+            return False
+    return not _rows_agree(first, second, torch.arange(len(x), device=x.device))
 
 
 def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:

@@ -45,8 +45,8 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, first_rows, fold_mismatch, has_hooks, hook_kinds,
-                        kept_whole, own_hooks, runs_eagerly, stack, suspended_hooks, unfold)
+from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, draws_unseen, first_rows, fold_mismatch, has_hooks,
+                        hook_kinds, kept_whole, own_hooks, runs_eagerly, stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -774,28 +774,43 @@ class SampledModel(nn.Module):
     def _not_per_input(self, x: torch.Tensor, args: tuple) -> frozenset[int]:
         """The ids of the tensor arguments as long as the batch that are not per input, so that
         ``samples="auto"`` does not cut them when inputs leave: told by the model itself
-        (:func:`pdnn.foldcheck.kept_whole`), once per kind of call where the answer does not
-        depend on the arguments' values, at every call where it does."""
+        (:func:`pdnn.foldcheck.kept_whole`), which also shows that the other arguments, passed
+        whole, are not per input (a list of a number per input is refused). Asked once per kind
+        of call -- the model, its modes and the values it keeps as attributes, the arguments'
+        structure, shapes, dtypes and other values, which tensors are one -- where the answer does
+        not depend on the tensors' values, at every call where it does."""
+        if not args or len(x) < 2:  # (one row: cut or not, the same rows)
+            return frozenset()
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x)}.values())
-        if not leaves or len(x) < 2:  # (one row: cut or not, the same rows)
-            return frozenset()
         if len(leaves) > MAX_SPLIT_ARGUMENTS:
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
-        first = {}  # which tensors are one passed twice: part of the kind of call
-        key = (tuple(x.shape), *((tuple(a.shape), a.dtype, first.setdefault(id(a), i))
-                                 for i, a in enumerate(tensors)))
+        modules = list(self.model.modules())
+        first = {}  # which tensors are one passed twice
+        key = (tuple(x.shape), self._key(x, args, {}, modules), tuple(first.setdefault(id(a), i) for i, a in
+                                                                    enumerate(tensors)),
+               _current(fixed_by_trace(modules)))
         known = self.__dict__.setdefault("_per_input", {})
         whole = known.get(key)
         if whole is None:
             whole, alone = kept_whole(self.model, x, args, leaves)
             if whole is None:
+                if draws_unseen(self.model, x, args):
+                    why = ("the model draws with a random function whose draws the check cannot hold still "
+                           "(torch.normal, torch.randint, a tensor's uniform_, normal_ or bernoulli; it can "
+                           "torch.rand, torch.randn, their _like forms, torch.bernoulli and dropout)")
+                elif leaves:
+                    why = ("on some of its inputs the model gives other outputs with any of them cut to those rows "
+                           "or kept whole, or the same with either")
+                else:
+                    why = ("none is a tensor as long as the batch, yet on some of its inputs the model gives other "
+                           "outputs with its arguments passed whole (a value per input must be a tensor as long as the batch, "
+                           "not a list, to be cut)")
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
                                  f"arguments of {len(x)} rows (the batch's length) are per input, to leave with them, "
-                                 "and which are not: on some of its inputs the model gives other outputs with any "
-                                 "of them cut to those rows or kept whole, or the same with either; give a fixed T")
+                                 f"and which are not: {why}; give a fixed T")
             if alone:  # told by the model's structure, not by these values: the same for every such call
                 known[key] = whole
         return frozenset(id(leaves[i]) for i in whole)
