@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import shutil
 import warnings
 
@@ -12,7 +13,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from pdnn.errors import UsageError
-from pdnn.hw import fixed, rng, rtl, sim
+from pdnn.hw import fixed, rng, rtl, sim, synth
 
 
 def small_net(seed=0, sizes=(12, 6, 5, 3), random_bits=4, arrangement="per-neuron", max_samples=8) -> fixed.FixedNet:
@@ -254,3 +255,46 @@ def test_reference_rejects_bad_input():
         fixed.reference(net, np.zeros((1, 13)), 1)
     with pytest.raises(ValueError, match="8-bit unsigned"):
         fixed.reference(net, np.full((1, 12), 256), 1)
+
+
+def test_a_cut_core_clips_its_tables_to_its_narrower_accumulator():
+    """Cutting a layer's inputs narrows its accumulator and its threshold memory: tables kept as
+    they were wrapped in the RTL (a threshold never reached became one always passed) and in the
+    memory files, unlike the reference."""
+    from pdnn.experiments.hardware_study import cut
+    net = small_net(seed=3, sizes=(12, 8, 8, 3))
+    bits = net.threshold_bits(1)
+    r = np.random.default_rng(6)
+    net.layers[1].thresholds = np.sort(r.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=(8, 16)), axis=1)
+    small = cut(net, 2)
+    bits = small.threshold_bits(1)
+    assert -(2 ** (bits - 1)) <= small.layers[1].thresholds.min() < small.layers[1].thresholds.max() < 2 ** (bits - 1)
+    images = r.integers(0, 256, size=(6, 12))
+    totals, decisions, _ = sim.simulate_core(small, images, 3)
+    ref_totals, ref_decisions = fixed.reference(small, images, 3)
+    assert (totals == ref_totals).all() and (decisions == ref_decisions).all()
+    with pytest.raises(UsageError, match=f"layer 1 has a threshold outside .* the {bits}-bit table"):
+        fixed.FixedNet([small.layers[0], fixed.Layer(small.layers[1].weights, net.layers[1].thresholds[:2], "ac"),
+                        small.layers[2]], 8, small.weight_bits, small.random_bits, small.max_samples)
+
+
+def test_a_failing_simulator_or_synthesiser_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    """A failing Icarus or Yosys run was a traceback with exit status 1, which `pdnn hw sim` also
+    gives when the RTL differs from the reference."""
+    from pdnn.cli import main
+    from pdnn.errors import ToolError
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("iverilog", "vvp"):
+        (tools / tool).write_text("#!/bin/sh\necho 'unsupported -g2012' >&2\nexit 3\n")
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    with pytest.raises(ToolError, match=r"iverilog failed \(exit 3\): unsupported -g2012"):
+        sim.simulate_core_verilog(small_net(), np.zeros((1, 12), dtype=np.int64), 1, tmp_path / "work")
+
+    def failing(*args, **kwargs):
+        raise ToolError("yosys failed (exit 1): ERROR: out of memory")
+
+    monkeypatch.setattr(synth, "synthesize", failing)
+    assert main(["hw", "synth", "--part", "ac", "--weight-bits", "4", "--n", "16"]) == 2
+    assert capsys.readouterr().err == "pdnn hw: error: yosys failed (exit 1): ERROR: out of memory\n"

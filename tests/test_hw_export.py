@@ -148,6 +148,18 @@ def test_an_export_touches_no_file_but_an_earlier_exports(tiny_run, tmp_path, ca
     assert fixed.load(out).weight_bits == 8
 
 
+def test_a_loss_of_exactly_the_tolerance_does_not_warn(tiny_run, tmp_path, capsys, monkeypatch):
+    """100 * (0.14 - 0.13) is 1.0000000000000009: one image in 100 warned at the default tolerance."""
+    labels = np.zeros(100, dtype=np.int64)
+    monkeypatch.setattr(export, "test_images", lambda *args, **kwargs: (np.zeros((100, 784), dtype=np.int64), labels))
+    monkeypatch.setattr(fixed, "reference", lambda net, images, samples: (None, (np.arange(100) >= 13).astype(int)))
+    for float_accuracy, warns in ((0.14, False), (0.15, True)):
+        monkeypatch.setattr(export, "float_accuracy", lambda *args, **kwargs: float_accuracy)
+        out = tmp_path / f"export-{float_accuracy}"
+        assert main(["hw", "export", str(tiny_run), "--out", str(out), "--check", "100"]) == 0
+        assert ("warning" in capsys.readouterr().err) == warns
+
+
 def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export, "float_accuracy", lambda *args, **kwargs: 1.0)  # (the tiny run is near chance)
     out = tmp_path / "export"

@@ -3,8 +3,9 @@
 Each sub-command lives in its own module with ``add_parser(subparsers)``, which registers the
 command and sets ``run`` (a function of the parsed arguments returning an exit code).
 Expected failures -- a :class:`~pdnn.errors.UsageError` (bad values, names or data), a
-:class:`~pdnn.runs.RunError` (a missing or damaged run), an ``OSError`` from the file system or
-memory running out -- print one line naming the problem and exit with status 2; nothing is
+:class:`~pdnn.runs.RunError` (a missing or damaged run), a :class:`~pdnn.errors.ToolError` (an
+outside program such as a simulator failed), an ``OSError`` from the file system or memory running
+out -- print one line naming the problem and exit with status 2; nothing is
 written over an existing result in that case. Any other exception is a mistake in the program
 and shows its traceback.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..errors import UsageError
+from ..errors import ToolError, UsageError
 from ..io import RunError
 from ..malloc import keep_large_buffers
 from . import convert, demo, energy, evaluate, fid, generate, hw, plot, reproduce, study, train
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"pdnn {args.command} runs in one process; under torchrun (WORLD_SIZE="
                              f"{os.environ['WORLD_SIZE']}) only `pdnn train` does, each process training its share")
         return int(args.run(args) or 0)
-    except (UsageError, RunError, OSError) as err:
+    except (UsageError, RunError, ToolError, OSError) as err:
         print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)
         return 2
     except Exception as err:

@@ -78,17 +78,25 @@ def unit_ratios(units: dict, family: str) -> list[dict]:
 
 
 def cut(net, width: int):
-    """``net`` with only the first ``width`` neurons of each hidden layer (and their weights)."""
-    layers = []
+    """``net`` with only the first ``width`` neurons of each hidden layer (and their weights). A
+    layer with fewer inputs has a narrower accumulator, so its thresholds are clipped to the
+    narrower table (as :func:`pdnn.hw.fixed.thresholds_for` clips them: the accumulator never
+    passes the bounds, so every decision stays)."""
+    weights = []
     for k, layer in enumerate(net.layers):
         w = layer.weights
         if k > 0:  # inputs: the kept neurons of the layer before (and the output layer's bias row)
             keep = list(range(width)) + ([w.shape[1] - 1] if k == len(net.layers) - 1 else [])
             w = w[:, keep]
+        weights.append(w if layer.thresholds is None else w[:width])
+    sized = replace(net, layers=[fixed.Layer(w, None, layer.kind) for w, layer in zip(weights, net.layers)])
+    layers = []
+    for k, (w, layer) in enumerate(zip(weights, net.layers)):
+        table = None
         if layer.thresholds is not None:
-            layers.append(fixed.Layer(w[:width], layer.thresholds[:width], layer.kind))
-        else:
-            layers.append(fixed.Layer(w, None, layer.kind))
+            bits = sized.threshold_bits(k)
+            table = np.clip(layer.thresholds[:width], -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        layers.append(fixed.Layer(w, table, layer.kind))
     return replace(net, layers=layers)
 
 

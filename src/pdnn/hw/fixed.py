@@ -72,10 +72,20 @@ class FixedNet:
 
     def __post_init__(self):
         rng.check_arrangement(self.rng)
+        self.check_ranges()
+
+    def check_ranges(self) -> None:
+        """Refuse a weight or threshold its memory's width would wrap."""
         for k, layer in enumerate(self.layers):
             wmax = 2 ** (self.weight_bits - 1) - 1
             if layer.weights.size and np.abs(layer.weights).max() > wmax:
                 raise UsageError(f"layer {k} has a weight outside +-{wmax} ({self.weight_bits}-bit)")
+            if layer.thresholds is not None and layer.thresholds.size:  # a table's memory would wrap it
+                bits = self.threshold_bits(k)
+                low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+                if layer.thresholds.min() < low or layer.thresholds.max() > high:
+                    raise UsageError(f"layer {k} has a threshold outside {low}..{high}, the {bits}-bit table its "
+                                     f"accumulator needs (clip it: an accumulator never passes those bounds)")
 
     @property
     def hidden(self) -> list[Layer]:
@@ -149,6 +159,7 @@ def save(net: FixedNet, folder: Path | str) -> list[Path]:
     export's files (those its ``spec.json`` names; no other file is touched): an interruption
     while they are written leaves the earlier export whole."""
     folder = Path(folder)
+    net.check_ranges()
     spec = net.describe()
     _check_structure(folder / SPEC, spec["layers"])  # what load would refuse is never written
     folder.mkdir(parents=True, exist_ok=True)
@@ -223,14 +234,16 @@ def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
     meta = spec.get("meta") or {}  # (null where a network was never exported from a run)
     if not isinstance(meta, dict):
         raise UsageError(f"{path}: meta must be an object (what the export was made from), got {meta!r}")
-    net = FixedNet(layers, spec["input_bits"], spec["weight_bits"], spec["random_bits"],
-                   spec["max_samples"], spec["rng"], meta)
-    for k, (desc, stated) in enumerate(zip(net.describe()["layers"], spec["layers"])):
-        for key in ("accumulator_bits", "threshold_bits"):  # the core is built at its own widths
-            if stated[key] != desc[key]:
+    widths = (spec["input_bits"], spec["weight_bits"], spec["random_bits"], spec["max_samples"], spec["rng"])
+    sized = FixedNet([Layer(layer.weights, None, layer.kind) for layer in layers], *widths)  # tables checked below
+    for k, (layer, stated) in enumerate(zip(layers, spec["layers"])):
+        own = {"accumulator_bits": sized.acc_bits(k),
+               "threshold_bits": None if layer.thresholds is None else sized.threshold_bits(k)}
+        for key, bits in own.items():  # the core is built at its own widths
+            if stated[key] != bits:
                 raise UsageError(f"{path}: layer {k} states {key} {stated[key]!r}; the core computes it with "
-                                 f"{desc[key]} (from the layer's size and the bit widths): the tables would not fit")
-    return net
+                                 f"{bits} (from the layer's size and the bit widths): the tables would not fit")
+    return FixedNet(layers, *widths, meta)
 
 
 def _check_structure(path: Path, layers) -> None:

