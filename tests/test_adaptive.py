@@ -772,6 +772,48 @@ def test_what_is_cut_is_asked_again_for_another_model_its_values_or_other_argume
     assert _leads(sampled, x, per_class) == ([11.0, 1.0], [1, 5])  # another model
     sampled.model.per_class = False
     assert _leads(sampled, x, per_input) == ([10.0, 1.0], [1, 5])  # an attribute it branches on
+    buffered = sampler(_BufferedLead())  # a flag a state dict loads in place: the same tensor
+    assert _leads(buffered, x, per_input) == ([10.0, 1.0], [1, 5])
+    buffered.model.load_state_dict({"per_class": torch.tensor(True)})
+    assert _leads(buffered, x, per_class) == ([11.0, 1.0], [1, 5])
+
+
+_FORWARDS = []  # (outside the model, whose state the checks restore)
+
+
+class _BufferedLead(_Lead):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("per_class_flag", torch.tensor(False))
+        self.steps = None
+
+    def forward(self, x, w):
+        if self.steps is not None:
+            self.steps += 1  # a counter the model keeps: no reason to ask again
+        _FORWARDS.append(len(x))
+        return super().forward(x, w, bool(self.per_class_flag))
+
+    def load_state_dict(self, state, strict=True):
+        return super().load_state_dict({"per_class_flag": state["per_class"]}, strict)
+
+
+def test_a_kind_of_call_told_once_costs_four_forwards_after_and_numbers_alone_none():
+    """Keyed by the values the model keeps, a step counter made every call ask anew (18 forwards
+    instead of 5 here) and the answers pile up; a float argument was asked about, and refused for a
+    model drawing with torch.normal."""
+    x, shift = torch.tensor([[10.0, 0.0], [0.0, 0.0]]), torch.tensor([0.0, 1.0])
+    model = _BufferedLead().eval()
+    model.steps = 0
+    sampled = SampledModel(model, samples="auto", seed=0)
+    sampled.stopping = StoppingRule(max_samples=50, error=0.01, prior_variance=1.0)
+    calls = []
+    for _ in range(4):
+        _FORWARDS.clear()
+        sampled(x, shift)
+        calls.append(len(_FORWARDS))
+    assert calls[1:] == [calls[1]] * 3 and calls[1] <= calls[0] - 9 and len(sampled._per_input) == 1
+    noisy = SampledModel(_Normal(), samples="auto", seed=0, max_samples=10)
+    assert noisy(torch.randn(3, 2), 1.0).shape == (3, 2)
 
 
 class _ListShift(nn.Module):
@@ -794,7 +836,7 @@ class _KeepAndMask(nn.Module):
 
 class _Normal(nn.Module):
     def forward(self, x, mask):
-        return x + torch.normal(torch.zeros_like(x), 1.0) * mask[:, None]
+        return x + torch.normal(torch.zeros_like(x), 1.0) * (mask if isinstance(mask, float) else mask[:, None])
 
 
 def test_what_cannot_be_told_is_refused_and_the_models_own_error_shown():

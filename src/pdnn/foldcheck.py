@@ -271,6 +271,17 @@ def suspended_hooks(model: nn.Module):
 
 
 @contextlib.contextmanager
+def _restored(model: nn.Module, device: torch.device):
+    """Restore the model's state and the random state after a run that keeps the user's hooks."""
+    state = ModelState(model)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield state
+    finally:
+        state.restore()
+
+
+@contextlib.contextmanager
 def _untouched(model: nn.Module, device: torch.device):
     """Restore the model's state (buffers, numbers kept as attributes), hooks and the random state
     after the check: the user's own hooks must not see the probes, nor batch-norm statistics count
@@ -411,58 +422,65 @@ MAX_SPLIT_ARGUMENTS = 6
 _STILL_PHASES = (0.0, 1 / 3, 2 / 3)
 
 
-def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple,
-               leaves: list[torch.Tensor]) -> tuple[frozenset[int] | None, bool]:
+def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torch.Tensor],
+               known: frozenset[int] | None = None) -> tuple[frozenset[int] | None, bool]:
     """Which of ``leaves`` -- tensor arguments in ``args`` as long as the batch ``x`` -- the model
     reads whole rather than a row per input: those not cut in a combination for which ``model``
     on the batch without its first input, without its last, and in reverse order, gives those
-    rows of the whole batch's output, the cut arguments' rows taken alike. Every draw is a
-    stand-in that depends on no row's place (:class:`_Still`). Dropping an input tells a
-    per-class tensor (whose length must stay) from a per-input one; dropping either end, and
-    reversing, tell a mask the model slices itself (``mask[:n]``, ``mask[-n:]``) from one it is
-    given cut. Also returns whether that is the only combination that fits. Where others do
-    too, and an argument any two of them part has rows that differ, nothing can be told (a per-input
-    keep probability the model slices itself and a per-class one, both read only through a draw,
-    look alike at two inputs and two classes: no spread of stand-ins parts every pair of
-    thresholds): ``None``. Where those rows are all equal, cut or whole give the same values:
-    the fewest cuts are taken, and a call with other values must be asked again.
-    ``None``: no combination fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments). An error
-    the model raises on the whole batch with its own draws is raised."""
+    rows of the whole batch's output, the cut arguments' rows taken alike (the other arguments
+    passed whole). Every draw is a stand-in that depends on no row's place (:class:`_Still`).
+    Dropping an input tells a per-class tensor (whose length must stay) from a per-input one;
+    dropping either end, and reversing, tell a mask the model slices itself (``mask[:n]``,
+    ``mask[-n:]``) from one it is given cut. Also returns whether that is the only combination
+    that fits. Where others do too, and an argument any two of them part has rows that differ,
+    nothing can be told (a per-input keep probability the model slices itself and a per-class
+    one, both read only through a draw, look alike at two inputs and two classes: no spread of
+    stand-ins parts every pair of thresholds; an argument the model does not read fits either
+    way): ``None``. Where those rows are all equal, cut or whole give the same values: the fewest
+    cuts are taken, and a call with other values must be asked again. ``None``: no combination
+    fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments). An error the model raises on the
+    whole batch with its own draws and hooks is raised.
+
+    ``known``: the answer for an earlier call of the same kind, taken again (as the only one)
+    if it fits under one spread of the stand-ins -- 4 forwards, where the model's state or the
+    arguments' values may have changed what it reads -- else asked anew."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
         return None, False
     index = {id(leaf): i for i, leaf in enumerate(leaves)}
     n = len(x)
     subsets = [torch.arange(1, n, device=x.device), torch.arange(n - 1, device=x.device),
                torch.arange(n - 1, -1, -1, device=x.device)]
+    everything = frozenset(range(len(leaves)))
 
     def run(rows: torch.Tensor | None, cut: frozenset[int]):
         given = tree_map(lambda a: a[rows] if isinstance(a, torch.Tensor) and index.get(id(a)) in cut else a, args)
         with contextlib.redirect_stderr(io.StringIO()):
             return tree_flatten(model(x if rows is None else x[rows], *given))[0]
 
-    wholes = []  # the whole batch's output under each spread of the draws' stand-ins
-    for phase in _STILL_PHASES:
-        with _untouched(model, x.device), _probed(model, _Still(phase)):
-            try:
-                wholes.append(run(None, frozenset()))
-            except Exception:
-                break
-    if len(wholes) < len(_STILL_PHASES):  # the model's own error is raised; one the stand-ins cause tells nothing
-        with _untouched(model, x.device):
-            model(x, *args)
-        return None, False
-
-    def fits(cut: frozenset[int]) -> bool:  # under every spread
-        for phase, whole in zip(_STILL_PHASES, wholes):
+    def fits(cut: frozenset[int], phases=_STILL_PHASES) -> bool:
+        for phase in phases:
             with _untouched(model, x.device), _probed(model, _Still(phase)):
                 try:
+                    whole = wholes[phase] if phase in wholes else run(None, frozenset())
                     if not all(_rows_agree(whole, run(rows, cut), rows) for rows in subsets):
                         return False
                 except Exception:  # a call the model cannot take: not this combination
                     return False
         return True
 
-    everything = frozenset(range(len(leaves)))
+    wholes = {}  # the whole batch's output under each spread of the draws' stand-ins
+    if known is not None and fits(everything - known, _STILL_PHASES[:1]):
+        return known, True
+    for phase in _STILL_PHASES:
+        with _untouched(model, x.device), _probed(model, _Still(phase)):
+            try:
+                wholes[phase] = run(None, frozenset())
+            except Exception:
+                break
+    if len(wholes) < len(_STILL_PHASES):  # the model's own error is raised; one the stand-ins cause tells nothing
+        with _restored(model, x.device):
+            model(x, *args)
+        return None, False
     fitting = [everything - cut for size in range(len(leaves) + 1)
                for cut in map(frozenset, itertools.combinations(everything, size)) if fits(cut)]
     if len(fitting) < 2:

@@ -63,6 +63,7 @@ from .transposed_linear import TransposedLinear, use_transposed_linears
 # folded pass that broadcasts against another dimension only where T equals it cannot pass both
 CHECK_ROWS, CHECK_SAMPLES = 4, (2, 3)
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
+MAX_KINDS_OF_CALL = 64  # answers samples="auto" keeps of which arguments are per input (the latest used)
 
 
 def check_samples(samples) -> int:
@@ -775,44 +776,46 @@ class SampledModel(nn.Module):
         """The ids of the tensor arguments as long as the batch that are not per input, so that
         ``samples="auto"`` does not cut them when inputs leave: told by the model itself
         (:func:`pdnn.foldcheck.kept_whole`), which also shows that the other arguments, passed
-        whole, are not per input (a list of a number per input is refused). Asked once per kind
-        of call -- the model, its modes and the values it keeps as attributes, the arguments'
-        structure, shapes, dtypes and other values, which tensors are one -- where the answer does
-        not depend on the tensors' values, at every call where it does."""
-        if not args or len(x) < 2:  # (one row: cut or not, the same rows)
-            return frozenset()
+        whole, are not per input (a list of a number per input is refused). An answer that does
+        not depend on the tensors' values is kept for the kind of call (the model, its modes, the
+        arguments' structure, shapes, dtypes and other values, which tensors are one) and checked
+        again at each call under one spread of the stand-ins (4 forwards), as the model's state
+        or values it reads may have changed; where it depends on them, or fails that check, the
+        model is asked anew. Arguments that are all single numbers (or None, or strings) are
+        never per input and are not asked about."""
+        if len(x) < 2 or all(isinstance(a, (type(None), bool, int, float, complex, str)) or
+                             (isinstance(a, torch.Tensor) and a.dim() == 0) for a in args):
+            return frozenset()  # (one row: cut or not, the same rows)
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x)}.values())
         if len(leaves) > MAX_SPLIT_ARGUMENTS:
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
-        modules = list(self.model.modules())
         first = {}  # which tensors are one passed twice
-        key = (tuple(x.shape), self._key(x, args, {}, modules), tuple(first.setdefault(id(a), i) for i, a in
-                                                                    enumerate(tensors)),
-               _current(fixed_by_trace(modules)))
+        key = (tuple(x.shape), self._key(x, args, {}, list(self.model.modules())),
+               tuple(first.setdefault(id(a), i) for i, a in enumerate(tensors)))
         known = self.__dict__.setdefault("_per_input", {})
-        whole = known.get(key)
+        whole, alone = kept_whole(self.model, x, args, leaves, known.pop(key, None))
         if whole is None:
-            whole, alone = kept_whole(self.model, x, args, leaves)
-            if whole is None:
-                if draws_unseen(self.model, x, args):
-                    why = ("the model draws with a random function whose draws the check cannot hold still "
-                           "(torch.normal, torch.randint, a tensor's uniform_, normal_ or bernoulli; it can "
-                           "torch.rand, torch.randn, their _like forms, torch.bernoulli and dropout)")
-                elif leaves:
-                    why = ("on some of its inputs the model gives other outputs with any of them cut to those rows "
-                           "or kept whole, or the same with either")
-                else:
-                    why = ("none is a tensor as long as the batch, yet on some of its inputs the model gives other "
-                           "outputs with its arguments passed whole (a value per input must be a tensor as long as the batch, "
-                           "not a list, to be cut)")
-                raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
-                                 f"arguments of {len(x)} rows (the batch's length) are per input, to leave with them, "
-                                 f"and which are not: {why}; give a fixed T")
-            if alone:  # told by the model's structure, not by these values: the same for every such call
-                known[key] = whole
+            if draws_unseen(self.model, x, args):
+                why = ("the model draws with a random function whose draws the check cannot hold still "
+                       "(torch.normal, torch.randint, a tensor's uniform_, normal_ or bernoulli; it can "
+                       "torch.rand, torch.randn, their _like forms, torch.bernoulli and dropout)")
+            elif leaves:
+                why = ("on some of its inputs the model gives other outputs with any of them cut to those rows "
+                       "or kept whole, or the same with either (an argument it does not read, too)")
+            else:
+                why = ("none is a tensor as long as the batch, yet on some of its inputs the model gives other "
+                       "outputs with its arguments passed whole (a value per input must be a tensor as long as "
+                       "the batch, not a list, to be cut)")
+            raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
+                             f"arguments of {len(x)} rows (the batch's length) are per input, to leave with them, "
+                             f"and which are not: {why}; give a fixed T")
+        if alone:  # told by the model's structure, not by these values
+            known[key] = whole  # (last in the dict: the one kept longest)
+            while len(known) > MAX_KINDS_OF_CALL:
+                del known[next(iter(known))]
         return frozenset(id(leaves[i]) for i in whole)
 
     def _round(self, x: torch.Tensor, *args, samples: int):
