@@ -819,6 +819,28 @@ def test_runs_of_one_name_stay_two_series(tmp_path):
         tradeoff_runs([a, b, str(b)])
 
 
+def test_a_run_renamed_by_its_path_never_takes_another_runs_name(tmp_path, monkeypatch):
+    """A path can be another run's label, and a label another run's layer series: two runs made
+    one series, and the marginal costs paired T across them."""
+    def relabel(run, label):
+        config = json.loads((run / "config.json").read_text())
+        write_json(run / "config.json", {**config, "label": label})
+        return run
+
+    base = _fake_run(tmp_path, "base", "pbit", [(1, 0.80), (2, 0.82)])
+    x = relabel(_fake_run(tmp_path, "x", "pbit", [(1, 0.70), (2, 0.74)]), "base")
+    y = relabel(_fake_run(tmp_path, "y", "pbit", [(1, 0.50), (2, 0.60)]), "x")
+    m = _fake_run(tmp_path, "m", "pbit", [(1, 0.80), (2, 0.82)], aggregate="layer")
+    n = relabel(_fake_run(tmp_path, "n", "pbit", [(1, 0.70), (2, 0.74)]), "m (layer)")
+    monkeypatch.chdir(tmp_path)  # paths as given on a command line, "x" and "y"
+    for runs in ([base, x, y], [m, n]):
+        result = tradeoff_runs([r.name for r in runs], tolerance=0.1)
+        assert len({p["series"] for p in result["points"]}) == len(runs)
+        assert sorted(round(c["accuracy_gain_pct"], 9) for c in result["marginal"]) == \
+            sorted(round(100 * (rows[1] - rows[0]), 9) for rows in
+                   ([0.80, 0.82], [0.70, 0.74], [0.50, 0.60])[:len(runs)])
+
+
 def test_a_generator_is_priced_as_its_decoder_in_every_form(tmp_path, capsys):
     """A generated image costs the decoder alone, fed a float latent: for a run, for --model and
     for the reference (which had priced the whole VAE, encoder included)."""

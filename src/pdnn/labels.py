@@ -13,19 +13,28 @@ def run_label(run_dir: Path, config: dict) -> str:
     return config.get("label") or Path(run_dir).name
 
 
-def series_labels(runs: Sequence[tuple[str, dict]]) -> dict[str, str]:
+def series_labels(runs: Sequence[tuple[str, dict]], suffixes: Sequence[str] = ("",)) -> dict[str, str]:
     """Each run's name in tables and legends: its config's ``label``, else its folder's name;
-    runs that would share a name are named by their paths instead, so that no two runs merge
-    into one series (in a legend, or in a trade-off, whose marginal costs would pair T across
-    runs). A run given twice is an error."""
+    runs that would share a name are named by their paths instead (by their full paths if those
+    clash with another's name too), so that no two runs merge into one series (in a legend, or in
+    a trade-off, whose marginal costs would pair T across runs). ``suffixes``: the series a run
+    gives, as its name plus each (a trade-off's ``" (layer)"``); those of two runs must differ as
+    well. A run given twice is an error."""
     seen: dict[Path, str] = {}
     for run, _ in runs:
         if (where := Path(run).resolve()) in seen:
             raise UsageError(f"{run} is given twice (as {seen[where]} before); expected each run once")
         seen[where] = run
     names = {run: run_label(run, config) for run, config in runs}
-    counts = Counter(names.values())
-    return {run: run if counts[name] > 1 else name for run, name in names.items()}
+    for rename in (str, lambda run: str(Path(run).resolve())):
+        series = Counter(name + suffix for name in names.values() for suffix in suffixes)
+        clashing = [run for run, name in names.items() if any(series[name + suffix] > 1 for suffix in suffixes)]
+        names.update({run: rename(run) for run in clashing})
+    series = Counter(name + suffix for name in names.values() for suffix in suffixes)
+    if clashing := sorted(run for run, name in names.items() if any(series[name + s] > 1 for s in suffixes)):
+        raise UsageError(f"the runs {', '.join(clashing)} would be named alike even by their paths (with "
+                         f"{' or '.join(map(repr, suffixes))} after them); give them other labels")
+    return names
 
 
 def figure_text(text: str) -> str:

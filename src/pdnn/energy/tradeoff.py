@@ -28,6 +28,7 @@ from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_incr
 from .graph import Network, analyze
 from .tech import FLOAT_BITS
 
+LAYER_SERIES = " (layer)"  # after a run's name: the series of its layer-aggregation evaluation
 FLOAT_BASIS = "most accurate 32-bit float deterministic run"
 FALLBACK_BASIS = "most accurate point: no 32-bit float deterministic run was given"
 
@@ -209,7 +210,7 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, l
         except ValueError as err:
             raise RunError(f"{path}: {err}") from None
         s = replace(settings, aggregate=aggregate)
-        series = label if aggregate == "network" else f"{label} (layer)"
+        series = label if aggregate == "network" else label + LAYER_SERIES
         for row in rows:
             t, accuracy = row["samples"], row["accuracy_mean"]
             energy = network_energy(net, t, s)["total_j"]
@@ -256,7 +257,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
                        "run `pdnn eval RUN_DIR` first")
     dataset = check_one_dataset(runs)
     warn_if_stale((run, path.name, read_json(path)) for run, _ in runs for path in eval_files(run))
-    labels = series_labels(runs)
+    labels = series_labels(runs, suffixes=("", LAYER_SERIES))
     points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits, labels[run_dir])]
     examples = {f"{p['run']} ({p['aggregate']})": p["examples"] for p in points}  # one per eval file
     if len(set(examples.values())) > 1:
