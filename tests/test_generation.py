@@ -53,6 +53,13 @@ def test_bad_vae_sizes_are_refused():
         create("vae", latent=0)
 
 
+def test_a_loss_rule_a_generator_does_not_follow_is_refused(tmp_path, capsys):
+    """--loss-rule mean-loss was recorded in a generator's config and trained as mean-output."""
+    assert main(["train", *VAE_TINY, "--epochs", "1", "--loss-rule", "mean-loss", "--out", str(tmp_path / "v")]) == 2
+    assert "loss rule 'mean-loss' is for classifiers" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+
+
 def test_generated_image_is_the_mean_of_t_decoder_samples():
     torch.manual_seed(0)
     vae = create("vae", neuron="pbit", width=4, latent=3).eval()

@@ -68,6 +68,9 @@ class TrainConfig:
                                                  "an integer >= 1 (or none: every test example)", most=None)
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
+        if self.task == "vae" and self.loss_rule != "mean-output":  # (its decoder's mean is the image it makes)
+            raise UsageError(f"loss rule {self.loss_rule!r} is for classifiers; a generator (task vae) is trained "
+                             "on the mean of its decoder's s samples, the image it generates: leave out --loss-rule")
         self.seed = torch_seed("seed", self.seed, AUGMENT_SEED)
         if not isinstance(self.augment, bool):
             raise UsageError(f"augment must be true or false, got {self.augment!r}")
