@@ -670,6 +670,10 @@ def test_options_a_neuron_does_not_use_are_said(tmp_path):
         assert main(["train", *TINY, "--epochs", "1", "--neuron", "pbit", "--beta", "3", "-s", "2",
                      "--out", str(tmp_path / "pbit")]) == 0
         assert not [w for w in caught if "does nothing" in str(w.message) or "every sample" in str(w.message)]
+        caught.clear()  # a generator's latent is drawn once for its s samples: a tanh decoder's are one
+        assert main(["train", "--task", "vae", "--dataset", "demo", "--subset", "64", "--epochs", "1", "--quiet",
+                     "--width", "4", "--latent", "4", "--neuron", "tanh", "-s", "3", "--out", str(tmp_path / "vae")]) == 0
+        assert "-s 3 with deterministic tanh neurons: every sample is the same" in " ".join(map(str, caught))
 
 
 def test_only_train_runs_under_torchrun(trained_run, tmp_path, monkeypatch, capsys):

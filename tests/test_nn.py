@@ -77,6 +77,13 @@ def test_a_bit_width_too_long_to_write_is_named_by_its_size():
         NeuronSpec.parse("x" * 5000)
 
 
+@pytest.mark.parametrize("name", ["quant:03", "quant:\u0663", "quant:+3"])
+def test_a_width_has_one_spelling(name):
+    """quant:03 and an Arabic-Indic 3 were recorded as written, and compared unequal to quant:3."""
+    with pytest.raises(ValueError, match="unknown neuron"):
+        NeuronSpec.parse(name)
+
+
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 def test_quantized_weight_layers_use_2_to_the_k_levels(bits):
     lin = QuantLinear(64, 32, weight_bits=bits)

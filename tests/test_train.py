@@ -743,6 +743,21 @@ def test_a_resume_on_a_config_edited_for_another_dataset_is_refused(tmp_path, ca
     assert {name: (run / name).read_bytes() for name in kept} == kept
 
 
+def test_a_resume_on_another_copy_of_the_data_says_so(tmp_path, monkeypatch):
+    """--data-dir and $PDNN_DATA are not recorded: a resume that found another copy trained on it
+    without a word (metrics.json alone showed each epoch's source)."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    first, second = make_cifar(tmp_path / "a"), make_cifar(tmp_path / "b")
+    run = tmp_path / "run"
+    assert main(["train", *first, "--epochs", "1", "--out", str(run)]) == 0
+    with pytest.warns(UserWarning, match=rf"trained on {re.escape(str(tmp_path / 'a'))}.* and now reads "
+                                         rf"{re.escape(str(tmp_path / 'b'))}.*: another copy of the data"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--data-dir", second[3], "--quiet"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--data-dir", second[3], "--quiet"]) == 0
+
+
 def test_a_resume_says_what_the_model_keeps_and_where_it_was_trained(tmp_path, monkeypatch):
     run = tmp_path / "run"
     assert main(["train", "--dataset", "demo", "--subset", "64", "--model", "mlp", "--epochs", "1", "--quiet",

@@ -440,6 +440,11 @@ def train(
         check_batch_shares(run.model, len(data.train_y), train_config.batch_size, world)
         if resume:
             _restore(run, run_dir / CHECKPOINT, device, train_config.epochs)
+            read = run.metrics[-1].get("data_source") if run.metrics else None
+            if read not in (None, data.source) and run.start_epoch < train_config.epochs and rank == 0:
+                warnings.warn(f"{run_dir} was trained on {read} and now reads {data.source} (another --data-dir "
+                              "or $PDNN_DATA): another copy of the data, so the run does not continue bit for bit "
+                              "and its epochs saw different data; metrics.json records each epoch's")
             if run.start_epoch > train_config.epochs:
                 raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
                                  f"would end before that (give at least {run.start_epoch})")

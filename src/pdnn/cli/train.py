@@ -83,9 +83,10 @@ def _warn_idle_options(args, given: set[str]) -> None:
     if "beta" in given and neuron.kind == "float":
         warnings.warn(f"--beta {args.beta} does nothing to {args.neuron} neurons (the normalisation before a float "
                       "activation absorbs it); it applies to p-bits and quantised neurons", stacklevel=2)
-    if args.train_samples > 1 and not neuron.stochastic and args.task == "classify":
+    if args.train_samples > 1 and not neuron.stochastic:  # (a generator's latent is drawn once for its samples)
         warnings.warn(f"-s {args.train_samples} with deterministic {args.neuron} neurons: every sample is the same, "
-                      f"so the loss is that of s = 1 at {args.train_samples} times the cost", stacklevel=2)
+                      f"so the loss is that of s = 1, at the cost of {args.train_samples} samples' passes",
+                      stacklevel=2)
 
 
 def run(args) -> int:

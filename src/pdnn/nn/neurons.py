@@ -55,7 +55,7 @@ class NeuronSpec:
             return cls(name, "float", FLOAT_BITS, "unipolar" if name == "sigmoid" else "bipolar")
         if name == "sign":
             return cls(name, "quant", 1)
-        match = re.fullmatch(r"quant:(\d+)", str(name))
+        match = re.fullmatch(r"quant:(0|[1-9]\d*)", str(name), re.ASCII)  # one spelling per width: none other matches
         if match:  # (int() refuses more than 4300 digits: such a width is named as written)
             digits = match.group(1)
             bits = int(digits) if len(digits) <= 4300 else digits
