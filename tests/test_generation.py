@@ -18,6 +18,7 @@ from PIL import Image
 from damage import corrupt_zip_member
 from pdnn import SampledModel
 from pdnn.cli import main
+from pdnn.train_config import train_command
 from pdnn.errors import UsageError
 from pdnn.generation import SampledVAE, generate, generate_at, image_grid
 from pdnn.models import create
@@ -58,6 +59,13 @@ def test_a_loss_rule_a_generator_does_not_follow_is_refused(tmp_path, capsys):
     assert main(["train", *VAE_TINY, "--epochs", "1", "--loss-rule", "mean-loss", "--out", str(tmp_path / "v")]) == 2
     assert "loss rule 'mean-loss' is for classifiers" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+    old = tmp_path / "old"  # recorded so before it was refused: it resumes, and its command says what it did
+    assert main(["train", *VAE_TINY, "--epochs", "1", "--out", str(old)]) == 0
+    config = json.loads((old / "config.json").read_text())
+    config["train"]["loss_rule"] = "mean-loss"
+    (old / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--out", str(old), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert "--loss-rule mean-output" in train_command(config, old)
 
 
 def test_generated_image_is_the_mean_of_t_decoder_samples():

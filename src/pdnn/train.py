@@ -45,7 +45,7 @@ from .io import checkpoint_mismatch, is_epoch_history, writer_lock
 from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
                    write_json)
 from .tasks import TASKS, Task
-from .train_config import AUGMENT_SEED, TrainConfig, recorded_processes, run_config, train_command
+from .train_config import AUGMENT_SEED, TrainConfig, check_new_run, recorded_processes, run_config, train_command
 
 
 def _distributed(device: str) -> tuple[str, int, int]:
@@ -425,6 +425,8 @@ def train(
     """
 
     train_config.validate()
+    if not resume:
+        check_new_run(train_config)
     if train_config.task == "classify" and model_config.num_classes < 2:  # before any data is read
         raise UsageError(f"{dataset} has {model_config.num_classes} class: there is nothing to classify (a "
                          "classifier of one class is always right); train a generator with --task vae")

@@ -68,13 +68,18 @@ class TrainConfig:
                                                  "an integer >= 1 (or none: every test example)", most=None)
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("loss rule", self.loss_rule, LOSS_RULES)
-        if self.task == "vae" and self.loss_rule != "mean-output":  # (its decoder's mean is the image it makes)
-            raise UsageError(f"loss rule {self.loss_rule!r} is for classifiers; a generator (task vae) is trained "
-                             "on the mean of its decoder's s samples, the image it generates: leave out --loss-rule")
         self.seed = torch_seed("seed", self.seed, AUGMENT_SEED)
         if not isinstance(self.augment, bool):
             raise UsageError(f"augment must be true or false, got {self.augment!r}")
         return self
+
+
+def check_new_run(config: TrainConfig) -> None:
+    """What a new run may not ask for, though a run recorded before it was refused may hold it: a
+    generator's loss rule other than ``mean-output`` (it was recorded, and trained as that)."""
+    if config.task == "vae" and config.loss_rule != "mean-output":  # (its decoder's mean is the image it makes)
+        raise UsageError(f"loss rule {config.loss_rule!r} is for classifiers; a generator (task vae) is trained "
+                         "on the mean of its decoder's s samples, the image it generates: leave out --loss-rule")
 
 
 def _real(value) -> float | None:
@@ -112,7 +117,9 @@ def recorded_options(config: dict) -> dict:
             "neuron": model.get("neuron"), "weight_bits": model.get("weight_bits"), "beta": model.get("beta"),
             "width": model.get("width"), "train_samples": options.samples, "batch_size": options.batch_size,
             "lr": options.lr, "schedule": options.schedule, "weight_decay": options.weight_decay,
-            "loss_rule": options.loss_rule, "no_augment": not options.augment, "seed": options.seed,
+            # (a generator recorded with mean-loss, accepted before it was refused, trained with mean-output)
+            "loss_rule": "mean-output" if options.task == "vae" else options.loss_rule,
+            "no_augment": not options.augment, "seed": options.seed,
             "monitor_examples": options.monitor_examples, "label": config.get("label")}
 
 
