@@ -465,6 +465,25 @@ def test_class_folders_png_pixel_exact_in_dir_and_zip(tmp_path):
     assert torch.equal(from_dirs.train_x, from_zips.train_x)
 
 
+def test_class_folders_through_links_and_files_left_out_are_said(tmp_path, monkeypatch):
+    """Class folders that are links were not seen ("no images found"), and a file of a suffix no
+    image has was left out in silence (a shorter dataset)."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    store, root = tmp_path / "store", tmp_path / "root" / "cifar10-jpeg"
+    train = make_class_folders(store / "train", 2, ".png", seed=1)
+    make_class_folders(store / "test", 1, ".png", seed=2)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+        for cls in CIFAR_CLASSES:
+            (root / split / cls).symlink_to(store / split / cls, target_is_directory=True)
+    (store / "train" / "cat" / "0002.jfif").write_bytes((store / "train" / "cat" / "0000.png").read_bytes())
+    (store / "train" / "cat" / "notes.txt").write_text("not an image")
+    (store / "train" / "cat" / "loop").symlink_to(store / "train" / "cat", target_is_directory=True)  # walked once
+    with pytest.warns(UserWarning, match=r"1 files whose suffix is no image's are left out \(first 'cat/notes.txt'\)"):
+        ds = load("cifar10", roots=[tmp_path / "root"], progress=False)
+    assert len(ds.train_y) == 21 and torch.equal(ds.train_x[CIFAR_CLASSES.index("cat")], train["cat", 0])
+
+
 def test_class_folders_jpeg_zip_decodes_close(tmp_path):
     staging, root = tmp_path / "staging", tmp_path / "root" / "cifar10-jpeg"
     root.mkdir(parents=True)
@@ -602,6 +621,17 @@ def test_a_root_that_is_not_a_folder_is_named_not_passed_over(tmp_path, monkeypa
     monkeypatch.setenv("PDNN_DATA", f"{tmp_path / 'typo'}:{tmp_path / 'data'}")
     with pytest.warns(UserWarning, match=f"'{tmp_path / 'typo'}', does not exist; skipped"):
         assert load("mnist", progress=False).num_classes == 10
+
+
+def test_an_incomplete_copy_passed_over_is_named(tmp_path, monkeypatch):
+    """A --data-dir whose copy lacked one file was passed over for the next root in silence."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    make_idx(tmp_path / "partial" / "mnist", gz=True, seed=1)
+    (tmp_path / "partial" / "mnist" / f"{IDX_NAMES[3]}.gz").unlink()
+    whole = make_idx(tmp_path / "whole" / "mnist", gz=True, seed=2)
+    with pytest.warns(UserWarning, match=rf"passed over the incomplete {re.escape(str(tmp_path / 'partial'))}/mnist "
+                                         rf"\(.*{IDX_NAMES[3]}.*\) and read {re.escape(str(tmp_path / 'whole'))}"):
+        assert_idx_equal(load("mnist", roots=[tmp_path / "partial", tmp_path / "whole"], progress=False), whole)
 
 
 def test_pdnn_data_is_searched_and_data_dir_comes_first(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ without a download.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -139,7 +140,7 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
                                   ("folders", folder / "train", folder / "test")):
             if train.exists() and test.exists():
                 files = [train, test] if kind == "zip" else sorted(
-                    p for split in (train, test) for p in split.rglob("*") if p.is_file())
+                    p for split in (train, test) for p in images.files_under(split))
 
                 def decode(writer, progress, train=train, test=test):
                     return images.write_folders(train, test, shape, writer, progress)
@@ -180,6 +181,11 @@ def find(name: str, roots: list[Path]) -> Source:
     source = finders[name](roots, looked) if name in finders else _find_idx(name, roots, looked)
     if source is None:
         raise DatasetNotFound(name, looked, spec.how_to_get)
+    passed = [(folder, why) for folder, why in looked if folder.exists()]  # a copy begun, or half-removed
+    if passed:
+        warnings.warn(f"dataset {name!r}: passed over the incomplete "
+                      + "; ".join(f"{folder} ({why})" for folder, why in passed)
+                      + f" and read {source.description} instead", stacklevel=3)
     return source
 
 

@@ -12,6 +12,8 @@ what ``subset`` keeps -- is class-balanced.
 from __future__ import annotations
 
 import io
+import os
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -20,23 +22,36 @@ import numpy as np
 from ..progress import progress_bar
 from .idx import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 _MODES = {1: "L", 3: "RGB"}
 
 
+def _hidden(parts: tuple[str, ...]) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
 def is_image(parts: tuple[str, ...]) -> bool:
-    return (
-        PurePosixPath(parts[-1]).suffix.lower() in IMAGE_SUFFIXES
-        and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
-    )
+    return PurePosixPath(parts[-1]).suffix.lower() in IMAGE_SUFFIXES and not _hidden(parts)
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``, through links to folders too (a class folder may be one),
+    each folder once (a link back up would loop)."""
+    files, seen = [], set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(top)) in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        files += [Path(top) / name for name in names if (Path(top) / name).is_file()]
+    return files
 
 
 def list_images(source: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """Classes and ``(entry, label)`` pairs of a class-folder directory or zip, interleaved by
     class (see the module docstring)."""
     if source.is_dir():
-        stored = {p.relative_to(source).parts: p.relative_to(source).as_posix()
-                  for p in source.rglob("*") if p.is_file()}
+        stored = {p.relative_to(source).parts: p.relative_to(source).as_posix() for p in files_under(source)}
     else:
         try:  # read by the name stored, which may spell the same path otherwise ('./cat/1.jpg')
             with zipfile.ZipFile(source) as zf:
@@ -44,6 +59,9 @@ def list_images(source: Path) -> tuple[list[str], list[tuple[str, int]]]:
         except (zipfile.BadZipFile, OSError) as err:
             raise DataError(f"{source}: not a readable zip file ({err})") from err
     paths = [p for p in stored if is_image(p)]
+    if others := sorted(p for p in stored if not is_image(p) and not _hidden(p)):
+        warnings.warn(f"{source}: {len(others)} files whose suffix is no image's are left out (first "
+                      f"{'/'.join(others[0])!r}); an image needs one of {', '.join(IMAGE_SUFFIXES)}", stacklevel=2)
     deep = [p for p in paths if len(p) != 2]
     if deep:
         raise DataError(f"{source}: entry {'/'.join(deep[0])!r} is not <class>/<file>; "
