@@ -797,10 +797,10 @@ class _BufferedLead(_Lead):
         return super().load_state_dict({"per_class_flag": state["per_class"]}, strict)
 
 
-def test_a_kind_of_call_told_once_costs_four_forwards_after_and_numbers_alone_none():
+def test_a_kind_of_call_told_once_is_checked_again_not_asked_anew_and_fractions_alone_are_not_asked():
     """Keyed by the values the model keeps, a step counter made every call ask anew (18 forwards
     instead of 5 here) and the answers pile up; a float argument was asked about, and refused for a
-    model drawing with torch.normal."""
+    model drawing with torch.normal. A later call checks the one combination: 12 forwards."""
     x, shift = torch.tensor([[10.0, 0.0], [0.0, 0.0]]), torch.tensor([0.0, 1.0])
     model = _BufferedLead().eval()
     model.steps = 0
@@ -811,9 +811,27 @@ def test_a_kind_of_call_told_once_costs_four_forwards_after_and_numbers_alone_no
         _FORWARDS.clear()
         sampled(x, shift)
         calls.append(len(_FORWARDS))
-    assert calls[1:] == [calls[1]] * 3 and calls[1] <= calls[0] - 9 and len(sampled._per_input) == 1
+    assert calls[1:] == [calls[1]] * 3 and calls[1] < calls[0] and len(sampled._per_input) == 1
+    model.steps = None
+    _FORWARDS.clear()
+    sampled(x, shift)
+    assert len(_FORWARDS) == calls[1]
     noisy = SampledModel(_Normal(), samples="auto", seed=0, max_samples=10)
     assert noisy(torch.randn(3, 2), 1.0).shape == (3, 2)
+    indexing = SampledModel(_FromRow(), samples="auto", seed=0, max_samples=50, error=0.01)  # an int names a row
+    with pytest.raises(UsageError, match="cannot tell which arguments of 3 rows"):
+        indexing(torch.tensor([[10.0, 0.0], [0.0, 0.0], [0.0, 10.0]]), 0)
+
+
+class _FromRow(nn.Module):
+    """Every input's scores plus half of those of the input at row ``row``."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, row):
+        return x + 0.5 * x[row] + self.pbit(x[:, :1] * 0)
 
 
 class _ListShift(nn.Module):

@@ -30,6 +30,7 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from .errors import UsageError
 from .functional import repeat_samples
 from .nn import is_stochastic
 from .tracing import ModelState
@@ -442,8 +443,9 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
     whole batch with its own draws and hooks is raised.
 
     ``known``: the answer for an earlier call of the same kind, taken again (as the only one)
-    if it fits under one spread of the stand-ins -- 4 forwards, where the model's state or the
-    arguments' values may have changed what it reads -- else asked anew."""
+    if it still fits -- 12 forwards, where the model's state or the arguments' values may have
+    changed what it reads (a flag read only through a draw shows under some spreads alone) --
+    else asked anew."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
         return None, False
     index = {id(leaf): i for i, leaf in enumerate(leaves)}
@@ -469,7 +471,7 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
         return True
 
     wholes = {}  # the whole batch's output under each spread of the draws' stand-ins
-    if known is not None and fits(everything - known, _STILL_PHASES[:1]):
+    if known is not None and fits(everything - known):
         return known, True
     for phase in _STILL_PHASES:
         with _untouched(model, x.device), _probed(model, _Still(phase)):
@@ -480,6 +482,13 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
     if len(wholes) < len(_STILL_PHASES):  # the model's own error is raised; one the stand-ins cause tells nothing
         with _restored(model, x.device):
             model(x, *args)
+        with _untouched(model, x.device), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                model(x, *args)
+            except Exception as err:
+                raise UsageError(f"{type(model).__name__} runs only with its hooks ({type(err).__name__} without "
+                                 "them: a forward pre-hook supplies an argument?), and the checks of a sampled "
+                                 "model run it without them; put what the hook does in the forward") from None
         return None, False
     fitting = [everything - cut for size in range(len(leaves) + 1)
                for cut in map(frozenset, itertools.combinations(everything, size)) if fits(cut)]

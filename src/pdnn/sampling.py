@@ -779,12 +779,13 @@ class SampledModel(nn.Module):
         whole, are not per input (a list of a number per input is refused). An answer that does
         not depend on the tensors' values is kept for the kind of call (the model, its modes, the
         arguments' structure, shapes, dtypes and other values, which tensors are one) and checked
-        again at each call under one spread of the stand-ins (4 forwards), as the model's state
-        or values it reads may have changed; where it depends on them, or fails that check, the
-        model is asked anew. Arguments that are all single numbers (or None, or strings) are
-        never per input and are not asked about."""
-        if len(x) < 2 or all(isinstance(a, (type(None), bool, int, float, complex, str)) or
-                             (isinstance(a, torch.Tensor) and a.dim() == 0) for a in args):
+        again at each call (12 forwards), as the model's state or values it reads may have
+        changed; where it depends on them, or fails that check, the
+        model is asked anew. Arguments that are all fractional numbers, flags, strings or None
+        name no input and are not asked about (an integer may index the batch's rows)."""
+        if len(x) < 2 or all(type(a) in (type(None), bool, float, complex, str) or
+                             (isinstance(a, torch.Tensor) and a.dim() == 0 and (a.is_floating_point() or a.is_complex()))
+                             for a in args):
             return frozenset()  # (one row: cut or not, the same rows)
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x)}.values())
