@@ -754,8 +754,9 @@ def test_a_resume_on_another_copy_of_the_data_says_so(tmp_path, monkeypatch):
                                          rf"{re.escape(str(tmp_path / 'b'))}.*: another copy of the data"):
         assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--data-dir", second[3], "--quiet"]) == 0
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--data-dir", second[3], "--quiet"]) == 0
+        warnings.simplefilter("error")  # the same folder, spelled otherwise
+        monkeypatch.chdir(tmp_path)
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--data-dir", "b", "--quiet"]) == 0
 
 
 def test_a_resume_says_what_the_model_keeps_and_where_it_was_trained(tmp_path, monkeypatch):

@@ -245,6 +245,15 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
     run.metrics, run.start_epoch = state["metrics"], state["epoch"]
 
 
+def _same_copy(recorded: str, now: str, dataset: str) -> bool:
+    """Whether two records of where data was read (``"<folder> (<kind>)"``) name one copy: the same
+    folder however spelled, or the data pdnn ships (``demo``), wherever pdnn is installed."""
+    if dataset == "demo" or recorded == now:
+        return True
+    folders = [Path(text.split(" (")[0]).resolve() for text in (recorded, now)]
+    return folders[0] == folders[1] and recorded.split(" (", 1)[1:] == now.split(" (", 1)[1:]
+
+
 def _warn_if_elsewhere(checkpoint_path: Path, last: dict) -> None:
     """Say that a CPU run resumed with another thread count, processor or torch may not continue
     bit for bit: the kernels may split and round its sums otherwise."""
@@ -443,7 +452,8 @@ def train(
         if resume:
             _restore(run, run_dir / CHECKPOINT, device, train_config.epochs)
             read = run.metrics[-1].get("data_source") if run.metrics else None
-            if read not in (None, data.source) and run.start_epoch < train_config.epochs and rank == 0:
+            if (read is not None and not _same_copy(read, data.source, dataset) and run.start_epoch < train_config.epochs
+                    and rank == 0):
                 warnings.warn(f"{run_dir} was trained on {read} and now reads {data.source} (another --data-dir "
                               "or $PDNN_DATA): another copy of the data, so the run does not continue bit for bit "
                               "and its epochs saw different data; metrics.json records each epoch's")

@@ -35,14 +35,15 @@ def is_image(parts: tuple[str, ...]) -> bool:
 
 
 def files_under(folder: Path) -> list[Path]:
-    """Every file under ``folder``, through links to folders too (a class folder may be one),
-    each folder once (a link back up would loop)."""
-    files, seen = [], set()
+    """Every file under ``folder``, through links to folders too (a class folder may be one), but
+    not into a folder that holds the link (a link back up would loop)."""
+    files = []
     for top, folders, names in os.walk(folder, followlinks=True):
-        if (real := os.path.realpath(top)) in seen:
+        real = os.path.realpath(top)
+        above = Path(top).relative_to(folder).parents  # the folders the walk passed to reach top
+        if any(os.path.realpath(folder / part) == real for part in above):
             folders[:] = []
             continue
-        seen.add(real)
         files += [Path(top) / name for name in names if (Path(top) / name).is_file()]
     return files
 
