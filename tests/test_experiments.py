@@ -1,12 +1,14 @@
 """The demo and the study, end to end on tiny slices of the embedded data."""
 import json
+import shlex
 
 import numpy as np
 import pytest
 import torch
 
 from pdnn.cli import main
-from pdnn.experiments.runs import ensure_trained
+from pdnn.experiments.runs import ensure_evaluated, ensure_trained
+from pdnn.io import RunError
 from pdnn.models import ModelConfig
 from pdnn.train import TrainConfig
 from pdnn.experiments.study import StudySpec, _epochs_text, _hardware_text, assess_claims
@@ -107,6 +109,8 @@ def test_the_command_a_study_records_asks_for_the_same_study(tmp_path):
         command = recorded_command(tmp_path, spec).split()
         assert command[:2] == ["pdnn", "study"]
         assert asdict(spec_of(build_parser().parse_args(command[1:]))) == asdict(spec)
+    spaced = shlex.split(recorded_command(tmp_path / "a b", StudySpec()))  # a folder with a space read back whole
+    assert build_parser().parse_args(spaced[1:]).out == str(tmp_path / "a b")
 
 
 def test_a_study_names_a_damaged_run_record(tmp_path, capsys):
@@ -209,6 +213,26 @@ def test_a_rule_s_boundary_is_met_whatever_the_rounding():
     verdicts = {c["claim"]: c["holds"] for c in assess_claims(spec, runs)}
     assert verdicts["T = 1 matches the 32-bit baseline"]
     assert verdicts["sigmoid (unipolar) and tanh (bipolar) p-bits perform alike"]
+
+
+def test_a_tie_does_not_surpass():
+    """The mean of 20 % and 22 % computes as 0.21000000000000002: a tie with 21 % read as surpassing."""
+    spec = StudySpec(test_samples=[1, 2], train_samples=[2], quant_bits=[3], pbit_neurons=["pbit"])
+    runs = {"tanh": {"accuracy": {"1": acc(0.21)}}, "pbit-s2": {"accuracy": {"1": acc(0.2), "2": acc((0.2 + 0.22) / 2)}}}
+    assert not {c["claim"]: c["holds"] for c in assess_claims(spec, runs)}["T = 2 surpasses the 32-bit baseline"]
+
+
+def test_a_finished_cosine_run_is_not_extended_and_a_shorter_t_list_is_evaluated_again(tmp_path):
+    """Extended, a cosine schedule restarted midway under the study's record of a longer one; an
+    evaluation kept for a shorter T list came from a pool of another largest T (other draws)."""
+    run = tmp_path / "run"
+    model = ModelConfig(name="mlp", input_shape=(1, 28, 28), num_classes=10, width=16)
+    ensure_trained(run, model, "demo", TrainConfig(epochs=1, schedule="cosine"), subset=128, progress=False)
+    with pytest.raises(RunError, match="finished a cosine schedule of 1 epochs, and 2 would restart"):
+        ensure_trained(run, model, "demo", TrainConfig(epochs=2, schedule="cosine"), subset=128, progress=False)
+    ensure_evaluated(run, [1, 2, 5], 2, subset=50, progress=False)
+    again = ensure_evaluated(run, [1, 2], 2, subset=50, progress=False)
+    assert [r["samples"] for r in again["results"]] == [1, 2]
 
 
 def test_a_longer_finished_run_is_kept_with_a_warning(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..io import read_eval, read_metrics
 from ..models import ModelConfig
 from ..provenance import WEIGHTS, stale_reason
-from ..runs import CHECKPOINT, CONFIG, METRICS, evaluate_run, evaluation_subset, fid_run, read_json
+from ..runs import CHECKPOINT, CONFIG, METRICS, RunError, evaluate_run, evaluation_subset, fid_run, read_json
 from ..train import TrainConfig, check_same_run, run_config, train
 
 
@@ -25,13 +25,19 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
                 warnings.warn(f"{run_dir} has trained {metrics[-1]['epoch']} epochs and is kept as it is; --epochs "
                               f"{config.epochs} is ignored (delete the folder to train {config.epochs})", stacklevel=2)
             return metrics
+        planned = read_json(run_dir / CONFIG)["train"].get("epochs")
+        if metrics and config.schedule == "cosine" and planned == metrics[-1]["epoch"] != config.epochs:
+            raise RunError(f"cannot extend {run_dir}: it finished a cosine schedule of {planned} epochs, and "
+                           f"{config.epochs} would restart the schedule midway (not a {config.epochs}-epoch run); "
+                           "delete the folder to train it anew, or give the study another --out")
     return train(run_dir, model, dataset, config, resume=(run_dir / CHECKPOINT).exists(), **kwargs)
 
 
 def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate: str = "network", **kwargs) -> dict:
     """Evaluate unless ``eval-<aggregate>.json`` already holds these T values and repeats, of the
     weights now in the checkpoint (an evaluation without that record is kept), drawn with the
-    same seed on the same test examples (an evaluation that predates the subset's record is kept)."""
+    same seed on the same test examples (an evaluation that predates the subset's record is kept)
+    from a pool of the same largest T (which lays out the draws, as in :func:`ensure_scored`)."""
     path = run_dir / f"eval-{aggregate}.json"
     if path.exists():
         document = read_eval(path)
@@ -40,7 +46,7 @@ def ensure_evaluated(run_dir: Path, samples: list[int], repeats: int, aggregate:
         if other_draws or stale_reason(run_dir, path.name, document):
             return evaluate_run(run_dir, samples, repeats, aggregate, **kwargs)
         have = {r["samples"] for r in document["results"]}
-        if (document.get("deterministic") or set(samples) <= have) and all(
+        if (document.get("deterministic") or set(samples) <= have and max(samples) == max(have)) and all(
             r.get("repeats", 0) >= repeats or document.get("deterministic") for r in document["results"]
         ):
             return document
