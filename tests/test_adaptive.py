@@ -718,8 +718,7 @@ def test_an_argument_read_through_a_draw_is_still_told_per_class():
     kept(torch.randn(64, 2), keep)
     mean = kept(torch.tensor([[10.0, 0.0], [0.25, 0.3]]), keep)
     assert kept.last_samples[0] < kept.last_samples[1] and mean[1, 0] == 0.25  # class 0 is never dropped
-    # (told once, it holds for the kind of call:) a new sampler, and no three spreads part 1.0 from
-    # 0.92: per class or per input sliced by the model, it cannot be told
+    # no three spreads part 1.0 from 0.92: per class or per input sliced by the model, it cannot be told
     kept = SampledModel(_KeptPerClass(), samples="auto", seed=0, max_samples=50, error=0.01)
     kept(torch.randn(64, 2), keep)
     with pytest.raises(UsageError, match="cannot tell which arguments of 2 rows .* are per input"):
@@ -797,30 +796,45 @@ class _BufferedLead(_Lead):
         return super().load_state_dict({"per_class_flag": state["per_class"]}, strict)
 
 
-def test_a_kind_of_call_told_once_is_checked_again_not_asked_anew_and_fractions_alone_are_not_asked():
-    """Keyed by the values the model keeps, a step counter made every call ask anew (18 forwards
-    instead of 5 here) and the answers pile up; a float argument was asked about, and refused for a
-    model drawing with torch.normal. A later call checks the one combination: 12 forwards."""
+def test_every_call_with_arguments_asks_the_model_and_no_argument_is_taken_on_trust():
+    """An answer kept per kind of call missed changes a re-check under the stand-ins did not show
+    (a keep probability turned per class, read only through a draw); arguments that were all
+    numbers or flags were not asked about, though an int or a float may index the batch's rows and
+    a flag may make the model read the whole batch. Each call costs the same: nothing is kept."""
     x, shift = torch.tensor([[10.0, 0.0], [0.0, 0.0]]), torch.tensor([0.0, 1.0])
     model = _BufferedLead().eval()
     model.steps = 0
     sampled = SampledModel(model, samples="auto", seed=0)
     sampled.stopping = StoppingRule(max_samples=50, error=0.01, prior_variance=1.0)
     calls = []
-    for _ in range(4):
+    for _ in range(3):
         _FORWARDS.clear()
-        sampled(x, shift)
+        assert _leads(sampled, x, shift) == ([10.0, 1.0], [1, 5])
         calls.append(len(_FORWARDS))
-    assert calls[1:] == [calls[1]] * 3 and calls[1] < calls[0] and len(sampled._per_input) == 1
-    model.steps = None
-    _FORWARDS.clear()
-    sampled(x, shift)
-    assert len(_FORWARDS) == calls[1]
-    noisy = SampledModel(_Normal(), samples="auto", seed=0, max_samples=10)
-    assert noisy(torch.randn(3, 2), 1.0).shape == (3, 2)
-    indexing = SampledModel(_FromRow(), samples="auto", seed=0, max_samples=50, error=0.01)  # an int names a row
+    assert calls == [calls[0]] * 3
+    rows = torch.tensor([[10.0, 0.0], [0.0, 0.0], [0.0, 10.0]])
+    for row in (0, 0.0, torch.tensor(0)):  # an int, a float, a 0-dim tensor naming a row
+        indexing = SampledModel(_FromRow(), samples="auto", seed=0, max_samples=50, error=0.01)
+        with pytest.raises(UsageError, match="cannot tell which arguments of 3 rows"):
+            indexing(rows, row)
+    centring = SampledModel(_Centred(), samples="auto", seed=0, max_samples=50, error=0.01)
     with pytest.raises(UsageError, match="cannot tell which arguments of 3 rows"):
-        indexing(torch.tensor([[10.0, 0.0], [0.0, 0.0], [0.0, 10.0]]), 0)
+        centring(rows, True)
+    noisy = SampledModel(_Normal(), samples="auto", seed=0, max_samples=10)
+    with pytest.raises(UsageError, match=r"draws with a random function .*\(torch.normal"):
+        noisy(torch.randn(3, 2), 1.0)
+
+
+class _Centred(nn.Module):
+    """Scores less the batch's mean where ``centre``: an input's scores depend on the others'."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, centre):
+        h = x + self.pbit(x[:, :1] * 0)
+        return h - h.mean(0) if centre else h
 
 
 class _FromRow(nn.Module):
@@ -831,7 +845,7 @@ class _FromRow(nn.Module):
         self.pbit = PBit()
 
     def forward(self, x, row):
-        return x + 0.5 * x[row] + self.pbit(x[:, :1] * 0)
+        return x + 0.5 * x[int(row)] + self.pbit(x[:, :1] * 0)
 
 
 class _ListShift(nn.Module):

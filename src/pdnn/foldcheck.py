@@ -423,8 +423,7 @@ MAX_SPLIT_ARGUMENTS = 6
 _STILL_PHASES = (0.0, 1 / 3, 2 / 3)
 
 
-def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torch.Tensor],
-               known: frozenset[int] | None = None) -> tuple[frozenset[int] | None, bool]:
+def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torch.Tensor]) -> frozenset[int] | None:
     """Which of ``leaves`` -- tensor arguments in ``args`` as long as the batch ``x`` -- the model
     reads whole rather than a row per input: those not cut in a combination for which ``model``
     on the batch without its first input, without its last, and in reverse order, gives those
@@ -432,22 +431,16 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
     passed whole). Every draw is a stand-in that depends on no row's place (:class:`_Still`).
     Dropping an input tells a per-class tensor (whose length must stay) from a per-input one;
     dropping either end, and reversing, tell a mask the model slices itself (``mask[:n]``,
-    ``mask[-n:]``) from one it is given cut. Also returns whether that is the only combination
-    that fits. Where others do too, and an argument any two of them part has rows that differ,
-    nothing can be told (a per-input keep probability the model slices itself and a per-class
-    one, both read only through a draw, look alike at two inputs and two classes: no spread of
-    stand-ins parts every pair of thresholds; an argument the model does not read fits either
-    way): ``None``. Where those rows are all equal, cut or whole give the same values: the fewest
-    cuts are taken, and a call with other values must be asked again. ``None``: no combination
-    fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments). An error the model raises on the
-    whole batch with its own draws and hooks is raised.
-
-    ``known``: the answer for an earlier call of the same kind, taken again (as the only one)
-    if it still fits -- 12 forwards, where the model's state or the arguments' values may have
-    changed what it reads (a flag read only through a draw shows under some spreads alone) --
-    else asked anew."""
+    ``mask[-n:]``) from one it is given cut. Where several combinations fit, and an argument
+    any two of them part has rows that differ, nothing can be told (a per-input keep probability
+    the model slices itself and a per-class one, both read only through a draw, look alike at
+    two inputs and two classes: no spread of stand-ins parts every pair of thresholds; an
+    argument the model does not read fits either way): ``None``. Where those rows are all equal,
+    cut or whole give the same values: the fewest cuts are taken. ``None`` too where no
+    combination fits (or more than :data:`MAX_SPLIT_ARGUMENTS` arguments). An error the model
+    raises on the whole batch with its own draws and hooks is raised."""
     if len(leaves) > MAX_SPLIT_ARGUMENTS:
-        return None, False
+        return None
     index = {id(leaf): i for i, leaf in enumerate(leaves)}
     n = len(x)
     subsets = [torch.arange(1, n, device=x.device), torch.arange(n - 1, device=x.device),
@@ -459,44 +452,46 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
         with contextlib.redirect_stderr(io.StringIO()):
             return tree_flatten(model(x if rows is None else x[rows], *given))[0]
 
-    def fits(cut: frozenset[int], phases=_STILL_PHASES) -> bool:
-        for phase in phases:
+    def fits(cut: frozenset[int]) -> bool:  # under every spread
+        for phase, whole in zip(_STILL_PHASES, wholes):
             with _untouched(model, x.device), _probed(model, _Still(phase)):
                 try:
-                    whole = wholes[phase] if phase in wholes else run(None, frozenset())
                     if not all(_rows_agree(whole, run(rows, cut), rows) for rows in subsets):
                         return False
                 except Exception:  # a call the model cannot take: not this combination
                     return False
         return True
 
-    wholes = {}  # the whole batch's output under each spread of the draws' stand-ins
-    if known is not None and fits(everything - known):
-        return known, True
+    wholes = []  # the whole batch's output under each spread of the draws' stand-ins
     for phase in _STILL_PHASES:
         with _untouched(model, x.device), _probed(model, _Still(phase)):
             try:
-                wholes[phase] = run(None, frozenset())
+                wholes.append(run(None, frozenset()))
             except Exception:
                 break
     if len(wholes) < len(_STILL_PHASES):  # the model's own error is raised; one the stand-ins cause tells nothing
-        with _restored(model, x.device):
-            model(x, *args)
         with _untouched(model, x.device), contextlib.redirect_stderr(io.StringIO()):
             try:
                 model(x, *args)
             except Exception as err:
-                raise UsageError(f"{type(model).__name__} runs only with its hooks ({type(err).__name__} without "
-                                 "them: a forward pre-hook supplies an argument?), and the checks of a sampled "
-                                 "model run it without them; put what the hook does in the forward") from None
-        return None, False
+                without = err
+            else:
+                without = None
+        with _restored(model, x.device):
+            model(x, *args)
+        if without is not None:
+            raise UsageError(f"{type(model).__name__} runs only with its hooks ({type(without).__name__} without "
+                             "them), and the checks of a sampled model run it without them: a lazy module "
+                             "initialises itself in one (call the model once first), or a forward pre-hook "
+                             "supplies an argument (put what it does in the forward)")
+        return None
     fitting = [everything - cut for size in range(len(leaves) + 1)
                for cut in map(frozenset, itertools.combinations(everything, size)) if fits(cut)]
     if len(fitting) < 2:
-        return (fitting[0], True) if fitting else (None, False)
+        return fitting[0] if fitting else None
     # harmless only where every argument that any two of them part has equal rows
     parted = [leaves[i] for i in frozenset().union(*(f ^ fitting[0] for f in fitting))]
-    return (fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None), False
+    return fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None
 
 
 def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:

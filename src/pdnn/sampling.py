@@ -63,7 +63,6 @@ from .transposed_linear import TransposedLinear, use_transposed_linears
 # folded pass that broadcasts against another dimension only where T equals it cannot pass both
 CHECK_ROWS, CHECK_SAMPLES = 4, (2, 3)
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
-MAX_KINDS_OF_CALL = 64  # answers samples="auto" keeps of which arguments are per input (the latest used)
 
 
 def check_samples(samples) -> int:
@@ -776,28 +775,20 @@ class SampledModel(nn.Module):
         """The ids of the tensor arguments as long as the batch that are not per input, so that
         ``samples="auto"`` does not cut them when inputs leave: told by the model itself
         (:func:`pdnn.foldcheck.kept_whole`), which also shows that the other arguments, passed
-        whole, are not per input (a list of a number per input is refused). An answer that does
-        not depend on the tensors' values is kept for the kind of call (the model, its modes, the
-        arguments' structure, shapes, dtypes and other values, which tensors are one) and checked
-        again at each call (12 forwards), as the model's state or values it reads may have
-        changed; where it depends on them, or fails that check, the
-        model is asked anew. Arguments that are all fractional numbers, flags, strings or None
-        name no input and are not asked about (an integer may index the batch's rows)."""
-        if len(x) < 2 or all(type(a) in (type(None), bool, float, complex, str) or
-                             (isinstance(a, torch.Tensor) and a.dim() == 0 and (a.is_floating_point() or a.is_complex()))
-                             for a in args):
-            return frozenset()  # (one row: cut or not, the same rows)
+        whole, name no input (a list of a number per input, an int indexing rows, a flag that
+        makes the model read the whole batch: refused). Asked at every call with arguments: what
+        the model reads can change with its state and with the arguments' values, and an answer
+        kept from an earlier call missed such changes (3 + 9 x 2**k plain forwards, k the number
+        of tensors as long as the batch)."""
+        if not args or len(x) < 2:  # (one row: cut or not, the same rows)
+            return frozenset()
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x)}.values())
         if len(leaves) > MAX_SPLIT_ARGUMENTS:
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
-        first = {}  # which tensors are one passed twice
-        key = (tuple(x.shape), self._key(x, args, {}, list(self.model.modules())),
-               tuple(first.setdefault(id(a), i) for i, a in enumerate(tensors)))
-        known = self.__dict__.setdefault("_per_input", {})
-        whole, alone = kept_whole(self.model, x, args, leaves, known.pop(key, None))
+        whole = kept_whole(self.model, x, args, leaves)
         if whole is None:
             if draws_unseen(self.model, x, args):
                 why = ("the model draws with a random function whose draws the check cannot hold still "
@@ -809,14 +800,10 @@ class SampledModel(nn.Module):
             else:
                 why = ("none is a tensor as long as the batch, yet on some of its inputs the model gives other "
                        "outputs with its arguments passed whole (a value per input must be a tensor as long as "
-                       "the batch, not a list, to be cut)")
+                       "the batch, not a list, to be cut; and an input's output may not depend on the others)")
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, but cannot tell which '
                              f"arguments of {len(x)} rows (the batch's length) are per input, to leave with them, "
                              f"and which are not: {why}; give a fixed T")
-        if alone:  # told by the model's structure, not by these values
-            known[key] = whole  # (last in the dict: the one kept longest)
-            while len(known) > MAX_KINDS_OF_CALL:
-                del known[next(iter(known))]
         return frozenset(id(leaves[i]) for i in whole)
 
     def _round(self, x: torch.Tensor, *args, samples: int):
