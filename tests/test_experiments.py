@@ -228,7 +228,12 @@ def test_a_finished_cosine_run_is_not_extended_and_a_shorter_t_list_is_evaluated
     run = tmp_path / "run"
     model = ModelConfig(name="mlp", input_shape=(1, 28, 28), num_classes=10, width=16)
     ensure_trained(run, model, "demo", TrainConfig(epochs=1, schedule="cosine"), subset=128, progress=False)
-    with pytest.raises(RunError, match="finished a cosine schedule of 1 epochs, and 2 would restart"):
+    with pytest.raises(RunError, match="it trained 1 of a cosine schedule of 1, which 2 would bend midway"):
+        ensure_trained(run, model, "demo", TrainConfig(epochs=2, schedule="cosine"), subset=128, progress=False)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["epochs"] = 30  # as a 30-epoch run stopped after its first records it
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="it trained 1 of a cosine schedule of 30, which 2 would bend"):
         ensure_trained(run, model, "demo", TrainConfig(epochs=2, schedule="cosine"), subset=128, progress=False)
     ensure_evaluated(run, [1, 2, 5], 2, subset=50, progress=False)
     again = ensure_evaluated(run, [1, 2], 2, subset=50, progress=False)

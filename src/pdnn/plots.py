@@ -9,8 +9,10 @@ from .labels import figure_text, series_labels
 from .provenance import warn_if_stale
 
 
-def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "network", title: str | None = None) -> Path:
-    """Accuracy (%) versus T on a log axis; deterministic runs as labelled horizontal lines.
+def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "network", title: str | None = None,
+                             samples=None) -> Path:
+    """Accuracy (%) versus T on a log axis; deterministic runs as labelled horizontal lines; only
+    the T in ``samples`` where given (an evaluation may hold more).
 
     Reads ``eval-<aggregate>.json`` from every run directory; a run without one is an error that
     names it, a run whose checkpoint changed since its evaluation is warned about, and so are runs
@@ -55,6 +57,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
         if deterministic:
             horizontals.append((label, 100 * rows[0]["accuracy_mean"]))
             continue
+        rows = [r for r in rows if samples is None or r["samples"] in samples]
         ts = [r["samples"] for r in rows]
         measured.update(ts)
         ax.errorbar(ts, [100 * r["accuracy_mean"] for r in rows],

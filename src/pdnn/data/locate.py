@@ -54,7 +54,7 @@ def data_roots(cli_dirs: list[str | Path] | str | Path | None = None) -> list[Pa
             raise UsageError(f"{what}, {str(entry)!r}, does not exist; expected a folder holding datasets")
         if what and not path.exists():
             warnings.warn(f"{what}, {str(entry)!r}, does not exist; skipped", stacklevel=2)
-        if path.resolve() not in {root.resolve() for root in roots}:  # (one folder however spelled)
+        if (path := path.resolve()) not in roots:  # one folder however spelled, and named so in a run's record
             roots.append(path)
     return roots
 

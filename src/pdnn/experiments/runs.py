@@ -26,10 +26,10 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
                               f"{config.epochs} is ignored (delete the folder to train {config.epochs})", stacklevel=2)
             return metrics
         planned = read_json(run_dir / CONFIG)["train"].get("epochs")
-        if metrics and config.schedule == "cosine" and planned == metrics[-1]["epoch"] != config.epochs:
-            raise RunError(f"cannot extend {run_dir}: it finished a cosine schedule of {planned} epochs, and "
-                           f"{config.epochs} would restart the schedule midway (not a {config.epochs}-epoch run); "
-                           "delete the folder to train it anew, or give the study another --out")
+        if metrics and config.schedule == "cosine" and planned != config.epochs:
+            raise RunError(f"cannot continue {run_dir} to {config.epochs} epochs: it trained {metrics[-1]['epoch']} "
+                           f"of a cosine schedule of {planned}, which {config.epochs} would bend midway (not a "
+                           f"{config.epochs}-epoch run); delete the folder to train it anew, or give another --out")
     return train(run_dir, model, dataset, config, resume=(run_dir / CHECKPOINT).exists(), **kwargs)
 
 

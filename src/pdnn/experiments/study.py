@@ -245,7 +245,8 @@ def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
     for neuron in spec.pbit_neurons:
         runs = [out / "runs" / f"{neuron}-s{s}" for s in spec.train_samples]
         plot_accuracy_vs_samples(runs + [out / "runs" / b for b in baselines], out / f"accuracy_vs_samples_{neuron}.png",
-                                 title=f"{spec.dataset}: {neuron} p-DNNs (s = training samples) vs baselines")
+                                 title=f"{spec.dataset}: {neuron} p-DNNs (s = training samples) vs baselines",
+                                 samples=spec.test_samples)
     fig, axes = plt.subplots(1, len(spec.pbit_neurons), figsize=(5.5 * len(spec.pbit_neurons), 4), squeeze=False)
     for ax, neuron in zip(axes[0], spec.pbit_neurons):
         matrix = [[100 * _acc(summary["runs"], f"{neuron}-s{s}", t) for t in spec.test_samples] for s in spec.train_samples]
