@@ -825,6 +825,27 @@ def test_every_call_with_arguments_asks_the_model_and_no_argument_is_taken_on_tr
         noisy(torch.randn(3, 2), 1.0)
 
 
+class _InPlace(nn.Module):
+    """Scales its input in place, as a model taking raw pixels may."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, temperature):
+        x = x.div_(2)
+        return x / temperature + self.pbit(x[:, :1] * 0)
+
+
+def test_the_checks_run_on_copies_of_the_inputs():
+    """The probes ran the model on the caller's own tensors: one scaling its input in place was
+    refused (each run saw it scaled again) and the caller's input was left divided by 2**5."""
+    x = torch.tensor([[8.0, 0.0], [0.0, 0.0]])
+    sampled = SampledModel(_InPlace(), samples="auto", seed=0, max_samples=20, error=0.01)
+    out = sampled(x.clone(), 1.0)
+    assert out[0, 0] - out[0, 1] == 4.0
+
+
 class _Centred(nn.Module):
     """Scores less the batch's mean where ``centre``: an input's scores depend on the others'."""
 

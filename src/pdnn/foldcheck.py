@@ -447,10 +447,11 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
                torch.arange(n - 1, -1, -1, device=x.device)]
     everything = frozenset(range(len(leaves)))
 
-    def run(rows: torch.Tensor | None, cut: frozenset[int]):
-        given = tree_map(lambda a: a[rows] if isinstance(a, torch.Tensor) and index.get(id(a)) in cut else a, args)
+    def run(rows: torch.Tensor | None, cut: frozenset[int]):  # on copies: a model may scale its input in place
+        given = tree_map(lambda a: (a[rows] if index.get(id(a)) in cut else a.clone())
+                         if isinstance(a, torch.Tensor) else a, args)
         with contextlib.redirect_stderr(io.StringIO()):
-            return tree_flatten(model(x if rows is None else x[rows], *given))[0]
+            return tree_flatten(model(x.clone() if rows is None else x[rows], *given))[0]
 
     def fits(cut: frozenset[int]) -> bool:  # under every spread
         for phase, whole in zip(_STILL_PHASES, wholes):
@@ -472,13 +473,13 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
     if len(wholes) < len(_STILL_PHASES):  # the model's own error is raised; one the stand-ins cause tells nothing
         with _untouched(model, x.device), contextlib.redirect_stderr(io.StringIO()):
             try:
-                model(x, *args)
+                model(*_copies((x, *args)))
             except Exception as err:
                 without = err
             else:
                 without = None
         with _restored(model, x.device):
-            model(x, *args)
+            model(*_copies((x, *args)))
         if without is not None:
             raise UsageError(f"{type(model).__name__} runs only with its hooks ({type(without).__name__} without "
                              "them), and the checks of a sampled model run it without them: a lazy module "
@@ -501,10 +502,15 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     a cut argument from the draws' change."""
     with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
         try:  # (in one context: the random state goes on from the first run to the second)
-            first, second = (tree_flatten(model(x, *args))[0] for _ in range(2))
+            first, second = (tree_flatten(model(*_copies((x, *args))))[0] for _ in range(2))
         except Exception:
             return False
     return not _rows_agree(first, second, torch.arange(len(x), device=x.device))
+
+
+def _copies(args: tuple) -> tuple:
+    """``args`` with every tensor copied, for a check's run of a model that may change its inputs."""
+    return tree_map(lambda a: a.clone() if isinstance(a, torch.Tensor) else a, args)
 
 
 def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:

@@ -54,8 +54,10 @@ def data_roots(cli_dirs: list[str | Path] | str | Path | None = None) -> list[Pa
             raise UsageError(f"{what}, {str(entry)!r}, does not exist; expected a folder holding datasets")
         if what and not path.exists():
             warnings.warn(f"{what}, {str(entry)!r}, does not exist; skipped", stacklevel=2)
-        if (path := path.resolve()) not in roots:  # one folder however spelled, and named so in a run's record
-            roots.append(path)
+        # absolute, as a run records where it read its data; one folder however spelled (a link to
+        # a folder is kept as named: the cache keeps a dataset's place as found)
+        if os.path.realpath(path) not in {os.path.realpath(root) for root in roots}:
+            roots.append(Path(os.path.abspath(path)))
     return roots
 
 

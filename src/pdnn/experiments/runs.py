@@ -20,16 +20,17 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
         check_same_run(run_dir, run_config(model, dataset, config, kwargs.get("subset")), "reuse")
     if (run_dir / METRICS).exists():
         metrics = read_metrics(run_dir / METRICS)
-        if metrics and metrics[-1]["epoch"] >= config.epochs:
-            if metrics[-1]["epoch"] > config.epochs:
-                warnings.warn(f"{run_dir} has trained {metrics[-1]['epoch']} epochs and is kept as it is; --epochs "
+        last, planned = metrics[-1]["epoch"] if metrics else 0, read_json(run_dir / CONFIG)["train"].get("epochs")
+        if metrics and config.schedule == "cosine" and planned != config.epochs and last < max(planned, config.epochs):
+            # (a run that finished a schedule of more epochs is kept, below, as for any schedule)
+            raise RunError(f"cannot take {run_dir} as a run of {config.epochs} epochs: it trained {last} of a cosine "
+                           f"schedule of {planned}, which is no {config.epochs}-epoch schedule (continued, it "
+                           "would bend midway); delete the folder to train it anew, or give another --out")
+        if metrics and last >= config.epochs:
+            if last > config.epochs:
+                warnings.warn(f"{run_dir} has trained {last} epochs and is kept as it is; --epochs "
                               f"{config.epochs} is ignored (delete the folder to train {config.epochs})", stacklevel=2)
             return metrics
-        planned = read_json(run_dir / CONFIG)["train"].get("epochs")
-        if metrics and config.schedule == "cosine" and planned != config.epochs:
-            raise RunError(f"cannot continue {run_dir} to {config.epochs} epochs: it trained {metrics[-1]['epoch']} "
-                           f"of a cosine schedule of {planned}, which {config.epochs} would bend midway (not a "
-                           f"{config.epochs}-epoch run); delete the folder to train it anew, or give another --out")
     return train(run_dir, model, dataset, config, resume=(run_dir / CHECKPOINT).exists(), **kwargs)
 
 
