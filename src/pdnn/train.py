@@ -250,7 +250,7 @@ def _same_copy(recorded: str, now: str, dataset: str) -> bool:
     folder however spelled, or the data pdnn ships (``demo``), wherever pdnn is installed."""
     if dataset == "demo" or recorded == now:
         return True
-    folders = [Path(text.split(" (")[0]).resolve() for text in (recorded, now)]
+    folders = [os.path.realpath(text.split(" (")[0]) for text in (recorded, now)]
     return folders[0] == folders[1] and recorded.split(" (", 1)[1:] == now.split(" (", 1)[1:]
 
 
