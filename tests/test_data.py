@@ -636,6 +636,17 @@ def test_an_incomplete_copy_passed_over_is_named(tmp_path, monkeypatch):
         assert_idx_equal(load("mnist", roots=[tmp_path / "partial"], progress=False), whole)
 
 
+def test_a_root_spelled_through_a_link_and_dot_dot_is_the_folder_the_system_opens(tmp_path, monkeypatch):
+    """Made absolute by dropping "lnk/.." as text, the root named another folder than the one opened."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    data = make_idx(tmp_path / "elsewhere" / "data" / "mnist", gz=True)
+    (tmp_path / "elsewhere" / "sub").mkdir()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "lnk").symlink_to(tmp_path / "elsewhere" / "sub", target_is_directory=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert_idx_equal(load("mnist", roots=["lnk/../data"], progress=False), data)
+
+
 def test_pdnn_data_is_searched_and_data_dir_comes_first(tmp_path, monkeypatch):
     from_env = make_idx(tmp_path / "env" / "mnist", gz=True, seed=1)
     from_cli = make_idx(tmp_path / "cli" / "mnist", gz=False, seed=2)

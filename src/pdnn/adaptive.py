@@ -289,13 +289,22 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     return p.sum(1)
 
 
-def _rows(value, index: torch.Tensor, batch: int, kept: frozenset[int]):
-    """``value`` restricted to ``index`` if it is a tensor with the batch as first dimension and
-    not in ``kept`` (ids; applied to every tensor of the arguments, those inside tuples, lists and
-    dicts too)."""
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch and id(value) not in kept:
-        return value[index]
-    return value
+def _inputs(x: torch.Tensor, args: tuple, index: torch.Tensor, kept: frozenset[int]) -> tuple:
+    """``(x, *args)`` for a piece of a round: every tensor with the batch as first dimension and
+    not in ``kept`` (ids) restricted to ``index``, those inside tuples, lists and dicts too, and the
+    others copied -- each piece gets fresh inputs, as a fixed T's one pass does (a model may change
+    them in place), and a tensor given twice stays one."""
+    made = {}
+
+    def take(value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        if id(value) not in made:
+            cut = value.dim() > 0 and value.shape[0] == len(x) and id(value) not in kept
+            made[id(value)] = value[index] if cut else value.clone()
+        return made[id(value)]
+
+    return (take(x), *tree_map(take, args))
 
 
 @torch.no_grad()
@@ -324,9 +333,9 @@ def adaptive_sample(
     for target in rule.schedule():
         if len(active) == 0:
             break
-        inputs = (x[active], *tree_map(lambda a: _rows(a, active, batch, kept), args))
         while (drawn := stats.count if stats else 0) < target:
             asked = min(target - drawn, ROUND_PIECE)
+            inputs = _inputs(x, args, active, kept)
             out = sample(*inputs, samples=asked)
             if not isinstance(out, torch.Tensor):
                 raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "

@@ -448,10 +448,16 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
     everything = frozenset(range(len(leaves)))
 
     def run(rows: torch.Tensor | None, cut: frozenset[int]):  # on copies: a model may scale its input in place
-        given = tree_map(lambda a: (a[rows] if index.get(id(a)) in cut else a.clone())
-                         if isinstance(a, torch.Tensor) else a, args)
+        made = {id(x): x.clone() if rows is None else x[rows]}  # (a tensor given twice stays one)
+
+        def take(a):
+            if isinstance(a, torch.Tensor) and id(a) not in made:
+                made[id(a)] = a[rows] if index.get(id(a)) in cut else a.clone()
+            return made[id(a)] if isinstance(a, torch.Tensor) else a
+
+        given = tree_map(take, args)
         with contextlib.redirect_stderr(io.StringIO()):
-            return tree_flatten(model(x.clone() if rows is None else x[rows], *given))[0]
+            return tree_flatten(model(made[id(x)], *given))[0]
 
     def fits(cut: frozenset[int]) -> bool:  # under every spread
         for phase, whole in zip(_STILL_PHASES, wholes):
@@ -509,8 +515,16 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
 
 
 def _copies(args: tuple) -> tuple:
-    """``args`` with every tensor copied, for a check's run of a model that may change its inputs."""
-    return tree_map(lambda a: a.clone() if isinstance(a, torch.Tensor) else a, args)
+    """``args`` with every tensor copied (one given twice, once), for a check's run of a model that
+    may change its inputs."""
+    made = {}
+
+    def take(a):
+        if isinstance(a, torch.Tensor) and id(a) not in made:
+            made[id(a)] = a.clone()
+        return made[id(a)] if isinstance(a, torch.Tensor) else a
+
+    return tree_map(take, args)
 
 
 def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:

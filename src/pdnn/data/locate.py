@@ -57,7 +57,7 @@ def data_roots(cli_dirs: list[str | Path] | str | Path | None = None) -> list[Pa
         # absolute, as a run records where it read its data; one folder however spelled (a link to
         # a folder is kept as named: the cache keeps a dataset's place as found)
         if os.path.realpath(path) not in {os.path.realpath(root) for root in roots}:
-            roots.append(Path(os.path.abspath(path)))
+            roots.append(path.absolute())  # (not abspath: "link/.." is where the link's target's parent is)
     return roots
 
 
