@@ -844,12 +844,25 @@ def test_the_checks_run_on_copies_of_the_inputs():
     sampled = SampledModel(_InPlace(), samples="auto", seed=0, max_samples=20, error=0.01)
     out = sampled(x.clone(), 1.0)
     assert out[0, 0] - out[0, 1] == 4.0
+    # the batch passed again is cut with it (both fitted, cut or whole: refused, or x itself kept whole)
+    for rows in (torch.tensor([[8.0, 0.0], [0.0, 0.0], [0.0, 3.0]]), torch.ones(3, 2)):
+        twice = SampledModel(_Twice(), samples="auto", seed=0, max_samples=20, error=0.01)
+        assert torch.allclose(twice(rows, rows), 2 * rows, atol=1.0)
     # nor do the rounds share the caller's: a weight the model halves in place was halved in every round
     halving = SampledModel(_Halving(), samples="auto", seed=0)
     halving.stopping = StoppingRule(max_samples=20, error=0.01, prior_variance=1.0)
     w = torch.ones(2)
     halving(torch.tensor([[8.0, 0.0], [0.0, 0.0]]), w)
     assert len(set(halving.last_samples.tolist())) > 1 and torch.equal(w, torch.ones(2))
+
+
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, y):
+        return x + y + 0.1 * self.pbit(x[:, :1] * 0)
 
 
 class _Halving(nn.Module):

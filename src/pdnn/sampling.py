@@ -783,7 +783,8 @@ class SampledModel(nn.Module):
         if not args or len(x) < 2:  # (one row: cut or not, the same rows)
             return frozenset()
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
-        leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x)}.values())
+        # (the batch passed again is cut with it, as the rounds cut it: no choice to make)
+        leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x) and a is not x}.values())
         if len(leaves) > MAX_SPLIT_ARGUMENTS:
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
