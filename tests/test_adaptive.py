@@ -756,7 +756,8 @@ def test_what_is_cut_is_asked_again_for_another_model_its_values_or_other_argume
     """Kept per kind of call, the decision was keyed by the tensors' shapes alone: a per-input
     call first, then a per-class one with a flag, another model or a changed attribute gave the
     input that ran on alone the other's bias (lead 0.02 for 1)."""
-    x, per_input, per_class = torch.tensor([[10.0, 0.0], [0.0, 0.0]]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
+    x = torch.tensor([[10.0, 0.0], [0.0, 0.0]])
+    per_input, per_class = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
 
     def sampler(model):
         sampled = SampledModel(model.eval(), samples="auto", seed=0)
@@ -848,6 +849,14 @@ def test_the_checks_run_on_copies_of_the_inputs():
     for rows in (torch.tensor([[8.0, 0.0], [0.0, 0.0], [0.0, 3.0]]), torch.ones(3, 2)):
         twice = SampledModel(_Twice(), samples="auto", seed=0, max_samples=20, error=0.01)
         assert torch.allclose(twice(rows, rows), 2 * rows, atol=1.0)
+    # ... unless the model changes it in place: whether the argument sees that depends on the pass
+    rows = torch.tensor([[8.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
+    scaling = SampledModel(_TwiceInPlace(), samples="auto", seed=0, max_samples=20, error=0.01)
+    with pytest.raises(UsageError, match="changes its input in place when the input is also passed"):
+        scaling(rows, rows)
+    mixing = SampledModel(_TwiceFlipped(), samples="auto", seed=0, max_samples=20, error=0.01)
+    with pytest.raises(UsageError, match="an input's output depends on the batch's other inputs"):
+        mixing(rows, rows)
     # nor do the rounds share the caller's: a weight the model halves in place was halved in every round
     halving = SampledModel(_Halving(), samples="auto", seed=0)
     halving.stopping = StoppingRule(max_samples=20, error=0.01, prior_variance=1.0)
@@ -863,6 +872,16 @@ class _Twice(nn.Module):
 
     def forward(self, x, y):
         return x + y + 0.1 * self.pbit(x[:, :1] * 0)
+
+
+class _TwiceInPlace(_Twice):
+    def forward(self, x, y):
+        return super().forward(x.mul_(2), y)
+
+
+class _TwiceFlipped(_Twice):
+    def forward(self, x, y):
+        return super().forward(x, y.flip(0))
 
 
 class _Halving(nn.Module):

@@ -514,6 +514,17 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     return not _rows_agree(first, second, torch.arange(len(x), device=x.device))
 
 
+def changes_input(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
+    """Whether ``model`` changes its input ``x`` in place (run once on copies, under stand-ins)."""
+    copies = _copies((x, *args))
+    with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            model(*copies)
+        except Exception:  # the call itself will say it
+            return False
+    return not torch.equal(copies[0], x)
+
+
 def _copies(args: tuple) -> tuple:
     """``args`` with every tensor copied (one given twice, once), for a check's run of a model that
     may change its inputs."""

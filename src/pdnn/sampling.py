@@ -45,8 +45,9 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, draws_unseen, first_rows, fold_mismatch, has_hooks,
-                        hook_kinds, kept_whole, own_hooks, runs_eagerly, stack, suspended_hooks, unfold)
+from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, changes_input, draws_unseen, first_rows,
+                        fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks, runs_eagerly, stack,
+                        suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -789,6 +790,11 @@ class SampledModel(nn.Module):
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
+        again = any(a is x for a in tensors)
+        if again and changes_input(self.model, x, args):
+            raise UsageError('samples="auto" cannot sample a model that changes its input in place when the input '
+                             "is also passed as an argument: whether the argument sees the change depends on how "
+                             "each pass is run; pass a copy (x.clone()) as the argument, or give a fixed T")
         whole = kept_whole(self.model, x, args, leaves)
         if whole is None:
             if draws_unseen(self.model, x, args):
@@ -798,6 +804,9 @@ class SampledModel(nn.Module):
             elif leaves:
                 why = ("on some of its inputs the model gives other outputs with any of them cut to those rows "
                        "or kept whole, or the same with either (an argument it does not read, too)")
+            elif again:
+                why = ("the batch passed again as an argument is cut with it, and on some of its inputs the model "
+                       "then gives other outputs: an input's output depends on the batch's other inputs")
             else:
                 why = ("none is a tensor as long as the batch, yet on some of its inputs the model gives other "
                        "outputs with its arguments passed whole (a value per input must be a tensor as long as "
