@@ -826,12 +826,16 @@ def test_every_call_with_arguments_asks_the_model_and_no_argument_is_taken_on_tr
         noisy(torch.randn(3, 2), 1.0)
 
 
-class _InPlace(nn.Module):
-    """Scales its input in place, as a model taking raw pixels may."""
+class _WithPBit(nn.Module):
+    """A model of one p-bit, for models whose forward is the test."""
 
     def __init__(self):
         super().__init__()
         self.pbit = PBit()
+
+
+class _InPlace(_WithPBit):
+    """Scales its input in place, as a model taking raw pixels may."""
 
     def forward(self, x, temperature):
         x = x.div_(2)
@@ -865,11 +869,7 @@ def test_the_checks_run_on_copies_of_the_inputs():
     assert len(set(halving.last_samples.tolist())) > 1 and torch.equal(w, torch.ones(2))
 
 
-class _Twice(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.pbit = PBit()
-
+class _Twice(_WithPBit):
     def forward(self, x, y):
         return x + y + 0.1 * self.pbit(x[:, :1] * 0)
 
@@ -884,43 +884,27 @@ class _TwiceFlipped(_Twice):
         return super().forward(x, y.flip(0))
 
 
-class _Halving(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.pbit = PBit()
-
+class _Halving(_WithPBit):
     def forward(self, x, w):
         return x * w.mul_(0.5) * 2 + self.pbit(x[:, :1] * 0)
 
 
-class _Centred(nn.Module):
+class _Centred(_WithPBit):
     """Scores less the batch's mean where ``centre``: an input's scores depend on the others'."""
-
-    def __init__(self):
-        super().__init__()
-        self.pbit = PBit()
 
     def forward(self, x, centre):
         h = x + self.pbit(x[:, :1] * 0)
         return h - h.mean(0) if centre else h
 
 
-class _FromRow(nn.Module):
+class _FromRow(_WithPBit):
     """Every input's scores plus half of those of the input at row ``row``."""
-
-    def __init__(self):
-        super().__init__()
-        self.pbit = PBit()
 
     def forward(self, x, row):
         return x + 0.5 * x[int(row)] + self.pbit(x[:, :1] * 0)
 
 
-class _ListShift(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.pbit = PBit()
-
+class _ListShift(_WithPBit):
     def forward(self, x, shifts):
         h = x + self.pbit(x[:, :1] * 0)
         return torch.stack([row + torch.tensor([float(s), 0.0]) for row, s in zip(h, shifts)])
