@@ -858,6 +858,9 @@ def test_the_checks_run_on_copies_of_the_inputs():
     scaling = SampledModel(_TwiceInPlace(), samples="auto", seed=0, max_samples=20, error=0.01)
     with pytest.raises(UsageError, match="changes its input in place when the input is also passed"):
         scaling(rows, rows)
+    holed = rows.where(rows != 8.0, torch.nan)
+    with pytest.raises(UsageError, match="contains NaN"):  # (no change in place: NaN is not NaN)
+        twice(holed, holed)
     mixing = SampledModel(_TwiceFlipped(), samples="auto", seed=0, max_samples=20, error=0.01)
     with pytest.raises(UsageError, match="an input's output depends on the batch's other inputs"):
         mixing(rows, rows)
