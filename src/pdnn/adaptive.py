@@ -289,22 +289,20 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     return p.sum(1)
 
 
-def _inputs(x: torch.Tensor, args: tuple, index: torch.Tensor, kept: frozenset[int]) -> tuple:
-    """``(x, *args)`` for a piece of a round: every tensor with the batch as first dimension and
-    not in ``kept`` (ids) restricted to ``index``, those inside tuples, lists and dicts too, and the
-    others copied -- each piece gets fresh inputs, as a fixed T's one pass does (a model may change
-    them in place), and a tensor given twice stays one."""
+def fresh_inputs(values: tuple, rows_of: Callable[[torch.Tensor], torch.Tensor | None]) -> tuple:
+    """``values`` as one pass of a model gets them (tensors inside tuples, lists and dicts too):
+    each tensor cut to the rows ``rows_of`` gives for it, or copied where it gives None -- a model
+    may change its inputs in place, and a pass must not see another's change -- and a tensor given
+    twice still one tensor."""
     made = {}
 
     def take(value):
-        if not isinstance(value, torch.Tensor):
-            return value
-        if id(value) not in made:
-            cut = value.dim() > 0 and value.shape[0] == len(x) and id(value) not in kept
-            made[id(value)] = value[index] if cut else value.clone()
-        return made[id(value)]
+        if isinstance(value, torch.Tensor) and id(value) not in made:
+            rows = rows_of(value)
+            made[id(value)] = value.clone() if rows is None else value[rows]
+        return made[id(value)] if isinstance(value, torch.Tensor) else value
 
-    return (take(x), *tree_map(take, args))
+    return tree_map(take, values)
 
 
 @torch.no_grad()
@@ -335,7 +333,8 @@ def adaptive_sample(
             break
         while (drawn := stats.count if stats else 0) < target:
             asked = min(target - drawn, ROUND_PIECE)
-            inputs = _inputs(x, args, active, kept)
+            cut = lambda a: active if a.dim() and len(a) == batch and id(a) not in kept else None  # noqa: E731
+            inputs = fresh_inputs((x, *args), cut)
             out = sample(*inputs, samples=asked)
             if not isinstance(out, torch.Tensor):
                 raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "

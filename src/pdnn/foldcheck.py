@@ -30,6 +30,7 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
 from .nn import is_stochastic
@@ -447,17 +448,10 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
                torch.arange(n - 1, -1, -1, device=x.device)]
     everything = frozenset(range(len(leaves)))
 
-    def run(rows: torch.Tensor | None, cut: frozenset[int]):  # on copies: a model may scale its input in place
-        made = {id(x): x.clone() if rows is None else x[rows]}  # (a tensor given twice stays one)
-
-        def take(a):
-            if isinstance(a, torch.Tensor) and id(a) not in made:
-                made[id(a)] = a[rows] if index.get(id(a)) in cut else a.clone()
-            return made[id(a)] if isinstance(a, torch.Tensor) else a
-
-        given = tree_map(take, args)
+    def run(rows: torch.Tensor | None, cut: frozenset[int]):  # on fresh inputs, as the rounds run
+        given = fresh_inputs((x, *args), lambda a: rows if a is x or index.get(id(a)) in cut else None)
         with contextlib.redirect_stderr(io.StringIO()):
-            return tree_flatten(model(made[id(x)], *given))[0]
+            return tree_flatten(model(*given))[0]
 
     def fits(cut: frozenset[int]) -> bool:  # under every spread
         for phase, whole in zip(_STILL_PHASES, wholes):
@@ -479,13 +473,13 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
     if len(wholes) < len(_STILL_PHASES):  # the model's own error is raised; one the stand-ins cause tells nothing
         with _untouched(model, x.device), contextlib.redirect_stderr(io.StringIO()):
             try:
-                model(*_copies((x, *args)))
+                model(*_copies(x, args))
             except Exception as err:
                 without = err
             else:
                 without = None
         with _restored(model, x.device):
-            model(*_copies((x, *args)))
+            model(*_copies(x, args))
         if without is not None:
             raise UsageError(f"{type(model).__name__} runs only with its hooks ({type(without).__name__} without "
                              "them), and the checks of a sampled model run it without them: a lazy module "
@@ -508,7 +502,7 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     a cut argument from the draws' change."""
     with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
         try:  # (in one context: the random state goes on from the first run to the second)
-            first, second = (tree_flatten(model(*_copies((x, *args))))[0] for _ in range(2))
+            first, second = (tree_flatten(model(*_copies(x, args)))[0] for _ in range(2))
         except Exception:
             return False
     return not _rows_agree(first, second, torch.arange(len(x), device=x.device))
@@ -516,7 +510,7 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
 
 def changes_input(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     """Whether ``model`` changes its input ``x`` in place (run once on copies, under stand-ins)."""
-    copies = _copies((x, *args))
+    copies = _copies(x, args)
     with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
         try:
             model(*copies)
@@ -528,17 +522,9 @@ def changes_input(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     return not torch.equal(after, x)
 
 
-def _copies(args: tuple) -> tuple:
-    """``args`` with every tensor copied (one given twice, once), for a check's run of a model that
-    may change its inputs."""
-    made = {}
-
-    def take(a):
-        if isinstance(a, torch.Tensor) and id(a) not in made:
-            made[id(a)] = a.clone()
-        return made[id(a)] if isinstance(a, torch.Tensor) else a
-
-    return tree_map(take, args)
+def _copies(x: torch.Tensor, args: tuple) -> tuple:
+    """``(x, *args)`` copied for a check's run of the model (:func:`pdnn.adaptive.fresh_inputs`)."""
+    return fresh_inputs((x, *args), lambda a: None)
 
 
 def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:

@@ -26,13 +26,15 @@ def series_labels(runs: Sequence[tuple[str, dict]], suffixes: Sequence[str] = ("
             raise UsageError(f"{run} is given twice (as {seen[where]} before); expected each run once")
         seen[where] = run
     names = {run: run_label(run, config) for run, config in runs}
-    for rename in (str, lambda run: str(Path(run).resolve())):
+
+    def clashing() -> list[str]:
         series = Counter(name + suffix for name in names.values() for suffix in suffixes)
-        clashing = [run for run, name in names.items() if any(series[name + suffix] > 1 for suffix in suffixes)]
-        names.update({run: rename(run) for run in clashing})
-    series = Counter(name + suffix for name in names.values() for suffix in suffixes)
-    if clashing := sorted(run for run, name in names.items() if any(series[name + s] > 1 for s in suffixes)):
-        raise UsageError(f"the runs {', '.join(clashing)} would be named alike even by their paths (with "
+        return sorted(run for run, name in names.items() if any(series[name + s] > 1 for s in suffixes))
+
+    for rename in (str, lambda run: str(Path(run).resolve())):
+        names.update({run: rename(run) for run in clashing()})
+    if alike := clashing():
+        raise UsageError(f"the runs {', '.join(alike)} would be named alike even by their paths (with "
                          f"{' or '.join(map(repr, suffixes))} after them); give them other labels")
     return names
 

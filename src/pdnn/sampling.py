@@ -41,7 +41,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample
+from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
@@ -779,8 +779,8 @@ class SampledModel(nn.Module):
         whole, name no input (a list of a number per input, an int indexing rows, a flag that
         makes the model read the whole batch: refused). Asked at every call with arguments: what
         the model reads can change with its state and with the arguments' values, and an answer
-        kept from an earlier call missed such changes (3 + 9 x 2**k plain forwards, k the number
-        of tensors as long as the batch)."""
+        kept from an earlier call missed such changes (at most 3 + 9 x 2**k plain forwards, k the
+        number of tensors as long as the batch)."""
         if not args or len(x) < 2:  # (one row: cut or not, the same rows)
             return frozenset()
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
@@ -968,7 +968,7 @@ class SampledModel(nn.Module):
         batch = x.shape[0]
         for rows in dict.fromkeys((min(batch, CHECK_ROWS), batch)):
             cut = first_rows((x, args, kwargs), batch, rows)
-            fresh = lambda: tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, cut)  # noqa: E731
+            fresh = lambda: fresh_inputs(cut, lambda v: None)  # noqa: E731
             folded, plain = lambda: _call(run, *fresh()), lambda: _call(self.model, *fresh())  # noqa: E731
             try:
                 return fold_mismatch(self.model, folded, plain, samples, rows, x.device)
