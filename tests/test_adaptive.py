@@ -856,8 +856,10 @@ def test_the_checks_run_on_copies_of_the_inputs():
     # ... unless the model changes it in place: whether the argument sees that depends on the pass
     rows = torch.tensor([[8.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
     scaling = SampledModel(_TwiceInPlace(), samples="auto", seed=0, max_samples=20, error=0.01)
-    with pytest.raises(UsageError, match="changes its input in place when the input is also passed"):
-        scaling(rows, rows)
+    for again in (lambda r: r, lambda r: r[:], lambda r: r.view(3, 2)):  # a view shares the memory too
+        given = rows.clone()
+        with pytest.raises(UsageError, match="changes an input in place when another input shares its memory"):
+            scaling(given, again(given))
     holed = rows.where(rows != 8.0, torch.nan)
     with pytest.raises(UsageError, match="contains NaN"):  # (no change in place: NaN is not NaN)
         twice(holed, holed)
@@ -870,6 +872,8 @@ def test_the_checks_run_on_copies_of_the_inputs():
     w = torch.ones(2)
     halving(torch.tensor([[8.0, 0.0], [0.0, 0.0]]), w)
     assert len(set(halving.last_samples.tolist())) > 1 and torch.equal(w, torch.ones(2))
+    halving(torch.zeros(0, 2), w)  # (an empty batch ran its one sample on the caller's tensors)
+    assert torch.equal(w, torch.ones(2))
 
 
 class _Twice(_WithPBit):

@@ -874,3 +874,72 @@ def test_a_vote_on_complex_scores_is_refused():
 
     with pytest.raises(UsageError, match='reduce="vote" needs real scores.*complex64'):
         SampledModel(Complex(), samples=2, reduce="vote")(torch.randn(3, 4))
+
+
+class _ZeroesInput(nn.Module):
+    """Zeroes its input in place after the p-bit read it; ``y``, given as ``x`` or a view of it, is then 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, y):
+        h = self.pbit(x * 100)
+        x.mul_(0)
+        return h + y
+
+
+@pytest.mark.parametrize("again", [lambda x: x, lambda x: x[:], lambda x: x.view(3, 2)], ids=["itself", "slice", "view"])
+def test_inputs_sharing_memory_share_it_in_every_sample(again):
+    """The fold check ran on copies of the inputs made apart, so a model that wrote to one of two
+    inputs sharing memory was folded, and every sample added the input as it was before the write
+    (a forward adds 0)."""
+    given = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [2.0, 3.0]])
+    x = given.clone()
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        out = SampledModel(_ZeroesInput(), samples=3, reduce="none", seed=0)(x, again(x))
+    torch.testing.assert_close(out, given.sign().expand(3, 3, 2), rtol=0, atol=0)
+    assert torch.equal(x, torch.zeros(3, 2))  # (changed as one forward changes it)
+
+
+class _ScalesPixels(nn.Module):
+    """Scales raw pixels in place, then draws with torch.normal, which makes the sampler loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x):
+        x = x.div_(255)
+        return x + 0.01 * self.pbit(x) + 1e-3 * torch.normal(torch.zeros_like(x), 1.0)
+
+
+def test_a_loop_of_forwards_gives_every_sample_the_input_as_given():
+    """The loop ran every forward on the caller's tensor: sample k saw the pixels divided by 255**k."""
+    x = torch.tensor([[255.0, 0.0], [0.0, 255.0]])
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        out = SampledModel(_ScalesPixels(), samples=4, reduce="none", seed=0)(x)
+    torch.testing.assert_close(out, torch.eye(2).expand(4, 2, 2), rtol=0, atol=0.02)  # 0.01 p-bit + 1e-3 noise
+    assert torch.equal(x, torch.eye(2))  # divided once, as by one forward
+
+
+def test_copies_of_inputs_sharing_memory_pass_gradients_to_their_base():
+    """The copies that keep two inputs' shared memory read it through their base: a loss on the
+    samples has the gradient a loop of forwards on the given tensors has."""
+    base = torch.tensor([[1.0, -2.0], [3.0, 0.5]], requires_grad=True)
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        out = SampledModel(_ScaledTwice(), samples=3, reduce="none", seed=0)(base, base[:, :1])
+    out.sum().backward()  # y broadcast over x's two columns: 2 + 2 x 5 on column 0, 2 on column 1; 3 samples
+    torch.testing.assert_close(base.grad, torch.tensor([[36.0, 6.0], [36.0, 6.0]]))
+
+
+class _ScaledTwice(nn.Module):
+    """2 x + 5 y (y broadcast over x's columns), plus a p-bit of nothing and a draw of torch.normal,
+    which makes the sampler loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, y):
+        return 2 * x + 5 * y + 1e-3 * (self.pbit(x * 0) + torch.normal(torch.zeros_like(x), 1.0))

@@ -509,17 +509,23 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
 
 
 def changes_input(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
-    """Whether ``model`` changes its input ``x`` in place (run once on copies, under stand-ins)."""
+    """Whether ``model`` changes one of its input tensors in place (run once on copies, under
+    stand-ins)."""
     copies = _copies(x, args)
     with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
         try:
             model(*copies)
         except Exception:  # the call itself will say it
             return False
-    after = copies[0]
-    if after.is_floating_point() or after.is_complex():  # (a NaN is no change: the call names it)
-        return not torch.allclose(after, x, rtol=0.0, atol=0.0, equal_nan=True)
-    return not torch.equal(after, x)
+    given = [v for v in tree_flatten((x, *args))[0] if isinstance(v, torch.Tensor)]
+    after = [v for v in tree_flatten(copies)[0] if isinstance(v, torch.Tensor)]
+    return any(_changed(a, b) for a, b in zip(given, after))
+
+
+def _changed(given: torch.Tensor, after: torch.Tensor) -> bool:
+    if given.is_floating_point() or given.is_complex():  # (a NaN is no change: the call names it)
+        return not torch.allclose(after, given, rtol=0.0, atol=0.0, equal_nan=True)
+    return not torch.equal(after, given)
 
 
 def _copies(x: torch.Tensor, args: tuple) -> tuple:

@@ -41,7 +41,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
+from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs, memory_of
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
@@ -791,10 +791,11 @@ class SampledModel(nn.Module):
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
         again = any(a is x for a in tensors)
-        if again and changes_input(self.model, x, args):
-            raise UsageError('samples="auto" cannot sample a model that changes its input in place when the input '
-                             "is also passed as an argument: whether the argument sees the change depends on how "
-                             "each pass is run; pass a copy (x.clone()) as the argument, or give a fixed T")
+        if _share_memory([x, *tensors]) and changes_input(self.model, x, args):
+            raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
+                             "input shares its memory (the input passed again, or a view of it): whether one sees "
+                             "the other's change depends on how the rounds cut the inputs to the rows still "
+                             "sampled; pass a copy (x.clone()), or give a fixed T")
         whole = kept_whole(self.model, x, args, leaves)
         if whole is None:
             if draws_unseen(self.model, x, args):
@@ -869,11 +870,11 @@ class SampledModel(nn.Module):
             # the check cannot run under vmap (.item()), nor tell anything from no rows (every
             # comparison passes, and the plan would serve later batches), and the folded graph's own
             # autograd functions have no forward-mode rule: the loop is right by definition
-            return stack([model(x, *args, **kwargs) for _ in range(samples)])
+            return _forwards(model, samples, x, args, kwargs)
         key = self._key(x, args, kwargs, modules)
         kind = self._kind(key, x, args, kwargs)
         if kind == "loop":
-            return stack([model(x, *args, **kwargs) for _ in range(samples)])
+            return _forwards(model, samples, x, args, kwargs)
         if (key, samples) not in self._runs:
             self._runs[key, samples] = _folding(kind, model, samples, x, args, kwargs, self.pack_weights)
         out = self._folded(self._runs[key, samples], x, args, kwargs, samples, samples)
@@ -1021,6 +1022,20 @@ def _holding(default: torch.Generator, stream: torch.Generator):
     finally:
         stream.set_state(default.get_state())
         default.set_state(saved)
+
+
+def _forwards(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+    """``samples`` forwards of the inputs as given, stacked: all but the last on copies, so that a
+    model changing its input in place (raw pixels scaled) gives each sample the same input, as a
+    fold does; the last on the caller's own, which it changes as one forward does."""
+    copies = [_call(model, *fresh_inputs((x, args, kwargs), lambda v: None)) for _ in range(samples - 1)]
+    return stack(copies + [model(x, *args, **kwargs)])
+
+
+def _share_memory(tensors: list[torch.Tensor]) -> bool:
+    """Whether two of ``tensors`` (or one given twice) view the same memory."""
+    places = [place for place in map(memory_of, tensors) if place is not None]
+    return len(set(places)) < len(places)
 
 
 def _call(fn: Callable, x: torch.Tensor, args: tuple, kwargs: dict):
