@@ -17,6 +17,7 @@ from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, acc
                          parse_tolerance, run_network, tradeoff, tradeoff_runs)
 from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
 import pdnn.energy.tech
+from pdnn import SampledModel
 from pdnn.cli import main
 from pdnn.energy.graph import AnalysisError, Network, fan_in
 from pdnn.energy.report import format_markdown
@@ -1011,3 +1012,34 @@ def test_a_model_of_two_inputs_is_named_by_analyze():
 
     with pytest.raises(AnalysisError, match="Two does not run on inputs of shape"):
         analyze(Two(), (3,))
+
+
+def test_a_sampled_model_is_priced_as_the_network_it_samples():
+    """Tracing the wrapper failed, the forward-hook walk lost the input of the layer after a
+    flatten and priced it at 32 bits: 2.9x the network's own energy."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.p, self.fc = nn.Conv2d(1, 4, 3, padding=1, bias=False), PBit(), nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.fc(self.p(self.c(x)).flatten(1))
+
+    net = Net()
+    alone = analyze(net, (1, 8, 8))
+    for samples in (1, 10):
+        wrapped = analyze(SampledModel(net, samples=samples), (1, 8, 8))
+        assert wrapped.layers == alone.layers and wrapped.unresolved == []
+        assert network_energy(wrapped, 10)["total_j"] == network_energy(alone, 10)["total_j"]
+        assert any("SampledModel" in note for note in wrapped.notes)
+
+
+def test_the_per_layer_table_prints_names_whole():
+    """Names and types were cut to 12 characters: three layers printed as `encoder_bloc`."""
+    net = nn.Sequential()
+    for i, (n_in, n_out) in enumerate([(8, 16), (16, 16), (16, 4)], 1):
+        net.add_module(f"encoder_block{i}", nn.Linear(n_in, n_out))
+        if i < 3:
+            net.add_module(f"p{i}", PBit())
+    text = format_report(energy_report(analyze(net, (8,)), [1, 10]))
+    assert all(f"encoder_block{i} Linear " in text for i in (1, 2, 3))

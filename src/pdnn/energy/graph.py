@@ -49,6 +49,7 @@ from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _A
 from ..checks import positive_ints
 from ..errors import UsageError
 from ..nn import PBit, is_stochastic
+from ..sampling import SampledModel
 from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
@@ -502,6 +503,9 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     """
     if not isinstance(model, nn.Module):
         raise UsageError(f"analyze expects an nn.Module, got {type(model).__name__}")
+    wrapped = isinstance(model, SampledModel)
+    if wrapped:  # (its forward, T passes folded, is not the network; T is given to the energy model)
+        model = model.model
     shape = positive_ints("input_shape", input_shape, "positive integers without the batch dimension")
     check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
@@ -530,6 +534,8 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     finally:
         for m, flag in training:
             m.train(flag)
+    if wrapped:
+        walker.note("read the network a SampledModel samples; the number of samples T is the energy model's")
     if not walker.layers:
         found = "; ".join(walker.notes) or "nothing"
         raise AnalysisError(f"{type(model).__name__} has no Linear or Conv layer to account for (found: {found})")

@@ -61,12 +61,14 @@ def format_report(report: dict, layers: bool | None = None) -> str:
             b_as = [("/".join(dict.fromkeys(str(c["layers"][i]["activation_bits"]) for c in group))
                      + ("" if layer["activation_bits_known"] else "?")) for i, layer in enumerate(group[0]["layers"])]
             width = max([4, *map(len, b_as)])
+            named = max([12, *(len(layer["name"]) for layer in group[0]["layers"])])  # never cut: names stay apart
+            typed = max([12, *(len(layer["module_type"]) for layer in group[0]["layers"])])
             lines += ["", f"per layer{' of ' + name if name else ''} (µJ per inference):",
-                      f"{'layer':<12} {'type':<12} {'n':>6} {'EOs':>8} {'b_w':>4} {'b_a':>{width}}  "
+                      f"{'layer':<{named}} {'type':<{typed}} {'n':>6} {'EOs':>8} {'b_w':>4} {'b_a':>{width}}  "
                       + "  ".join(f"{'T=' + str(c['samples']):>9}" for c in group)]
             for i, layer in enumerate(group[0]["layers"]):
                 cells = "  ".join(f"{_uj(c['layers'][i]['total_j']):>9}" for c in group)
-                lines.append(f"{layer['name'][:12]:<12} {layer['module_type'][:12]:<12} {layer['fan_in']:>6} "
+                lines.append(f"{layer['name']:<{named}} {layer['module_type']:<{typed}} {layer['fan_in']:>6} "
                              f"{layer['eos']:>8} {layer['weight_bits']:>4} {b_as[i]:>{width}}  {cells}")
     if report.get("unresolved"):
         lines.append(f"input precision not determined (priced at 32 bits): {', '.join(report['unresolved'])}")
