@@ -8,6 +8,7 @@ import re
 import shlex
 import socket
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from pdnn.errors import UsageError
 from pdnn.convert import (ConversionError, calibrate, conversion_spec, find_activations, holdout_indices,
                           recalibrate_batchnorm, restore_checkpoint, to_sampled)
 from pdnn.evaluate import accuracy_vs_samples
+from pdnn.labels import run_label
 from pdnn.models import ModelConfig
 from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit, Quantize
 from pdnn.runs import RunError, load_checkpoint, load_model, read_json, save_checkpoint, write_json
@@ -1374,3 +1376,15 @@ def test_more_arguments_defaulting_to_none_than_are_traced_in_combination():
     assert converted(x, a3=1, a8=5)[1] == 5
     with pytest.raises(UsageError, match="got None for a3: "):
         converted(x, a8=5)
+
+
+def test_a_run_converted_from_its_own_folder_is_labelled_by_that_folder(tmp_path, monkeypatch):
+    """Given as `.`, the source's name was empty: the label read " (pbit)"."""
+    source = tmp_path / "tanh-run"
+    make_run(source)
+    config = read_json(source / "config.json")
+    write_json(source / "config.json", {key: value for key, value in config.items() if key != "label"})
+    monkeypatch.chdir(source)
+    assert pdnn.cli.main(["convert", ".", "--method", "pbit", "--out", str(tmp_path / "converted"), "--quiet"]) == 0
+    assert read_json(tmp_path / "converted" / "config.json")["label"] == "tanh-run (pbit)"
+    assert run_label(Path("."), {}) == "tanh-run"

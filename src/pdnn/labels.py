@@ -9,8 +9,8 @@ from .errors import UsageError
 
 
 def run_label(run_dir: Path, config: dict) -> str:
-    """``config["label"]`` if set, else the directory name."""
-    return config.get("label") or Path(run_dir).name
+    """``config["label"]`` if set, else the directory's name (that of ``.`` too)."""
+    return config.get("label") or Path(run_dir).resolve().name
 
 
 def series_labels(runs: Sequence[tuple[str, dict]], suffixes: Sequence[str] = ("",)) -> dict[str, str]:

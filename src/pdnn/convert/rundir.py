@@ -337,7 +337,7 @@ def convert_run(
     new_config["source_run"] = source_run
     new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
     new_config["source_weights_sha256"] = state_sha256(load_checkpoint(source / CHECKPOINT)["model"])
-    new_config["label"] = label or f"{config.get('label') or source.name} ({method})"
+    new_config["label"] = label or f"{config.get('label') or source.resolve().name} ({method})"  # (`.`: its name)
     if recalibrate_bn and not calibrate:  # (calibration.json records the examples otherwise)
         new_config[HELD_OUT_RECORD] = data.split
     with writer_lock(out, "convert into"):
