@@ -98,6 +98,19 @@ def test_a_finished_step_s_missing_result_is_named_with_the_way_to_redo_it(tiny_
                                   "energy/fashion-mnist/" in row and "to run again" in row for row in rows)
 
 
+def test_a_study_missing_a_run_s_result_says_so_in_its_section(tiny_run, tmp_path):
+    """The claims said "not measured", but the section's line for the dataset vanished unsaid."""
+    import shutil
+
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    (out / "tiny" / "accuracy" / "fashion-mnist" / "runs" / "tanh" / "eval-network.json").unlink()
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    section = (out / "REPORT.md").read_text().split("## Accuracy")[1].split("\n## ")[0]
+    assert re.search(r"- \*\*fashion-mnist\*\* \(.*\): not measured \(a result is missing", section)
+
+
 def test_a_deleted_figure_is_named_with_its_step_not_dropped_or_linked(tiny_run, tmp_path):
     """The noise and hardware sections dropped a deleted figure, caption and all; the others kept a
     link to nothing, and the HTML page a stray '/>'."""

@@ -100,6 +100,7 @@ def section(ctx: Context) -> Section:
         if reason:
             section.claims += [not_measured(f"{spec.dataset}: {c}", p, reason) for c, p in PAPER.items()
                                if "unipolar" not in c or "pbit-unipolar" in spec.pbit_neurons]
+            lines.append(f"- **{spec.dataset}** ({describe(spec)}): not measured ({reason}).")
             continue
         summary = summarise(folder, spec)  # from the runs' files, not the summary step's copy of them
         for c in summary["claims"]:
