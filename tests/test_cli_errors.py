@@ -746,3 +746,18 @@ def test_energy_refuses_a_folder_where_a_default_file_of_the_run_goes_before_wri
     assert main(["energy", str(run), "--samples", "1", "--no-layers"]) == 2
     assert "energy.png is a folder where the run's PNG goes" in one_line_error(capsys, "energy")
     assert (run / "energy.json").read_text() == '{"old": true}'
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """`pdnn energy ... | head -1`: the write after the reader left ended in "error: [Errno 32]
+    Broken pipe" and status 2, as if the command had failed."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pdnn", "energy", "--model", "mlp", "--dataset", "fashion-mnist",
+               "--samples", "1,2,5,10,20,50"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader leaves before the first line
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGPIPE and b"error" not in stderr and b"Traceback" not in stderr

@@ -1388,3 +1388,9 @@ def test_a_run_converted_from_its_own_folder_is_labelled_by_that_folder(tmp_path
     assert pdnn.cli.main(["convert", ".", "--method", "pbit", "--out", str(tmp_path / "converted"), "--quiet"]) == 0
     assert read_json(tmp_path / "converted" / "config.json")["label"] == "tanh-run (pbit)"
     assert run_label(Path("."), {}) == "tanh-run"
+    assert pdnn.cli.main(["energy", ".", "--samples", "1", "--json", str(tmp_path / "e.json"),
+                          "--png", str(tmp_path / "e.png")]) == 0  # (it named the network by its model)
+    assert read_json(tmp_path / "e.json")["configs"][0]["label"] == "tanh-run T=1"
+    # a link is named as given, not by its target (a timestamped folder behind `baseline`)
+    (tmp_path / "baseline").symlink_to(source)
+    assert run_label(tmp_path / "baseline", {}) == "baseline" and run_label(Path(".."), {}) == tmp_path.name

@@ -889,17 +889,32 @@ class _ZeroesInput(nn.Module):
         return h + y
 
 
-@pytest.mark.parametrize("again", [lambda x: x, lambda x: x[:], lambda x: x.view(3, 2)], ids=["itself", "slice", "view"])
-def test_inputs_sharing_memory_share_it_in_every_sample(again):
-    """The fold check ran on copies of the inputs made apart, so a model that wrote to one of two
-    inputs sharing memory was folded, and every sample added the input as it was before the write
+def test_an_input_given_twice_stays_one_in_every_sample():
+    """The fold check cut the two places of one tensor apart, then copied them apart, so a model
+    that wrote to one was folded, and every sample added the input as it was before the write
     (a forward adds 0)."""
     given = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [2.0, 3.0]])
     x = given.clone()
     with pytest.warns(UserWarning, match="running a loop of forwards"):
-        out = SampledModel(_ZeroesInput(), samples=3, reduce="none", seed=0)(x, again(x))
+        out = SampledModel(_ZeroesInput(), samples=3, reduce="none", seed=0)(x, x)
     torch.testing.assert_close(out, given.sign().expand(3, 3, 2), rtol=0, atol=0)
     assert torch.equal(x, torch.zeros(3, 2))  # (changed as one forward changes it)
+
+
+@pytest.mark.parametrize("again", [lambda x: x[:], lambda x: x.view(3, 2), lambda x: x[:, :1]],
+                         ids=["slice", "view", "column"])
+def test_a_write_to_an_input_another_views_is_refused(again):
+    """Copied apart for each sample, a view did not see the write a forward shows it."""
+    given = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [2.0, 3.0]])
+    x = given.clone()
+    sampled = SampledModel(_ZeroesInput(), samples=3, reduce="none", seed=0)
+    with pytest.raises(UsageError, match="changes an input in place while another input views the same memory"):
+        sampled(x, again(x))
+    assert torch.equal(x, given)  # (the check ran on copies)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the loop's warnings
+        sampled(x.clone(), again(x))  # a copy is sampled, and so is a model that writes nothing
+        SampledModel(_ScaledTwice(), samples=3, seed=0)(x, again(x)[:, :1])
 
 
 class _ScalesPixels(nn.Module):
@@ -943,3 +958,4 @@ class _ScaledTwice(nn.Module):
 
     def forward(self, x, y):
         return 2 * x + 5 * y + 1e-3 * (self.pbit(x * 0) + torch.normal(torch.zeros_like(x), 1.0))
+

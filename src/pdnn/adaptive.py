@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from .checks import as_real, integer, positive_int, shown
 from .errors import UsageError
@@ -292,43 +292,18 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
 def fresh_inputs(values: tuple, rows_of: Callable[[torch.Tensor], torch.Tensor | None]) -> tuple:
     """``values`` as one pass of a model gets them (tensors inside tuples, lists and dicts too):
     each tensor cut to the rows ``rows_of`` gives for it, or copied where it gives None -- a model
-    may change its inputs in place, and a pass must not see another's change. The copies share
-    memory where the given tensors do (a tensor given twice, a view of another), so a change one
-    makes reaches the other as in a forward on the given tensors; cut rows are apart."""
-    tensors = {id(v): v for v in tree_flatten(values)[0] if isinstance(v, torch.Tensor)}
-    rows = {key: rows_of(t) for key, t in tensors.items()}
-    made = {key: t[rows[key]] for key, t in tensors.items() if rows[key] is not None}
-    shared: dict[tuple, list[torch.Tensor]] = {}
-    for key, t in tensors.items():
-        if rows[key] is None:
-            shared.setdefault(memory_of(t) or (key,), []).append(t)
-    for group in shared.values():
-        made.update(_copies_sharing(group))
-    return tree_map(lambda v: made[id(v)] if isinstance(v, torch.Tensor) else v, values)
+    may change its inputs in place, and a pass must not see another's change -- and a tensor given
+    twice still one tensor. (Distinct tensors viewing one memory come apart: a model writing to
+    one is refused, :func:`pdnn.foldcheck.share_memory`.)"""
+    made = {}
 
+    def take(value):
+        if isinstance(value, torch.Tensor) and id(value) not in made:
+            rows = rows_of(value)
+            made[id(value)] = value.clone() if rows is None else value[rows]
+        return made[id(value)] if isinstance(value, torch.Tensor) else value
 
-def memory_of(t: torch.Tensor) -> tuple | None:
-    """Where ``t``'s values lie (equal for tensors that share memory); None for an empty tensor or
-    one without memory of its own (under ``torch.func`` transforms, ``torch.export``, ``compile``)."""
-    if not t.numel():
-        return None
-    try:
-        return t.device, t.untyped_storage().data_ptr()
-    except (NotImplementedError, RuntimeError):  # (no storage: BatchedTensor, TensorWrapper, FakeTensor)
-        return None
-
-
-def _copies_sharing(group: list[torch.Tensor]) -> dict[int, torch.Tensor]:
-    """Copies of tensors that view one memory, viewing one copy of the stretch they span (read
-    through their common base, so gradients reach it); apart where they have no common base or
-    differ in dtype, which no forward on the given tensors would notice unless it wrote to them."""
-    root = group[0] if group[0]._base is None else group[0]._base
-    if len(group) == 1 or any(t.dtype != root.dtype or (t if t._base is None else t._base) is not root for t in group):
-        return {id(t): t.clone() for t in group}
-    low = min(t.storage_offset() for t in group)
-    high = max(t.storage_offset() + 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) for t in group)
-    stretch = root.as_strided((high - low,), (1,), low).clone()
-    return {id(t): stretch.as_strided(t.shape, t.stride(), t.storage_offset() - low) for t in group}
+    return tree_map(take, values)
 
 
 @torch.no_grad()

@@ -508,18 +508,34 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     return not _rows_agree(first, second, torch.arange(len(x), device=x.device))
 
 
-def changes_input(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
+def changes_input(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict | None = None) -> bool:
     """Whether ``model`` changes one of its input tensors in place (run once on copies, under
     stand-ins)."""
-    copies = _copies(x, args)
+    kwargs = kwargs or {}
+    copied, given = fresh_inputs(((x, *args), kwargs), lambda a: None), ((x, *args), kwargs)
     with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
         try:
-            model(*copies)
+            model(*copied[0], **copied[1])
         except Exception:  # the call itself will say it
             return False
-    given = [v for v in tree_flatten((x, *args))[0] if isinstance(v, torch.Tensor)]
-    after = [v for v in tree_flatten(copies)[0] if isinstance(v, torch.Tensor)]
-    return any(_changed(a, b) for a, b in zip(given, after))
+    before, after = ([v for v in tree_flatten(values)[0] if isinstance(v, torch.Tensor)] for values in (given, copied))
+    return any(_changed(a, b) for a, b in zip(before, after))
+
+
+def share_memory(tensors: list[torch.Tensor]) -> bool:
+    """Whether two distinct tensors of ``tensors`` reach one memory (a view or a slice of another):
+    their spans of it overlap (interleaved slices too, conservatively). Tensors without memory of
+    their own (under ``torch.func`` transforms, ``torch.export``) count as apart."""
+    spans = []
+    for t in {id(t): t for t in tensors}.values():
+        try:
+            start = t.data_ptr()
+        except (NotImplementedError, RuntimeError):  # (a BatchedTensor, TensorWrapper or FakeTensor)
+            continue
+        if t.numel():
+            end = start + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
+            spans.append((t.device, start, end))
+    return any(a[0] == b[0] and a[1] < b[2] and b[1] < a[2] for a, b in itertools.combinations(spans, 2))
 
 
 def _changed(given: torch.Tensor, after: torch.Tensor) -> bool:
@@ -546,6 +562,13 @@ def _rows_agree(whole: list, part: list, rows: torch.Tensor) -> bool:
 
 
 def first_rows(value, batch: int, rows: int):
-    """``value`` with its tensors that have ``batch`` rows cut to their first ``rows``."""
-    return tree_map(lambda v: v[:rows] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch else v,
-                    value)
+    """``value`` with its tensors that have ``batch`` rows cut to their first ``rows`` (a tensor
+    given twice to one cut, which the passes' copies then keep one)."""
+    cuts = {}
+
+    def cut(v):
+        if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch:
+            return cuts.setdefault(id(v), v[:rows])
+        return v
+
+    return tree_map(cut, value)

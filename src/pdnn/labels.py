@@ -1,6 +1,7 @@
 """How runs are named in tables and legends: their own label, unless two would share one."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -9,8 +10,9 @@ from .errors import UsageError
 
 
 def run_label(run_dir: Path, config: dict) -> str:
-    """``config["label"]`` if set, else the directory's name (that of ``.`` too)."""
-    return config.get("label") or Path(run_dir).resolve().name
+    """``config["label"]`` if set, else the directory's name as given (that of ``.`` and ``..``
+    too; a link's own, not its target's)."""
+    return config.get("label") or Path(os.path.abspath(run_dir)).name
 
 
 def series_labels(runs: Sequence[tuple[str, dict]], suffixes: Sequence[str] = ("",)) -> dict[str, str]:

@@ -41,13 +41,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs, memory_of
+from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
 from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, changes_input, draws_unseen, first_rows,
-                        fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks, runs_eagerly, stack,
-                        suspended_hooks, unfold)
+                        fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks, runs_eagerly, share_memory,
+                        stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -736,9 +736,23 @@ class SampledModel(nn.Module):
 
     def _dispatch(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
         self._forget_if_changed()
+        if samples > 1 and (args or kwargs):
+            self._refuse_writes_to_shared_memory(x, args, kwargs)
         if self.aggregate == "layer":
             return self._layer(x, args, kwargs, samples, modules)
         return self._network(x, args, kwargs, samples, modules)
+
+    def _refuse_writes_to_shared_memory(self, x: torch.Tensor, args: tuple, kwargs: dict) -> None:
+        """Samples run on copies of the inputs (the fold check's passes, a loop's forwards), which
+        keep a tensor given twice one tensor but take distinct tensors viewing one memory apart (a
+        copy that kept them one would misroute gradients and copy all memory between them): a model
+        that writes to an input while another views its memory would not see its write in the
+        other, as a forward does. Refused (one plain forward of copies, only for such inputs)."""
+        tensors = [v for v in tree_flatten((x, args, kwargs))[0] if isinstance(v, torch.Tensor)]
+        if share_memory(tensors) and changes_input(self.model, x, args, kwargs):
+            raise UsageError("SampledModel cannot sample T > 1 of a model that changes an input in place while "
+                             "another input views the same memory (a slice or view of it): each sample runs on "
+                             "copies of its inputs, which take the two apart; pass copies (x.clone())")
 
     @_eager_under_compile
     def forward(self, x: torch.Tensor, *args, **kwargs):
@@ -791,7 +805,7 @@ class SampledModel(nn.Module):
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
         again = any(a is x for a in tensors)
-        if _share_memory([x, *tensors]) and changes_input(self.model, x, args):
+        if (again or share_memory([x, *tensors])) and changes_input(self.model, x, args):
             raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
                              "input shares its memory (the input passed again, or a view of it): whether one sees "
                              "the other's change depends on how the rounds cut the inputs to the rows still "
@@ -1030,12 +1044,6 @@ def _forwards(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwar
     fold does; the last on the caller's own, which it changes as one forward does."""
     copies = [_call(model, *fresh_inputs((x, args, kwargs), lambda v: None)) for _ in range(samples - 1)]
     return stack(copies + [model(x, *args, **kwargs)])
-
-
-def _share_memory(tensors: list[torch.Tensor]) -> bool:
-    """Whether two of ``tensors`` (or one given twice) view the same memory."""
-    places = [place for place in map(memory_of, tensors) if place is not None]
-    return len(set(places)) < len(places)
 
 
 def _call(fn: Callable, x: torch.Tensor, args: tuple, kwargs: dict):

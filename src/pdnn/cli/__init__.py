@@ -101,6 +101,15 @@ def _one_process(world_size: str) -> bool:
         return False
 
 
+def _quiet_stdout() -> None:
+    """Standard output to nowhere: Python flushes it once more at exit, which a closed pipe would
+    fail with a second error."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # (a stream without a descriptor: nothing is flushed to a pipe)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -113,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"pdnn {args.command} runs in one process; under torchrun (WORLD_SIZE="
                              f"{os.environ['WORLD_SIZE']}) only `pdnn train` does, each process training its share")
         return int(args.run(args) or 0)
+    except BrokenPipeError:  # the reader left (`pdnn energy ... | head`): what is not read is not wanted
+        _quiet_stdout()
+        return 128 + signal.SIGPIPE
     except (UsageError, RunError, ToolError, OSError) as err:
         print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)
         return 2

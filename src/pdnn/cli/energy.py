@@ -15,6 +15,7 @@ from ..evaluate import parse_samples
 from ..energy.eo import check_energy_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
 from ..io import ENERGY_FILES, read_config, write_json
+from ..labels import run_label
 from .common import output_file
 from ..models import ModelConfig, available
 
@@ -188,7 +189,7 @@ def run_energy(args) -> int:
                 raise UsageError(f"--{flag.replace('_', '-')} applies to --model, not to a run directory")
         net, config = run_network(args.run_dir, args.input_bits)
         model_config = ModelConfig.from_dict(config["model"])
-        meta = {"run": str(args.run_dir), "label": config.get("label") or Path(args.run_dir).name,
+        meta = {"run": str(args.run_dir), "label": run_label(args.run_dir, config),
                 "model": model_config.name, "neuron": model_config.neuron, "weight_bits": model_config.weight_bits,
                 **({"convert": config["convert"].get("method")} if "convert" in config else {})}
         entries = [(meta, net)]

@@ -22,6 +22,7 @@ from ..checks import as_real, positive_int, shown
 from ..errors import UsageError
 from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, is_folder_record, load_checkpoint,
                   measurements, read_config, read_json, save_checkpoint, write_json, writer_lock)
+from ..labels import run_label
 from ..models import ModelConfig
 from ..provenance import checkpoint_sha256, conversion_sha256, file_sha256, state_sha256, weights_record
 from ..train_config import recorded_processes, train_command
@@ -337,7 +338,7 @@ def convert_run(
     new_config["source_run"] = source_run
     new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
     new_config["source_weights_sha256"] = state_sha256(load_checkpoint(source / CHECKPOINT)["model"])
-    new_config["label"] = label or f"{config.get('label') or source.resolve().name} ({method})"  # (`.`: its name)
+    new_config["label"] = label or f"{run_label(source, config)} ({method})"
     if recalibrate_bn and not calibrate:  # (calibration.json records the examples otherwise)
         new_config[HELD_OUT_RECORD] = data.split
     with writer_lock(out, "convert into"):

@@ -17,7 +17,7 @@ from ..checks import positive_int, shown
 from ..errors import UsageError
 from ..io import RunError, pyplot, read_json, save_figure
 from .account import Settings, network_energy
-from ..labels import figure_text, series_labels
+from ..labels import figure_text, run_label, series_labels
 from ..provenance import warn_if_stale
 from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
 
@@ -44,7 +44,7 @@ def fid_points(run_dir, settings: Settings, input_bits: int = 8,
     rows = document.get("results") if isinstance(document, dict) else None
     if not isinstance(rows, list) or not rows:
         raise RunError(f"{path} has no 'results' list")
-    label = label or config.get("label") or Path(run_dir).name
+    label = label or run_label(run_dir, config)
     float32 = is_float32_config(config) and not net.stochastic
     points = []
     for row in rows:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import replace
-from pathlib import Path
 from typing import Sequence
 
 from ..checks import AGGREGATIONS, as_real, one_of, shown
@@ -22,7 +21,7 @@ from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
 from ..models import ModelConfig, is_generator
 from ..nn import NeuronSpec
-from ..labels import series_labels
+from ..labels import run_label, series_labels
 from ..provenance import warn_if_stale
 from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
@@ -198,7 +197,7 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, l
     files = eval_files(run_dir)
     if not files:
         raise RunError(f"{run_dir} has no eval-*.json; run `pdnn eval {run_dir}` first")
-    label = label or config.get("label") or Path(run_dir).name
+    label = label or run_label(run_dir, config)
     float32 = is_float32_config(config) and not net.stochastic
     points = []
     for path in files:
