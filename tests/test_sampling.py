@@ -938,9 +938,9 @@ def test_a_loop_of_forwards_gives_every_sample_the_input_as_given():
     assert torch.equal(x, torch.eye(2))  # divided once, as by one forward
 
 
-def test_copies_of_inputs_sharing_memory_pass_gradients_to_their_base():
-    """The copies that keep two inputs' shared memory read it through their base: a loss on the
-    samples has the gradient a loop of forwards on the given tensors has."""
+def test_copies_of_a_tensor_and_its_view_pass_gradients_as_the_tensors_do():
+    """Each sample's copies of the inputs: a loss on the samples has the gradient a loop of
+    forwards on the given tensors has."""
     base = torch.tensor([[1.0, -2.0], [3.0, 0.5]], requires_grad=True)
     with pytest.warns(UserWarning, match="running a loop of forwards"):
         out = SampledModel(_ScaledTwice(), samples=3, reduce="none", seed=0)(base, base[:, :1])
@@ -959,3 +959,29 @@ class _ScaledTwice(nn.Module):
     def forward(self, x, y):
         return 2 * x + 5 * y + 1e-3 * (self.pbit(x * 0) + torch.normal(torch.zeros_like(x), 1.0))
 
+
+class _CentredLarge(nn.Module):
+    """Centres p-bits over the batch (a fold mixes the samples), their pre-activations near 5000."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.p, self.l2 = nn.Linear(4, 8), PBit(beta=2e-4), nn.Linear(8, 3)
+        with torch.no_grad():
+            self.l1.weight.mul_(100)
+            self.l1.bias.fill_(5000.0)
+
+    def forward(self, x):
+        h = self.p(self.l1(x))
+        return self.l2(h - h.mean(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_fold_check_sees_a_fold_of_large_pre_activations_in_16_bit_floats(dtype):
+    """The probe added offsets below 1/2 to pre-activations near 5000, where a 16-bit float rounds
+    them away: the batch-centring fold passed, and samples differed from every forward's l2.bias."""
+    torch.manual_seed(0)
+    net, x = _CentredLarge().to(dtype), torch.randn(1, 4, dtype=dtype)
+    sampled = SampledModel(net, samples=8, reduce="none", seed=0)
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        out = sampled(x)
+    assert sampled.plan(x) == "loop" and torch.equal(out, net.l2.bias.detach().expand(8, 1, 3))

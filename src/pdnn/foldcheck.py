@@ -47,7 +47,8 @@ _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", 
 
 
 class _Probe:
-    """Deterministic stand-in for every random draw: input + offset of the row's index.
+    """Deterministic stand-in for every random draw: tanh of the input (bounded, as a p-bit is, so
+    that the offsets survive rounding) + offset of the row's index.
 
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
@@ -68,7 +69,9 @@ class _Probe:
         offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
         if shifted:
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
-        return x + offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
+        # tanh(x), not x: in a 16-bit float (or beyond 2**23 in a 32-bit one) offsets below 1/2 added
+        # to a large pre-activation round away, and a fold that mixes the samples passed the check
+        return torch.tanh(x) + offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
