@@ -485,6 +485,12 @@ def test_cli_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     assert sorted(p.name for p in new.iterdir()) == ["checkpoint.pt", "config.json"]  # the stale eval is gone
     assert read_json(new / "config.json")["convert"]["beta"] == 0.5
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(source), "--force"]) == 2
+    # stopped while writing its folder (the weights written, config.json not yet): said as such
+    (new / "config.json").unlink()
+    capsys.readouterr()
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new)]) == 2
+    assert "holds a conversion interrupted while writing it (no config.json); pass --force" in capsys.readouterr().err
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--force", "--quiet"]) == 0
     assert pdnn.cli.main(["convert", str(source), "--method", "dither", "--out", str(tmp_path / "x")]) == 2
     assert "not supported by 'dither'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

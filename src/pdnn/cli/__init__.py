@@ -61,7 +61,8 @@ _CONTINUE = {"train": "every finished epoch was saved, and --resume continues fr
                       "(if none had finished, train anew)",
              "study": "its finished runs are saved; the same command continues",
              "reproduce": "its finished steps are saved; the same command continues",
-             "demo": "its finished runs are saved; the same command continues"}
+             "demo": "its finished runs are saved; the same command continues",
+             "convert": "a conversion stopped while writing its folder is replaced by the same command with --force"}
 
 
 def _said(err: Exception) -> str:

@@ -188,7 +188,10 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     if not out.exists() or (out.is_dir() and all(p.name == LOCK for p in out.iterdir())):
         return  # nothing there yet (a folder holding only a writer's lock is not a result)
     if not force:
-        raise RunError(f"{out} already exists; choose a new directory or pass --force to replace its results")
+        interrupted = not (out / CONFIG).is_file() and ((out / CALIBRATION).is_file() or _weights_only(out / CHECKPOINT))
+        raise RunError(f"{out} holds a conversion interrupted while writing it (no {CONFIG}); pass --force to replace "
+                       "it" if interrupted else
+                       f"{out} already exists; choose a new directory or pass --force to replace its results")
     if (out / CONFIG).is_file() and "convert" not in read_json(out / CONFIG):
         raise RunError(f"{out} is a trained run, not a converted one (its {CONFIG} has no 'convert'); --force only "
                        "replaces converted runs, so choose another directory. Nothing was changed")
