@@ -187,7 +187,10 @@ def test_probability_is_the_ideal_one_rounded_to_16_bits(mode):
     down, as it was, P(b = 1) stopped at 1 - 2**-16 short of p = 1 (x = 6 and 7 below), and a
     bipolar p-bit's mean was not odd."""
     r = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
-    x = torch.tensor([-9.0, -7.0, -3.0, -0.3, -(2.0**-16), 0.0, 2.0**-16, 1e-3, 0.7, 3.0, 6.0, 7.0, 9.0])
+    # (and -3.98826, -3.234375 in the bipolar mode: 2**16 p within a float32 rounding below a
+    # half-integer, where r + 2**16 p, rounded before the comparison, gave one more 1)
+    x = torch.tensor([-9.0, -7.0, -3.0, -0.3, -(2.0**-16), 0.0, 2.0**-16, 1e-3, 0.7, 3.0, 6.0, 7.0, 9.0,
+                      -3.98826003074646, -3.234375, 3.98826003074646, 3.234375])
     bits, p = F._PBitFunction.apply(x[:, None].expand(-1, len(r)), r, mode, 1.0, "mean", 1)
     p_one = p[:, 0].double()  # the P(b = 1) the function keeps: the ideal one, in float32
     ideal = (1 + torch.tanh(x.double())) / 2 if mode == "bipolar" else torch.sigmoid(x.double())
@@ -197,6 +200,7 @@ def test_probability_is_the_ideal_one_rounded_to_16_bits(mode):
     assert set(bits.unique().tolist()) == ({-1.0, 1.0} if mode == "bipolar" else {0.0, 1.0})
     if mode == "bipolar":  # x = +-6, +-7: within 2**-17 of saturation, where the bit is the sign
         assert ones[[1, 11, 12]].tolist() == [0, 2**16, 2**16]
+        assert torch.equal(ones[[13, 14]] + ones[[15, 16]], torch.tensor([2**16, 2**16]))  # the mean is odd
 
 
 def test_thresholds_are_uniform_16_bit_integers():

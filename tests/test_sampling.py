@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pdnn import SampledModel, sample_aware_loss
-from pdnn.nn import PBit
+from pdnn.nn import GaussianNoise, PBit
 from pdnn import sampling
 from pdnn.sampling import SharedInputPBit, build_sampled_graph, repeat_samples
 from pdnn.errors import UsageError
@@ -915,6 +915,20 @@ def test_a_write_to_an_input_another_views_is_refused(again):
         warnings.simplefilter("ignore")  # the loop's warnings
         sampled(x.clone(), again(x))  # a copy is sampled, and so is a model that writes nothing
         SampledModel(_ScaledTwice(), samples=3, seed=0)(x, again(x)[:, :1])
+        # ... and one that writes only to an input no other views (two others view one memory)
+        halving = SampledModel(_HalvesFirst(), samples=3, reduce="none", seed=0)
+        torch.testing.assert_close(halving(x.clone(), x, again(x)), (x / 2 + x + again(x)).expand(3, 3, 2))
+
+
+class _HalvesFirst(nn.Module):
+    """x / 2 (in place) + a + b, and a p-bit of nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x, a, b):
+        return x.div_(2) + a + b + 0 * self.pbit(x * 0)
 
 
 class _ScalesPixels(nn.Module):
@@ -985,3 +999,24 @@ def test_the_fold_check_sees_a_fold_of_large_pre_activations_in_16_bit_floats(dt
     with pytest.warns(UserWarning, match="running a loop of forwards"):
         out = sampled(x)
     assert sampled.plan(x) == "loop" and torch.equal(out, net.l2.bias.detach().expand(8, 1, 3))
+
+
+class _CentredBeforeNoise(nn.Module):
+    """Centres p-bit sums over the batch at 20, then adds noise: a fold mixes the samples."""
+
+    def __init__(self, noise: nn.Module):
+        super().__init__()
+        self.l1, self.p, self.l2, self.noise, self.out = nn.Linear(4, 8), PBit(), nn.Linear(8, 8), noise, nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.l2(self.p(self.l1(x)))
+        return self.out(self.noise(20 + h - h.mean(0)))
+
+
+@pytest.mark.parametrize("noise", [GaussianNoise(1e-3), nn.Dropout(0.1)], ids=["gaussian", "dropout"])
+def test_the_fold_check_sees_a_mix_of_samples_before_an_unbounded_draw(noise):
+    """A probe bounded by tanh hid the mix before noise or dropout, whose outputs are not bounded."""
+    torch.manual_seed(0)
+    net = _CentredBeforeNoise(noise).train(isinstance(noise, nn.Dropout))
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        assert SampledModel(net, samples=8).plan(torch.randn(16, 4)) == "loop"

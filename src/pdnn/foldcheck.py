@@ -47,8 +47,8 @@ _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", 
 
 
 class _Probe:
-    """Deterministic stand-in for every random draw: tanh of the input (bounded, as a p-bit is, so
-    that the offsets survive rounding) + offset of the row's index.
+    """Deterministic stand-in for every random draw: input + offset of the row's index, in units of
+    1 + |input| (so that no rounding takes it away).
 
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
@@ -69,9 +69,11 @@ class _Probe:
         offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
         if shifted:
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
-        # tanh(x), not x: in a 16-bit float (or beyond 2**23 in a 32-bit one) offsets below 1/2 added
-        # to a large pre-activation round away, and a fold that mixes the samples passed the check
-        return torch.tanh(x) + offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
+        # scaled by 1 + |x|: offsets below 1/2 added to a pre-activation near 5000 in a 16-bit float
+        # rounded away, and a fold that mixes the samples passed the check (tanh(x) instead bounded
+        # what unbounded draws, noise or dropout, pass on, and hid a mix there)
+        offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
+        return x + offsets * (1 + x.abs())
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
@@ -511,34 +513,36 @@ def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     return not _rows_agree(first, second, torch.arange(len(x), device=x.device))
 
 
-def changes_input(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict | None = None) -> bool:
-    """Whether ``model`` changes one of its input tensors in place (run once on copies, under
-    stand-ins)."""
+def changed_inputs(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
+    """The input tensors ``model`` changes in place (run once on copies, under stand-ins)."""
     kwargs = kwargs or {}
     copied, given = fresh_inputs(((x, *args), kwargs), lambda a: None), ((x, *args), kwargs)
     with _untouched(model, x.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
         try:
             model(*copied[0], **copied[1])
         except Exception:  # the call itself will say it
-            return False
+            return []
     before, after = ([v for v in tree_flatten(values)[0] if isinstance(v, torch.Tensor)] for values in (given, copied))
-    return any(_changed(a, b) for a, b in zip(before, after))
+    return [a for a, b in zip(before, after) if _changed(a, b)]
 
 
-def share_memory(tensors: list[torch.Tensor]) -> bool:
-    """Whether two distinct tensors of ``tensors`` reach one memory (a view or a slice of another):
-    their spans of it overlap (interleaved slices too, conservatively). Tensors without memory of
-    their own (under ``torch.func`` transforms, ``torch.export``) count as apart."""
-    spans = []
-    for t in {id(t): t for t in tensors}.values():
+def share_memory(tensors: list[torch.Tensor], changed: list[torch.Tensor] | None = None) -> bool:
+    """Whether a tensor of ``changed`` (default: any of ``tensors``) and another distinct tensor of
+    ``tensors`` reach one memory (a view or a slice of it): their spans of it overlap (interleaved
+    slices too, conservatively). Tensors without memory of their own (under ``torch.func``
+    transforms, ``torch.export``) count as apart."""
+    spans = {}
+    for t in tensors:
         try:
             start = t.data_ptr()
         except (NotImplementedError, RuntimeError):  # (a BatchedTensor, TensorWrapper or FakeTensor)
             continue
         if t.numel():
             end = start + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
-            spans.append((t.device, start, end))
-    return any(a[0] == b[0] and a[1] < b[2] and b[1] < a[2] for a, b in itertools.combinations(spans, 2))
+            spans[id(t)] = (t.device, start, end)
+    ours = spans if changed is None else {id(t): spans[id(t)] for t in changed if id(t) in spans}
+    return any(key != other and a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
+               for key, a in ours.items() for other, b in spans.items())
 
 
 def _changed(given: torch.Tensor, after: torch.Tensor) -> bool:

@@ -40,7 +40,8 @@ from .errors import UsageError
 MODES = ("bipolar", "unipolar")
 MAX_BITS = 8  # the widest k-bit activation or weight
 STES = ("mean", "identity", "clipped")
-# b = 1 iff r + 2**16 * p reaches it, r uniform on [-2**15, 2**15): P(b = 1) is p to the nearest 2**-16
+# b = 1 iff 2**16 * p reaches r's distance below it, r uniform on [-2**15, 2**15): P(b = 1) is p to the
+# nearest 2**-16
 HALF_WAY = 2**15 - 0.5
 
 
@@ -149,13 +150,13 @@ class _PBitFunction(torch.autograd.Function):
     the derivative of either mean is a multiple of ``p * (1 - p)``.
 
     The bit: with ``r`` uniform on [-2**15, 2**15), ``b = 1`` (or ``+1``) iff
-    ``r + 2**16 * p >= 2**15 - 1/2``. The sum is rounded once, which can move the decision only
-    where ``2**16 * p`` lies within a rounding below a half-integer; ``sum - (2**15 - 1/2)`` keeps
-    the sign of the comparison (a tie gives +0, hence +1), so a bipolar bit is never 0. Hence
-    ``P(b = 1)`` is ``p`` rounded to the nearest multiple of ``2**-16`` (up to that rounding), as
-    the fused kernel's is: within ``2**-17`` of it, exactly 0 or 1 within ``2**-17`` of saturation,
-    and a bipolar bit's mean odd in ``x`` (rounded down, ``P`` stopped at ``1 - 2**-16`` short of
-    ``p = 1``: 62 bits in 4.2 M wrong at ``x = 7``, against 3.5 expected).
+    ``(r - (2**15 - 1/2)) + 2**16 * p >= 0``. Both terms are exact, and the one rounding of their
+    sum keeps its sign (a tie gives +0, hence +1, so a bipolar bit is never 0): ``P(b = 1)`` is
+    ``p`` rounded to the nearest multiple of ``2**-16``, exactly, as the fused kernel's is: within
+    ``2**-17`` of it, exactly 0 or 1 within ``2**-17`` of saturation, and a bipolar bit's mean odd
+    in ``x``. (Rounded down, ``P`` stopped at ``1 - 2**-16`` short of ``p = 1``: 62 bits in 4.2 M
+    wrong at ``x = 7``, against 3.5 expected; and ``r + 2**16 * p`` rounded before the comparison
+    gave one more 1 where ``2**16 * p`` lay within a rounding below the step.)
 
     On the fused path the draw input is the kernel's key (an ``int``) and only the bits come from
     the kernel. There ``repeats > 1`` stands for ``x`` repeated along its first dimension: the
@@ -181,16 +182,16 @@ class _PBitFunction(torch.autograd.Function):
         p = _probability(x, mode, beta)
         if isinstance(thresholds, int):  # the key of the fused kernel's stream
             return pbit_kernel.bits(x, mode, beta, thresholds, repeats), p
+        # r - (2**15 - 1/2) is exact, and 2**16 * p too: the one rounding of their sum keeps its sign
         if eager:
-            total = torch.empty_like(p).copy_(thresholds).add_(p, alpha=2**16)
+            total = torch.sub(thresholds.expand_as(p), HALF_WAY, out=torch.empty_like(p)).add_(p, alpha=2**16)
         else:
-            total = thresholds.to(p.dtype) + p * 2**16
+            total = (thresholds.to(p.dtype) - HALF_WAY) + p * 2**16
         if mode == "bipolar":
             one = torch.ones((), dtype=total.dtype, device=total.device)
-            bits = (torch.copysign(one, total.sub_(HALF_WAY), out=total) if eager
-                    else torch.copysign(one, total - HALF_WAY))
+            bits = torch.copysign(one, total, out=total) if eager else torch.copysign(one, total)
         else:
-            bits = total.ge_(HALF_WAY)
+            bits = total.ge_(0)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
         # (the full masking pass is paid only then); elsewhere, and where the branch cannot be
         # taken on data, mask unconditionally (no host-device synchronisation)

@@ -45,7 +45,7 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, changes_input, draws_unseen, first_rows,
+from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, changed_inputs, draws_unseen, first_rows,
                         fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks, runs_eagerly, share_memory,
                         stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
@@ -749,7 +749,7 @@ class SampledModel(nn.Module):
         that writes to an input while another views its memory would not see its write in the
         other, as a forward does. Refused (one plain forward of copies, only for such inputs)."""
         tensors = [v for v in tree_flatten((x, args, kwargs))[0] if isinstance(v, torch.Tensor)]
-        if share_memory(tensors) and changes_input(self.model, x, args, kwargs):
+        if share_memory(tensors) and share_memory(tensors, changed_inputs(self.model, x, args, kwargs)):
             raise UsageError("SampledModel cannot sample T > 1 of a model that changes an input in place while "
                              "another input views the same memory (a slice or view of it): each sample runs on "
                              "copies of its inputs, which take the two apart; pass copies (x.clone())")
@@ -805,11 +805,13 @@ class SampledModel(nn.Module):
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
         again = any(a is x for a in tensors)
-        if (again or share_memory([x, *tensors])) and changes_input(self.model, x, args):
-            raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
-                             "input shares its memory (the input passed again, or a view of it): whether one sees "
-                             "the other's change depends on how the rounds cut the inputs to the rows still "
-                             "sampled; pass a copy (x.clone()), or give a fixed T")
+        if again or share_memory([x, *tensors]):  # (only then one forward more)
+            changed = changed_inputs(self.model, x, args)
+            if (again and any(c is x for c in changed)) or share_memory([x, *tensors], changed):
+                raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
+                                 "input shares its memory (the input passed again, or a view of it): whether one "
+                                 "sees the other's change depends on how the rounds cut the inputs to the rows "
+                                 "still sampled; pass a copy (x.clone()), or give a fixed T")
         whole = kept_whole(self.model, x, args, leaves)
         if whole is None:
             if draws_unseen(self.model, x, args):
