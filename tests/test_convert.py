@@ -473,7 +473,7 @@ def test_cli_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     new.mkdir()
     (new / "eval-network.json").write_text("{}")
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "holds eval-network.json but no config.json" in capsys.readouterr().err  # what --force would refuse
     assert sorted(p.name for p in new.iterdir()) == ["eval-network.json"]
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--force"]) == 2
     assert "holds eval-network.json but no config.json" in capsys.readouterr().err  # not a conversion
@@ -490,6 +490,10 @@ def test_cli_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     capsys.readouterr()
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new)]) == 2
     assert "holds a conversion interrupted while writing it (no config.json); pass --force" in capsys.readouterr().err
+    (new / "metrics.json").write_text("[]")  # ... unless --force would refuse it: a trained run's history
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new)]) == 2
+    assert "holds a trained run's checkpoint or history" in capsys.readouterr().err
+    (new / "metrics.json").unlink()
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--force", "--quiet"]) == 0
     assert pdnn.cli.main(["convert", str(source), "--method", "dither", "--out", str(tmp_path / "x")]) == 2
     assert "not supported by 'dither'" in capsys.readouterr().err

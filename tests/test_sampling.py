@@ -239,7 +239,11 @@ def test_mean_over_t_converges_like_inverse_sqrt_t():
     target = math.tanh(1.0) * math.tanh(0.5)
     errors = {t: (SampledModel(net, t, seed=t)(x) - target).pow(2).mean().sqrt().item() for t in (1, 16)}
     ratio = errors[1] / errors[16]
-    assert 4 * 0.85 < ratio < 4 * 1.15  # sqrt(16) = 4
+    # sqrt(16) = 4. Relative standard errors of the two RMS errors over n = 4000 inputs, sqrt(Var(e²) /
+    # E[e²]² / n) / 2: 0.59 % at T = 1 (e two-valued, m = 0.351), 1.12 % at T = 16 (e near normal,
+    # Var(e²) = 2 E[e²]²); 1.27 % for the ratio (1.04 % measured over 40 seed pairs): 5 of them, 6.3 %
+    # (a mean of 13 of the 16 samples, ratio 3.55, passed the 15 % this allowed)
+    assert abs(ratio / 4 - 1) < 5 * 0.0127
 
 
 def test_reductions_and_live_sample_count():
@@ -1020,3 +1024,27 @@ def test_the_fold_check_sees_a_mix_of_samples_before_an_unbounded_draw(noise):
     net = _CentredBeforeNoise(noise).train(isinstance(noise, nn.Dropout))
     with pytest.warns(UserWarning, match="running a loop of forwards"):
         assert SampledModel(net, samples=8).plan(torch.randn(16, 4)) == "loop"
+
+
+class _LargeColumnBesideCentred(nn.Module):
+    """P-bits of a pre-activation 1e4 in column 0, the others centred over the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = PBit()
+
+    def forward(self, x):
+        b = self.p(x * torch.tensor([1e4, 1.0, 1.0, 1.0]))
+        return torch.cat([b[:, :1], b[:, 1:] - b[:, 1:].mean(0)], 1)
+
+
+def test_a_large_p_bit_input_does_not_hide_a_mix_of_samples_elsewhere():
+    """The probe passed the pre-activation's size on (x + offsets (1 + |x|)): one column of 1e4
+    raised the check's tolerance past the samples' shifts in the others, and the fold passed."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 4)
+    sampled = SampledModel(_LargeColumnBesideCentred(), samples=4, reduce="none", seed=1)
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        out = sampled(x)
+    assert sampled.plan(x) == "loop"
+    torch.testing.assert_close(out[..., 1:].mean(1), torch.zeros(4, 3), rtol=0, atol=1e-6)

@@ -18,6 +18,7 @@ state (batch-norm running statistics), the random number generators and hooks ar
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import sys
@@ -47,8 +48,8 @@ _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", 
 
 
 class _Probe:
-    """Deterministic stand-in for every random draw: input + offset of the row's index, in units of
-    1 + |input| (so that no rounding takes it away).
+    """Deterministic stand-in for every random draw: input + offset of the row's index (for a
+    module whose output is bounded, a p-bit's, ``tanh(beta * input)`` + offset).
 
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
@@ -63,17 +64,17 @@ class _Probe:
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
 
-    def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False, gain: float | None = None) -> torch.Tensor:
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         rows, sample = self._rows(x)
         offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
         if shifted:
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
-        # scaled by 1 + |x|: offsets below 1/2 added to a pre-activation near 5000 in a 16-bit float
-        # rounded away, and a fold that mixes the samples passed the check (tanh(x) instead bounded
-        # what unbounded draws, noise or dropout, pass on, and hid a mix there)
         offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
-        return x + offsets * (1 + x.abs())
+        # a draw bounded as a p-bit's stands in bounded, tanh(gain x) (its mean's shape): offsets
+        # added to a pre-activation near 5000 in a 16-bit float rounded away, and a fold mixing the
+        # samples passed; the others (noise, dropout) pass their input on, whatever its size
+        return (x if gain is None else torch.tanh(gain * x)) + offsets
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
@@ -100,8 +101,8 @@ class _Probe:
         and 1 lie on both sides of every threshold between -1.7 and 1.7."""
         return 4 * (self.uniform(like) - 0.5)
 
-    def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
-        return self(x, repeats, shifted=True)
+    def module(self, x: torch.Tensor, repeats: int = 1, gain: float | None = None) -> torch.Tensor:
+        return self(x, repeats, shifted=True, gain=gain)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
         return self(input) if training and p > 0 else input
@@ -140,7 +141,7 @@ class _Still:
     def __init__(self, phase: float = 0.0):
         self.phase = phase
 
-    def module(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+    def module(self, x: torch.Tensor, repeats: int = 1, gain: float | None = None) -> torch.Tensor:
         return repeat_samples(x, repeats)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
@@ -182,8 +183,9 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     rule_map_before = _dynamo_rule_map_size()
     try:
-        for m in modules:
-            m.forward = probe.module
+        for m in modules:  # (a module with a ``precision`` gives bounded values, made from beta * x)
+            gain = getattr(m, "beta", 1.0) if hasattr(m, "precision") else None
+            m.forward = functools.partial(probe.module, gain=gain)
         for (owner, name, fn), (_, _, original) in zip(replaced, originals):
             setattr(owner, name, _in_this_thread(fn, original))
         yield probe

@@ -187,11 +187,6 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
         raise RunError("the converted run must go to a new directory, not over its source")
     if not out.exists() or (out.is_dir() and all(p.name == LOCK for p in out.iterdir())):
         return  # nothing there yet (a folder holding only a writer's lock is not a result)
-    if not force:
-        interrupted = not (out / CONFIG).is_file() and ((out / CALIBRATION).is_file() or _weights_only(out / CHECKPOINT))
-        raise RunError(f"{out} holds a conversion interrupted while writing it (no {CONFIG}); pass --force to replace "
-                       "it" if interrupted else
-                       f"{out} already exists; choose a new directory or pass --force to replace its results")
     if (out / CONFIG).is_file() and "convert" not in read_json(out / CONFIG):
         raise RunError(f"{out} is a trained run, not a converted one (its {CONFIG} has no 'convert'); --force only "
                        "replaces converted runs, so choose another directory. Nothing was changed")
@@ -211,6 +206,10 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     if found and not (out / CONFIG).is_file() and not written:
         raise RunError(f"{out} holds {', '.join(found)} but no {CONFIG}: neither a converted run nor an interrupted "
                        "conversion; --force only replaces those, so choose another directory. Nothing was changed")
+    if not force:  # (what --force would refuse is said above, whether or not it was given)
+        raise RunError(f"{out} holds a conversion interrupted while writing it (no {CONFIG}); pass --force to replace "
+                       "it" if not (out / CONFIG).is_file() and written else
+                       f"{out} already exists; choose a new directory or pass --force to replace its results")
 
 
 def _training_state(checkpoint: Path) -> bool:
