@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pdnn import SampledModel, sample_aware_loss
-from pdnn.nn import GaussianNoise, PBit
+from pdnn.nn import GaussianNoise, HardPBit, PBit
 from pdnn import sampling
 from pdnn.sampling import SharedInputPBit, build_sampled_graph, repeat_samples
 from pdnn.errors import UsageError
@@ -1048,3 +1048,40 @@ def test_a_large_p_bit_input_does_not_hide_a_mix_of_samples_elsewhere():
         out = sampled(x)
     assert sampled.plan(x) == "loop"
     torch.testing.assert_close(out[..., 1:].mean(1), torch.zeros(4, 3), rtol=0, atol=1e-6)
+
+
+class _WideHardPBitAfterABatchMean(nn.Module):
+    """A p-bit, its batch mean, then a HardPBit whose mean is linear over [-100, 100]."""
+
+    def __init__(self):
+        super().__init__()
+        self.p1, self.p2 = PBit(), HardPBit(-100.0, 100.0, beta=10.0)
+
+    def forward(self, x):
+        b = self.p1(x)
+        return torch.cat([b, self.p2((3 + 0.5 * b.mean(0, keepdim=True)).expand_as(b))], 1)
+
+
+class _ChannelPBit(nn.Module):
+    """A user's p-bit with a float32 beta per channel, kept as a plain attribute."""
+
+    stochastic, precision = True, 1
+
+    def __init__(self, n):
+        super().__init__()
+        self.generator, self.beta = None, torch.linspace(0.5, 2.0, n)
+
+    def forward(self, x):
+        p = torch.sigmoid(2 * self.beta * x)
+        return (2.0 * (p > torch.rand(x.shape, generator=self.generator)) - 1).to(x.dtype)
+
+
+def test_the_fold_check_stands_in_for_a_neuron_by_its_own_mean():
+    """tanh(beta x) stood in for every module with a precision: a batch mean feeding a wide
+    HardPBit (a clamp, linear where tanh is 1) was folded, and a user's p-bit with a float32 beta
+    in a bfloat16 model made the check's stand-in float32 (a dtype error in the next layer)."""
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        assert SampledModel(_WideHardPBitAfterABatchMean(), samples=4).plan(torch.zeros(1, 1)) == "loop"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), _ChannelPBit(5), nn.Linear(5, 2)).to(torch.bfloat16)
+    assert SampledModel(net, samples=4)(torch.randn(4, 3, dtype=torch.bfloat16)).dtype == torch.bfloat16

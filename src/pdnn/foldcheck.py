@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
-from .nn import is_stochastic
+from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
 from .tracing import ModelState
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
@@ -44,12 +44,13 @@ _GOLDEN, _SQRT2 = 0.6180339887498949, 1.4142135623730951
 # where the stand-ins for uniform draws of samples 0, 1, 2 lie (each row adds up to 0.05): on both
 # sides of every threshold from 0.05 to 0.93
 _UNIFORM_BANDS = (0.0, 0.93, 0.45)
+_NEURONS_WITH_MEANS = (PBit, HardPBit, DitheredQuantize)  # their ``mean(x)``: what their draws scatter around
 _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
 
 
 class _Probe:
     """Deterministic stand-in for every random draw: input + offset of the row's index (for a
-    module whose output is bounded, a p-bit's, ``tanh(beta * input)`` + offset).
+    pdnn neuron, its mean + offset).
 
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
@@ -64,17 +65,19 @@ class _Probe:
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
 
-    def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False, gain: float | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
+                 mean: Callable | None = None) -> torch.Tensor:
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         rows, sample = self._rows(x)
         offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
         if shifted:
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
         offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
-        # a draw bounded as a p-bit's stands in bounded, tanh(gain x) (its mean's shape): offsets
-        # added to a pre-activation near 5000 in a 16-bit float rounded away, and a fold mixing the
-        # samples passed; the others (noise, dropout) pass their input on, whatever its size
-        return (x if gain is None else torch.tanh(gain * x)) + offsets
+        # a pdnn neuron stands in as its mean (a p-bit's is bounded: offsets added to a pre-activation
+        # near 5000 in a 16-bit float rounded away, and a fold mixing the samples passed; tanh for
+        # every module with a precision hid a mix before a wide HardPBit, whose mean is a clamp);
+        # the others (noise, dropout, users' modules) pass their input on, whatever its size
+        return (x if mean is None else mean(x).to(x.dtype)) + offsets
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
@@ -101,8 +104,8 @@ class _Probe:
         and 1 lie on both sides of every threshold between -1.7 and 1.7."""
         return 4 * (self.uniform(like) - 0.5)
 
-    def module(self, x: torch.Tensor, repeats: int = 1, gain: float | None = None) -> torch.Tensor:
-        return self(x, repeats, shifted=True, gain=gain)
+    def module(self, x: torch.Tensor, repeats: int = 1, mean: Callable | None = None) -> torch.Tensor:
+        return self(x, repeats, shifted=True, mean=mean)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
         return self(input) if training and p > 0 else input
@@ -141,7 +144,7 @@ class _Still:
     def __init__(self, phase: float = 0.0):
         self.phase = phase
 
-    def module(self, x: torch.Tensor, repeats: int = 1, gain: float | None = None) -> torch.Tensor:
+    def module(self, x: torch.Tensor, repeats: int = 1, mean: Callable | None = None) -> torch.Tensor:
         return repeat_samples(x, repeats)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
@@ -183,9 +186,8 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     rule_map_before = _dynamo_rule_map_size()
     try:
-        for m in modules:  # (a module with a ``precision`` gives bounded values, made from beta * x)
-            gain = getattr(m, "beta", 1.0) if hasattr(m, "precision") else None
-            m.forward = functools.partial(probe.module, gain=gain)
+        for m in modules:
+            m.forward = functools.partial(probe.module, mean=m.mean if isinstance(m, _NEURONS_WITH_MEANS) else None)
         for (owner, name, fn), (_, _, original) in zip(replaced, originals):
             setattr(owner, name, _in_this_thread(fn, original))
         yield probe

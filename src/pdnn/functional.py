@@ -40,8 +40,8 @@ from .errors import UsageError
 MODES = ("bipolar", "unipolar")
 MAX_BITS = 8  # the widest k-bit activation or weight
 STES = ("mean", "identity", "clipped")
-# b = 1 iff 2**16 * p reaches r's distance below it, r uniform on [-2**15, 2**15): P(b = 1) is p to the
-# nearest 2**-16
+# b = 1 iff (r - HALF_WAY) + 2**16 * p >= 0, r uniform on [-2**15, 2**15): P(b = 1) is p rounded to
+# the nearest 2**-16
 HALF_WAY = 2**15 - 0.5
 
 
