@@ -1076,12 +1076,36 @@ class _ChannelPBit(nn.Module):
         return (2.0 * (p > torch.rand(x.shape, generator=self.generator)) - 1).to(x.dtype)
 
 
-def test_the_fold_check_stands_in_for_a_neuron_by_its_own_mean():
+class _NarrowHardPBitOfCentred(nn.Module):
+    """P-bits centred over the batch, through a HardPBit of range 1e-5, scaled back up."""
+
+    def __init__(self):
+        super().__init__()
+        self.p1, self.p2 = PBit(), HardPBit(0.0, 1e-5)
+
+    def forward(self, x):
+        h = self.p1(x)
+        return self.p2(h - h.mean(0)) * 1e5
+
+
+class _PBitWithOwnMean(PBit):
+    """A user's p-bit whose mean asks for a bias."""
+
+    def mean(self, x, bias):
+        return super().mean(x + bias)
+
+
+def test_only_a_p_bit_stands_in_as_its_mean():
     """tanh(beta x) stood in for every module with a precision: a batch mean feeding a wide
     HardPBit (a clamp, linear where tanh is 1) was folded, and a user's p-bit with a float32 beta
-    in a bfloat16 model made the check's stand-in float32 (a dtype error in the next layer)."""
-    with pytest.warns(UserWarning, match="running a loop of forwards"):
-        assert SampledModel(_WideHardPBitAfterABatchMean(), samples=4).plan(torch.zeros(1, 1)) == "loop"
+    in a bfloat16 model made the check's stand-in float32 (a dtype error in the next layer). A
+    HardPBit's own mean, a clamp, hid a mix under a narrow range, and a subclass's mean that asks
+    for more failed the check."""
+    for net in (_WideHardPBitAfterABatchMean(), _NarrowHardPBitOfCentred()):
+        with pytest.warns(UserWarning, match="running a loop of forwards"):
+            assert SampledModel(net, samples=4).plan(torch.zeros(1, 1)) == "loop"
+    subclassed = nn.Sequential(nn.Linear(3, 4), _PBitWithOwnMean(), nn.Linear(4, 2))
+    assert SampledModel(subclassed, samples=4).plan(torch.randn(4, 3)) == "graph"
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 5), _ChannelPBit(5), nn.Linear(5, 2)).to(torch.bfloat16)
     assert SampledModel(net, samples=4)(torch.randn(4, 3, dtype=torch.bfloat16)).dtype == torch.bfloat16

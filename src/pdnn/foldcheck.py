@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
-from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
+from .nn import DitheredQuantize, PBit, is_stochastic
 from .tracing import ModelState
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
@@ -44,13 +44,12 @@ _GOLDEN, _SQRT2 = 0.6180339887498949, 1.4142135623730951
 # where the stand-ins for uniform draws of samples 0, 1, 2 lie (each row adds up to 0.05): on both
 # sides of every threshold from 0.05 to 0.93
 _UNIFORM_BANDS = (0.0, 0.93, 0.45)
-_NEURONS_WITH_MEANS = (PBit, HardPBit, DitheredQuantize)  # their ``mean(x)``: what their draws scatter around
 _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
 
 
 class _Probe:
     """Deterministic stand-in for every random draw: input + offset of the row's index (for a
-    pdnn neuron, its mean + offset).
+    p-bit or a dithered quantiser, whose outputs lie in [-1, 1], its mean + offset).
 
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
@@ -73,10 +72,10 @@ class _Probe:
         if shifted:
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
         offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
-        # a pdnn neuron stands in as its mean (a p-bit's is bounded: offsets added to a pre-activation
-        # near 5000 in a 16-bit float rounded away, and a fold mixing the samples passed; tanh for
-        # every module with a precision hid a mix before a wide HardPBit, whose mean is a clamp);
-        # the others (noise, dropout, users' modules) pass their input on, whatever its size
+        # a p-bit stands in as its mean, in [-1, 1] (offsets added to a pre-activation near 5000 in a
+        # 16-bit float rounded away, and a fold mixing the samples passed); every other draw as its
+        # input: a bounded carrier hid a mix before noise or dropout, a HardPBit's clamp one before
+        # a wide range or under a narrow one, and offsets grown with the input one beside a large value
         return (x if mean is None else mean(x).to(x.dtype)) + offsets
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,8 +185,9 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     rule_map_before = _dynamo_rule_map_size()
     try:
-        for m in modules:
-            m.forward = functools.partial(probe.module, mean=m.mean if isinstance(m, _NEURONS_WITH_MEANS) else None)
+        for m in modules:  # (a subclass's own mean may ask for more, or lie elsewhere)
+            bounded = isinstance(m, (PBit, DitheredQuantize)) and type(m).mean in (PBit.mean, DitheredQuantize.mean)
+            m.forward = functools.partial(probe.module, mean=m.mean if bounded else None)
         for (owner, name, fn), (_, _, original) in zip(replaced, originals):
             setattr(owner, name, _in_this_thread(fn, original))
         yield probe
