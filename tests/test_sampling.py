@@ -1109,3 +1109,28 @@ def test_only_a_p_bit_stands_in_as_its_mean():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 5), _ChannelPBit(5), nn.Linear(5, 2)).to(torch.bfloat16)
     assert SampledModel(net, samples=4)(torch.randn(4, 3, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+class _SaturatedAfterCentring(nn.Module):
+    """Fair p-bits, weights of 1000 (h in {-1999, 1, 2001}), h less 1 % of its batch mean, a p-bit."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin1, self.p1, self.lin2, self.p2 = nn.Linear(4, 2), PBit(), nn.Linear(2, 1), PBit()
+        with torch.no_grad():
+            self.lin1.weight.mul_(1e-3)
+            self.lin1.bias.zero_()
+            self.lin2.weight.fill_(1000.0)
+            self.lin2.bias.fill_(1.0)
+
+    def forward(self, x):
+        h = self.lin2(self.p1(self.lin1(x)))
+        return self.p2(h - 0.01 * h.mean(0, keepdim=True))
+
+
+def test_a_mix_the_p_bits_means_hide_is_seen_by_their_inputs():
+    """Standing in as their means alone, p-bits saturated on the check's values (after weights of
+    1000) hid a batch mean the real bits feel where h = 1: the fold passed, 36 standard errors off."""
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        assert SampledModel(_SaturatedAfterCentring(), samples=4).plan(torch.randn(1, 4)) == "loop"

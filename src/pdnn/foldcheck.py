@@ -48,8 +48,9 @@ _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", 
 
 
 class _Probe:
-    """Deterministic stand-in for every random draw: input + offset of the row's index (for a
-    p-bit or a dithered quantiser, whose outputs lie in [-1, 1], its mean + offset).
+    """Deterministic stand-in for every random draw: input + offset of the row's index (with
+    ``means``, for a p-bit or a dithered quantiser, whose outputs lie in [-1, 1], its mean +
+    offset; :func:`fold_mismatch` checks under both).
 
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
@@ -60,9 +61,10 @@ class _Probe:
     from a draw shared by the samples (``torch.rand_like(h) < 0.8``, a coin ``torch.rand(1) <
     0.5``, ``argsort(torch.rand(n, L))``) is a different mask for a sample of the loop."""
 
-    def __init__(self, samples: int):
+    def __init__(self, samples: int, means: bool = False):
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
+        self.means = means
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
                  mean: Callable | None = None) -> torch.Tensor:
@@ -72,11 +74,7 @@ class _Probe:
         if shifted:
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
         offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
-        # a p-bit stands in as its mean, in [-1, 1] (offsets added to a pre-activation near 5000 in a
-        # 16-bit float rounded away, and a fold mixing the samples passed); every other draw as its
-        # input: a bounded carrier hid a mix before noise or dropout, a HardPBit's clamp one before
-        # a wide range or under a narrow one, and offsets grown with the input one beside a large value
-        return (x if mean is None else mean(x).to(x.dtype)) + offsets
+        return (x if mean is None or not self.means else mean(x).to(x.dtype)) + offsets
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
@@ -398,8 +396,22 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     batch norm among the samples keeps per-sample statistics) or as one forward does (what runs
     once for all samples, such as a batch norm in the deterministic prefix, updates it once).
     An error of the folded pass is a difference; an error of the plain pass is the model's own
-    and propagates."""
-    with _untouched(model, device) as state, _probed(model, _Probe(samples)) as probe:
+    and propagates.
+
+    Checked twice: with every draw standing in as its input plus offsets, and with p-bits (and
+    dithered quantisers) standing in as their mean plus offsets. A fold that computes what the
+    loop does agrees under any stand-in computed row by row; each stand-in alone misses a mix of
+    the samples the other shows. The input alone: offsets added to a pre-activation near 5000 in
+    a 16-bit float round away, and one element of 1e4 raises the tolerance past a mix in the
+    others. The mean alone: a p-bit's mean saturated on the stand-ins' values (after weights of
+    1000) is flat where the real bits are not."""
+    return next(filter(None, (_mismatch(model, folded_pass, plain_pass, samples, batch, device, means)
+                              for means in (False, True))), None)
+
+
+def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: Callable[[], object],
+              samples: int, batch: int, device: torch.device, means: bool) -> str | None:
+    with _untouched(model, device) as state, _probed(model, _Probe(samples, means)) as probe:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # fx prints the graph's line of an error
                 folded = unfold(folded_pass(), samples, batch)
