@@ -7,13 +7,15 @@ another dimension or draw random numbers pdnn does not know about. Instead of gu
 the code, :func:`fold_mismatch` runs the folded pass and a loop of T plain forwards once on
 the real input, with every random draw replaced by a deterministic *probe*: the draw's input
 plus an offset that depends on the row's index in the batch of its sample and on the sample
-(row ``r`` of sample ``t`` gets offset ``f(t*n + r)``, ``n`` rows per sample). A folded pass
+(row ``r`` of sample ``t`` gets offset ``f(t*n + r)``, ``n`` rows per sample), and a second
+time with each p-bit standing in as its mean plus that offset. A folded pass
 whose draws see the T samples stacked sample-major along dimension 0 receives exactly the
 offsets of the loop; sharing one draw among samples, mixing rows of different samples, or
 using the wrong batch size gives different outputs (or shapes, or an error), and the caller
 falls back. The state the model keeps (buffers, numbers held as attributes) must come out as
 the loop leaves it, or as one forward does. The check leaves the model as it found it: that
-state (batch-norm running statistics), the random number generators and hooks are untouched.
+state (batch-norm running statistics), the random number generators and hooks are untouched
+(parameters a forward writes to are not put back).
 """
 from __future__ import annotations
 
