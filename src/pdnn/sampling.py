@@ -747,9 +747,8 @@ class SampledModel(nn.Module):
         keep a tensor given twice one tensor but take distinct tensors viewing one memory apart (a
         copy that kept them one would misroute gradients and copy all memory between them): a model
         that writes to an input while another views its memory would not see its write in the
-        other, as a forward does. Refused (one plain forward of copies, only for such inputs)."""
-        tensors = [v for v in tree_flatten((x, args, kwargs))[0] if isinstance(v, torch.Tensor)]
-        if share_memory(tensors) and share_memory(tensors, changed_inputs(self.model, x, args, kwargs)):
+        other, as a forward does. Refused."""
+        if _writes_to_shared_memory(self.model, x, args, kwargs):
             raise UsageError("SampledModel cannot sample T > 1 of a model that changes an input in place while "
                              "another input views the same memory (a slice or view of it): each sample runs on "
                              "copies of its inputs, which take the two apart; pass copies (x.clone())")
@@ -805,13 +804,11 @@ class SampledModel(nn.Module):
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
         again = any(a is x for a in tensors)
-        if again or share_memory([x, *tensors]):  # (only then one forward more)
-            changed = changed_inputs(self.model, x, args)
-            if (again and any(c is x for c in changed)) or share_memory([x, *tensors], changed):
-                raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
-                                 "input shares its memory (the input passed again, or a view of it): whether one "
-                                 "sees the other's change depends on how the rounds cut the inputs to the rows "
-                                 "still sampled; pass a copy (x.clone()), or give a fixed T")
+        if _writes_to_shared_memory(self.model, x, args, {}, again):
+            raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
+                             "input shares its memory (the input passed again, or a view of it): whether one sees "
+                             "the other's change depends on how the rounds cut the inputs to the rows still "
+                             "sampled; pass a copy (x.clone()), or give a fixed T")
         whole = kept_whole(self.model, x, args, leaves)
         if whole is None:
             if draws_unseen(self.model, x, args):
@@ -1038,6 +1035,18 @@ def _holding(default: torch.Generator, stream: torch.Generator):
     finally:
         stream.set_state(default.get_state())
         default.set_state(saved)
+
+
+def _writes_to_shared_memory(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict,
+                             again: bool = False) -> bool:
+    """Whether ``model`` changes in place an input that another input views (or, ``again``: the
+    input ``x`` passed again as an argument). One plain forward of copies, only where two inputs
+    share memory or ``again``."""
+    tensors = [v for v in tree_flatten((x, args, kwargs))[0] if isinstance(v, torch.Tensor)]
+    if not (again or share_memory(tensors)):
+        return False
+    changed = changed_inputs(model, x, args, kwargs)
+    return (again and any(c is x for c in changed)) or share_memory(tensors, changed)
 
 
 def _forwards(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
