@@ -89,6 +89,11 @@ def test_energy_accounting_is_exact():
     assert e["per-eo per round"] == pytest.approx((12 + 18 + 40 + 13 + 8 + 13 + 8) / 4)
     # the rest (2 + T) per input, plus 2 per round of the batch's slowest input: batches (2, 8), (3, 3)
     assert e[f"per-batch:{batch}"] == pytest.approx((4 + 10 + 5 + 5 + 2 * (6 + 6 + 2 + 2)) / 4)
+    # the batches' weight share is summed in float64: a weight term float32 cannot hold (0.1 J) stays exact
+    w = 0.1
+    energy[f"per-batch:{batch}"]["weight"] = torch.full((n,), w, dtype=torch.float64)
+    e = adaptive_study.energies(taken, rounds, energy, batch)  # (6 + 12 + 7 + 7 - 4w + w (6 + 6 + 2 + 2)) / 4
+    assert e[f"per-batch:{batch}"] == pytest.approx(8 + 3 * w, rel=1e-15)
     # a last batch of fewer inputs shares its weight read among fewer: batches (2, 8), (3, 3), (5)
     energy = linear_energy(n, batch)
     taken = torch.tensor([2, 8, 3, 3, 5])

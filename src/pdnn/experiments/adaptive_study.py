@@ -138,7 +138,7 @@ def energies(taken: torch.Tensor, rounds: torch.Tensor, energy: dict, batch: int
     per_round = held + eo["weight"][0] * (rounds - 1)
     rest = per_batch["total"][taken - 1] - per_batch["weight"][taken - 1]
     # per_batch["weight"] is one read over `batch` inputs; a batch of len(r) inputs shares it among len(r)
-    batch_rounds = torch.cat([r.max().expand(len(r)) * (batch / len(r)) for r in rounds.split(batch)])
+    batch_rounds = torch.cat([r.max().expand(len(r)).double() * (batch / len(r)) for r in rounds.split(batch)])
     shared = rest + per_batch["weight"][0] * batch_rounds
     return {"per-eo held": held.mean().item(), "per-eo per round": per_round.mean().item(),
             f"per-batch:{batch}": shared.mean().item()}
