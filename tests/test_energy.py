@@ -11,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn import functional as F
 
 from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, accumulator_bits, analyze, energy_report,
                          eo_energy_pj, format_report, format_tradeoff, load_table, network_energy, pareto_front,
@@ -19,7 +20,7 @@ from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
 import pdnn.energy.tech
 from pdnn import SampledModel
 from pdnn.cli import main
-from pdnn.energy.graph import AnalysisError, Network, fan_in
+from pdnn.energy.graph import AnalysisError, Network, fan_in, pooled_bits, pooling_window
 from pdnn.energy.report import format_markdown
 from pdnn.errors import UsageError
 from pdnn.models import ModelConfig, create
@@ -105,7 +106,9 @@ def test_energy_grows_with_every_width_step_from_1_to_32(tech):
 
 
 def _with_bits(net: Network, weight_bits: int, activation_bits: int) -> Network:
-    layers = [replace(layer, weight_bits=weight_bits, activation_bits=activation_bits) for layer in net.layers]
+    # (carry_bits 0: the width set is what each sample reads, whatever an average pool had added)
+    layers = [replace(layer, weight_bits=weight_bits, activation_bits=activation_bits, carry_bits=0)
+              for layer in net.layers]
     return replace(net, layers=layers)
 
 
@@ -249,9 +252,9 @@ def test_activation_bits_after_each_neuron_and_the_input():
     assert [l.activation_bits for l in net.layers] == [8, 1, 1, 3, 32]
     assert [l.stochastic_input for l in net.layers] == [False, True, True, True, True]
     assert net.unresolved == [] and net.method == "torch.fx"
-    # pooling and batch norm between a p-bit and the next layer keep its precision
+    # batch norm keeps the precision; a 2x2 average pool of 3-bit values is their 5-bit sum
     cnn = analyze(create("cnn", neuron="quant:3", input_shape=(1, 28, 28)), (1, 28, 28), input_bits=4)
-    assert [l.activation_bits for l in cnn.layers] == [4, 3, 3, 3, 3, 3]
+    assert [l.activation_bits for l in cnn.layers] == [4, 3, 5, 3, 5, 5]
     assert [l.weight_bits for l in analyze(create("mlp", weight_bits=32), (1, 28, 28)).layers] == [32, 32, 32]
 
 
@@ -414,6 +417,55 @@ def test_a_residual_sum_is_priced_however_it_is_written():
         assert [l["activation_bits"] for l in priced["plus"]["layers"]] == [8, 1, 2]  # the last reads the sum
         for writing, energy in priced.items():
             assert (energy["total_j"], energy["terms"]) == (priced["plus"]["total_j"], priced["plus"]["terms"]), writing
+
+
+POOLS = {  # 8 x 8 p-bit outputs, 4 channels, pooled by: (features after it, values per window, module or function)
+    "nn.AvgPool2d(2)": (64, 4, lambda: nn.AvgPool2d(2)),
+    "F.avg_pool2d(h, 2)": (64, 4, lambda h: F.avg_pool2d(h, 2)),
+    "F.avg_pool2d(h, kernel_size=(1, 4))": (64, 4, lambda h: F.avg_pool2d(h, kernel_size=(1, 4))),
+    "nn.AvgPool2d(3, stride=1)": (144, 9, lambda: nn.AvgPool2d(3, stride=1)),  # overlapping windows
+    "nn.AdaptiveAvgPool2d(3)": (36, 16, lambda: nn.AdaptiveAvgPool2d(3)),  # 8 -> 3: [0, 3), [2, 6), [5, 8)
+    "F.adaptive_avg_pool2d(h, 1)": (4, 64, lambda h: F.adaptive_avg_pool2d(h, 1)),
+    "F.max_pool2d(h, 2)": (64, 1, lambda h: F.max_pool2d(h, 2)),
+}
+
+
+class Pooled(nn.Module):
+    """A p-bit layer, one pool of :data:`POOLS`, a layer reading it; ``branchy``: data-dependent
+    control flow, so that the model is walked with forward hooks instead of torch.fx."""
+
+    def __init__(self, pool: str, neuron: nn.Module, branchy: bool = False):
+        super().__init__()
+        features, _, make = POOLS[pool]
+        self.branchy, self.is_module = branchy, pool.startswith("nn.")
+        self.c, self.neuron = QuantConv2d(3, 4, 3, padding=1, weight_bits=4), neuron
+        self.pool = make() if self.is_module else make
+        self.flatten, self.fc = nn.Flatten(), nn.Linear(features, 2)
+
+    def forward(self, x):
+        h = self.neuron(self.c(x))
+        if self.branchy and h.sum() > 1e9:
+            h = h * 2
+        return self.fc(self.flatten(self.pool(h)))
+
+
+def test_average_pooling_is_read_at_the_width_of_its_sum():
+    """The mean of k values of b bits has k(2^b - 1) + 1 levels: the next layer reads
+    ceil(log2(k(2^b - 1) + 1)) bits, the 1/k folded into its weights; max pooling keeps b bits."""
+    for pool, (_, window, _) in POOLS.items():
+        bits = math.ceil(math.log2(window + 1))  # b = 1
+        assert [l.activation_bits for l in analyze(Pooled(pool, PBit()), (3, 8, 8)).layers] == [8, bits], pool
+        if pool.startswith("nn."):  # (a function's output is outside any module: unknown to the hook walk)
+            net = analyze(Pooled(pool, PBit(), branchy=True), (3, 8, 8))
+            assert net.method == "forward hooks" and [l.activation_bits for l in net.layers] == [8, bits], pool
+    assert pooling_window(None, (1, 4, 8, 8), (1, 4, 3, 3)) == 16
+    assert [l.activation_bits for l in analyze(Pooled("nn.AvgPool2d(2)", Quantize(2)), (3, 8, 8)).layers] == [8, 4]
+    assert [l.activation_bits for l in analyze(Pooled("nn.AvgPool2d(2)", nn.Tanh()), (3, 8, 8)).layers] == [8, 32]
+    assert (pooled_bits(2, 4), pooled_bits(31, 4), pooled_bits(32, 4), pooled_bits(None, 4)) == (4, 32, 32, None)
+    # layer aggregation: T averaged p-bits pooled over 4 positions have 4T + 1 levels
+    net, layer = analyze(Pooled("nn.AvgPool2d(2)", PBit()), (3, 8, 8)), Settings(aggregate="layer")
+    for t in (1, 3, 10, 63):
+        assert network_energy(net, t, layer)["layers"][1]["activation_bits"] == math.ceil(math.log2(4 * t + 1))
 
 
 def test_an_in_place_method_is_priced_as_its_out_of_place_form():

@@ -10,9 +10,10 @@ and their pdnn k-bit subclasses) with
 * ``b_a``: the precision of the tensor that feeds it, propagated through the graph: the network
   input has ``input_bits``; a module with a ``precision`` attribute (p-bit, k-bit quantiser,
   dithered quantiser) sets it; a float activation or a weight layer's raw sum gives 32; batch
-  norm, pooling, flatten, dropout and reshapes keep it (batch norm and the 1/k of average pooling
-  fold into the next layer's weights and accumulation: averaging four 1-bit values is summing
-  them, which the next layer's adder does anyway); a residual sum of two k-bit tensors has
+  norm, max pooling, flatten, dropout and reshapes keep it (batch norm folds into the next
+  layer's weights); average pooling over a window of k values of b bits gives their sum,
+  ``ceil(log2(k(2^b - 1) + 1))`` bits (the mean of four 1-bit values has five levels: the next
+  layer reads 3 bits, its 1/k folded into its weights); a residual sum of two k-bit tensors has
   k + 1 bits;
 * the *neuron parts* that follow it up to the next weight layer (p-bit, noise injector,
   threshold quantiser, float nonlinearity, clipping), each marked stochastic if it runs once per
@@ -54,9 +55,11 @@ from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
-# pooling, reshaping and batch norm keep the precision of what they carry (see the module docstring)
-TRANSPARENT_MODULES = (_BatchNorm, _AvgPoolNd, _MaxPoolNd, _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd,
-                       nn.Flatten, nn.Unflatten, _DropoutNd, nn.Identity)
+# max pooling, reshaping and batch norm keep the precision of what they carry; average pooling
+# widens it (see the module docstring)
+TRANSPARENT_MODULES = (_BatchNorm, _MaxPoolNd, _AdaptiveMaxPoolNd, nn.Flatten, nn.Unflatten, _DropoutNd,
+                       nn.Identity)
+AVERAGE_POOLING_MODULES = (_AvgPoolNd, _AdaptiveAvgPoolNd)
 NONLINEAR_MODULES = (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus,
                      nn.Mish, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.Hardswish)
 CLIPPING_MODULES = (nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.Hardsigmoid, nn.Threshold)
@@ -64,10 +67,13 @@ FLOAT_UNPRICED_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._I
                           nn.Softmax, nn.LogSoftmax)
 
 _SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.squeeze,
-                    torch.unsqueeze, torch.permute, torch.transpose, operator.getitem, torch_F.avg_pool1d,
-                    torch_F.avg_pool2d, torch_F.avg_pool3d, torch_F.max_pool1d, torch_F.max_pool2d,
-                    torch_F.max_pool3d, torch_F.adaptive_avg_pool1d, torch_F.adaptive_avg_pool2d,
-                    torch_F.adaptive_max_pool2d, torch_F.dropout, torch_F.batch_norm}
+                    torch.unsqueeze, torch.permute, torch.transpose, operator.getitem, torch_F.max_pool1d,
+                    torch_F.max_pool2d, torch_F.max_pool3d, torch_F.adaptive_max_pool1d,
+                    torch_F.adaptive_max_pool2d, torch_F.adaptive_max_pool3d, torch_F.dropout, torch_F.batch_norm}
+_ADAPTIVE_AVERAGE_POOLING_FUNCTIONS = {torch_F.adaptive_avg_pool1d, torch_F.adaptive_avg_pool2d,
+                                       torch_F.adaptive_avg_pool3d}  # (their second argument is the output size)
+_AVERAGE_POOLING_FUNCTIONS = {torch_F.avg_pool1d, torch_F.avg_pool2d, torch_F.avg_pool3d,
+                              *_ADAPTIVE_AVERAGE_POOLING_FUNCTIONS}
 _SHAPE_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze",
                   "contiguous", "chunk", "split", "expand", "clone", "detach", "float", "to"}
 _NONLINEAR_FUNCTIONS = {torch.tanh, torch.sigmoid, torch_F.tanh, torch_F.sigmoid, torch_F.gelu,
@@ -114,6 +120,32 @@ def fan_in(module: nn.Module, in_shape=None, out_shape=None) -> int:
             per_position = math.prod(k / s for k, s in zip(module.kernel_size, module.stride))
         return math.ceil(module.in_channels // module.groups * per_position - 1e-9)
     return module.in_channels // module.groups * math.prod(module.kernel_size)
+
+
+def pooled_bits(bits: int | None, window: int) -> int | None:
+    """Bits of the sum of ``window`` values of ``bits`` bits, ``ceil(log2(window (2^bits - 1) + 1))``:
+    what the layer after an average pool reads (the pool's 1/k folds into that layer's weights,
+    as batch norm does). Float stays float; a sum wider than 32 bits is held as a float."""
+    if bits is None or bits >= FLOAT_BITS:
+        return bits
+    return min(FLOAT_BITS, math.ceil(math.log2(window * (2**bits - 1) + 1)))
+
+
+def pooling_window(kernel_size, in_shape, out_shape) -> int | None:
+    """Values averaged into one output of a pool over ``[N, C, *spatial]`` shapes: the kernel's
+    size (``int`` or one per spatial dimension), or without a kernel (adaptive pooling) the
+    largest window torch uses, from ``floor(i I / O)`` to ``ceil((i + 1) I / O)`` along each
+    dimension. None when neither is known."""
+    if isinstance(kernel_size, (tuple, list)):
+        return math.prod(kernel_size)
+    if in_shape is None or (kernel_size is None and out_shape is None):
+        return None
+    if kernel_size is not None:
+        return kernel_size ** (len(in_shape) - 2)
+    window = 1
+    for size, out in zip(in_shape[2:], out_shape[2:]):
+        window *= max(-(-(i + 1) * size // out) - i * size // out for i in range(out))
+    return window
 
 
 class AnalysisError(UsageError):
@@ -270,6 +302,8 @@ class _Walker:
             prec = _precision(m)
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
             return _Info(prec, inp.stoch, inp.owner, False, name)
+        if isinstance(m, AVERAGE_POOLING_MODULES):
+            return self.average_pool(inp, pooling_window(getattr(m, "kernel_size", None), in_shape, out_shape), name)
         if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):
             return inp  # nearest upsampling copies values: no operation, same precision
         if isinstance(m, nn.Sequential) and len(m) == 0:
@@ -311,6 +345,16 @@ class _Walker:
         ))
         self.parts.append([])
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
+
+    def average_pool(self, inp: _Info, window: int | None, where: str) -> _Info:
+        """An average of ``window`` values carries their sum's width (:func:`pooled_bits`); an
+        averaged value (layer aggregation) carries the added bits, as a sum does."""
+        if window is None:
+            self.note(f"{where}: pooling window unknown, output precision unknown")
+            return _Info(None, inp.stoch, inp.owner, False, where)
+        bits = pooled_bits(inp.prec, window)
+        added = bits - inp.prec if inp.prec is not None else 0
+        return replace(inp, prec=bits, carry=inp.carry + added if inp.averaged else 0)
 
     def function(self, label: str, target, is_method: bool, inputs: list[_Info]) -> _Info:
         inp = _merge(inputs)
@@ -409,6 +453,14 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             target = _out_of_place(node)
             if target in ("copy", "set") and len(node.args) > 1 and node.args[1] in infos:
                 infos[node] = infos[node.args[1]]  # the source's values, computed by nothing
+            elif node.target in _AVERAGE_POOLING_FUNCTIONS:
+                kernel = None if node.target in _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS else \
+                    node.kwargs.get("kernel_size", node.args[1] if len(node.args) > 1 else None)
+                source = node.args[0].meta.get("tensor_meta") if isinstance(node.args[0], fx.Node) else None
+                in_shape = source.shape if isinstance(source, TensorMetadata) else None
+                out_shape = meta.shape if isinstance(meta, TensorMetadata) else None
+                infos[node] = walker.average_pool(_merge(ins), pooling_window(kernel, in_shape, out_shape),
+                                                  f"{label} ({node.name})")
             elif draws_node(node, modules):  # what depends on it runs once per sample, as SampledModel runs it
                 dropout = node.target in DROPOUT_FUNCTIONS  # keeps its input's precision; another draw has its own
                 walker.note(f"{label} ({node.name}): a random draw, not priced; what depends on it is priced once "
