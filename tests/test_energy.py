@@ -427,6 +427,8 @@ POOLS = {  # 8 x 8 p-bit outputs, 4 channels, pooled by: (features after it, val
     "nn.AdaptiveAvgPool2d(3)": (36, 16, lambda: nn.AdaptiveAvgPool2d(3)),  # 8 -> 3: [0, 3), [2, 6), [5, 8)
     "F.adaptive_avg_pool2d(h, 1)": (4, 64, lambda h: F.adaptive_avg_pool2d(h, 1)),
     "F.max_pool2d(h, 2)": (64, 1, lambda h: F.max_pool2d(h, 2)),
+    "h.mean((2, 3))": (4, 64, lambda h: h.mean((2, 3))),  # a global average pool written by hand
+    "torch.sum(h.flatten(2), -1)": (4, 64, lambda h: torch.sum(h.flatten(2), -1)),
 }
 
 
@@ -451,7 +453,8 @@ class Pooled(nn.Module):
 
 def test_average_pooling_is_read_at_the_width_of_its_sum():
     """The mean of k values of b bits has k(2^b - 1) + 1 levels: the next layer reads
-    ceil(log2(k(2^b - 1) + 1)) bits, the 1/k folded into its weights; max pooling keeps b bits."""
+    ceil(log2(k(2^b - 1) + 1)) bits, the 1/k folded into its weights; max pooling keeps b bits.
+    A mean or sum over dimensions is the same sum."""
     for pool, (_, window, _) in POOLS.items():
         bits = math.ceil(math.log2(window + 1))  # b = 1
         assert [l.activation_bits for l in analyze(Pooled(pool, PBit()), (3, 8, 8)).layers] == [8, bits], pool

@@ -13,8 +13,8 @@ and their pdnn k-bit subclasses) with
   norm, max pooling, flatten, dropout and reshapes keep it (batch norm folds into the next
   layer's weights); average pooling over a window of k values of b bits gives their sum,
   ``ceil(log2(k(2^b - 1) + 1))`` bits (the mean of four 1-bit values has five levels: the next
-  layer reads 3 bits, its 1/k folded into its weights); a residual sum of two k-bit tensors has
-  k + 1 bits;
+  layer reads 3 bits, its 1/k folded into its weights), and so does a mean or sum over
+  dimensions; a residual sum of two k-bit tensors has k + 1 bits;
 * the *neuron parts* that follow it up to the next weight layer (p-bit, noise injector,
   threshold quantiser, float nonlinearity, clipping), each marked stochastic if it runs once per
   sample;
@@ -74,6 +74,7 @@ _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS = {torch_F.adaptive_avg_pool1d, torch_F.adap
                                        torch_F.adaptive_avg_pool3d}  # (their second argument is the output size)
 _AVERAGE_POOLING_FUNCTIONS = {torch_F.avg_pool1d, torch_F.avg_pool2d, torch_F.avg_pool3d,
                               *_ADAPTIVE_AVERAGE_POOLING_FUNCTIONS}
+_REDUCTIONS = {torch.mean, torch.sum, "mean", "sum"}  # (x.mean((2, 3)): a global average pool written by hand)
 _SHAPE_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze",
                   "contiguous", "chunk", "split", "expand", "clone", "detach", "float", "to"}
 _NONLINEAR_FUNCTIONS = {torch.tanh, torch.sigmoid, torch_F.tanh, torch_F.sigmoid, torch_F.gelu,
@@ -453,14 +454,19 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             target = _out_of_place(node)
             if target in ("copy", "set") and len(node.args) > 1 and node.args[1] in infos:
                 infos[node] = infos[node.args[1]]  # the source's values, computed by nothing
-            elif node.target in _AVERAGE_POOLING_FUNCTIONS:
-                kernel = None if node.target in _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS else \
-                    node.kwargs.get("kernel_size", node.args[1] if len(node.args) > 1 else None)
-                source = node.args[0].meta.get("tensor_meta") if isinstance(node.args[0], fx.Node) else None
+            elif node.target in _AVERAGE_POOLING_FUNCTIONS or node.target in _REDUCTIONS:
+                source = node.args[0].meta.get("tensor_meta") if node.args and isinstance(node.args[0], fx.Node) \
+                    else None
                 in_shape = source.shape if isinstance(source, TensorMetadata) else None
                 out_shape = meta.shape if isinstance(meta, TensorMetadata) else None
-                infos[node] = walker.average_pool(_merge(ins), pooling_window(kernel, in_shape, out_shape),
-                                                  f"{label} ({node.name})")
+                if node.target in _REDUCTIONS:  # the values summed into one output: the sizes' ratio
+                    known = in_shape is not None and out_shape is not None
+                    window = math.prod(in_shape) // max(1, math.prod(out_shape)) if known else None
+                else:
+                    kernel = None if node.target in _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS else \
+                        node.kwargs.get("kernel_size", node.args[1] if len(node.args) > 1 else None)
+                    window = pooling_window(kernel, in_shape, out_shape)
+                infos[node] = walker.average_pool(_merge(ins), window, f"{label} ({node.name})")
             elif draws_node(node, modules):  # what depends on it runs once per sample, as SampledModel runs it
                 dropout = node.target in DROPOUT_FUNCTIONS  # keeps its input's precision; another draw has its own
                 walker.note(f"{label} ({node.name}): a random draw, not priced; what depends on it is priced once "
