@@ -106,9 +106,9 @@ def test_energy_grows_with_every_width_step_from_1_to_32(tech):
 
 
 def _with_bits(net: Network, weight_bits: int, activation_bits: int) -> Network:
-    # (carry_bits 0: the width set is what each sample reads, whatever an average pool had added)
-    layers = [replace(layer, weight_bits=weight_bits, activation_bits=activation_bits, carry_bits=0)
-              for layer in net.layers]
+    # (each sample reads the width set, whatever an average pool had added: its averaged levels are that width's)
+    layers = [replace(layer, weight_bits=weight_bits, activation_bits=activation_bits,
+                      averaged_levels=2**activation_bits - 1 if layer.averaged_input else 0) for layer in net.layers]
     return replace(net, layers=layers)
 
 
@@ -429,6 +429,11 @@ POOLS = {  # 8 x 8 p-bit outputs, 4 channels, pooled by: (features after it, val
     "F.max_pool2d(h, 2)": (64, 1, lambda h: F.max_pool2d(h, 2)),
     "h.mean((2, 3))": (4, 64, lambda h: h.mean((2, 3))),  # a global average pool written by hand
     "torch.sum(h.flatten(2), -1)": (4, 64, lambda h: torch.sum(h.flatten(2), -1)),
+    "torch.sum(input=h, dim=(2, 3))": (4, 64, lambda h: torch.sum(input=h, dim=(2, 3))),
+    "F.avg_pool2d(h[0], 2)[None]": (64, 4, lambda h: F.avg_pool2d(h[0], 2)[None]),  # [C, H, W]: unbatched
+    "nn.AdaptiveAvgPool2d(1), unbatched": (4, 64, lambda: nn.Sequential(nn.Flatten(0, 1), nn.AdaptiveAvgPool2d(1),
+                                                                        nn.Unflatten(0, (1, 4)))),
+    "F.avg_pool1d(h.flatten(1), 4)": (64, 4, lambda h: F.avg_pool1d(h.flatten(1), 4)),  # [N, L]: one dimension
 }
 
 
@@ -439,7 +444,7 @@ class Pooled(nn.Module):
     def __init__(self, pool: str, neuron: nn.Module, branchy: bool = False):
         super().__init__()
         features, _, make = POOLS[pool]
-        self.branchy, self.is_module = branchy, pool.startswith("nn.")
+        self.branchy, self.is_module = branchy, pool.startswith("nn.")  # (a module, or a function of h)
         self.c, self.neuron = QuantConv2d(3, 4, 3, padding=1, weight_bits=4), neuron
         self.pool = make() if self.is_module else make
         self.flatten, self.fc = nn.Flatten(), nn.Linear(features, 2)
@@ -461,14 +466,19 @@ def test_average_pooling_is_read_at_the_width_of_its_sum():
         if pool.startswith("nn."):  # (a function's output is outside any module: unknown to the hook walk)
             net = analyze(Pooled(pool, PBit(), branchy=True), (3, 8, 8))
             assert net.method == "forward hooks" and [l.activation_bits for l in net.layers] == [8, bits], pool
-    assert pooling_window(None, (1, 4, 8, 8), (1, 4, 3, 3)) == 16
+    assert pooling_window(None, 2, (1, 4, 8, 8), (1, 4, 3, 3)) == pooling_window(None, 2, (4, 8, 8), (4, 3, 3)) == 16
     assert [l.activation_bits for l in analyze(Pooled("nn.AvgPool2d(2)", Quantize(2)), (3, 8, 8)).layers] == [8, 4]
     assert [l.activation_bits for l in analyze(Pooled("nn.AvgPool2d(2)", nn.Tanh()), (3, 8, 8)).layers] == [8, 32]
     assert (pooled_bits(2, 4), pooled_bits(31, 4), pooled_bits(32, 4), pooled_bits(None, 4)) == (4, 32, 32, None)
-    # layer aggregation: T averaged p-bits pooled over 4 positions have 4T + 1 levels
-    net, layer = analyze(Pooled("nn.AvgPool2d(2)", PBit()), (3, 8, 8)), Settings(aggregate="layer")
-    for t in (1, 3, 10, 63):
-        assert network_energy(net, t, layer)["layers"][1]["activation_bits"] == math.ceil(math.log2(4 * t + 1))
+    # layer aggregation: T averaged p-bits pooled over k positions have kT + 1 levels, whatever k
+    layer = Settings(aggregate="layer")
+    for pool, k in (("nn.AvgPool2d(2)", 4), ("nn.AvgPool2d(3, stride=1)", 9)):
+        net = analyze(Pooled(pool, PBit()), (3, 8, 8))
+        for t in (1, 3, 7, 10, 63):
+            assert network_energy(net, t, layer)["layers"][1]["activation_bits"] == math.ceil(math.log2(k * t + 1))
+    pooled3 = analyze(nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), PBit(), nn.AvgPool1d(3), nn.Flatten(),
+                                    nn.Linear(12, 2)), (3, 9))
+    assert [network_energy(pooled3, t, layer)["layers"][1]["activation_bits"] for t in (1, 3, 7)] == [2, 4, 5]
 
 
 def test_an_in_place_method_is_priced_as_its_out_of_place_form():

@@ -137,8 +137,8 @@ def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
     neuron_pj = 0.0
     if settings.aggregate == "layer":
         repeats = 1
-        if layer.averaged_input and b_a < FLOAT_BITS:  # the average of T draws, widened by the sums since
-            b_a = min(averaged_bits(b_a - layer.carry_bits, t) + layer.carry_bits, FLOAT_BITS)
+        if layer.averaged_input and b_a < FLOAT_BITS:  # the sum of T draws, of the pools and sums since
+            b_a = min(max(b_a, math.ceil(math.log2(t * layer.averaged_levels + 1))), FLOAT_BITS)
         acc = accumulator_bits(n, b_a, b_w)
         for part in layer.neuron:
             draws = part.kind in ("pbit", "noise")

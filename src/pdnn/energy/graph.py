@@ -60,6 +60,8 @@ from .tech import FLOAT_BITS
 TRANSPARENT_MODULES = (_BatchNorm, _MaxPoolNd, _AdaptiveMaxPoolNd, nn.Flatten, nn.Unflatten, _DropoutNd,
                        nn.Identity)
 AVERAGE_POOLING_MODULES = (_AvgPoolNd, _AdaptiveAvgPoolNd)
+_POOLING_MODULE_DIMS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3, nn.AdaptiveAvgPool1d: 1,
+                        nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}  # spatial dimensions
 NONLINEAR_MODULES = (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus,
                      nn.Mish, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.Hardswish)
 CLIPPING_MODULES = (nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.Hardsigmoid, nn.Threshold)
@@ -72,8 +74,8 @@ _SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch
                     torch_F.adaptive_max_pool2d, torch_F.adaptive_max_pool3d, torch_F.dropout, torch_F.batch_norm}
 _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS = {torch_F.adaptive_avg_pool1d, torch_F.adaptive_avg_pool2d,
                                        torch_F.adaptive_avg_pool3d}  # (their second argument is the output size)
-_AVERAGE_POOLING_FUNCTIONS = {torch_F.avg_pool1d, torch_F.avg_pool2d, torch_F.avg_pool3d,
-                              *_ADAPTIVE_AVERAGE_POOLING_FUNCTIONS}
+_POOLING_FUNCTION_DIMS = {torch_F.avg_pool1d: 1, torch_F.avg_pool2d: 2, torch_F.avg_pool3d: 3,
+                          torch_F.adaptive_avg_pool1d: 1, torch_F.adaptive_avg_pool2d: 2, torch_F.adaptive_avg_pool3d: 3}
 _REDUCTIONS = {torch.mean, torch.sum, "mean", "sum"}  # (x.mean((2, 3)): a global average pool written by hand)
 _SHAPE_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze",
                   "contiguous", "chunk", "split", "expand", "clone", "detach", "float", "to"}
@@ -132,21 +134,31 @@ def pooled_bits(bits: int | None, window: int) -> int | None:
     return min(FLOAT_BITS, math.ceil(math.log2(window * (2**bits - 1) + 1)))
 
 
-def pooling_window(kernel_size, in_shape, out_shape) -> int | None:
-    """Values averaged into one output of a pool over ``[N, C, *spatial]`` shapes: the kernel's
-    size (``int`` or one per spatial dimension), or without a kernel (adaptive pooling) the
-    largest window torch uses, from ``floor(i I / O)`` to ``ceil((i + 1) I / O)`` along each
-    dimension. None when neither is known."""
+def pooling_window(kernel_size, dims: int | None, in_shape, out_shape) -> int | None:
+    """Values averaged into one output of a pool over the last ``dims`` dimensions (torch's pools
+    take ``[N, C, *spatial]`` and ``[C, *spatial]`` alike): the kernel's size (``int`` or one per
+    spatial dimension), or without a kernel (adaptive pooling) the largest window torch uses, from
+    ``floor(i I / O)`` to ``ceil((i + 1) I / O)`` along each dimension. None when it is not known."""
     if isinstance(kernel_size, (tuple, list)):
         return math.prod(kernel_size)
-    if in_shape is None or (kernel_size is None and out_shape is None):
+    if dims is None:
         return None
     if kernel_size is not None:
-        return kernel_size ** (len(in_shape) - 2)
+        return kernel_size**dims
+    if in_shape is None or out_shape is None:
+        return None
     window = 1
-    for size, out in zip(in_shape[2:], out_shape[2:]):
+    for size, out in zip(in_shape[-dims:], out_shape[-dims:]):
         window *= max(-(-(i + 1) * size // out) - i * size // out for i in range(out))
     return window
+
+
+def _pooling_dims(pool) -> int | None:
+    """Spatial dimensions of an average pool, a module (a subclass of torch's by its base) or a
+    function; None for another."""
+    if isinstance(pool, nn.Module):
+        return next((d for kind, d in _POOLING_MODULE_DIMS.items() if isinstance(pool, kind)), None)
+    return _POOLING_FUNCTION_DIMS.get(pool)
 
 
 class AnalysisError(UsageError):
@@ -161,9 +173,11 @@ class Layer:
     (``eos`` / output positions x n); ``activation_bits``: ``b_a`` (32 when not known, with
     ``activation_bits_known`` False); ``stochastic_input``: recomputed for every sample;
     ``averaged_input``: its input is the (k-bit) output of a stochastic module, which layer
-    aggregation averages over T samples before this layer reads it -- directly, or through clips
-    and through sums, each of which adds one of its ``carry_bits`` (a sum of two averaged 1-bit
-    values has ``activation_bits`` 2 per sample and ``ceil(log2(T + 1)) + 1`` averaged).
+    aggregation averages over T samples before this layer reads it -- directly, or through clips,
+    average pools and sums; ``averaged_levels``: the largest integer one input value is then, per
+    sample (1 for a p-bit, 2^k - 1 for k bits, times the window of each average pool, added over
+    the terms of a sum), so that T samples of it take ``ceil(log2(T * averaged_levels + 1))`` bits
+    (a sum of two averaged 1-bit values: 2 bits per sample, ``ceil(log2(2T + 1))`` averaged).
     ``repeat_call``: a later call of a module called before in the same inference (weight
     sharing), whose weights a buffer that reuses them already holds.
     """
@@ -180,7 +194,7 @@ class Layer:
     activation_source: str = "input"
     stochastic_input: bool = False
     averaged_input: bool = False
-    carry_bits: int = 0
+    averaged_levels: int = 0
     repeat_call: bool = False
     neuron: tuple[NeuronPart, ...] = ()
 
@@ -219,7 +233,7 @@ class Network:
                 parts.append(NeuronPart(kind, FLOAT_BITS, False, p.module))
             b_a = layer.activation_bits if layer.activation_source == "input" else FLOAT_BITS
             layers.append(replace(layer, weight_bits=FLOAT_BITS, activation_bits=b_a, activation_bits_known=True,
-                                  stochastic_input=False, averaged_input=False, carry_bits=0,
+                                  stochastic_input=False, averaged_input=False, averaged_levels=0,
                                   neuron=tuple(parts)))
         return Network(layers, self.input_shape, self.input_bits, self.method, [], list(self.notes))
 
@@ -233,14 +247,15 @@ class Network:
 class _Info:
     """What is known about one tensor: its precision (None: unknown), whether it depends on a
     random draw, the weight layer whose neuron it belongs to, whether a stochastic module set
-    its precision (and how many bits sums added since: ``carry``)."""
+    its precision, and then the largest integer one value is per sample (``levels``, see
+    :class:`Layer`'s ``averaged_levels``)."""
 
     prec: int | None
     stoch: bool = False
     owner: int | None = None
     averaged: bool = False
     source: str = "input"
-    carry: int = 0
+    levels: int = 0
 
 
 def _precision(module: nn.Module, default: int | None = None) -> int:
@@ -257,7 +272,7 @@ def _merge(infos: list[_Info]) -> _Info:
     owners = [i.owner for i in infos if i.owner is not None]
     return _Info(None if None in precs else max(precs), any(i.stoch for i in infos), max(owners) if owners else None,
                  any(i.averaged for i in infos), "+".join(dict.fromkeys(i.source for i in infos)),
-                 max(i.carry for i in infos))
+                 max(i.levels for i in infos))
 
 
 class _Walker:
@@ -298,13 +313,14 @@ class _Walker:
             prec = _precision(m, FLOAT_BITS)
             kind = "pbit" if isinstance(m, PBit) else "noise"
             self._add_part(inp, NeuronPart(kind, 1 if kind == "pbit" else prec, True, name), name)
-            return _Info(prec, True, inp.owner, prec < FLOAT_BITS, name)
+            return _Info(prec, True, inp.owner, prec < FLOAT_BITS, name, 2**prec - 1 if prec < FLOAT_BITS else 0)
         if getattr(m, "precision", None) is not None:
             prec = _precision(m)
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
             return _Info(prec, inp.stoch, inp.owner, False, name)
         if isinstance(m, AVERAGE_POOLING_MODULES):
-            return self.average_pool(inp, pooling_window(getattr(m, "kernel_size", None), in_shape, out_shape), name)
+            window = pooling_window(getattr(m, "kernel_size", None), _pooling_dims(m), in_shape, out_shape)
+            return self.average_pool(inp, window, name)
         if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):
             return inp  # nearest upsampling copies values: no operation, same precision
         if isinstance(m, nn.Sequential) and len(m) == 0:
@@ -342,20 +358,18 @@ class _Walker:
             name=name, kind=kind, module_type=type(m).__name__, fan_in=n, eos=int(eos), weights=int(m.weight.numel()),
             weight_bits=layer_weight_bits(m), activation_bits=int(b_a), activation_bits_known=known,
             activation_source=inp.source, stochastic_input=inp.stoch,
-            averaged_input=averaged, carry_bits=inp.carry if averaged else 0, repeat_call=repeat,
+            averaged_input=averaged, averaged_levels=inp.levels if averaged else 0, repeat_call=repeat,
         ))
         self.parts.append([])
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
 
     def average_pool(self, inp: _Info, window: int | None, where: str) -> _Info:
-        """An average of ``window`` values carries their sum's width (:func:`pooled_bits`); an
-        averaged value (layer aggregation) carries the added bits, as a sum does."""
+        """An average of ``window`` values carries their sum's width (:func:`pooled_bits`), and an
+        averaged value (layer aggregation) ``window`` times its levels."""
         if window is None:
             self.note(f"{where}: pooling window unknown, output precision unknown")
             return _Info(None, inp.stoch, inp.owner, False, where)
-        bits = pooled_bits(inp.prec, window)
-        added = bits - inp.prec if inp.prec is not None else 0
-        return replace(inp, prec=bits, carry=inp.carry + added if inp.averaged else 0)
+        return replace(inp, prec=pooled_bits(inp.prec, window), levels=inp.levels * window)
 
     def function(self, label: str, target, is_method: bool, inputs: list[_Info]) -> _Info:
         inp = _merge(inputs)
@@ -373,8 +387,8 @@ class _Walker:
             return inp  # clipping keeps k bits, and an averaged value its width
         if target in sums:
             if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
-                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, inp.averaged, label,
-                             inp.carry + 1 if inp.averaged else 0)
+                levels = sum(i.levels if i.averaged else 2**i.prec - 1 for i in inputs) if inp.averaged else 0
+                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, inp.averaged, label, levels)
             return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
         if target in scales and len(inputs) == 1:
             return inp  # scaling by a constant folds into the next layer's weights
@@ -454,9 +468,9 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             target = _out_of_place(node)
             if target in ("copy", "set") and len(node.args) > 1 and node.args[1] in infos:
                 infos[node] = infos[node.args[1]]  # the source's values, computed by nothing
-            elif node.target in _AVERAGE_POOLING_FUNCTIONS or node.target in _REDUCTIONS:
-                source = node.args[0].meta.get("tensor_meta") if node.args and isinstance(node.args[0], fx.Node) \
-                    else None
+            elif node.target in _POOLING_FUNCTION_DIMS or node.target in _REDUCTIONS:
+                tensor = node.args[0] if node.args else node.kwargs.get("input")  # (torch.sum(input=h, ...))
+                source = tensor.meta.get("tensor_meta") if isinstance(tensor, fx.Node) else None
                 in_shape = source.shape if isinstance(source, TensorMetadata) else None
                 out_shape = meta.shape if isinstance(meta, TensorMetadata) else None
                 if node.target in _REDUCTIONS:  # the values summed into one output: the sizes' ratio
@@ -465,7 +479,7 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 else:
                     kernel = None if node.target in _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS else \
                         node.kwargs.get("kernel_size", node.args[1] if len(node.args) > 1 else None)
-                    window = pooling_window(kernel, in_shape, out_shape)
+                    window = pooling_window(kernel, _pooling_dims(node.target), in_shape, out_shape)
                 infos[node] = walker.average_pool(_merge(ins), window, f"{label} ({node.name})")
             elif draws_node(node, modules):  # what depends on it runs once per sample, as SampledModel runs it
                 dropout = node.target in DROPOUT_FUNCTIONS  # keeps its input's precision; another draw has its own
