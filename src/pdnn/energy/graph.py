@@ -37,6 +37,8 @@ import io
 import math
 import operator
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from functools import reduce
 
 import torch
 from torch import fx, nn
@@ -75,7 +77,8 @@ _SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.concat, torch
 _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS = {torch_F.adaptive_avg_pool1d, torch_F.adaptive_avg_pool2d,
                                        torch_F.adaptive_avg_pool3d}  # (their second argument is the output size)
 _POOLING_FUNCTION_DIMS = {torch_F.avg_pool1d: 1, torch_F.avg_pool2d: 2, torch_F.avg_pool3d: 3,
-                          torch_F.adaptive_avg_pool1d: 1, torch_F.adaptive_avg_pool2d: 2, torch_F.adaptive_avg_pool3d: 3}
+                          torch_F.adaptive_avg_pool1d: 1, torch_F.adaptive_avg_pool2d: 2,
+                          torch_F.adaptive_avg_pool3d: 3}
 _REDUCTIONS = {torch.mean, torch.sum, "mean", "sum"}  # (x.mean((2, 3)): a global average pool written by hand)
 _SHAPE_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze",
                   "contiguous", "chunk", "split", "expand", "clone", "detach", "float", "to"}
@@ -174,10 +177,11 @@ class Layer:
     ``activation_bits_known`` False); ``stochastic_input``: recomputed for every sample;
     ``averaged_input``: its input is the (k-bit) output of a stochastic module, which layer
     aggregation averages over T samples before this layer reads it -- directly, or through clips,
-    average pools and sums; ``averaged_levels``: the largest integer one input value is then, per
-    sample (1 for a p-bit, 2^k - 1 for k bits, times the window of each average pool, added over
-    the terms of a sum), so that T samples of it take ``ceil(log2(T * averaged_levels + 1))`` bits
-    (a sum of two averaged 1-bit values: 2 bits per sample, ``ceil(log2(2T + 1))`` averaged).
+    average pools and sums; ``averaged_levels``: the steps one input value spans then, per sample,
+    on the finest grid its terms share (1 for a p-bit, 2^k - 1 for k bits, times the window of
+    each average pool; a sum of a p-bit and a 3-bit value in [-1, 1]: 7 + 7), so that T samples
+    of it take ``ceil(log2(T * averaged_levels + 1))`` bits; 0 when those grids are not known,
+    and the average is then priced as a float.
     ``repeat_call``: a later call of a module called before in the same inference (weight
     sharing), whose weights a buffer that reuses them already holds.
     """
@@ -247,15 +251,15 @@ class Network:
 class _Info:
     """What is known about one tensor: its precision (None: unknown), whether it depends on a
     random draw, the weight layer whose neuron it belongs to, whether a stochastic module set
-    its precision, and then the largest integer one value is per sample (``levels``, see
-    :class:`Layer`'s ``averaged_levels``)."""
+    its precision, and for a k-bit value its grid: ``(step, steps spanned)``, the step None if
+    unknown (the network input's), see :class:`Layer`'s ``averaged_levels``."""
 
     prec: int | None
     stoch: bool = False
     owner: int | None = None
     averaged: bool = False
     source: str = "input"
-    levels: int = 0
+    grid: tuple[Fraction | None, int] | None = None
 
 
 def _precision(module: nn.Module, default: int | None = None) -> int:
@@ -265,6 +269,43 @@ def _precision(module: nn.Module, default: int | None = None) -> int:
     return default if bits is None else check_bit_width(bits, f"{type(module).__name__}.precision")
 
 
+def _module_grid(module: nn.Module, bits: int) -> tuple[Fraction, int] | None:
+    """The grid of a module's ``2**bits`` equally spaced output values: in [-1, 1], or in [0, 1]
+    for a ``mode`` of ``"unipolar"`` (pdnn's p-bits and quantisers)."""
+    if bits >= FLOAT_BITS:
+        return None
+    span = 1 if getattr(module, "mode", "bipolar") == "unipolar" else 2
+    return Fraction(span, 2**bits - 1), 2**bits - 1
+
+
+def _common_grid(grids: list, combine=sum) -> tuple[Fraction | None, int] | None:
+    """The grid of a sum (``combine=sum``) or a union (``max``) of values on ``grids``: their finest
+    common step and the steps spanned on it; the step None if one is unknown, the grid None if a
+    value is not on one."""
+    if not grids or None in grids:
+        return None
+    if any(step is None for step, _ in grids):
+        return None, combine(levels for _, levels in grids)
+    step = reduce(lambda a, b: Fraction(math.gcd(a.numerator, b.numerator), math.lcm(a.denominator, b.denominator)),
+                  (step for step, _ in grids))
+    return step, combine(int(s * levels / step) for s, levels in grids)
+
+
+def _scaled(grid, factor) -> tuple[Fraction | None, int] | None:
+    """A grid times a constant: its step times ``|factor|``, unknown if the factor is."""
+    if grid is None:
+        return None
+    step, levels = grid
+    if step is None or factor is None:
+        return None, levels
+    return step * abs(Fraction(factor)), levels
+
+
+def _input_info(bits: int) -> _Info:
+    """The network input: ``bits`` bits, on a grid whose step the model does not say."""
+    return _Info(bits, source="input", grid=(None, 2**bits - 1))
+
+
 def _merge(infos: list[_Info]) -> _Info:
     if not infos:
         return _Info(FLOAT_BITS, source="constant")
@@ -272,7 +313,7 @@ def _merge(infos: list[_Info]) -> _Info:
     owners = [i.owner for i in infos if i.owner is not None]
     return _Info(None if None in precs else max(precs), any(i.stoch for i in infos), max(owners) if owners else None,
                  any(i.averaged for i in infos), "+".join(dict.fromkeys(i.source for i in infos)),
-                 max(i.levels for i in infos))
+                 _common_grid([i.grid for i in infos], max))
 
 
 class _Walker:
@@ -313,11 +354,11 @@ class _Walker:
             prec = _precision(m, FLOAT_BITS)
             kind = "pbit" if isinstance(m, PBit) else "noise"
             self._add_part(inp, NeuronPart(kind, 1 if kind == "pbit" else prec, True, name), name)
-            return _Info(prec, True, inp.owner, prec < FLOAT_BITS, name, 2**prec - 1 if prec < FLOAT_BITS else 0)
+            return _Info(prec, True, inp.owner, prec < FLOAT_BITS, name, _module_grid(m, prec))
         if getattr(m, "precision", None) is not None:
             prec = _precision(m)
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
-            return _Info(prec, inp.stoch, inp.owner, False, name)
+            return _Info(prec, inp.stoch, inp.owner, False, name, _module_grid(m, prec))
         if isinstance(m, AVERAGE_POOLING_MODULES):
             window = pooling_window(getattr(m, "kernel_size", None), _pooling_dims(m), in_shape, out_shape)
             return self.average_pool(inp, window, name)
@@ -350,6 +391,10 @@ class _Walker:
             self.unresolved.append(name)
         b_a = inp.prec if known else FLOAT_BITS
         averaged = known and inp.averaged and b_a < FLOAT_BITS
+        levels = inp.grid[1] if averaged and inp.grid is not None and inp.grid[0] is not None else 0
+        if averaged and not levels:
+            self.note(f"{name}: its input sums values on grids of unknown ratio; layer aggregation prices their "
+                      "average over T as a float")
         n = fan_in(m, in_shape, out_shape)
         eos = math.prod(out_shape[1:])
         kind = "linear" if isinstance(m, nn.Linear) else \
@@ -358,20 +403,22 @@ class _Walker:
             name=name, kind=kind, module_type=type(m).__name__, fan_in=n, eos=int(eos), weights=int(m.weight.numel()),
             weight_bits=layer_weight_bits(m), activation_bits=int(b_a), activation_bits_known=known,
             activation_source=inp.source, stochastic_input=inp.stoch,
-            averaged_input=averaged, averaged_levels=inp.levels if averaged else 0, repeat_call=repeat,
+            averaged_input=averaged, averaged_levels=levels, repeat_call=repeat,
         ))
         self.parts.append([])
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
 
     def average_pool(self, inp: _Info, window: int | None, where: str) -> _Info:
-        """An average of ``window`` values carries their sum's width (:func:`pooled_bits`), and an
-        averaged value (layer aggregation) ``window`` times its levels."""
+        """An average of ``window`` values carries their sum's width (:func:`pooled_bits`); on its
+        grid, ``window`` times the steps at a ``window``-th of the step."""
         if window is None:
             self.note(f"{where}: pooling window unknown, output precision unknown")
             return _Info(None, inp.stoch, inp.owner, False, where)
-        return replace(inp, prec=pooled_bits(inp.prec, window), levels=inp.levels * window)
+        grid = None if inp.grid is None else (_scaled(inp.grid, Fraction(1, window))[0], inp.grid[1] * window)
+        return replace(inp, prec=pooled_bits(inp.prec, window), grid=grid)
 
-    def function(self, label: str, target, is_method: bool, inputs: list[_Info]) -> _Info:
+    def function(self, label: str, target, is_method: bool, inputs: list[_Info], number=None, alpha=None) -> _Info:
+        """``number``: the call's numeric argument (a scale's constant), ``alpha``: ``torch.add``'s."""
         inp = _merge(inputs)
         shape_ops, nonlin, clip, sums, scales = ((_SHAPE_METHODS, _NONLINEAR_METHODS, _CLIPPING_METHODS,
                                                   _SUM_METHODS, _SCALE_METHODS) if is_method else
@@ -387,11 +434,19 @@ class _Walker:
             return inp  # clipping keeps k bits, and an averaged value its width
         if target in sums:
             if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
-                levels = sum(i.levels if i.averaged else 2**i.prec - 1 for i in inputs) if inp.averaged else 0
-                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, inp.averaged, label, levels)
+                grids = [i.grid for i in inputs]
+                if alpha is not None:  # (torch.add(a, b, alpha=2): a + 2b)
+                    grids[1:] = [_scaled(g, alpha) for g in grids[1:]]
+                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, inp.averaged, label,
+                             _common_grid(grids))
             return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
-        if target in scales and len(inputs) == 1:
-            return inp  # scaling by a constant folds into the next layer's weights
+        if target in scales and len(inputs) == 1:  # scaling by a constant folds into the next layer's weights
+            if target in (operator.neg, "neg"):
+                return inp
+            factor = number if number is not None and number != 0 and math.isfinite(number) else None
+            if factor is not None and target in (operator.truediv, operator.itruediv, torch.div, "div"):
+                factor = 1 / Fraction(factor)
+            return replace(inp, grid=_scaled(inp.grid, factor))
         self.note(f"{label}: unknown operation, not priced; output precision unknown")
         return _Info(None, inp.stoch, inp.owner, False, label)
 
@@ -455,7 +510,7 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             placeholders += 1
             if placeholders > 1:
                 raise AnalysisError("energy accounting supports models with one input tensor")
-            infos[node] = _Info(walker.input_bits, source="input")
+            infos[node] = _input_info(walker.input_bits)
         elif node.op == "call_module":
             shape = meta.shape if isinstance(meta, TensorMetadata) else None
             first = node.args[0].meta.get("tensor_meta") if node.args and isinstance(node.args[0], fx.Node) else None
@@ -488,8 +543,9 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 merged = _merge(ins)
                 infos[node] = replace(merged, stoch=True) if dropout else _Info(None, True, merged.owner, False, label)
             else:
+                number = next((a for a in node.args if isinstance(a, (int, float)) and not isinstance(a, bool)), None)
                 infos[node] = walker.function(f"{label} ({node.name})", target or node.target,
-                                              node.op == "call_method", ins)
+                                              node.op == "call_method", ins, number, node.kwargs.get("alpha"))
             changed = node.args[0] if node.args else node.kwargs.get("input")  # (F.relu_(input=out))
             if (target or node.target in _IN_PLACE_FUNCTIONS) and changed in infos:
                 infos[changed] = infos[node]  # later readers of the tensor it changed read the change
@@ -501,7 +557,7 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     """Follow tensors by identity from the module that produced them to the module reading them."""
     names = {m: name for name, m in model.named_modules()}
     leaves = list(dict.fromkeys(_leaves(model)))
-    produced: dict[int, _Info] = {id(x): _Info(walker.input_bits, source="input")}
+    produced: dict[int, _Info] = {id(x): _input_info(walker.input_bits)}
     keep: list[torch.Tensor] = [x]  # holds produced tensors alive so their ids stay unique
     state = {"stochastic_ran": False, "last_layer": None}
     called: set[nn.Module] = set()
