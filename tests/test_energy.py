@@ -481,48 +481,63 @@ def test_average_pooling_is_read_at_the_width_of_its_sum():
     assert [network_energy(pooled3, t, layer)["layers"][1]["activation_bits"] for t in (1, 3, 7)] == [2, 4, 5]
 
 
+MIXES = {  # how two neurons' outputs a, b (batch x 8; x: the input, batch x 6) are combined
+    "a + b": lambda m, a, b, x: a + b,
+    "pool(a) + b": lambda m, a, b, x: torch.cat([m.pool(a[:, None, :6]).flatten(1)] * 4, 1) + b,  # windows of 3
+    "torch.add(a, b, alpha=2)": lambda m, a, b, x: torch.add(a, b, alpha=2),
+    "torch.add(1, a, alpha=2) + b": lambda m, a, b, x: torch.add(1, a, alpha=2) + b,
+    "cat(a, b) + cat(a, a)": lambda m, a, b, x: torch.cat([a, b], 1) + torch.cat([a, a], 1),
+    "cat(a.reshape(-1, 4, 2).sum(2)) + b": lambda m, a, b, x: torch.cat([a.reshape(-1, 4, 2).sum(2)] * 2, 1) + b,
+    "a / 3 + b": lambda m, a, b, x: a / 3 + b,
+    # on grids of unknown ratio: the network input's, a batch norm's scale, a clip's bounds, a rounding
+    "a + x": lambda m, a, b, x: a + torch.cat([x, x[:, :2]], 1),
+    "norm(a) + b": lambda m, a, b, x: m.norm(a) + b,
+    "clamp(a, -0.5, 0.5) + b": lambda m, a, b, x: torch.clamp(a, -0.5, 0.5) + b,
+    "div(a, 0.1, rounding_mode=floor) + b": lambda m, a, b, x: torch.div(a, 0.1, rounding_mode="floor") + b,
+    "3 / a + b": lambda m, a, b, x: 3 / a + b,
+    "pool with padding(a) + b": lambda m, a, b, x: torch.cat([m.padded(a[:, None]).flatten(1)] * 2, 1) + b,
+    "torch.add(a, b, alpha=inf)": lambda m, a, b, x: torch.add(a, b, alpha=math.inf),
+}
+
+
 class Mixed(nn.Module):
-    """Two neurons' outputs combined as ``how`` says, then read by one layer."""
+    """Two neurons' outputs combined as :data:`MIXES` says, then read by one layer."""
 
     def __init__(self, a: nn.Module, b: nn.Module, how: str):
         super().__init__()
         self.la, self.lb, self.a, self.b, self.how = nn.Linear(6, 8), nn.Linear(6, 8), a, b, how
-        self.pool, self.out = nn.AvgPool1d(3), nn.Linear(16 if how.startswith("cat") else 8, 2)
+        self.pool, self.norm = nn.AvgPool1d(3), nn.BatchNorm1d(8)
+        self.padded = nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False)  # (windows of 2 and 3)
+        self.out = nn.Linear(16 if how.startswith("cat(a, b)") else 8, 2)
 
     def forward(self, x):
-        a, b = self.a(self.la(x)), self.b(self.lb(x))
-        if self.how == "a + b":
-            h = a + b
-        elif self.how == "pool(a) + b":  # (8 -> 2 positions of 3, then repeated to 8)
-            h = torch.cat([self.pool(a[:, None, :6]).flatten(1)] * 4, 1) + b
-        elif self.how == "torch.add(a, b, alpha=2)":
-            h = torch.add(a, b, alpha=2)
-        elif self.how == "a + x":  # the network input: 8-bit values on a grid of unknown step
-            h = a + torch.cat([x, x[:, :2]], 1)
-        else:  # "cat(a, b) + cat(a, a)"
-            h = torch.cat([a, b], 1) + torch.cat([a, a], 1)
-        return self.out(h)
+        return self.out(MIXES[self.how](self, self.a(self.la(x)), self.b(self.lb(x)), x))
 
 
 def test_layer_aggregation_counts_a_sum_on_the_finest_grid_its_terms_share():
     """T samples of a sum take ceil(log2(T * s + 1)) bits, s the steps the sum spans on the finest
     grid of its terms: a p-bit is 1 step of 2, a 3-bit value in [-1, 1] 7 steps of 2/7 (so their
-    sum spans 14 steps of 2/7), a mean of 3 p-bits 3 steps of 2/3; a deterministic term is the
-    same in every sample and counts T times."""
+    sum spans 14 steps of 2/7), a mean of 3 p-bits 3 steps of 2/3, a HardPBit(0, 1) 1 step of 1; a
+    deterministic term is the same in every sample and counts T times."""
     cases = [(PBit(), DitheredQuantize(3), "a + b", 14), (PBit(), Quantize(4), "a + b", 30),
              (PBit(), PBit(), "pool(a) + b", 6), (PBit(), PBit(), "torch.add(a, b, alpha=2)", 3),
-             (PBit(), PBit("unipolar"), "a + b", 3), (PBit(), Quantize(4), "cat(a, b) + cat(a, a)", 30),
-             (PBit(), PBit(), "a + b", 2)]
-    layer = Settings(aggregate="layer")
+             (PBit(), PBit(), "torch.add(1, a, alpha=2) + b", 3), (PBit(), PBit("unipolar"), "a + b", 3),
+             (PBit(), Quantize(4), "cat(a, b) + cat(a, a)", 30), (PBit(), PBit(), "a + b", 2),
+             (HardPBit(0, 1), PBit(), "a + b", 3), (PBit(), PBit("unipolar"), "cat(a.reshape(-1, 4, 2).sum(2)) + b", 5),
+             (PBit(), PBit(), "a / 3 + b", 4)]
+    layer, samples = Settings(aggregate="layer"), (1, 2, 3, 7, 1000, 2**20)
     for a, b, how, steps in cases:
         net = analyze(Mixed(a, b, how), (6,))
-        widths = [network_energy(net, t, layer)["layers"][2]["activation_bits"] for t in (1, 2, 3, 7, 1000, 2**20)]
-        assert widths == [min(32, math.ceil(math.log2(t * steps + 1))) for t in (1, 2, 3, 7, 1000, 2**20)], (how, a, b)
-    # a term whose grid is not known (the network input) against an average: priced as a float, and said
-    net = analyze(Mixed(PBit(), PBit(), "a + x"), (6,))
-    assert network_energy(net, 3, layer)["layers"][2]["activation_bits"] == 32
-    assert any("grids of unknown ratio" in n for n in net.notes)
-    assert network_energy(net, 3)["layers"][2]["activation_bits"] == 9  # per sample: 8 bits + 1, as before
+        widths = [network_energy(net, t, layer)["layers"][2]["activation_bits"] for t in samples]
+        assert widths == [min(32, math.ceil(math.log2(t * steps + 1))) for t in samples], (how, a, b)
+    # terms on grids of unknown ratio against an average: priced as a float, and said; per sample as before
+    for how, per_sample in (("a + x", 9), ("norm(a) + b", 2), ("clamp(a, -0.5, 0.5) + b", 2),
+                            ("div(a, 0.1, rounding_mode=floor) + b", 2), ("3 / a + b", 2),
+                            ("pool with padding(a) + b", 3), ("torch.add(a, b, alpha=inf)", 2)):
+        net = analyze(Mixed(PBit(), PBit(), how), (6,))
+        assert net.method == "torch.fx" and any("grids of unknown ratio" in n for n in net.notes), how
+        assert network_energy(net, 3, layer)["layers"][2]["activation_bits"] == 32, how
+        assert network_energy(net, 3)["layers"][2]["activation_bits"] == per_sample, how
 
 
 def test_an_in_place_method_is_priced_as_its_out_of_place_form():

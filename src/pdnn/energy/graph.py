@@ -51,7 +51,7 @@ from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _A
 
 from ..checks import positive_ints
 from ..errors import UsageError
-from ..nn import PBit, is_stochastic
+from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
 from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node
 from .eo import NeuronPart, check_bit_width
@@ -269,41 +269,70 @@ def _precision(module: nn.Module, default: int | None = None) -> int:
     return default if bits is None else check_bit_width(bits, f"{type(module).__name__}.precision")
 
 
-def _module_grid(module: nn.Module, bits: int) -> tuple[Fraction, int] | None:
-    """The grid of a module's ``2**bits`` equally spaced output values: in [-1, 1], or in [0, 1]
-    for a ``mode`` of ``"unipolar"`` (pdnn's p-bits and quantisers)."""
+def _module_grid(module: nn.Module, bits: int) -> tuple[Fraction | None, int] | None:
+    """The grid of a module's ``2**bits`` equally spaced output values: pdnn's p-bits and
+    quantisers span [-1, 1] (or [0, 1] in ``"unipolar"`` mode), a ``HardPBit`` its two values; the
+    step of another module's values is not known."""
     if bits >= FLOAT_BITS:
         return None
-    span = 1 if getattr(module, "mode", "bipolar") == "unipolar" else 2
-    return Fraction(span, 2**bits - 1), 2**bits - 1
+    if isinstance(module, HardPBit):
+        span = _fraction(module.max_val - module.min_val)
+    elif isinstance(module, (PBit, Quantize, DitheredQuantize)):
+        span = Fraction(1 if module.mode == "unipolar" else 2)
+    else:
+        span = None
+    return (None if span is None else span / (2**bits - 1)), 2**bits - 1
+
+
+def _fraction(value) -> Fraction | None:
+    """A finite number as an exact fraction, else None."""
+    try:
+        return Fraction(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
 
 
 def _common_grid(grids: list, combine=sum) -> tuple[Fraction | None, int] | None:
     """The grid of a sum (``combine=sum``) or a union (``max``) of values on ``grids``: their finest
-    common step and the steps spanned on it; the step None if one is unknown, the grid None if a
-    value is not on one."""
-    if not grids or None in grids:
+    common step and the steps spanned on it; None if a value is not on a grid, or two are on grids
+    of unknown ratio (one value alone keeps its grid, known step or not)."""
+    if len(grids) == 1:
+        return grids[0]
+    if not grids or None in grids or any(step is None for step, _ in grids):
         return None
-    if any(step is None for step, _ in grids):
-        return None, combine(levels for _, levels in grids)
     step = reduce(lambda a, b: Fraction(math.gcd(a.numerator, b.numerator), math.lcm(a.denominator, b.denominator)),
                   (step for step, _ in grids))
     return step, combine(int(s * levels / step) for s, levels in grids)
 
 
 def _scaled(grid, factor) -> tuple[Fraction | None, int] | None:
-    """A grid times a constant: its step times ``|factor|``, unknown if the factor is."""
+    """A grid times a constant: its step times ``|factor|``, unknown if the factor is (None, or
+    not a finite number)."""
     if grid is None:
         return None
     step, levels = grid
-    if step is None or factor is None:
-        return None, levels
-    return step * abs(Fraction(factor)), levels
+    factor = None if factor is None else _fraction(factor)
+    return (None if step is None or factor is None else step * abs(factor)), levels
 
 
 def _input_info(bits: int) -> _Info:
     """The network input: ``bits`` bits, on a grid whose step the model does not say."""
     return _Info(bits, source="input", grid=(None, 2**bits - 1))
+
+
+def _clipped(grid) -> tuple[Fraction | None, int] | None:
+    """A grid after a clip or ReLU: no more values, but the bounds may lie off the grid."""
+    return None if grid is None else (None, grid[1])
+
+
+def _regular_pool(padding, ceil_mode: bool, divisor_override, dims, in_shape, out_shape, adaptive: bool) -> bool:
+    """Whether every window of an average pool divides the same number of values: no padding, no
+    partial windows at the edge, no divisor of its own, adaptive windows of one size."""
+    if adaptive:
+        return dims is not None and in_shape is not None and out_shape is not None and \
+            all(size % out == 0 for size, out in zip(in_shape[-dims:], out_shape[-dims:]))
+    pads = padding if isinstance(padding, (tuple, list)) else (padding,)
+    return not any(pads) and not ceil_mode and divisor_override is None
 
 
 def _merge(infos: list[_Info]) -> _Info:
@@ -360,8 +389,14 @@ class _Walker:
             self._add_part(inp, NeuronPart("threshold", prec, inp.stoch, name), name)
             return _Info(prec, inp.stoch, inp.owner, False, name, _module_grid(m, prec))
         if isinstance(m, AVERAGE_POOLING_MODULES):
-            window = pooling_window(getattr(m, "kernel_size", None), _pooling_dims(m), in_shape, out_shape)
-            return self.average_pool(inp, window, name)
+            dims = _pooling_dims(m)
+            window = pooling_window(getattr(m, "kernel_size", None), dims, in_shape, out_shape)
+            regular = _regular_pool(getattr(m, "padding", 0), getattr(m, "ceil_mode", False),
+                                    getattr(m, "divisor_override", None), dims, in_shape, out_shape,
+                                    adaptive=isinstance(m, _AdaptiveAvgPoolNd))
+            return self.average_pool(inp, window, name, window if regular else None)
+        if isinstance(m, _BatchNorm):  # (a per-channel scale: the values' step is not known any more)
+            return replace(inp, grid=_scaled(inp.grid, None))
         if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):
             return inp  # nearest upsampling copies values: no operation, same precision
         if isinstance(m, nn.Sequential) and len(m) == 0:
@@ -375,7 +410,7 @@ class _Walker:
         if isinstance(m, CLIPPING_MODULES):
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, name), name)
             keeps = inp.prec is not None and inp.prec < FLOAT_BITS  # clipping k-bit values keeps k bits
-            return replace(inp, source=inp.source if keeps else name)  # and an averaged value its width
+            return replace(inp, source=inp.source if keeps else name, grid=_clipped(inp.grid))  # and an average its
         if isinstance(m, FLOAT_UNPRICED_MODULES):
             self.note(f"{name} ({type(m).__name__}): float output, its own cost is not counted")
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
@@ -391,7 +426,7 @@ class _Walker:
             self.unresolved.append(name)
         b_a = inp.prec if known else FLOAT_BITS
         averaged = known and inp.averaged and b_a < FLOAT_BITS
-        levels = inp.grid[1] if averaged and inp.grid is not None and inp.grid[0] is not None else 0
+        levels = inp.grid[1] if averaged and inp.grid is not None else 0
         if averaged and not levels:
             self.note(f"{name}: its input sums values on grids of unknown ratio; layer aggregation prices their "
                       "average over T as a float")
@@ -408,17 +443,21 @@ class _Walker:
         self.parts.append([])
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
 
-    def average_pool(self, inp: _Info, window: int | None, where: str) -> _Info:
-        """An average of ``window`` values carries their sum's width (:func:`pooled_bits`); on its
-        grid, ``window`` times the steps at a ``window``-th of the step."""
+    def average_pool(self, inp: _Info, window: int | None, where: str, divisor: int | None) -> _Info:
+        """A pool of ``window`` values carries their sum's width (:func:`pooled_bits`); on its grid,
+        ``window`` times the steps, at the step divided by ``divisor`` (``window`` for a mean, 1 for
+        a sum; None where windows differ in what they divide by: the step is then unknown)."""
         if window is None:
             self.note(f"{where}: pooling window unknown, output precision unknown")
             return _Info(None, inp.stoch, inp.owner, False, where)
-        grid = None if inp.grid is None else (_scaled(inp.grid, Fraction(1, window))[0], inp.grid[1] * window)
+        grid = None if inp.grid is None else \
+            (_scaled(inp.grid, None if divisor is None else Fraction(1, divisor))[0], inp.grid[1] * window)
         return replace(inp, prec=pooled_bits(inp.prec, window), grid=grid)
 
-    def function(self, label: str, target, is_method: bool, inputs: list[_Info], number=None, alpha=None) -> _Info:
-        """``number``: the call's numeric argument (a scale's constant), ``alpha``: ``torch.add``'s."""
+    def function(self, label: str, target, is_method: bool, inputs: list[_Info], number=None, leading=False,
+                 alpha=None, rounding=None) -> _Info:
+        """``number``: the call's numeric argument (a scale's constant), ``leading`` if it comes
+        first (``3 / h``, ``torch.add(1, h)``); ``alpha``, ``rounding``: ``torch.add``'s, ``torch.div``'s."""
         inp = _merge(inputs)
         shape_ops, nonlin, clip, sums, scales = ((_SHAPE_METHODS, _NONLINEAR_METHODS, _CLIPPING_METHODS,
                                                   _SUM_METHODS, _SCALE_METHODS) if is_method else
@@ -431,7 +470,7 @@ class _Walker:
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, label)
         if target in clip:
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, label), label)
-            return inp  # clipping keeps k bits, and an averaged value its width
+            return replace(inp, grid=_clipped(inp.grid))  # clipping keeps k bits, and an averaged value its width
         if target in sums:
             if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
                 grids = [i.grid for i in inputs]
@@ -439,13 +478,15 @@ class _Walker:
                     grids[1:] = [_scaled(g, alpha) for g in grids[1:]]
                 return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, inp.averaged, label,
                              _common_grid(grids))
-            return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
+            if len(inputs) >= 2:
+                return replace(inp, averaged=False, source=label)
+            return replace(inp, grid=_scaled(inp.grid, alpha)) if alpha is not None and leading else inp
         if target in scales and len(inputs) == 1:  # scaling by a constant folds into the next layer's weights
             if target in (operator.neg, "neg"):
                 return inp
-            factor = number if number is not None and number != 0 and math.isfinite(number) else None
-            if factor is not None and target in (operator.truediv, operator.itruediv, torch.div, "div"):
-                factor = 1 / Fraction(factor)
+            factor = _fraction(number) if number is not None and number != 0 else None
+            if target in (operator.truediv, operator.itruediv, torch.div, "div"):  # (3 / h, or rounded: no scale)
+                factor = None if leading or rounding is not None or factor is None else 1 / factor
             return replace(inp, grid=_scaled(inp.grid, factor))
         self.note(f"{label}: unknown operation, not priced; output precision unknown")
         return _Info(None, inp.stoch, inp.owner, False, label)
@@ -495,6 +536,11 @@ def _out_of_place(node: fx.Node):
     return None
 
 
+def _argument(node: fx.Node, index: int, name: str, default=None):
+    """A call's argument, given by position or by name."""
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model))
     with contextlib.redirect_stderr(io.StringIO()):  # fx prints its own report of a shape error, raised below
@@ -531,11 +577,15 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 if node.target in _REDUCTIONS:  # the values summed into one output: the sizes' ratio
                     known = in_shape is not None and out_shape is not None
                     window = math.prod(in_shape) // max(1, math.prod(out_shape)) if known else None
+                    divisor = window if node.target in (torch.mean, "mean") else 1
                 else:
-                    kernel = None if node.target in _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS else \
-                        node.kwargs.get("kernel_size", node.args[1] if len(node.args) > 1 else None)
-                    window = pooling_window(kernel, _pooling_dims(node.target), in_shape, out_shape)
-                infos[node] = walker.average_pool(_merge(ins), window, f"{label} ({node.name})")
+                    dims, adaptive = _pooling_dims(node.target), node.target in _ADAPTIVE_AVERAGE_POOLING_FUNCTIONS
+                    window = pooling_window(None if adaptive else _argument(node, 1, "kernel_size"), dims, in_shape,
+                                            out_shape)
+                    regular = _regular_pool(_argument(node, 3, "padding", 0), _argument(node, 4, "ceil_mode", False),
+                                            _argument(node, 6, "divisor_override"), dims, in_shape, out_shape, adaptive)
+                    divisor = window if regular else None
+                infos[node] = walker.average_pool(_merge(ins), window, f"{label} ({node.name})", divisor)
             elif draws_node(node, modules):  # what depends on it runs once per sample, as SampledModel runs it
                 dropout = node.target in DROPOUT_FUNCTIONS  # keeps its input's precision; another draw has its own
                 walker.note(f"{label} ({node.name}): a random draw, not priced; what depends on it is priced once "
@@ -543,9 +593,12 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 merged = _merge(ins)
                 infos[node] = replace(merged, stoch=True) if dropout else _Info(None, True, merged.owner, False, label)
             else:
-                number = next((a for a in node.args if isinstance(a, (int, float)) and not isinstance(a, bool)), None)
+                numbers = [i for i, a in enumerate(node.args)
+                           if isinstance(a, (int, float)) and not isinstance(a, bool)]
                 infos[node] = walker.function(f"{label} ({node.name})", target or node.target,
-                                              node.op == "call_method", ins, number, node.kwargs.get("alpha"))
+                                              node.op == "call_method", ins, node.args[numbers[0]] if numbers else None,
+                                              numbers[:1] == [0], node.kwargs.get("alpha"),
+                                              node.kwargs.get("rounding_mode"))
             changed = node.args[0] if node.args else node.kwargs.get("input")  # (F.relu_(input=out))
             if (target or node.target in _IN_PLACE_FUNCTIONS) and changed in infos:
                 infos[changed] = infos[node]  # later readers of the tensor it changed read the change
