@@ -57,10 +57,9 @@ from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
-# max pooling, reshaping and batch norm keep the precision of what they carry; average pooling
-# widens it (see the module docstring)
-TRANSPARENT_MODULES = (_BatchNorm, _MaxPoolNd, _AdaptiveMaxPoolNd, nn.Flatten, nn.Unflatten, _DropoutNd,
-                       nn.Identity)
+# max pooling, reshaping and batch norm keep the precision of what they carry (batch norm not the
+# values' step, which _Walker.module says); average pooling widens it (see the module docstring)
+TRANSPARENT_MODULES = (_MaxPoolNd, _AdaptiveMaxPoolNd, nn.Flatten, nn.Unflatten, _DropoutNd, nn.Identity)
 AVERAGE_POOLING_MODULES = (_AvgPoolNd, _AdaptiveAvgPoolNd)
 _POOLING_MODULE_DIMS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3, nn.AdaptiveAvgPool1d: 1,
                         nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}  # spatial dimensions
@@ -395,7 +394,7 @@ class _Walker:
                                     getattr(m, "divisor_override", None), dims, in_shape, out_shape,
                                     adaptive=isinstance(m, _AdaptiveAvgPoolNd))
             return self.average_pool(inp, window, name, window if regular else None)
-        if isinstance(m, _BatchNorm):  # (a per-channel scale: the values' step is not known any more)
+        if isinstance(m, _BatchNorm):  # the same precision; a per-channel scale: the step is not known any more
             return replace(inp, grid=_scaled(inp.grid, None))
         if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):
             return inp  # nearest upsampling copies values: no operation, same precision
@@ -410,7 +409,7 @@ class _Walker:
         if isinstance(m, CLIPPING_MODULES):
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, name), name)
             keeps = inp.prec is not None and inp.prec < FLOAT_BITS  # clipping k-bit values keeps k bits
-            return replace(inp, source=inp.source if keeps else name, grid=_clipped(inp.grid))  # and an average its
+            return replace(inp, source=inp.source if keeps else name, grid=_clipped(inp.grid))
         if isinstance(m, FLOAT_UNPRICED_MODULES):
             self.note(f"{name} ({type(m).__name__}): float output, its own cost is not counted")
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
