@@ -497,6 +497,12 @@ MIXES = {  # how two neurons' outputs a, b (batch x 8; x: the input, batch x 6) 
     "3 / a + b": lambda m, a, b, x: 3 / a + b,
     "pool with padding(a) + b": lambda m, a, b, x: torch.cat([m.padded(a[:, None]).flatten(1)] * 2, 1) + b,
     "torch.add(a, b, alpha=inf)": lambda m, a, b, x: torch.add(a, b, alpha=math.inf),
+    "torch.add(other=b, input=a, alpha=2)": lambda m, a, b, x: torch.add(other=b, input=a, alpha=2),
+    "max_pool(cat(a, b))": lambda m, a, b, x: F.max_pool1d(torch.cat([a, b], 1), 2),
+    "pool(clamp(a, -0.5, 0.5))": lambda m, a, b, x: torch.cat([m.pool(torch.clamp(a, -0.5, 0.5)[:, None, :6])
+                                                                .flatten(1)] * 4, 1),
+    "torch.add(1, a, alpha=0) + torch.add(1, b, alpha=0)": lambda m, a, b, x: torch.add(1, a, alpha=0) +
+                                                                              torch.add(1, b, alpha=0),
 }
 
 
@@ -522,19 +528,28 @@ def test_layer_aggregation_counts_a_sum_on_the_finest_grid_its_terms_share():
     cases = [(PBit(), DitheredQuantize(3), "a + b", 14), (PBit(), Quantize(4), "a + b", 30),
              (PBit(), PBit(), "pool(a) + b", 6), (PBit(), PBit(), "torch.add(a, b, alpha=2)", 3),
              (PBit(), PBit(), "torch.add(1, a, alpha=2) + b", 3), (PBit(), PBit("unipolar"), "a + b", 3),
-             (PBit(), Quantize(4), "cat(a, b) + cat(a, a)", 30), (PBit(), PBit(), "a + b", 2),
+             (PBit(), PBit(), "a + b", 2),
              (HardPBit(0, 1), PBit(), "a + b", 3), (PBit(), PBit("unipolar"), "cat(a.reshape(-1, 4, 2).sum(2)) + b", 5),
-             (PBit(), PBit(), "a / 3 + b", 4)]
+             (PBit(), PBit(), "a / 3 + b", 4), (HardPBit(0, 1), PBit(), "torch.add(other=b, input=a, alpha=2)", 5),
+             (DitheredQuantize(2), DitheredQuantize(2, mode="unipolar"), "a + b", 9),
+             (PBit(), HardPBit(0.5, 2.5), "max_pool(cat(a, b))", 3)]  # offsets 1 apart: spaced unknown, 4 values
     layer, samples = Settings(aggregate="layer"), (1, 2, 3, 7, 1000, 2**20)
     for a, b, how, steps in cases:
         net = analyze(Mixed(a, b, how), (6,))
         widths = [network_energy(net, t, layer)["layers"][2]["activation_bits"] for t in samples]
         assert widths == [min(32, math.ceil(math.log2(t * steps + 1))) for t in samples], (how, a, b)
-    # terms on grids of unknown ratio against an average: priced as a float, and said; per sample as before
-    for how, per_sample in (("a + x", 9), ("norm(a) + b", 2), ("clamp(a, -0.5, 0.5) + b", 2),
-                            ("div(a, 0.1, rounding_mode=floor) + b", 2), ("3 / a + b", 2),
-                            ("pool with padding(a) + b", 3), ("torch.add(a, b, alpha=inf)", 2)):
-        net = analyze(Mixed(PBit(), PBit(), how), (6,))
+    assert network_energy(analyze(Mixed(DitheredQuantize(2), DitheredQuantize(2, mode="unipolar"), "a + b"), (6,)),
+                          1)["layers"][2]["activation_bits"] == 4  # per sample too: 10 values, not 3 bits' 8
+    constant = analyze(Mixed(PBit(), PBit(), "torch.add(1, a, alpha=0) + torch.add(1, b, alpha=0)"), (6,))
+    assert constant.method == "torch.fx" and network_energy(constant, 3, layer)["layers"][2]["activation_bits"] == 2
+    # a sum or pool of values on grids of unknown ratio or spacing, against an average: priced as a
+    # float, and said; per sample, a pool of values of unknown spacing counts their multisets
+    for a, how, per_sample in ((PBit(), "a + x", 9), (PBit(), "norm(a) + b", 2), (PBit(), "clamp(a, -0.5, 0.5) + b", 2),
+                               (PBit(), "div(a, 0.1, rounding_mode=floor) + b", 2), (PBit(), "3 / a + b", 2),
+                               (PBit(), "pool with padding(a) + b", 3), (PBit(), "torch.add(a, b, alpha=inf)", 2),
+                               (Quantize(4), "cat(a, b) + cat(a, a)", 5),
+                               (DitheredQuantize(2), "pool(clamp(a, -0.5, 0.5))", 5)):  # C(4 + 3 - 1, 3) = 20 sums
+        net = analyze(Mixed(a, PBit(), how), (6,))
         assert net.method == "torch.fx" and any("grids of unknown ratio" in n for n in net.notes), how
         assert network_energy(net, 3, layer)["layers"][2]["activation_bits"] == 32, how
         assert network_energy(net, 3)["layers"][2]["activation_bits"] == per_sample, how

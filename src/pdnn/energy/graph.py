@@ -250,15 +250,15 @@ class Network:
 class _Info:
     """What is known about one tensor: its precision (None: unknown), whether it depends on a
     random draw, the weight layer whose neuron it belongs to, whether a stochastic module set
-    its precision, and for a k-bit value its grid: ``(step, steps spanned)``, the step None if
-    unknown (the network input's), see :class:`Layer`'s ``averaged_levels``."""
+    its precision, and for a k-bit value its :class:`_Grid` (see :class:`Layer`'s
+    ``averaged_levels``)."""
 
     prec: int | None
     stoch: bool = False
     owner: int | None = None
     averaged: bool = False
     source: str = "input"
-    grid: tuple[Fraction | None, int] | None = None
+    grid: "_Grid | None" = None
 
 
 def _precision(module: nn.Module, default: int | None = None) -> int:
@@ -268,19 +268,34 @@ def _precision(module: nn.Module, default: int | None = None) -> int:
     return default if bits is None else check_bit_width(bits, f"{type(module).__name__}.precision")
 
 
-def _module_grid(module: nn.Module, bits: int) -> tuple[Fraction | None, int] | None:
+@dataclass(frozen=True)
+class _Grid:
+    """Where a k-bit tensor's values lie: on ``low + i * step`` for ``i`` from 0 to ``steps``
+    (exact fractions), or, with ``step`` None, ``steps + 1`` values at most, spaced unknown."""
+
+    low: Fraction | None
+    step: Fraction | None
+    steps: int
+
+    @property
+    def spaced(self) -> bool:
+        return self.step is not None
+
+
+def _module_grid(module: nn.Module, bits: int) -> _Grid | None:
     """The grid of a module's ``2**bits`` equally spaced output values: pdnn's p-bits and
     quantisers span [-1, 1] (or [0, 1] in ``"unipolar"`` mode), a ``HardPBit`` its two values; the
-    step of another module's values is not known."""
+    spacing of another module's values is not known."""
     if bits >= FLOAT_BITS:
         return None
+    steps = 2**bits - 1
     if isinstance(module, HardPBit):
-        span = _fraction(module.max_val - module.min_val)
+        low, high = _fraction(module.min_val), _fraction(module.max_val)
     elif isinstance(module, (PBit, Quantize, DitheredQuantize)):
-        span = Fraction(1 if module.mode == "unipolar" else 2)
+        low, high = Fraction(0 if module.mode == "unipolar" else -1), Fraction(1)
     else:
-        span = None
-    return (None if span is None else span / (2**bits - 1)), 2**bits - 1
+        low = high = None
+    return _Grid(low, (high - low) / steps, steps) if low is not None and high is not None else _Grid(None, None, steps)
 
 
 def _fraction(value) -> Fraction | None:
@@ -291,37 +306,61 @@ def _fraction(value) -> Fraction | None:
         return None
 
 
-def _common_grid(grids: list, combine=sum) -> tuple[Fraction | None, int] | None:
-    """The grid of a sum (``combine=sum``) or a union (``max``) of values on ``grids``: their finest
-    common step and the steps spanned on it; None if a value is not on a grid, or two are on grids
-    of unknown ratio (one value alone keeps its grid, known step or not)."""
+def _sum_grid(grids: list) -> _Grid | None:
+    """The grid of a sum of values on ``grids``: their lows added, their finest common step, the
+    steps spanned on it (a term of step 0 is a constant, which moves the values but spans
+    nothing); None if a value is not on a grid, or one is spaced unknown. One value keeps its grid."""
     if len(grids) == 1:
         return grids[0]
-    if not grids or None in grids or any(step is None for step, _ in grids):
+    if not grids or None in grids or not all(g.spaced for g in grids):
         return None
+    steps = [g.step for g in grids if g.step]
     step = reduce(lambda a, b: Fraction(math.gcd(a.numerator, b.numerator), math.lcm(a.denominator, b.denominator)),
-                  (step for step, _ in grids))
-    return step, combine(int(s * levels / step) for s, levels in grids)
+                  steps) if steps else Fraction(1)
+    return _Grid(sum(g.low for g in grids), step, sum(int(g.step * g.steps / step) for g in grids if g.step))
 
 
-def _scaled(grid, factor) -> tuple[Fraction | None, int] | None:
-    """A grid times a constant: its step times ``|factor|``, unknown if the factor is (None, or
-    not a finite number)."""
+def _union_grid(grids: list) -> _Grid | None:
+    """The grid of values drawn from either of ``grids`` (a cat): that grid, widest, if they share
+    their low and step; else spaced unknown, with as many values as theirs together."""
+    if not grids or None in grids:
+        return None
+    if len({(g.low, g.step) for g in grids}) == 1 and grids[0].spaced:
+        return max(grids, key=lambda g: g.steps)
+    return _Grid(None, None, sum(g.steps + 1 for g in grids) - 1)
+
+
+def multiset_bits(bits: int | None, window: int) -> int | None:
+    """Bits of the sum of ``window`` values from any set of ``2**bits`` values, not equally
+    spaced: there are at most C(2**bits + window - 1, window) such sums. (Beyond a thousand in
+    both the count and the window, the sum needs more than 32 bits: float.)"""
+    if bits is None or bits >= FLOAT_BITS:
+        return bits
+    n = 2**bits
+    k = min(window, n - 1)
+    return FLOAT_BITS if k > 1000 else min(FLOAT_BITS, math.ceil(math.log2(math.comb(n + window - 1, k))))
+
+
+def _scaled(grid: _Grid | None, factor) -> _Grid | None:
+    """A grid times a constant (a negative one turns it over); spaced unknown if the factor is
+    (None, or not a finite number)."""
     if grid is None:
         return None
-    step, levels = grid
     factor = None if factor is None else _fraction(factor)
-    return (None if step is None or factor is None else step * abs(factor)), levels
+    if not grid.spaced or factor is None:
+        return _Grid(None, None, grid.steps)
+    low = grid.low * factor if factor >= 0 else (grid.low + grid.step * grid.steps) * factor
+    return _Grid(low, grid.step * abs(factor), grid.steps)
 
 
 def _input_info(bits: int) -> _Info:
-    """The network input: ``bits`` bits, on a grid whose step the model does not say."""
-    return _Info(bits, source="input", grid=(None, 2**bits - 1))
+    """The network input: ``bits`` bits, spaced as the model does not say."""
+    return _Info(bits, source="input", grid=_Grid(None, None, 2**bits - 1))
 
 
-def _clipped(grid) -> tuple[Fraction | None, int] | None:
+def _clipped(grid: _Grid | None) -> _Grid | None:
     """A grid after a clip or ReLU: no more values, but the bounds may lie off the grid."""
-    return None if grid is None else (None, grid[1])
+    return None if grid is None else _Grid(None, None, grid.steps)
 
 
 def _regular_pool(padding, ceil_mode: bool, divisor_override, dims, in_shape, out_shape, adaptive: bool) -> bool:
@@ -341,7 +380,7 @@ def _merge(infos: list[_Info]) -> _Info:
     owners = [i.owner for i in infos if i.owner is not None]
     return _Info(None if None in precs else max(precs), any(i.stoch for i in infos), max(owners) if owners else None,
                  any(i.averaged for i in infos), "+".join(dict.fromkeys(i.source for i in infos)),
-                 _common_grid([i.grid for i in infos], max))
+                 _union_grid([i.grid for i in infos]))
 
 
 class _Walker:
@@ -425,7 +464,7 @@ class _Walker:
             self.unresolved.append(name)
         b_a = inp.prec if known else FLOAT_BITS
         averaged = known and inp.averaged and b_a < FLOAT_BITS
-        levels = inp.grid[1] if averaged and inp.grid is not None else 0
+        levels = max(1, inp.grid.steps) if averaged and inp.grid is not None else 0  # (a constant: one level)
         if averaged and not levels:
             self.note(f"{name}: its input sums values on grids of unknown ratio; layer aggregation prices their "
                       "average over T as a float")
@@ -443,20 +482,24 @@ class _Walker:
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
 
     def average_pool(self, inp: _Info, window: int | None, where: str, divisor: int | None) -> _Info:
-        """A pool of ``window`` values carries their sum's width (:func:`pooled_bits`); on its grid,
-        ``window`` times the steps, at the step divided by ``divisor`` (``window`` for a mean, 1 for
-        a sum; None where windows differ in what they divide by: the step is then unknown)."""
+        """A pool of ``window`` values carries their sum's width: :func:`pooled_bits` for values on
+        a grid, :func:`multiset_bits` for values of unknown spacing. On the grid, ``window`` times
+        the steps, at the step divided by ``divisor`` (``window`` for a mean, 1 for a sum; None where
+        windows differ in what they divide by: the step is then unknown)."""
         if window is None:
             self.note(f"{where}: pooling window unknown, output precision unknown")
             return _Info(None, inp.stoch, inp.owner, False, where)
-        grid = None if inp.grid is None else \
-            (_scaled(inp.grid, None if divisor is None else Fraction(1, divisor))[0], inp.grid[1] * window)
+        if inp.grid is None or not inp.grid.spaced:
+            return replace(inp, prec=multiset_bits(inp.prec, window), grid=None)
+        g = inp.grid  # the sum of `window` values from low up, divided by `divisor`
+        grid = _Grid(g.low * window / divisor, g.step / divisor, g.steps * window) if divisor else \
+            _Grid(None, None, g.steps * window)
         return replace(inp, prec=pooled_bits(inp.prec, window), grid=grid)
 
     def function(self, label: str, target, is_method: bool, inputs: list[_Info], number=None, leading=False,
-                 alpha=None, rounding=None) -> _Info:
+                 rounding=None) -> _Info:
         """``number``: the call's numeric argument (a scale's constant), ``leading`` if it comes
-        first (``3 / h``, ``torch.add(1, h)``); ``alpha``, ``rounding``: ``torch.add``'s, ``torch.div``'s."""
+        first (``3 / h``); ``rounding``: ``torch.div``'s."""
         inp = _merge(inputs)
         shape_ops, nonlin, clip, sums, scales = ((_SHAPE_METHODS, _NONLINEAR_METHODS, _CLIPPING_METHODS,
                                                   _SUM_METHODS, _SCALE_METHODS) if is_method else
@@ -472,14 +515,10 @@ class _Walker:
             return replace(inp, grid=_clipped(inp.grid))  # clipping keeps k bits, and an averaged value its width
         if target in sums:
             if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
-                grids = [i.grid for i in inputs]
-                if alpha is not None:  # (torch.add(a, b, alpha=2): a + 2b)
-                    grids[1:] = [_scaled(g, alpha) for g in grids[1:]]
-                return _Info(min(FLOAT_BITS, inp.prec + 1), inp.stoch, inp.owner, inp.averaged, label,
-                             _common_grid(grids))
-            if len(inputs) >= 2:
-                return replace(inp, averaged=False, source=label)
-            return replace(inp, grid=_scaled(inp.grid, alpha)) if alpha is not None and leading else inp
+                grid = _sum_grid([i.grid for i in inputs])  # (at least one more bit; on a grid, its span's)
+                bits = max(inp.prec + 1, math.ceil(math.log2(grid.steps + 1)) if grid and grid.spaced else 0)
+                return _Info(min(FLOAT_BITS, bits), inp.stoch, inp.owner, inp.averaged, label, grid)
+            return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
         if target in scales and len(inputs) == 1:  # scaling by a constant folds into the next layer's weights
             if target in (operator.neg, "neg"):
                 return inp
@@ -594,10 +633,13 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             else:
                 numbers = [i for i, a in enumerate(node.args)
                            if isinstance(a, (int, float)) and not isinstance(a, bool)]
+                if "alpha" in node.kwargs:  # (torch.add(a, b, alpha=2): a + 2b) scales its `other`
+                    other = _argument(node, 1, "other")
+                    ins = [replace(infos[a], grid=_scaled(infos[a].grid, node.kwargs["alpha"])) if a is other
+                           else infos[a] for a in tensor_inputs]
                 infos[node] = walker.function(f"{label} ({node.name})", target or node.target,
                                               node.op == "call_method", ins, node.args[numbers[0]] if numbers else None,
-                                              numbers[:1] == [0], node.kwargs.get("alpha"),
-                                              node.kwargs.get("rounding_mode"))
+                                              numbers[:1] == [0], node.kwargs.get("rounding_mode"))
             changed = node.args[0] if node.args else node.kwargs.get("input")  # (F.relu_(input=out))
             if (target or node.target in _IN_PLACE_FUNCTIONS) and changed in infos:
                 infos[changed] = infos[node]  # later readers of the tensor it changed read the change
