@@ -503,6 +503,11 @@ MIXES = {  # how two neurons' outputs a, b (batch x 8; x: the input, batch x 6) 
                                                                 .flatten(1)] * 4, 1),
     "torch.add(1, a, alpha=0) + torch.add(1, b, alpha=0)": lambda m, a, b, x: torch.add(1, a, alpha=0) +
                                                                               torch.add(1, b, alpha=0),
+    "cat(a, -a)": lambda m, a, b, x: torch.cat([a, -a], 1),
+    "cat(a, a + 0.5)": lambda m, a, b, x: torch.cat([a, a + 0.5], 1),
+    "cat(a - b, a + b)": lambda m, a, b, x: torch.cat([a - b, a + b], 1),
+    "clamp(a) + clamp(b)": lambda m, a, b, x: torch.clamp(a, -0.5, 0.7) + torch.clamp(b, -0.9, 0.6),
+    "0.3 * a + 0.7 * b": lambda m, a, b, x: 0.3 * a + 0.7 * b,
 }
 
 
@@ -514,7 +519,7 @@ class Mixed(nn.Module):
         self.la, self.lb, self.a, self.b, self.how = nn.Linear(6, 8), nn.Linear(6, 8), a, b, how
         self.pool, self.norm = nn.AvgPool1d(3), nn.BatchNorm1d(8)
         self.padded = nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False)  # (windows of 2 and 3)
-        self.out = nn.Linear(16 if how.startswith("cat(a, b)") else 8, 2)
+        self.out = nn.Linear(16 if how.startswith(("cat(a, b)", "cat(a, -a)", "cat(a, a + ", "cat(a - b")) else 8, 2)
 
     def forward(self, x):
         return self.out(MIXES[self.how](self, self.a(self.la(x)), self.b(self.lb(x)), x))
@@ -540,6 +545,13 @@ def test_layer_aggregation_counts_a_sum_on_the_finest_grid_its_terms_share():
         assert widths == [min(32, math.ceil(math.log2(t * steps + 1))) for t in samples], (how, a, b)
     assert network_energy(analyze(Mixed(DitheredQuantize(2), DitheredQuantize(2, mode="unipolar"), "a + b"), (6,)),
                           1)["layers"][2]["activation_bits"] == 4  # per sample too: 10 values, not 3 bits' 8
+    # per sample: a cat of values on grids apart (negated, shifted) reads them all; a sum of values spaced
+    # unknown takes the terms' bits together (n1 n2 values), and one on a grid no more than its span's
+    for a, b, how, bits in ((PBit("unipolar"), PBit(), "cat(a, -a)", 2), (PBit(), PBit(), "cat(a, a + 0.5)", 2),
+                            (PBit("unipolar"), PBit("unipolar"), "cat(a - b, a + b)", 3),
+                            (Quantize(2), Quantize(2), "clamp(a) + clamp(b)", 4),
+                            (PBit(), PBit(), "0.3 * a + 0.7 * b", 2)):
+        assert network_energy(analyze(Mixed(a, b, how), (6,)), 1)["layers"][2]["activation_bits"] == bits, how
     constant = analyze(Mixed(PBit(), PBit(), "torch.add(1, a, alpha=0) + torch.add(1, b, alpha=0)"), (6,))
     assert constant.method == "torch.fx" and network_energy(constant, 3, layer)["layers"][2]["activation_bits"] == 2
     # a sum or pool of values on grids of unknown ratio or spacing, against an average: priced as a
@@ -547,7 +559,7 @@ def test_layer_aggregation_counts_a_sum_on_the_finest_grid_its_terms_share():
     for a, how, per_sample in ((PBit(), "a + x", 9), (PBit(), "norm(a) + b", 2), (PBit(), "clamp(a, -0.5, 0.5) + b", 2),
                                (PBit(), "div(a, 0.1, rounding_mode=floor) + b", 2), (PBit(), "3 / a + b", 2),
                                (PBit(), "pool with padding(a) + b", 3), (PBit(), "torch.add(a, b, alpha=inf)", 2),
-                               (Quantize(4), "cat(a, b) + cat(a, a)", 5),
+                               (Quantize(4), "cat(a, b) + cat(a, a)", 9),  # 18 values spaced unknown + 16
                                (DitheredQuantize(2), "pool(clamp(a, -0.5, 0.5))", 5)):  # C(4 + 3 - 1, 3) = 20 sums
         net = analyze(Mixed(a, PBit(), how), (6,))
         assert net.method == "torch.fx" and any("grids of unknown ratio" in n for n in net.notes), how

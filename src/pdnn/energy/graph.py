@@ -325,18 +325,19 @@ def _union_grid(grids: list) -> _Grid | None:
     their low and step; else spaced unknown, with as many values as theirs together."""
     if not grids or None in grids:
         return None
-    if len({(g.low, g.step) for g in grids}) == 1 and grids[0].spaced:
+    if len(set(grids)) == 1 or len({(g.low, g.step) for g in grids}) == 1 and grids[0].spaced:
         return max(grids, key=lambda g: g.steps)
     return _Grid(None, None, sum(g.steps + 1 for g in grids) - 1)
 
 
-def multiset_bits(bits: int | None, window: int) -> int | None:
-    """Bits of the sum of ``window`` values from any set of ``2**bits`` values, not equally
-    spaced: there are at most C(2**bits + window - 1, window) such sums. (Beyond a thousand in
-    both the count and the window, the sum needs more than 32 bits: float.)"""
+def multiset_bits(bits: int | None, window: int, extra: int = 0) -> int | None:
+    """Bits of the sum of ``window`` values from any set of ``2**bits + extra`` values, not equally
+    spaced: there are at most C(n + window - 1, window) such sums. (``extra`` 1: a padding zero or
+    an absent value, for windows that differ. Beyond a thousand in both the count and the window,
+    the sum needs more than 32 bits: float.)"""
     if bits is None or bits >= FLOAT_BITS:
         return bits
-    n = 2**bits
+    n = 2**bits + extra
     k = min(window, n - 1)
     return FLOAT_BITS if k > 1000 else min(FLOAT_BITS, math.ceil(math.log2(math.comb(n + window - 1, k))))
 
@@ -381,6 +382,14 @@ def _merge(infos: list[_Info]) -> _Info:
     return _Info(None if None in precs else max(precs), any(i.stoch for i in infos), max(owners) if owners else None,
                  any(i.averaged for i in infos), "+".join(dict.fromkeys(i.source for i in infos)),
                  _union_grid([i.grid for i in infos]))
+
+
+def _joined(info: _Info) -> _Info:
+    """A tensor joined from several (a cat) whose grids differ: one reader sees all their values,
+    so the bits of their count."""
+    if info.prec is None or info.prec >= FLOAT_BITS or info.grid is None or info.grid.spaced:
+        return info
+    return replace(info, prec=min(FLOAT_BITS, max(info.prec, math.ceil(math.log2(info.grid.steps + 1)))))
 
 
 class _Walker:
@@ -482,18 +491,19 @@ class _Walker:
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
 
     def average_pool(self, inp: _Info, window: int | None, where: str, divisor: int | None) -> _Info:
-        """A pool of ``window`` values carries their sum's width: :func:`pooled_bits` for values on
-        a grid, :func:`multiset_bits` for values of unknown spacing. On the grid, ``window`` times
-        the steps, at the step divided by ``divisor`` (``window`` for a mean, 1 for a sum; None where
-        windows differ in what they divide by: the step is then unknown)."""
+        """A pool of ``window`` values carries their sum's width at each position: :func:`pooled_bits`
+        for values on a grid, :func:`multiset_bits` for values of unknown spacing. On the grid,
+        ``window`` times the steps, at the step divided by ``divisor`` (``window`` for a mean, 1 for
+        a sum; None where windows differ in what they divide by: padding, partial or uneven windows,
+        whose positions then lie on grids of unknown ratio)."""
         if window is None:
             self.note(f"{where}: pooling window unknown, output precision unknown")
             return _Info(None, inp.stoch, inp.owner, False, where)
-        if inp.grid is None or not inp.grid.spaced:
-            return replace(inp, prec=multiset_bits(inp.prec, window), grid=None)
+        if inp.grid is None or not inp.grid.spaced:  # (windows that differ: a padding zero is one more value)
+            return replace(inp, prec=multiset_bits(inp.prec, window, 0 if divisor else 1), grid=None)
         g = inp.grid  # the sum of `window` values from low up, divided by `divisor`
         grid = _Grid(g.low * window / divisor, g.step / divisor, g.steps * window) if divisor else \
-            _Grid(None, None, g.steps * window)
+            _Grid(None, None, g.steps * window)  # (each position's own values: as many, spaced unknown)
         return replace(inp, prec=pooled_bits(inp.prec, window), grid=grid)
 
     def function(self, label: str, target, is_method: bool, inputs: list[_Info], number=None, leading=False,
@@ -506,7 +516,7 @@ class _Walker:
                                                  (_SHAPE_FUNCTIONS, _NONLINEAR_FUNCTIONS, _CLIPPING_FUNCTIONS,
                                                   _SUM_FUNCTIONS, _SCALE_FUNCTIONS))
         if target in shape_ops:
-            return inp
+            return _joined(inp) if len(inputs) > 1 else inp
         if target in nonlin:
             self._add_part(inp, NeuronPart("nonlinearity", FLOAT_BITS, inp.stoch, label), label)
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, label)
@@ -514,14 +524,25 @@ class _Walker:
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, label), label)
             return replace(inp, grid=_clipped(inp.grid))  # clipping keeps k bits, and an averaged value its width
         if target in sums:
+            subtracts = target in (operator.sub, operator.isub, torch.sub, "sub")
             if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
-                grid = _sum_grid([i.grid for i in inputs])  # (at least one more bit; on a grid, its span's)
-                bits = max(inp.prec + 1, math.ceil(math.log2(grid.steps + 1)) if grid and grid.spaced else 0)
+                grid = _sum_grid([inputs[0].grid] + [_scaled(i.grid, -1) if subtracts else i.grid for i in inputs[1:]])
+                # at least one bit more; at most the terms' bits together (n1 n2 values); on a grid, its span's
+                together = sum(i.prec for i in inputs)
+                span = math.ceil(math.log2(grid.steps + 1)) if grid is not None and grid.spaced else together
+                bits = max(inp.prec + 1, min(span, together))
                 return _Info(min(FLOAT_BITS, bits), inp.stoch, inp.owner, inp.averaged, label, grid)
-            return replace(inp, averaged=False, source=label) if len(inputs) >= 2 else inp
+            if len(inputs) >= 2:
+                return replace(inp, averaged=False, source=label)
+            shift = _fraction(number) if number is not None else None  # (h + c, h - c, c - h: moves the low)
+            grid = _scaled(inp.grid, -1) if subtracts and leading else inp.grid
+            if grid is not None and grid.spaced and shift is not None:
+                return replace(inp, grid=_Grid(grid.low + (-shift if subtracts and not leading else shift), grid.step,
+                                               grid.steps))
+            return replace(inp, grid=grid if shift is not None or number is None else _clipped(grid))
         if target in scales and len(inputs) == 1:  # scaling by a constant folds into the next layer's weights
             if target in (operator.neg, "neg"):
-                return inp
+                return replace(inp, grid=_scaled(inp.grid, -1))
             factor = _fraction(number) if number is not None and number != 0 else None
             if target in (operator.truediv, operator.itruediv, torch.div, "div"):  # (3 / h, or rounded: no scale)
                 factor = None if leading or rounding is not None or factor is None else 1 / factor
@@ -633,10 +654,13 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             else:
                 numbers = [i for i, a in enumerate(node.args)
                            if isinstance(a, (int, float)) and not isinstance(a, bool)]
-                if "alpha" in node.kwargs:  # (torch.add(a, b, alpha=2): a + 2b) scales its `other`
-                    other = _argument(node, 1, "other")
-                    ins = [replace(infos[a], grid=_scaled(infos[a].grid, node.kwargs["alpha"])) if a is other
-                           else infos[a] for a in tensor_inputs]
+                alpha, other = node.kwargs.get("alpha"), _argument(node, 1, "other")
+                if alpha is None and len(node.args) == 3 and isinstance(node.args[1], (int, float)) and \
+                        isinstance(node.args[2], fx.Node):  # (the old torch.add(a, 2, b))
+                    alpha, other = node.args[1], node.args[2]
+                if alpha is not None:  # (torch.add(a, b, alpha=2): a + 2b) scales its `other`
+                    ins = [replace(infos[a], grid=_scaled(infos[a].grid, alpha)) if a is other else infos[a]
+                           for a in tensor_inputs]
                 infos[node] = walker.function(f"{label} ({node.name})", target or node.target,
                                               node.op == "call_method", ins, node.args[numbers[0]] if numbers else None,
                                               numbers[:1] == [0], node.kwargs.get("rounding_mode"))
