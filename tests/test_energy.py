@@ -565,6 +565,7 @@ def test_layer_aggregation_counts_a_sum_on_the_finest_grid_its_terms_share():
         assert net.method == "torch.fx" and any("grids of unknown ratio" in n for n in net.notes), how
         assert network_energy(net, 3, layer)["layers"][2]["activation_bits"] == 32, how
         assert network_energy(net, 3)["layers"][2]["activation_bits"] == per_sample, how
+        assert network_energy(net, 1, layer) == network_energy(net, 1), how  # one sample: nothing is averaged
 
 
 def test_an_in_place_method_is_priced_as_its_out_of_place_form():

@@ -138,8 +138,11 @@ def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
     if settings.aggregate == "layer":
         repeats = 1
         if layer.averaged_input and b_a < FLOAT_BITS:  # the sum of T draws, of the pools and sums since
-            levels = layer.averaged_levels  # (0: on grids of unknown ratio, priced as a float)
-            b_a = min(max(b_a, math.ceil(math.log2(t * levels + 1))), FLOAT_BITS) if levels else FLOAT_BITS
+            levels = layer.averaged_levels  # (0: on grids of unknown ratio, priced as a float beyond T = 1)
+            if levels:
+                b_a = min(max(b_a, math.ceil(math.log2(t * levels + 1))), FLOAT_BITS)
+            elif t > 1:
+                b_a = FLOAT_BITS
         acc = accumulator_bits(n, b_a, b_w)
         for part in layer.neuron:
             draws = part.kind in ("pbit", "noise")

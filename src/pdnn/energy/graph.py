@@ -325,7 +325,7 @@ def _union_grid(grids: list) -> _Grid | None:
     their low and step; else spaced unknown, with as many values as theirs together."""
     if not grids or None in grids:
         return None
-    if len(set(grids)) == 1 or len({(g.low, g.step) for g in grids}) == 1 and grids[0].spaced:
+    if len(set(grids)) == 1 or (len({(g.low, g.step) for g in grids}) == 1 and grids[0].spaced):
         return max(grids, key=lambda g: g.steps)
     return _Grid(None, None, sum(g.steps + 1 for g in grids) - 1)
 
