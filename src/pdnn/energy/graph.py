@@ -349,7 +349,7 @@ def _scaled(grid: _Grid | None, factor) -> _Grid | None:
         return None
     factor = None if factor is None else _fraction(factor)
     if not grid.spaced or factor is None:
-        return _Grid(None, None, grid.steps)
+        return _unspaced(grid)
     low = grid.low * factor if factor >= 0 else (grid.low + grid.step * grid.steps) * factor
     return _Grid(low, grid.step * abs(factor), grid.steps)
 
@@ -359,8 +359,9 @@ def _input_info(bits: int) -> _Info:
     return _Info(bits, source="input", grid=_Grid(None, None, 2**bits - 1))
 
 
-def _clipped(grid: _Grid | None) -> _Grid | None:
-    """A grid after a clip or ReLU: no more values, but the bounds may lie off the grid."""
+def _unspaced(grid: _Grid | None) -> _Grid | None:
+    """As many values, spaced unknown: after a clip or ReLU (whose bounds may lie off the grid), a
+    batch norm (a scale per channel), or a constant that is not a finite number."""
     return None if grid is None else _Grid(None, None, grid.steps)
 
 
@@ -443,7 +444,7 @@ class _Walker:
                                     adaptive=isinstance(m, _AdaptiveAvgPoolNd))
             return self.average_pool(inp, window, name, window if regular else None)
         if isinstance(m, _BatchNorm):  # the same precision; a per-channel scale: the step is not known any more
-            return replace(inp, grid=_scaled(inp.grid, None))
+            return replace(inp, grid=_unspaced(inp.grid))
         if isinstance(m, TRANSPARENT_MODULES) or (isinstance(m, nn.Upsample) and m.mode == "nearest"):
             return inp  # nearest upsampling copies values: no operation, same precision
         if isinstance(m, nn.Sequential) and len(m) == 0:
@@ -457,7 +458,7 @@ class _Walker:
         if isinstance(m, CLIPPING_MODULES):
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, name), name)
             keeps = inp.prec is not None and inp.prec < FLOAT_BITS  # clipping k-bit values keeps k bits
-            return replace(inp, source=inp.source if keeps else name, grid=_clipped(inp.grid))
+            return replace(inp, source=inp.source if keeps else name, grid=_unspaced(inp.grid))
         if isinstance(m, FLOAT_UNPRICED_MODULES):
             self.note(f"{name} ({type(m).__name__}): float output, its own cost is not counted")
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
@@ -522,7 +523,7 @@ class _Walker:
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, label)
         if target in clip:
             self._add_part(inp, NeuronPart("compare", FLOAT_BITS, inp.stoch, label), label)
-            return replace(inp, grid=_clipped(inp.grid))  # clipping keeps k bits, and an averaged value its width
+            return replace(inp, grid=_unspaced(inp.grid))  # clipping keeps k bits, and an averaged value its width
         if target in sums:
             subtracts = target in (operator.sub, operator.isub, torch.sub, "sub")
             if len(inputs) >= 2 and inp.prec is not None and inp.prec < FLOAT_BITS:
@@ -539,7 +540,7 @@ class _Walker:
             if grid is not None and grid.spaced and shift is not None:
                 return replace(inp, grid=_Grid(grid.low + (-shift if subtracts and not leading else shift), grid.step,
                                                grid.steps))
-            return replace(inp, grid=grid if shift is not None or number is None else _clipped(grid))
+            return replace(inp, grid=grid if shift is not None or number is None else _unspaced(grid))
         if target in scales and len(inputs) == 1:  # scaling by a constant folds into the next layer's weights
             if target in (operator.neg, "neg"):
                 return replace(inp, grid=_scaled(inp.grid, -1))
@@ -654,8 +655,9 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             else:
                 numbers = [i for i, a in enumerate(node.args)
                            if isinstance(a, (int, float)) and not isinstance(a, bool)]
-                alpha, other = node.kwargs.get("alpha"), _argument(node, 1, "other")
-                if alpha is None and len(node.args) == 3 and isinstance(node.args[1], (int, float)) and \
+                adds = (target or node.target) in (_SUM_METHODS if node.op == "call_method" else _SUM_FUNCTIONS)
+                alpha, other = node.kwargs.get("alpha") if adds else None, _argument(node, 1, "other")
+                if adds and alpha is None and len(node.args) == 3 and isinstance(node.args[1], (int, float)) and \
                         isinstance(node.args[2], fx.Node):  # (the old torch.add(a, 2, b))
                     alpha, other = node.args[1], node.args[2]
                 if alpha is not None:  # (torch.add(a, b, alpha=2): a + 2b) scales its `other`
