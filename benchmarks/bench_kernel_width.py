@@ -1,12 +1,12 @@
-"""The fused p-bit kernel compiled with LLVM's choice of vector width (8 lanes on AVX2 and AVX-512 CPUs) and with 16 lanes, in one run.
+"""The fused p-bit kernel with its loops at 16 lanes, as the library compiles them, and at LLVM's own vector width (8 lanes on AVX2 and AVX-512 CPUs), in one run.
 
 Usage: python benchmarks/bench_kernel_width.py [--threads 2] [--rounds 3] [--repeats 200] [--json PATH]
 
-The library leaves the width of :func:`pdnn.pbit_kernel._kernel` to LLVM. This script compiles
-the same Python function twice more, without a setting and with LLVM's ``-force-vector-width=16``
-(:func:`vector_width`), checks that both give the library's bits, and times them interleaved on
-a 256 x 2048 float32 input with ``torch.tanh`` beside them (the best and the median of
-``--repeats`` calls each).
+The library compiles the loops over a chunk's elements (:func:`pdnn.pbit_kernel.loop_signatures`)
+with LLVM's ``-force-vector-width=16``. This script compiles the same Python functions once more
+without it and a copy of the parallel kernel that calls them (:func:`at_llvms_width`), checks that
+both kernels give the library's bits, and times them interleaved on a 256 x 2048 float32 input
+with ``torch.tanh`` beside them (the best and the median of ``--repeats`` calls each).
 """
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ import argparse
 import json
 import statistics
 import time
-from contextlib import contextmanager
+import types
 
-import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
@@ -25,18 +24,11 @@ from counts import output_file, positive_count
 from pdnn import pbit_kernel as K
 
 
-@contextmanager
-def vector_width(lanes: int):
-    """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its
-    cost model decides, the default). The setting is process-wide, so it is held only while a
-    kernel compiles."""
-    if lanes:
-        llvm.set_option("", f"-force-vector-width={lanes}")
-    try:
-        yield
-    finally:
-        if lanes:
-            llvm.set_option("", "-force-vector-width=0")
+def at_llvms_width():
+    """The library's parallel kernel calling its chunk loops compiled without a forced width."""
+    loops = {loop.__name__: numba.njit(fastmath={"contract"})(loop.py_func) for loop in K.loop_signatures(torch.float32)}
+    kernel = K._kernel.py_func
+    return numba.njit(parallel=True)(types.FunctionType(kernel.__code__, {**kernel.__globals__, **loops}, kernel.__name__))
 
 
 def main() -> None:
@@ -50,15 +42,12 @@ def main() -> None:
     x = torch.randn(256 * 2048)
     expected = K.bits(x, "bipolar", 1.0, 12345)  # also starts numba's threads at --threads
     table, (high, low) = K.thresholds("bipolar", 1.0, torch.float32), K._LEVELS["bipolar", torch.float32]
-    kernels = {}
-    for lanes in (0, 16):
-        with vector_width(lanes):
-            kernel = numba.njit(parallel=True, fastmath={"contract"})(K._kernel.py_func)
-            out = np.empty_like(x.numpy())
-            kernel(x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)  # compiles here
+    kernels = {"16 lanes": K._kernel, "default lanes": at_llvms_width()}
+    for name, kernel in kernels.items():
+        out = np.empty_like(x.numpy())
+        kernel(x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)  # compiles here
         assert np.array_equal(out, expected.numpy())
-        kernels[f"{lanes or 'default'} lanes"] = lambda kernel=kernel, out=out: kernel(
-            x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)
+        kernels[name] = lambda kernel=kernel, out=out: kernel(x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)
     result = torch.empty_like(x)
     kernels["torch.tanh"] = lambda: torch.tanh(x, out=result)
     rounds = []

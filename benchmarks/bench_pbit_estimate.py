@@ -17,11 +17,12 @@ reference CNN (width 16, batch 256) evaluated at T = 1 and T = 10 (as ``bench_sp
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
-from bench_kernel_width import vector_width
 from bench_speed import before_after_rounds, compare
 
 from pdnn import SampledModel
@@ -34,6 +35,20 @@ PAIRS = [("act after", "act before"), ("act after", "tanh"), ("act after", "sigm
          ("cnn-layer after", "cnn-layer before"), ("T=1 after", "T=1 before"), ("T=10 after", "T=10 before"),
          ("T=10 before", "T=1 before"), ("T=10 after", "T=1 after")]
 AFTER = K._kernel
+
+
+@contextmanager
+def vector_width(lanes: int):
+    """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its
+    cost model decides, the default). The setting is process-wide, so it is held only while a
+    kernel compiles."""
+    if lanes:
+        llvm.set_option("", f"-force-vector-width={lanes}")
+    try:
+        yield
+    finally:
+        if lanes:
+            llvm.set_option("", "-force-vector-width=0")
 
 
 @numba.njit(parallel=True)

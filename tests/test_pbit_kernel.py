@@ -1,5 +1,8 @@
 """The fused CPU p-bit (pdnn.pbit_kernel): its stream, its exact probabilities, its paths."""
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -211,3 +214,27 @@ def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_las
     torch.testing.assert_close(out, K.bits(torch.cat([x] * 3), "bipolar", beta, key), rtol=0, atol=0, equal_nan=True)
     assert 0 < (out == 1).float().mean() < 1
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_path):
+    # forced onto numba's parallel kernel, the 16-lane option made LLVM print "loop not
+    # vectorized" remarks; and a loop compiled on demand, for argument types _compile did not
+    # foresee, would silently take LLVM's narrower width
+    script = """if True:
+        import torch
+        from pdnn import pbit_kernel as K
+        for dtype in (torch.float32, torch.float64):
+            x = torch.randn(3, 50_000, dtype=dtype)
+            K.bits(x, "bipolar", 1.0, 1); K.bits(x, "unipolar", 2.0, 2, repeats=3)
+            K.bits(x.t(), "bipolar", 1.0, 3, out=torch.empty(50_000, 3, dtype=dtype))
+        expected = {}
+        for dtype in (torch.float32, torch.float64):
+            for loop, signature in K.loop_signatures(dtype).items():
+                expected.setdefault(loop.__name__, set()).add(signature)
+        compiled = {loop.__name__: set(loop.signatures) for loop in K.loop_signatures(torch.float32)}
+        assert compiled == expected, (compiled, expected)
+        print("ok")
+    """
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # a first compile, not a cache load
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0 and done.stdout == "ok\n" and done.stderr == "", done.stderr

@@ -34,10 +34,10 @@ The loops index each chunk's slices from 0: with an index of unknown sign numba 
 indices, and on AVX-512 LLVM then made every load a gather and every store a scatter (three
 times slower on an AMD Zen 4).
 
-The kernel is compiled by numba on first use (about two seconds; cached on disk). It serves
-float32/float64 CPU tensors (contiguous or channels-last; others are copied first) outside
-``torch.func`` transforms, ``torch.compile`` and ``torch.jit.trace``; everything else takes the
-torch path.
+The kernel is compiled by numba on first use (about two seconds; cached on disk), its loops over
+a chunk's elements with 16-lane vectors (:func:`_compile`). It serves float32/float64 CPU
+tensors (contiguous or channels-last; others are copied first) outside ``torch.func``
+transforms, ``torch.compile`` and ``torch.jit.trace``; everything else takes the torch path.
 """
 from __future__ import annotations
 
@@ -50,7 +50,10 @@ import numpy as np
 import torch
 
 try:
+    import llvmlite.binding as llvm
     import numba
+    from llvmlite import ir
+    from numba.extending import intrinsic
 except ImportError:  # the torch path serves every call
     numba = None
 
@@ -205,14 +208,34 @@ def _use_threads(count: int) -> None:
 
 @lru_cache(maxsize=None)
 def _compile(dtype: torch.dtype) -> None:
-    """Compile the kernel for ``dtype`` (or load it from numba's cache). LLVM chooses the vector
-    width (8 float32 lanes on AVX2, 16 on AVX-512). Forcing 16 took 6-13 % less time in median on a
-    Zen 3 (``benchmarks/bench_kernel_width.py``), but LLVM then prints a "loop not vectorized"
-    remark to stderr at the first compile for loops of the module it cannot widen."""
+    """Compile the kernel for ``dtype`` (or load it from numba's cache), its loops over a chunk
+    with 16-lane vectors (LLVM's ``-force-vector-width=16``, held only while they compile).
+    LLVM's own choice is 8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's AVX-512, 16 lanes
+    took 0.41 of the time of 8, and the kernel now takes 0.70 of the time it took when
+    :func:`_mix` computed in 64 bits; for AVX2 code the width made no difference
+    (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md)."""
+    llvm.set_option("", "-force-vector-width=16")
+    try:
+        for loop, signature in loop_signatures(dtype).items():
+            loop.compile(signature)
+    finally:
+        llvm.set_option("", "-force-vector-width=0")
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
     array = numba.types.Array(scalar, 1, "C")
     key, count = numba.int64, numba.int64
     _kernel.compile((array, array.copy(readonly=True), numba.float64, key, key, count, scalar, scalar, array))
+
+
+def loop_signatures(dtype: torch.dtype) -> dict:
+    """The argument types the kernel for ``dtype`` calls each loop over a chunk with: compiled
+    for exactly these first, with 16 lanes, so that numba never compiles one on demand at LLVM's
+    width (the tests check that it did not)."""
+    scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
+    array, estimates = numba.types.Array(scalar, 1, "C"), numba.types.Array(numba.float32, 1, "C")
+    inputs, start, word = array, numba.int64, numba.uint32
+    return {_decide_chunk: (inputs, numba.float32, start, word, word, scalar, scalar, array),
+            _estimate_chunk: (inputs, numba.float32, estimates),
+            _decide_estimated: (estimates, start, word, word, scalar, scalar, array)}
 
 
 def _storage(t: torch.Tensor, channels_last: bool) -> np.ndarray:
@@ -234,13 +257,20 @@ def _launch_threads() -> None:
 if numba is not None:
     _U = np.uint32
 
-    @numba.njit(inline="always")
-    def _mix(h):  # lowbias32 (C. Wellons, "Hash function prospector"): a bijection of 32-bit words
-        h = _U(h ^ (h >> _U(16)))
-        h = _U(h * _U(0x7FEB352D))
-        h = _U(h ^ (h >> _U(15)))
-        h = _U(h * _U(0x846CA68B))
-        return _U(h ^ (h >> _U(16)))
+    @intrinsic
+    def _mix(typingctx, h):
+        """lowbias32 (C. Wellons, "Hash function prospector"), a bijection of 32-bit words, written
+        in LLVM's 32-bit integers: numba computes ``uint32`` arithmetic in 64 bits, and LLVM kept
+        most of the vectorised loop's multiplications 64 bits wide (``vpmullq``, slow on a Xeon)."""
+        def codegen(context, builder, signature, args):
+            word = ir.IntType(32)
+
+            def xorshift(v, shift):
+                return builder.xor(v, builder.lshr(v, ir.Constant(word, shift)))
+            v = builder.mul(xorshift(args[0], 16), ir.Constant(word, 0x7FEB352D))
+            v = builder.mul(xorshift(v, 15), ir.Constant(word, 0x846CA68B))
+            return xorshift(v, 16)
+        return numba.types.uint32(numba.types.uint32), codegen
 
     @numba.njit(inline="always")
     def _word(i, k0, k1):
@@ -291,8 +321,25 @@ if numba is not None:
                     v = xs[j]
                     outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
 
-    # numba vectorises a prange loop better than a plain one, also on one thread
-    @numba.njit(parallel=True, cache=True, fastmath={"contract"})
+    # The loops over a chunk's elements are compiled apart from the parallel kernel that calls
+    # them, with 16 lanes (_compile): forced on the kernel, LLVM prints "loop not vectorized"
+    # remarks for the loops numba's parallel machinery adds around the chunks.
+    @numba.njit(cache=True, fastmath={"contract"})
+    def _decide_chunk(xs, g, start, k0, k1, high, low, outs):
+        for j in range(xs.size):
+            outs[j] = _decide(_estimate(xs[j], g), _word(start + j, k0, k1), high, low)
+
+    @numba.njit(cache=True, fastmath={"contract"})
+    def _estimate_chunk(xs, g, d):
+        for j in range(xs.size):
+            d[j] = _estimate(xs[j], g)
+
+    @numba.njit(cache=True, fastmath={"contract"})
+    def _decide_estimated(d, start, k0, k1, high, low, outs):
+        for j in range(outs.size):
+            outs[j] = _decide(d[j], _word(start + j, k0, k1), high, low)
+
+    @numba.njit(parallel=True, cache=True)
     def _kernel(x, table, gain, low_key, high_key, repeats, high, low, out):
         k1, n = _U(high_key), x.size
         g = _F(gain)
@@ -301,17 +348,14 @@ if numba is not None:
             xs = x[start:start + CHUNK]  # indices from 0: see the module's docstring
             if repeats == 1:  # one pass: estimate and decide
                 k0, outs = _U(low_key), out[start:start + xs.size]
-                for j in range(xs.size):
-                    outs[j] = _decide(_estimate(xs[j], g), _word(start + j, k0, k1), high, low)
+                _decide_chunk(xs, g, start, k0, k1, high, low, outs)
                 _settle(xs, outs, table, start, k0, k1, high, low)
                 continue
             d = np.empty(xs.size, np.float32)  # the estimates, once for every copy
-            for j in range(xs.size):
-                d[j] = _estimate(xs[j], g)
+            _estimate_chunk(xs, g, d)
             for s in range(repeats):  # copy s reads the words from index s*n on
                 k0, outs = _U(low_key + s * n), out[s * n + start:s * n + start + xs.size]
-                for j in range(xs.size):
-                    outs[j] = _decide(d[j], _word(start + j, k0, k1), high, low)
+                _decide_estimated(d, start, k0, k1, high, low, outs)
                 _settle(xs, outs, table, start, k0, k1, high, low)
 
     @numba.njit(cache=True)
