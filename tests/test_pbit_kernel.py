@@ -166,6 +166,27 @@ def _available_and_bits():
     return K.available(torch.zeros(1)), int(F.pbit(torch.zeros(1 << 16)).abs().sum())
 
 
+def test_with_numbas_jit_disabled_pbits_take_the_torch_path():
+    # NUMBA_DISABLE_JIT=1 leaves the kernel's functions uncompiled Python: p-bits and the fused
+    # p-bit and pool, forward and backward, take torch's path rather than failing
+    script = """if True:
+        import torch
+        from torch import nn
+        from pdnn import pbit_kernel as K
+        from pdnn.nn import PBit
+        from pdnn.pooled_pbit import PooledPBit
+        x = torch.randn(2, 4, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+        assert not K.available(x)
+        for module in (PBit(), PooledPBit(PBit(), nn.AvgPool2d(2))):
+            module(x).sum().backward()
+        assert x.grad.isfinite().all() and set(PBit()(x).unique().tolist()) == {-1.0, 1.0}
+        print("ok")
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+
+
 def test_a_channels_last_input_keeps_its_memory_format():
     x = torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last)
     out = K.bits(x, "bipolar", 1.0, 9)

@@ -81,6 +81,7 @@ def available(x: torch.Tensor, repeats: int = 1) -> bool:
     """Whether this call of a p-bit (on ``x`` repeated ``repeats`` times) can take the fused kernel."""
     return (
         numba is not None
+        and not numba.config.DISABLE_JIT  # NUMBA_DISABLE_JIT=1, set to debug numba code: nothing compiles
         and not _forked
         and not torch.compiler.is_compiling()  # before any test of the size, which would guard a
         and not torch._C._are_functorch_transforms_active()  # dynamic one (export refused the guard)
