@@ -168,7 +168,8 @@ def _available_and_bits():
 
 def test_with_numbas_jit_disabled_pbits_take_the_torch_path():
     # NUMBA_DISABLE_JIT=1 leaves the kernel's functions uncompiled Python: p-bits and the fused
-    # p-bit and pool, forward and backward, take torch's path rather than failing
+    # p-bit and pool, forward and backward, take torch's path rather than failing, and the
+    # stream's words are still there to check
     script = """if True:
         import torch
         from torch import nn
@@ -180,11 +181,11 @@ def test_with_numbas_jit_disabled_pbits_take_the_torch_path():
         for module in (PBit(), PooledPBit(PBit(), nn.AvgPool2d(2))):
             module(x).sum().backward()
         assert x.grad.isfinite().all() and set(PBit()(x).unique().tolist()) == {-1.0, 1.0}
-        print("ok")
+        print(K.random_words(2**63 + 5, 1000).tolist())  # the stream, as with the JIT
     """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
-    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+    assert done.returncode == 0 and done.stdout == f"{K.random_words(2**63 + 5, 1000).tolist()}\n", done.stderr
 
 
 def test_a_channels_last_input_keeps_its_memory_format():
@@ -239,19 +240,27 @@ def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_las
 
 def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_path):
     # forced onto numba's parallel kernel, the 16-lane option made LLVM print "loop not
-    # vectorized" remarks; and a loop compiled on demand, for argument types _compile did not
-    # foresee, would silently take LLVM's narrower width
+    # vectorized" remarks; a loop compiled on demand, for argument types _compile did not foresee,
+    # would silently take LLVM's narrower width; and the option is process-wide, so two threads
+    # making their first calls at once (float32 and float64 here) must not compile at each
+    # other's width
     script = """if True:
+        import re, threading
         import torch
         from pdnn import pbit_kernel as K
-        for dtype in (torch.float32, torch.float64):
+        start = threading.Barrier(2)
+        def first_calls(dtype):
             x = torch.randn(3, 50_000, dtype=dtype)
+            start.wait()
             K.bits(x, "bipolar", 1.0, 1); K.bits(x, "unipolar", 2.0, 2, repeats=3)
             K.bits(x.t(), "bipolar", 1.0, 3, out=torch.empty(50_000, 3, dtype=dtype))
+        threads = [threading.Thread(target=first_calls, args=(d,)) for d in (torch.float32, torch.float64)]
+        [t.start() for t in threads]; [t.join() for t in threads]
         expected = {}
         for dtype in (torch.float32, torch.float64):
             for loop, signature in K.loop_signatures(dtype).items():
                 expected.setdefault(loop.__name__, set()).add(signature)
+                assert re.search(r"<16 x (i32|float|double)>", loop.inspect_llvm(signature)), (loop, signature)
         compiled = {loop.__name__: set(loop.signatures) for loop in K.loop_signatures(torch.float32)}
         assert compiled == expected, (compiled, expected)
         print("ok")

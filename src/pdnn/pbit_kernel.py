@@ -53,6 +53,7 @@ try:
     import llvmlite.binding as llvm
     import numba
     from llvmlite import ir
+    from numba.core.compiler_lock import global_compiler_lock
     from numba.extending import intrinsic
 except ImportError:  # the torch path serves every call
     numba = None
@@ -130,8 +131,14 @@ def thresholds(mode: str, beta: float, dtype: torch.dtype) -> np.ndarray:
 
 def random_words(key: int, count: int) -> np.ndarray:
     """The 16-bit random words ``r`` the kernel compares elements ``0 .. count-1`` against, as
-    ``int64`` (for tests, and for anyone checking the stream)."""
-    return _words(count, *_halves(key))
+    ``int64`` (for tests, and for anyone checking the stream). Computed here in numpy's uint32
+    arithmetic, which wraps as the kernel's does, apart from the kernel and without numba."""
+    def mix(h):  # lowbias32, as _mix
+        h = (h ^ (h >> 16)) * np.uint32(0x7FEB352D)
+        h = (h ^ (h >> 15)) * np.uint32(0x846CA68B)
+        return h ^ (h >> 16)
+    k0, k1 = (np.uint32(half) for half in _halves(key))
+    return (mix(mix(np.arange(count, dtype=np.uint32) + k0) ^ k1) >> 16).astype(np.int64)
 
 
 def estimate_error() -> float:
@@ -212,15 +219,16 @@ def _compile(dtype: torch.dtype) -> None:
     """Compile the kernel for ``dtype`` (or load it from numba's cache), its loops over a chunk
     with 16-lane vectors (LLVM's ``-force-vector-width=16``, held only while they compile).
     LLVM's own choice is 8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's AVX-512, 16 lanes
-    took 0.41 of the time of 8, and the kernel now takes 0.70 of the time it took when
+    took 0.41 of the time of 8, and the kernel now takes 0.71 of the time it took when
     :func:`_mix` computed in 64 bits; for AVX2 code the width made no difference
     (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md)."""
-    llvm.set_option("", "-force-vector-width=16")
-    try:
-        for loop, signature in loop_signatures(dtype).items():
-            loop.compile(signature)
-    finally:
-        llvm.set_option("", "-force-vector-width=0")
+    with global_compiler_lock:  # the option is process-wide: no other thread compiles while it is set
+        llvm.set_option("", "-force-vector-width=16")
+        try:
+            for loop, signature in loop_signatures(dtype).items():
+                loop.compile(signature)
+        finally:
+            llvm.set_option("", "-force-vector-width=0")
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
     array = numba.types.Array(scalar, 1, "C")
     key, count = numba.int64, numba.int64
@@ -358,14 +366,6 @@ if numba is not None:
                 k0, outs = _U(low_key + s * n), out[s * n + start:s * n + start + xs.size]
                 _decide_estimated(d, start, k0, k1, high, low, outs)
                 _settle(xs, outs, table, start, k0, k1, high, low)
-
-    @numba.njit(cache=True)
-    def _words(count, low_key, high_key):
-        k0, k1 = _U(low_key), _U(high_key)
-        out = np.empty(count, np.int64)
-        for i in range(count):
-            out[i] = _word(i, k0, k1)
-        return out
 
     @numba.njit(parallel=True, cache=True, fastmath={"contract"})
     def _estimate_error(last_bits):
