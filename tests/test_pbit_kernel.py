@@ -32,6 +32,11 @@ def reference_words(key: int, count: int) -> np.ndarray:
 def test_the_stream_is_the_documented_hash():
     key = 0xDEADBEEF12345678
     assert np.array_equal(K.random_words(key, 1000), reference_words(key, 1000))
+    assert K.random_words(key, 0).shape == (0,)
+    with pytest.raises(ValueError, match="count must be a non-negative integer, got -1"):
+        K.random_words(key, -1)
+    with pytest.raises(TypeError):
+        K.random_words(key, 2.5)
 
 
 @pytest.mark.parametrize("mode", ["bipolar", "unipolar"])

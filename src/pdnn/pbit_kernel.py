@@ -42,6 +42,7 @@ transforms, ``torch.compile`` and ``torch.jit.trace``; everything else takes the
 from __future__ import annotations
 
 import math
+import operator
 import os
 import threading
 from functools import lru_cache
@@ -133,6 +134,9 @@ def random_words(key: int, count: int) -> np.ndarray:
     """The 16-bit random words ``r`` the kernel compares elements ``0 .. count-1`` against, as
     ``int64`` (for tests, and for anyone checking the stream). Computed here in numpy's uint32
     arithmetic, which wraps as the kernel's does, apart from the kernel and without numba."""
+    if operator.index(count) < 0:
+        raise ValueError(f"count must be a non-negative integer, got {count}")
+
     def mix(h):  # lowbias32, as _mix
         h = (h ^ (h >> 16)) * np.uint32(0x7FEB352D)
         h = (h ^ (h >> 15)) * np.uint32(0x846CA68B)
@@ -217,7 +221,9 @@ def _use_threads(count: int) -> None:
 @lru_cache(maxsize=None)
 def _compile(dtype: torch.dtype) -> None:
     """Compile the kernel for ``dtype`` (or load it from numba's cache), its loops over a chunk
-    with 16-lane vectors (LLVM's ``-force-vector-width=16``, held only while they compile).
+    with 16-lane vectors (LLVM's ``-force-vector-width=16``, held only while they compile, then
+    set back to 0, LLVM's default: llvmlite cannot read an option, so a width a user forced
+    before is not restored).
     LLVM's own choice is 8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's AVX-512, 16 lanes
     took 0.41 of the time of 8, and the kernel now takes 0.71 of the time it took when
     :func:`_mix` computed in 64 bits; for AVX2 code the width made no difference
@@ -270,7 +276,8 @@ if numba is not None:
     def _mix(typingctx, h):
         """lowbias32 (C. Wellons, "Hash function prospector"), a bijection of 32-bit words, written
         in LLVM's 32-bit integers: numba computes ``uint32`` arithmetic in 64 bits, and LLVM kept
-        most of the vectorised loop's multiplications 64 bits wide (``vpmullq``, slow on a Xeon)."""
+        three of the vectorised loop's four multiplications in 64-bit lanes (``vpmullq``, slow on a
+        Xeon, and ``vpmuludq``)."""
         def codegen(context, builder, signature, args):
             word = ir.IntType(32)
 
