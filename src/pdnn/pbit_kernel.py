@@ -247,7 +247,8 @@ def loop_signatures(dtype: torch.dtype) -> dict:
     scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
     array, estimates = numba.types.Array(scalar, 1, "C"), numba.types.Array(numba.float32, 1, "C")
     inputs, start, word = array, numba.int64, numba.uint32
-    return {_decide_chunk: (inputs, numba.float32, start, word, word, scalar, scalar, array),
+    return {_count_unsure: (array,),
+            _decide_chunk: (inputs, numba.float32, start, word, word, scalar, scalar, array),
             _estimate_chunk: (inputs, numba.float32, estimates),
             _decide_estimated: (estimates, start, word, word, scalar, scalar, array)}
 
@@ -326,19 +327,26 @@ if numba is not None:
 
     @numba.njit(inline="always")
     def _settle(xs, outs, table, start, k0, k1, high, low):
-        """The unsure (NaN) bits of a chunk from the table; NaN inputs stay NaN."""
-        unsure = 0
-        for j in range(outs.size):
-            unsure += np.int32(outs[j] != outs[j])
-        if unsure:
-            for j in range(outs.size):
-                if outs[j] != outs[j]:
-                    v = xs[j]
-                    outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
+        """The unsure (NaN) bits of a chunk from the table; NaN inputs stay NaN. The scan stops at
+        the last unsure bit (about one chunk in eight has any)."""
+        unsure, j = _count_unsure(outs), 0
+        while unsure:
+            if outs[j] != outs[j]:
+                v = xs[j]
+                outs[j] = v if v != v else high if v > table[_word(start + j, k0, k1)] else low
+                unsure -= 1
+            j += 1
 
     # The loops over a chunk's elements are compiled apart from the parallel kernel that calls
     # them, with 16 lanes (_compile): forced on the kernel, LLVM prints "loop not vectorized"
     # remarks for the loops numba's parallel machinery adds around the chunks.
+    @numba.njit(cache=True)
+    def _count_unsure(outs):
+        unsure = np.int32(0)
+        for j in range(outs.size):
+            unsure += np.int32(outs[j] != outs[j])
+        return unsure
+
     @numba.njit(cache=True, fastmath={"contract"})
     def _decide_chunk(xs, g, start, k0, k1, high, low, outs):
         for j in range(xs.size):
