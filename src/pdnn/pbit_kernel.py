@@ -222,8 +222,8 @@ def _use_threads(count: int) -> None:
 def _compile(dtype: torch.dtype) -> None:
     """Compile the kernel for ``dtype`` (or load it from numba's cache), its loops over a chunk
     with 16-lane vectors. LLVM's own choice is 8 lanes on AVX2 and AVX-512 CPUs. On an Intel
-    Xeon's AVX-512, 16 lanes took 0.41 of the time of 8, and the kernel now takes 0.71 of the time
-    it took when :func:`_mix` computed in 64 bits; for AVX2 code the width made no difference
+    Xeon's AVX-512, 16 lanes took 0.41 of the time of 8, and with the 32-bit :func:`_mix` the
+    kernel took 0.71 of its time before them; for AVX2 code the width made no difference
     (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md). The option
     (``-force-vector-width=16``) is held only while the loops compile, then set back to 0, LLVM's
     default: llvmlite cannot read an option, so a width a user forced before is not restored."""
