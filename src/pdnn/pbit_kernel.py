@@ -176,6 +176,8 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
     x, channels_last = dense(x)
     if out is None:
         out = empty_bits(x, repeats, channels_last)
+    else:
+        _check_out(out, x, repeats, channels_last)
     n = x.numel()
     if n:
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
@@ -187,6 +189,24 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
         gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
         _kernel(source, table, gain, k0, k1, repeats, high, low, target)
     return out
+
+
+def _check_out(out: torch.Tensor, x: torch.Tensor, repeats: int, channels_last: bool) -> None:
+    """Refuse an ``out`` the kernel cannot write the bits of the dense ``x`` into: one of another
+    shape or dtype, or not dense in ``x``'s layout (the bits would go to a copy and be lost), or
+    one sharing memory with ``x`` (the kernel writes an unsure bit as NaN, then reads its input)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if out.shape != _bits_shape(x, repeats) or out.dtype != x.dtype or not out.is_contiguous(memory_format=layout):
+        raise ValueError(f"out must be a dense {x.dtype} tensor of shape {tuple(_bits_shape(x, repeats))} laid out "
+                         f"as the input, got {out.dtype} of shape {tuple(out.shape)}")
+    x0, out0 = x.data_ptr(), out.data_ptr()
+    if x0 < out0 + out.numel() * out.element_size() and out0 < x0 + x.numel() * x.element_size():
+        raise ValueError("out shares memory with the input: the p-bits need a tensor of their own")
+
+
+def _bits_shape(x: torch.Tensor, repeats: int) -> torch.Size:
+    """The shape of the bits of ``x`` repeated ``repeats`` times along its first dimension."""
+    return torch.Size((repeats * x.shape[0], *x.shape[1:]) if x.dim() else ())  # a scalar has no copies
 
 
 def dense(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -203,8 +223,7 @@ def empty_bits(x: torch.Tensor, repeats: int, channels_last: bool) -> torch.Tens
     """An uninitialised tensor for the bits of the dense ``x`` repeated ``repeats`` times, laid
     out as ``x`` is (:func:`dense`)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    shape = (repeats * x.shape[0], *x.shape[1:]) if x.dim() else ()  # a scalar has no copies (repeats is 1)
-    return torch.empty(shape, dtype=x.dtype, memory_format=layout)
+    return torch.empty(_bits_shape(x, repeats), dtype=x.dtype, memory_format=layout)
 
 
 def _use_threads(count: int) -> None:
