@@ -206,7 +206,7 @@ def test_an_out_the_bits_cannot_be_written_to_is_refused():
         with pytest.raises(ValueError, match=r"out must be a dense torch.float32 tensor of shape \(4, 50000\)"):
             K.bits(x, "bipolar", 1.0, 5, out=out)
     channels_last = x[:, :75].reshape(4, 3, 5, 5).to(memory_format=torch.channels_last)
-    with pytest.raises(ValueError, match="laid out as the input"):
+    with pytest.raises(ValueError, match=r"laid out as the input \(channels-last\), got .* strides \(75, 25, 5, 1\)"):
         K.bits(channels_last, "bipolar", 1.0, 5, out=torch.empty(4, 3, 5, 5))
     out = torch.empty(8, 50_000)
     K.bits(x, "bipolar", 1.0, 5, out=out[:4])  # next to each other in one tensor: fine

@@ -198,7 +198,8 @@ def _check_out(out: torch.Tensor, x: torch.Tensor, repeats: int, channels_last: 
     layout = torch.channels_last if channels_last else torch.contiguous_format
     if out.shape != _bits_shape(x, repeats) or out.dtype != x.dtype or not out.is_contiguous(memory_format=layout):
         raise ValueError(f"out must be a dense {x.dtype} tensor of shape {tuple(_bits_shape(x, repeats))} laid out "
-                         f"as the input, got {out.dtype} of shape {tuple(out.shape)}")
+                         f"as the input ({'channels-last' if channels_last else 'contiguous'}), got {out.dtype} of "
+                         f"shape {tuple(out.shape)} and strides {out.stride()}")
     x0, out0 = x.data_ptr(), out.data_ptr()
     if x0 < out0 + out.numel() * out.element_size() and out0 < x0 + x.numel() * x.element_size():
         raise ValueError("out shares memory with the input: the p-bits need a tensor of their own")
