@@ -17,8 +17,6 @@ reference CNN (width 16, batch 256) evaluated at T = 1 and T = 10 (as ``bench_sp
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import llvmlite.binding as llvm
 import numba
 import numpy as np
@@ -35,20 +33,6 @@ PAIRS = [("act after", "act before"), ("act after", "tanh"), ("act after", "sigm
          ("cnn-layer after", "cnn-layer before"), ("T=1 after", "T=1 before"), ("T=10 after", "T=10 before"),
          ("T=10 before", "T=1 before"), ("T=10 after", "T=1 after")]
 AFTER = K._kernel
-
-
-@contextmanager
-def vector_width(lanes: int):
-    """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its
-    cost model decides, the default). The setting is process-wide, so it is held only while a
-    kernel compiles."""
-    if lanes:
-        llvm.set_option("", f"-force-vector-width={lanes}")
-    try:
-        yield
-    finally:
-        if lanes:
-            llvm.set_option("", "-force-vector-width=0")
 
 
 @numba.njit(parallel=True)
@@ -106,7 +90,7 @@ def one_round(repeats: int) -> dict:
     check = {**work, "T=1": lambda: SampledModel(model, 1, seed=0)(images),  # fresh streams
              "T=10": lambda: SampledModel(model, 10, seed=0, max_rows=MAX_ROWS)(images)}
     features = (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(",")
-    with vector_width(16 if "+avx512f" in features else 0):  # as the library compiled the table kernel
+    with K.vector_width(16 if "+avx512f" in features else 0):  # as the library compiled the table kernel
         configs = before_after(work, check, table_kernel)  # also compiles the table kernel
     configs["tanh"] = lambda: torch.tanh(act, out=result)
     configs["sigmoid"] = lambda: torch.sigmoid(act, out=result)

@@ -45,6 +45,7 @@ import math
 import operator
 import os
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -244,28 +245,42 @@ def _compile(dtype: torch.dtype) -> None:
     with 16-lane vectors. LLVM's own choice is 8 lanes on AVX2 and AVX-512 CPUs. On an Intel
     Xeon's AVX-512, 16 lanes took 0.41 of the time of 8, and with the 32-bit :func:`_mix` the
     kernel took 0.71 of its time before them; for AVX2 code the width made no difference
-    (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md). The option
-    (``-force-vector-width=16``) is held only while the loops compile, then set back to 0, LLVM's
-    default: llvmlite cannot read an option, so a width a user forced before is not restored."""
-    with global_compiler_lock:  # the option is process-wide: no other thread compiles while it is set
-        llvm.set_option("", "-force-vector-width=16")
-        try:
-            for loop, signature in loop_signatures(dtype).items():
-                loop.compile(signature)
-        finally:
-            llvm.set_option("", "-force-vector-width=0")
-    scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
-    array = numba.types.Array(scalar, 1, "C")
+    (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md). The option is held only
+    while the loops compile (:func:`vector_width`), then set back to 0, LLVM's default: llvmlite
+    cannot read an option, so a width a user forced before is not restored."""
+    with vector_width(16):
+        for loop, signature in loop_signatures(dtype).items():
+            loop.compile(signature)
+    scalar, array = _types(dtype)
     key, count = numba.int64, numba.int64
     _kernel.compile((array, array.copy(readonly=True), numba.float64, key, key, count, scalar, scalar, array))
+
+
+@contextmanager
+def vector_width(lanes: int):
+    """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its cost
+    model decides, the default). The option is process-wide, so it is held under numba's compiler
+    lock: no other thread compiles while it is set."""
+    with global_compiler_lock:
+        llvm.set_option("", f"-force-vector-width={lanes}")
+        try:
+            yield
+        finally:
+            llvm.set_option("", "-force-vector-width=0")
+
+
+def _types(dtype: torch.dtype) -> tuple:
+    """numba's scalar type for ``dtype`` and that of a dense 1-D array of it."""
+    scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
+    return scalar, numba.types.Array(scalar, 1, "C")
 
 
 def loop_signatures(dtype: torch.dtype) -> dict:
     """The argument types the kernel for ``dtype`` calls each loop over a chunk with: compiled
     for exactly these first, with 16 lanes, so that numba never compiles one on demand at LLVM's
     width (the tests check that it did not)."""
-    scalar = numba.from_dtype(np.float64 if dtype == torch.float64 else np.float32)
-    array, estimates = numba.types.Array(scalar, 1, "C"), numba.types.Array(numba.float32, 1, "C")
+    scalar, array = _types(dtype)
+    estimates = numba.types.Array(numba.float32, 1, "C")
     inputs, start, word = array, numba.int64, numba.uint32
     return {_count_unsure: (array,),
             _decide_chunk: (inputs, numba.float32, start, word, word, scalar, scalar, array),
