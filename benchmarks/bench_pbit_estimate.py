@@ -1,25 +1,22 @@
-"""What the fused p-bit kernel saves by deciding most bits from a float32 estimate instead of
-looking every threshold up, in one run.
+"""The fused p-bit kernel's two ways to the same bits, timed against each other in one run: every
+threshold looked up ("table"), or most bits decided from a float32 estimate ("estimate").
 
 Usage: python benchmarks/bench_pbit_estimate.py [--threads 2] [--rounds 3] [--repeats 15] [--json PATH]
 
-The change (in the library, :mod:`pdnn.pbit_kernel`): a bit is ``x > t_r``, with ``t_r`` read
-from a table of 2**16 thresholds at the drawn word ``r``. Without AVX-512 that read, a gather,
-kept the whole loop scalar. The kernel now estimates ``g(x) = 2**16 * P(b = 1 | x) - 1/2`` in
-float32 arithmetic that vectorises and compares it with ``r``, and reads the table only for the
-draws within one step of the estimate: the same bits (checked here on every input before timing).
-
-"before" swaps the table-only kernel back in for its calls. Interleaved on the same inputs and
-load: the p-bit layer alone on 256 x 2048 (the goal's row, beside ``torch.tanh`` and
-``torch.sigmoid``) and on the CNN's first activations, 256 x 16 x 32 x 32 channels-last; and the
-reference CNN (width 16, batch 256) evaluated at T = 1 and T = 10 (as ``bench_speed.py``'s row
-``cnn16_b256``). Each round prints the medians and the ratios; the JSON holds every round.
+In the library (:mod:`pdnn.pbit_kernel`) a bit is ``x > t_r``, with ``t_r`` read from a table of
+2**16 thresholds at the drawn word ``r``. Reading it is a gather, which some processors do fast
+and others slowly. The estimate kernel computes ``g(x) = 2**16 * P(b = 1 | x) - 1/2`` in float32
+arithmetic and compares it with ``r``, reading the table only for the draws within one step of
+the estimate. :func:`pdnn.pbit_kernel.kernel_for` times both on first use and keeps the faster;
+here each is forced in turn (the bits are checked equal on every input before timing).
+Interleaved on the same inputs and load: the p-bit layer alone on 256 x 2048 (the goal's row,
+beside ``torch.tanh`` and ``torch.sigmoid``) and on the CNN's first activations, 256 x 16 x 32 x
+32 channels-last; and the reference CNN (width 16, batch 256) evaluated at T = 1 and T = 10 (as
+``bench_speed.py``'s row ``cnn16_b256``). Each round prints the medians and the ratios, and the
+kernel the library chose; the JSON holds every round.
 """
 from __future__ import annotations
 
-import llvmlite.binding as llvm
-import numba
-import numpy as np
 import torch
 from bench_speed import before_after_rounds, compare
 
@@ -29,54 +26,40 @@ from pdnn.models import create
 from pdnn.nn import PBit
 from pdnn.sampling import MAX_ROWS
 
-PAIRS = [("act after", "act before"), ("act after", "tanh"), ("act after", "sigmoid"), ("act before", "tanh"),
-         ("cnn-layer after", "cnn-layer before"), ("T=1 after", "T=1 before"), ("T=10 after", "T=10 before"),
-         ("T=10 before", "T=1 before"), ("T=10 after", "T=1 after")]
-AFTER = K._kernel
+PAIRS = [("act table", "act estimate"), ("act table", "tanh"), ("act estimate", "tanh"), ("act table", "sigmoid"),
+         ("cnn-layer table", "cnn-layer estimate"), ("T=1 table", "T=1 estimate"),
+         ("T=10 table", "T=10 estimate"), ("T=10 estimate", "T=1 estimate"), ("T=10 table", "T=1 table")]
+CHOSEN, ESTIMATE = K.kernel_for, K._kernel
 
 
-@numba.njit(parallel=True)
-def table_copy(x, table, low_key, high_key, high, low, out):
-    k0, k1 = np.uint32(low_key), np.uint32(high_key)
-    for i in numba.prange(x.size):
-        v = x[i]
-        bit = high if v > table[K._word(i, k0, k1)] else low
-        out[i] = v if v != v else bit
-
-
-def table_kernel(x, table, gain, low_key, high_key, repeats, high, low, out):
-    """The kernel before: every bit from the looked-up threshold (``gain`` is not needed), a call
-    per copy."""
-    n = x.size
-    for s in range(repeats):
-        table_copy(x, table, (low_key + s * n) & 0xFFFFFFFF, high_key, high, low, out[s * n:(s + 1) * n])
-
-
-def with_kernel(kernel, fn):
-    """``fn()`` in inference mode with ``kernel`` in the library kernel's place."""
-    K._kernel = kernel
+def with_kernel(name: str, fn, estimate=ESTIMATE):
+    """``fn()`` in inference mode with the p-bits on the kernel ``name`` (``"table"`` or
+    ``"estimate"``, the latter as the function ``estimate``)."""
+    K.kernel_for, K._kernel = (lambda dtype: name), estimate
     try:
         with torch.inference_mode():
             return fn()
     finally:
-        K._kernel = AFTER
+        K.kernel_for, K._kernel = CHOSEN, ESTIMATE
 
 
-def before_after(work: dict, check: dict, before) -> dict:
-    """The timed configurations ``"<name> before"`` (the kernel ``before``) and ``"<name> after"``
-    (the library's) of every function in ``work``, once the functions in ``check`` (``work``'s,
-    or a fresh-stream version of them) have given the same bits both ways."""
+def timed_versions(work: dict, check: dict, versions: dict) -> dict:
+    """The configurations ``"<name> <version>"`` of every function in ``work``, for every
+    ``version: (kernel, estimate)`` of ``versions`` (:func:`with_kernel`'s arguments), once the
+    functions in ``check`` (``work``'s, or a fresh-stream version of them) have given the same
+    bits every way."""
     for name, fn in check.items():
-        torch.manual_seed(1)
-        expected = with_kernel(before, fn)
-        torch.manual_seed(1)
-        assert torch.equal(with_kernel(AFTER, fn), expected), f"{name}: the change altered the bits"
-    return {f"{name} {version}": (lambda fn=fn, kernel=before if version == "before" else AFTER: with_kernel(kernel, fn))
-            for name, fn in work.items() for version in ("before", "after")}
+        results = []
+        for kernel, estimate in versions.values():
+            torch.manual_seed(1)
+            results.append(with_kernel(kernel, fn, estimate))
+        assert all(torch.equal(r, results[0]) for r in results), f"{name}: the kernels' bits differ"
+    return {f"{name} {version}": (lambda fn=fn, how=how: with_kernel(*how, fn))
+            for name, fn in work.items() for version, how in versions.items()}
 
 
 def one_round(repeats: int) -> dict:
-    K._compile(torch.float32)  # the library's kernel, before _kernel is swapped for the calls below
+    chosen = CHOSEN(torch.float32)  # compiles both kernels and times them once
     torch.manual_seed(0)
     pbit = PBit()
     act = torch.randn(256, 2048)
@@ -89,12 +72,11 @@ def one_round(repeats: int) -> dict:
             "T=10": lambda: ten(images)}
     check = {**work, "T=1": lambda: SampledModel(model, 1, seed=0)(images),  # fresh streams
              "T=10": lambda: SampledModel(model, 10, seed=0, max_rows=MAX_ROWS)(images)}
-    features = (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(",")
-    with K.vector_width(16 if "+avx512f" in features else 0):  # as the library compiled the table kernel
-        configs = before_after(work, check, table_kernel)  # also compiles the table kernel
+    configs = timed_versions(work, check, {"table": ("table", ESTIMATE), "estimate": ("estimate", ESTIMATE)})
     configs["tanh"] = lambda: torch.tanh(act, out=result)
     configs["sigmoid"] = lambda: torch.sigmoid(act, out=result)
-    return compare("pbit_estimate", "after/before < 1", configs, repeats, pairs=PAIRS)
+    return {**compare("pbit_estimate", "the chosen kernel is the faster", configs, repeats, pairs=PAIRS),
+            "chosen": chosen}
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ The change (in the library, :mod:`pdnn.pbit_kernel`): a p-bit that draws T copie
 (the first p-bit of a folded network, whose input all samples share) computes the float32
 estimate of ``1 + exp(-gain x)`` for a chunk once and compares it with the T copies' random
 words, instead of a kernel call per copy that estimated again. The bits are the same (checked here
-before timing). "before" calls the same compiled kernel once per copy, as the library did. Timed
+before timing). "before" calls the same compiled kernel once per copy, as the library did. Both
+are forced onto the estimate kernel (the library may choose the table kernel, whose copies share
+nothing: ``bench_pbit_estimate.py`` times the two). Timed
 interleaved on the same inputs and load: that p-bit alone at the CNN's first layer as evaluation
 runs it at T = 10 (25 inputs x 16 x 32 x 32, channels-last, 10 copies), and the reference CNN
 (width 16, batch 256) at T = 10 beside T = 1 (``bench_speed.py``'s row ``cnn16_b256``).
@@ -15,7 +17,7 @@ runs it at T = 10 (25 inputs x 16 x 32 x 32, channels-last, 10 copies), and the 
 from __future__ import annotations
 
 import torch
-from bench_pbit_estimate import AFTER, before_after, with_kernel
+from bench_pbit_estimate import ESTIMATE, timed_versions, with_kernel
 from bench_speed import before_after_rounds, compare
 
 from pdnn import SampledModel
@@ -32,11 +34,11 @@ def per_copy(x, table, gain, low_key, high_key, repeats, high, low, out):
     """The kernel before: a call per copy, each estimating again."""
     n = x.size
     for s in range(repeats):
-        AFTER(x, table, gain, (low_key + s * n) & 0xFFFFFFFF, high_key, 1, high, low, out[s * n:(s + 1) * n])
+        ESTIMATE(x, table, gain, (low_key + s * n) & 0xFFFFFFFF, high_key, 1, high, low, out[s * n:(s + 1) * n])
 
 
 def one_round(repeats: int) -> dict:
-    K._compile(torch.float32)  # the library's kernel, before _kernel is swapped for the calls below
+    K._compile(torch.float32)
     torch.manual_seed(0)
     pbit = PBit()
     layer = torch.randn(MAX_ROWS // 10, 16, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -45,8 +47,8 @@ def one_round(repeats: int) -> dict:
     one, ten = (SampledModel(model, t, seed=0, max_rows=MAX_ROWS) for t in (1, 10))
     work = {"copies": lambda: pbit(layer, repeats=10), "T=10": lambda: ten(images)}
     check = {**work, "T=10": lambda: SampledModel(model, 10, seed=0, max_rows=MAX_ROWS)(images)}  # fresh streams
-    configs = before_after(work, check, per_copy)
-    configs["T=1"] = lambda: with_kernel(AFTER, lambda: one(images))
+    configs = timed_versions(work, check, {"before": ("estimate", per_copy), "after": ("estimate", ESTIMATE)})
+    configs["T=1"] = lambda: with_kernel("estimate", lambda: one(images))
     return compare("shared_estimate", "after/before < 1", configs, repeats, pairs=PAIRS)
 
 

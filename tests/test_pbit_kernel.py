@@ -16,6 +16,14 @@ Z = 5.0  # bounds are Z standard deviations
 pytestmark = pytest.mark.skipif(K.numba is None, reason="numba is not installed")
 
 
+@pytest.fixture(params=["estimate", "table"])
+def kernel(request, monkeypatch):
+    """Each of the kernel's two ways to the bits in turn (pbit_kernel.kernel_for chooses one per
+    process by speed): both must give every bit of the table's comparison."""
+    monkeypatch.setattr(K, "kernel_for", lambda dtype: request.param)
+    return request.param
+
+
 def reference_words(key: int, count: int) -> np.ndarray:
     """The stream as the module's docstring defines it, in plain Python integers."""
     def mix(h):
@@ -41,7 +49,7 @@ def test_the_stream_is_the_documented_hash():
 
 @pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_bits_are_the_comparison_with_the_looked_up_threshold(mode, dtype):
+def test_bits_are_the_comparison_with_the_looked_up_threshold(mode, dtype, kernel):
     n, key, beta = 100_003, 2**63 + 12345, 1.5  # odd size; a key with the top bit set
     x = torch.randn(n, dtype=dtype) * 3
     x[:3] = torch.tensor([0.0, float("inf"), -float("inf")], dtype=dtype)
@@ -49,6 +57,16 @@ def test_bits_are_the_comparison_with_the_looked_up_threshold(mode, dtype):
     above = x > table[torch.from_numpy(K.random_words(key, n))]
     low = -1.0 if mode == "bipolar" else 0.0
     assert torch.equal(K.bits(x, mode, beta, key), torch.where(above, 1.0, low).to(dtype))
+
+
+def test_the_kernel_is_chosen_by_timing_both_without_touching_torchs_generator(monkeypatch):
+    monkeypatch.setattr(K, "kernel_for", K.kernel_for.__wrapped__)  # time them again, uncached
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    chosen = {dtype: K.kernel_for(dtype) for dtype in (torch.float32, torch.float64)}
+    assert torch.equal(torch.rand(4), expected)
+    assert set(chosen.values()) <= {"estimate", "table"}
 
 
 def test_the_estimate_is_within_a_small_part_of_a_step_for_every_float32():
@@ -61,7 +79,7 @@ def test_the_estimate_is_within_a_small_part_of_a_step_for_every_float32():
 @pytest.mark.parametrize("dtype, beta", [(torch.float32, 0.5), (torch.float32, 1.5), (torch.float64, 1.5),
                                          (torch.float32, 1e30), (torch.float32, 1e-30),  # ESTIMATED_BETAS's ends
                                          (torch.float32, 1e33), (torch.float32, 1e-35)])  # beyond them
-def test_inputs_at_and_near_their_drawn_threshold_get_the_tables_bit(mode, dtype, beta):
+def test_inputs_at_and_near_their_drawn_threshold_get_the_tables_bit(mode, dtype, beta, kernel):
     # inputs on the drawn threshold, a float either side of it and a few steps of the grid away:
     # the estimate cannot decide the first ones (the table does) and must decide the others right
     n, key = 60_000, 2**40 + 7
@@ -78,7 +96,7 @@ def test_inputs_at_and_near_their_drawn_threshold_get_the_tables_bit(mode, dtype
     assert torch.equal(K.bits(x, mode, beta, key), torch.where(above, 1.0, low).to(dtype))
 
 
-def test_the_bits_do_not_depend_on_the_number_of_threads(monkeypatch):
+def test_the_bits_do_not_depend_on_the_number_of_threads(monkeypatch, kernel):
     x, key = torch.randn(3, 70_001), 987654321
     parallel = K.bits(x, "bipolar", 2.0, key)
     monkeypatch.setattr(K, "PARALLEL_FROM", 2**40)  # one thread
@@ -139,7 +157,7 @@ def test_training_under_the_profiler_recording_shapes():
     assert x.grad is not None
 
 
-def test_a_strided_input_gives_the_bits_of_its_contiguous_copy():
+def test_a_strided_input_gives_the_bits_of_its_contiguous_copy(kernel):
     x = torch.randn(64, 300).t()
     assert not x.is_contiguous()
     assert torch.equal(K.bits(x, "unipolar", 1.0, 5), K.bits(x.contiguous(), "unipolar", 1.0, 5))
@@ -193,7 +211,7 @@ def test_with_numbas_jit_disabled_pbits_take_the_torch_path():
     assert done.returncode == 0 and done.stdout == f"{K.random_words(2**63 + 5, 1000).tolist()}\n", done.stderr
 
 
-def test_an_out_the_bits_cannot_be_written_to_is_refused():
+def test_an_out_the_bits_cannot_be_written_to_is_refused(kernel):
     # over its own input a few finite inputs came out NaN (an unsure bit is written as NaN and
     # settled from the input afterwards); a strided out got the bits in a copy, and one of fewer
     # elements only some of them
@@ -213,7 +231,7 @@ def test_an_out_the_bits_cannot_be_written_to_is_refused():
     assert torch.equal(out[:4], K.bits(x, "bipolar", 1.0, 5))
 
 
-def test_a_channels_last_input_keeps_its_memory_format():
+def test_a_channels_last_input_keeps_its_memory_format(kernel):
     x = torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last)
     out = K.bits(x, "bipolar", 1.0, 9)
     assert out.is_contiguous(memory_format=torch.channels_last)
@@ -251,7 +269,7 @@ def test_the_key_is_drawn_in_and_out_of_inference_mode():
 # channels-last input; NaN inputs, and a beta whose every draw takes the table
 @pytest.mark.parametrize("shape, channels_last", [((3, 70_001), False), ((2, 5), False), ((4, 3, 40, 40), True)])
 @pytest.mark.parametrize("beta", [1.5, 1e33])
-def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_last, beta):
+def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_last, beta, kernel):
     x = torch.randn(shape) / beta
     x.view(-1)[::7] = math.nan
     if channels_last:
@@ -270,7 +288,7 @@ def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_
     # making their first calls at once (float32 and float64 here) must not compile at each
     # other's width
     script = """if True:
-        import re, threading
+        import platform, re, threading
         import torch
         from pdnn import pbit_kernel as K
         start = threading.Barrier(2)
@@ -288,6 +306,10 @@ def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_
                 assert re.search(r"<16 x (i32|float|double)>", loop.inspect_llvm(signature)), (loop, signature)
         compiled = {loop.__name__: set(loop.signatures) for loop in K.loop_signatures(torch.float32)}
         assert compiled == expected, (compiled, expected)
+        assert len(K._table_copy.signatures) == 2  # the table kernel: the hash at 16 lanes, the gather too on x86
+        for code in K._table_copy.inspect_llvm().values():
+            assert re.search(r"<16 x i32>", code) and (platform.machine() not in ("x86_64", "AMD64")
+                                                      or re.search(r"<16 x (float|double)> @llvm.masked.gather", code))
         print("ok")
     """
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # a first compile, not a cache load

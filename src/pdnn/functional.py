@@ -49,6 +49,9 @@ def check_beta(beta: float, what: str = "beta") -> float:
     """Return ``beta`` as a float, or raise (naming it ``what``) if it is not a finite positive
     number in range. A tensor that requires a gradient is refused: it would be read once as a
     number and never learn."""
+    low, high = pbit_kernel.ESTIMATED_BETAS
+    if type(beta) is float and low <= beta <= high:  # the common case, first: every p-bit call checks
+        return beta
     if isinstance(beta, torch.Tensor) and beta.requires_grad:
         raise UsageError(f"{what} must be a fixed number; a learnable temperature is not supported, got a tensor "
                          f"that requires grad ({beta.detach().tolist()!r})")
@@ -57,7 +60,6 @@ def check_beta(beta: float, what: str = "beta") -> float:
         raise UsageError(f"{what} must be a positive number, got {shown(beta)}")
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"{what} must be a finite number > 0, got {shown(beta)}")
-    low, high = pbit_kernel.ESTIMATED_BETAS
     if not low <= value <= high:  # beyond, float32 thresholds and gradients overflow or vanish
         raise UsageError(f"{what} must be in [{low:g}, {high:g}], where a p-bit's float32 thresholds and gradient "
                          f"stay finite and exact, got {shown(beta)}")

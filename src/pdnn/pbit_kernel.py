@@ -20,9 +20,10 @@ the ideal probability is that close to 0 or 1 (both tested). A NaN input gives N
 differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
 generator: both are exact to their 16-bit grid but read different random words.
 
-Looking ``t_r`` up element by element is a gather, which LLVM does not vectorise for CPUs
-without AVX-512 (on an AMD Zen 3 the table kernel ran scalar, at 3 to 5 times a
-``torch.sigmoid``). So the kernel first decides from an estimate: ``x > t_r`` iff ``g(x) > r``
+Looking ``t_r`` up element by element is a gather. Some processors gather slowly, and with the
+hash in 64-bit arithmetic LLVM did not vectorise it at all without AVX-512 (on an AMD Zen 3 the
+table kernel ran scalar, at 3 to 5 times a ``torch.sigmoid``). So a second kernel first decides
+from an estimate: ``x > t_r`` iff ``g(x) > r``
 with ``g(x) = 2**16 * P(x) - 1/2`` and ``P`` the ideal probability ``sigmoid(gain * x)`` (gain
 ``2 beta`` bipolar, ``beta`` unipolar); ``g`` is estimated in float32 (``exp`` by a polynomial
 and squarings, which vectorise) to within 0.06 of a step for every float32 argument
@@ -33,6 +34,11 @@ take the table; so every bit is still the table's comparison. (For a ``beta`` ou
 The loops index each chunk's slices from 0: with an index of unknown sign numba wraps negative
 indices, and on AVX-512 LLVM then made every load a gather and every store a scatter (three
 times slower on an AMD Zen 4).
+
+Which of the two kernels is faster depends on the processor. On an Intel Xeon with AVX-512 the
+table kernel, its gather at 16 lanes, takes about 0.65 of the estimate kernel's time; on an AMD
+Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the same bits, so
+the first use in a process times both and keeps the faster (:func:`kernel_for`).
 
 The kernel is compiled by numba on first use (about two seconds; cached on disk), its loops over
 a chunk's elements with 16-lane vectors (:func:`_compile`). It serves float32/float64 CPU
@@ -45,6 +51,7 @@ import math
 import operator
 import os
 import threading
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -176,20 +183,59 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
         x, repeats = torch.cat([x] * repeats), 1
     x, channels_last = dense(x)
     if out is None:
-        out = empty_bits(x, repeats, channels_last)
+        out = torch.empty_like(x) if repeats == 1 else empty_bits(x, repeats, channels_last)  # the first: faster
     else:
         _check_out(out, x, repeats, channels_last)
     n = x.numel()
     if n:
+        looked_up = kernel_for(x.dtype) == "table"  # before the thread count: timing the kernels sets it
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
-        _compile(x.dtype)
         high, low = _LEVELS[mode, x.dtype]
         table = thresholds(mode, beta, x.dtype)
         source, target = _storage(x, channels_last), _storage(out, channels_last)
         k0, k1 = _halves(key)
-        gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
-        _kernel(source, table, gain, k0, k1, repeats, high, low, target)
+        if looked_up:
+            _table_kernel(source, table, k0, k1, repeats, high, low, target)
+        else:
+            gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
+            _kernel(source, table, gain, k0, k1, repeats, high, low, target)
     return out
+
+
+@lru_cache(maxsize=None)
+def kernel_for(dtype: torch.dtype) -> str:
+    """The kernel the p-bits of ``dtype`` take in this process: ``"table"``, every threshold looked
+    up, or ``"estimate"``, most bits decided from the estimate (the module's docstring). Both give
+    the same bits; which is faster depends on how fast the processor gathers, so on first use both
+    are timed on 2**18 normal inputs (best of 5 calls each, interleaved: a few milliseconds) and
+    the faster is kept, like cuDNN's benchmark mode. LLVM vectorises the gather for every x86
+    target, but that does not make it fast: on an AMD Zen 4 the estimate kernel took 0.76 to 0.83
+    of the table kernel's time, on an Intel Xeon with AVX-512 the table kernel took about 0.65 of
+    the estimate kernel's (benchmarks/results/README.md). The inputs come from a generator of
+    their own: torch's default generator is left as it was."""
+    _compile(dtype)
+    _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    x = torch.randn(2**18, dtype=dtype, generator=torch.Generator().manual_seed(0)).numpy()
+    out, table, (high, low) = np.empty_like(x), thresholds("bipolar", 1.0, dtype), _LEVELS["bipolar", dtype]
+    calls = {"estimate": lambda: _kernel(x, table, GAIN["bipolar"], 1, 2, 1, high, low, out),
+             "table": lambda: _table_kernel(x, table, 1, 2, 1, high, low, out)}
+    best = dict.fromkeys(calls, math.inf)
+    for _ in range(5):
+        for name, call in calls.items():
+            began = time.perf_counter()
+            call()
+            best[name] = min(best[name], time.perf_counter() - began)
+    return min(best, key=best.get)
+
+
+def _table_kernel(x, table, low_key, high_key, repeats, high, low, out) -> None:
+    """Every bit from its looked-up threshold, a parallel call per copy: LLVM vectorised the
+    gather only in a loop of numba's ``prange`` over the elements with nothing around it (whose
+    arrays numba marks as not aliased); copy ``s`` reads the words from index ``s*n`` on, through
+    the key ``(k0 + s*n, k1)``, as in :func:`bits`."""
+    n = x.size
+    for s in range(repeats):
+        _table_copy(x, table, (low_key + s * n) & 0xFFFFFFFF, high_key, high, low, out[s * n:(s + 1) * n])
 
 
 def _check_out(out: torch.Tensor, x: torch.Tensor, repeats: int, channels_last: bool) -> None:
@@ -241,19 +287,22 @@ def _use_threads(count: int) -> None:
 
 @lru_cache(maxsize=None)
 def _compile(dtype: torch.dtype) -> None:
-    """Compile the kernel for ``dtype`` (or load it from numba's cache), its loops over a chunk
-    with 16-lane vectors. LLVM's own choice is 8 lanes on AVX2 and AVX-512 CPUs. On an Intel
-    Xeon's AVX-512, 16 lanes took 0.41 of the time of 8, and with the 32-bit :func:`_mix` the
-    kernel took 0.71 of its time before them; for AVX2 code the width made no difference
+    """Compile both kernels for ``dtype`` (or load them from numba's cache): the estimate kernel's
+    loops over a chunk, and the table kernel's loop, with 16-lane vectors. LLVM's own choice is
+    8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's AVX-512, 16 lanes took 0.41 of the time
+    of 8, and with the 32-bit :func:`_mix` the estimate kernel took 0.71 of its time before them
+    (the table kernel about 0.87); for AVX2 code the width made no difference
     (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md). The option is held only
     while the loops compile (:func:`vector_width`), then set back to 0, LLVM's default: llvmlite
     cannot read an option, so a width a user forced before is not restored."""
+    _launch_threads()  # loading a parallel kernel starts numba's threads: in the way that keeps torch's count
+    scalar, array = _types(dtype)
+    key, count, table = numba.int64, numba.int64, array.copy(readonly=True)
     with vector_width(16):
         for loop, signature in loop_signatures(dtype).items():
             loop.compile(signature)
-    scalar, array = _types(dtype)
-    key, count = numba.int64, numba.int64
-    _kernel.compile((array, array.copy(readonly=True), numba.float64, key, key, count, scalar, scalar, array))
+        _table_copy.compile((array, table, key, key, scalar, scalar, array))  # no remarks: nothing loops around it
+    _kernel.compile((array, table, numba.float64, key, key, count, scalar, scalar, array))
 
 
 @contextmanager
@@ -415,6 +464,14 @@ if numba is not None:
                 k0, outs = _U(low_key + s * n), out[s * n + start:s * n + start + xs.size]
                 _decide_estimated(d, start, k0, k1, high, low, outs)
                 _settle(xs, outs, table, start, k0, k1, high, low)
+
+    @numba.njit(parallel=True, cache=True)
+    def _table_copy(x, table, low_key, high_key, high, low, out):
+        k0, k1 = _U(low_key), _U(high_key)
+        for i in numba.prange(x.size):
+            v = x[i]
+            bit = high if v > table[_word(i, k0, k1)] else low
+            out[i] = v if v != v else bit
 
     @numba.njit(parallel=True, cache=True, fastmath={"contract"})
     def _estimate_error(last_bits):
