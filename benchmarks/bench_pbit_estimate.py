@@ -54,8 +54,8 @@ def timed_versions(work: dict, check: dict, versions: dict) -> dict:
             torch.manual_seed(1)
             results.append(with_kernel(kernel, fn, estimate))
         assert all(torch.equal(r, results[0]) for r in results), f"{name}: the kernels' bits differ"
-    return {f"{name} {version}": (lambda fn=fn, how=how: with_kernel(*how, fn))
-            for name, fn in work.items() for version, how in versions.items()}
+    return {f"{name} {version}": (lambda fn=fn, kernel=kernel, estimate=estimate: with_kernel(kernel, fn, estimate))
+            for name, fn in work.items() for version, (kernel, estimate) in versions.items()}
 
 
 def one_round(repeats: int) -> dict:

@@ -74,6 +74,7 @@ ESTIMATED_BETAS = (1e-30, 1e30)  # beyond, thresholds reach subnormal or infinit
 GAIN = {"bipolar": 2.0, "unipolar": 1.0}  # P(b = 1 | x) = sigmoid(GAIN[mode] * beta * x)
 _LEVELS = {(mode, dtype): tuple(map(scalar, levels)) for mode, levels in (("bipolar", (1, -1)), ("unipolar", (1, 0)))
            for dtype, scalar in zip(_DTYPES, (np.float32, np.float64))}  # (high, low): the bit's values
+_JIT = numba is not None and not numba.config.DISABLE_JIT  # NUMBA_DISABLE_JIT=1, set to debug numba code: nothing compiles
 _per_thread = threading.local()
 _forked = False  # GNU OpenMP (numba's threads) cannot run in a child process after fork
 
@@ -90,8 +91,7 @@ if hasattr(os, "register_at_fork"):
 def available(x: torch.Tensor, repeats: int = 1) -> bool:
     """Whether this call of a p-bit (on ``x`` repeated ``repeats`` times) can take the fused kernel."""
     return (
-        numba is not None
-        and not numba.config.DISABLE_JIT  # NUMBA_DISABLE_JIT=1, set to debug numba code: nothing compiles
+        _JIT
         and not _forked
         and not torch.compiler.is_compiling()  # before any test of the size, which would guard a
         and not torch._C._are_functorch_transforms_active()  # dynamic one (export refused the guard)
@@ -194,7 +194,9 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
         table = thresholds(mode, beta, x.dtype)
         source, target = _storage(x, channels_last), _storage(out, channels_last)
         k0, k1 = _halves(key)
-        if looked_up:
+        if looked_up and repeats == 1:
+            _table_copy(source, table, k0, k1, high, low, target)
+        elif looked_up:
             _table_kernel(source, table, k0, k1, repeats, high, low, target)
         else:
             gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
