@@ -1,4 +1,4 @@
-"""The fused p-bit kernel with its loops at 16 lanes, as the library compiles them, and at LLVM's own vector width (8 lanes on AVX2 and AVX-512 CPUs), in one run.
+"""The fused p-bit kernel with its loops at 16 lanes, as the library compiles them, and at LLVM's own vector width (8 lanes on AVX2 and AVX-512 CPUs), in one run; and the table kernel beside them.
 
 Usage: python benchmarks/bench_kernel_width.py [--threads 2] [--rounds 3] [--repeats 200] [--json PATH]
 
@@ -6,7 +6,10 @@ The library compiles the loops over a chunk's elements (:func:`pdnn.pbit_kernel.
 with LLVM's ``-force-vector-width=16``. This script compiles the same Python functions once more
 without it and a copy of the parallel kernel that calls them (:func:`at_llvms_width`), checks that
 both kernels give the library's bits, and times them interleaved on a 256 x 2048 float32 input
-with ``torch.tanh`` beside them (the best and the median of ``--repeats`` calls each).
+with ``torch.tanh`` beside them (the best and the median of ``--repeats`` calls each). "16 lanes"
+and "default lanes" are the estimate kernel; "table kernel" is the library's other kernel, every
+threshold looked up (:func:`pdnn.pbit_kernel.kernel_for` keeps the faster of the two), called as
+the library calls it for one copy.
 """
 from __future__ import annotations
 
@@ -48,6 +51,10 @@ def main() -> None:
         kernel(x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)  # compiles here
         assert np.array_equal(out, expected.numpy())
         kernels[name] = lambda kernel=kernel, out=out: kernel(x.numpy(), table, 2.0, *K._halves(12345), 1, high, low, out)
+    looked_up = np.empty_like(x.numpy())
+    K._table_copy(x.numpy(), table, *K._halves(12345), high, low, looked_up)
+    assert np.array_equal(looked_up, expected.numpy())
+    kernels["table kernel"] = lambda: K._table_copy(x.numpy(), table, *K._halves(12345), high, low, looked_up)
     result = torch.empty_like(x)
     kernels["torch.tanh"] = lambda: torch.tanh(x, out=result)
     rounds = []
