@@ -19,8 +19,14 @@ pytestmark = pytest.mark.skipif(K.numba is None, reason="numba is not installed"
 @pytest.fixture(params=["estimate", "table"])
 def kernel(request, monkeypatch):
     """Each of the kernel's two ways to the bits in turn (pbit_kernel.kernel_for chooses one per
-    process by speed): both must give every bit of the table's comparison."""
+    process by speed), the other one made to fail: both must give every bit of the table's
+    comparison."""
+    def unused(*args):
+        raise AssertionError(f"the {request.param} kernel was forced, another one ran")
+
     monkeypatch.setattr(K, "kernel_for", lambda dtype: request.param)
+    for name in ("_table_copy", "_table_kernel") if request.param == "estimate" else ("_kernel",):
+        monkeypatch.setattr(K, name, unused)
     return request.param
 
 
@@ -281,16 +287,19 @@ def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_las
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
-def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_path):
+@pytest.mark.parametrize("forced", [None, "estimate", "table"])  # None: kernel_for times the two
+def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_path, forced):
     # forced onto numba's parallel kernel, the 16-lane option made LLVM print "loop not
     # vectorized" remarks; a loop compiled on demand, for argument types _compile did not foresee,
     # would silently take LLVM's narrower width; and the option is process-wide, so two threads
     # making their first calls at once (float32 and float64 here) must not compile at each
-    # other's width
+    # other's width; nor may a kernel forced (as the tests force them) skip the compile
     script = """if True:
         import platform, re, threading
         import torch
         from pdnn import pbit_kernel as K
+        if FORCED:
+            K.kernel_for = lambda dtype: FORCED
         start = threading.Barrier(2)
         def first_calls(dtype):
             x = torch.randn(3, 50_000, dtype=dtype)
@@ -313,5 +322,6 @@ def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_
         print("ok")
     """
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # a first compile, not a cache load
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script.replace("FORCED", repr(forced))], capture_output=True,
+                          text=True, env=environment, timeout=300)
     assert done.returncode == 0 and done.stdout == "ok\n" and done.stderr == "", done.stderr

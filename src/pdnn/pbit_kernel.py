@@ -40,8 +40,8 @@ table kernel, its gather at 16 lanes, takes about 0.65 of the estimate kernel's 
 Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the same bits, so
 the first use in a process times both and keeps the faster (:func:`kernel_for`).
 
-The kernel is compiled by numba on first use (about two seconds; cached on disk), its loops over
-a chunk's elements with 16-lane vectors (:func:`_compile`). It serves float32/float64 CPU
+The kernels are compiled by numba on first use (a few seconds; cached on disk), their loops with
+16-lane vectors (:func:`_compile`). It serves float32/float64 CPU
 tensors (contiguous or channels-last; others are copied first) outside ``torch.func``
 transforms, ``torch.compile`` and ``torch.jit.trace``; everything else takes the torch path.
 """
@@ -188,6 +188,7 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
         _check_out(out, x, repeats, channels_last)
     n = x.numel()
     if n:
+        _compile(x.dtype)  # here, not only in kernel_for: a loop compiled on demand would take LLVM's width
         looked_up = kernel_for(x.dtype) == "table"  # before the thread count: timing the kernels sets it
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
         high, low = _LEVELS[mode, x.dtype]
@@ -293,7 +294,7 @@ def _compile(dtype: torch.dtype) -> None:
     loops over a chunk, and the table kernel's loop, with 16-lane vectors. LLVM's own choice is
     8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's AVX-512, 16 lanes took 0.41 of the time
     of 8, and with the 32-bit :func:`_mix` the estimate kernel took 0.71 of its time before them
-    (the table kernel about 0.87); for AVX2 code the width made no difference
+    (the table kernel at 16 lanes about 0.87 of its time at 8); for AVX2 code the width made no difference
     (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md). The option is held only
     while the loops compile (:func:`vector_width`), then set back to 0, LLVM's default: llvmlite
     cannot read an option, so a width a user forced before is not restored."""
