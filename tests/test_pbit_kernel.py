@@ -19,14 +19,25 @@ pytestmark = pytest.mark.skipif(K.numba is None, reason="numba is not installed"
 @pytest.fixture(params=["estimate", "table"])
 def kernel(request, monkeypatch):
     """Each of the kernel's two ways to the bits in turn (pbit_kernel.kernel_for chooses one per
-    process by speed), the other one made to fail: both must give every bit of the table's
+    process by speed), the other one made to fail where the forced one should run (copies of a
+    repeated input always take the estimate kernel): both must give every bit of the table's
     comparison."""
-    def unused(*args):
-        raise AssertionError(f"the {request.param} kernel was forced, another one ran")
+    for dtype in (torch.float32, torch.float64):
+        K._compile(dtype)  # before the kernels are replaced
+    estimate = K._kernel
+
+    def table_unused(*args):
+        raise AssertionError("the estimate kernel was forced, the table kernel ran")
+
+    def estimate_for_copies(x, table, gain, k0, k1, repeats, *rest):
+        assert repeats > 1, "the table kernel was forced, the estimate kernel ran on one copy"
+        return estimate(x, table, gain, k0, k1, repeats, *rest)
 
     monkeypatch.setattr(K, "kernel_for", lambda dtype: request.param)
-    for name in ("_table_copy", "_table_kernel") if request.param == "estimate" else ("_kernel",):
-        monkeypatch.setattr(K, name, unused)
+    if request.param == "estimate":
+        monkeypatch.setattr(K, "_table_copy", table_unused)
+    else:
+        monkeypatch.setattr(K, "_kernel", estimate_for_copies)
     return request.param
 
 

@@ -38,7 +38,9 @@ times slower on an AMD Zen 4).
 Which of the two kernels is faster depends on the processor. On an Intel Xeon with AVX-512 the
 table kernel, its gather at 16 lanes, takes about 0.65 of the estimate kernel's time; on an AMD
 Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the same bits, so
-the first use in a process times both and keeps the faster (:func:`kernel_for`).
+the first use in a process times both and keeps the faster for single tensors (:func:`kernel_for`).
+Copies of a repeated input always take the estimate kernel, which draws them all in one parallel
+call sharing the estimate: the table kernel needs a call per copy.
 
 The kernels are compiled by numba on first use (a few seconds; cached on disk), their loops with
 16-lane vectors (:func:`_compile`). It serves float32/float64 CPU
@@ -189,16 +191,17 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
     n = x.numel()
     if n:
         _compile(x.dtype)  # here, not only in kernel_for: a loop compiled on demand would take LLVM's width
-        looked_up = kernel_for(x.dtype) == "table"  # before the thread count: timing the kernels sets it
+        # copies take the estimate kernel: one parallel call for all of them (the table kernel's
+        # gather vectorised only with a call per copy), sharing the estimate; before the thread
+        # count, which timing the kernels sets
+        looked_up = repeats == 1 and kernel_for(x.dtype) == "table"
         _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
         high, low = _LEVELS[mode, x.dtype]
         table = thresholds(mode, beta, x.dtype)
         source, target = _storage(x, channels_last), _storage(out, channels_last)
         k0, k1 = _halves(key)
-        if looked_up and repeats == 1:
+        if looked_up:
             _table_copy(source, table, k0, k1, high, low, target)
-        elif looked_up:
-            _table_kernel(source, table, k0, k1, repeats, high, low, target)
         else:
             gain = GAIN[mode] * beta if ESTIMATED_BETAS[0] <= beta <= ESTIMATED_BETAS[1] else math.nan  # NaN: the table
             _kernel(source, table, gain, k0, k1, repeats, high, low, target)
@@ -221,7 +224,7 @@ def kernel_for(dtype: torch.dtype) -> str:
     x = torch.randn(2**18, dtype=dtype, generator=torch.Generator().manual_seed(0)).numpy()
     out, table, (high, low) = np.empty_like(x), thresholds("bipolar", 1.0, dtype), _LEVELS["bipolar", dtype]
     calls = {"estimate": lambda: _kernel(x, table, GAIN["bipolar"], 1, 2, 1, high, low, out),
-             "table": lambda: _table_kernel(x, table, 1, 2, 1, high, low, out)}
+             "table": lambda: _table_copy(x, table, 1, 2, high, low, out)}
     best = dict.fromkeys(calls, math.inf)
     for _ in range(5):
         for name, call in calls.items():
@@ -229,16 +232,6 @@ def kernel_for(dtype: torch.dtype) -> str:
             call()
             best[name] = min(best[name], time.perf_counter() - began)
     return min(best, key=best.get)
-
-
-def _table_kernel(x, table, low_key, high_key, repeats, high, low, out) -> None:
-    """Every bit from its looked-up threshold, a parallel call per copy: LLVM vectorised the
-    gather only in a loop of numba's ``prange`` over the elements with nothing around it (whose
-    arrays numba marks as not aliased); copy ``s`` reads the words from index ``s*n`` on, through
-    the key ``(k0 + s*n, k1)``, as in :func:`bits`."""
-    n = x.size
-    for s in range(repeats):
-        _table_copy(x, table, (low_key + s * n) & 0xFFFFFFFF, high_key, high, low, out[s * n:(s + 1) * n])
 
 
 def _check_out(out: torch.Tensor, x: torch.Tensor, repeats: int, channels_last: bool) -> None:
@@ -468,6 +461,10 @@ if numba is not None:
                 _decide_estimated(d, start, k0, k1, high, low, outs)
                 _settle(xs, outs, table, start, k0, k1, high, low)
 
+    # The table kernel, for one copy: LLVM vectorised the gather only in a prange over the
+    # elements with nothing around it, where numba marks the arrays as not aliased (in a loop
+    # over a chunk it could not tell the table from the output); a loop over copies around it
+    # brought LLVM's remarks back.
     @numba.njit(parallel=True, cache=True)
     def _table_copy(x, table, low_key, high_key, high, low, out):
         k0, k1 = _U(low_key), _U(high_key)
