@@ -210,8 +210,8 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
 
 @lru_cache(maxsize=None)
 def kernel_for(dtype: torch.dtype) -> str:
-    """The kernel the p-bits of ``dtype`` take in this process: ``"table"``, every threshold looked
-    up, or ``"estimate"``, most bits decided from the estimate (the module's docstring). Both give
+    """The kernel a single ``dtype`` tensor's p-bits take in this process (copies: :func:`bits`):
+    ``"table"``, every threshold looked up, or ``"estimate"`` (the module's docstring). Both give
     the same bits; which is faster depends on how fast the processor gathers, so on first use both
     are timed on 2**18 normal inputs (best of 5 calls each, interleaved: a few milliseconds) and
     the faster is kept, like cuDNN's benchmark mode. LLVM vectorises the gather for every x86
