@@ -8,7 +8,7 @@ In the library (:mod:`pdnn.pbit_kernel`) a bit is ``x > t_r``, with ``t_r`` read
 and others slowly. The estimate kernel computes ``g(x) = 2**16 * P(b = 1 | x) - 1/2`` in float32
 arithmetic and compares it with ``r``, reading the table only for the draws within one step of
 the estimate. :func:`pdnn.pbit_kernel.kernel_for` times both on first use and keeps the faster
-for single tensors (copies of a repeated input take the estimate kernel either way); here each is
+for single tensors (copies of a large repeated input take the estimate kernel either way); here each is
 forced in turn (the bits are checked equal on every input before timing).
 Interleaved on the same inputs and load: the p-bit layer alone on 256 x 2048 (the goal's row,
 beside ``torch.tanh`` and ``torch.sigmoid``) and on the CNN's first activations, 256 x 16 x 32 x

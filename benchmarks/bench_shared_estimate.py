@@ -8,7 +8,7 @@ The change (in the library, :mod:`pdnn.pbit_kernel`): a p-bit that draws T copie
 estimate of ``1 + exp(-gain x)`` for a chunk once and compares it with the T copies' random
 words, instead of a kernel call per copy that estimated again. The bits are the same (checked here
 before timing). "before" calls the same compiled kernel once per copy, as the library did; copies
-always take the estimate kernel (the library's other kernel, chosen for single tensors where it is
+of a large input take the estimate kernel (the library's other kernel, chosen for single tensors where it is
 faster, is forced off here for the whole network: ``bench_pbit_estimate.py`` times the two). Timed
 interleaved on the same inputs and load: that p-bit alone at the CNN's first layer as evaluation
 runs it at T = 10 (25 inputs x 16 x 32 x 32, channels-last, 10 copies), and the reference CNN

@@ -39,11 +39,12 @@ Which of the two kernels is faster depends on the processor. On an Intel Xeon wi
 table kernel, its gather at 16 lanes, takes about 0.65 of the estimate kernel's time; on an AMD
 Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the same bits, so
 the first use in a process times both and keeps the faster for single tensors (:func:`kernel_for`).
-Copies of a repeated input always take the estimate kernel, which draws them all in one parallel
-call sharing the estimate: the table kernel needs a call per copy.
+Copies of a repeated input of ``PARALLEL_FROM`` elements or more take the estimate kernel, which
+draws them all in one parallel call sharing the estimate: the table kernel needs a call per copy.
+(A smaller input's copies are drawn as one concatenated tensor, by either kernel.)
 
 The kernels are compiled by numba on first use (a few seconds; cached on disk), their loops with
-16-lane vectors (:func:`_compile`). It serves float32/float64 CPU
+16-lane vectors (:func:`_compile`). They serve float32/float64 CPU
 tensors (contiguous or channels-last; others are copied first) outside ``torch.func``
 transforms, ``torch.compile`` and ``torch.jit.trace``; everything else takes the torch path.
 """
@@ -191,7 +192,7 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
     n = x.numel()
     if n:
         _compile(x.dtype)  # here, not only in kernel_for: a loop compiled on demand would take LLVM's width
-        # copies take the estimate kernel: one parallel call for all of them (the table kernel's
+        # copies of a large input take the estimate kernel: one parallel call for all (the table kernel's
         # gather vectorised only with a call per copy), sharing the estimate; before the thread
         # count, which timing the kernels sets
         looked_up = repeats == 1 and kernel_for(x.dtype) == "table"
