@@ -81,9 +81,10 @@ def timed(fn) -> float:
 def compare(name: str, goal: str, configs: dict, repeats: int, inner: int = 1, pairs=()) -> dict:
     """Time every configuration ``repeats`` times, interleaved; ratios are to the first one and,
     for each ``(numerator, denominator)`` in ``pairs``, between those two."""
-    for fn in configs.values():  # warm-up (also traces graphs and sizes the buffers) as a repeat runs, its
-        [fn() for _ in range(inner)]  # outputs kept: with one call, the first repeat's 20 outputs were new
-        # memory, page-faulted in, and its tanh took 5-6 times the others'
+    # warm-up, as a repeat runs, its outputs kept (also traces graphs and sizes the buffers): after
+    # one call, the first repeat's outputs were new memory to page in, and its tanh took 5-6 times longer
+    for fn in configs.values():
+        [fn() for _ in range(inner)]
     times = {key: [] for key in configs}
     for _ in range(repeats):
         for key, fn in configs.items():

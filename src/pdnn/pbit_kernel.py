@@ -186,7 +186,7 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
         x, repeats = torch.cat([x] * repeats), 1
     x, channels_last = dense(x)
     if out is None:
-        out = torch.empty_like(x) if repeats == 1 else empty_bits(x, repeats, channels_last)  # the first: faster
+        out = empty_bits(x, repeats, channels_last)
     else:
         _check_out(out, x, repeats, channels_last)
     n = x.numel()
@@ -196,7 +196,7 @@ def bits(x: torch.Tensor, mode: str, beta: float, key: int, repeats: int = 1,
         # gather vectorised only with a call per copy), sharing the estimate; before the thread
         # count, which timing the kernels sets
         looked_up = repeats == 1 and kernel_for(x.dtype) == "table"
-        _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if n >= PARALLEL_FROM else 1)
+        _use_threads(_threads_for(n))
         high, low = _LEVELS[mode, x.dtype]
         table = thresholds(mode, beta, x.dtype)
         source, target = _storage(x, channels_last), _storage(out, channels_last)
@@ -221,7 +221,7 @@ def kernel_for(dtype: torch.dtype) -> str:
     the estimate kernel's (benchmarks/results/README.md). The inputs come from a generator of
     their own: torch's default generator is left as it was."""
     _compile(dtype)
-    _use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    _use_threads(_threads_for(2**18))
     x = torch.randn(2**18, dtype=dtype, generator=torch.Generator().manual_seed(0)).numpy()
     out, table, (high, low) = np.empty_like(x), thresholds("bipolar", 1.0, dtype), _LEVELS["bipolar", dtype]
     calls = {"estimate": lambda: _kernel(x, table, GAIN["bipolar"], 1, 2, 1, high, low, out),
@@ -266,9 +266,18 @@ def dense(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 def empty_bits(x: torch.Tensor, repeats: int, channels_last: bool) -> torch.Tensor:
     """An uninitialised tensor for the bits of the dense ``x`` repeated ``repeats`` times, laid
-    out as ``x`` is (:func:`dense`)."""
+    out as ``x`` is (:func:`dense`). One copy's is ``torch.empty_like``: on every p-bit call, and
+    cheaper than building the shape and layout."""
+    if repeats == 1:
+        return torch.empty_like(x)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty(_bits_shape(x, repeats), dtype=x.dtype, memory_format=layout)
+
+
+def _threads_for(elements: int) -> int:
+    """How many threads the kernel draws ``elements`` p-bits on: torch's count (at most numba's),
+    or one below ``PARALLEL_FROM``."""
+    return min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if elements >= PARALLEL_FROM else 1
 
 
 def _use_threads(count: int) -> None:
