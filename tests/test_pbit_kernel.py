@@ -282,6 +282,27 @@ def test_the_key_is_drawn_in_and_out_of_inference_mode():
     assert keys == [word.item()] * 2
 
 
+def test_a_cpu_input_gets_its_bits_under_another_default_device(monkeypatch):
+    # torch.set_default_device("meta") (as used to build large models without memory) must not move
+    # what the kernel makes for a CPU input: the key's scalar (per thread: a fresh one here), the
+    # output of copies and the inputs kernel_for times (uncached here)
+    import threading
+
+    x, generator = torch.randn(300, 64), torch.Generator()
+    monkeypatch.setattr(K, "kernel_for", K.kernel_for.__wrapped__)
+    expected = [K.bits(x, "bipolar", 1.0, K.draw_key(generator.manual_seed(5)), repeats) for repeats in (1, 3)]
+    got = []
+
+    def draw():
+        with torch.device("meta"):
+            got.extend(K.bits(x, "bipolar", 1.0, K.draw_key(generator.manual_seed(5)), repeats) for repeats in (1, 3))
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    thread.join()
+    assert len(got) == 2 and all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
 # copies of a large input in one call (sharing the estimate), one call on the copy (small), and a
 # channels-last input; NaN inputs, and a beta whose every draw takes the table
 @pytest.mark.parametrize("shape, channels_last", [((3, 70_001), False), ((2, 5), False), ((4, 3, 40, 40), True)])

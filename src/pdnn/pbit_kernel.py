@@ -78,7 +78,18 @@ GAIN = {"bipolar": 2.0, "unipolar": 1.0}  # P(b = 1 | x) = sigmoid(GAIN[mode] * 
 _LEVELS = {(mode, dtype): tuple(map(scalar, levels)) for mode, levels in (("bipolar", (1, -1)), ("unipolar", (1, 0)))
            for dtype, scalar in zip(_DTYPES, (np.float32, np.float64))}  # (high, low): the bit's values
 _JIT = numba is not None and not numba.config.DISABLE_JIT  # NUMBA_DISABLE_JIT=1, set to debug numba code: nothing compiles
-_per_thread = threading.local()
+
+
+class _PerThread(threading.local):
+    """What the kernel keeps per calling thread (:func:`draw_key`, :func:`_use_threads`); the class
+    attributes are every thread's defaults, read without the exception a missing attribute costs."""
+
+    word: torch.Tensor | None = None  # the scalar keys are drawn into
+    keys = 0  # keys drawn so far
+    threads: int | None = None  # the thread count last set for numba
+
+
+_per_thread = _PerThread()
 _forked = False  # GNU OpenMP (numba's threads) cannot run in a child process after fork
 
 
@@ -112,18 +123,18 @@ def draw_key(generator: torch.Generator | None) -> int:
     profiler's ``record_shapes``) must fit an ``int64``. The word is drawn into a scalar kept
     per thread, which halves the cost of a small p-bit layer's call; it is a normal tensor even
     when made in inference mode, so that it can be drawn into outside it as well."""
-    word = getattr(_per_thread, "word", None)
+    word = _per_thread.word
     if word is None:
         with torch.inference_mode(False):
-            word = _per_thread.word = torch.empty((), dtype=torch.int64)
-    _per_thread.keys = keys_drawn() + 1
+            word = _per_thread.word = torch.empty((), dtype=torch.int64, device="cpu")
+    _per_thread.keys += 1
     return word.random_(-(2**63), None, generator=generator).item()
 
 
 def keys_drawn() -> int:
     """How many keys :func:`draw_key` has drawn in this thread: :mod:`pdnn.stacked_passes` counts
     a pass's draws with it."""
-    return getattr(_per_thread, "keys", 0)
+    return _per_thread.keys
 
 
 @lru_cache(maxsize=64)  # 256 KiB each; a sweep over beta must not grow it without bound
@@ -222,7 +233,7 @@ def kernel_for(dtype: torch.dtype) -> str:
     their own: torch's default generator is left as it was."""
     _compile(dtype)
     _use_threads(_threads_for(2**18))
-    x = torch.randn(2**18, dtype=dtype, generator=torch.Generator().manual_seed(0)).numpy()
+    x = torch.randn(2**18, dtype=dtype, device="cpu", generator=torch.Generator().manual_seed(0)).numpy()
     out, table, (high, low) = np.empty_like(x), thresholds("bipolar", 1.0, dtype), _LEVELS["bipolar", dtype]
     calls = {"estimate": lambda: _kernel(x, table, GAIN["bipolar"], 1, 2, 1, high, low, out),
              "table": lambda: _table_copy(x, table, 1, 2, high, low, out)}
@@ -271,7 +282,7 @@ def empty_bits(x: torch.Tensor, repeats: int, channels_last: bool) -> torch.Tens
     if repeats == 1:
         return torch.empty_like(x)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(_bits_shape(x, repeats), dtype=x.dtype, memory_format=layout)
+    return torch.empty(_bits_shape(x, repeats), dtype=x.dtype, device="cpu", memory_format=layout)
 
 
 def _threads_for(elements: int) -> int:
@@ -285,7 +296,7 @@ def _use_threads(count: int) -> None:
     thread, and so does this cache of it: reading and setting it through numba each time cost
     more than the kernel itself on a layer of a few thousand p-bits (a count set by other numba
     code in between is kept until the next change here; it changes speed, never the bits)."""
-    if getattr(_per_thread, "threads", None) != count:
+    if _per_thread.threads != count:
         _launch_threads()
         numba.set_num_threads(count)
         _per_thread.threads = count

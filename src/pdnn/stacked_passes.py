@@ -41,7 +41,17 @@ from . import malloc, pbit_kernel
 
 STACK_BYTES = 64 << 20  # the widest p-bit output of a stacked pass, where large buffers are kept
 STACK_BYTES_SYSTEM_MALLOC = 32 << 20  # where glibc unmaps every larger buffer on free
-_active = threading.local()
+
+
+class _Active(threading.local):
+    """The stacked pass the current thread runs for, if any. A class attribute gives every
+    thread its default: ``getattr`` with a default raises and catches inside when the attribute
+    is missing, a microsecond on every p-bit call outside a stacked pass."""
+
+    stack = None
+
+
+_active = _Active()
 
 
 class NotStackable(Exception):
@@ -102,7 +112,7 @@ class Stack:
 
 def active() -> Stack | None:
     """The stack the current thread's pass runs for, if any."""
-    return getattr(_active, "stack", None)
+    return _active.stack
 
 
 @contextlib.contextmanager
