@@ -1134,3 +1134,18 @@ def test_a_mix_the_p_bits_means_hide_is_seen_by_their_inputs():
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="running a loop of forwards"):
         assert SampledModel(_SaturatedAfterCentring(), samples=4).plan(torch.randn(1, 4)) == "loop"
+
+
+def test_cpu_inputs_are_sampled_alike_under_another_default_device():
+    # torch.device("meta") as a context (how large models are built without memory) changes where
+    # torch's factory functions put tensors; the fold's checks, the p-bits and the transposed GEMM
+    # at batch 1 (8 samples: 8 rows against 2**21 weights) must still make theirs on the CPU
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 1024), PBit(), nn.Linear(1024, 2048), PBit(), nn.Linear(2048, 4)).eval()
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), PBit(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    cases = [(model, torch.randn(1, 8), 8), (conv, torch.randn(5, 3, 8, 8), 3)]
+    with torch.no_grad():
+        expected = [SampledModel(net, samples, seed=1)(x) for net, x, samples in cases]
+        with torch.device("meta"):
+            got = [SampledModel(net, samples, seed=1)(x) for net, x, samples in cases]
+    assert all(a.device.type == "cpu" and torch.equal(a, b) for a, b in zip(got, expected))

@@ -83,7 +83,7 @@ class _Probe:
         sample: in a folded pass, the t-th of T equal blocks (one block if the rows do not split)."""
         n = x.shape[0] if x.dim() else 1
         start = 0 if self.sample is None else self.sample * n
-        rows = torch.arange(start, start + n, dtype=torch.float64)  # on the CPU: MPS has no float64
+        rows = torch.arange(start, start + n, dtype=torch.float64, device="cpu")  # MPS has no float64
         per_sample = n // self.samples if self.sample is None and n % self.samples == 0 else n
         return rows, torch.div(rows, max(per_sample, 1), rounding_mode="floor")
 
@@ -92,8 +92,8 @@ class _Probe:
         ``_UNIFORM_BANDS[t % 3]``, each row its own offset and, along the row, an order of its own."""
         rows, sample = self._rows(like)
         per_row = like.numel() // len(rows) if len(rows) else 0
-        elements = torch.arange(1, per_row + 1, dtype=torch.float64)
-        bands = torch.tensor(_UNIFORM_BANDS, dtype=torch.float64)[(sample % len(_UNIFORM_BANDS)).long()]
+        elements = torch.arange(1, per_row + 1, dtype=torch.float64, device="cpu")
+        bands = torch.tensor(_UNIFORM_BANDS, dtype=torch.float64, device="cpu")[(sample % len(_UNIFORM_BANDS)).long()]
         values = ((bands + 0.04 * torch.frac(rows * _GOLDEN + 0.1)).unsqueeze(1)
                   + 0.01 * torch.frac(torch.outer(rows + 1, elements) * _SQRT2))
         return values.reshape(like.shape).to(like.dtype).to(like.device)
@@ -151,7 +151,7 @@ class _Still:
 
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         per_row = like[0].numel() if like.dim() else 1
-        row = 0.05 + 0.9 * torch.frac(torch.arange(per_row, dtype=torch.float64) * _GOLDEN + self.phase)
+        row = 0.05 + 0.9 * torch.frac(torch.arange(per_row, dtype=torch.float64, device="cpu") * _GOLDEN + self.phase)
         shape = like.shape[1:] if like.dim() else ()
         return row.reshape(shape).expand_as(like).to(like.dtype).to(like.device)
 

@@ -70,7 +70,7 @@ class TransposedLinear(nn.Module):
         if not self.serves(x):
             return self.linear(x)
         product = torch.mm(self.linear.weight, x.t()).t()  # laid out transposed
-        out = torch.empty(product.shape, dtype=product.dtype)  # contiguous, as F.linear's output
+        out = torch.empty(product.shape, dtype=product.dtype, device="cpu")  # contiguous, as F.linear's output
         bias = self.linear.bias
         return out.copy_(product) if bias is None else torch.add(product, bias, out=out)
 
