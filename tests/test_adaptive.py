@@ -424,6 +424,19 @@ def test_bad_arguments_are_named():
         oracle_samples(torch.zeros(4, 2))
 
 
+def test_a_rule_or_recording_of_another_type_is_named():
+    recorded = torch.randn(50, 2, 3)
+    for call in (lambda: simulate(recorded.numpy(), StoppingRule(50)), lambda: oracle_samples(recorded.numpy())):
+        with pytest.raises(UsageError, match="recorded outputs must be a torch.Tensor .*, got a ndarray"):
+            call()
+    with pytest.raises(UsageError, match=r"must be a pdnn.adaptive.StoppingRule, got \{'max_samples': 50\}"):
+        simulate(recorded, {"max_samples": 50})
+    sampled = SampledModel(nn.Sequential(nn.Linear(3, 4), PBit(), nn.Linear(4, 2)), samples="auto")
+    sampled.stopping = None  # an attribute anyone can set: checked where it is used
+    with pytest.raises(UsageError, match="must be a pdnn.adaptive.StoppingRule, got None"):
+        sampled(torch.randn(2, 3))
+
+
 def test_numpy_numbers_set_the_rule_as_python_numbers_do():
     rule = StoppingRule(max_samples=np.int64(20), error=np.float32(0.25), checkpoints=np.arange(1, 11),
                         prior_samples=np.int64(2), prior_variance=np.float64(1.5))
@@ -572,8 +585,26 @@ def test_auto_refuses_a_model_that_returns_more_than_class_scores():
             h = self.act(self.body(x))
             return self.head(h), h
 
-    with pytest.raises(ValueError, match=r"needs the model to return one tensor of class scores \[B, C\], got a tuple"):
-        SampledModel(TwoOutputs(), samples="auto")(torch.randn(2, 3))
+    for batch in (2, 0):  # an empty batch's one sample is checked as a round's
+        with pytest.raises(ValueError, match=r"return one tensor of class scores \[B, C\], got a tuple"):
+            SampledModel(TwoOutputs(), samples="auto")(torch.randn(batch, 3))
+
+
+@pytest.mark.parametrize("head, message", [
+    (lambda h: {"scores": h}, r"return one tensor of class scores \[B, C\], got a dict"),
+    (lambda h: h[:, :1], r"class scores \[B, C >= 2\] per sample, got shape \(0, 1\)"),
+    (lambda h: h.long(), "needs floating-point class scores, but the output is torch.int64")])
+def test_auto_refuses_on_an_empty_batch_what_it_refuses_on_any_other(head, message):
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.act = nn.Linear(3, 4), PBit()
+
+        def forward(self, x):
+            return head(self.act(self.body(x)))
+
+    with pytest.raises(ValueError, match=message):
+        SampledModel(Head(), samples="auto")(torch.randn(0, 3))
 
 
 def test_eval_cli_adaptive_refuses_deterministic_and_generator_runs(tmp_path, capsys):
@@ -893,6 +924,23 @@ def test_the_checks_run_on_copies_of_the_inputs():
     assert len(set(halving.last_samples.tolist())) > 1 and torch.equal(w, torch.ones(2))
     halving(torch.zeros(0, 2), w)  # (an empty batch ran its one sample on the caller's tensors)
     assert torch.equal(w, torch.ones(2))
+
+
+def test_one_row_that_views_another_input_is_refused_where_the_model_changes_one():
+    # the rounds cut no row of a batch of one, but their copies still take a view apart from what it
+    # views: the model's write to one was not seen in the other (16 + 8 where a forward gives 16 + 16)
+    scaling = SampledModel(_TwiceInPlace(), samples="auto", seed=0, max_samples=20, error=0.01)
+    given = torch.tensor([[8.0, 0.0]])
+    with pytest.raises(UsageError, match="changes an input in place when another input shares its memory"):
+        scaling(given, given[:])
+    assert torch.equal(given, torch.tensor([[8.0, 0.0]]))  # (the check ran on copies)
+    # the row passed again stays one tensor in every round, as with a fixed T: what a forward gives
+    assert torch.allclose(scaling(given, given), torch.tensor([[32.0, 0.0]]), atol=0.11)
+
+
+def test_zero_dimensional_input_with_arguments_is_refused_as_unbatched():
+    with pytest.raises(UsageError, match=r"expects a batched tensor input \[B, ...\]"):
+        SampledModel(_Twice(), samples="auto")(torch.tensor(1.0), torch.ones(1))
 
 
 class _Twice(_WithPBit):

@@ -506,14 +506,15 @@ def _bn_net(**norm) -> nn.Module:
     return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8, **norm), PBit(), nn.Linear(8, 3))
 
 
-@pytest.mark.parametrize("mode, norm", [("train", {}), ("eval", {"track_running_stats": False})])
-def test_a_batch_norm_using_batch_statistics_is_never_split(mode, norm):
+@pytest.mark.parametrize("mode, norm, remedy", [("train", {}, r"call \.eval\(\) first"),
+                                               ("eval", {"track_running_stats": False}, "keeps no running statistics")])
+def test_a_batch_norm_using_batch_statistics_is_never_split(mode, norm, remedy):
     x = torch.randn(10, 4)
     whole = SampledModel(getattr(_bn_net(**norm), mode)(), 4, seed=3)(x)
     with pytest.warns(UserWarning, match=r"max_rows=12 is not applied: '1' normalises"):
         kept = SampledModel(getattr(_bn_net(**norm), mode)(), 4, seed=3, max_rows=12)(x)
     assert torch.equal(kept, whole)  # the statistics of all 10 rows, not of sub-batches of 3
-    with pytest.raises(UsageError, match=r"samples=\"auto\" lets settled inputs leave the batch, but '1'"):
+    with pytest.raises(UsageError, match=r"samples=\"auto\" lets settled inputs leave the batch, but '1' .*" + remedy):
         SampledModel(getattr(_bn_net(**norm), mode)(), "auto")(x)
 
 

@@ -214,9 +214,7 @@ class SampleStats:
     def add(self, outputs: torch.Tensor) -> None:
         """Add per-sample outputs ``[k, B, C]`` of finite floating-point class scores (a mean of
         integers would be cut to an integer; an infinite score has no spread)."""
-        if not outputs.is_floating_point():
-            raise UsageError(f"adaptive sampling needs floating-point class scores, but the output is "
-                             f"{outputs.dtype}; return logits or probabilities (as floats)")
+        _check_floating(outputs)
         if not torch.isfinite(outputs).all():
             bad = "NaN" if torch.isnan(outputs).any() else "an infinite score"
             raise UsageError(f"the model's output contains {bad}; the stopping rule needs finite class scores "
@@ -319,6 +317,7 @@ def adaptive_sample(
     not yet settled; tensor arguments with the batch as first dimension are cut alike, but for
     those in ``kept`` (their ids: a per-class tensor as long as the batch, say).
     """
+    _check_rule(rule)
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         raise UsageError("adaptive sampling expects a batched tensor input [B, ...]")
     if x.is_floating_point() and torch.isnan(x).any():
@@ -327,8 +326,8 @@ def adaptive_sample(
     active = torch.arange(batch, device=x.device)
     taken = torch.zeros(batch, dtype=torch.long, device=x.device)
     result, stats = None, None
-    if batch == 0:  # nothing to settle; one sample tells the number of classes
-        return sample(*fresh_inputs((x, *args), lambda a: None), samples=1)[0], taken, rule
+    if batch == 0:  # nothing to settle; one sample tells the number of classes, checked as a round's
+        return _scores(sample(*fresh_inputs((x, *args), lambda a: None), samples=1), 1, 0)[0], taken, rule
     for target in rule.schedule():
         if len(active) == 0:
             break
@@ -336,16 +335,7 @@ def adaptive_sample(
             asked = min(target - drawn, ROUND_PIECE)
             cut = lambda a: active if a.dim() and len(a) == batch and id(a) not in kept else None  # noqa: E731
             inputs = fresh_inputs((x, *args), cut)
-            out = sample(*inputs, samples=asked)
-            if not isinstance(out, torch.Tensor):
-                raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
-                                 f"got a {type(out).__name__}")
-            if out.dim() != 3 or out.shape[-1] < 2:  # one column has no rival class to be settled against
-                raise UsageError(f"adaptive sampling needs class scores [B, C >= 2] per sample, got shape "
-                                 f"{tuple(out.shape[1:])}")
-            if out.shape[:2] != (asked, len(inputs[0])):  # (fewer, as from a short recording, looped forever)
-                raise UsageError(f"the sampling function returned outputs of shape {tuple(out.shape)} for {asked} "
-                                 f"samples of {len(inputs[0])} inputs; expected [{asked}, {len(inputs[0])}, C]")
+            out = _scores(sample(*inputs, samples=asked), asked, len(inputs[0]))
             if stats is None:
                 stats = SampleStats(batch, out.shape[-1], out.device)
                 result = torch.zeros(batch, out.shape[-1], dtype=out.dtype, device=out.device)
@@ -366,6 +356,41 @@ def adaptive_sample(
     return result, taken, rule
 
 
+def _check_rule(rule) -> None:
+    """Refuse a rule that is not a :class:`StoppingRule` (``SampledModel.stopping`` can be set to anything)."""
+    if not isinstance(rule, StoppingRule):
+        raise UsageError(f"the stopping rule must be a pdnn.adaptive.StoppingRule, got {shown(rule)}")
+
+
+def _check_recorded(outputs) -> None:
+    """Refuse recorded outputs that are not a tensor (a numpy array: ``torch.from_numpy`` first)."""
+    if not isinstance(outputs, torch.Tensor):
+        raise UsageError(f"recorded outputs must be a torch.Tensor [N, B, C], got a {type(outputs).__name__}")
+
+
+def _scores(out, asked: int, rows: int) -> torch.Tensor:
+    """``out``, the sampling function's outputs for ``asked`` samples of ``rows`` inputs, if they
+    are floating-point class scores ``[asked, rows, C >= 2]``; else an error saying what they are."""
+    if not isinstance(out, torch.Tensor):
+        raise UsageError(f"adaptive sampling needs the model to return one tensor of class scores [B, C], "
+                         f"got a {type(out).__name__}")
+    if out.dim() != 3 or out.shape[-1] < 2:  # one column has no rival class to be settled against
+        raise UsageError(f"adaptive sampling needs class scores [B, C >= 2] per sample, got shape "
+                         f"{tuple(out.shape[1:])}")
+    if out.shape[:2] != (asked, rows):  # (fewer, as from a short recording, looped forever)
+        raise UsageError(f"the sampling function returned outputs of shape {tuple(out.shape)} for {asked} "
+                         f"samples of {rows} inputs; expected [{asked}, {rows}, C]")
+    _check_floating(out)
+    return out
+
+
+def _check_floating(scores: torch.Tensor) -> None:
+    """Refuse class scores that are not floating point: a mean of integers would be cut to one."""
+    if not scores.is_floating_point():
+        raise UsageError(f"adaptive sampling needs floating-point class scores, but the output is "
+                         f"{scores.dtype}; return logits or probabilities (as floats)")
+
+
 def _add(stats: SampleStats, out: torch.Tensor, x: torch.Tensor, index: torch.Tensor, shape: tuple) -> None:
     """``stats.add(out)``, naming an infinite input as the cause of the scores that are not finite
     in its row (``x``: the rows of ``out``, rows ``index`` of the batch of ``shape``)."""
@@ -383,6 +408,8 @@ def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, t
     the same decisions and sample counts :func:`adaptive_sample` gives when the network draws
     these samples. Returns ``(mean scores at stopping [B, C], samples taken [B], rule for the
     next batch)``."""
+    _check_rule(rule)
+    _check_recorded(outputs)
     if outputs.dim() != 3 or outputs.shape[0] < rule.max_samples:
         raise UsageError(f"need recorded outputs [N >= {rule.max_samples}, B, C], got {tuple(outputs.shape)}")
     drawn = 0  # all rows still running have seen the same samples, so one position serves
@@ -398,6 +425,7 @@ def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, t
 def oracle_samples(outputs: torch.Tensor) -> torch.Tensor:
     """For each row of ``[N, B, C]`` outputs: the smallest T after which the argmax of the
     running mean never changes again up to N (what a rule that knew the future would take)."""
+    _check_recorded(outputs)
     if outputs.dim() != 3 or outputs.shape[0] < 1:
         raise UsageError(f"the oracle needs recorded outputs [N >= 1, B, C], got shape {tuple(outputs.shape)}")
     running = outputs.double().cumsum(0).argmax(-1)  # [N, B] (mean and sum share the argmax)

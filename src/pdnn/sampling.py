@@ -764,8 +764,10 @@ class SampledModel(nn.Module):
             if kwargs:  # the rounds pick rows of the positional arguments only
                 raise UsageError(f'samples="auto" passes positional arguments only, got keywords {sorted(kwargs)}')
             if (user := batch_statistics_user(self.model)) is not None:
+                remedy = ("call .eval() first" if dict(self.model.named_modules()).get(user, self.model).training
+                          else "it keeps no running statistics (track_running_stats=False); give a fixed T")
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
-                                 "the statistics of the batch (training mode): call .eval() first")
+                                 f"the statistics of the batch: {remedy}")
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping,
                                                                      kept=self._not_per_input(x, args))
             return mean
@@ -794,21 +796,25 @@ class SampledModel(nn.Module):
         the model reads can change with its state and with the arguments' values, and an answer
         kept from an earlier call missed such changes (at most 3 + 9 x 2**k plain forwards, k the
         number of tensors as long as the batch)."""
-        if not args or len(x) < 2:  # (one row: cut or not, the same rows)
+        if not args or not isinstance(x, torch.Tensor) or x.dim() == 0:  # (no batch: adaptive_sample refuses it)
             return frozenset()
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        # distinct inputs viewing one memory come apart in the rounds' copies at any batch size; the
+        # batch passed again stays one tensor, which matters only where the rounds cut rows (two or more)
+        again = len(x) > 1 and any(a is x for a in tensors)
+        if _writes_to_shared_memory(self.model, x, args, {}, again):
+            raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
+                             "input shares its memory (the input passed again, or a view of it): whether one sees "
+                             "the other's change depends on how the rounds cut the inputs to the rows still "
+                             "sampled; pass a copy (x.clone()), or give a fixed T")
+        if len(x) < 2:  # (one row: cut or not, the same rows)
+            return frozenset()
         # (the batch passed again is cut with it, as the rounds cut it: no choice to make)
         leaves = list({id(a): a for a in tensors if a.dim() and len(a) == len(x) and a is not x}.values())
         if len(leaves) > MAX_SPLIT_ARGUMENTS:
             raise UsageError(f'samples="auto" lets settled inputs leave the batch, and tells of each tensor argument '
                              f"as long as the batch whether it is per input, for at most {MAX_SPLIT_ARGUMENTS} of them; "
                              f"got {len(leaves)}: give a fixed T, or pass them stacked")
-        again = any(a is x for a in tensors)
-        if _writes_to_shared_memory(self.model, x, args, {}, again):
-            raise UsageError('samples="auto" cannot sample a model that changes an input in place when another '
-                             "input shares its memory (the input passed again, or a view of it): whether one sees "
-                             "the other's change depends on how the rounds cut the inputs to the rows still "
-                             "sampled; pass a copy (x.clone()), or give a fixed T")
         whole = kept_whole(self.model, x, args, leaves)
         if whole is None:
             if draws_unseen(self.model, x, args):
