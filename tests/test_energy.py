@@ -1166,6 +1166,20 @@ def test_a_model_of_two_inputs_is_named_by_analyze():
         analyze(Two(), (3,))
 
 
+def test_a_model_that_needs_a_batch_of_two_is_named_by_analyze():
+    class Pairs(nn.Module):  # rows come in pairs: it unpacks two halves of the batch
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act, self.out = nn.Linear(8, 8), PBit(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            a, b = self.act(self.fc(x)).chunk(2, 0)
+            return self.out(a * b)
+
+    with pytest.raises(AnalysisError, match=r"Pairs does not run on inputs of shape \(8,\): not enough values"):
+        analyze(Pairs(), (8,))
+
+
 def test_a_sampled_model_is_priced_as_the_network_it_samples():
     """Tracing the wrapper failed, the forward-hook walk lost the input of the layer after a
     flatten and priced it at 32 bits: 2.9x the network's own energy."""

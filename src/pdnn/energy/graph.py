@@ -775,7 +775,9 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
                             "walked with forward hooks instead")
                 try:
                     _analyze_hooks(model, x, walker)
-                except (RuntimeError, TypeError) as run_err:  # TypeError: a forward of several inputs
+                except AnalysisError:
+                    raise
+                except Exception as run_err:  # a forward of several inputs, or one that needs a batch of two
                     raise AnalysisError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
                                         f"{run_err}") from run_err
                 method = "forward hooks"
