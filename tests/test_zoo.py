@@ -996,6 +996,41 @@ def test_a_changed_attribute_reaches_the_next_call():
         assert torch.equal(sampled(x), reference(x))
 
 
+_SCALE = 1.0  # a module-level setting, read by _ReadsAround's forward
+
+
+class _ReadsAround(nn.Module):
+    """Reads a setting of one of its torch or pdnn layers and a module-level global in its own
+    forward: values a trace fixes as it fixes the module's own attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.act, self.drop = nn.Linear(12, 32), nn.Linear(32, 3), PBit(), nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x))) / self.act.beta * (1 - self.drop.p) * _SCALE
+
+
+_ELSEWHERE = {"a p-bit's beta": lambda m: setattr(m.act, "beta", 100.0),
+              "a dropout's p": lambda m: setattr(m.drop, "p", 0.9),
+              "a global": lambda m: globals().__setitem__("_SCALE", 1e3)}
+
+
+@pytest.mark.parametrize("aggregate", ["network", "layer"])
+@pytest.mark.parametrize("change", list(_ELSEWHERE))
+def test_a_changed_layer_setting_or_global_the_forward_reads_reaches_the_next_call(change, aggregate, monkeypatch):
+    monkeypatch.setitem(globals(), "_SCALE", 1.0)  # (put back after the test)
+    torch.manual_seed(0)
+    model, x = _ReadsAround().eval(), torch.randn(B, 12)
+    sampled = SampledModel(model, T, reduce="none", aggregate=aggregate, seed=0)
+    with torch.no_grad():
+        sampled(x)
+        _ELSEWHERE[change](model)
+        reference = SampledModel(model, T, reduce="none", aggregate=aggregate, seed=0)
+        reference(x)  # (the first call of each: the same draws follow)
+        assert torch.equal(sampled(x), reference(x))
+
+
 class _Mode(enum.Enum):
     PLAIN, SCALED = 1, 10
 

@@ -331,10 +331,40 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
     one (``self.seen.append(len(x))``, a hook filling a dict, an array it replaces as it runs)
     would make every call a new trace.
     torch's layers and pdnn's modules are called by the graph, so their attributes (a p-bit's
-    ``beta``, a layer's ``weight``) are read live."""
+    ``beta``, a layer's ``weight``) are read live -- but for those named in the code of the user's
+    modules' methods (``h / self.act.beta``): such values are watched too, as ``(layer, name)``,
+    and so are the module-level globals that code names (``x * TEMPERATURE``), as
+    ``(globals, name)`` (:func:`_named_in_code`)."""
     own = [m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))]
     attributes = [(m, key) for m in own for key in _fixed_attributes(m)]
-    return attributes + [(table, key) for m in own for table in (m._parameters, m._buffers) for key in table]
+    names, read_globals = _named_in_code(own)
+    mine = {id(m) for m in own}
+    attributes += [(m, key) for m in modules if id(m) not in mine for key, value in vars(m).items()
+                   if key in names and key not in _MODULE_STATE and _fixed_value(value)]
+    return attributes + read_globals + [(table, key) for m in own for table in (m._parameters, m._buffers)
+                                        for key in table]
+
+
+def _named_in_code(own: list[nn.Module]) -> tuple[set[str], list[tuple[dict, str]]]:
+    """The attribute and global names the methods of the user's module classes name (functions
+    nested in them too), and those of them that are module-level globals holding a value a
+    trace fixes, as ``(globals, name)``. What other functions read is not seen."""
+    classes = {cls for m in own for cls in type(m).__mro__
+               if cls is not object and not cls.__module__.startswith("torch.")}
+    names, read_globals = set(), {}
+    for cls in classes:
+        for value in vars(cls).values():
+            function = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+            if not inspect.isfunction(function):
+                continue
+            codes = [function.__code__]
+            while codes:
+                code = codes.pop()
+                codes += [c for c in code.co_consts if inspect.iscode(c)]
+                names.update(code.co_names)
+                read_globals.update({(id(function.__globals__), name): (function.__globals__, name)
+                                     for name in code.co_names if _fixed_value(function.__globals__.get(name, []))})
+    return names, list(read_globals.values())
 
 
 _MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: hooks, tables, the mode
