@@ -1031,6 +1031,32 @@ def test_a_changed_layer_setting_or_global_the_forward_reads_reaches_the_next_ca
         assert torch.equal(sampled(x), reference(x))
 
 
+@pytest.mark.parametrize("where", ["hook on the head", "parametrization between p-bits"])
+def test_a_spectral_norm_in_training_is_sampled_by_a_loop_that_leaves_its_state_as_t_forwards(where):
+    # in training, each forward steps the power iteration: T forwards step it T times and (hook)
+    # weigh each sample by another estimate; one folded pass stepped it once. The p-bits are made
+    # deterministic (beta 1e4, pre-activations away from 0), so the loop needs no matched streams
+    from torch.nn.utils import spectral_norm
+    from torch.nn.utils.parametrizations import spectral_norm as parametrized
+
+    torch.manual_seed(0)
+    if where == "hook on the head":
+        net = nn.Sequential(nn.Linear(8, 8), PBit(beta=1e4), spectral_norm(nn.Linear(8, 3)))
+    else:
+        net = nn.Sequential(nn.Linear(8, 8), PBit(beta=1e4), parametrized(nn.Linear(8, 8)), PBit(beta=1e4),
+                            nn.Linear(8, 3))
+    twin, x = copy.deepcopy(net), torch.randn(4, 8)
+    assert net[0](x).abs().min() > 1e-2
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="power iteration of its spectral norm"):
+            out = SampledModel(net, 3, reduce="none", seed=1)(x)
+        assert torch.equal(out, torch.stack([twin(x) for _ in range(3)]))
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), twin.state_dict().values()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # in evaluation nothing steps: folded
+            assert SampledModel(net.eval(), 3).plan(x) == "graph"
+
+
 class _Mode(enum.Enum):
     PLAIN, SCALED = 1, 10
 

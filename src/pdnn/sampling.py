@@ -39,6 +39,8 @@ import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
+from torch.nn.utils.parametrizations import _SpectralNorm as _SpectralNormParametrization
+from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
@@ -99,6 +101,14 @@ def batch_statistics_user(model: nn.Module) -> str | None:
     rows leave it, would change what such a model computes."""
     return next((name or type(m).__name__ for name, m in model.named_modules()
                  if isinstance(m, _BatchNorm) and (m.training or m.running_mean is None)), None)
+
+
+def _power_iterating(model: nn.Module) -> str | None:
+    """The first module (by name) whose spectral norm (``torch.nn.utils.spectral_norm``'s hook or
+    ``parametrizations.spectral_norm``) steps its power iteration at each forward: in training mode."""
+    return next((name or type(m).__name__ for name, m in model.named_modules() if m.training and (
+        isinstance(m, _SpectralNormParametrization)
+        or any(isinstance(hook, SpectralNormHook) for hook in m._forward_pre_hooks.values()))), None)
 
 
 def _opaque(m: nn.Module) -> bool:
@@ -988,6 +998,12 @@ class SampledModel(nn.Module):
         ``"loop"``; each fold is checked once against a loop by :func:`pdnn.foldcheck.fold_mismatch`,
         at each of ``CHECK_SAMPLES`` samples on the first ``CHECK_ROWS`` rows."""
         model, name = self.model, type(self.model).__name__
+        if (user := _power_iterating(model)) is not None:
+            warnings.warn(f"{name}: {user!r} runs a power iteration of its spectral norm at every forward in training "
+                          "mode, so T forwards leave it T iterations on (and weigh each sample by another estimate), "
+                          "which one folded pass cannot; running a loop of forwards instead",
+                          stacklevel=_callers_level())
+            return "loop"
         reasons = []
         for kind in ("graph", "repeat"):
             try:
