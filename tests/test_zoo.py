@@ -1057,6 +1057,22 @@ def test_a_spectral_norm_in_training_is_sampled_by_a_loop_that_leaves_its_state_
             assert SampledModel(net.eval(), 3).plan(x) == "graph"
 
 
+def test_an_output_whose_rows_the_bits_pick_is_named_as_no_mean_exists():
+    class KeepActive(nn.Module):  # only the rows whose bits are mostly +1: a length per sample
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act, self.out = nn.Linear(8, 8), PBit(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.act(self.fc(x))
+            return self.out(h[h.sum(-1) > 0]), h
+
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="running a loop"), pytest.raises(
+            TypeError, match=r"output 0 of the model has shape \(\d+, 3\) in sample 0 and \(\d+, 3\) in sample \d+"):
+        SampledModel(KeepActive().eval(), 16, seed=0)(torch.randn(8, 8))
+
+
 class _Mode(enum.Enum):
     PLAIN, SCALED = 1, 10
 

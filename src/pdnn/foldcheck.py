@@ -334,7 +334,7 @@ def stack(outs: list):
     (None, numbers, strings) and equal in every sample (else :class:`SamplesDiffer`); anything else
     is a ``TypeError`` rather than one sample's value standing for all of them."""
     if isinstance(outs[0], torch.Tensor):
-        return torch.stack(outs)
+        return _stacked_tensors("the model's output", outs)
     flat = [tree_flatten(o) for o in outs]
     spec = flat[0][1]
     if any(other != spec for _, other in flat[1:]):
@@ -347,10 +347,22 @@ def stack(outs: list):
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 
 
+def _stacked_tensors(what: str, tensors) -> torch.Tensor:
+    """The samples' tensors stacked, or a :class:`SamplesDiffer` naming ``what`` if their shapes
+    differ (rows picked by the bits, ``h[h.sum(-1) > 0]``): no mean or stack over samples exists."""
+    shapes = [tuple(t.shape) for t in tensors]
+    if any(shape != shapes[0] for shape in shapes):
+        other = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
+        raise SamplesDiffer(f"{what} has shape {shapes[0]} in sample 0 and {shapes[other]} in sample {other}: "
+                            "samples of different shapes cannot be stacked or averaged; return a tensor whose "
+                            "shape does not depend on the draws (the mask, say, not the rows it picks)")
+    return torch.stack(tensors)
+
+
 def _stacked(i: int, column: tuple):
     first = column[0]
     if isinstance(first, torch.Tensor):
-        return torch.stack(column)
+        return _stacked_tensors(f"output {i} of the model", column)
     if not isinstance(first, _PLAIN):
         kind = type(first).__name__
         raise TypeError(f"output {i} of the model is of type {kind}: SampledModel combines tensors, alone or in "
@@ -432,8 +444,8 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
         moved = [name for name in after_fold.changed(RTOL, ATOL, containers=False) if name in unlike_one]
     try:
         looped = stack(looped)
-    except SamplesDiffer:  # the probes' samples are not real ones: only a loop of real forwards can tell
-        return "a value of its output that is no tensor differs between the check's samples"
+    except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell
+        return f"an output differs between the check's samples where they cannot be stacked ({err})"
     difference = error or _difference(folded, looped)
     if difference is None and moved:
         difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"
