@@ -1073,6 +1073,18 @@ def test_an_output_whose_rows_the_bits_pick_is_named_as_no_mean_exists():
         SampledModel(KeepActive().eval(), 16, seed=0)(torch.randn(8, 8))
 
 
+def test_a_compiled_model_still_runs_compiled_after_the_check():
+    # the check's stand-ins, each a recompile, reached dynamo's limit and left the module eager
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), PBit(), nn.Linear(16, 3))
+    compiled, x = torch.compile(net, backend="aot_eager"), torch.randn(5, 4)
+    SampledModel(compiled, 4, seed=3)(x)
+    torch.manual_seed(1)
+    ran = compiled(x.repeat(4, 1))
+    torch.manual_seed(1)
+    assert not torch.equal(ran, net(x.repeat(4, 1)))  # compiled p-bits draw by torch.rand, eager ones by the kernel
+
+
 class _Mode(enum.Enum):
     PLAIN, SCALED = 1, 10
 

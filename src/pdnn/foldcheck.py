@@ -184,23 +184,33 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
                  for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
     rule_map_before = _dynamo_rule_map_size()
-    try:
-        for m in modules:  # (a subclass's own mean may ask for more, or lie elsewhere)
-            bounded = isinstance(m, (PBit, DitheredQuantize)) and type(m).mean in (PBit.mean, DitheredQuantize.mean)
-            m.forward = functools.partial(probe.module, mean=m.mean if bounded else None)
-        for (owner, name, fn), (_, _, original) in zip(replaced, originals):
-            setattr(owner, name, _in_this_thread(fn, original))
-        yield probe
-    finally:
-        for m, forward in zip(modules, own):
-            if forward is None:
-                del m.forward
-            else:
-                m.forward = forward
-        for owner, name, fn in originals:
-            setattr(owner, name, fn)
-        if _dynamo_rule_map_size() and not rule_map_before:  # made while torch.rand was the probe
-            sys.modules["torch._dynamo.trace_rules"].get_torch_obj_rule_map.cache_clear()
+    with _compiled_modules_eager():
+        try:
+            for m in modules:  # (a subclass's own mean may ask for more, or lie elsewhere)
+                bounded = isinstance(m, (PBit, DitheredQuantize)) and type(m).mean in (PBit.mean, DitheredQuantize.mean)
+                m.forward = functools.partial(probe.module, mean=m.mean if bounded else None)
+            for (owner, name, fn), (_, _, original) in zip(replaced, originals):
+                setattr(owner, name, _in_this_thread(fn, original))
+            yield probe
+        finally:
+            for m, forward in zip(modules, own):
+                if forward is None:
+                    del m.forward
+                else:
+                    m.forward = forward
+            for owner, name, fn in originals:
+                setattr(owner, name, fn)
+            if _dynamo_rule_map_size() and not rule_map_before:  # made while torch.rand was the probe
+                sys.modules["torch._dynamo.trace_rules"].get_torch_obj_rule_map.cache_clear()
+
+
+def _compiled_modules_eager():
+    """A context in which ``torch.compile``d modules run eagerly: compiled, every stand-in would be
+    a recompile, and at dynamo's limit the module would stay eager for good. (Only where dynamo is
+    loaded: importing it takes a second, and nothing can have been compiled without it.)"""
+    if "torch._dynamo" not in sys.modules:
+        return contextlib.nullcontext()
+    return torch.compiler.set_stance("force_eager")
 
 
 def _dynamo_rule_map_size() -> int:
