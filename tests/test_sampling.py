@@ -507,7 +507,8 @@ def _bn_net(**norm) -> nn.Module:
 
 
 @pytest.mark.parametrize("mode, norm, remedy", [("train", {}, r"call \.eval\(\) first"),
-                                               ("eval", {"track_running_stats": False}, "keeps no running statistics")])
+                                               ("eval", {"track_running_stats": False}, "keeps no running statistics"),
+                                               ("train", {"track_running_stats": False}, "keeps no running statistics")])
 def test_a_batch_norm_using_batch_statistics_is_never_split(mode, norm, remedy):
     x = torch.randn(10, 4)
     whole = SampledModel(getattr(_bn_net(**norm), mode)(), 4, seed=3)(x)

@@ -11,6 +11,7 @@ import copy
 import enum
 import math
 import pickle
+import time
 import warnings
 
 import numpy as np
@@ -1083,6 +1084,81 @@ def test_a_compiled_model_still_runs_compiled_after_the_check():
     ran = compiled(x.repeat(4, 1))
     torch.manual_seed(1)
     assert not torch.equal(ran, net(x.repeat(4, 1)))  # compiled p-bits draw by torch.rand, eager ones by the kernel
+
+
+calls = 0  # a module-level counter _Counting's forward increments: the model's state, not a setting
+out = None  # what a script calls its result, as _NamedLikeAGlobal names its head
+
+
+class _Counting(nn.Module):
+    def forward(self, x):
+        global calls
+        calls += 1
+        return x
+
+
+class _NamedLikeAGlobal(nn.Module):
+    """A head named as a script's global, a spectral norm that sets its layer's weight at every
+    call, a counter: none is a value the graph fixes, so none may retrace it."""
+
+    cfg = None  # a class-level settings object a lookup of any attribute would fail on, set below
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.act, self.count = nn.utils.spectral_norm(nn.Linear(12, 32)), PBit(), _Counting()
+        self.out = nn.Linear(32, 3)
+
+    def _init_weights(self):
+        nn.init.zeros_(self.out.weight)
+
+    def forward(self, x):
+        return self.out(self.count(self.act(self.body(x))))
+
+
+class _Unlookable:
+    def __getattr__(self, name):
+        raise KeyError(name)
+
+
+def test_values_the_user_code_does_not_read_as_settings_never_retrace(monkeypatch):
+    global out
+    monkeypatch.setattr(_NamedLikeAGlobal, "cfg", _Unlookable())  # (looked up, it raised a bare KeyError)
+    plans = []
+    monkeypatch.setattr(SampledModel, "_plan", lambda self, *a, _plan=SampledModel._plan: plans.append(1) or _plan(self, *a))
+    model, x = _NamedLikeAGlobal().eval(), torch.randn(B, 12)
+    sampled = SampledModel(model, T, seed=0)
+    with torch.no_grad():
+        for _ in range(3):
+            out = sampled(x)
+    assert len(plans) == 1
+
+
+def test_checks_in_two_threads_leave_torch_compile_as_they_found_it():
+    # dynamo's stance is the process's: thread a's check set it eager, b's saw it eager, a put it
+    # back, then b put back "eager" for good
+    import threading
+
+    import torch._dynamo  # noqa: F401  (the checks set the stance only once dynamo is loaded)
+    from pdnn.foldcheck import _compiled_modules_eager
+
+    entered, left = threading.Event(), threading.Event()
+
+    def first():
+        with _compiled_modules_eager():
+            entered.set()
+            left.wait(5)
+
+    def second():
+        entered.wait(5)
+        with _compiled_modules_eager():
+            left.set()
+            time.sleep(0.1)  # (a leaves first)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    [t.start() for t in threads], [t.join() for t in threads]
+    compiled = []
+    torch.compile(lambda v: v + 1, backend=lambda gm, inputs: compiled.append(gm) or gm.forward)(torch.ones(2))
+    assert compiled
 
 
 class _Mode(enum.Enum):

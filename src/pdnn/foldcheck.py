@@ -204,13 +204,32 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
                 sys.modules["torch._dynamo.trace_rules"].get_torch_obj_rule_map.cache_clear()
 
 
+_eager = {"lock": threading.Lock(), "checks": 0, "stance": None}  # checks holding torch.compile's stance
+
+
+@contextlib.contextmanager
 def _compiled_modules_eager():
     """A context in which ``torch.compile``d modules run eagerly: compiled, every stand-in would be
-    a recompile, and at dynamo's limit the module would stay eager for good. (Only where dynamo is
-    loaded: importing it takes a second, and nothing can have been compiled without it.)"""
+    a recompile, and at dynamo's limit the module would stay eager for good. dynamo's stance is
+    the process's: the first of several threads' checks sets it, the last one puts it back (each
+    putting back what it saw left it eager); meanwhile other threads' compiled code runs eagerly
+    too. (Only where dynamo is loaded: importing it takes a second, and nothing can have been
+    compiled without it.)"""
     if "torch._dynamo" not in sys.modules:
-        return contextlib.nullcontext()
-    return torch.compiler.set_stance("force_eager")
+        yield
+        return
+    with _eager["lock"]:
+        if not _eager["checks"]:
+            _eager["stance"] = torch.compiler.set_stance("force_eager")
+            _eager["stance"].__enter__()
+        _eager["checks"] += 1
+    try:
+        yield
+    finally:
+        with _eager["lock"]:
+            _eager["checks"] -= 1
+            if not _eager["checks"]:
+                _eager["stance"].__exit__(None, None, None)
 
 
 def _dynamo_rule_map_size() -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import dis
 import enum
 import functools
 import inspect
@@ -348,33 +349,41 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
     own = [m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))]
     attributes = [(m, key) for m in own for key in _fixed_attributes(m)]
     names, read_globals = _named_in_code(own)
-    mine = {id(m) for m in own}
+    mine = {id(m) for m in own}  # (not a layer's tensors: weight_norm, spectral_norm and pruning set one every call)
     attributes += [(m, key) for m in modules if id(m) not in mine for key, value in vars(m).items()
-                   if key in names and key not in _MODULE_STATE and _fixed_value(value)]
+                   if key in names and key not in _MODULE_STATE and _fixed_value(value)
+                   and not isinstance(value, torch.Tensor)]
     return attributes + read_globals + [(table, key) for m in own for table in (m._parameters, m._buffers)
                                         for key in table]
 
 
 def _named_in_code(own: list[nn.Module]) -> tuple[set[str], list[tuple[dict, str]]]:
-    """The attribute and global names the methods of the user's module classes name (functions
-    nested in them too), and those of them that are module-level globals holding a value a
-    trace fixes, as ``(globals, name)``. What other functions read is not seen."""
+    """The attribute names the methods of the user's module classes read (functions nested in
+    them too), and the module-level globals they read that hold a value a trace fixes, as
+    ``(globals, name)``; not a global they also assign (``global calls``: the model's state, not
+    a setting). What other functions read is not seen."""
     classes = {cls for m in own for cls in type(m).__mro__
                if cls is not object and not cls.__module__.startswith("torch.")}
-    names, read_globals = set(), {}
+    attributes, read, written = set(), {}, set()
     for cls in classes:
         for value in vars(cls).values():
-            function = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+            function = value.fget if isinstance(value, property) else (
+                value.__func__ if isinstance(value, (staticmethod, classmethod)) else value)
             if not inspect.isfunction(function):
                 continue
             codes = [function.__code__]
             while codes:
                 code = codes.pop()
                 codes += [c for c in code.co_consts if inspect.iscode(c)]
-                names.update(code.co_names)
-                read_globals.update({(id(function.__globals__), name): (function.__globals__, name)
-                                     for name in code.co_names if _fixed_value(function.__globals__.get(name, []))})
-    return names, list(read_globals.values())
+                for instruction in dis.get_instructions(code):
+                    if instruction.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+                        attributes.add(instruction.argval)
+                    elif instruction.opname == "LOAD_GLOBAL":
+                        read[id(function.__globals__), instruction.argval] = function.__globals__
+                    elif instruction.opname == "STORE_GLOBAL":
+                        written.add((id(function.__globals__), instruction.argval))
+    return attributes, [(space, name) for (key, name), space in read.items()
+                        if (key, name) not in written and _fixed_value(space.get(name, []))]
 
 
 _MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: hooks, tables, the mode
@@ -804,8 +813,9 @@ class SampledModel(nn.Module):
             if kwargs:  # the rounds pick rows of the positional arguments only
                 raise UsageError(f'samples="auto" passes positional arguments only, got keywords {sorted(kwargs)}')
             if (user := batch_statistics_user(self.model)) is not None:
-                remedy = ("call .eval() first" if dict(self.model.named_modules()).get(user, self.model).training
-                          else "it keeps no running statistics (track_running_stats=False); give a fixed T")
+                remedy = ("it keeps no running statistics (track_running_stats=False); give a fixed T"
+                          if dict(self.model.named_modules()).get(user, self.model).running_mean is None
+                          else "call .eval() first")
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
                                  f"the statistics of the batch: {remedy}")
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping,
