@@ -342,10 +342,10 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
     one (``self.seen.append(len(x))``, a hook filling a dict, an array it replaces as it runs)
     would make every call a new trace.
     torch's layers and pdnn's modules are called by the graph, so their attributes (a p-bit's
-    ``beta``, a layer's ``weight``) are read live -- but for those named in the code of the user's
-    modules' methods (``h / self.act.beta``): such values are watched too, as ``(layer, name)``,
-    and so are the module-level globals that code names (``x * TEMPERATURE``), as
-    ``(globals, name)`` (:func:`_named_in_code`)."""
+    ``beta``, a layer's ``weight``) are read live -- but for those the code of the user's modules'
+    methods reads (``h / self.act.beta``): such values, tensors aside, are watched too, as
+    ``(layer, name)``, and so are the module-level globals that code reads and never assigns
+    (``x * TEMPERATURE``), as ``(globals, name)`` (:func:`_named_in_code`)."""
     own = [m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))]
     attributes = [(m, key) for m in own for key in _fixed_attributes(m)]
     names, read_globals = _named_in_code(own)
