@@ -1404,3 +1404,18 @@ def test_a_run_converted_from_its_own_folder_is_labelled_by_that_folder(tmp_path
     # a link is named as given, not by its target (a timestamped folder behind `baseline`)
     (tmp_path / "baseline").symlink_to(source)
     assert run_label(tmp_path / "baseline", {}) == "baseline" and run_label(Path(".."), {}) == tmp_path.name
+
+
+def test_one_module_called_at_a_hidden_place_and_at_the_output_is_named_as_both():
+    class Shared(nn.Module):  # one nn.Tanh squashes the hidden layer and the output
+        def __init__(self):
+            super().__init__()
+            self.a, self.out, self.t = nn.Linear(8, 8), nn.Linear(8, 3), nn.Tanh()
+
+        def forward(self, x):
+            return self.t(self.out(self.t(self.a(x))))
+
+    assert [site["hidden"] for site in find_activations(Shared())] == [False]  # converting it converts the output
+    with pytest.raises(ConversionError, match=r"t \(nn.Tanh, output and hidden: one module at both\); .*"
+                                              r"give them a module of their own"):
+        to_sampled(Shared(), "pbit")

@@ -315,11 +315,16 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
         def role(s: _Site) -> str:
             if s.kind == "stochastic":
                 return "already stochastic"
-            return "on weights" if s.problem == ON_WEIGHTS_WHERE_TRACED else "hidden" if s.hidden else "output"
+            if s.problem == ON_WEIGHTS_WHERE_TRACED:
+                return "on weights"
+            return "hidden" if s.hidden else "output and hidden: one module at both" if s.also_hidden else "output"
 
         roles = {role(s) for s in found.sites}
         described = ", ".join(f"{s.name} ({s.op}, {role(s)})" for s in found.sites)
-        advice = ("pass layers='all' or names to include output activations" if "output" in roles else
+        shared = any(s.also_hidden for s in found.sites)
+        advice = ("pass layers='all' or names to include output activations"
+                  + ("; to convert only a module's hidden calls, give them a module of their own" if shared else "")
+                  if "output" in roles or shared else
                   "pass layers='hidden' or names" if "hidden" in roles else
                   "every activation is already stochastic" if roles == {"already stochastic"} else
                   "none of them is an activation of the input that can be converted")

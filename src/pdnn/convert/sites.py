@@ -147,6 +147,7 @@ class _Site:
     bounds: tuple[float, float] | None = None  # hardtanh's (min_val, max_val) when constant
     problem: str | None = None  # why it cannot be rewritten at all (e.g. in place on a shared tensor)
     holder: nn.Module | None = None  # a torch layer holding the activation function as an attribute
+    also_hidden: bool = False  # a module called at the output (so not hidden) and at a hidden place too
 
     def describe(self) -> dict:
         return {"name": self.name, "op": self.op, "kind": self.kind, "hidden": self.hidden,
@@ -474,8 +475,8 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
             site = sites.get(node.target)
             if site is None:
                 site = sites[node.target] = _module_site(node.target, m, node not in output_side)
-            elif node in output_side:
-                site.hidden = False
+            elif (node not in output_side) != site.hidden:  # one module at a hidden place and at the output
+                site.hidden, site.also_hidden = False, True
             source = _input_node(node)
             if getattr(m, "inplace", False) and isinstance(source, fx.Node) and _read_elsewhere(source, node, modules):
                 site.problem = IN_PLACE_SHARED  # its replacement is not in place: the other user would change
