@@ -322,12 +322,12 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
         roles = {role(s) for s in found.sites}
         described = ", ".join(f"{s.name} ({s.op}, {role(s)})" for s in found.sites)
         shared = any(s.also_hidden for s in found.sites)
-        advice = ("pass layers='all' or names to include output activations"
-                  + ("; to convert only a module's hidden calls, give them a module of their own" if shared else "")
-                  if "output" in roles or shared else
+        advice = ("pass layers='all' or names to include output activations" if "output" in roles or shared else
                   "pass layers='hidden' or names" if "hidden" in roles else
                   "every activation is already stochastic" if roles == {"already stochastic"} else
                   "none of them is an activation of the input that can be converted")
+        if shared:
+            advice += "; to convert only a module's hidden calls, give them a module of their own"
         raise ConversionError(
             f"nothing to convert in {name} with layers={layers!r}: "
             + (f"the activations are {described}; {advice}"
