@@ -53,6 +53,9 @@ from __future__ import annotations
 import math
 import operator
 import os
+import re
+import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -226,11 +229,11 @@ def kernel_for(dtype: torch.dtype) -> str:
     ``"table"``, every threshold looked up, or ``"estimate"`` (the module's docstring). Both give
     the same bits; which is faster depends on how fast the processor gathers, so on first use both
     are timed on 2**18 normal inputs (best of 5 calls each, interleaved: a few milliseconds) and
-    the faster is kept, like cuDNN's benchmark mode. LLVM vectorises the gather for every x86
-    target, but that does not make it fast: on an AMD Zen 4 the estimate kernel took 0.76 to 0.83
-    of the table kernel's time, on an Intel Xeon with AVX-512 the table kernel took about 0.65 of
-    the estimate kernel's (benchmarks/results/README.md). The inputs come from a generator of
-    their own: torch's default generator is left as it was."""
+    the faster is kept, like cuDNN's benchmark mode. LLVM gathers the thresholds in vectors only
+    where it judges gathers fast (Intel from Skylake on, not AMD's Zen): on an Intel Xeon with
+    AVX-512 the table kernel took about 0.65 of the estimate kernel's time, on an AMD Zen 3 the
+    estimate kernel took about 0.52 of the table kernel's (benchmarks/results/README.md). The
+    inputs come from a generator of their own: torch's default generator is left as it was."""
     _compile(dtype)
     _use_threads(_threads_for(2**18))
     x = torch.randn(2**18, dtype=dtype, device="cpu", generator=torch.Generator().manual_seed(0)).numpy()
@@ -318,7 +321,7 @@ def _compile(dtype: torch.dtype) -> None:
     with vector_width(16):
         for loop, signature in loop_signatures(dtype).items():
             loop.compile(signature)
-        _table_copy.compile((array, table, key, key, scalar, scalar, array))  # no remarks: nothing loops around it
+        _table_copy.compile((array, table, key, key, scalar, scalar, array))
     _kernel.compile((array, table, numba.float64, key, key, count, scalar, scalar, array))
 
 
@@ -326,13 +329,45 @@ def _compile(dtype: torch.dtype) -> None:
 def vector_width(lanes: int):
     """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its cost
     model decides, the default). The option is process-wide, so it is held under numba's compiler
-    lock: no other thread compiles while it is set."""
-    with global_compiler_lock:
+    lock: no other thread compiles while it is set. A forced width makes LLVM print a remark for
+    each loop it then could not vectorise; they are dropped (:func:`_without_vectoriser_remarks`)."""
+    with global_compiler_lock, _without_vectoriser_remarks():
         llvm.set_option("", f"-force-vector-width={lanes}")
         try:
             yield
         finally:
             llvm.set_option("", "-force-vector-width=0")
+
+
+_REMARK = re.compile(rb"remark: .*: loop not vectorized: ")
+
+
+@contextmanager
+def _without_vectoriser_remarks():
+    """Keep LLVM's "loop not vectorized" remarks off the terminal while numba compiles inside; what
+    else reaches standard error meanwhile (any thread's) is written there afterwards. LLVM writes
+    them to file descriptor 2 itself, so they are caught there. Where the target has no fast gather
+    (AMD's Zen, Intel's Haswell, x86-64-v3), LLVM reads the table kernel's thresholds one by one
+    and prints three remarks for the parallel loop around it at 16 lanes; the kernel is right
+    either way, and :func:`kernel_for` times it against the estimate kernel."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no standard error to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = b"".join(line for line in caught.read().splitlines(keepends=True) if not _REMARK.match(line))
+            while kept:
+                kept = kept[os.write(2, kept):]
 
 
 def _types(dtype: torch.dtype) -> tuple:
