@@ -350,24 +350,30 @@ def _without_vectoriser_remarks():
     (AMD's Zen, Intel's Haswell, x86-64-v3), LLVM reads the table kernel's thresholds one by one
     and prints three remarks for the parallel loop around it at 16 lanes; the kernel is right
     either way, and :func:`kernel_for` times it against the estimate kernel."""
-    sys.stderr.flush()
+    _flush_stderr()
     try:
-        saved = os.dup(2)
-    except OSError:  # no standard error to keep clean
+        caught, saved = tempfile.TemporaryFile(), os.dup(2)
+    except OSError:  # no standard error, or nowhere to keep what it is sent: the remarks go through
         yield
         return
-    with tempfile.TemporaryFile() as caught:
+    with caught:
         os.dup2(caught.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
+            _flush_stderr()
             os.dup2(saved, 2)
             os.close(saved)
             caught.seek(0)
             kept = b"".join(line for line in caught.read().splitlines(keepends=True) if not _REMARK.match(line))
             while kept:
                 kept = kept[os.write(2, kept):]
+
+
+def _flush_stderr() -> None:
+    """Write out what Python holds for standard error (``sys.stderr`` is None under pythonw)."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
 
 
 def _types(dtype: torch.dtype) -> tuple:
