@@ -53,9 +53,6 @@ from __future__ import annotations
 import math
 import operator
 import os
-import re
-import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -69,6 +66,7 @@ try:
     import numba
     from llvmlite import ir
     from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
     from numba.extending import intrinsic
 except ImportError:  # the torch path serves every call
     numba = None
@@ -308,7 +306,8 @@ def _use_threads(count: int) -> None:
 @lru_cache(maxsize=None)
 def _compile(dtype: torch.dtype) -> None:
     """Compile both kernels for ``dtype`` (or load them from numba's cache): the estimate kernel's
-    loops over a chunk, and the table kernel's loop, with 16-lane vectors. LLVM's own choice is
+    loops over a chunk, and the table kernel's loop where LLVM gathers (:func:`_gathers`), with
+    16-lane vectors. LLVM's own choice is
     8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's AVX-512, 16 lanes took 0.41 of the time
     of 8, and with the 32-bit :func:`_mix` the estimate kernel took 0.71 of its time before them
     (the table kernel at 16 lanes about 0.87 of its time at 8); for AVX2 code the width made no difference
@@ -321,6 +320,7 @@ def _compile(dtype: torch.dtype) -> None:
     with vector_width(16):
         for loop, signature in loop_signatures(dtype).items():
             loop.compile(signature)
+    with vector_width(16 if _gathers() else 0):
         _table_copy.compile((array, table, key, key, scalar, scalar, array))
     _kernel.compile((array, table, numba.float64, key, key, count, scalar, scalar, array))
 
@@ -329,9 +329,8 @@ def _compile(dtype: torch.dtype) -> None:
 def vector_width(lanes: int):
     """Make LLVM's loop vectoriser use ``lanes`` lanes for what numba compiles inside (0: its cost
     model decides, the default). The option is process-wide, so it is held under numba's compiler
-    lock: no other thread compiles while it is set. A forced width makes LLVM print a remark for
-    each loop it then could not vectorise; they are dropped (:func:`_without_vectoriser_remarks`)."""
-    with global_compiler_lock, _without_vectoriser_remarks():
+    lock: no other thread compiles while it is set."""
+    with global_compiler_lock:
         llvm.set_option("", f"-force-vector-width={lanes}")
         try:
             yield
@@ -339,41 +338,41 @@ def vector_width(lanes: int):
             llvm.set_option("", "-force-vector-width=0")
 
 
-_REMARK = re.compile(rb"remark: .*: loop not vectorized: ")
-
-
-@contextmanager
-def _without_vectoriser_remarks():
-    """Keep LLVM's "loop not vectorized" remarks off the terminal while numba compiles inside; what
-    else reaches standard error meanwhile (any thread's) is written there afterwards. LLVM writes
-    them to file descriptor 2 itself, so they are caught there. Where the target has no fast gather
-    (AMD's Zen, Intel's Haswell, x86-64-v3), LLVM reads the table kernel's thresholds one by one
-    and prints three remarks for the parallel loop around it at 16 lanes; the kernel is right
-    either way, and :func:`kernel_for` times it against the estimate kernel."""
-    _flush_stderr()
-    try:
-        caught, saved = tempfile.TemporaryFile(), os.dup(2)
-    except OSError:  # no standard error, or nowhere to keep what it is sent: the remarks go through
-        yield
-        return
-    with caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            yield
-        finally:
-            _flush_stderr()
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            kept = b"".join(line for line in caught.read().splitlines(keepends=True) if not _REMARK.match(line))
-            while kept:
-                kept = kept[os.write(2, kept):]
-
-
-def _flush_stderr() -> None:
-    """Write out what Python holds for standard error (``sys.stderr`` is None under pythonw)."""
-    if sys.stderr is not None:
-        sys.stderr.flush()
+@lru_cache(maxsize=None)
+def _gathers() -> bool:
+    """Whether LLVM reads a float table at computed indices with vector gathers on the processor
+    numba compiles for. It does where it judges gathers fast: compiled for Intel's targets from
+    Skylake on and for x86-64-v4 it did, for AMD's Zen (AVX-512 or not), Haswell, x86-64-v3 and
+    generic x86 it read the entries one by one (benchmarks/results/README.md). Forced to 16 lanes,
+    the table kernel's parallel loop then made LLVM print three "loop not vectorized" remarks on
+    standard error at its first compile; so it is forced only where this says yes. The answer comes
+    from LLVM itself: a loop of the table kernel's kind (a 32-bit hash of the index, a table read,
+    a store), compiled at 16 lanes into a library of its own and never run, about 40 ms once per
+    process."""
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    module = ir.Module("gather_probe")
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32.as_pointer(), f32.as_pointer(), i64]),
+                           "gather_probe")
+    table, out, n = function.args
+    table.add_attribute("noalias")
+    out.add_attribute("noalias")
+    entry, loop, done = function.append_basic_block(), function.append_basic_block(), function.append_basic_block()
+    builder = ir.IRBuilder(entry)
+    builder.cbranch(builder.icmp_signed(">", n, i64(0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(i64)
+    index = builder.lshr(builder.mul(builder.trunc(i, i32), i32(0x7FEB352D)), i32(16))
+    builder.store(builder.load(builder.gep(table, [builder.zext(index, i64)])), builder.gep(out, [i]))
+    following = builder.add(i, i64(1))
+    i.add_incoming(i64(0), entry)
+    i.add_incoming(following, loop)
+    builder.cbranch(builder.icmp_signed("<", following, n), loop, done)
+    ir.IRBuilder(done).ret_void()
+    library = cpu_target.target_context.codegen().create_library("gather_probe")
+    with vector_width(16):
+        library.add_ir_module(module)
+        library.finalize()
+    return "@llvm.masked.gather" in library.get_llvm_str()
 
 
 def _types(dtype: torch.dtype) -> tuple:
