@@ -52,6 +52,7 @@ def parse_args(argv=None):
         args.errors = [_number("--errors", e, float) for e in args.errors.split(",")]
         if twice := sorted({e for e in args.errors if args.errors.count(e) > 1}):  # (its rows would repeat)
             raise UsageError(f"--errors lists {', '.join(f'{e:g}' for e in twice)} more than once")
+        positive_int("--max-samples", args.max_samples)  # named as the option, before the looks are checked against it
         args.checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
         for error in args.errors:
             StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)

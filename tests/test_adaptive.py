@@ -484,7 +484,9 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "checkpoints must be 'every' or comma-separated integers, got '2,x'" in capsys.readouterr().err
     for looks in ([], ["--checkpoints", "every"]):  # (the looks were checked against it first)
         assert main(["eval", str(run), "--adaptive", "--max-samples", "0", *looks, "--quiet"]) == 2
-        assert "max_samples must be an integer >= 1, got 0" in capsys.readouterr().err
+        assert "--max-samples must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["eval", str(run), "--samples", "1", "--repeats", "0", "--quiet"]) == 2  # named as the option
+    assert "--repeats must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--rule", "sprt", "--quiet"]) == 2
     assert "unknown stopping rule 'sprt'" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--aggregate", "layer", "--quiet"]) == 2

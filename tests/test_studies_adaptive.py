@@ -402,7 +402,7 @@ def test_the_readme_states_the_prior_each_run_learnt():
 
 
 @pytest.mark.parametrize("option, named", [
-    (["--max-samples", "0"], "max_samples must be an integer >= 1, got 0"),
+    (["--max-samples", "0"], "--max-samples must be an integer >= 1, got 0"),
     (["--batch", "0"], "--batch must be an integer >= 1, got 0"),
     (["--errors", "0.2,x"], "--errors: 'x' is not a number"),
     (["--errors", "1.5"], r"error level must be 0 .* or a number in \[1e-12, 1\) .*, got 1.5"),

@@ -180,7 +180,7 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys):
     assert train(run, "--epochs", "1") == 0
     before = (run / "checkpoint.pt").read_bytes()
     assert train(run, "--epochs", "1") == 2
-    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert "already holds a checkpoint; pass --resume (in Python, resume=True)" in capsys.readouterr().err
     assert (run / "checkpoint.pt").read_bytes() == before
     with pytest.warns(UserWarning, match=r"ignored: --neuron tanh \(it keeps pbit\)"):
         assert train(run, "--epochs", "1", "--neuron", "tanh", "--resume") == 0  # --resume reuses config.json

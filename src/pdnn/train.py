@@ -393,7 +393,7 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
         raise RunError(f"{run_dir} is a converted run (pdnn convert): it was made from a trained run, not trained "
                        "itself, so it cannot be trained or resumed; train a new run in another folder")
     if checkpoint_path.exists() and not resume:
-        raise RunError(f"{run_dir} already holds a checkpoint; pass --resume (resume=True) to continue it "
+        raise RunError(f"{run_dir} already holds a checkpoint; pass --resume (in Python, resume=True) to continue it "
                        "or choose a new directory")
     if resume and not checkpoint_path.exists():
         again = ""

@@ -71,6 +71,7 @@ def run(args) -> int:
     with_defaults(args)
     if args.adaptive:
         return run_adaptive(args, given_checkpoints)
+    positive_int("--repeats", args.repeats)  # named as the option, not as evaluate_run's argument
     document = evaluate_run(args.run_dir, parse_samples(args.samples), args.repeats, args.aggregate, args.seed,
                             roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
                             progress=not args.quiet)
@@ -100,7 +101,7 @@ def prior_note(rule: dict) -> str:
 def run_adaptive(args, given_checkpoints: bool) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
-    positive_int("max_samples", args.max_samples)  # before the looks are checked against it
+    positive_int("--max-samples", args.max_samples)  # before the looks are checked against it
     checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
     beyond = [t for t in checkpoints if t > args.max_samples]
     if given_checkpoints and beyond:  # the default's looks beyond a smaller --max-samples are simply not reached
