@@ -307,11 +307,11 @@ def _use_threads(count: int) -> None:
 def _compile(dtype: torch.dtype) -> None:
     """Compile both kernels for ``dtype`` (or load them from numba's cache): the estimate kernel's
     loops over a chunk, and the table kernel's loop where LLVM gathers (:func:`_gathers`), with
-    16-lane vectors. LLVM's own choice is
-    8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's AVX-512, 16 lanes took 0.41 of the time
-    of 8, and with the 32-bit :func:`_mix` the estimate kernel took 0.71 of its time before them
-    (the table kernel at 16 lanes about 0.87 of its time at 8); for AVX2 code the width made no difference
-    (``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md). The option is held only
+    16-lane vectors. LLVM's own choice is 8 lanes on AVX2 and AVX-512 CPUs. On an Intel Xeon's
+    AVX-512, 16 lanes took 0.41 of the time of 8, and with the 32-bit :func:`_mix` the estimate
+    kernel took 0.71 of its time before them (the table kernel at 16 lanes about 0.87 of its time
+    at 8); for AVX2 code the width made little difference (0.92-0.93 of the time on an AMD Zen 3;
+    ``benchmarks/bench_kernel_width.py``; benchmarks/results/README.md). The option is held only
     while the loops compile (:func:`vector_width`), then set back to 0, LLVM's default: llvmlite
     cannot read an option, so a width a user forced before is not restored."""
     _launch_threads()  # loading a parallel kernel starts numba's threads: in the way that keeps torch's count
@@ -347,7 +347,7 @@ def _gathers() -> bool:
     the table kernel's parallel loop then made LLVM print three "loop not vectorized" remarks on
     standard error at its first compile; so it is forced only where this says yes. The answer comes
     from LLVM itself: a loop of the table kernel's kind (a 32-bit hash of the index, a table read,
-    a store), compiled at 16 lanes into a library of its own and never run, about 40 ms once per
+    a store), compiled at 16 lanes into a library of its own and never run: 20 to 60 ms, once per
     process."""
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
     module = ir.Module("gather_probe")
