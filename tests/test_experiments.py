@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pdnn.cli import main
+from pdnn.devices import processor_name, processor_text, where_measured
 from pdnn.experiments.runs import ensure_evaluated, ensure_trained
 from pdnn.io import RunError
 from pdnn.models import ModelConfig
@@ -41,6 +42,9 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert beta == {"tanh": 1.0, "quant3": 1.0, "pbit-s1": 2.0, "pbit-unipolar-s2": 2.0}  # p-bit runs only
     assert "--beta 2" in readme
     assert f"{torch.get_num_threads()} thread" in readme and "(ran on cpu)." in readme  # what the runs recorded
+    # the vector instructions beside the model name, which alone does not tell a Zen 3 from a Zen 4
+    assert f"{processor_name()} ({torch.backends.cpu.get_cpu_capability()}), " in readme
+    assert summary["runs"]["tanh"]["processors"] == [processor_text(where_measured())]
     stamp = (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns
     assert main(args) == 0  # a rerun reuses every finished run
     assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp

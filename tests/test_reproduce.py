@@ -389,7 +389,8 @@ def test_the_report_says_which_processor_and_threads_ran_its_steps(tiny_run):
     ctx, _ = tiny_run
     done = read_json(ctx.dir(STATE))["done"]
     assert all(step["machine"] == where_measured() for step in done.values())
-    here = f"{where_measured()['processor']}, {where_measured()['threads']} threads, torch {torch.__version__}"
+    here = (f"{where_measured()['processor']} ({torch.backends.cpu.get_cpu_capability()}), "
+            f"{where_measured()['threads']} threads, torch {torch.__version__}")
     assert f"- Machine: {here} (ran on cpu)." in (ctx.out / "REPORT.md").read_text()
     plan_record = {"processor": "old", "threads": 2, "torch": "1.0"}
     other = {"machine": {"processor": "AMD EPYC", "threads": 16, "torch": "2.13.0"}}
@@ -397,6 +398,9 @@ def test_the_report_says_which_processor_and_threads_ran_its_steps(tiny_run):
         "AMD EPYC, 16 threads, torch 2.13.0 (2 steps); old, 2 threads, torch 1.0 (1 step)"
     assert machine_text(plan_record, {"c": {}}, torch_version=False) == "old, 2 threads"  # steps that predate it
     assert machine_text(plan_record, {}) == "old, 2 threads, torch 1.0"
+    wide = {"machine": {"processor": "AMD EPYC", "cpu_capability": "AVX512", "threads": 2, "torch": "2.13.0"}}
+    assert machine_text(plan_record, {"a": wide, "b": other}) == \
+        "AMD EPYC (AVX512), 2 threads, torch 2.13.0 (1 step); AMD EPYC, 16 threads, torch 2.13.0 (1 step)"
 
 
 def test_claims_table_escapes_pipes_and_states_reasons():

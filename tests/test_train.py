@@ -68,7 +68,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert all(0 <= m["test_accuracy"] <= 1 and m["train_loss"] > 0 for m in metrics)
     assert all(m["device"] == "cpu" and m["processes"] == 1 for m in metrics)  # where the speed was measured
-    assert all({k: m[k] for k in ("threads", "processor", "torch")} == where_measured() for m in metrics)
+    assert all({k: m[k] for k in where_measured()} == where_measured() for m in metrics)
     model, _ = load_model(run)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
@@ -343,7 +343,7 @@ def test_eval_and_plot_cli(tmp_path, capsys):
     source = load("demo", progress=False).source  # which copy of the data was read, as the run's epochs say
     assert document["data_source"] == source and source.endswith("(IDX)")
     assert [e["data_source"] for e in json.loads((pdnn_run / "metrics.json").read_text())] == [source]
-    assert {k: document[k] for k in ("threads", "processor", "torch")} == where_measured()
+    assert {k: document[k] for k in where_measured()} == where_measured()
     assert main(["eval", str(det_run), "--quiet"]) == 0
     assert [r["samples"] for r in json.loads((det_run / "eval-network.json").read_text())["results"]] == [1]
     assert main(["eval", str(pdnn_run), "--samples", "1,2", "--aggregate", "layer", "--quiet"]) == 0
@@ -773,11 +773,25 @@ def test_a_resume_says_what_the_model_keeps_and_where_it_was_trained(tmp_path, m
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the model's own default width is no change
         assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--width", "256", "--quiet"]) == 0
-    monkeypatch.setattr(pdnn.train, "where_measured", lambda: {"threads": 7, "processor": "elsewhere",
-                                                               "torch": torch.__version__})
+    monkeypatch.setattr(pdnn.train, "where_measured", lambda: {**where_measured(), "threads": 7,
+                                                               "processor": "elsewhere"})
     with pytest.warns(UserWarning, match=r"checkpoint.pt was trained with threads \d+ \(now 7\) and processor "
                                          r".* \(now 'elsewhere'\): sums may round otherwise"):
         assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--quiet"]) == 0
+
+
+def test_a_resume_with_other_vector_instructions_warns_and_an_older_record_is_not_compared(monkeypatch):
+    """An AMD Zen 3 (AVX2) and a Zen 4 (AVX-512) report the same model name, "AMD EPYC"; torch's
+    kernels round sums by the vector width, so a run moved between the two does not continue bit
+    for bit. A record written before the instructions were recorded lacks the key."""
+    here = {"threads": 2, "processor": "AMD EPYC", "cpu_capability": "AVX2", "torch": "2.13.0"}
+    monkeypatch.setattr(pdnn.train, "where_measured", lambda: here)
+    with pytest.warns(UserWarning, match=r"ck.pt was trained with cpu_capability 'AVX512' \(now 'AVX2'\): "):
+        pdnn.train._warn_if_elsewhere(Path("ck.pt"), {**here, "cpu_capability": "AVX512"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pdnn.train._warn_if_elsewhere(Path("ck.pt"), {k: v for k, v in here.items() if k != "cpu_capability"})
+        pdnn.train._warn_if_elsewhere(Path("ck.pt"), here)
 
 
 def test_beta_is_a_finite_positive_number_for_every_neuron(tmp_path, capsys):

@@ -41,9 +41,21 @@ def processor_name() -> str:
 
 
 def where_measured() -> dict:
-    """The processor, the threads torch uses and torch's version: what a time or a figure
-    depends on besides the device, recorded beside it."""
-    return {"threads": torch.get_num_threads(), "processor": processor_name(), "torch": torch.__version__}
+    """The processor, its vector instructions as torch uses them, the threads torch uses and
+    torch's version: what a time or a figure depends on besides the device, recorded beside it.
+
+    The model name alone does not tell the vector width: an AMD Zen 3 (AVX2) and a Zen 4
+    (AVX-512) both report "AMD EPYC", yet torch's kernels split and round sums by the width, so a
+    sampled network's bits, and with them a trained run, differ between the two."""
+    return {"threads": torch.get_num_threads(), "processor": processor_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+
+
+def processor_text(record: dict) -> str:
+    """A record's processor with its vector instructions, ``AMD EPYC (AVX2)``; a record written
+    before pdnn recorded them is said as it was, by the model name alone."""
+    capability = record.get("cpu_capability")
+    return f"{record.get('processor', '?')}" + (f" ({capability})" if capability else "")
 
 
 def default_device() -> str:

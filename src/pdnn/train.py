@@ -1,5 +1,6 @@
 """Sample-aware training: one loop, checkpointed every epoch, resumable bit for bit on the CPU
-(with the same processor, thread count and torch: a resume warns where they differ).
+(with the same processor, vector instructions, thread count and torch: a resume warns where they
+differ).
 
 The loop is the same for every kind of model; a :class:`pdnn.tasks.Task` (``TrainConfig.task``)
 supplies the loss and the held-out metric. For classification the loss is computed on the
@@ -255,9 +256,11 @@ def _same_copy(recorded: str, now: str, dataset: str) -> bool:
 
 
 def _warn_if_elsewhere(checkpoint_path: Path, last: dict) -> None:
-    """Say that a CPU run resumed with another thread count, processor or torch may not continue
-    bit for bit: the kernels may split and round its sums otherwise."""
-    then, now = {key: last.get(key) for key in ("threads", "processor", "torch")}, where_measured()
+    """Say that a CPU run resumed with another thread count, processor, vector instructions or
+    torch may not continue bit for bit: the kernels may split and round its sums otherwise. A
+    record that predates a key is not compared on it."""
+    keys = ("threads", "processor", "cpu_capability", "torch")
+    then, now = {key: last.get(key) for key in keys}, where_measured()
     changed = [f"{key} {then[key]!r} (now {now[key]!r})" for key in then
                if then[key] is not None and then[key] != now[key]]
     if changed:

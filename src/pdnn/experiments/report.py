@@ -14,6 +14,7 @@ from pathlib import Path
 
 import markdown
 
+from ..devices import processor_text
 from ..io import RunError, read_json, write_text
 from ..provenance import CODE
 from .plan import Claim, Context, Section
@@ -83,7 +84,7 @@ def machine_text(machine: dict, done: dict, torch_version: bool = True) -> str:
     """The processor and threads (and torch) the steps ran with, from each step's record; steps
     that predate the record are said by the plan's machine record, as they were."""
     def describe(m: dict) -> str:
-        return f"{m.get('processor', '?')}, {m.get('threads', '?')} threads" + \
+        return f"{processor_text(m)}, {m.get('threads', '?')} threads" + \
             (f", torch {m.get('torch', '?')}" if torch_version else "")
 
     machines = Counter(describe(step.get("machine", machine)) for step in done.values()) or Counter([describe(machine)])

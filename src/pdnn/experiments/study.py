@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..checks import positive_int
 from ..data import describe
+from ..devices import processor_text
 from ..errors import UsageError
 from ..io import RunError, pyplot, read_eval, read_json, read_metrics, save_figure, write_text, writer_lock
 from ..models import ModelConfig, is_generator
@@ -177,7 +178,8 @@ def summarise(out: Path, spec: StudySpec) -> dict:
             "eval_time_s": evaluation["time_s"],
             "trained_on": _recorded(metrics, "device"),
             "threads": _recorded(metrics, "threads"),
-            "processors": _recorded(metrics, "processor"),
+            "processors": (sorted({processor_text(epoch) for epoch in metrics})
+                           if all("processor" in epoch for epoch in metrics) else None),
             "torch": _recorded(metrics, "torch"),
             "evaluated_on": evaluation.get("device"),
             "test_examples": evaluation["examples"],
