@@ -184,8 +184,8 @@ def _quiet(keep_output: bool):
 
 def machine() -> dict:
     """The machine of the last run that ran a step (``cuda``: whether a GPU was visible; each
-    step records the device it ran on, :func:`device_record`, and the processor, threads and
-    torch, :func:`pdnn.devices.where_measured`)."""
+    step records the device it ran on, :func:`device_record`, and the processor, its vector
+    instructions, threads and torch, :func:`pdnn.devices.where_measured`)."""
     return {**where_measured(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
 
 
