@@ -3,6 +3,7 @@ accounting exactly, and its steps and section end to end at tiny scale on fake d
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -478,3 +479,22 @@ def test_figure_gives_every_run_its_own_colour_and_legend_entry(monkeypatch):
     colours = {t.split(" fixed T")[0]: h.get_color() for t, h in zip(texts, legend.legend_handles)
                if t.endswith("fixed T")}
     assert len(set(colours.values())) == 3
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+STUDY_FOLDERS = sorted(path.parent for path in REPO.glob("results/adaptive/**/adaptive.json")
+                       if path.with_name("README.md").is_file())  # a run's own adaptive.json has none
+
+
+@pytest.mark.parametrize("folder", STUDY_FOLDERS, ids=lambda path: str(path.relative_to(REPO)))
+def test_a_committed_adaptive_readme_says_what_its_json_holds(folder):
+    """Every table and sentence after the header is the renderer's output from the folder's
+    adaptive.json: a cell patched by hand (as the archived first-rule/ once was, its mean rounds
+    at one level given another column's figure) shows here. A header says how the folder was
+    made, which an archived one extends, so it is left out."""
+    document, readme = folder / "adaptive.json", folder / "README.md"
+    marker = "\0header\0"
+    body = adaptive_study.render_readme(json.loads(document.read_text()), marker).split(marker, 1)[1]
+    assert readme.read_text().endswith(body)
