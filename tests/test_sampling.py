@@ -762,6 +762,59 @@ def test_an_empty_batch_decides_no_plan_for_later_ones():
     torch.testing.assert_close(out.mean(1), net.fc2.bias.detach().expand(4, 3), rtol=0, atol=1e-6)
 
 
+def test_a_plan_asked_for_no_rows_is_the_loop_and_decides_nothing():
+    """``plan`` runs no check on no rows, as a call does: its every comparison would pass."""
+    torch.manual_seed(0)
+    net, x = BatchCentred().eval(), torch.randn(8, 12)
+    sampled = SampledModel(net, samples=4)
+    assert sampled.plan(x[:0]) == "loop"
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        assert sampled.plan(x) == "loop"  # checked on these rows
+
+
+def centred_means(sampled: SampledModel, x: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean output over the rows, less the output layer's bias: 0 (to rounding)
+    when every sample is centred over its own rows, as a loop of forwards centres it."""
+    return sampled.sample(x).mean(1) - sampled.model.fc2.bias.detach()
+
+
+def test_a_first_call_whose_outputs_are_all_nan_decides_no_plan():
+    """One NaN row, spread by the centring to every output, makes every sample of the check's
+    loop alike: any fold would pass. The call runs a loop; a later clean batch is checked."""
+    torch.manual_seed(0)
+    net, x = BatchCentred().eval(), torch.randn(8, 12)
+    sampled = SampledModel(net, samples=4, seed=0)
+    spoilt = x.clone()
+    spoilt[1, 3] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no plan made, so no plan's warning
+        assert sampled.sample(spoilt).isnan().all()
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        torch.testing.assert_close(centred_means(sampled, x), torch.zeros(4, 3), rtol=0, atol=1e-6)
+    assert sampled.plan(x) == "loop"
+
+
+def test_an_output_layer_of_zeros_decides_no_plan_and_a_zero_sum_one_is_seen():
+    """Zero weights after the centring show only the bias, in every sample alike; a plan made
+    then would serve the trained weights. Weights whose rows sum to zero (where a sample-aware
+    step from zeros ends) hide a shift the same for every element of a row, so the check's shift
+    differs along the row."""
+    torch.manual_seed(0)
+    net, x, y = BatchCentred().eval(), torch.randn(8, 12), torch.randint(0, 3, (8,))
+    nn.init.zeros_(net.fc2.weight)
+    sampled = SampledModel(net, samples=4)
+    assert sampled.plan(x) == "loop"
+    loss, _ = sample_aware_loss(sampled, x, y)  # the step runs as a loop
+    loss.backward()
+    torch.optim.SGD(net.parameters(), lr=1.0).step()
+    with torch.no_grad():
+        net.fc2.weight.copy_(torch.randn_like(net.fc2.weight))
+        net.fc2.weight -= net.fc2.weight.mean(1, keepdim=True)
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        assert sampled.plan(x) == "loop"
+    torch.testing.assert_close(centred_means(sampled, x), torch.zeros(4, 3), rtol=0, atol=1e-5)
+
+
 class _Blocked(nn.Module):
     """A p-bit inside a user block, which the traced graph does not call."""
 

@@ -1298,7 +1298,7 @@ def test_a_plan_made_with_gradients_is_not_used_without_them():
     model, x = _ByGradMode().eval(), torch.randn(B, 12)
     sampled = SampledModel(model, T, seed=0)
     sampled(x)
-    with torch.no_grad(), pytest.warns(UserWarning, match="differs from a loop of forwards"):
+    with torch.no_grad():  # every sample gives 7s: the check tells nothing, so the call runs a loop
         assert torch.equal(sampled(x), torch.full((B, 3), 7.0))
     assert not torch.equal(sampled(x), torch.full((B, 3), 7.0))
 

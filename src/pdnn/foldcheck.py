@@ -23,6 +23,7 @@ import contextlib
 import functools
 import io
 import itertools
+import math
 import sys
 import threading
 import warnings
@@ -57,8 +58,12 @@ class _Probe:
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
     sum over the batch (``if h.sum() > 0``), which a fold takes once for all samples and a loop
-    once per sample, comes out differently. The stand-ins for torch's uniform draws stay in
-    [0, 1), where such draws live (a ``log`` of them is finite), but put samples 0, 1 and 2 near
+    once per sample, comes out differently. The shift grows along each row by a factor between 1
+    and 1.5 of its own per element: a shift the same for every element would be lost in a layer
+    whose weights sum to zero along a row (what ``h - h.mean(0)`` folded gets wrong lies along
+    that direction, and a sample-aware step from zero weights ends there). The stand-ins for
+    torch's uniform draws stay in [0, 1), where such draws live (a ``log`` of them is finite), but
+    put samples 0, 1 and 2 near
     0, near 1 and near 1/2 (:data:`_UNIFORM_BANDS`) and vary along each row: a mask thresholded
     from a draw shared by the samples (``torch.rand_like(h) < 0.8``, a coin ``torch.rand(1) <
     0.5``, ``argsort(torch.rand(n, L))``) is a different mask for a sample of the loop."""
@@ -67,15 +72,21 @@ class _Probe:
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
         self.means = means
+        self.draws = 0  # the draws stood in for since the count was last reset
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
                  mean: Callable | None = None) -> torch.Tensor:
+        self.draws += 1
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         rows, sample = self._rows(x)
-        offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
+        per_row = [len(rows), *([1] * (x.dim() - 1))]
+        offsets = (0.5 * torch.frac(rows * _GOLDEN + 0.1)).reshape(per_row)  # distinct, in [0, 0.5)
         if shifted:
-            offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
-        offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
+            elements = torch.arange(1, math.prod(x.shape[1:]) + 1, dtype=torch.float64, device="cpu")
+            along = 1 + 0.5 * torch.frac(elements * _SQRT2)
+            offsets = offsets + torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0).reshape(per_row) * \
+                along.reshape(x.shape[1:])
+        offsets = offsets.to(x.dtype).to(x.device)
         return (x if mean is None or not self.means else mean(x).to(x.dtype)) + offsets
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +101,7 @@ class _Probe:
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         """Stand-ins for uniform draws shaped like ``like``: sample t's rows near
         ``_UNIFORM_BANDS[t % 3]``, each row its own offset and, along the row, an order of its own."""
+        self.draws += 1
         rows, sample = self._rows(like)
         per_row = like.numel() // len(rows) if len(rows) else 0
         elements = torch.arange(1, per_row + 1, dtype=torch.float64, device="cpu")
@@ -404,6 +416,38 @@ def _stacked(i: int, column: tuple):
     return first
 
 
+class Inconclusive(Exception):
+    """The check's loop drew random numbers, yet every sample of it gave the same outputs: no
+    rows, outputs all NaN (a NaN in one row spread by a sum over the batch), or weights that hide
+    the stochastic part (an output layer initialised to zero). Any fold would pass such a check,
+    so it decides nothing; the caller runs this call as a loop and checks again on a later one."""
+
+
+def _samples_alike(looped: list) -> bool:
+    """Whether every sample of a loop gave the first's outputs exactly (NaN alike NaN)."""
+    first, spec = tree_flatten(looped[0])
+    for other in looped[1:]:
+        values, other_spec = tree_flatten(other)
+        if other_spec != spec:
+            return False
+        for a, b in zip(first, values):
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+                if a.shape != b.shape or a.dtype != b.dtype or \
+                        not bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else a == b).all()):
+                    return False
+            elif type(a) is not type(b) or not _equal(a, b):
+                return False
+    return True
+
+
+def _equal(a, b) -> bool:
+    """``a == b`` as a plain truth value; False where the comparison gives none (an array)."""
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 -- a type of the user's, compared as it compares
+        return False
+
+
 def _difference(folded, looped) -> str | None:
     """Why ``folded`` is not ``looped`` (None if they agree)."""
     if folded is None:
@@ -447,13 +491,25 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     the samples the other shows. The input alone: offsets added to a pre-activation near 5000 in
     a 16-bit float round away, and one element of 1e4 raises the tolerance past a mix in the
     others. The mean alone: a p-bit's mean saturated on the stand-ins' values (after weights of
-    1000) is flat where the real bits are not."""
-    return next(filter(None, (_mismatch(model, folded_pass, plain_pass, samples, batch, device, means)
-                              for means in (False, True))), None)
+    1000) is flat where the real bits are not.
+
+    Raises :class:`Inconclusive` where neither run could tell: its loop drew, but every sample
+    gave the same outputs (a model that draws nothing is checked on its shapes and batch code)."""
+    told = False
+    for means in (False, True):
+        difference, alike = _mismatch(model, folded_pass, plain_pass, samples, batch, device, means)
+        if difference is not None:
+            return difference
+        told = told or not alike
+    if not told:
+        raise Inconclusive("every sample of the check's loop gave the same outputs")
+    return None
 
 
 def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: Callable[[], object],
-              samples: int, batch: int, device: torch.device, means: bool) -> str | None:
+              samples: int, batch: int, device: torch.device, means: bool) -> tuple[str | None, bool]:
+    """Why the fold differs from the loop under one probe (None if it does not), and whether the
+    loop's samples drew yet came out alike, which tells nothing."""
     with _untouched(model, device) as state, _probed(model, _Probe(samples, means)) as probe:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # fx prints the graph's line of an error
@@ -464,21 +520,22 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
             error = None
         after_fold = ModelState(model)
         state.restore()
-        looped = []
+        looped, probe.draws = [], 0
         for t in range(samples):
             probe.sample = t
             looped.append(plain_pass())
             if t == 0:
                 unlike_one = after_fold.changed(RTOL, ATOL, containers=False)
         moved = [name for name in after_fold.changed(RTOL, ATOL, containers=False) if name in unlike_one]
+    alike = probe.draws > 0 and _samples_alike(looped)
     try:
         looped = stack(looped)
     except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell
-        return f"an output differs between the check's samples where they cannot be stacked ({err})"
+        return f"an output differs between the check's samples where they cannot be stacked ({err})", alike
     difference = error or _difference(folded, looped)
     if difference is None and moved:
         difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"
-    return difference
+    return difference, alike
 
 
 # the most tensor arguments as long as the batch whose cuts are each tried (2**n combinations)

@@ -48,9 +48,9 @@ from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError
-from .foldcheck import (MAX_SPLIT_ARGUMENTS, carries_tangents, changed_inputs, draws_unseen, first_rows,
-                        fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks, runs_eagerly, share_memory,
-                        stack, suspended_hooks, unfold)
+from .foldcheck import (MAX_SPLIT_ARGUMENTS, Inconclusive, carries_tangents, changed_inputs, draws_unseen,
+                        first_rows, fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks, runs_eagerly,
+                        share_memory, stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -919,26 +919,38 @@ class SampledModel(nn.Module):
         ``"graph"`` (samples folded into the batch after the deterministic prefix, which runs once),
         ``"repeat"`` (the input repeated T times: the model could not be traced) or ``"loop"`` (T
         forwards: folding would change what the model computes). Chosen, and checked against a
-        loop of forwards, on the first such call; see ``docs/sampling.md``."""
+        loop of forwards, on the first such call that can tell (see ``docs/sampling.md``): a call
+        with no rows, or whose check's samples all come out alike (outputs all NaN, an output
+        layer of zeros), runs a loop and leaves the choice to a later call."""
         modules = list(self.model.modules())
         self._forget_if_changed()
+        if self._loops_unplanned(x, args, kwargs):
+            return "loop"
         return self._kind(self._key(x, args, kwargs, modules), x, args, kwargs)
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
-            self._plans[key] = self._plan(x, args, kwargs)
-            if self._plans[key] == "graph":
+            try:
+                plan = self._plan(x, args, kwargs)
+            except Inconclusive:  # a loop is right by definition; a later call's check decides
+                return "loop"
+            self._plans[key] = plan
+            if plan == "graph":
                 self._watch()
         return self._plans[key]
+
+    def _loops_unplanned(self, x: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+        """Whether a call runs a loop of forwards without a plan: the check cannot run under vmap
+        (.item()), nor tell anything from no rows (every comparison passes, and the plan would
+        serve later batches), and the folded graph's own autograd functions have no forward-mode
+        rule."""
+        return not runs_eagerly() or x.shape[0] == 0 or carries_tangents(self.model, x, args, kwargs)
 
     def _network(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
         model = self.model
         if samples == 1:
             return stack([model(x, *args, **kwargs)])
-        if not runs_eagerly() or x.shape[0] == 0 or carries_tangents(model, x, args, kwargs):
-            # the check cannot run under vmap (.item()), nor tell anything from no rows (every
-            # comparison passes, and the plan would serve later batches), and the folded graph's own
-            # autograd functions have no forward-mode rule: the loop is right by definition
+        if self._loops_unplanned(x, args, kwargs):
             return _forwards(model, samples, x, args, kwargs)
         key = self._key(x, args, kwargs, modules)
         kind = self._kind(key, x, args, kwargs)
@@ -1040,7 +1052,8 @@ class SampledModel(nn.Module):
 
     def _check(self, run: Callable, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
         """:func:`fold_mismatch` on the first rows of the input (all of them if the model does
-        not run on fewer), copied for every pass (a model may modify its input in place)."""
+        not run on fewer, or if the first rows tell nothing), copied for every pass (a model may
+        modify its input in place)."""
         batch = x.shape[0]
         for rows in dict.fromkeys((min(batch, CHECK_ROWS), batch)):
             cut = first_rows((x, args, kwargs), batch, rows)
