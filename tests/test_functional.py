@@ -353,10 +353,14 @@ def test_every_surrogate_trains_under_torch_compile(ste):
     (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, None), "unknown ste None"),
     (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, "mean", repeats=True), "repeats must be an integer"),
     (lambda x: F.attach_bits(x, x.sign(), "bipolar", 1.0, "mean", repeats=3), "bits of shape (2,) for x of shape (2,) "
-                                                                               "repeated 3 times; expected (6,)")])
+                                                                               "repeated 3 times; expected (6,)"),
+    (lambda x: F.attach_bits(x, x.sign().long(), "bipolar", 1.0, "mean"), "bits of dtype torch.int64 on cpu for x "
+                                                                          "of dtype torch.float32 on cpu; expected"),
+    (lambda x: F.attach_bits(x, x.sign().double(), "bipolar", 1.0, "mean"), "bits of dtype torch.float64")])
 def test_the_public_gradient_functions_and_repeats_check_what_they_are_given(call, said):
     """An unknown surrogate fell through to the "mean" formula with the wrong saved tensor (a
-    negative gradient), β <= 0 turned it round, and repeats that are no plain int reached the kernel."""
+    negative gradient), β <= 0 turned it round, and repeats that are no plain int reached the kernel;
+    integer bits came back without the gradient, bits of another float dtype in that dtype."""
     with pytest.raises(UsageError, match=re.escape(said)):
         call(torch.tensor([0.5, 2.0]))
 

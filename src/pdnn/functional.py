@@ -281,6 +281,9 @@ def attach_bits(x: torch.Tensor, bits: torch.Tensor, mode: str, beta: float, ste
     if tuple(bits.shape) != drawn:  # (bits of other rows gave a gradient `repeats` times too large)
         raise UsageError(f"bits of shape {tuple(bits.shape)} for x of shape {tuple(x.shape)} repeated {repeats} "
                          f"times; expected {drawn}")
+    if bits.dtype != x.dtype or bits.device != x.device:  # (integer bits came back without a gradient)
+        raise UsageError(f"bits of dtype {bits.dtype} on {bits.device} for x of dtype {x.dtype} on {x.device}; "
+                         "expected x's dtype and device, as pbit returns them")
     return _function(known=True).apply(x, bits, mode, beta, one_of("ste", ste, STES), repeats)[0]
 
 
