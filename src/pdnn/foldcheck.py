@@ -63,10 +63,10 @@ class _Probe:
     whose weights sum to zero along a row (what ``h - h.mean(0)`` folded gets wrong lies along
     that direction, and a sample-aware step from zero weights ends there). The stand-ins for
     torch's uniform draws stay in [0, 1), where such draws live (a ``log`` of them is finite), but
-    put samples 0, 1 and 2 near
-    0, near 1 and near 1/2 (:data:`_UNIFORM_BANDS`) and vary along each row: a mask thresholded
-    from a draw shared by the samples (``torch.rand_like(h) < 0.8``, a coin ``torch.rand(1) <
-    0.5``, ``argsort(torch.rand(n, L))``) is a different mask for a sample of the loop."""
+    put samples 0, 1 and 2 near 0, near 1 and near 1/2 (:data:`_UNIFORM_BANDS`) and vary along
+    each row: a mask thresholded from a draw shared by the samples (``torch.rand_like(h) < 0.8``,
+    a coin ``torch.rand(1) < 0.5``, ``argsort(torch.rand(n, L))``) is a different mask for a
+    sample of the loop."""
 
     def __init__(self, samples: int, means: bool = False):
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
