@@ -117,6 +117,16 @@ def test_pbit_conversion_has_the_activation_mean(activation, beta):
     assert set(out.unique().tolist()) <= {lo, hi}
 
 
+def test_a_quantisers_beta_scaled_out_of_range_names_the_layer_and_both_betas():
+    """The p-bit takes the quantiser's beta times the given one: the product alone, a value the
+    user never passed, had been named."""
+    net = nn.Sequential(nn.Linear(4, 4), Quantize(2, beta=1e20), nn.Linear(4, 2))
+    with pytest.raises(UsageError, match=re.escape("the Quantize at '1': its beta 1e+20 times beta=1e+20 must be "
+                                                   "in [1e-30, 1e+30]") + ".*got 1e\\+40"):
+        to_sampled(net, "pbit", beta=1e20)
+    assert isinstance(net[1], Quantize) and net[1].beta == 1e20
+
+
 def test_functional_activations_are_found_and_rewritten():
     model = Functional().eval()
     found = {s["name"]: s for s in find_activations(model)}

@@ -61,7 +61,9 @@ def _replacement(method: str, site: _Site, value: float) -> nn.Module:
             return PBit("unipolar", value)
         if site.kind == "hardtanh":
             return HardPBit(*site.bounds, beta=value)
-        return PBit(site.module.mode, site.module.beta * value)  # quantize
+        return PBit(site.module.mode, check_beta(site.module.beta * value,  # quantize: its beta scaled
+                                                 f"the {type(site.module).__name__} at {site.name!r}: its beta "
+                                                 f"{site.module.beta:g} times beta={value:g}"))
     if method == "dither":
         q = site.module
         return DitheredQuantize(q.bits, q.beta, q.mode, width=value)
