@@ -55,7 +55,7 @@ def processor_text(record: dict) -> str:
     """A record's processor with its vector instructions, ``AMD EPYC (AVX2)``; a record written
     before pdnn recorded them is said as it was, by the model name alone."""
     capability = record.get("cpu_capability")
-    return f"{record.get('processor', '?')}" + (f" ({capability})" if capability else "")
+    return str(record.get("processor", "?")) + (f" ({capability})" if capability else "")
 
 
 def default_device() -> str:
