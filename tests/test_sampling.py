@@ -15,7 +15,7 @@ from pdnn.sampling import SharedInputPBit, build_sampled_graph, repeat_samples
 from pdnn.errors import UsageError
 from pdnn.train import TrainConfig
 
-from zoo import BatchCentred
+from zoo import BatchCentred, TwoLayers
 
 Z = 5.0
 
@@ -794,25 +794,99 @@ def test_a_first_call_whose_outputs_are_all_nan_decides_no_plan():
     assert sampled.plan(x) == "loop"
 
 
-def test_an_output_layer_of_zeros_decides_no_plan_and_a_zero_sum_one_is_seen():
-    """Zero weights after the centring show only the bias, in every sample alike; a plan made
-    then would serve the trained weights. Weights whose rows sum to zero (where a sample-aware
-    step from zeros ends) hide a shift the same for every element of a row, so the check's shift
-    differs along the row."""
+@pytest.mark.parametrize("scale", [0.0, 1e-4, 1e-6])
+def test_an_output_layer_of_zeros_decides_no_plan_and_a_zero_sum_one_is_seen(scale):
+    """Zero weights after the centring show only the bias, in every sample alike (small ones,
+    samples apart by less than the check's tolerance, which a fold's error would be too); a plan
+    made then would serve the trained weights. Weights whose rows sum to zero (where a
+    sample-aware step from zeros ends) hide a shift the same for every element of a row, so the
+    check's shift differs along the row."""
     torch.manual_seed(0)
     net, x, y = BatchCentred().eval(), torch.randn(8, 12), torch.randint(0, 3, (8,))
-    nn.init.zeros_(net.fc2.weight)
-    sampled = SampledModel(net, samples=4)
-    assert sampled.plan(x) == "loop"
-    loss, _ = sample_aware_loss(sampled, x, y)  # the step runs as a loop
-    loss.backward()
-    torch.optim.SGD(net.parameters(), lr=1.0).step()
     with torch.no_grad():
-        net.fc2.weight.copy_(torch.randn_like(net.fc2.weight))
-        net.fc2.weight -= net.fc2.weight.mean(1, keepdim=True)
+        net.fc2.weight.mul_(scale)
+    sampled = SampledModel(net, samples=4)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert sampled.plan(x) == "loop"
+        loss, _ = sample_aware_loss(sampled, x, y)  # the step runs as a loop
+        loss.backward()
+        torch.optim.SGD(net.parameters(), lr=1.0).step()
+        with torch.no_grad():
+            net.fc2.weight.copy_(torch.randn_like(net.fc2.weight))
+            net.fc2.weight -= net.fc2.weight.mean(1, keepdim=True)
+        assert sampled.plan(x) == "loop"
+    assert any("running a loop of forwards instead" in str(w.message) for w in said)  # once a check could tell
+    torch.testing.assert_close(centred_means(sampled, x), torch.zeros(4, 3), rtol=0, atol=1e-5)
+
+
+class _DroppedThenCentred(nn.Module):
+    """A dropout's mask, then ``h - h.mean(0)`` through a row-wise layer (``norm``) and an output
+    layer: what the fold gets wrong, the same for every element of a row, vanishes in a layer
+    norm, and in an output layer whose rows sum to zero."""
+
+    def __init__(self, norm: bool):
+        super().__init__()
+        self.fc1, self.drop, self.fc2 = nn.Linear(12, 16), nn.Dropout(0.5), nn.Linear(16, 3)
+        self.norm = nn.LayerNorm(16, elementwise_affine=False) if norm else nn.Identity()
+        if not norm:
+            with torch.no_grad():
+                self.fc2.weight -= self.fc2.weight.mean(1, keepdim=True)
+
+    def forward(self, x):
+        h = self.norm(self.drop(self.fc1(x)))
+        return self.fc2(h - h.mean(0, keepdim=True))
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_a_dropout_then_a_centring_that_a_row_wise_layer_hides_runs_as_a_loop(norm):
+    torch.manual_seed(0)
+    net, x = _DroppedThenCentred(norm).train(), torch.randn(8, 12)
+    sampled = SampledModel(net, samples=4, seed=0)
     with pytest.warns(UserWarning, match="running a loop of forwards"):
         assert sampled.plan(x) == "loop"
-    torch.testing.assert_close(centred_means(sampled, x), torch.zeros(4, 3), rtol=0, atol=1e-5)
+    outputs = sampled.sample(x).detach() - net.fc2.bias.detach()
+    torch.testing.assert_close(outputs.mean(1), torch.zeros(4, 3), rtol=0, atol=1e-5)
+
+
+class _ZeroOnePBits(TwoLayers):
+    """Bits of non-negative pre-activations, made 0/1: two samples of the check may both lie on
+    one side of the threshold, which a third sample's shift crosses."""
+
+    def forward(self, x):
+        return self.fc2((self.act(nn.functional.relu(self.fc1(x))) > 0).float())
+
+
+def test_a_check_that_tells_at_three_samples_decides_though_two_could_not():
+    torch.manual_seed(0)
+    net, x = _ZeroOnePBits().eval(), torch.randn(64, 12)
+    sampled = SampledModel(net, samples=8, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sampled.plan(x) == "graph"
+
+
+class _IgnoresItsBits(TwoLayers):
+    """Draws bits and does not use them: no check of its folds can tell anything."""
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(h) + 0 * self.act(h).sum()
+
+
+def test_a_check_that_could_tell_nothing_three_times_leaves_the_loop_and_says_so():
+    """Each such call had paid a trace and a check besides the loop; after three it is the plan."""
+    torch.manual_seed(0)
+    net, x = _IgnoresItsBits().eval(), torch.randn(8, 12)
+    sampled = SampledModel(net, samples=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampled(x), sampled(x)
+    with pytest.warns(UserWarning, match="the fold check could tell nothing on 3 calls"):
+        sampled(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sampled.plan(x) == "loop"
 
 
 class _Blocked(nn.Module):

@@ -58,10 +58,12 @@ class _Probe:
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
     sum over the batch (``if h.sum() > 0``), which a fold takes once for all samples and a loop
-    once per sample, comes out differently. The shift grows along each row by a factor between 1
-    and 1.5 of its own per element: a shift the same for every element would be lost in a layer
-    whose weights sum to zero along a row (what ``h - h.mean(0)`` folded gets wrong lies along
-    that direction, and a sample-aware step from zero weights ends there). The stand-ins for
+    once per sample, comes out differently. Every offset grows along each row by a factor between
+    1 and 1.5 of its own per element, and per call of a pass: an offset the same for every
+    element would be lost in a layer whose weights sum to zero along a row, a layer norm or a
+    softmax (what ``h - h.mean(0)`` folded gets wrong lies along that direction, and a
+    sample-aware step from zero weights ends there), and two calls' offsets alike would cancel in
+    a difference of branches. The stand-ins for
     torch's uniform draws stay in [0, 1), where such draws live (a ``log`` of them is finite), but
     put samples 0, 1 and 2 near 0, near 1 and near 1/2 (:data:`_UNIFORM_BANDS`) and vary along
     each row: a mask thresholded from a draw shared by the samples (``torch.rand_like(h) < 0.8``,
@@ -73,21 +75,28 @@ class _Probe:
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
         self.means = means
         self.draws = 0  # the draws stood in for since the count was last reset
+        self.call = 0  # which call of the pass (a folded one, or one forward of the loop) comes next
+
+    def begin(self, sample: int | None) -> None:
+        """Stand in for the draws of a pass: folded (None) or the loop's forward of ``sample``."""
+        self.sample, self.call = sample, 0
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
                  mean: Callable | None = None) -> torch.Tensor:
         self.draws += 1
+        self.call += 1
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         rows, sample = self._rows(x)
-        per_row = [len(rows), *([1] * (x.dim() - 1))]
-        offsets = (0.5 * torch.frac(rows * _GOLDEN + 0.1)).reshape(per_row)  # distinct, in [0, 0.5)
+        offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
         if shifted:
-            elements = torch.arange(1, math.prod(x.shape[1:]) + 1, dtype=torch.float64, device="cpu")
-            along = 1 + 0.5 * torch.frac(elements * _SQRT2)
-            offsets = offsets + torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0).reshape(per_row) * \
-                along.reshape(x.shape[1:])
-        offsets = offsets.to(x.dtype).to(x.device)
-        return (x if mean is None or not self.means else mean(x).to(x.dtype)) + offsets
+            offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
+        offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
+        # the factor along the row, another for each call of a pass: offsets of two branches that
+        # a model subtracts (``out(p(a(x))) - out(q(b(x)))``) would cancel
+        elements = torch.arange(1, math.prod(x.shape[1:]) + 1, dtype=torch.float64, device="cpu")
+        along = 1 + 0.5 * torch.frac(elements * _SQRT2 + (self.call - 1) * _GOLDEN)
+        along = along.to(x.dtype).to(x.device).reshape(x.shape[1:])
+        return (x if mean is None or not self.means else mean(x).to(x.dtype)) + offsets * along
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
@@ -417,34 +426,19 @@ def _stacked(i: int, column: tuple):
 
 
 class Inconclusive(Exception):
-    """The check's loop drew random numbers, yet every sample of it gave the same outputs: no
-    rows, outputs all NaN (a NaN in one row spread by a sum over the batch), or weights that hide
-    the stochastic part (an output layer initialised to zero). Any fold would pass such a check,
-    so it decides nothing; the caller runs this call as a loop and checks again on a later one."""
+    """The check's loop drew random numbers, yet every sample of it gave the same outputs (to the
+    check's tolerance): no rows, outputs all NaN (a NaN in one row spread by a sum over the
+    batch), weights that hide the stochastic part (an output layer initialised to zero), or
+    outputs that do not follow the draws (an argmax). Any fold would pass such a check, so it
+    decides nothing."""
 
 
 def _samples_alike(looped: list) -> bool:
-    """Whether every sample of a loop gave the first's outputs exactly (NaN alike NaN)."""
-    first, spec = tree_flatten(looped[0])
-    for other in looped[1:]:
-        values, other_spec = tree_flatten(other)
-        if other_spec != spec:
-            return False
-        for a, b in zip(first, values):
-            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-                if a.shape != b.shape or a.dtype != b.dtype or \
-                        not bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else a == b).all()):
-                    return False
-            elif type(a) is not type(b) or not _equal(a, b):
-                return False
-    return True
-
-
-def _equal(a, b) -> bool:
-    """``a == b`` as a plain truth value; False where the comparison gives none (an array)."""
+    """Whether every sample of a loop gave the first's outputs to the check's tolerance (NaN
+    alike NaN): a fold's error no larger than the samples' differences would pass unseen."""
     try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 -- a type of the user's, compared as it compares
+        return all(_difference(other, looped[0]) is None for other in looped[1:])
+    except Exception:  # noqa: BLE001 -- a type of the user's that compares to no truth value: told
         return False
 
 
@@ -522,7 +516,7 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
         state.restore()
         looped, probe.draws = [], 0
         for t in range(samples):
-            probe.sample = t
+            probe.begin(t)
             looped.append(plain_pass())
             if t == 0:
                 unlike_one = after_fold.changed(RTOL, ATOL, containers=False)

@@ -66,6 +66,9 @@ from .transposed_linear import TransposedLinear, use_transposed_linears
 # a fold is checked against a loop of forwards on 4 rows, at 2 and at 3 samples: a value of the
 # folded pass that broadcasts against another dimension only where T equals it cannot pass both
 CHECK_ROWS, CHECK_SAMPLES = 4, (2, 3)
+# calls a check that can tell nothing is made again on (a model's first call may meet zero weights
+# or a NaN row); then the plan is the loop
+UNDECIDED_CALLS = 3
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
 
 
@@ -580,6 +583,7 @@ class SampledModel(nn.Module):
         self.last_samples: torch.Tensor | None = None
         self._graphs: dict[tuple, nn.Module] = {}  # layer aggregation, by T and the modules it calls
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
+        self._undecided: dict[tuple, int] = {}  # calls whose check could tell nothing, by plan key
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
         self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
@@ -903,6 +907,7 @@ class SampledModel(nn.Module):
         that changes such values itself as it runs is never run by a graph.)"""
         if self._watched and _current(self._watched) != self._fixed:
             self._graphs.clear(), self._plans.clear(), self._runs.clear(), self._stacks.clear()
+            self._undecided.clear()
             self._watched, self._fixed = [], ()
 
     def _watch(self) -> None:
@@ -933,7 +938,15 @@ class SampledModel(nn.Module):
             try:
                 plan = self._plan(x, args, kwargs)
             except Inconclusive:  # a loop is right by definition; a later call's check decides
-                return "loop"
+                self._undecided[key] = self._undecided.get(key, 0) + 1
+                if self._undecided[key] < UNDECIDED_CALLS:
+                    return "loop"
+                warnings.warn(
+                    f"{type(self.model).__name__}: the fold check could tell nothing on {UNDECIDED_CALLS} calls "
+                    "(every sample of its loop gave the same outputs: outputs all NaN, an output layer of zeros, "
+                    "or outputs that do not follow the draws, such as an argmax); running a loop of forwards from "
+                    "now on", stacklevel=_callers_level())
+                plan = "loop"
             self._plans[key] = plan
             if plan == "graph":
                 self._watch()
@@ -1037,7 +1050,7 @@ class SampledModel(nn.Module):
             except Exception as err:  # fx raises many types for untraceable code
                 reasons.append(f"it could not be traced ({err})")
                 continue
-            reason = next(filter(None, (self._check(run, samples, x, args, kwargs) for samples, run in runs)), None)
+            reason = self._checked(runs, x, args, kwargs)
             if reason is None:
                 if kind == "repeat":
                     warnings.warn(f"{name}: {reasons[0]}; sampling by repeating the input, so the deterministic "
@@ -1049,6 +1062,23 @@ class SampledModel(nn.Module):
             f"{name}: folding samples into the batch does not compute what separate forwards do "
             f"({'; '.join(reasons)}); running a loop of forwards instead", stacklevel=_callers_level())
         return "loop"
+
+    def _checked(self, runs: list[tuple[int, Callable]], x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
+        """Why the folded ``runs`` (at each of ``CHECK_SAMPLES``) differ from a loop, or None;
+        :class:`Inconclusive` where no check could tell (one that tells decides: at 2 samples
+        both may lie on one side of a threshold that the third sample's shift crosses)."""
+        told = False
+        for samples, run in runs:
+            try:
+                reason = self._check(run, samples, x, args, kwargs)
+            except Inconclusive:
+                continue
+            if reason is not None:
+                return reason
+            told = True
+        if not told:
+            raise Inconclusive(f"no check at {' or '.join(map(str, CHECK_SAMPLES))} samples could tell")
+        return None
 
     def _check(self, run: Callable, samples: int, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
         """:func:`fold_mismatch` on the first rows of the input (all of them if the model does
@@ -1070,12 +1100,14 @@ class SampledModel(nn.Module):
         for name in ("reduce", "aggregate", "seed", "max_rows"):
             if name in state:
                 state[f"_{name}"] = state.pop(name)
+        state.setdefault("_undecided", {})  # (and before it counted undecided checks)
         super().__setstate__(state)
 
     def __getstate__(self):
         """Copies and pickles leave the traced passes behind: they call this model's modules, and
         the places of the values they fixed are this model's (a copy traces and notes its own)."""
-        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_runs": {}, "_stacks": {}, "_watched": [], "_fixed": ()}
+        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_undecided": {}, "_runs": {}, "_stacks": {},
+                "_watched": [], "_fixed": ()}
 
     def extra_repr(self) -> str:
         packed = ", pack_weights=True" if self.pack_weights else ""
