@@ -889,6 +889,95 @@ def test_a_check_that_could_tell_nothing_three_times_leaves_the_loop_and_says_so
         assert sampled.plan(x) == "loop"
 
 
+class _TwoTowers(nn.Module):
+    """Draws tower b's bits first and reads tower a's first: the fold fuses each p-bit into the
+    layer that reads it, so it draws them in the other order than a forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 16), nn.Linear(12, 16)
+        self.pa, self.pb = PBit(), PBit()
+        self.head_a, self.head_b = nn.Linear(16, 3), nn.Linear(16, 3)
+
+    def forward(self, x):
+        hb = self.pb(self.b(x))
+        ha = self.pa(self.a(x))
+        return self.head_a(ha) + self.head_b(hb)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_fold_that_draws_the_pbits_in_another_order_is_still_folded(train):
+    torch.manual_seed(0)
+    net = _TwoTowers().train(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SampledModel(net, 4).plan(torch.randn(8, 12)) == "graph"
+
+
+class _TriangularDither(nn.Module):
+    """Rounds its output layer's weights with a triangular dither drawn once per forward, the
+    difference of two uniform draws: a fold would share one dither among the samples."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(12, 16), PBit(), nn.Linear(16, 3)
+
+    def forward(self, x):
+        dither = torch.rand_like(self.fc2.weight) - torch.rand_like(self.fc2.weight)
+        weight = torch.round(self.fc2.weight / 0.25 + dither) * 0.25
+        return nn.functional.linear(self.act(self.fc1(x)), weight, self.fc2.bias)
+
+
+def test_two_uniform_draws_subtracted_do_not_cancel_in_the_check():
+    torch.manual_seed(0)
+    net, x = _TriangularDither().eval(), torch.randn(8, 12)
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        assert SampledModel(net, 4).plan(x) == "loop"
+
+
+class _Masked(TwoLayers):
+    """Masks class 0 with -1e9, which is the same in every sample; ``centred`` also centres the
+    bits over the batch, which a fold would do over all samples, and returns the bits too (which
+    tell the samples apart to any tolerance)."""
+
+    def __init__(self, centred: bool):
+        super().__init__()
+        self.centred = centred
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        logits = self.fc2(h - h.mean(0, keepdim=True) if self.centred else h)
+        logits = logits.masked_fill(torch.tensor([True, False, False]), -1e9)
+        return (logits, h) if self.centred else logits
+
+
+@pytest.mark.parametrize("centred, plan", [(False, "graph"), (True, "loop")])
+def test_a_huge_value_the_same_in_every_sample_sets_no_tolerance(centred, plan):
+    """The tolerance grew with the largest output: -1e9 made it 1e5, which hid the centring's
+    error in the other classes, and made the samples of a fold that is right look alike."""
+    torch.manual_seed(0)
+    net, x = _Masked(centred).eval(), torch.randn(8, 12)
+    sampled = SampledModel(net, 4)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert [sampled.plan(x) for _ in range(4)] == [plan] * 4
+    assert [str(w.message) for w in said if "could tell nothing" in str(w.message)] == []
+    assert any("running a loop" in str(w.message) for w in said) == centred
+
+
+def test_a_loop_kept_for_want_of_a_check_is_checked_again_once_the_weights_change():
+    torch.manual_seed(0)
+    net, x = nn.Sequential(nn.Linear(12, 16), PBit(), nn.Linear(16, 3)), torch.randn(8, 12)
+    nn.init.zeros_(net[2].weight)
+    sampled = SampledModel(net, 4)
+    with torch.no_grad(), pytest.warns(UserWarning, match="until its parameters change"):
+        for _ in range(3):
+            sampled(x)
+        assert sampled.plan(x) == "loop"
+        net[2].weight.normal_()
+        assert sampled.plan(x) == "graph"
+
+
 class _Blocked(nn.Module):
     """A p-bit inside a user block, which the traced graph does not call."""
 

@@ -58,44 +58,44 @@ class _Probe:
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
     sum over the batch (``if h.sum() > 0``), which a fold takes once for all samples and a loop
-    once per sample, comes out differently. Every offset grows along each row by a factor between
-    1 and 1.5 of its own per element, and per call of a pass: an offset the same for every
-    element would be lost in a layer whose weights sum to zero along a row, a layer norm or a
-    softmax (what ``h - h.mean(0)`` folded gets wrong lies along that direction, and a
-    sample-aware step from zero weights ends there), and two calls' offsets alike would cancel in
-    a difference of branches. The stand-ins for
+    once per sample, comes out differently. Every offset is scaled by a factor in [0.75, 1.5] that
+    varies with the element's place in its row and with the value it stands in for: an offset the
+    same for every element would be lost in a layer whose weights sum to zero along a row, a
+    layer norm or a softmax (what ``h - h.mean(0)`` folded gets wrong lies along that direction,
+    and a sample-aware step from zero weights ends there), and two branches' offsets alike would
+    cancel in a difference. The stand-ins for
     torch's uniform draws stay in [0, 1), where such draws live (a ``log`` of them is finite), but
     put samples 0, 1 and 2 near 0, near 1 and near 1/2 (:data:`_UNIFORM_BANDS`) and vary along
     each row: a mask thresholded from a draw shared by the samples (``torch.rand_like(h) < 0.8``,
     a coin ``torch.rand(1) < 0.5``, ``argsort(torch.rand(n, L))``) is a different mask for a
-    sample of the loop."""
+    sample of the loop. Each call of a pass moves the samples to other bands, so that two draws
+    subtracted (``torch.rand_like(w) - torch.rand_like(w)``, a triangular dither) do not cancel."""
 
     def __init__(self, samples: int, means: bool = False):
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
         self.means = means
         self.draws = 0  # the draws stood in for since the count was last reset
-        self.call = 0  # which call of the pass (a folded one, or one forward of the loop) comes next
+        self.uniform_calls = 0  # the uniform (and normal) draws of the pass so far
 
     def begin(self, sample: int | None) -> None:
         """Stand in for the draws of a pass: folded (None) or the loop's forward of ``sample``."""
-        self.sample, self.call = sample, 0
+        self.sample, self.uniform_calls = sample, 0
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
                  mean: Callable | None = None) -> torch.Tensor:
         self.draws += 1
-        self.call += 1
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         rows, sample = self._rows(x)
         offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
         if shifted:
             offsets += torch.where(sample > 0, (-2.0) ** (sample - 1), 0.0)
         offsets = offsets.to(x.dtype).to(x.device).reshape(len(rows), *([1] * (x.dim() - 1)))
-        # the factor along the row, another for each call of a pass: offsets of two branches that
-        # a model subtracts (``out(p(a(x))) - out(q(b(x)))``) would cancel
+        # a factor in [0.75, 1.5] by the element's place and the value it stands in for (not by the
+        # order of the calls, which a fold may change: a p-bit fused into the layer that reads it)
         elements = torch.arange(1, math.prod(x.shape[1:]) + 1, dtype=torch.float64, device="cpu")
-        along = 1 + 0.5 * torch.frac(elements * _SQRT2 + (self.call - 1) * _GOLDEN)
-        along = along.to(x.dtype).to(x.device).reshape(x.shape[1:])
+        place = (0.25 * torch.frac(elements * _SQRT2)).to(x.dtype).to(x.device).reshape(x.shape[1:])
+        along = 1 + place + 0.25 * torch.tanh(x)
         return (x if mean is None or not self.means else mean(x).to(x.dtype)) + offsets * along
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,10 +111,12 @@ class _Probe:
         """Stand-ins for uniform draws shaped like ``like``: sample t's rows near
         ``_UNIFORM_BANDS[t % 3]``, each row its own offset and, along the row, an order of its own."""
         self.draws += 1
+        self.uniform_calls += 1  # each call of a pass its own bands: two draws alike would cancel in a difference
         rows, sample = self._rows(like)
         per_row = like.numel() // len(rows) if len(rows) else 0
         elements = torch.arange(1, per_row + 1, dtype=torch.float64, device="cpu")
-        bands = torch.tensor(_UNIFORM_BANDS, dtype=torch.float64, device="cpu")[(sample % len(_UNIFORM_BANDS)).long()]
+        band = ((sample + self.uniform_calls - 1) % len(_UNIFORM_BANDS)).long()
+        bands = torch.tensor(_UNIFORM_BANDS, dtype=torch.float64, device="cpu")[band]
         values = ((bands + 0.04 * torch.frac(rows * _GOLDEN + 0.1)).unsqueeze(1)
                   + 0.01 * torch.frac(torch.outer(rows + 1, elements) * _SQRT2))
         return values.reshape(like.shape).to(like.dtype).to(like.device)
@@ -433,13 +435,32 @@ class Inconclusive(Exception):
     decides nothing."""
 
 
-def _samples_alike(looped: list) -> bool:
-    """Whether every sample of a loop gave the first's outputs to the check's tolerance (NaN
-    alike NaN): a fold's error no larger than the samples' differences would pass unseen."""
-    try:
-        return all(_difference(other, looped[0]) is None for other in looped[1:])
-    except Exception:  # noqa: BLE001 -- a type of the user's that compares to no truth value: told
-        return False
+def _samples_alike(looped) -> bool:
+    """Whether every sample of a loop's stacked outputs ``[T, ...]`` is the first's to the check's
+    tolerance (NaN alike NaN): a fold's error no larger than the samples' differences would pass
+    unseen. (Values other than tensors are equal in every sample, or they would not stack.)"""
+    for y in tree_flatten(looped)[0]:
+        if not isinstance(y, torch.Tensor) or y.dim() == 0 or len(y) < 2:
+            continue
+        first = y[:1].expand_as(y)
+        if y.is_floating_point() or y.is_complex():
+            if not torch.allclose(y, first, rtol=RTOL, atol=ATOL * max(1.0, _scale(y)), equal_nan=True):
+                return False
+        elif not torch.equal(y, first):
+            return False
+    return True
+
+
+def _scale(y: torch.Tensor) -> float:
+    """The magnitude the check's absolute tolerance grows with: the largest of the loop's outputs
+    ``y`` (``[T, ...]``) among those that differ between samples, where any do. A value the same
+    in every sample (a class masked with -1e9) would otherwise set the tolerance for the others."""
+    magnitude = y.detach().abs().nan_to_num(0, 0, 0)
+    if y.dim() and len(y) > 1:
+        varies = (y.detach() != y.detach()[:1]).any(0)
+        if varies.any():
+            return magnitude[:, varies].max().item()
+    return magnitude.max().item() if y.numel() else 0.0
 
 
 def _difference(folded, looped) -> str | None:
@@ -460,8 +481,7 @@ def _difference(folded, looped) -> str | None:
         if x.shape != y.shape:
             return f"output {i} has per-sample shape {tuple(x.shape[1:])} folded but {tuple(y.shape[1:])} in a loop"
         if x.is_floating_point() or x.is_complex():
-            scale = y.detach().abs().nan_to_num(0, 0, 0).max().item() if y.numel() else 0.0
-            if not torch.allclose(x, y, rtol=RTOL, atol=ATOL * max(1.0, scale), equal_nan=True):
+            if not torch.allclose(x, y, rtol=RTOL, atol=ATOL * max(1.0, _scale(y)), equal_nan=True):
                 return f"output {i} differs from a loop of forwards"
         elif not torch.equal(x, y):
             return f"output {i} differs from a loop of forwards"
@@ -521,11 +541,12 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
             if t == 0:
                 unlike_one = after_fold.changed(RTOL, ATOL, containers=False)
         moved = [name for name in after_fold.changed(RTOL, ATOL, containers=False) if name in unlike_one]
-    alike = probe.draws > 0 and _samples_alike(looped)
+    drew = probe.draws > 0
     try:
         looped = stack(looped)
     except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell
-        return f"an output differs between the check's samples where they cannot be stacked ({err})", alike
+        return f"an output differs between the check's samples where they cannot be stacked ({err})", False
+    alike = drew and _samples_alike(looped)
     difference = error or _difference(folded, looped)
     if difference is None and moved:
         difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"
