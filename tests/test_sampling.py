@@ -965,17 +965,19 @@ def test_a_huge_value_the_same_in_every_sample_sets_no_tolerance(centred, plan):
     assert any("running a loop" in str(w.message) for w in said) == centred
 
 
-def test_a_loop_kept_for_want_of_a_check_is_checked_again_once_the_weights_change():
+def test_a_loop_kept_for_want_of_a_check_stays_and_a_new_sampler_checks_again():
+    """Checking again whenever the parameters moved had made an undecided model in a training loop
+    pay a trace and four checks at every call."""
     torch.manual_seed(0)
     net, x = nn.Sequential(nn.Linear(12, 16), PBit(), nn.Linear(16, 3)), torch.randn(8, 12)
     nn.init.zeros_(net[2].weight)
     sampled = SampledModel(net, 4)
-    with torch.no_grad(), pytest.warns(UserWarning, match="until its parameters change"):
+    with torch.no_grad(), pytest.warns(UserWarning, match=r"from now on \(a new SampledModel checks again\)"):
         for _ in range(3):
             sampled(x)
-        assert sampled.plan(x) == "loop"
+    with torch.no_grad():  # (gradient mode is part of a plan's key)
         net[2].weight.normal_()
-        assert sampled.plan(x) == "graph"
+        assert sampled.plan(x) == "loop" and SampledModel(net, 4).plan(x) == "graph"
 
 
 class _Blocked(nn.Module):

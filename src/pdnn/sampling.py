@@ -67,7 +67,9 @@ from .transposed_linear import TransposedLinear, use_transposed_linears
 # folded pass that broadcasts against another dimension only where T equals it cannot pass both
 CHECK_ROWS, CHECK_SAMPLES = 4, (2, 3)
 # calls a check that can tell nothing is made again on (a model's first call may meet zero weights
-# or a NaN row); then the plan is the loop, until the parameters change
+# or a NaN row); then the plan is the loop. (Not again when the parameters change: an optimiser's
+# step between calls would make every call pay a trace and four checks, and `.data` edits and
+# replaced parameters leave no trace in the version counters.)
 UNDECIDED_CALLS = 3
 MAX_ROWS = 256  # a good max_rows on a CPU, see SampledModel(max_rows=...)
 
@@ -583,8 +585,7 @@ class SampledModel(nn.Module):
         self.last_samples: torch.Tensor | None = None
         self._graphs: dict[tuple, nn.Module] = {}  # layer aggregation, by T and the modules it calls
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
-        # calls whose check could tell nothing, by plan key, and the parameters' versions at the last
-        self._undecided: dict[tuple, tuple[int, tuple[int, ...]]] = {}
+        self._undecided: dict[tuple, int] = {}  # calls whose check could tell nothing, by plan key
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
         self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
@@ -935,33 +936,23 @@ class SampledModel(nn.Module):
         return self._kind(self._key(x, args, kwargs, modules), x, args, kwargs)
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
-        if key in self._undecided and key in self._plans and self._undecided[key][1] != self._versions():
-            del self._plans[key], self._undecided[key]  # a loop for want of a check: the weights changed since
         if key not in self._plans:
             try:
                 plan = self._plan(x, args, kwargs)
             except Inconclusive:  # a loop is right by definition; a later call's check decides
-                calls = self._undecided.get(key, (0,))[0] + 1
-                self._undecided[key] = calls, self._versions()
-                if calls < UNDECIDED_CALLS:
+                self._undecided[key] = self._undecided.get(key, 0) + 1
+                if self._undecided[key] < UNDECIDED_CALLS:
                     return "loop"
                 warnings.warn(
                     f"{type(self.model).__name__}: the fold check could tell nothing on {UNDECIDED_CALLS} calls "
                     "(every sample of its loop gave the same outputs: outputs all NaN, an output layer of zeros, "
-                    "or outputs that do not follow the draws, such as an argmax); running a loop of forwards "
-                    "until its parameters change", stacklevel=_callers_level())
+                    "or outputs that do not follow the draws, such as an argmax); running a loop of forwards from "
+                    "now on (a new SampledModel checks again)", stacklevel=_callers_level())
                 plan = "loop"
-            else:
-                self._undecided.pop(key, None)
             self._plans[key] = plan
             if plan == "graph":
                 self._watch()
         return self._plans[key]
-
-    def _versions(self) -> tuple[int, ...]:
-        """The parameters' version counters, which every in-place change (an optimiser's step,
-        ``load_state_dict``) advances."""
-        return tuple(p._version for p in self.model.parameters())
 
     def _loops_unplanned(self, x: torch.Tensor, args: tuple, kwargs: dict) -> bool:
         """Whether a call runs a loop of forwards without a plan: the check cannot run under vmap
