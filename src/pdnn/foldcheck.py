@@ -508,7 +508,8 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     1000) is flat where the real bits are not.
 
     Raises :class:`Inconclusive` where neither run could tell: its loop drew, but every sample
-    gave the same outputs (a model that draws nothing is checked on its shapes and batch code)."""
+    gave the same outputs to the check's tolerance (a model that draws nothing is checked on its
+    shapes and batch code)."""
     told = False
     for means in (False, True):
         difference, alike = _mismatch(model, folded_pass, plain_pass, samples, batch, device, means)

@@ -928,7 +928,8 @@ class SampledModel(nn.Module):
         forwards: folding would change what the model computes). Chosen, and checked against a
         loop of forwards, on the first such call that can tell (see ``docs/sampling.md``): a call
         with no rows, or whose check's samples all come out alike (outputs all NaN, an output
-        layer of zeros), runs a loop and leaves the choice to a later call."""
+        layer of zeros), runs a loop and leaves the choice to a later call; after
+        ``UNDECIDED_CALLS`` such calls the loop is the plan."""
         modules = list(self.model.modules())
         self._forget_if_changed()
         if self._loops_unplanned(x, args, kwargs):
