@@ -778,19 +778,27 @@ def centred_means(sampled: SampledModel, x: torch.Tensor) -> torch.Tensor:
     return sampled.sample(x).mean(1) - sampled.model.fc2.bias.detach()
 
 
-def test_a_first_call_whose_outputs_are_all_nan_decides_no_plan():
+@pytest.mark.parametrize("noise", [True, False])
+def test_a_first_call_whose_outputs_are_all_nan_decides_no_wrong_plan(noise):
     """One NaN row, spread by the centring to every output, makes every sample of the check's
-    loop alike: any fold would pass. The call runs a loop; a later clean batch is checked."""
+    loop alike where the stand-ins carry the NaN on (noise added to the pre-activation): any fold
+    would pass, so the call runs a loop and a later clean batch is checked. A p-bit's stand-in
+    with exact bit values carries no NaN, and decides at once."""
     torch.manual_seed(0)
     net, x = BatchCentred().eval(), torch.randn(8, 12)
+    if noise:
+        net.act = GaussianNoise(0.5)
     sampled = SampledModel(net, samples=4, seed=0)
     spoilt = x.clone()
     spoilt[1, 3] = float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no plan made, so no plan's warning
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
         assert sampled.sample(spoilt).isnan().all()
-    with pytest.warns(UserWarning, match="running a loop of forwards"):
-        torch.testing.assert_close(centred_means(sampled, x), torch.zeros(4, 3), rtol=0, atol=1e-6)
+    assert ["running a loop of forwards" in str(w.message) for w in said] == ([] if noise else [True])
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        torch.testing.assert_close(centred_means(sampled, x), torch.zeros(4, 3), rtol=0, atol=1e-5)
+    assert ["running a loop of forwards" in str(w.message) for w in said] == ([True] if noise else [])
     assert sampled.plan(x) == "loop"
 
 
@@ -887,6 +895,29 @@ def test_a_check_that_could_tell_nothing_three_times_leaves_the_loop_and_says_so
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sampled.plan(x) == "loop"
+
+
+class _RateOfExactBits(TwoLayers):
+    """Returns, beside its bits, the share of them that equal ``on`` over the batch: a statistic of
+    exact values, which stand-ins near the bits leave constant."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.act, self.on = PBit(mode), 1.0
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return h, (h == self.on).float().mean().expand(len(h))
+
+
+@pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
+def test_a_batch_statistic_of_exact_bit_values_runs_as_a_loop(mode):
+    torch.manual_seed(0)
+    net, x = _RateOfExactBits(mode).eval(), torch.randn(8, 12)
+    sampled = SampledModel(net, samples=4, seed=0, reduce="none")
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        bits, rates = sampled(x)
+    torch.testing.assert_close(rates[:, 0], (bits == 1.0).float().mean((1, 2)))
 
 
 class _TwoTowers(nn.Module):

@@ -52,8 +52,9 @@ _DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", 
 
 class _Probe:
     """Deterministic stand-in for every random draw: input + offset of the row's index (with
-    ``means``, for a p-bit or a dithered quantiser, whose outputs lie in [-1, 1], its mean +
-    offset; :func:`fold_mismatch` checks under both).
+    ``stand_in="mean"``, for a p-bit or a dithered quantiser, whose outputs lie in [-1, 1], its
+    mean + offset; with ``"bits"``, for a p-bit, a Bernoulli draw and a dropout's mask, exact bit
+    values; :func:`fold_mismatch` checks under all three).
 
     A stochastic module's probe also shifts each sample's rows by its own amount, 0, +1, -2, +4,
     ... for samples 0, 1, 2, 3, ...: samples on both sides of a threshold, so that a decision on a
@@ -71,10 +72,10 @@ class _Probe:
     sample of the loop. Each call of a pass moves the samples to other bands, so that two draws
     subtracted (``torch.rand_like(w) - torch.rand_like(w)``, a triangular dither) do not cancel."""
 
-    def __init__(self, samples: int, means: bool = False):
+    def __init__(self, samples: int, stand_in: str = "input"):
         self.samples = samples  # in a folded pass, the rows of sample t are the t-th of ``samples`` blocks
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
-        self.means = means
+        self.stand_in = stand_in  # "input", "mean" or "bits" (see fold_mismatch)
         self.draws = 0  # the draws stood in for since the count was last reset
         self.uniform_calls = 0  # the uniform (and normal) draws of the pass so far
 
@@ -83,9 +84,11 @@ class _Probe:
         self.sample, self.uniform_calls = sample, 0
 
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
-                 mean: Callable | None = None) -> torch.Tensor:
+                 mean: Callable | None = None, levels: tuple[float, float] | None = None) -> torch.Tensor:
         self.draws += 1
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
+        if levels is not None and self.stand_in == "bits":
+            return self._bits(x, *levels)
         rows, sample = self._rows(x)
         offsets = 0.5 * torch.frac(rows * _GOLDEN + 0.1)  # distinct, in [0, 0.5)
         if shifted:
@@ -96,7 +99,17 @@ class _Probe:
         elements = torch.arange(1, math.prod(x.shape[1:]) + 1, dtype=torch.float64, device="cpu")
         place = (0.25 * torch.frac(elements * _SQRT2)).to(x.dtype).to(x.device).reshape(x.shape[1:])
         along = 1 + place + 0.25 * torch.tanh(x)
-        return (x if mean is None or not self.means else mean(x).to(x.dtype)) + offsets * along
+        return (x if mean is None or self.stand_in == "input" else mean(x).to(x.dtype)) + offsets * along
+
+    def _bits(self, like: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        """Stand-ins with a bit's exact values, ``low`` or ``high``, by the element's row (its
+        sample and place) and its place in the row: what ``h == 1`` or ``h.count_nonzero()``
+        reads, which values near the bits would leave constant."""
+        rows, _ = self._rows(like)
+        elements = torch.arange(1, math.prod(like.shape[1:]) + 1, dtype=torch.float64, device="cpu")
+        code = torch.frac(torch.outer(rows * _GOLDEN + 0.3, elements * _SQRT2) + rows.unsqueeze(1) * _GOLDEN)
+        bits = torch.where(code < 0.5, low, high).reshape(like.shape)
+        return bits.to(like.dtype).to(like.device)
 
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The index of each row of ``x`` (along dimension 0) among all samples' rows, and its
@@ -126,11 +139,17 @@ class _Probe:
         and 1 lie on both sides of every threshold between -1.7 and 1.7."""
         return 4 * (self.uniform(like) - 0.5)
 
-    def module(self, x: torch.Tensor, repeats: int = 1, mean: Callable | None = None) -> torch.Tensor:
-        return self(x, repeats, shifted=True, mean=mean)
+    def module(self, x: torch.Tensor, repeats: int = 1, mean: Callable | None = None,
+               levels: tuple[float, float] | None = None) -> torch.Tensor:
+        return self(x, repeats, shifted=True, mean=mean, levels=levels)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
-        return self(input) if training and p > 0 else input
+        if not training or p <= 0:
+            return input
+        if self.stand_in == "bits":  # what a mask does: zeros and the kept values scaled
+            self.draws += 1
+            return input * self._bits(input, 0.0, 1.0 / (1.0 - p))
+        return self(input)
 
     # torch's random functions, as a model calls them: ``torch.randn_like(x)``, ``torch.rand(n, h)``
     def rand_like(self, input, *, generator=None, **kwargs):
@@ -146,7 +165,7 @@ class _Probe:
         return self.normal(torch.zeros(*size, **kwargs))
 
     def bernoulli(self, input, *args, generator=None, **kwargs):
-        return self(input.float() if not input.is_floating_point() else input)
+        return self(input.float() if not input.is_floating_point() else input, levels=(0.0, 1.0))
 
 
 def _in_this_thread(probe: Callable, original: Callable) -> Callable:
@@ -166,7 +185,8 @@ class _Still:
     def __init__(self, phase: float = 0.0):
         self.phase = phase
 
-    def module(self, x: torch.Tensor, repeats: int = 1, mean: Callable | None = None) -> torch.Tensor:
+    def module(self, x: torch.Tensor, repeats: int = 1, mean: Callable | None = None,
+               levels: tuple[float, float] | None = None) -> torch.Tensor:
         return repeat_samples(x, repeats)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
@@ -211,7 +231,8 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
         try:
             for m in modules:  # (a subclass's own mean may ask for more, or lie elsewhere)
                 bounded = isinstance(m, (PBit, DitheredQuantize)) and type(m).mean in (PBit.mean, DitheredQuantize.mean)
-                m.forward = functools.partial(probe.module, mean=m.mean if bounded else None)
+                levels = ((-1.0, 1.0) if m.mode == "bipolar" else (0.0, 1.0)) if isinstance(m, PBit) else None
+                m.forward = functools.partial(probe.module, mean=m.mean if bounded else None, levels=levels)
             for (owner, name, fn), (_, _, original) in zip(replaced, originals):
                 setattr(owner, name, _in_this_thread(fn, original))
             yield probe
@@ -499,20 +520,22 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     An error of the folded pass is a difference; an error of the plain pass is the model's own
     and propagates.
 
-    Checked twice: with every draw standing in as its input plus offsets, and with p-bits (and
-    dithered quantisers) standing in as their mean plus offsets. A fold that computes what the
-    loop does agrees under any stand-in computed row by row; each stand-in alone misses a mix of
-    the samples the other shows. The input alone: offsets added to a pre-activation near 5000 in
-    a 16-bit float round away, and one element of 1e4 raises the tolerance past a mix in the
-    others. The mean alone: a p-bit's mean saturated on the stand-ins' values (after weights of
-    1000) is flat where the real bits are not.
+    Checked three times: with every draw standing in as its input plus offsets, with p-bits (and
+    dithered quantisers) standing in as their mean plus offsets, and with p-bits, Bernoulli draws
+    and dropout masks standing in as exact bits. A fold that computes what the loop does agrees
+    under any stand-in computed row by row; each stand-in alone misses a mix of the samples
+    another shows. The input alone: offsets added to a pre-activation near 5000 in a 16-bit
+    float round away, and one element of 1e4 raises the tolerance past a mix in the others. The
+    mean alone: a p-bit's mean saturated on the stand-ins' values (after weights of 1000) is flat
+    where the real bits are not. Both: values near a bit are never one, so a statistic of exact
+    comparisons (``(h == 1).float().mean()``) is constant under them.
 
-    Raises :class:`Inconclusive` where neither run could tell: its loop drew, but every sample
+    Raises :class:`Inconclusive` where no run could tell: its loop drew, but every sample
     gave the same outputs to the check's tolerance (a model that draws nothing is checked on its
     shapes and batch code)."""
     told = False
-    for means in (False, True):
-        difference, alike = _mismatch(model, folded_pass, plain_pass, samples, batch, device, means)
+    for stand_in in ("input", "mean", "bits"):
+        difference, alike = _mismatch(model, folded_pass, plain_pass, samples, batch, device, stand_in)
         if difference is not None:
             return difference
         told = told or not alike
@@ -522,10 +545,10 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
 
 
 def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: Callable[[], object],
-              samples: int, batch: int, device: torch.device, means: bool) -> tuple[str | None, bool]:
+              samples: int, batch: int, device: torch.device, stand_in: str) -> tuple[str | None, bool]:
     """Why the fold differs from the loop under one probe (None if it does not), and whether the
     loop's samples drew yet came out alike, which tells nothing."""
-    with _untouched(model, device) as state, _probed(model, _Probe(samples, means)) as probe:
+    with _untouched(model, device) as state, _probed(model, _Probe(samples, stand_in)) as probe:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # fx prints the graph's line of an error
                 folded = unfold(folded_pass(), samples, batch)
