@@ -845,6 +845,48 @@ def test_samples_apart_by_little_more_than_the_tolerance_tell_nothing():
     assert SampledModel(net, samples=4).plan(x) == "loop"
 
 
+class _UnipolarGate(nn.Module):
+    """Keeps the pre-activations its unipolar p-bits pass: only exact bits tell the samples apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.gate, self.b = nn.Linear(8, 16), PBit("unipolar"), nn.Linear(16, 4)
+
+    def forward(self, x):
+        z = self.a(x)
+        return self.b(torch.where(self.gate(z).bool(), z, torch.zeros_like(z)))
+
+
+class _LayerScale(nn.Module):
+    """A residual branch scaled by 1e-3, as LayerScale starts it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(8, 32), PBit(), nn.Linear(32, 8)
+
+    def forward(self, x):
+        return x + 1e-3 * self.b(self.act(self.a(x)))
+
+
+def _large_bias() -> nn.Module:
+    net = nn.Sequential(nn.Linear(8, 16), PBit(), nn.Linear(16, 1))
+    nn.init.constant_(net[2].bias, 3000.0)
+    return net
+
+
+@pytest.mark.parametrize("build", [_UnipolarGate, _LayerScale, _large_bias])
+def test_right_folds_the_check_can_tell_are_folded(build):
+    """Each had been refused: samples 1.7 apart about 3000 were alike to ten times a tolerance that
+    grows with the output, a branch at 1e-3 too, and bits used as a mask told under exact bits
+    alone, which had not counted."""
+    torch.manual_seed(0)
+    net, x = build(), torch.randn(8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for mode in (False, True):
+            assert SampledModel(net.train(mode), samples=4).plan(x) == "graph"
+
+
 class _DroppedThenCentred(nn.Module):
     """A dropout's mask, then ``h - h.mean(0)`` through a row-wise layer (``norm``) and an output
     layer: what the fold gets wrong, the same for every element of a row, vanishes in a layer
@@ -1049,21 +1091,24 @@ def test_a_huge_value_the_same_in_every_sample_sets_no_tolerance(centred, plan):
     assert any("running a loop" in str(w.message) for w in said) == centred
 
 
-def test_a_loop_kept_for_want_of_a_check_stays_and_a_new_sampler_checks_again():
-    """Checking again whenever the parameters moved had made an undecided model in a training loop
-    pay a trace and four checks at every call."""
+def test_a_check_that_could_tell_nothing_is_made_again_at_the_4th_8th_16th_call(monkeypatch):
+    """A head at zero looks the same in every sample; once its weights have grown, a later check
+    folds. (Checking whenever the parameters moved had made an undecided model in a training loop
+    pay a trace and four checks at every call, and it missed changes made through `.data`.)"""
     torch.manual_seed(0)
     net, x = nn.Sequential(nn.Linear(12, 16), PBit(), nn.Linear(16, 3)), torch.randn(8, 12)
     nn.init.zeros_(net[2].weight)
-    sampled = SampledModel(net, 4)
-    with torch.no_grad(), pytest.warns(UserWarning, match=r"from now on \(a new SampledModel checks again\)"):
-        for _ in range(3):
+    sampled, calls, checked = SampledModel(net, 4), [], []
+    plan = SampledModel._plan
+    monkeypatch.setattr(SampledModel, "_plan", lambda self, *args: checked.append(len(calls)) or plan(self, *args))
+    with torch.no_grad(), pytest.warns(UserWarning, match=r"checked again at the 4th, 8th, 16th"):
+        for call in range(1, 10):
+            calls.append(call)
             sampled(x)
+    assert checked == [1, 2, 3, 5, 9]  # the 1st to 3rd undecided call, then the 4th and the 8th after them
     with torch.no_grad():  # (gradient mode is part of a plan's key)
-        net[2].weight.normal_()
-        assert sampled.plan(x) == "loop" and SampledModel(net, 4).plan(x) == "graph"
-
-
+        net[2].weight.data.normal_()  # unseen by the parameters' version counters
+        assert [sampled.plan(x) for _ in range(8)] == ["loop"] * 7 + ["graph"]  # the 16th checks and folds
 class _Blocked(nn.Module):
     """A p-bit inside a user block, which the traced graph does not call."""
 

@@ -43,8 +43,8 @@ from .tracing import ModelState
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
 RTOL, ATOL = 1e-4, 1e-4
-# how far beyond the tolerance the loop's samples must differ for the check to tell anything: a
-# fold's error of a tenth of their differences is then beyond it
+# how far beyond the absolute tolerance the loop's samples must differ for the check to tell
+# anything: a fold's error of a tenth of their differences is then beyond it
 TELLING = 10
 _GOLDEN, _SQRT2 = 0.6180339887498949, 1.4142135623730951
 # where the stand-ins for uniform draws of samples 0, 1, 2 lie (each row adds up to 0.05): on both
@@ -471,18 +471,20 @@ class Inconclusive(Exception):
 
 
 def _samples_alike(looped) -> bool:
-    """Whether every sample of a loop's stacked outputs ``[T, ...]`` is the first's to
-    ``TELLING`` times the check's tolerance (NaN alike NaN): a fold's error is a part of the
-    samples' differences (a centring over all samples moves each by a part of their spread), so
-    samples apart by about the tolerance would let it pass unseen. (Values other than tensors are
-    equal in every sample, or they would not stack.)"""
+    """Whether every sample of a loop's stacked outputs ``[T, ...]`` is the first's within
+    ``TELLING`` times the check's absolute tolerance, scaled by their spread, and its relative one
+    (NaN alike NaN): a fold's error is a part of the samples' differences (a centring over all
+    samples moves each by a part of their spread), so samples apart by about the tolerance would
+    let it pass unseen. (Values other than tensors are equal in every sample, or they would not
+    stack.)"""
     for y in tree_flatten(looped)[0]:
         if not isinstance(y, torch.Tensor) or y.dim() == 0 or len(y) < 2:
             continue
         first = y[:1].expand_as(y)
         if y.is_floating_point() or y.is_complex():
-            if not torch.allclose(y, first, rtol=TELLING * RTOL, atol=TELLING * ATOL * max(1.0, _scale(y)),
-                                  equal_nan=True):
+            spread = (y - first).detach().abs().nan_to_num(0, 0, 0)
+            spread = spread.max().item() if spread.numel() else 0.0
+            if not torch.allclose(y, first, rtol=RTOL, atol=TELLING * ATOL * max(1.0, spread), equal_nan=True):
                 return False
         elif not torch.equal(y, first):
             return False
@@ -550,23 +552,26 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     Raises :class:`Inconclusive` where no run could tell: its loop drew, but every sample
     gave the same outputs to the check's tolerance (a model that draws nothing is checked on its
     shapes and batch code)."""
-    told = False
+    told, spoilt = False, False
     for stand_in in ("input", "mean", "bits"):
-        difference, alike = _mismatch(model, folded_pass, plain_pass, samples, batch, device, stand_in)
+        difference, alike, nan = _mismatch(model, folded_pass, plain_pass, samples, batch, device, stand_in)
         if difference is not None:
             return difference
-        # exact bits do not follow their input, so samples that differ under them tell nothing of
-        # what feeds a p-bit: they show differences, never that the check could tell
-        told = told or (not alike and stand_in != "bits")
+        # exact bits do not follow their input: where the other stand-ins came out NaN (a NaN row
+        # spread by a sum over the batch), samples that differ under them tell nothing of what
+        # feeds a p-bit; elsewhere they tell what the others cannot (bits used as a mask)
+        told = told or (not alike and not (stand_in == "bits" and spoilt))
+        spoilt = spoilt or nan
     if not told:
         raise Inconclusive("every sample of the check's loop gave the same outputs")
     return None
 
 
 def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: Callable[[], object],
-              samples: int, batch: int, device: torch.device, stand_in: str) -> tuple[str | None, bool]:
-    """Why the fold differs from the loop under one probe (None if it does not), and whether the
-    loop's samples drew yet came out alike, which tells nothing."""
+              samples: int, batch: int, device: torch.device, stand_in: str) -> tuple[str | None, bool, bool]:
+    """Why the fold differs from the loop under one probe (None if it does not), whether the
+    loop's samples drew yet came out alike, which tells nothing, and whether its outputs hold a
+    NaN."""
     with _untouched(model, device) as state, _probed(model, _Probe(samples, stand_in)) as probe:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # fx prints the graph's line of an error
@@ -588,12 +593,14 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
     try:
         looped = stack(looped)
     except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell
-        return f"an output differs between the check's samples where they cannot be stacked ({err})", False
+        return f"an output differs between the check's samples where they cannot be stacked ({err})", False, False
     alike = drew and _samples_alike(looped)
+    nan = any(isinstance(y, torch.Tensor) and y.is_floating_point() and bool(y.isnan().any())
+              for y in tree_flatten(looped)[0])
     difference = error or _difference(folded, looped)
     if difference is None and moved:
         difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"
-    return difference, alike
+    return difference, alike, nan
 
 
 # the most tensor arguments as long as the batch whose cuts are each tried (2**n combinations)
