@@ -1091,7 +1091,7 @@ def test_a_huge_value_the_same_in_every_sample_sets_no_tolerance(centred, plan):
     assert any("running a loop" in str(w.message) for w in said) == centred
 
 
-def test_a_check_that_could_tell_nothing_is_made_again_at_the_4th_8th_16th_call(monkeypatch):
+def test_a_check_that_could_tell_nothing_is_made_again_after_4_8_16_such_calls(monkeypatch):
     """A head at zero looks the same in every sample; once its weights have grown, a later check
     folds. (Checking whenever the parameters moved had made an undecided model in a training loop
     pay a trace and four checks at every call, and it missed changes made through `.data`.)"""
@@ -1101,14 +1101,14 @@ def test_a_check_that_could_tell_nothing_is_made_again_at_the_4th_8th_16th_call(
     sampled, calls, checked = SampledModel(net, 4), [], []
     plan = SampledModel._plan
     monkeypatch.setattr(SampledModel, "_plan", lambda self, *args: checked.append(len(calls)) or plan(self, *args))
-    with torch.no_grad(), pytest.warns(UserWarning, match=r"checked again at the 4th, 8th, 16th"):
+    with torch.no_grad(), pytest.warns(UserWarning, match=r"checked again after 4, 8, 16, \.\.\. such calls"):
         for call in range(1, 10):
             calls.append(call)
             sampled(x)
-    assert checked == [1, 2, 3, 5, 9]  # the 1st to 3rd undecided call, then the 4th and the 8th after them
+    assert checked == [1, 2, 3, 5, 9]  # the first three calls, then the ones after 4 and after 8 undecided
     with torch.no_grad():  # (gradient mode is part of a plan's key)
         net[2].weight.data.normal_()  # unseen by the parameters' version counters
-        assert [sampled.plan(x) for _ in range(8)] == ["loop"] * 7 + ["graph"]  # the 16th checks and folds
+        assert [sampled.plan(x) for _ in range(8)] == ["loop"] * 7 + ["graph"]  # the one after 16 folds
 class _Blocked(nn.Module):
     """A p-bit inside a user block, which the traced graph does not call."""
 

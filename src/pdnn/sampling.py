@@ -67,7 +67,7 @@ from .transposed_linear import TransposedLinear, use_transposed_linears
 # folded pass that broadcasts against another dimension only where T equals it cannot pass both
 CHECK_ROWS, CHECK_SAMPLES = 4, (2, 3)
 # calls a check that can tell nothing is made again on (a model's first call may meet zero weights
-# or a NaN row); then only at the 4th, 8th, 16th, ... such call, so that a model the check can
+# or a NaN row); then only after 4, 8, 16, ... such calls, so that a model the check can
 # never tell pays it O(log n) times, and one whose weights grow from small ones is folded in time
 # (the parameters' version counters miss `.data` edits and replaced parameters)
 UNDECIDED_CALLS = 3
@@ -929,7 +929,7 @@ class SampledModel(nn.Module):
         loop of forwards, on the first such call that can tell (see ``docs/sampling.md``): a call
         with no rows, or whose check's samples all come out alike (outputs all NaN, an output
         layer of zeros), runs a loop and leaves the choice to a later call; after
-        ``UNDECIDED_CALLS`` such calls, only the 4th, 8th, 16th, ... is checked again."""
+        ``UNDECIDED_CALLS`` such calls, only the next after 4, 8, 16, ... of them."""
         modules = list(self.model.modules())
         self._forget_if_changed()
         if self._loops_unplanned(x, args, kwargs):
@@ -939,7 +939,7 @@ class SampledModel(nn.Module):
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
             calls = self._undecided.get(key, 0)  # calls so far whose check could tell nothing
-            if calls >= UNDECIDED_CALLS and calls & (calls - 1):  # checked again at calls 4, 8, 16, ...
+            if calls >= UNDECIDED_CALLS and calls & (calls - 1):  # checked again after 4, 8, 16, ... of them
                 self._undecided[key] = calls + 1
                 return "loop"
             try:
@@ -951,7 +951,7 @@ class SampledModel(nn.Module):
                         f"{type(self.model).__name__}: the fold check could tell nothing on {UNDECIDED_CALLS} calls "
                         "(every sample of its loop gave the same outputs: outputs all NaN, an output layer of "
                         "zeros, or outputs that do not follow the draws, such as an argmax); running a loop of "
-                        "forwards, checked again at the 4th, 8th, 16th, ... such call", stacklevel=_callers_level())
+                        "forwards, checked again after 4, 8, 16, ... such calls", stacklevel=_callers_level())
                 return "loop"
             self._undecided.pop(key, None)
             self._plans[key] = plan
