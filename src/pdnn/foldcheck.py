@@ -67,12 +67,11 @@ class _Probe:
     same for every element would be lost in a layer whose weights sum to zero along a row, a
     layer norm or a softmax (what ``h - h.mean(0)`` folded gets wrong lies along that direction,
     and a sample-aware step from zero weights ends there), and two branches' offsets alike would
-    cancel in a difference. The stand-ins for
-    torch's uniform draws stay in [0, 1), where such draws live (a ``log`` of them is finite), but
-    put samples 0, 1 and 2 near 0, near 1 and near 1/2 (:data:`_UNIFORM_BANDS`) and vary along
-    each row: a mask thresholded from a draw shared by the samples (``torch.rand_like(h) < 0.8``,
-    a coin ``torch.rand(1) < 0.5``, ``argsort(torch.rand(n, L))``) is a different mask for a
-    sample of the loop. Each call of a pass moves the samples to other bands, so that two draws
+    cancel in a difference. The stand-ins for torch's uniform draws stay in [0, 1), where such
+    draws live (a ``log`` of them is finite), but put samples 0, 1 and 2 near 0, near 1 and near
+    1/2 (:data:`_UNIFORM_BANDS`) and vary along each row: a mask thresholded from a draw shared by
+    the samples (``torch.rand_like(h) < 0.8``, a coin ``torch.rand(1) < 0.5``,
+    ``argsort(torch.rand(n, L))``) is a different mask for a sample of the loop. Each call of a pass moves the samples to other bands, so that two draws
     subtracted (``torch.rand_like(w) - torch.rand_like(w)``, a triangular dither) do not cancel."""
 
     def __init__(self, samples: int, stand_in: str = "input"):
@@ -463,8 +462,8 @@ def _stacked(i: int, column: tuple):
 
 
 class Inconclusive(Exception):
-    """The check's loop drew random numbers, yet every sample of it gave the same outputs (to the
-    check's tolerance): no rows, outputs all NaN (a NaN in one row spread by a sum over the
+    """The check's loop drew random numbers, yet every sample of it gave the same outputs (within
+    ``TELLING`` times the check's absolute tolerance): no rows, outputs all NaN (a NaN in one row spread by a sum over the
     batch), weights that hide the stochastic part (an output layer initialised to zero), or
     outputs that do not follow the draws (an argmax). Any fold would pass such a check, so it
     decides nothing."""
@@ -549,9 +548,9 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
     where the real bits are not. Both: values near a bit are never one, so a statistic of exact
     comparisons (``(h == 1).float().mean()``) is constant under them.
 
-    Raises :class:`Inconclusive` where no run could tell: its loop drew, but every sample
-    gave the same outputs to the check's tolerance (a model that draws nothing is checked on its
-    shapes and batch code)."""
+    Raises :class:`Inconclusive` where no run could tell: its loop drew, but every sample gave
+    the same outputs (:func:`_samples_alike`; a model that draws nothing is checked on its shapes
+    and batch code)."""
     told, spoilt = False, False
     for stand_in in ("input", "mean", "bits"):
         difference, alike, nan = _mismatch(model, folded_pass, plain_pass, samples, batch, device, stand_in)

@@ -259,8 +259,8 @@ def _warn_if_elsewhere(checkpoint_path: Path, last: dict) -> None:
     """Say that a CPU run resumed with another thread count, processor, vector instructions or
     torch may not continue bit for bit: the kernels may split and round its sums otherwise. A
     record that predates a key is not compared on it."""
-    keys = ("threads", "processor", "cpu_capability", "torch")
-    then, now = {key: last.get(key) for key in keys}, where_measured()
+    now = where_measured()
+    then = {key: last.get(key) for key in now}
     changed = [f"{key} {then[key]!r} (now {now[key]!r})" for key in then
                if then[key] is not None and then[key] != now[key]]
     if changed:

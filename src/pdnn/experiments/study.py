@@ -12,6 +12,7 @@ import shlex
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..checks import positive_int
 from ..data import describe
@@ -178,8 +179,7 @@ def summarise(out: Path, spec: StudySpec) -> dict:
             "eval_time_s": evaluation["time_s"],
             "trained_on": _recorded(metrics, "device"),
             "threads": _recorded(metrics, "threads"),
-            "processors": (sorted({processor_text(epoch) for epoch in metrics})
-                           if all("processor" in epoch for epoch in metrics) else None),
+            "processors": _recorded(metrics, "processor", processor_text),
             "torch": _recorded(metrics, "torch"),
             "evaluated_on": evaluation.get("device"),
             "test_examples": evaluation["examples"],
@@ -266,9 +266,12 @@ def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
     save_figure(fig, out / "train_test_matrix.png")
 
 
-def _recorded(epochs: list[dict], key: str) -> list | None:
-    """The values of ``key`` over a run's epochs; None for a run trained before epochs recorded it."""
-    return sorted({epoch[key] for epoch in epochs}) if all(key in epoch for epoch in epochs) else None
+def _recorded(epochs: list[dict], key: str, shown: Callable[[dict], object] | None = None) -> list | None:
+    """The values of ``key`` over a run's epochs (each epoch as ``shown`` says it, where given);
+    None for a run trained before epochs recorded it."""
+    if not all(key in epoch for epoch in epochs):
+        return None
+    return sorted({shown(epoch) if shown else epoch[key] for epoch in epochs})
 
 
 def _union(runs: dict, key: str) -> list | None:
