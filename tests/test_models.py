@@ -78,6 +78,27 @@ def test_errors_name_the_value():
         create("cnn", input_shape=(3, 4, 4))
 
 
+@pytest.mark.parametrize("name, built, given", [("cnn", (3, 32, 32), (4, 3, 28, 28)), ("mlp", (1, 28, 28), (8, 3, 32, 32)),
+                                                 ("cnn", (3, 32, 32), (3, 32, 32))])
+def test_an_input_of_another_shape_than_the_model_was_built_for_is_named(name, built, given):
+    """torch's own error had named neither shape: ``mat1 and mat2 shapes cannot be multiplied
+    (4x1152 and 2048x10)``, or ``expected 4D input (got 3D input)`` for an unbatched image."""
+    model = create(name, width=8, input_shape=built).eval()
+    assert model.input_shape == built and "input_shape" not in str(model.state_dict().keys())
+    sampled = SampledModel(model, samples=3)
+    expected = rf"built for inputs of shape \(B, {', '.join(map(str, built))}\), got \({', '.join(map(str, given))}\)"
+    for call in (sampled, sampled.plan, lambda x: sampled.sample(x, samples=1), SampledModel(model, samples="auto")):
+        with pytest.raises(ValueError, match=expected):
+            call(torch.randn(*given))
+    assert sampled(torch.randn(2, *built)).shape == (2, 10)
+
+
+def test_only_a_failing_input_is_named_so_an_mlp_still_takes_flat_rows_and_other_models_keep_their_errors():
+    assert SampledModel(create("mlp", width=8).eval(), samples=3)(torch.randn(2, 784)).shape == (2, 10)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):  # no shape recorded: torch's error stands
+        SampledModel(nn.Sequential(nn.Linear(4, 2), PBit()), samples=3)(torch.randn(2, 5))
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "vae"])
 @pytest.mark.parametrize("size, value", [("width", 0), ("width", -3), ("width", 2.5), ("num_classes", 0),
                                          ("num_classes", -2)])

@@ -679,7 +679,7 @@ class SampledModel(nn.Module):
             raise ValueError("SampledModel expects a batched tensor input [B, ...]")
         samples = check_samples(self.samples if samples is None else samples)
         modules = list(self.model.modules())
-        with self._drawing(x.device, modules):
+        with _naming_the_input_shape(self.model, x), self._drawing(x.device, modules):
             return self._dispatch(x, args, kwargs, samples, modules)
 
     @contextlib.contextmanager
@@ -934,7 +934,8 @@ class SampledModel(nn.Module):
         self._forget_if_changed()
         if self._loops_unplanned(x, args, kwargs):
             return "loop"
-        return self._kind(self._key(x, args, kwargs, modules), x, args, kwargs)
+        with _naming_the_input_shape(self.model, x):
+            return self._kind(self._key(x, args, kwargs, modules), x, args, kwargs)
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
@@ -1119,6 +1120,26 @@ class SampledModel(nn.Module):
     def extra_repr(self) -> str:
         packed = ", pack_weights=True" if self.pack_weights else ""
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}{packed}"
+
+
+@contextlib.contextmanager
+def _naming_the_input_shape(model: nn.Module, x: torch.Tensor):
+    """Where a model that records the input shape it was built for (``model.input_shape``, as
+    pdnn's reference models do) fails on an input of another shape, say so: torch's error, from a
+    layer deep inside (``mat1 and mat2 shapes cannot be multiplied``), names neither. Only a
+    failure is explained, so an input the model takes in another shape (an MLP's flat rows) still
+    runs."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (RuntimeError, ValueError) as error:
+        expected = getattr(model, "input_shape", None)
+        if (isinstance(expected, tuple) and all(isinstance(size, int) for size in expected)
+                and isinstance(x, torch.Tensor) and tuple(x.shape[1:]) != expected):
+            raise UsageError(f"the model ({type(model).__name__}) was built for inputs of shape (B, "
+                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}") from error
+        raise
 
 
 def _default_generator(device: torch.device) -> torch.Generator | None:

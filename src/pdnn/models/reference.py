@@ -34,6 +34,13 @@ def _check_shape(input_shape) -> tuple[int, int, int]:
     return positive_ints("input_shape", input_shape, "(channels, height, width)", length=3)
 
 
+def _recording_shape(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """``model`` with the input shape it was built for as ``model.input_shape`` (as a VAE has
+    it), which :class:`pdnn.SampledModel` names when an input of another shape fails."""
+    model.input_shape = input_shape
+    return model
+
+
 @register("mlp")
 def mlp(
     neuron: str = "pbit",
@@ -46,7 +53,8 @@ def mlp(
 ) -> nn.Module:
     """``depth`` hidden layers of ``width`` units: Linear -> BatchNorm1d -> neuron."""
     weight_bits = check_bits(weight_bits, "weight bits", allow_float=True)
-    features = math.prod(_check_shape(input_shape))
+    input_shape = _check_shape(input_shape)
+    features = math.prod(input_shape)
     spec = NeuronSpec.parse(neuron)
     layers: list[nn.Module] = [nn.Flatten()]
     for _ in range(depth):
@@ -57,7 +65,7 @@ def mlp(
         ]
         features = width
     layers.append(QuantLinear(features, num_classes, weight_bits=weight_bits))
-    return glorot_init(nn.Sequential(*layers))
+    return _recording_shape(glorot_init(nn.Sequential(*layers)), input_shape)
 
 
 @register("cnn")
@@ -81,7 +89,7 @@ def cnn(
     faster (``benchmarks/bench_layout.py``).
     """
     weight_bits = check_bits(weight_bits, "weight bits", allow_float=True)
-    channels, height, width_px = _check_shape(input_shape)
+    input_shape = channels, height, width_px = _check_shape(input_shape)
     spec = NeuronSpec.parse(neuron)
     plan = [width, width, "pool", 2 * width, 2 * width, "pool", 4 * width, "pool"]
     layers: list[nn.Module] = []
@@ -99,4 +107,4 @@ def cnn(
     if height < 1 or width_px < 1:
         raise UsageError(f"input_shape {input_shape!r} is too small for three 2x2 poolings")
     layers += [nn.Flatten(), QuantLinear(channels * height * width_px, num_classes, weight_bits=weight_bits)]
-    return glorot_init(nn.Sequential(*layers)).to(memory_format=torch.channels_last)
+    return _recording_shape(glorot_init(nn.Sequential(*layers)).to(memory_format=torch.channels_last), input_shape)

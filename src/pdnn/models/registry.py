@@ -87,7 +87,9 @@ def builder_defaults(name: str) -> dict:
 
 def create(name: str, **kwargs) -> nn.Module:
     """Build the reference model ``name`` (see :func:`available`), e.g.
-    ``create("cnn", neuron="pbit", weight_bits=32, input_shape=(3, 32, 32))``."""
+    ``create("cnn", neuron="pbit", weight_bits=32, input_shape=(3, 32, 32))``. Each model keeps
+    the input shape it was built for as ``model.input_shape``, which :class:`pdnn.SampledModel`
+    names when an input of another shape fails."""
     if name not in _REGISTRY:
         raise UsageError(f"unknown model {name!r}; expected one of {', '.join(available())}")
     for size in ("width", "depth", "num_classes"):  # or a division by zero, a model of no layer, a torch error
