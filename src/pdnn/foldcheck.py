@@ -79,6 +79,7 @@ class _Probe:
         self.sample: int | None = None  # None: a folded pass; t: the t-th forward of the loop
         self.stand_in = stand_in  # "input", "mean" or "bits" (see fold_mismatch)
         self.draws = 0  # the draws stood in for since the count was last reset
+        self.nan_inputs = False  # whether one stood in for a value that was NaN, since then too
         self.uniform_calls = 0  # the uniform (and normal) draws of the pass so far
 
     def begin(self, sample: int | None) -> None:
@@ -88,6 +89,7 @@ class _Probe:
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
                  mean: Callable | None = None, levels: tuple[float, float] | None = None) -> torch.Tensor:
         self.draws += 1
+        self.nan_inputs = self.nan_inputs or (x.is_floating_point() and bool(x.isnan().any()))
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         if levels is not None and self.stand_in == "bits":
             return self._bits(x, *levels)
@@ -556,9 +558,10 @@ def fold_mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pas
         difference, alike, nan = _mismatch(model, folded_pass, plain_pass, samples, batch, device, stand_in)
         if difference is not None:
             return difference
-        # exact bits do not follow their input: where the other stand-ins came out NaN (a NaN row
-        # spread by a sum over the batch), samples that differ under them tell nothing of what
-        # feeds a p-bit; elsewhere they tell what the others cannot (bits used as a mask)
+        # exact bits do not follow their input: where the other stand-ins came out NaN, or stood
+        # in for a NaN (a NaN row spread by a sum over the batch), samples that differ under them
+        # tell nothing of what feeds a p-bit; elsewhere they tell what the others cannot (bits
+        # used as a mask)
         told = told or (not alike and not (stand_in == "bits" and spoilt))
         spoilt = spoilt or nan
     if not told:
@@ -570,7 +573,7 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
               samples: int, batch: int, device: torch.device, stand_in: str) -> tuple[str | None, bool, bool]:
     """Why the fold differs from the loop under one probe (None if it does not), whether the
     loop's samples drew yet came out alike, which tells nothing, and whether its outputs hold a
-    NaN."""
+    NaN or a draw stood in for a NaN (which ``torch.nan_to_num`` may hide from the outputs)."""
     with _untouched(model, device) as state, _probed(model, _Probe(samples, stand_in)) as probe:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # fx prints the graph's line of an error
@@ -581,7 +584,7 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
             error = None
         after_fold = ModelState(model)
         state.restore()
-        looped, probe.draws = [], 0
+        looped, probe.draws, probe.nan_inputs = [], 0, False
         for t in range(samples):
             probe.begin(t)
             looped.append(plain_pass())
@@ -594,8 +597,8 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
     except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell
         return f"an output differs between the check's samples where they cannot be stacked ({err})", False, False
     alike = drew and _samples_alike(looped)
-    nan = any(isinstance(y, torch.Tensor) and y.is_floating_point() and bool(y.isnan().any())
-              for y in tree_flatten(looped)[0])
+    nan = probe.nan_inputs or any(isinstance(y, torch.Tensor) and y.is_floating_point() and bool(y.isnan().any())
+                                  for y in tree_flatten(looped)[0])
     difference = error or _difference(folded, looped)
     if difference is None and moved:
         difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"
