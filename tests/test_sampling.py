@@ -1109,6 +1109,81 @@ def test_a_check_that_could_tell_nothing_is_made_again_after_4_8_16_such_calls(m
     with torch.no_grad():  # (gradient mode is part of a plan's key)
         net[2].weight.data.normal_()  # unseen by the parameters' version counters
         assert [sampled.plan(x) for _ in range(8)] == ["loop"] * 7 + ["graph"]  # the one after 16 folds
+
+
+def _zero_head() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 16), PBit(), nn.Linear(16, 3))
+    nn.init.zeros_(net[2].weight)
+    return net
+
+
+@pytest.mark.parametrize("samples", [4, "auto"])
+def test_the_passes_and_rounds_of_one_call_are_one_undecided_call(monkeypatch, samples):
+    """Each pass of a call split by ``max_rows``, each round of ``samples="auto"`` and each stacked
+    pass had counted as an undecided call: the first call of a batch of 256 checked 5 times and
+    warned at once."""
+    net, x = _zero_head(), torch.randn(64, 12)
+    sampled, calls, checked = SampledModel(net, samples, max_rows=16, max_samples=8), [], []
+    plan = SampledModel._plan
+    monkeypatch.setattr(SampledModel, "_plan", lambda self, *args: checked.append(len(calls)) or plan(self, *args))
+    with torch.no_grad(), warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        for call in range(1, 6):
+            calls.append(call)
+            sampled(x)
+            assert len([w for w in said if "could tell nothing" in str(w.message)]) == (call >= 3)
+    assert checked == [1, 2, 3, 5]
+
+
+def test_passes_split_while_the_plan_was_undecided_stack_once_it_is_made():
+    """Stacking learned on passes that ran loops was kept as "passes do not stack", and the folded
+    plan made later ran its passes one by one, 2x slower."""
+    net, x = _zero_head(), torch.randn(64, 12)
+    sampled = SampledModel(net, 4, max_rows=16)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (could tell nothing)
+        sampled(x)
+        nn.init.normal_(net[2].weight)
+        while sampled.plan(x) != "graph":
+            sampled(x)
+        sampled(x)
+        fresh = SampledModel(net, 4, max_rows=16)
+        fresh(x)
+    assert list(sampled._stacks.values()) == list(fresh._stacks.values()) and fresh._stacks
+    assert list(fresh._stacks.values())[0][1] > 1
+
+
+class _NaNsScrubbed(nn.Module):
+    """Scales a p-bit's input by the batch's largest value, which a fold takes over all samples,
+    and reads the second p-bit's bits with NaN counted as 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act1, self.fc2, self.act2, self.fc3 = (nn.Linear(12, 32), PBit(), nn.Linear(32, 32),
+                                                              PBit(), nn.Linear(32, 3))
+
+    def forward(self, x):
+        h = self.fc2(self.act1(self.fc1(x)))
+        h = 3 * h / h.abs().amax(0, keepdim=True)
+        return self.fc3(torch.nan_to_num(self.act2(h)))
+
+
+def test_a_batch_whose_nan_row_is_scrubbed_before_the_outputs_decides_no_fold():
+    """The NaN made the second p-bit's input NaN under the input and mean stand-ins, and
+    ``nan_to_num`` made their samples alike without a NaN in the outputs: the exact bits then
+    counted as telling, though they do not see what feeds a p-bit, and the wrong fold was kept."""
+    torch.manual_seed(0)
+    net, x = _NaNsScrubbed().eval(), torch.randn(8, 12)
+    dirty = x.clone()
+    dirty[3] = float("nan")
+    sampled = SampledModel(net, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert sampled.plan(dirty) != "graph"
+        assert sampled.plan(x) == SampledModel(net, 4).plan(x) == "loop"
+
+
 class _Blocked(nn.Module):
     """A p-bit inside a user block, which the traced graph does not call."""
 

@@ -488,6 +488,25 @@ def _eager_under_compile(method: Callable) -> Callable:
     return call
 
 
+def _one_call(method: Callable) -> Callable:
+    """A method by which a user calls the sampler (``forward``, ``sample``, ``plan``): the passes
+    one call splits into (``max_rows``), the rounds of ``samples="auto"`` and the stacked pass
+    it tries are one call to the fold check's count of undecided calls, and a plan that one of
+    them found undecided runs the others as loops, unchecked (:meth:`SampledModel._kind`)."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if self._undecided_now is not None:  # a pass of a call under way
+            return method(self, *args, **kwargs)
+        self._undecided_now = set()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._undecided_now = None
+
+    return call
+
+
 class SampledModel(nn.Module):
     """Wrap a network so that one call runs T samples of it and reduces them.
 
@@ -586,6 +605,7 @@ class SampledModel(nn.Module):
         self._graphs: dict[tuple, nn.Module] = {}  # layer aggregation, by T and the modules it calls
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._undecided: dict[tuple, int] = {}  # calls whose check could tell nothing, by plan key
+        self._undecided_now: set[tuple] | None = None  # the keys found undecided in the call under way (_one_call)
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
         self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
@@ -671,6 +691,7 @@ class SampledModel(nn.Module):
         return self._generators[key]
 
     @_eager_under_compile
+    @_one_call
     def sample(self, x: torch.Tensor, *args, samples: int | None = None, **kwargs):
         """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); every tensor
         of a tuple, list or dict output alike. ``samples`` overrides T for this call; ``args`` /
@@ -718,7 +739,7 @@ class SampledModel(nn.Module):
         if key not in self._stacks:
             outs, learned = self._learn_stacking(passes[:2])
             passes = passes[2:]
-            if learned is None:
+            if learned is None or key[0] not in self._plans:  # (undecided, the passes ran loops: ask again later)
                 return outs + [self.sample(part) for part in passes]
             self._stacks[key] = learned
         calls, count = self._stacks[key]
@@ -809,6 +830,7 @@ class SampledModel(nn.Module):
                              "copies of its inputs, which take the two apart; pass copies (x.clone())")
 
     @_eager_under_compile
+    @_one_call
     def forward(self, x: torch.Tensor, *args, **kwargs):
         self.last_samples = None  # set by a call with T chosen per input that returns
         if self.samples == "auto":
@@ -921,6 +943,7 @@ class SampledModel(nn.Module):
                           if (id(place), name) not in known]
         self._fixed = _current(self._watched)
 
+    @_one_call
     def plan(self, x: torch.Tensor, *args, **kwargs) -> str:
         """How calls like ``self(x, *args, **kwargs)`` run T > 1 samples with network aggregation:
         ``"graph"`` (samples folded into the batch after the deterministic prefix, which runs once),
@@ -939,7 +962,10 @@ class SampledModel(nn.Module):
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
+            if key in self._undecided_now:  # one pass of this call found it undecided: counted, and checked, once
+                return "loop"
             calls = self._undecided.get(key, 0)  # calls so far whose check could tell nothing
+            self._undecided_now.add(key)  # (until a plan is made below)
             if calls >= UNDECIDED_CALLS and calls & (calls - 1):  # checked again after 4, 8, 16, ... of them
                 self._undecided[key] = calls + 1
                 return "loop"
@@ -950,10 +976,12 @@ class SampledModel(nn.Module):
                 if calls + 1 == UNDECIDED_CALLS:
                     warnings.warn(
                         f"{type(self.model).__name__}: the fold check could tell nothing on {UNDECIDED_CALLS} calls "
-                        "(every sample of its loop gave the same outputs: outputs all NaN, an output layer of "
-                        "zeros, or outputs that do not follow the draws, such as an argmax); running a loop of "
-                        "forwards, checked again after 4, 8, 16, ... such calls", stacklevel=_callers_level())
+                        "(the samples of its loop came out alike, to within 10 times its tolerance: outputs all "
+                        "NaN, an output layer of zeros or of a small scale, or outputs that do not follow the "
+                        "draws, such as an argmax); running a loop of forwards, checked again after 4, 8, 16, "
+                        "... such calls", stacklevel=_callers_level())
                 return "loop"
+            self._undecided_now.discard(key)
             self._undecided.pop(key, None)
             self._plans[key] = plan
             if plan == "graph":
@@ -1109,13 +1137,14 @@ class SampledModel(nn.Module):
             if name in state:
                 state[f"_{name}"] = state.pop(name)
         state.setdefault("_undecided", {})  # (and before it counted undecided checks)
+        state.setdefault("_undecided_now", None)
         super().__setstate__(state)
 
     def __getstate__(self):
         """Copies and pickles leave the traced passes behind: they call this model's modules, and
         the places of the values they fixed are this model's (a copy traces and notes its own)."""
-        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_undecided": {}, "_runs": {}, "_stacks": {},
-                "_watched": [], "_fixed": ()}
+        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_undecided": {}, "_undecided_now": None, "_runs": {},
+                "_stacks": {}, "_watched": [], "_fixed": ()}
 
     def extra_repr(self) -> str:
         packed = ", pack_weights=True" if self.pack_weights else ""
