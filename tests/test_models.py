@@ -99,6 +99,23 @@ def test_only_a_failing_input_is_named_so_an_mlp_still_takes_flat_rows_and_other
         SampledModel(nn.Sequential(nn.Linear(4, 2), PBit()), samples=3)(torch.randn(2, 5))
 
 
+def test_a_failure_of_an_input_of_the_right_size_or_of_memory_is_the_models_own():
+    """A row of the values the model was built for fails for its own reason, which had been
+    reported as the input's shape; and memory running out, which callers catch to retry, had
+    become a UsageError."""
+    mlp = create("mlp", width=8).eval()
+    with pytest.raises(RuntimeError, match="same dtype"):
+        SampledModel(mlp, samples=3)(torch.randn(2, 784, dtype=torch.float64))
+
+    def out_of_memory(module, args):
+        raise torch.OutOfMemoryError("simulated")
+
+    mlp[1].register_forward_pre_hook(out_of_memory)
+    for x in (torch.randn(2, 784), torch.randn(2, 3, 32, 32)):
+        with pytest.raises(torch.OutOfMemoryError, match="simulated"):
+            SampledModel(mlp, samples=1)(x)
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "vae"])
 @pytest.mark.parametrize("size, value", [("width", 0), ("width", -3), ("width", 2.5), ("num_classes", 0),
                                          ("num_classes", -2)])

@@ -1,6 +1,7 @@
 """SampledModel (network and layer aggregation) and the sample-aware loss."""
 import collections
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -1152,6 +1153,54 @@ def test_passes_split_while_the_plan_was_undecided_stack_once_it_is_made():
         fresh(x)
     assert list(sampled._stacks.values()) == list(fresh._stacks.values()) and fresh._stacks
     assert list(fresh._stacks.values())[0][1] > 1
+
+
+def test_a_nan_row_in_the_first_split_call_leaves_its_passes_stacking():
+    """The stacked pass was compared with the passes in turn by exact equality, which a NaN never
+    meets: the passes were taken not to stack, and every later call ran them one by one."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 16), PBit(), nn.Linear(16, 3)).eval()
+    first = torch.randn(64, 12)
+    first[0] = float("nan")
+    sampled, fresh = SampledModel(net, 4, max_rows=16), SampledModel(net, 4, max_rows=16)
+    with torch.no_grad():
+        sampled(first)
+        fresh(torch.randn(64, 12))
+    assert list(sampled._stacks.values()) == list(fresh._stacks.values()) and list(fresh._stacks.values())[0][1] > 1
+
+
+def test_a_call_from_another_thread_that_ends_first_leaves_this_ones_count():
+    """One thread's call ending had reset the record of the call under way in another, which then
+    failed (``'NoneType' object has no attribute 'discard'``)."""
+    inside, done = threading.Event(), threading.Event()
+
+    class Gate(nn.Module):  # thread A's call returns while B's first call is under way
+        def forward(self, x):
+            if threading.current_thread().name == "A":
+                inside.wait(10)
+            elif threading.current_thread().name == "B":
+                inside.set()
+                done.wait(10)
+            return x
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Gate(), nn.Linear(8, 16), PBit(), nn.Linear(16, 4)).eval()
+    sampled, errors = SampledModel(net, samples=4), []
+
+    def run(call):
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 -- reported below
+            errors.append(error)
+
+    a = threading.Thread(target=run, name="A", args=(lambda: sampled.sample(torch.randn(8, 8), samples=1),))
+    b = threading.Thread(target=run, name="B", args=(lambda: sampled(torch.randn(8, 8)),))
+    a.start()
+    b.start()
+    a.join()
+    done.set()
+    b.join()
+    assert errors == [] and sampled.plan(torch.randn(8, 8)) == "graph"
 
 
 class _NaNsScrubbed(nn.Module):

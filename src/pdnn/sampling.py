@@ -30,8 +30,10 @@ import dis
 import enum
 import functools
 import inspect
+import math
 import os
 import sys
+import threading
 import warnings
 from typing import Callable, Sequence
 
@@ -492,17 +494,19 @@ def _one_call(method: Callable) -> Callable:
     """A method by which a user calls the sampler (``forward``, ``sample``, ``plan``): the passes
     one call splits into (``max_rows``), the rounds of ``samples="auto"`` and the stacked pass
     it tries are one call to the fold check's count of undecided calls, and a plan that one of
-    them found undecided runs the others as loops, unchecked (:meth:`SampledModel._kind`)."""
+    them found undecided runs the others as loops, unchecked (:meth:`SampledModel._kind`). Each
+    thread's call is its own."""
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        if self._undecided_now is not None:  # a pass of a call under way
+        thread = threading.get_ident()
+        if thread in self._undecided_now:  # a pass of a call under way
             return method(self, *args, **kwargs)
-        self._undecided_now = set()
+        self._undecided_now[thread] = set()
         try:
             return method(self, *args, **kwargs)
         finally:
-            self._undecided_now = None
+            del self._undecided_now[thread]
 
     return call
 
@@ -605,7 +609,7 @@ class SampledModel(nn.Module):
         self._graphs: dict[tuple, nn.Module] = {}  # layer aggregation, by T and the modules it calls
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._undecided: dict[tuple, int] = {}  # calls whose check could tell nothing, by plan key
-        self._undecided_now: set[tuple] | None = None  # the keys found undecided in the call under way (_one_call)
+        self._undecided_now: dict[int, set[tuple]] = {}  # by thread, the keys its call under way found undecided
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
         self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
@@ -769,7 +773,10 @@ class SampledModel(nn.Module):
         stream.set_state(start)
         try:
             stacked, widest_row = self._stacked(passes, calls[0])
-            same = torch.equal(stacked, torch.cat(outs, 1)) and torch.equal(stream.get_state(), end)
+            joined = torch.cat(outs, 1)  # (NaN alike NaN: a NaN input's row had made passes that stack not stack)
+            same = (stacked.shape == joined.shape and stacked.dtype == joined.dtype
+                    and torch.allclose(stacked, joined, rtol=0.0, atol=0.0, equal_nan=True)
+                    and torch.equal(stream.get_state(), end))
         except Exception:  # noqa: BLE001 -- any failure of the stacked pass means: run the passes in turn
             same = False
         stream.set_state(end)
@@ -962,10 +969,11 @@ class SampledModel(nn.Module):
 
     def _kind(self, key: tuple, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         if key not in self._plans:
-            if key in self._undecided_now:  # one pass of this call found it undecided: counted, and checked, once
+            now = self._undecided_now[threading.get_ident()]
+            if key in now:  # one pass of this call found it undecided: counted, and checked, once
                 return "loop"
             calls = self._undecided.get(key, 0)  # calls so far whose check could tell nothing
-            self._undecided_now.add(key)  # (until a plan is made below)
+            now.add(key)  # (until a plan is made below)
             if calls >= UNDECIDED_CALLS and calls & (calls - 1):  # checked again after 4, 8, 16, ... of them
                 self._undecided[key] = calls + 1
                 return "loop"
@@ -981,7 +989,7 @@ class SampledModel(nn.Module):
                         "draws, such as an argmax); running a loop of forwards, checked again after 4, 8, 16, "
                         "... such calls", stacklevel=_callers_level())
                 return "loop"
-            self._undecided_now.discard(key)
+            now.discard(key)
             self._undecided.pop(key, None)
             self._plans[key] = plan
             if plan == "graph":
@@ -1137,13 +1145,13 @@ class SampledModel(nn.Module):
             if name in state:
                 state[f"_{name}"] = state.pop(name)
         state.setdefault("_undecided", {})  # (and before it counted undecided checks)
-        state.setdefault("_undecided_now", None)
+        state.setdefault("_undecided_now", {})
         super().__setstate__(state)
 
     def __getstate__(self):
         """Copies and pickles leave the traced passes behind: they call this model's modules, and
         the places of the values they fixed are this model's (a copy traces and notes its own)."""
-        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_undecided": {}, "_undecided_now": None, "_runs": {},
+        return {**self.__dict__, "_graphs": {}, "_plans": {}, "_undecided": {}, "_undecided_now": {}, "_runs": {},
                 "_stacks": {}, "_watched": [], "_fixed": ()}
 
     def extra_repr(self) -> str:
@@ -1157,17 +1165,20 @@ def _naming_the_input_shape(model: nn.Module, x: torch.Tensor):
     pdnn's reference models do) fails on an input of another shape, say so: torch's error, from a
     layer deep inside (``mat1 and mat2 shapes cannot be multiplied``), names neither. Only a
     failure is explained, so an input the model takes in another shape (an MLP's flat rows) still
-    runs."""
+    runs, and only where a row holds another number of values: a failure of such an input (a
+    float64 one, memory running out) is the model's own error."""
     try:
         yield
-    except UsageError:
+    except (UsageError, torch.OutOfMemoryError):
         raise
     except (RuntimeError, ValueError) as error:
         expected = getattr(model, "input_shape", None)
         if (isinstance(expected, tuple) and all(isinstance(size, int) for size in expected)
-                and isinstance(x, torch.Tensor) and tuple(x.shape[1:]) != expected):
+                and isinstance(x, torch.Tensor) and math.prod(x.shape[1:]) != math.prod(expected)
+                and "can't allocate memory" not in str(error)):
             raise UsageError(f"the model ({type(model).__name__}) was built for inputs of shape (B, "
-                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}") from error
+                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)} "
+                             f"({type(error).__name__}: {error})") from error
         raise
 
 
