@@ -435,12 +435,16 @@ def test_a_damaged_plan_record_is_named_by_every_reader(data, tmp_path, capsys):
 
 
 def test_dry_run_refuses_what_the_run_would(data, tmp_path, capsys):
-    """It planned, and exited 0, into an --out that is a file or a record of another scale."""
+    """It planned, and exited 0, into an --out that is a file or a record of another scale; and
+    it wrote its SCALE/ folder into a run directory."""
     (tmp_path / "file").write_text("")
     (tmp_path / "out" / "small").mkdir(parents=True)
     (tmp_path / "out" / "small" / STATE).write_text('{"scale": "tiny", "done": {}}')
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")  # (a run directory: its REPORT.md would go among its files)
     for out, said in ((tmp_path / "file", "file is a file where a folder is expected"),
-                      (tmp_path / "out", "belongs to scale 'tiny', not 'small'")):
+                      (tmp_path / "out", "belongs to scale 'tiny', not 'small'"),
+                      (tmp_path / "run", "run is a run directory; a reproduce plan goes into a folder of its own")):
         assert main(["reproduce", "--scale", "small", "--out", str(out), "--data-dir", str(data), "--dry-run"]) == 2
         assert said in capsys.readouterr().err
 

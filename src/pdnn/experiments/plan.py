@@ -21,6 +21,7 @@ from ..data import DatasetNotFound, data_roots
 from ..data.catalog import find
 from ..errors import UsageError
 from ..io import RunError, read_eval, read_json
+from ..runs import CONFIG
 
 SCALES = ("tiny", "small", "full")
 STATE = "plan-state.json"  # under OUT/<scale>/: the finished steps, their wall time and work
@@ -124,6 +125,8 @@ class Context:
         if self.scale not in SCALES:
             raise UsageError(f"scale {self.scale!r}: expected one of {', '.join(SCALES)}")
         self.out = Path(self.out)
+        if (self.out / CONFIG).is_file():  # (its REPORT.md and SCALE/ would go among the run's files)
+            raise UsageError(f"{self.out} is a run directory; a reproduce plan goes into a folder of its own")
 
     @property
     def work(self) -> Path:
