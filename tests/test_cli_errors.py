@@ -526,8 +526,8 @@ def test_a_checkpoint_with_non_finite_weights_is_named(trained_run, tmp_path, ca
 def test_a_file_where_a_folder_is_expected_is_said_so(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert main(["train", *TINY, "--out", str(tmp_path / "afile")]) == 2
-    assert one_line_error(capsys, "train").endswith(f"afile: file exists; {tmp_path / 'afile'} is a file where a "
-                                                    "folder is expected")  # was: [Errno 17] File exists
+    assert one_line_error(capsys, "train").endswith(f"error: {tmp_path / 'afile'} is a file where a folder is "
+                                                    "expected")  # was: [Errno 17] File exists; then said twice
     assert main(["demo", "--out", str(tmp_path / "afile"), "--quiet"]) == 2
     assert f"{tmp_path / 'afile'} is a file where a folder is expected" in one_line_error(capsys, "demo")
     assert main(["energy", "--model", "mlp", "--dataset", "demo", "--json", str(tmp_path / "afile" / "e.json")]) == 2

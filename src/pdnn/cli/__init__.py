@@ -72,7 +72,8 @@ def _said(err: Exception) -> str:
         return str(err)
     said = f"{err.filename}: {err.strerror.lower()}"
     if err.errno in (errno.EEXIST, errno.ENOTDIR) and (blocking := file_in_the_way(Path(err.filename))):
-        said += f"; {blocking} is a file where a folder is expected"
+        where = f"{blocking} is a file where a folder is expected"  # (all there is to say where it is the path)
+        return where if blocking == Path(err.filename) else f"{said}; {where}"
     return said
 
 
