@@ -153,8 +153,9 @@ def plot_tradeoff(result: dict, out: str | Path, title: str | None = None) -> Pa
             color="k", linewidth=1.5, label="Pareto front")
     if result.get("reference"):
         r = result["reference"]
+        points = 100 * result["tolerance"]
         ax.axhline(100 * (r["accuracy"] - result["tolerance"]), color="gray", linestyle=":", linewidth=1,
-                   label=f"reference − {100 * result['tolerance']:g} points ({r['basis']})")
+                   label=f"reference − {points:g} point{'' if points == 1 else 's'}\n({r['basis']})")
     if result.get("best"):
         b = result["best"]
         ax.plot([b["energy_j"] * 1e6], [100 * b["accuracy"]], "*", ms=14, color="gold", markeredgecolor="k",
