@@ -1157,7 +1157,8 @@ def test_passes_split_while_the_plan_was_undecided_stack_once_it_is_made():
 
 def test_a_nan_row_in_the_first_split_call_leaves_its_passes_stacking():
     """The stacked pass was compared with the passes in turn by exact equality, which a NaN never
-    meets: the passes were taken not to stack, and every later call ran them one by one."""
+    meets: the passes were taken not to stack, and every later call ran them one by one. A call
+    with a NaN now tells nothing, and the next one learns."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(12, 16), PBit(), nn.Linear(16, 3)).eval()
     first = torch.randn(64, 12)
@@ -1165,8 +1166,37 @@ def test_a_nan_row_in_the_first_split_call_leaves_its_passes_stacking():
     sampled, fresh = SampledModel(net, 4, max_rows=16), SampledModel(net, 4, max_rows=16)
     with torch.no_grad():
         sampled(first)
+        assert not sampled._stacks
+        sampled(torch.randn(64, 12))
         fresh(torch.randn(64, 12))
     assert list(sampled._stacks.values()) == list(fresh._stacks.values()) and list(fresh._stacks.values())[0][1] > 1
+
+
+class _LessTheBatchMax(nn.Module):
+    """Columns 0-2: a p-bit network of features 1-5; column 3: feature 0 less the batch's largest,
+    which a stacked pass takes over all its passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 8), PBit(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return torch.cat([self.body(x[:, 1:]), x[:, :1] - x[:, :1].max()], 1)
+
+
+def test_nans_where_stacked_and_split_passes_differ_do_not_make_them_stack():
+    """Compared with NaN equal to NaN, a first call whose differing column was NaN in every pass
+    let them stack, and every later call came out wrong (-1.72 for 0.0)."""
+    torch.manual_seed(0)
+    net, clean = _LessTheBatchMax().eval(), torch.randn(64, 6)
+    poisoned = clean.clone()
+    poisoned[::4, 0] = float("nan")
+    sampled = SampledModel(net, 4, seed=1, max_rows=16)
+    with torch.no_grad():
+        sampled(poisoned)
+        out = sampled(clean)
+    expected = torch.cat([clean[start:start + 4, 0] - clean[start:start + 4, 0].max() for start in range(0, 64, 4)])
+    assert torch.equal(out[:, 3], expected)
 
 
 def test_a_call_from_another_thread_that_ends_first_leaves_this_ones_count():

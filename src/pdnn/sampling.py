@@ -758,7 +758,7 @@ class SampledModel(nn.Module):
     def _learn_stacking(self, passes: list[torch.Tensor]) -> tuple[list, tuple[int, int] | None]:
         """The outputs of two passes run in turn, and whether such passes stack: ``(p-bit calls
         per pass, passes per stack)`` (1: they do not), or ``None`` where it cannot be told yet
-        (the first passes of a plan may check it, and draw for that)."""
+        (the first passes of a plan may check it, and draw for that; their outputs hold a NaN)."""
         stream = self._stream(passes[0].device)
         start = stream.get_state()
         outs, calls = [], []
@@ -768,15 +768,12 @@ class SampledModel(nn.Module):
             calls.append(keys_drawn() - before)
         end = stream.get_state()
         if not calls[0] or calls[0] != calls[-1] or not isinstance(outs[0], torch.Tensor) \
-                or not only_keys_drawn(start, end, sum(calls)):
-            return outs, None
+                or not only_keys_drawn(start, end, sum(calls)) or any(_has_nan(out) for out in outs):
+            return outs, None  # (a NaN equals nothing, and NaN alike NaN could hide a difference: a later call tells)
         stream.set_state(start)
         try:
             stacked, widest_row = self._stacked(passes, calls[0])
-            joined = torch.cat(outs, 1)  # (NaN alike NaN: a NaN input's row had made passes that stack not stack)
-            same = (stacked.shape == joined.shape and stacked.dtype == joined.dtype
-                    and torch.allclose(stacked, joined, rtol=0.0, atol=0.0, equal_nan=True)
-                    and torch.equal(stream.get_state(), end))
+            same = torch.equal(stacked, torch.cat(outs, 1)) and torch.equal(stream.get_state(), end)
         except Exception:  # noqa: BLE001 -- any failure of the stacked pass means: run the passes in turn
             same = False
         stream.set_state(end)
@@ -1157,6 +1154,10 @@ class SampledModel(nn.Module):
     def extra_repr(self) -> str:
         packed = ", pack_weights=True" if self.pack_weights else ""
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}{packed}"
+
+
+def _has_nan(x: torch.Tensor) -> bool:
+    return (x.is_floating_point() or x.is_complex()) and bool(x.isnan().any())
 
 
 @contextlib.contextmanager
