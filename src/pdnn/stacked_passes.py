@@ -29,6 +29,9 @@ rows, where every draw of a pass is a fused p-bit key. It learns that once per p
 passes run split while their keys are counted, the generator is checked to have advanced by those
 keys and nothing else, and the two passes run again stacked, from the same generator state, and
 must give the same numbers and end in the same state (which rounding cannot show in two passes).
+Two passes whose outputs hold a NaN tell nothing (a NaN equals nothing, and NaN alike NaN could
+hide where the stacked pass differs), nor do passes that ran a loop while the fold check could
+not yet decide the plan: the next call learns it.
 """
 from __future__ import annotations
 
