@@ -1199,6 +1199,33 @@ def test_nans_where_stacked_and_split_passes_differ_do_not_make_them_stack():
     assert torch.equal(out[:, 3], expected)
 
 
+class _Centring(nn.Module):
+    """Centres the batch before its p-bit once ``centre`` is set: a value the traced graph fixes."""
+
+    def __init__(self):
+        super().__init__()
+        self.centre = False
+        self.fc1, self.act, self.fc2 = nn.Linear(6, 16), PBit(), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        if self.centre:
+            h = h - h.mean(0)
+        return self.fc2(self.act(h))
+
+
+def test_passes_stack_by_what_was_learned_for_the_values_the_model_holds_now():
+    """The stacking learned before a watched value changed was read before the plans were
+    forgotten, so the first call after it stacked passes whose batch centring then spanned them."""
+    torch.manual_seed(0)
+    net, x = _Centring().eval(), torch.randn(64, 6)
+    sampled, by_pass = SampledModel(net, 4, seed=3, max_rows=32), SampledModel(net, 4, seed=3)
+    with torch.no_grad():
+        for centre in (False, True, True):
+            net.centre = centre
+            assert torch.equal(sampled(x), torch.cat([by_pass.sample(part) for part in x.split(8)], 1).mean(0))
+
+
 def test_a_call_from_another_thread_that_ends_first_leaves_this_ones_count():
     """One thread's call ending had reset the record of the call under way in another, which then
     failed (``'NoneType' object has no attribute 'discard'``)."""

@@ -556,7 +556,8 @@ class SampledModel(nn.Module):
             without extra positional arguments are split, and never while a batch norm of the
             model uses batch statistics (training mode): a split would change them, so such a
             batch runs in one pass, with a warning. Statistics a model takes otherwise
-            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows``.
+            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows`` (nor may
+            consecutive passes that run stacked, below, then take them pass by pass).
             Without autograd on the CPU, consecutive passes run stacked into one larger pass that
             draws what they draw (:mod:`pdnn.stacked_passes`: the same random numbers, faster, up to
             64 MiB per p-bit output; a bit may differ where a GEMM rounds more rows otherwise).
@@ -733,6 +734,7 @@ class SampledModel(nn.Module):
         """The per-sample outputs ``[T, B_i, ...]`` of each pass of ``x`` split into passes of
         ``step`` inputs, drawn in turn: from the passes one by one, or from several stacked into
         one pass where that draws the same numbers (:mod:`pdnn.stacked_passes`)."""
+        self._forget_if_changed()  # (before the stacking learned for the values it changed is read)
         passes = list(x.split(step))
         stackable = (len(passes) > 2 and not torch.is_grad_enabled() and not has_tangent(x) and x.device.type == "cpu"
                      and self.aggregate == "network" and self.samples > 1)
