@@ -556,8 +556,8 @@ class SampledModel(nn.Module):
             without extra positional arguments are split, and never while a batch norm of the
             model uses batch statistics (training mode): a split would change them, so such a
             batch runs in one pass, with a warning. Statistics a model takes otherwise
-            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows`` (nor may
-            consecutive passes that run stacked, below, then take them pass by pass).
+            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows`` (the split
+            changes them, and passes that run stacked, below, take them over several passes).
             Without autograd on the CPU, consecutive passes run stacked into one larger pass that
             draws what they draw (:mod:`pdnn.stacked_passes`: the same random numbers, faster, up to
             64 MiB per p-bit output; a bit may differ where a GEMM rounds more rows otherwise).
