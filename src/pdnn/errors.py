@@ -8,6 +8,8 @@ a user can pass raises ``UsageError``; it is a ``ValueError``, so library caller
 """
 from __future__ import annotations
 
+import torch
+
 
 class UsageError(ValueError):
     """A value, a name or a file given to pdnn is not acceptable; the message names it and says
@@ -17,3 +19,11 @@ class UsageError(ValueError):
 class ToolError(RuntimeError):
     """An outside program pdnn runs (a simulator, a synthesiser) failed; the message names it, its
     exit status and the end of what it said."""
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says memory ran out: Python's ``MemoryError``, torch's GPU
+    ``OutOfMemoryError``, or its CPU allocator's ``RuntimeError`` (a width or count of 10**12 asks
+    for terabytes: a limit of the machine, not a mistake of the program)."""
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(err, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(err))

@@ -89,7 +89,7 @@ class _Probe:
     def __call__(self, x: torch.Tensor, repeats: int = 1, shifted: bool = False,
                  mean: Callable | None = None, levels: tuple[float, float] | None = None) -> torch.Tensor:
         self.draws += 1
-        self.nan_inputs = self.nan_inputs or (x.is_floating_point() and bool(x.isnan().any()))
+        self.nan_inputs = self.nan_inputs or has_nan(x)
         x = repeat_samples(x, repeats)  # a p-bit drawing for its input repeated (pdnn.nn.PBit's ``repeats``)
         if levels is not None and self.stand_in == "bits":
             return self._bits(x, *levels)
@@ -463,6 +463,11 @@ def _stacked(i: int, column: tuple):
     return first
 
 
+def has_nan(x: torch.Tensor) -> bool:
+    """Whether a float or complex tensor holds a NaN."""
+    return (x.is_floating_point() or x.is_complex()) and bool(x.isnan().any())
+
+
 class Inconclusive(Exception):
     """The check's loop drew random numbers, yet every sample of it gave the same outputs (within
     ``TELLING`` times the check's absolute tolerance): no rows, outputs all NaN (a NaN in one row spread by a sum over the
@@ -597,8 +602,7 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
     except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell
         return f"an output differs between the check's samples where they cannot be stacked ({err})", False, False
     alike = drew and _samples_alike(looped)
-    nan = probe.nan_inputs or any(isinstance(y, torch.Tensor) and y.is_floating_point() and bool(y.isnan().any())
-                                  for y in tree_flatten(looped)[0])
+    nan = probe.nan_inputs or any(isinstance(y, torch.Tensor) and has_nan(y) for y in tree_flatten(looped)[0])
     difference = error or _difference(folded, looped)
     if difference is None and moved:
         difference = f"it leaves {', '.join(moved[:3])} other than one forward or T forwards do"

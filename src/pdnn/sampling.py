@@ -49,10 +49,10 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
 from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
 from .devices import indexed
-from .errors import UsageError
+from .errors import UsageError, out_of_memory
 from .foldcheck import (MAX_SPLIT_ARGUMENTS, Inconclusive, carries_tangents, changed_inputs, draws_unseen,
-                        first_rows, fold_mismatch, has_hooks, hook_kinds, kept_whole, own_hooks, runs_eagerly,
-                        share_memory, stack, suspended_hooks, unfold)
+                        first_rows, fold_mismatch, has_hooks, has_nan, hook_kinds, kept_whole, own_hooks,
+                        runs_eagerly, share_memory, stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -770,7 +770,7 @@ class SampledModel(nn.Module):
             calls.append(keys_drawn() - before)
         end = stream.get_state()
         if not calls[0] or calls[0] != calls[-1] or not isinstance(outs[0], torch.Tensor) \
-                or not only_keys_drawn(start, end, sum(calls)) or any(_has_nan(out) for out in outs):
+                or not only_keys_drawn(start, end, sum(calls)) or any(has_nan(out) for out in outs):
             return outs, None  # (a NaN equals nothing, and NaN alike NaN could hide a difference: a later call tells)
         stream.set_state(start)
         try:
@@ -1158,10 +1158,6 @@ class SampledModel(nn.Module):
         return f"samples={self.samples}, reduce={self.reduce!r}, aggregate={self.aggregate!r}{packed}"
 
 
-def _has_nan(x: torch.Tensor) -> bool:
-    return (x.is_floating_point() or x.is_complex()) and bool(x.isnan().any())
-
-
 @contextlib.contextmanager
 def _naming_the_input_shape(model: nn.Module, x: torch.Tensor):
     """Where a model that records the input shape it was built for (``model.input_shape``, as
@@ -1172,13 +1168,13 @@ def _naming_the_input_shape(model: nn.Module, x: torch.Tensor):
     float64 one, memory running out) is the model's own error."""
     try:
         yield
-    except (UsageError, torch.OutOfMemoryError):
+    except UsageError:
         raise
     except (RuntimeError, ValueError) as error:
         expected = getattr(model, "input_shape", None)
         if (isinstance(expected, tuple) and all(isinstance(size, int) for size in expected)
                 and isinstance(x, torch.Tensor) and math.prod(x.shape[1:]) != math.prod(expected)
-                and "can't allocate memory" not in str(error)):
+                and not out_of_memory(error)):
             raise UsageError(f"the model ({type(model).__name__}) was built for inputs of shape (B, "
                              f"{', '.join(map(str, expected))}), got {tuple(x.shape)} "
                              f"({type(error).__name__}: {error})") from error

@@ -21,10 +21,8 @@ import threading
 import warnings
 from pathlib import Path
 
-import torch
-
 from .. import __version__
-from ..errors import ToolError, UsageError
+from ..errors import ToolError, UsageError, out_of_memory
 from ..io import RunError
 from ..malloc import keep_large_buffers
 from . import convert, demo, energy, evaluate, fid, generate, hw, plot, reproduce, study, train
@@ -77,14 +75,6 @@ def _said(err: Exception) -> str:
     return said
 
 
-def _out_of_memory(err: Exception) -> bool:
-    """Whether ``err`` says memory ran out: Python's ``MemoryError``, torch's GPU
-    ``OutOfMemoryError``, or its CPU allocator's ``RuntimeError`` (a width or count of 10**12 asks
-    for terabytes: a limit of the machine, not a mistake of the program)."""
-    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(err, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(err))
-
-
 class _Terminated(BaseException):
     """SIGTERM (a batch system's time limit, ``kill``, ``timeout``), raised where Python next runs
     so that the command ends as Ctrl-C ends it: with a line saying what was kept. Not an
@@ -131,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)
         return 2
     except Exception as err:
-        if not _out_of_memory(err):
+        if not out_of_memory(err):
             raise
         # torch's message says where in its C++ it failed before what it asked for
         asked = re.search(r"tried to allocate [\d.]+ ?\w+", str(err), re.IGNORECASE)
