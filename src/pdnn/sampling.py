@@ -760,7 +760,8 @@ class SampledModel(nn.Module):
     def _learn_stacking(self, passes: list[torch.Tensor]) -> tuple[list, tuple[int, int] | None]:
         """The outputs of two passes run in turn, and whether such passes stack: ``(p-bit calls
         per pass, passes per stack)`` (1: they do not), or ``None`` where it cannot be told yet
-        (the first passes of a plan may check it, and draw for that; their outputs hold a NaN)."""
+        (the first passes of a plan may check it, and draw for that; their outputs hold a NaN; the
+        two passes hold the same inputs, whose batch statistics are the same stacked or not)."""
         stream = self._stream(passes[0].device)
         start = stream.get_state()
         outs, calls = [], []
@@ -769,7 +770,7 @@ class SampledModel(nn.Module):
             outs.append(self.sample(part))
             calls.append(keys_drawn() - before)
         end = stream.get_state()
-        if not calls[0] or calls[0] != calls[-1] or not isinstance(outs[0], torch.Tensor) \
+        if not calls[0] or calls[0] != calls[-1] or not isinstance(outs[0], torch.Tensor) or torch.equal(*passes) \
                 or not only_keys_drawn(start, end, sum(calls)) or any(has_nan(out) for out in outs):
             return outs, None  # (a NaN equals nothing, and NaN alike NaN could hide a difference: a later call tells)
         stream.set_state(start)
