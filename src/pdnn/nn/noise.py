@@ -241,12 +241,13 @@ class HardPBit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = _check_generator(self, x)
         mean = self.mean(x)
-        span = self.max_val - self.min_val
+        # the two values as x's dtype holds them, chosen, not rebuilt as a + (c - a) (which rounds
+        # off either); the probability is taken between them, so that the mean is the clamp
+        low, high = (torch.tensor(bound, dtype=x.dtype, device=x.device) for bound in (self.min_val, self.max_val))
         # in at least single precision: a half one rounded the low bits of small means away
         wide = x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().float()
-        p_high = (self.mean(wide) - self.min_val) / span
-        bits = (p_high > _uniform(x, g)).to(x.dtype) * span + self.min_val
-        return F.straight_through(bits, mean)
+        p_high = (self.mean(wide) - low.to(wide.dtype)) / (high - low).to(wide.dtype)
+        return F.straight_through(torch.where(p_high > _uniform(x, g), high, low), mean)
 
     def extra_repr(self) -> str:
         return f"min_val={self.min_val:g}, max_val={self.max_val:g}, beta={self.beta:g}"
