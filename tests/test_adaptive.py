@@ -941,7 +941,7 @@ def test_one_row_that_views_another_input_is_refused_where_the_model_changes_one
 
 
 def test_zero_dimensional_input_with_arguments_is_refused_as_unbatched():
-    with pytest.raises(UsageError, match=r"expects a batched tensor input \[B, ...\]"):
+    with pytest.raises(UsageError, match=r"takes the batch \[B, ...\] as a tensor, its first positional argument.*got "):
         SampledModel(_Twice(), samples="auto")(torch.tensor(1.0), torch.ones(1))
 
 

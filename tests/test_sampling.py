@@ -362,6 +362,27 @@ def test_bad_options_are_named():
         SampledModel(nn.Identity(), aggregate="chip")
 
 
+@pytest.mark.parametrize("given, named", [([torch.zeros(4, 12)], "a list of 1"),
+                                          (np.zeros((4, 12)), r"a numpy.ndarray of shape \(4, 12\)"),
+                                          (torch.tensor(1.0), r"a torch.Tensor of shape \(\)"),
+                                          ({"x": torch.zeros(4, 12)}, r"a dict with keys \['x'\]"), (None, "None")])
+def test_an_input_that_is_no_batch_tensor_is_named(given, named):
+    """Each had got the same ValueError, naming nothing it was given."""
+    sampled = SampledModel(TwoLayers(), samples=2)
+    for call in (sampled, sampled.sample, sampled.plan):
+        with pytest.raises(UsageError, match=r"takes the batch \[B, ...\] as a tensor.*; got " + named + "$"):
+            call(given)
+
+
+def test_a_call_by_keywords_only_is_told_to_pass_the_batch_first():
+    """As Hugging Face models are called; Python's own message named a parameter ``x``."""
+    sampled = SampledModel(TwoLayers(), samples=2)
+    with pytest.raises(UsageError, match=r"first positional argument.*got keyword arguments only \(input_ids, mask\)"):
+        sampled(input_ids=torch.zeros(4, 12), mask=torch.ones(4, 12))
+    with pytest.raises(UsageError, match="got no arguments: pass the batch first"):
+        sampled.sample()
+
+
 def test_options_set_on_a_live_sampler_are_checked_as_the_constructor_checks_them():
     """reduce and aggregate are run-time knobs like T: a misspelt one was returning the raw
     samples (reduce) or network aggregation (aggregate), and a mean under samples="auto"."""

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch.utils._pytree import tree_map
 
-from .checks import as_real, integer, positive_int, shown
+from .checks import as_real, batch_tensor, integer, positive_int, shown
 from .errors import UsageError
 
 RULES = ("predictive", "never")
@@ -318,8 +318,7 @@ def adaptive_sample(
     those in ``kept`` (their ids: a per-class tensor as long as the batch, say).
     """
     _check_rule(rule)
-    if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        raise UsageError("adaptive sampling expects a batched tensor input [B, ...]")
+    batch_tensor("adaptive sampling", x)
     if x.is_floating_point() and torch.isnan(x).any():
         raise UsageError(f"the input of shape {tuple(x.shape)} contains NaN")
     batch = x.shape[0]

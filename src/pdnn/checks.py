@@ -61,6 +61,25 @@ def shown(value, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def batch_tensor(who: str, value) -> None:
+    """Check that ``value``, the first positional argument of a call of ``who``, is a tensor with a
+    batch dimension: the one the samples fold along."""
+    if getattr(value, "ndim", 0) and callable(getattr(value, "dim", None)):  # (a tensor: numpy's arrays lack .dim)
+        return
+    kind = type(value).__qualname__ if type(value).__module__ == "builtins" else \
+        f"{type(value).__module__.partition('.')[0]}.{type(value).__qualname__}"
+    if (shape := getattr(value, "shape", None)) is not None:
+        got = f"a {kind} of shape {tuple(shape)}"
+    elif isinstance(value, dict):
+        got = f"a dict with keys {shown(list(value))}"
+    elif isinstance(value, (list, tuple)):
+        got = f"a {kind} of {len(value)}"
+    else:
+        got = shown(value)
+    raise UsageError(f"{who} takes the batch [B, ...] as a tensor, its first positional argument, the one the "
+                     f"samples fold along; got {got}")
+
+
 def integer(value) -> int | None:
     """``value`` as an ``int`` if it is an integer (numpy's and torch's scalars too; ``True`` is not a
     number, nor is a one-element array), else None."""

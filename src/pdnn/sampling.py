@@ -47,7 +47,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .adaptive import CHECKPOINTS, StoppingRule, adaptive_sample, fresh_inputs
-from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, one_of, positive_int, shown, torch_seed
+from .checks import AGGREGATIONS, LOSS_RULES, REDUCTIONS, batch_tensor, one_of, positive_int, shown, torch_seed
 from .devices import indexed
 from .errors import UsageError, out_of_memory
 from .foldcheck import (MAX_SPLIT_ARGUMENTS, Inconclusive, carries_tangents, changed_inputs, draws_unseen,
@@ -490,6 +490,19 @@ def _eager_under_compile(method: Callable) -> Callable:
     return call
 
 
+_NO_BATCH = object()  # the batch of a call that passed keyword arguments only
+
+
+def _check_batch(x, kwargs: dict) -> None:
+    """A call's batch is its first positional argument, a tensor, which a call by keywords only
+    (``sampled(input_ids=..., attention_mask=...)``) does not say."""
+    if x is _NO_BATCH:
+        got = f"keyword arguments only ({', '.join(kwargs)})" if kwargs else "no arguments"
+        raise UsageError(f"SampledModel takes the batch as its first positional argument, the one the samples fold "
+                         f"along; got {got}: pass the batch first")
+    batch_tensor("SampledModel", x)
+
+
 def _one_call(method: Callable) -> Callable:
     """A method by which a user calls the sampler (``forward``, ``sample``, ``plan``): the passes
     one call splits into (``max_rows``), the rounds of ``samples="auto"`` and the stacked pass
@@ -697,12 +710,11 @@ class SampledModel(nn.Module):
 
     @_eager_under_compile
     @_one_call
-    def sample(self, x: torch.Tensor, *args, samples: int | None = None, **kwargs):
+    def sample(self, x: torch.Tensor = _NO_BATCH, *args, samples: int | None = None, **kwargs):
         """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); every tensor
         of a tuple, list or dict output alike. ``samples`` overrides T for this call; ``args`` /
         ``kwargs`` go to the model's forward."""
-        if not isinstance(x, torch.Tensor) or x.dim() == 0:
-            raise ValueError("SampledModel expects a batched tensor input [B, ...]")
+        _check_batch(x, kwargs)
         samples = check_samples(self.samples if samples is None else samples)
         modules = list(self.model.modules())
         with _naming_the_input_shape(self.model, x), self._drawing(x.device, modules):
@@ -838,7 +850,8 @@ class SampledModel(nn.Module):
 
     @_eager_under_compile
     @_one_call
-    def forward(self, x: torch.Tensor, *args, **kwargs):
+    def forward(self, x: torch.Tensor = _NO_BATCH, *args, **kwargs):
+        _check_batch(x, kwargs)
         self.last_samples = None  # set by a call with T chosen per input that returns
         if self.samples == "auto":
             if torch.jit.is_tracing() or not runs_eagerly():
@@ -951,7 +964,7 @@ class SampledModel(nn.Module):
         self._fixed = _current(self._watched)
 
     @_one_call
-    def plan(self, x: torch.Tensor, *args, **kwargs) -> str:
+    def plan(self, x: torch.Tensor = _NO_BATCH, *args, **kwargs) -> str:
         """How calls like ``self(x, *args, **kwargs)`` run T > 1 samples with network aggregation:
         ``"graph"`` (samples folded into the batch after the deterministic prefix, which runs once),
         ``"repeat"`` (the input repeated T times: the model could not be traced) or ``"loop"`` (T
@@ -960,6 +973,7 @@ class SampledModel(nn.Module):
         with no rows, or whose check's samples all come out alike (outputs all NaN, an output
         layer of zeros), runs a loop and leaves the choice to a later call; after
         ``UNDECIDED_CALLS`` such calls, only the next after 4, 8, 16, ... of them."""
+        _check_batch(x, kwargs)
         modules = list(self.model.modules())
         self._forget_if_changed()
         if self._loops_unplanned(x, args, kwargs):
