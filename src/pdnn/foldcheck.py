@@ -687,6 +687,25 @@ def kept_whole(model: nn.Module, x: torch.Tensor, args: tuple, leaves: list[torc
     return fitting[0] if all(torch.equal(a, a[:1].expand_as(a)) for a in parted) else None
 
 
+def rows_apart(model: nn.Module, parts: list[torch.Tensor]) -> bool | None:
+    """Whether ``model`` gives each batch of ``parts`` the rows it gives it within all of them
+    joined into one batch, every draw a stand-in that depends on no row's place (:class:`_Still`):
+    False where an input's output depends on the other inputs (a statistic of the batch,
+    ``h - h.mean(0)``), or is not a row of its own, which splitting a batch changes. None where
+    it cannot be told: the model fails (its call raises it again), or an output holds a NaN."""
+    joined = torch.cat(parts)
+    with _untouched(model, joined.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            whole, *alone = (tree_flatten(model(batch.clone()))[0] for batch in (joined, *parts))
+        except Exception:
+            return None
+    if any(isinstance(y, torch.Tensor) and has_nan(y) for y in whole):
+        return None
+    starts = itertools.accumulate((len(part) for part in parts), initial=0)
+    return all(_rows_agree(whole, out, torch.arange(start, start + len(part), device=joined.device))
+               for part, out, start in zip(parts, alone, starts))
+
+
 def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:
     """Whether two runs of ``model`` under the same stand-ins (:class:`_Still`) give other outputs:
     it draws with a random function the probes do not replace (``torch.normal``, ``torch.randint``,

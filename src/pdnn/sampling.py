@@ -52,7 +52,7 @@ from .devices import indexed
 from .errors import UsageError, out_of_memory
 from .foldcheck import (MAX_SPLIT_ARGUMENTS, Inconclusive, carries_tangents, changed_inputs, draws_unseen,
                         first_rows, fold_mismatch, has_hooks, has_nan, hook_kinds, kept_whole, own_hooks,
-                        runs_eagerly, share_memory, stack, suspended_hooks, unfold)
+                        rows_apart, runs_eagerly, share_memory, stack, suspended_hooks, unfold)
 from .functional import has_tangent, repeat_samples
 from .nn import PBit, is_stochastic
 from .packed_linear import PackedLinear, pack_linears
@@ -568,9 +568,11 @@ class SampledModel(nn.Module):
             changes the order of the draws, so a seed's samples depend on it. Only inputs
             without extra positional arguments are split, and never while a batch norm of the
             model uses batch statistics (training mode): a split would change them, so such a
-            batch runs in one pass, with a warning. Statistics a model takes otherwise
-            (``h - h.mean(0)``) are not recognised: do not give such a model ``max_rows`` (the split
-            changes them, and passes that run stacked, below, take them over several passes).
+            batch runs in one pass, with a warning. Nor is a batch split whose model takes
+            statistics otherwise (``h - h.mean(0)``), told by a few forwards of two passes once
+            per plan, with a warning; a statistic the two passes leave alike by chance
+            (``x / x.abs().amax(0).clamp(min=1)`` on data within [-1, 1]) is not seen, and a
+            later call with other data is split.
             Without autograd on the CPU, consecutive passes run stacked into one larger pass that
             draws what they draw (:mod:`pdnn.stacked_passes`: the same random numbers, faster, up to
             64 MiB per p-bit output; a bit may differ where a GEMM rounds more rows otherwise).
@@ -626,6 +628,7 @@ class SampledModel(nn.Module):
         self._undecided_now: dict[int, set[tuple]] = {}  # by thread, the keys its call under way found undecided
         self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
+        self._apart: dict[tuple, bool] = {}  # split passes: whether each computes what the batch does on it
         self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
         self._fixed: tuple = ()  # those values when the graphs were made
 
@@ -742,6 +745,24 @@ class SampledModel(nn.Module):
             for m, g in zip(stochastic, saved):
                 object.__setattr__(m, "generator", g)
 
+    def _passes_apart(self, x: torch.Tensor, step: int) -> bool:
+        """Whether passes of ``step`` inputs compute what the whole batch ``x`` does on them
+        (:func:`pdnn.foldcheck.rows_apart`, a few forwards of two passes), learned once per plan
+        from the first pass and the first later one that holds other inputs. Where every pass holds
+        the first's inputs (a warm-up call on zeros), a mean over the batch is a mean over a pass,
+        so only a dependence the two show (on their number, ``h.sum(0)``) is learned; a model that
+        fails, or an output with a NaN, tells nothing: the passes run, and a later call learns it."""
+        self._forget_if_changed()
+        passes = x.split(step)
+        key = self._key(passes[0], (), {}, list(self.model.modules()))
+        if key not in self._apart:
+            other = next((p for p in passes[1:] if not torch.equal(p, passes[0][:len(p)])), None)
+            apart = rows_apart(self.model, [passes[0], passes[1] if other is None else other])
+            if apart is False or (apart and other is not None):
+                self._apart[key] = apart
+            return apart is not False
+        return self._apart[key]
+
     def _split(self, x: torch.Tensor, step: int) -> list:
         """The per-sample outputs ``[T, B_i, ...]`` of each pass of ``x`` split into passes of
         ``step`` inputs, drawn in turn: from the passes one by one, or from several stacked into
@@ -772,8 +793,7 @@ class SampledModel(nn.Module):
     def _learn_stacking(self, passes: list[torch.Tensor]) -> tuple[list, tuple[int, int] | None]:
         """The outputs of two passes run in turn, and whether such passes stack: ``(p-bit calls
         per pass, passes per stack)`` (1: they do not), or ``None`` where it cannot be told yet
-        (the first passes of a plan may check it, and draw for that; their outputs hold a NaN; the
-        two passes hold the same inputs, whose batch statistics are the same stacked or not)."""
+        (the first passes of a plan may check it, and draw for that; their outputs hold a NaN)."""
         stream = self._stream(passes[0].device)
         start = stream.get_state()
         outs, calls = [], []
@@ -782,7 +802,7 @@ class SampledModel(nn.Module):
             outs.append(self.sample(part))
             calls.append(keys_drawn() - before)
         end = stream.get_state()
-        if not calls[0] or calls[0] != calls[-1] or not isinstance(outs[0], torch.Tensor) or torch.equal(*passes) \
+        if not calls[0] or calls[0] != calls[-1] or not isinstance(outs[0], torch.Tensor) \
                 or not only_keys_drawn(start, end, sum(calls)) or any(has_nan(out) for out in outs):
             return outs, None  # (a NaN equals nothing, and NaN alike NaN could hide a difference: a later call tells)
         stream.set_state(start)
@@ -879,6 +899,11 @@ class SampledModel(nn.Module):
                           "whole batch, which a split would change; the batch runs in one pass",
                           stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
+        if not self._passes_apart(x, step):
+            warnings.warn(f"max_rows={self.max_rows} is not applied: {type(self.model).__name__} gives an input "
+                          "another output among other inputs (a statistic of the batch, h - h.mean(0)), which a "
+                          "split would change; the batch runs in one pass", stacklevel=_callers_level())
+            return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
         dim = 1 if self.reduce == "none" else 0
         spec = tree_flatten(parts[0])[1]
@@ -951,7 +976,7 @@ class SampledModel(nn.Module):
         that changes such values itself as it runs is never run by a graph.)"""
         if self._watched and _current(self._watched) != self._fixed:
             self._graphs.clear(), self._plans.clear(), self._runs.clear(), self._stacks.clear()
-            self._undecided.clear()
+            self._apart.clear(), self._undecided.clear()
             self._watched, self._fixed = [], ()
 
     def _watch(self) -> None:
@@ -1160,13 +1185,14 @@ class SampledModel(nn.Module):
                 state[f"_{name}"] = state.pop(name)
         state.setdefault("_undecided", {})  # (and before it counted undecided checks)
         state.setdefault("_undecided_now", {})
+        state.setdefault("_apart", {})
         super().__setstate__(state)
 
     def __getstate__(self):
         """Copies and pickles leave the traced passes behind: they call this model's modules, and
         the places of the values they fixed are this model's (a copy traces and notes its own)."""
         return {**self.__dict__, "_graphs": {}, "_plans": {}, "_undecided": {}, "_undecided_now": {}, "_runs": {},
-                "_stacks": {}, "_watched": [], "_fixed": ()}
+                "_stacks": {}, "_apart": {}, "_watched": [], "_fixed": ()}
 
     def extra_repr(self) -> str:
         packed = ", pack_weights=True" if self.pack_weights else ""

@@ -31,12 +31,10 @@ keys and nothing else, and the two passes run again stacked, from the same gener
 must give the same numbers and end in the same state (which rounding cannot show in two passes).
 Two passes whose outputs hold a NaN tell nothing (a NaN equals nothing, and NaN alike NaN could
 hide where the stacked pass differs), nor do passes that ran a loop while the fold check could
-not yet decide the plan, nor two passes of the same inputs (a warm-up call on zeros): a statistic
-the model takes over its batch (``h - h.mean(0)``) is then the same over both passes as over one,
-where later passes, stacked, would take it over several. The next call learns it. A statistic
-that two different passes leave alike by chance (``x.abs().amax(0).clamp(min=1)`` on data
-within [-1, 1]) is not seen: ``SampledModel(max_rows=...)`` asks for a model without such
-statistics.
+not yet decide the plan: the next call learns it. A model that takes a statistic over its batch
+(``h - h.mean(0)``), whose passes would take it over several stacked, is not split at all
+(``SampledModel._passes_apart``), so two passes of the same inputs, alike stacked or not, are
+stacked only where the model's inputs are apart.
 """
 from __future__ import annotations
 
