@@ -155,7 +155,8 @@ def test_plot_and_tradeoff_warn_naming_the_run_evaluated_before_a_resume(runs, t
             warnings.simplefilter("always")
             assert main(argv) == 0
         assert messages(record) == [f"{resumed}: eval-network.json measured epoch 1, but checkpoint.pt has changed "
-                                    f"since (it now holds epoch 2); rerun `pdnn eval {resumed}`"], argv[0]
+                                    f"since (it now holds epoch 2); rerun `pdnn eval {resumed} --samples 1,2 "
+                                    "--repeats 1 --subset 256`"], argv[0]
     again = tmp_path / "again"
     shutil.copytree(resumed, again)
     with warnings.catch_warnings(record=True) as record:
@@ -163,6 +164,33 @@ def test_plot_and_tradeoff_warn_naming_the_run_evaluated_before_a_resume(runs, t
         assert main(["eval", str(again), *EVAL]) == 0  # evaluated again: current
         assert main(["plot", str(current), str(again), "--out", str(tmp_path / "fig.png")]) == 0
     assert messages(record) == []
+
+
+def test_the_command_a_stale_evaluation_names_measures_that_file_again(runs, tmp_path):
+    """It had named ``pdnn eval RUN`` for every file, which writes eval-network.json: a stale
+    eval-layer.json kept its warning however often it was followed, and an eval-network.json
+    was measured again at other T values, repeats and draws than it held (review R103)."""
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    assert main(["eval", str(run), "--aggregate", "layer", "--samples", "1,3", "--repeats", "2", "--seed", "5",
+                 "--subset", "128", "--quiet"]) == 0
+    layer = json.loads((run / "eval-layer.json").read_text())
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert main(["plot", str(run), "--aggregate", "layer", "--out", str(tmp_path / "fig.png")]) == 0
+        if not record:
+            break
+        (message,) = messages(record)
+        command = message.rpartition("rerun `")[2].rstrip("`").split()
+        assert command[:3] == ["pdnn", "eval", str(run)]
+        assert main([*command[1:], "--quiet"]) == 0
+    else:
+        raise AssertionError(f"the warning stayed after its command ran: {message}")
+    again = json.loads((run / "eval-layer.json").read_text())
+    assert [(r["samples"], r["repeats"]) for r in again["results"]] == [(1, 2), (3, 2)]
+    assert (again["seed"], again["examples"]) == (layer["seed"], layer["examples"]) == (5, 128)
 
 
 def test_evaluations_without_a_record_are_unknown_said_once(runs, tmp_path):

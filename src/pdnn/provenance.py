@@ -134,9 +134,19 @@ def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None
 
 def remeasure(run_dir: str | Path, name: str, document: dict) -> str:
     """The command that measures ``run_dir`` as its evaluation file ``name`` (``document``) did:
-    ``pdnn eval``, or ``pdnn fid`` with the features the distance was measured in."""
+    ``pdnn eval`` with the aggregation (the file it writes), the T values, repeats, examples and
+    seed it recorded, or ``pdnn fid`` with the features the distance was measured in."""
     if not name.startswith("fid"):
-        return f"`pdnn eval {run_dir}`"
+        recorded = document if isinstance(document, dict) else {}
+        results = [r for r in recorded.get("results", ()) if isinstance(r, dict)]
+        samples = [r.get("samples") for r in results]
+        repeats = {r.get("repeats") for r in results}
+        options = [f"--aggregate {recorded['aggregate']}" if recorded.get("aggregate") not in (None, "network") else "",
+                   f"--samples {','.join(map(str, samples))}" if samples and all(type(t) is int for t in samples) else "",
+                   f"--repeats {repeats.pop()}" if len(repeats) == 1 and type(next(iter(repeats))) is int else "",
+                   f"--subset {recorded['examples']}" if type(recorded.get("examples")) is int else "",
+                   f"--seed {recorded['seed']}" if type(recorded.get("seed")) is int and recorded["seed"] else ""]
+        return f"`pdnn eval {' '.join([str(run_dir), *filter(None, options)])}`"
     source = document.get("feature_source")
     option = "--inception-weights" if name == "fid.json" else "--classifier"
     return f"`pdnn fid {run_dir} {option} {source if isinstance(source, str) else option[2:].upper()}`"
