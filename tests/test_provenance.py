@@ -193,6 +193,22 @@ def test_the_command_a_stale_evaluation_names_measures_that_file_again(runs, tmp
     assert (again["seed"], again["examples"]) == (layer["seed"], layer["examples"]) == (5, 128)
 
 
+def test_a_plot_of_a_run_whose_checkpoint_was_damaged_since_is_drawn_with_a_warning(runs, tmp_path):
+    """Reading the checkpoint to name its epoch stopped the figure (``is not a readable
+    checkpoint``), which a missing checkpoint did not: the evaluation plotted is intact."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs[0], damaged)
+    with open(damaged / "checkpoint.pt", "r+b") as checkpoint:
+        checkpoint.truncate(1000)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert main(["plot", str(damaged), "--out", str(tmp_path / "fig.png")]) == 0
+    (message,) = messages(record)
+    assert message.startswith(f"{damaged}: eval-network.json measured epoch 1, but checkpoint.pt has changed since, "
+                              f"and {damaged / 'checkpoint.pt'} is not a readable checkpoint")
+    assert (tmp_path / "fig.png").stat().st_size > 0
+
+
 def test_evaluations_without_a_record_are_unknown_said_once(runs, tmp_path):
     old_a, old_b = without_record(runs[0], tmp_path / "a"), without_record(runs[1], tmp_path / "b")
     with warnings.catch_warnings(record=True) as record:

@@ -125,7 +125,10 @@ def stale_reason(run_dir: str | Path, name: str, document: dict, now: str | None
     if not isinstance(record, dict) or now is None or record.get("sha256") == now:
         return None
     measured = f"epoch {record['epoch']}" if record.get("epoch") is not None else "earlier weights"
-    current = load_checkpoint(Path(run_dir) / CHECKPOINT).get("epoch")
+    try:
+        current = load_checkpoint(Path(run_dir) / CHECKPOINT).get("epoch")
+    except RunError as err:  # (the evaluation itself is intact: what it measured is still shown)
+        return f"{run_dir}: {name} measured {measured}, but {CHECKPOINT} has changed since, and {err}"
     holds = ("" if current is None else f" (it now holds other weights of epoch {current})"
              if current == record.get("epoch") else f" (it now holds epoch {current})")
     return f"{run_dir}: {name} measured {measured}, but {CHECKPOINT} has changed since{holds}; rerun " \
