@@ -273,6 +273,35 @@ def test_an_extra_output_that_cannot_be_written_is_refused_before_the_results_ar
     assert {f.name: f.read_bytes() for f in trained_run.iterdir()} == before and not list(locked.iterdir())
 
 
+def test_an_evaluation_that_its_run_cannot_take_is_refused_before_it_runs(trained_run, monkeypatch, capsys):
+    """A read-only (or, for root, immutable) run had been evaluated whole, then the result was
+    lost at its write, with the table unprinted and the --json copy unwritten (review R103); the
+    distance of pdnn fid alike."""
+    import errno
+
+    import pdnn.cli.common
+    import pdnn.cli.evaluate
+    import pdnn.cli.fid
+
+    def locked(*args, dir=None, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(dir))
+
+    def evaluated(*args, **kwargs):
+        raise AssertionError("evaluated before the run was found read-only")
+
+    monkeypatch.setattr(pdnn.cli.common.tempfile, "TemporaryFile", locked)
+    monkeypatch.setattr(pdnn.cli.evaluate, "evaluate_run", evaluated)
+    monkeypatch.setattr(pdnn.cli.evaluate, "evaluate_run_adaptive", evaluated)
+    monkeypatch.setattr(pdnn.cli.fid, "fid_run", evaluated)
+    run = str(trained_run)
+    for argv, name in ((["eval", run], "eval-network.json"), (["eval", run, "--aggregate", "layer"], "eval-layer.json"),
+                       (["eval", run, "--adaptive"], "adaptive.json"), (["fid", run, "--classifier", run], "fid-clf.json")):
+        assert main([*argv, "--quiet"]) == 2
+        assert one_line_error(capsys, argv[0]).endswith(f"{trained_run}: cannot write {name} into this run (Operation "
+                                                       "not permitted); evaluate a copy of the run in a folder you "
+                                                       "can write")
+
+
 @pytest.mark.parametrize("option, value, expected", [
     ("--weight-decay", "-1", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got -1.0"),
     ("--weight-decay", "nan", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got nan"),

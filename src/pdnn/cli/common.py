@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 from ..errors import UsageError
@@ -66,6 +67,21 @@ def output_file(option: str, path: str | None, kind: str) -> Path | None:
     if not os.access(folder, os.W_OK | os.X_OK):  # found now, not after the command's own results are written
         raise UsageError(f"{option} {path}: cannot write into {folder} (read-only, or not yours)")
     return out
+
+
+def writable_run(run_dir: str, name: str) -> None:
+    """Check, before any work, that the run ``run_dir`` (if it exists: reading it says what is
+    missing) takes the file ``name`` a command writes into it, by writing a temporary file as the
+    atomic write will: a read-only or immutable folder (which ``os.access`` passes for root) had
+    been found only after the whole evaluation, whose result was then lost."""
+    if not Path(run_dir).is_dir():
+        return
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as err:
+        raise UsageError(f"{run_dir}: cannot write {name} into this run ({err.strerror or err}); evaluate a copy of "
+                         "the run in a folder you can write") from None
 
 
 def _figure_suffixes() -> list[str]:

@@ -8,7 +8,7 @@ from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
-from .common import add_data_options, add_device_option, output_file
+from .common import add_data_options, add_device_option, output_file, writable_run
 
 FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
 ADAPTIVE = {"max_samples": 50, "error": 0.01, "rule": "predictive", "checkpoints": ",".join(map(str, CHECKPOINTS)),
@@ -69,6 +69,7 @@ def run(args) -> int:
     output_file("--json", args.json, "json")
     given_checkpoints = args.checkpoints is not None
     with_defaults(args)
+    writable_run(args.run_dir, "adaptive.json" if args.adaptive else f"eval-{args.aggregate}.json")
     if args.adaptive:
         return run_adaptive(args, given_checkpoints)
     positive_int("--repeats", args.repeats)  # named as the option, not as evaluate_run's argument

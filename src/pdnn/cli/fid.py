@@ -7,7 +7,7 @@ from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..io import atomic_write
 from ..runs import fid_run
-from .common import add_data_options, add_device_option, output_file
+from .common import add_data_options, add_device_option, output_file, writable_run
 
 
 def add_parser(sub) -> None:
@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     samples = parse_samples(args.samples)
     output_file("--json", args.json, "json")
+    writable_run(args.run_dir, "fid-clf.json" if args.classifier else "fid.json")
     device = resolve_device(args.device)
     if args.n is None:
         args.n = 2000 if args.classifier else 10000
