@@ -1226,7 +1226,8 @@ def test_a_model_that_takes_a_statistic_of_its_batch_is_not_split():
     """Split into passes of one input, ``h - h.mean(0)`` after the p-bit gave every input the
     output layer's bias (review R104); a statistic before the p-bit, learned on a warm-up call on
     zeros, stacked later passes (review R102). Each now runs its batch in one pass, with a
-    warning, as a model that is not split computes it."""
+    warning, as a model that is not split computes it; samples="auto", whose settled inputs
+    leave the batch, refuses it."""
     class AfterTheBits(nn.Module):
         def __init__(self):
             super().__init__()
@@ -1247,6 +1248,8 @@ def test_a_model_that_takes_a_statistic_of_its_batch_is_not_split():
                 split.seed = 3  # (the stream afresh, as a new sampler draws it)
                 with pytest.warns(UserWarning, match=f"max_rows={rows} is not applied: .*a statistic of the batch"):
                     assert torch.equal(split(inputs), SampledModel(net, 4, seed=3)(inputs))
+        with pytest.raises(UsageError, match='samples="auto" lets settled inputs leave the batch, but .*a statistic'):
+            SampledModel(net, "auto")(inputs)
 
 
 

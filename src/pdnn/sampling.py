@@ -746,7 +746,8 @@ class SampledModel(nn.Module):
                 object.__setattr__(m, "generator", g)
 
     def _passes_apart(self, x: torch.Tensor, step: int) -> bool:
-        """Whether passes of ``step`` inputs compute what the whole batch ``x`` does on them
+        """Whether passes of ``step`` inputs (a split's, or the halves of a batch whose settled
+        inputs leave it) compute what the whole batch ``x`` does on them
         (:func:`pdnn.foldcheck.rows_apart`, a few forwards of two passes), learned once per plan
         from the first pass and the first later one that holds other inputs. Where every pass holds
         the first's inputs (a warm-up call on zeros), a mean over the batch is a mean over a pass,
@@ -886,6 +887,10 @@ class SampledModel(nn.Module):
                           else "call .eval() first")
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
                                  f"the statistics of the batch: {remedy}")
+            if not args and len(x) > 1 and not self._passes_apart(x, (len(x) + 1) // 2):
+                raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {type(self.model).__name__} '
+                                 "gives an input another output among other inputs (a statistic of the batch, "
+                                 "h - h.mean(0)): give a fixed T")
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping,
                                                                      kept=self._not_per_input(x, args))
             return mean
