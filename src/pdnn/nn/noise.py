@@ -243,7 +243,7 @@ class HardPBit(nn.Module):
         mean = self.mean(x)
         # the two values as x's dtype holds them, chosen, not rebuilt as a + (c - a) (which rounds
         # off either); the probability is taken between them, so that the mean is the clamp
-        low, high = (torch.tensor(bound, dtype=x.dtype, device=x.device) for bound in (self.min_val, self.max_val))
+        low, high = (x.new_full((), bound) for bound in (self.min_val, self.max_val))  # (a fill: no copy to a GPU)
         # in at least single precision: a half one rounded the low bits of small means away
         wide = x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().float()
         p_high = (self.mean(wide) - low.to(wide.dtype)) / (high - low).to(wide.dtype)
