@@ -1285,6 +1285,37 @@ def test_passes_stack_by_what_was_learned_for_the_values_the_model_holds_now():
             assert torch.equal(sampled(x), expected)
 
 
+def test_a_model_drawing_where_the_stand_ins_do_not_is_still_split_and_run_in_rounds():
+    """Noise from ``torch.normal`` (which the row check's stand-ins do not replace) made two runs
+    on one batch differ, and the check took that for a statistic of the batch: the split was
+    refused and samples="auto" raised (review R105)."""
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.act, self.fc2 = nn.Linear(5, 6), PBit(), nn.Linear(6, 3)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            return self.fc2(self.act(h + torch.normal(0.0, 0.1, size=h.shape)))
+
+    torch.manual_seed(0)
+    net, x = Noisy().eval(), torch.randn(40, 5)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        split = SampledModel(net, 4, max_rows=16)
+        split(x)
+        SampledModel(net, "auto", max_samples=8)(x)
+    assert not any("max_rows" in str(w.message) for w in record) and list(split._apart.values()) == [True]
+
+
+def test_a_split_batch_runs_under_vmap():
+    """The row check compared passes with ``torch.equal``, which vmap cannot batch (review R105)."""
+    torch.manual_seed(0)
+    sampled = SampledModel(nn.Sequential(nn.Linear(12, 8), PBit(), nn.Linear(8, 3)), 2, max_rows=16)
+    out = torch.func.vmap(sampled, randomness="different")(torch.randn(3, 20, 12))
+    assert out.shape == (3, 20, 3)
+
+
 def test_a_call_from_another_thread_that_ends_first_leaves_this_ones_count():
     """One thread's call ending had reset the record of the call under way in another, which then
     failed (``'NoneType' object has no attribute 'discard'``)."""

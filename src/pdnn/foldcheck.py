@@ -691,16 +691,22 @@ def rows_apart(model: nn.Module, parts: list[torch.Tensor]) -> bool | None:
     """Whether ``model`` gives each batch of ``parts`` the rows it gives it within all of them
     joined into one batch, every draw a stand-in that depends on no row's place (:class:`_Still`):
     False where an input's output depends on the other inputs (a statistic of the batch,
-    ``h - h.mean(0)``), or is not a row of its own, which splitting a batch changes. None where
-    it cannot be told: the model fails (its call raises it again), or an output holds a NaN."""
+    ``h - h.mean(0)``), or is not a row of its own, which splitting a batch changes. True too
+    where the model draws with a function the stand-ins do not replace (``torch.normal``, the
+    dropout inside ``scaled_dot_product_attention``): two runs on the same batch differ, so rows
+    cannot be compared, and such a model is taken as its rows are apart, as before this check.
+    None where it cannot be told yet: the model fails (its call raises it again), or an output
+    holds a NaN."""
     joined = torch.cat(parts)
     with _untouched(model, joined.device), _probed(model, _Still()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            whole, *alone = (tree_flatten(model(batch.clone()))[0] for batch in (joined, *parts))
+        try:  # (in one context: the random state goes on from each run to the next)
+            whole, again, *alone = (tree_flatten(model(batch.clone()))[0] for batch in (joined, joined, *parts))
         except Exception:
             return None
     if any(isinstance(y, torch.Tensor) and has_nan(y) for y in whole):
         return None
+    if not _rows_agree(whole, again, torch.arange(len(joined), device=joined.device)):
+        return True
     starts = itertools.accumulate((len(part) for part in parts), initial=0)
     return all(_rows_agree(whole, out, torch.arange(start, start + len(part), device=joined.device))
                for part, out, start in zip(parts, alone, starts))

@@ -570,9 +570,10 @@ class SampledModel(nn.Module):
             model uses batch statistics (training mode): a split would change them, so such a
             batch runs in one pass, with a warning. Nor is a batch split whose model takes
             statistics otherwise (``h - h.mean(0)``), told by a few forwards of two passes once
-            per plan, with a warning; a statistic the two passes leave alike by chance
-            (``x / x.abs().amax(0).clamp(min=1)`` on data within [-1, 1]) is not seen, and a
-            later call with other data is split.
+            per plan, with a warning. Not seen: a statistic the two passes leave alike by chance
+            (``x / x.abs().amax(0).clamp(min=1)`` on data within [-1, 1]), one a p-bit takes in
+            its own forward, and any in a model that draws with a function the check's stand-ins
+            do not replace (``torch.normal``; :func:`pdnn.foldcheck.rows_apart`).
             Without autograd on the CPU, consecutive passes run stacked into one larger pass that
             draws what they draw (:mod:`pdnn.stacked_passes`: the same random numbers, faster, up to
             64 MiB per p-bit output; a bit may differ where a GEMM rounds more rows otherwise).
@@ -752,7 +753,10 @@ class SampledModel(nn.Module):
         from the first pass and the first later one that holds other inputs. Where every pass holds
         the first's inputs (a warm-up call on zeros), a mean over the batch is a mean over a pass,
         so only a dependence the two show (on their number, ``h.sum(0)``) is learned; a model that
-        fails, or an output with a NaN, tells nothing: the passes run, and a later call learns it."""
+        fails, or an output with a NaN, tells nothing: the passes run, and a later call learns it.
+        Under a ``torch.func`` transform or while ``torch.compile`` traces, the passes run unasked."""
+        if not runs_eagerly():  # (a batched tensor has no exact comparison, and the stand-ins patch eager calls)
+            return True
         self._forget_if_changed()
         passes = x.split(step)
         key = self._key(passes[0], (), {}, list(self.model.modules()))
