@@ -302,6 +302,35 @@ def test_an_evaluation_that_its_run_cannot_take_is_refused_before_it_runs(traine
                                                        "can write")
 
 
+def test_a_result_its_run_does_not_take_is_still_printed_and_copied(trained_run, tmp_path, monkeypatch, capsys):
+    """An immutable result file, or an append-only run folder, takes the temporary file the check
+    before the work writes, then refuses the result: which was lost, the table unprinted and the
+    --json copy unwritten (review R105)."""
+    import errno
+
+    import pdnn.runs
+
+    written = pdnn.runs.write_json
+
+    def refused_in_the_run(path, document):
+        if Path(path).parent == trained_run:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        written(path, document)
+
+    monkeypatch.setattr(pdnn.runs, "write_json", refused_in_the_run)
+    before = {f.name: f.read_bytes() for f in trained_run.iterdir()}
+    for options, name in ((["--samples", "1,2", "--repeats", "1"], "eval-network.json"),
+                          (["--adaptive", "--max-samples", "4"], "adaptive.json")):
+        copy = tmp_path / f"copy-{name}"
+        assert main(["eval", str(trained_run), "--quiet", "--json", str(copy), *options]) == 2
+        captured = capsys.readouterr()
+        assert captured.out.startswith(f"{trained_run}  (demo test, ") and len(captured.out.splitlines()) >= 3
+        assert captured.err.strip() == (f"pdnn eval: error: {trained_run / name}: operation not permitted; the run "
+                                        "did not take this result")
+        assert json.loads(copy.read_text())["run"] == str(trained_run)
+    assert {f.name: f.read_bytes() for f in trained_run.iterdir()} == before
+
+
 @pytest.mark.parametrize("option, value, expected", [
     ("--weight-decay", "-1", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got -1.0"),
     ("--weight-decay", "nan", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got nan"),

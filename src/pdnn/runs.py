@@ -24,9 +24,26 @@ from .io import (CHECKPOINT, CONFIG, METRICS, RunError, eval_files, load_checkpo
                  run_dataset, save_checkpoint, write_json)
 from .provenance import CODE, WEIGHTS, code_record
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "eval_files", "evaluate_run", "evaluate_run_adaptive",
-           "evaluation_subset", "fid_run", "load_checkpoint", "load_model", "read_config", "read_json",
-           "save_checkpoint", "write_json"]
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "UnwrittenResult", "eval_files", "evaluate_run",
+           "evaluate_run_adaptive", "evaluation_subset", "fid_run", "load_checkpoint", "load_model", "read_config",
+           "read_json", "save_checkpoint", "write_json"]
+
+
+class UnwrittenResult(RunError):
+    """A measurement whose run did not take its result file (an immutable file, an append-only
+    folder: what no check before the work finds for certain); ``document`` holds the result, which
+    the command still prints and copies before it reports this."""
+
+    def __init__(self, path: Path, document: dict, err: OSError):
+        super().__init__(f"{path}: {(err.strerror or str(err)).lower()}; the run did not take this result")
+        self.document = document
+
+
+def _write_result(path: Path, document: dict) -> None:
+    try:
+        write_json(path, document)
+    except OSError as err:
+        raise UnwrittenResult(path, document, err) from err
 
 
 def evaluation_subset(config: dict, subset: int | None) -> int | None:
@@ -90,7 +107,7 @@ def evaluate_run(
         CODE: code_record(),
         "results": results,
     }
-    write_json(Path(run_dir) / f"eval-{aggregate}.json", document)
+    _write_result(Path(run_dir) / f"eval-{aggregate}.json", document)
     return document
 
 
@@ -135,7 +152,7 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
         CODE: code_record(),
         "results": results,
     }
-    write_json(Path(run_dir) / f"{extractor.metric}.json", document)
+    _write_result(Path(run_dir) / f"{extractor.metric}.json", document)
     return document
 
 
@@ -160,5 +177,5 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
                 "split": "test", "examples": len(data.test_y), "seed": seed, "device": str(device),
                 **where_measured(), "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(),
                 **result}
-    write_json(Path(run_dir) / "adaptive.json", document)
+    _write_result(Path(run_dir) / "adaptive.json", document)
     return document

@@ -5,9 +5,11 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from ..errors import UsageError
 from ..io import is_folder_record, is_run_record
+from ..runs import UnwrittenResult
 
 
 def file_in_the_way(folder: Path) -> Path | None:
@@ -82,6 +84,16 @@ def writable_run(run_dir: str, name: str) -> None:
     except OSError as err:
         raise UsageError(f"{run_dir}: cannot write {name} into this run ({err.strerror or err}); evaluate a copy of "
                          "the run in a folder you can write") from None
+
+
+def kept_result(measure: Callable[[], dict]) -> tuple[dict, UnwrittenResult | None]:
+    """The result of ``measure`` (a measurement of a run, which writes its file into the run), and
+    the failure to write it there, if any: the command prints and copies a result its run did not
+    take, then reports that failure (:func:`writable_run` finds most such runs before the work)."""
+    try:
+        return measure(), None
+    except UnwrittenResult as unwritten:
+        return unwritten.document, unwritten
 
 
 def _figure_suffixes() -> list[str]:

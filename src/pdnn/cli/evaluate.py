@@ -8,7 +8,7 @@ from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
-from .common import add_data_options, add_device_option, output_file, writable_run
+from .common import add_data_options, add_device_option, kept_result, output_file, writable_run
 
 FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
 ADAPTIVE = {"max_samples": 50, "error": 0.01, "rule": "predictive", "checkpoints": ",".join(map(str, CHECKPOINTS)),
@@ -73,14 +73,17 @@ def run(args) -> int:
     if args.adaptive:
         return run_adaptive(args, given_checkpoints)
     positive_int("--repeats", args.repeats)  # named as the option, not as evaluate_run's argument
-    document = evaluate_run(args.run_dir, parse_samples(args.samples), args.repeats, args.aggregate, args.seed,
-                            roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
-                            progress=not args.quiet)
+    samples = parse_samples(args.samples)
+    document, unwritten = kept_result(lambda: evaluate_run(
+        args.run_dir, samples, args.repeats, args.aggregate, args.seed, roots=args.data_dir, subset=args.subset,
+        device=resolve_device(args.device), progress=not args.quiet))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, "
           f"{document['aggregate']} aggregation)")
     print(format_table(document))
     if args.json:
         write_json(args.json, document)
+    if unwritten:
+        raise unwritten
     return 0
 
 
@@ -109,8 +112,9 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
         raise UsageError(f"--checkpoints {args.checkpoints} looks at T = {', '.join(map(str, beyond))}, beyond "
                          f"--max-samples {args.max_samples}; expected checkpoints up to it")
     rule = StoppingRule(args.max_samples, args.error, args.rule, checkpoints, args.prior_samples)
-    document = evaluate_run_adaptive(args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
-                                     device=resolve_device(args.device), progress=not args.quiet)
+    document, unwritten = kept_result(lambda: evaluate_run_adaptive(
+        args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
+        progress=not args.quiet))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
           f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples}; looks at T = "
           f"{', '.join(map(str, document['rule']['checkpoints']))}"
@@ -119,4 +123,6 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
     print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))
     if args.json:
         write_json(args.json, document)
+    if unwritten:
+        raise unwritten
     return 0

@@ -1,13 +1,11 @@
 """``pdnn fid``: Fréchet distance of a generator run's images against held-out real images."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..devices import resolve_device
 from ..evaluate import parse_samples
-from ..io import atomic_write
+from ..io import write_json
 from ..runs import fid_run
-from .common import add_data_options, add_device_option, output_file, writable_run
+from .common import add_data_options, add_device_option, kept_result, output_file, writable_run
 
 
 def add_parser(sub) -> None:
@@ -42,14 +40,15 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if args.n is None:
         args.n = 2000 if args.classifier else 10000
-    document = fid_run(args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats,
-                       args.seed, args.data_dir, args.subset, device, progress=not args.quiet)
-    results = document["results"]
-    path = Path(args.run_dir) / f"{document['metric']}.json"
+    document, unwritten = kept_result(lambda: fid_run(
+        args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats, args.seed,
+        args.data_dir, args.subset, device, progress=not args.quiet))
     if args.json:
-        atomic_write(args.json, lambda f: f.write(path.read_bytes()))
+        write_json(args.json, document)
     print(f"{args.run_dir}  {document['metric']} ({document['features']}; n={args.n}, {args.repeats} repeats)")
     print(f"{'T':>5}  {document['metric']:>10}  {'std':>8}")
-    for row in results:
+    for row in document["results"]:
         print(f"{row['samples']:>5}  {row['mean']:>10.3f}  {row['std']:>8.3f}")
+    if unwritten:
+        raise unwritten
     return 0
