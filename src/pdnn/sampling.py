@@ -746,7 +746,7 @@ class SampledModel(nn.Module):
             for m, g in zip(stochastic, saved):
                 object.__setattr__(m, "generator", g)
 
-    def _passes_apart(self, x: torch.Tensor, step: int) -> bool:
+    def _passes_apart(self, x: torch.Tensor, step: int) -> bool | None:
         """Whether passes of ``step`` inputs (a split's, or the halves of a batch whose settled
         inputs leave it) compute what the whole batch ``x`` does on them
         (:func:`pdnn.foldcheck.rows_apart`, a few forwards of two passes), learned once per plan
@@ -754,15 +754,19 @@ class SampledModel(nn.Module):
         the first's inputs (a warm-up call on zeros), a mean over the batch is a mean over a pass,
         so only a dependence the two show (on their number, ``h.sum(0)``) is learned; a model that
         fails, or an output with a NaN, tells nothing: the passes run, and a later call learns it.
-        Under a ``torch.func`` transform or while ``torch.compile`` traces, the passes run unasked."""
-        if not runs_eagerly():  # (a batched tensor has no exact comparison, and the stand-ins patch eager calls)
-            return True
+        ``None`` under ``vmap`` before it is learned: a batched tensor has no exact comparison, so
+        nothing can be told, and the batch runs whole."""
         self._forget_if_changed()
         passes = x.split(step)
         key = self._key(passes[0], (), {}, list(self.model.modules()))
         if key not in self._apart:
-            other = next((p for p in passes[1:] if not torch.equal(p, passes[0][:len(p)])), None)
-            apart = rows_apart(self.model, [passes[0], passes[1] if other is None else other])
+            try:
+                other = next((p for p in passes[1:] if not torch.equal(p, passes[0][:len(p)])), None)
+                apart = rows_apart(self.model, [passes[0], passes[1] if other is None else other])
+            except RuntimeError:  # (vmap: "Batching rule not implemented for aten::equal", or a .item())
+                if runs_eagerly():
+                    raise
+                return None
             if apart is False or (apart and other is not None):
                 self._apart[key] = apart
             return apart is not False
@@ -891,7 +895,7 @@ class SampledModel(nn.Module):
                           else "call .eval() first")
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
                                  f"the statistics of the batch: {remedy}")
-            if not args and len(x) > 1 and not self._passes_apart(x, (len(x) + 1) // 2):
+            if not args and len(x) > 1 and self._passes_apart(x, (len(x) + 1) // 2) is False:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {type(self.model).__name__} '
                                  "gives an input another output among other inputs (a statistic of the batch, "
                                  "h - h.mean(0)): give a fixed T")
@@ -908,10 +912,11 @@ class SampledModel(nn.Module):
                           "whole batch, which a split would change; the batch runs in one pass",
                           stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
-        if not self._passes_apart(x, step):
-            warnings.warn(f"max_rows={self.max_rows} is not applied: {type(self.model).__name__} gives an input "
-                          "another output among other inputs (a statistic of the batch, h - h.mean(0)), which a "
-                          "split would change; the batch runs in one pass", stacklevel=_callers_level())
+        if not (apart := self._passes_apart(x, step)):
+            if apart is False:
+                warnings.warn(f"max_rows={self.max_rows} is not applied: {type(self.model).__name__} gives an input "
+                              "another output among other inputs (a statistic of the batch, h - h.mean(0)), which a "
+                              "split would change; the batch runs in one pass", stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
         dim = 1 if self.reduce == "none" else 0
