@@ -819,3 +819,15 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly():
     process.stdout.close()  # the reader leaves before the first line
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGPIPE and b"error" not in stderr and b"Traceback" not in stderr
+
+
+@pytest.mark.parametrize("command", [["train", "--dataset", "demo", "--out", "unused"], ["eval", "unused"],
+                                     ["study", "--dataset", "demo", "--out", "unused"]])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_a_subset_below_one_names_the_option(command, value, capsys):
+    """The library's check named its argument, 'subset must be an integer >= 1 or None' (review R103)."""
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--subset", value, "--quiet"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"error: argument --subset: expected an integer >= 1 (leave it out for every example), got {value}")

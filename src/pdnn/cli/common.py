@@ -33,12 +33,24 @@ def named_path(text: str) -> str:
     return text
 
 
+def example_count(text: str) -> int:
+    """A ``--subset``: how many examples, at least one. Checked as the option is read, so that the
+    error names the option, not the library's argument (``subset ... or None``)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (leave it out for every example), got {count}")
+    return count
+
+
 def add_data_options(parser: argparse.ArgumentParser,
                      subset_help: str = "use only the first N examples of each split (default: all)") -> None:
     parser.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                         help="a root holding datasets in their conventional folders (repeatable; "
                              "searched before $PDNN_DATA and the default roots)")
-    parser.add_argument("--subset", type=int, metavar="N", help=subset_help)
+    parser.add_argument("--subset", type=example_count, metavar="N", help=subset_help)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

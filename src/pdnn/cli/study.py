@@ -6,7 +6,7 @@ from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
 from ..functional import check_bits
-from .common import add_device_option, existing_folder, named_path
+from .common import add_device_option, example_count, existing_folder, named_path
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--width", type=int, help="base width (default: the model's own)")
     p.add_argument("--beta", type=float, default=1.0, help="inverse temperature of the p-bit runs (default: 1)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of every run (default: 10)")
-    p.add_argument("--subset", type=int, metavar="N", help="train on the first N training examples")
+    p.add_argument("--subset", type=example_count, metavar="N", help="train on the first N training examples")
     p.add_argument("--eval-subset", type=int, metavar="N", help="evaluate on the first N test examples")
     p.add_argument("--batch-size", type=int, default=64, help="examples per step (default: 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
