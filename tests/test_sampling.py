@@ -1217,8 +1217,8 @@ def test_nans_where_stacked_and_split_passes_differ_do_not_make_them_stack():
     sampled = SampledModel(net, 4, seed=1, max_rows=16)
     split = sampling._one_call(SampledModel._split)
     with torch.no_grad():
-        split(sampled, poisoned, 4)
-        out = torch.cat(split(sampled, clean, 4), 1).mean(0)
+        split(sampled, *sampled._passes(poisoned, 4))
+        out = torch.cat(split(sampled, *sampled._passes(clean, 4)), 1).mean(0)
     expected = torch.cat([clean[start:start + 4, 0] - clean[start:start + 4, 0].max() for start in range(0, 64, 4)])
     assert torch.equal(out[:, 3], expected)
 

@@ -746,19 +746,24 @@ class SampledModel(nn.Module):
             for m, g in zip(stochastic, saved):
                 object.__setattr__(m, "generator", g)
 
-    def _passes_apart(self, x: torch.Tensor, step: int) -> bool | None:
-        """Whether passes of ``step`` inputs (a split's, or the halves of a batch whose settled
-        inputs leave it) compute what the whole batch ``x`` does on them
-        (:func:`pdnn.foldcheck.rows_apart`, a few forwards of two passes), learned once per plan
-        from the first pass and the first later one that holds other inputs. Where every pass holds
-        the first's inputs (a warm-up call on zeros), a mean over the batch is a mean over a pass,
-        so only a dependence the two show (on their number, ``h.sum(0)``) is learned; a model that
-        fails, or an output with a NaN, tells nothing: the passes run, and a later call learns it.
-        ``None`` under ``vmap`` before it is learned: a batched tensor has no exact comparison, so
-        nothing can be told, and the batch runs whole."""
+    def _passes(self, x: torch.Tensor, step: int) -> tuple[list[torch.Tensor], tuple]:
+        """``x`` split into passes of ``step`` inputs, and the plan key of the first, under which
+        the row check and the stacking are learned (the plans made before a value a traced graph
+        fixed has changed are forgotten first, with what was learned for them)."""
         self._forget_if_changed()
-        passes = x.split(step)
-        key = self._key(passes[0], (), {}, list(self.model.modules()))
+        passes = list(x.split(step))
+        return passes, self._key(passes[0], (), {}, list(self.model.modules()))
+
+    def _passes_apart(self, passes: list[torch.Tensor], key: tuple) -> bool | None:
+        """Whether the ``passes`` (a split's, or the halves of a batch whose settled inputs leave
+        it) compute what their whole batch does on them (:func:`pdnn.foldcheck.rows_apart`, a few
+        forwards of two passes), learned once per plan ``key`` from the first pass and the first
+        later one that holds other inputs. Where every pass holds the first's inputs (a warm-up
+        call on zeros), a mean over the batch is a mean over a pass, so only a dependence the two
+        show (on their number, ``h.sum(0)``) is learned; a model that fails, or an output with a
+        NaN, tells nothing: the passes run, and a later call learns it. ``None`` under ``vmap``
+        before it is learned: a batched tensor has no exact comparison, so nothing can be told,
+        and the batch runs whole."""
         if key not in self._apart:
             try:
                 other = next((p for p in passes[1:] if not torch.equal(p, passes[0][:len(p)])), None)
@@ -772,25 +777,22 @@ class SampledModel(nn.Module):
             return apart is not False
         return self._apart[key]
 
-    def _split(self, x: torch.Tensor, step: int) -> list:
-        """The per-sample outputs ``[T, B_i, ...]`` of each pass of ``x`` split into passes of
-        ``step`` inputs, drawn in turn: from the passes one by one, or from several stacked into
-        one pass where that draws the same numbers (:mod:`pdnn.stacked_passes`)."""
-        self._forget_if_changed()  # (before the stacking learned for the values it changed is read)
-        passes = list(x.split(step))
-        stackable = (len(passes) > 2 and not torch.is_grad_enabled() and not has_tangent(x) and x.device.type == "cpu"
-                     and self.aggregate == "network" and self.samples > 1)
+    def _split(self, passes: list[torch.Tensor], key: tuple) -> list:
+        """The per-sample outputs ``[T, B_i, ...]`` of the ``passes`` of a split batch (plan
+        ``key``, :meth:`_passes`), drawn in turn: from the passes one by one, or from several
+        stacked into one pass where that draws the same numbers (:mod:`pdnn.stacked_passes`)."""
+        stackable = (len(passes) > 2 and not torch.is_grad_enabled() and not has_tangent(passes[0])
+                     and passes[0].device.type == "cpu" and self.aggregate == "network" and self.samples > 1)
         if not stackable:
             return [self.sample(part) for part in passes]
-        key = (self._key(passes[0], (), {}, list(self.model.modules())), self.samples)
-        outs = []
-        if key not in self._stacks:
+        outs, stack = [], (key, self.samples)
+        if stack not in self._stacks:
             outs, learned = self._learn_stacking(passes[:2])
             passes = passes[2:]
-            if learned is None or key[0] not in self._plans:  # (undecided, the passes ran loops: ask again later)
+            if learned is None or key not in self._plans:  # (undecided, the passes ran loops: ask again later)
                 return outs + [self.sample(part) for part in passes]
-            self._stacks[key] = learned
-        calls, count = self._stacks[key]
+            self._stacks[stack] = learned
+        calls, count = self._stacks[stack]
         for start in range(0, len(passes), count):
             group = passes[start:start + count]
             if len(group) == 1:
@@ -895,7 +897,7 @@ class SampledModel(nn.Module):
                           else "call .eval() first")
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {user!r} normalises with '
                                  f"the statistics of the batch: {remedy}")
-            if not args and len(x) > 1 and self._passes_apart(x, (len(x) + 1) // 2) is False:
+            if not args and len(x) > 1 and self._passes_apart(*self._passes(x, (len(x) + 1) // 2)) is False:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {type(self.model).__name__} '
                                  "gives an input another output among other inputs (a statistic of the batch, "
                                  "h - h.mean(0)): give a fixed T")
@@ -912,13 +914,14 @@ class SampledModel(nn.Module):
                           "whole batch, which a split would change; the batch runs in one pass",
                           stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
-        if not (apart := self._passes_apart(x, step)):
+        passes, key = self._passes(x, step)
+        if not (apart := self._passes_apart(passes, key)):
             if apart is False:
                 warnings.warn(f"max_rows={self.max_rows} is not applied: {type(self.model).__name__} gives an input "
                               "another output among other inputs (a statistic of the batch, h - h.mean(0)), which a "
                               "split would change; the batch runs in one pass", stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
-        parts = [reduce_samples(out, self.reduce) for out in self._split(x, step)]
+        parts = [reduce_samples(out, self.reduce) for out in self._split(passes, key)]
         dim = 1 if self.reduce == "none" else 0
         spec = tree_flatten(parts[0])[1]
         columns = zip(*(tree_flatten(part)[0] for part in parts))

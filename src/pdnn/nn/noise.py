@@ -246,7 +246,8 @@ class HardPBit(nn.Module):
         low, high = (x.new_full((), bound) for bound in (self.min_val, self.max_val))  # (a fill: no copy to a GPU)
         # in at least single precision: a half one rounded the low bits of small means away
         wide = x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().float()
-        p_high = (self.mean(wide) - low.to(wide.dtype)) / (high.to(wide.dtype) - low.to(wide.dtype))  # (exact)
+        wide_low, wide_high = low.to(wide.dtype), high.to(wide.dtype)  # (exact, and so is their difference)
+        p_high = (self.mean(wide) - wide_low) / (wide_high - wide_low)
         return F.straight_through(torch.where(p_high > _uniform(x, g), high, low), mean)
 
     def extra_repr(self) -> str:
