@@ -294,6 +294,35 @@ def test_the_first_call_learns_the_prior_that_lets_later_calls_stop_at_one_sampl
     assert sampled.stopping.prior_variance == learnt  # kept, not learnt again
 
 
+def test_a_rule_whose_only_look_is_at_max_samples_learns_the_prior_there():
+    """At max_samples 2 the look at N is the only one with a spread: it teaches σ₀², so that later
+    batches look at T = 1 (they had run every input to 2, which is fixed T = 2)."""
+    g = torch.Generator().manual_seed(1)
+    outputs = normal_leads(400, 2, g, relative=True)
+    _, taken, learnt = simulate(outputs[:, :200], StoppingRule(2, 0.1))
+    assert torch.all(taken == 2) and learnt.prior_variance is not None and learnt.schedule() == [1, 2]
+    assert learnt.prior_variance == pytest.approx(outputs[:, :200].diff(dim=-1).squeeze(-1).var(0).mean().item())
+    _, taken, _ = simulate(outputs[:, 200:], learnt)
+    assert (taken == 1).any() and (taken == 2).any()
+
+
+def test_the_looks_recorded_are_those_some_batch_made():
+    """The first batch learns the prior from T = 2; only later batches look at T = 1, and an
+    evaluation of one batch says it never did."""
+    from pdnn.cli.evaluate import prior_note
+    from pdnn.evaluate import adaptive_accuracy
+    net = mixed_net(nn.Identity())
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+    x, y = torch.tensor(([[20.0]] * 30 + [[0.0]] * 2) * 2), torch.zeros(64, dtype=torch.long)
+    one = adaptive_accuracy(net, x, y, StoppingRule(10, 0.05), batch_size=64)["rule"]
+    two = adaptive_accuracy(net, x, y, StoppingRule(10, 0.05), batch_size=32)["rule"]
+    assert one["checkpoints"] == [2, 3, 4, 5, 6, 8, 10] and prior_note(one) == ""
+    assert two["checkpoints"] == [1, 2, 3, 4, 5, 6, 8, 10] and prior_note(two) == ", the first batch from T = 2"
+    assert one["prior_variance_learnt"] and two["prior_variance_learnt"]
+
+
 @pytest.mark.parametrize("max_samples", [1, 2, 7, 50])
 def test_samples_per_input_lie_in_the_schedule_between_min_and_max(max_samples):
     torch.manual_seed(0)
@@ -460,11 +489,11 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "mean T" in capsys.readouterr().out
     assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--checkpoints", "every", "--json", str(copy),
                  "--quiet"]) == 0
-    rule = json.loads(copy.read_text())["rule"]
-    assert rule["checkpoints"] == list(range(1, 21)) and rule["prior_samples"] == 2
-    assert rule["prior_variance_learnt"] and rule["prior_variance"] > 0  # on the first (here: only) batch
+    rule = json.loads(copy.read_text())["rule"]  # the only batch learns the prior, and never looks at T = 1
+    assert rule["checkpoints"] == list(range(2, 21)) and rule["prior_samples"] == 2
+    assert rule["prior_variance_learnt"] and rule["prior_variance"] > 0
     out = capsys.readouterr().out
-    assert "looks at T = 1, 2, 3, 4, 5, 6, 7," in out and "the first batch from T = 2" in out
+    assert "looks at T = 2, 3, 4, 5, 6, 7," in out and "the first batch" not in out
     assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--subset", "31", "--quiet"]) == 0
     out = capsys.readouterr().out  # 31 inputs: too few to learn the prior from, so all run to N
     assert "no input stopped early: the rule learns its prior variance from the spread of 32 inputs" in out
@@ -495,7 +524,7 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert ("--checkpoints 2,5,20 looks at T = 20, beyond --max-samples 10; expected checkpoints up to it"
             in capsys.readouterr().err)
     assert main(["eval", str(run), "--adaptive", "--max-samples", "10", "--json", str(copy), "--quiet"]) == 0
-    assert json.loads(copy.read_text())["rule"]["checkpoints"] == [1, 2, 3, 4, 5, 6, 8, 10]  # the default's, to 10
+    assert json.loads(copy.read_text())["rule"]["checkpoints"] == [2, 3, 4, 5, 6, 8, 10]  # the default's, to 10
     capsys.readouterr()
     evaluations = sorted(p.name for p in run.iterdir() if p.suffix == ".json")
     assert main(["eval", str(run), "--max-samples", "20", "--error", "0.05", "--quiet"]) == 2

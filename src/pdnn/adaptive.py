@@ -185,10 +185,13 @@ class StoppingRule:
 
     def settled(self, stats: "SampleStats") -> torch.Tensor:
         """Which rows may stop now (bool ``[B]``); every row stops at ``max_samples``."""
-        if stats.count >= self.max_samples:
-            return torch.ones(stats.rows, dtype=torch.bool, device=stats.total.device)
+        last = stats.count >= self.max_samples
         if self.rule == "never" or self.error == 0 or stats.count < self.first_look():
-            return torch.zeros(stats.rows, dtype=torch.bool, device=stats.total.device)
+            return torch.full((stats.rows,), last, dtype=torch.bool, device=stats.total.device)
+        if last:  # the last look teaches σ₀² too (at max_samples 2 it is the only look with a spread)
+            if self.prior_variance is None:
+                learnt_prior(stats, self.prior_samples, self.prior_pool)
+            return torch.ones(stats.rows, dtype=torch.bool, device=stats.total.device)
         probability = disagreement_probability(stats, self.max_samples, self.prior_samples, self.prior_variance,
                                                self.prior_pool)
         return probability <= self.error
@@ -238,47 +241,61 @@ def first_decidable(prior_samples: int, prior_variance: float | None) -> int:
     return 1 if prior_variance is not None and prior_samples >= 1 else 2
 
 
+def lead_moments(stats: SampleStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row: the leading class ``[B]``, and over each class ``[B, C]`` the mean lead, the sum of
+    the squared per-sample leads and their sample variance."""
+    t = stats.count
+    leader = stats.total.argmax(1)
+    rows = torch.arange(stats.rows, device=stats.total.device)
+    lead = (stats.total[rows, leader][:, None] - stats.total) / t
+    diag = stats.outer.diagonal(dim1=1, dim2=2)
+    squares = diag[rows, leader][:, None] + diag - 2 * stats.outer[rows, leader]
+    variance = (squares - t * lead**2).clamp(min=0) / max(t - 1, 1)
+    return leader, lead, squares, variance
+
+
+def learnt_prior(stats: SampleStats, prior_samples: int, prior_pool: tuple[float, int]) -> float | None:
+    """The prior variance σ₀² learnt from these rows at their first look with a spread (the mean
+    variance of the lead over the runner-up), pooled with ``prior_pool`` and kept in ``stats``;
+    None where no row may settle at this look: fewer than :data:`PRIOR_INPUTS` inputs have shown
+    their spread (with ``prior_samples`` 0 there is no prior to wait for: 0), or none is shown."""
+    if stats.prior_variance is not None:
+        return stats.prior_variance
+    if stats.spread is None:  # the batch's first look: its rows' mean spread, zeros included
+        leader, _, squares, variance = lead_moments(stats)
+        rows = torch.arange(stats.rows, device=stats.total.device)
+        runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
+        stats.spread = (variance[rows, runner_up].mean().item(), stats.rows)
+        stats.typical = (squares[rows, runner_up] / stats.count).mean().item()  # the mean squared lead, E[D²]
+    (total, inputs), (mean, count) = prior_pool, stats.spread
+    if inputs + count < PRIOR_INPUTS:  # too few to stand for the network's: pooled with the next batch
+        return None if prior_samples else 0.0  # (of weight ν₀ = 0: no prior to wait for)
+    learnt = mean if not inputs else (total + mean * count) / (inputs + count)
+    if learnt <= NO_SPREAD * stats.typical:
+        # every row's samples agree so far (to rounding: equal scores like 0.9 leave a spread of
+        # 1e-16): no spread to learn, and none to judge by (it would settle each row, coin flips
+        # included); no row settles here, the next look learns again
+        stats.spread = None
+        return None
+    stats.prior_variance = learnt
+    return learnt
+
+
 def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples: int = 2,
                              prior_variance: float | None = None, prior_pool: tuple[float, int] = (0.0, 0)
                              ) -> torch.Tensor:
     """Predictive probability (summed over rivals) that the decision at ``max_samples`` differs
     from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md.
-    ``prior_variance`` None: learnt from these rows at their first look with a spread, pooled
-    with ``prior_pool`` (stored in ``stats``); 1 for every row while fewer than
-    :data:`PRIOR_INPUTS` inputs have shown theirs."""
+    ``prior_variance`` None: learnt from these rows (:func:`learnt_prior`); 1 for every row where
+    none is learnt yet."""
     t, n = stats.count, max_samples
     first = first_decidable(prior_samples, prior_variance)
     if not first <= t < n:
         raise RuntimeError(f"the predictive rule needs {first} <= t < max_samples here, got t={t}, max_samples={n}")
-    leader = stats.total.argmax(1)
+    if prior_variance is None and (prior_variance := learnt_prior(stats, prior_samples, prior_pool)) is None:
+        return torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
+    leader, lead, _, variance = lead_moments(stats)
     rows = torch.arange(stats.rows, device=stats.total.device)
-    lead = (stats.total[rows, leader][:, None] - stats.total) / t  # mean lead over each class [B, C]
-    diag = stats.outer.diagonal(dim1=1, dim2=2)
-    squares = diag[rows, leader][:, None] + diag - 2 * stats.outer[rows, leader]  # Σ D² [B, C]
-    variance = (squares - t * lead**2).clamp(min=0) / max(t - 1, 1)  # of the per-sample lead [B, C]
-    if prior_variance is None:
-        if stats.prior_variance is None:  # the mean variance of the lead over the runner-up
-            undecided = torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
-            if stats.spread is None:  # the batch's first look: its rows' mean spread, zeros included
-                runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
-                learnt = variance[rows, runner_up].mean().item() if stats.total.shape[1] > 1 else 0.0
-                stats.spread = (learnt, stats.rows)
-                stats.typical = (squares[rows, runner_up] / t).mean().item()  # the mean squared lead, E[D²]
-            (total, inputs), (mean, count) = prior_pool, stats.spread
-            if inputs + count < PRIOR_INPUTS:  # too few to stand for the network's: pooled with the next batch
-                if prior_samples:
-                    return undecided
-                prior_variance = 0.0  # (of weight ν₀ = 0: no prior to wait for)
-            else:
-                learnt = mean if not inputs else (total + mean * count) / (inputs + count)
-                if stats.total.shape[1] > 1 and learnt <= NO_SPREAD * stats.typical:
-                    # every row's samples agree so far (to rounding: equal scores like 0.9 leave a
-                    # spread of 1e-16): no spread to learn, and none to judge by (it would settle
-                    # each row, coin flips included); no row settles here, the next look learns again
-                    stats.spread = None
-                    return undecided
-                stats.prior_variance = learnt
-        prior_variance = stats.prior_variance if stats.prior_variance is not None else prior_variance
     dof = prior_samples + t - 1
     spread = ((prior_samples * prior_variance + (t - 1) * variance) / dof).sqrt()
     z = lead * math.sqrt(t * n / (n - t)) / spread  # spread 0: certain (inf), or a tie (nan -> 1/2)

@@ -206,8 +206,9 @@ def adaptive_accuracy(
     check_labels(x, y)
     sampler = SampledModel(model.eval(), samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
-    correct, taken, given = 0, [], rule.prior_variance is not None
+    correct, taken, given, looks = 0, [], rule.prior_variance is not None, set()
     for start in range(0, len(x), batch_size):
+        looks.update(sampler.stopping.schedule())  # (the first batch may learn the prior a look at T = 1 needs)
         mean = sampler(prepare(x[start : start + batch_size]))  # each round in passes of at most SPLIT_ROWS rows
         correct += int((mean.argmax(-1) == y[start : start + batch_size]).sum())
         taken.append(sampler.last_samples)
@@ -219,7 +220,7 @@ def adaptive_accuracy(
         "mean_samples": taken.double().mean().item(),
         "samples_histogram": {int(v): int(c) for v, c in zip(values, counts)},
         "rule": {"rule": rule.rule, "error": rule.error, "max_samples": rule.max_samples,
-                 "checkpoints": rule.schedule(), "prior_samples": rule.prior_samples,
+                 "checkpoints": sorted(looks) or rule.schedule(), "prior_samples": rule.prior_samples,
                  "prior_variance": rule.prior_variance,
                  "prior_variance_learnt": not given and rule.prior_variance is not None},
     }
