@@ -118,7 +118,7 @@ def _with_bits(net: Network, weight_bits: int, activation_bits: int) -> Network:
 @example(model="cnn-pbit", a=31, b=32, other=1, t=3, aggregate="layer", shared=False)  # a 33-bit sum vs float
 def test_network_energy_never_decreases_when_a_bit_width_grows(small_nets, model, a, b, other, t, aggregate, shared):
     net = small_nets[model]
-    s = Settings(load_table(), aggregate=aggregate, shared_prefix=shared)
+    s = Settings(load_table(), aggregate=aggregate, shared_prefix=shared or aggregate == "layer")  # (no prefix to repeat)
     e = lambda bw, ba: network_energy(_with_bits(net, bw, ba), t, s)["total_j"]  # noqa: E731
     lo, hi = min(a, b), max(a, b)
     assert e(hi, other) >= e(lo, other)
@@ -239,6 +239,43 @@ def test_what_cannot_be_costed_is_named_when_nothing_can_be():
         analyze(OnlyLSTM(), (5, 8))
     with pytest.raises(UsageError, match="input_shape must be .*, got 784"):
         analyze(nn.Sequential(nn.Linear(784, 10)), 784)
+
+
+class _Twice(nn.Linear):
+    """A Linear that projects again with a weight of its own: costed from .weight alone."""
+
+    def __init__(self, features: int, out: int):
+        super().__init__(features, out)
+        self.again = nn.Parameter(torch.randn(out, out))
+
+    def forward(self, x):
+        return F.linear(super().forward(x), self.again)
+
+
+class _LoRA(nn.Linear):
+    def __init__(self, features: int, out: int, rank: int = 2):
+        super().__init__(features, out)
+        self.down, self.up = nn.Parameter(torch.randn(rank, features)), nn.Parameter(torch.zeros(out, rank))
+
+    def forward(self, x):
+        return super().forward(x) + F.linear(F.linear(x, self.down), self.up)
+
+
+def test_a_weight_layer_holding_other_weights_is_named_where_they_are_not_counted():
+    for layer in (_Twice(16, 32), _LoRA(16, 32)):
+        net = analyze(nn.Sequential(layer, PBit(), nn.Linear(32, 4)), (16,))
+        assert [l.weights for l in net.layers] == [16 * 32, 32 * 4]  # (.weight alone)
+        others = "again" if isinstance(layer, _Twice) else "down, up"
+        assert f"0 ({type(layer).__name__}): holds weights besides its .weight ({others}); their EOs are not " \
+               "counted" in net.notes
+    # what computes the weight itself is the weight: a parametrization (a LoRA merged into it), weight_norm
+    merged = nn.utils.parametrizations.weight_norm(nn.Linear(16, 32))
+    with pytest.warns(FutureWarning):  # (the older form, still in users' code)
+        normed = torch.nn.utils.weight_norm(nn.Linear(16, 32))
+    quantised = QuantLinear(16, 32, weight_bits=4)
+    for layer in (merged, normed, quantised):
+        net = analyze(nn.Sequential(layer, PBit(), nn.Linear(32, 4)), (16,))
+        assert not any("besides its .weight" in note for note in net.notes), net.notes
 
 
 def test_activation_bits_after_each_neuron_and_the_input():
@@ -930,6 +967,50 @@ def test_cli_energy_for_a_model_and_a_run(tmp_path, capsys, monkeypatch):
         main(["energy", "--help"])
     assert ("--no-shared-prefix gives the paper's formula applied literally to every layer"
             in " ".join(capsys.readouterr().out.split()))
+
+
+def test_a_copy_elsewhere_leaves_the_run_s_energy_pair_as_it_is(tmp_path, capsys):
+    """--json (or --png) elsewhere writes only what it names: a run's energy.png drawn at other
+    settings than its energy.json had been replaced beside it."""
+    from pdnn.cli import main
+
+    run = _fake_run(tmp_path, "run", "pbit", [(1, 0.5)])
+    assert main(["energy", str(run), "--samples", "1,2"]) == 0
+    pair = {name: (run / name).read_bytes() for name in ("energy.json", "energy.png")}
+    copy, figure = tmp_path / "sram.json", tmp_path / "sram.png"
+    assert main(["energy", str(run), "--samples", "1,2", "--memory", "sram", "--json", str(copy)]) == 0
+    assert main(["energy", str(run), "--samples", "1,2", "--memory", "sram", "--png", str(figure)]) == 0
+    assert {name: (run / name).read_bytes() for name in pair} == pair
+    assert json.loads(copy.read_text())["settings"]["weight_memory"] == "sram" and figure.stat().st_size
+    assert main(["energy", str(run), "--samples", "1,2", "--memory", "sram", "--json", str(run / "energy.json")]) == 0
+    assert all((run / name).read_bytes() != pair[name] for name in pair)  # the run's own, named: a refresh of both
+    capsys.readouterr()
+
+
+def test_options_without_effect_and_bit_widths_are_named_as_given(tmp_path, capsys):
+    from pdnn.cli import main
+
+    model = ["energy", "--model", "mlp", "--input-shape", "1,28,28", "--width", "8", "--samples", "1"]
+    for options, named in ((["--reference-weight-bits", "12"], "--reference-weight-bits must be an integer 1..8"),
+                           (["--weight-bits", "4,12"], "--weight-bits must be an integer 1..8 or 32 (float), got 12"),
+                           (["--aggregate", "layer", "--no-shared-prefix"], "--no-shared-prefix has no effect with "
+                                                                             "--aggregate layer")):
+        assert main([*model, *options]) == 2
+        assert named in capsys.readouterr().err
+    assert main([*model, "--aggregate", "layer"]) == 0
+    assert "layer aggregation; each layer once" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="shared_prefix must be True or False, got 'no'"):
+        Settings(shared_prefix="no")
+    with pytest.raises(UsageError, match="shared_prefix=False has no effect under layer aggregation"):
+        Settings(aggregate="layer", shared_prefix=False)
+    assert Settings(tech="horowitz-45nm").tech.to_dict() == Settings().tech.to_dict()  # a table's name, as elsewhere
+    with pytest.raises(UsageError, match="tech must be a Technology, a shipped table's name or a TOML file's path, "
+                                         "got 5"):
+        Settings(tech=5)
+    vae = ["energy", "--model", "vae", "--input-shape", "1,28,28", "--samples", "1", "--json", str(tmp_path / "v.json")]
+    assert main([*vae, "--input-bits", "2"]) == 0
+    assert "--input-bits 2 has no effect here" in capsys.readouterr().err
+    assert json.loads((tmp_path / "v.json").read_text())["input_bits"] == FLOAT_BITS  # what was priced
 
 
 def test_cli_tradeoff(tmp_path, capsys, monkeypatch):

@@ -426,6 +426,9 @@ def test_the_ablation_summary_names_a_run_it_cannot_tabulate_and_writes_nothing(
               "an integer 'samples' in"),
              ("eval-network.json", {**evaluation, "results": [{"samples": 10**20, "accuracy_mean": 0.5}]},
               "an integer 'samples' in [1, 2**63 - 1]"),
+             ("eval-network.json", {**evaluation, "results": [*evaluation["results"], {"samples": 1,
+                                                                                     "accuracy_mean": 0.1}]},
+              "eval-network.json lists T = 1 more than once; an evaluation measures each T once"),
              ("config.json", {**config, "train": None}, "config.json is not a run's config: expected model.neuron")]
     for name, damage, named in cases:
         for good, document in {**files, "metrics.json": metrics}.items():  # all sound but the damaged one

@@ -430,8 +430,8 @@ def read_eval(path: Path | str) -> dict:
     """An ``eval-*.json`` document, checked as far as readers use it: a non-empty ``results``
     list of rows with an integer ``samples`` in [1, 2**63 - 1] (what an evaluation takes; a plot's
     log axis fails on larger integers), an ``accuracy_mean`` in [0, 1] and, if given,
-    a finite ``accuracy_std`` >= 0 and an integer ``repeats`` >= 1, and if given an integer
-    ``examples`` >= 1; anything else is a :class:`RunError` naming the file."""
+    a finite ``accuracy_std`` >= 0 and an integer ``repeats`` >= 1, each ``samples`` once, and if
+    given an integer ``examples`` >= 1; anything else is a :class:`RunError` naming the file."""
     document = read_json(path)
     rows = document.get("results") if isinstance(document, dict) else None
     if not isinstance(rows, list) or not rows:
@@ -448,6 +448,10 @@ def read_eval(path: Path | str) -> dict:
                 and _is_real(std) and std >= 0 and _is_int(repeats) and repeats >= 1):
             raise RunError(f"{path}: each result needs an integer 'samples' in [1, 2**63 - 1], an 'accuracy_mean' "
                            f"in [0, 1], a finite 'accuracy_std' >= 0 and an integer 'repeats' >= 1, got {row!r}")
+    seen = [row["samples"] for row in rows]
+    if twice := sorted({t for t in seen if seen.count(t) > 1}):  # (which of two accuracies would a curve take?)
+        raise RunError(f"{path} lists T = {', '.join(map(str, twice))} more than once; an evaluation measures each "
+                       "T once")
     return document
 
 

@@ -12,6 +12,7 @@ from ..checks import AGGREGATIONS, positive_int, positive_ints, shown
 from ..data import describe
 from ..errors import UsageError
 from ..evaluate import parse_samples
+from ..functional import check_bits
 from ..energy.eo import check_energy_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
 from ..io import ENERGY_FILES, read_config, write_json
@@ -42,6 +43,9 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
 
 
 def _settings(args, aggregate: str = "network") -> Settings:
+    if aggregate == "layer" and args.no_shared_prefix:
+        raise UsageError("--no-shared-prefix has no effect with --aggregate layer, which computes every layer once "
+                         "per inference; leave it out")
     tech = load_table(args.tech)
     levels = {}
     for role in ("weight", "activation"):
@@ -63,7 +67,8 @@ def add_parser(sub) -> None:
                     "prefix (the layers before the first random draw) is computed once and shared by the T "
                     "samples; --no-shared-prefix gives the paper's formula applied literally to every layer. "
                     "RUN_DIR: prints the tables and writes RUN_DIR/energy.json and RUN_DIR/energy.png (only those "
-                    "two files; weights are not read). --model: prints the tables and writes JSON/PNG only where "
+                    "two files; weights are not read), or, given --json or --png elsewhere, only what they name. "
+                    "--model: prints the tables and writes JSON/PNG only where "
                     "--json/--png say. See docs/energy.md.")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory (its config.json gives the network)")
     g = p.add_argument_group("an untrained network instead of RUN_DIR")
@@ -86,10 +91,11 @@ def add_parser(sub) -> None:
                    help="weight bits of the reference network (given only --reference-neuron: the network's own)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE",
-                   help="write the report as JSON (default for RUN_DIR: RUN_DIR/energy.json; for --model: none)")
+                   help="write the report as JSON (default for RUN_DIR: RUN_DIR/energy.json, unless --png names "
+                        "another file; for --model: none)")
     o.add_argument("--png", metavar="FILE",
-                   help="write stacked bars by term and by layer (default for RUN_DIR: RUN_DIR/energy.png; "
-                        "for --model: none)")
+                   help="write stacked bars by term and by layer (default for RUN_DIR: RUN_DIR/energy.png, unless "
+                        "--json names another file; for --model: none)")
     o.add_argument("--markdown", action="store_true", help="print the configuration table as Markdown")
     o.add_argument("--layers", action=argparse.BooleanOptionalAction, default=None,
                    help="print the per-layer table (default: when there is one network)")
@@ -159,7 +165,8 @@ def _model_entries(args):
     else:
         raise UsageError("--model needs --dataset NAME (or --input-shape C,H,W) to know its input")
     neurons = _parse_list(args.neuron, "pbit", "--neuron")
-    bits = _parse_list(args.weight_bits, "32", "--weight-bits", int)
+    bits = [check_bits(b, "--weight-bits", allow_float=True) for b in _parse_list(args.weight_bits, "32",
+                                                                                   "--weight-bits", int)]
     entries = []
     for neuron in neurons:
         for b in bits:
@@ -194,10 +201,13 @@ def run_energy(args) -> int:
                 **({"convert": config["convert"].get("method")} if "convert" in config else {})}
         entries = [(meta, net)]
         base = model_config
-        json_out = json_out or str(Path(args.run_dir) / ENERGY_FILES[0])
-        png_out = png_out or str(Path(args.run_dir) / ENERGY_FILES[1])
+        if not any(path and not _run_default(args.run_dir, path, name)
+                   for path, name in zip((args.json, args.png), ENERGY_FILES)):
+            # the run's pair, or neither: a copy elsewhere (other settings, say) leaves the run's figure as it is
+            json_out = json_out or str(Path(args.run_dir) / ENERGY_FILES[0])
+            png_out = png_out or str(Path(args.run_dir) / ENERGY_FILES[1])
         for path in (json_out, png_out):  # the run's own: refused before either is written
-            if Path(path).is_dir():
+            if path and Path(path).is_dir():
                 raise UsageError(f"{path} is a folder where the run's {Path(path).suffix[1:].upper()} goes; "
                                  "move it away or name another file (--json, --png)")
     elif args.model:
@@ -207,6 +217,8 @@ def run_energy(args) -> int:
     else:
         raise UsageError("give a RUN_DIR or --model NAME (with --dataset NAME)")
     reference, label = None, None
+    if args.reference_weight_bits is not None:
+        check_bits(args.reference_weight_bits, "--reference-weight-bits", allow_float=True)
     if args.reference_neuron or args.reference_weight_bits is not None:
         ref_config = replace(base, neuron=args.reference_neuron or base.neuron,
                              weight_bits=base.weight_bits if args.reference_weight_bits is None
@@ -214,7 +226,10 @@ def run_energy(args) -> int:
         reference = model_network(ref_config.build(), ref_config.input_shape, args.input_bits)
         label = f"{ref_config.name} with neuron {ref_config.neuron}, {ref_config.weight_bits}-bit weights, T=1"
     report = energy_sweep(entries, samples, settings, reference, **({"reference_label": label} if label else {}))
-    report["input_bits"] = args.input_bits
+    report["input_bits"] = entries[0][1].input_bits  # (a generator's decoder reads a float latent, whatever is asked)
+    if report["input_bits"] != args.input_bits and args.input_bits != 8:
+        print(f"pdnn energy: warning: --input-bits {args.input_bits} has no effect here: a generator is priced from "
+              "its decoder, which reads a float latent", file=sys.stderr)
     print(format_markdown(report) if args.markdown else format_report(report, args.layers))
     if json_out:
         write_json(json_out, report)

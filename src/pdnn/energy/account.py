@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..checks import AGGREGATIONS, REUSE_MODES, one_of, positive_int, shown
@@ -102,6 +103,16 @@ class Settings:
     shared_prefix: bool = True
 
     def __post_init__(self):
+        if isinstance(self.tech, (str, Path)):  # a table's name or file, as eo_energy_pj takes it
+            object.__setattr__(self, "tech", load_table(self.tech))
+        if not isinstance(self.tech, Technology):
+            raise UsageError(f"tech must be a Technology, a shipped table's name or a TOML file's path, got "
+                             f"{shown(self.tech)}")
+        if not isinstance(self.shared_prefix, bool):  # (the string "false" would be taken as true)
+            raise UsageError(f"shared_prefix must be True or False, got {shown(self.shared_prefix)}")
+        if self.aggregate == "layer" and not self.shared_prefix:
+            raise UsageError("shared_prefix=False has no effect under layer aggregation, which computes every layer "
+                             "once per inference; leave it True")
         self.tech.memory(self.weight_memory, "weight memory")  # raises, naming the level, if unknown
         self.tech.memory(self.activation_memory, "activation memory")
         one_of("aggregate", self.aggregate, AGGREGATIONS)

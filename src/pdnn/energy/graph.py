@@ -424,6 +424,9 @@ class _Walker:
         repeat = name in self.calls
         name = self.call_name(name)
         if is_weight_layer(m):
+            if others := _other_weights(m):
+                self.note(f"{name} ({type(m).__name__}): holds weights besides its .weight ({', '.join(others)}); "
+                          "their EOs are not counted")
             inp = inputs[0] if inputs else _Info(None, source="unknown")
             return self._weight_layer(name, m, inp, out_shape, in_shape, repeat)
         inp = _merge(inputs)
@@ -554,6 +557,18 @@ class _Walker:
     def network(self, input_shape, method: str) -> Network:
         layers = [replace(layer, neuron=tuple(parts)) for layer, parts in zip(self.layers, self.parts)]
         return Network(layers, tuple(input_shape), self.input_bits, method, self.unresolved, self.notes)
+
+
+# the tensors a weight is computed from, under torch.nn.utils' weight_norm and spectral_norm
+_WEIGHT_SOURCES = {"weight", "weight_g", "weight_v", "weight_orig"}
+
+
+def _other_weights(m: nn.Module) -> list[str]:
+    """Weight tensors (dim >= 2) a Linear or Conv layer holds besides its ``.weight`` and what
+    computes it (a parametrization's, weight_norm's): a subclass's second projection, a LoRA
+    adapter's factors. The layer is costed from ``.weight`` alone, so these are not."""
+    return [name for name, p in m.named_parameters() if p.dim() >= 2 and name not in _WEIGHT_SOURCES
+            and not name.startswith("parametrizations.weight.")]
 
 
 def _is_unit(m: nn.Module) -> bool:

@@ -35,7 +35,9 @@ def _settings_line(report: dict) -> str:
             f"weights in {s['weight_memory']} ({s['weight_memory_pj_per_bit']:.4g} pJ/bit), "
             f"activations in {s['activation_memory']} ({s['activation_memory_pj_per_bit']:.4g} pJ/bit); "
             f"reuse {s['reuse']}; {s['aggregate']} aggregation; "
-            f"prefix {'shared' if s['shared_prefix'] else 'repeated per sample'}")
+            + ("each layer once" if s["aggregate"] == "layer" else
+               f"prefix {'shared' if s['shared_prefix'] else 'repeated per sample'}"
+               + (" (network aggregation)" if s["aggregate"] != "network" else "")))
 
 
 def format_report(report: dict, layers: bool | None = None) -> str:

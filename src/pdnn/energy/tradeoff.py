@@ -208,7 +208,7 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, l
             one_of("aggregate", aggregate, AGGREGATIONS)
         except ValueError as err:
             raise RunError(f"{path}: {err}") from None
-        s = replace(settings, aggregate=aggregate)
+        s = replace(settings, aggregate=aggregate, shared_prefix=settings.shared_prefix or aggregate == "layer")
         series = label if aggregate == "network" else label + LAYER_SERIES
         for row in rows:
             t, accuracy = row["samples"], row["accuracy_mean"]
