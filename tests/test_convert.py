@@ -25,6 +25,7 @@ from pdnn.evaluate import accuracy_vs_samples
 from pdnn.labels import run_label
 from pdnn.models import ModelConfig
 from pdnn.nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit, Quantize
+from pdnn.provenance import state_sha256
 from pdnn.runs import RunError, load_checkpoint, load_model, read_json, save_checkpoint, write_json
 
 Z = 5.0
@@ -954,6 +955,49 @@ def test_force_never_replaces_a_trained_run(tmp_path, capsys):
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(interrupted), "--force",
                           "--quiet"]) == 0
     assert load_model(interrupted)[1]["convert"]["method"] == "pbit"
+
+
+def test_a_config_that_is_no_object_is_named_and_kept(tmp_path, capsys):
+    source, out = tmp_path / "run", tmp_path / "out"
+    make_run(source)
+    out.mkdir()
+    for saved in ("5", "null", '"not a convert"'):
+        (out / "config.json").write_text(saved)
+        for force in ([], ["--force"]):
+            assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(out), *force]) == 2
+            err = capsys.readouterr().err
+            assert "config.json is not a run's configuration (a JSON object)" in err and "Traceback" not in err
+            assert (out / "config.json").read_text() == saved
+
+
+def test_a_source_whose_checkpoint_changes_while_converted_is_refused(tmp_path, monkeypatch):
+    """A run still training replaces its checkpoint every epoch: the weights stored must be the
+    ones converted (and calibrated), so a checkpoint that changed meanwhile is refused."""
+    import pdnn.convert.rundir as rundir
+
+    source, out = tmp_path / "run", tmp_path / "out"
+    make_run(source)
+    later = load_checkpoint(source / "checkpoint.pt")
+    later["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in later["model"].items()}
+    convert, load = rundir._convert, rundir.load_model
+
+    def epoch_ends(then):
+        def call(*args, **kwargs):
+            result = then(*args, **kwargs)
+            save_checkpoint(source / "checkpoint.pt", later)
+            return result
+        return call
+
+    for step, wrapped in (("_convert", epoch_ends(convert)), ("load_model", epoch_ends(load))):
+        make_run(source)
+        with monkeypatch.context() as patch:
+            patch.setattr(rundir, step, wrapped)
+            with pytest.raises(RunError, match="checkpoint.pt changed while it was converted: the run is being "
+                                               "trained"):
+                rundir.convert_run(source, out, "pbit", beta=1.0)
+        assert not out.exists()
+    rundir.convert_run(source, out, "pbit", beta=1.0)  # (unchanged since: converted)
+    assert state_sha256(load_checkpoint(out / "checkpoint.pt")["model"]) == state_sha256(later["model"])
 
 
 def test_restore_checkpoint_from_the_source_run(tmp_path, monkeypatch, capsys):

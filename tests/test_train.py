@@ -312,6 +312,12 @@ def test_options_a_resume_ignores_are_named_with_the_value_kept(tmp_path, recwar
                             "(it keeps augmentation)")
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["name"] == "mlp" and config["train"]["lr"] == 0.001 and config["train"]["epochs"] == 3
+    with pytest.warns(UserWarning) as caught:  # options the run was given no value for keep what that means
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--monitor-examples", "5", "--label",
+                     "x", "--quiet"]) == 0
+    [message] = [str(w.message) for w in caught if "ignored" in str(w.message)]
+    assert message.endswith("ignored: --monitor-examples 5 (it keeps every test example), --label x (it keeps no "
+                            "label)")
 
 
 class Terminal(io.StringIO):

@@ -60,6 +60,10 @@ def add_parser(sub) -> None:
                    **dict.fromkeys(NEW_RUN_OPTIONS))
 
 
+# what a resumed run keeps where it was given no value for an option
+_KEPT_UNSET = {"subset": "all the training data", "monitor_examples": "every test example", "label": "no label"}
+
+
 def _kept_by_resume(args, saved: dict) -> None:
     """Warn about the given options that a resumed run ignores, naming the value it keeps."""
     kept, built = recorded_options(saved), builder_defaults(saved["model"]["name"])
@@ -70,7 +74,8 @@ def _kept_by_resume(args, saved: dict) -> None:
         given = getattr(args, name)
         if given is not None and given != kept[name]:
             option = f"--{name.replace('_', '-')}" + ("" if given is True else f" {given}")  # a flag has no value
-            keeps = "augmentation" if name == "no_augment" else kept[name]
+            keeps = "augmentation" if name == "no_augment" else kept[name] if kept[name] is not None else \
+                _KEPT_UNSET.get(name, "none")
             ignored.append(f"{option} (it keeps {keeps})")
     if ignored:
         warnings.warn(f"{args.out} is resumed with its own configuration; ignored: {', '.join(ignored)}", stacklevel=2)

@@ -187,7 +187,11 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
         raise RunError("the converted run must go to a new directory, not over its source")
     if not out.exists() or (out.is_dir() and all(p.name == LOCK for p in out.iterdir())):
         return  # nothing there yet (a folder holding only a writer's lock is not a result)
-    if (out / CONFIG).is_file() and "convert" not in read_json(out / CONFIG):
+    saved = read_json(out / CONFIG) if (out / CONFIG).is_file() else {"convert": None}
+    if not isinstance(saved, dict):
+        raise RunError(f"{out / CONFIG} is not a run's configuration (a JSON object), got {shown(saved)}; --force "
+                       "only replaces converted runs, so choose another directory. Nothing was changed")
+    if "convert" not in saved:
         raise RunError(f"{out} is a trained run, not a converted one (its {CONFIG} has no 'convert'); --force only "
                        "replaces converted runs, so choose another directory. Nothing was changed")
     # without config.json: an interrupted conversion, whose checkpoint holds weights only; one
@@ -229,12 +233,16 @@ def _weights_only(checkpoint: Path) -> bool:
         return False
 
 
-def _copy_weights(source: Path, run_dir: Path) -> None:
-    """Write ``run_dir/checkpoint.pt`` as ``{"model": <source's state_dict>}`` (no training state)."""
-    save_checkpoint(run_dir / CHECKPOINT, {"model": load_checkpoint(source / CHECKPOINT)["model"]})
+def _unchanged(source: Path, read: str) -> None:
+    """Refuse a source whose checkpoint is no longer the one read (sha256 ``read``): a run still
+    training replaces it every epoch, and a conversion would store weights other than the ones it
+    calibrated and converted."""
+    if file_sha256(source / CHECKPOINT) != read:
+        raise RunError(f"{source / CHECKPOINT} changed while it was converted: the run is being trained (or "
+                       "restored); convert it when that has stopped. Nothing was written")
 
 
-def _write_run(out: Path, source: Path, config: dict, calibration: dict | None) -> None:
+def _write_run(out: Path, weights: dict, config: dict, calibration: dict | None) -> None:
     """Write a converted run directory. config.json goes first out and last in, so that a directory
     without one is always an interrupted conversion (which ``force`` may replace), and the
     measurements of the replaced one go before it."""
@@ -242,7 +250,7 @@ def _write_run(out: Path, source: Path, config: dict, calibration: dict | None) 
     for stale in measurements(out):  # made on the replaced conversion (calibration.json among them)
         stale.unlink()
     (out / CONFIG).unlink(missing_ok=True)
-    _copy_weights(source, out)
+    save_checkpoint(out / CHECKPOINT, {"model": weights})  # (the source's weights only: no training state)
     if calibration is not None:
         write_json(out / CALIBRATION, calibration)
     write_json(out / CONFIG, config)
@@ -316,7 +324,9 @@ def convert_run(
         raise UsageError("--per-layer refines the value --calibrate chooses; pass --calibrate too")
     spec = conversion_spec(method, scale, beta, layers)
     values = _sweep_values(method, values) if calibrate else None
+    read = file_sha256(source / CHECKPOINT)  # (a checkpoint that changes while converted is refused below)
     model, _ = load_model(source, device)
+    _unchanged(source, read)
     if (calibrate or recalibrate_bn) and config["model"].get("name") == "vae":
         raise UsageError(f"{source} is a generator: --calibrate and --recalibrate-bn measure classification "
                          "accuracy; convert it with a given --beta/--scale and measure it with `pdnn fid`")
@@ -338,14 +348,16 @@ def convert_run(
     new_config = copy.deepcopy(config)
     new_config["convert"] = spec
     new_config["source_run"] = source_run
-    new_config["source_checkpoint_sha256"] = file_sha256(source / CHECKPOINT)
-    new_config["source_weights_sha256"] = state_sha256(load_checkpoint(source / CHECKPOINT)["model"])
+    weights = load_checkpoint(source / CHECKPOINT)["model"]
+    _unchanged(source, read)  # the weights stored are those calibrated and converted
+    new_config["source_checkpoint_sha256"] = read
+    new_config["source_weights_sha256"] = state_sha256(weights)
     new_config["label"] = label or f"{run_label(source, config)} ({method})"
     if recalibrate_bn and not calibrate:  # (calibration.json records the examples otherwise)
         new_config[HELD_OUT_RECORD] = data.split
     with writer_lock(out, "convert into"):
         _check_destination(source, out, force)  # again: another command may have written it meanwhile
-        _write_run(out, source, new_config, calibration)
+        _write_run(out, weights, new_config, calibration)
     return {"out": str(out), "spec": _summary(spec), "converted": [f"{s.name} ({s.op})" for s in sites],
             "calibration": calibration}
 
@@ -402,15 +414,16 @@ def restore_checkpoint(run_dir: str | Path) -> Path:
         raise RunError(f"{missing}, and {run_dir} was converted before the sha256 of its weights was recorded, so "
                        "only the original file is accepted (a retrained one differs at least in its timings); "
                        f"train the source with {_train_command(config, source)} and convert it again with --force")
+    state = load_checkpoint(checkpoint)["model"]  # read once: what is checked is what is copied
     expected = config.get("source_checkpoint_sha256")
     if expected is not None and (actual := file_sha256(checkpoint)) != expected:
         weights = config.get("source_weights_sha256")
-        if weights is None or state_sha256(load_checkpoint(checkpoint)["model"]) != weights:
+        if weights is None or state_sha256(state) != weights:
             raise RunError(f"cannot restore {target}: {checkpoint} has sha256 {actual}, but {run_dir} was converted "
                            f"from one with {expected}, and "
                            + ("its weights differ (was the source retrained?" if weights else
                               "the conversion recorded no sha256 of the weights alone to compare (a retrained "
                               "checkpoint's file differs in its timings")
                            + "); convert the source again into a new directory, or with --force")
-    _copy_weights(source, run_dir)
+    save_checkpoint(target, {"model": state})  # (the source's weights only: no training state)
     return target
