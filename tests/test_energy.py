@@ -278,6 +278,19 @@ def test_a_weight_layer_holding_other_weights_is_named_where_they_are_not_counte
         assert not any("besides its .weight" in note for note in net.notes), net.notes
 
 
+def test_a_model_holding_an_embedding_that_fails_on_any_input_shows_the_float_input_s_error():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            raise ValueError("this model wants two inputs")
+
+    with pytest.raises(AnalysisError, match=r"Broken does not run on inputs of shape \(6,\): this model wants two"):
+        analyze(Broken(), (6,))
+
+
 def test_activation_bits_after_each_neuron_and_the_input():
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), PBit(),           # input: 8 bits

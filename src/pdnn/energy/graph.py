@@ -751,6 +751,30 @@ def _ancestors(model: nn.Module, name: str) -> list[nn.Module]:
     return [model.get_submodule(".".join(parts[:i])) for i in range(len(parts))]
 
 
+def _walk(model: nn.Module, x: torch.Tensor, input_bits: int) -> tuple[_Walker, str]:
+    """The walker of ``model`` run on ``x``, and how it was walked: traced with torch.fx, or where
+    that fails, with forward hooks; an :class:`AnalysisError` where the model does not run on ``x``
+    (caused by the model's own error)."""
+    walker = _Walker(input_bits)
+    try:
+        _analyze_fx(model, x, walker)
+        return walker, "torch.fx"
+    except AnalysisError:
+        raise
+    except Exception as err:  # fx raises many types for untraceable code
+        walker = _Walker(input_bits)
+        walker.note(f"torch.fx could not trace the model ({type(err).__name__}: {err}); "
+                    "walked with forward hooks instead")
+    try:
+        _analyze_hooks(model, x, walker)
+    except AnalysisError:
+        raise
+    except Exception as run_err:  # a forward of several inputs, or one that needs a batch of two
+        raise AnalysisError(f"{type(model).__name__} does not run on inputs of shape {tuple(x.shape[1:])}: "
+                            f"{run_err}") from run_err
+    return walker, "forward hooks"
+
+
 def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     """Read the energy-relevant structure of ``model`` for inputs of shape ``input_shape``
     (without the batch dimension, e.g. ``(3, 32, 32)``).
@@ -772,30 +796,25 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     shape = positive_ints("input_shape", input_shape, "positive integers without the batch dimension")
     check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
-    x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu",
+    device = param.device if param is not None else "cpu"
+    x = torch.zeros(1, *shape, device=device,
                     dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
     training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            walker = _Walker(input_bits)
             try:
-                _analyze_fx(model, x, walker)
-                method = "torch.fx"
-            except AnalysisError:
-                raise
-            except Exception as err:  # fx raises many types for untraceable code
-                walker = _Walker(input_bits)
-                walker.note(f"torch.fx could not trace the model ({type(err).__name__}: {err}); "
-                            "walked with forward hooks instead")
-                try:
-                    _analyze_hooks(model, x, walker)
-                except AnalysisError:
+                walker, method = _walk(model, x, input_bits)
+            except AnalysisError as err:  # token ids into an embedding: integer inputs
+                if not isinstance(err.__cause__, Exception) or not any(
+                        isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules()):
                     raise
-                except Exception as run_err:  # a forward of several inputs, or one that needs a batch of two
-                    raise AnalysisError(f"{type(model).__name__} does not run on inputs of shape {shape}: "
-                                        f"{run_err}") from run_err
-                method = "forward hooks"
+                try:
+                    walker, method = _walk(model, torch.zeros(1, *shape, device=device, dtype=torch.long),
+                                           input_bits)
+                except AnalysisError:
+                    raise err from err.__cause__  # (the float input's failure is the one to read)
+                walker.note("read with integer inputs (token ids): the model does not run on float ones")
     finally:
         for m, flag in training:
             m.train(flag)
