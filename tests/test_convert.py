@@ -948,6 +948,13 @@ def test_force_never_replaces_a_trained_run(tmp_path, capsys):
     assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(study), "--force"]) == 2
     assert "holds energy.json, eval-network.json but no config.json" in capsys.readouterr().err
     assert sorted(p.name for p in study.rglob("*")) == ["README.md", "energy.json", "eval-network.json", "f", "sub"]
+    # nor is a folder of other things without config.json (other runs, notes)
+    folder = tmp_path / "folder"
+    make_run(folder / "det")
+    (folder / "notes.txt").write_text("mine")
+    assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(folder), "--force"]) == 2
+    assert "holds det, notes.txt and no config.json: not a conversion" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["det", "notes.txt"]
     # an interrupted conversion (no config.json) is replaced
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()

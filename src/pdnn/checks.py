@@ -133,7 +133,8 @@ def torch_seed(name: str, value, span: int = 0) -> int:
     """``value`` as an ``int`` if a ``torch.Generator`` can be seeded with it, and with every seed
     up to ``value + span`` (the further seeds derived from it), i.e. an integer (numpy's too; not
     ``True``) in [-2**63, 2**64 - span); else a ``UsageError`` naming ``value`` as given: torch
-    would only refuse it at the first draw, far from where it was given."""
+    would only refuse it at the first draw, far from where it was given. (Its CPU generator reads
+    the seed's low 32 bits: seeds that differ by a multiple of 2**32 draw alike there.)"""
     number = integer(value)
     if number is None or not -(2**63) <= number < 2**64 - span:
         derived = f" (the seeds up to {name} + {shown(span)} are used)" if span else ""

@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
                         "of the s losses (default: mean-output)")
     p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
     p.add_argument("--seed", type=int, default=0,
-                   help="fixes the initial weights, the example order, augmentation and the p-bits' draws (default: 0)")
+                   help="fixes the initial weights, the example order, augmentation and the p-bits' draws (default: 0); "
+                        "torch's CPU generator reads its low 32 bits, so seeds 2**32 apart train alike")
     p.add_argument("--monitor-examples", type=int, metavar="N",
                    help="test examples for the per-epoch held-out metric (default: all)")
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")

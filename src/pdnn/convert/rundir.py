@@ -210,6 +210,12 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
     if found and not (out / CONFIG).is_file() and not written:
         raise RunError(f"{out} holds {', '.join(found)} but no {CONFIG}: neither a converted run nor an interrupted "
                        "conversion; --force only replaces those, so choose another directory. Nothing was changed")
+    written_here = {CHECKPOINT, CALIBRATION, LOCK, *(p.name for p in measurements(out))}
+    if not (out / CONFIG).is_file() and (others := sorted(
+            p.name for p in out.iterdir() if p.name not in written_here and not p.name.endswith(".tmp"))):
+        raise RunError(f"{out} holds {', '.join(others)} and no {CONFIG}: not a conversion, which writes only "
+                       f"{CHECKPOINT}, {CALIBRATION} and {CONFIG} (other runs, notes?); --force only replaces "
+                       "converted runs and interrupted conversions, so choose another directory. Nothing was changed")
     if not force:  # (what --force would refuse is said above, whether or not it was given)
         raise RunError(f"{out} holds a conversion interrupted while writing it (no {CONFIG}); pass --force to replace "
                        "it" if not (out / CONFIG).is_file() and written else
