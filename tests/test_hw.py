@@ -27,10 +27,10 @@ def small_net(seed=0, sizes=(12, 6, 5, 3), random_bits=4, arrangement="per-neuro
         last = k == len(sizes) - 2
         w = r.integers(-lim, lim + 1, size=(n_out, n_in + (1 if last else 0)))
         net.layers.append(fixed.Layer(w, None, "mac" if k == 0 else "ac"))
-        if not last:
-            scale = 3.0 / (math.sqrt(n_in) * lim * (255 if k == 0 else 1))
-            net.layers[-1].thresholds = fixed.thresholds_for(scale, r.normal(0, 0.5, n_out), random_bits,
-                                                             net.threshold_bits(k))
+    for k, layer in enumerate(net.hidden):  # (once every layer is in place: a table's width depends on its place)
+        scale = 3.0 / (math.sqrt(layer.n_in) * lim * (255 if k == 0 else 1))
+        layer.thresholds = fixed.thresholds_for(scale, r.normal(0, 0.5, layer.n_out), random_bits,
+                                                net.threshold_bits(k))
     return net
 
 
@@ -298,3 +298,11 @@ def test_a_failing_simulator_or_synthesiser_is_named_in_one_line(tmp_path, monke
     monkeypatch.setattr(synth, "synthesize", failing)
     assert main(["hw", "synth", "--part", "ac", "--weight-bits", "4", "--n", "16"]) == 2
     assert capsys.readouterr().err == "pdnn hw: error: yosys failed (exit 1): ERROR: out of memory\n"
+
+
+def test_distributed_ram_counts_as_the_luts_it_is_built_of():
+    """A Xilinx RAM32M is four of a SLICEM's LUTs, not a block RAM (it had been counted as one)."""
+    cells = {"LUT6": 10, "RAM32M": 2, "RAM64X1D": 1, "RAMB18E1": 1, "FDRE": 3, "CARRY4": 2}
+    assert synth.resources(cells, "xilinx") == {"lut": 10 + 2 * 4 + 2, "ff": 3, "carry": 2, "mux": 0, "ram": 1}
+    assert synth.resources({"SB_LUT4": 5, "SB_RAM40_4K": 2}, "ice40") == {"lut": 5, "ff": 0, "carry": 0, "mux": 0,
+                                                                          "ram": 2}

@@ -45,6 +45,20 @@ def test_folded_layer_fires_with_the_float_probability():
     assert 0.05 < p_float.mean() < 0.95
 
 
+def test_a_hidden_layer_s_table_is_as_wide_as_its_own_accumulator():
+    """Layer 1's table was sized while it was the last layer, for sums over the samples too: at
+    64 samples 6 bits too wide, so a neuron that always fires (a large bias) kept thresholds its
+    table cannot hold, and the export was refused."""
+    model = random_mlp()
+    with torch.no_grad():
+        model[5].bias[0] = 100.0  # layer 1's first neuron: always on
+    net = export.to_fixed(model, CONFIG, 0.3, 0.25, weight_bits=8, random_bits=8, max_samples=64)
+    net.check_ranges()
+    assert net.threshold_bits(1) == net.acc_bits(1) + 1 < net.acc_bits(2)  # (the output's sums over 64 samples)
+    bits = net.threshold_bits(1)
+    assert np.all(net.layers[1].thresholds[0] == -(2 ** (bits - 1)))  # below any sum: it fires every time
+
+
 def test_a_k_bit_run_is_exported_from_the_weights_it_computes_with():
     """A run trained with 1-bit weights computes with two values per row (times the row's
     scale): the export folds those, not the float weights the quantiser reads."""

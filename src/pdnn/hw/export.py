@@ -74,7 +74,7 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
     pixel_scale = 1.0 / (255 * std)
     pixel_shift = -mean / std
     net = fixed.FixedNet([], 8, weight_bits, random_bits, max_samples, arrangement)
-    scales = []
+    scales, offsets = [], []
     for k, (lin, bn, neuron) in enumerate(hidden):
         w = _np(computed_weight(lin))
         b = _np(lin.bias) if lin.bias is not None else np.zeros(w.shape[0])
@@ -88,8 +88,8 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
         c = neuron.beta * (gamma * (b - _np(bn.running_mean)) / sd + shift)
         wq, s = fixed.quantise_rows(w * a[:, None], weight_bits)
         net.layers.append(fixed.Layer(wq, None, "mac" if k == 0 else "ac"))
-        net.layers[k].thresholds = fixed.thresholds_for(s, c, random_bits, net.threshold_bits(k))  # width needs the layer
         scales.append(s)
+        offsets.append(c)
     w3, b3 = _np(computed_weight(out)), _np(out.bias) if out.bias is not None else np.zeros(out.weight.shape[0])
     wq, s = fixed.quantise_rows(w3, weight_bits)
     if not np.any(w3):  # no weight to set the scale: the biases set it (at 1.0 they rounded to 0)
@@ -99,6 +99,9 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
     clipped = int(np.sum(np.abs(bq) > limit))
     net.layers.append(fixed.Layer(np.concatenate([wq, np.clip(bq, -limit, limit).astype(np.int64)[:, None]], 1),
                                   None, "ac"))
+    for k, (s_k, c) in enumerate(zip(scales, offsets)):  # a table's width needs every layer in place: the
+        # last one's accumulator also sums over the samples, and a hidden layer appended last was sized as it
+        net.layers[k].thresholds = fixed.thresholds_for(s_k, c, random_bits, net.threshold_bits(k))
     scales.append(s)
     net.meta = {"weight_scales": scales, "output_bias_clipped": clipped,
                 "beta": [float(n.beta) for _, _, n in hidden], "model": config["model"]}

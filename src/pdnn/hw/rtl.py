@@ -244,6 +244,7 @@ class Core(Component):
         if net.layers[-1].n_out < 2:  # a decision port of range(1) has no bits, which Verilog cannot declare
             raise UsageError(f"the core decides among at least two classes; the output layer has "
                              f"{net.layers[-1].n_out}")
+        net.check_ranges()  # (a table built before its net had all its layers can be sized for another one)
         self.image = Memory(shape=net.input_bits, depth=first.n_in, init=[])
         self.dense = [Dense(layer.weights, layer.kind, net.weight_bits, net.acc_bits(k),
                             net.input_bits if layer.kind == "mac" else 1) for k, layer in enumerate(net.layers)]

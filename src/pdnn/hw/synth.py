@@ -36,10 +36,16 @@ def yosys(script: str, workdir, log: str = "yosys.log") -> str:
     return text
 
 
+# Xilinx distributed RAM: a RAM built of a SLICEM's LUTs, and how many each cell takes (7 series, UG474)
+LUT_RAMS = {"RAM32X1S": 1, "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1S": 2, "RAM128X1D": 4,
+            "RAM256X1S": 4, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8}
+
+
 def classify(cell: str, family: str) -> str | None:
-    """The resource class of a mapped cell: ``lut``, ``ff``, ``carry``, ``mux``, ``ram``, or None."""
+    """The resource class of a mapped cell: ``lut``, ``ff``, ``carry``, ``mux``, ``ram`` (a block
+    RAM), or None; a distributed RAM is ``lut`` (:func:`resources` counts the LUTs it takes)."""
     if family == "xilinx":
-        if re.fullmatch(r"LUT[1-6]", cell) or cell == "INV":  # INV is a LUT1
+        if re.fullmatch(r"LUT[1-6]", cell) or cell == "INV" or cell in LUT_RAMS:  # INV is a LUT1
             return "lut"
         if re.fullmatch(r"FD[RSCP]E?(_1)?", cell):
             return "ff"
@@ -61,6 +67,16 @@ def classify(cell: str, family: str) -> str | None:
     return None
 
 
+def resources(cells: dict[str, int], family: str) -> dict[str, int]:
+    """LUTs, flip-flops, carry cells, muxes and block RAMs of mapped ``cells`` (name: count); a
+    distributed RAM counts as the LUTs it is built of."""
+    counts = {"lut": 0, "ff": 0, "carry": 0, "mux": 0, "ram": 0}
+    for cell, n in cells.items():
+        if kind := classify(cell, family):
+            counts[kind] += n * (LUT_RAMS.get(cell, 1) if family == "xilinx" else 1)
+    return counts
+
+
 def synthesize(component, family: str, workdir, top: str = "top") -> dict:
     """Synthesise an Amaranth component for ``family``; return ``{"cells": {...}, "lut": n, ...}``."""
     from amaranth.back import rtlil
@@ -76,12 +92,7 @@ def synthesize(component, family: str, workdir, top: str = "top") -> dict:
     cells = stat["modules"][next(iter(stat["modules"]))]["num_cells_by_type"] if "modules" in stat else {}
     if "design" in stat:
         cells = stat["design"].get("num_cells_by_type", cells)
-    counts = {"lut": 0, "ff": 0, "carry": 0, "mux": 0, "ram": 0}
-    for cell, n in cells.items():
-        kind = classify(cell, family)
-        if kind:
-            counts[kind] += n
-    return {"family": family, "cells": dict(sorted(cells.items())), **counts}
+    return {"family": family, "cells": dict(sorted(cells.items())), **resources(cells, family)}
 
 
 UNITS = ("mac", "ac")
