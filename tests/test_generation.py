@@ -171,6 +171,9 @@ def test_generate_writes_images_and_a_grid(runs, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}.png" for i in range(7)] + ["grid.png"]
     assert Image.open(out / "0000.png").size == (28, 28)
     assert Image.open(out / "grid.png").size == (4 * 30 + 2, 2 * 30 + 2)
+    from pdnn.cli.generate import image_name
+    names = [image_name(i, 10_001) for i in range(10_001)]
+    assert sorted(names) == names and names[0] == "00000.png" and image_name(9999, 10_000) == "9999.png"
 
 
 def test_an_interrupted_generate_leaves_no_folder_and_can_be_rerun(runs, tmp_path, monkeypatch):
@@ -266,9 +269,9 @@ def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert main(["generate", str(runs / "clf"), "--out", str(out)]) == 2
     assert "a classifier); expected a generator" in capsys.readouterr().err
     assert main(["generate", str(runs / "vae"), "--samples", "0", "--out", str(out)]) == 2
-    assert "samples (T) must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "--samples must be an integer >= 1, got 0" in capsys.readouterr().err  # (named as the option)
     assert main(["generate", str(runs / "vae"), "--n", "0", "--out", str(out)]) == 2
-    assert "n (number of images) must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "--n must be an integer >= 1, got 0" in capsys.readouterr().err
     for option, count, said in (("--n", 10**20, "n (number of images) must be an integer >= 1"),  # (tracebacks)
                                 ("--n", 2**63 - 1, "n (number of images) must be an integer >= 1"),
                                 ("--n", 2**60, "n (number of images) must be an integer >= 1"),  # bytes overflow
@@ -295,6 +298,8 @@ def test_fid_cli_names_its_features_and_reports_spread(runs, tmp_path, capsys):
     for row in document["results"]:
         assert row["metric"] == "fid-clf" and row["n"] == 73 and len(row["values"]) == 2 and row["mean"] > 0
     assert "FID" not in capsys.readouterr().out
+    assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--repeats", "0", "--quiet"]) == 2
+    assert "--repeats must be an integer >= 1, got 0" in capsys.readouterr().err  # (named as the option)
 
 
 def test_fid_records_the_classifier_weights_it_used(runs, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """``pdnn fid``: Fréchet distance of a generator run's images against held-out real images."""
 from __future__ import annotations
 
+from ..checks import positive_int
 from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..io import write_json
@@ -40,6 +41,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if args.n is None:
         args.n = 2000 if args.classifier else 10000
+    positive_int("--repeats", args.repeats, most=None)  # (named as the option)
     document, unwritten = kept_result(lambda: fid_run(
         args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats, args.seed,
         args.data_dir, args.subset, device, progress=not args.quiet))

@@ -31,6 +31,12 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def image_name(index: int, count: int) -> str:
+    """The file of image ``index`` of ``count``: 0000.png, ..., numbered with as many digits as
+    the last needs, so that the names sort as the images do (9999.png before 10000.png)."""
+    return f"{index:0{max(4, len(str(count - 1)))}d}.png"
+
+
 def write_png(path: Path, image) -> None:
     """uint8 ``[C, H, W]`` -> PNG at ``path`` (in the staging folder, which is moved in whole)."""
     from PIL import Image
@@ -43,6 +49,8 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; expected a new or empty folder")
+    positive_int("--n", args.n, most=None)  # (named as the option; generate names its argument)
+    positive_int("--samples", args.samples, most=None)
     positive_int("--nrow", args.nrow, most=None)  # (before the images are drawn; any width is cut to --n)
     device = resolve_device(args.device)
     with writer_lock(out, "generate into"):  # takes over a killed run's lock
@@ -54,7 +62,7 @@ def run(args) -> int:
         images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))
         with staging_folder(out / GRID) as staging:  # inside --out: one file system, however it is linked
             for i, image in enumerate(images):
-                write_png(staging / f"{i:04d}.png", image)
+                write_png(staging / image_name(i, len(images)), image)
             write_png(staging / GRID, image_grid(images, args.nrow))
             with signals_held():  # all images appear at once: an interrupted run leaves no --out (or an empty one)
                 for image in sorted(staging.iterdir()):
