@@ -755,3 +755,81 @@ def test_augment_rejects_bad_arguments():
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="generator is on cpu"):
             augment(x.cuda(), "cifar", torch.Generator())
+
+
+def _same_times(folder: Path, ns: int = 10**9) -> None:
+    for f in folder.iterdir():
+        os.utime(f, ns=(ns, ns), follow_symlinks=False)
+
+
+def test_another_copy_with_the_same_sizes_and_times_is_decoded_afresh(tmp_path, monkeypatch):
+    """A link aimed at another version, or a folder replaced by a copy that kept its timestamps
+    (cp -a, a Nix store's mtime of 1), had been served the old copy's images from the cache."""
+    store = {version: make_idx(tmp_path / "store" / version / "mnist", gz=True, seed=seed)
+             for version, seed in (("v1", 1), ("v2", 2))}
+    for version in store:
+        _same_times(tmp_path / "store" / version / "mnist")
+    (tmp_path / "root").mkdir()
+    current = tmp_path / "root" / "mnist"
+    for version in ("v1", "v2", "v1"):  # a `current -> vN` link, retargeted
+        current.unlink(missing_ok=True)
+        current.symlink_to(tmp_path / "store" / version / "mnist")
+        assert_idx_equal(load("mnist", roots=[tmp_path / "root"], progress=False), store[version])
+    copy = tmp_path / "copy" / "mnist"
+    for version in ("v1", "v2"):  # the folder replaced by a copy that kept the timestamps
+        if copy.exists():
+            for f in copy.iterdir():
+                f.unlink()
+        copy.mkdir(parents=True, exist_ok=True)
+        for f in (tmp_path / "store" / version / "mnist").iterdir():
+            (copy / f.name).write_bytes(f.read_bytes())
+        _same_times(copy)
+        assert_idx_equal(load("mnist", roots=[tmp_path / "copy"], progress=False), store[version])
+
+
+def test_a_place_reached_through_link_dot_dot_is_its_own(tmp_path):
+    """``E/L/..`` with L a link to D/sub is D, not E: they had shared one cache place."""
+    d, e = make_idx(tmp_path / "D" / "mnist", gz=True, seed=1), make_idx(tmp_path / "E" / "mnist", gz=True, seed=2)
+    (tmp_path / "D" / "sub").mkdir()
+    (tmp_path / "E" / "L").symlink_to(tmp_path / "D" / "sub")
+    for folder in (tmp_path / "D" / "mnist", tmp_path / "E" / "mnist"):
+        _same_times(folder)
+    for _ in range(2):
+        assert_idx_equal(load("mnist", roots=[tmp_path / "E" / "L" / ".."], progress=False), d)
+        assert_idx_equal(load("mnist", roots=[tmp_path / "E"], progress=False), e)
+    assert len(list((tmp_path / "cache").glob("mnist-*"))) == 2  # (they had evicted each other)
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda m: {**m, "labels_sha256": []}, "malformed"),
+    (lambda m: {**m, "labels_sha256": {}}, "malformed"),  # (the label check had been skipped)
+    (lambda m: {**m, "shapes": {**m["shapes"], "train_x": [20.0, 1, 28, 28]}}, "malformed"),
+    (lambda m: {**m, "mean": [0.9, 0.1]}, "malformed"),
+    (lambda m: {**m, "classes": "0123456789"}, "malformed")])
+def test_a_cache_entry_whose_record_is_malformed_is_rebuilt(tmp_path, edit, why):
+    original = make_idx(tmp_path / "mnist", gz=False)
+    load("mnist", roots=[tmp_path], progress=False)
+    (entry,) = (tmp_path / "cache").glob("mnist-*")
+    (entry / "meta.json").write_text(json.dumps(edit(json.loads((entry / "meta.json").read_text()))))
+    with pytest.warns(UserWarning, match=why):
+        assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
+
+
+def test_a_damaged_cifar_pickle_is_named_whatever_it_raises(tmp_path):
+    make_cifar_batches(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    data = batch.read_bytes()
+    assert b"latin1" in data
+    batch.write_bytes(data.replace(b"latin1", b"l=tin1", 1))  # a bit flip in the encoding's name: LookupError
+    with pytest.raises(DataError, match=r"data_batch_1: not a readable CIFAR batch pickle \(LookupError"):
+        load("cifar10", roots=[tmp_path], progress=False)
+
+
+def test_a_16_bit_image_is_refused_not_clipped_to_white(tmp_path):
+    folder = tmp_path / "cifar10-jpeg"
+    make_class_folders(folder / "train", 1, ".png", seed=0)
+    make_class_folders(folder / "test", 1, ".png", seed=0)
+    wide = (np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)
+    Image.fromarray(wide).save(folder / "train" / "cat" / "0009.png")
+    with pytest.raises(DataError, match=r"'cat/0009.png' has I;16 pixels, not 8-bit ones"):
+        load("cifar10", roots=[tmp_path], progress=False)

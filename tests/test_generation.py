@@ -662,6 +662,22 @@ def test_celeba_partition_file_overrides_file_numbers(tmp_path):
     assert len(ds.train_x) == 1 and len(ds.test_x) == 2
 
 
+def test_a_celeba_partition_that_leaves_an_image_out_or_lists_one_twice_is_refused(tmp_path):
+    """Images the partition does not list had been dropped without a word (a partition of another
+    release, or a truncated one), and one listed twice took its last split."""
+    from pdnn.data import DataError, load
+
+    _write_celeba(tmp_path / "short", [1, 2, 182638], partition={1: 0, 182638: 2})
+    with pytest.raises(DataError, match=r"list_eval_partition\.txt gives no split for 1 of the 3 images in .* "
+                                        r"\(000002\.jpg\)"):
+        load("celeba", roots=[tmp_path / "short"], cache_dir=tmp_path / "cache", progress=False)
+    _write_celeba(tmp_path / "twice", [1, 2, 182638], partition={1: 0, 2: 0, 182638: 2})
+    with open(tmp_path / "twice" / "celeba" / "list_eval_partition.txt", "a") as f:
+        f.write("000002.jpg 2\n")
+    with pytest.raises(DataError, match=r"000002\.jpg is listed in splits 0 and 2; expected each image once"):
+        load("celeba", roots=[tmp_path / "twice"], cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
     from pdnn.data import DatasetNotFound, load
 

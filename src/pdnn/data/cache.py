@@ -1,13 +1,17 @@
 """Decoded datasets cached on disk, so each source is decoded once per machine.
 
 A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes the dataset's
-folder as found (links not followed, so copies linked into one content store stay apart),
-``stamp`` the source files' paths, sizes and modification times. A changed source -- a file
-rewritten, added or removed -- therefore misses the cache and is decoded again (the stale entry
-for the same place is then deleted), while copies of a dataset in two places coexist. A file
-rewritten with its old size *and* its modification time set back is not seen (delete its entry):
-the status-change time would see it, but it also moves on ``chmod`` and differs between machines
-that install one package, which would make a cache shared between them decode again and again.
+folder as found (links not followed, nor ``link/..`` collapsed, so copies linked into one content
+store stay apart), ``stamp`` each source file's path with links resolved, its size, its
+modification time and a sha256 of its first and last :data:`SAMPLED` bytes. A changed source --
+a file rewritten, added or removed, a link aimed at another copy, a folder replaced by a copy
+that kept its timestamps (``cp -a``, ``rsync -a``, a Nix store's mtime of 1) -- therefore misses
+the cache and is decoded again (the stale entry for the same place is then deleted), while copies
+of a dataset in two places coexist. A file rewritten with its old size, the same bytes at both
+ends *and* its modification time set back is not seen (delete its entry): the status-change time
+or inode would see it, but they move on ``chmod`` and differ between machines that install one
+package, which would make a cache shared between them decode again and again; hashing every
+byte would read a dataset's gigabytes at every start.
 The entry holds each array as a raw file (``train_x.bin``, ``train_y.bin``, ``test_x.bin``,
 ``test_y.bin``) and ``meta.json`` (format, shapes, classes, the training split's channel
 statistics and the labels' sha256).
@@ -47,7 +51,8 @@ import torch
 from ..io import folder_mode, remove_orphans, temporary_prefix, write_json
 from .idx import DataError
 
-FORMAT = 3  # bump when what an entry holds changes; entries of another format are rebuilt
+FORMAT = 4  # bump when what an entry holds changes (4: .jpe and .jfif files decoded); other formats are rebuilt
+SAMPLED = 1 << 16  # bytes read at each end of a source file for its stamp
 META = "meta.json"
 SPLITS = ("train", "test")
 ARRAYS = {"train_x": np.uint8, "train_y": np.int64, "test_x": np.uint8, "test_y": np.int64}
@@ -75,12 +80,24 @@ def _digest(obj) -> str:
 def cache_path(directory: Path, name: str, files: list[Path], place: Path | None = None) -> Path:
     """Where the cache of dataset ``name`` decoded from ``files`` lives (see the module docstring);
     ``place``: the dataset's folder (default: the folder the files share)."""
-    paths = [os.path.abspath(f) for f in files]
-    stats = [Path(f).stat() for f in files]
-    folder = os.path.abspath(place) if place is not None else os.path.commonpath(paths) if paths else ""
+    paths = [str(Path(f).absolute()) for f in files]  # (absolute() keeps link/..: where the link's target's parent is)
+    folder = str(Path(place).absolute()) if place is not None else os.path.commonpath(paths) if paths else ""
     where = _digest([name, folder])
-    stamp = _digest([[p, s.st_size, s.st_mtime_ns] for p, s in zip(paths, stats)])
+    stamp = _digest([_file_stamp(Path(p)) for p in paths])
     return directory / f"{name}-{where}-{stamp}"
+
+
+def _file_stamp(path: Path) -> list:
+    """What tells a source file's contents apart cheaply: its resolved path, size, modification
+    time and the sha256 of its first and last :data:`SAMPLED` bytes."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(SAMPLED))
+        if stat.st_size > SAMPLED:
+            f.seek(max(SAMPLED, stat.st_size - SAMPLED))
+            digest.update(f.read(SAMPLED))
+    return [os.path.realpath(path), stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
 
 
 class CacheWriter:
@@ -179,10 +196,14 @@ def read(path: Path) -> dict | None:
     meta = json.loads((path / META).read_text())
     entry = {"classes": meta["classes"], "mean": torch.tensor(meta["mean"], dtype=torch.float32),
              "std": torch.tensor(meta["std"], dtype=torch.float32)}
-    for key, dtype in ARRAYS.items():
-        shape = tuple(meta["shapes"][key])
-        entry[key] = (np.memmap(path / f"{key}.bin", dtype=dtype, mode="r", shape=shape) if math.prod(shape)
-                      else np.empty(shape, dtype=dtype))  # an empty file cannot be mapped
+    try:
+        for key, dtype in ARRAYS.items():
+            shape = tuple(meta["shapes"][key])
+            entry[key] = (np.memmap(path / f"{key}.bin", dtype=dtype, mode="r", shape=shape) if math.prod(shape)
+                          else np.empty(shape, dtype=dtype))  # an empty file cannot be mapped
+    except OSError as err:  # (removed by another process since it was checked)
+        warnings.warn(f"cache entry {path} is unreadable ({err}); rebuilding it", stacklevel=3)
+        return None
     return entry
 
 
@@ -195,17 +216,22 @@ def _why_unreadable(path: Path) -> str | None:
         found = meta.get("format") if isinstance(meta, dict) else None
         return f"is of format {found!r}, not {FORMAT}"
     try:
+        shapes, channels = meta["shapes"], meta["shapes"]["train_x"][1]
+        if not (all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for key in ARRAYS
+                    for n in shapes[key]) and isinstance(meta["classes"], list)
+                and all(isinstance(c, str) for c in meta["classes"]) and set(meta["labels_sha256"]) == {
+                    "train_y", "test_y"} and all(len(meta[k]) == channels and all(
+                        isinstance(v, (int, float)) and 0 <= v <= 1 for v in meta[k]) for k in ("mean", "std"))):
+            return "is damaged (its shapes, classes, statistics or checksums are malformed)"
         for key, dtype in ARRAYS.items():
-            expected = math.prod(meta["shapes"][key]) * np.dtype(dtype).itemsize
+            expected = math.prod(shapes[key]) * np.dtype(dtype).itemsize
             size = (path / f"{key}.bin").stat().st_size
             if size != expected:
                 return f"is damaged ({key}.bin holds {size} bytes, expected {expected})"
-        if not isinstance(meta["classes"], list) or len(meta["mean"]) != len(meta["std"]):
-            return "is damaged (classes or statistics malformed)"
         for key, expected in meta["labels_sha256"].items():
             if hashlib.sha256((path / f"{key}.bin").read_bytes()).hexdigest() != expected:
                 return f"is damaged ({key}.bin does not match its sha256)"
-    except (OSError, KeyError, TypeError) as err:
+    except Exception as err:  # (a meta.json edited or damaged into any shape: the cache must never fail a run)
         return f"is unreadable ({type(err).__name__}: {err})"
     return None
 

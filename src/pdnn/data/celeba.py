@@ -65,7 +65,12 @@ def _split_of(source: Path, names: list[str], partition: Path | None) -> dict[st
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise DataError(f"{partition}: expected '<file> <0|1|2>' lines, got {line!r}")
-            split[parts[0]] = int(parts[1])
+            if split.setdefault(parts[0], int(parts[1])) != int(parts[1]):
+                raise DataError(f"{partition}: {parts[0]} is listed in splits {split[parts[0]]} and {parts[1]}; "
+                                "expected each image once")
+        if missing := [name for name in names if name not in split]:  # (a partition of another release)
+            raise DataError(f"{partition} gives no split for {len(missing)} of the {len(names)} images in "
+                            f"{source} ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
         return split
     split = {}
     for name in names:

@@ -51,8 +51,10 @@ def read_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise DataError(f"{path}: not a readable CIFAR batch pickle ({err})") from err
+    except OSError:
+        raise
+    except Exception as err:  # a damaged pickle raises many types (a bad encoding name: LookupError)
+        raise DataError(f"{path}: not a readable CIFAR batch pickle ({type(err).__name__}: {err})") from err
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict in the pickle, got {type(obj).__name__}")
     return obj

@@ -24,6 +24,7 @@ from .idx import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 _MODES = {1: "L", 3: "RGB"}
+WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # Pillow's 16- and 32-bit modes
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:
@@ -103,9 +104,13 @@ def decode_split(source: Path, shape: tuple[int, int, int], writer, split: str, 
                 try:  # a damaged zip entry raises BadZipFile, zlib.error or EOFError; Pillow many types
                     data = (source / entry).read_bytes() if zf is None else zf.read(entry)
                     with Image.open(io.BytesIO(data)) as im:
-                        pixels = np.asarray(im.convert(_MODES[channels]))
+                        mode = im.mode
+                        pixels = np.asarray(im.convert(_MODES[channels])) if mode not in WIDE_MODES else None
                 except Exception as err:
                     raise DataError(f"{source}: cannot read or decode {entry!r} ({err})") from err
+                if pixels is None:  # (converting would clip every value above 255 to white)
+                    raise DataError(f"{source}: {entry!r} has {mode} pixels, not 8-bit ones; expected 8-bit "
+                                    "greyscale, colour or palette images")
                 if pixels.shape[:2] != (height, width):
                     raise DataError(f"{source}: {entry!r} is {pixels.shape[1]}x{pixels.shape[0]} pixels; "
                                     f"expected {width}x{height}")
