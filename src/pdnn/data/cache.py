@@ -2,16 +2,19 @@
 
 A cache entry is a directory ``<dataset>-<where>-<stamp>/``: ``where`` hashes the dataset's
 folder as found (links not followed, nor ``link/..`` collapsed, so copies linked into one content
-store stay apart), ``stamp`` each source file's path with links resolved, its size, its
-modification time and a sha256 of its first and last :data:`SAMPLED` bytes. A changed source --
-a file rewritten, added or removed, a link aimed at another copy, a folder replaced by a copy
-that kept its timestamps (``cp -a``, ``rsync -a``, a Nix store's mtime of 1) -- therefore misses
-the cache and is decoded again (the stale entry for the same place is then deleted), while copies
-of a dataset in two places coexist. A file rewritten with its old size, the same bytes at both
-ends *and* its modification time set back is not seen (delete its entry): the status-change time
-or inode would see it, but they move on ``chmod`` and differ between machines that install one
-package, which would make a cache shared between them decode again and again; hashing every
-byte would read a dataset's gigabytes at every start.
+store stay apart), ``stamp`` each source file's path with links resolved, its size and its
+modification time, and a sha256 of the first and last :data:`SAMPLED` bytes of up to
+:data:`SAMPLED_FILES` of the files (all of a dataset of a few files; evenly spread over the
+60,000 images of a folder of class folders, which would otherwise all be read at every start).
+A changed source -- a file rewritten, added or removed, a link aimed at another copy, a folder
+replaced by another version's copy that kept its timestamps (``cp -a``, ``rsync -a``, a Nix
+store's mtime of 1) -- therefore misses the cache and is decoded again (the stale entry for the
+same place is then deleted), while copies of a dataset in two places coexist. Not seen (delete
+the entry): a file rewritten with its old size, its bytes at both ends and its modification time
+set back, and such a copy that differs only in images of a folder source that were not sampled.
+The status-change time or inode would see those, but they move on ``chmod`` and differ between
+machines that install one package, which would make a cache shared between them decode again
+and again; hashing every byte would read a dataset's gigabytes at every start.
 The entry holds each array as a raw file (``train_x.bin``, ``train_y.bin``, ``test_x.bin``,
 ``test_y.bin``) and ``meta.json`` (format, shapes, classes, the training split's channel
 statistics and the labels' sha256).
@@ -52,7 +55,8 @@ from ..io import folder_mode, remove_orphans, temporary_prefix, write_json
 from .idx import DataError
 
 FORMAT = 4  # bump when what an entry holds changes (4: .jpe and .jfif files decoded); other formats are rebuilt
-SAMPLED = 1 << 16  # bytes read at each end of a source file for its stamp
+SAMPLED = 1 << 16  # bytes read at each end of a sampled source file for its stamp
+SAMPLED_FILES = 64  # source files sampled so
 META = "meta.json"
 SPLITS = ("train", "test")
 ARRAYS = {"train_x": np.uint8, "train_y": np.int64, "test_x": np.uint8, "test_y": np.int64}
@@ -83,14 +87,17 @@ def cache_path(directory: Path, name: str, files: list[Path], place: Path | None
     paths = [str(Path(f).absolute()) for f in files]  # (absolute() keeps link/..: where the link's target's parent is)
     folder = str(Path(place).absolute()) if place is not None else os.path.commonpath(paths) if paths else ""
     where = _digest([name, folder])
-    stamp = _digest([_file_stamp(Path(p)) for p in paths])
+    sampled = set(np.linspace(0, len(paths) - 1, min(len(paths), SAMPLED_FILES)).round().astype(int).tolist())
+    stamp = _digest([_file_stamp(Path(p), i in sampled) for i, p in enumerate(paths)])
     return directory / f"{name}-{where}-{stamp}"
 
 
-def _file_stamp(path: Path) -> list:
+def _file_stamp(path: Path, sampled: bool) -> list:
     """What tells a source file's contents apart cheaply: its resolved path, size, modification
-    time and the sha256 of its first and last :data:`SAMPLED` bytes."""
+    time and, if ``sampled``, the sha256 of its first and last :data:`SAMPLED` bytes."""
     stat = path.stat()
+    if not sampled:
+        return [os.path.realpath(path), stat.st_size, stat.st_mtime_ns]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         digest.update(f.read(SAMPLED))
