@@ -1,6 +1,6 @@
-"""The stopping rules where mean leads crowd near zero: how often the decision at stopping differs
+"""The stopping rule where mean leads crowd near zero: how often the decision at stopping differs
 from the decision at N, beside the error level δ (docs/adaptive.md, "Where mean leads crowd near
-zero"), for the predictive rule (ν₀ = 2 and 0) and the shrunk one. The network is a 16-64-C MLP with one p-bit layer whose input weights have standard
+zero"). The network is a 16-64-C MLP with one p-bit layer whose input weights have standard
 deviation SCALE/4: at a small SCALE its bits are nearly fair coins and most inputs near ties.
 
 Usage: python scripts/adaptive_near_ties.py [--classes 2] [--scale 0.1] [--inputs 10000]
@@ -44,14 +44,14 @@ def main() -> None:
     with torch.no_grad():
         outputs = torch.cat([sampler(x[i : i + 1000]) for i in range(0, args.inputs, 1000)], 1)
     final = outputs.double().sum(0).argmax(-1)
-    print(f"{'rule':>10} {'ν₀':>3} {'δ':>5}  differs %  δ+4SE %  first batch %  mean T  wrong/stopped at T = 1, 2, 32")
-    for rule, prior_samples in (("predictive", 2), ("predictive", 0), ("shrunk", 2)):
+    print(f"{'ν₀':>3} {'δ':>5}  differs %  δ+4SE %  first batch %  mean T  wrong/stopped at T = 1, 2, 32")
+    for prior_samples in (2, 0):
         for error in (0.1, 0.05):
-            decision, taken, _, _ = replay(outputs, StoppingRule(N, error, rule, prior_samples=prior_samples), BATCH)
+            decision, taken, _, _ = replay(outputs, StoppingRule(N, error, prior_samples=prior_samples), BATCH)
             wrong = decision != final
             bound = error + 4 * math.sqrt(error * (1 - error) / args.inputs)
             at = "  ".join(f"{int(wrong[taken == t].sum())}/{int((taken == t).sum())}" for t in (1, 2, 32))
-            print(f"{rule:>10} {prior_samples:>3} {error:>5}  {100 * wrong.double().mean():9.2f}  {100 * bound:7.2f}  "
+            print(f"{prior_samples:>3} {error:>5}  {100 * wrong.double().mean():9.2f}  {100 * bound:7.2f}  "
                   f"{100 * wrong[:BATCH].double().mean():13.2f}  {taken.double().mean():6.2f}  {at}")
 
 

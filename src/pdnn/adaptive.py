@@ -23,10 +23,6 @@ in the first batch, or pooled over the first batches where they are smaller; unt
 stops before ``max_samples``. It is kept for the batches after it, which can then stop an input
 after one sample (:attr:`StoppingRule.prior_variance`; it may also be given).
 
-``"shrunk"`` is the same rule with a normal prior on the mean lead, centred on a tie, of the
-spread τ² the inputs' leads show (learnt with σ₀²): where most inputs are near ties, the flat
-prior takes a lead of a few noise widths for a real one and stops them too early.
-
 ``"never"`` runs every input to ``max_samples`` in the same rounds (a reference, and a check).
 """
 from __future__ import annotations
@@ -42,7 +38,7 @@ from torch.utils._pytree import tree_map
 from .checks import as_real, batch_tensor, integer, positive_int, shown
 from .errors import UsageError
 
-RULES = ("predictive", "shrunk", "never")
+RULES = ("predictive", "never")
 NO_SPREAD = 1e-9  # a learnt spread below this share of the mean squared lead is rounding, not spread
 # σ₀² stands for the network's typical spread only as a mean over many inputs: learnt from one (a
 # first call of one input), its chance spread at T = 2 (a χ² of one degree of freedom) could be
@@ -110,10 +106,7 @@ class StoppingRule:
             protects).
         error: the largest predictive probability, summed over rival classes, that the decision
             at N differs from the decision at stopping (``"predictive"`` only).
-        rule: ``"predictive"``; ``"shrunk"``, the same with a normal prior on each input's mean
-            lead, centred on a tie, of the spread τ² the inputs' leads show (learnt with σ₀²:
-            where most inputs are near ties, a flat prior stops them too early); or ``"never"``
-            (always N samples).
+        rule: ``"predictive"`` or ``"never"`` (always N samples).
         checkpoints: the T values after which the rule looks (rounds draw the samples between
             them); those >= N are dropped and N is always last, and T = 1 is dropped until the
             prior variance is known (:meth:`first_look`).
@@ -126,11 +119,8 @@ class StoppingRule:
             :data:`PRIOR_INPUTS` inputs (:func:`adaptive_sample` returns the rule with it filled
             in, for the next batch).
         prior_pool: while ``prior_variance`` is None, the sum of the spreads shown by the inputs
-            of earlier batches, their number (fewer than :data:`PRIOR_INPUTS`) and the sum of
-            their leads' excess over their noise (:func:`learnt_prior`); kept for the next batch,
-            which learns σ₀² and τ² from them and its own.
-        lead_variance: τ², the variance of the mean lead over the runner-up among inputs, learnt
-            with σ₀² (``None`` until then; ``"shrunk"`` reads it).
+            of earlier batches and their number (fewer than :data:`PRIOR_INPUTS`); kept for the
+            next batch, which learns σ₀² from them and its own.
     """
 
     max_samples: int = 50
@@ -139,8 +129,7 @@ class StoppingRule:
     checkpoints: tuple[int, ...] = CHECKPOINTS
     prior_samples: int = 2
     prior_variance: float | None = None
-    prior_pool: tuple[float, int, float] = (0.0, 0, 0.0)
-    lead_variance: float | None = None
+    prior_pool: tuple[float, int] = (0.0, 0)
 
     def __post_init__(self):
         # numpy's numbers are accepted as Python's are, and kept as Python's
@@ -165,25 +154,12 @@ class StoppingRule:
                                  f"every input whose first samples agree), got {shown(self.prior_variance)}")
             object.__setattr__(self, "prior_variance", variance)
         pool = tuple(self.prior_pool) if isinstance(self.prior_pool, (tuple, list)) else ()
-        pool = pool + (0.0,) if len(pool) == 2 else pool  # (a pool kept before the leads were)
-        spread = as_real(pool[0]) if len(pool) == 3 and _is_real(pool[0]) else None
-        excess = as_real(pool[2]) if len(pool) == 3 and _is_real(pool[2]) else None
+        spread = as_real(pool[0]) if len(pool) == 2 and _is_real(pool[0]) else None
         if spread is None or not 0 <= spread < math.inf or integer(pool[1]) is None \
-                or not 0 <= pool[1] < PRIOR_INPUTS or (pool[0] and not pool[1]) or excess is None \
-                or not math.isfinite(excess):
+                or not 0 <= pool[1] < PRIOR_INPUTS or (pool[0] and not pool[1]):
             raise UsageError(f"prior_pool must be (a sum of spreads >= 0, the number of inputs that showed them, "
-                             f"0 to {PRIOR_INPUTS - 1}; 0 for a sum of 0, and a finite sum of their leads' excess), "
-                             f"got {shown(self.prior_pool)}")
-        object.__setattr__(self, "prior_pool", (spread, integer(pool[1]), excess))
-        if self.lead_variance is not None:
-            lead = as_real(self.lead_variance) if _is_real(self.lead_variance) else None
-            if lead is None or not 0 <= lead < math.inf:
-                raise UsageError(f"lead_variance must be a finite number >= 0 or None, got "
-                                 f"{shown(self.lead_variance)}")
-            object.__setattr__(self, "lead_variance", lead)
-        if self.rule == "shrunk" and self.prior_variance is not None and self.lead_variance is None:
-            raise UsageError("the shrunk rule learns the prior variance and the leads' variance together; give "
-                             "lead_variance with prior_variance, or neither")
+                             f"0 to {PRIOR_INPUTS - 1}; 0 for a sum of 0), got {shown(self.prior_pool)}")
+        object.__setattr__(self, "prior_pool", (spread, integer(pool[1])))
         try:
             points = tuple(map(integer, self.checkpoints))
         except TypeError:
@@ -195,12 +171,12 @@ class StoppingRule:
     def forget(self) -> "StoppingRule":
         """This rule without what it learnt, σ₀² and the spreads pooled towards it: for the
         network after it has changed (trained further)."""
-        return replace(self, prior_variance=None, prior_pool=(0.0, 0, 0.0), lead_variance=None)
+        return replace(self, prior_variance=None, prior_pool=(0.0, 0))
 
     def first_look(self) -> int:
         """1 where one sample can settle an input (the predictive rule with a prior variance
         known and ``prior_samples`` >= 1), else 2, the first T with a spread of its own."""
-        return first_decidable(self.prior_samples, self.prior_variance) if self.rule != "never" else 2
+        return first_decidable(self.prior_samples, self.prior_variance) if self.rule == "predictive" else 2
 
     def schedule(self) -> list[int]:
         """The T values at which the rule looks, ending at ``max_samples``."""
@@ -217,7 +193,7 @@ class StoppingRule:
                 learnt_prior(stats, self.prior_samples, self.prior_pool)
             return torch.ones(stats.rows, dtype=torch.bool, device=stats.total.device)
         probability = disagreement_probability(stats, self.max_samples, self.prior_samples, self.prior_variance,
-                                               self.prior_pool, self.lead_variance, shrunk=self.rule == "shrunk")
+                                               self.prior_pool)
         return probability <= self.error
 
 
@@ -231,8 +207,7 @@ class SampleStats:
         self.total = torch.zeros(rows, classes, dtype=torch.float64, device=device)
         self.outer = torch.zeros(rows, classes, classes, dtype=torch.float64, device=device)
         self.prior_variance: float | None = None  # learnt at the first look showing a spread
-        self.spread: tuple[float, int, float] | None = None  # that look's mean spread, rows and lead excess
-        self.lead_variance: float | None = None  # τ², learnt with the prior variance
+        self.spread: tuple[float, int] | None = None  # that look's mean spread, and its rows
         self.typical = 0.0  # that look's mean squared lead
 
     @property
@@ -279,24 +254,20 @@ def lead_moments(stats: SampleStats) -> tuple[torch.Tensor, torch.Tensor, torch.
     return leader, lead, squares, variance
 
 
-def learnt_prior(stats: SampleStats, prior_samples: int, prior_pool: tuple[float, int, float]) -> float | None:
+def learnt_prior(stats: SampleStats, prior_samples: int, prior_pool: tuple[float, int]) -> float | None:
     """The prior variance σ₀² learnt from these rows at their first look with a spread (the mean
     variance of the lead over the runner-up), pooled with ``prior_pool`` and kept in ``stats``;
     None where no row may settle at this look: fewer than :data:`PRIOR_INPUTS` inputs have shown
-    their spread (with ``prior_samples`` 0 there is no prior to wait for: 0), or none is shown.
-    With it, ``stats.lead_variance``: τ², the variance of the mean lead over the runner-up among
-    the inputs, the mean of m² − s²/t (each input's squared mean lead less its noise; at least 0)."""
+    their spread (with ``prior_samples`` 0 there is no prior to wait for: 0), or none is shown."""
     if stats.prior_variance is not None:
         return stats.prior_variance
     if stats.spread is None:  # the batch's first look: its rows' mean spread, zeros included
         leader, _, squares, variance = lead_moments(stats)
         rows = torch.arange(stats.rows, device=stats.total.device)
         runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
-        lead = (stats.total[rows, leader] - stats.total[rows, runner_up]) / stats.count
-        excess = (lead**2 - variance[rows, runner_up] / stats.count).mean().item()
-        stats.spread = (variance[rows, runner_up].mean().item(), stats.rows, excess)
+        stats.spread = (variance[rows, runner_up].mean().item(), stats.rows)
         stats.typical = (squares[rows, runner_up] / stats.count).mean().item()  # the mean squared lead, E[D²]
-    (total, inputs, excesses), (mean, count, excess) = prior_pool, stats.spread
+    (total, inputs), (mean, count) = prior_pool, stats.spread
     if inputs + count < PRIOR_INPUTS:  # too few to stand for the network's: pooled with the next batch
         return None if prior_samples else 0.0  # (of weight ν₀ = 0: no prior to wait for)
     learnt = mean if not inputs else (total + mean * count) / (inputs + count)
@@ -307,38 +278,27 @@ def learnt_prior(stats: SampleStats, prior_samples: int, prior_pool: tuple[float
         stats.spread = None
         return None
     stats.prior_variance = learnt
-    stats.lead_variance = max((excesses + excess * count) / (inputs + count), 0.0)
     return learnt
 
 
 def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples: int = 2,
-                             prior_variance: float | None = None,
-                             prior_pool: tuple[float, int, float] = (0.0, 0, 0.0), lead_variance: float | None = None,
-                             shrunk: bool = False) -> torch.Tensor:
+                             prior_variance: float | None = None, prior_pool: tuple[float, int] = (0.0, 0)
+                             ) -> torch.Tensor:
     """Predictive probability (summed over rivals) that the decision at ``max_samples`` differs
     from the current leader's, per row ``[B]``; see the module docstring and docs/adaptive.md.
     ``prior_variance`` None: learnt from these rows (:func:`learnt_prior`); 1 for every row where
-    none is learnt yet. ``shrunk``: each mean lead has a normal prior centred on a tie, of
-    variance ``lead_variance`` (τ²; learnt with the prior variance where None)."""
+    none is learnt yet."""
     t, n = stats.count, max_samples
     first = first_decidable(prior_samples, prior_variance)
     if not first <= t < n:
         raise RuntimeError(f"the predictive rule needs {first} <= t < max_samples here, got t={t}, max_samples={n}")
-    if prior_variance is None:
-        if (prior_variance := learnt_prior(stats, prior_samples, prior_pool)) is None:
-            return torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
-        lead_variance = stats.lead_variance
+    if prior_variance is None and (prior_variance := learnt_prior(stats, prior_samples, prior_pool)) is None:
+        return torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
     leader, lead, _, variance = lead_moments(stats)
     rows = torch.arange(stats.rows, device=stats.total.device)
     dof = prior_samples + t - 1
     spread = ((prior_samples * prior_variance + (t - 1) * variance) / dof).sqrt()
-    if shrunk and lead_variance is not None and t * lead_variance + prior_variance > 0:
-        # the posterior mean lead is m·w (w = t/(t + σ₀²/τ²)), its variance S²/(t + σ₀²/τ²): the lead
-        # at N is the t samples' sum plus r more, so it is <= 0 where their mean is <= -m·(t/r + w)
-        r, known = n - t, t * lead_variance + prior_variance
-        z = lead * (t / r + t * lead_variance / known) / (spread * math.sqrt(1 / r + lead_variance / known))
-    else:  # a flat prior in the mean lead (w = 1, a variance S²/t): z = m·sqrt(t·N/r)/S
-        z = lead * math.sqrt(t * n / (n - t)) / spread  # spread 0: certain (inf), or a tie (nan -> 1/2)
+    z = lead * math.sqrt(t * n / (n - t)) / spread  # spread 0: certain (inf), or a tie (nan -> 1/2)
     p = torch.where(torch.isnan(z), torch.full_like(z, 0.5), student_t_cdf(-z, dof))
     p[rows, leader] = 0.0
     return p.sum(1)
@@ -405,11 +365,10 @@ def adaptive_sample(
     # of too few inputs passes their spreads on, to be pooled with the next batch's
     if rule.prior_variance is None and stats is not None and stats.spread is not None:
         if stats.prior_variance:
-            rule = replace(rule, prior_variance=stats.prior_variance, prior_pool=(0.0, 0, 0.0),
-                           lead_variance=stats.lead_variance)
+            rule = replace(rule, prior_variance=stats.prior_variance, prior_pool=(0.0, 0))
         else:
-            (total, inputs, excesses), (mean, count, excess) = rule.prior_pool, stats.spread
-            rule = replace(rule, prior_pool=(total + mean * count, inputs + count, excesses + excess * count))
+            (total, inputs), (mean, count) = rule.prior_pool, stats.spread
+            rule = replace(rule, prior_pool=(total + mean * count, inputs + count))
     return result, taken, rule
 
 

@@ -221,6 +221,6 @@ def adaptive_accuracy(
         "samples_histogram": {int(v): int(c) for v, c in zip(values, counts)},
         "rule": {"rule": rule.rule, "error": rule.error, "max_samples": rule.max_samples,
                  "checkpoints": sorted(looks) or rule.schedule(), "prior_samples": rule.prior_samples,
-                 "prior_variance": rule.prior_variance, "lead_variance": rule.lead_variance,
+                 "prior_variance": rule.prior_variance,
                  "prior_variance_learnt": not given and rule.prior_variance is not None},
     }

@@ -542,9 +542,7 @@ class SampledModel(nn.Module):
             the rule's prior of the typical spread, which the first call learns (the first
             calls, until 32 inputs have shown theirs: until then no input stops before
             ``max_samples``, unless ``prior_samples`` is 0) and keeps in ``stopping``, so that
-            later calls may stop an input at T = 1; ``rule``: ``"predictive"``, ``"shrunk"``
-            (for networks whose inputs are mostly near ties, docs/adaptive.md) or
-            ``"never"``. It is for inference:
+            later calls may stop an input at T = 1. It is for inference:
             the rounds run without autograd, so its output carries no gradient. Each round is
             split by ``max_rows`` as a fixed T is.
         reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with

@@ -35,8 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--error", type=float,
                    help="--adaptive: predictive probability that the decision at --max-samples differs "
                         f"(default: {ADAPTIVE['error']})")
-    p.add_argument("--rule", help="--adaptive: predictive (default), shrunk (a prior that the mean lead is near a "
-                                  "tie, for networks whose inputs mostly are: docs/adaptive.md) or never")
+    p.add_argument("--rule", help="--adaptive: predictive (default) or never")
     p.add_argument("--checkpoints", metavar="T,T,...|every",
                    help="--adaptive: the T values after which the rule looks, or 'every' for a look after every "
                         f"sample (default: {ADAPTIVE['checkpoints']}; T = 1 from the second batch on, once the "
@@ -96,7 +95,7 @@ def prior_note(rule: dict) -> str:
         return ", the first batch from T = 2"
     if rule["error"] == 0:
         return "; no input stops early at error 0"
-    if rule["rule"] != "never" and rule["prior_variance"] is None and rule["prior_samples"] \
+    if rule["rule"] == "predictive" and rule["prior_variance"] is None and rule["prior_samples"] \
             and len(rule["checkpoints"]) > 1:  # (with prior_samples 0 the prior has no weight to wait for)
         return (f"; no input stopped early: the rule learns its prior variance from the spread of "
                 f"{PRIOR_INPUTS} inputs, and fewer showed one")
