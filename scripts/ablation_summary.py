@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from pdnn.cli.common import existing_folder
-from pdnn.io import RunError, read_eval, read_json, read_metrics
+from pdnn.io import RunError, read_eval, read_json, read_metrics, write_text
 
 BEGIN, END = "<!-- BEGIN table -->", "<!-- END table -->"
 
@@ -57,8 +57,8 @@ def main(out: Path) -> None:
     readme = out / "README.md"
     text = readme.read_text() if readme.exists() else f"# Ablation\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN)
-    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")  # (once every row was read)
-    readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    write_text(out / "summary.json", json.dumps(rows, indent=2) + "\n")  # (once every row was read)
+    write_text(readme, f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
     print(table)
 
 

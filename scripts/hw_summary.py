@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from pdnn.cli.common import existing_folder
+from pdnn.io import write_text
 
 BEGIN, END = "<!-- BEGIN tables -->", "<!-- END tables -->"
 
@@ -145,7 +146,7 @@ def main(out: Path) -> None:
     text = readme.read_text() if readme.exists() else f"# Hardware measurements\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    readme.write_text(head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)
+    write_text(readme, head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)  # (the prose around it is kept)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from pdnn.experiments.lowbit import headline, headline_rows, matched_rows, memory_settings, run_table
+from pdnn.io import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "lowbit"
@@ -46,8 +47,8 @@ def main() -> None:
     lines += ["## Sigmoid against tanh p-bits at matched temperature (Fashion-MNIST; accuracy % at T = 1 / 10 / 50)", ""]
     lines += matched_rows(triples, ("bipolar β = 2 (mean tanh(2x))", "unipolar β = 2 (mean σ(2x) = tanh-p-bit at β = 1)",
                                     "unipolar β = 4 (mean σ(4x), the temperature of bipolar β = 2)")) + [""]
-    (OUT / "summary.md").write_text("\n".join(lines))
-    (OUT / "summary.json").write_text(json.dumps({"goal_gain": GOAL, "results": results}, indent=2) + "\n")
+    write_text(OUT / "summary.md", "\n".join(lines))
+    write_text(OUT / "summary.json", json.dumps({"goal_gain": GOAL, "results": results}, indent=2) + "\n")
     print("\n".join(lines))
 
 

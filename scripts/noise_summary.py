@@ -20,7 +20,7 @@ from pathlib import Path
 from pdnn.cli.common import output_file
 from pdnn.errors import UsageError
 from pdnn.experiments.noise_rules import rows_by_samples, verdicts
-from pdnn.io import RunError
+from pdnn.io import RunError, write_text
 
 T_ALL = [1, 2, 5, 10, 20, 50]
 
@@ -307,7 +307,7 @@ def summary_cmd(args) -> None:
         if "network" in e:
             examples.setdefault(e["dataset"], e["network"]["examples"])
     summary["rules"] = rules(examples)
-    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
     blocks = {"rules": summary["rules"]}
     for dataset, pretty in (("cifar10", "CIFAR-10"), ("fashion-mnist", "Fashion-MNIST")):
         blocks[f"{dataset}-accuracy"] = table_accuracy(summary, dataset)
@@ -323,7 +323,7 @@ def summary_cmd(args) -> None:
         text = readme.read_text()
         for name, body in blocks.items():
             text = replace_block(text, name, body)
-        readme.write_text(text)
+        write_text(readme, text)
     else:
         print("\n\n".join(f"## {k}\n{v}" for k, v in blocks.items()))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pdnn.errors import UsageError
 from pdnn.experiments.plan import REFERENCE_RATES, rates_of, read_plan_state
-from pdnn.io import RunError, read_json
+from pdnn.io import RunError, read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "src" / "pdnn" / "experiments" / REFERENCE_RATES.name  # this checkout's, whichever pdnn runs
@@ -27,7 +27,7 @@ def main(state: Path) -> None:
     document = {"from": os.path.relpath(state.resolve(), ROOT),
                 "machines": [json.loads(m) for m in sorted(machines)],
                 "rates": dict(sorted(rates_of([state]).items()))}
-    PACKAGED.write_text(json.dumps(document, indent=1) + "\n")
+    write_text(PACKAGED, json.dumps(document, indent=1) + "\n")
     print(f"{PACKAGED}: {len(document['rates'])} rates from {state}")
 
 

@@ -176,6 +176,18 @@ def test_generate_writes_images_and_a_grid(runs, tmp_path):
     assert sorted(names) == names and names[0] == "00000.png" and image_name(9999, 10_000) == "9999.png"
 
 
+def test_generate_shows_its_progress_on_a_terminal_unless_quiet(runs, tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for quiet, shown in (([], True), (["--quiet"], False)):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        out = tmp_path / f"images{len(quiet)}"
+        assert main(["generate", str(runs / "vae"), "--samples", "3", "--n", "5", "--out", str(out), *quiet]) == 0
+        assert ("generating (T=3)" in sys.stderr.getvalue()) == shown
+
+
 def test_an_interrupted_generate_leaves_no_folder_and_can_be_rerun(runs, tmp_path, monkeypatch):
     import pdnn.cli.generate as command
 
@@ -640,6 +652,10 @@ def test_celeba_image_of_another_size_is_refused_by_name(tmp_path):
     _write_celeba(tmp_path / "root", [1, 2, 182638])
     Image.new("RGB", (1000, 800)).save(tmp_path / "root" / "celeba" / "img_align_celeba" / "000002.jpg")
     with pytest.raises(DataError, match=r"'000002\.jpg' is 1000x800 pixels; expected the aligned images' 178x218"):
+        load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+    wide = Image.fromarray((torch.arange(218 * 178).reshape(218, 178) % 60000).numpy().astype("uint16"))
+    wide.save(tmp_path / "root" / "celeba" / "img_align_celeba" / "000002.jpg", format="PNG")  # (read by content)
+    with pytest.raises(DataError, match=r"'000002\.jpg' has I;16 pixels, not 8-bit ones"):
         load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
 
 

@@ -837,3 +837,15 @@ def test_running_sums_keep_no_part_alive():
     parts = [torch.randn(1024, 4, 3) for _ in range(3)]
     sums = running_sums(iter(parts), [1, 1025, 2049])
     assert all(s._base is None and s.untyped_storage().nbytes() == 4 * 3 * 8 for s in sums.values())
+
+
+def test_training_a_kept_run_again_warns_that_its_history_is_replaced(tmp_path):
+    """A finished run kept without its checkpoint is trained again by the command its error gives;
+    its metrics.json was then replaced after the first new epoch without a word."""
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "1") == 0
+    (run / "checkpoint.pt").unlink()
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 2  # (nothing to resume: train anew)
+    with pytest.warns(UserWarning, match="holds a run's history \\(metrics.json\\) kept without its checkpoint: "
+                                         "training it again replaces that history"):
+        assert train(run, "--epochs", "1") == 0

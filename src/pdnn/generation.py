@@ -79,7 +79,7 @@ def check_generator(model: nn.Module, what: str) -> VAE:
 
 @torch.no_grad()
 def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: int = 1024,
-                device: str | torch.device = "cpu") -> dict[int, torch.Tensor]:
+                device: str | torch.device = "cpu", progress: bool = False) -> dict[int, torch.Tensor]:
     """``n`` images ``[n, C, H, W]`` in [0, 1] for every T in ``samples``; the image at T is the
     mean of the first T of max(T) decoder samples of its latent.
 
@@ -90,6 +90,7 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     rows (latents x samples; the samples of one latent in parts when max(T) exceeds it), so
     memory does not grow with T. The same arguments give the same images; the draws of an image
     are laid out by these calls, so its p-bits change with ``n``, max(T) and ``max_rows``.
+    ``progress``: a bar over the images.
     """
     if not samples:
         raise UsageError("samples: expected at least one T")
@@ -103,9 +104,11 @@ def generate_at(vae: VAE, samples: list[int], n: int, seed: int = 0, max_rows: i
     latents = torch.randn(n, vae.latent, generator=torch.Generator().manual_seed(seed)).to(device)
     decoder = SampledModel(vae.decoder, pool, reduce="none", seed=seed + 1)
     out: dict[int, list[torch.Tensor]] = {t: [] for t in samples}
-    for z in latents.split(max(1, max_rows // pool)):
-        for t, image in _means(decoder, z, samples, max_rows).items():
-            out[t].append(image)
+    with progress_bar(total=n, desc=f"generating (T={pool})", unit="img", enabled=progress) as bar:
+        for z in latents.split(max(1, max_rows // pool)):
+            for t, image in _means(decoder, z, samples, max_rows).items():
+                out[t].append(image)
+            bar.update(len(z))
     return {t: torch.cat(images) for t, images in out.items()}
 
 
@@ -127,9 +130,10 @@ def _means(decoder: SampledModel, z: torch.Tensor, samples: list[int], max_rows:
     return means
 
 
-def generate(vae: VAE, samples: int, n: int, seed: int = 0, device: str | torch.device = "cpu") -> torch.Tensor:
+def generate(vae: VAE, samples: int, n: int, seed: int = 0, device: str | torch.device = "cpu",
+             progress: bool = False) -> torch.Tensor:
     """``n`` images, each the mean of ``samples`` (T) decoder samples (see :func:`generate_at`)."""
-    return generate_at(vae, [samples], n, seed, device=device)[check_samples(samples)]
+    return generate_at(vae, [samples], n, seed, device=device, progress=progress)[check_samples(samples)]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

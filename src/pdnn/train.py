@@ -413,6 +413,10 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
                        "file to train here")
     if saved is not None:
         check_same_run(run_dir, config, "resume" if resume else "train into")
+        if not resume and (run_dir / METRICS).exists():  # a finished run kept without its weights, trained again
+            warnings.warn(f"{run_dir} holds a run's history ({METRICS}) kept without its checkpoint: training it "
+                          f"again replaces that history at the end of the first epoch (copy {METRICS} away first "
+                          "to keep it)", stacklevel=3)
     return saved["train"]["epochs"] if resume else None
 
 

@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
                    "an image's draws also depend on --n and -T)")
     p.add_argument("--nrow", type=int, default=10, help="images per row of the grid (default: 10)")
     p.add_argument("--out", type=named_path, required=True, metavar="DIR", help="a new or empty folder for the images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_option(p)
     p.set_defaults(run=run)
 
@@ -59,7 +60,7 @@ def run(args) -> int:
             raise UsageError(f"--out {out} is not an empty folder; choose a new one")
         model, _ = load_model(args.run_dir, device)
         vae = check_generator(model, f"run {args.run_dir}")
-        images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device))
+        images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device, progress=not args.quiet))
         with staging_folder(out / GRID) as staging:  # inside --out: one file system, however it is linked
             for i, image in enumerate(images):
                 write_png(staging / image_name(i, len(images)), image)

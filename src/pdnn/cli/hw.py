@@ -200,7 +200,8 @@ def _synth(args) -> int:
             raise UsageError(f"--part {args.part} needs an export folder DIR")
         given = [flag for flag, value in unit_options.items() if value is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} size a --part mac or ac unit; --part {args.part} takes its widths "
+            raise UsageError(f"{', '.join(given)} {'sizes' if len(given) == 1 else 'size'} a --part mac or ac unit; "
+                             f"--part {args.part} takes its widths "
                              "from the export")
         net = fixed.load(args.export_dir)
         component = rtl.Core(net) if args.part == "core" else rtl.Generators(net)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from .idx import DataError
-from .images import CHUNK, is_image
+from .images import CHUNK, WIDE_MODES, is_image
 
 SIZE = 64
 CROP = 140
@@ -90,6 +90,8 @@ def preprocess(image) -> np.ndarray:
 
     if image.size != ALIGNED:
         raise DataError("is {}x{} pixels; expected the aligned images' {}x{}".format(*image.size, *ALIGNED))
+    if image.mode in WIDE_MODES:  # (converting would clip every value above 255 to white)
+        raise DataError(f"has {image.mode} pixels, not 8-bit ones; expected the aligned set's 8-bit colour images")
     image = image.convert("RGB")
     (w, h), side = image.size, CROP
     left, top = (w - side) // 2, (h - side) // 2
