@@ -254,15 +254,17 @@ def lead_moments(stats: SampleStats) -> tuple[torch.Tensor, torch.Tensor, torch.
     return leader, lead, squares, variance
 
 
-def learnt_prior(stats: SampleStats, prior_samples: int, prior_pool: tuple[float, int]) -> float | None:
+def learnt_prior(stats: SampleStats, prior_samples: int, prior_pool: tuple[float, int],
+                 moments: tuple[torch.Tensor, ...] | None = None) -> float | None:
     """The prior variance σ₀² learnt from these rows at their first look with a spread (the mean
     variance of the lead over the runner-up), pooled with ``prior_pool`` and kept in ``stats``;
     None where no row may settle at this look: fewer than :data:`PRIOR_INPUTS` inputs have shown
-    their spread (with ``prior_samples`` 0 there is no prior to wait for: 0), or none is shown."""
+    their spread (with ``prior_samples`` 0 there is no prior to wait for: 0), or none is shown.
+    ``moments``: :func:`lead_moments` of ``stats``, where the caller has them."""
     if stats.prior_variance is not None:
         return stats.prior_variance
     if stats.spread is None:  # the batch's first look: its rows' mean spread, zeros included
-        leader, _, squares, variance = lead_moments(stats)
+        leader, _, squares, variance = moments or lead_moments(stats)
         rows = torch.arange(stats.rows, device=stats.total.device)
         runner_up = stats.total.scatter(1, leader[:, None], -math.inf).argmax(1)
         stats.spread = (variance[rows, runner_up].mean().item(), stats.rows)
@@ -292,9 +294,10 @@ def disagreement_probability(stats: SampleStats, max_samples: int, prior_samples
     first = first_decidable(prior_samples, prior_variance)
     if not first <= t < n:
         raise RuntimeError(f"the predictive rule needs {first} <= t < max_samples here, got t={t}, max_samples={n}")
-    if prior_variance is None and (prior_variance := learnt_prior(stats, prior_samples, prior_pool)) is None:
+    moments = lead_moments(stats)
+    leader, lead, _, variance = moments
+    if prior_variance is None and (prior_variance := learnt_prior(stats, prior_samples, prior_pool, moments)) is None:
         return torch.ones(stats.rows, dtype=torch.float64, device=stats.total.device)
-    leader, lead, _, variance = lead_moments(stats)
     rows = torch.arange(stats.rows, device=stats.total.device)
     dof = prior_samples + t - 1
     spread = ((prior_samples * prior_variance + (t - 1) * variance) / dof).sqrt()

@@ -21,6 +21,9 @@ from .common import output_file
 from ..models import ModelConfig, available
 
 
+INPUT_BITS = 8  # --input-bits when not given: 8-bit pixels
+
+
 def _add_settings_options(p, aggregate: bool = True) -> None:
     g = p.add_argument_group("technology and architecture")
     g.add_argument("--tech", metavar="FILE", help="technology table (TOML); default: the shipped 45 nm table "
@@ -32,7 +35,7 @@ def _add_settings_options(p, aggregate: bool = True) -> None:
     g.add_argument("--activation-memory", metavar="LEVEL", help="memory level for activations (overrides --memory)")
     g.add_argument("--reuse", default="per-eo", metavar="MODE",
                    help="weight fetches: per-eo (the paper's formula), per-inference, or per-batch:B (default: per-eo)")
-    g.add_argument("--input-bits", type=int, default=8, metavar="B",
+    g.add_argument("--input-bits", type=int, default=INPUT_BITS, metavar="B",
                    help="precision of the network input (default: 8, for 8-bit pixels; 32 = float)")
     g.add_argument("--no-shared-prefix", action="store_true",
                    help="the paper's formula applied literally to every layer: the deterministic prefix (by "
@@ -227,7 +230,7 @@ def run_energy(args) -> int:
         label = f"{ref_config.name} with neuron {ref_config.neuron}, {ref_config.weight_bits}-bit weights, T=1"
     report = energy_sweep(entries, samples, settings, reference, **({"reference_label": label} if label else {}))
     report["input_bits"] = entries[0][1].input_bits  # (a generator's decoder reads a float latent, whatever is asked)
-    if report["input_bits"] != args.input_bits and args.input_bits != 8:
+    if report["input_bits"] != args.input_bits and args.input_bits != INPUT_BITS:
         print(f"pdnn energy: warning: --input-bits {args.input_bits} has no effect here: a generator is priced from "
               "its decoder, which reads a float latent", file=sys.stderr)
     print(format_markdown(report) if args.markdown else format_report(report, args.layers))

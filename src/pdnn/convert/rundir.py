@@ -187,38 +187,39 @@ def _check_destination(source: Path, out: Path, force: bool) -> None:
         raise RunError("the converted run must go to a new directory, not over its source")
     if not out.exists() or (out.is_dir() and all(p.name == LOCK for p in out.iterdir())):
         return  # nothing there yet (a folder holding only a writer's lock is not a result)
-    saved = read_json(out / CONFIG) if (out / CONFIG).is_file() else {"convert": None}
-    if not isinstance(saved, dict):
+    has_config = (out / CONFIG).is_file()
+    saved = read_json(out / CONFIG) if has_config else None
+    if has_config and not isinstance(saved, dict):
         raise RunError(f"{out / CONFIG} is not a run's configuration (a JSON object), got {shown(saved)}; --force "
                        "only replaces converted runs, so choose another directory. Nothing was changed")
-    if "convert" not in saved:
+    if has_config and "convert" not in saved:
         raise RunError(f"{out} is a trained run, not a converted one (its {CONFIG} has no 'convert'); --force only "
                        "replaces converted runs, so choose another directory. Nothing was changed")
     # without config.json: an interrupted conversion, whose checkpoint holds weights only; one
     # holding training state (or a metrics.json beside it) is a trained run that lost its config
-    if (out / METRICS).is_file() or (not (out / CONFIG).is_file() and _training_state(out / CHECKPOINT)):
+    if (out / METRICS).is_file() or (not has_config and _training_state(out / CHECKPOINT)):
         raise RunError(f"{out} holds a trained run's checkpoint or history; --force only replaces converted runs "
                        "and interrupted conversions, so choose another directory. Nothing was changed")
     # measurements without config.json: an interrupted conversion only beside what a conversion writes (one
     # interrupted now has none left: _write_run removes them before config.json; older code removed them after)
-    if not (out / CONFIG).is_file() and (records := sorted(p.name for p in out.iterdir() if is_folder_record(p))):
+    if not has_config and (records := sorted(p.name for p in out.iterdir() if is_folder_record(p))):
         raise RunError(f"{out} holds {', '.join(records)}: another command's results (a study, an export, a plan), "
                        "not a conversion; --force only replaces those, so choose another directory. Nothing was "
                        "changed")
     found = [p.name for p in measurements(out) if p.name != CALIBRATION]
     written = (out / CALIBRATION).is_file() or _weights_only(out / CHECKPOINT)
-    if found and not (out / CONFIG).is_file() and not written:
+    if found and not has_config and not written:
         raise RunError(f"{out} holds {', '.join(found)} but no {CONFIG}: neither a converted run nor an interrupted "
                        "conversion; --force only replaces those, so choose another directory. Nothing was changed")
     written_here = {CHECKPOINT, CALIBRATION, LOCK, *(p.name for p in measurements(out))}
-    if not (out / CONFIG).is_file() and (others := sorted(
+    if not has_config and (others := sorted(
             p.name for p in out.iterdir() if p.name not in written_here and not p.name.endswith(".tmp"))):
         raise RunError(f"{out} holds {', '.join(others)} and no {CONFIG}: not a conversion, which writes only "
                        f"{CHECKPOINT}, {CALIBRATION} and {CONFIG} (other runs, notes?); --force only replaces "
                        "converted runs and interrupted conversions, so choose another directory. Nothing was changed")
     if not force:  # (what --force would refuse is said above, whether or not it was given)
         raise RunError(f"{out} holds a conversion interrupted while writing it (no {CONFIG}); pass --force to replace "
-                       "it" if not (out / CONFIG).is_file() and written else
+                       "it" if not has_config and written else
                        f"{out} already exists; choose a new directory or pass --force to replace its results")
 
 

@@ -196,51 +196,63 @@ def read(path: Path) -> dict | None:
     is damaged or of another format is warned about and ``None`` returned, so it is rebuilt."""
     if not path.exists():
         return None
-    why = _why_unreadable(path)
-    if why:
-        warnings.warn(f"cache entry {path} {why}; rebuilding it", stacklevel=3)
-        return None
-    meta = json.loads((path / META).read_text())
+    meta, why = _checked_meta(path)
+    if meta is not None:
+        try:
+            return _mapped(path, meta)
+        except OSError as err:  # (removed by another process since it was checked)
+            why = f"is unreadable ({err})"
+    warnings.warn(f"cache entry {path} {why}; rebuilding it", stacklevel=3)
+    return None
+
+
+def _mapped(path: Path, meta: dict) -> dict:
     entry = {"classes": meta["classes"], "mean": torch.tensor(meta["mean"], dtype=torch.float32),
              "std": torch.tensor(meta["std"], dtype=torch.float32)}
-    try:
-        for key, dtype in ARRAYS.items():
-            shape = tuple(meta["shapes"][key])
-            entry[key] = (np.memmap(path / f"{key}.bin", dtype=dtype, mode="r", shape=shape) if math.prod(shape)
-                          else np.empty(shape, dtype=dtype))  # an empty file cannot be mapped
-    except OSError as err:  # (removed by another process since it was checked)
-        warnings.warn(f"cache entry {path} is unreadable ({err}); rebuilding it", stacklevel=3)
-        return None
+    for key, dtype in ARRAYS.items():
+        shape = tuple(meta["shapes"][key])
+        entry[key] = (np.memmap(path / f"{key}.bin", dtype=dtype, mode="r", shape=shape) if math.prod(shape)
+                      else np.empty(shape, dtype=dtype))  # an empty file cannot be mapped
     return entry
 
 
 def _why_unreadable(path: Path) -> str | None:
+    return _checked_meta(path)[1]
+
+
+def _well_formed(meta: dict) -> bool:
+    """Whether ``meta`` has the fields an entry's ``meta.json`` holds, of their types and ranges."""
+    shapes, channels = meta["shapes"], meta["shapes"]["train_x"][1]
+    counts = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for key in ARRAYS for n in shapes[key])
+    classes = isinstance(meta["classes"], list) and all(isinstance(c, str) for c in meta["classes"])
+    statistics = all(len(meta[k]) == channels and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in meta[k])
+                     for k in ("mean", "std"))
+    return counts and classes and statistics and set(meta["labels_sha256"]) == {"train_y", "test_y"}
+
+
+def _checked_meta(path: Path) -> tuple[dict | None, str | None]:
+    """The entry's ``meta.json`` once its files are checked against it, or why it cannot be read."""
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError) as err:
-        return f"is unreadable ({type(err).__name__}: {err})"
+        return None, f"is unreadable ({type(err).__name__}: {err})"
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        return f"is of format {found!r}, not {FORMAT}"
+        return None, f"is of format {found!r}, not {FORMAT}"
     try:
-        shapes, channels = meta["shapes"], meta["shapes"]["train_x"][1]
-        if not (all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for key in ARRAYS
-                    for n in shapes[key]) and isinstance(meta["classes"], list)
-                and all(isinstance(c, str) for c in meta["classes"]) and set(meta["labels_sha256"]) == {
-                    "train_y", "test_y"} and all(len(meta[k]) == channels and all(
-                        isinstance(v, (int, float)) and 0 <= v <= 1 for v in meta[k]) for k in ("mean", "std"))):
-            return "is damaged (its shapes, classes, statistics or checksums are malformed)"
+        if not _well_formed(meta):
+            return None, "is damaged (its shapes, classes, statistics or checksums are malformed)"
         for key, dtype in ARRAYS.items():
-            expected = math.prod(shapes[key]) * np.dtype(dtype).itemsize
+            expected = math.prod(meta["shapes"][key]) * np.dtype(dtype).itemsize
             size = (path / f"{key}.bin").stat().st_size
             if size != expected:
-                return f"is damaged ({key}.bin holds {size} bytes, expected {expected})"
+                return None, f"is damaged ({key}.bin holds {size} bytes, expected {expected})"
         for key, expected in meta["labels_sha256"].items():
             if hashlib.sha256((path / f"{key}.bin").read_bytes()).hexdigest() != expected:
-                return f"is damaged ({key}.bin does not match its sha256)"
+                return None, f"is damaged ({key}.bin does not match its sha256)"
     except Exception as err:  # (a meta.json edited or damaged into any shape: the cache must never fail a run)
-        return f"is unreadable ({type(err).__name__}: {err})"
-    return None
+        return None, f"is unreadable ({type(err).__name__}: {err})"
+    return meta, None
 
 
 def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str]],
