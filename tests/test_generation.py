@@ -310,6 +310,10 @@ def test_fid_cli_names_its_features_and_reports_spread(runs, tmp_path, capsys):
     for row in document["results"]:
         assert row["metric"] == "fid-clf" and row["n"] == 73 and len(row["values"]) == 2 and row["mean"] > 0
     assert "FID" not in capsys.readouterr().out
+    vae = shutil.copytree(runs / "vae", tmp_path / "vae")  # (the shared run keeps its file)
+    assert main(["fid", str(vae), "--classifier", str(runs / "clf"), "--n", "73", "--samples", "2",
+                 "--repeats", "1", "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[2] == "-"  # one repeat: no spread (it printed 0.000)
     assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--repeats", "0", "--quiet"]) == 2
     assert "--repeats must be an integer >= 1, got 0" in capsys.readouterr().err  # (named as the option)
 

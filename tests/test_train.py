@@ -350,8 +350,11 @@ def test_eval_and_plot_cli(tmp_path, capsys):
     assert document["data_source"] == source and source.endswith("(IDX)")
     assert [e["data_source"] for e in json.loads((pdnn_run / "metrics.json").read_text())] == [source]
     assert {k: document[k] for k in where_measured()} == where_measured()
+    capsys.readouterr()
     assert main(["eval", str(det_run), "--quiet"]) == 0
     assert [r["samples"] for r in json.loads((det_run / "eval-network.json").read_text())["results"]] == [1]
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[0] == "1" and row[2:] == ["-", "1"]  # one repeat has no spread to print (it printed 0.00)
     assert main(["eval", str(pdnn_run), "--samples", "1,2", "--aggregate", "layer", "--quiet"]) == 0
     assert (pdnn_run / "eval-layer.json").exists()
     figure = tmp_path / "fig.png"

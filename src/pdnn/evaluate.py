@@ -185,11 +185,12 @@ def binomial_stderr(accuracy: float, n: int) -> float:
 
 
 def format_table(document: dict) -> str:
-    """A plain-text table of an evaluation document, accuracies in percent."""
+    """A plain-text table of an evaluation document, accuracies in percent. One repeat has no
+    spread to show: its std is a dash, not the 0 the JSON holds for it."""
     lines = [f"{'T':>5}  {'accuracy %':>10}  {'std %':>6}  repeats"]
     for row in document["results"]:
-        lines.append(f"{row['samples']:>5}  {100 * row['accuracy_mean']:>10.2f}  "
-                     f"{100 * row['accuracy_std']:>6.2f}  {row['repeats']}")
+        std = f"{100 * row['accuracy_std']:.2f}" if row["repeats"] > 1 else "-"
+        lines.append(f"{row['samples']:>5}  {100 * row['accuracy_mean']:>10.2f}  {std:>6}  {row['repeats']}")
     return "\n".join(lines)
 
 

@@ -50,7 +50,8 @@ def run(args) -> int:
     print(f"{args.run_dir}  {document['metric']} ({document['features']}; n={args.n}, {args.repeats} repeats)")
     print(f"{'T':>5}  {document['metric']:>10}  {'std':>8}")
     for row in document["results"]:
-        print(f"{row['samples']:>5}  {row['mean']:>10.3f}  {row['std']:>8.3f}")
+        std = f"{row['std']:.3f}" if row["repeats"] > 1 else "-"  # one repeat has no spread
+        print(f"{row['samples']:>5}  {row['mean']:>10.3f}  {std:>8}")
     if unwritten:
         raise unwritten
     return 0
