@@ -223,7 +223,13 @@ def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path
 
 def test_synth_refuses_a_unit_too_wide_to_build(capsys):
     assert main(["hw", "synth", "--part", "ac", "--weight-bits", "100000", "--n", "4"]) == 2
-    assert capsys.readouterr().err.strip() == "pdnn hw: error: --weight-bits must be >= 1 and <= 32, got 100000"
+    assert capsys.readouterr().err.strip() == "pdnn hw: error: --weight-bits must be >= 2 and <= 32, got 100000"
+    # a 1-bit signed weight, which the export refuses, was synthesised as a unit of no network's
+    assert main(["hw", "synth", "--part", "mac", "--weight-bits", "1", "--n", "4"]) == 2
+    assert "--weight-bits must be >= 2 and <= 32, got 1 (a 1-bit signed weight holds only 0 and -1)" in \
+        capsys.readouterr().err
+    assert main(["hw", "synth", "--part", "mac", "--act-bits", "0", "--n", "4"]) == 2
+    assert "--act-bits must be >= 1 and <= 32, got 0" in capsys.readouterr().err
 
 
 def test_synth_refuses_options_of_the_other_part(tiny_run, tmp_path, capsys):

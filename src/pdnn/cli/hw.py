@@ -68,7 +68,7 @@ def add_parser(sub) -> None:
                         "(default: mac)")
     y.add_argument("--family", choices=("xilinx", "ice40"), default="xilinx",
                    help="xilinx: synth_xilinx -nodsp (7-series); ice40: synth_ice40 (default: xilinx)")
-    y.add_argument("--weight-bits", type=int, help="b_w of a unit (default: 8)")
+    y.add_argument("--weight-bits", type=int, help="signed b_w of a unit, 2..32 (default: 8)")
     y.add_argument("--act-bits", type=int, help="b_a of a MAC unit (default: 8; an AC unit's is 1)")
     y.add_argument("--n", type=int, help="fan-in n of a unit: sizes the accumulator (default: 64)")
     y.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -87,9 +87,11 @@ def run(args) -> int:
     return {"export": _export, "sim": _sim, "synth": _synth}[args.hw_command](args)
 
 
-def _positive(value, what: str, most: int | None = None) -> int:
-    if value < 1 or most is not None and value > most:
-        raise UsageError(f"{what} must be >= 1{'' if most is None else f' and <= {most}'}, got {value}")
+def _positive(value, what: str, most: int | None = None, least: int = 1, too_few: str = "") -> int:
+    """``value`` checked to lie in [least, most]; ``too_few`` says why ``least`` is the bound."""
+    if value < least or most is not None and value > most:
+        raise UsageError(f"{what} must be >= {least}{'' if most is None else f' and <= {most}'}, got {value}"
+                         + (too_few if value < least else ""))
     return value
 
 
@@ -189,9 +191,10 @@ def _synth(args) -> int:
         act_bits = 8 if args.act_bits is None else args.act_bits
         weight_bits = 8 if args.weight_bits is None else args.weight_bits
         n = 64 if args.n is None else args.n
-        for what, v, most in (("--weight-bits", weight_bits, 32), ("--act-bits", act_bits, 32),
-                              ("--n", n, 4096)):  # a wider unit is not a synthesis anyone waits for
-            _positive(v, what, most)
+        # a wider unit is not a synthesis anyone waits for; a signed weight needs 2 bits, as the export's do
+        _positive(weight_bits, "--weight-bits", 32, least=2, too_few=" (a 1-bit signed weight holds only 0 and -1)")
+        _positive(act_bits, "--act-bits", 32)
+        _positive(n, "--n", 4096)
         component = synth.unit(args.part, act_bits, weight_bits, n)
         what = {"part": args.part, "weight_bits": weight_bits, "n": n,
                 "act_bits": act_bits if args.part == "mac" else 1, "acc_bits": component.acc_bits}
