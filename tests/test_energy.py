@@ -1049,6 +1049,9 @@ def test_cli_tradeoff(tmp_path, capsys, monkeypatch):
         assert main(["tradeoff", *bad]) == 2
     err = capsys.readouterr().err
     assert "cifar10" in err and "none of the runs" in err and "tolerance" in err
+    huge = _fake_run(tmp_path, "huge", "pbit", [(1, 0.80), (2**60, 0.9)])  # evaluable, beyond pricing
+    assert main(["tradeoff", str(huge)]) == 2
+    assert f"{huge / 'eval-network.json'}: samples (T) must be at most 2**53" in capsys.readouterr().err
 
 
 def test_runs_of_one_name_stay_two_series(tmp_path):

@@ -212,7 +212,10 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, l
         series = label if aggregate == "network" else label + LAYER_SERIES
         for row in rows:
             t, accuracy = row["samples"], row["accuracy_mean"]
-            energy = network_energy(net, t, s)["total_j"]
+            try:
+                energy = network_energy(net, t, s)["total_j"]
+            except UsageError as err:  # a T evaluated but beyond pricing (2**53): which file holds it
+                raise RunError(f"{path}: {err}") from None
             points.append({
                 "run": str(run_dir), "series": series, "label": f"{series} T={t}", "aggregate": aggregate,
                 "examples": document.get("examples"),
