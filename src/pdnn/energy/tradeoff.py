@@ -47,12 +47,13 @@ def parse_tolerance(text) -> float:
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the ``(energy, accuracy)`` points no other point beats: none has lower or equal
-    energy with higher accuracy, or lower energy with equal accuracy. Ordered by energy; of
-    identical points only the first is kept."""
+    energy with higher accuracy, or lower energy with equal accuracy. Ordered by energy, then
+    index; identical points are all kept (the reference's twin was left off the front while the
+    reference, chosen as best, was marked off it too)."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
     front, best = [], -math.inf
     for i in order:
-        if points[i][1] > best:
+        if points[i][1] > best or front and points[i] == points[front[-1]]:
             front.append(i)
             best = points[i][1]
     return front
