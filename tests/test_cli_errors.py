@@ -142,7 +142,7 @@ def test_an_empty_model_name_and_a_weight_decay_beyond_float32_are_named(tmp_pat
     assert main(["train", *TINY[:-3], "--model", "", "--quiet", "--out", str(tmp_path / "run")]) == 2
     assert one_line_error(capsys, "train").endswith("unknown model ''; expected one of cnn, mlp, vae")
     assert main(["train", *TINY, "--weight-decay", "1e300", "--out", str(tmp_path / "run")]) == 2
-    assert one_line_error(capsys, "train").endswith("weight_decay must be a number from 0 to 3.4e+38 (a float32), "
+    assert one_line_error(capsys, "train").endswith("error: --weight-decay must be a number from 0 to 3.4e+38 (a float32), "
                                                     "got 1e+300")
     assert not list(tmp_path.iterdir())
 
@@ -186,7 +186,7 @@ def test_bit_widths_that_are_no_integers_or_too_long_are_one_line_errors(tmp_pat
 def test_width_below_one_is_a_one_line_error(width, tmp_path, capsys):
     argv = [*TINY[:-3], "--width", width, "--quiet"]
     assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
-    assert one_line_error(capsys, "train").endswith(f"width must be an integer >= 1 (or None for the model's own), "
+    assert one_line_error(capsys, "train").endswith(f"error: --width must be an integer >= 1 (or None for the model's own), "
                                                    f"got {width}")
     assert main(["energy", "--model", "cnn", "--dataset", "demo", "--width", width]) == 2
     assert f"got {width}" in one_line_error(capsys, "energy")
@@ -332,14 +332,19 @@ def test_a_result_its_run_does_not_take_is_still_printed_and_copied(trained_run,
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--weight-decay", "-1", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got -1.0"),
-    ("--weight-decay", "nan", "weight_decay must be a number from 0 to 3.4e+38 (a float32), got nan"),
-    ("--lr", "1e300", "lr must be a finite number > 0 (at most 3.4e+37: Adam's first step is 10 x lr, a float32), "
+    ("--weight-decay", "-1", "--weight-decay must be a number from 0 to 3.4e+38 (a float32), got -1.0"),
+    ("--weight-decay", "nan", "--weight-decay must be a number from 0 to 3.4e+38 (a float32), got nan"),
+    ("--lr", "1e300", "--lr must be a finite number > 0 (at most 3.4e+37: Adam's first step is 10 x lr, a float32), "
                       "got 1e+300"),
     ("--lr", "1e38", "a float32), got 1e+38"),  # accepted, then overflowed in Adam's first step
-    ("--seed", "18446744073709541610", "seed must be an integer in [-2**63, 2**64 - 10007) (the seeds up to "
+    ("--seed", "18446744073709541610", "--seed must be an integer in [-2**63, 2**64 - 10007) (the seeds up to "
                                        "seed + 10007 are used), got 18446744073709541610"),
-    ("--monitor-examples", "-1", "monitor_examples must be an integer >= 1 (or none: every test example), got -1"),
+    ("--monitor-examples", "-1", "--monitor-examples must be an integer >= 1 (or none: every test example), got -1"),
+    # each named the library's field (lr, batch_size), not the option typed
+    ("--batch-size", "0", "error: --batch-size must be an integer >= 1, got 0"),
+    ("--epochs", "0", "error: --epochs must be an integer >= 1, got 0"),
+    ("--beta", "nan", "error: --beta must be a finite number > 0, got nan"),
+    ("--weight-bits", "9", "error: --weight-bits must be an integer 1..8 or 32 (float), got 9"),
 ])
 def test_training_options_torch_would_refuse_late_are_refused_first(option, value, expected, tmp_path, capsys):
     assert main(["train", *TINY, option, value, "--out", str(tmp_path / "run")]) == 2
@@ -351,8 +356,10 @@ def test_layer_evaluation_names_the_seeds_its_samplers_derive(trained_run, capsy
     seed = 2**64 - 1
     assert main(["eval", str(trained_run), "--seed", str(seed), "--samples", "1,2", "--repeats", "2", "--subset",
                  "8", "--aggregate", "layer", "--quiet"]) == 2
-    assert one_line_error(capsys, "eval").endswith(f"seed must be an integer in [-2**63, 2**64 - 1002) (the seeds up "
-                                                   f"to seed + 1002 are used), got {seed}")
+    assert one_line_error(capsys, "eval").endswith(f"error: --seed must be an integer in [-2**63, 2**64 - 1002) (the "
+                                                   f"seeds up to seed + 1002 are used), got {seed}")  # (it said seed)
+    assert main(["eval", str(trained_run), "--seed", str(2**64), "--adaptive", "--quiet"]) == 2
+    assert one_line_error(capsys, "eval").endswith(f"error: --seed must be an integer in [-2**63, 2**64), got {2**64}")
 
 
 @pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluation written here
@@ -390,8 +397,9 @@ def test_resuming_from_another_models_checkpoint_names_the_mismatch(trained_run,
 
 def test_study_checks_every_run_before_writing(tmp_path, capsys):
     base = ["study", "--dataset", "demo", "--out", str(tmp_path / "study")]
-    for extra, expected in ((["--beta", "nan"], "beta must be a finite number > 0, got nan"),
-                            (["--lr", "nan"], "lr must be a finite number > 0"),
+    for extra, expected in ((["--beta", "nan"], "error: --beta must be a finite number > 0, got nan"),
+                            (["--lr", "nan"], "error: --lr must be a finite number > 0"),
+                            (["--eval-subset", "0"], "error: --eval-subset must be an integer >= 1, got 0"),
                             (["--quant-bits", "a"], "--quant-bits must be integers >= 1 separated by commas, got 'a'"),
                             (["--quant-bits", "2,9"], "--quant-bits must be an integer 1..8, got 9")):
         assert main([*base, *extra]) == 2

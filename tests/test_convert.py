@@ -775,7 +775,8 @@ def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys
                          (["--holdout="], "--holdout must be a count or a fraction, got ''"),
                          (["--target-samples", "0"], "--target-samples must be an integer >= 1, got 0"),
                          (["--repeats", "-2"], "--repeats must be an integer >= 1, got -2"),
-                         (["--scale", "3=0.1,3=0.7"], "--scale gives layer '3' more than one value: '3=0.1,3=0.7'")):
+                         (["--scale", "3=0.1,3=0.7"], "--scale gives layer '3' more than one value: '3=0.1,3=0.7'"),
+                         (["--seed", str(2**64)], f"--seed must be an integer in [-2**63, 2**64), got {2**64}")):
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), "--calibrate",
                               *option]) == 2
         assert said in capsys.readouterr().err

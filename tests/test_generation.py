@@ -211,9 +211,9 @@ def test_an_interrupted_generate_leaves_no_folder_and_can_be_rerun(runs, tmp_pat
 def test_seeds_torch_cannot_take_are_named_as_given(runs, tmp_path, capsys):
     """An out-of-range seed failed deep in torch.manual_seed, and one just below 2**64 was named
     as seed + 1, the p-bits' seed."""
-    for seed, expected in ((10**23, f"seed must be an integer in [-2**63, 2**64 - 1) (the seeds up to seed + 1 are "
-                                     f"used), got {10**23}"),
-                           (-(2**63) - 1, "seed must be an integer in [-2**63, 2**64 - 1)"),
+    for seed, expected in ((10**23, f"error: --seed must be an integer in [-2**63, 2**64 - 1) (the seeds up to "
+                                     f"seed + 1 are used), got {10**23}"),
+                           (-(2**63) - 1, "--seed must be an integer in [-2**63, 2**64 - 1)"),
                            (2**64 - 1, f"[-2**63, 2**64 - 1) (the seeds up to seed + 1 are used), got {2**64 - 1}")):
         assert main(["generate", str(runs / "vae"), "--seed", str(seed), "--out", str(tmp_path / "images")]) == 2
         assert expected in capsys.readouterr().err
@@ -406,6 +406,9 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "expected a generator" in capsys.readouterr().err
     assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "vae"), "--quiet"]) == 2
     assert "is a generator; expected a classifier run" in capsys.readouterr().err
+    assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--n", "73", "--seed", str(2**64),
+                 "--quiet"]) == 2
+    assert "error: --seed must be an integer in [-2**63, 2**64 - 5)" in capsys.readouterr().err  # (it said seed)
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "none.pth"), "--quiet"]) == 2
     assert "none.pth does not exist; expected the FID weights file" in capsys.readouterr().err
     (tmp_path / "weights").mkdir()

@@ -286,13 +286,13 @@ def test_a_programming_mistake_shows_its_traceback(tmp_path, monkeypatch, capsys
 
 def test_zero_or_fewer_epochs_are_rejected(tmp_path, capsys):
     assert train(tmp_path / "a", "--epochs", "0") == 2
-    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "error: --epochs must be an integer >= 1, got 0" in capsys.readouterr().err  # (it said epochs)
     assert not (tmp_path / "a").exists()
     run = tmp_path / "run"
     assert train(run, "--epochs", "2") == 0
     config, checkpoint = (run / "config.json").read_bytes(), (run / "checkpoint.pt").read_bytes()
     assert main(["train", "--out", str(run), "--resume", "--epochs", "0", "--quiet"]) == 2
-    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "error: --epochs must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 2
     assert "has trained 2 epochs; epochs 1 would end before that" in capsys.readouterr().err
     assert (run / "config.json").read_bytes() == config and (run / "checkpoint.pt").read_bytes() == checkpoint
@@ -808,7 +808,7 @@ def test_beta_is_a_finite_positive_number_for_every_neuron(tmp_path, capsys):
     traceback after the data was read, and -1 was recorded."""
     for beta in ("nan", "inf", "-1"):
         assert train(tmp_path / "run", "--neuron", "tanh", "--beta", beta, "--epochs", "1") == 2
-        assert f"beta must be a finite number > 0, got {float(beta)}" in capsys.readouterr().err
+        assert f"error: --beta must be a finite number > 0, got {float(beta)}" in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
 
 

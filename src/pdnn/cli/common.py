@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import UsageError
 from ..io import is_folder_record, is_run_record
@@ -43,6 +44,28 @@ def example_count(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1 (leave it out for every example), got {count}")
     return count
+
+
+# a training setting's name in the library's checks, and the option that sets it
+TRAINING_OPTIONS = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epochs", "weight_decay": "--weight-decay",
+                    "monitor_examples": "--monitor-examples", "seed": "--seed", "width": "--width",
+                    "weight bits": "--weight-bits", "beta": "--beta", "latent": "--latent"}
+SEED_OPTION = {"seed": "--seed"}
+
+
+@contextmanager
+def options_named(options: dict[str, str]) -> Iterator[None]:
+    """A library check's error about a value typed on the command line names the option typed
+    (``lr must be ...`` becomes ``--lr must be ...``): only where every value checked inside is
+    one the user typed, never a run's recorded setting."""
+    try:
+        yield
+    except UsageError as err:
+        text = str(err)
+        field = next((f for f in options if text.startswith(f + " must ")), None)
+        if field is None:
+            raise
+        raise UsageError(options[field] + text[len(field):]) from None
 
 
 def add_data_options(parser: argparse.ArgumentParser,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
                        find_activations, format_calibration, restore_checkpoint)
-from ..checks import positive_int
+from ..checks import positive_int, torch_seed
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..evaluate import parse_samples
@@ -162,7 +162,8 @@ def run(args) -> int:
     given = {key: positive_int(flag, value) for key, (flag, value) in counts.items() if value is not None}
     given |= {key: value for key, value in (  # options not given keep convert_run's defaults
         ("samples", None if args.samples is None else parse_samples(args.samples)),
-        ("holdout", None if args.holdout is None else parse_holdout(args.holdout)), ("seed", args.seed))
+        ("holdout", None if args.holdout is None else parse_holdout(args.holdout)),
+        ("seed", None if args.seed is None else torch_seed("--seed", args.seed)))
         if value is not None}  # (every value is checked here, before any data is read)
     result = convert_run(
         args.run_dir, args.out, args.method,

@@ -8,7 +8,8 @@ from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
-from .common import add_data_options, add_device_option, kept_result, output_file, writable_run
+from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, options_named, output_file,
+                     writable_run)
 
 FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
 ADAPTIVE = {"max_samples": 50, "error": 0.01, "rule": "predictive", "checkpoints": ",".join(map(str, CHECKPOINTS)),
@@ -74,9 +75,10 @@ def run(args) -> int:
         return run_adaptive(args, given_checkpoints)
     positive_int("--repeats", args.repeats)  # named as the option, not as evaluate_run's argument
     samples = parse_samples(args.samples)
-    document, unwritten = kept_result(lambda: evaluate_run(
-        args.run_dir, samples, args.repeats, args.aggregate, args.seed, roots=args.data_dir, subset=args.subset,
-        device=resolve_device(args.device), progress=not args.quiet))
+    with options_named(SEED_OPTION):
+        document, unwritten = kept_result(lambda: evaluate_run(
+            args.run_dir, samples, args.repeats, args.aggregate, args.seed, roots=args.data_dir, subset=args.subset,
+            device=resolve_device(args.device), progress=not args.quiet))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, "
           f"{document['aggregate']} aggregation)")
     print(format_table(document))
@@ -112,9 +114,10 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
         raise UsageError(f"--checkpoints {args.checkpoints} looks at T = {', '.join(map(str, beyond))}, beyond "
                          f"--max-samples {args.max_samples}; expected checkpoints up to it")
     rule = StoppingRule(args.max_samples, args.error, args.rule, checkpoints, args.prior_samples)
-    document, unwritten = kept_result(lambda: evaluate_run_adaptive(
-        args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset, device=resolve_device(args.device),
-        progress=not args.quiet))
+    with options_named(SEED_OPTION):
+        document, unwritten = kept_result(lambda: evaluate_run_adaptive(
+            args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
+            device=resolve_device(args.device), progress=not args.quiet))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
           f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples}; looks at T = "
           f"{', '.join(map(str, document['rule']['checkpoints']))}"

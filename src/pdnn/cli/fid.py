@@ -6,7 +6,8 @@ from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..io import write_json
 from ..runs import fid_run
-from .common import add_data_options, add_device_option, kept_result, output_file, writable_run
+from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, options_named, output_file,
+                     writable_run)
 
 
 def add_parser(sub) -> None:
@@ -42,9 +43,10 @@ def run(args) -> int:
     if args.n is None:
         args.n = 2000 if args.classifier else 10000
     positive_int("--repeats", args.repeats, most=None)  # (named as the option)
-    document, unwritten = kept_result(lambda: fid_run(
-        args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats, args.seed,
-        args.data_dir, args.subset, device, progress=not args.quiet))
+    with options_named(SEED_OPTION):
+        document, unwritten = kept_result(lambda: fid_run(
+            args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats, args.seed,
+            args.data_dir, args.subset, device, progress=not args.quiet))
     if args.json:
         write_json(args.json, document)
     print(f"{args.run_dir}  {document['metric']} ({document['features']}; n={args.n}, {args.repeats} repeats)")

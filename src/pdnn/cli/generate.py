@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
 from ..io import LOCK, remove_orphans, signals_held, staging_folder, writer_lock
 from ..runs import load_model
-from .common import add_device_option, named_path
+from .common import SEED_OPTION, add_device_option, named_path, options_named
 
 
 GRID = "grid.png"
@@ -60,7 +60,9 @@ def run(args) -> int:
             raise UsageError(f"--out {out} is not an empty folder; choose a new one")
         model, _ = load_model(args.run_dir, device)
         vae = check_generator(model, f"run {args.run_dir}")
-        images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device, progress=not args.quiet))
+        with options_named(SEED_OPTION):
+            images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device,
+                                       progress=not args.quiet))
         with staging_folder(out / GRID) as staging:  # inside --out: one file system, however it is linked
             for i, image in enumerate(images):
                 write_png(staging / image_name(i, len(images)), image)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from ..checks import SCHEDULES
 from ..devices import resolve_device
 from ..evaluate import parse_samples
-from ..experiments.study import StudySpec, run_study
+from ..experiments.study import StudySpec, run_study, study_models
 from ..functional import check_bits
-from .common import add_device_option, example_count, existing_folder, named_path
+from .common import TRAINING_OPTIONS, add_device_option, example_count, existing_folder, named_path, options_named
 
 
 def add_parser(sub) -> None:
@@ -52,6 +52,9 @@ def spec_of(args) -> StudySpec:
 
 def run(args) -> int:
     spec = spec_of(args)
+    with options_named({**TRAINING_OPTIONS, "monitor_examples": "--eval-subset", "eval-subset": "--eval-subset",
+                        "repeats": "--repeats"}):
+        study_models(spec)  # (run_study checks it too, naming the settings as the library does)
     summary = run_study(args.out, spec, roots=args.data_dir, device=resolve_device(args.device),
                         progress=not args.quiet)
     for c in summary["claims"]:

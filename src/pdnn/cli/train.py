@@ -14,7 +14,7 @@ from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
 from ..train import TrainConfig, train
 from ..train_config import recorded_options
-from .common import add_data_options, add_device_option, named_path
+from .common import TRAINING_OPTIONS, add_data_options, add_device_option, named_path, options_named
 
 NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "latent", "neuron", "weight_bits", "beta", "width",
                    "train_samples", "batch_size", "lr", "schedule", "weight_decay", "loss_rule", "no_augment", "seed",
@@ -113,7 +113,7 @@ def run(args) -> int:
         except (UsageError, RunError) as err:
             raise RunError(f"{args.out}/{CONFIG}: bad 'train' or 'data' section ({err})") from None
         _kept_by_resume(args, saved)
-        train_config.epochs = train_config.epochs if args.epochs is None else args.epochs
+        train_config.epochs = train_config.epochs if args.epochs is None else positive_int("--epochs", args.epochs)
         label = saved.get("label")
     else:
         given = {name for name in args.new_run_defaults if getattr(args, name) is not None}
@@ -124,10 +124,11 @@ def run(args) -> int:
         name = args.model if args.model is not None else ("vae" if args.task == "vae" else "cnn")
         if args.latent is not None and name != "vae":
             raise UsageError(f"--latent applies to the model 'vae', not {name!r}")
-        model_config = ModelConfig(name=name, neuron=args.neuron, weight_bits=args.weight_bits,
-                                   beta=args.beta, input_shape=tuple(info["input_shape"]),
-                                   num_classes=info["num_classes"], width=args.width,
-                                   extra={} if args.latent is None else {"latent": args.latent})
+        with options_named(TRAINING_OPTIONS):
+            model_config = ModelConfig(name=name, neuron=args.neuron, weight_bits=args.weight_bits,
+                                       beta=args.beta, input_shape=tuple(info["input_shape"]),
+                                       num_classes=info["num_classes"], width=args.width,
+                                       extra={} if args.latent is None else {"latent": args.latent})
         dataset, subset = args.dataset, args.subset
         label = args.label
         train_config = TrainConfig(samples=args.train_samples, epochs=10 if args.epochs is None else args.epochs,
@@ -136,7 +137,8 @@ def run(args) -> int:
                                    schedule=args.schedule, weight_decay=args.weight_decay,
                                    seed=args.seed, loss_rule=args.loss_rule, augment=not args.no_augment,
                                    task=args.task, monitor_examples=args.monitor_examples)
-        TASKS[args.task](train_config).build(model_config)  # validate names and sizes before touching the disk
+        with options_named(TRAINING_OPTIONS):  # validate names and sizes before touching the disk
+            TASKS[args.task](train_config.validate()).build(model_config)
         _warn_idle_options(args, given)
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
                     resume=args.resume, device=device, progress=not args.quiet, label=label)
