@@ -134,4 +134,8 @@ def test_tiny_steps_run_resume_and_report(tmp_path, monkeypatch):
     section = generation.section(ctx)
     assert {c.verdict for c in section.claims} <= {"holds", "does not hold"} and len(section.claims) == 2
     assert all(f.path.exists() for f in section.figures) and len(section.figures) == 3
-    assert (folder / "README.md").exists()
+    claims = [line for line in (folder / "README.md").read_text().splitlines() if line.startswith("- Claim ")]
+    # claim 2's verdict, in summary.json, was shown nowhere; the README gives it, the report has no row for it
+    assert [line[:9] for line in claims] == ["- Claim 1", "- Claim 2", "- Claim 3"]
+    holds = read_json(folder / "summary.json")["claims"][1]["holds"]
+    assert ("**holds**" if holds else "**does not hold**") in claims[1] and "accuracy study's" in claims[1]

@@ -201,6 +201,11 @@ def claim1_text(c1: dict) -> str:
             f"{num(c1['float32'])}; closes half the gap: {c1['closes_half_the_gap']}")
 
 
+def claim2_text(c2: dict) -> str:
+    """Claim 2's evidence: per T, the best trained s and the s nearest it."""
+    return "; ".join(f"T={r['T']}: best s={r['best_s']} (matching {r['matching_s']})" for r in c2["rows"]) or "n/a"
+
+
 def claim3_text(c3: dict) -> str:
     """Claim 3's evidence: per decoder, first and last T and where fid-clf rises."""
     return "; ".join(f"s={r['s']}: T={r['T_first']} {r['first']:.2f} → T={r['T_last']} {r['last']:.2f}, rises "
@@ -228,8 +233,7 @@ def report(scored: dict, claims: list[dict], trade: dict | None, missing: list[s
     text1 = claim1_text(c1)
     lines.append(f"1. Sample-aware training improves quality, approaching the 32-bit baseline: {mark(c1['holds'])}. "
                  f"At T = s (T = 5 for s = 4 and T = 10 for s = 8, the measured T closest to s): {text1}.")
-    text2 = "; ".join(f"T={r['T']}: best s={r['best_s']} (matching {r['matching_s']})" for r in c2["rows"])
-    lines.append(f"2. Best when training s matches test T: {mark(c2['holds'])}. {text2 or 'n/a'}.")
+    lines.append(f"2. Best when training s matches test T: {mark(c2['holds'])}. {claim2_text(c2)}.")
     text3 = claim3_text(c3)
     lines.append(f"3. Quality improves steadily with T: {mark(c3['holds'])}. {text3}.")
     if trade:

@@ -14,7 +14,8 @@ from ...data import describe, load
 from ...io import read_json, write_json, write_text
 from ...models import ModelConfig
 from ...train import TrainConfig
-from ..generation_summary import cell, claim1_text, claim3_text, load as load_scored, plot_fid_vs_t, plot_grids, verdicts
+from ..generation_summary import (cell, claim1_text, claim2_text, claim3_text, load as load_scored, mark, plot_fid_vs_t,
+                                  plot_grids, verdicts)
 from ..plan import Claim, Context, Figure, Section, Step, not_measured
 from ..runs import ensure_scored, ensure_trained
 
@@ -92,6 +93,12 @@ CLAIMS = {
 }
 
 
+# claim 2 of results/generation/README.md: the report decides it on classifiers (the accuracy study's
+# train-test matrix), so it has no row here; the study's README gives the decoders' verdict beside it
+MATCHING_CLAIM = "best when training s matches test T"
+MATCHING_NOTE = "The report decides this claim on classifiers, in the accuracy study's train-test matrix."
+
+
 def spec(ctx: Context) -> GenerationSpec:
     return SPECS[ctx.scale]
 
@@ -159,8 +166,10 @@ def summarise(folder: Path, spec: GenerationSpec) -> dict:
     for name in scored:
         by_t = scored[name]["by_t"]
         lines.append(f"| {name} | " + " | ".join(cell(by_t.get(t)) for t in ts) + " |")
-    c1, _, c3 = claims
+    c1, c2, c3 = claims
     lines += ["", "![fid-clf against T](fid-vs-T.png)", "", f"- Claim 1 ({CLAIMS[1][0]}): {claim1_text(c1)}.",
+              f"- Claim 2 ({MATCHING_CLAIM}): {mark(c2['holds'])} by its rule (the s nearest T, on a log scale, is "
+              f"best at two thirds of the T or more). {claim2_text(c2)}. {MATCHING_NOTE}",
               f"- Claim 3 ({CLAIMS[3][0]}): {claim3_text(c3)}.", "", *(f"![{g}]({g})" for g in grids)]
     write_text(folder / "README.md", "\n".join(lines) + "\n")
     return summary
