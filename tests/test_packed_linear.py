@@ -120,3 +120,23 @@ def test_sampled_model_with_packed_weights_matches_the_unpacked_one(monkeypatch)
     # (a flip moves an output by 2 |w| / 16 < 0.01)
     torch.testing.assert_close(a, b, rtol=0, atol=0.05)
     assert "pack_weights=True" in repr(packed)
+
+
+def test_pack_weights_set_on_a_sampler_that_has_run_takes_effect():
+    """The folded passes were kept with the setting they were built with: packing turned off to
+    edit weights through .data went on running the packed copies of the old weights."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, FEATURES), PBit(), nn.Linear(FEATURES, FEATURES), PBit(),
+                        nn.Linear(FEATURES, 10)).eval()
+    x = torch.randn(2, 32)
+    sampled = SampledModel(net, 8, reduce="none", seed=1, pack_weights=True)
+    with torch.no_grad():
+        sampled(x)
+        sampled.pack_weights = False
+        net[2].weight.data.mul_(-1)  # the one change packing does not see
+        sampled.seed = 1
+        out = sampled(x)
+        torch.manual_seed(1)
+        assert torch.equal(out, net(torch.cat([x] * 8)).view(8, 2, 10))  # the current weights, unpacked
+    with pytest.raises(ValueError, match="pack_weights must be True or False, got 'no'"):
+        sampled.pack_weights = "no"  # (taken as true)

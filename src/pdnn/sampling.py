@@ -611,7 +611,8 @@ class SampledModel(nn.Module):
         prior_samples: int = 2,
     ):
         super().__init__()
-        self.pack_weights = bool(pack_weights)
+        self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
+        self.pack_weights = pack_weights
         if not isinstance(model, nn.Module):
             raise UsageError(f"SampledModel samples an nn.Module, got {type(model).__name__}")
         self.max_rows = max_rows
@@ -627,7 +628,6 @@ class SampledModel(nn.Module):
         self._plans: dict[tuple, str] = {}  # network aggregation: graph, repeat or loop
         self._undecided: dict[tuple, int] = {}  # calls whose check could tell nothing, by plan key
         self._undecided_now: dict[int, set[tuple]] = {}  # by thread, the keys its call under way found undecided
-        self._runs: dict[tuple, Callable] = {}  # the folded passes, by plan key and T
         self._stacks: dict[tuple, tuple[int, int]] = {}  # split passes: p-bit calls, passes per stack
         self._apart: dict[tuple, bool] = {}  # split passes: whether each computes what the batch does on it
         self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
@@ -647,6 +647,19 @@ class SampledModel(nn.Module):
         (kept, a seed set on a live sampler had changed nothing)."""
         self._seed = None if value is None else torch_seed("seed", value)
         self._generators: dict[str, torch.Generator] = {}
+
+    @property
+    def pack_weights(self) -> bool:
+        return self._pack_weights
+
+    @pack_weights.setter
+    def pack_weights(self, value: bool) -> None:
+        """Checked, and the folded passes built with the setting before are dropped: kept, they
+        went on running packed layers (and their copies of weights changed through ``.data``)."""
+        if not isinstance(value, bool):
+            raise UsageError(f"pack_weights must be True or False, got {shown(value)}")
+        self._pack_weights = value
+        self._runs.clear()
 
     @property
     def max_rows(self) -> int | None:
@@ -1197,7 +1210,7 @@ class SampledModel(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         # samplers pickled before these became checked properties kept them plainly
-        for name in ("reduce", "aggregate", "seed", "max_rows"):
+        for name in ("reduce", "aggregate", "seed", "max_rows", "pack_weights"):
             if name in state:
                 state[f"_{name}"] = state.pop(name)
         state.setdefault("_undecided", {})  # (and before it counted undecided checks)
