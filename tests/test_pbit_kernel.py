@@ -121,15 +121,18 @@ def test_the_bits_do_not_depend_on_the_number_of_threads(monkeypatch, kernel):
     assert torch.equal(K.bits(x, "bipolar", 2.0, key), parallel)
 
 
-@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 3.7])
 @pytest.mark.parametrize("mode", ["bipolar", "unipolar"])
-def test_probability_is_within_half_a_16_bit_step_of_the_ideal(mode, beta):
-    # P(b = 1 | x) = (number of thresholds below x) / 2**16 exactly, for every x
-    table = torch.tensor(K.thresholds(mode, beta, torch.float64))
+def test_probability_is_within_half_a_16_bit_step_of_the_ideal(mode, beta, dtype):
+    # P(b = 1 | x) = (number of thresholds below x) / 2**16 exactly, for every x of the dtype: in
+    # float32 too, where a threshold rounded up had put x = 1.0096319913864136 at 1.0015 half steps
+    table = torch.tensor(K.thresholds(mode, beta, dtype))
     assert torch.all(table[1:] > table[:-1])
-    x = torch.cat([torch.linspace(-12, 12, 20_001, dtype=torch.float64), table[::97], table[::97].nextafter(
-        torch.tensor(math.inf, dtype=torch.float64))])
+    x = torch.cat([torch.linspace(-12, 12, 20_001, dtype=dtype), table, table.nextafter(
+        torch.tensor(math.inf, dtype=dtype))])
     p = torch.searchsorted(table, x, right=False).double() / 2**16  # table[r] < x
+    x = x.double()  # (exactly)
     ideal = (1 + torch.tanh(beta * x)) / 2 if mode == "bipolar" else torch.sigmoid(beta * x)
     half_step = 2.0**-17 * (1 + 1e-9)  # the bound is reached at x = table[r], up to rounding
     assert (p - ideal).abs().max() <= half_step

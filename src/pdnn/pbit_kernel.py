@@ -15,8 +15,9 @@ per element and in parallel, with no intermediate tensor:
   thresholds of a temperature are a table, so no transcendental function decides a bit exactly.
 
 Hence ``P(b = 1 | x)`` is the fraction of table entries below ``x``, the ideal probability
-rounded to the 16-bit grid: within ``2**-17`` of it (half a step), and exactly 0 or 1 only where
-the ideal probability is that close to 0 or 1 (both tested). A NaN input gives NaN. The bits
+rounded to the 16-bit grid: within ``2**-17`` of it (half a step; the float32 table is rounded
+down for this), and exactly 0 or 1 only where the ideal probability is that close to 0 or 1
+(both tested, for every threshold of both dtypes). A NaN input gives NaN. The bits
 differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
 generator: both are exact to their 16-bit grid but read different random words.
 
@@ -141,14 +142,20 @@ def keys_drawn() -> int:
 @lru_cache(maxsize=64)  # 256 KiB each; a sweep over beta must not grow it without bound
 def thresholds(mode: str, beta: float, dtype: torch.dtype) -> np.ndarray:
     """The 2**16 thresholds in x: entry ``r`` is ``atanh(u_r) / beta`` (bipolar) or
-    ``logit(u_r) / beta`` (unipolar), increasing in ``r``."""
+    ``logit(u_r) / beta`` (unipolar), increasing in ``r``. In float32 each is rounded down, so
+    that ``x > t_r`` for a float32 ``x`` is the comparison with the exact threshold (rounded to
+    nearest, an ``x`` between a threshold and its rounded-up value took the low bit: 1.0015
+    half steps from the ideal probability)."""
     r = np.arange(2**16, dtype=np.float64)
     if mode == "bipolar":
         table = np.arctanh((2 * r + 1) / 2**16 - 1)
     else:
         u = (r + 0.5) / 2**16
         table = np.log(u) - np.log1p(-u)
-    table = (table / beta).astype(np.float64 if dtype == torch.float64 else np.float32)
+    table = table / beta
+    if dtype != torch.float64:
+        nearest = table.astype(np.float32)
+        table = np.where(nearest > table, np.nextafter(nearest, np.float32(-np.inf)), nearest)
     table.setflags(write=False)
     return table
 
