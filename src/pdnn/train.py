@@ -117,26 +117,30 @@ _ELSEWHERE = "; choose another output folder, or delete this run to train it ane
 def check_same_run(run_dir: Path, config: dict, action: str = "resume", options: dict | None = None) -> None:
     """A ``RunError`` unless ``run_dir`` was trained with ``config``'s model, data and training
     options (its epochs aside): what resuming it, or reusing it as finished, needs. ``options``:
-    the command's own names of training options it sets under another name, for the message."""
+    the command's own names of training options it sets under another name, for the message,
+    which names only the settings that differ (it printed both whole sections)."""
     saved = read_json(run_dir / CONFIG)
     for section in ("model", "data"):
         if saved.get(section) != config[section]:
-            raise RunError(
-                f"cannot {action} {run_dir}: its {section} configuration {saved.get(section)} differs "
-                f"from the requested {config[section]}" + _ELSEWHERE
-            )
+            raise RunError(f"cannot {action} {run_dir}: its {section} configuration differs from the requested "
+                           f"one (in {_differences(saved.get(section), config[section])})" + _ELSEWHERE)
     if not isinstance(saved.get("train"), dict):
         raise RunError(f"{run_dir / CONFIG} has no 'train' section; expected the configuration `pdnn train` writes")
     fixed = {k: v for k, v in asdict(TrainConfig.from_dict(saved["train"])).items() if k != "epochs"}
     requested = {k: v for k, v in config["train"].items() if k != "epochs"}
     if fixed != requested:
-        options = options or {}
-        changed = [f"{k}{f' (set by {options[k]})' if k in options else ''}: {fixed.get(k)!r} -> {requested[k]!r}"
-                   for k in sorted(requested) if fixed.get(k) != requested[k]]
-        raise RunError(
-            f"cannot {action} {run_dir}: training options {fixed} differ from the requested {requested} "
-            f"(in {'; '.join(changed)}; only the epochs may change)" + _ELSEWHERE
-        )
+        raise RunError(f"cannot {action} {run_dir}: its training options differ from the requested ones (in "
+                       f"{_differences(fixed, requested, options or {})}; only the epochs may change)" + _ELSEWHERE)
+
+
+def _differences(saved, requested: dict, options: dict | None = None) -> str:
+    """``key: saved -> requested`` for each setting that differs (``saved`` whole if it is no dict)."""
+    if not isinstance(saved, dict):
+        return f"{saved!r} -> {requested!r}"
+    options, absent = options or {}, "(absent)"
+    return "; ".join(f"{k}{f' (set by {options[k]})' if k in options else ''}: {saved.get(k, absent)!r} -> "
+                     f"{requested.get(k, absent)!r}" for k in sorted(set(saved) | set(requested), key=str)
+                     if saved.get(k, absent) != requested.get(k, absent))
 
 
 @dataclass
