@@ -15,7 +15,7 @@ import torch
 import pdnn
 from pdnn.cli import main
 from pdnn.experiments.runs import ensure_evaluated
-from pdnn.provenance import code_record, describe_code
+from pdnn.provenance import code_record, describe_code, remeasure
 
 TINY = ["--dataset", "demo", "--subset", "256", "--model", "mlp", "--width", "32", "--quiet"]
 EVAL = ["--samples", "1,2", "--repeats", "1", "--quiet"]
@@ -272,3 +272,14 @@ def test_warnings_print_as_one_line_from_the_command(runs, tmp_path):
     # after the command, the library's callers get Python's own format back
     assert main(["plot", str(runs[0]), "--out", str(tmp_path / "fig.png")]) == 0
     assert warnings.formatwarning("m", UserWarning, "file.py", 7) == "file.py:7: UserWarning: m\n"
+
+
+def test_the_command_that_measures_an_evaluation_again_asks_for_the_subset_it_asked_for():
+    """An evaluation of the whole test split was named with `--subset` of its size (harmless
+    there, but not the command that made it); a file older than the subset's record keeps it."""
+    rows = [{"samples": 1, "accuracy_mean": 0.5, "repeats": 2}]
+    whole, part = {"results": rows, "subset": None, "examples": 1000}, {"results": rows, "subset": 16, "examples": 16}
+    assert remeasure("r", "eval-network.json", whole) == "`pdnn eval r --samples 1 --repeats 2`"
+    assert remeasure("r", "eval-network.json", part) == "`pdnn eval r --samples 1 --repeats 2 --subset 16`"
+    older = {"results": rows, "examples": 1000}
+    assert remeasure("r", "eval-network.json", older) == "`pdnn eval r --samples 1 --repeats 2 --subset 1000`"

@@ -147,7 +147,8 @@ def remeasure(run_dir: str | Path, name: str, document: dict) -> str:
         options = [f"--aggregate {recorded['aggregate']}" if recorded.get("aggregate") not in (None, "network") else "",
                    f"--samples {','.join(map(str, samples))}" if samples and all(type(t) is int for t in samples) else "",
                    f"--repeats {repeats.pop()}" if len(repeats) == 1 and type(next(iter(repeats))) is int else "",
-                   f"--subset {recorded['examples']}" if type(recorded.get("examples")) is int else "",
+                   f"--subset {subset}" if type(subset := recorded.get("subset", recorded.get("examples"))) is int
+                   else "",  # (the subset asked, None for the whole split; older files record only examples)
                    f"--seed {recorded['seed']}" if type(recorded.get("seed")) is int and recorded["seed"] else ""]
         return f"`pdnn eval {' '.join([str(run_dir), *filter(None, options)])}`"
     source = document.get("feature_source")
