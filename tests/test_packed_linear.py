@@ -97,6 +97,25 @@ def test_repacks_when_the_weight_changes():
         torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
 
 
+def test_repacks_after_changes_torch_does_not_count():
+    """A fused optimiser's step and a change through .data leave the weight's version counter as
+    it was: the packed copy of the old weights went on serving (R119: a max difference of 11)."""
+    linear = big_linear()
+    packed = PackedLinear(linear)
+    x = torch.randn(8, FEATURES)
+    optimiser = torch.optim.Adam(linear.parameters(), lr=0.1, fused=True)
+    with torch.no_grad():
+        packed(x)
+    linear(x).pow(2).sum().backward()
+    version = linear.weight._version
+    optimiser.step()
+    assert linear.weight._version == version  # (what the stamp alone could not see)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+        linear.weight.data.mul_(-1)
+        torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
 def test_only_large_plain_layers_are_eligible():  # plain: tests/test_transposed_linear.py
     assert eligible(nn.Linear(FEATURES, FEATURES)) and eligible(QuantLinear(FEATURES, FEATURES))
     assert not eligible(nn.Linear(FEATURES, MIN_WEIGHTS // FEATURES - 1))
@@ -122,9 +141,13 @@ def test_sampled_model_with_packed_weights_matches_the_unpacked_one(monkeypatch)
     assert "pack_weights=True" in repr(packed)
 
 
-def test_pack_weights_set_on_a_sampler_that_has_run_takes_effect():
-    """The folded passes were kept with the setting they were built with: packing turned off to
-    edit weights through .data went on running the packed copies of the old weights."""
+def test_pack_weights_set_on_a_sampler_that_has_run_takes_effect(monkeypatch):
+    """The folded passes were kept with the setting they were built with: packing turned off went
+    on running the packed layers (and, before they compared a sample of the weights, their copies
+    of weights changed through .data)."""
+    calls = []
+    forward = PackedLinear.forward
+    monkeypatch.setattr(PackedLinear, "forward", lambda self, x: calls.append(self) or forward(self, x))
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(32, FEATURES), PBit(), nn.Linear(FEATURES, FEATURES), PBit(),
                         nn.Linear(FEATURES, 10)).eval()
@@ -132,11 +155,17 @@ def test_pack_weights_set_on_a_sampler_that_has_run_takes_effect():
     sampled = SampledModel(net, 8, reduce="none", seed=1, pack_weights=True)
     with torch.no_grad():
         sampled(x)
+        assert calls
+        calls.clear()
         sampled.pack_weights = False
-        net[2].weight.data.mul_(-1)  # the one change packing does not see
+        net[2].weight.data.mul_(-1)
         sampled.seed = 1
         out = sampled(x)
+        assert not calls  # (they ran on)
         torch.manual_seed(1)
         assert torch.equal(out, net(torch.cat([x] * 8)).view(8, 2, 10))  # the current weights, unpacked
+        sampled.pack_weights = True
+        sampled(x)
+        assert calls
     with pytest.raises(ValueError, match="pack_weights must be True or False, got 'no'"):
         sampled.pack_weights = "no"  # (taken as true)

@@ -11,9 +11,13 @@ cost dominates. Hence a layer is packed only with at least ``MIN_WEIGHTS`` weigh
 packed GEMM serves only inputs of ``ROWS`` rows; everything else takes ``F.linear``.
 
 The packed copy is redone when the weight's storage or version counter changes (assignment,
-``load_state_dict``, an optimiser step, any in-place op), but torch does not count changes made
-through ``.data``, and those would leave a stale copy. Packing is therefore opt-in,
-``SampledModel(..., pack_weights=True)``, for evaluating fixed weights. It runs only without
+``load_state_dict``, an optimiser step, any in-place op), or any of ``SAMPLED`` elements spread
+over it does. Torch does not count changes made through ``.data``, nor those of its fused
+optimisers (``Adam(fused=True)`` steps leave the version counter as it was), and a dtype round
+trip (``.half().float()``) can hand the weight its old address back: the sample sees these, as
+it sees any change of most weights, but a change of a few unsampled weights through ``.data``
+would leave a stale copy. Packing is therefore opt-in, ``SampledModel(..., pack_weights=True)``,
+for evaluating fixed weights. It runs only without
 autograd (``torch.no_grad``/``inference_mode``, or nothing requiring a gradient), on float32
 CPU tensors outside CPU autocast, and never where the layer has hooks, forward or backward
 (they would be skipped), nor on a weight made under ``torch.inference_mode`` (it has no version
@@ -29,6 +33,7 @@ from .transposed_linear import plain_linear, takes_a_faster_gemm
 
 MIN_WEIGHTS = 2**19
 ROWS = range(4, 65)
+SAMPLED = 64  # weights compared at each call: a few microseconds, against the GEMM's milliseconds
 
 
 def available() -> bool:
@@ -51,17 +56,24 @@ class PackedLinear(nn.Module):
         self.linear = linear
         self._packed: torch.Tensor | None = None
         self._stamp: tuple | None = None
+        self._sample: torch.Tensor | None = None  # SAMPLED weights as they were packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         linear = self.linear
         w = linear.weight
         if not takes_a_faster_gemm(linear, x, ROWS) or w.is_inference():  # no version counter to stamp
             return linear(x)
-        stamp = (w.data_ptr(), w._version)
-        if stamp != self._stamp:
+        stamp, sample = (w.data_ptr(), w._version), _sample(w)
+        if stamp != self._stamp or not torch.equal(sample, self._sample):
             self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), x.shape[0])
-            self._stamp = stamp
+            self._stamp, self._sample = stamp, sample
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, linear.bias, "none", [], "")
+
+
+def _sample(w: torch.Tensor) -> torch.Tensor:
+    """``SAMPLED`` of ``w``'s elements, evenly spaced over it (a copy)."""
+    flat = w.detach().reshape(-1)
+    return flat[:: max(1, flat.numel() // SAMPLED)][:SAMPLED].clone()
 
 
 def pack_linears(gm: fx.GraphModule) -> None:

@@ -580,7 +580,8 @@ class SampledModel(nn.Module):
         pack_weights: in folded passes without autograd, run large float linear layers through
             oneDNN with their weights packed once (:mod:`pdnn.packed_linear`), instead of the
             default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a
-            weight changed through ``.data`` is not seen (every other change is).
+            change of a few weights through ``.data`` may not be seen (every other change is;
+            :mod:`pdnn.packed_linear`).
 
     Under ``torch.compile`` the wrapper itself runs eagerly (:func:`_eager_under_compile`): its
     plans, caches and generators are Python state a compiled graph cannot hold. Compile the model
