@@ -205,3 +205,21 @@ def test_a_layer_after_two_different_pbits_is_fused_for_each(monkeypatch):
     assert torch.equal(out, pair_out)
     for g, h in zip(grads, pair_grads):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
+def test_a_padding_mode_set_on_the_live_model_is_the_one_padded_with(mode):
+    """The pair kept padding with zeros under autograd after the convolution's padding mode was
+    changed on the model (R119 D5: a difference of 0.41-0.88 from a fresh sampler)."""
+    def build():
+        torch.manual_seed(2)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), PBit(), nn.Conv2d(8, 8, 3, padding=1), PBit(),
+                             nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    net, fresh = build(), build()
+    live = SampledModel(net, samples=4, reduce="none", seed=0)
+    live(x)
+    for model in (net, fresh):
+        model[2].padding_mode = mode
+    live.seed = 0
+    assert torch.equal(live(x), SampledModel(fresh, samples=4, reduce="none", seed=0)(x))

@@ -79,7 +79,8 @@ class DisjointAvgPool2d(nn.Module):
     """Calls ``pool`` (an ``nn.AvgPool2d`` with disjoint windows, see :func:`disjoint`) with the
     lean backward pass where it applies: CPU float tensors under autograd, outside ``torch.func``
     transforms and ``torch.compile``, and no hooks (forward or backward) that expect the module
-    itself to run."""
+    itself to run. Its windows are checked at each call: a stride, padding or rounding set on the
+    model since the wrapping was pooled as disjoint windows under autograd."""
 
     def __init__(self, pool: nn.AvgPool2d):
         super().__init__()
@@ -88,7 +89,8 @@ class DisjointAvgPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = self.pool
         lean = (isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled() and x.is_cpu
-                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_hooks(pool) and runs_eagerly())
+                and x.dtype in _DTYPES and x.dim() in (3, 4) and not has_hooks(pool) and disjoint(pool)
+                and runs_eagerly())
         return _DisjointAvgPool.apply(x, _pair(pool.kernel_size)) if lean else pool(x)
 
 

@@ -74,8 +74,10 @@ class SharedBitsLayer(nn.Module):
         return _SummedInputGradient.apply(x, bits, weight, plain.bias, plain, rule, self.shared.samples)
 
     def _sums(self, x: torch.Tensor) -> bool:
+        """Whether the summed gradient applies to this call; ``plain`` is checked at each (a padding
+        mode set on the model since the pairing was computed with zeros under autograd)."""
         return (isinstance(x, torch.Tensor) and x.dim() > 0 and torch.is_grad_enabled() and x.requires_grad
-                and x.dtype == self.plain.weight.dtype
+                and summable(self.plain) and x.dtype == self.plain.weight.dtype
                 and not torch.is_autocast_enabled(x.device.type)
                 and runs_eagerly()
                 and not any(has_hooks(m) for m in (self.shared.pbit, self.layer, self.plain)))
