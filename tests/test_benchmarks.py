@@ -1,5 +1,6 @@
 """The benchmark scripts still fit the library: each imports (the names it takes from pdnn exist),
-and the one that patches the p-bit's internals runs a round. Their timings are not tested here."""
+the one that patches the p-bit's internals runs a round, and the speed table's timing and ratios
+are checked on a fake clock. Their timings are not tested here."""
 import importlib
 import re
 import sys
@@ -91,3 +92,22 @@ def test_delta_sampling_refuses_a_run_that_is_no_pbit_cnn(tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         importlib.import_module("bench_delta_sampling").problem(argparse.Namespace(**{**vars(args), "run": str(
             tmp_path / "missing")}))
+
+
+def test_the_speed_table_times_each_configuration_and_divides_as_it_labels(monkeypatch):
+    """Its ratios were only imported, never computed: a loop of one forward, or ratios taken the
+    other way round, passed."""
+    import torch
+
+    bench = importlib.import_module("bench_speed")
+    now, calls = [0.0], []
+    monkeypatch.setattr(bench, "CLOCK", lambda: now[0])
+
+    def config(name, seconds):
+        return lambda: calls.append(name) or now.__setitem__(0, now[0] + seconds)
+    row = bench.compare("r", "goal", {"T=1": config("one", 1.0), "T=10": config("ten", 3.0)}, repeats=4)
+    assert row["ratio"] == {"T=10/T=1": 3.0} and row["spread"]["T=10/T=1"] == [3.0, 3.0]
+    assert calls == ["one", "ten"] * 5  # a warm-up, then the repeats interleaved
+    forwards = []
+    out = bench.loop(lambda x: forwards.append(x) or x + len(forwards), torch.zeros(2), 16)
+    assert len(forwards) == 16 and torch.equal(out, torch.full((2,), 8.5))  # 16 forwards, averaged
