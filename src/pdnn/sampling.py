@@ -428,6 +428,12 @@ def _snapshot(value):
     return tuple(map(_snapshot, value)) if isinstance(value, tuple) else value
 
 
+def _stamp(tensor: torch.Tensor) -> tuple[int, int]:
+    """Where ``tensor``'s values are and how often they were changed in place (an inference
+    tensor counts nothing, and cannot be changed in place outside inference mode)."""
+    return tensor.data_ptr(), -1 if tensor.is_inference() else tensor._version
+
+
 def _current(watched: list[tuple[object, str]]) -> tuple:
     """The values at ``watched`` now."""
     return tuple(_snapshot(_read(place, name)) for place, name in watched)
@@ -633,6 +639,7 @@ class SampledModel(nn.Module):
         self._apart: dict[tuple, bool] = {}  # split passes: whether each computes what the batch does on it
         self._watched: list[tuple[object, str]] = []  # where the traced graphs fixed values (fixed_by_trace)
         self._fixed: tuple = ()  # those values when the graphs were made
+        self._zeros: list[list] = []  # [parameter, stamp]: all zero when a plan or split was checked
 
     @property
     def samples(self) -> int | str:
@@ -788,6 +795,7 @@ class SampledModel(nn.Module):
                 return None
             if apart is False or (apart and other is not None):
                 self._apart[key] = apart
+                self._note_zeros()
             return apart is not False
         return self._apart[key]
 
@@ -1005,10 +1013,31 @@ class SampledModel(nn.Module):
         """Drop the plans and passes made before a value a traced graph fixed has changed (a
         temperature kept as ``self.t``): the next call traces and checks the model anew. (A model
         that changes such values itself as it runs is never run by a graph.)"""
-        if self._watched and _current(self._watched) != self._fixed:
+        if self._watched and _current(self._watched) != self._fixed or self._zero_opened():
             self._graphs.clear(), self._plans.clear(), self._runs.clear(), self._stacks.clear()
             self._apart.clear(), self._undecided.clear()
-            self._watched, self._fixed = [], ()
+            self._watched, self._fixed, self._zeros = [], (), []
+
+    def _note_zeros(self) -> None:
+        """Note the parameters that are all zero as a check decides: what they gate (a zero-initialised
+        gate over a statistic of the batch, ``h + alpha * h.sum(0)``) could not be seen, so the
+        decisions are checked again once one of them opens (:meth:`_zero_opened`)."""
+        known = {id(parameter) for parameter, _ in self._zeros}
+        self._zeros += [[p, _stamp(p)] for p in self.model.parameters()
+                        if id(p) not in known and p.numel() and not p.is_meta and not p.detach().any()]
+
+    def _zero_opened(self) -> bool:
+        """Whether a parameter noted by :meth:`_note_zeros` holds a nonzero now: read at each call
+        where that costs a few microseconds (up to ``2**16`` values on the CPU), elsewhere only
+        where its storage or version counter moved (a read is a sync on a GPU, and a zero head's
+        millions of values a millisecond; a fused optimiser's step moves neither, unseen there)."""
+        for noted in self._zeros:
+            parameter, stamp = noted
+            if parameter.is_cpu and parameter.numel() <= 2**16 or _stamp(parameter) != stamp:
+                if parameter.detach().count_nonzero():  # (a third of .any()'s time on small tensors)
+                    return True
+                noted[1] = _stamp(parameter)
+        return False
 
     def _watch(self) -> None:
         """Note, as a graph is made, where it fixes values and what they are: the places of
@@ -1062,6 +1091,7 @@ class SampledModel(nn.Module):
             now.discard(key)
             self._undecided.pop(key, None)
             self._plans[key] = plan
+            self._note_zeros()
             if plan == "graph":
                 self._watch()
         return self._plans[key]
@@ -1217,13 +1247,14 @@ class SampledModel(nn.Module):
         state.setdefault("_undecided", {})  # (and before it counted undecided checks)
         state.setdefault("_undecided_now", {})
         state.setdefault("_apart", {})
+        state.setdefault("_zeros", [])
         super().__setstate__(state)
 
     def __getstate__(self):
         """Copies and pickles leave the traced passes behind: they call this model's modules, and
         the places of the values they fixed are this model's (a copy traces and notes its own)."""
         return {**self.__dict__, "_graphs": {}, "_plans": {}, "_undecided": {}, "_undecided_now": {}, "_runs": {},
-                "_stacks": {}, "_apart": {}, "_watched": [], "_fixed": ()}
+                "_stacks": {}, "_apart": {}, "_watched": [], "_fixed": (), "_zeros": []}
 
     def extra_repr(self) -> str:
         packed = ", pack_weights=True" if self.pack_weights else ""
