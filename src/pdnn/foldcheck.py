@@ -691,7 +691,9 @@ def rows_apart(model: nn.Module, parts: list[torch.Tensor]) -> bool | None:
     """Whether ``model`` gives each batch of ``parts`` the rows it gives it within all of them
     joined into one batch, every draw a stand-in that depends on no row's place (:class:`_Still`):
     False where an input's output depends on the other inputs (a statistic of the batch,
-    ``h - h.mean(0)``), or is not a row of its own, which splitting a batch changes. True too
+    ``h - h.mean(0)``), or is not a row of its own (an output with another number of rows than
+    the batch, or none: it had been taken for unseen draws, and the batch split), which
+    splitting a batch changes. True too
     where the model draws with a function the stand-ins do not replace (``torch.normal``, the
     dropout inside ``scaled_dot_product_attention``): two runs on the same batch differ, so rows
     cannot be compared, and such a model is taken as its rows are apart, as before this check.
@@ -705,6 +707,8 @@ def rows_apart(model: nn.Module, parts: list[torch.Tensor]) -> bool | None:
             return None
     if any(isinstance(y, torch.Tensor) and has_nan(y) for y in whole):
         return None
+    if any(isinstance(y, torch.Tensor) and (not y.dim() or len(y) != len(joined)) for y in whole):
+        return False  # not a row per input (pairs of rows, a sequence-first batch): the split would cut
     if not _rows_agree(whole, again, torch.arange(len(joined), device=joined.device)):
         return True
     starts = itertools.accumulate((len(part) for part in parts), initial=0)

@@ -922,7 +922,7 @@ class SampledModel(nn.Module):
             if not args and len(x) > 1 and self._passes_apart(*self._passes(x, (len(x) + 1) // 2)) is False:
                 raise UsageError(f'samples="auto" lets settled inputs leave the batch, but {type(self.model).__name__} '
                                  "gives an input another output among other inputs (a statistic of the batch, "
-                                 "h - h.mean(0)): give a fixed T")
+                                 "h - h.mean(0), or outputs without one row per input): give a fixed T")
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping,
                                                                      kept=self._not_per_input(x, args))
             return mean
@@ -940,8 +940,9 @@ class SampledModel(nn.Module):
         if not (apart := self._passes_apart(passes, key)):
             if apart is False:
                 warnings.warn(f"max_rows={self.max_rows} is not applied: {type(self.model).__name__} gives an input "
-                              "another output among other inputs (a statistic of the batch, h - h.mean(0)), which a "
-                              "split would change; the batch runs in one pass", stacklevel=_callers_level())
+                              "another output among other inputs (a statistic of the batch, h - h.mean(0), or outputs "
+                              "without one row per input), which a split would change; the batch runs in one pass",
+                              stacklevel=_callers_level())
             return reduce_samples(self.sample(x), self.reduce)
         parts = [reduce_samples(out, self.reduce) for out in self._split(passes, key)]
         dim = 1 if self.reduce == "none" else 0
