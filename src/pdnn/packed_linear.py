@@ -25,6 +25,8 @@ counter, so a change in place could not be told).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import fx, nn
 
@@ -33,7 +35,7 @@ from .transposed_linear import plain_linear, takes_a_faster_gemm
 
 MIN_WEIGHTS = 2**19
 ROWS = range(4, 65)
-SAMPLED = 64  # weights compared at each call: a few microseconds, against the GEMM's milliseconds
+SAMPLED = 64  # weights compared at each call (8 x 8): a few microseconds, against the GEMM's milliseconds
 
 
 def available() -> bool:
@@ -71,9 +73,11 @@ class PackedLinear(nn.Module):
 
 
 def _sample(w: torch.Tensor) -> torch.Tensor:
-    """``SAMPLED`` of ``w``'s elements, evenly spaced over it (a copy)."""
-    flat = w.detach().reshape(-1)
-    return flat[:: max(1, flat.numel() // SAMPLED)][:SAMPLED].clone()
+    """``SAMPLED`` of the 2-D ``w``'s elements, on a grid of evenly spaced rows and columns (a
+    copy of them alone, whatever ``w``'s strides: a flattened transposed weight was all copied)."""
+    side = math.isqrt(SAMPLED)
+    rows, columns = w.shape
+    return w.detach()[:: max(1, rows // side), :: max(1, columns // side)][:side, :side].clone()
 
 
 def pack_linears(gm: fx.GraphModule) -> None:
