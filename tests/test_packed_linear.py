@@ -122,13 +122,24 @@ def test_only_large_plain_layers_are_eligible():  # plain: tests/test_transposed
     assert not eligible(QuantLinear(FEATURES, FEATURES, weight_bits=4))
 
 
-def test_sampled_model_with_packed_weights_matches_the_unpacked_one(monkeypatch):
-    wrappers = []
+def packed_calls(monkeypatch) -> list:
+    """The wrappers whose forward runs from now on, in call order."""
+    calls = []
     forward = PackedLinear.forward
-    monkeypatch.setattr(PackedLinear, "forward", lambda self, x: wrappers.append(self) or forward(self, x))
+    monkeypatch.setattr(PackedLinear, "forward", lambda self, x: calls.append(self) or forward(self, x))
+    return calls
+
+
+def two_pbit_net() -> nn.Module:
+    """A seeded MLP whose middle layer is large enough to pack."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(32, FEATURES), PBit(), nn.Linear(FEATURES, FEATURES), PBit(),
-                        nn.Linear(FEATURES, 10)).eval()
+    return nn.Sequential(nn.Linear(32, FEATURES), PBit(), nn.Linear(FEATURES, FEATURES), PBit(),
+                         nn.Linear(FEATURES, 10)).eval()
+
+
+def test_sampled_model_with_packed_weights_matches_the_unpacked_one(monkeypatch):
+    wrappers = packed_calls(monkeypatch)
+    net = two_pbit_net()
     x = torch.randn(1, 32)
     plain, packed = SampledModel(net, 16, seed=3), SampledModel(net, 16, seed=3, pack_weights=True)
     with torch.no_grad():
@@ -145,12 +156,8 @@ def test_pack_weights_set_on_a_sampler_that_has_run_takes_effect(monkeypatch):
     """The folded passes were kept with the setting they were built with: packing turned off went
     on running the packed layers (and, before they compared a sample of the weights, their copies
     of weights changed through .data)."""
-    calls = []
-    forward = PackedLinear.forward
-    monkeypatch.setattr(PackedLinear, "forward", lambda self, x: calls.append(self) or forward(self, x))
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(32, FEATURES), PBit(), nn.Linear(FEATURES, FEATURES), PBit(),
-                        nn.Linear(FEATURES, 10)).eval()
+    calls = packed_calls(monkeypatch)
+    net = two_pbit_net()
     x = torch.randn(2, 32)
     sampled = SampledModel(net, 8, reduce="none", seed=1, pack_weights=True)
     with torch.no_grad():
