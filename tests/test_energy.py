@@ -1315,3 +1315,47 @@ def test_the_per_layer_table_prints_names_whole():
             net.add_module(f"p{i}", PBit())
     text = format_report(energy_report(analyze(net, (8,)), [1, 10]))
     assert all(f"encoder_block{i} Linear " in text for i in (1, 2, 3))
+
+
+def test_every_output_element_of_one_input_is_an_eo_where_dimension_0_is_not_the_batch():
+    """EOs were the output's size without its dimension 0, taken for the batch: time folded into
+    it, or a sequence-first layout, counted L times too few, with nothing said (R123 D1)."""
+    class Folded(nn.Module):  # [1, L, 4] -> [L, 8] -> [L, 1]
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.o = nn.Linear(4, 8), PBit(), nn.Linear(8, 1)
+
+        def forward(self, x):
+            return self.o(self.act(self.a(x)).reshape(-1, 8))
+
+    class SequenceFirst(nn.Module):  # [L, 1, 5] for a batch of one
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(5, 8)
+
+        def forward(self, x):
+            return self.a(x.transpose(0, 1))
+
+    assert [(layer.eos, layer.fan_in) for layer in analyze(Folded(), (7, 4)).layers] == [(56, 4), (7, 8)]
+    assert [layer.eos for layer in analyze(SequenceFirst(), (7, 5)).layers] == [56]
+
+
+def test_a_bare_weight_layer_and_tied_weights_are_costed():
+    """A bare layer was refused as having no layer (the tracer traced into it), and layers tied to
+    one weight tensor were each charged its fetch per inference (R123 D2, D3)."""
+    assert [(layer.eos, layer.fan_in) for layer in analyze(nn.Linear(5, 3), (5,)).layers] == [(3, 5)]
+    assert [layer.eos for layer in analyze(nn.Conv2d(2, 4, 3), (2, 6, 6)).layers] == [64]
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.b = nn.Linear(8, 8), PBit(), nn.Linear(8, 8)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.act(self.a(x)))
+
+    net = analyze(Tied(), (8,))
+    assert [layer.repeat_call for layer in net.layers] == [False, True]
+    reuse = Reuse.parse("per-inference")
+    assert [reuse.fetches(layer) for layer in net.layers] == [64.0, 0.0]

@@ -54,7 +54,7 @@ class Reuse:
     * ``per-eo``: for every elementary operation (the paper's formula: N·n fetches per layer,
       shared only by the T samples of that EO);
     * ``per-inference``: each layer's W weights once per inference into an on-chip buffer (a
-      module called twice, as weight sharing does, once);
+      module called twice, as weight sharing does, or layers tied to one weight tensor, once);
     * ``per-batch`` with ``batch = B``: once per B inferences.
 
     The buffer's own read energy is not counted (as the paper does not count register-level

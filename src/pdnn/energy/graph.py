@@ -181,8 +181,9 @@ class Layer:
     each average pool; a sum of a p-bit and a 3-bit value in [-1, 1]: 7 + 7), so that T samples
     of it take ``ceil(log2(T * averaged_levels + 1))`` bits; 0 when those grids are not known,
     and the average is then priced as a float.
-    ``repeat_call``: a later call of a module called before in the same inference (weight
-    sharing), whose weights a buffer that reuses them already holds.
+    ``repeat_call``: a later call of a module called before in the same inference, or a layer
+    whose weight tensor an earlier one holds (weight sharing, tied weights): a buffer that reuses
+    weights already holds them.
     """
 
     name: str
@@ -403,6 +404,7 @@ class _Walker:
         self.unresolved: list[str] = []
         self.notes: list[str] = []
         self.calls: dict[str, int] = {}
+        self.weights_held: set[int] = set()  # ids of the weight tensors of the layers so far
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -424,6 +426,8 @@ class _Walker:
         repeat = name in self.calls
         name = self.call_name(name)
         if is_weight_layer(m):
+            repeat = repeat or id(m.weight) in self.weights_held  # tied to an earlier layer's weight
+            self.weights_held.add(id(m.weight))
             if others := _other_weights(m):
                 self.note(f"{name} ({type(m).__name__}): holds weights besides its .weight ({', '.join(others)}); "
                           "their EOs are not counted")
@@ -482,7 +486,7 @@ class _Walker:
             self.note(f"{name}: its input sums values on grids of unknown ratio; layer aggregation prices their "
                       "average over T as a float")
         n = fan_in(m, in_shape, out_shape)
-        eos = math.prod(out_shape[1:])
+        eos = math.prod(out_shape)  # of one input: all, also where dimension 0 is not the batch (time folded in)
         kind = "linear" if isinstance(m, nn.Linear) else \
             f"conv{'-transpose' if isinstance(m, _ConvTransposeNd) else ''}{len(m.kernel_size)}d"
         self.layers.append(Layer(
@@ -793,6 +797,8 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     wrapped = isinstance(model, SampledModel)
     if wrapped:  # (its forward, T passes folded, is not the network; T is given to the energy model)
         model = model.model
+    if is_weight_layer(model):  # (the tracer traces into the module it is given: a bare layer was a call)
+        model = nn.Sequential(model)
     shape = positive_ints("input_shape", input_shape, "positive integers without the batch dimension")
     check_bit_width(input_bits, "input bits")
     param = next(model.parameters(), None)
