@@ -1359,3 +1359,12 @@ def test_a_bare_weight_layer_and_tied_weights_are_costed():
     assert [layer.repeat_call for layer in net.layers] == [False, True]
     reuse = Reuse.parse("per-inference")
     assert [reuse.fetches(layer) for layer in net.layers] == [64.0, 0.0]
+
+
+def test_a_torch_layer_kept_whole_names_the_weights_it_holds():
+    """A TransformerEncoderLayer was noted as an unknown module, not priced, without a word on the
+    Linear layers and projections inside it, whose EOs are not counted (R123)."""
+    net = analyze(nn.Sequential(nn.Linear(4, 8), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True),
+                                nn.Linear(8, 3)), (5, 4))
+    assert "1 (TransformerEncoderLayer): unknown module, output precision unknown, not priced; the weights inside " \
+           "it are not counted (3 Linear or Conv layers among them)" in net.notes

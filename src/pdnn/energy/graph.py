@@ -472,7 +472,10 @@ class _Walker:
         if any(True for _ in m.parameters(recurse=False)):
             self.note(f"{name} ({type(m).__name__}): layer type not supported, its EOs are not counted")
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
-        self.note(f"{name} ({type(m).__name__}): unknown module, output precision unknown, not priced")
+        inside = sum(1 for sub in m.modules() if is_weight_layer(sub))  # (a torch layer the tracer keeps whole)
+        held = ("; the weights inside it are not counted" + (f" ({inside} Linear or Conv layers among them)"
+                                                            if inside else "")) if any(True for _ in m.parameters()) else ""
+        self.note(f"{name} ({type(m).__name__}): unknown module, output precision unknown, not priced{held}")
         return _Info(None, inp.stoch, inp.owner, False, name)
 
     def _weight_layer(self, name: str, m: nn.Module, inp: _Info, out_shape, in_shape, repeat: bool) -> _Info:
