@@ -1482,3 +1482,29 @@ def test_one_module_called_at_a_hidden_place_and_at_the_output_is_named_as_both(
     with pytest.raises(ConversionError, match=r"t \(nn.Tanh, output and hidden: one module at both\); .*"
                                               r"give them a module of their own"):
         to_sampled(Shared(), "pbit")
+
+
+class _HeldAndOutput(nn.Module):
+    """One nn.Tanh held by a torch layer (a hidden place) and called at the network's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = nn.Tanh()
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=self.act, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.act(self.head(self.enc(x)))
+
+
+def test_one_module_a_torch_layer_holds_and_the_output_calls_is_one_site_at_both():
+    """It was two sites: layers='hidden' converted the output too (its output became bits), and
+    per-layer values for its two names were merged silently (R122 D1)."""
+    model = _HeldAndOutput().eval()
+    assert [(a["name"], a["hidden"]) for a in find_activations(model)] == [("enc.activation", False)]
+    with pytest.raises(ConversionError, match=r"enc.activation \(nn.Tanh, output and hidden: one module at both\)"):
+        to_sampled(model, "pbit")
+    with pytest.raises(UsageError, match=r"per-layer beta for 'act', which are not among the converted"):
+        to_sampled(model, "pbit", beta={"enc.activation": 0.5, "act": 3.0}, layers="all")
+    converted = to_sampled(model, "pbit", layers="all")  # (both calls, as documented)
+    assert type(converted.act).__name__ == "PBit" and converted.enc.activation is converted.act

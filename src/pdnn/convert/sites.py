@@ -453,6 +453,19 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
     output_side = _reaches_output_unweighted(graph, modules)
     taken = {name.split(".")[0] for name in modules if name} | set(dir(model)) | set(dir(fx.GraphModule))
     sites: dict[str, _Site] = {}
+    by_module: dict[int, _Site] = {}  # one site per module object, whatever paths reach it
+
+    def module_site(name: str, m: nn.Module, hidden: bool) -> _Site:
+        """The site of ``m``, made at its first place; one module at a hidden place and at the
+        output (also where a torch layer holds it, ``TransformerEncoderLayer(activation=act)``,
+        and the network calls it again) is one site, at neither."""
+        site = by_module.get(id(m))
+        if site is None:
+            site = sites[name] = by_module[id(m)] = _module_site(name, m, hidden)
+        elif hidden != site.hidden:
+            site.hidden, site.also_hidden = False, True
+        return site
+
     ops: list[str] = []
     fed, transforms = _fed_by_input(graph), set()  # activation modules also called on constants
     for node in graph.nodes:
@@ -464,19 +477,15 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
                 # (nn.TransformerEncoderLayer(activation=nn.Tanh() or torch.tanh)): swapped by its path
                 hidden = _has_weights(m) or node not in output_side
                 for inner_name, inner in m.named_modules(prefix=node.target):
-                    if inner is not m and _module_kind(inner) is not None and inner_name not in sites:
-                        sites[inner_name] = _module_site(inner_name, inner, hidden)
+                    if inner is not m and _module_kind(inner) is not None:
+                        module_site(inner_name, inner, hidden)
                     for site in _held_function_sites(inner_name, inner, hidden):
                         sites.setdefault(site.name, site)
                 continue
             if node not in fed:
                 transforms.add(node.target)
                 continue
-            site = sites.get(node.target)
-            if site is None:
-                site = sites[node.target] = _module_site(node.target, m, node not in output_side)
-            elif (node not in output_side) != site.hidden:  # one module at a hidden place and at the output
-                site.hidden, site.also_hidden = False, True
+            site = module_site(node.target, m, node not in output_side)
             source = _input_node(node)
             if getattr(m, "inplace", False) and isinstance(source, fx.Node) and _read_elsewhere(source, node, modules):
                 site.problem = IN_PLACE_SHARED  # its replacement is not in place: the other user would change
