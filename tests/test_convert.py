@@ -1508,3 +1508,84 @@ def test_one_module_a_torch_layer_holds_and_the_output_calls_is_one_site_at_both
         to_sampled(model, "pbit", beta={"enc.activation": 0.5, "act": 3.0}, layers="all")
     converted = to_sampled(model, "pbit", layers="all")  # (both calls, as documented)
     assert type(converted.act).__name__ == "PBit" and converted.enc.activation is converted.act
+
+
+def test_an_activation_subclass_with_its_own_forward_is_converted_as_what_it_computes():
+    """A subclass of nn.Tanh overriding forward (LeCun's 1.7159 tanh(2x/3)) was converted as a
+    plain tanh: its p-bits' mean missed the model by |z| = 34 (R122 D4). The trace now goes into it."""
+    class LeCunTanh(nn.Tanh):
+        def forward(self, x):
+            return 1.7159 * torch.tanh(2 * x / 3)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), LeCunTanh(), nn.Linear(8, 3)).eval()
+    assert [(a["name"], a["op"]) for a in find_activations(model)] == [("tanh", "torch.tanh")]
+    x, n = torch.randn(3, 4), 20_000
+    with torch.no_grad():
+        samples = to_sampled(model, "pbit")(x.repeat(n, 1)).view(n, 3, 3)
+        z = (samples.mean(0) - model(x)) / (samples.std(0) / math.sqrt(n))
+    assert z.abs().max() < 5  # (5 standard errors: the plain tanh's mean is 34 away)
+
+
+def test_a_torchscript_model_is_refused_by_name():
+    """Its copy raised KeyError: 0 from inside torch, and find_activations returned [] (R122 D2)."""
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).eval())
+    for call in (lambda: to_sampled(scripted, "pbit"), lambda: find_activations(scripted)):
+        with pytest.raises(UsageError, match=r"a TorchScript model \(RecursiveScriptModule\) cannot be converted"):
+            call()
+
+
+class _ModeBranches(nn.Module):
+    """Functional dropout and an output that depends on the mode, as people write them."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(4, 64), nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = F.dropout(torch.tanh(self.l1(x)), 0.5, training=self.training)
+        out = self.l2(h)
+        return out if self.training else out.softmax(-1)
+
+
+def test_a_graph_converted_in_one_mode_refuses_a_call_in_the_other():
+    """The graph held the branches of the mode it was traced in: converted in training (right after
+    a training loop), the copy put in eval mode went on dropping units and returned logits for
+    probabilities, with nothing said (R122 D3)."""
+    x = torch.randn(3, 4)
+    for mode, other in ((True, "eval"), (False, "train")):
+        converted = to_sampled(_ModeBranches().train(mode), "gaussian", scale=1e-9)
+        converted(x)  # (the mode it was converted in)
+        converted.train(not mode)
+        with pytest.raises(UsageError, match=f"convert it in {other} mode"):
+            converted(x)
+    class ReadsNoMode(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.l2(torch.tanh(self.l1(x)))
+
+    converted = to_sampled(ReadsNoMode(), "pbit")
+    assert isinstance(converted, torch.fx.GraphModule) and not hasattr(converted, "mode_check_0")
+    converted.eval()(x)  # (either mode: nothing in it depends on one)
+
+
+def test_a_graph_copy_keeps_every_name_the_model_gives_a_module():
+    """A module registered under two names (self.dec = self.enc) lost its second name in the graph
+    copy, and the model's own state_dict no longer loaded into it (R122 D5)."""
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.enc, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+            self.dec = self.enc
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.dec(torch.tanh(self.enc(torch.tanh(self.l1(x)))))))
+
+    model = Shared().eval()
+    converted = to_sampled(model, "pbit")
+    assert isinstance(converted, torch.fx.GraphModule) and converted.dec is converted.enc
+    assert sorted(converted.state_dict()) == sorted(model.state_dict())
+    converted.load_state_dict(model.state_dict())

@@ -364,6 +364,12 @@ def fixed_by_trace(modules: list[nn.Module]) -> list[tuple[object, str]]:
                                         for key in table]
 
 
+def attributes_read(modules) -> set[str]:
+    """The attribute names the methods of the user's own module classes among ``modules`` read
+    (torch's and pdnn's aside): what a trace of them may have fixed (``self.training`` too)."""
+    return _named_in_code([m for m in modules if not (is_pdnn_unit(m) or type(m).__module__.startswith("torch."))])[0]
+
+
 def _named_in_code(own: list[nn.Module]) -> tuple[set[str], list[tuple[dict, str]]]:
     """The attribute names the methods of the user's module classes read (functions nested in
     them too), and the module-level globals they read that hold a value a trace fixes, as

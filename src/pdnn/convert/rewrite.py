@@ -22,6 +22,7 @@ from ..foldcheck import own_hooks
 from ..functional import check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
+from ..sampling import attributes_read
 from ..tracing import add_module
 from .methods import DEFAULT_SCALE, LAYER_SETS, ConversionError, _check_method, parameter_of
 from .sites import (ON_WEIGHTS_WHERE_TRACED, _Discovery, _discover, _input_node, _Site, _supports,
@@ -356,6 +357,9 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     if check is not None:
         with gm.graph.inserting_after(list(inputs.values())[-1]):
             gm.graph.call_module(add_module(gm, "none_check", check), tuple(inputs[name] for name in check.names))
+    if "training" in attributes_read(model.modules()):  # its branches on the mode are the traced mode's
+        with gm.graph.inserting_after(list(inputs.values())[-1]):
+            gm.graph.call_module(add_module(gm, "mode_check", ModeFixed(model.training, class_name)), ())
     for site in sites:
         node = site.node
         target = site.name  # a p-bit takes the activation's place; noise is inserted before it
@@ -379,6 +383,26 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     gm.recompile()
     gm.training = model.training  # its own flag only: each module keeps its mode (a frozen batch norm stays frozen)
     return gm
+
+
+class ModeFixed(nn.Module):
+    """A converted graph's check of its mode: the model's code reads ``self.training``, and the
+    graph holds the branches the mode it was converted in took (``F.dropout(h, training=
+    self.training)``, logits in training and probabilities in evaluation), so a call in the other
+    mode is refused (it ran those branches, with nothing said)."""
+
+    def __init__(self, traced: bool, class_name: str):
+        super().__init__()
+        self.traced, self.class_name = traced, class_name
+        self.train(traced)
+
+    def forward(self) -> None:
+        if self.training != self.traced:
+            mode, other = ("train", "eval") if self.traced else ("eval", "train")
+            raise UsageError(f"the converted {self.class_name} was converted in {mode} mode, and its code reads "
+                             f"self.training: the graph that rewrites its functional activations (torch.fx) holds "
+                             f"what {mode} mode does; call it in {mode} mode, or convert it in {other} mode "
+                             f"(to_sampled(model.{other}(), ...))")
 
 
 class ArgumentNeeded(nn.Module):
@@ -432,12 +456,16 @@ def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:
     """Give ``gm`` the modules, parameters and buffers of ``model`` (a copy made for it) itself.
     fx copies only what the graph reads, under new empty parent modules: an auxiliary head or a
     buffer forward does not read would be lost, and ``state_dict`` would no longer load. The
-    graph calls the same leaf modules through the original parents."""
-    for name, child in model.named_children():
-        setattr(gm, name, child)
-    for name, parameter in model.named_parameters(recurse=False):
-        gm.register_parameter(name, parameter)
-    buffers = dict(model.named_buffers(recurse=False))
+    graph calls the same leaf modules through the original parents. Every name is kept, a second
+    name of one module or tensor too (``self.dec = self.enc``: ``named_children`` gives one, and
+    the model's ``state_dict``, which has both, no longer loaded)."""
+    for name, child in model._modules.items():
+        if child is not None:
+            setattr(gm, name, child)
+    for name, parameter in model._parameters.items():
+        if parameter is not None:
+            gm.register_parameter(name, parameter)
+    buffers = {name: buffer for name, buffer in model._buffers.items() if buffer is not None}
     for name, buffer in buffers.items():
         gm.register_buffer(name, buffer, persistent=name not in model._non_persistent_buffers_set)
     for name, _ in gm.named_buffers(recurse=False):

@@ -36,20 +36,26 @@ _OTHER_MODULES = tuple(
 
 
 def _module_kind(m: nn.Module) -> str | None:
-    """Canonical activation kind of a module, or ``None`` if it is not an activation."""
+    """Canonical activation kind of a module, or ``None`` if it is not an activation. A subclass
+    of a torch activation that overrides ``forward`` (LeCun's ``1.7159 * tanh(2x / 3)``) computes
+    something else: not one (it was converted as the plain function; the trace goes into it)."""
     if is_stochastic(m):
         return "stochastic"
     if isinstance(m, Quantize):
         return "quantize"
-    if isinstance(m, nn.Tanh):
+    if _unchanged(m, nn.Tanh):
         return "tanh"
-    if isinstance(m, nn.Sigmoid):
+    if _unchanged(m, nn.Sigmoid):
         return "sigmoid"
-    if isinstance(m, nn.Hardtanh):  # nn.ReLU6 included: a p-bit with values {0, 6}
+    if _unchanged(m, nn.Hardtanh):  # nn.ReLU6 included: a p-bit with values {0, 6}
         return "hardtanh"
-    if isinstance(m, _OTHER_MODULES):
-        return type(m).__name__.lower()
-    return None
+    other = next((base for base in _OTHER_MODULES if isinstance(m, base)), None)
+    return type(m).__name__.lower() if other is not None and _unchanged(m, other) else None
+
+
+def _unchanged(m: nn.Module, base: type[nn.Module]) -> bool:
+    """Whether ``m`` is a ``base`` that computes what ``base`` does (its ``forward``)."""
+    return isinstance(m, base) and type(m).forward is base.forward
 
 
 def _function_table() -> dict:
@@ -340,6 +346,9 @@ def check_module(model) -> None:
     else failed with an AttributeError deep inside)."""
     if not isinstance(model, nn.Module):
         raise UsageError(f"expected an nn.Module to convert, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):  # (its copy failed inside torch with a KeyError)
+        raise UsageError(f"a TorchScript model ({type(model).__name__}) cannot be converted: its code is "
+                         "compiled; convert the Python module, then script the converted one")
 
 
 def _discover(model: nn.Module) -> _Discovery:
