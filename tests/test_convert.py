@@ -256,7 +256,7 @@ def test_layer_selection_hidden_all_names_and_per_layer_scales():
     assert isinstance(only[1], nn.Tanh) and isinstance(only[3], PBit)
     with pytest.raises(ConversionError, match="unknown layer name.*'7'.*1 \\(nn.Tanh\\)"):
         to_sampled(net, "pbit", layers=["7"])
-    with pytest.raises(ValueError, match=r"layers names '3' more than once: \['3', '1', '3'\]"):
+    with pytest.raises(ValueError, match=r"layers lists '3' more than once: \['3', '1', '3'\]"):
         to_sampled(net, "pbit", layers=["3", "1", "3"])  # (as `--layers 3,1,3`: likely a slip for another name)
     for bad in ([["1"]], {"1"}, ["1", 1]):  # (bare TypeErrors from hashing and from JSON, or a spec unchecked)
         with pytest.raises(ValueError, match="layers must be 'hidden', 'all' or a list of activation names, got"):
@@ -1181,7 +1181,7 @@ def test_naming_no_layer_describes_the_activations_as_they_are():
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
     with pytest.raises(ConversionError, match=r"1 \(nn.Tanh, hidden\), 3 \(nn.Tanh, hidden\); pass layers='hidden'"):
         to_sampled(model, "pbit", layers=[])
-    with pytest.raises(ValueError, match="layers names '3' more than once"):  # (once recorded once; now named)
+    with pytest.raises(ValueError, match="layers lists '3' more than once"):  # (once recorded once; now named)
         conversion_spec("pbit", layers=["3", "1", "3"])
 
 
@@ -1589,3 +1589,17 @@ def test_a_graph_copy_keeps_every_name_the_model_gives_a_module():
     assert isinstance(converted, torch.fx.GraphModule) and converted.dec is converted.enc
     assert sorted(converted.state_dict()) == sorted(model.state_dict())
     converted.load_state_dict(model.state_dict())
+
+
+def test_a_hardtanh_of_equal_bounds_is_refused_for_what_it_is():
+    """Its bounds are constants, equal: it was refused as 'hardtanh bounds are not constants' (R122)."""
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(F.hardtanh(self.a(x), 0.5, 0.5))
+
+    with pytest.raises(ConversionError, match=r"hardtanh bounds are not constants with min_val < max_val"):
+        to_sampled(Flat(), "pbit")

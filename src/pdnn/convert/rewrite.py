@@ -82,7 +82,7 @@ def _why_not(method: str, site: _Site) -> str | None:
     if not _supports(method, site.kind):
         return f"not supported by {method!r}"
     if method == "pbit" and site.kind == "hardtanh" and site.bounds is None:
-        return "hardtanh bounds are not constants"
+        return "hardtanh bounds are not constants with min_val < max_val"
     return None
 
 
@@ -158,7 +158,7 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
     if isinstance(layers, (list, tuple)):
         twice = [name for name in dict.fromkeys(layers) if list(layers).count(name) > 1]
         if twice:  # "3,3" is more likely a slip for "3,4" than a wish to convert 3 once
-            raise UsageError(f"layers names {', '.join(map(repr, twice))} more than once: {list(layers)!r}")
+            raise UsageError(f"layers lists {', '.join(map(repr, twice))} more than once: {list(layers)!r}")
         layers = list(layers)
     spec["layers"] = layers
     if bn_stats:
