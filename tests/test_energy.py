@@ -1368,3 +1368,24 @@ def test_a_torch_layer_kept_whole_names_the_weights_it_holds():
                                 nn.Linear(8, 3)), (5, 4))
     assert "1 (TransformerEncoderLayer): unknown module, output precision unknown, not priced; the weights inside " \
            "it are not counted (3 Linear or Conv layers among them)" in net.notes
+
+
+def test_the_hook_walk_says_whether_an_input_it_cannot_follow_is_repeated_per_sample():
+    """Its note said 'samples assumed repeated' also for a layer before any draw, which it then
+    priced as shared by the samples, as it should (R123)."""
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.act, self.c = nn.Linear(4, 8), nn.Linear(8, 8), PBit(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            if x.sum() > -1e9:  # (a branch on a value: fx cannot trace it, so forward hooks walk it)
+                h = self.b(self.a(x) * 2)
+            return self.c(self.act(h) * 2)
+
+    net = analyze(Untraceable(), (4,))
+    assert "b: its input was computed outside a module (forward hooks cannot follow it); precision unknown, " \
+           "shared by the samples (nothing random ran before it)" in net.notes
+    assert "c: its input was computed outside a module (forward hooks cannot follow it); precision unknown, " \
+           "samples assumed repeated" in net.notes
+    assert [layer.stochastic_input for layer in net.layers] == [False, False, True]

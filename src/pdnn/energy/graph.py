@@ -713,8 +713,10 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             if id(t) in produced:
                 ins.append(produced[id(t)])
             else:
+                repeated = ("samples assumed repeated" if state["stochastic_ran"]
+                            else "shared by the samples (nothing random ran before it)")
                 walker.note(f"{names[module]}: its input was computed outside a module (forward hooks cannot "
-                            "follow it); precision unknown, samples assumed repeated")
+                            f"follow it); precision unknown, {repeated}")
                 ins.append(_Info(None, state["stochastic_ran"], state["last_layer"], False, "unknown"))
         out = output if isinstance(output, torch.Tensor) else None
         shape = tuple(out.shape) if out is not None else None
