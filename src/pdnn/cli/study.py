@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..checks import SCHEDULES
 from ..devices import resolve_device
 from ..evaluate import parse_samples
-from ..experiments.study import StudySpec, run_study, study_models
+from ..experiments.study import StudySpec, run_study
 from ..functional import check_bits
 from .common import TRAINING_OPTIONS, add_device_option, example_count, existing_folder, named_path, options_named
 
@@ -52,11 +52,11 @@ def spec_of(args) -> StudySpec:
 
 def run(args) -> int:
     spec = spec_of(args)
+    # every setting run_study checks is one typed here (a kept run's are compared with them first)
     with options_named({**TRAINING_OPTIONS, "monitor_examples": "--eval-subset", "eval-subset": "--eval-subset",
                         "repeats": "--repeats"}):
-        study_models(spec)  # (run_study checks it too, naming the settings as the library does)
-    summary = run_study(args.out, spec, roots=args.data_dir, device=resolve_device(args.device),
-                        progress=not args.quiet)
+        summary = run_study(args.out, spec, roots=args.data_dir, device=resolve_device(args.device),
+                            progress=not args.quiet)
     for c in summary["claims"]:
         print(f"{'holds' if c['holds'] else 'does not hold':>14}: {c['claim']} ({c['ours']})")
     print(f"{args.out}/README.md")

@@ -472,9 +472,11 @@ class _Walker:
         if any(True for _ in m.parameters(recurse=False)):
             self.note(f"{name} ({type(m).__name__}): layer type not supported, its EOs are not counted")
             return _Info(FLOAT_BITS, inp.stoch, inp.owner, False, name)
-        inside = sum(1 for sub in m.modules() if is_weight_layer(sub))  # (a torch layer the tracer keeps whole)
-        held = ("; the weights inside it are not counted" + (f" ({inside} Linear or Conv layers among them)"
-                                                            if inside else "")) if any(True for _ in m.parameters()) else ""
+        held = ""
+        if any(True for _ in m.parameters()):  # a torch layer the tracer keeps whole
+            inside = sum(1 for sub in m.modules() if is_weight_layer(sub))
+            held = "; the weights inside it are not counted" + (f" ({inside} Linear or Conv layers among them)"
+                                                                if inside else "")
         self.note(f"{name} ({type(m).__name__}): unknown module, output precision unknown, not priced{held}")
         return _Info(None, inp.stoch, inp.owner, False, name)
 
