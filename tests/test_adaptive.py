@@ -361,6 +361,8 @@ def test_checkpoints_from_the_command_line():
     assert parse_checkpoints("2,4,8", 50) == (2, 4, 8)
     with pytest.raises(ValueError, match="checkpoints must be 'every' or comma-separated integers, got '2,x'"):
         parse_checkpoints("2,x", 50)
+    with pytest.raises(ValueError, match="checkpoints must be increasing integers >= 1, got '0,5'"):
+        parse_checkpoints("0,5", 50)
     with pytest.raises(ValueError, match="checkpoints must be increasing integers >= 1, got 5"):
         StoppingRule(checkpoints=5)
     assert StoppingRule(checkpoints=[2, 4]).checkpoints == (2, 4)
@@ -508,9 +510,14 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no input stops early at error 0" in out and "learns its prior variance" not in out
     assert main(["eval", str(run), "--adaptive", "--prior-samples", "-1", "--quiet"]) == 2
-    assert "prior_samples must be an integer from 0 to 10000 (each look" in capsys.readouterr().err
+    assert "error: --prior-samples must be an integer from 0 to 10000 (each look" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--checkpoints", "2,x", "--quiet"]) == 2
-    assert "checkpoints must be 'every' or comma-separated integers, got '2,x'" in capsys.readouterr().err
+    assert "error: --checkpoints must be 'every' or comma-separated integers, got '2,x'" in capsys.readouterr().err
+    for looks in ("0,5", "5,3", "2,2"):  # the option named and its value as typed
+        assert main(["eval", str(run), "--adaptive", "--checkpoints", looks, "--quiet"]) == 2
+        assert f"error: --checkpoints must be increasing integers >= 1, got '{looks}'" in capsys.readouterr().err
+    assert main(["eval", str(run), "--adaptive", "--error", "2", "--quiet"]) == 2
+    assert "error: --error must be 0 (every input runs to max_samples) or a number in" in capsys.readouterr().err
     for looks in ([], ["--checkpoints", "every"]):  # (the looks were checked against it first)
         assert main(["eval", str(run), "--adaptive", "--max-samples", "0", *looks, "--quiet"]) == 2
         assert "--max-samples must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -58,9 +58,12 @@ def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
     if text.strip() == "every":
         return tuple(range(1, max(1, max_samples) + 1))
     try:
-        return tuple(int(t) for t in text.split(","))
+        points = tuple(int(t) for t in text.split(","))
     except ValueError:
         raise UsageError(f"checkpoints must be 'every' or comma-separated integers, got {text!r}") from None
+    if any(t < 1 for t in points) or list(points) != sorted(set(points)):  # (named as typed, not as a tuple)
+        raise UsageError(f"checkpoints must be increasing integers >= 1, got {text!r}")
+    return points
 
 
 def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:

@@ -548,7 +548,8 @@ class SampledModel(nn.Module):
         samples: T, the number of samples (integer >= 1); may be changed on a live object.
             ``"auto"``: T chosen per input by a stopping rule (:mod:`pdnn.adaptive`), up to
             ``max_samples``, at predictive error level ``error``; ``last_samples`` then holds
-            each input's T. Needs ``reduce="mean"`` and ``aggregate="network"``. ``checkpoints``:
+            each input's T. Needs ``reduce="mean"``, ``aggregate="network"`` and a model that
+            returns one tensor of class scores ``[B, C >= 2]``. ``checkpoints``:
             the T values after which the rule looks (default ``pdnn.adaptive.CHECKPOINTS``;
             every T stops inputs sooner, in more rounds); ``prior_samples``: ν₀, the weight in
             the rule's prior of the typical spread, which the first call learns (the first

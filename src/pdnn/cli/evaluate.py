@@ -12,6 +12,7 @@ from .common import (SEED_OPTION, add_data_options, add_device_option, kept_resu
                      writable_run)
 
 FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
+RULE_OPTIONS = {"checkpoints": "--checkpoints", "prior_samples": "--prior-samples", "error level": "--error"}
 ADAPTIVE = {"max_samples": 50, "error": 0.01, "rule": "predictive", "checkpoints": ",".join(map(str, CHECKPOINTS)),
             "prior_samples": 2}
 
@@ -108,12 +109,13 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
     positive_int("--max-samples", args.max_samples)  # before the looks are checked against it
-    checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
-    beyond = [t for t in checkpoints if t > args.max_samples]
-    if given_checkpoints and beyond:  # the default's looks beyond a smaller --max-samples are simply not reached
-        raise UsageError(f"--checkpoints {args.checkpoints} looks at T = {', '.join(map(str, beyond))}, beyond "
-                         f"--max-samples {args.max_samples}; expected checkpoints up to it")
-    rule = StoppingRule(args.max_samples, args.error, args.rule, checkpoints, args.prior_samples)
+    with options_named(RULE_OPTIONS):
+        checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
+        beyond = [t for t in checkpoints if t > args.max_samples]
+        if given_checkpoints and beyond:  # the default's looks beyond a smaller --max-samples are not reached
+            raise UsageError(f"--checkpoints {args.checkpoints} looks at T = {', '.join(map(str, beyond))}, beyond "
+                             f"--max-samples {args.max_samples}; expected checkpoints up to it")
+        rule = StoppingRule(args.max_samples, args.error, args.rule, checkpoints, args.prior_samples)
     with options_named(SEED_OPTION):
         document, unwritten = kept_result(lambda: evaluate_run_adaptive(
             args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
