@@ -228,6 +228,9 @@ def test_synth_refuses_a_unit_too_wide_to_build(capsys):
     assert main(["hw", "synth", "--part", "mac", "--weight-bits", "1", "--n", "4"]) == 2
     assert "--weight-bits must be >= 2 and <= 32, got 1 (a 1-bit signed weight holds only 0 and -1)" in \
         capsys.readouterr().err
+    for bits in ("0", "-3"):  # (the 1-bit reason is not given for what it does not explain)
+        assert main(["hw", "synth", "--part", "mac", "--weight-bits", bits, "--n", "4"]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"--weight-bits must be >= 2 and <= 32, got {bits}")
     assert main(["hw", "synth", "--part", "mac", "--act-bits", "0", "--n", "4"]) == 2
     assert "--act-bits must be >= 1 and <= 32, got 0" in capsys.readouterr().err
 

@@ -88,10 +88,11 @@ def run(args) -> int:
 
 
 def _positive(value, what: str, most: int | None = None, least: int = 1, too_few: str = "") -> int:
-    """``value`` checked to lie in [least, most]; ``too_few`` says why ``least`` is the bound."""
+    """``value`` checked to lie in [least, most]; ``too_few`` says why a value just below ``least``
+    is refused (it is not said of smaller values, for which it would not be the reason)."""
     if value < least or most is not None and value > most:
         raise UsageError(f"{what} must be >= {least}{'' if most is None else f' and <= {most}'}, got {value}"
-                         + (too_few if value < least else ""))
+                         + (too_few if value == least - 1 else ""))
     return value
 
 
