@@ -368,6 +368,30 @@ def test_pbits_under_torch_jit_trace_and_torch_export():
     _traced_pbits_behave(torch.export.export(net, (torch.zeros(4000, 4),)).module())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_a_traced_sampler_runs_at_any_batch_size():
+    """``torch.jit.trace`` of a ``SampledModel`` records T forwards: it had recorded the fold
+    check's forwards too, rerun at every call with their reshapes fixed to the example's rows, so
+    a call with another batch failed ("shape '[8, 1]' is invalid for input of size 12")."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), PBit(), nn.Linear(4, 2))
+    for warm in (False, True):  # (a sampler that has run has its plan already)
+        for example, max_rows in ((4, None), (5, None), (8, 12)):
+            sampled = SampledModel(net, samples=4, reduce="none", max_rows=max_rows)
+            if warm:
+                sampled(torch.randn(example, 3))
+            with torch.no_grad():
+                traced = torch.jit.trace(sampled, torch.randn(example, 3), check_trace=False)
+            for batch in (1, 3, 6, 20):
+                out = traced(torch.randn(batch, 3))
+                assert out.shape == (4, batch, 2)
+            assert len(set(map(bytes, out.detach().numpy()))) == 4  # (batch 20: four samples apart)
+    with torch.no_grad():
+        bits = torch.jit.trace(SampledModel(nn.Sequential(nn.Identity(), PBit()), 5, reduce="none"),
+                               torch.zeros(8, 4), check_trace=False)
+    _traced_pbits_behave(lambda x: bits(x).flatten(0, 1)[:len(x)], n=800)
+
+
 @pytest.mark.slow
 def test_export_with_a_dynamic_batch_and_strict_export_under_autograd():
     """A named dynamic batch dimension: the fused kernel's size test had added a guard on it that

@@ -934,8 +934,9 @@ class SampledModel(nn.Module):
                                                                      kept=self._not_per_input(x, args))
             return mean
         step = self.max_rows and max(1, self.max_rows // self.samples)
-        if torch.compiler.is_compiling():  # a traced program (torch.export) runs its batch in one pass: a split,
-            step = None                    # sized by the batch, would fix a dynamic batch size to the example's
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a traced program (torch.export,
+            step = None  # torch.jit.trace) runs its batch in one pass: a split, sized by the batch, would fix
+            #              the batch size to the example's
         if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
             return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
         if (user := batch_statistics_user(self.model)) is not None:
@@ -1108,8 +1109,10 @@ class SampledModel(nn.Module):
         """Whether a call runs a loop of forwards without a plan: the check cannot run under vmap
         (.item()), nor tell anything from no rows (every comparison passes, and the plan would
         serve later batches), and the folded graph's own autograd functions have no forward-mode
-        rule."""
-        return not runs_eagerly() or x.shape[0] == 0 or carries_tangents(self.model, x, args, kwargs)
+        rule. Under ``torch.jit.trace`` the check's forwards would be recorded into the trace, and
+        rerun at every call with their reshapes fixed to the example's rows."""
+        return (not runs_eagerly() or torch.jit.is_tracing() or x.shape[0] == 0
+                or carries_tangents(self.model, x, args, kwargs))
 
     def _network(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, modules: list[nn.Module]):
         model = self.model
