@@ -393,6 +393,29 @@ def test_a_traced_sampler_runs_at_any_batch_size():
 
 
 @pytest.mark.slow
+def test_a_layer_aggregated_sampler_exports_fresh_or_called_with_a_dynamic_batch():
+    """Export of ``aggregate="layer"``: a fresh sampler of a model with buffers had failed as
+    "needs a model torch.fx can trace" (the trace's check of the buffers compared export's
+    stand-ins, which hold no values), and one called before, with a dynamic batch, with sympy's
+    "BooleanAtom not allowed" (its cache key compared the symbolic batch)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), PBit(), nn.Linear(8, 3)).eval()
+    x = torch.randn(6, 4)
+    sampled = SampledModel(net, 4, aggregate="layer")
+    eager = torch.stack([sampled(x) for _ in range(150)])
+    batch = torch.export.Dim("batch")
+    for called in (False, True):
+        sampled = SampledModel(net, 4, aggregate="layer")
+        if called:
+            sampled(torch.randn(5, 4))
+        program = torch.export.export(sampled, (torch.randn(5, 4),), dynamic_shapes={"x": {0: batch}}).module()
+        assert program(torch.randn(9, 4)).shape == (9, 3)
+        exported = torch.stack([program(x) for _ in range(150)])
+        error = (eager.var(0) / 150 + exported.var(0) / 150).sqrt()
+        assert torch.all((exported.mean(0) - eager.mean(0)).abs() <= 5 * error)
+
+
+@pytest.mark.slow
 def test_export_with_a_dynamic_batch_and_strict_export_under_autograd():
     """A named dynamic batch dimension: the fused kernel's size test had added a guard on it that
     export refused (an AssertionError from torch); strict export traced the forward-mode rule."""

@@ -1159,7 +1159,9 @@ class SampledModel(nn.Module):
         under it), torch's global modes a forward may branch on (gradients, inference, default
         dtype, deterministic algorithms, anomaly detection), whether B is 1, the arguments'
         structure, non-batch shapes and non-tensor values (not T: a fold is the same rewrite for
-        every T). Modules that gain hooks after a plan was made get a plan checked with them."""
+        every T). Modules that gain hooks after a plan was made get a plan checked with them.
+        Its comparisons are Python bools also where the batch is a symbolic size (``torch.export``
+        with a dynamic batch), whose comparison a dictionary lookup cannot take."""
         batch = x.shape[0]
         layout = tuple((id(m), m.training, _dropping(m), hook_kinds(m)) if own_hooks(m) else
                        (id(m), m.training, _dropping(m)) for m in modules)
@@ -1170,7 +1172,7 @@ class SampledModel(nn.Module):
 
         def describe(v):
             if isinstance(v, torch.Tensor):
-                return ("tensor", v.dim() > 0 and v.shape[0] == batch, tuple(v.shape[1:]), v.dtype, v.device)
+                return ("tensor", v.dim() > 0 and bool(v.shape[0] == batch), tuple(v.shape[1:]), v.dtype, v.device)
             try:
                 hash(v)
                 return v
@@ -1178,9 +1180,9 @@ class SampledModel(nn.Module):
                 return ("object", id(v))
 
         if not args and not kwargs:  # the usual call, and the cheapest key
-            return batch == 1, layout, describe(x)
+            return bool(batch == 1), layout, describe(x)
         leaves, spec = tree_flatten((args, kwargs))
-        return batch == 1, layout, describe(x), str(spec), tuple(map(describe, leaves))
+        return bool(batch == 1), layout, describe(x), str(spec), tuple(map(describe, leaves))
 
     def _plan(self, x: torch.Tensor, args: tuple, kwargs: dict) -> str:
         """The fastest way of running T samples that computes what a loop of T forwards does:

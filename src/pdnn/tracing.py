@@ -245,7 +245,7 @@ class ModelState:
         ``containers``: and a container whose items changed."""
         moved = [name for name, m, key, t, saved in [*self.buffers, *self.tensors]
                  if (m._buffers.get(key) if key in m._buffers else vars(m).get(key)) is not t
-                 or not _close(t, saved.values, rtol, atol)]
+                 or not _unchanged(t, saved, rtol, atol)]
         moved += [name for name, m, key, value in self.numbers
                   if type(vars(m).get(key)) is not type(value) or vars(m)[key] != value]
         moved += [f"{name}.{key}".lstrip(".") for name, m, key in self._traced_values()]
@@ -363,7 +363,7 @@ def _restored(tensor: torch.Tensor, saved: _Saved) -> torch.Tensor:
     in training it never reads them), and a bump would fail it. Where they did bump it (``fill_``,
     ``+=``), the write bumps it too, so that a reader who caches a value until its version moves
     (the ``initialised`` flag of :class:`pdnn.nn.quant.WeightQuantizer`) sees the restore."""
-    if _close(tensor, saved.values, 0.0, 0.0):
+    if _unchanged(tensor, saved, 0.0, 0.0):
         return tensor
     try:
         if _version(tensor) == saved.version:
@@ -374,6 +374,15 @@ def _restored(tensor: torch.Tensor, saved: _Saved) -> torch.Tensor:
         return tensor
     except RuntimeError:  # an inference-mode tensor, or an expanded one: keep the saved copy instead
         return saved.values
+
+
+def _unchanged(tensor: torch.Tensor, saved: _Saved, rtol: float, atol: float) -> bool:
+    """Whether ``tensor`` still holds its ``saved`` values (within the tolerances). While
+    ``torch.export`` traces, the tensors are stand-ins that hold no values to compare: an in-place
+    change of one moves its version counter, and only that can tell."""
+    if torch.compiler.is_compiling():
+        return _version(tensor) == saved.version
+    return _close(tensor, saved.values, rtol, atol)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
