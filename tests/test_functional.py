@@ -1,6 +1,7 @@
 """Statistical and exact properties of p-bit sampling, quantisation and the STE."""
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -249,6 +250,16 @@ def test_vmap_draws_independent_bits_per_element():
     assert torch.equal(same[0], same[1]) and torch.equal(same[0], same[2])
     with pytest.raises(RuntimeError, match="randomness"):
         vmap(lambda row: F.pbit(row, generator=g))(x)
+    with warnings.catch_warnings():  # (unipolar bits had taken torch's slow path, with its warning)
+        warnings.simplefilter("error")
+        bits = vmap(lambda row: F.pbit(row, mode="unipolar", generator=g), randomness="different")(x)
+    assert set(bits.unique().tolist()) == {0.0, 1.0}
+    # a beta per example is no temperature of the call (it was torch's ".item() ... file a bug")
+    with pytest.raises(ValueError, match="beta must be one number for the whole call, got a tensor whose value"):
+        vmap(lambda row, beta: F.pbit(row, beta=beta), randomness="different")(x, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"beta must be one number for the whole call, got a tensor of shape \(2,\)"):
+        F.pbit(x, beta=torch.tensor([1.0, 2.0]))
+    assert set(F.pbit(x, beta=torch.tensor(2.0)).unique().tolist()) == {-1.0, 1.0}
 
 
 def test_grad_and_jacrev_give_the_ste():

@@ -332,8 +332,10 @@ def test_sampled_models_with_torch_compile(mode):
                 if mode == "train":
                     out.sum().backward()
                     assert all(p.grad is not None for p in net.parameters())
-        # the compiled model inside is sampled by repeat or loop, and that is announced
-        assert any("OptimizedModule" in str(w.message) for w in caught) == inner
+        # the compiled model inside is sampled by repeat or loop, and that is announced as such
+        # (it had been named "a forward with *args or **kwargs", which a compiled module's is)
+        assert any("OptimizedModule" in str(w.message) and "compiled with torch.compile" in str(w.message)
+                   for w in caught) == inner
 
 
 def test_a_compiled_wrapper_captures_no_graph_and_gives_the_eager_samples():

@@ -55,7 +55,13 @@ def check_beta(beta: float, what: str = "beta") -> float:
     if isinstance(beta, torch.Tensor) and beta.requires_grad:
         raise UsageError(f"{what} must be a fixed number; a learnable temperature is not supported, got a tensor "
                          f"that requires grad ({beta.detach().tolist()!r})")
-    value = as_real(beta)
+    if isinstance(beta, torch.Tensor) and beta.numel() != 1:
+        raise UsageError(f"{what} must be one number for the whole call, got a tensor of shape {tuple(beta.shape)}")
+    try:
+        value = as_real(beta)
+    except RuntimeError:  # torch.func.vmap over a beta per example: no one value to read
+        raise UsageError(f"{what} must be one number for the whole call, got a tensor whose value cannot be "
+                         "read here (a beta per example under torch.func.vmap?)") from None
     if value is None:
         raise UsageError(f"{what} must be a positive number, got {shown(beta)}")
     if not math.isfinite(value) or value <= 0:
@@ -192,8 +198,8 @@ class _PBitFunction(torch.autograd.Function):
         if mode == "bipolar":
             one = torch.ones((), dtype=total.dtype, device=total.device)
             bits = torch.copysign(one, total, out=total) if eager else torch.copysign(one, total)
-        else:
-            bits = total.ge_(0)
+        else:  # (out of place where traced or transformed: vmap has no batching rule for ge_)
+            bits = total.ge_(0) if eager else (total >= 0).to(total.dtype)
         # a NaN pre-activation must not become a bit. On the CPU one read-only sum finds it
         # (the full masking pass is paid only then); elsewhere, and where the branch cannot be
         # taken on data, mask unconditionally (no host-device synchronisation)
@@ -353,7 +359,8 @@ def pbit(
     Args:
         x: pre-activations, any shape, floating point.
         mode: ``"bipolar"`` (bits in {-1, +1}) or ``"unipolar"`` (bits in {0, 1}).
-        beta: inverse temperature, > 0.
+        beta: inverse temperature, > 0: one number for the whole call (a Python number, or a
+            tensor of one value, read as one; not one per example under ``torch.func.vmap``).
         generator: source of the uniform draws; must live on ``x.device``. ``None`` uses torch's
             default generator for that device.
         ste: surrogate for the backward pass: ``"mean"``, ``"identity"`` or ``"clipped"``.

@@ -1376,6 +1376,8 @@ def _arguments(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict) -> 
     without a tensor in them (defaults included) a trace is specialised to, and the positions of
     the tensor arguments whose first dimension is the batch."""
     signature = inspect.signature(model.forward)
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":  # (its forward takes *args)
+        raise TypeError("a module compiled with torch.compile, whose code fx does not trace into")
     if _takes_variable_arguments(signature):
         raise TypeError("a forward with *args or **kwargs")
     bound = signature.bind(x, *args, **kwargs)
