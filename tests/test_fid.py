@@ -129,7 +129,7 @@ def test_sample_estimate_converges_to_the_closed_form():
 
 
 def test_too_few_images_for_the_covariance_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"--n must be at least 65"):
+    with pytest.raises(ValueError, match=r"too few for the covariance of 64 features; expected at least 65$"):
         feature_statistics(np.zeros((64, 64)))
 
 

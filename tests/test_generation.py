@@ -437,9 +437,11 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert sorted(p.name for p in (runs / "vae").iterdir()) == before
 
 
-def test_inception_loads_a_state_dict_in_the_fid_format(tmp_path):
+def test_inception_loads_a_state_dict_in_the_fid_format(tmp_path, monkeypatch):
+    import pdnn.features
     from pdnn.features import InceptionFeatures
     from pdnn.inception import FIDInceptionV3
+    from pdnn.provenance import file_sha256
 
     torch.manual_seed(0)
     reference = FIDInceptionV3().eval()
@@ -449,8 +451,20 @@ def test_inception_loads_a_state_dict_in_the_fid_format(tmp_path):
             m.running_var.uniform_(0.5, 1.5)
     state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "pt_inception.pth")
-    extractor = InceptionFeatures(tmp_path / "pt_inception.pth")
+    # other weights of the network's shapes load, but are recorded, and said not to be the standard
+    # file (they had been labelled as the FID weights, their sha256 unrecorded)
+    with pytest.warns(UserWarning, match=r"pt_inception.pth has sha256 \w{8}\.\.\., not the standard FID weights' "
+                                         r"6726825d\.\.\. .*: not comparable with published FIDs"):
+        extractor = InceptionFeatures(tmp_path / "pt_inception.pth")
     assert extractor.metric == "fid" and "Inception-v3 pool3" in extractor.name
+    assert extractor.weights == {"sha256": file_sha256(tmp_path / "pt_inception.pth"), "standard": False}
+    assert extractor.name.endswith("not comparable with published FIDs)")
+    monkeypatch.setattr(pdnn.features, "file_sha256", lambda path: "6726825d" + "0" * 56)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        standard = InceptionFeatures(tmp_path / "pt_inception.pth")
+    assert standard.name == "fid: Inception-v3 pool3 features (2048) from pt_inception.pth"
+    assert standard.weights["standard"]
     images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
     features = extractor(images)
     assert features.shape == (2, 2048)

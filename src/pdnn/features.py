@@ -12,6 +12,7 @@ extractor maps uint8 images ``[N, C, H, W]`` to float features ``[N, d]``.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,11 @@ from .convert import load_measured
 from .evaluate import is_deterministic
 from .inception import load_fid_inception
 from .io import run_dataset
+from .provenance import file_sha256
 from .models import is_generator
+
+
+STANDARD_SHA256_PREFIX = "6726825d"  # of pytorch-fid's pt_inception-2015-12-05-6726825d.pth
 
 
 class ClassifierFeatures:
@@ -64,7 +69,12 @@ class ClassifierFeatures:
 
 
 class InceptionFeatures:
-    """Inception-v3 pool3 features of the FID weights file ``weights`` (see :mod:`pdnn.inception`)."""
+    """Inception-v3 pool3 features of the FID weights file ``weights`` (see :mod:`pdnn.inception`).
+
+    Any file of the network's shapes loads, so the file's sha256 is recorded (``weights``), and
+    one that is not the standard file (whose sha256 begins as its name ends, ``6726825d``, as
+    torch.hub names files) is said to be so, in a warning and in the name the distances carry:
+    they are then not comparable with published FIDs."""
 
     metric = "fid"
     dim = 2048
@@ -72,7 +82,14 @@ class InceptionFeatures:
     def __init__(self, weights: str | Path, device="cpu"):
         self.model = load_fid_inception(weights).to(device)
         self.device = device
+        digest = file_sha256(weights)
+        self.weights = {"sha256": digest, "standard": digest.startswith(STANDARD_SHA256_PREFIX)}
         self.name = f"fid: Inception-v3 pool3 features (2048) from {Path(weights).name}"
+        if not self.weights["standard"]:
+            unlike = (f"sha256 {digest[:8]}..., not the standard FID weights' {STANDARD_SHA256_PREFIX}... "
+                      "(pt_inception-2015-12-05-6726825d.pth): not comparable with published FIDs")
+            warnings.warn(f"--inception-weights {weights} has {unlike}", stacklevel=2)
+            self.name += f" ({unlike})"
         self.source = str(weights)
 
     @torch.no_grad()

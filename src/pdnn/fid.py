@@ -103,7 +103,7 @@ def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray,
     n, d = f.shape
     if n < min_images(d):
         raise UsageError(f"{n} images are too few for the covariance of {d} features; "
-                         f"--n must be at least {min_images(d)}")
+                         f"expected at least {min_images(d)}")  # (a library call has no --n)
     if not np.isfinite(f).all():
         raise UsageError("features hold NaN or infinite values")
     return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))  # [1, 1] for one feature, not a scalar
