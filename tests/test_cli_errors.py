@@ -374,6 +374,25 @@ def test_plot_draws_rows_without_a_spread(trained_run, tmp_path):
         assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 0
 
 
+@pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluation written here
+def test_plot_draws_the_curve_in_order_of_t(trained_run, tmp_path, monkeypatch):
+    """Rows of a file written out of order (by hand, or another tool) had been joined in file
+    order, a line back and forth."""
+    import shutil
+
+    from matplotlib.axes import Axes
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    rows = [{"samples": t, "accuracy_mean": a, "accuracy_std": 0.01} for t, a in ((10, 0.6), (1, 0.4), (2, 0.5))]
+    (run / "eval-network.json").write_text(json.dumps({"results": rows}))
+    drawn, errorbar = [], Axes.errorbar
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, *a, **k: drawn.append((list(x), list(y)))
+                        or errorbar(self, x, y, *a, **k))
+    assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 0
+    assert drawn == [([1, 2, 10], [40.0, 50.0, 60.0])]
+
+
 def test_a_diverging_run_stops_without_saving_nan_weights(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--lr", "1e36", "--epochs", "2", "--out", str(run)]) == 2

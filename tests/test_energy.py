@@ -2,6 +2,7 @@
 import json
 import math
 import re
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -979,11 +980,12 @@ def test_cli_energy_for_a_model_and_a_run(tmp_path, capsys, monkeypatch):
     table.write_text(TABLE.read_text().replace("energy_pj = 1300.0", "energy_pj = 'lots'"))
     capsys.readouterr()
     for bad in (["--samples", "0"], ["--memory", "hbm"], ["--activation-memory", "hbm"], ["--tech", str(table)],
-                ["--reuse", "sometimes"]):
+                ["--reuse", "sometimes"], ["--weight-memory", ""]):
         assert main(["energy", str(run), *bad]) == 2
     err = capsys.readouterr().err
     assert "--memory (weight memory): unknown memory level 'hbm'" in err
     assert "--activation-memory (activation memory): unknown memory level 'hbm'" in err
+    assert "--weight-memory (weight memory): unknown memory level ''" in err  # (it had priced dram)
     assert "memory.dram.energy_pj" in err and "samples" in err
     with pytest.raises(SystemExit):
         main(["energy", "--help"])
@@ -1228,6 +1230,11 @@ def test_tradeoff_warns_when_one_runs_evaluations_differ_in_test_examples(tmp_pa
         write_json(path, {**json.loads(path.read_text()), "examples": examples})
     with pytest.warns(UserWarning, match=r"different numbers of test examples .*pbit \(layer\): 20"):
         tradeoff_runs([pbit, tanh])  # the run's last file alone (300, 300) hid it
+    write_json(pbit / "eval-layer.json", {k: v for k, v in json.loads((pbit / "eval-layer.json").read_text()).items()
+                                          if k != "examples"})  # one written before the count: no mismatch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tradeoff_runs([pbit, tanh])
 
 
 def test_an_elementary_operation_of_no_inputs_or_bits_is_named():

@@ -431,7 +431,9 @@ def read_eval(path: Path | str) -> dict:
     list of rows with an integer ``samples`` in [1, 2**63 - 1] (what an evaluation takes; a plot's
     log axis fails on larger integers), an ``accuracy_mean`` in [0, 1] and, if given,
     a finite ``accuracy_std`` >= 0 and an integer ``repeats`` >= 1, each ``samples`` once, and if
-    given an integer ``examples`` >= 1; anything else is a :class:`RunError` naming the file."""
+    given an integer ``examples`` >= 1; anything else is a :class:`RunError` naming the file. Its
+    rows are returned in order of T, as ``pdnn eval`` writes them (a curve drawn through a file
+    written otherwise went back and forth)."""
     document = read_json(path)
     rows = document.get("results") if isinstance(document, dict) else None
     if not isinstance(rows, list) or not rows:
@@ -452,7 +454,7 @@ def read_eval(path: Path | str) -> dict:
     if twice := sorted({t for t in seen if seen.count(t) > 1}):  # (which of two accuracies would a curve take?)
         raise RunError(f"{path} lists T = {', '.join(map(str, twice))} more than once; an evaluation measures each "
                        "T once")
-    return document
+    return {**document, "results": sorted(rows, key=lambda row: row["samples"])}
 
 
 def is_epoch_history(metrics, keys: tuple[str, ...] = ()) -> bool:

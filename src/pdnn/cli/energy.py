@@ -53,8 +53,8 @@ def _settings(args, aggregate: str = "network") -> Settings:
     levels = {}
     for role in ("weight", "activation"):
         own = getattr(args, f"{role}_memory")
-        option = f"--{role}-memory" if own else "--memory"
-        levels[role] = own or args.memory
+        option = f"--{role}-memory" if own is not None else "--memory"
+        levels[role] = args.memory if own is None else own  # (an empty one is checked, not taken as unset)
         tech.memory(levels[role], f"{option} ({role} memory)")  # names the option in the error
     return Settings(tech, weight_memory=levels["weight"], activation_memory=levels["activation"],
                     reuse=Reuse.parse(args.reuse), aggregate=aggregate, shared_prefix=not args.no_shared_prefix)

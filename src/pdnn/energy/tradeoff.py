@@ -263,7 +263,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     labels = series_labels(runs, suffixes=("", LAYER_SERIES))
     points = [p for run_dir, _ in runs for p in run_points(run_dir, settings, input_bits, labels[run_dir])]
     examples = {f"{p['run']} ({p['aggregate']})": p["examples"] for p in points}  # one per eval file
-    if len(set(examples.values())) > 1:
+    if len(set(examples.values()) - {None}) > 1:  # (evaluations written before the count have none)
         warnings.warn("the runs were evaluated on different numbers of test examples ("
                       + ", ".join(f"{evaluation}: {n}" for evaluation, n in examples.items())
                       + "), so their accuracies are not measured alike")
