@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pdnn.adaptive import CHECKPOINTS, StoppingRule, parse_checkpoints
 from pdnn.checks import positive_int
-from pdnn.cli.common import file_in_the_way
+from pdnn.cli.common import file_in_the_way, options_named
 from pdnn.energy.tech import load_table
 from pdnn.errors import UsageError
 from pdnn.experiments.adaptive_study import ERRORS, render_readme, study_run, write_figure
@@ -53,9 +53,11 @@ def parse_args(argv=None):
         if twice := sorted({e for e in args.errors if args.errors.count(e) > 1}):  # (its rows would repeat)
             raise UsageError(f"--errors lists {', '.join(f'{e:g}' for e in twice)} more than once")
         positive_int("--max-samples", args.max_samples)  # named as the option, before the looks are checked against it
-        args.checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
-        for error in args.errors:
-            StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)
+        with options_named({"checkpoints": "--checkpoints", "prior_samples": "--prior-samples",
+                            "error level": "--errors"}):
+            args.checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
+            for error in args.errors:
+                StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)
         positive_int("--batch", args.batch)
         load_table().memory(args.memory, "--memory")
         args.subset = {key: _number("--subset", n, int) for key, n in _pairs("--subset", args.subset, "=")}
