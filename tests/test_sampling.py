@@ -1390,6 +1390,60 @@ def test_a_call_from_another_thread_that_ends_first_leaves_this_ones_count():
     assert errors == [] and sampled.plan(torch.randn(8, 8)) == "graph"
 
 
+def test_samplers_checked_in_two_threads_at_once_leave_the_model_and_torch_as_they_were():
+    """Two threads' first calls of their own samplers of one model: each check put back what it
+    found, and interleaved, one put back the other's stand-ins: the p-bits left deterministic
+    for good (a mean off by 8 logits), torch.rand a stand-in in that thread. The threads meet
+    inside their checks where they can (they now wait for each other's)."""
+    rand, dropout = torch.rand, nn.functional.dropout
+    for attempt in range(6):
+        meeting = threading.Barrier(2, timeout=0.3)
+
+        class Meets(nn.Module):
+            def forward(self, h):
+                try:
+                    meeting.wait()
+                except threading.BrokenBarrierError:
+                    pass
+                return h
+
+        torch.manual_seed(attempt)
+        net = nn.Sequential(nn.Linear(4, 8), Meets(), PBit(), nn.Linear(8, 3)).eval()
+        threads = [threading.Thread(target=lambda: SampledModel(net, 4)(torch.randn(6, 4))) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [n for n, m in net.named_modules() if "forward" in vars(m)] == [], attempt
+        assert torch.rand is rand and nn.functional.dropout is dropout
+        bits = net[2](torch.zeros(4000))
+        assert set(bits.unique().tolist()) == {-1.0, 1.0}
+
+
+def test_seeded_samplers_in_two_threads_draw_their_own_streams():
+    """A seeded call lends torch's default generator its stream: two threads' calls at once drew
+    from each other's streams (0 of 20 calls equal to the same calls made in one thread)."""
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(64, 256), PBit(), nn.Linear(256, 256), PBit(), nn.Linear(256, 3)).eval()
+            for _ in range(2)]
+    x = torch.randn(16, 64)
+
+    def calls(seed: int, out: list):
+        sampled = SampledModel(nets[seed], 8, seed=seed, reduce="none")
+        out += [sampled(x) for _ in range(20)]
+
+    alone = [[], []]
+    for seed in (0, 1):
+        calls(seed, alone[seed])
+    together = [[], []]
+    threads = [threading.Thread(target=calls, args=(seed, together[seed])) for seed in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(a, b) for seed in (0, 1) for a, b in zip(alone[seed], together[seed]))
+
+
 class _NaNsScrubbed(nn.Module):
     """Scales a p-bit's input by the batch's largest value, which a fold takes over all samples,
     and reads the second p-bit's bits with NaN counted as 0."""

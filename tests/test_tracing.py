@@ -63,3 +63,35 @@ def test_draws_the_layer_aggregation_names_or_averages():
     graph = build_sampled_graph(Drawing(), 4, "layer")
     averaged = [node.args[0].target for node in graph.graph.nodes if node.target is average_samples]
     assert averaged[1:] == ["pool"]  # (the p-bit first, drawing for its input repeated)
+
+
+def test_modules_another_thread_calls_while_a_model_is_traced_run_as_they_are():
+    """fx patches nn.Module.__call__ for the whole process while it traces: a module another
+    thread called meanwhile went into the trace's graph, and failed ("module is not installed as
+    a submodule"). The two threads meet inside the trace."""
+    import threading
+
+    meeting = threading.Barrier(2, timeout=10)
+
+    class Meets(nn.Module):
+        def forward(self, h):
+            meeting.wait()  # (fx runs the forward's Python: here the other thread calls its module)
+            meeting.wait()
+            return h
+
+    other, results = nn.Linear(4, 2), []
+
+    def call_other():
+        meeting.wait()
+        try:
+            results.append(other(torch.ones(1, 4)))
+        except Exception as error:  # noqa: BLE001 -- reported below
+            results.append(error)
+        meeting.wait()
+
+    thread = threading.Thread(target=call_other)
+    thread.start()
+    graph = Tracer().trace(nn.Sequential(nn.Linear(4, 4), Meets(), PBit()))
+    thread.join()
+    assert isinstance(results[0], torch.Tensor) and torch.equal(results[0], other(torch.ones(1, 4)))
+    assert [n.op for n in graph.nodes] == ["placeholder", "call_module", "call_module", "output"]

@@ -26,6 +26,7 @@ import itertools
 import math
 import sys
 import threading
+import types
 import warnings
 from typing import Callable
 
@@ -38,7 +39,7 @@ from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
 from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
-from .tracing import ModelState
+from .tracing import PROCESS_WIDE, ModelState
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
@@ -178,7 +179,12 @@ class _Probe:
 def _in_this_thread(probe: Callable, original: Callable) -> Callable:
     """``probe`` when called from the thread that installed it, ``original`` from any other."""
     owner = threading.get_ident()
-    return lambda *args, **kwargs: (probe if threading.get_ident() == owner else original)(*args, **kwargs)
+
+    @functools.wraps(probe)  # (read as the stand-in by whatever inspects it)
+    def call(*args, **kwargs):
+        return (probe if threading.get_ident() == owner else original)(*args, **kwargs)
+
+    return call
 
 
 class _Still:
@@ -226,19 +232,22 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
     """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
     ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by ``probe`` (other random
     calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold that depends on them
-    fails the check: slower, never wrong)."""
-    modules = [m for m in model.modules() if is_stochastic(m)]
-    own = [m.__dict__.get("forward") for m in modules]
-    replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
-    replaced += [(torch, name, getattr(probe, name))
-                 for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
-    rule_map_before = _dynamo_rule_map_size()
-    with _compiled_modules_eager():
+    fails the check: slower, never wrong). Every replacement acts in the calling thread only, and
+    the checks of several threads run one at a time (:data:`pdnn.tracing.PROCESS_WIDE`): each
+    puts back what it found, which, interleaved, was another thread's stand-in."""
+    with PROCESS_WIDE, _compiled_modules_eager():
+        modules = [m for m in model.modules() if is_stochastic(m)]
+        own = [m.__dict__.get("forward") for m in modules]
+        replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
+        replaced += [(torch, name, getattr(probe, name))
+                     for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
+        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
+        rule_map_before = _dynamo_rule_map_size()
         try:
-            for m in modules:  # (a subclass's own mean may ask for more, or lie elsewhere)
+            for m, forward in zip(modules, own):  # (a subclass's own mean may ask for more, or lie elsewhere)
                 bounded = isinstance(m, (PBit, DitheredQuantize)) and type(m).mean in (PBit.mean, DitheredQuantize.mean)
-                m.forward = functools.partial(probe.module, mean=m.mean if bounded else None, levels=_levels(m))
+                stand_in = functools.partial(probe.module, mean=m.mean if bounded else None, levels=_levels(m))
+                m.forward = _in_this_thread(stand_in, forward or types.MethodType(type(m).forward, m))
             for (owner, name, fn), (_, _, original) in zip(replaced, originals):
                 setattr(owner, name, _in_this_thread(fn, original))
             yield probe

@@ -62,7 +62,7 @@ from .pooled_pbit import use_pooled_pbits
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit
+from .tracing import PROCESS_WIDE, UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
 # a fold is checked against a loop of forwards on 4 rows, at 2 and at 3 samples: a value of the
@@ -768,7 +768,7 @@ class SampledModel(nn.Module):
             object.__setattr__(m, "generator", None if default is not None else generator)
         holding = _holding(default, generator) if default is not None else contextlib.nullcontext()
         try:
-            with holding:
+            with PROCESS_WIDE if default is not None else contextlib.nullcontext(), holding:
                 yield
         finally:
             for m, g in zip(stochastic, saved):
@@ -1316,8 +1316,10 @@ def _holding(default: torch.Generator, stream: torch.Generator):
     because ``torch.utils.checkpoint`` restores the default generators, and only those, when it
     recomputes a forward pass in the backward pass: draws from ``stream`` would give other bits
     then, and silently wrong gradients. Torch's own draws inside the model (dropout) then come
-    from the seeded stream too. The swap is not thread-safe: other threads drawing from torch's
-    default generator during the call would draw from, and advance, the seeded stream."""
+    from the seeded stream too. Seeded calls of several threads run one at a time
+    (:data:`pdnn.tracing.PROCESS_WIDE`; interleaved, each drew from the others' streams), but
+    other threads drawing from torch's default generator during the call, unseeded, draw from
+    and advance the seeded stream."""
     saved = default.get_state()
     default.set_state(stream.get_state())
     try:

@@ -38,6 +38,7 @@ import collections
 import itertools
 import operator
 import sys
+import threading
 import warnings
 from typing import Callable
 
@@ -111,6 +112,14 @@ def is_pdnn_unit(m: nn.Module) -> bool:
     return type(m).__module__.startswith("pdnn.nn") or is_stochastic(m)
 
 
+PROCESS_WIDE = threading.RLock()
+"""Held while pdnn changes what every thread sees: fx's trace patches ``nn.Module.__call__`` for
+the process, the fold check puts stand-ins for pdnn's stochastic modules and torch's random
+functions, and a seeded call lends torch's default generator its stream. Two threads doing so
+at once undid each other's changes (a stand-in left in place for good, deterministic p-bits) or
+failed inside fx ("module is not installed as a submodule"); one at a time, they do not."""
+
+
 class Tracer(fx.Tracer):
     """An ``fx.Tracer`` that keeps torch layers, pdnn units and what ``opaque`` accepts as leaves."""
 
@@ -131,15 +140,30 @@ class Tracer(fx.Tracer):
         it was before, and ``unrecorded`` listing what the graph leaves out of the forward."""
         self.unrecorded: list[str] = []
         self.gradients_only: list[str] = []  # those of ``unrecorded`` that change gradients, not values
-        state = ModelState(root) if isinstance(root, nn.Module) else None
-        try:
-            with torch.enable_grad():
-                self._modes = _modes()
-                return super().trace(root, concrete_args)
-        finally:
-            if state is not None:
-                self.unrecorded += [f"it updates {name} as it runs" for name in state.changed()]
-                state.restore()
+        with PROCESS_WIDE:
+            state = ModelState(root) if isinstance(root, nn.Module) else None
+            self._thread = threading.get_ident()
+            try:
+                with torch.enable_grad():
+                    self._modes = _modes()
+                    return super().trace(root, concrete_args)
+            finally:
+                if state is not None:
+                    self.unrecorded += [f"it updates {name} as it runs" for name in state.changed()]
+                    state.restore()
+
+    # fx patches nn.Module's __call__ and __getattr__ for the whole process while it traces:
+    # another thread's modules, called meanwhile, run as they are, not into this graph (they
+    # failed with "module is not installed as a submodule")
+    def call_module(self, m: nn.Module, forward: Callable, args, kwargs):
+        if threading.get_ident() != self._thread:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val, parameter_proxy_cache: dict):
+        if threading.get_ident() != self._thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def create_proxy(self, kind, target, args, kwargs, *rest, **options):
         """fx's proxy; without ``defaults``, a placeholder gets none (a default fx records as nodes,
