@@ -380,3 +380,13 @@ def test_repeats_given_as_a_torch_integer_draws_as_the_int_does():
     x = torch.randn(5000, 5)  # large enough for the fused kernel
     bits = [F.pbit(x, generator=torch.Generator().manual_seed(0), repeats=r) for r in (2, torch.tensor(2))]
     assert bits[0].shape == (10000, 5) and torch.equal(*bits)
+
+
+def test_a_repeat_too_large_to_hold_is_refused_by_torch_at_once():
+    """Folding 10**12 samples had first built a Python list of 10**12 references (a bare
+    MemoryError; at T = 10**9 it took 8 GB before torch was asked); beyond CAT_SAMPLES an expanded
+    view is copied: the same values, and torch's own one-line refusal of what does not fit."""
+    x = torch.randn(3, 8)
+    assert torch.equal(F.repeat_samples(x, F.CAT_SAMPLES + 1), torch.cat([x] * (F.CAT_SAMPLES + 1)))
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        F.repeat_samples(torch.zeros(5, 8), 10**12)

@@ -411,13 +411,22 @@ def repeat_samples(x, samples: int):
 
     ``torch.cat`` rather than ``Tensor.repeat``: it keeps a channels-last ``x`` channels-last
     (``repeat`` returns NCHW, which every later layer of a channels-last network converts
-    back) and copies 5x faster on a CPU."""
+    back) and copies 5x faster on a CPU. Not beyond ``CAT_SAMPLES`` copies, whose list of
+    references alone would take memory (8 GB at T = 10⁹) before torch could say that the
+    result does not fit: an expanded view is copied instead."""
     if not isinstance(x, torch.Tensor) or samples == 1:
         return x
     stack = stacked_passes.active()
     if stack is not None:
         return stack.repeat(x, samples)
-    return torch.cat([x] * samples) if x.dim() else x.repeat(samples)
+    if not x.dim():
+        return x.repeat(samples)
+    if samples > CAT_SAMPLES:
+        return x.unsqueeze(0).expand(samples, *x.shape).reshape(samples * x.shape[0], *x.shape[1:])
+    return torch.cat([x] * samples)
+
+
+CAT_SAMPLES = 1 << 16
 
 
 def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:

@@ -573,8 +573,10 @@ class SampledModel(nn.Module):
         max_rows: the most samples x batch rows one folded pass may hold. A larger batch is
             split into sub-batches of ``max_rows // T`` inputs, at least one (so below T a pass
             holds one input's T rows; each sub-batch still shares its prefix), so
-            the activations stay small and memory stays bounded: on a 2-core CPU the reference
-            CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower than a loop
+            the activations stay small and memory stays bounded by max(T, ``max_rows``) rows per
+            pass without autograd (with it, every pass's activations are kept for the backward
+            pass, and memory grows with T x batch whatever ``max_rows``): on a 2-core CPU the
+            reference CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower than a loop
             of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
             above 32 MiB afresh, and page faults then dominate); ``MAX_ROWS`` (256) is the
             measured choice, which evaluation passes as ``max_rows``. ``None`` (the default) never splits. The split
@@ -594,7 +596,8 @@ class SampledModel(nn.Module):
             oneDNN with their weights packed once (:mod:`pdnn.packed_linear`), instead of the
             default transposed GEMM (:mod:`pdnn.transposed_linear`). Opt-in, for fixed weights: a
             change of a few weights through ``.data`` may not be seen (every other change is;
-            :mod:`pdnn.packed_linear`).
+            :mod:`pdnn.packed_linear`). Another GEMM sums in another order: outputs differ from
+            unpacked ones by float rounding (3e-4 on logits of a CNN at T = 1000).
 
     Under ``torch.compile`` the wrapper itself runs eagerly (:func:`_eager_under_compile`): its
     plans, caches and generators are Python state a compiled graph cannot hold. Compile the model
