@@ -298,6 +298,31 @@ def test_a_cache_that_fills_up_warns_and_still_loads(tmp_path, monkeypatch):
     assert shared and not any((tmp_path / "cache").rglob("*.tmp"))  # its staging folder removed
 
 
+def test_a_damaged_entry_that_cannot_be_moved_warns_and_still_loads(tmp_path, monkeypatch):
+    """An entry in the way that this user may not move (another user's, in a shared folder with
+    the sticky bit) had stopped the run ("Operation not permitted"); the entry built is read
+    from where it was built, and nothing is left behind."""
+    import errno
+
+    original = make_idx(tmp_path / "mnist", gz=False)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    load("mnist", roots=[tmp_path], progress=False)
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    (entry / "train_x.bin").write_bytes(b"damaged")
+    rename = os.rename
+
+    def not_permitted(source, target):
+        if Path(source) == entry:  # setting the damaged entry aside
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        rename(source, target)
+
+    monkeypatch.setattr(cache_module.os, "rename", not_permitted)
+    with pytest.warns(UserWarning, match="rebuilding"), \
+            pytest.warns(UserWarning, match="could not write the data cache.*Operation not permitted"):
+        assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # (its staging folder removed)
+
+
 def test_two_builds_replacing_a_damaged_entry_at_once_keep_one_and_leave_nothing(tmp_path, monkeypatch):
     """The other build publishes between this one's two renames: its entry is kept, and the
     damaged entry set aside is removed."""

@@ -263,7 +263,9 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
     the dataset's folder (see :func:`cache_path`).
 
     A cache directory that cannot be written, or that fills up as the entry is written, is warned
-    about, not fatal: the entry is then built in a temporary directory and deleted once mapped."""
+    about, not fatal: the entry is then built in a temporary directory and deleted once mapped.
+    So is an entry in the way that cannot be moved (another user's, in a shared folder with the
+    sticky bit): the entry built is read from where it was built, and deleted once mapped."""
     path = cache_path(cache_dir(directory), name, files, place)
     entry = read(path)
     if entry is not None:
@@ -277,28 +279,38 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
         try:
             _build(staging, build)
             os.chmod(staging, folder_mode())  # a shared cache, readable by the user's group
-            _publish(staging, path)
-            problem = None
         except OSError as err:  # the cache's disk filled up as the entry was written; any other error is raised
+            shutil.rmtree(staging, ignore_errors=True)
             if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise
             problem = err
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            try:
+                _publish(staging, path)
+                problem = None
+            except OSError as err:  # an entry in the way that this user cannot move
+                _not_kept(path, err)
+                return read(staging)  # mapped files stay readable after the directory is removed
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         if problem is None:
             _remove_stale(path)
             remove_orphans(path)  # the staging folders of builds that were killed
             if (entry := read(path)) is not None:
                 return entry
             problem = "another process removed the entry as it was published"
-    warnings.warn(f"could not write the data cache in {path.parent} ({problem}); the dataset will be decoded "
-                  "again next time (set PDNN_CACHE to a writable directory)", stacklevel=2)
+    _not_kept(path, problem)
     staging = Path(tempfile.mkdtemp(prefix=f"pdnn-{name}-"))
     try:
         _build(staging, build)
         return read(staging)  # mapped files stay readable after the directory is removed
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _not_kept(path: Path, problem) -> None:
+    warnings.warn(f"could not write the data cache in {path.parent} ({problem}); the dataset will be decoded "
+                  "again next time (set PDNN_CACHE to a writable directory)", stacklevel=3)
 
 
 def _build(staging: Path, build: Callable[[CacheWriter], list[str]]) -> None:
