@@ -17,8 +17,13 @@ are saved in every checkpoint, so ``resume`` continues the exact random streams 
 run would have used.
 
 Multi-process training: started by ``torchrun`` (``WORLD_SIZE`` > 1), every process runs on its
-own device (``cuda:<LOCAL_RANK>``, or the CPU) and takes a strided share of each global batch, gradients are averaged by ``DistributedDataParallel``
-(gloo on the CPU, nccl on CUDA), and process 0 evaluates and writes the run directory.
+own device (``cuda:<LOCAL_RANK>``, or the CPU) and takes a strided share of each global batch,
+gradients are averaged by ``DistributedDataParallel`` (gloo on the CPU, nccl on CUDA), and
+process 0 evaluates and writes the run directory. Two consequences of plain DDP: a batch norm
+normalises with its own process's share (there is no SyncBatchNorm), and the running statistics
+saved are process 0's, so a run on two processes does not equal one on one; and processes whose
+shares differ by one example (a global batch that does not split evenly) weigh equally in the
+averaged gradient.
 """
 from __future__ import annotations
 
