@@ -323,6 +323,20 @@ def test_a_damaged_entry_that_cannot_be_moved_warns_and_still_loads(tmp_path, mo
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # (its staging folder removed)
 
 
+def test_a_build_that_fails_leaves_nothing_in_the_cache(tmp_path):
+    """A build that raises (a damaged source, Ctrl-C) removes its partial staging folder."""
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x")
+    for error in (ValueError, KeyboardInterrupt):
+        def build(writer, error=error):
+            writer.add("train", np.zeros((100, 1, 2, 2), dtype=np.uint8), np.zeros(100))
+            raise error("stopped")
+
+        with pytest.raises(error):
+            cache_module.cached("demo", [source], build, directory=tmp_path / "cache")
+        assert not any((tmp_path / "cache").iterdir())
+
+
 def test_two_builds_replacing_a_damaged_entry_at_once_keep_one_and_leave_nothing(tmp_path, monkeypatch):
     """The other build publishes between this one's two renames: its entry is kept, and the
     damaged entry set aside is removed."""

@@ -279,20 +279,18 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
         try:
             _build(staging, build)
             os.chmod(staging, folder_mode())  # a shared cache, readable by the user's group
-        except OSError as err:  # the cache's disk filled up as the entry was written; any other error is raised
-            shutil.rmtree(staging, ignore_errors=True)
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise
-            problem = err
-        else:
             try:
                 _publish(staging, path)
                 problem = None
             except OSError as err:  # an entry in the way that this user cannot move
                 _not_kept(path, err)
                 return read(staging)  # mapped files stay readable after the directory is removed
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+        except OSError as err:  # the cache's disk filled up as the entry was written; any other error is raised
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            problem = err
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         if problem is None:
             _remove_stale(path)
             remove_orphans(path)  # the staging folders of builds that were killed
