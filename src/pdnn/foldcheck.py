@@ -26,7 +26,6 @@ import itertools
 import math
 import sys
 import threading
-import types
 import warnings
 from typing import Callable
 
@@ -39,7 +38,7 @@ from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
 from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
-from .tracing import PROCESS_WIDE, ModelState
+from .tracing import ModelState
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
@@ -176,15 +175,58 @@ class _Probe:
         return self(input.float() if not input.is_floating_point() else input, levels=(0.0, 1.0))
 
 
-def _in_this_thread(probe: Callable, original: Callable) -> Callable:
-    """``probe`` when called from the thread that installed it, ``original`` from any other."""
-    owner = threading.get_ident()
+class _PerThread:
+    """What stands in for a function (``torch.rand``) or a module's ``forward`` while checks run:
+    the stand-in of the calling thread's innermost check, else the original. One per target,
+    put in place by the first check and taken away by the last, so that checks in several
+    threads at once neither see each other's stand-ins nor, each putting back what it found,
+    leave one in place for good (two threads' first calls of samplers of one model had left the
+    model's p-bits deterministic); and no lock is held while the model runs, which may wait for
+    work in other threads."""
 
-    @functools.wraps(probe)  # (read as the stand-in by whatever inspects it)
-    def call(*args, **kwargs):
-        return (probe if threading.get_ident() == owner else original)(*args, **kwargs)
+    def __init__(self, original: Callable | None, module: nn.Module | None = None):
+        self.original, self.module = original, module  # (a module's own forward, or None: its class's)
+        self.stand_ins: dict[int, list[Callable]] = {}
 
-    return call
+    def __call__(self, *args, **kwargs):
+        mine = self.stand_ins.get(threading.get_ident())
+        if mine:
+            return mine[-1](*args, **kwargs)
+        if self.original is None:
+            return type(self.module).forward(self.module, *args, **kwargs)
+        return self.original(*args, **kwargs)
+
+
+_standing_in: dict[tuple[int, str], _PerThread] = {}  # by (id of the owner, attribute name)
+_standing_in_lock = threading.Lock()
+
+
+def _stand_in(owner, name: str, stand_in: Callable) -> None:
+    """Let ``stand_in`` take the place of ``owner.name`` in this thread (see :class:`_PerThread`)."""
+    with _standing_in_lock:
+        per_thread = _standing_in.get((id(owner), name))
+        if per_thread is None:
+            module = owner if isinstance(owner, nn.Module) else None
+            original = vars(owner).get(name) if module is not None else getattr(owner, name)
+            per_thread = _standing_in[id(owner), name] = _PerThread(original, module)
+            setattr(owner, name, per_thread)
+        per_thread.stand_ins.setdefault(threading.get_ident(), []).append(stand_in)
+
+
+def _stand_down(owner, name: str) -> None:
+    """Undo this thread's last :func:`_stand_in` for ``owner.name``; the last one puts the original back."""
+    with _standing_in_lock:
+        per_thread = _standing_in[id(owner), name]
+        mine = per_thread.stand_ins[threading.get_ident()]
+        mine.pop()
+        if not mine:
+            del per_thread.stand_ins[threading.get_ident()]
+        if not per_thread.stand_ins:
+            del _standing_in[id(owner), name]
+            if per_thread.module is not None and per_thread.original is None:
+                del owner.forward
+            else:
+                setattr(owner, name, per_thread.original)
 
 
 class _Still:
@@ -232,33 +274,29 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
     """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
     ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by ``probe`` (other random
     calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold that depends on them
-    fails the check: slower, never wrong). Every replacement acts in the calling thread only, and
-    the checks of several threads run one at a time (:data:`pdnn.tracing.PROCESS_WIDE`): each
-    puts back what it found, which, interleaved, was another thread's stand-in."""
-    with PROCESS_WIDE, _compiled_modules_eager():
-        modules = [m for m in model.modules() if is_stochastic(m)]
-        own = [m.__dict__.get("forward") for m in modules]
-        replaced = [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
+    fails the check: slower, never wrong). The replacements act in the calling thread only
+    (:class:`_PerThread`): a module that runs its layers in a thread of its own is checked with
+    real draws there, fails the check, and is sampled by a loop."""
+    with _compiled_modules_eager():
+        replaced = []  # (owner, name, stand-in)
+        for m in [m for m in model.modules() if is_stochastic(m)]:
+            # (a subclass's own mean may ask for more, or lie elsewhere)
+            bounded = isinstance(m, (PBit, DitheredQuantize)) and type(m).mean in (PBit.mean, DitheredQuantize.mean)
+            replaced.append((m, "forward", functools.partial(probe.module, mean=m.mean if bounded else None,
+                                                               levels=_levels(m))))
+        replaced += [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
         replaced += [(torch, name, getattr(probe, name))
                      for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
-        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
         rule_map_before = _dynamo_rule_map_size()
+        done = []
         try:
-            for m, forward in zip(modules, own):  # (a subclass's own mean may ask for more, or lie elsewhere)
-                bounded = isinstance(m, (PBit, DitheredQuantize)) and type(m).mean in (PBit.mean, DitheredQuantize.mean)
-                stand_in = functools.partial(probe.module, mean=m.mean if bounded else None, levels=_levels(m))
-                m.forward = _in_this_thread(stand_in, forward or types.MethodType(type(m).forward, m))
-            for (owner, name, fn), (_, _, original) in zip(replaced, originals):
-                setattr(owner, name, _in_this_thread(fn, original))
+            for owner, name, stand_in in replaced:
+                _stand_in(owner, name, stand_in)
+                done.append((owner, name))
             yield probe
         finally:
-            for m, forward in zip(modules, own):
-                if forward is None:
-                    del m.forward
-                else:
-                    m.forward = forward
-            for owner, name, fn in originals:
-                setattr(owner, name, fn)
+            for owner, name in reversed(done):
+                _stand_down(owner, name)
             if _dynamo_rule_map_size() and not rule_map_before:  # made while torch.rand was the probe
                 sys.modules["torch._dynamo.trace_rules"].get_torch_obj_rule_map.cache_clear()
 

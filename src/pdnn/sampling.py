@@ -62,7 +62,7 @@ from .pooled_pbit import use_pooled_pbits
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import PROCESS_WIDE, UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit
+from .tracing import UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
 # a fold is checked against a loop of forwards on 4 rows, at 2 and at 3 samples: a value of the
@@ -771,7 +771,7 @@ class SampledModel(nn.Module):
             object.__setattr__(m, "generator", None if default is not None else generator)
         holding = _holding(default, generator) if default is not None else contextlib.nullcontext()
         try:
-            with PROCESS_WIDE if default is not None else contextlib.nullcontext(), holding:
+            with holding:
                 yield
         finally:
             for m, g in zip(stochastic, saved):
@@ -1319,10 +1319,11 @@ def _holding(default: torch.Generator, stream: torch.Generator):
     because ``torch.utils.checkpoint`` restores the default generators, and only those, when it
     recomputes a forward pass in the backward pass: draws from ``stream`` would give other bits
     then, and silently wrong gradients. Torch's own draws inside the model (dropout) then come
-    from the seeded stream too. Seeded calls of several threads run one at a time
-    (:data:`pdnn.tracing.PROCESS_WIDE`; interleaved, each drew from the others' streams), but
-    other threads drawing from torch's default generator during the call, unseeded, draw from
-    and advance the seeded stream."""
+    from the seeded stream too. The swap is the process's: other threads drawing from torch's
+    default generator during the call, seeded calls of other samplers among them, draw from and
+    advance the seeded stream (and it from theirs), so seeded calls are reproducible only one
+    thread at a time. (Holding a lock for the call instead made a model that waits for seeded
+    work in a thread of its own wait forever.)"""
     saved = default.get_state()
     default.set_state(stream.get_state())
     try:

@@ -112,12 +112,13 @@ def is_pdnn_unit(m: nn.Module) -> bool:
     return type(m).__module__.startswith("pdnn.nn") or is_stochastic(m)
 
 
-PROCESS_WIDE = threading.RLock()
-"""Held while pdnn changes what every thread sees: fx's trace patches ``nn.Module.__call__`` for
-the process, the fold check puts stand-ins for pdnn's stochastic modules and torch's random
-functions, and a seeded call lends torch's default generator its stream. Two threads doing so
-at once undid each other's changes (a stand-in left in place for good, deterministic p-bits) or
-failed inside fx ("module is not installed as a submodule"); one at a time, they do not."""
+TRACING = threading.RLock()
+"""Held while fx traces: it patches ``nn.Module.__call__`` and ``__getattr__`` for the whole
+process and puts back what it found, so two traces at once could leave one's patch in place.
+A trace waits at most ``TRACE_WAIT_S`` for another thread's (a model that waits for work in a
+thread of its own that traces would otherwise wait forever) and then gives up as untraceable:
+the caller samples by repeating the input or by a loop, slower but right."""
+TRACE_WAIT_S = 10.0
 
 
 class Tracer(fx.Tracer):
@@ -140,7 +141,9 @@ class Tracer(fx.Tracer):
         it was before, and ``unrecorded`` listing what the graph leaves out of the forward."""
         self.unrecorded: list[str] = []
         self.gradients_only: list[str] = []  # those of ``unrecorded`` that change gradients, not values
-        with PROCESS_WIDE:
+        if not TRACING.acquire(timeout=TRACE_WAIT_S):
+            raise TypeError(f"another thread's trace did not end within {TRACE_WAIT_S:g} s")
+        try:
             state = ModelState(root) if isinstance(root, nn.Module) else None
             self._thread = threading.get_ident()
             try:
@@ -151,16 +154,22 @@ class Tracer(fx.Tracer):
                 if state is not None:
                     self.unrecorded += [f"it updates {name} as it runs" for name in state.changed()]
                     state.restore()
+        finally:
+            TRACING.release()
 
-    # fx patches nn.Module's __call__ and __getattr__ for the whole process while it traces:
-    # another thread's modules, called meanwhile, run as they are, not into this graph (they
-    # failed with "module is not installed as a submodule")
     def call_module(self, m: nn.Module, forward: Callable, args, kwargs):
+        """fx's, which patches ``nn.Module.__call__`` for the whole process while it traces: a
+        module another thread calls meanwhile runs as it is (one of another model failed with
+        "module is not installed as a submodule"; one of this model, run by another sampler,
+        went into this graph). A model that runs its own layers in a thread of its own is
+        therefore not traced, and is sampled by repeating its input or by a loop."""
         if threading.get_ident() != self._thread:
             return forward(*args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
 
     def getattr(self, attr: str, attr_val, parameter_proxy_cache: dict):
+        """fx's, patched into ``nn.Module.__getattr__`` as ``call_module`` is: another thread
+        reading this model's parameters meanwhile gets the tensors, not this graph's proxies."""
         if threading.get_ident() != self._thread:
             return attr_val
         return super().getattr(attr, attr_val, parameter_proxy_cache)
