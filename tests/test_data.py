@@ -298,17 +298,23 @@ def test_a_cache_that_fills_up_warns_and_still_loads(tmp_path, monkeypatch):
     assert shared and not any((tmp_path / "cache").rglob("*.tmp"))  # its staging folder removed
 
 
+def _a_damaged_entry(tmp_path, monkeypatch) -> tuple:
+    """An IDX dataset and its cache entry, damaged: (the dataset as written, the entry's folder)."""
+    original = make_idx(tmp_path / "mnist", gz=False)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    load("mnist", roots=[tmp_path], progress=False)
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    (entry / "train_x.bin").write_bytes(b"damaged")
+    return original, entry
+
+
 def test_a_damaged_entry_that_cannot_be_moved_warns_and_still_loads(tmp_path, monkeypatch):
     """An entry in the way that this user may not move (another user's, in a shared folder with
     the sticky bit) had stopped the run ("Operation not permitted"); the entry built is read
     from where it was built, and nothing is left behind."""
     import errno
 
-    original = make_idx(tmp_path / "mnist", gz=False)
-    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
-    load("mnist", roots=[tmp_path], progress=False)
-    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
-    (entry / "train_x.bin").write_bytes(b"damaged")
+    original, entry = _a_damaged_entry(tmp_path, monkeypatch)
     rename = os.rename
 
     def not_permitted(source, target):
@@ -366,11 +372,7 @@ def test_a_build_whose_damaged_entry_another_build_set_aside_publishes_its_own(t
     own attempt to set the entry aside: this build publishes, and nothing is left behind."""
     import shutil
 
-    original = make_idx(tmp_path / "mnist", gz=False)
-    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
-    load("mnist", roots=[tmp_path], progress=False)
-    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
-    (entry / "train_x.bin").write_bytes(b"damaged")
+    original, entry = _a_damaged_entry(tmp_path, monkeypatch)
     rename = os.rename
 
     def the_other_build_sets_it_aside_first(source, target):
