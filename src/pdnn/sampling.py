@@ -576,8 +576,8 @@ class SampledModel(nn.Module):
             the activations stay small and memory stays bounded by max(T, ``max_rows``) rows per
             pass without autograd (with it, every pass's activations are kept for the backward
             pass, and memory grows with T x batch whatever ``max_rows``): on a 2-core CPU the
-            reference CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower than a loop
-            of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
+            reference CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower
+            than a loop of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
             above 32 MiB afresh, and page faults then dominate); ``MAX_ROWS`` (256) is the
             measured choice, which evaluation passes as ``max_rows``. ``None`` (the default) never splits. The split
             changes the order of the draws, so a seed's samples depend on it. Only inputs
