@@ -629,6 +629,22 @@ def test_a_signalled_run_says_what_it_kept_and_resumes(signum, status, said, tmp
     assert len(json.loads((run / "metrics.json").read_text())) == saved["epoch"] + 1
 
 
+def test_an_interrupted_process_other_than_0_does_not_say_it_saved_epochs(tmp_path, monkeypatch, capsys):
+    """Under torchrun only process 0 writes the run; the others had said "every finished epoch
+    was saved" too."""
+    import pdnn.cli.train as train_command
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "run", interrupted)
+    for rank, said in (("0", "every finished epoch was saved"), ("1", "process 0 writes the run")):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 130
+        assert capsys.readouterr().err.strip() == f"pdnn train: interrupted; no file was left half-written; {said}" + (
+            ", and --resume continues from the last (if none had finished, train anew)" if rank == "0" else "")
+
+
 def test_resuming_restores_a_history_the_interruption_left_behind(tmp_path):
     """An interruption between the checkpoint's write and the history's leaves metrics.json one
     epoch behind (or absent); resuming, even with nothing left to train, writes it from the checkpoint."""

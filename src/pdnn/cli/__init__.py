@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, _Terminated) as err:
         hint = _CONTINUE.get(args.command)
+        if os.environ.get("RANK", "0") not in ("", "0"):  # a torchrun process other than 0, which writes nothing
+            hint = "process 0 writes the run" if args.command == "train" else None
         how = "interrupted" if isinstance(err, KeyboardInterrupt) else "stopped by SIGTERM"
         print(f"pdnn {args.command}: {how}; no file was left half-written{'; ' + hint if hint else ''}",
               file=sys.stderr)

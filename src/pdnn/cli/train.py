@@ -38,7 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="examples per step (default: 64)")
     p.add_argument("--lr", type=float,
                    help="Adam learning rate (default: 1e-3; 1e-4 for --task vae, the paper's generation runs)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning rate over epochs (default: constant)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="learning rate over the run: constant, or cosine from --lr down to 0, set at every step "
+                        "(default: constant)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam's L2 penalty (default: 0)")
     p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output",
                    help="mean-output: the loss of the mean of the s outputs (the paper's); mean-loss: the mean "
