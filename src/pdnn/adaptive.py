@@ -61,9 +61,14 @@ def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
         points = tuple(int(t) for t in text.split(","))
     except ValueError:
         raise UsageError(f"checkpoints must be 'every' or comma-separated integers, got {text!r}") from None
-    if any(t < 1 for t in points) or list(points) != sorted(set(points)):  # (named as typed, not as a tuple)
+    if not _increasing_looks(points):  # (named as typed, not as the tuple StoppingRule would show)
         raise UsageError(f"checkpoints must be increasing integers >= 1, got {text!r}")
     return points
+
+
+def _increasing_looks(points: tuple) -> bool:
+    """Whether ``points`` (integers, or None where a value was not one) are increasing T >= 1."""
+    return bool(points) and all(t is not None and t >= 1 for t in points) and list(points) == sorted(set(points))
 
 
 def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
@@ -167,7 +172,7 @@ class StoppingRule:
             points = tuple(map(integer, self.checkpoints))
         except TypeError:
             points = ()
-        if not points or any(t is None or t < 1 for t in points) or list(points) != sorted(set(points)):
+        if not _increasing_looks(points):
             raise UsageError(f"checkpoints must be increasing integers >= 1, got {shown(self.checkpoints)}")
         object.__setattr__(self, "checkpoints", points)  # a list given is kept as the tuple it reads as
 
