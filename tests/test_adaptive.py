@@ -543,6 +543,62 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".json") == evaluations  # nothing written
 
 
+def test_eval_cli_adaptive_prices_each_input_at_its_own_t(tmp_path, capsys):
+    """The energy `pdnn eval --adaptive` reports, derived again from the energy model: each input
+    at its own T, weights held (per-eo), read again per round, or read once per round of the batch."""
+    from pdnn.energy import Reuse, Settings, network_energy, run_network
+
+    run, copy = tmp_path / "run", tmp_path / "copy.json"
+    assert main(["train", "--dataset", "demo", "--subset", "300", "--model", "mlp", "--width", "16", "--quiet",
+                 "--out", str(run), "--epochs", "1"]) == 0
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--error", "0.05", "--memory", "sram",
+                 "--json", str(copy), "--quiet"]) == 0
+    document = json.loads(copy.read_text())
+    net, _ = run_network(run)
+    per_eo, per_batch = (Settings(weight_memory="sram", activation_memory="sram", reuse=reuse)
+                         for reuse in (Reuse("per-eo"), Reuse("per-batch", 500)))
+    histogram, n = {int(t): c for t, c in document["samples_histogram"].items()}, document["examples"]
+    assert len(histogram) > 1 and n == sum(histogram.values()) < 500  # one batch, inputs stopping at several T
+    held = sum(c * network_energy(net, t, per_eo)["total_j"] for t, c in histogram.items()) / n
+    weight = network_energy(net, 1, per_eo)["terms"]["weight_memory_j"]
+    energy = document["energy_j"]
+    assert energy["per-eo held"] == pytest.approx(held, rel=1e-12)
+    assert energy["per-eo per round"] == pytest.approx(held + weight * (document["mean_rounds"] - 1), rel=1e-12)
+    rounds = sum(look <= max(histogram) for look in document["rule"]["checkpoints"])  # the slowest input's
+    batch_weight = network_energy(net, 1, per_batch)["terms"]["weight_memory_j"]
+    rest = sum(c * (network_energy(net, t, per_batch)["total_j"] - batch_weight) for t, c in histogram.items()) / n
+    assert energy["per-batch:500"] == pytest.approx(rest + batch_weight * rounds * 500 / n, rel=1e-12)
+    fixed = document["energy_j_fixed_max_samples"]
+    assert fixed["per-eo held"] == fixed["per-eo per round"] == pytest.approx(network_energy(net, 20, per_eo)["total_j"])
+    assert document["energy_settings"]["per-eo"]["weight_memory"] == "sram"
+    out = capsys.readouterr().out
+    assert f"energy per inference, mJ (sram; per-eo held / per-eo per round / per-batch:500): {1e3 * held:.4g}" in out
+    assert f"fixed T = 20: {1e3 * fixed['per-eo held']:.4g}" in out
+    assert main(["eval", str(run), "--adaptive", "--memory", "tape", "--quiet"]) == 2
+    assert "error: --memory: unknown memory level 'tape'" in capsys.readouterr().err
+    assert main(["eval", str(run), "--memory", "sram", "--quiet"]) == 2
+    assert "--memory is only used with --adaptive" in capsys.readouterr().err
+
+
+def test_energies_of_own_t_need_every_t_taken_priced():
+    """Only the T values inputs took are priced (a large max_samples would price thousands); one
+    not priced is an error, not a neighbour's energy."""
+    from pdnn.energy.per_input import energies
+
+    def curve(samples):
+        t = torch.tensor(samples)
+        return {"samples": t, "total": 10.0 + t.double(), "weight": torch.full((len(t),), 8.0, dtype=torch.float64)}
+
+    curves = {"per-eo": curve([1, 5, 400]), "per-batch:2": curve([1, 5, 400])}
+    taken, rounds = torch.tensor([5, 400]), torch.tensor([2, 9])
+    e = energies(taken, rounds, curves, 2)
+    assert e["per-eo held"] == (15 + 410) / 2 and e["per-eo per round"] == (15 + 410 + 8 * (1 + 8)) / 2
+    with pytest.raises(ValueError, match=r"price T = \[1, 5, 400\], not every T taken \(\[4, 5\]\)"):
+        energies(torch.tensor([4, 5]), rounds, curves, 2)
+    with pytest.raises(ValueError, match="not every T taken"):
+        energies(torch.tensor([401]), torch.tensor([1]), curves, 2)
+
+
 def test_a_batch_that_shows_no_spread_teaches_no_prior_and_settles_nothing_on_it():
     """A first batch whose samples all agree shows no spread: a spread of 0 would settle every
     row (it settled them at T = 2), and kept, every later input whose first sample leads at T = 1,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdnn.adaptive import StoppingRule, simulate
+from pdnn.adaptive import StoppingRule, rounds_taken, simulate
+from pdnn.energy.per_input import energies
 from pdnn.experiments import adaptive_study
 from pdnn.experiments.plan import Context
 from pdnn.experiments.studies import STUDIES, accuracy, adaptive
@@ -74,8 +75,8 @@ def linear_energy(n: int, batch: int) -> dict:
     """An energy model with E(T) = 10 + T and a weight term of 8 (per-eo); per batch E(T) = 4 + T
     with a weight term of 2 whatever T."""
     t = torch.arange(1, n + 1, dtype=torch.float64)
-    return {"per-eo": {"total": 10 + t, "weight": torch.full((n,), 8.0, dtype=torch.float64), "settings": {}},
-            f"per-batch:{batch}": {"total": 4 + t, "weight": torch.full((n,), 2.0, dtype=torch.float64),
+    return {"per-eo": {"samples": t.long(), "total": 10 + t, "weight": torch.full((n,), 8.0, dtype=torch.float64), "settings": {}},
+            f"per-batch:{batch}": {"samples": t.long(), "total": 4 + t, "weight": torch.full((n,), 2.0, dtype=torch.float64),
                                    "settings": {}}}
 
 
@@ -83,9 +84,9 @@ def test_energy_accounting_is_exact():
     n, batch = 8, 2
     energy = linear_energy(n, batch)
     taken = torch.tensor([2, 8, 3, 3])
-    rounds = adaptive_study.rounds_taken(taken, StoppingRule(n))
+    rounds = rounds_taken(taken, StoppingRule(n).schedule())
     assert rounds.tolist() == [1, 6, 2, 2]  # looks at 2, 3, 4, 5, 6, 8
-    e = adaptive_study.energies(taken, rounds, energy, batch)
+    e = energies(taken, rounds, energy, batch)
     assert e["per-eo held"] == pytest.approx((12 + 18 + 13 + 13) / 4)
     assert e["per-eo per round"] == pytest.approx((12 + 18 + 40 + 13 + 8 + 13 + 8) / 4)
     # the rest (2 + T) per input, plus 2 per round of the batch's slowest input: batches (2, 8), (3, 3)
@@ -93,13 +94,13 @@ def test_energy_accounting_is_exact():
     # the batches' weight share is summed in float64: a weight term float32 cannot hold (0.1 J) stays exact
     w = 0.1
     energy[f"per-batch:{batch}"]["weight"] = torch.full((n,), w, dtype=torch.float64)
-    e = adaptive_study.energies(taken, rounds, energy, batch)  # (6 + 12 + 7 + 7 - 4w + w (6 + 6 + 2 + 2)) / 4
+    e = energies(taken, rounds, energy, batch)  # (6 + 12 + 7 + 7 - 4w + w (6 + 6 + 2 + 2)) / 4
     assert e[f"per-batch:{batch}"] == pytest.approx(8 + 3 * w, rel=1e-15)
     # a last batch of fewer inputs shares its weight read among fewer: batches (2, 8), (3, 3), (5)
     energy = linear_energy(n, batch)
     taken = torch.tensor([2, 8, 3, 3, 5])
-    rounds = adaptive_study.rounds_taken(taken, StoppingRule(n))
-    e = adaptive_study.energies(taken, rounds, energy, batch)  # per-batch weight 2 is a read of 4 over 2 inputs
+    rounds = rounds_taken(taken, StoppingRule(n).schedule())
+    e = energies(taken, rounds, energy, batch)  # per-batch weight 2 is a read of 4 over 2 inputs
     assert e[f"per-batch:{batch}"] == pytest.approx((4 + 10 + 5 + 5 + 7 + 2 * (6 + 6 + 2 + 2) + 4 * rounds[4]) / 5)
 
 
@@ -110,7 +111,7 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
     labels = torch.randint(0, 3, (200,), generator=generator)
     outputs = torch.nn.functional.one_hot(labels, 3).double() + 2 * torch.randn(n, 200, 3, generator=generator)
     monkeypatch.setattr(adaptive_study, "cached_pool", lambda *args, **kwargs: (outputs.float(), labels))
-    monkeypatch.setattr(adaptive_study, "energy_model", lambda *args: linear_energy(n, batch))
+    monkeypatch.setattr(adaptive_study, "energy_curves", lambda *args: linear_energy(n, batch))
     every = tuple(range(3, n))  # the same first look as (3, 7), so the same prior spread
     results = {}
     for checkpoints in ((3, 7), every):

@@ -449,6 +449,11 @@ def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, t
     return adaptive_sample(replay, torch.arange(outputs.shape[1], device=outputs.device), rule=rule)
 
 
+def rounds_taken(taken: torch.Tensor, schedule: list[int]) -> torch.Tensor:
+    """How many rounds (passes) each input took part in: the looks of ``schedule`` up to its T."""
+    return (torch.tensor(schedule, device=taken.device)[None, :] <= taken[:, None]).sum(1)
+
+
 def oracle_samples(outputs: torch.Tensor) -> torch.Tensor:
     """For each row of ``[N, B, C]`` outputs: the smallest T after which the argmax of the
     running mean never changes again up to N (what a rule that knew the future would take)."""

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .adaptive import StoppingRule
+from .adaptive import StoppingRule, rounds_taken
 from .checks import positive_int, torch_seed
 from .errors import UsageError
 from .nn import is_stochastic
@@ -29,6 +29,7 @@ FOLD_ROWS = 1024  # rows per forward pass where samples are folded here (layer a
 BATCH = 64  # test examples per batch: at T = 1 a pass is this many rows; at 500 the reference CNN's
 # first-layer activations on CIFAR-10 were 64 MB apiece and the per-epoch check in `train` peaked
 # 270 MB above training itself (64 rows: 8 MB apiece, within what training already uses)
+ADAPTIVE_BATCH = 500  # inputs per batch with T chosen per input: one batch's rounds run its unsettled rows
 
 
 def is_deterministic(model: nn.Module) -> bool:
@@ -197,31 +198,36 @@ def format_table(document: dict) -> str:
 @torch.no_grad()
 def adaptive_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, rule: StoppingRule, seed: int = 0,
-    batch_size: int = 500, prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    batch_size: int = ADAPTIVE_BATCH, prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    priced: Callable[[torch.Tensor, torch.Tensor], dict] | None = None,
 ) -> dict:
     """Accuracy of ``model`` on ``(x, y)`` with T chosen per input (:mod:`pdnn.adaptive`):
-    ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "rule"}``. A prior variance the
-    rule lacks is learnt on the first batch and kept for the others
-    (:func:`pdnn.adaptive.adaptive_sample`)."""
+    ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "mean_rounds", "rule"}``. A
+    prior variance the rule lacks is learnt on the first batch and kept for the others
+    (:func:`pdnn.adaptive.adaptive_sample`). ``priced(taken, rounds)``, given each input's T and
+    rounds (looks it took part in), returns entries to add: the energy, say."""
     positive_int("batch_size", batch_size)
     check_labels(x, y)
     sampler = SampledModel(model.eval(), samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
-    correct, taken, given, looks = 0, [], rule.prior_variance is not None, set()
+    correct, taken, rounds, given, looks = 0, [], [], rule.prior_variance is not None, set()
     for start in range(0, len(x), batch_size):
-        looks.update(sampler.stopping.schedule())  # (the first batch may learn the prior a look at T = 1 needs)
+        schedule = sampler.stopping.schedule()  # (the first batch may learn the prior a look at T = 1 needs)
+        looks.update(schedule)
         mean = sampler(prepare(x[start : start + batch_size]))  # each round in passes of at most SPLIT_ROWS rows
         correct += int((mean.argmax(-1) == y[start : start + batch_size]).sum())
         taken.append(sampler.last_samples)
+        rounds.append(rounds_taken(sampler.last_samples, schedule))
     rule = sampler.stopping
-    taken = torch.cat(taken)
+    taken, rounds = torch.cat(taken), torch.cat(rounds)
     values, counts = taken.unique(return_counts=True)
     return {
         "accuracy": correct / len(x),
         "mean_samples": taken.double().mean().item(),
         "samples_histogram": {int(v): int(c) for v, c in zip(values, counts)},
+        "mean_rounds": rounds.double().mean().item(),
         "rule": {"rule": rule.rule, "error": rule.error, "max_samples": rule.max_samples,
                  "checkpoints": sorted(looks) or rule.schedule(), "prior_samples": rule.prior_samples,
                  "prior_variance": rule.prior_variance,
                  "prior_variance_learnt": not given and rule.prior_variance is not None},
-    }
+    } | (priced(taken, rounds) if priced else {})

@@ -10,13 +10,17 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from .adaptive import StoppingRule
 from .errors import UsageError
 from .checks import AGGREGATIONS, one_of
 from .convert import load_measured, load_model
 from .data import load
 from .devices import resolve_device, where_measured
-from .evaluate import accuracy_vs_samples, adaptive_accuracy, is_deterministic
+from .energy import Settings
+from .energy.per_input import curve_settings, energies, energy_curves
+from .evaluate import ADAPTIVE_BATCH, accuracy_vs_samples, adaptive_accuracy, is_deterministic
 from .features import ClassifierFeatures, InceptionFeatures
 from .generation import check_generator, fid_vs_samples
 from .models import is_generator
@@ -157,10 +161,14 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
 
 
 def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: list[str] | None = None,
-                          subset: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
-    """Accuracy of a run with T chosen per input on its test split; writes ``adaptive.json``
-    (not an ``eval-*.json``: it is no accuracy-per-T table). Returns the JSON document."""
+                          subset: int | None = None, device: str = "cpu", progress: bool = True,
+                          memory: str = "dram") -> dict:
+    """Accuracy of a run with T chosen per input on its test split, and the energy per inference at
+    each input's own T beside fixed T = ``max_samples`` (weights and activations in ``memory``;
+    :func:`pdnn.energy.per_input.energies`); writes ``adaptive.json`` (not an ``eval-*.json``: it
+    is no accuracy-per-T table). Returns the JSON document."""
     device = resolve_device(device)
+    Settings(weight_memory=memory, activation_memory=memory)  # an unknown level fails before any sampling
     model, config, weights = load_measured(run_dir, device)
     if is_generator(model):
         raise UsageError(f"{run_dir} is a generator, which has no class scores to settle; measure it with "
@@ -172,7 +180,15 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
     data = load(dataset, roots=roots, subset=subset, progress=progress).to(device)
     check_fits(run_dir, config, data.test_x)
     began = time.perf_counter()
-    result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, prepare=data.normalize)
+
+    def priced(taken: torch.Tensor, rounds: torch.Tensor) -> dict:
+        curves = energy_curves(run_dir, memory, sorted({1, rule.max_samples, *taken.tolist()}), ADAPTIVE_BATCH)
+        fixed = torch.full_like(taken, rule.max_samples)
+        return {"energy_j": energies(taken, rounds, curves, ADAPTIVE_BATCH),
+                "energy_j_fixed_max_samples": energies(fixed, torch.ones_like(taken), curves, ADAPTIVE_BATCH),
+                "energy_settings": curve_settings(curves)}
+
+    result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, ADAPTIVE_BATCH, data.normalize, priced)
     document = {"run": str(run_dir), "dataset": dataset, "data_source": data.source,
                 "split": "test", "examples": len(data.test_y), "seed": seed, "device": str(device),
                 **where_measured(), "time_s": time.perf_counter() - began, WEIGHTS: weights, CODE: code_record(),

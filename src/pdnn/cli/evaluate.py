@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..adaptive import CHECKPOINTS, PRIOR_INPUTS, StoppingRule, parse_checkpoints
 from ..checks import AGGREGATIONS, positive_int
 from ..devices import resolve_device
+from ..energy import load_table
 from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
@@ -14,7 +15,7 @@ from .common import (SEED_OPTION, add_data_options, add_device_option, kept_resu
 FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
 RULE_OPTIONS = {"checkpoints": "--checkpoints", "prior_samples": "--prior-samples", "error level": "--error"}
 ADAPTIVE = {"max_samples": 50, "error": 0.01, "rule": "predictive", "checkpoints": ",".join(map(str, CHECKPOINTS)),
-            "prior_samples": 2}
+            "prior_samples": 2, "memory": "dram"}
 
 
 def add_parser(sub) -> None:
@@ -45,6 +46,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prior-samples", type=int, metavar="NU0",
                    help="--adaptive: pseudo-samples of the typical spread in the rule's prior (default: "
                         f"{ADAPTIVE['prior_samples']}; 0: never at T = 1)")
+    p.add_argument("--memory", metavar="LEVEL",
+                   help="--adaptive: memory level of weights and activations for the energy per inference "
+                        f"(levels as `pdnn energy --memory`; default: {ADAPTIVE['memory']})")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
     add_data_options(p, "measure on the first N test examples (default: as many as the run was trained with, "
                         "its --subset; the whole test split if it had none)")
@@ -105,10 +109,19 @@ def prior_note(rule: dict) -> str:
     return ""
 
 
+def energy_line(document: dict, max_samples: int) -> str:
+    """The energy per inference in its three accountings (docs/adaptive.md), beside fixed T."""
+    mj = lambda e: " / ".join(f"{1e3 * j:.4g}" for j in e.values())  # noqa: E731
+    memory = document["energy_settings"]["per-eo"]["weight_memory"]
+    return (f"energy per inference, mJ ({memory}; {' / '.join(document['energy_j'])}): "
+            f"{mj(document['energy_j'])}; fixed T = {max_samples}: {mj(document['energy_j_fixed_max_samples'])}")
+
+
 def run_adaptive(args, given_checkpoints: bool) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
     positive_int("--max-samples", args.max_samples)  # before the looks are checked against it
+    load_table().memory(args.memory, "--memory")
     with options_named(RULE_OPTIONS):
         checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
         beyond = [t for t in checkpoints if t > args.max_samples]
@@ -119,13 +132,14 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
     with options_named(SEED_OPTION):
         document, unwritten = kept_result(lambda: evaluate_run_adaptive(
             args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
-            device=resolve_device(args.device), progress=not args.quiet))
+            device=resolve_device(args.device), progress=not args.quiet, memory=args.memory))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
           f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples}; looks at T = "
           f"{', '.join(map(str, document['rule']['checkpoints']))}"
           f"{prior_note(document['rule'])})")
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
     print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))
+    print(energy_line(document, rule.max_samples))
     if args.json:
         write_json(args.json, document)
     if unwritten:

@@ -13,7 +13,7 @@ same draws:
 * oracle: for each input, the T after which the running decision never changes again.
 
 Energy per inference at each input's own T comes from the energy model (:mod:`pdnn.energy`) in
-three accountings of how the weight read is shared (:func:`energies`). ``scripts/adaptive_study.py``
+three accountings of how the weight read is shared (:func:`pdnn.energy.per_input.energies`). ``scripts/adaptive_study.py``
 (results/adaptive/) and the ``adaptive`` study of ``pdnn reproduce`` both run :func:`study_run`.
 """
 from __future__ import annotations
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ..adaptive import CHECKPOINTS, StoppingRule, oracle_samples, simulate
+from ..adaptive import CHECKPOINTS, StoppingRule, oracle_samples, rounds_taken, simulate
 from ..data import load
-from ..energy.account import Reuse, Settings, network_energy
-from ..energy.tradeoff import run_network
-from ..evaluate import FOLD_ROWS, drawn
+from ..energy.per_input import curve_settings, energies, energy_curves
+from ..evaluate import ADAPTIVE_BATCH, FOLD_ROWS, drawn
 from ..io import CHECKPOINT, RunError, atomic_write, pyplot, run_dataset, save_figure
 from ..provenance import conversion_sha256
 from ..runs import load_model
@@ -39,7 +38,7 @@ from ..sampling import SampledModel
 ERRORS = (0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001)
 GOAL_POINTS, GOAL_MEAN_T = 0.2, 5.0  # the goal: the accuracy of T = N within 0.2 points at mean T <= 5
 HELD_OUT_FOLDS = 2  # the level judged on each half of the inputs is chosen on the other half
-BATCH = 500  # inputs per batch, as `pdnn eval` folds them
+BATCH = ADAPTIVE_BATCH  # inputs per batch, as `pdnn eval --adaptive` runs them
 
 
 @torch.no_grad()
@@ -102,48 +101,6 @@ def quantiles(taken: torch.Tensor) -> dict[str, float]:
     return {f"p{q}": float(t.quantile(q / 100)) for q in (50, 90, 99)} | {"max": int(taken.max())}
 
 
-def energy_model(run_dir: Path, memory: str, max_samples: int, batch: int) -> dict:
-    """Energy per inference at T = 1..N (list index T - 1) under per-eo and per-batch reuse, split
-    into the weight-memory term and the rest (the rest is what every sample adds)."""
-    net, _ = run_network(run_dir)
-    out = {}
-    for reuse in (Reuse("per-eo"), Reuse("per-batch", batch)):
-        settings = Settings(weight_memory=memory, activation_memory=memory, reuse=reuse)
-        rows = [network_energy(net, t, settings) for t in range(1, max_samples + 1)]
-        weight = torch.tensor([r["terms"]["weight_memory_j"] for r in rows], dtype=torch.float64)
-        total = torch.tensor([r["total_j"] for r in rows], dtype=torch.float64)
-        out[str(reuse)] = {"total": total, "weight": weight, "settings": settings.to_dict()}
-    return out
-
-
-def rounds_taken(taken: torch.Tensor, rule: StoppingRule) -> torch.Tensor:
-    """How many rounds (passes) each input took part in: the checkpoints up to its T."""
-    schedule = torch.tensor(rule.schedule())
-    return (schedule[None, :] <= taken[:, None]).sum(1)
-
-
-def energies(taken: torch.Tensor, rounds: torch.Tensor, energy: dict, batch: int) -> dict:
-    """Mean energy per inference (J) of inputs that took ``taken`` samples in ``rounds`` rounds.
-
-    * ``per-eo held``: each EO's weights are read once per inference and held while its samples
-      stream until the input stops (a p-bit array sampling in time): E(T_i).
-    * ``per-eo per round``: the weights are read again in every round the input takes part in:
-      E(T_i) + (rounds_i - 1) x the weight term.
-    * ``per-batch``: the weights are read once per round for the whole batch of ``batch`` inputs
-      (every input still running shares them), so a batch pays one weight read per round it runs,
-      i.e. until its slowest input stops; a last batch of fewer inputs shares it among fewer.
-    """
-    eo, per_batch = energy["per-eo"], energy[f"per-batch:{batch}"]
-    held = eo["total"][taken - 1]
-    per_round = held + eo["weight"][0] * (rounds - 1)
-    rest = per_batch["total"][taken - 1] - per_batch["weight"][taken - 1]
-    # per_batch["weight"] is one read over `batch` inputs; a batch of len(r) inputs shares it among len(r)
-    batch_rounds = torch.cat([r.max().expand(len(r)).double() * (batch / len(r)) for r in rounds.split(batch)])
-    shared = rest + per_batch["weight"][0] * batch_rounds
-    return {"per-eo held": held.mean().item(), "per-eo per round": per_round.mean().item(),
-            f"per-batch:{batch}": shared.mean().item()}
-
-
 def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = None, max_samples: int = 50,
               errors=ERRORS, seed: int = 0, memory: str = "dram", batch: int = BATCH,
               checkpoints: tuple[int, ...] = CHECKPOINTS, prior_samples: int = 2, **pool_kwargs) -> dict:
@@ -158,7 +115,7 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
     fixed = correct.double().mean(1)
     final = outputs.double().sum(0).argmax(-1)
     oracle = oracle_samples(outputs)
-    energy = energy_model(run_dir, memory, n, batch)
+    energy = energy_curves(run_dir, memory, list(range(1, n + 1)), batch)
     one_round = torch.ones_like(labels)
 
     def outcome(decision: torch.Tensor, taken: torch.Tensor, rounds: torch.Tensor) -> dict:
@@ -190,7 +147,7 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
                    "energy_j": energies(oracle, one_round, energy, batch)},
         "adaptive": adaptive,
         "held_out": held_out,
-        "energy_settings": {k: {n: v for n, v in e["settings"].items() if n != "table"} for k, e in energy.items()},
+        "energy_settings": curve_settings(energy),
         "time_s": time.perf_counter() - began,
     }
 
@@ -205,7 +162,7 @@ def replay(outputs: torch.Tensor, rule: StoppingRule, batch: int
         mean, t, learnt = simulate(part, rule)
         decisions.append(mean.argmax(-1))
         taken.append(t)
-        rounds.append(rounds_taken(t, rule))
+        rounds.append(rounds_taken(t, rule.schedule()))
         rule = learnt
     return torch.cat(decisions), torch.cat(taken), torch.cat(rounds), rule
 
