@@ -68,7 +68,7 @@ def test_the_smallest_mean_t_within_the_points_decides():
 def test_summary_says_when_no_fixed_t_reaches_the_adaptive_accuracy():
     run = synthetic_run(FIXED, [(0.1, 0.885, 4.0)])
     row = adaptive_study.summary_table({"runs": [run]}).splitlines()[-1]
-    assert "| 0.1, 88.50 %, 4.00 | 6 / none ≤ 10 |" in row and "| met | 4 / 10 |" in row
+    assert "| 0.1, 88.50 %, 4.00 | 6 / none ≤ 10 |" in row and "| met | 4.000 / 10.00 |" in row
 
 
 def linear_energy(n: int, batch: int) -> dict:

@@ -272,7 +272,7 @@ def write_figure(document: dict, path: Path) -> None:
 
 
 def mj(joules: float) -> str:
-    return f"{1e3 * joules:.4g}"
+    return f"{1e3 * joules:#.4g}"  # (4 figures kept: 25.9986 mJ is 26.00, not 26)
 
 
 def write_tables(document: dict) -> str:
