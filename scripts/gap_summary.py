@@ -116,22 +116,24 @@ def main() -> None:
                                   "units": "margins in percentage points; matching: fraction of test T"})
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.8]})
     axes[1].sharey(axes[0])
+    twins = []
     for ax, (label, rows) in zip(axes, (("epochs (width 256)", length), ("hidden width (5 epochs)", width))):
         done = {k: m for k, m in rows.items() if m is not None}
         for claim in CLAIMS:
             ax.plot(list(done), [m[claim] for m in done.values()], "o-", label=claim)
         ax.axhline(0, color="k", lw=0.8)
         share = ax.twinx()  # train-test matching is a count of T values, not points: its own axis
+        twins.append(share)
         share.plot(list(done), [m["matching"] for m in done.values()], "s--", color="tab:purple",
                    label="s matching T is best (right axis)")
         share.set_ylim(0, 1.05)
         share.set_ylabel("fraction of test T where matched s is best", fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(rows), [str(k) for k in rows])
-        ax.set_xlabel(label)
+        ax.set_xlabel(f"{label}, log scale")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("margin by which the claim holds (points; < 0: fails)")
-    handles = [h for ax in fig.axes[:1] + fig.axes[2:3] for h in ax.get_legend_handles_labels()[0]]
+    handles = [h for ax in (axes[0], twins[0]) for h in ax.get_legend_handles_labels()[0]]
     axes[0].legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower right")
     ax = axes[2]
     for key, m in cifar.items():
@@ -140,7 +142,7 @@ def main() -> None:
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_xticks(CIFAR_T, [str(t) for t in CIFAR_T])
-    ax.set_xlabel("test T")
+    ax.set_xlabel("test T, log scale")
     ax.set_ylabel("p-DNN (s = 4) − tanh (points)")
     ax.set_title("CIFAR-10 CNN (45000 images; 5000 test)", fontsize=9)
     ax.grid(alpha=0.3)

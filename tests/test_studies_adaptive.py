@@ -483,6 +483,17 @@ def test_figure_gives_every_run_its_own_colour_and_legend_entry(monkeypatch):
     assert len(set(colours.values())) == 3
 
 
+def test_figure_titles_a_panel_with_every_run_s_count_of_test_inputs(monkeypatch):
+    """Two runs of one dataset measured on different test subsets: the panel names both counts,
+    not the first run's alone."""
+    figures = []
+    monkeypatch.setattr(adaptive_study, "save_figure", lambda fig, path: figures.append(fig))
+    runs = [synthetic_run(FIXED, [(0.1, 0.87, 3.0)]) for _ in range(2)]
+    runs[0]["run"], runs[1]["run"], runs[1]["examples"] = "a/pbit-s2", "b/pbit-s4", 2000
+    adaptive_study.write_figure({"runs": runs}, None)
+    assert [ax.get_title() for ax in figures[0].axes] == ["fake (1000 or 2000 test inputs)"]
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

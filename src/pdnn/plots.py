@@ -89,7 +89,7 @@ def plot_accuracy_vs_samples(run_dirs, out: str | Path, aggregate: str = "networ
     ax.set_title(default if title is None else figure_text(title))  # "": none
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")  # (wherever it covers the fewest points and error bars)
     fig.tight_layout()
     return save_figure(fig, out)
 

@@ -260,8 +260,8 @@ def write_figure(document: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("mean samples per input T")
         ax.set_ylabel("test accuracy (%)")
-        examples = next(r["examples"] for r in document["runs"] if r["dataset"] == dataset)
-        ax.set_title(f"{dataset} ({examples} test inputs)")
+        examples = sorted({r["examples"] for r in document["runs"] if r["dataset"] == dataset})
+        ax.set_title(f"{dataset} ({' or '.join(map(str, examples))} test inputs)")
         ax.grid(alpha=0.3)
     legend = {}
     for ax in axes[0]:

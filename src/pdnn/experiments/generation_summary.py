@@ -148,7 +148,7 @@ def plot_matrix(scored: dict, out: Path) -> list[list]:
                 ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="w")
     ax.set_xticks(range(len(T_VALUES)), [str(t) for t in T_VALUES])
     ax.set_yticks(range(len(S_VALUES)), [str(s) for s in S_VALUES])
-    ax.set_xlabel("test samples T")
+    ax.set_xlabel("decoder samples T averaged per image")
     ax.set_ylabel("training samples s")
     fig.colorbar(image, label="fid-clf")
     fig.tight_layout()

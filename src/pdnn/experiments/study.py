@@ -260,7 +260,7 @@ def draw_figures(out: Path, spec: StudySpec, summary: dict) -> None:
         ax.set_yticks(range(len(spec.train_samples)), [str(s) for s in spec.train_samples])
         ax.set_xlabel("test samples T")
         ax.set_ylabel("training samples s")
-        ax.set_title(f"{neuron}: accuracy (%)")
+        ax.set_title(f"{spec.dataset}, {neuron}: accuracy (%)")
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
     save_figure(fig, out / "train_test_matrix.png")
