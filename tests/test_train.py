@@ -353,8 +353,11 @@ def test_eval_and_plot_cli(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(det_run), "--quiet"]) == 0
     assert [r["samples"] for r in json.loads((det_run / "eval-network.json").read_text())["results"]] == [1]
-    row = capsys.readouterr().out.splitlines()[-1].split()
+    out = capsys.readouterr().out
+    row = out.splitlines()[-1].split()
     assert row[0] == "1" and row[2:] == ["-", "1"]  # one repeat has no spread to print (it printed 0.00)
+    assert ("deterministic: every sample is the same, so T = 1 is measured once for T = 1, 2, 5, 10, 20, 50"
+            in out)  # the T values asked for are not dropped without a word
     assert main(["eval", str(pdnn_run), "--samples", "1,2", "--aggregate", "layer", "--quiet"]) == 0
     assert (pdnn_run / "eval-layer.json").exists()
     figure = tmp_path / "fig.png"

@@ -86,6 +86,9 @@ def run(args) -> int:
             device=resolve_device(args.device), progress=not args.quiet))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, "
           f"{document['aggregate']} aggregation)")
+    if document["deterministic"] and samples != [1]:
+        print(f"deterministic: every sample is the same, so T = 1 is measured once for T = "
+              f"{', '.join(map(str, samples))}")
     print(format_table(document))
     if args.json:
         write_json(args.json, document)

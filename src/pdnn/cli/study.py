@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-subset", type=int, metavar="N", help="evaluate on the first N test examples")
     p.add_argument("--batch-size", type=int, default=64, help="examples per step (default: 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning rate over epochs (default: constant)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="learning rate over each run: constant, or cosine from --lr down to 0, set at every step "
+                        "(default: constant)")
     p.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
     p.add_argument("--samples", default="1,2,5,10,20,50", help="test T values (default: 1,2,5,10,20,50)")
     p.add_argument("--train-samples", default="1,2,4,8", help="training s values (default: 1,2,4,8)")

@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
     p.add_argument("--out", type=named_path, required=True, metavar="RUN_DIR", help="run directory to create")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN_DIR from its last checkpoint (its config.json is reused; --epochs may grow)")
+                   help="continue RUN_DIR from its last checkpoint (its config.json is reused; --epochs may "
+                        "change, never below the epochs already trained)")
     add_data_options(p)
     add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
