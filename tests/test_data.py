@@ -548,6 +548,21 @@ def test_class_folders_with_wrong_image_size_name_the_entry(tmp_path):
         load("cifar10", roots=[tmp_path], progress=False)
 
 
+def test_an_empty_class_folder_is_named(tmp_path):
+    """A class folder without an image is no class: the error names it, not two lists of ten to compare."""
+    folder = tmp_path / "jpeg" / "cifar10-jpeg"
+    make_class_folders(folder / "train", 1, ".png", seed=0)
+    make_class_folders(folder / "test", 1, ".png", seed=0)
+    (folder / "test" / "cat" / "0000.png").unlink()
+    with pytest.raises(DataError, match=r"class folders differ: .* \(only in train: cat; a folder with no image is "
+                                        r"no class\)"):
+        load("cifar10", roots=[tmp_path / "jpeg"], cache_dir=tmp_path / "cache", progress=False)
+    for split in ("train", "test"):
+        (folder / split / "cat" / "0000.png").unlink(missing_ok=True)
+    with pytest.raises(DataError, match=r"in this order \(only in cifar10: cat\)"):
+        load("cifar10", roots=[tmp_path / "jpeg"], cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_class_folders_or_batch_names_other_than_cifar10s_are_refused(tmp_path):
     folder = tmp_path / "jpeg" / "cifar10-jpeg"
     make_class_folders(folder / "train", 1, ".png", seed=0)
@@ -555,7 +570,8 @@ def test_class_folders_or_batch_names_other_than_cifar10s_are_refused(tmp_path):
     for split in ("train", "test"):  # a renamed class would be sorted first and shift every label
         (folder / split / "truck").rename(folder / split / "Truck")
     with pytest.raises(DataError, match="classes Truck, airplane, .*; cifar10 expects exactly airplane, "
-                                        "automobile, .*, truck, in this order"):
+                                        r"automobile, .*, truck, in this order \(only in the data: Truck; only in "
+                                        r"cifar10: truck\)"):
         load("cifar10", roots=[tmp_path / "jpeg"], cache_dir=tmp_path / "cache", progress=False)
     make_cifar_batches(tmp_path / "batches")
     meta = tmp_path / "batches" / "cifar-10-batches-py" / "batches.meta"

@@ -234,5 +234,6 @@ def _decode(name: str, spec: Spec, source: Source, writer: cache.CacheWriter, pr
                                 f"{name} expects {spec.input_shape}")
     if list(classes) != list(spec.classes):  # label i must mean the dataset's class i
         raise idx.DataError(f"{source.description}: classes {', '.join(classes)} (label 0, 1, ...); {name} "
-                            f"expects exactly {', '.join(spec.classes)}, in this order")
+                            f"expects exactly {', '.join(spec.classes)}, in this order "
+                            f"({images.unmatched(list(classes), list(spec.classes), 'the data', name)})")
     return classes

@@ -130,5 +130,16 @@ def write_folders(train: Path, test: Path, shape: tuple[int, int, int], writer, 
     classes = decode_split(train, shape, writer, "train", f"decoding {train.name}", progress)
     test_classes = decode_split(test, shape, writer, "test", f"decoding {test.name}", progress)
     if test_classes != classes:
-        raise DataError(f"class folders differ: {train} has {classes}, {test} has {test_classes}")
+        raise DataError(f"class folders differ: {train} has {classes}, {test} has {test_classes} "
+                        f"({unmatched(classes, test_classes, train.name, test.name)}; a folder with no image is "
+                        "no class)")
     return classes
+
+
+def unmatched(first: list[str], second: list[str], first_name: str, second_name: str) -> str:
+    """Which names one list has and the other lacks (an empty class folder is easy to miss in a
+    list of ten), or that the two differ only in order."""
+    parts = [f"only in {name}: {', '.join(only)}" for name, only in
+             ((first_name, [c for c in first if c not in second]), (second_name, [c for c in second if c not in first]))
+             if only]
+    return "; ".join(parts) or "the same names in another order"
