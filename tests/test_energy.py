@@ -1368,6 +1368,35 @@ def test_a_bare_weight_layer_and_tied_weights_are_costed():
     assert [reuse.fetches(layer) for layer in net.layers] == [64.0, 0.0]
 
 
+def test_layers_with_a_computed_weight_are_not_taken_for_tied_ones():
+    """Under a parametrization (weight_norm, a user's own) ``.weight`` is a new tensor at every
+    access, freed at once: tied layers were found by its id, which the next layer's weight soon
+    reused, so distinct layers fetched no weights per inference, a different total on every run
+    (R141 D2)."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.parametrizations import weight_norm
+
+    class Doubled(nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    def own(layer):
+        parametrize.register_parametrization(layer, "weight", Doubled())
+        return layer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.nn.utils.weight_norm: deprecated, still used
+        for wrap in (weight_norm, own, torch.nn.utils.weight_norm):
+            layers = [wrap(nn.Linear(8, 8)) for _ in range(6)]
+            net = analyze(nn.Sequential(*[m for layer in layers for m in (layer, PBit())]), (8,))
+            assert [layer.repeat_call for layer in net.layers] == [False] * 6, wrap
+            reuse = Reuse.parse("per-inference")
+            assert [reuse.fetches(layer) for layer in net.layers] == [64.0] * 6
+    shared = own(nn.Linear(8, 8))  # one parametrized layer called twice is still one weight fetch
+    net = analyze(nn.Sequential(shared, PBit(), shared), (8,))
+    assert [layer.repeat_call for layer in net.layers] == [False, True]
+
+
 def test_a_torch_layer_kept_whole_names_the_weights_it_holds():
     """A TransformerEncoderLayer was noted as an unknown module, not priced, without a word on the
     Linear layers and projections inside it, whose EOs are not counted (R123)."""

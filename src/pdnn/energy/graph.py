@@ -48,6 +48,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
+from torch.nn.utils import parametrize
 
 from ..checks import positive_ints
 from ..errors import UsageError
@@ -404,7 +405,7 @@ class _Walker:
         self.unresolved: list[str] = []
         self.notes: list[str] = []
         self.calls: dict[str, int] = {}
-        self.weights_held: set[int] = set()  # ids of the weight tensors of the layers so far
+        self.weights_held: set[int] = set()  # ids of the tensors the layers so far hold their weights in
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -426,8 +427,9 @@ class _Walker:
         repeat = name in self.calls
         name = self.call_name(name)
         if is_weight_layer(m):
-            repeat = repeat or id(m.weight) in self.weights_held  # tied to an earlier layer's weight
-            self.weights_held.add(id(m.weight))
+            held = _weight_sources(m)
+            repeat = repeat or bool(held & self.weights_held)  # tied to an earlier layer's weight
+            self.weights_held |= held
             if others := _other_weights(m):
                 self.note(f"{name} ({type(m).__name__}): holds weights besides its .weight ({', '.join(others)}); "
                           "their EOs are not counted")
@@ -570,6 +572,18 @@ class _Walker:
 
 # the tensors a weight is computed from, under torch.nn.utils' weight_norm and spectral_norm
 _WEIGHT_SOURCES = {"weight", "weight_g", "weight_v", "weight_orig"}
+
+
+def _weight_sources(m: nn.Module) -> set[int]:
+    """Ids of the tensors a layer's ``.weight`` is stored in: the weight itself, or what computes
+    it (a parametrization's tensors, weight_norm's). A computed ``.weight`` is a new tensor at every
+    access, freed at once, so its id is soon another layer's: two layers share a weight when they
+    share these."""
+    if parametrize.is_parametrized(m, "weight"):
+        return {id(t) for t in (*m.parametrizations.weight.parameters(), *m.parametrizations.weight.buffers())}
+    stored = {id(t) for name, t in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))
+              if name in _WEIGHT_SOURCES}
+    return stored or {id(m.weight)}
 
 
 def _other_weights(m: nn.Module) -> list[str]:
