@@ -1397,6 +1397,42 @@ def test_layers_with_a_computed_weight_are_not_taken_for_tied_ones():
     assert [layer.repeat_call for layer in net.layers] == [False, True]
 
 
+def test_a_drawing_or_precision_unit_that_holds_weights_names_them():
+    """A user's noisy linear (``stochastic = True``) or a block declaring ``precision`` is priced
+    as a neuron, as a whole: the weights inside it were dropped without a word (49.1 uJ priced as
+    5.1 uJ; R141 D1)."""
+    class NoisyLinear(nn.Module):
+        stochastic = True
+
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 16)
+
+        def forward(self, x):
+            return F.linear(x, self.lin.weight + 0.1 * torch.randn_like(self.lin.weight), self.lin.bias)
+
+    class Block(nn.Module):
+        precision = 2
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.quantize = nn.Conv2d(2, 2, 3, padding=1), Quantize(2)
+
+        def forward(self, x):
+            return self.quantize(self.conv(x))
+
+    net = analyze(nn.Sequential(nn.Linear(4, 16), PBit(), NoisyLinear(), PBit(), nn.Linear(16, 2)), (4,))
+    assert [layer.name for layer in net.layers] == ["0", "4"]
+    assert ("2 (NoisyLinear): draws, so it is priced as a neuron; the weights inside it (lin.weight) are not counted"
+            in " ".join(net.notes))
+    net = analyze(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), PBit(), Block()), (1, 4, 4))
+    assert "2 (Block): declares a precision, so it is priced as a neuron; the weights inside it (conv.weight)" \
+        in " ".join(net.notes)
+    for plain, shape in ((nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 2)), (4,)),
+                         (create("cnn", neuron="pbit", width=4), (3, 32, 32))):
+        assert not any("inside it" in note for note in analyze(plain, shape).notes)
+
+
 def test_a_torch_layer_kept_whole_names_the_weights_it_holds():
     """A TransformerEncoderLayer was noted as an unknown module, not priced, without a word on the
     Linear layers and projections inside it, whose EOs are not counted (R123)."""

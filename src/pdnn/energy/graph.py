@@ -436,6 +436,10 @@ class _Walker:
             inp = inputs[0] if inputs else _Info(None, source="unknown")
             return self._weight_layer(name, m, inp, out_shape, in_shape, repeat)
         inp = _merge(inputs)
+        if _is_unit(m) and (inside := [n for n, p in m.named_parameters() if p.dim() >= 2]):
+            self.note(f"{name} ({type(m).__name__}): {'draws' if is_stochastic(m) else 'declares a precision'}, so "
+                      f"it is priced as a neuron; the weights inside it ({', '.join(inside)}) are not counted "
+                      "(a Linear or Conv of its own, outside it, would be)")
         if is_stochastic(m):
             prec = _precision(m, FLOAT_BITS)
             kind = "pbit" if isinstance(m, PBit) else "noise"
