@@ -1433,6 +1433,28 @@ def test_a_drawing_or_precision_unit_that_holds_weights_names_them():
         assert not any("inside it" in note for note in analyze(plain, shape).notes)
 
 
+def test_arguments_left_at_their_defaults_are_no_second_input():
+    """``forward(x, mask=None)`` is a one-input model when called with one input: fx made the mask a
+    second placeholder, refused as 'models with one input tensor' (R141 D4). The trace takes the
+    defaults, as the call does, and so follows their branches."""
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.b, self.extra = nn.Linear(4, 8), PBit(), nn.Linear(8, 2), nn.Linear(8, 8)
+
+        def forward(self, x, mask=None, scale: float = 1.0, *, deep: bool = False):
+            h = self.act(self.a(x))
+            if mask is not None:
+                h = h * mask
+            if deep:
+                h = self.extra(h)
+            return self.b(h) * scale
+
+    net = analyze(Masked(), (4,))
+    assert [layer.name for layer in net.layers] == ["a", "b"] and net.method == "torch.fx"
+    assert not any("could not trace" in note for note in net.notes)
+
+
 def test_a_torch_layer_kept_whole_names_the_weights_it_holds():
     """A TransformerEncoderLayer was noted as an unknown module, not priced, without a word on the
     Linear layers and projections inside it, whose EOs are not counted (R123)."""

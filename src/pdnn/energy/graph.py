@@ -33,6 +33,7 @@ to price are named in ``Network.notes``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import math
 import operator
@@ -643,8 +644,20 @@ def _argument(node: fx.Node, index: int, name: str, default=None):
     return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
 
+def _defaults(model: nn.Module) -> dict:
+    """The arguments of ``forward`` after the input that have a default other than a tensor
+    (``mask=None``, ``return_features=False``): a call with one input runs with these, so the trace
+    does too (a placeholder for each read as a second input, and was refused)."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):  # (a forward without a signature Python can read)
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not isinstance(p.default, torch.Tensor)}
+
+
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
-    gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model))
+    gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model, concrete_args=_defaults(model) or None))
     with contextlib.redirect_stderr(io.StringIO()):  # fx prints its own report of a shape error, raised below
         ShapeProp(gm).propagate(x)
     modules = dict(gm.named_modules())
@@ -655,6 +668,8 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
         tensor_inputs = [a for a in node.all_input_nodes if a in infos]
         ins = [infos[a] for a in tensor_inputs]
         if node.op == "placeholder":
+            if node.args:  # an argument left at its default (_defaults): no input, its value fixed
+                continue
             placeholders += 1
             if placeholders > 1:
                 raise AnalysisError("energy accounting supports models with one input tensor")
