@@ -1940,3 +1940,18 @@ def test_max_rows_never_splits_a_batch_whose_outputs_have_no_row_per_input(model
         expected = whole(x)
     with pytest.warns(UserWarning, match=r"max_rows=8 is not applied: .* outputs without one row per input"):
         assert torch.equal(split(x), expected)
+
+
+def test_a_lazy_module_not_yet_sized_is_named_before_any_check():
+    """A lazy layer sizes itself by a hook in its first call; the fold check runs the model without
+    hooks, so at T > 1 the first call failed with torch's 'uninitialized parameter' from inside
+    the check, for a sampler and for sample-aware training alike (R142 D1)."""
+    x, y = torch.randn(6, 12), torch.zeros(6, dtype=torch.long)
+    net = nn.Sequential(nn.LazyLinear(16), PBit(), nn.Linear(16, 3))
+    for call in (lambda: SampledModel(net, samples=4)(x), lambda: sample_aware_loss(net, x, y, samples=4)):
+        with pytest.raises(UsageError, match=r"Sequential has lazy modules not yet sized \(0.weight, 0.bias\); call "
+                                             "it once on an input before sampling it"):
+            call()
+    net(x)  # sized: then sampled as any model
+    assert SampledModel(net, samples=4)(x).shape == (6, 3)
+    assert torch.isfinite(sample_aware_loss(net, x, y, samples=4)[0])

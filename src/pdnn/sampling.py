@@ -42,6 +42,7 @@ import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
+from torch.nn.parameter import is_lazy
 from torch.nn.utils.parametrizations import _SpectralNorm as _SpectralNormParametrization
 from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
@@ -1193,6 +1194,11 @@ class SampledModel(nn.Module):
         ``"loop"``; each fold is checked once against a loop by :func:`pdnn.foldcheck.fold_mismatch`,
         at each of ``CHECK_SAMPLES`` samples on the first ``CHECK_ROWS`` rows."""
         model, name = self.model, type(self.model).__name__
+        if lazy := [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]:
+            raise UsageError(f"{name} has lazy modules not yet sized ({', '.join(lazy)}); call it once on an input "
+                             "before sampling it: a lazy module sizes itself in its first call, by a hook the "
+                             "sampler's checks run the model without (torch advises the same call before making an "
+                             "optimizer)")
         if (user := _power_iterating(model)) is not None:
             warnings.warn(f"{name}: {user!r} runs a power iteration of its spectral norm at every forward in training "
                           "mode, so T forwards leave it T iterations on (and weigh each sample by another estimate), "
