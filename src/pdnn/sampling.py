@@ -463,7 +463,8 @@ def reduce_samples(out, reduce: str):
 
     ``mean``: the average output (the paper's rule). ``vote``: for class scores ``[T, B, C]``,
     the fraction of samples whose argmax is each class (``argmax`` of it is the majority vote;
-    a sample with a NaN score makes its row NaN, as the mean does, not a vote for any class).
+    a sample with a NaN score makes its row NaN, as the mean does, not a vote for any class);
+    the classes are the last dimension, whatever the others (``[T, B, L, C]``: per token).
     ``none``: the samples themselves.
     """
     if not isinstance(out, torch.Tensor):
@@ -559,7 +560,7 @@ class SampledModel(nn.Module):
             later calls may stop an input at T = 1. It is for inference:
             the rounds run without autograd, so its output carries no gradient. Each round is
             split by ``max_rows`` as a fixed T is.
-        reduce: ``"mean"``, ``"vote"`` or ``"none"`` (returns ``[T, B, ...]``; with
+        reduce: ``"mean"``, ``"vote"`` (classes on the last dimension) or ``"none"`` (returns ``[T, B, ...]``; with
             ``aggregate="layer"`` T is consumed inside and ``none`` returns ``[1, B, ...]``).
         aggregate: ``"network"`` (p-DNN) or ``"layer"`` (random bit-stream baseline).
         seed: if given, the call's draws come from a ``torch.Generator`` seeded with it (one per
