@@ -743,6 +743,25 @@ def test_resuming_from_a_damaged_config_is_a_one_line_error(trained_run, tmp_pat
         assert (run / "checkpoint.pt").read_bytes() == checkpoint
 
 
+def test_a_model_section_missing_an_option_is_refused_not_defaulted(trained_run, tmp_path, capsys):
+    """A config.json whose model section lost its neuron was read with the default, a p-bit: a
+    tanh run was evaluated and priced as a p-bit network, its eval written, with nothing said
+    (R138). Every run records every option, so a missing one is damage."""
+    config = json.loads((trained_run / "config.json").read_text())
+    for key in ("neuron", "beta", "width"):
+        run = tmp_path / key
+        shutil.copytree(trained_run, run)
+        (run / "config.json").write_text(json.dumps({**config, "model": {k: v for k, v in config["model"].items()
+                                                                       if k != key}}))
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        for argv in (["eval", str(run), "--samples", "1", "--quiet"], ["energy", str(run)],
+                     ["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]):
+            assert main(argv) == 2, argv
+            assert f"config.json: its 'model' section lacks {key}; every run's config.json records them all" \
+                in one_line_error(capsys, argv[0])
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
 def test_options_a_neuron_does_not_use_are_said(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

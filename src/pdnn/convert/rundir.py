@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import warnings
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
@@ -46,7 +47,13 @@ def replay(model: nn.Module, config: dict, run_dir: str | Path) -> nn.Module:
 
 
 def model_config(run_dir: str | Path, config: dict) -> ModelConfig:
-    """The ``ModelConfig`` of a run's ``config.json``; :class:`RunError` names a bad section."""
+    """The ``ModelConfig`` of a run's ``config.json``; :class:`RunError` names a bad section. Every
+    option is required, as every run records them all: a missing one taken at its default built
+    another network (a tanh run read without its neuron is sampled as a p-bit one)."""
+    section = config.get("model")
+    if isinstance(section, dict) and (missing := [f.name for f in fields(ModelConfig) if f.name not in section]):
+        raise RunError(f"{Path(run_dir) / CONFIG}: its 'model' section lacks {', '.join(missing)}; every run's "
+                       "config.json records them all")
     try:
         return ModelConfig.from_dict(config["model"])
     except (TypeError, KeyError, ValueError) as err:
