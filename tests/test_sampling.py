@@ -1955,3 +1955,20 @@ def test_a_lazy_module_not_yet_sized_is_named_before_any_check():
     net(x)  # sized: then sampled as any model
     assert SampledModel(net, samples=4)(x).shape == (6, 3)
     assert torch.isfinite(sample_aware_loss(net, x, y, samples=4)[0])
+
+
+def test_a_dependence_on_the_row_s_parity_is_not_folded():
+    """Rows weighted by their index's parity: folded, sample t's rows get indices t*B + r, whose
+    parities at an odd batch are not the input's. The check's 4 rows kept them, so a batch of 5
+    was folded with 30 of 60 outputs wrong and nothing said (R142); 5 rows show it."""
+    class RowParity(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.o = nn.Linear(12, 8), PBit(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.o(self.act(self.a(x)) * (torch.arange(x.shape[0]) % 2 + 1).float().unsqueeze(1))
+
+    sampled = SampledModel(RowParity(), samples=4)
+    with pytest.warns(UserWarning, match="folding samples into the batch does not compute what separate forwards do"):
+        assert sampled.plan(torch.randn(64, 12)) == "loop"

@@ -66,9 +66,11 @@ from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_sta
 from .tracing import UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
-# a fold is checked against a loop of forwards on 4 rows, at 2 and at 3 samples: a value of the
-# folded pass that broadcasts against another dimension only where T equals it cannot pass both
-CHECK_ROWS, CHECK_SAMPLES = 4, (2, 3)
+# a fold is checked against a loop of forwards on 5 rows, at 2 and at 3 samples: a value of the
+# folded pass that broadcasts against another dimension only where T equals it cannot pass both,
+# and an odd count of rows shows a dependence on a row's parity (pairs, every other row), which at
+# 4 rows gave every folded sample's rows the parities of the input's
+CHECK_ROWS, CHECK_SAMPLES = 5, (2, 3)
 # calls a check that can tell nothing is made again on (a model's first call may meet zero weights
 # or a NaN row); then only after 4, 8, 16, ... such calls, so that a model the check can
 # never tell pays it O(log n) times, and one whose weights grow from small ones is folded in time
