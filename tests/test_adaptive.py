@@ -569,11 +569,12 @@ def test_eval_cli_adaptive_prices_each_input_at_its_own_t(tmp_path, capsys):
     rest = sum(c * (network_energy(net, t, per_batch)["total_j"] - batch_weight) for t, c in histogram.items()) / n
     assert energy["per-batch:500"] == pytest.approx(rest + batch_weight * rounds * 500 / n, rel=1e-12)
     fixed = document["energy_j_fixed_max_samples"]
-    assert fixed["per-eo held"] == fixed["per-eo per round"] == pytest.approx(network_energy(net, 20, per_eo)["total_j"])
+    at_max = network_energy(net, 20, per_eo)["total_j"]
+    assert fixed["per-eo held"] == fixed["per-eo per round"] == pytest.approx(at_max)
     assert document["energy_settings"]["per-eo"]["weight_memory"] == "sram"
     out = capsys.readouterr().out
-    assert f"energy per inference, mJ (sram; per-eo held / per-eo per round / per-batch:500): {1e3 * held:.4g}" in out
-    assert f"fixed T = 20: {1e3 * fixed['per-eo held']:.4g}" in out
+    assert f"energy per inference, mJ (sram; per-eo held / per-eo per round / per-batch:500): {1e3 * held:#.4g}" in out
+    assert f"fixed T = 20: {1e3 * fixed['per-eo held']:#.4g}" in out
     assert main(["eval", str(run), "--adaptive", "--memory", "tape", "--quiet"]) == 2
     assert "error: --memory: unknown memory level 'tape'" in capsys.readouterr().err
     assert main(["eval", str(run), "--memory", "sram", "--quiet"]) == 2

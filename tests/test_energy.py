@@ -1396,6 +1396,20 @@ def test_layers_with_a_computed_weight_are_not_taken_for_tied_ones():
     net = analyze(nn.Sequential(shared, PBit(), shared), (8,))
     assert [layer.repeat_call for layer in net.layers] == [False, True]
 
+    class Scaled(nn.Module):  # one parametrization, its learnt scale shared by two layers of their own weights
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, weight):
+            return self.scale * weight
+
+    scaled, layers = Scaled(), [nn.Linear(8, 8) for _ in range(2)]
+    for layer in layers:
+        parametrize.register_parametrization(layer, "weight", scaled)
+    net = analyze(nn.Sequential(layers[0], PBit(), layers[1]), (8,))
+    assert [layer.repeat_call for layer in net.layers] == [False, False]  # (R140: taken as tied by the scale)
+
 
 def test_a_drawing_or_precision_unit_that_holds_weights_names_them():
     """A user's noisy linear (``stochastic = True``) or a block declaring ``precision`` is priced
@@ -1428,6 +1442,16 @@ def test_a_drawing_or_precision_unit_that_holds_weights_names_them():
     net = analyze(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), PBit(), Block()), (1, 4, 4))
     assert "2 (Block): declares a precision, so it is priced as a neuron; the weights inside it (conv.weight)" \
         in " ".join(net.notes)
+    class ChannelBeta(PBit):  # a learnt gain per channel is no weight matrix (R140)
+        def __init__(self):
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(1, 2, 1, 1))
+
+        def forward(self, x):
+            return super().forward(self.gain * x)
+
+    net = analyze(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), ChannelBeta(), nn.Conv2d(2, 2, 3)), (1, 4, 4))
+    assert not any("inside it" in note for note in net.notes)
     for plain, shape in ((nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 2)), (4,)),
                          (create("cnn", neuron="pbit", width=4), (3, 32, 32))):
         assert not any("inside it" in note for note in analyze(plain, shape).notes)
@@ -1453,6 +1477,15 @@ def test_arguments_left_at_their_defaults_are_no_second_input():
     net = analyze(Masked(), (4,))
     assert [layer.name for layer in net.layers] == ["a", "b"] and net.method == "torch.fx"
     assert not any("could not trace" in note for note in net.notes)
+
+    class InputDefault(nn.Sequential):  # the input itself may have a default: it is still the input (R140)
+        def forward(self, x=None):
+            return super().forward(x)
+
+    plain = nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 2))
+    net = analyze(InputDefault(*plain), (4,))
+    assert net.layers[0].activation_bits == 8 and net.layers[0].activation_bits_known
+    assert network_energy(net, 3)["total_j"] == network_energy(analyze(plain, (4,)), 3)["total_j"]
 
 
 def test_a_torch_layer_kept_whole_names_the_weights_it_holds():

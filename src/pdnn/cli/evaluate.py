@@ -114,7 +114,7 @@ def prior_note(rule: dict) -> str:
 
 def energy_line(document: dict, max_samples: int) -> str:
     """The energy per inference in its three accountings (docs/adaptive.md), beside fixed T."""
-    mj = lambda e: " / ".join(f"{1e3 * j:.4g}" for j in e.values())  # noqa: E731
+    mj = lambda e: " / ".join(f"{1e3 * j:#.4g}" for j in e.values())  # noqa: E731  (as the study's tables)
     memory = document["energy_settings"]["per-eo"]["weight_memory"]
     return (f"energy per inference, mJ ({memory}; {' / '.join(document['energy_j'])}): "
             f"{mj(document['energy_j'])}; fixed T = {max_samples}: {mj(document['energy_j_fixed_max_samples'])}")

@@ -437,7 +437,7 @@ class _Walker:
             inp = inputs[0] if inputs else _Info(None, source="unknown")
             return self._weight_layer(name, m, inp, out_shape, in_shape, repeat)
         inp = _merge(inputs)
-        if _is_unit(m) and (inside := [n for n, p in m.named_parameters() if p.dim() >= 2]):
+        if _is_unit(m) and (inside := [n for n, p in m.named_parameters() if sum(d > 1 for d in p.shape) >= 2]):
             self.note(f"{name} ({type(m).__name__}): {'draws' if is_stochastic(m) else 'declares a precision'}, so "
                       f"it is priced as a neuron; the weights inside it ({', '.join(inside)}) are not counted "
                       "(a Linear or Conv of its own, outside it, would be)")
@@ -584,8 +584,9 @@ def _weight_sources(m: nn.Module) -> set[int]:
     it (a parametrization's tensors, weight_norm's). A computed ``.weight`` is a new tensor at every
     access, freed at once, so its id is soon another layer's: two layers share a weight when they
     share these."""
-    if parametrize.is_parametrized(m, "weight"):
-        return {id(t) for t in (*m.parametrizations.weight.parameters(), *m.parametrizations.weight.buffers())}
+    if parametrize.is_parametrized(m, "weight"):  # its original(s): what the parametrizations, shared or not, map
+        stored = m.parametrizations.weight
+        return {id(t) for t in (*stored.parameters(recurse=False), *stored.buffers(recurse=False))}
     stored = {id(t) for name, t in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))
               if name in _WEIGHT_SOURCES}
     return stored or {id(m.weight)}
@@ -668,7 +669,7 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
         tensor_inputs = [a for a in node.all_input_nodes if a in infos]
         ins = [infos[a] for a in tensor_inputs]
         if node.op == "placeholder":
-            if node.args:  # an argument left at its default (_defaults): no input, its value fixed
+            if node.args and placeholders:  # a later argument left at its default (_defaults): its value fixed
                 continue
             placeholders += 1
             if placeholders > 1:
