@@ -807,18 +807,19 @@ def test_tradeoff_finds_front_and_min_energy_config(tmp_path):
     assert "the reference itself" in format_tradeoff(tight) and "x less energy" not in format_tradeoff(tight)
 
 
-def test_a_config_without_weight_bits_is_priced_and_compared_at_its_default(tmp_path):
-    """A model section may leave out what it builds at the default (32-bit weights, p-bits): the
-    energy model priced such a run as the float network while the trade-off passed it over as the
-    reference, for a worse one."""
+def test_a_config_without_weight_bits_is_refused_by_pricing_and_comparing_alike(tmp_path):
+    """A model section without its weight bits: the energy model once priced such a run as the
+    float network while the trade-off passed it over as the reference, for a worse one; then both
+    took the default. Every run records every option, and a default taken for a missing one built
+    another network (a tanh run without its neuron read as p-bits, R138): both refuse it now."""
     tanh = _fake_run(tmp_path, "tanh", "tanh", [(1, 0.885)])
     sigmoid = _fake_run(tmp_path, "sigmoid", "sigmoid", [(1, 0.87)])
     config = read_json(tanh / "config.json")
     del config["model"]["weight_bits"]
     write_json(tanh / "config.json", config)
-    result = tradeoff_runs([tanh, sigmoid], tolerance=0.01)
-    assert result["reference"]["label"] == "tanh T=1"
-    assert {p["weight_bits"] for p in result["points"]} == {32}
+    for call in (lambda: tradeoff_runs([tanh, sigmoid], tolerance=0.01), lambda: run_network(tanh)):
+        with pytest.raises(RunError, match="its 'model' section lacks weight_bits; every run's config.json records"):
+            call()
 
 
 def test_tradeoff_without_a_float_run_says_what_the_reference_is(tmp_path):
