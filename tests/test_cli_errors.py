@@ -762,6 +762,20 @@ def test_a_model_section_missing_an_option_is_refused_not_defaulted(trained_run,
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+def test_loading_a_run_onto_a_device_names_a_device_it_cannot_use(trained_run):
+    """``load_model(run, "gpu")`` gave torch's RuntimeError, and "cuda" on a machine without it an
+    AssertionError from deep in torch (R144 D8)."""
+    from pdnn.convert import load_model
+    from pdnn.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown device 'gpu'; expected one of cpu, cuda, mps"):
+        load_model(trained_run, "gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="device 'cuda' is not available"):
+            load_model(trained_run, "cuda")
+    assert next(load_model(trained_run, "cpu")[0].parameters()).device.type == "cpu"
+
+
 def test_options_a_neuron_does_not_use_are_said(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -814,6 +814,42 @@ def test_labels_must_be_one_index_per_input():
     assert 0 <= accuracy_vs_samples(model, x, y.flatten(), [1], 1)[0]["accuracy_mean"] <= 1
 
 
+def test_an_accuracy_counts_only_labels_and_scores_it_can_compare():
+    """NaN scores argmax to 0, so NaN rows counted as class 0 (all-NaN inputs scored 100 % on
+    labels 0); labels no class has, floats and bools were compared as they were; an unknown
+    aggregation ran the network one; a bad rule failed inside; and the caller's model was left in
+    eval mode (R144 D1-D3, D6, D7)."""
+    from pdnn.adaptive import StoppingRule
+    from pdnn.evaluate import adaptive_accuracy
+
+    model = mlp("pbit").train()
+    x, y = torch.randn(20, *SHAPE), torch.randint(0, 3, (20,))
+    for measure in (lambda x, y: accuracy_vs_samples(model, x, y, [1, 2], 1),
+                    lambda x, y: accuracy_vs_samples(model, x, y, [2], 1, aggregate="layer"),
+                    lambda x, y: adaptive_accuracy(model, x, y, StoppingRule(4))):
+        with pytest.raises(UsageError, match="labels must be class indices below 3, the model's classes; got 12"):
+            measure(x, y.clone().index_fill_(0, torch.tensor([4]), 12))
+        for bad, said in ((y.float(), "torch.float32"), (y > 0, "torch.bool")):
+            with pytest.raises(UsageError, match=f"labels must be integer class indices, got {said}"):
+                measure(x, bad)
+        with pytest.raises(UsageError, match="labels must be class indices >= 0, got -1"):
+            measure(x, y - 1)
+        assert model.training and all(m.training for m in model.modules())  # (nothing ran: nothing changed)
+        measure(x, y)
+        assert model.training and all(m.training for m in model.modules())  # measured in eval mode, given back
+    nan_scores = mlp("pbit").eval()
+    with torch.no_grad():
+        nan_scores[-1].bias.fill_(math.nan)
+    for measure in (lambda: accuracy_vs_samples(nan_scores, x, y, [1], 1),
+                    lambda: accuracy_vs_samples(nan_scores, x, y, [2], 1, aggregate="layer")):
+        with pytest.raises(UsageError, match="class scores are NaN for 20 of 20 inputs"):
+            measure()
+    with pytest.raises(UsageError, match="unknown aggregate 'chip'; expected one of network, layer"):
+        accuracy_vs_samples(model, x, y, [1], 1, aggregate="chip")
+    with pytest.raises(UsageError, match="stopping rule must be a pdnn.adaptive.StoppingRule, got None"):
+        adaptive_accuracy(model, x, y, None)
+
+
 def test_recalibrating_batch_norms_checks_its_batch_size():
     model = to_sampled(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(), "pbit")
     for bad in (0, -7, 2.5, "8", None):

@@ -822,6 +822,18 @@ def test_a_config_without_weight_bits_is_refused_by_pricing_and_comparing_alike(
             call()
 
 
+def test_a_point_s_float32_flag_is_true_or_false_and_a_fan_in_a_python_int():
+    """``"float32": "no"`` was taken as true, its point the reference and the drop negative; a 0-d
+    tensor fan-in gave 0-d tensors that json could not write (R144 D4, D5)."""
+    points = [{"energy_j": 1.0, "accuracy": 0.8, "float32": "no"}, {"energy_j": 2.0, "accuracy": 0.85}]
+    with pytest.raises(UsageError, match="point 0: float32 must be true or false, got 'no'"):
+        tradeoff(points)
+    assert tradeoff([{**points[0], "float32": False}, points[1]])["reference"]["accuracy"] == 0.85
+    terms = eo_energy_pj(torch.tensor(4), 2, 1, samples=3)
+    json.dumps(terms)
+    assert eo_energy_pj(4, 2, 1, samples=3) == terms
+
+
 def test_tradeoff_without_a_float_run_says_what_the_reference_is(tmp_path):
     pbit = _fake_run(tmp_path, "pbit", "pbit", [(1, 0.80), (5, 0.88)])
     exact = tradeoff_runs([pbit], tolerance=0.0)

@@ -345,7 +345,7 @@ def adaptive_sample(
     not yet settled; tensor arguments with the batch as first dimension are cut alike, but for
     those in ``kept`` (their ids: a per-class tensor as long as the batch, say).
     """
-    _check_rule(rule)
+    check_rule(rule)
     batch_tensor("adaptive sampling", x)
     if x.is_floating_point() and torch.isnan(x).any():
         raise UsageError(f"the input of shape {tuple(x.shape)} contains NaN")
@@ -383,7 +383,7 @@ def adaptive_sample(
     return result, taken, rule
 
 
-def _check_rule(rule) -> None:
+def check_rule(rule) -> None:
     """Refuse a rule that is not a :class:`StoppingRule` (``SampledModel.stopping`` can be set to anything)."""
     if not isinstance(rule, StoppingRule):
         raise UsageError(f"the stopping rule must be a pdnn.adaptive.StoppingRule, got {shown(rule)}")
@@ -435,7 +435,7 @@ def simulate(outputs: torch.Tensor, rule: StoppingRule) -> tuple[torch.Tensor, t
     the same decisions and sample counts :func:`adaptive_sample` gives when the network draws
     these samples. Returns ``(mean scores at stopping [B, C], samples taken [B], rule for the
     next batch)``."""
-    _check_rule(rule)
+    check_rule(rule)
     _check_recorded(outputs)
     if outputs.dim() != 3 or outputs.shape[0] < rule.max_samples:
         raise UsageError(f"need recorded outputs [N >= {rule.max_samples}, B, C], got {tuple(outputs.shape)}")

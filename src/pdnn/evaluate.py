@@ -9,6 +9,7 @@ network, so each (T, repeat) is a separate pass.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from typing import Callable, Sequence
@@ -16,8 +17,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .adaptive import StoppingRule, rounds_taken
-from .checks import positive_int, torch_seed
+from .adaptive import StoppingRule, check_rule, rounds_taken
+from .checks import AGGREGATIONS, one_of, positive_int, torch_seed
 from .errors import UsageError
 from .nn import is_stochastic
 from .progress import progress_bar
@@ -94,8 +95,7 @@ def _pooled_correct(
         sums = running_sums(drawn(sampler, xb, pool, chunk), ends)
         for t in samples:
             for r in range(repeats):
-                mean = sums[(r + 1) * t] - sums[r * t]
-                correct[t][r] += int((mean.argmax(-1) == yb).sum())
+                correct[t][r] += hits(sums[(r + 1) * t] - sums[r * t], yb)
         bar.update(len(xb))
     bar.close()
     return correct
@@ -113,8 +113,7 @@ def _layer_correct(
             sampler = SampledModel(model, t, aggregate="layer", seed=seed + 1000 * r + t)
             step = max(1, min(batch_size, FOLD_ROWS // t))
             for start in range(0, len(x), step):
-                out = sampler(prepare(x[start : start + step]))
-                correct[t][r] += int((out.argmax(-1) == y[start : start + step]).sum())
+                correct[t][r] += hits(sampler(prepare(x[start : start + step])), y[start : start + step])
             bar.update()
     bar.close()
     return correct
@@ -131,6 +130,36 @@ def check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
                             and y.shape[1] == 1 else ""))
     if len(x) != len(y) or len(x) == 0:
         raise UsageError(f"need as many labels as inputs (> 0), got {len(x)} inputs, {len(y)} labels")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise UsageError(f"labels must be integer class indices, got {y.dtype}")
+    if int(y.min()) < 0:
+        raise UsageError(f"labels must be class indices >= 0, got {int(y.min())}")
+
+
+@contextlib.contextmanager
+def evaluated(model: nn.Module):
+    """``model`` in eval mode for the measurement, each module's own mode back afterwards (the
+    caller's model was left in eval mode, its training quietly without dropout after)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def hits(scores: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many rows of class scores ``[B, C]`` have their largest score at their label. A NaN
+    score is no prediction: its argmax is 0, so NaN rows counted as class 0 (a NaN weight scored
+    the share of label 0); a label no class has could never be hit."""
+    if (broken := int(scores.isnan().any(-1).sum())):
+        raise UsageError(f"the model's class scores are NaN for {broken} of {len(scores)} inputs (a NaN input or "
+                         "weight?): an accuracy cannot count them")
+    if int(labels.max()) >= scores.shape[-1]:
+        raise UsageError(f"labels must be class indices below {scores.shape[-1]}, the model's classes; got "
+                         f"{int(labels.max())}")
+    return int((scores.argmax(-1) == labels).sum())
 
 
 def accuracy_vs_samples(
@@ -148,7 +177,9 @@ def accuracy_vs_samples(
     """Classification accuracy of ``model`` on ``(x, y)`` for each T in ``samples``.
 
     ``prepare`` maps a stored batch to the model's input (e.g. uint8 -> normalised float).
-    A deterministic model is evaluated once, at T = 1. Returns one dict per T:
+    A deterministic model is evaluated once, at T = 1. The model runs in eval mode, and each of
+    its modules gets its own mode back afterwards; NaN class scores, and labels that are no class
+    index of the model, are refused (:func:`hits`). Returns one dict per T:
     ``{"samples", "accuracy_mean", "accuracy_std", "repeats", "accuracies"}`` with accuracies
     as fractions in [0, 1] and the standard deviation across repeats (0 for one repeat).
     """
@@ -157,14 +188,15 @@ def accuracy_vs_samples(
         raise UsageError("samples must name at least one T >= 1, got none")
     positive_int("repeats", repeats)
     positive_int("batch_size", batch_size)  # (below 1 no batch ran: an accuracy of 0, silently)
+    one_of("aggregate", aggregate, AGGREGATIONS)  # (any other name ran network aggregation)
     if aggregate == "layer":  # each (repeat, T) seeds its own sampler (see _layer_correct)
         torch_seed("seed", seed, span=1000 * (repeats - 1) + samples[-1])
     check_labels(x, y)
-    model = model.eval()
     if is_deterministic(model):
         samples, repeats = [1], 1
     count = _layer_correct if aggregate == "layer" else _pooled_correct
-    correct = count(model, x, y, samples, repeats, seed, batch_size, prepare, progress)
+    with evaluated(model):
+        correct = count(model, x, y, samples, repeats, seed, batch_size, prepare, progress)
     results = []
     for t in samples:
         accs = [c / len(x) for c in correct[t]]
@@ -205,17 +237,24 @@ def adaptive_accuracy(
     ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "mean_rounds", "rule"}``. A
     prior variance the rule lacks is learnt on the first batch and kept for the others
     (:func:`pdnn.adaptive.adaptive_sample`). ``priced(taken, rounds)``, given each input's T and
-    rounds (looks it took part in), returns entries to add: the energy, say."""
+    rounds (looks it took part in), returns entries to add: the energy, say. Eval mode, NaN and
+    labels as :func:`accuracy_vs_samples`."""
+    check_rule(rule)
     positive_int("batch_size", batch_size)
     check_labels(x, y)
-    sampler = SampledModel(model.eval(), samples="auto", seed=seed, max_rows=SPLIT_ROWS)
+    with evaluated(model):
+        return _adaptive_accuracy(model, x, y, rule, seed, batch_size, prepare, priced)
+
+
+def _adaptive_accuracy(model, x, y, rule, seed, batch_size, prepare, priced) -> dict:
+    sampler = SampledModel(model, samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
     correct, taken, rounds, given, looks = 0, [], [], rule.prior_variance is not None, set()
     for start in range(0, len(x), batch_size):
         schedule = sampler.stopping.schedule()  # (the first batch may learn the prior a look at T = 1 needs)
         looks.update(schedule)
         mean = sampler(prepare(x[start : start + batch_size]))  # each round in passes of at most SPLIT_ROWS rows
-        correct += int((mean.argmax(-1) == y[start : start + batch_size]).sum())
+        correct += hits(mean, y[start : start + batch_size])
         taken.append(sampler.last_samples)
         rounds.append(rounds_taken(sampler.last_samples, schedule))
     rule = sampler.stopping

@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import data as data_package
 from ..checks import as_real, positive_int, shown
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, is_folder_record, load_checkpoint,
                   measurements, read_config, read_json, save_checkpoint, write_json, writer_lock)
@@ -78,6 +79,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     A converted run (``config["convert"]``) stores the source weights and the conversion spec;
     the conversion is replayed (:func:`replay`) after the weights are loaded.
     """
+    device = resolve_device(device)  # ("gpu", or "cuda" here: said before any file is read)
     config = read_config(run_dir)
     model = build_model(run_dir, config)
     if "convert" in config and not (Path(run_dir) / CHECKPOINT).exists():  # often not kept: a copy of the source's

@@ -50,8 +50,7 @@ def check_bit_width(bits, what: str) -> int:
 
 
 def check_fan_in(n) -> int:
-    positive_int("fan-in n", n)
-    return n
+    return positive_int("fan-in n", n)  # (a 0-d tensor or numpy integer as a Python int)
 
 
 def is_float(bits: int) -> bool:

@@ -69,6 +69,8 @@ def _check_point(p: dict, i: int) -> None:
             raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {shown(value)}")
     if p["accuracy"] > 1:
         raise UsageError(f"point {i}: accuracy must be a fraction in [0, 1], got {shown(p['accuracy'])}")
+    if not isinstance(p.get("float32", False), bool):  # ("no" was taken as true: the reference)
+        raise UsageError(f"point {i}: float32 must be true or false, got {shown(p['float32'])}")
 
 
 def marginal_costs(points: Sequence[dict]) -> list[dict]:
