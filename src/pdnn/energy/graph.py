@@ -580,11 +580,12 @@ _WEIGHT_SOURCES = {"weight", "weight_g", "weight_v", "weight_orig"}
 
 
 def _weight_sources(m: nn.Module) -> set[int]:
-    """Ids of the tensors a layer's ``.weight`` is stored in: the weight itself, or what computes
-    it (a parametrization's tensors, weight_norm's). A computed ``.weight`` is a new tensor at every
-    access, freed at once, so its id is soon another layer's: two layers share a weight when they
-    share these."""
-    if parametrize.is_parametrized(m, "weight"):  # its original(s): what the parametrizations, shared or not, map
+    """Ids of the tensors a layer's ``.weight`` is stored in: the weight itself, or what it is
+    computed from (a parametrization's originals, not the parametrization's own tensors, which
+    layers may share; weight_norm's ``weight_g`` and ``weight_v``). A computed ``.weight`` is a new
+    tensor at every access, freed at once, so its id is soon another layer's: two layers share a
+    weight when they share these."""
+    if parametrize.is_parametrized(m, "weight"):
         stored = m.parametrizations.weight
         return {id(t) for t in (*stored.parameters(recurse=False), *stored.buffers(recurse=False))}
     stored = {id(t) for name, t in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))
