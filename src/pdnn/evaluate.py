@@ -155,7 +155,8 @@ def hits(scores: torch.Tensor, labels: torch.Tensor) -> int:
     the share of label 0); a label no class has could never be hit."""
     if (broken := int(scores.isnan().any(-1).sum())):
         raise UsageError(f"the model's class scores are NaN for {broken} of {len(scores)} inputs (a NaN input or "
-                         "weight?): an accuracy cannot count them")
+                         "weight, or an infinite score: repeats are told apart by differences of running sums, "
+                         "and inf - inf is NaN): an accuracy cannot count them")
     if int(labels.max()) >= scores.shape[-1]:
         raise UsageError(f"labels must be class indices below {scores.shape[-1]}, the model's classes; got "
                          f"{int(labels.max())}")
