@@ -1465,6 +1465,17 @@ def test_a_drawing_or_precision_unit_that_holds_weights_names_them():
 
     net = analyze(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), ChannelBeta(), nn.Conv2d(2, 2, 3)), (1, 4, 4))
     assert not any("inside it" in note for note in net.notes)
+
+    class OneOut(PBit):  # but a layer of one output is a weight layer all the same (R145)
+        def __init__(self):
+            super().__init__()
+            self.gate = nn.Linear(8, 1)
+
+        def forward(self, x):
+            return super().forward(x * torch.sigmoid(self.gate(x)))
+
+    net = analyze(nn.Sequential(nn.Linear(4, 8), OneOut(), nn.Linear(8, 2)), (4,))
+    assert "the weights inside it (gate.weight) are not counted" in " ".join(net.notes)
     for plain, shape in ((nn.Sequential(nn.Linear(4, 8), PBit(), nn.Linear(8, 2)), (4,)),
                          (create("cnn", neuron="pbit", width=4), (3, 32, 32))):
         assert not any("inside it" in note for note in analyze(plain, shape).notes)

@@ -83,7 +83,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         placeholder = torch.device(device).type == "meta"  # (no memory: what tests use for another device)
     except (RuntimeError, TypeError):
         placeholder = False
-    if not placeholder:
+    if device is not None and not placeholder:  # (None: left where it is built, the CPU, as before)
         device = resolve_device(device)  # ("gpu", or "cuda" here: said before any file is read)
     config = read_config(run_dir)
     model = build_model(run_dir, config)

@@ -437,7 +437,7 @@ class _Walker:
             inp = inputs[0] if inputs else _Info(None, source="unknown")
             return self._weight_layer(name, m, inp, out_shape, in_shape, repeat)
         inp = _merge(inputs)
-        if _is_unit(m) and (inside := [n for n, p in m.named_parameters() if sum(d > 1 for d in p.shape) >= 2]):
+        if _is_unit(m) and (inside := _weights_inside(m)):
             self.note(f"{name} ({type(m).__name__}): {'draws' if is_stochastic(m) else 'declares a precision'}, so "
                       f"it is priced as a neuron; the weights inside it ({', '.join(inside)}) are not counted "
                       "(a Linear or Conv of its own, outside it, would be)")
@@ -591,6 +591,14 @@ def _weight_sources(m: nn.Module) -> set[int]:
     stored = {id(t) for name, t in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))
               if name in _WEIGHT_SOURCES}
     return stored or {id(m.weight)}
+
+
+def _weights_inside(unit: nn.Module) -> list[str]:
+    """The weights a unit priced as a whole holds: its Linear and Conv layers' (a ``Linear(8, 1)``
+    too), and any tensor of its own with two dimensions above 1 (not a per-channel gain)."""
+    layers = [f"{name}.weight" for name, sub in unit.named_modules() if sub is not unit and is_weight_layer(sub)]
+    own = [name for name, p in unit.named_parameters() if sum(d > 1 for d in p.shape) >= 2 and name not in layers]
+    return layers + own
 
 
 def _other_weights(m: nn.Module) -> list[str]:
