@@ -848,6 +848,10 @@ def test_an_accuracy_counts_only_labels_and_scores_it_can_compare():
         accuracy_vs_samples(model, x, y, [1], 1, aggregate="chip")
     with pytest.raises(UsageError, match="stopping rule must be a pdnn.adaptive.StoppingRule, got None"):
         adaptive_accuracy(model, x, y, None)
+    one_score = nn.Sequential(nn.Flatten(), nn.Linear(16, 1))  # its argmax is always 0 (R145)
+    with pytest.raises(UsageError, match=r"an accuracy needs class scores \[B, C >= 2\] to take the largest of, "
+                                         r"got \[20, 1\]"):
+        accuracy_vs_samples(one_score, x, torch.zeros(20, dtype=torch.long), [1], 1)
 
 
 def test_recalibrating_batch_norms_checks_its_batch_size():

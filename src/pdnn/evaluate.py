@@ -157,6 +157,9 @@ def hits(scores: torch.Tensor, labels: torch.Tensor) -> int:
         raise UsageError(f"the model's class scores are NaN for {broken} of {len(scores)} inputs (a NaN input or "
                          "weight, or an infinite score: repeats are told apart by differences of running sums, "
                          "and inf - inf is NaN): an accuracy cannot count them")
+    if scores.dim() != 2 or scores.shape[-1] < 2:  # (one score per input: its argmax is always class 0)
+        raise UsageError(f"an accuracy needs class scores [B, C >= 2] to take the largest of, got "
+                         f"{list(scores.shape)}")
     if int(labels.max()) >= scores.shape[-1]:
         raise UsageError(f"labels must be class indices below {scores.shape[-1]}, the model's classes; got "
                          f"{int(labels.max())}")
