@@ -138,15 +138,16 @@ def check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
 
 @contextlib.contextmanager
 def evaluated(model: nn.Module):
-    """``model`` in eval mode for the measurement, each module's own mode back afterwards (the
-    caller's model was left in eval mode, its training quietly without dropout after)."""
+    """``model`` in eval mode for a measurement, each module's own mode back afterwards (the
+    caller's model was left in eval mode, its training quietly without dropout after). Modes go
+    back by ``train``, outer modules first, so a module's own ``train`` runs as a user's call would."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield
     finally:
         for m, mode in modes:
-            m.training = mode
+            m.train(mode)
 
 
 def hits(scores: torch.Tensor, labels: torch.Tensor) -> int:
@@ -246,21 +247,17 @@ def adaptive_accuracy(
     check_rule(rule)
     positive_int("batch_size", batch_size)
     check_labels(x, y)
-    with evaluated(model):
-        return _adaptive_accuracy(model, x, y, rule, seed, batch_size, prepare, priced)
-
-
-def _adaptive_accuracy(model, x, y, rule, seed, batch_size, prepare, priced) -> dict:
     sampler = SampledModel(model, samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
     correct, taken, rounds, given, looks = 0, [], [], rule.prior_variance is not None, set()
-    for start in range(0, len(x), batch_size):
-        schedule = sampler.stopping.schedule()  # (the first batch may learn the prior a look at T = 1 needs)
-        looks.update(schedule)
-        mean = sampler(prepare(x[start : start + batch_size]))  # each round in passes of at most SPLIT_ROWS rows
-        correct += hits(mean, y[start : start + batch_size])
-        taken.append(sampler.last_samples)
-        rounds.append(rounds_taken(sampler.last_samples, schedule))
+    with evaluated(model):
+        for start in range(0, len(x), batch_size):
+            schedule = sampler.stopping.schedule()  # (the first batch may learn the prior a look at T = 1 needs)
+            looks.update(schedule)
+            mean = sampler(prepare(x[start : start + batch_size]))  # each round in passes of at most SPLIT_ROWS rows
+            correct += hits(mean, y[start : start + batch_size])
+            taken.append(sampler.last_samples)
+            rounds.append(rounds_taken(sampler.last_samples, schedule))
     rule = sampler.stopping
     taken, rounds = torch.cat(taken), torch.cat(rounds)
     values, counts = taken.unique(return_counts=True)

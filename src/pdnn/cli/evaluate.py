@@ -5,6 +5,7 @@ from ..adaptive import CHECKPOINTS, PRIOR_INPUTS, StoppingRule, parse_checkpoint
 from ..checks import AGGREGATIONS, positive_int
 from ..devices import resolve_device
 from ..energy import load_table
+from ..energy.per_input import mj
 from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
@@ -114,10 +115,11 @@ def prior_note(rule: dict) -> str:
 
 def energy_line(document: dict, max_samples: int) -> str:
     """The energy per inference in its three accountings (docs/adaptive.md), beside fixed T."""
-    mj = lambda e: " / ".join(f"{1e3 * j:#.4g}" for j in e.values())  # noqa: E731  (as the study's tables)
+    listed = lambda e: " / ".join(map(mj, e.values()))  # noqa: E731
     memory = document["energy_settings"]["per-eo"]["weight_memory"]
+    fixed = listed(document["energy_j_fixed_max_samples"])
     return (f"energy per inference, mJ ({memory}; {' / '.join(document['energy_j'])}): "
-            f"{mj(document['energy_j'])}; fixed T = {max_samples}: {mj(document['energy_j_fixed_max_samples'])}")
+            f"{listed(document['energy_j'])}; fixed T = {max_samples}: {fixed}")
 
 
 def run_adaptive(args, given_checkpoints: bool) -> int:

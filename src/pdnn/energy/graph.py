@@ -53,6 +53,7 @@ from torch.nn.utils import parametrize
 
 from ..checks import positive_ints
 from ..errors import UsageError
+from ..evaluate import evaluated
 from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
 from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node
@@ -855,25 +856,18 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     device = param.device if param is not None else "cpu"
     x = torch.zeros(1, *shape, device=device,
                     dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
-    training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
+    with evaluated(model), torch.no_grad():
+        try:
+            walker, method = _walk(model, x, input_bits)
+        except AnalysisError as err:  # token ids into an embedding: integer inputs
+            if not isinstance(err.__cause__, Exception) or not any(
+                    isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules()):
+                raise
             try:
-                walker, method = _walk(model, x, input_bits)
-            except AnalysisError as err:  # token ids into an embedding: integer inputs
-                if not isinstance(err.__cause__, Exception) or not any(
-                        isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules()):
-                    raise
-                try:
-                    walker, method = _walk(model, torch.zeros(1, *shape, device=device, dtype=torch.long),
-                                           input_bits)
-                except AnalysisError:
-                    raise err from err.__cause__  # (the float input's failure is the one to read)
-                walker.note("read with integer inputs (token ids): the model does not run on float ones")
-    finally:
-        for m, flag in training:
-            m.train(flag)
+                walker, method = _walk(model, torch.zeros(1, *shape, device=device, dtype=torch.long), input_bits)
+            except AnalysisError:
+                raise err from err.__cause__  # (the float input's failure is the one to read)
+            walker.note("read with integer inputs (token ids): the model does not run on float ones")
     if wrapped:
         walker.note("read the network a SampledModel samples; the number of samples T is the energy model's")
     if not walker.layers:

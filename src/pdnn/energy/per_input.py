@@ -61,3 +61,8 @@ def energies(taken: torch.Tensor, rounds: torch.Tensor, curves: dict, batch: int
     shared = rest + per_batch["weight"][0] * batch_rounds
     return {"per-eo held": held.mean().item(), "per-eo per round": per_round.mean().item(),
             f"per-batch:{batch}": shared.mean().item()}
+
+
+def mj(joules: float) -> str:
+    """Joules as millijoules with four figures kept (25.9986 mJ is 26.00, not 26)."""
+    return f"{1e3 * joules:#.4g}"

@@ -28,7 +28,7 @@ import torch
 
 from ..adaptive import CHECKPOINTS, StoppingRule, oracle_samples, rounds_taken, simulate
 from ..data import load
-from ..energy.per_input import curve_settings, energies, energy_curves
+from ..energy.per_input import curve_settings, energies, energy_curves, mj
 from ..evaluate import ADAPTIVE_BATCH, FOLD_ROWS, drawn
 from ..io import CHECKPOINT, RunError, atomic_write, pyplot, run_dataset, save_figure
 from ..provenance import conversion_sha256
@@ -269,10 +269,6 @@ def write_figure(document: dict, path: Path) -> None:
             legend.setdefault(label, handle)
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=3, fontsize=8)
     save_figure(fig, path)
-
-
-def mj(joules: float) -> str:
-    return f"{1e3 * joules:#.4g}"  # (4 figures kept: 25.9986 mJ is 26.00, not 26)
 
 
 def write_tables(document: dict) -> str:
