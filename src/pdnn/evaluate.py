@@ -9,7 +9,6 @@ network, so each (T, repeat) is a separate pass.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 from typing import Callable, Sequence
@@ -23,6 +22,7 @@ from .errors import UsageError
 from .nn import is_stochastic
 from .progress import progress_bar
 from .sampling import MAX_ROWS as SPLIT_ROWS, SampledModel, check_samples
+from .tracing import evaluated
 
 FOLD_ROWS = 1024  # rows per forward pass where samples are folded here (layer aggregation, batch-norm
 # re-estimation); network evaluation draws at most this many samples per call, which the sampler
@@ -134,20 +134,6 @@ def check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
         raise UsageError(f"labels must be integer class indices, got {y.dtype}")
     if int(y.min()) < 0:
         raise UsageError(f"labels must be class indices >= 0, got {int(y.min())}")
-
-
-@contextlib.contextmanager
-def evaluated(model: nn.Module):
-    """``model`` in eval mode for a measurement, each module's own mode back afterwards (the
-    caller's model was left in eval mode, its training quietly without dropout after). Modes go
-    back by ``train``, outer modules first, so a module's own ``train`` runs as a user's call would."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.train(mode)
 
 
 def hits(scores: torch.Tensor, labels: torch.Tensor) -> int:

@@ -35,6 +35,7 @@ convert, which run the graph in place of the forward, refuse a graph that would 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import operator
 import sys
@@ -250,6 +251,20 @@ def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
                       f"where the forward had none or its own ({'; '.join(tracer.gradients_only[:3])}); "
                       "train it only with that in mind")
     return graph
+
+
+@contextlib.contextmanager
+def evaluated(model: nn.Module):
+    """``model`` in eval mode for a pass that is not the user's call (an accuracy count, reading
+    its energy structure), each module's own mode back afterwards. Modes go
+    back by ``train``, outer modules first, so a module's own ``train`` runs as a user's call would."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
 
 
 class ModelState:

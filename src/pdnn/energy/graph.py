@@ -53,10 +53,9 @@ from torch.nn.utils import parametrize
 
 from ..checks import positive_ints
 from ..errors import UsageError
-from ..evaluate import evaluated
 from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
-from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node
+from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node, evaluated
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
