@@ -115,6 +115,26 @@ def test_integer_input_rejected():
         F.pbit(torch.zeros(3, dtype=torch.long))
 
 
+@pytest.mark.parametrize("given, said", [("abc", "str 'abc'"), ([0.5, 1.0], r"list \[0.5, 1.0\]"), (None, "NoneType None")])
+def test_what_is_no_tensor_is_named_by_its_type(given, said):
+    """A list or a string has no bits to draw: the error says what it is, not that a ``str`` lacks
+    ``is_floating_point``."""
+    with pytest.raises(TypeError, match=f"pbit expects a floating-point tensor, got {said}"):
+        F.pbit(given)
+
+
+def test_a_generator_that_is_no_generator_is_named():
+    with pytest.raises(UsageError, match="pbit.generator must be a torch.Generator or None, got 'g'"):
+        F.pbit(torch.zeros(3), generator="g")
+
+
+@pytest.mark.parametrize("samples", [True, 1.0, 0, -1, 2.5, "2", None])
+def test_repeat_samples_takes_only_a_count(samples):
+    """``True`` and ``1.0`` acted as 1, 0 and -1 failed inside ``torch.cat``."""
+    with pytest.raises(UsageError, match=f"samples must be an integer >= 1, got {re.escape(repr(samples))}"):
+        F.repeat_samples(torch.zeros(2, 3), samples)
+
+
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_quantizers_have_exactly_2_to_the_k_levels(bits):
     x = torch.linspace(-20, 20, 400_001)  # reaches every level, also of the sigmoid

@@ -231,6 +231,13 @@ def test_hard_pbit_compares_its_probability_in_single_precision(dtype):
 
 
 @pytest.mark.parametrize("module", [PBit, GaussianNoise, HardPBit])
+def test_what_is_no_tensor_is_named_by_its_type(module):
+    layer = module(1.0) if module is GaussianNoise else module()
+    with pytest.raises(TypeError, match=f"{module.__name__} expects a floating-point tensor, got str 'x'"):
+        layer("x")
+
+
+@pytest.mark.parametrize("module", [PBit, GaussianNoise, HardPBit])
 def test_a_generator_that_is_no_generator_is_named(module):
     layer = module(1.0) if module is GaussianNoise else module()
     layer.generator = 5

@@ -112,6 +112,15 @@ def check_generator(generator, x: torch.Tensor, owner: str) -> None:
                            "create the generator on the input's device")
 
 
+def check_floating(x, owner: str) -> None:
+    """Raise a ``TypeError`` naming ``owner`` unless ``x`` is a floating-point tensor (a list, an
+    array or a string has no bits to draw: say so, not that it lacks ``is_floating_point``)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{owner} expects a floating-point tensor, got {type(x).__name__} {shown(x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{owner} expects a floating-point tensor, got dtype {x.dtype}")
+
+
 def generator_keyword(generator: torch.Generator | None) -> dict:
     """``{"generator": generator}``, or nothing for ``None``: torch's draw overloads that take a
     generator accept no symbolic shape, so under ``torch.compile`` a draw that named
@@ -382,8 +391,9 @@ def pbit(
     one_of("mode", mode, MODES)
     one_of("ste", ste, STES)
     beta = check_beta(beta)
-    if not x.is_floating_point():
-        raise TypeError(f"pbit expects a floating-point tensor, got dtype {x.dtype}")
+    check_floating(x, "pbit")
+    if generator is not None:
+        check_generator(generator, x, "pbit")
     if type(repeats) is not int or repeats != 1:  # (1.0, True and tensor(2) reached the kernel as they were)
         repeats = positive_int("repeats", repeats)
         if repeats != 1 and x.dim() == 0:
@@ -414,6 +424,8 @@ def repeat_samples(x, samples: int):
     back) and copies 5x faster on a CPU. Not beyond ``CAT_SAMPLES`` copies, whose list of
     references alone would take memory (8 GB at T = 10⁹) before torch could say that the
     result does not fit: an expanded view is copied instead."""
+    if type(samples) is not int or samples < 1:  # (True and 1.0 acted as 1, 0 failed inside torch.cat)
+        samples = positive_int("samples", samples)
     if not isinstance(x, torch.Tensor) or samples == 1:
         return x
     stack = stacked_passes.active()

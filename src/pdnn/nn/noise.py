@@ -38,9 +38,8 @@ def check_scale(scale, what: str = "scale") -> float:
 
 def _check_generator(module: nn.Module, x: torch.Tensor) -> torch.Generator | None:
     g = module.generator
+    F.check_floating(x, type(module).__name__)
     F.check_generator(g, x, type(module).__name__)
-    if not x.is_floating_point():
-        raise TypeError(f"{type(module).__name__} expects a floating-point tensor, got dtype {x.dtype}")
     return g
 
 
