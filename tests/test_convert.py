@@ -854,6 +854,21 @@ def test_an_accuracy_counts_only_labels_and_scores_it_can_compare():
         accuracy_vs_samples(one_score, x, torch.zeros(20, dtype=torch.long), [1], 1)
 
 
+def test_an_accuracy_names_a_model_or_samples_of_the_wrong_kind():
+    """``None`` for the model failed on ``.eval``, one T for the list in a ``for`` (R144 minors)."""
+    from pdnn.adaptive import StoppingRule
+    from pdnn.evaluate import adaptive_accuracy
+
+    x, y = torch.randn(4, *SHAPE), torch.randint(0, 3, (4,))
+    with pytest.raises(UsageError, match="accuracy_vs_samples evaluates an nn.Module, got NoneType"):
+        accuracy_vs_samples(None, x, y)
+    with pytest.raises(UsageError, match="adaptive_accuracy evaluates an nn.Module, got NoneType"):
+        adaptive_accuracy(None, x, y, StoppingRule(4))
+    for samples in (4, "12"):
+        with pytest.raises(UsageError, match=f"samples must be a sequence of T values such as \\[1, 10\\], got {samples!r}"):
+            accuracy_vs_samples(mlp("pbit"), x, y, samples)
+
+
 def test_recalibrating_batch_norms_checks_its_batch_size():
     model = to_sampled(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(), "pbit")
     for bad in (0, -7, 2.5, "8", None):

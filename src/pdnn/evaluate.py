@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .adaptive import StoppingRule, check_rule, rounds_taken
-from .checks import AGGREGATIONS, one_of, positive_int, torch_seed
+from .checks import AGGREGATIONS, one_of, positive_int, shown, torch_seed
 from .errors import UsageError
 from .nn import is_stochastic
 from .progress import progress_bar
@@ -119,6 +119,12 @@ def _layer_correct(
     return correct
 
 
+def _check_model(model, owner: str) -> None:
+    """Raise a ``UsageError`` unless ``model`` is an ``nn.Module`` (``None`` met ``.eval`` first)."""
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{owner} evaluates an nn.Module, got {type(model).__name__}")
+
+
 def check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
     """Raise unless ``y`` holds one class index per input, shape ``[N]`` with ``N = len(x) > 0``:
     labels ``[N, 1]`` (a column read from a table) would be compared with every prediction by
@@ -174,6 +180,9 @@ def accuracy_vs_samples(
     ``{"samples", "accuracy_mean", "accuracy_std", "repeats", "accuracies"}`` with accuracies
     as fractions in [0, 1] and the standard deviation across repeats (0 for one repeat).
     """
+    _check_model(model, "accuracy_vs_samples")
+    if not isinstance(samples, Iterable) or isinstance(samples, str):
+        raise UsageError(f"samples must be a sequence of T values such as [1, 10], got {shown(samples)}")
     samples = sorted({check_samples(t) for t in samples})
     if not samples:
         raise UsageError("samples must name at least one T >= 1, got none")
@@ -230,6 +239,7 @@ def adaptive_accuracy(
     (:func:`pdnn.adaptive.adaptive_sample`). ``priced(taken, rounds)``, given each input's T and
     rounds (looks it took part in), returns entries to add: the energy, say. Eval mode, NaN and
     labels as :func:`accuracy_vs_samples`."""
+    _check_model(model, "adaptive_accuracy")
     check_rule(rule)
     positive_int("batch_size", batch_size)
     check_labels(x, y)
