@@ -891,3 +891,18 @@ def test_a_subset_below_one_names_the_option(command, value, capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().endswith(
         f"error: argument --subset: expected an integer >= 1 (leave it out for every example), got {value}")
+
+
+@pytest.mark.parametrize("argv, command, unknown", [
+    (["eval", "runs/x", "--bogus"], "eval", "--bogus"),
+    (["eval", "runs/p", "runs/t"], "eval", "runs/t"),
+    (["train", "--out", "runs/x", "--bogus-opt", "3"], "train", "--bogus-opt 3"),
+])
+def test_an_unknown_argument_shows_its_command_s_usage(argv, command, unknown, capsys):
+    """argparse left unknown arguments to the top-level parser, which showed pdnn's usage
+    (``COMMAND ...``) instead of the command's (R138 minor)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith(f"usage: pdnn {command} ") and f"pdnn {command}: error: unrecognized arguments: {unknown}\n" in err

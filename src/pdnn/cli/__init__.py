@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(sub)
+    for command_parser in sub.choices.values():  # (see main)
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -104,7 +106,9 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's usage, not pdnn's: `pdnn eval RUN --bogus` is an error of eval's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     keep_large_buffers()
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
