@@ -548,6 +548,22 @@ def test_class_folders_with_wrong_image_size_name_the_entry(tmp_path):
         load("cifar10", roots=[tmp_path], progress=False)
 
 
+def test_a_zip_that_is_a_folder_or_a_folder_that_is_a_file_is_named(tmp_path):
+    """A folder named train.zip failed with the cache stamp's IsADirectoryError; a file named train
+    beside a test/ folder was "not a readable zip file" (R150)."""
+    folder = tmp_path / "cifar10-jpeg"
+    (folder / "train.zip").mkdir(parents=True)
+    (folder / "test.zip").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"cifar10-jpeg/train\.zip: is a folder; expected a zip file"):
+        load("cifar10", roots=[tmp_path], cache_dir=tmp_path / "cache", progress=False)
+    for path in (folder / "train.zip", folder / "test.zip"):
+        path.rmdir() if path.is_dir() else path.unlink()
+    make_class_folders(folder / "test", 1, ".png", seed=0)
+    (folder / "train").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"cifar10-jpeg/train: is a file; expected a folder of class folders"):
+        load("cifar10", roots=[tmp_path], cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_an_empty_class_folder_is_named(tmp_path):
     """A class folder without an image is no class: the error names it, not two lists of ten to compare."""
     folder = tmp_path / "jpeg" / "cifar10-jpeg"

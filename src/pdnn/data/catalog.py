@@ -139,6 +139,10 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
         for kind, train, test in (("zip", folder / "train.zip", folder / "test.zip"),
                                   ("folders", folder / "train", folder / "test")):
             if train.exists() and test.exists():
+                for path in (train, test):  # (a folder named train.zip failed in the cache's stamp with an OSError)
+                    if path.is_dir() != (kind == "folders"):
+                        raise idx.DataError(f"{path}: is a {'folder' if path.is_dir() else 'file'}; expected "
+                                            f"{'a zip file' if kind == 'zip' else 'a folder of class folders'}")
                 files = [train, test] if kind == "zip" else sorted(
                     p for split in (train, test) for p in images.files_under(split))
 
