@@ -898,11 +898,42 @@ def test_a_subset_below_one_names_the_option(command, value, capsys):
     (["eval", "runs/p", "runs/t"], "eval", "runs/t"),
     (["train", "--out", "runs/x", "--bogus-opt", "3"], "train", "--bogus-opt 3"),
 ])
-def test_an_unknown_argument_shows_its_command_s_usage(argv, command, unknown, capsys):
+def test_an_unknown_argument_shows_its_command_s_usage(argv, command, unknown, capsys, tmp_path, monkeypatch):
     """argparse left unknown arguments to the top-level parser, which showed pdnn's usage
     (``COMMAND ...``) instead of the command's (R138 minor)."""
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     err = capsys.readouterr().err
     assert stopped.value.code == 2
     assert err.startswith(f"usage: pdnn {command} ") and f"pdnn {command}: error: unrecognized arguments: {unknown}\n" in err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["eval", ""], "argument RUN_DIR: expected a path, got an empty one"),
+    (["plot", "runs/a", " "], "argument RUN_DIR: expected a path, got an empty one"),
+    (["hw", "sim", ""], "argument DIR: expected a path, got an empty one"),
+    (["train", "--out", "runs/x", "--label", ""], "argument --label: expected a name, got an empty one"),
+])
+def test_an_empty_path_or_label_is_named_as_empty(argv, said, capsys, tmp_path, monkeypatch):
+    """``eval ""`` read the current folder ("config.json does not exist"), ``--label ""`` gave
+    plots an empty name (R138 minors)."""
+    monkeypatch.chdir(tmp_path)  # (where the command would have written)
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and f"error: {said}\n" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["train", *TINY, "--out", "runs/x", "--neuron", "quant:-2"],
+     "bits in neuron 'quant:-2' must be an integer 1..8, got -2"),
+    (["energy", "--model", "mlp", "--dataset", "demo", "--neuron", ""], "unknown neuron ''; expected one of pbit,"),
+])
+def test_a_negative_width_or_an_empty_neuron_is_named(argv, said, capsys, tmp_path, monkeypatch):
+    """quant:-2 was "unknown" where quant:0 named the width; an empty --neuron priced the
+    default, where an empty item in a list was refused (R138 minors)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert said in one_line_error(capsys, argv[0])
+    assert not any(tmp_path.iterdir())

@@ -27,10 +27,17 @@ def existing_folder(text: str) -> str:
 
 
 def named_path(text: str) -> str:
-    """An ``--out`` that names something: an empty one is the current folder, written into
-    unasked (and a message would name it as nothing)."""
+    """A path that names something: an empty one is the current folder (an ``--out`` written into
+    unasked, a run read as "config.json does not exist"), and a message would name it as nothing."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text
+
+
+def label_text(text: str) -> str:
+    """A ``--label``: a name to show in plots and tables; an empty one would show nothing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty one")
     return text
 
 

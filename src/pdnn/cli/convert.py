@@ -11,7 +11,7 @@ from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..io import CHECKPOINT
 from ..runs import load_model
-from .common import add_data_options, add_device_option, named_path
+from .common import add_data_options, add_device_option, label_text, named_path
 
 
 def add_parser(sub) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                     "stochastic activations. `pdnn eval` and `pdnn energy` read it like any other run. "
                     "See docs/convert.md.",
         conflict_handler="resolve")  # --subset below replaces the shared one's help
-    p.add_argument("run_dir", metavar="RUN_DIR",
+    p.add_argument("run_dir", type=named_path, metavar="RUN_DIR",
                    help="a trained (deterministic) run directory; with --restore, a converted one")
     p.add_argument("--method", choices=METHODS,
                    help="pbit: tanh/sigmoid/hardtanh/quantiser -> p-bits of equal mean; dither: k-bit quantiser + "
@@ -61,7 +61,8 @@ def add_parser(sub) -> None:
                         "on the held-out training examples (weights and affine parameters do not change)")
     p.add_argument("--bn-samples", type=int, help="samples per example for --recalibrate-bn (default: 4)")
     p.add_argument("--seed", type=int, help="fixes the draws of calibration and --recalibrate-bn (default: 0)")
-    p.add_argument("--label", help="name used in plots and tables (default: '<source label> (<method>)')")
+    p.add_argument("--label", type=label_text,
+                   help="name used in plots and tables (default: '<source label> (<method>)')")
     p.add_argument("--out", type=named_path, metavar="NEW_RUN_DIR", help="run directory to create")
     p.add_argument("--force", action="store_true",
                    help="replace an existing NEW_RUN_DIR that is a converted run (or an interrupted conversion "

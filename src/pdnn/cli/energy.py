@@ -17,7 +17,7 @@ from ..energy.eo import check_energy_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
 from ..io import ENERGY_FILES, read_config, write_json
 from ..labels import run_label
-from .common import output_file
+from .common import named_path, output_file
 from ..models import ModelConfig, available
 
 
@@ -73,7 +73,8 @@ def add_parser(sub) -> None:
                     "two files; weights are not read), or, given --json or --png elsewhere, only what they name. "
                     "--model: prints the tables and writes JSON/PNG only where "
                     "--json/--png say. See docs/energy.md.")
-    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory (its config.json gives the network)")
+    p.add_argument("run_dir", type=named_path, nargs="?", metavar="RUN_DIR",
+                   help="a run directory (its config.json gives the network)")
     g = p.add_argument_group("an untrained network instead of RUN_DIR")
     g.add_argument("--model", metavar="NAME", help="reference model, e.g. cnn or mlp")
     g.add_argument("--dataset", metavar="NAME", help="dataset giving the input shape and classes (no data is read)")
@@ -112,7 +113,7 @@ def add_parser(sub) -> None:
                     "said so, when no such run is given), with its energy gain. The runs must share one dataset; "
                     "runs without eval-*.json are skipped with a warning. Writes tradeoff.json and tradeoff.png "
                     "in the current directory unless --json/--png say otherwise.")
-    t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    t.add_argument("run_dirs", type=named_path, nargs="+", metavar="RUN_DIR")
     t.add_argument("--tolerance", default="1", metavar="POINTS",
                    help="accuracy tolerance in percentage points, absolute: 1, 1%% and 1.0 all mean one point "
                         "(default: 1); for generator runs (ranked by their fid-clf.json or fid.json, lower is "
@@ -129,7 +130,7 @@ def _parse_list(text: str | None, default: str, what: str, convert=str) -> list:
     """The comma-separated items of ``text`` (else ``default``), each passed through ``convert``
     (``str``, or ``int``: the only one that can refuse an item), each once."""
     values = []
-    for part in (text or default).split(","):
+    for part in (default if text is None else text).split(","):  # ("" is an empty item, not the default)
         part = part.strip()
         try:
             values.append(convert(part))

@@ -10,8 +10,8 @@ from ..errors import UsageError
 from ..evaluate import format_table, parse_samples
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
-from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, options_named, output_file,
-                     writable_run)
+from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, named_path, options_named,
+                     output_file, writable_run)
 
 FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
 RULE_OPTIONS = {"checkpoints": "--checkpoints", "prior_samples": "--prior-samples", "error level": "--error"}
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="accuracy vs number of samples T for a run",
                        description="Accuracy mean and std over independent sampling repeats for each T; "
                                    "writes RUN_DIR/eval-<aggregate>.json.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", type=named_path, metavar="RUN_DIR")
     p.add_argument("--samples", help=f"comma-separated T values (default: {FIXED['samples']})")
     p.add_argument("--repeats", type=int, help=f"independent sampling repeats per T (default: {FIXED['repeats']})")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",

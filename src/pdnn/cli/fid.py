@@ -6,8 +6,8 @@ from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..io import write_json
 from ..runs import fid_run
-from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, options_named, output_file,
-                     writable_run)
+from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, named_path, options_named,
+                     output_file, writable_run)
 
 
 def add_parser(sub) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                        description="Generated images (each the mean of T decoder samples) against the first N "
                                    "test images, in the features of a classifier run (reported as fid-clf) or of "
                                    "Inception-v3 (fid). Writes RUN_DIR/<metric>.json.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", type=named_path, metavar="RUN_DIR")
     p.add_argument("--samples", default="1,2,5,10,20,50",
                    help="comma-separated T values (default: 1,2,5,10,20,50; a deterministic decoder: T=1 only)")
     p.add_argument("--n", type=int, help="generated and real images per distance (default: 2000 with --classifier; "

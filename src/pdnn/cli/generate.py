@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate images from a generator (VAE) run",
                        description="Draws N latents and writes N images (each the mean of T decoder samples) "
                                    "as DIR/0000.png ... and a grid DIR/grid.png.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", type=named_path, metavar="RUN_DIR")
     p.add_argument("--samples", "-T", type=int, default=1, help="decoder samples averaged per image (default: 1)")
     p.add_argument("--n", type=int, default=100, help="number of images (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0; p-bits use seed + 1; "

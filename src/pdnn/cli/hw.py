@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     hw = p.add_subparsers(dest="hw_command", required=True, metavar="ACTION")
 
     e = hw.add_parser("export", help="fold and quantise a run into fixed-point memory files")
-    e.add_argument("run_dir", metavar="RUN", help="a trained run of `pdnn train --model mlp --neuron pbit`")
+    e.add_argument("run_dir", type=named_path, metavar="RUN",
+                   help="a trained run of `pdnn train --model mlp --neuron pbit`")
     e.add_argument("--out", type=named_path, required=True, metavar="DIR",
                    help="folder for spec.json and the .mem files")
     e.add_argument("--weight-bits", type=int, default=8, help="signed weight bits b_w (default: 8)")
@@ -53,7 +54,7 @@ def add_parser(sub) -> None:
     add_data_dir(e)
 
     s = hw.add_parser("sim", help="run the RTL core on test images and compare it with the reference")
-    s.add_argument("export_dir", metavar="DIR", help="a folder written by `pdnn hw export`")
+    s.add_argument("export_dir", type=named_path, metavar="DIR", help="a folder written by `pdnn hw export`")
     s.add_argument("--images", type=int, default=10, help="first N test images (default: 10)")
     s.add_argument("--samples", "-T", type=int, default=1, help="samples T per image (default: 1)")
     s.add_argument("--simulator", choices=("amaranth", "iverilog"), default="amaranth",
@@ -62,7 +63,8 @@ def add_parser(sub) -> None:
     add_data_dir(s)
 
     y = hw.add_parser("synth", help="LUT/FF/CARRY counts of a unit or of an exported core (Yosys)")
-    y.add_argument("export_dir", metavar="DIR", nargs="?", help="an export folder (for --part core/generators)")
+    y.add_argument("export_dir", type=named_path, metavar="DIR", nargs="?",
+                   help="an export folder (for --part core/generators)")
     y.add_argument("--part", choices=("mac", "ac", "core", "generators"), default="mac",
                    help="mac/ac: one synapse lane; core/generators: the exported network's core or its RNGs "
                         "(default: mac)")

@@ -9,7 +9,7 @@ from .common import named_path, output_file
 def add_parser(sub) -> None:
     p = sub.add_parser("plot", help="plot accuracy vs T for evaluated runs",
                        description="p-DNN runs as curves (log T axis), deterministic runs as horizontal lines.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", type=named_path, nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", type=named_path, required=True, metavar="FIG.png",
                    help="the figure to write (its suffix names the format)")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="network",

@@ -14,7 +14,7 @@ from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
 from ..train import TrainConfig, train
 from ..train_config import recorded_options
-from .common import TRAINING_OPTIONS, add_data_options, add_device_option, named_path, options_named
+from .common import TRAINING_OPTIONS, add_data_options, add_device_option, label_text, named_path, options_named
 
 NEW_RUN_OPTIONS = ("dataset", "subset", "task", "model", "latent", "neuron", "weight_bits", "beta", "width",
                    "train_samples", "batch_size", "lr", "schedule", "weight_decay", "loss_rule", "no_augment", "seed",
@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
                         "torch's CPU generator reads its low 32 bits, so seeds 2**32 apart train alike")
     p.add_argument("--monitor-examples", type=int, metavar="N",
                    help="test examples for the per-epoch held-out metric (default: all)")
-    p.add_argument("--label", help="name used in plots and tables (default: the directory name)")
+    p.add_argument("--label", type=label_text, help="name used in plots and tables (default: the directory name)")
     p.add_argument("--out", type=named_path, required=True, metavar="RUN_DIR", help="run directory to create")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR from its last checkpoint (its config.json is reused; --epochs may "

@@ -55,9 +55,9 @@ class NeuronSpec:
             return cls(name, "float", FLOAT_BITS, "unipolar" if name == "sigmoid" else "bipolar")
         if name == "sign":
             return cls(name, "quant", 1)
-        match = re.fullmatch(r"quant:(0|[1-9]\d*)", str(name), re.ASCII)  # one spelling per width: none other matches
+        match = re.fullmatch(r"quant:(-?(?:0|[1-9]\d*))", str(name), re.ASCII)  # one spelling per width
         if match:  # (int() refuses more than 4300 digits: such a width is named as written)
-            digits = match.group(1)
+            digits = match.group(1)  # (a negative one is named as a bad width, as 0 is)
             bits = int(digits) if len(digits) <= 4300 else digits
             return cls(name, "quant", check_bits(bits, f"bits in neuron {shown(name)}"))
         raise UsageError(f"unknown neuron {shown(name)}; expected one of {', '.join(NEURONS)}")
