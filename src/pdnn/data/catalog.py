@@ -206,7 +206,10 @@ def load(name: str, roots: list[str | Path] | None = None, subset: int | None = 
 
     Raises:
         DatasetNotFound: no complete copy under any root (the message says where it looked).
-        DataError: a source file is corrupt or truncated (the message names it).
+        DataError: a source file is corrupt or truncated where its format can tell (the message
+            names it): a zip entry's checksum, a gzip's, an IDX header's sizes, an image that does not
+            decode; a JPEG whose scan data is damaged decodes to other pixels without a word, as JPEG
+            holds no checksum.
 
     Example:
         >>> ds = load("demo", subset=256)
