@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, accumulator_bits, analyze, energy_report,
-                         eo_energy_pj, format_report, format_tradeoff, load_table, network_energy, pareto_front,
+                         energy_sweep, eo_energy_pj, format_report, format_tradeoff, load_table, network_energy, pareto_front,
                          parse_tolerance, run_network, tradeoff, tradeoff_runs)
 from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
 import pdnn.energy.tech
@@ -1540,3 +1540,26 @@ def test_the_hook_walk_says_whether_an_input_it_cannot_follow_is_repeated_per_sa
     assert "c: its input was computed outside a module (forward hooks cannot follow it); precision unknown, " \
            "samples assumed repeated" in net.notes
     assert [layer.stochastic_input for layer in net.layers] == [False, False, True]
+
+
+def test_the_energy_functions_name_what_is_no_network_settings_or_reuse():
+    """A module given for its Network failed on ``.layers``, a dict for the settings on an
+    attribute; a reuse written as text was a plain ValueError, and a batch size given to another
+    mode than per-batch was ignored (R144 minors)."""
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(UsageError, match=r"network_energy prices a pdnn.energy.Network, got Sequential; read a model "
+                                         r"first: pdnn.energy.analyze\(model, input_shape\)"):
+        network_energy(model, 1)
+    with pytest.raises(UsageError, match="energy_report prices a pdnn.energy.Network, got NoneType$"):
+        energy_report(None)
+    with pytest.raises(UsageError, match="energy_sweep's reference prices a pdnn.energy.Network, got Sequential"):
+        energy_sweep([({}, analyze(model, (4,)))], reference=model)
+    with pytest.raises(UsageError, match=r"settings must be a pdnn.energy.Settings \(or None for the defaults\), "
+                                         r"got dict"):
+        network_energy(analyze(model, (4,)), 1, {"reuse": "per-eo"})
+    assert Settings(reuse="per-batch:8").reuse == Reuse("per-batch", 8)
+    with pytest.raises(UsageError, match=r"reuse must be a Reuse or its name \(per-eo, per-inference, per-batch:B\), "
+                                         r"got 5"):
+        Settings(reuse=5)
+    with pytest.raises(UsageError, match="a reuse batch size applies to per-batch only, got batch=8 with per-eo"):
+        Reuse("per-eo", 8)

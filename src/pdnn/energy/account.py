@@ -67,6 +67,8 @@ class Reuse:
     def __post_init__(self):
         one_of("reuse", self.mode, REUSE_MODES)
         positive_int("reuse batch size", self.batch)
+        if self.batch != 1 and self.mode != "per-batch":  # (it was ignored without a word)
+            raise UsageError(f"a reuse batch size applies to per-batch only, got batch={self.batch} with {self.mode}")
 
     @classmethod
     def parse(cls, text: str) -> "Reuse":
@@ -116,8 +118,11 @@ class Settings:
         self.tech.memory(self.weight_memory, "weight memory")  # raises, naming the level, if unknown
         self.tech.memory(self.activation_memory, "activation memory")
         one_of("aggregate", self.aggregate, AGGREGATIONS)
+        if isinstance(self.reuse, str):  # as the command line writes it
+            object.__setattr__(self, "reuse", Reuse.parse(self.reuse))
         if not isinstance(self.reuse, Reuse):
-            raise ValueError(f"reuse must be a Reuse, got {self.reuse!r}")
+            raise UsageError(f"reuse must be a Reuse or its name (per-eo, per-inference, per-batch:B), "
+                             f"got {shown(self.reuse)}")
 
     def to_dict(self) -> dict:
         """The settings and, under ``table``, every number of the technology table with its source."""
@@ -188,10 +193,29 @@ def layer_energy(layer: Layer, samples: int, settings: Settings) -> dict:
     }
 
 
+def check_network(net, owner: str) -> None:
+    """Raise a ``UsageError`` unless ``net`` is a :class:`Network`: a module given in its place
+    (a likely slip) failed on a missing ``.layers``."""
+    if not isinstance(net, Network):
+        hint = "; read a model first: pdnn.energy.analyze(model, input_shape)" if hasattr(net, "modules") else ""
+        raise UsageError(f"{owner} prices a pdnn.energy.Network, got {type(net).__name__}{hint}")
+
+
+def check_settings(settings) -> Settings:
+    """``settings``, or the default ones for ``None``; anything else but :class:`Settings` is refused."""
+    if settings is None:
+        return Settings()
+    if not isinstance(settings, Settings):
+        raise UsageError(f"settings must be a pdnn.energy.Settings (or None for the defaults), got "
+                         f"{type(settings).__name__}")
+    return settings
+
+
 def network_energy(net: Network, samples: int, settings: Settings | None = None) -> dict:
     """Energy per inference of ``net`` at T = ``samples``:
     ``{"samples", "total_j", "terms": {TERMS...}, "layers": [layer_energy...]}``."""
-    settings = settings or Settings()
+    check_network(net, "network_energy")
+    settings = check_settings(settings)
     layers = [layer_energy(layer, samples, settings) for layer in net.layers]
     terms = {k: sum(layer["terms"][k] for layer in layers) for k in TERMS}
     total = finite_energy(sum(terms.values()), settings.tech, samples)
@@ -257,7 +281,7 @@ def energy_sweep(
     would divide by a zero energy). Everything is JSON-serialisable; energies in joules per
     inference.
     """
-    settings = settings or Settings()
+    settings = check_settings(settings)
     if not isinstance(samples, Iterable) or isinstance(samples, str):
         raise UsageError(f"samples must be a sequence of T values such as [1, 10], got {shown(samples)}")
     samples = sorted({check_energy_samples(t) for t in samples})
@@ -265,6 +289,10 @@ def energy_sweep(
         raise UsageError("samples must name at least one T >= 1")
     if not entries:
         raise ValueError("energy_sweep needs at least one network")
+    for _, net in entries:
+        check_network(net, "energy_sweep")
+    if reference is not None:
+        check_network(reference, "energy_sweep's reference")
     ref_net = reference if reference is not None else entries[0][1].float_reference()
     ref = network_energy(ref_net, 1, settings)
     configs, networks, unresolved, notes = [], [], [], []
@@ -301,4 +329,5 @@ def energy_report(
     reference_label: str = FLOAT_REFERENCE,
 ) -> dict:
     """:func:`energy_sweep` for one network, at every T in ``samples`` (deterministic or not)."""
+    check_network(net, "energy_report")
     return energy_sweep([({}, net)], samples, settings, reference, reference_label, deterministic_once=False)

@@ -16,7 +16,7 @@ from typing import Sequence
 from ..checks import positive_int, shown
 from ..errors import UsageError
 from ..io import RunError, pyplot, read_json, save_figure
-from .account import Settings, network_energy
+from .account import Settings, check_settings, network_energy
 from ..labels import figure_text, run_label, series_labels
 from ..provenance import warn_if_stale
 from .tradeoff import check_one_dataset, is_float32_config, measured_runs, pareto_front, run_network
@@ -82,7 +82,7 @@ def fid_tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, tole
     """Pareto front of (energy, distance) over the runs' measured T, the reference (the best
     32-bit float deterministic decoder, else the best point), and the cheapest point whose
     distance is at most the reference's plus ``tolerance``."""
-    settings = settings or Settings()
+    settings = check_settings(settings)
     if not run_dirs:
         raise UsageError("tradeoff needs at least one run directory")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:

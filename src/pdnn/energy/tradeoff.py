@@ -23,7 +23,7 @@ from ..models import ModelConfig, is_generator
 from ..nn import NeuronSpec
 from ..labels import run_label, series_labels
 from ..provenance import warn_if_stale
-from .account import LAYER_STEP_NOTE, Settings, network_energy, next_sample_increase_pct
+from .account import LAYER_STEP_NOTE, Settings, check_settings, network_energy, next_sample_increase_pct
 from .graph import Network, analyze
 from .tech import FLOAT_BITS
 
@@ -195,7 +195,7 @@ def run_points(run_dir, settings: Settings | None = None, input_bits: int = 8, l
     """One point per (eval file, T) of a run: accuracy measured, energy computed with the eval
     file's own aggregation. ``label`` names its series (default: the config's label, else the
     folder's name)."""
-    settings = settings or Settings()
+    settings = check_settings(settings)
     net, config = run_network(run_dir, input_bits)
     files = eval_files(run_dir)
     if not files:
@@ -253,7 +253,7 @@ def tradeoff_runs(run_dirs: Sequence, settings: Settings | None = None, toleranc
     A run without any ``eval-*.json`` is skipped and listed under ``skipped`` (a study in progress
     has some); it is an error only when no run is left. A missing or broken run is an error.
     """
-    settings = settings or Settings()
+    settings = check_settings(settings)
     if not run_dirs:
         raise UsageError("tradeoff needs at least one run directory")
     runs, skipped = measured_runs(run_dirs, lambda d: bool(eval_files(d)), "no eval-*.json (run `pdnn eval {}`)")
