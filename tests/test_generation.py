@@ -379,6 +379,26 @@ def test_a_decoder_with_non_finite_statistics_is_refused_not_drawn_black(runs, t
     assert not (tmp_path / "images").exists()
 
 
+def test_a_distance_of_nan_images_is_refused_not_measured_on_black_pixels():
+    """The cast to uint8 made NaN pixels 0: ``fid_vs_samples`` of a decoder with one NaN weight
+    gave an ordinary-looking 37.16 (R146)."""
+    from pdnn.generation import fid_vs_samples, to_uint8
+
+    vae = create("vae", neuron="pbit", weight_bits=32, input_shape=(1, 28, 28), latent=4)
+    with torch.no_grad():
+        vae.decoder[0].weight[0, 0] = float("nan")
+    images = generate(vae, 2, 4)
+    nan = int(images.isnan().sum())
+    assert 0 < nan < images.numel()
+    with pytest.raises(UsageError, match=f"{nan} of {images.numel()} pixels of the generated images are NaN"):
+        to_uint8(images)
+    extractor = lambda x: torch.randn(len(x), 4, dtype=torch.float64)  # noqa: E731  (any features: the real ones)
+    extractor.dim, extractor.metric = 4, "test"
+    with pytest.raises(UsageError, match="pixels of the generated images are NaN"):
+        fid_vs_samples(vae, torch.zeros(8, 1, 28, 28, dtype=torch.uint8), extractor, [1], 8, repeats=1)
+    assert torch.equal(to_uint8(torch.tensor([0.0, 0.5, 1.0, 2.0])), torch.tensor([0, 128, 255, 255], dtype=torch.uint8))
+
+
 def test_convert_turns_a_tanh_decoder_into_p_bits(tmp_path, runs, capsys):
     assert main(["train", *VAE_TINY, "--epochs", "1", "--neuron", "tanh", "--out", str(tmp_path / "tanh")]) == 0
     out = tmp_path / "converted"

@@ -137,7 +137,11 @@ def generate(vae: VAE, samples: int, n: int, seed: int = 0, device: str | torch.
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats -> uint8 0..255 (rounded)."""
+    """[0, 1] floats -> uint8 0..255 (rounded). NaN pixels are refused: cast, they became black
+    pixels, and a distance measured on them an ordinary-looking number."""
+    if (nan := int(torch.isnan(images).sum())) > 0:
+        raise UsageError(f"{nan} of {images.numel()} pixels of the generated images are NaN (the decoder's output); "
+                         "expected numbers in [0, 1]")
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
