@@ -79,8 +79,13 @@ def test_numbers_too_long_to_write_are_named_by_their_size():
             call()
     assert holdout_indices(10, np.int64(3), 20) == holdout_indices(10, 3, 20)  # numpy's numbers, as Python's
     assert tradeoff([{"energy_j": np.float64(1.0), "accuracy": 0.5, "label": "a"}])["best"] is not None
-    with pytest.raises(ValueError, match="energy_j must be a finite number >= 0, got np.float32"):
+    with pytest.raises(ValueError, match=r"energy_j must be a Python int or float \(a JSON number\), got float32 "
+                                         r"np.float32\(1.0\)"):  # (the message said "finite number" of 1.0)
         tradeoff([{"energy_j": np.float32(1.0), "accuracy": 0.5, "label": "a"}])  # (no JSON number: unwritable)
+    with pytest.raises(ValueError, match="points must be a list of dicts, got dict"):  # (its keys were the points)
+        tradeoff({"energy_j": 1.0, "accuracy": 0.5})
+    with pytest.raises(ValueError, match="point 1 must be a dict with 'energy_j' and 'accuracy', got float 0.5"):
+        tradeoff([{"energy_j": 1.0, "accuracy": 0.5}, 0.5])
 
 
 def test_one_of_lists_the_choices():

@@ -15,7 +15,7 @@ import warnings
 from dataclasses import replace
 from typing import Sequence
 
-from ..checks import AGGREGATIONS, as_real, one_of, shown
+from ..checks import AGGREGATIONS, as_real, is_boolean, one_of, shown
 from ..convert import build_model, model_config, replay
 from ..errors import UsageError
 from ..io import RunError, config_dataset, eval_files, read_config, read_eval, read_json
@@ -60,11 +60,16 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def _check_point(p: dict, i: int) -> None:
+    if not isinstance(p, dict):
+        raise UsageError(f"point {i} must be a dict with 'energy_j' and 'accuracy', got {type(p).__name__} {shown(p)}")
     for key in ("energy_j", "accuracy"):
         if key not in p:
             raise UsageError(f"point {i} has no {key!r}")
         value = p[key]
-        number = as_real(value) if isinstance(value, (int, float)) else None  # a JSON number (not a flag, not huge)
+        if not isinstance(value, (int, float)) or is_boolean(value):  # what JSON holds: a numpy float32 is not
+            raise UsageError(f"point {i}: {key} must be a Python int or float (a JSON number), got "
+                             f"{type(value).__name__} {shown(value)}")
+        number = as_real(value)  # (None: an int too large for a float)
         if number is None or not math.isfinite(number) or number < 0:
             raise UsageError(f"point {i}: {key} must be a finite number >= 0, got {shown(value)}")
     if p["accuracy"] > 1:
@@ -122,6 +127,8 @@ def tradeoff(points: list[dict], tolerance: float = 0.01) -> dict:
     (``None`` if E_best is 0) and ``is_reference`` when no point within tolerance costs less than
     the reference itself.
     """
+    if not isinstance(points, (list, tuple)):  # (a dict's keys were taken for the points)
+        raise UsageError(f"points must be a list of dicts, got {type(points).__name__}")
     if not points:
         raise UsageError("tradeoff needs at least one point")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
