@@ -1,6 +1,7 @@
 """T chosen per input: the stopping rule's error level, rows leaving the batch, equality with fixed T."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -451,8 +452,14 @@ def test_bad_arguments_are_named():
     one_logit = nn.Sequential(nn.Linear(2, 4), PBit(), nn.Linear(4, 1))  # no rival class to settle against
     with pytest.raises(ValueError, match=r"class scores \[B, C >= 2\] per sample, got shape \(3, 1\)"):
         SampledModel(one_logit, samples="auto")(torch.zeros(3, 2))
-    with pytest.raises(ValueError, match=r"oracle needs recorded outputs \[N >= 1, B, C\], got shape \(4, 2\)"):
-        oracle_samples(torch.zeros(4, 2))
+    for shape in ((4, 2), (4, 2, 0), (4, 2, 1)):  # (no class failed in argmax; one has no rival)
+        with pytest.raises(ValueError, match=rf"oracle needs recorded outputs \[N >= 1, B, C >= 2\], got shape "
+                                             rf"{re.escape(str(shape))}"):
+            oracle_samples(torch.zeros(shape))
+    recorded = torch.randn(4, 3, 2)
+    recorded[2, 1, 0] = float("nan")  # its argmax was taken as a class
+    with pytest.raises(ValueError, match="the recorded outputs of 1 of 3 inputs hold NaN"):
+        oracle_samples(recorded)
 
 
 def test_a_rule_or_recording_of_another_type_is_named():

@@ -458,8 +458,11 @@ def oracle_samples(outputs: torch.Tensor) -> torch.Tensor:
     """For each row of ``[N, B, C]`` outputs: the smallest T after which the argmax of the
     running mean never changes again up to N (what a rule that knew the future would take)."""
     _check_recorded(outputs)
-    if outputs.dim() != 3 or outputs.shape[0] < 1:
-        raise UsageError(f"the oracle needs recorded outputs [N >= 1, B, C], got shape {tuple(outputs.shape)}")
+    if outputs.dim() != 3 or outputs.shape[0] < 1 or outputs.shape[2] < 2:  # (C = 0 failed in argmax)
+        raise UsageError(f"the oracle needs recorded outputs [N >= 1, B, C >= 2], got shape {tuple(outputs.shape)}")
+    if outputs.is_floating_point() and (nan := torch.isnan(outputs).any(2).any(0)).any():  # (argmax takes NaN first)
+        raise UsageError(f"the oracle needs scores that are numbers; the recorded outputs of {int(nan.sum())} of "
+                         f"{outputs.shape[1]} inputs hold NaN")
     running = outputs.double().cumsum(0).argmax(-1)  # [N, B] (mean and sum share the argmax)
     differs = running != running[-1]
     n = outputs.shape[0]
