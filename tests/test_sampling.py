@@ -1586,6 +1586,14 @@ def test_a_refused_loss_rule_leaves_the_sampler_as_it_was():
     assert sampled.samples == 4  # (it was set to 8, and the 8 samples drawn, before the rule was read)
 
 
+def test_a_loss_of_an_empty_batch_is_refused_not_nan():
+    """The mean loss of no input is NaN, which an optimiser step spreads over every weight (R144 minor)."""
+    net = nn.Sequential(nn.Linear(4, 3), PBit())
+    with pytest.raises(UsageError, match=r"sample_aware_loss needs a batch of at least one input, got x of shape "
+                                         r"\(0, 4\)"):
+        sample_aware_loss(net, torch.randn(0, 4), torch.zeros(0, dtype=torch.long), samples=2)
+
+
 def test_a_vote_on_complex_scores_is_refused():
     class Complex(nn.Module):
         def forward(self, x):

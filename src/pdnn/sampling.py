@@ -1498,6 +1498,8 @@ def sample_aware_loss(
     Returns ``(loss, averaged_output)``; the output is useful for training accuracy.
     """
     one_of("rule", rule, LOSS_RULES)  # (before the sampler is changed and the samples drawn)
+    if isinstance(x, torch.Tensor) and x.dim() and not len(x):  # (the mean loss of no input was NaN, silently)
+        raise UsageError(f"sample_aware_loss needs a batch of at least one input, got x of shape {tuple(x.shape)}")
     sampled = model if isinstance(model, SampledModel) else SampledModel(model)
     if samples is not None:
         sampled.samples = check_samples(samples)  # (checked first: "auto" is no number of samples to train on)
