@@ -426,6 +426,12 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "expected a generator" in capsys.readouterr().err
     assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "vae"), "--quiet"]) == 2
     assert "is a generator; expected a classifier run" in capsys.readouterr().err
+    noisy = tmp_path / "clf-gaussian"  # its config's neuron is the source's, tanh: the noise is the conversion's
+    assert main(["convert", str(runs / "clf"), "--method", "gaussian", "--out", str(noisy), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["fid", str(runs / "vae"), "--classifier", str(noisy), "--quiet"]) == 2
+    assert f"feature classifier {noisy} has stochastic neurons (GaussianNoise); expected a deterministic" in (
+        capsys.readouterr().err)  # (it said "(tanh)")
     assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--n", "73", "--seed", str(2**64),
                  "--quiet"]) == 2
     assert "error: --seed must be an integer in [-2**63, 2**64 - 5)" in capsys.readouterr().err  # (it said seed)

@@ -26,6 +26,7 @@ from .inception import load_fid_inception
 from .io import run_dataset
 from .provenance import file_sha256
 from .models import is_generator
+from .nn import is_stochastic
 
 
 STANDARD_SHA256_PREFIX = "6726825d"  # of pytorch-fid's pt_inception-2015-12-05-6726825d.pth
@@ -45,8 +46,10 @@ class ClassifierFeatures:
         if is_generator(model):
             raise UsageError(f"feature classifier {run_dir} is a generator; expected a classifier run")
         if not is_deterministic(model):
+            drawing = sorted({type(m).__name__ for m in model.modules() if is_stochastic(m)})  # (a converted
+            # run's neuron is its source's, tanh: the noise was added by the conversion)
             raise UsageError(f"feature classifier {run_dir} has stochastic neurons "
-                             f"({config['model']['neuron']}); expected a deterministic classifier")
+                             f"({', '.join(drawing)}); expected a deterministic classifier")
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
             raise UsageError(f"feature classifier {run_dir} has no linear output layer")
