@@ -491,6 +491,36 @@ def test_two_processes_refuse_a_batch_too_small_alike_and_train_on_cpu_0(tmp_pat
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())[0]["processes"] == 2
 
 
+@pytest.mark.slow
+def test_processes_started_by_hand_with_different_options_are_refused_alike(tmp_path):
+    """Two processes started without torchrun, one with --seed 2: it trained silently with the
+    batches split by two orders, and another --batch-size hung both in a collective (R151)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    source = str(Path(pdnn.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "pdnn", "train", "--dataset", "demo", "--subset", "40", "--model", "mlp",
+               "--width", "4", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")]
+    processes = [subprocess.Popen([*command, "--seed", str(seed), "--batch-size", str(batch)],
+                                  env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                  stderr=subprocess.PIPE, text=True)
+                 for rank, (seed, batch) in enumerate(((1, 8), (2, 16)))]
+    try:
+        errors = [p.communicate(timeout=120)[1] for p in processes]
+    finally:  # (a hang, as before, leaves no process behind)
+        for process in processes:
+            process.kill()
+    for process, err in zip(processes, errors):
+        assert process.returncode == 2, err
+        assert err.strip() == ("pdnn train: error: the 2 processes were given different options (train.batch_size, "
+                               "train.seed); start them with one command: torchrun --nproc_per_node N -m pdnn "
+                               "train ...")
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_process_gets_its_share_of_every_batch():
     norm, plain = torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2)
     for examples, batch_size in ((100, 4), (67, 32), (4, 64)):  # the short last batch of 67 joins the one before

@@ -163,6 +163,28 @@ class _Run:
     start_epoch: int = 0
 
 
+def _check_same_options(options: dict, world: int) -> None:
+    """Raise, in every process alike, if the processes were given different options. torchrun
+    gives them one command; started by hand with another ``--seed`` one trained silently (the
+    batches split by two orders: examples doubled and skipped, the other seed recorded), with
+    another ``--batch-size`` both waited in a collective for ever (a collective: all call it)."""
+    every: list = [None] * world
+    dist.all_gather_object(every, _flat(options))
+    differ = sorted({key for other in every for key in other.keys() | every[0].keys()
+                     if other.get(key) != every[0].get(key)})
+    if differ:
+        raise UsageError(f"the {world} processes were given different options ({', '.join(differ)}); start them "
+                         "with one command: torchrun --nproc_per_node N -m pdnn train ...")
+
+
+def _flat(options: dict, prefix: str = "") -> dict:
+    """``{"train": {"seed": 1}}`` as ``{"train.seed": 1}``: a difference named by its option."""
+    flat = {}
+    for key, value in options.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
 def _build(model_config: ModelConfig, train_config: TrainConfig, device: str, rank: int, world: int) -> _Run:
     """The model, its optimiser and this process's seeded generators."""
     task = TASKS[train_config.task](train_config)
@@ -459,6 +481,8 @@ def train(
     device, rank, world = _distributed(device or default_device())
     torch_seed("seed", train_config.seed, AUGMENT_SEED * world)  # each process's augmentation seed
     config = run_config(model_config, dataset, train_config, subset, label)
+    if world > 1:
+        _check_same_options({**config, "resume": resume, "run_dir": str(run_dir)}, world)
     with writer_lock(run_dir, "train") if rank == 0 else contextlib.nullcontext():
         planned = _check_destination(run_dir, config, resume)
         data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
