@@ -897,6 +897,9 @@ def test_a_subset_below_one_names_the_option(command, value, capsys):
     (["eval", "runs/x", "--bogus"], "eval", "--bogus"),
     (["eval", "runs/p", "runs/t"], "eval", "runs/t"),
     (["train", "--out", "runs/x", "--bogus-opt", "3"], "train", "--bogus-opt 3"),
+    (["hw", "sim", "d", "--bogus"], "hw sim", "--bogus"),
+    (["hw", "--bogus", "sim", "d"], "hw", "--bogus"),
+    (["--bogus", "eval", "runs/x"], "", "--bogus"),  # pdnn's own: not eval's
 ])
 def test_an_unknown_argument_shows_its_command_s_usage(argv, command, unknown, capsys, tmp_path, monkeypatch):
     """argparse left unknown arguments to the top-level parser, which showed pdnn's usage
@@ -906,7 +909,8 @@ def test_an_unknown_argument_shows_its_command_s_usage(argv, command, unknown, c
         main(argv)
     err = capsys.readouterr().err
     assert stopped.value.code == 2
-    assert err.startswith(f"usage: pdnn {command} ") and f"pdnn {command}: error: unrecognized arguments: {unknown}\n" in err
+    said = f"pdnn {command}".strip()
+    assert err.startswith(f"usage: {said} ") and f"{said}: error: unrecognized arguments: {unknown}\n" in err
 
 
 @pytest.mark.parametrize("argv, said", [

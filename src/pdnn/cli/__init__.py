@@ -41,9 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(sub)
-    for command_parser in sub.choices.values():  # (see main)
-        command_parser.set_defaults(command_parser=command_parser)
+    _name_command_parsers(parser)
     return parser
+
+
+def _name_command_parsers(parser: argparse.ArgumentParser, depth: int = 1) -> None:
+    """Make every (sub-)command's parser record ``(its name, itself)`` as ``command_parser<depth>``
+    (``pdnn hw sim``: hw at depth 1, sim at 2), so that ``main`` can show the usage of the command
+    an unknown argument was given to."""
+    for action in parser._actions:  # (argparse lists a command's subcommands only there)
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command_parser in action.choices.items():
+                command_parser.set_defaults(**{f"command_parser{depth}": (name, command_parser)})
+                _name_command_parsers(command_parser, depth + 1)
+
+
+def _owner(parser: argparse.ArgumentParser, args, given: list[str], unknown: list[str]) -> argparse.ArgumentParser:
+    """The parser of the innermost command named before the first unknown argument: ``pdnn
+    --bogus eval`` is pdnn's error, ``pdnn eval RUN --bogus`` eval's, ``pdnn hw sim --bogus`` sim's."""
+    first, owner, position, depth = given.index(unknown[0]), parser, -1, 1
+    while (named := getattr(args, f"command_parser{depth}", None)) is not None:
+        position = given.index(named[0], position + 1)
+        if position > first:
+            break
+        owner, depth = named[1], depth + 1
+    return owner
 
 
 def _one_line_warnings(command: str):
@@ -106,9 +128,10 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # the command's usage, not pdnn's: `pdnn eval RUN --bogus` is an error of eval's
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    given = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(given)
+    if unknown:  # the usage of the command given it (argparse showed pdnn's for any)
+        _owner(parser, args, given, unknown).error(f"unrecognized arguments: {' '.join(unknown)}")
     keep_large_buffers()
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
