@@ -124,7 +124,7 @@ def test_what_is_no_tensor_is_named_by_its_type(given, said):
 
 
 def test_a_generator_that_is_no_generator_is_named():
-    with pytest.raises(UsageError, match="pbit.generator must be a torch.Generator or None, got 'g'"):
+    with pytest.raises(UsageError, match="^generator must be a torch.Generator or None, got 'g'"):
         F.pbit(torch.zeros(3), generator="g")
 
 

@@ -233,8 +233,11 @@ def test_hard_pbit_compares_its_probability_in_single_precision(dtype):
 @pytest.mark.parametrize("module", [PBit, GaussianNoise, HardPBit])
 def test_what_is_no_tensor_is_named_by_its_type(module):
     layer = module(1.0) if module is GaussianNoise else module()
-    with pytest.raises(TypeError, match=f"{module.__name__} expects a floating-point tensor, got str 'x'"):
-        layer("x")
+    said = "pbit" if module is PBit else module.__name__  # (a PBit is the function pbit's checks)
+    for generator in (None, torch.Generator()):
+        layer.generator = generator
+        with pytest.raises(TypeError, match=f"{said} expects a floating-point tensor, got str 'x'"):
+            layer("x")
 
 
 @pytest.mark.parametrize("module", [PBit, GaussianNoise, HardPBit])

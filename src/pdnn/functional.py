@@ -107,7 +107,8 @@ def check_generator(generator, x: torch.Tensor, owner: str) -> None:
         return
     if not isinstance(generator, torch.Generator):
         raise UsageError(f"{owner}.generator must be a torch.Generator or None, got {shown(generator)}")
-    if generator.device.type != ("cpu" if x.is_cpu else x.device.type):  # (is_cpu: cheaper, on every p-bit call)
+    if isinstance(x, torch.Tensor) and generator.device.type != ("cpu" if x.is_cpu else x.device.type):  # (is_cpu:
+        # cheaper, on every p-bit call; what is no tensor is named by the draw's own check)
         raise RuntimeError(f"{owner} generator is on {generator.device} but the input is on {x.device}; "
                            "create the generator on the input's device")
 
@@ -392,8 +393,8 @@ def pbit(
     one_of("ste", ste, STES)
     beta = check_beta(beta)
     check_floating(x, "pbit")
-    if generator is not None:
-        check_generator(generator, x, "pbit")
+    if generator is not None and not isinstance(generator, torch.Generator):  # (PBit checks its device too)
+        raise UsageError(f"generator must be a torch.Generator or None, got {shown(generator)}")
     if type(repeats) is not int or repeats != 1:  # (1.0, True and tensor(2) reached the kernel as they were)
         repeats = positive_int("repeats", repeats)
         if repeats != 1 and x.dim() == 0:

@@ -53,7 +53,6 @@ class PBit(nn.Module):
     def forward(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         """The bits of ``x``; ``repeats``: of ``x`` repeated along its first dimension, see
         :func:`pdnn.functional.pbit`."""
-        F.check_floating(x, "PBit")
         F.check_generator(self.generator, x, "PBit")
         return F.pbit(x, self.mode, self.beta, self.generator, self.ste, repeats)
 
