@@ -933,6 +933,7 @@ def test_an_empty_path_or_label_is_named_as_empty(argv, said, capsys, tmp_path, 
     (["train", *TINY, "--out", "runs/x", "--neuron", "quant:-2"],
      "bits in neuron 'quant:-2' must be an integer 1..8, got -2"),
     (["energy", "--model", "mlp", "--dataset", "demo", "--neuron", ""], "unknown neuron ''; expected one of pbit,"),
+    (["energy", "--model", "mlp", "--dataset", "demo", "--reference-neuron="], "unknown neuron ''; expected one of"),
 ])
 def test_a_negative_width_or_an_empty_neuron_is_named(argv, said, capsys, tmp_path, monkeypatch):
     """quant:-2 was "unknown" where quant:0 named the width; an empty --neuron priced the

@@ -223,8 +223,8 @@ def run_energy(args) -> int:
     reference, label = None, None
     if args.reference_weight_bits is not None:
         check_bits(args.reference_weight_bits, "--reference-weight-bits", allow_float=True)
-    if args.reference_neuron or args.reference_weight_bits is not None:
-        ref_config = replace(base, neuron=args.reference_neuron or base.neuron,
+    if args.reference_neuron is not None or args.reference_weight_bits is not None:  # ("" is no neuron: named)
+        ref_config = replace(base, neuron=base.neuron if args.reference_neuron is None else args.reference_neuron,
                              weight_bits=base.weight_bits if args.reference_weight_bits is None
                              else args.reference_weight_bits, extra=dict(base.extra))
         reference = model_network(ref_config.build(), ref_config.input_shape, args.input_bits)
