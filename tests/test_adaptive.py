@@ -579,6 +579,7 @@ def test_eval_cli_adaptive_prices_each_input_at_its_own_t(tmp_path, capsys):
     at_max = network_energy(net, 20, per_eo)["total_j"]
     assert fixed["per-eo held"] == fixed["per-eo per round"] == pytest.approx(at_max)
     assert document["energy_settings"]["per-eo"]["weight_memory"] == "sram"
+    assert document["time_s"] > 0 and document["energy_time_s"] > 0  # the sampling's time apart from the pricing's
     out = capsys.readouterr().out
     assert f"energy per inference, mJ (sram; per-eo held / per-eo per round / per-batch:500): {1e3 * held:#.4g}" in out
     assert f"fixed T = 20: {1e3 * fixed['per-eo held']:#.4g}" in out
