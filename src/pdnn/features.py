@@ -46,8 +46,8 @@ class ClassifierFeatures:
         if is_generator(model):
             raise UsageError(f"feature classifier {run_dir} is a generator; expected a classifier run")
         if not is_deterministic(model):
-            drawing = sorted({type(m).__name__ for m in model.modules() if is_stochastic(m)})  # (a converted
-            # run's neuron is its source's, tanh: the noise was added by the conversion)
+            # (not the config's neuron: a converted run's is its source's, tanh, and the noise the conversion's)
+            drawing = sorted({type(m).__name__ for m in model.modules() if is_stochastic(m)})
             raise UsageError(f"feature classifier {run_dir} has stochastic neurons "
                              f"({', '.join(drawing)}); expected a deterministic classifier")
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
