@@ -115,7 +115,8 @@ def test_integer_input_rejected():
         F.pbit(torch.zeros(3, dtype=torch.long))
 
 
-@pytest.mark.parametrize("given, said", [("abc", "str 'abc'"), ([0.5, 1.0], r"list \[0.5, 1.0\]"), (None, "NoneType None")])
+@pytest.mark.parametrize("given, said", [("abc", "str 'abc'"), ([0.5, 1.0], r"list \[0.5, 1.0\]"),
+                                         (None, "NoneType None")])
 def test_what_is_no_tensor_is_named_by_its_type(given, said):
     """A list or a string has no bits to draw: the error says what it is, not that a ``str`` lacks
     ``is_floating_point``."""
