@@ -865,7 +865,8 @@ def test_an_accuracy_names_a_model_or_samples_of_the_wrong_kind():
     with pytest.raises(UsageError, match="adaptive_accuracy evaluates an nn.Module, got NoneType"):
         adaptive_accuracy(None, x, y, StoppingRule(4))
     for samples in (4, "12"):
-        with pytest.raises(UsageError, match=f"samples must be a sequence of T values such as \\[1, 10\\], got {samples!r}"):
+        with pytest.raises(UsageError, match=f"samples must be a sequence of T values such as \\[1, 10\\], "
+                                             f"got {samples!r}"):
             accuracy_vs_samples(mlp("pbit"), x, y, samples)
 
 

@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from pdnn.energy import (FLOAT_BITS, NeuronPart, Reuse, Settings, TechError, accumulator_bits, analyze, energy_report,
-                         energy_sweep, eo_energy_pj, format_report, format_tradeoff, load_table, network_energy, pareto_front,
-                         parse_tolerance, run_network, tradeoff, tradeoff_runs)
+                         energy_sweep, eo_energy_pj, format_report, format_tradeoff, load_table, network_energy,
+                         pareto_front, parse_tolerance, run_network, tradeoff, tradeoff_runs)
 from pdnn.energy.account import LAYER_STEP_NOTE, averaged_bits
 import pdnn.energy.tech
 from pdnn import SampledModel

@@ -396,7 +396,8 @@ def test_a_distance_of_nan_images_is_refused_not_measured_on_black_pixels():
     extractor.dim, extractor.metric = 4, "test"
     with pytest.raises(UsageError, match="pixels of the generated images are NaN"):
         fid_vs_samples(vae, torch.zeros(8, 1, 28, 28, dtype=torch.uint8), extractor, [1], 8, repeats=1)
-    assert torch.equal(to_uint8(torch.tensor([0.0, 0.5, 1.0, 2.0])), torch.tensor([0, 128, 255, 255], dtype=torch.uint8))
+    assert torch.equal(to_uint8(torch.tensor([0.0, 0.5, 1.0, 2.0])),
+                       torch.tensor([0, 128, 255, 255], dtype=torch.uint8))  # (a number is cast as before)
 
 
 def test_convert_turns_a_tanh_decoder_into_p_bits(tmp_path, runs, capsys):
