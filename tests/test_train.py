@@ -494,31 +494,38 @@ def test_two_processes_refuse_a_batch_too_small_alike_and_train_on_cpu_0(tmp_pat
 @pytest.mark.slow
 def test_processes_started_by_hand_with_different_options_are_refused_alike(tmp_path):
     """Two processes started without torchrun, one with --seed 2: it trained silently with the
-    batches split by two orders, and another --batch-size hung both in a collective (R151)."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    source = str(Path(pdnn.__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "pdnn", "train", "--dataset", "demo", "--subset", "40", "--model", "mlp",
-               "--width", "4", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")]
-    processes = [subprocess.Popen([*command, "--seed", str(seed), "--batch-size", str(batch)],
-                                  env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                                  stderr=subprocess.PIPE, text=True)
-                 for rank, (seed, batch) in enumerate(((1, 8), (2, 16)))]
-    try:
-        errors = [p.communicate(timeout=120)[1] for p in processes]
-    finally:  # (a hang, as before, leaves no process behind)
-        for process in processes:
-            process.kill()
-    for process, err in zip(processes, errors):
+    batches split by two orders, and another --batch-size hung both in a collective (R151). The
+    same run folder spelt two ways is no difference (R154)."""
+
+    def two_processes(*options_of_each, cwd=None) -> list[tuple[int, str]]:
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        source = str(Path(pdnn.__file__).resolve().parents[1])
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "pdnn", "train", "--dataset", "demo", "--subset", "40", "--model", "mlp",
+                   "--width", "4", "--epochs", "1", "--quiet"]
+        processes = [subprocess.Popen([*command, *options], env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                      cwd=cwd, stderr=subprocess.PIPE, text=True)
+                     for rank, options in enumerate(options_of_each)]
+        try:
+            return [(p, p.communicate(timeout=120)[1]) for p in processes]
+        finally:  # (a hang, as before, leaves no process behind)
+            for process in processes:
+                process.kill()
+
+    run = tmp_path / "run"
+    for process, err in two_processes(["--out", str(run), "--seed", "1", "--batch-size", "8"],
+                                      ["--out", str(run), "--seed", "2", "--batch-size", "16"]):
         assert process.returncode == 2, err
-        assert err.strip() == ("pdnn train: error: the 2 processes were given different options (train.batch_size, "
-                               "train.seed); start them with one command: torchrun --nproc_per_node N -m pdnn "
-                               "train ...")
-    assert not (tmp_path / "run").exists()
+        assert err.strip() == ("pdnn train: error: the 2 processes were given different options (--batch-size, "
+                               "--seed); start them with one command: torchrun --nproc_per_node N -m pdnn train ...")
+    assert not run.exists()
+    for process, err in two_processes(["--out", "run"], ["--out", str(run)], cwd=tmp_path):
+        assert process.returncode == 0, err
+    assert json.loads((run / "metrics.json").read_text())[0]["processes"] == 2
 
 
 def test_every_process_gets_its_share_of_every_batch():

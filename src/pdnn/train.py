@@ -51,7 +51,8 @@ from .io import checkpoint_mismatch, is_epoch_history, writer_lock
 from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
                    write_json)
 from .tasks import TASKS, Task
-from .train_config import AUGMENT_SEED, TrainConfig, check_new_run, recorded_processes, run_config, train_command
+from .train_config import (AUGMENT_SEED, TrainConfig, check_new_run, recorded_options, recorded_processes, run_config,
+                           train_command)
 
 
 def _distributed(device: str) -> tuple[str, int, int]:
@@ -163,16 +164,23 @@ class _Run:
     start_epoch: int = 0
 
 
-def _check_same_options(options: dict, world: int) -> None:
+def _check_same_options(config: dict, train_config: TrainConfig, resume: bool, run_dir: Path, world: int) -> None:
     """Raise, in every process alike, if the processes were given different options. torchrun
     gives them one command; started by hand with another ``--seed`` one trained silently (the
     batches split by two orders: examples doubled and skipped, the other seed recorded), with
-    another ``--batch-size`` both waited in a collective for ever (a collective: all call it)."""
+    another ``--batch-size`` both waited in a collective for ever (a collective: all call it).
+    A difference is named by its option where it has one, else by its place in ``config.json``
+    (another pdnn version: ``pdnn_version``); ``--device``, ``--data-dir`` and ``--quiet`` may differ."""
+    options = {f"--{name.replace('_', '-')}": value for name, value in recorded_options(config).items()}
+    options.update({"--epochs": train_config.epochs, "--resume": resume, "--out": os.path.realpath(run_dir)})
     every: list = [None] * world
-    dist.all_gather_object(every, _flat(options))
-    differ = sorted({key for other in every for key in other.keys() | every[0].keys()
-                     if other.get(key) != every[0].get(key)})
-    if differ:
+    dist.all_gather_object(every, {"options": options, "config": _flat(config)})
+
+    def differing(part: str) -> list[str]:
+        return sorted({key for other in every for key in other[part].keys() | every[0][part].keys()
+                       if other[part].get(key) != every[0][part].get(key)})
+
+    if differ := differing("options") or differing("config"):
         raise UsageError(f"the {world} processes were given different options ({', '.join(differ)}); start them "
                          "with one command: torchrun --nproc_per_node N -m pdnn train ...")
 
@@ -482,7 +490,7 @@ def train(
     torch_seed("seed", train_config.seed, AUGMENT_SEED * world)  # each process's augmentation seed
     config = run_config(model_config, dataset, train_config, subset, label)
     if world > 1:
-        _check_same_options({**config, "resume": resume, "run_dir": str(run_dir)}, world)
+        _check_same_options(config, train_config, resume, run_dir, world)
     with writer_lock(run_dir, "train") if rank == 0 else contextlib.nullcontext():
         planned = _check_destination(run_dir, config, resume)
         data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
