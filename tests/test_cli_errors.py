@@ -899,6 +899,7 @@ def test_a_subset_below_one_names_the_option(command, value, capsys):
     (["train", "--out", "runs/x", "--bogus-opt", "3"], "train", "--bogus-opt 3"),
     (["hw", "sim", "d", "--bogus"], "hw sim", "--bogus"),
     (["hw", "--bogus", "sim", "d"], "hw", "--bogus"),
+    (["hw", "sim", "d", "hw"], "hw sim", "hw"),  # (an unknown spelt as a command is no command)
     (["--bogus", "eval", "runs/x"], "", "--bogus"),  # pdnn's own: not eval's
 ])
 def test_an_unknown_argument_shows_its_command_s_usage(argv, command, unknown, capsys, tmp_path, monkeypatch):

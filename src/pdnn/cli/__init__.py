@@ -58,14 +58,16 @@ def _name_command_parsers(parser: argparse.ArgumentParser, depth: int = 1) -> No
 
 def _owner(parser: argparse.ArgumentParser, args, given: list[str], unknown: list[str]) -> argparse.ArgumentParser:
     """The parser of the innermost command named before the first unknown argument: ``pdnn
-    --bogus eval`` is pdnn's error, ``pdnn eval RUN --bogus`` eval's, ``pdnn hw sim --bogus`` sim's."""
-    first, owner, position, depth = given.index(unknown[0]), parser, -1, 1
+    --bogus eval`` is pdnn's error, ``pdnn eval RUN --bogus`` eval's, ``pdnn hw sim --bogus`` sim's
+    (and ``pdnn hw sim DIR hw`` sim's: an unknown is sought where no command is named)."""
+    chain, position, depth = [], -1, 1
     while (named := getattr(args, f"command_parser{depth}", None)) is not None:
         position = given.index(named[0], position + 1)
-        if position > first:
-            break
-        owner, depth = named[1], depth + 1
-    return owner
+        chain.append((position, named[1]))
+        depth += 1
+    commands = {at for at, _ in chain}
+    first = next((at for at, token in enumerate(given) if token == unknown[0] and at not in commands), len(given))
+    return ([parser] + [command_parser for at, command_parser in chain if at < first])[-1]
 
 
 def _one_line_warnings(command: str):
