@@ -528,6 +528,30 @@ def test_processes_started_by_hand_with_different_options_are_refused_alike(tmp_
     assert json.loads((run / "metrics.json").read_text())[0]["processes"] == 2
 
 
+@pytest.mark.slow
+def test_a_process_waiting_for_others_that_never_come_ends_on_sigterm(tmp_path):
+    """Process 1 of 2 started by hand, whose process 0 never starts (as when it failed on a bad
+    option), waited in the process group's start past SIGTERM, for the store's half hour (R154)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    source = str(Path(pdnn.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-m", "pdnn", "train", "--dataset", "demo", "--subset", "40",
+                                "--model", "mlp", "--width", "4", "--epochs", "1", "--quiet",
+                                "--out", str(tmp_path / "run")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(15)  # past the imports (about 5 s), into the wait; a SIGTERM before it ends the process too
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGTERM
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_process_gets_its_share_of_every_batch():
     norm, plain = torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2)
     for examples, batch_size in ((100, 4), (67, 32), (4, 64)):  # the short last batch of 67 joins the one before

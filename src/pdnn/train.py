@@ -31,6 +31,8 @@ import atexit
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -83,7 +85,7 @@ def _distributed(device: str) -> tuple[str, int, int]:
     if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+        _join_group("nccl" if torch.device(device).type == "cuda" else "gloo")
         # ended before the interpreter's own teardown, which destroys the group's threads unjoined and
         # could abort a process that had finished ("terminate called without an active exception")
         atexit.register(_end_process_group)
@@ -104,6 +106,23 @@ def _environment_integer(name: str, default: str | None = None, what: str | None
         what = what or ("count of processes" if count else "process index")
         raise UsageError(f"the environment variable {name}={text!r} is not a {what} (torchrun sets it)")
     return value
+
+
+def _join_group(backend: str) -> None:
+    """``dist.init_process_group``, with Ctrl-C and SIGTERM at their default action (end the
+    process) while it waits for the others: pdnn's handlers run between Python's steps, and the
+    wait is one step, so a process whose partner had failed (started by hand, not by torchrun,
+    which ends them all) waited past SIGTERM for the store's half-hour timeout. Nothing is
+    written yet to leave half-done."""
+    if threading.current_thread() is not threading.main_thread():  # (only it may set handlers)
+        dist.init_process_group(backend)
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        dist.init_process_group(backend)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _end_process_group() -> None:
