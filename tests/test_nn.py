@@ -157,6 +157,20 @@ def test_weights_a_quantiser_cannot_scale_are_named(bits):
         WeightQuantizer(bits, 3)(torch.ones(3, 4, dtype=torch.int64))
 
 
+@pytest.mark.parametrize("bits", [1, 3])
+def test_first_weights_that_are_not_finite_set_no_scale(bits):
+    """The first weights set the scales for good: NaN ones made every later weight NaN (R144 minor)."""
+    wq = WeightQuantizer(bits, channels=3)
+    w = torch.randn(3, 5)
+    w[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=rf"bits={bits}, channels=3: the weights it first quantises hold NaN or "
+                                         r"infinity \(output channel\(s\) 1\)"):
+        wq(w)
+    assert not wq.initialised
+    finite = torch.randn(3, 5)
+    assert torch.isfinite(wq(finite)).all() and wq.initialised
+
+
 def test_weight_quantizer_gradients_are_lsq():
     """Inside the range the weight gets the identity, outside zero; the scale gets q - w/s
     inside and sign(w) outside, times 1/sqrt(K * 2**(bits-1))."""

@@ -112,6 +112,11 @@ class WeightQuantizer(nn.Module):
                 better = err < best_err
                 best = torch.where(better, s[:, 0], best)
                 best_err = torch.where(better, err, best_err)
+        if not (finite := torch.isfinite(best)).all():  # (a NaN scale stayed for good: every later weight NaN)
+            channels = torch.nonzero(~finite).flatten().tolist()
+            raise UsageError(f"{self.extra_repr()}: the weights it first quantises hold NaN or infinity (output "
+                             f"channel(s) {', '.join(map(str, channels[:8]))}{' ...' if len(channels) > 8 else ''}), "
+                             "which would set their scales for good; initialise the weights with finite numbers")
         self.scale.copy_(best.clamp_min(torch.finfo(w.dtype).tiny))
         self.initialised.fill_(True)
 
