@@ -461,6 +461,10 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     torch.save({**state, 1: torch.zeros(1)}, tmp_path / "numbered.pth")  # (torch's AttributeError: a traceback)
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "numbered.pth"), "--quiet"]) == 2
     assert "numbered.pth holds keys that are not tensor names (1); expected a state_dict" in capsys.readouterr().err
+    clf_checkpoint = runs / "clf" / "checkpoint.pt"  # (it said: not a readable torch file)
+    assert main(["fid", str(runs / "vae"), "--inception-weights", str(clf_checkpoint), "--quiet"]) == 2
+    assert (f"--inception-weights {clf_checkpoint} is a pdnn run's checkpoint, not the FID Inception-v3 weights; "
+            f"to measure with a pdnn classifier run, give it as --classifier {runs / 'clf'}") in capsys.readouterr().err
     assert sorted(p.name for p in (runs / "vae").iterdir()) == before
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import UsageError
+from .io import CHECKPOINT, CONFIG
 
 
 class BasicConv2d(nn.Module):
@@ -164,6 +165,9 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
         raise FileNotFoundError(f"--inception-weights {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
                                 "expected the FID weights file "
                                 "pt_inception-2015-12-05-6726825d.pth (from the pytorch-fid releases)")
+    if path.name == CHECKPOINT and (path.parent / CONFIG).is_file():  # (weights_only refuses its provenance)
+        raise UsageError(f"--inception-weights {path} is a pdnn run's checkpoint, not the FID Inception-v3 weights; "
+                         f"to measure with a pdnn classifier run, give it as --classifier {path.parent}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
