@@ -200,6 +200,16 @@ def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys, monkeypatch
         assert main([*args[:3], "--out", str(folder), *args[5:], "--force"]) == 2
         assert said in capsys.readouterr().err
         assert {f: f.read_bytes() for f in folder.iterdir() if f.is_file()} == files  # nothing added or replaced
+    # an export given as the run said only that its config.json did not exist
+    assert main(["hw", "export", str(out), "--out", str(tmp_path / "again"), "--check", "0"]) == 2
+    assert f"{out} is an export, not a run; export the trained run it came from" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+    afile = tmp_path / "afile"  # a file given as the export was told to be created by `export --out` it
+    afile.write_text("notes")
+    for command in (["sim", str(afile)], ["synth", str(afile), "--part", "core"]):
+        assert main(["hw", *command]) == 2
+        assert f"{afile} is a file; expected the folder of an export" in capsys.readouterr().err
+    assert afile.read_text() == "notes"
     assert main(["hw", "sim", str(out), "--images", "2", "--samples", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["decisions_equal"] == 2 and result["totals_equal"] == 2

@@ -22,7 +22,7 @@ from torch import nn
 from ..checks import shown
 from ..data import catalog
 from ..errors import UsageError
-from ..io import run_dataset
+from ..io import CONFIG, run_dataset
 from ..nn import PBit, computed_weight
 from ..runs import load_model
 from ..sampling import SampledModel
@@ -110,6 +110,9 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
 
 def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet, dict]:
     """Load a run (weights and config) and its dataset's statistics; return ``(net, config)``."""
+    if (Path(run_dir) / fixed.SPEC).is_file() and not (Path(run_dir) / CONFIG).exists():
+        raise UsageError(f"{run_dir} is an export, not a run; export the trained run it came from "
+                         "(the folder with config.json and checkpoint.pt)")
     model, config = load_model(run_dir)
     supported_layers(model, config)  # before the dataset is read, so that a CNN is refused as what it is
     dataset = run_dataset(run_dir, config)

@@ -201,6 +201,9 @@ def load(folder: Path | str) -> FixedNet:
             raise FileNotFoundError(f"{folder} is a run directory, not an export; export it first with "
                                     f"`pdnn hw export {shlex.quote(str(folder))} --out "
                                     f"{shlex.quote(str(folder.absolute()) + '-hw')}` and give that folder")
+        if folder.exists() and not folder.is_dir():  # (export refuses a file as its --out)
+            raise FileNotFoundError(f"{folder} is a file; expected the folder of an export "
+                                    "(`pdnn hw export RUN --out DIR`)")
         raise FileNotFoundError(f"{path} not found; create it with `pdnn hw export RUN --out {folder}`")
     spec = read_json(path)
     try:
