@@ -491,30 +491,33 @@ def test_two_processes_refuse_a_batch_too_small_alike_and_train_on_cpu_0(tmp_pat
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())[0]["processes"] == 2
 
 
+def two_processes(*options_of_each, cwd=None) -> list[tuple[subprocess.Popen, str]]:
+    """Processes 0 and 1 of a 2-process ``pdnn train`` of demo data started by hand (not by torchrun,
+    which ends the others when one fails), each with its options; each process and its standard error."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    source = str(Path(pdnn.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "pdnn", "train", "--dataset", "demo", "--subset", "40", "--model", "mlp",
+               "--width", "4", "--epochs", "1", "--quiet"]
+    processes = [subprocess.Popen([*command, *options], env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                  cwd=cwd, stderr=subprocess.PIPE, text=True)
+                 for rank, options in enumerate(options_of_each)]
+    try:
+        return [(p, p.communicate(timeout=120)[1]) for p in processes]
+    finally:  # (a hang, as before, leaves no process behind)
+        for process in processes:
+            process.kill()
+
+
 @pytest.mark.slow
 def test_processes_started_by_hand_with_different_options_are_refused_alike(tmp_path):
     """Two processes started without torchrun, one with --seed 2: it trained silently with the
     batches split by two orders, and another --batch-size hung both in a collective (R151). The
     same run folder spelt two ways is no difference (R154)."""
-
-    def two_processes(*options_of_each, cwd=None) -> list[tuple[int, str]]:
-        with socket.socket() as free:
-            free.bind(("127.0.0.1", 0))
-            port = free.getsockname()[1]
-        source = str(Path(pdnn.__file__).resolve().parents[1])
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-m", "pdnn", "train", "--dataset", "demo", "--subset", "40", "--model", "mlp",
-                   "--width", "4", "--epochs", "1", "--quiet"]
-        processes = [subprocess.Popen([*command, *options], env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                                      cwd=cwd, stderr=subprocess.PIPE, text=True)
-                     for rank, options in enumerate(options_of_each)]
-        try:
-            return [(p, p.communicate(timeout=120)[1]) for p in processes]
-        finally:  # (a hang, as before, leaves no process behind)
-            for process in processes:
-                process.kill()
 
     run = tmp_path / "run"
     for process, err in two_processes(["--out", str(run), "--seed", "1", "--batch-size", "8"],
@@ -526,6 +529,22 @@ def test_processes_started_by_hand_with_different_options_are_refused_alike(tmp_
     for process, err in two_processes(["--out", "run"], ["--out", str(run)], cwd=tmp_path):
         assert process.returncode == 0, err
     assert json.loads((run / "metrics.json").read_text())[0]["processes"] == 2
+
+
+@pytest.mark.slow
+def test_a_refusal_of_process_0_alone_ends_the_others_in_one_line(tmp_path):
+    """Only process 0 takes the run's lock: refused it, it ended while process 1 went on to wait in
+    the model's first collective and died with gloo's traceback (R151, R154)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    held = f"{socket.gethostname()} {os.getpid()}"  # this test's process: alive, so the lock stands
+    (run / ".writing").write_text(held)
+    (zero, err0), (one, err1) = two_processes(["--out", str(run)], ["--out", str(run)])
+    refusal = f"cannot train {run}: another command (process {os.getpid()} on {socket.gethostname()}) is writing it"
+    assert zero.returncode == 2 and err0.startswith(f"pdnn train: error: {refusal}"), err0
+    assert one.returncode == 2 and err1.startswith(f"pdnn train: error: process 0 stopped before training: {refusal}"), err1
+    assert "Traceback" not in err0 + err1
+    assert sorted(p.name for p in run.iterdir()) == [".writing"] and (run / ".writing").read_text() == held
 
 
 @pytest.mark.slow

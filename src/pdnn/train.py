@@ -204,6 +204,19 @@ def _check_same_options(config: dict, train_config: TrainConfig, resume: bool, r
                          "with one command: torchrun --nproc_per_node N -m pdnn train ...")
 
 
+def _stop_together(failure: Exception | None, world: int) -> None:
+    """Tell every process whether any failed to set up, and end the others alike if one did: a
+    refusal of process 0 alone (the run's lock, which only it takes) left the others to wait in the
+    model's first collective until they died with gloo's traceback. The failed process raises its
+    own error after this; the others a :class:`RunError` naming it."""
+    said = None if failure is None else (str(failure) if isinstance(failure, (UsageError, RunError))
+                                         else f"{type(failure).__name__}: {failure}")
+    every: list = [None] * world
+    dist.all_gather_object(every, said)
+    if failure is None and (failed := next(((i, m) for i, m in enumerate(every) if m is not None), None)):
+        raise RunError(f"process {failed[0]} stopped before training: {failed[1]}")
+
+
 def _flat(options: dict, prefix: str = "") -> dict:
     """``{"train": {"seed": 1}}`` as ``{"train.seed": 1}``: a difference named by its option."""
     flat = {}
@@ -510,10 +523,19 @@ def train(
     config = run_config(model_config, dataset, train_config, subset, label)
     if world > 1:
         _check_same_options(config, train_config, resume, run_dir, world)
-    with writer_lock(run_dir, "train") if rank == 0 else contextlib.nullcontext():
-        planned = _check_destination(run_dir, config, resume)
-        data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
-        check_fits(run_dir, config, data.train_x)  # a config.json edited to name another dataset
+    with contextlib.ExitStack() as held:
+        try:
+            if rank == 0:
+                held.enter_context(writer_lock(run_dir, "train"))
+            planned = _check_destination(run_dir, config, resume)
+            data = load(dataset, roots=roots, subset=subset, progress=progress and rank == 0).to(device)
+            check_fits(run_dir, config, data.train_x)  # a config.json edited to name another dataset
+        except Exception as err:
+            if world > 1:
+                _stop_together(err, world)
+            raise
+        if world > 1:
+            _stop_together(None, world)
         run = _build(model_config, train_config, device, rank, world)
         check_batch_shares(run.model, len(data.train_y), train_config.batch_size, world)
         if resume:
