@@ -194,8 +194,8 @@ def mark(holds) -> str:
 
 def claim1_text(c1: dict) -> str:
     """Claim 1's evidence: each comparison at T = s, then part (b)."""
-    text = "; ".join(f"s={p['s']}: {p['sample_aware']:.2f} vs s=1 {p['s1']:.2f} (margin {p['margin']:.2f})"
-                     for p in c1["comparisons"])
+    text = "; ".join(f"s={p['s']}: {p['sample_aware']:.2f} vs s=1 {p['s1']:.2f} (a lead of more than "
+                     f"{p['margin']:.2f} needed: twice the larger repeat std)" for p in c1["comparisons"])
     return (f"{text or 'n/a'}. (a) {'met' if all(p['better'] for p in c1['comparisons']) else 'not met'}. (b): best "
             f"sample-aware at T = s {num(c1['best_sample_aware'])}, s = 1 at T = 1 {num(c1['s1_at_T1'])}, 32-bit "
             f"{num(c1['float32'])}; closes half the gap: {c1['closes_half_the_gap']}")
