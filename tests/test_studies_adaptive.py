@@ -511,3 +511,37 @@ def test_a_committed_adaptive_readme_says_what_its_json_holds(folder):
     marker = "\0header\0"
     body = adaptive_study.render_readme(json.loads(document.read_text()), marker).split(marker, 1)[1]
     assert readme.read_text().endswith(body)
+
+
+def test_look_levels_script_replays_the_rule_at_a_level_that_changes_with_t(monkeypatch):
+    """scripts/adaptive_look_levels.py (results/adaptive/NOTES.md, finding 20): at shape 0 its rule
+    is the rule; at shape a it stops where the rule at level error·T^a would, look by look."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_look_levels", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_look_levels.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "adaptive_look_levels", script)  # (a dataclass looks its module up)
+    spec.loader.exec_module(script)
+    g = torch.Generator().manual_seed(0)
+    outputs = torch.rand(20, 600, 4, generator=g) + torch.rand(1, 600, 4, generator=g)  # leads of every size
+    plain = adaptive_study.replay(outputs, StoppingRule(20, 0.1), 300)
+    shaped = adaptive_study.replay(outputs, script.LookShapedRule(20, 0.1, shape=0.0), 300)
+    assert all(torch.equal(a, b) for a, b in zip(plain[:3], shaped[:3]))
+    _, taken, _, last = adaptive_study.replay(outputs, script.LookShapedRule(20, 0.1, shape=0.5), 300)
+    assert isinstance(last, script.LookShapedRule) and last.shape == 0.5  # (the later batches keep it)
+    prior = plain[3].prior_variance
+    for row in (0, 350, 599):
+        looks = StoppingRule(20, 0.1, prior_variance=prior if row >= 300 else None).schedule()  # (batch 1: T >= 2)
+        stop = next(t for t in looks if t == 20 or StoppingRule(20, min(0.1 * t**0.5, 0.5), prior_variance=prior)
+                    .settled(_stats(outputs[:t, row:row + 1]))[0])
+        assert taken[row] == stop
+    assert taken.double().mean() < plain[1].double().mean()  # a looser level after the first looks
+
+
+def _stats(outputs):
+    from pdnn.adaptive import SampleStats
+    stats = SampleStats(outputs.shape[1], outputs.shape[2])
+    stats.add(outputs)
+    return stats
