@@ -729,7 +729,7 @@ def test_train_and_study_refuse_what_cannot_be_classified_or_named(tmp_path, cap
 def test_resuming_from_a_damaged_config_is_a_one_line_error(trained_run, tmp_path, capsys):
     config = json.loads((trained_run / "config.json").read_text())
     edits = {"no dataset": ({**config, "data": {}}, "its 'data' section names no dataset to resume on"),
-             "no subset": ({**config, "data": {"dataset": "demo"}}, "its data configuration differs from the requested one (in subset: '(absent)' -> None)"),
+             "no subset": ({**config, "data": {"dataset": "demo"}}, "its data configuration differs from the requested one (in --subset: '(absent)' -> None)"),
              "extra": ({**config, "model": {**config["model"], "extra": []}}, "bad 'model' section"),
              "augment": ({**config, "train": {**config["train"], "augment": "no"}},
                          "augment must be true or false, got 'no'")}

@@ -49,8 +49,10 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert main(args) == 0  # a rerun reuses every finished run
     assert (tmp_path / "runs" / "pbit-s2" / "checkpoint.pt").stat().st_mtime_ns == stamp
     spec = (tmp_path / "spec.json").read_bytes()
-    for other, named in ((["--lr", "0.01"], "lr: 0.001 -> 0.01"), (["--seed", "3"], "seed: 0 -> 3"),
-                         (["--width", "8"], "model configuration"), (["--subset", "150"], "data configuration"),
+    for other, named in ((["--lr", "0.01"], "(in --lr: 0.001 -> 0.01;"), (["--seed", "3"], "(in --seed: 0 -> 3;"),
+                         (["--width", "8"], "model configuration differs from the requested one (in --width: "),
+                         (["--subset", "150"], "data configuration differs from the requested one (in --subset: "),
+                         (["--beta", "3"], "(in --beta: 2.0 -> 3.0)"),  # (it named the settings' keys, R157)
                          (["--eval-subset", "50"], "monitor_examples (set by --eval-subset): 100 -> 50")):
         changed = list(args)
         if other[0] in changed:

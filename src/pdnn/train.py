@@ -137,34 +137,49 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
 
 
 _ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
+# the option of `pdnn train` that sets each setting of config.json's model, data and train
+# sections (the others follow from the dataset): a difference is named by what the user types
+TRAIN_OPTIONS = {"name": "--model", "neuron": "--neuron", "weight_bits": "--weight-bits", "beta": "--beta",
+                 "width": "--width", "dataset": "--dataset", "subset": "--subset", "task": "--task",
+                 "samples": "--train-samples", "batch_size": "--batch-size", "lr": "--lr", "schedule": "--schedule",
+                 "weight_decay": "--weight-decay", "seed": "--seed", "loss_rule": "--loss-rule",
+                 "augment": "--no-augment", "monitor_examples": "--monitor-examples"}
 
 
 def check_same_run(run_dir: Path, config: dict, action: str = "resume", options: dict | None = None) -> None:
     """A ``RunError`` unless ``run_dir`` was trained with ``config``'s model, data and training
     options (its epochs aside): what resuming it, or reusing it as finished, needs. ``options``:
-    the command's own names of training options it sets under another name, for the message,
-    which names only the settings that differ (it printed both whole sections)."""
+    the command's option for each setting it sets (default: :data:`TRAIN_OPTIONS`), for the
+    message, which names only the settings that differ (it printed both whole sections)."""
+    options = TRAIN_OPTIONS if options is None else options
     saved = read_json(run_dir / CONFIG)
     for section in ("model", "data"):
         if saved.get(section) != config[section]:
             raise RunError(f"cannot {action} {run_dir}: its {section} configuration differs from the requested "
-                           f"one (in {_differences(saved.get(section), config[section])})" + _ELSEWHERE)
+                           f"one (in {_differences(saved.get(section), config[section], options)})" + _ELSEWHERE)
     if not isinstance(saved.get("train"), dict):
         raise RunError(f"{run_dir / CONFIG} has no 'train' section; expected the configuration `pdnn train` writes")
     fixed = {k: v for k, v in asdict(TrainConfig.from_dict(saved["train"])).items() if k != "epochs"}
     requested = {k: v for k, v in config["train"].items() if k != "epochs"}
     if fixed != requested:
         raise RunError(f"cannot {action} {run_dir}: its training options differ from the requested ones (in "
-                       f"{_differences(fixed, requested, options or {})}; only the epochs may change)" + _ELSEWHERE)
+                       f"{_differences(fixed, requested, options)}; only the epochs may change)" + _ELSEWHERE)
 
 
-def _differences(saved, requested: dict, options: dict | None = None) -> str:
-    """``key: saved -> requested`` for each setting that differs (``saved`` whole if it is no dict)."""
+def _differences(saved, requested: dict, options: dict) -> str:
+    """``--option: saved -> requested`` for each setting that differs, named by the option that sets
+    it (``key (set by --option)`` where the names differ; the key alone where none does); ``saved``
+    whole if it is no dict."""
     if not isinstance(saved, dict):
         return f"{saved!r} -> {requested!r}"
-    options, absent = options or {}, "(absent)"
-    return "; ".join(f"{k}{f' (set by {options[k]})' if k in options else ''}: {saved.get(k, absent)!r} -> "
-                     f"{requested.get(k, absent)!r}" for k in sorted(set(saved) | set(requested), key=str)
+
+    def named(key) -> str:
+        option = options.get(key)
+        return option if option == f"--{str(key).replace('_', '-')}" else f"{key} (set by {option})" if option else key
+
+    absent = "(absent)"
+    return "; ".join(f"{named(k)}: {saved.get(k, absent)!r} -> {requested.get(k, absent)!r}"
+                     for k in sorted(set(saved) | set(requested), key=str)
                      if saved.get(k, absent) != requested.get(k, absent))
 
 

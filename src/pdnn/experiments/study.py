@@ -59,6 +59,11 @@ class StudySpec:
 
 
 DEFAULT = StudySpec()  # the options a study's recorded command leaves out
+# the option of `pdnn study` that sets each setting of its runs' config.json (the neuron and bits
+# follow from the run's name, the rest from the dataset)
+STUDY_OPTIONS = {"name": "--model", "width": "--width", "beta": "--beta", "dataset": "--dataset", "subset": "--subset",
+                 "samples": "--train-samples", "batch_size": "--batch-size", "lr": "--lr", "schedule": "--schedule",
+                 "seed": "--seed", "monitor_examples": "--eval-subset"}
 
 
 def run_study(out: str | Path, spec: StudySpec, roots=None, device: str = "cpu", progress: bool = True) -> dict:
@@ -75,7 +80,7 @@ def _run_study(out: Path, spec: StudySpec, models: dict, roots, device: str, pro
     for name, model in models.items():  # and so do runs an earlier study left with other settings
         if (out / "runs" / name / CONFIG).exists():
             wanted = run_config(model, spec.dataset, train_config(spec, spec.runs()[name][1]), spec.subset)
-            check_same_run(out / "runs" / name, wanted, "reuse", {"monitor_examples": "--eval-subset"})
+            check_same_run(out / "runs" / name, wanted, "reuse", STUDY_OPTIONS)
     for name in spec.runs():
         if progress:
             neuron, samples = spec.runs()[name]
