@@ -420,6 +420,7 @@ def test_the_ablation_summary_names_a_run_it_cannot_tabulate_and_writes_nothing(
              ("metrics.json", "not json", "metrics.json is not valid JSON"),
              ("metrics.json", [{"epoch": 1, "epoch_time_s": float("nan")}], "epoch_time_s must be a finite number"),
              ("eval-network.json", [], "eval-network.json has no 'results' list"),
+             ("eval-network.json", {**evaluation, "results": []}, "eval-network.json has an empty 'results' list"),
              ("eval-network.json", {**evaluation, "results": [{"samples": 1, "accuracy_mean": "0.5"}]},
               "each result needs an integer 'samples' in [1, 2**63 - 1], an 'accuracy_mean' in [0, 1]"),
              ("eval-network.json", {**evaluation, "results": [{"samples": 1, "accuracy_mean": 0.5,

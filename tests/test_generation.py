@@ -789,3 +789,6 @@ def test_tradeoff_warns_when_a_generator_changed_after_its_distance_was_measured
         (vae / "fid-clf.json").write_text(damaged)
         assert main(tradeoff) == 2
         assert "fid-clf.json has no 'results' list" in capsys.readouterr().err
+    (vae / "fid-clf.json").write_text(json.dumps({**document, "results": []}))  # (it was said to have none)
+    assert main(tradeoff) == 2
+    assert "fid-clf.json has an empty 'results' list" in capsys.readouterr().err

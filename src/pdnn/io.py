@@ -436,8 +436,8 @@ def read_eval(path: Path | str) -> dict:
     written otherwise went back and forth)."""
     document = read_json(path)
     rows = document.get("results") if isinstance(document, dict) else None
-    if not isinstance(rows, list) or not rows:
-        raise RunError(f"{path} has no 'results' list")
+    if not isinstance(rows, list) or not rows:  # (an empty one was said to be missing)
+        raise RunError(f"{path} has {'an empty' if rows == [] else 'no'} 'results' list")
     examples = document.get("examples", 1)
     if not (_is_int(examples) and examples >= 1):
         raise RunError(f"{path}: 'examples' must be the number of test examples, an integer >= 1, got {examples!r}")

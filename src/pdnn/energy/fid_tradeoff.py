@@ -42,8 +42,8 @@ def fid_points(run_dir, settings: Settings, input_bits: int = 8,
     path = fid_file(run_dir)
     document = read_json(path)
     rows = document.get("results") if isinstance(document, dict) else None
-    if not isinstance(rows, list) or not rows:
-        raise RunError(f"{path} has no 'results' list")
+    if not isinstance(rows, list) or not rows:  # (an empty one was said to be missing)
+        raise RunError(f"{path} has {'an empty' if rows == [] else 'no'} 'results' list")
     label = label or run_label(run_dir, config)
     float32 = is_float32_config(config) and not net.stochastic
     points = []
