@@ -1659,3 +1659,24 @@ def test_a_hardtanh_of_equal_bounds_is_refused_for_what_it_is():
 
     with pytest.raises(ConversionError, match=r"hardtanh bounds are not constants with min_val < max_val"):
         to_sampled(Flat(), "pbit")
+
+
+def test_a_blank_label_given_through_the_api_is_refused_before_any_work(tmp_path):
+    """The CLI refused ``--label ' '``; the Python API recorded it, showing nothing in legends, and
+    the `pdnn train` command pdnn suggests for such a run was then refused (R153)."""
+    from pdnn.convert.rundir import convert_run
+    from pdnn.train import TrainConfig, train
+
+    source = tmp_path / "run"
+    make_run(source)
+    for label in ("", "  ", 5):
+        with pytest.raises(UsageError, match=re.escape(f"label must be a name to show in plots and tables, or "
+                                                       f"None, got {label!r}")):
+            convert_run(source, tmp_path / "converted", "gaussian", scale=0.5, label=label)
+        assert not (tmp_path / "converted").exists()
+        model = ModelConfig(name="mlp", neuron="tanh", input_shape=(1, 28, 28), num_classes=10, width=4)
+        with pytest.raises(UsageError, match="label must be a name to show in plots and tables"):
+            train(tmp_path / "trained", model, "demo", TrainConfig(epochs=1), subset=20, label=label, progress=False)
+        assert not (tmp_path / "trained").exists()
+    convert_run(source, tmp_path / "converted", "gaussian", scale=0.5, label="noisy")  # a name is kept
+    assert read_json(tmp_path / "converted" / "config.json")["label"] == "noisy"

@@ -15,6 +15,15 @@ def run_label(run_dir: Path, config: dict) -> str:
     return config.get("label") or Path(os.path.abspath(run_dir)).name
 
 
+def checked_label(label):
+    """``label`` as given (None: none), refused unless it is a name with something to show: an
+    empty or blank one showed nothing in legends, and the command pdnn suggests for retraining
+    the run (``--label ' '``) was refused."""
+    if label is not None and not (isinstance(label, str) and label.strip()):
+        raise UsageError(f"label must be a name to show in plots and tables, or None, got {label!r}")
+    return label
+
+
 def series_labels(runs: Sequence[tuple[str, dict]], suffixes: Sequence[str] = ("",)) -> dict[str, str]:
     """Each run's name in tables and legends: its config's ``label``, else its folder's name;
     runs that would share a name are named by their paths instead (by their full paths if those

@@ -15,6 +15,7 @@ import torch
 from . import __version__
 from .checks import LOSS_RULES, SCHEDULES, is_boolean, one_of, positive_int, shown, torch_seed
 from .errors import UsageError
+from .labels import checked_label
 from .io import METRICS, RunError, read_metrics
 from .models import ModelConfig
 from .tasks import TASKS
@@ -102,7 +103,7 @@ def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfi
         "train": asdict(train_config),
         "pdnn_version": __version__,
     }
-    if label:
+    if checked_label(label) is not None:
         config["label"] = label
     config["model"]["input_shape"] = list(config["model"]["input_shape"])
     return config

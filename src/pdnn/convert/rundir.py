@@ -24,7 +24,7 @@ from ..devices import resolve_device
 from ..errors import UsageError
 from ..io import (CHECKPOINT, CONFIG, LOCK, METRICS, RunError, checkpoint_mismatch, is_folder_record, load_checkpoint,
                   measurements, read_config, read_json, save_checkpoint, write_json, writer_lock)
-from ..labels import run_label
+from ..labels import checked_label, run_label
 from ..models import ModelConfig
 from ..provenance import checkpoint_sha256, conversion_sha256, file_sha256, state_sha256, weights_record
 from ..train_config import recorded_processes, train_command
@@ -335,6 +335,7 @@ def convert_run(
     without the bulky ``bn_stats``).
     """
     source, out = Path(source), Path(out)
+    checked_label(label)  # before any work
     _check_destination(source, out, force)
     config = read_config(source)
     if "convert" in config:
