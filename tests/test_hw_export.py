@@ -204,6 +204,8 @@ def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys, monkeypatch
     assert main(["hw", "export", str(out), "--out", str(tmp_path / "again"), "--check", "0"]) == 2
     assert f"{out} is an export, not a run; export the trained run it came from" in capsys.readouterr().err
     assert not (tmp_path / "again").exists()
+    assert main(["hw", "export", str(other), "--out", str(tmp_path / "again"), "--check", "0"]) == 2
+    assert f"{other / 'config.json'} does not exist" in capsys.readouterr().err  # a study's spec.json: no export
     afile = tmp_path / "afile"  # a file given as the export was told to be created by `export --out` it
     afile.write_text("notes")
     for command in (["sim", str(afile)], ["synth", str(afile), "--part", "core"]):

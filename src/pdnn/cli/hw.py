@@ -13,7 +13,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import CONFIG, RunError, read_json, writer_lock
+from ..io import CONFIG, writer_lock
 from ..hw import export, fixed, rtl, sim, synth
 from .common import existing_folder, named_path
 
@@ -98,20 +98,12 @@ def _positive(value, what: str, most: int | None = None, least: int = 1, too_few
     return value
 
 
-def _is_export(spec: Path) -> bool:
-    try:
-        document = read_json(spec)
-    except RunError:
-        return False
-    return isinstance(document, dict) and document.get("format") == fixed.FORMAT
-
-
 def _export(args) -> int:
     out = Path(args.out)
     if (out / CONFIG).exists():
         raise UsageError(f"{out} is a run directory; export into a folder of its own")
     if (out / fixed.SPEC).exists():
-        if not _is_export(out / fixed.SPEC):
+        if not fixed.is_export(out):
             raise UsageError(f"{out / fixed.SPEC} is not an export's (no format {fixed.FORMAT!r}); export into "
                              "another folder: --force replaces only an earlier export")
         if not args.force:

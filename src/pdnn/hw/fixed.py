@@ -27,7 +27,7 @@ import numpy as np
 
 from ..checks import positive_int
 from ..errors import UsageError
-from ..io import CONFIG, read_json, signals_held, staging_folder
+from ..io import CONFIG, RunError, read_json, signals_held, staging_folder
 from . import rng
 
 SPEC = "spec.json"
@@ -191,6 +191,15 @@ def _memory_names(spec_path: Path) -> set[str]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return set()
     return {n for n in names if isinstance(n, str) and n == Path(n).name and n.endswith(".mem")}
+
+
+def is_export(folder: Path | str) -> bool:
+    """Whether ``folder`` holds an export's spec.json (a study's folder has a spec.json too)."""
+    try:
+        document = read_json(Path(folder) / SPEC)
+    except RunError:
+        return False
+    return isinstance(document, dict) and document.get("format") == FORMAT
 
 
 def load(folder: Path | str) -> FixedNet:
