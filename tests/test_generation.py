@@ -464,7 +464,8 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     clf_checkpoint = runs / "clf" / "checkpoint.pt"  # (it said: not a readable torch file)
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(clf_checkpoint), "--quiet"]) == 2
     assert (f"--inception-weights {clf_checkpoint} is a pdnn run's checkpoint, not the FID Inception-v3 weights; "
-            f"to measure with a pdnn classifier run, give it as --classifier {runs / 'clf'}") in capsys.readouterr().err
+            "to measure with the features of a pdnn classifier run, give that run as --classifier RUN") in (
+        capsys.readouterr().err)  # (not the run itself, which may be a generator: R160)
     assert sorted(p.name for p in (runs / "vae").iterdir()) == before
 
 

@@ -167,7 +167,7 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
                                 "pt_inception-2015-12-05-6726825d.pth (from the pytorch-fid releases)")
     if path.name == CHECKPOINT and (path.parent / CONFIG).is_file():  # (weights_only refuses its provenance)
         raise UsageError(f"--inception-weights {path} is a pdnn run's checkpoint, not the FID Inception-v3 weights; "
-                         f"to measure with a pdnn classifier run, give it as --classifier {path.parent}")
+                         "to measure with the features of a pdnn classifier run, give that run as --classifier RUN")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
