@@ -781,6 +781,8 @@ def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, cap
     err = capsys.readouterr().err  # only what differs (it printed both whole sections)
     assert f"cannot train into {other}: its model configuration differs from the requested one (in --neuron: " \
            "'tanh' -> 'pbit'; --width: 16 -> 32)" in err and "{" not in err and load_config_width(other) == 16
+    assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh", "--dataset", "cifar10") == 2
+    assert "(in input_shape (set by --dataset): [1, 28, 28] -> [3, 32, 32])" in capsys.readouterr().err  # (R160)
     assert train(other, "--epochs", "1", "--width", "16", "--neuron", "tanh") == 0  # its own start: trained anew
     (other / "checkpoint.pt").unlink()  # trained anew once more, and that start interrupted: what the
     kept = {name: (other / name).read_bytes() for name in ("config.json", "metrics.json")}  # run had stays

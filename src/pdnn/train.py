@@ -138,9 +138,10 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
 
 _ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
 # the option of `pdnn train` that sets each setting of config.json's model, data and train
-# sections (the others follow from the dataset): a difference is named by what the user types
+# sections: a difference is named by what the user types
 TRAIN_OPTIONS = {"name": "--model", "neuron": "--neuron", "weight_bits": "--weight-bits", "beta": "--beta",
-                 "width": "--width", "dataset": "--dataset", "subset": "--subset", "task": "--task",
+                 "width": "--width", "extra": "--latent", "dataset": "--dataset", "input_shape": "--dataset",
+                 "num_classes": "--dataset", "subset": "--subset", "task": "--task",
                  "samples": "--train-samples", "batch_size": "--batch-size", "lr": "--lr", "schedule": "--schedule",
                  "weight_decay": "--weight-decay", "seed": "--seed", "loss_rule": "--loss-rule",
                  "augment": "--no-augment", "monitor_examples": "--monitor-examples"}

@@ -60,8 +60,9 @@ class StudySpec:
 
 DEFAULT = StudySpec()  # the options a study's recorded command leaves out
 # the option of `pdnn study` that sets each setting of its runs' config.json (the neuron and bits
-# follow from the run's name, the rest from the dataset)
-STUDY_OPTIONS = {"name": "--model", "width": "--width", "beta": "--beta", "dataset": "--dataset", "subset": "--subset",
+# follow from the run's name)
+STUDY_OPTIONS = {"name": "--model", "width": "--width", "beta": "--beta", "dataset": "--dataset",
+                 "input_shape": "--dataset", "num_classes": "--dataset", "subset": "--subset",
                  "samples": "--train-samples", "batch_size": "--batch-size", "lr": "--lr", "schedule": "--schedule",
                  "seed": "--seed", "monitor_examples": "--eval-subset"}
 
