@@ -6,9 +6,9 @@ with the look, error·T^a, replayed on one network's pool of draws beside the ru
 
 The pool is the one ``scripts/adaptive_study.py`` draws (same --cache, --seed, N = 50, batches of
 500); each rule is replayed by the study's own code (:func:`pdnn.experiments.adaptive_study.replay`:
-the first batch learns σ₀² for the later ones). a > 0 stops more inputs early and fewer late; if
-the rule's level were misallocated over the looks, some a != 0 would reach the same accuracy at a
-smaller mean T. Prints accuracy minus T = 50 (points, ± paired SE) and mean T per shape and level.
+the first batch learns σ₀² for the later ones). At T = 1 every shape has the level given; a > 0
+loosens the later looks against the first, a < 0 tightens them. If the rule's level were
+misallocated over the looks, some a != 0 would reach the same accuracy at a smaller mean T. Prints accuracy minus T = 50 (points, ± paired SE) and mean T per shape and level.
 """
 from __future__ import annotations
 
