@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,6 +206,15 @@ def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys, monkeypatch
     assert main(["hw", "export", str(out), "--out", str(tmp_path / "again"), "--check", "0"]) == 2
     assert f"{out} is an export, not a run; export the trained run it came from" in capsys.readouterr().err
     assert not (tmp_path / "again").exists()
+    stray = tmp_path / "run-with-spec"  # a run's own spec.json is never read (unreadable, it refused the run)
+    shutil.copytree(tiny_run, stray)
+    (stray / "spec.json").write_text("{}")
+    real_read = fixed.read_json
+    monkeypatch.setattr(fixed, "read_json", lambda path: (_ for _ in ()).throw(PermissionError(path))
+                        if Path(path).name == "spec.json" else real_read(path))
+    assert main(["hw", "export", str(stray), "--out", str(tmp_path / "stray-hw"), "--check", "0"]) == 0
+    monkeypatch.setattr(fixed, "read_json", real_read)
+    capsys.readouterr()
     assert main(["hw", "export", str(other), "--out", str(tmp_path / "again"), "--check", "0"]) == 2
     assert f"{other / 'config.json'} does not exist" in capsys.readouterr().err  # a study's spec.json: no export
     afile = tmp_path / "afile"  # a file given as the export was told to be created by `export --out` it

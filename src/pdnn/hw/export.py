@@ -110,7 +110,7 @@ def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8,
 
 def from_run(run_dir: Path | str, roots=None, **kwargs) -> tuple[fixed.FixedNet, dict]:
     """Load a run (weights and config) and its dataset's statistics; return ``(net, config)``."""
-    if fixed.is_export(run_dir) and not (Path(run_dir) / CONFIG).exists():
+    if not (Path(run_dir) / CONFIG).exists() and fixed.is_export(run_dir):  # (a run's spec.json is never read)
         raise UsageError(f"{run_dir} is an export, not a run; export the trained run it came from "
                          "(the folder with config.json and checkpoint.pt)")
     model, config = load_model(run_dir)
