@@ -22,6 +22,12 @@ def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
     assert (tmp_path / "accuracy_vs_samples.png").stat().st_size > 1000
     assert [r["samples"] for r in json.loads((tmp_path / "pbit" / "eval-network.json").read_text())["results"]] == [
         1, 2, 5, 10, 20, 50]
+    config = json.loads((tmp_path / "pbit" / "config.json").read_text())
+    config["model"]["width"] += 1  # a run of other settings in the demo's folder: refused, named by its key
+    (tmp_path / "pbit" / "config.json").write_text(json.dumps(config))
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err  # (not "--width": pdnn demo has no such option; R161)
+    assert f"its model configuration differs from the requested one (in width: {config['model']['width']} -> " in err
 
 
 def test_study_is_resumable_and_reports_claims(tmp_path, capsys):

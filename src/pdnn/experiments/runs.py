@@ -17,7 +17,8 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
     data or training options is a ``RunError``, never reused under the new settings."""
     config.validate()
     if (run_dir / CONFIG).exists():
-        check_same_run(run_dir, run_config(model, dataset, config, kwargs.get("subset")), "reuse")
+        # (named by config.json's keys: these settings are a plan's, not options of the command run)
+        check_same_run(run_dir, run_config(model, dataset, config, kwargs.get("subset")), "reuse", options={})
     if (run_dir / METRICS).exists():
         metrics = read_metrics(run_dir / METRICS)
         last, planned = metrics[-1]["epoch"] if metrics else 0, read_json(run_dir / CONFIG)["train"].get("epochs")
