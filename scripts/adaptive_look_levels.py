@@ -8,7 +8,8 @@ The pool is the one ``scripts/adaptive_study.py`` draws (same --cache, --seed, N
 500); each rule is replayed by the study's own code (:func:`pdnn.experiments.adaptive_study.replay`:
 the first batch learns σ₀² for the later ones). At T = 1 every shape has the level given; a > 0
 loosens the later looks against the first, a < 0 tightens them. If the rule's level were
-misallocated over the looks, some a != 0 would reach the same accuracy at a smaller mean T. Prints accuracy minus T = 50 (points, ± paired SE) and mean T per shape and level.
+misallocated over the looks, some a != 0 would reach the same accuracy at a smaller mean T.
+Prints accuracy minus T = 50 (points, ± paired SE) and mean T per shape and level.
 """
 from __future__ import annotations
 

@@ -368,9 +368,9 @@ def test_the_first_compile_is_quiet_and_compiles_each_loop_once_at_16_lanes(tmp_
 def test_the_table_kernel_gathers_where_llvm_can_and_compiles_quietly_where_it_cannot(tmp_path, cpu, gathers):
     # compiled for the named processor with its own features (NUMBA_CPU_FEATURES empty: numba
     # takes the host's otherwise, so that the answer followed the machine the tests ran on, not the
-    # name) and not run: LLVM gathers the thresholds 16 at a time where it has AVX-512 (Intel's
-    # targets from Skylake on, AMD's Zen 4); without it (Zen 3, Haswell) it judges gathers slow and
-    # reads them one by one, and forced to 16 lanes it printed three "loop not vectorized" remarks
+    # name) and not run: LLVM gathers the thresholds 16 at a time where its tuning for the processor
+    # judges gathers fast (Intel's targets from Skylake on, AMD's Zen 4); elsewhere (Zen 3, Haswell)
+    # it reads them one by one, and forced to 16 lanes it printed three "loop not vectorized" remarks
     # on the first compile, which a user saw on first use: there the table kernel takes LLVM's own width
     script = """if True:
         import re, torch
@@ -379,7 +379,8 @@ def test_the_table_kernel_gathers_where_llvm_can_and_compiles_quietly_where_it_c
         code = next(iter(K._table_copy.inspect_llvm().values()))
         print(K._gathers(), bool(re.search(r"<16 x i32>", code)), bool(re.search(r"<16 x float> @llvm.masked.gather", code)))
     """
-    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": ""}
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_CPU_NAME": cpu,
+                   "NUMBA_CPU_FEATURES": ""}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout == f"{gathers} {gathers} {gathers}\n"

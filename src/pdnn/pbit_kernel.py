@@ -348,10 +348,10 @@ def vector_width(lanes: int):
 @lru_cache(maxsize=None)
 def _gathers() -> bool:
     """Whether LLVM reads a float table at computed indices with vector gathers on the processor
-    numba compiles for. It does where it judges gathers fast: compiled for a processor's own features,
-    with AVX-512 it did (Intel's targets from Skylake on, AMD's Zen 4, x86-64-v4); without it (Zen 3,
-    Haswell, x86-64-v3, generic x86) it read the entries one by one (benchmarks/results/README.md;
-    LLVM 20 and 22, numba 0.63 and 0.68). Forced to 16 lanes,
+    numba compiles for. It does where its tuning for that processor judges gathers fast: compiled
+    for a processor's own features it did for Intel's targets from Skylake on, AMD's Zen 4 and
+    x86-64-v4, and read the entries one by one for Zen 3, Haswell, x86-64-v3 and generic x86
+    (benchmarks/results/README.md; LLVM 20 and 22). Forced to 16 lanes,
     the table kernel's parallel loop then made LLVM print three "loop not vectorized" remarks on
     standard error at its first compile; so it is forced only where this says yes. The answer comes
     from LLVM itself: a loop of the table kernel's kind (a 32-bit hash of the index, a table read,
