@@ -955,3 +955,22 @@ def test_training_a_kept_run_again_warns_that_its_history_is_replaced(tmp_path):
     with pytest.warns(UserWarning, match="holds a run's history \\(metrics.json\\) kept without its checkpoint: "
                                          "training it again replaces that history"):
         assert train(run, "--epochs", "1") == 0
+
+
+def test_a_refusal_names_each_setting_by_the_option_that_sets_it(tmp_path):
+    """config.json's keys as `pdnn train` options: --latent sets the model's extra settings and
+    --dataset its input shape and classes; a command given other options names them by those."""
+    from pdnn.io import RunError as Refused
+    from pdnn.train import TRAIN_OPTIONS, check_same_run, run_config
+
+    plain = ModelConfig(name="mlp", neuron="tanh", input_shape=(1, 28, 28), num_classes=10, width=8)
+    (tmp_path / "config.json").write_text(json.dumps(run_config(plain, "demo", TrainConfig(epochs=1))))
+    latent = ModelConfig(name="mlp", neuron="tanh", input_shape=(1, 28, 28), num_classes=10, width=8,
+                         extra={"latent": 4})
+    with pytest.raises(Refused, match=re.escape("(in extra (set by --latent): {} -> {'latent': 4})")):
+        check_same_run(tmp_path, run_config(latent, "demo", TrainConfig(epochs=1)))
+    with pytest.raises(Refused, match=re.escape("(in extra: {} -> {'latent': 4})")):  # a plan's settings
+        check_same_run(tmp_path, run_config(latent, "demo", TrainConfig(epochs=1)), options={})
+    with pytest.raises(Refused, match=re.escape("(in --seed: 0 -> 3; only the epochs may change)")):
+        check_same_run(tmp_path, run_config(plain, "demo", TrainConfig(epochs=1, seed=3)))
+    assert all(option.startswith("--") for option in TRAIN_OPTIONS.values())
