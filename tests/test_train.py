@@ -974,3 +974,7 @@ def test_a_refusal_names_each_setting_by_the_option_that_sets_it(tmp_path):
     with pytest.raises(Refused, match=re.escape("(in --seed: 0 -> 3; only the epochs may change)")):
         check_same_run(tmp_path, run_config(plain, "demo", TrainConfig(epochs=1, seed=3)))
     assert all(option.startswith("--") for option in TRAIN_OPTIONS.values())
+    from pdnn.train_config import recorded_options  # the same options, read the other way
+    recorded = {f"--{name.replace('_', '-')}" for name in recorded_options(json.loads((tmp_path / "config.json")
+                                                                                       .read_text()))}
+    assert set(TRAIN_OPTIONS.values()) <= recorded

@@ -426,6 +426,15 @@ def is_folder_record(path: Path | str) -> bool:
     return named and path.is_file()
 
 
+def result_rows(document, path: Path | str) -> list:
+    """The non-empty ``results`` list of a result file's ``document`` (an evaluation, a distance),
+    else a :class:`RunError` naming ``path`` (an empty list is named as such, not as missing)."""
+    rows = document.get("results") if isinstance(document, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise RunError(f"{path} has {'an empty' if rows == [] else 'no'} 'results' list")
+    return rows
+
+
 def read_eval(path: Path | str) -> dict:
     """An ``eval-*.json`` document, checked as far as readers use it: a non-empty ``results``
     list of rows with an integer ``samples`` in [1, 2**63 - 1] (what an evaluation takes; a plot's
@@ -435,9 +444,7 @@ def read_eval(path: Path | str) -> dict:
     rows are returned in order of T, as ``pdnn eval`` writes them (a curve drawn through a file
     written otherwise went back and forth)."""
     document = read_json(path)
-    rows = document.get("results") if isinstance(document, dict) else None
-    if not isinstance(rows, list) or not rows:  # (an empty one was said to be missing)
-        raise RunError(f"{path} has {'an empty' if rows == [] else 'no'} 'results' list")
+    rows = result_rows(document, path)
     examples = document.get("examples", 1)
     if not (_is_int(examples) and examples >= 1):
         raise RunError(f"{path}: 'examples' must be the number of test examples, an integer >= 1, got {examples!r}")

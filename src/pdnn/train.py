@@ -53,8 +53,8 @@ from .io import checkpoint_mismatch, is_epoch_history, writer_lock
 from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
                    write_json)
 from .tasks import TASKS, Task
-from .train_config import (AUGMENT_SEED, TrainConfig, check_new_run, recorded_options, recorded_processes, run_config,
-                           train_command)
+from .train_config import (AUGMENT_SEED, TRAIN_OPTIONS, TrainConfig, check_new_run, recorded_options,
+                           recorded_processes, run_config, train_command)
 
 
 def _distributed(device: str) -> tuple[str, int, int]:
@@ -137,14 +137,6 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
 
 
 _ELSEWHERE = "; choose another output folder, or delete this run to train it anew"
-# the option of `pdnn train` that sets each setting of config.json's model, data and train
-# sections: a difference is named by what the user types
-TRAIN_OPTIONS = {"name": "--model", "neuron": "--neuron", "weight_bits": "--weight-bits", "beta": "--beta",
-                 "width": "--width", "extra": "--latent", "dataset": "--dataset", "input_shape": "--dataset",
-                 "num_classes": "--dataset", "subset": "--subset", "task": "--task",
-                 "samples": "--train-samples", "batch_size": "--batch-size", "lr": "--lr", "schedule": "--schedule",
-                 "weight_decay": "--weight-decay", "seed": "--seed", "loss_rule": "--loss-rule",
-                 "augment": "--no-augment", "monitor_examples": "--monitor-examples"}
 
 
 def check_same_run(run_dir: Path, config: dict, action: str = "resume", options: dict | None = None) -> None:

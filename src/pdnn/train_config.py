@@ -109,6 +109,16 @@ def run_config(model_config: ModelConfig, dataset: str, train_config: TrainConfi
     return config
 
 
+# the option of `pdnn train` that sets each setting of config.json's model, data and train
+# sections (:func:`recorded_options` read the other way): a difference is named by what one types
+TRAIN_OPTIONS = {"name": "--model", "neuron": "--neuron", "weight_bits": "--weight-bits", "beta": "--beta",
+                 "width": "--width", "extra": "--latent", "dataset": "--dataset", "input_shape": "--dataset",
+                 "num_classes": "--dataset", "subset": "--subset", "task": "--task",
+                 "samples": "--train-samples", "batch_size": "--batch-size", "lr": "--lr", "schedule": "--schedule",
+                 "weight_decay": "--weight-decay", "seed": "--seed", "loss_rule": "--loss-rule",
+                 "augment": "--no-augment", "monitor_examples": "--monitor-examples"}
+
+
 def recorded_options(config: dict) -> dict:
     """The options of ``pdnn train`` (by their argparse names) that the run ``config`` (its
     ``config.json``) records: :func:`run_config` read back."""

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 
 from ..errors import UsageError
 from ..io import is_folder_record, is_run_record
+from ..labels import checked_label
 from ..runs import UnwrittenResult
 
 
@@ -35,10 +36,11 @@ def named_path(text: str) -> str:
 
 
 def label_text(text: str) -> str:
-    """A ``--label``: a name to show in plots and tables; an empty one would show nothing."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a name, got an empty one")
-    return text
+    """A ``--label``: a name to show in plots and tables (:func:`pdnn.labels.checked_label`)."""
+    try:
+        return checked_label(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError("expected a name, got an empty one") from None
 
 
 def example_count(text: str) -> int:

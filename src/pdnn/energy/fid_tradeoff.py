@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ..checks import positive_int, shown
 from ..errors import UsageError
-from ..io import RunError, pyplot, read_json, save_figure
+from ..io import RunError, pyplot, read_json, result_rows, save_figure
 from .account import Settings, check_settings, network_energy
 from ..labels import figure_text, run_label, series_labels
 from ..provenance import warn_if_stale
@@ -41,9 +41,7 @@ def fid_points(run_dir, settings: Settings, input_bits: int = 8,
     net, config = run_network(run_dir, input_bits)
     path = fid_file(run_dir)
     document = read_json(path)
-    rows = document.get("results") if isinstance(document, dict) else None
-    if not isinstance(rows, list) or not rows:  # (an empty one was said to be missing)
-        raise RunError(f"{path} has {'an empty' if rows == [] else 'no'} 'results' list")
+    rows = result_rows(document, path)
     label = label or run_label(run_dir, config)
     float32 = is_float32_config(config) and not net.stochastic
     points = []
