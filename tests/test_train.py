@@ -22,6 +22,7 @@ import pdnn
 from pdnn.cli import build_parser, main
 from pdnn.data import load
 from pdnn.data.cifar import CLASSES
+from pdnn.data.idx import idx_bytes
 from pdnn.devices import where_measured
 from pdnn.errors import UsageError
 from pdnn.evaluate import running_sums
@@ -529,6 +530,41 @@ def test_processes_started_by_hand_with_different_options_are_refused_alike(tmp_
     for process, err in two_processes(["--out", "run"], ["--out", str(run)], cwd=tmp_path):
         assert process.returncode == 0, err
     assert json.loads((run / "metrics.json").read_text())[0]["processes"] == 2
+
+
+def fashion_copy(folder: Path, train: int, seed: int) -> Path:
+    """A Fashion-MNIST of ``train`` random training images (and 8 test images) as IDX files."""
+    g = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True)
+    for split, n in (("train", train), ("t10k", 8)):
+        (folder / f"{split}-images-idx3-ubyte").write_bytes(
+            idx_bytes(torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)))
+        (folder / f"{split}-labels-idx1-ubyte").write_bytes(idx_bytes(torch.arange(n, dtype=torch.uint8) % 10))
+    return folder.parent
+
+
+@pytest.mark.slow
+def test_processes_given_different_copies_of_the_data_are_refused_alike(tmp_path, monkeypatch):
+    """--data-dir may differ between processes (each machine has its own copy), but copies of
+    different sizes hung both processes in a collective, and copies of one size trained on a mix
+    of two datasets without a word (R160)."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    first, same, other, smaller = (fashion_copy(tmp_path / name / "fashion-mnist", train, seed)
+                                   for name, train, seed in (("a", 60, 0), ("b", 60, 0), ("c", 60, 1), ("d", 30, 0)))
+    for copy in (other, smaller):
+        run = tmp_path / f"run-{copy.name}"
+        processes = two_processes(*(["--dataset", "fashion-mnist", "--data-dir", str(root), "--out", str(run)]
+                                    for root in (first, copy)))
+        for rank, (process, err) in enumerate(processes):
+            assert process.returncode == 2, err
+            assert err.startswith("pdnn train: error: the 2 processes read different data (process 0: "
+                                  f"{first / 'fashion-mnist'} (IDX), "), err
+            assert "Traceback" not in err
+        assert not run.exists()
+    run = tmp_path / "run"
+    for process, err in two_processes(*(["--dataset", "fashion-mnist", "--data-dir", str(root), "--out", str(run)]
+                                        for root in (first, same))):
+        assert process.returncode == 0, err
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import math
 import os
 import signal
@@ -197,7 +198,8 @@ def _check_same_options(config: dict, train_config: TrainConfig, resume: bool, r
     batches split by two orders: examples doubled and skipped, the other seed recorded), with
     another ``--batch-size`` both waited in a collective for ever (a collective: all call it).
     A difference is named by its option where it has one, else by its place in ``config.json``
-    (another pdnn version: ``pdnn_version``); ``--device``, ``--data-dir`` and ``--quiet`` may differ."""
+    (another pdnn version: ``pdnn_version``); ``--device``, ``--data-dir`` (naming a copy of the
+    same data: :func:`_check_same_data`) and ``--quiet`` may differ."""
     options = {f"--{name.replace('_', '-')}": value for name, value in recorded_options(config).items()}
     options.update({"--epochs": train_config.epochs, "--resume": resume, "--out": os.path.realpath(run_dir)})
     every: list = [None] * world
@@ -223,6 +225,23 @@ def _stop_together(failure: Exception | None, world: int) -> None:
     dist.all_gather_object(every, said)
     if failure is None and (failed := next(((i, m) for i, m in enumerate(every) if m is not None), None)):
         raise RunError(f"process {failed[0]} stopped before training: {failed[1]}")
+
+
+def _check_same_data(data, world: int) -> None:
+    """Refuse processes that read different data: ``--data-dir`` may differ (each machine has its
+    own copy), but copies of different sizes hung every process in a collective, and copies of one
+    size trained on a mix of two datasets without a word."""
+    digest = hashlib.sha256()
+    for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
+        digest.update(tensor.cpu().numpy().tobytes())
+    mine = {"read": f"{data.source}, {len(data.train_y)} training and {len(data.test_y)} test images",
+            "sha256": digest.hexdigest()}
+    every: list = [None] * world
+    dist.all_gather_object(every, mine)
+    if differ := [i for i, other in enumerate(every) if other["sha256"] != every[0]["sha256"]]:
+        read = "; ".join(f"process {i}: {every[i]['read']}" for i in [0, *differ])
+        raise UsageError(f"the {world} processes read different data ({read}); give every process a copy of "
+                         "the same data (--data-dir or $PDNN_DATA)")
 
 
 def _flat(options: dict, prefix: str = "") -> dict:
@@ -544,6 +563,7 @@ def train(
             raise
         if world > 1:
             _stop_together(None, world)
+            _check_same_data(data, world)
         run = _build(model_config, train_config, device, rank, world)
         check_batch_shares(run.model, len(data.train_y), train_config.batch_size, world)
         if resume:
