@@ -525,6 +525,21 @@ def test_class_folders_through_links_and_files_left_out_are_said(tmp_path, monke
     assert len(ds.train_y) == 21 and torch.equal(ds.train_x[CIFAR_CLASSES.index("cat")], train["cat", 0])
 
 
+def test_a_link_to_nothing_among_the_images_is_an_error(tmp_path, monkeypatch):
+    """A class folder's link whose target had moved was passed over in silence: the dataset came
+    out an image short (R163)."""
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "root" / "cifar10-jpeg"
+    make_class_folders(folder / "train", 2, ".png", seed=1)
+    make_class_folders(folder / "test", 1, ".png", seed=2)
+    link = folder / "train" / "cat" / "0002.png"
+    link.symlink_to(tmp_path / "moved.png")
+    with pytest.raises(DataError, match=f"^{re.escape(str(link))}: a link to {re.escape(str(tmp_path / 'moved.png'))}, "
+                                        r"which does not exist; expected a file \(repair the link, or remove it"):
+        load("cifar10", roots=[tmp_path / "root"], progress=False)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.bin"))
+
+
 def test_class_folders_jpeg_zip_decodes_close(tmp_path):
     staging, root = tmp_path / "staging", tmp_path / "root" / "cifar10-jpeg"
     root.mkdir(parents=True)

@@ -37,7 +37,8 @@ def is_image(parts: tuple[str, ...]) -> bool:
 
 def files_under(folder: Path) -> list[Path]:
     """Every file under ``folder``, through links to folders too (a class folder may be one), but
-    not into a folder that holds the link (a link back up would loop)."""
+    not into a folder that holds the link (a link back up would loop). A link to nothing is an
+    error: passed over, it left the dataset an image short without a word."""
     files = []
     for top, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
@@ -45,7 +46,12 @@ def files_under(folder: Path) -> list[Path]:
         if any(os.path.realpath(folder / part) == real for part in above):
             folders[:] = []
             continue
-        files += [Path(top) / name for name in names if (Path(top) / name).is_file()]
+        for path in (Path(top) / name for name in names):
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                raise DataError(f"{path}: a link to {os.readlink(path)}, which does not exist; expected a file "
+                                "(repair the link, or remove it to leave the file out)")
     return files
 
 
