@@ -1579,6 +1579,47 @@ def test_parameters_and_buffers_rebound_or_substituted_are_seen():
     assert torch.equal(sampled(x), model.fc2(torch.zeros(5, 8)))
 
 
+class _CarriedOver(nn.Module):
+    """Adds the last call's bits, kept in an attribute that is ``None`` before the first call (a
+    streaming model's habit): the mean over the batch, or one row per input."""
+
+    def __init__(self, per_row: bool):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(12, 16), PBit(), nn.Linear(16, 3)
+        self.per_row, self.last = per_row, None
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        if self.last is not None:
+            h = h + 0.5 * self.last
+        self.last = h.detach() if self.per_row else h.detach().mean(0)
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_an_attribute_that_was_none_is_none_again_after_the_check(per_row):
+    """The check's passes set an attribute that had been ``None`` and left it set: the samples
+    began from the check's leftovers (sample 0 off by 1.35), or, holding a folded pass's rows,
+    it failed the check's own loop with a shape error from inside pdnn (R165)."""
+    torch.manual_seed(0)
+    model, x = _CarriedOver(per_row).eval(), torch.randn(6, 12)
+    untouched = copy.deepcopy(model)
+    sampled = SampledModel(model, samples=4, reduce="none", seed=0)
+    with pytest.warns(UserWarning, match="running a loop of forwards"):
+        assert sampled.plan(x) == "loop"
+    assert model.last is None
+    bits = []
+    model.act.register_forward_hook(lambda module, args, out: bits.append(out.clone()))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a hook of the user's is a new plan, said again)
+        out = sampled(x)
+    replayed = iter(bits)
+    untouched.act.register_forward_hook(lambda module, args, out: next(replayed))
+    with torch.no_grad():
+        loop = torch.stack([untouched(x) for _ in range(4)])
+    assert len(bits) == 4 and torch.equal(out, loop) and torch.equal(model.last, untouched.last)
+
+
 def test_a_refused_loss_rule_leaves_the_sampler_as_it_was():
     sampled = SampledModel(nn.Sequential(nn.Linear(4, 3), PBit()), 4)
     with pytest.raises(ValueError, match="unknown rule 'mean_loss'"):

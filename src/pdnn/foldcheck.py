@@ -14,8 +14,9 @@ offsets of the loop; sharing one draw among samples, mixing rows of different sa
 using the wrong batch size gives different outputs (or shapes, or an error), and the caller
 falls back. The state the model keeps (buffers, numbers held as attributes) must come out as
 the loop leaves it, or as one forward does. The check leaves the model as it found it: that
-state (batch-norm running statistics), the random number generators and hooks are untouched
-(parameters a forward writes to are not put back).
+state (batch-norm running statistics), its other attributes (one that was ``None`` too), the
+random number generators and hooks are untouched (parameters a forward writes to are not put
+back).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
 from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
-from .tracing import ModelState
+from .tracing import ModelState, StandIn
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
@@ -175,7 +176,7 @@ class _Probe:
         return self(input.float() if not input.is_floating_point() else input, levels=(0.0, 1.0))
 
 
-class _PerThread:
+class _PerThread(StandIn):
     """What stands in for a function (``torch.rand``) or a module's ``forward`` while checks run:
     the stand-in of the calling thread's innermost check, else the original. One per target,
     put in place by the first check and taken away by the last, so that checks in several
@@ -429,11 +430,11 @@ def _restored(model: nn.Module, device: torch.device):
 
 @contextlib.contextmanager
 def _untouched(model: nn.Module, device: torch.device):
-    """Restore the model's state (buffers, numbers kept as attributes), hooks and the random state
-    after the check: the user's own hooks must not see the probes, nor batch-norm statistics count
-    the check's passes. The probes' warnings are not shown either: the sampled pass itself shows
-    the model's own. The passes run in the caller's gradient mode, as the sampled pass will (a
-    forward may register a gradient hook). Yields the saved state."""
+    """Restore the model's state (buffers and attributes: :class:`ModelState`), hooks and the
+    random state after the check: the user's own hooks must not see the probes, nor batch-norm
+    statistics count the check's passes. The probes' warnings are not shown either: the sampled
+    pass itself shows the model's own. The passes run in the caller's gradient mode, as the
+    sampled pass will (a forward may register a gradient hook). Yields the saved state."""
     state = ModelState(model)
     devices = [device] if device.type == "cuda" else []
     try:

@@ -154,7 +154,7 @@ class Tracer(fx.Tracer):
             finally:
                 if state is not None:
                     self.unrecorded += [f"it updates {name} as it runs" for name in state.changed()]
-                    state.restore()
+                    state.restore(keep=frozenset(getattr(self, "tensor_attrs", {}).values()))
         finally:
             TRACING.release()
 
@@ -300,9 +300,21 @@ class ModelState:
         moved += [name for name, contents in self.containers if containers and contents.changed()]
         return list(dict.fromkeys(moved))
 
-    def restore(self) -> None:
-        """Put the saved buffers and tensors (the same tensors, with their saved values) and
-        numbers back, and remove traced values a trace left in attributes."""
+    def restore(self, keep: frozenset[str] = frozenset()) -> None:
+        """Put every attribute back as it was (the same objects: an attribute that was ``None``,
+        and one a pass added, too), the saved buffers and tensors with their saved values, and
+        the saved items of containers. ``keep``: the names of attributes a pass added that are
+        to stay (the constants a trace stores on the model, which its graph reads)."""
+        for _, m, saved in self.attributes:
+            now = vars(m)
+            for key in [key for key in now if key not in saved and key not in _MODULE_FIELDS and key not in keep
+                        and not isinstance(now[key], StandIn)]:
+                delattr(m, key)
+            for key, value in saved.items():
+                current = now.get(key, _MISSING)
+                if (key not in _MODULE_FIELDS and current is not value
+                        and not isinstance(current, StandIn) and not isinstance(value, StandIn)):
+                    object.__setattr__(m, key, value)
         for _, m, key, b, saved in self.buffers:
             m._buffers[key] = _restored(b, saved)
         for _, m, key, t, saved in self.tensors:
@@ -311,20 +323,21 @@ class ModelState:
             object.__setattr__(m, key, value)
         for _, contents in self.containers:
             contents.restore()
-        for _, m, key in self._traced_values():
-            saved = next(s for n, module, s in self.attributes if module is m)
-            if key in saved:
-                object.__setattr__(m, key, saved[key])
-            else:
-                delattr(m, key)
 
     def _traced_values(self) -> list[tuple[str, nn.Module, str]]:
         return [(name, m, key) for name, m, _ in self.attributes for key, value in list(vars(m).items())
                 if isinstance(value, fx.Proxy)]
 
 
+class StandIn:
+    """What the check puts in place of a module's ``forward`` for a while, and takes away itself
+    (:class:`pdnn.foldcheck._PerThread`): a :class:`ModelState` leaves it be, as a check in
+    another thread may have put it there, or be using it."""
+
+
 _MODULE_FIELDS = frozenset(vars(nn.Module()))  # a module's own registries: parameters, submodules, hooks
 _CONTAINERS = (list, dict, set, collections.deque)
+_MISSING = object()
 
 
 class _Contents:
