@@ -741,16 +741,32 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
 
 
 def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
-    """Follow tensors by identity from the module that produced them to the module reading them."""
+    """Follow tensors by identity from the module that produced them to the module reading them.
+    A draw the hooks cannot see (``x + torch.randn_like(x)`` between modules, a module of the
+    user's that draws inside) shows as torch's default generator moving between two hooks."""
     names = {m: name for name, m in model.named_modules()}
     leaves = list(dict.fromkeys(_leaves(model)))
     produced: dict[int, _Info] = {id(x): _input_info(walker.input_bits)}
     keep: list[torch.Tensor] = [x]  # holds produced tensors alive so their ids stay unique
-    state = {"stochastic_ran": False, "last_layer": None}
+    generator = torch.cuda.default_generators[x.device.index or 0] if x.device.type == "cuda" else \
+        torch.default_generator
+    state = {"stochastic_ran": False, "last_layer": None, "random_state": generator.get_state()}
     called: set[nn.Module] = set()
+
+    def drew() -> bool:  # since the last look
+        now = generator.get_state()
+        moved, state["random_state"] = not torch.equal(now, state["random_state"]), now
+        return moved
+
+    def before(module, inputs):
+        if drew() and not state["stochastic_ran"]:
+            walker.note(f"a random draw between the modules' calls ran before {names[module]} (torch's generator moved; "
+                        "not priced): what depends on it is priced once per sample")
+            state["stochastic_ran"] = True
 
     def hook(module, inputs, output):
         called.add(module)
+        drew_inside = drew()
         ins = []
         for t in inputs:
             if not isinstance(t, torch.Tensor):
@@ -758,8 +774,8 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             if id(t) in produced:
                 ins.append(produced[id(t)])
             else:
-                repeated = ("samples assumed repeated" if state["stochastic_ran"]
-                            else "shared by the samples (nothing random ran before it)")
+                repeated = ("priced once per sample (a draw ran before it)" if state["stochastic_ran"]
+                            else "shared by the samples (no draw of torch's generator ran before it)")
                 walker.note(f"{names[module]}: its input was computed outside a module (forward hooks cannot "
                             f"follow it); precision unknown, {repeated}")
                 ins.append(_Info(None, state["stochastic_ran"], state["last_layer"], False, "unknown"))
@@ -767,7 +783,11 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
         shape = tuple(out.shape) if out is not None else None
         first = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
         info = walker.module(names[module], module, ins, shape, tuple(first.shape) if first is not None else None)
-        if is_stochastic(module):
+        if drew_inside and not is_stochastic(module):
+            walker.note(f"{names[module]} ({type(module).__name__}): draws inside (torch's generator moved; not "
+                        "priced): what depends on it is priced once per sample")
+            info = replace(info, stoch=True)
+        if is_stochastic(module) or drew_inside:
             state["stochastic_ran"] = True
         if is_weight_layer(module):
             state["last_layer"] = len(walker.layers) - 1
@@ -775,7 +795,7 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             produced[id(out)] = info
             keep.append(out)
 
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    handles = [m.register_forward_hook(hook) for m in leaves] + [m.register_forward_pre_hook(before) for m in leaves]
     try:
         model(x)
     finally:
@@ -834,7 +854,8 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     (without the batch dimension, e.g. ``(3, 32, 32)``).
 
     ``input_bits`` is the precision of the network input (8 for 8-bit pixels). The model runs
-    once, in eval mode, on one zero input; its training flags are restored afterwards.
+    once, in eval mode, on one zero input; its training flags and torch's random state are
+    restored afterwards.
 
     Example:
         >>> from pdnn.models import create
@@ -855,7 +876,8 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     device = param.device if param is not None else "cpu"
     x = torch.zeros(1, *shape, device=device,
                     dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
-    with evaluated(model), torch.no_grad():
+    cuda = [x.device] if x.device.type == "cuda" else []
+    with evaluated(model), torch.no_grad(), torch.random.fork_rng(devices=cuda):  # (the caller's draws go on)
         try:
             walker, method = _walk(model, x, input_bits)
         except AnalysisError as err:  # token ids into an embedding: integer inputs
