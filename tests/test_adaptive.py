@@ -532,6 +532,16 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert "--repeats must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--rule", "sprt", "--quiet"]) == 2
     assert "unknown stopping rule 'sprt'" in capsys.readouterr().err
+    for unread in (["--error", "0.3"], ["--prior-samples", "7"]):  # accepted and recorded, never read (R162)
+        assert main(["eval", str(run), "--adaptive", "--rule", "never", *unread, "--quiet"]) == 2
+        assert (f"{unread[0]} is only used by --rule predictive (the never rule runs every input to --max-samples)"
+                in capsys.readouterr().err)
+    assert main(["eval", str(run), "--adaptive", "--rule", "never", "--max-samples", "3", "--subset", "64",
+                 "--quiet"]) == 0
+    assert "T per input: never rule, at most 3; looks at T = 2, 3)" in capsys.readouterr().out
+    assert main(["eval", str(run), "--adaptive", "--checkpoints", "1,10", "--max-samples", "10", "--subset", "600",
+                 "--quiet"]) == 0  # two batches: the first learns the prior, and its only look is at T = 10 (R162)
+    assert "looks at T = 1, 10, the first batch from T = 10)" in capsys.readouterr().out
     assert main(["eval", str(run), "--adaptive", "--aggregate", "layer", "--quiet"]) == 2
     assert "got --aggregate layer" in capsys.readouterr().err
     assert main(["eval", str(run), "--adaptive", "--max-samples", "10", "--checkpoints", "2,5,20", "--quiet"]) == 2

@@ -67,6 +67,11 @@ def with_defaults(args) -> None:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{options} {'is' if len(given) == 1 else 'are'} only used "
                          f"{'without' if args.adaptive else 'with'} --adaptive")
+    if args.adaptive and args.rule == "never" and (unread := [name for name in ("error", "prior_samples")
+                                                            if getattr(args, name) is not None]):
+        options = ", ".join("--" + name.replace("_", "-") for name in unread)
+        raise UsageError(f"{options} {'is' if len(unread) == 1 else 'are'} only used by --rule predictive (the never "
+                         "rule runs every input to --max-samples)")
     for name, default in chosen.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -102,8 +107,9 @@ def prior_note(rule: dict) -> str:
     """The first batch cannot look at T = 1: it learns the prior variance that such a look needs;
     without one (fewer inputs than it is learnt from) no input stops before the last look, unless
     the prior has no weight (``prior_samples`` 0)."""
-    if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1:
-        return ", the first batch from T = 2"
+    later = [t for t in rule["checkpoints"] if t > 1]
+    if rule["prior_variance_learnt"] and rule["checkpoints"][0] == 1 and later:
+        return f", the first batch from T = {later[0]}"  # (its first look: with --checkpoints 1,10 at T = 10)
     if rule["error"] == 0:
         return "; no input stops early at error 0"
     if rule["rule"] == "predictive" and rule["prior_variance"] is None and rule["prior_samples"] \
@@ -139,7 +145,8 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
             args.run_dir, rule, args.seed, roots=args.data_dir, subset=args.subset,
             device=resolve_device(args.device), progress=not args.quiet, memory=args.memory))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
-          f"{rule.rule} rule, error {rule.error}, at most {rule.max_samples}; looks at T = "
+          f"{rule.rule} rule{f', error {rule.error}' if rule.rule == 'predictive' else ''}, at most "
+          f"{rule.max_samples}; looks at T = "
           f"{', '.join(map(str, document['rule']['checkpoints']))}"
           f"{prior_note(document['rule'])})")
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
