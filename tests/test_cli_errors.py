@@ -897,10 +897,12 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly():
 
 
 @pytest.mark.parametrize("command", [["train", "--dataset", "demo", "--out", "unused"], ["eval", "unused"],
-                                     ["study", "--dataset", "demo", "--out", "unused"]])
+                                     ["study", "--dataset", "demo", "--out", "unused"],
+                                     ["convert", "unused", "--method", "pbit", "--recalibrate-bn", "--out", "new"]])
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_a_subset_below_one_names_the_option(command, value, capsys):
-    """The library's check named its argument, 'subset must be an integer >= 1 or None' (review R103)."""
+    """The library's check named its argument, 'subset must be an integer >= 1 or None' (review R103;
+    pdnn convert's, R162)."""
     with pytest.raises(SystemExit) as stop:
         main([*command, "--subset", value, "--quiet"])
     assert stop.value.code == 2

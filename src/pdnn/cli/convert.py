@@ -11,7 +11,7 @@ from ..errors import UsageError
 from ..evaluate import parse_samples
 from ..io import CHECKPOINT
 from ..runs import load_model
-from .common import add_data_options, add_device_option, label_text, named_path
+from .common import add_data_options, add_device_option, example_count, label_text, named_path
 
 
 def add_parser(sub) -> None:
@@ -68,7 +68,7 @@ def add_parser(sub) -> None:
                    help="replace an existing NEW_RUN_DIR that is a converted run (or an interrupted conversion "
                         "without config.json); a trained run is never replaced")
     add_data_options(p)
-    p.add_argument("--subset", type=int, metavar="N",
+    p.add_argument("--subset", type=example_count, metavar="N",
                    help="read only the first N examples of the training split (default: all of it), as --subset "
                         "does elsewhere; the held-out examples come from those after the run's own training subset")
     add_device_option(p)
