@@ -937,6 +937,13 @@ def test_cli_calibration_uses_only_held_out_training_examples(tmp_path, monkeypa
     assert doc["spec"] == {"method": "pbit", "beta": doc["chosen"], "layers": "hidden", "bn_stats": ["5"]}
 
 
+def test_the_summary_names_the_re_estimated_layers_in_the_models_order():
+    """Sorted as text, a CNN's were listed as ['11', '15', '4', '8'] (R162)."""
+    from pdnn.convert.rundir import _summary
+    spec = {"method": "pbit", "bn_stats": {name: {} for name in ("4", "8", "11", "15")}}
+    assert _summary(spec) == {"method": "pbit", "bn_stats": ["4", "8", "11", "15"]}
+
+
 def test_cli_list_layers(tmp_path, capsys):
     make_run(tmp_path / "run")
     assert pdnn.cli.main(["convert", str(tmp_path / "run"), "--list-layers"]) == 0

@@ -284,10 +284,11 @@ def _calibrate_run(model: nn.Module, data: _HeldOut, spec: dict, source_run: str
 
 
 def _summary(spec: dict) -> dict:
-    """``spec`` with its bulky ``bn_stats`` replaced by the names of the re-estimated layers."""
+    """``spec`` with its bulky ``bn_stats`` replaced by the names of the re-estimated layers, in
+    the order they were re-estimated (the model's: sorted as text, '11' came before '4')."""
     summary = {k: v for k, v in spec.items() if k != "bn_stats"}
     if "bn_stats" in spec:
-        summary["bn_stats"] = sorted(spec["bn_stats"])
+        summary["bn_stats"] = list(spec["bn_stats"])
     return summary
 
 
