@@ -912,7 +912,7 @@ def test_cli_calibration_uses_only_held_out_training_examples(tmp_path, monkeypa
 
     monkeypatch.setattr(pdnn.data, "load", fake_load)
     # trained on the whole split: no unseen examples, so the last trained-on ones, with a warning
-    with pytest.warns(UserWarning, match="trained on all 120 readable training examples.*seen_in_training"):
+    with pytest.warns(UserWarning, match="trained on all 120 training examples.*seen_in_training"):
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--calibrate", "--values", "0.5,1,2",
                               "--samples", "1,3", "--holdout", "30", "--recalibrate-bn", "--bn-samples", "2",
                               "--out", str(new), "--quiet"]) == 0
@@ -1189,7 +1189,8 @@ def test_cli_calibration_falls_back_to_seen_examples_with_a_warning(tmp_path, mo
     make_run(source, subset=80)
     data = TrainOnly()
     monkeypatch.setattr(pdnn.data, "load", lambda name, roots=None, subset=None, cache_dir=None, progress=True: data)
-    with pytest.warns(UserWarning, match="trained on all 60 readable training examples"):
+    with pytest.warns(UserWarning, match=r"^the 60 training examples of tiny read \(subset 60\) are all among the "
+                                         r"80 the run was trained on, so calibration uses the last 20 of them"):  # R162
         assert pdnn.cli.main(["convert", str(source), "--method", "gaussian", "--calibrate", "--values", "0.1,0.5",
                               "--samples", "1", "--holdout", "20", "--subset", "60", "--out", str(new), "--quiet"]) == 0
     assert set(data.normalized) == set(range(40, 60))

@@ -180,9 +180,11 @@ def _held_out_training_data(config: dict, holdout, roots, subset, device, progre
     if seen:
         use, record = (("calibration", f"its accuracies are optimistic ({CALIBRATION}") if calibrating else
                        ("BatchNorm re-estimation", f"its statistics are not held out ({CONFIG}'s {HELD_OUT_RECORD}"))
+        readable = (f"the run was trained on all {n_trained} training examples of {dataset}" if n_available == n_trained
+                    else f"the {n_available} training examples of {dataset} read (subset {subset}) are all among the "
+                    f"{n_trained} the run was trained on")
         warnings.warn(
-            f"the run was trained on all {min(n_trained, n_available)} readable training examples of {dataset}, so "
-            f"{use} uses the last {stop - start} of them, which the model has seen: {record} records "
+            f"{readable}, so {use} uses the last {stop - start} of them, which the model has seen: {record} records "
             "seen_in_training: true)", stacklevel=3)
     if progress:
         print(f"held-out data: {dataset} training examples {start}..{stop - 1}"

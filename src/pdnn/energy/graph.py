@@ -760,8 +760,8 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
 
     def before(module, inputs):
         if drew() and not state["stochastic_ran"]:
-            walker.note(f"a random draw between the modules' calls ran before {names[module]} (torch's generator moved; "
-                        "not priced): what depends on it is priced once per sample")
+            walker.note(f"a random draw between the modules' calls ran before {names[module]} (torch's generator "
+                        "moved; not priced): what depends on it is priced once per sample")
             state["stochastic_ran"] = True
 
     def hook(module, inputs, output):
