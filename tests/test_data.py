@@ -657,6 +657,18 @@ def test_class_folders_zip_with_a_damaged_entry_names_it(tmp_path):
         load("cifar10", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
 
 
+def test_a_class_folder_file_that_is_no_image_is_named_without_a_memory_address(tmp_path):
+    """Pillow's message named the buffer it was given: '(cannot identify image file <_io.BytesIO
+    object at 0x7f...>)' (R163)."""
+    folder = tmp_path / "root" / "cifar10-jpeg"
+    make_class_folders(folder / "train", 1, ".png", seed=0)
+    make_class_folders(folder / "test", 1, ".png", seed=0)
+    (folder / "train" / "cat" / "0000.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"cannot read or decode 'cat/0000\.png' \(not an image format Pillow "
+                                        r"recognises\)$"):
+        load("cifar10", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+
+
 # ---------------------------------------------------------------- where data is found
 
 

@@ -667,6 +667,18 @@ def test_celeba_damaged_zip_entry_names_it(tmp_path):
         load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
 
 
+def test_a_celeba_image_that_is_no_image_is_named_without_a_memory_address(tmp_path):
+    """Pillow's message named the buffer it was given: '(cannot identify image file <_io.BytesIO
+    object at 0x7f...>)' (R163)."""
+    from pdnn.data import DataError, load
+
+    _write_celeba(tmp_path / "root", [1, 2, 182638])
+    (tmp_path / "root" / "celeba" / "img_align_celeba" / "000002.jpg").write_bytes(b"\xff\xd8garbage")
+    with pytest.raises(DataError, match=r"cannot read or decode '000002\.jpg' \(not an image format Pillow "
+                                        r"recognises\)$"):
+        load("celeba", roots=[tmp_path / "root"], cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_celeba_zip_entries_spelt_with_a_leading_dot_are_read(tmp_path):
     """'./img_align_celeba/000001.jpg' was listed, then read as 'img_align_celeba/000001.jpg',
     which the archive does not hold by that name."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from .idx import DataError
-from .images import CHUNK, WIDE_MODES, is_image
+from .images import CHUNK, WIDE_MODES, is_image, undecodable
 
 SIZE = 64
 CROP = 140
@@ -129,7 +129,7 @@ def write_celeba(source: Path, partition: Path | None, writer, progress: bool = 
                     except DataError as err:
                         raise DataError(f"{source}: {members[name]!r} {err}") from None
                     except Exception as err:
-                        raise DataError(f"{source}: cannot read or decode {members[name]!r} ({err})") from err
+                        raise undecodable(source, members[name], err) from err
                 writer.add(key, chunk[:len(part_names)].transpose(0, 3, 1, 2),
                            np.zeros(len(part_names), dtype=np.int64))
                 bar.update(len(part_names))

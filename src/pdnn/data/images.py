@@ -90,6 +90,15 @@ def list_images(source: Path) -> tuple[list[str], list[tuple[str, int]]]:
 CHUNK = 1024  # images decoded before they are handed to the cache writer (bounds memory)
 
 
+def undecodable(source: Path, entry: str, err: Exception) -> DataError:
+    """The error for an image that could not be read or decoded: Pillow's own message for a file
+    it does not recognise names the in-memory buffer it was given (``<_io.BytesIO object at 0x7f…>``)."""
+    from PIL import UnidentifiedImageError
+
+    why = "not an image format Pillow recognises" if isinstance(err, UnidentifiedImageError) else err
+    return DataError(f"{source}: cannot read or decode {entry!r} ({why})")
+
+
 def decode_split(source: Path, shape: tuple[int, int, int], writer, split: str, desc: str = "decoding",
                  progress: bool = True) -> list[str]:
     """Decode every image of ``source`` into ``writer`` (a :class:`~pdnn.data.cache.CacheWriter`)
@@ -113,7 +122,7 @@ def decode_split(source: Path, shape: tuple[int, int, int], writer, split: str, 
                         mode = im.mode
                         pixels = np.asarray(im.convert(_MODES[channels])) if mode not in WIDE_MODES else None
                 except Exception as err:
-                    raise DataError(f"{source}: cannot read or decode {entry!r} ({err})") from err
+                    raise undecodable(source, entry, err) from err
                 if pixels is None:  # (converting would clip every value above 255 to white)
                     raise DataError(f"{source}: {entry!r} has {mode} pixels, not 8-bit ones; expected 8-bit "
                                     "greyscale, colour or palette images")
