@@ -176,6 +176,15 @@ def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match=r"bad\.pt is not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"model": {"w": torch.zeros(300, 300)}}, tmp_path / "whole.pt")
+    whole = (tmp_path / "whole.pt").read_bytes()
+    for size in (0, 5000, len(whole) - 100):  # each gave torch's own words: '[Errno 22] Invalid argument', or a
+        (tmp_path / "cut.pt").write_bytes(whole[:size])  # paragraph on miniz (R163)
+        with pytest.raises(RunError) as refused:
+            load_checkpoint(tmp_path / "cut.pt")
+        said = str(refused.value)
+        assert said.startswith(f"{tmp_path / 'cut.pt'} is not a readable checkpoint: damaged, cut short, or not one "
+                               "torch.save wrote (") and "\n" not in said and len(said) < 300, said
     torch.save({"epoch": 3}, tmp_path / "empty.pt")
     with pytest.raises(RunError, match="holds no model state"):
         load_checkpoint(tmp_path / "empty.pt")

@@ -324,7 +324,9 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for a damaged file
-        raise RunError(f"{path} is not a readable checkpoint ({err})") from err
+        said = str(err).split(". ")[0] or type(err).__name__  # (miniz's first sentence; then a paragraph)
+        raise RunError(f"{path} is not a readable checkpoint: damaged, cut short, or not one torch.save wrote "
+                       f"({said})") from err
     if not isinstance(state, dict) or "model" not in state:
         raise RunError(f"{path} holds no model state")
     return state
