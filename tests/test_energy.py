@@ -1535,27 +1535,33 @@ def test_the_hook_walk_says_whether_an_input_it_cannot_follow_is_repeated_per_sa
             return self.c(self.act(h) * 2)
 
     net = analyze(Untraceable(), (4,))
-    assert "b: its input was computed outside a module (forward hooks cannot follow it); precision unknown, " \
-           "shared by the samples (no draw of torch's generator ran before it)" in net.notes
-    assert "c: its input was computed outside a module (forward hooks cannot follow it); precision unknown, " \
-           "priced once per sample (a draw ran before it)" in net.notes
+    assert "b: its input was computed outside a module (forward hooks cannot follow it); precision unknown, and " \
+           "the same under two seeds of torch's generator: shared by the samples" in net.notes
+    assert "c: its input was computed outside a module (forward hooks cannot follow it); precision unknown, and " \
+           "it differs between two forwards under two seeds of torch's generator: priced once per sample" in net.notes
     assert [layer.stochastic_input for layer in net.layers] == [False, False, True]
 
 
 class _NoisyInput(nn.Module):
     """Input noise drawn between modules (``inside``: by a module of its own), before a p-bit
-    layer; ``branchy``: a branch on a value, which fx cannot trace, so forward hooks walk it."""
+    layer; ``branchy``: a branch on a value, which fx cannot trace, so forward hooks walk it;
+    ``reseeds``: the forward reseeds torch's generator, and a module draws a permutation once and
+    keeps it, in place of the noise: deterministic, though torch's generator moves."""
 
-    def __init__(self, branchy: bool, inside: bool = False):
+    def __init__(self, branchy: bool, inside: bool = False, reseeds: bool = False):
         super().__init__()
-        self.branchy, self.inside = branchy, inside
+        self.branchy, self.inside, self.reseeds = branchy, inside, reseeds
         self.fc, self.act, self.out = nn.Linear(6, 8), PBit(), nn.Linear(8, 3)
-        self.noise = _Jitter()
+        self.noise, self.shuffle = _Jitter(), _KeptShuffle()
 
     def forward(self, x):
         if self.branchy and x.sum() > 100:
             x = x * 0.5
-        x = self.noise(x) if self.inside else x + torch.randn_like(x)
+        if self.reseeds:
+            torch.manual_seed(1234)
+            x = self.shuffle(x)
+        else:
+            x = self.noise(x) if self.inside else x + torch.randn_like(x)
         return self.out(self.act(self.fc(x)))
 
 
@@ -1564,25 +1570,45 @@ class _Jitter(nn.Module):
         return x + torch.randn_like(x)
 
 
+class _KeptShuffle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.order = None
+
+    def forward(self, x):
+        if self.order is None:
+            self.order = torch.randperm(x.shape[-1])
+        return x[..., self.order]
+
+
 @pytest.mark.parametrize("inside", [False, True])
 def test_the_hook_walk_prices_what_follows_a_draw_it_cannot_see_once_per_sample(inside):
     """A layer after ``x + torch.randn_like(x)`` was priced once for all T samples by the hook
     walk, 2.3 times too little at T = 4, with a note that nothing random had run before it (R165).
-    torch's generator moving between two hooks shows the draw; the walk leaves it as it found it."""
+    Two forwards under two seeds show the draw; the walk leaves torch's random state as it found it."""
     model = _NoisyInput(branchy=True, inside=inside)
     random_state = torch.random.get_rng_state()
     walked = analyze(model, (6,))
     assert torch.equal(torch.random.get_rng_state(), random_state)
     assert walked.method == "forward hooks" and [layer.stochastic_input for layer in walked.layers] == [True, True]
-    said = ("noise (_Jitter): draws inside (torch's generator moved; not priced): what depends on it is priced once "
-            "per sample") if inside else ("a random draw between the modules' calls ran before fc (torch's generator "
-                                          "moved; not priced): what depends on it is priced once per sample")
+    said = ("noise (_Jitter): its output differs between two forwards under two seeds of torch's generator where its "
+            "input does not, so it draws inside (not priced): what depends on it is priced once per sample") if inside \
+        else ("fc: its input was computed outside a module (forward hooks cannot follow it); precision unknown, and it "
+              "differs between two forwards under two seeds of torch's generator: priced once per sample")
     assert said in walked.notes
     if not inside:  # (fx prices the draw it sees in the graph; a module of the user's is opaque to it)
         traced = analyze(_NoisyInput(branchy=False), (6,))
         at_4 = [energy_report(net, samples=[4], settings=Settings(load_table()))["configs"][0]["total_j"]
                 for net in (walked, traced)]
         assert traced.method == "torch.fx" and at_4[0] == at_4[1]
+
+
+def test_the_hook_walk_sees_no_draw_in_a_generator_moved_to_the_same_end():
+    """Watching torch's generator move took a forward that reseeds, and a permutation drawn once
+    and kept, for draws, and priced the deterministic layers after them once per sample (R166)."""
+    walked = analyze(_NoisyInput(branchy=True, reseeds=True), (6,))
+    assert walked.method == "forward hooks" and [layer.stochastic_input for layer in walked.layers] == [False, True]
+    assert not any("differs" in note or "draws inside" in note for note in walked.notes), walked.notes
 
 
 def test_the_energy_functions_name_what_is_no_network_settings_or_reuse():

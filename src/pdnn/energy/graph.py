@@ -741,32 +741,21 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
 
 
 def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
-    """Follow tensors by identity from the module that produced them to the module reading them.
-    A draw the hooks cannot see (``x + torch.randn_like(x)`` between modules, a module of the
-    user's that draws inside) shows as torch's default generator moving between two hooks."""
+    """Follow tensors by identity from the module that produced them to the module reading them;
+    where that fails (a tensor computed outside a module), and for what a module draws inside,
+    :func:`_varying` tells whether a draw stands behind it."""
     names = {m: name for name, m in model.named_modules()}
     leaves = list(dict.fromkeys(_leaves(model)))
+    varying = _varying(model, x, leaves)
     produced: dict[int, _Info] = {id(x): _input_info(walker.input_bits)}
     keep: list[torch.Tensor] = [x]  # holds produced tensors alive so their ids stay unique
-    generator = torch.cuda.default_generators[x.device.index or 0] if x.device.type == "cuda" else \
-        torch.default_generator
-    state = {"stochastic_ran": False, "last_layer": None, "random_state": generator.get_state()}
+    state = {"calls": 0, "last_layer": None}
     called: set[nn.Module] = set()
-
-    def drew() -> bool:  # since the last look
-        now = generator.get_state()
-        moved, state["random_state"] = not torch.equal(now, state["random_state"]), now
-        return moved
-
-    def before(module, inputs):
-        if drew() and not state["stochastic_ran"]:
-            walker.note(f"a random draw between the modules' calls ran before {names[module]} (torch's generator "
-                        "moved; not priced): what depends on it is priced once per sample")
-            state["stochastic_ran"] = True
 
     def hook(module, inputs, output):
         called.add(module)
-        drew_inside = drew()
+        inputs_vary, output_varies = varying[state["calls"]] if state["calls"] < len(varying) else (True, True)
+        state["calls"] += 1
         ins = []
         for t in inputs:
             if not isinstance(t, torch.Tensor):
@@ -774,28 +763,28 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             if id(t) in produced:
                 ins.append(produced[id(t)])
             else:
-                repeated = ("priced once per sample (a draw ran before it)" if state["stochastic_ran"]
-                            else "shared by the samples (no draw of torch's generator ran before it)")
+                repeated = ("it differs between two forwards under two seeds of torch's generator: priced once per "
+                            "sample" if inputs_vary else "the same under two seeds of torch's generator: shared "
+                            "by the samples")
                 walker.note(f"{names[module]}: its input was computed outside a module (forward hooks cannot "
-                            f"follow it); precision unknown, {repeated}")
-                ins.append(_Info(None, state["stochastic_ran"], state["last_layer"], False, "unknown"))
+                            f"follow it); precision unknown, and {repeated}")
+                ins.append(_Info(None, inputs_vary, state["last_layer"], False, "unknown"))
         out = output if isinstance(output, torch.Tensor) else None
         shape = tuple(out.shape) if out is not None else None
         first = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
         info = walker.module(names[module], module, ins, shape, tuple(first.shape) if first is not None else None)
-        if drew_inside and not is_stochastic(module):
-            walker.note(f"{names[module]} ({type(module).__name__}): draws inside (torch's generator moved; not "
-                        "priced): what depends on it is priced once per sample")
+        if output_varies and not inputs_vary and not is_stochastic(module):
+            walker.note(f"{names[module]} ({type(module).__name__}): its output differs between two forwards under "
+                        "two seeds of torch's generator where its input does not, so it draws inside (not priced): "
+                        "what depends on it is priced once per sample")
             info = replace(info, stoch=True)
-        if is_stochastic(module) or drew_inside:
-            state["stochastic_ran"] = True
         if is_weight_layer(module):
             state["last_layer"] = len(walker.layers) - 1
         if out is not None:
             produced[id(out)] = info
             keep.append(out)
 
-    handles = [m.register_forward_hook(hook) for m in leaves] + [m.register_forward_pre_hook(before) for m in leaves]
+    handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         model(x)
     finally:
@@ -805,6 +794,45 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
         where = f"{name} ({type(m).__name__})" if name else f"{type(m).__name__} itself"
         walker.note(f"{where}: holds weights that no module call was seen to use (a layer using them as tensors, "
                     "as nn.MultiheadAttention does, or not used in this forward); their EOs are not counted")
+
+
+def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list[tuple[bool, bool]]:
+    """For each call of a leaf module in a forward of ``model`` on ``x``, in order: whether its
+    tensor inputs, and whether its output, differ between two forwards under two seeds of
+    torch's generators. A draw the hooks cannot see (``x + torch.randn_like(x)`` between modules,
+    a module of the user's that draws inside) shows so; a generator moved without a draw that
+    matters (a forward that reseeds, a permutation drawn once and kept) does not. From the
+    first call where the two forwards part ways (a branch on a drawn value), everything differs."""
+    runs: list[list] = []
+    for seed in (1, 2):
+        calls: list = []
+
+        def record(module, inputs, output):
+            calls.append((module, [t.clone() for t in inputs if isinstance(t, torch.Tensor)],
+                          output.clone() if isinstance(output, torch.Tensor) else None))
+
+        handles = [m.register_forward_hook(record) for m in leaves]
+        try:
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        runs.append(calls)
+    varying = []
+    for (module, inputs, output), (other, other_inputs, other_output) in zip(*runs):
+        if module is not other or len(inputs) != len(other_inputs):
+            break
+        varying.append((not all(map(_same_values, inputs, other_inputs)), not _same_values(output, other_output)))
+    return varying
+
+
+def _same_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Equal shapes and values, NaN where the other has NaN."""
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _weights_not_called(model: nn.Module, called: set[nn.Module]) -> list[tuple[str, nn.Module]]:
@@ -854,8 +882,8 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     (without the batch dimension, e.g. ``(3, 32, 32)``).
 
     ``input_bits`` is the precision of the network input (8 for 8-bit pixels). The model runs
-    once, in eval mode, on one zero input; its training flags and torch's random state are
-    restored afterwards.
+    once (three times where fx cannot trace it), in eval mode, on one zero input; its training
+    flags and torch's random state are restored afterwards.
 
     Example:
         >>> from pdnn.models import create
