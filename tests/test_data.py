@@ -533,6 +533,9 @@ def test_a_link_to_nothing_among_the_images_is_an_error(tmp_path, monkeypatch):
     make_class_folders(folder / "train", 2, ".png", seed=1)
     make_class_folders(folder / "test", 1, ".png", seed=2)
     link = folder / "train" / "cat" / "0002.png"
+    for name in (".#0002.png", "notes.txt"):  # an editor's lock file, and no image: passed over as before (R166)
+        (folder / "train" / "cat" / name).symlink_to(tmp_path / "nowhere")
+    assert len(load("cifar10", roots=[tmp_path / "root"], cache_dir=tmp_path / "before", progress=False).train_y) == 20
     link.symlink_to(tmp_path / "moved.png")
     with pytest.raises(DataError, match=f"^{re.escape(str(link))}: a link to {re.escape(str(tmp_path / 'moved.png'))}, "
                                         r"which does not exist; expected a file \(repair the link, or remove it"):

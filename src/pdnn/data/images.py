@@ -37,8 +37,9 @@ def is_image(parts: tuple[str, ...]) -> bool:
 
 def files_under(folder: Path) -> list[Path]:
     """Every file under ``folder``, through links to folders too (a class folder may be one), but
-    not into a folder that holds the link (a link back up would loop). A link to nothing is an
-    error: passed over, it left the dataset an image short without a word."""
+    not into a folder that holds the link (a link back up would loop). A link to nothing named as
+    an image is an error: passed over, it left the dataset an image short without a word (one
+    named otherwise, such as an editor's lock file ``.#1.png``, is passed over as before)."""
     files = []
     for top, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
@@ -49,7 +50,7 @@ def files_under(folder: Path) -> list[Path]:
         for path in (Path(top) / name for name in names):
             if path.is_file():
                 files.append(path)
-            elif path.is_symlink() and not path.exists():
+            elif path.is_symlink() and not path.exists() and is_image(path.relative_to(folder).parts):
                 raise DataError(f"{path}: a link to {os.readlink(path)}, which does not exist; expected a file "
                                 "(repair the link, or remove it to leave the file out)")
     return files
