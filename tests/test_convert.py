@@ -1196,6 +1196,11 @@ def test_cli_calibration_falls_back_to_seen_examples_with_a_warning(tmp_path, mo
     assert set(data.normalized) == set(range(40, 60))
     split = read_json(new / "calibration.json")["data"]
     assert (split["start"], split["stop"], split["seen_in_training"]) == (40, 60, True)
+    with pytest.warns(UserWarning, match=r"^the 80 training examples of tiny read \(subset 80\) are all among the "
+                                         r"80 the run was trained on"):  # not 'all 80 of tiny', which holds 120 (R166)
+        assert pdnn.cli.main(["convert", str(source), "--method", "gaussian", "--calibrate", "--values", "0.1,0.5",
+                              "--samples", "1", "--holdout", "20", "--subset", "80", "--out", str(new), "--force",
+                              "--quiet"]) == 0
 
 
 def test_cli_batch_norm_statistics_alone_record_their_examples_in_the_config(tmp_path, monkeypatch):

@@ -180,7 +180,7 @@ def _held_out_training_data(config: dict, holdout, roots, subset, device, progre
     if seen:
         use, record = (("calibration", f"its accuracies are optimistic ({CALIBRATION}") if calibrating else
                        ("BatchNorm re-estimation", f"its statistics are not held out ({CONFIG}'s {HELD_OUT_RECORD}"))
-        readable = (f"the run was trained on all {n_trained} training examples of {dataset}" if n_available == n_trained
+        readable = (f"the run was trained on all {n_split} training examples of {dataset}" if n_available == n_split
                     else f"the {n_available} training examples of {dataset} read (subset {subset}) are all among the "
                     f"{n_trained} the run was trained on")
         warnings.warn(
