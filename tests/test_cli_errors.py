@@ -746,16 +746,19 @@ def test_resuming_from_a_damaged_config_is_a_one_line_error(trained_run, tmp_pat
 def test_a_config_that_is_not_an_object_is_named_as_such(trained_run, tmp_path, capsys):
     """A config.json holding a list or a string was said to have "no 'model' section", as if it
     had other sections (R164)."""
-    for name, text in (("list", "[1, 2]"), ("string", '"hello"')):
+    for name, text in (("list", "[1, 2]"), ("string", '"hello"'), ("null", "null")):
         run = tmp_path / name
         shutil.copytree(trained_run, run)
         (run / "config.json").write_text(text)
         before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
         for argv in (["eval", str(run), "--samples", "1", "--quiet"], ["energy", str(run)]):
             assert main(argv) == 2, argv
-            assert (f"{run / 'config.json'} holds {json.loads(text)!r}; expected a run's configuration (a JSON "
-                    "object with a 'model' section)") in one_line_error(capsys, argv[0])
+            assert (f"{run / 'config.json'} holds {text}; expected a run's configuration (a JSON object with a "
+                    "'model' section)") in one_line_error(capsys, argv[0])
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    (run / "config.json").write_text('{"model": 3}')
+    assert main(["energy", str(run)]) == 2  # (said to have no 'model' section, R166)
+    assert f"{run / 'config.json'}: its 'model' section is 3; expected an object" in one_line_error(capsys, "energy")
 
 
 def test_a_model_section_missing_an_option_is_refused_not_defaulted(trained_run, tmp_path, capsys):

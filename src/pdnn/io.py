@@ -47,7 +47,7 @@ from typing import IO, Any, Callable
 
 import torch
 
-from .checks import MAX_COUNT, shown
+from .checks import MAX_COUNT
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RunError", "atomic_write", "eval_files", "file_mode", "is_run_record",
            "load_checkpoint", "read_config", "read_eval", "read_json", "save_checkpoint", "save_figure", "write_json",
@@ -367,11 +367,12 @@ def read_config(run_dir: Path | str) -> dict:
         raise RunError(f"run directory {run_dir} does not exist")
     config = read_json(run_dir / CONFIG)
     if not isinstance(config, dict):
-        raise RunError(f"{run_dir / CONFIG} holds {shown(config)}; expected a run's configuration (a JSON object "
-                       "with a 'model' section)")
-    if not isinstance(config.get("model"), dict):
+        text = json.dumps(config)
+        raise RunError(f"{run_dir / CONFIG} holds {text if len(text) <= 60 else text[:57] + '...'}; expected a run's "
+                       "configuration (a JSON object with a 'model' section)")
+    if "model" not in config:
         raise RunError(f"{run_dir / CONFIG} has no 'model' section")
-    for section in ("data", "train"):  # optional (a converted or exported run), but sections when given
+    for section in ("model", "data", "train"):  # (data and train are optional: a converted or exported run)
         if section in config and not isinstance(config[section], dict):
             raise RunError(f"{run_dir / CONFIG}: its '{section}' section is {config[section]!r}; expected an object")
     return config
