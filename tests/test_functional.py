@@ -225,6 +225,22 @@ def test_probability_is_the_ideal_one_rounded_to_16_bits(mode):
         assert torch.equal(ones[[13, 14]] + ones[[15, 16]], torch.tensor([2**16, 2**16]))  # the mean is odd
 
 
+@pytest.mark.parametrize("dtype, x, beta", [(torch.float16, 2.33984375, 0.3), (torch.bfloat16, 1.7734375, 1.0),
+                                            (torch.float32, 1.5600001811981201, 1.0)])
+def test_the_bipolar_mean_is_odd_but_at_a_half_step_tie(dtype, x, beta):
+    """Where the float32 2**16 p is exactly a half-step, the tie goes up at x and at -x alike, and
+    P(x) + P(-x) is one step over 1, as docs/architecture.md says (R167 found the inputs); a little
+    beside x it is exactly 1."""
+    r = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    points = x * (1 + torch.tensor([-1.0, 0.0, 1.0]) * 2**-8)  # (rounded to dtype below)
+    inputs = torch.cat([points, -points]).to(dtype)
+    bits, p = F._PBitFunction.apply(inputs[:, None].expand(-1, len(r)), r, "bipolar", beta, "mean", 1)
+    ones = (bits == 1).sum(1)
+    ties = (p[:3, 0].double() * 2**16) % 1 == 0.5
+    assert ties.tolist() == [False, True, False]
+    assert (ones[:3] + ones[3:]).tolist() == [2**16, 2**16 + 1, 2**16]
+
+
 def test_thresholds_are_uniform_16_bit_integers():
     n = 1 << 18
     r = F.draw_thresholds((n,), gen(4), "cpu")
