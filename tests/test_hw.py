@@ -131,6 +131,16 @@ def test_each_neuron_s_shared_taps_reach_every_random_number(layer, neurons, bit
     assert len(np.unique(u)) > 2 ** bits * 0.99  # a dependent map reaches at most half
 
 
+def test_shared_taps_leave_some_pairs_of_neurons_dependent_as_documented():
+    """docs/hardware.md's figures for the shared generator's limit (R167): 12 of layer 0's 2016
+    pairs of 64 neurons have dependent taps together, and neurons 0 and 38 fire correlated."""
+    masks = (1 << rng.tap_triples(0, 64, 8)).sum(-1)
+    dependent = [(i, j) for i in range(64) for j in range(i + 1, 64) if _rank_gf2([*masks[i], *masks[j]]) < 16]
+    assert len(dependent) == 12 and (0, 38) in dependent
+    fires = rng.random_indices("shared", 0, 64, 8, 0, 2**16)[:, [0, 38]] < 32  # P(+1) = 1/8
+    assert np.corrcoef(fires[:, 0], fires[:, 1])[0, 1] > 5 / math.sqrt(2**16)
+
+
 def test_shared_taps_use_every_triple_once_before_any_twice():
     """620 neurons of 8 bits need all 4960 triples: the search near exhaustion keeps drawing while
     an untried independent triple remains (an escape after 1000 draws had reused three early)."""

@@ -9,7 +9,8 @@ few XOR gates per bit:
 * ``shared``: one generator per layer; bit ``m`` of neuron ``i``'s random number is the XOR of
   three taps of the shared state (a fixed, distinct triple per ``(i, m)``, a neuron's triples
   linearly independent: see :func:`tap_triples`), so a neuron costs
-  ``b_u`` three-input XORs instead of a generator.
+  ``b_u`` three-input XORs instead of a generator. Pairs of neurons are not kept independent
+  (docs/hardware.md: some fire correlated).
 
 A generator's state advances once per sample; sample ``g`` (counted from reset over all the
 images a core has processed) uses the state after ``g`` steps.
