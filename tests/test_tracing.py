@@ -11,7 +11,7 @@ from pdnn.energy.graph import _priced_whole
 from pdnn.nn import GaussianNoise, PBit, QuantLinear, Quantize
 from pdnn import SampledModel
 from pdnn.sampling import _opaque, average_samples, build_sampled_graph
-from pdnn.tracing import Tracer
+from pdnn.tracing import ModelState, Tracer
 
 READERS = {"sampling": _opaque, "convert": _is_activation, "energy": _priced_whole}
 
@@ -95,3 +95,19 @@ def test_modules_another_thread_calls_while_a_model_is_traced_run_as_they_are():
     thread.join()
     assert isinstance(results[0], torch.Tensor) and torch.equal(results[0], other(torch.ones(1, 4)))
     assert [n.op for n in graph.nodes] == ["placeholder", "call_module", "call_module", "output"]
+
+
+def test_the_state_put_back_undoes_what_a_pass_left_and_nothing_another_call_set():
+    """What a pass leaves in an attribute (a tensor where there was ``None``, a new attribute) is
+    undone (R165); a value of another kind that another thread's call set meanwhile is not: a
+    check put back the ``None`` a seeded call had lent a p-bit as its generator, over the user's
+    own, for good (R166)."""
+    pbit, own = PBit(), torch.Generator()
+    model = nn.Sequential(nn.Linear(2, 2), pbit)
+    model.last, pbit.count = None, 0
+    object.__setattr__(pbit, "generator", None)  # lent by a seeded call in another thread
+    state = ModelState(model)
+    object.__setattr__(pbit, "generator", own)  # that call ends and gives it back
+    model.last, model.added, pbit.count = torch.ones(2), [torch.ones(2)], 3  # what the pass leaves
+    state.restore()
+    assert model.last is None and not hasattr(model, "added") and pbit.count == 0 and pbit.generator is own

@@ -301,20 +301,22 @@ class ModelState:
         return list(dict.fromkeys(moved))
 
     def restore(self, keep: frozenset[str] = frozenset()) -> None:
-        """Put every attribute back as it was (the same objects: an attribute that was ``None``,
-        and one a pass added, too), the saved buffers and tensors with their saved values, and
-        the saved items of containers. ``keep``: the names of attributes a pass added that are
-        to stay (the constants a trace stores on the model, which its graph reads)."""
+        """Put back the saved buffers and tensors (the same tensors, with their saved values),
+        numbers and the items of containers, and undo what a pass left in an attribute -- a
+        tensor, number, container or traced value where there was none or another (an attribute
+        that was ``None``) -- however it got there. Other values are left be: another thread's
+        call may have set them meanwhile (a p-bit's ``generator``, the check's stand-ins).
+        ``keep``: the names of attributes a pass added that are to stay (the constants a trace
+        stores on the model, which its graph reads)."""
         for _, m, saved in self.attributes:
-            now = vars(m)
-            for key in [key for key in now if key not in saved and key not in _MODULE_FIELDS and key not in keep
-                        and not isinstance(now[key], StandIn)]:
-                delattr(m, key)
-            for key, value in saved.items():
-                current = now.get(key, _MISSING)
-                if (key not in _MODULE_FIELDS and current is not value
-                        and not isinstance(current, StandIn) and not isinstance(value, StandIn)):
-                    object.__setattr__(m, key, value)
+            for key, value in list(vars(m).items()):
+                if (key in _MODULE_FIELDS or key in keep or value is saved.get(key, _MISSING)
+                        or not isinstance(value, _LEFT_BY_PASSES)):
+                    continue
+                if key in saved:
+                    object.__setattr__(m, key, saved[key])
+                else:
+                    delattr(m, key)
         for _, m, key, b, saved in self.buffers:
             m._buffers[key] = _restored(b, saved)
         for _, m, key, t, saved in self.tensors:
@@ -329,14 +331,9 @@ class ModelState:
                 if isinstance(value, fx.Proxy)]
 
 
-class StandIn:
-    """What the check puts in place of a module's ``forward`` for a while, and takes away itself
-    (:class:`pdnn.foldcheck._PerThread`): a :class:`ModelState` leaves it be, as a check in
-    another thread may have put it there, or be using it."""
-
-
 _MODULE_FIELDS = frozenset(vars(nn.Module()))  # a module's own registries: parameters, submodules, hooks
 _CONTAINERS = (list, dict, set, collections.deque)
+_LEFT_BY_PASSES = (torch.Tensor, fx.Proxy, int, float, complex, tuple, *_CONTAINERS)
 _MISSING = object()
 
 
