@@ -837,6 +837,21 @@ def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, cap
     assert "convert" in json.loads((converted / "config.json").read_text())
 
 
+def test_a_study_or_export_folder_is_no_place_to_train(tmp_path, capsys):
+    """A run trained into a study's folder mixed its files into the study's, and --resume there
+    said only that config.json did not exist (R168)."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "spec.json").write_text('{"dataset": "demo"}')
+    (study / "summary.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in study.iterdir()}
+    for options in (["--epochs", "1"], ["--resume"]):
+        assert train(study, *options) == 2
+        assert (f"{study} holds spec.json, summary.json and no config.json: another command's results (a study, an "
+                "export, a plan), not a run; choose another folder") in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in study.iterdir()} == before
+
+
 def load_config_width(run):
     return json.loads((run / "config.json").read_text())["model"]["width"]
 

@@ -50,7 +50,7 @@ from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
 from .provenance import CODE, code_record
-from .io import checkpoint_mismatch, is_epoch_history, writer_lock
+from .io import checkpoint_mismatch, is_epoch_history, is_folder_record, writer_lock
 from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
                    write_json)
 from .tasks import TASKS, Task
@@ -482,12 +482,24 @@ def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generato
         tqdm.write(run.task.summary(run.metrics[-1]))
 
 
+def check_not_a_results_folder(run_dir: Path) -> None:
+    """Refuse a folder without ``config.json`` that holds another command's records (a study's
+    spec.json, an export's, a plan's): a run trained there mixed its files into the study's, and
+    ``--resume`` said only that config.json did not exist."""
+    if not (run_dir / CONFIG).exists() and run_dir.is_dir() and (
+            records := sorted(p.name for p in run_dir.iterdir() if is_folder_record(p))):
+        raise RunError(f"{run_dir} holds {', '.join(records)} and no {CONFIG}: another command's results (a study, "
+                       "an export, a plan), not a run; choose another folder (a study continues when its command "
+                       "is run again)")
+
+
 def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
     """Refuse a folder this training would damage: a trained run without ``resume``, nothing to
     resume with it, another run's settings, a converted run, or a ``config.json`` or ``metrics.json``
     that is not this run's (a folder holding only this run's ``config.json`` is its own interrupted
     start).
     Returns the epochs the resumed run had planned."""
+    check_not_a_results_folder(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     saved = read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
     if isinstance(saved, dict) and "convert" in saved:

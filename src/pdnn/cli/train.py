@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from ..errors import UsageError
 from ..checks import LOSS_RULES, SCHEDULES, positive_int
@@ -12,7 +13,7 @@ from ..nn import NEURONS, NeuronSpec
 from ..convert.rundir import build_model
 from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
-from ..train import TrainConfig, train
+from ..train import TrainConfig, check_not_a_results_folder, train
 from ..train_config import recorded_options
 from .common import TRAINING_OPTIONS, add_data_options, add_device_option, label_text, named_path, options_named
 
@@ -45,7 +46,8 @@ def add_parser(sub) -> None:
     p.add_argument("--loss-rule", choices=LOSS_RULES, default="mean-output",
                    help="mean-output: the loss of the mean of the s outputs (the paper's); mean-loss: the mean "
                         "of the s losses (default: mean-output)")
-    p.add_argument("--no-augment", action="store_true", help="disable crop/flip augmentation")
+    p.add_argument("--no-augment", action="store_true",
+                   help="disable crop/flip augmentation (only CIFAR-10 is augmented; elsewhere it changes nothing)")
     p.add_argument("--seed", type=int, default=0,
                    help="fixes the initial weights, the example order, augmentation and the p-bits' draws (default: 0); "
                         "torch's CPU generator reads its low 32 bits, so seeds 2**32 apart train alike")
@@ -101,6 +103,7 @@ def _warn_idle_options(args, given: set[str]) -> None:
 def run(args) -> int:
     device = resolve_device(args.device)
     if args.resume:
+        check_not_a_results_folder(Path(args.out))  # (said as: no config.json)
         saved = read_config(args.out)
         if not isinstance(saved.get("data"), dict) or not isinstance(saved.get("train"), dict):
             raise RunError(f"{args.out}/{CONFIG} has no 'data' and 'train' sections to resume from")
