@@ -202,6 +202,10 @@ def test_a_finished_run_kept_without_its_checkpoint_names_the_command_that_train
     assert main([*command[1:], "--quiet"]) == 0
     after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    assert main(["train", "--out", "run", "--resume", "--epochs", "3", "--quiet"]) == 2
+    command = shlex.split(re.search("`([^`]*)`", capsys.readouterr().err).group(1))
+    assert command[command.index("--epochs") + 1] == "3"  # as asked now, not the run's 1 (R168)
 
 
 def test_the_command_that_trains_a_run_again_keeps_its_values_and_processes(tmp_path):

@@ -512,7 +512,8 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
         again = ""
         if isinstance(saved, dict) and (run_dir / METRICS).exists():  # a finished run kept without its weights
             with contextlib.suppress(KeyError, TypeError, AttributeError, RunError):
-                again = f" (this run anew: `{train_command(saved, run_dir, recorded_processes(run_dir))}`)"
+                planned = {**saved, "train": {**saved["train"], "epochs": config["train"]["epochs"]}}  # as asked now
+                again = f" (this run anew: `{train_command(planned, run_dir, recorded_processes(run_dir))}`)"
         raise RunError(f"nothing to resume: {checkpoint_path} does not exist; train without --resume to start "
                        f"the run{again}")
     if saved is None and (run_dir / METRICS).exists():  # a run writes it after its config and checkpoint
