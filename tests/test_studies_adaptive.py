@@ -71,6 +71,15 @@ def test_summary_says_when_no_fixed_t_reaches_the_adaptive_accuracy():
     assert "| 0.1, 88.50 %, 4.00 | 6 / none ≤ 10 |" in row and "| met | 4.000 / 10.00 |" in row
 
 
+def test_summary_gives_the_goal_with_the_level_chosen_on_held_out_inputs_too():
+    """The column read the level picked on the inputs it is judged on alone: "met" for a network
+    whose held-out level misses the goal (Fashion-MNIST pbit-s2-r2: -0.44 points; R170)."""
+    run = synthetic_run(FIXED, [(0.1, 0.885, 4.0)])
+    run["held_out"] = {"accuracy_minus_T_max": -0.0044, "accuracy_minus_T_max_stderr": 0.0012, "mean_samples": 3.42,
+                       "folds": 2, "errors": [0.02, 0.3]}
+    assert "| met (not met) |" in adaptive_study.summary_table({"runs": [run]}).splitlines()[-1]
+
+
 def linear_energy(n: int, batch: int) -> dict:
     """An energy model with E(T) = 10 + T and a weight term of 8 (per-eo); per batch E(T) = 4 + T
     with a weight term of 2 whatever T."""
