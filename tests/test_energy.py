@@ -1611,6 +1611,48 @@ def test_the_hook_walk_sees_no_draw_in_a_generator_moved_to_the_same_end():
     assert not any("differs" in note or "draws inside" in note for note in walked.notes), walked.notes
 
 
+class _Carried(nn.Module):
+    """Deterministic, untraceable (a branch on a value), with a state carried from call to call
+    and a count of its calls; ``noisy``: half of its forwards, chosen by a draw, add noise."""
+
+    def __init__(self, noisy: bool = False):
+        super().__init__()
+        self.noisy, self.calls = noisy, 0
+        self.inp, self.cell, self.out = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.noise = _Jitter()
+        self.register_buffer("h", torch.zeros(1, 8))
+
+    def forward(self, x):
+        self.calls += 1
+        if x.sum() > 100:
+            x = x * 0.5
+        h = self.inp(x)
+        if self.noisy and torch.rand(()) > 0.5:
+            h = self.noise(h)
+        self.h = torch.tanh(self.cell(h) + self.h)
+        return self.out(self.h)
+
+
+def test_the_hook_walk_puts_the_state_back_between_its_forwards_and_follows_each_module(monkeypatch):
+    """The two seeded forwards ran one after the other: a state carried between calls differed,
+    a deterministic model was priced per sample (2.2x at T = 4), and its counter ran to 3; where a
+    draw chose another path, a plain Linear was said to draw inside, the flags being another
+    module's; torch.manual_seed reseeded every GPU's generator too (R169)."""
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: pytest.fail("every device's generators reseeded"))
+    model = _Carried()
+    walked = analyze(model, (6,))
+    assert walked.method == "forward hooks" and not any(layer.stochastic_input for layer in walked.layers)
+    assert model.calls == 1 and torch.equal(model.h, torch.tanh(model.cell(model.inp(torch.zeros(1, 6)))))
+    noisy = _Carried(noisy=True)
+    torch.random.manual_seed(0)  # (its first torch.rand(()) is 0.496: this forward adds no noise, seeds 1, 2 do)
+    walked = analyze(noisy, (6,))
+    assert [layer.stochastic_input for layer in walked.layers] == [False, True, True]
+    assert not any("draws inside" in note for note in walked.notes), walked.notes
+    assert ("out: its input was computed outside a module (forward hooks cannot follow it); precision unknown, and "
+            "this forward took another path than two forwards under two seeds of torch's generator (a draw chose "
+            "it): priced once per sample") in walked.notes
+
+
 def test_the_energy_functions_name_what_is_no_network_settings_or_reuse():
     """A module given for its Network failed on ``.layers``, a dict for the settings on an
     attribute; a reuse written as text was a plain ValueError, and a batch size given to another

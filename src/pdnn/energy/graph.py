@@ -55,7 +55,7 @@ from ..checks import positive_ints
 from ..errors import UsageError
 from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
-from ..tracing import DROPOUT_FUNCTIONS, Tracer, draws_node, evaluated
+from ..tracing import DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
@@ -749,13 +749,17 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     varying = _varying(model, x, leaves)
     produced: dict[int, _Info] = {id(x): _input_info(walker.input_bits)}
     keep: list[torch.Tensor] = [x]  # holds produced tensors alive so their ids stay unique
-    state = {"calls": 0, "last_layer": None}
+    state = {"calls": 0, "last_layer": None, "parted": False}
     called: set[nn.Module] = set()
 
     def hook(module, inputs, output):
         called.add(module)
-        inputs_vary, output_varies = varying[state["calls"]] if state["calls"] < len(varying) else (True, True)
+        seen = varying[state["calls"]] if state["calls"] < len(varying) else None
         state["calls"] += 1
+        # (once this forward calls another module than the seeded ones did, a draw chose its path)
+        state["parted"] = state["parted"] or seen is None or seen[0] is not module
+        matched = not state["parted"]
+        inputs_vary, output_varies = seen[1:] if matched else (True, True)
         ins = []
         for t in inputs:
             if not isinstance(t, torch.Tensor):
@@ -764,19 +768,23 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 ins.append(produced[id(t)])
             else:
                 repeated = ("it differs between two forwards under two seeds of torch's generator: priced once per "
-                            "sample" if inputs_vary else "the same under two seeds of torch's generator: shared "
-                            "by the samples")
+                            "sample" if matched and inputs_vary else "the same under two seeds of torch's generator: "
+                            "shared by the samples" if matched else "this forward took another path than two "
+                            "forwards under two seeds of torch's generator (a draw chose it): priced once per sample")
                 walker.note(f"{names[module]}: its input was computed outside a module (forward hooks cannot "
                             f"follow it); precision unknown, and {repeated}")
                 ins.append(_Info(None, inputs_vary, state["last_layer"], False, "unknown"))
+        if not matched:  # (what ran before it may differ from sample to sample)
+            ins = [replace(i, stoch=True) for i in ins]
         out = output if isinstance(output, torch.Tensor) else None
         shape = tuple(out.shape) if out is not None else None
         first = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
         info = walker.module(names[module], module, ins, shape, tuple(first.shape) if first is not None else None)
-        if output_varies and not inputs_vary and not is_stochastic(module):
-            walker.note(f"{names[module]} ({type(module).__name__}): its output differs between two forwards under "
-                        "two seeds of torch's generator where its input does not, so it draws inside (not priced): "
-                        "what depends on it is priced once per sample")
+        if output_varies and not is_stochastic(module):
+            if not inputs_vary:
+                walker.note(f"{names[module]} ({type(module).__name__}): its output differs between two forwards "
+                            "under two seeds of torch's generator where its input does not, so it draws inside (not "
+                            "priced): what depends on it is priced once per sample")
             info = replace(info, stoch=True)
         if is_weight_layer(module):
             state["last_layer"] = len(walker.layers) - 1
@@ -796,13 +804,18 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                     "as nn.MultiheadAttention does, or not used in this forward); their EOs are not counted")
 
 
-def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list[tuple[bool, bool]]:
-    """For each call of a leaf module in a forward of ``model`` on ``x``, in order: whether its
-    tensor inputs, and whether its output, differ between two forwards under two seeds of
-    torch's generators. A draw the hooks cannot see (``x + torch.randn_like(x)`` between modules,
-    a module of the user's that draws inside) shows so; a generator moved without a draw that
-    matters (a forward that reseeds, a permutation drawn once and kept) does not. From the
-    first call where the two forwards part ways (a branch on a drawn value), everything differs."""
+def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list[tuple[nn.Module, bool, bool]]:
+    """For each call of a leaf module in a forward of ``model`` on ``x``, in order: the module,
+    whether its tensor inputs, and whether its output, differ between two forwards under two
+    seeds of torch's generator (that of ``x``'s device). A draw the hooks cannot see
+    (``x + torch.randn_like(x)`` between modules, a module of the user's that draws inside) shows
+    so; a generator moved without a draw that matters (a forward that reseeds, a permutation drawn
+    once and kept) does not. Each forward starts from the model's state as it was (a state carried
+    from call to call would differ otherwise), which is put back after them, and the random state
+    too. From the first call where the two forwards part ways (a branch on a drawn value),
+    everything differs."""
+    generators = [torch.default_generator] + ([torch.cuda.default_generators[x.device.index or 0]]
+                                              if x.device.type == "cuda" else [])
     runs: list[list] = []
     for seed in (1, 2):
         calls: list = []
@@ -811,20 +824,24 @@ def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list
             calls.append((module, [t.clone() for t in inputs if isinstance(t, torch.Tensor)],
                           output.clone() if isinstance(output, torch.Tensor) else None))
 
+        state = ModelState(model)
         handles = [m.register_forward_hook(record) for m in leaves]
         try:
             with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-                torch.manual_seed(seed)
+                for generator in generators:
+                    generator.manual_seed(seed)
                 model(x)
         finally:
             for h in handles:
                 h.remove()
+            state.restore()
         runs.append(calls)
     varying = []
     for (module, inputs, output), (other, other_inputs, other_output) in zip(*runs):
         if module is not other or len(inputs) != len(other_inputs):
             break
-        varying.append((not all(map(_same_values, inputs, other_inputs)), not _same_values(output, other_output)))
+        varying.append((module, not all(map(_same_values, inputs, other_inputs)),
+                        not _same_values(output, other_output)))
     return varying
 
 
@@ -873,7 +890,7 @@ def _walk(model: nn.Module, x: torch.Tensor, input_bits: int) -> tuple[_Walker, 
         raise
     except Exception as run_err:  # a forward of several inputs, or one that needs a batch of two
         raise AnalysisError(f"{type(model).__name__} does not run on inputs of shape {tuple(x.shape[1:])}: "
-                            f"{run_err}") from run_err
+                            f"{str(run_err) or type(run_err).__name__}") from run_err  # (a StopIteration says nothing)
     return walker, "forward hooks"
 
 
@@ -882,8 +899,9 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     (without the batch dimension, e.g. ``(3, 32, 32)``).
 
     ``input_bits`` is the precision of the network input (8 for 8-bit pixels). The model runs
-    once (three times where fx cannot trace it), in eval mode, on one zero input; its training
-    flags and torch's random state are restored afterwards.
+    once, in eval mode, on one zero input (where fx cannot trace it, twice more before, under two
+    seeds, whose effects on the model's state are undone: :func:`_varying`); its training flags
+    and torch's random state are restored afterwards.
 
     Example:
         >>> from pdnn.models import create
