@@ -766,7 +766,7 @@ def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys
                           (["--target-samples", "0"], "--calibrate"), (["--values", "1,2"], "--calibrate"),
                           (["--bn-samples", "0"], "--recalibrate-bn"),
                           (["--holdout", "nan"], "--calibrate or --recalibrate-bn"),
-                          (["--subset", "-5"], "--calibrate or --recalibrate-bn"),
+                          (["--subset", "5"], "--calibrate or --recalibrate-bn"),  # (-5: refused as read, R162)
                           (["--seed", "3"], "--calibrate or --recalibrate-bn")):
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), *option]) == 2
         assert f"{option[0]} is only used with {needs}" in capsys.readouterr().err
