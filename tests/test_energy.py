@@ -1653,6 +1653,14 @@ def test_the_hook_walk_puts_the_state_back_between_its_forwards_and_follows_each
             "it): priced once per sample") in walked.notes
 
 
+def test_the_hook_walk_compares_sparse_and_nan_outputs_by_their_values():
+    """(R169, from the code: ``==`` on a sparse tensor and ``isnan`` on a quantized one fail.)"""
+    from pdnn.energy.graph import _same_values
+    sparse, nan = torch.eye(3).to_sparse(), torch.tensor([math.nan, 1.0])
+    assert _same_values(sparse, sparse.clone()) and _same_values(nan, nan.clone())
+    assert not _same_values(sparse, (2 * torch.eye(3)).to_sparse()) and not _same_values(nan, torch.tensor([0.0, 1.0]))
+
+
 def test_the_energy_functions_name_what_is_no_network_settings_or_reuse():
     """A module given for its Network failed on ``.layers``, a dict for the settings on an
     attribute; a reuse written as text was a plain ValueError, and a batch size given to another

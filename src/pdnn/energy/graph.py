@@ -846,9 +846,11 @@ def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list
 
 
 def _same_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    """Equal shapes and values, NaN where the other has NaN."""
+    """Equal shapes and values, NaN where the other has NaN (sparse and quantized ones compared
+    as the dense values they stand for)."""
     if a is None or b is None:
         return a is b
+    a, b = (t.dequantize() if t.is_quantized else t.to_dense() if t.layout != torch.strided else t for t in (a, b))
     return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
