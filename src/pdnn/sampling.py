@@ -770,7 +770,7 @@ class SampledModel(nn.Module):
         stochastic = [m for m in modules if is_stochastic(m)]
         saved = [m.generator for m in stochastic]
         # object.__setattr__: a generator is a plain attribute, which nn.Module's checks for
-        # parameters, buffers and submodules would only slow down
+        # parameters, buffers and submodules would only slow down (lent: pdnn.tracing.LENT)
         for m in stochastic:  # torch's default generator holds the seeded stream, or lent to each
             object.__setattr__(m, "generator", None if default is not None else generator)
         holding = _holding(default, generator) if default is not None else contextlib.nullcontext()

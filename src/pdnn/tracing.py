@@ -301,22 +301,23 @@ class ModelState:
         return list(dict.fromkeys(moved))
 
     def restore(self, keep: frozenset[str] = frozenset()) -> None:
-        """Put back the saved buffers and tensors (the same tensors, with their saved values),
-        numbers and the items of containers, and undo what a pass left in an attribute -- a
-        tensor, number, container or traced value where there was none or another (an attribute
-        that was ``None``) -- however it got there. Other values are left be: another thread's
-        call may have set them meanwhile (a p-bit's ``generator``, the check's stand-ins).
-        ``keep``: the names of attributes a pass added that are to stay (the constants a trace
-        stores on the model, which its graph reads)."""
+        """Put every attribute back as it was (the same objects: one a pass set from ``None``, one
+        it added or removed, too), the saved buffers and tensors with their saved values, and the
+        saved items of containers. Left be: what a call of pdnn's lends for a while and takes back
+        itself (:data:`LENT`, :class:`StandIn`), which another thread's call may hold while this
+        state is taken or put back. ``keep``: the names of attributes a pass added that are to
+        stay (the constants a trace stores on the model, which its graph reads)."""
         for _, m, saved in self.attributes:
-            for key, value in list(vars(m).items()):
-                if (key in _MODULE_FIELDS or key in keep or value is saved.get(key, _MISSING)
-                        or not isinstance(value, _LEFT_BY_PASSES)):
+            lent = LENT if is_stochastic(m) else frozenset()
+            now = vars(m)
+            for key in (now.keys() | saved.keys()) - _MODULE_FIELDS - lent - keep:
+                value, was = now.get(key, _MISSING), saved.get(key, _MISSING)
+                if value is was or isinstance(value, StandIn) or isinstance(was, StandIn):
                     continue
-                if key in saved:
-                    object.__setattr__(m, key, saved[key])
-                else:
+                if was is _MISSING:
                     delattr(m, key)
+                else:
+                    object.__setattr__(m, key, was)
         for _, m, key, b, saved in self.buffers:
             m._buffers[key] = _restored(b, saved)
         for _, m, key, t, saved in self.tensors:
@@ -331,9 +332,15 @@ class ModelState:
                 if isinstance(value, fx.Proxy)]
 
 
+class StandIn:
+    """What the check puts in place of a module's ``forward`` for a while and takes away itself
+    (:class:`pdnn.foldcheck._PerThread`)."""
+
+
+# what a seeded call lends each stochastic module (``SampledModel._drawing``) and takes back itself
+LENT = frozenset({"generator"})
 _MODULE_FIELDS = frozenset(vars(nn.Module()))  # a module's own registries: parameters, submodules, hooks
 _CONTAINERS = (list, dict, set, collections.deque)
-_LEFT_BY_PASSES = (torch.Tensor, fx.Proxy, int, float, complex, tuple, *_CONTAINERS)
 _MISSING = object()
 
 
