@@ -18,7 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pdnn.adaptive import StoppingRule
+from pdnn.errors import UsageError
 from pdnn.experiments.adaptive_study import BATCH, cached_pool, replay
+from pdnn.io import RunError
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,19 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache/pdnn/adaptive")
     args = p.parse_args()
-    outputs, labels = cached_pool(args.run, None, 50, args.seed, args.cache, batch_size=BATCH, progress=True)
+    try:  # (read before the pool is drawn, which takes minutes)
+        shapes, errors = (list(map(float, text.split(","))) for text in (args.shapes, args.errors))
+        rules = [[LookShapedRule(50, error, shape=shape) for error in errors] for shape in shapes]
+        outputs, labels = cached_pool(args.run, None, 50, args.seed, args.cache, batch_size=BATCH, progress=True)
+    except (UsageError, RunError) as err:  # a level out of range, a missing run
+        p.error(str(err))
+    except ValueError as err:  # a shape or level that is no number
+        p.error(f"--shapes and --errors are numbers separated by commas ({err})")
     at_n = (outputs.double().sum(0).argmax(-1) == labels).double()
     print(f"{args.run} (seed {args.seed}): T = 50 {100 * at_n.mean():.2f} %")
-    for shape in map(float, args.shapes.split(",")):
-        for error in map(float, args.errors.split(",")):
-            decision, taken, _, _ = replay(outputs, LookShapedRule(50, error, shape=shape), BATCH)
+    for shape, row in zip(shapes, rules):
+        for error, rule in zip(errors, row):
+            decision, taken, _, _ = replay(outputs, rule, BATCH)
             gain = 100 * ((decision == labels).double() - at_n)
             print(f"a = {shape:+.1f}, level {error:<5g}: {gain.mean():+.2f} ± {gain.std() / len(gain) ** 0.5:.2f} "
                   f"points at mean T {taken.double().mean():.3f}")

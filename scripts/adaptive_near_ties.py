@@ -39,6 +39,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--inputs", type=int, default=10_000)
     args = parser.parse_args()
+    for option, value, least in (("--classes", args.classes, 2), ("--inputs", args.inputs, 1)):
+        if value < least:
+            parser.error(f"{option} must be an integer >= {least}, got {value}")
+    if not (math.isfinite(args.scale) and args.scale >= 0):
+        parser.error(f"--scale must be a finite number >= 0, got {args.scale}")
     x = torch.randn(args.inputs, 16, generator=torch.Generator().manual_seed(5))
     sampler = SampledModel(near_tie_net(args.classes, args.scale, seed=1), samples=N, reduce="none", seed=3)
     with torch.no_grad():

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 from pdnn.cli.common import file_in_the_way
-from pdnn.data.idx import idx_bytes, read_idx
+from pdnn.data.idx import DataError, idx_bytes, read_idx
 from pdnn.data.locate import find_variant
 
 TRAIN, TEST = 3000, 1000
@@ -24,20 +24,25 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "pdnn" / "data" / "embedded"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"),
                         help="folder with the Fashion-MNIST IDX files (raw or .gz)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if (blocking := file_in_the_way(args.out)) is not None:
         parser.error(f"--out {args.out}: {blocking} is a file where a folder is expected")
-    args.out.mkdir(parents=True, exist_ok=True)
-    total = 0
+    written = {}  # every file read before any is written: a bad one must not leave the set mixed
     for name, count in FILES.items():
         source = find_variant(args.source, name)
         if source is None:
             raise SystemExit(f"{args.source}: missing {name}[.gz] (apt-get install dataset-fashion-mnist)")
-        data = gzip.compress(idx_bytes(read_idx(source)[:count].contiguous()), compresslevel=9, mtime=0)
+        try:
+            written[name] = gzip.compress(idx_bytes(read_idx(source)[:count].contiguous()), compresslevel=9, mtime=0)
+        except DataError as err:
+            parser.error(str(err))
+    args.out.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for name, data in written.items():
         target = args.out / f"{name}.gz"
         target.write_bytes(data)
         total += len(data)

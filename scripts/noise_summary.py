@@ -459,8 +459,9 @@ def main(argv=None) -> None:
     s.add_argument("--root", default="results/noise")
     s.set_defaults(fn=summary_cmd)
     args = p.parse_args(argv)
-    if args.cmd == "summary" and not (Path(args.root) / "runs").is_dir():
-        p.error(f"--root {args.root} holds no runs/ folder; expected the noise study's folder")
+    if args.cmd == "summary" and not all((Path(args.root) / name).is_dir() for name in ("runs", "deterministic")):
+        p.error(f"--root {args.root} holds no runs/ and deterministic/ folders; expected the noise study's folder "
+                "(another study's summary.json would be replaced)")
     try:
         if args.cmd == "deterministic":  # said before the evaluation, not after it; a run's record is refused
             output_file("--out", args.out, "json")

@@ -317,8 +317,22 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     (tmp_path / "study" / "adaptive.json").write_text("{}")
     (tmp_path / "a-study").mkdir()  # pdnn study's, say
     (tmp_path / "a-study" / "README.md").write_text("# Accuracy versus samples on demo\n")
-    cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], "holds no runs/ folder"),
-             (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], "holds no runs/ folder"),
+    (tmp_path / "a-study" / "runs").mkdir()  # whose summary.json the noise summary replaced (R171)
+    (tmp_path / "idx").mkdir()  # a Fashion-MNIST whose first file is no IDX
+    (tmp_path / "idx" / "train-images-idx3-ubyte").write_bytes(b"x" * 100)
+    no_folders = "holds no runs/ and deterministic/ folders"
+    cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], no_folders),
+             (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], no_folders),
+             (["noise_summary.py", "summary", "--root", str(tmp_path / "a-study")], no_folders),
+             (["adaptive_near_ties.py", "--inputs", "0"], "--inputs must be an integer >= 1, got 0"),
+             (["adaptive_near_ties.py", "--classes", "1"], "--classes must be an integer >= 2, got 1"),
+             (["adaptive_near_ties.py", "--scale", "nan"], "--scale must be a finite number >= 0, got nan"),
+             (["adaptive_look_levels.py", str(tmp_path / "missing")], "checkpoint.pt does not exist"),
+             (["adaptive_look_levels.py", str(tmp_path / "missing"), "--shapes", "0,x"],
+              "--shapes and --errors are numbers separated by commas"),
+             (["adaptive_look_levels.py", str(tmp_path / "missing"), "--errors", "2"], "error level must be 0"),
+             (["make_embedded_demo.py", "--source", str(tmp_path / "idx"), "--out", str(tmp_path / "demo")],
+              "bad IDX magic number"),
              (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json")],
               "does not exist"),
              (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "empty")],
@@ -362,8 +376,9 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
         assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-study", "array.pt", "bool.pt", "deep", "empty",
-                                                          "epoch.pt", "flags.pt", "module.pt", "odd", "study",
+                                                          "epoch.pt", "flags.pt", "idx", "module.pt", "odd", "study",
                                                           "true.pt"]
+    assert sorted(p.name for p in (tmp_path / "a-study").iterdir()) == ["README.md", "runs"]
     assert [p.name for p in (tmp_path / "odd").iterdir()] == ["README.md"]  # no draws.json left alone
     assert (tmp_path / "a-study" / "README.md").read_text() == "# Accuracy versus samples on demo\n"
     assert [p.name for p in (tmp_path / "study").iterdir()] == ["adaptive.json"]

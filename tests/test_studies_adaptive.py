@@ -453,10 +453,14 @@ def test_study_script_checks_the_runs_dataset_and_its_folders_before_any_draw(tm
     (run / "checkpoint.pt").write_bytes(b"")
     (run / "config.json").write_text('{"model": {"name": "mlp"}, "data": {"dataset": "fashion-mnist"}}')
     (tmp_path / "file").write_text("")
+    (tmp_path / "study").mkdir()  # another study's, whose README it rewrote (R171)
+    (tmp_path / "study" / "README.md").write_text("# Accuracy versus samples on demo\n")
     script = _study_script()
     for argv, named in (([], f"--run cifar10:{run}: the run was trained on fashion-mnist; expected --run "
                               f"fashion-mnist:{run}"),
-                        (["--out", str(tmp_path / "file")], None), (["--cache", str(tmp_path / "file" / "pools")], None)):
+                        (["--out", str(tmp_path / "file")], None), (["--cache", str(tmp_path / "file" / "pools")], None),
+                        (["--out", str(tmp_path / "study")], f"--out {tmp_path / 'study'} holds a README.md that is "
+                                                             "not an adaptive study's; choose a folder of its own")):
         run_option = ["--run", f"cifar10:{run}"] if not argv else ["--run", f"fashion-mnist:{run}"]
         with pytest.raises(SystemExit):
             script.parse_args([*run_option, *argv])

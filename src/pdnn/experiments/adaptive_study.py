@@ -354,12 +354,15 @@ def summary_table(document: dict) -> str:
     return "\n".join(lines)
 
 
+TITLE = "T chosen per input (adaptive sampling)"  # the README's first line: what scripts/adaptive_study.py rewrites
+
+
 def render_readme(document: dict, header: str) -> str:
     """The study's README: ``header`` (how it was made), what every column means, the summary,
     the figure and the per-run tables."""
     first = document["runs"][0]
     energy = first["energy_settings"]["per-eo"]
-    return f"""# T chosen per input (adaptive sampling)
+    return f"""# {TITLE}
 
 {header}
 
