@@ -9,6 +9,11 @@
 # network under the same settings is the yardstick. Resumable: a finished run or evaluation is
 # not redone (delete its directory to redo it). Data: $PDNN_DATA (default ../shared/data).
 set -euo pipefail
+if [[ $# -gt 0 ]]; then  # it takes none: --help or a typo had started the ablation
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    [[ $1 == -h || $1 == --help ]] && exit 0
+    echo "$0: takes no arguments, got $*" >&2; exit 2
+fi
 cd "$(dirname "$0")/.."
 export PDNN_DATA=${PDNN_DATA:-$(cd .. && pwd)/shared/data}
 OUT=results/cifar10-ablation

@@ -389,6 +389,18 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     assert done.returncode == 0 and "CHECKPOINT" in done.stdout
 
 
+def test_the_ablation_script_takes_no_arguments():
+    """It ignored them: --help or a typo started the ablation (R171)."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cifar10_ablation.sh"
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and shown.stdout.startswith("What moves a CIFAR-10 p-DNN")
+    typo = subprocess.run(["bash", str(script), "--resmue"], capture_output=True, text=True, timeout=30)
+    assert typo.returncode == 2 and typo.stderr.strip().endswith("takes no arguments, got --resmue")
+
+
 @pytest.mark.parametrize("script", ["lowbit_summary.py", "gap_summary.py"])
 def test_the_summary_scripts_without_options_refuse_one(script):
     """They took no options and ignored every argument: --help or a typo rewrote the committed
