@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from pdnn.cli.common import output_file
+from pdnn.cli.common import example_count, output_file
 from pdnn.errors import UsageError
 from pdnn.experiments.noise_rules import rows_by_samples, verdicts
 from pdnn.io import RunError, write_text
@@ -453,7 +453,7 @@ def main(argv=None) -> None:
     d = sub.add_parser("deterministic")
     d.add_argument("run")
     d.add_argument("--out", required=True)
-    d.add_argument("--subset", type=int)
+    d.add_argument("--subset", type=example_count)
     d.set_defaults(fn=deterministic)
     s = sub.add_parser("summary")
     s.add_argument("--root", default="results/noise")

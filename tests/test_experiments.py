@@ -324,6 +324,8 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], no_folders),
              (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], no_folders),
              (["noise_summary.py", "summary", "--root", str(tmp_path / "a-study")], no_folders),
+             (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json"),
+               "--subset", "0"], "argument --subset: expected an integer >= 1"),  # not the library's words (R171)
              (["adaptive_near_ties.py", "--inputs", "0"], "--inputs must be an integer >= 1, got 0"),
              (["adaptive_near_ties.py", "--classes", "1"], "--classes must be an integer >= 2, got 1"),
              (["adaptive_near_ties.py", "--scale", "nan"], "--scale must be a finite number >= 0, got nan"),
@@ -374,7 +376,8 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     for (script, *argv), said in cases:
         done = subprocess.run([sys.executable, str(scripts / script), *argv], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (script, done.stderr)
-        assert done.stderr.splitlines()[-1].startswith(f"{script}: error: ") and said in done.stderr, done.stderr
+        last = done.stderr.splitlines()[-1]  # (argparse names a subcommand's parser "script subcommand")
+        assert last.startswith(script) and ": error: " in last and said in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-study", "array.pt", "bool.pt", "deep", "empty",
                                                           "epoch.pt", "flags.pt", "idx", "module.pt", "odd", "study",
                                                           "true.pt"]
