@@ -1620,6 +1620,33 @@ def test_an_attribute_that_was_none_is_none_again_after_the_check(per_row):
     assert len(bits) == 4 and torch.equal(out, loop) and torch.equal(model.last, untouched.last)
 
 
+class _HookedOnce(TwoLayers):
+    """Registers a hook on its first call, keeping its handle (None before) so as to register it once."""
+
+    def __init__(self):
+        super().__init__()
+        self.handle = None
+
+    def forward(self, x):
+        if self.handle is None:
+            self.handle = self.fc2.register_forward_hook(lambda module, args, out: out + 1.0)
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def test_a_hook_a_forward_registers_once_is_registered_once():
+    """The check put the handle back to None and left its hook: the forward registered it again
+    at every pass the check undid, and the first call's outputs had 5 too many added (R172)."""
+    torch.manual_seed(0)
+    model, x = _HookedOnce().eval(), torch.randn(6, 12)
+    bits = []
+    model.act.register_forward_hook(lambda module, args, out: bits.append(out.clone()))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = SampledModel(model, samples=4, reduce="none", seed=0)(x)
+        assert list(model.fc2._forward_hooks) == [model.handle.id]
+        torch.testing.assert_close(out, model.fc2(bits[-1]).view(4, 6, 3))  # fc2 and its one hook
+
+
 def test_a_refused_loss_rule_leaves_the_sampler_as_it_was():
     sampled = SampledModel(nn.Sequential(nn.Linear(4, 3), PBit()), 4)
     with pytest.raises(ValueError, match="unknown rule 'mean_loss'"):

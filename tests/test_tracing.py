@@ -98,18 +98,20 @@ def test_modules_another_thread_calls_while_a_model_is_traced_run_as_they_are():
 
 
 def test_the_state_put_back_undoes_what_a_pass_left_and_nothing_another_call_set():
-    """Whatever a pass leaves in an attribute (a tensor or a string where there was ``None``, a new
+    """A value a pass leaves in an attribute (a tensor or a string where there was ``None``, a new
     attribute) is undone (R165, R169); what another thread's seeded call lent a p-bit and took back
     meanwhile is not: a check put back the ``None`` lent as its generator, over the user's own,
-    for good (R166)."""
+    for good (R166); nor is another object a pass left: a hook's handle put back to ``None`` left
+    its hook registered, and the forward registered it again at every pass (R172)."""
     pbit, own = PBit(), torch.Generator()
     model = nn.Sequential(nn.Linear(2, 2), pbit)
-    model.last, model.mode, model.seen, pbit.count = None, None, [], 0
+    model.last, model.mode, model.seen, model.handle, pbit.count = None, None, [], None, 0
     object.__setattr__(pbit, "generator", None)  # lent by a seeded call in another thread
     state = ModelState(model)
     object.__setattr__(pbit, "generator", own)  # that call ends and gives it back
     model.last, model.added, pbit.count = torch.ones(2), [torch.ones(2)], 3  # what the pass leaves
-    model.mode, model.seen, model.other = "warm", None, object()
+    model.mode, model.seen = "warm", None
+    model.handle = model[0].register_forward_hook(lambda *args: None)
     state.restore()
     assert model.last is None and not hasattr(model, "added") and pbit.count == 0 and pbit.generator is own
-    assert model.mode is None and model.seen == [] and not hasattr(model, "other")
+    assert model.mode is None and model.seen == [] and list(model[0]._forward_hooks) == [model.handle.id]

@@ -301,18 +301,21 @@ class ModelState:
         return list(dict.fromkeys(moved))
 
     def restore(self, keep: frozenset[str] = frozenset()) -> None:
-        """Put every attribute back as it was (the same objects: one a pass set from ``None``, one
-        it added or removed, too), the saved buffers and tensors with their saved values, and the
-        saved items of containers. Left be: what a call of pdnn's lends for a while and takes back
-        itself (:data:`LENT`, :class:`StandIn`), which another thread's call may hold while this
-        state is taken or put back. ``keep``: the names of attributes a pass added that are to
-        stay (the constants a trace stores on the model, which its graph reads)."""
+        """Put back the saved buffers and tensors (the same tensors, with their saved values),
+        numbers and the items of containers, and undo what a pass left in an attribute where it
+        left a value (:data:`_VALUES`: a tensor, number, string, ``None``, container or traced
+        value -- one set from ``None`` too, or added). An object of another kind a pass left (a
+        hook's handle, whose hook stays registered) is left with it, so as not to undo half a
+        change (the check's stand-ins for a ``forward`` are such objects); so is what a seeded call
+        lends a stochastic module and takes back itself (:data:`LENT`), which another thread's call
+        may hold meanwhile. ``keep``: the names of attributes a pass added that are to stay (the
+        constants a trace stores on the model, which its graph reads)."""
         for _, m, saved in self.attributes:
             lent = LENT if is_stochastic(m) else frozenset()
             now = vars(m)
             for key in (now.keys() | saved.keys()) - _MODULE_FIELDS - lent - keep:
                 value, was = now.get(key, _MISSING), saved.get(key, _MISSING)
-                if value is was or isinstance(value, StandIn) or isinstance(was, StandIn):
+                if value is was or not isinstance(value if value is not _MISSING else was, _VALUES):
                     continue
                 if was is _MISSING:
                     delattr(m, key)
@@ -332,15 +335,11 @@ class ModelState:
                 if isinstance(value, fx.Proxy)]
 
 
-class StandIn:
-    """What the check puts in place of a module's ``forward`` for a while and takes away itself
-    (:class:`pdnn.foldcheck._PerThread`)."""
-
-
 # what a seeded call lends each stochastic module (``SampledModel._drawing``) and takes back itself
 LENT = frozenset({"generator"})
 _MODULE_FIELDS = frozenset(vars(nn.Module()))  # a module's own registries: parameters, submodules, hooks
 _CONTAINERS = (list, dict, set, collections.deque)
+_VALUES = (torch.Tensor, fx.Proxy, type(None), int, float, complex, str, bytes, tuple, *_CONTAINERS)
 _MISSING = object()
 
 
