@@ -49,6 +49,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
+from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from ..checks import positive_ints
@@ -769,8 +770,9 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             else:
                 repeated = ("it differs between two forwards under two seeds of torch's generator: priced once per "
                             "sample" if matched and inputs_vary else "the same under two seeds of torch's generator: "
-                            "shared by the samples" if matched else "this forward took another path than two "
-                            "forwards under two seeds of torch's generator (a draw chose it): priced once per sample")
+                            "shared by the samples" if matched else "two forwards under two seeds of torch's "
+                            "generator called different modules before it (a draw chose the path): priced once per "
+                            "sample")
                 walker.note(f"{names[module]}: its input was computed outside a module (forward hooks cannot "
                             f"follow it); precision unknown, and {repeated}")
                 ins.append(_Info(None, inputs_vary, state["last_layer"], False, "unknown"))
@@ -794,7 +796,8 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
 
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        model(x)
+        with _seeded(x, 1):  # (the first seeded forward's path: the totals do not follow the caller's draws)
+            model(x)
     finally:
         for h in handles:
             h.remove()
@@ -812,10 +815,12 @@ def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list
     so; a generator moved without a draw that matters (a forward that reseeds, a permutation drawn
     once and kept) does not. Each forward starts from the model's state as it was (a state carried
     from call to call would differ otherwise), which is put back after them, and the random state
-    too. From the first call where the two forwards part ways (a branch on a drawn value),
-    everything differs."""
-    generators = [torch.default_generator] + ([torch.cuda.default_generators[x.device.index or 0]]
-                                              if x.device.type == "cuda" else [])
+    too; lazy modules are sized by a forward before (put back, their sizes would be left unsized
+    beside sized weights). From the first call where the two forwards part ways (a branch on a
+    drawn value), everything differs."""
+    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):  # sized once, for good, before the
+        with _seeded(x, 1):  # state is taken
+            model(x)
     runs: list[list] = []
     for seed in (1, 2):
         calls: list = []
@@ -827,9 +832,7 @@ def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list
         state = ModelState(model)
         handles = [m.register_forward_hook(record) for m in leaves]
         try:
-            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-                for generator in generators:
-                    generator.manual_seed(seed)
+            with _seeded(x, seed):
                 model(x)
         finally:
             for h in handles:
@@ -843,6 +846,17 @@ def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list
         varying.append((module, not all(map(_same_values, inputs, other_inputs)),
                         not _same_values(output, other_output)))
     return varying
+
+
+@contextlib.contextmanager
+def _seeded(x: torch.Tensor, seed: int):
+    """Torch's generators of ``x``'s device (the CPU's, and a GPU's for an input on it) seeded
+    with ``seed`` for a while, then as they were (``torch.manual_seed`` would seed every GPU's)."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)
+        if x.device.type == "cuda":
+            torch.cuda.default_generators[x.device.index or 0].manual_seed(seed)
+        yield
 
 
 def _same_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
