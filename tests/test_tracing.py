@@ -1,6 +1,7 @@
 """pdnn.tracing: the one rule for which modules a torch.fx trace keeps opaque."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -106,12 +107,15 @@ def test_the_state_put_back_undoes_what_a_pass_left_and_nothing_another_call_set
     pbit, own = PBit(), torch.Generator()
     model = nn.Sequential(nn.Linear(2, 2), pbit)
     model.last, model.mode, model.seen, model.handle, pbit.count = None, None, [], None, 0
+    model.steps, model.kinds = np.int64(0), frozenset()
     object.__setattr__(pbit, "generator", None)  # lent by a seeded call in another thread
     state = ModelState(model)
     object.__setattr__(pbit, "generator", own)  # that call ends and gives it back
     model.last, model.added, pbit.count = torch.ones(2), [torch.ones(2)], 3  # what the pass leaves
     model.mode, model.seen = "warm", None
     model.handle = model[0].register_forward_hook(lambda *args: None)
+    model.steps, model.kinds = np.int64(3), frozenset({1})  # (a numpy number, a frozenset: left, R173)
     state.restore()
     assert model.last is None and not hasattr(model, "added") and pbit.count == 0 and pbit.generator is own
     assert model.mode is None and model.seen == [] and list(model[0]._forward_hooks) == [model.handle.id]
+    assert model.steps == 0 and model.kinds == frozenset()

@@ -39,7 +39,7 @@ from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
 from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
-from .tracing import ModelState
+from .tracing import ModelState, StandIn
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
@@ -176,7 +176,7 @@ class _Probe:
         return self(input.float() if not input.is_floating_point() else input, levels=(0.0, 1.0))
 
 
-class _PerThread:
+class _PerThread(StandIn):
     """What stands in for a function (``torch.rand``) or a module's ``forward`` while checks run:
     the stand-in of the calling thread's innermost check, else the original. One per target,
     put in place by the first check and taken away by the last, so that checks in several

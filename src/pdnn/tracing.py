@@ -46,6 +46,7 @@ from typing import Callable
 import torch
 from torch import fx, nn
 from torch.utils import checkpoint
+from torch.utils.hooks import RemovableHandle
 
 from .nn import is_stochastic
 
@@ -279,6 +280,7 @@ class ModelState:
         self.buffers = [(f"{name}.{key}".lstrip("."), m, key, b, _Saved(b))
                         for name, m in model.named_modules() for key, b in m._buffers.items() if _saved(b)]
         self.attributes = [(name, m, dict(vars(m))) for name, m in model.named_modules()]
+        self.classes = [(m, type(m)) for _, m, _ in self.attributes]
         self.tensors = [(f"{name}.{key}".lstrip("."), m, key, value, _Saved(value))
                         for name, m, saved in self.attributes for key, value in saved.items() if _saved(value)]
         self.numbers = [(f"{name}.{key}".lstrip("."), m, key, value) for name, m, saved in self.attributes
@@ -301,32 +303,38 @@ class ModelState:
         return list(dict.fromkeys(moved))
 
     def restore(self, keep: frozenset[str] = frozenset()) -> None:
-        """Put back the saved buffers and tensors (the same tensors, with their saved values),
-        numbers and the items of containers, and undo what a pass left in an attribute where it
-        left a value (:data:`_VALUES`: a tensor, number, string, ``None``, container or traced
-        value -- one set from ``None`` too, or added). An object of another kind a pass left (a
-        hook's handle, whose hook stays registered) is left with it, so as not to undo half a
-        change (the check's stand-ins for a ``forward`` are such objects); so is what a seeded call
-        lends a stochastic module and takes back itself (:data:`LENT`), which another thread's call
-        may hold meanwhile. ``keep``: the names of attributes a pass added that are to stay (the
-        constants a trace stores on the model, which its graph reads)."""
+        """Put every attribute back as it was (the same objects: one a pass set from ``None``, one
+        it added or removed, too), the saved buffers and tensors with their saved values, and the
+        saved items of containers. Left with the change they belong to: a hook's handle (its hook
+        stays registered, and put back to ``None`` a forward registers another at every pass),
+        the check's stand-ins for a ``forward`` and what a seeded call lends a stochastic module
+        (:data:`LENT`), both taken back by whoever put them there (another thread's call may
+        hold them meanwhile), and a module whose class changed (a lazy module sized, which its
+        saved sizes would leave half sized). ``keep``: the names of attributes a pass added that
+        are to stay (the constants a trace stores on the model, which its graph reads)."""
+        sized = {id(m) for m, cls in self.classes if type(m) is not cls}
         for _, m, saved in self.attributes:
+            if id(m) in sized:
+                continue
             lent = LENT if is_stochastic(m) else frozenset()
             now = vars(m)
             for key in (now.keys() | saved.keys()) - _MODULE_FIELDS - lent - keep:
                 value, was = now.get(key, _MISSING), saved.get(key, _MISSING)
-                if value is was or not isinstance(value if value is not _MISSING else was, _VALUES):
+                if value is was or isinstance(value, _KEPT) or isinstance(was, _KEPT):
                     continue
                 if was is _MISSING:
                     delattr(m, key)
                 else:
                     object.__setattr__(m, key, was)
         for _, m, key, b, saved in self.buffers:
-            m._buffers[key] = _restored(b, saved)
+            if id(m) not in sized:
+                m._buffers[key] = _restored(b, saved)
         for _, m, key, t, saved in self.tensors:
-            object.__setattr__(m, key, _restored(t, saved))
+            if id(m) not in sized:
+                object.__setattr__(m, key, _restored(t, saved))
         for _, m, key, value in self.numbers:
-            object.__setattr__(m, key, value)
+            if id(m) not in sized:
+                object.__setattr__(m, key, value)
         for _, contents in self.containers:
             contents.restore()
 
@@ -335,11 +343,16 @@ class ModelState:
                 if isinstance(value, fx.Proxy)]
 
 
+class StandIn:
+    """What the check puts in place of a module's ``forward`` for a while and takes away itself
+    (:class:`pdnn.foldcheck._PerThread`)."""
+
+
 # what a seeded call lends each stochastic module (``SampledModel._drawing``) and takes back itself
 LENT = frozenset({"generator"})
 _MODULE_FIELDS = frozenset(vars(nn.Module()))  # a module's own registries: parameters, submodules, hooks
 _CONTAINERS = (list, dict, set, collections.deque)
-_VALUES = (torch.Tensor, fx.Proxy, type(None), int, float, complex, str, bytes, tuple, *_CONTAINERS)
+_KEPT = (RemovableHandle, StandIn)
 _MISSING = object()
 
 
