@@ -815,12 +815,16 @@ def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list
     so; a generator moved without a draw that matters (a forward that reseeds, a permutation drawn
     once and kept) does not. Each forward starts from the model's state as it was (a state carried
     from call to call would differ otherwise), which is put back after them, and the random state
-    too; lazy modules are sized by a forward before (put back, their sizes would be left unsized
-    beside sized weights). From the first call where the two forwards part ways (a branch on a
+    too; lazy modules are sized by a forward before, whose other effects are put back (a sized
+    module keeps its sizes: put back, they would be left unsized beside sized weights). From the first call where the two forwards part ways (a branch on a
     drawn value), everything differs."""
-    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):  # sized once, for good, before the
-        with _seeded(x, 1):  # state is taken
-            model(x)
+    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):  # sized for good, the rest put back
+        state = ModelState(model)
+        try:
+            with _seeded(x, 1):
+                model(x)
+        finally:
+            state.restore()
     runs: list[list] = []
     for seed in (1, 2):
         calls: list = []
