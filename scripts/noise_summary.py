@@ -23,6 +23,7 @@ from pdnn.experiments.noise_rules import rows_by_samples, verdicts
 from pdnn.io import RunError, write_text
 
 T_ALL = [1, 2, 5, 10, 20, 50]
+NOISE_TITLE = "# Sampling a deterministically trained network"  # results/noise/README.md's first line
 
 
 # ------------------------------------------------------------------------------------------------
@@ -459,9 +460,14 @@ def main(argv=None) -> None:
     s.add_argument("--root", default="results/noise")
     s.set_defaults(fn=summary_cmd)
     args = p.parse_args(argv)
-    if args.cmd == "summary" and not all((Path(args.root) / name).is_dir() for name in ("runs", "deterministic")):
-        p.error(f"--root {args.root} holds no runs/ and deterministic/ folders; expected the noise study's folder "
-                "(another study's summary.json would be replaced)")
+    if args.cmd == "summary":
+        root, readme = Path(args.root), Path(args.root) / "README.md"
+        if not (root / "runs").is_dir():
+            p.error(f"--root {args.root} holds no runs/ folder; expected the noise study's folder")
+        if (root / "spec.json").is_file() or (readme.is_file() and not readme.read_text(errors="replace").startswith(
+                NOISE_TITLE)):  # another study's summary.json would be replaced
+            p.error(f"--root {args.root} is another study's folder (its spec.json or README.md); expected the noise "
+                    "study's folder")
     try:
         if args.cmd == "deterministic":  # said before the evaluation, not after it; a run's record is refused
             output_file("--out", args.out, "json")

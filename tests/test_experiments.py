@@ -320,10 +320,10 @@ def test_scripts_name_bad_arguments_in_one_line_and_write_nothing(tmp_path):
     (tmp_path / "a-study" / "runs").mkdir()  # whose summary.json the noise summary replaced (R171)
     (tmp_path / "idx").mkdir()  # a Fashion-MNIST whose first file is no IDX
     (tmp_path / "idx" / "train-images-idx3-ubyte").write_bytes(b"x" * 100)
-    no_folders = "holds no runs/ and deterministic/ folders"
-    cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], no_folders),
-             (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], no_folders),
-             (["noise_summary.py", "summary", "--root", str(tmp_path / "a-study")], no_folders),
+    cases = [(["noise_summary.py", "summary", "--root", str(tmp_path / "missing")], "holds no runs/ folder"),
+             (["noise_summary.py", "summary", "--root", str(tmp_path / "empty")], "holds no runs/ folder"),
+             (["noise_summary.py", "summary", "--root", str(tmp_path / "a-study")],
+              "is another study's folder (its spec.json or README.md)"),
              (["noise_summary.py", "deterministic", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json"),
                "--subset", "0"], "argument --subset: expected an integer >= 1"),  # not the library's words (R171)
              (["adaptive_near_ties.py", "--inputs", "0"], "--inputs must be an integer >= 1, got 0"),
