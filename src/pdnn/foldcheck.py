@@ -15,8 +15,8 @@ using the wrong batch size gives different outputs (or shapes, or an error), and
 falls back. The state the model keeps (buffers, numbers held as attributes) must come out as
 the loop leaves it, or as one forward does. The check leaves the model as it found it: that
 state (batch-norm running statistics), its other attributes (one set from ``None`` too; a
-hook's handle stays with its hook), the random number generators and hooks are untouched (parameters a forward writes to are not put
-back).
+hook's handle stays with its hook), the random number generators and hooks are untouched
+(parameters a forward writes to are not put back).
 """
 from __future__ import annotations
 

@@ -173,9 +173,10 @@ class _PBitFunction(torch.autograd.Function):
     ``p`` rounded to the nearest multiple of ``2**-16``, exactly, as the fused kernel's is: within
     ``2**-17`` of it, exactly 0 or 1 within ``2**-17`` of saturation, and a bipolar bit's mean odd
     in ``x`` -- but where the float32 ``2**16 * p`` is exactly a half-step, which goes up at ``x``
-    and at ``-x`` alike, so that ``P(x) + P(-x) = 1 + 2**-16`` there. (Rounded down, ``P`` stopped at ``1 - 2**-16`` short of ``p = 1``: 62 bits in 4.2 M
-    wrong at ``x = 7``, against 3.5 expected; and ``r + 2**16 * p`` rounded before the comparison
-    gave one more 1 where ``2**16 * p`` lay within a rounding below the step.)
+    and at ``-x`` alike, so that ``P(x) + P(-x) = 1 + 2**-16`` there. (Rounded down, ``P``
+    stopped at ``1 - 2**-16`` short of ``p = 1``: 62 bits in 4.2 M wrong at ``x = 7``, against
+    3.5 expected; and ``r + 2**16 * p`` rounded before the comparison gave one more 1 where
+    ``2**16 * p`` lay within a rounding below the step.)
 
     On the fused path the draw input is the kernel's key (an ``int``) and only the bits come from
     the kernel. There ``repeats > 1`` stands for ``x`` repeated along its first dimension: the

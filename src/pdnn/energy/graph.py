@@ -816,8 +816,8 @@ def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list
     once and kept) does not. Each forward starts from the model's state as it was (a state carried
     from call to call would differ otherwise), which is put back after them, and the random state
     too; lazy modules are sized by a forward before, whose other effects are put back (a sized
-    module keeps its sizes: put back, they would be left unsized beside sized weights). From the first call where the two forwards part ways (a branch on a
-    drawn value), everything differs."""
+    module keeps its sizes: put back, they would be left unsized beside sized weights). From the
+    first call where the two forwards part ways (a branch on a drawn value), everything differs."""
     if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):  # sized for good, the rest put back
         state = ModelState(model)
         try:
