@@ -743,11 +743,12 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
 
 def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     """Follow tensors by identity from the module that produced them to the module reading them;
-    where that fails (a tensor computed outside a module), and for what a module draws inside,
-    :func:`_varying` tells whether a draw stands behind it."""
+    where that fails (a tensor computed outside a module), and for what a module draws inside, a
+    draw shows as a difference from the same call in a forward under another seed
+    (:func:`_other_draws`): the walk's forward runs under seed 1, that one under seed 2."""
     names = {m: name for name, m in model.named_modules()}
     leaves = list(dict.fromkeys(_leaves(model)))
-    varying = _varying(model, x, leaves)
+    other = _other_draws(model, x, leaves)
     produced: dict[int, _Info] = {id(x): _input_info(walker.input_bits)}
     keep: list[torch.Tensor] = [x]  # holds produced tensors alive so their ids stay unique
     state = {"calls": 0, "last_layer": None, "parted": False}
@@ -755,12 +756,16 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
 
     def hook(module, inputs, output):
         called.add(module)
-        seen = varying[state["calls"]] if state["calls"] < len(varying) else None
+        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+        out = output if isinstance(output, torch.Tensor) else None
+        seen = other[state["calls"]] if state["calls"] < len(other) else None
         state["calls"] += 1
-        # (once this forward calls another module than the seeded ones did, a draw chose its path)
-        state["parted"] = state["parted"] or seen is None or seen[0] is not module
+        # (once this forward calls another module than the other one did, a draw chose its path:
+        # from there on everything differs)
+        state["parted"] = state["parted"] or seen is None or seen[0] is not module or len(seen[1]) != len(tensors)
         matched = not state["parted"]
-        inputs_vary, output_varies = seen[1:] if matched else (True, True)
+        inputs_vary = not matched or not all(map(_same_values, tensors, seen[1]))
+        output_varies = not matched or not _same_values(out, seen[2])
         ins = []
         for t in inputs:
             if not isinstance(t, torch.Tensor):
@@ -778,7 +783,6 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 ins.append(_Info(None, inputs_vary, state["last_layer"], False, "unknown"))
         if not matched:  # (what ran before it may differ from sample to sample)
             ins = [replace(i, stoch=True) for i in ins]
-        out = output if isinstance(output, torch.Tensor) else None
         shape = tuple(out.shape) if out is not None else None
         first = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
         info = walker.module(names[module], module, ins, shape, tuple(first.shape) if first is not None else None)
@@ -796,7 +800,7 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
 
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with _seeded(x, 1):  # (the first seeded forward's path: the totals do not follow the caller's draws)
+        with _seeded(x, 1):  # (seeded: the totals do not follow the caller's draws)
             model(x)
     finally:
         for h in handles:
@@ -807,49 +811,39 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                     "as nn.MultiheadAttention does, or not used in this forward); their EOs are not counted")
 
 
-def _varying(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list[tuple[nn.Module, bool, bool]]:
-    """For each call of a leaf module in a forward of ``model`` on ``x``, in order: the module,
-    whether its tensor inputs, and whether its output, differ between two forwards under two
-    seeds of torch's generator (that of ``x``'s device). A draw the hooks cannot see
-    (``x + torch.randn_like(x)`` between modules, a module of the user's that draws inside) shows
-    so; a generator moved without a draw that matters (a forward that reseeds, a permutation drawn
-    once and kept) does not. Each forward starts from the model's state as it was (a state carried
-    from call to call would differ otherwise), which is put back after them, and the random state
-    too; lazy modules are sized by a forward before, whose other effects are put back (a sized
-    module keeps its sizes: put back, they would be left unsized beside sized weights). From the
-    first call where the two forwards part ways (a branch on a drawn value), everything differs."""
-    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):  # sized for good, the rest put back
-        state = ModelState(model)
-        try:
-            with _seeded(x, 1):
-                model(x)
-        finally:
-            state.restore()
-    runs: list[list] = []
-    for seed in (1, 2):
-        calls: list = []
+def _other_draws(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> list[tuple]:
+    """``(module, tensor inputs, output)`` of each call of a leaf module in a forward of ``model``
+    on ``x`` under seed 2 of torch's generator (that of ``x``'s device), beside which the walk's
+    forward under seed 1 shows what a draw the hooks cannot see changes (``x + torch.randn_like(x)``
+    between modules, a module of the user's that draws inside); a forward that reseeds changes
+    nothing. The model's state (a state carried from call to call would differ otherwise) and the
+    random state are put back after it, so a draw a forward keeps for later calls (a permutation
+    drawn at the first call) is drawn anew by the walk's, and read as a draw. Lazy modules are sized by a forward before, whose other effects are put
+    back too (a sized module keeps its sizes: put back, they would be left beside sized weights)."""
+    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+        _forward_put_back(model, x, seed=1)
+    calls: list = []
 
-        def record(module, inputs, output):
-            calls.append((module, [t.clone() for t in inputs if isinstance(t, torch.Tensor)],
-                          output.clone() if isinstance(output, torch.Tensor) else None))
+    def record(module, inputs, output):
+        calls.append((module, [t.clone() for t in inputs if isinstance(t, torch.Tensor)],
+                      output.clone() if isinstance(output, torch.Tensor) else None))
 
-        state = ModelState(model)
-        handles = [m.register_forward_hook(record) for m in leaves]
-        try:
-            with _seeded(x, seed):
-                model(x)
-        finally:
-            for h in handles:
-                h.remove()
-            state.restore()
-        runs.append(calls)
-    varying = []
-    for (module, inputs, output), (other, other_inputs, other_output) in zip(*runs):
-        if module is not other or len(inputs) != len(other_inputs):
-            break
-        varying.append((module, not all(map(_same_values, inputs, other_inputs)),
-                        not _same_values(output, other_output)))
-    return varying
+    _forward_put_back(model, x, seed=2, hook=record, leaves=leaves)
+    return calls
+
+
+def _forward_put_back(model: nn.Module, x: torch.Tensor, seed: int, hook=None, leaves: list[nn.Module] = ()) -> None:
+    """A forward of ``model`` on ``x`` under ``seed``, ``hook`` on each of ``leaves``, with the
+    model's state put back after it."""
+    state = ModelState(model)
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with _seeded(x, seed):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        state.restore()
 
 
 @contextlib.contextmanager
@@ -919,9 +913,9 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     (without the batch dimension, e.g. ``(3, 32, 32)``).
 
     ``input_bits`` is the precision of the network input (8 for 8-bit pixels). The model runs
-    once, in eval mode, on one zero input (where fx cannot trace it, twice more before, under two
-    seeds, whose effects on the model's state are undone: :func:`_varying`); its training flags
-    and torch's random state are restored afterwards.
+    once, in eval mode, on one zero input (where fx cannot trace it, once more before, under
+    another seed, whose effects on the model's state are undone: :func:`_other_draws`); its
+    training flags and torch's random state are restored afterwards.
 
     Example:
         >>> from pdnn.models import create
