@@ -1,6 +1,7 @@
 """SampledModel (network and layer aggregation) and the sample-aware loss."""
 import collections
 import copy
+import functools
 import math
 import threading
 import warnings
@@ -523,6 +524,55 @@ def test_a_large_batch_is_split_into_sub_batches_of_at_most_max_rows():
     assert torch.equal(SampledModel(net, 4, max_rows=40)(x), whole.mean(0))
     with pytest.raises(ValueError, match="max_rows"):
         SampledModel(net, max_rows=0)
+
+
+def test_sample_is_split_by_max_rows_as_a_call_is():
+    """``sample()`` (and so ``sample_aware_loss``) holds at most ``max_rows`` samples x inputs per
+    pass, as a call does, and returns the samples a call with ``reduce="none"`` returns: with and
+    without autograd (where the passes are stacked), at the sampler's T and at another."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), PBit(), nn.Linear(16, 3)).eval()
+    rows = []
+    net[2].register_forward_hook(lambda module, inputs, out: rows.append(len(out)))
+    x = torch.randn(50, 4)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            for samples in (None, 2):
+                t = 4 if samples is None else samples
+                sampler = SampledModel(net, 4, seed=3, max_rows=40)
+                drawn = sampler.sample(x, samples=samples)
+                rows.clear()  # (the first call's plan is checked by passes of its own)
+                sampler.sample(x, samples=samples)
+                assert drawn.shape == (t, 50, 3) and sum(rows) == t * 50
+                if grad:  # (without autograd, stacked: a stack is one pass of several passes' rows)
+                    assert max(rows) <= 40
+                called = SampledModel(net, t, seed=3, max_rows=40, reduce="none")(x)
+                assert torch.equal(drawn, called)
+    y = torch.randint(0, 3, (50,))
+    sampler = SampledModel(net, 4, seed=3, max_rows=40)
+    loss, mean = sample_aware_loss(sampler, x, y)
+    rows.clear()
+    sample_aware_loss(sampler, x, y)
+    assert max(rows) <= 40 and sum(rows) == 4 * 50
+    assert torch.equal(mean, SampledModel(net, 4, seed=3, max_rows=40)(x))
+    with pytest.raises(UsageError, match='sample needs a number of samples.*samples="auto".*pass samples=k'):
+        SampledModel(net, samples="auto").sample(x)
+
+
+def test_the_mean_loss_rule_keeps_a_loss_per_example():
+    """``rule="mean-loss"`` averages over the samples only: a criterion with ``reduction="none"``
+    gives one loss per example, as under ``"mean-output"`` (it was averaged over the batch too)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 7), PBit(), nn.Linear(7, 3))
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    per_example = functools.partial(nn.functional.cross_entropy, reduction="none")
+    outs = SampledModel(net, 4, reduce="none", seed=1)(x)
+    loss, _ = sample_aware_loss(SampledModel(net, seed=1), x, y, samples=4, criterion=per_example, rule="mean-loss")
+    assert loss.shape == (6,)
+    torch.testing.assert_close(loss, torch.stack([per_example(o, y) for o in outs]).mean(0))
+    squared = functools.partial(nn.functional.mse_loss, reduction="none")
+    target = torch.randn(6, 3)
+    assert sample_aware_loss(net, x, target, samples=4, criterion=squared, rule="mean-loss")[0].shape == (6, 3)
 
 
 def _bn_net(**norm) -> nn.Module:
@@ -1218,8 +1268,8 @@ def test_nans_where_stacked_and_split_passes_differ_do_not_make_them_stack():
     sampled = SampledModel(net, 4, seed=1, max_rows=16)
     split = sampling._one_call(SampledModel._split)
     with torch.no_grad():
-        split(sampled, *sampled._passes(poisoned, 4))
-        out = torch.cat(split(sampled, *sampled._passes(clean, 4)), 1).mean(0)
+        split(sampled, *sampled._passes(poisoned, 4), 4)
+        out = torch.cat(split(sampled, *sampled._passes(clean, 4), 4), 1).mean(0)
     expected = torch.cat([clean[start:start + 4, 0] - clean[start:start + 4, 0].max() for start in range(0, 64, 4)])
     assert torch.equal(out[:, 3], expected)
 

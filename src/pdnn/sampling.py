@@ -583,7 +583,8 @@ class SampledModel(nn.Module):
             reference CNN (width 16) at T = 10, batch 256, split to 1024 rows, ran 1.6x slower
             than a loop of 10 passes of 256 rows (``benchmarks/bench_speed.py``; glibc maps every buffer
             above 32 MiB afresh, and page faults then dominate); ``MAX_ROWS`` (256) is the
-            measured choice, which evaluation passes as ``max_rows``. ``None`` (the default) never splits. The split
+            measured choice, which evaluation passes as ``max_rows``. ``None`` (the default) never splits. A call
+            and :meth:`sample` (so :func:`sample_aware_loss`) split alike. The split
             changes the order of the draws, so a seed's samples depend on it. Only inputs
             without extra positional arguments are split, and never while a batch norm of the
             model uses batch statistics (training mode): a split would change them, so such a
@@ -752,9 +753,22 @@ class SampledModel(nn.Module):
     def sample(self, x: torch.Tensor = _NO_BATCH, *args, samples: int | None = None, **kwargs):
         """Per-sample outputs ``[T, B, ...]`` (``[1, B, ...]`` for layer aggregation); every tensor
         of a tuple, list or dict output alike. ``samples`` overrides T for this call; ``args`` /
-        ``kwargs`` go to the model's forward."""
+        ``kwargs`` go to the model's forward. Split by ``max_rows`` as a call is, so these are the
+        samples a call with ``reduce="none"`` returns."""
         _check_batch(x, kwargs)
+        if samples is None and self.samples == "auto":
+            raise UsageError('SampledModel.sample needs a number of samples, and this one chooses T per input '
+                             '(samples="auto"): pass samples=k')
         samples = check_samples(self.samples if samples is None else samples)
+        parts = self._split_batch(x, args, kwargs, samples)
+        if parts is None:
+            return self._pass(x, args, kwargs, samples)
+        spec = tree_flatten(parts[0])[1]
+        columns = zip(*(tree_flatten(part)[0] for part in parts))
+        return tree_unflatten([torch.cat(c, 1) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+
+    def _pass(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int):
+        """The per-sample outputs of one folded pass over the whole of ``x`` (see :meth:`sample`)."""
         modules = list(self.model.modules())
         with _naming_the_input_shape(self.model, x), self._drawing(x.device, modules):
             return self._dispatch(x, args, kwargs, samples, modules)
@@ -780,6 +794,30 @@ class SampledModel(nn.Module):
         finally:
             for m, g in zip(stochastic, saved):
                 object.__setattr__(m, "generator", g)
+
+    def _split_batch(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int) -> list | None:
+        """The per-sample outputs of ``x`` in the passes of at most ``max_rows`` samples x inputs
+        that a call splits it into (see ``max_rows``), or ``None`` where it runs in one pass."""
+        step = self.max_rows and max(1, self.max_rows // samples)
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a traced program (torch.export,
+            step = None  # torch.jit.trace) runs its batch in one pass: a split, sized by the batch, would fix
+            #              the batch size to the example's
+        if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
+            return None
+        if (user := batch_statistics_user(self.model)) is not None:
+            warnings.warn(f"max_rows={self.max_rows} is not applied: {user!r} normalises with the statistics of the "
+                          "whole batch, which a split would change; the batch runs in one pass",
+                          stacklevel=_callers_level())
+            return None
+        passes, key = self._passes(x, step)
+        if not (apart := self._passes_apart(passes, key)):
+            if apart is False:
+                warnings.warn(f"max_rows={self.max_rows} is not applied: {type(self.model).__name__} gives an input "
+                              "another output among other inputs (a statistic of the batch, h - h.mean(0), or outputs "
+                              "without one row per input), which a split would change; the batch runs in one pass",
+                              stacklevel=_callers_level())
+            return None
+        return self._split(passes, key, samples)
 
     def _passes(self, x: torch.Tensor, step: int) -> tuple[list[torch.Tensor], tuple]:
         """``x`` split into passes of ``step`` inputs, and the plan key of the first, under which
@@ -813,31 +851,31 @@ class SampledModel(nn.Module):
             return apart is not False
         return self._apart[key]
 
-    def _split(self, passes: list[torch.Tensor], key: tuple) -> list:
+    def _split(self, passes: list[torch.Tensor], key: tuple, samples: int) -> list:
         """The per-sample outputs ``[T, B_i, ...]`` of the ``passes`` of a split batch (plan
-        ``key``, :meth:`_passes`), drawn in turn: from the passes one by one, or from several
-        stacked into one pass where that draws the same numbers (:mod:`pdnn.stacked_passes`)."""
+        ``key``, :meth:`_passes`; T = ``samples``), drawn in turn: from the passes one by one, or
+        from several stacked into one pass where that draws the same numbers (:mod:`pdnn.stacked_passes`)."""
         stackable = (len(passes) > 2 and not torch.is_grad_enabled() and not has_tangent(passes[0])
-                     and passes[0].device.type == "cpu" and self.aggregate == "network" and self.samples > 1)
+                     and passes[0].device.type == "cpu" and self.aggregate == "network" and samples > 1)
         if not stackable:
-            return [self.sample(part) for part in passes]
-        outs, stack = [], (key, self.samples)
+            return [self._pass(part, (), {}, samples) for part in passes]
+        outs, stack = [], (key, samples)
         if stack not in self._stacks:
-            outs, learned = self._learn_stacking(passes[:2])
+            outs, learned = self._learn_stacking(passes[:2], samples)
             passes = passes[2:]
             if learned is None or key not in self._plans:  # (undecided, the passes ran loops: ask again later)
-                return outs + [self.sample(part) for part in passes]
+                return outs + [self._pass(part, (), {}, samples) for part in passes]
             self._stacks[stack] = learned
         calls, count = self._stacks[stack]
         for start in range(0, len(passes), count):
             group = passes[start:start + count]
             if len(group) == 1:
-                outs.append(self.sample(group[0]))
+                outs.append(self._pass(group[0], (), {}, samples))
             else:  # each pass's outputs apart, as the split reduces them (a mean over more columns rounds otherwise)
-                outs += self._stacked_or_split(group, calls).split([len(part) for part in group], 1)
+                outs += self._stacked_or_split(group, calls, samples).split([len(part) for part in group], 1)
         return outs
 
-    def _learn_stacking(self, passes: list[torch.Tensor]) -> tuple[list, tuple[int, int] | None]:
+    def _learn_stacking(self, passes: list[torch.Tensor], samples: int) -> tuple[list, tuple[int, int] | None]:
         """The outputs of two passes run in turn, and whether such passes stack: ``(p-bit calls
         per pass, passes per stack)`` (1: they do not), or ``None`` where it cannot be told yet
         (the first passes of a plan may check it, and draw for that; their outputs hold a NaN)."""
@@ -846,7 +884,7 @@ class SampledModel(nn.Module):
         outs, calls = [], []
         for part in passes:
             before = keys_drawn()
-            outs.append(self.sample(part))
+            outs.append(self._pass(part, (), {}, samples))
             calls.append(keys_drawn() - before)
         end = stream.get_state()
         if not calls[0] or calls[0] != calls[-1] or not isinstance(outs[0], torch.Tensor) \
@@ -854,33 +892,33 @@ class SampledModel(nn.Module):
             return outs, None  # (a NaN equals nothing, and NaN alike NaN could hide a difference: a later call tells)
         stream.set_state(start)
         try:
-            stacked, widest_row = self._stacked(passes, calls[0])
+            stacked, widest_row = self._stacked(passes, calls[0], samples)
             same = torch.equal(stacked, torch.cat(outs, 1)) and torch.equal(stream.get_state(), end)
         except Exception:  # noqa: BLE001 -- any failure of the stacked pass means: run the passes in turn
             same = False
         stream.set_state(end)
-        count = passes_per_stack(widest_row, self.samples * len(passes[0])) if same else 1
+        count = passes_per_stack(widest_row, samples * len(passes[0])) if same else 1
         return outs, (calls[0], count)
 
-    def _stacked_or_split(self, passes: list[torch.Tensor], calls: int) -> torch.Tensor:
+    def _stacked_or_split(self, passes: list[torch.Tensor], calls: int, samples: int) -> torch.Tensor:
         """The per-sample outputs of ``passes`` joined, from one stacked pass, or from the passes
         in turn if the stacked one cannot run (the draws then start afresh from the same state)."""
         stream = self._stream(passes[0].device)
         start = stream.get_state()
         try:
-            return self._stacked(passes, calls)[0]
+            return self._stacked(passes, calls, samples)[0]
         except Exception:  # noqa: BLE001 -- the passes in turn raise the model's own errors
             stream.set_state(start)
-            return torch.cat([self.sample(part) for part in passes], 1)
+            return torch.cat([self._pass(part, (), {}, samples) for part in passes], 1)
 
     def _stream(self, device: torch.device) -> torch.Generator:
         """The generator a CPU pass draws from: the seeded stream, else torch's default."""
         return self.generator(device) or _default_generator(device)
 
-    def _stacked(self, passes: list[torch.Tensor], calls: int) -> tuple[torch.Tensor, int]:
-        """``passes`` run as one stacked pass: their joined per-sample outputs, and the bytes of
-        the widest p-bit output row."""
-        samples, modules = self.samples, list(self.model.modules())
+    def _stacked(self, passes: list[torch.Tensor], calls: int, samples: int) -> tuple[torch.Tensor, int]:
+        """``passes`` run as one stacked pass of ``samples`` each: their joined per-sample outputs,
+        and the bytes of the widest p-bit output row."""
+        modules = list(self.model.modules())
         x, inputs = torch.cat(passes), [len(part) for part in passes]
         with self._drawing(x.device, modules):
             self._forget_if_changed()
@@ -940,27 +978,11 @@ class SampledModel(nn.Module):
             mean, self.last_samples, self.stopping = adaptive_sample(self._round, x, *args, rule=self.stopping,
                                                                      kept=self._not_per_input(x, args))
             return mean
-        step = self.max_rows and max(1, self.max_rows // self.samples)
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a traced program (torch.export,
-            step = None  # torch.jit.trace) runs its batch in one pass: a split, sized by the batch, would fix
-            #              the batch size to the example's
-        if args or kwargs or not step or not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) <= step:
-            return reduce_samples(self.sample(x, *args, **kwargs), self.reduce)
-        if (user := batch_statistics_user(self.model)) is not None:
-            warnings.warn(f"max_rows={self.max_rows} is not applied: {user!r} normalises with the statistics of the "
-                          "whole batch, which a split would change; the batch runs in one pass",
-                          stacklevel=_callers_level())
-            return reduce_samples(self.sample(x), self.reduce)
-        passes, key = self._passes(x, step)
-        if not (apart := self._passes_apart(passes, key)):
-            if apart is False:
-                warnings.warn(f"max_rows={self.max_rows} is not applied: {type(self.model).__name__} gives an input "
-                              "another output among other inputs (a statistic of the batch, h - h.mean(0), or outputs "
-                              "without one row per input), which a split would change; the batch runs in one pass",
-                              stacklevel=_callers_level())
-            return reduce_samples(self.sample(x), self.reduce)
-        parts = [reduce_samples(out, self.reduce) for out in self._split(passes, key)]
-        dim = 1 if self.reduce == "none" else 0
+        parts = self._split_batch(x, args, kwargs, self.samples)
+        if parts is None:
+            return reduce_samples(self._pass(x, args, kwargs, self.samples), self.reduce)
+        parts = [reduce_samples(out, self.reduce) for out in parts]  # (each pass's reduced: the samples of
+        dim = 1 if self.reduce == "none" else 0                        # the whole batch are never all held)
         spec = tree_flatten(parts[0])[1]
         columns = zip(*(tree_flatten(part)[0] for part in parts))
         return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
@@ -1021,8 +1043,8 @@ class SampledModel(nn.Module):
         positional arguments)."""
         step = self.max_rows and max(1, self.max_rows // samples)
         if args or not step or len(x) <= step:
-            return self.sample(x, *args, samples=samples)
-        parts = [self.sample(part, samples=samples) for part in x.split(step)]
+            return self._pass(x, args, {}, samples)
+        parts = [self._pass(part, (), {}, samples) for part in x.split(step)]
         return torch.cat(parts, 1) if all(isinstance(p, torch.Tensor) for p in parts) else parts[0]
 
     def _forget_if_changed(self) -> None:
@@ -1484,7 +1506,8 @@ def sample_aware_loss(
 
     ``rule="mean-output"`` (the paper's): ``criterion(mean_s(f_s(x)), y)`` -- the network is
     trained to be right *after* averaging, as it is used at test time. ``rule="mean-loss"``:
-    ``mean_s criterion(f_s(x), y)``, for comparison. Gradients flow through the bits by the
+    ``mean_s criterion(f_s(x), y)``, for comparison (the mean over the samples only, so a
+    criterion with ``reduction="none"`` gives a loss per example under either rule). Gradients flow through the bits by the
     p-bits' straight-through estimator.
 
     ``model`` may be a plain network or a :class:`SampledModel` (pass one in a training loop so
@@ -1522,4 +1545,5 @@ def loss_of_samples(
         return criterion(mean, y), mean
     count = next(o for o in tree_flatten(outs)[0] if isinstance(o, torch.Tensor)).shape[0]
     per_sample = [tree_map(lambda o: o[s] if isinstance(o, torch.Tensor) else o, outs) for s in range(count)]
-    return torch.stack([criterion(o, y) for o in per_sample]).mean(), mean
+    # the mean over the samples only: a criterion's reduction="none" stays per example
+    return torch.stack([criterion(o, y) for o in per_sample]).mean(0), mean
