@@ -176,6 +176,27 @@ def test_a_loss_of_exactly_the_tolerance_does_not_warn(tiny_run, tmp_path, capsy
         assert ("warning" in capsys.readouterr().err) == warns
 
 
+def test_the_export_names_the_option_out_of_range_and_a_remedy_that_can_be_taken(tiny_run, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A width out of range is named by its option, as the help gives its range; the accuracy
+    warning advises only widths that can still grow (at 16 and 12 bits it advised them anyway)."""
+    for option, value, range_ in (("--weight-bits", "0", "2..16"), ("--random-bits", "13", "1..12"),
+                                  ("--max-samples", "5000", "1..4096")):
+        assert main(["hw", "export", str(tiny_run), "--out", str(tmp_path / "x"), "--check", "0", option, value]) == 2
+        assert f"{option} must be an integer in {range_}, got {value}" in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit):
+        main(["hw", "export", "--help"])
+    assert "2..16" in (shown := capsys.readouterr().out) and "1..12" in shown and "1..4096" in shown
+    monkeypatch.setattr(export, "float_accuracy", lambda *args, **kwargs: 1.0)  # (the tiny run is near chance)
+    for widths, remedy in ((["--weight-bits", "16", "--random-bits", "12"], "both widths are at their largest"),
+                           (["--weight-bits", "16", "--random-bits", "4"], "try wider --random-bits\n"),
+                           (["--weight-bits", "4", "--random-bits", "4"], "try wider --weight-bits/--random-bits")):
+        out = tmp_path / "-".join(widths)
+        assert main(["hw", "export", str(tiny_run), "--out", str(out), "--check", "50", *widths]) == 0
+        assert remedy in capsys.readouterr().err
+
+
 def test_cli_export_sim_and_no_overwrite(tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export, "float_accuracy", lambda *args, **kwargs: 1.0)  # (the tiny run is near chance)
     out = tmp_path / "export"

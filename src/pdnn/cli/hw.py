@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..io import CONFIG, writer_lock
 from ..hw import export, fixed, rtl, sim, synth
-from .common import existing_folder, named_path
+from .common import existing_folder, named_path, options_named
 
 
 
@@ -39,10 +39,13 @@ def add_parser(sub) -> None:
                    help="a trained run of `pdnn train --model mlp --neuron pbit`")
     e.add_argument("--out", type=named_path, required=True, metavar="DIR",
                    help="folder for spec.json and the .mem files")
-    e.add_argument("--weight-bits", type=int, default=8, help="signed weight bits b_w (default: 8)")
+    e.add_argument("--weight-bits", type=int, default=8,
+                   help="signed weight bits b_w, %d..%d (default: 8)" % export.RANGES["weight bits"])
     e.add_argument("--random-bits", type=int, default=8,
-                   help="random bits per p-bit, b_u; the threshold tables have 2**b_u entries (default: 8)")
-    e.add_argument("--max-samples", type=int, default=64, help="largest T the class totals are sized for (default: 64)")
+                   help="random bits per p-bit, b_u, %d..%d; the threshold tables have 2**b_u entries "
+                        "(default: 8)" % export.RANGES["random bits"])
+    e.add_argument("--max-samples", type=int, default=64,
+                   help="largest T the class totals are sized for, %d..%d (default: 64)" % export.RANGES["max samples"])
     e.add_argument("--rng", default="per-neuron", help="per-neuron (default) or shared (one generator per layer, taps)")
     e.add_argument("--check", type=int, default=1000, metavar="N",
                    help="test images on which the fixed-point accuracy is compared with the float run at "
@@ -98,6 +101,19 @@ def _positive(value, what: str, most: int | None = None, least: int = 1, too_few
     return value
 
 
+EXPORT_OPTIONS = {"weight bits": "--weight-bits", "random bits": "--random-bits", "max samples": "--max-samples"}
+
+
+def _remedy(args) -> str:
+    """What may win the accuracy back: the widths that can still grow, else more test images (the
+    loss is one sampled draw on each side)."""
+    wider = [option for option, bits in (("--weight-bits", args.weight_bits), ("--random-bits", args.random_bits))
+             if bits < export.RANGES[option[2:].replace("-", " ")][1]]
+    if wider:
+        return f"try wider {'/'.join(wider)}"
+    return "both widths are at their largest; a larger --check tells a loss from chance"
+
+
 def _export(args) -> int:
     out = Path(args.out)
     if (out / CONFIG).exists():
@@ -112,8 +128,9 @@ def _export(args) -> int:
         raise UsageError(f"--check must be >= 0, got {args.check}")
     if not args.tolerance >= 0:  # (NaN too)
         raise UsageError(f"--tolerance must be a number of points >= 0, got {args.tolerance:g}")
-    net, config = export.from_run(args.run_dir, args.data_dir, weight_bits=args.weight_bits,
-                                  random_bits=args.random_bits, max_samples=args.max_samples, arrangement=args.rng)
+    with options_named(EXPORT_OPTIONS):
+        net, config = export.from_run(args.run_dir, args.data_dir, weight_bits=args.weight_bits,
+                                      random_bits=args.random_bits, max_samples=args.max_samples, arrangement=args.rng)
     if args.check:
         images, labels = export.test_images(net.meta["dataset"], args.check, args.data_dir)
         samples = min(10, net.max_samples)
@@ -126,8 +143,8 @@ def _export(args) -> int:
         if loss > args.tolerance and not math.isclose(loss, args.tolerance, rel_tol=1e-9):
             print(f"pdnn hw export: warning: {args.weight_bits}-bit weights and {args.random_bits} random bits lose "
                   f"{loss:.1f} points of accuracy (fixed point {100 * fixed_acc:.1f}% against float "
-                  f"{100 * float_acc:.1f}% at T={samples} on {len(images)} test images); "
-                  f"try wider --weight-bits/--random-bits", file=sys.stderr)
+                  f"{100 * float_acc:.1f}% at T={samples} on {len(images)} test images); {_remedy(args)}",
+                  file=sys.stderr)
     if net.meta["output_bias_clipped"]:
         print(f"pdnn hw export: warning: {net.meta['output_bias_clipped']} output biases were clipped to "
               f"{args.weight_bits} bits", file=sys.stderr)

@@ -63,12 +63,15 @@ def supported_layers(model, config: dict) -> tuple[list[tuple], object]:
     return split_layers(model)
 
 
+RANGES = {"weight bits": (2, 16), "random bits": (1, 12), "max samples": (1, 4096)}  # what the core is built for
+
+
 def to_fixed(model, config: dict, mean: float, std: float, weight_bits: int = 8, random_bits: int = 8,
              max_samples: int = 64, arrangement: str = "per-neuron") -> fixed.FixedNet:
     """Fold and quantise ``model`` (a reference MLP in eval mode) for the core, which reads 8-bit pixels."""
     hidden, out = supported_layers(model, config)
-    for what, v, lo, hi in (("weight bits", weight_bits, 2, 16), ("random bits", random_bits, 1, 12),
-                            ("max samples", max_samples, 1, 4096)):
+    for what, v in (("weight bits", weight_bits), ("random bits", random_bits), ("max samples", max_samples)):
+        lo, hi = RANGES[what]
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise UsageError(f"{what} must be an integer in {lo}..{hi}, got {shown(v)}")
     pixel_scale = 1.0 / (255 * std)
