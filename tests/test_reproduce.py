@@ -202,6 +202,43 @@ def test_a_damaged_evaluation_or_a_deleted_summary_names_the_one_step_to_run_aga
     assert any("records hardware/cosim/layer as done" in row for row in rows)  # (held on the core's record alone)
 
 
+def test_a_deleted_converted_run_unmeasures_its_own_claims_not_the_study(tiny_run, tmp_path):
+    """The figure's caption read the converted run's config.json, so deleting that run made the whole
+    noise study "could not be read ... Restore the damaged file", its other claims lost with it."""
+    import shutil
+
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    shutil.rmtree(out / "tiny" / "noise" / "fashion-mnist" / "runs" / "tanh-pbit-cal-bn")
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    section = (out / "REPORT.md").read_text().split("\n## Sampling without retraining")[1].split("\n## ")[0]
+    assert "could not be read" not in section and "Not built" not in section
+    rows = [line for line in (out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+    noise = [row for row in rows if "fashion-mnist" in row and ("conver" in row or "aggregation" in row)]
+    assert any("a result is missing, though plan-state.json records noise/fashion-mnist/" in row for row in noise)
+    assert any("not measured" not in row for row in noise)  # the aggregation claim, from runs left alone
+    assert "tiny/noise/fashion-mnist/accuracy-vs-T.png" in section  # the figure, still there, still shown
+
+
+def test_another_scale_s_report_is_not_replaced(tiny_run, tmp_path):
+    """Checking the plan at ``tiny`` in a folder of ``small`` results replaced their REPORT.md; a
+    scale's report now goes to REPORT-<scale>.md where the folder holds a larger scale's plan."""
+    import shutil
+
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    (out / "small").mkdir()
+    write_json(out / "small" / STATE, {"done": {}})
+    (out / "REPORT.md").write_text("the small report\n")
+    (out / "REPORT.html").write_text("its page\n")
+    path = reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    assert path == out / "REPORT-tiny.md" and (out / "REPORT-tiny.html").is_file()
+    assert path.read_text() == (ctx.out / "REPORT.md").read_text().replace(str(ctx.out), str(out))
+    assert (out / "REPORT.md").read_text() == "the small report\n" and (out / "REPORT.html").read_text() == "its page\n"
+
+
 def test_a_trade_off_s_runs_are_found_whatever_separator_or_depth_their_paths_have(tiny_run):
     """A path of fewer than four parts (`pdnn tradeoff runs/*` in a study folder) raised a
     ValueError that took every claim of the study; one written on Windows was not found."""
@@ -469,8 +506,19 @@ def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(
         def section(ctx):
             return 1 / 0  # (a ratio of LUTs over a count set to 0 by hand)
 
-    report = write_report(ctx, [*studies, Damaged, ZeroLuts], {"done": {}})
+    class Replaced(Damaged):
+        TITLE = "A study whose summary holds another command's JSON"
+
+        @staticmethod
+        def section(ctx):
+            write_json(ctx.out / "fine.json", {"claims": 1})
+            write_json(ctx.out / "replaced.json", {"units": "J"})
+            return read_json(ctx.out / "fine.json")["claims"] + read_json(ctx.out / "replaced.json")["dram"]
+
+    report = write_report(ctx, [*studies, Damaged, ZeroLuts, Replaced], {"done": {}})
     text = report.read_text()
+    assert ("Restore the damaged file (one of those read, in order: `fine.json`, `replaced.json`), or delete it"
+            in text)  # (it named no file: which of the study's records to restore was left to guess)
     assert "(ZeroDivisionError: division by zero)" in text
     assert "**Not built**: its records could not be read (KeyError: 'dram')" in text
     assert "| every claim of this study | – | – |" in text and "not measured (its records could not be read" in text

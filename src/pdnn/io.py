@@ -33,6 +33,7 @@ that machine, and never one whose writer still runs.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import glob
 import json
 import math
@@ -43,7 +44,7 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 import torch
 
@@ -290,9 +291,26 @@ def _not_a_file(path: Path) -> RunError:
     return RunError(f"{path} is a folder; expected a file" if path.is_dir() else f"{path} does not exist")
 
 
+_READS: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("reads", default=None)
+
+
+@contextlib.contextmanager
+def json_reads() -> Iterator[list[Path]]:
+    """The files :func:`read_json` reads inside the block, in order: what a reader whose record
+    held something else than it expected (a ``KeyError`` from the content, not the file) names."""
+    reads: list[Path] = []
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
 def read_json(path: Path | str) -> Any:
     """The JSON document at ``path``; :class:`RunError` names the file if it is missing or invalid."""
     path = Path(path)
+    if (reads := _READS.get()) is not None and path not in reads:
+        reads.append(path)
     if not path.is_file():
         raise _not_a_file(path)
     try:

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                    help="tiny: minutes, a check of the plan; small: reduced schedules, within 2 h on 2 CPU "
                         "cores; full: the paper's schedules, for a GPU (default: small)")
     p.add_argument("--out", type=named_path, required=True, metavar="DIR",
-                   help="where REPORT.md, REPORT.html and SCALE/ go; rerun to resume")
+                   help="where REPORT.md, REPORT.html and SCALE/ go (REPORT-SCALE.md where DIR holds a larger "
+                        "scale's plan); rerun to resume")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; run nothing")
     p.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                    help="a root holding datasets in their conventional folders (repeatable; searched before "

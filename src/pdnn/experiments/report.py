@@ -15,9 +15,9 @@ from pathlib import Path
 import markdown
 
 from ..devices import processor_text
-from ..io import RunError, read_json, write_text
+from ..io import RunError, json_reads, read_json, write_text
 from ..provenance import CODE
-from .plan import Claim, Context, Section
+from .plan import SCALES, STATE, Claim, Context, Section
 
 PAPER = ('"Improving deep neural network performance through sampling" '
          "([arXiv 2507.07763](https://arxiv.org/abs/2507.07763))")
@@ -180,19 +180,40 @@ def to_html(text: str, base: Path) -> str:
 def write_report(ctx: Context, studies, state: dict, full_outlook: str = "") -> Path:
     sections = [_section(study, ctx) for study in studies]
     text = render(ctx, studies, sections, state, full_outlook)
-    path = ctx.out / "REPORT.md"
+    path = ctx.out / f"{report_name(ctx)}.md"
     write_text(path, text)
-    write_text(ctx.out / "REPORT.html", to_html(text, ctx.out))
+    write_text(path.with_suffix(".html"), to_html(text, ctx.out))
     return path
+
+
+def report_name(ctx: Context) -> str:
+    """``REPORT``, unless ``OUT`` holds the plan of a larger scale (tiny < small < full): then
+    ``REPORT-<scale>``, so that checking the plan at ``tiny`` in a folder of ``small`` results
+    does not replace their report (it did)."""
+    larger = SCALES[SCALES.index(ctx.scale) + 1:]
+    return f"REPORT-{ctx.scale}" if any((ctx.out / scale / STATE).exists() for scale in larger) else "REPORT"
 
 
 def _section(study, ctx: Context) -> Section:
     """The study's section, or one that says its records could not be read (a file damaged or
     replaced by hand): the report is still rewritten, and names the damage instead of a verdict."""
     try:
-        return study.section(ctx)
+        with json_reads() as reads:
+            return study.section(ctx)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError, ArithmeticError, RunError, OSError) as err:
         reason = f"its records could not be read ({type(err).__name__}: {err})"
+        damaged = "the damaged file"
+        if not isinstance(err, (RunError, OSError)) and reads:  # (those name their file) the content of one
+            named = ", ".join(f"`{_relative(path, ctx.out)}`" for path in reads)  # held something else
+            damaged += f" (one of those read, in order: {named})"
         return Section(study.TITLE, claims=[Claim("every claim of this study", "–", reason=reason)],
-                       text=f"**Not built**: {reason}. Restore the damaged file, or delete it and this study's "
+                       text=f"**Not built**: {reason}. Restore {damaged}, or delete it and this study's "
                             f"steps from `{ctx.scale}/plan-state.json` to measure them again.")
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """``path`` from ``folder`` where it lies inside it (the report's own links are), else as it is."""
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)

@@ -295,8 +295,10 @@ def section(ctx: Context) -> Section:
         section.text += "\n".join(_table(spec, curves))
         step = f"{NAME}/{spec.dataset}/figure"
         if figure_path(ctx, spec).is_file() or step in ctx.done:  # (a figure deleted since is named, not dropped)
+            # (the converted run deleted since: its claims say so, and the caption cannot say how it was made)
+            how = f" ({_conversion_text(ctx, spec)})" if "converted" in curves else ""
             section.figures.append(Figure(figure_path(ctx, spec), (
                 f"{spec.dataset}: accuracy against T of the deterministic tanh network, its p-bit conversion "
-                f"without retraining ({_conversion_text(ctx, spec)}), and the trained p-DNN {pdnn_name(spec)} with "
+                f"without retraining{how}, and the trained p-DNN {pdnn_name(spec)} with "
                 f"network and layer aggregation; {accuracy.describe(spec)}"), step))
     return section
