@@ -559,6 +559,20 @@ def test_sample_is_split_by_max_rows_as_a_call_is():
         SampledModel(net, samples="auto").sample(x)
 
 
+def test_sample_aware_loss_refuses_a_criterion_or_keywords_it_cannot_use_before_drawing():
+    """A criterion that is no function failed with "'str' object is not callable" after the samples
+    were drawn and T set on the caller's sampler; keywords in a list, with a message of Python's."""
+    net = nn.Sequential(nn.Linear(5, 7), PBit(), nn.Linear(7, 3))
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    sampled = SampledModel(net, samples=2)
+    for bad, said in (({"criterion": "ce"}, r"criterion must be a function of \(output, target\).*got 'ce'"),
+                      ({"criterion": None}, "criterion must be a function.*got None"),
+                      ({"forward_kwargs": [1]}, r"forward_kwargs must be a dict .*got \[1\]")):
+        with pytest.raises(UsageError, match=said):
+            sample_aware_loss(sampled, x, y, samples=4, **bad)
+        assert sampled.samples == 2
+
+
 def test_the_mean_loss_rule_keeps_a_loss_per_example():
     """``rule="mean-loss"`` averages over the samples only: a criterion with ``reduction="none"``
     gives one loss per example, as under ``"mean-output"`` (it was averaged over the batch too)."""
@@ -2066,6 +2080,31 @@ def test_max_rows_never_splits_a_batch_whose_outputs_have_no_row_per_input(model
         expected = whole(x)
     with pytest.warns(UserWarning, match=r"max_rows=8 is not applied: .* outputs without one row per input"):
         assert torch.equal(split(x), expected)
+
+
+class _CountsItsBatch(nn.Module):
+    """Returns the batch's size and a tag named by it beside the scores: values that are no tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 16), PBit(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return {"scores": self.body(x), "inputs": x.shape[0], "tag": f"batch{len(x)}"}
+
+
+def test_max_rows_never_splits_a_batch_whose_outputs_hold_a_value_of_the_whole_batch():
+    """The row check compared tensors only, so a split kept the first pass's values that are no
+    tensor: ``x.shape[0]`` came out 10 for a batch of 50, from a call and from ``sample()`` (R178 D1)."""
+    torch.manual_seed(0)
+    net, x = _CountsItsBatch().eval(), torch.randn(50, 4)
+    for call in (lambda sampler: sampler(x), lambda sampler: sampler.sample(x)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the fold check's: the count differs folded, so a loop)
+            expected = call(SampledModel(net, 4, reduce="none", seed=3))
+        with pytest.warns(UserWarning, match=r"max_rows=40 is not applied: .* outputs without one row per input"):
+            out = call(SampledModel(net, 4, reduce="none", seed=3, max_rows=40))
+        assert out["inputs"] == 50 and out["tag"] == "batch50" and torch.equal(out["scores"], expected["scores"])
 
 
 def test_a_lazy_module_not_yet_sized_is_named_before_any_check():

@@ -740,8 +740,8 @@ def rows_apart(model: nn.Module, parts: list[torch.Tensor]) -> bool | None:
     joined into one batch, every draw a stand-in that depends on no row's place (:class:`_Still`):
     False where an input's output depends on the other inputs (a statistic of the batch,
     ``h - h.mean(0)``), or is not a row of its own (an output with another number of rows than
-    the batch, or none: it had been taken for unseen draws, and the batch split), which
-    splitting a batch changes. True too where the model draws with a function the stand-ins do
+    the batch, or none: it had been taken for unseen draws, and the batch split; or a value that
+    is no tensor and differs, ``x.shape[0]``), which splitting a batch changes. True too where the model draws with a function the stand-ins do
     not replace (``torch.normal``, the dropout inside ``scaled_dot_product_attention``): two runs
     on the same batch differ, so rows cannot be compared, and such a model is taken as its rows
     are apart, as before this check.
@@ -761,7 +761,21 @@ def rows_apart(model: nn.Module, parts: list[torch.Tensor]) -> bool | None:
         return True
     starts = itertools.accumulate((len(part) for part in parts), initial=0)
     return all(_rows_agree(whole, out, torch.arange(start, start + len(part), device=joined.device))
-               for part, out, start in zip(parts, alone, starts))
+               and _values_agree(whole, out) for part, out, start in zip(parts, alone, starts))
+
+
+def _values_agree(whole: list, part: list) -> bool:
+    """Whether the outputs' leaves that are no tensors (a count, a name) are the same for a part
+    as for the whole batch: a split keeps the first pass's (``x.shape[0]`` came out a pass's size)."""
+    for a, b in zip(whole, part):
+        if not isinstance(a, torch.Tensor):
+            try:
+                if not bool(a == b):
+                    return False
+            except Exception:  # (an array's == has no one truth value; unlike, to be safe)
+                if a is not b:
+                    return False
+    return True
 
 
 def draws_unseen(model: nn.Module, x: torch.Tensor, args: tuple) -> bool:

@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -1521,6 +1521,12 @@ def sample_aware_loss(
     Returns ``(loss, averaged_output)``; the output is useful for training accuracy.
     """
     one_of("rule", rule, LOSS_RULES)  # (before the sampler is changed and the samples drawn)
+    if not callable(criterion):
+        raise UsageError(f"criterion must be a function of (output, target) returning the loss, such as "
+                         f"nn.functional.cross_entropy; got {shown(criterion)}")
+    if forward_kwargs is not None and not isinstance(forward_kwargs, Mapping):
+        raise UsageError(f"forward_kwargs must be a dict of keyword arguments for the model's forward, "
+                         f"got {shown(forward_kwargs)}")
     if isinstance(x, torch.Tensor) and x.dim() and not len(x):  # (the mean loss of no input was NaN, silently)
         raise UsageError(f"sample_aware_loss needs a batch of at least one input, got x of shape {tuple(x.shape)}")
     sampled = model if isinstance(model, SampledModel) else SampledModel(model)
