@@ -202,22 +202,30 @@ def test_a_damaged_evaluation_or_a_deleted_summary_names_the_one_step_to_run_aga
     assert any("records hardware/cosim/layer as done" in row for row in rows)  # (held on the core's record alone)
 
 
-def test_a_deleted_converted_run_unmeasures_its_own_claims_not_the_study(tiny_run, tmp_path):
-    """The figure's caption read the converted run's config.json, so deleting that run made the whole
-    noise study "could not be read ... Restore the damaged file", its other claims lost with it."""
+@pytest.mark.parametrize("deleted", ["", "config.json", "calibration.json"])
+def test_a_deleted_converted_run_unmeasures_its_own_claims_not_the_study(tiny_run, tmp_path, deleted):
+    """The figure's caption read the converted run's config.json and calibration.json, so deleting
+    that run, or either file, made the whole noise study "could not be read ... Restore the damaged
+    file", its other claims lost with it. The claims read the run's evaluation only."""
     import shutil
 
     ctx, _ = tiny_run
     out = tmp_path / "copy"
     shutil.copytree(ctx.out, out)
-    shutil.rmtree(out / "tiny" / "noise" / "fashion-mnist" / "runs" / "tanh-pbit-cal-bn")
+    run = out / "tiny" / "noise" / "fashion-mnist" / "runs" / "tanh-pbit-cal-bn"
+    (run / deleted).unlink() if deleted else shutil.rmtree(run)
     reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
     section = (out / "REPORT.md").read_text().split("\n## Sampling without retraining")[1].split("\n## ")[0]
     assert "could not be read" not in section and "Not built" not in section
     rows = [line for line in (out / "REPORT.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
     noise = [row for row in rows if "fashion-mnist" in row and ("conver" in row or "aggregation" in row)]
-    assert any("a result is missing, though plan-state.json records noise/fashion-mnist/" in row for row in noise)
-    assert any("not measured" not in row for row in noise)  # the aggregation claim, from runs left alone
+    missing = "a result is missing, though plan-state.json records noise/fashion-mnist/"
+    if deleted:  # its evaluation is there: measured, and only the words of how it was made are gone
+        assert not any("not measured" in row for row in noise)
+        assert f"**fashion-mnist** — conversion: not described ({missing}convert as done" in section
+    else:
+        assert any(missing in row for row in noise)
+        assert any("not measured" not in row for row in noise)  # the aggregation claim, from runs left alone
     assert "tiny/noise/fashion-mnist/accuracy-vs-T.png" in section  # the figure, still there, still shown
 
 
@@ -237,6 +245,9 @@ def test_another_scale_s_report_is_not_replaced(tiny_run, tmp_path):
     assert path == out / "REPORT-tiny.md" and (out / "REPORT-tiny.html").is_file()
     assert path.read_text() == (ctx.out / "REPORT.md").read_text().replace(str(ctx.out), str(out))
     assert (out / "REPORT.md").read_text() == "the small report\n" and (out / "REPORT.html").read_text() == "its page\n"
+    for scale, report in (("tiny", "REPORT-tiny.md"), ("small", "REPORT.md")):  # what --dry-run says it will write
+        assert reproduce.describe_plan(Context(out, scale, roots=ctx.roots)).endswith(
+            f"; the report goes to {out / report}.")
 
 
 def test_a_trade_off_s_runs_are_found_whatever_separator_or_depth_their_paths_have(tiny_run):

@@ -12,13 +12,13 @@ def add_parser(sub) -> None:
                        description="Runs every study pdnn has as one resumable plan (a finished step is never "
                                    "repeated; an interrupted one continues) and writes OUT/REPORT.md and a "
                                    "self-contained OUT/REPORT.html: one row per claim of the paper with its "
-                                   "verdict, then one section per study. The work goes under OUT/SCALE/.")
+                                   "verdict, then one section per study (OUT/REPORT-SCALE.md and .html where OUT "
+                                   "holds the plan of a larger scale). The work goes under OUT/SCALE/.")
     p.add_argument("--scale", choices=SCALES, default="small",
                    help="tiny: minutes, a check of the plan; small: reduced schedules, within 2 h on 2 CPU "
                         "cores; full: the paper's schedules, for a GPU (default: small)")
     p.add_argument("--out", type=named_path, required=True, metavar="DIR",
-                   help="where REPORT.md, REPORT.html and SCALE/ go (REPORT-SCALE.md where DIR holds a larger "
-                        "scale's plan); rerun to resume")
+                   help="where REPORT.md, REPORT.html and SCALE/ go; rerun to resume")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; run nothing")
     p.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                    help="a root holding datasets in their conventional folders (repeatable; searched before "

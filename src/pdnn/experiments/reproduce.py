@@ -30,7 +30,7 @@ from ..io import write_json, writer_lock
 from ..progress import progress_bar
 from ..provenance import CODE, code_record
 from .plan import STATE, Context, Step, read_plan_state
-from .report import write_report
+from .report import report_name, write_report
 from .studies import STUDIES
 
 
@@ -90,7 +90,8 @@ def describe_plan(ctx: Context) -> str:
         lines.append(f"  {step.key:<52} {status:>14}" + (f"  skipped: {missing[step.key]}" if step.key in missing else ""))
     todo = [step for _, step in steps if step.key not in done and step.key not in missing]
     skipped = f", {len(missing)} skipped (what they need is missing)" if missing else ""
-    lines += ["", f"{len(steps)} steps, {len(todo)} to run{skipped}: {outlook(ctx, todo)}."]
+    lines += ["", f"{len(steps)} steps, {len(todo)} to run{skipped}: {outlook(ctx, todo)}; the report goes to "
+              f"{ctx.out / report_name(ctx)}.md."]
     return "\n".join(lines)
 
 

@@ -139,6 +139,14 @@ def _curves(ctx: Context, spec: StudySpec) -> dict:
     return {**curves, **{k: read_json(run / "eval-network.json") for k, run in readable.items()}}
 
 
+def _conversion_unread(ctx: Context, spec: StudySpec) -> str | None:
+    """Why the converted run's records of how it was made cannot be read, or None: the claims read
+    only its evaluation, so a run whose config.json or calibration.json is gone loses the words
+    that describe it, not its claims."""
+    run, step = converted_dir(ctx, spec), f"{NAME}/{spec.dataset}/convert"
+    return ctx.why_unreadable(run / CONFIG, step) or ctx.why_unreadable(run / "calibration.json", step)
+
+
 def _conversion_text(ctx: Context, spec: StudySpec) -> str:
     run = converted_dir(ctx, spec)
     beta = read_json(run / CONFIG)["convert"]["beta"]
@@ -288,15 +296,17 @@ def section(ctx: Context) -> Section:
         curves = _curves(ctx, spec)
         section.claims += sampling_claims(ctx, spec, curves)
         section.claims.append(aggregation_claim(ctx, spec, curves))
+        conversion = None  # (the converted run deleted since, or its records: its claims, or these words, say so)
         if "converted" in curves:
-            section.text += f"\n\n**{spec.dataset}** — conversion: {_conversion_text(ctx, spec)}.\n\n"
+            unread = _conversion_unread(ctx, spec)
+            conversion = _conversion_text(ctx, spec) if unread is None else None
+            section.text += f"\n\n**{spec.dataset}** — conversion: {conversion or f'not described ({unread})'}.\n\n"
         else:
             section.text += f"\n\n**{spec.dataset}**\n\n"
         section.text += "\n".join(_table(spec, curves))
         step = f"{NAME}/{spec.dataset}/figure"
         if figure_path(ctx, spec).is_file() or step in ctx.done:  # (a figure deleted since is named, not dropped)
-            # (the converted run deleted since: its claims say so, and the caption cannot say how it was made)
-            how = f" ({_conversion_text(ctx, spec)})" if "converted" in curves else ""
+            how = f" ({conversion})" if conversion else ""
             section.figures.append(Figure(figure_path(ctx, spec), (
                 f"{spec.dataset}: accuracy against T of the deterministic tanh network, its p-bit conversion "
                 f"without retraining{how}, and the trained p-DNN {pdnn_name(spec)} with "
