@@ -367,6 +367,14 @@ def test_checkpoints_from_the_command_line():
     with pytest.raises(ValueError, match="checkpoints must be increasing integers >= 1, got 5"):
         StoppingRule(checkpoints=5)
     assert StoppingRule(checkpoints=[2, 4]).checkpoints == (2, 4)
+    with pytest.raises(ValueError, match=r"checkpoints must be increasing integers >= 1, got \{1, 2\}"):
+        StoppingRule(checkpoints={1, 2})  # (a set's order is its hashes': {40, 33} iterates as 40, 33)
+    # the error level as every other option takes a number: a tensor or numpy scalar of one too
+    assert StoppingRule(error=torch.tensor(0.05)).error == pytest.approx(0.05) and StoppingRule(
+        error=np.float32(0.05)).error == pytest.approx(0.05)
+    for bad in (True, "0.05", torch.tensor([0.1, 0.2]), math.nan):
+        with pytest.raises(ValueError, match="error level must be 0 .* or a number in"):
+            StoppingRule(error=bad)
 
 
 def test_never_stopping_equals_fixed_t_on_the_same_draws():

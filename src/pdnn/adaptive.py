@@ -144,11 +144,12 @@ class StoppingRule:
         object.__setattr__(self, "max_samples", positive_int("max_samples", self.max_samples))
         if self.rule not in RULES:
             raise UsageError(f"unknown stopping rule {shown(self.rule)}; expected one of {', '.join(RULES)}")
-        if not _is_real(self.error) or not (self.error == 0 or LEAST_ERROR <= self.error < 1):
+        error = as_real(self.error)  # (a tensor of one number too, as max_samples takes one)
+        if error is None or not (error == 0 or LEAST_ERROR <= error < 1):
             raise UsageError(f"error level must be 0 (every input runs to max_samples) or a number in "
                              f"[{LEAST_ERROR:g}, 1) (the tail probabilities it is compared with are exact to about "
                              f"1e-16, not relative to their size), got {shown(self.error)}")
-        object.__setattr__(self, "error", float(self.error))
+        object.__setattr__(self, "error", error)
         prior_samples = integer(self.prior_samples)
         if prior_samples is None or not 0 <= prior_samples <= MAX_PRIOR_SAMPLES:
             raise UsageError(f"prior_samples must be an integer from 0 to {MAX_PRIOR_SAMPLES} (each look costs "
@@ -168,8 +169,8 @@ class StoppingRule:
             raise UsageError(f"prior_pool must be (a sum of spreads >= 0, the number of inputs that showed them, "
                              f"0 to {PRIOR_INPUTS - 1}; 0 for a sum of 0), got {shown(self.prior_pool)}")
         object.__setattr__(self, "prior_pool", (spread, integer(pool[1])))
-        try:
-            points = tuple(map(integer, self.checkpoints))
+        try:  # (a set's order is its hashes', not the one meant: refused with the rest)
+            points = () if isinstance(self.checkpoints, (set, frozenset)) else tuple(map(integer, self.checkpoints))
         except TypeError:
             points = ()
         if not _increasing_looks(points):
