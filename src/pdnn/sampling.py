@@ -460,6 +460,14 @@ def _callers_level() -> int:
     return level
 
 
+def _joined(parts: list, dim: int):
+    """The outputs of a split's passes as one: their tensors joined along the batch's ``dim``, and
+    each value that is no tensor the first pass's (the split's row check saw that they agree)."""
+    spec = tree_flatten(parts[0])[1]
+    columns = zip(*(tree_flatten(part)[0] for part in parts))
+    return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+
+
 def reduce_samples(out, reduce: str):
     """Reduce per-sample outputs ``[T, B, ...]`` (every tensor of a tuple, list or dict alike).
 
@@ -761,11 +769,7 @@ class SampledModel(nn.Module):
                              '(samples="auto"): pass samples=k')
         samples = check_samples(self.samples if samples is None else samples)
         parts = self._split_batch(x, args, kwargs, samples)
-        if parts is None:
-            return self._pass(x, args, kwargs, samples)
-        spec = tree_flatten(parts[0])[1]
-        columns = zip(*(tree_flatten(part)[0] for part in parts))
-        return tree_unflatten([torch.cat(c, 1) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+        return self._pass(x, args, kwargs, samples) if parts is None else _joined(parts, 1)
 
     def _pass(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int):
         """The per-sample outputs of one folded pass over the whole of ``x`` (see :meth:`sample`)."""
@@ -981,11 +985,8 @@ class SampledModel(nn.Module):
         parts = self._split_batch(x, args, kwargs, self.samples)
         if parts is None:
             return reduce_samples(self._pass(x, args, kwargs, self.samples), self.reduce)
-        parts = [reduce_samples(out, self.reduce) for out in parts]  # (each pass's reduced: the samples of
-        dim = 1 if self.reduce == "none" else 0                        # the whole batch are never all held)
-        spec = tree_flatten(parts[0])[1]
-        columns = zip(*(tree_flatten(part)[0] for part in parts))
-        return tree_unflatten([torch.cat(c, dim) if isinstance(c[0], torch.Tensor) else c[0] for c in columns], spec)
+        # each pass's samples reduced as it comes: the whole batch's are never all held
+        return _joined([reduce_samples(out, self.reduce) for out in parts], 1 if self.reduce == "none" else 0)
 
     def _not_per_input(self, x: torch.Tensor, args: tuple) -> frozenset[int]:
         """The ids of the tensor arguments as long as the batch that are not per input, so that
@@ -1507,8 +1508,8 @@ def sample_aware_loss(
     ``rule="mean-output"`` (the paper's): ``criterion(mean_s(f_s(x)), y)`` -- the network is
     trained to be right *after* averaging, as it is used at test time. ``rule="mean-loss"``:
     ``mean_s criterion(f_s(x), y)``, for comparison (the mean over the samples only, so a
-    criterion with ``reduction="none"`` gives a loss per example under either rule). Gradients flow through the bits by the
-    p-bits' straight-through estimator.
+    criterion with ``reduction="none"`` gives a loss per example under either rule). Gradients
+    flow through the bits by the p-bits' straight-through estimator.
 
     ``model`` may be a plain network or a :class:`SampledModel` (pass one in a training loop so
     the traced graph is reused). ``samples`` left out is the SampledModel's own T (1 for a plain
