@@ -741,10 +741,10 @@ def rows_apart(model: nn.Module, parts: list[torch.Tensor]) -> bool | None:
     False where an input's output depends on the other inputs (a statistic of the batch,
     ``h - h.mean(0)``), or is not a row of its own (an output with another number of rows than
     the batch, or none: it had been taken for unseen draws, and the batch split; or a value that
-    is no tensor and differs, ``x.shape[0]``), which splitting a batch changes. True too where the model draws with a function the stand-ins do
-    not replace (``torch.normal``, the dropout inside ``scaled_dot_product_attention``): two runs
-    on the same batch differ, so rows cannot be compared, and such a model is taken as its rows
-    are apart, as before this check.
+    is no tensor and differs, ``x.shape[0]``), which splitting a batch changes. True too where
+    the model draws with a function the stand-ins do not replace (``torch.normal``, the dropout
+    inside ``scaled_dot_product_attention``): two runs on the same batch differ, so rows cannot
+    be compared, and such a model is taken as its rows are apart, as before this check.
     None where it cannot be told yet: the model fails (its call raises it again), or an output
     holds a NaN."""
     joined = torch.cat(parts)

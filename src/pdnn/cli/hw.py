@@ -107,8 +107,8 @@ EXPORT_OPTIONS = {"weight bits": "--weight-bits", "random bits": "--random-bits"
 def _remedy(args) -> str:
     """What may win the accuracy back: the widths that can still grow, else more test images (the
     loss is one sampled draw on each side)."""
-    wider = [option for option, bits in (("--weight-bits", args.weight_bits), ("--random-bits", args.random_bits))
-             if bits < export.RANGES[option[2:].replace("-", " ")][1]]
+    widths = (("--weight-bits", args.weight_bits, "weight bits"), ("--random-bits", args.random_bits, "random bits"))
+    wider = [option for option, bits, name in widths if bits < export.RANGES[name][1]]
     if wider:
         return f"try wider {'/'.join(wider)}"
     return "both widths are at their largest; a larger --check tells a loss from chance"

@@ -116,9 +116,9 @@ def outlook(ctx: Context, steps: list[Step]) -> str:
 
 def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
     """Run every step not yet done, then write ``OUT/REPORT.md`` and ``OUT/REPORT.html``
-    (:func:`pdnn.experiments.report.report_name`). Returns the path of the ``.md``. A second command on the same ``OUT/<scale>`` is refused
-    while one runs (:func:`pdnn.io.writer_lock`): each would rewrite the plan's state without the
-    other's steps."""
+    (:func:`pdnn.experiments.report.report_name`). Returns the path of the ``.md``. A second
+    command on the same ``OUT/<scale>`` is refused while one runs (:func:`pdnn.io.writer_lock`):
+    each would rewrite the plan's state without the other's steps."""
     with writer_lock(ctx.work, "reproduce into"):
         return _run_plan(ctx, progress, log)
 

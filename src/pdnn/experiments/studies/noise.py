@@ -296,7 +296,7 @@ def section(ctx: Context) -> Section:
         curves = _curves(ctx, spec)
         section.claims += sampling_claims(ctx, spec, curves)
         section.claims.append(aggregation_claim(ctx, spec, curves))
-        conversion = None  # (the converted run deleted since, or its records: its claims, or these words, say so)
+        conversion = None  # (how it was made, where its run and records are there to say it)
         if "converted" in curves:
             unread = _conversion_unread(ctx, spec)
             conversion = _conversion_text(ctx, spec) if unread is None else None
