@@ -1,5 +1,7 @@
 """pdnn.convert: noise injection into trained deterministic models, and `pdnn convert`."""
+import copy
 import hashlib
+import io
 import json
 import math
 import os
@@ -10,6 +12,7 @@ import socket
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -241,9 +244,121 @@ def test_untraceable_models():
 
     with pytest.raises(ConversionError, match="could not trace"):
         to_sampled(Untraceable(None), "pbit")
-    with pytest.warns(UserWarning, match="only activation modules were converted"):
+    with pytest.warns(UserWarning, match="cannot be found and stay deterministic"):
         converted = to_sampled(Untraceable(nn.Sigmoid()), "pbit")
     assert isinstance(converted.act, PBit) and converted.act.mode == "unipolar"
+
+
+def test_a_converted_decoder_layer_keeps_its_draws_through_copies():
+    """torch's TransformerDecoderLayer puts F.relu over an activation module when copied
+    (deepcopy, pickling, torch.save): a copy of the converted layer computed ReLU, no draw left."""
+    torch.manual_seed(0)
+    for act, method, options in ((nn.Tanh(), "pbit", {}), (nn.ReLU(), "gaussian", {"scale": 0.5})):
+        layer = nn.TransformerDecoderLayer(16, 2, 32, dropout=0.0, activation=act, batch_first=True).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (it cannot be traced: modules only)
+            converted = to_sampled(layer, method, **options)
+        saved = io.BytesIO()
+        torch.save(converted, saved)
+        saved.seek(0)
+        target, memory = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+        for copied in (copy.deepcopy(converted), pickle.loads(pickle.dumps(converted)),
+                       torch.load(saved, weights_only=False)):
+            with torch.no_grad():
+                torch.manual_seed(1)
+                expected = converted(target, memory)
+                torch.manual_seed(1)
+                assert torch.equal(copied(target, memory), expected)
+                assert not torch.equal(copied(target, memory), expected)  # drawn anew
+        converted.activation = nn.GELU()  # another activation assigned: it is the one called
+        assert isinstance(converted.activation, nn.GELU) and "activation" not in vars(converted)
+
+
+def test_a_torch_layers_own_activation_module_is_hidden_without_a_trace_as_a_function_is():
+    """``TransformerEncoderLayer(activation=nn.Tanh())`` registers it after its last linear layer:
+    by the order alone it was an output activation, refused under layers='hidden' (and left
+    deterministic in the last layer of a stack), where ``activation=torch.tanh`` was hidden."""
+    def layer(act):
+        return nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, activation=act, batch_first=True).eval()
+
+    assert [s["hidden"] for s in find_activations(layer(nn.Tanh()))] == [True]
+    assert [s["hidden"] for s in find_activations(layer(torch.tanh))] == [True]
+    stack = nn.TransformerEncoder(layer(nn.Tanh()), 2, enable_nested_tensor=False).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = to_sampled(stack, "pbit")
+    assert all(isinstance(block.activation, PBit) for block in converted.layers)
+    said = " ".join(str(w.message) for w in caught)  # (functions cannot be found; no module guessed as output)
+    assert "cannot be found and stay deterministic" in said and "registered after the last weight layer" not in said
+
+
+@pytest.mark.parametrize("method", ["gaussian", "logistic"])
+def test_a_model_converted_with_noise_is_not_given_a_second_noise(method):
+    """An activation that takes a conversion's noise as it is was not seen as already stochastic:
+    converting again drew a second noise before it, sigma becoming sqrt(2) sigma, unsaid."""
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)))
+
+    modules = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    for model in (modules.eval(), Functional().eval()):
+        once = to_sampled(model, method, scale=0.5)
+        kinds = {s["op"]: s["kind"] for s in find_activations(once)}
+        assert set(kinds.values()) == {"stochastic"}, kinds
+        for again in ({"layers": "hidden"}, {"layers": "all"}):
+            with pytest.raises(ConversionError, match="every activation is already stochastic"):
+                to_sampled(once, method, scale=0.5, **again)
+        name = next(s["name"] for s in find_activations(once) if "Noise" not in s["op"])
+        with pytest.raises(ConversionError, match="already stochastic"):
+            to_sampled(once, "pbit", layers=[name])
+
+
+def test_the_graph_of_rewritten_functions_keeps_the_models_hooks_and_names_those_it_inlines():
+    """Rewriting functional activations makes a torch.fx graph, which dropped the model's own hooks
+    (a pre-hook that changes the input, a hook that changes the output: a scale-0 copy no longer
+    equalled its source) and inlined the modules it traced into, whose hooks no longer ran, unsaid."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.tanh(self.linear(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.block, self.b = nn.Linear(4, 8), Block(), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(self.block(torch.tanh(self.a(x))))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    net.register_forward_pre_hook(lambda module, args: (2 * args[0],))
+    net.register_forward_hook(lambda module, args, out: out + 100)
+    net.b.register_forward_hook(lambda module, args, out: -out)  # (a module the graph calls: kept, as before)
+    net.block.register_forward_hook(lambda module, args, out: out)
+    with pytest.warns(UserWarning, match=r"hooks on block do not run in the converted Net: .*torch.fx graph") as said:
+        converted = to_sampled(net, "gaussian", scale=0.0)
+    assert said[0].filename == __file__  # (the user's line)
+    x = torch.randn(3, 4)
+    assert torch.equal(converted(x), net(x))
+
+
+def test_bn_stats_given_as_a_batch_norms_own_tensors_are_taken():
+    """``_check_bn_stats`` reads tensors, but the spec kept them as given, and a BatchNorm's own
+    buffers failed in json.dumps: 'Object of type Tensor is not JSON serializable'."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).eval()
+    stats = {"1": {"running_mean": torch.arange(4.0), "running_var": np.full(4, 2.0)}}
+    converted = to_sampled(net, "gaussian", scale=0.1, bn_stats=stats)
+    assert torch.equal(converted[1].running_mean, torch.arange(4.0)) and (converted[1].running_var == 2).all()
+    assert conversion_spec("gaussian", scale=0.1, bn_stats=stats)["bn_stats"] == {
+        "1": {"running_mean": [0.0, 1.0, 2.0, 3.0], "running_var": [2.0] * 4}}
 
 
 def test_layer_selection_hidden_all_names_and_per_layer_scales():

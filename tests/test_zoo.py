@@ -864,7 +864,7 @@ def test_to_sampled_finds_hidden_activations_of_a_model_traceable_at_its_default
     """``if mask is not None`` defeats a plain trace; traced with the default ``mask=None`` the
     shared activation module, registered after every layer, is seen to be hidden."""
     twin = _deterministic_twin(WithKeywords())
-    with pytest.warns(UserWarning, match="only activation modules were converted"):
+    with pytest.warns(UserWarning, match="cannot be found and stay deterministic"):
         converted = to_sampled(twin, "pbit")
     assert isinstance(converted.act, PBit)
 

@@ -161,9 +161,9 @@ def conversion_spec(method: str = "pbit", scale=None, beta=None, layers="hidden"
             raise UsageError(f"layers lists {', '.join(map(repr, twice))} more than once: {list(layers)!r}")
         layers = list(layers)
     spec["layers"] = layers
-    if bn_stats:
-        _check_bn_stats(bn_stats)
-        spec["bn_stats"] = bn_stats
+    if bn_stats:  # as lists of numbers, however given (a BatchNorm's own buffers failed as JSON)
+        spec["bn_stats"] = {name: {key: value.tolist() for key, value in stats.items()}
+                            for name, stats in _check_bn_stats(bn_stats).items()}
     json.dumps(spec, allow_nan=False)  # must survive config.json
     return spec
 
@@ -244,6 +244,7 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
             parent, _, attr = path.rpartition(".")
             setattr(converted.get_submodule(parent) if parent else converted, attr, new)
     _decide_fused_paths_again(converted)
+    _keep_activation_modules_through_copies(converted)
     if unhooked:
         warnings.warn(f"hooks on {', '.join(unhooked)} stay behind: the {method} module that replaces each in the "
                       "converted copy has none; register them on the copy", stacklevel=3)
@@ -252,11 +253,12 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
         converted = _rewrite_functions(converted, found.graph, functional, method, values, type(model).__name__,
                                        check if check is not None and check.refuses() else None)
     elif found.trace_error is not None:
+        guessed = spec["layers"] == "hidden" and any(s.module is not None and not s.hidden for s in found.sites)
         warnings.warn(
-            f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); only activation modules "
-            "were converted -- activations called as functions inside forward (torch.tanh, F.sigmoid, ...) stay "
-            "deterministic, and layers='hidden' took the activation modules registered after the last weight layer "
-            "as output ones",
+            f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); activations called as "
+            "functions inside its forward (torch.tanh, F.sigmoid, ...) cannot be found and stay deterministic"
+            + (", and layers='hidden' took the activation modules registered after the last weight layer as output "
+               "ones" if guessed else ""),
             stacklevel=3,
         )
     if spec.get("bn_stats"):
@@ -306,6 +308,19 @@ def _decide_fused_paths_again(model: nn.Module) -> None:
             m.use_nested_tensor = False
 
 
+def _keep_activation_modules_through_copies(model: nn.Module) -> None:
+    """``nn.TransformerDecoderLayer.__setstate__`` (deepcopy, pickling, ``torch.save``) puts
+    ``activation = F.relu`` in the instance's dict where the state has no ``activation`` entry,
+    as it has none when the activation is a module (it is under ``_modules``): the copy of a
+    converted layer computed ReLU, its p-bits or noise hidden. The module is put in the instance's
+    dict too, the same object, so the state has the entry and the copy the module; assigning
+    another activation later drops it, as ``nn.Module.__setattr__`` drops a dict entry of a
+    submodule's name."""
+    for m in model.modules():
+        if isinstance(m, nn.TransformerDecoderLayer) and "activation" in m._modules:
+            m.__dict__["activation"] = m._modules["activation"]
+
+
 def _check_convertible(name: str, method: str, layers, found: _Discovery, selected: list[_Site]) -> None:
     """Raise a :class:`ConversionError` naming every operation that stops the conversion."""
     if not selected:
@@ -353,6 +368,7 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     does not follow (:func:`branches_on_none`)."""
     gm = fx.GraphModule(model, graph, class_name=class_name)
     _keep_everything(gm, model)
+    _keep_hooks(gm, model, class_name)
     inputs = {node.target: node for node in gm.graph.nodes if node.op == "placeholder"}
     if check is not None:
         with gm.graph.inserting_after(list(inputs.values())[-1]):
@@ -471,6 +487,25 @@ def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:
     for name, _ in gm.named_buffers(recurse=False):
         if name not in buffers:  # a plain tensor attribute forward reads, which fx made a buffer: not state
             gm._non_persistent_buffers_set.add(name)
+
+
+_HOOK_DICTS = tuple(name for name in vars(nn.Module()) if "hook" in name)  # forward, backward, state dict
+
+
+def _keep_hooks(gm: fx.GraphModule, model: nn.Module, class_name: str) -> None:
+    """Give ``gm`` the hooks of ``model`` (a copy made for it) itself, as a copy of the model keeps
+    them (they changed its inputs or outputs, and were dropped without a word); warn of the hooks
+    on modules the trace went into, which the graph inlines: they no longer run."""
+    for name in _HOOK_DICTS:
+        value = getattr(model, name)
+        setattr(gm, name, value.copy() if hasattr(value, "copy") else value)
+    called = {node.target for node in gm.graph.nodes if node.op == "call_module"}
+    inlined = [name for name, m in model.named_modules() if name and name not in called and own_hooks(m)]
+    if inlined:
+        warnings.warn(f"hooks on {', '.join(inlined)} do not run in the converted {class_name}: its functional "
+                      "activations are rewritten in a torch.fx graph, which holds what those modules compute, not "
+                      "calls to them; register the hooks on modules the graph calls, or make the activations "
+                      "modules (nn.Tanh, ...), which are swapped with no graph", stacklevel=5)
 
 
 def _check_bn_stats(bn_stats) -> dict[str, dict[str, torch.Tensor]]:

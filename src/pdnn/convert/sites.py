@@ -495,6 +495,8 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
                 transforms.add(node.target)
                 continue
             site = module_site(node.target, m, node not in output_side)
+            if _after_a_draw(node, modules):
+                site.kind = "stochastic"
             source = _input_node(node)
             if getattr(m, "inplace", False) and isinstance(source, fx.Node) and _read_elsewhere(source, node, modules):
                 site.problem = IN_PLACE_SHARED  # its replacement is not in place: the other user would change
@@ -503,10 +505,33 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
                        getattr(node.target, "__name__", str(node.target)))
             site = _function_site(node, taken, node not in output_side, modules) if node in fed else None
             if site is not None:
+                if _after_a_draw(node, modules):
+                    site.kind = "stochastic"
                 sites[site.name] = site
     for name in transforms & sites.keys():
         sites[name].problem = TRANSFORMS_CONSTANTS
     return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)), frozenset(transforms - sites.keys()))
+
+
+def _after_a_draw(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether the activation ``node`` takes the output of a stochastic module as it is (the noise
+    a conversion draws before it): it is already stochastic, and converting it again would draw a
+    second noise (σ√2, said nowhere)."""
+    source = _input_node(node)
+    return (isinstance(source, fx.Node) and source.op == "call_module"
+            and _module_kind(modules[source.target]) == "stochastic")
+
+
+def _drawn_before(model: nn.Module, name: str) -> bool:
+    """:func:`_after_a_draw` without a trace: the module before it in its ``nn.Sequential`` is
+    stochastic (as a conversion leaves ``Sequential(GaussianNoise, Tanh)``)."""
+    parent, _, own = name.rpartition(".")
+    holder = model.get_submodule(parent)
+    if not isinstance(holder, nn.Sequential):
+        return False
+    names = list(holder._modules)
+    at = names.index(own)
+    return at > 0 and _module_kind(holder._modules[names[at - 1]]) == "stochastic"
 
 
 def _fed_by_input(graph: fx.Graph) -> set[fx.Node]:
@@ -522,17 +547,30 @@ def _fed_by_input(graph: fx.Graph) -> set[fx.Node]:
 
 def _discover_modules(model: nn.Module) -> list[_Site]:
     """Without a trace: activation modules in registration order; those registered after the last
-    module with weights count as output activations. Functions torch layers hold are hidden
-    where the layer has weights of its own to apply after them."""
+    module with weights count as output activations. Functions and modules a torch layer holds
+    as its activation are hidden where the layer has weights of its own to apply after them
+    (``nn.TransformerEncoderLayer(activation=nn.Tanh())`` registers it after its last linear
+    layer, so by the order alone it was an output one)."""
     named = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     last_weighted = max((i for i, (_, m) in enumerate(named) if _has_weights(m) and _module_kind(m) is None),
                         default=-1)
-    sites = [_module_site(n, m, i < last_weighted) for i, (n, m) in enumerate(named) if _module_kind(m) is not None]
+    sites = [_module_site(n, m, i < last_weighted or _held_by_a_weighted_layer(model, n))
+             for i, (n, m) in enumerate(named) if _module_kind(m) is not None]
     for site in sites:
+        if _drawn_before(model, site.name):
+            site.kind = "stochastic"
         if getattr(site.module, "inplace", False):
             site.problem = ("in place (inplace=True), and without a trace it cannot be told whether its input is "
                             "used elsewhere; build it with inplace=False")
     return sites + [site for n, m in model.named_modules() for site in _held_function_sites(n, m, _has_weights(m))]
+
+
+def _held_by_a_weighted_layer(model: nn.Module, name: str) -> bool:
+    """Whether the module at ``name`` is an activation a torch layer with weights holds (not one a
+    container lists): as for a function it holds, the layer applies its weights after it."""
+    holder = model.get_submodule(name.rpartition(".")[0])
+    return (type(holder).__module__.startswith("torch.nn") and _has_weights(holder)
+            and not isinstance(holder, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
 
 
 def find_activations(model: nn.Module) -> list[dict]:
