@@ -104,9 +104,11 @@ def test_counts_beyond_torch_and_beyond_memory_are_one_line_errors(trained_run, 
                        (["train", *TINY[:-3], "-s", big, "--out", str(tmp_path / "s")], "more than 2**63 - 1"),
                        (["train", *TINY[:-3], "--width", big, "--out", str(tmp_path / "w")], "more than 2**63 - 1"),
                        (["energy", "--model", "mlp", "--dataset", "demo", "--samples", f"1,{big}"],
-                        "samples (T) must be at most 2**53 to be priced"),
+                        "--samples must be at most 2**53 to be priced"),
                        (["train", *TINY[:-3], "--width", str(10**12), "--out", str(tmp_path / "w")],
-                        "out of memory (tried to allocate 3136000000000000 bytes)")):
+                        "out of memory (tried to allocate 3136000000000000 bytes)"),
+                       (["eval", str(trained_run), "--aggregate", "layer", "--samples", str(2**63 - 1), "--repeats",
+                         "1"], "out of memory (numel: integer multiplication overflow")):  # (more elements than int64)
         assert main([*argv, *(["--quiet"] if argv[0] != "energy" else [])]) == 2, argv
         assert said in one_line_error(capsys, argv[0])
     assert not list(tmp_path.iterdir()) and not list(trained_run.glob("eval-*.json"))
@@ -667,6 +669,22 @@ def test_version_is_printed(capsys):
     assert info.value.code == 0 and capsys.readouterr().out == f"pdnn {pdnn.__version__}\n"
 
 
+def test_every_command_names_its_samples_option_in_its_errors(trained_run, capsys):
+    """``--repeats``, ``--seed`` and ``--checkpoints`` named themselves; ``--samples`` was called
+    ``samples`` (the library's argument), in eval, energy, fid, study and convert alike."""
+    for command, argv in (("eval", ["eval", str(trained_run), "--quiet"]),
+                          ("energy", ["energy", "--model", "mlp", "--dataset", "demo"]),
+                          ("fid", ["fid", str(trained_run), "--classifier", str(trained_run)]),
+                          ("study", ["study", "--dataset", "demo", "--out", "unwritten"]),
+                          ("convert", ["convert", str(trained_run), "--method", "pbit", "--out", "unwritten",
+                                       "--calibrate"])):
+        for samples, said in (("0", "--samples must be an integer >= 1, got 0"),
+                              ("1,,2", "--samples must be integers >= 1 separated by commas, got '1,,2'"),
+                              ("1,1", "--samples lists 1 more than once")):
+            assert main([*argv, "--samples", samples]) == 2, (argv, samples)
+            assert said in one_line_error(capsys, command), (argv, samples)
+
+
 def test_a_value_or_run_given_twice_is_refused(trained_run, tmp_path, capsys):
     """Each was merged silently (or, for plot, drawn as identical curves of one label)."""
     run, copy = str(trained_run), tmp_path / "runs" / "run"
@@ -674,7 +692,7 @@ def test_a_value_or_run_given_twice_is_refused(trained_run, tmp_path, capsys):
     assert main(["eval", str(copy), "--samples", "1,2", "--repeats", "1", "--quiet"]) == 0
     figures = tmp_path / "figures"
     for command, argv, said in (
-            ("eval", ["eval", run, "--samples", "1,2,1", "--quiet"], "samples lists 1 more than once, got '1,2,1'"),
+            ("eval", ["eval", run, "--samples", "1,2,1", "--quiet"], "--samples lists 1 more than once, got '1,2,1'"),
             ("energy", ["energy", "--model", "mlp", "--dataset", "demo", "--neuron", "pbit,tanh,pbit"],
              "--neuron lists pbit more than once"),
             ("energy", ["energy", "--model", "mlp", "--dataset", "demo", "--weight-bits", "4,4"],

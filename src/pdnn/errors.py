@@ -24,6 +24,10 @@ class ToolError(RuntimeError):
 def out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` says memory ran out: Python's ``MemoryError``, torch's GPU
     ``OutOfMemoryError``, or its CPU allocator's ``RuntimeError`` (a width or count of 10**12 asks
-    for terabytes: a limit of the machine, not a mistake of the program)."""
+    for terabytes: a limit of the machine, not a mistake of the program), or a tensor's number of
+    elements beyond 2**63 - 1 (T = 2**62 samples of an image)."""
     return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(err, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(err))
+        isinstance(err, RuntimeError) and any(said in str(err) for said in _NO_MEMORY))
+
+
+_NO_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "integer multiplication overflow")

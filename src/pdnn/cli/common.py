@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import UsageError
+from ..evaluate import parse_samples
 from ..io import is_folder_record, is_run_record
 from ..labels import checked_label
 from ..runs import UnwrittenResult
@@ -62,16 +63,24 @@ TRAINING_OPTIONS = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epo
 SEED_OPTION = {"seed": "--seed"}
 
 
+def samples_option(text: str, **checked) -> list[int]:
+    """``--samples`` as a sorted list of T (:func:`pdnn.evaluate.parse_samples`), its errors
+    naming the option as its siblings' do (the library's name the value ``samples``)."""
+    with options_named({"samples (T)": "--samples", "samples": "--samples"}):
+        return parse_samples(text, **checked)
+
+
 @contextmanager
 def options_named(options: dict[str, str]) -> Iterator[None]:
     """A library check's error about a value typed on the command line names the option typed
-    (``lr must be ...`` becomes ``--lr must be ...``): only where every value checked inside is
+    (``lr must be ...`` becomes ``--lr must be ...``, ``samples lists 1 more than once`` ``--samples
+    lists ...``): only where every value checked inside is
     one the user typed, never a run's recorded setting."""
     try:
         yield
     except UsageError as err:
         text = str(err)
-        field = next((f for f in options if text.startswith(f + " must ")), None)
+        field = next((f for f in options if text.startswith((f + " must ", f + " lists "))), None)
         if field is None:
             raise
         raise UsageError(options[field] + text[len(field):]) from None

@@ -8,10 +8,9 @@ from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, M
 from ..checks import positive_int, torch_seed
 from ..devices import resolve_device
 from ..errors import UsageError
-from ..evaluate import parse_samples
 from ..io import CHECKPOINT
 from ..runs import load_model
-from .common import add_data_options, add_device_option, example_count, label_text, named_path
+from .common import add_data_options, add_device_option, example_count, label_text, named_path, samples_option
 
 
 def add_parser(sub) -> None:
@@ -162,7 +161,7 @@ def run(args) -> int:
               "bn_samples": ("--bn-samples", args.bn_samples)}
     given = {key: positive_int(flag, value) for key, (flag, value) in counts.items() if value is not None}
     given |= {key: value for key, value in (  # options not given keep convert_run's defaults
-        ("samples", None if args.samples is None else parse_samples(args.samples)),
+        ("samples", None if args.samples is None else samples_option(args.samples)),
         ("holdout", None if args.holdout is None else parse_holdout(args.holdout)),
         ("seed", None if args.seed is None else torch_seed("--seed", args.seed)))
         if value is not None}  # (every value is checked here, before any data is read)

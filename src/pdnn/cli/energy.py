@@ -11,13 +11,12 @@ from ..energy import (Reuse, Settings, energy_sweep, format_markdown, format_rep
 from ..checks import AGGREGATIONS, positive_int, positive_ints, shown
 from ..data import describe
 from ..errors import UsageError
-from ..evaluate import parse_samples
 from ..functional import check_bits
 from ..energy.eo import check_energy_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
 from ..io import ENERGY_FILES, read_config, write_json
 from ..labels import run_label
-from .common import named_path, output_file
+from .common import named_path, output_file, samples_option
 from ..models import ModelConfig, available
 
 
@@ -187,7 +186,7 @@ def _run_default(run_dir: str | None, path: str | None, name: str) -> bool:
 
 
 def run_energy(args) -> int:
-    samples = parse_samples(args.samples, check=check_energy_samples)
+    samples = samples_option(args.samples, check=check_energy_samples)
     settings = _settings(args, args.aggregate)
     if args.run_dir and args.model:
         raise UsageError("give RUN_DIR or --model, not both")

@@ -7,11 +7,11 @@ from ..devices import resolve_device
 from ..energy import load_table
 from ..energy.per_input import mj
 from ..errors import UsageError
-from ..evaluate import format_table, parse_samples
+from ..evaluate import format_table
 from ..io import write_json
 from ..runs import evaluate_run, evaluate_run_adaptive
 from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, named_path, options_named,
-                     output_file, writable_run)
+                     output_file, samples_option, writable_run)
 
 FIXED = {"samples": "1,2,5,10,20,50", "repeats": 3}
 RULE_OPTIONS = {"checkpoints": "--checkpoints", "prior_samples": "--prior-samples", "error level": "--error"}
@@ -85,7 +85,7 @@ def run(args) -> int:
     if args.adaptive:
         return run_adaptive(args, given_checkpoints)
     positive_int("--repeats", args.repeats)  # named as the option, not as evaluate_run's argument
-    samples = parse_samples(args.samples)
+    samples = samples_option(args.samples)
     with options_named(SEED_OPTION):
         document, unwritten = kept_result(lambda: evaluate_run(
             args.run_dir, samples, args.repeats, args.aggregate, args.seed, roots=args.data_dir, subset=args.subset,

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from ..checks import positive_int
 from ..devices import resolve_device
-from ..evaluate import parse_samples
 from ..io import write_json
 from ..runs import fid_run
 from .common import (SEED_OPTION, add_data_options, add_device_option, kept_result, named_path, options_named,
-                     output_file, writable_run)
+                     output_file, samples_option, writable_run)
 
 
 def add_parser(sub) -> None:
@@ -36,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    samples = parse_samples(args.samples)
+    samples = samples_option(args.samples)
     output_file("--json", args.json, "json")
     writable_run(args.run_dir, "fid-clf.json" if args.classifier else "fid.json")
     device = resolve_device(args.device)

@@ -6,7 +6,8 @@ from ..devices import resolve_device
 from ..evaluate import parse_samples
 from ..experiments.study import StudySpec, run_study
 from ..functional import check_bits
-from .common import TRAINING_OPTIONS, add_device_option, example_count, existing_folder, named_path, options_named
+from .common import (TRAINING_OPTIONS, add_device_option, example_count, existing_folder, named_path, options_named,
+                     samples_option)
 
 
 def add_parser(sub) -> None:
@@ -46,7 +47,7 @@ def spec_of(args) -> StudySpec:
     """The study the parsed command line asks for."""
     return StudySpec(dataset=args.dataset, model=args.model, width=args.width, beta=args.beta, epochs=args.epochs,
                      subset=args.subset, eval_subset=args.eval_subset, batch_size=args.batch_size, lr=args.lr,
-                     schedule=args.schedule, seed=args.seed, test_samples=parse_samples(args.samples),
+                     schedule=args.schedule, seed=args.seed, test_samples=samples_option(args.samples),
                      train_samples=parse_samples(args.train_samples, "--train-samples"),
                      quant_bits=[check_bits(k, "--quant-bits") for k in parse_samples(args.quant_bits, "--quant-bits")],
                      pbit_neurons=args.pbit_neurons.split(","), repeats=args.repeats)
