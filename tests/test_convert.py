@@ -291,6 +291,35 @@ def test_a_torch_layers_own_activation_module_is_hidden_without_a_trace_as_a_fun
     said = " ".join(str(w.message) for w in caught)  # (functions cannot be found; no module guessed as output)
     assert "cannot be found and stay deterministic" in said and "registered after the last weight layer" not in said
 
+    class OwnLayer(nn.TransformerEncoderLayer):  # a subclass runs torch's forward too
+        pass
+
+    own = nn.TransformerEncoder(OwnLayer(16, 2, 32, dropout=0.0, activation=nn.Tanh(), batch_first=True), 2,
+                                enable_nested_tensor=False)
+    assert [s["hidden"] for s in find_activations(own)] == [True, True]
+
+    class Head(nn.Module):  # a user's output layer: its weight, then its output activation
+        def __init__(self):
+            super().__init__()
+            self.weight, self.act = nn.Parameter(torch.randn(3, 8)), nn.Sigmoid()
+
+        def forward(self, h):
+            return self.act(h @ self.weight.T)
+
+    class Branching(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Sequential(nn.Linear(4, 8), nn.Tanh()), Head()
+
+        def forward(self, x):
+            h = self.body(x)
+            return self.head(h if h.sum() > 0 else -h)  # (a branch on the data: no trace)
+
+    net = Branching()
+    plain = {s["name"]: s["hidden"] for s in find_activations(net)}
+    torch.nn.utils.parametrizations.weight_norm(net.head)  # (its class becomes one of torch.nn.utils.parametrize's)
+    assert {s["name"]: s["hidden"] for s in find_activations(net)} == plain and not plain["head.act"]
+
 
 @pytest.mark.parametrize("method", ["gaussian", "logistic"])
 def test_a_model_converted_with_noise_is_not_given_a_second_noise(method):
@@ -317,10 +346,11 @@ def test_a_model_converted_with_noise_is_not_given_a_second_noise(method):
             to_sampled(once, "pbit", layers=[name])
 
 
-def test_the_graph_of_rewritten_functions_keeps_the_models_hooks_and_names_those_it_inlines():
+def test_the_graph_of_rewritten_functions_names_the_hooks_it_does_not_run():
     """Rewriting functional activations makes a torch.fx graph, which dropped the model's own hooks
-    (a pre-hook that changes the input, a hook that changes the output: a scale-0 copy no longer
-    equalled its source) and inlined the modules it traced into, whose hooks no longer ran, unsaid."""
+    (a pre-hook that changes the input, a hook that changes the output) and inlined the modules it
+    traced into, whose hooks no longer ran, without a word. The graph is no instance of the
+    model's class, so the model's hooks, bound to it, cannot be carried over: they are named."""
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
@@ -333,21 +363,28 @@ def test_the_graph_of_rewritten_functions_keeps_the_models_hooks_and_names_those
         def __init__(self):
             super().__init__()
             self.a, self.block, self.b = nn.Linear(4, 8), Block(), nn.Linear(8, 2)
+            self.calls = 0
+            self.register_forward_hook(self.count)  # one of its own methods
+
+        def count(self, module, args, out):
+            self.calls += 1
 
         def forward(self, x):
             return self.b(self.block(torch.tanh(self.a(x))))
 
     torch.manual_seed(0)
     net = Net().eval()
-    net.register_forward_pre_hook(lambda module, args: (2 * args[0],))
-    net.register_forward_hook(lambda module, args, out: out + 100)
-    net.b.register_forward_hook(lambda module, args, out: -out)  # (a module the graph calls: kept, as before)
+    net.register_load_state_dict_pre_hook(lambda module, *args: None)
+    seen = []
+    net.b.register_forward_hook(lambda module, args, out: seen.append(len(out)))  # a module the graph calls
     net.block.register_forward_hook(lambda module, args, out: out)
-    with pytest.warns(UserWarning, match=r"hooks on block do not run in the converted Net: .*torch.fx graph") as said:
+    with pytest.warns(UserWarning, match=r"hooks on Net itself, block do not run in the converted Net: .*torch.fx") \
+            as said:
         converted = to_sampled(net, "gaussian", scale=0.0)
     assert said[0].filename == __file__  # (the user's line)
     x = torch.randn(3, 4)
-    assert torch.equal(converted(x), net(x))
+    converted.load_state_dict(net.state_dict())  # (a hook bound to a copy gone since failed here)
+    assert torch.equal(converted(x), net(x)) and seen == [3, 3]  # (the module the graph calls keeps its hook)
 
 
 def test_bn_stats_given_as_a_batch_norms_own_tensors_are_taken():
@@ -886,7 +923,7 @@ def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys
         assert pdnn.cli.main(["convert", str(source), "--method", "pbit", "--out", str(new), *option]) == 2
         assert f"{option[0]} is only used with {needs}" in capsys.readouterr().err
         assert not new.exists()
-    for option, said in ((["--samples="], "samples must be integers >= 1 separated by commas, got ''"),
+    for option, said in ((["--samples="], "--samples must be integers >= 1 separated by commas, got ''"),
                          (["--holdout="], "--holdout must be a count or a fraction, got ''"),
                          (["--target-samples", "0"], "--target-samples must be an integer >= 1, got 0"),
                          (["--repeats", "-2"], "--repeats must be an integer >= 1, got -2"),

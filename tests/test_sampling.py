@@ -2107,6 +2107,32 @@ def test_max_rows_never_splits_a_batch_whose_outputs_hold_a_value_of_the_whole_b
         assert out["inputs"] == 50 and out["tag"] == "batch50" and torch.equal(out["scores"], expected["scores"])
 
 
+class _Tallies(nn.Module):
+    """Returns beside the scores a value that is no tensor and tells nothing of the batch: a NaN,
+    or a count of its calls."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.body, self.kind, self.calls = nn.Sequential(nn.Linear(4, 16), PBit(), nn.Linear(16, 3)), kind, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return {"scores": self.body(x), "aux": math.nan if self.kind == "nan" else self.calls}
+
+
+@pytest.mark.parametrize("kind", ["nan", "count"])
+def test_a_value_that_tells_nothing_of_the_batch_does_not_stop_a_split(kind):
+    """The row check compared such values as it compares a count of the batch's inputs: a NaN
+    equals nothing and a call counter moves, so the split was refused, warning of a statistic of
+    the batch (R182 D5)."""
+    torch.manual_seed(0)
+    sampler = SampledModel(_Tallies(kind).eval(), 1, seed=3, max_rows=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = sampler(torch.randn(50, 4))
+    assert out["scores"].shape == (50, 3) and sampler._apart and all(sampler._apart.values())
+
+
 def test_a_lazy_module_not_yet_sized_is_named_before_any_check():
     """A lazy layer sizes itself by a hook in its first call; the fold check runs the model without
     hooks, so at T > 1 the first call failed with torch's 'uninitialized parameter' from inside

@@ -368,7 +368,7 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     does not follow (:func:`branches_on_none`)."""
     gm = fx.GraphModule(model, graph, class_name=class_name)
     _keep_everything(gm, model)
-    _keep_hooks(gm, model, class_name)
+    _warn_of_hooks_left_behind(gm, model, class_name)
     inputs = {node.target: node for node in gm.graph.nodes if node.op == "placeholder"}
     if check is not None:
         with gm.graph.inserting_after(list(inputs.values())[-1]):
@@ -489,23 +489,23 @@ def _keep_everything(gm: fx.GraphModule, model: nn.Module) -> None:
             gm._non_persistent_buffers_set.add(name)
 
 
-_HOOK_DICTS = tuple(name for name in vars(nn.Module()) if "hook" in name)  # forward, backward, state dict
+_HOOK_DICTS = tuple(name for name in vars(nn.Module()) if name.endswith("hooks"))  # forward, backward, state dict
 
 
-def _keep_hooks(gm: fx.GraphModule, model: nn.Module, class_name: str) -> None:
-    """Give ``gm`` the hooks of ``model`` (a copy made for it) itself, as a copy of the model keeps
-    them (they changed its inputs or outputs, and were dropped without a word); warn of the hooks
-    on modules the trace went into, which the graph inlines: they no longer run."""
-    for name in _HOOK_DICTS:
-        value = getattr(model, name)
-        setattr(gm, name, value.copy() if hasattr(value, "copy") else value)
+def _warn_of_hooks_left_behind(gm: fx.GraphModule, model: nn.Module, class_name: str) -> None:
+    """Warn of the hooks the graph ``gm`` does not run, which were dropped without a word: the
+    model's own (``model``, the copy made for the conversion: a hook is bound to it, or is one of
+    its methods, and the graph is no instance of its class) and those of the modules the trace
+    went into (the graph holds what they compute, not calls to them)."""
     called = {node.target for node in gm.graph.nodes if node.op == "call_module"}
-    inlined = [name for name, m in model.named_modules() if name and name not in called and own_hooks(m)]
-    if inlined:
-        warnings.warn(f"hooks on {', '.join(inlined)} do not run in the converted {class_name}: its functional "
-                      "activations are rewritten in a torch.fx graph, which holds what those modules compute, not "
-                      "calls to them; register the hooks on modules the graph calls, or make the activations "
-                      "modules (nn.Tanh, ...), which are swapped with no graph", stacklevel=5)
+    left = [f"{class_name} itself"] if any(getattr(model, name) for name in _HOOK_DICTS) else []
+    left += [name for name, m in model.named_modules() if name and name not in called and own_hooks(m)]
+    if left:
+        warnings.warn(f"hooks on {', '.join(left)} do not run in the converted {class_name}: its functional "
+                      "activations are rewritten in a torch.fx graph, which keeps neither the model's own hooks "
+                      "nor calls to the modules it traced into; register them on the converted copy (on modules "
+                      "it calls), or make the activations modules (nn.Tanh, ...), which are swapped with no graph",
+                      stacklevel=5)
 
 
 def _check_bn_stats(bn_stats) -> dict[str, dict[str, torch.Tensor]]:

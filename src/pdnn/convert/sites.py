@@ -304,7 +304,7 @@ def _held_function_sites(name: str, m: nn.Module, hidden: bool) -> list[_Site]:
     (``nn.TransformerEncoderLayer(activation=torch.tanh)``): swapped for a module by the
     attribute's path, no graph needed. A user's module is not read so: its own forward may use a
     function it holds for something else, and a trace shows its calls."""
-    if not type(m).__module__.startswith("torch.nn"):
+    if not _runs_a_torch_layer(m):
         return []
     sites = []
     for attr, value in vars(m).items():
@@ -566,11 +566,19 @@ def _discover_modules(model: nn.Module) -> list[_Site]:
 
 
 def _held_by_a_weighted_layer(model: nn.Module, name: str) -> bool:
-    """Whether the module at ``name`` is an activation a torch layer with weights holds (not one a
-    container lists): as for a function it holds, the layer applies its weights after it."""
+    """Whether the module at ``name`` is an activation a torch layer with weights holds: as for a
+    function it holds, the layer applies its weights after it."""
     holder = model.get_submodule(name.rpartition(".")[0])
-    return (type(holder).__module__.startswith("torch.nn") and _has_weights(holder)
-            and not isinstance(holder, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+    return _runs_a_torch_layer(holder) and _has_weights(holder)
+
+
+def _runs_a_torch_layer(m: nn.Module) -> bool:
+    """Whether ``m``'s forward is a torch layer's own (a subclass that keeps it too), not a
+    container's, nor a user's: a user's module that ``torch.nn.utils.parametrize`` gave a class of
+    torch's (``weight_norm``) runs the user's forward."""
+    forward = type(m).forward
+    return (getattr(forward, "__module__", "").startswith("torch.nn") and forward is not nn.Module.forward
+            and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
 
 
 def find_activations(model: nn.Module) -> list[dict]:
