@@ -21,6 +21,9 @@ class ToolError(RuntimeError):
     exit status and the end of what it said."""
 
 
+_NO_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "integer multiplication overflow")
+
+
 def out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` says memory ran out: Python's ``MemoryError``, torch's GPU
     ``OutOfMemoryError``, or its CPU allocator's ``RuntimeError`` (a width or count of 10**12 asks
@@ -29,5 +32,3 @@ def out_of_memory(err: BaseException) -> bool:
     return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
         isinstance(err, RuntimeError) and any(said in str(err) for said in _NO_MEMORY))
 
-
-_NO_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "integer multiplication overflow")

@@ -65,7 +65,7 @@ SEED_OPTION = {"seed": "--seed"}
 
 def samples_option(text: str, **checked) -> list[int]:
     """``--samples`` as a sorted list of T (:func:`pdnn.evaluate.parse_samples`), its errors
-    naming the option as its siblings' do (the library's name the value ``samples``)."""
+    naming the option as its siblings' do (the library calls the value ``samples``)."""
     with options_named({"samples (T)": "--samples", "samples": "--samples"}):
         return parse_samples(text, **checked)
 
@@ -73,9 +73,9 @@ def samples_option(text: str, **checked) -> list[int]:
 @contextmanager
 def options_named(options: dict[str, str]) -> Iterator[None]:
     """A library check's error about a value typed on the command line names the option typed
-    (``lr must be ...`` becomes ``--lr must be ...``, ``samples lists 1 more than once`` ``--samples
-    lists ...``): only where every value checked inside is
-    one the user typed, never a run's recorded setting."""
+    (``lr must be ...`` becomes ``--lr must be ...``, and ``samples lists ...`` ``--samples lists
+    ...``): only where every value checked inside is one the user typed, never a run's recorded
+    setting."""
     try:
         yield
     except UsageError as err:
