@@ -597,7 +597,8 @@ class SampledModel(nn.Module):
             without extra positional arguments are split, and never while a batch norm of the
             model uses batch statistics (training mode): a split would change them, so such a
             batch runs in one pass, with a warning. Nor is a batch split whose model takes
-            statistics otherwise (``h - h.mean(0)``), told by a few forwards of two passes once
+            statistics otherwise (``h - h.mean(0)``), or returns beside its tensors a value a split
+            cannot join (``x.shape[0]``, a call counter), told by a few forwards of two passes once
             per plan, with a warning. Not seen: a statistic the two passes leave alike by chance
             (``x / x.abs().amax(0).clamp(min=1)`` on data within [-1, 1]), one a p-bit takes in
             its own forward, and any in a model that draws with a function the check's stand-ins
