@@ -1046,8 +1046,7 @@ class SampledModel(nn.Module):
         step = self.max_rows and max(1, self.max_rows // samples)
         if args or not step or len(x) <= step:
             return self._pass(x, args, {}, samples)
-        parts = [self._pass(part, (), {}, samples) for part in x.split(step)]
-        return torch.cat(parts, 1) if all(isinstance(p, torch.Tensor) for p in parts) else parts[0]
+        return _joined([self._pass(part, (), {}, samples) for part in x.split(step)], 1)
 
     def _forget_if_changed(self) -> None:
         """Drop the plans and passes made before a value a traced graph fixed has changed (a
