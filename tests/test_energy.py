@@ -316,17 +316,17 @@ def test_bit_widths_any_integer_from_one_but_nothing_else(tech):
         with pytest.raises(ValueError, match=r"weight bits must be an integer from 1 to 32 \(32 = float\)"):
             eo_energy_pj(8, bad, 1, tech=tech)
     for bad in (0, 1000):
-        with pytest.raises(ValueError, match=r"input bits must be an integer from 1 to 32 \(32 = float\)"):
+        with pytest.raises(ValueError, match=r"^input_bits must be an integer from 1 to 32 \(32 = float\)"):
             analyze(nn.Sequential(nn.Linear(4, 2)), (4,), input_bits=bad)
-    for bad in (0, -3, 2.5, 64, "8", True):  # a module's own width: 2.5 had been priced as 2, 64 above float
-        declared = nn.Identity()
+    for bad in (0, -3, 2.5, 64, "8", True):  # a module's own width: 2.5 had been priced as 2, 64 above float;
+        declared = nn.Identity()              # and the model, which runs, was said not to run on its inputs
         declared.precision = bad
-        with pytest.raises(ValueError, match=r"Identity.precision must be an integer from 1 to 32"):
+        with pytest.raises(ValueError, match=r"^Identity.precision must be an integer from 1 to 32"):
             analyze(nn.Sequential(nn.Linear(4, 3), declared, nn.Linear(3, 2)), (4,))
     assert analyze(nn.Sequential(nn.Linear(4, 2)), (4,), input_bits=np.int64(8)).to_dict()["input_bits"] == 8
     layer = nn.Linear(4, 2)
     layer.weight_bits = 0  # a user layer declaring its own width
-    with pytest.raises(ValueError, match="Linear.weight_bits must be an integer from 1 to 32"):
+    with pytest.raises(ValueError, match="^Linear.weight_bits must be an integer from 1 to 32"):
         analyze(nn.Sequential(layer), (4,))
 
 
@@ -1030,6 +1030,8 @@ def test_options_without_effect_and_bit_widths_are_named_as_given(tmp_path, caps
     model = ["energy", "--model", "mlp", "--input-shape", "1,28,28", "--width", "8", "--samples", "1"]
     for options, named in ((["--reference-weight-bits", "12"], "--reference-weight-bits must be an integer 1..8"),
                            (["--weight-bits", "4,12"], "--weight-bits must be an integer 1..8 or 32 (float), got 12"),
+                           (["--input-bits", "0"], "--input-bits must be an integer from 1 to 32 (32 = float), "
+                                                   "got 0"),
                            (["--aggregate", "layer", "--no-shared-prefix"], "--no-shared-prefix has no effect with "
                                                                              "--aggregate layer")):
         assert main([*model, *options]) == 2
@@ -1232,6 +1234,9 @@ def test_samples_must_be_a_sequence_and_a_bad_shape_prints_nothing(capfd):
     with pytest.raises(ValueError, match=r"does not run on inputs of shape \(5,\)"):
         analyze(torch.nn.Sequential(torch.nn.Linear(4, 3), PBit(), torch.nn.Linear(3, 2)), (5,))
     assert capfd.readouterr().err == ""
+    for t in (torch.tensor(2), np.int64(2)):  # T as the int it stands for: the caller's object was returned
+        result = network_energy(net, t)
+        assert type(result["samples"]) is int and json.loads(json.dumps(result)) == result
 
 
 def test_tradeoff_warns_when_one_runs_evaluations_differ_in_test_examples(tmp_path):

@@ -12,7 +12,7 @@ from ..checks import AGGREGATIONS, positive_int, positive_ints, shown
 from ..data import describe
 from ..errors import UsageError
 from ..functional import check_bits
-from ..energy.eo import check_energy_samples
+from ..energy.eo import check_bit_width, check_energy_samples
 from ..energy.fid_tradeoff import fid_tradeoff_runs, format_fid_tradeoff, plot_fid_tradeoff
 from ..io import ENERGY_FILES, read_config, write_json
 from ..labels import run_label
@@ -48,6 +48,7 @@ def _settings(args, aggregate: str = "network") -> Settings:
     if aggregate == "layer" and args.no_shared_prefix:
         raise UsageError("--no-shared-prefix has no effect with --aggregate layer, which computes every layer once "
                          "per inference; leave it out")
+    check_bit_width(args.input_bits, "--input-bits")  # (its check in the model's analysis names no option)
     tech = load_table(args.tech)
     levels = {}
     for role in ("weight", "activation"):

@@ -216,6 +216,7 @@ def network_energy(net: Network, samples: int, settings: Settings | None = None)
     ``{"samples", "total_j", "terms": {TERMS...}, "layers": [layer_energy...]}``."""
     check_network(net, "network_energy")
     settings = check_settings(settings)
+    samples = check_energy_samples(samples)  # (a tensor or numpy T as the int it stands for: the result is JSON)
     layers = [layer_energy(layer, samples, settings) for layer in net.layers]
     terms = {k: sum(layer["terms"][k] for layer in layers) for k in TERMS}
     total = finite_energy(sum(terms.values()), settings.tech, samples)

@@ -269,7 +269,12 @@ def _precision(module: nn.Module, default: int | None = None) -> int:
     """The bits per output value a module declares (``precision``; ``default`` if it declares
     none), checked as the widths given to the model are: 2.5 had been priced as 2, 64 above float."""
     bits = getattr(module, "precision", None)
-    return default if bits is None else check_bit_width(bits, f"{type(module).__name__}.precision")
+    if bits is None:
+        return default
+    try:
+        return check_bit_width(bits, f"{type(module).__name__}.precision")
+    except ValueError as err:  # an AnalysisError, as for weight_bits: the model runs, its declared width is wrong
+        raise AnalysisError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -931,7 +936,7 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
     if is_weight_layer(model):  # (the tracer traces into the module it is given: a bare layer was a call)
         model = nn.Sequential(model)
     shape = positive_ints("input_shape", input_shape, "positive integers without the batch dimension")
-    check_bit_width(input_bits, "input bits")
+    check_bit_width(input_bits, "input_bits")
     param = next(model.parameters(), None)
     device = param.device if param is not None else "cpu"
     x = torch.zeros(1, *shape, device=device,
