@@ -27,7 +27,7 @@ from pdnn.devices import where_measured
 from pdnn.errors import UsageError
 from pdnn.evaluate import running_sums
 from pdnn.models import ModelConfig
-from pdnn.runs import load_checkpoint, load_model
+from pdnn.runs import RunError, load_checkpoint, load_model
 from pdnn.tasks import TASKS
 from pdnn.train import TrainConfig, batches_per_epoch, check_batch_shares
 
@@ -440,7 +440,9 @@ def test_two_process_resume_continues_bit_for_bit(tmp_path, monkeypatch):
     torchrun("train", *options, "--epochs", "2", "--out", str(straight))
     torchrun("train", *options, "--epochs", "1", "--out", str(resumed))
     assert len(load_checkpoint(resumed / "checkpoint.pt")["generators"]) == 2
-    torchrun("train", "--out", str(resumed), "--resume", "--epochs", "2", "--data-dir", data[3], "--quiet")
+    err = torchrun("train", "--out", str(resumed), "--resume", "--epochs", "2", "--data-dir", data[3], "--quiet",
+                   "--seed", "5")
+    assert err.count("is resumed with its own configuration; ignored: --seed 5 (it keeps 4)") == 1  # (not per process)
     assert_same_run(straight, resumed)
 
 
@@ -450,10 +452,11 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     batch; only batch-norm statistics (per-process halves) and summation order differ."""
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun is not on PATH")
-    args = [*TINY, "--neuron", "tanh", "--epochs", "2", "--seed", "1"]
+    args = [*TINY, "--neuron", "tanh", "--epochs", "2", "--seed", "1", "--beta", "2"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *args, "--out", str(single)]) == 0
-    torchrun("train", *args, "--out", str(ddp))
+    said = torchrun("train", *args, "--out", str(ddp))
+    assert said.count("--beta 2.0 does nothing to tanh neurons") == 1  # (every process had said it)
     a = json.loads((single / "metrics.json").read_text())
     b = json.loads((ddp / "metrics.json").read_text())
     for x, y in zip(a, b):
@@ -585,6 +588,46 @@ def test_a_refusal_of_process_0_alone_ends_the_others_in_one_line(tmp_path):
     assert one.returncode == 2 and err1.startswith(f"pdnn train: error: process 0 stopped before training: {refusal}"), err1
     assert "Traceback" not in err0 + err1
     assert sorted(p.name for p in run.iterdir()) == [".writing"] and (run / ".writing").read_text() == held
+
+
+@pytest.mark.slow
+def test_a_master_port_in_use_is_named_in_one_line(tmp_path):
+    """Process 0 started by hand on a MASTER_PORT another program listens on printed torch's
+    traceback of some 30 lines ending in EADDRINUSE (R187)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        source = str(Path(pdnn.__file__).resolve().parents[1])
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.run([sys.executable, "-m", "pdnn", "train", "--dataset", "demo", "--subset", "40", "--model",
+                               "mlp", "--width", "4", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"pdnn train: error: MASTER_PORT {port} is in use on this machine, so process 0 cannot "
+                           "serve the processes' meeting point there; choose a free port (torchrun --standalone "
+                           "picks one)\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_collective_failing_because_another_process_ended_is_one_line():
+    """What gloo raises in the survivor when the other process is killed mid-epoch (R187), as one
+    line; any other error, and any error of a single process, as it was."""
+    import pdnn.train as training
+
+    for gloo in ("[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:29100: Connection "
+                 "reset by peer", "[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                 "[127.0.0.1]:7795"):
+        with pytest.raises(RunError, match=r"^another process of this run ended \(its own message, or torchrun's "
+                                           r"summary, says why\); every finished epoch is saved, and --resume"):
+            with training._another_process_ended_said(2):
+                raise RuntimeError(gloo)
+        with pytest.raises(RuntimeError, match="Connection"), training._another_process_ended_said(1):
+            raise RuntimeError(gloo)
+    with pytest.raises(RuntimeError, match="^mat1 and mat2"), training._another_process_ended_said(2):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -121,9 +122,40 @@ def _join_group(backend: str) -> None:
     previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         dist.init_process_group(backend)
+    except dist.DistNetworkError as err:  # (process 0 serves the others' meeting point on MASTER_PORT)
+        if "EADDRINUSE" not in str(err):
+            raise
+        raise UsageError(f"MASTER_PORT {os.environ.get('MASTER_PORT')} is in use on this machine, so process 0 "
+                         "cannot serve the processes' meeting point there; choose a free port (torchrun "
+                         "--standalone picks one)") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# gloo's words when the other end of a connection has gone: its process ended (SIGKILL, a failure)
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer|Broken pipe")
+
+
+@contextlib.contextmanager
+def _another_process_ended_said(world: int):
+    """A collective that fails because another process of the run ended (killed, out of memory,
+    stopped by its own error) as one line: it was gloo's traceback of some 20 lines, ending in
+    "Connection closed by peer", below the other process's own message."""
+    try:
+        yield
+    except RuntimeError as err:
+        if world == 1 or not _PEER_LOST.search(str(err)):
+            raise
+        raise RunError("another process of this run ended (its own message, or torchrun's summary, says why); "
+                       "every finished epoch is saved, and --resume continues the run") from err
+
+
+def speaks_for_the_run() -> bool:
+    """Whether this process says what every process of a run would say alike (a warning about the
+    options): process 0 of those torchrun starts (``RANK``, known before the process group), or the
+    only one."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _end_process_group() -> None:
@@ -524,7 +556,8 @@ def _check_destination(run_dir: Path, config: dict, resume: bool) -> int | None:
                        "file to train here")
     if saved is not None:
         check_same_run(run_dir, config, "resume" if resume else "train into")
-        if not resume and (run_dir / METRICS).exists():  # a finished run kept without its weights, trained again
+        # a finished run kept without its weights, trained again (said once, not by every process)
+        if not resume and (run_dir / METRICS).exists() and speaks_for_the_run():
             warnings.warn(f"{run_dir} holds a run's history ({METRICS}) kept without its checkpoint: training it "
                           f"again replaces that history at the end of the first epoch (copy {METRICS} away first "
                           "to keep it)", stacklevel=3)
@@ -564,6 +597,7 @@ def train(
     if world > 1:
         _check_same_options(config, train_config, resume, run_dir, world)
     with contextlib.ExitStack() as held:
+        held.enter_context(_another_process_ended_said(world))
         try:
             if rank == 0:
                 held.enter_context(writer_lock(run_dir, "train"))

@@ -13,7 +13,7 @@ from ..nn import NEURONS, NeuronSpec
 from ..convert.rundir import build_model
 from ..runs import CONFIG, RunError, read_config
 from ..tasks import TASKS
-from ..train import TrainConfig, check_not_a_results_folder, train
+from ..train import TrainConfig, check_not_a_results_folder, speaks_for_the_run, train
 from ..train_config import recorded_options
 from .common import TRAINING_OPTIONS, add_data_options, add_device_option, label_text, named_path, options_named
 
@@ -83,7 +83,7 @@ def _kept_by_resume(args, saved: dict) -> None:
             keeps = "augmentation" if name == "no_augment" else kept[name] if kept[name] is not None else \
                 _KEPT_UNSET.get(name, "none")
             ignored.append(f"{option} (it keeps {keeps})")
-    if ignored:
+    if ignored and speaks_for_the_run():  # (every process would say it)
         warnings.warn(f"{args.out} is resumed with its own configuration; ignored: {', '.join(ignored)}", stacklevel=2)
 
 
@@ -145,7 +145,8 @@ def run(args) -> int:
                                    task=args.task, monitor_examples=args.monitor_examples)
         with options_named(TRAINING_OPTIONS):  # validate names and sizes before touching the disk
             TASKS[args.task](train_config.validate()).build(model_config)
-        _warn_idle_options(args, given)
+        if speaks_for_the_run():
+            _warn_idle_options(args, given)
     metrics = train(args.out, model_config, dataset, train_config, roots=args.data_dir, subset=subset,
                     resume=args.resume, device=device, progress=not args.quiet, label=label)
     if metrics:
