@@ -88,8 +88,6 @@ def _distributed(device: str) -> tuple[str, int, int]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         _join_group("nccl" if torch.device(device).type == "cuda" else "gloo")
-        # ended before the interpreter's own teardown, which destroys the group's threads unjoined and
-        # could abort a process that had finished ("terminate called without an active exception")
         atexit.register(_end_process_group)
     return device, dist.get_rank(), world
 
@@ -116,6 +114,7 @@ def _join_group(backend: str) -> None:
     wait is one step, so a process whose partner had failed (started by hand, not by torchrun,
     which ends them all) waited past SIGTERM for the store's half-hour timeout. Nothing is
     written yet to leave half-done."""
+    import torch._dynamo  # noqa: F401  (before the group, so that it ends: see _end_process_group)
     if threading.current_thread() is not threading.main_thread():  # (only it may set handlers)
         dist.init_process_group(backend)
         return
@@ -159,6 +158,11 @@ def speaks_for_the_run() -> bool:
 
 
 def _end_process_group() -> None:
+    """End the process group before the interpreter's teardown, which could abort a process that
+    had finished ("terminate called without an active exception", once in some hundred runs).
+    It ends gloo's threads only where ``torch._dynamo`` was imported before the group began
+    (:func:`_join_group` does): imported after it, as ``DistributedDataParallel`` does, it keeps
+    the group alive past ``destroy_process_group``, and its threads ran on into the teardown."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
