@@ -118,6 +118,17 @@ def test_exactly_singular_covariances():
     assert frechet_distance(np.zeros(5), 4 * e, np.zeros(5), 9 * e) == pytest.approx(1, abs=1e-12)
 
 
+@pytest.mark.parametrize("d,rank", [(20, 5), (144, 10), (144, 30)])
+def test_features_in_a_subspace_are_at_the_distance_of_their_coordinates(d, rank):
+    """Features spanning a rank-k subspace of d dimensions (dead or collinear units) are an isometry
+    of k coordinates, so their distance is exactly that of the coordinates: the round-off roots of
+    the d - k null directions had added up to 6e-6 of it (R185), as scipy's sqrtm's do."""
+    rng = np.random.default_rng(rank)
+    basis, _ = np.linalg.qr(rng.standard_normal((d, rank)))  # orthonormal columns
+    x, y = rng.standard_normal((300, rank)), 1.05 * rng.standard_normal((300, rank)) + 0.1
+    assert fid_from_features(x @ basis.T, y @ basis.T) == pytest.approx(fid_from_features(x, y), rel=1e-12)
+
+
 def test_sample_estimate_converges_to_the_closed_form():
     # n = 20000 draws of 4 features: each covariance entry has standard error ~ sqrt(2/n) ~ 0.01,
     # so the estimated distance (0 in truth for equal laws) stays well below 0.05

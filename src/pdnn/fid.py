@@ -7,7 +7,7 @@ For Gaussians N(mu1, C1) and N(mu2, C2) the squared Fréchet (2-Wasserstein) dis
 ``tr((C1 C2)^(1/2))`` is computed without a general matrix square root: with S = C1^(1/2) (a
 symmetric eigendecomposition, negative round-off eigenvalues clipped to 0), C1 C2 is similar to
 the symmetric positive semi-definite S C2 S, so the trace is the sum of the square roots of S C2 S's
-eigenvalues. This is exact for any covariances, also singular ones, where ``scipy.linalg.sqrtm``
+eigenvalues (those within round-off of 0 taken as 0). This is exact for any covariances, also singular ones, where ``scipy.linalg.sqrtm``
 of the non-symmetric product returns complex round-off that implementations have to discard. Both
 covariances are first divided by one power of two near their size, so that S C2 S neither
 underflows nor overflows whatever their scale.
@@ -29,9 +29,14 @@ def _psd_sqrt(values: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 
 def _trace_sqrt(root: np.ndarray, cov2: np.ndarray) -> float:
+    """The sum of the square roots of S C2 S's eigenvalues, those within round-off of 0 taken as
+    0 (numpy's rank tolerance): in a direction where the product is 0, round-off leaves an
+    eigenvalue near eps times the largest, whose root, about 1e-8 of it, is no longer small;
+    summed over the null directions of rank-deficient covariances it was 6e-6 of the distance."""
     inner = root @ cov2 @ root
     values = np.linalg.eigvalsh((inner + inner.T) / 2)
-    return float(np.sqrt(np.clip(values, 0, None)).sum())
+    zero = len(values) * np.finfo(np.float64).eps * max(float(values.max()), 0.0)
+    return float(np.sqrt(values[values > zero]).sum())
 
 
 def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
