@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from damage import corrupt_zip_member
+from test_data import make_cifar_batches
 from pdnn import SampledModel
 from pdnn.cli import main
 from pdnn.train_config import train_command
@@ -252,6 +253,36 @@ def test_generate_reruns_into_the_folder_a_killed_run_left(runs, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png"]
 
 
+@pytest.mark.parametrize("other", [None, "notes.txt"])
+def test_images_a_run_killed_while_moving_them_had_moved_are_removed_by_the_next(runs, tmp_path, other):
+    """SIGKILL while generate moved its images into --out left some of them there, a set that
+    looked whole, and the rerun deleted the staged rest and refused the folder as not empty (R185).
+    A file no run writes is kept, and the folder refused as before."""
+    out = tmp_path / "images"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from pdnn.io import staging_folder, writer_lock
+        out = Path({str(out)!r})
+        with writer_lock(out), staging_folder(out / "grid.png") as staging:
+            for name in ("0000.png", "0001.png", "0002.png", "grid.png"):
+                (staging / name).write_bytes(b"old")
+            for name in ("0000.png", "0001.png"):
+                os.replace(staging / name, out / name)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
+    if other:
+        (out / other).write_text("kept")
+    assert main(["generate", str(runs / "vae"), "--n", "3", "--out", str(out)]) == (2 if other else 0)
+    if other:
+        assert sorted(p.name for p in out.iterdir()) == [other] and (out / other).read_text() == "kept"
+        return
+    assert main(["generate", str(runs / "vae"), "--n", "3", "--out", str(tmp_path / "fresh")]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {p.name: p.read_bytes()
+                                                                for p in (tmp_path / "fresh").iterdir()}
+
+
 def test_a_grid_is_never_wider_than_its_images():
     images = torch.full((3, 1, 2, 2), 255, dtype=torch.uint8)
     assert torch.equal(image_grid(images, 10**20), image_grid(images, 3))
@@ -284,9 +315,10 @@ def test_generate_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "--samples must be an integer >= 1, got 0" in capsys.readouterr().err  # (named as the option)
     assert main(["generate", str(runs / "vae"), "--n", "0", "--out", str(out)]) == 2
     assert "--n must be an integer >= 1, got 0" in capsys.readouterr().err
-    for option, count, said in (("--n", 10**20, "n (number of images) must be an integer >= 1"),  # (tracebacks)
-                                ("--n", 2**63 - 1, "n (number of images) must be an integer >= 1"),
-                                ("--n", 2**60, "n (number of images) must be an integer >= 1"),  # bytes overflow
+    for option, count, said in (("--n", 10**20, "error: --n must be an integer >= 1"),  # (tracebacks, then the
+                                ("--n", 2**63 - 1, "error: --n must be an integer >= 1"),  # library's names)
+                                ("--n", 2**60, "error: --n must be an integer >= 1"),  # bytes overflow
+                                ("--samples", 2**63, "error: --samples must be an integer >= 1"),
                                 ("--nrow", 0, "--nrow must be an integer >= 1, got 0")):
         assert main(["generate", str(runs / "vae"), option, str(count), "--out", str(out)]) == 2
         assert said in capsys.readouterr().err
@@ -438,6 +470,18 @@ def test_fid_refuses_bad_input_and_writes_nothing(runs, tmp_path, capsys):
     assert "error: --seed must be an integer in [-2**63, 2**64 - 5)" in capsys.readouterr().err  # (it said seed)
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "none.pth"), "--quiet"]) == 2
     assert "none.pth does not exist; expected the FID weights file" in capsys.readouterr().err
+    edited = tmp_path / "clf-edited"  # a classifier of CIFAR-10's inputs whose config names the generator's data
+    make_cifar_batches(tmp_path / "cifar")
+    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"), "--model", "mlp", "--neuron",
+                 "tanh", "--width", "2", "--epochs", "1", "--quiet", "--out", str(edited)]) == 0
+    config = json.loads((edited / "config.json").read_text())
+    config["data"]["dataset"] = "demo"
+    (edited / "config.json").write_text(json.dumps(config))
+    assert main(["fid", str(runs / "vae"), "--classifier", str(edited), "--n", "73", "--quiet"]) == 2
+    assert (f"{edited / 'config.json'}: its model takes inputs of shape (3, 32, 32), but demo has images of shape "
+            "(1, 28, 28)") in capsys.readouterr().err  # (conv2d's traceback)
+    assert main(["fid", str(runs / "vae"), "--classifier", str(runs / "clf"), "--repeats", str(10**20), "--quiet"]) == 2
+    assert "error: --repeats must be an integer" in capsys.readouterr().err  # (named as the library's argument)
     (tmp_path / "weights").mkdir()
     assert main(["fid", str(runs / "vae"), "--inception-weights", str(tmp_path / "weights"), "--quiet"]) == 2
     assert "weights is a folder; expected the FID weights file" in capsys.readouterr().err

@@ -93,18 +93,19 @@ def temporary_prefix(path: Path) -> str:
     return f"{_writer_head(path)}{os.getpid()}."
 
 
-def remove_orphans(path: Path, any_ending: bool = False) -> None:
+def remove_orphans(path: Path, any_ending: bool = False) -> int:
     """Remove the temporaries (:func:`temporary_prefix`) of writes to ``path`` whose process has
-    ended; ``any_ending``: of writes to any path of its folder whose name starts with ``path``'s
-    (the entries a changed source left behind). Only this machine's are judged (another machine's
+    ended, and say how many there were; ``any_ending``: of writes to any path of its folder whose
+    name starts with ``path``'s (the entries a changed source left behind). Only this machine's are judged (another machine's
     process number means nothing here), and only where a process can be asked whether it runs
     without harming it (POSIX). Containers that share a folder and a host name but not their
     process numbers would misjudge each other: a live writer whose temporary went fails its write,
     and the destination stays as it was."""
     if os.name != "posix":
-        return
+        return 0
     host = f".{socket.gethostname()[:40]}."  # as _writer_head spells them
     pattern = f".{glob.escape(path.name[:100])}{'*' if any_ending else ''}{glob.escape(host)}*.tmp"
+    removed = 0
     for tmp in path.parent.glob(pattern):
         pid = tmp.name.rsplit(host, 1)[-1].split(".", 1)[0]  # (after the host: <pid>.<random>.tmp)
         if pid.isdigit() and not _running(int(pid)):
@@ -112,6 +113,8 @@ def remove_orphans(path: Path, any_ending: bool = False) -> None:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 LOCK = ".writing"  # in a folder one command is writing (see writer_lock)

@@ -129,9 +129,11 @@ def fid_run(run_dir, classifier=None, inception_weights=None, samples: Sequence[
     data = load(dataset, roots=roots, subset=subset, progress=progress)
     check_fits(run_dir, config, data.test_x)
     if classifier is not None:
-        clf_dataset = run_dataset(classifier, read_config(classifier))
+        clf_config = read_config(classifier)
+        clf_dataset = run_dataset(classifier, clf_config)
         if clf_dataset != dataset:
             raise UsageError(f"classifier {classifier} was trained on {clf_dataset}; the generator on {dataset}")
+        check_fits(classifier, clf_config, data.test_x)  # (as the generator's: it failed inside conv2d)
         extractor = ClassifierFeatures(classifier, data.normalize, device)
     else:
         extractor = InceptionFeatures(inception_weights, device)

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     features.add_argument("--inception-weights", metavar="FILE",
                           help="the FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth): fid")
     p.add_argument("--seed", type=int, default=0,
-                   help="fixes the latents and the decoder's draws, with --n and --samples (default: 0)")
+                   help="fixes the latents and the decoder's draws, with --n and --samples (default: 0); torch's CPU "
+                        "generator reads its low 32 bits, so seeds 2**32 apart draw alike")
     p.add_argument("--json", metavar="FILE", help="also copy the result JSON to FILE")
     add_data_options(p)
     add_device_option(p)
@@ -42,7 +43,7 @@ def run(args) -> int:
     if args.n is None:
         args.n = 2000 if args.classifier else 10000
     positive_int("--repeats", args.repeats, most=None)  # (named as the option)
-    with options_named(SEED_OPTION):
+    with options_named({**SEED_OPTION, "repeats": "--repeats"}):  # (a huge --repeats, which the check above allows)
         document, unwritten = kept_result(lambda: fid_run(
             args.run_dir, args.classifier, args.inception_weights, samples, args.n, args.repeats, args.seed,
             args.data_dir, args.subset, device, progress=not args.quiet))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ..checks import positive_int
@@ -24,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", "-T", type=int, default=1, help="decoder samples averaged per image (default: 1)")
     p.add_argument("--n", type=int, default=100, help="number of images (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0; p-bits use seed + 1; "
-                   "an image's draws also depend on --n and -T)")
+                   "an image's draws also depend on --n and -T; torch's CPU generator reads the low 32 bits, so seeds "
+                   "2**32 apart draw alike)")
     p.add_argument("--nrow", type=int, default=10, help="images per row of the grid (default: 10)")
     p.add_argument("--out", type=named_path, required=True, metavar="DIR", help="a new or empty folder for the images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -46,6 +48,16 @@ def write_png(path: Path, image) -> None:
     Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path, format="PNG")
 
 
+def _remove_a_killed_move(out: Path) -> None:
+    """Remove the images a killed ``generate`` had moved into ``out`` from its staging folder
+    before it died (SIGKILL cannot be held): that folder was empty when the run began, under the
+    lock, so they are the run's own, part of a set with nothing to say it is incomplete (they were
+    left, and the rest deleted with the staging folder). Any other file is kept, and refused."""
+    for entry in out.iterdir():
+        if entry.is_file() and (entry.name == GRID or re.fullmatch(r"\d{4,}\.png", entry.name)):
+            entry.unlink()
+
+
 def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -55,20 +67,21 @@ def run(args) -> int:
     positive_int("--nrow", args.nrow, most=None)  # (before the images are drawn; any width is cut to --n)
     device = resolve_device(args.device)
     with writer_lock(out, "generate into"):  # takes over a killed run's lock
-        remove_orphans(out / GRID)  # and removes its staging folder
+        if remove_orphans(out / GRID):  # and removes its staging folder
+            _remove_a_killed_move(out)
         if any(p.name != LOCK for p in out.iterdir()):
             raise UsageError(f"--out {out} is not an empty folder; choose a new one")
         model, _ = load_model(args.run_dir, device)
         vae = check_generator(model, f"run {args.run_dir}")
-        with options_named(SEED_OPTION):
+        with options_named({**SEED_OPTION, "samples (T)": "--samples", "n (number of images)": "--n"}):
             images = to_uint8(generate(vae, args.samples, args.n, seed=args.seed, device=device,
                                        progress=not args.quiet))
         with staging_folder(out / GRID) as staging:  # inside --out: one file system, however it is linked
             for i, image in enumerate(images):
                 write_png(staging / image_name(i, len(images)), image)
             write_png(staging / GRID, image_grid(images, args.nrow))
-            with signals_held():  # all images appear at once: an interrupted run leaves no --out (or an empty one)
-                for image in sorted(staging.iterdir()):
+            with signals_held():  # all images appear at once: an interrupted run leaves no --out (or an empty one);
+                for image in sorted(staging.iterdir()):  # a killed one, the images it moved, which the next removes
                     os.replace(image, out / image.name)
     print(f"{out}: {len(images)} images (T={args.samples}, seed {args.seed}) and {GRID}")
     return 0
