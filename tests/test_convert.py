@@ -1027,6 +1027,11 @@ def test_recalibrating_batch_norms_checks_its_batch_size():
     for bad in (0, -7, 2.5, "8", None):
         with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
             recalibrate_batchnorm(model, torch.randn(6, 3), batch_size=bad)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UsageError, match="needs two values per channel at least, got 1 example x 1 sample"):
+        recalibrate_batchnorm(model, torch.randn(1, 3), samples=1)  # (it set the variances to 0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert set(recalibrate_batchnorm(model, torch.randn(1, 3), samples=2)) == {"3"}  # two values: a variance
 
 
 class TrainOnly:

@@ -86,6 +86,10 @@ def recalibrate_batchnorm(
         raise UsageError("recalibrate_batchnorm needs at least one example")
     positive_int("bn_samples (samples per example for recalibrating batch norms)", samples)
     positive_int("batch_size", batch_size)
+    if len(x) * samples < 2:  # (every batch norm sees at least one value per example and sample)
+        raise UsageError("recalibrate_batchnorm needs two values per channel at least, got 1 example x 1 sample: "
+                         "the variance of one value is 0, by which the batch norms would divide; give more "
+                         "examples or samples")
     model.eval()
     layers = batchnorms_after_noise(model, prepare(x[:2]))
     step = max(1, min(batch_size, FOLD_ROWS // samples))
