@@ -480,6 +480,10 @@ def test_a_damaged_plan_record_is_named_by_every_reader(data, tmp_path, capsys):
         assert main(["reproduce", "--scale", "small", "--out", str(tmp_path), "--data-dir", str(data), "--dry-run"]) == 2
         err = capsys.readouterr().err
         assert f"{STATE} is not a plan's record" in err and "delete it to start the record anew" in err, text
+    (tmp_path / "small" / STATE).write_text('{"done": {')  # not JSON: it was named without the remedy (R175)
+    assert main(["reproduce", "--scale", "small", "--out", str(tmp_path), "--data-dir", str(data), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{STATE} is not valid JSON" in err and "delete it to start the record anew" in err
 
 
 def test_dry_run_refuses_what_the_run_would(data, tmp_path, capsys):

@@ -35,7 +35,12 @@ def read_plan_state(path: Path) -> dict:
     each finished step to its record, with a number ``wall_s`` (and, for a step with a rate, a
     number ``work``); anything else is a :class:`RunError` that says how to start the record
     anew (the steps' results stay, and the plan finds and reuses them)."""
-    state = read_json(path)
+    anew = ("delete it to start the record anew: the steps' results stay and are reused (and are recorded with "
+            "the seconds it took to find them, not to make them)")
+    try:
+        state = read_json(path)
+    except RunError as err:  # (not JSON: the same remedy)
+        raise RunError(f"{err}; {anew}") from None
     done = state.get("done") if isinstance(state, dict) else None
     number = (int, float)
     broken = not isinstance(done, dict) or any(
@@ -43,8 +48,7 @@ def read_plan_state(path: Path) -> dict:
         or entry.get("rate") and not isinstance(entry.get("work"), number) for entry in done.values())
     if broken:
         raise RunError(f"{path} is not a plan's record (expected {{'done': {{step: {{'wall_s': seconds, ...}}}}}}); "
-                       "delete it to start the record anew: the steps' results stay and are reused (and are "
-                       "recorded with the seconds it took to find them, not to make them)")
+                       f"{anew}")
     return state
 
 
