@@ -48,5 +48,6 @@ cifar10|gpu)
             [[ -f $d/eval-network.json ]] || $PDNN eval "$d" "${test[@]}"
         done
     done ;;
+-h|--help) echo "usage: $0 length | width | cifar10 | gpu" ;;
 *) echo "usage: $0 length | width | cifar10 | gpu" >&2; exit 2 ;;
 esac

@@ -81,5 +81,6 @@ tradeoff)
                 --json $OUT/$dataset/tradeoff-$memory.json --png $OUT/$dataset/tradeoff-$memory.png
         done
     done ;;
+-h|--help) echo "usage: $0 fashion-mnist | cifar10 [NAMES] | matched | tradeoff" ;;
 *) echo "usage: $0 fashion-mnist | cifar10 [NAMES] | matched | tradeoff" >&2; exit 2 ;;
 esac

@@ -122,6 +122,10 @@ def test_what_is_no_tensor_is_named_by_its_type(given, said):
     ``is_floating_point``."""
     with pytest.raises(TypeError, match=f"pbit expects a floating-point tensor, got {said}"):
         F.pbit(given)
+    with pytest.raises(TypeError, match=f"^quantized_activation expects a floating-point tensor, got {said}"):
+        F.quantized_activation(given, 2)  # (Quantize said Python's "can't multiply sequence by non-int", R190)
+    with pytest.raises(TypeError, match=f"^quantize_levels expects a floating-point tensor, got {said}"):
+        F.quantize_levels(given, 2)  # (torch's clamp() overloads)
 
 
 def test_a_generator_that_is_no_generator_is_named():

@@ -2,6 +2,7 @@
 data; a failing step; the report's claims table re-derived from the studies' own JSON."""
 from __future__ import annotations
 
+import json
 import io
 import re
 from pathlib import Path
@@ -370,6 +371,9 @@ def test_a_fresh_folder_is_estimated_at_the_committed_reports_rates(tmp_path):
     refreshes them), and with them the estimate of a fresh small plan is near that run's time."""
     assert reference_rates() == rates_of([COMMITTED])
     done = read_json(COMMITTED)["done"]
+    machines = {json.dumps(entry.get("machine"), sort_keys=True) for entry in done.values()}
+    packaged = json.loads(plan_module.REFERENCE_RATES.read_text())["machines"]  # (it named one of two, R190)
+    assert sorted(json.dumps(m, sort_keys=True) for m in packaged) == sorted(machines)
     steps = [step for _, step in reproduce.plan(Context(tmp_path, "small"))]
     assert {step.key for step in steps} == set(done)
     unrated = [step.key for step in steps if not step.rate]
