@@ -129,6 +129,22 @@ def test_features_in_a_subspace_are_at_the_distance_of_their_coordinates(d, rank
     assert fid_from_features(x @ basis.T, y @ basis.T) == pytest.approx(fid_from_features(x, y), rel=1e-12)
 
 
+@pytest.mark.parametrize("d,smallest", [(256, 1e-6), (512, 1e-8)])
+def test_full_rank_covariances_of_a_wide_spectrum_keep_their_small_eigenvalues(d, smallest):
+    """C against k C has the closed form (1 + k - 2 sqrt(k)) tr C, and C against itself 0: taking
+    eigenvalues within round-off of 0 as 0 had dropped true small ones, 1e-4 off (R188)."""
+    rng = np.random.default_rng(d)
+    basis, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    spectrum = np.geomspace(1, smallest, d)
+    cov = (basis * spectrum) @ basis.T
+    cov = (cov + cov.T) / 2
+    zero = np.zeros(d)
+    assert frechet_distance(zero, cov, zero, cov) == pytest.approx(0, abs=1e-12 * spectrum.sum())
+    k = 1.21
+    assert frechet_distance(zero, cov, zero, k * cov) == pytest.approx((1 + k - 2 * np.sqrt(k)) * spectrum.sum(),
+                                                                        rel=1e-11)
+
+
 def test_sample_estimate_converges_to_the_closed_form():
     # n = 20000 draws of 4 features: each covariance entry has standard error ~ sqrt(2/n) ~ 0.01,
     # so the estimated distance (0 in truth for equal laws) stays well below 0.05

@@ -4,13 +4,14 @@ For Gaussians N(mu1, C1) and N(mu2, C2) the squared Fréchet (2-Wasserstein) dis
 
     d^2 = |mu1 - mu2|^2 + tr(C1) + tr(C2) - 2 tr((C1 C2)^(1/2)).
 
-``tr((C1 C2)^(1/2))`` is computed without a general matrix square root: with S = C1^(1/2) (a
-symmetric eigendecomposition, negative round-off eigenvalues clipped to 0), C1 C2 is similar to
-the symmetric positive semi-definite S C2 S, so the trace is the sum of the square roots of S C2 S's
-eigenvalues (those within round-off of 0 taken as 0). This is exact for any covariances, also singular ones, where ``scipy.linalg.sqrtm``
-of the non-symmetric product returns complex round-off that implementations have to discard. Both
-covariances are first divided by one power of two near their size, so that S C2 S neither
-underflows nor overflows whatever their scale.
+``tr((C1 C2)^(1/2))`` is computed without a general matrix square root: with S1 = C1^(1/2) and
+S2 = C2^(1/2) (symmetric eigendecompositions, negative round-off eigenvalues clipped to 0), C1 C2
+is similar to S1 C2 S1 = (S1 S2)(S1 S2)^T, so the trace is the sum of the singular values of
+S1 S2. This is exact for any covariances, also singular ones, where ``scipy.linalg.sqrtm`` of the
+non-symmetric product returns complex round-off that implementations have to discard; and a
+singular value that is 0 comes out near eps times the largest, where the square root of an
+eigenvalue of S1 C2 S1 would be near sqrt(eps) times it. Both covariances are first divided by one
+power of two near their size, so that nothing underflows or overflows whatever their scale.
 
 What the features are is the business of a feature extractor (:mod:`pdnn.features`); the FID of
 the literature is this distance on Inception-v3 pool3 features.
@@ -28,21 +29,18 @@ def _psd_sqrt(values: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def _trace_sqrt(root: np.ndarray, cov2: np.ndarray) -> float:
-    """The sum of the square roots of S C2 S's eigenvalues, those within round-off of 0 taken as
-    0 (numpy's rank tolerance): in a direction where the product is 0, round-off leaves an
-    eigenvalue near eps times the largest, whose root, about 1e-8 of it, is no longer small;
-    summed over the null directions of rank-deficient covariances it was 6e-6 of the distance."""
-    inner = root @ cov2 @ root
-    values = np.linalg.eigvalsh((inner + inner.T) / 2)
-    zero = len(values) * np.finfo(np.float64).eps * max(float(values.max()), 0.0)
-    return float(np.sqrt(values[values > zero]).sum())
+def _trace_sqrt(root1: np.ndarray, root2: np.ndarray) -> float:
+    """``tr((C1 C2)^(1/2))`` from ``C1^(1/2)`` and ``C2^(1/2)``: the sum of their product's singular
+    values (the module docstring says why). The square roots of S1 C2 S1's eigenvalues had summed
+    the round-off of rank-deficient covariances' null directions to 6e-6 of the distance, and
+    dropping eigenvalues within round-off of 0 dropped true small ones of full-rank covariances."""
+    return float(np.linalg.svd(root1 @ root2, compute_uv=False).sum())
 
 
 def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
     """``tr((C1 C2)^(1/2))`` for symmetric positive semi-definite ``C1``, ``C2``."""
-    root = _psd_sqrt(*np.linalg.eigh(np.asarray(cov1, dtype=np.float64)))
-    return _trace_sqrt(root, np.asarray(cov2, dtype=np.float64))
+    roots = [_psd_sqrt(*np.linalg.eigh(np.asarray(cov, dtype=np.float64))) for cov in (cov1, cov2)]
+    return _trace_sqrt(*roots)
 
 
 def _checked_eigenvalues(name: str, cov: np.ndarray, unit: float = 1.0, vectors: bool = False):
@@ -75,17 +73,18 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
         if not np.isfinite(a).all():
             raise UsageError(f"{name} holds NaN or infinite values")
-    # S C2 S is of the covariances' size squared: beyond ~1e±154 it would under- or overflow, and eigh
-    # overflows near the largest floats. So each is checked divided by a power of two near its own
-    # size (exact: the same bits, only the exponent moves; a tiny one is not lost beside a large one),
-    # and the trace is taken with both divided by the larger of the two.
+    # eigh overflows near the largest floats, and the square roots' product of tiny ones underflows.
+    # So each is checked divided by a power of two near its own size (exact: the same bits, only the
+    # exponent moves; a tiny one is not lost beside a large one), and the trace is taken with both
+    # divided by the larger of the two.
     unit1, unit2 = _unit(cov1), _unit(cov2)
-    values, vectors = _checked_eigenvalues("cov1", cov1 / unit1, unit1, vectors=True)  # the trace needs them
-    _checked_eigenvalues("cov2", cov2 / unit2, unit2)
     scale = max(unit1, unit2)
-    cov1, cov2, root = cov1 / scale, cov2 / scale, _psd_sqrt(values * (unit1 / scale), vectors)
+    roots = [_psd_sqrt(values * (unit / scale), vectors)
+             for values, vectors, unit in (_checked_eigenvalues(name, cov / unit, unit, vectors=True) + (unit,)
+                                           for name, cov, unit in (("cov1", cov1, unit1), ("cov2", cov2, unit2)))]
+    cov1, cov2 = cov1 / scale, cov2 / scale
     diff = mu1 - mu2
-    spread = np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(root, cov2)
+    spread = np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(*roots)
     return max(float(diff @ diff + scale * spread), 0.0)
 
 
