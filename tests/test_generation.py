@@ -253,32 +253,40 @@ def test_generate_reruns_into_the_folder_a_killed_run_left(runs, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png"]
 
 
-@pytest.mark.parametrize("other", [None, "notes.txt"])
-def test_images_a_run_killed_while_moving_them_had_moved_are_removed_by_the_next(runs, tmp_path, other):
+@pytest.mark.parametrize("moved, other", [(2, None), (2, "notes.txt"), (4, None)])
+def test_images_a_run_killed_while_moving_them_had_moved_are_removed_by_the_next(runs, tmp_path, moved, other):
     """SIGKILL while generate moved its images into --out left some of them there, a set that
     looked whole, and the rerun deleted the staged rest and refused the folder as not empty (R185).
-    A file no run writes is kept, and the folder refused as before."""
+    A file no run writes is kept, and the folder refused as before; and so is a whole set, whose
+    grid (moved last) had arrived before the kill (R188)."""
     out = tmp_path / "images"
+    names = ["0000.png", "0001.png", "0002.png", "grid.png"]
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
         from pdnn.io import staging_folder, writer_lock
         out = Path({str(out)!r})
         with writer_lock(out), staging_folder(out / "grid.png") as staging:
-            for name in ("0000.png", "0001.png", "0002.png", "grid.png"):
+            for name in {names!r}:
                 (staging / name).write_bytes(b"old")
-            for name in ("0000.png", "0001.png"):
+            for name in {names[:moved]!r}:
                 os.replace(staging / name, out / name)
             os.kill(os.getpid(), signal.SIGKILL)
     """)
     assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
     if other:
         (out / other).write_text("kept")
-    assert main(["generate", str(runs / "vae"), "--n", "3", "--out", str(out)]) == (2 if other else 0)
-    if other:
-        assert sorted(p.name for p in out.iterdir()) == [other] and (out / other).read_text() == "kept"
+    generate = ["generate", str(runs / "vae"), "--n", "2", "--out"]
+    if moved == len(names):  # the whole set: kept
+        assert main([*generate, str(out)]) == 2
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == dict.fromkeys(names, b"old")
         return
-    assert main(["generate", str(runs / "vae"), "--n", "3", "--out", str(tmp_path / "fresh")]) == 0
+    with pytest.warns(UserWarning, match="removed the 2 images a killed run had moved into .* of an unfinished set"):
+        assert main([*generate, str(out)]) == (2 if other else 0)
+    if other:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == {other: b"kept"}
+        return
+    assert main([*generate, str(tmp_path / "fresh")]) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {p.name: p.read_bytes()
                                                                 for p in (tmp_path / "fresh").iterdir()}
 

@@ -93,28 +93,33 @@ def temporary_prefix(path: Path) -> str:
     return f"{_writer_head(path)}{os.getpid()}."
 
 
-def remove_orphans(path: Path, any_ending: bool = False) -> int:
+def remove_orphans(path: Path, any_ending: bool = False) -> None:
     """Remove the temporaries (:func:`temporary_prefix`) of writes to ``path`` whose process has
-    ended, and say how many there were; ``any_ending``: of writes to any path of its folder whose
-    name starts with ``path``'s (the entries a changed source left behind). Only this machine's are judged (another machine's
-    process number means nothing here), and only where a process can be asked whether it runs
-    without harming it (POSIX). Containers that share a folder and a host name but not their
-    process numbers would misjudge each other: a live writer whose temporary went fails its write,
-    and the destination stays as it was."""
+    ended; ``any_ending``: of writes to any path of its folder whose name starts with ``path``'s
+    (the entries a changed source left behind)."""
+    for tmp in orphans(path, any_ending):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def orphans(path: Path, any_ending: bool = False) -> list[Path]:
+    """The temporaries :func:`remove_orphans` removes. Only this machine's are judged (another
+    machine's process number means nothing here), and only where a process can be asked whether
+    it runs without harming it (POSIX). Containers that share a folder and a host name but not
+    their process numbers would misjudge each other: a live writer whose temporary went fails its
+    write, and the destination stays as it was."""
     if os.name != "posix":
-        return 0
+        return []
     host = f".{socket.gethostname()[:40]}."  # as _writer_head spells them
     pattern = f".{glob.escape(path.name[:100])}{'*' if any_ending else ''}{glob.escape(host)}*.tmp"
-    removed = 0
+    found = []
     for tmp in path.parent.glob(pattern):
         pid = tmp.name.rsplit(host, 1)[-1].split(".", 1)[0]  # (after the host: <pid>.<random>.tmp)
         if pid.isdigit() and not _running(int(pid)):
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
+            found.append(tmp)
+    return found
 
 
 LOCK = ".writing"  # in a folder one command is writing (see writer_lock)

@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 from ..checks import positive_int
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..generation import check_generator, generate, image_grid, to_uint8
-from ..io import LOCK, remove_orphans, signals_held, staging_folder, writer_lock
+from ..io import LOCK, orphans, remove_orphans, signals_held, staging_folder, writer_lock
 from ..runs import load_model
 from .common import SEED_OPTION, add_device_option, named_path, options_named
 
 
 GRID = "grid.png"
+_IMAGE = re.compile(r"\d{4,}\.png")  # image_name's
 
 
 def add_parser(sub) -> None:
@@ -49,13 +51,22 @@ def write_png(path: Path, image) -> None:
 
 
 def _remove_a_killed_move(out: Path) -> None:
-    """Remove the images a killed ``generate`` had moved into ``out`` from its staging folder
-    before it died (SIGKILL cannot be held): that folder was empty when the run began, under the
-    lock, so they are the run's own, part of a set with nothing to say it is incomplete (they were
-    left, and the rest deleted with the staging folder). Any other file is kept, and refused."""
-    for entry in out.iterdir():
-        if entry.is_file() and (entry.name == GRID or re.fullmatch(r"\d{4,}\.png", entry.name)):
-            entry.unlink()
+    """Remove the images a killed ``generate`` had moved into ``out`` before it died (SIGKILL
+    cannot be held), with its staging folder: they are part of a set with nothing to say so, and
+    were left while the staging folder with the rest was deleted. The grid moves last, so a
+    staging folder that still holds it marks the move unfinished, and the images moved are those
+    numbered below the first it holds. Anything else stays (a whole set is refused as before)."""
+    for staging in orphans(out / GRID):
+        left = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+        if GRID in left:
+            first = next((name for name in left if _IMAGE.fullmatch(name)), None)
+            moved = [p for p in out.iterdir() if _IMAGE.fullmatch(p.name) and (first is None or p.name < first)]
+            for image in moved:
+                image.unlink()
+            if moved:
+                warnings.warn(f"removed the {len(moved)} images a killed run had moved into {out} of an unfinished "
+                              "set", stacklevel=2)
+    remove_orphans(out / GRID)
 
 
 def run(args) -> int:
@@ -67,8 +78,7 @@ def run(args) -> int:
     positive_int("--nrow", args.nrow, most=None)  # (before the images are drawn; any width is cut to --n)
     device = resolve_device(args.device)
     with writer_lock(out, "generate into"):  # takes over a killed run's lock
-        if remove_orphans(out / GRID):  # and removes its staging folder
-            _remove_a_killed_move(out)
+        _remove_a_killed_move(out)  # and its staging folder
         if any(p.name != LOCK for p in out.iterdir()):
             raise UsageError(f"--out {out} is not an empty folder; choose a new one")
         model, _ = load_model(args.run_dir, device)
@@ -81,7 +91,7 @@ def run(args) -> int:
                 write_png(staging / image_name(i, len(images)), image)
             write_png(staging / GRID, image_grid(images, args.nrow))
             with signals_held():  # all images appear at once: an interrupted run leaves no --out (or an empty one);
-                for image in sorted(staging.iterdir()):  # a killed one, the images it moved, which the next removes
-                    os.replace(image, out / image.name)
+                for image in sorted(staging.iterdir()):  # a killed one, the images it moved (the grid last), which
+                    os.replace(image, out / image.name)  # the next run removes
     print(f"{out}: {len(images)} images (T={args.samples}, seed {args.seed}) and {GRID}")
     return 0
