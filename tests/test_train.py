@@ -116,6 +116,20 @@ def test_task_is_recorded_and_runs_from_before_tasks_resume_bit_for_bit(tmp_path
     assert_same_run(straight, run)
 
 
+def test_process_0_of_several_or_the_only_one_speaks_for_the_run(monkeypatch):
+    """A process alone with RANK set had its warnings about the options left unsaid (R188)."""
+    from pdnn.train import speaks_for_the_run
+
+    for world, rank, speaks in ((None, None, True), (None, "1", True), (" 1", "1", True), ("2", "0", True),
+                                ("2", "1", False), ("2", None, True), ("x", "1", True)):
+        for name, value in (("WORLD_SIZE", world), ("RANK", rank)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        assert speaks_for_the_run() is speaks, (world, rank)
+
+
 def test_each_process_trains_on_its_own_device(monkeypatch):
     """Under torchrun, ``cuda`` means ``cuda:<LOCAL_RANK>`` (nccl); the CPU stays the CPU (gloo)."""
     import pdnn.train as training

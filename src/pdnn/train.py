@@ -152,9 +152,13 @@ def _another_process_ended_said(world: int):
 
 def speaks_for_the_run() -> bool:
     """Whether this process says what every process of a run would say alike (a warning about the
-    options): process 0 of those torchrun starts (``RANK``, known before the process group), or the
-    only one."""
-    return os.environ.get("RANK", "0") == "0"
+    options): the only one (``WORLD_SIZE`` unset or 1, whatever ``RANK`` says, as
+    :func:`_distributed` reads them), or process 0 of those torchrun starts (known from the
+    environment before the process group begins)."""
+    try:
+        return _environment_integer("WORLD_SIZE", "1") == 1 or _environment_integer("RANK", "0") == 0
+    except UsageError:  # (refused in words where the run begins)
+        return True
 
 
 def _end_process_group() -> None:
