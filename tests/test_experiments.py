@@ -74,6 +74,9 @@ def test_study_is_resumable_and_reports_claims(tmp_path, capsys):
     assert not (tmp_path / "new").exists()  # refused before anything is written
     assert main([*args[:-3], "--train-samples", "1,0", "--out", str(tmp_path / "new"), "--quiet"]) == 2
     assert "--train-samples must be" in capsys.readouterr().err
+    assert (tmp_path / "accuracy_vs_samples_pbit-unipolar.png").exists()
+    assert main([*args, "--pbit-neurons", "pbit"]) == 0  # fewer runs summarised: their figure goes (it stayed, R189)
+    assert not (tmp_path / "accuracy_vs_samples_pbit-unipolar.png").exists()
 
 
 def test_a_study_without_its_data_changes_no_file(tmp_path, monkeypatch, capsys):
@@ -180,7 +183,7 @@ def test_the_study_readme_says_which_copy_of_the_data_its_runs_read():
 
 def test_the_study_readme_says_the_epochs_its_runs_trained():
     spec = StudySpec(dataset="demo", model="mlp", epochs=1)
-    assert _epochs_text(spec, {"a": {"epochs": 1}, "b": {}}) == "1 epochs"  # b predates the record
+    assert _epochs_text(spec, {"a": {"epochs": 1}, "b": {}}) == "1 epoch"  # b predates the record
     assert _epochs_text(spec, {"a": {"epochs": 2}, "b": {"epochs": 1}}) == (
         "1 / 2 epochs as the runs trained them (--epochs 1; runs trained longer by an earlier command are kept "
         "as they are)")
@@ -232,6 +235,13 @@ def test_a_tie_does_not_surpass():
     spec = StudySpec(test_samples=[1, 2], train_samples=[2], quant_bits=[3], pbit_neurons=["pbit"])
     runs = {"tanh": {"accuracy": {"1": acc(0.21)}}, "pbit-s2": {"accuracy": {"1": acc(0.2), "2": acc((0.2 + 0.22) / 2)}}}
     assert not {c["claim"]: c["holds"] for c in assess_claims(spec, runs)}["T = 2 surpasses the 32-bit baseline"]
+
+
+def test_one_training_s_leaves_the_matching_claim_unjudged():
+    """With one s the best s and the matched s are the same run: the claim held by construction (R189)."""
+    spec = StudySpec(test_samples=[1, 2], train_samples=[2], quant_bits=[3], pbit_neurons=["pbit"])
+    runs = {"tanh": {"accuracy": {"1": acc(0.21)}}, "pbit-s2": {"accuracy": {"1": acc(0.2), "2": acc(0.25)}}}
+    assert [c["claim"] for c in assess_claims(spec, runs)] == ["T = 2 surpasses the 32-bit baseline"]
 
 
 def test_a_finished_cosine_run_is_not_extended_and_a_shorter_t_list_is_evaluated_again(tmp_path):
