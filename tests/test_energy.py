@@ -2,6 +2,7 @@
 import json
 import math
 import re
+import shutil
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -1078,6 +1079,11 @@ def test_cli_tradeoff(tmp_path, capsys, monkeypatch):
     huge = _fake_run(tmp_path, "huge", "pbit", [(1, 0.80), (2**60, 0.9)])  # evaluable, beyond pricing
     assert main(["tradeoff", str(huge)]) == 2
     assert f"{huge / 'eval-network.json'}: samples (T) must be at most 2**53" in capsys.readouterr().err
+    study = tmp_path / "study"  # a study's folder given whole: "config.json does not exist" (R189)
+    shutil.copytree(a, study / "runs" / "a")
+    assert main(["tradeoff", str(study)]) == 2
+    assert (f"{study} holds no config.json: it is a folder of runs, under {study / 'runs'}; give those "
+            f"(e.g. {study / 'runs' / '*'})") in capsys.readouterr().err
 
 
 def test_runs_of_one_name_stay_two_series(tmp_path):

@@ -275,6 +275,21 @@ def test_a_longer_finished_run_is_kept_with_a_warning(tmp_path):
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
+def test_a_finished_run_without_its_checkpoint_is_kept_with_a_warning_and_measured_with_advice(tmp_path):
+    """Kept in silence, and a new evaluation said only that checkpoint.pt did not exist (R189)."""
+    run = tmp_path / "run"
+    model = ModelConfig(name="mlp", input_shape=(1, 28, 28), num_classes=10, width=16)
+    ensure_trained(run, model, "demo", TrainConfig(epochs=1), subset=128, progress=False)
+    ensure_evaluated(run, [1, 2], 1, subset=50, progress=False)
+    (run / "checkpoint.pt").unlink()
+    with pytest.warns(UserWarning, match="has trained and holds no checkpoint.pt: it is kept with its records"):
+        ensure_trained(run, model, "demo", TrainConfig(epochs=1), subset=128, progress=False)
+    assert [r["samples"] for r in ensure_evaluated(run, [1, 2], 1, subset=50, progress=False)["results"]] == [1, 2]
+    with pytest.raises(RunError, match=r"checkpoint.pt does not exist: the run's weights were not kept; train it "
+                                       r"again \(delete .*run, or train into another folder\)"):
+        ensure_evaluated(run, [1, 2, 5], 1, subset=50, progress=False)
+
+
 @pytest.mark.parametrize("script, named", [("hw_summary.py", "holds no export/ folder"),
                                            ("ablation_summary.py", "is not an ablation folder"),
                                            ("generation_summary.py", "is not the generation study's folder")])

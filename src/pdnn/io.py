@@ -391,6 +391,9 @@ def read_config(run_dir: Path | str) -> dict:
         raise RunError(f"{run_dir} is a file; expected a run directory (one holding {CONFIG})")
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist")
+    if not (run_dir / CONFIG).exists() and any((run_dir / "runs").glob(f"*/{CONFIG}")):  # (a study's, given whole)
+        raise RunError(f"{run_dir} holds no {CONFIG}: it is a folder of runs, under {run_dir / 'runs'}; give those "
+                       f"(e.g. {run_dir / 'runs' / '*'})")
     config = read_json(run_dir / CONFIG)
     if not isinstance(config, dict):
         text = json.dumps(config)
