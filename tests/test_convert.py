@@ -1028,10 +1028,21 @@ def test_recalibrating_batch_norms_checks_its_batch_size():
         with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
             recalibrate_batchnorm(model, torch.randn(6, 3), batch_size=bad)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(UsageError, match="needs two values per channel at least, got 1 example x 1 sample"):
+    with pytest.raises(UsageError, match=r"needs two values per channel at least, and 3 sees one \(1 example x 1 "):
         recalibrate_batchnorm(model, torch.randn(1, 3), samples=1)  # (it set the variances to 0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert set(recalibrate_batchnorm(model, torch.randn(1, 3), samples=2)) == {"3"}  # two values: a variance
+    # a convolution's batch norm sees every position of one example (the first version refused it, R191); a later
+    # batch norm of one value per channel is refused with the earlier ones left as they were
+    layers = [nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)]
+    assert set(recalibrate_batchnorm(to_sampled(nn.Sequential(*layers).eval(), "pbit"), torch.randn(1, 1, 8, 8),
+                                     samples=1)) == {"3"}
+    deeper = to_sampled(nn.Sequential(*layers, nn.Tanh(), nn.Flatten(), nn.Linear(64, 4), nn.BatchNorm1d(4)).eval(),
+                        "pbit")
+    before = {k: v.clone() for k, v in deeper.state_dict().items()}
+    with pytest.raises(UsageError, match=r"needs two values per channel at least, and 7 sees one"):
+        recalibrate_batchnorm(deeper, torch.randn(1, 1, 8, 8), samples=1)
+    assert all(torch.equal(before[k], v) for k, v in deeper.state_dict().items())
 
 
 class TrainOnly:

@@ -1,6 +1,7 @@
 """The demo and the study, end to end on tiny slices of the embedded data."""
 import json
 import shlex
+import warnings
 
 import numpy as np
 import pytest
@@ -275,18 +276,24 @@ def test_a_longer_finished_run_is_kept_with_a_warning(tmp_path):
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
-def test_a_finished_run_without_its_checkpoint_is_kept_with_a_warning_and_measured_with_advice(tmp_path):
-    """Kept in silence, and a new evaluation said only that checkpoint.pt did not exist (R189)."""
+def test_a_finished_run_without_its_checkpoint_keeps_its_records_and_is_measured_with_advice(tmp_path):
+    """A new evaluation said only that checkpoint.pt did not exist (R189); a run yet to write its
+    first checkpoint is not given that advice (R191), and a study keeps such a run in silence, as
+    the committed results, which hold no checkpoints, need."""
     run = tmp_path / "run"
     model = ModelConfig(name="mlp", input_shape=(1, 28, 28), num_classes=10, width=16)
     ensure_trained(run, model, "demo", TrainConfig(epochs=1), subset=128, progress=False)
     ensure_evaluated(run, [1, 2], 1, subset=50, progress=False)
     (run / "checkpoint.pt").unlink()
-    with pytest.warns(UserWarning, match="has trained and holds no checkpoint.pt: it is kept with its records"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         ensure_trained(run, model, "demo", TrainConfig(epochs=1), subset=128, progress=False)
     assert [r["samples"] for r in ensure_evaluated(run, [1, 2], 1, subset=50, progress=False)["results"]] == [1, 2]
-    with pytest.raises(RunError, match=r"checkpoint.pt does not exist: the run's weights were not kept; train it "
-                                       r"again \(delete .*run, or train into another folder\)"):
+    with pytest.raises(RunError, match=r"checkpoint.pt does not exist: the run's weights were not kept \(its records "
+                                       r"stand\), so it cannot be measured anew; train the run again to measure it"):
+        ensure_evaluated(run, [1, 2, 5], 1, subset=50, progress=False)
+    (run / "metrics.json").unlink()  # as a run before its first epoch's end has it
+    with pytest.raises(RunError, match=r"checkpoint.pt does not exist$"):
         ensure_evaluated(run, [1, 2, 5], 1, subset=50, progress=False)
 
 

@@ -128,6 +128,18 @@ def test_what_is_no_tensor_is_named_by_its_type(given, said):
         F.quantize_levels(given, 2)  # (torch's clamp() overloads)
 
 
+def test_the_quantizers_are_traced_by_fx():
+    """A model calling them traces (the energy analysis and the sampler trace): the check above
+    had refused fx's Proxy, and the analysis fell back to hooks without their neuron (R191)."""
+    class Calls(torch.nn.Module):
+        def forward(self, x):
+            return F.quantize_levels(F.quantized_activation(x, 2), 3)
+
+    traced = torch.fx.symbolic_trace(Calls())
+    x = torch.linspace(-2, 2, 9)
+    assert torch.equal(traced(x), Calls()(x))
+
+
 def test_a_generator_that_is_no_generator_is_named():
     with pytest.raises(UsageError, match="^generator must be a torch.Generator or None, got 'g'"):
         F.pbit(torch.zeros(3), generator="g")

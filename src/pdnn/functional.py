@@ -455,7 +455,8 @@ def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
     ``sign`` with ``sign(0) = +1``.
     """
     steps = 2 ** check_bits(bits, "bits") - 1
-    check_floating(t, "quantize_levels")
+    if not isinstance(t, torch.fx.Proxy):
+        check_floating(t, "quantize_levels")
     t = torch.clamp(t, -1.0, 1.0)
     return torch.clamp((2.0 * torch.floor(t * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0)
 
@@ -470,7 +471,8 @@ def quantized_activation(
     1/2). The backward pass is the derivative of the unrounded activation (STE), so a k-bit
     network trains like its float counterpart.
     """
-    check_floating(x, "quantized_activation")  # (a list failed in Python's multiplication, as PBit's does not)
+    if not isinstance(x, torch.fx.Proxy):  # (traced, by the energy analysis or the sampler, it is no tensor)
+        check_floating(x, "quantized_activation")  # (a list failed in Python's multiplication)
     mean = mean_activation(x, mode, beta)
     if mode == "bipolar":
         q = quantize_levels(mean, bits)

@@ -86,14 +86,11 @@ def recalibrate_batchnorm(
         raise UsageError("recalibrate_batchnorm needs at least one example")
     positive_int("bn_samples (samples per example for recalibrating batch norms)", samples)
     positive_int("batch_size", batch_size)
-    if len(x) * samples < 2:  # (every batch norm sees at least one value per example and sample)
-        raise UsageError("recalibrate_batchnorm needs two values per channel at least, got 1 example x 1 sample: "
-                         "the variance of one value is 0, by which the batch norms would divide; give more "
-                         "examples or samples")
     model.eval()
     layers = batchnorms_after_noise(model, prepare(x[:2]))
     step = max(1, min(batch_size, FOLD_ROWS // samples))
     stats: dict[str, dict[str, list[float]]] = {}
+    before = [(bn.running_mean.clone(), bn.running_var.clone()) for _, bn in layers]  # (restored on a refusal)
     for name, bn in layers:
         moments = {"n": 0, "sum": 0.0, "sumsq": 0.0}
 
@@ -116,6 +113,13 @@ def recalibrate_batchnorm(
             handle.remove()
         if moments["n"] == 0:
             continue
+        if moments["n"] == 1:  # (one example, one sample, one position: a BatchNorm1d's variance would be 0)
+            for (_, changed), (mean, var) in zip(layers, before):
+                changed.running_mean.copy_(mean)
+                changed.running_var.copy_(var)
+            raise UsageError(f"recalibrate_batchnorm needs two values per channel at least, and {name} sees one "
+                             "(1 example x 1 sample): their variance would be 0, by which the batch norm divides; "
+                             "give more examples or samples")
         mean = moments["sum"] / moments["n"]
         var = (moments["sumsq"] / moments["n"] - mean * mean).clamp_min(0.0)
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))

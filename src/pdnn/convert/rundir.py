@@ -90,9 +90,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     if "convert" in config and not (Path(run_dir) / CHECKPOINT).exists():  # often not kept: a copy of the source's
         raise RunError(f"{Path(run_dir) / CHECKPOINT} does not exist; a converted run's checkpoint is a copy of its "
                        f"source's weights: `pdnn convert {run_dir} --restore` recreates it")
-    if not (Path(run_dir) / CHECKPOINT).exists():  # (a trained run kept without its weights: said what to do)
-        raise RunError(f"{Path(run_dir) / CHECKPOINT} does not exist: the run's weights were not kept; train it "
-                       f"again (delete {run_dir}, or train into another folder)")
+    if not (Path(run_dir) / CHECKPOINT).exists() and (Path(run_dir) / METRICS).exists():  # trained, kept without
+        raise RunError(f"{Path(run_dir) / CHECKPOINT} does not exist: the run's weights were not kept (its "
+                       "records stand), so it cannot be measured anew; train the run again to measure it")
     state = load_checkpoint(Path(run_dir) / CHECKPOINT)
     try:
         model.load_state_dict(state["model"])

@@ -28,9 +28,6 @@ def ensure_trained(run_dir: Path, model: ModelConfig, dataset: str, config: Trai
                            f"schedule of {planned}, which is no {config.epochs}-epoch schedule (continued, it "
                            "would bend midway); delete the folder to train it anew, or give another --out")
         if metrics and last >= config.epochs:
-            if not (run_dir / CHECKPOINT).exists():  # (it was kept in silence)
-                warnings.warn(f"{run_dir} has trained and holds no {CHECKPOINT}: it is kept with its records, which "
-                              "cannot be measured anew (delete the folder to train it again)", stacklevel=2)
             if last > config.epochs:
                 warnings.warn(f"{run_dir} has trained {last} epochs and is kept as it is; --epochs "
                               f"{config.epochs} is ignored (delete the folder to train {config.epochs})", stacklevel=2)
