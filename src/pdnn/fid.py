@@ -43,15 +43,15 @@ def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
     return _trace_sqrt(*roots)
 
 
-def _checked_eigenvalues(name: str, cov: np.ndarray, unit: float = 1.0, vectors: bool = False):
-    """The eigenvalues of ``cov`` (and its eigenvectors, if ``vectors``), once it is known to be a
-    covariance: eigh reads one triangle of a matrix that is not symmetric, and the square root
-    clips negative eigenvalues, so either would give a distance silently. ``cov`` is the user's
-    divided by ``unit``, which the message multiplies back."""
+def _checked_eigenvalues(name: str, cov: np.ndarray, unit: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The eigenvalues and eigenvectors of ``cov``, once it is known to be a covariance: eigh reads
+    one triangle of a matrix that is not symmetric, and the square root clips negative eigenvalues,
+    so either would give a distance silently. ``cov`` is the user's divided by ``unit``, which the
+    message multiplies back."""
     scale = max(float(np.abs(cov).max()), np.finfo(np.float64).tiny)
     if not np.allclose(cov, cov.T, rtol=0, atol=1e-9 * scale):
         raise UsageError(f"{name} is not symmetric; expected a covariance")
-    values, vecs = np.linalg.eigh(cov) if vectors else (np.linalg.eigvalsh(cov), None)
+    values, vectors = np.linalg.eigh(cov)
     if values.min() < -1e-9 * scale * len(cov):
         with np.errstate(over="ignore"):  # (beyond normal floats it would lose digits or overflow: two factors)
             low = values.min() * unit
@@ -59,7 +59,7 @@ def _checked_eigenvalues(name: str, cov: np.ndarray, unit: float = 1.0, vectors:
         shown = f"{low:.3g}" if normal else f"{values.min():.3g} x 2**{int(np.log2(unit))}"
         raise UsageError(f"{name} has a negative eigenvalue ({shown}); expected a covariance "
                          "(positive semi-definite)")
-    return (values, vecs) if vectors else values
+    return values, vectors
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
@@ -79,9 +79,10 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     # divided by the larger of the two.
     unit1, unit2 = _unit(cov1), _unit(cov2)
     scale = max(unit1, unit2)
-    roots = [_psd_sqrt(values * (unit / scale), vectors)
-             for values, vectors, unit in (_checked_eigenvalues(name, cov / unit, unit, vectors=True) + (unit,)
-                                           for name, cov, unit in (("cov1", cov1, unit1), ("cov2", cov2, unit2)))]
+    roots = []
+    for name, cov, unit in (("cov1", cov1, unit1), ("cov2", cov2, unit2)):
+        values, vectors = _checked_eigenvalues(name, cov / unit, unit)
+        roots.append(_psd_sqrt(values * (unit / scale), vectors))
     cov1, cov2 = cov1 / scale, cov2 / scale
     diff = mu1 - mu2
     spread = np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt(*roots)

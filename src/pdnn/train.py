@@ -162,8 +162,8 @@ def speaks_for_the_run() -> bool:
 
 
 def _end_process_group() -> None:
-    """End the process group before the interpreter's teardown, which could abort a process that
-    had finished ("terminate called without an active exception", once in some hundred runs).
+    """End the process group before the interpreter's teardown, which now and then aborted a process
+    that had finished ("terminate called without an active exception").
     It ends gloo's threads only where ``torch._dynamo`` was imported before the group began
     (:func:`_join_group` does): imported after it, as ``DistributedDataParallel`` does, it keeps
     the group alive past ``destroy_process_group``, and its threads ran on into the teardown."""
