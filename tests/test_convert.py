@@ -1031,7 +1031,7 @@ def test_recalibrating_batch_norms_checks_its_batch_size():
     with pytest.raises(UsageError, match=r"needs two values per channel at least, and 3 sees one \(1 example x 1 "):
         recalibrate_batchnorm(model, torch.randn(1, 3), samples=1)  # (it set the variances to 0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert set(recalibrate_batchnorm(model, torch.randn(1, 3), samples=2)) == {"3"}  # two values: a variance
+    assert set(recalibrate_batchnorm(model, torch.randn(1, 3), samples=2)) == {"3"}  # two values: not refused
     # a convolution's batch norm sees every position of one example (the first version refused it, R191); a later
     # batch norm of one value per channel is refused with the earlier ones left as they were
     layers = [nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)]
