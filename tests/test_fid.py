@@ -145,6 +145,17 @@ def test_full_rank_covariances_of_a_wide_spectrum_keep_their_small_eigenvalues(d
                                                                         rel=1e-11)
 
 
+def test_a_covariance_changed_in_place_is_decomposed_anew():
+    """Decompositions are kept by content (one real set against every T), never by the array."""
+    rng = np.random.default_rng(5)
+    c1, c2, mu = random_cov(6, 6, rng), random_cov(6, 6, rng), np.zeros(6)
+    first = frechet_distance(mu, c1, mu, c2)
+    assert frechet_distance(mu, c1, mu, c2) == first
+    c2 *= 4.0
+    assert frechet_distance(mu, c1, mu, c2) == pytest.approx(scipy_distance(mu, c1, mu, c2), rel=1e-9)
+    assert frechet_distance(mu, c1, mu, c2) != pytest.approx(first)
+
+
 def test_sample_estimate_converges_to_the_closed_form():
     # n = 20000 draws of 4 features: each covariance entry has standard error ~ sqrt(2/n) ~ 0.01,
     # so the estimated distance (0 in truth for equal laws) stays well below 0.05
