@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pdnn.adaptive import CHECKPOINTS, StoppingRule, parse_checkpoints
+from pdnn.adaptive import CHECKPOINTS, StoppingRule, check_max_samples, parse_checkpoints
 from pdnn.checks import positive_int
 from pdnn.cli.common import file_in_the_way, options_named
 from pdnn.energy.tech import load_table
@@ -52,7 +52,7 @@ def parse_args(argv=None):
         args.errors = [_number("--errors", e, float) for e in args.errors.split(",")]
         if twice := sorted({e for e in args.errors if args.errors.count(e) > 1}):  # (its rows would repeat)
             raise UsageError(f"--errors lists {', '.join(f'{e:g}' for e in twice)} more than once")
-        positive_int("--max-samples", args.max_samples)  # named as the option, before the looks are checked against it
+        check_max_samples(args.max_samples, "--max-samples")  # named as the option, before the looks are made
         with options_named({"checkpoints": "--checkpoints", "prior_samples": "--prior-samples",
                             "error level": "--errors"}):
             args.checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)

@@ -1,7 +1,9 @@
 """T chosen per input: the stopping rule's error level, rows leaving the batch, equality with fixed T."""
+import io
 import json
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -566,6 +568,42 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert main(["eval", str(run), "--adaptive", "--samples", "1,5", "--quiet"]) == 2
     assert "--samples is only used without --adaptive" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".json") == evaluations  # nothing written
+
+
+def test_max_samples_beyond_the_cap_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """--max-samples 10**11 was accepted and ran without end, saying nothing; with --checkpoints every
+    it first built a look per T, a tuple larger than memory. Refused where it is given, before the
+    run is read or a look made."""
+    from pdnn.adaptive import MAX_SAMPLES
+    expected = f"must be at most {MAX_SAMPLES} (an input left undecided draws that many samples"
+    assert StoppingRule(MAX_SAMPLES).max_samples == MAX_SAMPLES
+    for make in (lambda: StoppingRule(MAX_SAMPLES + 1), lambda: parse_checkpoints("every", 10**11),
+                 lambda: SampledModel(nn.Sequential(nn.Linear(2, 3), PBit()), samples="auto", max_samples=10**11)):
+        with pytest.raises(UsageError, match=re.escape("max_samples " + expected)):
+            make()
+    sampled = SampledModel(nn.Sequential(nn.Linear(2, 3), PBit()), samples="auto")
+    with pytest.raises(UsageError, match=re.escape("max_samples " + expected)):
+        sampled.max_samples = MAX_SAMPLES + 1
+    assert sampled.max_samples == 50  # the rule as it was
+    monkeypatch.setattr("pdnn.adaptive.tuple", lambda *a: pytest.fail("a look was made"), raising=False)
+    for looks in ([], ["--checkpoints", "every"]):  # (no run there: the value is refused first)
+        assert main(["eval", str(tmp_path / "none"), "--adaptive", "--max-samples", str(10**11), *looks]) == 2
+        assert f"error: --max-samples {expected}" in capsys.readouterr().err
+
+
+def test_eval_cli_adaptive_shows_its_progress_on_a_terminal_unless_quiet(tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "demo", "--subset", "64", "--model", "mlp", "--width", "8", "--epochs", "1",
+                 "--out", str(run), "--quiet"]) == 0
+    for quiet, shown in (([], True), (["--quiet"], False)):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        assert main(["eval", str(run), "--adaptive", "--max-samples", "4", *quiet]) == 0
+        bar = sys.stderr.getvalue()
+        assert ("eval (adaptive)" in bar and "64/64" in bar and "mean_T=" in bar) == shown
 
 
 def test_eval_cli_adaptive_prices_each_input_at_its_own_t(tmp_path, capsys):

@@ -48,6 +48,21 @@ CHECKPOINTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100,
 # a round draws its samples in pieces of at most this many, added to the running sums as they come,
 # so that memory stays bounded when a round is long (the last runs from 256 to max_samples)
 ROUND_PIECE = 1024
+# max_samples at most: an input left undecided draws them all, and a look at T sums about T/2
+# terms of the Student-t series (student_t_cdf): N = 10**11 ran on without end, and "every" look
+# up to it was a tuple larger than memory
+MAX_SAMPLES = 10_000
+
+
+def check_max_samples(value, name: str = "max_samples") -> int:
+    """``value`` as an ``int`` if it is a possible N, 1 to :data:`MAX_SAMPLES`, else a
+    ``UsageError`` naming ``name``: checked before the looks are made from it
+    (:func:`parse_checkpoints`' ``"every"`` holds one per T)."""
+    number = positive_int(name, value)
+    if number > MAX_SAMPLES:
+        raise UsageError(f"{name} must be at most {MAX_SAMPLES} (an input left undecided draws that many samples, "
+                         f"and a look at T sums about T/2 terms of the rule's Student-t series), got {number}")
+    return number
 
 
 def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
@@ -56,7 +71,7 @@ def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
     variance is known, :meth:`StoppingRule.first_look`). A look is a round, so looking more often
     stops inputs sooner at the cost of more, smaller passes."""
     if text.strip() == "every":
-        return tuple(range(1, max(1, max_samples) + 1))
+        return tuple(range(1, check_max_samples(max_samples) + 1))
     try:
         points = tuple(int(t) for t in text.split(","))
     except ValueError:
@@ -141,7 +156,7 @@ class StoppingRule:
 
     def __post_init__(self):
         # numpy's numbers are accepted as Python's are, and kept as Python's
-        object.__setattr__(self, "max_samples", positive_int("max_samples", self.max_samples))
+        object.__setattr__(self, "max_samples", check_max_samples(self.max_samples))
         if self.rule not in RULES:
             raise UsageError(f"unknown stopping rule {shown(self.rule)}; expected one of {', '.join(RULES)}")
         error = as_real(self.error)  # (a tensor of one number too, as max_samples takes one)

@@ -231,14 +231,15 @@ def format_table(document: dict) -> str:
 def adaptive_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, rule: StoppingRule, seed: int = 0,
     batch_size: int = ADAPTIVE_BATCH, prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-    priced: Callable[[torch.Tensor, torch.Tensor], dict] | None = None,
+    priced: Callable[[torch.Tensor, torch.Tensor], dict] | None = None, progress: bool = False,
 ) -> dict:
     """Accuracy of ``model`` on ``(x, y)`` with T chosen per input (:mod:`pdnn.adaptive`):
     ``{"accuracy", "mean_samples", "samples_histogram": {T: inputs}, "mean_rounds", "rule"}``. A
     prior variance the rule lacks is learnt on the first batch and kept for the others
     (:func:`pdnn.adaptive.adaptive_sample`). ``priced(taken, rounds)``, given each input's T and
     rounds (looks it took part in), returns entries to add: the energy, say. Eval mode, NaN and
-    labels as :func:`accuracy_vs_samples`."""
+    labels as :func:`accuracy_vs_samples`; ``progress``: a bar over the inputs, moved as each batch
+    settles."""
     _check_model(model, "adaptive_accuracy")
     check_rule(rule)
     positive_int("batch_size", batch_size)
@@ -246,7 +247,8 @@ def adaptive_accuracy(
     sampler = SampledModel(model, samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
     correct, taken, rounds, given, looks = 0, [], [], rule.prior_variance is not None, set()
-    with evaluated(model):
+    with evaluated(model), progress_bar(total=len(x), desc="eval (adaptive)", unit="img", enabled=progress,
+                                         leave=False) as bar:
         for start in range(0, len(x), batch_size):
             schedule = sampler.stopping.schedule()  # (the first batch may learn the prior a look at T = 1 needs)
             looks.update(schedule)
@@ -254,6 +256,8 @@ def adaptive_accuracy(
             correct += hits(mean, y[start : start + batch_size])
             taken.append(sampler.last_samples)
             rounds.append(rounds_taken(sampler.last_samples, schedule))
+            bar.update(len(mean))
+            bar.set_postfix(mean_T=f"{sum(int(t.sum()) for t in taken) / (start + len(mean)):.2f}")
     rule = sampler.stopping
     taken, rounds = torch.cat(taken), torch.cat(rounds)
     values, counts = taken.unique(return_counts=True)

@@ -193,7 +193,8 @@ def evaluate_run_adaptive(run_dir, rule: StoppingRule, seed: int = 0, roots: lis
         pricing["energy_time_s"] = time.perf_counter() - start
         return energy
 
-    result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, ADAPTIVE_BATCH, data.normalize, priced)
+    result = adaptive_accuracy(model, data.test_x, data.test_y, rule, seed, ADAPTIVE_BATCH, data.normalize, priced,
+                               progress)
     sampling_s = time.perf_counter() - began - pricing["energy_time_s"]  # (time_s had included the pricing)
     document = {"run": str(run_dir), "dataset": dataset, "data_source": data.source,
                 "split": "test", "examples": len(data.test_y), "seed": seed, "device": str(device),

@@ -1,7 +1,7 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-from ..adaptive import CHECKPOINTS, PRIOR_INPUTS, StoppingRule, parse_checkpoints
+from ..adaptive import CHECKPOINTS, MAX_SAMPLES, PRIOR_INPUTS, StoppingRule, check_max_samples, parse_checkpoints
 from ..checks import AGGREGATIONS, positive_int
 from ..devices import resolve_device
 from ..energy import load_table
@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
                    help="choose T per input with a stopping rule (see docs/adaptive.md) instead of --samples; "
                         "writes RUN_DIR/adaptive.json")
     p.add_argument("--max-samples", type=int,
-                   help=f"--adaptive: the most samples an input gets (default: {ADAPTIVE['max_samples']})")
+                   help=f"--adaptive: the most samples an input gets, up to {MAX_SAMPLES} (default: "
+                        f"{ADAPTIVE['max_samples']})")
     p.add_argument("--error", type=float,
                    help="--adaptive: predictive probability that the decision at --max-samples differs "
                         f"(default: {ADAPTIVE['error']})")
@@ -131,7 +132,7 @@ def energy_line(document: dict, max_samples: int) -> str:
 def run_adaptive(args, given_checkpoints: bool) -> int:
     if args.aggregate != "network":
         raise UsageError(f"--adaptive samples whole networks (--aggregate network), got --aggregate {args.aggregate}")
-    positive_int("--max-samples", args.max_samples)  # before the looks are checked against it
+    check_max_samples(args.max_samples, "--max-samples")  # before the looks are checked against it
     load_table().memory(args.memory, "--memory")
     with options_named(RULE_OPTIONS):
         checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
