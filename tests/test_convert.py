@@ -924,7 +924,13 @@ def test_options_of_a_calibration_that_does_not_run_are_refused(tmp_path, capsys
         assert f"{option[0]} is only used with {needs}" in capsys.readouterr().err
         assert not new.exists()
     for option, said in ((["--samples="], "--samples must be integers >= 1 separated by commas, got ''"),
-                         (["--holdout="], "--holdout must be a count or a fraction, got ''"),
+                         (["--holdout="], "--holdout must be a count >= 1 or a fraction in (0, 1), got ''"),
+                         (["--holdout", "0"], "--holdout must be a count >= 1 or a fraction in (0, 1), got '0'"),
+                         (["--holdout", "1.5"], "--holdout must be a count >= 1 or a fraction in (0, 1), got '1.5'"),
+                         (["--holdout", "inf"], "--holdout must be a count >= 1 or a fraction in (0, 1), got 'inf'"),
+                         (["--layers", ""], "--layers must be 'hidden', 'all' or comma-separated layer names (see "
+                                            "--list-layers), got ''"),
+                         (["--layers", " , "], "--layers must be 'hidden', 'all' or comma-separated layer names"),
                          (["--target-samples", "0"], "--target-samples must be an integer >= 1, got 0"),
                          (["--repeats", "-2"], "--repeats must be an integer >= 1, got -2"),
                          (["--scale", "3=0.1,3=0.7"], "--scale gives layer '3' more than one value: '3=0.1,3=0.7'"),

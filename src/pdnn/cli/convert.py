@@ -1,6 +1,7 @@
 """``pdnn convert``: make a trained deterministic run stochastic without retraining."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..convert import (CALIBRATION, DEFAULT_SCALE, DEFAULT_VALUES, LAYER_SETS, METHODS, convert_run,
@@ -93,15 +94,25 @@ def parse_value(text: str | None, what: str):
 
 
 def parse_holdout(text: str) -> float | int:
+    """``--holdout`` as the count or fraction ``holdout_indices`` takes; a bad one named as typed
+    (``0``, not the float ``0.0`` it reads as)."""
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"--holdout must be a count or a fraction, got {text!r}") from None
-    return int(value) if value >= 1 and value.is_integer() else value
+        value = math.nan
+    if not (0 < value < 1 or (value >= 1 and value.is_integer())):  # (nan, inf: neither)
+        raise UsageError(f"--holdout must be a count >= 1 or a fraction in (0, 1), got {text!r}")
+    return int(value) if value >= 1 else value
 
 
 def parse_layers(text: str):
-    return text if text in LAYER_SETS else [name.strip() for name in text.split(",") if name.strip()]
+    """``--layers``: a set's name or comma-separated layer names (at least one)."""
+    if text in LAYER_SETS:
+        return text
+    if not (names := [name.strip() for name in text.split(",") if name.strip()]):
+        raise UsageError(f"--layers must be {', '.join(map(repr, LAYER_SETS))} or comma-separated layer names (see "
+                         f"--list-layers), got {text!r}")
+    return names
 
 
 def _refuse_unused(args) -> None:
