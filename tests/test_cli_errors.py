@@ -460,6 +460,11 @@ def test_a_damaged_evaluation_is_named_by_plot(trained_run, tmp_path, capsys):
                      ["tradeoff", str(run), "--json", str(tmp_path / "t.json")]):
             assert main(argv) == 2
             assert f"{run / 'eval-network.json'}: 'examples' must be" in one_line_error(capsys, argv[0])
+    for flag in ('"no"', "0", "null"):  # a string "no" was drawn as a deterministic baseline
+        (run / "eval-network.json").write_text(f'{{"results": [{{"samples": 1, "accuracy_mean": 0.5}}], '
+                                               f'"deterministic": {flag}}}')
+        assert main(["plot", str(run), "--out", str(tmp_path / "fig.png")]) == 2
+        assert f"'deterministic' must be true or false, got {json.loads(flag)!r}" in one_line_error(capsys, "plot")
     assert not (tmp_path / "fig.png").exists()
 
 

@@ -475,7 +475,7 @@ def read_eval(path: Path | str) -> dict:
     list of rows with an integer ``samples`` in [1, 2**63 - 1] (what an evaluation takes; a plot's
     log axis fails on larger integers), an ``accuracy_mean`` in [0, 1] and, if given,
     a finite ``accuracy_std`` >= 0 and an integer ``repeats`` >= 1, each ``samples`` once, and if
-    given an integer ``examples`` >= 1; anything else is a :class:`RunError` naming the file. Its
+    given an integer ``examples`` >= 1 and a boolean ``deterministic``; anything else is a :class:`RunError` naming the file. Its
     rows are returned in order of T, as ``pdnn eval`` writes them (a curve drawn through a file
     written otherwise went back and forth)."""
     document = read_json(path)
@@ -483,6 +483,8 @@ def read_eval(path: Path | str) -> dict:
     examples = document.get("examples", 1)
     if not (_is_int(examples) and examples >= 1):
         raise RunError(f"{path}: 'examples' must be the number of test examples, an integer >= 1, got {examples!r}")
+    if not isinstance(deterministic := document.get("deterministic", False), bool):  # ("no" read as true)
+        raise RunError(f"{path}: 'deterministic' must be true or false, got {deterministic!r}")
     for row in rows:
         samples = row.get("samples") if isinstance(row, dict) else None
         mean = row.get("accuracy_mean") if isinstance(row, dict) else None
