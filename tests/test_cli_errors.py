@@ -364,6 +364,23 @@ def test_layer_evaluation_names_the_seeds_its_samplers_derive(trained_run, capsy
     assert one_line_error(capsys, "eval").endswith(f"error: --seed must be an integer in [-2**63, 2**64), got {2**64}")
 
 
+def test_eval_seeds_two_to_the_32_apart_draw_alike_as_its_help_says(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for mode in (["--samples", "1,4", "--repeats", "2"], ["--samples", "1,4", "--aggregate", "layer"],
+                 ["--adaptive", "--max-samples", "8"]):
+        drawn = []
+        for seed in (3, 3 + 2**32, 4):
+            copy = tmp_path / f"{seed}.json"
+            assert main(["eval", str(run), *mode, "--seed", str(seed), "--subset", "64", "--json", str(copy),
+                         "--quiet"]) == 0
+            document = json.loads(copy.read_text())
+            drawn.append(document["results"] if "results" in document else document["samples_histogram"])
+        assert drawn[0] == drawn[1] != drawn[2], mode
+
+
 @pytest.mark.filterwarnings("ignore:.*does not record which weights it measured")  # the evaluation written here
 def test_plot_draws_rows_without_a_spread(trained_run, tmp_path):
     import shutil

@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
                    help="network: p-DNN (average outputs); layer: random bit-stream baseline (default: network)")
     p.add_argument("--seed", type=int, default=0,
                    help="fixes the p-bits' draws (default: 0; layer aggregation seeds repeat r at T with "
-                        "seed + 1000 r + T, so seeds 1000 apart share draws)")
+                        "seed + 1000 r + T, so seeds 1000 apart share draws; torch's CPU generator reads the low "
+                        "32 bits, so seeds 2**32 apart draw alike)")
     p.add_argument("--adaptive", action="store_true",
                    help="choose T per input with a stopping rule (see docs/adaptive.md) instead of --samples; "
                         "writes RUN_DIR/adaptive.json")
