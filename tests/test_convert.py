@@ -1581,6 +1581,18 @@ def test_a_batch_size_below_one_is_named_not_measured_as_zero():
     assert measured["chosen"] in (0.01, 0.1)
 
 
+def test_a_model_calibrate_cannot_convert_is_named_before_any_measure(monkeypatch):
+    """It measured the deterministic accuracy on every held-out example first, then refused."""
+    import pdnn.convert.calibration as calibration
+
+    monkeypatch.setattr(calibration, "accuracy_vs_samples", lambda *a, **k: pytest.fail("measured first"))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for net, method in ((nn.Sequential(nn.Linear(4, 3)), "gaussian"), (nn.Sequential(nn.Linear(4, 5), nn.ReLU(),
+                                                                                    nn.Linear(5, 3)), "pbit")):
+        with pytest.raises(ConversionError):
+            calibrate(net, x, y, method=method, values=[0.5, 1.0], samples=[1, 2])
+
+
 def test_what_is_not_a_module_is_named():
     from pdnn.energy import analyze
 

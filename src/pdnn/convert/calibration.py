@@ -205,9 +205,9 @@ def calibrate(
                      bn_samples if recalibrate_bn else None, progress)
     was_training = model.training
     try:
+        sweep, stats = _sweep(trials, method, layers, values)  # (first: a model it cannot convert is named at once)
         deterministic = accuracy_vs_samples(model, x, y, [1], 1, seed=seed, batch_size=batch_size,
                                             prepare=prepare)[0]["accuracy_mean"]
-        sweep, stats = _sweep(trials, method, layers, values)
         i, tolerance = _choose(sweep, len(y))
         refined, setting, final, bn_stats = None, values[i], sweep[i], stats[i]
         if per_layer:
