@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+import tempfile
 import subprocess
 import sys
 import warnings
@@ -92,6 +93,22 @@ def test_idx_bad_magic_names_the_file(tmp_path):
         load("mnist", roots=[tmp_path], progress=False)
 
 
+@pytest.mark.parametrize("name, magic, count, holds", [("t10k-labels-idx1-ubyte", "00000803", 3, "labels [N]"),
+                                                      ("t10k-labels-idx1-ubyte", "00000802", 2, "labels [N]"),
+                                                      ("t10k-images-idx3-ubyte", "00000801", 1, "images [N, H, W]")])
+def test_an_idx_file_with_another_files_dimensions_is_named_as_such(tmp_path, name, magic, count, holds):
+    """A labels file with the images' magic number was called truncated, its header's next bytes
+    read as sizes: "dimensions [10000, 151126273, 100729862] need 152229286238643260000 bytes"."""
+    folder = tmp_path / "mnist"
+    make_idx(folder, gz=False)
+    bad = folder / name
+    bad.write_bytes(bytes.fromhex(magic) + bad.read_bytes()[4:])
+    expected = "00000801" if holds.startswith("labels") else "00000803"
+    with pytest.raises(DataError, match=re.escape(f"{bad}: its IDX magic number 0x{magic} gives {count} dimensions; "
+                                                  f"expected {expected[-1]} for {holds} (0x{expected})")):
+        load("mnist", roots=[tmp_path], progress=False)
+
+
 def test_idx_truncated_files_are_errors(tmp_path):
     data = idx_bytes(torch.zeros(5, 28, 28, dtype=torch.uint8))
     with pytest.raises(DataError, match=r"x\.idx: truncated.*3920 bytes of data, found 3919"):
@@ -129,7 +146,7 @@ def test_cache_hit_skips_decoding_and_source_change_invalidates(tmp_path, monkey
     first = load("mnist", roots=[tmp_path / "data"], progress=False)
     assert_idx_equal(first, original)
 
-    def refuse(path):
+    def refuse(path, *expected):
         raise AssertionError(f"decoded {path} although the cache is current")
 
     monkeypatch.setattr(idx_module, "read_idx", refuse)
@@ -296,6 +313,37 @@ def test_a_cache_that_fills_up_warns_and_still_loads(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="could not write the data cache.*No space left"):
         assert_idx_equal(load("mnist", roots=[tmp_path], progress=False), original)
     assert shared and not any((tmp_path / "cache").rglob("*.tmp"))  # its staging folder removed
+
+
+def test_no_room_in_the_cache_nor_the_temporary_folder_is_said_with_both_places(tmp_path, monkeypatch, capsys):
+    """Where the temporary folder is full too, the run ended in a bare "[Errno 28] No space left
+    on device", naming neither place."""
+    import errno
+
+    make_idx(tmp_path / "mnist", gz=False)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.CacheWriter, "add", full)
+    with pytest.warns(UserWarning, match="could not write the data cache"), \
+            pytest.raises(DataError, match=re.escape(f"no room to decode mnist: neither the data cache "
+                                                     f"{tmp_path / 'cache'} nor the temporary folder {tmp_path / 'tmp'} "
+                                                     "could hold it (No space left on device); free space in one")):
+        load("mnist", roots=[tmp_path], progress=False)
+    assert not list((tmp_path / "tmp").iterdir()) and not any((tmp_path / "cache").rglob("*.tmp"))
+
+    def full_then_broken(self, *args):  # the cache full, the temporary folder's disk failing: said as it is
+        raise OSError(*((errno.ENOSPC, "No space left on device") if str(self.directory).startswith(
+            str(tmp_path / "cache")) else (errno.EIO, "Input/output error")))
+
+    monkeypatch.setattr(cache_module.CacheWriter, "add", full_then_broken)
+    with pytest.warns(UserWarning, match="could not write the data cache"), \
+            pytest.raises(OSError, match=r"^\[Errno 5\] Input/output error$"):
+        load("mnist", roots=[tmp_path], progress=False)
 
 
 def _a_damaged_entry(tmp_path, monkeypatch) -> tuple:
@@ -695,6 +743,17 @@ def test_missing_dataset_lists_every_place_and_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFound, match="apt-get install dataset-fashion-mnist"):
         from pdnn.data.catalog import find
         find("fashion-mnist", [tmp_path / "a"])
+    begun = tmp_path / "c" / "cifar10-jpeg"  # a copy begun: what it lacks is named
+    begun.mkdir(parents=True)
+    (begun / "train.zip").write_bytes(b"")
+    with pytest.raises(DatasetNotFound) as err:
+        load("cifar10", roots=[tmp_path / "c"], progress=False)
+    assert f"{begun}: neither train.zip and test.zip nor train/ and test/ (only train.zip)" in str(err.value)
+    (begun / "test.zip").write_bytes(b"")  # the copy's own folder given as the root: its parent is asked for
+    with pytest.raises(DatasetNotFound) as err:
+        load("cifar10", roots=[begun], progress=False)
+    assert (f"{begun / 'cifar10-jpeg'}: no such folder; {begun} holds a class-folder copy itself: give its parent, "
+            "which holds cifar10-jpeg/") in str(err.value)
 
 
 def test_data_roots_order(tmp_path, monkeypatch):

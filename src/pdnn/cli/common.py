@@ -87,8 +87,9 @@ def options_named(options: dict[str, str]) -> Iterator[None]:
 
 
 def add_data_options(parser: argparse.ArgumentParser,
-                     subset_help: str = "use only the first N examples of each split (default: all; an N "
-                                        "beyond a split's size takes all of it)") -> None:
+                     subset_help: str = "use only the first N examples of each split, in the loader's order "
+                                        "(a class-folder copy takes the classes in turn; README, Data) (default: "
+                                        "all; an N beyond a split's size takes all of it)") -> None:
     parser.add_argument("--data-dir", action="append", metavar="ROOT", type=existing_folder,
                         help="a root holding datasets in their conventional folders (repeatable; "
                              "searched before $PDNN_DATA and the default roots)")

@@ -54,6 +54,8 @@ import torch
 from ..io import folder_mode, remove_orphans, temporary_prefix, write_json
 from .idx import DataError
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a disk or quota filled up, or a file size limit reached
+
 FORMAT = 4  # bump when what an entry holds changes (4: .jpe and .jfif files decoded); other formats are rebuilt
 SAMPLED = 1 << 16  # bytes read at each end of a sampled source file for its stamp
 SAMPLED_FILES = 64  # source files sampled so
@@ -286,7 +288,7 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
                 _not_kept(path, err)
                 return read(staging)  # mapped files stay readable after the directory is removed
         except OSError as err:  # the cache's disk filled up as the entry was written; any other error is raised
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            if err.errno not in FULL:
                 raise
             problem = err
         finally:
@@ -298,12 +300,20 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
                 return entry
             problem = "another process removed the entry as it was published"
     _not_kept(path, problem)
-    staging = Path(tempfile.mkdtemp(prefix=f"pdnn-{name}-"))
+    staging = None
     try:
+        staging = Path(tempfile.mkdtemp(prefix=f"pdnn-{name}-"))
         _build(staging, build)
         return read(staging)  # mapped files stay readable after the directory is removed
+    except OSError as err:  # this disk full too: said with both places, not as a bare "[Errno 28]"
+        if err.errno not in FULL:
+            raise
+        raise DataError(f"no room to decode {name}: neither the data cache {path.parent} nor the temporary folder "
+                        f"{tempfile.gettempdir()} could hold it ({err.strerror}); free space in one, or set "
+                        "PDNN_CACHE or TMPDIR to a folder with room") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _not_kept(path: Path, problem) -> None:

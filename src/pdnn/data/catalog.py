@@ -134,7 +134,9 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
 
         folder = root / "cifar10-jpeg"
         if not folder.is_dir():
-            looked.append((folder, "no such folder"))
+            looked.append((folder, "no such folder" + (f"; {root} holds a class-folder copy itself: give its parent, "
+                                                       "which holds cifar10-jpeg/" if (root / "test.zip").exists()
+                                                       or (root / "test").is_dir() else "")))
             continue
         for kind, train, test in (("zip", folder / "train.zip", folder / "test.zip"),
                                   ("folders", folder / "train", folder / "test")):
@@ -151,7 +153,10 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
 
                 return Source(files, f"{folder} (class-folder {kind}; JPEG copies differ slightly "
                               "from the canonical pixels)", decode, folder)
-        looked.append((folder, "neither train.zip and test.zip nor train/ and test/"))
+        halves = [path.name for path in (folder / "train.zip", folder / "test.zip", folder / "train", folder / "test")
+                  if path.exists()]  # (a copy begun: name what it lacks)
+        looked.append((folder, f"neither train.zip and test.zip nor train/ and test/ (only {', '.join(halves)})"
+                       if halves else "neither train.zip and test.zip nor train/ and test/"))
     return None
 
 

@@ -40,9 +40,10 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: corrupt or truncated gzip data ({err})") from err
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
+def parse_idx(data: bytes, name: str = "<bytes>", dimensions: tuple[int, str] | None = None) -> torch.Tensor:
     """Decode IDX ``data`` into a uint8 tensor of the shape its header gives; ``name`` is used in
-    error messages."""
+    error messages. ``dimensions``: the count the file must have and what it holds, checked before
+    the sizes (a labels file with an images file's magic read as a 21-digit "truncated" size)."""
     if len(data) < 4:
         raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes)")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
@@ -54,6 +55,10 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     if dtype != UBYTE:
         kind = _TYPE_NAMES.get(dtype, "unknown type")
         raise DataError(f"{name}: IDX type 0x{dtype:02x} ({kind}); expected 0x08 (unsigned byte)")
+    if dimensions is not None and ndim != dimensions[0]:
+        raise DataError(f"{name}: its IDX magic number 0x{data[:4].hex()} gives {ndim} dimensions; expected "
+                        f"{dimensions[0]} for {dimensions[1]} (0x{data[:3].hex()}{dimensions[0]:02x}): is it another "
+                        "file of the set, renamed?")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{name}: truncated IDX header: {ndim} dimensions need {header} bytes, "
@@ -70,10 +75,10 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     return torch.frombuffer(bytearray(memoryview(data)[header:]), dtype=torch.uint8).reshape(shape)
 
 
-def read_idx(path: str | Path) -> torch.Tensor:
+def read_idx(path: str | Path, dimensions: tuple[int, str] | None = None) -> torch.Tensor:
     """Read an IDX file (raw or gzipped) into a uint8 tensor; raises :class:`DataError` naming
-    the file if it is corrupt or truncated."""
-    return parse_idx(read_bytes(Path(path)), str(path))
+    the file if it is corrupt or truncated (``dimensions``: as :func:`parse_idx`)."""
+    return parse_idx(read_bytes(Path(path)), str(path), dimensions)
 
 
 def idx_bytes(tensor: torch.Tensor) -> bytes:
@@ -87,11 +92,7 @@ def idx_bytes(tensor: torch.Tensor) -> bytes:
 def load_idx_split(images: Path, labels: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One split from an images file ``[N, H, W]`` and a labels file ``[N]``: returns images
     ``[N, 1, H, W]`` uint8 and labels int64, after checking that they belong together."""
-    x, y = read_idx(images), read_idx(labels)
-    if x.dim() != 3:
-        raise DataError(f"{images}: expected 3 dimensions [N, H, W] for images, got {list(x.shape)}")
-    if y.dim() != 1:
-        raise DataError(f"{labels}: expected 1 dimension [N] for labels, got {list(y.shape)}")
+    x, y = read_idx(images, (3, "images [N, H, W]")), read_idx(labels, (1, "labels [N]"))
     if len(x) != len(y):
         raise DataError(f"{images} has {len(x)} images but {labels} has {len(y)} labels")
     if len(y) and int(y.max()) >= num_classes:
