@@ -1029,6 +1029,7 @@ def test_an_accuracy_names_a_model_or_samples_of_the_wrong_kind():
 
 
 def test_recalibrating_batch_norms_checks_its_batch_size():
+    torch.manual_seed(0)  # (the weights decide which inputs' two samples agree, below)
     model = to_sampled(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(), "pbit")
     for bad in (0, -7, 2.5, "8", None):
         with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
@@ -1037,7 +1038,26 @@ def test_recalibrating_batch_norms_checks_its_batch_size():
     with pytest.raises(UsageError, match=r"needs two values per channel at least, and 3 sees one \(1 example x 1 "):
         recalibrate_batchnorm(model, torch.randn(1, 3), samples=1)  # (it set the variances to 0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert set(recalibrate_batchnorm(model, torch.randn(1, 3), samples=2)) == {"3"}  # two values: not refused
+    # two values: not refused; where they agree, the variance set to 0 is said (it was set in silence, R192)
+    said = set()
+    for seed in range(40):
+        model[3].running_var.fill_(1.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            variances = recalibrate_batchnorm(model, torch.randn(1, 3, generator=torch.Generator().manual_seed(seed)),
+                                              samples=2)["3"]["running_var"]
+        zeros = sum(v == 0 for v in variances)
+        assert [str(w.message) for w in caught] == ([] if not zeros else [
+            f"recalibrate_batchnorm: {zeros} of the 4 channels of 3 had one value in all 2 they saw (examples x "
+            f"samples x positions), so their running variance is now 0 and the batch norm divides them by sqrt(eps "
+            f"= 1e-05); give more examples or samples"])
+        said.add(bool(zeros))
+        if zeros == 4:  # a channel at 0 before (a dead one) is not said again
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                recalibrate_batchnorm(model, torch.randn(1, 3, generator=torch.Generator().manual_seed(seed)),
+                                      samples=2)
+    assert said == {True, False}
     # a convolution's batch norm sees every position of one example (the first version refused it, R191); a later
     # batch norm of one value per channel is refused with the earlier ones left as they were
     layers = [nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)]

@@ -7,6 +7,7 @@ numbers of a network a conversion may change.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -122,6 +123,11 @@ def recalibrate_batchnorm(
                              "give more examples or samples")
         mean = moments["sum"] / moments["n"]
         var = (moments["sumsq"] / moments["n"] - mean * mean).clamp_min(0.0)
+        if (lost := int(((var == 0) & (bn.running_var.double() > bn.eps)).sum())):  # (a dead channel had none before)
+            warnings.warn(f"recalibrate_batchnorm: {lost} of the {len(var)} channels of {name} had one value in all "
+                          f"{moments['n']} they saw (examples x samples x positions), so their running variance is "
+                          f"now 0 and the batch norm divides them by sqrt(eps = {bn.eps:g}); give more examples or "
+                          "samples", stacklevel=2)
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
         bn.running_var.copy_(var.to(bn.running_var.dtype))
         stats[name] = {"running_mean": bn.running_mean.tolist(), "running_var": bn.running_var.tolist()}
