@@ -910,6 +910,25 @@ def test_training_never_writes_over_another_runs_or_a_users_config(tmp_path, cap
     assert "convert" in json.loads((converted / "config.json").read_text())
 
 
+def test_a_signal_as_the_config_is_written_leaves_no_run_in_the_way(tmp_path, monkeypatch, capsys):
+    """A SIGTERM held while config.json was written was raised as the write returned, before the
+    code that removes a config nothing was trained with: the message said "train anew", and training
+    anew with other settings was refused (R194)."""
+    run, write = tmp_path / "run", pdnn.train.write_json
+
+    def interrupted_after(path, document):
+        write(path, document)
+        if Path(path).name == "config.json":
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pdnn.train, "write_json", interrupted_after)
+        assert train(run, "--epochs", "1", "--seed", "0") == 130
+    assert not (run / "config.json").exists()
+    assert train(run, "--epochs", "1", "--seed", "7") == 0  # another setting: a fresh start
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 7
+
+
 def test_a_study_or_export_folder_is_no_place_to_train(tmp_path, capsys):
     """A run trained into a study's folder mixed its files into the study's, and --resume there
     said only that config.json did not exist (R168)."""

@@ -639,11 +639,11 @@ def train(
                               f"not where the {planned}-epoch schedule left it, so the run differs from one of "
                               f"{train_config.epochs} epochs from the start")
         wrote_config = rank == 0 and not (run_dir / CONFIG).exists()
-        if rank == 0:
-            write_json(run_dir / CONFIG, config)
-            if resume:  # the history as the checkpoint has it: an interruption can fall between their writes
-                write_json(run_dir / METRICS, run.metrics)
-        try:
+        try:  # (a signal held while the config is written is raised as the write returns: inside)
+            if rank == 0:
+                write_json(run_dir / CONFIG, config)
+                if resume:  # the history as the checkpoint has it: an interruption can fall between their writes
+                    write_json(run_dir / METRICS, run.metrics)
             for epoch in range(run.start_epoch, train_config.epochs):
                 trained, speed = _train_epoch(run, data, train_config, epoch, progress)
                 generators = _generator_states(run)
