@@ -553,6 +553,40 @@ def test_look_levels_script_replays_the_rule_at_a_level_that_changes_with_t(monk
     assert taken.double().mean() < plain[1].double().mean()  # a looser level after the first looks
 
 
+def test_mean_prior_script_is_the_rule_without_a_prior_and_bayes_with_one(monkeypatch):
+    """scripts/adaptive_mean_prior.py (results/adaptive/NOTES.md, finding 21): without a prior its
+    rule is the rule; with one, the runner-up's term is the posterior mixture of normal tails."""
+    import importlib.util
+    import math
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_mean_prior", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_mean_prior.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "adaptive_mean_prior", script)  # (a dataclass looks its module up)
+    spec.loader.exec_module(script)
+    g = torch.Generator().manual_seed(0)
+    outputs = torch.rand(20, 600, 4, generator=g) + torch.rand(1, 600, 4, generator=g)
+    plain = adaptive_study.replay(outputs, StoppingRule(20, 0.1), 300)
+    assert all(torch.equal(a, b) for a, b in zip(plain[:3], adaptive_study.replay(
+        outputs, script.MeanPriorRule(20, 0.1), 300)[:3]))
+    # two values of the lead's mean, 0.1 and 2, either sign: the posterior weights and tails by hand
+    rule = script.MeanPriorRule(20, 0.1, gaps=(0.1, 2.0), weights=(0.75, 0.25))
+    m, spread, t, n = torch.tensor([0.05, 0.8]), torch.tensor([0.5, 0.5]), 4, 20
+    for row in range(2):
+        weights = [w / 2 * math.exp(-0.5 * ((m[row].item() - mu) * math.sqrt(t) / 0.5) ** 2)
+                   for mu, w in ((0.1, 0.75), (2.0, 0.25), (-0.1, 0.75), (-2.0, 0.25))]
+        tails = [0.5 * math.erfc((t * m[row].item() + (n - t) * mu) / (0.5 * math.sqrt(n - t)) / math.sqrt(2))
+                 for mu in (0.1, 2.0, -0.1, -2.0)]
+        expected = sum(w * p for w, p in zip(weights, tails)) / sum(weights)
+        assert rule.runner_up_term(m, spread, t, n)[row].item() == pytest.approx(expected, rel=1e-12)
+    gaps, weights = script.gap_prior(outputs, bins=50)
+    top = outputs.double().mean(0).topk(2, -1).values
+    assert sum(weights) == pytest.approx(1) and max(gaps) < (top[:, 0] - top[:, 1]).max() and len(gaps) <= 50
+    prior = adaptive_study.replay(outputs, script.MeanPriorRule(20, 0.1, gaps=gaps, weights=weights), 300)
+    assert not torch.equal(prior[1], plain[1])  # (it decides otherwise somewhere)
+
+
 def _stats(outputs):
     from pdnn.adaptive import SampleStats
     stats = SampleStats(outputs.shape[1], outputs.shape[2])
