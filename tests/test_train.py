@@ -769,9 +769,9 @@ def test_a_resume_on_another_number_of_processes_says_what_becomes_of_their_stre
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing left to train: nothing to say
         assert main(["train", "--out", str(run), "--resume", "--epochs", "1", "--quiet"]) == 0
-    with pytest.warns(UserWarning, match=r"holds the random streams of 3 process\(es\) and this run has 1: the streams "
+    with pytest.warns(UserWarning, match=r"holds the random streams of 3 processes and this run has 1: the streams "
                                          r"of processes 1 to 2 go unused and the batches are split among 1 "
-                                         r"process\(es\), not 3, so the run does not continue bit for bit"):
+                                         r"process, not 3, so the run does not continue bit for bit"):
         assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
 
 

@@ -343,6 +343,10 @@ def _unresumable(state: dict) -> str | None:
     return None
 
 
+def _processes(count: int) -> str:
+    return f"{count} process{'es' if count != 1 else ''}"
+
+
 def _span(first: int, end: int) -> str:
     """Processes ``first`` to ``end - 1`` in words."""
     return f"process {first}" if end - first == 1 else f"processes {first} to {end - 1}"
@@ -371,8 +375,8 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
     if len(saved) != run.world and said:
         what = (f"augmentation and sampling of {_span(len(saved), run.world)} restart from their seeds"
                 if len(saved) < run.world else f"the streams of {_span(run.world, len(saved))} go unused and the "
-                f"batches are split among {run.world} process(es), not {len(saved)}")
-        warnings.warn(f"{checkpoint_path} holds the random streams of {len(saved)} process(es) and this run has "
+                f"batches are split among {_processes(run.world)}, not {len(saved)}")
+        warnings.warn(f"{checkpoint_path} holds the random streams of {_processes(len(saved))} and this run has "
                       f"{run.world}: {what}, so the run does not continue bit for bit")
     try:
         _set_streams(run, saved, device, checkpoint_path, said)
