@@ -475,9 +475,9 @@ def read_eval(path: Path | str) -> dict:
     list of rows with an integer ``samples`` in [1, 2**63 - 1] (what an evaluation takes; a plot's
     log axis fails on larger integers), an ``accuracy_mean`` in [0, 1] and, if given,
     a finite ``accuracy_std`` >= 0 and an integer ``repeats`` >= 1, each ``samples`` once, and if
-    given an integer ``examples`` >= 1 and a boolean ``deterministic``; anything else is a :class:`RunError` naming the file. Its
-    rows are returned in order of T, as ``pdnn eval`` writes them (a curve drawn through a file
-    written otherwise went back and forth)."""
+    given an integer ``examples`` >= 1 and a boolean ``deterministic``; anything else is a
+    :class:`RunError` naming the file. Its rows are returned in order of T, as ``pdnn eval`` writes
+    them (a curve drawn through a file written otherwise went back and forth)."""
     document = read_json(path)
     rows = result_rows(document, path)
     examples = document.get("examples", 1)

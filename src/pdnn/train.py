@@ -344,6 +344,7 @@ def _unresumable(state: dict) -> str | None:
 
 
 def _processes(count: int) -> str:
+    """``count`` processes in words."""
     return f"{count} process{'es' if count != 1 else ''}"
 
 
