@@ -3,6 +3,7 @@ import collections
 import copy
 import functools
 import math
+import re
 import threading
 import warnings
 
@@ -461,6 +462,42 @@ def test_untraceable_model_falls_back_with_a_warning():
     assert out.shape == (4, 2, 3)
     with pytest.raises(TypeError, match="aggregate='layer' needs"):
         SampledModel(Untraceable(), samples=4, aggregate="layer")(torch.randn(2, 3))
+
+
+class ShapeLoop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.pbit = nn.Linear(3, 3), PBit()
+
+    def forward(self, x):
+        h = x[:, 0]
+        for t in range(x.shape[1]):  # (a loop over a traced size: untraceable)
+            h = self.pbit(self.lin(h + x[:, t]))
+        return h
+
+
+def test_an_untraceable_model_is_named_with_the_line_that_stopped_the_trace():
+    """The reason named pdnn's own InPlaceProxy class and no line of the model ("'InPlaceProxy'
+    object cannot be interpreted as an integer"), nor did the energy note or the layer mode's error
+    (R198)."""
+    import inspect
+
+    from pdnn.convert import to_sampled
+    from pdnn.energy import analyze
+
+    line = inspect.getsourcelines(ShapeLoop.forward)[1] + 2
+    where = (f"TypeError: 'Proxy' object cannot be interpreted as an integer, at {__file__}:{line} "
+             "(for t in range(x.shape[1]):  # (a loop over a traced size: untraceable))")
+    with pytest.warns(UserWarning, match=re.escape(f"it could not be traced ({where})")):
+        SampledModel(ShapeLoop(), samples=3)(torch.randn(2, 4, 3))
+    with pytest.raises(TypeError, match=re.escape(f"tracing failed with: {where}")):
+        SampledModel(ShapeLoop(), samples=3, aggregate="layer")(torch.randn(2, 4, 3))
+    assert any(f"torch.fx could not trace the model ({where})" in note
+               for note in analyze(ShapeLoop(), (4, 3)).notes)
+    plain = ShapeLoop()
+    plain.pbit = nn.Tanh()
+    with pytest.warns(UserWarning, match=re.escape(f"ShapeLoop could not be traced by torch.fx ({where}); activations")):
+        to_sampled(plain, "pbit", layers="all")
 
 
 def test_sample_aware_loss_rules_and_gradients():

@@ -63,7 +63,8 @@ from .pooled_pbit import use_pooled_pbits
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit
+from .tracing import (UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit,
+                      why_untraceable)
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
 # a fold is checked against a loop of forwards on 5 rows, at 2 and at 3 samples: a value of the
@@ -1167,7 +1168,8 @@ class SampledModel(nn.Module):
                 self._watch()
             except Exception as err:  # fx raises many types for untraceable code
                 raise TypeError(
-                    f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {err}") from err
+                    f"aggregate='layer' needs a model torch.fx can trace; tracing failed with: {why_untraceable(err)}"
+                ) from err
         return _unfolded(self._folded(self._graphs[key], x, args, kwargs, samples, 1), 1, x.shape[0])
 
     def _folded(self, run: Callable, x: torch.Tensor, args: tuple, kwargs: dict, samples: int, per_sample: int):
@@ -1240,7 +1242,7 @@ class SampledModel(nn.Module):
                 reasons.append(f"it traced, but {err}")
                 continue
             except Exception as err:  # fx raises many types for untraceable code
-                reasons.append(f"it could not be traced ({err})")
+                reasons.append(f"it could not be traced ({why_untraceable(err)})")
                 continue
             reason = self._checked(runs, x, args, kwargs)
             if reason is None:

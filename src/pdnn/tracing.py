@@ -38,8 +38,11 @@ import collections
 import contextlib
 import itertools
 import operator
+import os
 import sys
+import sysconfig
 import threading
+import traceback
 import warnings
 from typing import Callable
 
@@ -233,6 +236,25 @@ def _modes() -> tuple:
 
 class UnfaithfulTrace(TypeError):
     """A model traced, but running its graph would not do what its forward does."""
+
+
+def why_untraceable(err: BaseException) -> str:
+    """What a failed trace says to the model's author: the error, fx's proxy named as fx names it
+    (not as :class:`InPlaceProxy`, a name of this package), and the author's line that raised it
+    (the last frame outside torch, pdnn and Python's own library) -- fx's messages name neither,
+    and "zeros() takes 1 positional argument but 2 were given" reads as a mistake in that call."""
+    text = f"{type(err).__name__}: {err}".replace(InPlaceProxy.__name__, "Proxy")
+    own = [f for f in traceback.extract_tb(err.__traceback__) if _authors(f.filename)]
+    return text + (f", at {own[-1].filename}:{own[-1].lineno} ({own[-1].line})" if own else "")
+
+
+def _authors(filename: str) -> bool:
+    """Whether ``filename`` is the model author's code: not torch's, this package's or Python's
+    own library (whose folder holds site-packages, where an author's package may live)."""
+    paths = sysconfig.get_paths()
+    return not filename.startswith(tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, sys.modules["pdnn"]))) \
+        and (not filename.startswith(paths["stdlib"] + os.sep) or filename.startswith(
+            (paths["purelib"] + os.sep, paths["platlib"] + os.sep)))
 
 
 def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],

@@ -23,7 +23,7 @@ from ..functional import check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
 from ..sampling import attributes_read
-from ..tracing import add_module
+from ..tracing import add_module, why_untraceable
 from .methods import DEFAULT_SCALE, LAYER_SETS, ConversionError, _check_method, parameter_of
 from .sites import (ON_WEIGHTS_WHERE_TRACED, _Discovery, _discover, _input_node, _Site, _supports,
                     MAX_TRACED_OPTIONAL, branches_on_none, check_module)
@@ -255,8 +255,9 @@ def _convert(model: nn.Module, spec: dict) -> tuple[nn.Module, list[_Site]]:
     elif found.trace_error is not None:
         guessed = spec["layers"] == "hidden" and any(s.module is not None and not s.hidden for s in found.sites)
         warnings.warn(
-            f"{type(model).__name__} could not be traced by torch.fx ({found.trace_error}); activations called as "
-            "functions inside its forward (torch.tanh, F.sigmoid, ...) cannot be found and stay deterministic"
+            f"{type(model).__name__} could not be traced by torch.fx ({why_untraceable(found.trace_error)}); "
+            "activations called as functions inside its forward (torch.tanh, F.sigmoid, ...) cannot be found and "
+            "stay deterministic"
             + (", and layers='hidden' took the activation modules registered after the last weight layer as output "
                "ones" if guessed else ""),
             stacklevel=3,
@@ -327,7 +328,7 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
         if found.trace_error is not None and not found.sites:
             raise ConversionError(
                 f"nothing to convert in {name}: it has no activation modules, and torch.fx could not trace its "
-                f"forward ({type(found.trace_error).__name__}: {found.trace_error}), so activations called as "
+                f"forward ({why_untraceable(found.trace_error)}), so activations called as "
                 "functions could not be found or rewritten"
             )
         def role(s: _Site) -> str:

@@ -56,7 +56,7 @@ from ..checks import positive_ints
 from ..errors import UsageError
 from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
-from ..tracing import DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated
+from ..tracing import DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated, why_untraceable
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
@@ -901,7 +901,7 @@ def _walk(model: nn.Module, x: torch.Tensor, input_bits: int) -> tuple[_Walker, 
         raise
     except Exception as err:  # fx raises many types for untraceable code
         walker = _Walker(input_bits)
-        walker.note(f"torch.fx could not trace the model ({type(err).__name__}: {err}); "
+        walker.note(f"torch.fx could not trace the model ({why_untraceable(err)}); "
                     "walked with forward hooks instead")
     try:
         _analyze_hooks(model, x, walker)
