@@ -513,6 +513,9 @@ def test_eval_cli_adaptive(tmp_path, capsys):
     assert rule["prior_variance_learnt"] and rule["prior_variance"] > 0
     out = capsys.readouterr().out
     assert "looks at T = 2, 3, 4, 5, 6, 7," in out and "the first batch" not in out
+    assert main(["eval", str(run), "--adaptive", "--max-samples", "50", "--checkpoints", "every", "--subset", "16",
+                 "--quiet"]) == 0  # a long list: its ends (it printed every look, 9,999 at the most)
+    assert f"looks at T = {', '.join(map(str, range(2, 20)))}, ..., 49, 50 (49 looks)" in capsys.readouterr().out
     assert main(["eval", str(run), "--adaptive", "--max-samples", "20", "--subset", "31", "--quiet"]) == 0
     out = capsys.readouterr().out  # 31 inputs: too few to learn the prior from, so all run to N
     assert "no input stopped early: the rule learns its prior variance from the spread of 32 inputs" in out

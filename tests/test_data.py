@@ -104,8 +104,10 @@ def test_an_idx_file_with_another_files_dimensions_is_named_as_such(tmp_path, na
     bad = folder / name
     bad.write_bytes(bytes.fromhex(magic) + bad.read_bytes()[4:])
     expected = "00000801" if holds.startswith("labels") else "00000803"
-    with pytest.raises(DataError, match=re.escape(f"{bad}: its IDX magic number 0x{magic} gives {count} dimensions; "
-                                                  f"expected {expected[-1]} for {holds} (0x{expected})")):
+    with pytest.raises(DataError, match=re.escape(f"{bad}: its IDX magic number 0x{magic} gives {count} "
+                                                  f"dimension{'s' * (count > 1)}; expected {expected[-1]} for {holds} "
+                                                  f"(0x{expected})" + (": is it the other file of the set, renamed?"
+                                                                       if count in (1, 3) else "")) + "$"):
         load("mnist", roots=[tmp_path], progress=False)
 
 
@@ -330,10 +332,17 @@ def test_no_room_in_the_cache_nor_the_temporary_folder_is_said_with_both_places(
 
     monkeypatch.setattr(cache_module.CacheWriter, "add", full)
     with pytest.warns(UserWarning, match="could not write the data cache"), \
-            pytest.raises(DataError, match=re.escape(f"no room to decode mnist: neither the data cache "
-                                                     f"{tmp_path / 'cache'} nor the temporary folder {tmp_path / 'tmp'} "
-                                                     "could hold it (No space left on device); free space in one")):
+            pytest.raises(DataError, match=re.escape(f"no room to decode mnist in the temporary folder {tmp_path / 'tmp'} "
+                                                     "(No space left on device), where it went because the data cache "
+                                                     f"{tmp_path / 'cache'} could not be written ([Errno 28] No space left "
+                                                     "on device); free space, or set PDNN_CACHE or TMPDIR")):
         load("mnist", roots=[tmp_path], progress=False)
+    (tmp_path / "file").write_text("")  # a cache that cannot be made at all: said as it was (R196)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.warns(UserWarning, match="could not write the data cache"), \
+            pytest.raises(DataError, match=re.escape("could not be written ([Errno 20] Not a directory: ")):
+        load("mnist", roots=[tmp_path], progress=False)
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
     assert not list((tmp_path / "tmp").iterdir()) and not any((tmp_path / "cache").rglob("*.tmp"))
 
     def full_then_broken(self, *args):  # the cache full, the temporary folder's disk failing: said as it is
@@ -752,8 +761,18 @@ def test_missing_dataset_lists_every_place_and_how_to_get_it(tmp_path):
     (begun / "test.zip").write_bytes(b"")  # the copy's own folder given as the root: its parent is asked for
     with pytest.raises(DatasetNotFound) as err:
         load("cifar10", roots=[begun], progress=False)
-    assert (f"{begun / 'cifar10-jpeg'}: no such folder; {begun} holds a class-folder copy itself: give its parent, "
-            "which holds cifar10-jpeg/") in str(err.value)
+    assert (f"{begun / 'cifar10-jpeg'}: no such folder; {begun} holds a class-folder copy itself, which is read from "
+            "ROOT/cifar10-jpeg/: give its parent") in str(err.value)
+    elsewhere = begun.rename(tmp_path / "c" / "mycifar")  # under another name, its parent would not do (R196)
+    with pytest.raises(DatasetNotFound) as err:
+        load("cifar10", roots=[elsewhere], progress=False)
+    assert (f"{elsewhere} holds a class-folder copy itself, which is read from ROOT/cifar10-jpeg/: move its two halves "
+            f"into {elsewhere / 'cifar10-jpeg'}/") in str(err.value)
+    (elsewhere / "test.zip").unlink()
+    (elsewhere / "test").mkdir()  # (an empty test/ beside train.zip is no copy)
+    with pytest.raises(DatasetNotFound) as err:
+        load("cifar10", roots=[elsewhere], progress=False)
+    assert "holds a class-folder copy itself" not in str(err.value)
 
 
 def test_data_roots_order(tmp_path, monkeypatch):

@@ -484,7 +484,7 @@ def read_eval(path: Path | str) -> dict:
     if not (_is_int(examples) and examples >= 1):
         raise RunError(f"{path}: 'examples' must be the number of test examples, an integer >= 1, got {examples!r}")
     if not isinstance(deterministic := document.get("deterministic", False), bool):  # ("no" read as true)
-        raise RunError(f"{path}: 'deterministic' must be true or false, got {deterministic!r}")
+        raise RunError(f"{path}: 'deterministic' must be true or false, got {json.dumps(deterministic)}")
     for row in rows:
         samples = row.get("samples") if isinstance(row, dict) else None
         mean = row.get("accuracy_mean") if isinstance(row, dict) else None

@@ -121,6 +121,14 @@ def prior_note(rule: dict) -> str:
     return ""
 
 
+def listed_looks(looks: list[int], shown: int = 20) -> str:
+    """The looks, the first and last few of a long list (``--checkpoints every`` to 10,000 printed
+    9,999 of them on one line)."""
+    if len(looks) <= shown:
+        return ", ".join(map(str, looks))
+    return f"{', '.join(map(str, looks[:shown - 2]))}, ..., {looks[-2]}, {looks[-1]} ({len(looks)} looks)"
+
+
 def energy_line(document: dict, max_samples: int) -> str:
     """The energy per inference in its three accountings (docs/adaptive.md), beside fixed T."""
     listed = lambda e: " / ".join(map(mj, e.values()))  # noqa: E731
@@ -148,8 +156,7 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
             device=resolve_device(args.device), progress=not args.quiet, memory=args.memory))
     print(f"{args.run_dir}  ({document['dataset']} test, {document['examples']} examples, T per input: "
           f"{rule.rule} rule{f', error {rule.error}' if rule.rule == 'predictive' else ''}, at most "
-          f"{rule.max_samples}; looks at T = "
-          f"{', '.join(map(str, document['rule']['checkpoints']))}"
+          f"{rule.max_samples}; looks at T = {listed_looks(document['rule']['checkpoints'])}"
           f"{prior_note(document['rule'])})")
     print(f"accuracy {100 * document['accuracy']:.2f} %  mean T {document['mean_samples']:.2f}")
     print("T: " + "  ".join(f"{t}:{n}" for t, n in document["samples_histogram"].items()))

@@ -93,13 +93,17 @@ def recalibrate_batchnorm(
     stats: dict[str, dict[str, list[float]]] = {}
     before = [(bn.running_mean.clone(), bn.running_var.clone()) for _, bn in layers]  # (restored on a refusal)
     for name, bn in layers:
-        moments = {"n": 0, "sum": 0.0, "sumsq": 0.0}
+        moments = {"n": 0, "sum": 0.0, "sumsq": 0.0, "low": None, "high": None}
 
         def collect(module, inputs, moments=moments):
             z = inputs[0].detach().double().transpose(0, 1).reshape(inputs[0].shape[1], -1)
             moments["n"] += z.shape[1]
             moments["sum"] = moments["sum"] + z.sum(1)
             moments["sumsq"] = moments["sumsq"] + (z * z).sum(1)
+            # each channel's extremes: one of one value has a variance of 0, which its sums leave at 1e-17
+            low, high = z.amin(1), z.amax(1)
+            moments["low"] = low if moments["low"] is None else torch.minimum(moments["low"], low)
+            moments["high"] = high if moments["high"] is None else torch.maximum(moments["high"], high)
             raise _Stop
 
         handle = bn.register_forward_pre_hook(collect)
@@ -123,11 +127,12 @@ def recalibrate_batchnorm(
                              "give more examples or samples")
         mean = moments["sum"] / moments["n"]
         var = (moments["sumsq"] / moments["n"] - mean * mean).clamp_min(0.0)
-        if (lost := int(((var == 0) & (bn.running_var.double() > bn.eps)).sum())):  # (a dead channel had none before)
+        if (lost := int(((moments["low"] == moments["high"]) & (bn.running_var.double() > bn.eps)).sum())):
+            # (a channel at 0 before, a dead one, is not said)
             warnings.warn(f"recalibrate_batchnorm: {lost} of the {len(var)} channels of {name} had one value in all "
                           f"{moments['n']} they saw (examples x samples x positions), so their running variance is "
-                          f"now 0 and the batch norm divides them by sqrt(eps = {bn.eps:g}); give more examples or "
-                          "samples", stacklevel=2)
+                          f"now 0 (to rounding) and the batch norm divides them by sqrt(eps = {bn.eps:g}); give more "
+                          "examples or samples", stacklevel=2)
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
         bn.running_var.copy_(var.to(bn.running_var.dtype))
         stats[name] = {"running_mean": bn.running_mean.tolist(), "running_var": bn.running_var.tolist()}

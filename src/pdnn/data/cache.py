@@ -308,9 +308,9 @@ def cached(name: str, files: list[Path], build: Callable[[CacheWriter], list[str
     except OSError as err:  # this disk full too: said with both places, not as a bare "[Errno 28]"
         if err.errno not in FULL:
             raise
-        raise DataError(f"no room to decode {name}: neither the data cache {path.parent} nor the temporary folder "
-                        f"{tempfile.gettempdir()} could hold it ({err.strerror}); free space in one, or set "
-                        "PDNN_CACHE or TMPDIR to a folder with room") from None
+        raise DataError(f"no room to decode {name} in the temporary folder {tempfile.gettempdir()} "
+                        f"({err.strerror}), where it went because the data cache {path.parent} could not be written "
+                        f"({problem}); free space, or set PDNN_CACHE or TMPDIR to a folder with room") from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -136,8 +136,9 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
         if not folder.is_dir():
             itself = all((root / name).is_file() for name in ("train.zip", "test.zip")) or all(
                 (root / name).is_dir() for name in ("train", "test"))  # (--data-dir .../cifar10-jpeg)
-            looked.append((folder, "no such folder" + (f"; {root} holds a class-folder copy itself: give its parent, "
-                                                       "which holds cifar10-jpeg/" if itself else "")))
+            advice = "give its parent" if root.name == folder.name else f"move its two halves into {folder}/"
+            looked.append((folder, "no such folder" + (f"; {root} holds a class-folder copy itself, which is read from "
+                                                       f"ROOT/{folder.name}/: {advice}" if itself else "")))
             continue
         for kind, train, test in (("zip", folder / "train.zip", folder / "test.zip"),
                                   ("folders", folder / "train", folder / "test")):

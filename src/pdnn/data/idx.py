@@ -56,9 +56,10 @@ def parse_idx(data: bytes, name: str = "<bytes>", dimensions: tuple[int, str] | 
         kind = _TYPE_NAMES.get(dtype, "unknown type")
         raise DataError(f"{name}: IDX type 0x{dtype:02x} ({kind}); expected 0x08 (unsigned byte)")
     if dimensions is not None and ndim != dimensions[0]:
-        raise DataError(f"{name}: its IDX magic number 0x{data[:4].hex()} gives {ndim} dimensions; expected "
-                        f"{dimensions[0]} for {dimensions[1]} (0x{data[:3].hex()}{dimensions[0]:02x}): is it another "
-                        "file of the set, renamed?")
+        swapped = ndim in (1, 3)  # (the other file of an images-and-labels pair)
+        raise DataError(f"{name}: its IDX magic number 0x{data[:4].hex()} gives {ndim} dimension{'s' * (ndim > 1)}; "
+                        f"expected {dimensions[0]} for {dimensions[1]} (0x{data[:3].hex()}{dimensions[0]:02x})"
+                        + (": is it the other file of the set, renamed?" if swapped else ""))
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{name}: truncated IDX header: {ndim} dimensions need {header} bytes, "
