@@ -1058,6 +1058,12 @@ def test_recalibrating_batch_norms_checks_its_batch_size():
                 recalibrate_batchnorm(model, torch.randn(1, 3, generator=torch.Generator().manual_seed(seed)),
                                       samples=2)
     assert said == {True, False}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(8, 3)
+    x[5, 1] = math.nan  # one such example made every statistic NaN, in silence (R199)
+    with pytest.raises(UsageError, match=r"recalibrate_batchnorm: 3 sees values that are not finite \(NaN or inf\)"):
+        recalibrate_batchnorm(model, x, samples=2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # a channel of one value over many examples, whose sums leave a variance of 1e-17, not 0 (R196)
     constant = to_sampled(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(), "pbit")
     with torch.no_grad():

@@ -4,6 +4,7 @@ import copy
 import functools
 import math
 import re
+import sys
 import threading
 import warnings
 
@@ -476,6 +477,17 @@ class ShapeLoop(nn.Module):
         return h
 
 
+class SplitLine(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pbit = PBit()
+
+    def forward(self, x):
+        n = int(
+            x.shape[1])
+        return self.pbit(x) + n
+
+
 def test_an_untraceable_model_is_named_with_the_line_that_stopped_the_trace():
     """The reason named pdnn's own InPlaceProxy class and no line of the model ("'InPlaceProxy'
     object cannot be interpreted as an integer"), nor did the energy note or the layer mode's error
@@ -494,6 +506,15 @@ def test_an_untraceable_model_is_named_with_the_line_that_stopped_the_trace():
         SampledModel(ShapeLoop(), samples=3, aggregate="layer")(torch.randn(2, 4, 3))
     assert any(f"torch.fx could not trace the model ({where})" in note
                for note in analyze(ShapeLoop(), (4, 3)).notes)
+    source = ("class Made(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.pbit = PBit()\n"
+              "    def forward(self, x):\n        n = int(\n            x.shape[1])\n        return self.pbit(x) + n\n")
+    made = {"nn": nn, "PBit": PBit}
+    exec(source, made)  # no source line to quote: none quoted (it showed "()"); a statement over lines: its first, "..."
+    with pytest.warns(UserWarning, match=re.escape("not 'Proxy', at <string>:6); sampling by repeating")):
+        SampledModel(made["Made"](), samples=3)(torch.randn(2, 4))
+    more = " ..." if sys.version_info >= (3, 11) else ""  # (where a frame knows its last line)
+    with pytest.warns(UserWarning, match=re.escape(f"(n = int({more})); sampling by repeating")):
+        SampledModel(SplitLine(), samples=3)(torch.randn(2, 4))
     plain = ShapeLoop()
     plain.pbit = nn.Tanh()
     with pytest.warns(UserWarning, match=re.escape(f"ShapeLoop could not be traced by torch.fx ({where}); activations")):

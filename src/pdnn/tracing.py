@@ -245,7 +245,11 @@ def why_untraceable(err: BaseException) -> str:
     and "zeros() takes 1 positional argument but 2 were given" reads as a mistake in that call."""
     text = f"{type(err).__name__}: {err}".replace(InPlaceProxy.__name__, "Proxy")
     own = [f for f in traceback.extract_tb(err.__traceback__) if _authors(f.filename)]
-    return text + (f", at {own[-1].filename}:{own[-1].lineno} ({own[-1].line})" if own else "")
+    if not own:
+        return text
+    frame = own[-1]
+    more = " ..." if (getattr(frame, "end_lineno", None) or frame.lineno) > frame.lineno else ""  # (Python 3.11+)
+    return text + f", at {frame.filename}:{frame.lineno}" + (f" ({frame.line}{more})" if frame.line else "")
 
 
 def _authors(filename: str) -> bool:

@@ -118,13 +118,19 @@ def recalibrate_batchnorm(
             handle.remove()
         if moments["n"] == 0:
             continue
+        problem = None
         if moments["n"] == 1:  # (one example, one sample, one position: a BatchNorm1d's variance would be 0)
+            problem = (f"recalibrate_batchnorm needs two values per channel at least, and {name} sees one (1 example "
+                       "x 1 sample): their variance would be 0, by which the batch norm divides; give more examples "
+                       "or samples")
+        elif not torch.isfinite(moments["sum"] + moments["sumsq"]).all():  # (one NaN made every statistic NaN)
+            problem = (f"recalibrate_batchnorm: {name} sees values that are not finite (NaN or inf), from the examples "
+                       "or the model, and their mean and variance would be too; give finite examples")
+        if problem:
             for (_, changed), (mean, var) in zip(layers, before):
                 changed.running_mean.copy_(mean)
                 changed.running_var.copy_(var)
-            raise UsageError(f"recalibrate_batchnorm needs two values per channel at least, and {name} sees one "
-                             "(1 example x 1 sample): their variance would be 0, by which the batch norm divides; "
-                             "give more examples or samples")
+            raise UsageError(problem)
         mean = moments["sum"] / moments["n"]
         var = (moments["sumsq"] / moments["n"] - mean * mean).clamp_min(0.0)
         if (lost := int(((moments["low"] == moments["high"]) & (bn.running_var.double() > bn.eps)).sum())):
