@@ -13,10 +13,12 @@ is the spread of that gap over the inputs, read at N = 50 on the other half of t
 parity) and taken with either sign, so that it never sees the inputs it judges: the best such a
 prior can know, short of the inputs' own future. The other rivals keep the rule's term. The pool
 is the one ``scripts/adaptive_study.py`` draws (same --cache, --seed, N = 50, batches of 500), and
-each rule is replayed by the study's own code. Prints accuracy minus T = 50 (points, ± paired SE)
-and mean T per level, for both rules, with the share of inputs whose decision differs from the
-one at T = 50 (what the level bounds), and the flat rule's points at the prior's mean T (linear
-between its levels): a prior that helps lies above that curve.
+each rule is replayed by the study's own code. The prior's rule takes the lead's spread as known
+(normal tails, where the rule's are Student's t), so a control is replayed beside it: the flat
+prior under that same known spread. Prints, per level, accuracy minus T = 50 (points, ± paired
+SE), mean T and the share of inputs whose decision differs from the one at T = 50 (what the
+level bounds) for the rule, the control and the prior, and the control's and the rule's points
+at the prior's mean T (linear between their levels): a prior that helps lies above them.
 """
 from __future__ import annotations
 
@@ -40,14 +42,16 @@ N = 50
 class MeanPriorRule(StoppingRule):
     """The predictive rule with the runner-up's term taken under a prior on the lead's mean: the
     values ``gaps`` (>= 0) with ``weights``, half of each at either sign. The lead's spread S is the
-    rule's (its prior variance pooled with the input's own), taken as known."""
+    rule's (its prior variance pooled with the input's own), taken as known, so the tails are
+    normal where the rule's are Student's t. Without ``gaps``: the control, the flat prior under
+    that same known spread, which tells the prior's effect from the normal tail's."""
 
     gaps: tuple[float, ...] = ()
     weights: tuple[float, ...] = ()
 
     def settled(self, stats):
         t, n = stats.count, self.max_samples
-        if not self.gaps or not self.first_look() <= t < n or self.rule != "predictive" or self.error == 0:
+        if not self.first_look() <= t < n or self.rule != "predictive" or self.error == 0:
             return StoppingRule.settled(self, stats)
         p = disagreement_probability(stats, n, self.prior_samples, self.prior_variance, self.prior_pool)
         prior_variance = self.prior_variance if self.prior_variance is not None else stats.prior_variance
@@ -66,7 +70,10 @@ class MeanPriorRule(StoppingRule):
     def runner_up_term(self, m: torch.Tensor, spread: torch.Tensor, t: int, n: int) -> torch.Tensor:
         """P(the sum of all n leads < 0 | the mean m of t of them), the lead's mean drawn from the
         prior: each value's weight times the likelihood of m, normalised; then the normal tail of
-        t·m plus n − t leads of that mean."""
+        t·m plus n − t leads of that mean. Flat prior (no ``gaps``): the rule's formula with a
+        normal tail, the limit of a wide even prior."""
+        if not self.gaps:
+            return torch.special.ndtr(-m * math.sqrt(t * n / (n - t)) / spread)
         gaps = torch.tensor(self.gaps, dtype=torch.float64)
         mu = torch.cat([gaps, -gaps])
         log_prior = torch.tensor(self.weights, dtype=torch.float64).log().repeat(2)
@@ -107,24 +114,31 @@ def main() -> None:
     halves = [torch.arange(len(labels)) % 2 == k for k in (0, 1)]
     priors = [gap_prior(outputs[:, halves[1 - k]]) for k in (0, 1)]  # each half's prior from the other half
     print(f"{args.run} (seed {args.seed}): T = 50 {100 * at_n.mean():.2f} %")
-    rows = []
+    measured = {"rule": [], "control": [], "prior": []}  # per level: (points per input, mean T, differs %)
     for rule in rules:
-        flat_decision, flat_taken, _, _ = replay(outputs, rule, BATCH)
+        decisions = {"rule": replay(outputs, rule, BATCH)[:2],
+                     "control": replay(outputs, MeanPriorRule(N, rule.error), BATCH)[:2]}
         decision, taken = torch.empty_like(labels), torch.empty_like(labels)
         for half, (gaps, weights) in zip(halves, priors):
             d, t, _, _ = replay(outputs, MeanPriorRule(N, rule.error, gaps=gaps, weights=weights), BATCH)
             decision[half], taken[half] = d[half], t[half]
-        flat, prior = (100 * ((d == labels).double() - at_n) for d in (flat_decision, decision))
-        differ = [100 * (d != final).double().mean().item() for d in (flat_decision, decision)]
-        rows.append((rule.error, flat, flat_taken.double().mean().item(), prior, taken.double().mean().item(), differ))
-    curve = sorted((row[2], row[1].mean().item()) for row in rows)  # the rule's points against mean T
-    for error, flat, flat_t, prior, prior_t, differ in rows:
-        matched = np.interp(prior_t, *zip(*curve), left=math.nan, right=math.nan)
-        print(f"level {error:<5g}: flat {flat.mean():+.2f} ± {flat.std() / len(flat) ** 0.5:.2f} points at mean T "
-              f"{flat_t:.3f}, differs from T = 50 on {differ[0]:.2f} %; prior {prior.mean():+.2f} ± "
-              f"{prior.std() / len(prior) ** 0.5:.2f} at {prior_t:.3f}, differs on {differ[1]:.2f} %, "
-              + (f"where the flat rule's curve gives {matched:+.3f}" if not math.isnan(matched)
-                 else "beyond the flat rule's levels"))
+        decisions["prior"] = decision, taken
+        for name, (d, t) in decisions.items():
+            measured[name].append((100 * ((d == labels).double() - at_n), t.double().mean().item(),
+                                   100 * (d != final).double().mean().item()))
+    curves = {name: sorted((t, points.mean().item()) for points, t, _ in rows) for name, rows in measured.items()}
+    for i, rule in enumerate(rules):
+        line = [f"level {rule.error:<5g}:"]
+        for name, rows in measured.items():
+            points, t, differ = rows[i]
+            line.append(f"{name} {points.mean():+.2f} ± {points.std() / len(points) ** 0.5:.2f} points at mean T "
+                        f"{t:.3f}, differs {differ:.2f} %;")
+        t = measured["prior"][i][1]
+        at = [np.interp(t, *zip(*curves[name]), left=math.nan, right=math.nan) for name in ("control", "rule")]
+        line.append("at the prior's mean T the curves give: " + ", ".join(
+            f"{name} {'(beyond its levels)' if math.isnan(points) else f'{points:+.3f}'}"
+            for name, points in zip(("control", "rule"), at)))
+        print(" ".join(line))
 
 if __name__ == "__main__":
     main()

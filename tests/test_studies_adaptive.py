@@ -555,7 +555,8 @@ def test_look_levels_script_replays_the_rule_at_a_level_that_changes_with_t(monk
 
 def test_mean_prior_script_is_the_rule_without_a_prior_and_bayes_with_one(monkeypatch):
     """scripts/adaptive_mean_prior.py (results/adaptive/NOTES.md, finding 21): without a prior its
-    rule is the rule; with one, the runner-up's term is the posterior mixture of normal tails."""
+    rule is the control, the rule's formula with a normal tail; with one, the runner-up's term is
+    the posterior mixture of normal tails."""
     import importlib.util
     import math
     import sys
@@ -568,11 +569,15 @@ def test_mean_prior_script_is_the_rule_without_a_prior_and_bayes_with_one(monkey
     g = torch.Generator().manual_seed(0)
     outputs = torch.rand(20, 600, 4, generator=g) + torch.rand(1, 600, 4, generator=g)
     plain = adaptive_study.replay(outputs, StoppingRule(20, 0.1), 300)
-    assert all(torch.equal(a, b) for a, b in zip(plain[:3], adaptive_study.replay(
-        outputs, script.MeanPriorRule(20, 0.1), 300)[:3]))
+    m, spread, t, n = torch.tensor([0.05, 0.8]).double(), torch.tensor([0.5, 0.5]).double(), 4, 20  # (as the stats)
+    # the control: the rule's formula with a normal tail, which a wide even prior approaches
+    control = script.MeanPriorRule(20, 0.1).runner_up_term(m, spread, t, n)
+    assert torch.allclose(control, 0.5 * torch.erfc(m * math.sqrt(t * n / (n - t)) / spread / math.sqrt(2)))
+    wide = script.MeanPriorRule(20, 0.1, gaps=tuple(torch.linspace(0, 20, 40001).tolist()),
+                                weights=(1 / 40001,) * 40001)
+    assert torch.allclose(wide.runner_up_term(m, spread, t, n), control, rtol=2e-3, atol=0)  # (a grid of 5e-4)
     # two values of the lead's mean, 0.1 and 2, either sign: the posterior weights and tails by hand
     rule = script.MeanPriorRule(20, 0.1, gaps=(0.1, 2.0), weights=(0.75, 0.25))
-    m, spread, t, n = torch.tensor([0.05, 0.8]), torch.tensor([0.5, 0.5]), 4, 20
     for row in range(2):
         weights = [w / 2 * math.exp(-0.5 * ((m[row].item() - mu) * math.sqrt(t) / 0.5) ** 2)
                    for mu, w in ((0.1, 0.75), (2.0, 0.25), (-0.1, 0.75), (-2.0, 0.25))]
