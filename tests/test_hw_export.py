@@ -90,6 +90,15 @@ def test_unsupported_neurons_are_named_with_what_is_supported(neuron, named):
         export.to_fixed(random_mlp(neuron), CONFIG, 0.0, 1.0)
 
 
+def test_a_converted_neuron_is_named_by_what_it_holds():
+    """A run converted with gaussian noise was refused as having "no Sequential neuron" (R197)."""
+    from pdnn.convert import to_sampled
+
+    converted = to_sampled(random_mlp("tanh"), "gaussian", scale=0.1)
+    with pytest.raises(ValueError, match=r"the datapath has no \w+ \+ Tanh neuron; it supports pbit"):
+        export.to_fixed(converted, CONFIG, 0.0, 1.0)
+
+
 def test_bad_bit_widths_are_rejected():
     with pytest.raises(ValueError, match="weight bits must be an integer in 2..16, got 1"):
         export.to_fixed(random_mlp(), CONFIG, 0.0, 1.0, weight_bits=1)
@@ -185,6 +194,9 @@ def test_the_export_names_the_option_out_of_range_and_a_remedy_that_can_be_taken
         assert main(["hw", "export", str(tiny_run), "--out", str(tmp_path / "x"), "--check", "0", option, value]) == 2
         assert f"{option} must be an integer in {range_}, got {value}" in capsys.readouterr().err
         assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit, match="2"):  # (R197: named without its option)
+        main(["hw", "export", str(tiny_run), "--out", str(tmp_path / "x"), "--rng", "Shared"])
+    assert "argument --rng: invalid choice: 'Shared' (choose from" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["hw", "export", "--help"])
     assert "2..16" in (shown := capsys.readouterr().out) and "1..12" in shown and "1..4096" in shown

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..io import CONFIG, writer_lock
 from ..hw import export, fixed, rtl, sim, synth
+from ..hw.rng import ARRANGEMENTS
 from .common import existing_folder, named_path, options_named
 
 
@@ -46,7 +47,8 @@ def add_parser(sub) -> None:
                         "(default: 8)" % export.RANGES["random bits"])
     e.add_argument("--max-samples", type=int, default=64,
                    help="largest T the class totals are sized for, %d..%d (default: 64)" % export.RANGES["max samples"])
-    e.add_argument("--rng", default="per-neuron", help="per-neuron (default) or shared (one generator per layer, taps)")
+    e.add_argument("--rng", default="per-neuron", choices=ARRANGEMENTS,
+                   help="per-neuron (default) or shared (one generator per layer, taps)")
     e.add_argument("--check", type=int, default=1000, metavar="N",
                    help="test images on which the fixed-point accuracy is compared with the float run at "
                         "T=min(10, --max-samples) (default: 1000; 0 skips)")
@@ -101,6 +103,11 @@ def _positive(value, what: str, most: int | None = None, least: int = 1, too_few
     return value
 
 
+def _images(count: int) -> str:
+    """``count`` test images in words."""
+    return f"{count} test image{'s' * (count != 1)}"
+
+
 EXPORT_OPTIONS = {"weight bits": "--weight-bits", "random bits": "--random-bits", "max samples": "--max-samples"}
 
 
@@ -143,7 +150,7 @@ def _export(args) -> int:
         if loss > args.tolerance and not math.isclose(loss, args.tolerance, rel_tol=1e-9):
             print(f"pdnn hw export: warning: {args.weight_bits}-bit weights and {args.random_bits} random bits lose "
                   f"{loss:.1f} points of accuracy (fixed point {100 * fixed_acc:.1f}% against float "
-                  f"{100 * float_acc:.1f}% at T={samples} on {len(images)} test images); {_remedy(args)}",
+                  f"{100 * float_acc:.1f}% at T={samples} on {_images(len(images))}); {_remedy(args)}",
                   file=sys.stderr)
     if net.meta["output_bias_clipped"]:
         print(f"pdnn hw export: warning: {net.meta['output_bias_clipped']} output biases were clipped to "
@@ -159,7 +166,7 @@ def _export(args) -> int:
               f"accumulator {layer['accumulator_bits']}-bit{tables}")
     if "check" in net.meta:
         c = net.meta["check"]
-        print(f"  accuracy at T={c['samples']} on {c['images']} test images: fixed point "
+        print(f"  accuracy at T={c['samples']} on {_images(c['images'])}: fixed point "
               f"{100 * c['fixed_point']:.2f}%, float {100 * c['float']:.2f}%")
     return 0
 

@@ -43,7 +43,8 @@ def split_layers(model) -> tuple[list[tuple], object]:
     while i + 2 < len(mods):
         lin, bn, neuron = mods[i:i + 3]
         if not isinstance(neuron, PBit) or neuron.mode != "bipolar":
-            kind = f"{type(neuron).__name__}" + (f"({neuron.mode})" if isinstance(neuron, PBit) else "")
+            kind = (" + ".join(type(m).__name__ for m in neuron) if isinstance(neuron, nn.Sequential)  # (converted)
+                    else f"{type(neuron).__name__}" + (f"({neuron.mode})" if isinstance(neuron, PBit) else ""))
             raise UsageError(f"the datapath has no {kind} neuron; it supports {SUPPORTED}")
         if not isinstance(lin, nn.Linear) or not isinstance(bn, nn.BatchNorm1d):
             raise UsageError(f"layer {len(hidden)} is {type(lin).__name__} -> {type(bn).__name__}; "
