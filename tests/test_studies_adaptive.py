@@ -526,17 +526,22 @@ def test_a_committed_adaptive_readme_says_what_its_json_holds(folder):
     assert readme.read_text().endswith(body)
 
 
-def test_look_levels_script_replays_the_rule_at_a_level_that_changes_with_t(monkeypatch):
-    """scripts/adaptive_look_levels.py (results/adaptive/NOTES.md, finding 20): at shape 0 its rule
-    is the rule; at shape a it stops where the rule at level error·T^a would, look by look."""
+def _script(name: str, monkeypatch):
+    """The module of ``scripts/<name>.py``, registered under its name (a dataclass looks its module up)."""
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location(
-        "adaptive_look_levels", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_look_levels.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "adaptive_look_levels", script)  # (a dataclass looks its module up)
+    monkeypatch.setitem(sys.modules, name, script)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_look_levels_script_replays_the_rule_at_a_level_that_changes_with_t(monkeypatch):
+    """scripts/adaptive_look_levels.py (results/adaptive/NOTES.md, finding 20): at shape 0 its rule
+    is the rule; at shape a it stops where the rule at level error·T^a would, look by look."""
+    script = _script("adaptive_look_levels", monkeypatch)
     g = torch.Generator().manual_seed(0)
     outputs = torch.rand(20, 600, 4, generator=g) + torch.rand(1, 600, 4, generator=g)  # leads of every size
     plain = adaptive_study.replay(outputs, StoppingRule(20, 0.1), 300)
@@ -553,19 +558,13 @@ def test_look_levels_script_replays_the_rule_at_a_level_that_changes_with_t(monk
     assert taken.double().mean() < plain[1].double().mean()  # a looser level after the first looks
 
 
-def test_mean_prior_script_is_the_rule_without_a_prior_and_bayes_with_one(monkeypatch):
+def test_mean_prior_script_is_the_control_without_a_prior_and_bayes_with_one(monkeypatch):
     """scripts/adaptive_mean_prior.py (results/adaptive/NOTES.md, finding 21): without a prior its
     rule is the control, the rule's formula with a normal tail; with one, the runner-up's term is
     the posterior mixture of normal tails."""
-    import importlib.util
     import math
-    import sys
 
-    spec = importlib.util.spec_from_file_location(
-        "adaptive_mean_prior", Path(__file__).resolve().parents[1] / "scripts" / "adaptive_mean_prior.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "adaptive_mean_prior", script)  # (a dataclass looks its module up)
-    spec.loader.exec_module(script)
+    script = _script("adaptive_mean_prior", monkeypatch)
     g = torch.Generator().manual_seed(0)
     outputs = torch.rand(20, 600, 4, generator=g) + torch.rand(1, 600, 4, generator=g)
     plain = adaptive_study.replay(outputs, StoppingRule(20, 0.1), 300)
