@@ -49,6 +49,11 @@ def as_real(value) -> float | None:
         return None
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` in words: "1 process", "3 processes" (``plural`` where it is not noun + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def shown(value, width: int = 60) -> str:
     """``repr(value)`` for an error message, cut to ``width`` characters (10**5000 has no repr at
     all: Python refuses to write an integer of more than 4300 digits)."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import counted
 from .errors import UsageError
 from .io import CHECKPOINT, CONFIG
 
@@ -183,7 +184,7 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [k for k in expected if isinstance(state.get(k), torch.Tensor) and state[k].shape != expected[k].shape]
-    problems = [f"{_count(len(keys), 'tensor')} {what} ({', '.join(map(repr, keys[:3]))}{', ...' * (len(keys) > 3)})"
+    problems = [f"{counted(len(keys), 'tensor')} {what} ({', '.join(map(repr, keys[:3]))}{', ...' * (len(keys) > 3)})"
                 for keys, what in ((missing, f"of its {len(expected)} missing"), (unexpected, "it does not have"),
                                    (reshaped, "of another shape")) if keys]
     try:
@@ -192,7 +193,3 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
         said = "; ".join(problems) or str(err).splitlines()[-1].strip()
         raise UsageError(f"--inception-weights {path} does not hold the FID Inception-v3 weights ({said})") from err
     return model.eval()
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"

@@ -44,7 +44,7 @@ import torch
 from torch import distributed as dist
 from tqdm.auto import tqdm
 
-from .checks import torch_seed
+from .checks import counted, torch_seed
 from .data import augment, load
 from .devices import default_device, resolve_device, where_measured
 from .errors import UsageError
@@ -343,11 +343,6 @@ def _unresumable(state: dict) -> str | None:
     return None
 
 
-def _processes(count: int) -> str:
-    """``count`` processes in words."""
-    return f"{count} process{'es' if count != 1 else ''}"
-
-
 def _span(first: int, end: int) -> str:
     """Processes ``first`` to ``end - 1`` in words."""
     return f"process {first}" if end - first == 1 else f"processes {first} to {end - 1}"
@@ -376,8 +371,8 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
     if len(saved) != run.world and said:
         what = (f"augmentation and sampling of {_span(len(saved), run.world)} restart from their seeds"
                 if len(saved) < run.world else f"the streams of {_span(run.world, len(saved))} go unused and the "
-                f"batches are split among {_processes(run.world)}, not {len(saved)}")
-        warnings.warn(f"{checkpoint_path} holds the random streams of {_processes(len(saved))} and this run has "
+                f"batches are split among {counted(run.world, 'process', 'processes')}, not {len(saved)}")
+        warnings.warn(f"{checkpoint_path} holds the random streams of {counted(len(saved), 'process', 'processes')} and this run has "
                       f"{run.world}: {what}, so the run does not continue bit for bit")
     try:
         _set_streams(run, saved, device, checkpoint_path, said)

@@ -12,6 +12,7 @@ import tempfile
 from importlib.util import find_spec
 from pathlib import Path
 
+from ..checks import counted
 from ..errors import UsageError
 from ..io import CONFIG, writer_lock
 from ..hw import export, fixed, rtl, sim, synth
@@ -103,11 +104,6 @@ def _positive(value, what: str, most: int | None = None, least: int = 1, too_few
     return value
 
 
-def _images(count: int) -> str:
-    """``count`` test images in words."""
-    return f"{count} test image{'s' * (count != 1)}"
-
-
 EXPORT_OPTIONS = {"weight bits": "--weight-bits", "random bits": "--random-bits", "max samples": "--max-samples"}
 
 
@@ -150,7 +146,7 @@ def _export(args) -> int:
         if loss > args.tolerance and not math.isclose(loss, args.tolerance, rel_tol=1e-9):
             print(f"pdnn hw export: warning: {args.weight_bits}-bit weights and {args.random_bits} random bits lose "
                   f"{loss:.1f} points of accuracy (fixed point {100 * fixed_acc:.1f}% against float "
-                  f"{100 * float_acc:.1f}% at T={samples} on {_images(len(images))}); {_remedy(args)}",
+                  f"{100 * float_acc:.1f}% at T={samples} on {counted(len(images), 'test image')}); {_remedy(args)}",
                   file=sys.stderr)
     if net.meta["output_bias_clipped"]:
         print(f"pdnn hw export: warning: {net.meta['output_bias_clipped']} output biases were clipped to "
@@ -166,7 +162,7 @@ def _export(args) -> int:
               f"accumulator {layer['accumulator_bits']}-bit{tables}")
     if "check" in net.meta:
         c = net.meta["check"]
-        print(f"  accuracy at T={c['samples']} on {_images(c['images'])}: fixed point "
+        print(f"  accuracy at T={c['samples']} on {counted(c['images'], 'test image')}: fixed point "
               f"{100 * c['fixed_point']:.2f}%, float {100 * c['float']:.2f}%")
     return 0
 
