@@ -246,7 +246,7 @@ def adaptive_accuracy(
     check_labels(x, y)
     sampler = SampledModel(model, samples="auto", seed=seed, max_rows=SPLIT_ROWS)
     sampler.stopping = rule
-    correct, taken, rounds, given, looks = 0, [], [], rule.prior_variance is not None, set()
+    correct, spent, taken, rounds, given, looks = 0, 0, [], [], rule.prior_variance is not None, set()
     with evaluated(model), progress_bar(total=len(x), desc="eval (adaptive)", unit="img", enabled=progress,
                                          leave=False) as bar:
         for start in range(0, len(x), batch_size):
@@ -256,8 +256,9 @@ def adaptive_accuracy(
             correct += hits(mean, y[start : start + batch_size])
             taken.append(sampler.last_samples)
             rounds.append(rounds_taken(sampler.last_samples, schedule))
+            spent += int(sampler.last_samples.sum())
             bar.update(len(mean))
-            bar.set_postfix(mean_T=f"{sum(int(t.sum()) for t in taken) / (start + len(mean)):.2f}")
+            bar.set_postfix(mean_T=f"{spent / (start + len(mean)):.2f}")
     rule = sampler.stopping
     taken, rounds = torch.cat(taken), torch.cat(rounds)
     values, counts = taken.unique(return_counts=True)
