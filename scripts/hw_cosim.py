@@ -24,7 +24,7 @@ from pdnn.hw import export, fixed
 def main(part: str, out: Path) -> None:
     path = out / f"cosim-{part}.json"
     net = fixed.load(out / "export")
-    images, labels = export.test_images("fashion-mnist")
+    images, labels = export.test_images(export.dataset_of(net, out / "export"))
     if part == "layer":
         hs.cosim_layer(path, net, {"per-neuron": 1000, "shared": 300}, log=print)
     elif part == "core":

@@ -13,10 +13,24 @@ from pdnn.cli.common import existing_folder
 from pdnn.io import write_text
 
 BEGIN, END = "<!-- BEGIN tables -->", "<!-- END tables -->"
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}  # as the datasets' authors write them
 
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _spec(out: Path) -> dict:
+    """The export's ``spec.json``: its layers (``n_in``, ``n_out``, ``kind``) and the dataset it was
+    made from (``meta``), so that the tables name the network the folder holds."""
+    return json.loads((out / "export" / "spec.json").read_text())
+
+
+def network_label(layers: list[dict], width: int | None = None) -> str:
+    """``784-64-64-10`` for the network of ``layers``; with ``width``, its hidden layers cut to
+    their first ``width`` neurons (:func:`pdnn.experiments.hardware_study.cut`)."""
+    hidden = [layer["n_out"] if width is None else min(width, layer["n_out"]) for layer in layers[:-1]]
+    return "-".join(map(str, [layers[0]["n_in"], *hidden, layers[-1]["n_out"]]))
 
 
 def units_table(out: Path) -> list[str]:
@@ -56,8 +70,9 @@ def core_table(out: Path) -> list[str]:
              "| core | generators | core LUT / FF / CARRY / RAM | generators LUT / FF | generators' share of LUTs / FFs |",
              "|---|---|---|---|---:|"]
     generators = (_load(out / "synth-generators.json") or {}).get("core", {})
-    for name, label in (("synth-core.json", "784-64-64-10"),
-                        ("synth-core16.json", "784-16-16-10 (first 16 neurons of each hidden layer)")):
+    layers = _spec(out)["layers"]
+    for name, label in (("synth-core.json", network_label(layers)),
+                        ("synth-core16.json", f"{network_label(layers, 16)} (first 16 neurons of each hidden layer)")):
         core = (_load(out / name) or {}).get("core", {})
         if name == "synth-core.json":
             core = {**generators, **core}
@@ -94,11 +109,13 @@ def cosim_table(out: Path) -> list[str]:
     data = {**(_load(out / "cosim-layer.json") or {}), **(_load(out / "cosim-core.json") or {})}
     if not data:
         return ["No co-simulation yet.", ""]
-    lines = ["| what | simulator | compared | different |", "|---|---|---|---:|"]
+    lines, layers = ["| what | simulator | compared | different |", "|---|---|---|---:|"], _spec(out)["layers"]
     for key, r in data.items():
         if key.startswith("layer"):
-            arrangement = key.split("/")[1]
-            lines.append(f"| hidden layer 1 (64 -> 64, AC), {arrangement} generators, {r['vectors']} random +-1 "
+            index, arrangement = key.removeprefix("layer").split("/")
+            layer = layers[int(index)]
+            lines.append(f"| hidden layer {index} ({layer['n_in']} -> {layer['n_out']}, {layer['kind'].upper()}), "
+                         f"{arrangement} generators, {r['vectors']} random +-1 "
                          f"input vectors | {r['simulator']} | {r['bits_compared']} output bits | {r['bits_different']} |")
         else:
             sim = key.split("/")[1]
@@ -112,7 +129,8 @@ def accuracy_table(out: Path) -> list[str]:
     data = _load(out / "accuracy.json")
     if not data:
         return ["No accuracy sweep yet.", ""]
-    lines = [f"Test accuracy on the {data['test_images']} Fashion-MNIST test images:", "",
+    dataset = (_spec(out)["meta"] or {}).get("dataset", "?")
+    lines = [f"Test accuracy on the {data['test_images']} {DATASET_NAMES.get(dataset, dataset)} test images:", "",
              "| T | fixed point (core) | float p-DNN |", "|---:|---:|---:|"]
     for row in data["rows"]:
         lines.append(f"| {row['samples']} | {100 * row['fixed_point']:.2f}% | {100 * row['float']:.2f}% |")

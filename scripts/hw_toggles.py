@@ -25,8 +25,9 @@ from pdnn.hw import export, fixed
 
 
 def main(out: Path) -> None:
-    images, _ = export.test_images("fashion-mnist", 200)
-    report = hs.switching_activity(out / "toggles.json", fixed.load(out / "export"), images)
+    net = fixed.load(out / "export")
+    images, _ = export.test_images(export.dataset_of(net, out / "export"), 200)
+    report = hs.switching_activity(out / "toggles.json", net, images)
     print(json.dumps(report, indent=1))
 
 

@@ -125,3 +125,48 @@ def test_a_record_of_another_shape_is_named_before_the_work(text, tmp_path):
     with pytest.raises(RunError, match="is not this study's record"):
         hs.synth_units(tmp_path / "synth-units-ice40.json", "ice40")
     assert (tmp_path / "synth-units-ice40.json").read_text() == text
+
+
+def test_the_summary_names_the_network_and_dataset_its_folder_holds(tmp_path):
+    """scripts/hw_summary.py on the records of another export (784-32-32-10, MNIST): every label
+    is read from its spec.json, none is the committed network's."""
+    import json
+    import shutil
+
+    committed = SCRIPTS.parent / "results" / "hardware"
+    (tmp_path / "export").mkdir()
+    spec = json.loads((committed / "export" / "spec.json").read_text())
+    for layer in spec["layers"]:
+        layer["n_out"] = 32 if layer["n_out"] == 64 else layer["n_out"]
+        layer["n_in"] = 32 if layer["n_in"] == 64 else 33 if layer["n_in"] == 65 else layer["n_in"]
+    spec["meta"]["dataset"] = "mnist"
+    (tmp_path / "export" / "spec.json").write_text(json.dumps(spec))
+    for name in ("synth-core.json", "synth-core16.json", "cosim-layer.json", "accuracy.json"):
+        shutil.copy(committed / name, tmp_path / name)
+    done = subprocess.run([sys.executable, str(SCRIPTS / "hw_summary.py"), str(tmp_path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    readme = (tmp_path / "README.md").read_text()
+    assert "| 784-32-32-10 | per-neuron |" in readme and "| 784-16-16-10 (first 16 neurons" in readme
+    assert "| hidden layer 1 (32 -> 32, AC), per-neuron generators" in readme
+    assert "10000 MNIST test images" in readme
+    assert not any(text in readme for text in ("784-64", "64 -> 64", "Fashion"))
+
+
+@pytest.mark.parametrize("script, args", [("hw_cosim.py", ["accuracy"]), ("hw_toggles.py", [])])
+def test_the_scripts_run_an_export_on_its_own_dataset(script, args, tmp_path):
+    """They ran every export on Fashion-MNIST's test images; one that does not name its dataset
+    is refused in one line before any work."""
+    import json
+    import shutil
+
+    shutil.copytree(SCRIPTS.parent / "results" / "hardware" / "export", tmp_path / "export")
+    spec = json.loads((tmp_path / "export" / "spec.json").read_text())
+    del spec["meta"]["dataset"]
+    (tmp_path / "export" / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (f"{script}: error: {tmp_path / 'export'} does not name its dataset "
+                                            "(spec.json meta.dataset)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -172,10 +172,7 @@ def _sim(args) -> int:
     _positive(args.images, "--images")
     if not 1 <= args.samples <= net.max_samples:
         raise UsageError(f"--samples must be in 1..{net.max_samples} (the export's max samples), got {args.samples}")
-    dataset = net.meta.get("dataset")
-    if not dataset:
-        raise UsageError(f"{args.export_dir} does not name its dataset (spec.json meta.dataset)")
-    images, labels = export.test_images(dataset, args.images, args.data_dir)
+    images, labels = export.test_images(export.dataset_of(net, args.export_dir), args.images, args.data_dir)
     if args.simulator == "iverilog":
         with tempfile.TemporaryDirectory() as work:
             totals, decisions = sim.simulate_core_verilog(net, images, args.samples, work)

@@ -132,6 +132,15 @@ def dataset_stats(name: str, roots=None) -> tuple[float, float]:
     return float(ds.mean[0]), float(ds.std[0])
 
 
+def dataset_of(net: fixed.FixedNet, folder: Path | str) -> str:
+    """The dataset the export in ``folder`` was made from (``spec.json``'s ``meta.dataset``): its
+    test images are the ones to run it on."""
+    dataset = net.meta.get("dataset")
+    if not dataset:
+        raise UsageError(f"{folder} does not name its dataset (spec.json meta.dataset)")
+    return dataset
+
+
 def test_images(name: str, count: int | None = None, roots=None) -> tuple[np.ndarray, np.ndarray]:
     """The first ``count`` test images (uint8, flattened) and labels of dataset ``name``."""
     ds = catalog.load(name, roots, progress=False)
