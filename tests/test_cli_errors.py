@@ -719,7 +719,10 @@ def test_a_value_or_run_given_twice_is_refused(trained_run, tmp_path, capsys):
              "--neuron lists pbit more than once"),
             ("energy", ["energy", "--model", "mlp", "--dataset", "demo", "--weight-bits", "4,4"],
              "--weight-bits lists 4 more than once"),
-            ("plot", ["plot", str(copy), str(copy / ".." / "run"), "--out", str(figures / "a.png")], "is given twice")):
+            ("plot", ["plot", str(copy), str(copy / ".." / "run"), "--out", str(figures / "a.png")],
+             f"{copy / '..' / 'run'} is given twice (as {copy} before); expected each run once"),
+            ("plot", ["plot", str(copy), str(copy), "--out", str(figures / "a.png")],
+             f"{copy} is given twice; expected each run once")):
         assert main(argv) == 2, argv
         assert said in one_line_error(capsys, command)
     assert not figures.exists() and not list(trained_run.glob("eval-*.json"))

@@ -34,7 +34,8 @@ def series_labels(runs: Sequence[tuple[str, dict]], suffixes: Sequence[str] = ("
     seen: dict[Path, str] = {}
     for run, _ in runs:
         if (where := Path(run).resolve()) in seen:
-            raise UsageError(f"{run} is given twice (as {seen[where]} before); expected each run once")
+            spelt = "" if str(run) == str(seen[where]) else f" (as {seen[where]} before)"
+            raise UsageError(f"{run} is given twice{spelt}; expected each run once")
         seen[where] = run
     names = {run: run_label(run, config) for run, config in runs}
 
