@@ -942,6 +942,19 @@ def test_layer_aggregation_flags_its_next_sample_column(small_nets):
     assert network["configs"][0]["next_sample_increase_pct"] == pytest.approx(100 * (e2 - e1) / e1)
 
 
+def test_a_deterministic_network_priced_once_costs_nothing_for_another_sample(small_nets):
+    """It is priced at T = 1 only, since sampling it again gives the same output; with the prefix
+    repeated per sample the formula would price a second pass, and the column said 31 %."""
+    entries = [({"neuron": "tanh"}, small_nets["mlp-tanh"]), ({"neuron": "pbit"}, small_nets["mlp-pbit"])]
+    for shared in (True, False):
+        tanh, *pbit = energy_sweep(entries, [1, 2], Settings(shared_prefix=shared))["configs"]
+        assert tanh["samples"] == 1 and tanh["next_sample_increase_pct"] == 0.0
+        assert pbit[0]["next_sample_increase_pct"] > 0
+    # priced at every T on request, it is what the formula gives
+    repeated = energy_report(small_nets["mlp-tanh"], [1, 2], Settings(shared_prefix=False))["configs"][0]
+    assert repeated["next_sample_increase_pct"] > 1
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 def _dataset_args(name: str, shape: str) -> list[str]:

@@ -276,7 +276,8 @@ def energy_sweep(
     ``entries`` are ``(meta, network)`` pairs; ``meta`` (e.g. ``{"neuron": "pbit",
     "weight_bits": 4}``) is copied into each of the network's configurations, with a
     ``label``. A deterministic network is priced at T = 1 only when ``deterministic_once``
-    (sampling it again gives the same output). Every configuration has its ratio to the
+    (sampling it again gives the same output, so one more sample costs 0 %, even where
+    ``shared_prefix=False`` would price a second pass). Every configuration has its ratio to the
     reference (default: the first network's :meth:`Network.float_reference` at T = 1) and the
     marginal cost of one more sample, ``ΔE(T→T+1)/E(T)`` in percent (both ``None`` where they
     would divide by a zero energy). Everything is JSON-serialisable; energies in joules per
@@ -299,11 +300,13 @@ def energy_sweep(
     configs, networks, unresolved, notes = [], [], [], []
     for meta, net in entries:
         label = _label(meta)
-        for t in (samples if net.stochastic or not deterministic_once else [1]):
+        once = not net.stochastic and deterministic_once  # no sample after the first is drawn: it costs nothing
+        for t in ([1] if once else samples):
             config = {**meta, "label": f"{label} T={t}".strip(), "network": label,
                       **network_energy(net, t, settings)}
             config["ratio_to_reference"] = _finite_ratio(config["total_j"], ref["total_j"], settings, config["label"])
-            config["next_sample_increase_pct"] = next_sample_increase_pct(net, t, settings, config["total_j"])
+            config["next_sample_increase_pct"] = 0.0 if once else next_sample_increase_pct(net, t, settings,
+                                                                                          config["total_j"])
             configs.append(config)
         networks.append({**meta, "label": label, "stochastic": net.stochastic, **net.to_dict()})
         unresolved += [f"{label}: {name}".lstrip(": ") for name in net.unresolved]
