@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -390,6 +391,18 @@ def test_an_estimate_takes_this_folders_rate_then_the_reference_then_the_studys(
     (tmp_path / "tiny" / STATE).write_text('{"done": {"a": {"wall_s": 30, "rate": "kind", "work": 10}}}')
     assert Context(tmp_path, "small").estimate("kind", 10, 5.0, overhead=1.0) == 30.0
     assert Context(tmp_path, "small").estimate("kind", 0.01, 5.0, overhead=1.0) == plan_module.MIN_STEP_S
+
+
+def test_an_estimate_from_a_folder_s_records_does_not_claim_this_machine_measured_them(tmp_path):
+    """The records under OUT may come from another machine (the committed results/ ran on two);
+    the estimate said that they were measured on this one."""
+    small = tmp_path / "small"
+    shutil.copytree(COMMITTED.parent, small, ignore=lambda folder, names: [n for n in names if n != STATE])
+    steps = [step for _, step in reproduce.plan(Context(tmp_path, "full"))]
+    said = reproduce.outlook(Context(tmp_path, "full"), steps)
+    assert "this machine" not in said
+    assert f"steps are timed from finished steps of the same kind recorded under {tmp_path} (on the machines their " \
+           "records name), the others at the rates of the reference machine" in said
 
 
 def test_bad_scale_and_verdict_are_refused(tmp_path, capsys):

@@ -129,7 +129,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
         f"{counts['not measured']} not measured. A verdict follows the stated rule, decided before the "
         "numbers; the study sections give the evidence.",
-        *([f"- The paper's schedules (`--scale full`, meant for a GPU) would take, on this machine, {full_outlook}. "
+        *([f"- The paper's schedules (`--scale full`, meant for a GPU) would take on a CPU {full_outlook}. "
             "On a GPU, `pdnn reproduce --scale full --out DIR --device cuda --dry-run` prints the plan; "
             "its estimate is corrected by every step that finishes there.", ""]
           if full_outlook and ctx.scale != "full" else [""]),

@@ -110,8 +110,9 @@ def outlook(ctx: Context, steps: list[Step]) -> str:
     known = sum(1 for step in steps if step.rate in measured)
     if known == 0:
         return f"about {_duration(total)} at the rates of the reference machine (2 CPU cores)"
-    return (f"about {_duration(total)}; {known} of these {len(steps)} steps are timed from steps of the same kind "
-            f"measured on this machine under {ctx.out}, the others at the rates of the reference machine (2 CPU cores)")
+    return (f"about {_duration(total)}; {known} of these {len(steps)} steps are timed from finished steps of the same "
+            f"kind recorded under {ctx.out} (on the machines their records name), the others at the rates of the "
+            "reference machine (2 CPU cores)")
 
 
 def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
