@@ -959,6 +959,14 @@ def test_a_metrics_file_this_run_did_not_write_is_refused_not_replaced(tmp_path,
     assert sorted(p.name for p in folder.iterdir()) == ["metrics.json"]
 
 
+def test_a_checkpoint_loads_with_torch_s_safe_default(tmp_path):
+    """``torch.load(path)`` (``weights_only=True``) is how a user looks into a checkpoint; the
+    record of the machine held torch's version as a ``TorchVersion``, which it refuses."""
+    assert train(tmp_path / "run", "--epochs", "1") == 0
+    state = torch.load(tmp_path / "run" / "checkpoint.pt")
+    assert state["metrics"][0]["torch"] == torch.__version__
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("metrics", {"not": "a list"}, "its metrics are not one record per epoch 1..2"),
     ("epoch", "x", "its epoch is 'x', not a count of epochs"),

@@ -48,7 +48,7 @@ def where_measured() -> dict:
     (AVX-512) both report "AMD EPYC", yet torch's kernels split and round sums by the width, so a
     sampled network's bits, and with them a trained run, differ between the two."""
     return {"threads": torch.get_num_threads(), "processor": processor_name(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": str(torch.__version__)}
 
 
 def processor_text(record: dict) -> str:
