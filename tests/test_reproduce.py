@@ -113,6 +113,28 @@ def test_a_study_missing_a_run_s_result_says_so_in_its_section(tiny_run, tmp_pat
     assert re.search(r"- \*\*fashion-mnist\*\* \(.*\): not measured \(a result is missing", section)
 
 
+def test_a_deleted_adaptive_result_takes_the_figure_drawn_with_it(tiny_run, tmp_path):
+    """The figure of both datasets stayed, under a caption naming the other dataset alone; the
+    claim named the pool's step too, which does not make the result."""
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    (out / "tiny" / "adaptive" / "fashion-mnist" / "adaptive.json").unlink()
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    section = (out / "REPORT.md").read_text().split("## T chosen per input")[1].split("\n## ")[0]
+    assert "accuracy-vs-mean-T.png" not in section and "README.md" not in section
+    assert "The figure and the README are left out: they were drawn with a result that is missing" in section
+    row = next(line for line in (out / "REPORT.md").read_text().splitlines() if "| fashion-mnist: adaptive T" in line)
+    assert ("not measured (a result is missing, though plan-state.json records adaptive/fashion-mnist/replay as "
+            "done: remove that entry from it to run again)") in row
+    state = read_json(out / "tiny" / STATE)
+    del state["done"]["adaptive/fashion-mnist/replay"]  # as the claim says
+    write_json(out / "tiny" / STATE, state)
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    assert (out / "REPORT.md").read_text().count("accuracy-vs-mean-T.png") == 1
+    assert "left out" not in (out / "REPORT.md").read_text().split("## T chosen per input")[1].split("\n## ")[0]
+
+
 def test_a_deleted_figure_is_named_with_its_step_not_dropped_or_linked(tiny_run, tmp_path):
     """The noise and hardware sections dropped a deleted figure, caption and all; the others kept a
     link to nothing, and the HTML page a stray '/>'."""

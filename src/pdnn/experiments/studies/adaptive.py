@@ -174,15 +174,20 @@ def section(ctx: Context) -> Section:
         f"This goes beyond the paper, which samples every input T times. The rule compares accuracies on the "
         f"same draws; the paired standard error beside each difference says whether {study.GOAL_POINTS} points "
         f"are resolved on this many test images."))
+    doc, lost = {"runs": []}, False
     for spec in accuracy.specs(ctx):
-        path = result_path(ctx, spec.dataset)
-        if not path.exists():
-            section.claims.append(not_measured(claim_text(spec.dataset, n), PAPER,
-                                               ctx.why_missing(f"{NAME}/{spec.dataset}/"), rule_text()))
+        path, step = result_path(ctx, spec.dataset), f"{NAME}/{spec.dataset}/replay"
+        reason = ctx.why_unreadable(path, step)
+        if reason:
+            section.claims.append(not_measured(claim_text(spec.dataset, n), PAPER, reason, rule_text()))
+            lost |= step in ctx.done  # the figure and README were drawn with it
             continue
-        section.claims.append(claim_for(read_json(path)))
-    doc = document(ctx)
-    if doc["runs"]:
+        doc["runs"].append(read_json(path))
+        section.claims.append(claim_for(doc["runs"][-1]))
+    if lost:
+        section.text += ("\n\nThe figure and the README are left out: they were drawn with a result that is missing "
+                         "or damaged now (the claims say which step makes it again).")
+    elif doc["runs"]:
         section.figures.append(Figure(ctx.dir(NAME, FIGURE), (
             "Accuracy against mean samples per input: fixed T (line), the stopping rule at each error level "
             "(dashed), the oracle (star); " + "; ".join(f"{r['dataset']}: {r['schedule']}" for r in doc["runs"])
