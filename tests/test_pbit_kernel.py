@@ -384,3 +384,44 @@ def test_the_table_kernel_gathers_where_llvm_can_and_compiles_quietly_where_it_c
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout == f"{gathers} {gathers} {gathers}\n"
+
+
+def test_a_damaged_kernel_cache_is_compiled_afresh_and_said_once(tmp_path):
+    """A cache file cut short or overwritten made every p-bit call fail with numba's unpickling
+    traceback. Now: one warning naming the folder, the same bits, and the cache written again (a
+    folder that cannot be written: the kernel compiled without it for that process)."""
+    script = """if True:
+        import sys, torch
+        import numba.core.caching
+        if sys.argv[1] == "unwritable":
+            def refuse(self):
+                raise PermissionError(13, "Permission denied")
+            numba.core.caching.Cache.flush = refuse
+        from pdnn.functional import pbit
+        x = torch.linspace(-2, 2, 64)
+        for dtype in (torch.float32, torch.float64):
+            print(pbit(x.to(dtype), generator=torch.Generator().manual_seed(0)).tolist())
+    """
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run(how="writable"):
+        done = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, env=environment,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout, [line for line in done.stderr.splitlines() if "Warning" in line]
+
+    bits, said = run()
+    assert said == []
+    files = sorted(tmp_path.rglob("*.nb[ic]"))
+    assert files
+    for i, path in enumerate(files):  # cut short, and overwritten
+        path.write_bytes(path.read_bytes()[:40] if i % 2 else b"\x80\x05garbage")
+    for how, cached in (("unwritable", "without the cache for this process (the folder cannot be written)"),
+                        ("writable", "and cached again"), ("writable", None)):
+        again, said = run(how)
+        assert again == bits
+        if cached is None:
+            assert said == []
+        else:
+            assert len(said) == 1 and f"numba's cache of the p-bit kernel in {files[0].parent} could not be " \
+                "read (" in said[0] and said[0].endswith(f"); compiled afresh {cached}")

@@ -16,9 +16,10 @@ per element and in parallel, with no intermediate tensor:
 
 Hence ``P(b = 1 | x)`` is the fraction of table entries below ``x``, the ideal probability
 rounded to the 16-bit grid: within ``2**-17`` of it (half a step; the float32 table is rounded
-down for this), and exactly 0 or 1 only where the ideal probability is that close to 0 or 1
-(both tested, for every threshold of both dtypes). A NaN input gives NaN. The bits
-differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
+down for this; the float64 table is numpy's ``arctanh``/``log``, within about an ulp of the exact
+threshold, so an ``x`` in that ulp can be a few parts in 10**12 of a half step beyond), and
+exactly 0 or 1 only where the ideal probability is that close to 0 or 1 (both tested, for every
+threshold of both dtypes). A NaN input gives NaN. The bits differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
 generator: both are exact to their 16-bit grid but read different random words.
 
 Looking ``t_r`` up element by element is a gather. Some processors gather slowly, and with the
@@ -37,8 +38,8 @@ indices, and on AVX-512 LLVM then made every load a gather and every store a sca
 times slower on an AMD Zen 4).
 
 Which of the two kernels is faster depends on the processor. On an Intel Xeon with AVX-512 the
-table kernel, its gather at 16 lanes, takes about 0.65 of the estimate kernel's time; on an AMD
-Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the same bits, so
+table kernel, its gather at 16 lanes, takes about 0.65 of the estimate kernel's time in float32;
+on an AMD Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the same bits, so
 the first use in a process times both and keeps the faster for single tensors (:func:`kernel_for`).
 Copies of a repeated input of ``PARALLEL_FROM`` elements or more take the estimate kernel, which
 draws them all in one parallel call sharing the estimate: the table kernel needs a call per copy.
@@ -56,6 +57,7 @@ import operator
 import os
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -66,6 +68,7 @@ try:
     import llvmlite.binding as llvm
     import numba
     from llvmlite import ir
+    from numba.core.caching import NullCache
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.extending import intrinsic
@@ -236,8 +239,9 @@ def kernel_for(dtype: torch.dtype) -> str:
     are timed on 2**18 normal inputs (best of 5 calls each, interleaved: a few milliseconds) and
     the faster is kept, like cuDNN's benchmark mode. LLVM gathers the thresholds in vectors only
     where it judges gathers fast (Intel from Skylake on, not AMD's Zen): on an Intel Xeon with
-    AVX-512 the table kernel took about 0.65 of the estimate kernel's time, on an AMD Zen 3 the
-    estimate kernel took about 0.52 of the table kernel's (benchmarks/results/README.md). The
+    AVX-512 the table kernel took about 0.65 of the estimate kernel's time in float32 (0.8-1.0 in
+    float64, so either may be kept there), on an AMD Zen 3 the estimate kernel took about 0.52 of
+    the table kernel's (benchmarks/results/README.md). The
     inputs come from a generator of their own: torch's default generator is left as it was."""
     _compile(dtype)
     _use_threads(_threads_for(2**18))
@@ -326,10 +330,38 @@ def _compile(dtype: torch.dtype) -> None:
     key, count, table = numba.int64, numba.int64, array.copy(readonly=True)
     with vector_width(16):
         for loop, signature in loop_signatures(dtype).items():
-            loop.compile(signature)
+            _compile_one(loop, signature)
     with vector_width(16 if _gathers() else 0):
-        _table_copy.compile((array, table, key, key, scalar, scalar, array))
-    _kernel.compile((array, table, numba.float64, key, key, count, scalar, scalar, array))
+        _compile_one(_table_copy, (array, table, key, key, scalar, scalar, array))
+    _compile_one(_kernel, (array, table, numba.float64, key, key, count, scalar, scalar, array))
+
+
+def _compile_one(function, signature: tuple) -> None:
+    """Compile ``function`` for ``signature``, or load it from numba's cache. A cache file that
+    cannot be read (cut short, overwritten) made every p-bit call fail with numba's unpickling
+    traceback (numba reads it unguarded). Its index is then emptied and the function compiled
+    afresh, cached again (or, where the folder cannot be written, compiled without the cache for
+    this process), with one warning naming the folder. An error that recurs is the compiler's own,
+    and is raised."""
+    try:
+        function.compile(signature)
+    except Exception as err:
+        cache = function._cache
+        if isinstance(cache, NullCache):
+            raise
+        try:
+            cache.flush()  # an empty index in place of the one that could not be read
+            cached = "and cached again"
+        except OSError:
+            function._cache, cached = NullCache(), "without the cache for this process (the folder cannot be written)"
+        function.compile(signature)
+        if cache._cache_path not in _unreadable_caches:
+            _unreadable_caches.add(cache._cache_path)
+            warnings.warn(f"numba's cache of the p-bit kernel in {cache._cache_path} could not be read "
+                          f"({type(err).__name__}: {err}); compiled afresh {cached}", stacklevel=2)
+
+
+_unreadable_caches: set[str] = set()  # the folders warned about
 
 
 @contextmanager
