@@ -113,6 +113,28 @@ def test_a_study_missing_a_run_s_result_says_so_in_its_section(tiny_run, tmp_pat
     assert re.search(r"- \*\*fashion-mnist\*\* \(.*\): not measured \(a result is missing", section)
 
 
+def test_a_deleted_readme_is_named_with_its_step_not_linked(tiny_run, tmp_path):
+    """The report linked every study's README whether it was there or not."""
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    readmes = {"accuracy/fashion-mnist/README.md": "accuracy/fashion-mnist/summary",
+               "lowbit/README.md": "lowbit/summary", "adaptive/README.md": "adaptive/cifar10/replay"}
+    readmes.update({str(path.relative_to(out / "tiny").as_posix()): f"generation/{path.parent.name}/summary"
+                    for path in (out / "tiny" / "generation").glob("*/README.md")})
+    assert len(readmes) == 4
+    linked = (out / "REPORT.md").read_text()
+    assert all(f"(tiny/{readme})" in linked for readme in readmes)
+    for readme in readmes:
+        (out / "tiny" / readme).unlink()
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    report = (out / "REPORT.md").read_text()
+    for readme, step in readmes.items():
+        assert f"(tiny/{readme})" not in report
+        assert (f"*Missing `tiny/{readme}`: a result is missing, though plan-state.json records {step} as done: "
+                "remove that entry from it to run again.*") in report
+
+
 def test_a_deleted_adaptive_result_takes_the_figure_drawn_with_it(tiny_run, tmp_path):
     """The figure of both datasets stayed, under a caption naming the other dataset alone; the
     claim named the pool's step too, which does not make the result."""

@@ -238,6 +238,14 @@ def test_tiny_steps_and_section_on_fake_data(tmp_path, monkeypatch):
     readme = ctx.dir("adaptive", "README.md").read_text()
     assert "### cifar10: `accuracy/cifar10/runs/pbit-s2`" in readme and "oracle" in readme
 
+    # CIFAR-10's steps skipped (no data), Fashion-MNIST's done: the figure is named by the step that draws it
+    adaptive.result_path(ctx, "cifar10").unlink()
+    ctx.done = {step.key for step in steps if "fashion-mnist" in step.key}
+    ctx.skipped = {"adaptive/cifar10/pool": "dataset 'cifar10' not found"}
+    section = adaptive.section(ctx)
+    assert [c.reason for c in section.claims] == ["", "dataset 'cifar10' not found"]
+    assert [f.step for f in section.figures] == ["adaptive/fashion-mnist/replay"]
+
 
 def test_a_run_not_trained_is_named(tmp_path):
     with pytest.raises(RunError, match=r"pbit-s2/checkpoint.pt does not exist: the run must be trained"):

@@ -172,6 +172,13 @@ class Context:
             return max(work * self._rates[rate], MIN_STEP_S)
         return overhead + work * reference
 
+    def link(self, path: Path, text: str, step: str) -> str:
+        """A Markdown link to ``path``, a file under the report's folder written by ``step``, or,
+        if it is gone, a note naming it and why (:meth:`why_missing`), as a missing figure gets:
+        the report linked a deleted README."""
+        rel = Path(path).relative_to(self.out).as_posix()
+        return f"[{text}]({rel})" if Path(path).is_file() else f"*Missing `{rel}`: {self.why_missing(step)}.*"
+
     def why_missing(self, prefix: str, finished: bool = True) -> str:
         """The reason recorded for the first skipped step under ``prefix`` (for 'not measured'),
         or, with ``finished``, the finished steps under it whose result has gone missing since

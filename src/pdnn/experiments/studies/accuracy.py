@@ -117,7 +117,7 @@ def section(ctx: Context) -> Section:
                     for t, v in r["accuracy"].items()), key=lambda x: x[2])
         lines.append(f"- **{spec.dataset}** ({describe(spec)}): tanh {100 * tanh:.2f}%; best p-DNN "
                      f"{best[0]} at T = {best[1]}: {100 * best[2]:.2f}%. "
-                     f"[README]({ctx.scale}/{NAME}/{spec.dataset}/README.md)")
+                     + ctx.link(folder / "README.md", "README", f"{NAME}/{spec.dataset}/summary"))
     section.text += "\n\n" + "\n".join(lines)
     return section
 

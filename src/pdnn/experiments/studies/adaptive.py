@@ -188,11 +188,14 @@ def section(ctx: Context) -> Section:
         section.text += ("\n\nThe figure and the README are left out: they were drawn with a result that is missing "
                          "or damaged now (the claims say which step makes it again).")
     elif doc["runs"]:
+        # any replay draws the figure and README again: named, a finished one (a skipped one's dataset would not)
+        replays = [f"{NAME}/{spec.dataset}/replay" for spec in accuracy.specs(ctx)]
+        drawn_by = next((step for step in reversed(replays) if step in ctx.done), replays[-1])
         section.figures.append(Figure(ctx.dir(NAME, FIGURE), (
             "Accuracy against mean samples per input: fixed T (line), the stopping rule at each error level "
             "(dashed), the oracle (star); " + "; ".join(f"{r['dataset']}: {r['schedule']}" for r in doc["runs"])
-            + f"; N = {n} draws per input, seed {settings.seed}, every method on the same draws."),
-            f"{NAME}/{accuracy.specs(ctx)[-1].dataset}/replay"))  # (any replay draws it again; the last one is named)
+            + f"; N = {n} draws per input, seed {settings.seed}, every method on the same draws."), drawn_by))
         section.text += (f"\n\n{study.summary_table(doc)}\n\n"
-                         f"[README with every level, T distribution and energy]({ctx.scale}/{NAME}/README.md)")
+                         + ctx.link(ctx.dir(NAME, "README.md"), "README with every level, T distribution and energy",
+                                    drawn_by))
     return section

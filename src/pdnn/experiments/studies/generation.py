@@ -234,5 +234,5 @@ def section(ctx: Context) -> Section:
                                   step))
     section.figures += [Figure(folder / g, f"the same 36 latents at T = {', '.join(map(str, s.grid_samples))}; "
                                            f"{summary['schedule']}", step) for g in summary["grids"]]
-    section.text += f"\n\n[README]({ctx.scale}/{NAME}/{s.dataset}/README.md) has every number."
+    section.text += "\n\n" + ctx.link(folder / "README.md", "README with every number", step)
     return section

@@ -214,7 +214,8 @@ def section(ctx: Context) -> Section:
                     + f"p-bit s ∈ {{{', '.join(map(str, g.train_samples))}}}" for d, g in GRIDS[ctx.scale].items())
         + ". The limiting term is the EO term that, were every other term free, would allow the smallest gain. "
         f"Unipolar p-bits at β = {2 * fashion.beta:g} have the temperature of the bipolar p-bits at β = "
-        f"{fashion.beta:g} (σ(2βx) = (1 + tanh(βx))/2). [Tables]({ctx.scale}/{NAME}/README.md)"))
+        f"{fashion.beta:g} (σ(2βx) = (1 + tanh(βx))/2). "
+        + ctx.link(ctx.dir(NAME, "README.md"), "Tables", f"{NAME}/summary")))
     for dataset in ("fashion-mnist", "cifar10"):
         spec = next(s for s in accuracy.specs(ctx) if s.dataset == dataset)
         path = ctx.dir(NAME, dataset, "headline.json")
