@@ -965,6 +965,11 @@ def test_a_checkpoint_loads_with_torch_s_safe_default(tmp_path):
     assert train(tmp_path / "run", "--epochs", "1") == 0
     state = torch.load(tmp_path / "run" / "checkpoint.pt")
     assert state["metrics"][0]["torch"] == torch.__version__
+    # a run checkpointed before, resumed now: its first epoch's record is mended too
+    state["metrics"][0]["torch"] = torch.torch_version.TorchVersion(torch.__version__)
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    assert train(tmp_path / "run", "--epochs", "2", "--resume") == 0
+    assert [type(m["torch"]) for m in torch.load(tmp_path / "run" / "checkpoint.pt")["metrics"]] == [str, str]
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -381,7 +381,10 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
                        f"({str(err).splitlines()[0]}), so the run cannot be resumed; train it again without --resume")
     if said and torch.device(device).type == "cpu" and state["metrics"]:
         _warn_if_elsewhere(checkpoint_path, state["metrics"][-1])
-    run.metrics, run.start_epoch = state["metrics"], state["epoch"]
+    # (a checkpoint written before the records held torch's version as a string: as one now, so that
+    # torch.load's safe default reads the next checkpoint)
+    run.metrics = [{**m, "torch": str(m["torch"])} if "torch" in m else m for m in state["metrics"]]
+    run.start_epoch = state["epoch"]
 
 
 def _same_copy(recorded: str, now: str, dataset: str) -> bool:
