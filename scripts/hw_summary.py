@@ -10,27 +10,24 @@ import json
 from pathlib import Path
 
 from pdnn.cli.common import existing_folder
-from pdnn.io import write_text
+from pdnn.errors import UsageError
+from pdnn.hw import export, fixed
+from pdnn.io import RunError, write_text
 
 BEGIN, END = "<!-- BEGIN tables -->", "<!-- END tables -->"
-DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}  # as the datasets' authors write them
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",  # as the datasets' authors write them
+                 "demo": "embedded Fashion-MNIST subset's"}
 
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _spec(out: Path) -> dict:
-    """The export's ``spec.json``: its layers (``n_in``, ``n_out``, ``kind``) and the dataset it was
-    made from (``meta``), so that the tables name the network the folder holds."""
-    return json.loads((out / "export" / "spec.json").read_text())
-
-
-def network_label(layers: list[dict], width: int | None = None) -> str:
-    """``784-64-64-10`` for the network of ``layers``; with ``width``, its hidden layers cut to
+def network_label(net: fixed.FixedNet, width: int | None = None) -> str:
+    """``784-64-64-10`` for the exported network ``net``; with ``width``, its hidden layers cut to
     their first ``width`` neurons (:func:`pdnn.experiments.hardware_study.cut`)."""
-    hidden = [layer["n_out"] if width is None else min(width, layer["n_out"]) for layer in layers[:-1]]
-    return "-".join(map(str, [layers[0]["n_in"], *hidden, layers[-1]["n_out"]]))
+    hidden = [layer.n_out if width is None else min(width, layer.n_out) for layer in net.layers[:-1]]
+    return "-".join(map(str, [net.layers[0].n_in, *hidden, net.layers[-1].n_out]))
 
 
 def units_table(out: Path) -> list[str]:
@@ -64,15 +61,14 @@ def units_table(out: Path) -> list[str]:
     return lines
 
 
-def core_table(out: Path) -> list[str]:
+def core_table(out: Path, net: fixed.FixedNet) -> list[str]:
     lines = ["Whole cores synthesised in one piece (`synth_xilinx -nodsp`; RAM = block RAMs of the weight and "
              "image memories):", "",
              "| core | generators | core LUT / FF / CARRY / RAM | generators LUT / FF | generators' share of LUTs / FFs |",
              "|---|---|---|---|---:|"]
     generators = (_load(out / "synth-generators.json") or {}).get("core", {})
-    layers = _spec(out)["layers"]
-    for name, label in (("synth-core.json", network_label(layers)),
-                        ("synth-core16.json", f"{network_label(layers, 16)} (first 16 neurons of each hidden layer)")):
+    for name, label in (("synth-core.json", network_label(net)),
+                        ("synth-core16.json", f"{network_label(net, 16)} (first 16 neurons of each hidden layer)")):
         core = (_load(out / name) or {}).get("core", {})
         if name == "synth-core.json":
             core = {**generators, **core}
@@ -105,31 +101,30 @@ def core_table(out: Path) -> list[str]:
     return lines + [""]
 
 
-def cosim_table(out: Path) -> list[str]:
+def cosim_table(out: Path, net: fixed.FixedNet) -> list[str]:
     data = {**(_load(out / "cosim-layer.json") or {}), **(_load(out / "cosim-core.json") or {})}
     if not data:
         return ["No co-simulation yet.", ""]
-    lines, layers = ["| what | simulator | compared | different |", "|---|---|---|---:|"], _spec(out)["layers"]
+    lines = ["| what | simulator | compared | different |", "|---|---|---|---:|"]
     for key, r in data.items():
         if key.startswith("layer"):
             index, arrangement = key.removeprefix("layer").split("/")
-            layer = layers[int(index)]
-            lines.append(f"| hidden layer {index} ({layer['n_in']} -> {layer['n_out']}, {layer['kind'].upper()}), "
+            layer = net.layers[int(index)]
+            lines.append(f"| hidden layer {index} ({layer.n_in} -> {layer.n_out}, {layer.kind.upper()}), "
                          f"{arrangement} generators, {r['vectors']} random +-1 "
                          f"input vectors | {r['simulator']} | {r['bits_compared']} output bits | {r['bits_different']} |")
         else:
             sim = key.split("/")[1]
             lines.append(f"| core, {r['images']} test images, T = {r['samples']} | {sim} | decisions and "
-                         f"{r['images']} x 10 class totals | {r['decisions_different']} decisions, "
+                         f"{r['images']} x {net.layers[-1].n_out} class totals | {r['decisions_different']} decisions, "
                          f"{r['totals_different']} totals |")
     return lines + [""]
 
 
-def accuracy_table(out: Path) -> list[str]:
+def accuracy_table(out: Path, dataset: str) -> list[str]:
     data = _load(out / "accuracy.json")
     if not data:
         return ["No accuracy sweep yet.", ""]
-    dataset = (_spec(out)["meta"] or {}).get("dataset", "?")
     lines = [f"Test accuracy on the {data['test_images']} {DATASET_NAMES.get(dataset, dataset)} test images:", "",
              "| T | fixed point (core) | float p-DNN |", "|---:|---:|---:|"]
     for row in data["rows"]:
@@ -154,11 +149,12 @@ def toggles_table(out: Path) -> list[str]:
         f"{em['ratio_mac_over_ac']:.2f}x; the paper: 2.5x measured against 2.3x predicted.", ""]
 
 
-def main(out: Path) -> None:
+def main(out: Path, net: fixed.FixedNet, dataset: str) -> None:
+    """Rewrite the tables of ``out``'s README for the export ``net`` of ``dataset`` it holds."""
     body = ["## Synapse units: MAC against AC", "", *units_table(out),
-            "## Generators' share of the core", "", *core_table(out),
-            "## Bit-exact co-simulation", "", *cosim_table(out),
-            "## Accuracy against T", "", *accuracy_table(out),
+            "## Generators' share of the core", "", *core_table(out, net),
+            "## Bit-exact co-simulation", "", *cosim_table(out, net),
+            "## Accuracy against T", "", *accuracy_table(out, dataset),
             "## Switching activity (gate level)", "", *toggles_table(out)]
     readme = out / "README.md"
     text = readme.read_text() if readme.exists() else f"# Hardware measurements\n\n{BEGIN}\n{END}\n"
@@ -177,4 +173,8 @@ if __name__ == "__main__":
     if (folder / "README.md").is_file() and not all(m in (folder / "README.md").read_text() for m in (BEGIN, END)):
         parser.error(f"{folder / 'README.md'} lacks the {BEGIN} ... {END} markers; expected the hardware study's "
                      "README")
-    main(folder)
+    try:  # the tables name the network and dataset of the export the folder holds
+        exported = fixed.load(folder / "export")
+        main(folder, exported, export.dataset_of(exported, folder / "export"))
+    except (UsageError, RunError, OSError) as err:
+        parser.error(str(err))

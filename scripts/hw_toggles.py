@@ -3,8 +3,9 @@
 
 Usage: python scripts/hw_toggles.py [OUT_DIR]   (default results/hardware; reads OUT_DIR/export)
 
-Both units compute hidden layer 1 (64 -> 64, 8-bit weights) of the exported network, lane by
-lane, inputs in the core's order, with the accumulator cleared before each sum:
+Both units compute hidden layer 1 (64 -> 64, 8-bit weights, in the committed network) of the
+exported network on test images of the dataset the export names, lane by lane, inputs in the
+core's order, with the accumulator cleared before each sum:
 * AC: the p-bit samples of layer 0 (+-1), T = 10 samples of the first 50 test images, exactly
   the bits the core draws (pdnn.hw.fixed);
 * MAC: the deterministic counterpart's 8-bit activations: each layer-0 neuron's firing

@@ -129,19 +129,21 @@ def test_a_record_of_another_shape_is_named_before_the_work(text, tmp_path):
 
 def test_the_summary_names_the_network_and_dataset_its_folder_holds(tmp_path):
     """scripts/hw_summary.py on the records of another export (784-32-32-10, MNIST): every label
-    is read from its spec.json, none is the committed network's."""
-    import json
+    is read from it, none is the committed network's; an export it cannot read is one line."""
     import shutil
 
+    import torch
+
+    from pdnn.hw import export, fixed
+    from pdnn.models.reference import mlp
+
+    torch.manual_seed(0)
+    net = export.to_fixed(mlp(neuron="pbit", input_shape=(1, 28, 28), width=32).eval(), {"model": {"name": "mlp"}},
+                          0.5, 0.25)
+    net.meta["dataset"] = "mnist"
+    fixed.save(net, tmp_path / "export")
     committed = SCRIPTS.parent / "results" / "hardware"
-    (tmp_path / "export").mkdir()
-    spec = json.loads((committed / "export" / "spec.json").read_text())
-    for layer in spec["layers"]:
-        layer["n_out"] = 32 if layer["n_out"] == 64 else layer["n_out"]
-        layer["n_in"] = 32 if layer["n_in"] == 64 else 33 if layer["n_in"] == 65 else layer["n_in"]
-    spec["meta"]["dataset"] = "mnist"
-    (tmp_path / "export" / "spec.json").write_text(json.dumps(spec))
-    for name in ("synth-core.json", "synth-core16.json", "cosim-layer.json", "accuracy.json"):
+    for name in ("synth-core.json", "synth-core16.json", "cosim-layer.json", "cosim-core.json", "accuracy.json"):
         shutil.copy(committed / name, tmp_path / name)
     done = subprocess.run([sys.executable, str(SCRIPTS / "hw_summary.py"), str(tmp_path)], capture_output=True,
                           text=True)
@@ -149,8 +151,13 @@ def test_the_summary_names_the_network_and_dataset_its_folder_holds(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "| 784-32-32-10 | per-neuron |" in readme and "| 784-16-16-10 (first 16 neurons" in readme
     assert "| hidden layer 1 (32 -> 32, AC), per-neuron generators" in readme
-    assert "10000 MNIST test images" in readme
+    assert "10000 MNIST test images" in readme and "x 10 class totals" in readme
     assert not any(text in readme for text in ("784-64", "64 -> 64", "Fashion"))
+    (tmp_path / "export" / "spec.json").write_text("{")
+    done = subprocess.run([sys.executable, str(SCRIPTS / "hw_summary.py"), str(tmp_path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "spec.json" in done.stderr.splitlines()[-1]
+    assert (tmp_path / "README.md").read_text() == readme
 
 
 @pytest.mark.parametrize("script, args", [("hw_cosim.py", ["accuracy"]), ("hw_toggles.py", [])])
