@@ -388,8 +388,10 @@ def test_the_table_kernel_gathers_where_llvm_can_and_compiles_quietly_where_it_c
 
 def test_a_damaged_kernel_cache_is_compiled_afresh_and_said_once(tmp_path):
     """A cache file cut short or overwritten made every p-bit call fail with numba's unpickling
-    traceback. Now: one warning naming the folder, the same bits, and the cache written again (a
-    folder that cannot be written: the kernel compiled without it for that process)."""
+    traceback, and a data file holding another signature's code (float64's where float32's was
+    indexed) made every call fail to unbox its arrays. Now: one warning naming the folder, the
+    same bits, and the cache written again (an index that cannot be written: the kernel compiled
+    without the cache for that process)."""
     script = """if True:
         import sys, torch
         import numba.core.caching
@@ -410,18 +412,25 @@ def test_a_damaged_kernel_cache_is_compiled_afresh_and_said_once(tmp_path):
         assert done.returncode == 0, done.stderr
         return done.stdout, [line for line in done.stderr.splitlines() if "Warning" in line]
 
+    def said_once(said, why="", aside=""):
+        return (len(said) == 1 and f"numba's cache of the p-bit kernel in {tmp_path}" in said[0]
+                and f"could not be used ({why}" in said[0]
+                and said[0].endswith(f"); compiled afresh{aside}. Delete that folder if this recurs"))
+
     bits, said = run()
     assert said == []
+    for first in tmp_path.rglob("*.1.nbc"):  # each loop's float32 and float64 code, swapped
+        second = first.with_name(first.name.replace(".1.nbc", ".2.nbc"))
+        first_code, second_code = first.read_bytes(), second.read_bytes()
+        first.write_bytes(second_code)
+        second.write_bytes(first_code)
+    again, said = run()
+    assert again == bits and said_once(said, "TypeError: its entry holds the code of another signature")
     files = sorted(tmp_path.rglob("*.nb[ic]"))
-    assert files
     for i, path in enumerate(files):  # cut short, and overwritten
         path.write_bytes(path.read_bytes()[:40] if i % 2 else b"\x80\x05garbage")
-    for how, cached in (("unwritable", "without the cache for this process (the folder cannot be written)"),
-                        ("writable", "and cached again"), ("writable", None)):
+    for how, aside in (("unwritable", " without the cache for this process (its index cannot be written)"),
+                       ("writable", ""), ("writable", None)):
         again, said = run(how)
         assert again == bits
-        if cached is None:
-            assert said == []
-        else:
-            assert len(said) == 1 and f"numba's cache of the p-bit kernel in {files[0].parent} could not be " \
-                "read (" in said[0] and said[0].endswith(f"); compiled afresh {cached}")
+        assert said == [] if aside is None else said_once(said, aside=aside)

@@ -337,31 +337,36 @@ def _compile(dtype: torch.dtype) -> None:
 
 
 def _compile_one(function, signature: tuple) -> None:
-    """Compile ``function`` for ``signature``, or load it from numba's cache. A cache file that
-    cannot be read (cut short, overwritten) made every p-bit call fail with numba's unpickling
-    traceback (numba reads it unguarded). Its index is then emptied and the function compiled
-    afresh, cached again (or, where the folder cannot be written, compiled without the cache for
-    this process), with one warning naming the folder. An error that recurs is the compiler's own,
-    and is raised."""
+    """Compile ``function`` for ``signature``, or load it from numba's cache. numba trusts its
+    cache files: one that cannot be read (cut short, overwritten) made every p-bit call fail with
+    its unpickling traceback, and a data file holding another signature's code (two processes
+    caching different dtypes at once can leave one) was loaded as this one, so that every call
+    failed to unbox its arrays. Either way the index is emptied and the function compiled afresh
+    (numba caches it again where it can; where the index cannot be written, the cache is left
+    aside for this process), with one warning naming the folder. An error that recurs is the
+    compiler's own, and is raised."""
     try:
         function.compile(signature)
+        if tuple(signature) not in map(tuple, function.signatures):
+            raise TypeError("its entry holds the code of another signature")
     except Exception as err:
         cache = function._cache
         if isinstance(cache, NullCache):
             raise
         try:
-            cache.flush()  # an empty index in place of the one that could not be read
-            cached = "and cached again"
+            cache.flush()  # an empty index in place of the one that misled numba
+            aside = ""
         except OSError:
-            function._cache, cached = NullCache(), "without the cache for this process (the folder cannot be written)"
+            function._cache, aside = NullCache(), " without the cache for this process (its index cannot be written)"
         function.compile(signature)
-        if cache._cache_path not in _unreadable_caches:
-            _unreadable_caches.add(cache._cache_path)
-            warnings.warn(f"numba's cache of the p-bit kernel in {cache._cache_path} could not be read "
-                          f"({type(err).__name__}: {err}); compiled afresh {cached}", stacklevel=2)
+        if cache._cache_path not in _unusable_caches:
+            _unusable_caches.add(cache._cache_path)
+            warnings.warn(f"numba's cache of the p-bit kernel in {cache._cache_path} could not be used "
+                          f"({type(err).__name__}: {err}); compiled afresh{aside}. Delete that folder if this "
+                          "recurs", stacklevel=2)
 
 
-_unreadable_caches: set[str] = set()  # the folders warned about
+_unusable_caches: set[str] = set()  # the folders warned about
 
 
 @contextmanager
