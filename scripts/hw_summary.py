@@ -6,21 +6,26 @@ between the markers of OUT_DIR/README.md, creating the file if needed)
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from pdnn.cli.common import existing_folder
 from pdnn.errors import UsageError
 from pdnn.hw import export, fixed
-from pdnn.io import RunError, write_text
+from pdnn.io import RunError, read_json, write_text
 
 BEGIN, END = "<!-- BEGIN tables -->", "<!-- END tables -->"
 DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",  # as the datasets' authors write them
                  "demo": "embedded Fashion-MNIST subset's"}
 
 
-def _load(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+def _load(path: Path) -> dict | None:
+    """The record at ``path`` (a JSON object), or None if the measurement has not been made."""
+    if not path.exists():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise RunError(f"{path} holds a JSON {type(record).__name__}, not a record of the hardware study's scripts")
+    return record
 
 
 def network_label(net: fixed.FixedNet, width: int | None = None) -> str:
@@ -178,3 +183,6 @@ if __name__ == "__main__":
         main(folder, exported, export.dataset_of(exported, folder / "export"))
     except (UsageError, RunError, OSError) as err:
         parser.error(str(err))
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as err:  # a record edited or of other code
+        parser.error(f"a record under {folder} is not of the shape this script reads ({type(err).__name__}: {err}); "
+                     "run the script that writes it again")

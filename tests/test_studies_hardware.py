@@ -153,11 +153,19 @@ def test_the_summary_names_the_network_and_dataset_its_folder_holds(tmp_path):
     assert "| hidden layer 1 (32 -> 32, AC), per-neuron generators" in readme
     assert "10000 MNIST test images" in readme and "x 10 class totals" in readme
     assert not any(text in readme for text in ("784-64", "64 -> 64", "Fashion"))
-    (tmp_path / "export" / "spec.json").write_text("{")
-    done = subprocess.run([sys.executable, str(SCRIPTS / "hw_summary.py"), str(tmp_path)], capture_output=True,
-                          text=True)
-    assert done.returncode == 2 and "Traceback" not in done.stderr and "spec.json" in done.stderr.splitlines()[-1]
-    assert (tmp_path / "README.md").read_text() == readme
+    spec = (tmp_path / "export" / "spec.json").read_text()
+    for name, text, said in (("accuracy.json", "{", "accuracy.json is not valid JSON"),
+                             ("synth-core.json", "[1]", "synth-core.json holds a JSON list, not a record"),
+                             ("cosim-layer.json", '{"layer9/x": {}}', "is not of the shape this script reads"),
+                             ("export/spec.json", "{", "spec.json is not valid JSON")):
+        kept = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(text)
+        done = subprocess.run([sys.executable, str(SCRIPTS / "hw_summary.py"), str(tmp_path)], capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and said in done.stderr.splitlines()[-1]
+        assert (tmp_path / "README.md").read_text() == readme
+        (tmp_path / name).write_text(kept)
+    assert (tmp_path / "export" / "spec.json").read_text() == spec
 
 
 @pytest.mark.parametrize("script, args", [("hw_cosim.py", ["accuracy"]), ("hw_toggles.py", [])])
