@@ -942,6 +942,19 @@ def test_layer_aggregation_flags_its_next_sample_column(small_nets):
     assert network["configs"][0]["next_sample_increase_pct"] == pytest.approx(100 * (e2 - e1) / e1)
 
 
+def test_a_model_in_another_float_dtype_is_priced_as_float32_and_says_so():
+    """A bfloat16 model's weights, activations and arithmetic were priced as float32's, unsaid."""
+    model = create("mlp", neuron="pbit", width=16)
+    priced = analyze(model, (1, 28, 28))
+    assert priced.notes == []
+    for dtype, said in ((torch.bfloat16, "bfloat16"), (torch.float64, "float64")):
+        other = analyze(create("mlp", neuron="pbit", width=16).to(dtype), (1, 28, 28))
+        assert other.notes == [f"the model's weights are {said}: float weights, activations and arithmetic are "
+                               "priced as 32-bit floats whatever the tensors' dtype"]
+        assert [(layer.weight_bits, layer.activation_bits) for layer in other.layers] == \
+            [(layer.weight_bits, layer.activation_bits) for layer in priced.layers]
+
+
 def test_a_deterministic_network_priced_once_costs_nothing_for_another_sample(small_nets):
     """It is priced at T = 1 only, since sampling it again gives the same output; with the prefix
     repeated per sample the formula would price a second pass, and the column said 31 %."""

@@ -956,6 +956,11 @@ def analyze(model: nn.Module, input_shape, input_bits: int = 8) -> Network:
             walker.note("read with integer inputs (token ids): the model does not run on float ones")
     if wrapped:
         walker.note("read the network a SampledModel samples; the number of samples T is the energy model's")
+    floats = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                     if p.is_floating_point() and p.dtype != torch.float32})
+    if floats:  # (a bfloat16 baseline's energy would be overstated unsaid)
+        walker.note(f"the model's weights are {' and '.join(floats)}: float weights, activations and arithmetic are "
+                    "priced as 32-bit floats whatever the tensors' dtype")
     if not walker.layers:
         found = "; ".join(walker.notes) or "nothing"
         raise AnalysisError(f"{type(model).__name__} has no Linear or Conv layer to account for (found: {found})")
