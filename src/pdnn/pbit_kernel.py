@@ -19,8 +19,9 @@ rounded to the 16-bit grid: within ``2**-17`` of it (half a step; the float32 ta
 down for this; the float64 table is numpy's ``arctanh``/``log``, within about an ulp of the exact
 threshold, so an ``x`` in that ulp can be a few parts in 10**12 of a half step beyond), and
 exactly 0 or 1 only where the ideal probability is that close to 0 or 1 (both tested, for every
-threshold of both dtypes). A NaN input gives NaN. The bits differ from those of the torch path (:func:`pdnn.functional.draw_thresholds`) for the same
-generator: both are exact to their 16-bit grid but read different random words.
+threshold of both dtypes). A NaN input gives NaN. The bits differ from those of the torch path
+(:func:`pdnn.functional.draw_thresholds`) for the same generator: both are exact to their 16-bit
+grid but read different random words.
 
 Looking ``t_r`` up element by element is a gather. Some processors gather slowly, and with the
 hash in 64-bit arithmetic LLVM did not vectorise it at all without AVX-512 (on an AMD Zen 3 the
@@ -39,8 +40,9 @@ times slower on an AMD Zen 4).
 
 Which of the two kernels is faster depends on the processor. On an Intel Xeon with AVX-512 the
 table kernel, its gather at 16 lanes, takes about 0.65 of the estimate kernel's time in float32;
-on an AMD Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the same bits, so
-the first use in a process times both and keeps the faster for single tensors (:func:`kernel_for`).
+on an AMD Zen 4 the estimate kernel was the faster (before the hash was 32-bit). They give the
+same bits, so the first use in a process times both and keeps the faster for single tensors
+(:func:`kernel_for`).
 Copies of a repeated input of ``PARALLEL_FROM`` elements or more take the estimate kernel, which
 draws them all in one parallel call sharing the estimate: the table kernel needs a call per copy.
 (A smaller input's copies are drawn as one concatenated tensor, by either kernel.)
@@ -241,8 +243,8 @@ def kernel_for(dtype: torch.dtype) -> str:
     where it judges gathers fast (Intel from Skylake on, not AMD's Zen): on an Intel Xeon with
     AVX-512 the table kernel took about 0.65 of the estimate kernel's time in float32 (0.8-1.0 in
     float64, so either may be kept there), on an AMD Zen 3 the estimate kernel took about 0.52 of
-    the table kernel's (benchmarks/results/README.md). The
-    inputs come from a generator of their own: torch's default generator is left as it was."""
+    the table kernel's (benchmarks/results/README.md). The inputs come from a generator of their
+    own: torch's default generator is left as it was."""
     _compile(dtype)
     _use_threads(_threads_for(2**18))
     x = torch.randn(2**18, dtype=dtype, device="cpu", generator=torch.Generator().manual_seed(0)).numpy()
