@@ -114,6 +114,8 @@ def cosim_table(out: Path, net: fixed.FixedNet) -> list[str]:
     for key, r in data.items():
         if key.startswith("layer"):
             index, arrangement = key.removeprefix("layer").split("/")
+            if not 0 <= int(index) < len(net.layers) - 1:
+                raise IndexError(f"{key}: the export has hidden layers 0..{len(net.layers) - 2}")
             layer = net.layers[int(index)]
             lines.append(f"| hidden layer {index} ({layer.n_in} -> {layer.n_out}, {layer.kind.upper()}), "
                          f"{arrangement} generators, {r['vectors']} random +-1 "
@@ -175,14 +177,20 @@ if __name__ == "__main__":
     folder = Path(parser.parse_args().out)
     if not (folder / "export").is_dir():
         parser.error(f"{folder} holds no export/ folder; expected the hardware study's folder")
-    if (folder / "README.md").is_file() and not all(m in (folder / "README.md").read_text() for m in (BEGIN, END)):
-        parser.error(f"{folder / 'README.md'} lacks the {BEGIN} ... {END} markers; expected the hardware study's "
+    readme = folder / "README.md"
+    try:
+        marked = not readme.is_file() or all(m in readme.read_text() for m in (BEGIN, END))
+    except UnicodeDecodeError as err:
+        parser.error(f"{readme} is not UTF-8 text ({err}); expected the hardware study's README")
+    if not marked:
+        parser.error(f"{readme} lacks the {BEGIN} ... {END} markers; expected the hardware study's "
                      "README")
     try:  # the tables name the network and dataset of the export the folder holds
         exported = fixed.load(folder / "export")
         main(folder, exported, export.dataset_of(exported, folder / "export"))
     except (UsageError, RunError, OSError) as err:
         parser.error(str(err))
-    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as err:  # a record edited or of other code
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, ArithmeticError) as err:  # a record edited
+        # or of other code (a count of 0 LUTs divides by zero)
         parser.error(f"a record under {folder} is not of the shape this script reads ({type(err).__name__}: {err}); "
                      "run the script that writes it again")

@@ -12,6 +12,7 @@ import torch
 
 from pdnn.cli import hw as hw_cli
 from pdnn.cli import main
+from pdnn.errors import UsageError
 from pdnn.hw import export, fixed
 from pdnn.models.reference import mlp
 
@@ -303,3 +304,15 @@ def test_synth_refuses_options_of_the_other_part(tiny_run, tmp_path, capsys):
                         "--weight-bits, --n size a --part mac or ac unit; --part generators takes its widths")):
         assert main(argv) == 2, argv
         assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", [None, "", " ", 5, "a\nb"])
+def test_an_export_that_names_no_dataset_is_refused_in_one_line(dataset):
+    """The scripts and `hw sim` run an export on its dataset's test images; a value that is no name
+    (blank, several lines, a number) was taken as one."""
+    net = export.to_fixed(random_mlp(), CONFIG, 0.5, 0.25)
+    net.meta = {} if dataset is None else {"dataset": dataset}
+    with pytest.raises(UsageError, match=r"^EXPORT does not name its dataset \(spec.json meta.dataset\)"):
+        export.dataset_of(net, "EXPORT")
+    net.meta = {"dataset": "fashion-mnist"}
+    assert export.dataset_of(net, "EXPORT") == "fashion-mnist"

@@ -389,7 +389,7 @@ def test_the_table_kernel_gathers_where_llvm_can_and_compiles_quietly_where_it_c
 def test_a_damaged_kernel_cache_is_compiled_afresh_and_said_once(tmp_path):
     """A cache file cut short or overwritten made every p-bit call fail with numba's unpickling
     traceback, and a data file holding another signature's code (float64's where float32's was
-    indexed) made every call fail to unbox its arrays. Now: one warning naming the folder, the
+    indexed) made every call fail to unbox its arrays; the pooled p-bit's backward kernel alike. Now: one warning naming the folder, the
     same bits, and the cache written again (an index that cannot be written: the kernel compiled
     without the cache for that process)."""
     script = """if True:
@@ -400,9 +400,12 @@ def test_a_damaged_kernel_cache_is_compiled_afresh_and_said_once(tmp_path):
                 raise PermissionError(13, "Permission denied")
             numba.core.caching.Cache.flush = refuse
         from pdnn.functional import pbit
+        from pdnn.pooled_pbit import _input_gradient
         x = torch.linspace(-2, 2, 64)
         for dtype in (torch.float32, torch.float64):
             print(pbit(x.to(dtype), generator=torch.Generator().manual_seed(0)).tolist())
+            grad, p = x[:16].reshape(1, 1, 4, 4).to(dtype), x.sigmoid().reshape(1, 1, 8, 8).to(dtype)
+            print(_input_gradient(grad, p, 2.0).tolist())  # the pooled p-bit's backward kernel
     """
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
 
@@ -413,7 +416,7 @@ def test_a_damaged_kernel_cache_is_compiled_afresh_and_said_once(tmp_path):
         return done.stdout, [line for line in done.stderr.splitlines() if "Warning" in line]
 
     def said_once(said, why="", aside=""):
-        return (len(said) == 1 and f"numba's cache of the p-bit kernel in {tmp_path}" in said[0]
+        return (len(said) == 1 and f"numba's cache of pdnn's CPU kernels in {tmp_path}" in said[0]
                 and f"could not be used ({why}" in said[0]
                 and said[0].endswith(f"); compiled afresh{aside}. Delete that folder if this recurs"))
 

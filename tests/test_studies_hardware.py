@@ -129,7 +129,8 @@ def test_a_record_of_another_shape_is_named_before_the_work(text, tmp_path):
 
 def test_the_summary_names_the_network_and_dataset_its_folder_holds(tmp_path):
     """scripts/hw_summary.py on the records of another export (784-32-32-10, MNIST): every label
-    is read from it, none is the committed network's; an export it cannot read is one line."""
+    is read from it, none is the committed network's; an export or record it cannot read is one line."""
+    import json
     import shutil
 
     import torch
@@ -157,14 +158,19 @@ def test_the_summary_names_the_network_and_dataset_its_folder_holds(tmp_path):
     for name, text, said in (("accuracy.json", "{", "accuracy.json is not valid JSON"),
                              ("synth-core.json", "[1]", "synth-core.json holds a JSON list, not a record"),
                              ("cosim-layer.json", '{"layer9/x": {}}', "is not of the shape this script reads"),
+                             ("cosim-layer.json", '{"layer-1/x": {}}', "the export has hidden layers 0..1"),
+                             ("synth-units-xilinx.json", json.dumps({"units": {  # an AC unit of 0 LUTs
+                                 f"xilinx/{unit}/bw4/n16": {"lut": lut, "ff": 0, "carry": 0, "acc_bits": 6}
+                                 for unit, lut in (("mac", 5), ("ac", 0))}}), "ZeroDivisionError"),
+                             ("README.md", b"\xff\xfe", "README.md is not UTF-8 text"),
                              ("export/spec.json", "{", "spec.json is not valid JSON")):
-        kept = (tmp_path / name).read_text()
-        (tmp_path / name).write_text(text)
+        kept = (tmp_path / name).read_bytes() if (tmp_path / name).exists() else None
+        (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         done = subprocess.run([sys.executable, str(SCRIPTS / "hw_summary.py"), str(tmp_path)], capture_output=True,
                               text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr and said in done.stderr.splitlines()[-1]
-        assert (tmp_path / "README.md").read_text() == readme
-        (tmp_path / name).write_text(kept)
+        assert name == "README.md" or (tmp_path / "README.md").read_text() == readme
+        (tmp_path / name).write_bytes(kept) if kept is not None else (tmp_path / name).unlink()
     assert (tmp_path / "export" / "spec.json").read_text() == spec
 
 

@@ -186,6 +186,7 @@ def estimate_error() -> float:
     ``|z| <= 16``. The kernel trusts an estimate more than one step from the drawn word, so this
     must stay well below 1 (0.059 on an AMD Zen 3, in 15 s on 2 threads; the tests check it)."""
     _compile(torch.float32)  # also starts numba's threads
+    _compile_one(_estimate_error, (numba.int64,))
     return float(_estimate_error(int(np.float32(16).view(np.int32))))
 
 
@@ -363,7 +364,7 @@ def _compile_one(function, signature: tuple) -> None:
         function.compile(signature)
         if cache._cache_path not in _unusable_caches:
             _unusable_caches.add(cache._cache_path)
-            warnings.warn(f"numba's cache of the p-bit kernel in {cache._cache_path} could not be used "
+            warnings.warn(f"numba's cache of pdnn's CPU kernels in {cache._cache_path} could not be used "
                           f"({type(err).__name__}: {err}); compiled afresh{aside}. Delete that folder if this "
                           "recurs", stacklevel=2)
 

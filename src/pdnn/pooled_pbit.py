@@ -108,8 +108,16 @@ def _input_gradient(grad: torch.Tensor, p: torch.Tensor, gain: float) -> torch.T
         gain = scalar(gain)
     pbit_kernel._use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731 (the storage order, as a C array)
-    _kernel(nhwc(grad), nhwc(p), gain, scalar(4), scalar(1), nhwc(out))
+    arguments = (nhwc(grad), nhwc(p), gain, scalar(4), scalar(1), nhwc(out))
+    signature = tuple(map(numba.typeof, arguments))
+    if signature not in _compiled:  # (through the p-bit kernel's guard against a damaged cache)
+        pbit_kernel._compile_one(_kernel, signature)
+        _compiled.add(signature)
+    _kernel(*arguments)
     return out
+
+
+_compiled: set[tuple] = set()  # the signatures compiled or loaded so far
 
 
 if numba is not None:

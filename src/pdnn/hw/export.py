@@ -136,7 +136,7 @@ def dataset_of(net: fixed.FixedNet, folder: Path | str) -> str:
     """The dataset the export in ``folder`` was made from (``spec.json``'s ``meta.dataset``): its
     test images are the ones to run it on."""
     dataset = net.meta.get("dataset")
-    if not dataset or not isinstance(dataset, str):
+    if not isinstance(dataset, str) or not dataset.strip() or len(dataset.splitlines()) != 1:
         got = "" if dataset is None else f", got {dataset!r}"
         raise UsageError(f"{folder} does not name its dataset (spec.json meta.dataset){got}")
     return dataset
