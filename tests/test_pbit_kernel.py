@@ -389,9 +389,9 @@ def test_the_table_kernel_gathers_where_llvm_can_and_compiles_quietly_where_it_c
 def test_a_damaged_kernel_cache_is_compiled_afresh_and_said_once(tmp_path):
     """A cache file cut short or overwritten made every p-bit call fail with numba's unpickling
     traceback, and a data file holding another signature's code (float64's where float32's was
-    indexed) made every call fail to unbox its arrays; the pooled p-bit's backward kernel alike. Now: one warning naming the folder, the
-    same bits, and the cache written again (an index that cannot be written: the kernel compiled
-    without the cache for that process)."""
+    indexed) made every call fail to unbox its arrays; the pooled p-bit's backward kernel alike.
+    Now: one warning naming the folder, the same bits, and the cache written again (an index that
+    cannot be written: the kernel compiled without the cache for that process)."""
     script = """if True:
         import sys, torch
         import numba.core.caching

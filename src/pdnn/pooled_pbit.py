@@ -109,15 +109,17 @@ def _input_gradient(grad: torch.Tensor, p: torch.Tensor, gain: float) -> torch.T
     pbit_kernel._use_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731 (the storage order, as a C array)
     arguments = (nhwc(grad), nhwc(p), gain, scalar(4), scalar(1), nhwc(out))
-    signature = tuple(map(numba.typeof, arguments))
-    if signature not in _compiled:  # (through the p-bit kernel's guard against a damaged cache)
-        pbit_kernel._compile_one(_kernel, signature)
-        _compiled.add(signature)
+    # what numba's signature depends on, cheaper to read than the signature (numba.typeof of the six
+    # arguments took three times the kernel's call on a small input)
+    key = tuple((a.dtype.char, a.flags.c_contiguous, a.flags.f_contiguous, a.flags.writeable) for a in arguments[:2])
+    if key not in _compiled:  # (through the p-bit kernel's guard against a damaged cache)
+        pbit_kernel._compile_one(_kernel, tuple(map(numba.typeof, arguments)))
+        _compiled.add(key)
     _kernel(*arguments)
     return out
 
 
-_compiled: set[tuple] = set()  # the signatures compiled or loaded so far
+_compiled: set[tuple] = set()  # the argument kinds compiled or loaded so far
 
 
 if numba is not None:
