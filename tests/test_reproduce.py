@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import io
+import os
 import re
 import shutil
 from pathlib import Path
@@ -560,6 +561,22 @@ def test_dry_run_refuses_what_the_run_would(data, tmp_path, capsys):
                       (tmp_path / "run", "run is a run directory; a reproduce plan goes into a folder of its own")):
         assert main(["reproduce", "--scale", "small", "--out", str(out), "--data-dir", str(data), "--dry-run"]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_dry_run_refuses_an_out_it_could_not_write(data, tmp_path, capsys, monkeypatch):
+    """It planned, and exited 0, into a folder the run then failed to write (a read-only mount, or
+    another user's folder). Tests run as root, for whom only a read-only mount refuses a write, so
+    the permission is what ``os.access`` is made to say."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    for out in (locked, locked / "new" / "deeper"):
+        assert main(["reproduce", "--scale", "small", "--out", str(out), "--data-dir", str(data), "--dry-run"]) == 2
+        assert f"error: {locked}: not writable here" in capsys.readouterr().err
+    assert main(["reproduce", "--scale", "small", "--out", str(tmp_path / "free"), "--data-dir", str(data),
+                 "--dry-run"]) == 0
+    assert not list(locked.iterdir()) and not (tmp_path / "free").exists()
 
 
 def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(tmp_path):

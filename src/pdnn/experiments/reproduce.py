@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import platform
 import sys
 import time
@@ -78,6 +79,9 @@ def describe_plan(ctx: Context) -> str:
     """The plan as text: every step, its estimate and whether it is done (``--dry-run``)."""
     if blocking := next((p for p in (ctx.work, *ctx.work.parents) if p.is_file()), None):
         raise UsageError(f"{blocking} is a file where a folder is expected")  # as the run itself would say
+    for folder in {_nearest_existing(ctx.work), _nearest_existing(ctx.out)}:
+        if not os.access(folder, os.W_OK | os.X_OK):  # the run would fail there on its first write
+            raise UsageError(f"{folder}: not writable here, and the plan writes {ctx.work} and its report under it")
     steps = plan(ctx)
     done = read_state(ctx)["done"]
     missing = _missing(ctx, [step for _, step in steps if step.key not in done])
@@ -93,6 +97,11 @@ def describe_plan(ctx: Context) -> str:
     lines += ["", f"{len(steps)} steps, {len(todo)} to run{skipped}: {outlook(ctx, todo)}; the report goes to "
               f"{ctx.out / report_name(ctx)}.md."]
     return "\n".join(lines)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists: where the run's first folder would be made."""
+    return next(p for p in (path, *path.parents) if p.exists())
 
 
 def _missing(ctx: Context, steps: list[Step]) -> dict[str, str]:
