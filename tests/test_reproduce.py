@@ -628,3 +628,25 @@ def test_reference_rates_names_a_file_that_is_no_plan_record_without_advising_to
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{summary} is not a plan's record" in done.stderr and "delete it" not in done.stderr
     assert summary.read_text() == '{"runs": {}}'
+
+
+def test_an_interrupt_while_the_page_is_made_leaves_both_reports_as_they_were(tmp_path, monkeypatch):
+    """REPORT.md was written before the figures were read into REPORT.html: an interrupt there
+    left the page one run older than the report beside it."""
+    from pdnn.experiments import report as report_module
+
+    ctx = Context(tmp_path, "small")
+    (tmp_path / "REPORT.md").write_text("the last report\n")
+    (tmp_path / "REPORT.html").write_text("its page\n")
+
+    def interrupted(text, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module, "to_html", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(ctx, [], {"scale": "small", "done": {}})
+    assert (tmp_path / "REPORT.md").read_text() == "the last report\n"
+    assert (tmp_path / "REPORT.html").read_text() == "its page\n"
+    monkeypatch.undo()
+    write_report(ctx, [], {"scale": "small", "done": {}})
+    assert "<html>" in (tmp_path / "REPORT.html").read_text() and (tmp_path / "REPORT.md").read_text() != "the last report\n"

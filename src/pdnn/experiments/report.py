@@ -181,8 +181,9 @@ def write_report(ctx: Context, studies, state: dict, full_outlook: str = "") -> 
     sections = [_section(study, ctx) for study in studies]
     text = render(ctx, studies, sections, state, full_outlook)
     path = ctx.out / f"{report_name(ctx)}.md"
+    html = to_html(text, ctx.out)  # first: an interrupt while it reads the figures leaves both files as they were
     write_text(path, text)
-    write_text(path.with_suffix(".html"), to_html(text, ctx.out))
+    write_text(path.with_suffix(".html"), html)
     return path
 
 
