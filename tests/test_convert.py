@@ -1824,6 +1824,18 @@ def test_a_torchscript_model_is_refused_by_name():
             call()
 
 
+def test_a_lazy_layer_not_yet_sized_is_refused_by_name():
+    """torch's "Attempted to use an uninitialized parameter" was raised from inside the search
+    for weighted layers, naming no module (R211 D1); after one forward the model converts."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Sequential(nn.LazyLinear(3)))
+    for call in (lambda: to_sampled(model, "pbit"), lambda: find_activations(model)):
+        with pytest.raises(UsageError, match=r"lazy modules not yet sized \(2.0.weight, 2.0.bias\); call it once"):
+            call()
+    model(torch.randn(2, 4))
+    assert [a["name"] for a in find_activations(model)] == ["1"]
+    assert to_sampled(model, "pbit")(torch.randn(2, 4)).shape == (2, 3)
+
+
 class _ModeBranches(nn.Module):
     """Functional dropout and an output that depends on the mode, as people write them."""
 
