@@ -440,6 +440,26 @@ def test_a_distance_of_nan_images_is_refused_not_measured_on_black_pixels():
                        torch.tensor([0, 128, 255, 255], dtype=torch.uint8))  # (a number is cast as before)
 
 
+def test_features_that_are_not_finite_are_named_with_their_extractor_and_images():
+    """"features hold NaN or infinite values" named neither the classifier nor which images (R210)."""
+    from pdnn.generation import fid_vs_samples
+
+    vae = create("vae", neuron="pbit", weight_bits=32, input_shape=(1, 28, 28), latent=4)
+    real = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+
+    def extractor(images):  # finite for the real images only (the first call)
+        extractor.calls += 1
+        return torch.full((len(images), 4), float("nan") if extractor.calls > extractor.finite else 1.0).add_(
+            torch.randn(len(images), 4))
+
+    extractor.dim, extractor.metric, extractor.source = 4, "fid-clf", "runs/clf"
+    for finite, said in ((0, "the features (fid-clf) that runs/clf gives the first 8 real images hold NaN"),
+                         (1, "the features (fid-clf) that runs/clf gives the images generated at T = 2 hold NaN")):
+        extractor.calls, extractor.finite = 0, finite
+        with pytest.raises(UsageError, match=re.escape(said)):
+            fid_vs_samples(vae, real, extractor, [2], 8, repeats=1)
+
+
 def test_convert_turns_a_tanh_decoder_into_p_bits(tmp_path, runs, capsys):
     assert main(["train", *VAE_TINY, "--epochs", "1", "--neuron", "tanh", "--out", str(tmp_path / "tanh")]) == 0
     out = tmp_path / "converted"

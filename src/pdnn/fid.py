@@ -113,8 +113,9 @@ def min_images(dim: int) -> int:
     return dim + 1
 
 
-def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (unbiased) covariance of features ``[N, d]``; N must be at least ``d + 1``."""
+def feature_statistics(features: torch.Tensor | np.ndarray, what: str = "features") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of features ``[N, d]``; N must be at least ``d + 1``.
+    ``what``: the features as an error names them."""
     f = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features,
                    dtype=np.float64)
     if f.ndim != 2:
@@ -124,7 +125,7 @@ def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray,
         raise UsageError(f"{n} images are too few for the covariance of {d} features; "
                          f"expected at least {min_images(d)}")  # (a library call has no --n)
     if not np.isfinite(f).all():
-        raise UsageError("features hold NaN or infinite values")
+        raise UsageError(f"{what} hold NaN or infinite values")
     return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))  # [1, 1] for one feature, not a scalar
 
 

@@ -163,13 +163,15 @@ def fid_vs_samples(vae: VAE, real: torch.Tensor, extractor, samples: list[int], 
         raise UsageError(f"--n {shown(n)} exceeds the {len(real)} held-out real images available")
     seed = torch_seed("seed", seed, 2 * repeats - 1)  # repeat r: seed + 2 r, its p-bits one more
     samples = [1] if is_deterministic(vae.decoder) else sorted({check_samples(t) for t in samples})
-    real_stats = feature_statistics(extractor(real[:n]))
+    of = f"features ({extractor.metric}) that {getattr(extractor, 'source', 'the feature extractor')} gives"
+    real_stats = feature_statistics(extractor(real[:n]), f"the {of} the first {n} real images")
     values: dict[int, list[float]] = {t: [] for t in samples}
     with progress_bar(total=repeats * len(samples), desc="fid", unit="T", enabled=progress) as bar:
         for r in range(repeats):
             images = generate_at(vae, samples, n, seed=seed + 2 * r, device=device)
             for t in samples:
-                values[t].append(frechet_distance(*feature_statistics(extractor(to_uint8(images[t]))), *real_stats))
+                generated = feature_statistics(extractor(to_uint8(images[t])), f"the {of} the images generated at T = {t}")
+                values[t].append(frechet_distance(*generated, *real_stats))
                 bar.update()
     return [{"samples": t, "metric": extractor.metric, "mean": statistics.fmean(v),
              "std": statistics.stdev(v) if len(v) > 1 else 0.0, "values": v, "repeats": repeats, "n": n}
