@@ -196,6 +196,11 @@ def test_memory_files_round_trip_and_reject_corruption(tmp_path):
     path.write_text(path.read_text().replace("\n", "\nzz\n", 1))
     with pytest.raises(ValueError, match="layer1_weights.mem:2: 'zz' is not a hexadecimal word"):
         fixed.load(tmp_path)
+    # a file that is not text is named, not blamed on spec.json (R212), nor is a non-ASCII digit read as a number
+    for damaged, byte in ((b"\xff\xfe00\n", 0), ("0\n\u0661\n".encode(), 2)):
+        path.write_bytes(damaged)
+        with pytest.raises(UsageError, match=f"layer1_weights.mem is not a memory file \\(byte {byte} is not ASCII"):
+            fixed.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="pdnn hw export"):
         fixed.load(tmp_path / "missing")
 

@@ -271,11 +271,38 @@ def test_cli_without_the_hw_extra_says_how_to_install(monkeypatch, capsys):
 
 
 def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path):
-    net, _ = export.from_run(tiny_run)
-    fixed.save(net, tmp_path)
-    again = fixed.load(tmp_path)
+    """The accuracy the export records is what the reference computes from the files written
+    (it checked only that the dataset and the layers' kinds were saved; R212 D2)."""
+    assert main(["hw", "export", str(tiny_run), "--out", str(tmp_path / "export"), "--check", "300"]) == 0
+    again = fixed.load(tmp_path / "export")
     assert again.meta["dataset"] == "demo"
     assert [layer.kind for layer in again.layers] == ["mac", "ac", "ac"]
+    check = again.meta["check"]
+    images, labels = export.test_images("demo", check["images"])
+    _, decisions = fixed.reference(again, images, check["samples"])
+    assert check["images"] == 300 and check["fixed_point"] == float((decisions == labels).mean())
+    # and near the float network's, measured apart (about 3 standard errors of two draws' difference at 18 %)
+    assert abs(check["fixed_point"] - check["float"]) <= 0.1
+
+
+def test_an_export_written_meanwhile_by_another_command_is_not_replaced_without_force(tiny_run, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """The folder was checked only at the start: an export that another command wrote there while
+    this one checked its accuracy was replaced without --force (R212 D1)."""
+    out = tmp_path / "export"
+    other, _ = export.from_run(tiny_run, weight_bits=3)
+    measure = export.float_accuracy
+
+    def meanwhile(*args, **kwargs):
+        fixed.save(other, out)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(export, "float_accuracy", meanwhile)
+    assert main(["hw", "export", str(tiny_run), "--out", str(out), "--check", "50"]) == 2
+    assert f"{out} already holds an export; pass --force to replace it" in capsys.readouterr().err
+    assert fixed.load(out).weight_bits == 3
+    assert main(["hw", "export", str(tiny_run), "--out", str(out), "--check", "50", "--force"]) == 0
+    assert fixed.load(out).weight_bits == 8
 
 
 def test_synth_refuses_a_unit_too_wide_to_build(capsys):

@@ -117,16 +117,22 @@ def _remedy(args) -> str:
     return "both widths are at their largest; a larger --check tells a loss from chance"
 
 
-def _export(args) -> int:
-    out = Path(args.out)
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an ``--out`` the export would overwrite without consent: a run, a file not an
+    export's, or an earlier export without ``--force``."""
     if (out / CONFIG).exists():
         raise UsageError(f"{out} is a run directory; export into a folder of its own")
     if (out / fixed.SPEC).exists():
         if not fixed.is_export(out):
             raise UsageError(f"{out / fixed.SPEC} is not an export's (no format {fixed.FORMAT!r}); export into "
                              "another folder: --force replaces only an earlier export")
-        if not args.force:
+        if not force:
             raise UsageError(f"{out} already holds an export; pass --force to replace it")
+
+
+def _export(args) -> int:
+    out = Path(args.out)
+    _check_out(out, args.force)
     if args.check < 0:
         raise UsageError(f"--check must be >= 0, got {args.check}")
     if not args.tolerance >= 0:  # (NaN too)
@@ -152,6 +158,7 @@ def _export(args) -> int:
         print(f"pdnn hw export: warning: {net.meta['output_bias_clipped']} output biases were clipped to "
               f"{args.weight_bits} bits", file=sys.stderr)
     with writer_lock(out, "export into"):  # a folder it creates goes again if the export fails or is stopped
+        _check_out(out, args.force)  # again: another export may have written there while this one checked accuracy
         fixed.save(net, out)  # replaces an earlier export's files
     spec = net.describe()
     print(f"wrote {out}: weights {net.weight_bits}-bit signed, inputs {net.input_bits}-bit unsigned, "

@@ -232,13 +232,13 @@ def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
     _check_structure(path, spec["layers"])
     layers = []
     for k, desc in enumerate(spec["layers"]):
-        w = _parse_hex((folder / desc["weights"]).read_text(), spec["weight_bits"], folder / desc["weights"])
+        w = _parse_hex(_memory_text(folder / desc["weights"]), spec["weight_bits"], folder / desc["weights"])
         if w.size != desc["n_in"] * desc["n_out"]:
             raise UsageError(f"{folder / desc['weights']} has {w.size} words; expected {desc['n_out']} x {desc['n_in']}")
         t = None
         if desc["thresholds"] is not None:
             tp = folder / desc["thresholds"]
-            t = _parse_hex(tp.read_text(), desc["threshold_bits"], tp)
+            t = _parse_hex(_memory_text(tp), desc["threshold_bits"], tp)
             if t.size != desc["n_out"] * 2 ** spec["random_bits"]:
                 raise UsageError(f"{tp} has {t.size} words; expected {desc['n_out']} x {2 ** spec['random_bits']}")
             t = t.reshape(desc["n_out"], -1)
@@ -256,6 +256,16 @@ def _from_spec(folder: Path, path: Path, spec: dict) -> FixedNet:
                 raise UsageError(f"{path}: layer {k} states {key} {stated[key]!r}; the core computes it with "
                                  f"{bits} (from the layer's size and the bit widths): the tables would not fit")
     return FixedNet(layers, *widths, meta)
+
+
+def _memory_text(path: Path) -> str:
+    """A memory file's text; one that is not text is named (its decoding error was blamed on
+    spec.json)."""
+    try:
+        return path.read_text(encoding="ascii")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path} is not a memory file (byte {err.start} is not ASCII text); export again with "
+                         f"`pdnn hw export RUN --out {path.parent} --force`") from None
 
 
 def _check_structure(path: Path, layers) -> None:
