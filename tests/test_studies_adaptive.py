@@ -140,6 +140,27 @@ def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
         assert dense["mean_samples"] <= sparse["mean_samples"]
 
 
+def test_the_rule_recorded_is_that_of_the_levels_that_look_whatever_their_order(monkeypatch):
+    """With error 0 (never stop before N) last in --errors, the record took that level's rule,
+    which learns no prior: the README said the rule never looked at T = 1 while the levels before
+    it stopped inputs there (R213 D1)."""
+    n, batch = 12, 50
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (200,), generator=generator)
+    outputs = torch.nn.functional.one_hot(labels, 3).double() + 2 * torch.randn(n, 200, 3, generator=generator)
+    monkeypatch.setattr(adaptive_study, "cached_pool", lambda *args, **kwargs: (outputs.float(), labels))
+    monkeypatch.setattr(adaptive_study, "energy_curves", lambda *args: linear_energy(n, batch))
+    recorded = []
+    for errors in ((0.3, 0), (0, 0.3), (0.3,)):
+        result = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=errors, batch=batch)
+        recorded.append((result["checkpoints"], result["prior_variance"]))
+        stopped_at_one = [level["samples_histogram"].get("1", 0) for level in result["adaptive"] if level["error"]]
+        assert stopped_at_one[0] > 0 and result["checkpoints"][0] == 1
+    assert recorded[0] == recorded[1] == recorded[2] and recorded[0][1] is not None
+    only_zero = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=(0,), batch=batch)
+    assert only_zero["prior_variance"] is None and only_zero["checkpoints"][0] == 2  # (what that rule did)
+
+
 def test_replay_learns_the_prior_on_the_first_batch_and_looks_at_one_sample_after_it():
     """Batches run as in ``pdnn eval``: the first from T = 2 (it learns the prior variance), the
     others from T = 1; each input's rounds are the looks of its own batch up to its T."""
