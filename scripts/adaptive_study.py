@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pdnn.adaptive import CHECKPOINTS, StoppingRule, check_max_samples, parse_checkpoints
+from pdnn.adaptive import CHECKPOINTS, StoppingRule, check_max_samples, parse_checkpoints, refuse_looks_beyond
 from pdnn.checks import positive_int
 from pdnn.cli.common import file_in_the_way, options_named
 from pdnn.energy.tech import load_table
@@ -55,7 +55,9 @@ def parse_args(argv=None):
         check_max_samples(args.max_samples, "--max-samples")  # named as the option, before the looks are made
         with options_named({"checkpoints": "--checkpoints", "prior_samples": "--prior-samples",
                             "error level": "--errors"}):
-            args.checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
+            given, args.checkpoints = args.checkpoints, parse_checkpoints(args.checkpoints, args.max_samples)
+            if given != p.get_default("checkpoints"):
+                refuse_looks_beyond(given, args.checkpoints, args.max_samples)
             for error in args.errors:
                 StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)
         positive_int("--batch", args.batch)

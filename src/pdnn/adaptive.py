@@ -81,6 +81,15 @@ def parse_checkpoints(text: str, max_samples: int) -> tuple[int, ...]:
     return points
 
 
+def refuse_looks_beyond(text: str, points: tuple[int, ...], max_samples: int) -> None:
+    """Refuse checkpoints ``points`` given on a command line as ``--checkpoints text`` that look
+    beyond ``--max-samples`` (the rule would drop them unsaid). The default checkpoints are not
+    refused: their looks beyond a smaller N are simply not reached."""
+    if beyond := [t for t in points if t > max_samples]:
+        raise UsageError(f"--checkpoints {text} looks at T = {', '.join(map(str, beyond))}, beyond --max-samples "
+                         f"{max_samples}; expected checkpoints up to it")
+
+
 def _increasing_looks(points: tuple) -> bool:
     """Whether ``points`` (integers, or None where a value was not one) are increasing T >= 1."""
     return bool(points) and all(t is not None and t >= 1 for t in points) and list(points) == sorted(set(points))

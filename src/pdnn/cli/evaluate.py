@@ -1,7 +1,8 @@
 """``pdnn eval``: accuracy versus samples for a run directory."""
 from __future__ import annotations
 
-from ..adaptive import CHECKPOINTS, MAX_SAMPLES, PRIOR_INPUTS, StoppingRule, check_max_samples, parse_checkpoints
+from ..adaptive import (CHECKPOINTS, MAX_SAMPLES, PRIOR_INPUTS, StoppingRule, check_max_samples, parse_checkpoints,
+                        refuse_looks_beyond)
 from ..checks import AGGREGATIONS, positive_int
 from ..devices import resolve_device
 from ..energy import load_table
@@ -145,10 +146,8 @@ def run_adaptive(args, given_checkpoints: bool) -> int:
     load_table().memory(args.memory, "--memory")
     with options_named(RULE_OPTIONS):
         checkpoints = parse_checkpoints(args.checkpoints, args.max_samples)
-        beyond = [t for t in checkpoints if t > args.max_samples]
-        if given_checkpoints and beyond:  # the default's looks beyond a smaller --max-samples are not reached
-            raise UsageError(f"--checkpoints {args.checkpoints} looks at T = {', '.join(map(str, beyond))}, beyond "
-                             f"--max-samples {args.max_samples}; expected checkpoints up to it")
+        if given_checkpoints:
+            refuse_looks_beyond(args.checkpoints, checkpoints, args.max_samples)
         rule = StoppingRule(args.max_samples, args.error, args.rule, checkpoints, args.prior_samples)
     with options_named(SEED_OPTION):
         document, unwritten = kept_result(lambda: evaluate_run_adaptive(
