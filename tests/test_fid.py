@@ -183,6 +183,10 @@ def test_mismatched_or_nan_statistics_are_refused():
         frechet_distance(np.zeros(2), [[1.0, 0.5], [0.0, 1.0]], np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match=r"cov2 has a negative eigenvalue \(-1\)"):
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), -np.eye(2))
+    finite = np.random.default_rng(0).normal(size=(5, 2))
+    for a, b, named in ((finite * np.nan, finite, "features a"), (finite, finite * np.inf, "features b")):
+        with pytest.raises(ValueError, match=f"^{named} hold NaN or infinite values"):  # (it named neither; R214)
+            fid_from_features(a, b)
 
 
 def test_a_huge_negative_eigenvalue_is_named_without_an_overflow_warning():

@@ -563,20 +563,42 @@ def test_dry_run_refuses_what_the_run_would(data, tmp_path, capsys):
         assert said in capsys.readouterr().err
 
 
-def test_dry_run_refuses_an_out_it_could_not_write(data, tmp_path, capsys, monkeypatch):
+def test_dry_run_shows_the_plan_then_refuses_an_out_it_could_not_write(data, tmp_path, capsys, monkeypatch):
     """It planned, and exited 0, into a folder the run then failed to write (a read-only mount, or
-    another user's folder). Tests run as root, for whom only a read-only mount refuses a write, so
-    the permission is what ``os.access`` is made to say."""
+    another user's folder); the plan is still shown, as a finished plan there is worth reading
+    (R214). Tests run as root, for whom only a read-only mount refuses a write, so the permission
+    is what ``os.access`` is made to say."""
     locked = tmp_path / "locked"
-    locked.mkdir()
+    (locked / "small").mkdir(parents=True)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
-    for out in (locked, locked / "new" / "deeper"):
-        assert main(["reproduce", "--scale", "small", "--out", str(out), "--data-dir", str(data), "--dry-run"]) == 2
-        assert f"error: {locked}: not writable here" in capsys.readouterr().err
+    deep = locked / "new" / "deeper"  # (made in locked)
+    for refused, out, named in (([locked], locked, locked), ([locked], deep, locked),
+                                ([locked / "small"], locked, locked / "small"), ([locked / "small"], deep, None),
+                                ([locked / "small", locked], locked, locked)):  # (OUT named first, whatever the order)
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in refused and real_access(path, mode))
+        rc = main(["reproduce", "--scale", "small", "--out", str(out), "--data-dir", str(data), "--dry-run"])
+        said = capsys.readouterr()
+        assert "steps, " in said.out and rc == (0 if named is None else 2)
+        assert named is None or said.err.strip().endswith(
+            f"error: {named} is not writable here: the run writes its steps under {out / 'small'} and its report "
+            f"to {out / 'REPORT.md'}")
     assert main(["reproduce", "--scale", "small", "--out", str(tmp_path / "free"), "--data-dir", str(data),
                  "--dry-run"]) == 0
-    assert not list(locked.iterdir()) and not (tmp_path / "free").exists()
+    assert sorted(p.name for p in locked.iterdir()) == ["small"] and not (tmp_path / "free").exists()
+
+
+def test_an_out_that_is_a_link_to_nothing_is_named_as_such_by_the_dry_run_and_the_run(data, tmp_path, capsys):
+    """The dry run planned into it and the run said "file exists" (R214 D4)."""
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    for dry in (["--dry-run"], ["--quiet"]):
+        assert main(["reproduce", "--scale", "tiny", "--out", str(tmp_path / "out" / "deeper"), "--data-dir",
+                     str(data), *dry]) == 2
+        assert capsys.readouterr().err.strip().endswith(
+            f"error: {tmp_path / 'out'} is a link to {tmp_path / 'nowhere'}, which does not exist")
+    assert main(["train", "--dataset", "demo", "--subset", "64", "--epochs", "1", "--quiet", "--out",
+                 str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'out'} is a link to {tmp_path / 'nowhere'}, which does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(tmp_path):

@@ -131,4 +131,4 @@ def feature_statistics(features: torch.Tensor | np.ndarray, what: str = "feature
 
 def fid_from_features(a, b) -> float:
     """Fréchet distance between the Gaussians fitted to feature sets ``a`` and ``b``."""
-    return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+    return frechet_distance(*feature_statistics(a, "features a"), *feature_statistics(b, "features b"))

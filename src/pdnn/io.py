@@ -282,6 +282,12 @@ def _named_os_errors(path: Path):
         raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
 
 
+def broken_link(path: Path) -> Path | None:
+    """``path`` or the first of its parents that is a symbolic link to nothing, if any: making a
+    folder there fails with "file exists", which names neither the link nor where it points."""
+    return next((q for q in (path, *path.parents) if q.is_symlink() and not q.exists()), None)
+
+
 def write_json(path: Path | str, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically (NaN and infinity are refused, as JSON has none)."""
     data = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()

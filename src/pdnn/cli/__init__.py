@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ToolError, UsageError, out_of_memory
-from ..io import RunError
+from ..io import RunError, broken_link
 from ..malloc import keep_large_buffers
 from . import convert, demo, energy, evaluate, fid, generate, hw, plot, reproduce, study, train
 from .common import file_in_the_way
@@ -95,6 +95,8 @@ def _said(err: Exception) -> str:
     if not isinstance(err, OSError) or err.filename is None or err.strerror is None:
         return str(err)
     said = f"{err.filename}: {err.strerror.lower()}"
+    if err.errno == errno.EEXIST and (link := broken_link(Path(err.filename))):
+        return f"{link} is a link to {os.readlink(link)}, which does not exist"
     if err.errno in (errno.EEXIST, errno.ENOTDIR) and (blocking := file_in_the_way(Path(err.filename))):
         where = f"{blocking} is a file where a folder is expected"  # (all there is to say where it is the path)
         return where if blocking == Path(err.filename) else f"{said}; {where}"

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from ..devices import resolve_device
+from ..errors import UsageError
 from ..experiments.plan import SCALES, Context
-from ..experiments.reproduce import describe_plan, run_plan
+from ..experiments.reproduce import describe_plan, run_plan, unwritable
 from .common import add_device_option, existing_folder, named_path
 
 
@@ -31,7 +32,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     ctx = Context(args.out, args.scale, roots=args.data_dir, device=resolve_device(args.device))
     if args.dry_run:
-        print(describe_plan(ctx))
+        print(describe_plan(ctx), flush=True)
+        if problem := unwritable(ctx):
+            raise UsageError(problem)
         return 0
     report = run_plan(ctx, progress=not args.quiet)
     print(report)

@@ -204,6 +204,8 @@ def to_sampled(
         ConversionError: nothing to convert, or a selected activation the method cannot handle
             (the message lists each by name and operation).
         ValueError: a scale or β that is not a finite number in range (the message names it).
+        UsageError: ``model`` is not an ``nn.Module``, is TorchScript, or has lazy modules not yet
+            sized (call it once on an input first).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))

@@ -27,7 +27,7 @@ import torch
 
 from ..devices import where_measured
 from ..errors import UsageError
-from ..io import write_json, writer_lock
+from ..io import broken_link, write_json, writer_lock
 from ..progress import progress_bar
 from ..provenance import CODE, code_record
 from .plan import STATE, Context, Step, read_plan_state
@@ -79,9 +79,8 @@ def describe_plan(ctx: Context) -> str:
     """The plan as text: every step, its estimate and whether it is done (``--dry-run``)."""
     if blocking := next((p for p in (ctx.work, *ctx.work.parents) if p.is_file()), None):
         raise UsageError(f"{blocking} is a file where a folder is expected")  # as the run itself would say
-    for folder in {_nearest_existing(ctx.work), _nearest_existing(ctx.out)}:
-        if not os.access(folder, os.W_OK | os.X_OK):  # the run would fail there on its first write
-            raise UsageError(f"{folder}: not writable here, and the plan writes {ctx.work} and its report under it")
+    if link := broken_link(ctx.work):
+        raise UsageError(f"{link} is a link to {os.readlink(link)}, which does not exist")
     steps = plan(ctx)
     done = read_state(ctx)["done"]
     missing = _missing(ctx, [step for _, step in steps if step.key not in done])
@@ -99,9 +98,14 @@ def describe_plan(ctx: Context) -> str:
     return "\n".join(lines)
 
 
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists: where the run's first folder would be made."""
-    return next(p for p in (path, *path.parents) if p.exists())
+def unwritable(ctx: Context) -> str | None:
+    """Why the run could not write under ``OUT``, if it could not (``--dry-run`` says it after the
+    plan: a finished plan in a folder only readable here is still worth reading)."""
+    for folder in dict.fromkeys(next(p for p in (path, *path.parents) if p.exists()) for path in (ctx.out, ctx.work)):
+        if not os.access(folder, os.W_OK | os.X_OK):  # the run would fail there on its first write
+            return (f"{folder} is not writable here: the run writes its steps under {ctx.work} and its report to "
+                    f"{ctx.out / report_name(ctx)}.md")
+    return None
 
 
 def _missing(ctx: Context, steps: list[Step]) -> dict[str, str]:
