@@ -38,7 +38,7 @@ def parse_args(argv=None):
                    help="use the first N test inputs of DATASET (default: all)")
     p.add_argument("--max-samples", type=int, default=50)
     p.add_argument("--errors", default=",".join(f"{e:g}" for e in ERRORS))
-    p.add_argument("--checkpoints", default=",".join(map(str, CHECKPOINTS)),
+    p.add_argument("--checkpoints",
                    help="the T values after which the rule looks, or 'every' (default: pdnn.adaptive.CHECKPOINTS)")
     p.add_argument("--prior-samples", type=int, default=2, metavar="NU0",
                    help="pseudo-samples of the typical spread in the rule's prior (default: 2; docs/adaptive.md)")
@@ -55,8 +55,10 @@ def parse_args(argv=None):
         check_max_samples(args.max_samples, "--max-samples")  # named as the option, before the looks are made
         with options_named({"checkpoints": "--checkpoints", "prior_samples": "--prior-samples",
                             "error level": "--errors"}):
-            given, args.checkpoints = args.checkpoints, parse_checkpoints(args.checkpoints, args.max_samples)
-            if given != p.get_default("checkpoints"):
+            given = args.checkpoints  # (None: the default's looks beyond a smaller --max-samples are not reached)
+            args.checkpoints = parse_checkpoints(",".join(map(str, CHECKPOINTS)) if given is None else given,
+                                                 args.max_samples)
+            if given is not None:
                 refuse_looks_beyond(given, args.checkpoints, args.max_samples)
             for error in args.errors:
                 StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)

@@ -270,9 +270,13 @@ def test_cli_without_the_hw_extra_says_how_to_install(monkeypatch, capsys):
     assert "pip install -e '.[hw]'" in capsys.readouterr().err
 
 
-def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path):
-    """The accuracy the export records is what the reference computes from the files written
-    (it checked only that the dataset and the layers' kinds were saved; R212 D2)."""
+def test_the_recorded_accuracy_is_the_reference_s_on_the_files_written(tiny_run, tmp_path):
+    """What ``spec.json`` records as the fixed-point accuracy is what the reference computes from
+    the memory files written, read back (the test of this name checked only that the dataset and
+    the layers' kinds were saved; R212 D2). The reference itself is checked elsewhere, bit for bit
+    against the RTL core, decisions included (``test_hw.py``); against the float network there is
+    only a loose bound here (the tiny run is near chance: it catches a reference that ranks the
+    classes backwards, not one that guesses; R216)."""
     assert main(["hw", "export", str(tiny_run), "--out", str(tmp_path / "export"), "--check", "300"]) == 0
     again = fixed.load(tmp_path / "export")
     assert again.meta["dataset"] == "demo"
@@ -281,8 +285,7 @@ def test_reference_accuracy_of_exported_tiny_run_matches_spec(tiny_run, tmp_path
     images, labels = export.test_images("demo", check["images"])
     _, decisions = fixed.reference(again, images, check["samples"])
     assert check["images"] == 300 and check["fixed_point"] == float((decisions == labels).mean())
-    # and near the float network's, measured apart (about 3 standard errors of two draws' difference at 18 %)
-    assert abs(check["fixed_point"] - check["float"]) <= 0.1
+    assert abs(check["fixed_point"] - check["float"]) <= 0.1  # (about 3 standard errors of two draws' difference)
 
 
 def test_an_export_written_meanwhile_by_another_command_is_not_replaced_without_force(tiny_run, tmp_path, capsys,

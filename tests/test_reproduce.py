@@ -588,17 +588,26 @@ def test_dry_run_shows_the_plan_then_refuses_an_out_it_could_not_write(data, tmp
 
 
 def test_an_out_that_is_a_link_to_nothing_is_named_as_such_by_the_dry_run_and_the_run(data, tmp_path, capsys):
-    """The dry run planned into it and the run said "file exists" (R214 D4)."""
+    """The dry run planned into it and the run said "file exists" (R214 D4); a link that loops is
+    said to loop (R216 D2), and a relative target is shown from the link's folder."""
     (tmp_path / "out").symlink_to(tmp_path / "nowhere")
-    for dry in (["--dry-run"], ["--quiet"]):
-        assert main(["reproduce", "--scale", "tiny", "--out", str(tmp_path / "out" / "deeper"), "--data-dir",
-                     str(data), *dry]) == 2
-        assert capsys.readouterr().err.strip().endswith(
-            f"error: {tmp_path / 'out'} is a link to {tmp_path / 'nowhere'}, which does not exist")
-    assert main(["train", "--dataset", "demo", "--subset", "64", "--epochs", "1", "--quiet", "--out",
-                 str(tmp_path / "out")]) == 2
-    assert f"{tmp_path / 'out'} is a link to {tmp_path / 'nowhere'}, which does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "relative").symlink_to("nowhere")
+    (tmp_path / "links" / "loop").symlink_to("loop")
+    cases = ((tmp_path / "out", f"{tmp_path / 'out'} is a link to {tmp_path / 'nowhere'}, which does not exist"),
+             (tmp_path / "links" / "relative",
+              f"{tmp_path / 'links' / 'relative'} is a link to {tmp_path / 'links' / 'nowhere'}, which does not exist"),
+             (tmp_path / "links" / "loop", f"{tmp_path / 'links' / 'loop'} is a link that loops (to "
+                                           f"{tmp_path / 'links' / 'loop'})"))
+    for out, said in cases:
+        for dry in (["--dry-run"], ["--quiet"]):
+            assert main(["reproduce", "--scale", "tiny", "--out", str(out / "deeper"), "--data-dir", str(data),
+                         *dry]) == 2
+            assert capsys.readouterr().err.strip().endswith(f"error: {said}")
+        assert main(["train", "--dataset", "demo", "--subset", "64", "--epochs", "1", "--quiet", "--out",
+                     str(out)]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"error: {said}")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "links" / "nowhere").exists()
 
 
 def test_a_record_damaged_by_hand_gives_a_section_that_names_it_not_a_traceback(tmp_path):

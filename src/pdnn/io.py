@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import glob
 import json
 import math
@@ -282,10 +283,21 @@ def _named_os_errors(path: Path):
         raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
 
 
-def broken_link(path: Path) -> Path | None:
-    """``path`` or the first of its parents that is a symbolic link to nothing, if any: making a
-    folder there fails with "file exists", which names neither the link nor where it points."""
-    return next((q for q in (path, *path.parents) if q.is_symlink() and not q.exists()), None)
+def broken_link(path: Path) -> str | None:
+    """What is wrong with the first of ``path`` and its parents that is a symbolic link to nothing
+    or a link that loops, if any: making a folder there fails with "file exists", or "too many
+    levels of symbolic links" further on, which name neither the link nor where it points."""
+    for link in (path, *path.parents):
+        if not link.is_symlink():
+            continue
+        try:
+            os.stat(link)
+        except OSError as err:
+            target = link.parent / os.readlink(link)  # (a relative target is relative to the link's folder)
+            if err.errno == errno.ELOOP:
+                return f"{link} is a link that loops (to {target})"
+            return f"{link} is a link to {target}, which does not exist"
+    return None
 
 
 def write_json(path: Path | str, obj: Any) -> None:

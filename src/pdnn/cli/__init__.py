@@ -95,8 +95,8 @@ def _said(err: Exception) -> str:
     if not isinstance(err, OSError) or err.filename is None or err.strerror is None:
         return str(err)
     said = f"{err.filename}: {err.strerror.lower()}"
-    if err.errno == errno.EEXIST and (link := broken_link(Path(err.filename))):
-        return f"{link} is a link to {os.readlink(link)}, which does not exist"
+    if err.errno in (errno.EEXIST, errno.ELOOP) and (link := broken_link(Path(err.filename))):
+        return link
     if err.errno in (errno.EEXIST, errno.ENOTDIR) and (blocking := file_in_the_way(Path(err.filename))):
         where = f"{blocking} is a file where a folder is expected"  # (all there is to say where it is the path)
         return where if blocking == Path(err.filename) else f"{said}; {where}"
