@@ -94,10 +94,19 @@ def test_a_checkpoint_of_the_weights_alone_is_not_resumed_and_stays(tmp_path, ca
     torch.save({key: state[key] for key in ("model", "epoch", "metrics")}, path)  # as committed for evaluation
     kept = path.read_bytes()
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) != 0
-    assert "holds no optimizer, generators (a copy of the weights for evaluation)" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "holds no optimizer, generators (a copy of the weights for evaluation)" in said
     assert path.read_bytes() == kept
     model, _ = load_model(run)  # evaluation reads it
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    # the advice works: "train it again without --resume" was refused while the checkpoint was there (R215)
+    assert said.strip().endswith(f"so the run cannot be resumed; to train it anew, delete {path} (or train into "
+                                 "another folder)")
+    path.write_bytes(kept[:1000])  # cut short: the same advice
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"; to train it anew, delete {path} (or train into another folder)")
+    path.unlink()
+    assert train(run, "--epochs", "1") == 0
 
 
 def test_task_is_recorded_and_runs_from_before_tasks_resume_bit_for_bit(tmp_path):

@@ -348,17 +348,26 @@ def _span(first: int, end: int) -> str:
     return f"process {first}" if end - first == 1 else f"processes {first} to {end - 1}"
 
 
+def _anew(checkpoint_path: Path) -> str:
+    """How to train a run anew whose checkpoint cannot be resumed ("without --resume" is refused
+    while the checkpoint is there)."""
+    return f"to train it anew, delete {checkpoint_path} (or train into another folder)"
+
+
 def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None:
     """Continue from a checkpoint: weights, optimiser, history and this process's random streams
     (the example order is shared by all processes; augmentation and sampling are per process),
     warning where they cannot continue and ``epochs`` leaves epochs to train."""
-    state = load_checkpoint(checkpoint_path)  # on the CPU: loading the states below moves them to the device
+    try:
+        state = load_checkpoint(checkpoint_path)  # on the CPU: loading the states below moves them to the device
+    except RunError as err:
+        raise RunError(f"{err}; {_anew(checkpoint_path)}") from None
     missing = [key for key in ("optimizer", "generators", "metrics", "epoch") if key not in state]
     if missing:
         raise RunError(f"{checkpoint_path} holds no {', '.join(missing)} (a copy of the weights for evaluation), "
-                       "so the run cannot be resumed; train it again without --resume")
+                       f"so the run cannot be resumed; {_anew(checkpoint_path)}")
     if why := _unresumable(state):  # checked before any file of the run is rewritten
-        raise RunError(f"{checkpoint_path}: {why}, so the run cannot be resumed; train it again without --resume")
+        raise RunError(f"{checkpoint_path}: {why}, so the run cannot be resumed; {_anew(checkpoint_path)}")
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -378,7 +387,7 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
         _set_streams(run, saved, device, checkpoint_path, said)
     except (RuntimeError, TypeError, AttributeError) as err:  # a state of another size, type or form
         raise RunError(f"{checkpoint_path}: its random streams are not valid generator states "
-                       f"({str(err).splitlines()[0]}), so the run cannot be resumed; train it again without --resume")
+                       f"({str(err).splitlines()[0]}), so the run cannot be resumed; {_anew(checkpoint_path)}")
     if said and torch.device(device).type == "cpu" and state["metrics"]:
         _warn_if_elsewhere(checkpoint_path, state["metrics"][-1])
     # (a checkpoint written before the records held torch's version as a string: as one now, so that
