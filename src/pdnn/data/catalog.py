@@ -104,14 +104,39 @@ def _idx_source(folder: Path, files: list[Path], num_classes: int) -> Source:
     return Source(files, f"{folder} (IDX)", decode, folder)
 
 
+def _idx_folder(name: str) -> str:
+    """The folder under a data root that holds IDX dataset ``name``."""
+    return "fashion-mnist" if name in ("demo", "fashion-mnist") else name
+
+
+def _holds_itself(name: str, root: Path) -> str | None:
+    """Where data root ``root`` is itself a copy of dataset ``name`` (``--data-dir
+    .../fashion-mnist``), which is read only from ``ROOT/<its folder>/``: what to do instead.
+    Without it such a root was passed over silently for the next one that holds the dataset."""
+    if name == "cifar10":
+        folder, what = "cifar10-jpeg", "a class-folder copy"
+        itself = all((root / n).is_file() for n in ("train.zip", "test.zip")) or all(
+            (root / n).is_dir() for n in ("train", "test"))
+    elif name in ("celeba", "demo"):
+        return None
+    else:
+        folder, what = _idx_folder(name), "the IDX files"
+        itself = find_idx_files(root, IDX_FILES)[0] is not None
+    if not itself:
+        return None
+    advice = "give its parent" if root.name == folder else f"move {'its two halves' if name == 'cifar10' else 'them'} " \
+                                                          f"into {root / folder}/"
+    return f"{root} holds {what} itself, which is read from ROOT/{folder}/: {advice}"
+
+
 def _find_idx(name: str, roots: list[Path], looked: list) -> Source | None:
-    folder_name = "fashion-mnist" if name in ("demo", "fashion-mnist") else name
-    folders = [EMBEDDED] if name == "demo" else [root / folder_name for root in roots]
+    folders = [EMBEDDED] if name == "demo" else [root / _idx_folder(name) for root in roots]
     for folder in folders:
         files, why = find_idx_files(folder, IDX_FILES)
         if files is not None:
             return _idx_source(folder, files, len(SPECS[name].classes))
-        looked.append((folder, why))
+        hint = None if name == "demo" else _holds_itself(name, folder.parent)
+        looked.append((folder, why + (f"; {hint}" if hint else "")))
     return None
 
 
@@ -134,11 +159,8 @@ def _find_cifar(roots: list[Path], looked: list) -> Source | None:
 
         folder = root / "cifar10-jpeg"
         if not folder.is_dir():
-            itself = all((root / name).is_file() for name in ("train.zip", "test.zip")) or all(
-                (root / name).is_dir() for name in ("train", "test"))  # (--data-dir .../cifar10-jpeg)
-            advice = "give its parent" if root.name == folder.name else f"move its two halves into {folder}/"
-            looked.append((folder, "no such folder" + (f"; {root} holds a class-folder copy itself, which is read from "
-                                                       f"ROOT/{folder.name}/: {advice}" if itself else "")))
+            hint = _holds_itself("cifar10", root)  # (--data-dir .../cifar10-jpeg)
+            looked.append((folder, "no such folder" + (f"; {hint}" if hint else "")))
             continue
         for kind, train, test in (("zip", folder / "train.zip", folder / "test.zip"),
                                   ("folders", folder / "train", folder / "test")):
@@ -197,6 +219,10 @@ def find(name: str, roots: list[Path]) -> Source:
         warnings.warn(f"dataset {name!r}: passed over the incomplete "
                       + "; ".join(f"{folder} ({why})" for folder, why in passed)
                       + f" and read {source.description} instead", stacklevel=3)
+    for root in roots[:roots.index(source.folder.parent)] if source.folder.parent in roots else ():
+        if root not in {folder.parent for folder, _ in passed} and (hint := _holds_itself(name, root)):
+            # (a root given as the dataset's own folder, passed over; one named above is not named again)
+            warnings.warn(f"dataset {name!r}: read {source.description}; {hint}", stacklevel=3)
     return source
 
 
