@@ -38,12 +38,12 @@ def train(out, *extra):
     return main(["train", *TINY, "--out", str(out), *extra])
 
 
-def make_cifar(root, per_batch=24):
+def make_cifar(root, per_batch=24, seed=0):
     """A tiny CIFAR-10 (random 32x32 colour images) in the python-pickle layout under ``root``; its
     augmentation is crop and flip."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
                  b"labels": rng.integers(0, 10, per_batch).tolist()}
@@ -1021,24 +1021,41 @@ def test_a_resume_on_a_config_edited_for_another_dataset_is_refused(tmp_path, ca
     assert {name: (run / name).read_bytes() for name in kept} == kept
 
 
-def test_a_resume_on_another_copy_of_the_data_says_so(tmp_path, monkeypatch):
+def test_a_resume_on_other_data_says_so_and_on_an_identical_copy_does_not(tmp_path, monkeypatch):
     """--data-dir and $PDNN_DATA are not recorded: a resume that found another copy trained on it
-    without a word (metrics.json alone showed each epoch's source)."""
+    without a word (metrics.json alone showed each epoch's source). The copy was then told by its
+    folder, so a byte-identical copy elsewhere was warned about and labels rewritten in place were
+    not (R215 D2): it is told by the data's SHA-256, and by the folder for records without one."""
     monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
-    first, second = make_cifar(tmp_path / "a"), make_cifar(tmp_path / "b")
+    first, same, other = (make_cifar(tmp_path / name, seed=seed) for name, seed in (("a", 0), ("b", 0), ("c", 1)))
     run = tmp_path / "run"
     assert main(["train", *first, "--epochs", "1", "--out", str(run)]) == 0
-    with pytest.warns(UserWarning, match=rf"trained on {re.escape(str(tmp_path / 'a'))}.* and now reads "
-                                         rf"{re.escape(str(tmp_path / 'b'))}.*: another copy of the data"):
-        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--data-dir", second[3], "--quiet"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same images and labels elsewhere: the run continues bit for bit
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--data-dir", same[3], "--quiet"]) == 0
+    with pytest.warns(UserWarning, match=rf"trained on {re.escape(str(tmp_path / 'b'))}.* and now reads "
+                                         rf"{re.escape(str(tmp_path / 'c'))}.* \(their SHA-256 differs\)"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--data-dir", other[3], "--quiet"]) == 0
+    batch = tmp_path / "c" / "cifar-10-batches-py" / "data_batch_1"  # labels rewritten in place
+    content = pickle.loads(batch.read_bytes())
+    batch.write_bytes(pickle.dumps({**content, b"labels": [(y + 1) % 10 for y in content[b"labels"]]}, protocol=2))
+    with pytest.warns(UserWarning, match=rf"trained on {re.escape(str(tmp_path / 'c'))}.* and its files now hold "
+                                         r"other images or labels \(their SHA-256 differs\)"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "4", "--data-dir", other[3], "--quiet"]) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same folder, spelled otherwise
         monkeypatch.chdir(tmp_path)
-        assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--data-dir", "b", "--quiet"]) == 0
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "5", "--data-dir", "c", "--quiet"]) == 0
         monkeypatch.chdir(run)  # recorded whole: a relative --data-dir from another folder is no other copy
-        assert main(["train", "--out", str(run), "--resume", "--epochs", "4", "--data-dir", "../b", "--quiet"]) == 0
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "6", "--data-dir", "../c", "--quiet"]) == 0
     recorded = json.loads((run / "metrics.json").read_text())[-1]["data_source"].split(" (")[0]
-    assert os.path.isabs(recorded) and os.path.samefile(recorded, tmp_path / "b" / "cifar-10-batches-py")
+    assert os.path.isabs(recorded) and os.path.samefile(recorded, tmp_path / "c" / "cifar-10-batches-py")
+    state = load_checkpoint(run / "checkpoint.pt")  # a record from before the SHA-256: told by the folder
+    state["metrics"] = [{k: v for k, v in m.items() if k != "data_sha256"} for m in state["metrics"]]
+    torch.save(state, run / "checkpoint.pt")
+    with pytest.warns(UserWarning, match=r"trained on \S*/c/cifar-10-batches-py .* and now reads "
+                                         rf"{re.escape(str(tmp_path / 'b'))}.*: another copy of the data"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "7", "--data-dir", same[3], "--quiet"]) == 0
 
 
 def test_a_resume_says_what_the_model_keeps_and_where_it_was_trained(tmp_path, monkeypatch):

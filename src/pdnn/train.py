@@ -267,15 +267,22 @@ def _stop_together(failure: Exception | None, world: int) -> None:
         raise RunError(f"process {failed[0]} stopped before training: {failed[1]}")
 
 
-def _check_same_data(data, world: int) -> None:
-    """Refuse processes that read different data: ``--data-dir`` may differ (each machine has its
-    own copy), but copies of different sizes hung every process in a collective, and copies of one
-    size trained on a mix of two datasets without a word."""
+def _data_sha256(data) -> str:
+    """The SHA-256 of the images and labels of both splits as loaded: what a run trained on,
+    whichever copy of the files they came from."""
     digest = hashlib.sha256()
     for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
         digest.update(tensor.cpu().contiguous().numpy())  # (its buffer: no copy of the bytes)
+    return digest.hexdigest()
+
+
+def _check_same_data(data, world: int, digest: str) -> None:
+    """Refuse processes that read different data (``digest``: :func:`_data_sha256` of this
+    process's): ``--data-dir`` may differ (each machine has its own copy), but copies of different
+    sizes hung every process in a collective, and copies of one size trained on a mix of two
+    datasets without a word."""
     mine = {"read": f"{data.source}, {len(data.train_y)} training and {len(data.test_y)} test images",
-            "sha256": digest.hexdigest()}
+            "sha256": digest}
     every: list = [None] * world
     dist.all_gather_object(every, mine)
     if differ := [i for i, other in enumerate(every) if other["sha256"] != every[0]["sha256"]]:
@@ -394,6 +401,23 @@ def _restore(run: _Run, checkpoint_path: Path, device: str, epochs: int) -> None
     # torch.load's safe default reads the next checkpoint)
     run.metrics = [{**m, "torch": str(m["torch"])} if "torch" in m else m for m in state["metrics"]]
     run.start_epoch = state["epoch"]
+
+
+def _data_changed(run: _Run, data, dataset: str, digest: str) -> str | None:
+    """How the data a resumed run reads differs from what its last epoch read, if it does: by
+    content (:func:`_data_sha256`) where the epoch recorded it, so that a byte-identical copy
+    elsewhere continues and a file changed in place does not pass; by the copy's place before."""
+    last = run.metrics[-1] if run.metrics else {}
+    read, sha256 = last.get("data_source"), last.get("data_sha256")
+    if sha256 is not None:
+        if sha256 == digest:
+            return None
+        where = f"and now reads {data.source}" if read is None or not _same_copy(read, data.source, dataset) else \
+            "and its files now hold other images or labels"
+        return f"{read or 'other data'} {where} (their SHA-256 differs)"
+    if read is not None and not _same_copy(read, data.source, dataset):
+        return f"{read} and now reads {data.source} (another --data-dir or $PDNN_DATA): another copy of the data"
+    return None
 
 
 def _same_copy(recorded: str, now: str, dataset: str) -> bool:
@@ -628,18 +652,17 @@ def train(
             if world > 1:
                 _stop_together(err, world)
             raise
+        digest = _data_sha256(data)
         if world > 1:
             _stop_together(None, world)
-            _check_same_data(data, world)
+            _check_same_data(data, world, digest)
         run = _build(model_config, train_config, device, rank, world)
         check_batch_shares(run.model, len(data.train_y), train_config.batch_size, world)
         if resume:
             _restore(run, run_dir / CHECKPOINT, device, train_config.epochs)
-            read = run.metrics[-1].get("data_source") if run.metrics else None
-            if (read is not None and not _same_copy(read, data.source, dataset) and run.start_epoch < train_config.epochs
-                    and rank == 0):
-                warnings.warn(f"{run_dir} was trained on {read} and now reads {data.source} (another --data-dir "
-                              "or $PDNN_DATA): another copy of the data, so the run does not continue bit for bit "
+            if rank == 0 and run.start_epoch < train_config.epochs and (changed := _data_changed(run, data, dataset,
+                                                                                                  digest)):
+                warnings.warn(f"{run_dir} was trained on {changed}, so the run does not continue bit for bit "
                               "and its epochs saw different data; metrics.json records each epoch's")
             if run.start_epoch > train_config.epochs:
                 raise UsageError(f"{run_dir} has trained {run.start_epoch} epochs; epochs {train_config.epochs} "
@@ -658,6 +681,7 @@ def train(
                     write_json(run_dir / METRICS, run.metrics)
             for epoch in range(run.start_epoch, train_config.epochs):
                 trained, speed = _train_epoch(run, data, train_config, epoch, progress)
+                speed["data_sha256"] = digest  # (what a resumed run compares its data with)
                 generators = _generator_states(run)
                 if rank == 0:
                     _end_epoch(run, data, epoch, trained, speed, generators, run_dir, progress)
