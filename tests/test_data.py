@@ -819,30 +819,46 @@ def test_an_incomplete_copy_passed_over_is_named(tmp_path, monkeypatch):
 
 def test_a_root_that_is_the_dataset_s_own_folder_is_named_not_passed_over_in_silence(tmp_path, monkeypatch):
     """``--data-dir .../fashion-mnist`` (or ``.../cifar10-jpeg``) is read from ROOT/<folder>/, so it
-    was passed over, with no word, for the next root that holds the dataset (R215 D3)."""
+    was passed over, with no word, for the next root that holds the dataset (R215 D3). MNIST's and
+    Fashion-MNIST's files have the same names: a root is told to be an IDX dataset's folder by its
+    name alone, never advised to move another dataset's files (R217 D1)."""
     monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
-    make_idx(tmp_path / "given" / "mnist", gz=True, seed=1)
-    make_idx(tmp_path / "mine", gz=True, seed=3)
+    given = tmp_path / "given" / "mnist"
+    make_idx(given, gz=True, seed=1)
     whole = make_idx(tmp_path / "whole" / "mnist", gz=True, seed=2)
-    for given, advice in ((tmp_path / "given" / "mnist", "give its parent"),
-                          (tmp_path / "mine", f"move them into {tmp_path / 'mine' / 'mnist'}/")):
-        said = f"{given} holds the IDX files itself, which is read from ROOT/mnist/: {advice}"
-        with pytest.warns(UserWarning, match=re.escape(f"dataset 'mnist': read {tmp_path / 'whole' / 'mnist'} (IDX); "
-                                                       f"{said}")):
-            assert_idx_equal(load("mnist", roots=[given, tmp_path / "whole"], progress=False), whole)
-        with pytest.raises(DatasetNotFound, match=re.escape(f"{given / 'mnist'}: no such folder; {said}")):
-            load("mnist", roots=[given], progress=False)
+    said = f"{given} holds the IDX files itself, which is read from ROOT/mnist/: give its parent"
+    with pytest.warns(UserWarning, match=re.escape(f"dataset 'mnist': read {tmp_path / 'whole' / 'mnist'} (IDX); "
+                                                   f"{said}")):
+        assert_idx_equal(load("mnist", roots=[given, tmp_path / "whole"], progress=False), whole)
+    with pytest.raises(DatasetNotFound, match=re.escape(f"{given / 'mnist'}: no such folder; {said}")):
+        load("mnist", roots=[given], progress=False)
+    make_idx(tmp_path / "fm" / "fashion-mnist", gz=True, seed=3)  # another IDX dataset's folder, with its files
+    make_idx(tmp_path / "mine", gz=True, seed=4)  # a folder named otherwise: whose files, the names do not say
+    (tmp_path / "link").symlink_to(tmp_path / "whole" / "mnist")  # a link to the very copy read
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for root in (tmp_path / "fm" / "fashion-mnist", tmp_path / "mine", tmp_path / "link"):
+            assert_idx_equal(load("mnist", roots=[root, tmp_path / "whole"], progress=False), whole)
+        # the root read, or one after it, is not named
+        assert_idx_equal(load("mnist", roots=[tmp_path / "whole", given], progress=False), whole)
     jpeg = tmp_path / "c" / "cifar10-jpeg"
     jpeg.mkdir(parents=True)
     for half in ("train.zip", "test.zip"):
         (jpeg / half).write_bytes(b"")
     make_cifar_batches(tmp_path / "canonical")
-    with pytest.warns(UserWarning, match=re.escape(f"{jpeg} holds a class-folder copy itself, which is read from "
-                                                   "ROOT/cifar10-jpeg/: give its parent")):
-        load("cifar10", roots=[jpeg, tmp_path / "canonical"], progress=False)
-    with warnings.catch_warnings():  # the root read, or one after it, is not named
+    make_cifar_batches(tmp_path / "b")
+    for root, said in ((jpeg, f"{jpeg} holds a class-folder copy itself, which is read from ROOT/cifar10-jpeg/: give "
+                              "its parent"),
+                       (tmp_path / "b" / "cifar-10-batches-py", f"{tmp_path / 'b' / 'cifar-10-batches-py'} holds the "
+                                                                "python batches itself, which is read from "
+                                                                "ROOT/cifar-10-batches-py/: give its parent")):
+        with pytest.warns(UserWarning, match=re.escape(said)):
+            load("cifar10", roots=[root, tmp_path / "canonical"], progress=False)
+    for half in ("train", "test"):  # empty train/ and test/ folders are no class-folder copy
+        (tmp_path / "empty" / half).mkdir(parents=True)
+    with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert_idx_equal(load("mnist", roots=[tmp_path / "whole", tmp_path / "given" / "mnist"], progress=False), whole)
+        load("cifar10", roots=[tmp_path / "empty", tmp_path / "canonical"], progress=False)
 
 
 def test_a_root_spelled_through_a_link_and_dot_dot_is_the_folder_the_system_opens(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdnn.adaptive import StoppingRule, rounds_taken, simulate
+from pdnn.adaptive import CHECKPOINTS, StoppingRule, rounds_taken, simulate
 from pdnn.energy.per_input import energies
 from pdnn.experiments import adaptive_study
 from pdnn.experiments.plan import Context
@@ -449,8 +449,9 @@ def test_the_readme_states_the_prior_each_run_learnt():
     (["--errors", "0.1,0.2,0.1"], "--errors lists 0.1 more than once"),
     (["--checkpoints", "0,5"], "--checkpoints must be increasing integers >= 1, got '0,5'"),
     (["--checkpoints", "2,100"], "--checkpoints 2,100 looks at T = 100, beyond --max-samples 50"),  # (dropped; R213)
-    (["--checkpoints", "1,2,3,4,5,6,8,10,12,16,20,25,32,40,50", "--max-samples", "20"],
-     "--checkpoints 1,2,3,4,5,6,8,10,12,16,20,25,32,40,50 looks at T = 25, 32, 40, 50, beyond --max-samples 20"),
+    (["--checkpoints", ",".join(map(str, CHECKPOINTS)), "--max-samples", "20"],  # the default typed out (R217)
+     f"--checkpoints {','.join(map(str, CHECKPOINTS))} looks at T = "
+     f"{', '.join(str(t) for t in CHECKPOINTS if t > 20)}, beyond --max-samples 20"),
     (["--prior-samples", "-1"], r"--prior-samples must be an integer from 0 to 10000 .*, got -1"),
     (["--subset", "demo"], "--subset must be DATASET=N, got 'demo'"),
     (["--run", "demo"], "--run must be DATASET:RUN_DIR, got 'demo'"),

@@ -8,6 +8,7 @@ without a download.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,20 +113,25 @@ def _idx_folder(name: str) -> str:
 def _holds_itself(name: str, root: Path) -> str | None:
     """Where data root ``root`` is itself a copy of dataset ``name`` (``--data-dir
     .../fashion-mnist``), which is read only from ``ROOT/<its folder>/``: what to do instead.
-    Without it such a root was passed over silently for the next one that holds the dataset."""
+    Without it such a root was passed over silently for the next one that holds the dataset.
+    MNIST's and Fashion-MNIST's files have the same names, so an IDX root is told by its name
+    alone; CIFAR-10's batches and class folders by what they hold."""
+    named = Path(os.path.realpath(root)).name  # (a link named otherwise to .../fashion-mnist)
     if name == "cifar10":
-        folder, what = "cifar10-jpeg", "a class-folder copy"
-        itself = all((root / n).is_file() for n in ("train.zip", "test.zip")) or all(
-            (root / n).is_dir() for n in ("train", "test"))
+        batches = all((root / n).is_file() for n in (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH))
+        classes = all((root / n).is_file() for n in ("train.zip", "test.zip")) or all(
+            (root / n).is_dir() and any(c.is_dir() for c in (root / n).iterdir()) for n in ("train", "test"))
+        folder, what = ("cifar-10-batches-py", "the python batches") if batches else ("cifar10-jpeg", "a class-folder copy")
+        if not (batches or classes):
+            return None
+        advice = "give its parent" if named == folder else f"move {'them' if batches else 'its two halves'} into " \
+                                                           f"{root / folder}/"
     elif name in ("celeba", "demo"):
         return None
     else:
-        folder, what = _idx_folder(name), "the IDX files"
-        itself = find_idx_files(root, IDX_FILES)[0] is not None
-    if not itself:
-        return None
-    advice = "give its parent" if root.name == folder else f"move {'its two halves' if name == 'cifar10' else 'them'} " \
-                                                          f"into {root / folder}/"
+        folder, what, advice = _idx_folder(name), "the IDX files", "give its parent"
+        if named != folder or find_idx_files(root, IDX_FILES)[0] is None:
+            return None
     return f"{root} holds {what} itself, which is read from ROOT/{folder}/: {advice}"
 
 
@@ -219,9 +225,10 @@ def find(name: str, roots: list[Path]) -> Source:
         warnings.warn(f"dataset {name!r}: passed over the incomplete "
                       + "; ".join(f"{folder} ({why})" for folder, why in passed)
                       + f" and read {source.description} instead", stacklevel=3)
+    named = {folder.parent for folder, _ in passed}  # (named above: not named again)
     for root in roots[:roots.index(source.folder.parent)] if source.folder.parent in roots else ():
-        if root not in {folder.parent for folder, _ in passed} and (hint := _holds_itself(name, root)):
-            # (a root given as the dataset's own folder, passed over; one named above is not named again)
+        if (root not in named and (hint := _holds_itself(name, root))  # a root given as the dataset's own folder
+                and not os.path.samefile(root, source.folder)):  # (not a link to the very copy read)
             warnings.warn(f"dataset {name!r}: read {source.description}; {hint}", stacklevel=3)
     return source
 
