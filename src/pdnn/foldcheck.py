@@ -25,11 +25,13 @@ import functools
 import io
 import itertools
 import math
+import random
 import sys
 import threading
 import warnings
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.autograd import forward_ad
@@ -39,7 +41,7 @@ from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
 from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
-from .tracing import ModelState, StandIn
+from .tracing import ModelState, StandIn, python_random_kept
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
@@ -270,12 +272,33 @@ class _Still:
         return input.float() if not input.is_floating_point() else input
 
 
+# random functions whose draws a folded pass cannot give each sample its own of, which the probes do
+# not stand in for: Python's and numpy's (a coin drawn in a forward is drawn once while a graph is
+# traced, and once for every sample's rows of a repeated batch) and torch's draws of a given size.
+# A coin that seldom comes up (stochastic depth) agreed with the loop in the check's few samples,
+# and was then frozen for every sample; a forward that calls one of these is sampled by a loop.
+_UNFOLDABLE = ((random, "random", ("random", "randint", "randrange", "uniform", "choice", "choices", "sample",
+                                   "shuffle", "gauss", "normalvariate", "expovariate", "betavariate", "triangular",
+                                   "getrandbits")),
+               (np.random, "numpy.random", ("rand", "randn", "random", "random_sample", "randint", "uniform",
+                                            "normal", "standard_normal", "choice", "permutation", "shuffle",
+                                            "binomial", "poisson", "beta", "exponential")),
+               (torch, "torch", ("randint", "randint_like", "randperm", "normal", "multinomial", "poisson")))
+
+
+def _noted(probe, name: str, original: Callable, *args, **kwargs):
+    """``original`` called, its name kept in ``probe.unfoldable`` (see :data:`_UNFOLDABLE`)."""
+    probe.unfoldable.add(name)
+    return original(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def _probed(model: nn.Module, probe: _Probe | _Still):
     """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
     ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by ``probe`` (other random
     calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold that depends on them
-    fails the check: slower, never wrong). The replacements act in the calling thread only
+    fails the check; a call of :data:`_UNFOLDABLE`'s is noted in ``probe.unfoldable``, so that
+    one that flips a rare coin fails it too). The replacements act in the calling thread only
     (:class:`_PerThread`): a module that runs its layers in a thread of its own is checked with
     real draws there, fails the check, and is sampled by a loop."""
     with _compiled_modules_eager():
@@ -288,6 +311,9 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
         replaced += [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
         replaced += [(torch, name, getattr(probe, name))
                      for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
+        probe.unfoldable = set()  # the calls of _UNFOLDABLE's functions seen
+        replaced += [(owner, name, functools.partial(_noted, probe, f"{prefix}.{name}", _original(owner, name)))
+                     for owner, prefix, names in _UNFOLDABLE for name in names if hasattr(owner, name)]
         rule_map_before = _dynamo_rule_map_size()
         done = []
         try:
@@ -300,6 +326,12 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
                 _stand_down(owner, name)
             if _dynamo_rule_map_size() and not rule_map_before:  # made while torch.rand was the probe
                 sys.modules["torch._dynamo.trace_rules"].get_torch_obj_rule_map.cache_clear()
+
+
+def _original(owner, name: str) -> Callable:
+    """``owner.name`` as it is outside every check (a check in this thread may stand in for it)."""
+    found = getattr(owner, name)
+    return found.original if isinstance(found, _PerThread) else found
 
 
 def _levels(module: nn.Module) -> tuple[float, float] | None:
@@ -422,7 +454,7 @@ def _restored(model: nn.Module, device: torch.device):
     """Restore the model's state and the random state after a run that keeps the user's hooks."""
     state = ModelState(model)
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), python_random_kept():
             yield state
     finally:
         state.restore()
@@ -438,7 +470,8 @@ def _untouched(model: nn.Module, device: torch.device):
     state = ModelState(model)
     devices = [device] if device.type == "cuda" else []
     try:
-        with suspended_hooks(model), torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+        with suspended_hooks(model), torch.random.fork_rng(devices=devices), python_random_kept(), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield state
     finally:
@@ -645,6 +678,9 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
                 unlike_one = after_fold.changed(RTOL, ATOL, containers=False)
         moved = [name for name in after_fold.changed(RTOL, ATOL, containers=False) if name in unlike_one]
     drew = probe.draws > 0
+    if probe.unfoldable:
+        return (f"its forward draws with {', '.join(sorted(probe.unfoldable))}, which a folded pass draws once for "
+                "every sample (a coin per forward)"), False, False
     try:
         looped = stack(looped)
     except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell
