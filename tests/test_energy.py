@@ -387,6 +387,29 @@ def test_weights_used_without_a_module_call_are_named_by_the_hook_walk():
     assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == ["OwnWeight itself"]
 
 
+def test_a_layer_the_traced_graph_leaves_out_is_named_by_the_fx_walk_too():
+    """A layer behind a branch the trace took the other way (a flag, or a Python coin of the
+    forward) was left out of the count without a word where fx traced the model; the hook walk
+    named it (R219 D2). Weights read as tensors by a functional layer are priced, not named."""
+    class Skippable(nn.Module):
+        def __init__(self, skip: bool):
+            super().__init__()
+            self.skip, self.a, self.p = skip, nn.Linear(4, 8), PBit()
+            self.b, self.c = nn.Linear(8, 8), nn.Linear(8, 3)
+            self.d = nn.Linear(8, 3)  # its weights used as tensors
+
+        def forward(self, x):
+            h = self.p(self.a(x))
+            if not self.skip:
+                h = self.b(h)
+            return self.c(h) + F.linear(h, self.d.weight, self.d.bias)
+
+    for skip, left_out in ((True, ["b (Linear)"]), (False, [])):
+        net = analyze(Skippable(skip), (4,))
+        assert net.method != "forward hooks"
+        assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == left_out
+
+
 def test_noise_injectors_pay_for_random_numbers(tech):
     plain = analyze(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)), (8,))
     noisy = analyze(nn.Sequential(nn.Linear(8, 8), GaussianNoise(0.3), nn.Tanh(), nn.Linear(8, 2)), (8,))

@@ -744,6 +744,13 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                 infos[changed] = infos[node]  # later readers of the tensor it changed read the change
         elif node.op == "get_attr":
             infos[node] = _Info(FLOAT_BITS, source=str(node.target))
+    # (a layer left out of the graph: behind a branch the trace took the other way, as a Python coin)
+    used = {modules[n.target] for n in gm.graph.nodes if n.op == "call_module"}
+    for n in gm.graph.nodes:  # (weights read as tensors: a functional layer is priced where they are used)
+        if n.op == "get_attr":
+            with contextlib.suppress(AttributeError):  # (a constant fx made, not a module's)
+                used.add(model.get_submodule(str(n.target).rpartition(".")[0]))
+    _note_weights_not_called(model, used, walker)
 
 
 def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
@@ -810,6 +817,11 @@ def _analyze_hooks(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     finally:
         for h in handles:
             h.remove()
+    _note_weights_not_called(model, called, walker)
+
+
+def _note_weights_not_called(model: nn.Module, called: set[nn.Module], walker: _Walker) -> None:
+    """A note for each module whose weights the walk did not count (:func:`_weights_not_called`)."""
     for name, m in _weights_not_called(model, called):
         where = f"{name} ({type(m).__name__})" if name else f"{type(m).__name__} itself"
         walker.note(f"{where}: holds weights that no module call was seen to use (a layer using them as tensors, "
