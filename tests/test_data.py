@@ -762,7 +762,7 @@ def test_missing_dataset_lists_every_place_and_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFound) as err:
         load("cifar10", roots=[begun], progress=False)
     assert (f"{begun / 'cifar10-jpeg'}: no such folder; {begun} holds a class-folder copy itself, which is read from "
-            "ROOT/cifar10-jpeg/: give its parent") in str(err.value)
+            f"ROOT/cifar10-jpeg/: give its parent, {begun.parent}") in str(err.value)
     elsewhere = begun.rename(tmp_path / "c" / "mycifar")  # under another name, its parent would not do (R196)
     with pytest.raises(DatasetNotFound) as err:
         load("cifar10", roots=[elsewhere], progress=False)
@@ -826,7 +826,7 @@ def test_a_root_that_is_the_dataset_s_own_folder_is_named_not_passed_over_in_sil
     given = tmp_path / "given" / "mnist"
     make_idx(given, gz=True, seed=1)
     whole = make_idx(tmp_path / "whole" / "mnist", gz=True, seed=2)
-    said = f"{given} holds the IDX files itself, which is read from ROOT/mnist/: give its parent"
+    said = f"{given} holds the IDX files itself, which is read from ROOT/mnist/: give its parent, {given.parent}"
     with pytest.warns(UserWarning, match=re.escape(f"dataset 'mnist': read {tmp_path / 'whole' / 'mnist'} (IDX); "
                                                    f"{said}")):
         assert_idx_equal(load("mnist", roots=[given, tmp_path / "whole"], progress=False), whole)
@@ -848,17 +848,39 @@ def test_a_root_that_is_the_dataset_s_own_folder_is_named_not_passed_over_in_sil
     make_cifar_batches(tmp_path / "canonical")
     make_cifar_batches(tmp_path / "b")
     for root, said in ((jpeg, f"{jpeg} holds a class-folder copy itself, which is read from ROOT/cifar10-jpeg/: give "
-                              "its parent"),
+                              f"its parent, {jpeg.parent}"),
                        (tmp_path / "b" / "cifar-10-batches-py", f"{tmp_path / 'b' / 'cifar-10-batches-py'} holds the "
                                                                 "python batches itself, which is read from "
-                                                                "ROOT/cifar-10-batches-py/: give its parent")):
+                                                                f"ROOT/cifar-10-batches-py/: give its parent, "
+                                                                f"{tmp_path / 'b'}")):
         with pytest.warns(UserWarning, match=re.escape(said)):
             load("cifar10", roots=[root, tmp_path / "canonical"], progress=False)
-    for half in ("train", "test"):  # empty train/ and test/ folders are no class-folder copy
+    for half in ("train", "test"):  # empty halves, or another dataset's classes, are no CIFAR-10 copy (R218)
         (tmp_path / "empty" / half).mkdir(parents=True)
+        for animal in ("cat", "dog"):
+            (tmp_path / "dogs-vs-cats" / half / animal).mkdir(parents=True)
+    (tmp_path / "unreadable" / "train").mkdir(parents=True)
+    (tmp_path / "unreadable" / "test").mkdir()
+    scandir = os.scandir
+
+    def refused(path):  # (a folder of another user's, which root reads regardless)
+        if Path(path).parent.name == "unreadable":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refused)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load("cifar10", roots=[tmp_path / "empty", tmp_path / "canonical"], progress=False)
+        for root in ("empty", "dogs-vs-cats", "unreadable"):  # (one that cannot be read is passed over, as before)
+            load("cifar10", roots=[tmp_path / root, tmp_path / "canonical"], progress=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("PDNN_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "named").mkdir()  # a link that bears the folder's name, to a folder named otherwise
+    (tmp_path / "given" / "mnist").rename(tmp_path / "given" / "mnist-v2")
+    (tmp_path / "named" / "mnist").symlink_to(tmp_path / "given" / "mnist-v2", target_is_directory=True)
+    with pytest.warns(UserWarning, match=re.escape(f"{tmp_path / 'named' / 'mnist'} holds the IDX files itself, which "
+                                                   f"is read from ROOT/mnist/: give its parent, {tmp_path / 'named'}")):
+        load("mnist", roots=[tmp_path / "named" / "mnist", tmp_path / "whole"], progress=False)
 
 
 def test_a_root_spelled_through_a_link_and_dot_dot_is_the_folder_the_system_opens(tmp_path, monkeypatch):

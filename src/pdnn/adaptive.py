@@ -119,7 +119,7 @@ def student_t_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
 
 
 # the least error level above 0: the Student-t tails are exact to rounding in absolute terms
-# (1e-16 at small ν, up to 1e-13 at ν = 20 000: docs/adaptive.md), so a smaller level would compare the rounding
+# (2e-16 at small ν, up to 2e-13 at ν = 20 000: docs/adaptive.md), so a smaller level would compare the rounding
 LEAST_ERROR = 1e-12
 MAX_PRIOR_SAMPLES = 10_000  # ν₀ at most: the closed-form CDF sums about ν/2 terms per look
 
@@ -172,7 +172,7 @@ class StoppingRule:
         if error is None or not (error == 0 or LEAST_ERROR <= error < 1):
             raise UsageError(f"error level must be 0 (every input runs to max_samples) or a number in "
                              f"[{LEAST_ERROR:g}, 1) (the tail probabilities it is compared with are exact to about "
-                             f"1e-16 to 1e-13, not relative to their size), got {shown(self.error)}")
+                             f"1e-16 to 2e-13, not relative to their size), got {shown(self.error)}")
         object.__setattr__(self, "error", error)
         prior_samples = integer(self.prior_samples)
         if prior_samples is None or not 0 <= prior_samples <= MAX_PRIOR_SAMPLES:

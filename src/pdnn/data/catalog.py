@@ -8,6 +8,7 @@ without a download.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from dataclasses import dataclass
@@ -115,24 +116,39 @@ def _holds_itself(name: str, root: Path) -> str | None:
     .../fashion-mnist``), which is read only from ``ROOT/<its folder>/``: what to do instead.
     Without it such a root was passed over silently for the next one that holds the dataset.
     MNIST's and Fashion-MNIST's files have the same names, so an IDX root is told by its name
-    alone; CIFAR-10's batches and class folders by what they hold."""
-    named = Path(os.path.realpath(root)).name  # (a link named otherwise to .../fashion-mnist)
+    (as given, or of the folder a link leads to) alone; CIFAR-10's batches and class folders by
+    what they hold."""
+    real = Path(os.path.realpath(root))
     if name == "cifar10":
         batches = all((root / n).is_file() for n in (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH))
         classes = all((root / n).is_file() for n in ("train.zip", "test.zip")) or all(
-            (root / n).is_dir() and any(c.is_dir() for c in (root / n).iterdir()) for n in ("train", "test"))
+            _has_cifar_classes(root / n) for n in ("train", "test"))
         folder, what = ("cifar-10-batches-py", "the python batches") if batches else ("cifar10-jpeg", "a class-folder copy")
         if not (batches or classes):
             return None
-        advice = "give its parent" if named == folder else f"move {'them' if batches else 'its two halves'} into " \
-                                                           f"{root / folder}/"
     elif name in ("celeba", "demo"):
         return None
     else:
-        folder, what, advice = _idx_folder(name), "the IDX files", "give its parent"
-        if named != folder or find_idx_files(root, IDX_FILES)[0] is None:
+        folder, what = _idx_folder(name), "the IDX files"
+        if folder not in (root.name, real.name) or find_idx_files(root, IDX_FILES)[0] is None:
             return None
+    if folder in (root.name, real.name):  # (the parent of the folder that bears the name: there it is found)
+        advice = f"give its parent, {real.parent if real.name == folder else root.parent}"
+    else:
+        advice = f"move {'them' if name == 'cifar10' and batches else 'its two halves'} into {real / folder}/"
     return f"{root} holds {what} itself, which is read from ROOT/{folder}/: {advice}"
+
+
+def _has_cifar_classes(split: Path) -> bool:
+    """Whether folder ``split`` holds CIFAR-10's ten class folders, by name (another dataset's
+    classes are not CIFAR-10's), among its first entries (a folder of many files is not listed
+    whole; one that cannot be read holds none)."""
+    try:
+        with os.scandir(split) as entries:
+            names = {e.name.lower() for e in itertools.islice(entries, 64) if e.is_dir()}
+    except OSError:
+        return False
+    return set(cifar.CLASSES) <= names
 
 
 def _find_idx(name: str, roots: list[Path], looked: list) -> Source | None:
