@@ -390,7 +390,9 @@ def test_weights_used_without_a_module_call_are_named_by_the_hook_walk():
 def test_a_layer_the_traced_graph_leaves_out_is_named_by_the_fx_walk_too():
     """A layer behind a branch the trace took the other way (a flag, or a Python coin of the
     forward) was left out of the count without a word where fx traced the model; the hook walk
-    named it (R219 D2). Weights read as tensors by a functional layer are priced, not named."""
+    named it (R219 D2). Weights read as tensors by a function (here F.linear, which the walk
+    names as not priced) are not named again, nor are the layers inside a torch layer called
+    whole, and a constant of the forward hides no weight of the model's own (R220)."""
     class Skippable(nn.Module):
         def __init__(self, skip: bool):
             super().__init__()
@@ -408,6 +410,19 @@ def test_a_layer_the_traced_graph_leaves_out_is_named_by_the_fx_walk_too():
         net = analyze(Skippable(skip), (4,))
         assert net.method != "forward hooks"
         assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == left_out
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.p = nn.Linear(4, 8), PBit()
+            self.enc = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+            self.unused = nn.Parameter(torch.randn(3, 8))
+
+        def forward(self, x):
+            return self.enc(self.p(self.a(x)) * torch.tensor([2.0]))
+
+    net = analyze(Encoder(), (5, 4))
+    assert [n.split(":")[0] for n in net.notes if "no module call was seen to use" in n] == ["Encoder itself"]
 
 
 def test_noise_injectors_pay_for_random_numbers(tech):

@@ -41,7 +41,7 @@ from .adaptive import fresh_inputs
 from .errors import UsageError
 from .functional import repeat_samples
 from .nn import DitheredQuantize, HardPBit, PBit, is_stochastic
-from .tracing import ModelState, StandIn, python_random_kept
+from .tracing import ModelState, StandIn
 
 # where the check compares outputs: the folded and the looped pass differ only by the order of
 # floating-point sums, while a wrong fold moves values by the probes' offsets (order 0.1)
@@ -272,24 +272,28 @@ class _Still:
         return input.float() if not input.is_floating_point() else input
 
 
-# random functions whose draws a folded pass cannot give each sample its own of, which the probes do
-# not stand in for: Python's and numpy's (a coin drawn in a forward is drawn once while a graph is
-# traced, and once for every sample's rows of a repeated batch) and torch's draws of a given size.
-# A coin that seldom comes up (stochastic depth) agreed with the loop in the check's few samples,
-# and was then frozen for every sample; a forward that calls one of these is sampled by a loop.
-_UNFOLDABLE = ((random, "random", ("random", "randint", "randrange", "uniform", "choice", "choices", "sample",
-                                   "shuffle", "gauss", "normalvariate", "expovariate", "betavariate", "triangular",
-                                   "getrandbits")),
-               (np.random, "numpy.random", ("rand", "randn", "random", "random_sample", "randint", "uniform",
-                                            "normal", "standard_normal", "choice", "permutation", "shuffle",
-                                            "binomial", "poisson", "beta", "exponential")),
-               (torch, "torch", ("randint", "randint_like", "randperm", "normal", "multinomial", "poisson")))
+# torch's draws of a size given to them, which the probes do not stand in for: one whose result is
+# not as long as the batch (a coin per forward, `torch.randint(0, 20, ())`) is drawn once for all
+# samples of a folded pass, or fixed while fx traces. A coin that seldom comes up (stochastic depth)
+# agreed with the loop in the check's few samples and was then frozen for every sample.
+_SIZED_DRAWS = ("randint", "randint_like", "randperm", "normal", "multinomial", "poisson", "binomial")
 
 
 def _noted(probe, name: str, original: Callable, *args, **kwargs):
-    """``original`` called, its name kept in ``probe.unfoldable`` (see :data:`_UNFOLDABLE`)."""
-    probe.unfoldable.add(name)
-    return original(*args, **kwargs)
+    """``original``'s draw, its name kept in ``probe.unfoldable`` where it has no row per input of
+    the batch the check runs (``probe.batch``; see :data:`_SIZED_DRAWS`)."""
+    drawn = original(*args, **kwargs)
+    batch = getattr(probe, "batch", None)
+    if batch is not None and isinstance(drawn, torch.Tensor) and (drawn.dim() == 0 or drawn.shape[0] != batch):
+        probe.unfoldable.add(name)
+    return drawn
+
+
+def _global_random_states() -> tuple:
+    """Python's and numpy's global random states: a forward that draws from either (a coin per
+    forward, by any function of theirs, however imported) changes them."""
+    numpy_state = np.random.get_state()
+    return random.getstate(), numpy_state[1].tobytes(), numpy_state[2:]
 
 
 @contextlib.contextmanager
@@ -297,8 +301,9 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
     """Replace pdnn's stochastic modules, torch's dropout functions and its random functions
     ``rand``, ``randn``, ``rand_like``, ``randn_like``, ``bernoulli`` by ``probe`` (other random
     calls -- tensor methods such as ``x.normal_()`` -- stay random, so a fold that depends on them
-    fails the check; a call of :data:`_UNFOLDABLE`'s is noted in ``probe.unfoldable``, so that
-    one that flips a rare coin fails it too). The replacements act in the calling thread only
+    fails the check; a draw of :data:`_SIZED_DRAWS`' without a row per input is noted in
+    ``probe.unfoldable``, so that one that flips a rare coin fails it too). The replacements act
+    in the calling thread only
     (:class:`_PerThread`): a module that runs its layers in a thread of its own is checked with
     real draws there, fails the check, and is sampled by a loop."""
     with _compiled_modules_eager():
@@ -311,9 +316,9 @@ def _probed(model: nn.Module, probe: _Probe | _Still):
         replaced += [(nn.functional, name, probe.dropout) for name in _DROPOUTS]
         replaced += [(torch, name, getattr(probe, name))
                      for name in ("rand_like", "randn_like", "rand", "randn", "bernoulli")]
-        probe.unfoldable = set()  # the calls of _UNFOLDABLE's functions seen
-        replaced += [(owner, name, functools.partial(_noted, probe, f"{prefix}.{name}", _original(owner, name)))
-                     for owner, prefix, names in _UNFOLDABLE for name in names if hasattr(owner, name)]
+        probe.unfoldable = set()  # the draws of _SIZED_DRAWS without a row per input seen
+        replaced += [(torch, name, functools.partial(_noted, probe, f"torch.{name}", _original(torch, name)))
+                     for name in _SIZED_DRAWS if hasattr(torch, name)]
         rule_map_before = _dynamo_rule_map_size()
         done = []
         try:
@@ -454,7 +459,7 @@ def _restored(model: nn.Module, device: torch.device):
     """Restore the model's state and the random state after a run that keeps the user's hooks."""
     state = ModelState(model)
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), python_random_kept():
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             yield state
     finally:
         state.restore()
@@ -470,8 +475,7 @@ def _untouched(model: nn.Module, device: torch.device):
     state = ModelState(model)
     devices = [device] if device.type == "cuda" else []
     try:
-        with suspended_hooks(model), torch.random.fork_rng(devices=devices), python_random_kept(), \
-                warnings.catch_warnings():
+        with suspended_hooks(model), torch.random.fork_rng(devices=devices), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield state
     finally:
@@ -670,17 +674,22 @@ def _mismatch(model: nn.Module, folded_pass: Callable[[], object], plain_pass: C
             error = None
         after_fold = ModelState(model)
         state.restore()
-        looped, probe.draws, probe.nan_inputs = [], 0, False
+        looped, probe.draws, probe.nan_inputs, probe.batch = [], 0, False, batch
+        states = _global_random_states()
         for t in range(samples):
             probe.begin(t)
             looped.append(plain_pass())
             if t == 0:
                 unlike_one = after_fold.changed(RTOL, ATOL, containers=False)
+        if _global_random_states() != states:  # (or another thread drew meanwhile: a loop, slower, never wrong)
+            probe.unfoldable.add("Python's or numpy's global random functions")
+        probe.batch = None
         moved = [name for name in after_fold.changed(RTOL, ATOL, containers=False) if name in unlike_one]
     drew = probe.draws > 0
     if probe.unfoldable:
-        return (f"its forward draws with {', '.join(sorted(probe.unfoldable))}, which a folded pass draws once for "
-                "every sample (a coin per forward)"), False, False
+        return (f"its forward draws with {', '.join(sorted(probe.unfoldable))}, which a folded pass may draw once "
+                "for all samples (a coin per forward; draws as long as the batch, torch.rand_like or randn_like, "
+                "fold)"), False, False
     try:
         looped = stack(looped)
     except SamplesDiffer as err:  # the probes' samples are not real ones: only a loop of real forwards can tell

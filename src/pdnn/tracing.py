@@ -39,7 +39,6 @@ import contextlib
 import itertools
 import operator
 import os
-import random
 import sys
 import sysconfig
 import threading
@@ -47,7 +46,6 @@ import traceback
 import warnings
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import fx, nn
 from torch.utils import checkpoint
@@ -263,19 +261,6 @@ def _authors(filename: str) -> bool:
             (paths["purelib"] + os.sep, paths["platlib"] + os.sep)))
 
 
-@contextlib.contextmanager
-def python_random_kept():
-    """Python's and numpy's global random states as they were after the block: a trace or a
-    check that runs a forward drawing with them (a coin per forward) must not move the user's
-    stream, as ``torch.random.fork_rng`` keeps torch's."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
 def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
                    concrete_args: dict | None = None, values_only: bool = False, defaults: bool = True) -> fx.Graph:
     """``model``'s graph, or :class:`UnfaithfulTrace` if running it would not do what the forward
@@ -284,8 +269,7 @@ def faithful_trace(model: nn.Module, opaque: Callable[[nn.Module], bool],
     ``defaults``: whether the placeholders keep the forward's defaults (a caller passing every
     argument needs none)."""
     tracer = Tracer(opaque, defaults)
-    with python_random_kept():
-        graph = tracer.trace(model, concrete_args=concrete_args)
+    graph = tracer.trace(model, concrete_args=concrete_args)
     problems = [u for u in tracer.unrecorded if not (values_only and u in tracer.gradients_only)]
     if problems:
         raise UnfaithfulTrace(f"a traced graph would leave out part of its forward: {'; '.join(problems[:3])}")

@@ -745,11 +745,12 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
         elif node.op == "get_attr":
             infos[node] = _Info(FLOAT_BITS, source=str(node.target))
     # (a layer left out of the graph: behind a branch the trace took the other way, as a Python coin)
-    used = {modules[n.target] for n in gm.graph.nodes if n.op == "call_module"}
-    for n in gm.graph.nodes:  # (weights read as tensors: a functional layer is priced where they are used)
-        if n.op == "get_attr":
-            with contextlib.suppress(AttributeError):  # (a constant fx made, not a module's)
-                used.add(model.get_submodule(str(n.target).rpartition(".")[0]))
+    used = {m for n in gm.graph.nodes if n.op == "call_module" for m in modules[n.target].modules()}  # (a layer
+    for n in gm.graph.nodes:  # called whole uses its own); weights read as tensors by a function are named with it
+        owner = str(n.target).rpartition(".")[0]
+        if n.op == "get_attr" and owner:  # (a constant fx made lies on the graph module itself)
+            with contextlib.suppress(AttributeError):
+                used.add(model.get_submodule(owner))
     _note_weights_not_called(model, used, walker)
 
 
