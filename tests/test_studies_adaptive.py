@@ -113,14 +113,21 @@ def test_energy_accounting_is_exact():
     assert e[f"per-batch:{batch}"] == pytest.approx((4 + 10 + 5 + 5 + 7 + 2 * (6 + 6 + 2 + 2) + 4 * rounds[4]) / 5)
 
 
-def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
-    """Every input stops at a given checkpoint or at N, and the rounds counted are those looks."""
-    n, batch = 12, 50
+def _synthetic_pool(monkeypatch, n: int, batch: int) -> torch.Tensor:
+    """The study's pool replaced by n noisy one-hot draws of 200 inputs of 3 classes (and a linear
+    energy): returns their labels."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 3, (200,), generator=generator)
     outputs = torch.nn.functional.one_hot(labels, 3).double() + 2 * torch.randn(n, 200, 3, generator=generator)
     monkeypatch.setattr(adaptive_study, "cached_pool", lambda *args, **kwargs: (outputs.float(), labels))
     monkeypatch.setattr(adaptive_study, "energy_curves", lambda *args: linear_energy(n, batch))
+    return labels
+
+
+def test_study_run_looks_at_the_checkpoints_it_is_given(monkeypatch):
+    """Every input stops at a given checkpoint or at N, and the rounds counted are those looks."""
+    n, batch = 12, 50
+    labels = _synthetic_pool(monkeypatch, n, batch)
     every = tuple(range(3, n))  # the same first look as (3, 7), so the same prior spread
     results = {}
     for checkpoints in ((3, 7), every):
@@ -145,11 +152,7 @@ def test_the_rule_recorded_is_that_of_the_levels_that_look_whatever_their_order(
     which learns no prior: the README said the rule never looked at T = 1 while the levels before
     it stopped inputs there (R213 D1)."""
     n, batch = 12, 50
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 3, (200,), generator=generator)
-    outputs = torch.nn.functional.one_hot(labels, 3).double() + 2 * torch.randn(n, 200, 3, generator=generator)
-    monkeypatch.setattr(adaptive_study, "cached_pool", lambda *args, **kwargs: (outputs.float(), labels))
-    monkeypatch.setattr(adaptive_study, "energy_curves", lambda *args: linear_energy(n, batch))
+    _synthetic_pool(monkeypatch, n, batch)
     recorded = []
     for errors in ((0.3, 0), (0, 0.3), (0.3,)):
         result = adaptive_study.study_run("synthetic", None, None, max_samples=n, errors=errors, batch=batch)
