@@ -55,10 +55,10 @@ def parse_args(argv=None):
         check_max_samples(args.max_samples, "--max-samples")  # named as the option, before the looks are made
         with options_named({"checkpoints": "--checkpoints", "prior_samples": "--prior-samples",
                             "error level": "--errors"}):
-            given = args.checkpoints  # (None: the default's looks beyond a smaller --max-samples are not reached)
-            args.checkpoints = parse_checkpoints(",".join(map(str, CHECKPOINTS)) if given is None else given,
-                                                 args.max_samples)
-            if given is not None:
+            if args.checkpoints is None:  # (the default's looks beyond a smaller --max-samples are not reached)
+                args.checkpoints = CHECKPOINTS
+            else:
+                given, args.checkpoints = args.checkpoints, parse_checkpoints(args.checkpoints, args.max_samples)
                 refuse_looks_beyond(given, args.checkpoints, args.max_samples)
             for error in args.errors:
                 StoppingRule(args.max_samples, error, checkpoints=args.checkpoints, prior_samples=args.prior_samples)

@@ -42,7 +42,6 @@ import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
-from torch.nn.parameter import is_lazy
 from torch.nn.utils.parametrizations import _SpectralNorm as _SpectralNormParametrization
 from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
@@ -63,7 +62,7 @@ from .pooled_pbit import use_pooled_pbits
 from .pooling import use_disjoint_pools
 from .shared_bits_layer import SharedBitsLayer, summable
 from .stacked_passes import NotStackable, Stack, only_keys_drawn, passes_per_stack, stacking
-from .tracing import (UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit,
+from .tracing import (UnfaithfulTrace, add_module, draws, draws_node, faithful_trace, is_pdnn_unit, unsized,
                       why_untraceable)
 from .transposed_linear import TransposedLinear, use_transposed_linears
 
@@ -1222,7 +1221,7 @@ class SampledModel(nn.Module):
         ``"loop"``; each fold is checked once against a loop by :func:`pdnn.foldcheck.fold_mismatch`,
         at each of ``CHECK_SAMPLES`` samples on the first ``CHECK_ROWS`` rows."""
         model, name = self.model, type(self.model).__name__
-        if lazy := [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]:
+        if lazy := unsized(model):
             raise UsageError(f"{name} has lazy modules not yet sized ({', '.join(lazy)}); call it once on an input "
                              "before sampling it: a lazy module sizes itself in its first call, by a hook the "
                              "sampler's checks run the model without (torch advises the same call before making an "

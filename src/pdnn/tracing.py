@@ -48,6 +48,7 @@ from typing import Callable
 
 import torch
 from torch import fx, nn
+from torch.nn.parameter import is_lazy
 from torch.utils import checkpoint
 from torch.utils.hooks import RemovableHandle
 
@@ -73,6 +74,12 @@ _FRACTIONAL_POOLS = {f: ("_random_samples", 5) for f in (_F.fractional_max_pool2
                                                           _F.fractional_max_pool3d_with_indices)}
 _RANDOM_METHODS = {"bernoulli", "bernoulli_", "uniform_", "normal_", "random_", "exponential_",
                    "geometric_", "cauchy_", "log_normal_", "multinomial"}
+
+
+def unsized(model: nn.Module) -> list[str]:
+    """The names of ``model``'s parameters and buffers that lazy modules have not sized yet (they
+    size themselves in their first call, by a hook that pdnn's checks and traces run without)."""
+    return [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
 
 
 def draws(m: nn.Module) -> bool:

@@ -18,11 +18,10 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as TF
 from torch.nn.modules.batchnorm import _NormBase
-from torch.nn.parameter import is_lazy
 
 from ..errors import UsageError
 from ..nn import Quantize, is_stochastic
-from ..tracing import DROPOUT_FUNCTIONS, faithful_trace
+from ..tracing import DROPOUT_FUNCTIONS, faithful_trace, unsized
 from .methods import METHODS
 
 
@@ -350,7 +349,7 @@ def check_module(model) -> None:
     if isinstance(model, torch.jit.ScriptModule):  # (its copy failed inside torch with a KeyError)
         raise UsageError(f"a TorchScript model ({type(model).__name__}) cannot be converted: its code is "
                          "compiled; convert the Python module, then script the converted one")
-    if lazy := [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]:
+    if lazy := unsized(model):
         raise UsageError(f"the model has lazy modules not yet sized ({', '.join(lazy)}); call it once on an input "
                          "before converting it")  # (torch's own error, from inside the search, named none)
 

@@ -49,14 +49,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd)
-from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from ..checks import positive_ints
 from ..errors import UsageError
 from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
-from ..tracing import DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated, why_untraceable
+from ..tracing import DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated, unsized, why_untraceable
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
@@ -838,7 +837,7 @@ def _other_draws(model: nn.Module, x: torch.Tensor, leaves: list[nn.Module]) -> 
     random state are put back after it, so a draw a forward keeps for later calls (a permutation
     drawn at the first call) is drawn anew by the walk's, and read as a draw. Lazy modules are sized by a forward before, whose other effects are put
     back too (a sized module keeps its sizes: put back, they would be left beside sized weights)."""
-    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+    if unsized(model):
         _forward_put_back(model, x, seed=1)
     calls: list = []
 
