@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pdnn.cli.common import file_in_the_way
 from pdnn.experiments.adaptive_study import over_draws, over_draws_table
+from pdnn.interrupts import run_script
 from pdnn.io import RunError, read_json, write_json, write_text
 
 HEADER = """# Adaptive T over several draws of the samples
@@ -82,4 +83,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -20,6 +20,7 @@ from pathlib import Path
 from pdnn.adaptive import StoppingRule
 from pdnn.errors import UsageError
 from pdnn.experiments.adaptive_study import BATCH, cached_pool, replay
+from pdnn.interrupts import run_script
 from pdnn.io import RunError
 
 
@@ -62,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

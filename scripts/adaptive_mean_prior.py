@@ -33,6 +33,7 @@ import torch
 from pdnn.adaptive import StoppingRule, disagreement_probability, lead_moments, student_t_cdf
 from pdnn.errors import UsageError
 from pdnn.experiments.adaptive_study import BATCH, cached_pool, replay
+from pdnn.interrupts import run_script
 from pdnn.io import RunError
 
 N = 50
@@ -141,4 +142,4 @@ def main() -> None:
         print(" ".join(line))
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

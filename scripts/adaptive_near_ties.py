@@ -17,6 +17,7 @@ from torch import nn
 from pdnn import SampledModel
 from pdnn.adaptive import StoppingRule
 from pdnn.experiments.adaptive_study import replay
+from pdnn.interrupts import run_script
 from pdnn.nn import PBit
 
 N, BATCH = 50, 500  # as pdnn eval --adaptive runs the rule
@@ -61,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

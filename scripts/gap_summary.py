@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pdnn.experiments.lowbit import accuracy_by_t  # noqa: E402
 from pdnn.experiments.study import StudySpec, assess_claims  # noqa: E402
+from pdnn.interrupts import run_script  # noqa: E402
 from pdnn.io import save_figure, write_json, write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1] / "results"
@@ -164,4 +165,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

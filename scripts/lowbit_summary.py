@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from pdnn.experiments.lowbit import headline, headline_rows, matched_rows, memory_settings, run_table
+from pdnn.interrupts import run_script
 from pdnn.io import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,6 +16,7 @@ from pathlib import Path
 from pdnn.cli.common import file_in_the_way
 from pdnn.data.idx import DataError, idx_bytes, read_idx
 from pdnn.data.locate import find_variant
+from pdnn.interrupts import run_script
 
 TRAIN, TEST = 3000, 1000
 FILES = {"train-images-idx3-ubyte": TRAIN, "train-labels-idx1-ubyte": TRAIN,
@@ -51,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -20,7 +20,8 @@ from pathlib import Path
 from pdnn.cli.common import example_count, output_file
 from pdnn.errors import UsageError
 from pdnn.experiments.noise_rules import rows_by_samples, verdicts
-from pdnn.io import RunError, write_text
+from pdnn.interrupts import run_script
+from pdnn.io import RunError, pyplot, save_figure, write_text
 
 T_ALL = [1, 2, 5, 10, 20, 50]
 NOISE_TITLE = "# Sampling a deterministically trained network"  # results/noise/README.md's first line
@@ -251,10 +252,7 @@ def table_layer(summary: dict) -> str:
 
 
 def figure(summary: dict, dataset: str, out: Path, title: str, zoom: bool = False) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     entries = [(n, e) for n, e in summary["runs"].items() if e["dataset"] == dataset and "network" in e]
     dets = {}
@@ -287,8 +285,7 @@ def figure(summary: dict, dataset: str, out: Path, title: str, zoom: bool = Fals
         axes[0][1].set_ylim(lo - 1.2, hi + 1.0)
         axes[0][1].set_title("zoom near the deterministic accuracies")
     fig.tight_layout(rect=(0, 0.2, 1, 1))
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -407,10 +404,7 @@ def energy_table(summary: dict) -> str:
 
 
 def figure_layer(summary: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = summary.get("energy") or {}
     names = [n for n, e in summary["runs"].items() if "layer" in e and "network" in e]
@@ -444,8 +438,7 @@ def figure_layer(summary: dict, out: Path) -> None:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
 
 
 def main(argv=None) -> None:
@@ -477,4 +470,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

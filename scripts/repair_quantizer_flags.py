@@ -17,6 +17,7 @@ import argparse
 
 import torch
 
+from pdnn.interrupts import run_script
 from pdnn.io import RunError, load_checkpoint, save_checkpoint
 
 
@@ -54,4 +55,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

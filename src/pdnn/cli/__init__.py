@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ToolError, UsageError, out_of_memory
+from ..interrupts import Terminated, raise_terminated, say_interrupted
 from ..io import RunError, broken_link
 from ..malloc import keep_large_buffers
 from . import convert, demo, energy, evaluate, fid, generate, hw, plot, reproduce, study, train
@@ -103,16 +104,6 @@ def _said(err: Exception) -> str:
     return said
 
 
-class _Terminated(BaseException):
-    """SIGTERM (a batch system's time limit, ``kill``, ``timeout``), raised where Python next runs
-    so that the command ends as Ctrl-C ends it: with a line saying what was kept. Not an
-    ``Exception``, as ``KeyboardInterrupt`` is not, so that no ``except Exception`` swallows it."""
-
-
-def _terminate(signum, frame):
-    raise _Terminated
-
-
 def _one_process(world_size: str) -> bool:
     """Whether ``WORLD_SIZE`` says one process, as :mod:`pdnn.train` reads it."""
     try:
@@ -139,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_large_buffers()
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous_handler = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
     try:
         if args.command != "train" and not _one_process(os.environ.get("WORLD_SIZE", "1")):
             raise UsageError(f"pdnn {args.command} runs in one process; under torchrun (WORLD_SIZE="
@@ -160,14 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pdnn {args.command}: error: out of memory ({said}): the sizes or counts asked for need more "
               f"memory than this machine has", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, _Terminated) as err:
+    except (KeyboardInterrupt, Terminated) as err:
         hint = _CONTINUE.get(args.command)
         if os.environ.get("RANK", "0") not in ("", "0"):  # a torchrun process other than 0, which writes nothing
             hint = "process 0 writes the run" if args.command == "train" else None
-        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "stopped by SIGTERM"
-        print(f"pdnn {args.command}: {how}; no file was left half-written{'; ' + hint if hint else ''}",
-              file=sys.stderr)
-        return 130 if isinstance(err, KeyboardInterrupt) else 128 + signal.SIGTERM
+        return say_interrupted(f"pdnn {args.command}", err, hint)
     finally:
         warnings.formatwarning = previous  # the library's own callers keep Python's format
         if in_main_thread:

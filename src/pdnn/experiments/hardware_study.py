@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import interrupts
 from ..energy.eo import synapse_pj
 from ..energy.tech import DEFAULT_TABLE, load_table
 from ..hw import export, fixed, rng, rtl, sim, synth, toggles
@@ -334,14 +335,18 @@ def switching_activity(path: Path, net, images: np.ndarray, sampled_images: int 
 def run_script(doc: str, main: Callable, parts: tuple[str, ...] | None = None) -> None:
     """The command line of the hardware study's scripts: ``[PART] [OUT_DIR]`` (OUT_DIR defaults
     to results/hardware), ``main(part, out)`` or ``main(out)``; a missing export or run folder is
-    one line, not a traceback."""
+    one line, not a traceback, and so is an interrupt (:func:`pdnn.interrupts.run_script`)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     if parts:
         parser.add_argument("part", choices=parts)
     parser.add_argument("out", nargs="?", type=Path, default=Path("results/hardware"),
                         help="the hardware results folder (default: results/hardware)")
     args = parser.parse_args()
-    try:
-        main(*([args.part] if parts else []), args.out)
-    except (UsageError, RunError, OSError) as err:
-        parser.error(str(err))
+
+    def one_part() -> None:
+        try:
+            main(*([args.part] if parts else []), args.out)
+        except (UsageError, RunError, OSError) as err:
+            parser.error(str(err))
+
+    interrupts.run_script(one_part)
