@@ -26,7 +26,7 @@ def main(state: Path) -> None:
     machines = {json.dumps(entry.get("machine"), sort_keys=True) for entry in read_plan_state(state)["done"].values()}
     document = {"from": os.path.relpath(state.resolve(), ROOT),
                 "machines": [json.loads(m) for m in sorted(machines)],
-                "rates": dict(sorted(rates_of([state]).items()))}
+                "rates": dict(sorted(rates_of([state], "cpu").items()))}
     write_text(PACKAGED, json.dumps(document, indent=1) + "\n")
     print(f"{PACKAGED}: {len(document['rates'])} rates from {state}")
 

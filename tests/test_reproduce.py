@@ -101,6 +101,21 @@ def test_a_finished_step_s_missing_result_is_named_with_the_way_to_redo_it(tiny_
                                   "energy/fashion-mnist/" in row and "to run again" in row for row in rows)
 
 
+def test_a_record_holding_nan_makes_its_study_not_measured_not_a_verdict(tiny_run, tmp_path):
+    """Python's json reads NaN, which pdnn never writes: a damaged toggles.json gave "toggles
+    MAC/AC nanx ... does not hold", and a NaN accuracy in adaptive.json dropped a level and flipped
+    the adaptive claim (R221)."""
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    damaged = out / "tiny" / "hardware" / "toggles.json"
+    damaged.write_text(damaged.read_text().replace('"ratio_mac_over_ac": ', '"ratio_mac_over_ac": NaN, "was": ', 1))
+    reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
+    text = (out / "REPORT.md").read_text()
+    assert "nanx" not in text.lower() and f"{damaged} holds NaN, which is not JSON and which pdnn never writes" in text
+    assert "**Not built**: its records could not be read (RunError:" in text
+
+
 def test_a_study_missing_a_run_s_result_says_so_in_its_section(tiny_run, tmp_path):
     """The claims said "not measured", but the section's line for the dataset vanished unsaid."""
     import shutil
@@ -415,7 +430,7 @@ COMMITTED = Path(__file__).resolve().parents[1] / "results" / "small" / STATE
 def test_a_fresh_folder_is_estimated_at_the_committed_reports_rates(tmp_path):
     """The packaged rates are those of the committed small run (``scripts/reference_rates.py``
     refreshes them), and with them the estimate of a fresh small plan is near that run's time."""
-    assert reference_rates() == rates_of([COMMITTED])
+    assert reference_rates() == rates_of([COMMITTED], "cpu")
     done = read_json(COMMITTED)["done"]
     machines = {json.dumps(entry.get("machine"), sort_keys=True) for entry in done.values()}
     packaged = json.loads(plan_module.REFERENCE_RATES.read_text())["machines"]  # (it named one of two, R190)
@@ -438,6 +453,36 @@ def test_an_estimate_takes_this_folders_rate_then_the_reference_then_the_studys(
     assert Context(tmp_path, "small").estimate("kind", 0.01, 5.0, overhead=1.0) == plan_module.MIN_STEP_S
 
 
+def test_a_plan_is_timed_only_by_steps_finished_on_its_type_of_device(tmp_path, monkeypatch):
+    """One step finished on a GPU timed every step of its kind in a CPU plan at the GPU's rate
+    (R223); a record that names no device counts for every type."""
+    monkeypatch.setattr(plan_module, "reference_rates", lambda: {"kind": 2.0})
+    (tmp_path / "full").mkdir()
+    done = {"a": {"wall_s": 30, "rate": "kind", "work": 10, "device": "cuda:0, NVIDIA H200"},
+            "b": {"wall_s": 40, "rate": "unnamed", "work": 10}}
+    (tmp_path / "full" / STATE).write_text(json.dumps({"done": done}))
+    for device, kind, unnamed in (("cpu", 20.0, 40.0), ("cuda", 30.0, 40.0), ("cuda:1", 30.0, 40.0)):
+        ctx = Context(tmp_path, "small", device=device)
+        assert (ctx.estimate("kind", 10, 5.0), ctx.estimate("unnamed", 10, 5.0)) == (kind, unnamed)
+    assert rates_of([tmp_path / "full" / STATE], "cpu") == {"unnamed": 4.0}
+
+
+def test_an_outlook_says_how_much_of_it_is_timed_at_the_studies_own_figures(tmp_path, monkeypatch):
+    """The full plan's 154 days were 140 days of kinds no step had timed, at figures the docs call
+    pessimistic by up to 80x; the outlook did not say so (R223)."""
+    monkeypatch.setattr(plan_module, "reference_rates", lambda: {"kind": 2.0})
+    ctx = Context(tmp_path, "full")
+    steps = [plan_module.Step("a", ctx.estimate("kind", 3600, 0.1), print, rate="kind", work=3600),
+             plan_module.Step("b", ctx.estimate("new", 1, 4 * 86400.0), print, rate="new", work=1),
+             plan_module.Step("c", 60.0, print)]
+    assert reproduce.outlook(ctx, steps) == (
+        "about 4 days at the rates of the reference machine (2 CPU cores); 4 days of it is 1 step of kinds no "
+        "finished step has timed, at their studies' own figures (measured before the speed work, pessimistic by "
+        "up to 80×)")
+    assert reproduce.outlook(Context(tmp_path, "full", device="cuda"), steps[:1]) == (
+        "about 2.0 h at the rates of the reference machine (2 CPU cores; a GPU's are shorter)")
+
+
 def test_an_estimate_from_a_folder_s_records_does_not_claim_this_machine_measured_them(tmp_path):
     """The records under OUT may come from another machine (the committed results/ ran on two);
     the estimate said that they were measured on this one."""
@@ -446,7 +491,7 @@ def test_an_estimate_from_a_folder_s_records_does_not_claim_this_machine_measure
     steps = [step for _, step in reproduce.plan(Context(tmp_path, "full"))]
     said = reproduce.outlook(Context(tmp_path, "full"), steps)
     assert "this machine" not in said
-    assert f"steps are timed from finished steps of the same kind recorded under {tmp_path} (on the machines their " \
+    assert f"steps are timed from finished steps of the same kind on a CPU recorded under {tmp_path} (on the machines their " \
            "records name), the others at the rates of the reference machine" in said
 
 

@@ -156,8 +156,19 @@ class Context:
 
     def measured_rates(self) -> dict[str, float]:
         """Seconds per unit of work of every rate measured by a finished step in this report's
-        folder, at any scale (see :func:`rates_of`)."""
-        return rates_of(self.out.glob(f"*/{STATE}"))
+        folder, at any scale, on this plan's type of device (see :func:`rates_of`): a GPU's rates
+        would make a CPU plan look a hundred times shorter than it is, and a CPU's a GPU plan longer."""
+        return rates_of(self.out.glob(f"*/{STATE}"), device_type(self.device))
+
+    def rated(self, step: Step) -> bool:
+        """Whether ``step`` is timed at a measured rate, this folder's or the reference machine's,
+        rather than at its study's own figure (see :meth:`estimate`)."""
+        return bool(step.rate) and step.rate in self._known_rates()
+
+    def _known_rates(self) -> dict[str, float]:
+        if self._rates is None:
+            self._rates = {**reference_rates(), **self.measured_rates()}
+        return self._rates
 
     def estimate(self, rate: str, work: float, reference: float, overhead: float = 2.0) -> float:
         """Expected seconds of ``work`` units: at the rate measured here if any step of that kind
@@ -166,10 +177,9 @@ class Context:
         include the steps' fixed costs, and no step is estimated below ``MIN_STEP_S`` -- else
         ``overhead`` plus ``reference`` seconds per unit, the study's own figure for a kind that
         report does not run."""
-        if self._rates is None:
-            self._rates = {**reference_rates(), **self.measured_rates()}
-        if rate in self._rates:  # no step takes less than its start-up, whatever its work
-            return max(work * self._rates[rate], MIN_STEP_S)
+        rates = self._known_rates()
+        if rate in rates:  # no step takes less than its start-up, whatever its work
+            return max(work * rates[rate], MIN_STEP_S)
         return overhead + work * reference
 
     def link(self, path: Path, text: str, step: str) -> str:
@@ -214,15 +224,29 @@ class Context:
         return self.why_unreadable(run / "eval-network.json", f"{study}/{group}/{name}/eval", read_eval)
 
 
-def rates_of(states: Iterable[Path]) -> dict[str, float]:
+def device_type(device: str) -> str:
+    """The type of a device as a plan's record names it: ``cuda`` for ``cuda:0, NVIDIA H200``."""
+    return device.split(",")[0].split(":")[0].strip()
+
+
+def device_noun(device: str) -> str:
+    """What a plan runs on, in words: ``CPU`` for ``cpu``, ``GPU`` for ``cuda:1``."""
+    kind = device_type(device)
+    return {"cpu": "CPU", "cuda": "GPU"}.get(kind, kind)
+
+
+def rates_of(states: Iterable[Path], device: str | None = None) -> dict[str, float]:
     """Seconds per unit of work of every rate in the plan records ``states``: the wall time over
     the work of that kind's finished steps, taken from the record with the most work of the kind
-    (small runs say more about a full run than tiny ones, whose time is mostly start-up)."""
+    (small runs say more about a full run than tiny ones, whose time is mostly start-up). With
+    ``device`` (a type: ``cpu``, ``cuda``), steps recorded on another type are left out; a step
+    whose record names no device counts for every type."""
     best: dict[str, tuple[float, float]] = {}
     for state in states:
         totals: dict[str, list[float]] = {}
         for entry in read_plan_state(state)["done"].values():
-            if entry.get("rate") and entry.get("work", 0) > 0:
+            elsewhere = device is not None and device_type(str(entry.get("device", device))) != device
+            if entry.get("rate") and entry.get("work", 0) > 0 and not elsewhere:
                 total = totals.setdefault(entry["rate"], [0.0, 0.0])
                 total[0] += entry["wall_s"]
                 total[1] += entry["work"]

@@ -30,7 +30,7 @@ from ..errors import UsageError
 from ..io import broken_link, write_json, writer_lock
 from ..progress import progress_bar
 from ..provenance import CODE, code_record
-from .plan import STATE, Context, Step, read_plan_state
+from .plan import STATE, Context, Step, device_noun, device_type, read_plan_state
 from .report import report_name, write_report
 from .studies import STUDIES
 
@@ -115,17 +115,26 @@ def _missing(ctx: Context, steps: list[Step]) -> dict[str, str]:
 
 
 def outlook(ctx: Context, steps: list[Step]) -> str:
-    """The expected time of ``steps`` in words, saying where its rates come from."""
+    """The expected time of ``steps`` in words, saying where its rates come from, and how much of
+    it is of kinds no finished step has timed (their studies' figures are pessimistic)."""
     if not steps:
         return "nothing left to run"
     total = sum(step.estimate_s for step in steps)
     measured = ctx.measured_rates()
     known = sum(1 for step in steps if step.rate in measured)
-    if known == 0:
-        return f"about {_duration(total)} at the rates of the reference machine (2 CPU cores)"
-    return (f"about {_duration(total)}; {known} of these {len(steps)} steps are timed from finished steps of the same "
-            f"kind recorded under {ctx.out} (on the machines their records name), the others at the rates of the "
-            "reference machine (2 CPU cores)")
+    reference = "the rates of the reference machine (2 CPU cores" + (
+        ")" if device_type(ctx.device) == "cpu" else f"; a {device_noun(ctx.device)}'s are shorter)")
+    text = (f"about {_duration(total)} at {reference}" if known == 0 else
+            f"about {_duration(total)}; {known} of these {len(steps)} steps are timed from finished steps of the same "
+            f"kind on a {device_noun(ctx.device)} recorded under {ctx.out} (on the machines their records name), "
+            f"the others at {reference}")
+    guessed = [step for step in steps if step.rate and not ctx.rated(step)]
+    if guessed:
+        text += (f"; {_duration(sum(step.estimate_s for step in guessed))} of it {'are' if len(guessed) > 1 else 'is'} {len(guessed)} "
+                 f"step{'s' * (len(guessed) > 1)} of kinds "
+                 "no finished step has timed, at their studies' own figures (measured before the speed work, "
+                 "pessimistic by up to 80×)")
+    return text
 
 
 def run_plan(ctx: Context, progress: bool = True, log=sys.stderr) -> Path:
