@@ -10,6 +10,7 @@ import torch
 
 from pdnn.cli.common import existing_folder
 from pdnn.experiments.generation_summary import BEGIN, END, main
+from pdnn.io import RunError
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -22,4 +23,7 @@ if __name__ == "__main__":
         parser.error(f"{folder / 'README.md'} does not exist or lacks the {BEGIN} ... {END} markers; expected the "
                      "generation study's README")
     torch.set_num_threads(1)
-    main(folder)
+    try:
+        main(folder)
+    except RunError as err:  # a damaged record, in one line
+        parser.error(str(err))

@@ -1225,7 +1225,7 @@ def test_a_run_directory_refuses_model_options_and_names_a_bad_model_section(tmp
 
 
 @pytest.mark.parametrize("row, message", [
-    ('{"samples": 1, "mean": 3.0, "std": NaN}', "finite numbers >= 0, got mean 3.0, std nan"),
+    ('{"samples": 1, "mean": 3.0, "std": -0.5}', "finite numbers >= 0, got mean 3.0, std -0.5"),
     ('{"samples": 1, "mean": 3.0, "std": "x"}', "numbers 'mean' and 'std'"),
     ('{"samples": 0, "mean": 3.0, "std": 0.1}', "an integer 'samples' >= 1"),
     ('{"samples": "2", "mean": 3.0, "std": 0.1}', "an integer 'samples' >= 1"),

@@ -490,7 +490,8 @@ def test_the_ablation_summary_names_a_run_it_cannot_tabulate_and_writes_nothing(
         (run / name).write_text(json.dumps(document))
     cases = [(None, None, "has no metrics.json: expected a trained run"),
              ("metrics.json", "not json", "metrics.json is not valid JSON"),
-             ("metrics.json", [{"epoch": 1, "epoch_time_s": float("nan")}], "epoch_time_s must be a finite number"),
+             ("metrics.json", [{"epoch": 1, "epoch_time_s": "2.0"}], "epoch_time_s must be a finite number"),
+             ("metrics.json", [{"epoch": 1, "epoch_time_s": float("nan")}], "metrics.json holds NaN, which is not JSON"),
              ("eval-network.json", [], "eval-network.json has no 'results' list"),
              ("eval-network.json", {**evaluation, "results": []}, "eval-network.json has an empty 'results' list"),
              ("eval-network.json", {**evaluation, "results": [{"samples": 1, "accuracy_mean": "0.5"}]},

@@ -173,6 +173,10 @@ def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(RunError, match=r"bad\.json is not valid JSON"):
         read_json(tmp_path / "bad.json")
+    for constant in ("NaN", "Infinity", "-Infinity"):  # Python's json reads them; pdnn never writes them
+        (tmp_path / "bad.json").write_text(f'{{"accuracy": [0.5, {constant}]}}')
+        with pytest.raises(RunError, match=rf"bad\.json holds {constant}, which is not JSON and which pdnn never"):
+            read_json(tmp_path / "bad.json")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match=r"bad\.pt is not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")

@@ -14,7 +14,7 @@ import torch
 
 from .errors import UsageError
 
-SUPPORTED = ("cpu", "cuda", "mps")  # device types pdnn runs on (with an index: cuda:1)
+SUPPORTED = ("cpu", "cuda")  # device types pdnn runs on (with an index: cuda:1)
 
 
 def indexed(device: str | torch.device) -> torch.device:
@@ -77,6 +77,9 @@ def resolve_device(name: str | torch.device | None) -> str:
     except RuntimeError:
         raise UsageError(f"unknown device {text!r}; expected one of {', '.join(SUPPORTED)} "
                          "(with an index where there are several, e.g. cuda:1)") from None
+    if device.type == "mps":  # (it would fail at the end of the first pass, after an epoch of training)
+        raise UsageError(f"device {text!r} is not supported: pdnn sums accuracies and statistics in float64, which "
+                         "MPS lacks; use --device cpu")
     if device.type not in SUPPORTED:
         raise UsageError(f"device {text!r} is not supported; expected one of {', '.join(SUPPORTED)}")
     if device.type == "cuda":
@@ -86,6 +89,4 @@ def resolve_device(name: str | torch.device | None) -> str:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"device {text!r} is not available: this machine has "
                              f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {text!r} is not available on this machine; use --device cpu")
     return str(device)

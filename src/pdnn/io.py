@@ -332,15 +332,29 @@ def json_reads() -> Iterator[list[Path]]:
         _READS.reset(token)
 
 
+class _NotANumber(ValueError):
+    """A ``NaN`` or ``Infinity`` in a document being read (Python's json module accepts them)."""
+
+
+def _refuse_constant(name: str):
+    raise _NotANumber(name)
+
+
 def read_json(path: Path | str) -> Any:
-    """The JSON document at ``path``; :class:`RunError` names the file if it is missing or invalid."""
+    """The JSON document at ``path``; :class:`RunError` names the file if it is missing or invalid.
+
+    ``NaN`` and ``Infinity`` are not JSON, and :func:`write_json` never writes them: in a record
+    they are damage, which a reader took for a number and turned into a verdict."""
     path = Path(path)
     if (reads := _READS.get()) is not None and path not in reads:
         reads.append(path)
     if not path.is_file():
         raise _not_a_file(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(), parse_constant=_refuse_constant)
+    except _NotANumber as err:
+        raise RunError(f"{path} holds {err}, which is not JSON and which pdnn never writes (a damaged or "
+                       "hand-edited file)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{path} is not valid JSON ({err})") from err
     except RecursionError:

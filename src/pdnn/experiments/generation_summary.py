@@ -8,7 +8,6 @@ DIR/tradeoff.png and the results section of DIR/README.md). Missing runs are lis
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from ..data import load as load_data
 from ..energy.fid_tradeoff import fid_tradeoff_runs, plot_fid_tradeoff
 from ..generation import check_generator, generate_at, image_grid, to_uint8
-from ..io import pyplot, save_figure
+from ..io import pyplot, read_json, save_figure
 from ..runs import load_model, write_json
 
 BEGIN, END = "<!-- BEGIN results -->", "<!-- END results -->"
@@ -32,7 +31,7 @@ def load(runs: Path, names=EXPECTED) -> dict[str, dict]:
     for name in names:
         path = runs / name / "fid-clf.json"
         if path.is_file():
-            document = json.loads(path.read_text())
+            document = read_json(path)
             out[name] = {"document": document, "by_t": {r["samples"]: r for r in document["results"]}}
     return out
 
@@ -269,7 +268,7 @@ def main(out: Path) -> None:
     for name in scored:
         metrics = runs / name / "metrics.json"
         if metrics.is_file():
-            train[name] = json.loads(metrics.read_text())[-1]["test_loss"]
+            train[name] = read_json(metrics)[-1]["test_loss"]
     plot_fid_vs_t(scored, out / "fid-vs-T.png",
                   "Fashion-MNIST VAE: fid-clf against T (2000 images, 3 epochs; 500 images per distance)")
     matrix = plot_matrix(scored, out / "s-by-T.png")
