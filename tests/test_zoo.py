@@ -397,6 +397,41 @@ def test_a_traced_sampler_runs_at_any_batch_size():
     _traced_pbits_behave(lambda x: bits(x).flatten(0, 1)[:len(x)], n=800)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_a_seed_that_a_traced_or_exported_program_drops_is_warned_about():
+    """A traced or exported program draws from torch's default generator: two programs of a
+    sampler with seed=3 differed, without a word (R224). torch.compile keeps the seed."""
+    net, x = nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 3)).eval(), torch.randn(4, 6)
+    said = "seed=3 does not travel into the program torch.jit.trace or torch.export records"
+    programs = []
+    for record in (lambda m: torch.jit.trace(m, (x,), check_trace=False), lambda m: torch.export.export(m, (x,)).module()):
+        for _ in range(2):
+            with pytest.warns(UserWarning, match=said):
+                programs.append(record(SampledModel(net, 4, seed=3)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            record(SampledModel(net, 4))  # unseeded: nothing is dropped
+        assert not [w for w in caught if "does not travel" in str(w.message)]
+    assert not torch.equal(programs[0](x), programs[1](x)) and not torch.equal(programs[2](x), programs[3](x))
+    torch.manual_seed(7)
+    first = programs[2](x)
+    torch.manual_seed(7)
+    assert torch.equal(programs[3](x), first)  # what the warning says to do
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = [torch.compile(SampledModel(net, 4, seed=3), backend="eager")(x) for _ in range(2)]
+    assert torch.equal(*compiled) and not [w for w in caught if "does not travel" in str(w.message)]
+
+
+def test_layer_aggregation_of_a_compiled_module_says_so():
+    """fx's own words were that the compiled module "is missing the required forward function"."""
+    net = torch.compile(nn.Sequential(nn.Linear(6, 16), PBit(), nn.Linear(16, 3)), backend="eager")
+    with pytest.raises(TypeError, match=r"needs a model torch.fx can trace; tracing failed with: TypeError: a "
+                                        r"module compiled with torch.compile, whose code fx does not trace into; "
+                                        r"sample the model uncompiled, or compile the sampler"):
+        SampledModel(net, 4, aggregate="layer")(torch.randn(4, 6))
+
+
 @pytest.mark.slow
 def test_a_layer_aggregated_sampler_exports_fresh_or_called_with_a_dynamic_batch():
     """Export of ``aggregate="layer"``: a fresh sampler of a model with buffers had failed as

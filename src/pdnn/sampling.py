@@ -775,6 +775,11 @@ class SampledModel(nn.Module):
     def _pass(self, x: torch.Tensor, args: tuple, kwargs: dict, samples: int):
         """The per-sample outputs of one folded pass over the whole of ``x`` (see :meth:`sample`)."""
         modules = list(self.model.modules())
+        if self.seed is not None and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+            # (torch.compile keeps the seed: the sampler runs eagerly under it)
+            warnings.warn(f"seed={self.seed} does not travel into the program torch.jit.trace or torch.export "
+                          "records: it draws from torch's default generator when it runs (seed that with "
+                          "torch.manual_seed)", stacklevel=_callers_level())
         with _naming_the_input_shape(self.model, x), self._drawing(x.device, modules):
             return self._dispatch(x, args, kwargs, samples, modules)
 
@@ -1410,13 +1415,20 @@ def _takes_variable_arguments(signature: inspect.Signature) -> bool:
     return any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values())
 
 
+def _refuse_compiled(model: nn.Module) -> None:
+    """A module made by ``torch.compile``, which fx cannot trace into (its forward takes ``*args``;
+    fx said the module "is missing the required forward function")."""
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise TypeError("a module compiled with torch.compile, whose code fx does not trace into; sample the model "
+                        "uncompiled, or compile the sampler: torch.compile(SampledModel(net, ...))")
+
+
 def _arguments(model: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[inspect.Signature, dict, set]:
     """For calls like ``model(x, *args, **kwargs)``: the forward's signature, the arguments
     without a tensor in them (defaults included) a trace is specialised to, and the positions of
     the tensor arguments whose first dimension is the batch."""
+    _refuse_compiled(model)
     signature = inspect.signature(model.forward)
-    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":  # (its forward takes *args)
-        raise TypeError("a module compiled with torch.compile, whose code fx does not trace into")
     if _takes_variable_arguments(signature):
         raise TypeError("a forward with *args or **kwargs")
     bound = signature.bind(x, *args, **kwargs)
@@ -1447,6 +1459,7 @@ def _traced_layer(model: nn.Module, samples: int, x: torch.Tensor, args: tuple, 
     """The layer-aggregated graph of ``model`` for calls like ``model(x, *args, **kwargs)``, traced
     with what is not a tensor in the arguments fixed (the tensors inside a tuple, list or dict stay
     inputs); a forward with ``*args``/``**kwargs`` is traced as it is."""
+    _refuse_compiled(model)
     signature = inspect.signature(model.forward)
     if _takes_variable_arguments(signature):
         return build_sampled_graph(model, samples, "layer")
