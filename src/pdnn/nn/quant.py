@@ -62,7 +62,10 @@ class WeightQuantizer(nn.Module):
     straight through inside the clipping range and stops them outside it (Larq's clipped
     ``ste_sign``), the scale receives ``q - w/s`` inside and ``±1`` outside, and its gradient is
     scaled by ``1/sqrt(K * 2**(bits-1))`` (``K`` weights per channel), LSQ's factor for SGD, where
-    it makes the scale learn at the pace of the weights. Under Adam (what ``pdnn train`` uses) a
+    it makes the scale learn at the pace of the weights. Unlike Brevitas' and LSQ's integer grids,
+    which hold 0 (LSQ's factor counts ``2**(bits-1) - 1`` positive levels), the grid here is
+    symmetric without zero, ``±1/3, ±1`` times the scale at two bits, as the activations' levels
+    are: a weight is never 0, and the factor counts ``2**(bits-1)`` positive levels. Under Adam (what ``pdnn train`` uses) a
     constant factor on a parameter's gradient barely changes its update, which Adam normalises:
     the scales then learn at Adam's own pace (the factor only weighs Adam's epsilon more).
 
