@@ -49,6 +49,8 @@ def test_16_bit_values_go_to_the_nearest_level_with_their_sign(bits, dtype):
     exact = [Fraction(2 * math.floor(Fraction(v) * steps / 2) + 1, steps) for v in t.double().tolist()]
     assert torch.equal(q, torch.tensor([float(e) for e in exact], dtype=torch.float64).to(dtype))
     assert torch.equal(quantize_levels(-t[t != 0], bits), -q[t != 0])
+    traced = torch.fx.symbolic_trace(lambda x: quantize_levels(x, bits))  # (as a sampled model's graph calls it;
+    assert torch.equal(traced(t), q)  # it had rounded in the input's precision, R225)
     tiny = torch.tensor([-5.96e-8, 5.96e-8], dtype=dtype)
     assert torch.equal(quantize_levels(tiny, bits).sign(), torch.tensor([-1.0, 1.0], dtype=dtype))
 

@@ -456,18 +456,21 @@ def quantize_levels(t: torch.Tensor, bits: int) -> torch.Tensor:
 
     16-bit floats are rounded in float32, where ``t s / 2`` is exact (11 + 8 significant bits):
     in their own precision a product just below a whole number rounded onto it, which sent a
-    negative t to the level above, up to half a step off, and -6e-8 to +1 at one bit. (A graph
-    traced by torch.fx, which does not know the dtype, computes in the input's.)
+    negative t to the level above, up to half a step off, and -6e-8 to +1 at one bit.
     """
     steps = 2 ** check_bits(bits, "bits") - 1
-    dtype = None
     if not isinstance(t, torch.fx.Proxy):
         check_floating(t, "quantize_levels")
-        if t.dtype in (torch.float16, torch.bfloat16):
-            dtype, t = t.dtype, t.float()
-    t = torch.clamp(t, -1.0, 1.0)
-    q = torch.clamp((2.0 * torch.floor(t * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0)
-    return q if dtype is None else q.to(dtype)
+    return _nearest_levels(t, steps)
+
+
+@torch.fx.wrap
+def _nearest_levels(t: torch.Tensor, steps: int) -> torch.Tensor:
+    """The rounding of :func:`quantize_levels`, one call in a torch.fx trace: it chooses its
+    precision by the dtype, which a trace does not know (traced, 16-bit values were rounded in
+    their own precision, and a sampled model's levels differed from its forward's)."""
+    wide = torch.clamp(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t, -1.0, 1.0)
+    return torch.clamp((2.0 * torch.floor(wide * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0).to(t.dtype)
 
 
 def quantized_activation(
