@@ -175,8 +175,14 @@ def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
         read_json(tmp_path / "bad.json")
     for constant in ("NaN", "Infinity", "-Infinity"):  # Python's json reads them; pdnn never writes them
         (tmp_path / "bad.json").write_text(f'{{"accuracy": [0.5, {constant}]}}')
-        with pytest.raises(RunError, match=rf"bad\.json holds {constant}, which is not JSON and which pdnn never"):
+        with pytest.raises(RunError, match=rf"bad\.json holds {constant}, which is not JSON: pdnn never writes one"):
             read_json(tmp_path / "bad.json")
+    for number in ("1e999", "-3e332819473619719"):  # read as infinity (one byte of 3.33... changed; R225)
+        (tmp_path / "bad.json").write_text(f'{{"ratio": {number}, "fine": [1e308, 5e-324]}}')
+        with pytest.raises(RunError, match=rf"bad\.json holds {number}, a number beyond float's range: pdnn never"):
+            read_json(tmp_path / "bad.json")
+    (tmp_path / "fine.json").write_text('{"fine": [1e308, 5e-324, 1e-400, 100000000000000000000000]}')
+    assert read_json(tmp_path / "fine.json") == {"fine": [1e308, 5e-324, 0.0, 10**23]}
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match=r"bad\.pt is not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")

@@ -112,8 +112,21 @@ def test_a_record_holding_nan_makes_its_study_not_measured_not_a_verdict(tiny_ru
     damaged.write_text(damaged.read_text().replace('"ratio_mac_over_ac": ', '"ratio_mac_over_ac": NaN, "was": ', 1))
     reproduce.run_plan(Context(out, "tiny", roots=ctx.roots), progress=False, log=io.StringIO())
     text = (out / "REPORT.md").read_text()
-    assert "nanx" not in text.lower() and f"{damaged} holds NaN, which is not JSON and which pdnn never writes" in text
+    assert "nanx" not in text.lower() and f"{damaged} holds NaN, which is not JSON: pdnn never writes one" in text
     assert "**Not built**: its records could not be read (RunError:" in text
+
+
+def test_a_rerun_on_another_device_says_what_the_full_schedules_take_where_the_steps_ran(tiny_run, tmp_path):
+    """A rerun on a GPU machine, which only rewrites the report, timed the full schedules as a GPU's
+    at the CPU reference rates and dropped the steps the records had timed (R225)."""
+    ctx, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(ctx.out, out)
+    reports = []
+    for device in ("cpu", "cuda"):
+        reproduce.run_plan(Context(out, "tiny", roots=ctx.roots, device=device), progress=False, log=io.StringIO())
+        reports.append((out / "REPORT.md").read_text())
+    assert "would take on a CPU about" in reports[0] and reports[1] == reports[0]
 
 
 def test_a_study_missing_a_run_s_result_says_so_in_its_section(tiny_run, tmp_path):

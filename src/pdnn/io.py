@@ -332,29 +332,37 @@ def json_reads() -> Iterator[list[Path]]:
         _READS.reset(token)
 
 
-class _NotANumber(ValueError):
-    """A ``NaN`` or ``Infinity`` in a document being read (Python's json module accepts them)."""
+class _NotFinite(ValueError):
+    """A number of a document being read that is not finite: ``NaN`` or ``Infinity``, which
+    Python's json module accepts, or one beyond float's range (``1e999``), which it reads as inf."""
 
 
 def _refuse_constant(name: str):
-    raise _NotANumber(name)
+    raise _NotFinite(f"{name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"{text}, a number beyond float's range")
+    return value
 
 
 def read_json(path: Path | str) -> Any:
     """The JSON document at ``path``; :class:`RunError` names the file if it is missing or invalid.
 
-    ``NaN`` and ``Infinity`` are not JSON, and :func:`write_json` never writes them: in a record
-    they are damage, which a reader took for a number and turned into a verdict."""
+    ``NaN`` and ``Infinity`` are not JSON, and :func:`write_json` never writes them, nor a number
+    that overflows to infinity: in a record they are damage, which a reader took for a number and
+    turned into a verdict."""
     path = Path(path)
     if (reads := _READS.get()) is not None and path not in reads:
         reads.append(path)
     if not path.is_file():
         raise _not_a_file(path)
     try:
-        return json.loads(path.read_text(), parse_constant=_refuse_constant)
-    except _NotANumber as err:
-        raise RunError(f"{path} holds {err}, which is not JSON and which pdnn never writes (a damaged or "
-                       "hand-edited file)") from None
+        return json.loads(path.read_text(), parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NotFinite as err:
+        raise RunError(f"{path} holds {err}: pdnn never writes one (a damaged or hand-edited file)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{path} is not valid JSON ({err})") from err
     except RecursionError:

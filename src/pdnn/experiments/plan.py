@@ -245,7 +245,7 @@ def rates_of(states: Iterable[Path], device: str | None = None) -> dict[str, flo
     for state in states:
         totals: dict[str, list[float]] = {}
         for entry in read_plan_state(state)["done"].values():
-            elsewhere = device is not None and device_type(str(entry.get("device", device))) != device
+            elsewhere = device is not None and device_type(str(entry.get("device") or device)) != device
             if entry.get("rate") and entry.get("work", 0) > 0 and not elsewhere:
                 total = totals.setdefault(entry["rate"], [0.0, 0.0])
                 total[0] += entry["wall_s"]

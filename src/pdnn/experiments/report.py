@@ -17,7 +17,7 @@ import markdown
 from ..devices import processor_text
 from ..io import RunError, json_reads, read_json, write_text
 from ..provenance import CODE
-from .plan import SCALES, STATE, Claim, Context, Section, device_noun
+from .plan import SCALES, STATE, Claim, Context, Section
 
 PAPER = ('"Improving deep neural network performance through sampling" '
          "([arXiv 2507.07763](https://arxiv.org/abs/2507.07763))")
@@ -129,8 +129,7 @@ def render(ctx: Context, studies, sections: list[Section], state: dict, full_out
         f"- Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
         f"{counts['not measured']} not measured. A verdict follows the stated rule, decided before the "
         "numbers; the study sections give the evidence.",
-        *([f"- The paper's schedules (`--scale full`, meant for a GPU) would take on a {device_noun(ctx.device)} "
-            f"{full_outlook}. "
+        *([f"- The paper's schedules (`--scale full`, meant for a GPU) would take {full_outlook}. "
             "On a GPU, `pdnn reproduce --scale full --out DIR --device cuda --dry-run` prints the plan; "
             "its estimate is corrected by every step that finishes there.", ""]
           if full_outlook and ctx.scale != "full" else [""]),

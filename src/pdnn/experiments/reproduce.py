@@ -20,6 +20,7 @@ import platform
 import sys
 import time
 import traceback
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -191,8 +192,12 @@ def _run_plan(ctx: Context, progress: bool, log) -> Path:
         state["last_run_wall_s"] = round(time.monotonic() - started, 1)
         write_json(ctx.dir(STATE), state)
     ctx.done = set(done)
-    full = Context(ctx.out, "full", roots=ctx.roots, device=ctx.device)
-    return write_report(ctx, STUDIES, state, full_outlook=outlook(full, [step for _, step in plan(full)]))
+    # the full schedules timed on the device the steps ran on, so that a rerun elsewhere, which
+    # only rewrites the report, says the same
+    ran_on = Counter(device_type(str(entry.get("device") or "cpu")) for entry in done.values())
+    full = Context(ctx.out, "full", roots=ctx.roots, device=max(ran_on, key=ran_on.get) if ran_on else ctx.device)
+    full_outlook = f"on a {device_noun(full.device)} {outlook(full, [step for _, step in plan(full)])}"
+    return write_report(ctx, STUDIES, state, full_outlook=full_outlook)
 
 
 @contextlib.contextmanager
