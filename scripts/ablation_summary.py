@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from pdnn.cli.common import existing_folder
+from pdnn.interrupts import run_script
 from pdnn.io import RunError, read_eval, read_json, read_metrics, write_text
 
 BEGIN, END = "<!-- BEGIN table -->", "<!-- END table -->"
@@ -62,7 +63,8 @@ def main(out: Path) -> None:
     print(table)
 
 
-if __name__ == "__main__":
+def command_line() -> None:
+    """The command line: its options checked, then the work, its errors in one line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=existing_folder, help="the ablation folder (its runs in DIR/runs)")
     folder = Path(parser.parse_args().dir)
@@ -74,3 +76,7 @@ if __name__ == "__main__":
         main(folder)
     except RunError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+if __name__ == "__main__":
+    run_script(command_line)

@@ -10,9 +10,11 @@ import torch
 
 from pdnn.cli.common import existing_folder
 from pdnn.experiments.generation_summary import BEGIN, END, main
+from pdnn.interrupts import run_script
 from pdnn.io import RunError
 
-if __name__ == "__main__":
+def command_line() -> None:
+    """The command line: its options checked, then the work, its errors in one line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", nargs="?", type=existing_folder, default="results/generation",
                         help="the generation study's folder, its runs in DIR/runs (default: results/generation)")
@@ -27,3 +29,7 @@ if __name__ == "__main__":
         main(folder)
     except RunError as err:  # a damaged record, in one line
         parser.error(str(err))
+
+
+if __name__ == "__main__":
+    run_script(command_line)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pdnn.cli.common import existing_folder
 from pdnn.errors import UsageError
 from pdnn.hw import export, fixed
+from pdnn.interrupts import run_script
 from pdnn.io import RunError, read_json, write_text
 
 BEGIN, END = "<!-- BEGIN tables -->", "<!-- END tables -->"
@@ -170,7 +171,8 @@ def main(out: Path, net: fixed.FixedNet, dataset: str) -> None:
     write_text(readme, head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)  # (the prose around it is kept)
 
 
-if __name__ == "__main__":
+def command_line() -> None:
+    """The command line: its options checked, then the work, its errors in one line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", type=existing_folder, default="results/hardware",
                         help="the hardware results folder (default: results/hardware)")
@@ -194,3 +196,7 @@ if __name__ == "__main__":
         # or of other code (a count of 0 LUTs divides by zero)
         parser.error(f"a record under {folder} is not of the shape this script reads ({type(err).__name__}: {err}); "
                      "run the script that writes it again")
+
+
+if __name__ == "__main__":
+    run_script(command_line)

@@ -17,6 +17,7 @@ from pdnn.cli.common import file_in_the_way
 from pdnn.data.idx import DataError, idx_bytes, read_idx
 from pdnn.data.locate import find_variant
 from pdnn.interrupts import run_script
+from pdnn.io import atomic_write
 
 TRAIN, TEST = 3000, 1000
 FILES = {"train-images-idx3-ubyte": TRAIN, "train-labels-idx1-ubyte": TRAIN,
@@ -45,7 +46,7 @@ def main() -> None:
     total = 0
     for name, data in written.items():
         target = args.out / f"{name}.gz"
-        target.write_bytes(data)
+        atomic_write(target, lambda f, data=data: f.write(data))  # (an interrupt leaves each file whole)
         total += len(data)
         print(f"{target}  {len(data):>9,} bytes  sha256 {hashlib.sha256(data).hexdigest()[:16]}")
     print(f"total {total:,} bytes")

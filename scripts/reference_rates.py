@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pdnn.errors import UsageError
 from pdnn.experiments.plan import REFERENCE_RATES, rates_of, read_plan_state
+from pdnn.interrupts import run_script
 from pdnn.io import RunError, read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,8 @@ def main(state: Path) -> None:
     print(f"{PACKAGED}: {len(document['rates'])} rates from {state}")
 
 
-if __name__ == "__main__":
+def command_line() -> None:
+    """The command line: its options checked, then the work, its errors in one line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("state", nargs="?", type=Path, default=ROOT / "results" / "small" / "plan-state.json",
                         help="the plan record to take the rates from (default: results/small/plan-state.json)")
@@ -43,3 +45,7 @@ if __name__ == "__main__":
         main(args.state)
     except (UsageError, RunError, OSError) as err:  # a mistyped path, in one line
         parser.error(str(err))
+
+
+if __name__ == "__main__":
+    run_script(command_line)
