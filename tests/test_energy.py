@@ -23,6 +23,7 @@ import pdnn.energy.tech
 from pdnn import SampledModel
 from pdnn.cli import main
 from pdnn.energy.graph import AnalysisError, Network, fan_in, pooled_bits, pooling_window
+from pdnn.functional import quantize_levels, quantized_activation
 from pdnn.energy.report import format_markdown
 from pdnn.errors import UsageError
 from pdnn.models import ModelConfig, create
@@ -720,6 +721,44 @@ def test_default_table_numbers_and_sources(tech):
     assert all(op.source for op in tech.ops.values()) and all(m.source for m in tech.memories.values())
 
 
+def test_pdnn_s_rounding_called_as_a_function_is_priced_as_the_quantize_module():
+    """A forward calling ``quantized_activation`` (or ``quantize_levels``) had its rounding priced
+    as two float compares and an unknown ``floor``, then as an unknown private helper, and the next
+    layer's input as 32 bits (R226); the ``Quantize`` module is priced as a k-bit quantiser."""
+    from pdnn import functional as pdnn_functional
+
+    class Net(nn.Module):
+        def __init__(self, activation):
+            super().__init__()
+            self.fc1, self.fc2, self.activation = nn.Linear(12, 16), nn.Linear(16, 3), activation
+
+        def forward(self, x):
+            return self.fc2(self.activation(self.fc1(x)))
+
+    def priced(activation):
+        net = analyze(Net(activation), (12,))
+        assert not net.notes
+        return [(layer.activation_bits, [(p.kind, p.bits) for p in layer.neuron]) for layer in net.layers]
+
+    for mode in ("bipolar", "unipolar"):
+        module = priced(Quantize(2, mode=mode))
+        assert module == [(8, [("threshold", 2)]), (2, [])]
+        assert priced(lambda h: quantized_activation(h, 2, mode=mode)) == module  # (imported by name: a global)
+        assert priced(lambda h: pdnn_functional.quantized_activation(h, 2, mode=mode)) == module
+    assert priced(lambda h: quantize_levels(torch.tanh(h), 3)) == [(8, [("nonlinearity", 32), ("threshold", 3)]),
+                                                                   (3, [])]
+
+
+def test_a_linear_operation_of_two_operands_is_sized_by_the_wider():
+    """A table's multiply with linear scaling was priced on its first operand alone: 8 by 1 bits
+    as 8 by 8, and 1 by 8 at an eighth of that (R227)."""
+    from pdnn.energy.tech import Op
+
+    mult = Op("int_mult", "linear", ((8, 0.2), (32, 3.1)), "a table of one's own")
+    assert mult.energy_pj(8, 1) == mult.energy_pj(1, 8) == mult.energy_pj(8, 8) == mult.energy_pj(8) == 0.2
+    assert mult.energy_pj(4, 2) == mult.energy_pj(4) == 0.1
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.replace("[ops.int_mult]", "[ops.int_multiply]"), "ops.int_mult"),
     (lambda t: t.replace("energy_pj = 20.0", "energy_pj = -20.0"), "memory.sram_32kb.energy_pj"),
@@ -746,6 +785,9 @@ def test_default_table_numbers_and_sources(tech):
     # one width twice, with two energies: each had served one side of it
     (lambda t: t.replace("{ 8 = 0.03, 32 = 0.1 }", "{ 8 = 0.03, 08 = 0.05, 32 = 0.1 }"),
      r"ops.int_add.points_pj gives 8 bits twice \('8', '08'\)"),
+    # a missing scaling was taken as linear, which priced a multiply of 8 by 1 bits as of 8 by 8 (R227)
+    (lambda t: t.replace('[ops.int_mult]\nscaling = "quadratic"\n', "[ops.int_mult]\n"),
+     r"ops.int_mult.scaling is missing; give one of linear, quadratic, constant"),
     # a constant operation has one value; a second point would be silently ignored
     (lambda t: t.replace("points_pj = { 32 = 4.8 }", "points_pj = { 16 = 2.4, 32 = 4.8 }"),
      'ops.float_nonlinearity has scaling = "constant" but 2 points'),

@@ -473,10 +473,13 @@ def _nearest_levels(t: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.clamp((2.0 * torch.floor(wide * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0).to(t.dtype)
 
 
+@torch.fx.wrap
 def quantized_activation(
     x: torch.Tensor, bits: int, beta: float = 1.0, mode: str = "bipolar"
 ) -> torch.Tensor:
     """Deterministic k-bit activation: ``tanh(beta*x)`` (or sigmoid) rounded to ``2**bits`` levels.
+    One call in a torch.fx trace, which the energy analysis prices as a ``Quantize`` module: a
+    k-bit quantiser, not a float nonlinearity and a rounding it cannot price.
 
     Bipolar levels span [-1, 1]; unipolar levels span [0, 1], rounded as ``2 sigmoid(beta*x) - 1``,
     computed as ``tanh(beta*x / 2)`` (equal, but keeps the sign of an x whose sigmoid rounds to
