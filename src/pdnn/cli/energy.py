@@ -87,7 +87,8 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", default="1,2,5,10", help="comma-separated T values (default: 1,2,5,10)")
     _add_settings_options(p)
     r = p.add_argument_group("reference configuration (default: the same network, 32-bit float, deterministic; "
-                              "either option alone keeps the network's other setting)")
+                              "either option alone keeps the network's other setting, the first listed "
+                              "network's where --neuron or --weight-bits lists several)")
     r.add_argument("--reference-neuron", metavar="N",
                    help="neuron of the reference network (e.g. tanh, quant:8; given only --reference-weight-bits: "
                         "the network's own)")

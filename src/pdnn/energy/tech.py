@@ -75,9 +75,11 @@ class Op:
     source: str
 
     def size(self, a: int, b: int | None = None) -> float:
+        """What the energy is proportional to: ``a * b`` bits for a quadratic operation, else the
+        wider operand (a linear multiply of 8 by 1 bits was priced as 8 bits, and of 1 by 8 as 1)."""
         if self.scaling == "quadratic":
             return float(a * (a if b is None else b))
-        return float(a)
+        return float(a if b is None else max(a, b))
 
     def energy_pj(self, a: int, b: int | None = None) -> float:
         """Energy of one operation on ``a``-bit operands (``a`` by ``b`` bits for a multiply)."""
@@ -237,7 +239,9 @@ def _source(entry: dict, where: str, path: str) -> str:
 def _parse_op(name: str, entry: dict, path: str) -> Op:
     where = f"ops.{name}"
     _known_keys(entry, OP_KEYS, f"[{where}]", path)
-    scaling = entry.get("scaling", "linear")
+    if "scaling" not in entry:  # (it was taken as linear, in silence)
+        raise TechError(f"technology table {path}: {where}.scaling is missing; give one of {', '.join(SCALINGS)}")
+    scaling = entry["scaling"]
     if scaling not in SCALINGS:
         raise TechError(f"technology table {path}: {where}.scaling must be one of {', '.join(SCALINGS)}, "
                         f"got {scaling!r}")
