@@ -341,11 +341,23 @@ def _refuse_constant(name: str):
     raise _NotFinite(f"{name}, which is not JSON")
 
 
+def _beyond_range(text: str) -> _NotFinite:
+    return _NotFinite(f"{text if len(text) <= 40 else text[:37] + '...'}, a number beyond float's range")
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotFinite(f"{text}, a number beyond float's range")
+        raise _beyond_range(text)
     return value
+
+
+def _float_sized_int(text: str) -> int:
+    """An integer a float can hold the size of: a longer one (a damaged digit string) overflowed
+    where a reader took it as a number, or, past 4300 digits, failed in Python's int()."""
+    if len(text.lstrip("-")) > 308:
+        raise _beyond_range(text)
+    return int(text)
 
 
 def read_json(path: Path | str) -> Any:
@@ -360,7 +372,8 @@ def read_json(path: Path | str) -> Any:
     if not path.is_file():
         raise _not_a_file(path)
     try:
-        return json.loads(path.read_text(), parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(path.read_text(), parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_float_sized_int)
     except _NotFinite as err:
         raise RunError(f"{path} holds {err}: pdnn never writes one (a damaged or hand-edited file)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
