@@ -364,6 +364,11 @@ def test_layer_evaluation_names_the_seeds_its_samplers_derive(trained_run, capsy
                  "8", "--aggregate", "layer", "--quiet"]) == 2
     assert one_line_error(capsys, "eval").endswith(f"error: --seed must be an integer in [-2**63, 2**64 - 1002) (the "
                                                    f"seeds up to seed + 1002 are used), got {seed}")  # (it said seed)
+    assert main(["eval", str(trained_run), "--samples", "1,2", "--repeats", str(2 * 10**16), "--subset", "8",
+                 "--aggregate", "layer", "--quiet"]) == 2  # (it named the seed, with an empty range; R228)
+    assert one_line_error(capsys, "eval").endswith(f"error: --repeats must leave 1000 x (repeats - 1) + the largest T "
+                                                   f"below 2**63 under aggregate='layer', which seeds each repeat and T "
+                                                   f"on its own, got {2 * 10**16} repeats")
     assert main(["eval", str(trained_run), "--seed", str(2**64), "--adaptive", "--quiet"]) == 2
     assert one_line_error(capsys, "eval").endswith(f"error: --seed must be an integer in [-2**63, 2**64), got {2**64}")
 

@@ -190,7 +190,11 @@ def accuracy_vs_samples(
     positive_int("batch_size", batch_size)  # (below 1 no batch ran: an accuracy of 0, silently)
     one_of("aggregate", aggregate, AGGREGATIONS)  # (any other name ran network aggregation)
     if aggregate == "layer":  # each (repeat, T) seeds its own sampler (see _layer_correct)
-        torch_seed("seed", seed, span=1000 * (repeats - 1) + samples[-1])
+        span = 1000 * (repeats - 1) + samples[-1]
+        if span >= 2**63:  # (no seed leaves room for them: the error named the seed, with an empty range)
+            raise UsageError(f"repeats must leave 1000 x (repeats - 1) + the largest T below 2**63 under "
+                             f"aggregate='layer', which seeds each repeat and T on its own, got {repeats} repeats")
+        torch_seed("seed", seed, span=span)
     check_labels(x, y)
     if is_deterministic(model):
         samples, repeats = [1], 1

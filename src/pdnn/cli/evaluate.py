@@ -89,7 +89,7 @@ def run(args) -> int:
         return run_adaptive(args, given_checkpoints)
     positive_int("--repeats", args.repeats)  # named as the option, not as evaluate_run's argument
     samples = samples_option(args.samples)
-    with options_named(SEED_OPTION):
+    with options_named({**SEED_OPTION, "repeats": "--repeats"}):
         document, unwritten = kept_result(lambda: evaluate_run(
             args.run_dir, samples, args.repeats, args.aggregate, args.seed, roots=args.data_dir, subset=args.subset,
             device=resolve_device(args.device), progress=not args.quiet))
