@@ -13,6 +13,7 @@ from pdnn.experiments.generation_summary import BEGIN, END, main
 from pdnn.interrupts import run_script
 from pdnn.io import RunError
 
+
 def command_line() -> None:
     """The command line: its options checked, then the work, its errors in one line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

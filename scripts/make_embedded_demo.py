@@ -42,11 +42,14 @@ def main() -> None:
             written[name] = gzip.compress(idx_bytes(read_idx(source)[:count].contiguous()), compresslevel=9, mtime=0)
         except DataError as err:
             parser.error(str(err))
-    args.out.mkdir(parents=True, exist_ok=True)
     total = 0
     for name, data in written.items():
         target = args.out / f"{name}.gz"
-        atomic_write(target, lambda f, data=data: f.write(data))  # (an interrupt leaves each file whole)
+        try:  # (a folder in the file's place ended in a traceback)
+            args.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda f, data=data: f.write(data))  # (an interrupt leaves each file whole)
+        except OSError as err:
+            parser.error(f"cannot write {target}: {err.strerror or err}")
         total += len(data)
         print(f"{target}  {len(data):>9,} bytes  sha256 {hashlib.sha256(data).hexdigest()[:16]}")
     print(f"total {total:,} bytes")

@@ -131,10 +131,10 @@ def outlook(ctx: Context, steps: list[Step]) -> str:
             f"the others at {reference}")
     guessed = [step for step in steps if step.rate and not ctx.rated(step)]
     if guessed:
-        text += (f"; {_duration(sum(step.estimate_s for step in guessed))} of it {'are' if len(guessed) > 1 else 'is'} {len(guessed)} "
-                 f"step{'s' * (len(guessed) > 1)} of kinds "
-                 "no finished step has timed, at their studies' own figures (measured before the speed work, "
-                 "pessimistic by up to 80×)")
+        many = len(guessed) > 1
+        text += (f"; {_duration(sum(step.estimate_s for step in guessed))} of it {'are' if many else 'is'} "
+                 f"{len(guessed)} step{'s' * many} of kinds no finished step has timed, at their studies' own "
+                 "figures (measured before the speed work, pessimistic by up to 80×)")
     return text
 
 
