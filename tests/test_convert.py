@@ -1925,3 +1925,36 @@ def test_a_blank_label_given_through_the_api_is_refused_before_any_work(tmp_path
         assert not (tmp_path / "trained").exists()
     convert_run(source, tmp_path / "converted", "gaussian", scale=0.5, label="noisy")  # a name is kept
     assert read_json(tmp_path / "converted" / "config.json")["label"] == "noisy"
+
+
+def test_a_forward_calling_quantized_activation_converts_as_the_quantize_module():
+    """Its tanh is the site (a trace that kept the call whole had found none, R229), and converting
+    it gives what converting the same network built with ``Quantize`` gives."""
+    from pdnn import functional as pdnn_functional
+
+    class Called(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc2(pdnn_functional.quantized_activation(self.fc1(x), 2))
+
+    class Module(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.q, self.fc2 = nn.Linear(6, 8), Quantize(2), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc2(self.q(self.fc1(x)))
+
+    called, module = Called(), Module()
+    module.fc1.load_state_dict(called.fc1.state_dict())
+    module.fc2.load_state_dict(called.fc2.state_dict())
+    assert [site["kind"] for site in find_activations(called)] == ["tanh"]
+    assert [site["kind"] for site in find_activations(module)] == ["quantize"]
+    x = torch.randn(5, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outputs = [SampledModel(to_sampled(net, "pbit"), samples=50, seed=0)(x) for net in (called, module)]
+    assert torch.equal(*outputs)

@@ -721,10 +721,12 @@ def test_default_table_numbers_and_sources(tech):
     assert all(op.source for op in tech.ops.values()) and all(m.source for m in tech.memories.values())
 
 
-def test_pdnn_s_rounding_called_as_a_function_is_priced_as_the_quantize_module():
-    """A forward calling ``quantized_activation`` (or ``quantize_levels``) had its rounding priced
-    as two float compares and an unknown ``floor``, then as an unknown private helper, and the next
-    layer's input as 32 bits (R226); the ``Quantize`` module is priced as a k-bit quantiser."""
+def test_pdnn_s_rounding_called_in_a_forward_is_priced_as_a_k_bit_quantiser():
+    """A forward calling ``quantized_activation`` had its rounding priced as two float compares and
+    an unknown ``floor``, the next layer's input as 32 bits (the straight-through sum with a float);
+    then, once the rounding was one call, as an unknown private helper (R226). Now the rounding is
+    a k-bit quantiser as the ``Quantize`` module is, its output k bits however the call is reached;
+    the forward's own tanh (or sigmoid) is priced as the float nonlinearity it is."""
     from pdnn import functional as pdnn_functional
 
     class Net(nn.Module):
@@ -740,11 +742,11 @@ def test_pdnn_s_rounding_called_as_a_function_is_priced_as_the_quantize_module()
         assert not net.notes
         return [(layer.activation_bits, [(p.kind, p.bits) for p in layer.neuron]) for layer in net.layers]
 
-    for mode in ("bipolar", "unipolar"):
-        module = priced(Quantize(2, mode=mode))
-        assert module == [(8, [("threshold", 2)]), (2, [])]
-        assert priced(lambda h: quantized_activation(h, 2, mode=mode)) == module  # (imported by name: a global)
-        assert priced(lambda h: pdnn_functional.quantized_activation(h, 2, mode=mode)) == module
+    for mode, nonlinearities in (("bipolar", 1), ("unipolar", 2)):  # (unipolar: sigmoid's mean and tanh's levels)
+        assert priced(Quantize(2, mode=mode)) == [(8, [("threshold", 2)]), (2, [])]
+        called = [(8, [("nonlinearity", 32)] * nonlinearities + [("threshold", 2)]), (2, [])]
+        assert priced(lambda h: quantized_activation(h, 2, mode=mode)) == called
+        assert priced(lambda h: pdnn_functional.quantized_activation(h, 2, mode=mode)) == called
     assert priced(lambda h: quantize_levels(torch.tanh(h), 3)) == [(8, [("nonlinearity", 32), ("threshold", 3)]),
                                                                    (3, [])]
 

@@ -92,11 +92,14 @@ def mean_activation(x: torch.Tensor, mode: str = "bipolar", beta: float = 1.0) -
     return torch.tanh(beta * x) if mode == "bipolar" else torch.sigmoid(beta * x)
 
 
+@torch.fx.wrap
 def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """Forward ``value`` exactly, backward the gradient of ``surrogate``.
 
     ``surrogate - surrogate.detach()`` is exactly 0 for finite numbers and NaN for NaN, so NaN
-    inputs propagate to the output as well.
+    inputs propagate to the output as well. One call in a torch.fx trace, whose value the energy
+    analysis takes to be ``value``'s (as three operations, a sum with a float, it was priced as a
+    float: the layer after a k-bit ``quantized_activation`` as if its input were 32 bits).
     """
     return value + (surrogate - surrogate.detach())
 
@@ -473,13 +476,10 @@ def _nearest_levels(t: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.clamp((2.0 * torch.floor(wide * (steps / 2.0)) + 1.0) / steps, -1.0, 1.0).to(t.dtype)
 
 
-@torch.fx.wrap
 def quantized_activation(
     x: torch.Tensor, bits: int, beta: float = 1.0, mode: str = "bipolar"
 ) -> torch.Tensor:
     """Deterministic k-bit activation: ``tanh(beta*x)`` (or sigmoid) rounded to ``2**bits`` levels.
-    One call in a torch.fx trace, which the energy analysis prices as a ``Quantize`` module: a
-    k-bit quantiser, not a float nonlinearity and a rounding it cannot price.
 
     Bipolar levels span [-1, 1]; unipolar levels span [0, 1], rounded as ``2 sigmoid(beta*x) - 1``,
     computed as ``tanh(beta*x / 2)`` (equal, but keeps the sign of an x whose sigmoid rounds to

@@ -52,7 +52,6 @@ from torch.nn.parameter import is_lazy
 from torch.utils import checkpoint
 from torch.utils.hooks import RemovableHandle
 
-from .functional import quantized_activation
 from .nn import is_stochastic
 
 
@@ -138,8 +137,7 @@ class Tracer(fx.Tracer):
     """An ``fx.Tracer`` that keeps torch layers, pdnn units and what ``opaque`` accepts as leaves."""
 
     def __init__(self, opaque: Callable[[nn.Module], bool] = lambda m: False, defaults: bool = True):
-        # one call however a forward names it (torch.fx.wrap covers F.quantized_activation only)
-        super().__init__(autowrap_functions=(quantized_activation,))
+        super().__init__()
         self.opaque = opaque
         self.defaults = defaults
 

@@ -53,7 +53,7 @@ from torch.nn.utils import parametrize
 
 from ..checks import positive_ints
 from ..errors import UsageError
-from ..functional import _nearest_levels, quantized_activation
+from ..functional import _nearest_levels, straight_through
 from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
 from ..tracing import DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated, unsized, why_untraceable
@@ -516,13 +516,13 @@ class _Walker:
         self.parts.append([])
         return _Info(FLOAT_BITS, inp.stoch, len(self.layers) - 1, False, name)
 
-    def quantiser(self, label: str, inp: _Info, bits: int, unipolar: bool) -> _Info:
-        """pdnn's k-bit rounding called as a function, priced as the ``Quantize`` module is: ``bits``
-        threshold comparisons, its output on ``2**bits`` levels spanning [-1, 1] ([0, 1] unipolar)."""
+    def quantiser(self, label: str, inp: _Info, bits: int) -> _Info:
+        """pdnn's k-bit rounding (``quantize_levels``, which ``quantized_activation`` calls after its
+        tanh) called in a forward: ``bits`` threshold comparisons, as the ``Quantize`` module is
+        priced, its output on ``2**bits`` levels spanning [-1, 1]."""
         self._add_part(inp, NeuronPart("threshold", bits, inp.stoch, label), label)
         steps = 2**bits - 1
-        return _Info(bits, inp.stoch, inp.owner, False, label, _Grid(Fraction(0 if unipolar else -1),
-                                                                       Fraction(1 if unipolar else 2, steps), steps))
+        return _Info(bits, inp.stoch, inp.owner, False, label, _Grid(Fraction(-1), Fraction(2, steps), steps))
 
     def average_pool(self, inp: _Info, window: int | None, where: str, divisor: int | None) -> _Info:
         """A pool of ``window`` values carries their sum's width at each position: :func:`pooled_bits`
@@ -727,11 +727,11 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
                                             _argument(node, 6, "divisor_override"), dims, in_shape, out_shape, adaptive)
                     divisor = window if regular else None
                 infos[node] = walker.average_pool(_merge(ins), window, f"{label} ({node.name})", divisor)
-            elif node.target in (quantized_activation, _nearest_levels):  # (one call each: torch.fx.wrap)
-                activation = node.target is quantized_activation
-                bits = _argument(node, 1, "bits") if activation else int(_argument(node, 1, "steps")).bit_length()
-                unipolar = activation and _argument(node, 3, "mode", "bipolar") == "unipolar"
-                infos[node] = walker.quantiser(f"{label} ({node.name})", _merge(ins), bits, unipolar)
+            elif node.target is _nearest_levels:  # pdnn's k-bit rounding (one call: torch.fx.wrap)
+                steps = int(_argument(node, 1, "steps"))
+                infos[node] = walker.quantiser(f"{label} ({node.name})", _merge(ins), steps.bit_length())
+            elif node.target is straight_through and node.args and node.args[0] in infos:
+                infos[node] = infos[node.args[0]]  # its value, exactly (the surrogate only steers the gradient)
             elif draws_node(node, modules):  # what depends on it runs once per sample, as SampledModel runs it
                 dropout = node.target in DROPOUT_FUNCTIONS  # keeps its input's precision; another draw has its own
                 walker.note(f"{label} ({node.name}): a random draw, not priced; what depends on it is priced once "
