@@ -42,9 +42,13 @@ def main() -> None:
             written[name] = gzip.compress(idx_bytes(read_idx(source)[:count].contiguous()), compresslevel=9, mtime=0)
         except DataError as err:
             parser.error(str(err))
+    targets = {name: args.out / f"{name}.gz" for name in written}
+    # refused before any file is written: the set would be left mixed
+    if blocked := [str(target) for target in targets.values() if target.is_dir()]:
+        parser.error(f"a folder stands where a file goes: {', '.join(blocked)}")
     total = 0
     for name, data in written.items():
-        target = args.out / f"{name}.gz"
+        target = targets[name]
         try:  # (a folder in the file's place ended in a traceback)
             args.out.mkdir(parents=True, exist_ok=True)
             atomic_write(target, lambda f, data=data: f.write(data))  # (an interrupt leaves each file whole)

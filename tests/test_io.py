@@ -182,11 +182,13 @@ def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
         with pytest.raises(RunError, match=rf"bad\.json holds {number}, a number beyond float's range: pdnn never"):
             read_json(tmp_path / "bad.json")
     for digits in (309, 5000):  # (an int a float overflowed on; past 4300 digits Python's int() refused; R226)
-        (tmp_path / "bad.json").write_text(f'{{"ratio": {"9" * digits}}}')
+        (tmp_path / "bad.json").write_text(f'{{"ratio": {"9" * digits}}}')  # (9...9, 309 digits: > 1.8e308)
         with pytest.raises(RunError, match=r"bad\.json holds 9{37}\.\.\., a number beyond float's range: pdnn never"):
             read_json(tmp_path / "bad.json")
-    (tmp_path / "fine.json").write_text(f'{{"fine": [1e308, 5e-324, 1e-400, 100000000000000000000000, {"9" * 308}]}}')
-    assert read_json(tmp_path / "fine.json") == {"fine": [1e308, 5e-324, 0.0, 10**23, 10**308 - 1]}
+    largest = int(sys.float_info.max)  # (309 digits, as 10**308 has: both hold in a float; R229)
+    (tmp_path / "fine.json").write_text(f'{{"fine": [1e308, 5e-324, 1e-400, 100000000000000000000000, {10**308}, '
+                                        f'{largest}, -{largest}]}}')
+    assert read_json(tmp_path / "fine.json") == {"fine": [1e308, 5e-324, 0.0, 10**23, 10**308, largest, -largest]}
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match=r"bad\.pt is not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")

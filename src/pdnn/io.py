@@ -42,6 +42,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -352,10 +353,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_LARGEST_FLOAT = int(sys.float_info.max)
+
+
 def _float_sized_int(text: str) -> int:
     """An integer a float can hold the size of: a longer one (a damaged digit string) overflowed
     where a reader took it as a number, or, past 4300 digits, failed in Python's int()."""
-    if len(text.lstrip("-")) > 308:
+    digits = text.lstrip("-")
+    if len(digits) > 309 or (len(digits) == 309 and int(digits) > _LARGEST_FLOAT):
         raise _beyond_range(text)
     return int(text)
 
