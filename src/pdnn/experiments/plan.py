@@ -157,7 +157,7 @@ class Context:
     def measured_rates(self) -> dict[str, float]:
         """Seconds per unit of work of every rate measured by a finished step in this report's
         folder, at any scale, on this plan's type of device (see :func:`rates_of`): a GPU's rates
-        would make a CPU plan look a hundred times shorter than it is, and a CPU's a GPU plan longer."""
+        would make a CPU plan look far shorter than it is, and a CPU's a GPU plan longer."""
         return rates_of(self.out.glob(f"*/{STATE}"), device_type(self.device))
 
     def rated(self, step: Step) -> bool:
