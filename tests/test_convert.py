@@ -1929,7 +1929,9 @@ def test_a_blank_label_given_through_the_api_is_refused_before_any_work(tmp_path
 
 def test_a_forward_calling_quantized_activation_converts_as_the_quantize_module():
     """Its tanh is the site (a trace that kept the call whole had found none, R229), and converting
-    it gives what converting the same network built with ``Quantize`` gives."""
+    it gives what converting the same network built with ``Quantize`` gives under network
+    aggregation. (Under layer aggregation the rounding after the converted tanh stays and rounds
+    the averaged bits; a unipolar call's sigmoid surrogate is a site too: R230, left.)"""
     from pdnn import functional as pdnn_functional
 
     class Called(nn.Module):

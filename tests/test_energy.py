@@ -23,7 +23,7 @@ import pdnn.energy.tech
 from pdnn import SampledModel
 from pdnn.cli import main
 from pdnn.energy.graph import AnalysisError, Network, fan_in, pooled_bits, pooling_window
-from pdnn.functional import quantize_levels, quantized_activation
+from pdnn.functional import quantize_levels, quantized_activation, straight_through
 from pdnn.energy.report import format_markdown
 from pdnn.errors import UsageError
 from pdnn.models import ModelConfig, create
@@ -749,6 +749,16 @@ def test_pdnn_s_rounding_called_in_a_forward_is_priced_as_a_k_bit_quantiser():
         assert priced(lambda h: pdnn_functional.quantized_activation(h, 2, mode=mode)) == called
     assert priced(lambda h: quantize_levels(torch.tanh(h), 3)) == [(8, [("nonlinearity", 32), ("threshold", 3)]),
                                                                    (3, [])]
+
+    def by_name(h):  # (fx.wrap covered only calls made through pdnn.functional; R230)
+        m = torch.tanh(h)
+        return straight_through(quantize_levels(m, 2), m)
+
+    def by_keyword(h):  # (the walk read the value from the positional arguments only; R230)
+        m = torch.tanh(h)
+        return pdnn_functional.straight_through(value=pdnn_functional.quantize_levels(m, 2), surrogate=m)
+
+    assert priced(by_name) == priced(by_keyword) == [(8, [("nonlinearity", 32), ("threshold", 2)]), (2, [])]
 
 
 def test_a_linear_operation_of_two_operands_is_sized_by_the_wider():

@@ -185,10 +185,12 @@ def test_reading_a_missing_or_damaged_file_names_it(tmp_path):
         (tmp_path / "bad.json").write_text(f'{{"ratio": {"9" * digits}}}')  # (9...9, 309 digits: > 1.8e308)
         with pytest.raises(RunError, match=r"bad\.json holds 9{37}\.\.\., a number beyond float's range: pdnn never"):
             read_json(tmp_path / "bad.json")
-    largest = int(sys.float_info.max)  # (309 digits, as 10**308 has: both hold in a float; R229)
+    largest = int(sys.float_info.max)  # (309 digits, as 10**308 has: both hold in a float, R229, as does one more,
+    #                                     which a float rounds to it, R230)
     (tmp_path / "fine.json").write_text(f'{{"fine": [1e308, 5e-324, 1e-400, 100000000000000000000000, {10**308}, '
-                                        f'{largest}, -{largest}]}}')
-    assert read_json(tmp_path / "fine.json") == {"fine": [1e308, 5e-324, 0.0, 10**23, 10**308, largest, -largest]}
+                                        f'{largest}, -{largest}, {largest + 1}]}}')
+    assert read_json(tmp_path / "fine.json") == {"fine": [1e308, 5e-324, 0.0, 10**23, 10**308, largest, -largest,
+                                                          largest + 1]}
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match=r"bad\.pt is not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")

@@ -42,7 +42,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -353,16 +352,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
-_LARGEST_FLOAT = int(sys.float_info.max)
-
-
 def _float_sized_int(text: str) -> int:
     """An integer a float can hold the size of: a longer one (a damaged digit string) overflowed
     where a reader took it as a number, or, past 4300 digits, failed in Python's int()."""
-    digits = text.lstrip("-")
-    if len(digits) > 309 or (len(digits) == 309 and int(digits) > _LARGEST_FLOAT):
+    if len(text.lstrip("-")) > 309:
         raise _beyond_range(text)
-    return int(text)
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        raise _beyond_range(text) from None
+    return value
 
 
 def read_json(path: Path | str) -> Any:

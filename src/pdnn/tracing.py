@@ -52,6 +52,7 @@ from torch.nn.parameter import is_lazy
 from torch.utils import checkpoint
 from torch.utils.hooks import RemovableHandle
 
+from .functional import straight_through
 from .nn import is_stochastic
 
 
@@ -137,7 +138,8 @@ class Tracer(fx.Tracer):
     """An ``fx.Tracer`` that keeps torch layers, pdnn units and what ``opaque`` accepts as leaves."""
 
     def __init__(self, opaque: Callable[[nn.Module], bool] = lambda m: False, defaults: bool = True):
-        super().__init__()
+        # one call however a forward names it (torch.fx.wrap covers only calls made through pdnn.functional)
+        super().__init__(autowrap_functions=(straight_through,))
         self.opaque = opaque
         self.defaults = defaults
 

@@ -730,8 +730,9 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
             elif node.target is _nearest_levels:  # pdnn's k-bit rounding (one call: torch.fx.wrap)
                 steps = int(_argument(node, 1, "steps"))
                 infos[node] = walker.quantiser(f"{label} ({node.name})", _merge(ins), steps.bit_length())
-            elif node.target is straight_through and node.args and node.args[0] in infos:
-                infos[node] = infos[node.args[0]]  # its value, exactly (the surrogate only steers the gradient)
+            elif node.target is straight_through and _argument(node, 0, "value") in infos:
+                infos[node] = infos[_argument(node, 0, "value")]  # its value, exactly (the surrogate steers the
+                #                                                   gradient only)
             elif draws_node(node, modules):  # what depends on it runs once per sample, as SampledModel runs it
                 dropout = node.target in DROPOUT_FUNCTIONS  # keeps its input's precision; another draw has its own
                 walker.note(f"{label} ({node.name}): a random draw, not priced; what depends on it is priced once "
