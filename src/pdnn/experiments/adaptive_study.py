@@ -134,8 +134,8 @@ def study_run(dataset: str, run_dir: Path, cache: Path, subset: int | None = Non
         replays.append(replay(outputs, rule, batch))
         adaptive.append({"error": error} | outcome(*replays[-1][:3]))
     # the rule as the last level that looks left it (at error 0 it neither looks nor learns σ₀²)
-    rules = [played[3] for played, error in zip(replays, errors) if error > 0] or [played[3] for played in replays]
-    rule = rules[-1] if rules else StoppingRule(n, checkpoints=checkpoints, prior_samples=prior_samples)
+    looking = [played for played, error in zip(replays, errors) if error > 0] or replays
+    rule = looking[-1][3] if looking else StoppingRule(n, checkpoints=checkpoints, prior_samples=prior_samples)
     levels, decision, taken, rounds = level_chosen_elsewhere(replays, errors, final, labels)
     held_out = {"folds": HELD_OUT_FOLDS, "errors": levels} | outcome(decision, taken, rounds)
     return {
