@@ -1929,9 +1929,9 @@ def test_a_blank_label_given_through_the_api_is_refused_before_any_work(tmp_path
 
 def test_a_forward_calling_quantized_activation_converts_as_the_quantize_module():
     """Its tanh is the site (a trace that kept the call whole had found none, R229), and converting
-    it gives what converting the same network built with ``Quantize`` gives under network
-    aggregation. (Under layer aggregation the rounding after the converted tanh stays and rounds
-    the averaged bits; a unipolar call's sigmoid surrogate is a site too: R230, left.)"""
+    it gives what converting the same network built with ``Quantize`` gives, under network and
+    layer aggregation (where the rounding after the converted tanh had rounded the averaged bits,
+    R230). (A unipolar call's sigmoid surrogate is a site too: R230, left.)"""
     from pdnn import functional as pdnn_functional
 
     class Called(nn.Module):
@@ -1956,7 +1956,35 @@ def test_a_forward_calling_quantized_activation_converts_as_the_quantize_module(
     assert [site["kind"] for site in find_activations(called)] == ["tanh"]
     assert [site["kind"] for site in find_activations(module)] == ["quantize"]
     x = torch.randn(5, 6)
+    for aggregate in ("network", "layer"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outputs = [SampledModel(to_sampled(net, "pbit"), samples=50, seed=0, aggregate=aggregate)(x)
+                       for net in (called, module)]
+        assert torch.equal(*outputs), aggregate
+
+
+def test_a_converted_unipolar_quantized_activation_passes_the_mean_of_its_bits_under_layer_aggregation():
+    """Each converted p-bit passes on the mean of its T bits, so at large T the next layer sees
+    sigmoid(h), within a bound from the sample size: 1-bit rounding had turned that mean into a
+    majority vote of 0s and 1s (R230)."""
+    from pdnn import functional as pdnn_functional
+
+    class Called(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc2(pdnn_functional.quantized_activation(self.fc1(x), 1, mode="unipolar"))
+
+    torch.manual_seed(0)
+    net, x, samples = Called(), torch.randn(5, 6), 20_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        outputs = [SampledModel(to_sampled(net, "pbit"), samples=50, seed=0)(x) for net in (called, module)]
-    assert torch.equal(*outputs)
+        sampled = SampledModel(to_sampled(net, "pbit"), samples=samples, seed=0, aggregate="layer")
+    with torch.no_grad():
+        got, mean = sampled(x), net.fc2(torch.sigmoid(net.fc1(x)))
+    # each mean of T bits within 5 standard deviations (at most 0.5/sqrt(T)) of its probability
+    bound = 5 * 0.5 / samples**0.5 * net.fc2.weight.abs().sum(1)
+    assert ((got - mean).abs() <= bound).all(), ((got - mean).abs(), bound)

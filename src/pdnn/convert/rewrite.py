@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..checks import shown
 from ..errors import UsageError
 from ..foldcheck import own_hooks
-from ..functional import check_beta
+from ..functional import _nearest_levels, check_beta
 from ..nn import DitheredQuantize, GaussianNoise, HardPBit, LogisticNoise, PBit
 from ..nn.noise import check_scale
 from ..sampling import attributes_read
@@ -391,6 +391,7 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
                 new = gm.graph.call_module(target, (source,))
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
+            _drop_rounding_of(new, gm.graph)
         else:
             with gm.graph.inserting_before(node):
                 noisy = gm.graph.call_module(target, (source,))
@@ -402,6 +403,17 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     gm.recompile()
     gm.training = model.training  # its own flag only: each module keeps its mode (a frozen batch norm stays frozen)
     return gm
+
+
+def _drop_rounding_of(pbit: fx.Node, graph: fx.Graph) -> None:
+    """Removes the k-bit rounding (``quantize_levels``, as ``quantized_activation`` calls it) of a
+    p-bit's output. Its bits, ±1, lie on every grid, so in a loop of forwards the rounding does
+    nothing; under layer aggregation the p-bit passes on the mean of its T bits, which the rounding
+    made a majority vote: a deterministic k-bit network, not the sampled one."""
+    for user in list(pbit.users):
+        if user.op == "call_function" and user.target is _nearest_levels and user.args[:1] == (pbit,):
+            user.replace_all_uses_with(pbit)
+            graph.erase_node(user)
 
 
 class ModeFixed(nn.Module):
