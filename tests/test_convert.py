@@ -2,6 +2,7 @@
 import copy
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -1931,37 +1932,41 @@ def test_a_forward_calling_quantized_activation_converts_as_the_quantize_module(
     """Its tanh is the site (a trace that kept the call whole had found none, R229), and converting
     it gives what converting the same network built with ``Quantize`` gives, under network and
     layer aggregation (where the rounding after the converted tanh had rounded the averaged bits,
-    R230). (A unipolar call's sigmoid surrogate is a site too: R230, left.)"""
+    R230)."""
     from pdnn import functional as pdnn_functional
 
     class Called(nn.Module):
-        def __init__(self):
+        def __init__(self, mode="bipolar"):
             super().__init__()
-            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+            self.fc1, self.fc2, self.mode = nn.Linear(6, 8), nn.Linear(8, 3), mode
 
         def forward(self, x):
-            return self.fc2(pdnn_functional.quantized_activation(self.fc1(x), 2))
+            return self.fc2(pdnn_functional.quantized_activation(self.fc1(x), 2, mode=self.mode))
 
     class Module(nn.Module):
-        def __init__(self):
+        def __init__(self, mode="bipolar"):
             super().__init__()
-            self.fc1, self.q, self.fc2 = nn.Linear(6, 8), Quantize(2), nn.Linear(8, 3)
+            self.fc1, self.q, self.fc2 = nn.Linear(6, 8), Quantize(2, mode=mode), nn.Linear(8, 3)
 
         def forward(self, x):
             return self.fc2(self.q(self.fc1(x)))
 
-    called, module = Called(), Module()
-    module.fc1.load_state_dict(called.fc1.state_dict())
-    module.fc2.load_state_dict(called.fc2.state_dict())
-    assert [site["kind"] for site in find_activations(called)] == ["tanh"]
-    assert [site["kind"] for site in find_activations(module)] == ["quantize"]
     x = torch.randn(5, 6)
-    for aggregate in ("network", "layer"):
+    for mode, aggregate in itertools.product(("bipolar", "unipolar"), ("network", "layer")):
+        called, module = Called(mode), Module(mode)
+        module.fc1.load_state_dict(called.fc1.state_dict())
+        module.fc2.load_state_dict(called.fc2.state_dict())
+        # (a unipolar call's sigmoid only steers the gradient: no site; it had drawn in vain, R230)
+        assert [site["kind"] for site in find_activations(called)] == ["tanh"]
+        assert [site["kind"] for site in find_activations(module)] == ["quantize"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             outputs = [SampledModel(to_sampled(net, "pbit"), samples=50, seed=0, aggregate=aggregate)(x)
                        for net in (called, module)]
-        assert torch.equal(*outputs), aggregate
+        if (mode, aggregate) == ("unipolar", "layer"):  # (the mean of ±1 bits, then + 1 and / 2: float rounding)
+            torch.testing.assert_close(*outputs, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(*outputs), (mode, aggregate)
 
 
 def test_a_converted_unipolar_quantized_activation_passes_the_mean_of_its_bits_under_layer_aggregation():

@@ -726,7 +726,8 @@ def test_pdnn_s_rounding_called_in_a_forward_is_priced_as_a_k_bit_quantiser():
     an unknown ``floor``, the next layer's input as 32 bits (the straight-through sum with a float);
     then, once the rounding was one call, as an unknown private helper (R226). Now the rounding is
     a k-bit quantiser as the ``Quantize`` module is, its output k bits however the call is reached;
-    the forward's own tanh (or sigmoid) is priced as the float nonlinearity it is."""
+    the forward's own tanh is priced as the float nonlinearity it is, and a unipolar call's sigmoid,
+    whose value only steers the gradient, not at all (it was a second nonlinearity, R230)."""
     from pdnn import functional as pdnn_functional
 
     class Net(nn.Module):
@@ -742,9 +743,9 @@ def test_pdnn_s_rounding_called_in_a_forward_is_priced_as_a_k_bit_quantiser():
         assert not net.notes
         return [(layer.activation_bits, [(p.kind, p.bits) for p in layer.neuron]) for layer in net.layers]
 
-    for mode, nonlinearities in (("bipolar", 1), ("unipolar", 2)):  # (unipolar: sigmoid's mean and tanh's levels)
+    for mode in ("bipolar", "unipolar"):
         assert priced(Quantize(2, mode=mode)) == [(8, [("threshold", 2)]), (2, [])]
-        called = [(8, [("nonlinearity", 32)] * nonlinearities + [("threshold", 2)]), (2, [])]
+        called = [(8, [("nonlinearity", 32), ("threshold", 2)]), (2, [])]
         assert priced(lambda h: quantized_activation(h, 2, mode=mode)) == called
         assert priced(lambda h: pdnn_functional.quantized_activation(h, 2, mode=mode)) == called
     assert priced(lambda h: quantize_levels(torch.tanh(h), 3)) == [(8, [("nonlinearity", 32), ("threshold", 3)]),
@@ -759,6 +760,12 @@ def test_pdnn_s_rounding_called_in_a_forward_is_priced_as_a_k_bit_quantiser():
         return pdnn_functional.straight_through(value=pdnn_functional.quantize_levels(m, 2), surrogate=m)
 
     assert priced(by_name) == priced(by_keyword) == [(8, [("nonlinearity", 32), ("threshold", 2)]), (2, [])]
+
+    def walked(activation):  # (sign is no operation the walk prices: a note, the same for both)
+        net = analyze(Net(activation), (12,))
+        return net.notes, [(layer.activation_bits, [(p.kind, p.bits) for p in layer.neuron]) for layer in net.layers]
+
+    assert walked(lambda h: straight_through(torch.sign(h), torch.tanh(h))) == walked(torch.sign)
 
 
 def test_a_linear_operation_of_two_operands_is_sized_by_the_wider():
