@@ -307,20 +307,26 @@ def test_a_cpu_input_gets_its_bits_under_another_default_device(monkeypatch):
     assert len(got) == 2 and all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
-# copies of a large input in one call (sharing the estimate), one call on the copy (small), and a
-# channels-last input; NaN inputs, and a beta whose every draw takes the table
-@pytest.mark.parametrize("shape, channels_last", [((3, 70_001), False), ((2, 5), False), ((4, 3, 40, 40), True)])
+# copies of a large input in one call (sharing the estimate), one call on the copy (small), a
+# channels-last input, and a channel slice of one (not dense: its bits were numbered in a
+# contiguous copy's order, the repeated tensor's in channels-last order, R231); NaN inputs, and a
+# beta whose every draw takes the table
+@pytest.mark.parametrize("shape, channels_last", [((3, 70_001), False), ((2, 5), False), ((4, 3, 40, 40), True),
+                                                  ((2, 64, 16, 16), "sliced")])
 @pytest.mark.parametrize("beta", [1.5, 1e33])
 def test_bits_of_repeats_are_the_bits_of_the_repeated_tensor(shape, channels_last, beta, kernel):
     x = torch.randn(shape) / beta
     x.view(-1)[::7] = math.nan
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last == "sliced":
+        x = x[:, :32]
+        assert x.numel() >= K.PARALLEL_FROM and not x.is_contiguous(memory_format=torch.channels_last)
     key = (2**32 - 1000) | (77 << 32)  # the low half wraps within the second copy
     out = K.bits(x, "bipolar", beta, key, repeats=3)
     torch.testing.assert_close(out, K.bits(torch.cat([x] * 3), "bipolar", beta, key), rtol=0, atol=0, equal_nan=True)
     assert 0 < (out == 1).float().mean() < 1
-    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert out.is_contiguous(memory_format=torch.channels_last) == bool(channels_last)
 
 
 @pytest.mark.parametrize("forced", [None, "estimate", "table"])  # None: kernel_for times the two
