@@ -16,11 +16,10 @@ Only public API is used, so the same script times an older checkout (``PYTHONPAT
 from __future__ import annotations
 
 import argparse
-import json
 import timeit
 
 import torch
-from counts import output_file, positive_count
+from counts import output_file, positive_count, write_json
 from torch import nn
 
 from pdnn import SampledModel
@@ -64,8 +63,7 @@ def main() -> None:
         us = ", ".join(f"{k} {v:.1f} us" for k, v in row["us"].items())
         print(f"{row['row']:22} {us}; ratio {row['ratio']:.2f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "rows": rows},
-                                        indent=1) + "\n")
+        write_json(args.json, {"torch": torch.__version__, "threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ Prints the median time of ``F.linear`` and, per round, the ratio of medians tran
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from counts import output_file, positive_count
+from counts import output_file, positive_count, write_json
 
 SHAPES = [(2048, 2048), (4096, 1024), (2048, 784), (1024, 1024), (512, 2048), (1024, 512)]  # (out, in)
 ROWS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
@@ -68,7 +66,7 @@ def main() -> None:
             print(f"{shape[0]:>5}x{shape[1]:<5} {rows:>5} {plain * 1e3:9.3f}  " + " ".join(f"{q:.2f}" for q in ratios))
     if args.json:
         record = {"torch": torch.__version__, "threads": args.threads, "records": records}
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ the library calls it for one copy.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import types
@@ -22,7 +21,7 @@ import types
 import numba
 import numpy as np
 import torch
-from counts import output_file, positive_count
+from counts import output_file, positive_count, write_json
 
 from pdnn import pbit_kernel as K
 
@@ -72,8 +71,8 @@ def main() -> None:
               + f"; 16/default lanes {wide['best_us'] / narrow['best_us']:.3f} (best), "
               f"{wide['median_us'] / narrow['median_us']:.3f} (median)", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "numba": numba.__version__,
-                                         "threads": args.threads, "rounds": rounds}, indent=1) + "\n")
+        write_json(args.json, {"torch": torch.__version__, "numba": numba.__version__, "threads": args.threads,
+                               "rounds": rounds})
 
 
 if __name__ == "__main__":

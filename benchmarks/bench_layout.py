@@ -19,13 +19,12 @@ faster), with the spread of one repeat's ratio. Large freed buffers are kept for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import bench_speed  # the interleaved timing of the speed benchmark (same folder)
 import torch
-from counts import output_file, positive_count
+from counts import output_file, positive_count, write_json
 
 from pdnn import SampledModel
 from pdnn.malloc import keep_large_buffers
@@ -88,8 +87,8 @@ def main() -> None:
         low, high = row["spread"][label]
         print(f"{name:10} {nchw:9.1f} {cl:9.1f} {row['ratio'][label]:8.2f}  {low:.2f}-{high:.2f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
-                                    "repeats": args.repeats, "rows": rows}, indent=2))
+        write_json(args.json, {"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
+                               "repeats": args.repeats, "rows": rows})
 
 
 if __name__ == "__main__":

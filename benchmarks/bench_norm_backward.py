@@ -22,20 +22,13 @@ scale from s = 1 to s = 8 on their own.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numba
 import numpy as np
 import torch
-from bench_speed import (
-    adam_step,
-    before_after_rounds,
-    compare,
-    cpu_model,
-    training_problem,
-)
-from counts import output_file, positive_count
+from bench_speed import adam_step, before_after_rounds, compare, training_problem
+from counts import output_file, positive_count, write_json
 
 from pdnn import SampledModel
 from pdnn.malloc import keep_large_buffers
@@ -153,9 +146,8 @@ def convolutions_main() -> None:
         print(row["row"], " ".join(f"{k} {v * 1e3:.2f} ms" for k, v in row["median_s"].items()),
               f"512 rows / 64 rows {row['ratio']['512 rows/64 rows']:.2f}")
     if args.json:
-        record = {"torch": torch.__version__, "cpu": cpu_model(), "threads": args.threads, "repeats": args.repeats,
-                  "clock": "wall", "rows": rows}
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.json, {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats,
+                               "clock": "wall", "rows": rows})
 
 
 if __name__ == "__main__":

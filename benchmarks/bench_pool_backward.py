@@ -12,12 +12,11 @@ for reuse, as the ``pdnn`` command keeps them (:func:`pdnn.malloc.keep_large_buf
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 import torch.nn.functional as F
-from counts import output_file, positive_count
+from counts import output_file, positive_count, write_json
 
 from pdnn.malloc import keep_large_buffers
 
@@ -74,9 +73,7 @@ def main() -> None:
         rows.append({"input_shape": list(shape), "best_ms": times})
         print(f"{tuple(shape)}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items()), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "rows": rows}, f, indent=1)
-            f.write("\n")
+        write_json(args.json, {"torch": torch.__version__, "threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

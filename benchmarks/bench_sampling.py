@@ -11,12 +11,11 @@ Times are medians over repeats of inference (eval mode, no autograd).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
-from counts import output_file, positive_count
+from counts import output_file, positive_count, write_json
 
 from pdnn import SampledModel
 from pdnn.models import create
@@ -67,8 +66,7 @@ def main() -> None:
         loop = "".join(f"{r['loop_over_batched'][t]:>8.2f}" for t in SAMPLES)
         print(f"{r['model']:6} {r['batch']:>5} {1e3 * r['time_t1_s']:>7.2f}ms  {rel}  {loop}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.json, {"torch": torch.__version__, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ timed beside this one (``git worktree add /tmp/old <commit>``, then ``--src src 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from counts import output_file, positive_count
+from counts import output_file, positive_count, write_json
 
 ROWS = {
     "import torch": "import torch",
@@ -68,7 +67,7 @@ def main() -> None:
         for row, value in median.items():
             print(f"  {row:<14} {value:6.2f} s   {value / median['import torch']:5.2f} x import torch")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -8,35 +8,22 @@ shared-input p-bit's T samples computes the gradient that flows back to the pref
 of the samples' output gradients (:class:`pdnn.shared_bits_layer.SharedBitsLayer`). "before"
 builds the graph with that rewrite switched off, so both versions are timed interleaved on the
 same model, batch and load: one Adam step on the sample-aware loss of the reference CNN (width
-16, batch 64) at s = 8, the row ``train_s8_vs_s1`` of ``bench_speed.py`` measures, and s = 1
+16, batch 64) at s = 8, the row ``train_cnn16_b64`` of ``bench_speed.py`` measures, and s = 1
 (which the rewrite does not touch: there is nothing to sum) for the ratios. Each round prints
 the medians and the ratios; the JSON holds every round.
 """
 from __future__ import annotations
 
-from bench_speed import adam_step, before_after_rounds, compare, training_problem
+from bench_speed import adam_step, before_after_rounds, built_without, compare, training_problem
 
-import pdnn.sampling as sampling
-from pdnn import SampledModel
-
-FUSE = sampling._pass_summed_gradients
 PAIRS = [("s=8 after", "s=8 before"), ("s=8 before", "s=1"), ("s=8 after", "s=1")]
 
 
 def one_round(repeats: int) -> dict:
     x, y, model, optimizer = training_problem()
-
-    def sampler(samples: int, fused: bool) -> SampledModel:
-        """A ``SampledModel`` whose graph was built with the rewrite on or off (its first call)."""
-        sampling._pass_summed_gradients = FUSE if fused else (lambda gm: None)
-        try:
-            sampled = SampledModel(model, samples, reduce="none", seed=0)
-            sampled(x)
-        finally:
-            sampling._pass_summed_gradients = FUSE
-        return sampled
-
-    runs = {"s=1": sampler(1, True), "s=8 before": sampler(8, False), "s=8 after": sampler(8, True)}
+    runs = {key: built_without(off, model, samples, x, y, optimizer)
+            for key, samples, off in (("s=1", 1, ()), ("s=8 before", 8, ("_pass_summed_gradients",)),
+                                      ("s=8 after", 8, ()))}
     configs = {key: (lambda run=run: adam_step(run, x, y, optimizer)) for key, run in runs.items()}
     return compare("summed_gradient", "s=8 after/before < 1", configs, repeats, inner=2, pairs=PAIRS)
 

@@ -1,5 +1,5 @@
 """The argparse types of the benchmarks' count options (repeats, rounds, threads, rows, batches)
-and of their ``--json`` files.
+and of their ``--json`` files, and the writing of those files.
 
 Kept free of pdnn: a benchmark may time an older checkout of it, and bench_startup's own process
 must import neither pdnn nor torch.
@@ -7,7 +7,9 @@ must import neither pdnn nor torch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import tempfile
 from pathlib import Path
 
@@ -53,3 +55,34 @@ def output_file(text: str) -> Path:
         folder = "its folder" if written is path else f"{written.parent}, where it links"
         raise argparse.ArgumentTypeError(f"{text!r}: cannot write into {folder} ({err.strerror})") from None
     return path
+
+
+def cpu_model() -> str:
+    """The processor's name and its vector extensions, which the ratios depend on (MKL's GEMV,
+    tanh and the p-bit kernel scale differently on different processors); ``platform.processor()``
+    is often empty on Linux."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    notable = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags]
+    return f"{name} ({' '.join(notable)})"
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Write ``record``, with the processor it was measured on first, to ``path`` (a link: to its
+    target) through a file beside it renamed over it: a write that fails (a full disk, a kill)
+    leaves the file that was there, not half of the new one."""
+    target = path.resolve() if path.is_symlink() else path
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")  # (open: the permissions the umask gives)
+    try:
+        with open(part, "w") as f:
+            f.write(json.dumps({"cpu": cpu_model(), **record}, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise

@@ -2,6 +2,7 @@
 the one that patches the p-bit's internals runs a round, and the speed table's timing and ratios
 are checked on a fake clock. Their timings are not tested here."""
 import importlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -28,6 +29,42 @@ def test_the_fusion_bound_runs_a_round():
     row = importlib.import_module("bench_pbit_passes_bound").one_round(1)
     assert set(row["median_s"]) == {"s=1", "s=8", "s=1 bound", "s=8 bound"}
     assert sys.modules["pdnn.functional"]._probability is importlib.import_module("bench_pbit_passes_bound").LIBRARY[0]
+
+
+def test_the_benchmarks_swapping_pbit_internals_reach_every_pbit(monkeypatch):
+    """bench_pbit_probability, bench_pbit_passes_bound and bench_train_copies swap the p-bit's
+    functions; at s = 8 the pooled p-bits (a backward of their own) and the shared-input one had
+    taken three or four of the five p-bits past them, so "before" timed a mix (R232). Built as they
+    build their samplers, every p-bit calls each swapped function once per step."""
+    import collections
+
+    import pdnn.functional as F
+    from pdnn.nn import PBit
+
+    bench = importlib.import_module("bench_speed")
+    x, y, model, optimizer = bench.training_problem()
+    sampled = bench.built_without(bench.PAST_THE_PBIT_FUNCTION, model, 8, x, y, optimizer)
+    calls = collections.Counter()
+    probability, gradient, setup = F._probability, F._surrogate_gradient, F._PBitFunction.setup_context
+
+    def counted(name, function):
+        return lambda *args: calls.update([name]) or function(*args)
+
+    monkeypatch.setattr(F, "_probability", counted("probability", probability))
+    monkeypatch.setattr(F, "_surrogate_gradient", counted("gradient", gradient))
+    monkeypatch.setattr(F._PBitFunction, "setup_context", staticmethod(counted("setup", setup)))
+    bench.adam_step(sampled, x, y, optimizer)
+    pbits = sum(isinstance(m, PBit) for m in model.modules())
+    assert pbits == 5 and calls == {"probability": pbits, "gradient": pbits, "setup": pbits}
+
+
+def test_a_ratio_is_printed_beside_its_own_goal_only():
+    """Each ratio was printed with its row's whole goal, so ``sigmoid/tanh`` seemed to have one (R232)."""
+    goal_of = importlib.import_module("bench_speed").goal_of
+    assert goal_of("T=16/T=1 <= 2; loop16/T=16 >= 8", "loop16/T=16") == "loop16/T=16 >= 8"
+    assert goal_of("T=16/T=1 <= 2; loop16/T=16 >= 8", "T=16/T=1") == "T=16/T=1 <= 2"
+    assert goal_of("T=16/T=1 <= 2; loop16/T=16 >= 8", "loop16/T=16 packed") == ""
+    assert goal_of("pbit/tanh <= 2", "sigmoid/tanh") == ""
 
 
 def test_a_count_option_below_one_is_named():
@@ -69,6 +106,34 @@ def test_a_json_file_is_refused_before_the_measurement_or_its_folder_made(tmp_pa
         (tmp_path / "into-proc.json").symlink_to("/proc/x.json")
         with pytest.raises(argparse.ArgumentTypeError, match="cannot write into /proc, where it links"):
             counts.output_file(str(tmp_path / "into-proc.json"))
+
+
+def test_a_json_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Every script took ``--json`` with ``write_text`` or ``open(..., "w")``: a write that failed
+    (a full disk, a file-size limit) left half a file where the last run's had been (R232). Now the
+    record, with the processor first, replaces the file only once all of it is on disk."""
+    import os
+
+    counts = importlib.import_module("counts")
+    path = tmp_path / "speed.json"
+    counts.write_json(path, {"rows": [1, 2]})
+    written = path.read_text()
+    assert list(json.loads(written)) == ["cpu", "rows"]
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        counts.write_json(path, {"rows": [3]})
+    assert path.read_text() == written and [p.name for p in tmp_path.iterdir()] == ["speed.json"]
+    monkeypatch.undo()
+    (tmp_path / "link.json").symlink_to(path)  # a link keeps linking: its target is replaced
+    counts.write_json(tmp_path / "link.json", {"rows": [4]})
+    assert (tmp_path / "link.json").is_symlink() and "4" in path.read_text()
+    takes_json = [name for name in SCRIPTS if '"--json"' in (BENCHMARKS / f"{name}.py").read_text()]
+    assert len(takes_json) > 5 and all("write_json(args.json" in (BENCHMARKS / f"{name}.py").read_text()
+                                       for name in takes_json)
 
 
 def test_startup_refuses_a_source_folder_without_pdnn(tmp_path, monkeypatch, capsys):
