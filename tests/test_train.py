@@ -825,8 +825,9 @@ def test_a_signalled_run_says_what_it_kept_and_resumes(signum, status, said, tmp
     assert err.strip().splitlines()[-1] == (f"pdnn train: {said}; no file was left half-written; every finished "
                                             "epoch was saved, and --resume continues from the last (if none had "
                                             "finished, train anew)")
-    saved = load_checkpoint(run / "checkpoint.pt")  # metrics.json, written after it, may lag (below)
+    saved = load_checkpoint(run / "checkpoint.pt")  # metrics.json is written with it, before the signal is taken
     assert 1 <= saved["epoch"] < 200 and len(saved["metrics"]) == saved["epoch"]
+    assert json.loads((run / "metrics.json").read_text()) == saved["metrics"]
     assert main(["train", "--out", str(run), "--resume", "--epochs", str(saved["epoch"] + 1), "--quiet"]) == 0
     assert len(json.loads((run / "metrics.json").read_text())) == saved["epoch"] + 1
 
@@ -847,9 +848,27 @@ def test_an_interrupted_process_other_than_0_does_not_say_it_saved_epochs(tmp_pa
             ", and --resume continues from the last (if none had finished, train anew)" if rank == "0" else "")
 
 
+def test_an_interrupt_during_the_checkpoint_write_waits_for_the_history_too(tmp_path, monkeypatch):
+    """Each write held interrupts for itself only: one arriving while the checkpoint was written
+    took effect between the two, and the run stopped with a checkpoint at epoch 2 and a history
+    of epoch 1, or none (R233)."""
+    saved = pdnn.train.save_checkpoint
+
+    def interrupted_while_saving(path, state):
+        saved(path, state)
+        if state["epoch"] == 2:
+            signal.raise_signal(signal.SIGINT)  # (held by the write's own block: taken as it ends)
+
+    monkeypatch.setattr(pdnn.train, "save_checkpoint", interrupted_while_saving)
+    run = tmp_path / "run"
+    assert train(run, "--epochs", "3") == 130
+    history = json.loads((run / "metrics.json").read_text())
+    assert [m["epoch"] for m in history] == [1, 2] and load_checkpoint(run / "checkpoint.pt")["metrics"] == history
+
+
 def test_resuming_restores_a_history_the_interruption_left_behind(tmp_path):
-    """An interruption between the checkpoint's write and the history's leaves metrics.json one
-    epoch behind (or absent); resuming, even with nothing left to train, writes it from the checkpoint."""
+    """A kill between the checkpoint's write and the history's leaves metrics.json one epoch
+    behind (or absent); resuming, even with nothing left to train, writes it from the checkpoint."""
     run = tmp_path / "run"
     assert train(run, "--epochs", "2") == 0
     history = json.loads((run / "metrics.json").read_text())

@@ -51,7 +51,7 @@ from .errors import UsageError
 from .models import ModelConfig
 from .progress import progress_bar
 from .provenance import CODE, code_record
-from .io import checkpoint_mismatch, is_epoch_history, is_folder_record, writer_lock
+from .io import checkpoint_mismatch, is_epoch_history, is_folder_record, signals_held, writer_lock
 from .runs import (CHECKPOINT, CONFIG, METRICS, RunError, check_fits, load_checkpoint, read_json, save_checkpoint,
                    write_json)
 from .tasks import TASKS, Task
@@ -543,17 +543,20 @@ def _train_epoch(run: _Run, data, config: TrainConfig, epoch: int, progress: boo
 
 def _end_epoch(run: _Run, data, epoch: int, trained: dict, speed: dict, generators: list[dict], run_dir: Path,
                progress: bool) -> None:
-    """Measure the held-out metric, then write the checkpoint and the history (process 0)."""
+    """Measure the held-out metric, then write the checkpoint and the history (process 0), both
+    before an interrupt takes effect (one arriving during the checkpoint's write had left the
+    history an epoch behind, or absent, until ``--resume``)."""
     run.metrics.append({"epoch": epoch + 1, **trained, **run.task.held_out(run.model, data),
                         "lr": run.optimizer.param_groups[0]["lr"], **speed, CODE: code_record()})
-    save_checkpoint(run_dir / CHECKPOINT, {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "epoch": epoch + 1,
-        "metrics": run.metrics,
-        "generators": generators,  # one dict of streams per process
-    })
-    write_json(run_dir / METRICS, run.metrics)
+    with signals_held():
+        save_checkpoint(run_dir / CHECKPOINT, {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "metrics": run.metrics,
+            "generators": generators,  # one dict of streams per process
+        })
+        write_json(run_dir / METRICS, run.metrics)
     if progress:
         tqdm.write(run.task.summary(run.metrics[-1]))
 
