@@ -1961,12 +1961,49 @@ def test_a_forward_calling_quantized_activation_converts_as_the_quantize_module(
         assert [site["kind"] for site in find_activations(module)] == ["quantize"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            outputs = [SampledModel(to_sampled(net, "pbit"), samples=50, seed=0, aggregate=aggregate)(x)
-                       for net in (called, module)]
+            converted = [to_sampled(net, "pbit") for net in (called, module)]
+            outputs = [SampledModel(net, samples=50, seed=0, aggregate=aggregate)(x) for net in converted]
         if (mode, aggregate) == ("unipolar", "layer"):  # (the mean of ±1 bits, then + 1 and / 2: float rounding)
             torch.testing.assert_close(*outputs, rtol=0, atol=1e-6)
         else:
             assert torch.equal(*outputs), (mode, aggregate)
+        # the gradient flows once, through the surrogate (with the rounding gone, the bits had
+        # passed theirs too: twice the gradient, R234)
+        for out in outputs:
+            out.sum().backward()
+        torch.testing.assert_close(converted[0].fc1.weight.grad, converted[1].fc1.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_rounding_after_bits_off_its_grid_stays_and_surrogates_are_no_sites():
+    """Only ±1 bits lie on every k-bit grid: the rounding of a sigmoid's p-bit ({0, 1}) or of a
+    hardtanh's with bounds ±0.5 gave {1/3, 1} and {±1/3} before the conversion and after it (it
+    had been dropped after every p-bit, R234). A value reaching a straight-through surrogate only
+    through other operations or an activation module is no site either (R234)."""
+    from pdnn import functional as pdnn_functional  # (a name imported inside a function fx does not patch)
+    from pdnn.functional import quantize_levels
+
+    class Net(nn.Module):
+        def __init__(self, activation):
+            super().__init__()
+            self.fc1, self.fc2, self.activation = nn.Linear(6, 8), nn.Linear(8, 3), activation
+
+        def forward(self, x):
+            return self.fc2(self.activation(self.fc1(x)))
+
+    seen = []
+    for rounded, levels in ((lambda h: quantize_levels(torch.sigmoid(h), 2), {1 / 3, 1.0}),
+                            (lambda h: quantize_levels(F.hardtanh(h, -0.5, 0.5), 2), {-1 / 3, 1 / 3}),
+                            (lambda h: quantize_levels(F.hardtanh(h), 2), {-1.0, 1.0})):  # (±1: dropped)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = to_sampled(Net(rounded), "pbit")
+        converted.fc2.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+        converted(torch.randn(200, 6))
+        assert {round(v, 6) for v in seen.pop().unique().tolist()} == {round(v, 6) for v in levels}
+    for surrogate in (lambda h: torch.tanh(h).view(h.shape), lambda h: torch.tanh(h) * 1.0, nn.Tanh(), nn.Sigmoid()):
+        net = Net(lambda h: pdnn_functional.straight_through(torch.sign(h), surrogate(h)))
+        net.surrogate = surrogate if isinstance(surrogate, nn.Module) else None
+        assert find_activations(net) == [], surrogate
 
 
 def test_a_converted_unipolar_quantized_activation_passes_the_mean_of_its_bits_under_layer_aggregation():

@@ -282,12 +282,12 @@ def _bits_shape(x: torch.Tensor, repeats: int) -> torch.Size:
 
 def dense(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """``x`` laid out densely for the kernel, which runs in storage order: as it is if contiguous
-    or channels-last (4-D), else copied as ``torch.cat`` copies it (a channel slice of a
-    channels-last tensor stays channels-last: the bits of ``x`` repeated are then numbered as those
-    of ``torch.cat([x] * repeats)``), contiguous if that copy is neither; and whether it is
+    or channels-last (4-D), else a 4-D tensor copied as ``torch.cat`` copies it (a channel slice
+    of a channels-last tensor stays channels-last: the bits of ``x`` repeated are then numbered as
+    those of ``torch.cat([x] * repeats)``), contiguous if that copy is neither; and whether it is
     channels-last."""
-    if not x.is_contiguous() and not _channels_last(x):
-        x = torch.cat([x])
+    if x.dim() == 4 and not x.is_contiguous() and not _channels_last(x):
+        x = torch.cat([x])  # (other layouts the kernel reads contiguous: one copy, below)
     if x.is_contiguous():
         return x, False
     if _channels_last(x):

@@ -56,6 +56,32 @@ from .functional import straight_through
 from .nn import is_stochastic
 
 
+
+def steering_gradients_only(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes computed only for a straight-through estimator's surrogate, directly or through
+    other such nodes (the sigmoid of a unipolar ``quantized_activation``, the tanh of
+    ``straight_through(torch.sign(h), torch.tanh(h))``): a forward never uses their values, so
+    they are no activation to sample and cost an inference nothing. An in-place call is kept: it
+    may change a tensor the forward reads."""
+    unused: set[fx.Node] = set()
+
+    def unneeded(user: fx.Node, node: fx.Node) -> bool:
+        if user in unused:
+            return True
+        if user.op != "call_function" or user.target is not straight_through:
+            return False
+        value = user.args[0] if user.args else user.kwargs.get("value")
+        surrogate = user.args[1] if len(user.args) > 1 else user.kwargs.get("surrogate")
+        return surrogate is node and value is not node
+
+    for node in reversed(graph.nodes):
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        in_place = name.endswith("_") and not name.endswith("__") or node.kwargs.get("inplace") is True
+        if node.op in ("call_function", "call_method", "call_module") and not in_place and node.users and \
+                all(unneeded(user, node) for user in node.users):
+            unused.add(node)
+    return unused
+
 # random functions and tensor methods other than pdnn modules: a call is a fresh draw per sample
 _RANDOM_FUNCTIONS = {torch.rand, torch.randn, torch.rand_like, torch.randn_like, torch.randint,
                      torch.randint_like, torch.randperm, torch.bernoulli, torch.normal, torch.poisson,

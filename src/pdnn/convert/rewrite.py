@@ -391,7 +391,7 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
                 new = gm.graph.call_module(target, (source,))
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
-            _drop_rounding_of(new, gm.graph)
+            _drop_rounding_of(new, gm.get_submodule(target), gm.graph)
         else:
             with gm.graph.inserting_before(node):
                 noisy = gm.graph.call_module(target, (source,))
@@ -405,14 +405,21 @@ def _rewrite_functions(model: nn.Module, graph: fx.Graph, sites: list[_Site], me
     return gm
 
 
-def _drop_rounding_of(pbit: fx.Node, graph: fx.Graph) -> None:
-    """Removes the k-bit rounding (``quantize_levels``, as ``quantized_activation`` calls it) of a
-    p-bit's output. Its bits, ±1, lie on every grid, so in a loop of forwards the rounding does
-    nothing; under layer aggregation the p-bit passes on the mean of its T bits, which the rounding
-    made a majority vote: a deterministic k-bit network, not the sampled one."""
-    for user in list(pbit.users):
+def _drop_rounding_of(pbit: fx.Node, module: nn.Module, graph: fx.Graph) -> None:
+    """Replaces the k-bit rounding (``quantize_levels``, as ``quantized_activation`` calls it) of
+    the output of a p-bit whose bits are ±1 by those bits, detached as the rounding's output was
+    (the gradient goes through the straight-through surrogate, once). ±1 lie on every grid, so in
+    a loop of forwards the rounding does nothing; under layer aggregation the p-bit passes on the
+    mean of its T bits, which the rounding made a majority vote: a deterministic k-bit network,
+    not the sampled one. (Other bits, a sigmoid's 0 or a hardtanh's own bounds, are not on the
+    grid: their rounding stays.)"""
+    plus_minus_one = (isinstance(module, PBit) and module.mode == "bipolar" or
+                      isinstance(module, HardPBit) and (module.min_val, module.max_val) == (-1.0, 1.0))
+    for user in list(pbit.users) if plus_minus_one else ():
         if user.op == "call_function" and user.target is _nearest_levels and user.args[:1] == (pbit,):
-            user.replace_all_uses_with(pbit)
+            with graph.inserting_before(user):
+                bits = graph.call_method("detach", (pbit,))
+            user.replace_all_uses_with(bits)
             graph.erase_node(user)
 
 

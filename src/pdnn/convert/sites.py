@@ -20,9 +20,8 @@ from torch.nn import functional as TF
 from torch.nn.modules.batchnorm import _NormBase
 
 from ..errors import UsageError
-from ..functional import straight_through
 from ..nn import Quantize, is_stochastic
-from ..tracing import DROPOUT_FUNCTIONS, faithful_trace, unsized
+from ..tracing import DROPOUT_FUNCTIONS, faithful_trace, steering_gradients_only, unsized
 from .methods import METHODS
 
 
@@ -481,10 +480,13 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
 
     ops: list[str] = []
     fed, transforms = _fed_by_input(graph), set()  # activation modules also called on constants
+    unused = steering_gradients_only(graph)  # no activation: only a straight-through surrogate
     for node in graph.nodes:
         if node.op == "call_module":
             m = modules[node.target]
             ops.append(_module_label(m))
+            if node in unused:
+                continue
             if _module_kind(m) is None:
                 # a torch layer kept whole may call an activation it holds, a module or a function
                 # (nn.TransformerEncoderLayer(activation=nn.Tanh() or torch.tanh)): swapped by its path
@@ -507,7 +509,7 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
         elif node.op in ("call_function", "call_method"):
             ops.append(node.target if isinstance(node.target, str) else
                        getattr(node.target, "__name__", str(node.target)))
-            convertible = node in fed and not _steers_gradient_only(node)
+            convertible = node in fed and node not in unused
             site = _function_site(node, taken, node not in output_side, modules) if convertible else None
             if site is not None:
                 if _after_a_draw(node, modules):
@@ -516,19 +518,6 @@ def _discover_in(model: nn.Module, graph: fx.Graph) -> _Discovery:
     for name in transforms & sites.keys():
         sites[name].problem = TRANSFORMS_CONSTANTS
     return _Discovery(list(sites.values()), graph, None, list(dict.fromkeys(ops)), frozenset(transforms - sites.keys()))
-
-
-def _steers_gradient_only(node: fx.Node) -> bool:
-    """Whether ``node`` is used only as a straight-through estimator's surrogate (the sigmoid of a
-    unipolar ``quantized_activation``, the tanh of ``straight_through(sign(h), tanh(h))``): the
-    forward never uses its value, so it is no activation to sample (as a p-bit it drew in vain)."""
-    def as_surrogate(user: fx.Node) -> bool:
-        if user.op != "call_function" or user.target is not straight_through:
-            return False
-        value = user.args[0] if user.args else user.kwargs.get("value")
-        surrogate = user.args[1] if len(user.args) > 1 else user.kwargs.get("surrogate")
-        return surrogate is node and value is not node
-    return bool(node.users) and all(as_surrogate(user) for user in node.users)
 
 
 def _after_a_draw(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

@@ -56,7 +56,8 @@ from ..errors import UsageError
 from ..functional import _nearest_levels, straight_through
 from ..nn import DitheredQuantize, HardPBit, PBit, Quantize, is_stochastic
 from ..sampling import SampledModel
-from ..tracing import DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated, unsized, why_untraceable
+from ..tracing import (DROPOUT_FUNCTIONS, ModelState, Tracer, draws_node, evaluated, steering_gradients_only, unsized,
+                       why_untraceable)
 from .eo import NeuronPart, check_bit_width
 from .tech import FLOAT_BITS
 
@@ -680,22 +681,6 @@ def _defaults(model: nn.Module) -> dict:
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not isinstance(p.default, torch.Tensor)}
 
 
-def _steering_gradients_only(graph: fx.Graph) -> set[fx.Node]:
-    """The nodes computed only for a straight-through estimator's surrogate (the sigmoid of a
-    unipolar ``quantized_activation``): an inference never uses their values, so they cost nothing."""
-    unused: set[fx.Node] = set()
-    for node in reversed(graph.nodes):
-        def unneeded(user: fx.Node) -> bool:
-            if user in unused:
-                return True
-            if user.op != "call_function" or user.target is not straight_through:
-                return False
-            return _argument(user, 1, "surrogate") is node and _argument(user, 0, "value") is not node
-        if node.op != "placeholder" and node.users and all(unneeded(user) for user in node.users):
-            unused.add(node)
-    return unused
-
-
 def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     gm = fx.GraphModule(model, Tracer(_priced_whole).trace(model, concrete_args=_defaults(model) or None))
     with contextlib.redirect_stderr(io.StringIO()):  # fx prints its own report of a shape error, raised below
@@ -703,7 +688,7 @@ def _analyze_fx(model: nn.Module, x: torch.Tensor, walker: _Walker) -> None:
     modules = dict(gm.named_modules())
     infos: dict[fx.Node, _Info] = {}
     placeholders = 0
-    unused = _steering_gradients_only(gm.graph)
+    unused = steering_gradients_only(gm.graph)
     for node in gm.graph.nodes:
         if node in unused:
             continue
