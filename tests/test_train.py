@@ -848,6 +848,15 @@ def test_an_interrupted_process_other_than_0_does_not_say_it_saved_epochs(tmp_pa
             ", and --resume continues from the last (if none had finished, train anew)" if rank == "0" else "")
 
 
+def test_training_leaves_the_callers_global_generator_as_it_was(tmp_path):
+    """``train`` seeded torch's global generator for the initial weights and left it so (R235)."""
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    model = ModelConfig(name="mlp", neuron="pbit", input_shape=(1, 28, 28), num_classes=10, width=8)
+    pdnn.train.train(tmp_path / "run", model, "demo", TrainConfig(epochs=1, seed=4), subset=32, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_an_interrupt_during_the_checkpoint_write_waits_for_the_history_too(tmp_path, monkeypatch):
     """Each write held interrupts for itself only: one arriving while the checkpoint was written
     took effect between the two, and the run stopped with a checkpoint at epoch 2 and a history
