@@ -49,15 +49,20 @@ one() {  # one NAME: train (or convert) and score the run NAME
     pbit-s8-clf60k)  # robustness of fid-clf: pbit-s8 scored with a classifier trained on all 60000 images
       train classifier-60k --model cnn --neuron tanh --width 8 \
         --lr 1e-3 --epochs 2 "${common[@]}" --seed 1 --monitor-examples 1000
-      [ -f "$RUNS/pbit-s8-clf60k/checkpoint.pt" ] || { mkdir -p "$RUNS/pbit-s8-clf60k"
-        cp "$RUNS/pbit-s8/config.json" "$RUNS/pbit-s8/checkpoint.pt" "$RUNS/pbit-s8/metrics.json" "$RUNS/pbit-s8-clf60k/"; }
+      [ -f "$RUNS/pbit-s8-clf60k/checkpoint.pt" ] || {  # copied whole, or not at all: a folder moved into place
+        part=$RUNS/.pbit-s8-clf60k.part; rm -rf "$part"; mkdir "$part"
+        cp "$RUNS/pbit-s8/config.json" "$RUNS/pbit-s8/checkpoint.pt" "$RUNS/pbit-s8/metrics.json" "$part/"
+        rm -rf "$RUNS/pbit-s8-clf60k"; mv "$part" "$RUNS/pbit-s8-clf60k"; }
       [ -f "$RUNS/pbit-s8-clf60k/fid-clf.json" ] || $PDNN fid "$RUNS/pbit-s8-clf60k" --classifier "$RUNS/classifier-60k" \
         --n "$N" --repeats "$REPEATS" --samples 1,2,5,10,20,50 --quiet
       return ;;
     pbit-s*) train "$1" --neuron pbit -s "${1#pbit-s}" "${vae[@]}" ;;
     quant*) train "$1" --neuron "quant:${1#quant}" "${vae[@]}" ;;
-    tanh-pbit) [ -f "$RUNS/tanh-pbit/config.json" ] || $PDNN convert "$RUNS/tanh" --method pbit \
-                 --layers decoder.2,decoder.7 --out "$RUNS/tanh-pbit" --quiet ;;
+    tanh-pbit) if [ ! -f "$RUNS/tanh-pbit/config.json" ]; then
+                 local force=(); [[ -e $RUNS/tanh-pbit ]] && force=(--force)  # an interrupted conversion: replaced
+                 $PDNN convert "$RUNS/tanh" --method pbit --layers decoder.2,decoder.7 --out "$RUNS/tanh-pbit" \
+                   "${force[@]}" --quiet
+               fi ;;
     *) echo "unknown run $1" >&2; return 2 ;;
   esac
   score "$1"

@@ -516,3 +516,33 @@ def test_the_ablation_summary_names_a_run_it_cannot_tabulate_and_writes_nothing(
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.splitlines()[-1].startswith("ablation_summary.py: error: ") and named in done.stderr
         assert str(run) in done.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_the_generation_script_replaces_an_interrupted_conversion_and_copies_a_run_whole(tmp_path):
+    """A conversion interrupted while writing its folder (no config.json) stopped every rerun of
+    the script with convert's refusal: it is replaced with --force, as the noise study's are
+    (R236). pbit-s8-clf60k's copy of pbit-s8 appears whole, as a folder moved into place."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "generation_study.sh"
+    fake = tmp_path / "pdnn"
+    fake.write_text('#!/bin/sh\necho "$@" >> "$LOG"\n')  # every pdnn command it runs, recorded
+    fake.chmod(0o755)
+    runs = tmp_path / "out" / "runs"
+    for name, files in (("classifier", ["checkpoint.pt"]), ("tanh-pbit", ["checkpoint.pt"]),
+                        ("pbit-s8", ["config.json", "checkpoint.pt", "metrics.json"])):
+        (runs / name).mkdir(parents=True)
+        for file in files:
+            (runs / name / file).write_text(f"{name}/{file}")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PDNN": str(fake), "LOG": str(tmp_path / "log")}
+    done = subprocess.run(["bash", str(script), "tanh-pbit", "pbit-s8-clf60k"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    converts = [line for line in (tmp_path / "log").read_text().splitlines() if line.startswith("convert")]
+    assert len(converts) == 1 and converts[0].endswith(f"--out {runs}/tanh-pbit --force --quiet")
+    assert sorted(p.name for p in (runs / "pbit-s8-clf60k").iterdir()) == ["checkpoint.pt", "config.json",
+                                                                            "metrics.json"]
+    assert (runs / "pbit-s8-clf60k" / "checkpoint.pt").read_text() == "pbit-s8/checkpoint.pt"
+    assert not any(p.name.startswith(".") for p in runs.iterdir())

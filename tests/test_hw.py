@@ -312,7 +312,7 @@ def test_a_failing_simulator_or_synthesiser_is_named_in_one_line(tmp_path, monke
 
     monkeypatch.setattr(synth, "yosys", failing)  # (the unit is converted first, as in a real run)
     assert main(["hw", "synth", "--part", "ac", "--weight-bits", "4", "--n", "16"]) == 2
-    assert capsys.readouterr().err == "pdnn hw: error: yosys failed (exit 1): ERROR: out of memory\n"
+    assert capsys.readouterr().err == "pdnn hw synth: error: yosys failed (exit 1): ERROR: out of memory\n"
 
 
 def test_distributed_ram_counts_as_the_luts_it_is_built_of():

@@ -308,9 +308,20 @@ def test_an_export_written_meanwhile_by_another_command_is_not_replaced_without_
     assert fixed.load(out).weight_bits == 8
 
 
+def test_an_hw_action_stopped_is_named_with_its_action(capsys, monkeypatch):
+    """The line ending an interrupted ``pdnn hw synth`` (or an error of it) said "pdnn hw" (R236)."""
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hw_cli, "_synth", interrupted)
+    monkeypatch.setattr(hw_cli, "missing_tools", lambda: [])
+    assert main(["hw", "synth", "--part", "ac"]) == 130
+    assert capsys.readouterr().err.strip() == "pdnn hw synth: interrupted; no file was left half-written"
+
+
 def test_synth_refuses_a_unit_too_wide_to_build(capsys):
     assert main(["hw", "synth", "--part", "ac", "--weight-bits", "100000", "--n", "4"]) == 2
-    assert capsys.readouterr().err.strip() == "pdnn hw: error: --weight-bits must be >= 2 and <= 32, got 100000"
+    assert capsys.readouterr().err.strip() == "pdnn hw synth: error: --weight-bits must be >= 2 and <= 32, got 100000"
     # a 1-bit signed weight, which the export refuses, was synthesised as a unit of no network's
     assert main(["hw", "synth", "--part", "mac", "--weight-bits", "1", "--n", "4"]) == 2
     assert "--weight-bits must be >= 2 and <= 32, got 1 (a 1-bit signed weight holds only 0 and -1)" in \

@@ -128,19 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # the usage of the command given it (argparse showed pdnn's for any)
         _owner(parser, args, given, unknown).error(f"unrecognized arguments: {' '.join(unknown)}")
     keep_large_buffers()
-    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
+    command = " ".join(filter(None, (args.command, getattr(args, "hw_command", None))))  # (hw: its action too)
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(command)
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
     previous_handler = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
     try:
         if args.command != "train" and not _one_process(os.environ.get("WORLD_SIZE", "1")):
-            raise UsageError(f"pdnn {args.command} runs in one process; under torchrun (WORLD_SIZE="
+            raise UsageError(f"pdnn {command} runs in one process; under torchrun (WORLD_SIZE="
                              f"{os.environ['WORLD_SIZE']}) only `pdnn train` does, each process training its share")
         return int(args.run(args) or 0)
     except BrokenPipeError:  # the reader left (`pdnn energy ... | head`): what is not read is not wanted
         _quiet_stdout()
         return 128 + signal.SIGPIPE
     except (UsageError, RunError, ToolError, OSError) as err:
-        print(f"pdnn {args.command}: error: {_said(err)}", file=sys.stderr)
+        print(f"pdnn {command}: error: {_said(err)}", file=sys.stderr)
         return 2
     except Exception as err:
         if not out_of_memory(err):
@@ -148,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         # torch's message says where in its C++ it failed before what it asked for
         asked = re.search(r"tried to allocate [\d.]+ ?\w+", str(err), re.IGNORECASE)
         said = asked.group(0) if asked else str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"pdnn {args.command}: error: out of memory ({said}): the sizes or counts asked for need more "
+        print(f"pdnn {command}: error: out of memory ({said}): the sizes or counts asked for need more "
               f"memory than this machine has", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as err:
         hint = _CONTINUE.get(args.command)
         if os.environ.get("RANK", "0") not in ("", "0"):  # a torchrun process other than 0, which writes nothing
             hint = "process 0 writes the run" if args.command == "train" else None
-        return say_interrupted(f"pdnn {args.command}", err, hint)
+        return say_interrupted(f"pdnn {command}", err, hint)
     finally:
         warnings.formatwarning = previous  # the library's own callers keep Python's format
         if in_main_thread:

@@ -90,7 +90,7 @@ def missing_tools() -> list[str]:
 
 def run(args) -> int:
     if missing_tools():
-        print(f"pdnn hw: error: {INSTALL}", file=sys.stderr)
+        print(f"pdnn hw {args.hw_command}: error: {INSTALL}", file=sys.stderr)
         return 2
     return {"export": _export, "sim": _sim, "synth": _synth}[args.hw_command](args)
 
