@@ -5,6 +5,7 @@ import gc
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 
@@ -196,6 +197,12 @@ def test_memory_files_round_trip_and_reject_corruption(tmp_path):
     path.write_text(path.read_text().replace("\n", "\nzz\n", 1))
     with pytest.raises(ValueError, match="layer1_weights.mem:2: 'zz' is not a hexadecimal word"):
         fixed.load(tmp_path)
+    # nor what Python's int(., 16) took but $readmemh does not read so (R239)
+    for word in ("0x7", "+7", "-1"):
+        path.write_text(path.read_text().replace("zz", word, 1))
+        with pytest.raises(ValueError, match=re.escape(f"layer1_weights.mem:2: '{word}' is not a hexadecimal word")):
+            fixed.load(tmp_path)
+        path.write_text(path.read_text().replace(word, "zz", 1))
     # a file that is not text is named, not blamed on spec.json (R212), nor is a non-ASCII digit read as a number
     for damaged, byte in ((b"\xff\xfe00\n", 0), ("0\n\u0661\n".encode(), 2)):
         path.write_bytes(damaged)

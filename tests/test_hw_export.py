@@ -172,6 +172,17 @@ def test_an_export_touches_no_file_but_an_earlier_exports(tiny_run, tmp_path, ca
     assert main(["hw", "export", str(tiny_run), "--out", str(out), "--check", "0", "--force"]) == 0
     assert (tmp_path / "victim.mem").read_text() == "kept\n" and (out / "my_rom.mem").exists()
     assert fixed.load(out).weight_bits == 8
+    # a file named as an export's in a folder without one is not an export's: refused, and kept (R239)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "layer0_weights.mem").write_text("my hand-written weights\n")
+    for force in ([], ["--force"]):
+        assert main(["hw", "export", str(tiny_run), "--out", str(stray), "--check", "0", *force]) == 2
+        assert capsys.readouterr().err.strip() == (f"pdnn hw export: error: {stray} holds layer0_weights.mem but no "
+                                                   "export (no spec.json of one): files of another's, which an export "
+                                                   "would overwrite; export into another folder")
+    assert sorted(p.name for p in stray.iterdir()) == ["layer0_weights.mem"]
+    assert (stray / "layer0_weights.mem").read_text() == "my hand-written weights\n"
 
 
 def test_a_loss_of_exactly_the_tolerance_does_not_warn(tiny_run, tmp_path, capsys, monkeypatch):

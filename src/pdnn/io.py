@@ -139,8 +139,8 @@ def writer_lock(folder: Path | str, action: str = "write"):
     folder.mkdir(parents=True, exist_ok=True)
     lock, mine = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
     try:
-        _take(lock, mine, action)
-        try:
+        try:  # (an interrupt held while the lock was claimed is raised as the claim returns: it goes too)
+            _take(lock, mine, action)
             yield
         finally:
             if lock.exists() and lock.read_text() == mine:

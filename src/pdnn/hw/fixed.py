@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,13 +138,15 @@ def _hex_lines(values: np.ndarray, bits: int) -> str:
     return "".join(f"{int(v) & mask:0{digits}x}\n" for v in values.reshape(-1))
 
 
+_HEX_WORD = re.compile(r"[0-9a-fA-F]+")
+
+
 def _parse_hex(text: str, bits: int, path: Path) -> np.ndarray:
     out = []
     for number, line in enumerate(text.split(), 1):
-        try:
-            v = int(line, 16)
-        except ValueError:
-            raise UsageError(f"{path}:{number}: {line!r} is not a hexadecimal word") from None
+        if not _HEX_WORD.fullmatch(line):  # (int(line, 16) took 0x7f, +7f and -1, which $readmemh does not)
+            raise UsageError(f"{path}:{number}: {line!r} is not a hexadecimal word")
+        v = int(line, 16)
         if v >> bits:
             raise UsageError(f"{path}:{number}: {line!r} is wider than {bits} bits")
         out.append(v - (1 << bits) if v >> (bits - 1) else v)
@@ -168,6 +171,9 @@ def save(net: FixedNet, folder: Path | str) -> list[Path]:
         memories[desc["weights"]] = (layer.weights, net.weight_bits)
         if layer.thresholds is not None:
             memories[desc["thresholds"]] = (layer.thresholds, desc["threshold_bits"])
+    if (foreign := [name for name in memories if (folder / name).exists()]) and not is_export(folder):
+        raise UsageError(f"{folder} holds {', '.join(foreign)} but no export (no spec.json of one): files of "
+                         "another's, which an export would overwrite; export into another folder")
     earlier = _memory_names(folder / SPEC) - set(memories)
     with staging_folder(folder / SPEC) as staging:
         for name, (values, bits) in memories.items():
