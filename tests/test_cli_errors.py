@@ -905,7 +905,7 @@ def test_hw_sim_of_a_run_directory_gives_an_export_command_that_works(trained_ru
     run = tmp_path / "a run"  # a space in the path: the command is quoted
     shutil.copytree(trained_run, run)
     assert main(["hw", "sim", str(run)]) == 2
-    error = one_line_error(capsys, "hw")
+    error = one_line_error(capsys, "hw sim")
     assert f"{run} is a run directory, not an export" in error
     command = shlex.split(error.split("`")[1])
     assert command[:4] == ["pdnn", "hw", "export", str(run)] and command[4] == "--out"

@@ -220,7 +220,8 @@ def test_unsupported_and_unconvertible_models_name_the_operations():
         def forward(self, x):
             return self.b(F.relu(self.a(x)) + torch.tanh(self.a(x)))
 
-    with pytest.raises(ConversionError, match=r"relu \(F\.relu\).*Convertible: tanh"):
+    with pytest.raises(ConversionError, match=r"relu \(F\.relu\).*Convertible: tanh \(to convert only those: "
+                       r"layers=\['tanh'\] in Python, --layers tanh to pdnn convert\)"):
         to_sampled(FunctionalRelu(), "pbit")
     assert isinstance(to_sampled(FunctionalRelu(), "pbit", layers=["tanh"]).tanh, PBit)
     with pytest.raises(ConversionError, match="no activation; operations seen: nn.Linear"):

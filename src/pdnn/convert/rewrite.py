@@ -361,7 +361,8 @@ def _check_convertible(name: str, method: str, layers, found: _Discovery, select
         raise ConversionError(
             f"cannot convert {name} with method {method!r}: "
             + "; ".join(f"{s.name} ({s.op}): {why}" for s, why in problems)
-            + (f". Convertible: {', '.join(ok)} (pass layers=[...] to convert only those)" if ok else "")
+            + (f". Convertible: {', '.join(ok)} (to convert only those: layers={ok!r} in Python, --layers "
+               f"{','.join(ok)} to pdnn convert)" if ok else "")
         )
 
 
