@@ -232,23 +232,21 @@ def test_a_long_file_name_is_written_and_errors_name_the_users_path(tmp_path, mo
 
 
 def test_a_lock_is_never_seen_without_its_owner(tmp_path, monkeypatch):
-    """The owner is linked in with the lock: the instant the lock appears it names its writer
-    (one killed then leaves a lock the next command takes over, never an empty one that would
-    block the folder for good); a Ctrl-C then removes it, and the folder made for it (R239)."""
-    link, seen = os.link, []
+    """The owner is linked in with the lock: a signal just after the lock appears leaves a lock
+    that names its (then dead) writer, which the next command takes over, never an empty one
+    that would block the folder for good."""
+    link = os.link
 
     def link_then_signal(source, target):
         link(source, target)
-        with open(target) as lock:
-            seen.append(lock.read())
         raise KeyboardInterrupt  # Ctrl-C the instant the lock exists
 
     monkeypatch.setattr(os, "link", link_then_signal)
     with pytest.raises(KeyboardInterrupt):
         with writer_lock(tmp_path / "run"):
             pass
-    assert seen == [f"{socket.gethostname()} {os.getpid()}"]
-    assert not (tmp_path / "run").exists()  # no lock, no temporary left
+    assert (tmp_path / "run" / ".writing").read_text() == f"{socket.gethostname()} {os.getpid()}"
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".writing"]  # no temporary left
 
 
 def test_a_lock_is_taken_where_hard_links_are_not(tmp_path, monkeypatch):
@@ -307,21 +305,29 @@ def test_a_lock_that_cannot_be_written_names_it_and_leaves_no_folder(tmp_path, m
 
 
 def test_an_interrupt_held_while_the_lock_is_claimed_leaves_no_lock_nor_folder(tmp_path, monkeypatch):
-    """Ctrl-C during the claim is raised as the claim returns, with the lock taken: it stayed,
-    naming a dead process, in a folder the command had made (R239)."""
+    """Ctrl-C during the claim took effect as the claim returned, with the lock taken: it stayed,
+    naming a dead process, in a folder the command had made (R239). A lock another command holds,
+    even one of this process, is never removed (below)."""
     import pdnn.io as pdnn_io
 
     claim = pdnn_io._claim
 
     def interrupted_as_it_returns(lock, owner):
         assert claim(lock, owner)
-        raise KeyboardInterrupt  # (where signals_held raises one it held)
+        signal.raise_signal(signal.SIGINT)  # (held by the claim's own block, it arrived as the block ended)
+        return True
 
     monkeypatch.setattr(pdnn_io, "_claim", interrupted_as_it_returns)
     with pytest.raises(KeyboardInterrupt):
         with writer_lock(tmp_path / "new" / "sub"):
             pass
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    with writer_lock(tmp_path / "held"):  # (another thread's, say: it names this process too)
+        with pytest.raises(RunError, match="another command"):
+            with writer_lock(tmp_path / "held"):
+                pass
+        assert (tmp_path / "held" / ".writing").exists()
 
 
 def test_text_written_from_a_path_read_under_an_ascii_locale_keeps_its_bytes(tmp_path):

@@ -138,12 +138,15 @@ def writer_lock(folder: Path | str, action: str = "write"):
     created = [f for f in (folder, *folder.parents) if not f.exists()]  # this folder and any parent it needs
     folder.mkdir(parents=True, exist_ok=True)
     lock, mine = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
+    taken = False
     try:
-        try:  # (an interrupt held while the lock was claimed is raised as the claim returns: it goes too)
-            _take(lock, mine, action)
+        try:
+            with signals_held():  # an interrupt during the claim takes effect once the lock is known taken
+                _take(lock, mine, action)
+                taken = True
             yield
         finally:
-            if lock.exists() and lock.read_text() == mine:
+            if taken and lock.exists() and lock.read_text() == mine:
                 lock.unlink()
     finally:
         for made in created:  # a command that failed before writing leaves no folder, nor the parents it made
