@@ -194,7 +194,8 @@ def test_memory_files_round_trip_and_reject_corruption(tmp_path):
     images = np.random.default_rng(5).integers(0, 256, size=(6, 12))
     assert (fixed.reference(net, images, 4)[0] == fixed.reference(again, images, 4)[0]).all()
     path = tmp_path / "layer1_weights.mem"
-    path.write_text(path.read_text().replace("\n", "\nzz\n", 1))
+    original = path.read_text()
+    path.write_text(original.replace("\n", "\nzz\n", 1))
     with pytest.raises(ValueError, match="layer1_weights.mem:2: 'zz' is not a hexadecimal word"):
         fixed.load(tmp_path)
     # nor what Python's int(., 16) took but $readmemh does not read so (R239)
@@ -203,6 +204,8 @@ def test_memory_files_round_trip_and_reject_corruption(tmp_path):
         with pytest.raises(ValueError, match=re.escape(f"layer1_weights.mem:2: '{word}' is not a hexadecimal word")):
             fixed.load(tmp_path)
         path.write_text(path.read_text().replace(word, "zz", 1))
+    path.write_text("0_" + original)  # an underscore after the first digit is read, as $readmemh reads it
+    assert np.array_equal(fixed.load(tmp_path).layers[1].weights, again.layers[1].weights)
     # a file that is not text is named, not blamed on spec.json (R212), nor is a non-ASCII digit read as a number
     for damaged, byte in ((b"\xff\xfe00\n", 0), ("0\n\u0661\n".encode(), 2)):
         path.write_bytes(damaged)

@@ -849,12 +849,15 @@ def test_an_interrupted_process_other_than_0_does_not_say_it_saved_epochs(tmp_pa
 
 
 def test_training_leaves_the_callers_global_generator_as_it_was(tmp_path):
-    """``train`` seeded torch's global generator for the initial weights and left it so (R235)."""
+    """``train`` seeded torch's global generator for the initial weights and left it so (R235);
+    nor does it seed the devices' generators, which the CPU's fork did not restore (R240)."""
     torch.manual_seed(123)
-    state = torch.get_rng_state()
+    state, device_seeds = torch.get_rng_state(), []
     model = ModelConfig(name="mlp", neuron="pbit", input_shape=(1, 28, 28), num_classes=10, width=8)
-    pdnn.train.train(tmp_path / "run", model, "demo", TrainConfig(epochs=1, seed=4), subset=32, progress=False)
-    assert torch.equal(torch.get_rng_state(), state)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "manual_seed_all", device_seeds.append)
+        pdnn.train.train(tmp_path / "run", model, "demo", TrainConfig(epochs=1, seed=4), subset=32, progress=False)
+    assert torch.equal(torch.get_rng_state(), state) and device_seeds == []
 
 
 def test_an_interrupt_during_the_checkpoint_write_waits_for_the_history_too(tmp_path, monkeypatch):

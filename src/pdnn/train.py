@@ -302,8 +302,9 @@ def _flat(options: dict, prefix: str = "") -> dict:
 def _build(model_config: ModelConfig, train_config: TrainConfig, device: str, rank: int, world: int) -> _Run:
     """The model, its optimiser and this process's seeded generators."""
     task = TASKS[train_config.task](train_config)
-    with torch.random.fork_rng(devices=[]):  # the caller's global generator is left as it was
-        torch.manual_seed(train_config.seed)  # the initial weights (the only draw from the global generator)
+    with torch.random.fork_rng(devices=[]):  # the caller's global CPU generator is left as it was
+        torch.default_generator.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU (the
+        #                                                          only draw from the global generator)
         model = task.build(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     sampler = task.sampled(model, seed=train_config.seed + 1 + rank)

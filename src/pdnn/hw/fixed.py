@@ -138,7 +138,7 @@ def _hex_lines(values: np.ndarray, bits: int) -> str:
     return "".join(f"{int(v) & mask:0{digits}x}\n" for v in values.reshape(-1))
 
 
-_HEX_WORD = re.compile(r"[0-9a-fA-F]+")
+_HEX_WORD = re.compile(r"[0-9a-fA-F][0-9a-fA-F_]*")  # (Verilog numbers may hold _ after the first digit)
 
 
 def _parse_hex(text: str, bits: int, path: Path) -> np.ndarray:
@@ -146,7 +146,7 @@ def _parse_hex(text: str, bits: int, path: Path) -> np.ndarray:
     for number, line in enumerate(text.split(), 1):
         if not _HEX_WORD.fullmatch(line):  # (int(line, 16) took 0x7f, +7f and -1, which $readmemh does not)
             raise UsageError(f"{path}:{number}: {line!r} is not a hexadecimal word")
-        v = int(line, 16)
+        v = int(line.replace("_", ""), 16)
         if v >> bits:
             raise UsageError(f"{path}:{number}: {line!r} is wider than {bits} bits")
         out.append(v - (1 << bits) if v >> (bits - 1) else v)
