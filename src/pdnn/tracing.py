@@ -56,7 +56,6 @@ from .functional import straight_through
 from .nn import is_stochastic
 
 
-
 def steering_gradients_only(graph: fx.Graph) -> set[fx.Node]:
     """The nodes computed only for a straight-through estimator's surrogate, directly or through
     other such nodes (the sigmoid of a unipolar ``quantized_activation``, the tanh of
