@@ -14,25 +14,20 @@ JSON holds every round.
 from __future__ import annotations
 
 import torch
-from bench_speed import before_after_rounds, compare
+from bench_speed import before_after_rounds, compare, rewrites_off
 
-import pdnn.sampling as sampling
 from pdnn import SampledModel
 from pdnn.models import create
 from pdnn.sampling import MAX_ROWS
 
-SHARE = sampling._share_repeated_inputs
 PAIRS = [("network after", "network before"), ("layer after", "layer before")]
 
 
 def built(model, aggregate: str, x: torch.Tensor, shared: bool) -> SampledModel:
     """A ``SampledModel`` whose graphs were built with the rewrite on or off (its first call)."""
-    sampling._share_repeated_inputs = SHARE if shared else (lambda gm, samples: None)
-    try:
-        sampled = SampledModel(model, 10, aggregate=aggregate, seed=0, max_rows=MAX_ROWS)
+    sampled = SampledModel(model, 10, aggregate=aggregate, seed=0, max_rows=MAX_ROWS)
+    with rewrites_off(() if shared else ("_share_repeated_inputs",)):
         sampled(x)
-    finally:
-        sampling._share_repeated_inputs = SHARE
     return sampled
 
 
